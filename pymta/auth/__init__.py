@@ -1,0 +1,1 @@
+"""pymta.auth: see DESIGN.md."""

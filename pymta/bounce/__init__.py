@@ -1,0 +1,1 @@
+"""pymta.bounce: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.cleanup: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.cli: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.delivery: see DESIGN.md."""

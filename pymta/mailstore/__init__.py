@@ -1,0 +1,1 @@
+"""pymta.mailstore: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.pop3: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.qmgr: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.queue: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.rewrite: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.smtpd: see DESIGN.md."""

@@ -1,0 +1,1 @@
+"""pymta.tables: see DESIGN.md."""
