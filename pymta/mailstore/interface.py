@@ -1,0 +1,353 @@
+"""The mail store contract: users' mailboxes, folders, messages and UIDs.
+
+Mirrors Dovecot's mail storage as POP3 and IMAP (RFC 3501, RFC 9051,
+RFC 7162 CONDSTORE/QRESYNC, RFC 4315 UIDPLUS, RFC 6154 SPECIAL-USE) need it.
+Two implementations: :class:`pymta.mailstore.maildir.MaildirStore` (Maildir++
+on disk, shared with Postfix/Dovecot/mutt) and
+:class:`pymta.mailstore.memory.MemoryStore` (tests); one contract test runs
+against both.
+
+Names and values at this seam:
+
+- Folder names are Unicode ``str``; the hierarchy separator is
+  :data:`SEPARATOR` (``/``). ``INBOX`` (any case) is the inbox. The IMAP layer
+  converts to and from modified UTF-7 on the wire; the Maildir store writes
+  mUTF-7 directory names on disk (Dovecot's default), so the two never mix.
+- Flags are IMAP names: system flags (:data:`SYSTEM_FLAGS`, ``\\Seen``...) in
+  ``MessageInfo.flags``, keywords (``$Forwarded``, ``NonJunk``...) in
+  ``MessageInfo.keywords``. Calls that take flags take both mixed together.
+- UIDs never change and are never reused within one UIDVALIDITY.
+- Every change (append, flag change, expunge) raises the folder's
+  HIGHESTMODSEQ (RFC 7162) and is told to the folder's listeners.
+
+Folder objects are shared: within one store, ``folder(name)`` returns the
+same object to every session, so a change made through one session reaches
+the listeners of all. Sessions keep their own view (sequence numbers) on top.
+
+Calls are synchronous and may block on the local disk for a short time (a
+few file operations; see each implementation's docstring for the costs);
+the IMAP server may run them in a thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from zope.interface import Attribute, Interface
+
+SEPARATOR = "/"
+
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+
+# RFC 6154 special-use attributes, and the folders created for a new user.
+SPECIAL_USE = ("\\Drafts", "\\Sent", "\\Trash", "\\Junk", "\\Archive")
+DEFAULT_FOLDERS: tuple[tuple[str, str], ...] = (
+    ("Drafts", "\\Drafts"),
+    ("Sent", "\\Sent"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+
+class MailStoreError(Exception):
+    """A store operation failed (I/O error, corrupt state that cannot be repaired)."""
+
+
+class NoSuchFolder(MailStoreError):
+    """The folder does not exist."""
+
+
+class FolderExists(MailStoreError):
+    """CREATE or RENAME onto a folder that already exists."""
+
+
+class InvalidFolderName(MailStoreError):
+    """A folder name from a client is not acceptable (empty part, ``.``, ``..``,
+    control characters, too long, the on-disk separator...)."""
+
+
+class NoSuchMessage(MailStoreError):
+    """The UID is not (or no longer) in the folder."""
+
+
+class FlagMode(enum.Enum):
+    """How set_flags combines the given flags with the message's (IMAP STORE
+    FLAGS / +FLAGS / -FLAGS)."""
+
+    REPLACE = "replace"
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What the index knows of one message, without opening its file.
+
+    ``size`` is the file's size as stored (LF line ends); ``rfc822_size`` the
+    size with CRLF line ends, which POP3 LIST/STAT and IMAP RFC822.SIZE
+    report (Dovecot's ``,S=`` and ``,W=``). ``internal_date`` is seconds since
+    the epoch (IMAP INTERNALDATE; the file's mtime in Maildir). ``recent`` is
+    true while the message is still in Maildir ``new/`` (no session has
+    claimed it, IMAP ``\\Recent``). ``filename`` is the implementation's name
+    for the stored message (``cur/1700000000.M1P2.host,S=10,W=12:2,S`` in
+    Maildir), for logs and tools only.
+    """
+
+    uid: int
+    size: int
+    rfc822_size: int
+    internal_date: float
+    flags: frozenset[str]
+    keywords: frozenset[str]
+    modseq: int
+    filename: str
+    recent: bool = False
+
+    @property
+    def all_flags(self) -> frozenset[str]:
+        """System flags and keywords together, as IMAP FETCH FLAGS shows them."""
+        return self.flags | self.keywords
+
+
+@dataclass(frozen=True)
+class MimePart:
+    """One MIME entity of a message, with byte offsets into the stored file,
+    cached so that IMAP BODYSTRUCTURE and BODY[1.2] need no re-parse.
+
+    Offsets are into the stored bytes (LF line ends): ``header_start`` to
+    ``body_start`` is the header block (with its blank line), ``body_start``
+    to ``end`` the body. ``rfc822_body_size`` and ``lines`` describe the body
+    with CRLF line ends, as BODYSTRUCTURE reports them. ``params`` and
+    ``disposition_params`` keep their order; names are lower case.
+    ``parts`` are the children of a multipart, or the one encapsulated
+    message of a message/rfc822 (whose own ``parts`` follow the same rule).
+    """
+
+    content_type: str  # lower case, e.g. "text"
+    subtype: str  # lower case, e.g. "plain"
+    params: tuple[tuple[str, str], ...]
+    content_id: str | None
+    description: str | None
+    encoding: str  # lower case, "7bit" when absent
+    disposition: str | None
+    disposition_params: tuple[tuple[str, str], ...]
+    language: str | None
+    location: str | None
+    md5: str | None
+    header_start: int
+    body_start: int
+    end: int
+    rfc822_body_size: int
+    lines: int
+    parts: tuple[MimePart, ...] = ()
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """One line of a folder listing (IMAP LIST): its name, its RFC 6154
+    special-use attribute (or None), and whether it has child folders
+    (RFC 3348 CHILDREN)."""
+
+    name: str
+    special_use: str | None = None
+    has_children: bool = False
+
+
+@dataclass(frozen=True)
+class FolderChange:
+    """What listeners hear: ``kind`` is ``append``, ``flags`` or ``expunge``;
+    ``uids`` the messages concerned (ascending); ``modseq`` the folder's
+    HIGHESTMODSEQ after the change."""
+
+    kind: str
+    uids: tuple[int, ...]
+    modseq: int
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """IMAP STATUS items, computed from the index."""
+
+    messages: int
+    recent: int
+    unseen: int
+    uidnext: int
+    uidvalidity: int
+    highest_modseq: int
+    size: int = 0  # sum of rfc822_size (RFC 8438 STATUS=SIZE)
+
+
+class IFolderLock(Interface):
+    """An exclusive hold on a folder (POP3 holds INBOX for a session)."""
+
+    def release() -> None:
+        """Give the lock up; harmless when called twice."""
+
+
+class IFolder(Interface):
+    """One folder: a list of messages numbered by UID."""
+
+    name = Attribute("The folder's name (``INBOX`` or e.g. ``Archive/2024``).")
+    uidvalidity = Attribute("int: UIDVALIDITY; changes only if the UIDs could not be kept.")
+    uidnext = Attribute("int: the UID the next message will get (RFC 3501 UIDNEXT).")
+    highest_modseq = Attribute("int: the folder's HIGHESTMODSEQ (RFC 7162).")
+
+    def refresh() -> list[MessageInfo]:
+        """Bring the folder up to date with the disk: number messages that
+        other writers put in ``new/`` or ``cur/``, and notice expunges and flag
+        changes made by other processes. Returns the newly numbered messages
+        (ascending UID). Listeners hear of every change found."""
+
+    def changed_on_disk() -> bool:
+        """A cheap check (a few stat calls) whether another process may have
+        changed the folder since the last refresh; True means call refresh()."""
+
+    def messages() -> list[MessageInfo]:
+        """Every message, in ascending UID order, from the index."""
+
+    def get(uid: int) -> MessageInfo:
+        """The message with this UID; NoSuchMessage when there is none."""
+
+    def status() -> FolderStatus:
+        """Counts for IMAP STATUS / SELECT, from the index."""
+
+    def read(uid: int) -> bytes:
+        """The whole message as stored (LF line ends)."""
+
+    def open(uid: int) -> BinaryIO:
+        """The message as a binary file opened for reading (caller closes)."""
+
+    def header_bytes(uid: int) -> bytes:
+        """The message's header block, up to and including the blank line
+        (LF line ends). Cached in the index after first use."""
+
+    def mime_structure(uid: int) -> MimePart:
+        """The message's MIME structure. Cached in the index after first use."""
+
+    def set_flags(
+        uid: int,
+        flags: Collection[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> MessageInfo | None:
+        """Change a message's flags and keywords; returns the message with its
+        new flags and modseq. With ``unchanged_since`` (RFC 7162
+        UNCHANGEDSINCE), changes nothing and returns None when the message's
+        modseq is greater. When nothing changes the modseq stays. NoSuchMessage
+        when the UID is gone. Unknown ``\\`` flags are ignored (\\Recent
+        cannot be set)."""
+
+    def append(
+        content: bytes,
+        flags: Collection[str] = (),
+        internal_date: float | None = None,
+    ) -> int:
+        """Store a new message (LF line ends; CRLF is converted) durably and
+        return its UID. ``internal_date`` defaults to now (the store's clock)."""
+
+    def expunge(uids: Collection[int] | None = None) -> list[int]:
+        """Remove messages for good. With ``uids``, those of them that are
+        present; without, every message flagged \\Deleted (IMAP EXPUNGE).
+        Returns the UIDs removed, ascending."""
+
+    def expunged_since(modseq: int) -> list[int]:
+        """UIDs expunged after ``modseq`` (RFC 7162 QRESYNC VANISHED (EARLIER)).
+        May return more than were expunged since then (never fewer) when
+        older history was compacted away."""
+
+    def copy(uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
+        """Copy messages (with flags, keywords and internal date) to another
+        folder of the same store; returns (source UID, new UID) pairs in
+        ascending source order (RFC 4315 COPYUID)."""
+
+    def move(uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
+        """As copy, then expunge the sources (RFC 6851 MOVE)."""
+
+    def claim_recent() -> list[int]:
+        """Mark every message still in ``new/`` as seen by a session (Maildir:
+        rename into ``cur/``, as Dovecot does on SELECT and POP3 login) and
+        return their UIDs: the caller is the one session that reports them
+        as ``\\Recent``."""
+
+    def lock() -> IFolderLock | None:
+        """Take the folder's exclusive session lock (across processes), or
+        None when another session holds it (POP3 ``[IN-USE]``)."""
+
+    def add_listener(callback: Callable[[FolderChange], None]) -> None:
+        """Call ``callback`` after each change made through this store (any
+        session in this process) or found by refresh(). IMAP IDLE and other
+        sessions learn of changes this way without polling."""
+
+    def remove_listener(callback: Callable[[FolderChange], None]) -> None:
+        """Stop calling ``callback``; harmless if it was not registered."""
+
+
+class IUserMailbox(Interface):
+    """One user's folders."""
+
+    user = Attribute("The user's name (as authenticated).")
+    separator = Attribute("The hierarchy separator in folder names: ``/``.")
+
+    def list_folders() -> list[FolderInfo]:
+        """Every folder, INBOX first, then by name."""
+
+    def folder(name: str) -> IFolder:
+        """The folder (shared by every session of this store); NoSuchFolder."""
+
+    def create_folder(name: str, special_use: str | None = None) -> IFolder:
+        """Create a folder (missing parents too, RFC 3501 CREATE);
+        FolderExists, InvalidFolderName."""
+
+    def delete_folder(name: str) -> None:
+        """Delete a folder and its messages. Its children stay (RFC 3501
+        DELETE). INBOX cannot be deleted (InvalidFolderName)."""
+
+    def rename_folder(old: str, new: str) -> None:
+        """Rename a folder and all its children (RFC 3501 RENAME); UIDs and
+        UIDVALIDITY travel with it. Renaming INBOX moves its messages into
+        the new folder and leaves INBOX empty."""
+
+    def subscribe(name: str) -> None:
+        """Add a name to the subscriptions (it need not exist, RFC 3501)."""
+
+    def unsubscribe(name: str) -> None:
+        """Remove a name from the subscriptions."""
+
+    def subscriptions() -> list[str]:
+        """The subscribed names, sorted."""
+
+
+class IMailStore(Interface):
+    """Opens users' mailboxes."""
+
+    def open_user(user: str, path: str) -> IUserMailbox:
+        """The mailbox of ``user`` whose Maildir root (INBOX) is ``path``.
+        Creates it when missing, with the special-use folders of
+        :data:`DEFAULT_FOLDERS`, subscribed."""
+
+
+__all__: Sequence[str] = (
+    "DEFAULT_FOLDERS",
+    "SEPARATOR",
+    "SPECIAL_USE",
+    "SYSTEM_FLAGS",
+    "FlagMode",
+    "FolderChange",
+    "FolderExists",
+    "FolderInfo",
+    "FolderStatus",
+    "IFolder",
+    "IFolderLock",
+    "IMailStore",
+    "IUserMailbox",
+    "InvalidFolderName",
+    "MailStoreError",
+    "MessageInfo",
+    "MimePart",
+    "NoSuchFolder",
+    "NoSuchMessage",
+)
