@@ -23,7 +23,7 @@ class CleanupRejected(Exception):
 
 
 class ICleanup(Interface):
-    def submit(envelope: Envelope, content: bytes) -> Deferred[str]:  # type: ignore[misc]
+    def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
         """Rewrite the envelope and headers, queue the message durably and
         fire with the queue id (only then may smtpd answer 250).
 

@@ -22,6 +22,6 @@ class Resolution:
 
 
 class IResolver(Interface):
-    def resolve(address: str) -> Resolution:  # type: ignore[misc]
+    def resolve(address: str) -> Resolution:
         """Resolve a rewritten recipient address; raises TableError when a
         lookup failed (qmgr then defers)."""

@@ -1,0 +1,141 @@
+"""An in-memory queue store, for tests of the parts that use the queue.
+
+Implements IQueueStore without a disk: same queue names, same rules (a
+message lives in exactly one queue; read returns fresh copies, so callers
+never share state with the store). ``corrupt(queue_id)`` makes the next
+read of a message fail, so that quarantine paths can be tested. Nothing is
+durable; enqueue fires at once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from pymta.maillog import maillog
+from pymta.queue.interface import QUEUE_NAMES, IQueueStore, QueueFileError
+from pymta.queue.model import Envelope
+from pymta.queue.qid import QueueIdAllocator, check_queue_id
+
+
+class _Entry:
+    __slots__ = ("bad", "content", "envelope", "mtime")
+
+    def __init__(self, envelope: Envelope, content: bytes, mtime: float) -> None:
+        self.envelope = envelope
+        self.content = content
+        self.mtime = mtime
+        self.bad = False
+
+
+@implementer(IQueueStore)
+class MemoryQueueStore:
+    """Queue files in dictionaries; ``clock`` (an IReactorTime, default a
+    fresh task.Clock) gives queue ids and the initial next-attempt time.
+    ``enqueued`` lists every id enqueued, in order."""
+
+    def __init__(self, clock: IReactorTime | None = None) -> None:
+        self._clock: IReactorTime = clock if clock is not None else Clock()
+        self._queues: dict[str, dict[str, _Entry]] = {name: {} for name in QUEUE_NAMES}
+        self._defer: dict[str, dict[int, tuple[str, str]]] = {}
+        self._ids = QueueIdAllocator(self._now, pid=0)
+        self.enqueued: builtins.list[str] = []
+
+    def _now(self) -> float:
+        return self._clock.seconds()
+
+    def _queue(self, queue: str) -> dict[str, _Entry]:
+        try:
+            return self._queues[queue]
+        except KeyError:
+            raise ValueError(f"unknown queue {queue!r}") from None
+
+    def _entry(self, queue_id: str, queue: str) -> _Entry:
+        check_queue_id(queue_id)
+        try:
+            return self._queue(queue)[queue_id]
+        except KeyError:
+            raise FileNotFoundError(f"{queue}/{queue_id}") from None
+
+    def new_queue_id(self) -> str:
+        return self._ids()
+
+    def enqueue(
+        self, envelope: Envelope, content: bytes, queue_id: str | None = None
+    ) -> Deferred[str]:
+        qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
+        if self.find(qid) is not None:
+            raise ValueError(f"queue id {qid} in use")
+        self._queues["incoming"][qid] = _Entry(copy.deepcopy(envelope), bytes(content), self._now())
+        self.enqueued.append(qid)
+        return succeed(qid)
+
+    def read(self, queue_id: str, queue: str) -> tuple[Envelope, bytes]:
+        entry = self._entry(queue_id, queue)
+        if entry.bad:
+            raise QueueFileError(f"{queue}/{queue_id}: marked corrupt")
+        return copy.deepcopy(entry.envelope), entry.content
+
+    def move(self, queue_id: str, source: str, target: str) -> None:
+        entry = self._entry(queue_id, source)
+        del self._queue(source)[queue_id]
+        self._queue(target)[queue_id] = entry
+
+    def mark_done(self, queue_id: str, queue: str, index: int) -> None:
+        entry = self._entry(queue_id, queue)
+        if not 0 <= index < len(entry.envelope.recipients):
+            raise IndexError(f"{queue_id}: no recipient {index}")
+        entry.envelope.recipients[index].done = True
+
+    def set_next_attempt(self, queue_id: str, when: float) -> None:
+        queue = self.find(queue_id)
+        if queue is None:
+            raise FileNotFoundError(queue_id)
+        self._queues[queue][queue_id].mtime = when
+
+    def next_attempt(self, queue_id: str) -> float:
+        queue = self.find(queue_id)
+        if queue is None:
+            raise KeyError(queue_id)
+        return self._queues[queue][queue_id].mtime
+
+    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> None:
+        check_queue_id(queue_id)
+        self._defer.setdefault(queue_id, {})[index] = (status, reason)
+
+    def defer_reasons(self, queue_id: str) -> dict[int, tuple[str, str]]:
+        check_queue_id(queue_id)
+        return dict(self._defer.get(queue_id, {}))
+
+    def remove(self, queue_id: str, queue: str) -> None:
+        self._entry(queue_id, queue)
+        del self._queues[queue][queue_id]
+        self._defer.pop(queue_id, None)
+
+    def quarantine(self, queue_id: str, queue: str, reason: str) -> None:
+        self.move(queue_id, queue, "corrupt")
+        maillog("qmgr", f"{queue_id}: corrupt queue file moved to corrupt: {reason}")
+
+    def list(self, queue: str) -> builtins.list[str]:
+        return sorted(self._queue(queue))
+
+    def find(self, queue_id: str) -> str | None:
+        check_queue_id(queue_id)
+        for name in QUEUE_NAMES:
+            if queue_id in self._queues[name]:
+                return name
+        return None
+
+    # test helpers ---------------------------------------------------------
+
+    def corrupt(self, queue_id: str) -> None:
+        """Make every later read of queue_id raise QueueFileError."""
+        queue = self.find(queue_id)
+        if queue is None:
+            raise FileNotFoundError(queue_id)
+        self._queues[queue][queue_id].bad = True

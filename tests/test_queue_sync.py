@@ -1,0 +1,186 @@
+"""Tests of group commit (pymta.queue.sync)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from zope.interface.verify import verifyObject
+
+from pymta.queue.interface import ISyncBarrier
+from pymta.queue.sync import ImmediateSyncBarrier, SyncBarrier, fsync_paths, syncfs_directory
+
+
+class ControlledThread:
+    """Stands in for the thread pool: records each batch's work and lets the
+    test decide when the batch finishes."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[Callable[[], None], Deferred[None]]] = []
+
+    def __call__(self, work: Callable[[], None]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.started.append((work, d))
+        return d
+
+    def finish(self, n: int) -> None:
+        work, d = self.started[n]
+        try:
+            work()
+        except Exception as e:
+            d.errback(e)
+        else:
+            d.callback(None)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str]]] = []
+
+    def __call__(self, files: Sequence[str], dirs: Sequence[str]) -> None:
+        self.calls.append((list(files), list(dirs)))
+
+
+def _barrier(method: str = "syncfs") -> tuple[SyncBarrier, ControlledThread, Recorder]:
+    thread = ControlledThread()
+    recorder = Recorder()
+    barrier = SyncBarrier("/nonexistent", method, run_in_thread=thread, sync_function=recorder)
+    return barrier, thread, recorder
+
+
+def test_barriers_provide_interface() -> None:
+    """Both barriers implement ISyncBarrier."""
+    barrier, _, _ = _barrier()
+    assert verifyObject(ISyncBarrier, barrier)
+    assert verifyObject(ISyncBarrier, ImmediateSyncBarrier())
+
+
+def test_immediate_barrier_fires_at_once() -> None:
+    """ImmediateSyncBarrier's Deferred has already fired and it counts calls."""
+    barrier = ImmediateSyncBarrier()
+    fired: list[object] = []
+    barrier.sync().addCallback(fired.append)
+    assert fired == [None]
+    assert barrier.calls == 1
+
+
+def test_concurrent_callers_share_one_sync() -> None:
+    """Many callers that arrive together are served by one sync."""
+    barrier, thread, recorder = _barrier()
+    fired: list[int] = []
+    for i in range(20):
+        barrier.sync().addCallback(lambda _, i=i: fired.append(i))
+    # The first caller started a sync; the other 19 wait for the next one.
+    assert len(thread.started) == 1
+    thread.finish(0)
+    assert fired == [0]
+    assert len(thread.started) == 2
+    thread.finish(1)
+    assert fired == list(range(20))
+    assert len(recorder.calls) == 2
+    assert barrier.syncs == 2
+
+
+def test_caller_during_sync_waits_for_next_sync() -> None:
+    """A caller arriving while a sync runs is not served by that sync, but by
+    one that starts after its call."""
+    barrier, thread, recorder = _barrier()
+    first: list[object] = []
+    late: list[object] = []
+    barrier.sync().addCallback(first.append)
+    assert len(thread.started) == 1
+    # The sync is running (not finished) when the second caller arrives.
+    barrier.sync().addCallback(late.append)
+    assert len(thread.started) == 1
+    thread.finish(0)
+    assert first == [None]
+    assert late == []
+    assert len(thread.started) == 2
+    assert len(recorder.calls) == 1
+    thread.finish(1)
+    assert late == [None]
+    assert len(recorder.calls) == 2
+
+
+def test_idle_barrier_starts_a_sync_immediately() -> None:
+    """When no sync is running, a call starts one at once (no batching delay)."""
+    barrier, thread, _ = _barrier()
+    barrier.sync()
+    thread.finish(0)
+    barrier.sync()
+    assert len(thread.started) == 2
+
+
+def test_failure_reaches_every_waiter_of_the_batch() -> None:
+    """A failed sync errbacks every caller it was to cover; the next batch
+    still runs."""
+    thread = ControlledThread()
+    outcomes: list[str] = []
+
+    def failing(files: Sequence[str], dirs: Sequence[str]) -> None:
+        raise OSError(5, "I/O error")
+
+    barrier = SyncBarrier("/x", run_in_thread=thread, sync_function=failing)
+    barrier.sync().addCallbacks(lambda _: outcomes.append("ok"), lambda f: outcomes.append("err"))
+    barrier.sync().addCallbacks(lambda _: outcomes.append("ok"), lambda f: outcomes.append("err"))
+    barrier.sync().addCallbacks(lambda _: outcomes.append("ok"), lambda f: outcomes.append("err"))
+    thread.finish(0)
+    assert outcomes == ["err"]
+    thread.finish(1)
+    assert outcomes == ["err", "err", "err"]
+
+
+def test_fsync_mode_passes_files_and_deduplicated_dirs() -> None:
+    """In fsync mode a batch syncs every caller's files and each directory once."""
+    barrier, thread, recorder = _barrier("fsync")
+    barrier.sync()
+    barrier.sync(files=["/q/incoming/A"], dirs=["/q/incoming"])
+    barrier.sync(files=["/q/incoming/B"], dirs=["/q/incoming"])
+    thread.finish(0)
+    thread.finish(1)
+    assert recorder.calls == [([], []), (["/q/incoming/A", "/q/incoming/B"], ["/q/incoming"])]
+
+
+def test_syncfs_mode_ignores_file_lists() -> None:
+    """In syncfs mode the file lists are not needed and not passed."""
+    barrier, thread, recorder = _barrier("syncfs")
+    barrier.sync(files=["/q/a"], dirs=["/q"])
+    thread.finish(0)
+    assert recorder.calls == [([], [])]
+
+
+def test_unknown_method_is_rejected() -> None:
+    """A sync method other than syncfs or fsync is an error."""
+    with pytest.raises(ValueError, match="unknown sync method"):
+        SyncBarrier("/x", "sometimes", run_in_thread=ControlledThread())
+
+
+def test_real_sync_functions_work_on_a_directory(tmp_path: Path) -> None:
+    """syncfs and fsync of real files succeed, and fail clearly on a missing path."""
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    syncfs_directory(str(tmp_path))
+    fsync_paths([str(f)], [str(tmp_path)])
+    with pytest.raises(OSError):
+        fsync_paths([str(tmp_path / "missing")], [])
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_barrier_in_thread_pool(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """With the real reactor the barrier syncs in a thread and fires every caller."""
+    from twisted.internet import reactor
+
+    for method in ("syncfs", "fsync"):
+        barrier = SyncBarrier(str(tmp_path), method, reactor)
+        path = tmp_path / method
+        path.write_bytes(b"data")
+        waiting = [barrier.sync(files=[str(path)], dirs=[str(tmp_path)]) for _ in range(5)]
+        for d in waiting:
+            value = yield d
+            assert value is None
+        assert barrier.syncs == 2
+    assert os.path.exists(tmp_path / "fsync")
