@@ -1,0 +1,269 @@
+"""Build the whole pymta service hierarchy from the configuration.
+
+Mirrors Postfix's master(8): the one place that knows every part. It reads
+main.cf and master.cf, creates the queue store, cleanup, the resolver, the
+queue manager, the delivery agents, bounce, and one listener per master.cf
+``inet`` service, and returns them as one ``MultiService`` that twistd runs
+or that an existing Twisted application adds to its own hierarchy::
+
+    from pymta.service import makeService
+    makeService("/etc/pymta").setServiceParent(application)
+
+Listening ports are bound in privilegedStartService (before twistd drops
+privileges). Writes: the queue, data and mail directories named by main.cf.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.application import internet, service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.logger import Logger, globalLogPublisher
+
+from pymta.config import Config, ConfigError
+from pymta.config.master_cf import MasterService, check_master, load_master
+from pymta.config.validate import validate
+from pymta.maillog import MaillogObserver
+
+log = Logger()
+
+#: master.cf commands whose part pymta builds as a listener.
+LISTENER_COMMANDS = {"smtpd", "pop3d"}
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def resolve_paths(config: Config) -> Config:
+    """Make relative directory parameters absolute against the working directory.
+
+    pymta convention (Postfix requires absolute paths): the embedded default
+    keeps all state under ``./var/`` of the directory twistd runs in.
+    """
+    overrides: dict[str, str] = {}
+    for name in ("queue_directory", "data_directory", "virtual_mailbox_base", "maillog_file",
+                 "smtpd_tls_cert_file", "smtpd_tls_key_file"):
+        value = config.get(name)
+        if value and not os.path.isabs(value):
+            overrides[name] = str(Path(value).resolve())
+    if not overrides:
+        return config
+    return config.with_overrides(overrides, source="main.cf (relative path resolved)")
+
+
+class _MaillogService(service.Service):
+    """Writes Postfix-style mail event lines to ``maillog_file`` while running."""
+
+    def __init__(self, path: str, hostname: str, syslog_name: str) -> None:
+        self._path = path
+        self._hostname = hostname
+        self._syslog_name = syslog_name
+        self._stream: IO[str] | None = None
+        self._observer: MaillogObserver | None = None
+
+    def startService(self) -> None:
+        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        self._observer = MaillogObserver(self._stream, self._hostname, self._syslog_name)
+        globalLogPublisher.addObserver(self._observer)
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._observer is not None:
+            globalLogPublisher.removeObserver(self._observer)
+        if self._stream is not None:
+            self._stream.close()
+
+
+class _CallbackService(service.Service):
+    """A service whose start and stop are two callables (for qmgr, sync...)."""
+
+    def __init__(
+        self, name: str, start: Callable[[], object], stop: Callable[[], object] | None = None
+    ) -> None:
+        self.name = name
+        self._start = start
+        self._stop = stop
+
+    def startService(self) -> None:
+        super().startService()
+        self._start()
+
+    def stopService(self) -> Deferred[object] | None:
+        super().stopService()
+        if self._stop is None:
+            return None
+        return maybeDeferred(self._stop)
+
+
+class _Listener(internet.TCPServer):
+    """A TCP listener that logs the address it bound (port 0 picks a free one)."""
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        host = self._port.getHost()  # type: ignore[attr-defined]
+        log.info(
+            "{service} listening on {host}:{port}",
+            service=self.name.split("@")[0],
+            host=host.host,
+            port=host.port,
+        )
+
+    @property
+    def port(self) -> int:
+        """The bound port number (after start)."""
+        return int(self._port.getHost().port)  # type: ignore[attr-defined]
+
+
+class MailSystem(service.MultiService):
+    """The running parts of one pymta instance, reachable for embedding and tests."""
+
+    def __init__(self, config: Config, master: list[MasterService]) -> None:
+        super().__init__()
+        self.config = config
+        self.master = master
+        self.store: Any = None
+        self.cleanup: Any = None
+        self.resolver: Any = None
+        self.qmgr: Any = None
+        self.bounce: Any = None
+        self.agents: dict[str, Any] = {}
+        self.ports: dict[str, _Listener] = {}
+
+
+def _listen_interfaces(config: Config, host: str | None) -> list[str]:
+    if host:
+        return [host]
+    interfaces = config.get_list("inet_interfaces")
+    if not interfaces or "all" in interfaces:
+        return [""]
+    if "loopback-only" in interfaces:
+        return ["127.0.0.1"]
+    return interfaces
+
+
+def build(config: Config, master: list[MasterService], reactor: Any = None) -> MailSystem:
+    """Wire every part for this configuration (does not start anything)."""
+    from pymta.bounce import Bouncer
+    from pymta.cleanup import Cleanup
+    from pymta.delivery.registry import build_agents
+    from pymta.qmgr import QueueManager
+    from pymta.queue.store import FileQueueStore
+    from pymta.queue.sync import SyncBarrier
+    from pymta.rewrite import Resolver
+    from pymta.tables import open_table
+    from pymta.tls import ServerTLS
+
+    reactor = reactor or _reactor()
+    clock: IReactorTime = reactor
+    system = MailSystem(config, master)
+
+    maillog_file = config.get("maillog_file")
+    if maillog_file:
+        _MaillogService(
+            maillog_file, config.get("myhostname"), config.get("syslog_name") or "postfix"
+        ).setServiceParent(system)
+
+    queue_directory = config.get("queue_directory")
+    Path(queue_directory).mkdir(parents=True, exist_ok=True)
+    sync = SyncBarrier(queue_directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor)
+    store = FileQueueStore(queue_directory, sync, clock=clock)
+    resolver = Resolver(config)
+    holder: dict[str, Any] = {}
+
+    def on_queued(queue_id: str, envelope: Any, content: bytes) -> None:
+        holder["qmgr"].notify_new(queue_id, envelope, content)
+
+    cleanup = Cleanup(config, store, resolver, clock=clock, on_queued=on_queued)
+    bounce = Bouncer(config, cleanup, clock)
+    agents = build_agents(
+        master, config=config, sync=sync, cleanup=cleanup, clock=clock, reactor=reactor
+    )
+    process_limits = {
+        svc.name: svc.maxproc for svc in master if svc.maxproc is not None and svc.type == "unix"
+    }
+    qmgr = QueueManager(config, store, resolver, agents, bounce, clock, process_limits)
+    holder["qmgr"] = qmgr
+    system.store, system.cleanup, system.resolver = store, cleanup, resolver
+    system.qmgr, system.bounce, system.agents = qmgr, bounce, agents
+
+    sync_start = getattr(sync, "start", None)
+    sync_stop = getattr(sync, "stop", None)
+    if sync_start is not None or sync_stop is not None:
+        _CallbackService("sync", sync_start or (lambda: None), sync_stop).setServiceParent(system)
+    _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
+
+    for svc in master:
+        if svc.type != "inet" or svc.command not in LISTENER_COMMANDS:
+            continue
+        svc_config = config.with_overrides(svc.overrides, source=f"{svc.filename}, line {svc.lineno}")
+        host, port = svc.listen_address()
+        if svc.command == "smtpd":
+            from pymta.smtpd import SMTPServerFactory
+
+            tls = ServerTLS.from_config(svc_config)
+            factory: Any = SMTPServerFactory(
+                svc_config,
+                cleanup,
+                resolver,
+                lambda spec, _c=svc_config: open_table(spec, _c),
+                tls,
+                clock,
+                service_name=svc.name,
+            )
+        else:
+            factory = _pop3_factory(svc_config, svc, reactor)
+        for interface in _listen_interfaces(svc_config, host):
+            server = _Listener(port, factory, interface=interface)
+            server.setName(f"{svc.name}@{interface or '*'}:{port}")
+            server.setServiceParent(system)
+            system.ports[f"{svc.name}:{interface}:{port}"] = server
+    return system
+
+
+def _pop3_factory(config: Config, svc: MasterService, reactor: Any) -> Any:
+    from pymta.pop3.service import make_pop3_factory
+
+    return make_pop3_factory(config, reactor)
+
+
+def load(config_directory: str | os.PathLike[str]) -> tuple[Config, list[MasterService]]:
+    """Read and check main.cf and master.cf; ConfigError stops the start."""
+    config = resolve_paths(Config.load(config_directory))
+    master = load_master(str(config_directory))
+    for warning in validate(config, master):
+        log.warn("{warning}", warning=warning)
+    built = {"smtpd", "pop3d", "qmgr", "cleanup", "trivial-rewrite", "bounce", "local",
+             "virtual", "discard", "error"}
+    for warning in check_master(master, built):
+        log.warn("{warning}", warning=warning)
+    return config, master
+
+
+def makeService(
+    config: Config | str | os.PathLike[str], reactor: IReactorCore | None = None
+) -> service.IService:
+    """The whole mail system as one IService.
+
+    ``config`` is a configuration directory (main.cf + master.cf) or a Config
+    whose ``config_directory`` names the directory that holds master.cf.
+    """
+    if isinstance(config, Config):
+        directory = config.get("config_directory")
+        master = load_master(directory)
+        cfg = resolve_paths(config)
+    else:
+        cfg, master = load(config)
+    try:
+        return build(cfg, master, reactor)
+    except ConfigError:
+        raise

@@ -1,0 +1,206 @@
+"""Run a real pymta (``twistd -n pymta``) as a subprocess for end-to-end tests.
+
+The instance gets its own configuration and state under a temporary
+directory and listens on loopback ports chosen by the kernel (port 0); the
+harness learns them from the server's own "listening on" log lines. Waiting
+is always on an event (a log line, a file), with a deadline — never a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+DEFAULT_MASTER_CF = """\
+127.0.0.1:0 inet n - n - - smtpd
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+local     unix  - n n - - local
+virtual   unix  - n n - - virtual
+"""
+
+DEFAULT_MAIN_CF = """\
+myhostname = mx.example.test
+mydomain = example.test
+queue_directory = {root}/spool
+data_directory = {root}/lib
+maillog_file = {root}/maillog
+inet_interfaces = loopback-only
+mynetworks = 127.0.0.0/8
+mydestination = $myhostname, localhost
+alias_maps = texthash:$config_directory/aliases
+alias_database = texthash:$config_directory/aliases
+virtual_mailbox_domains = example.test
+virtual_mailbox_maps = texthash:$config_directory/vmailbox
+virtual_mailbox_base = {root}/mail
+virtual_alias_maps = texthash:$config_directory/virtual
+recipient_delimiter = +
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+"""
+
+_LISTENING = re.compile(r"(\S+) listening on (\S+):(\d+)")
+
+
+class PymtaServer:
+    """One pymta instance in a temporary directory."""
+
+    def __init__(
+        self,
+        root: Path,
+        main_cf_extra: str = "",
+        master_cf: str = DEFAULT_MASTER_CF,
+        vmailbox: str = "alice@example.test example.test/alice/\nbob@example.test example.test/bob/\n",
+        aliases: str = "postmaster: alice@example.test\n",
+        virtual: str = "info@example.test alice@example.test, bob@example.test\n",
+    ) -> None:
+        self.root = root
+        self.config_dir = root / "etc"
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        (self.config_dir / "main.cf").write_text(DEFAULT_MAIN_CF.format(root=root) + main_cf_extra)
+        (self.config_dir / "master.cf").write_text(master_cf)
+        (self.config_dir / "vmailbox").write_text(vmailbox)
+        (self.config_dir / "aliases").write_text(aliases)
+        (self.config_dir / "virtual").write_text(virtual)
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self.ports: dict[str, int] = {}
+        self._changed = threading.Condition()
+        self._reader: threading.Thread | None = None
+
+    # life cycle -----------------------------------------------------------
+
+    def start(self, timeout: float = 30.0, listeners: int = 1) -> PymtaServer:
+        """Start twistd and wait until `listeners` ports are bound."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env.pop("MAIL_CONFIG", None)
+        self.lines = []
+        self.ports = {}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "pymta",
+                "--config",
+                str(self.config_dir),
+            ],
+            cwd=self.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self.ports) < listeners:
+                if self.process.poll() is not None:
+                    raise RuntimeError("pymta exited at start:\n" + "".join(self.lines))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("pymta did not start:\n" + "".join(self.lines))
+                self._changed.wait(remaining)
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._changed:
+                self.lines.append(line)
+                match = _LISTENING.search(line)
+                if match:
+                    self.ports[match.group(1)] = int(match.group(3))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: a clean shutdown."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: the crash the queue must survive."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(30)
+        if self._reader is not None:
+            self._reader.join(30)
+
+    def __enter__(self) -> PymtaServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    # observations -----------------------------------------------------------
+
+    @property
+    def smtp_port(self) -> int:
+        return next(port for name, port in self.ports.items() if "pop3" not in name)
+
+    def log(self) -> str:
+        with self._changed:
+            return "".join(self.lines)
+
+    def wait_for_log(self, pattern: str, timeout: float = 30.0, count: int = 1) -> list[str]:
+        """Wait until `count` log lines match the regular expression; return them."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (
+                    self.process is not None
+                    and self.process.poll() is not None
+                    and not self._reader_alive()
+                ):
+                    raise TimeoutError(
+                        f"no {count} log line(s) matching {pattern!r}:\n" + "".join(self.lines)
+                    )
+                self._changed.wait(min(remaining, 1.0))
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
+
+    def maildir(self, user: str, domain: str = "example.test") -> Path:
+        return self.root / "mail" / domain / user
+
+    def messages(self, user: str, domain: str = "example.test") -> list[bytes]:
+        """The contents of every message in the user's Maildir new/ and cur/."""
+        base = self.maildir(user, domain)
+        found: list[bytes] = []
+        for sub in ("new", "cur"):
+            folder = base / sub
+            if folder.is_dir():
+                found.extend(p.read_bytes() for p in sorted(folder.iterdir()))
+        return found
