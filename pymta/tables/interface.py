@@ -19,9 +19,16 @@ class ILookupTable(Interface):
 
     name = Attribute("The table's ``type:name`` as configured.")
 
-    def lookup(key: str) -> str | None:  # type: ignore[misc]
+    def lookup(key: str) -> str | None:
         """The value for key, or None when there is none; TableError when it fails.
 
         Keys are matched case-insensitively (Postfix folds keys to lower case
         unless the table type is case-sensitive, as regexp: is).
         """
+
+
+class IIterableTable(ILookupTable):
+    """A table whose entries can be listed (``postmap -s``)."""
+
+    def items() -> list[tuple[str, str]]:
+        """Every (key, value) pair, in the table's order; TableError when it fails."""

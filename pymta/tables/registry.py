@@ -1,0 +1,96 @@
+"""Open a lookup table by its ``type:name``, Postfix's dict_open.
+
+Types: ``texthash:FILE``, ``hash:FILE`` (FILE.db compiled by ``pymta
+postmap``; ``btree:`` and ``lmdb:`` are accepted as aliases of ``hash:`` with
+a warning), ``regexp:FILE``, ``pcre:FILE``, ``inline:{ key=value, ... }``,
+``static:value``, ``fail:name``.
+
+Postfix's rule for open failures: the failure is logged as a warning and the
+table is replaced by a surrogate that fails every lookup with the saved
+reason, so the daemon keeps running and mail that needs the table is
+deferred. ``strict=True`` (postmap, configuration checks) raises TableError
+instead, and also turns syntax warnings in the file into errors. Untrusted
+input: the spec (main.cf). Writes nothing; logs open failures through
+twisted.logger (namespace ``pymta.tables``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from pymta.config import Config
+from pymta.tables.hashdb import HashTable
+from pymta.tables.interface import ILookupTable, TableError
+from pymta.tables.regexp import RegexpTable
+from pymta.tables.simple import (
+    FailTable,
+    InlineTable,
+    StaticTable,
+    SurrogateTable,
+    parse_inline,
+    parse_static,
+)
+from pymta.tables.texthash import TextHashTable
+
+_log = Logger(namespace="pymta.tables")
+
+Clock = Callable[[], float]
+
+#: Types that name a file and are rebuilt by postmap/newaliases.
+FILE_TYPES = ("hash", "btree", "lmdb", "texthash", "regexp", "pcre")
+#: Types whose file postmap compiles into FILE.db.
+COMPILED_TYPES = ("hash", "btree", "lmdb")
+TYPES = (*FILE_TYPES, "inline", "static", "fail")
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """(type, name) of ``type:name``; TableError when there is no type."""
+    kind, colon, name = spec.strip().partition(":")
+    if not colon or not kind:
+        raise TableError(f"{spec}: need dictionary type:name")
+    return kind.lower(), name
+
+
+def _open(spec: str, config: Config | None, strict: bool, clock: Clock) -> ILookupTable:
+    kind, name = split_spec(spec)
+    if kind in ("btree", "lmdb"):
+        _log.warn("{spec}: {kind}: is implemented as hash:", spec=spec, kind=kind)
+    if kind in FILE_TYPES and not name:
+        raise TableError(f"{spec}: missing file name")
+    if kind in COMPILED_TYPES:
+        return HashTable(spec, name, clock)
+    if kind == "texthash":
+        return TextHashTable(spec, name, clock, strict=strict)
+    if kind in ("regexp", "pcre"):
+        return RegexpTable(spec, name, kind, clock, strict=strict)
+    if kind == "inline":
+        return InlineTable(spec, parse_inline(name))
+    if kind == "static":
+        return StaticTable(spec, parse_static(name))
+    if kind == "fail":
+        return FailTable(spec)
+    raise TableError(f"{spec}: unsupported dictionary type: {kind}")
+
+
+def open_table(
+    spec: str,
+    config: Config | None = None,
+    *,
+    strict: bool = False,
+    clock: Clock | None = None,
+) -> ILookupTable:
+    """Open ``type:name``: a working table, a surrogate, or (strict) TableError.
+
+    clock (default time.monotonic) paces the change checks of file tables.
+    config is accepted for table types that read parameters; none do yet.
+    """
+    try:
+        return _open(spec, config, strict, clock or time.monotonic)
+    except TableError as e:
+        if strict:
+            raise
+        _log.warn("{spec}: table open failed: {reason}", spec=spec, reason=str(e))
+        return SurrogateTable(spec.strip(), str(e))
