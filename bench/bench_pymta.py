@@ -1,0 +1,152 @@
+"""bench_pymta - a private pymta instance for the benchmark.
+
+SYNOPSIS
+    server = PymtaServer(workdir, setup, processes=2)
+    server.start(); ...; server.stop()
+
+DESCRIPTION
+    Builds a pymta instance under workdir/pymta with the same main.cf and
+    master.cf as the Postfix instance (pymta's configuration is
+    Postfix's), plus the pymta-only parameter pymta_processes (reactor
+    processes sharing the listening socket), and runs
+
+        python -c 'from twisted.scripts.twistd import run; run()' \\
+            -n --pidfile= pymta --config workdir/pymta/etc
+
+    with this checkout first on PYTHONPATH, so the plugin in
+    twisted/plugins/ and the package in pymta/ are the ones measured
+    even when pymta is not installed.  The server runs in its own
+    session; stop() sends SIGTERM to twistd, then SIGKILL to that
+    session's process group only if it has not exited in 15 seconds.
+
+FILES
+    workdir/pymta/etc/          main.cf, master.cf, vmailbox
+    workdir/pymta/queue/        queue_directory
+    workdir/pymta/data/         data_directory
+    workdir/pymta/mail/         virtual_mailbox_base
+    workdir/pymta/twistd.log    twistd's stdout and stderr
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from bench_measure import free_loopback_port, wait_for_banner
+from bench_setup import LISTEN_HOST, MailSetup
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class PymtaServer:
+    """pymta under twistd -n, configured like the Postfix instance."""
+
+    name = "pymta"
+
+    def __init__(
+        self,
+        workdir: Path,
+        setup: MailSetup,
+        processes: int = 1,
+        startup_timeout: float = 60.0,
+        extra_main_cf: str = "",
+    ) -> None:
+        self.root = workdir / "pymta"
+        self.config = self.root / "etc"
+        self.queue = self.root / "queue"
+        self.data = self.root / "data"
+        self.mail = self.root / "mail"
+        self.log = self.root / "maillog"
+        self.twistd_log = self.root / "twistd.log"
+        self.setup = setup
+        self.processes = processes
+        self.extra_main_cf = extra_main_cf
+        self.port = free_loopback_port(LISTEN_HOST)
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    def write_config(self) -> None:
+        """Create the instance's directories and configuration files."""
+        for d in (self.config, self.queue, self.data, self.mail):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chown(self.mail, self.setup.uid, self.setup.gid)
+        main_cf = self.setup.main_cf(
+            config=self.config, queue=self.queue, data=self.data, mail=self.mail, log=self.log
+        )
+        main_cf += f"pymta_processes = {self.processes}\n{self.extra_main_cf}"
+        (self.config / "main.cf").write_text(main_cf)
+        (self.config / "master.cf").write_text(MailSetup.master_cf(self.port))
+        (self.config / "vmailbox").write_text(self.setup.vmailbox_text())
+
+    def start(self) -> None:
+        """Configure, start twistd, and wait for the SMTP greeting."""
+        self.write_config()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(CHECKOUT), env.get("PYTHONPATH", "")) if p
+        )
+        self._log_file = open(self.twistd_log, "wb")
+        self._proc = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        proc = self._proc
+        try:
+            wait_for_banner(
+                LISTEN_HOST,
+                self.port,
+                time.monotonic() + self.startup_timeout,
+                alive=lambda: proc.poll() is None,
+            )
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e}; last lines of {self.twistd_log}:\n{self.log_tail()}") from e
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of twistd's output, for error messages."""
+        try:
+            text = self.twistd_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def root_pids(self) -> list[int]:
+        """twistd: worker processes it starts are its descendants."""
+        if self._proc is None or self._proc.poll() is not None:
+            return []
+        return [self._proc.pid]
+
+    def maildir_new(self, recipient: str) -> Path:
+        """new/ of recipient's Maildir under virtual_mailbox_base."""
+        return self.setup.maildir_new(self.mail, recipient)
+
+    def stop(self) -> None:
+        """Stop twistd (and anything left in its process group)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                # The group is the session started for this server alone.
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None

@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""smtp_bench - Postfix and pymta side by side: SMTP accept + Maildir delivery.
+
+SYNOPSIS
+    python bench/smtp_bench.py [--messages 5000] [--sizes 1024,10240]
+        [--connections 1,20] [--only postfix|pymta] [--json]
+        [--pymta-processes N] [--warmup 50] [--timeout 600]
+        [--workdir /var/tmp] [--keep]
+
+DESCRIPTION
+    In one run, on loopback only, as root:
+
+    1. builds a private Postfix instance in a temporary directory (its own
+       config, queue and data directories, a virtual mailbox domain
+       bench.test delivered to Maildirs, smtpd on a free 127.0.0.1 port,
+       no chroot, fsync on, maillog_file in the directory) and starts it
+       with "postfix -c DIR start";
+    2. builds pymta with the same main.cf/master.cf (plus pymta_processes)
+       and runs it as "twistd -n --pidfile= pymta --config DIR";
+    3. for every message size and connection count, and for each server
+       in turn, runs Postfix's load generator
+
+           smtp-source -s CONNECTIONS -m MESSAGES -l SIZE -c
+               -f sender@bench.test -t runN@bench.test 127.0.0.1:PORT
+
+       (one message per connection: smtp-source reuses a connection only
+       with -d) and measures, from its start, the time until it exits
+       (every DATA answered: "accept") and until every message is a file
+       in the recipient's Maildir new/ (polled every 20 ms: "deliver"),
+       and the CPU time the server's processes spent (/proc/PID/stat of
+       the server's process tree, reaped children included);
+    4. prints a table - size, connections, msg/s for each server, the
+       ratio pymta/postfix, CPU ms per message for each - and a summary
+       line, or with --json the same figures as one JSON document;
+    5. measures the disk as a reference: fsync'd 1 KiB file creations
+       per second from 1 thread and from 20 threads.
+
+    Each run sends to its own recipient, so runs never mix and a
+    duplicate delivery would show as more files than messages.  Before
+    the measured runs each server gets --warmup messages (not counted).
+    Both servers are always stopped at the end, also on error or ^C; the
+    temporary directory is removed unless --keep is given.  A system
+    Postfix (port 25) is never touched.
+
+REQUIREMENTS
+    root; Debian's postfix package for postfix and smtp-source
+    (apt-get install -y postfix); pymta's twistd plugin in this checkout.
+    Keep the temporary directory on a real disk (--workdir): on tmpfs
+    fsync is free and the figures mean nothing.
+
+EXAMPLES
+    python bench/smtp_bench.py --only postfix --messages 500
+    python bench/smtp_bench.py --messages 5000 --json > bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_measure import disk_fsync_rate, run_load, tree_cpu_seconds
+from bench_postfix import PostfixServer, postfix_missing
+from bench_pymta import PymtaServer
+from bench_setup import DOMAIN, LISTEN_HOST, SENDER, BenchServer, MailSetup
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SERVERS = ("postfix", "pymta")
+
+
+@dataclass
+class RunResult:
+    """One server, one size, one connection count."""
+
+    server: str
+    size: int
+    connections: int
+    messages: int
+    delivered: int
+    accept_seconds: float
+    deliver_seconds: float | None
+    accept_rate: float
+    rate: float | None  # accept + deliver, messages per second
+    cpu_seconds: float
+    cpu_ms_per_message: float
+    error: str | None
+
+
+def parse_int_list(text: str) -> list[int]:
+    """ "1024,10240" -> [1024, 10240]; every item must be positive."""
+    values = [int(item) for item in text.split(",") if item.strip()]
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers: {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(
+        description="Postfix and pymta side by side: SMTP accept + Maildir delivery."
+    )
+    p.add_argument("--messages", type=int, default=5000, help="messages per run")
+    p.add_argument("--sizes", type=parse_int_list, default=[1024, 10240], help="bytes")
+    p.add_argument("--connections", type=parse_int_list, default=[1, 20], help="parallel")
+    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--pymta-processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--warmup", type=int, default=50, help="unmeasured messages first")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    p.add_argument("--disk-files", type=int, default=1000, help="files for the disk figure")
+    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="temp dir parent")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--mailbox-user", default="nobody", help="owner of the Maildirs")
+    return p.parse_args(argv)
+
+
+def progress(text: str) -> None:
+    """Progress goes to stderr, so that --json output stays clean."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def smtp_source_argv(port: int, connections: int, messages: int, size: int, rcpt: str) -> list[str]:
+    """The smtp-source command line for one run."""
+    return [
+        SMTP_SOURCE,
+        "-s", str(connections),
+        "-m", str(messages),
+        "-l", str(size),
+        "-c",
+        "-f", SENDER,
+        "-t", rcpt,
+        f"{LISTEN_HOST}:{port}",
+    ]  # fmt: skip
+
+
+def measure(
+    server: BenchServer,
+    *,
+    size: int,
+    connections: int,
+    messages: int,
+    recipient: str,
+    timeout: float,
+    scratch: Path,
+) -> RunResult:
+    """One smtp-source run against server, timed until all is delivered."""
+    argv = smtp_source_argv(server.port, connections, messages, size, recipient)
+    roots = server.root_pids()
+    cpu_before = tree_cpu_seconds(roots)
+    output = scratch / f"smtp-source.{server.name}.{recipient}.out"
+    with open(output, "wb") as out:
+        load = run_load(argv, server.maildir_new(recipient), messages, timeout, out)
+    cpu = tree_cpu_seconds(roots) - cpu_before
+    error = None
+    if load.returncode != 0:
+        tail = output.read_text(errors="replace").strip().splitlines()[-3:]
+        error = f"smtp-source exit {load.returncode}: {' | '.join(tail)}"
+    elif load.delivered_after is None:
+        error = f"timeout: {load.delivered}/{messages} delivered after {timeout:.0f}s"
+    elif load.delivered != messages:
+        error = f"{load.delivered} files for {messages} messages (duplicates)"
+    return RunResult(
+        server=server.name,
+        size=size,
+        connections=connections,
+        messages=messages,
+        delivered=load.delivered,
+        accept_seconds=load.accepted_after,
+        deliver_seconds=load.delivered_after,
+        accept_rate=messages / load.accepted_after,
+        rate=None if load.delivered_after is None else messages / load.delivered_after,
+        cpu_seconds=cpu,
+        cpu_ms_per_message=1000 * cpu / max(1, load.delivered),
+        error=error,
+    )
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """A number, or '-' (right-aligned to the spec's width) when missing."""
+    if value is None:
+        width = spec.split(".")[0]
+        return format("-", f">{width or 0}")
+    return format(value, spec)
+
+
+def get(run: RunResult | None, name: str) -> float | None:
+    """A figure of a run that may be missing."""
+    return None if run is None else getattr(run, name)
+
+
+def ratio(a: RunResult | None, b: RunResult | None) -> float | None:
+    """pymta rate / postfix rate, when both runs succeeded."""
+    if a is None or b is None or a.error or b.error or not a.rate or not b.rate:
+        return None
+    return b.rate / a.rate
+
+
+def render_table(results: list[RunResult], disk: dict[str, float]) -> str:
+    """The human-readable report: one line per size x connections."""
+    by_key = {(r.server, r.size, r.connections): r for r in results}
+    combos = sorted({(r.size, r.connections) for r in results})
+    head = (
+        f"{'size':>6} {'conns':>5} | {'postfix/s':>9} {'pymta/s':>9} {'ratio':>6}"
+        f" | {'pf cpu ms':>9} {'py cpu ms':>9} | {'pf acc/s':>8} {'py acc/s':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    ratios: list[float] = []
+    errors: list[str] = []
+    for size, conns in combos:
+        pf = by_key.get(("postfix", size, conns))
+        py = by_key.get(("pymta", size, conns))
+        r = ratio(pf, py)
+        if r is not None:
+            ratios.append(r)
+        for run in (pf, py):
+            if run is not None and run.error:
+                errors.append(f"  {run.server} {size} B x {conns}: {run.error}")
+        cells = [
+            fmt(get(pf, "rate"), "9.0f"),
+            fmt(get(py, "rate"), "9.0f"),
+            fmt(r, "6.2f"),
+            "|",
+            fmt(get(pf, "cpu_ms_per_message"), "9.2f"),
+            fmt(get(py, "cpu_ms_per_message"), "9.2f"),
+            "|",
+            fmt(get(pf, "accept_rate"), "8.0f"),
+            fmt(get(py, "accept_rate"), "8.0f"),
+        ]
+        lines.append(f"{size:>6} {conns:>5} | " + " ".join(cells))
+    lines.extend(errors)
+    lines.append(summary(results, ratios, disk))
+    return "\n".join(lines)
+
+
+def summary(results: list[RunResult], ratios: list[float], disk: dict[str, float]) -> str:
+    """The one-line verdict."""
+    disk_text = ", ".join(f"{v:.0f}/s ({k})" for k, v in disk.items())
+    ok = sum(1 for r in results if not r.error)
+    head = f"{ok}/{len(results)} runs complete"
+    if ratios:
+        gmean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        head += (
+            f"; pymta/postfix accept+deliver rate: geometric mean {gmean:.2f},"
+            f" min {min(ratios):.2f}, max {max(ratios):.2f}"
+        )
+    return f"summary: {head}; disk fsync'd 1 KiB creations: {disk_text}"
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGHUP: unwind through the finally blocks that stop servers."""
+
+
+def on_signal(signum: int, frame: FrameType | None) -> None:
+    """Turn a termination signal into an exception (cleanup runs)."""
+    raise Interrupted(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; return the process exit status."""
+    args = parse_args(argv)
+    wanted = [args.only] if args.only else list(SERVERS)
+    if not os.access(SMTP_SOURCE, os.X_OK):  # smtp-source comes with postfix
+        progress(f"{SMTP_SOURCE} not found: apt-get install -y postfix")
+        return 2
+    if "postfix" in wanted:
+        why = postfix_missing()
+        if why:
+            progress(why)
+            return 2
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    combos = [(s, c) for s in args.sizes for c in args.connections]
+    recipients = ["warmup@" + DOMAIN] + [f"run{i}@{DOMAIN}" for i in range(1, len(combos) + 1)]
+    owner = pwd.getpwnam(args.mailbox_user)
+    setup = MailSetup(tuple(recipients), owner.pw_uid, owner.pw_gid)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="smtp-bench.", dir=args.workdir))
+    fs = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(workdir)], capture_output=True, text=True
+    ).stdout.strip()
+    progress(f"working in {workdir} ({fs})")
+    servers: list[BenchServer] = []
+    results: list[RunResult] = []
+    disk: dict[str, float] = {}
+    try:
+        disk["1 thread"] = disk_fsync_rate(workdir / "disk", args.disk_files, 1)
+        disk["20 threads"] = disk_fsync_rate(workdir / "disk", args.disk_files, 20)
+        progress("disk: " + ", ".join(f"{v:.0f}/s ({k})" for k, v in disk.items()))
+        for name in wanted:
+            server: BenchServer
+            if name == "postfix":
+                server = PostfixServer(workdir, setup)
+            else:
+                server = PymtaServer(workdir, setup, processes=args.pymta_processes)
+            servers.append(server)
+            progress(f"starting {name} on {LISTEN_HOST}:{server.port}")
+            server.start()
+            if args.warmup:
+                warm = measure(
+                    server,
+                    size=1024,
+                    connections=min(args.connections),
+                    messages=args.warmup,
+                    recipient=recipients[0],
+                    timeout=args.timeout,
+                    scratch=workdir,
+                )
+                if warm.error:
+                    raise RuntimeError(f"{name} warm-up failed: {warm.error}")
+        for n, (size, conns) in enumerate(combos, start=1):
+            for server in servers:
+                progress(f"{server.name}: {args.messages} x {size} B over {conns} connection(s)")
+                run = measure(
+                    server,
+                    size=size,
+                    connections=conns,
+                    messages=args.messages,
+                    recipient=recipients[n],
+                    timeout=args.timeout,
+                    scratch=workdir,
+                )
+                progress(
+                    f"  {fmt(run.rate, '.0f')} msg/s, {run.cpu_ms_per_message:.2f} ms CPU/msg"
+                    + (f"  ERROR {run.error}" if run.error else "")
+                )
+                results.append(run)
+    except (KeyboardInterrupt, Interrupted) as e:
+        progress(f"interrupted ({e or 'SIGINT'}); stopping servers")
+        return 130
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+        progress(f"benchmark failed: {e}")
+        return 1
+    finally:
+        for server in reversed(servers):
+            try:
+                server.stop()
+            except Exception as e:  # keep stopping the others
+                progress(f"stopping {server.name} failed: {e}")
+        if args.keep:
+            progress(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        document = {
+            "command": sys.argv,
+            "messages": args.messages,
+            "pymta_processes": args.pymta_processes,
+            "disk_fsync_creations_per_second": disk,
+            "runs": [asdict(r) for r in results],
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print(render_table(results, disk))
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
