@@ -71,6 +71,8 @@ class MemoryQueueStore:
         qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
         if self.find(qid) is not None:
             raise ValueError(f"queue id {qid} in use")
+        if not envelope.arrival_time:
+            envelope.arrival_time = self._now()
         self._queues["incoming"][qid] = _Entry(copy.deepcopy(envelope), bytes(content), self._now())
         self.enqueued.append(qid)
         return succeed(qid)

@@ -1,0 +1,175 @@
+"""The queue-file format: typed, order-checked records.
+
+Mirrors the role of Postfix's record.c / rec_type.h: a queue file is a
+sequence of one-letter typed records in a fixed order, so a reader can tell
+a whole file from a truncated or damaged one. Layout (every record but the
+content ends in LF; text is UTF-8 with surrogate escapes, and ``%``, TAB,
+CR, LF and NUL inside a field are written as ``%XX``)::
+
+    PYMTAQ 1            magic and format version
+    T<arrival time>     seconds since the epoch, a Python float repr
+    S<sender>           "" for the null sender
+    A<name>=<value>     zero or more envelope attributes, name [A-Za-z0-9_]+
+    N<count>            the number of recipient records that follow
+    R<flag><address>\\t<original>\\t<orcpt>\\t<notify>
+                        one per recipient; flag "-" pending, "D" done. The
+                        flag sits at a known offset so marking a recipient
+                        done is one byte written in place (os.pwrite).
+                        orcpt/notify None are written as empty fields.
+    L<length>           the content length in bytes
+    <content>           exactly length bytes, LF line endings
+    E                   end marker: the file ends right after it
+
+Untrusted: the file's bytes (another process, a crash or a disk may have
+damaged it). :func:`decode` checks everything and raises QueueFileError.
+Writes: nothing (the store does the I/O).
+"""
+
+from __future__ import annotations
+
+import re
+
+from pymta.queue.interface import QueueFileError
+from pymta.queue.model import Envelope, Recipient
+
+MAGIC = b"PYMTAQ 1\n"
+END = b"E\n"
+PENDING = b"-"
+DONE = b"D"
+
+_SPECIAL = re.compile(r"[%\t\r\n\x00]")
+_ESCAPED = re.compile(r"%([0-9A-F]{2})")
+_ATTR_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _escape(text: str) -> bytes:
+    if _SPECIAL.search(text):
+        text = _SPECIAL.sub(lambda m: f"%{ord(m.group()):02X}", text)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _unescape(raw: bytes) -> str:
+    text = raw.decode("utf-8", "surrogateescape")
+    if "%" in text:
+        text = _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text)
+    return text
+
+
+def encode_header(envelope: Envelope, content_length: int) -> tuple[bytes, list[int]]:
+    """The records before the content, and each recipient's flag offset."""
+    parts = [MAGIC, b"T", repr(float(envelope.arrival_time)).encode(), b"\nS"]
+    parts.append(_escape(envelope.sender))
+    parts.append(b"\n")
+    for name, value in envelope.attributes.items():
+        if not _ATTR_NAME.fullmatch(name):
+            raise ValueError(f"bad envelope attribute name {name!r}")
+        parts += [b"A", name.encode(), b"=", _escape(value), b"\n"]
+    parts += [b"N", str(len(envelope.recipients)).encode(), b"\n"]
+    offset = sum(len(p) for p in parts)
+    flags: list[int] = []
+    for rcpt in envelope.recipients:
+        record = b"".join(
+            (
+                b"R",
+                DONE if rcpt.done else PENDING,
+                _escape(rcpt.address),
+                b"\t",
+                _escape(rcpt.original),
+                b"\t",
+                _escape(rcpt.orcpt or ""),
+                b"\t",
+                _escape(rcpt.notify or ""),
+                b"\n",
+            )
+        )
+        flags.append(offset + 1)
+        offset += len(record)
+        parts.append(record)
+    parts += [b"L", str(content_length).encode(), b"\n"]
+    return b"".join(parts), flags
+
+
+def encode(envelope: Envelope, content: bytes) -> tuple[list[bytes], list[int]]:
+    """The whole file as buffers for one writev, and the flag offsets."""
+    header, flags = encode_header(envelope, len(content))
+    return [header, content, END], flags
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def record(self, expected: bytes) -> bytes:
+        """The body of the next record, which must be of type expected."""
+        data = self.data
+        end = data.find(b"\n", self.pos)
+        if end < 0:
+            raise QueueFileError(f"truncated: no end of record at offset {self.pos}")
+        rtype = data[self.pos : self.pos + 1]
+        if rtype != expected:
+            raise QueueFileError(
+                f"record order: expected {expected.decode()!r} at offset {self.pos},"
+                f" found {rtype.decode('latin-1')!r}"
+            )
+        body = data[self.pos + 1 : end]
+        self.pos = end + 1
+        return body
+
+    def peek(self) -> bytes:
+        return self.data[self.pos : self.pos + 1]
+
+
+def _number(body: bytes, what: str) -> int:
+    if not body.isdigit() or len(body) > 12:
+        raise QueueFileError(f"bad {what} record {body[:40]!r}")
+    return int(body)
+
+
+def decode(data: bytes) -> tuple[Envelope, bytes, list[int]]:
+    """Parse and validate a whole queue file: (envelope, content, flag offsets)."""
+    if not data.startswith(MAGIC):
+        raise QueueFileError("bad magic: not a pymta queue file (or another version)")
+    reader = _Reader(data)
+    reader.pos = len(MAGIC)
+    arrival_raw = reader.record(b"T")
+    try:
+        arrival = float(arrival_raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise QueueFileError(f"bad arrival time {arrival_raw[:40]!r}") from None
+    sender = _unescape(reader.record(b"S"))
+    attributes: dict[str, str] = {}
+    while reader.peek() == b"A":
+        name, sep, value = reader.record(b"A").partition(b"=")
+        if not sep or not _ATTR_NAME.fullmatch(name.decode("latin-1")):
+            raise QueueFileError(f"bad attribute record {name[:40]!r}")
+        attributes[name.decode("ascii")] = _unescape(value)
+    count = _number(reader.record(b"N"), "recipient count")
+    recipients: list[Recipient] = []
+    flags: list[int] = []
+    while reader.peek() == b"R":
+        flag_offset = reader.pos + 1
+        body = reader.record(b"R")
+        flag = body[:1]
+        fields = body[1:].split(b"\t")
+        if flag not in (PENDING, DONE) or len(fields) != 4:
+            raise QueueFileError(f"bad recipient record at offset {flag_offset - 1}")
+        address, original, orcpt, notify = (_unescape(f) for f in fields)
+        recipients.append(Recipient(address, original, orcpt or None, notify or None, flag == DONE))
+        flags.append(flag_offset)
+    if len(recipients) != count:
+        raise QueueFileError(f"recipient count: header says {count}, found {len(recipients)}")
+    length = _number(reader.record(b"L"), "content length")
+    start = reader.pos
+    if len(data) != start + length + len(END):
+        raise QueueFileError(
+            f"content length: expected {length} bytes and end marker, file has"
+            f" {len(data) - start} bytes after the header"
+        )
+    if data[start + length :] != END:
+        raise QueueFileError("missing end marker")
+    content = data[start : start + length]
+    envelope = Envelope(sender, recipients, arrival, attributes)
+    return envelope, content, flags

@@ -1,0 +1,249 @@
+"""The queue on disk: Postfix's queue directories and queue files.
+
+Mirrors Postfix's queue layout (incoming, active, deferred, hold, corrupt,
+and defer/ for the per-message defer logs) and cleanup's commit rule: a
+queue file is written whole under a temporary name (``incoming/ID.tmp``),
+renamed to its queue id, and only then made durable through the sync
+barrier (group commit); enqueue fires with the id after the sync, so a
+client is told 250 only for a durable message. One open, one writev and
+one close per message; the content is written as the caller's bytes object.
+
+Marking a recipient done is one byte written in place (os.pwrite) at an
+offset remembered from enqueue or read. Like Postfix, that write is not
+synced: after a crash a recipient may be delivered twice, never lost. The
+next attempt time of a message is its file's mtime, as in Postfix (note
+that mark_done touches the mtime: set the next attempt after marking).
+
+Untrusted: queue files (validated by pymta.queue.record; a bad one raises
+QueueFileError and ``quarantine`` moves it to corrupt/, never deletes it).
+Queue ids become paths only after check_queue_id. Writes: the queue
+directory. Logs: quarantined files (warning).
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import LogLevel
+from zope.interface import implementer
+
+from pymta.maillog import maillog
+from pymta.queue import record
+from pymta.queue.interface import QUEUE_NAMES, IQueueStore, ISyncBarrier, QueueFileError
+from pymta.queue.model import Envelope
+from pymta.queue.qid import QueueIdAllocator, check_queue_id, is_queue_id
+
+DEFER_DIR = "defer"
+# Offsets of recently written or read files; bounded so that a process that
+# only enqueues (an smtpd-only process) does not grow without end.
+_OFFSET_CACHE_LIMIT = 20000
+
+
+def _write_all(fd: int, buffers: Sequence[bytes]) -> None:
+    total = sum(len(b) for b in buffers)
+    written = os.writev(fd, buffers)
+    if written == total:
+        return
+    # A short write (rare: signals, huge files): finish from where it stopped.
+    data = b"".join(buffers)[written:]
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+@implementer(IQueueStore)
+class FileQueueStore:
+    """Queue files under ``queue_directory``; creates the directories.
+
+    ``sync`` is the group-commit barrier (SyncBarrier in production,
+    ImmediateSyncBarrier in tests); ``clock`` (IReactorTime) gives queue ids
+    and the arrival time of envelopes that carry none.
+    """
+
+    def __init__(
+        self,
+        queue_directory: str,
+        sync: ISyncBarrier,
+        clock: IReactorTime | None = None,
+        pid: int | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        assert clock is not None
+        self._clock: IReactorTime = clock
+        self.directory = os.path.abspath(queue_directory)
+        self._sync = sync
+        self._ids = QueueIdAllocator(self._clock.seconds, pid)
+        self._offsets: dict[str, list[int]] = {}
+        for name in (*QUEUE_NAMES, DEFER_DIR):
+            os.makedirs(os.path.join(self.directory, name), mode=0o700, exist_ok=True)
+
+    # paths ------------------------------------------------------------------
+
+    def path(self, queue_id: str, queue: str) -> str:
+        """The file of queue_id in queue (a programming error if either is bad)."""
+        check_queue_id(queue_id)
+        if queue not in QUEUE_NAMES:
+            raise ValueError(f"unknown queue {queue!r}")
+        return os.path.join(self.directory, queue, queue_id)
+
+    def _defer_path(self, queue_id: str) -> str:
+        return os.path.join(self.directory, DEFER_DIR, check_queue_id(queue_id))
+
+    def _remember(self, queue_id: str, flags: list[int]) -> None:
+        if len(self._offsets) >= _OFFSET_CACHE_LIMIT:
+            self._offsets.clear()
+        self._offsets[queue_id] = flags
+
+    # IQueueStore -----------------------------------------------------------
+
+    def new_queue_id(self) -> str:
+        return self._ids()
+
+    def enqueue(
+        self, envelope: Envelope, content: bytes, queue_id: str | None = None
+    ) -> Deferred[str]:
+        qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
+        if not envelope.arrival_time:
+            envelope.arrival_time = self._clock.seconds()
+        incoming = os.path.join(self.directory, "incoming")
+        final = os.path.join(incoming, qid)
+        temporary = final + ".tmp"
+        try:
+            buffers, flags = record.encode(envelope, content)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                _write_all(fd, buffers)
+            finally:
+                os.close(fd)
+            os.rename(temporary, final)
+        except OSError as e:
+            # A full disk is an operating condition: the caller defers (451).
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            return fail(e)
+        self._remember(qid, flags)
+        d = self._sync.sync(files=[final], dirs=[incoming])
+        return d.addCallback(lambda _: qid)
+
+    def read(self, queue_id: str, queue: str) -> tuple[Envelope, bytes]:
+        path = self.path(queue_id, queue)
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            envelope, content, flags = record.decode(data)
+        except QueueFileError as e:
+            raise QueueFileError(f"{queue}/{queue_id}: {e}") from None
+        self._remember(queue_id, flags)
+        return envelope, content
+
+    def move(self, queue_id: str, source: str, target: str) -> None:
+        os.rename(self.path(queue_id, source), self.path(queue_id, target))
+
+    def mark_done(self, queue_id: str, queue: str, index: int) -> None:
+        path = self.path(queue_id, queue)
+        flags = self._offsets.get(queue_id)
+        if flags is None:
+            self.read(queue_id, queue)
+            flags = self._offsets[queue_id]
+        if not 0 <= index < len(flags):
+            raise IndexError(f"{queue_id}: no recipient {index}")
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, record.DONE, flags[index])
+        finally:
+            os.close(fd)
+
+    def set_next_attempt(self, queue_id: str, when: float) -> None:
+        queue = self.find(queue_id)
+        if queue is None:
+            raise FileNotFoundError(errno.ENOENT, "no such queue file", queue_id)
+        os.utime(self.path(queue_id, queue), (when, when))
+
+    def next_attempt(self, queue_id: str) -> float:
+        queue = self.find(queue_id)
+        if queue is None:
+            raise KeyError(queue_id)
+        return os.stat(self.path(queue_id, queue)).st_mtime
+
+    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> None:
+        line = f"{index}\t{status}\t{reason}".replace("\n", " ").replace("\r", " ")
+        fd = os.open(self._defer_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8", "surrogateescape"))
+        finally:
+            os.close(fd)
+
+    def defer_reasons(self, queue_id: str) -> dict[int, tuple[str, str]]:
+        try:
+            with open(self._defer_path(queue_id), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return {}
+        reasons: dict[int, tuple[str, str]] = {}
+        for raw in data.decode("utf-8", "surrogateescape").split("\n"):
+            index, _, rest = raw.partition("\t")
+            status, sep, reason = rest.partition("\t")
+            if sep and index.isdigit():
+                reasons[int(index)] = (status, reason)
+        return reasons
+
+    def remove(self, queue_id: str, queue: str) -> None:
+        os.unlink(self.path(queue_id, queue))
+        self._offsets.pop(queue_id, None)
+        try:
+            os.unlink(self._defer_path(queue_id))
+        except FileNotFoundError:
+            pass
+
+    def quarantine(self, queue_id: str, queue: str, reason: str) -> None:
+        self.move(queue_id, queue, "corrupt")
+        self._offsets.pop(queue_id, None)
+        maillog(
+            "qmgr",
+            f"{queue_id}: corrupt queue file {queue}/{queue_id} moved to corrupt: {reason}",
+            LogLevel.warn,
+        )
+
+    def list(self, queue: str) -> builtins.list[str]:
+        if queue not in QUEUE_NAMES:
+            raise ValueError(f"unknown queue {queue!r}")
+        names = os.listdir(os.path.join(self.directory, queue))
+        return sorted(name for name in names if is_queue_id(name))
+
+    def find(self, queue_id: str) -> str | None:
+        for queue in QUEUE_NAMES:
+            if os.path.exists(self.path(queue_id, queue)):
+                return queue
+        return None
+
+    # maintenance -----------------------------------------------------------
+
+    def remove_stale_temporaries(self, older_than: float) -> builtins.list[str]:
+        """Delete ``incoming/*.tmp`` files (writes that never committed, e.g.
+        after a crash) last modified before ``older_than``; returns their names.
+        Processes sharing the queue may be writing younger ones right now."""
+        incoming = os.path.join(self.directory, "incoming")
+        removed = []
+        for name in os.listdir(incoming):
+            stem, dot, ext = name.partition(".")
+            if not (dot and ext == "tmp" and is_queue_id(stem)):
+                continue
+            path = os.path.join(incoming, name)
+            try:
+                if os.stat(path).st_mtime < older_than:
+                    os.unlink(path)
+                    removed.append(name)
+            except FileNotFoundError:
+                continue
+        return removed
