@@ -1,0 +1,181 @@
+"""The passwd-file credentials checker (twisted.cred), shared by all protocols.
+
+Mirrors Dovecot's ``passdb { driver = passwd-file }``: checks a user name and
+password (IUsernamePassword: POP3 USER/PASS, SASL PLAIN) or an APOP digest
+(IUsernameHashedPassword, only for users whose password is stored PLAIN or
+CLEAR) against a :class:`~pymta.auth.passwdfile.PasswdFile`. The avatar id is
+the user name as written in the file, lower-cased, UTF-8 encoded
+(twisted.cred avatar ids are bytes).
+
+Untrusted input: user names, passwords and digests from the network.
+Hashing runs off the reactor thread (``run_in_thread``, deferToThread by
+default). An unknown user is checked against a dummy hash of the file's most
+common scheme, and every failure waits the same growing delay
+(:class:`~pymta.auth.throttle.LoginThrottle`), so a client cannot tell an
+unknown user from a bad password by the reply or by its timing. An
+unreadable file is :class:`~pymta.auth.errors.AuthTemporaryError`.
+
+Logs: a warning for a password field that cannot be understood (naming the
+user, never the hash); failures are logged by the protocol (Dovecot style).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pymta.auth.errors import AuthTemporaryError
+from pymta.auth.passwdfile import PasswdEntry, PasswdFile, PasswdFileError
+from pymta.auth.schemes import (
+    DEFAULT_SCHEME,
+    HASH_SCHEMES,
+    SchemeError,
+    StoredPassword,
+    make_hash,
+    verify,
+)
+from pymta.auth.throttle import LoginThrottle
+
+_log = Logger(namespace="pymta.auth")
+
+T = TypeVar("T")
+RunInThread = Callable[[Callable[[], Any]], "defer.Deferred[Any]"]
+
+# Arbitrary text the dummy hash is made of; never a real user's password.
+_DUMMY_SECRET = "pymta dummy password for unknown users"
+
+
+def _defer_to_thread(f: Callable[[], Any]) -> defer.Deferred[Any]:
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(f)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+@implementer(ICredentialsChecker)
+class PasswdFileChecker:
+    """Checks passwords against a Dovecot passwd-file, with failure delays."""
+
+    credentialInterfaces = (IUsernamePassword, IUsernameHashedPassword)
+
+    def __init__(
+        self,
+        passwd: PasswdFile,
+        clock: IReactorTime,
+        throttle: LoginThrottle | None = None,
+        run_in_thread: RunInThread | None = None,
+    ) -> None:
+        self.passwd = passwd
+        self._clock = clock
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock)
+        self._run = run_in_thread or _defer_to_thread
+        self._dummies: dict[str, StoredPassword] = {}
+
+    # the dummy hash for unknown users -------------------------------------
+
+    def _dummy_scheme(self) -> str:
+        try:
+            schemes = [s for s in self.passwd.schemes() if s in HASH_SCHEMES]
+        except PasswdFileError:
+            schemes = []
+        return schemes[0] if schemes else DEFAULT_SCHEME
+
+    def _dummy(self, scheme: str) -> StoredPassword:
+        """A hash of the given scheme, made once (in the worker thread)."""
+        dummy = self._dummies.get(scheme)
+        if dummy is None:
+            dummy = make_hash(_DUMMY_SECRET, scheme)
+            self._dummies[scheme] = dummy
+        return dummy
+
+    # ICredentialsChecker ---------------------------------------------------
+
+    def requestAvatarId(self, credentials: Any) -> defer.Deferred[bytes | tuple[()]]:
+        try:
+            username = _text(credentials.username)
+        except UnicodeDecodeError:
+            username = ""
+        client = getattr(credentials, "client_address", None)
+        keys = [f"user:{username.lower()}"]
+        if client:
+            keys.append(f"rip:{client}")
+        try:
+            entry = self.passwd.lookup(username) if username else None
+        except PasswdFileError as e:
+            return defer.fail(AuthTemporaryError(str(e)))
+
+        if IUsernamePassword.providedBy(credentials):
+            d = self._check_password(entry, credentials)
+        elif IUsernameHashedPassword.providedBy(credentials):
+            d = self._check_hashed(entry, credentials)
+        else:
+            return defer.fail(UnauthorizedLogin("unsupported credentials"))
+
+        def done(ok: bool) -> defer.Deferred[bytes | tuple[()]]:
+            if ok and entry is not None and "nologin" not in entry.extra:
+                self.throttle.succeeded(keys)
+                return defer.succeed(entry.user.encode("utf-8"))
+            delay = self.throttle.failed(keys)
+            return task.deferLater(self._clock, delay, _unauthorized)
+
+        return d.addCallback(done)
+
+    def _check_password(self, entry: PasswdEntry | None, credentials: Any) -> defer.Deferred[bool]:
+        try:
+            password = _text(credentials.password)
+        except UnicodeDecodeError:
+            password = ""
+        stored = entry.password if entry is not None else None
+        known = stored is not None
+        scheme = self._dummy_scheme() if stored is None else None
+
+        def work() -> bool:
+            target = stored if stored is not None else self._dummy(scheme or DEFAULT_SCHEME)
+            try:
+                ok = verify(password, target)
+            except SchemeError as e:
+                _log.warn(
+                    "passwd-file {file}: user {user}: {error}",
+                    file=self.passwd.path,
+                    user=entry.user if entry else "?",
+                    error=str(e).split(":")[0],
+                )
+                return False
+            return ok and known
+
+        return self._run(work)
+
+    def _check_hashed(self, entry: PasswdEntry | None, credentials: Any) -> defer.Deferred[bool]:
+        stored = entry.password if entry is not None else None
+        if stored is None or not stored.is_clear:
+            return defer.succeed(False)
+        return defer.succeed(bool(credentials.checkPassword(stored.value)))
+
+    def has_clear_secret(self, username: str) -> bool:
+        """True when username's password is stored PLAIN/CLEAR (APOP possible)."""
+        try:
+            entry = self.passwd.lookup(username)
+        except PasswdFileError:
+            return False
+        return bool(entry and entry.password and entry.password.is_clear)
+
+
+def _unauthorized() -> bytes:
+    raise UnauthorizedLogin("authentication failed")
+
+
+def is_auth_failure(failure: Failure) -> bool:
+    """True when failure is a wrong password / unknown user (not a system error)."""
+    return failure.check(UnauthorizedLogin) is not None

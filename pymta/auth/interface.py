@@ -1,0 +1,29 @@
+"""The avatars the mail realm hands out, one interface per kind of session.
+
+A protocol asks the Portal for the interface it speaks:
+
+- :class:`IMailAccount` (POP3 now, IMAP next): the user's mailbox in the
+  mail store; POP3 uses ``inbox()``, IMAP the whole ``mailbox``.
+- :class:`ISubmitIdentity` (SMTP AUTH, submission): who the client is, for
+  ``smtpd_sender_login_maps`` and the Received header; no mailbox needed.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IMailAccount(Interface):
+    """An authenticated user's mail (shared by POP3 and IMAP sessions)."""
+
+    user = Attribute("str: the user name, as authenticated (lower case).")
+    mailbox = Attribute("IUserMailbox: the user's folders in the mail store.")
+
+    def inbox() -> object:
+        """The user's INBOX (an IFolder)."""
+
+
+class ISubmitIdentity(Interface):
+    """An authenticated sender (SMTP AUTH)."""
+
+    user = Attribute("str: the SASL login name (lower case).")

@@ -1,0 +1,108 @@
+"""Build the checker, realm and portals from main.cf.
+
+Parameters (pymta-only, named in main.cf style after Dovecot's settings):
+
+``pymta_passdb = passwd-file:$config_directory/passwd``
+    The password database, ``type:name``. Only ``passwd-file:PATH`` (Dovecot's
+    format, see pymta.auth.passwdfile) exists now.
+``pymta_auth_failure_delay_max = 15s``
+    A failed login waits 0.5 s before its reply; every further failure for
+    the same client address or user doubles that, up to this cap (Dovecot's
+    auth_failure_delay and anvil penalty).
+
+The mailbox of a user is found by :class:`~pymta.auth.locate.MailboxLocator`
+(passwd-file ``mail=``/``home``, then ``virtual_mailbox_maps`` under
+``virtual_mailbox_base``).
+
+Writes nothing. A bad ``pymta_passdb`` value is a ConfigError naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IReactorTime
+
+from pymta.auth.checker import PasswdFileChecker, RunInThread
+from pymta.auth.locate import MailboxLocator
+from pymta.auth.passwdfile import PasswdFile
+from pymta.auth.realm import MailRealm
+from pymta.auth.throttle import LoginThrottle
+from pymta.config.config import Config
+from pymta.config.errors import ConfigError
+from pymta.config.expand import expand
+from pymta.mailstore.interface import IMailStore
+
+PASSDB_DEFAULT = "passwd-file:$config_directory/passwd"
+FAILURE_DELAY_MAX_DEFAULT = "15s"
+
+
+def config_value(config: Config, name: str, default: str) -> str:
+    """A parameter's expanded value, with default when the defaults table lacks it."""
+    if config.raw(name) is not None:
+        return config.get(name)
+    return expand(default, config.raw, (name,))
+
+
+def passwd_path(config: Config) -> str:
+    """The passwd-file path from ``pymta_passdb``; ConfigError for another type."""
+    value = config_value(config, "pymta_passdb", PASSDB_DEFAULT).strip()
+    kind, sep, path = value.partition(":")
+    if not sep or kind != "passwd-file" or not path:
+        src = config.source("pymta_passdb")
+        raise ConfigError(
+            f"bad value {value!r}: expected passwd-file:/path/to/passwd",
+            src.filename if src else None,
+            src.lineno if src else None,
+            "pymta_passdb",
+        )
+    return path
+
+
+def checker_from_config(
+    config: Config, clock: IReactorTime, run_in_thread: RunInThread | None = None
+) -> PasswdFileChecker:
+    """The passwd-file checker of ``pymta_passdb`` (one per process, shared by protocols)."""
+    passwd = PasswdFile(passwd_path(config), clock)
+    delay_max = config_value(config, "pymta_auth_failure_delay_max", FAILURE_DELAY_MAX_DEFAULT)
+    try:
+        cap = float(delay_max.rstrip("s"))
+    except ValueError:
+        raise ConfigError(
+            f"bad value {delay_max!r}: expected seconds like 15s",
+            parameter="pymta_auth_failure_delay_max",
+        ) from None
+    throttle = LoginThrottle(clock, base=0.5, cap=cap)
+    return PasswdFileChecker(passwd, clock, throttle=throttle, run_in_thread=run_in_thread)
+
+
+def realm_from_config(
+    config: Config,
+    store: IMailStore,
+    checker: PasswdFileChecker,
+    virtual_mailbox_lookup: Callable[[str], str | None] | None = None,
+) -> MailRealm:
+    """The mail realm: passwd-file locations, then virtual_mailbox_maps under its base.
+
+    virtual_mailbox_lookup looks an address up in ``virtual_mailbox_maps``
+    (the caller opens the tables; None when there are none).
+    """
+    locator = MailboxLocator(
+        checker.passwd, virtual_mailbox_lookup, config.get("virtual_mailbox_base")
+    )
+    return MailRealm(store, locator)
+
+
+def portal_from_config(
+    config: Config,
+    store: IMailStore,
+    clock: IReactorTime,
+    virtual_mailbox_lookup: Callable[[str], str | None] | None = None,
+    checker: PasswdFileChecker | None = None,
+) -> Portal:
+    """A Portal (realm + passwd-file checker) for one protocol; pass one shared checker."""
+    if checker is None:
+        checker = checker_from_config(config, clock)
+    realm = realm_from_config(config, store, checker, virtual_mailbox_lookup)
+    return Portal(realm, [checker])

@@ -1,0 +1,80 @@
+"""The mail realm: turns an authenticated user into each protocol's avatar.
+
+Mirrors Dovecot's userdb step after passdb: the checker says who the user
+is, the realm finds their mailbox (``mailbox_path_for``, usually a
+:class:`~pymta.auth.locate.MailboxLocator`) and opens it in the mail store.
+Avatars: :class:`~pymta.auth.interface.IMailAccount` (POP3, IMAP) and
+:class:`~pymta.auth.interface.ISubmitIdentity` (SMTP AUTH).
+
+Untrusted input: none directly (avatar ids come from a checker). A user
+without a mailbox, or a store that fails to open it, is
+:class:`~pymta.auth.errors.MailboxUnavailable` (POP3 answers
+``-ERR [SYS/PERM]`` or ``[SYS/TEMP]``), never a crash. Opening a mailbox
+creates it when missing (the store's rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.cred.portal import IRealm
+from zope.interface import implementer
+
+from pymta.auth.errors import MailboxUnavailable
+from pymta.auth.interface import IMailAccount, ISubmitIdentity
+from pymta.mailstore.interface import IFolder, IMailStore, IUserMailbox, MailStoreError
+
+
+@implementer(IMailAccount)
+class MailAccount:
+    """A user's mailbox in the store."""
+
+    def __init__(self, user: str, mailbox: IUserMailbox) -> None:
+        self.user = user
+        self.mailbox = mailbox
+
+    def inbox(self) -> IFolder:
+        return self.mailbox.folder("INBOX")
+
+
+@implementer(ISubmitIdentity)
+class SubmitIdentity:
+    """An authenticated SMTP client."""
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+
+
+def _logout() -> None:
+    """Nothing to release: sessions release their own folder locks."""
+
+
+@implementer(IRealm)
+class MailRealm:
+    """Hands each protocol its avatar for an authenticated user."""
+
+    def __init__(self, store: IMailStore, mailbox_path_for: Callable[[str], str | None]) -> None:
+        self.store = store
+        self.mailbox_path_for = mailbox_path_for
+
+    def requestAvatar(
+        self, avatarId: Any, mind: object, *interfaces: Any
+    ) -> tuple[Any, object, Callable[[], None]]:
+        user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
+        for iface in interfaces:
+            if iface is IMailAccount:
+                return iface, self._account(user), _logout
+            if iface is ISubmitIdentity:
+                return iface, SubmitIdentity(user), _logout
+        raise NotImplementedError("no avatar for the requested interfaces")
+
+    def _account(self, user: str) -> MailAccount:
+        path = self.mailbox_path_for(user)
+        if not path:
+            raise MailboxUnavailable(f"user {user} has no mail location", permanent=True)
+        try:
+            mailbox = self.store.open_user(user, path)
+        except (MailStoreError, OSError) as e:
+            raise MailboxUnavailable(f"cannot open mailbox of {user}: {e}") from e
+        return MailAccount(user, mailbox)
