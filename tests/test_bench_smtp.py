@@ -1,0 +1,138 @@
+"""Tests of the SMTP benchmark's own logic (bench/): no servers are run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import bench_measure
+import smtp_bench
+from bench_measure import ProcStat, count_maildir_new, descendants, parse_proc_stat
+from bench_setup import MailSetup
+
+
+def stat_line(pid: int, comm: str, ppid: int, utime: int, stime: int, cut: int, cst: int) -> str:
+    """A /proc/PID/stat line with the fields the bench reads filled in."""
+    fields = ["S", str(ppid), "1", "1", "0", "-1", "0", "0", "0", "0", "0"]
+    fields += [str(utime), str(stime), str(cut), str(cst), "20", "0", "1", "0", "100"]
+    return f"{pid} ({comm}) " + " ".join(fields) + "\n"
+
+
+def test_parse_proc_stat_comm_with_spaces_and_parens() -> None:
+    """A command name holding spaces and ')' does not shift the fields."""
+    stat = parse_proc_stat(42, stat_line(42, "smtpd -n) x", 7, 10, 20, 3, 4))
+    assert stat == ProcStat(pid=42, ppid=7, ticks=37)
+
+
+def test_descendants_follow_the_whole_tree_only() -> None:
+    """The tree of a root includes grandchildren and excludes strangers."""
+    table = {
+        1: ProcStat(1, 0, 0),
+        10: ProcStat(10, 1, 0),  # master
+        11: ProcStat(11, 10, 0),  # smtpd
+        12: ProcStat(12, 11, 0),  # its child
+        20: ProcStat(20, 1, 0),  # a system Postfix master: not ours
+        21: ProcStat(21, 20, 0),
+    }
+    assert descendants(table, [10]) == {10, 11, 12}
+    assert descendants(table, [99]) == set()
+
+
+def test_tree_cpu_seconds_sums_reaped_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU of a tree counts utime, stime and the reaped children's times."""
+    monkeypatch.setattr(bench_measure, "CLOCK_TICKS", 100)
+    for pid, ppid, times in (
+        (10, 1, (100, 50, 30, 20)),
+        (11, 10, (5, 5, 0, 0)),
+        (20, 1, (999, 0, 0, 0)),
+    ):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat_line(pid, "p", ppid, *times))
+    (tmp_path / "self").mkdir()
+    assert bench_measure.tree_cpu_seconds([10], proc=tmp_path) == pytest.approx(2.1)
+
+
+def test_count_maildir_new(tmp_path: Path) -> None:
+    """new/ is counted without dot files, and a missing new/ counts 0."""
+    new = tmp_path / "new"
+    assert count_maildir_new(new) == 0
+    new.mkdir()
+    for name in ("1.a.host", "2.b.host", ".hidden"):
+        (new / name).write_bytes(b"x")
+    assert count_maildir_new(new) == 2
+
+
+def test_mail_setup_maps_each_recipient_to_a_maildir(tmp_path: Path) -> None:
+    """Every recipient gets a Maildir (trailing /) where maildir_new looks."""
+    setup = MailSetup(("run1@bench.test", "run2@bench.test"), 65534, 65534)
+    assert setup.vmailbox_text() == (
+        "run1@bench.test\tbench.test/run1/\nrun2@bench.test\tbench.test/run2/\n"
+    )
+    assert setup.maildir_new(tmp_path, "run2@bench.test") == tmp_path / "bench.test/run2/new"
+    master = MailSetup.master_cf(2525)
+    assert master.splitlines()[1].split() == [
+        "127.0.0.1:2525",
+        "inet",
+        "n",
+        "-",
+        "n",
+        "-",
+        "-",
+        "smtpd",
+    ]
+    # No service is chrooted: the fifth column is "n" everywhere.
+    assert {line.split()[4] for line in master.splitlines()[1:]} == {"n"}
+
+
+def test_smtp_source_sends_one_message_per_connection() -> None:
+    """The load generator is run without -d, so each message has its own connection."""
+    argv = smtp_bench.smtp_source_argv(2525, 20, 5000, 1024, "run1@bench.test")
+    assert "-d" not in argv
+    assert argv[-1] == "127.0.0.1:2525"
+    assert argv[argv.index("-s") + 1] == "20"
+    assert argv[argv.index("-m") + 1] == "5000"
+    assert argv[argv.index("-l") + 1] == "1024"
+
+
+def run(server: str, rate: float | None, error: str | None = None) -> smtp_bench.RunResult:
+    """A RunResult with the figures that the table reads."""
+    return smtp_bench.RunResult(
+        server=server,
+        size=1024,
+        connections=20,
+        messages=100,
+        delivered=100,
+        accept_seconds=1.0,
+        deliver_seconds=None if rate is None else 100 / rate,
+        accept_rate=100.0,
+        rate=rate,
+        cpu_seconds=0.2,
+        cpu_ms_per_message=2.0,
+        error=error,
+    )
+
+
+def test_table_reports_the_ratio_pymta_over_postfix() -> None:
+    """The ratio column is pymta's rate divided by Postfix's."""
+    table = smtp_bench.render_table(
+        [run("postfix", 500.0), run("pymta", 1000.0)], {"1 thread": 1400}
+    )
+    row = table.splitlines()[2]
+    assert row.split()[:5] == ["1024", "20", "|", "500", "1000"]
+    assert "2.00" in row
+    assert "geometric mean 2.00" in table.splitlines()[-1]
+
+
+def test_failed_run_has_no_ratio_and_is_listed() -> None:
+    """A run that failed shows no ratio and its error appears in the report."""
+    table = smtp_bench.render_table(
+        [run("postfix", 500.0), run("pymta", None, "timeout: 3/100 delivered")], {}
+    )
+    assert "geometric mean" not in table
+    assert "pymta 1024 B x 20: timeout: 3/100 delivered" in table
