@@ -62,7 +62,7 @@ class RecipientStatus:
 class IDeliveryAgent(Interface):
     name = Attribute("The agent's name as in master.cf's command column (virtual, local, ...).")
 
-    def deliver(request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:  # type: ignore[misc]
+    def deliver(request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         """Deliver to every recipient of the request and fire with one status
         each. Must not errback for an expected failure: a 4.x.x or 5.x.x
         status says it. An errback is a bug; qmgr logs it and defers."""

@@ -1,0 +1,48 @@
+"""Helpers shared by the agents that write files: sync through the barrier,
+and map OS errors to delivery statuses.
+
+Mirrors the parts of Postfix's mail_copy()/sys_exits that decide between
+"try again later" and "give up": a full disk is an operating condition
+(defer), never a bounce. Writes nothing itself.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from twisted.internet.defer import Deferred
+
+from pymta.queue.interface import ISyncBarrier
+
+
+def barrier_sync(
+    barrier: ISyncBarrier, files: Sequence[str] = (), dirs: Sequence[str] = ()
+) -> Deferred[None]:
+    """Ask the group-commit barrier to make files and directory entries durable.
+
+    The barrier's ``sync(files=(), dirs=())`` form is used when it has one;
+    with the default syncfs method the lists only document intent.
+    """
+    call = cast(Callable[..., "Deferred[None]"], barrier.sync)
+    try:
+        return call(files=tuple(files), dirs=tuple(dirs))
+    except TypeError:
+        # A barrier still implementing the argument-less sync().
+        return call()
+
+
+def os_error_status(error: OSError, what: str) -> tuple[str, str]:
+    """(status, reason) for a failed mailbox write; always a deferral.
+
+    EDQUOT/EFBIG -> 4.2.2 (mailbox full), ENOSPC -> 4.3.0 (system storage),
+    anything else -> 4.2.0 with the system's error text.
+    """
+    code = error.errno
+    text = error.strerror or str(error)
+    if code in (errno.EDQUOT, errno.EFBIG):
+        return "4.2.2", f"cannot update {what}: mailbox full ({text})"
+    if code == errno.ENOSPC:
+        return "4.3.0", f"cannot update {what}: insufficient system storage ({text})"
+    return "4.2.0", f"cannot update {what}: {text}"

@@ -1,0 +1,116 @@
+"""maildir: write one message into a Maildir, durably (tmp, sync, rename, sync).
+
+Mirrors Postfix's mail_copy() in Maildir mode (virtual(8), local(8)) and
+the Maildir naming of D. J. Bernstein's maildir(5), with Dovecot's
+``,S=<size>`` suffix so that Dovecot and pymta's mailstore know the size
+without a stat. The file is created in ``tmp/`` (O_EXCL, mode 0600), made
+durable through the group-commit barrier, renamed into ``new/`` and the
+rename made durable; only then does the returned Deferred fire, and only
+then may the recipient be marked done (at-least-once).
+
+Untrusted input: none here; the caller has validated the path. May write:
+``<maildir>/{cur,new,tmp}`` (created 0700 when missing) and one file.
+Errors are OSError raised or errbacked to the caller, which maps them to a
+deferral.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from pymta.delivery.durable import barrier_sync
+from pymta.queue.interface import ISyncBarrier
+
+
+def _safe_hostname(hostname: str) -> str:
+    # maildir(5): "/" and ":" cannot appear in the host part of a name.
+    return hostname.replace("/", "\\057").replace(":", "\\072")
+
+
+class MaildirWriter:
+    """Delivers bytes into Maildirs; one instance serves every mailbox."""
+
+    def __init__(
+        self,
+        sync: ISyncBarrier,
+        clock: IReactorTime,
+        hostname: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self._sync = sync
+        self._clock = clock
+        self._hostname = _safe_hostname(hostname or socket.gethostname())
+        self._pid = os.getpid() if pid is None else pid
+        self._counter = 0
+        self._known: set[str] = set()
+
+    def unique_name(self, size: int) -> str:
+        """``<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>``: unique per process."""
+        now = self._clock.seconds()
+        secs = int(now)
+        usecs = int((now - secs) * 1_000_000)
+        self._counter += 1
+        return f"{secs}.M{usecs}P{self._pid}Q{self._counter}.{self._hostname},S={size}"
+
+    def ensure(self, maildir: str) -> None:
+        """Create ``maildir`` and its cur/new/tmp (mode 0700) when missing."""
+        if maildir in self._known:
+            return
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(maildir, sub), mode=0o700, exist_ok=True)
+        self._known.add(maildir)
+
+    def deliver(self, maildir: str, data: bytes) -> Deferred[str]:
+        """Write ``data`` into ``maildir``; fires with the path in new/ once durable."""
+        self.ensure(maildir)
+        name = self.unique_name(len(data))
+        tmp_dir = os.path.join(maildir, "tmp")
+        new_dir = os.path.join(maildir, "new")
+        tmp_path = os.path.join(tmp_dir, name)
+        new_path = os.path.join(new_dir, name)
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:
+            # The Maildir vanished after we cached it: recreate once.
+            self._known.discard(maildir)
+            self.ensure(maildir)
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError:
+            os.close(fd)
+            _unlink_quietly(tmp_path)
+            raise
+        os.close(fd)
+
+        def renamed(_: None) -> Deferred[None]:
+            try:
+                os.rename(tmp_path, new_path)
+            except OSError:
+                _unlink_quietly(tmp_path)
+                raise
+            return barrier_sync(self._sync, (), (new_dir, tmp_dir))
+
+        def failed_first_sync(failure: object) -> object:
+            _unlink_quietly(tmp_path)
+            return failure
+
+        d = barrier_sync(self._sync, (tmp_path,), (tmp_dir,))
+        d.addErrback(failed_first_sync)
+        d.addCallback(renamed)
+        d.addCallback(lambda _: new_path)
+        return d  # type: ignore[return-value]
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,162 @@
+"""virtual: deliver to virtual mailboxes (Maildir or mbox) under virtual_mailbox_base.
+
+Mirrors Postfix's virtual(8). For each recipient: a ``Delivered-To`` header
+already naming it is a mail loop (5.4.6); virtual_mailbox_maps is searched
+in Postfix's order (user+ext@domain, user@domain, @domain, split at
+recipient_delimiter); not found is ``5.1.1 unknown user``, a failed lookup
+a deferral. The value is a path under virtual_mailbox_base: a trailing
+``/`` means Maildir (written by :class:`~pymta.delivery.maildir.MaildirWriter`,
+durable before success is reported), otherwise an mbox file appended under
+the virtual_mailbox_lock locks, within virtual_mailbox_limit. A path that
+would leave the base (``..``) is a configuration error, which Postfix defers
+(4.3.5) so the mail waits for the administrator instead of bouncing.
+
+Untrusted input: the recipient address (a lookup key only) and the message
+(copied, never interpreted). Trusted: the table values, once checked for
+``..``. May write: mailboxes under virtual_mailbox_base. Logs: through qmgr
+(statuses are values); a configuration error is also logged as a warning.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pymta.config import Config
+from pymta.delivery import mbox
+from pymta.delivery.durable import os_error_status
+from pymta.delivery.headers import delivered_to_loop, delivery_headers
+from pymta.delivery.interface import (
+    DeliveryRecipient,
+    DeliveryRequest,
+    IDeliveryAgent,
+    RecipientStatus,
+)
+from pymta.delivery.lookup import OpenMaps, default_open_maps
+from pymta.delivery.maildir import MaildirWriter
+from pymta.maillog import maillog
+from pymta.queue.interface import ISyncBarrier
+from pymta.tables import TableError, lookup_address
+
+
+def mailbox_path(base: str, value: str) -> str | None:
+    """base + value, or None when the value escapes the base (``..``) or is empty."""
+    value = value.strip()
+    if not value or not base:
+        return None
+    parts = value.split("/")
+    if any(part == ".." for part in parts):
+        return None
+    # Postfix concatenates base and value: a leading "/" stays under the base.
+    path = os.path.normpath(os.path.join(base, value.lstrip("/")))
+    if os.path.commonpath([os.path.normpath(base), path]) != os.path.normpath(base):
+        return None
+    if value.endswith("/"):
+        path += "/"
+    return path
+
+
+@implementer(IDeliveryAgent)
+class VirtualAgent:
+    """The virtual delivery agent; one instance serves every request."""
+
+    name = "virtual"
+
+    def __init__(
+        self,
+        config: Config,
+        sync: ISyncBarrier,
+        clock: IReactorTime,
+        open_maps: OpenMaps = default_open_maps,
+        writer: MaildirWriter | None = None,
+    ) -> None:
+        self._config = config
+        self._sync = sync
+        self._clock = clock
+        self._maps = open_maps(config.get_list("virtual_mailbox_maps"), config)
+        self._base = config.get("virtual_mailbox_base")
+        self._delimiter = config.get("recipient_delimiter")
+        self._locks = config.get_list("virtual_mailbox_lock")
+        self._limit = config.get_int("virtual_mailbox_limit")
+        self._writer = writer or MaildirWriter(sync, clock, config.get("myhostname"))
+
+    def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
+        recipients = request.recipients
+        if len(recipients) == 1:
+            return self._deliver_one(request, recipients[0]).addCallback(lambda s: [s])
+        results: list[RecipientStatus | None] = [None] * len(recipients)
+        done: Deferred[list[RecipientStatus]] = Deferred()
+        remaining = [len(recipients)]
+
+        def store(status: RecipientStatus, slot: int) -> None:
+            results[slot] = status
+            remaining[0] -= 1
+            if remaining[0] == 0:
+                done.callback([r for r in results if r is not None])
+
+        for slot, rcpt in enumerate(recipients):
+            self._deliver_one(request, rcpt).addCallback(store, slot)
+        return done
+
+    def _deliver_one(
+        self, request: DeliveryRequest, rcpt: DeliveryRecipient
+    ) -> Deferred[RecipientStatus]:
+        def status(code: str, reason: str) -> RecipientStatus:
+            return RecipientStatus(rcpt.index, code, reason, relay="virtual")
+
+        content = request.content
+        address = rcpt.address
+        if delivered_to_loop(content, address):
+            return succeed(status("5.4.6", f"mail forwarding loop for {address}"))
+        try:
+            value = lookup_address(
+                self._maps, address, delimiter=self._delimiter, propagate_extension=False
+            )
+        except TableError as e:
+            return succeed(status("4.3.0", f"virtual_mailbox_maps lookup failure: {e}"))
+        if value is None:
+            return succeed(status("5.1.1", f'unknown user: "{address.lower()}"'))
+        path = mailbox_path(self._base, value)
+        if path is None:
+            maillog(
+                "virtual",
+                f"{request.queue_id}: bad virtual_mailbox_base/virtual_mailbox_maps "
+                f"result {value!r} for {address}",
+                LogLevel.warn,
+            )
+            return succeed(status("4.3.5", "mail system configuration error"))
+        data_headers = delivery_headers(request.envelope.sender, address.lower())
+        if path.endswith("/"):
+            what = "maildir"
+            try:
+                d: Deferred[object] = self._writer.deliver(path, data_headers + content)  # type: ignore[assignment]
+            except OSError as e:
+                return succeed(status(*os_error_status(e, what)))
+            ok = status("2.0.0", "delivered to maildir")
+        else:
+            what = "mailbox"
+            now = self._clock.seconds()
+            record = mbox.mbox_record(request.envelope.sender, now, data_headers, content)
+            try:
+                d = mbox.append(path, record, self._sync, now, self._locks, self._limit)  # type: ignore[assignment]
+            except mbox.MailboxBusy:
+                return succeed(status("4.2.0", "cannot update mailbox: mailbox busy"))
+            except mbox.MailboxLimit:
+                return succeed(
+                    status("5.2.2", "cannot update mailbox: message would exceed mailbox quota")
+                )
+            except OSError as e:
+                return succeed(status(*os_error_status(e, what)))
+            ok = status("2.0.0", "delivered to mailbox")
+
+        def failed(failure: Failure) -> RecipientStatus | Failure:
+            if isinstance(failure.value, OSError):
+                return status(*os_error_status(failure.value, what))
+            return failure
+
+        return d.addCallbacks(lambda _: ok, failed)
