@@ -1,13 +1,28 @@
 """The table of every parameter pymta implements, with Postfix's defaults.
 
-Mirrors Postfix's mail_params.h / postconf -d. Each entry names the kind of
-value so that an invalid setting is caught at start with the expected form.
-pymta-only parameters start with ``pymta_`` and are documented here too.
+Mirrors Postfix's mail_params.h and ``postconf -d``. Each entry names the kind
+of value (str, int, bool, time, size, list) so that an invalid setting is
+caught at start with the expected form; ``postconf -d`` prints this table.
+pymta-only parameters start with ``pymta_``, ``pop3d_`` or ``imapd_`` and
+say "pymta:" in their meaning.
+
+Where pymta's default differs from Postfix 3.7's compiled-in one it is the
+newer Postfix default (e.g. ``smtpd_forbid_bare_newline = normalize`` as in
+Postfix 3.9), or it drops Postfix's load-dependent ``${stress?...}`` form.
+
+Service parameters: Postfix also knows ``<service><suffix>`` for every
+master.cf service that runs a delivery agent (local, virtual, smtp, lmtp,
+error, pipe) or spawn, e.g. ``relay_destination_concurrency_limit``, whose
+default is ``$default_destination_concurrency_limit``. :data:`SERVICE_SUFFIXES`
+lists them and :func:`service_parameters` makes their table entries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+KINDS = ("str", "int", "bool", "time", "size", "list")
 
 
 @dataclass(frozen=True)
@@ -26,10 +41,16 @@ def _p(name: str, default: str, kind: str, doc: str, time_unit: str = "s") -> Pa
 
 
 _PARAMS: list[Param] = [
+    # --- installation, identity, logging -------------------------------
     _p("config_directory", "/etc/postfix", "str", "where main.cf and master.cf live"),
     _p("queue_directory", "/var/spool/postfix", "str", "the root of the mail queue"),
     _p("data_directory", "/var/lib/postfix", "str", "where caches and generated keys live"),
     _p("mail_owner", "postfix", "str", "the owner of the queue"),
+    _p("setgid_group", "postdrop", "str", "group of the maildrop directory and postdrop"),
+    _p("default_privs", "nobody", "str", "rights of deliveries to external files and commands"),
+    _p("sendmail_path", "/usr/sbin/sendmail", "str", "the sendmail-compatible command"),
+    _p("newaliases_path", "/usr/bin/newaliases", "str", "the newaliases command"),
+    _p("mailq_path", "/usr/bin/mailq", "str", "the mailq command"),
     _p("myhostname", "", "str", "the fully-qualified name of this host (default: the system's)"),
     _p("mydomain", "", "str", "the domain of this host (default: myhostname less its first label)"),
     _p("myorigin", "$myhostname", "str", "the domain appended to bare local parts"),
@@ -42,33 +63,145 @@ _PARAMS: list[Param] = [
     _p("mynetworks", "127.0.0.0/8 [::1]/128", "list", "trusted client networks"),
     _p("inet_interfaces", "all", "list", "addresses the SMTP listeners bind"),
     _p("inet_protocols", "all", "list", "ipv4, ipv6 or all"),
+    _p("proxy_interfaces", "", "list", "addresses this host receives mail on through a proxy"),
+    _p("mail_name", "Postfix", "str", "the mail system's name in banners and DSNs"),
+    _p("syslog_name", "postfix", "str", "the name that prefixes every log line"),
+    _p("syslog_facility", "mail", "str", "the syslog facility of log lines"),
+    _p("maillog_file", "", "str", "file that receives mail log lines ('': only twistd's log)"),
+    _p("maillog_file_prefixes", "/var, /dev/stdout", "list", "allowed prefixes of maillog_file"),
+    _p("service_name", "", "str", "the master.cf name of the running service (read-only)"),
+    _p("process_name", "", "str", "the name of the running program (read-only)"),
+    _p("compatibility_level", "0", "str", "backwards-compatible defaults level"),
+    _p("soft_bounce", "no", "bool", "turn hard failures into soft ones (for testing)"),
+    _p("biff", "no", "bool", "notify the biff service (pymta has none)"),
+    _p(
+        "import_environment",
+        "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C",
+        "list",
+        "environment variables kept from the parent",
+    ),
+    _p(
+        "export_environment",
+        "TZ MAIL_CONFIG LANG",
+        "list",
+        "environment variables passed to external commands",
+    ),
+    # --- master.cf services ----------------------------------------------
+    _p("default_process_limit", "100", "int", "default maxproc of master.cf services"),
+    _p("service_throttle_time", "60s", "time", "pause before restarting a failing service"),
+    _p("max_idle", "100s", "time", "idle time before a service process exits"),
+    _p("max_use", "100", "int", "requests a service process handles before it exits"),
+    _p("daemon_timeout", "18000s", "time", "how long a service may take for one request"),
+    _p("ipc_timeout", "3600s", "time", "time limit of internal communication"),
+    # --- address classes and rewriting -----------------------------------
     _p("alias_maps", "hash:/etc/aliases", "list", "tables that expand local addresses"),
     _p("alias_database", "hash:/etc/aliases", "list", "tables that newaliases rebuilds"),
+    _p(
+        "local_recipient_maps",
+        "proxy:unix:passwd.byname $alias_maps",
+        "list",
+        "tables of the valid recipients in mydestination",
+    ),
     _p("virtual_mailbox_domains", "$virtual_mailbox_maps", "list", "domains of virtual mailboxes"),
-    _p("virtual_mailbox_maps", "", "list", "user@domain to mailbox path under virtual_mailbox_base"),
+    _p(
+        "virtual_mailbox_maps", "", "list", "user@domain to mailbox path under virtual_mailbox_base"
+    ),
     _p("virtual_mailbox_base", "", "str", "prefix of virtual mailbox paths"),
     _p("virtual_alias_maps", "$virtual_maps", "list", "address to address(es) rewriting"),
     _p("virtual_maps", "", "list", "obsolete name of virtual_alias_maps"),
     _p("virtual_alias_domains", "$virtual_alias_maps", "list", "domains served only by aliases"),
     _p("virtual_alias_recursion_limit", "1000", "int", "depth limit of virtual alias expansion"),
     _p("virtual_alias_expansion_limit", "1000", "int", "how many addresses one alias may yield"),
+    _p(
+        "virtual_alias_address_length_limit",
+        "1000",
+        "int",
+        "longest address virtual alias expansion may produce",
+    ),
+    _p("relay_domains", "", "list", "domains this host relays to"),
+    _p("relay_recipient_maps", "", "list", "tables of the valid recipients in relay_domains"),
+    _p("relayhost", "", "str", "next hop for non-local mail"),
+    _p("transport_maps", "", "list", "recipient or domain to transport:nexthop"),
+    _p("sender_dependent_relayhost_maps", "", "list", "relayhost chosen by sender address"),
+    _p(
+        "sender_dependent_default_transport_maps",
+        "",
+        "list",
+        "default_transport chosen by sender address",
+    ),
+    _p("local_transport", "local:$myhostname", "str", "transport for mydestination"),
+    _p("virtual_transport", "virtual", "str", "transport for virtual_mailbox_domains"),
+    _p("relay_transport", "relay", "str", "transport for relay_domains"),
+    _p("default_transport", "smtp", "str", "transport for all other domains"),
+    _p("fallback_relay", "", "list", "obsolete name of smtp_fallback_relay"),
     _p("sender_canonical_maps", "", "list", "rewriting of sender addresses"),
     _p("recipient_canonical_maps", "", "list", "rewriting of recipient addresses"),
     _p("canonical_maps", "", "list", "rewriting of sender and recipient addresses"),
-    _p("recipient_delimiter", "", "str", "characters that separate user from extension"),
-    _p("message_size_limit", "10240000", "int", "largest message accepted, in bytes"),
-    _p("header_size_limit", "102400", "int", "largest message header kept, in bytes"),
-    _p("line_length_limit", "2048", "int", "longest SMTP command line accepted"),
-    _p("smtpd_recipient_limit", "1000", "int", "recipients accepted per message"),
-    _p("smtpd_timeout", "300s", "time", "idle time before smtpd disconnects"),
-    _p("smtpd_banner", "$myhostname ESMTP $mail_name", "str", "text of the 220 greeting"),
-    _p("mail_name", "Postfix", "str", "the mail system's name in banners and DSNs"),
     _p(
-        "smtpd_recipient_restrictions",
-        "",
+        "canonical_classes",
+        "envelope_sender, envelope_recipient, header_sender, header_recipient",
         "list",
-        "restrictions applied at RCPT TO",
+        "addresses that canonical_maps rewrites",
     ),
+    _p(
+        "sender_canonical_classes",
+        "envelope_sender, header_sender",
+        "list",
+        "addresses that sender_canonical_maps rewrites",
+    ),
+    _p(
+        "recipient_canonical_classes",
+        "envelope_recipient, header_recipient",
+        "list",
+        "addresses that recipient_canonical_maps rewrites",
+    ),
+    _p("masquerade_domains", "", "list", "domains whose subdomains are hidden in addresses"),
+    _p("masquerade_exceptions", "", "list", "local parts never masqueraded"),
+    _p(
+        "masquerade_classes",
+        "envelope_sender, header_sender, header_recipient",
+        "list",
+        "addresses that masquerading rewrites",
+    ),
+    _p("recipient_delimiter", "", "str", "characters that separate user from extension"),
+    _p("allow_percent_hack", "yes", "bool", "rewrite user%domain to user@domain"),
+    _p("swap_bangpath", "yes", "bool", "rewrite site!user to user@site"),
+    _p("append_dot_mydomain", "no", "bool", "append .$mydomain to host names"),
+    _p("append_at_myorigin", "yes", "bool", "append @$myorigin to bare local parts"),
+    _p("resolve_dequoted_address", "yes", "bool", "resolve after removing quotes"),
+    _p(
+        "propagate_unmatched_extensions",
+        "canonical, virtual",
+        "list",
+        "where unmatched address extensions are kept",
+    ),
+    _p(
+        "parent_domain_matches_subdomains",
+        "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,"
+        "qmqpd_authorized_clients,relay_domains,smtpd_access_maps",
+        "list",
+        "features where a domain name also matches its subdomains",
+    ),
+    _p("owner_request_special", "yes", "bool", "owner-list aliases set the sender"),
+    _p("expand_owner_alias", "no", "bool", "send owner-list mail to the owner's expansion"),
+    _p("empty_address_recipient", "MAILER-DAEMON", "str", "recipient of mail to <>"),
+    _p("double_bounce_sender", "double-bounce", "str", "sender of postmaster notices"),
+    _p("show_user_unknown_table_name", "yes", "bool", "name the table in 'user unknown' replies"),
+    # --- size limits -------------------------------------------------------
+    _p("message_size_limit", "10240000", "size", "largest message accepted, in bytes"),
+    _p("header_size_limit", "102400", "size", "largest message header kept, in bytes"),
+    _p("header_address_token_limit", "10240", "int", "tokens kept per address header"),
+    _p("line_length_limit", "2048", "int", "longest SMTP command line accepted"),
+    _p("body_checks_size_limit", "51200", "size", "bytes of each body part body_checks reads"),
+    _p("queue_minfree", "0", "size", "free bytes the queue file system must keep"),
+    _p("hopcount_limit", "50", "int", "Received headers before a mail loop is declared"),
+    _p("duplicate_filter_limit", "1000", "int", "addresses remembered to drop duplicates"),
+    # --- smtpd: the SMTP server --------------------------------------------
+    _p("smtpd_banner", "$myhostname ESMTP $mail_name", "str", "text of the 220 greeting"),
+    _p("smtpd_timeout", "300s", "time", "idle time before smtpd disconnects"),
+    _p("smtpd_recipient_limit", "1000", "int", "recipients accepted per message"),
+    _p("smtpd_recipient_overshoot_limit", "1000", "int", "excess recipients counted as errors"),
+    _p("smtpd_recipient_restrictions", "", "list", "restrictions applied at RCPT TO"),
     _p(
         "smtpd_relay_restrictions",
         "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
@@ -79,10 +212,16 @@ _PARAMS: list[Param] = [
     _p("smtpd_helo_restrictions", "", "list", "restrictions applied at HELO/EHLO"),
     _p("smtpd_sender_restrictions", "", "list", "restrictions applied at MAIL FROM"),
     _p("smtpd_data_restrictions", "", "list", "restrictions applied at DATA"),
+    _p("smtpd_end_of_data_restrictions", "", "list", "restrictions applied after the message"),
+    _p("smtpd_etrn_restrictions", "", "list", "restrictions applied at ETRN"),
+    _p("smtpd_restriction_classes", "", "list", "names of restriction groups defined in main.cf"),
+    _p("smtpd_null_access_lookup_key", "<>", "str", "access map key of the null sender"),
     _p("smtpd_delay_reject", "yes", "bool", "wait until RCPT TO before rejecting"),
     _p("smtpd_helo_required", "no", "bool", "require HELO/EHLO before MAIL"),
+    _p("strict_rfc821_envelopes", "no", "bool", "require <> around MAIL/RCPT addresses"),
     _p("smtpd_reject_unlisted_recipient", "yes", "bool", "reject unknown local/virtual users"),
     _p("smtpd_reject_unlisted_sender", "no", "bool", "reject unknown senders in our domains"),
+    _p("smtpd_reject_footer", "", "str", "text appended to every 4xx/5xx reply"),
     _p("smtpd_hard_error_limit", "20", "int", "errors before smtpd disconnects"),
     _p("smtpd_soft_error_limit", "10", "int", "errors before smtpd slows down"),
     _p("smtpd_error_sleep_time", "1s", "time", "delay before an error reply"),
@@ -95,67 +234,437 @@ _PARAMS: list[Param] = [
         "clients exempt from smtpd_forbid_bare_newline",
     ),
     _p("smtpd_forbid_unauth_pipelining", "yes", "bool", "disconnect clients that pipeline early"),
+    _p("smtpd_discard_ehlo_keywords", "", "list", "EHLO keywords not announced"),
+    _p("smtpd_client_port_logging", "no", "bool", "log the client port with its address"),
+    _p("smtpd_peername_lookup", "yes", "bool", "look up the client's host name"),
     _p("disable_vrfy_command", "no", "bool", "reject VRFY"),
     _p("smtpd_client_connection_count_limit", "50", "int", "connections per client"),
+    _p(
+        "smtpd_client_connection_rate_limit",
+        "0",
+        "int",
+        "connections per client per anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_message_rate_limit",
+        "0",
+        "int",
+        "messages per client per anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_recipient_rate_limit",
+        "0",
+        "int",
+        "recipients per client per anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_auth_rate_limit",
+        "0",
+        "int",
+        "AUTH commands per client per anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_event_limit_exceptions",
+        "$mynetworks",
+        "list",
+        "clients exempt from the connection and rate limits",
+    ),
+    _p("anvil_rate_time_unit", "60s", "time", "time unit of the client rate limits"),
+    _p("unknown_local_recipient_reject_code", "550", "int", "reply to unknown local users"),
+    _p("unknown_virtual_mailbox_reject_code", "550", "int", "reply to unknown virtual users"),
+    _p("unknown_relay_recipient_reject_code", "550", "int", "reply to unknown relay recipients"),
+    _p("unknown_address_reject_code", "450", "int", "reply to unresolvable sender domains"),
+    _p("unknown_client_reject_code", "450", "int", "reply to clients without a host name"),
+    _p("unknown_hostname_reject_code", "450", "int", "reply to unresolvable HELO names"),
+    _p("relay_domains_reject_code", "554", "int", "reply to relay attempts"),
+    _p("access_map_reject_code", "554", "int", "reply of an access map REJECT"),
+    _p("maps_rbl_reject_code", "554", "int", "reply to clients listed in a DNSBL"),
+    # --- smtpd TLS and SASL ------------------------------------------------
     _p("smtpd_tls_security_level", "", "str", "none, may or encrypt"),
+    _p("smtpd_use_tls", "no", "bool", "obsolete: smtpd_tls_security_level = may"),
+    _p("smtpd_enforce_tls", "no", "bool", "obsolete: smtpd_tls_security_level = encrypt"),
+    _p("smtpd_tls_wrappermode", "no", "bool", "TLS from the first byte (port 465)"),
+    _p("smtpd_tls_auth_only", "no", "bool", "offer AUTH only after STARTTLS"),
     _p("smtpd_tls_cert_file", "", "str", "PEM certificate of smtpd"),
     _p("smtpd_tls_key_file", "$smtpd_tls_cert_file", "str", "PEM private key of smtpd"),
+    _p("smtpd_tls_chain_files", "", "list", "PEM files of keys with their certificate chains"),
+    _p("smtpd_tls_eccert_file", "", "str", "PEM ECDSA certificate of smtpd"),
+    _p("smtpd_tls_eckey_file", "$smtpd_tls_eccert_file", "str", "PEM ECDSA private key of smtpd"),
+    _p("smtpd_tls_dh1024_param_file", "", "str", "DH parameters for DHE ciphers"),
+    _p("smtpd_tls_CAfile", "", "str", "CA certificates for client certificates"),
+    _p("smtpd_tls_CApath", "", "str", "directory of CA certificates"),
+    _p("smtpd_tls_ask_ccert", "no", "bool", "ask the client for a certificate"),
+    _p("smtpd_tls_protocols", ">=TLSv1", "list", "TLS versions offered with may"),
+    _p("smtpd_tls_mandatory_protocols", ">=TLSv1", "list", "TLS versions offered with encrypt"),
+    _p("smtpd_tls_ciphers", "medium", "str", "cipher grade with may"),
+    _p("smtpd_tls_mandatory_ciphers", "medium", "str", "cipher grade with encrypt"),
+    _p("smtpd_tls_exclude_ciphers", "", "list", "ciphers never used"),
+    _p("smtpd_tls_session_cache_database", "", "str", "TLS session cache"),
+    _p("smtpd_tls_session_cache_timeout", "3600s", "time", "life of a cached TLS session"),
+    _p("smtpd_starttls_timeout", "300s", "time", "time limit of the TLS handshake"),
     _p("smtpd_tls_received_header", "no", "bool", "record the TLS protocol in Received"),
     _p("smtpd_tls_loglevel", "0", "int", "TLS logging detail"),
     _p("smtpd_sasl_auth_enable", "no", "bool", "offer AUTH"),
+    _p("smtpd_sasl_type", "cyrus", "str", "SASL plug-in type (pymta: its own cred checkers)"),
+    _p("smtpd_sasl_path", "smtpd", "str", "SASL plug-in configuration name"),
+    _p("smtpd_sasl_security_options", "noanonymous", "list", "SASL mechanisms refused"),
+    _p(
+        "smtpd_sasl_tls_security_options",
+        "$smtpd_sasl_security_options",
+        "list",
+        "SASL mechanisms refused over TLS",
+    ),
+    _p("smtpd_sasl_local_domain", "", "str", "realm appended to SASL user names"),
+    _p("smtpd_sasl_authenticated_header", "no", "bool", "put the SASL login in Received"),
+    _p("smtpd_sasl_exceptions_networks", "", "list", "clients not offered AUTH"),
+    _p("smtpd_sender_login_maps", "", "list", "sender address to the logins that may use it"),
+    # --- smtp: the SMTP client ----------------------------------------------
+    _p("smtp_helo_name", "$myhostname", "str", "name sent in EHLO/HELO"),
+    _p("smtp_bind_address", "", "str", "local IPv4 address of outgoing connections"),
+    _p("smtp_bind_address6", "", "str", "local IPv6 address of outgoing connections"),
+    _p("smtp_connect_timeout", "30s", "time", "time limit of a TCP connection"),
+    _p("smtp_helo_timeout", "300s", "time", "time limit of the greeting and EHLO reply"),
+    _p("smtp_mail_timeout", "300s", "time", "time limit of the MAIL FROM reply"),
+    _p("smtp_rcpt_timeout", "300s", "time", "time limit of the RCPT TO reply"),
+    _p("smtp_data_init_timeout", "120s", "time", "time limit of the DATA reply"),
+    _p("smtp_data_xfer_timeout", "180s", "time", "time limit of sending the message"),
+    _p("smtp_data_done_timeout", "600s", "time", "time limit of the final reply"),
+    _p("smtp_quit_timeout", "300s", "time", "time limit of the QUIT reply"),
+    _p("smtp_starttls_timeout", "300s", "time", "time limit of the TLS handshake"),
+    _p("smtp_host_lookup", "dns", "list", "dns and/or native host lookups"),
+    _p("smtp_dns_support_level", "", "str", "disabled, enabled or dnssec"),
+    _p("disable_dns_lookups", "no", "bool", "obsolete: smtp_host_lookup = native"),
+    _p("smtp_mx_address_limit", "5", "int", "MX addresses tried per delivery"),
+    _p("smtp_mx_session_limit", "2", "int", "SMTP sessions tried per delivery"),
+    _p("smtp_address_preference", "any", "str", "ipv4, ipv6 or any"),
+    _p("smtp_skip_5xx_greeting", "yes", "bool", "try the next MX after a 5xx greeting"),
+    _p("smtp_always_send_ehlo", "yes", "bool", "send EHLO even without ESMTP in the banner"),
+    _p("smtp_never_send_ehlo", "no", "bool", "send HELO only"),
+    _p("smtp_line_length_limit", "998", "int", "longest message line sent unfolded"),
+    _p("smtp_fallback_relay", "$fallback_relay", "list", "next hops when the MX hosts fail"),
+    _p("smtp_connection_cache_on_demand", "yes", "bool", "reuse connections under load"),
+    _p("smtp_connection_cache_destinations", "", "list", "destinations whose connections are kept"),
+    _p("smtp_tls_security_level", "", "str", "none, may, encrypt, verify or secure"),
+    _p("smtp_use_tls", "no", "bool", "obsolete: smtp_tls_security_level = may"),
+    _p("smtp_enforce_tls", "no", "bool", "obsolete: smtp_tls_security_level = encrypt"),
+    _p("smtp_tls_wrappermode", "no", "bool", "TLS from the first byte (port 465)"),
+    _p("smtp_tls_cert_file", "", "str", "PEM client certificate"),
+    _p("smtp_tls_key_file", "$smtp_tls_cert_file", "str", "PEM client private key"),
+    _p("smtp_tls_CAfile", "", "str", "CA certificates for server verification"),
+    _p("smtp_tls_CApath", "", "str", "directory of CA certificates"),
+    _p("smtp_tls_loglevel", "0", "int", "TLS logging detail"),
+    _p("smtp_tls_protocols", ">=TLSv1", "list", "TLS versions offered opportunistically"),
+    _p("smtp_tls_mandatory_protocols", ">=TLSv1", "list", "TLS versions offered when required"),
+    _p("smtp_tls_ciphers", "medium", "str", "cipher grade opportunistically"),
+    _p("smtp_tls_mandatory_ciphers", "medium", "str", "cipher grade when TLS is required"),
+    _p("smtp_tls_policy_maps", "", "list", "TLS security level per destination"),
+    _p("smtp_tls_verify_cert_match", "hostname", "list", "names matched at level verify"),
+    _p(
+        "smtp_tls_secure_cert_match",
+        "nexthop, dot-nexthop",
+        "list",
+        "names matched at level secure",
+    ),
+    _p("smtp_tls_servername", "", "str", "SNI name sent to the server"),
+    _p("smtp_tls_session_cache_database", "", "str", "TLS session cache"),
+    _p("smtp_tls_note_starttls_offer", "no", "bool", "log servers that offer STARTTLS"),
+    _p("smtp_sasl_auth_enable", "no", "bool", "authenticate to the server"),
+    _p("smtp_sasl_password_maps", "", "list", "destination to user:password"),
+    _p(
+        "smtp_sasl_security_options", "noplaintext, noanonymous", "list", "SASL mechanisms not used"
+    ),
+    _p(
+        "smtp_sasl_tls_security_options",
+        "$smtp_sasl_security_options",
+        "list",
+        "SASL mechanisms not used over TLS",
+    ),
+    _p("lmtp_connect_timeout", "0s", "time", "time limit of an LMTP connection"),
+    # --- cleanup ------------------------------------------------------------
+    _p("cleanup_service_name", "cleanup", "str", "master.cf name of the cleanup service"),
+    _p("header_checks", "", "list", "pattern tables applied to header lines"),
+    _p("mime_header_checks", "$header_checks", "list", "pattern tables for MIME headers"),
+    _p(
+        "nested_header_checks",
+        "$header_checks",
+        "list",
+        "pattern tables for attached message headers",
+    ),
+    _p("body_checks", "", "list", "pattern tables applied to body lines"),
+    _p("always_bcc", "", "str", "address that receives a copy of every message"),
+    _p("sender_bcc_maps", "", "list", "copies chosen by sender address"),
+    _p("recipient_bcc_maps", "", "list", "copies chosen by recipient address"),
+    _p("enable_original_recipient", "yes", "bool", "keep the recipient as first received"),
+    _p(
+        "local_header_rewrite_clients",
+        "permit_inet_interfaces",
+        "list",
+        "clients whose header addresses are rewritten",
+    ),
+    _p("remote_header_rewrite_domain", "", "str", "domain for other clients' header addresses"),
+    _p("message_strip_characters", "", "str", "characters removed from message content"),
+    _p("receive_override_options", "", "list", "processing skipped for received mail"),
+    _p("always_add_missing_headers", "no", "bool", "add From/To/Date/Message-ID to every message"),
+    _p("undisclosed_recipients_header", "", "str", "header added when there is no To/Cc"),
+    _p(
+        "message_drop_headers",
+        "bcc, content-length, resent-bcc, return-path",
+        "list",
+        "headers removed from every message",
+    ),
+    _p("enable_long_queue_ids", "no", "bool", "use long, time-ordered queue ids"),
+    # --- queue and qmgr -------------------------------------------------------
+    _p("hash_queue_names", "deferred, defer", "list", "queues split into subdirectories"),
+    _p("hash_queue_depth", "1", "int", "levels of queue subdirectories"),
     _p("minimal_backoff_time", "300s", "time", "least time between delivery attempts"),
     _p("maximal_backoff_time", "4000s", "time", "most time between delivery attempts"),
     _p("queue_run_delay", "300s", "time", "how often the deferred queue is scanned"),
     _p("maximal_queue_lifetime", "5d", "time", "how long deferred mail is kept", "d"),
     _p("bounce_queue_lifetime", "5d", "time", "how long a deferred bounce is kept", "d"),
     _p("delay_warning_time", "0h", "time", "when to send a delay notice (0: never)", "h"),
+    _p("confirm_delay_cleared", "no", "bool", "tell the sender when a delayed message goes"),
+    _p("qmgr_message_active_limit", "20000", "int", "messages in the active queue"),
+    _p("qmgr_message_recipient_limit", "20000", "int", "recipients in qmgr's memory"),
+    _p("qmgr_clog_warn_time", "300s", "time", "interval of 'queue congested' warnings"),
+    _p("transport_retry_time", "60s", "time", "wait before retrying a failed transport"),
+    _p("defer_transports", "", "list", "transports whose mail is held until flushed"),
+    _p("initial_destination_concurrency", "5", "int", "first concurrency per destination"),
     _p("default_destination_concurrency_limit", "20", "int", "parallel deliveries per destination"),
     _p("default_destination_recipient_limit", "50", "int", "recipients per delivery"),
-    _p("default_process_limit", "100", "int", "default maxproc of master.cf services"),
+    _p(
+        "default_destination_concurrency_positive_feedback",
+        "1",
+        "str",
+        "concurrency increase after a success",
+    ),
+    _p(
+        "default_destination_concurrency_negative_feedback",
+        "1",
+        "str",
+        "concurrency decrease after a failure",
+    ),
+    _p(
+        "default_destination_concurrency_failed_cohort_limit",
+        "1",
+        "int",
+        "failed sessions before a destination is throttled",
+    ),
+    _p("default_destination_rate_delay", "0s", "time", "pause between deliveries per destination"),
+    _p("default_transport_rate_delay", "0s", "time", "pause between deliveries per transport"),
+    _p("default_recipient_limit", "20000", "int", "recipients in memory per transport"),
+    _p("default_extra_recipient_limit", "1000", "int", "extra recipients per transport"),
+    _p("default_recipient_refill_limit", "100", "int", "recipients read from a file at once"),
+    _p("default_recipient_refill_delay", "5s", "time", "wait before reading more recipients"),
+    _p("default_delivery_slot_cost", "5", "int", "deliveries before a message may preempt"),
+    _p("default_delivery_slot_loan", "3", "int", "slots lent to a preempting message"),
+    _p("default_delivery_slot_discount", "50", "int", "percent of slots a message keeps"),
+    _p("default_minimum_delivery_slots", "3", "int", "recipients before preemption applies"),
     _p("local_destination_concurrency_limit", "2", "int", "parallel local deliveries per user"),
     _p("local_destination_recipient_limit", "1", "int", "recipients per local delivery"),
-    _p("virtual_destination_concurrency_limit", "$default_destination_concurrency_limit", "int",
-       "parallel virtual deliveries"),
-    _p("virtual_destination_recipient_limit", "$default_destination_recipient_limit", "int",
-       "recipients per virtual delivery"),
-    _p("local_transport", "local:$myhostname", "str", "transport for mydestination"),
-    _p("virtual_transport", "virtual", "str", "transport for virtual_mailbox_domains"),
-    _p("relay_transport", "relay", "str", "transport for relay_domains"),
-    _p("default_transport", "smtp", "str", "transport for all other domains"),
-    _p("relay_domains", "", "list", "domains this host relays to"),
-    _p("relayhost", "", "str", "next hop for non-local mail"),
+    _p("command_time_limit", "1000s", "time", "time limit of delivery to a command"),
+    # --- bounce ----------------------------------------------------------------
+    _p("bounce_service_name", "bounce", "str", "master.cf name of the bounce service"),
+    _p("defer_service_name", "defer", "str", "master.cf name of the defer service"),
+    _p("trace_service_name", "trace", "str", "master.cf name of the trace service"),
+    _p("bounce_template_file", "", "str", "templates of bounce messages"),
     _p("notify_classes", "resource, software", "list", "problems reported to postmaster"),
     _p("bounce_notice_recipient", "postmaster", "str", "recipient of bounce notices"),
     _p("2bounce_notice_recipient", "postmaster", "str", "recipient of undeliverable bounces"),
     _p("delay_notice_recipient", "postmaster", "str", "recipient of delay notices"),
     _p("error_notice_recipient", "postmaster", "str", "recipient of error notices"),
-    _p("bounce_size_limit", "50000", "int", "how much of the original a bounce returns"),
-    _p("hopcount_limit", "50", "int", "Received headers before a mail loop is declared"),
-    _p("empty_address_recipient", "MAILER-DAEMON", "str", "recipient of mail to <>"),
-    _p("double_bounce_sender", "double-bounce", "str", "sender of postmaster notices"),
+    _p("bounce_size_limit", "50000", "size", "how much of the original a bounce returns"),
+    # --- local and virtual delivery -------------------------------------------
     _p("mail_spool_directory", "/var/mail", "str", "where local mailboxes live"),
-    _p("allow_percent_hack", "yes", "bool", "rewrite user%domain to user@domain"),
-    _p("swap_bangpath", "yes", "bool", "rewrite site!user to user@site"),
-    _p("append_dot_mydomain", "no", "bool", "append .$mydomain to host names"),
-    _p("append_at_myorigin", "yes", "bool", "append @$myorigin to bare local parts"),
-    _p("resolve_dequoted_address", "yes", "bool", "resolve after removing quotes"),
-    _p("propagate_unmatched_extensions", "canonical, virtual", "list",
-       "where unmatched address extensions are kept"),
-    _p("owner_request_special", "yes", "bool", "owner-list aliases set the sender"),
+    _p("home_mailbox", "", "str", "mailbox path relative to home ('Maildir/': Maildir)"),
+    _p("mailbox_size_limit", "51200000", "size", "largest mailbox file the local agent writes"),
+    _p("mailbox_command", "", "str", "command that delivers to local mailboxes"),
+    _p("mailbox_command_maps", "", "list", "mailbox_command per user"),
+    _p("mailbox_transport", "", "str", "transport for local mailbox delivery"),
+    _p("mailbox_transport_maps", "", "list", "mailbox_transport per user"),
+    _p("fallback_transport", "", "str", "transport for unknown local users"),
+    _p("fallback_transport_maps", "", "list", "fallback_transport per user"),
+    _p("luser_relay", "", "str", "destination of mail to unknown local users"),
+    _p(
+        "forward_path",
+        "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
+        "list",
+        ".forward files searched",
+    ),
+    _p("local_command_shell", "", "str", "shell of |command deliveries ('': /bin/sh)"),
+    _p("mailbox_delivery_lock", "fcntl, dotlock", "list", "how local mbox files are locked"),
+    _p(
+        "prepend_delivered_header",
+        "command, file, forward",
+        "list",
+        "deliveries that get a Delivered-To header",
+    ),
     _p("allow_mail_to_commands", "alias, forward", "list", "where |command delivery is allowed"),
     _p("allow_mail_to_files", "alias, forward", "list", "where /file delivery is allowed"),
     _p("virtual_minimum_uid", "100", "int", "lowest uid the virtual agent delivers as"),
     _p("virtual_uid_maps", "", "list", "uid of virtual mailboxes"),
     _p("virtual_gid_maps", "", "list", "gid of virtual mailboxes"),
-    _p("virtual_mailbox_limit", "51200000", "int", "largest mbox file the virtual agent writes"),
+    _p("virtual_mailbox_limit", "51200000", "size", "largest mbox file the virtual agent writes"),
     _p("virtual_mailbox_lock", "fcntl, dotlock", "list", "how mbox files are locked"),
-    _p("biff", "no", "bool", "notify the biff service"),
-    _p("compatibility_level", "0", "str", "backwards-compatible defaults level"),
+    _p(
+        "virtual_destination_concurrency_limit",
+        "$default_destination_concurrency_limit",
+        "int",
+        "parallel virtual deliveries",
+    ),
+    _p(
+        "virtual_destination_recipient_limit",
+        "$default_destination_recipient_limit",
+        "int",
+        "recipients per virtual delivery",
+    ),
+    # --- submission and queue commands ---------------------------------------
+    _p("authorized_submit_users", "static:anyone", "list", "users who may run sendmail"),
+    _p("authorized_mailq_users", "static:anyone", "list", "users who may list the queue"),
+    _p("authorized_flush_users", "static:anyone", "list", "users who may flush the queue"),
     _p("smtputf8_enable", "yes", "bool", "offer SMTPUTF8"),
-    _p("pymta_sync_method", "syncfs", "str",
-       "pymta: how group commit makes files durable: syncfs (one sync per batch) or fsync"),
-    _p("pymta_processes", "1", "int",
-       "pymta: reactor processes sharing the listening sockets and the queue"),
+    # --- pymta only ------------------------------------------------------------
+    _p(
+        "pymta_sync_method",
+        "syncfs",
+        "str",
+        "pymta: how group commit makes files durable: syncfs (one sync per batch) or fsync",
+    ),
+    _p(
+        "pymta_processes",
+        "1",
+        "int",
+        "pymta: reactor processes sharing the listening sockets and the queue",
+    ),
+    _p(
+        "pymta_passdb",
+        "passwd-file:$config_directory/passwd",
+        "str",
+        "pymta: the password database of POP3, IMAP and SMTP AUTH (Dovecot passwd-file)",
+    ),
+    _p(
+        "pymta_auth_failure_delay",
+        "2s",
+        "time",
+        "pymta: first delay after a failed login, doubled per failure per client and user",
+    ),
+    _p("pymta_auth_failure_max_delay", "15s", "time", "pymta: longest delay after failed logins"),
+    _p("pop3d_timeout", "600s", "time", "pymta: idle time before pop3d disconnects"),
+    _p("pop3d_hard_error_limit", "10", "int", "pymta: bad commands before pop3d disconnects"),
+    _p("pop3d_line_length_limit", "2048", "int", "pymta: longest POP3 command line accepted"),
+    _p(
+        "pop3d_tls_security_level",
+        "$smtpd_tls_security_level",
+        "str",
+        "pymta: none, may (offer STLS) or encrypt (require it before login)",
+    ),
+    _p("pop3d_tls_wrappermode", "no", "bool", "pymta: TLS from the first byte (port 995)"),
+    _p("pop3d_tls_cert_file", "$smtpd_tls_cert_file", "str", "pymta: PEM certificate of pop3d"),
+    _p("pop3d_tls_key_file", "$smtpd_tls_key_file", "str", "pymta: PEM private key of pop3d"),
+    _p(
+        "pop3d_plaintext_auth_networks",
+        "$mynetworks",
+        "list",
+        "pymta: clients that may log in without TLS (loopback always may)",
+    ),
+    _p("imapd_timeout", "1800s", "time", "pymta: idle time before imapd disconnects"),
+    _p("imapd_hard_error_limit", "10", "int", "pymta: bad commands before imapd disconnects"),
+    _p("imapd_line_length_limit", "65536", "int", "pymta: longest IMAP command line accepted"),
+    _p(
+        "imapd_tls_security_level",
+        "$smtpd_tls_security_level",
+        "str",
+        "pymta: none, may (offer STARTTLS) or encrypt (require it before login)",
+    ),
+    _p("imapd_tls_wrappermode", "no", "bool", "pymta: TLS from the first byte (port 993)"),
+    _p("imapd_tls_cert_file", "$smtpd_tls_cert_file", "str", "pymta: PEM certificate of imapd"),
+    _p("imapd_tls_key_file", "$smtpd_tls_key_file", "str", "pymta: PEM private key of imapd"),
+    _p(
+        "imapd_plaintext_auth_networks",
+        "$mynetworks",
+        "list",
+        "pymta: clients that may log in without TLS (loopback always may)",
+    ),
 ]
 
 DEFAULTS: dict[str, Param] = {p.name: p for p in _PARAMS}
+
+# Postfix's postconf_service.c: master.cf service names of these programs
+# get service parameters; suffix -> (the parameter giving its default, kind).
+_DELIVERY_SUFFIXES: dict[str, tuple[str, str]] = {
+    "_recipient_limit": ("default_recipient_limit", "int"),
+    "_extra_recipient_limit": ("default_extra_recipient_limit", "int"),
+    "_recipient_refill_limit": ("default_recipient_refill_limit", "int"),
+    "_recipient_refill_delay": ("default_recipient_refill_delay", "time"),
+    "_delivery_slot_cost": ("default_delivery_slot_cost", "int"),
+    "_delivery_slot_loan": ("default_delivery_slot_loan", "int"),
+    "_delivery_slot_discount": ("default_delivery_slot_discount", "int"),
+    "_minimum_delivery_slots": ("default_minimum_delivery_slots", "int"),
+    "_initial_destination_concurrency": ("initial_destination_concurrency", "int"),
+    "_destination_concurrency_limit": ("default_destination_concurrency_limit", "int"),
+    "_destination_recipient_limit": ("default_destination_recipient_limit", "int"),
+    "_destination_concurrency_positive_feedback": (
+        "default_destination_concurrency_positive_feedback",
+        "str",
+    ),
+    "_destination_concurrency_negative_feedback": (
+        "default_destination_concurrency_negative_feedback",
+        "str",
+    ),
+    "_destination_concurrency_failed_cohort_limit": (
+        "default_destination_concurrency_failed_cohort_limit",
+        "int",
+    ),
+    "_destination_rate_delay": ("default_destination_rate_delay", "time"),
+    "_transport_rate_delay": ("default_transport_rate_delay", "time"),
+}
+_TIME_LIMIT: dict[str, tuple[str, str]] = {"_time_limit": ("command_time_limit", "time")}
+
+#: suffix -> (default parameter, kind), per master.cf command.
+SERVICE_SUFFIXES: dict[str, dict[str, tuple[str, str]]] = {
+    "local": _DELIVERY_SUFFIXES,
+    "error": _DELIVERY_SUFFIXES,
+    "virtual": _DELIVERY_SUFFIXES,
+    "smtp": _DELIVERY_SUFFIXES,
+    "lmtp": _DELIVERY_SUFFIXES,
+    "pipe": {**_TIME_LIMIT, **_DELIVERY_SUFFIXES},
+    "spawn": _TIME_LIMIT,
+}
+
+#: every suffix that can make a service parameter, whatever the command.
+ALL_SERVICE_SUFFIXES: dict[str, tuple[str, str]] = {**_TIME_LIMIT, **_DELIVERY_SUFFIXES}
+
+
+def service_parameters(services: Iterable[tuple[str, str]]) -> dict[str, Param]:
+    """Table entries of the service parameters of (service name, command) pairs.
+
+    A name already in :data:`DEFAULTS` (``local_destination_recipient_limit``)
+    keeps its built-in default, as in Postfix.
+    """
+    table: dict[str, Param] = {}
+    for service, command in services:
+        for suffix, (base, kind) in SERVICE_SUFFIXES.get(command, {}).items():
+            name = service + suffix
+            if name in DEFAULTS or name in table:
+                continue
+            unit = DEFAULTS[base].time_unit
+            doc = f"{base} for the master.cf service {service}"
+            table[name] = Param(name, f"${base}", kind, doc, unit)
+    return table
+
+
+def service_parameter_default(name: str) -> Param | None:
+    """The entry of ``<transport><suffix>`` for any transport name, or None.
+
+    Lets parts ask for ``<transport>_destination_concurrency_limit`` of any
+    transport (qmgr does) without knowing master.cf.
+    """
+    if name.startswith("default_"):
+        return None
+    # Longest suffix first: _destination_recipient_limit before _recipient_limit.
+    for suffix in sorted(ALL_SERVICE_SUFFIXES, key=len, reverse=True):
+        base, kind = ALL_SERVICE_SUFFIXES[suffix]
+        if name.endswith(suffix) and len(name) > len(suffix):
+            service = name[: -len(suffix)]
+            unit = DEFAULTS[base].time_unit
+            return Param(name, f"${base}", kind, f"{base} for the transport {service}", unit)
+    return None

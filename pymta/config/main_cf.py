@@ -56,7 +56,9 @@ def parse_main_cf(text: str, filename: str = "main.cf") -> list[Setting]:
             continue
         if line[0] in " \t":
             if current is None:
-                raise ConfigError("continuation line without a parameter before it", filename, lineno)
+                raise ConfigError(
+                    "continuation line without a parameter before it", filename, lineno
+                )
             current.append(stripped)
             continue
         flush()
