@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from pymta.config.defaults import DEFAULTS, Param
+from pymta.config.defaults import DEFAULTS, Param, service_parameter_default
 from pymta.config.errors import ConfigError
 from pymta.config.expand import expand
 from pymta.config.main_cf import Setting, parse_main_cf
@@ -86,7 +86,7 @@ class Config:
         """The unexpanded value: explicit, else default, else None if unknown."""
         if name in self._explicit:
             return self._explicit[name]
-        param = self._defaults.get(name)
+        param = self._param(name)
         if param is None:
             return None
         if name == "myhostname" and not param.default:
@@ -95,6 +95,14 @@ class Config:
             host = self.get("myhostname")
             return host.partition(".")[2] or "localdomain"
         return param.default
+
+    def _param(self, name: str) -> Param | None:
+        """The table entry of name; ``<transport>_destination_concurrency_limit``
+        and the other service parameters default to their ``default_*`` base."""
+        param = self._defaults.get(name)
+        if param is None:
+            param = service_parameter_default(name)
+        return param
 
     def explicit(self) -> dict[str, str]:
         """The explicitly set parameters (``postconf -n``)."""
@@ -162,7 +170,7 @@ class Config:
             raise self._error(
                 name, f"bad value {value!r}: expected a time like 300s, 10m, 4h, 5d or 1w"
             )
-        param = self._defaults.get(name)
+        param = self._param(name)
         unit = match.group(2) or (param.time_unit if param else "s")
         return float(int(match.group(1)) * _TIME_UNITS[unit])
 

@@ -1,0 +1,155 @@
+"""Check a configuration before start: unknown parameters, invalid values.
+
+Mirrors what Postfix reports about main.cf and master.cf (``postfix
+check``, ``postconf``'s "unused parameter" warnings, and the fatal errors of
+a daemon that reads a bad value). Input is the administrator's files, as
+parsed into a Config and a list of MasterService; nothing is written.
+
+A parameter is known when it is in the defaults table, is a service
+parameter of a master.cf delivery service (``relay_destination_concurrency_limit``),
+is named in ``smtpd_restriction_classes``, or is used as ``$name`` in some
+value (Postfix's "user-defined" parameters, such as ``mua_client_restrictions``
+referenced from a master.cf ``-o``). Anything else is a warning naming file
+and line. The first explicitly set value that is not of its parameter's kind
+(int, bool, time, size, or one of a fixed set of words), and any expansion
+loop, raises ConfigError naming file, line, parameter and the expected form.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from pymta.config.config import Config
+from pymta.config.defaults import DEFAULTS, Param, service_parameters
+from pymta.config.errors import ConfigError
+from pymta.config.master_cf import MasterService
+
+_REFERENCE = re.compile(r"\$(?:\{|\()?([A-Za-z0-9_]+)")
+_INT = re.compile(r"^[+-]?\d+$")
+_SIZE = re.compile(r"^\d+$")
+
+#: Parameters whose value is one word of a fixed set ('' allowed where listed).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "smtpd_forbid_bare_newline": ("no", "normalize", "reject"),
+    "smtpd_tls_security_level": ("", "none", "may", "encrypt"),
+    "pop3d_tls_security_level": ("", "none", "may", "encrypt"),
+    "imapd_tls_security_level": ("", "none", "may", "encrypt"),
+    "smtp_tls_security_level": (
+        "",
+        "none",
+        "may",
+        "encrypt",
+        "dane",
+        "dane-only",
+        "fingerprint",
+        "verify",
+        "secure",
+    ),
+    "smtp_address_preference": ("any", "ipv4", "ipv6"),
+    "smtp_dns_support_level": ("", "disabled", "enabled", "dnssec"),
+    "pymta_sync_method": ("syncfs", "fsync"),
+}
+
+_INET_PROTOCOLS = {"all", "ipv4", "ipv6"}
+
+
+def referenced_names(values: Iterable[str]) -> set[str]:
+    """Every ``$name``, ``${name...}`` and ``$(name)`` used in values."""
+    names: set[str] = set()
+    for value in values:
+        names.update(_REFERENCE.findall(value))
+    return names
+
+
+def known_parameters(config: Config, master: list[MasterService] | None) -> dict[str, Param]:
+    """The defaults table plus the service parameters of master.cf's services."""
+    table = dict(DEFAULTS)
+    if master:
+        table.update(service_parameters((s.name, s.program) for s in master))
+    return table
+
+
+def _used_names(config: Config, master: list[MasterService] | None) -> set[str]:
+    values = list(config.explicit().values())
+    for service in master or ():
+        values.extend(service.overrides.values())
+    used = referenced_names(values)
+    if "smtpd_restriction_classes" in config.explicit():
+        used.update(config.get_list("smtpd_restriction_classes"))
+    return used
+
+
+def validate(config: Config, master: list[MasterService] | None = None) -> list[str]:
+    """Warnings about unknown parameters; ConfigError for the first invalid value."""
+    known = known_parameters(config, master)
+    used = _used_names(config, master)
+    warnings: list[str] = []
+    explicit = config.explicit()
+    ordered = sorted(explicit, key=lambda n: _sort_key(config, n))
+    for name in ordered:
+        if name not in known and name not in used:
+            src = config.source(name)
+            where = f"{src.filename}, line {src.lineno}: " if src is not None else ""
+            warnings.append(f"{where}unknown parameter {name}")
+    for name in ordered:
+        check_value(config, name, known.get(name))
+    for service in master or ():
+        derived = service.service_config(config)
+        for name in service.overrides:
+            line = service.override_lines.get(name, service.lineno)
+            if name not in known and name not in used:
+                warnings.append(
+                    f"{service.filename}, line {line}: service {service.name}: "
+                    f"unknown parameter {name}"
+                )
+            try:
+                check_value(derived, name, known.get(name))
+            except ConfigError as e:
+                raise ConfigError(
+                    f"service {service.name}: {e.message}", service.filename, line, name
+                ) from None
+    return warnings
+
+
+def _sort_key(config: Config, name: str) -> tuple[str, int, str]:
+    src = config.source(name)
+    if src is None:
+        return ("", 0, name)
+    return (src.filename, src.lineno, name)
+
+
+def check_value(config: Config, name: str, param: Param | None) -> None:
+    """Raise ConfigError when name's expanded value is not of its kind."""
+    value = config.get(name)  # expansion loops raise here, naming the parameter
+    if param is None:
+        return
+    kind = param.kind
+    if kind == "int":
+        if not _INT.match(value.strip()):
+            config.get_int(name)  # raises with file, line and expected form
+    elif kind == "size":
+        if not _SIZE.match(value.strip()):
+            raise config_error(
+                config, name, f"bad value {value!r}: expected a size in bytes (a whole number)"
+            )
+    elif kind == "bool":
+        config.get_bool(name)
+    elif kind == "time":
+        config.get_time(name)
+    choices = CHOICES.get(name)
+    if choices is not None and value.strip().lower() not in choices:
+        shown = ", ".join(c or "''" for c in choices)
+        raise config_error(config, name, f"bad value {value!r}: expected one of {shown}")
+    if name == "inet_protocols":
+        words = set(config.get_list(name))
+        if not words or not words <= _INET_PROTOCOLS:
+            raise config_error(config, name, f"bad value {value!r}: expected all, ipv4 or ipv6")
+
+
+def config_error(config: Config, name: str, message: str) -> ConfigError:
+    """A ConfigError naming where name was set."""
+    src = config.source(name)
+    if src is None:
+        return ConfigError(message, parameter=name)
+    return ConfigError(message, src.filename, src.lineno or None, name)
