@@ -94,6 +94,7 @@ _PARAMS: list[Param] = [
     _p("daemon_timeout", "18000s", "time", "how long a service may take for one request"),
     _p("ipc_timeout", "3600s", "time", "time limit of internal communication"),
     # --- address classes and rewriting -----------------------------------
+    _p("default_database_type", "hash", "str", "table type of postmap and newaliases"),
     _p("alias_maps", "hash:/etc/aliases", "list", "tables that expand local addresses"),
     _p("alias_database", "hash:/etc/aliases", "list", "tables that newaliases rebuilds"),
     _p(
@@ -534,6 +535,12 @@ _PARAMS: list[Param] = [
         "1",
         "int",
         "pymta: reactor processes sharing the listening sockets and the queue",
+    ),
+    _p(
+        "pymta_tls_create_self_signed",
+        "no",
+        "bool",
+        "pymta: make a self-signed smtpd_tls_cert_file/key_file on start when missing",
     ),
     _p(
         "pymta_passdb",
