@@ -71,7 +71,7 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_measure import disk_fsync_rate, run_load, tree_cpu_seconds
+from bench_measure import count_maildir_new, disk_fsync_rate, run_load, tree_cpu_seconds
 from bench_postfix import PostfixServer, postfix_missing
 from bench_pymta import PymtaServer
 from bench_setup import DOMAIN, LISTEN_HOST, SENDER, BenchServer, MailSetup
@@ -85,6 +85,7 @@ class RunResult:
     """One server, one size, one connection count."""
 
     server: str
+    recipient: str
     size: int
     connections: int
     messages: int
@@ -173,6 +174,7 @@ def measure(
         error = f"{load.delivered} files for {messages} messages (duplicates)"
     return RunResult(
         server=server.name,
+        recipient=recipient,
         size=size,
         connections=connections,
         messages=messages,
@@ -258,6 +260,16 @@ def summary(results: list[RunResult], ratios: list[float], disk: dict[str, float
     return f"summary: {head}; disk fsync'd 1 KiB creations: {disk_text}"
 
 
+def recount(servers: list[BenchServer], results: list[RunResult]) -> None:
+    """Count every run's Maildir again at the end: late duplicates show now."""
+    by_name = {server.name: server for server in servers}
+    for run in results:
+        count = count_maildir_new(by_name[run.server].maildir_new(run.recipient))
+        if count != run.delivered and not run.error:
+            run.error = f"{count} files for {run.messages} messages at the end"
+        run.delivered = count
+
+
 class Interrupted(Exception):
     """SIGTERM/SIGHUP: unwind through the finally blocks that stop servers."""
 
@@ -337,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                     + (f"  ERROR {run.error}" if run.error else "")
                 )
                 results.append(run)
+        recount(servers, results)
     except (KeyboardInterrupt, Interrupted) as e:
         progress(f"interrupted ({e or 'SIGINT'}); stopping servers")
         return 130

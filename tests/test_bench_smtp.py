@@ -104,6 +104,7 @@ def run(server: str, rate: float | None, error: str | None = None) -> smtp_bench
     """A RunResult with the figures that the table reads."""
     return smtp_bench.RunResult(
         server=server,
+        recipient="run1@bench.test",
         size=1024,
         connections=20,
         messages=100,
@@ -136,3 +137,35 @@ def test_failed_run_has_no_ratio_and_is_listed() -> None:
     )
     assert "geometric mean" not in table
     assert "pymta 1024 B x 20: timeout: 3/100 delivered" in table
+
+
+def fake_generator(new: Path, files: int, status: int = 0) -> list[str]:
+    """A stand-in for smtp-source that 'delivers' files into new/ itself."""
+    code = (
+        "import pathlib, sys\n"
+        f"new = pathlib.Path({str(new)!r}); new.mkdir(parents=True, exist_ok=True)\n"
+        f"for i in range({files}): (new / f'{{i}}.bench').write_bytes(b'x')\n"
+        f"sys.exit({status})\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def test_run_load_waits_until_every_message_is_in_new(tmp_path: Path) -> None:
+    """A run is complete when new/ holds as many files as messages were sent."""
+    new = tmp_path / "Maildir" / "new"
+    with open(tmp_path / "out", "wb") as out:
+        result = bench_measure.run_load(fake_generator(new, 30), new, 30, 60.0, out)
+    assert result.returncode == 0
+    assert result.delivered == 30
+    assert result.delivered_after is not None
+    assert result.delivered_after >= result.accepted_after
+
+
+def test_run_load_reports_a_failed_generator(tmp_path: Path) -> None:
+    """A generator that fails ends the run with its status and no delivery time."""
+    new = tmp_path / "Maildir" / "new"
+    with open(tmp_path / "out", "wb") as out:
+        result = bench_measure.run_load(fake_generator(new, 3, status=1), new, 30, 60.0, out)
+    assert result.returncode == 1
+    assert result.delivered == 3
+    assert result.delivered_after is None
