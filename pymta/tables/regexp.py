@@ -10,7 +10,7 @@ lines and empty lines are ignored):
     if !/pattern/flags           only when the key (does not) match
     endif
 
-Any non-space character other than a backslash may delimit the pattern.
+Any punctuation character other than a backslash may delimit the pattern.
 Matching is case-insensitive by default; flag ``i`` toggles that. Flag ``m``
 makes ``^``/``$`` match at embedded newlines; ``x`` allows white space and
 comments in the pattern; pcre: also takes ``s`` (dot matches newline) and
@@ -70,7 +70,7 @@ def _parse_pattern(text: str, flavour: str) -> tuple[re.Pattern[str], bool, bool
     negate = text.startswith("!")
     if negate:
         text = text[1:].lstrip()
-    if not text or text[0].isspace() or text[0] == "\\":
+    if not text or text[0].isspace() or text[0].isalnum() or text[0] == "\\":
         raise RuleError("expected /pattern/")
     delim = text[0]
     i = 1
