@@ -85,6 +85,7 @@ config_directory = {config}
 queue_directory = {queue}
 data_directory = {data}
 maillog_file = {log}
+maillog_file_prefixes = {log.parent}
 myhostname = mx.{DOMAIN}
 mydomain = {DOMAIN}
 myorigin = $myhostname
