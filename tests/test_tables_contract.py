@@ -73,7 +73,7 @@ def test_static_contract() -> None:
 
 @pytest.mark.parametrize("spec", ["fail:x", "hash:/nonexistent/file", "nosuchtype:x"])
 def test_failing_contract(spec: str) -> None:
-    """fail: and surrogates provide ILookupTable and raise TableError instead of saying not found."""
+    """fail: and surrogates provide ILookupTable and raise TableError, never say not found."""
     table = open_table(spec)
     verifyObject(ILookupTable, table)
     with pytest.raises(TableError):

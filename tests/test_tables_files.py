@@ -69,7 +69,7 @@ def test_parse_map_problems(text: str, lineno: int, message: str) -> None:
     ],
 )
 def test_parse_aliases(text: str, entries: dict[str, str]) -> None:
-    """aliases(5) syntax: name: value, continuation lines, quoted names, :include: kept as a value."""
+    """aliases(5) syntax: name: value, continuations, quoted names, :include: kept as a value."""
     assert parse_aliases(text, "f").entries == entries
 
 

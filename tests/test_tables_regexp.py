@@ -126,3 +126,20 @@ def test_regexp_keys_not_folded(tmp_path: Path) -> None:
     table = open_table(f"regexp:{path}")
     assert table.lookup("Abc") == "upper"
     assert table.lookup("abc") == "lower"
+
+
+def test_regexp_reload_after_change(tmp_path: Path) -> None:
+    """A regexp: file is re-read once the injected clock passes the next check after a change."""
+    import os
+
+    path = tmp_path / "r"
+    path.write_text("/a/ old\n")
+    now = [0.0]
+    table = open_table(f"regexp:{path}", clock=lambda: now[0])
+    assert table.lookup("a") == "old"
+    path.write_text("/a/ newer\n")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    assert table.lookup("a") == "old"
+    now[0] = 1.0
+    assert table.lookup("a") == "newer"

@@ -94,3 +94,10 @@ def test_btree_lmdb_are_hash(kind: str, tmp_path: Path) -> None:
 def test_split_spec() -> None:
     """split_spec separates the type (lower-cased) from the name at the first colon."""
     assert split_spec("HASH:/etc/x:y") == ("hash", "/etc/x:y")
+
+
+def test_proxy_opens_the_inner_table() -> None:
+    """proxy:type:name opens type:name directly; proxy: of an unknown type still fails."""
+    assert open_table("proxy:inline:{a=b}").lookup("a") == "b"
+    with pytest.raises(TableError):
+        open_table("proxy:unix:passwd.byname").lookup("root")

@@ -3,7 +3,8 @@
 Types: ``texthash:FILE``, ``hash:FILE`` (FILE.db compiled by ``pymta
 postmap``; ``btree:`` and ``lmdb:`` are accepted as aliases of ``hash:`` with
 a warning), ``regexp:FILE``, ``pcre:FILE``, ``inline:{ key=value, ... }``,
-``static:value``, ``fail:name``.
+``static:value``, ``fail:name``. ``proxy:type:name`` opens ``type:name``
+directly (pymta is one process; there is no proxymap(8) between).
 
 Postfix's rule for open failures: the failure is logged as a warning and the
 table is replaced by a surrogate that fails every lookup with the saved
@@ -43,7 +44,7 @@ Clock = Callable[[], float]
 FILE_TYPES = ("hash", "btree", "lmdb", "texthash", "regexp", "pcre")
 #: Types whose file postmap compiles into FILE.db.
 COMPILED_TYPES = ("hash", "btree", "lmdb")
-TYPES = (*FILE_TYPES, "inline", "static", "fail")
+TYPES = (*FILE_TYPES, "inline", "static", "fail", "proxy")
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -56,6 +57,9 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 def _open(spec: str, config: Config | None, strict: bool, clock: Clock) -> ILookupTable:
     kind, name = split_spec(spec)
+    if kind == "proxy":
+        # One process: there is no proxymap(8) to go through; open the table itself.
+        return _open(name, config, strict, clock)
     if kind in ("btree", "lmdb"):
         _log.warn("{spec}: {kind}: is implemented as hash:", spec=spec, kind=kind)
     if kind in FILE_TYPES and not name:
