@@ -1,0 +1,487 @@
+"""manager: the queue manager — from incoming to delivered, deferred or bounced.
+
+Mirrors Postfix's qmgr(8). cleanup calls :meth:`QueueManager.notify_new`
+once a message is durable in incoming/: qmgr moves it to active/, keeps the
+envelope and content it was given (no re-read), resolves each recipient not
+yet done to (transport, nexthop, recipient), groups them by transport and
+destination, splits the groups by the transport's recipient limit and hands
+the jobs to the delivery agents through the :class:`~pymta.qmgr.scheduler.Scheduler`
+(process and destination concurrency limits).
+
+Outcomes are values (DESIGN.md): 2.x.x marks the recipient done in the
+queue file, after the agent reported it safe (at-least-once); 5.x.x is
+collected, and the recipients are marked done only once bounce has queued
+the DSN (or none is due); 4.x.x is written to the defer log. When every job
+of a message is over: all done -> ``removed``; some deferred -> moved to
+deferred/ with its next attempt (:func:`~pymta.qmgr.policy.backoff_delay`);
+older than its lifetime -> ``status=expired, returned to sender`` with the
+last deferral reasons. A resolver TableError, a transport without an agent
+("4.3.0 mail transport unavailable") or an agent errback (a bug: logged with
+its traceback) defers the recipients concerned.
+
+:meth:`start` recovers incoming/ and active/ and scans deferred/ now and
+every queue_run_delay; :meth:`flush` retries all deferred mail now;
+:meth:`stop` stops scheduling and waits for the deliveries in flight (what
+is not marked done stays queued and is delivered after the next start).
+
+Untrusted input: queue files (the store validates them; a bad one is
+quarantined and the rest keep moving). May write: the queue, through the
+store. Logs: Postfix's qmgr lines (see :mod:`pymta.qmgr.log`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from pymta.bounce.bouncer import Bouncer
+from pymta.config import Config
+from pymta.delivery.interface import (
+    DeliveryRecipient,
+    DeliveryRequest,
+    IDeliveryAgent,
+    RecipientStatus,
+)
+from pymta.maillog import maillog
+from pymta.qmgr.log import log_active, log_delivery, log_expired, log_removed
+from pymta.qmgr.policy import TransportLimits, backoff_delay, queue_lifetime, transport_limits
+from pymta.qmgr.scheduler import Scheduler
+from pymta.queue.interface import IQueueStore, QueueFileError
+from pymta.queue.model import Envelope, Recipient
+from pymta.rewrite.interface import IResolver
+from pymta.tables.interface import TableError
+
+_log = Logger(namespace="pymta.qmgr")
+
+
+@dataclass(eq=False)
+class _Message:
+    queue_id: str
+    envelope: Envelope
+    content: bytes
+    active_time: float
+    pending: int = 0
+    deferred: bool = False
+    abandoned: bool = False
+    bounced: list[tuple[Recipient, RecipientStatus]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Job:
+    message: _Message
+    transport: str
+    nexthop: str
+    destination: str
+    recipients: list[DeliveryRecipient]
+    handoff: float = 0.0
+
+
+class QueueManager:
+    """Postfix's qmgr on one reactor (see module doc)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: IQueueStore,
+        resolver: IResolver,
+        agents: Mapping[str, IDeliveryAgent],
+        bounce: Bouncer,
+        clock: IReactorTime,
+        process_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._resolver = resolver
+        self._agents = agents
+        self._bouncer = bounce
+        self._clock = clock
+        self._process_limits = dict(process_limits or {})
+        self._limits: dict[str, TransportLimits] = {}
+        self._messages: dict[str, _Message] = {}
+        self._scheduler: Scheduler[_Job] = Scheduler(self._start_job, self._scheduler_limits)
+        self._minimal_backoff = config.get_time("minimal_backoff_time")
+        self._maximal_backoff = config.get_time("maximal_backoff_time")
+        self._run_delay = config.get_time("queue_run_delay")
+        self._scan_call: LoopingCall | None = None
+        self._running = False
+        self._busy = 0  # jobs running plus bounces being queued
+        self._stop_waiters: list[Deferred[None]] = []
+
+    # limits ---------------------------------------------------------------
+
+    def limits(self, transport: str) -> TransportLimits:
+        limits = self._limits.get(transport)
+        if limits is None:
+            limits = transport_limits(self._config, transport, self._process_limits)
+            self._limits[transport] = limits
+        return limits
+
+    def _scheduler_limits(self, transport: str) -> tuple[int, int]:
+        limits = self.limits(transport)
+        return limits.process_limit, limits.destination_concurrency
+
+    # the service ----------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover incoming/ and active/, scan deferred/ now and every queue_run_delay."""
+        self._running = True
+        self._scheduler.paused = False
+        for queue_id in self._store.list("incoming"):
+            if queue_id in self._messages:
+                continue
+            try:
+                self._store.move(queue_id, "incoming", "active")
+            except OSError as e:
+                maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
+                continue
+            self._load(queue_id)
+        for queue_id in self._store.list("active"):
+            if queue_id not in self._messages:
+                self._load(queue_id)
+        scan = LoopingCall(self._scan_deferred)
+        scan.clock = self._clock
+        self._scan_call = scan
+        scan.start(self._run_delay, now=True)
+
+    def stop(self) -> Deferred[None]:
+        """Stop scheduling; fire once the deliveries in flight are over.
+
+        Jobs not yet started are dropped: their messages stay in active/
+        and are delivered after the next start (at-least-once)."""
+        self._running = False
+        if self._scan_call is not None and self._scan_call.running:
+            self._scan_call.stop()
+        self._scan_call = None
+        self._scheduler.paused = True
+        for job in self._scheduler.abandon():
+            job.message.abandoned = True
+            job.message.pending -= 1
+        for queue_id, message in list(self._messages.items()):
+            if message.abandoned and message.pending == 0:
+                del self._messages[queue_id]
+        if self._busy == 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._stop_waiters.append(d)
+        return d
+
+    def flush(self) -> None:
+        """Retry every deferred message now (``postqueue -f``)."""
+        self._scan_deferred(force=True)
+
+    def notify_new(self, queue_id: str, envelope: Envelope, content: bytes) -> None:
+        """A message is durable in incoming/: activate and schedule it now.
+
+        qmgr takes ownership of ``envelope`` (it records done flags in it)."""
+        if not self._running or queue_id in self._messages:
+            return  # recovered from incoming/ by the next start
+        try:
+            self._store.move(queue_id, "incoming", "active")
+        except OSError as e:
+            maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
+            return
+        self._activate(queue_id, envelope, content)
+
+    # loading --------------------------------------------------------------
+
+    def _load(self, queue_id: str) -> None:
+        """Read an active/ file and schedule it; quarantine it when corrupt."""
+        try:
+            envelope, content = self._store.read(queue_id, "active")
+        except QueueFileError as e:
+            self._store.quarantine(queue_id, "active", str(e))
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            maillog("qmgr", f"{queue_id}: cannot read queue file: {e}", LogLevel.warn)
+            return
+        self._activate(queue_id, envelope, content)
+
+    def _scan_deferred(self, force: bool = False) -> None:
+        if not self._running:
+            return
+        now = self._clock.seconds()
+        next_attempt = self._store.next_attempt
+        for queue_id in self._store.list("deferred"):
+            if queue_id in self._messages:
+                continue
+            if not force:
+                try:
+                    if next_attempt(queue_id) > now:
+                        continue
+                except (KeyError, OSError):
+                    continue
+            try:
+                self._store.move(queue_id, "deferred", "active")
+            except OSError as e:
+                maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
+                continue
+            self._load(queue_id)
+
+    # scheduling -----------------------------------------------------------
+
+    def _activate(self, queue_id: str, envelope: Envelope, content: bytes) -> None:
+        now = self._clock.seconds()
+        message = _Message(queue_id, envelope, content, now)
+        self._messages[queue_id] = message
+        recipients = envelope.recipients
+        log_active(queue_id, envelope.sender, len(content), len(recipients))
+        groups: dict[tuple[str, str], list[DeliveryRecipient]] = {}
+        for index, rcpt in enumerate(recipients):
+            if rcpt.done:
+                continue
+            try:
+                resolution = self._resolver.resolve(rcpt.address)
+            except TableError as e:
+                self._qmgr_defer(message, rcpt, index, "4.3.0", f"address resolver failure: {e}")
+                continue
+            transport = resolution.transport
+            if transport not in self._agents:
+                self._qmgr_defer(message, rcpt, index, "4.3.0", "mail transport unavailable")
+                continue
+            key = (transport, resolution.nexthop)
+            entry = DeliveryRecipient(index, resolution.recipient, rcpt.original or rcpt.address)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [entry]
+            else:
+                group.append(entry)
+        jobs: list[_Job] = []
+        for (transport, nexthop), members in groups.items():
+            limits = self.limits(transport)
+            size = limits.recipient_limit if limits.recipient_limit > 0 else len(members)
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                destination = chunk[0].address.lower() if limits.per_recipient else nexthop
+                jobs.append(_Job(message, transport, nexthop, destination, chunk))
+        message.pending = len(jobs)
+        if not jobs:
+            self._attempt_over(message)
+            return
+        for job in jobs:
+            self._scheduler.add(job)
+
+    def _qmgr_defer(
+        self, message: _Message, rcpt: Recipient, index: int, status: str, reason: str
+    ) -> None:
+        """Defer one recipient without a delivery agent (logged by qmgr, relay=none)."""
+        now = self._clock.seconds()
+        arrival = message.envelope.arrival_time
+        log_delivery(
+            "qmgr",
+            message.queue_id,
+            rcpt.address,
+            rcpt.original,
+            "none",
+            now - arrival,
+            (message.active_time - arrival, now - message.active_time, 0.0, 0.0),
+            status,
+            "deferred",
+            reason,
+        )
+        self._record_defer(message, index, status, reason)
+
+    def _record_defer(self, message: _Message, index: int, status: str, reason: str) -> None:
+        message.deferred = True
+        try:
+            self._store.record_defer(message.queue_id, index, status, reason)
+        except OSError as e:
+            maillog("qmgr", f"{message.queue_id}: cannot update defer log: {e}", LogLevel.warn)
+
+    def _start_job(self, job: _Job) -> None:
+        message = job.message
+        job.handoff = self._clock.seconds()
+        agent = self._agents[job.transport]
+        request = DeliveryRequest(
+            message.queue_id,
+            message.envelope,
+            message.content,
+            job.transport,
+            job.nexthop,
+            job.recipients,
+        )
+        self._busy += 1
+        try:
+            d = agent.deliver(request)
+        except Exception:
+            d = Deferred()
+            d.errback(Failure())
+        d.addCallbacks(self._job_done, self._job_failed, callbackArgs=(job,), errbackArgs=(job,))
+
+    def _job_failed(self, failure: Failure, job: _Job) -> None:
+        _log.failure(
+            "{queue_id}: delivery agent {transport} failed (a bug)",
+            failure,
+            queue_id=job.message.queue_id,
+            transport=job.transport,
+        )
+        statuses = [
+            RecipientStatus(r.index, "4.3.0", "unknown mail transport error", relay="none")
+            for r in job.recipients
+        ]
+        self._job_done(statuses, job)
+
+    def _job_done(self, statuses: list[RecipientStatus], job: _Job) -> None:
+        message = job.message
+        queue_id = message.queue_id
+        envelope = message.envelope
+        now = self._clock.seconds()
+        arrival = envelope.arrival_time
+        delays = (
+            message.active_time - arrival,
+            job.handoff - message.active_time,
+            0.0,
+            now - job.handoff,
+        )
+        by_index = {s.index: s for s in statuses}
+        service = job.transport
+        for member in job.recipients:
+            status = by_index.get(member.index)
+            if status is None:
+                status = RecipientStatus(
+                    member.index, "4.3.0", "delivery agent returned no status", relay="none"
+                )
+            rcpt = envelope.recipients[member.index]
+            outcome = status.outcome
+            log_delivery(
+                service,
+                queue_id,
+                rcpt.address,
+                member.original,
+                status.relay,
+                now - arrival,
+                delays,
+                status.status,
+                outcome,
+                status.diagnostic or status.reason,
+            )
+            if outcome == "sent":
+                try:
+                    self._store.mark_done(queue_id, "active", member.index)
+                except (OSError, IndexError) as e:
+                    maillog("qmgr", f"{queue_id}: cannot mark recipient done: {e}", LogLevel.warn)
+                    continue
+                rcpt.done = True
+            elif outcome == "deferred":
+                self._record_defer(message, member.index, status.status, status.reason)
+            else:
+                message.bounced.append((rcpt, status))
+        self._busy -= 1
+        message.pending -= 1
+        if message.pending == 0:
+            if message.abandoned:
+                self._messages.pop(queue_id, None)
+            else:
+                self._attempt_over(message)
+        self._scheduler.finished(job)
+        self._check_stopped()
+
+    # the end of an attempt ------------------------------------------------
+
+    def _attempt_over(self, message: _Message) -> None:
+        """Every job of the message is over: bounce, expire, defer or remove."""
+        envelope = message.envelope
+        now = self._clock.seconds()
+        if message.deferred and now - envelope.arrival_time >= queue_lifetime(
+            self._config, envelope.sender
+        ):
+            self._expire(message)
+        if not message.bounced:
+            self._settle(message)
+            return
+        self._busy += 1
+        try:
+            d = self._bouncer.bounce(
+                message.queue_id, envelope, message.content, list(message.bounced)
+            )
+        except Exception:
+            d = Deferred()
+            d.errback(Failure())
+        d.addCallbacks(
+            self._bounced, self._bounce_failed, callbackArgs=(message,), errbackArgs=(message,)
+        )
+
+    def _expire(self, message: _Message) -> None:
+        """Past its lifetime: every deferred recipient is returned with its last reason."""
+        queue_id = message.queue_id
+        log_expired(queue_id, message.envelope.sender)
+        try:
+            reasons = self._store.defer_reasons(queue_id)
+        except OSError:
+            reasons = {}
+        bouncing = {id(r) for r, _ in message.bounced}
+        for index, rcpt in enumerate(message.envelope.recipients):
+            if rcpt.done or id(rcpt) in bouncing:
+                continue
+            status, reason = reasons.get(index, ("4.4.7", "message expired"))
+            message.bounced.append((rcpt, RecipientStatus(index, status, reason)))
+        message.deferred = False
+
+    def _bounced(self, _new_id: str | None, message: _Message) -> None:
+        queue_id = message.queue_id
+        for rcpt, status in message.bounced:
+            try:
+                self._store.mark_done(queue_id, "active", status.index)
+            except (OSError, IndexError) as e:
+                maillog("qmgr", f"{queue_id}: cannot mark recipient done: {e}", LogLevel.warn)
+                continue
+            rcpt.done = True
+        message.bounced = []
+        self._busy -= 1
+        self._settle(message)
+        self._check_stopped()
+
+    def _bounce_failed(self, failure: Failure, message: _Message) -> None:
+        _log.failure(
+            "{queue_id}: cannot queue a non-delivery notification",
+            failure,
+            queue_id=message.queue_id,
+        )
+        # Keep the recipients queued: they are tried again, and bounced again.
+        for _rcpt, status in message.bounced:
+            self._record_defer(message, status.index, status.status, status.reason)
+        message.bounced = []
+        message.deferred = True
+        self._busy -= 1
+        self._settle(message)
+        self._check_stopped()
+
+    def _settle(self, message: _Message) -> None:
+        queue_id = message.queue_id
+        self._messages.pop(queue_id, None)
+        if any(not r.done for r in message.envelope.recipients):
+            now = self._clock.seconds()
+            delay = backoff_delay(
+                now, message.envelope.arrival_time, self._minimal_backoff, self._maximal_backoff
+            )
+            try:
+                self._store.move(queue_id, "active", "deferred")
+                self._store.set_next_attempt(queue_id, now + delay)
+            except OSError as e:
+                maillog("qmgr", f"{queue_id}: cannot move to deferred: {e}", LogLevel.warn)
+            return
+        try:
+            self._store.remove(queue_id, "active")
+        except OSError as e:
+            maillog("qmgr", f"{queue_id}: cannot remove queue file: {e}", LogLevel.warn)
+            return
+        log_removed(queue_id)
+
+    def _check_stopped(self) -> None:
+        if self._busy == 0 and self._stop_waiters:
+            waiters, self._stop_waiters = self._stop_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    # introspection (tests, mailq) -----------------------------------------
+
+    def in_flight(self) -> list[str]:
+        """Queue ids of the messages qmgr holds in memory now."""
+        return list(self._messages)
