@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,7 +142,9 @@ class Rig:
 
     def envelope(self, *recipients: str, sender: str = "alice@example.org") -> Envelope:
         return Envelope(
-            sender, [Recipient(r, original=r) for r in recipients], arrival_time=self.clock.seconds()
+            sender,
+            [Recipient(r, original=r) for r in recipients],
+            arrival_time=self.clock.seconds(),
         )
 
     def enqueue(self, *recipients: str, sender: str = "alice@example.org") -> tuple[str, Envelope]:
@@ -267,7 +270,7 @@ def test_backoff_doubles_and_is_clamped() -> None:
             attempts.append(rig.clock.seconds())
         if len(attempts) == 7:
             break
-    gaps = [round(b - a) for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [round(b - a) for a, b in itertools.pairwise(attempts)]
     assert gaps == [100, 100, 200, 400, 500, 500]
     assert rig.store.defer_reasons(qid) == {0: ("4.2.0", "reason 4.2.0")}
 
@@ -390,7 +393,7 @@ def test_recovery_on_start() -> None:
     """start() delivers what is in incoming/ and active/, and the deferred
     messages whose next attempt is due; a deferred one not yet due waits."""
     rig = Rig()
-    incoming, _ = rig.enqueue("a@virt.example")
+    _incoming, _ = rig.enqueue("a@virt.example")
     active, _ = rig.enqueue("b@virt.example")
     rig.store.move(active, "incoming", "active")
     due, _ = rig.enqueue("c@virt.example")
