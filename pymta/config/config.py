@@ -26,7 +26,9 @@ _LIST_SPLIT = re.compile(r"[\s,]+")
 
 
 def _system_hostname() -> str:
-    name = socket.getfqdn()
+    # Postfix uses gethostname() without a DNS lookup, and appends
+    # ".localdomain" to a name without a dot.
+    name = socket.gethostname()
     if "." not in name:
         name = f"{name}.localdomain"
     return name

@@ -388,8 +388,8 @@ def load_master(config_dir: str | os.PathLike[str]) -> list[MasterService]:
 def check_master(services: list[MasterService], built: set[str]) -> list[str]:
     """One warning per service pymta will not run; ConfigError for an unknown command.
 
-    ``built`` holds the names of the parts (values of :data:`PARTS`) that the
-    running pymta wires in.
+    ``built`` holds what the running pymta wires in: part names (values of
+    :data:`PARTS`) or command names (``trivial-rewrite``), either works.
     """
     warnings: list[str] = []
     for service in services:
@@ -404,7 +404,7 @@ def check_master(services: list[MasterService], built: set[str]) -> list[str]:
         label = f"{service.where()}: service '{service.name}' ({program})"
         if status == "builtin":
             warnings.append(f"{label}: not needed in pymta, ignored")
-        elif PARTS[program] not in built:
+        elif program not in built and PARTS[program] not in built:
             warnings.append(f"{label}: not built yet in pymta, ignored")
     return warnings
 
