@@ -159,7 +159,8 @@ class FolderInfo:
 
 @dataclass(frozen=True)
 class FolderChange:
-    """What listeners hear: ``kind`` is ``append``, ``flags`` or ``expunge``;
+    """What listeners hear: ``kind`` is ``append``, ``flags``, ``expunge`` or ``uidvalidity``
+    (the folder was renumbered: sessions on it must end, RFC 3501 2.3.1.1);
     ``uids`` the messages concerned (ascending); ``modseq`` the folder's
     HIGHESTMODSEQ after the change."""
 

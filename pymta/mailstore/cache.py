@@ -1,0 +1,122 @@
+"""The per-folder cache of parsed messages: ``pymta-cache``.
+
+Plays the part of Dovecot's ``dovecot.index.cache``: each message's header
+block and MIME structure, stored the first time someone asks for them, so
+that IMAP header SEARCH and BODYSTRUCTURE on a large folder read one file
+instead of every message. Messages never change once stored, so an entry
+never goes stale; the file is tied to the folder's UIDVALIDITY and is
+dropped when that changes.
+
+Format: a header line ``pymta-cache 1 V<uidvalidity>``, then records
+``<kind> <uid> <length>\\n<bytes>\\n`` where kind is ``H`` (header block) or
+``M`` (MIME structure as JSON). Appends are single ``O_APPEND`` writes, so
+several processes can fill it at once; a damaged file is simply discarded
+(it holds nothing that cannot be recomputed).
+
+Untrusted input: the file (crash, other processes). Writes ``pymta-cache``.
+"""
+
+from __future__ import annotations
+
+import os
+
+CACHE_NAME = "pymta-cache"
+MAGIC = b"pymta-cache 1"
+
+
+class MessageCache:
+    """Cached header blocks and MIME structures of one folder, read lazily."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, CACHE_NAME)
+        self._uidvalidity = 0
+        self._entries: dict[tuple[bytes, int], tuple[int, int]] = {}
+        self._end = 0
+        self._fd = -1
+        self._ino = -1
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _open(self, uidvalidity: int) -> None:
+        if self._fd >= 0 and self._uidvalidity == uidvalidity:
+            try:
+                if os.stat(self.path).st_ino == self._ino:
+                    return
+            except FileNotFoundError:
+                pass
+        self.close()
+        self._entries = {}
+        self._uidvalidity = uidvalidity
+        header = MAGIC + b" V%d\n" % uidvalidity
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0 and os.pread(fd, len(header), 0) != header:
+            os.close(fd)
+            fd = -1
+        if fd < 0:
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(header)
+            os.rename(tmp, self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        self._fd = fd
+        self._ino = os.fstat(fd).st_ino
+        self._end = len(header)
+
+    def _scan(self) -> None:
+        """Index the records appended since the last scan."""
+        size = os.fstat(self._fd).st_size
+        if size <= self._end:
+            return
+        data = os.pread(self._fd, size - self._end, self._end)
+        pos = 0
+        while pos < len(data):
+            nl = data.find(b"\n", pos, pos + 40)
+            if nl < 0:
+                break
+            try:
+                kind, uid_text, length_text = data[pos:nl].split(b" ")
+                uid, length = int(uid_text), int(length_text)
+            except ValueError:
+                self._discard()
+                return
+            if nl + 1 + length + 1 > len(data):
+                break  # being written by another process, or torn
+            self._entries[(kind, uid)] = (self._end + nl + 1, length)
+            pos = nl + 1 + length + 1
+        self._end += pos
+
+    def _discard(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        uidvalidity = self._uidvalidity
+        self.close()
+        self._open(uidvalidity)
+
+    def get(self, uidvalidity: int, kind: bytes, uid: int) -> bytes | None:
+        """The cached bytes, or None."""
+        self._open(uidvalidity)
+        entry = self._entries.get((kind, uid))
+        if entry is None:
+            self._scan()
+            entry = self._entries.get((kind, uid))
+            if entry is None:
+                return None
+        offset, length = entry
+        data = os.pread(self._fd, length, offset)
+        return data if len(data) == length else None
+
+    def put(self, uidvalidity: int, kind: bytes, uid: int, value: bytes) -> None:
+        """Store bytes for a message (one append)."""
+        self._open(uidvalidity)
+        self._scan()
+        if (kind, uid) in self._entries:
+            return
+        os.write(self._fd, b"%s %d %d\n%s\n" % (kind, uid, len(value), value))

@@ -1,0 +1,324 @@
+"""The per-folder UID index of a Maildir: ``pymta-uidlist``.
+
+Plays the part of Dovecot's ``dovecot-uidlist`` plus the part of its index
+that IMAP needs without opening messages: for every UID the message's file
+name, size, CRLF size, internal date, flags, keywords and modseq (RFC 7162).
+
+Format: a text file, one record per line, tab-separated, append-only::
+
+    pymta-uidlist 1 <TAB> V<uidvalidity> <TAB> N<uidnext> <TAB> M<modseq> <TAB> E<floor>
+    A <uid> <modseq> <sub/filename> <size> <rfc822 size> <internal date> <flags> <keywords>
+    X <uid> <modseq>
+
+``A`` adds or replaces a message's record, ``X`` expunges it (kept as a
+tombstone for QRESYNC); flags are the letters D F R S T, keywords separated
+by spaces. Appending a message costs one short ``write``; when dead lines
+outnumber live ones the file is compacted (written to a temporary name,
+fsync'd, renamed), which readers in other processes notice by its inode.
+The header's N and M keep UIDNEXT and HIGHESTMODSEQ across compactions, E
+the modseq below which tombstones were dropped.
+
+Every change is made under an exclusive ``flock`` of ``pymta-uidlist.lock``
+and made durable (fsync) before its UIDs are handed out, so two processes
+never give one UID to two messages. A torn last line (a crash in the middle
+of a write) is cut off on the next load; any other damage raises
+:class:`IndexCorrupt` and the folder is renumbered under a new UIDVALIDITY.
+
+Untrusted input: the file itself (another process, a crash, a disk error).
+Writes ``pymta-uidlist``, its ``.tmp`` and ``.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pymta.mailstore.interface import MessageInfo
+
+INDEX_NAME = "pymta-uidlist"
+LOCK_NAME = "pymta-uidlist.lock"
+MAGIC = "pymta-uidlist 1"
+MAX_TOMBSTONES = 20000
+
+_FLAG_LETTERS = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+_LETTER_FLAGS = {v: k for k, v in _FLAG_LETTERS.items()}
+
+
+class IndexCorrupt(Exception):
+    """The index cannot be trusted; the folder must be renumbered."""
+
+
+@dataclass
+class IndexChange:
+    """A change read from the log: ``old`` is the record it replaced (None
+    for a new UID); ``new`` None means expunged."""
+
+    uid: int
+    old: MessageInfo | None
+    new: MessageInfo | None
+
+
+class UidIndex:
+    """The in-memory image of one folder's ``pymta-uidlist``, kept in step
+    with the file by :meth:`sync` (reads only what other processes appended)."""
+
+    def __init__(self, directory: str, fsync: bool = True) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, INDEX_NAME)
+        self._fsync = fsync
+        self.uidvalidity = 0
+        self.uidnext = 1
+        self.highest_modseq = 1
+        self.floor = 0
+        self.records: dict[int, MessageInfo] = {}
+        self.by_base: dict[str, int] = {}
+        self.tombstones: list[tuple[int, int]] = []
+        self.loaded = False
+        self._offset = 0
+        self._ino = -1
+        self._lines = 0
+        self._flag_cache: dict[str, frozenset[str]] = {}
+        self._kw_cache: dict[str, frozenset[str]] = {}
+
+    # -- locking ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's index lock (blocks while another process holds it)."""
+        fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    # -- reading ---------------------------------------------------------
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def stamp(self) -> tuple[int, int]:
+        """(inode, size) of the file, to tell cheaply whether it changed."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return (-1, 0)
+        return (st.st_ino, st.st_size)
+
+    def is_current(self) -> bool:
+        return self.stamp() == (self._ino, self._offset)
+
+    def sync(self) -> list[IndexChange]:
+        """Read what was appended since the last call (everything after a
+        compaction); call with the lock held. Raises IndexCorrupt."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            raise IndexCorrupt("index missing") from None
+        with os.fdopen(fd, "rb+") as f:
+            st = os.fstat(f.fileno())
+            full = st.st_ino != self._ino or st.st_size < self._offset
+            if full:
+                self._reset()
+                f.seek(0)
+            else:
+                f.seek(self._offset)
+            data = f.read()
+            cut = data.rfind(b"\n") + 1
+            if cut < len(data):
+                # A torn last line: a writer died mid-write, before its UIDs
+                # were handed out (they are handed out only after the fsync).
+                f.truncate(self._offset + cut if not full else cut)
+                data = data[:cut]
+            start = 0 if not full else self._read_header(data)
+            changes = self._apply(data, start, notify=not full)
+            self._offset = (0 if full else self._offset) + len(data)
+            self._ino = st.st_ino
+        self.loaded = True
+        return changes
+
+    def _reset(self) -> None:
+        self.records = {}
+        self.by_base = {}
+        self.tombstones = []
+        self._lines = 0
+
+    def _read_header(self, data: bytes) -> int:
+        end = data.find(b"\n")
+        try:
+            fields = data[:end].decode("ascii").split("\t")
+            if end < 0 or fields[0] != MAGIC:
+                raise ValueError("bad magic")
+            values = {f[0]: int(f[1:]) for f in fields[1:]}
+            self.uidvalidity = values["V"]
+            self.uidnext = values["N"]
+            self.highest_modseq = values["M"]
+            self.floor = values.get("E", 0)
+        except (ValueError, KeyError, UnicodeDecodeError, IndexError) as e:
+            raise IndexCorrupt(f"{self.path}: bad header: {e}") from None
+        if self.uidvalidity <= 0 or self.uidnext <= 0:
+            raise IndexCorrupt(f"{self.path}: bad header values")
+        return end + 1
+
+    def _apply(self, data: bytes, start: int, notify: bool) -> list[IndexChange]:
+        changes: list[IndexChange] = []
+        records = self.records
+        try:
+            text = data[start:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise IndexCorrupt(f"{self.path}: not UTF-8") from None
+        for lineno, line in enumerate(text.split("\n")[:-1]):
+            f = line.split("\t")
+            try:
+                kind = f[0]
+                uid = int(f[1])
+                modseq = int(f[2])
+                if kind == "A":
+                    flags = self._flags(f[7])
+                    kw = self._keywords(f[8])
+                    filename = f[3]
+                    info = MessageInfo(
+                        uid,
+                        int(f[4]),
+                        int(f[5]),
+                        float(f[6]),
+                        flags,
+                        kw,
+                        modseq,
+                        filename,
+                        filename.startswith("new/"),
+                    )
+                    old = records.get(uid)
+                    if old is not None:
+                        old_base = base_of(old.filename)
+                        if self.by_base.get(old_base) == uid:
+                            del self.by_base[old_base]
+                    records[uid] = info
+                    self.by_base[base_of(filename)] = uid
+                    if notify:
+                        changes.append(IndexChange(uid, old, info))
+                elif kind == "X":
+                    old = records.pop(uid, None)
+                    if old is not None:
+                        self.by_base.pop(base_of(old.filename), None)
+                        self.tombstones.append((uid, modseq))
+                        if notify:
+                            changes.append(IndexChange(uid, old, None))
+                else:
+                    raise ValueError(f"unknown record {kind!r}")
+            except (ValueError, IndexError) as e:
+                raise IndexCorrupt(f"{self.path}: line {lineno + 2}: {e}") from None
+            if uid >= self.uidnext:
+                self.uidnext = uid + 1
+            if modseq > self.highest_modseq:
+                self.highest_modseq = modseq
+            self._lines += 1
+        return changes
+
+    def _flags(self, letters: str) -> frozenset[str]:
+        cached = self._flag_cache.get(letters)
+        if cached is None:
+            cached = frozenset(_LETTER_FLAGS[c] for c in letters)
+            self._flag_cache[letters] = cached
+        return cached
+
+    def _keywords(self, text: str) -> frozenset[str]:
+        cached = self._kw_cache.get(text)
+        if cached is None:
+            cached = frozenset(text.split(" ")) if text else frozenset()
+            if len(self._kw_cache) < 1000:
+                self._kw_cache[text] = cached
+        return cached
+
+    # -- writing ---------------------------------------------------------
+
+    @staticmethod
+    def record_line(info: MessageInfo) -> str:
+        flags = "".join(sorted(_FLAG_LETTERS[f] for f in info.flags if f in _FLAG_LETTERS))
+        return (
+            f"A\t{info.uid}\t{info.modseq}\t{info.filename}\t{info.size}\t"
+            f"{info.rfc822_size}\t{info.internal_date!r}\t{flags}\t"
+            f"{' '.join(sorted(info.keywords))}\n"
+        )
+
+    def put(self, infos: list[MessageInfo], expunged: list[tuple[int, int]]) -> None:
+        """Append records (lock held), update the image, make them durable,
+        and compact when the log has grown to twice the live records."""
+        lines = [self.record_line(i) for i in infos]
+        lines += [f"X\t{uid}\t{modseq}\n" for uid, modseq in expunged]
+        if not lines:
+            return
+        data = "".join(lines).encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, data)
+            if self._fsync:
+                os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        # Apply our own lines to the image exactly as a reader would.
+        self._apply(data, 0, notify=False)
+        self._offset = st.st_size
+        self._ino = st.st_ino
+        if self._lines > 2 * len(self.records) + 1000:
+            self.compact()
+
+    def create(self, uidvalidity: int, uidnext: int = 1, modseq: int = 1) -> None:
+        """Start an empty index (lock held)."""
+        self._reset()
+        self.uidvalidity = uidvalidity
+        self.uidnext = uidnext
+        self.highest_modseq = modseq
+        self.floor = 0
+        self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the file with only live records and recent tombstones
+        (tmp + fsync + rename; lock held)."""
+        if len(self.tombstones) > MAX_TOMBSTONES:
+            dropped = self.tombstones[: len(self.tombstones) - MAX_TOMBSTONES]
+            self.floor = max(self.floor, max(m for _, m in dropped))
+            self.tombstones = self.tombstones[-MAX_TOMBSTONES:]
+        header = (
+            f"{MAGIC}\tV{self.uidvalidity}\tN{self.uidnext}\t"
+            f"M{self.highest_modseq}\tE{self.floor}\n"
+        )
+        parts = [header]
+        parts.extend(self.record_line(i) for i in self.records.values())
+        parts.extend(f"X\t{uid}\t{modseq}\n" for uid, modseq in self.tombstones)
+        data = "".join(parts).encode("utf-8")
+        tmp = self.path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)
+        if self._fsync:
+            dfd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        st = os.stat(self.path)
+        self._offset = st.st_size
+        self._ino = st.st_ino
+        self._lines = len(self.records) + len(self.tombstones)
+
+
+def base_of(filename: str) -> str:
+    """The Maildir base name of ``sub/name:2,flags``."""
+    name = filename.rsplit("/", 1)[-1]
+    return name.partition(":")[0]

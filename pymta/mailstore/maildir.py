@@ -1,0 +1,1029 @@
+"""Maildir++ mailboxes on the local file system: the mail store.
+
+Mirrors Dovecot's Maildir storage (``mail_location = maildir:~/Maildir``,
+LAYOUT=maildir++), so Postfix, Dovecot, mutt and pymta can share a Maildir:
+
+- INBOX is the Maildir root; the folder ``A/B`` is the directory ``.A.B``
+  (parts in modified UTF-7, Dovecot's default), with ``new/ cur/ tmp/`` and
+  an empty ``maildirfolder`` file. ``subscriptions`` in the root lists the
+  subscribed folders one per line (Courier's format, which Dovecot reads).
+- Flags live in the ``:2,`` suffix of file names; keywords in the letters
+  a-z named by the folder's ``dovecot-keywords``. A message is moved from
+  ``new/`` to ``cur/`` when a session claims it (claim_recent) or changes
+  its flags, as Dovecot does.
+- UIDs, UIDVALIDITY, sizes, dates, flags and modseqs are in the folder's
+  ``pymta-uidlist`` (:mod:`pymta.mailstore.index`), parsed headers and MIME
+  structures in ``pymta-cache`` (:mod:`pymta.mailstore.cache`); the root's
+  ``pymta-uidvalidity`` holds the last UIDVALIDITY given out, so a folder
+  deleted and created again never gets an old one back. Special-use
+  attributes are in each folder's ``pymta-special-use``.
+- Any program may drop messages into ``new/`` or ``cur/``; refresh() numbers
+  them in file-name order (Maildir names start with the delivery time).
+
+Crash safety: a message is written to ``tmp/``, fsync'd and renamed into
+place before its UID is written (and fsync'd) into the index; a crash in
+between leaves a file the next refresh numbers, never a UID given twice.
+An index that cannot be read is set aside as ``pymta-uidlist.corrupt`` and
+the folder renumbered under a new UIDVALIDITY (clients resynchronise).
+
+Untrusted input: file names (listdir gives no ``/``; dot files, odd
+characters and anything but a regular file, e.g. a symbolic link, are
+ignored: files are opened with O_NOFOLLOW), ``,S=``/``,W=`` size hints (used
+only when ``S=`` matches the real size), folder names from clients
+(:func:`pymta.mailstore.names.validate_folder_name`), and every index file.
+
+Blocking: every call does a few file-system operations on the user's
+Maildir. append() and operations that change the index fsync (a few ms on
+a disk, none with ``fsync=False``); refresh() lists ``new/`` and ``cur/``
+when their mtime changed (tens of ms for 100,000 messages); the first use
+of a folder reads its index (about 0.3 s per 100,000 messages). Index
+writes take a ``flock`` that another process may hold for as long as one
+such operation. Callers that must not block (the IMAP server) can run these
+calls in a thread; each folder serialises its own calls with a lock.
+
+Logs: index rebuilds and damaged files, as ``mailstore: warning: ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import os
+import shutil
+import socket
+import stat
+import threading
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import replace
+from typing import BinaryIO
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import LogLevel
+from zope.interface import implementer
+
+from pymta.maillog import maillog
+from pymta.mailstore import mime
+from pymta.mailstore.cache import MessageCache
+from pymta.mailstore.index import IndexChange, IndexCorrupt, UidIndex
+from pymta.mailstore.interface import (
+    DEFAULT_FOLDERS,
+    SEPARATOR,
+    FlagMode,
+    FolderChange,
+    FolderExists,
+    FolderInfo,
+    FolderStatus,
+    IFolder,
+    IFolderLock,
+    IMailStore,
+    InvalidFolderName,
+    IUserMailbox,
+    MailStoreError,
+    MessageInfo,
+    MimePart,
+    NoSuchFolder,
+    NoSuchMessage,
+)
+from pymta.mailstore.names import (
+    DISK_SEPARATOR,
+    INBOX,
+    dirname_to_folder,
+    filename_sizes,
+    flags_to_letters,
+    folder_dirname,
+    header_block,
+    is_acceptable_filename,
+    letters_to_flags,
+    normalize,
+    rfc822_size,
+    split_filename,
+    split_flags,
+    validate_folder_name,
+)
+
+Listener = Callable[[FolderChange], None]
+# (place(target path), size, rfc822 size, internal date, flags, keywords)
+NewFile = tuple[Callable[[str], None], int, int, float, frozenset[str], frozenset[str]]
+
+UIDVALIDITY_FILE = "pymta-uidvalidity"
+SPECIAL_USE_FILE = "pymta-special-use"
+SESSION_LOCK = "pymta-session.lock"
+KEYWORDS_FILE = "dovecot-keywords"
+SUBSCRIPTIONS = "subscriptions"
+RECENT_WINDOW = 2.0  # a directory changed this recently may change again within its mtime tick
+
+_unique = itertools.count(1)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _atomic_write(path: str, data: bytes, fsync: bool) -> None:
+    tmp = f"{path}.{os.getpid()}.{next(_unique)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _open_message(path: str) -> int:
+    """Open a message file refusing symbolic links and non-regular files."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+@implementer(IFolderLock)
+class MaildirLock:
+    """A held ``flock`` on the folder's ``pymta-session.lock``."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@implementer(IFolder)
+class MaildirFolder:
+    """One Maildir++ folder and its index. Shared by every session of the store."""
+
+    def __init__(
+        self,
+        mailbox: MaildirUserMailbox,
+        name: str,
+        path: str,
+        clock: IReactorTime,
+        hostname: str,
+        fsync: bool,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self._mailbox = mailbox
+        self._clock = clock
+        self._hostname = hostname.replace("/", "\\057").replace(":", "\\072")
+        self._fsync = fsync
+        self._index = UidIndex(path, fsync)
+        self._cache = MessageCache(path)
+        self._listeners: list[Listener] = []
+        self._mutex = threading.RLock()
+        self._dir_stamp: tuple[int, int] | None = None
+        self._kw_stamp: tuple[int, int] | None = None
+        self._kw_names: dict[str, str] = {}
+        self._kw_letters: dict[str, str] = {}
+
+    # -- attributes ------------------------------------------------------
+
+    @property
+    def uidvalidity(self) -> int:
+        self._ensure_loaded()
+        return self._index.uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        self._ensure_loaded()
+        return self._index.uidnext
+
+    @property
+    def highest_modseq(self) -> int:
+        self._ensure_loaded()
+        return self._index.highest_modseq
+
+    def _relocate(self, name: str, path: str) -> None:
+        """Follow a RENAME of this folder."""
+        with self._mutex:
+            self.name = name
+            self.path = path
+            self._cache.close()
+            self._index = UidIndex(path, self._fsync)
+            self._cache = MessageCache(path)
+            self._dir_stamp = None
+
+    # -- the lock and the index ----------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[list[FolderChange]]:
+        """Serialise with other threads and processes, bring the index up to
+        date, and afterwards tell listeners what changed."""
+        notices: list[FolderChange] = []
+        with self._mutex:
+            if not os.path.isdir(os.path.join(self.path, "cur")):
+                raise NoSuchFolder(self.name)
+            with self._index.locked():
+                notices.extend(self._load_locked())
+                yield notices
+        for change in notices:
+            for listener in list(self._listeners):
+                listener(change)
+
+    def _ensure_loaded(self) -> None:
+        if not self._index.loaded:
+            with self._locked():
+                pass
+
+    def _load_locked(self) -> list[FolderChange]:
+        index = self._index
+        if not index.exists():
+            self._renumber(None)
+            return self._scan_locked(force=True)
+        try:
+            return _group(index.sync())
+        except IndexCorrupt as e:
+            old = index.uidvalidity
+            maillog("mailstore", f"warning: {e}; renumbering {self.path}", LogLevel.warn)
+            with contextlib.suppress(OSError):
+                os.rename(index.path, index.path + ".corrupt")
+            self._renumber(old)
+            notices = [FolderChange("uidvalidity", (), 1)]
+            return notices + self._scan_locked(force=True)
+
+    def _renumber(self, old_uidvalidity: int | None) -> None:
+        """Start a new index under a new UIDVALIDITY (every message will be
+        numbered again by the scan that follows)."""
+        uidvalidity = self._mailbox.next_uidvalidity(old_uidvalidity)
+        self._index.create(uidvalidity)
+        self._dir_stamp = None
+
+    # -- directory scanning ------------------------------------------------
+
+    def _dir_stat(self) -> tuple[int, int] | None:
+        try:
+            new = os.stat(os.path.join(self.path, "new"))
+            cur = os.stat(os.path.join(self.path, "cur"))
+        except FileNotFoundError:
+            return None
+        # A change in the same mtime tick as our stat would go unseen; trust
+        # the stamp only once the directories have been quiet for a moment.
+        if max(new.st_mtime, cur.st_mtime) > self._clock.seconds() - RECENT_WINDOW:
+            return None
+        return (new.st_mtime_ns, cur.st_mtime_ns)
+
+    @contextlib.contextmanager
+    def _own_change(self) -> Iterator[None]:
+        """Our own renames need no rescan, unless someone else changed the
+        directories too since the last scan."""
+        before = self._dir_stat()
+        yield
+        if before is not None and before == self._dir_stamp:
+            self._dir_stamp = self._dir_stat()
+
+    def _list(self) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(os.path.join(self.path, sub))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if is_acceptable_filename(name):
+                    found[split_filename(name)[0]] = (sub, name)
+        return found
+
+    def _scan_locked(self, force: bool = False) -> list[FolderChange]:
+        stamp = self._dir_stat()
+        if not force and stamp is not None and stamp == self._dir_stamp:
+            return []
+        index = self._index
+        found = self._list()
+        missing = [b for b in index.by_base if b not in found]
+        if missing:
+            # A message renamed (flags changed by another program) between
+            # our two listdirs would look gone: look again before expunging.
+            found.update(self._list())
+        self._load_keywords()
+        modseq = index.highest_modseq
+        updates: list[MessageInfo] = []
+        expunged: list[tuple[int, int]] = []
+        changed: list[int] = []
+        for base, uid in list(index.by_base.items()):
+            info = index.records[uid]
+            where = found.pop(base, None)
+            if where is None:
+                if not expunged:
+                    modseq += 1
+                expunged.append((uid, modseq))
+                continue
+            filename = f"{where[0]}/{where[1]}"
+            if filename == info.filename:
+                continue
+            flags, keywords = letters_to_flags(split_filename(where[1])[1], self._kw_names)
+            # Keywords with no letter live only in the index: keep them.
+            keywords |= frozenset(k for k in info.keywords if k not in self._kw_letters)
+            if (flags, keywords) != (info.flags, info.keywords):
+                modseq += 1
+                changed.append(uid)
+                info = replace(info, flags=flags, keywords=keywords, modseq=modseq)
+            updates.append(replace(info, filename=filename, recent=where[0] == "new"))
+        added: list[MessageInfo] = []
+        uid = index.uidnext
+        for sub, name in sorted(found.values(), key=lambda where: where[1]):
+            made = self._describe(sub, name, uid, modseq + 1)
+            if made is not None:
+                modseq += 1
+                added.append(made)
+                uid += 1
+        index.put(updates + added, expunged)
+        self._dir_stamp = stamp
+        notices: list[FolderChange] = []
+        if expunged:
+            notices.append(FolderChange("expunge", tuple(u for u, _ in expunged), modseq))
+        if changed:
+            notices.append(FolderChange("flags", tuple(sorted(changed)), modseq))
+        if added:
+            notices.append(FolderChange("append", tuple(m.uid for m in added), modseq))
+        return notices
+
+    def _describe(self, sub: str, name: str, uid: int, modseq: int) -> MessageInfo | None:
+        """Index entry for a file another program wrote (None if unusable)."""
+        path = os.path.join(self.path, sub, name)
+        try:
+            fd = _open_message(path)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            size_hint, vsize_hint = filename_sizes(split_filename(name)[0])
+            if size_hint == st.st_size and vsize_hint is not None:
+                vsize = vsize_hint
+            else:
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    vsize = rfc822_size(f.read())
+        finally:
+            os.close(fd)
+        flags, keywords = letters_to_flags(split_filename(name)[1], self._kw_names)
+        return MessageInfo(
+            uid=uid,
+            size=st.st_size,
+            rfc822_size=vsize,
+            internal_date=st.st_mtime,
+            flags=flags,
+            keywords=keywords,
+            modseq=modseq,
+            filename=f"{sub}/{name}",
+            recent=sub == "new",
+        )
+
+    # -- keywords (dovecot-keywords) ------------------------------------
+
+    def _load_keywords(self) -> None:
+        path = os.path.join(self.path, KEYWORDS_FILE)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._kw_names, self._kw_letters, self._kw_stamp = {}, {}, None
+            return
+        if self._kw_stamp == (st.st_ino, st.st_mtime_ns):
+            return
+        names: dict[str, str] = {}
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    num, _, keyword = line.rstrip("\n").partition(" ")
+                    if num.isdigit() and int(num) < 26 and keyword:
+                        names[chr(ord("a") + int(num))] = keyword
+        except OSError:
+            return
+        self._kw_names = names
+        self._kw_letters = {v: k for k, v in names.items()}
+        self._kw_stamp = (st.st_ino, st.st_mtime_ns)
+
+    def _letters_for(self, keywords: frozenset[str]) -> None:
+        """Give letters to new keywords while there are free ones (lock held)."""
+        self._load_keywords()
+        new = sorted(k for k in keywords if k not in self._kw_letters and k != "$Forwarded")
+        free = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in self._kw_names]
+        if not new or not free:
+            return
+        for keyword, letter in zip(new, free, strict=False):
+            self._kw_names[letter] = keyword
+        text = "".join(f"{ord(c) - ord('a')} {k}\n" for c, k in sorted(self._kw_names.items()))
+        _atomic_write(os.path.join(self.path, KEYWORDS_FILE), text.encode("utf-8"), False)
+        self._kw_stamp = None
+        self._load_keywords()
+
+    # -- reading -----------------------------------------------------------
+
+    def refresh(self) -> list[MessageInfo]:
+        with self._locked() as notices:
+            notices.extend(self._scan_locked())
+            appended = sorted(u for n in notices if n.kind == "append" for u in n.uids)
+            return [self._index.records[u] for u in appended if u in self._index.records]
+
+    def changed_on_disk(self) -> bool:
+        if not self._index.loaded or not self._index.is_current():
+            return True
+        stamp = self._dir_stat()
+        return stamp is None or stamp != self._dir_stamp
+
+    def messages(self) -> list[MessageInfo]:
+        self._ensure_loaded()
+        return list(self._index.records.values())
+
+    def get(self, uid: int) -> MessageInfo:
+        self._ensure_loaded()
+        try:
+            return self._index.records[uid]
+        except KeyError:
+            raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
+
+    def status(self) -> FolderStatus:
+        msgs = self.messages()
+        return FolderStatus(
+            messages=len(msgs),
+            recent=sum(1 for m in msgs if m.recent),
+            unseen=sum(1 for m in msgs if "\\Seen" not in m.flags),
+            uidnext=self._index.uidnext,
+            uidvalidity=self._index.uidvalidity,
+            highest_modseq=self._index.highest_modseq,
+            size=sum(m.rfc822_size for m in msgs),
+        )
+
+    def open(self, uid: int) -> BinaryIO:
+        info = self.get(uid)
+        try:
+            fd = _open_message(os.path.join(self.path, info.filename))
+        except FileNotFoundError:
+            # Renamed or removed by another program: look again.
+            self.refresh()
+            info = self.get(uid)
+            try:
+                fd = _open_message(os.path.join(self.path, info.filename))
+            except FileNotFoundError:
+                raise NoSuchMessage(f"{self.name}: UID {uid} is gone") from None
+        except OSError as e:
+            raise MailStoreError(f"{self.name}: UID {uid}: {e}") from e
+        return os.fdopen(fd, "rb")
+
+    def read(self, uid: int) -> bytes:
+        with self.open(uid) as f:
+            return f.read()
+
+    def header_bytes(self, uid: int) -> bytes:
+        info = self.get(uid)
+        cached = self._cache.get(self._index.uidvalidity, b"H", info.uid)
+        if cached is not None:
+            return cached
+        with self.open(uid) as f:
+            data = b""
+            while True:
+                chunk = f.read(65536)
+                data += chunk
+                if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
+                    break
+        headers = header_block(data)
+        self._cache.put(self._index.uidvalidity, b"H", uid, headers)
+        return headers
+
+    def mime_structure(self, uid: int) -> MimePart:
+        info = self.get(uid)
+        cached = self._cache.get(self._index.uidvalidity, b"M", info.uid)
+        if cached is not None:
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                return mime.from_json(cached.decode("utf-8"))
+        part = mime.parse_mime(self.read(uid))
+        self._cache.put(self._index.uidvalidity, b"M", uid, mime.to_json(part).encode("utf-8"))
+        return part
+
+    # -- changing ----------------------------------------------------------
+
+    def _new_name(self, size: int, vsize: int) -> str:
+        now = self._clock.seconds()
+        sec = int(now)
+        usec = int((now - sec) * 1_000_000)
+        return f"{sec}.M{usec}P{os.getpid()}Q{next(_unique)}.{self._hostname},S={size},W={vsize}"
+
+    def _rename_to(self, info: MessageInfo, letters: str) -> str:
+        """Move a message's file into cur/ with these flag letters; returns
+        the new ``cur/...`` name. FileNotFoundError when it is gone."""
+        base = split_filename(info.filename.split("/", 1)[1])[0]
+        target = f"cur/{base}:2,{letters}"
+        if target != info.filename:
+            os.rename(os.path.join(self.path, info.filename), os.path.join(self.path, target))
+        return target
+
+    def set_flags(
+        self,
+        uid: int,
+        flags: Collection[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> MessageInfo | None:
+        system, keywords = split_flags(flags)
+        with self._locked() as notices:
+            info = self._index.records.get(uid)
+            if info is None:
+                raise NoSuchMessage(f"{self.name}: no UID {uid}")
+            if unchanged_since is not None and info.modseq > unchanged_since:
+                return None
+            if mode is FlagMode.REPLACE:
+                new_flags, new_kw = system, keywords
+            elif mode is FlagMode.ADD:
+                new_flags, new_kw = info.flags | system, info.keywords | keywords
+            else:
+                new_flags, new_kw = info.flags - system, info.keywords - keywords
+            if (new_flags, new_kw) == (info.flags, info.keywords):
+                return info
+            self._letters_for(new_kw)
+            letters = flags_to_letters(new_flags, new_kw, self._kw_letters)
+            try:
+                with self._own_change():
+                    filename = self._rename_to(info, letters)
+            except FileNotFoundError:
+                notices.extend(self._scan_locked(force=True))
+                if uid not in self._index.records:
+                    raise NoSuchMessage(f"{self.name}: UID {uid} is gone") from None
+                info = self._index.records[uid]
+                with self._own_change():
+                    filename = self._rename_to(info, letters)
+            modseq = self._index.highest_modseq + 1
+            info = replace(
+                info,
+                flags=new_flags,
+                keywords=new_kw,
+                modseq=modseq,
+                filename=filename,
+                recent=False,
+            )
+            self._index.put([info], [])
+            notices.append(FolderChange("flags", (uid,), modseq))
+            return info
+
+    def _write_tmp(self, content: bytes, internal_date: float) -> tuple[str, int, int]:
+        """Write a message into tmp/ durably; returns (tmp path, size, rfc822 size)."""
+        size, vsize = len(content), rfc822_size(content)
+        tmp = os.path.join(self.path, "tmp", self._new_name(size, vsize))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, content)
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.utime(tmp, (internal_date, internal_date))
+        return tmp, size, vsize
+
+    def _add_locked(
+        self,
+        entries: list[
+            tuple[Callable[[str], None], int, int, float, frozenset[str], frozenset[str]]
+        ],
+        notices: list[FolderChange],
+    ) -> list[int]:
+        """Put files into cur/ and number them (lock held). Each entry is
+        (place(target_path), size, vsize, internal_date, flags, keywords)."""
+        infos: list[MessageInfo] = []
+        uid = self._index.uidnext
+        modseq = self._index.highest_modseq
+        with self._own_change():
+            for place, size, vsize, idate, flags, keywords in entries:
+                self._letters_for(keywords)
+                letters = flags_to_letters(flags, keywords, self._kw_letters)
+                name = f"{self._new_name(size, vsize)}:2,{letters}"
+                try:
+                    place(os.path.join(self.path, "cur", name))
+                except FileNotFoundError:
+                    continue  # the source vanished (expunged meanwhile)
+                modseq += 1
+                infos.append(
+                    MessageInfo(uid, size, vsize, idate, flags, keywords, modseq, f"cur/{name}")
+                )
+                uid += 1
+        if infos and self._fsync:
+            _fsync_dir(os.path.join(self.path, "cur"))
+        self._index.put(infos, [])
+        if infos:
+            notices.append(FolderChange("append", tuple(i.uid for i in infos), modseq))
+        return [i.uid for i in infos]
+
+    def append(
+        self,
+        content: bytes,
+        flags: Collection[str] = (),
+        internal_date: float | None = None,
+    ) -> int:
+        content = content.replace(b"\r\n", b"\n")
+        system, keywords = split_flags(flags)
+        idate = self._clock.seconds() if internal_date is None else internal_date
+        tmp, size, vsize = self._write_tmp(content, idate)
+        try:
+            with self._locked() as notices:
+                uids = self._add_locked(
+                    [(lambda target: os.rename(tmp, target), size, vsize, idate, system, keywords)],
+                    notices,
+                )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return uids[0]
+
+    def expunge(self, uids: Collection[int] | None = None) -> list[int]:
+        with self._locked() as notices:
+            records = self._index.records
+            if uids is None:
+                gone = [u for u, m in records.items() if "\\Deleted" in m.flags]
+            else:
+                gone = sorted(u for u in set(uids) if u in records)
+            if not gone:
+                return []
+            modseq = self._index.highest_modseq + 1
+            with self._own_change():
+                for uid in gone:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(self.path, records[uid].filename))
+            self._index.put([], [(u, modseq) for u in gone])
+            notices.append(FolderChange("expunge", tuple(gone), modseq))
+            return gone
+
+    def expunged_since(self, modseq: int) -> list[int]:
+        self._ensure_loaded()
+        if modseq < self._index.floor:
+            # History older than the floor was compacted away: every UID
+            # below UIDNEXT that is not present may have been expunged.
+            present = self._index.records
+            return [u for u in range(1, self._index.uidnext) if u not in present]
+        return sorted(u for u, m in self._index.tombstones if m > modseq)
+
+    def copy(self, uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
+        if not isinstance(target, MaildirFolder):
+            raise TypeError("target must be a folder of the same store")
+        with self._locked():
+            sources = [
+                self._index.records[u] for u in sorted(set(uids)) if u in self._index.records
+            ]
+        entries: list[NewFile] = []
+        for info in sources:
+            src = os.path.join(self.path, info.filename)
+            entries.append(
+                (
+                    _linker(src),
+                    info.size,
+                    info.rfc822_size,
+                    info.internal_date,
+                    info.flags,
+                    info.keywords,
+                )
+            )
+        with target._locked() as notices:
+            new_uids = target._add_locked(entries, notices)
+        # A source that vanished meanwhile got no new UID; pair the rest up.
+        if len(new_uids) != len(sources):
+            return self._pair_after_loss(sources, target, new_uids)
+        return [(s.uid, n) for s, n in zip(sources, new_uids, strict=True)]
+
+    def _pair_after_loss(
+        self, sources: list[MessageInfo], target: MaildirFolder, new_uids: list[int]
+    ) -> list[tuple[int, int]]:
+        survivors = [s for s in sources if s.uid in self._index.records]
+        return list(zip((s.uid for s in survivors), new_uids, strict=False))
+
+    def move(self, uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
+        pairs = self.copy(uids, target)
+        self.expunge([old for old, _ in pairs])
+        return pairs
+
+    def claim_recent(self) -> list[int]:
+        with self._locked() as notices:
+            notices.extend(self._scan_locked())
+            updates: list[MessageInfo] = []
+            with self._own_change():
+                for info in list(self._index.records.values()):
+                    if not info.recent:
+                        continue
+                    letters = flags_to_letters(info.flags, info.keywords, self._kw_letters)
+                    try:
+                        filename = self._rename_to(info, letters)
+                    except FileNotFoundError:
+                        continue
+                    updates.append(replace(info, filename=filename, recent=False))
+            self._index.put(updates, [])
+            return [i.uid for i in updates]
+
+    def lock(self) -> IFolderLock | None:
+        fd = os.open(os.path.join(self.path, SESSION_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return MaildirLock(fd)
+
+    def add_listener(self, callback: Listener) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+
+def _linker(src: str) -> Callable[[str], None]:
+    """Place a copy at a target path: a hard link (as Dovecot copies), or a
+    real copy across file systems."""
+
+    def place(target: str) -> None:
+        try:
+            os.link(src, target)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            tmp = target.replace("/cur/", "/tmp/", 1)
+            shutil.copyfile(src, tmp, follow_symlinks=False)
+            os.rename(tmp, target)
+
+    return place
+
+
+def _group(changes: list[IndexChange]) -> list[FolderChange]:
+    """Turn records read from another process's writes into notices."""
+    appended: list[int] = []
+    flagged: list[int] = []
+    expunged: list[int] = []
+    modseq = 0
+    for c in changes:
+        if c.new is None:
+            expunged.append(c.uid)
+        elif c.old is None:
+            appended.append(c.uid)
+            modseq = max(modseq, c.new.modseq)
+        elif (c.old.flags, c.old.keywords) != (c.new.flags, c.new.keywords):
+            flagged.append(c.uid)
+            modseq = max(modseq, c.new.modseq)
+    notices = []
+    if expunged:
+        notices.append(FolderChange("expunge", tuple(sorted(set(expunged))), modseq))
+    if flagged:
+        notices.append(FolderChange("flags", tuple(sorted(set(flagged))), modseq))
+    if appended:
+        notices.append(FolderChange("append", tuple(sorted(set(appended))), modseq))
+    return notices
+
+
+@implementer(IUserMailbox)
+class MaildirUserMailbox:
+    """A user's Maildir++ root and its folders."""
+
+    separator = SEPARATOR
+
+    def __init__(
+        self, user: str, root: str, clock: IReactorTime, hostname: str, fsync: bool
+    ) -> None:
+        self.user = user
+        self.root = root
+        self._clock = clock
+        self._hostname = hostname
+        self._fsync = fsync
+        self._folders: dict[str, MaildirFolder] = {}
+        self._mutex = threading.RLock()
+
+    def next_uidvalidity(self, old: int | None) -> int:
+        """A UIDVALIDITY never given out before in this Maildir (above
+        ``old`` and the root's ``pymta-uidvalidity``), and record it."""
+        path = os.path.join(self.root, UIDVALIDITY_FILE)
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                with open(path, encoding="ascii") as f:
+                    last = int(f.read().strip() or 0)
+            except (FileNotFoundError, ValueError):
+                last = 0
+            value = max(int(self._clock.seconds()), last + 1, (old or 0) + 1)
+            _atomic_write(path, b"%d\n" % value, self._fsync)
+            return value
+        finally:
+            os.close(fd)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, folder_dirname(name))
+
+    def _is_folder_dir(self, path: str) -> bool:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISDIR(st.st_mode) and os.path.isdir(os.path.join(path, "cur"))
+
+    def _names(self) -> list[str]:
+        names = [INBOX]
+        for entry in os.listdir(self.root):
+            name = dirname_to_folder(entry)
+            if name is not None and self._is_folder_dir(os.path.join(self.root, entry)):
+                names.append(name)
+        return names
+
+    def list_folders(self) -> list[FolderInfo]:
+        names = sorted(self._names(), key=lambda n: (n != INBOX, n))
+        out = []
+        for name in names:
+            special = None
+            if name != INBOX:
+                with contextlib.suppress(OSError):
+                    with open(os.path.join(self._path(name), SPECIAL_USE_FILE)) as f:
+                        special = f.read().strip() or None
+            children = any(o.startswith(name + SEPARATOR) for o in names)
+            out.append(FolderInfo(name=name, special_use=special, has_children=children))
+        return out
+
+    def folder(self, name: str) -> IFolder:
+        name = normalize(name)
+        with self._mutex:
+            cached = self._folders.get(name)
+            if cached is not None and self._is_folder_dir(cached.path):
+                return cached
+            if name != INBOX:
+                try:
+                    validate_folder_name(name)
+                except InvalidFolderName:
+                    raise NoSuchFolder(name) from None
+            path = self._path(name)
+            if not self._is_folder_dir(path):
+                raise NoSuchFolder(name)
+            folder = MaildirFolder(self, name, path, self._clock, self._hostname, self._fsync)
+            self._folders[name] = folder
+            return folder
+
+    def _make_dir(self, path: str, special_use: str | None) -> None:
+        """Create a folder directory complete, then rename it into place, so
+        no one ever sees half a folder."""
+        tmp = os.path.join(self.root, f"..pymta-new-{os.getpid()}-{next(_unique)}")
+        os.mkdir(tmp, 0o700)
+        for sub in ("cur", "new", "tmp"):
+            os.mkdir(os.path.join(tmp, sub), 0o700)
+        open(os.path.join(tmp, "maildirfolder"), "wb").close()
+        if special_use:
+            with open(os.path.join(tmp, SPECIAL_USE_FILE), "w") as f:
+                f.write(special_use + "\n")
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FolderExists(path) from None
+            raise
+
+    def create_folder(self, name: str, special_use: str | None = None) -> IFolder:
+        parts = validate_folder_name(name)
+        name = SEPARATOR.join(parts)
+        if name == INBOX or self._is_folder_dir(self._path(name)):
+            raise FolderExists(name)
+        for i in range(1, len(parts)):
+            parent = SEPARATOR.join(parts[:i])
+            if not self._is_folder_dir(self._path(parent)):
+                with contextlib.suppress(FolderExists):
+                    self._make_dir(self._path(parent), None)
+        self._make_dir(self._path(name), special_use)
+        if self._fsync:
+            _fsync_dir(self.root)
+        return self.folder(name)
+
+    def delete_folder(self, name: str) -> None:
+        name = normalize(name)
+        if name == INBOX:
+            raise InvalidFolderName("INBOX cannot be deleted")
+        path = self._path(name) if dirname_to_folder(folder_dirname(name)) else ""
+        if not path or not self._is_folder_dir(path):
+            raise NoSuchFolder(name)
+        # Rename first (atomic: the folder is gone at once), then remove.
+        trash = os.path.join(self.root, f"..pymta-deleted-{os.getpid()}-{next(_unique)}")
+        os.rename(path, trash)
+        with self._mutex:
+            self._folders.pop(name, None)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        old = normalize(old)
+        new = SEPARATOR.join(validate_folder_name(new))
+        if new == INBOX or self._is_folder_dir(self._path(new)):
+            raise FolderExists(new)
+        if old == INBOX:
+            inbox = self.folder(INBOX)
+            target = self.create_folder(new)
+            inbox.move([m.uid for m in inbox.messages()], target)
+            return
+        if not self._is_folder_dir(self._path(old)):
+            raise NoSuchFolder(old)
+        if new.startswith(old + SEPARATOR):
+            raise InvalidFolderName(f"cannot move {old!r} into itself")
+        old_dir = folder_dirname(old)
+        new_dir = folder_dirname(new)
+        with self._mutex:
+            for entry in sorted(os.listdir(self.root)):
+                if entry != old_dir and not entry.startswith(old_dir + DISK_SEPARATOR):
+                    continue
+                target_dir = new_dir + entry[len(old_dir) :]
+                os.rename(os.path.join(self.root, entry), os.path.join(self.root, target_dir))
+                old_name = dirname_to_folder(entry)
+                folder = self._folders.pop(old_name, None) if old_name else None
+                new_name = dirname_to_folder(target_dir)
+                if folder is not None and new_name is not None:
+                    folder._relocate(new_name, os.path.join(self.root, target_dir))
+                    self._folders[new_name] = folder
+        if self._fsync:
+            _fsync_dir(self.root)
+
+    # -- subscriptions (Courier's one-name-per-line file) ---------------
+
+    def _read_subscriptions(self) -> set[str]:
+        try:
+            with open(os.path.join(self.root, SUBSCRIPTIONS), encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except FileNotFoundError:
+            return set()
+        out: set[str] = set()
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            if line.upper() == INBOX:
+                out.add(INBOX)
+                continue
+            name = dirname_to_folder(DISK_SEPARATOR + line)
+            if name is not None:
+                out.add(name)
+        return out
+
+    def _write_subscriptions(self, names: set[str]) -> None:
+        lines = sorted(INBOX if n == INBOX else folder_dirname(n)[1:] for n in names)
+        data = "".join(line + "\n" for line in lines).encode("ascii")
+        _atomic_write(os.path.join(self.root, SUBSCRIPTIONS), data, self._fsync)
+
+    def subscribe(self, name: str) -> None:
+        name = normalize(name)
+        if name != INBOX:
+            name = SEPARATOR.join(validate_folder_name(name))
+        with self._mutex:
+            names = self._read_subscriptions()
+            if name not in names:
+                names.add(name)
+                self._write_subscriptions(names)
+
+    def unsubscribe(self, name: str) -> None:
+        name = normalize(name)
+        with self._mutex:
+            names = self._read_subscriptions()
+            if name in names:
+                names.discard(name)
+                self._write_subscriptions(names)
+
+    def subscriptions(self) -> list[str]:
+        return sorted(self._read_subscriptions())
+
+
+@implementer(IMailStore)
+class MaildirStore:
+    """Opens Maildir++ mailboxes; one shared object per Maildir root.
+
+    ``clock`` gives internal dates, file names and UIDVALIDITY (the reactor
+    in production); ``hostname`` goes into new file names; ``fsync=False``
+    is for benchmarks and tests on scratch directories only.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, hostname: str | None = None, fsync: bool = True
+    ) -> None:
+        self._clock = clock
+        self._hostname = hostname or socket.gethostname()
+        self._fsync = fsync
+        self._users: dict[str, MaildirUserMailbox] = {}
+        self._mutex = threading.Lock()
+
+    def open_user(self, user: str, path: str) -> IUserMailbox:
+        root = os.path.realpath(path)
+        with self._mutex:
+            mailbox = self._users.get(root)
+            if mailbox is not None:
+                return mailbox
+            fresh = not os.path.isdir(os.path.join(root, "cur"))
+            if fresh:
+                os.makedirs(root, 0o700, exist_ok=True)
+                for sub in ("cur", "new", "tmp"):
+                    os.makedirs(os.path.join(root, sub), 0o700, exist_ok=True)
+            mailbox = MaildirUserMailbox(user, root, self._clock, self._hostname, self._fsync)
+            if fresh:
+                for name, use in DEFAULT_FOLDERS:
+                    with contextlib.suppress(FolderExists):
+                        mailbox.create_folder(name, use)
+                for name in (INBOX, *(n for n, _ in DEFAULT_FOLDERS)):
+                    mailbox.subscribe(name)
+            self._users[root] = mailbox
+            return mailbox

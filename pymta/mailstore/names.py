@@ -1,0 +1,251 @@
+"""Folder names, Maildir file names and flag letters, checked and converted.
+
+Mirrors Maildir++ as Courier and Dovecot lay it out: the folder ``A/B`` is
+the directory ``.A.B`` under the Maildir root, each part in modified UTF-7
+(RFC 3501 section 5.1.3; Dovecot's default, so Dovecot serves our folders
+unchanged). Flags are the letters after ``:2,`` in a file name, in ASCII
+order (D draft, F flagged, P passed, R replied, S seen, T trashed), and
+keywords the lower-case letters of Dovecot's ``dovecot-keywords`` file.
+
+Untrusted input: folder names come from clients (IMAP CREATE, RENAME) and
+file names from any program that writes into the Maildir. Everything here is
+pure: it validates and converts, it touches no file.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from pymta.mailstore.interface import SEPARATOR, InvalidFolderName
+
+INBOX = "INBOX"
+DISK_SEPARATOR = "."
+MAX_NAME_BYTES = 240  # a directory name must fit in NAME_MAX (255) with room to spare
+MAX_FILENAME = 255
+
+# Maildir letter <-> IMAP flag. "P" (passed) has no IMAP system flag; it maps
+# to the $Forwarded keyword (RFC 5550), as most clients use it.
+LETTER_TO_FLAG = {
+    "D": "\\Draft",
+    "F": "\\Flagged",
+    "R": "\\Answered",
+    "S": "\\Seen",
+    "T": "\\Deleted",
+}
+FLAG_TO_LETTER = {v.lower(): k for k, v in LETTER_TO_FLAG.items()}
+FORWARDED = "$Forwarded"
+
+_FORBIDDEN_IN_PART = re.compile(r"[\x00-\x1f\x7f./%*\\]")
+_KEYWORD = re.compile(r"^[!#$&'+,\-0-9:;<>?@A-Z^_`a-z|}~\[\]]{1,100}$")
+
+
+def is_inbox(name: str) -> bool:
+    """INBOX is case-insensitive (RFC 3501 section 5.1)."""
+    return name.upper() == INBOX
+
+
+def normalize(name: str) -> str:
+    """The canonical spelling: ``INBOX`` upper-cased, a trailing separator dropped."""
+    if name.endswith(SEPARATOR):
+        name = name[: -len(SEPARATOR)]
+    return INBOX if is_inbox(name) else name
+
+
+def validate_folder_name(name: str) -> list[str]:
+    """Split a client's folder name into its parts, or InvalidFolderName.
+
+    Refused: empty parts (``a//b``), ``.`` anywhere (the on-disk separator,
+    and no ``..``), control characters, ``%``, ``*`` and ``\\``, names under
+    INBOX (Maildir++ keeps folders beside INBOX), names too long for a
+    directory.
+    """
+    name = normalize(name)
+    if name == INBOX:
+        return [INBOX]
+    parts = name.split(SEPARATOR)
+    if is_inbox(parts[0]):
+        raise InvalidFolderName(f"folders cannot be created under INBOX: {name!r}")
+    for part in parts:
+        if not part or part.strip() != part:
+            raise InvalidFolderName(f"empty or blank-edged name part in {name!r}")
+        if _FORBIDDEN_IN_PART.search(part):
+            raise InvalidFolderName(f"forbidden character in folder name {name!r}")
+    if len(folder_dirname(name).encode("ascii")) > MAX_NAME_BYTES:
+        raise InvalidFolderName(f"folder name too long: {name!r}")
+    return parts
+
+
+def folder_dirname(name: str) -> str:
+    """The directory (relative to the Maildir root) of a valid folder name:
+    ``""`` for INBOX, ``.A.B`` for ``A/B``, each part in modified UTF-7."""
+    name = normalize(name)
+    if name == INBOX:
+        return ""
+    return DISK_SEPARATOR + DISK_SEPARATOR.join(
+        mutf7_encode(part) for part in name.split(SEPARATOR)
+    )
+
+
+def dirname_to_folder(dirname: str) -> str | None:
+    """The folder name of a ``.A.B`` directory, or None when it is not a
+    folder we can serve (bad mUTF-7, empty parts, forbidden characters)."""
+    if not dirname.startswith(DISK_SEPARATOR) or dirname in (".", ".."):
+        return None
+    try:
+        parts = [mutf7_decode(p) for p in dirname[1:].split(DISK_SEPARATOR)]
+        name = SEPARATOR.join(parts)
+        validate_folder_name(name)
+    except (InvalidFolderName, ValueError):
+        return None
+    return name
+
+
+def mutf7_encode(text: str) -> str:
+    """Modified UTF-7 (RFC 3501 section 5.1.3)."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            b64 = base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",")
+            out.append("&" + b64 + "-")
+            pending.clear()
+
+    for ch in text:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def mutf7_decode(text: str) -> str:
+    """Decode modified UTF-7; ValueError when it is malformed."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if not 0x20 <= ord(ch) <= 0x7E:
+            raise ValueError("non-ASCII character in modified UTF-7")
+        if ch != "&":
+            out.append(ch)
+            i += 1
+            continue
+        end = text.find("-", i)
+        if end < 0:
+            raise ValueError("unterminated modified UTF-7 shift")
+        chunk = text[i + 1 : end]
+        if not chunk:
+            out.append("&")
+        else:
+            b64 = chunk.replace(",", "/")
+            b64 += "=" * (-len(b64) % 4)
+            try:
+                raw = base64.b64decode(b64, validate=True)
+                out.append(raw.decode("utf-16-be"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"bad modified UTF-7: {e}") from None
+        i = end + 1
+    return "".join(out)
+
+
+def is_valid_keyword(keyword: str) -> bool:
+    """An IMAP flag-keyword atom (RFC 3501 section 9), not a system flag."""
+    return bool(_KEYWORD.match(keyword))
+
+
+def split_filename(name: str) -> tuple[str, str]:
+    """A Maildir file name's base (before ``:``) and its ``:2,`` info letters."""
+    base, sep, info = name.partition(":")
+    if sep and info.startswith("2,"):
+        return base, info[2:]
+    return base, ""
+
+
+def is_acceptable_filename(name: str) -> bool:
+    """Whether a directory entry may be taken as a message: not a dot file
+    (Maildir's rule), printable ASCII, not too long. listdir never yields a
+    ``/``, so a name cannot point outside its directory; symbolic links are
+    refused when the file is opened."""
+    if not name or name.startswith(".") or len(name) > MAX_FILENAME:
+        return False
+    return all(0x21 <= ord(c) <= 0x7E for c in name)
+
+
+def filename_sizes(base: str) -> tuple[int | None, int | None]:
+    """The ``,S=`` (file size) and ``,W=`` (CRLF size) fields of a base name."""
+    size: int | None = None
+    vsize: int | None = None
+    for field in base.split(",")[1:]:
+        if field.startswith("S=") and field[2:].isdigit():
+            size = int(field[2:])
+        elif field.startswith("W=") and field[2:].isdigit():
+            vsize = int(field[2:])
+    return size, vsize
+
+
+def letters_to_flags(
+    letters: str, keyword_names: dict[str, str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """System flags and keywords from ``:2,`` letters; ``keyword_names`` maps
+    lower-case letters to names (dovecot-keywords). Unknown letters are ignored."""
+    flags: set[str] = set()
+    keywords: set[str] = set()
+    for letter in letters:
+        if letter in LETTER_TO_FLAG:
+            flags.add(LETTER_TO_FLAG[letter])
+        elif letter == "P":
+            keywords.add(FORWARDED)
+        elif letter in keyword_names:
+            keywords.add(keyword_names[letter])
+    return frozenset(flags), frozenset(keywords)
+
+
+def flags_to_letters(
+    flags: frozenset[str], keywords: frozenset[str], keyword_letters: dict[str, str]
+) -> str:
+    """The ``:2,`` letters for flags and keywords, in ASCII order (Maildir's
+    rule). Keywords without a letter are kept only in the index."""
+    letters = {FLAG_TO_LETTER[f.lower()] for f in flags if f.lower() in FLAG_TO_LETTER}
+    if FORWARDED in keywords:
+        letters.add("P")
+    letters.update(keyword_letters[k] for k in keywords if k in keyword_letters)
+    return "".join(sorted(letters))
+
+
+def split_flags(flags: object) -> tuple[frozenset[str], frozenset[str]]:
+    """Split a client's mixed flag list into (system flags, keywords), with
+    system flags in canonical case; unknown ``\\`` flags (\\Recent) dropped,
+    keywords that are not atoms dropped."""
+    system: set[str] = set()
+    keywords: set[str] = set()
+    canonical = {v.lower(): v for v in LETTER_TO_FLAG.values()}
+    for flag in flags:  # type: ignore[attr-defined]
+        if not isinstance(flag, str):
+            continue
+        if flag.startswith("\\"):
+            if flag.lower() in canonical:
+                system.add(canonical[flag.lower()])
+        elif is_valid_keyword(flag):
+            keywords.add(flag)
+    return frozenset(system), frozenset(keywords)
+
+
+def rfc822_size(content: bytes) -> int:
+    """The size with every line ending as CRLF (bare LFs counted twice)."""
+    return len(content) + content.count(b"\n") - content.count(b"\r\n")
+
+
+def header_block(content: bytes) -> bytes:
+    """The header block up to and including the blank line (or all of it)."""
+    if content.startswith(b"\n"):
+        return b"\n"
+    end = content.find(b"\n\n")
+    if end < 0:
+        crlf = content.find(b"\r\n\r\n")
+        return content if crlf < 0 else content[: crlf + 4]
+    return content[: end + 2]
