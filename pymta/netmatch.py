@@ -1,0 +1,106 @@
+"""Client network lists in Postfix's mynetworks syntax.
+
+Mirrors Postfix's match_list/cidr matching for ``mynetworks``,
+``smtpd_forbid_bare_newline_exclusions`` and similar parameters:
+``127.0.0.0/8``, ``[::1]/128``, ``10.1.2.3``, ``[2001:db8::1]``, and
+``!pattern`` negation (the first matching entry decides). ``/file/name``
+and ``type:table`` entries are not supported yet: they are skipped with a
+warning naming them, so a start never silently trusts more than configured.
+
+The address tested comes from the network (the client's IP); a string that
+is not an IP address matches nothing. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from twisted.logger import Logger
+
+from pymta.config.errors import ConfigError
+
+__all__ = ["NetworkList"]
+
+_log = Logger()
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse(entry: str) -> Network:
+    text = entry
+    prefix = ""
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError(entry)
+        prefix = text[close + 1 :]
+        text = text[1:close]
+        if prefix and not prefix.startswith("/"):
+            raise ValueError(entry)
+    elif "/" in text:
+        text, _, rest = text.partition("/")
+        prefix = "/" + rest
+    if text.lower().startswith("ipv6:"):
+        text = text[5:]
+    # strict=False: Postfix accepts 10.1.2.3/8 and masks it (with a warning).
+    return ipaddress.ip_network(text + prefix, strict=False)
+
+
+class NetworkList:
+    """An ordered list of networks; ``contains(ip)`` answers the first match."""
+
+    def __init__(self, entries: Iterable[str], parameter: str = "mynetworks") -> None:
+        self._entries: list[tuple[bool, Network]] = []
+        self.skipped: list[str] = []
+        for raw in entries:
+            entry = raw.strip()
+            if not entry:
+                continue
+            negate = entry.startswith("!")
+            if negate:
+                entry = entry[1:].strip()
+            if entry.startswith("/") or (":" in entry and not _looks_like_ip(entry)):
+                self.skipped.append(raw)
+                _log.warn(
+                    "{parameter}: {entry!r} is not supported yet (file and table entries): skipped",
+                    parameter=parameter,
+                    entry=raw,
+                )
+                continue
+            try:
+                network = _parse(entry)
+            except ValueError:
+                raise ConfigError(
+                    f"bad network {raw!r}: expected an address or address/prefix "
+                    "like 127.0.0.0/8 or [::1]/128",
+                    parameter=parameter,
+                ) from None
+            self._entries.append((negate, network))
+
+    def contains(self, ip: str) -> bool:
+        """True when the first entry that matches ``ip`` is not negated."""
+        try:
+            address = ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        for negate, network in self._entries:
+            if address.version == network.version and address in network:
+                return not negate
+        return False
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+
+def _looks_like_ip(entry: str) -> bool:
+    """True for IPv6 networks, whose colons must not be taken for type:table."""
+    if entry.startswith("["):
+        return True
+    try:
+        _parse(entry)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,102 @@
+"""The SMTP server factory: one per master.cf smtpd service.
+
+Mirrors the per-service start-up of Postfix's smtpd: parameters (after the
+service's ``-o`` overrides) are read and checked once, the restriction
+lists are parsed once, and every connection gets an
+:class:`~pymta.smtpd.protocol.SMTPServerProtocol` sharing them. A bad value
+is a ConfigError at start. Nothing here writes; connections log.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory
+
+from pymta.cleanup.interface import ICleanup
+from pymta.config.config import Config
+from pymta.config.errors import ConfigError
+from pymta.netmatch import NetworkList
+from pymta.smtpd.protocol import SMTPServerProtocol
+from pymta.smtpd.resolver import SmtpdResolver
+from pymta.smtpd.restrictions import OpenTable, Restrictions
+from pymta.tls import ServerTLS
+
+__all__ = ["SMTPServerFactory"]
+
+_BARE_NEWLINE = ("no", "normalize", "reject")
+
+
+class SMTPServerFactory(Factory):
+    """Builds SMTP sessions for one listener; see the module docstring."""
+
+    protocol = SMTPServerProtocol
+
+    def __init__(
+        self,
+        config: Config,
+        cleanup: ICleanup,
+        resolver: SmtpdResolver,
+        open_table: OpenTable,
+        tls: ServerTLS | None,
+        clock: IReactorTime,
+        service_name: str = "smtpd",
+    ) -> None:
+        self.config = config
+        self.cleanup = cleanup
+        self.resolver = resolver
+        self.tls = tls
+        self.clock = clock
+        self.service_name = service_name
+        self.myhostname = config.get("myhostname")
+        self.message_size_limit = config.get_int("message_size_limit")
+        self.line_length_limit = max(config.get_int("line_length_limit"), 512)
+        self.recipient_limit = config.get_int("smtpd_recipient_limit")
+        self.hard_error_limit = config.get_int("smtpd_hard_error_limit")
+        self.junk_command_limit = config.get_int("smtpd_junk_command_limit")
+        self.timeout = config.get_time("smtpd_timeout")
+        self.helo_required = config.get_bool("smtpd_helo_required")
+        self.disable_vrfy = config.get_bool("disable_vrfy_command")
+        self.smtputf8_enable = config.get_bool("smtputf8_enable")
+        self.bare_newline = config.get("smtpd_forbid_bare_newline").strip().lower()
+        if self.bare_newline not in _BARE_NEWLINE:
+            raise ConfigError(
+                f"bad value {self.bare_newline!r}: expected no, normalize or reject",
+                parameter="smtpd_forbid_bare_newline",
+            )
+        mynetworks = NetworkList(config.get_list("mynetworks"))
+        exclusions = config.get_list("smtpd_forbid_bare_newline_exclusions")
+        self.bare_newline_exclusions = (
+            mynetworks
+            if exclusions == config.get_list("mynetworks")
+            else NetworkList(exclusions, "smtpd_forbid_bare_newline_exclusions")
+        )
+        self.restrictions = Restrictions(config, resolver, open_table, mynetworks)
+        self.banner = f"220 {config.get('smtpd_banner')}\r\n".encode()
+        self.helo_reply = f"250 {self.myhostname}\r\n".encode()
+        self.ehlo_reply = self._ehlo(starttls=False)
+        self.ehlo_reply_tls = self._ehlo(starttls=True)
+        commands = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
+        if tls is not None:
+            commands += " STARTTLS"
+        self.help_reply = f"214 2.0.0 Commands: {commands}\r\n".encode()
+
+    def _ehlo(self, starttls: bool) -> bytes:
+        lines = [self.myhostname, "PIPELINING"]
+        lines.append(f"SIZE {self.message_size_limit}" if self.message_size_limit else "SIZE")
+        if not self.disable_vrfy:
+            lines.append("VRFY")
+        if starttls:
+            lines.append("STARTTLS")
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        if self.smtputf8_enable:
+            lines.append("SMTPUTF8")
+        text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
+        return text.encode()
+
+    def client_name(self, address: str) -> str:
+        """The client's host name for logs and Received: "unknown" without
+        reverse DNS (Postfix's answer when it does no lookup); a hook for later."""
+        return "unknown"
+
+    def buildProtocol(self, addr: IAddress) -> SMTPServerProtocol:  # type: ignore[override]
+        return SMTPServerProtocol(self)

@@ -1,0 +1,728 @@
+"""The ESMTP server protocol: one connection, RFC 5321 with pipelining.
+
+Mirrors Postfix's smtpd.c (command loop, replies, limits) and smtpd_chat.c
+(reply batching). Everything read here is untrusted network input.
+
+Input handling is done on raw bytes with ``bytes.find``: commands are split
+at LF (a bare LF is a line end only as ``smtpd_forbid_bare_newline``
+allows), and message content is kept in whole chunks while searching for
+the only end of data there is, CR LF . CR LF (no SMTP smuggling). At the
+end of data the body is converted to the internal form (LF line ends,
+dot-unstuffed) with a few whole-buffer byte operations.
+
+Replies always go out in command order (RFC 2920): while the answer to a
+command is pending (cleanup's Deferred), no further input is parsed. The
+replies to a batch of pipelined commands go out in one write. Every reply
+carries an enhanced status code (RFC 2034), except the greeting and the
+HELO/EHLO replies, which RFC 2034 leaves without one.
+
+Writes: the message to cleanup (which makes it durable before smtpd says
+250). Logs, as Postfix's smtpd does: ``connect from``, ``QID: client=``,
+``NOQUEUE: reject: RCPT from ...``, ``lost connection after``,
+``timeout after``, ``disconnect from ... commands=N``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pymta.address import AddressError, parse_esmtp_params, parse_path
+from pymta.cleanup.interface import CleanupRejected
+from pymta.maillog import maillog
+from pymta.queue.model import Envelope, Recipient
+from pymta.smtpd.restrictions import Reject
+from pymta.smtpd.session import Session
+from pymta.tls import describe
+
+if TYPE_CHECKING:
+    from pymta.smtpd.factory import SMTPServerFactory
+
+__all__ = ["SMTPServerProtocol"]
+
+_log = Logger()
+
+_COMMAND = 0
+_DATA = 1
+
+_EOD = b"\r\n.\r\n"
+
+# Reply constants (bytes, CRLF-terminated): one table shared by server and tests.
+R_OK = b"250 2.0.0 Ok\r\n"
+R_MAIL_OK = b"250 2.1.0 Ok\r\n"
+R_RCPT_OK = b"250 2.1.5 Ok\r\n"
+R_DATA_GO = b"354 End data with <CR><LF>.<CR><LF>\r\n"
+R_BYE = b"221 2.0.0 Bye\r\n"
+R_TLS_GO = b"220 2.0.0 Ready to start TLS\r\n"
+R_UNKNOWN = b"502 5.5.2 Error: command not recognized\r\n"
+R_TOO_LONG = b"500 5.5.2 Error: line too long\r\n"
+R_BAD_UTF8 = b"500 5.5.2 Error: bad UTF-8 syntax\r\n"
+R_BARE_LF = b"550 5.5.2 Error: bare <LF> received\r\n"
+R_NESTED_MAIL = b"503 5.5.1 Error: nested MAIL command\r\n"
+R_NEED_MAIL = b"503 5.5.1 Error: need MAIL command\r\n"
+R_NEED_RCPT = b"503 5.5.1 Error: need RCPT command\r\n"
+R_NO_RCPT = b"554 5.5.1 Error: no valid recipients\r\n"
+R_NEED_HELO = b"503 5.5.1 Error: send HELO/EHLO first\r\n"
+R_NEED_TLS = b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+R_TOO_MANY_RCPT = b"452 4.5.3 Error: too many recipients\r\n"
+R_SIZE_DECLARED = b"552 5.3.4 Message size exceeds fixed limit\r\n"
+R_TOO_BIG = b"552 5.3.4 Error: message file too big\r\n"
+R_NEED_SMTPUTF8 = b"553 5.6.7 Must declare SMTPUTF8 to send unicode address\r\n"
+R_VRFY_DISABLED = b"502 5.5.1 VRFY command is disabled\r\n"
+R_NO_TLS = b"502 5.5.1 Error: command not implemented\r\n"
+R_TLS_ACTIVE = b"554 5.5.1 Error: TLS already active\r\n"
+R_SYNC = b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+R_QUEUE_ERROR = b"451 4.3.0 Error: queue file write error\r\n"
+
+# Command names in the order Postfix's disconnect line lists them.
+_COUNTED = (
+    "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data",
+    "rset", "noop", "vrfy", "help", "quit", "unknown",
+)  # fmt: skip
+_JUNK = frozenset(("rset", "noop", "vrfy", "help"))
+
+
+def _syntax(text: str) -> bytes:
+    return f"501 5.5.4 Syntax: {text}\r\n".encode()
+
+
+class SMTPServerProtocol(Protocol):
+    """One SMTP session; configuration and collaborators come from the factory."""
+
+    def __init__(self, factory: SMTPServerFactory) -> None:
+        self.factory = factory
+        self.session: Session = Session("")
+        self._buf = b""
+        self._mode = _COMMAND
+        self._paused = False
+        self._in_process = False
+        self._closing = False
+        self._connected = False
+        self._overlong = False
+        self._producer_paused = False
+        self._out: list[bytes] = []
+        self._failed = False
+        self._errors = 0
+        self._junk = 0
+        self._counts: dict[str, list[int]] = {}
+        self._last_command = "CONNECT"
+        self._timer: IDelayedCall | None = None
+        self._tls_active = False
+        self._quit = False
+        self._bare_lf_reject = False
+        self._client_reject: Reject | None = None
+        # DATA state
+        self._chunks: list[bytes] = []
+        self._tail = b""
+        self._size = 0
+        self._too_big = False
+
+    # -- connection -------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        f = self.factory
+        peer: Any = self.transport.getPeer()  # type: ignore[union-attr]
+        address = str(getattr(peer, "host", "unknown"))
+        if address.startswith("::ffff:") and "." in address:
+            address = address[7:]
+        self.session = Session(
+            client_address=address,
+            client_port=int(getattr(peer, "port", 0) or 0),
+            client_name=f.client_name(address),
+        )
+        self._connected = True
+        excluded = f.bare_newline_exclusions.contains(address)
+        self._bare_lf_reject = f.bare_newline == "reject" and not excluded
+        maillog(f.service_name, f"connect from {self.session.client}")
+        self._timer = f.clock.callLater(f.timeout, self._timed_out)
+        if not f.restrictions.delay_reject and f.restrictions.client:
+            self._client_reject = f.restrictions.check_client(self.session)
+        self.transport.write(f.banner)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._connected = False
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._chunks = []
+        if not self._quit and not self._closing:
+            maillog(
+                self.factory.service_name,
+                f"lost connection after {self._last_command} from {self.session.client}",
+            )
+        maillog(self.factory.service_name, f"disconnect from {self.session.client}{self._stats()}")
+
+    def _stats(self) -> str:
+        parts: list[str] = []
+        total_ok = total = 0
+        for name in _COUNTED:
+            count = self._counts.get(name)
+            if count is None:
+                continue
+            ok, n = count
+            total_ok += ok
+            total += n
+            parts.append(f" {name}={ok}" if ok == n else f" {name}={ok}/{n}")
+        ratio = f"{total_ok}" if total_ok == total else f"{total_ok}/{total}"
+        parts.append(f" commands={ratio}")
+        return "".join(parts)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._connected:
+            return
+        if self._paused:
+            # Waiting for cleanup is not client idleness.
+            self._timer = self.factory.clock.callLater(self.factory.timeout, self._timed_out)
+            return
+        maillog(
+            self.factory.service_name,
+            f"timeout after {self._last_command} from {self.session.client}",
+        )
+        host = self.factory.myhostname
+        self._out.append(f"421 4.4.2 {host} Error: timeout exceeded\r\n".encode())
+        self._close()
+        self._flush()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._flush()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # -- input --------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._timer is not None:
+            self._timer.reset(self.factory.timeout)
+        self._buf = self._buf + data if self._buf else data
+        if self._paused:
+            if len(self._buf) > 1 << 20 and not self._producer_paused:
+                self._producer_paused = True
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+            return
+        self._process()
+
+    def _process(self) -> None:
+        self._in_process = True
+        try:
+            self._process_loop()
+        finally:
+            self._in_process = False
+        self._flush()
+
+    def _process_loop(self) -> None:
+        buf = self._buf
+        pos = 0
+        limit = self.factory.line_length_limit
+        while not self._paused and not self._closing:
+            if self._mode == _DATA:
+                if pos >= len(buf):
+                    buf, pos = b"", 0
+                    break
+                rest = self._feed_data(buf[pos:] if pos else buf)
+                buf, pos = (rest or b""), 0
+                continue
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if len(buf) - pos > limit:
+                    # Never buffer an endless line: drop it, answer at its end.
+                    self._overlong = True
+                    buf, pos = b"", 0
+                break
+            line = buf[pos:nl]
+            pos = nl + 1
+            if self._overlong:
+                self._overlong = False
+                self._last_command = "UNKNOWN"
+                self._error(R_TOO_LONG)
+                continue
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            elif self._bare_lf_reject:
+                self._error(R_BARE_LF)
+                continue
+            if len(line) > limit:
+                self._error(R_TOO_LONG)
+                continue
+            self._buf = buf[pos:]
+            buf, pos = self._buf, 0
+            self._command(line)
+            # A handler may have replaced the buffer (STARTTLS discards it).
+            buf = self._buf
+        self._buf = buf[pos:] if pos else buf
+
+    # -- replies --------------------------------------------------------------------
+
+    def _reply(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def _error(self, data: bytes) -> None:
+        self._out.append(data)
+        self._failed = True
+        self._errors += 1
+        f = self.factory
+        if self._errors >= f.hard_error_limit and not self._closing:
+            maillog(
+                f.service_name,
+                f"too many errors after {self._last_command} from {self.session.client}",
+            )
+            self._out.append(f"421 4.7.0 {f.myhostname} Error: too many errors\r\n".encode())
+            self._close()
+
+    def _reject(self, reject: Reject, stage: str, recipient: str | None = None) -> None:
+        """Reply with a restriction's refusal and log it like Postfix's smtpd_check."""
+        s = self.session
+        parts = [f"NOQUEUE: reject: {stage} from {s.client}: {reject.line()}"]
+        if s.sender is not None:
+            parts.append(f"; from=<{s.sender}>")
+        if recipient is not None:
+            parts.append(f" to=<{recipient}>")
+        parts.append(f" proto={s.log_protocol}")
+        if s.helo_name:
+            parts.append(f" helo=<{s.helo_name}>")
+        maillog(self.factory.service_name, "".join(parts))
+        self._error(f"{reject.line()}\r\n".encode())
+
+    def _flush(self) -> None:
+        if self._out and self.transport is not None and self._connected:
+            out = self._out
+            self._out = []
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _command(self, line: bytes) -> None:
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            try:
+                if not self.factory.smtputf8_enable:
+                    raise UnicodeDecodeError("utf-8", line, 0, 1, "SMTPUTF8 is off")
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                self._last_command = "UNKNOWN"
+                self._count("unknown", self._error, R_BAD_UTF8)
+                return
+        verb, _, arg = text.partition(" ")
+        name = verb.lower()
+        handler = _HANDLERS.get(name)
+        if self._tls_active and not self.session.tls:
+            self.session.tls = describe(self.transport) or "TLS"
+        if handler is None:
+            self._last_command = "UNKNOWN"
+            self._count("unknown", self._error, R_UNKNOWN)
+            return
+        self._last_command = verb.upper()
+        self._failed = False
+        if name in _JUNK:
+            self._junk += 1
+            if self._junk > self.factory.junk_command_limit:
+                self._errors += 1
+        handler(self, arg.strip(" \t"))
+        count = self._counts.get(name)
+        if count is None:
+            count = self._counts[name] = [0, 0]
+        count[1] += 1
+        if not self._failed:
+            count[0] += 1
+
+    def _count(self, name: str, action: Any, reply: bytes) -> None:
+        count = self._counts.setdefault(name, [0, 0])
+        count[1] += 1
+        action(reply)
+
+    def do_ehlo(self, arg: str) -> None:
+        if not arg:
+            self._error(_syntax("EHLO hostname"))
+            return
+        self._greet(arg, esmtp=True)
+
+    def do_helo(self, arg: str) -> None:
+        if not arg:
+            self._error(_syntax("HELO hostname"))
+            return
+        self._greet(arg, esmtp=False)
+
+    def _greet(self, name: str, esmtp: bool) -> None:
+        s = self.session
+        f = self.factory
+        s.reset_transaction()
+        s.helo_name = name
+        s.esmtp = esmtp
+        if self._client_reject is not None:
+            self._reject(self._client_reject, "CONNECT")
+            return
+        if not f.restrictions.delay_reject and f.restrictions.helo:
+            reject = f.restrictions.check_helo(s)
+            if reject is not None:
+                self._reject(reject, "HELO")
+                return
+        if not esmtp:
+            self._reply(f.helo_reply)
+        elif f.tls is not None and not self._tls_active:
+            self._reply(f.ehlo_reply_tls)
+        else:
+            self._reply(f.ehlo_reply)
+
+    def do_mail(self, arg: str) -> None:
+        s = self.session
+        f = self.factory
+        if s.sender is not None:
+            self._error(R_NESTED_MAIL)
+            return
+        if f.helo_required and not s.helo_name:
+            self._error(R_NEED_HELO)
+            return
+        if f.tls is not None and f.tls.required and not self._tls_active:
+            self._error(R_NEED_TLS)
+            return
+        if arg[:5].upper() != "FROM:":
+            self._error(_syntax("MAIL FROM:<address>"))
+            return
+        try:
+            sender, rest = parse_path(arg[5:], sender=True)
+            params = parse_esmtp_params(rest) if rest else {}
+        except AddressError as e:
+            self._error(f"{e.reply()}\r\n".encode())
+            return
+        size = 0
+        body = ""
+        smtputf8 = False
+        for key, value in params.items():
+            if not s.esmtp:
+                self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
+                return
+            if key == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    self._error(b"501 5.5.4 Bad message size syntax\r\n")
+                    return
+                size = int(value)
+            elif key == "BODY":
+                body = (value or "").upper()
+                if body not in ("7BIT", "8BITMIME"):
+                    self._error(b"501 5.5.4 Unsupported BODY parameter value\r\n")
+                    return
+            elif key == "SMTPUTF8" and value is None and f.smtputf8_enable:
+                smtputf8 = True
+            elif key == "AUTH":
+                # RFC 4954 section 5: without AUTH the parameter is ignored.
+                continue
+            else:
+                self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
+                return
+        if not smtputf8 and not sender.isascii():
+            self._error(R_NEED_SMTPUTF8)
+            return
+        if f.message_size_limit and size > f.message_size_limit:
+            self._reject(Reject(552, "5.3.4", "Message size exceeds fixed limit"), "MAIL")
+            return
+        if self._client_reject is not None:
+            self._reject(self._client_reject, "MAIL")
+            return
+        if not f.restrictions.delay_reject and f.restrictions.sender:
+            reject = f.restrictions.check_sender(s, sender)
+            if reject is not None:
+                self._reject(reject, "MAIL")
+                return
+        s.sender = sender
+        s.declared_size = size
+        s.body = body
+        s.smtputf8 = smtputf8
+        self._reply(R_MAIL_OK)
+
+    def do_rcpt(self, arg: str) -> None:
+        s = self.session
+        f = self.factory
+        if s.sender is None:
+            self._error(R_NEED_MAIL)
+            return
+        if arg[:3].upper() != "TO:":
+            self._error(_syntax("RCPT TO:<address>"))
+            return
+        try:
+            recipient, rest = parse_path(arg[3:])
+            params = parse_esmtp_params(rest) if rest else {}
+        except AddressError as e:
+            self._error(f"{e.reply()}\r\n".encode())
+            return
+        for key in params:
+            # DSN (NOTIFY, ORCPT) is not offered yet.
+            self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
+            return
+        if not s.smtputf8 and not recipient.isascii():
+            self._error(R_NEED_SMTPUTF8)
+            return
+        if len(s.recipients) >= f.recipient_limit:
+            self._error(R_TOO_MANY_RCPT)
+            return
+        if self._client_reject is not None:
+            self._reject(self._client_reject, "RCPT", recipient)
+            return
+        reject = f.restrictions.check_recipient(s, recipient)
+        if reject is not None:
+            self._reject(reject, "RCPT", recipient)
+            return
+        s.recipients.append(recipient)
+        self._reply(R_RCPT_OK)
+
+    def do_data(self, arg: str) -> None:
+        s = self.session
+        f = self.factory
+        if arg:
+            self._error(_syntax("DATA"))
+        elif s.sender is None:
+            self._error(R_NEED_RCPT)
+        elif not s.recipients:
+            self._error(R_NO_RCPT)
+        else:
+            reject = f.restrictions.check_data(s) if f.restrictions.data else None
+            if reject is None:
+                self._reply(R_DATA_GO)
+                self._mode = _DATA
+                # The CR LF that ended the DATA line starts the content, so
+                # that "." on the very first line ends an empty message.
+                self._chunks = [b"\r\n"]
+                self._tail = b"\r\n"
+                self._size = 0
+                self._too_big = False
+                return
+            self._reject(reject, "DATA")
+        if self._buf and not self._closing:
+            # Content pipelined behind a refused DATA must not run as
+            # commands (Postfix's smtpd_forbid_unauth_pipelining).
+            maillog(
+                f.service_name,
+                f"improper command pipelining after DATA from {s.client}",
+            )
+            self._buf = b""
+            self._out.append(R_SYNC)
+            self._close()
+
+    def do_rset(self, arg: str) -> None:
+        if arg:
+            self._error(_syntax("RSET"))
+            return
+        self.session.reset_transaction()
+        self._reply(R_OK)
+
+    def do_noop(self, arg: str) -> None:
+        self._reply(R_OK)
+
+    def do_quit(self, arg: str) -> None:
+        self._quit = True
+        self._reply(R_BYE)
+        self._close()
+
+    def do_vrfy(self, arg: str) -> None:
+        f = self.factory
+        if f.disable_vrfy:
+            self._error(R_VRFY_DISABLED)
+            return
+        if not arg:
+            self._error(_syntax("VRFY address"))
+            return
+        try:
+            address, _ = parse_path(arg)
+        except AddressError as e:
+            self._error(f"{e.reply()}\r\n".encode())
+            return
+        reject = f.restrictions.check_vrfy(self.session, address)
+        if reject is not None:
+            self._reject(reject, "VRFY", address)
+            return
+        # Postfix cannot tell whether delivery will succeed: 252 (RFC 5321 3.5.3).
+        self._reply(f"252 2.0.0 {address}\r\n".encode())
+
+    def do_help(self, arg: str) -> None:
+        self._reply(self.factory.help_reply)
+
+    def do_starttls(self, arg: str) -> None:
+        f = self.factory
+        if f.tls is None:
+            self._error(R_NO_TLS)
+            return
+        if self._tls_active:
+            self._error(R_TLS_ACTIVE)
+            return
+        if arg:
+            self._error(_syntax("STARTTLS"))
+            return
+        self._reply(R_TLS_GO)
+        self._flush()
+        if self._buf:
+            # CVE-2011-0411: what came before the handshake is not to be trusted.
+            maillog(
+                f.service_name,
+                f"improper command pipelining after STARTTLS from {self.session.client}: "
+                f"{len(self._buf)} bytes discarded",
+            )
+            self._buf = b""
+        self.transport.startTLS(f.tls)  # type: ignore[union-attr]
+        self._tls_active = True
+        # RFC 3207 section 4.2: forget everything learned before TLS.
+        self.session.forget_greeting()
+
+    # -- DATA ------------------------------------------------------------------------
+
+    def _store(self, data: bytes) -> None:
+        if self._too_big or not data:
+            return
+        self._chunks.append(data)
+        # Size in the internal form: each CR LF becomes LF.
+        self._size += len(data) - data.count(b"\n")
+        limit = self.factory.message_size_limit
+        if limit and self._size > limit:
+            # Keep reading to the end of data, but keep nothing.
+            self._too_big = True
+            self._chunks = []
+
+    def _trim(self, n: int) -> None:
+        if self._too_big:
+            return
+        chunks = self._chunks
+        while n > 0 and chunks:
+            last = chunks[-1]
+            if len(last) <= n:
+                chunks.pop()
+                n -= len(last)
+            else:
+                chunks[-1] = last[:-n]
+                n = 0
+
+    def _feed_data(self, data: bytes) -> bytes | None:
+        """Consume content; returns what follows the end of data, or None."""
+        tail = self._tail
+        head = tail + data[:4]
+        j = head.find(_EOD)
+        if 0 <= j < len(tail):
+            end = j
+        else:
+            i = data.find(_EOD)
+            end = len(tail) + i if i >= 0 else -1
+        if end < 0:
+            self._store(data)
+            self._tail = head[-4:] if len(data) < 4 else data[-4:]
+            return None
+        body_end = end + 2 - len(tail)
+        if body_end >= 0:
+            self._store(data[:body_end])
+        else:
+            self._trim(-body_end)
+        rest = data[end + 5 - len(tail) :]
+        self._mode = _COMMAND
+        self._last_command = "END-OF-MESSAGE"
+        self._end_of_data()
+        return rest
+
+    def _end_of_data(self) -> None:
+        f = self.factory
+        s = self.session
+        chunks = self._chunks
+        self._chunks = []
+        self._failed = False
+        count = self._counts.get("data")
+        if self._too_big:
+            self._reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
+            self._data_failed(count)
+            return
+        raw = b"".join(chunks)
+        if self._bare_lf_reject and raw.count(b"\n") != raw.count(b"\r\n"):
+            self._reject(Reject(550, "5.5.2", "Error: bare <LF> received"), "END-OF-MESSAGE")
+            self._data_failed(count)
+            return
+        # CR LF -> LF, then dot-unstuffing (RFC 5321 4.5.2) at every line
+        # start; the leading CR LF stands for the DATA line's end.
+        content = raw.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")[1:]
+        if f.message_size_limit and len(content) > f.message_size_limit:
+            self._reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
+            self._data_failed(count)
+            return
+        attributes = {
+            "client_name": s.client_name,
+            "client_address": s.client_address,
+            "client_port": str(s.client_port),
+            "helo_name": s.helo_name,
+            "protocol": s.protocol,
+        }
+        if s.tls:
+            attributes["tls"] = s.tls
+        if s.sasl_username:
+            attributes["sasl_username"] = s.sasl_username
+        if s.smtputf8:
+            attributes["smtputf8"] = "yes"
+        if s.body:
+            attributes["body"] = s.body
+        envelope = Envelope(
+            s.sender or "",
+            [Recipient(address=r, original=r) for r in s.recipients],
+            arrival_time=f.clock.seconds(),
+            attributes=attributes,
+        )
+        s.reset_transaction()
+        self._paused = True
+        try:
+            d: Deferred[str] = f.cleanup.submit(envelope, content)
+        except Exception:
+            d = fail()
+        d.addCallbacks(self._queued, self._not_queued)
+
+    def _data_failed(self, count: list[int] | None) -> None:
+        self.session.reset_transaction()
+        if count is not None and count[0] > 0:
+            count[0] -= 1
+
+    def _queued(self, queue_id: str) -> None:
+        maillog(self.factory.service_name, f"{queue_id}: client={self.session.client}")
+        self._out.append(f"250 2.0.0 Ok: queued as {queue_id}\r\n".encode())
+        self._resume()
+
+    def _not_queued(self, failure: Failure) -> None:
+        count = self._counts.get("data")
+        if count is not None and count[0] > 0:
+            count[0] -= 1
+        if failure.check(CleanupRejected):
+            e: CleanupRejected = failure.value  # type: ignore[assignment]
+            self._error(f"{e.code} {e.status} {e.text}\r\n".encode())
+        else:
+            _log.failure("cleanup failed", failure)
+            maillog(
+                self.factory.service_name,
+                f"warning: queue file write error from {self.session.client}: "
+                f"{failure.getErrorMessage()}",
+            )
+            self._error(R_QUEUE_ERROR)
+        self._resume()
+
+    def _resume(self) -> None:
+        self._paused = False
+        if not self._connected:
+            self._out = []
+            return
+        if self._producer_paused:
+            self._producer_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+        if not self._in_process:
+            self._process()
+
+
+_HANDLERS = {
+    "ehlo": SMTPServerProtocol.do_ehlo,
+    "helo": SMTPServerProtocol.do_helo,
+    "mail": SMTPServerProtocol.do_mail,
+    "rcpt": SMTPServerProtocol.do_rcpt,
+    "data": SMTPServerProtocol.do_data,
+    "rset": SMTPServerProtocol.do_rset,
+    "noop": SMTPServerProtocol.do_noop,
+    "quit": SMTPServerProtocol.do_quit,
+    "vrfy": SMTPServerProtocol.do_vrfy,
+    "help": SMTPServerProtocol.do_help,
+    "starttls": SMTPServerProtocol.do_starttls,
+}

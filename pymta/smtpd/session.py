@@ -1,0 +1,61 @@
+"""What smtpd knows about one SMTP session and its current mail transaction.
+
+Read by the restrictions and by the hand-off to cleanup. Every field that
+came from the network (helo_name, sender, recipients) is untrusted text
+that already passed address syntax checks. Nothing here logs or writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Session"]
+
+
+@dataclass
+class Session:
+    """One connection: the client, its greeting, TLS/SASL state, the transaction."""
+
+    client_address: str
+    client_port: int = 0
+    client_name: str = "unknown"
+    helo_name: str = ""
+    esmtp: bool = False
+    tls: str = ""
+    sasl_username: str = ""
+    # The current transaction: sender is None until MAIL succeeds.
+    sender: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    smtputf8: bool = False
+    body: str = ""
+    declared_size: int = 0
+
+    @property
+    def client(self) -> str:
+        """``name[address]``, as Postfix logs the client."""
+        return f"{self.client_name}[{self.client_address}]"
+
+    @property
+    def protocol(self) -> str:
+        """The RFC 3848 ``with`` keyword: SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA."""
+        if not self.esmtp:
+            return "SMTP"
+        return "ESMTP" + ("S" if self.tls else "") + ("A" if self.sasl_username else "")
+
+    @property
+    def log_protocol(self) -> str:
+        """``proto=`` in Postfix's reject lines: SMTP or ESMTP."""
+        return "ESMTP" if self.esmtp else "SMTP"
+
+    def reset_transaction(self) -> None:
+        self.sender = None
+        self.recipients = []
+        self.smtputf8 = False
+        self.body = ""
+        self.declared_size = 0
+
+    def forget_greeting(self) -> None:
+        """After STARTTLS (RFC 3207 section 4.2): back to the state before EHLO."""
+        self.reset_transaction()
+        self.helo_name = ""
+        self.esmtp = False

@@ -1,0 +1,197 @@
+"""TLS for every pymta server: certificates, contexts, and the log description.
+
+Mirrors Postfix's tls_mgr/tls_server pieces. Shared by smtpd (STARTTLS),
+POP3 (STLS) and IMAP (STARTTLS), and by implicit-TLS ports: a
+:class:`ServerTLS` is an old-style Twisted context factory (``getContext``),
+so ``transport.startTLS(server_tls)`` and
+``SSL4ServerEndpoint(reactor, port, server_tls)`` both take it.
+
+Parameters: ``smtpd_tls_security_level`` (none/"" = no TLS, may = offer,
+encrypt = require), ``smtpd_tls_cert_file`` and ``smtpd_tls_key_file``
+(PEM). Contexts allow TLS 1.2 and later with forward-secret AEAD ciphers
+only. :func:`ensure_self_signed` writes a certificate and a 0600 private
+key (atomically: temporary name, fsync, rename) when they are missing, for
+the embedded default configuration. It logs what it creates.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.logger import Logger
+
+from pymta.config.config import Config
+from pymta.config.errors import ConfigError
+
+__all__ = ["CIPHERS_TLS12", "ServerTLS", "describe", "ensure_self_signed"]
+
+_log = Logger()
+
+# TLS 1.2: ECDHE/DHE key exchange (forward secrecy) with AEAD ciphers only.
+# TLS 1.3 suites are all forward secret and AEAD already.
+CIPHERS_TLS12 = (
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-GCM-SHA256"
+)
+
+_LEVELS = ("", "none", "may", "encrypt")
+
+
+class ServerTLS:
+    """A server TLS context from a certificate chain and key (PEM files).
+
+    ``required`` is True for ``smtpd_tls_security_level = encrypt``.
+    """
+
+    def __init__(self, cert_file: str, key_file: str, required: bool = False) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.required = required
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_options(
+            SSL.OP_NO_COMPRESSION
+            | SSL.OP_CIPHER_SERVER_PREFERENCE
+            | SSL.OP_SINGLE_ECDH_USE
+            | SSL.OP_SINGLE_DH_USE
+            | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+        )
+        ctx.set_cipher_list(CIPHERS_TLS12.encode("ascii"))
+        try:
+            ctx.use_certificate_chain_file(cert_file.encode())
+            ctx.use_privatekey_file(key_file.encode())
+            ctx.check_privatekey()
+        except (SSL.Error, OSError) as e:
+            raise ConfigError(
+                f"cannot load certificate {cert_file!r} / key {key_file!r}: {e}",
+                parameter="smtpd_tls_cert_file",
+            ) from None
+        self._context = ctx
+
+    def getContext(self) -> SSL.Context:
+        return self._context
+
+    @classmethod
+    def from_config(cls, config: Config, prefix: str = "smtpd") -> ServerTLS | None:
+        """None for security level none/"", else a context (may, encrypt).
+
+        ``prefix`` picks the parameter family (``smtpd_tls_*``).
+        """
+        level_name = f"{prefix}_tls_security_level"
+        level = config.get(level_name).strip().lower()
+        if level not in _LEVELS:
+            raise ConfigError(
+                f"bad value {level!r}: expected none, may or encrypt", parameter=level_name
+            )
+        if level in ("", "none"):
+            return None
+        cert = config.get(f"{prefix}_tls_cert_file").strip()
+        key = config.get(f"{prefix}_tls_key_file").strip() or cert
+        if not cert:
+            raise ConfigError(
+                f"{level_name} = {level} needs a certificate",
+                parameter=f"{prefix}_tls_cert_file",
+            )
+        return cls(cert, key, required=(level == "encrypt"))
+
+
+def describe(transport: Any) -> str:
+    """Postfix-style ``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)``.
+
+    ``transport`` is a TLS transport (after startTLS, or on an implicit-TLS
+    port); "" when it carries no TLS connection or the handshake has not
+    finished.
+    """
+    try:
+        conn = transport.getHandle()
+    except Exception:
+        return ""
+    if not isinstance(conn, SSL.Connection):
+        return ""
+    version = conn.get_protocol_version_name()
+    cipher = conn.get_cipher_name()
+    bits = conn.get_cipher_bits()
+    if not cipher or version == "Unknown":
+        return ""
+    return f"{version} with cipher {cipher} ({bits}/{bits} bits)"
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def ensure_self_signed(
+    cert_path: str | os.PathLike[str],
+    key_path: str | os.PathLike[str],
+    hostname: str,
+    now: datetime.datetime | None = None,
+) -> bool:
+    """Make a self-signed certificate for ``hostname`` unless both files exist.
+
+    EC P-256 key, SAN = hostname, valid ten years from ``now``. The key is
+    written 0600. Returns True when new files were written.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_file = Path(cert_path)
+    key_file = Path(key_path)
+    if cert_file.exists() and key_file.exists():
+        return False
+    if now is None:
+        now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    try:
+        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        san = x509.DNSName(hostname)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    cert_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(key_file, key_pem, 0o600)
+    _write_atomic(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _log.info(
+        "created a self-signed certificate for {hostname} in {cert} (key {key})",
+        hostname=hostname,
+        cert=str(cert_file),
+        key=str(key_file),
+    )
+    return True
