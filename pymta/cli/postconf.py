@@ -255,10 +255,10 @@ def edit_main_cf(
 ) -> str:
     """main.cf text with parameters set, removed or commented out.
 
-    The first definition of a set parameter becomes ``name = value`` (its
-    continuation lines go, comments and blank lines stay); later definitions
-    of it are dropped so the new value is the one in effect; a parameter not
-    yet defined is appended at the end.
+    Every definition of a set parameter becomes ``name = value`` (its
+    continuation lines go, comments and blank lines stay), as Postfix's
+    ``postconf -e`` does; a parameter not yet defined is appended at the end
+    (after a newline, which Postfix forgets when the file lacks one).
     """
     assignments = dict(assignments or {})
     removed, commented = set(remove), set(comment)
@@ -284,9 +284,8 @@ def edit_main_cf(
         name = line.partition("=")[0].strip()
         if name in assignments:
             skipping = True
-            if name not in done:
-                done.add(name)
-                out.append(f"{_line(name, assignments[name], False)}\n")
+            done.add(name)
+            out.append(f"{_line(name, assignments[name], False)}\n")
             continue
         if name in removed:
             skipping = True
