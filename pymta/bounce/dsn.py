@@ -144,7 +144,7 @@ def compose(
         line = f"<{rcpt.address}>"
         if rcpt.original and rcpt.original.lower() != rcpt.address.lower():
             line += f" (expanded from <{rcpt.original}>)"
-        reason = _one_line(status.diagnostic or status.reason)
+        reason = _one_line(status.reason)
         out.extend([f"{line}: {reason}", ""])
     out.extend(
         [

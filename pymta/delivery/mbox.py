@@ -11,7 +11,8 @@ The append is durable (through the group-commit barrier) before the locks
 are released and before the Deferred fires.
 
 Untrusted input: the message content (quoted, never interpreted). May write:
-the mbox file (created 0600) and ``<mbox>.lock``.
+the mbox file (created 0600, missing parent directories 0700) and
+``<mbox>.lock``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def append(
     Raises MailboxBusy, MailboxLimit or OSError synchronously when the append
     cannot start; errbacks with OSError when the sync fails.
     """
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        # virtual(8) creates missing parent directories of a mailbox file.
+        os.makedirs(parent, mode=0o700, exist_ok=True)
     dotlock = _dotlock(path, now) if "dotlock" in locks else None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
