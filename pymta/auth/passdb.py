@@ -5,10 +5,10 @@ Parameters (pymta-only, named in main.cf style after Dovecot's settings):
 ``pymta_passdb = passwd-file:$config_directory/passwd``
     The password database, ``type:name``. Only ``passwd-file:PATH`` (Dovecot's
     format, see pymta.auth.passwdfile) exists now.
-``pymta_auth_failure_delay_max = 15s``
-    A failed login waits 0.5 s before its reply; every further failure for
-    the same client address or user doubles that, up to this cap (Dovecot's
-    auth_failure_delay and anvil penalty).
+``pymta_auth_failure_delay = 2s``, ``pymta_auth_failure_max_delay = 15s``
+    A failed login waits ``pymta_auth_failure_delay`` before its reply; every
+    further failure for the same client address or user doubles that, up to
+    the maximum (Dovecot's auth_failure_delay and anvil's auth penalty).
 
 The mailbox of a user is found by :class:`~pymta.auth.locate.MailboxLocator`
 (passwd-file ``mail=``/``home``, then ``virtual_mailbox_maps`` under
@@ -35,7 +35,6 @@ from pymta.config.expand import expand
 from pymta.mailstore.interface import IMailStore
 
 PASSDB_DEFAULT = "passwd-file:$config_directory/passwd"
-FAILURE_DELAY_MAX_DEFAULT = "15s"
 
 
 def config_value(config: Config, name: str, default: str) -> str:
@@ -65,15 +64,9 @@ def checker_from_config(
 ) -> PasswdFileChecker:
     """The passwd-file checker of ``pymta_passdb`` (one per process, shared by protocols)."""
     passwd = PasswdFile(passwd_path(config), clock)
-    delay_max = config_value(config, "pymta_auth_failure_delay_max", FAILURE_DELAY_MAX_DEFAULT)
-    try:
-        cap = float(delay_max.rstrip("s"))
-    except ValueError:
-        raise ConfigError(
-            f"bad value {delay_max!r}: expected seconds like 15s",
-            parameter="pymta_auth_failure_delay_max",
-        ) from None
-    throttle = LoginThrottle(clock, base=0.5, cap=cap)
+    base = config.get_time("pymta_auth_failure_delay")
+    cap = config.get_time("pymta_auth_failure_max_delay")
+    throttle = LoginThrottle(clock, base=base, cap=max(base, cap))
     return PasswdFileChecker(passwd, clock, throttle=throttle, run_in_thread=run_in_thread)
 
 

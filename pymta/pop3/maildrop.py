@@ -1,0 +1,122 @@
+"""One POP3 session's view of a mailbox: the maildrop of RFC 1939.
+
+The message list is fixed when the session enters the TRANSACTION state
+(messages that arrive later are not shown, RFC 1939 section 8); numbers
+count from 1 in UID order. DELE only marks; RSET unmarks; :meth:`commit`
+(the UPDATE state after a clean QUIT) expunges the marked messages from the
+folder. A dropped connection never commits.
+
+UIDL values are the store's UID and the folder's UIDVALIDITY as Dovecot's
+default ``pop3_uidl_format = %08Xu%08Xv`` prints them, so they are stable
+across sessions and restarts, and the same as Dovecot's for the same
+Maildir index.
+
+Untrusted input: message numbers from the client (validated here).
+Reads messages through the IFolder (blocking disk reads of one message).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pymta.mailstore.interface import FlagMode, IFolder, MailStoreError, MessageInfo
+
+
+class BadMessageNumber(Exception):
+    """A message number that is not valid in this session (text is the -ERR reply)."""
+
+
+@dataclass
+class SessionCounters:
+    """What the logout log line reports (Dovecot's top=, retr=, del=, size=)."""
+
+    top_count: int = 0
+    top_bytes: int = 0
+    retr_count: int = 0
+    retr_bytes: int = 0
+
+
+class Maildrop:
+    """The numbered message list of one session, with deletion marks."""
+
+    def __init__(self, folder: IFolder, messages: list[MessageInfo]) -> None:
+        self.folder = folder
+        self._messages = list(messages)
+        self._deleted: set[int] = set()
+        self._retrieved: set[int] = set()
+        self.uidvalidity: int = folder.uidvalidity
+        self.counters = SessionCounters()
+        self.initial_count = len(self._messages)
+        self.initial_size = sum(m.rfc822_size for m in self._messages)
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def parse_number(self, arg: str) -> int:
+        """A message number from the client; BadMessageNumber if invalid or deleted."""
+        if not arg.isdigit() or len(arg) > 10:
+            raise BadMessageNumber(f"Invalid message number: {arg[:20]}")
+        n = int(arg)
+        if n < 1 or n > len(self._messages):
+            raise BadMessageNumber(f"There's no message {n}.")
+        if n in self._deleted:
+            raise BadMessageNumber("Message is deleted.")
+        return n
+
+    def info(self, n: int) -> MessageInfo:
+        return self._messages[n - 1]
+
+    def live(self) -> list[tuple[int, MessageInfo]]:
+        """(number, info) of every message not marked deleted."""
+        return [(n, m) for n, m in enumerate(self._messages, 1) if n not in self._deleted]
+
+    def stat(self) -> tuple[int, int]:
+        """(count, octets) of the messages not marked deleted (RFC 1939 STAT)."""
+        live = self.live()
+        return len(live), sum(m.rfc822_size for _, m in live)
+
+    def uidl(self, n: int) -> str:
+        return f"{self._messages[n - 1].uid:08X}{self.uidvalidity:08X}"
+
+    def read(self, n: int) -> bytes:
+        """The stored message (LF line ends)."""
+        return self.folder.read(self._messages[n - 1].uid)
+
+    def mark_retrieved(self, n: int) -> None:
+        """n was sent whole (RETR): it becomes \\Seen on a clean QUIT, as in Dovecot."""
+        self._retrieved.add(n)
+
+    def delete(self, n: int) -> None:
+        self._deleted.add(n)
+
+    def reset(self) -> None:
+        self._deleted.clear()
+
+    @property
+    def deleted_count(self) -> int:
+        return len(self._deleted)
+
+    @property
+    def deleted_size(self) -> int:
+        return sum(self._messages[n - 1].rfc822_size for n in self._deleted)
+
+    def commit(self, mark_seen: bool = True) -> list[int]:
+        """The UPDATE state: expunge the marked messages, flag retrieved ones \\Seen.
+
+        Returns the UIDs removed. MailStoreError when the expunge failed;
+        a message that vanished meanwhile is no error.
+        """
+        removed: list[int] = []
+        if self._deleted:
+            uids = sorted(self._messages[n - 1].uid for n in self._deleted)
+            removed = self.folder.expunge(uids)
+        if mark_seen:
+            for n in sorted(self._retrieved - self._deleted):
+                info = self._messages[n - 1]
+                if "\\Seen" in info.flags:
+                    continue
+                try:
+                    self.folder.set_flags(info.uid, ["\\Seen"], FlagMode.ADD)
+                except MailStoreError:
+                    continue
+        return removed
