@@ -16,8 +16,8 @@ from pymta.mailstore.interface import (
     FolderExists,
     IFolder,
     IMailStore,
-    IUserMailbox,
     InvalidFolderName,
+    IUserMailbox,
     NoSuchFolder,
     NoSuchMessage,
 )
@@ -278,7 +278,8 @@ def test_status_and_mime(env: tuple[IMailStore, str, Deliver]) -> None:
     assert (st.messages, st.unseen, st.uidnext) == (2, 1, uid + 2)
     tree = inbox.mime_structure(uid)
     assert (tree.content_type, tree.subtype) == ("multipart", "mixed")
-    assert [(p.content_type, p.subtype) for p in tree.parts] == [("text", "plain"), ("image", "png")]
+    kinds = [(p.content_type, p.subtype) for p in tree.parts]
+    assert kinds == [("text", "plain"), ("image", "png")]
     text = tree.parts[0]
     assert text.params == (("charset", "utf-8"),)
     assert mp[text.body_start : text.end] == b"hello"

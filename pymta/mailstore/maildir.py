@@ -248,7 +248,12 @@ class MaildirFolder:
             self._renumber(None)
             return self._scan_locked(force=True)
         try:
-            return _group(index.sync())
+            first = not index.loaded
+            notices = _group(index.sync())
+            if first:
+                # A restart: pick up what was delivered while we were away.
+                notices += self._scan_locked()
+            return notices
         except IndexCorrupt as e:
             old = index.uidvalidity
             maillog("mailstore", f"warning: {e}; renumbering {self.path}", LogLevel.warn)

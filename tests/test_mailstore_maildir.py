@@ -1,0 +1,288 @@
+"""The Maildir++ store on disk: layout, UIDs across restarts and processes,
+crash recovery, and untrusted file names."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from pymta.mailstore.index import INDEX_NAME
+from pymta.mailstore.interface import FlagMode, FolderChange
+from pymta.mailstore.maildir import MaildirFolder, MaildirStore
+
+MSG = b"From: a@example.org\nSubject: hi\n\nbody\n"
+
+
+def _store() -> MaildirStore:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    return MaildirStore(clock, hostname="test", fsync=False)
+
+
+def _inbox(root: Path) -> MaildirFolder:
+    folder = _store().open_user("u", str(root)).folder("INBOX")
+    assert isinstance(folder, MaildirFolder)
+    return folder
+
+
+def _drop(root: Path, sub: str, name: str, content: bytes = MSG) -> None:
+    (root / sub / name).write_bytes(content)
+
+
+def test_layout_is_maildir_plus_plus(tmp_path: Path) -> None:
+    """Folders are .Name directories with maildirfolder, mUTF-7 names, and a
+    Courier-style subscriptions file."""
+    root = tmp_path / "Maildir"
+    mbox = _store().open_user("u", str(root))
+    mbox.create_folder("Café/Menü")
+    mbox.subscribe("Café/Menü")
+    assert (root / ".Sent" / "maildirfolder").exists()
+    assert (root / ".Caf&AOk-" / "cur").is_dir()
+    assert (root / ".Caf&AOk-.Men&APw-" / "new").is_dir()
+    lines = (root / "subscriptions").read_text().split()
+    assert "Caf&AOk-.Men&APw-" in lines and "INBOX" in lines
+    assert "Café/Menü" in [f.name for f in mbox.list_folders()]
+
+
+def test_flags_in_file_names(tmp_path: Path) -> None:
+    """Flags are the :2, letters in ASCII order; keywords get dovecot-keywords letters."""
+    inbox = _inbox(tmp_path / "m")
+    uid = inbox.append(MSG)
+    inbox.set_flags(uid, ["\\Seen", "\\Answered", "\\Flagged", "\\Draft", "work"], FlagMode.ADD)
+    name = os.listdir(tmp_path / "m" / "cur")[0]
+    assert name.endswith(":2,DFRSa")
+    assert ",S=" in name and ",W=" in name
+    assert (tmp_path / "m" / "dovecot-keywords").read_text() == "0 work\n"
+    inbox.set_flags(uid, ["\\Deleted", "$Forwarded"], FlagMode.REPLACE)
+    assert os.listdir(tmp_path / "m" / "cur")[0].endswith(":2,PT")
+
+
+def test_external_flag_change_noticed(tmp_path: Path) -> None:
+    """A rename by another program (mutt marking a message read) is read
+    back as a flag change, with a new modseq and a notice."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    inbox.messages()
+    _drop(root, "cur", "1.a.host:2,")
+    (msg,) = inbox.refresh()
+    heard: list[FolderChange] = []
+    inbox.add_listener(heard.append)
+    os.rename(root / "cur" / "1.a.host:2,", root / "cur" / "1.a.host:2,FS")
+    inbox.refresh()
+    info = inbox.get(msg.uid)
+    assert info.flags == {"\\Flagged", "\\Seen"}
+    assert info.modseq > msg.modseq
+    assert [(c.kind, c.uids) for c in heard] == [("flags", (msg.uid,))]
+
+
+def test_uids_survive_reopen(tmp_path: Path) -> None:
+    """A new store (a restart) sees the same UIDs, UIDVALIDITY, flags and modseqs."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    uids = [inbox.append(MSG + b"%d\n" % i) for i in range(5)]
+    inbox.set_flags(uids[2], ["\\Seen"], FlagMode.ADD)
+    inbox.expunge([uids[4]])
+    before = inbox.messages()
+    again = _inbox(root)
+    assert again.messages() == before
+    assert again.uidvalidity == inbox.uidvalidity
+    assert again.uidnext == uids[4] + 1
+    assert again.read(uids[3]) == MSG + b"3\n"
+
+
+def _appender(root: str, count: int) -> None:
+    folder = _store().open_user("u", root).folder("INBOX")
+    for i in range(count):
+        folder.append(b"Subject: %d\n\n%d\n" % (os.getpid(), i))
+
+
+def test_concurrent_processes_never_share_a_uid(tmp_path: Path) -> None:
+    """Two processes appending at once and a third delivering to new/ get
+    distinct UIDs for every message and lose none."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_appender, args=(str(root), 100)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for i in range(30):
+        _drop(root, "new", f"17.{i}.other")
+        inbox.refresh()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    inbox.refresh()
+    msgs = inbox.messages()
+    assert len(msgs) == 230
+    assert len({m.uid for m in msgs}) == 230
+    assert len(os.listdir(root / "cur")) + len(os.listdir(root / "new")) == 230
+    assert _inbox(root).messages() == msgs
+
+
+def test_index_log_is_appended_not_rewritten(tmp_path: Path) -> None:
+    """Appending a message adds one line to the index; it is compacted only
+    when dead lines outnumber live ones."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    inbox.append(MSG)
+    size = (root / INDEX_NAME).stat().st_size
+    inode = (root / INDEX_NAME).stat().st_ino
+    inbox.append(MSG)
+    after = (root / INDEX_NAME).read_bytes()
+    assert len(after) > size and (root / INDEX_NAME).stat().st_ino == inode
+    assert after.count(b"\nA\t") == 2
+
+
+def test_compaction_keeps_everything(tmp_path: Path) -> None:
+    """After many flag changes the index is compacted, and a reopen still
+    has every UID, flag and the highest modseq."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    uid = inbox.append(MSG)
+    inode = (root / INDEX_NAME).stat().st_ino
+    for i in range(1100):
+        inbox.set_flags(uid, ["\\Seen"], FlagMode.ADD if i % 2 == 0 else FlagMode.REMOVE)
+    assert (root / INDEX_NAME).stat().st_ino != inode
+    assert (root / INDEX_NAME).read_bytes().count(b"\n") < 1000
+    again = _inbox(root)
+    assert again.get(uid) == inbox.get(uid)
+    assert again.highest_modseq == inbox.highest_modseq
+
+
+def test_crash_between_file_and_index(tmp_path: Path) -> None:
+    """A message file that reached cur/ without its index line (a crash) is
+    numbered on the next refresh with a fresh UID, never a used one."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    first = inbox.append(MSG)
+    inbox.expunge([first])
+    _drop(root, "cur", "1700000001.crash.host,S=99,W=1:2,S", b"x\n\n")
+    again = _inbox(root)
+    (found,) = again.messages()
+    assert found.uid == first + 1
+    assert found.flags == {"\\Seen"}
+    assert (found.size, found.rfc822_size) == (3, 5)  # bogus S=/W= hints not trusted
+
+
+def test_torn_last_line_is_cut(tmp_path: Path) -> None:
+    """A half-written last index line is dropped and its message renumbered
+    above every UID ever handed out; UIDVALIDITY stays."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    uid = inbox.append(MSG)
+    with open(root / INDEX_NAME, "ab") as f:
+        f.write(b"A\t7\t9\tcur/x")
+    again = _inbox(root)
+    assert [m.uid for m in again.messages()] == [uid]
+    assert again.uidvalidity == inbox.uidvalidity
+    assert again.append(MSG) == uid + 1
+
+
+def test_corrupt_index_renumbers_under_new_uidvalidity(tmp_path: Path) -> None:
+    """A damaged index is set aside; every message is kept, numbered under a
+    new, larger UIDVALIDITY, and listeners are told."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    for i in range(3):
+        inbox.append(MSG + b"%d\n" % i, ["\\Seen"] if i == 1 else [])
+    validity = inbox.uidvalidity
+    data = (root / INDEX_NAME).read_bytes().replace(b"\nA\t2\t", b"\nQ\tjunk\t")
+    (root / INDEX_NAME).write_bytes(data)
+    again = _inbox(root)
+    msgs = again.messages()
+    assert again.uidvalidity > validity
+    assert len(msgs) == 3
+    assert sorted(again.read(m.uid) for m in msgs) == [MSG + b"%d\n" % i for i in range(3)]
+    assert sum(1 for m in msgs if "\\Seen" in m.flags) == 1
+    assert (root / (INDEX_NAME + ".corrupt")).exists()
+
+
+def test_missing_index_renumbers_existing_maildir(tmp_path: Path) -> None:
+    """An existing Maildir without our index (written by Postfix/Dovecot) is
+    numbered in file-name order."""
+    root = tmp_path / "m"
+    for d in ("cur", "new", "tmp"):
+        (root / d).mkdir(parents=True)
+    _drop(root, "cur", "2.b.host:2,S", b"two\n")
+    _drop(root, "new", "1.a.host", b"one\n")
+    inbox = _inbox(root)
+    assert [inbox.read(m.uid) for m in inbox.messages()] == [b"one\n", b"two\n"]
+    assert [m.recent for m in inbox.messages()] == [True, False]
+
+
+def test_recreated_folder_gets_new_uidvalidity(tmp_path: Path) -> None:
+    """A folder deleted and created again never gets its old UIDVALIDITY."""
+    mbox = _store().open_user("u", str(tmp_path / "m"))
+    old = mbox.create_folder("X").uidvalidity
+    mbox.delete_folder("X")
+    assert mbox.create_folder("X").uidvalidity > old
+
+
+def test_untrusted_file_names_ignored(tmp_path: Path) -> None:
+    """Dot files, symbolic links and directories in cur/ are never taken as
+    messages, so no name leads outside the folder."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"password\n")
+    os.symlink(secret, root / "cur" / "1.link.host:2,")
+    os.symlink("../../secret", root / "new" / "2.rel.host")
+    (root / "cur" / "3.dir.host:2,").mkdir()
+    _drop(root, "cur", ".hidden")
+    _drop(root, "new", "4.ok.host")
+    found = inbox.refresh()
+    assert [inbox.read(m.uid) for m in found] == [MSG]
+
+
+def test_other_process_changes_reach_listeners(tmp_path: Path) -> None:
+    """A change made by another store (another process) is seen through
+    changed_on_disk and refresh, and told to this store's listeners."""
+    root = tmp_path / "m"
+    mine, theirs = _inbox(root), _inbox(root)
+    uid = mine.append(MSG)
+    theirs.messages()
+    heard: list[FolderChange] = []
+    mine.add_listener(heard.append)
+    theirs.set_flags(uid, ["\\Seen"], FlagMode.ADD)
+    new_uid = theirs.append(MSG)
+    theirs.expunge([uid])
+    assert mine.changed_on_disk()
+    mine.refresh()
+    assert [m.uid for m in mine.messages()] == [new_uid]
+    kinds = {c.kind: c.uids for c in heard}
+    assert kinds["append"] == (new_uid,)
+    assert kinds["expunge"] == (uid,)
+
+
+def test_header_cache_persists(tmp_path: Path) -> None:
+    """Header blocks and MIME structures are cached in pymta-cache and served
+    from it after a restart, without reading the message file again."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    uid = inbox.append(MSG)
+    assert inbox.header_bytes(uid) == b"From: a@example.org\nSubject: hi\n\n"
+    tree = inbox.mime_structure(uid)
+    # Messages never change, so the cache is trusted: prove it is used by
+    # changing the file behind the store's back.
+    (name,) = os.listdir(root / "cur")
+    (root / "cur" / name).write_bytes(b"Subject: other\nContent-Type: image/gif\n\n\n")
+    again = _inbox(root)
+    assert again.header_bytes(uid) == b"From: a@example.org\nSubject: hi\n\n"
+    assert again.mime_structure(uid) == tree
+    (root / "pymta-cache").write_bytes(b"garbage")
+    assert _inbox(root).header_bytes(uid) == b"Subject: other\nContent-Type: image/gif\n\n"
+
+
+@pytest.mark.parametrize("name", ["A.B", "x/", ""])
+def test_folder_lookup_of_bad_names(tmp_path: Path, name: str) -> None:
+    """Looking up an invalid or missing name is NoSuchFolder, not an error
+    deeper down."""
+    from pymta.mailstore.interface import MailStoreError
+
+    mbox = _store().open_user("u", str(tmp_path / "m"))
+    with pytest.raises(MailStoreError):
+        mbox.folder(name)
