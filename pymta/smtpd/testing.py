@@ -1,0 +1,236 @@
+"""In-memory fakes and a transcript driver for testing smtpd (and what wires it).
+
+Shipped in the package, as Klein ships its in-memory implementations, so
+that other parts' tests can drive an SMTP session without sockets:
+:class:`FakeCleanup` records what smtpd hands off, :class:`FakeResolver`
+answers address classes from sets, :class:`DictTable` is a lookup table,
+:class:`SMTPHarness` runs one session over a StringTransport with a
+``task.Clock``, and :meth:`SMTPHarness.converse` checks a golden
+transcript (``C:`` lines are sent, ``S:`` lines are the expected replies;
+a ``S:`` line ending in ``*`` matches as a prefix). Nothing here touches
+the network or the disk.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from pymta.cleanup.interface import CleanupRejected, ICleanup
+from pymta.config.config import Config
+from pymta.queue.model import Envelope
+from pymta.smtpd.factory import SMTPServerFactory
+from pymta.smtpd.protocol import SMTPServerProtocol
+from pymta.tables.interface import ILookupTable, TableError
+from pymta.tls import ServerTLS
+
+__all__ = [
+    "BASE_CONFIG",
+    "DictTable",
+    "FakeCleanup",
+    "FakeResolver",
+    "SMTPHarness",
+    "TLSStringTransport",
+]
+
+BASE_CONFIG = """\
+myhostname = mx.example.com
+mydomain = example.com
+"""
+
+
+@implementer(ICleanup)
+class FakeCleanup:
+    """Records submissions. ``hold=True`` keeps each Deferred for the test to fire;
+    ``reject``/``error`` make every submission fail that way."""
+
+    def __init__(
+        self,
+        hold: bool = False,
+        reject: CleanupRejected | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        self.hold = hold
+        self.reject = reject
+        self.error = error
+        self.received: list[tuple[Envelope, bytes]] = []
+        self.pending: list[Deferred[str]] = []
+
+    def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
+        self.received.append((envelope, content))
+        if self.reject is not None:
+            return fail(self.reject)
+        if self.error is not None:
+            return fail(self.error)
+        queue_id = f"QID{len(self.received)}"
+        if self.hold:
+            d: Deferred[str] = Deferred()
+            self.pending.append(d)
+            return d
+        return succeed(queue_id)
+
+
+class FakeResolver:
+    """Address classes from domain sets; listed recipients from a set."""
+
+    def __init__(
+        self,
+        local: Iterable[str] = ("mx.example.com", "localhost", "example.com"),
+        virtual_mailbox: Iterable[str] = ("virtual.example",),
+        virtual_alias: Iterable[str] = (),
+        relay: Iterable[str] = (),
+        users: Iterable[str] = (
+            "user@example.com",
+            "postmaster@mx.example.com",
+            "alice@virtual.example",
+            "user@mx.example.com",
+        ),
+        fail: bool = False,
+    ) -> None:
+        self.classes: dict[str, str] = {}
+        for klass, domains in (
+            ("local", local),
+            ("virtual_mailbox", virtual_mailbox),
+            ("virtual_alias", virtual_alias),
+            ("relay", relay),
+        ):
+            for domain in domains:
+                self.classes[domain.lower()] = klass
+        self.users = {u.lower() for u in users}
+        self.fail = fail
+
+    def address_class(self, domain: str) -> str:
+        return self.classes.get(domain.lower(), "default")
+
+    def is_listed_recipient(self, address: str) -> bool:
+        if self.fail:
+            raise TableError("fake table failure")
+        return address.lower() in self.users
+
+
+@implementer(ILookupTable)
+class DictTable:
+    """A lookup table from a dict; ``fail=True`` fails every lookup."""
+
+    def __init__(self, name: str, mapping: Mapping[str, str], fail: bool = False) -> None:
+        self.name = name
+        self._mapping = {k.lower(): v for k, v in mapping.items()}
+        self.fail = fail
+        self.keys: list[str] = []
+
+    def lookup(self, key: str) -> str | None:
+        self.keys.append(key)
+        if self.fail:
+            raise TableError(f"{self.name}: lookup failed")
+        return self._mapping.get(key.lower())
+
+
+class TLSStringTransport(StringTransport):
+    """A StringTransport that records startTLS instead of doing a handshake."""
+
+    def __init__(self, peer: str = "203.0.113.5") -> None:
+        address: IPv4Address | IPv6Address
+        if ":" in peer:
+            address = IPv6Address("TCP", peer, 4242)
+        else:
+            address = IPv4Address("TCP", peer, 4242)
+        super().__init__(peerAddress=address)
+        self.tls_started: Any = None
+
+    def startTLS(self, context_factory: Any) -> None:
+        self.tls_started = context_factory
+
+
+class SMTPHarness:
+    """One smtpd session over a TLSStringTransport, driven by a test."""
+
+    def __init__(
+        self,
+        config_text: str = "",
+        *,
+        peer: str = "203.0.113.5",
+        resolver: FakeResolver | None = None,
+        cleanup: FakeCleanup | None = None,
+        tables: Mapping[str, ILookupTable] | None = None,
+        tls: ServerTLS | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = Config.from_text(BASE_CONFIG + textwrap.dedent(config_text))
+        self.clock = clock or Clock()
+        self.cleanup = cleanup or FakeCleanup()
+        self.resolver = resolver or FakeResolver()
+        self.tables = dict(tables or {})
+        self.factory = SMTPServerFactory(
+            self.config, self.cleanup, self.resolver, self._open_table, tls, self.clock
+        )
+        self.transport = TLSStringTransport(peer)
+        self.protocol: SMTPServerProtocol = self.factory.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+        self.banner = self.take()
+
+    def _open_table(self, spec: str) -> ILookupTable:
+        return self.tables[spec]
+
+    def take(self) -> list[str]:
+        """The reply lines written since the last call."""
+        data = self.transport.value()
+        self.transport.clear()
+        text = data.decode("utf-8")
+        lines = text.split("\r\n")
+        assert lines[-1] == "", f"reply not CRLF-terminated: {text!r}"
+        return lines[:-1]
+
+    def send(self, data: bytes | str) -> list[str]:
+        """Feed client bytes (str is encoded, LF becomes CRLF) and return the replies."""
+        if isinstance(data, str):
+            data = data.replace("\n", "\r\n").encode("utf-8")
+        self.protocol.dataReceived(data)
+        return self.take()
+
+    def codes(self, data: bytes | str) -> list[str]:
+        """Like send, but only the first word (code) of each final reply line."""
+        return [line[:3] for line in self.send(data) if line[3:4] != "-"]
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def converse(self, script: str) -> None:
+        """Check a transcript: consecutive ``C:`` lines go in one write (pipelining)."""
+        client: list[str] = []
+        expected: list[str] = []
+        got: list[str] = []
+        for line in textwrap.dedent(script).strip().splitlines():
+            line = line.strip()
+            if line.startswith("C:"):
+                if expected:
+                    _match(got, expected)
+                    expected = []
+                client.append(line[3:])
+            elif line.startswith("S:"):
+                if client:
+                    got = self.send("".join(c + "\r\n" for c in client).encode("utf-8"))
+                    client = []
+                expected.append(line[3:])
+            elif line:
+                raise ValueError(f"bad transcript line {line!r}")
+        if client:
+            got = self.send("".join(c + "\r\n" for c in client).encode("utf-8"))
+        _match(got, expected)
+
+
+def _match(got: list[str], expected: list[str]) -> None:
+    ok = len(got) == len(expected) and all(
+        g.startswith(e[:-1]) if e.endswith("*") else g == e
+        for g, e in zip(got, expected, strict=False)
+    )
+    assert ok, "transcript mismatch:\n  expected: {}\n  got:      {}".format(
+        "\n            ".join(expected), "\n            ".join(got)
+    )

@@ -1,0 +1,545 @@
+"""smtpd protocol: transcripts over StringTransport with a task.Clock."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.logger import LogLevel, globalLogPublisher
+
+from pymta.cleanup.interface import CleanupRejected
+from pymta.smtpd.testing import FakeCleanup, SMTPHarness
+
+EHLO = "EHLO client.example\n"
+TXN = "MAIL FROM:<s@sender.example>\nRCPT TO:<user@example.com>\nDATA\n"
+
+
+@pytest.fixture
+def maillog_lines() -> list[str]:
+    lines: list[str] = []
+
+    def observer(event: dict[str, object]) -> None:
+        if event.get("pymta_maillog"):
+            lines.append(f"{event['service']}: {event['text']}")
+
+    globalLogPublisher.addObserver(observer)
+    yield lines
+    globalLogPublisher.removeObserver(observer)
+
+
+def test_banner_and_ehlo_advertise_extensions() -> None:
+    """The greeting is 220 smtpd_banner; EHLO lists PIPELINING, SIZE, 8BITMIME,
+    ENHANCEDSTATUSCODES, SMTPUTF8 and VRFY, but neither DSN nor STARTTLS without TLS."""
+    h = SMTPHarness()
+    assert h.banner == ["220 mx.example.com ESMTP Postfix"]
+    h.converse(
+        """
+        C: EHLO client.example
+        S: 250-mx.example.com
+        S: 250-PIPELINING
+        S: 250-SIZE 10240000
+        S: 250-VRFY
+        S: 250-ENHANCEDSTATUSCODES
+        S: 250-8BITMIME
+        S: 250 SMTPUTF8
+        """
+    )
+
+
+def test_full_transaction_hands_envelope_and_content_to_cleanup() -> None:
+    """A transaction gives cleanup the envelope (sender, recipients, client
+    attributes) and LF content; 250 carries the queue id."""
+    h = SMTPHarness(config_text="mynetworks = 203.0.113.0/24\n")
+    h.converse(
+        """
+        C: EHLO client.example
+        S: 250-mx.example.com
+        S: 250-PIPELINING
+        S: 250-SIZE 10240000
+        S: 250-VRFY
+        S: 250-ENHANCEDSTATUSCODES
+        S: 250-8BITMIME
+        S: 250 SMTPUTF8
+        C: MAIL FROM:<s@sender.example> BODY=8BITMIME SIZE=100
+        S: 250 2.1.0 Ok
+        C: RCPT TO:<user@example.com>
+        S: 250 2.1.5 Ok
+        C: RCPT TO:<elsewhere@remote.example>
+        S: 250 2.1.5 Ok
+        C: DATA
+        S: 354 End data with <CR><LF>.<CR><LF>
+        C: Subject: hi
+        C:
+        C: ..leading dot
+        C: body
+        C: .
+        S: 250 2.0.0 Ok: queued as QID1
+        C: QUIT
+        S: 221 2.0.0 Bye
+        """
+    )
+    assert h.closed
+    [(envelope, content)] = h.cleanup.received
+    assert envelope.sender == "s@sender.example"
+    assert [r.address for r in envelope.recipients] == [
+        "user@example.com",
+        "elsewhere@remote.example",
+    ]
+    assert [r.original for r in envelope.recipients] == [
+        "user@example.com",
+        "elsewhere@remote.example",
+    ]
+    assert content == b"Subject: hi\n\n.leading dot\nbody\n"
+    assert envelope.attributes == {
+        "client_name": "unknown",
+        "client_address": "203.0.113.5",
+        "client_port": "4242",
+        "helo_name": "client.example",
+        "protocol": "ESMTP",
+        "body": "8BITMIME",
+    }
+    assert envelope.arrival_time == h.clock.seconds()
+
+
+def test_helo_gives_smtp_protocol_and_null_sender() -> None:
+    """HELO means protocol SMTP; the null sender <> is accepted at MAIL."""
+    h = SMTPHarness()
+    assert h.send("HELO old.example\n") == ["250 mx.example.com"]
+    assert h.send("MAIL FROM:<>\nRCPT TO:<user@example.com>\nDATA\n") == [
+        "250 2.1.0 Ok",
+        "250 2.1.5 Ok",
+        "354 End data with <CR><LF>.<CR><LF>",
+    ]
+    assert h.send("x\n.\n") == ["250 2.0.0 Ok: queued as QID1"]
+    envelope, _ = h.cleanup.received[0]
+    assert envelope.sender == ""
+    assert envelope.attributes["protocol"] == "SMTP"
+
+
+def test_empty_message() -> None:
+    """A "." right after DATA ends an empty message."""
+    h = SMTPHarness()
+    h.send(EHLO)
+    h.send(TXN)
+    assert h.send(".\n") == ["250 2.0.0 Ok: queued as QID1"]
+    assert h.cleanup.received[0][1] == b""
+
+
+def test_pipelined_transaction_replies_in_order_when_cleanup_is_slow() -> None:
+    """The whole session in one write: the replies come in order, nothing after
+    the end of data is answered before cleanup's Deferred fires, and the
+    rest goes out in one write."""
+    cleanup = FakeCleanup(hold=True)
+    h = SMTPHarness(cleanup=cleanup)
+    data = (
+        "EHLO c.example\nMAIL FROM:<a@b.example>\nRCPT TO:<user@example.com>\nDATA\n"
+        "hello\n.\nMAIL FROM:<x@b.example>\nRCPT TO:<nobody@example.com>\nQUIT\n"
+    )
+    replies = h.send(data)
+    assert replies[-3:] == ["250 2.1.0 Ok", "250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>"]
+    assert not h.closed
+    writes_before = len(h.transport.io.getvalue())
+    assert writes_before == 0
+    cleanup.pending[0].callback("ABCDEF")
+    assert h.take() == [
+        "250 2.0.0 Ok: queued as ABCDEF",
+        "250 2.1.0 Ok",
+        "550 5.1.1 <nobody@example.com>: Recipient address rejected: "
+        "User unknown in local recipient table",
+        "221 2.0.0 Bye",
+    ]
+    assert h.closed
+
+
+def test_input_while_waiting_for_cleanup_is_not_parsed() -> None:
+    """Commands arriving while cleanup works are answered only after its reply."""
+    cleanup = FakeCleanup(hold=True)
+    h = SMTPHarness(cleanup=cleanup)
+    h.send(EHLO + TXN)
+    assert h.send("body\n.\n") == []
+    assert h.send("NOOP\n") == []
+    cleanup.pending[0].callback("Q1")
+    assert h.take() == ["250 2.0.0 Ok: queued as Q1", "250 2.0.0 Ok"]
+
+
+def test_cleanup_rejection_and_failure() -> None:
+    """CleanupRejected's code is relayed; any other failure is 451 4.3.0."""
+    h = SMTPHarness(cleanup=FakeCleanup(reject=CleanupRejected(554, "5.4.6", "too many hops")))
+    h.send(EHLO + TXN)
+    assert h.send("x\n.\n") == ["554 5.4.6 too many hops"]
+    h2 = SMTPHarness(cleanup=FakeCleanup(error=OSError("disk full")))
+    h2.send(EHLO + TXN)
+    assert h2.send("x\n.\n") == ["451 4.3.0 Error: queue file write error"]
+
+
+def test_data_split_across_writes_including_the_terminator() -> None:
+    """Content arrives in pieces, even one byte at a time across CRLF.CRLF."""
+    h = SMTPHarness()
+    h.send(EHLO + TXN)
+    body = b"line one\r\n..two\r\nthree\r\n.\r\nNOOP\r\n"
+    replies: list[str] = []
+    for i in range(len(body)):
+        replies += h.send(body[i : i + 1])
+    assert replies == ["250 2.0.0 Ok: queued as QID1", "250 2.0.0 Ok"]
+    assert h.cleanup.received[0][1] == b"line one\n.two\nthree\n"
+
+
+@pytest.mark.parametrize(
+    "fake_end",
+    [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r.\r\n"],
+)
+def test_smuggling_sequences_never_end_data(fake_end: bytes) -> None:
+    """Only CR LF . CR LF ends data: a smuggled second message stays body."""
+    h = SMTPHarness()
+    h.send(EHLO + TXN)
+    smuggled = (
+        b"Subject: first" + fake_end + b"MAIL FROM:<evil@x.example>\r\n"
+        b"RCPT TO:<user@example.com>\r\nDATA\r\nSubject: smuggled\r\n"
+    )
+    assert h.send(smuggled) == []
+    assert h.send(b"\r\n.\r\n") == ["250 2.0.0 Ok: queued as QID1"]
+    assert len(h.cleanup.received) == 1
+    content = h.cleanup.received[0][1]
+    assert b"MAIL FROM:<evil@x.example>" in content
+    assert b"Subject: smuggled" in content
+
+
+def test_bare_lf_normalized_by_default() -> None:
+    """smtpd_forbid_bare_newline=normalize: bare LF ends lines in commands and
+    content (and dot-unstuffing applies after it); bare CR is data."""
+    h = SMTPHarness()
+    assert h.send(b"EHLO c.example\n")[-1] == "250 SMTPUTF8"
+    h.send(b"MAIL FROM:<a@b.example>\nRCPT TO:<user@example.com>\nDATA\n")
+    assert h.send(b"a\nb\r\n..c\n..d\rx\r\n.\r\n") == ["250 2.0.0 Ok: queued as QID1"]
+    assert h.cleanup.received[0][1] == b"a\nb\n.c\n.d\rx\n"
+
+
+def test_bare_lf_rejected_when_configured() -> None:
+    """smtpd_forbid_bare_newline=reject: 550 5.5.2 for a command or content
+    with a bare LF, and the message is not queued."""
+    h = SMTPHarness(config_text="smtpd_forbid_bare_newline = reject\n")
+    assert h.send(b"EHLO c.example\n") == ["550 5.5.2 Error: bare <LF> received"]
+    h.send(EHLO)
+    h.send(TXN)
+    assert h.send(b"a\nb\r\n.\r\n") == ["550 5.5.2 Error: bare <LF> received"]
+    assert h.cleanup.received == []
+    # The session continues with a new transaction.
+    assert h.send("MAIL FROM:<a@b.example>\n") == ["250 2.1.0 Ok"]
+
+
+def test_bare_lf_reject_exempts_exclusions() -> None:
+    """Clients in smtpd_forbid_bare_newline_exclusions ($mynetworks) are normalized."""
+    h = SMTPHarness(config_text="smtpd_forbid_bare_newline = reject\n", peer="127.0.0.1")
+    assert h.send(b"EHLO c.example\n")[-1] == "250 SMTPUTF8"
+
+
+def test_declared_size_too_big() -> None:
+    """SIZE= over message_size_limit is refused at MAIL with 552 5.3.4."""
+    h = SMTPHarness(config_text="message_size_limit = 1000\n")
+    h.send(EHLO)
+    assert h.send("MAIL FROM:<a@b.example> SIZE=1001\n") == [
+        "552 5.3.4 Message size exceeds fixed limit"
+    ]
+    assert h.send("MAIL FROM:<a@b.example> SIZE=1000\n") == ["250 2.1.0 Ok"]
+
+
+def test_real_size_too_big_is_refused_after_reading_to_end() -> None:
+    """Content over message_size_limit gets 552 5.3.4 at the end of data, the
+    session stays in sync, and nothing is kept or queued."""
+    h = SMTPHarness(config_text="message_size_limit = 1000\n")
+    h.send(EHLO + TXN)
+    for _ in range(50):
+        assert h.send(b"x" * 78 + b"\r\n") == []
+    assert h.protocol._chunks == []
+    assert h.send(b".\r\nNOOP\r\n") == ["552 5.3.4 Error: message file too big", "250 2.0.0 Ok"]
+    assert h.cleanup.received == []
+
+
+def test_message_at_the_size_limit_is_accepted() -> None:
+    """A message of exactly message_size_limit bytes (LF form) is accepted."""
+    h = SMTPHarness(config_text="message_size_limit = 100\n")
+    h.send(EHLO + TXN)
+    assert h.send(b"y" * 99 + b"\r\n.\r\n") == ["250 2.0.0 Ok: queued as QID1"]
+    assert len(h.cleanup.received[0][1]) == 100
+
+
+def test_line_too_long_is_answered_at_its_end_without_buffering() -> None:
+    """A command line over line_length_limit gets 500 5.5.2 once its end
+    arrives; the bytes are not buffered meanwhile."""
+    h = SMTPHarness(config_text="line_length_limit = 600\n")
+    for _ in range(20):
+        assert h.send(b"A" * 1000) == []
+        assert len(h.protocol._buf) <= 1000
+    assert h.send(b"AAAA\r\nNOOP\r\n") == ["500 5.5.2 Error: line too long", "250 2.0.0 Ok"]
+
+
+def test_unknown_command_and_hard_error_limit() -> None:
+    """Unknown commands get 502 5.5.2; at smtpd_hard_error_limit the server
+    says 421 4.7.0 and disconnects."""
+    h = SMTPHarness(config_text="smtpd_hard_error_limit = 3\n")
+    assert h.send("FOO\nBAR\n") == [
+        "502 5.5.2 Error: command not recognized",
+        "502 5.5.2 Error: command not recognized",
+    ]
+    assert not h.closed
+    assert h.send("BAZ\nNOOP\n") == [
+        "502 5.5.2 Error: command not recognized",
+        "421 4.7.0 mx.example.com Error: too many errors",
+    ]
+    assert h.closed
+
+
+def test_junk_commands_count_as_errors_past_the_limit() -> None:
+    """NOOP/RSET/VRFY beyond smtpd_junk_command_limit count toward the error limit."""
+    h = SMTPHarness(config_text="smtpd_junk_command_limit = 2\nsmtpd_hard_error_limit = 2\n")
+    assert h.codes("NOOP\nNOOP\nNOOP\n") == ["250", "250", "250"]
+    assert h.codes("NOOP\nFOO\n") == ["250", "502", "421"]
+
+
+def test_recipient_limit() -> None:
+    """Past smtpd_recipient_limit, RCPT gets 452 4.5.3."""
+    h = SMTPHarness(config_text="smtpd_recipient_limit = 2\n")
+    h.send(EHLO + "MAIL FROM:<a@b.example>\n")
+    assert h.send("RCPT TO:<user@example.com>\n" * 3) == [
+        "250 2.1.5 Ok",
+        "250 2.1.5 Ok",
+        "452 4.5.3 Error: too many recipients",
+    ]
+
+
+def test_timeout_uses_the_injected_clock() -> None:
+    """After smtpd_timeout of silence: 421 4.4.2 ... timeout exceeded, disconnect;
+    activity restarts the timer."""
+    h = SMTPHarness(config_text="smtpd_timeout = 60s\n")
+    h.clock.advance(59)
+    h.send("NOOP\n")
+    h.clock.advance(59)
+    assert not h.closed
+    h.clock.advance(1)
+    assert h.take() == ["421 4.4.2 mx.example.com Error: timeout exceeded"]
+    assert h.closed
+
+
+def test_timeout_waits_for_cleanup() -> None:
+    """Waiting for cleanup is not client idleness: no timeout meanwhile."""
+    cleanup = FakeCleanup(hold=True)
+    h = SMTPHarness(config_text="smtpd_timeout = 60s\n", cleanup=cleanup)
+    h.send(EHLO + TXN + "x\n.\n")
+    h.clock.advance(120)
+    assert not h.closed
+    cleanup.pending[0].callback("Q")
+    assert h.take() == ["250 2.0.0 Ok: queued as Q"]
+
+
+def test_sequence_errors() -> None:
+    """State checks: RCPT before MAIL, DATA before RCPT, nested MAIL, and DATA
+    without valid recipients."""
+    h = SMTPHarness()
+    h.converse(
+        """
+        C: RCPT TO:<user@example.com>
+        S: 503 5.5.1 Error: need MAIL command
+        C: DATA
+        S: 503 5.5.1 Error: need RCPT command
+        C: MAIL FROM:<a@b.example>
+        S: 250 2.1.0 Ok
+        C: MAIL FROM:<a@b.example>
+        S: 503 5.5.1 Error: nested MAIL command
+        """
+    )
+    assert h.send("DATA\n") == ["554 5.5.1 Error: no valid recipients"]
+    assert h.send("RSET\n") == ["250 2.0.0 Ok"]
+    assert h.send("RCPT TO:<user@example.com>\n") == ["503 5.5.1 Error: need MAIL command"]
+
+
+def test_refused_data_with_pipelined_content_disconnects() -> None:
+    """Content pipelined after a refused DATA is never run as commands."""
+    h = SMTPHarness()
+    h.send(EHLO)
+    replies = h.send(
+        "MAIL FROM:<a@b.example>\nRCPT TO:<x@remote.example>\nDATA\n"
+        "MAIL FROM:<evil@x.example>\nRCPT TO:<user@example.com>\n"
+    )
+    assert replies[-2:] == [
+        "554 5.5.1 Error: no valid recipients",
+        "554 5.5.0 Error: SMTP protocol synchronization",
+    ]
+    assert h.closed
+
+
+def test_syntax_errors() -> None:
+    """Malformed commands get 501 with the expected syntax or the address error."""
+    h = SMTPHarness()
+    h.converse(
+        """
+        C: EHLO
+        S: 501 5.5.4 Syntax: EHLO hostname
+        C: HELO
+        S: 501 5.5.4 Syntax: HELO hostname
+        C: EHLO c.example
+        S: 250-*
+        S: 250-*
+        S: 250-*
+        S: 250-*
+        S: 250-*
+        S: 250-*
+        S: 250 SMTPUTF8
+        C: MAIL TO:<a@b.example>
+        S: 501 5.5.4 Syntax: MAIL FROM:<address>
+        C: MAIL FROM:<a@b
+        S: 501 5.1.7 Bad sender address syntax
+        C: MAIL FROM:<a@b.example> FOO=BAR
+        S: 555 5.5.4 Unsupported option: FOO
+        C: MAIL FROM:<a@b.example> SIZE=abc
+        S: 501 5.5.4 Bad message size syntax
+        C: MAIL FROM:<a@b.example>
+        S: 250 2.1.0 Ok
+        C: RCPT TO:<>
+        S: 501 5.1.3 Bad recipient address syntax
+        C: RCPT TO:<user@example.com> NOTIFY=NEVER
+        S: 555 5.5.4 Unsupported option: NOTIFY
+        C: RCPT FROM:<x@y.example>
+        S: 501 5.5.4 Syntax: RCPT TO:<address>
+        C: DATA now
+        S: 501 5.5.4 Syntax: DATA
+        """
+    )
+
+
+def test_postfix_tolerant_mail_forms() -> None:
+    """Spaces after the colon, lower-case verbs and missing brackets are accepted."""
+    h = SMTPHarness()
+    h.send(EHLO)
+    assert h.send("mail from: <a@b.example>\n") == ["250 2.1.0 Ok"]
+    assert h.send("rcpt to:user@example.com\n") == ["250 2.1.5 Ok"]
+
+
+def test_smtputf8_required_for_unicode_addresses() -> None:
+    """A non-ASCII address needs SMTPUTF8 on MAIL (553 5.6.7), then is accepted."""
+    h = SMTPHarness(resolver=None)
+    h.resolver.users.add("jöran@example.com")
+    h.send(EHLO)
+    assert h.send("MAIL FROM:<jöran@example.com>\n") == [
+        "553 5.6.7 Must declare SMTPUTF8 to send unicode address"
+    ]
+    assert h.send("MAIL FROM:<a@b.example>\nRCPT TO:<jöran@example.com>\n") == [
+        "250 2.1.0 Ok",
+        "553 5.6.7 Must declare SMTPUTF8 to send unicode address",
+    ]
+    h.send("RSET\n")
+    assert h.send("MAIL FROM:<jöran@example.com> SMTPUTF8\nRCPT TO:<jöran@example.com>\n") == [
+        "250 2.1.0 Ok",
+        "250 2.1.5 Ok",
+    ]
+    h.send("DATA\nx\n.\n")
+    assert h.cleanup.received[0][0].attributes["smtputf8"] == "yes"
+
+
+def test_non_utf8_command_is_an_error_not_a_crash() -> None:
+    """Invalid UTF-8 in a command gets 500 5.5.2, and the session goes on."""
+    h = SMTPHarness()
+    assert h.send(b"EHLO \xff\xfe\r\nNOOP\r\n") == [
+        "500 5.5.2 Error: bad UTF-8 syntax",
+        "250 2.0.0 Ok",
+    ]
+
+
+def test_vrfy_help_noop_rset() -> None:
+    """VRFY answers 252 for a known address and 550 for an unknown one; HELP is 214."""
+    h = SMTPHarness()
+    assert h.send("VRFY <user@example.com>\n") == ["252 2.0.0 user@example.com"]
+    assert h.send("VRFY nobody@example.com\n") == [
+        "550 5.1.1 <nobody@example.com>: Recipient address rejected: "
+        "User unknown in local recipient table"
+    ]
+    assert h.send("VRFY\n") == ["501 5.5.4 Syntax: VRFY address"]
+    assert h.codes("HELP\nNOOP\nRSET\n") == ["214", "250", "250"]
+
+
+def test_vrfy_disabled() -> None:
+    """disable_vrfy_command=yes: VRFY is 502 5.5.1 and not advertised."""
+    h = SMTPHarness(config_text="disable_vrfy_command = yes\n")
+    assert "250-VRFY" not in h.send(EHLO)
+    assert h.send("VRFY user@example.com\n") == ["502 5.5.1 VRFY command is disabled"]
+
+
+def test_helo_required() -> None:
+    """smtpd_helo_required=yes: MAIL before HELO gets 503 5.5.1."""
+    h = SMTPHarness(config_text="smtpd_helo_required = yes\n")
+    assert h.send("MAIL FROM:<a@b.example>\n") == ["503 5.5.1 Error: send HELO/EHLO first"]
+
+
+def test_starttls_discards_pipelined_commands_and_resets_session(
+    maillog_lines: list[str],
+) -> None:
+    """STARTTLS: 220 2.0.0, commands sent with it are discarded (CVE-2011-0411)
+    and logged, EHLO/MAIL state is forgotten (RFC 3207), STARTTLS is not offered
+    again, and a second STARTTLS is refused."""
+    from pymta.tls import ServerTLS
+
+    tls = object.__new__(ServerTLS)
+    tls.required = False
+    h = SMTPHarness(tls=tls)
+    assert "250-STARTTLS" in h.send(EHLO)
+    replies = h.send("MAIL FROM:<a@b.example>\nRSET\nSTARTTLS\nMAIL FROM:<evil@x.example>\n")
+    assert replies == ["250 2.1.0 Ok", "250 2.0.0 Ok", "220 2.0.0 Ready to start TLS"]
+    assert h.transport.tls_started is tls
+    assert any("improper command pipelining after STARTTLS" in line for line in maillog_lines)
+    assert h.protocol.session.helo_name == ""
+    assert h.protocol.session.sender is None
+    ehlo = h.send(EHLO)
+    assert "250-STARTTLS" not in ehlo
+    assert h.send("STARTTLS\n") == ["554 5.5.1 Error: TLS already active"]
+    assert h.protocol.session.protocol == "ESMTPS"
+
+
+def test_starttls_not_offered_without_tls() -> None:
+    """Without a TLS context STARTTLS is 502 5.5.1."""
+    h = SMTPHarness()
+    assert h.send("STARTTLS\n") == ["502 5.5.1 Error: command not implemented"]
+
+
+def test_encrypt_level_requires_starttls_before_mail() -> None:
+    """smtpd_tls_security_level=encrypt: MAIL before STARTTLS is 530 5.7.0."""
+    from pymta.tls import ServerTLS
+
+    tls = object.__new__(ServerTLS)
+    tls.required = True
+    h = SMTPHarness(tls=tls)
+    h.send(EHLO)
+    assert h.send("MAIL FROM:<a@b.example>\n") == ["530 5.7.0 Must issue a STARTTLS command first"]
+
+
+def test_maillog_lines_follow_postfix(maillog_lines: list[str]) -> None:
+    """connect, client=, NOQUEUE reject and disconnect lines in Postfix's format."""
+    h = SMTPHarness()
+    h.send(EHLO + "MAIL FROM:<s@sender.example>\nRCPT TO:<x@remote.example>\n")
+    h.send("RCPT TO:<user@example.com>\nDATA\nhi\n.\nQUIT\n")
+    h.protocol.connectionLost(None)
+    assert maillog_lines == [
+        "smtpd: connect from unknown[203.0.113.5]",
+        "smtpd: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 454 4.7.1 "
+        "<x@remote.example>: Relay access denied; from=<s@sender.example> "
+        "to=<x@remote.example> proto=ESMTP helo=<client.example>",
+        "smtpd: QID1: client=unknown[203.0.113.5]",
+        "smtpd: disconnect from unknown[203.0.113.5] ehlo=1 mail=1 rcpt=1/2 data=1 "
+        "quit=1 commands=5/6",
+    ]
+
+
+def test_lost_connection_is_logged(maillog_lines: list[str]) -> None:
+    """A client that vanishes mid-session is logged with the last command."""
+    h = SMTPHarness()
+    h.send(EHLO + TXN)
+    h.protocol.connectionLost(None)
+    assert "smtpd: lost connection after DATA from unknown[203.0.113.5]" in maillog_lines
+
+
+def test_unexpected_cleanup_error_is_logged_with_traceback() -> None:
+    """An unexpected cleanup failure is logged as a failure event (traceback)."""
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        h = SMTPHarness(cleanup=FakeCleanup(error=RuntimeError("boom")))
+        h.send(EHLO + TXN + "x\n.\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert any(e.get("log_failure") and e.get("log_level") == LogLevel.critical for e in events)
