@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from pymta.cleanup.interface import CleanupRejected
-from pymta.smtpd.testing import FakeCleanup, SMTPHarness
+from pymta.smtpd.testing import FakeCleanup, LogCapture, SMTPHarness
 
 EHLO = "EHLO client.example\n"
 TXN = "MAIL FROM:<s@sender.example>\nRCPT TO:<user@example.com>\nDATA\n"
 
 
 @pytest.fixture
-def maillog_lines() -> list[str]:
-    lines: list[str] = []
-
-    def observer(event: dict[str, object]) -> None:
-        if event.get("pymta_maillog"):
-            lines.append(f"{event['service']}: {event['text']}")
-
-    globalLogPublisher.addObserver(observer)
-    yield lines
-    globalLogPublisher.removeObserver(observer)
+def maillog_lines() -> Iterator[list[str]]:
+    with LogCapture() as capture:
+        yield capture.maillog
 
 
 def test_banner_and_ehlo_advertise_extensions() -> None:
@@ -535,11 +530,9 @@ def test_lost_connection_is_logged(maillog_lines: list[str]) -> None:
 
 def test_unexpected_cleanup_error_is_logged_with_traceback() -> None:
     """An unexpected cleanup failure is logged as a failure event (traceback)."""
-    events: list[dict[str, object]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with LogCapture() as capture:
         h = SMTPHarness(cleanup=FakeCleanup(error=RuntimeError("boom")))
         h.send(EHLO + TXN + "x\n.\n")
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-    assert any(e.get("log_failure") and e.get("log_level") == LogLevel.critical for e in events)
+    assert any(
+        e.get("log_failure") and e.get("log_level") == LogLevel.critical for e in capture.events
+    )

@@ -21,6 +21,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from pymta.cleanup.interface import CleanupRejected, ICleanup
@@ -36,6 +37,7 @@ __all__ = [
     "DictTable",
     "FakeCleanup",
     "FakeResolver",
+    "LogCapture",
     "SMTPHarness",
     "TLSStringTransport",
 ]
@@ -234,3 +236,25 @@ def _match(got: list[str], expected: list[str]) -> None:
     assert ok, "transcript mismatch:\n  expected: {}\n  got:      {}".format(
         "\n            ".join(expected), "\n            ".join(got)
     )
+
+
+@implementer(ILogObserver)
+class LogCapture:
+    """Collects log events while installed: ``maillog`` holds the mail event
+    lines as ``service: text``, ``events`` every event."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.maillog: list[str] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        if event.get("pymta_maillog"):
+            self.maillog.append(f"{event['service']}: {event['text']}")
+
+    def __enter__(self) -> LogCapture:
+        globalLogPublisher.addObserver(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        globalLogPublisher.removeObserver(self)
