@@ -54,13 +54,17 @@ def test_sha_crypt_spec_vectors(setting: str, password: str, expected: str) -> N
 @pytest.mark.parametrize("variant", ["-5", "-6"])
 @pytest.mark.parametrize("password", ["secret", "p\u00e4ssw\u00f6rd", "x" * 80, "a:b c$d"])
 def test_sha_crypt_matches_openssl(variant: str, password: str) -> None:
-    """Hashes made by `openssl passwd -5/-6` (glibc-compatible) verify; a wrong password does not."""
-    out = subprocess.run(
-        ["openssl", "passwd", variant, "-salt", "Zq1.wE/3", "-stdin"],
-        input=password.encode(),
-        capture_output=True,
-        check=True,
-    ).stdout.decode().strip()
+    """Hashes made by `openssl passwd -5/-6` (glibc-compatible) verify; wrong passwords fail."""
+    out = (
+        subprocess.run(
+            ["openssl", "passwd", variant, "-salt", "Zq1.wE/3", "-stdin"],
+            input=password.encode(),
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .strip()
+    )
     assert sha_crypt(password, out) == out
     scheme = "SHA256-CRYPT" if variant == "-5" else "SHA512-CRYPT"
     assert verify(password, StoredPassword.parse("{" + scheme + "}" + out))
