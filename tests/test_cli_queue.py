@@ -1,0 +1,174 @@
+"""Tests of the queue admin commands: mailq, postqueue -p/-j, postsuper."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from pymta.cli.queue import format_mailq, run_mailq, run_postqueue, run_postsuper, scan
+from pymta.queue.model import Envelope, Recipient
+from pymta.queue.store import FileQueueStore
+from pymta.queue.sync import ImmediateSyncBarrier
+
+T = 1700000000.0  # Tue Nov 14 22:13:20 2023 UTC
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[str, FileQueueStore]:
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    queue_dir = tmp_path / "spool"
+    (config_dir / "main.cf").write_text(f"queue_directory = {queue_dir}\n")
+    store = FileQueueStore(str(queue_dir), ImmediateSyncBarrier())
+    return str(config_dir), store
+
+
+def _put(store: FileQueueStore, sender: str, rcpts: list[str], size: int, queue: str) -> str:
+    envelope = Envelope(sender, [Recipient(r) for r in rcpts], T)
+    qid = store.new_queue_id()
+    store.enqueue(envelope, b"x" * size, qid)
+    if queue != "incoming":
+        store.move(qid, "incoming", queue)
+    return qid
+
+
+def test_mailq_golden(setup: tuple[str, FileQueueStore]) -> None:
+    """The listing has Postfix's header, '*' for active and '!' for hold, the
+    null sender as MAILER-DAEMON, delay reasons in parentheses, done
+    recipients left out, and the Kbytes/Requests trailer."""
+    _, store = setup
+    a = _put(store, "alice@example.org", ["bob@example.com"], 1500, "active")
+    d = _put(store, "", ["x@far.example", "y@far.example", "z@far.example"], 600, "deferred")
+    store.record_defer(d, 0, "4.4.1", "connect to far.example[192.0.2.1]:25: Connection refused")
+    store.record_defer(d, 2, "4.4.1", "connect to far.example[192.0.2.1]:25: Connection refused")
+    store.mark_done(d, "deferred", 1)
+    h = _put(store, "carol@example.org", ["dave@example.net"], 10, "hold")
+    text = format_mailq(list(scan(store)), datetime.UTC)
+    pad = " " * 50
+    expected = (
+        "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n"
+        f"{a}*    1500 Tue Nov 14 22:13:20  alice@example.org\n"
+        f"{pad}bob@example.com\n"
+        "\n"
+        f"{d}      600 Tue Nov 14 22:13:20  MAILER-DAEMON\n"
+        "(connect to far.example[192.0.2.1]:25: Connection refused)\n"
+        f"{pad}x@far.example\n"
+        f"{pad}z@far.example\n"
+        "\n"
+        f"{h}!      10 Tue Nov 14 22:13:20  carol@example.org\n"
+        f"{pad}dave@example.net\n"
+        "\n"
+        "-- 3 Kbytes in 3 Requests.\n"
+    )
+    assert text == expected
+
+
+def test_mailq_empty(setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty queue says so, as Postfix's mailq does."""
+    config_dir, _ = setup
+    assert run_mailq([], config_dir) == 0
+    assert capsys.readouterr().out == "Mail queue is empty\n"
+
+
+def test_mailq_skips_corrupt(
+    setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corrupt queue file does not stop the listing."""
+    config_dir, store = setup
+    good = _put(store, "a@b.example", ["c@d.example"], 100, "deferred")
+    Path(store.path("ABCDEF0123456789ABC", "deferred")).write_bytes(b"junk")
+    assert run_mailq(["-c", config_dir], "/nonexistent") == 0
+    out = capsys.readouterr().out
+    assert good in out and "ABCDEF0123456789ABC" not in out
+    assert out.endswith("-- 1 Kbytes in 1 Request.\n")
+
+
+def test_missing_queue_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A queue directory that does not exist is a fatal error, not a traceback."""
+    (tmp_path / "main.cf").write_text(f"queue_directory = {tmp_path}/none\n")
+    assert run_mailq([], str(tmp_path)) == 1
+    assert "fatal" in capsys.readouterr().err
+
+
+def test_postqueue_json(
+    setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """postqueue -j prints one JSON object per message with Postfix's field names."""
+    config_dir, store = setup
+    qid = _put(store, "s@example.org", ["r1@x.example", "r2@x.example"], 42, "deferred")
+    store.record_defer(qid, 1, "4.2.2", "mailbox full")
+    assert run_postqueue(["-j"], config_dir) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {
+            "queue_name": "deferred",
+            "queue_id": qid,
+            "arrival_time": 1700000000,
+            "message_size": 42,
+            "forced_expire": False,
+            "sender": "s@example.org",
+            "recipients": [
+                {"address": "r1@x.example"},
+                {"address": "r2@x.example", "delay_reason": "mailbox full"},
+            ],
+        }
+    ]
+    assert run_postqueue(["-p"], config_dir) == 0
+    assert "-- 1 Kbytes in 1 Request." in capsys.readouterr().out
+    assert run_postqueue([], config_dir) == 1
+
+
+def test_postsuper_delete(
+    setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-d QID deletes one message (and its defer log); -d ALL deferred only that queue."""
+    config_dir, store = setup
+    one = _put(store, "a@x", ["b@y"], 1, "deferred")
+    store.record_defer(one, 0, "4.0.0", "later")
+    two = _put(store, "a@x", ["b@y"], 1, "deferred")
+    keep = _put(store, "a@x", ["b@y"], 1, "hold")
+    assert run_postsuper(["-d", one], config_dir) == 0
+    assert "postsuper: Deleted: 1 message\n" in capsys.readouterr().err
+    assert store.find(one) is None and store.defer_reasons(one) == {}
+    assert run_postsuper(["-d", "ALL", "deferred"], config_dir) == 0
+    assert store.find(two) is None
+    assert store.find(keep) == "hold"
+
+
+def test_postsuper_hold_release_requeue(
+    setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-h moves to hold, -H releases to deferred (due now), -r moves back to incoming."""
+    config_dir, store = setup
+    qid = _put(store, "a@x", ["b@y"], 1, "deferred")
+    assert run_postsuper(["-h", qid], config_dir) == 0
+    assert store.find(qid) == "hold"
+    assert "Placed on hold: 1 message" in capsys.readouterr().err
+    assert run_postsuper(["-H", "ALL"], config_dir) == 0
+    assert store.find(qid) == "deferred"
+    assert "Released from hold: 1 message" in capsys.readouterr().err
+    assert run_postsuper(["-r", qid], config_dir) == 0
+    assert store.find(qid) == "incoming"
+    assert "Requeued: 1 message" in capsys.readouterr().err
+
+
+def test_postsuper_stdin_and_bad_ids(
+    setup: tuple[str, FileQueueStore],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'-' reads ids from stdin; a malformed id is warned about and never a path."""
+    config_dir, store = setup
+    a = _put(store, "a@x", ["b@y"], 1, "deferred")
+    b = _put(store, "a@x", ["b@y"], 1, "active")
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{a}\n{b}\n../../etc/passwd\n"))
+    assert run_postsuper(["-d", "-"], config_dir) == 0
+    err = capsys.readouterr().err
+    assert "invalid mail queue id: ../../etc/passwd" in err
+    assert "Deleted: 2 messages" in err
+    assert store.list("deferred") == [] and store.list("active") == []
+    assert run_postsuper(["-d", "ALL", "nosuchqueue"], config_dir) == 1
