@@ -216,20 +216,23 @@ def _expand(config: Config, known: dict[str, Param], name: str, raw: str) -> str
 
 def _print_master(config_dir: str, selectors: list[str]) -> int:
     services = load_master(config_dir)
-    status = 0
     if not selectors:
         for service in services:
             print(format_service(service))
         return 0
-    for selector in selectors:
-        name, _, stype = selector.partition("/")
-        matched = [s for s in services if s.name == name and (not stype or s.type == stype)]
-        if not matched:
-            _warn(f"{selector}: unknown service")
-            status = 1
-        for service in matched:
+    wanted = [selector.partition("/")[::2] for selector in selectors]
+
+    def selected(service: MasterService, name: str, stype: str) -> bool:
+        return service.name == name and (not stype or service.type == stype)
+
+    # Postfix prints the selected services in master.cf order.
+    for service in services:
+        if any(selected(service, name, stype) for name, stype in wanted):
             print(format_service(service))
-    return status
+    for selector, (name, stype) in zip(selectors, wanted, strict=True):
+        if not any(selected(service, name, stype) for service in services):
+            _warn(f'unmatched request: "{selector}"')
+    return 0
 
 
 # --- editing main.cf ----------------------------------------------------------
