@@ -5,14 +5,17 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-from email.message import EmailMessage, Message
+from email.message import Message
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from pymta.bounce.bouncer import Bouncer
 from pymta.bounce.dsn import DsnParams, compose
+from pymta.cleanup.interface import ICleanup
 from pymta.config import Config
 from pymta.delivery.interface import RecipientStatus
 from pymta.queue.model import Envelope, Recipient
@@ -83,14 +86,14 @@ def test_dsn_parses_as_rfc3464_report() -> None:
     """Python's email package sees a multipart/report with text/plain,
     message/delivery-status (per-message and per-recipient fields) and the
     returned message/rfc822."""
-    message = email.message_from_bytes(make_dsn(), policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
+    message: Any = email.message_from_bytes(make_dsn(), policy=email.policy.default)
     assert message.get_content_type() == "multipart/report"
     assert message.get_param("report-type") == "delivery-status"
     assert message["From"].addresses[0].addr_spec == "MAILER-DAEMON@mx.example.org"
     assert message["To"] == "alice@example.org"
     assert message["Auto-Submitted"] == "auto-replied"
-    text, status, returned = message.get_payload()  # type: ignore[misc]
+    payload: Any = message.get_payload()
+    text, status, returned = payload
     assert text.get_content_type() == "text/plain"
     body = text.get_content()
     assert "This is the mail system at host mx.example.org." in body
@@ -116,12 +119,13 @@ def test_dsn_parses_as_rfc3464_report() -> None:
 
 def test_large_original_returns_headers_only() -> None:
     """Above bounce_size_limit only the headers come back, as text/rfc822-headers."""
-    message = email.message_from_bytes(make_dsn(size_limit=100), policy=email.policy.default)
-    returned = message.get_payload()[2]  # type: ignore[index]
+    message: Any = email.message_from_bytes(make_dsn(size_limit=100), policy=email.policy.default)
+    returned = message.get_payload()[2]
     assert returned.get_content_type() == "text/rfc822-headers"
     assert b"Are you free" not in make_dsn(size_limit=100)
 
 
+@implementer(ICleanup)
 class RecordingCleanup:
     def __init__(self) -> None:
         self.submitted: list[tuple[Envelope, bytes]] = []
@@ -174,10 +178,10 @@ def test_delay_warning() -> None:
     delayed = [(Recipient("bob@slow.example"), RecipientStatus(0, "4.4.1", "connection timed out"))]
     b.delay_warning("0123456789ABC000001", envelope(), ORIGINAL, delayed)
     [(_, content)] = cleanup.submitted
-    message = email.message_from_bytes(content, policy=email.policy.default)
+    message: Any = email.message_from_bytes(content, policy=email.policy.default)
     assert message["Subject"] == "Delayed Mail (still being retried)"
     assert b"THIS IS A WARNING ONLY" in content
-    status = message.get_payload()[1].get_payload()[1]  # type: ignore[index]
+    status = message.get_payload()[1].get_payload()[1]
     assert status["Action"] == "delayed"
     assert status["Will-Retry-Until"] == "Wed, 20 Jan 2027 07:58:55 +0000 (UTC)"
     null = Envelope("", [Recipient("bob@slow.example")], arrival_time=NOW)

@@ -9,21 +9,23 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from pymta.bounce.bouncer import Bouncer
+from pymta.cleanup.interface import ICleanup
 from pymta.config import Config
 from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientStatus
 from pymta.qmgr.manager import QueueManager
 from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
-from pymta.rewrite.interface import Resolution
+from pymta.rewrite.interface import IResolver, Resolution
 from pymta.tables.interface import TableError
 
 T0 = 1_800_000_000.0
 
 
+@implementer(IResolver)
 class FakeResolver:
     """Domain -> transport; ``fail`` domains raise TableError."""
 
@@ -80,6 +82,7 @@ class FakeAgent:
             d.callback(self.answer(request, status))
 
 
+@implementer(ICleanup)
 class FakeCleanup:
     """Takes DSNs; ``refuse`` makes submit errback."""
 
@@ -98,6 +101,7 @@ class FakeCleanup:
 def maillines() -> Iterator[list[str]]:
     lines: list[str] = []
 
+    @implementer(ILogObserver)
     def observer(event: dict[str, Any]) -> None:
         if event.get("pymta_maillog"):
             lines.append(event["text"])
@@ -353,6 +357,7 @@ def test_agent_errback_defers_and_logs_traceback() -> None:
     rig = Rig(agents={"virtual": agent})
     failures: list[dict[str, Any]] = []
 
+    @implementer(ILogObserver)
     def observer(event: dict[str, Any]) -> None:
         if "log_failure" in event:
             failures.append(event)

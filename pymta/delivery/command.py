@@ -1,0 +1,143 @@
+"""command: run a delivery command with the message on stdin; map its exit status.
+
+Mirrors Postfix's pipe_command() and sys_exits.c, as local(8) uses them for
+``|command`` aliases: the command runs as ``/bin/sh -c command`` through
+reactor.spawnProcess (never blocking the reactor), with the message on its
+standard input and a local(8)-style environment; stdout and stderr are
+collected (up to a limit) as the diagnostic. Exit 0 is success; the
+sysexits(3) codes map to Postfix's enhanced status codes (EX_TEMPFAIL and
+EX_OSERR defer, the others bounce); any other code bounces; a command killed
+by a signal or by the time limit defers.
+
+Untrusted input: the message and the envelope addresses, passed only as
+stdin and environment values, never through the shell's command line.
+Writes: nothing itself (the command may). Logs: nothing (statuses are values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+# sysexits.h -> (enhanced status, text), as Postfix's sys_exits.c.
+SYSEXITS: dict[int, tuple[str, str]] = {
+    64: ("5.3.0", "command line usage error"),
+    65: ("5.6.0", "data format error"),
+    66: ("5.3.0", "cannot open input"),
+    67: ("5.1.1", "user unknown"),
+    68: ("5.1.2", "host name unknown"),
+    69: ("5.3.0", "service unavailable"),
+    70: ("5.3.0", "internal software error"),
+    71: ("4.3.0", "system resource problem"),
+    72: ("5.3.0", "critical OS file missing"),
+    73: ("5.2.0", "can't create user output file"),
+    74: ("5.3.0", "input/output error"),
+    75: ("4.3.0", "temporary failure"),
+    76: ("5.5.0", "remote error in protocol"),
+    77: ("5.7.0", "permission denied"),
+    78: ("5.3.5", "local configuration error"),
+}
+
+OUTPUT_LIMIT = 2048
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """How a command ended: exit code (None when killed), signal, its output,
+    and whether the time limit killed it."""
+
+    exit_code: int | None
+    signal: int | None
+    output: bytes
+    timed_out: bool = False
+
+
+def command_status(command: str, result: CommandResult) -> tuple[str, str]:
+    """(enhanced status, reason) for a finished command, as Postfix words it."""
+    output = " ".join(result.output.decode("utf-8", "replace").split())
+    suffix = f". Command output: {output}" if output else ""
+    if result.timed_out:
+        return "4.3.0", f'Command time limit exceeded: "{command}"{suffix}'
+    if result.exit_code is None:
+        return "4.3.0", f'Command killed by signal {result.signal}: "{command}"{suffix}'
+    if result.exit_code == 0:
+        return "2.0.0", f"delivered to command: {command}"
+    mapped = SYSEXITS.get(result.exit_code)
+    if mapped is not None:
+        status, text = mapped
+        return status, f"{text}{suffix}"
+    return "5.3.0", f'Command died with status {result.exit_code}: "{command}"{suffix}'
+
+
+class _CommandProtocol(ProcessProtocol):
+    def __init__(self, stdin: bytes, done: Deferred[CommandResult]) -> None:
+        self._stdin = stdin
+        self._done = done
+        self._output: list[bytes] = []
+        self._size = 0
+        self.timed_out = False
+        self.timer: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._stdin)
+        self.transport.closeStdin()
+
+    def _collect(self, data: bytes) -> None:
+        if self._size < OUTPUT_LIMIT:
+            chunk = data[: OUTPUT_LIMIT - self._size]
+            self._output.append(chunk)
+            self._size += len(chunk)
+
+    def outReceived(self, data: bytes) -> None:
+        self._collect(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._collect(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        exit_code: int | None = None
+        signal: int | None = None
+        if isinstance(reason.value, ProcessDone):
+            exit_code = 0
+        elif isinstance(reason.value, ProcessTerminated):
+            exit_code = reason.value.exitCode
+            signal = reason.value.signal
+        output = b"".join(self._output)
+        self._done.callback(CommandResult(exit_code, signal, output, self.timed_out))
+
+
+def run_command(
+    reactor: IReactorProcess,
+    clock: IReactorTime,
+    command: str,
+    stdin: bytes,
+    env: Mapping[str, str],
+    time_limit: float = 1000.0,
+    path: str = "/",
+) -> Deferred[CommandResult]:
+    """Run ``/bin/sh -c command``; fires with its CommandResult (never errbacks
+    for a failing command; OSError from spawnProcess is raised)."""
+    done: Deferred[CommandResult] = Deferred()
+    protocol = _CommandProtocol(stdin, done)
+    process = reactor.spawnProcess(
+        protocol, "/bin/sh", ["sh", "-c", command], env=dict(env), path=path
+    )
+
+    def kill() -> None:
+        protocol.timed_out = True
+        try:
+            process.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+
+    protocol.timer = clock.callLater(time_limit, kill)
+    return done

@@ -1,0 +1,103 @@
+"""registry: the delivery agents by master.cf command name, and their construction.
+
+Mirrors the delivery-agent lines of Postfix's master.cf: a service
+(``virtual unix - n n - - virtual``) names a command; :data:`AGENTS` maps
+the command to a factory, and :func:`build_agents` builds one agent per
+service — the service name is the transport name qmgr schedules by (so
+``relay`` or a custom ``slow-virtual`` works as in Postfix), and each agent
+sees the main.cf Config with that service's ``-o`` overrides. As in
+Postfix, the ``error`` command runs in retry mode when its service is
+called ``retry``. Services whose command is not a delivery agent are
+skipped (smtpd, qmgr, cleanup... are built elsewhere); :func:`process_limits`
+gives qmgr each transport's maxproc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+
+from pymta.cleanup.interface import ICleanup
+from pymta.config import Config
+from pymta.config.master_cf import MasterService
+from pymta.delivery.discard import DiscardAgent
+from pymta.delivery.error import ErrorAgent
+from pymta.delivery.interface import IDeliveryAgent
+from pymta.delivery.local import LocalAgent
+from pymta.delivery.lookup import OpenMaps, default_open_maps
+from pymta.delivery.virtual import VirtualAgent
+from pymta.queue.interface import ISyncBarrier
+
+
+@dataclass
+class AgentContext:
+    """What agents are built from; ``config`` is main.cf (overrides are added here)."""
+
+    config: Config
+    sync: ISyncBarrier
+    cleanup: ICleanup
+    clock: IReactorTime
+    reactor: IReactorProcess | Any
+    open_maps: OpenMaps = default_open_maps
+
+
+AgentFactory = Callable[[AgentContext, str, Config], IDeliveryAgent]
+
+
+def _virtual(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+    return VirtualAgent(config, context.sync, context.clock, open_maps=context.open_maps)
+
+
+def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+    return LocalAgent(
+        config,
+        context.cleanup,
+        context.clock,
+        context.reactor,
+        open_maps=context.open_maps,
+        sync=context.sync,
+    )
+
+
+def _discard(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+    return DiscardAgent()
+
+
+def _error(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+    return ErrorAgent(retry=service == "retry")
+
+
+def _retry(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+    return ErrorAgent(retry=True)
+
+
+AGENTS: dict[str, AgentFactory] = {
+    "virtual": _virtual,
+    "local": _local,
+    "discard": _discard,
+    "error": _error,
+    "retry": _retry,
+}
+
+
+def build_agents(
+    services: Iterable[MasterService], context: AgentContext
+) -> dict[str, IDeliveryAgent]:
+    """One agent per master.cf service whose command is a delivery agent,
+    keyed by service (transport) name."""
+    agents: dict[str, IDeliveryAgent] = {}
+    for service in services:
+        factory = AGENTS.get(service.program)
+        if factory is None:
+            continue
+        config = service.service_config(context.config)
+        agents[service.name] = factory(context, service.name, config)
+    return agents
+
+
+def process_limits(services: Iterable[MasterService], config: Config) -> dict[str, int]:
+    """maxproc of every delivery service (``-``: default_process_limit; 0: unlimited)."""
+    return {s.name: s.process_limit(config) for s in services if s.program in AGENTS}
