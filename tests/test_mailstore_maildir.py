@@ -286,3 +286,39 @@ def test_folder_lookup_of_bad_names(tmp_path: Path, name: str) -> None:
     mbox = _store().open_user("u", str(tmp_path / "m"))
     with pytest.raises(MailStoreError):
         mbox.folder(name)
+
+
+def test_open_skips_scan_when_directories_unchanged(tmp_path: Path) -> None:
+    """A process opening a folder trusts the last complete scan while new/
+    and cur/ keep the mtimes it recorded, and scans again once they change."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    inbox.append(MSG)
+
+    def age_dirs() -> None:
+        for sub in ("new", "cur"):
+            os.utime(root / sub, (1000, 1000))
+
+    age_dirs()
+    assert inbox.changed_on_disk()
+    inbox.refresh()  # a complete scan, recorded with the old mtimes
+    assert not inbox.changed_on_disk()
+    _drop(root, "new", "5.hidden.host")
+    age_dirs()  # as if the directory had not changed
+    assert [m.uid for m in _inbox(root).messages()] == [1]
+    os.utime(root / "new", (2000, 2000))
+    assert [m.uid for m in _inbox(root).messages()] == [1, 2]
+
+
+def test_index_with_escaping_file_name_is_corrupt(tmp_path: Path) -> None:
+    """An index record whose file name leaves new/ or cur/ is treated as
+    corruption (renumbering), never opened."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    inbox.append(MSG)
+    validity = inbox.uidvalidity
+    with open(root / INDEX_NAME, "a") as f:
+        f.write("A\t9\t99\tcur/../../../etc/passwd\t1\t1\t0.0\t\t\n")
+    again = _inbox(root)
+    assert again.uidvalidity > validity
+    assert [again.read(m.uid) for m in again.messages()] == [MSG]

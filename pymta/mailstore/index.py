@@ -9,9 +9,12 @@ Format: a text file, one record per line, tab-separated, append-only::
     pymta-uidlist 1 <TAB> V<uidvalidity> <TAB> N<uidnext> <TAB> M<modseq> <TAB> E<floor>
     A <uid> <modseq> <sub/filename> <size> <rfc822 size> <internal date> <flags> <keywords>
     X <uid> <modseq>
+    S <new/ mtime ns> <cur/ mtime ns>
 
 ``A`` adds or replaces a message's record, ``X`` expunges it (kept as a
-tombstone for QRESYNC); flags are the letters D F R S T, keywords separated
+tombstone for QRESYNC), ``S`` notes the directories' mtimes at the last
+complete scan (a process opening the folder skips its scan when they still
+match); flags are the letters D F R S T, keywords separated
 by spaces. Appending a message costs one short ``write``; when dead lines
 outnumber live ones the file is compacted (written to a temporary name,
 fsync'd, renamed), which readers in other processes notice by its inode.
@@ -33,10 +36,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pymta.mailstore.interface import MessageInfo
+from pymta.mailstore.names import FILENAME_PATTERN
 
 INDEX_NAME = "pymta-uidlist"
 LOCK_NAME = "pymta-uidlist.lock"
@@ -51,6 +56,7 @@ _FLAG_LETTERS = {
     "\\Deleted": "T",
 }
 _LETTER_FLAGS = {v: k for k, v in _FLAG_LETTERS.items()}
+_GOOD_FILENAME = re.compile(r"(?:new|cur)/" + FILENAME_PATTERN + r"\Z")
 
 
 class IndexCorrupt(Exception):
@@ -82,6 +88,7 @@ class UidIndex:
         self.records: dict[int, MessageInfo] = {}
         self.by_base: dict[str, int] = {}
         self.tombstones: list[tuple[int, int]] = []
+        self.scan_stamp: tuple[int, int] | None = None
         self.loaded = False
         self._offset = 0
         self._ino = -1
@@ -150,6 +157,7 @@ class UidIndex:
         self.records = {}
         self.by_base = {}
         self.tombstones = []
+        self.scan_stamp = None
         self._lines = 0
 
     def _read_header(self, data: bytes) -> int:
@@ -172,56 +180,69 @@ class UidIndex:
     def _apply(self, data: bytes, start: int, notify: bool) -> list[IndexChange]:
         changes: list[IndexChange] = []
         records = self.records
+        by_base = self.by_base
+        flag_of = self._flags
+        keywords_of = self._keywords
+        good_name = _GOOD_FILENAME.match
+        uidnext, highest = self.uidnext, self.highest_modseq
         try:
             text = data[start:].decode("utf-8")
         except UnicodeDecodeError:
             raise IndexCorrupt(f"{self.path}: not UTF-8") from None
-        for lineno, line in enumerate(text.split("\n")[:-1]):
+        lines = text.split("\n")
+        lines.pop()  # after the last newline: empty
+        for line in lines:
             f = line.split("\t")
             try:
                 kind = f[0]
+                if kind == "S":
+                    self.scan_stamp = (int(f[1]), int(f[2]))
+                    continue
                 uid = int(f[1])
                 modseq = int(f[2])
                 if kind == "A":
-                    flags = self._flags(f[7])
-                    kw = self._keywords(f[8])
                     filename = f[3]
+                    # The index is input too: a name must stay inside new/ or cur/.
+                    if len(f) != 9 or not good_name(filename):
+                        raise ValueError(f"bad record for UID {uid}")
+                    base = filename[4:].partition(":")[0]
                     info = MessageInfo(
                         uid,
                         int(f[4]),
                         int(f[5]),
                         float(f[6]),
-                        flags,
-                        kw,
+                        flag_of(f[7]),
+                        keywords_of(f[8]),
                         modseq,
                         filename,
-                        filename.startswith("new/"),
+                        filename[0] == "n",
                     )
                     old = records.get(uid)
                     if old is not None:
-                        old_base = base_of(old.filename)
-                        if self.by_base.get(old_base) == uid:
-                            del self.by_base[old_base]
+                        old_base = old.filename[4:].partition(":")[0]
+                        if old_base != base and by_base.get(old_base) == uid:
+                            del by_base[old_base]
                     records[uid] = info
-                    self.by_base[base_of(filename)] = uid
+                    by_base[base] = uid
                     if notify:
                         changes.append(IndexChange(uid, old, info))
                 elif kind == "X":
                     old = records.pop(uid, None)
                     if old is not None:
-                        self.by_base.pop(base_of(old.filename), None)
+                        by_base.pop(old.filename[4:].partition(":")[0], None)
                         self.tombstones.append((uid, modseq))
                         if notify:
                             changes.append(IndexChange(uid, old, None))
                 else:
                     raise ValueError(f"unknown record {kind!r}")
-            except (ValueError, IndexError) as e:
-                raise IndexCorrupt(f"{self.path}: line {lineno + 2}: {e}") from None
-            if uid >= self.uidnext:
-                self.uidnext = uid + 1
-            if modseq > self.highest_modseq:
-                self.highest_modseq = modseq
-            self._lines += 1
+            except (ValueError, IndexError, KeyError) as e:
+                raise IndexCorrupt(f"{self.path}: {e}: {line[:80]!r}") from None
+            if uid >= uidnext:
+                uidnext = uid + 1
+            if modseq > highest:
+                highest = modseq
+        self.uidnext, self.highest_modseq = uidnext, highest
+        self._lines += len(lines)
         return changes
 
     def _flags(self, letters: str) -> frozenset[str]:
@@ -250,11 +271,20 @@ class UidIndex:
             f"{' '.join(sorted(info.keywords))}\n"
         )
 
-    def put(self, infos: list[MessageInfo], expunged: list[tuple[int, int]]) -> None:
+    def put(
+        self,
+        infos: list[MessageInfo],
+        expunged: list[tuple[int, int]],
+        scan_stamp: tuple[int, int] | None = None,
+    ) -> None:
         """Append records (lock held), update the image, make them durable,
-        and compact when the log has grown to twice the live records."""
+        and compact when dead lines have piled up. ``scan_stamp`` records
+        the directories' mtimes at a complete scan, so that the next process
+        to open the folder can skip its own scan when nothing changed."""
         lines = [self.record_line(i) for i in infos]
         lines += [f"X\t{uid}\t{modseq}\n" for uid, modseq in expunged]
+        if scan_stamp is not None and scan_stamp != self.scan_stamp:
+            lines.append(f"S\t{scan_stamp[0]}\t{scan_stamp[1]}\n")
         if not lines:
             return
         data = "".join(lines).encode("utf-8")
@@ -270,7 +300,10 @@ class UidIndex:
         self._apply(data, 0, notify=False)
         self._offset = st.st_size
         self._ino = st.st_ino
-        if self._lines > 2 * len(self.records) + 1000:
+        # Compact when dead lines reach half the live ones: loading stays
+        # close to one line per message, and each line is rewritten O(1)
+        # times on average.
+        if self._lines > len(self.records) + len(self.records) // 2 + 1000:
             self.compact()
 
     def create(self, uidvalidity: int, uidnext: int = 1, modseq: int = 1) -> None:
@@ -296,6 +329,8 @@ class UidIndex:
         parts = [header]
         parts.extend(self.record_line(i) for i in self.records.values())
         parts.extend(f"X\t{uid}\t{modseq}\n" for uid, modseq in self.tombstones)
+        if self.scan_stamp is not None:
+            parts.append(f"S\t{self.scan_stamp[0]}\t{self.scan_stamp[1]}\n")
         data = "".join(parts).encode("utf-8")
         tmp = self.path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -251,8 +251,14 @@ class MaildirFolder:
             first = not index.loaded
             notices = _group(index.sync())
             if first:
-                # A restart: pick up what was delivered while we were away.
-                notices += self._scan_locked()
+                # A restart: pick up what was delivered while we were away,
+                # unless the last complete scan (by any process) saw the
+                # directories as they are now.
+                stamp = self._dir_stat()
+                if stamp is not None and stamp == index.scan_stamp:
+                    self._dir_stamp = stamp
+                else:
+                    notices += self._scan_locked()
             return notices
         except IndexCorrupt as e:
             old = index.uidvalidity
@@ -348,7 +354,7 @@ class MaildirFolder:
                 modseq += 1
                 added.append(made)
                 uid += 1
-        index.put(updates + added, expunged)
+        index.put(updates + added, expunged, stamp)
         self._dir_stamp = stamp
         notices: list[FolderChange] = []
         if expunged:

@@ -22,7 +22,6 @@ from pymta.mailstore.interface import SEPARATOR, InvalidFolderName
 INBOX = "INBOX"
 DISK_SEPARATOR = "."
 MAX_NAME_BYTES = 240  # a directory name must fit in NAME_MAX (255) with room to spare
-MAX_FILENAME = 255
 
 # Maildir letter <-> IMAP flag. "P" (passed) has no IMAP system flag; it maps
 # to the $Forwarded keyword (RFC 5550), as most clients use it.
@@ -37,6 +36,9 @@ FLAG_TO_LETTER = {v.lower(): k for k, v in LETTER_TO_FLAG.items()}
 FORWARDED = "$Forwarded"
 
 _FORBIDDEN_IN_PART = re.compile(r"[\x00-\x1f\x7f./%*\\]")
+# Printable ASCII without "/", not starting with "." (Maildir ignores dot files).
+FILENAME_PATTERN = r"[!-\-0-~][!-.0-~]{0,254}"
+_ACCEPTABLE_FILENAME = re.compile(FILENAME_PATTERN + r"\Z")
 _KEYWORD = re.compile(r"^[!#$&'+,\-0-9:;<>?@A-Z^_`a-z|}~\[\]]{1,100}$")
 
 
@@ -171,9 +173,7 @@ def is_acceptable_filename(name: str) -> bool:
     (Maildir's rule), printable ASCII, not too long. listdir never yields a
     ``/``, so a name cannot point outside its directory; symbolic links are
     refused when the file is opened."""
-    if not name or name.startswith(".") or len(name) > MAX_FILENAME:
-        return False
-    return all(0x21 <= ord(c) <= 0x7E for c in name)
+    return bool(_ACCEPTABLE_FILENAME.match(name))
 
 
 def filename_sizes(base: str) -> tuple[int | None, int | None]:
