@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
@@ -44,6 +46,7 @@ CIPHERS_TLS12 = (
 _LEVELS = ("", "none", "may", "encrypt")
 
 
+@implementer(IOpenSSLContextFactory)
 class ServerTLS:
     """A server TLS context from a certificate chain and key (PEM files).
 

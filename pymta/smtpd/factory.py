@@ -10,7 +10,7 @@ is a ConfigError at start. Nothing here writes; connections log.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ServerFactory
 
 from pymta.cleanup.interface import ICleanup
 from pymta.config.config import Config
@@ -26,7 +26,7 @@ __all__ = ["SMTPServerFactory"]
 _BARE_NEWLINE = ("no", "normalize", "reject")
 
 
-class SMTPServerFactory(Factory):
+class SMTPServerFactory(ServerFactory):
     """Builds SMTP sessions for one listener; see the module docstring."""
 
     protocol = SMTPServerProtocol
