@@ -12,7 +12,7 @@ from pymta.config.main_cf import parse_main_cf
 
 
 def test_continuation_lines_and_comments() -> None:
-    """Indented lines continue a parameter across comments and blank lines; '#' lines are skipped."""
+    """Indented lines continue a parameter across comments and blank lines; '#' is a comment."""
     settings = parse_main_cf(
         "# comment\nmydestination = a,\n    b,\n# inside\n\n  c\nmyorigin = x\n", "main.cf"
     )
@@ -96,11 +96,11 @@ def test_bad_values_name_file_line_and_expected_form() -> None:
         "message_size_limit = lots\nsmtpd_helo_required = maybe\nqueue_run_delay = soon\n",
         "/etc/pymta/main.cf",
     )
-    with pytest.raises(ConfigError, match="line 1: message_size_limit: .*whole number"):
+    with pytest.raises(ConfigError, match=r"line 1: message_size_limit: .*whole number"):
         config.get_int("message_size_limit")
-    with pytest.raises(ConfigError, match="line 2: smtpd_helo_required: .*yes or no"):
+    with pytest.raises(ConfigError, match=r"line 2: smtpd_helo_required: .*yes or no"):
         config.get_bool("smtpd_helo_required")
-    with pytest.raises(ConfigError, match="line 3: queue_run_delay: .*time like"):
+    with pytest.raises(ConfigError, match=r"line 3: queue_run_delay: .*time like"):
         config.get_time("queue_run_delay")
 
 

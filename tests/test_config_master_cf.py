@@ -189,7 +189,7 @@ ifmail     unix  -       n       n       -       -       pipe flags=F user=ftn a
 bsmtp      unix  -       n       n       -       -       pipe flags=Fq. user=bsmtp argv=/usr/lib/bsmtp/bsmtp -t$nexthop -f$sender $recipient
 scalemail-backend unix - n       n       -       2       pipe flags=R user=scalemail argv=/usr/lib/scalemail/bin/scalemail-store ${nexthop} ${user} ${extension}
 mailman    unix  -       n       n       -       -       pipe flags=FRX user=list argv=/usr/lib/mailman/bin/postfix-to-mailman.py ${nexthop} ${user}
-"""
+"""  # noqa: E501
 
 STOCK_COMMANDS = [
     ("smtp", "inet", "smtpd"),

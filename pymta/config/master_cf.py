@@ -183,9 +183,11 @@ class MasterService:
         return self.filename, self.lineno
 
     def _port(self, text: str) -> int:
+        # pymta extension: port 0 lets the kernel choose a free port (tests,
+        # embedding); the listener logs the port it bound.
         if text.isdigit():
             port = int(text)
-            if 0 < port < 65536:
+            if 0 <= port < 65536:
                 return port
         elif text:
             try:
