@@ -21,7 +21,7 @@ from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from pymta.config.config import Config
@@ -31,7 +31,7 @@ from pymta.pop3.protocol import POP3Server
 from pymta.pop3.settings import POP3Settings
 
 
-class POP3ServerFactory(Factory):
+class POP3ServerFactory(ServerFactory):
     """Makes POP3Server protocols sharing one portal, TLS context and clock."""
 
     def __init__(
