@@ -153,16 +153,14 @@ def _listen_interfaces(config: Config, host: str | None) -> list[str]:
 
 def build(config: Config, master: list[MasterService], reactor: Any = None) -> MailSystem:
     """Wire every part for this configuration (does not start anything)."""
-    from pymta.bounce import Bouncer
+    from pymta.bounce.bouncer import Bouncer
     from pymta.cleanup import Cleanup
-    from pymta.delivery.registry import build_agents
-    from pymta.qmgr import QueueManager
+    from pymta.delivery.registry import AgentContext, build_agents, process_limits
+    from pymta.qmgr.manager import QueueManager
     from pymta.queue.store import FileQueueStore
     from pymta.queue.sync import SyncBarrier
     from pymta.rewrite import Resolver
     from pymta.tables import open_table
-    from pymta.tls import ServerTLS
-
     reactor = reactor or _reactor()
     clock: IReactorTime = reactor
     system = MailSystem(config, master)
@@ -186,12 +184,12 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     cleanup = Cleanup(config, store, resolver, clock=clock, on_queued=on_queued)
     bounce = Bouncer(config, cleanup, clock)
     agents = build_agents(
-        master, config=config, sync=sync, cleanup=cleanup, clock=clock, reactor=reactor
+        master,
+        AgentContext(config=config, sync=sync, cleanup=cleanup, clock=clock, reactor=reactor),
     )
-    process_limits = {
-        svc.name: svc.maxproc for svc in master if svc.maxproc is not None and svc.type == "unix"
-    }
-    qmgr = QueueManager(config, store, resolver, agents, bounce, clock, process_limits)
+    qmgr = QueueManager(
+        config, store, resolver, agents, bounce, clock, process_limits(master, config)
+    )
     holder["qmgr"] = qmgr
     system.store, system.cleanup, system.resolver = store, cleanup, resolver
     system.qmgr, system.bounce, system.agents = qmgr, bounce, agents
@@ -203,14 +201,14 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
 
     for svc in master:
-        if svc.type != "inet" or svc.command not in LISTENER_COMMANDS:
+        if svc.type != "inet" or svc.program not in LISTENER_COMMANDS:
             continue
-        svc_config = config.with_overrides(svc.overrides, source=f"{svc.filename}, line {svc.lineno}")
+        svc_config = svc.service_config(config)
         host, port = svc.listen_address()
-        if svc.command == "smtpd":
+        if svc.program == "smtpd":
             from pymta.smtpd import SMTPServerFactory
 
-            tls = ServerTLS.from_config(svc_config)
+            tls = _server_tls(svc_config)
             factory: Any = SMTPServerFactory(
                 svc_config,
                 cleanup,
@@ -228,6 +226,22 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
             server.setServiceParent(system)
             system.ports[f"{svc.name}:{interface}:{port}"] = server
     return system
+
+
+def _server_tls(config: Config, prefix: str = "smtpd") -> Any:
+    """The TLS context of a listener; makes the self-signed certificate of the
+    embedded default on first start (pymta_tls_create_self_signed)."""
+    from pymta.tls import ServerTLS, ensure_self_signed
+
+    cert = config.get(f"{prefix}_tls_cert_file").strip()
+    level = config.get(f"{prefix}_tls_security_level").strip().lower()
+    if cert and level not in ("", "none") and config.get_bool("pymta_tls_create_self_signed"):
+        key = config.get(f"{prefix}_tls_key_file").strip() or cert
+        Path(cert).parent.mkdir(parents=True, exist_ok=True)
+        Path(key).parent.mkdir(parents=True, exist_ok=True)
+        if ensure_self_signed(cert, key, config.get("myhostname")):
+            log.info("created a self-signed certificate in {cert}", cert=cert)
+    return ServerTLS.from_config(config, prefix)
 
 
 def _pop3_factory(config: Config, svc: MasterService, reactor: Any) -> Any:

@@ -118,7 +118,7 @@ class PymtaServer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("pymta did not start:\n" + "".join(self.lines))
-                self._changed.wait(remaining)
+                self._changed.wait(min(remaining, 0.5))
         return self
 
     def _read(self) -> None:

@@ -263,6 +263,9 @@ def test_starttls_discards_injected_command(tmp_path: Path) -> None:
     extra = (
         f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {cert}\n"
         f"smtpd_tls_key_file = {tmp_path / 'key.pem'}\npymta_tls_create_self_signed = yes\n"
+        # With HELO required, a MAIL after the handshake shows whether the
+        # session forgot the pre-TLS EHLO (RFC 3207 4.2): it must answer 503.
+        "smtpd_helo_required = yes\n"
     )
     with PymtaServer(tmp_path, main_cf_extra=extra) as server:
         server.start()
@@ -283,7 +286,7 @@ def test_starttls_discards_injected_command(tmp_path: Path) -> None:
                 while chunk := tls.recv(65536):
                     received += chunk
         # Had the injected EHLO run inside TLS we would see its 250- lines, and
-        # MAIL would be accepted; RFC 3207 says the session starts over: 503.
+        # MAIL would be accepted; the session started over, so MAIL gets 503.
         assert b"250-" not in received, received
         finals = [line for line in received.split(b"\r\n") if line]
         assert finals[0].startswith(b"503"), finals
