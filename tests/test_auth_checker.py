@@ -232,3 +232,13 @@ def test_apop_refused_for_hashed_password(setup: Any) -> None:
     result = outcome(checker.requestAvatarId(APOPCredentials("alice@example.org", stamp, digest)))
     clock.advance(1)
     assert result[0].check(UnauthorizedLogin)
+
+
+def test_prepare_makes_dummy_in_thread(setup: Any) -> None:
+    """prepare() builds the unknown-user dummy hash through the thread runner, once."""
+    checker, _, runner, _ = setup
+    done = outcome(checker.prepare())
+    assert done == [None] and runner.calls == 1
+    assert list(checker._dummies) == ["ARGON2ID"]
+    login(checker, "nobody@example.org", "x")
+    assert list(checker._dummies) == ["ARGON2ID"]

@@ -22,7 +22,7 @@ user, never the hash); failures are logged by the protocol (Dovecot style).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
@@ -47,7 +47,6 @@ from pymta.auth.throttle import LoginThrottle
 
 _log = Logger(namespace="pymta.auth")
 
-T = TypeVar("T")
 RunInThread = Callable[[Callable[[], Any]], "defer.Deferred[Any]"]
 
 # Arbitrary text the dummy hash is made of; never a real user's password.
@@ -99,6 +98,12 @@ class PasswdFileChecker:
             dummy = make_hash(_DUMMY_SECRET, scheme)
             self._dummies[scheme] = dummy
         return dummy
+
+    def prepare(self) -> defer.Deferred[None]:
+        """Make the unknown-user dummy hash now (in a thread), so that even the
+        first unknown user costs what a known one does. Call at service start."""
+        scheme = self._dummy_scheme()
+        return self._run(lambda: self._dummy(scheme)).addCallback(lambda _: None)
 
     # ICredentialsChecker ---------------------------------------------------
 
