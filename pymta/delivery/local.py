@@ -31,7 +31,7 @@ through cleanup.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,10 +78,11 @@ def _unquote(item: str) -> str:
     return item
 
 
+@implementer(ISyncBarrier)
 class _FsyncBarrier:
     """Used when no group-commit barrier is given: fsync in a thread."""
 
-    def sync(self, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> Deferred[None]:
+    def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         from twisted.internet.threads import deferToThread
 
         from pymta.queue.sync import fsync_paths
@@ -115,7 +116,7 @@ class LocalAgent:
         self._allow_files = set(config.get_list("allow_mail_to_files"))
         self._allow_commands = set(config.get_list("allow_mail_to_commands"))
         self._myorigin = config.get("myorigin")
-        self._sync: ISyncBarrier = sync if sync is not None else _FsyncBarrier()  # type: ignore[assignment]
+        self._sync: ISyncBarrier = sync if sync is not None else _FsyncBarrier()
         self._writer = MaildirWriter(self._sync, clock, config.get("myhostname"))
         raw_limit = config.raw("command_time_limit")
         self._time_limit = float(config.get_time("command_time_limit")) if raw_limit else 1000.0
