@@ -56,6 +56,7 @@ _FLAG_LETTERS = {
     "\\Deleted": "T",
 }
 _LETTER_FLAGS = {v: k for k, v in _FLAG_LETTERS.items()}
+_NO_KEYWORDS: frozenset[str] = frozenset()
 _GOOD_FILENAME = re.compile(r"(?:new|cur)/" + FILENAME_PATTERN + r"\Z")
 
 
@@ -182,6 +183,7 @@ class UidIndex:
         records = self.records
         by_base = self.by_base
         flag_of = self._flags
+        flag_cache = self._flag_cache
         keywords_of = self._keywords
         good_name = _GOOD_FILENAME.match
         uidnext, highest = self.uidnext, self.highest_modseq
@@ -211,8 +213,8 @@ class UidIndex:
                         int(f[4]),
                         int(f[5]),
                         float(f[6]),
-                        flag_of(f[7]),
-                        keywords_of(f[8]),
+                        flag_cache.get(f[7]) or flag_of(f[7]),
+                        keywords_of(f[8]) if f[8] else _NO_KEYWORDS,
                         modseq,
                         filename,
                         filename[0] == "n",

@@ -490,31 +490,40 @@ class MaildirFolder:
         with self.open(uid) as f:
             return f.read()
 
+    def _cached(self, kind: bytes, uid: int, compute: Callable[[], bytes]) -> bytes:
+        """A cache entry, computed and stored on first use. The cache's
+        in-memory table is not thread-safe: hold the folder's mutex."""
+        with self._mutex:
+            self.get(uid)
+            uidvalidity = self._index.uidvalidity
+            value = self._cache.get(uidvalidity, kind, uid)
+            if value is None:
+                value = compute()
+                self._cache.put(uidvalidity, kind, uid, value)
+            return value
+
     def header_bytes(self, uid: int) -> bytes:
-        info = self.get(uid)
-        cached = self._cache.get(self._index.uidvalidity, b"H", info.uid)
-        if cached is not None:
-            return cached
-        with self.open(uid) as f:
-            data = b""
-            while True:
-                chunk = f.read(65536)
-                data += chunk
-                if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
-                    break
-        headers = header_block(data)
-        self._cache.put(self._index.uidvalidity, b"H", uid, headers)
-        return headers
+        def compute() -> bytes:
+            with self.open(uid) as f:
+                data = b""
+                while True:
+                    chunk = f.read(65536)
+                    data += chunk
+                    if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
+                        break
+            return header_block(data)
+
+        return self._cached(b"H", uid, compute)
 
     def mime_structure(self, uid: int) -> MimePart:
-        info = self.get(uid)
-        cached = self._cache.get(self._index.uidvalidity, b"M", info.uid)
-        if cached is not None:
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                return mime.from_json(cached.decode("utf-8"))
-        part = mime.parse_mime(self.read(uid))
-        self._cache.put(self._index.uidvalidity, b"M", uid, mime.to_json(part).encode("utf-8"))
-        return part
+        def compute() -> bytes:
+            return mime.to_json(mime.parse_mime(self.read(uid))).encode("utf-8")
+
+        try:
+            return mime.from_json(self._cached(b"M", uid, compute).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            # A damaged entry (the cache is only advisory): parse afresh.
+            return mime.parse_mime(self.read(uid))
 
     # -- changing ----------------------------------------------------------
 
