@@ -242,3 +242,28 @@ def test_prepare_makes_dummy_in_thread(setup: Any) -> None:
     assert list(checker._dummies) == ["ARGON2ID"]
     login(checker, "nobody@example.org", "x")
     assert list(checker._dummies) == ["ARGON2ID"]
+
+
+def test_hash_concurrency_is_bounded(tmp_path: Path) -> None:
+    """At most hash_concurrency verifications run at once; the rest queue and then run."""
+    path = tmp_path / "passwd"
+    write_passwd(path, ["a@x:{PLAIN}pw"])
+    clock = Clock()
+    started: list[defer.Deferred[Any]] = []
+
+    def held(f: Callable[[], Any]) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        d.addCallback(lambda _: f())
+        started.append(d)
+        return d
+
+    checker = PasswdFileChecker(
+        PasswdFile(str(path), clock), clock, run_in_thread=held, hash_concurrency=2
+    )
+    results = [login(checker, "a@x", "pw") for _ in range(3)]
+    assert len(started) == 2
+    started[0].callback(None)
+    assert results[0] == [b"a@x"] and len(started) == 3
+    started[1].callback(None)
+    started[2].callback(None)
+    assert results == [[b"a@x"]] * 3

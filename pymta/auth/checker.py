@@ -9,11 +9,12 @@ the user name as written in the file, lower-cased, UTF-8 encoded
 
 Untrusted input: user names, passwords and digests from the network.
 Hashing runs off the reactor thread (``run_in_thread``, deferToThread by
-default). An unknown user is checked against a dummy hash of the file's most
-common scheme, and every failure waits the same growing delay
-(:class:`~pymta.auth.throttle.LoginThrottle`), so a client cannot tell an
-unknown user from a bad password by the reply or by its timing. An
-unreadable file is :class:`~pymta.auth.errors.AuthTemporaryError`.
+default), at most ``hash_concurrency`` at a time. An unknown user is checked
+against a dummy hash of the file's most common scheme, and every failure
+waits the same growing delay (:class:`~pymta.auth.throttle.LoginThrottle`),
+so a client cannot tell an unknown user from a bad password by the reply or
+by its timing. An unreadable file is
+:class:`~pymta.auth.errors.AuthTemporaryError`.
 
 Logs: a warning for a password field that cannot be understood (naming the
 user, never the hash); failures are logged by the protocol (Dovecot style).
@@ -75,11 +76,15 @@ class PasswdFileChecker:
         clock: IReactorTime,
         throttle: LoginThrottle | None = None,
         run_in_thread: RunInThread | None = None,
+        hash_concurrency: int = 2,
     ) -> None:
         self.passwd = passwd
         self._clock = clock
         self.throttle = throttle if throttle is not None else LoginThrottle(clock)
-        self._run = run_in_thread or _defer_to_thread
+        self._run_in_thread = run_in_thread or _defer_to_thread
+        # argon2 takes 64 MiB per verification: bound how many run at once so
+        # a burst of logins queues instead of exhausting memory and threads.
+        self._hashing = defer.DeferredSemaphore(max(1, hash_concurrency))
         self._dummies: dict[str, StoredPassword] = {}
 
     # the dummy hash for unknown users -------------------------------------
@@ -98,6 +103,9 @@ class PasswdFileChecker:
             dummy = make_hash(_DUMMY_SECRET, scheme)
             self._dummies[scheme] = dummy
         return dummy
+
+    def _run(self, work: Callable[[], Any]) -> defer.Deferred[Any]:
+        return self._hashing.run(self._run_in_thread, work)
 
     def prepare(self) -> defer.Deferred[None]:
         """Make the unknown-user dummy hash now (in a thread), so that even the
