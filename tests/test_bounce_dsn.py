@@ -187,3 +187,23 @@ def test_delay_warning() -> None:
     null = Envelope("", [Recipient("bob@slow.example")], arrival_time=NOW)
     b.delay_warning("0123456789ABC000001", null, ORIGINAL, delayed)
     assert len(cleanup.submitted) == 1
+
+
+def test_notify_never_suppresses_the_dsn() -> None:
+    """RFC 3461: a recipient with NOTIFY=NEVER (or without FAILURE) is not
+    reported; when none is left no DSN is sent and the result is None."""
+    b, cleanup = bouncer()
+    quiet = [
+        (Recipient("a@virt.example", notify="NEVER"), RecipientStatus(0, "5.1.1", "x")),
+        (Recipient("b@virt.example", notify="SUCCESS,DELAY"), RecipientStatus(1, "5.1.1", "y")),
+    ]
+    result: list[str | None] = []
+    b.bounce("0123456789ABC000001", envelope(), ORIGINAL, quiet).addCallback(result.append)
+    assert result == [None] and cleanup.submitted == []
+    loud = [
+        *quiet,
+        (Recipient("c@virt.example", notify="FAILURE"), RecipientStatus(2, "5.1.1", "z")),
+    ]
+    b.bounce("0123456789ABC000001", envelope(), ORIGINAL, loud)
+    [(_, content)] = cleanup.submitted
+    assert b"c@virt.example" in content and b"a@virt.example" not in content

@@ -6,9 +6,11 @@ MAILER-DAEMON with the null sender and submit it to cleanup, addressed to
 the original sender. Fires with the new queue id once the DSN is durable;
 only then does qmgr mark those recipients done.
 
-A null-sender message (itself a bounce) is never returned to its sender:
-when notify_classes contains ``2bounce`` a postmaster copy goes to
-2bounce_notice_recipient, otherwise it is logged and dropped (fires None).
+Recipients whose RFC 3461 NOTIFY excludes the event (NEVER, or a list
+without FAILURE / DELAY) get no notification. A null-sender message
+(itself a bounce) is never returned to its sender: when notify_classes
+contains ``2bounce`` a postmaster copy goes to 2bounce_notice_recipient,
+otherwise it is logged and dropped (fires None).
 Logs ``QID: sender non-delivery notification: NEWQID`` (or ``postmaster``,
 ``sender delay notification``), as Postfix does.
 """
@@ -26,6 +28,13 @@ from pymta.maillog import maillog
 from pymta.queue.model import Envelope, Recipient
 
 Failed = list[tuple[Recipient, RecipientStatus]]
+
+
+def _wants(recipient: Recipient, event: str) -> bool:
+    """Whether the recipient's RFC 3461 NOTIFY allows a DSN for event (default: yes)."""
+    if not recipient.notify:
+        return True
+    return event in recipient.notify.upper().replace(" ", "").split(",")
 
 
 class Bouncer:
@@ -72,6 +81,8 @@ class Bouncer:
         queue id, or None when none is due (a null-sender message without
         2bounce in notify_classes). Errbacks when cleanup refused it: the
         caller keeps the recipients queued and tries again later."""
+        # RFC 3461: NOTIFY=NEVER, or a NOTIFY list without FAILURE, asks for no DSN.
+        failed = [(r, s) for r, s in failed if _wants(r, "FAILURE")]
         if not failed:
             return succeed(None)
         if envelope.sender:
@@ -101,6 +112,7 @@ class Bouncer:
     ) -> Deferred[str | None]:
         """Queue a "Delayed Mail (still being retried)" notice to the sender
         (never for the null sender); fires with its queue id or None."""
+        delayed = [(r, s) for r, s in delayed if _wants(r, "DELAY")]
         if not delayed or not envelope.sender:
             return succeed(None)
         now = self._clock.seconds()
