@@ -61,6 +61,7 @@ _LABEL = re.compile(
 _ESMTP_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*\Z")
 # esmtp-value: %d33-60 / %d62-126, and UTF-8 for SMTPUTF8 clients (RFC 6531).
 _ESMTP_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NEEDS_BACKSLASH = re.compile(r'(["\\])')
 
 
@@ -76,6 +77,10 @@ def _bad(sender: bool) -> AddressError:
 
 def _scan_to(text: str, start: int, stops: str) -> int:
     """Index of the first char in ``stops`` outside quotes at or after start, or -1."""
+    if '"' not in text:
+        # Fast path: nothing is quoted, a plain search will do.
+        found = [i for i in (text.find(ch, start) for ch in stops) if i >= 0]
+        return min(found) if found else -1
     i = start
     n = len(text)
     quoted = False
@@ -180,7 +185,7 @@ def _valid_local(local: str) -> bool:
 
 
 def _check_mailbox(path: str, sender: bool) -> None:
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+    if _CONTROL.search(path):
         raise _bad(sender)
     local, domain = split_address(path)
     if "@" in path and _scan_to(path, 0, "@") >= 0:
@@ -232,6 +237,9 @@ def parse_esmtp_params(rest: str) -> dict[str, str | None]:
 
 def split_address(address: str) -> tuple[str, str]:
     """(local part, domain) split at the last unquoted ``@``; domain "" when none."""
+    if '"' not in address:
+        local, sep, domain = address.rpartition("@")
+        return (local, domain) if sep else (address, "")
     at = -1
     i = 0
     while True:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import re
+import shutil
 import smtplib
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,10 +17,12 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort
+from twisted.logger import globalLogPublisher
 
 from pymta.config.config import Config
+from pymta.maillog import MaillogObserver
 from pymta.smtpd.factory import SMTPServerFactory
-from pymta.smtpd.testing import BASE_CONFIG, DictTable, FakeCleanup, FakeResolver
+from pymta.smtpd.testing import BASE_CONFIG, DictTable, FakeCleanup, FakeResolver, SMTPHarness
 from pymta.tls import ServerTLS, ensure_self_signed
 
 
@@ -193,3 +199,29 @@ async def test_smtplib_starttls(ports: list[IListeningPort], server_tls: ServerT
 
     await threads.deferToThread(client)
     assert cleanup.received[0][1] == b"Subject: x\n\nhi\n"
+
+
+@pytest.mark.skipif(shutil.which("pflogsumm") is None, reason="pflogsumm not installed")
+def test_pflogsumm_reads_smtpd_log_lines(tmp_path: Path) -> None:
+    """pflogsumm (Debian's Postfix log analyser) counts smtpd's received and
+    rejected messages from the lines smtpd logs."""
+    stream = io.StringIO()
+    observer = MaillogObserver(stream, "mx.example.com", now=lambda: 1_700_000_000.0, pid=42)
+    globalLogPublisher.addObserver(observer)
+    try:
+        h = SMTPHarness(peer="198.51.100.7")
+        h.send(
+            "EHLO c.example\nMAIL FROM:<s@remote.example>\nRCPT TO:<x@elsewhere.example>\n"
+            "RCPT TO:<nobody@example.com>\nRCPT TO:<user@example.com>\nDATA\nhi\n.\nQUIT\n"
+        )
+        h.protocol.connectionLost(None)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    log = tmp_path / "mail.log"
+    log.write_text(stream.getvalue())
+    report = subprocess.run(
+        ["pflogsumm", str(log)], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"^\s+1\s+received$", report, re.M)
+    assert re.search(r"^\s+2\s+rejected", report, re.M)
+    assert "Relay access denied" in report

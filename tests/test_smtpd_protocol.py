@@ -129,10 +129,9 @@ def test_pipelined_transaction_replies_in_order_when_cleanup_is_slow() -> None:
         "hello\n.\nMAIL FROM:<x@b.example>\nRCPT TO:<nobody@example.com>\nQUIT\n"
     )
     replies = h.send(data)
+    assert len(replies) == 10
     assert replies[-3:] == ["250 2.1.0 Ok", "250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>"]
     assert not h.closed
-    writes_before = len(h.transport.io.getvalue())
-    assert writes_before == 0
     cleanup.pending[0].callback("ABCDEF")
     assert h.take() == [
         "250 2.0.0 Ok: queued as ABCDEF",

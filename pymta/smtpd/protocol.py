@@ -98,6 +98,7 @@ class SMTPServerProtocol(Protocol):
         self.factory = factory
         self.session: Session = Session("")
         self._buf = b""
+        self._pos = 0  # where unparsed input starts in _buf, inside _process_loop
         self._mode = _COMMAND
         self._paused = False
         self._in_process = False
@@ -252,12 +253,12 @@ class SMTPServerProtocol(Protocol):
             if len(line) > limit:
                 self._error(R_TOO_LONG)
                 continue
-            self._buf = buf[pos:]
-            buf, pos = self._buf, 0
+            self._buf, self._pos = buf, pos
             self._command(line)
             # A handler may have replaced the buffer (STARTTLS discards it).
-            buf = self._buf
+            buf, pos = self._buf, self._pos
         self._buf = buf[pos:] if pos else buf
+        self._pos = 0
 
     # -- replies --------------------------------------------------------------------
 
@@ -495,14 +496,14 @@ class SMTPServerProtocol(Protocol):
                 self._too_big = False
                 return
             self._reject(reject, "DATA")
-        if self._buf and not self._closing:
+        if len(self._buf) > self._pos and not self._closing:
             # Content pipelined behind a refused DATA must not run as
             # commands (Postfix's smtpd_forbid_unauth_pipelining).
             maillog(
                 f.service_name,
                 f"improper command pipelining after DATA from {s.client}",
             )
-            self._buf = b""
+            self._buf, self._pos = b"", 0
             self._out.append(R_SYNC)
             self._close()
 
@@ -557,14 +558,14 @@ class SMTPServerProtocol(Protocol):
             return
         self._reply(R_TLS_GO)
         self._flush()
-        if self._buf:
+        if len(self._buf) > self._pos:
             # CVE-2011-0411: what came before the handshake is not to be trusted.
             maillog(
                 f.service_name,
                 f"improper command pipelining after STARTTLS from {self.session.client}: "
-                f"{len(self._buf)} bytes discarded",
+                f"{len(self._buf) - self._pos} bytes discarded",
             )
-            self._buf = b""
+            self._buf, self._pos = b"", 0
         self.transport.startTLS(f.tls)  # type: ignore[union-attr]
         self._tls_active = True
         # RFC 3207 section 4.2: forget everything learned before TLS.
