@@ -69,7 +69,7 @@ def main() -> None:
         timed(f"create {args.count} files in new/", lambda: populate(root, args.count))
 
         def fresh() -> IFolder:
-            store = MaildirStore(reactor, hostname="bench", fsync=args.fsync)  # type: ignore[arg-type]
+            store = MaildirStore(reactor, hostname="bench", fsync=args.fsync)
             return store.open_user("bench", root).folder("INBOX")
 
         folder = fresh()

@@ -322,3 +322,38 @@ def test_index_with_escaping_file_name_is_corrupt(tmp_path: Path) -> None:
     again = _inbox(root)
     assert again.uidvalidity > validity
     assert [again.read(m.uid) for m in again.messages()] == [MSG]
+
+
+def test_dovecot_uidlist_imported(tmp_path: Path) -> None:
+    """A Maildir Dovecot served keeps its UIDVALIDITY and UIDs; messages
+    Dovecot had not numbered get UIDs from its UIDNEXT on."""
+    root = tmp_path / "m"
+    for d in ("cur", "new", "tmp"):
+        (root / d).mkdir(parents=True)
+    _drop(root, "cur", "100.a.host,S=5:2,S", b"one\n")
+    _drop(root, "cur", "200.b.host:2,", b"two\n")
+    _drop(root, "new", "300.c.host", b"three\n")
+    (root / "dovecot-uidlist").write_text(
+        "3 V1275660208 N25 G3085f01b7f11094c501100008c4a11c1\n"
+        "7 :200.b.host\n"
+        "12 W6 :100.a.host,S=5\n"
+    )
+    inbox = _inbox(root)
+    assert inbox.uidvalidity == 1275660208
+    got = [(m.uid, inbox.read(m.uid)) for m in inbox.messages()]
+    assert got == [(7, b"two\n"), (12, b"one\n"), (25, b"three\n")]
+    assert inbox.uidnext == 26
+
+
+def test_bad_dovecot_uidlist_ignored(tmp_path: Path) -> None:
+    """A dovecot-uidlist with duplicate UIDs is not trusted: the folder is
+    numbered afresh."""
+    root = tmp_path / "m"
+    for d in ("cur", "new", "tmp"):
+        (root / d).mkdir(parents=True)
+    _drop(root, "cur", "1.a.host:2,", b"one\n")
+    _drop(root, "cur", "2.b.host:2,", b"two\n")
+    (root / "dovecot-uidlist").write_text("3 V5 N10\n3 :1.a.host\n3 :2.b.host\n")
+    inbox = _inbox(root)
+    assert inbox.uidvalidity != 5
+    assert [m.uid for m in inbox.messages()] == [1, 2]

@@ -19,6 +19,9 @@ LAYOUT=maildir++), so Postfix, Dovecot, mutt and pymta can share a Maildir:
   attributes are in each folder's ``pymta-special-use``.
 - Any program may drop messages into ``new/`` or ``cur/``; refresh() numbers
   them in file-name order (Maildir names start with the delivery time).
+- A folder Dovecot served keeps its UIDs: with no ``pymta-uidlist`` yet,
+  UIDVALIDITY and UIDs are taken from ``dovecot-uidlist``
+  (:mod:`pymta.mailstore.dovecot`).
 
 Crash safety: a message is written to ``tmp/``, fsync'd and renamed into
 place before its UID is written (and fsync'd) into the index; a crash in
@@ -66,6 +69,7 @@ from zope.interface import implementer
 from pymta.maillog import maillog
 from pymta.mailstore import mime
 from pymta.mailstore.cache import MessageCache
+from pymta.mailstore.dovecot import read_dovecot_uidlist
 from pymta.mailstore.index import IndexChange, IndexCorrupt, UidIndex
 from pymta.mailstore.interface import (
     DEFAULT_FOLDERS,
@@ -245,8 +249,15 @@ class MaildirFolder:
     def _load_locked(self) -> list[FolderChange]:
         index = self._index
         if not index.exists():
-            self._renumber(None)
-            return self._scan_locked(force=True)
+            imported = read_dovecot_uidlist(self.path)
+            if imported is None:
+                self._renumber(None)
+                return self._scan_locked(force=True)
+            # A Maildir Dovecot served: keep its UIDs (clients stay in sync).
+            uidvalidity, uidnext, uids = imported
+            self._index.create(uidvalidity, uidnext)
+            self._dir_stamp = None
+            return self._scan_locked(force=True, preassigned=uids)
         try:
             first = not index.loaded
             notices = _group(index.sync())
@@ -311,7 +322,9 @@ class MaildirFolder:
                     found[split_filename(name)[0]] = (sub, name)
         return found
 
-    def _scan_locked(self, force: bool = False) -> list[FolderChange]:
+    def _scan_locked(
+        self, force: bool = False, preassigned: dict[str, int] | None = None
+    ) -> list[FolderChange]:
         stamp = self._dir_stat()
         if not force and stamp is not None and stamp == self._dir_stamp:
             return []
@@ -348,12 +361,18 @@ class MaildirFolder:
             updates.append(replace(info, filename=filename, recent=where[0] == "new"))
         added: list[MessageInfo] = []
         uid = index.uidnext
+        taken = set(index.records)
         for sub, name in sorted(found.values(), key=lambda where: where[1]):
-            made = self._describe(sub, name, uid, modseq + 1)
+            old_uid = (preassigned or {}).get(split_filename(name)[0])
+            fresh = old_uid is None or old_uid in taken or old_uid >= index.uidnext
+            new_uid = uid if fresh or old_uid is None else old_uid
+            made = self._describe(sub, name, new_uid, modseq + 1)
             if made is not None:
                 modseq += 1
                 added.append(made)
-                uid += 1
+                taken.add(made.uid)
+                uid += 1 if fresh else 0
+        added.sort(key=lambda m: m.uid)  # messages() lists in UID order
         index.put(updates + added, expunged, stamp)
         self._dir_stamp = stamp
         notices: list[FolderChange] = []
