@@ -535,3 +535,38 @@ def test_unexpected_cleanup_error_is_logged_with_traceback() -> None:
     assert any(
         e.get("log_failure") and e.get("log_level") == LogLevel.critical for e in capture.events
     )
+
+
+def test_refused_data_pipelining_allowed_when_configured() -> None:
+    """smtpd_forbid_unauth_pipelining=no keeps the session (as Postfix does)."""
+    h = SMTPHarness("smtpd_forbid_unauth_pipelining = no\n")
+    h.send(EHLO)
+    replies = h.send("MAIL FROM:<a@b.example>\nDATA\nNOOP\n")
+    assert replies == ["250 2.1.0 Ok", "554 5.5.1 Error: no valid recipients", "250 2.0.0 Ok"]
+    assert not h.closed
+
+
+def test_helo_name_control_characters_are_made_printable() -> None:
+    """Control characters in the HELO name become "?" before they reach logs or
+    cleanup's Received header."""
+    h = SMTPHarness()
+    h.send(b"EHLO evil\rX-Injected: yes\r\n")
+    assert h.protocol.session.helo_name == "evil?X-Injected: yes"
+
+
+def test_implicit_tls_transport_is_tls_from_the_start() -> None:
+    """On a TLS-wrapped port (smtps), STARTTLS is not offered and protocol is ESMTPS."""
+    from twisted.internet.interfaces import ISSLTransport
+    from zope.interface import directlyProvides
+
+    from pymta.smtpd.testing import TLSStringTransport
+
+    h = SMTPHarness()
+    transport = TLSStringTransport()
+    directlyProvides(transport, ISSLTransport)
+    protocol = h.factory.buildProtocol(transport.getPeer())
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"EHLO c.example\r\n")
+    assert b"STARTTLS" not in transport.value()
+    assert protocol.session.protocol == "ESMTPS"
+    assert protocol.session.tls == "TLS"

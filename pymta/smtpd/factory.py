@@ -57,6 +57,7 @@ class SMTPServerFactory(ServerFactory):
         self.helo_required = config.get_bool("smtpd_helo_required")
         self.disable_vrfy = config.get_bool("disable_vrfy_command")
         self.smtputf8_enable = config.get_bool("smtputf8_enable")
+        self.forbid_unauth_pipelining = config.get_bool("smtpd_forbid_unauth_pipelining")
         self.bare_newline = config.get("smtpd_forbid_bare_newline").strip().lower()
         if self.bare_newline not in _BARE_NEWLINE:
             raise ConfigError(

@@ -24,10 +24,11 @@ Writes: the message to cleanup (which makes it durable before smtpd says
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -85,6 +86,7 @@ _COUNTED = (
     "rset", "noop", "vrfy", "help", "quit", "unknown",
 )  # fmt: skip
 _JUNK = frozenset(("rset", "noop", "vrfy", "help"))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _syntax(text: str) -> bytes:
@@ -137,6 +139,8 @@ class SMTPServerProtocol(Protocol):
             client_name=f.client_name(address),
         )
         self._connected = True
+        # An implicit-TLS port (smtps, wrapper mode) is TLS from the start.
+        self._tls_active = ISSLTransport.providedBy(self.transport)
         excluded = f.bare_newline_exclusions.contains(address)
         self._bare_lf_reject = f.bare_newline == "reject" and not excluded
         maillog(f.service_name, f"connect from {self.session.client}")
@@ -356,7 +360,8 @@ class SMTPServerProtocol(Protocol):
         s = self.session
         f = self.factory
         s.reset_transaction()
-        s.helo_name = name
+        # Like Postfix's printable(): the name goes into logs and Received.
+        s.helo_name = _CONTROL.sub("?", name)
         s.esmtp = esmtp
         if self._client_reject is not None:
             self._reject(self._client_reject, "CONNECT")
@@ -496,7 +501,7 @@ class SMTPServerProtocol(Protocol):
                 self._too_big = False
                 return
             self._reject(reject, "DATA")
-        if len(self._buf) > self._pos and not self._closing:
+        if len(self._buf) > self._pos and not self._closing and f.forbid_unauth_pipelining:
             # Content pipelined behind a refused DATA must not run as
             # commands (Postfix's smtpd_forbid_unauth_pipelining).
             maillog(
