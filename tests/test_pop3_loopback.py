@@ -13,10 +13,9 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 from twisted.internet.interfaces import IListeningPort, IReactorTCP
 
-from pymta.auth.passdb import checker_from_config, portal_from_config
 from pymta.config.config import Config
 from pymta.mailstore.maildir import MaildirStore
-from pymta.pop3.factory import POP3ServerFactory
+from pymta.pop3.service import make_pop3_factory
 from pymta.tls import ServerTLS, ensure_self_signed
 
 MESSAGES = [
@@ -42,12 +41,9 @@ class Server:
         inbox = store.open_user("u@example.org", str(maildir)).folder("INBOX")
         for message in MESSAGES:
             inbox.append(message)
-        checker = checker_from_config(self.config, reactor)
-        portal = portal_from_config(self.config, store, reactor, checker=checker)
-        factory = POP3ServerFactory(
-            self.config, portal, ServerTLS.from_config(self.config, "pop3d"), reactor
-        )
-        tcp: IReactorTCP = reactor  # type: ignore[assignment]
+        factory = make_pop3_factory(self.config, reactor, store=store)
+        assert isinstance(factory.tls, ServerTLS)
+        tcp: IReactorTCP = reactor
         self.port: IListeningPort = tcp.listenTCP(0, factory, interface="127.0.0.1")
         self.number: int = self.port.getHost().port  # type: ignore[attr-defined]
 

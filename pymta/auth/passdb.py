@@ -70,6 +70,20 @@ def checker_from_config(
     return PasswdFileChecker(passwd, clock, throttle=throttle, run_in_thread=run_in_thread)
 
 
+_shared: dict[str, PasswdFileChecker] = {}
+
+
+def shared_checker(config: Config, clock: IReactorTime) -> PasswdFileChecker:
+    """One checker per passwd-file in this process, so POP3, IMAP and SMTP AUTH
+    share one failure throttle (Dovecot's single auth process)."""
+    path = passwd_path(config)
+    checker = _shared.get(path)
+    if checker is None:
+        checker = checker_from_config(config, clock)
+        _shared[path] = checker
+    return checker
+
+
 def realm_from_config(
     config: Config,
     store: IMailStore,

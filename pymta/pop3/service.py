@@ -1,0 +1,82 @@
+"""Build a pop3d listener's factory from its (master.cf-overridden) Config.
+
+Called by pymta.service for each master.cf ``pop3d`` service. Wires, in
+order: the Maildir store (``MaildirStore``), the shared passwd-file checker
+(``pymta_passdb``, one per process so every protocol shares the failure
+throttle), the realm (passwd-file ``mail=``/``home``, then
+``virtual_mailbox_maps`` under ``virtual_mailbox_base``), the TLS context
+(``pop3d_tls_*``; the self-signed certificate of the embedded default is
+made when ``pymta_tls_create_self_signed = yes``) and the trusted networks
+(``pop3d_plaintext_auth_networks``).
+
+Writes: only a self-signed certificate, when configured so. Logs what it
+creates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.logger import Logger
+
+from pymta.auth.passdb import portal_from_config, shared_checker
+from pymta.config.config import Config
+from pymta.mailstore.interface import IMailStore
+from pymta.netmatch import NetworkList
+from pymta.pop3.factory import POP3ServerFactory
+
+_log = Logger(namespace="pymta.pop3")
+
+
+def pop3_tls(config: Config) -> Any:
+    """The ServerTLS of pop3d, or None (pop3d_tls_security_level none or empty)."""
+    from pymta.tls import ServerTLS, ensure_self_signed
+
+    level = config.get("pop3d_tls_security_level").strip().lower()
+    cert = config.get("pop3d_tls_cert_file").strip()
+    if cert and level not in ("", "none") and config.get_bool("pymta_tls_create_self_signed"):
+        key = config.get("pop3d_tls_key_file").strip() or cert
+        Path(cert).parent.mkdir(parents=True, exist_ok=True)
+        Path(key).parent.mkdir(parents=True, exist_ok=True)
+        if ensure_self_signed(cert, key, config.get("myhostname")):
+            _log.info("created a self-signed certificate in {cert}", cert=cert)
+    return ServerTLS.from_config(config, "pop3d")
+
+
+def virtual_mailbox_lookup(config: Config) -> Any:
+    """A function address -> virtual_mailbox_maps value (Postfix's lookup order), or None."""
+    specs = config.get_list("virtual_mailbox_maps")
+    if not specs:
+        return None
+    from pymta.tables.addrmaps import lookup_address
+    from pymta.tables.maps import open_maps
+
+    maps = open_maps(specs, config)
+    delimiter = config.get("recipient_delimiter")
+
+    def lookup(address: str) -> str | None:
+        return lookup_address(maps, address, delimiter=delimiter, propagate_extension=False)
+
+    return lookup
+
+
+def make_pop3_factory(
+    config: Config,
+    reactor: Any,
+    *,
+    store: IMailStore | None = None,
+) -> POP3ServerFactory:
+    """The POP3ServerFactory of one pop3d service."""
+    if store is None:
+        from pymta.mailstore.maildir import MaildirStore
+
+        store = MaildirStore(reactor, config.get("myhostname"))
+    checker = shared_checker(config, reactor)
+    portal = portal_from_config(
+        config, store, reactor, virtual_mailbox_lookup(config), checker=checker
+    )
+    trusted = NetworkList(
+        config.get_list("pop3d_plaintext_auth_networks"), "pop3d_plaintext_auth_networks"
+    )
+    return POP3ServerFactory(config, portal, pop3_tls(config), reactor, trusted)
