@@ -570,3 +570,13 @@ def test_implicit_tls_transport_is_tls_from_the_start() -> None:
     assert b"STARTTLS" not in transport.value()
     assert protocol.session.protocol == "ESMTPS"
     assert protocol.session.tls == "TLS"
+
+
+def test_mail_reject_is_logged_with_the_sender(maillog_lines: list[str]) -> None:
+    """A MAIL-stage reject logs from=<sender> after the semicolon, as Postfix does."""
+    h = SMTPHarness(config_text="message_size_limit = 10\n")
+    h.send(EHLO + "MAIL FROM:<big@sender.example> SIZE=11\n")
+    assert maillog_lines[-1] == (
+        "smtpd: NOQUEUE: reject: MAIL from unknown[203.0.113.5]: 552 5.3.4 Message size "
+        "exceeds fixed limit; from=<big@sender.example> proto=ESMTP helo=<client.example>"
+    )

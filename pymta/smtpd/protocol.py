@@ -282,12 +282,20 @@ class SMTPServerProtocol(Protocol):
             self._out.append(f"421 4.7.0 {f.myhostname} Error: too many errors\r\n".encode())
             self._close()
 
-    def _reject(self, reject: Reject, stage: str, recipient: str | None = None) -> None:
-        """Reply with a restriction's refusal and log it like Postfix's smtpd_check."""
+    def _reject(
+        self,
+        reject: Reject,
+        stage: str,
+        recipient: str | None = None,
+        sender: str | None = None,
+    ) -> None:
+        """Reply with a restriction's refusal and log it like Postfix's log_whatsup."""
         s = self.session
-        parts = [f"NOQUEUE: reject: {stage} from {s.client}: {reject.line()}"]
-        if s.sender is not None:
-            parts.append(f"; from=<{s.sender}>")
+        parts = [f"NOQUEUE: reject: {stage} from {s.client}: {reject.line()};"]
+        if sender is None:
+            sender = s.sender
+        if sender is not None:
+            parts.append(f" from=<{sender}>")
         if recipient is not None:
             parts.append(f" to=<{recipient}>")
         parts.append(f" proto={s.log_protocol}")
@@ -428,15 +436,16 @@ class SMTPServerProtocol(Protocol):
             self._error(R_NEED_SMTPUTF8)
             return
         if f.message_size_limit and size > f.message_size_limit:
-            self._reject(Reject(552, "5.3.4", "Message size exceeds fixed limit"), "MAIL")
+            reject = Reject(552, "5.3.4", "Message size exceeds fixed limit")
+            self._reject(reject, "MAIL", sender=sender)
             return
         if self._client_reject is not None:
-            self._reject(self._client_reject, "MAIL")
+            self._reject(self._client_reject, "MAIL", sender=sender)
             return
         if not f.restrictions.delay_reject and f.restrictions.sender:
             reject = f.restrictions.check_sender(s, sender)
             if reject is not None:
-                self._reject(reject, "MAIL")
+                self._reject(reject, "MAIL", sender=sender)
                 return
         s.sender = sender
         s.declared_size = size
