@@ -357,3 +357,21 @@ def test_bad_dovecot_uidlist_ignored(tmp_path: Path) -> None:
     inbox = _inbox(root)
     assert inbox.uidvalidity != 5
     assert [m.uid for m in inbox.messages()] == [1, 2]
+
+
+def test_tombstones_do_not_force_compaction_every_time(tmp_path: Path) -> None:
+    """Many expunges leave tombstones for QRESYNC; a later append still
+    just appends one line instead of rewriting the index."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    uids = [inbox.append(MSG) for _ in range(1200)]
+    inbox.expunge(uids[:-1])
+    mark = inbox.highest_modseq
+    inode = (root / INDEX_NAME).stat().st_ino
+    inbox.append(MSG)
+    inbox.append(MSG)
+    assert (root / INDEX_NAME).stat().st_ino == inode
+    assert inbox.expunged_since(mark - 1) == uids[:-1]
+    again = _inbox(root)
+    assert again.expunged_since(mark - 1) == uids[:-1]
+    assert [m.uid for m in again.messages()] == [uids[-1], uids[-1] + 1, uids[-1] + 2]

@@ -279,10 +279,16 @@ class UidIndex:
         expunged: list[tuple[int, int]],
         scan_stamp: tuple[int, int] | None = None,
     ) -> None:
-        """Append records (lock held), update the image, make them durable,
-        and compact when dead lines have piled up. ``scan_stamp`` records
-        the directories' mtimes at a complete scan, so that the next process
-        to open the folder can skip its own scan when nothing changed."""
+        """Append records (lock held), update the image, and compact when
+        dead lines have piled up. ``scan_stamp`` records the directories'
+        mtimes at a complete scan, so that the next process to open the
+        folder can skip its own scan when nothing changed.
+
+        The write is fsync'd when it hands out new UIDs: those must never be
+        given twice. Flag, location and expunge records are not: after a
+        crash the file names on disk say the same and the next scan brings
+        the index back in line (as Dovecot treats its index)."""
+        new_uids = any(i.uid >= self.uidnext for i in infos)
         lines = [self.record_line(i) for i in infos]
         lines += [f"X\t{uid}\t{modseq}\n" for uid, modseq in expunged]
         if scan_stamp is not None and scan_stamp != self.scan_stamp:
@@ -292,8 +298,10 @@ class UidIndex:
         data = "".join(lines).encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(fd, data)
-            if self._fsync:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._fsync and new_uids:
                 os.fsync(fd)
             st = os.fstat(fd)
         finally:
@@ -305,7 +313,8 @@ class UidIndex:
         # Compact when dead lines reach half the live ones: loading stays
         # close to one line per message, and each line is rewritten O(1)
         # times on average.
-        if self._lines > len(self.records) + len(self.records) // 2 + 1000:
+        live = len(self.records) + len(self.tombstones)
+        if self._lines > live + live // 2 + 1000:
             self.compact()
 
     def create(self, uidvalidity: int, uidnext: int = 1, modseq: int = 1) -> None:
@@ -337,7 +346,9 @@ class UidIndex:
         tmp = self.path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if self._fsync:
                 os.fsync(fd)
         finally:
