@@ -79,6 +79,7 @@ def test_stat_list_uidl(world: World) -> None:
     assert s.send("LIST 2") == f"+OK 2 {size2}\r\n"
     assert s.send("LIST 3") == "-ERR There's no message 3.\r\n"
     assert s.send("LIST x") == "-ERR Invalid message number: x\r\n"
+    assert s.send(b"LIST 1\r2\r\n") == "-ERR Invalid message number: 1?2\r\n"
     v = world.inbox().uidvalidity
     assert s.send("UIDL") == f"+OK\r\n1 00000001{v:08X}\r\n2 00000002{v:08X}\r\n.\r\n"
     assert s.send("UIDL 1") == f"+OK 1 00000001{v:08X}\r\n"
@@ -202,6 +203,9 @@ def test_in_use(world: World) -> None:
     second.send("USER alice@example.org")
     assert second.send("PASS secret") == IN_USE + "\r\n"
     assert second.proto.state == "AUTHORIZATION"
+    second.drop()
+    assert world.log_lines()[-1].startswith("pop3-login: Disconnected (mailbox in use, 1 attempts")
+    second = world.connect()
     first.send("QUIT")
     first.drop()
     second.send("USER alice@example.org")

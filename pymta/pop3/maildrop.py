@@ -55,7 +55,8 @@ class Maildrop:
     def parse_number(self, arg: str) -> int:
         """A message number from the client; BadMessageNumber if invalid or deleted."""
         if not arg.isdigit() or len(arg) > 10:
-            raise BadMessageNumber(f"Invalid message number: {arg[:20]}")
+            shown = "".join(c if c.isprintable() else "?" for c in arg[:20])
+            raise BadMessageNumber(f"Invalid message number: {shown}")
         n = int(arg)
         if n < 1 or n > len(self._messages):
             raise BadMessageNumber(f"There's no message {n}.")

@@ -132,6 +132,7 @@ class POP3Server(Protocol):
         self._logout: Callable[[], None] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
+        self._login_error = "auth failed"  # what the last login attempt ran into
         self.info = pop3log.SessionInfo("", "", pid, "")
 
     # connection ------------------------------------------------------------
@@ -475,6 +476,7 @@ class POP3Server(Protocol):
             return
         if lock is None:
             self._release()
+            self._login_error = "mailbox in use"
             self._reply(IN_USE)
             return
         self._lock = lock
@@ -495,6 +497,7 @@ class POP3Server(Protocol):
     def _login_failed(self, failure: Failure) -> None:
         if self._lost:
             return
+        self._login_error = "auth failed"
         if failure.check(UnauthorizedLogin):
             self._reply(AUTH_FAILED)
         elif failure.check(AuthTemporaryError):
@@ -525,7 +528,7 @@ class POP3Server(Protocol):
     def _log_login_disconnect(self) -> None:
         secs = int(self.clock.seconds() - self._connected_at)
         if self.auth_attempts:
-            reason = f"auth failed, {self.auth_attempts} attempts in {secs} secs"
+            reason = f"{self._login_error}, {self.auth_attempts} attempts in {secs} secs"
         else:
             reason = f"no auth attempts in {secs} secs"
         pop3log.login_disconnected(self.log, self.info, reason, self.user, self.method)
