@@ -484,3 +484,25 @@ def test_logs_auth_failure_disconnect(world: World) -> None:
         "pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): "
         "user=<mallory@example.org>, method=PLAIN, rip=192.0.2.200"
     )
+
+
+def test_implicit_tls_connection_is_secure(tmp_path: Path) -> None:
+    """On an implicit-TLS port (pop3d_tls_wrappermode) the session is secure from the start."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.interfaces import ISSLTransport
+    from zope.interface import directlyProvides
+
+    from tests.test_pop3_harness import Session, TLSStringTransport
+
+    world = World(tmp_path, tls=object())
+    proto = world.factory.buildProtocol(IPv4Address("TCP", "203.0.113.9", 4000))
+    transport = TLSStringTransport(peerAddress=IPv4Address("TCP", "203.0.113.9", 4000))
+    directlyProvides(transport, ISSLTransport)
+    proto.makeConnection(transport)
+    s = Session(world, proto, transport)
+    caps = s.send("CAPA").split("\r\n")
+    assert "STLS" not in caps and "USER" in caps
+    s.login()
+    s.send("QUIT")
+    s.drop()
+    assert ", TLS, session=" in world.log_lines()[0]
