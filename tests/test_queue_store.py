@@ -191,7 +191,7 @@ def test_directories_created(fstore: FileQueueStore) -> None:
 def test_enqueue_fires_only_after_sync(tmp_path: Path) -> None:
     """enqueue's Deferred waits for the sync barrier; the file is already
     renamed into incoming/ (no temporary left) and is named to the barrier."""
-    from twisted.internet.defer import Deferred
+    from twisted.internet.defer import Deferred, succeed
 
     class HeldBarrier:
         def __init__(self) -> None:
@@ -201,6 +201,16 @@ def test_enqueue_fires_only_after_sync(tmp_path: Path) -> None:
             d: Deferred[None] = Deferred()
             self.waiting.append((list(files), list(dirs), d))
             return d
+
+        def run(
+            self,
+            work: Callable[[], object],
+            durable: bool = True,
+            files: list[str] = [],  # noqa: B006
+            dirs: list[str] = [],  # noqa: B006
+        ) -> Deferred[object]:
+            work()  # the work is done now; the sync is held
+            return self.sync(files, dirs) if durable else succeed(None)
 
     barrier = HeldBarrier()
     store = FileQueueStore(str(tmp_path / "q"), barrier, Clock())  # type: ignore[arg-type]

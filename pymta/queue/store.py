@@ -25,11 +25,12 @@ from __future__ import annotations
 import builtins
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.maillog import maillog
@@ -119,21 +120,29 @@ class FileQueueStore:
         temporary = final + ".tmp"
         try:
             buffers, flags = record.encode(envelope, content)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                _write_all(fd, buffers)
-            finally:
-                os.close(fd)
-            os.rename(temporary, final)
-        except OSError as e:
-            # A full disk is an operating condition: the caller defers (451).
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+        except ValueError as e:
             return fail(e)
+
+        def write() -> None:
+            try:
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    _write_all(fd, buffers)
+                finally:
+                    os.close(fd)
+                os.rename(temporary, final)
+            except OSError:
+                # A full disk is an operating condition: the caller defers (451).
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
+                raise
+
         self._remember(qid, flags)
-        d = self._sync.sync(files=[final], dirs=[incoming])
+        # The write itself runs on the barrier's thread, in the same batch as
+        # the sync that makes it durable: the reactor never waits on the disk.
+        d = self._sync.run(write, durable=True, files=[final], dirs=[incoming])
         return d.addCallback(lambda _: qid)
 
     def read(self, queue_id: str, queue: str) -> tuple[Envelope, bytes]:
@@ -147,8 +156,28 @@ class FileQueueStore:
         self._remember(queue_id, flags)
         return envelope, content
 
+    def _background(self, queue_id: str, what: str, work: Callable[[], None]) -> None:
+        """Run a file-system change on the barrier's thread, in call order.
+
+        These changes need no sync of their own (Postfix does not sync them
+        either): losing one in a crash means a message is delivered again or
+        retried sooner, never lost. A failure is logged.
+        """
+
+        def failed(failure: Failure) -> None:
+            maillog(
+                "qmgr",
+                f"{queue_id}: cannot {what} queue file: {failure.getErrorMessage()}",
+                LogLevel.warn,
+            )
+
+        self._sync.run(work, durable=False).addErrback(failed)
+
     def move(self, queue_id: str, source: str, target: str) -> None:
-        os.rename(self.path(queue_id, source), self.path(queue_id, target))
+        source_path = self.path(queue_id, source)
+        target_path = self.path(queue_id, target)
+        self._background(queue_id, f"move {source} to {target}",
+                         lambda: os.rename(source_path, target_path))
 
     def mark_done(self, queue_id: str, queue: str, index: int) -> None:
         path = self.path(queue_id, queue)
@@ -158,17 +187,26 @@ class FileQueueStore:
             flags = self._offsets[queue_id]
         if not 0 <= index < len(flags):
             raise IndexError(f"{queue_id}: no recipient {index}")
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.pwrite(fd, record.DONE, flags[index])
-        finally:
-            os.close(fd)
+        offset = flags[index]
+
+        def mark() -> None:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, record.DONE, offset)
+            finally:
+                os.close(fd)
+
+        self._background(queue_id, "mark a recipient done in", mark)
 
     def set_next_attempt(self, queue_id: str, when: float) -> None:
-        queue = self.find(queue_id)
-        if queue is None:
-            raise FileNotFoundError(errno.ENOENT, "no such queue file", queue_id)
-        os.utime(self.path(queue_id, queue), (when, when))
+        def touch() -> None:
+            # Looked up when it runs: after any move queued before it.
+            queue = self.find(queue_id)
+            if queue is None:
+                raise FileNotFoundError(errno.ENOENT, "no such queue file", queue_id)
+            os.utime(self.path(queue_id, queue), (when, when))
+
+        self._background(queue_id, "set the next attempt time of", touch)
 
     def next_attempt(self, queue_id: str) -> float:
         queue = self.find(queue_id)
@@ -178,11 +216,17 @@ class FileQueueStore:
 
     def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> None:
         line = f"{index}\t{status}\t{reason}".replace("\n", " ").replace("\r", " ")
-        fd = os.open(self._defer_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, (line + "\n").encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
+        data = (line + "\n").encode("utf-8", "surrogateescape")
+        path = self._defer_path(queue_id)
+
+        def append() -> None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+        self._background(queue_id, "record a deferral reason of", append)
 
     def defer_reasons(self, queue_id: str) -> dict[int, tuple[str, str]]:
         try:
@@ -199,12 +243,18 @@ class FileQueueStore:
         return reasons
 
     def remove(self, queue_id: str, queue: str) -> None:
-        os.unlink(self.path(queue_id, queue))
+        path = self.path(queue_id, queue)
+        defer_path = self._defer_path(queue_id)
         self._offsets.pop(queue_id, None)
-        try:
-            os.unlink(self._defer_path(queue_id))
-        except FileNotFoundError:
-            pass
+
+        def unlink() -> None:
+            os.unlink(path)
+            try:
+                os.unlink(defer_path)
+            except FileNotFoundError:
+                pass
+
+        self._background(queue_id, "remove", unlink)
 
     def quarantine(self, queue_id: str, queue: str, reason: str) -> None:
         self.move(queue_id, queue, "corrupt")
