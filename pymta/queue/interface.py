@@ -6,9 +6,7 @@ corrupt) and its rule that a message is acknowledged only once durable.
 
 from __future__ import annotations
 
-from typing import Any
-
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
@@ -33,7 +31,6 @@ class ISyncBarrier(Interface):
         ``files`` and ``dirs`` name what the caller wrote: a barrier that
         syncs the whole file system (syncfs) ignores them, one that fsyncs
         file by file (``pymta_sync_method = fsync``) syncs exactly those."""
-
 
     def run(work, durable=True, files=(), dirs=()):  # type: ignore[no-untyped-def]
         """Run work (a callable doing file-system changes) off the reactor

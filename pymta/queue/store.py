@@ -176,8 +176,9 @@ class FileQueueStore:
     def move(self, queue_id: str, source: str, target: str) -> None:
         source_path = self.path(queue_id, source)
         target_path = self.path(queue_id, target)
-        self._background(queue_id, f"move {source} to {target}",
-                         lambda: os.rename(source_path, target_path))
+        self._background(
+            queue_id, f"move {source} to {target}", lambda: os.rename(source_path, target_path)
+        )
 
     def mark_done(self, queue_id: str, queue: str, index: int) -> None:
         path = self.path(queue_id, queue)
