@@ -90,6 +90,7 @@ def main() -> None:
         print(f"{'  matches':<44} {hits:8d}")
         uid = timed("append one message", lambda: folder.append(b"Subject: x\n\ny\n"))
         timed("set \\Seen on one message", lambda: folder.set_flags(uid, ["\\Seen"], FlagMode.ADD))
+        timed("refresh after those two (own) changes", folder.refresh)
         timed("claim_recent (new/ -> cur/ for all)", folder.claim_recent)
         folder = fresh()
         timed("re-open after changes", folder.messages)

@@ -375,3 +375,23 @@ def test_tombstones_do_not_force_compaction_every_time(tmp_path: Path) -> None:
     again = _inbox(root)
     assert again.expunged_since(mark - 1) == uids[:-1]
     assert [m.uid for m in again.messages()] == [uids[-1], uids[-1] + 1, uids[-1] + 2]
+
+
+def test_own_changes_need_no_rescan(tmp_path: Path) -> None:
+    """After a store's own append or flag change the folder does not count
+    as changed on disk (no listing of a big folder after each STORE), while
+    a delivery by another program still does."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    uid = inbox.append(MSG)
+    for sub in ("new", "cur"):
+        os.utime(root / sub, (1000, 1000))
+    inbox.refresh()
+    assert not inbox.changed_on_disk()
+    inbox.set_flags(uid, ["\\Seen"], FlagMode.ADD)
+    inbox.append(MSG)
+    inbox.expunge([uid])
+    assert not inbox.changed_on_disk()
+    _drop(root, "new", "9.other.host")
+    assert inbox.changed_on_disk()
+    assert [m.filename for m in inbox.refresh()] == ["new/9.other.host"]

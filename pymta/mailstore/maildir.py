@@ -116,7 +116,11 @@ SPECIAL_USE_FILE = "pymta-special-use"
 SESSION_LOCK = "pymta-session.lock"
 KEYWORDS_FILE = "dovecot-keywords"
 SUBSCRIPTIONS = "subscriptions"
-RECENT_WINDOW = 2.0  # a directory changed this recently may change again within its mtime tick
+# A directory changed this recently may change again within the same mtime
+# tick, unseen. File systems with nanosecond stamps tick every few ms (the
+# kernel's coarse clock); those with whole seconds (or FAT's two) need more.
+RECENT_WINDOW_FINE = 0.1
+RECENT_WINDOW_COARSE = 2.0
 
 _unique = itertools.count(1)
 
@@ -289,7 +293,9 @@ class MaildirFolder:
 
     # -- directory scanning ------------------------------------------------
 
-    def _dir_stat(self) -> tuple[int, int] | None:
+    def _dir_stat(self, raw: bool = False) -> tuple[int, int] | None:
+        """The mtimes of new/ and cur/; None (do not trust) while they may
+        still change within their current mtime tick, unless ``raw``."""
         try:
             new = os.stat(os.path.join(self.path, "new"))
             cur = os.stat(os.path.join(self.path, "cur"))
@@ -297,18 +303,26 @@ class MaildirFolder:
             return None
         # A change in the same mtime tick as our stat would go unseen; trust
         # the stamp only once the directories have been quiet for a moment.
-        if max(new.st_mtime, cur.st_mtime) > self._clock.seconds() - RECENT_WINDOW:
+        if raw:
+            return (new.st_mtime_ns, cur.st_mtime_ns)
+        latest = max(new.st_mtime_ns, cur.st_mtime_ns)
+        coarse = new.st_mtime_ns % 1_000_000_000 == 0 and cur.st_mtime_ns % 1_000_000_000 == 0
+        window = RECENT_WINDOW_COARSE if coarse else RECENT_WINDOW_FINE
+        if latest / 1e9 > self._clock.seconds() - window:
             return None
         return (new.st_mtime_ns, cur.st_mtime_ns)
 
     @contextlib.contextmanager
     def _own_change(self) -> Iterator[None]:
         """Our own renames need no rescan, unless someone else changed the
-        directories too since the last scan."""
-        before = self._dir_stat()
+        directories since the last scan. (Another program's change in the
+        same mtime tick as ours, a few ms, is seen only at the directory's
+        next change: the price of not listing 100,000 names after each
+        STORE. Deliveries go to new/, which our flag changes do not touch.)"""
+        before = self._dir_stat(raw=True)
         yield
-        if before is not None and before == self._dir_stamp:
-            self._dir_stamp = self._dir_stat()
+        if self._dir_stamp is not None and before == self._dir_stamp:
+            self._dir_stamp = self._dir_stat(raw=True)
 
     def _list(self) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}
