@@ -269,7 +269,7 @@ class MaildirFolder:
                 # A restart: pick up what was delivered while we were away,
                 # unless the last complete scan (by any process) saw the
                 # directories as they are now.
-                stamp = self._dir_stat()
+                stamp = self._dir_stat(raw=True)
                 if stamp is not None and stamp == index.scan_stamp:
                     self._dir_stamp = stamp
                 else:
@@ -339,9 +339,10 @@ class MaildirFolder:
     def _scan_locked(
         self, force: bool = False, preassigned: dict[str, int] | None = None
     ) -> list[FolderChange]:
-        stamp = self._dir_stat()
-        if not force and stamp is not None and stamp == self._dir_stamp:
+        current = self._dir_stat(raw=True)
+        if not force and current is not None and current == self._dir_stamp:
             return []
+        stamp = self._dir_stat()  # taken before listing: later changes show
         index = self._index
         found = self._list()
         missing = [b for b in index.by_base if b not in found]
@@ -477,8 +478,8 @@ class MaildirFolder:
     def changed_on_disk(self) -> bool:
         if not self._index.loaded or not self._index.is_current():
             return True
-        stamp = self._dir_stat()
-        return stamp is None or stamp != self._dir_stamp
+        current = self._dir_stat(raw=True)
+        return current is None or current != self._dir_stamp
 
     def messages(self) -> list[MessageInfo]:
         self._ensure_loaded()
