@@ -97,11 +97,12 @@ def _scan_to(text: str, start: int, stops: str) -> int:
     return -1
 
 
-def parse_path(text: str, *, sender: bool = False) -> tuple[str, str]:
+def parse_path(text: str, *, sender: bool = False, strict: bool = False) -> tuple[str, str]:
     """Parse the argument of ``MAIL FROM:``/``RCPT TO:`` into (address, rest).
 
     ``rest`` holds the ESMTP parameters (see :func:`parse_esmtp_params`).
     The null sender ``<>`` gives ``""``, accepted only when ``sender`` is true.
+    ``strict`` (strict_rfc821_envelopes) refuses a path without angle brackets.
     Raises :class:`AddressError` (501 5.1.7 / 501 5.1.3) on malformed input.
     """
     text = text.strip(" \t")
@@ -117,6 +118,8 @@ def parse_path(text: str, *, sender: bool = False) -> tuple[str, str]:
             raise _bad(sender)
     else:
         # Postfix's default (strict_rfc821_envelopes = no) takes a bare address.
+        if strict:
+            raise _bad(sender)
         end = _scan_to(text, 0, " \t")
         if end < 0:
             path, rest = text, ""

@@ -89,6 +89,12 @@ class ServerTLS:
         """
         level_name = f"{prefix}_tls_security_level"
         level = config.get(level_name).strip().lower()
+        if not level and prefix == "smtpd":
+            # Postfix's obsolete switches, used when the level is not set.
+            if config.is_known("smtpd_enforce_tls") and config.get_bool("smtpd_enforce_tls"):
+                level = "encrypt"
+            elif config.is_known("smtpd_use_tls") and config.get_bool("smtpd_use_tls"):
+                level = "may"
         if level not in _LEVELS:
             raise ConfigError(
                 f"bad value {level!r}: expected none, may or encrypt", parameter=level_name

@@ -361,7 +361,7 @@ def test_refused_data_with_pipelined_content_disconnects() -> None:
 
 def test_syntax_errors() -> None:
     """Malformed commands get 501 with the expected syntax or the address error."""
-    h = SMTPHarness()
+    h = SMTPHarness("smtpd_soft_error_limit = 100\n")
     h.converse(
         """
         C: EHLO
@@ -580,3 +580,82 @@ def test_mail_reject_is_logged_with_the_sender(maillog_lines: list[str]) -> None
         "smtpd: NOQUEUE: reject: MAIL from unknown[203.0.113.5]: 552 5.3.4 Message size "
         "exceeds fixed limit; from=<big@sender.example> proto=ESMTP helo=<client.example>"
     )
+
+
+def test_error_replies_slow_down_past_the_soft_limit() -> None:
+    """Past smtpd_soft_error_limit each error reply waits smtpd_error_sleep_time
+    (on the injected clock), and the replies after it wait too."""
+    h = SMTPHarness("smtpd_soft_error_limit = 2\nsmtpd_error_sleep_time = 5s\n")
+    assert h.send("FOO\n") == ["502 5.5.2 Error: command not recognized"]
+    assert h.send("BAR\nNOOP\n") == []
+    h.clock.advance(4.9)
+    assert h.take() == []
+    h.clock.advance(0.1)
+    assert h.take() == ["502 5.5.2 Error: command not recognized", "250 2.0.0 Ok"]
+
+
+def test_connection_count_limit_per_client() -> None:
+    """More than smtpd_client_connection_count_limit sessions from one client
+    get 421 4.7.0; mynetworks is exempt; a closed session frees its slot."""
+    from pymta.smtpd.testing import TLSStringTransport
+
+    h = SMTPHarness("smtpd_client_connection_count_limit = 1\n")
+    second = TLSStringTransport()
+    protocol = h.factory.buildProtocol(second.getPeer())
+    protocol.makeConnection(second)
+    assert second.value() == (
+        b"421 4.7.0 mx.example.com Error: too many connections from 203.0.113.5\r\n"
+    )
+    assert second.disconnecting
+    protocol.connectionLost(None)
+    h.protocol.connectionLost(None)
+    assert h.factory.connections == {}
+    local = [TLSStringTransport("127.0.0.1") for _ in range(3)]
+    for transport in local:
+        h.factory.buildProtocol(transport.getPeer()).makeConnection(transport)
+        assert transport.value().startswith(b"220 ")
+
+
+def test_http_and_tls_hello_on_plain_port_are_dropped(maillog_lines: list[str]) -> None:
+    """smtpd_forbidden_commands (CONNECT, GET, POST) and non-letter junk end the
+    session with 221 2.7.0, logged as a non-SMTP command warning."""
+    h = SMTPHarness()
+    assert h.send("GET / HTTP/1.1\n") == ["221 2.7.0 Error: I can break rules, too. Goodbye."]
+    assert h.closed
+    assert "smtpd: non-SMTP command from unknown[203.0.113.5]: GET / HTTP/1.1" in maillog_lines
+    h2 = SMTPHarness()
+    assert h2.codes(b"\x16\x03\x01\x02\x00\r\n") == ["221"]
+
+
+def test_empty_command_line() -> None:
+    """An empty command line is 500 5.5.2 Error: bad syntax."""
+    h = SMTPHarness()
+    assert h.send("\n") == ["500 5.5.2 Error: bad syntax"]
+
+
+def test_strict_rfc821_envelopes() -> None:
+    """strict_rfc821_envelopes=yes refuses addresses without angle brackets."""
+    h = SMTPHarness("strict_rfc821_envelopes = yes\n")
+    h.send(EHLO)
+    assert h.send("MAIL FROM:a@b.example\n") == ["501 5.1.7 Bad sender address syntax"]
+    assert h.send("MAIL FROM:<a@b.example>\n") == ["250 2.1.0 Ok"]
+
+
+def test_discard_ehlo_keywords() -> None:
+    """smtpd_discard_ehlo_keywords hides extensions from the EHLO reply."""
+    h = SMTPHarness("smtpd_discard_ehlo_keywords = smtputf8, vrfy\n")
+    assert h.send(EHLO) == [
+        "250-mx.example.com",
+        "250-PIPELINING",
+        "250-SIZE 10240000",
+        "250-ENHANCEDSTATUSCODES",
+        "250 8BITMIME",
+    ]
+
+
+def test_end_of_data_restrictions() -> None:
+    """smtpd_end_of_data_restrictions run after the content, before queueing."""
+    h = SMTPHarness("smtpd_end_of_data_restrictions = reject\n")
+    h.send(EHLO + TXN)
+    assert h.send("x\n.\n") == ["554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied"]
+    assert h.cleanup.received == []

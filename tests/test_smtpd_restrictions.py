@@ -277,3 +277,42 @@ def test_tables_are_opened_once_per_factory() -> None:
     restrictions = Restrictions(config, FakeResolver(), open_table)
     assert opened == ["a", "b"]
     assert len(restrictions.recipient) == 3
+
+
+def test_restriction_classes() -> None:
+    """A smtpd_restriction_classes name works as a restriction, also as an
+    access-map result."""
+    h = SMTPHarness(
+        "smtpd_restriction_classes = strict, friendly\n"
+        "strict = reject_non_fqdn_sender, reject\n"
+        "friendly = permit\n"
+        "smtpd_recipient_restrictions = check_recipient_access t, strict\n",
+        peer="127.0.0.1",
+        tables={"t": DictTable("t", {"user@example.com": "friendly"})},
+    )
+    assert rcpt(h, "user@example.com") == "250 2.1.5 Ok"
+    assert rcpt(h, "user@mx.example.com") == (
+        "554 5.7.1 <user@mx.example.com>: Recipient address rejected: Access denied"
+    )
+
+
+def test_null_sender_access_key() -> None:
+    """smtpd_null_access_lookup_key names the null sender in access maps."""
+    table = DictTable("s", {"MAILER-DAEMON": "REJECT"})
+    h = SMTPHarness(
+        "smtpd_null_access_lookup_key = MAILER-DAEMON\n"
+        "smtpd_sender_restrictions = check_sender_access s\n",
+        peer=UNTRUSTED,
+        tables={"s": table},
+    )
+    assert rcpt(h, "user@example.com", sender="").startswith("554 5.7.1 <>: Sender address")
+    assert table.keys == ["MAILER-DAEMON"]
+
+
+def test_unknown_local_recipient_reject_code() -> None:
+    """unknown_local_recipient_reject_code = 450 makes unknown users a soft error."""
+    h = SMTPHarness("unknown_local_recipient_reject_code = 450\n", peer=UNTRUSTED)
+    assert rcpt(h, "nobody@example.com") == (
+        "450 4.1.1 <nobody@example.com>: Recipient address rejected: User unknown in "
+        "local recipient table"
+    )

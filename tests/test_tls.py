@@ -148,3 +148,13 @@ def test_tls12_uses_forward_secret_aead(cert: tuple[str, str]) -> None:
     assert name.startswith("ECDHE-")
     assert "GCM" in name or "CHACHA20" in name
     assert describe(_Transport(server)).startswith("TLSv1.2 with cipher ECDHE-")
+
+
+def test_obsolete_use_tls_and_enforce_tls(cert: tuple[str, str]) -> None:
+    """With no smtpd_tls_security_level, smtpd_use_tls / smtpd_enforce_tls decide."""
+    cert_path, key_path = cert
+    files = f"smtpd_tls_cert_file = {cert_path}\nsmtpd_tls_key_file = {key_path}\n"
+    may = ServerTLS.from_config(_config(files + "smtpd_use_tls = yes\n"))
+    assert may is not None and not may.required
+    enc = ServerTLS.from_config(_config(files + "smtpd_enforce_tls = yes\n"))
+    assert enc is not None and enc.required

@@ -58,6 +58,22 @@ class SMTPServerFactory(ServerFactory):
         self.disable_vrfy = config.get_bool("disable_vrfy_command")
         self.smtputf8_enable = config.get_bool("smtputf8_enable")
         self.forbid_unauth_pipelining = config.get_bool("smtpd_forbid_unauth_pipelining")
+        self.strict_envelopes = config.get_bool("strict_rfc821_envelopes")
+        self.soft_error_limit = config.get_int("smtpd_soft_error_limit")
+        self.error_sleep_time = config.get_time("smtpd_error_sleep_time")
+        self.connection_count_limit = config.get_int("smtpd_client_connection_count_limit")
+        self.event_limit_exceptions = NetworkList(
+            config.get_list("smtpd_client_event_limit_exceptions"),
+            "smtpd_client_event_limit_exceptions",
+        )
+        forbidden = (
+            config.get_list("smtpd_forbidden_commands")
+            if config.is_known("smtpd_forbidden_commands")
+            else ["CONNECT", "GET", "POST"]
+        )
+        self.forbidden_commands = frozenset(c.lower() for c in forbidden if ":" not in c)
+        #: Open connections per client address (Postfix's anvil count).
+        self.connections: dict[str, int] = {}
         self.bare_newline = config.get("smtpd_forbid_bare_newline").strip().lower()
         if self.bare_newline not in _BARE_NEWLINE:
             raise ConfigError(
@@ -91,6 +107,9 @@ class SMTPServerFactory(ServerFactory):
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
         if self.smtputf8_enable:
             lines.append("SMTPUTF8")
+        # smtpd_discard_ehlo_keywords hides keywords (Postfix: not the feature).
+        discard = {k.lower() for k in self.config.get_list("smtpd_discard_ehlo_keywords")}
+        lines = [lines[0]] + [k for k in lines[1:] if k.split()[0].lower() not in discard]
         text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
         return text.encode()
 

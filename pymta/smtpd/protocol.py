@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from pymta.address import AddressError, parse_esmtp_params, parse_path
@@ -62,6 +62,7 @@ R_BYE = b"221 2.0.0 Bye\r\n"
 R_TLS_GO = b"220 2.0.0 Ready to start TLS\r\n"
 R_UNKNOWN = b"502 5.5.2 Error: command not recognized\r\n"
 R_TOO_LONG = b"500 5.5.2 Error: line too long\r\n"
+R_EMPTY = b"500 5.5.2 Error: bad syntax\r\n"
 R_BAD_UTF8 = b"500 5.5.2 Error: bad UTF-8 syntax\r\n"
 R_BARE_LF = b"550 5.5.2 Error: bare <LF> received\r\n"
 R_NESTED_MAIL = b"503 5.5.1 Error: nested MAIL command\r\n"
@@ -124,6 +125,9 @@ class SMTPServerProtocol(Protocol):
         self._tail = b""
         self._size = 0
         self._too_big = False
+        self._tarpit = False
+        self._tarpit_active = False
+        self._counted_connection = ""
 
     # -- connection -------------------------------------------------------------
 
@@ -144,6 +148,25 @@ class SMTPServerProtocol(Protocol):
         excluded = f.bare_newline_exclusions.contains(address)
         self._bare_lf_reject = f.bare_newline == "reject" and not excluded
         maillog(f.service_name, f"connect from {self.session.client}")
+        if f.connection_count_limit > 0 and not f.event_limit_exceptions.contains(address):
+            count = f.connections.get(address, 0) + 1
+            f.connections[address] = count
+            self._counted_connection = address
+            if count > f.connection_count_limit:
+                # Postfix's anvil: one client may not take every session.
+                maillog(
+                    f.service_name,
+                    f"Connection concurrency limit exceeded: {count} from "
+                    f"{self.session.client} for service {f.service_name}",
+                    LogLevel.warn,
+                )
+                self.transport.write(  # type: ignore[union-attr]
+                    f"421 4.7.0 {f.myhostname} Error: too many connections from "
+                    f"{address}\r\n".encode()
+                )
+                self._closing = True
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         if not f.restrictions.delay_reject and f.restrictions.client:
             self._client_reject = f.restrictions.check_client(self.session)
@@ -151,6 +174,14 @@ class SMTPServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._connected = False
+        if self._counted_connection:
+            connections = self.factory.connections
+            left = connections.get(self._counted_connection, 1) - 1
+            if left > 0:
+                connections[self._counted_connection] = left
+            else:
+                connections.pop(self._counted_connection, None)
+            self._counted_connection = ""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -196,6 +227,7 @@ class SMTPServerProtocol(Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        self._tarpit_active = False
         self._flush()
         if self.transport is not None:
             self.transport.loseConnection()
@@ -228,6 +260,9 @@ class SMTPServerProtocol(Protocol):
         pos = 0
         limit = self.factory.line_length_limit
         while not self._paused and not self._closing:
+            if self._tarpit:
+                self._start_tarpit()
+                break
             if self._mode == _DATA:
                 if pos >= len(buf):
                     buf, pos = b"", 0
@@ -264,6 +299,20 @@ class SMTPServerProtocol(Protocol):
         self._buf = buf[pos:] if pos else buf
         self._pos = 0
 
+    def _start_tarpit(self) -> None:
+        """Postfix's smtpd_error_sleep_time: past smtpd_soft_error_limit, wait
+        before an error reply (and everything after it)."""
+        self._tarpit = False
+        self._tarpit_active = True
+        self._paused = True
+        self.factory.clock.callLater(self.factory.error_sleep_time, self._end_tarpit)
+
+    def _end_tarpit(self) -> None:
+        if not self._tarpit_active:
+            return
+        self._tarpit_active = False
+        self._resume()
+
     # -- replies --------------------------------------------------------------------
 
     def _reply(self, data: bytes) -> None:
@@ -274,6 +323,8 @@ class SMTPServerProtocol(Protocol):
         self._failed = True
         self._errors += 1
         f = self.factory
+        if self._errors >= f.soft_error_limit and f.error_sleep_time > 0:
+            self._tarpit = True
         if self._errors >= f.hard_error_limit and not self._closing:
             maillog(
                 f.service_name,
@@ -305,6 +356,8 @@ class SMTPServerProtocol(Protocol):
         self._error(f"{reject.line()}\r\n".encode())
 
     def _flush(self) -> None:
+        if self._tarpit_active:
+            return
         if self._out and self.transport is not None and self._connected:
             out = self._out
             self._out = []
@@ -324,9 +377,25 @@ class SMTPServerProtocol(Protocol):
                 self._last_command = "UNKNOWN"
                 self._count("unknown", self._error, R_BAD_UTF8)
                 return
+        if not text.strip():
+            self._last_command = "UNKNOWN"
+            self._count("unknown", self._error, R_EMPTY)
+            return
         verb, _, arg = text.partition(" ")
         name = verb.lower()
         handler = _HANDLERS.get(name)
+        if handler is None and (name in self.factory.forbidden_commands or not text[:1].isalpha()):
+            # Postfix's smtpd_forbidden_commands: an HTTP proxy or a TLS
+            # hello on the plain port is not a mail client.
+            shown = _CONTROL.sub("?", text)[:100]
+            maillog(
+                self.factory.service_name,
+                f"non-SMTP command from {self.session.client}: {shown}",
+                LogLevel.warn,
+            )
+            self._out.append(b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n")
+            self._close()
+            return
         if self._tls_active and not self.session.tls:
             self.session.tls = describe(self.transport) or "TLS"
         if handler is None:
@@ -402,7 +471,7 @@ class SMTPServerProtocol(Protocol):
             self._error(_syntax("MAIL FROM:<address>"))
             return
         try:
-            sender, rest = parse_path(arg[5:], sender=True)
+            sender, rest = parse_path(arg[5:], sender=True, strict=f.strict_envelopes)
             params = parse_esmtp_params(rest) if rest else {}
         except AddressError as e:
             self._error(f"{e.reply()}\r\n".encode())
@@ -463,7 +532,7 @@ class SMTPServerProtocol(Protocol):
             self._error(_syntax("RCPT TO:<address>"))
             return
         try:
-            recipient, rest = parse_path(arg[3:])
+            recipient, rest = parse_path(arg[3:], strict=f.strict_envelopes)
             params = parse_esmtp_params(rest) if rest else {}
         except AddressError as e:
             self._error(f"{e.reply()}\r\n".encode())
@@ -660,6 +729,12 @@ class SMTPServerProtocol(Protocol):
             self._reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
             self._data_failed(count)
             return
+        if f.restrictions.end_of_data:
+            reject = f.restrictions.check_end_of_data(s)
+            if reject is not None:
+                self._reject(reject, "END-OF-MESSAGE")
+                self._data_failed(count)
+                return
         attributes = {
             "client_name": s.client_name,
             "client_address": s.client_address,
@@ -710,8 +785,8 @@ class SMTPServerProtocol(Protocol):
             _log.failure("cleanup failed", failure)
             maillog(
                 self.factory.service_name,
-                f"warning: queue file write error from {self.session.client}: "
-                f"{failure.getErrorMessage()}",
+                f"queue file write error from {self.session.client}: {failure.getErrorMessage()}",
+                LogLevel.warn,
             )
             self._error(R_QUEUE_ERROR)
         self._resume()

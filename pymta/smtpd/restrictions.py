@@ -85,6 +85,8 @@ class Check:
             return self.session.client
         if self.reply_class == "Helo command":
             return self.session.helo_name
+        if self.reply_class == "End-of-data":
+            return "END-OF-MESSAGE"
         return "DATA"
 
 
@@ -112,15 +114,37 @@ class Restrictions:
         self._percent_hack = config.get_bool("allow_percent_hack")
         self._swap_bangpath = config.get_bool("swap_bangpath")
         self._dequoted = config.get_bool("resolve_dequoted_address")
+        self._null_key = config.get("smtpd_null_access_lookup_key") or "<>"
+        self._unknown_codes = {
+            "local": self._code(config, "unknown_local_recipient_reject_code"),
+            "virtual_alias": self._code(config, "unknown_virtual_alias_reject_code"),
+            "virtual_mailbox": self._code(config, "unknown_virtual_mailbox_reject_code"),
+            "relay": self._code(config, "unknown_relay_recipient_reject_code"),
+        }
+        # smtpd_restriction_classes: named lists usable as restrictions.
+        self._classes = {c.lower(): c for c in config.get_list("smtpd_restriction_classes")}
+        self._class_lists: dict[str, list[Restriction]] = {k: [] for k in self._classes}
+        for key, name in self._classes.items():
+            self._class_lists[key][:] = self._build(config.get_list(name), name, 1)
         self.client = self._parse("smtpd_client_restrictions")
         self.helo = self._parse("smtpd_helo_restrictions")
         self.sender = self._parse("smtpd_sender_restrictions")
         self.relay = self._parse("smtpd_relay_restrictions")
         self.recipient = self._parse("smtpd_recipient_restrictions")
         self.data = self._parse("smtpd_data_restrictions")
+        self.end_of_data = self._parse("smtpd_end_of_data_restrictions")
         self._check_relay_control()
 
     # -- building -----------------------------------------------------------
+
+    @staticmethod
+    def _code(config: Config, name: str) -> int:
+        if not config.is_known(name) and name not in config.explicit():
+            return 550
+        code = config.get_int(name)
+        if code < 400 or code > 599:
+            raise ConfigError(f"bad value {code}: expected a 4xx or 5xx code", parameter=name)
+        return code
 
     def _error(self, parameter: str, message: str) -> ConfigError:
         src = self._config.source(parameter)
@@ -147,6 +171,9 @@ class Restrictions:
                 i += 1
                 out.append(self._access(name, spec, depth))
                 continue
+            if name in self._classes:
+                out.append(self._class_restriction(name))
+                continue
             simple = _SIMPLE.get(name)
             if simple is None:
                 raise self._error(
@@ -156,6 +183,17 @@ class Restrictions:
                 )
             out.append(getattr(self, simple))
         return out
+
+    def _class_restriction(self, name: str) -> Restriction:
+        def restriction(check: Check) -> Result:
+            # Resolved at call time: classes may refer to each other.
+            for item in self._class_lists[name]:
+                result = item(check)
+                if result is not DUNNO:
+                    return result
+            return DUNNO
+
+        return restriction
 
     def _check_relay_control(self) -> None:
         """Postfix refuses to start as an open relay (smtpd_check.c)."""
@@ -226,6 +264,13 @@ class Restrictions:
     def check_data(self, session: Session) -> Reject | None:
         return self.evaluate(
             self.data, Check(session, sender=session.sender, reply_class="Data command")
+        )
+
+    def check_end_of_data(self, session: Session) -> Reject | None:
+        """smtpd_end_of_data_restrictions, after the content, before queueing."""
+        return self.evaluate(
+            self.end_of_data,
+            Check(session, sender=session.sender, reply_class="End-of-data"),
         )
 
     def check_vrfy(self, session: Session, address: str) -> Reject | None:
@@ -307,7 +352,10 @@ class Restrictions:
             return self._lookup_failure(address)
         if listed:
             return DUNNO
-        return Reject(550, status, f"<{address}>: {what} rejected: User unknown in {table}")
+        code = self._unknown_codes.get(dest.address_class, 550)
+        if code < 500:
+            status = "4" + status[1:]
+        return Reject(code, status, f"<{address}>: {what} rejected: User unknown in {table}")
 
     def reject_unlisted_recipient(self, check: Check) -> Result:
         if not check.recipient:
@@ -417,7 +465,7 @@ class Restrictions:
         if address is None:
             return None
         if address == "":
-            return ["<>"]  # smtpd_null_access_lookup_key
+            return [self._null_key]
         local, domain = split_address(address)
         keys = [address]
         if domain:
