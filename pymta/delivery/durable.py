@@ -12,7 +12,7 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from pymta.queue.interface import ISyncBarrier
 
@@ -31,6 +31,27 @@ def barrier_sync(
     except TypeError:
         # A barrier still implementing the argument-less sync().
         return call()
+
+
+def barrier_run(
+    barrier: ISyncBarrier,
+    work: Callable[[], None],
+    files: Sequence[str] = (),
+    dirs: Sequence[str] = (),
+) -> Deferred[None]:
+    """Do ``work`` (file-system changes) and make it durable.
+
+    On the barrier's own thread when it offers ``run`` (the reactor never
+    waits on the disk); otherwise here, followed by ``sync``.
+    """
+    run = getattr(barrier, "run", None)
+    if run is not None:
+        return cast("Deferred[None]", run(work, durable=True, files=tuple(files), dirs=tuple(dirs)))
+    try:
+        work()
+    except OSError:
+        return fail()
+    return barrier_sync(barrier, files, dirs)
 
 
 def os_error_status(error: OSError, what: str) -> tuple[str, str]:

@@ -89,6 +89,25 @@ class _FsyncBarrier:
 
         return deferToThread(fsync_paths, list(files), list(dirs))
 
+    def run(
+        self,
+        work: Callable[[], Any],
+        durable: bool = True,
+        files: Sequence[str] = (),
+        dirs: Sequence[str] = (),
+    ) -> Deferred[Any]:
+        from twisted.internet.threads import deferToThread
+
+        from pymta.queue.sync import fsync_paths
+
+        def both() -> Any:
+            result = work()
+            if durable:
+                fsync_paths(list(files), list(dirs))
+            return result
+
+        return deferToThread(both)
+
 
 @implementer(IDeliveryAgent)
 class LocalAgent:

@@ -22,7 +22,7 @@ import socket
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from pymta.delivery.durable import barrier_sync
+from pymta.delivery.durable import barrier_run
 from pymta.queue.interface import ISyncBarrier
 
 
@@ -65,46 +65,52 @@ class MaildirWriter:
         self._known.add(maildir)
 
     def deliver(self, maildir: str, data: bytes) -> Deferred[str]:
-        """Write ``data`` into ``maildir``; fires with the path in new/ once durable."""
-        self.ensure(maildir)
+        """Write ``data`` into ``maildir``; fires with the path in new/ once durable.
+
+        The file-system work runs on the barrier's thread when it has one
+        (``run``), in the same batch as the sync that covers it, so the
+        reactor never waits on the disk.
+        """
         name = self.unique_name(len(data))
         tmp_dir = os.path.join(maildir, "tmp")
         new_dir = os.path.join(maildir, "new")
         tmp_path = os.path.join(tmp_dir, name)
         new_path = os.path.join(new_dir, name)
-        try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:
-            # The Maildir vanished after we cached it: recreate once.
-            self._known.discard(maildir)
-            self.ensure(maildir)
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        except OSError:
-            os.close(fd)
-            _unlink_quietly(tmp_path)
-            raise
-        os.close(fd)
 
-        def renamed(_: None) -> Deferred[None]:
+        def write_tmp() -> None:
+            self.ensure(maildir)
+            try:
+                fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:
+                # The Maildir vanished after we cached it: recreate once.
+                self._known.discard(maildir)
+                self.ensure(maildir)
+                fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            except OSError:
+                os.close(fd)
+                _unlink_quietly(tmp_path)
+                raise
+            os.close(fd)
+
+        def rename() -> None:
             try:
                 os.rename(tmp_path, new_path)
             except OSError:
                 _unlink_quietly(tmp_path)
                 raise
-            return barrier_sync(self._sync, (), (new_dir, tmp_dir))
 
         def failed_first_sync(failure: object) -> object:
             _unlink_quietly(tmp_path)
             return failure
 
-        d = barrier_sync(self._sync, (tmp_path,), (tmp_dir,))
+        d = barrier_run(self._sync, write_tmp, (tmp_path,), (tmp_dir,))
         d.addErrback(failed_first_sync)
-        d.addCallback(renamed)
+        d.addCallback(lambda _: barrier_run(self._sync, rename, (), (new_dir, tmp_dir)))
         d.addCallback(lambda _: new_path)
         return d  # type: ignore[return-value]
 
