@@ -16,6 +16,16 @@ replies to a batch of pipelined commands go out in one write. Every reply
 carries an enhanced status code (RFC 2034), except the greeting and the
 HELO/EHLO replies, which RFC 2034 leaves without one.
 
+Limits (Postfix's parameters): line_length_limit, message_size_limit,
+smtpd_recipient_limit, smtpd_timeout (on the injected clock),
+smtpd_soft_error_limit + smtpd_error_sleep_time (tarpit),
+smtpd_hard_error_limit (421), smtpd_junk_command_limit,
+smtpd_client_connection_count_limit (per client address, counted in the
+factory), smtpd_forbidden_commands (CONNECT, GET, POST and non-letter junk
+end the session), smtpd_forbid_unauth_pipelining (content pipelined behind
+a refused DATA is never run as commands). ``smtpd_forbid_bare_newline = no``
+is treated as ``normalize``: pymta never accepts LF.LF as the end of data.
+
 Writes: the message to cleanup (which makes it durable before smtpd says
 250). Logs, as Postfix's smtpd does: ``connect from``, ``QID: client=``,
 ``NOQUEUE: reject: RCPT from ...``, ``lost connection after``,
