@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -74,7 +75,9 @@ class ImmediateSyncBarrier:
             return fail(Failure())
 
 
+@functools.cache
 def _load_syncfs() -> Callable[[int], int] | None:
+    # Cached: find_library runs ldconfig in a subprocess, far too slow per sync.
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         func = libc.syncfs
