@@ -12,9 +12,10 @@ Format: a text file, one record per line, tab-separated, append-only::
     S <new/ mtime ns> <cur/ mtime ns>
 
 ``A`` adds or replaces a message's record, ``X`` expunges it (kept as a
-tombstone for QRESYNC), ``S`` notes the directories' mtimes at the last
-complete scan (a process opening the folder skips its scan when they still
-match); flags are the letters D F R S T, keywords separated
+tombstone for QRESYNC), ``S`` notes the directories' mtimes at a moment the
+index was known to match them (after a complete scan, or after our own
+changes on top of one): a process opening the folder skips its scan when
+they still match; flags are the letters D F R S T, keywords separated
 by spaces. Appending a message costs one short ``write``; when dead lines
 outnumber live ones the file is compacted (written to a temporary name,
 fsync'd, renamed), which readers in other processes notice by its inode.
@@ -281,8 +282,8 @@ class UidIndex:
     ) -> None:
         """Append records (lock held), update the image, and compact when
         dead lines have piled up. ``scan_stamp`` records the directories'
-        mtimes at a complete scan, so that the next process to open the
-        folder can skip its own scan when nothing changed.
+        mtimes at which the index matches them, so that the next process to
+        open the folder can skip its own scan when nothing changed.
 
         The write is fsync'd when it hands out new UIDs: those must never be
         given twice. Flag, location and expunge records are not: after a

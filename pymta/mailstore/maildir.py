@@ -619,7 +619,7 @@ class MaildirFolder:
                 filename=filename,
                 recent=False,
             )
-            self._index.put([info], [])
+            self._index.put([info], [], self._dir_stamp)
             notices.append(FolderChange("flags", (uid,), modseq))
             return info
 
@@ -665,7 +665,7 @@ class MaildirFolder:
                 uid += 1
         if infos and self._fsync:
             _fsync_dir(os.path.join(self.path, "cur"))
-        self._index.put(infos, [])
+        self._index.put(infos, [], self._dir_stamp)
         if infos:
             notices.append(FolderChange("append", tuple(i.uid for i in infos), modseq))
         return [i.uid for i in infos]
@@ -705,7 +705,7 @@ class MaildirFolder:
                 for uid in gone:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(self.path, records[uid].filename))
-            self._index.put([], [(u, modseq) for u in gone])
+            self._index.put([], [(u, modseq) for u in gone], self._dir_stamp)
             notices.append(FolderChange("expunge", tuple(gone), modseq))
             return gone
 
@@ -770,7 +770,7 @@ class MaildirFolder:
                     except FileNotFoundError:
                         continue
                     updates.append(replace(info, filename=filename, recent=False))
-            self._index.put(updates, [])
+            self._index.put(updates, [], self._dir_stamp)
             return [i.uid for i in updates]
 
     def lock(self) -> IFolderLock | None:
