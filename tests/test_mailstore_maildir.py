@@ -395,3 +395,18 @@ def test_own_changes_need_no_rescan(tmp_path: Path) -> None:
     _drop(root, "new", "9.other.host")
     assert inbox.changed_on_disk()
     assert [m.filename for m in inbox.refresh()] == ["new/9.other.host"]
+
+
+def test_cache_compacted_after_expunges(tmp_path: Path) -> None:
+    """Cache entries of expunged messages are dropped once they outnumber
+    the rest; the survivors' entries stay valid."""
+    root = tmp_path / "m"
+    inbox = _inbox(root)
+    uids = [inbox.append(b"Subject: %d\n\nx\n" % i) for i in range(1100)]
+    for uid in uids:
+        inbox.header_bytes(uid)
+    big = (root / "pymta-cache").stat().st_size
+    inbox.expunge(uids[1:])
+    assert (root / "pymta-cache").stat().st_size < big / 100
+    assert inbox.header_bytes(uids[0]) == b"Subject: 0\n\n"
+    assert _inbox(root).header_bytes(uids[0]) == b"Subject: 0\n\n"

@@ -11,7 +11,8 @@ Format: a header line ``pymta-cache 1 V<uidvalidity>``, then records
 ``<kind> <uid> <length>\\n<bytes>\\n`` where kind is ``H`` (header block) or
 ``M`` (MIME structure as JSON). Appends are single ``O_APPEND`` writes, so
 several processes can fill it at once; a damaged file is simply discarded
-(it holds nothing that cannot be recomputed).
+(it holds nothing that cannot be recomputed). Entries of expunged messages
+are dropped by :meth:`MessageCache.compact` when they outnumber the rest.
 
 Untrusted input: the file (crash, other processes). Writes ``pymta-cache``.
 """
@@ -19,6 +20,7 @@ Untrusted input: the file (crash, other processes). Writes ``pymta-cache``.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 CACHE_NAME = "pymta-cache"
 MAGIC = b"pymta-cache 1"
@@ -120,3 +122,27 @@ class MessageCache:
         if (kind, uid) in self._entries:
             return
         os.write(self._fd, b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
+
+    def needs_compaction(self, live: int) -> bool:
+        """Whether entries of expunged messages probably outnumber the rest
+        (cheap: compares the entry count known so far)."""
+        return self._fd >= 0 and len(self._entries) > 2 * live + 1000
+
+    def compact(self, uidvalidity: int, keep: Collection[int]) -> None:
+        """Rewrite the file with the entries of ``keep`` only (tmp + rename;
+        the caller holds the folder's index lock). An entry another process
+        appends to the old file meanwhile is lost, which costs a re-parse."""
+        self._open(uidvalidity)
+        self._scan()
+        header = MAGIC + b" V%d\n" % uidvalidity
+        parts = [header]
+        for (kind, uid), (offset, length) in self._entries.items():
+            if uid in keep:
+                value = os.pread(self._fd, length, offset)
+                parts.append(b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(b"".join(parts))
+        os.rename(tmp, self.path)
+        self.close()
+        self._open(uidvalidity)

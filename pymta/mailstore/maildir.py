@@ -483,7 +483,8 @@ class MaildirFolder:
 
     def messages(self) -> list[MessageInfo]:
         self._ensure_loaded()
-        return list(self._index.records.values())
+        with self._mutex:  # another thread may be changing the dict
+            return list(self._index.records.values())
 
     def get(self, uid: int) -> MessageInfo:
         self._ensure_loaded()
@@ -706,6 +707,10 @@ class MaildirFolder:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(os.path.join(self.path, records[uid].filename))
             self._index.put([], [(u, modseq) for u in gone], self._dir_stamp)
+            with self._mutex:
+                records = self._index.records
+                if self._cache.needs_compaction(len(records)):
+                    self._cache.compact(self._index.uidvalidity, records.keys())
             notices.append(FolderChange("expunge", tuple(gone), modseq))
             return gone
 
