@@ -410,3 +410,21 @@ def test_cache_compacted_after_expunges(tmp_path: Path) -> None:
     assert (root / "pymta-cache").stat().st_size < big / 100
     assert inbox.header_bytes(uids[0]) == b"Subject: 0\n\n"
     assert _inbox(root).header_bytes(uids[0]) == b"Subject: 0\n\n"
+
+
+def test_defaults_added_to_maildir_made_by_delivery(tmp_path: Path) -> None:
+    """A Maildir the delivery agent created before the first login gets the
+    special-use folders at the first open (an existing Sent gets its
+    attribute), and only once: a folder the user deleted stays deleted."""
+    root = tmp_path / "m"
+    for d in ("cur", "new", "tmp", ".Sent/cur", ".Sent/new", ".Sent/tmp"):
+        (root / d).mkdir(parents=True)
+    _drop(root, "new", "1.delivered.host")
+    mbox = _store().open_user("u", str(root))
+    uses = {f.name: f.special_use for f in mbox.list_folders()}
+    assert uses["Sent"] == "\\Sent" and uses["Trash"] == "\\Trash"
+    assert "Trash" in mbox.subscriptions()
+    assert len(mbox.folder("INBOX").messages()) == 1
+    mbox.delete_folder("Trash")
+    again = _store().open_user("u", str(root))
+    assert "Trash" not in [f.name for f in again.list_folders()]

@@ -116,6 +116,7 @@ SPECIAL_USE_FILE = "pymta-special-use"
 SESSION_LOCK = "pymta-session.lock"
 KEYWORDS_FILE = "dovecot-keywords"
 SUBSCRIPTIONS = "subscriptions"
+SETUP_MARKER = "pymta-setup"
 # A directory changed this recently may change again within the same mtime
 # tick, unseen. File systems with nanosecond stamps tick every few ms (the
 # kernel's coarse clock); those with whole seconds (or FAT's two) need more.
@@ -872,6 +873,25 @@ class MaildirUserMailbox:
         finally:
             os.close(fd)
 
+    def set_up_defaults(self) -> None:
+        """Once per Maildir (``pymta-setup`` marks it done), as Dovecot's
+        ``auto = subscribe`` does: create the special-use folders that are
+        missing, give existing ones of those names their attribute, and
+        subscribe INBOX and them. The delivery agent may have created the
+        Maildir itself before the user's first login: this runs then."""
+        for name, use in DEFAULT_FOLDERS:
+            path = self._path(name)
+            if self._is_folder_dir(path):
+                marker = os.path.join(path, SPECIAL_USE_FILE)
+                if not os.path.exists(marker):
+                    _atomic_write(marker, use.encode("ascii") + b"\n", self._fsync)
+                continue
+            with contextlib.suppress(FolderExists):
+                self.create_folder(name, use)
+        for name in (INBOX, *(n for n, _ in DEFAULT_FOLDERS)):
+            self.subscribe(name)
+        _atomic_write(os.path.join(self.root, SETUP_MARKER), b"", self._fsync)
+
     def _path(self, name: str) -> str:
         return os.path.join(self.root, folder_dirname(name))
 
@@ -1072,17 +1092,11 @@ class MaildirStore:
             mailbox = self._users.get(root)
             if mailbox is not None:
                 return mailbox
-            fresh = not os.path.isdir(os.path.join(root, "cur"))
-            if fresh:
-                os.makedirs(root, 0o700, exist_ok=True)
-                for sub in ("cur", "new", "tmp"):
-                    os.makedirs(os.path.join(root, sub), 0o700, exist_ok=True)
+            os.makedirs(root, 0o700, exist_ok=True)
+            for sub in ("cur", "new", "tmp"):
+                os.makedirs(os.path.join(root, sub), 0o700, exist_ok=True)
             mailbox = MaildirUserMailbox(user, root, self._clock, self._hostname, self._fsync)
-            if fresh:
-                for name, use in DEFAULT_FOLDERS:
-                    with contextlib.suppress(FolderExists):
-                        mailbox.create_folder(name, use)
-                for name in (INBOX, *(n for n, _ in DEFAULT_FOLDERS)):
-                    mailbox.subscribe(name)
+            if not os.path.exists(os.path.join(root, SETUP_MARKER)):
+                mailbox.set_up_defaults()
             self._users[root] = mailbox
             return mailbox
