@@ -428,3 +428,18 @@ def test_defaults_added_to_maildir_made_by_delivery(tmp_path: Path) -> None:
     mbox.delete_folder("Trash")
     again = _store().open_user("u", str(root))
     assert "Trash" not in [f.name for f in again.list_folders()]
+
+
+def test_fsync_mode_works(tmp_path: Path) -> None:
+    """The production mode (fsync=True) stores, renumbers and renames like
+    the scratch mode: every durable path runs."""
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    mbox = MaildirStore(clock, hostname="h", fsync=True).open_user("u", str(tmp_path / "m"))
+    inbox = mbox.folder("INBOX")
+    uid = inbox.append(MSG)
+    inbox.set_flags(uid, ["\\Seen"], FlagMode.ADD)
+    mbox.create_folder("A/B")
+    mbox.rename_folder("A", "C")
+    assert inbox.copy([uid], mbox.folder("C/B")) == [(uid, 1)]
+    assert mbox.folder("C/B").read(1) == MSG
