@@ -3,8 +3,12 @@
 Every mail event is one line starting with the queue id (or NOQUEUE), as
 Postfix logs it, e.g. ``4F2A9C0B1D: to=<a@example.org>, relay=virtual,
 delay=0.02, delays=0.01/0/0/0.01, dsn=2.0.0, status=sent (delivered to maildir)``.
-Parts call :func:`maillog`; :class:`MaillogObserver` writes the events to the
-``maillog_file`` in syslog format (``Nov 28 16:00:01 host postfix/smtpd[42]:
+Parts call :func:`maillog`. The events go to :data:`publisher`, a
+twisted.logger LogPublisher of their own: by default it forwards them to the
+global log (twistd's log file), as Postfix logs to syslog when maillog_file
+is empty. With ``maillog_file`` set, :func:`log_to` routes them to a
+:class:`MaillogObserver` instead (and only there, as Postfix's postlogd),
+which writes them to the file in syslog format (``Nov 28 16:00:01 host postfix/smtpd[42]:
 ...``) so that tools made for Postfix logs (pflogsumm) read them.
 """
 
@@ -15,10 +19,24 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher, globalLogPublisher
 from zope.interface import implementer
 
-_log = Logger(namespace="pymta.maillog")
+#: Every mail event passes through here; add observers to watch them.
+publisher = LogPublisher(globalLogPublisher)
+_log = Logger(namespace="pymta.maillog", observer=publisher)
+
+
+def log_to(observer: ILogObserver) -> Callable[[], None]:
+    """Send mail events to observer instead of the global log; returns the undo."""
+    publisher.removeObserver(globalLogPublisher)
+    publisher.addObserver(observer)
+
+    def undo() -> None:
+        publisher.removeObserver(observer)
+        publisher.addObserver(globalLogPublisher)
+
+    return undo
 
 
 def maillog(service: str, text: str, level: LogLevel = LogLevel.info) -> None:
@@ -37,17 +55,32 @@ class MaillogObserver:
         syslog_name: str = "postfix",
         now: Callable[[], float] = time.time,
         pid: int | None = None,
+        flush_later: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self._stream = stream
         self._hostname = hostname.split(".")[0]
         self._syslog_name = syslog_name
         self._now = now
         self._pid = os.getpid() if pid is None else pid
+        # With flush_later (e.g. ``lambda f: reactor.callLater(0, f)``) lines are
+        # flushed once per reactor turn instead of once each.
+        self._flush_later = flush_later
+        self._flush_pending = False
+        self._stamp_second = -1
+        self._stamp = ""
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        self._stream.flush()
 
     def __call__(self, event: dict[str, Any]) -> None:
         if not event.get("pymta_maillog"):
             return
-        stamp = time.strftime("%b %d %H:%M:%S", time.localtime(event.get("log_time", self._now())))
+        when = int(event.get("log_time", self._now()))
+        if when != self._stamp_second:
+            self._stamp_second = when
+            self._stamp = time.strftime("%b %d %H:%M:%S", time.localtime(when))
+        stamp = self._stamp
         level = event.get("log_level")
         prefix = ""
         if level is LogLevel.warn:
@@ -59,4 +92,8 @@ class MaillogObserver:
             f"{prefix}{event['text']}\n"
         )
         self._stream.write(line)
-        self._stream.flush()
+        if self._flush_later is None:
+            self._stream.flush()
+        elif not self._flush_pending:
+            self._flush_pending = True
+            self._flush_later(self._flush)

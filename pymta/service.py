@@ -15,6 +15,7 @@ privileges). Writes: the queue, data and mail directories named by main.cf.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +24,12 @@ from typing import IO, Any
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import Logger
 
 from pymta.config import Config, ConfigError
 from pymta.config.master_cf import MasterService, check_master, load_master
 from pymta.config.validate import validate
-from pymta.maillog import MaillogObserver
+from pymta.maillog import MaillogObserver, log_to
 
 log = Logger()
 
@@ -49,8 +50,14 @@ def resolve_paths(config: Config) -> Config:
     keeps all state under ``./var/`` of the directory twistd runs in.
     """
     overrides: dict[str, str] = {}
-    for name in ("queue_directory", "data_directory", "virtual_mailbox_base", "maillog_file",
-                 "smtpd_tls_cert_file", "smtpd_tls_key_file"):
+    for name in (
+        "queue_directory",
+        "data_directory",
+        "virtual_mailbox_base",
+        "maillog_file",
+        "smtpd_tls_cert_file",
+        "smtpd_tls_key_file",
+    ):
         value = config.get(name)
         if value and not os.path.isabs(value):
             overrides[name] = str(Path(value).resolve())
@@ -62,24 +69,32 @@ def resolve_paths(config: Config) -> Config:
 class _MaillogService(service.Service):
     """Writes Postfix-style mail event lines to ``maillog_file`` while running."""
 
-    def __init__(self, path: str, hostname: str, syslog_name: str) -> None:
+    def __init__(self, path: str, hostname: str, syslog_name: str, reactor: Any) -> None:
+        self._reactor = reactor
         self._path = path
         self._hostname = hostname
         self._syslog_name = syslog_name
         self._stream: IO[str] | None = None
         self._observer: MaillogObserver | None = None
+        self._undo: Callable[[], None] | None = None
 
     def startService(self) -> None:
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-        self._observer = MaillogObserver(self._stream, self._hostname, self._syslog_name)
-        globalLogPublisher.addObserver(self._observer)
+        self._stream = open(self._path, "a", encoding="utf-8")
+        self._observer = MaillogObserver(
+            self._stream,
+            self._hostname,
+            self._syslog_name,
+            flush_later=lambda flush: self._reactor.callLater(0, flush),
+        )
+        self._undo = log_to(self._observer)
         super().startService()
 
     def stopService(self) -> None:
         super().stopService()
-        if self._observer is not None:
-            globalLogPublisher.removeObserver(self._observer)
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
         if self._stream is not None:
             self._stream.close()
 
@@ -110,10 +125,11 @@ class _Listener(internet.TCPServer):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        host = self._port.getHost()  # type: ignore[attr-defined]
+        assert self._port is not None
+        host = self._port.getHost()
         log.info(
             "{service} listening on {host}:{port}",
-            service=self.name.split("@")[0],
+            service=(self.name or "").split("@")[0],
             host=host.host,
             port=host.port,
         )
@@ -121,7 +137,8 @@ class _Listener(internet.TCPServer):
     @property
     def port(self) -> int:
         """The bound port number (after start)."""
-        return int(self._port.getHost().port)  # type: ignore[attr-defined]
+        assert self._port is not None
+        return int(self._port.getHost().port)
 
 
 class MailSystem(service.MultiService):
@@ -160,7 +177,7 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     from pymta.queue.store import FileQueueStore
     from pymta.queue.sync import SyncBarrier
     from pymta.rewrite import Resolver
-    from pymta.tables import open_table
+
     reactor = reactor or _reactor()
     clock: IReactorTime = reactor
     system = MailSystem(config, master)
@@ -168,12 +185,17 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     maillog_file = config.get("maillog_file")
     if maillog_file:
         _MaillogService(
-            maillog_file, config.get("myhostname"), config.get("syslog_name") or "postfix"
+            maillog_file,
+            config.get("myhostname"),
+            config.get("syslog_name") or "postfix",
+            reactor,
         ).setServiceParent(system)
 
     queue_directory = config.get("queue_directory")
     Path(queue_directory).mkdir(parents=True, exist_ok=True)
-    sync = SyncBarrier(queue_directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor)
+    sync = SyncBarrier(
+        queue_directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor
+    )
     store = FileQueueStore(queue_directory, sync, clock=clock)
     resolver = Resolver(config)
     holder: dict[str, Any] = {}
@@ -213,7 +235,7 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
                 svc_config,
                 cleanup,
                 resolver,
-                lambda spec, _c=svc_config: open_table(spec, _c),
+                functools.partial(_open_table, config=svc_config),
                 tls,
                 clock,
                 service_name=svc.name,
@@ -226,6 +248,12 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
             server.setServiceParent(system)
             system.ports[f"{svc.name}:{interface}:{port}"] = server
     return system
+
+
+def _open_table(spec: str, config: Config) -> Any:
+    from pymta.tables import open_table
+
+    return open_table(spec, config)
 
 
 def _server_tls(config: Config, prefix: str = "smtpd") -> Any:
@@ -256,8 +284,18 @@ def load(config_directory: str | os.PathLike[str]) -> tuple[Config, list[MasterS
     master = load_master(str(config_directory))
     for warning in validate(config, master):
         log.warn("{warning}", warning=warning)
-    built = {"smtpd", "pop3d", "qmgr", "cleanup", "trivial-rewrite", "bounce", "local",
-             "virtual", "discard", "error"}
+    built = {
+        "smtpd",
+        "pop3d",
+        "qmgr",
+        "cleanup",
+        "trivial-rewrite",
+        "bounce",
+        "local",
+        "virtual",
+        "discard",
+        "error",
+    }
     for warning in check_master(master, built):
         log.warn("{warning}", warning=warning)
     return config, master

@@ -38,7 +38,6 @@ myhostname = mx.example.test
 mydomain = example.test
 queue_directory = {root}/spool
 data_directory = {root}/lib
-maillog_file = {root}/maillog
 inet_interfaces = loopback-only
 mynetworks = 127.0.0.0/8
 mydestination = $myhostname, localhost
@@ -63,7 +62,9 @@ class PymtaServer:
         root: Path,
         main_cf_extra: str = "",
         master_cf: str = DEFAULT_MASTER_CF,
-        vmailbox: str = "alice@example.test example.test/alice/\nbob@example.test example.test/bob/\n",
+        vmailbox: str = (
+            "alice@example.test example.test/alice/\nbob@example.test example.test/bob/\n"
+        ),
         aliases: str = "postmaster: alice@example.test\n",
         virtual: str = "info@example.test alice@example.test, bob@example.test\n",
     ) -> None:
