@@ -443,3 +443,38 @@ def test_fsync_mode_works(tmp_path: Path) -> None:
     mbox.rename_folder("A", "C")
     assert inbox.copy([uid], mbox.folder("C/B")) == [(uid, 1)]
     assert mbox.folder("C/B").read(1) == MSG
+
+
+def test_changes_seen_across_another_process_compaction(tmp_path: Path) -> None:
+    """When another process compacts the index, this one still hears of the
+    messages it appended and expunged before compacting."""
+    root = tmp_path / "m"
+    mine, theirs = _inbox(root), _inbox(root)
+    gone = mine.append(MSG)
+    theirs.messages()
+    heard: list[FolderChange] = []
+    mine.add_listener(heard.append)
+    for i in range(1100):  # enough flag changes to make theirs compact
+        theirs.set_flags(gone, ["\\Seen"], FlagMode.ADD if i % 2 else FlagMode.REMOVE)
+    new = theirs.append(MSG)
+    theirs.expunge([gone])
+    mine.refresh()
+    kinds = {c.kind: c.uids for c in heard}
+    assert kinds["append"] == (new,)
+    assert kinds["expunge"] == (gone,)
+
+
+def test_failing_listener_does_not_break_others(tmp_path: Path) -> None:
+    """A listener that raises is logged; the change stands and the other
+    listeners still hear of it."""
+    inbox = _inbox(tmp_path / "m")
+    heard: list[FolderChange] = []
+
+    def broken(change: FolderChange) -> None:
+        raise RuntimeError("session bug")
+
+    inbox.add_listener(broken)
+    inbox.add_listener(heard.append)
+    uid = inbox.append(MSG)
+    assert [c.uids for c in heard] == [(uid,)]
+    assert inbox.read(uid) == MSG

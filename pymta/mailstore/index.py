@@ -133,10 +133,13 @@ class UidIndex:
             fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
             raise IndexCorrupt("index missing") from None
+        before: dict[int, MessageInfo] | None = None
         with os.fdopen(fd, "rb+") as f:
             st = os.fstat(f.fileno())
             full = st.st_ino != self._ino or st.st_size < self._offset
             if full:
+                if self.loaded:
+                    before = self.records  # compacted by another process
                 self._reset()
                 f.seek(0)
             else:
@@ -153,6 +156,8 @@ class UidIndex:
             self._offset = (0 if full else self._offset) + len(data)
             self._ino = st.st_ino
         self.loaded = True
+        if before is not None:
+            changes = _diff(before, self.records)
         return changes
 
     def _reset(self) -> None:
@@ -326,6 +331,7 @@ class UidIndex:
         self.highest_modseq = modseq
         self.floor = 0
         self.compact()
+        self.loaded = True
 
     def compact(self) -> None:
         """Rewrite the file with only live records and recent tombstones
@@ -371,3 +377,14 @@ def base_of(filename: str) -> str:
     """The Maildir base name of ``sub/name:2,flags``."""
     name = filename.rsplit("/", 1)[-1]
     return name.partition(":")[0]
+
+
+def _diff(before: dict[int, MessageInfo], after: dict[int, MessageInfo]) -> list[IndexChange]:
+    """What changed between two images (after another process compacted
+    the file, its records since our last read cannot be told apart)."""
+    changes = [IndexChange(uid, old, None) for uid, old in before.items() if uid not in after]
+    for uid, new in after.items():
+        old = before.get(uid)
+        if old != new:
+            changes.append(IndexChange(uid, old, new))
+    return changes

@@ -63,7 +63,7 @@ from dataclasses import replace
 from typing import BinaryIO
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import LogLevel
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from pymta.maillog import maillog
@@ -124,6 +124,7 @@ RECENT_WINDOW_FINE = 0.1
 RECENT_WINDOW_COARSE = 2.0
 
 _unique = itertools.count(1)
+_log = Logger()
 
 
 def _fsync_dir(path: str) -> None:
@@ -244,7 +245,12 @@ class MaildirFolder:
                 yield notices
         for change in notices:
             for listener in list(self._listeners):
-                listener(change)
+                try:
+                    listener(change)
+                except Exception:
+                    # One broken session must not break the change for the
+                    # caller (already on disk) nor for the other listeners.
+                    _log.failure("mail store listener failed on {change}", change=change)
 
     def _ensure_loaded(self) -> None:
         if not self._index.loaded:
