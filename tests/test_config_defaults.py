@@ -46,6 +46,7 @@ DIFFERENT_ON_PURPOSE = {
     "append_dot_mydomain",  # compatibility_level >= 1 value
     "smtputf8_enable",  # compatibility_level >= 1 value
     "smtpd_relay_restrictions",  # compatibility_level >= 1 value
+    "smtpd_forbidden_commands",  # inline regexp tables not supported in this list
     "smtpd_timeout",  # no ${stress?...}
     "smtpd_hard_error_limit",  # no ${stress?...}
     "smtpd_junk_command_limit",  # no ${stress?...}

@@ -26,9 +26,21 @@ def test_source_checkout_etc_when_it_has_main_cf(
     etc = tmp_path / "etc"
     etc.mkdir()
     monkeypatch.setattr(locate, "source_config_directory", lambda: etc)
+    monkeypatch.chdir(tmp_path / "etc")  # a directory without etc/main.cf
     assert locate.config_directory(None, {}) == "/etc/pymta"
     (etc / "main.cf").write_text("")
     assert locate.config_directory(None, {}) == str(etc)
+
+
+def test_working_directory_etc_comes_before_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed pymta run from a clone uses the clone's ./etc."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "main.cf").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(locate, "source_config_directory", lambda: tmp_path / "nowhere")
+    assert locate.config_directory(None, {}) == str(tmp_path / "etc")
 
 
 def test_source_config_directory_is_next_to_the_package() -> None:

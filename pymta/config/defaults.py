@@ -556,6 +556,25 @@ _PARAMS: list[Param] = [
     ),
     _p("pymta_auth_failure_max_delay", "15s", "time", "pymta: longest delay after failed logins"),
     _p("pop3d_timeout", "600s", "time", "pymta: idle time before pop3d disconnects"),
+    _p("pop3d_enable_apop", "no", "bool", "pymta: offer APOP (works only for PLAIN/CLEAR users)"),
+    _p(
+        "pop3d_auth_attempt_limit",
+        "3",
+        "int",
+        "pymta: failed logins before pop3d closes the session",
+    ),
+    _p(
+        "smtpd_forbidden_commands",
+        "CONNECT, GET, POST",
+        "list",
+        "commands that end the SMTP session at once (HTTP proxies, web clients)",
+    ),
+    _p(
+        "unknown_virtual_alias_reject_code",
+        "550",
+        "int",
+        "reply code for a recipient in a virtual alias domain that has no alias",
+    ),
     _p("pop3d_hard_error_limit", "10", "int", "pymta: bad commands before pop3d disconnects"),
     _p("pop3d_line_length_limit", "2048", "int", "pymta: longest POP3 command line accepted"),
     _p(

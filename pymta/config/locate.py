@@ -1,8 +1,9 @@
 """Find the configuration directory, as Postfix's commands do.
 
 Order: the ``-c DIR`` option, else the MAIL_CONFIG environment variable,
-else the ``etc/`` directory of a source checkout when it holds a main.cf
-(so that ``pymta postconf`` and ``twistd -n pymta`` work from a clone),
+else ``./etc`` when the current directory holds ``etc/main.cf`` (running
+from a clone with pymta installed), else the ``etc/`` directory of a source
+checkout when it holds a main.cf (an editable install),
 else ``/etc/pymta``. Reads only the environment and the file system;
 writes nothing.
 """
@@ -31,6 +32,9 @@ def config_directory(explicit: str | None = None, environ: Mapping[str, str] | N
     from_env = env.get("MAIL_CONFIG")
     if from_env:
         return from_env
+    here = Path.cwd() / "etc"
+    if (here / "main.cf").is_file():
+        return str(here)
     checkout = source_config_directory()
     if (checkout / "main.cf").is_file():
         return str(checkout)
