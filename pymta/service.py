@@ -36,6 +36,21 @@ log = Logger()
 #: master.cf commands whose part pymta builds as a listener.
 LISTENER_COMMANDS = {"smtpd", "pop3d"}
 
+#: master.cf commands whose part is built (``pymta check`` reads this too);
+#: others are accepted with a warning at start.
+BUILT_PARTS = {
+    "smtpd",
+    "pop3d",
+    "qmgr",
+    "cleanup",
+    "trivial-rewrite",
+    "bounce",
+    "local",
+    "virtual",
+    "discard",
+    "error",
+}
+
 
 def _reactor() -> Any:
     from twisted.internet import reactor
