@@ -16,6 +16,7 @@ from pymta.mailstore.names import (
     mutf7_decode,
     mutf7_encode,
     rfc822_size,
+    rfc822_size_of_stream,
     split_flags,
     validate_folder_name,
 )
@@ -123,3 +124,16 @@ def test_mime_malformed_is_text() -> None:
     assert (bare.content_type, bare.lines) == ("text", 1)
     deep = b"".join(b"Content-Type: message/rfc822\n\n" for _ in range(100)) + b"x\n"
     assert mime.parse_mime(deep) is not None
+
+
+def test_rfc822_size_of_stream_across_chunks() -> None:
+    """Counting in chunks gives the same CRLF size as counting at once, also
+    when a CRLF is split between two chunks."""
+    import io
+
+    data = b"a\r\nb\nc\r\n\r\nd\r" + b"\n" * 3
+    for chunk in range(1, 8):
+        assert rfc822_size_of_stream(io.BytesIO(data).read, chunk) == (
+            len(data),
+            rfc822_size(data),
+        )

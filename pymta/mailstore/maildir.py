@@ -102,6 +102,7 @@ from pymta.mailstore.names import (
     letters_to_flags,
     normalize,
     rfc822_size,
+    rfc822_size_of_stream,
     split_filename,
     split_flags,
     validate_folder_name,
@@ -415,18 +416,18 @@ class MaildirFolder:
             return None
         try:
             st = os.fstat(fd)
-            size_hint, vsize_hint = filename_sizes(split_filename(name)[0])
-            if size_hint == st.st_size and vsize_hint is not None:
+            size, vsize_hint = filename_sizes(split_filename(name)[0])
+            if size == st.st_size and vsize_hint is not None:
                 vsize = vsize_hint
             else:
                 with os.fdopen(os.dup(fd), "rb") as f:
-                    vsize = rfc822_size(f.read())
+                    size, vsize = rfc822_size_of_stream(f.read)
         finally:
             os.close(fd)
         flags, keywords = letters_to_flags(split_filename(name)[1], self._kw_names)
         return MessageInfo(
             uid=uid,
-            size=st.st_size,
+            size=size,
             rfc822_size=vsize,
             internal_date=st.st_mtime,
             flags=flags,

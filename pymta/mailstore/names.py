@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 
 from pymta.mailstore.interface import SEPARATOR, InvalidFolderName
 
@@ -238,6 +239,21 @@ def split_flags(flags: object) -> tuple[frozenset[str], frozenset[str]]:
 def rfc822_size(content: bytes) -> int:
     """The size with every line ending as CRLF (bare LFs counted twice)."""
     return len(content) + content.count(b"\n") - content.count(b"\r\n")
+
+
+def rfc822_size_of_stream(
+    read: Callable[[int], bytes], chunk_size: int = 1 << 20
+) -> tuple[int, int]:
+    """(size, CRLF size) of a file read in chunks, so that a big message
+    never sits in memory whole."""
+    size = vsize = 0
+    prev_cr = False
+    while chunk := read(chunk_size):
+        crlf = chunk.count(b"\r\n") + (1 if prev_cr and chunk[:1] == b"\n" else 0)
+        size += len(chunk)
+        vsize += len(chunk) + chunk.count(b"\n") - crlf
+        prev_cr = chunk.endswith(b"\r")
+    return size, vsize
 
 
 def header_block(content: bytes) -> bytes:
