@@ -253,7 +253,7 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
                 functools.partial(_open_table, config=svc_config),
                 tls,
                 clock,
-                service_name=svc.name,
+                service_name=svc.program,
             )
         else:
             factory = _pop3_factory(svc_config, svc, reactor)
