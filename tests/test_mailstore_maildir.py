@@ -478,3 +478,20 @@ def test_failing_listener_does_not_break_others(tmp_path: Path) -> None:
     uid = inbox.append(MSG)
     assert [c.uids for c in heard] == [(uid,)]
     assert inbox.read(uid) == MSG
+
+
+def test_copy_follows_a_foreign_rename(tmp_path: Path) -> None:
+    """COPY of a message another program has just renamed (a flag change in
+    mutt) still copies it, with the new flags."""
+    root = tmp_path / "m"
+    mbox = _store().open_user("u", str(root))
+    inbox = mbox.folder("INBOX")
+    uid = inbox.append(MSG)
+    (name,) = os.listdir(root / "cur")
+    os.rename(root / "cur" / name, root / "cur" / (name.split(":")[0] + ":2,F"))
+    pairs = inbox.copy([uid], mbox.folder("Archive"))
+    assert len(pairs) == 1
+    archive = mbox.folder("Archive")
+    assert archive.read(pairs[0][1]) == MSG
+    assert archive.get(pairs[0][1]).flags == {"\\Flagged"}
+    assert os.listdir(root / ".Archive" / "tmp") == []

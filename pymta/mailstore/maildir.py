@@ -109,8 +109,8 @@ from pymta.mailstore.names import (
 )
 
 Listener = Callable[[FolderChange], None]
-# (place(target path), size, rfc822 size, internal date, flags, keywords)
-NewFile = tuple[Callable[[str], None], int, int, float, frozenset[str], frozenset[str]]
+# (staged file in tmp/, size, rfc822 size, internal date, flags, keywords)
+NewFile = tuple[str, int, int, float, frozenset[str], frozenset[str]]
 
 UIDVALIDITY_FILE = "pymta-uidvalidity"
 SPECIAL_USE_FILE = "pymta-special-use"
@@ -632,10 +632,13 @@ class MaildirFolder:
             notices.append(FolderChange("flags", (uid,), modseq))
             return info
 
+    def _tmp_path(self, size: int, vsize: int) -> str:
+        return os.path.join(self.path, "tmp", self._new_name(size, vsize))
+
     def _write_tmp(self, content: bytes, internal_date: float) -> tuple[str, int, int]:
         """Write a message into tmp/ durably; returns (tmp path, size, rfc822 size)."""
         size, vsize = len(content), rfc822_size(content)
-        tmp = os.path.join(self.path, "tmp", self._new_name(size, vsize))
+        tmp = self._tmp_path(size, vsize)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             _write_all(fd, content)
@@ -646,27 +649,18 @@ class MaildirFolder:
         os.utime(tmp, (internal_date, internal_date))
         return tmp, size, vsize
 
-    def _add_locked(
-        self,
-        entries: list[
-            tuple[Callable[[str], None], int, int, float, frozenset[str], frozenset[str]]
-        ],
-        notices: list[FolderChange],
-    ) -> list[int]:
-        """Put files into cur/ and number them (lock held). Each entry is
-        (place(target_path), size, vsize, internal_date, flags, keywords)."""
+    def _add_locked(self, entries: list[NewFile], notices: list[FolderChange]) -> list[int]:
+        """Rename staged files (in our tmp/) into cur/ and number them (lock
+        held); returns their UIDs in order."""
         infos: list[MessageInfo] = []
         uid = self._index.uidnext
         modseq = self._index.highest_modseq
         with self._own_change():
-            for place, size, vsize, idate, flags, keywords in entries:
+            for tmp, size, vsize, idate, flags, keywords in entries:
                 self._letters_for(keywords)
                 letters = flags_to_letters(flags, keywords, self._kw_letters)
-                name = f"{self._new_name(size, vsize)}:2,{letters}"
-                try:
-                    place(os.path.join(self.path, "cur", name))
-                except FileNotFoundError:
-                    continue  # the source vanished (expunged meanwhile)
+                name = f"{os.path.basename(tmp)}:2,{letters}"
+                os.rename(tmp, os.path.join(self.path, "cur", name))
                 modseq += 1
                 infos.append(
                     MessageInfo(uid, size, vsize, idate, flags, keywords, modseq, f"cur/{name}")
@@ -691,10 +685,7 @@ class MaildirFolder:
         tmp, size, vsize = self._write_tmp(content, idate)
         try:
             with self._locked() as notices:
-                uids = self._add_locked(
-                    [(lambda target: os.rename(tmp, target), size, vsize, idate, system, keywords)],
-                    notices,
-                )
+                uids = self._add_locked([(tmp, size, vsize, idate, system, keywords)], notices)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -734,35 +725,34 @@ class MaildirFolder:
     def copy(self, uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
         if not isinstance(target, MaildirFolder):
             raise TypeError("target must be a folder of the same store")
-        with self._locked():
-            sources = [
-                self._index.records[u] for u in sorted(set(uids)) if u in self._index.records
-            ]
-        entries: list[NewFile] = []
-        for info in sources:
-            src = os.path.join(self.path, info.filename)
-            entries.append(
-                (
-                    _linker(src),
-                    info.size,
-                    info.rfc822_size,
-                    info.internal_date,
-                    info.flags,
-                    info.keywords,
-                )
-            )
-        with target._locked() as notices:
-            new_uids = target._add_locked(entries, notices)
-        # A source that vanished meanwhile got no new UID; pair the rest up.
-        if len(new_uids) != len(sources):
-            return self._pair_after_loss(sources, target, new_uids)
-        return [(s.uid, n) for s, n in zip(sources, new_uids, strict=True)]
-
-    def _pair_after_loss(
-        self, sources: list[MessageInfo], target: MaildirFolder, new_uids: list[int]
-    ) -> list[tuple[int, int]]:
-        survivors = [s for s in sources if s.uid in self._index.records]
-        return list(zip((s.uid for s in survivors), new_uids, strict=False))
+        staged: list[tuple[int, NewFile]] = []
+        try:
+            # Link into the target's tmp/ under our lock (names are current
+            # then), number under the target's: never both locks at once.
+            with self._locked() as notices:
+                for uid in sorted(set(uids)):
+                    info = self._index.records.get(uid)
+                    if info is None:
+                        continue
+                    tmp = target._tmp_path(info.size, info.rfc822_size)
+                    try:
+                        _link_or_copy(os.path.join(self.path, info.filename), tmp)
+                    except FileNotFoundError:
+                        # Renamed or removed by another program: look again.
+                        notices.extend(self._scan_locked(force=True))
+                        info = self._index.records.get(uid)
+                        if info is None:
+                            continue
+                        _link_or_copy(os.path.join(self.path, info.filename), tmp)
+                    entry = (tmp, info.size, info.rfc822_size, info.internal_date)
+                    staged.append((uid, (*entry, info.flags, info.keywords)))
+            with target._locked() as notices:
+                new_uids = target._add_locked([e for _, e in staged], notices)
+        finally:
+            for _, (tmp, *_rest) in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)  # left over only when numbering failed
+        return [(old, new) for (old, _), new in zip(staged, new_uids, strict=True)]
 
     def move(self, uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
         pairs = self.copy(uids, target)
@@ -803,21 +793,15 @@ class MaildirFolder:
             self._listeners.remove(callback)
 
 
-def _linker(src: str) -> Callable[[str], None]:
-    """Place a copy at a target path: a hard link (as Dovecot copies), or a
-    real copy across file systems."""
-
-    def place(target: str) -> None:
-        try:
-            os.link(src, target)
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                raise
-            tmp = target.replace("/cur/", "/tmp/", 1)
-            shutil.copyfile(src, tmp, follow_symlinks=False)
-            os.rename(tmp, target)
-
-    return place
+def _link_or_copy(src: str, target: str) -> None:
+    """A hard link (as Dovecot copies), or a real copy where links cannot
+    be made (another file system). Never follows a symbolic link."""
+    try:
+        os.link(src, target, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        shutil.copyfile(src, target, follow_symlinks=False)
 
 
 def _group(changes: list[IndexChange]) -> list[FolderChange]:
