@@ -1,0 +1,120 @@
+"""Wake a folder's listeners when other programs change it (Linux inotify).
+
+Mirrors Dovecot's IDLE with inotify (``mailbox_idle_check_interval`` only
+as a fallback): a delivery written by the delivery agent, Postfix or
+another pymta process into ``new/`` or ``cur/``, or a change recorded in the
+folder's index, makes the watcher call ``folder.refresh()`` once shortly
+after (events are coalesced over ``delay`` seconds), and refresh() tells
+the folder's listeners (IMAP IDLE sessions) what changed. Without inotify
+(another OS, no watches left) the watcher falls back to a cheap
+``changed_on_disk()`` check every ``poll_interval`` seconds.
+
+Untrusted input: none (event names only filter out the folder's own
+cache and lock files; refresh() reads the disk as usual). Writes nothing.
+Logs a failed refresh with its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from pymta.mailstore.index import INDEX_NAME
+from pymta.mailstore.interface import IFolder
+
+_log = Logger()
+
+NotifierFactory = Callable[[Any], Any]
+
+
+def _default_notifier(reactor: Any) -> Any:
+    from twisted.internet import inotify
+
+    return inotify.INotify(reactor)
+
+
+class FolderWatcher:
+    """Refreshes one Maildir folder when its directories change.
+
+    ``path`` is the folder's directory (``MaildirFolder.path``). Call
+    :meth:`start` when the first session wants to hear of changes (IMAP
+    IDLE or SELECT), :meth:`stop` when the last one leaves.
+    """
+
+    def __init__(
+        self,
+        folder: IFolder,
+        path: str,
+        reactor: IReactorTime,
+        delay: float = 0.05,
+        poll_interval: float = 30.0,
+        notifier_factory: NotifierFactory = _default_notifier,
+    ) -> None:
+        self._folder = folder
+        self._path = path
+        self._reactor = reactor
+        self._delay = delay
+        self._poll_interval = poll_interval
+        self._notifier_factory = notifier_factory
+        self._notifier: Any = None
+        self._poller: LoopingCall | None = None
+        self._pending: IDelayedCall | None = None
+        self.inotify = False
+
+    def start(self) -> None:
+        """Begin watching (inotify if possible, else polling)."""
+        if self._notifier is not None or self._poller is not None:
+            return
+        try:
+            notifier = self._notifier_factory(self._reactor)
+            notifier.startReading()
+            mask = 0x00000100 | 0x00000200 | 0x00000080 | 0x00000040 | 0x00000002
+            # IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_MODIFY
+            for sub in ("", "new", "cur"):
+                target = FilePath(os.path.join(self._path, sub) if sub else self._path)
+                notifier.watch(target, mask=mask, callbacks=[self._event])
+            self._notifier = notifier
+            self.inotify = True
+        except Exception as e:
+            _log.info("no inotify for {path} ({error}); polling", path=self._path, error=e)
+            self._poller = LoopingCall(self._poll)
+            self._poller.clock = self._reactor
+            self._poller.start(self._poll_interval, now=False)
+
+    def stop(self) -> None:
+        """Stop watching; a pending refresh is cancelled."""
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        if self._notifier is not None:
+            self._notifier.loseConnection()
+            self._notifier = None
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+        self.inotify = False
+
+    def _event(self, _watch: object, path: FilePath[str], _mask: int) -> None:
+        # In the folder's own directory only the index matters; the cache,
+        # lock files and the like change on every read.
+        if path.dirname() == self._path.rstrip("/") and path.basename() != INDEX_NAME:
+            return
+        if self._pending is None or not self._pending.active():
+            self._pending = self._reactor.callLater(self._delay, self._refresh)
+
+    def _poll(self) -> None:
+        if self._folder.changed_on_disk():
+            self._refresh()
+
+    def _refresh(self) -> None:
+        self._pending = None
+        try:
+            self._folder.refresh()
+        except Exception:
+            _log.failure("refreshing {path} failed", path=self._path)
