@@ -495,3 +495,16 @@ def test_copy_follows_a_foreign_rename(tmp_path: Path) -> None:
     assert archive.read(pairs[0][1]) == MSG
     assert archive.get(pairs[0][1]).flags == {"\\Flagged"}
     assert os.listdir(root / ".Archive" / "tmp") == []
+
+
+def test_stale_tmp_files_removed_on_open(tmp_path: Path) -> None:
+    """Files a dead writer left in tmp/ over 36 hours ago are removed when a
+    process opens the folder; recent ones (a delivery in progress) stay."""
+    root = tmp_path / "m"
+    _inbox(root).append(MSG)
+    _drop(root, "tmp", "old.host")
+    _drop(root, "tmp", "fresh.host")
+    os.utime(root / "tmp" / "old.host", (1_700_000_000 - 37 * 3600,) * 2)
+    os.utime(root / "tmp" / "fresh.host", (1_700_000_000 - 3600,) * 2)
+    _inbox(root).messages()
+    assert os.listdir(root / "tmp") == ["fresh.host"]

@@ -118,6 +118,7 @@ SESSION_LOCK = "pymta-session.lock"
 KEYWORDS_FILE = "dovecot-keywords"
 SUBSCRIPTIONS = "subscriptions"
 SETUP_MARKER = "pymta-setup"
+TMP_MAX_AGE = 36 * 3600
 # A directory changed this recently may change again within the same mtime
 # tick, unseen. File systems with nanosecond stamps tick every few ms (the
 # kernel's coarse clock); those with whole seconds (or FAT's two) need more.
@@ -274,6 +275,7 @@ class MaildirFolder:
             first = not index.loaded
             notices = _group(index.sync())
             if first:
+                self._clean_tmp()
                 # A restart: pick up what was delivered while we were away,
                 # unless the last complete scan (by any process) saw the
                 # directories as they are now.
@@ -291,6 +293,23 @@ class MaildirFolder:
             self._renumber(old)
             notices = [FolderChange("uidvalidity", (), 1)]
             return notices + self._scan_locked(force=True)
+
+    def _clean_tmp(self) -> None:
+        """Remove files left in tmp/ for over 36 hours by writers that died
+        (the Maildir rule, as Dovecot does it on open)."""
+        tmp = os.path.join(self.path, "tmp")
+        limit = self._clock.seconds() - TMP_MAX_AGE
+        try:
+            names = os.listdir(tmp)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(tmp, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if not stat.S_ISDIR(st.st_mode) and st.st_mtime < limit:
+                    os.unlink(path)
+                    maillog("mailstore", f"removed stale {path}")
 
     def _renumber(self, old_uidvalidity: int | None) -> None:
         """Start a new index under a new UIDVALIDITY (every message will be
