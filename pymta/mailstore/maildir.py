@@ -19,6 +19,11 @@ LAYOUT=maildir++), so Postfix, Dovecot, mutt and pymta can share a Maildir:
   attributes are in each folder's ``pymta-special-use``.
 - Any program may drop messages into ``new/`` or ``cur/``; refresh() numbers
   them in file-name order (Maildir names start with the delivery time).
+- Changes by other programs are found by refresh() (or its cheap
+  changed_on_disk() check); :class:`pymta.mailstore.watch.FolderWatcher`
+  calls it on inotify events so IMAP IDLE needs no polling. Within one
+  process, use one MaildirStore: its folder objects (and their listeners)
+  are what sessions share.
 - A folder Dovecot served keeps its UIDs: with no ``pymta-uidlist`` yet,
   UIDVALIDITY and UIDs are taken from ``dovecot-uidlist``
   (:mod:`pymta.mailstore.dovecot`).
