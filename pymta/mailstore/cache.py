@@ -104,6 +104,14 @@ class MessageCache:
 
     def get(self, uidvalidity: int, kind: bytes, uid: int) -> bytes | None:
         """The cached bytes, or None."""
+        if self._fd >= 0 and self._uidvalidity == uidvalidity:
+            # A hit needs no stat: entries never go stale, and if another
+            # process replaced the file our descriptor still reads the old one.
+            entry = self._entries.get((kind, uid))
+            if entry is not None:
+                data = os.pread(self._fd, entry[1], entry[0])
+                if len(data) == entry[1]:
+                    return data
         self._open(uidvalidity)
         entry = self._entries.get((kind, uid))
         if entry is None:
