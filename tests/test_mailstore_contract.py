@@ -227,6 +227,8 @@ def test_subscriptions(env: tuple[IMailStore, str, Deliver]) -> None:
     subs = mbox.subscriptions()
     assert "Later/Folder" in subs and "Junk" not in subs
     assert subs == sorted(subs)
+    with pytest.raises(InvalidFolderName):
+        mbox.subscribe("a/../b")
 
 
 def test_session_lock(env: tuple[IMailStore, str, Deliver]) -> None:

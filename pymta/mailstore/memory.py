@@ -336,7 +336,10 @@ class MemoryUserMailbox:
                 self._folders[folder.name] = folder
 
     def subscribe(self, name: str) -> None:
-        self._subscriptions.add(normalize(name))
+        name = normalize(name)
+        if name != INBOX:
+            name = SEPARATOR.join(validate_folder_name(name))
+        self._subscriptions.add(name)
 
     def unsubscribe(self, name: str) -> None:
         self._subscriptions.discard(normalize(name))
