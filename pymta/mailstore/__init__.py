@@ -4,7 +4,9 @@ Mirrors Dovecot's Maildir storage (see DESIGN.md). The modules:
 
 - ``interface``: the contract (IMailStore, IUserMailbox, IFolder) and its
   value types (MessageInfo, MimePart, FolderInfo, FolderChange...).
-- ``maildir``: MaildirStore, Maildir++ on the local file system.
+- ``maildir``: MaildirStore and MaildirUserMailbox, Maildir++ on the local
+  file system (layout, folders, subscriptions).
+- ``maildir_folder``: MaildirFolder, one folder's messages and UIDs.
 - ``memory``: MemoryStore, the same contract in memory, for tests.
 - ``index``: the per-folder UID index ``pymta-uidlist``.
 - ``cache``: the per-folder header and MIME cache ``pymta-cache``.

@@ -57,800 +57,46 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import os
 import shutil
 import socket
 import stat
 import threading
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import replace
-from typing import BinaryIO
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
-from pymta.maillog import maillog
-from pymta.mailstore import mime
-from pymta.mailstore.cache import MessageCache
-from pymta.mailstore.dovecot import read_dovecot_uidlist
-from pymta.mailstore.index import IndexChange, IndexCorrupt, UidIndex
 from pymta.mailstore.interface import (
     DEFAULT_FOLDERS,
     SEPARATOR,
-    FlagMode,
-    FolderChange,
     FolderExists,
     FolderInfo,
-    FolderStatus,
     IFolder,
-    IFolderLock,
     IMailStore,
     InvalidFolderName,
     IUserMailbox,
-    MailStoreError,
-    MessageInfo,
-    MimePart,
     NoSuchFolder,
-    NoSuchMessage,
+)
+from pymta.mailstore.maildir_folder import (
+    MaildirFolder,
+    MaildirLock,
+    atomic_write,
+    fsync_dir,
+    unique_number,
 )
 from pymta.mailstore.names import (
     DISK_SEPARATOR,
     INBOX,
     dirname_to_folder,
-    filename_sizes,
-    flags_to_letters,
     folder_dirname,
-    header_block,
-    is_acceptable_filename,
-    letters_to_flags,
     normalize,
-    rfc822_size,
-    rfc822_size_of_stream,
-    split_filename,
-    split_flags,
     validate_folder_name,
 )
 
-Listener = Callable[[FolderChange], None]
-# (staged file in tmp/, size, rfc822 size, internal date, flags, keywords)
-NewFile = tuple[str, int, int, float, frozenset[str], frozenset[str]]
-
 UIDVALIDITY_FILE = "pymta-uidvalidity"
 SPECIAL_USE_FILE = "pymta-special-use"
-SESSION_LOCK = "pymta-session.lock"
-KEYWORDS_FILE = "dovecot-keywords"
 SUBSCRIPTIONS = "subscriptions"
 SETUP_MARKER = "pymta-setup"
-TMP_MAX_AGE = 36 * 3600
-# A directory changed this recently may change again within the same mtime
-# tick, unseen. File systems with nanosecond stamps tick every few ms (the
-# kernel's coarse clock); those with whole seconds (or FAT's two) need more.
-RECENT_WINDOW_FINE = 0.1
-RECENT_WINDOW_COARSE = 2.0
-
-_unique = itertools.count(1)
-_log = Logger()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _atomic_write(path: str, data: bytes, fsync: bool) -> None:
-    tmp = f"{path}.{os.getpid()}.{next(_unique)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        _write_all(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
-def _open_message(path: str) -> int:
-    """Open a message file refusing symbolic links and non-regular files."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return fd
-
-
-@implementer(IFolderLock)
-class MaildirLock:
-    """A held ``flock`` on the folder's ``pymta-session.lock``."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
-@implementer(IFolder)
-class MaildirFolder:
-    """One Maildir++ folder and its index. Shared by every session of the store."""
-
-    def __init__(
-        self,
-        mailbox: MaildirUserMailbox,
-        name: str,
-        path: str,
-        clock: IReactorTime,
-        hostname: str,
-        fsync: bool,
-    ) -> None:
-        self.name = name
-        self.path = path
-        self._mailbox = mailbox
-        self._clock = clock
-        self._hostname = hostname.replace("/", "\\057").replace(":", "\\072")
-        self._fsync = fsync
-        self._index = UidIndex(path, fsync)
-        self._cache = MessageCache(path)
-        self._listeners: list[Listener] = []
-        self._mutex = threading.RLock()
-        self._dir_stamp: tuple[int, int] | None = None
-        self._kw_stamp: tuple[int, int] | None = None
-        self._kw_names: dict[str, str] = {}
-        self._kw_letters: dict[str, str] = {}
-
-    # -- attributes ------------------------------------------------------
-
-    @property
-    def uidvalidity(self) -> int:
-        self._ensure_loaded()
-        return self._index.uidvalidity
-
-    @property
-    def uidnext(self) -> int:
-        self._ensure_loaded()
-        return self._index.uidnext
-
-    @property
-    def highest_modseq(self) -> int:
-        self._ensure_loaded()
-        return self._index.highest_modseq
-
-    def _relocate(self, name: str, path: str) -> None:
-        """Follow a RENAME of this folder."""
-        with self._mutex:
-            self.name = name
-            self.path = path
-            self._cache.close()
-            self._index = UidIndex(path, self._fsync)
-            self._cache = MessageCache(path)
-            self._dir_stamp = None
-
-    # -- the lock and the index ----------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[list[FolderChange]]:
-        """Serialise with other threads and processes, bring the index up to
-        date, and afterwards tell listeners what changed."""
-        notices: list[FolderChange] = []
-        with self._mutex:
-            if not os.path.isdir(os.path.join(self.path, "cur")):
-                raise NoSuchFolder(self.name)
-            with self._index.locked():
-                notices.extend(self._load_locked())
-                yield notices
-        for change in notices:
-            for listener in list(self._listeners):
-                try:
-                    listener(change)
-                except Exception:
-                    # One broken session must not break the change for the
-                    # caller (already on disk) nor for the other listeners.
-                    _log.failure("mail store listener failed on {change}", change=change)
-
-    def _ensure_loaded(self) -> None:
-        if not self._index.loaded:
-            with self._locked():
-                pass
-
-    def _load_locked(self) -> list[FolderChange]:
-        index = self._index
-        if not index.exists():
-            imported = read_dovecot_uidlist(self.path)
-            if imported is None:
-                self._renumber(None)
-                return self._scan_locked(force=True)
-            # A Maildir Dovecot served: keep its UIDs (clients stay in sync).
-            uidvalidity, uidnext, uids = imported
-            self._index.create(uidvalidity, uidnext)
-            self._dir_stamp = None
-            return self._scan_locked(force=True, preassigned=uids)
-        try:
-            first = not index.loaded
-            notices = _group(index.sync())
-            if first:
-                self._clean_tmp()
-                # A restart: pick up what was delivered while we were away,
-                # unless the last complete scan (by any process) saw the
-                # directories as they are now.
-                stamp = self._dir_stat(raw=True)
-                if stamp is not None and stamp == index.scan_stamp:
-                    self._dir_stamp = stamp
-                else:
-                    notices += self._scan_locked()
-            return notices
-        except IndexCorrupt as e:
-            old = index.uidvalidity
-            maillog("mailstore", f"warning: {e}; renumbering {self.path}", LogLevel.warn)
-            with contextlib.suppress(OSError):
-                os.rename(index.path, index.path + ".corrupt")
-            self._renumber(old)
-            notices = [FolderChange("uidvalidity", (), 1)]
-            return notices + self._scan_locked(force=True)
-
-    def _clean_tmp(self) -> None:
-        """Remove files left in tmp/ for over 36 hours by writers that died
-        (the Maildir rule, as Dovecot does it on open)."""
-        tmp = os.path.join(self.path, "tmp")
-        limit = self._clock.seconds() - TMP_MAX_AGE
-        try:
-            names = os.listdir(tmp)
-        except FileNotFoundError:
-            return
-        for name in names:
-            path = os.path.join(tmp, name)
-            with contextlib.suppress(OSError):
-                st = os.lstat(path)
-                if not stat.S_ISDIR(st.st_mode) and st.st_mtime < limit:
-                    os.unlink(path)
-                    maillog("mailstore", f"removed stale {path}")
-
-    def _renumber(self, old_uidvalidity: int | None) -> None:
-        """Start a new index under a new UIDVALIDITY (every message will be
-        numbered again by the scan that follows)."""
-        uidvalidity = self._mailbox.next_uidvalidity(old_uidvalidity)
-        self._index.create(uidvalidity)
-        self._dir_stamp = None
-
-    # -- directory scanning ------------------------------------------------
-
-    def _dir_stat(self, raw: bool = False) -> tuple[int, int] | None:
-        """The mtimes of new/ and cur/; None (do not trust) while they may
-        still change within their current mtime tick, unless ``raw``."""
-        try:
-            new = os.stat(os.path.join(self.path, "new"))
-            cur = os.stat(os.path.join(self.path, "cur"))
-        except FileNotFoundError:
-            return None
-        # A change in the same mtime tick as our stat would go unseen; trust
-        # the stamp only once the directories have been quiet for a moment.
-        if raw:
-            return (new.st_mtime_ns, cur.st_mtime_ns)
-        latest = max(new.st_mtime_ns, cur.st_mtime_ns)
-        coarse = new.st_mtime_ns % 1_000_000_000 == 0 and cur.st_mtime_ns % 1_000_000_000 == 0
-        window = RECENT_WINDOW_COARSE if coarse else RECENT_WINDOW_FINE
-        if latest / 1e9 > self._clock.seconds() - window:
-            return None
-        return (new.st_mtime_ns, cur.st_mtime_ns)
-
-    @contextlib.contextmanager
-    def _own_change(self) -> Iterator[None]:
-        """Our own renames need no rescan, unless someone else changed the
-        directories since the last scan. (Another program's change in the
-        same mtime tick as ours, a few ms, is seen only at the directory's
-        next change: the price of not listing 100,000 names after each
-        STORE. Deliveries go to new/, which our flag changes do not touch.)"""
-        before = self._dir_stat(raw=True)
-        yield
-        if self._dir_stamp is not None and before == self._dir_stamp:
-            self._dir_stamp = self._dir_stat(raw=True)
-
-    def _list(self) -> dict[str, tuple[str, str]]:
-        found: dict[str, tuple[str, str]] = {}
-        for sub in ("new", "cur"):
-            try:
-                names = os.listdir(os.path.join(self.path, sub))
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if is_acceptable_filename(name):
-                    found[split_filename(name)[0]] = (sub, name)
-        return found
-
-    def _scan_locked(
-        self, force: bool = False, preassigned: dict[str, int] | None = None
-    ) -> list[FolderChange]:
-        current = self._dir_stat(raw=True)
-        if not force and current is not None and current == self._dir_stamp:
-            return []
-        stamp = self._dir_stat()  # taken before listing: later changes show
-        index = self._index
-        found = self._list()
-        missing = [b for b in index.by_base if b not in found]
-        if missing:
-            # A message renamed (flags changed by another program) between
-            # our two listdirs would look gone: look again before expunging.
-            found.update(self._list())
-        self._load_keywords()
-        modseq = index.highest_modseq
-        updates: list[MessageInfo] = []
-        expunged: list[tuple[int, int]] = []
-        changed: list[int] = []
-        for base, uid in list(index.by_base.items()):
-            info = index.records[uid]
-            where = found.pop(base, None)
-            if where is None:
-                if not expunged:
-                    modseq += 1
-                expunged.append((uid, modseq))
-                continue
-            filename = f"{where[0]}/{where[1]}"
-            if filename == info.filename:
-                continue
-            flags, keywords = letters_to_flags(split_filename(where[1])[1], self._kw_names)
-            # Keywords with no letter live only in the index: keep them.
-            keywords |= frozenset(k for k in info.keywords if k not in self._kw_letters)
-            if (flags, keywords) != (info.flags, info.keywords):
-                modseq += 1
-                changed.append(uid)
-                info = replace(info, flags=flags, keywords=keywords, modseq=modseq)
-            updates.append(replace(info, filename=filename, recent=where[0] == "new"))
-        added: list[MessageInfo] = []
-        uid = index.uidnext
-        taken = set(index.records)
-        for sub, name in sorted(found.values(), key=lambda where: where[1]):
-            old_uid = (preassigned or {}).get(split_filename(name)[0])
-            fresh = old_uid is None or old_uid in taken or old_uid >= index.uidnext
-            new_uid = uid if fresh or old_uid is None else old_uid
-            made = self._describe(sub, name, new_uid, modseq + 1)
-            if made is not None:
-                modseq += 1
-                added.append(made)
-                taken.add(made.uid)
-                uid += 1 if fresh else 0
-        added.sort(key=lambda m: m.uid)  # messages() lists in UID order
-        index.put(updates + added, expunged, stamp)
-        self._dir_stamp = stamp
-        notices: list[FolderChange] = []
-        if expunged:
-            notices.append(FolderChange("expunge", tuple(u for u, _ in expunged), modseq))
-        if changed:
-            notices.append(FolderChange("flags", tuple(sorted(changed)), modseq))
-        if added:
-            notices.append(FolderChange("append", tuple(m.uid for m in added), modseq))
-        return notices
-
-    def _describe(self, sub: str, name: str, uid: int, modseq: int) -> MessageInfo | None:
-        """Index entry for a file another program wrote (None if unusable)."""
-        path = os.path.join(self.path, sub, name)
-        try:
-            fd = _open_message(path)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            size, vsize_hint = filename_sizes(split_filename(name)[0])
-            if size == st.st_size and vsize_hint is not None:
-                vsize = vsize_hint
-            else:
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    size, vsize = rfc822_size_of_stream(f.read)
-        finally:
-            os.close(fd)
-        flags, keywords = letters_to_flags(split_filename(name)[1], self._kw_names)
-        return MessageInfo(
-            uid=uid,
-            size=size,
-            rfc822_size=vsize,
-            internal_date=st.st_mtime,
-            flags=flags,
-            keywords=keywords,
-            modseq=modseq,
-            filename=f"{sub}/{name}",
-            recent=sub == "new",
-        )
-
-    # -- keywords (dovecot-keywords) ------------------------------------
-
-    def _load_keywords(self) -> None:
-        path = os.path.join(self.path, KEYWORDS_FILE)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            self._kw_names, self._kw_letters, self._kw_stamp = {}, {}, None
-            return
-        if self._kw_stamp == (st.st_ino, st.st_mtime_ns):
-            return
-        names: dict[str, str] = {}
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    num, _, keyword = line.rstrip("\n").partition(" ")
-                    if num.isdigit() and int(num) < 26 and keyword:
-                        names[chr(ord("a") + int(num))] = keyword
-        except OSError:
-            return
-        self._kw_names = names
-        self._kw_letters = {v: k for k, v in names.items()}
-        self._kw_stamp = (st.st_ino, st.st_mtime_ns)
-
-    def _letters_for(self, keywords: frozenset[str]) -> None:
-        """Give letters to new keywords while there are free ones (lock held)."""
-        self._load_keywords()
-        new = sorted(k for k in keywords if k not in self._kw_letters and k != "$Forwarded")
-        free = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in self._kw_names]
-        if not new or not free:
-            return
-        for keyword, letter in zip(new, free, strict=False):
-            self._kw_names[letter] = keyword
-        text = "".join(f"{ord(c) - ord('a')} {k}\n" for c, k in sorted(self._kw_names.items()))
-        _atomic_write(os.path.join(self.path, KEYWORDS_FILE), text.encode("utf-8"), False)
-        self._kw_stamp = None
-        self._load_keywords()
-
-    # -- reading -----------------------------------------------------------
-
-    def refresh(self) -> list[MessageInfo]:
-        with self._locked() as notices:
-            notices.extend(self._scan_locked())
-            appended = sorted(u for n in notices if n.kind == "append" for u in n.uids)
-            return [self._index.records[u] for u in appended if u in self._index.records]
-
-    def changed_on_disk(self) -> bool:
-        if not self._index.loaded or not self._index.is_current():
-            return True
-        current = self._dir_stat(raw=True)
-        return current is None or current != self._dir_stamp
-
-    def messages(self) -> list[MessageInfo]:
-        self._ensure_loaded()
-        with self._mutex:  # another thread may be changing the dict
-            return list(self._index.records.values())
-
-    def get(self, uid: int) -> MessageInfo:
-        self._ensure_loaded()
-        try:
-            return self._index.records[uid]
-        except KeyError:
-            raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
-
-    def status(self) -> FolderStatus:
-        msgs = self.messages()
-        return FolderStatus(
-            messages=len(msgs),
-            recent=sum(1 for m in msgs if m.recent),
-            unseen=sum(1 for m in msgs if "\\Seen" not in m.flags),
-            uidnext=self._index.uidnext,
-            uidvalidity=self._index.uidvalidity,
-            highest_modseq=self._index.highest_modseq,
-            size=sum(m.rfc822_size for m in msgs),
-        )
-
-    def open(self, uid: int) -> BinaryIO:
-        info = self.get(uid)
-        try:
-            fd = _open_message(os.path.join(self.path, info.filename))
-        except FileNotFoundError:
-            # Renamed or removed by another program: look again.
-            self.refresh()
-            info = self.get(uid)
-            try:
-                fd = _open_message(os.path.join(self.path, info.filename))
-            except FileNotFoundError:
-                raise NoSuchMessage(f"{self.name}: UID {uid} is gone") from None
-        except OSError as e:
-            raise MailStoreError(f"{self.name}: UID {uid}: {e}") from e
-        return os.fdopen(fd, "rb")
-
-    def read(self, uid: int) -> bytes:
-        with self.open(uid) as f:
-            return f.read()
-
-    def _cached(self, kind: bytes, uid: int, compute: Callable[[], bytes]) -> bytes:
-        """A cache entry, computed and stored on first use. The cache's
-        in-memory table is not thread-safe: hold the folder's mutex."""
-        with self._mutex:
-            self.get(uid)
-            uidvalidity = self._index.uidvalidity
-            value = self._cache.get(uidvalidity, kind, uid)
-            if value is None:
-                value = compute()
-                self._cache.put(uidvalidity, kind, uid, value)
-            return value
-
-    def header_bytes(self, uid: int) -> bytes:
-        def compute() -> bytes:
-            with self.open(uid) as f:
-                data = b""
-                while True:
-                    chunk = f.read(65536)
-                    data += chunk
-                    if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
-                        break
-            return header_block(data)
-
-        return self._cached(b"H", uid, compute)
-
-    def mime_structure(self, uid: int) -> MimePart:
-        def compute() -> bytes:
-            return mime.to_json(mime.parse_mime(self.read(uid))).encode("utf-8")
-
-        try:
-            return mime.from_json(self._cached(b"M", uid, compute).decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            # A damaged entry (the cache is only advisory): parse afresh.
-            return mime.parse_mime(self.read(uid))
-
-    # -- changing ----------------------------------------------------------
-
-    def _new_name(self, size: int, vsize: int) -> str:
-        now = self._clock.seconds()
-        sec = int(now)
-        usec = int((now - sec) * 1_000_000)
-        return f"{sec}.M{usec}P{os.getpid()}Q{next(_unique)}.{self._hostname},S={size},W={vsize}"
-
-    def _rename_to(self, info: MessageInfo, letters: str) -> str:
-        """Move a message's file into cur/ with these flag letters; returns
-        the new ``cur/...`` name. FileNotFoundError when it is gone."""
-        base = split_filename(info.filename.split("/", 1)[1])[0]
-        target = f"cur/{base}:2,{letters}"
-        if target != info.filename:
-            os.rename(os.path.join(self.path, info.filename), os.path.join(self.path, target))
-        return target
-
-    def set_flags(
-        self,
-        uid: int,
-        flags: Collection[str],
-        mode: FlagMode,
-        unchanged_since: int | None = None,
-    ) -> MessageInfo | None:
-        system, keywords = split_flags(flags)
-        with self._locked() as notices:
-            info = self._index.records.get(uid)
-            if info is None:
-                raise NoSuchMessage(f"{self.name}: no UID {uid}")
-            if unchanged_since is not None and info.modseq > unchanged_since:
-                return None
-            if mode is FlagMode.REPLACE:
-                new_flags, new_kw = system, keywords
-            elif mode is FlagMode.ADD:
-                new_flags, new_kw = info.flags | system, info.keywords | keywords
-            else:
-                new_flags, new_kw = info.flags - system, info.keywords - keywords
-            if (new_flags, new_kw) == (info.flags, info.keywords):
-                return info
-            self._letters_for(new_kw)
-            letters = flags_to_letters(new_flags, new_kw, self._kw_letters)
-            try:
-                with self._own_change():
-                    filename = self._rename_to(info, letters)
-            except FileNotFoundError:
-                notices.extend(self._scan_locked(force=True))
-                if uid not in self._index.records:
-                    raise NoSuchMessage(f"{self.name}: UID {uid} is gone") from None
-                info = self._index.records[uid]
-                with self._own_change():
-                    filename = self._rename_to(info, letters)
-            modseq = self._index.highest_modseq + 1
-            info = replace(
-                info,
-                flags=new_flags,
-                keywords=new_kw,
-                modseq=modseq,
-                filename=filename,
-                recent=False,
-            )
-            self._index.put([info], [], self._dir_stamp)
-            notices.append(FolderChange("flags", (uid,), modseq))
-            return info
-
-    def _tmp_path(self, size: int, vsize: int) -> str:
-        return os.path.join(self.path, "tmp", self._new_name(size, vsize))
-
-    def _write_tmp(self, content: bytes, internal_date: float) -> tuple[str, int, int]:
-        """Write a message into tmp/ durably; returns (tmp path, size, rfc822 size)."""
-        size, vsize = len(content), rfc822_size(content)
-        tmp = self._tmp_path(size, vsize)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            _write_all(fd, content)
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.utime(tmp, (internal_date, internal_date))
-        return tmp, size, vsize
-
-    def _add_locked(self, entries: list[NewFile], notices: list[FolderChange]) -> list[int]:
-        """Rename staged files (in our tmp/) into cur/ and number them (lock
-        held); returns their UIDs in order."""
-        infos: list[MessageInfo] = []
-        uid = self._index.uidnext
-        modseq = self._index.highest_modseq
-        with self._own_change():
-            for tmp, size, vsize, idate, flags, keywords in entries:
-                self._letters_for(keywords)
-                letters = flags_to_letters(flags, keywords, self._kw_letters)
-                name = f"{os.path.basename(tmp)}:2,{letters}"
-                os.rename(tmp, os.path.join(self.path, "cur", name))
-                modseq += 1
-                infos.append(
-                    MessageInfo(uid, size, vsize, idate, flags, keywords, modseq, f"cur/{name}")
-                )
-                uid += 1
-        if infos and self._fsync:
-            _fsync_dir(os.path.join(self.path, "cur"))
-        self._index.put(infos, [], self._dir_stamp)
-        if infos:
-            notices.append(FolderChange("append", tuple(i.uid for i in infos), modseq))
-        return [i.uid for i in infos]
-
-    def append(
-        self,
-        content: bytes,
-        flags: Collection[str] = (),
-        internal_date: float | None = None,
-    ) -> int:
-        content = content.replace(b"\r\n", b"\n")
-        system, keywords = split_flags(flags)
-        idate = self._clock.seconds() if internal_date is None else internal_date
-        tmp, size, vsize = self._write_tmp(content, idate)
-        try:
-            with self._locked() as notices:
-                uids = self._add_locked([(tmp, size, vsize, idate, system, keywords)], notices)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return uids[0]
-
-    def expunge(self, uids: Collection[int] | None = None) -> list[int]:
-        with self._locked() as notices:
-            records = self._index.records
-            if uids is None:
-                gone = [u for u, m in records.items() if "\\Deleted" in m.flags]
-            else:
-                gone = sorted(u for u in set(uids) if u in records)
-            if not gone:
-                return []
-            modseq = self._index.highest_modseq + 1
-            with self._own_change():
-                for uid in gone:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(self.path, records[uid].filename))
-            self._index.put([], [(u, modseq) for u in gone], self._dir_stamp)
-            with self._mutex:
-                records = self._index.records
-                if self._cache.needs_compaction(len(records)):
-                    self._cache.compact(self._index.uidvalidity, records.keys())
-            notices.append(FolderChange("expunge", tuple(gone), modseq))
-            return gone
-
-    def expunged_since(self, modseq: int) -> list[int]:
-        self._ensure_loaded()
-        if modseq < self._index.floor:
-            # History older than the floor was compacted away: every UID
-            # below UIDNEXT that is not present may have been expunged.
-            present = self._index.records
-            return [u for u in range(1, self._index.uidnext) if u not in present]
-        return sorted(u for u, m in self._index.tombstones if m > modseq)
-
-    def copy(self, uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
-        if not isinstance(target, MaildirFolder):
-            raise TypeError("target must be a folder of the same store")
-        staged: list[tuple[int, NewFile]] = []
-        try:
-            # Link into the target's tmp/ under our lock (names are current
-            # then), number under the target's: never both locks at once.
-            with self._locked() as notices:
-                for uid in sorted(set(uids)):
-                    info = self._index.records.get(uid)
-                    if info is None:
-                        continue
-                    tmp = target._tmp_path(info.size, info.rfc822_size)
-                    try:
-                        _link_or_copy(os.path.join(self.path, info.filename), tmp)
-                    except FileNotFoundError:
-                        # Renamed or removed by another program: look again.
-                        notices.extend(self._scan_locked(force=True))
-                        info = self._index.records.get(uid)
-                        if info is None:
-                            continue
-                        _link_or_copy(os.path.join(self.path, info.filename), tmp)
-                    entry = (tmp, info.size, info.rfc822_size, info.internal_date)
-                    staged.append((uid, (*entry, info.flags, info.keywords)))
-            with target._locked() as notices:
-                new_uids = target._add_locked([e for _, e in staged], notices)
-        finally:
-            for _, (tmp, *_rest) in staged:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)  # left over only when numbering failed
-        return [(old, new) for (old, _), new in zip(staged, new_uids, strict=True)]
-
-    def move(self, uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
-        pairs = self.copy(uids, target)
-        self.expunge([old for old, _ in pairs])
-        return pairs
-
-    def claim_recent(self) -> list[int]:
-        with self._locked() as notices:
-            notices.extend(self._scan_locked())
-            updates: list[MessageInfo] = []
-            with self._own_change():
-                for info in list(self._index.records.values()):
-                    if not info.recent:
-                        continue
-                    letters = flags_to_letters(info.flags, info.keywords, self._kw_letters)
-                    try:
-                        filename = self._rename_to(info, letters)
-                    except FileNotFoundError:
-                        continue
-                    updates.append(replace(info, filename=filename, recent=False))
-            self._index.put(updates, [], self._dir_stamp)
-            return [i.uid for i in updates]
-
-    def lock(self) -> IFolderLock | None:
-        fd = os.open(os.path.join(self.path, SESSION_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return MaildirLock(fd)
-
-    def add_listener(self, callback: Listener) -> None:
-        self._listeners.append(callback)
-
-    def remove_listener(self, callback: Listener) -> None:
-        if callback in self._listeners:
-            self._listeners.remove(callback)
-
-
-def _link_or_copy(src: str, target: str) -> None:
-    """A hard link (as Dovecot copies), or a real copy where links cannot
-    be made (another file system). Never follows a symbolic link."""
-    try:
-        os.link(src, target, follow_symlinks=False)
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise
-        shutil.copyfile(src, target, follow_symlinks=False)
-
-
-def _group(changes: list[IndexChange]) -> list[FolderChange]:
-    """Turn records read from another process's writes into notices."""
-    appended: list[int] = []
-    flagged: list[int] = []
-    expunged: list[int] = []
-    modseq = 0
-    for c in changes:
-        if c.new is None:
-            expunged.append(c.uid)
-        elif c.old is None:
-            appended.append(c.uid)
-            modseq = max(modseq, c.new.modseq)
-        elif (c.old.flags, c.old.keywords) != (c.new.flags, c.new.keywords):
-            flagged.append(c.uid)
-            modseq = max(modseq, c.new.modseq)
-    notices = []
-    if expunged:
-        notices.append(FolderChange("expunge", tuple(sorted(set(expunged))), modseq))
-    if flagged:
-        notices.append(FolderChange("flags", tuple(sorted(set(flagged))), modseq))
-    if appended:
-        notices.append(FolderChange("append", tuple(sorted(set(appended))), modseq))
-    return notices
 
 
 @implementer(IUserMailbox)
@@ -883,7 +129,7 @@ class MaildirUserMailbox:
             except (FileNotFoundError, ValueError):
                 last = 0
             value = max(int(self._clock.seconds()), last + 1, (old or 0) + 1)
-            _atomic_write(path, b"%d\n" % value, self._fsync)
+            atomic_write(path, b"%d\n" % value, self._fsync)
             return value
         finally:
             os.close(fd)
@@ -899,13 +145,13 @@ class MaildirUserMailbox:
             if self._is_folder_dir(path):
                 marker = os.path.join(path, SPECIAL_USE_FILE)
                 if not os.path.exists(marker):
-                    _atomic_write(marker, use.encode("ascii") + b"\n", self._fsync)
+                    atomic_write(marker, use.encode("ascii") + b"\n", self._fsync)
                 continue
             with contextlib.suppress(FolderExists):
                 self.create_folder(name, use)
         for name in (INBOX, *(n for n, _ in DEFAULT_FOLDERS)):
             self.subscribe(name)
-        _atomic_write(os.path.join(self.root, SETUP_MARKER), b"", self._fsync)
+        atomic_write(os.path.join(self.root, SETUP_MARKER), b"", self._fsync)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, folder_dirname(name))
@@ -952,14 +198,16 @@ class MaildirUserMailbox:
             path = self._path(name)
             if not self._is_folder_dir(path):
                 raise NoSuchFolder(name)
-            folder = MaildirFolder(self, name, path, self._clock, self._hostname, self._fsync)
+            folder = MaildirFolder(
+                self.next_uidvalidity, name, path, self._clock, self._hostname, self._fsync
+            )
             self._folders[name] = folder
             return folder
 
     def _make_dir(self, path: str, special_use: str | None) -> None:
         """Create a folder directory complete, then rename it into place, so
         no one ever sees half a folder."""
-        tmp = os.path.join(self.root, f"..pymta-new-{os.getpid()}-{next(_unique)}")
+        tmp = os.path.join(self.root, f"..pymta-new-{os.getpid()}-{unique_number()}")
         os.mkdir(tmp, 0o700)
         for sub in ("cur", "new", "tmp"):
             os.mkdir(os.path.join(tmp, sub), 0o700)
@@ -987,7 +235,7 @@ class MaildirUserMailbox:
                     self._make_dir(self._path(parent), None)
         self._make_dir(self._path(name), special_use)
         if self._fsync:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return self.folder(name)
 
     def delete_folder(self, name: str) -> None:
@@ -998,7 +246,7 @@ class MaildirUserMailbox:
         if not path or not self._is_folder_dir(path):
             raise NoSuchFolder(name)
         # Rename first (atomic: the folder is gone at once), then remove.
-        trash = os.path.join(self.root, f"..pymta-deleted-{os.getpid()}-{next(_unique)}")
+        trash = os.path.join(self.root, f"..pymta-deleted-{os.getpid()}-{unique_number()}")
         os.rename(path, trash)
         with self._mutex:
             self._folders.pop(name, None)
@@ -1033,7 +281,7 @@ class MaildirUserMailbox:
                     folder._relocate(new_name, os.path.join(self.root, target_dir))
                     self._folders[new_name] = folder
         if self._fsync:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     # -- subscriptions (Courier's one-name-per-line file) ---------------
 
@@ -1059,7 +307,7 @@ class MaildirUserMailbox:
     def _write_subscriptions(self, names: set[str]) -> None:
         lines = sorted(INBOX if n == INBOX else folder_dirname(n)[1:] for n in names)
         data = "".join(line + "\n" for line in lines).encode("ascii")
-        _atomic_write(os.path.join(self.root, SUBSCRIPTIONS), data, self._fsync)
+        atomic_write(os.path.join(self.root, SUBSCRIPTIONS), data, self._fsync)
 
     def subscribe(self, name: str) -> None:
         name = normalize(name)
@@ -1115,3 +363,6 @@ class MaildirStore:
                 mailbox.set_up_defaults()
             self._users[root] = mailbox
             return mailbox
+
+
+__all__ = ("MaildirFolder", "MaildirLock", "MaildirStore", "MaildirUserMailbox")
