@@ -53,6 +53,14 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 
 _LISTENING = re.compile(r"(\S+) listening on (\S+):(\d+)")
 
+#: master.cf line of a POP3 listener on a kernel-chosen port (its service name
+#: differs from the SMTP one, "127.0.0.1:0", so that both can be told apart).
+POP3_SERVICE = "[127.0.0.1]:0 inet n - n - - pop3d\n"
+
+#: Logins of the test users (PLAIN keeps the tests fast; the schemes have
+#: their own tests).
+DEFAULT_PASSWD = "alice@example.test:{PLAIN}alice-pw::::::\nbob@example.test:{PLAIN}bob-pw::::::\n"
+
 
 class PymtaServer:
     """One pymta instance in a temporary directory."""
@@ -67,6 +75,7 @@ class PymtaServer:
         ),
         aliases: str = "postmaster: alice@example.test\n",
         virtual: str = "info@example.test alice@example.test, bob@example.test\n",
+        passwd: str = DEFAULT_PASSWD,
     ) -> None:
         self.root = root
         self.config_dir = root / "etc"
@@ -76,6 +85,10 @@ class PymtaServer:
         (self.config_dir / "vmailbox").write_text(vmailbox)
         (self.config_dir / "aliases").write_text(aliases)
         (self.config_dir / "virtual").write_text(virtual)
+        (self.config_dir / "passwd").write_text(passwd)
+        self.listeners = sum(
+            1 for line in master_cf.splitlines() if " inet " in f" {line} " and line[:1] not in "# "
+        )
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.ports: dict[str, int] = {}
@@ -84,8 +97,11 @@ class PymtaServer:
 
     # life cycle -----------------------------------------------------------
 
-    def start(self, timeout: float = 30.0, listeners: int = 1) -> PymtaServer:
-        """Start twistd and wait until `listeners` ports are bound."""
+    def start(self, timeout: float = 30.0, listeners: int | None = None) -> PymtaServer:
+        """Start twistd and wait until its listeners (default: every inet
+        service of master.cf) have bound their ports."""
+        if listeners is None:
+            listeners = self.listeners
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         env.pop("MAIL_CONFIG", None)
@@ -164,7 +180,11 @@ class PymtaServer:
 
     @property
     def smtp_port(self) -> int:
-        return next(port for name, port in self.ports.items() if "pop3" not in name)
+        return self.ports["127.0.0.1:0"]
+
+    @property
+    def pop3_port(self) -> int:
+        return self.ports["[127.0.0.1]:0"]
 
     def log(self) -> str:
         with self._changed:
