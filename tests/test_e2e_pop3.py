@@ -52,7 +52,7 @@ def test_poplib_reads_what_smtp_delivered_byte_for_byte(server: PymtaServer) -> 
     client = _login(server)
     count, size = client.stat()
     assert count == 1
-    _, lines, octets = client.retr(1)
+    _, lines, _ = client.retr(1)
     client.quit()
     received = b"\r\n".join(lines) + b"\r\n"
     assert received == stored.replace(b"\n", b"\r\n")
