@@ -7,9 +7,15 @@ every file), then times: the first index build, a re-open by a new store
 fills the header cache, the same search again and after a re-open (from the
 cache), one append and one flag change on the full folder.
 
-    python bench/mailstore_bench.py [--count N] [--dir DIR] [--fsync]
+    PYTHONPATH=. python bench/mailstore_bench.py [--count N] [--dir DIR] [--fsync]
 
-Prints one line per step; no step is asserted. Figures depend on the disk.
+Prints one line per step; no step is asserted. Figures depend on the disk
+and the load. Measured on the 2-core build machine (ext4, other jobs
+running), 100,000 messages: first build 3.2-3.8 s (every file opened for
+its CRLF size), re-open 0.55-0.75 s (index load about 0.4 s, plus a
+directory scan when the last one is not known to be current), listing and
+STATUS 0.01 s, header search 2.8 s cold, 0.22 s warm, 0.30 s after a
+re-open; append and flag change about 1 ms without fsync.
 """
 
 from __future__ import annotations
