@@ -508,3 +508,23 @@ def test_stale_tmp_files_removed_on_open(tmp_path: Path) -> None:
     os.utime(root / "tmp" / "fresh.host", (1_700_000_000 - 3600,) * 2)
     _inbox(root).messages()
     assert os.listdir(root / "tmp") == ["fresh.host"]
+
+
+def test_python_mailbox_module_reads_our_maildir(tmp_path: Path) -> None:
+    """Another Maildir reader (Python's mailbox.Maildir, as mutt would) sees
+    our messages, flags and folders; a message it adds is numbered by us."""
+    import mailbox
+
+    root = tmp_path / "m"
+    mbox = _store().open_user("u", str(root))
+    inbox = mbox.folder("INBOX")
+    uid = inbox.append(MSG)
+    inbox.set_flags(uid, ["\\Seen", "\\Answered"], FlagMode.ADD)
+    theirs = mailbox.Maildir(str(root), create=False)
+    (key,) = theirs.keys()
+    assert theirs.get_bytes(key) == MSG
+    assert theirs.get_message(key).get_flags() == "RS"
+    assert {"Sent", "Trash", "Drafts", "Junk", "Archive"} <= set(theirs.list_folders())
+    theirs.add(mailbox.MaildirMessage(b"Subject: from mailbox\n\nhi\n"))
+    (added,) = inbox.refresh()
+    assert inbox.header_bytes(added.uid) == b"Subject: from mailbox\n\n"
