@@ -8,13 +8,16 @@ is always on an event (a log line, a file), with a deadline — never a sleep.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +63,39 @@ POP3_SERVICE = "[127.0.0.1]:0 inet n - n - - pop3d\n"
 #: Logins of the test users (PLAIN keeps the tests fast; the schemes have
 #: their own tests).
 DEFAULT_PASSWD = "alice@example.test:{PLAIN}alice-pw::::::\nbob@example.test:{PLAIN}bob-pw::::::\n"
+
+
+_IN_MODIFY = 0x00000002
+_IN_CLOSE_WRITE = 0x00000008
+_IN_MOVED_TO = 0x00000080
+_IN_CREATE = 0x00000100
+
+
+def wait_for_file(path: Path, ready: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until ready() holds, woken by inotify events in path's directory
+    (a file another process writes: a maillog_file, a Maildir's new/)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    try:
+        mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+        directory = path if path.is_dir() else path.parent
+        if libc.inotify_add_watch(fd, str(directory).encode(), mask) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+        deadline = time.monotonic() + timeout
+        while not ready():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{path}: condition not met in {timeout}s")
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if readable:
+                try:
+                    os.read(fd, 65536)
+                except BlockingIOError:
+                    pass
+    finally:
+        os.close(fd)
 
 
 class PymtaServer:

@@ -64,6 +64,19 @@ def _is_our_address(address: str) -> bool:
         return False
 
 
+def log_client(qid: str, attributes: dict[str, str]) -> None:
+    """Log smtpd's ``QID: client=name[addr]`` line for a message from the network.
+
+    Postfix's smtpd logs it when cleanup hands it the queue id, before
+    cleanup's and qmgr's lines; log analysers (pflogsumm) count a message
+    as received only in that order, so it is logged here, as the queue id
+    is made.
+    """
+    address = attributes.get("client_address")
+    if address:
+        maillog("smtpd", f"{qid}: client={attributes.get('client_name') or 'unknown'}[{address}]")
+
+
 @implementer(ICleanup)
 class Cleanup:
     """cleanup(8) over a queue store.
@@ -151,6 +164,7 @@ class Cleanup:
         return qid, rewritten, message, message_id
 
     def _queued(self, qid: str, envelope: Envelope, content: bytes, message_id: str) -> str:
+        log_client(qid, envelope.attributes)
         maillog("cleanup", f"{qid}: message-id={message_id}")
         if self._on_queued is not None:
             try:

@@ -780,7 +780,7 @@ class SMTPServerProtocol(Protocol):
             count[0] -= 1
 
     def _queued(self, queue_id: str) -> None:
-        maillog(self.factory.service_name, f"{queue_id}: client={self.session.client}")
+        # ``QID: client=`` is logged by cleanup, in Postfix's order.
         self._out.append(f"250 2.0.0 Ok: queued as {queue_id}\r\n".encode())
         self._resume()
 

@@ -24,6 +24,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
+from pymta.cleanup.cleanup import log_client
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config.config import Config
 from pymta.queue.model import Envelope
@@ -76,6 +77,7 @@ class FakeCleanup:
             d: Deferred[str] = Deferred()
             self.pending.append(d)
             return d
+        log_client(queue_id, envelope.attributes)  # as the real cleanup does
         return succeed(queue_id)
 
 
