@@ -169,3 +169,20 @@ def test_run_load_reports_a_failed_generator(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.delivered == 3
     assert result.delivered_after is None
+
+
+def test_median_run_picks_the_middle_rate_and_shows_failures() -> None:
+    """With repeats the table uses the median run; a failed repeat is never hidden."""
+    runs = [run("pymta", 300.0), run("pymta", 900.0), run("pymta", 500.0)]
+    median = smtp_bench.median_run(runs)
+    assert median is not None and median.rate == 500.0
+    failed = run("pymta", None, "timeout")
+    assert smtp_bench.median_run([*runs, failed]) is failed
+    assert smtp_bench.median_run([]) is None
+
+
+def test_repeat_must_be_positive() -> None:
+    """A zero repeat count is a usage error, not an empty benchmark."""
+    with pytest.raises(SystemExit):
+        smtp_bench.parse_args(["--repeat", "0"])
+    assert smtp_bench.parse_args(["--repeat", "3"]).repeat == 3
