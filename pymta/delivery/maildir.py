@@ -2,8 +2,8 @@
 
 Mirrors Postfix's mail_copy() in Maildir mode (virtual(8), local(8)) and
 the Maildir naming of D. J. Bernstein's maildir(5), with Dovecot's
-``,S=<size>`` suffix so that Dovecot and pymta's mailstore know the size
-without a stat. The file is created in ``tmp/`` (O_EXCL, mode 0600), made
+``,S=<size>,W=<CRLF size>`` suffix so that Dovecot and pymta's mailstore
+know both sizes without reading the file. The file is created in ``tmp/`` (O_EXCL, mode 0600), made
 durable through the group-commit barrier, renamed into ``new/`` and the
 rename made durable; only then does the returned Deferred fire, and only
 then may the recipient be marked done (at-least-once).
@@ -48,13 +48,16 @@ class MaildirWriter:
         self._counter = 0
         self._known: set[str] = set()
 
-    def unique_name(self, size: int) -> str:
-        """``<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>``: unique per process."""
+    def unique_name(self, size: int, wire_size: int | None = None) -> str:
+        """``<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>[,W=<wire size>]``: unique
+        per process. ``W=`` is Dovecot's size with CRLF line ends, which POP3
+        and IMAP report; with it the mail store need not read the file."""
         now = self._clock.seconds()
         secs = int(now)
         usecs = int((now - secs) * 1_000_000)
         self._counter += 1
-        return f"{secs}.M{usecs}P{self._pid}Q{self._counter}.{self._hostname},S={size}"
+        name = f"{secs}.M{usecs}P{self._pid}Q{self._counter}.{self._hostname},S={size}"
+        return name if wire_size is None else f"{name},W={wire_size}"
 
     def ensure(self, maildir: str) -> None:
         """Create ``maildir`` and its cur/new/tmp (mode 0700) when missing."""
@@ -71,7 +74,7 @@ class MaildirWriter:
         (``run``), in the same batch as the sync that covers it, so the
         reactor never waits on the disk.
         """
-        name = self.unique_name(len(data))
+        name = self.unique_name(len(data), len(data) + data.count(b"\n"))
         tmp_dir = os.path.join(maildir, "tmp")
         new_dir = os.path.join(maildir, "new")
         tmp_path = os.path.join(tmp_dir, name)
