@@ -106,7 +106,7 @@ def test_maildir_delivery_layout_and_headers(tmp_path: Path) -> None:
     data = (maildir / "new" / name).read_bytes()
     assert data == b"Return-Path: <alice@example.org>\nDelivered-To: bob@virt.example\n" + CONTENT
     assert name.startswith("1800000000.M250000P")
-    assert name.endswith(f",S={len(data)},W={len(data) + data.count(b"\\n")}")
+    assert name.endswith(f",S={len(data)},W={len(data) + data.count(10)}")
 
 
 def test_maildir_success_only_after_both_syncs(tmp_path: Path) -> None:
