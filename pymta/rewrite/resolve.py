@@ -18,7 +18,9 @@ default            anything else                        default_transport
 A transport value ``name:nexthop`` is split; without a nexthop, local mail
 goes to $myhostname, virtual mail to the domain, relay and default mail to
 $relayhost when set, else the domain. (A virtual alias domain reaches the
-error transport only when cleanup's alias expansion found nothing.)
+error transport only when cleanup's alias expansion found nothing.) Then
+transport_maps (:mod:`pymta.rewrite.transport`) may override both, for any
+class, per address, domain, parent domain or ``*``.
 
 Relay tricks are resolved as Postfix resolves them, so that smtpd's relay
 check sees where mail would really go: a local domain is stripped when the
@@ -44,6 +46,7 @@ from pymta.address import split_address, unquote_local
 from pymta.config import Config
 from pymta.rewrite.domains import DomainList
 from pymta.rewrite.interface import IResolver, Resolution
+from pymta.rewrite.transport import TransportMaps, apply_value
 from pymta.tables import Maps, lookup_address, open_maps
 
 LOCAL = "local"
@@ -155,6 +158,11 @@ class Resolver:
         local_rcpt = [s for s in local_rcpt if "unix:passwd" not in s]
         self._local_recipient_maps = open_maps(local_rcpt, config)
         self._relay_recipient_maps = maps("relay_recipient_maps")
+        self._transport_maps = TransportMaps(
+            maps("transport_maps"),
+            self._delimiter,
+            "transport_maps" in config.get_list("parent_domain_matches_subdomains"),
+        )
         self._class_cache: dict[str, str] = {}
 
     # address classes ---------------------------------------------------------
@@ -223,15 +231,21 @@ class Resolver:
         recipient = f"{local}@{domain}" if domain else local
         cls = self.address_class(domain)
         if cls == VIRTUAL_ALIAS:
-            return Resolution("error", VIRTUAL_ALIAS_ERROR, recipient)
-        transport, nexthop = self._transports[cls]
-        if not nexthop:
-            if cls == LOCAL:
-                nexthop = self._myhostname
-            elif cls == VIRTUAL_MAILBOX:
-                nexthop = domain
-            else:
-                nexthop = self._relayhost or domain
+            transport, nexthop = "error", VIRTUAL_ALIAS_ERROR
+        else:
+            transport, nexthop = self._transports[cls]
+            if not nexthop:
+                if cls == LOCAL:
+                    nexthop = self._myhostname
+                elif cls == VIRTUAL_MAILBOX:
+                    nexthop = domain
+                else:
+                    nexthop = self._relayhost or domain
+        if self._transport_maps:
+            # transport(5): the table overrides every address class.
+            value = self._transport_maps.find(local, domain)
+            if value is not None:
+                transport, nexthop = apply_value(value, transport, nexthop, domain)
         return Resolution(transport, nexthop, recipient)
 
     # reject_unlisted_recipient -------------------------------------------
