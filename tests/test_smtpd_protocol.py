@@ -22,7 +22,7 @@ def maillog_lines() -> Iterator[list[str]]:
 
 def test_banner_and_ehlo_advertise_extensions() -> None:
     """The greeting is 220 smtpd_banner; EHLO lists PIPELINING, SIZE, 8BITMIME,
-    ENHANCEDSTATUSCODES, SMTPUTF8 and VRFY, but neither DSN nor STARTTLS without TLS."""
+    ENHANCEDSTATUSCODES, DSN, SMTPUTF8 and VRFY, but not STARTTLS without TLS."""
     h = SMTPHarness()
     assert h.banner == ["220 mx.example.com ESMTP Postfix"]
     h.converse(
@@ -34,6 +34,7 @@ def test_banner_and_ehlo_advertise_extensions() -> None:
         S: 250-VRFY
         S: 250-ENHANCEDSTATUSCODES
         S: 250-8BITMIME
+        S: 250-DSN
         S: 250 SMTPUTF8
         """
     )
@@ -52,6 +53,7 @@ def test_full_transaction_hands_envelope_and_content_to_cleanup() -> None:
         S: 250-VRFY
         S: 250-ENHANCEDSTATUSCODES
         S: 250-8BITMIME
+        S: 250-DSN
         S: 250 SMTPUTF8
         C: MAIL FROM:<s@sender.example> BODY=8BITMIME SIZE=100
         S: 250 2.1.0 Ok
@@ -129,7 +131,7 @@ def test_pipelined_transaction_replies_in_order_when_cleanup_is_slow() -> None:
         "hello\n.\nMAIL FROM:<x@b.example>\nRCPT TO:<nobody@example.com>\nQUIT\n"
     )
     replies = h.send(data)
-    assert len(replies) == 10
+    assert len(replies) == 11
     assert replies[-3:] == ["250 2.1.0 Ok", "250 2.1.5 Ok", "354 End data with <CR><LF>.<CR><LF>"]
     assert not h.closed
     cleanup.pending[0].callback("ABCDEF")
@@ -375,6 +377,7 @@ def test_syntax_errors() -> None:
         S: 250-*
         S: 250-*
         S: 250-*
+        S: 250-*
         S: 250 SMTPUTF8
         C: MAIL TO:<a@b.example>
         S: 501 5.5.4 Syntax: MAIL FROM:<address>
@@ -388,8 +391,10 @@ def test_syntax_errors() -> None:
         S: 250 2.1.0 Ok
         C: RCPT TO:<>
         S: 501 5.1.3 Bad recipient address syntax
-        C: RCPT TO:<user@example.com> NOTIFY=NEVER
-        S: 555 5.5.4 Unsupported option: NOTIFY
+        C: RCPT TO:<user@example.com> NOTIFY=NEVR
+        S: 501 5.5.4 Bad NOTIFY parameter syntax
+        C: RCPT TO:<user@example.com> FOO=BAR
+        S: 555 5.5.4 Unsupported option: FOO
         C: RCPT FROM:<x@y.example>
         S: 501 5.5.4 Syntax: RCPT TO:<address>
         C: DATA now
@@ -643,7 +648,7 @@ def test_strict_rfc821_envelopes() -> None:
 
 def test_discard_ehlo_keywords() -> None:
     """smtpd_discard_ehlo_keywords hides extensions from the EHLO reply."""
-    h = SMTPHarness("smtpd_discard_ehlo_keywords = smtputf8, vrfy\n")
+    h = SMTPHarness("smtpd_discard_ehlo_keywords = smtputf8, vrfy, dsn\n")
     assert h.send(EHLO) == [
         "250-mx.example.com",
         "250-PIPELINING",

@@ -90,6 +90,10 @@ class SMTPServerFactory(ServerFactory):
         self.restrictions = Restrictions(config, resolver, open_table, mynetworks)
         self.banner = f"220 {config.get('smtpd_banner')}\r\n".encode()
         self.helo_reply = f"250 {self.myhostname}\r\n".encode()
+        # Like Postfix, a discarded DSN keyword also turns the parameters off.
+        self.dsn_enable = "dsn" not in {
+            k.lower() for k in config.get_list("smtpd_discard_ehlo_keywords")
+        }
         self.ehlo_reply = self._ehlo(starttls=False)
         self.ehlo_reply_tls = self._ehlo(starttls=True)
         commands = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
@@ -104,7 +108,7 @@ class SMTPServerFactory(ServerFactory):
             lines.append("VRFY")
         if starttls:
             lines.append("STARTTLS")
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.smtputf8_enable:
             lines.append("SMTPUTF8")
         # smtpd_discard_ehlo_keywords hides keywords (Postfix: not the feature).

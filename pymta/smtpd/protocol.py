@@ -47,6 +47,13 @@ from pymta.address import AddressError, parse_esmtp_params, parse_path
 from pymta.cleanup.interface import CleanupRejected
 from pymta.maillog import maillog
 from pymta.queue.model import Envelope, Recipient
+from pymta.smtpd.dsn import (
+    DsnSyntaxError,
+    parse_envid,
+    parse_notify,
+    parse_orcpt,
+    parse_ret,
+)
 from pymta.smtpd.restrictions import Reject
 from pymta.smtpd.session import Session
 from pymta.tls import describe
@@ -489,6 +496,7 @@ class SMTPServerProtocol(Protocol):
         size = 0
         body = ""
         smtputf8 = False
+        ret = envid = ""
         for key, value in params.items():
             if not s.esmtp:
                 self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
@@ -508,6 +516,15 @@ class SMTPServerProtocol(Protocol):
             elif key == "AUTH":
                 # RFC 4954 section 5: without AUTH the parameter is ignored.
                 continue
+            elif key in ("RET", "ENVID") and f.dsn_enable:
+                try:
+                    if key == "RET":
+                        ret = parse_ret(value)
+                    else:
+                        envid = parse_envid(value)
+                except DsnSyntaxError as e:
+                    self._error(f"501 5.5.4 {e}\r\n".encode())
+                    return
             else:
                 self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
                 return
@@ -530,6 +547,8 @@ class SMTPServerProtocol(Protocol):
         s.declared_size = size
         s.body = body
         s.smtputf8 = smtputf8
+        s.dsn_ret = ret
+        s.dsn_envid = envid
         self._reply(R_MAIL_OK)
 
     def do_rcpt(self, arg: str) -> None:
@@ -547,10 +566,20 @@ class SMTPServerProtocol(Protocol):
         except AddressError as e:
             self._error(f"{e.reply()}\r\n".encode())
             return
-        for key in params:
-            # DSN (NOTIFY, ORCPT) is not offered yet.
-            self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
-            return
+        notify: str | None = None
+        orcpt: str | None = None
+        for key, value in params.items():
+            if key not in ("NOTIFY", "ORCPT") or not f.dsn_enable or not s.esmtp:
+                self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
+                return
+            try:
+                if key == "NOTIFY":
+                    notify = parse_notify(value)
+                else:
+                    orcpt = parse_orcpt(value)
+            except DsnSyntaxError as e:
+                self._error(f"501 5.5.4 {e}\r\n".encode())
+                return
         if not s.smtputf8 and not recipient.isascii():
             self._error(R_NEED_SMTPUTF8)
             return
@@ -565,6 +594,7 @@ class SMTPServerProtocol(Protocol):
             self._reject(reject, "RCPT", recipient)
             return
         s.recipients.append(recipient)
+        s.dsn_recipients.append((notify, orcpt))
         self._reply(R_RCPT_OK)
 
     def do_data(self, arg: str) -> None:
@@ -760,9 +790,19 @@ class SMTPServerProtocol(Protocol):
             attributes["smtputf8"] = "yes"
         if s.body:
             attributes["body"] = s.body
+        if s.dsn_ret:
+            attributes["ret"] = s.dsn_ret
+        if s.dsn_envid:
+            attributes["envid"] = s.dsn_envid
+        dsn = s.dsn_recipients
+        if len(dsn) != len(s.recipients):
+            dsn = [(None, None)] * len(s.recipients)
         envelope = Envelope(
             s.sender or "",
-            [Recipient(address=r, original=r) for r in s.recipients],
+            [
+                Recipient(address=r, original=r, orcpt=orcpt, notify=notify)
+                for r, (notify, orcpt) in zip(s.recipients, dsn, strict=True)
+            ],
             arrival_time=f.clock.seconds(),
             attributes=attributes,
         )

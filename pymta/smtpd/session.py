@@ -29,6 +29,11 @@ class Session:
     smtputf8: bool = False
     body: str = ""
     declared_size: int = 0
+    # RFC 3461 DSN parameters: RET and ENVID of MAIL, (NOTIFY, ORCPT) per
+    # accepted recipient, parallel to ``recipients``.
+    dsn_ret: str = ""
+    dsn_envid: str = ""
+    dsn_recipients: list[tuple[str | None, str | None]] = field(default_factory=list)
 
     @property
     def client(self) -> str:
@@ -53,6 +58,9 @@ class Session:
         self.smtputf8 = False
         self.body = ""
         self.declared_size = 0
+        self.dsn_ret = ""
+        self.dsn_envid = ""
+        self.dsn_recipients = []
 
     def forget_greeting(self) -> None:
         """After STARTTLS (RFC 3207 section 4.2): back to the state before EHLO."""
