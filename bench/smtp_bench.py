@@ -116,11 +116,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Postfix and pymta side by side: SMTP accept + Maildir delivery."
     )
     p.add_argument("--messages", type=int, default=5000, help="messages per run")
-    p.add_argument("--sizes", type=parse_int_list, default=[1024, 10240], help="bytes")
-    p.add_argument("--connections", type=parse_int_list, default=[1, 20], help="parallel")
+    p.add_argument(
+        "--sizes", type=parse_int_list, default=[1024, 10240], help="message bytes, e.g. 1024,10240"
+    )
+    p.add_argument(
+        "--connections", type=parse_int_list, default=[1, 20], help="parallel sessions, e.g. 1,20"
+    )
     p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--pymta-processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--pymta-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="pymta_processes in pymta's main.cf (default: the number of cores)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per cell (table: median)")
     p.add_argument("--warmup", type=int, default=50, help="unmeasured messages first")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
