@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""pop3_bench - Dovecot and pymta side by side: POP3 download by 10 clients.
+
+SYNOPSIS
+    python bench/pop3_bench.py [--clients 10] [--messages 200] [--size 4096]
+        [--repeat 3] [--top-every 10] [--top-lines 10] [--dele-every 4]
+        [--only dovecot|pymta] [--pymta-processes N] [--json]
+        [--timeout 600] [--workdir /var/tmp] [--keep]
+
+DESCRIPTION
+    The scenario of issue 3 ("Speed"), in one run, on loopback only, as
+    root:
+
+    1. generates --messages deterministic messages of about --size bytes
+       (retrieval_corpus) and one Maildir holding them in new/, as an MDA
+       leaves them; copies it for every user of every server (owner
+       nobody), so that each session of each server starts from
+       identical mail;
+    2. starts a private Dovecot 2.3 (dovecot_setup: passwd-file,
+       mail_location = maildir:~, Debian's default process model) and a
+       private pymta (retrieval_pymta: twistd -n pymta with a pop3d
+       listener), both reading the same passwd-file with {PLAIN}
+       passwords;
+    3. per repetition and server, forks --clients client processes that
+       start at the same instant; each, with Python's poplib, logs in
+       (USER/PASS) as its own user, sends STAT, LIST and UIDL, RETRs every
+       message and compares it line by line with the file it came from
+       (dot-unstuffing included), sends TOP n --top-lines for every
+       --top-every'th message (checked against the headers and first
+       lines), DELEs every --dele-every'th message and QUITs; afterwards
+       the Maildir must hold exactly the messages not deleted;
+    4. measures the time from the release of the clients until the last
+       has QUIT, the CPU time of the server's process trees (the dovecot
+       master with its login, auth and pop3 processes - reaped children
+       included; twistd with any workers), the peak resident memory of
+       each server's tree (sampled every 100 ms) and pymta's VmHWM;
+    5. prints, for each server, messages/s, server CPU ms per message,
+       peak memory, the client processes' own CPU (the same client code
+       for both servers), every repetition's rate, and the ratio
+       pymta/dovecot of the median runs - or with --json every run's
+       figures.
+
+    Repetition 0 of each server is an unmeasured warm-up (its own users).
+    Repetitions alternate which server goes first.  Each repetition uses
+    its own users (rREPcNN@bench.test), so a mailbox is always opened for
+    the first time, as a POP3 client that downloads and deletes finds it.
+    Both servers are always stopped at the end, also on error or ^C, and
+    the temporary directory is removed unless --keep is given.
+
+REQUIREMENTS
+    root; Debian's dovecot-pop3d and dovecot-imapd; pymta's twistd plugin
+    in this checkout.  Keep --workdir on a real disk.
+
+EXAMPLES
+    python bench/pop3_bench.py --repeat 1 --messages 50
+    python bench/pop3_bench.py --json > pop3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import poplib
+import pwd
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dovecot_setup import DovecotServer, dovecot_missing
+from retrieval_corpus import (
+    BenchUser,
+    Corpus,
+    Message,
+    copy_maildir,
+    count_messages,
+    make_users,
+    passwd_text,
+)
+from retrieval_pymta import PymtaRetrievalServer
+from retrieval_run import (
+    LISTEN_HOST,
+    RunFigures,
+    SessionResult,
+    median_of,
+    run_clients,
+    vm_hwm_bytes,
+)
+
+SERVERS = ("dovecot", "pymta")
+
+
+class RetrievalServer(Protocol):
+    """What the bench needs of a server (DovecotServer, PymtaRetrievalServer)."""
+
+    name: str
+    pop3_port: int
+    imap_port: int
+    mail_root: Path
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def root_pids(self) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Pop3Plan:
+    """What each client does in its session."""
+
+    top_every: int = 10
+    top_lines: int = 10
+    dele_every: int = 4
+
+    def deleted(self, count: int) -> int:
+        """How many of count messages a session deletes."""
+        return count // self.dele_every if self.dele_every else 0
+
+
+def pop3_session(
+    host: str, port: int, user: BenchUser, corpus: Corpus, plan: Pop3Plan, client: int
+) -> SessionResult:
+    """One client's session (see the module docstring); every reply checked."""
+    result = SessionResult(client=client)
+    errors = result.errors
+    messages: tuple[Message, ...] = corpus.messages
+    pop = poplib.POP3(host, port, timeout=120)
+    try:
+        pop.user(user.name)
+        pop.pass_(user.password)
+        count, _size = pop.stat()
+        listing = pop.list()[1]
+        uidls = pop.uidl()[1]
+        result.operations += 5
+        if count != len(messages) or len(listing) != count:
+            errors.append(f"{user.name}: STAT/LIST {count}/{len(listing)} != {len(messages)}")
+        if len({line.split()[1] for line in uidls}) != count:
+            errors.append(f"{user.name}: UIDL not unique")
+        # The server's order is its own (Maildir has none): find each
+        # message by its Message-ID in what was retrieved.
+        by_id = corpus.by_message_id()
+        seen: dict[int, Message] = {}
+        for n in range(1, count + 1):
+            _resp, lines, octets = pop.retr(n)
+            result.operations += 1
+            expected = _identify(lines, by_id)
+            if expected is None or lines != expected.lines():
+                errors.append(f"{user.name}: RETR {n} does not match its file")
+                continue
+            seen[n] = expected
+            result.messages += 1
+            result.bytes += octets
+        if len(set(m.message_id for m in seen.values())) != len(seen):
+            errors.append(f"{user.name}: a message was served twice")
+        for n in range(plan.top_every, count + 1, plan.top_every or count + 1):
+            lines = pop.top(n, plan.top_lines)[1]
+            result.operations += 1
+            if n in seen and lines != seen[n].top(plan.top_lines):
+                errors.append(f"{user.name}: TOP {n} {plan.top_lines} wrong")
+        for n in range(plan.dele_every, count + 1, plan.dele_every or count + 1):
+            pop.dele(n)
+            result.operations += 1
+        reply = pop.quit()
+        result.operations += 1
+        if not reply.startswith(b"+OK"):
+            errors.append(f"{user.name}: QUIT answered {reply!r}")
+    except poplib.error_proto as e:
+        errors.append(f"{user.name}: {e}")
+        pop.close()
+    return result
+
+
+def _identify(lines: list[bytes], by_id: dict[str, Message]) -> Message | None:
+    """The corpus message whose Message-ID header these lines carry."""
+    for line in lines:
+        if not line:
+            return None  # end of the header
+        if line[:11].lower() == b"message-id:":
+            return by_id.get(line[11:].strip().strip(b"<>").decode("ascii", "replace"))
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    p = argparse.ArgumentParser(description="Dovecot and pymta side by side: POP3 download.")
+    p.add_argument("--clients", type=int, default=10, help="concurrent clients")
+    p.add_argument("--messages", type=int, default=200, help="messages per mailbox")
+    p.add_argument("--size", type=int, default=4096, help="approximate message bytes")
+    p.add_argument("--repeat", type=int, default=3, help="measured runs per server (median)")
+    p.add_argument("--top-every", type=int, default=10, help="TOP every Nth message")
+    p.add_argument("--top-lines", type=int, default=10, help="body lines per TOP")
+    p.add_argument("--dele-every", type=int, default=4, help="DELE every Nth message")
+    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
+    p.add_argument("--pymta-processes", type=int, default=1, help="pymta_processes")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="temp dir parent")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--mailbox-user", default="nobody", help="owner of the Maildirs")
+    p.add_argument("--seed", type=int, default=1, help="corpus seed")
+    return p.parse_args(argv)
+
+
+def progress(text: str) -> None:
+    """Progress goes to stderr, so that --json output stays clean."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def populate(
+    server: RetrievalServer, users: list[BenchUser], pristine: Path, uid: int, gid: int
+) -> None:
+    """Give every user of server its own copy of the pristine Maildir."""
+    for u in users:
+        copy_maildir(pristine, server.mail_root / u.maildir, uid, gid)
+    for d in {(server.mail_root / u.maildir).parent for u in users} | {server.mail_root}:
+        os.chown(d, uid, gid)
+
+
+def run_rep(
+    server: RetrievalServer,
+    rep: int,
+    users: list[BenchUser],
+    corpus: Corpus,
+    plan: Pop3Plan,
+    timeout: float,
+) -> RunFigures:
+    """One measured (or warm-up) run of every client against server."""
+    mine = sorted((u for u in users if u.rep == rep), key=lambda u: u.client)
+
+    def session(client: int) -> SessionResult:
+        return pop3_session(LISTEN_HOST, server.pop3_port, mine[client], corpus, plan, client)
+
+    figures = run_clients(server.name, rep, session, len(mine), server.root_pids(), timeout)
+    left = len(corpus.messages) - plan.deleted(len(corpus.messages))
+    for u in mine:
+        found = count_messages(server.mail_root / u.maildir)
+        if found != left:
+            figures.errors.append(f"{u.name}: {found} messages left after QUIT, expected {left}")
+    return figures
+
+
+def fmt_mib(value: float | None) -> str:
+    """Bytes as MiB, or '-'."""
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def render(
+    results: list[RunFigures], args: argparse.Namespace, hwm: int | None, corpus: Corpus
+) -> str:
+    """The table of the median runs and the ratio."""
+
+    def rate(r: RunFigures) -> float:
+        return r.message_rate
+
+    avg = corpus.total_bytes() / max(1, len(corpus.messages))
+    out = [
+        f"POP3: {args.clients} clients x {args.messages} messages (~{avg:.0f} B), "
+        f"RETR all, TOP every {args.top_every}th, DELE every {args.dele_every}th; "
+        f"median of {args.repeat}",
+        f"{'server':<8} {'msg/s':>8} {'cpu ms/msg':>11} {'peak RSS':>11} "
+        f"{'client cpu ms/msg':>18}  runs (msg/s)",
+    ]
+    medians: dict[str, RunFigures] = {}
+    for name in SERVERS:
+        runs = [r for r in results if r.server == name and r.rep > 0]
+        if not runs:
+            continue
+        m = medians[name] = median_of(runs, rate)
+        client_ms = 1000 * m.client_cpu_seconds / max(1, m.messages)
+        out.append(
+            f"{name:<8} {m.message_rate:>8.0f} {m.cpu_ms_per(m.messages):>11.3f} "
+            f"{fmt_mib(max(r.peak_rss_bytes for r in runs)):>11} {client_ms:>18.3f}  "
+            + ", ".join(f"{r.message_rate:.0f}" for r in runs)
+        )
+        for r in runs:
+            for e in r.errors[:5]:
+                out.append(f"  ERROR {name} rep {r.rep}: {e}")
+    if "dovecot" in medians and "pymta" in medians:
+        d, p = medians["dovecot"], medians["pymta"]
+        out.append(
+            f"ratio pymta/dovecot: {p.message_rate / d.message_rate:.2f} x messages/s, "
+            f"{p.cpu_ms_per(p.messages) / max(1e-9, d.cpu_ms_per(d.messages)):.2f} x CPU/message"
+        )
+    if "pymta" in medians:
+        out.append(f"pymta: pymta_processes = {args.pymta_processes}, twistd VmHWM {fmt_mib(hwm)}")
+    return "\n".join(out)
+
+
+def as_json(results: list[RunFigures], args: argparse.Namespace, hwm: int | None) -> dict[str, Any]:
+    """Every run's figures, plus the settings."""
+    runs = []
+    for r in results:
+        d = asdict(r)
+        d["messages_per_second"] = r.message_rate
+        d["server_cpu_ms_per_message"] = r.cpu_ms_per(r.messages)
+        d["warmup"] = r.rep == 0
+        runs.append(d)
+    return {
+        "scenario": "pop3",
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "pymta_vm_hwm_bytes": hwm,
+        "runs": runs,
+    }
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit status 1 when a run had errors."""
+    args = parse_args(argv)
+    names = [args.only] if args.only else list(SERVERS)
+    if "dovecot" in names and (why := dovecot_missing()):
+        print(f"pop3_bench: {why}", file=sys.stderr)
+        return 2
+    owner = pwd.getpwnam(args.mailbox_user)
+    uid, gid = owner.pw_uid, owner.pw_gid
+    signal.signal(signal.SIGTERM, _on_signal)
+    workdir = Path(tempfile.mkdtemp(prefix="pop3bench.", dir=args.workdir))
+    os.chmod(workdir, 0o755)
+    servers: list[Any] = []
+    results: list[RunFigures] = []
+    hwm: int | None = None
+    try:
+        progress(f"pop3_bench: generating mail in {workdir}")
+        corpus = Corpus.generate(args.messages, args.size, args.seed)
+        pristine = workdir / "pristine"
+        corpus.write_maildir(pristine)
+        users = make_users(args.clients, args.repeat)
+        plan = Pop3Plan(args.top_every, args.top_lines, args.dele_every)
+        makers: dict[str, Callable[[], Any]] = {
+            "dovecot": lambda: DovecotServer(
+                workdir, passwd_text(users, workdir / "dovecot" / "mail", uid, gid), uid, gid
+            ),
+            "pymta": lambda: PymtaRetrievalServer(
+                workdir,
+                passwd_text(users, workdir / "pymta" / "mail", uid, gid),
+                processes=args.pymta_processes,
+            ),
+        }
+        for name in names:
+            server = makers[name]()
+            servers.append(server)
+            server.mail_root.mkdir(parents=True, exist_ok=True)
+            populate(server, users, pristine, uid, gid)
+            server.start()
+            progress(f"pop3_bench: {name} POP3 on {LISTEN_HOST}:{server.pop3_port}")
+        for rep in range(args.repeat + 1):
+            order = servers if rep % 2 else list(reversed(servers))
+            for server in order:
+                r = run_rep(server, rep, users, corpus, plan, args.timeout)
+                results.append(r)
+                label = "warm-up" if rep == 0 else f"rep {rep}"
+                progress(
+                    f"pop3_bench: {server.name} {label}: {r.message_rate:.0f} msg/s, "
+                    f"{r.cpu_ms_per(r.messages):.3f} ms CPU/msg"
+                    + (f", {len(r.errors)} errors: {r.errors[0]}" if r.errors else "")
+                )
+        for server in servers:
+            if server.name == "pymta" and server.root_pids():
+                hwm = vm_hwm_bytes(server.root_pids()[0])
+    finally:
+        for server in servers:
+            server.stop()
+        if args.keep:
+            progress(f"pop3_bench: kept {workdir}")
+        else:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(as_json(results, args, hwm), indent=2))
+    else:
+        print(render(results, args, hwm, corpus))
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
