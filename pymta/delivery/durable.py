@@ -12,7 +12,7 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 
 from pymta.queue.interface import ISyncBarrier
 
@@ -38,19 +38,24 @@ def barrier_run(
     work: Callable[[], None],
     files: Sequence[str] = (),
     dirs: Sequence[str] = (),
+    durable: bool = True,
 ) -> Deferred[None]:
-    """Do ``work`` (file-system changes) and make it durable.
+    """Do ``work`` (file-system changes), made durable when ``durable``.
 
-    On the barrier's own thread when it offers ``run`` (the reactor never
-    waits on the disk); otherwise here, followed by ``sync``.
+    On the barrier's own thread, in call order, when it offers ``run`` (the
+    reactor never waits on the disk); otherwise here, followed by ``sync``.
     """
     run = getattr(barrier, "run", None)
     if run is not None:
-        return cast("Deferred[None]", run(work, durable=True, files=tuple(files), dirs=tuple(dirs)))
+        return cast(
+            "Deferred[None]", run(work, durable=durable, files=tuple(files), dirs=tuple(dirs))
+        )
     try:
         work()
     except OSError:
         return fail()
+    if not durable:
+        return succeed(None)
     return barrier_sync(barrier, files, dirs)
 
 

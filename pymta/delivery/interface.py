@@ -44,7 +44,8 @@ class RecipientStatus:
     ``status`` is an RFC 3463 enhanced code: 2.x.x sent, 4.x.x deferred,
     5.x.x bounced. ``reason`` is the human text for the log and the DSN;
     ``relay`` the log's relay= value (e.g. ``virtual``, ``mx.example[192.0.2.1]:25``);
-    ``diagnostic`` the remote server's reply, when there was one.
+    ``diagnostic`` the remote server's reply, when there was one;
+    ``timings`` the connection setup and transmission times when known.
     """
 
     index: int
@@ -52,6 +53,9 @@ class RecipientStatus:
     reason: str
     relay: str = "none"
     diagnostic: str = ""
+    #: (connection setup, transmission) seconds, for the log's delays=c/d
+    #: (agents that talk to a network fill it; None: qmgr's own figures).
+    timings: tuple[float, float] | None = None
 
     @property
     def outcome(self) -> str:

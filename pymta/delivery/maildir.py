@@ -4,9 +4,9 @@ Mirrors Postfix's mail_copy() in Maildir mode (virtual(8), local(8)) and
 the Maildir naming of D. J. Bernstein's maildir(5), with Dovecot's
 ``,S=<size>,W=<CRLF size>`` suffix so that Dovecot and pymta's mailstore
 know both sizes without reading the file. The file is created in ``tmp/`` (O_EXCL, mode 0600), made
-durable through the group-commit barrier, renamed into ``new/`` and the
-rename made durable; only then does the returned Deferred fire, and only
-then may the recipient be marked done (at-least-once).
+durable through the group-commit barrier and renamed into ``new/``; only
+then does the returned Deferred fire, and only then may the recipient be
+marked done (at-least-once).
 
 Untrusted input: none here; the caller has validated the path. May write:
 ``<maildir>/{cur,new,tmp}`` (created 0700 when missing) and one file.
@@ -113,7 +113,12 @@ class MaildirWriter:
 
         d = barrier_run(self._sync, write_tmp, (tmp_path,), (tmp_dir,))
         d.addErrback(failed_first_sync)
-        d.addCallback(lambda _: barrier_run(self._sync, rename, (), (new_dir, tmp_dir)))
+        # maildir(5) and Postfix: the rename needs no sync of its own. It runs
+        # on the barrier's thread in call order, so the queue manager's later
+        # "done" mark and queue-file unlink reach the journal after it: a
+        # crash leaves the message delivered, or still queued (delivered
+        # again), never lost.
+        d.addCallback(lambda _: barrier_run(self._sync, rename, durable=False))
         d.addCallback(lambda _: new_path)
         return d  # type: ignore[return-value]
 

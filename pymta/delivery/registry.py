@@ -62,6 +62,22 @@ def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgen
     )
 
 
+def _smtp(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+    from pymta.delivery.smtp import SMTPAgent, tcp_connector
+    from pymta.dns.cache import CachingResolver
+    from pymta.dns.names import NamesResolver
+
+    dns = CachingResolver(NamesResolver.from_config(config, context.reactor), context.clock)
+    return SMTPAgent(
+        config,
+        context.clock,
+        dns,
+        tcp_connector(context.reactor, context.clock, config),
+        open_maps=context.open_maps,
+        name=service,
+    )
+
+
 def _discard(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
     return DiscardAgent()
 
@@ -80,6 +96,7 @@ AGENTS: dict[str, AgentFactory] = {
     "discard": _discard,
     "error": _error,
     "retry": _retry,
+    "smtp": _smtp,
 }
 
 
