@@ -49,6 +49,7 @@ BUILT_PARTS = {
     "virtual",
     "discard",
     "error",
+    "smtp",
 }
 
 
@@ -310,6 +311,7 @@ def load(config_directory: str | os.PathLike[str]) -> tuple[Config, list[MasterS
         "virtual",
         "discard",
         "error",
+        "smtp",
     }
     for warning in check_master(master, built):
         log.warn("{warning}", warning=warning)

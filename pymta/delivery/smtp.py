@@ -1,0 +1,315 @@
+"""smtp: the SMTP (and relay) delivery agent — mail to other servers.
+
+Mirrors Postfix's smtp(8). A request's next hop is ``domain`` (MX lookup),
+``domain:port``, ``[host]`` or ``[host]:port`` (no MX lookup), as in
+``transport_maps`` / ``relayhost``. The agent:
+
+1. reuses an idle connection to the same destination when the cache has
+   one (RSET first; see :mod:`~pymta.delivery.smtp_cache`);
+2. else finds the hosts (:func:`pymta.dns.find_hosts`: MX by preference,
+   A/AAAA fallback, null MX, NXDOMAIN -> bounce, SERVFAIL -> defer, and
+   "mail for X loops back to myself" when an MX is this host), keeps the
+   first ``smtp_mx_address_limit``, and tries them in order: a failed
+   connection, a 4xx (or, with ``smtp_skip_5xx_greeting``, 5xx) greeting,
+   a failed HELO/STARTTLS/AUTH or a timeout moves on to the next host, up
+   to ``smtp_mx_session_limit`` sessions;
+3. runs one transaction (:func:`~pymta.delivery.smtp_proto.transaction`)
+   and returns one status per recipient — sent, deferred (4xx) or
+   bounced (5xx, with the remote reply as the diagnostic) — with
+   ``relay=mx.example[192.0.2.1]:25``;
+4. keeps the connection for the next message, or says QUIT.
+
+Time limits are Postfix's ``smtp_*_timeout``; the TLS policy
+:mod:`~pymta.delivery.smtp_tls`; AUTH :mod:`~pymta.delivery.smtp_sasl`.
+Results are values: the returned Deferred errbacks only on a bug.
+Each status carries ``timings`` (connection setup, transmission) for the
+log's delays=c/d. Untrusted input: DNS answers and the peer's replies.
+Writes nothing but the network. Logs the TLS line of each session.
+"""
+
+from __future__ import annotations
+
+import random as random_module
+import socket
+from collections.abc import Callable, Collection, Hashable
+from typing import Any
+
+from twisted.internet import error as net_error
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pymta.config import Config
+from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientStatus
+from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
+from pymta.delivery.smtp_cache import ConnectionCache
+from pymta.delivery.smtp_chat import SessionError, SMTPChat
+from pymta.delivery.smtp_content import to_wire
+from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
+from pymta.delivery.smtp_sasl import credentials_for
+from pymta.delivery.smtp_tls import load_trust, policy_for
+from pymta.dns import HostList, IDNSResolver, find_hosts
+from pymta.dns.mx import Host
+
+_log = Logger(namespace="pymta.smtp")
+
+#: connect(address, port, timeout, relay) -> a connected SMTPChat (errback: ConnectError)
+Connector = Callable[[str, int, float, str], Deferred[SMTPChat]]
+
+_TIMEOUTS = {
+    "connect": "smtp_connect_timeout",
+    "helo": "smtp_helo_timeout",
+    "starttls": "smtp_starttls_timeout",
+    "mail": "smtp_mail_timeout",
+    "rcpt": "smtp_rcpt_timeout",
+    "data_init": "smtp_data_init_timeout",
+    "data_xfer": "smtp_data_xfer_timeout",
+    "data_done": "smtp_data_done_timeout",
+    "rset": "smtp_rset_timeout",
+    "quit": "smtp_quit_timeout",
+}
+
+
+def parse_nexthop(nexthop: str, default_port: int) -> tuple[str, int, bool]:
+    """``[host]:port`` / ``host:port`` / ``[host]`` / ``domain`` -> (host, port, use_mx)."""
+    text = nexthop.strip()
+    use_mx = True
+    port_text = ""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        use_mx = False
+        if rest.startswith(":"):
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host = text
+    if host.lower().startswith("ipv6:"):
+        host = host[5:]
+    return host.rstrip(".").lower(), service_port(port_text) if port_text else default_port, use_mx
+
+
+def service_port(text: str) -> int:
+    """``25`` or a service name (``smtp``, ``submission``) -> port number."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return socket.getservbyname(text, "tcp")
+    except OSError:
+        return {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}.get(text, 25)
+
+
+def own_addresses(config: Config) -> set[str]:
+    """The addresses mail to which is mail to ourselves (Postfix's inet_addr_local)."""
+    found = {"127.0.0.1", "::1"}
+    for name in ("inet_interfaces", "proxy_interfaces"):
+        for item in config.get_list(name):
+            if item not in ("all", "loopback-only"):
+                found.add(item.strip("[]"))
+    return found
+
+
+def tcp_connector(reactor: Any, clock: IReactorTime, config: Config) -> Connector:
+    """Real TCP connections (with smtp_bind_address / smtp_bind_address6)."""
+    bind4 = config.get("smtp_bind_address").strip()
+    bind6 = config.get("smtp_bind_address6").strip()
+
+    def connect(address: str, port: int, timeout: float, relay: str) -> Deferred[SMTPChat]:
+        endpoint: Any
+        if ":" in address:
+            bind = (bind6, 0) if bind6 else None
+            endpoint = TCP6ClientEndpoint(reactor, address, port, timeout=timeout, bindAddress=bind)
+        else:
+            bind = (bind4, 0) if bind4 else None
+            endpoint = TCP4ClientEndpoint(reactor, address, port, timeout=timeout, bindAddress=bind)
+        d: Deferred[SMTPChat] = connectProtocol(endpoint, SMTPChat(clock, relay))
+        return d
+
+    return connect
+
+
+def _connect_error(error: BaseException) -> str:
+    if isinstance(error, net_error.ConnectionRefusedError):
+        return "Connection refused"
+    if isinstance(error, (net_error.TimeoutError, net_error.TCPTimedOutError)):
+        return "Connection timed out"
+    if isinstance(error, net_error.NoRouteError):
+        return "No route to host"
+    return str(error) or error.__class__.__name__
+
+
+@implementer(IDeliveryAgent)
+class SMTPAgent:
+    """Postfix's smtp(8) on one reactor (see module doc)."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        dns: IDNSResolver,
+        connect: Connector,
+        open_maps: OpenMaps = default_open_maps,
+        random: random_module.Random | None = None,
+        own: Collection[str] | None = None,
+        name: str = "smtp",
+    ) -> None:
+        self.name = name
+        self._config = config
+        self._clock = clock
+        self._dns = dns
+        self._connect = connect
+        self._random = random or random_module.Random()
+        self._own = set(own) if own is not None else own_addresses(config)
+        self._own_names = {config.get("myhostname").lower()}
+        self._default_port = service_port(config.get("smtp_tcp_port").strip() or "smtp")
+        self._timeouts = {k: config.get_time(v) for k, v in _TIMEOUTS.items()}
+        self._mx_address_limit = config.get_int("smtp_mx_address_limit")
+        self._mx_session_limit = config.get_int("smtp_mx_session_limit")
+        self._helo = config.get("smtp_helo_name")
+        self._policy_table = self._maps(open_maps, "smtp_tls_policy_maps")
+        self._sasl_table = (
+            self._maps(open_maps, "smtp_sasl_password_maps")
+            if config.get_bool("smtp_sasl_auth_enable")
+            else None
+        )
+        cafile = config.get("smtp_tls_CAfile").strip()
+        self._trust: Any = load_trust(cafile) if cafile else None
+        reuse = config.get_bool("smtp_connection_cache_on_demand") or bool(
+            config.get_list("smtp_connection_cache_destinations")
+        )
+        self._cache_destinations = {
+            d.lower() for d in config.get_list("smtp_connection_cache_destinations")
+        }
+        self._cache_on_demand = config.get_bool("smtp_connection_cache_on_demand")
+        self.cache = ConnectionCache(
+            clock,
+            self._close,
+            config.get_time("smtp_connection_cache_time_limit") if reuse else 0.0,
+            config.get_int("smtp_connection_reuse_count_limit"),
+            config.get_time("smtp_connection_reuse_time_limit"),
+        )
+
+    def _maps(self, open_maps: OpenMaps, name: str) -> Lookup | None:
+        specs = self._config.get_list(name)
+        return open_maps(specs, self._config) if specs else None
+
+    def _settings(self, nexthop: str, domain: str, host: Host | None) -> SessionSettings:
+        policy = policy_for(nexthop, domain, self._config, self._policy_table)
+        sasl = None
+        if self._sasl_table is not None:
+            sasl = credentials_for(self._sasl_table, nexthop, host.name if host else domain)
+        return SessionSettings(
+            helo_name=self._helo,
+            timeouts=self._timeouts,
+            tls=policy,
+            trust=self._trust,
+            sasl=sasl,
+            sasl_options=self._config.get_list("smtp_sasl_security_options"),
+            sasl_tls_options=self._config.get_list("smtp_sasl_tls_security_options"),
+            sasl_cleartext=self._config.get_bool("pymta_smtp_sasl_cleartext"),
+            never_ehlo=self._config.get_bool("smtp_never_send_ehlo"),
+            skip_5xx_greeting=self._config.get_bool("smtp_skip_5xx_greeting"),
+            service=self.name,
+        )
+
+    def _cacheable(self, nexthop: str, domain: str) -> bool:
+        if self._cache_on_demand:
+            return True
+        return nexthop.lower() in self._cache_destinations or domain in self._cache_destinations
+
+    # IDeliveryAgent --------------------------------------------------------
+
+    def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
+        return Deferred.fromCoroutine(self._deliver(request))
+
+    async def _deliver(self, request: DeliveryRequest) -> list[RecipientStatus]:
+        started = self._clock.seconds()
+        nexthop = request.nexthop
+        domain, port, use_mx = parse_nexthop(nexthop, self._default_port)
+        key: Hashable = (nexthop.lower(), port)
+        wire = to_wire(request.content)
+
+        def every(
+            status: str, reason: str, relay: str = "none", diag: str = ""
+        ) -> list[RecipientStatus]:
+            timings = (self._clock.seconds() - started, 0.0)
+            return [
+                RecipientStatus(r.index, status, reason, relay, diag, timings=timings)
+                for r in request.recipients
+            ]
+
+        session = self.cache.take(key)
+        if session is not None:
+            settings = self._settings(nexthop, domain, None)
+            if await reset(session, settings):
+                return await self._send(session, settings, key, request, wire, started, domain)
+            self._close(session)
+        hosts: HostList = await find_hosts(
+            self._dns,
+            domain,
+            use_mx=use_mx,
+            random=self._random,
+            own_addresses=self._own,
+            own_names=self._own_names,
+        )
+        if not hosts.ok:
+            return every(hosts.status, hosts.reason)
+        last = SessionError("4.4.1", f"delivery to {domain} failed: no host")
+        sessions = 0
+        for host in hosts.hosts[: max(self._mx_address_limit, 1)]:
+            if sessions >= max(self._mx_session_limit, 1):
+                break
+            relay = f"{host.name}[{host.address}]:{port}"
+            try:
+                chat = await self._connect(host.address, port, self._timeouts["connect"], relay)
+            except Exception as e:  # a failed connection: the next host
+                last = SessionError("4.4.1", f"connect to {relay}: {_connect_error(e)}")
+                continue
+            sessions += 1
+            settings = self._settings(nexthop, domain, host)
+            tls_name = domain if settings.tls.level == "secure" else host.name
+            try:
+                session = await handshake(chat, settings, tls_name)
+            except SessionError as e:
+                chat.abort() if chat.failed else quit(Session(chat, relay), settings)
+                if e.next_host:
+                    last = e
+                    continue
+                return every(e.dsn, e.reason, relay, e.diagnostic)
+            session.opened = started
+            return await self._send(session, settings, key, request, wire, started, domain)
+        return every("4" + last.dsn[1:], last.reason, "none", last.diagnostic)
+
+    async def _send(
+        self,
+        session: Session,
+        settings: SessionSettings,
+        key: Hashable,
+        request: DeliveryRequest,
+        wire: bytes,
+        started: float,
+        domain: str,
+    ) -> list[RecipientStatus]:
+        ready = self._clock.seconds()
+        statuses = await transaction(
+            session, settings, request.envelope, request.content, wire, request.recipients
+        )
+        done = self._clock.seconds()
+        timings = (ready - started, done - ready)
+        if self._cacheable(request.nexthop, domain) and not session.chat.failed:
+            self.cache.put(key, session)
+        else:
+            self._close(session)
+        return [
+            RecipientStatus(s.index, s.status, s.reason, s.relay, s.diagnostic, timings=timings)
+            for s in statuses
+        ]
+
+    def _close(self, session: Session) -> None:
+        quit(session, SessionSettings(self._helo, self._timeouts))
+
+    def close(self) -> None:
+        """Say QUIT on every cached connection (at shutdown)."""
+        self.cache.close_all()

@@ -1,0 +1,131 @@
+"""smtp_tls: the SMTP client's TLS policy per destination, and its contexts.
+
+Mirrors Postfix's smtp_tls_policy.c. Levels (``smtp_tls_security_level``,
+or per destination through ``smtp_tls_policy_maps``):
+
+- ``none``: never STARTTLS;
+- ``may`` (pymta's default when the level is empty: opportunistic):
+  STARTTLS when offered, certificate not checked; a server without
+  STARTTLS gets plain text;
+- ``encrypt``: STARTTLS required (else defer ``4.7.4``), certificate not
+  checked;
+- ``verify`` / ``secure``: STARTTLS required and the chain checked against
+  ``smtp_tls_CAfile`` (the system's trust store when empty), the name
+  against the MX host name (verify) or the next-hop domain (secure) with
+  service-identity; a failure defers ``4.7.5``.
+
+A policy table entry is ``level [match=name:name...]`` looked up by the
+next hop as written (``[mx.example]:587``), then the bare domain, then its
+parent domains as ``.parent``. The obsolete ``smtp_enforce_tls`` /
+``smtp_use_tls`` apply when the level is empty, as in Postfix. Contexts
+allow TLS 1.2 and later. Untrusted input: none here (the handshake is
+judged by OpenSSL and service-identity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import ssl
+
+from pymta.config import Config, ConfigError
+from pymta.delivery.lookup import Lookup
+
+LEVELS = ("none", "may", "encrypt", "verify", "secure", "dane", "dane-only", "fingerprint")
+REQUIRED = ("encrypt", "verify", "secure")
+VERIFIED = ("verify", "secure")
+
+
+@dataclass(frozen=True)
+class TLSPolicy:
+    level: str
+    match: tuple[str, ...] = field(default=())
+
+    @property
+    def required(self) -> bool:
+        return self.level in REQUIRED
+
+    @property
+    def verified(self) -> bool:
+        return self.level in VERIFIED
+
+
+def default_level(config: Config) -> str:
+    level = config.get("smtp_tls_security_level").strip().lower()
+    if not level:
+        if config.get_bool("smtp_enforce_tls"):
+            level = "encrypt"
+        elif "smtp_use_tls" in config.explicit():
+            level = "may" if config.get_bool("smtp_use_tls") else "none"
+        else:
+            level = "may"
+    return _check(level, "smtp_tls_security_level")
+
+
+def _check(level: str, parameter: str) -> str:
+    # DANE and fingerprint need DNSSEC / pinned digests pymta lacks: they
+    # act as their nearest checked levels (dane -> may, others -> secure).
+    if level not in LEVELS:
+        raise ConfigError(
+            f"bad TLS level {level!r}: expected one of {', '.join(LEVELS)}", parameter=parameter
+        )
+    return {"dane": "may", "dane-only": "secure", "fingerprint": "secure"}.get(level, level)
+
+
+def parse_policy(value: str) -> TLSPolicy:
+    """``verify match=hostname:nexthop`` -> TLSPolicy."""
+    words = value.split()
+    if not words:
+        raise ValueError("empty TLS policy")
+    level = _check(words[0].lower(), "smtp_tls_policy_maps")
+    match: tuple[str, ...] = ()
+    for word in words[1:]:
+        name, _, arg = word.partition("=")
+        if name.lower() == "match":
+            match = tuple(m for m in arg.split(":") if m)
+    return TLSPolicy(level, match)
+
+
+def policy_for(nexthop: str, domain: str, config: Config, table: Lookup | None) -> TLSPolicy:
+    """The policy of one destination (table first, then the main.cf level)."""
+    if table is not None:
+        keys = [nexthop, domain]
+        labels = domain.split(".")
+        keys.extend("." + ".".join(labels[i:]) for i in range(1, len(labels)))
+        for key in keys:
+            if not key:
+                continue
+            value = table.lookup(key)
+            if value:
+                return parse_policy(value)
+    level = default_level(config)
+    match = "smtp_tls_secure_cert_match" if level == "secure" else "smtp_tls_verify_cert_match"
+    return TLSPolicy(level, tuple(config.get_list(match)))
+
+
+def load_trust(cafile: str) -> Any:
+    """The trust root: the certificates of a PEM file, or the platform's."""
+    if not cafile:
+        return ssl.platformTrust()
+    with open(cafile, "rb") as f:
+        pem = f.read()
+    marker = b"-----BEGIN CERTIFICATE-----"
+    certificates = [ssl.Certificate.loadPEM(marker + part) for part in pem.split(marker)[1:]]
+    if not certificates:
+        raise ConfigError(f"no certificate in {cafile!r}", parameter="smtp_tls_CAfile")
+    return ssl.trustRootFromCertificates(certificates)
+
+
+def client_context(policy: TLSPolicy, peer_name: str, trust: Any = None) -> Any:
+    """The connection creator for ``transport.startTLS``: verifying the
+    chain and ``peer_name`` at verify/secure, accepting any certificate
+    otherwise (Postfix's opportunistic TLS does not authenticate)."""
+    minimum = ssl.TLSVersion.TLSv1_2
+    if policy.verified:
+        return ssl.optionsForClientTLS(
+            peer_name,
+            trustRoot=trust if trust is not None else ssl.platformTrust(),
+            extraCertificateOptions={"raiseMinimumTo": minimum},
+        )
+    return ssl.CertificateOptions(verify=False, raiseMinimumTo=minimum)
