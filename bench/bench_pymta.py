@@ -1,14 +1,13 @@
 """bench_pymta - a private pymta instance for the benchmark.
 
 SYNOPSIS
-    server = PymtaServer(workdir, setup, processes=2)
+    server = PymtaServer(workdir, setup)
     server.start(); ...; server.stop()
 
 DESCRIPTION
     Builds a pymta instance under workdir/pymta with the same main.cf and
     master.cf as the Postfix instance (pymta's configuration is
-    Postfix's), plus the pymta-only parameter pymta_processes (reactor
-    processes sharing the listening socket), and runs
+    Postfix's), and runs
 
         python -c 'from twisted.scripts.twistd import run; run()' \\
             -n --pidfile= pymta --config workdir/pymta/etc
@@ -53,7 +52,6 @@ class PymtaServer:
         self,
         workdir: Path,
         setup: MailSetup,
-        processes: int = 1,
         startup_timeout: float = 60.0,
         extra_main_cf: str = "",
     ) -> None:
@@ -65,7 +63,6 @@ class PymtaServer:
         self.log = self.root / "maillog"
         self.twistd_log = self.root / "twistd.log"
         self.setup = setup
-        self.processes = processes
         self.extra_main_cf = extra_main_cf
         self.port = free_loopback_port(LISTEN_HOST)
         self.startup_timeout = startup_timeout
@@ -80,7 +77,7 @@ class PymtaServer:
         main_cf = self.setup.main_cf(
             config=self.config, queue=self.queue, data=self.data, mail=self.mail, log=self.log
         )
-        main_cf += f"pymta_processes = {self.processes}\n{self.extra_main_cf}"
+        main_cf += self.extra_main_cf
         (self.config / "main.cf").write_text(main_cf)
         (self.config / "master.cf").write_text(MailSetup.master_cf(self.port))
         (self.config / "vmailbox").write_text(self.setup.vmailbox_text())

@@ -4,7 +4,7 @@
 SYNOPSIS
     python bench/smtp_bench.py [--messages 5000] [--sizes 1024,10240]
         [--connections 1,20] [--only postfix|pymta] [--json]
-        [--pymta-processes N] [--repeat 1] [--warmup 50] [--timeout 600]
+        [--repeat 1] [--warmup 50] [--timeout 600]
         [--workdir /var/tmp] [--keep]
 
 DESCRIPTION
@@ -15,7 +15,7 @@ DESCRIPTION
        bench.test delivered to Maildirs, smtpd on a free 127.0.0.1 port,
        no chroot, fsync on, maillog_file in the directory) and starts it
        with "postfix -c DIR start";
-    2. builds pymta with the same main.cf/master.cf (plus pymta_processes)
+    2. builds pymta with the same main.cf/master.cf
        and runs it as "twistd -n --pidfile= pymta --config DIR";
     3. for every message size and connection count, and for each server
        in turn, runs Postfix's load generator
@@ -124,12 +124,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument(
-        "--pymta-processes",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="pymta_processes in pymta's main.cf (default: the number of cores)",
-    )
     p.add_argument("--repeat", type=int, default=1, help="runs per cell (table: median)")
     p.add_argument("--warmup", type=int, default=50, help="unmeasured messages first")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
@@ -138,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--mailbox-user", default="nobody", help="owner of the Maildirs")
     args = p.parse_args(argv)
-    for name in ("messages", "repeat", "pymta_processes", "disk_files"):
+    for name in ("messages", "repeat", "disk_files"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -351,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "postfix":
                 server = PostfixServer(workdir, setup)
             else:
-                server = PymtaServer(workdir, setup, processes=args.pymta_processes)
+                server = PymtaServer(workdir, setup)
             servers.append(server)
             progress(f"starting {name} on {LISTEN_HOST}:{server.port}")
             server.start()
@@ -405,7 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         document = {
             "command": sys.argv,
             "messages": args.messages,
-            "pymta_processes": args.pymta_processes,
             "repeat": args.repeat,
             "disk_fsync_creations_per_second": disk,
             "runs": [asdict(r) for r in results],
