@@ -108,6 +108,9 @@ def test_median_of_takes_the_lower_median_and_reports_failures() -> None:
     assert median_of([*runs, broken], lambda r: r.message_rate) is broken
 
 
+Lines = list[bytes]  # FakePOP3.list shadows the builtin inside the class
+
+
 class FakePOP3:
     """A stand-in for poplib.POP3 serving a corpus, optionally corrupted."""
 
@@ -126,21 +129,21 @@ class FakePOP3:
     def stat(self) -> tuple[int, int]:
         return len(self.corpus.messages), self.corpus.total_bytes()
 
-    def list(self) -> tuple[bytes, list[bytes], int]:
+    def list(self) -> tuple[bytes, Lines, int]:
         n = len(self.corpus.messages)
         return b"+OK", [f"{i} 100".encode() for i in range(1, n + 1)], 0
 
-    def uidl(self) -> tuple[bytes, list[bytes], int]:
+    def uidl(self) -> tuple[bytes, Lines, int]:
         n = len(self.corpus.messages)
         return b"+OK", [f"{i} u{i}".encode() for i in range(1, n + 1)], 0
 
-    def retr(self, n: int) -> tuple[bytes, list[bytes], int]:
+    def retr(self, n: int) -> tuple[bytes, Lines, int]:
         lines = list(self.corpus.messages[n - 1].lines())
         if n in self.corrupt:
             lines[-1] = lines[-1] + b"x"
         return b"+OK", lines, sum(len(line) + 2 for line in lines)
 
-    def top(self, n: int, count: int) -> tuple[bytes, list[bytes], int]:
+    def top(self, n: int, count: int) -> tuple[bytes, Lines, int]:
         return b"+OK", self.corpus.messages[n - 1].top(count), 0
 
     def dele(self, n: int) -> bytes:
