@@ -626,6 +626,24 @@ _PARAMS: list[Param] = [
         "list",
         "pymta: clients that may log in without TLS (loopback always may)",
     ),
+    _p(
+        "imapd_login_timeout",
+        "60s",
+        "time",
+        "pymta: idle time before login before imapd disconnects",
+    ),
+    _p(
+        "imapd_max_literal_size",
+        "$message_size_limit",
+        "int",
+        "pymta: largest IMAP literal (APPEND message), refused before it is read",
+    ),
+    _p(
+        "imapd_auth_attempt_limit",
+        "3",
+        "int",
+        "pymta: failed logins before imapd closes the session",
+    ),
 ]
 
 DEFAULTS: dict[str, Param] = {p.name: p for p in _PARAMS}

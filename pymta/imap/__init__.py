@@ -1,0 +1,18 @@
+"""pymta.imap: the IMAP4rev1 server on the mail store (see DESIGN.md).
+
+- :mod:`~pymta.imap.factory`: IMAPServerFactory, one protocol per connection.
+- :mod:`~pymta.imap.service`: make_imap_factory from the configuration.
+- :mod:`~pymta.imap.protocol`: connection, states, login, STARTTLS, IDLE, dispatch.
+- :mod:`~pymta.imap.mailbox_commands`: SELECT, LIST, CREATE, STATUS, APPEND...
+- :mod:`~pymta.imap.message_commands`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE...
+- :mod:`~pymta.imap.view`: a session's sequence numbers and pending updates.
+- :mod:`~pymta.imap.parser`: the command reader (literals, limits) and tokens.
+- :mod:`~pymta.imap.sequence`: sequence sets and UID sets.
+- :mod:`~pymta.imap.fetch`: FETCH items and body sections.
+- :mod:`~pymta.imap.structure`: ENVELOPE, BODYSTRUCTURE, header fields.
+- :mod:`~pymta.imap.search`: SEARCH keys.
+- :mod:`~pymta.imap.listing`: LIST/LSUB wildcards and attributes.
+- :mod:`~pymta.imap.wire`: strings, literals, dates, mailbox names on the wire.
+- :mod:`~pymta.imap.watchers`: inotify watchers shared by a folder's sessions.
+- :mod:`~pymta.imap.settings`, :mod:`~pymta.imap.log`: imapd_* parameters, log lines.
+"""

@@ -1,0 +1,71 @@
+"""The imapd listener's factory: one IMAPServer per connection.
+
+Mirrors Dovecot's imap-login + imap pair (here one protocol object). Built
+by :func:`pymta.imap.service.make_imap_factory` for each master.cf
+``imapd`` service. Parameters are read once (pymta.imap.settings); one
+:class:`~pymta.imap.watchers.WatcherPool` per factory shares inotify
+watchers between the sessions of a folder. Untrusted input: none. Logs:
+nothing itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+
+from pymta.imap import log as imaplog
+from pymta.imap.protocol import IMAPServer
+from pymta.imap.settings import IMAPSettings
+from pymta.imap.watchers import WatcherPool
+from pymta.netmatch import NetworkList
+
+
+class IMAPServerFactory(ServerFactory):
+    """Makes IMAPServer protocols sharing one portal, TLS context and clock."""
+
+    def __init__(
+        self,
+        settings: IMAPSettings,
+        portal: Portal,
+        tls: Any | None,
+        clock: IReactorTime,
+        trusted_networks: NetworkList | None = None,
+        *,
+        watchers: WatcherPool | None = None,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        pid: int | None = None,
+        logger: Logger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.portal = portal
+        self.tls = tls
+        self.clock = clock
+        self.trusted_networks = trusted_networks
+        self.watchers = watchers if watchers is not None else WatcherPool(clock)
+        self.random_bytes = random_bytes
+        self.pid = os.getpid() if pid is None else pid
+        self.logger = logger if logger is not None else imaplog.log
+
+    def _trusted(self, ip: str) -> bool:
+        return self.trusted_networks is not None and self.trusted_networks.contains(ip)
+
+    def buildProtocol(self, addr: IAddress | None) -> IMAPServer:
+        protocol = IMAPServer(
+            self.settings,
+            self.portal,
+            self.clock,
+            tls=self.tls,
+            trusted=self._trusted,
+            random_bytes=self.random_bytes,
+            pid=self.pid,
+            logger=self.logger,
+            watchers=self.watchers,
+        )
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,289 @@
+"""FETCH data items: what the client asked for, and the bytes of the answer.
+
+RFC 3501 sections 6.4.5 and 7.4.2, RFC 7162 (MODSEQ). :func:`parse_items`
+reads the item list (macros ALL, FAST, FULL; FLAGS, UID, INTERNALDATE,
+RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, BODY[section]<partial>,
+BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ). Sections:
+``HEADER``, ``HEADER.FIELDS (..)``, ``HEADER.FIELDS.NOT (..)``, ``TEXT``,
+``MIME`` and part numbers (``1.2.3``), found through the store's cached
+MIME tree. :class:`MessageData` renders one message; it reads only what an
+item needs: the index for FLAGS/UID/sizes/dates, the cached header block
+for ENVELOPE and HEADER fields, the cached MIME tree for BODYSTRUCTURE,
+the file for body sections.
+
+Untrusted input: the item list (ParseError on bad syntax) and the stored
+message. Writes nothing; the caller sets \\Seen when :func:`sets_seen`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.structure import body_structure, crlf, envelope, select_fields
+from pymta.imap.wire import date_time, flag_list, literal
+from pymta.mailstore.interface import IFolder, MessageInfo, MimePart
+
+_SIMPLE = {
+    "FLAGS",
+    "UID",
+    "INTERNALDATE",
+    "RFC822.SIZE",
+    "ENVELOPE",
+    "BODY",
+    "BODYSTRUCTURE",
+    "RFC822",
+    "RFC822.HEADER",
+    "RFC822.TEXT",
+    "MODSEQ",
+}
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+_BODY_ITEM = re.compile(
+    r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?\Z",
+    re.IGNORECASE,
+)
+_SECTION = re.compile(
+    r"((?:[1-9]\d{0,5}\.)*[1-9]\d{0,5})?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?"
+    r"(?: \((.*)\))?\Z",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Section:
+    """The part of BODY[...]: part numbers and what of that part."""
+
+    part: tuple[int, ...] = ()
+    text: str = ""  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
+    fields: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        spec = ".".join(str(n) for n in self.part)
+        if self.text:
+            spec = f"{spec}.{self.text}" if spec else self.text
+        if self.fields:
+            spec += " (" + " ".join(self.fields) + ")"
+        return spec
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    name: str  # the upper-case item name, BODY[] items as "BODY[]"
+    section: Section | None = None
+    peek: bool = False
+    partial: tuple[int, int | None] | None = None
+
+
+def _parse_section(text: str) -> Section:
+    m = _SECTION.match(text)
+    if not m or (m.group(3) is not None and not (m.group(2) or "").upper().startswith("HEADER.F")):
+        raise ParseError(f"Invalid section {text!r}.")
+    part = tuple(int(n) for n in m.group(1).split(".")) if m.group(1) else ()
+    what = (m.group(2) or "").upper()
+    if what == "MIME" and not part:
+        raise ParseError("MIME needs a part number.")
+    fields: tuple[str, ...] = ()
+    if what.startswith("HEADER.FIELDS"):
+        if not m.group(3) or not m.group(3).strip():
+            raise ParseError("HEADER.FIELDS needs field names.")
+        raw = m.group(3).replace('"', " ").split()
+        fields = tuple(f.upper() for f in raw)
+    return Section(part, what, fields)
+
+
+def _parse_one(token: Token) -> list[FetchItem]:
+    if not isinstance(token, Atom):
+        raise ParseError("Invalid FETCH item.")
+    upper = token.upper()
+    if upper in _SIMPLE:
+        return [FetchItem(upper)]
+    m = _BODY_ITEM.match(token)
+    if not m:
+        raise ParseError(f"Unknown FETCH item {token[:40]!r}.")
+    kind = m.group(1).upper()
+    if kind.startswith("BINARY"):
+        raise ParseError("BINARY is not supported.")
+    section = _parse_section(m.group(2))
+    partial: tuple[int, int | None] | None = None
+    if m.group(3) is not None:
+        if m.group(4) is None:
+            raise ParseError("Partial needs <offset.length>.")
+        partial = (int(m.group(3)), int(m.group(4)))
+    return [FetchItem("BODY[]", section, kind == "BODY.PEEK", partial)]
+
+
+def parse_items(tokens: list[Token]) -> list[FetchItem]:
+    """The items of a FETCH command (the tokens after the sequence set)."""
+    if len(tokens) != 1:
+        raise ParseError("FETCH takes one item or one parenthesised list.")
+    arg = tokens[0]
+    if isinstance(arg, Atom) and arg.upper() in _MACROS:
+        return [FetchItem(n) for n in _MACROS[arg.upper()]]
+    group = arg if isinstance(arg, list) else [arg]
+    if not group:
+        raise ParseError("Empty FETCH item list.")
+    items: list[FetchItem] = []
+    for token in group:
+        items.extend(_parse_one(token))
+    return items
+
+
+def sets_seen(items: list[FetchItem]) -> bool:
+    """Whether these items mark the message \\Seen (RFC 3501 6.4.5)."""
+    for item in items:
+        if item.name in ("RFC822", "RFC822.TEXT"):
+            return True
+        if item.name == "BODY[]" and not item.peek:
+            return True
+    return False
+
+
+def needs_file(items: list[FetchItem]) -> bool:
+    """Whether rendering needs more than the index and header cache."""
+    return any(i.name in ("RFC822", "RFC822.TEXT") or i.name == "BODY[]" for i in items)
+
+
+class SectionError(Exception):
+    """The section does not exist in this message (answered as empty)."""
+
+
+class MessageData:
+    """One message's data for FETCH, loaded lazily from the folder."""
+
+    def __init__(self, folder: IFolder, info: MessageInfo) -> None:
+        self.folder = folder
+        self.info = info
+        self._content: bytes | None = None
+        self._header: bytes | None = None
+        self._mime: MimePart | None = None
+
+    def content(self) -> bytes:
+        if self._content is None:
+            self._content = self.folder.read(self.info.uid)
+        return self._content
+
+    def header(self) -> bytes:
+        if self._header is None:
+            self._header = self.folder.header_bytes(self.info.uid)
+        return self._header
+
+    def mime(self) -> MimePart:
+        if self._mime is None:
+            self._mime = self.folder.mime_structure(self.info.uid)
+        return self._mime
+
+    def _part_header(self, part: MimePart) -> bytes:
+        return self.content()[part.header_start : part.body_start]
+
+    def body_structure(self, extensible: bool) -> bytes:
+        return body_structure(self.mime(), extensible, self._part_header)
+
+    def _find(self, numbers: tuple[int, ...]) -> MimePart:
+        node = self.mime()
+        for depth, n in enumerate(numbers):
+            if depth and node.content_type == "message" and node.subtype == "rfc822":
+                if not node.parts:
+                    raise SectionError
+                node = node.parts[0]
+            elif depth and node.content_type != "multipart":
+                raise SectionError
+            if node.content_type == "multipart":
+                if n > len(node.parts):
+                    raise SectionError
+                node = node.parts[n - 1]
+            elif n != 1:
+                raise SectionError
+        return node
+
+    def section(self, section: Section) -> bytes:
+        """The bytes of BODY[section] (CRLF line ends)."""
+        what = section.text
+        if not section.part:
+            if what in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+                return self._header_section(self.header(), section)
+            content = self.content()
+            if what == "TEXT":
+                return crlf(content[len(self.header()) :])
+            return crlf(content)
+        try:
+            node = self._find(section.part)
+        except SectionError:
+            return b""
+        content = self.content()
+        if what == "MIME":
+            return crlf(content[node.header_start : node.body_start])
+        if what == "":
+            if node.content_type == "multipart" and not section.part:
+                return crlf(content)
+            return crlf(content[node.body_start : node.end])
+        # HEADER / TEXT of a part apply to an encapsulated message only.
+        if not (node.content_type == "message" and node.subtype == "rfc822" and node.parts):
+            return b""
+        inner = node.parts[0]
+        if what == "TEXT":
+            return crlf(content[inner.body_start : inner.end])
+        return self._header_section(content[inner.header_start : inner.body_start], section)
+
+    @staticmethod
+    def _header_section(header: bytes, section: Section) -> bytes:
+        if section.text == "HEADER":
+            return crlf(header)
+        return select_fields(header, section.fields, section.text.endswith(".NOT"))
+
+
+def render(
+    data: MessageData,
+    items: list[FetchItem],
+    flags: frozenset[str],
+    with_modseq: bool,
+) -> bytes:
+    """The parenthesised FETCH answer for one message (after ``* n FETCH ``).
+    ``flags`` are what FLAGS shows (the session adds \\Recent)."""
+    info = data.info
+    out: list[bytes] = []
+    done: set[str] = set()
+    for item in items:
+        name = item.name
+        if name in done and name != "BODY[]":
+            continue
+        done.add(name)
+        if name == "FLAGS":
+            out.append(b"FLAGS " + flag_list(sorted(flags)))
+        elif name == "UID":
+            out.append(b"UID %d" % info.uid)
+        elif name == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + date_time(info.internal_date))
+        elif name == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % info.rfc822_size)
+        elif name == "MODSEQ":
+            pass  # added once below
+        elif name == "ENVELOPE":
+            out.append(b"ENVELOPE " + envelope(data.header()))
+        elif name == "BODYSTRUCTURE":
+            out.append(b"BODYSTRUCTURE " + data.body_structure(True))
+        elif name == "BODY":
+            out.append(b"BODY " + data.body_structure(False))
+        elif name == "RFC822":
+            out.append(b"RFC822 " + literal(crlf(data.content())))
+        elif name == "RFC822.HEADER":
+            out.append(b"RFC822.HEADER " + literal(crlf(data.header())))
+        elif name == "RFC822.TEXT":
+            body = data.content()[len(data.header()) :]
+            out.append(b"RFC822.TEXT " + literal(crlf(body)))
+        elif name == "BODY[]":
+            assert item.section is not None
+            value = data.section(item.section)
+            label = b"BODY[" + item.section.label().encode("ascii") + b"]"
+            if item.partial is not None:
+                start, length = item.partial
+                label += b"<%d>" % start
+                value = value[start : start + length] if length is not None else value[start:]
+            out.append(label + b" " + literal(value))
+    if with_modseq or "MODSEQ" in done:
+        out.append(b"MODSEQ (%d)" % info.modseq)
+    return b"(" + b" ".join(out) + b")"

@@ -1,0 +1,116 @@
+"""LIST and LSUB: wildcard matching and the attributes of each name.
+
+RFC 3501 section 6.3.8 (``*`` matches anything, ``%`` anything but the
+hierarchy separator; the reference name is prefixed to the pattern),
+RFC 5258 LIST-EXTENDED basics (selection SUBSCRIBED, RETURN CHILDREN /
+SUBSCRIBED / SPECIAL-USE), RFC 3348 CHILDREN (``\\HasChildren``,
+``\\HasNoChildren``) and RFC 6154 SPECIAL-USE attributes. Patterns are
+matched against the names as the client sees them (modified UTF-7), INBOX
+case-insensitively. A parent that does not exist but has children that
+match ``%`` is listed ``\\Noselect`` (``\\NonExistent`` for LIST-EXTENDED).
+
+Untrusted input: patterns (compiled to anchored regular expressions with
+every other character escaped). Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pymta.mailstore.interface import SEPARATOR, FolderInfo
+from pymta.mailstore.names import mutf7_encode
+
+_SEP = SEPARATOR
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^" + re.escape(_SEP) + "]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def _matches(regex: re.Pattern[str], wire: str) -> bool:
+    if regex.match(wire):
+        return True
+    if wire.upper() == "INBOX":
+        return bool(regex.match("INBOX")) or bool(
+            re.compile(regex.pattern, re.IGNORECASE | re.DOTALL).match(wire)
+        )
+    return False
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One LIST answer: the wire name (mUTF-7) and its attributes."""
+
+    wire_name: str
+    attributes: tuple[str, ...]
+
+
+def list_entries(
+    folders: list[FolderInfo],
+    subscriptions: list[str],
+    reference: str,
+    patterns: list[str],
+    *,
+    subscribed_only: bool = False,
+    return_subscribed: bool = False,
+    extended: bool = False,
+) -> list[Entry]:
+    """The answers to LIST (or LSUB, with subscribed_only) in folder order."""
+    regexes = [compile_pattern(reference + p) for p in patterns]
+    wire = {f.name: mutf7_encode(f.name) for f in folders}
+    exists = {f.name: f for f in folders}
+    subscribed = {mutf7_encode(n) for n in subscriptions}
+    existing = set(wire.values())
+    out: list[Entry] = []
+    seen: set[str] = set()
+
+    def attrs(info: FolderInfo | None, name: str) -> list[str]:
+        result: list[str] = []
+        if info is None:
+            result.append("\\NonExistent" if extended else "\\Noselect")
+            result.append("\\HasChildren")
+        else:
+            result.append("\\HasChildren" if info.has_children else "\\HasNoChildren")
+            if info.special_use:
+                result.append(info.special_use)
+        if (return_subscribed or subscribed_only) and name in subscribed and extended:
+            result.append("\\Subscribed")
+        return result
+
+    candidates: list[tuple[str, FolderInfo | None]] = []
+    if subscribed_only:
+        by_wire = {wire[n]: exists[n] for n in exists}
+        for name in sorted(subscribed, key=lambda n: (n.upper() != "INBOX", n)):
+            candidates.append((name, by_wire.get(name)))
+    else:
+        for f in folders:
+            candidates.append((wire[f.name], f))
+    for name, info in candidates:
+        if name in seen:
+            continue
+        if any(_matches(r, name) for r in regexes):
+            seen.add(name)
+            if subscribed_only and info is None and not extended:
+                out.append(Entry(name, ()))
+            else:
+                out.append(Entry(name, tuple(attrs(info, name))))
+            continue
+        # A parent matched by "%" that is not a folder itself.
+        parts = name.split(_SEP)
+        for i in range(1, len(parts)):
+            parent = _SEP.join(parts[:i])
+            if parent in seen or parent in existing:
+                continue
+            if any(_matches(r, parent) for r in regexes):
+                seen.add(parent)
+                out.append(Entry(parent, ("\\Noselect", "\\HasChildren")))
+    return out

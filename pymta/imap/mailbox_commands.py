@@ -1,0 +1,410 @@
+"""The IMAP commands of the authenticated state: mailboxes as a whole.
+
+SELECT and EXAMINE (RFC 3501 6.3.1-2, with RFC 7162 CONDSTORE and QRESYNC
+parameters), CREATE, DELETE, RENAME (with their hierarchy), SUBSCRIBE,
+UNSUBSCRIBE, LIST (RFC 5258 basics, RFC 6154 SPECIAL-USE, RFC 3348
+CHILDREN), LSUB, STATUS, APPEND (RFC 4315 APPENDUID). Each is a function
+``(server, tag, args, uid)`` that the protocol's dispatch table calls.
+
+Untrusted input: the arguments (mailbox names in modified UTF-7, checked
+by the store; flags; dates; the APPEND literal). Store errors become NO
+with RFC 5530 response codes. Writes: through the mail store only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pymta.imap.listing import list_entries
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.sequence import format_set, parse_sequence_set
+from pymta.imap.view import SelectedView
+from pymta.imap.wire import flag_list, mailbox_in, mailbox_out, parse_date_time, string
+from pymta.mailstore.interface import (
+    SYSTEM_FLAGS,
+    FolderExists,
+    IFolder,
+    InvalidFolderName,
+    MailStoreError,
+    NoSuchFolder,
+)
+
+if TYPE_CHECKING:
+    from pymta.imap.protocol import IMAPServer
+
+PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+def mailbox_arg(token: Token) -> str:
+    """A mailbox name argument as a store name; ParseError when malformed."""
+    if isinstance(token, list):
+        raise ParseError("Expected a mailbox name.")
+    try:
+        return mailbox_in(token if isinstance(token, bytes) else str(token))
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError("Invalid mailbox name encoding.") from None
+
+
+def _text(token: Token) -> str:
+    if isinstance(token, list):
+        raise ParseError("Expected a string.")
+    return token.decode("utf-8", "replace") if isinstance(token, bytes) else str(token)
+
+
+def open_folder(s: IMAPServer, tag: bytes, name: str) -> IFolder | None:
+    assert s.mailbox is not None
+    try:
+        return s.mailbox.folder(name)
+    except NoSuchFolder:
+        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+    except MailStoreError as e:
+        s.log.error("imap({user}): {name}: {error}", user=s.user, name=name, error=e)
+        s.no(tag, b"[SERVERBUG] Internal error occurred.")
+    return None
+
+
+def _safe(name: str) -> bytes:
+    return "".join(c if c.isprintable() else "?" for c in name[:200]).encode("utf-8")
+
+
+def select(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    _select(s, tag, args, readonly=False)
+
+
+def examine(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    _select(s, tag, args, readonly=True)
+
+
+def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> None:
+    if not args or len(args) > 2:
+        raise ParseError("SELECT takes a mailbox name and optional parameters.")
+    name = mailbox_arg(args[0])
+    qresync: list[Token] | None = None
+    if len(args) == 2:
+        params = args[1]
+        if not isinstance(params, list):
+            raise ParseError("Invalid SELECT parameters.")
+        i = 0
+        while i < len(params):
+            p = params[i]
+            word = p.upper() if isinstance(p, Atom) else ""
+            if word == "CONDSTORE":
+                s.condstore = True
+            elif word == "QRESYNC" and i + 1 < len(params) and isinstance(params[i + 1], list):
+                if not s.qresync:
+                    s.no(tag, b"QRESYNC is not enabled.")
+                    return
+                qresync = params[i + 1]  # type: ignore[assignment]
+                i += 1
+            else:
+                raise ParseError("Unknown SELECT parameter.")
+            i += 1
+    # RFC 3501: a failed SELECT leaves no mailbox selected.
+    s.unselect()
+    folder = open_folder(s, tag, name)
+    if folder is None:
+        return
+    view = SelectedView(folder, readonly)
+    messages = view.open()
+    s.select(view)
+    keywords: set[str] = set()
+    unseen = 0
+    for n, m in enumerate(messages, 1):
+        if m.keywords:
+            keywords |= m.keywords
+        if not unseen and "\\Seen" not in m.flags:
+            unseen = n
+    flags = list(PERMANENT_FLAGS) + sorted(keywords)
+    out = [
+        b"* FLAGS " + flag_list(flags) + b"\r\n",
+        b"* OK [PERMANENTFLAGS "
+        + flag_list([] if readonly else [*flags, "\\*"])
+        + b"] "
+        + (b"Read-only mailbox." if readonly else b"Flags permitted.")
+        + b"\r\n",
+        b"* %d EXISTS\r\n" % len(messages),
+        b"* %d RECENT\r\n" % len(view.recent),
+    ]
+    if unseen:
+        out.append(b"* OK [UNSEEN %d] First unseen.\r\n" % unseen)
+    out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
+    out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
+    out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highest_modseq)
+    for line in out:
+        s.send(line)
+    if qresync is not None:
+        _qresync(s, view, qresync)
+    code = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
+    s.ok(tag, code + b" Select completed.")
+
+
+def _qresync(s: IMAPServer, view: SelectedView, params: list[Token]) -> None:
+    """RFC 7162 3.2.5: VANISHED (EARLIER) and changed flags since the client's modseq."""
+    if len(params) < 2 or not all(isinstance(p, Atom) and p.isdigit() for p in params[:2]):
+        raise ParseError("QRESYNC takes (uidvalidity modseq [known-uids]).")
+    uidvalidity, modseq = int(params[0]), int(params[1])  # type: ignore[arg-type]
+    if uidvalidity != view.folder.uidvalidity:
+        return
+    known = None
+    if len(params) >= 3 and isinstance(params[2], Atom):
+        try:
+            known = parse_sequence_set(params[2])
+        except ValueError:
+            raise ParseError("Invalid known-uids.") from None
+    gone = view.folder.expunged_since(modseq)
+    if known is not None:
+        largest = max(gone[-1] if gone else 0, view.uids[-1] if view.uids else 0)
+        gone = [u for u in gone if known.contains(u, largest)]
+    if gone:
+        s.send(b"* VANISHED (EARLIER) " + format_set(gone).encode() + b"\r\n")
+    for n, m in enumerate(view.folder.messages(), 1):
+        if m.modseq > modseq and view.msn(m.uid) is not None:
+            s.send(
+                b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n"
+                % (view.msn(m.uid) or n, m.uid, flag_list(sorted(view.flags_of(m))), m.modseq)
+            )
+
+
+def create(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) not in (1, 2):
+        raise ParseError("CREATE takes a mailbox name.")
+    assert s.mailbox is not None
+    name = mailbox_arg(args[0])
+    use = None
+    if len(args) == 2:  # RFC 6154 CREATE-SPECIAL-USE: (USE (\Sent))
+        opts = args[1]
+        if isinstance(opts, list) and len(opts) == 2 and isinstance(opts[1], list):
+            uses = [str(u) for u in opts[1] if isinstance(u, Atom)]
+            use = uses[0] if uses else None
+    try:
+        s.mailbox.create_folder(name.rstrip("/"), use)
+    except FolderExists:
+        s.no(tag, b"[ALREADYEXISTS] Mailbox already exists")
+    except InvalidFolderName as e:
+        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+    except MailStoreError as e:
+        s.no(tag, b"[SERVERBUG] " + str(e).encode("utf-8", "replace")[:200])
+    else:
+        s.ok(tag, b"Create completed.")
+
+
+def delete(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 1:
+        raise ParseError("DELETE takes a mailbox name.")
+    assert s.mailbox is not None
+    name = mailbox_arg(args[0])
+    if s.view is not None and s.view.folder.name == name:
+        s.unselect()
+    try:
+        s.mailbox.delete_folder(name)
+    except NoSuchFolder:
+        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+    except InvalidFolderName as e:
+        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+    except MailStoreError as e:
+        s.no(tag, b"[SERVERBUG] " + str(e).encode("utf-8", "replace")[:200])
+    else:
+        s.ok(tag, b"Delete completed.")
+
+
+def rename(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 2:
+        raise ParseError("RENAME takes two mailbox names.")
+    assert s.mailbox is not None
+    old, new = mailbox_arg(args[0]), mailbox_arg(args[1])
+    try:
+        s.mailbox.rename_folder(old, new.rstrip("/"))
+    except NoSuchFolder:
+        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(old))
+    except FolderExists:
+        s.no(tag, b"[ALREADYEXISTS] Target mailbox already exists")
+    except InvalidFolderName as e:
+        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+    except MailStoreError as e:
+        s.no(tag, b"[SERVERBUG] " + str(e).encode("utf-8", "replace")[:200])
+    else:
+        s.ok(tag, b"Rename completed.")
+
+
+def subscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 1:
+        raise ParseError("SUBSCRIBE takes a mailbox name.")
+    assert s.mailbox is not None
+    try:
+        s.mailbox.subscribe(mailbox_arg(args[0]))
+    except MailStoreError as e:
+        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+    else:
+        s.ok(tag, b"Subscribe completed.")
+
+
+def unsubscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 1:
+        raise ParseError("UNSUBSCRIBE takes a mailbox name.")
+    assert s.mailbox is not None
+    try:
+        s.mailbox.unsubscribe(mailbox_arg(args[0]))
+    except MailStoreError as e:
+        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+    else:
+        s.ok(tag, b"Unsubscribe completed.")
+
+
+def _patterns(token: Token) -> list[str]:
+    if isinstance(token, list):
+        return [_text(t) for t in token]
+    return [_text(token)]
+
+
+def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    assert s.mailbox is not None
+    args = list(args)
+    selection: list[str] = []
+    extended = False
+    if args and isinstance(args[0], list):
+        selection = [str(t).upper() for t in args[0] if isinstance(t, Atom)]
+        extended = True
+        args = args[1:]
+    returns: list[str] = []
+    if len(args) == 4 and isinstance(args[2], Atom) and args[2].upper() == "RETURN":
+        if not isinstance(args[3], list):
+            raise ParseError("RETURN takes a list.")
+        returns = [str(t).upper() for t in args[3] if isinstance(t, Atom)]
+        extended = True
+        args = args[:2]
+    if len(args) != 2:
+        raise ParseError("LIST takes a reference and a pattern.")
+    reference = _text(args[0])
+    patterns = _patterns(args[1])
+    if patterns == [""]:
+        s.send(b'* LIST (\\Noselect) "/" ""\r\n')
+        s.ok(tag, b"List completed.")
+        return
+    folders = s.mailbox.list_folders()
+    subscribed_only = "SUBSCRIBED" in selection
+    return_subscribed = "SUBSCRIBED" in returns or subscribed_only
+    subs = s.mailbox.subscriptions() if (subscribed_only or return_subscribed) else []
+    if "SPECIAL-USE" in selection:
+        folders = [f for f in folders if f.special_use]
+    entries = list_entries(
+        folders,
+        subs,
+        reference,
+        patterns,
+        subscribed_only=subscribed_only,
+        return_subscribed=return_subscribed,
+        extended=extended,
+    )
+    for e in entries:
+        s.send(
+            b"* LIST "
+            + flag_list(e.attributes)
+            + b' "/" '
+            + string(e.wire_name.encode("ascii", "replace"))
+            + b"\r\n"
+        )
+    s.ok(tag, b"List completed.")
+
+
+def lsub(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    assert s.mailbox is not None
+    if len(args) != 2:
+        raise ParseError("LSUB takes a reference and a pattern.")
+    entries = list_entries(
+        s.mailbox.list_folders(),
+        s.mailbox.subscriptions(),
+        _text(args[0]),
+        _patterns(args[1]),
+        subscribed_only=True,
+    )
+    for e in entries:
+        s.send(
+            b"* LSUB "
+            + flag_list(e.attributes)
+            + b' "/" '
+            + string(e.wire_name.encode("ascii", "replace"))
+            + b"\r\n"
+        )
+    s.ok(tag, b"Lsub completed.")
+
+
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
+
+
+def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 2 or not isinstance(args[1], list) or not args[1]:
+        raise ParseError("STATUS takes a mailbox name and a list of items.")
+    name = mailbox_arg(args[0])
+    items = []
+    for t in args[1]:
+        if not isinstance(t, Atom) or t.upper() not in _STATUS_ITEMS:
+            raise ParseError("Unknown STATUS item.")
+        items.append(t.upper())
+    folder = open_folder(s, tag, name)
+    if folder is None:
+        return
+    if folder.changed_on_disk():
+        folder.refresh()
+    st = folder.status()
+    values = {
+        "MESSAGES": st.messages,
+        "RECENT": st.recent,
+        "UIDNEXT": st.uidnext,
+        "UIDVALIDITY": st.uidvalidity,
+        "UNSEEN": st.unseen,
+        "HIGHESTMODSEQ": st.highest_modseq,
+        "SIZE": st.size,
+    }
+    body = " ".join(f"{i} {values[i]}" for i in items).encode("ascii")
+    s.send(b"* STATUS " + mailbox_out(folder.name) + b" (" + body + b")\r\n")
+    s.ok(tag, b"Status completed.")
+
+
+def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) < 2 or len(args) > 4:
+        raise ParseError("APPEND takes a mailbox, optional flags and date, and a message.")
+    name = mailbox_arg(args[0])
+    message = args[-1]
+    if not isinstance(message, bytes):
+        raise ParseError("APPEND needs the message as a literal.")
+    flags: list[str] = []
+    date: float | None = None
+    for extra in args[1:-1]:
+        if isinstance(extra, list):
+            for f in extra:
+                if not isinstance(f, Atom):
+                    raise ParseError("Invalid flag.")
+                flags.append(_flag_name(f))
+        elif isinstance(extra, bytes):
+            try:
+                date = parse_date_time(extra.decode("ascii"))
+            except (ValueError, UnicodeDecodeError):
+                raise ParseError("Invalid date-time.") from None
+        else:
+            raise ParseError("Invalid APPEND argument.")
+    if not message:
+        s.no(tag, b"Can't save a zero byte message.")
+        return
+    assert s.mailbox is not None
+    try:
+        folder = s.mailbox.folder(name)
+    except NoSuchFolder:
+        s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
+        return
+    try:
+        new_uid = folder.append(message, flags, date)
+    except MailStoreError as e:
+        s.log.error("imap({user}): APPEND to {name}: {error}", user=s.user, name=name, error=e)
+        s.no(tag, b"[SERVERBUG] Internal error occurred.")
+        return
+    s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
+
+
+def _flag_name(token: str) -> str:
+    """A flag as the store names it: system flags capitalised, \\Recent refused."""
+    for system in SYSTEM_FLAGS:
+        if token.lower() == system.lower():
+            return system
+    if token.startswith("\\"):
+        raise ParseError(f"Invalid system flag {token[:30]!r}.")
+    return token

@@ -1,0 +1,378 @@
+"""The IMAP commands of the selected state: messages of the selected mailbox.
+
+CHECK, CLOSE, UNSELECT (RFC 3691), EXPUNGE and UID EXPUNGE (RFC 4315),
+SEARCH, FETCH (RFC 7162 CHANGEDSINCE and VANISHED), STORE (FLAGS, +FLAGS,
+-FLAGS, .SILENT, UNCHANGEDSINCE), COPY (COPYUID), MOVE (RFC 6851), each
+also as a UID command. Each is a function ``(server, tag, args, uid)``.
+
+Sequence numbers are the session's own (:class:`pymta.imap.view.SelectedView`);
+FETCH, STORE and SEARCH by number never send EXPUNGE (RFC 3501 7.4.1),
+their UID forms may. FETCH 1:* (FLAGS UID) reads the index only; body
+items read the file once per message. Responses are written in chunks of
+about :data:`CHUNK` bytes.
+
+Untrusted input: the arguments. Writes: flags, expunges, copies through
+the mail store. Logs store errors.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pymta.imap.fetch import FetchItem, MessageData, needs_file, parse_items, render, sets_seen
+from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.search import BadCharset, Candidate, parse_search
+from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
+from pymta.imap.view import InvalidSet, SelectedView
+from pymta.imap.wire import flag_list
+from pymta.mailstore.interface import FlagMode, MailStoreError, MessageInfo, NoSuchFolder
+
+if TYPE_CHECKING:
+    from pymta.imap.protocol import IMAPServer
+
+CHUNK = 256 * 1024
+_INDEX_SCAN = 64  # above this many messages, read the whole index once
+
+
+def _view(s: IMAPServer) -> SelectedView:
+    assert s.view is not None
+    return s.view
+
+
+def _seqset(token: Token) -> SequenceSet:
+    if not isinstance(token, Atom):
+        raise ParseError("Expected a sequence set.")
+    try:
+        return parse_sequence_set(token)
+    except ValueError as e:
+        raise ParseError(f"Invalid messageset: {e}") from None
+
+
+def _pairs(s: IMAPServer, tag: bytes, token: Token, uid: bool) -> list[tuple[int, int]] | None:
+    try:
+        return _view(s).resolve(_seqset(token), uid)
+    except InvalidSet:
+        s.bad(tag, b"Error in IMAP command: Invalid messageset.")
+        return None
+
+
+def _infos(view: SelectedView, pairs: list[tuple[int, int]]) -> dict[int, MessageInfo]:
+    """MessageInfo by UID for these messages, from the index."""
+    folder = view.folder
+    if len(pairs) > _INDEX_SCAN:
+        wanted = {u for _, u in pairs}
+        return {m.uid: m for m in folder.messages() if m.uid in wanted}
+    out: dict[int, MessageInfo] = {}
+    for _, u in pairs:
+        try:
+            out[u] = folder.get(u)
+        except MailStoreError:
+            pass
+    return out
+
+
+def check(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    folder = _view(s).folder
+    if folder.changed_on_disk():
+        folder.refresh()
+    s.ok(tag, b"Check completed.")
+
+
+def close(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    view = _view(s)
+    if not view.readonly:
+        try:
+            s.counters.expunged += len(view.folder.expunge())
+        except MailStoreError as e:
+            s.log.error("imap({user}): CLOSE expunge: {error}", user=s.user, error=e)
+    s.unselect()
+    s.ok(tag, b"Close completed.")
+
+
+def unselect(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    s.unselect()
+    s.ok(tag, b"Unselect completed.")
+
+
+def expunge(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    view = _view(s)
+    if view.readonly:
+        s.no(tag, b"[READ-ONLY] Mailbox is read-only.")
+        return
+    if uid:
+        if len(args) != 1:
+            raise ParseError("UID EXPUNGE takes a UID set.")
+        pairs = _pairs(s, tag, args[0], True)
+        if pairs is None:
+            return
+        infos = _infos(view, pairs)
+        targets = [u for u, m in infos.items() if "\\Deleted" in m.flags]
+        removed = view.folder.expunge(targets) if targets else []
+    elif args:
+        raise ParseError("EXPUNGE takes no arguments.")
+    else:
+        removed = view.folder.expunge()
+    s.counters.expunged += len(removed)
+    s.ok(tag, b"Expunge completed.")
+
+
+def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    view = _view(s)
+    try:
+        criteria = parse_search(args)
+    except BadCharset:
+        s.no(tag, b"[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.", expunge=uid)
+        return
+    if criteria.uses_modseq:
+        s.condstore = True
+    folder = view.folder
+    by_uid = {m.uid: m for m in folder.messages()}
+    largest_uid = view.uids[-1] if view.uids else 0
+    count = view.exists
+    found: list[int] = []
+    top_modseq = 0
+    for msn, u in enumerate(view.uids, 1):
+        info = by_uid.get(u)
+        if info is None:
+            continue
+
+        def header(u: int = u) -> bytes:
+            return folder.header_bytes(u)
+
+        def content(u: int = u) -> bytes:
+            return folder.read(u)
+
+        cand = Candidate(msn, info, u in view.recent, count, largest_uid, header, content)
+        try:
+            matched = criteria.test(cand)
+        except MailStoreError:
+            continue
+        if matched:
+            found.append(u if uid else msn)
+            top_modseq = max(top_modseq, info.modseq)
+    line = b"* SEARCH"
+    if found:
+        line += b" " + b" ".join(b"%d" % n for n in found)
+        if criteria.uses_modseq:
+            line += b" (MODSEQ %d)" % top_modseq
+    s.send(line + b"\r\n")
+    s.ok(tag, b"Search completed.", expunge=uid)
+
+
+def _fetch_modifiers(s: IMAPServer, token: Token) -> tuple[int | None, bool]:
+    if not isinstance(token, list):
+        raise ParseError("Invalid FETCH modifiers.")
+    changed: int | None = None
+    vanished = False
+    i = 0
+    while i < len(token):
+        word = token[i].upper() if isinstance(token[i], Atom) else ""  # type: ignore[union-attr]
+        if word == "CHANGEDSINCE" and i + 1 < len(token):
+            value = token[i + 1]
+            if not isinstance(value, Atom) or not value.isdigit():
+                raise ParseError("CHANGEDSINCE takes a number.")
+            changed = int(value)
+            i += 2
+        elif word == "VANISHED":
+            vanished = True
+            i += 1
+        else:
+            raise ParseError("Unknown FETCH modifier.")
+    return changed, vanished
+
+
+def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    view = _view(s)
+    if len(args) not in (2, 3):
+        raise ParseError("FETCH takes a sequence set and items.")
+    items = parse_items([args[1]])
+    changed_since: int | None = None
+    vanished = False
+    if len(args) == 3:
+        changed_since, vanished = _fetch_modifiers(s, args[2])
+        s.condstore = True
+        if vanished and not (uid and s.qresync and changed_since is not None):
+            raise ParseError("VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE.")
+    pairs = _pairs(s, tag, args[0], uid)
+    if pairs is None:
+        return
+    if uid and not any(i.name == "UID" for i in items):
+        items.insert(0, FetchItem("UID"))
+    if any(i.name == "MODSEQ" for i in items):
+        s.condstore = True
+    if vanished and changed_since is not None:
+        gone = view.folder.expunged_since(changed_since)
+        seqset = _seqset(args[0])
+        largest = max(gone[-1] if gone else 0, view.uids[-1] if view.uids else 0)
+        gone = [u for u in gone if seqset.contains(u, largest) and view.msn(u) is None]
+        if gone:
+            s.send(b"* VANISHED (EARLIER) " + format_set(gone).encode() + b"\r\n")
+    folder = view.folder
+    mark_seen = sets_seen(items) and not view.readonly
+    wants_flags = any(i.name == "FLAGS" for i in items)
+    with_modseq = s.condstore
+    infos = _infos(view, pairs)
+    body_items = needs_file(items)
+    missing = False
+    size = 0
+    for msn, u in pairs:
+        info = infos.get(u)
+        if info is None or view.is_expunged(u):
+            missing = True
+            continue
+        if changed_since is not None and info.modseq <= changed_since:
+            continue
+        line_items = items
+        if mark_seen and "\\Seen" not in info.flags:
+            view.mute([u])
+            try:
+                info = folder.set_flags(u, ["\\Seen"], FlagMode.ADD) or info
+            except MailStoreError:
+                pass
+            finally:
+                view.mute(None)
+            if not wants_flags:
+                line_items = [*items, FetchItem("FLAGS")]
+        data = MessageData(folder, info)
+        try:
+            answer = render(data, line_items, view.flags_of(info), with_modseq)
+        except MailStoreError:
+            missing = True
+            continue
+        if body_items:
+            s.counters.body_count += 1
+            s.counters.body_bytes += info.rfc822_size
+        chunk = b"* %d FETCH " % msn + answer + b"\r\n"
+        s.send(chunk)
+        size += len(chunk)
+        if size > CHUNK:
+            s.flush()
+            size = 0
+    if missing:
+        s.no(tag, b"[EXPUNGEISSUED] Some messages were expunged.", expunge=uid)
+    else:
+        s.ok(tag, b"Fetch completed.", expunge=uid)
+
+
+def store(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    view = _view(s)
+    rest = list(args[1:])
+    if len(args) < 3:
+        raise ParseError("STORE takes a sequence set, an item and flags.")
+    unchanged: int | None = None
+    if isinstance(rest[0], list):
+        mods = rest.pop(0)
+        if (
+            len(mods) != 2
+            or not isinstance(mods[0], Atom)
+            or mods[0].upper() != "UNCHANGEDSINCE"
+            or not isinstance(mods[1], Atom)
+            or not mods[1].isdigit()
+        ):
+            raise ParseError("Invalid STORE modifier.")
+        unchanged = int(mods[1])
+        s.condstore = True
+    if len(rest) < 2 or not isinstance(rest[0], Atom):
+        raise ParseError("STORE takes an item and flags.")
+    item = rest[0].upper()
+    silent = item.endswith(".SILENT")
+    base = item[: -len(".SILENT")] if silent else item
+    modes = {"FLAGS": FlagMode.REPLACE, "+FLAGS": FlagMode.ADD, "-FLAGS": FlagMode.REMOVE}
+    if base not in modes:
+        raise ParseError("Unknown STORE item.")
+    raw_flags = rest[1] if len(rest) == 2 and isinstance(rest[1], list) else rest[1:]
+    flags: list[str] = []
+    for f in raw_flags:
+        if not isinstance(f, Atom):
+            raise ParseError("Invalid flag.")
+        flags.append(_flag_name(f))
+    if view.readonly:
+        s.no(tag, b"[READ-ONLY] Mailbox is read-only.", expunge=uid)
+        return
+    pairs = _pairs(s, tag, args[0], uid)
+    if pairs is None:
+        return
+    folder = view.folder
+    modified: list[int] = []
+    view.mute(u for _, u in pairs)
+    try:
+        for msn, u in pairs:
+            if view.is_expunged(u):
+                continue
+            try:
+                info = folder.set_flags(u, flags, modes[base], unchanged)
+            except MailStoreError:
+                continue
+            if info is None:
+                modified.append(u if uid else msn)
+                continue
+            if silent and unchanged is None:
+                continue
+            line = b"* %d FETCH (FLAGS %s" % (msn, flag_list(sorted(view.flags_of(info))))
+            if uid:
+                line += b" UID %d" % u
+            if s.condstore:
+                line += b" MODSEQ (%d)" % info.modseq
+            s.send(line + b")\r\n")
+    finally:
+        view.mute(None)
+    if modified:
+        s.ok(
+            tag,
+            b"[MODIFIED " + format_set(modified).encode() + b"] Conditional STORE failed.",
+            expunge=uid,
+        )
+    else:
+        s.ok(tag, b"Store completed.", expunge=uid)
+
+
+def copy(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    _copy_or_move(s, tag, args, uid, move=False)
+
+
+def move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    _copy_or_move(s, tag, args, uid, move=True)
+
+
+def _copy_or_move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool, move: bool) -> None:
+    view = _view(s)
+    if len(args) != 2:
+        raise ParseError("COPY takes a sequence set and a mailbox name.")
+    name = mailbox_arg(args[1])
+    if move and view.readonly:
+        s.no(tag, b"[READ-ONLY] Mailbox is read-only.", expunge=uid)
+        return
+    pairs = _pairs(s, tag, args[0], uid)
+    if pairs is None:
+        return
+    assert s.mailbox is not None
+    try:
+        target = s.mailbox.folder(name)
+    except NoSuchFolder:
+        s.no(tag, b"[TRYCREATE] Mailbox doesn't exist.", expunge=uid)
+        return
+    uids = [u for _, u in pairs if not view.is_expunged(u)]
+    if not uids:
+        s.ok(tag, b"No messages found.", expunge=uid or move)
+        return
+    try:
+        done = view.folder.move(uids, target) if move else view.folder.copy(uids, target)
+    except MailStoreError as e:
+        s.log.error("imap({user}): COPY to {name}: {error}", user=s.user, name=name, error=e)
+        s.no(tag, b"[SERVERBUG] Internal error occurred.", expunge=uid)
+        return
+    code = b"[COPYUID %d %s %s]" % (
+        target.uidvalidity,
+        format_pairs([a for a, _ in done]).encode(),
+        format_pairs([b for _, b in done]).encode(),
+    )
+    if not done:
+        code = b""
+    if move:
+        s.counters.expunged += len(done)
+        if code:
+            s.send(b"* OK " + code + b" Moved UIDs.\r\n")
+        s.ok(tag, b"Move completed.", expunge=True)
+    else:
+        s.ok(tag, code + b" Copy completed.", expunge=uid)

@@ -1,0 +1,665 @@
+"""The IMAP server protocol: connection, states, login, dispatch (RFC 3501).
+
+A state machine over a transport in the states of RFC 3501 section 3: not
+authenticated (CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, AUTHENTICATE PLAIN
+with RFC 4959 SASL-IR, LOGIN), authenticated (mailbox commands of
+:mod:`pymta.imap.mailbox_commands`, ENABLE, NAMESPACE, IDLE) and selected
+(message commands of :mod:`pymta.imap.message_commands`). Commands are
+read by :class:`pymta.imap.parser.CommandReader` and answered in order,
+pipelined or not; while a login is checked later commands wait.
+Responses of one batch of input are written with one ``transport.write``.
+
+Untrusted input: every byte from the client. Limits: line length, literal
+size (refused before reading, RFC 7889 ``[TOOBIG]``), whole command size,
+nesting; ``imapd_hard_error_limit`` BAD responses end the session with
+``* BYE``; an idle client is disconnected after ``imapd_login_timeout``
+before login and ``imapd_timeout`` after (IDLE keeps a session alive).
+After STARTTLS anything the client sent in the same packet is discarded
+(CVE-2011-0411). LOGIN and AUTHENTICATE are refused (LOGINDISABLED)
+without TLS except from loopback and ``imapd_plaintext_auth_networks``.
+
+Authentication is a twisted.cred Portal asked for
+:class:`~pymta.auth.interface.IMailAccount`. Writes: only through the mail
+store. Logs: Dovecot-style login and logout lines (pymta.imap.log);
+unexpected errors with their traceback, answered ``NO [SERVERBUG]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet import interfaces
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pymta.auth.credentials import PasswordCredentials
+from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
+from pymta.auth.interface import IMailAccount
+from pymta.imap import log as imaplog
+from pymta.imap import mailbox_commands as mc
+from pymta.imap import message_commands as msg
+from pymta.imap.parser import (
+    Atom,
+    Command,
+    CommandReader,
+    Continue,
+    ParseError,
+    Refused,
+    Token,
+    tag_of,
+    tokenize,
+)
+from pymta.imap.settings import IMAPSettings
+from pymta.imap.view import SelectedView
+from pymta.imap.watchers import WatcherPool
+from pymta.mailstore.interface import IUserMailbox
+from pymta.pop3.protocol import is_loopback
+
+NOT_AUTHENTICATED = "not authenticated"
+AUTHENTICATED = "authenticated"
+SELECTED = "selected"
+LOGOUT = "logout"
+
+ANY = frozenset({NOT_AUTHENTICATED, AUTHENTICATED, SELECTED})
+NOAUTH = frozenset({NOT_AUTHENTICATED})
+AUTH = frozenset({AUTHENTICATED, SELECTED})
+SEL = frozenset({SELECTED})
+
+BASE_CAPABILITIES = (
+    "IMAP4rev1",
+    "SASL-IR",
+    "LITERAL+",
+    "ID",
+    "ENABLE",
+    "IDLE",
+    "NAMESPACE",
+    "UIDPLUS",
+    "MOVE",
+    "UNSELECT",
+    "CHILDREN",
+    "SPECIAL-USE",
+    "LIST-EXTENDED",
+    "CONDSTORE",
+    "QRESYNC",
+)
+
+Handler = Callable[["IMAPServer", bytes, list[Token], bool], None]
+
+
+class IMAPServer(Protocol):
+    """One IMAP session. Built by IMAPServerFactory; collaborators injected."""
+
+    def __init__(
+        self,
+        settings: IMAPSettings,
+        portal: Portal,
+        clock: IReactorTime,
+        *,
+        tls: Any = None,
+        trusted: Callable[[str], bool] = lambda ip: False,
+        random_bytes: Callable[[int], bytes],
+        pid: int = 0,
+        logger: Logger | None = None,
+        watchers: WatcherPool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.portal = portal
+        self.clock = clock
+        self.tls = tls
+        self._trusted = trusted
+        self._random = random_bytes
+        self.pid = pid
+        self.log = logger if logger is not None else imaplog.log
+        self.watchers = watchers
+
+        self.state = NOT_AUTHENTICATED
+        self.user = ""
+        self.method = ""
+        self.mailbox: IUserMailbox | None = None
+        self.view: SelectedView | None = None
+        self.tls_active = False
+        self.condstore = False
+        self.qresync = False
+        self.auth_attempts = 0
+        self.bad_commands = 0
+        self.counters = imaplog.Counters()
+        self.info = imaplog.SessionInfo("", "", pid, "")
+        self.reader = CommandReader(
+            settings.line_length_limit, settings.max_literal_size, settings.command_limit
+        )
+
+        self._out: list[bytes] = []
+        self._line_handler: Callable[[bytes], None] | None = None
+        self._busy = False
+        self._paused = False
+        self._processing = False
+        self._closing = False
+        self._lost = False
+        self._idle_tag: bytes | None = None
+        self._timer: IDelayedCall | None = None
+        self._logout: Callable[[], None] | None = None
+        self._connected_at = 0.0
+        self._end_reason = "Connection closed"
+        self._login_error = "auth failed"
+
+    # connection ------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        host = self.transport.getHost()  # type: ignore[union-attr]
+        session = base64.b64encode(self._random(9)).decode("ascii")
+        self.tls_active = interfaces.ISSLTransport.providedBy(self.transport)
+        self.info = imaplog.SessionInfo(
+            getattr(peer, "host", "") or "",
+            getattr(host, "host", "") or "",
+            self.pid,
+            session,
+            self.tls_active,
+        )
+        self._connected_at = self.clock.seconds()
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._timer = self.clock.callLater(self.settings.login_timeout, self._timed_out)
+        caps = " ".join(self.capabilities()).encode("ascii")
+        self.send(b"* OK [CAPABILITY " + caps + b"] pymta ready.\r\n")
+        self.flush()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.state == NOT_AUTHENTICATED:
+            secs = int(self.clock.seconds() - self._connected_at)
+            if self.auth_attempts:
+                why = f"{self._login_error}, {self.auth_attempts} attempts in {secs} secs"
+            else:
+                why = f"no auth attempts in {secs} secs"
+            imaplog.login_disconnected(self.log, self.info, why, self.user, self.method)
+        elif self.mailbox is not None:
+            imaplog.logout(self.log, self.info, self.user, self._end_reason, self.counters)
+        self.unselect()
+        self.state = LOGOUT
+        if self._logout is not None:
+            logout, self._logout = self._logout, None
+            logout()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._idle_tag is not None:
+            # RFC 2177: the client restarts IDLE within 29 minutes; keep it.
+            self.send(b"* OK Still here\r\n")
+            self.flush()
+            self._timer = self.clock.callLater(self.settings.timeout, self._timed_out)
+            return
+        self._end_reason = "Disconnected for inactivity"
+        self.send(b"* BYE Disconnected for inactivity.\r\n")
+        self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self.reader.clear()
+        self.flush()
+        if self.transport is not None and not self._lost:
+            self.transport.loseConnection()
+
+    # IPushProducer: stop reading while the client does not read ------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if not self._lost:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if not self._lost:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self._process()
+
+    def stopProducing(self) -> None:
+        self._closing = True
+
+    # output ----------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Queue bytes; flush() writes them in one call."""
+        self._out.append(data)
+
+    def flush(self) -> None:
+        if not self._out:
+            return
+        data = b"".join(self._out)
+        self._out = []
+        if not self._lost and self.transport is not None:
+            self.counters.bytes_out += len(data)
+            self.transport.write(data)
+
+    def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
+        """Updates of the selected mailbox, then the tagged response."""
+        self.send_updates(expunge)
+        self.send(tag + b" " + status + b" " + text + b"\r\n")
+
+    def ok(self, tag: bytes, text: bytes, *, expunge: bool = True) -> None:
+        self.tagged(tag, b"OK", text, expunge=expunge)
+
+    def no(self, tag: bytes, text: bytes, *, expunge: bool = True) -> None:
+        self.tagged(tag, b"NO", text, expunge=expunge)
+
+    def bad(self, tag: bytes, text: bytes) -> None:
+        self.bad_commands += 1
+        if self.bad_commands >= self.settings.hard_error_limit:
+            self._end_reason = "Too many invalid IMAP commands"
+            self.send(b"* BYE Too many invalid IMAP commands.\r\n")
+            self.close()
+            return
+        self.send(tag + b" BAD " + text + b"\r\n")
+
+    def send_updates(self, expunge: bool) -> None:
+        view = self.view
+        if view is None:
+            return
+        if view.invalidated:
+            self._end_reason = "Mailbox UIDVALIDITY changed"
+            self.send(b"* BYE [UIDVALIDITY] Mailbox was renumbered; reconnect.\r\n")
+            self.close()
+            return
+        if view.has_updates():
+            self._out.extend(view.updates(expunge, self.qresync, self.condstore))
+
+    # input -----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.counters.bytes_in += len(data)
+        if self._timer is not None and self._timer.active():
+            timeout = (
+                self.settings.login_timeout
+                if self.state == NOT_AUTHENTICATED
+                else self.settings.timeout
+            )
+            self._timer.reset(timeout)
+        self.reader.feed(data)
+        self._process()
+
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while not (self._busy or self._paused or self._closing or self._lost):
+                if self._line_handler is not None:
+                    line = self.reader.read_line()
+                    if line is None:
+                        break
+                    handler, self._line_handler = self._line_handler, None
+                    handler(line)
+                    continue
+                event = self.reader.next()
+                if event is None:
+                    break
+                if isinstance(event, Continue):
+                    self.send(b"+ OK\r\n")
+                elif isinstance(event, Refused):
+                    self.bad_commands += 1
+                    self.send(event.response)
+                    if event.fatal or self.bad_commands >= self.settings.hard_error_limit:
+                        self._end_reason = "Too many invalid IMAP commands"
+                        self.close()
+                elif isinstance(event, Command):
+                    self._command(event.data)
+        finally:
+            self._processing = False
+            self.flush()
+
+    def _command(self, data: bytes) -> None:
+        tag = tag_of(data)
+        if tag == b"*":
+            self.bad(b"*", b"Error in IMAP command received by server.")
+            return
+        try:
+            tokens = tokenize(data[len(tag) :])
+        except ParseError as e:
+            self.bad(tag, f"Error in IMAP command: {e}".encode())
+            return
+        if not tokens or not isinstance(tokens[0], Atom):
+            self.bad(tag, b"Error in IMAP command: missing command name.")
+            return
+        name = tokens[0].upper()
+        args = tokens[1:]
+        uid = False
+        if name == "UID":
+            if not args or not isinstance(args[0], Atom):
+                self.bad(tag, b"Error in IMAP command UID: missing command.")
+                return
+            name = args[0].upper()
+            args = args[1:]
+            uid = True
+            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+                self.bad(tag, b"Error in IMAP command UID: unknown UID command.")
+                return
+        entry = COMMANDS.get(name)
+        if entry is None:
+            self.bad(tag, b"Error in IMAP command received by server.")
+            return
+        states, handler = entry
+        if self.state not in states:
+            if self.state == NOT_AUTHENTICATED:
+                self.bad(tag, b"Error in IMAP command: Not authenticated.")
+            elif name in ("LOGIN", "AUTHENTICATE", "STARTTLS"):
+                self.bad(tag, b"Error in IMAP command: Already authenticated.")
+            else:
+                self.bad(tag, b"Error in IMAP command: No mailbox selected.")
+            return
+        try:
+            handler(self, tag, args, uid)
+        except ParseError as e:
+            self.bad(tag, f"Error in IMAP command {name}: {e}".encode())
+        except Exception:
+            self.log.failure(
+                "imap({user}): unexpected error in {command}", user=self.user, command=name
+            )
+            self.no(
+                tag,
+                b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
+            )
+
+    # capabilities ----------------------------------------------------------
+
+    def secure(self) -> bool:
+        return self.tls_active or is_loopback(self.info.rip) or self._trusted(self.info.rip)
+
+    def login_refusal(self) -> bytes | None:
+        if self.settings.tls_required and not self.tls_active:
+            return b"[PRIVACYREQUIRED] TLS is required before login."
+        if not self.secure():
+            return (
+                b"[PRIVACYREQUIRED] Plaintext authentication disallowed on "
+                b"non-secure (SSL/TLS) connections."
+            )
+        return None
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPABILITIES)
+        if self.state == NOT_AUTHENTICATED:
+            if self.tls is not None and not self.tls_active:
+                caps.append("STARTTLS")
+            if self.login_refusal() is None:
+                caps.append("AUTH=PLAIN")
+            else:
+                caps.append("LOGINDISABLED")
+        return caps
+
+    # the selected mailbox --------------------------------------------------
+
+    def select(self, view: SelectedView) -> None:
+        self.unselect()
+        self.view = view
+        self.state = SELECTED
+        if self.watchers is not None:
+            self.watchers.acquire(view.folder)
+
+    def unselect(self) -> None:
+        view, self.view = self.view, None
+        if view is not None:
+            view.close()
+            if self.watchers is not None:
+                self.watchers.release(view.folder)
+        if self.state == SELECTED:
+            self.state = AUTHENTICATED
+
+    # IDLE (RFC 2177) -------------------------------------------------------
+
+    def start_idle(self, tag: bytes) -> None:
+        self._idle_tag = tag
+        self.send_updates(True)
+        self.send(b"+ idling\r\n")
+        if self.view is not None:
+            self.view.wake = self._idle_wake
+        self._line_handler = self._idle_line
+
+    def _idle_wake(self) -> None:
+        if self._idle_tag is None or self._lost:
+            return
+        self.send_updates(True)
+        self.flush()
+
+    def _idle_line(self, line: bytes) -> None:
+        tag, self._idle_tag = self._idle_tag or b"*", None
+        if self.view is not None:
+            self.view.wake = None
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.settings.timeout)
+        if line.strip().upper() != b"DONE":
+            self.bad(tag, b"Expected DONE.")
+            return
+        self.ok(tag, b"Idle completed.")
+
+    # login -----------------------------------------------------------------
+
+    def start_sasl(self, continuation: Callable[[bytes], None]) -> None:
+        self.send(b"+ \r\n")
+        self._line_handler = continuation
+
+    def login(self, tag: bytes, user: str, password: str, method: str) -> None:
+        self.auth_attempts += 1
+        self.user = user
+        self.method = method
+        self._busy = True
+        creds = PasswordCredentials(user, password, self.info.rip, "imap")
+        d = self.portal.login(creds, None, IMailAccount)
+        d.addCallbacks(self._logged_in, self._login_failed, callbackArgs=(tag,), errbackArgs=(tag,))
+        d.addErrback(self._login_unexpected, tag)
+        d.addBoth(self._login_done)
+
+    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], tag: bytes) -> None:
+        _, account, logout = result
+        if self._lost:
+            logout()
+            return
+        self._logout = logout
+        self.user = account.user
+        self.mailbox = account.mailbox
+        self.state = AUTHENTICATED
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.settings.timeout)
+        imaplog.login(self.log, self.info, self.user, self.method)
+        caps = " ".join(self.capabilities()).encode("ascii")
+        self.ok(tag, b"[CAPABILITY " + caps + b"] Logged in")
+
+    def _login_failed(self, failure: Failure, tag: bytes) -> None:
+        if self._lost:
+            return
+        self._login_error = "auth failed"
+        if failure.check(UnauthorizedLogin):
+            self.no(tag, b"[AUTHENTICATIONFAILED] Authentication failed.")
+        elif failure.check(AuthTemporaryError):
+            self.log.error("imap-login: passdb: {error}", error=failure.value)
+            self.no(tag, b"[UNAVAILABLE] Temporary authentication failure.")
+        elif failure.check(MailboxUnavailable):
+            self.log.error("imap-login: {error}", error=failure.value)
+            self.no(tag, b"[UNAVAILABLE] Mailbox unavailable.")
+        else:
+            failure.raiseException()
+            return
+        if self.auth_attempts >= self.settings.auth_attempt_limit:
+            self.send(b"* BYE Too many failed logins.\r\n")
+            self.close()
+
+    def _login_unexpected(self, failure: Failure, tag: bytes) -> None:
+        self.log.failure("imap: unexpected error during login", failure)
+        if not self._lost:
+            self.no(tag, b"[SERVERBUG] Internal error occurred.")
+
+    def _login_done(self, _: object) -> None:
+        self._busy = False
+        if not self._lost:
+            self.flush()
+            self._process()
+
+
+# commands of any state and before login ------------------------------------
+
+
+def _astring(token: Token) -> bytes:
+    if isinstance(token, list):
+        raise ParseError("Expected a string.")
+    return token if isinstance(token, bytes) else token.encode("utf-8")
+
+
+def _capability(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    s.send(b"* CAPABILITY " + " ".join(s.capabilities()).encode("ascii") + b"\r\n")
+    s.ok(tag, b"Capability completed.")
+
+
+def _noop(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if s.view is not None and s.view.folder.changed_on_disk():
+        s.view.folder.refresh()
+    s.ok(tag, b"NOOP completed.")
+
+
+def _logout(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    s._end_reason = "Logged out"
+    s.send(b"* BYE Logging out\r\n")
+    s.send(tag + b" OK Logout completed.\r\n")
+    s.close()
+
+
+def _id(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    s.send(b'* ID ("name" "pymta")\r\n')
+    s.ok(tag, b"ID completed.")
+
+
+def _starttls(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if s.tls is None or s.tls_active:
+        s.bad(tag, b"TLS is not available." if s.tls is None else b"TLS is already active.")
+        return
+    s.send(tag + b" OK Begin TLS negotiation now.\r\n")
+    # CVE-2011-0411: what came after STARTTLS in clear text is not a command.
+    s.reader.clear()
+    s.flush()
+    s.transport.startTLS(s.tls)  # type: ignore[union-attr]
+    s.tls_active = True
+    s.info.tls = True
+
+
+def _login(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 2:
+        raise ParseError("LOGIN takes a user name and a password.")
+    refusal = s.login_refusal()
+    if refusal is not None:
+        s.no(tag, refusal)
+        return
+    try:
+        user = _astring(args[0]).decode("utf-8")
+        password = _astring(args[1]).decode("utf-8")
+    except UnicodeDecodeError:
+        s.no(tag, b"[AUTHENTICATIONFAILED] Authentication failed.")
+        return
+    s.login(tag, user, password, "PLAIN")
+
+
+def _authenticate(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if not args or not isinstance(args[0], Atom) or len(args) > 2:
+        raise ParseError("AUTHENTICATE takes a mechanism and an optional response.")
+    if args[0].upper() != "PLAIN":
+        s.no(tag, b"Unsupported authentication mechanism.")
+        return
+    refusal = s.login_refusal()
+    if refusal is not None:
+        s.no(tag, refusal)
+        return
+    if len(args) == 2:
+        initial = _astring(args[1])
+        _auth_plain(s, tag, b"" if initial == b"=" else initial)
+        return
+    s.start_sasl(lambda line: _auth_plain(s, tag, line.strip(), continued=True))
+
+
+def _auth_plain(s: IMAPServer, tag: bytes, encoded: bytes, continued: bool = False) -> None:
+    if continued and encoded == b"*":
+        s.bad(tag, b"Authentication aborted by client.")
+        return
+    try:
+        decoded = base64.b64decode(encoded, validate=True)
+        authzid, authcid, password = (p.decode("utf-8") for p in decoded.split(b"\0"))
+    except (binascii.Error, ValueError):
+        s.bad(tag, b"Invalid base64 data in continued response.")
+        return
+    if not authcid:
+        s.no(tag, b"[AUTHENTICATIONFAILED] Authentication failed.")
+        return
+    if authzid and authzid.lower() != authcid.lower():
+        password = "\0" + password  # no proxy authorisation: fail like a bad password
+    s.login(tag, authcid, password, "PLAIN")
+
+
+def _enable(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if not args:
+        raise ParseError("ENABLE needs capability names.")
+    enabled: list[str] = []
+    for token in args:
+        if not isinstance(token, Atom):
+            raise ParseError("ENABLE takes atoms.")
+        name = token.upper()
+        if name == "CONDSTORE" and not s.condstore:
+            s.condstore = True
+            enabled.append(name)
+        elif name == "QRESYNC" and not s.qresync:
+            s.qresync = True
+            if not s.condstore:
+                s.condstore = True
+            enabled.append(name)
+    s.send(b"* ENABLED" + b"".join(b" " + e.encode() for e in enabled) + b"\r\n")
+    s.ok(tag, b"Enabled.")
+
+
+def _namespace(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    s.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+    s.ok(tag, b"Namespace completed.")
+
+
+def _idle(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if s.view is not None and s.view.folder.changed_on_disk():
+        s.view.folder.refresh()
+    s.start_idle(tag)
+
+
+COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
+    "CAPABILITY": (ANY, _capability),
+    "NOOP": (ANY, _noop),
+    "LOGOUT": (ANY, _logout),
+    "ID": (ANY, _id),
+    "STARTTLS": (NOAUTH, _starttls),
+    "LOGIN": (NOAUTH, _login),
+    "AUTHENTICATE": (NOAUTH, _authenticate),
+    "ENABLE": (AUTH, _enable),
+    "NAMESPACE": (AUTH, _namespace),
+    "IDLE": (AUTH, _idle),
+    "SELECT": (AUTH, mc.select),
+    "EXAMINE": (AUTH, mc.examine),
+    "CREATE": (AUTH, mc.create),
+    "DELETE": (AUTH, mc.delete),
+    "RENAME": (AUTH, mc.rename),
+    "SUBSCRIBE": (AUTH, mc.subscribe),
+    "UNSUBSCRIBE": (AUTH, mc.unsubscribe),
+    "LIST": (AUTH, mc.list_),
+    "LSUB": (AUTH, mc.lsub),
+    "STATUS": (AUTH, mc.status),
+    "APPEND": (AUTH, mc.append),
+    "CHECK": (SEL, msg.check),
+    "CLOSE": (SEL, msg.close),
+    "UNSELECT": (SEL, msg.unselect),
+    "EXPUNGE": (SEL, msg.expunge),
+    "SEARCH": (SEL, msg.search),
+    "FETCH": (SEL, msg.fetch),
+    "STORE": (SEL, msg.store),
+    "COPY": (SEL, msg.copy),
+    "MOVE": (SEL, msg.move),
+}

@@ -1,0 +1,307 @@
+"""SEARCH criteria: parse the keys of RFC 3501 section 6.4.4 and test messages.
+
+Every key of RFC 3501 (ALL, ANSWERED, BCC, BEFORE, BODY, CC, DELETED,
+DRAFT, FLAGGED, FROM, HEADER, KEYWORD, LARGER, NEW, NOT, OLD, ON, OR,
+RECENT, SEEN, SENTBEFORE, SENTON, SENTSINCE, SINCE, SMALLER, SUBJECT, TEXT,
+TO, UID, UNANSWERED, UNDELETED, UNDRAFT, UNFLAGGED, UNKEYWORD, UNSEEN,
+sequence sets, parenthesised groups) and RFC 7162's MODSEQ. String keys
+match case-insensitively as substrings (RFC 3501), against header values
+with RFC 2047 encoded words decoded; header keys read the store's cached
+header block, BODY and TEXT the file. Dates compare the UTC date,
+disregarding time, as RFC 3501 asks.
+
+:func:`parse_search` returns a :class:`Criteria` (a test function plus
+what it needs: file, header, MODSEQ); the session calls it per message.
+
+Untrusted input: the criteria (ParseError on bad syntax, depth bounded by
+the parser) and the messages. Writes and logs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.utils import parsedate_tz
+
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.sequence import SequenceSet, parse_sequence_set
+from pymta.imap.structure import header_values
+from pymta.imap.wire import parse_date
+from pymta.mailstore.interface import MessageInfo
+
+CHARSETS = ("UTF-8", "US-ASCII")
+
+
+class BadCharset(Exception):
+    """SEARCH CHARSET names a charset we do not support (NO [BADCHARSET])."""
+
+
+@dataclass
+class Candidate:
+    """One message under test: index data now, header and content on demand."""
+
+    msn: int
+    info: MessageInfo
+    recent: bool
+    largest_msn: int
+    largest_uid: int
+    load_header: Callable[[], bytes]
+    load_content: Callable[[], bytes]
+    _values: dict[str, list[str]] | None = field(default=None, repr=False)
+    _body: str | None = field(default=None, repr=False)
+
+    def header_values(self) -> dict[str, list[str]]:
+        if self._values is None:
+            self._values = header_values(self.load_header())
+        return self._values
+
+    def body_text(self) -> str:
+        if self._body is None:
+            content = self.load_content()
+            header_len = len(self.load_header())
+            self._body = content[header_len:].decode("utf-8", "replace").lower()
+        return self._body
+
+
+Test = Callable[[Candidate], bool]
+
+
+@dataclass
+class Criteria:
+    test: Test
+    uses_modseq: bool = False
+
+
+def _decoded(value: str) -> str:
+    try:
+        text = value.encode("latin-1", "replace").decode("utf-8")
+    except UnicodeDecodeError:
+        text = value
+    if "=?" in text:
+        try:
+            text = str(make_header(decode_header(text)))
+        except Exception:  # malformed encoded words: match the raw text
+            pass
+    return text.lower()
+
+
+def _header_has(name: str, needle: str) -> Test:
+    def test(c: Candidate) -> bool:
+        values = c.header_values().get(name)
+        if values is None:
+            return False
+        if not needle:
+            return True  # HEADER name "" matches any message with the field
+        return any(needle in _decoded(v) for v in values)
+
+    return test
+
+
+def _utc_date(seconds: float) -> tuple[int, int, int]:
+    t = time.gmtime(seconds)
+    return (t.tm_year, t.tm_mon, t.tm_mday)
+
+
+def _sent_date(c: Candidate) -> tuple[int, int, int] | None:
+    values = c.header_values().get("date")
+    if not values:
+        return None
+    parsed = parsedate_tz(values[0])
+    if parsed is None:
+        return None
+    return (parsed[0], parsed[1], parsed[2])
+
+
+class _Parser:
+    def __init__(self, tokens: list[Token], charset: str) -> None:
+        self.tokens = tokens
+        self.pos = 0
+        self.charset = charset
+        self.uses_modseq = False
+
+    def more(self) -> bool:
+        return self.pos < len(self.tokens)
+
+    def take(self) -> Token:
+        if self.pos >= len(self.tokens):
+            raise ParseError("Missing SEARCH argument.")
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def atom(self) -> str:
+        token = self.take()
+        if not isinstance(token, Atom):
+            raise ParseError("Expected an atom in SEARCH.")
+        return str(token)
+
+    def text(self) -> str:
+        token = self.take()
+        if isinstance(token, list):
+            raise ParseError("Expected a string in SEARCH.")
+        raw = token if isinstance(token, bytes) else str(token).encode("utf-8")
+        try:
+            return raw.decode("utf-8").lower()
+        except UnicodeDecodeError:
+            raise ParseError("SEARCH string is not UTF-8.") from None
+
+    def number(self) -> int:
+        value = self.atom()
+        if not value.isdigit() or len(value) > 20:
+            raise ParseError("Expected a number in SEARCH.")
+        return int(value)
+
+    def date(self) -> tuple[int, int, int]:
+        token = self.take()
+        raw = token.decode("ascii", "replace") if isinstance(token, bytes) else str(token)
+        try:
+            return parse_date(raw)
+        except ValueError:
+            raise ParseError("Invalid date in SEARCH.") from None
+
+    def all_keys(self) -> Test:
+        tests = [self.key()]
+        while self.more():
+            tests.append(self.key())
+        return _and(tests)
+
+    def key(self) -> Test:
+        token = self.take()
+        if isinstance(token, list):
+            sub = _Parser(token, self.charset)
+            if not token:
+                raise ParseError("Empty SEARCH group.")
+            test = sub.all_keys()
+            self.uses_modseq |= sub.uses_modseq
+            return test
+        if isinstance(token, bytes):
+            raise ParseError("Unexpected string in SEARCH.")
+        word = token.upper()
+        simple = _FLAG_KEYS.get(word)
+        if simple is not None:
+            return simple
+        if word[:1].isdigit() or word[:1] == "*":
+            seq = _seq(token)
+            return lambda c: seq.contains(c.msn, c.largest_msn)
+        if word == "UID":
+            uids = _seq(self.atom())
+            return lambda c: uids.contains(c.info.uid, c.largest_uid)
+        if word == "NOT":
+            inner = self.key()
+            return lambda c: not inner(c)
+        if word == "OR":
+            a, b = self.key(), self.key()
+            return lambda c: a(c) or b(c)
+        if word in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+            return _header_has(word.lower(), self.text())
+        if word == "HEADER":
+            name = self.text()
+            return _header_has(name, self.text())
+        if word in ("KEYWORD", "UNKEYWORD"):
+            kw = self.atom().lower()
+            has: Test = lambda c: any(k.lower() == kw for k in c.info.all_flags)  # noqa: E731
+            return has if word == "KEYWORD" else (lambda c: not has(c))
+        if word in ("LARGER", "SMALLER"):
+            size = self.number()
+            if word == "LARGER":
+                return lambda c: c.info.rfc822_size > size
+            return lambda c: c.info.rfc822_size < size
+        if word in ("BEFORE", "ON", "SINCE"):
+            day = self.date()
+            return _date_test(word, day, lambda c: _utc_date(c.info.internal_date))
+        if word in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+            day = self.date()
+            return _date_test(word[4:], day, _sent_date)
+        if word == "BODY":
+            needle = self.text()
+            return lambda c: needle in c.body_text()
+        if word == "TEXT":
+            needle = self.text()
+
+            def text_test(c: Candidate) -> bool:
+                header = c.load_header().decode("utf-8", "replace").lower()
+                return needle in header or needle in c.body_text()
+
+            return text_test
+        if word == "MODSEQ":
+            self.uses_modseq = True
+            if self.more() and isinstance(self.tokens[self.pos], bytes):
+                self.take()  # entry name (RFC 7162 search-modseq-ext)
+                self.atom()  # entry type: priv / shared / all
+            modseq = self.number()
+            return lambda c: c.info.modseq >= modseq
+        raise ParseError(f"Unknown SEARCH key {token[:30]!r}.")
+
+
+def _seq(text: str) -> SequenceSet:
+    try:
+        return parse_sequence_set(text)
+    except ValueError as e:
+        raise ParseError(f"Invalid sequence set in SEARCH: {e}") from None
+
+
+def _and(tests: list[Test]) -> Test:
+    if len(tests) == 1:
+        return tests[0]
+    return lambda c: all(t(c) for t in tests)
+
+
+def _date_test(
+    kind: str,
+    day: tuple[int, int, int],
+    get: Callable[[Candidate], tuple[int, int, int] | None],
+) -> Test:
+    def test(c: Candidate) -> bool:
+        value = get(c)
+        if value is None:
+            return False
+        if kind == "BEFORE":
+            return value < day
+        if kind == "ON":
+            return value == day
+        return value >= day
+
+    return test
+
+
+def _flag(name: str, present: bool = True) -> Test:
+    return lambda c: (name in c.info.flags) == present
+
+
+_FLAG_KEYS: dict[str, Test] = {
+    "ALL": lambda c: True,
+    "ANSWERED": _flag("\\Answered"),
+    "DELETED": _flag("\\Deleted"),
+    "DRAFT": _flag("\\Draft"),
+    "FLAGGED": _flag("\\Flagged"),
+    "SEEN": _flag("\\Seen"),
+    "UNANSWERED": _flag("\\Answered", False),
+    "UNDELETED": _flag("\\Deleted", False),
+    "UNDRAFT": _flag("\\Draft", False),
+    "UNFLAGGED": _flag("\\Flagged", False),
+    "UNSEEN": _flag("\\Seen", False),
+    "RECENT": lambda c: c.recent,
+    "NEW": lambda c: c.recent and "\\Seen" not in c.info.flags,
+    "OLD": lambda c: not c.recent,
+}
+
+
+def parse_search(tokens: list[Token]) -> Criteria:
+    """The criteria of SEARCH (tokens after the command name, with an
+    optional ``CHARSET name`` first); ParseError, BadCharset."""
+    charset = "UTF-8"
+    if len(tokens) >= 2 and isinstance(tokens[0], Atom) and tokens[0].upper() == "CHARSET":
+        raw = tokens[1]
+        if isinstance(raw, list):
+            raise ParseError("Invalid CHARSET.")
+        charset = (raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw).upper()
+        if charset not in CHARSETS:
+            raise BadCharset(charset)
+        tokens = tokens[2:]
+    if not tokens:
+        raise ParseError("Missing SEARCH criteria.")
+    parser = _Parser(tokens, charset)
+    test = parser.all_keys()
+    return Criteria(test, parser.uses_modseq)

@@ -1,0 +1,192 @@
+"""One session's view of its selected mailbox: sequence numbers and updates.
+
+RFC 3501 sections 2.3.1.2 and 7.4.1, RFC 7162 section 3.2.10 (VANISHED).
+Each session keeps its own message-sequence-number map (an ``array`` of
+UIDs, 4 bytes a message) on top of the shared folder. Changes made by other
+sessions, by deliveries and by this session are heard through the folder's
+listeners and kept as three small sets (appended, expunged, flag-changed
+UIDs) until the session may tell the client:
+
+- :meth:`SelectedView.updates` with ``allow_expunge`` (after NOOP, IDLE,
+  CHECK, EXPUNGE, UID commands...) sends ``EXPUNGE`` (or ``VANISHED`` with
+  QRESYNC), ``EXISTS``/``RECENT`` and ``FETCH (FLAGS ..)``;
+- without it (during FETCH, STORE, SEARCH with sequence numbers) expunged
+  messages keep their numbers, so numbers never shift under the client.
+
+Flag changes this session reports itself (STORE) are muted while it makes
+them. Untrusted input: none (sequence sets come parsed). Writes: only
+``claim_recent`` (Maildir new/ to cur/) for read-write sessions. Logs
+nothing.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+
+from pymta.imap.sequence import SequenceSet, format_set
+from pymta.imap.wire import flag_list
+from pymta.mailstore.interface import FolderChange, IFolder, MailStoreError, MessageInfo
+
+
+class InvalidSet(Exception):
+    """A message number beyond the mailbox (BAD Invalid messageset)."""
+
+
+class SelectedView:
+    """The selected mailbox as one session sees it."""
+
+    def __init__(self, folder: IFolder, readonly: bool) -> None:
+        self.folder = folder
+        self.readonly = readonly
+        self.uids = array("I")
+        self.recent: set[int] = set()
+        self.uidvalidity = 0
+        self.invalidated = False
+        self.wake: Callable[[], None] | None = None
+        self._appended: set[int] = set()
+        self._expunged: set[int] = set()
+        self._flagged: set[int] = set()
+        self._muted: set[int] | None = None
+
+    # life ----------------------------------------------------------------
+
+    def open(self) -> list[MessageInfo]:
+        """Load the folder (claiming \\Recent when read-write) and start
+        listening; returns every message."""
+        self.folder.add_listener(self._on_change)
+        if self.folder.changed_on_disk():
+            self.folder.refresh()
+        if not self.readonly:
+            self.recent = set(self.folder.claim_recent())
+        messages = self.folder.messages()
+        self.uids = array("I", (m.uid for m in messages))
+        self.uidvalidity = self.folder.uidvalidity
+        self._appended.clear()
+        self._expunged.clear()
+        self._flagged.clear()
+        return messages
+
+    def close(self) -> None:
+        self.folder.remove_listener(self._on_change)
+        self.wake = None
+
+    def _on_change(self, change: FolderChange) -> None:
+        if change.kind == "append":
+            self._appended.update(change.uids)
+        elif change.kind == "expunge":
+            self._expunged.update(change.uids)
+            self._appended.difference_update(change.uids)
+            self._flagged.difference_update(change.uids)
+        elif change.kind == "flags":
+            if self._muted is not None:
+                self._flagged.update(u for u in change.uids if u not in self._muted)
+            else:
+                self._flagged.update(change.uids)
+        elif change.kind == "uidvalidity":
+            self.invalidated = True
+        if self.wake is not None and self.has_updates():
+            self.wake()
+
+    def mute(self, uids: Iterable[int] | None) -> None:
+        """While set, flag changes of these UIDs are not reported (the session
+        reports them itself); None ends muting."""
+        self._muted = set(uids) if uids is not None else None
+
+    def has_updates(self) -> bool:
+        return bool(self._appended or self._expunged or self._flagged or self.invalidated)
+
+    # numbers ---------------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def msn(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
+        return None
+
+    def resolve(self, seqset: SequenceSet, by_uid: bool) -> list[tuple[int, int]]:
+        """(msn, uid) pairs of a set, ascending; InvalidSet for a message
+        number beyond the mailbox (UIDs that do not exist are skipped)."""
+        out: list[tuple[int, int]] = []
+        uids = self.uids
+        if by_uid:
+            largest = uids[-1] if uids else 0
+            for lo, hi in seqset.ranges(largest):
+                start = bisect_left(uids, lo)
+                end = bisect_right(uids, hi)
+                out.extend((i + 1, uids[i]) for i in range(start, end))
+            return out
+        count = len(uids)
+        if count == 0 and seqset.uses_star:
+            return []
+        for lo, hi in seqset.ranges(count):
+            if hi > count:
+                raise InvalidSet
+            out.extend((i, uids[i - 1]) for i in range(lo, hi + 1))
+        return out
+
+    def is_expunged(self, uid: int) -> bool:
+        return uid in self._expunged
+
+    def flags_of(self, info: MessageInfo) -> frozenset[str]:
+        flags = info.all_flags
+        return flags | {"\\Recent"} if info.uid in self.recent else flags
+
+    # updates ---------------------------------------------------------------
+
+    def updates(self, allow_expunge: bool, vanished: bool, modseq: bool) -> list[bytes]:
+        """The untagged responses that bring the client up to date."""
+        out: list[bytes] = []
+        if allow_expunge and self._expunged:
+            gone = sorted(self._expunged)
+            self._expunged.clear()
+            present = [u for u in gone if self.msn(u) is not None]
+            if present:
+                if vanished:
+                    out.append(b"* VANISHED " + format_set(present).encode() + b"\r\n")
+                else:
+                    # Highest first: each number is right without adjusting.
+                    for uid in reversed(present):
+                        out.append(b"* %d EXPUNGE\r\n" % (bisect_left(self.uids, uid) + 1))
+                drop = set(present)
+                self.uids = array("I", (u for u in self.uids if u not in drop))
+                self.recent.difference_update(drop)
+        if self._appended:
+            last = self.uids[-1] if self.uids else 0
+            new = sorted(u for u in self._appended if u > last)
+            self._appended.clear()
+            if new:
+                self.uids.extend(new)
+                if not self.readonly:
+                    fresh = set(new)
+                    try:
+                        self.recent.update(u for u in self.folder.claim_recent() if u in fresh)
+                    except MailStoreError:
+                        pass
+                out.append(b"* %d EXISTS\r\n" % len(self.uids))
+                out.append(b"* %d RECENT\r\n" % len(self.recent))
+        if self._flagged:
+            changed = sorted(self._flagged)
+            self._flagged.clear()
+            for uid in changed:
+                n = self.msn(uid)
+                if n is None or uid in self._expunged:
+                    continue
+                try:
+                    info = self.folder.get(uid)
+                except MailStoreError:
+                    continue
+                line = b"* %d FETCH (UID %d FLAGS %s" % (
+                    n,
+                    uid,
+                    flag_list(sorted(self.flags_of(info))),
+                )
+                if modseq:
+                    line += b" MODSEQ (%d)" % info.modseq
+                out.append(line + b")\r\n")
+        return out
