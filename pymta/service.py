@@ -34,13 +34,14 @@ from pymta.maillog import MaillogObserver, log_to
 log = Logger()
 
 #: master.cf commands whose part pymta builds as a listener.
-LISTENER_COMMANDS = {"smtpd", "pop3d"}
+LISTENER_COMMANDS = {"smtpd", "pop3d", "imapd"}
 
 #: master.cf commands whose part is built (``pymta check`` reads this too);
 #: others are accepted with a warning at start.
 BUILT_PARTS = {
     "smtpd",
     "pop3d",
+    "imapd",
     "qmgr",
     "cleanup",
     "trivial-rewrite",
@@ -238,6 +239,15 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
         _CallbackService("sync", sync_start or (lambda: None), sync_stop).setServiceParent(system)
     _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
 
+    mailstores: list[Any] = []  # one MaildirStore shared by pop3d and imapd
+
+    def mailstore() -> Any:
+        if not mailstores:
+            from pymta.mailstore.maildir import MaildirStore
+
+            mailstores.append(MaildirStore(reactor, config.get("myhostname")))
+        return mailstores[0]
+
     for svc in master:
         if svc.type != "inet" or svc.program not in LISTENER_COMMANDS:
             continue
@@ -256,8 +266,10 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
                 clock,
                 service_name=svc.program,
             )
+        elif svc.program == "imapd":
+            factory = _imap_factory(svc_config, svc, reactor, mailstore())
         else:
-            factory = _pop3_factory(svc_config, svc, reactor)
+            factory = _pop3_factory(svc_config, svc, reactor, mailstore())
         for interface in _listen_interfaces(svc_config, host):
             server = _Listener(port, factory, interface=interface)
             server.setName(f"{svc.name}@{interface or '*'}:{port}")
@@ -288,10 +300,16 @@ def _server_tls(config: Config, prefix: str = "smtpd") -> Any:
     return ServerTLS.from_config(config, prefix)
 
 
-def _pop3_factory(config: Config, svc: MasterService, reactor: Any) -> Any:
+def _pop3_factory(config: Config, svc: MasterService, reactor: Any, store: Any = None) -> Any:
     from pymta.pop3.service import make_pop3_factory
 
-    return make_pop3_factory(config, reactor)
+    return make_pop3_factory(config, reactor, store=store)
+
+
+def _imap_factory(config: Config, svc: MasterService, reactor: Any, store: Any = None) -> Any:
+    from pymta.imap.service import make_imap_factory
+
+    return make_imap_factory(config, reactor, store=store)
 
 
 def load(config_directory: str | os.PathLike[str]) -> tuple[Config, list[MasterService]]:
@@ -303,6 +321,7 @@ def load(config_directory: str | os.PathLike[str]) -> tuple[Config, list[MasterS
     built = {
         "smtpd",
         "pop3d",
+        "imapd",
         "qmgr",
         "cleanup",
         "trivial-rewrite",
