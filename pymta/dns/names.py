@@ -104,7 +104,7 @@ class NamesResolver:
     def _failure(failure: Failure, name: str, rrtype: str) -> DNSAnswer:
         if failure.check(error.DNSNameError):
             return DNSAnswer(name, rrtype, NXDOMAIN, reason="Host not found")
-        if failure.check(error.DomainError, error.AuthoritativeDomainError):
+        if failure.check(error.AuthoritativeDomainError):
             return DNSAnswer(name, rrtype, NXDOMAIN, reason="Host not found")
         return DNSAnswer(name, rrtype, SERVFAIL, reason="Host not found, try again")
 
