@@ -214,6 +214,15 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
         queue_directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor
     )
     store = FileQueueStore(queue_directory, sync, clock=clock)
+    # Mailbox writes get a group-commit thread of their own, so that a
+    # client waiting for its 250 never queues behind a delivery's sync. The
+    # queue manager marks a recipient done only after the agent's Deferred
+    # fired, so the two threads' changes still reach the disk in order.
+    delivery_sync = SyncBarrier(
+        config.get("virtual_mailbox_base") or queue_directory,
+        config.get("pymta_sync_method") or "syncfs",
+        reactor=reactor,
+    )
     resolver = Resolver(config)
     holder: dict[str, Any] = {}
 
@@ -224,7 +233,9 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     bounce = Bouncer(config, cleanup, clock)
     agents = build_agents(
         master,
-        AgentContext(config=config, sync=sync, cleanup=cleanup, clock=clock, reactor=reactor),
+        AgentContext(
+            config=config, sync=delivery_sync, cleanup=cleanup, clock=clock, reactor=reactor
+        ),
     )
     qmgr = QueueManager(
         config, store, resolver, agents, bounce, clock, process_limits(master, config)

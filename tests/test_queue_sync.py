@@ -145,12 +145,30 @@ def test_fsync_mode_passes_files_and_deduplicated_dirs() -> None:
     assert recorder.calls == [([], []), (["/q/incoming/A", "/q/incoming/B"], ["/q/incoming"])]
 
 
-def test_syncfs_mode_ignores_file_lists() -> None:
-    """In syncfs mode the file lists are not needed and not passed."""
+def test_syncfs_mode_passes_directories_not_files() -> None:
+    """In syncfs mode the file list is not needed; the directories are passed
+    (de-duplicated) so that every file system written to is synced."""
     barrier, thread, recorder = _barrier("syncfs")
     barrier.sync(files=["/q/a"], dirs=["/q"])
+    barrier.sync(files=["/q/b"], dirs=["/q", "/mail"])
     thread.finish(0)
-    assert recorder.calls == [([], [])]
+    thread.finish(1)
+    assert recorder.calls == [([], ["/q"]), ([], ["/q", "/mail"])]
+
+
+def test_syncfs_syncs_each_file_system_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One syncfs per device among the batch's directories and the queue's."""
+    from pymta.queue import sync as sync_module
+
+    synced: list[str] = []
+    monkeypatch.setattr(sync_module, "syncfs_directory", synced.append)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    barrier = SyncBarrier(str(tmp_path), "syncfs", run_in_thread=ControlledThread())
+    barrier._syncfs([], [str(tmp_path / "a"), str(tmp_path / "b"), "/proc", str(tmp_path / "gone")])
+    assert synced == [str(tmp_path / "a"), "/proc"]
 
 
 def test_unknown_method_is_rejected() -> None:

@@ -181,11 +181,27 @@ class SyncBarrier:
 
         self._run_in_thread = run_in_thread
         self._pending: list[_Waiter] = []
+        self._devices: dict[str, int] = {}
         self._running = False
         self.syncs = 0
 
     def _syncfs(self, files: Sequence[str], dirs: Sequence[str]) -> None:
-        syncfs_directory(self.directory)
+        """One syncfs per file system the batch wrote to (usually one):
+        mailboxes or alias /file targets may live on another than the queue."""
+        synced: set[int] = set()
+        for directory in (*dirs, self.directory):
+            device = self._devices.get(directory)
+            if device is None:
+                try:
+                    device = os.stat(directory).st_dev
+                except FileNotFoundError:
+                    continue  # removed since; its writes failed or need no sync
+                if len(self._devices) > 10000:
+                    self._devices.clear()
+                self._devices[directory] = device
+            if device not in synced:
+                synced.add(device)
+                syncfs_directory(directory)
 
     def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         waiter = _Waiter(files, dirs)
@@ -225,10 +241,10 @@ class SyncBarrier:
             durable = True
             if self.method == "fsync":
                 files.extend(waiter.files)
-                for path in waiter.dirs:
-                    if path not in seen:
-                        seen.add(path)
-                        dirs.append(path)
+            for path in waiter.dirs:
+                if path not in seen:
+                    seen.add(path)
+                    dirs.append(path)
         sync_function = self._sync_function
 
         def work() -> None:
