@@ -60,6 +60,10 @@ _LISTENING = re.compile(r"(\S+) listening on (\S+):(\d+)")
 #: differs from the SMTP one, "127.0.0.1:0", so that both can be told apart).
 POP3_SERVICE = "[127.0.0.1]:0 inet n - n - - pop3d\n"
 
+#: master.cf line of an IMAP listener on a kernel-chosen loopback port (a third
+#: spelling of the address, so that its service name is unique too).
+IMAP_SERVICE = "localhost:0 inet n - n - - imapd\n"
+
 #: Logins of the test users (PLAIN keeps the tests fast; the schemes have
 #: their own tests).
 DEFAULT_PASSWD = "alice@example.test:{PLAIN}alice-pw::::::\nbob@example.test:{PLAIN}bob-pw::::::\n"
@@ -221,6 +225,10 @@ class PymtaServer:
     @property
     def pop3_port(self) -> int:
         return self.ports["[127.0.0.1]:0"]
+
+    @property
+    def imap_port(self) -> int:
+        return self.ports["localhost:0"]
 
     def log(self) -> str:
         with self._changed:
