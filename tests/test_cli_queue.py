@@ -172,3 +172,30 @@ def test_postsuper_stdin_and_bad_ids(
     assert "Deleted: 2 messages" in err
     assert store.list("deferred") == [] and store.list("active") == []
     assert run_postsuper(["-d", "ALL", "nosuchqueue"], config_dir) == 1
+
+
+def test_postqueue_f_and_flush_write_the_trigger(
+    setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``postqueue -f`` and ``pymta flush`` write F to public/qmgr of a
+    running server; with no server they fail with Postfix's message."""
+    import os
+
+    from pymta.cli.queue import run_flush
+    from pymta.qmgr.trigger import fifo_path
+
+    config_dir, store = setup
+    assert run_postqueue(["-f", "-c", config_dir], "") == 1
+    assert "Cannot flush mail queue - mail system is down" in capsys.readouterr().err
+    path = fifo_path(store.directory)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mkfifo(path)
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # what the server holds open
+    try:
+        assert run_postqueue(["-c", config_dir, "-f"], "") == 0
+        assert run_flush(["-c", config_dir], "") == 0
+        assert os.read(fd, 100) == b"FF"
+    finally:
+        os.close(fd)
+    assert run_flush(["-c", config_dir], "") == 1
+    assert "mail system is down" in capsys.readouterr().err

@@ -11,8 +11,12 @@ without FAILURE / DELAY) get no notification. A null-sender message
 (itself a bounce) is never returned to its sender: when notify_classes
 contains ``2bounce`` a postmaster copy goes to 2bounce_notice_recipient,
 otherwise it is logged and dropped (fires None).
+Success notices (RFC 3461 NOTIFY=SUCCESS) are sent only for recipients
+that asked for them, and delay warnings only to recipients whose NOTIFY
+allows DELAY (no NOTIFY: yes, as Postfix's default).
 Logs ``QID: sender non-delivery notification: NEWQID`` (or ``postmaster``,
-``sender delay notification``), as Postfix does.
+``sender delay notification``, ``sender delivery status notification``),
+as Postfix does.
 """
 
 from __future__ import annotations
@@ -31,10 +35,16 @@ Failed = list[tuple[Recipient, RecipientStatus]]
 
 
 def _wants(recipient: Recipient, event: str) -> bool:
-    """Whether the recipient's RFC 3461 NOTIFY allows a DSN for event (default: yes)."""
+    """Whether the recipient's RFC 3461 NOTIFY allows a DSN for event
+    (without NOTIFY: failures and delays yes, success no)."""
     if not recipient.notify:
-        return True
+        return event != "SUCCESS"
     return event in recipient.notify.upper().replace(" ", "").split(",")
+
+
+def wants_success(recipient: Recipient) -> bool:
+    """Whether the recipient asked for a success DSN (NOTIFY=SUCCESS)."""
+    return _wants(recipient, "SUCCESS")
 
 
 class Bouncer:
@@ -129,3 +139,25 @@ class Bouncer:
             lifetime=lifetime,
         )
         return self._submit(queue_id, envelope.sender, message, "sender delay notification")
+
+    def success(
+        self, queue_id: str, envelope: Envelope, content: bytes, delivered: Failed
+    ) -> Deferred[str | None]:
+        """Queue a "Successful Mail Delivery Report" (Action: delivered) for
+        the recipients that asked for it with NOTIFY=SUCCESS; fires with its
+        queue id, or None when none is due (nobody asked, or the null sender)."""
+        delivered = [(r, s) for r, s in delivered if wants_success(r)]
+        if not delivered or not envelope.sender:
+            return succeed(None)
+        message = compose(
+            queue_id,
+            envelope,
+            content,
+            delivered,
+            self._params(),
+            envelope.sender,
+            action="delivered",
+        )
+        return self._submit(
+            queue_id, envelope.sender, message, "sender delivery status notification"
+        )

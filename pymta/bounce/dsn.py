@@ -3,11 +3,13 @@
 Mirrors Postfix's bounce(8) templates and bounce_notify_util.c: a
 multipart/report with a human-readable text/plain part ("This is the mail
 system at host ..."), a message/delivery-status part (per-message fields
-Reporting-MTA, X-Postfix-Queue-ID, X-Postfix-Sender, Arrival-Date; per
-recipient Final-Recipient, Original-Recipient, Action, Status, Remote-MTA
-and Diagnostic-Code when known), and the returned message: message/rfc822
-when it fits in bounce_size_limit and the sender did not ask for headers
-only (RET=HDRS), else text/rfc822-headers.
+Reporting-MTA, X-Postfix-Queue-ID, X-Postfix-Sender, Arrival-Date, and
+Original-Envelope-Id first when the sender gave an ENVID; per recipient
+Final-Recipient, Original-Recipient (the ORCPT, else
+the address as received), Action (failed, delayed or delivered), Status,
+Remote-MTA and Diagnostic-Code when known), and the returned message:
+message/rfc822 for a failure report that fits in bounce_size_limit unless
+the sender asked for headers only (RET=HDRS), else text/rfc822-headers.
 
 A pure function of its arguments (time and host are passed in), so a DSN
 can be compared with a golden file. Untrusted input: the original message
@@ -51,6 +53,23 @@ delete your own text from the attached returned message.
 """
 
 
+SUCCESS_TEXT = """\
+Your message was successfully delivered to the destination(s)
+listed below. If the message was delivered to mailbox you will
+receive no further notifications. Otherwise you may still receive
+notifications of mail delivery errors from other systems.
+
+                   The mail system
+"""
+
+SUBJECTS = {
+    "failed": "Undelivered Mail Returned to Sender",
+    "delayed": "Delayed Mail (still being retried)",
+    "delivered": "Successful Mail Delivery Report",
+}
+TEMPLATES = {"failed": FAILED_TEXT, "delayed": DELAYED_TEXT, "delivered": SUCCESS_TEXT}
+
+
 @dataclass(frozen=True)
 class DsnParams:
     """What a DSN needs besides the message: host names, time, limits."""
@@ -81,6 +100,12 @@ def _days(seconds: float) -> str:
     return f"{days} day(s)"
 
 
+def envid_field(envelope: Envelope) -> list[str]:
+    """RFC 3464 section 2.2.1: the sender's ENVID, first of the per-message fields."""
+    envid = _one_line(envelope.attributes.get("envid", ""))
+    return [f"Original-Envelope-Id: {envid}"] if envid else []
+
+
 def _headers_of(content: bytes) -> bytes:
     end = content.find(b"\n\n")
     return content if end < 0 else content[: end + 1]
@@ -99,17 +124,18 @@ def compose(
     subject: str | None = None,
 ) -> bytes:
     """The DSN message (LF line endings) for ``recipients`` with ``action``
-    ``failed`` or ``delayed``, addressed to ``to``."""
+    ``failed``, ``delayed`` or ``delivered``, addressed to ``to``.
+
+    RFC 3461 section 4.3: RET applies to failure reports; delay and success
+    reports return the headers only."""
     host = params.hostname
     boundary = f"{queue_id}.{int(params.now)}/{host}"
     if subject is None:
-        subject = (
-            "Undelivered Mail Returned to Sender"
-            if action == "failed"
-            else "Delayed Mail (still being retried)"
-        )
+        subject = SUBJECTS[action]
     returned_full = (
-        len(content) <= params.size_limit and envelope.attributes.get("ret", "").upper() != "HDRS"
+        action == "failed"
+        and len(content) <= params.size_limit
+        and envelope.attributes.get("ret", "").upper() != "HDRS"
     )
     eight_bit = any(b > 127 for b in content) if returned_full else False
     out: list[str] = [
@@ -132,7 +158,7 @@ def compose(
         f"This is the mail system at host {host}.",
         "",
     ]
-    template = FAILED_TEXT if action == "failed" else DELAYED_TEXT
+    template = TEMPLATES[action]
     out.extend(
         template.format(
             postmaster=params.postmaster,
@@ -152,6 +178,7 @@ def compose(
             "Content-Description: Delivery report",
             "Content-Type: message/delivery-status",
             "",
+            *envid_field(envelope),
             f"Reporting-MTA: dns; {host}",
             f"X-Postfix-Queue-ID: {queue_id}",
             f"X-Postfix-Sender: rfc822; {envelope.sender}",
@@ -191,7 +218,9 @@ def compose(
         out.extend(
             [
                 f"--{boundary}",
-                "Content-Description: Undelivered Message Headers",
+                "Content-Description: "
+                + ("Delivered" if action == "delivered" else "Undelivered")
+                + " Message Headers",
                 "Content-Type: text/rfc822-headers",
                 "",
             ]

@@ -38,6 +38,7 @@ COMMAND_TABLE: dict[str, str] = {
     "mailq": "pymta.cli.queue:run_mailq",
     "postqueue": "pymta.cli.queue:run_postqueue",
     "postsuper": "pymta.cli.queue:run_postsuper",
+    "flush": "pymta.cli.queue:run_flush",
     "passwd": "pymta.cli.passwd:run",
     "check": "pymta.cli.main:run_check",
 }
@@ -51,6 +52,7 @@ SUMMARY: dict[str, str] = {
     "mailq": "list the mail queue",
     "postqueue": "list or flush the mail queue",
     "postsuper": "delete, hold, release or requeue queued mail",
+    "flush": "retry all deferred mail now (postqueue -f)",
     "passwd": "make or update a passwd-file entry",
     "check": "check main.cf and master.cf (like 'postfix check')",
 }

@@ -1,7 +1,10 @@
-"""``pymta mailq``, ``pymta postqueue`` and ``pymta postsuper``: the queue admin commands.
+"""``pymta mailq``, ``pymta postqueue``, ``pymta flush`` and ``pymta postsuper``.
 
 Mirror Postfix's mailq(1)/postqueue(1) (showq's listing, ``-p``; JSON lines
-with ``-j`` as Postfix 3.1+ prints them) and postsuper(1) (``-d``, ``-h``,
+with ``-j`` as Postfix 3.1+ prints them; ``-f`` and ``pymta flush`` ask the
+running queue manager to retry all deferred mail now by writing ``F`` to
+its FIFO ``$queue_directory/public/qmgr``, see :mod:`pymta.qmgr.trigger`)
+and postsuper(1) (``-d``, ``-h``,
 ``-H``, ``-r`` with a queue id, ``-`` for ids on stdin, or ``ALL``
 optionally followed by a queue name). Each takes ``-c DIR``.
 
@@ -33,6 +36,7 @@ from typing import TextIO
 
 from pymta.config import Config
 from pymta.maillog import maillog
+from pymta.qmgr.trigger import FLUSH, send_trigger
 from pymta.queue.interface import QueueFileError
 from pymta.queue.qid import is_queue_id
 from pymta.queue.store import FileQueueStore
@@ -170,13 +174,40 @@ def run_mailq(args: list[str], config_dir: str) -> int:
     return 0
 
 
-def run_postqueue(args: list[str], config_dir: str) -> int:
-    """``pymta postqueue -p`` (listing) or ``-j`` (JSON lines)."""
+def flush(config_dir: str) -> None:
+    """Ask the running server to retry all deferred mail now (Fatal when it is down)."""
+    config = Config.load(config_dir)
+    directory = config.get("queue_directory")
     try:
-        opts, _, config_dir = _config_dir(args, config_dir, "c:pj")
+        send_trigger(directory, FLUSH)
+    except (ConnectionRefusedError, FileNotFoundError):
+        raise Fatal("Cannot flush mail queue - mail system is down") from None
+    except OSError as e:
+        raise Fatal(f"Cannot flush mail queue: {e.strerror}") from None
+
+
+def run_flush(args: list[str], config_dir: str) -> int:
+    """``pymta flush``: the same as ``postqueue -f``."""
+    try:
+        _, rest, config_dir = _config_dir(args, config_dir, "c:")
+        if rest:
+            raise Fatal("usage: flush [-c config_dir]")
+        flush(config_dir)
+    except Fatal as e:
+        return _fail(e, sys.stderr)
+    return 0
+
+
+def run_postqueue(args: list[str], config_dir: str) -> int:
+    """``pymta postqueue -p`` (listing), ``-j`` (JSON lines) or ``-f`` (flush)."""
+    try:
+        opts, _, config_dir = _config_dir(args, config_dir, "c:pjf")
         modes = {opt for opt, _ in opts}
         if len(modes) != 1:
-            raise Fatal("usage: postqueue [-c config_dir] -p | -j")
+            raise Fatal("usage: postqueue [-c config_dir] -p | -j | -f")
+        if "-f" in modes:
+            flush(config_dir)
+            return 0
         store = open_store(config_dir)
         messages = list(scan(store))
         if "-j" in modes:

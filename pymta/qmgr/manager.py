@@ -40,7 +40,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from pymta.bounce.bouncer import Bouncer
+from pymta.bounce.bouncer import Bouncer, wants_success
 from pymta.config import Config
 from pymta.delivery.interface import (
     DeliveryRecipient,
@@ -49,6 +49,7 @@ from pymta.delivery.interface import (
     RecipientStatus,
 )
 from pymta.maillog import maillog
+from pymta.qmgr.feedback import DestinationFeedback, destination_params
 from pymta.qmgr.log import log_active, log_delivery, log_expired, log_removed
 from pymta.qmgr.policy import TransportLimits, backoff_delay, queue_lifetime, transport_limits
 from pymta.qmgr.scheduler import Scheduler
@@ -70,6 +71,10 @@ class _Message:
     deferred: bool = False
     abandoned: bool = False
     bounced: list[tuple[Recipient, RecipientStatus]] = field(default_factory=list)
+    # This attempt's deferrals (for the delay warning) and the recipients
+    # delivered that asked for a success DSN (RFC 3461 NOTIFY=SUCCESS).
+    delayed: list[tuple[Recipient, RecipientStatus]] = field(default_factory=list)
+    succeeded: list[tuple[Recipient, RecipientStatus]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -104,7 +109,15 @@ class QueueManager:
         self._process_limits = dict(process_limits or {})
         self._limits: dict[str, TransportLimits] = {}
         self._messages: dict[str, _Message] = {}
-        self._scheduler: Scheduler[_Job] = Scheduler(self._start_job, self._scheduler_limits)
+        self._feedback = DestinationFeedback(clock, lambda t: destination_params(config, t))
+        self._scheduler: Scheduler[_Job] = Scheduler(
+            self._start_job,
+            self._scheduler_limits,
+            window=self._feedback.window,
+            wait=self._feedback.wait,
+            clock=clock,
+        )
+        self._delay_warning = config.get_time("delay_warning_time")
         self._minimal_backoff = config.get_time("minimal_backoff_time")
         self._maximal_backoff = config.get_time("maximal_backoff_time")
         self._run_delay = config.get_time("queue_run_delay")
@@ -133,17 +146,11 @@ class QueueManager:
         self._running = True
         self._scheduler.paused = False
         for queue_id in self._store.list("incoming"):
-            if queue_id in self._messages:
-                continue
-            try:
-                self._store.move(queue_id, "incoming", "active")
-            except OSError as e:
-                maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
-                continue
-            self._load(queue_id)
+            if queue_id not in self._messages:
+                self._take(queue_id, "incoming")
         for queue_id in self._store.list("active"):
             if queue_id not in self._messages:
-                self._load(queue_id)
+                self._take(queue_id, "active")
         scan = LoopingCall(self._scan_deferred)
         scan.clock = self._clock
         self._scan_call = scan
@@ -159,6 +166,7 @@ class QueueManager:
             self._scan_call.stop()
         self._scan_call = None
         self._scheduler.paused = True
+        self._scheduler.cancel_wakeups()
         for job in self._scheduler.abandon():
             job.message.abandoned = True
             job.message.pending -= 1
@@ -172,8 +180,14 @@ class QueueManager:
         return d
 
     def flush(self) -> None:
-        """Retry every deferred message now (``postqueue -f``)."""
+        """Retry every deferred message now (``postqueue -f``); like Postfix's
+        flush request, dead destinations are given another chance too."""
+        self._feedback.revive_all()
         self._scan_deferred(force=True)
+
+    def scan(self) -> None:
+        """Scan deferred/ for messages that are due (a wakeup trigger)."""
+        self._scan_deferred()
 
     def notify_new(self, queue_id: str, envelope: Envelope, content: bytes) -> None:
         """A message is durable in incoming/: activate and schedule it now.
@@ -190,18 +204,27 @@ class QueueManager:
 
     # loading --------------------------------------------------------------
 
-    def _load(self, queue_id: str) -> None:
-        """Read an active/ file and schedule it; quarantine it when corrupt."""
+    def _take(self, queue_id: str, source: str) -> None:
+        """Read a queue file, move it to active/ and schedule it; quarantine
+        it when corrupt. The file is read where it is *before* the move: the
+        store renames in the background, in order, so a read of active/
+        right after the move could miss the file."""
         try:
-            envelope, content = self._store.read(queue_id, "active")
+            envelope, content = self._store.read(queue_id, source)
         except QueueFileError as e:
-            self._store.quarantine(queue_id, "active", str(e))
+            self._store.quarantine(queue_id, source, str(e))
             return
         except FileNotFoundError:
             return
         except OSError as e:
             maillog("qmgr", f"{queue_id}: cannot read queue file: {e}", LogLevel.warn)
             return
+        if source != "active":
+            try:
+                self._store.move(queue_id, source, "active")
+            except OSError as e:
+                maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
+                return
         self._activate(queue_id, envelope, content)
 
     def _scan_deferred(self, force: bool = False) -> None:
@@ -218,12 +241,7 @@ class QueueManager:
                         continue
                 except (KeyError, OSError):
                     continue
-            try:
-                self._store.move(queue_id, "deferred", "active")
-            except OSError as e:
-                maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
-                continue
-            self._load(queue_id)
+            self._take(queue_id, "deferred")
 
     # scheduling -----------------------------------------------------------
 
@@ -266,7 +284,41 @@ class QueueManager:
             self._attempt_over(message)
             return
         for job in jobs:
-            self._scheduler.add(job)
+            reason = self._feedback.dead_reason(job.transport, job.destination)
+            if reason is not None:
+                self._suspend(job, reason)
+            else:
+                self._scheduler.add(job)
+
+    def _suspend(self, job: _Job, reason: str) -> None:
+        """Defer a job not started because its destination is dead (Postfix:
+        "delivery temporarily suspended: <last reason>")."""
+        message = job.message
+        now = self._clock.seconds()
+        arrival = message.envelope.arrival_time
+        text = f"delivery temporarily suspended: {reason}"
+        for member in job.recipients:
+            rcpt = message.envelope.recipients[member.index]
+            log_delivery(
+                "qmgr",
+                message.queue_id,
+                rcpt.address,
+                member.original,
+                "none",
+                now - arrival,
+                (message.active_time - arrival, now - message.active_time, 0.0, 0.0),
+                "4.4.1",
+                "deferred",
+                text,
+            )
+            self._record_defer(message, member.index, "4.4.1", text)
+            message.delayed.append((rcpt, RecipientStatus(member.index, "4.4.1", text)))
+        message.pending -= 1
+        if message.pending == 0:
+            if message.abandoned:
+                self._messages.pop(message.queue_id, None)
+            else:
+                self._attempt_over(message)
 
     def _qmgr_defer(
         self, message: _Message, rcpt: Recipient, index: int, status: str, reason: str
@@ -287,6 +339,7 @@ class QueueManager:
             reason,
         )
         self._record_defer(message, index, status, reason)
+        message.delayed.append((rcpt, RecipientStatus(index, status, reason)))
 
     def _record_defer(self, message: _Message, index: int, status: str, reason: str) -> None:
         message.deferred = True
@@ -298,6 +351,7 @@ class QueueManager:
     def _start_job(self, job: _Job) -> None:
         message = job.message
         job.handoff = self._clock.seconds()
+        self._feedback.started(job.transport, job.destination)
         agent = self._agents[job.transport]
         request = DeliveryRequest(
             message.queue_id,
@@ -342,6 +396,7 @@ class QueueManager:
         )
         by_index = {s.index: s for s in statuses}
         service = job.transport
+        dead_reason = self._destination_feedback(job, by_index)
         for member in job.recipients:
             status = by_index.get(member.index)
             if status is None:
@@ -369,12 +424,18 @@ class QueueManager:
                     maillog("qmgr", f"{queue_id}: cannot mark recipient done: {e}", LogLevel.warn)
                     continue
                 rcpt.done = True
+                if wants_success(rcpt):
+                    message.succeeded.append((rcpt, status))
             elif outcome == "deferred":
                 self._record_defer(message, member.index, status.status, status.reason)
+                message.delayed.append((rcpt, status))
             else:
                 message.bounced.append((rcpt, status))
         self._busy -= 1
         message.pending -= 1
+        if dead_reason is not None:
+            for waiting in self._scheduler.drain(job.transport, job.destination):
+                self._suspend(waiting, dead_reason)
         if message.pending == 0:
             if message.abandoned:
                 self._messages.pop(queue_id, None)
@@ -382,6 +443,34 @@ class QueueManager:
                 self._attempt_over(message)
         self._scheduler.finished(job)
         self._check_stopped()
+
+    def _destination_feedback(
+        self, job: _Job, by_index: Mapping[int, RecipientStatus]
+    ) -> str | None:
+        """Tell the concurrency scheduler how the delivery went; the reason
+        when the destination just died.
+
+        A destination failure is a job whose every recipient was deferred
+        without reaching a server (relay ``none``: connection refused, a
+        4xx greeting, a timeout) — Postfix's site-level deferral. A 4xx to
+        one RCPT from a live server is a success for the scheduler."""
+        statuses = [by_index.get(r.index) for r in job.recipients]
+        failed = all(
+            s is None or (s.outcome == "deferred" and s.relay in ("", "none")) for s in statuses
+        )
+        if not failed:
+            self._feedback.success(job.transport, job.destination)
+            return None
+        reason = next((s.reason for s in statuses if s is not None), "delivery failed")
+        if self._feedback.failure(job.transport, job.destination, reason):
+            maillog(
+                "qmgr",
+                f"{job.destination}: destination {job.transport} is dead for"
+                f" {int(self._feedback.params(job.transport).dead_time)}s: {reason}",
+                LogLevel.warn,
+            )
+            return reason
+        return None
 
     # the end of an attempt ------------------------------------------------
 
@@ -393,6 +482,7 @@ class QueueManager:
             self._config, envelope.sender
         ):
             self._expire(message)
+        self._notify(message, now)
         if not message.bounced:
             self._settle(message)
             return
@@ -407,6 +497,53 @@ class QueueManager:
         d.addCallbacks(
             self._bounced, self._bounce_failed, callbackArgs=(message,), errbackArgs=(message,)
         )
+
+    def _notify(self, message: _Message, now: float) -> None:
+        """Queue the success DSN and, once, the delay warning (not waited for:
+        their failure is logged and never holds the message back)."""
+        envelope = message.envelope
+        queue_id = message.queue_id
+        notices: list[Deferred[str | None]] = []
+        if message.succeeded:
+            notices.append(
+                self._bouncer.success(queue_id, envelope, message.content, message.succeeded)
+            )
+            message.succeeded = []
+        delayed = [(r, s) for r, s in message.delayed if not r.done]
+        message.delayed = []
+        if (
+            delayed
+            and message.deferred
+            and self._delay_warning > 0
+            and now - envelope.arrival_time >= self._delay_warning
+            and not self._warned(queue_id)
+        ):
+            try:
+                self._store.record_delay_warning(queue_id, now)
+            except OSError as e:
+                maillog("qmgr", f"{queue_id}: cannot record delay warning: {e}", LogLevel.warn)
+            else:
+                notices.append(
+                    self._bouncer.delay_warning(queue_id, envelope, message.content, delayed)
+                )
+        for d in notices:
+            self._busy += 1
+            d.addErrback(
+                lambda f: _log.failure(
+                    "{queue_id}: cannot queue a notification", f, queue_id=queue_id
+                )
+            )
+            d.addBoth(self._notice_done)
+
+    def _notice_done(self, _result: object) -> None:
+        self._busy -= 1
+        self._check_stopped()
+
+    def _warned(self, queue_id: str) -> bool:
+        try:
+            return self._store.delay_warning_sent(queue_id)
+        except OSError:
+            return True  # unsure: Postfix prefers no warning to a duplicate
 
     def _expire(self, message: _Message) -> None:
         """Past its lifetime: every deferred recipient is returned with its last reason."""

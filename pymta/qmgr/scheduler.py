@@ -7,6 +7,12 @@ destination of a transport a concurrency limit
 destination; destinations take turns (round robin) so that one busy
 destination does not starve the others. A limit of 0 or less is unlimited.
 
+Optionally (qmgr passes :class:`~pymta.qmgr.feedback.DestinationFeedback`)
+``window(transport, destination)`` replaces the fixed destination limit by
+a window that grows and shrinks with delivery feedback, and
+``wait(transport, destination)`` holds a destination back for a rate delay;
+the scheduler then wakes itself through ``clock.callLater``.
+
 Jobs may finish synchronously (an agent that answers at once): finishing
 inside the dispatch loop does not recurse, the loop simply continues, so a
 long queue of instant deliveries uses constant stack. Trusts its callers;
@@ -18,6 +24,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
 class SchedulableJob(Protocol):
@@ -59,9 +67,17 @@ class Scheduler(Generic[J]):
         self,
         start: Callable[[J], None],
         limits: Callable[[str], tuple[int, int]],
+        *,
+        window: Callable[[str, str], int] | None = None,
+        wait: Callable[[str, str], float] | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._start = start
         self._limits = limits  # transport -> (process limit, destination limit)
+        self._window = window
+        self._wait = wait if clock is not None else None
+        self._clock = clock
+        self._wakeups: dict[str, IDelayedCall] = {}
         self._transports: dict[str, _Transport[J]] = {}
         self.paused = False
 
@@ -108,6 +124,43 @@ class Scheduler(Generic[J]):
     def waiting(self) -> int:
         return sum(len(d.jobs) for t in self._transports.values() for d in t.dests.values())
 
+    def drain(self, transport: str, destination: str) -> list[J]:
+        """Remove and return the jobs of one destination not yet started
+        (qmgr defers them when the destination is dead)."""
+        t = self._transports.get(transport)
+        dest = t.dests.get(destination) if t else None
+        if t is None or dest is None:
+            return []
+        jobs = list(dest.jobs)
+        dest.jobs.clear()
+        if dest.ready:
+            dest.ready = False
+            t.ready = type(t.ready)(d for d in t.ready if d is not dest)
+        if dest.active == 0:
+            del t.dests[destination]
+        return jobs
+
+    def _wake_later(self, transport: _Transport[J], delay: float) -> None:
+        assert self._clock is not None
+        call = self._wakeups.get(transport.name)
+        if call is not None and call.active():
+            if call.getTime() <= self._clock.seconds() + delay:
+                return
+            call.cancel()
+
+        def wake() -> None:
+            self._wakeups.pop(transport.name, None)
+            self._dispatch(transport)
+
+        self._wakeups[transport.name] = self._clock.callLater(delay, wake)
+
+    def cancel_wakeups(self) -> None:
+        """Cancel pending rate-delay wakeups (on stop)."""
+        for call in self._wakeups.values():
+            if call.active():
+                call.cancel()
+        self._wakeups.clear()
+
     def abandon(self) -> list[J]:
         """Drop every job not yet started (they stay queued on disk) and return them."""
         dropped: list[J] = []
@@ -138,10 +191,22 @@ class Scheduler(Generic[J]):
                 if self.paused:
                     break
                 dest = ready.popleft()
-                if dest.active >= transport.dest_limit:
+                limit = (
+                    transport.dest_limit
+                    if self._window is None
+                    else self._window(transport.name, dest.name)
+                )
+                if dest.active >= limit:
                     ready.append(dest)
                     blocked += 1
                     continue
+                if self._wait is not None:
+                    delay = self._wait(transport.name, dest.name)
+                    if delay > 0:
+                        ready.append(dest)
+                        blocked += 1
+                        self._wake_later(transport, delay)
+                        continue
                 job = dest.jobs.popleft()
                 if dest.jobs:
                     ready.append(dest)

@@ -70,6 +70,13 @@ class IQueueStore(Interface):
     def defer_reasons(queue_id: str) -> dict[int, tuple[str, str]]:
         """The last (status, reason) recorded per recipient index."""
 
+    def record_delay_warning(queue_id: str, when: float) -> None:
+        """Remember that the delay warning of queue_id was sent (it survives
+        restarts, so that the warning goes out once per message)."""
+
+    def delay_warning_sent(queue_id: str) -> bool:
+        """Whether record_delay_warning was called for queue_id."""
+
     def remove(queue_id: str, queue: str) -> None:
         """Delete a queue file whose recipients are all done."""
 

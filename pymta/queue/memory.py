@@ -43,6 +43,7 @@ class MemoryQueueStore:
         self._clock: IReactorTime = clock if clock is not None else Clock()
         self._queues: dict[str, dict[str, _Entry]] = {name: {} for name in QUEUE_NAMES}
         self._defer: dict[str, dict[int, tuple[str, str]]] = {}
+        self._warned: set[str] = set()
         self._ids = QueueIdAllocator(self._now, pid=0)
         self.enqueued: builtins.list[str] = []
 
@@ -114,10 +115,19 @@ class MemoryQueueStore:
         check_queue_id(queue_id)
         return dict(self._defer.get(queue_id, {}))
 
+    def record_delay_warning(self, queue_id: str, when: float) -> None:
+        check_queue_id(queue_id)
+        self._warned.add(queue_id)
+
+    def delay_warning_sent(self, queue_id: str) -> bool:
+        check_queue_id(queue_id)
+        return queue_id in self._warned
+
     def remove(self, queue_id: str, queue: str) -> None:
         self._entry(queue_id, queue)
         del self._queues[queue][queue_id]
         self._defer.pop(queue_id, None)
+        self._warned.discard(queue_id)
 
     def quarantine(self, queue_id: str, queue: str, reason: str) -> None:
         self.move(queue_id, queue, "corrupt")

@@ -1,7 +1,8 @@
 """The queue on disk: Postfix's queue directories and queue files.
 
 Mirrors Postfix's queue layout (incoming, active, deferred, hold, corrupt,
-and defer/ for the per-message defer logs) and cleanup's commit rule: a
+and defer/ for the per-message defer logs, which also remember that a
+delay warning was sent) and cleanup's commit rule: a
 queue file is written whole under a temporary name (``incoming/ID.tmp``),
 renamed to its queue id, and only then made durable through the sync
 barrier (group commit); enqueue fires with the id after the sync, so a
@@ -242,6 +243,30 @@ class FileQueueStore:
             if sep and index.isdigit():
                 reasons[int(index)] = (status, reason)
         return reasons
+
+    def record_delay_warning(self, queue_id: str, when: float) -> None:
+        # A "W" line in the defer log: defer_reasons skips it (not an index),
+        # and it goes when the message does. Not synced, like the defer log:
+        # a crash may at worst repeat the warning.
+        data = f"W\t{when!r}\n".encode()
+        path = self._defer_path(queue_id)
+
+        def append() -> None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+        self._background(queue_id, "record the delay warning of", append)
+
+    def delay_warning_sent(self, queue_id: str) -> bool:
+        try:
+            with open(self._defer_path(queue_id), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return False
+        return data.startswith(b"W\t") or b"\nW\t" in data
 
     def remove(self, queue_id: str, queue: str) -> None:
         path = self.path(queue_id, queue)
