@@ -4,7 +4,7 @@
 SYNOPSIS
     python bench/imap_bench.py [--clients 10] [--sessions 20] [--messages 200]
         [--size 4096] [--repeat 3] [--only dovecot|pymta]
-        [--pymta-processes N] [--json] [--timeout 600] [--workdir /var/tmp]
+        [--pymta-main-cf LINE] [--json] [--timeout 600] [--workdir /var/tmp]
         [--keep]
 
 DESCRIPTION
@@ -261,7 +261,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bodies", type=int, default=5, help="BODY[] fetches per session")
     p.add_argument("--repeat", type=int, default=3, help="measured runs per server (median)")
     p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument("--pymta-processes", type=int, default=1, help="pymta_processes")
+    p.add_argument(
+        "--pymta-main-cf",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="extra main.cf line for pymta (repeatable), e.g. 'pop3d_timeout = 60s'",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="temp dir parent")
@@ -310,7 +316,8 @@ def render(results: list[RunFigures], args: argparse.Namespace, hwm: int | None)
             f"{p.cpu_ms_per(p.operations) / max(1e-9, d.cpu_ms_per(d.operations)):.2f} x CPU/op"
         )
     if "pymta" in medians:
-        out.append(f"pymta: pymta_processes = {args.pymta_processes}, twistd VmHWM {fmt_mib(hwm)}")
+        extra = "; ".join(args.pymta_main_cf) or "none"
+        out.append(f"pymta: twistd VmHWM {fmt_mib(hwm)}; extra main.cf: {extra}")
     return "\n".join(out)
 
 
@@ -371,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             "pymta": lambda: PymtaRetrievalServer(
                 workdir,
                 passwd_text(users, workdir / "pymta" / "mail", uid, gid),
-                processes=args.pymta_processes,
+                extra_main_cf="".join(f"{line}\n" for line in args.pymta_main_cf),
                 imap=True,
             ),
         }

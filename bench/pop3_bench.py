@@ -4,7 +4,7 @@
 SYNOPSIS
     python bench/pop3_bench.py [--clients 10] [--messages 200] [--size 4096]
         [--repeat 3] [--top-every 10] [--top-lines 10] [--dele-every 4]
-        [--only dovecot|pymta] [--pymta-processes N] [--json]
+        [--only dovecot|pymta] [--pymta-main-cf LINE] [--json]
         [--timeout 600] [--workdir /var/tmp] [--keep]
 
 DESCRIPTION
@@ -197,7 +197,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-lines", type=int, default=10, help="body lines per TOP")
     p.add_argument("--dele-every", type=int, default=4, help="DELE every Nth message")
     p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument("--pymta-processes", type=int, default=1, help="pymta_processes")
+    p.add_argument(
+        "--pymta-main-cf",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="extra main.cf line for pymta (repeatable), e.g. 'pop3d_timeout = 60s'",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="temp dir parent")
@@ -288,7 +294,8 @@ def render(
             f"{p.cpu_ms_per(p.messages) / max(1e-9, d.cpu_ms_per(d.messages)):.2f} x CPU/message"
         )
     if "pymta" in medians:
-        out.append(f"pymta: pymta_processes = {args.pymta_processes}, twistd VmHWM {fmt_mib(hwm)}")
+        extra = "; ".join(args.pymta_main_cf) or "none"
+        out.append(f"pymta: twistd VmHWM {fmt_mib(hwm)}; extra main.cf: {extra}")
     return "\n".join(out)
 
 
@@ -342,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             "pymta": lambda: PymtaRetrievalServer(
                 workdir,
                 passwd_text(users, workdir / "pymta" / "mail", uid, gid),
-                processes=args.pymta_processes,
+                extra_main_cf="".join(f"{line}\n" for line in args.pymta_main_cf),
             ),
         }
         for name in names:

@@ -1,7 +1,7 @@
 """retrieval_pymta - a private pymta serving POP3 (and IMAP) for the benchmarks.
 
 SYNOPSIS
-    server = PymtaRetrievalServer(workdir, passwd_text, processes=1, imap=False)
+    server = PymtaRetrievalServer(workdir, passwd_text, imap=False, extra_main_cf="")
     server.start(); ... server.pop3_port, server.imap_port ...; server.stop()
 
 DESCRIPTION
@@ -10,7 +10,7 @@ DESCRIPTION
     virtual domain bench.test; pymta_passdb = passwd-file:etc/passwd (the
     same Dovecot passwd-file the Dovecot instance reads, with its homes
     under this instance's mail root); TLS off (Dovecot runs with
-    ssl = no); pymta_processes as given - and runs
+    ssl = no); any extra main.cf lines given (--pymta-main-cf) - and runs
 
         python -c 'from twisted.scripts.twistd import run; run()' \\
             -n --pidfile= pymta --config workdir/pymta/etc
@@ -56,7 +56,7 @@ def has_imapd() -> bool:
     return "imapd" in LISTENER_COMMANDS
 
 
-def pymta_main_cf(root: Path, processes: int) -> str:
+def pymta_main_cf(root: Path, extra: str = "") -> str:
     """main.cf of the retrieval instance."""
     return f"""\
 # Written by bench/retrieval_pymta.py; removed with its temporary directory.
@@ -77,8 +77,7 @@ pymta_passdb = passwd-file:$config_directory/passwd
 smtpd_tls_security_level = none
 pop3d_tls_security_level = none
 imapd_tls_security_level = none
-pymta_processes = {processes}
-"""
+{extra}"""
 
 
 def pymta_master_cf(pop3_port: int, imap_port: int | None) -> str:
@@ -110,8 +109,8 @@ class PymtaRetrievalServer:
         self,
         workdir: Path,
         passwd_text: str,
-        processes: int = 1,
         imap: bool = False,
+        extra_main_cf: str = "",
         startup_timeout: float = 60.0,
     ) -> None:
         self.root = workdir / "pymta"
@@ -119,7 +118,7 @@ class PymtaRetrievalServer:
         self.mail_root = self.root / "mail"
         self.twistd_log = self.root / "twistd.log"
         self.passwd_text = passwd_text
-        self.processes = processes
+        self.extra_main_cf = extra_main_cf
         self.pop3_port = free_loopback_port(LISTEN_HOST)
         self.imap_port = free_loopback_port(LISTEN_HOST) if imap else 0
         self.startup_timeout = startup_timeout
@@ -131,7 +130,7 @@ class PymtaRetrievalServer:
         for d in (self.config, self.mail_root, self.root / "queue", self.root / "data"):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
-        (self.config / "main.cf").write_text(pymta_main_cf(self.root, self.processes))
+        (self.config / "main.cf").write_text(pymta_main_cf(self.root, self.extra_main_cf))
         (self.config / "master.cf").write_text(
             pymta_master_cf(self.pop3_port, self.imap_port or None)
         )
