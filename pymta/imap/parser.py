@@ -149,6 +149,8 @@ class CommandReader:
             end = self._buffer.find(b"\n")
             if end < 0:
                 if len(self._buffer) > self.line_limit:
+                    if not self._started:
+                        self._tag = tag_of(bytes(self._buffer[:80]))
                     self._buffer.clear()
                     if self._skip_line:
                         return None
