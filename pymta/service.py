@@ -249,6 +249,10 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     if sync_start is not None or sync_stop is not None:
         _CallbackService("sync", sync_start or (lambda: None), sync_stop).setServiceParent(system)
     _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
+    # postqueue -f / pymta flush write to $queue_directory/public/qmgr.
+    from pymta.qmgr.trigger import TriggerService
+
+    TriggerService(queue_directory, qmgr, reactor).setServiceParent(system)
 
     mailstores: list[Any] = []  # one MaildirStore shared by pop3d and imapd
 
