@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PymtaServer
+from tests.harness import PymtaServer, wait_for_file
 
 VMAILBOX = "".join(
     f"{user}@example.test example.test/{user}/\n"
@@ -74,8 +74,6 @@ def _parsed(server: PymtaServer, user: str) -> list[email.message.Message]:
 def _wait_for_mail(server: PymtaServer, user: str, count: int) -> list[email.message.Message]:
     new = server.maildir(user) / "new"
     new.mkdir(parents=True, exist_ok=True)
-    from tests.harness import wait_for_file
-
     wait_for_file(new, lambda: len(list(new.iterdir())) >= count)
     return _parsed(server, user)
 
