@@ -1,0 +1,143 @@
+"""SEARCH over StringTransport: every RFC 3501 key, charsets, sets, UID SEARCH, MODSEQ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_imap_harness import Session, World
+
+DAY = 86400.0
+T0 = 1_700_000_000.0  # 14-Nov-2023 22:13:20 UTC
+
+MESSAGES = [
+    (
+        b"From: Alice Example <alice@example.org>\nTo: bob@example.org\n"
+        b"Cc: carol@example.org\nSubject: Quarterly REPORT\n"
+        b"Date: Tue, 14 Nov 2023 10:00:00 +0000\nX-Tag: red\n\nNumbers inside.\n",
+        ["\\Seen", "\\Answered"],
+        T0,
+    ),
+    (
+        b"From: bob@example.org\nTo: alice@example.org\nBcc: hidden@example.org\n"
+        b"Subject: =?utf-8?q?caf=C3=A9_menu?=\nDate: Wed, 15 Nov 2023 10:00:00 +0000\n\n"
+        + b"long body " * 50
+        + b"\n",
+        ["\\Flagged", "$Important"],
+        T0 + DAY,
+    ),
+    (
+        b"From: dave@example.net\nTo: alice@example.org\nSubject: lunch\n"
+        b"Date: Thu, 16 Nov 2023 10:00:00 +0000\n\nSee you at noon.\n",
+        ["\\Deleted", "\\Draft"],
+        T0 + 2 * DAY,
+    ),
+]
+
+
+@pytest.fixture
+def s(tmp_path: Path) -> Session:
+    w = World(tmp_path)
+    inbox = w.mailbox().folder("INBOX")
+    for content, flags, date in MESSAGES:
+        inbox.append(content, flags, date)
+    session = w.connect()
+    session.login()
+    session.select()
+    return session
+
+
+def search(s: Session, criteria: str) -> bytes:
+    reply = s.lines(f"q SEARCH {criteria}")
+    assert reply[-1] == b"q OK Search completed.", reply
+    [result] = [line for line in reply if line.startswith(b"* SEARCH")]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        ("ALL", b"* SEARCH 1 2 3"),
+        ("ANSWERED", b"* SEARCH 1"),
+        ("UNANSWERED", b"* SEARCH 2 3"),
+        ("DELETED", b"* SEARCH 3"),
+        ("UNDELETED", b"* SEARCH 1 2"),
+        ("DRAFT", b"* SEARCH 3"),
+        ("UNDRAFT", b"* SEARCH 1 2"),
+        ("FLAGGED", b"* SEARCH 2"),
+        ("UNFLAGGED", b"* SEARCH 1 3"),
+        ("SEEN", b"* SEARCH 1"),
+        ("UNSEEN", b"* SEARCH 2 3"),
+        ("KEYWORD $important", b"* SEARCH 2"),
+        ("UNKEYWORD $Important", b"* SEARCH 1 3"),
+        ("RECENT", b"* SEARCH"),
+        ("NEW", b"* SEARCH"),
+        ("OLD", b"* SEARCH 1 2 3"),
+        ("FROM alice", b"* SEARCH 1"),
+        ("FROM EXAMPLE.ORG", b"* SEARCH 1 2"),
+        ("TO alice", b"* SEARCH 2 3"),
+        ("CC carol", b"* SEARCH 1"),
+        ("BCC hidden", b"* SEARCH 2"),
+        ('SUBJECT "quarterly report"', b"* SEARCH 1"),
+        ('SUBJECT "CAFÉ"', b"* SEARCH 2"),
+        ("HEADER X-Tag RED", b"* SEARCH 1"),
+        ('HEADER X-Tag ""', b"* SEARCH 1"),
+        ("BODY noon", b"* SEARCH 3"),
+        ("TEXT numbers", b"* SEARCH 1"),
+        ("TEXT dave", b"* SEARCH 3"),
+        ("LARGER 400", b"* SEARCH 2"),
+        ("SMALLER 150", b"* SEARCH 3"),
+        ("BEFORE 15-Nov-2023", b"* SEARCH 1"),
+        ("ON 15-Nov-2023", b"* SEARCH 2"),
+        ("SINCE 15-Nov-2023", b"* SEARCH 2 3"),
+        ("SENTBEFORE 15-Nov-2023", b"* SEARCH 1"),
+        ("SENTON 16-Nov-2023", b"* SEARCH 3"),
+        ("SENTSINCE 15-Nov-2023", b"* SEARCH 2 3"),
+        ("NOT SEEN", b"* SEARCH 2 3"),
+        ("OR SEEN FLAGGED", b"* SEARCH 1 2"),
+        ("(OR SEEN FLAGGED) NOT ANSWERED", b"* SEARCH 2"),
+        ("2:*", b"* SEARCH 2 3"),
+        ("1,3", b"* SEARCH 1 3"),
+        ("UID 2:3 UNDELETED", b"* SEARCH 2"),
+        ("CHARSET UTF-8 SUBJECT lunch", b"* SEARCH 3"),
+        ("CHARSET US-ASCII SUBJECT nothing-like-this", b"* SEARCH"),
+        ("FROM {5+}\r\nalice", b"* SEARCH 1"),
+    ],
+)
+def test_search_keys(s: Session, criteria: str, expected: bytes) -> None:
+    """Each key selects what RFC 3501 says, as case-insensitive substrings for strings,
+    with an empty '* SEARCH' when nothing matches."""
+    assert search(s, criteria) == expected
+
+
+def test_uid_search_answers_uids(s: Session) -> None:
+    """UID SEARCH returns UIDs, not sequence numbers."""
+    s.send("x STORE 1 +FLAGS (\\Deleted)")
+    s.send("x STORE 3 -FLAGS (\\Deleted)")
+    s.send("x EXPUNGE")
+    assert s.lines("q UID SEARCH ALL") == [b"* SEARCH 2 3", b"q OK Search completed."]
+    assert s.lines("q SEARCH ALL")[0] == b"* SEARCH 1 2"
+
+
+def test_search_modseq_reports_highest(s: Session) -> None:
+    """MODSEQ n finds messages changed at or after n and reports the highest modseq."""
+    s.send("x STORE 2 +FLAGS (\\Seen)")
+    reply = search(s, "MODSEQ 5")
+    assert reply.startswith(b"* SEARCH 2 (MODSEQ ")
+
+
+def test_unknown_charset_is_no_badcharset(s: Session) -> None:
+    """An unsupported CHARSET gets NO [BADCHARSET] listing the supported ones."""
+    assert s.send("q SEARCH CHARSET KOI8-R ALL") == (
+        b"q NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    ["", "NOSUCHKEY", "FROM", "LARGER x", "BEFORE 32-Foo-2023", "OR SEEN", "UID", "()", "0:2"],
+)
+def test_bad_search_is_bad(s: Session, criteria: str) -> None:
+    """Malformed criteria are answered BAD."""
+    assert s.send(f"q SEARCH {criteria}".strip()).startswith(b"q BAD ")
