@@ -23,7 +23,9 @@ window, the deliveries it may have in progress:
   leaves that much time between the start of two deliveries.
 
 State is in memory only (as in Postfix: a restart forgets dead
-destinations). Time comes from the injected clock. Writes and logs nothing.
+destinations), for at most 10,000 destinations (live ones are forgotten
+first; a forgotten one starts again at the initial window). Time comes
+from the injected clock. Writes and logs nothing.
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ def destination_params(config: Config, transport: str) -> DestinationParams:
     )
 
 
+_STATE_LIMIT = 10000
+
+
 class _State:
     __slots__ = (
         "dead_reason",
@@ -164,6 +169,10 @@ class DestinationFeedback:
         key = (transport, destination)
         state = self._states.get(key)
         if state is None:
+            if len(self._states) >= _STATE_LIMIT:
+                # Bounded memory (per-recipient transports make one destination
+                # per recipient): forget live destinations, keep the dead ones.
+                self._states = {k: v for k, v in self._states.items() if v.dead_reason}
             state = self._states[key] = _State(self._initial(self.params(transport)))
         return state
 

@@ -19,8 +19,19 @@ last deferral reasons. A resolver TableError, a transport without an agent
 ("4.3.0 mail transport unavailable") or an agent errback (a bug: logged with
 its traceback) defers the recipients concerned.
 
+Deferral features (Postfix's): each destination's concurrency window grows
+on success and shrinks on failure, and a destination that keeps failing is
+dead for minimal_backoff_time — its mail is deferred with "delivery
+temporarily suspended: <reason>" without being tried
+(:mod:`pymta.qmgr.feedback`); a message still deferred after
+delay_warning_time gets one delay notice (the store remembers it across
+restarts); recipients that asked for NOTIFY=SUCCESS get a success DSN once
+delivered.
+
 :meth:`start` recovers incoming/ and active/ and scans deferred/ now and
-every queue_run_delay; :meth:`flush` retries all deferred mail now;
+every queue_run_delay; :meth:`flush` retries all deferred mail now and
+revives dead destinations (``postqueue -f`` through the trigger FIFO of
+:mod:`pymta.qmgr.trigger`);
 :meth:`stop` stops scheduling and waits for the deliveries in flight (what
 is not marked done stays queued and is delivered after the next start).
 
