@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -223,13 +224,11 @@ def test_fetch_flags_uid_reads_the_index_only(tmp_path: Path) -> None:
     for i in range(100):
         folder.append(b"Subject: %d\n\nbody\n" % i)
 
-    def refuse(*args: object) -> bytes:
+    def refuse(*args: object) -> Any:
         raise AssertionError("message file read")
 
-    folder.read = refuse  # type: ignore[method-assign]
-    folder.open = refuse  # type: ignore[method-assign]
-    folder.header_bytes = refuse  # type: ignore[method-assign]
-    folder.mime_structure = refuse  # type: ignore[method-assign]
+    for name in ("read", "open", "header_bytes", "mime_structure"):
+        setattr(folder, name, refuse)
     s = world.connect()
     s.login()
     s.select()

@@ -215,6 +215,7 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     infos = _infos(view, pairs)
     body_items = needs_file(items)
     missing = False
+    returned = 0
     size = 0
     for msn, u in pairs:
         info = infos.get(u)
@@ -244,13 +245,16 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             s.counters.body_count += 1
             s.counters.body_bytes += info.rfc822_size
         chunk = b"* %d FETCH " % msn + answer + b"\r\n"
+        returned += 1
         s.send(chunk)
         size += len(chunk)
         if size > CHUNK:
             s.flush()
             size = 0
     if missing:
-        s.no(tag, b"[EXPUNGEISSUED] Some messages were expunged.", expunge=uid)
+        # RFC 5530: OK when some data came back, NO when every message was gone.
+        status = b"OK" if returned else b"NO"
+        s.tagged(tag, status, b"[EXPUNGEISSUED] Some messages were expunged.", expunge=uid)
     else:
         s.ok(tag, b"Fetch completed.", expunge=uid)
 
