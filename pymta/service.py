@@ -333,21 +333,7 @@ def load(config_directory: str | os.PathLike[str]) -> tuple[Config, list[MasterS
     master = load_master(str(config_directory))
     for warning in validate(config, master):
         log.warn("{warning}", warning=warning)
-    built = {
-        "smtpd",
-        "pop3d",
-        "imapd",
-        "qmgr",
-        "cleanup",
-        "trivial-rewrite",
-        "bounce",
-        "local",
-        "virtual",
-        "discard",
-        "error",
-        "smtp",
-    }
-    for warning in check_master(master, built):
+    for warning in check_master(master, BUILT_PARTS):
         log.warn("{warning}", warning=warning)
     return config, master
 
