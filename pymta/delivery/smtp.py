@@ -24,7 +24,9 @@ Time limits are Postfix's ``smtp_*_timeout``; the TLS policy
 Results are values: the returned Deferred errbacks only on a bug.
 Each status carries ``timings`` (connection setup, transmission) for the
 log's delays=c/d. Untrusted input: DNS answers and the peer's replies.
-Writes nothing but the network. Logs the TLS line of each session.
+Writes nothing but the network. Logs, like Postfix, each host that failed
+(``connect to X: Connection refused``, ``QID: conversation with X timed
+out while ...``) and the TLS line of each session.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -52,6 +55,7 @@ from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import load_trust, policy_for
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
+from pymta.maillog import maillog
 
 _log = Logger(namespace="pymta.smtp")
 
@@ -111,6 +115,19 @@ def own_addresses(config: Config) -> set[str]:
     return found
 
 
+class _ChatFactory(Factory):
+    """Builds the one SMTPChat of a connection (quietly: one per delivery)."""
+
+    noisy = False
+
+    def __init__(self, clock: IReactorTime, relay: str) -> None:
+        self.clock = clock
+        self.relay = relay
+
+    def buildProtocol(self, addr: Any) -> SMTPChat:
+        return SMTPChat(self.clock, self.relay)
+
+
 def tcp_connector(reactor: Any, clock: IReactorTime, config: Config) -> Connector:
     """Real TCP connections (with smtp_bind_address / smtp_bind_address6)."""
     bind4 = config.get("smtp_bind_address").strip()
@@ -124,7 +141,7 @@ def tcp_connector(reactor: Any, clock: IReactorTime, config: Config) -> Connecto
         else:
             bind = (bind4, 0) if bind4 else None
             endpoint = TCP4ClientEndpoint(reactor, address, port, timeout=timeout, bindAddress=bind)
-        d: Deferred[SMTPChat] = connectProtocol(endpoint, SMTPChat(clock, relay))
+        d: Deferred[SMTPChat] = endpoint.connect(_ChatFactory(clock, relay))
         return d
 
     return connect
@@ -266,6 +283,7 @@ class SMTPAgent:
                 chat = await self._connect(host.address, port, self._timeouts["connect"], relay)
             except Exception as e:  # a failed connection: the next host
                 last = SessionError("4.4.1", f"connect to {relay}: {_connect_error(e)}")
+                maillog(self.name, last.reason)
                 continue
             sessions += 1
             settings = self._settings(nexthop, domain, host)
@@ -276,6 +294,7 @@ class SMTPAgent:
                 chat.abort() if chat.failed else quit(Session(chat, relay), settings)
                 if e.next_host:
                     last = e
+                    maillog(self.name, f"{request.queue_id}: {e.reason}")
                     continue
                 return every(e.dsn, e.reason, relay, e.diagnostic)
             session.opened = started
