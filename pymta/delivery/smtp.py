@@ -39,9 +39,8 @@ from typing import Any
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from pymta.config import Config
@@ -56,8 +55,6 @@ from pymta.delivery.smtp_tls import load_trust, policy_for
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
-
-_log = Logger(namespace="pymta.smtp")
 
 #: connect(address, port, timeout, relay) -> a connected SMTPChat (errback: ConnectError)
 Connector = Callable[[str, int, float, str], Deferred[SMTPChat]]
