@@ -161,7 +161,7 @@ def _qresync(s: IMAPServer, view: SelectedView, params: list[Token]) -> None:
         if m.modseq > modseq and view.msn(m.uid) is not None:
             s.send(
                 b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n"
-                % (view.msn(m.uid) or n, m.uid, flag_list(sorted(view.flags_of(m))), m.modseq)
+                % (view.msn(m.uid) or n, m.uid, flag_list(view.flags_of(m)), m.modseq)
             )
 
 

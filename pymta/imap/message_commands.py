@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pymta.imap.fetch import FetchItem, MessageData, needs_file, parse_items, render, sets_seen
+from pymta.imap.fetch import (
+    FetchItem,
+    MessageData,
+    index_renderer,
+    needs_file,
+    parse_items,
+    render,
+    sets_seen,
+)
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.search import BadCharset, Candidate, parse_search
@@ -210,13 +218,27 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             s.send(b"* VANISHED (EARLIER) " + format_set(gone).encode() + b"\r\n")
     folder = view.folder
     mark_seen = sets_seen(items) and not view.readonly
+    missing = False
+    returned = 0
+    size = 0
     wants_flags = any(i.name == "FLAGS" for i in items)
     with_modseq = s.condstore
     infos = _infos(view, pairs)
     body_items = needs_file(items)
-    missing = False
-    returned = 0
-    size = 0
+    fast = None if mark_seen else index_renderer(items, with_modseq)
+    if fast is not None and changed_since is None:
+        out: list[bytes] = []
+        flags_of = view.flags_of
+        for msn, u in pairs:
+            info = infos.get(u)
+            if info is None or view.is_expunged(u):
+                missing = True
+                continue
+            out.append(b"* %d FETCH %s\r\n" % (msn, fast(info, flags_of(info))))
+        for start in range(0, len(out), 4096):
+            s.send(b"".join(out[start : start + 4096]))
+        returned = len(out)
+        pairs = []
     for msn, u in pairs:
         info = infos.get(u)
         if info is None or view.is_expunged(u):
@@ -313,7 +335,7 @@ def store(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
                 continue
             if silent and unchanged is None:
                 continue
-            line = b"* %d FETCH (FLAGS %s" % (msn, flag_list(sorted(view.flags_of(info))))
+            line = b"* %d FETCH (FLAGS %s" % (msn, flag_list(view.flags_of(info)))
             if uid:
                 line += b" UID %d" % u
             if s.condstore:

@@ -58,9 +58,11 @@ class SelectedView:
         self.folder.add_listener(self._on_change)
         if self.folder.changed_on_disk():
             self.folder.refresh()
-        if not self.readonly:
-            self.recent = set(self.folder.claim_recent())
         messages = self.folder.messages()
+        # claim_recent lists the directories: only when the index knows of
+        # messages still in new/ (a 100,000-message SELECT reads the index only).
+        if not self.readonly and any(m.recent for m in messages):
+            self.recent = set(self.folder.claim_recent())
         self.uids = array("I", (m.uid for m in messages))
         self.uidvalidity = self.folder.uidvalidity
         self._appended.clear()
@@ -130,6 +132,16 @@ class SelectedView:
             out.extend((i, uids[i - 1]) for i in range(lo, hi + 1))
         return out
 
+    def _claim(self, new: list[int]) -> None:
+        """Report as \\Recent the new messages no other session has claimed."""
+        try:
+            if not any(self.folder.get(u).recent for u in new):
+                return
+            fresh = set(new)
+            self.recent.update(u for u in self.folder.claim_recent() if u in fresh)
+        except MailStoreError:
+            pass
+
     def is_expunged(self, uid: int) -> bool:
         return uid in self._expunged
 
@@ -163,11 +175,7 @@ class SelectedView:
             if new:
                 self.uids.extend(new)
                 if not self.readonly:
-                    fresh = set(new)
-                    try:
-                        self.recent.update(u for u in self.folder.claim_recent() if u in fresh)
-                    except MailStoreError:
-                        pass
+                    self._claim(new)
                 out.append(b"* %d EXISTS\r\n" % len(self.uids))
                 out.append(b"* %d RECENT\r\n" % len(self.recent))
         if self._flagged:
@@ -181,11 +189,7 @@ class SelectedView:
                     info = self.folder.get(uid)
                 except MailStoreError:
                     continue
-                line = b"* %d FETCH (UID %d FLAGS %s" % (
-                    n,
-                    uid,
-                    flag_list(sorted(self.flags_of(info))),
-                )
+                line = b"* %d FETCH (UID %d FLAGS %s" % (n, uid, flag_list(self.flags_of(info)))
                 if modseq:
                     line += b" MODSEQ (%d)" % info.modseq
                 out.append(line + b")\r\n")

@@ -13,6 +13,7 @@ names). Pure functions; writes and logs nothing.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 from collections.abc import Iterable
@@ -48,7 +49,16 @@ def literal(value: bytes) -> bytes:
 
 
 def flag_list(flags: Iterable[str]) -> bytes:
+    """``(\\Flagged \\Seen)``: a list in its order, a frozenset sorted and remembered
+    (a folder has few distinct flag combinations; FETCH 1:* FLAGS formats each message)."""
+    if isinstance(flags, frozenset):
+        return _frozen_flag_list(flags)
     return b"(" + " ".join(flags).encode("ascii", "replace") + b")"
+
+
+@functools.lru_cache(maxsize=4096)
+def _frozen_flag_list(flags: frozenset[str]) -> bytes:
+    return b"(" + " ".join(sorted(flags)).encode("ascii", "replace") + b")"
 
 
 def mailbox_out(name: str) -> bytes:
