@@ -143,6 +143,16 @@ def test_oversize_append_refused_before_the_literal(tmp_path: Path) -> None:
     assert session.send("b NOOP") == b"b OK NOOP completed.\r\n"
 
 
+def test_literals_before_login_are_small(world: World) -> None:
+    """Before login a literal over 8 KiB is refused, so an anonymous client cannot make
+    the server buffer a large message; after login the configured limit applies."""
+    session = world.connect()
+    assert session.send("a LOGIN {9000}") == b"a NO [TOOBIG] Literal too big.\r\n"
+    assert session.send("b LOGIN {17}") == b"+ OK\r\n"
+    assert session.send("alice@example.org secret").startswith(b"b OK [CAPABILITY ")
+    assert session.send("c APPEND INBOX {9000}") == b"+ OK\r\n"
+
+
 def test_idle_clients_are_disconnected(world: World) -> None:
     """Before login imapd_login_timeout applies; after, the longer imapd_timeout."""
     early = world.connect()

@@ -90,6 +90,9 @@ BASE_CAPABILITIES = (
     "QRESYNC",
 )
 
+#: Line and literal limit before login (Dovecot's imap-login is as strict).
+PREAUTH_LIMIT = 8192
+
 Handler = Callable[["IMAPServer", bytes, list[Token], bool], None]
 
 
@@ -131,8 +134,12 @@ class IMAPServer(Protocol):
         self.bad_commands = 0
         self.counters = imaplog.Counters()
         self.info = imaplog.SessionInfo("", "", pid, "")
+        # Before login a client needs literals for a user name and password
+        # only: an anonymous client cannot make the server buffer megabytes.
         self.reader = CommandReader(
-            settings.line_length_limit, settings.max_literal_size, settings.command_limit
+            min(settings.line_length_limit, PREAUTH_LIMIT),
+            min(settings.max_literal_size, PREAUTH_LIMIT),
+            min(settings.command_limit, 4 * PREAUTH_LIMIT),
         )
 
         self._out: list[bytes] = []
@@ -467,6 +474,9 @@ class IMAPServer(Protocol):
         self.user = account.user
         self.mailbox = account.mailbox
         self.state = AUTHENTICATED
+        self.reader.line_limit = self.settings.line_length_limit
+        self.reader.literal_limit = self.settings.max_literal_size
+        self.reader.command_limit = self.settings.command_limit
         if self._timer is not None and self._timer.active():
             self._timer.reset(self.settings.timeout)
         imaplog.login(self.log, self.info, self.user, self.method)
