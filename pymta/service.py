@@ -10,14 +10,18 @@ or that an existing Twisted application adds to its own hierarchy::
     makeService("/etc/pymta").setServiceParent(application)
 
 Listening ports are bound in privilegedStartService (before twistd drops
-privileges). Writes: the queue, data and mail directories named by main.cf.
+privileges). With ``pymta_processes`` above 1 this process is the master: a
+:class:`~pymta.master.workers.WorkerPool` started after everything else
+spawns the other reactor processes on the same sockets (:mod:`pymta.master`);
+each of them calls :func:`build` with ``worker_fds``. Writes: the queue,
+data and mail directories named by main.cf.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -96,10 +100,15 @@ class _MaillogService(service.Service):
         self._undo: Callable[[], None] | None = None
 
     def startService(self) -> None:
+        from pymta.master.appendlog import AppendLineStream
+
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._stream = open(self._path, "a", encoding="utf-8")
+        # One O_APPEND write of whole lines per flush: several reactor
+        # processes (pymta_processes) share the file without torn lines.
+        stream: Any = AppendLineStream(self._path)
+        self._stream = stream
         self._observer = MaillogObserver(
-            self._stream,
+            stream,
             self._hostname,
             self._syslog_name,
             flush_later=lambda flush: self._reactor.callLater(0, flush),
@@ -157,6 +166,11 @@ class _Listener(internet.TCPServer):
         assert self._port is not None
         return int(self._port.getHost().port)
 
+    def fileno(self) -> int:
+        """The listening socket's descriptor (after start), for pymta.master workers."""
+        assert self._port is not None
+        return int(self._port.fileno())
+
 
 class MailSystem(service.MultiService):
     """The running parts of one pymta instance, reachable for embedding and tests."""
@@ -185,8 +199,19 @@ def _listen_interfaces(config: Config, host: str | None) -> list[str]:
     return interfaces
 
 
-def build(config: Config, master: list[MasterService], reactor: Any = None) -> MailSystem:
-    """Wire every part for this configuration (does not start anything)."""
+def build(
+    config: Config,
+    master: list[MasterService],
+    reactor: Any = None,
+    *,
+    worker_fds: Mapping[str, int] | None = None,
+) -> MailSystem:
+    """Wire every part for this configuration (does not start anything).
+
+    ``worker_fds`` ({listener key: inherited descriptor}) builds a worker
+    of :mod:`pymta.master` instead: listeners adopt the master's sockets,
+    the queue manager never scans the queue, no trigger FIFO reader.
+    """
     from pymta.bounce.bouncer import Bouncer
     from pymta.cleanup import Cleanup
     from pymta.delivery.registry import AgentContext, build_agents, process_limits
@@ -229,6 +254,14 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     def on_queued(queue_id: str, envelope: Any, content: bytes) -> None:
         holder["qmgr"].notify_new(queue_id, envelope, content)
 
+    from pymta.master.workers import process_count
+
+    processes = 1 if worker_fds is not None else process_count(config)
+    claims = None
+    if worker_fds is not None or processes > 1:
+        from pymta.master.claims import QueueClaims
+
+        claims = QueueClaims(store.path, sync)
     cleanup = Cleanup(config, store, resolver, clock=clock, on_queued=on_queued)
     bounce = Bouncer(config, cleanup, clock)
     agents = build_agents(
@@ -238,7 +271,15 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
         ),
     )
     qmgr = QueueManager(
-        config, store, resolver, agents, bounce, clock, process_limits(master, config)
+        config,
+        store,
+        resolver,
+        agents,
+        bounce,
+        clock,
+        process_limits(master, config),
+        scan=worker_fds is None,
+        claims=claims,
     )
     holder["qmgr"] = qmgr
     system.store, system.cleanup, system.resolver = store, cleanup, resolver
@@ -249,10 +290,15 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
     if sync_start is not None or sync_stop is not None:
         _CallbackService("sync", sync_start or (lambda: None), sync_stop).setServiceParent(system)
     _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
+    for name, agent in agents.items():
+        close = getattr(agent, "close", None)
+        if close is not None:  # e.g. smtp: QUIT on the cached idle connections
+            _CallbackService(f"agent-{name}", lambda: None, close).setServiceParent(system)
     # postqueue -f / pymta flush write to $queue_directory/public/qmgr.
     from pymta.qmgr.trigger import TriggerService
 
-    TriggerService(queue_directory, qmgr, reactor).setServiceParent(system)
+    if worker_fds is None:  # one reader of the FIFO: the master's
+        TriggerService(queue_directory, qmgr, reactor).setServiceParent(system)
 
     mailstores: list[Any] = []  # one MaildirStore shared by pop3d and imapd
 
@@ -286,10 +332,31 @@ def build(config: Config, master: list[MasterService], reactor: Any = None) -> M
         else:
             factory = _pop3_factory(svc_config, svc, reactor, mailstore())
         for interface in _listen_interfaces(svc_config, host):
-            server = _Listener(port, factory, interface=interface)
+            key = f"{svc.name}:{interface}:{port}"
+            server: Any
+            if worker_fds is not None:
+                from pymta.master.adopt import AdoptedListener
+
+                if key not in worker_fds:
+                    raise ConfigError(f"master.cf service {key}: no socket from the master")
+                server = AdoptedListener(worker_fds[key], factory, reactor)
+            else:
+                server = _Listener(port, factory, interface=interface)
             server.setName(f"{svc.name}@{interface or '*'}:{port}")
             server.setServiceParent(system)
-            system.ports[f"{svc.name}:{interface}:{port}"] = server
+            system.ports[key] = server
+    if processes > 1:
+        from pymta.master.workers import WorkerPool
+
+        ports = system.ports
+        WorkerPool(
+            config.get("config_directory"),
+            lambda: {key: listener.fileno() for key, listener in ports.items()},
+            processes - 1,
+            reactor,
+            on_exit=qmgr.recover_orphans,
+            throttle_time=config.get_time("service_throttle_time"),
+        ).setServiceParent(system)
     return system
 
 

@@ -553,6 +553,12 @@ _PARAMS: list[Param] = [
         "pymta: how group commit makes files durable: syncfs (one sync per batch) or fsync",
     ),
     _p(
+        "pymta_processes",
+        "1",
+        "int",
+        "pymta: reactor processes sharing the listening sockets and the queue (0: one per CPU)",
+    ),
+    _p(
         "pymta_tls_create_self_signed",
         "no",
         "bool",

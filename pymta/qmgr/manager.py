@@ -35,6 +35,14 @@ revives dead destinations (``postqueue -f`` through the trigger FIFO of
 :meth:`stop` stops scheduling and waits for the deliveries in flight (what
 is not marked done stays queued and is delivered after the next start).
 
+Several reactor processes (``pymta_processes``, :mod:`pymta.master`): each
+runs a queue manager for the mail its own smtpd accepted. A worker's is
+built with ``scan=False``: it never recovers incoming/ or active/ and never
+scans deferred/ (what it defers, the master's finds there). With ``claims``
+(:class:`~pymta.master.claims.QueueClaims`) a queue manager holds a lock on
+each message it took from incoming/ or active/ until it is settled, and
+:meth:`recover_orphans` takes the messages of a process that died.
+
 Untrusted input: queue files (the store validates them; a bad one is
 quarantined and the rest keep moving). May write: the queue, through the
 store. Logs: Postfix's qmgr lines (see :mod:`pymta.qmgr.log`).
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -68,6 +77,9 @@ from pymta.queue.interface import IQueueStore, QueueFileError
 from pymta.queue.model import Envelope, Recipient
 from pymta.rewrite.interface import IResolver
 from pymta.tables.interface import TableError
+
+if TYPE_CHECKING:
+    from pymta.master.claims import QueueClaims
 
 _log = Logger(namespace="pymta.qmgr")
 
@@ -110,8 +122,13 @@ class QueueManager:
         bounce: Bouncer,
         clock: IReactorTime,
         process_limits: Mapping[str, int] | None = None,
+        *,
+        scan: bool = True,
+        claims: QueueClaims | None = None,
     ) -> None:
         self._config = config
+        self._scan = scan
+        self._claims = claims
         self._store = store
         self._resolver = resolver
         self._agents = agents
@@ -156,6 +173,8 @@ class QueueManager:
         """Recover incoming/ and active/, scan deferred/ now and every queue_run_delay."""
         self._running = True
         self._scheduler.paused = False
+        if not self._scan:
+            return  # a worker: the master's queue manager recovers and scans
         for queue_id in self._store.list("incoming"):
             if queue_id not in self._messages:
                 self._take(queue_id, "incoming")
@@ -184,6 +203,7 @@ class QueueManager:
         for queue_id, message in list(self._messages.items()):
             if message.abandoned and message.pending == 0:
                 del self._messages[queue_id]
+                self._release(queue_id)
         if self._busy == 0:
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -206,12 +226,29 @@ class QueueManager:
         qmgr takes ownership of ``envelope`` (it records done flags in it)."""
         if not self._running or queue_id in self._messages:
             return  # recovered from incoming/ by the next start
+        if self._claims is not None and not self._claims.claim(queue_id, "incoming"):
+            return  # the master recovered it meanwhile (see recover_orphans)
         try:
             self._store.move(queue_id, "incoming", "active")
         except OSError as e:
             maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
+            self._release(queue_id)
             return
         self._activate(queue_id, envelope, content)
+
+    def recover_orphans(self) -> None:
+        """Take the messages in incoming/ and active/ that no live process
+        owns (another reactor process died); needs ``claims``."""
+        if not self._running or self._claims is None:
+            return
+        for source in ("incoming", "active"):
+            for queue_id in self._store.list(source):
+                if queue_id not in self._messages:
+                    self._take(queue_id, source)
+
+    def _release(self, queue_id: str) -> None:
+        if self._claims is not None:
+            self._claims.release(queue_id)
 
     # loading --------------------------------------------------------------
 
@@ -220,21 +257,29 @@ class QueueManager:
         it when corrupt. The file is read where it is *before* the move: the
         store renames in the background, in order, so a read of active/
         right after the move could miss the file."""
+        # deferred/ is the master's alone: only incoming/ and active/ are claimed.
+        claimed = self._claims is not None and source != "deferred"
+        if claimed and self._claims is not None and not self._claims.claim(queue_id, source):
+            return  # a live process owns it
         try:
             envelope, content = self._store.read(queue_id, source)
         except QueueFileError as e:
             self._store.quarantine(queue_id, source, str(e))
+            self._release(queue_id)
             return
         except FileNotFoundError:
+            self._release(queue_id)
             return
         except OSError as e:
             maillog("qmgr", f"{queue_id}: cannot read queue file: {e}", LogLevel.warn)
+            self._release(queue_id)
             return
         if source != "active":
             try:
                 self._store.move(queue_id, source, "active")
             except OSError as e:
                 maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
+                self._release(queue_id)
                 return
         self._activate(queue_id, envelope, content)
 
@@ -328,6 +373,7 @@ class QueueManager:
         if message.pending == 0:
             if message.abandoned:
                 self._messages.pop(message.queue_id, None)
+                self._release(message.queue_id)
             else:
                 self._attempt_over(message)
 
@@ -450,6 +496,7 @@ class QueueManager:
         if message.pending == 0:
             if message.abandoned:
                 self._messages.pop(queue_id, None)
+                self._release(queue_id)
             else:
                 self._attempt_over(message)
         self._scheduler.finished(job)
@@ -614,12 +661,15 @@ class QueueManager:
                 self._store.set_next_attempt(queue_id, now + delay)
             except OSError as e:
                 maillog("qmgr", f"{queue_id}: cannot move to deferred: {e}", LogLevel.warn)
+            self._release(queue_id)
             return
         try:
             self._store.remove(queue_id, "active")
         except OSError as e:
             maillog("qmgr", f"{queue_id}: cannot remove queue file: {e}", LogLevel.warn)
+            self._release(queue_id)
             return
+        self._release(queue_id)
         log_removed(queue_id)
 
     def _check_stopped(self) -> None:
