@@ -546,3 +546,47 @@ def test_reply_parser_multiline_and_enhanced_codes() -> None:
     assert Reply(451, ("4.3.0 tmp",)).dsn == "4.3.0"
     with pytest.raises(ValueError):
         parser.feed(b"hello")
+
+
+def test_peer_with_our_hostname_is_a_loop() -> None:
+    """A peer whose EHLO reply names it with our myhostname: 5.4.6, nothing sent."""
+    clock = Clock()
+    peer = Peer(clock)
+    d = _agent(clock, peer).deliver(_request(["a@example.net"]))
+    _greet(peer, "250-mx.ours.test", "250 PIPELINING")
+    (a,) = _result(d)
+    assert (a.status, a.outcome) == ("5.4.6", "bounced")
+    assert "greeted me with my own hostname mx.ours.test" in a.reason
+    assert not any(line.startswith("MAIL") for line in peer.written())
+
+
+def test_idle_connection_closed_by_peer_leaves_the_cache() -> None:
+    """A cached connection the peer closes is forgotten; the next message connects anew."""
+    clock = Clock()
+    peer = Peer(clock)
+    agent = _agent(clock, peer)
+    d = agent.deliver(_request(["a@example.net"]))
+    _greet(peer)
+    peer.written()
+    peer.reply("250 ok", "250 ok", "354 go")
+    peer.written()
+    peer.reply("250 queued")
+    _result(d)
+    assert len(agent.cache) == 1
+    peer.chat.connectionLost(None)
+    assert len(agent.cache) == 0
+    agent.deliver(_request(["b@example.net"]))
+    assert len(peer.chats) == 2
+
+
+def test_mail_from_rejected_fails_every_recipient() -> None:
+    """A 5xx to MAIL FROM (pipelined) bounces all recipients with that reply."""
+    clock = Clock()
+    peer = Peer(clock)
+    d = _agent(clock, peer).deliver(_request(["a@example.net", "b@example.net"]))
+    _greet(peer)
+    peer.written()
+    peer.reply("553 5.7.1 sender refused", "503 5.5.1 no mail", "503 5.5.1 no mail", "503 no")
+    statuses = _result(d)
+    assert [s.status for s in statuses] == ["5.7.1", "5.7.1"]
+    assert "(in reply to MAIL FROM command)" in statuses[0].reason

@@ -182,6 +182,8 @@ class SMTPAgent:
         self._mx_address_limit = config.get_int("smtp_mx_address_limit")
         self._mx_session_limit = config.get_int("smtp_mx_session_limit")
         self._helo = config.get("smtp_helo_name")
+        protocols = {p.lower() for p in config.get_list("inet_protocols")}
+        self._ipv6 = not protocols or bool(protocols & {"all", "ipv6"})
         self._policy_table = self._maps(open_maps, "smtp_tls_policy_maps")
         self._sasl_table = (
             self._maps(open_maps, "smtp_sasl_password_maps")
@@ -226,6 +228,7 @@ class SMTPAgent:
             never_ehlo=self._config.get_bool("smtp_never_send_ehlo"),
             skip_5xx_greeting=self._config.get_bool("smtp_skip_5xx_greeting"),
             service=self.name,
+            myhostname=self._config.get("myhostname"),
         )
 
     def _cacheable(self, nexthop: str, domain: str) -> bool:
@@ -267,6 +270,7 @@ class SMTPAgent:
             random=self._random,
             own_addresses=self._own,
             own_names=self._own_names,
+            ipv6=self._ipv6,
         )
         if not hosts.ok:
             return every(hosts.status, hosts.reason)

@@ -62,6 +62,7 @@ class SMTPChat(LineOnlyReceiver):
         self.tls_pending = False  # STARTTLS sent, handshake not yet proven
         self.on_lost: Callable[[], None] | None = None
         self.stage = "receiving the initial server greeting"
+        self.peer_name = ""  # the name in the peer's EHLO/HELO reply
 
     # twisted protocol --------------------------------------------------------
 

@@ -4,7 +4,8 @@ Mirrors Postfix's smtp_proto.c over a connected :class:`~pymta.delivery.smtp_cha
 
 - :func:`handshake`: the 220 greeting (4xx, or 5xx with
   ``smtp_skip_5xx_greeting``: try the next host), EHLO with HELO fallback
-  on 5xx (``smtp_never_send_ehlo``), STARTTLS per the TLS policy, EHLO
+  on 5xx (``smtp_never_send_ehlo``; a peer that names itself with our
+  ``myhostname`` is a mail loop, 5.4.6), STARTTLS per the TLS policy, EHLO
   again over TLS, then AUTH PLAIN/LOGIN when credentials are configured.
 - :func:`transaction`: one message to some recipients. Refuses before
   sending when the peer's SIZE is smaller than the message (5.3.4) or
@@ -57,6 +58,7 @@ class SessionSettings:
     never_ehlo: bool = False
     skip_5xx_greeting: bool = True
     service: str = "smtp"
+    myhostname: str = ""
 
 
 @dataclass
@@ -97,6 +99,7 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
         )
     session = Session(chat, relay)
     session.features = await _hello(chat, settings)
+    _check_loop(chat, settings)
     policy = settings.tls
     if policy.level != "none" and "STARTTLS" in session.features:
         chat.send("STARTTLS")
@@ -124,6 +127,17 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
     return session
 
 
+def _check_loop(chat: SMTPChat, settings: SessionSettings) -> None:
+    """Postfix's smtp_helo: a peer that calls itself by our name is us."""
+    name = chat.peer_name.lower()
+    if settings.myhostname and name == settings.myhostname.lower():
+        raise SessionError(
+            "5.4.6",
+            f"host {chat.relay} greeted me with my own hostname {settings.myhostname}",
+            next_host=False,
+        )
+
+
 async def _hello(
     chat: SMTPChat, settings: SessionSettings, seconds: float | None = None
 ) -> dict[str, str]:
@@ -133,6 +147,7 @@ async def _hello(
         chat.send(f"EHLO {settings.helo_name}")
         reply = await _reply(chat, "performing the EHLO handshake", seconds)
         if reply.code == 250:
+            chat.peer_name = (reply.lines[0].split() or [""])[0]
             return reply.keywords
         if reply.code < 500:
             raise SessionError(reply.dsn, said(relay, reply, "EHLO"), reply.text)
@@ -142,6 +157,7 @@ async def _hello(
         raise SessionError(
             reply.dsn, said(relay, reply, "HELO"), reply.text, next_host=reply.code < 500
         )
+    chat.peer_name = (reply.lines[0].split() or [""])[0] if reply.lines else ""
     return {}
 
 
