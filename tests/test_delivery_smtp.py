@@ -590,3 +590,27 @@ def test_mail_from_rejected_fails_every_recipient() -> None:
     statuses = _result(d)
     assert [s.status for s in statuses] == ["5.7.1", "5.7.1"]
     assert "(in reply to MAIL FROM command)" in statuses[0].reason
+
+
+def test_large_message_is_streamed_and_a_stalled_write_times_out() -> None:
+    """A message over one chunk is written as the transport asks for more;
+    when the transport stops draining, smtp_data_xfer_timeout defers."""
+    clock = Clock()
+    peer = Peer(clock)
+    content = b"x" * 99 + b"\n"
+    d = _agent(clock, peer, smtp_data_xfer_timeout="30s").deliver(
+        _request(["a@example.net"], content=content * 2000)
+    )
+    _greet(peer)
+    peer.written()
+    peer.reply("250 ok", "250 ok", "354 go")
+    transport: Any = peer.chat.transport
+    assert transport.producer is not None
+    transport.producer.resumeProducing()
+    assert len(transport.value()) == 65536
+    clock.advance(29)
+    assert not d.called
+    clock.advance(1)
+    (a,) = _result(d)
+    assert a.outcome == "deferred"
+    assert "timed out while sending message body" in a.reason

@@ -409,3 +409,27 @@ def test_relayhost_with_auth(tmp_path: Path, certificate: tuple[Path, Path]) -> 
             relay.stop()
     assert logins == [("PLAIN", b"relayuser", b"s3cret")]
     assert len(handler.messages) == 1
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_large_message_arrives_intact(
+    tmp_path: Path, certificate: tuple[Path, Path], tls: bool
+) -> None:
+    """A 1.5 MB message (written in chunks as the transport drains, over TLS
+    and over plain TCP) arrives byte for byte, dot-stuffing undone by the peer."""
+    handler = Collector()
+    line = "." + "x" * 75 + "\r\n"
+    body = line * 20000
+    message = f"From: <alice@example.test>\r\nSubject: big\r\n\r\n{body}".encode()
+    context = _tls_context(*certificate) if tls else None
+    with aiosmtpd(handler, tls_context=context) as port:
+        with _relay(tmp_path, "a", relayhost=f"[127.0.0.1]:{port}") as relay:
+            relay.start()
+            with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=30) as client:
+                client.sendmail("alice@example.test", ["ann@remote.test"], message)
+            relay.wait_for_log(r"to=<ann@remote.test>.*status=sent")
+            relay.stop()
+    (_sender, _rcpts, content) = handler.messages[0]
+    assert handler.tls == [tls]
+    received = content.replace(b"\r\n", b"\n")
+    assert received.endswith(body.replace("\r\n", "\n").encode())
