@@ -580,6 +580,12 @@ _PARAMS: list[Param] = [
     _p("pop3d_timeout", "600s", "time", "pymta: idle time before pop3d disconnects"),
     _p("pop3d_enable_apop", "no", "bool", "pymta: offer APOP (works only for PLAIN/CLEAR users)"),
     _p(
+        "pop3d_no_flag_updates",
+        "no",
+        "bool",
+        "pymta: as Dovecot's pop3_no_flag_updates: yes leaves messages in new/ and not \\Seen",
+    ),
+    _p(
         "pop3d_auth_attempt_limit",
         "3",
         "int",
