@@ -614,3 +614,19 @@ def test_large_message_is_streamed_and_a_stalled_write_times_out() -> None:
     (a,) = _result(d)
     assert a.outcome == "deferred"
     assert "timed out while sending message body" in a.reason
+
+
+def test_failed_handshake_under_may_retries_in_plain_text() -> None:
+    """Under may, a TLS handshake that fails is retried at once without STARTTLS."""
+    clock = Clock()
+    peer = Peer(clock)
+    d = _agent(clock, peer).deliver(_request(["a@example.net"]))
+    _greet(peer, "250-mx1.example.net", "250 STARTTLS")
+    assert peer.written() == ["STARTTLS"]
+    peer.reply("220 go")
+    peer.written()
+    peer.chat.connectionLost(None)  # the handshake broke the connection
+    assert peer.addresses == [("192.0.2.1", 25), ("192.0.2.1", 25)]
+    _greet(peer, "250-mx1.example.net", "250 STARTTLS")
+    assert peer.written()[0] == "MAIL FROM:<sender@ours.test>"
+    assert not d.called

@@ -12,7 +12,8 @@ Mirrors Postfix's smtp(8). A request's next hop is ``domain`` (MX lookup),
    first ``smtp_mx_address_limit``, and tries them in order: a failed
    connection, a 4xx (or, with ``smtp_skip_5xx_greeting``, 5xx) greeting,
    a failed HELO/STARTTLS/AUTH or a timeout moves on to the next host, up
-   to ``smtp_mx_session_limit`` sessions;
+   to ``smtp_mx_session_limit`` sessions; a failed TLS handshake under
+   ``may`` is retried with the same host in plain text;
 3. runs one transaction (:func:`~pymta.delivery.smtp_proto.transaction`)
    and returns one status per recipient — sent, deferred (4xx) or
    bounced (5xx, with the remote reply as the diagnostic) — with
@@ -51,7 +52,7 @@ from pymta.delivery.smtp_chat import SessionError, SMTPChat
 from pymta.delivery.smtp_content import to_wire
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
-from pymta.delivery.smtp_tls import load_trust, policy_for
+from pymta.delivery.smtp_tls import TLSPolicy, load_trust, policy_for
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
@@ -276,8 +277,12 @@ class SMTPAgent:
             return every(hosts.status, hosts.reason)
         last = SessionError("4.4.1", f"delivery to {domain} failed: no host")
         sessions = 0
-        for host in hosts.hosts[: max(self._mx_address_limit, 1)]:
-            if sessions >= max(self._mx_session_limit, 1):
+        attempts: list[tuple[Host, bool]] = [
+            (h, False) for h in hosts.hosts[: max(self._mx_address_limit, 1)]
+        ]
+        while attempts:
+            host, plaintext = attempts.pop(0)
+            if sessions >= max(self._mx_session_limit, 1) and not plaintext:
                 break
             relay = f"{host.name}[{host.address}]:{port}"
             try:
@@ -288,16 +293,27 @@ class SMTPAgent:
                 continue
             sessions += 1
             settings = self._settings(nexthop, domain, host)
+            if plaintext:
+                settings.tls = TLSPolicy("none")
             tls_name = domain if settings.tls.level == "secure" else host.name
             try:
                 session = await handshake(chat, settings, tls_name)
             except SessionError as e:
                 chat.abort() if chat.failed else quit(Session(chat, relay), settings)
+                maillog(self.name, f"{request.queue_id}: {e.reason}")
+                if e.dsn == "4.7.5" and settings.tls.level == "may":
+                    # Opportunistic TLS that fails its handshake is retried
+                    # in plain text at once, as Postfix's smtp does.
+                    attempts.insert(0, (host, True))
+                    last = e
+                    continue
                 if e.next_host:
                     last = e
-                    maillog(self.name, f"{request.queue_id}: {e.reason}")
                     continue
                 return every(e.dsn, e.reason, relay, e.diagnostic)
+            except BaseException:
+                chat.abort()  # a bug: do not leave the connection open
+                raise
             session.opened = started
             return await self._send(session, settings, key, request, wire, started, domain)
         return every("4" + last.dsn[1:], last.reason, "none", last.diagnostic)
