@@ -176,3 +176,24 @@ def test_starttls_with_imaplib(tmp_path: Path) -> None:
         client.logout()
         server.wait_for_log(r"imap-login: Login: user=<alice@example.test>.*, TLS, session=")
         server.stop()
+
+
+def test_imaps_wrapper_mode_with_imaplib(tmp_path: Path) -> None:
+    """imapd_tls_wrappermode = yes (IMAPS): TLS from the first byte, no STARTTLS offered."""
+    extra = (
+        f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {tmp_path / 'cert.pem'}\n"
+        f"smtpd_tls_key_file = {tmp_path / 'key.pem'}\npymta_tls_create_self_signed = yes\n"
+    )
+    master = DEFAULT_MASTER_CF + IMAP_SERVICE + "  -o imapd_tls_wrappermode=yes\n"
+    with PymtaServer(tmp_path, extra, master_cf=master) as server:
+        server.start()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        client = imaplib.IMAP4_SSL("127.0.0.1", server.imap_port, ssl_context=context, timeout=30)
+        assert "STARTTLS" not in client.capabilities
+        client.login("alice@example.test", "alice-pw")
+        assert client.select("INBOX")[0] == "OK"
+        client.logout()
+        server.wait_for_log(r"imap-login: Login: user=<alice@example.test>.*, TLS, session=")
+        server.stop()

@@ -380,3 +380,17 @@ def test_check(s: Session) -> None:
     """CHECK is allowed in the selected state and answers OK."""
     s.select()
     assert s.send("a CHECK") == b"a OK Check completed.\r\n"
+
+
+def test_reading_pauses_only_when_input_piles_up(s: Session) -> None:
+    """While the client does not read our responses, commands wait; the socket is paused
+    only after a backlog of input (a TLS handshake can still read), and both resume."""
+    s.proto.pauseProducing()
+    assert s.transport.producerState == "producing"
+    assert s.send("a NOOP") == b""
+    s.proto.dataReceived(b"b NOOP\r\n" * 40000)
+    assert s.transport.producerState == "paused"
+    s.proto.resumeProducing()
+    assert s.transport.producerState == "producing"
+    reply = s.lines(b"")
+    assert reply[0] == b"a OK NOOP completed." and len(reply) == 40001

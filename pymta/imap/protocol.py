@@ -90,6 +90,9 @@ BASE_CAPABILITIES = (
     "QRESYNC",
 )
 
+#: Unprocessed input kept while the client does not read our responses.
+INPUT_BACKLOG = 256 * 1024
+
 #: Line and literal limit before login (Dovecot's imap-login is as strict).
 PREAUTH_LIMIT = 8192
 
@@ -146,6 +149,7 @@ class IMAPServer(Protocol):
         self._line_handler: Callable[[bytes], None] | None = None
         self._busy = False
         self._paused = False
+        self._reading_paused = False
         self._processing = False
         self._closing = False
         self._lost = False
@@ -218,16 +222,27 @@ class IMAPServer(Protocol):
 
     # IPushProducer: stop reading while the client does not read ------------
 
+    # Reading from the socket is paused only once enough unprocessed input has
+    # piled up: a TLS layer pauses its producer during the handshake, which
+    # must still read from the socket to finish.
+
     def pauseProducing(self) -> None:
         self._paused = True
-        if not self._lost:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._throttle()
 
     def resumeProducing(self) -> None:
         self._paused = False
         if not self._lost:
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resumeProducing()  # type: ignore[union-attr]
             self._process()
+
+    def _throttle(self) -> None:
+        if self._paused and not self._reading_paused and not self._lost:
+            if self.reader.pending() > INPUT_BACKLOG:
+                self._reading_paused = True
+                self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
         self._closing = True
@@ -294,6 +309,7 @@ class IMAPServer(Protocol):
             self._timer.reset(timeout)
         self.reader.feed(data)
         self._process()
+        self._throttle()
 
     def _process(self) -> None:
         if self._processing:

@@ -6,7 +6,8 @@ by pymta.service), the shared passwd-file checker (``pymta_passdb``), the
 realm (as pop3d's), the TLS context (``imapd_tls_*``; the embedded
 default's self-signed certificate is made when
 ``pymta_tls_create_self_signed = yes``) and the trusted networks
-(``imapd_plaintext_auth_networks``).
+(``imapd_plaintext_auth_networks``). With ``imapd_tls_wrappermode = yes``
+(IMAPS, port 993) the listener speaks TLS from the first byte.
 
 Writes: only a self-signed certificate, when configured so. Logs what it
 creates.
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from pymta.auth.passdb import portal_from_config, shared_checker
 from pymta.config.config import Config
+from pymta.config.errors import ConfigError
 from pymta.imap.factory import IMAPServerFactory
 from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.interface import IMailStore
@@ -50,8 +53,9 @@ def make_imap_factory(
     reactor: Any,
     *,
     store: IMailStore | None = None,
-) -> IMAPServerFactory:
-    """The IMAPServerFactory of one imapd service."""
+) -> Any:
+    """The IMAPServerFactory of one imapd service (wrapped in TLS with
+    ``imapd_tls_wrappermode = yes``)."""
     if store is None:
         from pymta.mailstore.maildir import MaildirStore
 
@@ -63,6 +67,15 @@ def make_imap_factory(
     trusted = NetworkList(
         config.get_list("imapd_plaintext_auth_networks"), "imapd_plaintext_auth_networks"
     )
-    return IMAPServerFactory(
-        IMAPSettings.from_config(config), portal, imap_tls(config), reactor, trusted
-    )
+    tls = imap_tls(config)
+    factory = IMAPServerFactory(IMAPSettings.from_config(config), portal, tls, reactor, trusted)
+    if not config.get_bool("imapd_tls_wrappermode"):
+        return factory
+    if tls is None:
+        raise ConfigError(
+            "imapd_tls_wrappermode = yes needs imapd_tls_cert_file and imapd_tls_key_file "
+            "and imapd_tls_security_level may or encrypt"
+        )
+    # IMAPS (port 993): TLS from the first byte; STARTTLS is then not offered.
+    factory.tls = None
+    return TLSMemoryBIOFactory(tls, False, factory)

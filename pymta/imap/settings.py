@@ -18,6 +18,8 @@
 ``imapd_plaintext_auth_networks`` ($mynetworks)
     Clients that may LOGIN / AUTHENTICATE PLAIN without TLS; loopback
     always may. Others see LOGINDISABLED (RFC 3501 6.2.3).
+``imapd_tls_wrappermode`` (no)
+    IMAPS (port 993): TLS from the first byte; STARTTLS is not offered.
 ``imapd_auth_attempt_limit`` (3)
     Failed logins in one session before it is closed.
 """
