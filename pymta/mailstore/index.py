@@ -57,6 +57,7 @@ _FLAG_LETTERS = {
     "\\Deleted": "T",
 }
 _LETTER_FLAGS = {v: k for k, v in _FLAG_LETTERS.items()}
+_SYSTEM = frozenset(_FLAG_LETTERS)
 _NO_KEYWORDS: frozenset[str] = frozenset()
 _GOOD_FILENAME = re.compile(r"(?:new|cur)/" + FILENAME_PATTERN + r"\Z")
 
@@ -129,6 +130,15 @@ class UidIndex:
     def sync(self) -> list[IndexChange]:
         """Read what was appended since the last call (everything after a
         compaction); call with the lock held. Raises IndexCorrupt."""
+        if self.loaded:
+            # The common case: nobody else wrote since our last read or write.
+            # One stat instead of open, fstat, read and close.
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                raise IndexCorrupt("index missing") from None
+            if st.st_ino == self._ino and st.st_size == self._offset:
+                return []
         try:
             fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
@@ -253,6 +263,61 @@ class UidIndex:
         self._lines += len(lines)
         return changes
 
+    def _apply_own(
+        self,
+        infos: list[MessageInfo],
+        expunged: list[tuple[int, int]],
+        scan_stamp: tuple[int, int] | None,
+    ) -> None:
+        """Update the image with records this process has just appended: the
+        same result as :meth:`_apply` of their lines, minus the parsing."""
+        records = self.records
+        by_base = self.by_base
+        uidnext, highest = self.uidnext, self.highest_modseq
+        for info in infos:
+            filename = info.filename
+            recent = filename[0] == "n"
+            if info.recent != recent or not info.flags <= _SYSTEM:
+                # What a reader of the line gets: only the flags that have
+                # letters, and recent exactly while the file is in new/.
+                flags = info.flags & _SYSTEM
+                info = MessageInfo(
+                    info.uid,
+                    info.size,
+                    info.rfc822_size,
+                    info.internal_date,
+                    flags,
+                    info.keywords,
+                    info.modseq,
+                    filename,
+                    recent,
+                )
+            uid = info.uid
+            base = filename[4:].partition(":")[0]
+            old = records.get(uid)
+            if old is not None:
+                old_base = old.filename[4:].partition(":")[0]
+                if old_base != base and by_base.get(old_base) == uid:
+                    del by_base[old_base]
+            records[uid] = info
+            by_base[base] = uid
+            if uid >= uidnext:
+                uidnext = uid + 1
+            if info.modseq > highest:
+                highest = info.modseq
+        for uid, modseq in expunged:
+            old = records.pop(uid, None)
+            if old is not None:
+                by_base.pop(old.filename[4:].partition(":")[0], None)
+                self.tombstones.append((uid, modseq))
+            if uid >= uidnext:
+                uidnext = uid + 1
+            if modseq > highest:
+                highest = modseq
+        if scan_stamp is not None:
+            self.scan_stamp = scan_stamp
+        self.uidnext, self.highest_modseq = uidnext, highest
+
     def _flags(self, letters: str) -> frozenset[str]:
         cached = self._flag_cache.get(letters)
         if cached is None:
@@ -312,8 +377,10 @@ class UidIndex:
             st = os.fstat(fd)
         finally:
             os.close(fd)
-        # Apply our own lines to the image exactly as a reader would.
-        self._apply(data, 0, notify=False)
+        # Apply our own records to the image as a reader of the lines would
+        # (without parsing back what we just formatted).
+        self._apply_own(infos, expunged, scan_stamp)
+        self._lines += len(lines)
         self._offset = st.st_size
         self._ino = st.st_ino
         # Compact when dead lines reach half the live ones: loading stays

@@ -242,6 +242,15 @@ class IFolder(Interface):
         when the UID is gone. Unknown ``\\`` flags are ignored (\\Recent
         cannot be set)."""
 
+    def set_flags_many(
+        uids: Collection[int], flags: Collection[str], mode: FlagMode
+    ) -> list[MessageInfo]:
+        """set_flags for several messages at once, as one change (one lock,
+        one index write, one modseq and one notice for all): POP3's \\Seen
+        at QUIT, IMAP STORE on a range. UIDs that are not (or no longer)
+        present are skipped. Returns the messages present, ascending by
+        UID, with their flags after the change."""
+
     def append(
         content: bytes,
         flags: Collection[str] = (),

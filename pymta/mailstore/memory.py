@@ -59,6 +59,25 @@ class MemoryLock:
             self._folder = None
 
 
+def _flagged(
+    info: MessageInfo,
+    system: frozenset[str],
+    keywords: frozenset[str],
+    mode: FlagMode,
+    modseq: int,
+) -> MessageInfo | None:
+    """info with its flags changed as mode says, or None when nothing changes."""
+    if mode is FlagMode.REPLACE:
+        new_flags, new_kw = system, keywords
+    elif mode is FlagMode.ADD:
+        new_flags, new_kw = info.flags | system, info.keywords | keywords
+    else:
+        new_flags, new_kw = info.flags - system, info.keywords - keywords
+    if (new_flags, new_kw) == (info.flags, info.keywords):
+        return None
+    return replace(info, flags=new_flags, keywords=new_kw, modseq=modseq)
+
+
 @implementer(IFolder)
 class MemoryFolder:
     """A folder kept in dicts."""
@@ -172,19 +191,34 @@ class MemoryFolder:
         if unchanged_since is not None and info.modseq > unchanged_since:
             return None
         system, keywords = split_flags(flags)
-        if mode is FlagMode.REPLACE:
-            new_flags, new_kw = system, keywords
-        elif mode is FlagMode.ADD:
-            new_flags, new_kw = info.flags | system, info.keywords | keywords
-        else:
-            new_flags, new_kw = info.flags - system, info.keywords - keywords
-        if (new_flags, new_kw) == (info.flags, info.keywords):
+        new = _flagged(info, system, keywords, mode, self.highest_modseq + 1)
+        if new is None:
             return info
         self.highest_modseq += 1
-        info = replace(info, flags=new_flags, keywords=new_kw, modseq=self.highest_modseq)
-        self._messages[uid] = info
+        self._messages[uid] = new
         self._notify("flags", [uid])
-        return info
+        return new
+
+    def set_flags_many(
+        self, uids: Collection[int], flags: Collection[str], mode: FlagMode
+    ) -> list[MessageInfo]:
+        system, keywords = split_flags(flags)
+        modseq = self.highest_modseq + 1
+        out: list[MessageInfo] = []
+        changed: list[int] = []
+        for uid in sorted(set(uids)):
+            info = self._messages.get(uid)
+            if info is None:
+                continue
+            new = _flagged(info, system, keywords, mode, modseq)
+            if new is not None:
+                self._messages[uid] = info = new
+                changed.append(uid)
+            out.append(info)
+        if changed:
+            self.highest_modseq = modseq
+            self._notify("flags", changed)
+        return out
 
     def append(
         self,

@@ -17,6 +17,7 @@ Reads messages through the IFolder (blocking disk reads of one message).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from pymta.mailstore.interface import FlagMode, IFolder, MailStoreError, MessageInfo
@@ -112,12 +113,14 @@ class Maildrop:
             uids = sorted(self._messages[n - 1].uid for n in self._deleted)
             removed = self.folder.expunge(uids)
         if mark_seen:
-            for n in sorted(self._retrieved - self._deleted):
-                info = self._messages[n - 1]
-                if "\\Seen" in info.flags:
-                    continue
-                try:
-                    self.folder.set_flags(info.uid, ["\\Seen"], FlagMode.ADD)
-                except MailStoreError:
-                    continue
+            unseen = [
+                info.uid
+                for n in self._retrieved - self._deleted
+                if "\\Seen" not in (info := self._messages[n - 1]).flags
+            ]
+            if unseen:
+                # One store change for all (one lock, one index write), as
+                # Dovecot commits a POP3 session's flag updates.
+                with contextlib.suppress(MailStoreError):
+                    self.folder.set_flags_many(unseen, ["\\Seen"], FlagMode.ADD)
         return removed

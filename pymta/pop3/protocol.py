@@ -482,7 +482,8 @@ class POP3Server(Protocol):
         self._lock = lock
         try:
             inbox.refresh()
-            inbox.claim_recent()
+            if self.settings.claim_recent:
+                inbox.claim_recent()
             messages = inbox.messages()
         except MailStoreError as e:
             self._release()

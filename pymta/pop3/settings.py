@@ -23,6 +23,11 @@
     PLAIN/CLEAR can use it.
 ``pop3d_auth_attempt_limit`` (3)
     Failed logins in one session before it is closed.
+``pop3d_no_flag_updates`` (no)
+    Dovecot's ``pop3_no_flag_updates``: with yes, a session neither moves
+    the messages it shows from ``new/`` to ``cur/`` at login nor marks the
+    ones it sent whole ``\\Seen`` at QUIT (less disk work; IMAP clients
+    then still see POP3-downloaded mail as new and unseen).
 """
 
 from __future__ import annotations
@@ -35,7 +40,11 @@ from pymta.config.expand import expand
 _FALLBACK = {
     "pop3d_enable_apop": "no",
     "pop3d_auth_attempt_limit": "3",
+    "pop3d_no_flag_updates": "no",
 }
+
+
+_YES = ("yes", "true", "on", "1")
 
 
 def _get(config: Config, name: str) -> str:
@@ -55,13 +64,15 @@ class POP3Settings:
     tls_required: bool = False
     enable_apop: bool = False
     auth_attempt_limit: int = 3
-    mark_seen: bool = True
+    mark_seen: bool = True  # \\Seen for messages sent whole, at QUIT
+    claim_recent: bool = True  # move new/ to cur/ at login
     hostname: str = "localhost"
 
     @classmethod
     def from_config(cls, config: Config) -> POP3Settings:
         level = config.get("pop3d_tls_security_level").strip().lower()
-        apop = _get(config, "pop3d_enable_apop").strip().lower() in ("yes", "true", "on", "1")
+        apop = _get(config, "pop3d_enable_apop").strip().lower() in _YES
+        no_flag_updates = _get(config, "pop3d_no_flag_updates").strip().lower() in _YES
         try:
             attempts = int(_get(config, "pop3d_auth_attempt_limit"))
         except ValueError:
@@ -73,5 +84,7 @@ class POP3Settings:
             tls_required=level == "encrypt",
             enable_apop=apop,
             auth_attempt_limit=max(1, attempts),
+            mark_seen=not no_flag_updates,
+            claim_recent=not no_flag_updates,
             hostname=config.get("myhostname"),
         )
