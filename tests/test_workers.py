@@ -122,7 +122,7 @@ class FakeReactor(Clock):
     ) -> FakeProcess:
         self._next_pid += 1
         process = FakeProcess(self._next_pid)
-        protocol.makeConnection(process)  # type: ignore[arg-type]
+        protocol.makeConnection(process)
         self.spawned.append((protocol, process, args, dict(childFDs or {})))
         return process
 
@@ -242,7 +242,12 @@ def test_worker_output_is_relayed_line_by_line() -> None:
     """Worker stderr lines reach the master's log prefixed with the worker pid,
     also when a line arrives in pieces."""
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+
+    @implementer(ILogObserver)
+    def observer(event: dict[str, Any]) -> None:
+        events.append(event)
+
+    globalLogPublisher.addObserver(observer)
     try:
         reactor = FakeReactor()
         pool = _pool(reactor, count=1)
@@ -251,7 +256,7 @@ def test_worker_output_is_relayed_line_by_line() -> None:
         protocol.childDataReceived(2, b"first li")
         protocol.childDataReceived(2, b"ne\nsecond line\n")
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
     relayed = [e["line"] for e in events if e.get("pid") == process.pid and "line" in e]
     assert relayed == ["first line", "second line"]
 
