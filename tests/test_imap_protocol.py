@@ -394,3 +394,27 @@ def test_reading_pauses_only_when_input_piles_up(s: Session) -> None:
     assert s.transport.producerState == "producing"
     reply = s.lines(b"")
     assert reply[0] == b"a OK NOOP completed." and len(reply) == 40001
+
+
+def test_random_input_never_raises(world: World) -> None:
+    """Seeded random commands built from IMAP words and junk get BAD/NO/OK answers;
+    nothing is logged as an unexpected error and the server keeps answering."""
+    import random
+
+    rng = random.Random(4242)
+    words = [
+        "FETCH", "STORE", "SEARCH", "UID", "SELECT", "LIST", "APPEND", "COPY", "MOVE",
+        "1:*", "*", "0", "2", "(", ")", "[", "]", "BODY[", "BODY[1.2.MIME]<0.5>", '"x',
+        '"\\\\"', "{3}", "{2+}", "NIL", "\\Seen", "+FLAGS", "INBOX", "%", "OR", "NOT",
+        "HEADER", "CHARSET", "\x00", "\xff", "(UNCHANGEDSINCE 1)", "RETURN", "(QRESYNC (1 2))",
+    ]  # fmt: skip
+    session = world.connect()
+    session.login()
+    session.select()
+    for n in range(400):
+        line = f"t{n} " + " ".join(rng.choice(words) for _ in range(rng.randint(0, 6)))
+        session.proto.bad_commands = 0  # stay under the hard error limit
+        session.send(line.encode("latin-1") + b"\r\n")
+        session.send(b"ab\r\n")  # feeds any literal that was announced
+    assert session.send("z NOOP").endswith(b"z OK NOOP completed.\r\n")
+    assert not [e for e in world.events if e.get("log_failure") is not None]
