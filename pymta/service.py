@@ -55,6 +55,7 @@ BUILT_PARTS = {
     "discard",
     "error",
     "smtp",
+    "lmtp",
 }
 
 

@@ -630,3 +630,43 @@ def test_failed_handshake_under_may_retries_in_plain_text() -> None:
     _greet(peer, "250-mx1.example.net", "250 STARTTLS")
     assert peer.written()[0] == "MAIL FROM:<sender@ours.test>"
     assert not d.called
+
+
+def _lmtp_agent(clock: Clock, peer: Peer, **extra: str) -> SMTPAgent:
+    return SMTPAgent(
+        _config(**extra), clock, MemoryResolver(ZONE), peer.connect, protocol="lmtp", name="lmtp"
+    )
+
+
+def test_lmtp_lhlo_and_one_reply_per_recipient() -> None:
+    """LMTP (RFC 2033): LHLO, and after the data one reply per accepted recipient;
+    a UNIX-socket next hop is used as is, without DNS."""
+    clock = Clock()
+    peer = Peer(clock)
+    d = _lmtp_agent(clock, peer).deliver(
+        _request(["a@example.net", "b@example.net", "c@example.net"], nexthop="unix:/run/lmtp")
+    )
+    assert peer.addresses == [("/run/lmtp", 0)]
+    peer.reply("220 lmtp ready")
+    assert peer.written() == ["LHLO mx.ours.test"]
+    peer.reply("250-mx.ours.test", "250 PIPELINING")
+    assert peer.written()[0] == "MAIL FROM:<sender@ours.test>"
+    peer.reply("250 ok", "250 ok", "550 5.1.1 no such user", "250 ok", "354 go")
+    peer.written()
+    peer.reply("250 2.0.0 <a@example.net> saved", "452 4.2.2 <c@example.net> over quota")
+    a, b, c = _result(d)
+    assert (a.status, a.reason, a.relay) == (
+        "2.0.0",
+        "250 2.0.0 <a@example.net> saved",
+        "mx.ours.test[/run/lmtp]",
+    )
+    assert (b.status, c.status) == ("5.1.1", "4.2.2")
+    assert "(in reply to end of DATA command)" in c.reason
+
+
+def test_lmtp_defaults_port_24_and_no_mx_lookup() -> None:
+    """An LMTP host next hop uses lmtp_tcp_port (24) and its A record, never MX."""
+    clock = Clock()
+    peer = Peer(clock)
+    _lmtp_agent(clock, peer).deliver(_request(["a@x.test"], nexthop="inet:relay.example.net"))
+    assert peer.addresses == [("192.0.2.9", 24)]

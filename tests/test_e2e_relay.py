@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import shutil
 import smtplib
 import socket
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+from aiosmtpd.controller import Controller, UnixSocketController
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from pymta.tls import ensure_self_signed
@@ -433,3 +435,33 @@ def test_large_message_arrives_intact(
     assert handler.tls == [tls]
     received = content.replace(b"\r\n", b"\n")
     assert received.endswith(body.replace("\r\n", "\n").encode())
+
+
+class _LMTPController(UnixSocketController):
+    def factory(self) -> Any:
+        return LMTP(self.handler, **self.SMTP_kwargs)
+
+
+def test_lmtp_over_a_unix_socket(tmp_path: Path) -> None:
+    """transport_maps-style routing to the lmtp service: pymta delivers over a
+    UNIX-domain socket to aiosmtpd's LMTP server (LHLO, per-recipient reply)."""
+    handler = Collector()
+    path = tmp_path / "lmtp.sock"
+    controller = _LMTPController(handler, unix_socket=str(path))
+    controller.start()
+    try:
+        with PymtaServer(
+            tmp_path / "a",
+            main_cf_extra=relay_main_cf(default_transport="lmtp", relayhost=f"unix:{path}"),
+            master_cf=MASTER_CF + "lmtp unix - - n - - lmtp\n",
+        ) as relay:
+            relay.start()
+            qid = submit(relay.smtp_port, ["ann@remote.test"])
+            relay.wait_for_log(
+                rf"lmtp: {qid}: to=<ann@remote.test>, "
+                rf"relay=mx\.example\.test\[{re.escape(str(path))}\].*status=sent"
+            )
+            relay.stop()
+    finally:
+        controller.stop()
+    assert [m[1] for m in handler.messages] == [["ann@remote.test"]]

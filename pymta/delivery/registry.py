@@ -62,7 +62,9 @@ def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgen
     )
 
 
-def _smtp(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _smtp(
+    context: AgentContext, service: str, config: Config, protocol: str = "smtp"
+) -> IDeliveryAgent:
     from pymta.delivery.smtp import SMTPAgent, tcp_connector
     from pymta.dns.cache import CachingResolver
     from pymta.dns.names import NamesResolver
@@ -72,10 +74,15 @@ def _smtp(context: AgentContext, service: str, config: Config) -> IDeliveryAgent
         config,
         context.clock,
         dns,
-        tcp_connector(context.reactor, context.clock, config),
+        tcp_connector(context.reactor, context.clock, config, protocol),
         open_maps=context.open_maps,
         name=service,
+        protocol=protocol,
     )
+
+
+def _lmtp(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+    return _smtp(context, service, config, protocol="lmtp")
 
 
 def _discard(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
@@ -97,6 +104,7 @@ AGENTS: dict[str, AgentFactory] = {
     "error": _error,
     "retry": _retry,
     "smtp": _smtp,
+    "lmtp": _lmtp,
 }
 
 

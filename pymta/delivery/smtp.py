@@ -32,6 +32,7 @@ out while ...``) and the TLS line of each session.
 
 from __future__ import annotations
 
+import functools
 import random as random_module
 import socket
 from collections.abc import Callable, Collection, Hashable
@@ -39,7 +40,7 @@ from typing import Any
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
@@ -61,22 +62,39 @@ from pymta.maillog import maillog
 Connector = Callable[[str, int, float, str], Deferred[SMTPChat]]
 
 _TIMEOUTS = {
-    "connect": "smtp_connect_timeout",
-    "helo": "smtp_helo_timeout",
-    "starttls": "smtp_starttls_timeout",
-    "mail": "smtp_mail_timeout",
-    "rcpt": "smtp_rcpt_timeout",
-    "data_init": "smtp_data_init_timeout",
-    "data_xfer": "smtp_data_xfer_timeout",
-    "data_done": "smtp_data_done_timeout",
-    "rset": "smtp_rset_timeout",
-    "quit": "smtp_quit_timeout",
+    "connect": "connect_timeout",
+    "helo": "helo_timeout",
+    "starttls": "starttls_timeout",
+    "mail": "mail_timeout",
+    "rcpt": "rcpt_timeout",
+    "data_init": "data_init_timeout",
+    "data_xfer": "data_xfer_timeout",
+    "data_done": "data_done_timeout",
+    "rset": "rset_timeout",
+    "quit": "quit_timeout",
 }
+
+#: lmtp_* parameters whose names differ from their smtp_* twins
+_LMTP_NAMES = {"helo_timeout": "lhlo_timeout", "helo_name": "lhlo_name"}
+
+
+def param_name(protocol: str, name: str) -> str:
+    """``smtp_<name>`` or Postfix's lmtp twin (``lmtp_lhlo_timeout``...)."""
+    if protocol == "lmtp":
+        return "lmtp_" + _LMTP_NAMES.get(name, name)
+    return "smtp_" + name
 
 
 def parse_nexthop(nexthop: str, default_port: int) -> tuple[str, int, bool]:
-    """``[host]:port`` / ``host:port`` / ``[host]`` / ``domain`` -> (host, port, use_mx)."""
+    """``[host]:port`` / ``host:port`` / ``[host]`` / ``domain`` -> (host, port, use_mx).
+
+    LMTP forms: ``inet:host:port`` is ``host:port``; ``unix:/path`` gives
+    (``/path``, 0, False)."""
     text = nexthop.strip()
+    if text.startswith("unix:"):
+        return text[5:], 0, False
+    if text.startswith("inet:"):
+        text = text[5:]
     use_mx = True
     port_text = ""
     if text.startswith("["):
@@ -126,14 +144,19 @@ class _ChatFactory(Factory):
         return SMTPChat(self.clock, self.relay)
 
 
-def tcp_connector(reactor: Any, clock: IReactorTime, config: Config) -> Connector:
-    """Real TCP connections (with smtp_bind_address / smtp_bind_address6)."""
-    bind4 = config.get("smtp_bind_address").strip()
-    bind6 = config.get("smtp_bind_address6").strip()
+def tcp_connector(
+    reactor: Any, clock: IReactorTime, config: Config, protocol: str = "smtp"
+) -> Connector:
+    """Real connections: TCP (with smtp_bind_address / smtp_bind_address6),
+    or a UNIX-domain socket for an address that is a path (LMTP)."""
+    bind4 = config.get(param_name(protocol, "bind_address")).strip()
+    bind6 = config.get(param_name(protocol, "bind_address6")).strip()
 
     def connect(address: str, port: int, timeout: float, relay: str) -> Deferred[SMTPChat]:
         endpoint: Any
-        if ":" in address:
+        if address.startswith("/"):
+            endpoint = UNIXClientEndpoint(reactor, address, timeout=timeout or 30)
+        elif ":" in address:
             bind = (bind6, 0) if bind6 else None
             endpoint = TCP6ClientEndpoint(reactor, address, port, timeout=timeout, bindAddress=bind)
         else:
@@ -169,8 +192,11 @@ class SMTPAgent:
         random: random_module.Random | None = None,
         own: Collection[str] | None = None,
         name: str = "smtp",
+        protocol: str = "smtp",
     ) -> None:
         self.name = name
+        self.protocol = protocol
+        p = functools.partial(param_name, protocol)
         self._config = config
         self._clock = clock
         self._dns = dns
@@ -178,34 +204,37 @@ class SMTPAgent:
         self._random = random or random_module.Random()
         self._own = set(own) if own is not None else own_addresses(config)
         self._own_names = {config.get("myhostname").lower()}
-        self._default_port = service_port(config.get("smtp_tcp_port").strip() or "smtp")
-        self._timeouts = {k: config.get_time(v) for k, v in _TIMEOUTS.items()}
-        self._mx_address_limit = config.get_int("smtp_mx_address_limit")
-        self._mx_session_limit = config.get_int("smtp_mx_session_limit")
-        self._helo = config.get("smtp_helo_name")
+        self._p = p
+        self._default_port = service_port(config.get(p("tcp_port")).strip() or protocol)
+        self._timeouts = {k: config.get_time(p(v)) for k, v in _TIMEOUTS.items()}
+        if protocol == "lmtp" and self._timeouts["connect"] <= 0:
+            self._timeouts["connect"] = 30.0  # lmtp_connect_timeout 0: the system's limit
+        self._mx_address_limit = config.get_int(p("mx_address_limit"))
+        self._mx_session_limit = config.get_int(p("mx_session_limit"))
+        self._helo = config.get(p("helo_name"))
         protocols = {p.lower() for p in config.get_list("inet_protocols")}
         self._ipv6 = not protocols or bool(protocols & {"all", "ipv6"})
-        self._policy_table = self._maps(open_maps, "smtp_tls_policy_maps")
+        self._policy_table = self._maps(open_maps, p("tls_policy_maps"))
         self._sasl_table = (
-            self._maps(open_maps, "smtp_sasl_password_maps")
-            if config.get_bool("smtp_sasl_auth_enable")
+            self._maps(open_maps, p("sasl_password_maps"))
+            if config.get_bool(p("sasl_auth_enable"))
             else None
         )
-        cafile = config.get("smtp_tls_CAfile").strip()
+        cafile = config.get(p("tls_CAfile")).strip()
         self._trust: Any = load_trust(cafile) if cafile else None
-        reuse = config.get_bool("smtp_connection_cache_on_demand") or bool(
-            config.get_list("smtp_connection_cache_destinations")
+        reuse = config.get_bool(p("connection_cache_on_demand")) or bool(
+            config.get_list(p("connection_cache_destinations"))
         )
         self._cache_destinations = {
-            d.lower() for d in config.get_list("smtp_connection_cache_destinations")
+            d.lower() for d in config.get_list(p("connection_cache_destinations"))
         }
-        self._cache_on_demand = config.get_bool("smtp_connection_cache_on_demand")
+        self._cache_on_demand = config.get_bool(p("connection_cache_on_demand"))
         self.cache = ConnectionCache(
             clock,
             self._close,
-            config.get_time("smtp_connection_cache_time_limit") if reuse else 0.0,
-            config.get_int("smtp_connection_reuse_count_limit"),
-            config.get_time("smtp_connection_reuse_time_limit"),
+            config.get_time(p("connection_cache_time_limit")) if reuse else 0.0,
+            config.get_int(p("connection_reuse_count_limit")),
+            config.get_time(p("connection_reuse_time_limit")),
         )
 
     def _maps(self, open_maps: OpenMaps, name: str) -> Lookup | None:
@@ -213,7 +242,7 @@ class SMTPAgent:
         return open_maps(specs, self._config) if specs else None
 
     def _settings(self, nexthop: str, domain: str, host: Host | None) -> SessionSettings:
-        policy = policy_for(nexthop, domain, self._config, self._policy_table)
+        policy = policy_for(nexthop, domain, self._config, self._policy_table, self.protocol)
         sasl = None
         if self._sasl_table is not None:
             sasl = credentials_for(self._sasl_table, nexthop, host.name if host else domain)
@@ -223,11 +252,12 @@ class SMTPAgent:
             tls=policy,
             trust=self._trust,
             sasl=sasl,
-            sasl_options=self._config.get_list("smtp_sasl_security_options"),
-            sasl_tls_options=self._config.get_list("smtp_sasl_tls_security_options"),
+            sasl_options=self._config.get_list(self._p("sasl_security_options")),
+            sasl_tls_options=self._config.get_list(self._p("sasl_tls_security_options")),
             sasl_cleartext=self._config.get_bool("pymta_smtp_sasl_cleartext"),
-            never_ehlo=self._config.get_bool("smtp_never_send_ehlo"),
-            skip_5xx_greeting=self._config.get_bool("smtp_skip_5xx_greeting"),
+            never_ehlo=self.protocol == "smtp" and self._config.get_bool("smtp_never_send_ehlo"),
+            skip_5xx_greeting=self._config.get_bool(self._p("skip_5xx_greeting")),
+            lmtp=self.protocol == "lmtp",
             service=self.name,
             myhostname=self._config.get("myhostname"),
         )
@@ -264,15 +294,21 @@ class SMTPAgent:
             if await reset(session, settings):
                 return await self._send(session, settings, key, request, wire, started, domain)
             self._close(session)
-        hosts: HostList = await find_hosts(
-            self._dns,
-            domain,
-            use_mx=use_mx,
-            random=self._random,
-            own_addresses=self._own,
-            own_names=self._own_names,
-            ipv6=self._ipv6,
-        )
+        lmtp = self.protocol == "lmtp"
+        hosts: HostList
+        if domain.startswith("/"):  # LMTP over a UNIX-domain socket
+            hosts = HostList([Host(self._config.get("myhostname"), domain)])
+        else:
+            # LMTP never looks up MX records, nor checks for loops (Postfix's lmtp).
+            hosts = await find_hosts(
+                self._dns,
+                domain,
+                use_mx=use_mx and not lmtp,
+                random=self._random,
+                own_addresses=() if lmtp else self._own,
+                own_names=() if lmtp else self._own_names,
+                ipv6=self._ipv6,
+            )
         if not hosts.ok:
             return every(hosts.status, hosts.reason)
         last = SessionError("4.4.1", f"delivery to {domain} failed: no host")
@@ -284,7 +320,7 @@ class SMTPAgent:
             host, plaintext = attempts.pop(0)
             if sessions >= max(self._mx_session_limit, 1) and not plaintext:
                 break
-            relay = f"{host.name}[{host.address}]:{port}"
+            relay = f"{host.name}[{host.address}]" + (f":{port}" if port else "")
             try:
                 chat = await self._connect(host.address, port, self._timeouts["connect"], relay)
             except Exception as e:  # a failed connection: the next host

@@ -20,6 +20,10 @@ Mirrors Postfix's smtp_proto.c over a connected :class:`~pymta.delivery.smtp_cha
 - :func:`reset` (RSET before a cached connection is reused) and
   :func:`quit`.
 
+With ``lmtp`` set (RFC 2033, Postfix's lmtp): LHLO instead of EHLO (no
+HELO fallback, no own-hostname loop check) and one final reply per
+accepted recipient after the data.
+
 Every reply is untrusted (parsed by smtp_reply, shown, never executed).
 Logs the TLS line Postfix logs (``Untrusted TLS connection established
 to ...``).
@@ -59,6 +63,7 @@ class SessionSettings:
     skip_5xx_greeting: bool = True
     service: str = "smtp"
     myhostname: str = ""
+    lmtp: bool = False  # RFC 2033: LHLO, and one final reply per recipient
 
 
 @dataclass
@@ -128,8 +133,11 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
 
 
 def _check_loop(chat: SMTPChat, settings: SessionSettings) -> None:
-    """Postfix's smtp_helo: a peer that calls itself by our name is us."""
+    """Postfix's smtp_helo: a peer that calls itself by our name is us
+    (not for LMTP, whose server is usually this very host)."""
     name = chat.peer_name.lower()
+    if settings.lmtp:
+        return
     if settings.myhostname and name == settings.myhostname.lower():
         raise SessionError(
             "5.4.6",
@@ -143,6 +151,13 @@ async def _hello(
 ) -> dict[str, str]:
     relay = chat.relay
     seconds = timeout(settings, "helo") if seconds is None else seconds
+    if settings.lmtp:
+        chat.send(f"LHLO {settings.helo_name}")
+        reply = await _reply(chat, "performing the LHLO handshake", seconds)
+        if reply.code != 250:
+            raise SessionError(reply.dsn, said(relay, reply, "LHLO"), reply.text)
+        chat.peer_name = (reply.lines[0].split() or [""])[0]
+        return reply.keywords
     if not settings.never_ehlo:
         chat.send(f"EHLO {settings.helo_name}")
         reply = await _reply(chat, "performing the EHLO handshake", seconds)
@@ -354,11 +369,18 @@ async def _exchange(
         fail_all(data_reply, "DATA", accepted)
         return
     await chat.send_data(wire, "sending message body", timeout(settings, "data_xfer"))
-    final = await _reply(
-        chat,
-        "sending end of data -- message may be sent more than once",
-        timeout(settings, "data_done"),
-    )
+    stage = "sending end of data -- message may be sent more than once"
+    t_done = timeout(settings, "data_done")
+    if settings.lmtp:
+        # RFC 2033 section 4.2: one reply per accepted recipient, in order.
+        for r in accepted:
+            reply = await _reply(chat, stage, t_done)
+            text = reply.text if reply.positive else said(relay, reply, "end of DATA")
+            results[r.index] = RecipientStatus(
+                r.index, reply.dsn, text, relay, "" if reply.positive else reply.text
+            )
+        return
+    final = await _reply(chat, stage, t_done)
     for r in accepted:
         if final.positive:
             results[r.index] = RecipientStatus(r.index, final.dsn, final.text, relay)

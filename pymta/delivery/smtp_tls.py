@@ -17,7 +17,8 @@ or per destination through ``smtp_tls_policy_maps``):
 A policy table entry is ``level [match=name:name...]`` looked up by the
 next hop as written (``[mx.example]:587``), then the bare domain, then its
 parent domains as ``.parent``. The obsolete ``smtp_enforce_tls`` /
-``smtp_use_tls`` apply when the level is empty, as in Postfix. Contexts
+``smtp_use_tls`` apply when the level is empty, as in Postfix. The lmtp
+client reads the ``lmtp_*`` twins (an empty level is none there). Contexts
 allow TLS 1.2 and later. Untrusted input: none here (the handshake is
 judged by OpenSSL and service-identity).
 """
@@ -51,16 +52,17 @@ class TLSPolicy:
         return self.level in VERIFIED
 
 
-def default_level(config: Config) -> str:
-    level = config.get("smtp_tls_security_level").strip().lower()
+def default_level(config: Config, prefix: str = "smtp") -> str:
+    """The main.cf level; empty means may for smtp (pymta) and none for lmtp."""
+    level = config.get(f"{prefix}_tls_security_level").strip().lower()
     if not level:
-        if config.get_bool("smtp_enforce_tls"):
+        if config.get_bool(f"{prefix}_enforce_tls"):
             level = "encrypt"
-        elif "smtp_use_tls" in config.explicit():
-            level = "may" if config.get_bool("smtp_use_tls") else "none"
+        elif f"{prefix}_use_tls" in config.explicit():
+            level = "may" if config.get_bool(f"{prefix}_use_tls") else "none"
         else:
-            level = "may"
-    return _check(level, "smtp_tls_security_level")
+            level = "may" if prefix == "smtp" else "none"
+    return _check(level, f"{prefix}_tls_security_level")
 
 
 def _check(level: str, parameter: str) -> str:
@@ -87,7 +89,9 @@ def parse_policy(value: str) -> TLSPolicy:
     return TLSPolicy(level, match)
 
 
-def policy_for(nexthop: str, domain: str, config: Config, table: Lookup | None) -> TLSPolicy:
+def policy_for(
+    nexthop: str, domain: str, config: Config, table: Lookup | None, prefix: str = "smtp"
+) -> TLSPolicy:
     """The policy of one destination (table first, then the main.cf level)."""
     if table is not None:
         keys = [nexthop, domain]
@@ -99,8 +103,9 @@ def policy_for(nexthop: str, domain: str, config: Config, table: Lookup | None) 
             value = table.lookup(key)
             if value:
                 return parse_policy(value)
-    level = default_level(config)
-    match = "smtp_tls_secure_cert_match" if level == "secure" else "smtp_tls_verify_cert_match"
+    level = default_level(config, prefix)
+    kind = "secure" if level == "secure" else "verify"
+    match = f"{prefix}_tls_{kind}_cert_match"
     return TLSPolicy(level, tuple(config.get_list(match)))
 
 
