@@ -109,7 +109,7 @@ class FakeReactor(Clock):
 
     def __init__(self) -> None:
         super().__init__()
-        self.spawned: list[tuple[ProcessProtocol, FakeProcess, list[str], dict[int, Any]]] = []
+        self.spawned: list[tuple[Any, FakeProcess, list[str], dict[int, Any]]] = []
         self._next_pid = 100
 
     def spawnProcess(
@@ -179,7 +179,7 @@ def test_a_dead_worker_is_logged_and_restarted(maillines: list[str]) -> None:
     pool = _pool(reactor, count=1, exits=exits)
     pool.startService()
     protocol, process, _, _ = reactor.spawned[0]
-    reactor.advance(30)
+    protocol.childDataReceived(1, b"ready\n")
     _end(protocol, ProcessTerminated(signal=9))
     assert f"master: process pymta/worker pid {process.pid} killed by signal 9" in maillines
     assert exits == [1]
@@ -190,7 +190,7 @@ def test_a_dead_worker_is_logged_and_restarted(maillines: list[str]) -> None:
 
 
 def test_a_worker_that_dies_at_startup_is_throttled(maillines: list[str]) -> None:
-    """A worker that exits within a second of its start is restarted only after
+    """A worker that exits before it reported ready is restarted only after
     service_throttle_time ("bad command startup -- throttling")."""
     reactor = FakeReactor()
     pool = _pool(reactor, count=1)
@@ -203,6 +203,7 @@ def test_a_worker_that_dies_at_startup_is_throttled(maillines: list[str]) -> Non
     assert len(reactor.spawned) == 1
     reactor.advance(1)
     assert len(reactor.spawned) == 2
+    assert sum("throttling" in line for line in maillines) == 1
 
 
 def test_stop_terminates_workers_and_waits_without_restarting() -> None:
@@ -212,7 +213,7 @@ def test_stop_terminates_workers_and_waits_without_restarting() -> None:
     pool = _pool(reactor, count=2)
     pool.startService()
     (p1, w1, _, _), (p2, w2, _, _) = reactor.spawned
-    reactor.advance(10)
+    p1.childDataReceived(1, b"ready\n")
     _end(p1, ProcessTerminated(exitCode=1))  # restart pending
     stopped = pool.stopService()
     assert isinstance(stopped, Deferred)
@@ -254,11 +255,13 @@ def test_worker_output_is_relayed_line_by_line() -> None:
         pool.startService()
         protocol, process, _, _ = reactor.spawned[0]
         protocol.childDataReceived(2, b"first li")
+        protocol.childDataReceived(1, b"ready\n")
         protocol.childDataReceived(2, b"ne\nsecond line\n")
     finally:
         globalLogPublisher.removeObserver(observer)
     relayed = [e["line"] for e in events if e.get("pid") == process.pid and "line" in e]
     assert relayed == ["first line", "second line"]
+    assert protocol.ready  # the readiness line is consumed, not relayed
 
 
 # inherited listeners -----------------------------------------------------------

@@ -9,8 +9,10 @@ scans the queue, the delivery agents, pop3d and imapd on the inherited
 sockets. It logs to stderr (relayed by the master) and writes its mail
 events to ``maillog_file`` itself, with its own pid.
 
-It stops on SIGTERM (waiting for its deliveries in flight, as the master
-does) and when its stdin reaches end-of-file: the master died.
+Once it accepts on the sockets it writes ``ready`` to its stdout (the
+master throttles the restarts of a worker that dies before). It stops on
+SIGTERM (waiting for its deliveries in flight, as the master does) and
+when its stdin reaches end-of-file: the master died.
 
 Untrusted input: none here (the command line comes from the master). May
 write: what the parts write. Logs: what the parts log.
@@ -56,7 +58,7 @@ class _MasterWatch(protocol.Protocol):
 def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     """Run one worker until SIGTERM or the master's death; the exit status."""
     from pymta.config import ConfigError
-    from pymta.master.workers import parse_listen
+    from pymta.master.workers import READY, parse_listen
     from pymta.service import build, load
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -79,7 +81,8 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
         system.privilegedStartService()
         system.startService()
         standard_io: Any = stdio.StandardIO
-        standard_io(_MasterWatch(reactor), stdin=0, stdout=1, reactor=reactor)
+        pipe = standard_io(_MasterWatch(reactor), stdin=0, stdout=1, reactor=reactor)
+        pipe.write(READY + b"\n")  # no startup throttling from now on
         log.info("worker {slot} running", slot=args.slot)
 
     reactor.callWhenRunning(start)

@@ -18,8 +18,9 @@ and waits (SIGKILL after 30 seconds). A worker that
 exits while the pool runs is logged as Postfix's master logs a daemon's
 death (``warning: process pymta/worker pid 4242 exit status 1``, ``...
 killed by signal 9``) and restarted after a second, or after
-``service_throttle_time`` when it died within a second of its start (``bad
-command startup -- throttling``); ``on_exit`` then lets the master's queue
+``service_throttle_time`` when it died before it reported ready (a line
+``ready`` on its stdout; Postfix's ``bad command startup -- throttling``
+for a daemon that never became available); ``on_exit`` then lets the master's queue
 manager take the messages the dead worker left in incoming/ and active/.
 
 Untrusted input: none (the command line is built here; worker output is
@@ -51,6 +52,9 @@ log = Logger(namespace="pymta.master")
 
 #: How the master names a worker in its log lines (Postfix names the program).
 PROGRAM = "pymta/worker"
+
+#: What a worker writes on its stdout once it accepts on the sockets.
+READY = b"ready"
 
 #: The first descriptor a worker finds its listening sockets at.
 FIRST_LISTEN_FD = 3
@@ -135,7 +139,7 @@ class _WorkerProtocol(ProcessProtocol):
         self._pool = pool
         self.slot = slot
         self.pid: int | None = None
-        self.started = 0.0
+        self.ready = False
         self.ended: Deferred[None] = Deferred()
         self._partial: dict[int, bytes] = {}
 
@@ -148,6 +152,9 @@ class _WorkerProtocol(ProcessProtocol):
         if lines[-1]:
             self._partial[childFD] = lines[-1]
         for line in lines[:-1]:
+            if childFD == 1 and line.strip() == READY:
+                self.ready = True
+                continue
             text = line.decode("utf-8", "replace").rstrip()
             if text:
                 log.info("worker[{pid}]: {line}", pid=self.pid, line=text)
@@ -202,7 +209,6 @@ class WorkerPool(service.Service):
         self._reactor.spawnProcess(
             protocol, command.argv[0], command.argv, env=env, childFDs=command.child_fds
         )
-        protocol.started = self._reactor.seconds()
         self._workers[slot] = protocol
         log.info("worker {slot} started, pid {pid}", slot=slot, pid=protocol.pid)
 
@@ -214,7 +220,7 @@ class WorkerPool(service.Service):
         how = describe_exit(reason) or "exit status 0"
         maillog("master", f"process {PROGRAM} pid {protocol.pid} {how}", LogLevel.warn)
         delay = RESTART_DELAY
-        if self._reactor.seconds() - protocol.started < RESTART_DELAY:
+        if not protocol.ready:
             maillog("master", f"{PROGRAM}: bad command startup -- throttling", LogLevel.warn)
             delay = self._throttle_time
         self._restarts[protocol.slot] = self._reactor.callLater(delay, self._spawn, protocol.slot)
