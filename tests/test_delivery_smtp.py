@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from pymta.config import Config
+from pymta.config import Config, ConfigError
 from pymta.delivery.interface import DeliveryRecipient, DeliveryRequest, RecipientStatus
 from pymta.delivery.lookup import DictLookup, Lookup
 from pymta.delivery.smtp import SMTPAgent, parse_nexthop
@@ -670,3 +670,9 @@ def test_lmtp_defaults_port_24_and_no_mx_lookup() -> None:
     peer = Peer(clock)
     _lmtp_agent(clock, peer).deliver(_request(["a@x.test"], nexthop="inet:relay.example.net"))
     assert peer.addresses == [("192.0.2.9", 24)]
+
+
+def test_bad_tls_level_stops_the_start() -> None:
+    """An unknown smtp_tls_security_level is a configuration error when the agent is built."""
+    with pytest.raises(ConfigError):
+        _agent(Clock(), Peer(Clock()), smtp_tls_security_level="sometimes")

@@ -53,7 +53,7 @@ from pymta.delivery.smtp_chat import SessionError, SMTPChat
 from pymta.delivery.smtp_content import to_wire
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
-from pymta.delivery.smtp_tls import TLSPolicy, load_trust, policy_for
+from pymta.delivery.smtp_tls import TLSPolicy, default_level, load_trust, policy_for
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
@@ -220,6 +220,7 @@ class SMTPAgent:
             if config.get_bool(p("sasl_auth_enable"))
             else None
         )
+        default_level(config, protocol)  # a bad level stops the start (ConfigError)
         cafile = config.get(p("tls_CAfile")).strip()
         self._trust: Any = load_trust(cafile) if cafile else None
         reuse = config.get_bool(p("connection_cache_on_demand")) or bool(
