@@ -4,8 +4,8 @@
 SYNOPSIS
     python bench/smtp_bench.py [--messages 5000] [--sizes 1024,10240]
         [--connections 1,20] [--only postfix|pymta] [--json]
-        [--repeat 1] [--warmup 50] [--timeout 600]
-        [--workdir /var/tmp] [--keep]
+        [--pymta-processes 1] [--pymta-main-cf LINE] [--repeat 1]
+        [--warmup 50] [--timeout 600] [--workdir /var/tmp] [--keep]
 
 DESCRIPTION
     In one run, on loopback only, as root:
@@ -15,7 +15,9 @@ DESCRIPTION
        bench.test delivered to Maildirs, smtpd on a free 127.0.0.1 port,
        no chroot, fsync on, maillog_file in the directory) and starts it
        with "postfix -c DIR start";
-    2. builds pymta with the same main.cf/master.cf
+    2. builds pymta with the same main.cf/master.cf, plus
+       "pymta_processes = N" (--pymta-processes: reactor processes sharing
+       the listening socket and the queue) and any --pymta-main-cf lines,
        and runs it as "twistd -n --pidfile= pymta --config DIR";
     3. for every message size and connection count, and for each server
        in turn, runs Postfix's load generator
@@ -54,6 +56,7 @@ REQUIREMENTS
 EXAMPLES
     python bench/smtp_bench.py --only postfix --messages 500
     python bench/smtp_bench.py --messages 5000 --json > bench.json
+    python bench/smtp_bench.py --messages 2000 --connections 20 --pymta-processes 2
 """
 
 from __future__ import annotations
@@ -124,6 +127,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--pymta-processes",
+        type=int,
+        default=1,
+        help="pymta_processes in pymta's main.cf (0: one per CPU; default 1)",
+    )
+    p.add_argument(
+        "--pymta-main-cf",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="an extra main.cf line for pymta (repeatable)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per cell (table: median)")
     p.add_argument("--warmup", type=int, default=50, help="unmeasured messages first")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
@@ -135,6 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("messages", "repeat", "disk_files"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.pymta_processes < 0:
+        p.error("--pymta-processes must be 0 (one per CPU) or more")
     return args
 
 
@@ -345,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
             if name == "postfix":
                 server = PostfixServer(workdir, setup)
             else:
-                server = PymtaServer(workdir, setup)
+                extra = [f"pymta_processes = {args.pymta_processes}", *args.pymta_main_cf]
+                server = PymtaServer(
+                    workdir, setup, extra_main_cf="".join(f"{line}\n" for line in extra)
+                )
             servers.append(server)
             progress(f"starting {name} on {LISTEN_HOST}:{server.port}")
             server.start()
@@ -399,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         document = {
             "command": sys.argv,
             "messages": args.messages,
+            "pymta_processes": args.pymta_processes,
+            "pymta_main_cf": args.pymta_main_cf,
             "repeat": args.repeat,
             "disk_fsync_creations_per_second": disk,
             "runs": [asdict(r) for r in results],
