@@ -277,11 +277,12 @@ class IFolder(Interface):
     def move(uids: Collection[int], target: IFolder) -> list[tuple[int, int]]:
         """As copy, then expunge the sources (RFC 6851 MOVE)."""
 
-    def claim_recent() -> list[int]:
+    def claim_recent(uids: Collection[int] | None = None) -> list[int]:
         """Mark every message still in ``new/`` as seen by a session (Maildir:
         rename into ``cur/``, as Dovecot does on SELECT and POP3 login) and
         return their UIDs: the caller is the one session that reports them
-        as ``\\Recent``."""
+        as ``\\Recent``. With ``uids``, only those of them (the messages a
+        POP3 session showed, claimed when it ends)."""
 
     def lock() -> IFolderLock | None:
         """Take the folder's exclusive session lock (across processes), or

@@ -140,6 +140,9 @@ class MaildirUserMailbox:
         missing, give existing ones of those names their attribute, and
         subscribe INBOX and them. The delivery agent may have created the
         Maildir itself before the user's first login: this runs then."""
+        # Costs one fsync of the root and one of the subscriptions, however
+        # many folders are made: none of it is mail, and the marker comes
+        # last, so a crash before it only means doing this again.
         for name, use in DEFAULT_FOLDERS:
             path = self._path(name)
             if self._is_folder_dir(path):
@@ -148,10 +151,15 @@ class MaildirUserMailbox:
                     atomic_write(marker, use.encode("ascii") + b"\n", self._fsync)
                 continue
             with contextlib.suppress(FolderExists):
-                self.create_folder(name, use)
-        for name in (INBOX, *(n for n, _ in DEFAULT_FOLDERS)):
-            self.subscribe(name)
-        atomic_write(os.path.join(self.root, SETUP_MARKER), b"", self._fsync)
+                self._make_dir(path, use)
+        with self._mutex:
+            names = self._read_subscriptions()
+            wanted = {INBOX, *(n for n, _ in DEFAULT_FOLDERS)}
+            if not wanted <= names:
+                self._write_subscriptions(names | wanted)
+        if self._fsync:
+            fsync_dir(self.root)
+        atomic_write(os.path.join(self.root, SETUP_MARKER), b"", False)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, folder_dirname(name))

@@ -823,12 +823,17 @@ class MaildirFolder:
         self.expunge([old for old, _ in pairs])
         return pairs
 
-    def claim_recent(self) -> list[int]:
+    def claim_recent(self, uids: Collection[int] | None = None) -> list[int]:
         with self._locked() as notices:
             notices.extend(self._scan_locked())
+            records = self._index.records
+            if uids is None:
+                candidates = list(records.values())
+            else:
+                candidates = [records[u] for u in sorted(set(uids)) if u in records]
             updates: list[MessageInfo] = []
             with self._own_change():
-                for info in list(self._index.records.values()):
+                for info in candidates:
                     if not info.recent:
                         continue
                     letters = flags_to_letters(info.flags, info.keywords, self._kw_letters)

@@ -272,10 +272,11 @@ class MemoryFolder:
         self.expunge([old for old, _ in pairs])
         return pairs
 
-    def claim_recent(self) -> list[int]:
+    def claim_recent(self, uids: Collection[int] | None = None) -> list[int]:
         claimed: list[int] = []
+        wanted = None if uids is None else set(uids)
         for uid, info in self._messages.items():
-            if info.recent:
+            if info.recent and (wanted is None or uid in wanted):
                 self._messages[uid] = replace(info, recent=False, filename=f"cur/{uid}")
                 claimed.append(uid)
         return claimed

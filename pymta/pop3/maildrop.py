@@ -102,8 +102,10 @@ class Maildrop:
     def deleted_size(self) -> int:
         return sum(self._messages[n - 1].rfc822_size for n in self._deleted)
 
-    def commit(self, mark_seen: bool = True) -> list[int]:
-        """The UPDATE state: expunge the marked messages, flag retrieved ones \\Seen.
+    def commit(self, mark_seen: bool = True, claim: bool = True) -> list[int]:
+        """The UPDATE state: expunge the marked messages, flag retrieved ones
+        \\Seen, and (with ``claim``) move the rest of those shown out of
+        ``new/`` (:meth:`claim`).
 
         Returns the UIDs removed. MailStoreError when the expunge failed;
         a message that vanished meanwhile is no error.
@@ -120,7 +122,25 @@ class Maildrop:
             ]
             if unseen:
                 # One store change for all (one lock, one index write), as
-                # Dovecot commits a POP3 session's flag updates.
+                # Dovecot commits a POP3 session's flag updates. A message
+                # still in new/ moves to cur/ with its S in one rename.
                 with contextlib.suppress(MailStoreError):
                     self.folder.set_flags_many(unseen, ["\\Seen"], FlagMode.ADD)
+        if claim:
+            self.claim(skip_deleted=True)
         return removed
+
+    def claim(self, skip_deleted: bool = False) -> None:
+        """Move the messages this session showed out of ``new/`` (IMAP's
+        \\Recent ends), as Dovecot's POP3 does. Done once, when the session
+        ends (QUIT or a dropped connection), not at login: a message that is
+        retrieved, or deleted, then needs one rename (or unlink) instead of two.
+        Store errors are ignored (the messages merely stay in ``new/``)."""
+        uids = [
+            m.uid
+            for n, m in enumerate(self._messages, 1)
+            if m.recent and not (skip_deleted and n in self._deleted)
+        ]
+        if uids:
+            with contextlib.suppress(MailStoreError):
+                self.folder.claim_recent(uids)

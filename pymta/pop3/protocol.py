@@ -23,7 +23,10 @@ at login. Commands are answered in order even when pipelined (RFC 2449
 PIPELINING): while a login is being checked, later lines wait. Replies are
 flow-controlled: when the transport's buffer is full, reading stops.
 
-Writes: nothing but the folder (expunge and \\Seen flags at a clean QUIT).
+Writes: nothing but the folder: at a clean QUIT, expunge, \\Seen for the
+messages sent whole and the move of the shown ones out of ``new/`` (all
+batched: one index write each); after a dropped connection, that move only.
+``pop3d_no_flag_updates = yes`` leaves out the \\Seen flags and the move.
 Logs: Dovecot-style login and logout lines (pymta.pop3.log); unexpected
 errors with their traceback, answered ``-ERR [SYS/TEMP]``.
 """
@@ -52,6 +55,7 @@ from pymta.auth.interface import IMailAccount
 from pymta.mailstore.interface import IFolderLock, MailStoreError
 from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
+from pymta.pop3.output import send
 from pymta.pop3.settings import POP3Settings
 from pymta.pop3.wire import TERMINATOR, to_wire, top
 
@@ -169,6 +173,10 @@ class POP3Server(Protocol):
 
     def _release(self) -> None:
         if self._lock is not None:
+            if self.state == TRANSACTION and self.maildrop is not None:
+                # A dropped session still claims what it showed (no commit).
+                if self.settings.claim_recent:
+                    self.maildrop.claim()
             self._lock.release()
             self._lock = None
         if self._logout is not None:
@@ -272,7 +280,7 @@ class POP3Server(Protocol):
 
     def _reply(self, line: str) -> None:
         if not self._lost and self.transport is not None:
-            self.transport.write(line.encode("utf-8") + b"\r\n")
+            send(self.transport, line.encode("utf-8") + b"\r\n")
 
     def _multi(self, first: str, lines: list[str]) -> None:
         body = "".join(f"{line}\r\n" for line in lines)
@@ -328,7 +336,7 @@ class POP3Server(Protocol):
         if self.state == TRANSACTION and self.maildrop is not None:
             self.state = UPDATE
             try:
-                removed = self.maildrop.commit(self.settings.mark_seen)
+                removed = self.maildrop.commit(self.settings.mark_seen, self.settings.claim_recent)
             except MailStoreError as e:
                 self.log.error("pop3({user}): expunge failed: {error}", user=self.user, error=e)
                 self._end_reason = "Logged out"
@@ -482,8 +490,6 @@ class POP3Server(Protocol):
         self._lock = lock
         try:
             inbox.refresh()
-            if self.settings.claim_recent:
-                inbox.claim_recent()
             messages = inbox.messages()
         except MailStoreError as e:
             self._release()
@@ -619,7 +625,7 @@ class POP3Server(Protocol):
             return
         body = to_wire(content)
         size = drop.info(n).rfc822_size
-        self.transport.write(b"+OK %d octets\r\n" % size + body + TERMINATOR)  # type: ignore[union-attr]
+        send(self.transport, b"+OK %d octets\r\n" % size + body + TERMINATOR)
         drop.counters.retr_count += 1
         drop.counters.retr_bytes += len(body)
         drop.mark_retrieved(n)
@@ -639,6 +645,6 @@ class POP3Server(Protocol):
         if content is None:
             return
         body = to_wire(top(content, int(lines[:12])))
-        self.transport.write(b"+OK\r\n" + body + TERMINATOR)  # type: ignore[union-attr]
+        send(self.transport, b"+OK\r\n" + body + TERMINATOR)
         drop.counters.top_count += 1
         drop.counters.top_bytes += len(body)

@@ -25,9 +25,9 @@
     Failed logins in one session before it is closed.
 ``pop3d_no_flag_updates`` (no)
     Dovecot's ``pop3_no_flag_updates``: with yes, a session neither moves
-    the messages it shows from ``new/`` to ``cur/`` at login nor marks the
-    ones it sent whole ``\\Seen`` at QUIT (less disk work; IMAP clients
-    then still see POP3-downloaded mail as new and unseen).
+    the messages it showed from ``new/`` to ``cur/`` when it ends nor marks
+    the ones it sent whole ``\\Seen`` at QUIT (less disk work; IMAP clients
+    then still see POP3-downloaded mail as recent and unseen).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class POP3Settings:
     enable_apop: bool = False
     auth_attempt_limit: int = 3
     mark_seen: bool = True  # \\Seen for messages sent whole, at QUIT
-    claim_recent: bool = True  # move new/ to cur/ at login
+    claim_recent: bool = True  # move what was shown out of new/ at the end
     hostname: str = "localhost"
 
     @classmethod
