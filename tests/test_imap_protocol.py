@@ -283,6 +283,14 @@ def test_mailbox_names_are_modified_utf7_on_the_wire(s: Session, world: World) -
     assert s.send("c CREATE &Jjo-bad&").startswith(b"c BAD")
 
 
+def test_eight_bit_mailbox_names_are_refused(s: Session, world: World) -> None:
+    """A raw UTF-8 name (as mbsync 1.4 sends) is not valid mUTF-7: NO [CANNOT],
+    as Dovecot answers, and nothing is created under a translated name."""
+    before = sorted(f.name for f in world.mailbox().list_folders())
+    assert s.send('a CREATE "Bücher"') == (b"a NO [CANNOT] Mailbox name is not valid mUTF-7\r\n")
+    assert sorted(f.name for f in world.mailbox().list_folders()) == before
+
+
 def test_status(s: Session) -> None:
     """STATUS reports the requested items from the index."""
     assert s.send("a STATUS INBOX (MESSAGES UNSEEN UIDNEXT RECENT)") == (

@@ -19,7 +19,14 @@ from pymta.imap.listing import list_entries
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.sequence import format_set, parse_sequence_set
 from pymta.imap.view import SelectedView
-from pymta.imap.wire import flag_list, mailbox_in, mailbox_out, parse_date_time, string
+from pymta.imap.wire import (
+    EightBitName,
+    flag_list,
+    mailbox_in,
+    mailbox_out,
+    parse_date_time,
+    string,
+)
 from pymta.mailstore.interface import (
     SYSTEM_FLAGS,
     FolderExists,
@@ -35,12 +42,20 @@ if TYPE_CHECKING:
 PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
+class NameRefused(Exception):
+    """A well-formed command naming a mailbox the server will not accept:
+    answered NO (not BAD), with the exception's text."""
+
+
 def mailbox_arg(token: Token) -> str:
-    """A mailbox name argument as a store name; ParseError when malformed."""
+    """A mailbox name argument as a store name; ParseError when malformed,
+    NameRefused when it is 8-bit (RFC 3501 names are 7-bit mUTF-7)."""
     if isinstance(token, list):
         raise ParseError("Expected a mailbox name.")
     try:
         return mailbox_in(token if isinstance(token, bytes) else str(token))
+    except EightBitName:
+        raise NameRefused("[CANNOT] Mailbox name is not valid mUTF-7") from None
     except (ValueError, UnicodeDecodeError):
         raise ParseError("Invalid mailbox name encoding.") from None
 

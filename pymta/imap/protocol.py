@@ -384,6 +384,8 @@ class IMAPServer(Protocol):
             handler(self, tag, args, uid)
         except ParseError as e:
             self.bad(tag, f"Error in IMAP command {name}: {e}".encode())
+        except mc.NameRefused as e:
+            self.no(tag, str(e).encode())
         except Exception:
             self.log.failure(
                 "imap({user}): unexpected error in {command}", user=self.user, command=name

@@ -66,16 +66,22 @@ def mailbox_out(name: str) -> bytes:
     return string(mutf7_encode(name).encode("ascii"))
 
 
-def mailbox_in(raw: bytes | str) -> str:
-    """A client's mailbox name (mUTF-7; raw UTF-8 also accepted, as Dovecot
-    does) as a store name; ValueError when it is malformed."""
-    if isinstance(raw, bytes):
-        try:
-            text = raw.decode("ascii")
-        except UnicodeDecodeError:
-            return raw.decode("utf-8")
-    else:
-        text = raw
+class EightBitName(ValueError):
+    """A mailbox name with 8-bit octets where only mUTF-7 is allowed."""
+
+
+def mailbox_in(raw: bytes | str, utf8: bool = False) -> str:
+    """A client's mailbox name (mUTF-7) as a store name; ValueError when it
+    is malformed. Raw UTF-8 is accepted only with ``utf8`` (UTF8=ACCEPT or
+    IMAP4rev2 enabled); otherwise it is :class:`EightBitName`, as Dovecot
+    refuses it: storing it translated would make a client that sent it
+    (mbsync 1.4 does) see a different name in LIST and create a duplicate."""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    if not text.isascii():
+        if not utf8:
+            raise EightBitName("Mailbox name is not valid mUTF-7")
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
+        return data.decode("utf-8")
     return mutf7_decode(text)
 
 
