@@ -52,6 +52,8 @@ virtual_mailbox_base = {root}/mail
 virtual_alias_maps = texthash:$config_directory/virtual
 recipient_delimiter = +
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+# Tests send no DNS query off this machine: a loopback port nobody serves.
+pymta_dns_servers = 127.0.0.1:9
 """
 
 _LISTENING = re.compile(r"(\S+) listening on (\S+):(\d+)")

@@ -259,7 +259,7 @@ def test_restart_with_deferred_mail(tmp_path: Path) -> None:
             relay.start()
             qids = [submit(relay.smtp_port, [f"u{i}@remote.test"]) for i in range(3)]
             for qid in qids:
-                relay.wait_for_log(rf"{qid}: to=.*status=deferred \(450 4\.3\.0")
+                relay.wait_for_log(rf"{qid}: to=.*status=deferred \(host .* said: 450 4\.3\.0")
             relay.stop()
             sink.stop()
             sink.start()

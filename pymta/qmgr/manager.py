@@ -462,6 +462,7 @@ class QueueManager:
                 )
             rcpt = envelope.recipients[member.index]
             outcome = status.outcome
+            timings = getattr(status, "timings", None)
             log_delivery(
                 service,
                 queue_id,
@@ -469,10 +470,14 @@ class QueueManager:
                 member.original,
                 status.relay,
                 now - arrival,
-                delays,
+                # The agent's own connection-setup and transmission times,
+                # when it measured them (smtp, lmtp), as Postfix's c/d.
+                (delays[0], delays[1], *timings) if timings else delays,
                 status.status,
                 outcome,
-                status.diagnostic or status.reason,
+                # Postfix logs the agent's text ("host X said: ... (in reply
+                # to RCPT TO command)"), which carries the remote reply.
+                status.reason or status.diagnostic,
             )
             if outcome == "sent":
                 try:
