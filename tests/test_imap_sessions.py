@@ -200,3 +200,64 @@ def test_idle_woken_by_another_process_writing_into_maildir(tmp_path: Path) -> N
     assert a.send("DONE") == b"a1 OK Idle completed.\r\n"
     a.drop()
     assert len(world.factory.watchers) == 0
+
+
+class FakeINotify:
+    """Stands in for twisted's INotify under SharedINotify: counts descriptors
+    opened and watches added and removed."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.watched: dict[str, list[Any]] = {}
+        self.ignored: list[str] = []
+
+    def startReading(self) -> None:
+        self.opened += 1
+
+    def watch(self, path: FilePath[str], mask: int, callbacks: list[Any]) -> None:
+        self.watched[path.path] = callbacks
+
+    def ignore(self, path: FilePath[str]) -> None:
+        self.ignored.append(path.path)
+        del self.watched[path.path]
+
+    def event(self, directory: str, name: str) -> None:
+        class Watch:
+            path = FilePath(directory)
+
+        for callback in self.watched[directory]:
+            callback(Watch(), FilePath(os.path.join(directory, name)), 0x100)
+
+
+def test_watchers_share_one_inotify_and_remove_only_their_watches(tmp_path: Path) -> None:
+    """Every folder watcher of a pool uses one inotify descriptor (no open and
+    close per SELECT / LOGOUT); the last session leaving a folder removes its
+    watches with rm_watch while other folders' watches keep delivering events."""
+    fake = FakeINotify()
+    pool = WatcherPool(Clock())
+    pool.notifier._factory = lambda _reactor: fake
+    store = MaildirStore(Clock(), "host", fsync=False)
+    mailbox = store.open_user("alice", str(tmp_path / "alice"))
+    inbox, archive = mailbox.folder("INBOX"), mailbox.folder("Archive")
+    heard: list[str] = []
+    inbox.add_listener(lambda change: heard.append(f"inbox {change.kind}"))
+    archive.add_listener(lambda change: heard.append(f"archive {change.kind}"))
+    pool.acquire(inbox)
+    pool.acquire(inbox)
+    pool.acquire(archive)
+    assert fake.opened == 1 and len(fake.watched) == 6
+    pool.release(inbox)
+    assert fake.ignored == []
+    pool.release(inbox)
+    inbox_path = str(inbox.path).rstrip("/")  # type: ignore[attr-defined]
+    assert sorted(fake.ignored) == sorted(
+        [inbox_path, os.path.join(inbox_path, "new"), os.path.join(inbox_path, "cur")]
+    )
+    archive_path = str(archive.path)  # type: ignore[attr-defined]
+    with open(os.path.join(archive_path, "new", "1700000000.M1P1.other"), "wb") as f:
+        f.write(b"Subject: 2\n\ntwo\n")
+    fake.event(os.path.join(archive_path, "new"), "1700000000.M1P1.other")
+    pool._reactor.advance(0.1)  # type: ignore[attr-defined]
+    assert heard == ["archive append"]
+    pool.release(archive)
+    assert fake.watched == {} and fake.opened == 1
