@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import poplib
 import re
+import select
 import signal
 import smtplib
 import threading
@@ -17,19 +18,39 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import DEFAULT_MASTER_CF, POP3_SERVICE, PymtaServer, wait_for_file
+from tests.harness import (
+    DEFAULT_MASTER_CF,
+    DEFAULT_PASSWD,
+    POP3_SERVICE,
+    PymtaServer,
+    wait_for_file,
+)
 
 _TOKEN = re.compile(rb"X-Token: (\S+)")
 _SENT = re.compile(r"postfix/virtual\[(\d+)\]: \S+: to=<alice@example\.test>.*status=sent")
-_LOGIN = re.compile(r"pop3-login: Login: user=<bob@example\.test>.*mpid=(\d+)")
+_LOGIN = re.compile(r"pop3-login: Login: user=<u\d+@example\.test>.*mpid=(\d+)")
 _WORKER = r"worker 1 started, pid (\d+)"
+
+
+#: POP3 users of the login loop, one per session: a client that reconnects
+#: the instant after QUIT may reach the other process before the first one
+#: has dropped the session lock, and be told [IN-USE].
+USERS = [f"u{n:03d}@example.test" for n in range(400)]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PymtaServer]:
     extra = f"pymta_processes = 2\nmaillog_file = {tmp_path}/maillog\n"
+    vmailbox = "alice@example.test example.test/alice/\n" + "".join(
+        f"{user} example.test/{user.split('@')[0]}/\n" for user in USERS
+    )
+    passwd = DEFAULT_PASSWD + "".join(f"{user}:{{PLAIN}}pw::::::\n" for user in USERS)
     with PymtaServer(
-        tmp_path, main_cf_extra=extra, master_cf=DEFAULT_MASTER_CF + POP3_SERVICE
+        tmp_path,
+        main_cf_extra=extra,
+        master_cf=DEFAULT_MASTER_CF + POP3_SERVICE,
+        vmailbox=vmailbox,
+        passwd=passwd,
     ) as instance:
         instance.start()
         instance.wait_for_log(r"worker 1 running")
@@ -90,10 +111,10 @@ def test_two_processes_share_the_load_and_deliver_each_message_once(
     def pop3_logins() -> None:
         # Logins until both processes served one (bounded): each new connection
         # goes to whichever process accepts it first.
-        for _ in range(400):
+        for user in USERS:
             pop = poplib.POP3("127.0.0.1", server.pop3_port, timeout=60)
-            pop.user("bob@example.test")
-            pop.pass_("bob-pw")
+            pop.user(user)
+            pop.pass_("pw")
             assert pop.stat()[0] == 0
             pop.quit()
             login_pids.update(
@@ -178,3 +199,23 @@ def test_a_killed_worker_is_restarted_and_no_acknowledged_mail_is_lost(
         spool / "active",
         lambda: not os.listdir(spool / "active") and not os.listdir(spool / "incoming"),
     )
+
+
+def test_workers_exit_when_the_master_is_killed(tmp_path: Path) -> None:
+    """With pymta_processes = 3 the master runs two workers; a SIGKILL of the
+    master (no chance to stop them) still ends both: their stdin pipe from
+    the master reaches end-of-file, so no orphan keeps the sockets."""
+    with PymtaServer(tmp_path, main_cf_extra="pymta_processes = 3\n") as server:
+        server.start()
+        server.wait_for_log(r"worker 2 running")
+        pids = [int(p) for p in re.findall(r"worker \d started, pid (\d+)", server.log())]
+        assert len(set(pids)) == 2
+        pidfds = [os.pidfd_open(pid) for pid in pids]
+        try:
+            server.kill()
+            for pidfd in pidfds:
+                readable, _, _ = select.select([pidfd], [], [], 30)
+                assert readable, "a worker outlived its master"
+        finally:
+            for pidfd in pidfds:
+                os.close(pidfd)
