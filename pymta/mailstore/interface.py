@@ -291,7 +291,9 @@ class IFolder(Interface):
     def add_listener(callback: Callable[[FolderChange], None]) -> None:
         """Call ``callback`` after each change made through this store (any
         session in this process) or found by refresh(). IMAP IDLE and other
-        sessions learn of changes this way without polling."""
+        sessions learn of changes this way without polling. A change made in
+        a worker thread is told in the reactor thread (when the store's
+        clock is a reactor that runs threads), so listeners may write."""
 
     def remove_listener(callback: Callable[[FolderChange], None]) -> None:
         """Stop calling ``callback``; harmless if it was not registered."""

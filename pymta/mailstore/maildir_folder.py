@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
+from twisted.python import threadable
 from zope.interface import implementer
 
 from pymta.maillog import maillog
@@ -224,6 +225,17 @@ class MaildirFolder:
             with self._index.locked():
                 notices.extend(self._load_locked())
                 yield notices
+        if notices and self._listeners:
+            call_from_thread = getattr(self._clock, "callFromThread", None)
+            in_worker = threadable.ioThread is not None and not threadable.isInIOThread()
+            if call_from_thread is not None and in_worker:
+                # A change made in a worker thread (pop3d's QUIT): sessions
+                # hear of it in the reactor thread, where they may write.
+                call_from_thread(self._tell, notices)
+            else:
+                self._tell(notices)
+
+    def _tell(self, notices: list[FolderChange]) -> None:
         for change in notices:
             for listener in list(self._listeners):
                 try:

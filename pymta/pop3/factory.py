@@ -9,7 +9,9 @@ by pymta.service for each master.cf ``pop3d`` service::
     trusted = NetworkList(config.get_list("pop3d_plaintext_auth_networks"))
     factory = POP3ServerFactory(config, portal, tls, reactor, trusted)
 
-Parameters are read once here (pymta.pop3.settings). Untrusted input: none
+Parameters are read once here (pymta.pop3.settings). With a reactor that
+runs threads, the sessions' slow mail-store calls run in its thread pool
+(``blocking``; tests leave them in place). Untrusted input: none
 (connections are handled by the protocol). Logs: nothing itself.
 """
 
@@ -20,15 +22,27 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.portal import Portal
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IReactorThreads, IReactorTime
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pymta.config.config import Config
 from pymta.netmatch import NetworkList
 from pymta.pop3 import log as pop3log
-from pymta.pop3.protocol import POP3Server
+from pymta.pop3.protocol import Blocking, POP3Server
 from pymta.pop3.settings import POP3Settings
+
+
+def in_thread_pool(reactor: Any) -> Blocking:
+    """A Blocking runner on the reactor's thread pool (the mail store's
+    slow calls: numbering new mail at login, the UPDATE state at QUIT)."""
+
+    def run(work: Callable[[], Any]) -> Deferred[Any]:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
+
+    return run
 
 
 class POP3ServerFactory(ServerFactory):
@@ -46,6 +60,7 @@ class POP3ServerFactory(ServerFactory):
         random_bytes: Callable[[int], bytes] = os.urandom,
         pid: int | None = None,
         logger: Logger | None = None,
+        blocking: Blocking | None = None,
     ) -> None:
         self.config = config
         self.portal = portal
@@ -61,6 +76,9 @@ class POP3ServerFactory(ServerFactory):
         self.random_bytes = random_bytes
         self.pid = os.getpid() if pid is None else pid
         self.logger = logger if logger is not None else pop3log.log
+        if blocking is None and IReactorThreads.providedBy(clock):
+            blocking = in_thread_pool(clock)
+        self.blocking = blocking
 
     def buildProtocol(self, addr: IAddress | None) -> POP3Server:
         protocol = POP3Server(
@@ -72,6 +90,7 @@ class POP3ServerFactory(ServerFactory):
             random_bytes=self.random_bytes,
             pid=self.pid,
             logger=self.logger,
+            blocking=self.blocking,
         )
         protocol.factory = self
         return protocol

@@ -43,6 +43,7 @@ from twisted.cred.credentials import IUsernameHashedPassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import interfaces
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -52,7 +53,7 @@ from zope.interface import implementer
 from pymta.auth.credentials import APOPCredentials, PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
 from pymta.auth.interface import IMailAccount
-from pymta.mailstore.interface import IFolderLock, MailStoreError
+from pymta.mailstore.interface import IFolder, IFolderLock, MailStoreError, MessageInfo
 from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
 from pymta.pop3.output import send
@@ -77,6 +78,17 @@ IN_USE = "-ERR [IN-USE] Mailbox is locked by another POP3 session."
 
 _TRANSACTION_ONLY = {"STAT", "LIST", "RETR", "TOP", "DELE", "RSET", "NOOP", "UIDL"}
 _AUTHORIZATION_ONLY = {"USER", "PASS", "APOP", "AUTH", "STLS"}
+
+
+# Runs a blocking mail-store call and returns its Deferred result: in a
+# thread (pymta.pop3.factory gives the reactor's pool) or, by default and in
+# tests, right here.
+Blocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+def run_here(work: Callable[[], Any]) -> Deferred[Any]:
+    """Run work now; its result or exception as a fired Deferred."""
+    return maybeDeferred(work)
 
 
 def is_loopback(ip: str) -> bool:
@@ -104,8 +116,10 @@ class POP3Server(Protocol):
         random_bytes: Callable[[int], bytes],
         pid: int = 0,
         logger: Logger | None = None,
+        blocking: Blocking | None = None,
     ) -> None:
         self.settings = settings
+        self._blocking: Blocking = blocking if blocking is not None else run_here
         self.portal = portal
         self.clock = clock
         self.tls = tls
@@ -133,6 +147,7 @@ class POP3Server(Protocol):
         self._sasl: Callable[[str], None] | None = None
         self._timer: IDelayedCall | None = None
         self._lock: IFolderLock | None = None
+        self._committing = False  # the UPDATE state is at work on the folder
         self._logout: Callable[[], None] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
@@ -172,6 +187,8 @@ class POP3Server(Protocol):
         self._release()
 
     def _release(self) -> None:
+        if self._committing:
+            return  # the UPDATE state still works on the folder: _commit_done releases
         if self._lock is not None:
             if self.state == TRANSACTION and self.maildrop is not None:
                 # A dropped session still claims what it showed (no commit).
@@ -333,22 +350,43 @@ class POP3Server(Protocol):
     # AUTHORIZATION -----------------------------------------------------------
 
     def do_QUIT(self, arg: str) -> None:
-        if self.state == TRANSACTION and self.maildrop is not None:
-            self.state = UPDATE
-            try:
-                removed = self.maildrop.commit(self.settings.mark_seen, self.settings.claim_recent)
-            except MailStoreError as e:
-                self.log.error("pop3({user}): expunge failed: {error}", user=self.user, error=e)
-                self._end_reason = "Logged out"
-                self._reply("-ERR [SYS/TEMP] Some deleted messages were not removed.")
-                self._close()
-                return
-            self._end_reason = "Logged out"
-            self._reply("+OK Logging out, messages deleted." if removed else "+OK Logging out.")
-        else:
-            self._end_reason = "Logged out"
+        self._end_reason = "Logged out"
+        drop = self.maildrop
+        if self.state != TRANSACTION or drop is None:
             self._reply("+OK Logging out.")
+            self._close()
+            return
+        # The UPDATE state: the expunge and flag changes run off the reactor
+        # thread (unlink and rename may wait on the disk); the session lock
+        # is held until they are done, and +OK says they are.
+        self.state = UPDATE
+        self._busy = True
+        self._committing = True
+        settings = self.settings
+        d = self._blocking(lambda: drop.commit(settings.mark_seen, settings.claim_recent))
+        d.addCallbacks(self._committed, self._commit_failed)
+
+    def _committed(self, removed: list[int]) -> None:
+        self._commit_done()
+        self._reply("+OK Logging out, messages deleted." if removed else "+OK Logging out.")
         self._close()
+
+    def _commit_failed(self, failure: Failure) -> None:
+        self._commit_done()
+        if failure.check(MailStoreError):
+            self.log.error(
+                "pop3({user}): expunge failed: {error}", user=self.user, error=failure.value
+            )
+            self._reply("-ERR [SYS/TEMP] Some deleted messages were not removed.")
+        else:
+            self.log.failure("pop3: unexpected error in QUIT", failure)
+            self._reply(INTERNAL_ERROR)
+        self._close()
+
+    def _commit_done(self) -> None:
+        self._committing = False
+        if self._lost:
+            self._release()  # connectionLost left it to us
 
     def do_STLS(self, arg: str) -> None:
         if self.tls is None:
@@ -467,11 +505,11 @@ class POP3Server(Protocol):
         d.addErrback(self._unexpected)
         d.addBoth(self._login_done)
 
-    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
+    def _logged_in(self, result: tuple[Any, Any, Callable[[], None]]) -> Deferred[None] | None:
         _, account, logout = result
         if self._lost:
             logout()
-            return
+            return None
         self._logout = logout
         self.user = account.user
         try:
@@ -481,20 +519,37 @@ class POP3Server(Protocol):
             self._release()
             self.log.error("pop3({user}): cannot open INBOX: {error}", user=self.user, error=e)
             self._reply("-ERR [SYS/TEMP] Couldn't open INBOX.")
-            return
+            return None
         if lock is None:
             self._release()
             self._login_error = "mailbox in use"
             self._reply(IN_USE)
-            return
+            return None
         self._lock = lock
-        try:
+
+        def load() -> list[MessageInfo]:
+            # Numbering new mail reads every new file (and may fsync the
+            # index): off the reactor thread.
             inbox.refresh()
-            messages = inbox.messages()
-        except MailStoreError as e:
+            return inbox.messages()
+
+        d = self._blocking(load)
+        d.addCallbacks(self._loaded, self._load_failed, (inbox,))
+        return d
+
+    def _load_failed(self, failure: Failure) -> None:
+        failure.trap(MailStoreError)
+        self._release()
+        if self._lost:
+            return
+        self.log.error(
+            "pop3({user}): cannot read INBOX: {error}", user=self.user, error=failure.value
+        )
+        self._reply("-ERR [SYS/TEMP] Couldn't open INBOX.")
+
+    def _loaded(self, messages: list[MessageInfo], inbox: IFolder) -> None:
+        if self._lost:
             self._release()
-            self.log.error("pop3({user}): cannot read INBOX: {error}", user=self.user, error=e)
-            self._reply("-ERR [SYS/TEMP] Couldn't open INBOX.")
             return
         self.maildrop = Maildrop(inbox, messages)
         self.state = TRANSACTION
