@@ -134,3 +134,23 @@ def test_without_claims_nothing_changes(tmp_path: Path) -> None:
     other, _ = solo.enqueue()
     solo.qmgr.recover_orphans()
     assert solo.store.find(other) == "incoming"
+
+
+def test_the_master_deferred_scan_also_recovers_orphans(tmp_path: Path) -> None:
+    """Every queue_run_delay scan of the master takes unclaimed messages from
+    active/ too (left by a process whose death nobody reported), not those a
+    live worker holds."""
+    queue = tmp_path / "queue"
+    master = Process(queue, scan=True, pid=1)
+    master.qmgr.start()
+    live = Process(queue, scan=False, pid=2)
+    live.qmgr.start()
+    busy, envelope = live.enqueue()
+    live.qmgr.notify_new(busy, envelope, CONTENT)
+    gone = Process(queue, scan=False, pid=3, claims=False)  # holds no lock
+    gone.qmgr.start()
+    orphan, envelope = gone.enqueue()
+    gone.qmgr.notify_new(orphan, envelope, CONTENT)
+    assert master.agent.requests == []
+    master.clock.advance(300)  # queue_run_delay
+    assert [r.queue_id for r in master.agent.requests] == [orphan]

@@ -41,7 +41,8 @@ built with ``scan=False``: it never recovers incoming/ or active/ and never
 scans deferred/ (what it defers, the master's finds there). With ``claims``
 (:class:`~pymta.master.claims.QueueClaims`) a queue manager holds a lock on
 each message it took from incoming/ or active/ until it is settled, and
-:meth:`recover_orphans` takes the messages of a process that died.
+:meth:`recover_orphans` (on a worker's death, and with every scan of
+deferred/) takes the messages of a process that died.
 
 Untrusted input: queue files (the store validates them; a bad one is
 quarantined and the rest keep moving). May write: the queue, through the
@@ -286,6 +287,9 @@ class QueueManager:
     def _scan_deferred(self, force: bool = False) -> None:
         if not self._running:
             return
+        # Messages a dead process left that no worker exit announced (its
+        # master was restarted meanwhile, a stop abandoned them...).
+        self.recover_orphans()
         now = self._clock.seconds()
         next_attempt = self._store.next_attempt
         for queue_id in self._store.list("deferred"):
