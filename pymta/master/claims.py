@@ -25,8 +25,13 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Callable
+from typing import TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
 
 from pymta.queue.interface import ISyncBarrier
+
+T = TypeVar("T")
 
 #: Resolves (queue_id, queue) to a file path (FileQueueStore.path).
 PathOf = Callable[[str, str], str]
@@ -73,6 +78,18 @@ class QueueClaims:
             return
         # After every file change queued before this one (see module doc).
         self._sync.run(lambda: os.close(fd), durable=False)
+
+    def after_pending(self, work: Callable[[], T]) -> Deferred[T]:
+        """Run work (a directory listing) after the file changes this process
+        queued so far, so that it does not see a file this process is still
+        moving out of incoming/ or active/."""
+        if self._sync is None:
+            try:
+                return succeed(work())
+            except Exception as e:
+                return fail(e)
+        result: Deferred[T] = self._sync.run(work, durable=False)
+        return result
 
     def held(self) -> list[str]:
         """Queue ids this process holds (tests)."""

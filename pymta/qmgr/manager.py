@@ -130,6 +130,8 @@ class QueueManager:
         self._config = config
         self._scan = scan
         self._claims = claims
+        # Queue ids settled while an orphan recovery lists the queue.
+        self._settling: list[set[str]] = []
         self._store = store
         self._resolver = resolver
         self._agents = agents
@@ -239,13 +241,35 @@ class QueueManager:
 
     def recover_orphans(self) -> None:
         """Take the messages in incoming/ and active/ that no live process
-        owns (another reactor process died); needs ``claims``."""
+        owns (another reactor process died); needs ``claims``.
+
+        The directories are listed after this process's own queued file
+        changes (a message it settled has left active/ by then), and what
+        it settles while the listing runs is skipped."""
         if not self._running or self._claims is None:
             return
-        for source in ("incoming", "active"):
-            for queue_id in self._store.list(source):
-                if queue_id not in self._messages:
-                    self._take(queue_id, source)
+        settled: set[str] = set()
+        self._settling.append(settled)
+        store = self._store
+
+        def listing() -> list[tuple[str, list[str]]]:
+            return [(source, store.list(source)) for source in ("incoming", "active")]
+
+        def take(found: list[tuple[str, list[str]]]) -> None:
+            self._settling.remove(settled)
+            if not self._running:
+                return
+            for source, queue_ids in found:
+                for queue_id in queue_ids:
+                    if queue_id not in self._messages and queue_id not in settled:
+                        self._take(queue_id, source)
+
+        def failed(failure: Failure) -> None:
+            if settled in self._settling:
+                self._settling.remove(settled)
+            _log.failure("qmgr: cannot look for orphaned queue files", failure)
+
+        self._claims.after_pending(listing).addCallback(take).addErrback(failed)
 
     def _release(self, queue_id: str) -> None:
         if self._claims is not None:
@@ -660,6 +684,8 @@ class QueueManager:
     def _settle(self, message: _Message) -> None:
         queue_id = message.queue_id
         self._messages.pop(queue_id, None)
+        for settled in self._settling:
+            settled.add(queue_id)
         if any(not r.done for r in message.envelope.recipients):
             now = self._clock.seconds()
             delay = backoff_delay(
