@@ -5,8 +5,11 @@ directory (flock needs real files), task.Clock and fake agents."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pymta.bounce.bouncer import Bouncer
@@ -24,11 +27,13 @@ CONTENT = b"Subject: test\n\nhello\n"
 class Process:
     """One reactor process's queue manager over a shared queue directory."""
 
-    def __init__(self, queue: Path, *, scan: bool, claims: bool = True, pid: int = 1) -> None:
+    def __init__(
+        self, queue: Path, *, scan: bool, claims: bool = True, pid: int = 1, sync: Any = None
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(T0)
         config = Config.from_text("myhostname = mx.example.org\nmyorigin = example.org\n")
-        sync = ImmediateSyncBarrier()
+        sync = self.sync = sync or ImmediateSyncBarrier()
         self.store = FileQueueStore(str(queue), sync, clock=self.clock, pid=pid)
         self.agent = FakeAgent("virtual", manual=True)
         self.claims = QueueClaims(self.store.path, sync) if claims else None
@@ -51,6 +56,9 @@ class Process:
         )
         ids: list[str] = []
         self.store.enqueue(envelope, CONTENT).addCallback(ids.append)
+        flush = getattr(self.sync, "flush", None)
+        if flush is not None:
+            flush()
         return ids[0], envelope
 
 
@@ -154,3 +162,52 @@ def test_the_master_deferred_scan_also_recovers_orphans(tmp_path: Path) -> None:
     assert master.agent.requests == []
     master.clock.advance(300)  # queue_run_delay
     assert [r.queue_id for r in master.agent.requests] == [orphan]
+
+
+class ManualBarrier:
+    """The store's background thread, run by hand: flush() runs the queued
+    work in order and fires each caller's Deferred right after its work."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+    def run(
+        self,
+        work: Callable[[], Any],
+        durable: bool = True,
+        files: Sequence[str] = (),
+        dirs: Sequence[str] = (),
+    ) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append((work, d))
+        return d
+
+    def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
+        return self.run(lambda: None)
+
+    def flush(self) -> None:
+        while self.pending:
+            work, d = self.pending.pop(0)
+            d.callback(work())
+
+
+def test_orphan_recovery_skips_what_the_master_settled_while_listing(tmp_path: Path) -> None:
+    """A message the master delivers from deferred/ (it holds no claim on it)
+    and settles while an orphan listing is under way is still listed in
+    active/ (its removal is queued behind the listing): it must not be taken
+    a second time."""
+    barrier = ManualBarrier()
+    master = Process(tmp_path / "queue", scan=True, pid=1, sync=barrier)
+    qid, _ = master.enqueue()
+    master.store.move(qid, "incoming", "deferred")
+    master.store.set_next_attempt(qid, T0)
+    barrier.flush()
+    master.qmgr.start()  # takes it from deferred/ (moved to active/ in the background)
+    barrier.flush()
+    assert master.store.find(qid) == "active"
+    assert [r.queue_id for r in master.agent.requests] == [qid]
+    master.qmgr.recover_orphans()  # the listing is queued ...
+    master.agent.fire_all()  # ... before the removal of the delivered message
+    barrier.flush()
+    assert [r.queue_id for r in master.agent.requests] == [qid]
+    assert master.store.find(qid) is None
