@@ -7,7 +7,8 @@ with RFC 4959 SASL-IR, LOGIN), authenticated (mailbox commands of
 (message commands of :mod:`pymta.imap.message_commands`). Commands are
 read by :class:`pymta.imap.parser.CommandReader` and answered in order,
 pipelined or not; while a login is checked later commands wait.
-Responses of one batch of input are written with one ``transport.write``.
+Responses of one batch of input are written with one write, straight to
+the socket when nothing is buffered (:func:`pymta.pop3.output.send`).
 
 Untrusted input: every byte from the client. Limits: line length, literal
 size (refused before reading, RFC 7889 ``[TOOBIG]``), whole command size,
@@ -60,6 +61,7 @@ from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
 from pymta.imap.watchers import WatcherPool
 from pymta.mailstore.interface import IUserMailbox
+from pymta.pop3.output import send as send_now
 from pymta.pop3.protocol import is_loopback
 
 NOT_AUTHENTICATED = "not authenticated"
@@ -260,7 +262,10 @@ class IMAPServer(Protocol):
         self._out = []
         if not self._lost and self.transport is not None:
             self.counters.bytes_out += len(data)
-            self.transport.write(data)
+            # Straight to the socket when nothing is buffered (pop3d's output
+            # path): Twisted's write would cost an epoll_ctl pair and one more
+            # reactor round per response, while the client waits for it.
+            send_now(self.transport, data)
 
     def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
         """Updates of the selected mailbox, then the tagged response."""
