@@ -19,6 +19,17 @@ After STARTTLS anything the client sent in the same packet is discarded
 (CVE-2011-0411). LOGIN and AUTHENTICATE are refused (LOGINDISABLED)
 without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 
+Blocking: store calls run in the reactor thread. The login's password
+check runs in the checker's threads. A folder's first SELECT (index read)
+and a header SEARCH with a cold cache can take long on huge folders, and
+APPEND / EXPUNGE wait for fsyncs; they are not yet moved to threads because
+a session's view and the other sessions of the folder read the folder's
+index in the reactor thread without its lock, so a change made in a worker
+thread would race them. The safe step left to do: stage an APPEND's
+message file (write + fsync, no shared state) in a thread and number it in
+the reactor thread. Several reactor processes (``pymta_processes``) are
+the way past one core.
+
 Authentication is a twisted.cred Portal asked for
 :class:`~pymta.auth.interface.IMailAccount`. Writes: only through the mail
 store. Logs: Dovecot-style login and logout lines (pymta.imap.log);
