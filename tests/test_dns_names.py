@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.names import dns, error, server
 from twisted.names.common import ResolverBase
 
@@ -73,9 +74,16 @@ class ZoneAuthority(ResolverBase):
 def listen(reactor: Any, zone: Zone, interface: str = "127.0.0.1") -> tuple[Any, Any]:
     """Start UDP and TCP DNS listeners on one kernel-chosen port."""
     factory = server.DNSServerFactory(authorities=[ZoneAuthority(zone)])
-    udp_port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface=interface)
-    tcp_port = reactor.listenTCP(udp_port.getHost().port, factory, interface=interface)
-    return udp_port, tcp_port
+    for _ in range(20):
+        udp_port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface=interface)
+        try:
+            tcp_port = reactor.listenTCP(udp_port.getHost().port, factory, interface=interface)
+        except CannotListenError:
+            # The kernel's free UDP port is taken for TCP: try another one.
+            udp_port.stopListening()
+            continue
+        return udp_port, tcp_port
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 @pytest.fixture
