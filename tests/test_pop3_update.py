@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -235,3 +236,44 @@ def test_quit_store_error_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(w.inbox, "expunge", fail)
     assert s.send("QUIT") == "-ERR [SYS/TEMP] Some deleted messages were not removed.\r\n"
     assert s.transport.disconnecting
+
+
+def test_store_threads_setting_wires_thread_pool(tmp_path: Path) -> None:
+    """pop3d_store_threads = yes gives sessions the reactor's thread pool as
+    their runner; the default (no) runs store calls in place."""
+    from twisted.internet import reactor
+
+    from pymta.pop3.factory import POP3ServerFactory as Factory
+
+    on = POP3Settings.from_config(Config.from_text("pop3d_store_threads = yes\n"))
+    off = POP3Settings.from_config(Config.from_text(""))
+    assert on.store_threads and not off.store_threads
+    portal = Portal(MailRealm(MaildirStore(reactor, "t", False), lambda u: None), [])
+    assert Factory(
+        Config.from_text(""), portal, None, reactor, NetworkList([]), settings=on
+    ).blocking
+    assert (
+        Factory(Config.from_text(""), portal, None, reactor, NetworkList([]), settings=off).blocking
+        is None
+    )
+
+
+@pytest_twisted.inlineCallbacks
+def test_thread_pool_runner_runs_in_a_worker() -> Any:
+    """in_thread_pool runs the work in a thread other than the reactor's and
+    delivers its result (and its exception) back through a Deferred."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from pymta.pop3.factory import in_thread_pool
+
+    run = in_thread_pool(reactor)
+    name = yield run(lambda: threading.current_thread().name)
+    assert name != threading.current_thread().name
+
+    def fail() -> None:
+        raise ValueError("from the worker")
+
+    with pytest.raises(ValueError, match="from the worker"):
+        yield run(fail)

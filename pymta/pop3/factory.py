@@ -9,9 +9,9 @@ by pymta.service for each master.cf ``pop3d`` service::
     trusted = NetworkList(config.get_list("pop3d_plaintext_auth_networks"))
     factory = POP3ServerFactory(config, portal, tls, reactor, trusted)
 
-Parameters are read once here (pymta.pop3.settings). With a reactor that
-runs threads, the sessions' slow mail-store calls run in its thread pool
-(``blocking``; tests leave them in place). Untrusted input: none
+Parameters are read once here (pymta.pop3.settings). With
+``pop3d_store_threads = yes`` the sessions' slow mail-store calls run in the
+reactor's thread pool (``blocking``); by default, and in tests, in place. Untrusted input: none
 (connections are handled by the protocol). Logs: nothing itself.
 """
 
@@ -76,7 +76,7 @@ class POP3ServerFactory(ServerFactory):
         self.random_bytes = random_bytes
         self.pid = os.getpid() if pid is None else pid
         self.logger = logger if logger is not None else pop3log.log
-        if blocking is None and IReactorThreads.providedBy(clock):
+        if blocking is None and self.settings.store_threads and IReactorThreads.providedBy(clock):
             blocking = in_thread_pool(clock)
         self.blocking = blocking
 

@@ -80,9 +80,9 @@ _TRANSACTION_ONLY = {"STAT", "LIST", "RETR", "TOP", "DELE", "RSET", "NOOP", "UID
 _AUTHORIZATION_ONLY = {"USER", "PASS", "APOP", "AUTH", "STLS"}
 
 
-# Runs a blocking mail-store call and returns its Deferred result: in a
-# thread (pymta.pop3.factory gives the reactor's pool) or, by default and in
-# tests, right here.
+# Runs a blocking mail-store call and returns its Deferred result: right
+# here (the default), or in the reactor's thread pool
+# (pymta.pop3.factory.in_thread_pool, with pop3d_store_threads = yes).
 Blocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
 
@@ -356,9 +356,9 @@ class POP3Server(Protocol):
             self._reply("+OK Logging out.")
             self._close()
             return
-        # The UPDATE state: the expunge and flag changes run off the reactor
-        # thread (unlink and rename may wait on the disk); the session lock
-        # is held until they are done, and +OK says they are.
+        # The UPDATE state, through the runner (a thread with
+        # pop3d_store_threads): the session lock is held until the expunge
+        # and flag changes are done, and +OK says they are.
         self.state = UPDATE
         self._busy = True
         self._committing = True
@@ -528,8 +528,8 @@ class POP3Server(Protocol):
         self._lock = lock
 
         def load() -> list[MessageInfo]:
-            # Numbering new mail reads every new file (and may fsync the
-            # index): off the reactor thread.
+            # Numbering new mail reads every new file and may fsync the
+            # index: through the runner (a thread with pop3d_store_threads).
             inbox.refresh()
             return inbox.messages()
 
