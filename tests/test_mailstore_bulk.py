@@ -245,3 +245,17 @@ def test_listeners_told_in_reactor_thread(tmp_path: Path) -> None:
         assert len(heard) == 2 and clock.from_threads == []
     finally:
         threadable.ioThread = saved
+
+
+def test_read_when_file_size_differs_from_index(maildir: tuple[MaildirStore, Path]) -> None:
+    """A file whose size is not the one indexed (rewritten by another
+    program) is still read whole, longer or shorter."""
+    store, root = maildir
+    inbox = store.open_user("u", str(root)).folder("INBOX")
+    uid = inbox.append(MSG)
+    (name,) = os.listdir(root / "cur")
+    longer = MSG + b"x" * 100_000
+    (root / "cur" / name).write_bytes(longer)
+    assert inbox.read(uid) == longer
+    (root / "cur" / name).write_bytes(b"short\n")
+    assert inbox.read(uid) == b"short\n"

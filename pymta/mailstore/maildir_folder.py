@@ -116,20 +116,13 @@ _MESSAGE_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 _NO_FLAGS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 
-def _open_sized(path: str) -> tuple[int, int]:
-    """Open a message file refusing symbolic links and non-regular files;
-    returns the descriptor and the file's size."""
-    fd = os.open(path, _MESSAGE_OPEN_FLAGS)
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return fd, st.st_size
-
-
 def _open_message(path: str) -> int:
     """Open a message file refusing symbolic links and non-regular files."""
-    return _open_sized(path)[0]
+    fd = os.open(path, _MESSAGE_OPEN_FLAGS)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -434,12 +427,17 @@ class MaildirFolder:
             else:
                 # No usable hint: count the lines (one read for a file of
                 # ordinary size; big ones in chunks, never whole in memory).
-                first = [os.read(fd, min(st.st_size + 1, 1 << 20))]
+                want = min(st.st_size + 1, 1 << 20)
+                data = os.read(fd, want)
+                if len(data) < want:  # all of it: no read just to see EOF
+                    size, vsize = len(data), rfc822_size(data)
+                else:
+                    first = [data]
 
-                def read(n: int) -> bytes:
-                    return first.pop() if first else os.read(fd, n)
+                    def read(n: int) -> bytes:
+                        return first.pop() if first else os.read(fd, n)
 
-                size, vsize = rfc822_size_of_stream(read)
+                    size, vsize = rfc822_size_of_stream(read)
         except OSError:
             return None
         finally:
@@ -546,14 +544,25 @@ class MaildirFolder:
         # file object would add its own fstat, a second read and more Python).
         info = self.get(uid)
         try:
-            fd, size = _open_sized(f"{self.path}/{info.filename}")
+            fd = os.open(f"{self.path}/{info.filename}", _MESSAGE_OPEN_FLAGS)
         except FileNotFoundError:
             with self.open(uid) as f:  # renamed or removed meanwhile
                 return f.read()
         except OSError as e:
             raise MailStoreError(f"{self.name}: UID {uid}: {e}") from e
         try:
-            return _read_all(fd, size)
+            # The size the index knows, and the file is at its end: done (no
+            # fstat). Anything else - another size, not a regular file (a
+            # FIFO opened O_NONBLOCK reads empty or EAGAIN, never blocks) -
+            # is looked at closely.
+            data = os.read(fd, info.size + 1)
+            if len(data) == info.size:
+                return data
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", info.filename)
+            os.lseek(fd, 0, os.SEEK_SET)
+            return _read_all(fd, st.st_size)
         except OSError as e:
             raise MailStoreError(f"{self.name}: UID {uid}: {e}") from e
         finally:
