@@ -286,10 +286,10 @@ def build(
     system.store, system.cleanup, system.resolver = store, cleanup, resolver
     system.qmgr, system.bounce, system.agents = qmgr, bounce, agents
 
-    sync_start = getattr(sync, "start", None)
-    sync_stop = getattr(sync, "stop", None)
-    if sync_start is not None or sync_stop is not None:
-        _CallbackService("sync", sync_start or (lambda: None), sync_stop).setServiceParent(system)
+    # Added before qmgr, so stopped after it: the queue-file changes that the
+    # stopping qmgr leaves pending (marks, moves, unlinks) still reach disk.
+    _CallbackService("sync", lambda: None, sync.drain).setServiceParent(system)
+    _CallbackService("delivery-sync", lambda: None, delivery_sync.drain).setServiceParent(system)
     _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
     for name, agent in agents.items():
         close = getattr(agent, "close", None)

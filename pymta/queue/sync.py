@@ -222,12 +222,42 @@ class SyncBarrier:
 
                 reactor = default_reactor
             run_in_thread = WorkerThread(reactor, name=f"sync {directory}")
+            # Work that needs no sync (moves, marks, unlinks) waits up to
+            # LAZY_DELAY for the next durable batch to ride along with, so
+            # it costs no thread round trip of its own; pending work is
+            # drained before the reactor shuts down.
+            self._clock = reactor
+            reactor.addSystemEventTrigger("before", "shutdown", self.drain)
 
         self._run_in_thread = run_in_thread
+        self._lazy: Any = None
+        self._drained: list[Deferred[None]] = []
         self._pending: list[_Waiter] = []
         self._devices: dict[str, int] = {}
         self._running = False
         self.syncs = 0
+
+    #: How long work that needs no sync may wait for a durable batch.
+    LAZY_DELAY = 0.005
+    _clock: Any = None
+
+    def drain(self) -> Deferred[None]:
+        """Fires once every pending piece of work has run."""
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
+        if not self._running and not self._pending:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        if not self._running:
+            self._start()
+        return d
+
+    def _kick(self) -> None:
+        self._lazy = None
+        if not self._running and self._pending:
+            self._start()
 
     def _syncfs(self, files: Sequence[str], dirs: Sequence[str]) -> None:
         """One syncfs per file system the batch wrote to (usually one):
@@ -268,11 +298,18 @@ class SyncBarrier:
         """
         waiter = _Waiter(files, dirs, work, durable)
         self._pending.append(waiter)
-        if not self._running:
+        if self._running:
+            return waiter.deferred
+        if durable or self._clock is None:
             self._start()
+        elif self._lazy is None:
+            self._lazy = self._clock.callLater(self.LAZY_DELAY, self._kick)
         return waiter.deferred
 
     def _start(self) -> None:
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         batch, self._pending = self._pending, []
         self._running = True
         files: list[str] = []
@@ -312,9 +349,18 @@ class SyncBarrier:
     def _finished(self, result: object, batch: list[_Waiter]) -> None:
         self._running = False
         # Start the next batch before firing: a waiter's callback that calls
-        # sync() again must queue behind a sync that starts after it.
-        if self._pending:
+        # sync() again must queue behind a sync that starts after it. Work
+        # that needs no sync waits for company (see run), unless draining.
+        if self._pending and (
+            self._drained or self._clock is None or any(waiter.durable for waiter in self._pending)
+        ):
             self._start()
+        elif self._pending and self._lazy is None:
+            self._lazy = self._clock.callLater(self.LAZY_DELAY, self._kick)
+        elif not self._pending and self._drained:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
         for waiter in batch:
             if isinstance(result, Failure) and waiter.durable:
                 waiter.deferred.errback(result)
