@@ -6,7 +6,11 @@ RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, BODY[section]<partial>,
 BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ). Sections:
 ``HEADER``, ``HEADER.FIELDS (..)``, ``HEADER.FIELDS.NOT (..)``, ``TEXT``,
 ``MIME`` and part numbers (``1.2.3``), found through the store's cached
-MIME tree. :class:`MessageData` renders one message; it reads only what an
+MIME tree. RFC 3516 BINARY: ``BINARY[part]<partial>``, ``BINARY.PEEK[..]``
+and ``BINARY.SIZE[part]`` give a part's body with its base64 or
+quoted-printable transfer encoding undone (a literal8 ``~{n}`` when it has
+NUL octets); another encoding is :class:`UnknownCTE` (``NO [UNKNOWN-CTE]``).
+:class:`MessageData` renders one message; it reads only what an
 item needs: the index for FLAGS/UID/sizes/dates, the cached header block
 for ENVELOPE and HEADER fields, the cached MIME tree for BODYSTRUCTURE,
 the file for body sections.
@@ -17,6 +21,7 @@ message. Writes nothing; the caller sets \\Seen when :func:`sets_seen`.
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +53,10 @@ _BODY_ITEM = re.compile(
     r"(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK)\[([^\]]*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?\Z",
     re.IGNORECASE,
 )
+_BINARY_SIZE = re.compile(r"BINARY\.SIZE\[([^\]]*)\]\Z", re.IGNORECASE)
+_BINARY_SECTION = re.compile(r"(?:[1-9]\d{0,5}\.)*[1-9]\d{0,5}\Z")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+_IDENTITY = frozenset({"", "7bit", "8bit", "binary"})
 _SECTION = re.compile(
     r"((?:[1-9]\d{0,5}\.)*[1-9]\d{0,5})?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?"
     r"(?: \((.*)\))?\Z",
@@ -103,19 +112,31 @@ def _parse_one(token: Token) -> list[FetchItem]:
     upper = token.upper()
     if upper in _SIMPLE:
         return [FetchItem(upper)]
+    size = _BINARY_SIZE.match(token)
+    if size is not None:
+        return [FetchItem("BINARY.SIZE[]", _parse_binary_section(size.group(1)))]
     m = _BODY_ITEM.match(token)
     if not m:
         raise ParseError(f"Unknown FETCH item {token[:40]!r}.")
     kind = m.group(1).upper()
-    if kind.startswith("BINARY"):
-        raise ParseError("BINARY is not supported.")
-    section = _parse_section(m.group(2))
+    binary = kind.startswith("BINARY")
+    section = _parse_binary_section(m.group(2)) if binary else _parse_section(m.group(2))
     partial: tuple[int, int | None] | None = None
     if m.group(3) is not None:
         if m.group(4) is None:
             raise ParseError("Partial needs <offset.length>.")
         partial = (int(m.group(3)), int(m.group(4)))
-    return [FetchItem("BODY[]", section, kind == "BODY.PEEK", partial)]
+    name = "BINARY[]" if binary else "BODY[]"
+    return [FetchItem(name, section, kind.endswith(".PEEK"), partial)]
+
+
+def _parse_binary_section(text: str) -> Section:
+    """RFC 3516 section-binary: part numbers only, or nothing."""
+    if not text:
+        return Section()
+    if not _BINARY_SECTION.match(text):
+        raise ParseError(f"Invalid BINARY section {text[:40]!r}.")
+    return Section(tuple(int(n) for n in text.split(".")))
 
 
 def parse_items(tokens: list[Token]) -> list[FetchItem]:
@@ -139,18 +160,42 @@ def sets_seen(items: list[FetchItem]) -> bool:
     for item in items:
         if item.name in ("RFC822", "RFC822.TEXT"):
             return True
-        if item.name == "BODY[]" and not item.peek:
+        if item.name in ("BODY[]", "BINARY[]") and not item.peek:
             return True
     return False
 
 
 def needs_file(items: list[FetchItem]) -> bool:
     """Whether rendering needs more than the index and header cache."""
-    return any(i.name in ("RFC822", "RFC822.TEXT") or i.name == "BODY[]" for i in items)
+    return any(
+        i.name in ("RFC822", "RFC822.TEXT", "BODY[]", "BINARY[]", "BINARY.SIZE[]") for i in items
+    )
 
 
 class SectionError(Exception):
     """The section does not exist in this message (answered as empty)."""
+
+
+class UnknownCTE(Exception):
+    """BINARY of a part whose transfer encoding the server cannot undo
+    (RFC 3516 4.3: the FETCH fails with ``NO [UNKNOWN-CTE]``)."""
+
+
+def decode_transfer(encoding: str, body: bytes) -> bytes:
+    """A part's body (CRLF line ends) with its Content-Transfer-Encoding undone."""
+    if encoding in _IDENTITY:
+        return body
+    if encoding == "base64":
+        try:
+            return binascii.a2b_base64(body)
+        except binascii.Error:
+            # Damaged padding or a stray tail: decode the whole quads, as
+            # mail readers do, rather than refuse the part.
+            data = _NOT_BASE64.sub(b"", body)
+            return binascii.a2b_base64(data[: len(data) // 4 * 4])
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(body)
+    raise UnknownCTE(encoding)
 
 
 class MessageData:
@@ -230,6 +275,21 @@ class MessageData:
             return crlf(content[inner.body_start : inner.end])
         return self._header_section(content[inner.header_start : inner.body_start], section)
 
+    def binary(self, section: Section) -> bytes:
+        """The bytes of BINARY[section]: the whole message as stored for an
+        empty section, a multipart or message part undecoded, else the part's
+        body decoded (RFC 3516 4.2); UnknownCTE."""
+        if not section.part:
+            return crlf(self.content())
+        try:
+            node = self._find(section.part)
+        except SectionError:
+            return b""
+        body = crlf(self.content()[node.body_start : node.end])
+        if node.content_type in ("multipart", "message"):
+            return body
+        return decode_transfer(node.encoding, body)
+
     @staticmethod
     def _header_section(header: bytes, section: Section) -> bytes:
         if section.text == "HEADER":
@@ -283,7 +343,7 @@ def render(
     done: set[str] = set()
     for item in items:
         name = item.name
-        if name in done and name != "BODY[]":
+        if name in done and name not in ("BODY[]", "BINARY[]", "BINARY.SIZE[]"):
             continue
         done.add(name)
         if name == "FLAGS":
@@ -318,6 +378,20 @@ def render(
                 label += b"<%d>" % start
                 value = value[start : start + length] if length is not None else value[start:]
             out.append(label + b" " + literal(value))
+        elif name == "BINARY[]":
+            assert item.section is not None
+            value = data.binary(item.section)
+            label = b"BINARY[" + item.section.label().encode("ascii") + b"]"
+            if item.partial is not None:
+                start, length = item.partial
+                label += b"<%d>" % start
+                value = value[start : start + length] if length is not None else value[start:]
+            # RFC 3516 4.2: NUL octets only in a literal8.
+            out.append(label + b" " + (b"~" + literal(value) if b"\0" in value else literal(value)))
+        elif name == "BINARY.SIZE[]":
+            assert item.section is not None
+            size = len(data.binary(item.section))
+            out.append(b"BINARY.SIZE[" + item.section.label().encode("ascii") + b"] %d" % size)
     if with_modseq or "MODSEQ" in done:
         out.append(b"MODSEQ (%d)" % info.modseq)
     return b"(" + b" ".join(out) + b")"

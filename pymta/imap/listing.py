@@ -16,6 +16,7 @@ every other character escaped). Pure functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pymta.mailstore.interface import SEPARATOR, FolderInfo
@@ -48,7 +49,8 @@ def _matches(regex: re.Pattern[str], wire: str) -> bool:
 
 @dataclass(frozen=True)
 class Entry:
-    """One LIST answer: the wire name (mUTF-7) and its attributes."""
+    """One LIST answer: the wire name (mUTF-7, or Unicode for IMAP4rev2) and
+    its attributes."""
 
     wire_name: str
     attributes: tuple[str, ...]
@@ -63,12 +65,18 @@ def list_entries(
     subscribed_only: bool = False,
     return_subscribed: bool = False,
     extended: bool = False,
+    encode: Callable[[str], str] = mutf7_encode,
+    nonexistent: bool = False,
 ) -> list[Entry]:
-    """The answers to LIST (or LSUB, with subscribed_only) in folder order."""
+    """The answers to LIST (or LSUB, with subscribed_only) in folder order.
+    ``encode`` gives the name the client sees: modified UTF-7, or the
+    Unicode name itself for an IMAP4rev2 client (RFC 9051 5.1); with
+    ``nonexistent`` (IMAP4rev2) a parent that is no folder is listed
+    ``\\NonExistent \\HasChildren`` (RFC 9051 7.3.1: it implies \\Noselect)."""
     regexes = [compile_pattern(reference + p) for p in patterns]
-    wire = {f.name: mutf7_encode(f.name) for f in folders}
+    wire = {f.name: encode(f.name) for f in folders}
     exists = {f.name: f for f in folders}
-    subscribed = {mutf7_encode(n) for n in subscriptions}
+    subscribed = {encode(n) for n in subscriptions}
     existing = set(wire.values())
     out: list[Entry] = []
     seen: set[str] = set()
@@ -112,5 +120,6 @@ def list_entries(
                 continue
             if any(_matches(r, parent) for r in regexes):
                 seen.add(parent)
-                out.append(Entry(parent, ("\\Noselect", "\\HasChildren")))
+                placeholder = "\\NonExistent" if nonexistent else "\\Noselect"
+                out.append(Entry(parent, (placeholder, "\\HasChildren")))
     return out

@@ -26,6 +26,7 @@ from pymta.imap.wire import (
     mailbox_out,
     parse_date_time,
     string,
+    utf8_string,
 )
 from pymta.mailstore.interface import (
     SYSTEM_FLAGS,
@@ -35,6 +36,7 @@ from pymta.mailstore.interface import (
     MailStoreError,
     NoSuchFolder,
 )
+from pymta.mailstore.names import mutf7_encode
 
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
@@ -47,13 +49,14 @@ class NameRefused(Exception):
     answered NO (not BAD), with the exception's text."""
 
 
-def mailbox_arg(token: Token) -> str:
+def mailbox_arg(token: Token, utf8: bool = False) -> str:
     """A mailbox name argument as a store name; ParseError when malformed,
-    NameRefused when it is 8-bit (RFC 3501 names are 7-bit mUTF-7)."""
+    NameRefused when it is 8-bit (RFC 3501 names are 7-bit mUTF-7) unless
+    ``utf8`` (IMAP4rev2 enabled: names are UTF-8, RFC 9051 5.1)."""
     if isinstance(token, list):
         raise ParseError("Expected a mailbox name.")
     try:
-        return mailbox_in(token if isinstance(token, bytes) else str(token))
+        return mailbox_in(token if isinstance(token, bytes) else str(token), utf8)
     except EightBitName:
         raise NameRefused("[CANNOT] Mailbox name is not valid mUTF-7") from None
     except (ValueError, UnicodeDecodeError):
@@ -93,7 +96,7 @@ def examine(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
 def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> None:
     if not args or len(args) > 2:
         raise ParseError("SELECT takes a mailbox name and optional parameters.")
-    name = mailbox_arg(args[0])
+    name = mailbox_arg(args[0], s.rev2)
     qresync: list[Token] | None = None
     if len(args) == 2:
         params = args[1]
@@ -120,6 +123,7 @@ def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> Non
     if folder is None:
         return
     view = SelectedView(folder, readonly)
+    view.show_recent = not s.rev2
     messages = view.open()
     s.select(view)
     keywords: set[str] = set()
@@ -138,8 +142,9 @@ def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> Non
         + (b"Read-only mailbox." if readonly else b"Flags permitted.")
         + b"\r\n",
         b"* %d EXISTS\r\n" % len(messages),
-        b"* %d RECENT\r\n" % len(view.recent),
     ]
+    if not s.rev2:  # RFC 9051 removed RECENT
+        out.append(b"* %d RECENT\r\n" % len(view.recent))
     if unseen:
         out.append(b"* OK [UNSEEN %d] First unseen.\r\n" % unseen)
     out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
@@ -184,7 +189,7 @@ def create(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) not in (1, 2):
         raise ParseError("CREATE takes a mailbox name.")
     assert s.mailbox is not None
-    name = mailbox_arg(args[0])
+    name = mailbox_arg(args[0], s.rev2)
     use = None
     if len(args) == 2:  # RFC 6154 CREATE-SPECIAL-USE: (USE (\Sent))
         opts = args[1]
@@ -207,7 +212,7 @@ def delete(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1:
         raise ParseError("DELETE takes a mailbox name.")
     assert s.mailbox is not None
-    name = mailbox_arg(args[0])
+    name = mailbox_arg(args[0], s.rev2)
     if s.view is not None and s.view.folder.name == name:
         s.unselect()
     try:
@@ -226,7 +231,7 @@ def rename(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2:
         raise ParseError("RENAME takes two mailbox names.")
     assert s.mailbox is not None
-    old, new = mailbox_arg(args[0]), mailbox_arg(args[1])
+    old, new = mailbox_arg(args[0], s.rev2), mailbox_arg(args[1], s.rev2)
     try:
         s.mailbox.rename_folder(old, new.rstrip("/"))
     except NoSuchFolder:
@@ -246,7 +251,7 @@ def subscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         raise ParseError("SUBSCRIBE takes a mailbox name.")
     assert s.mailbox is not None
     try:
-        s.mailbox.subscribe(mailbox_arg(args[0]))
+        s.mailbox.subscribe(mailbox_arg(args[0], s.rev2))
     except MailStoreError as e:
         s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
     else:
@@ -258,7 +263,7 @@ def unsubscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None
         raise ParseError("UNSUBSCRIBE takes a mailbox name.")
     assert s.mailbox is not None
     try:
-        s.mailbox.unsubscribe(mailbox_arg(args[0]))
+        s.mailbox.unsubscribe(mailbox_arg(args[0], s.rev2))
     except MailStoreError as e:
         s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
     else:
@@ -271,20 +276,50 @@ def _patterns(token: Token) -> list[str]:
     return [_text(token)]
 
 
+def _return_options(token: Token) -> tuple[list[str], list[str] | None]:
+    """LIST's RETURN options (RFC 5258): the atoms, and RFC 5819's
+    ``STATUS (items)`` (None when not asked)."""
+    if not isinstance(token, list):
+        raise ParseError("RETURN takes a list.")
+    returns: list[str] = []
+    status_items: list[str] | None = None
+    i = 0
+    while i < len(token):
+        option = token[i]
+        if not isinstance(option, Atom):
+            raise ParseError("Invalid RETURN option.")
+        word = option.upper()
+        if word == "STATUS":
+            if i + 1 >= len(token):
+                raise ParseError("RETURN STATUS takes a list of items.")
+            status_items = _status_items(token[i + 1])
+            i += 1
+        else:
+            returns.append(word)
+        i += 1
+    return returns, status_items
+
+
+def _wire_name(s: IMAPServer, name: str) -> bytes:
+    """A LIST name as sent: mUTF-7, or UTF-8 once IMAP4rev2 is enabled."""
+    if s.rev2:
+        return utf8_string(name)
+    return string(name.encode("ascii", "replace"))
+
+
 def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     assert s.mailbox is not None
     args = list(args)
     selection: list[str] = []
-    extended = False
+    extended = s.rev2  # RFC 9051 LIST is LIST-EXTENDED
     if args and isinstance(args[0], list):
         selection = [str(t).upper() for t in args[0] if isinstance(t, Atom)]
         extended = True
         args = args[1:]
     returns: list[str] = []
+    status_items: list[str] | None = None
     if len(args) == 4 and isinstance(args[2], Atom) and args[2].upper() == "RETURN":
-        if not isinstance(args[3], list):
-            raise ParseError("RETURN takes a list.")
-        returns = [str(t).upper() for t in args[3] if isinstance(t, Atom)]
+        returns, status_items = _return_options(args[3])
         extended = True
         args = args[:2]
     if len(args) != 2:
@@ -301,6 +336,7 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     subs = s.mailbox.subscriptions() if (subscribed_only or return_subscribed) else []
     if "SPECIAL-USE" in selection:
         folders = [f for f in folders if f.special_use]
+    encode = (lambda name: name) if s.rev2 else mutf7_encode
     entries = list_entries(
         folders,
         subs,
@@ -309,15 +345,21 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         subscribed_only=subscribed_only,
         return_subscribed=return_subscribed,
         extended=extended,
+        encode=encode,
+        nonexistent=s.rev2,
     )
+    store_names = {encode(f.name): f.name for f in folders}
     for e in entries:
-        s.send(
-            b"* LIST "
-            + flag_list(e.attributes)
-            + b' "/" '
-            + string(e.wire_name.encode("ascii", "replace"))
-            + b"\r\n"
-        )
+        wire = _wire_name(s, e.wire_name)
+        s.send(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + b"\r\n")
+        store_name = store_names.get(e.wire_name)
+        if status_items is not None and store_name is not None:
+            # RFC 5819: a STATUS for each selectable mailbox listed, right after it.
+            try:
+                folder = s.mailbox.folder(store_name)
+            except MailStoreError:
+                continue
+            s.send(b"* STATUS " + wire + b" (" + _status_values(folder, status_items) + b")\r\n")
     s.ok(tag, b"List completed.")
 
 
@@ -331,33 +373,40 @@ def lsub(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         _text(args[0]),
         _patterns(args[1]),
         subscribed_only=True,
+        encode=(lambda name: name) if s.rev2 else mutf7_encode,
     )
     for e in entries:
         s.send(
-            b"* LSUB "
-            + flag_list(e.attributes)
-            + b' "/" '
-            + string(e.wire_name.encode("ascii", "replace"))
-            + b"\r\n"
+            b"* LSUB " + flag_list(e.attributes) + b' "/" ' + _wire_name(s, e.wire_name) + b"\r\n"
         )
     s.ok(tag, b"Lsub completed.")
 
 
-_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
+_STATUS_ITEMS = (
+    "MESSAGES",
+    "RECENT",
+    "UIDNEXT",
+    "UIDVALIDITY",
+    "UNSEEN",
+    "HIGHESTMODSEQ",
+    "SIZE",  # RFC 8438, RFC 9051
+    "DELETED",  # RFC 9051
+)
 
 
-def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
-    if len(args) != 2 or not isinstance(args[1], list) or not args[1]:
-        raise ParseError("STATUS takes a mailbox name and a list of items.")
-    name = mailbox_arg(args[0])
+def _status_items(token: Token) -> list[str]:
+    if not isinstance(token, list) or not token:
+        raise ParseError("STATUS takes a list of items.")
     items = []
-    for t in args[1]:
+    for t in token:
         if not isinstance(t, Atom) or t.upper() not in _STATUS_ITEMS:
             raise ParseError("Unknown STATUS item.")
         items.append(t.upper())
-    folder = open_folder(s, tag, name)
-    if folder is None:
-        return
+    return items
+
+
+def _status_values(folder: IFolder, items: list[str]) -> bytes:
+    """``MESSAGES 3 UNSEEN 1 ...`` for STATUS and LIST-STATUS, from the index."""
     if folder.changed_on_disk():
         folder.refresh()
     st = folder.status()
@@ -370,15 +419,28 @@ def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         "HIGHESTMODSEQ": st.highest_modseq,
         "SIZE": st.size,
     }
-    body = " ".join(f"{i} {values[i]}" for i in items).encode("ascii")
-    s.send(b"* STATUS " + mailbox_out(folder.name) + b" (" + body + b")\r\n")
+    if "DELETED" in items:
+        values["DELETED"] = sum(1 for m in folder.messages() if "\\Deleted" in m.flags)
+    return " ".join(f"{i} {values[i]}" for i in items).encode("ascii")
+
+
+def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 2:
+        raise ParseError("STATUS takes a mailbox name and a list of items.")
+    name = mailbox_arg(args[0], s.rev2)
+    items = _status_items(args[1])
+    folder = open_folder(s, tag, name)
+    if folder is None:
+        return
+    body = _status_values(folder, items)
+    s.send(b"* STATUS " + mailbox_out(folder.name, s.rev2) + b" (" + body + b")\r\n")
     s.ok(tag, b"Status completed.")
 
 
 def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) < 2 or len(args) > 4:
         raise ParseError("APPEND takes a mailbox, optional flags and date, and a message.")
-    name = mailbox_arg(args[0])
+    name = mailbox_arg(args[0], s.rev2)
     message = args[-1]
     if not isinstance(message, bytes):
         raise ParseError("APPEND needs the message as a literal.")

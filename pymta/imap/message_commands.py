@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from pymta.imap.fetch import (
     FetchItem,
     MessageData,
+    UnknownCTE,
     index_renderer,
     needs_file,
     parse_items,
@@ -58,6 +59,15 @@ def _seqset(token: Token) -> SequenceSet:
 
 
 def _pairs(s: IMAPServer, tag: bytes, token: Token, uid: bool) -> list[tuple[int, int]] | None:
+    if token == "$" and isinstance(token, Atom):
+        # RFC 5182: the saved result, by UID (expunged messages drop out).
+        view = _view(s)
+        pairs = []
+        for u in s.saved:
+            n = view.msn(u)
+            if n is not None:
+                pairs.append((n, u))
+        return pairs
     try:
         return _view(s).resolve(_seqset(token), uid)
     except InvalidSet:
@@ -125,11 +135,36 @@ def expunge(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     s.ok(tag, b"Expunge completed.")
 
 
+_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})
+
+
+def _search_return(args: list[Token]) -> tuple[set[str] | None, list[Token]]:
+    """RFC 4731 ``RETURN (options)`` at the start of SEARCH: the options
+    (``()`` means ALL), or None when absent; and the remaining tokens."""
+    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
+        opts = args[1]
+        if not isinstance(opts, list):
+            raise ParseError("RETURN takes a list of options.")
+        chosen: set[str] = set()
+        for o in opts:
+            if not isinstance(o, Atom) or o.upper() not in _RETURN_OPTIONS:
+                raise ParseError("Unknown SEARCH RETURN option.")
+            chosen.add(o.upper())
+        return chosen or {"ALL"}, args[2:]
+    return None, args
+
+
 def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     view = _view(s)
+    returns, args = _search_return(args)
+    if returns is None and s.rev2:
+        returns = {"ALL"}  # RFC 9051 6.4.4: SEARCH answers with ESEARCH
+    saving = returns is not None and "SAVE" in returns
     try:
-        criteria = parse_search(args)
+        criteria = parse_search(args, saved=set(s.saved))
     except BadCharset:
+        if saving:
+            s.saved = []  # RFC 5182 2.1: a failed SEARCH empties $
         s.no(tag, b"[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.", expunge=uid)
         return
     if criteria.uses_modseq:
@@ -139,6 +174,7 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     largest_uid = view.uids[-1] if view.uids else 0
     count = view.exists
     found: list[int] = []
+    found_uids: list[int] = []
     top_modseq = 0
     for msn, u in enumerate(view.uids, 1):
         info = by_uid.get(u)
@@ -158,14 +194,54 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             continue
         if matched:
             found.append(u if uid else msn)
+            found_uids.append(u)
             top_modseq = max(top_modseq, info.modseq)
-    line = b"* SEARCH"
-    if found:
-        line += b" " + b" ".join(b"%d" % n for n in found)
-        if criteria.uses_modseq:
-            line += b" (MODSEQ %d)" % top_modseq
-    s.send(line + b"\r\n")
+    if returns is None:
+        line = b"* SEARCH"
+        if found:
+            line += b" " + b" ".join(b"%d" % n for n in found)
+            if criteria.uses_modseq:
+                line += b" (MODSEQ %d)" % top_modseq
+        s.send(line + b"\r\n")
+    else:
+        if saving:
+            s.saved = _saved_result(returns, found_uids)
+        if returns != {"SAVE"}:  # RFC 5182 2.1: SAVE alone sends no ESEARCH
+            s.send(_esearch(tag, uid, returns, found, top_modseq if criteria.uses_modseq else 0))
     s.ok(tag, b"Search completed.", expunge=uid)
+
+
+def _saved_result(returns: set[str], uids: list[int]) -> list[int]:
+    """What SAVE keeps (RFC 5182 2.4): with MIN and/or MAX but neither ALL nor
+    COUNT only those messages, else every match."""
+    if not uids or returns & {"ALL", "COUNT"} or not returns & {"MIN", "MAX"}:
+        return uids
+    kept = []
+    if "MIN" in returns:
+        kept.append(uids[0])
+    if "MAX" in returns and uids[-1] not in kept:
+        kept.append(uids[-1])
+    return kept
+
+
+def _esearch(tag: bytes, uid: bool, returns: set[str], found: list[int], modseq: int) -> bytes:
+    """``* ESEARCH (TAG "a") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9`` (RFC 4731 3.1;
+    MIN, MAX and ALL are left out when nothing matched, COUNT 0 is not)."""
+    line = b'* ESEARCH (TAG "' + tag + b'")'
+    if uid:
+        line += b" UID"
+    if found:
+        if "MIN" in returns:
+            line += b" MIN %d" % found[0]
+        if "MAX" in returns:
+            line += b" MAX %d" % found[-1]
+    if "COUNT" in returns:
+        line += b" COUNT %d" % len(found)
+    if found and "ALL" in returns:
+        line += b" ALL " + format_set(found).encode("ascii")
+    if found and modseq:
+        line += b" MODSEQ %d" % modseq  # RFC 7162 3.1.5
+    return line + b"\r\n"
 
 
 def _fetch_modifiers(s: IMAPServer, token: Token) -> tuple[int | None, bool]:
@@ -219,6 +295,7 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     folder = view.folder
     mark_seen = sets_seen(items) and not view.readonly
     missing = False
+    unknown_cte = False
     returned = 0
     size = 0
     wants_flags = any(i.name == "FLAGS" for i in items)
@@ -263,6 +340,9 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         except MailStoreError:
             missing = True
             continue
+        except UnknownCTE:
+            unknown_cte = True
+            continue
         if body_items:
             s.counters.body_count += 1
             s.counters.body_bytes += info.rfc822_size
@@ -273,7 +353,9 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         if size > CHUNK:
             s.flush()
             size = 0
-    if missing:
+    if unknown_cte:
+        s.no(tag, b"[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.", expunge=uid)
+    elif missing:
         # RFC 5530: OK when some data came back, NO when every message was gone.
         status = b"OK" if returned else b"NO"
         s.tagged(tag, status, b"[EXPUNGEISSUED] Some messages were expunged.", expunge=uid)
@@ -365,7 +447,7 @@ def _copy_or_move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool, move:
     view = _view(s)
     if len(args) != 2:
         raise ParseError("COPY takes a sequence set and a mailbox name.")
-    name = mailbox_arg(args[1])
+    name = mailbox_arg(args[1], s.rev2)
     if move and view.readonly:
         s.no(tag, b"[READ-ONLY] Mailbox is read-only.", expunge=uid)
         return

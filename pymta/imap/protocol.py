@@ -4,7 +4,12 @@ A state machine over a transport in the states of RFC 3501 section 3: not
 authenticated (CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, AUTHENTICATE PLAIN
 with RFC 4959 SASL-IR, LOGIN), authenticated (mailbox commands of
 :mod:`pymta.imap.mailbox_commands`, ENABLE, NAMESPACE, IDLE) and selected
-(message commands of :mod:`pymta.imap.message_commands`). Commands are
+(message commands of :mod:`pymta.imap.message_commands`).
+``ENABLE IMAP4rev2`` (RFC 9051) switches a session to UTF-8 mailbox
+names, drops ``\\Recent`` and ``RECENT``, and makes SEARCH answer with
+``ESEARCH``; both revisions get ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
+BINARY (RFC 3516), STATUS=SIZE (RFC 8438) and LIST-STATUS (RFC 5819).
+Commands are
 read by :class:`pymta.imap.parser.CommandReader` and answered in order,
 pipelined or not; while a login is checked later commands wait.
 Responses of one batch of input are written with one write, straight to
@@ -87,6 +92,7 @@ SEL = frozenset({SELECTED})
 
 BASE_CAPABILITIES = (
     "IMAP4rev1",
+    "IMAP4rev2",
     "SASL-IR",
     "LITERAL+",
     "ID",
@@ -101,6 +107,11 @@ BASE_CAPABILITIES = (
     "LIST-EXTENDED",
     "CONDSTORE",
     "QRESYNC",
+    "ESEARCH",
+    "SEARCHRES",
+    "BINARY",
+    "STATUS=SIZE",
+    "LIST-STATUS",
 )
 
 #: Unprocessed input kept while the client does not read our responses.
@@ -146,6 +157,11 @@ class IMAPServer(Protocol):
         self.tls_active = False
         self.condstore = False
         self.qresync = False
+        # ENABLE IMAP4rev2 (RFC 9051): UTF-8 mailbox names, no \Recent,
+        # SEARCH answered with ESEARCH.
+        self.rev2 = False
+        # RFC 5182 SEARCHRES: the UIDs the last SEARCH RETURN (SAVE) found ("$").
+        self.saved: list[int] = []
         self.auth_attempts = 0
         self.bad_commands = 0
         self.counters = imaplog.Counters()
@@ -441,6 +457,7 @@ class IMAPServer(Protocol):
 
     def select(self, view: SelectedView) -> None:
         self.unselect()
+        self.saved = []  # RFC 5182 2.1: SELECT and EXAMINE empty "$"
         self.view = view
         self.state = SELECTED
         if self.watchers is not None:
@@ -652,7 +669,12 @@ def _enable(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         if not isinstance(token, Atom):
             raise ParseError("ENABLE takes atoms.")
         name = token.upper()
-        if name == "CONDSTORE" and not s.condstore:
+        if name == "IMAP4REV2" and not s.rev2:
+            s.rev2 = True
+            if s.view is not None:
+                s.view.show_recent = False
+            enabled.append("IMAP4rev2")
+        elif name == "CONDSTORE" and not s.condstore:
             s.condstore = True
             enabled.append(name)
         elif name == "QRESYNC" and not s.qresync:

@@ -4,7 +4,8 @@ Every key of RFC 3501 (ALL, ANSWERED, BCC, BEFORE, BODY, CC, DELETED,
 DRAFT, FLAGGED, FROM, HEADER, KEYWORD, LARGER, NEW, NOT, OLD, ON, OR,
 RECENT, SEEN, SENTBEFORE, SENTON, SENTSINCE, SINCE, SMALLER, SUBJECT, TEXT,
 TO, UID, UNANSWERED, UNDELETED, UNDRAFT, UNFLAGGED, UNKEYWORD, UNSEEN,
-sequence sets, parenthesised groups) and RFC 7162's MODSEQ. String keys
+sequence sets, parenthesised groups), RFC 7162's MODSEQ and RFC 5182's
+``$`` (the saved result). String keys
 match case-insensitively as substrings (RFC 3501), against header values
 with RFC 2047 encoded words decoded; header keys read the store's cached
 header block, BODY and TEXT the file. Dates compare the UTC date,
@@ -20,7 +21,7 @@ the parser) and the messages. Writes and logs nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import parsedate_tz
@@ -115,10 +116,11 @@ def _sent_date(c: Candidate) -> tuple[int, int, int] | None:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token], charset: str) -> None:
+    def __init__(self, tokens: list[Token], charset: str, saved: frozenset[int]) -> None:
         self.tokens = tokens
         self.pos = 0
         self.charset = charset
+        self.saved = saved
         self.uses_modseq = False
 
     def more(self) -> bool:
@@ -170,7 +172,7 @@ class _Parser:
     def key(self) -> Test:
         token = self.take()
         if isinstance(token, list):
-            sub = _Parser(token, self.charset)
+            sub = _Parser(token, self.charset, self.saved)
             if not token:
                 raise ParseError("Empty SEARCH group.")
             test = sub.all_keys()
@@ -182,6 +184,9 @@ class _Parser:
         simple = _FLAG_KEYS.get(word)
         if simple is not None:
             return simple
+        if word == "$":  # RFC 5182: the saved result, kept as UIDs
+            saved = self.saved
+            return lambda c: c.info.uid in saved
         if word[:1].isdigit() or word[:1] == "*":
             seq = _seq(token)
             return lambda c: seq.contains(c.msn, c.largest_msn)
@@ -288,9 +293,10 @@ _FLAG_KEYS: dict[str, Test] = {
 }
 
 
-def parse_search(tokens: list[Token]) -> Criteria:
+def parse_search(tokens: list[Token], saved: Collection[int] = ()) -> Criteria:
     """The criteria of SEARCH (tokens after the command name, with an
-    optional ``CHARSET name`` first); ParseError, BadCharset."""
+    optional ``CHARSET name`` first); ParseError, BadCharset. ``saved`` are
+    the UIDs that ``$`` stands for (RFC 5182 SEARCHRES)."""
     charset = "UTF-8"
     if len(tokens) >= 2 and isinstance(tokens[0], Atom) and tokens[0].upper() == "CHARSET":
         raw = tokens[1]
@@ -302,6 +308,6 @@ def parse_search(tokens: list[Token]) -> Criteria:
         tokens = tokens[2:]
     if not tokens:
         raise ParseError("Missing SEARCH criteria.")
-    parser = _Parser(tokens, charset)
+    parser = _Parser(tokens, charset, frozenset(saved))
     test = parser.all_keys()
     return Criteria(test, parser.uses_modseq)

@@ -45,6 +45,8 @@ class SelectedView:
         self.uidvalidity = 0
         self.invalidated = False
         self.wake: Callable[[], None] | None = None
+        # IMAP4rev2 (RFC 9051) has no \Recent flag and no RECENT response.
+        self.show_recent = True
         self._appended: set[int] = set()
         self._expunged: set[int] = set()
         self._flagged: set[int] = set()
@@ -147,7 +149,9 @@ class SelectedView:
 
     def flags_of(self, info: MessageInfo) -> frozenset[str]:
         flags = info.all_flags
-        return flags | {"\\Recent"} if info.uid in self.recent else flags
+        if self.show_recent and info.uid in self.recent:
+            return flags | {"\\Recent"}
+        return flags
 
     # updates ---------------------------------------------------------------
 
@@ -177,7 +181,8 @@ class SelectedView:
                 if not self.readonly:
                     self._claim(new)
                 out.append(b"* %d EXISTS\r\n" % len(self.uids))
-                out.append(b"* %d RECENT\r\n" % len(self.recent))
+                if self.show_recent:
+                    out.append(b"* %d RECENT\r\n" % len(self.recent))
         if self._flagged:
             changed = sorted(self._flagged)
             self._flagged.clear()

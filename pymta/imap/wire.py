@@ -16,6 +16,7 @@ import calendar
 import functools
 import re
 import time
+import unicodedata
 from collections.abc import Iterable
 
 from pymta.mailstore.names import mutf7_decode, mutf7_encode
@@ -23,6 +24,7 @@ from pymta.mailstore.names import mutf7_decode, mutf7_encode
 NIL = b"NIL"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _QUOTABLE = re.compile(rb"[\x20-\x7e]{0,1024}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DATE_TIME = re.compile(
     r"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\Z"
 )
@@ -61,9 +63,22 @@ def _frozen_flag_list(flags: frozenset[str]) -> bytes:
     return b"(" + " ".join(sorted(flags)).encode("ascii", "replace") + b")"
 
 
-def mailbox_out(name: str) -> bytes:
-    """A store folder name as a wire string (modified UTF-7, quoted)."""
-    return string(mutf7_encode(name).encode("ascii"))
+def mailbox_out(name: str, utf8: bool = False) -> bytes:
+    """A store folder name as a wire string: modified UTF-7, or with ``utf8``
+    (IMAP4rev2 enabled, RFC 9051 5.1) UTF-8, quoted when it has no control
+    characters (RFC 9051's quoted strings may carry UTF-8), else a literal."""
+    if not utf8:
+        return string(mutf7_encode(name).encode("ascii"))
+    return utf8_string(name)
+
+
+def utf8_string(text: str) -> bytes:
+    """A Unicode string as a quoted UTF-8 string (RFC 9051 QUOTED-CHAR admits
+    UTF8-2/3/4), or a literal when it has control characters or is long."""
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= 1024 and not _CONTROL.search(text):
+        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    return literal(data)
 
 
 class EightBitName(ValueError):
@@ -76,12 +91,18 @@ def mailbox_in(raw: bytes | str, utf8: bool = False) -> str:
     IMAP4rev2 enabled); otherwise it is :class:`EightBitName`, as Dovecot
     refuses it: storing it translated would make a client that sent it
     (mbsync 1.4 does) see a different name in LIST and create a duplicate."""
+    if utf8:
+        # RFC 6855 3 / RFC 9051 5.1: once UTF-8 is enabled the client sends
+        # names in UTF-8 and never in mUTF-7, so "&" is an ampersand; names
+        # are kept in normalisation form NFC.
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
+        text = data.decode("utf-8")
+        if _CONTROL.search(text):
+            raise ValueError("Mailbox name has control characters")
+        return unicodedata.normalize("NFC", text)
     text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
     if not text.isascii():
-        if not utf8:
-            raise EightBitName("Mailbox name is not valid mUTF-7")
-        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
-        return data.decode("utf-8")
+        raise EightBitName("Mailbox name is not valid mUTF-7")
     return mutf7_decode(text)
 
 
