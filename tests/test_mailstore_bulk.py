@@ -259,3 +259,30 @@ def test_read_when_file_size_differs_from_index(maildir: tuple[MaildirStore, Pat
     assert inbox.read(uid) == longer
     (root / "cur" / name).write_bytes(b"short\n")
     assert inbox.read(uid) == b"short\n"
+
+
+def test_message_info_fast_constructor_is_the_same() -> None:
+    """index.message_info builds an object equal to MessageInfo(...): same
+    fields, equality, hash and repr, and still frozen."""
+    import dataclasses
+
+    from pymta.mailstore.index import message_info
+    from pymta.mailstore.interface import MessageInfo
+
+    args = (7, 10, 12, 1.5, frozenset({"\\Seen"}), frozenset({"Work"}), 3, "cur/x:2,S", False)
+    fast, slow = message_info(*args), MessageInfo(*args)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert dataclasses.replace(fast, modseq=4).modseq == 4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.uid = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("content", "size"),
+    [(b"", 0), (b"a\nb\n", 6), (b"a\r\nb\n", 6), (b"a\rb", 3), (b"\r\n\r\n", 4)],
+)
+def test_rfc822_size(content: bytes, size: int) -> None:
+    """The CRLF size counts each bare LF twice and CRLF once."""
+    from pymta.mailstore.names import rfc822_size
+
+    assert rfc822_size(content) == size

@@ -39,7 +39,7 @@ from pymta.maillog import maillog
 from pymta.mailstore import mime
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
-from pymta.mailstore.index import IndexChange, IndexCorrupt, UidIndex
+from pymta.mailstore.index import IndexChange, IndexCorrupt, UidIndex, message_info
 from pymta.mailstore.interface import (
     FlagMode,
     FolderChange,
@@ -443,7 +443,7 @@ class MaildirFolder:
         finally:
             os.close(fd)
         flags, keywords = letters_to_flags(letters, self._kw_names) if letters else _NO_FLAGS
-        return MessageInfo(
+        return message_info(
             uid, size, vsize, st.st_mtime, flags, keywords, modseq, f"{sub}/{name}", sub == "new"
         )
 
@@ -652,7 +652,7 @@ class MaildirFolder:
                 raise NoSuchMessage(f"{self.name}: UID {uid} is gone") from None
             info = self._index.records[uid]
             filename = self._rename_to(info, letters)
-        return MessageInfo(
+        return message_info(
             info.uid,
             info.size,
             info.rfc822_size,
@@ -863,7 +863,7 @@ class MaildirFolder:
                     except FileNotFoundError:
                         continue
                     updates.append(
-                        MessageInfo(
+                        message_info(
                             info.uid,
                             info.size,
                             info.rfc822_size,
