@@ -65,9 +65,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from retrieval_corpus import DOMAIN  # noqa: E402
-from retrieval_pymta import PymtaRetrievalServer  # noqa: E402
-from retrieval_run import LISTEN_HOST  # noqa: E402
+from retrieval_corpus import DOMAIN
+from retrieval_pymta import PymtaRetrievalServer
+from retrieval_run import LISTEN_HOST
 
 BIG_USER = f"big@{DOMAIN}"
 PASSWORD = "bench-pw"
@@ -134,38 +134,47 @@ def raise_fd_limit(wanted: int) -> int:
     return target
 
 
-def timed(label: str, fn, results: dict[str, float]):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    value = fn()
-    results[label] = time.perf_counter() - t0
-    return value
+class Timer:
+    """Records how long each labelled block took."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, float] = {}
+        self._label = ""
+        self._t0 = 0.0
+
+    def __call__(self, label: str) -> Timer:
+        self._label = label
+        return self
+
+    def __enter__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.results[self._label] = time.perf_counter() - self._t0
 
 
 # big folder -------------------------------------------------------------------
 
 
 def bench_big(server: PymtaRetrievalServer, count: int, needles: list[int]) -> dict[str, float]:
-    results: dict[str, float] = {}
+    timer = Timer()
     for run in ("first", "second"):
         client = imaplib.IMAP4(LISTEN_HOST, server.imap_port, timeout=600)
         client.login(BIG_USER, PASSWORD)
-        typ, data = timed(f"SELECT INBOX ({run})", lambda: client.select("INBOX"), results)
+        with timer(f"SELECT INBOX ({run})"):
+            typ, data = client.select("INBOX")
         assert typ == "OK" and data == [str(count).encode()], (typ, data)
         if run == "second":
-            typ, data = timed(
-                "FETCH 1:* (FLAGS UID)", lambda: client.fetch("1:*", "(FLAGS UID)"), results
-            )
+            with timer("FETCH 1:* (FLAGS UID)"):
+                typ, data = client.fetch("1:*", "(FLAGS UID)")
             assert typ == "OK" and len(data) == count, (typ, len(data))
             for cache in ("cold", "warm"):
-                typ, data = timed(
-                    f"UID SEARCH SUBJECT needle ({cache} cache)",
-                    lambda: client.uid("SEARCH", "SUBJECT", "needle"),
-                    results,
-                )
+                with timer(f"UID SEARCH SUBJECT needle ({cache} cache)"):
+                    typ, data = client.uid("SEARCH", "SUBJECT", "needle")
                 found = [int(n) for n in data[0].split()]
                 assert typ == "OK" and found == needles, (typ, found[:5])
         client.logout()
-    return results
+    return timer.results
 
 
 # idle sessions ----------------------------------------------------------------

@@ -103,6 +103,16 @@ def test_decomposed_utf8_name_is_stored_in_nfc(world: World) -> None:
 # no \Recent -------------------------------------------------------------------
 
 
+def test_rev2_select_names_the_mailbox_and_reports_closed(world: World) -> None:
+    """A rev2 SELECT includes LIST with the canonical name (RFC 9051 6.3.2); selecting
+    again first sends OK [CLOSED] for the previous mailbox."""
+    s = rev2(world)
+    first = s.send("s SELECT inbox")
+    assert b'* LIST () "/" "INBOX"\r\n' in first and b"[CLOSED]" not in first
+    assert s.send("t EXAMINE INBOX").startswith(b"* OK [CLOSED] Previous mailbox closed.\r\n")
+    assert b"[CLOSED]" not in rev1(world).send("s SELECT INBOX")
+
+
 def test_rev2_select_and_updates_have_no_recent(world: World) -> None:
     """A rev2 SELECT sends no RECENT, FLAGS never show \\Recent, and new mail is
     announced with EXISTS alone, while a rev1 session still gets RECENT."""

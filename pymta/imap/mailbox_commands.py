@@ -118,6 +118,8 @@ def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> Non
                 raise ParseError("Unknown SELECT parameter.")
             i += 1
     # RFC 3501: a failed SELECT leaves no mailbox selected.
+    if s.view is not None and (s.rev2 or s.qresync):
+        s.send(b"* OK [CLOSED] Previous mailbox closed.\r\n")  # RFC 9051 7.1, RFC 7162 3.2.11
     s.unselect()
     folder = open_folder(s, tag, name)
     if folder is None:
@@ -150,6 +152,8 @@ def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> Non
     out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
     out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
     out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highest_modseq)
+    if s.rev2:  # RFC 9051 6.3.2: the name as the server spells it
+        out.append(b'* LIST () "/" ' + mailbox_out(folder.name, True) + b"\r\n")
     for line in out:
         s.send(line)
     if qresync is not None:
