@@ -9,9 +9,9 @@ with RFC 4959 SASL-IR, LOGIN), authenticated (mailbox commands of
 names, drops ``\\Recent`` and ``RECENT``, and makes SEARCH answer with
 ``ESEARCH``; both revisions get ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 BINARY (RFC 3516), STATUS=SIZE (RFC 8438) and LIST-STATUS (RFC 5819).
-Commands are
-read by :class:`pymta.imap.parser.CommandReader` and answered in order,
-pipelined or not; while a login is checked later commands wait.
+Commands are read by :class:`pymta.imap.parser.CommandReader` and
+answered in order, pipelined or not; while a login is checked later
+commands wait.
 Responses of one batch of input are written with one write, straight to
 the socket when nothing is buffered (:func:`pymta.pop3.output.send`).
 
