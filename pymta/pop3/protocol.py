@@ -680,7 +680,7 @@ class POP3Server(Protocol):
             return
         body = to_wire(content)
         size = drop.info(n).rfc822_size
-        send(self.transport, b"+OK %d octets\r\n" % size + body + TERMINATOR)
+        send(self.transport, b"".join((b"+OK %d octets\r\n" % size, body, TERMINATOR)))
         drop.counters.retr_count += 1
         drop.counters.retr_bytes += len(body)
         drop.mark_retrieved(n)
@@ -700,6 +700,6 @@ class POP3Server(Protocol):
         if content is None:
             return
         body = to_wire(top(content, int(lines[:12])))
-        send(self.transport, b"+OK\r\n" + body + TERMINATOR)
+        send(self.transport, b"".join((b"+OK\r\n", body, TERMINATOR)))
         drop.counters.top_count += 1
         drop.counters.top_bytes += len(body)
