@@ -277,3 +277,17 @@ def test_thread_pool_runner_runs_in_a_worker() -> Any:
 
     with pytest.raises(ValueError, match="from the worker"):
         yield run(fail)
+
+
+def test_mailbox_is_unlocked_before_quit_is_answered(tmp_path: Path) -> None:
+    """By the time the client reads +OK to QUIT the mailbox lock is gone, so an
+    immediate new login (perhaps served by another pymta process) is not
+    refused [IN-USE] while the old connection is still being torn down."""
+    w = MaildirWorld(tmp_path)
+    s = w.connect()
+    s.login()
+    assert s.send("QUIT").startswith("+OK")
+    assert not s.transport.disconnected  # the old connection is not gone yet
+    other = w.connect()
+    other.send("USER alice@example.org")
+    assert other.send("PASS secret") == "+OK Logged in.\r\n"

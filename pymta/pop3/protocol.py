@@ -368,11 +368,15 @@ class POP3Server(Protocol):
 
     def _committed(self, removed: list[int]) -> None:
         self._commit_done()
+        # Unlock before the client hears +OK: a client that reconnects at once
+        # (maybe to another pymta process) must not find the mailbox [IN-USE].
+        self._release()
         self._reply("+OK Logging out, messages deleted." if removed else "+OK Logging out.")
         self._close()
 
     def _commit_failed(self, failure: Failure) -> None:
         self._commit_done()
+        self._release()
         if failure.check(MailStoreError):
             self.log.error(
                 "pop3({user}): expunge failed: {error}", user=self.user, error=failure.value
