@@ -13,7 +13,7 @@ Commands are read by :class:`pymta.imap.parser.CommandReader` and
 answered in order, pipelined or not; while a login is checked later
 commands wait.
 Responses of one batch of input are written with one write, straight to
-the socket when nothing is buffered (:func:`pymta.pop3.output.send`).
+the socket when nothing is buffered (:func:`pymta.output.send`).
 
 Untrusted input: every byte from the client. Limits: line length, literal
 size (refused before reading, RFC 7889 ``[TOOBIG]``), whole command size,
@@ -77,7 +77,7 @@ from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
 from pymta.imap.watchers import WatcherPool
 from pymta.mailstore.interface import IUserMailbox
-from pymta.pop3.output import send as send_now
+from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
 
 NOT_AUTHENTICATED = "not authenticated"

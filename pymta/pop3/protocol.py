@@ -54,9 +54,9 @@ from pymta.auth.credentials import APOPCredentials, PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
 from pymta.auth.interface import IMailAccount
 from pymta.mailstore.interface import IFolder, IFolderLock, MailStoreError, MessageInfo
+from pymta.output import send
 from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
-from pymta.pop3.output import send
 from pymta.pop3.settings import POP3Settings
 from pymta.pop3.wire import TERMINATOR, to_wire, top
 

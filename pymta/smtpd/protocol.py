@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from pymta.address import AddressError, parse_esmtp_params, parse_path
 from pymta.cleanup.interface import CleanupRejected
 from pymta.maillog import maillog
+from pymta.output import send
 from pymta.queue.model import Envelope, Recipient
 from pymta.smtpd.dsn import (
     DsnSyntaxError,
@@ -378,7 +379,9 @@ class SMTPServerProtocol(Protocol):
         if self._out and self.transport is not None and self._connected:
             out = self._out
             self._out = []
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            # At once when the socket takes it (pymta.output): a client that
+            # waits for each reply saves a reactor round per command.
+            send(self.transport, out[0] if len(out) == 1 else b"".join(out))
 
     # -- commands ---------------------------------------------------------------------
 

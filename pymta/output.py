@@ -1,12 +1,13 @@
-"""Send a reply at once when the connection can take it: pop3d's output path.
+"""Send a reply at once when the socket takes it: smtpd, pop3d and imapd.
 
 Twisted's ``transport.write`` always buffers: it registers the socket for
 write events (an ``epoll_ctl``), the reactor goes round once more to find it
 writable, sends, and unregisters it (another ``epoll_ctl``). A POP3 client
-waits for each reply before it sends the next command, so every reply paid
-that round trip. :func:`send` tries the socket first, as Dovecot's output
-streams do, and hands Twisted only what the kernel did not take (or
-everything, whenever the fast path does not apply).
+(and an SMTP client that does not pipeline) waits for each reply before it
+sends the next command, so every reply paid that round trip. :func:`send`
+tries the socket first, as Dovecot's output streams do, and hands Twisted
+only what the kernel did not take (or everything, whenever the fast path
+does not apply).
 
 The fast path applies only to a plain TCP connection of the reactor
 (``twisted.internet.tcp.Connection``) that is connected, not closing, not

@@ -1,4 +1,4 @@
-"""pymta.pop3.output.send: replies go straight to a plain TCP socket when
+"""pymta.output.send: replies go straight to a plain TCP socket when
 nothing is buffered, otherwise through the transport's buffer, never out of
 order. Real sockets (a socketpair) under twisted.internet.tcp.Connection
 with a MemoryReactor: no reactor runs, nothing waits."""
@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from pymta.pop3.output import send
+from pymta.output import send
 
 
 @pytest.fixture
