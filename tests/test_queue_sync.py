@@ -202,3 +202,59 @@ def test_real_barrier_in_thread_pool(tmp_path: Path):  # type: ignore[no-untyped
             assert value is None
         assert barrier.syncs == 2
     assert os.path.exists(tmp_path / "fsync")
+
+
+class _ThreadReactor:
+    """Just enough reactor for a SyncBarrier on its real worker thread: calls
+    from the thread are queued for the test to run, timers are a Clock."""
+
+    def __init__(self) -> None:
+        import queue
+
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.calls: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]]] = (
+            queue.SimpleQueue()
+        )
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.calls.put((f, args))
+
+    def callLater(self, delay: float, f: Callable[..., object], *args: object) -> object:
+        return self.clock.callLater(delay, f, *args)
+
+    def addSystemEventTrigger(self, *args: object) -> None:
+        pass
+
+    def run_one(self) -> None:
+        f, args = self.calls.get(timeout=10)
+        f(*args)
+
+
+def test_durable_waiters_are_told_before_the_batchs_other_work() -> None:
+    """In a batch that mixes durable work with work that needs no sync (an
+    unlink of an earlier message), the durable waiters hear of their sync
+    before the other work has run: a client's 250 never waits for it."""
+    import threading
+
+    reactor = _ThreadReactor()
+    order: list[str] = []
+    release = threading.Event()
+    barrier = SyncBarrier(
+        "/q", "syncfs", reactor=reactor, sync_function=lambda f, d: order.append("sync")
+    )
+
+    def slow_unlink() -> None:
+        release.wait(10)
+        order.append("unlink")
+
+    told: list[object] = []
+    barrier.run(slow_unlink, durable=False)  # waits for company
+    barrier.run(lambda: order.append("write"), durable=True).addCallback(told.append)
+    reactor.run_one()  # the early notice, posted while the unlink still blocks
+    assert told == [None]
+    assert order == ["write", "sync"]
+    release.set()
+    reactor.run_one()  # the batch's end
+    assert order == ["write", "sync", "unlink"]

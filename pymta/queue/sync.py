@@ -168,7 +168,7 @@ class WorkerThread:
 
 
 class _Waiter:
-    __slots__ = ("deferred", "dirs", "durable", "files", "result", "work")
+    __slots__ = ("deferred", "dirs", "durable", "files", "fired", "result", "work")
 
     def __init__(
         self,
@@ -182,6 +182,7 @@ class _Waiter:
         self.dirs = dirs
         self.work = work
         self.durable = durable
+        self.fired = False
         self.result: Any = None
 
 
@@ -327,17 +328,37 @@ class SyncBarrier:
                     seen.add(path)
                     dirs.append(path)
         sync_function = self._sync_function
+        # Durable work and its sync come first, and their waiters are told at
+        # once; the batch's other work (unlinks, moves, marks of earlier
+        # messages) runs after, off the path of a client waiting for a 250.
+        # Reordering is safe: no durable work depends on a later-called
+        # non-durable one, and each kind keeps its own call order.
+        first = [waiter for waiter in batch if waiter.durable]
+        later = [waiter for waiter in batch if not waiter.durable]
+        call_from_thread = getattr(self._clock, "callFromThread", None)
 
-        def work() -> None:
-            for waiter in batch:
+        def run(waiters: list[_Waiter]) -> None:
+            for waiter in waiters:
                 if waiter.work is not None:
                     try:
                         waiter.result = waiter.work()
                     except Exception:
                         waiter.result = Failure()
+
+        def work() -> None:
+            run(first)
             if durable:
                 self.syncs += 1
-                sync_function(files, dirs)
+                if call_from_thread is None or not later:
+                    sync_function(files, dirs)
+                else:
+                    try:
+                        sync_function(files, dirs)
+                    except Exception:
+                        call_from_thread(self._fire, first, Failure())
+                    else:
+                        call_from_thread(self._fire, first, None)
+            run(later)
 
         try:
             d = self._run_in_thread(work)
@@ -345,6 +366,17 @@ class SyncBarrier:
             d = Deferred()
             d.errback(Failure())
         d.addBoth(self._finished, batch)
+
+    def _fire(self, waiters: list[_Waiter], sync_failure: Failure | None) -> None:
+        """Tell durable waiters early, before the batch's other work is done."""
+        for waiter in waiters:
+            waiter.fired = True
+            if sync_failure is not None:
+                waiter.deferred.errback(sync_failure)
+            elif isinstance(waiter.result, Failure):
+                waiter.deferred.errback(waiter.result)
+            else:
+                waiter.deferred.callback(waiter.result)
 
     def _finished(self, result: object, batch: list[_Waiter]) -> None:
         self._running = False
@@ -362,6 +394,8 @@ class SyncBarrier:
             for d in drained:
                 d.callback(None)
         for waiter in batch:
+            if waiter.fired:
+                continue
             if isinstance(result, Failure) and waiter.durable:
                 waiter.deferred.errback(result)
             elif isinstance(waiter.result, Failure):
