@@ -220,6 +220,7 @@ def build(
     from pymta.queue.store import FileQueueStore
     from pymta.queue.sync import SyncBarrier
     from pymta.rewrite import Resolver
+    from pymta.tls import listener_tls
 
     reactor = reactor or _reactor()
     clock: IReactorTime = reactor
@@ -318,7 +319,7 @@ def build(
         if svc.program == "smtpd":
             from pymta.smtpd import SMTPServerFactory
 
-            tls = _server_tls(svc_config)
+            tls = listener_tls(svc_config, "smtpd")
             factory: Any = SMTPServerFactory(
                 svc_config,
                 cleanup,
@@ -365,22 +366,6 @@ def _open_table(spec: str, config: Config) -> Any:
     from pymta.tables import open_table
 
     return open_table(spec, config)
-
-
-def _server_tls(config: Config, prefix: str = "smtpd") -> Any:
-    """The TLS context of a listener; makes the self-signed certificate of the
-    embedded default on first start (pymta_tls_create_self_signed)."""
-    from pymta.tls import ServerTLS, ensure_self_signed
-
-    cert = config.get(f"{prefix}_tls_cert_file").strip()
-    level = config.get(f"{prefix}_tls_security_level").strip().lower()
-    if cert and level not in ("", "none") and config.get_bool("pymta_tls_create_self_signed"):
-        key = config.get(f"{prefix}_tls_key_file").strip() or cert
-        Path(cert).parent.mkdir(parents=True, exist_ok=True)
-        Path(key).parent.mkdir(parents=True, exist_ok=True)
-        if ensure_self_signed(cert, key, config.get("myhostname")):
-            log.info("created a self-signed certificate in {cert}", cert=cert)
-    return ServerTLS.from_config(config, prefix)
 
 
 def _pop3_factory(config: Config, svc: MasterService, reactor: Any, store: Any = None) -> Any:

@@ -204,3 +204,20 @@ def ensure_self_signed(
         key=str(key_file),
     )
     return True
+
+
+def listener_tls(config: Config, prefix: str) -> ServerTLS | None:
+    """The TLS context of one listener (``smtpd``, ``pop3d``, ``imapd``
+    parameter family), or None when its security level is none or empty.
+
+    With ``pymta_tls_create_self_signed = yes`` a missing certificate is made
+    first (the embedded default's first start).
+    """
+    cert = config.get(f"{prefix}_tls_cert_file").strip()
+    level = config.get(f"{prefix}_tls_security_level").strip().lower()
+    if cert and level not in ("", "none") and config.get_bool("pymta_tls_create_self_signed"):
+        key = config.get(f"{prefix}_tls_key_file").strip() or cert
+        Path(cert).parent.mkdir(parents=True, exist_ok=True)
+        Path(key).parent.mkdir(parents=True, exist_ok=True)
+        ensure_self_signed(cert, key, config.get("myhostname"))
+    return ServerTLS.from_config(config, prefix)

@@ -15,7 +15,6 @@ creates.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from twisted.logger import Logger
@@ -29,23 +28,14 @@ from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.interface import IMailStore
 from pymta.netmatch import NetworkList
 from pymta.pop3.service import virtual_mailbox_lookup
+from pymta.tls import listener_tls
 
 _log = Logger(namespace="pymta.imap")
 
 
 def imap_tls(config: Config) -> Any:
     """The ServerTLS of imapd, or None (imapd_tls_security_level none or empty)."""
-    from pymta.tls import ServerTLS, ensure_self_signed
-
-    level = config.get("imapd_tls_security_level").strip().lower()
-    cert = config.get("imapd_tls_cert_file").strip()
-    if cert and level not in ("", "none") and config.get_bool("pymta_tls_create_self_signed"):
-        key = config.get("imapd_tls_key_file").strip() or cert
-        Path(cert).parent.mkdir(parents=True, exist_ok=True)
-        Path(key).parent.mkdir(parents=True, exist_ok=True)
-        if ensure_self_signed(cert, key, config.get("myhostname")):
-            _log.info("created a self-signed certificate in {cert}", cert=cert)
-    return ServerTLS.from_config(config, "imapd")
+    return listener_tls(config, "imapd")
 
 
 def make_imap_factory(
