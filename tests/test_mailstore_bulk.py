@@ -199,9 +199,28 @@ def test_new_user_setup_syncs_little(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(os, "rename", counting_rename)
     store = MaildirStore(_clock(), hostname="test", fsync=True)
     mbox = store.open_user("u", str(tmp_path / "m"))
+    assert mbox.subscriptions() == ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
     assert len(calls) <= 3
     assert writes.count("subscriptions") == 1
-    assert mbox.subscriptions() == ["Archive", "Drafts", "INBOX", "Junk", "Sent", "Trash"]
+
+
+def test_inbox_only_use_makes_no_default_folders(tmp_path: Path) -> None:
+    """A session that only uses INBOX (POP3) does not create the special-use
+    folders; the first use of anything else (IMAP's LIST) does, once."""
+    store = MaildirStore(_clock(), hostname="test", fsync=False)
+    root = tmp_path / "m"
+    mbox = store.open_user("u", str(root))
+    mbox.folder("INBOX").append(b"Subject: x\n\nhi\n")
+    assert not (root / ".Sent").exists()
+    assert [f.name for f in mbox.list_folders()] == [
+        "INBOX",
+        "Archive",
+        "Drafts",
+        "Junk",
+        "Sent",
+        "Trash",
+    ]
+    assert (root / ".Sent" / "cur").is_dir()
 
 
 class ThreadClock(Clock):

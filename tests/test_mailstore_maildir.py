@@ -520,6 +520,7 @@ def test_python_mailbox_module_reads_our_maildir(tmp_path: Path) -> None:
     inbox = mbox.folder("INBOX")
     uid = inbox.append(MSG)
     inbox.set_flags(uid, ["\\Seen", "\\Answered"], FlagMode.ADD)
+    mbox.list_folders()  # a client lists folders: the special-use ones are made
     theirs = mailbox.Maildir(str(root), create=False)
     (key,) = theirs.keys()
     assert theirs.get_bytes(key) == MSG

@@ -339,8 +339,9 @@ class IMailStore(Interface):
 
     def open_user(user: str, path: str) -> IUserMailbox:
         """The mailbox of ``user`` whose Maildir root (INBOX) is ``path``.
-        Creates it when missing, with the special-use folders of
-        :data:`DEFAULT_FOLDERS`, subscribed."""
+        Creates it when missing. The special-use folders of
+        :data:`DEFAULT_FOLDERS` are made, subscribed, on the first use of
+        anything but INBOX (so a POP3-only user never gets them)."""
 
 
 __all__: Sequence[str] = (

@@ -115,6 +115,17 @@ class MaildirUserMailbox:
         self._fsync = fsync
         self._folders: dict[str, MaildirFolder] = {}
         self._mutex = threading.RLock()
+        # The special-use folders are made on first use of anything but
+        # INBOX (as Dovecot's autocreate is lazy): a POP3 session, which
+        # only ever sees INBOX, never pays for them.
+        self._set_up = os.path.exists(os.path.join(root, SETUP_MARKER))
+
+    def _ensure_set_up(self) -> None:
+        if not self._set_up:
+            with self._mutex:
+                if not self._set_up:
+                    self.set_up_defaults()
+                    self._set_up = True
 
     def next_uidvalidity(self, old: int | None) -> int:
         """A UIDVALIDITY never given out before in this Maildir (above
@@ -180,6 +191,7 @@ class MaildirUserMailbox:
         return names
 
     def list_folders(self) -> list[FolderInfo]:
+        self._ensure_set_up()
         names = sorted(self._names(), key=lambda n: (n != INBOX, n))
         out = []
         for name in names:
@@ -194,6 +206,8 @@ class MaildirUserMailbox:
 
     def folder(self, name: str) -> IFolder:
         name = normalize(name)
+        if name != INBOX:
+            self._ensure_set_up()
         with self._mutex:
             cached = self._folders.get(name)
             if cached is not None and self._is_folder_dir(cached.path):
@@ -232,6 +246,7 @@ class MaildirUserMailbox:
             raise
 
     def create_folder(self, name: str, special_use: str | None = None) -> IFolder:
+        self._ensure_set_up()
         parts = validate_folder_name(name)
         name = SEPARATOR.join(parts)
         if name == INBOX or self._is_folder_dir(self._path(name)):
@@ -247,6 +262,7 @@ class MaildirUserMailbox:
         return self.folder(name)
 
     def delete_folder(self, name: str) -> None:
+        self._ensure_set_up()
         name = normalize(name)
         if name == INBOX:
             raise InvalidFolderName("INBOX cannot be deleted")
@@ -261,6 +277,7 @@ class MaildirUserMailbox:
         shutil.rmtree(trash, ignore_errors=True)
 
     def rename_folder(self, old: str, new: str) -> None:
+        self._ensure_set_up()
         old = normalize(old)
         new = SEPARATOR.join(validate_folder_name(new))
         if new == INBOX or self._is_folder_dir(self._path(new)):
@@ -318,6 +335,7 @@ class MaildirUserMailbox:
         atomic_write(os.path.join(self.root, SUBSCRIPTIONS), data, self._fsync)
 
     def subscribe(self, name: str) -> None:
+        self._ensure_set_up()
         name = normalize(name)
         if name != INBOX:
             name = SEPARATOR.join(validate_folder_name(name))
@@ -328,6 +346,7 @@ class MaildirUserMailbox:
                 self._write_subscriptions(names)
 
     def unsubscribe(self, name: str) -> None:
+        self._ensure_set_up()
         name = normalize(name)
         with self._mutex:
             names = self._read_subscriptions()
@@ -336,6 +355,7 @@ class MaildirUserMailbox:
                 self._write_subscriptions(names)
 
     def subscriptions(self) -> list[str]:
+        self._ensure_set_up()
         return sorted(self._read_subscriptions())
 
 
@@ -367,8 +387,6 @@ class MaildirStore:
             for sub in ("cur", "new", "tmp"):
                 os.makedirs(os.path.join(root, sub), 0o700, exist_ok=True)
             mailbox = MaildirUserMailbox(user, root, self._clock, self._hostname, self._fsync)
-            if not os.path.exists(os.path.join(root, SETUP_MARKER)):
-                mailbox.set_up_defaults()
             self._users[root] = mailbox
             return mailbox
 
