@@ -223,9 +223,17 @@ class WorkerPool(service.Service):
         if not protocol.ready:
             maillog("master", f"{PROGRAM}: bad command startup -- throttling", LogLevel.warn)
             delay = self._throttle_time
-        self._restarts[protocol.slot] = self._reactor.callLater(delay, self._spawn, protocol.slot)
+        self._restarts[protocol.slot] = self._reactor.callLater(delay, self._respawn, protocol.slot)
         if self._on_exit is not None:
             self._on_exit()
+
+    def _respawn(self, slot: int) -> None:
+        # Look for the dead worker's mail once more before replacing it: under
+        # heavy load a message of a killed worker was once seen left in the
+        # queue after the scan made at its death; a second scan is cheap.
+        if self._on_exit is not None:
+            self._on_exit()
+        self._spawn(slot)
 
     def pids(self) -> dict[int, int | None]:
         """{slot: pid} of the workers running now."""
