@@ -141,3 +141,37 @@ def test_unknown_charset_is_no_badcharset(s: Session) -> None:
 def test_bad_search_is_bad(s: Session, criteria: str) -> None:
     """Malformed criteria are answered BAD."""
     assert s.send(f"q SEARCH {criteria}".strip()).startswith(b"q BAD ")
+
+
+@pytest.mark.parametrize(
+    ("header", "needle", "found"),
+    [
+        (b"Subject: hello\n world\n\n", "hello world", True),  # across a fold
+        (b"Subject: hello\n\tworld\n\n", "hello\tworld", True),
+        (b"Subject: =?utf-8?q?caf=C3=A9_time?=\n\n", "caf\u00e9 time", True),  # encoded word
+        (b"Subject: =?utf-8?q?caf=C3=A9_time?=\n\n", "time", True),
+        (b"Subject: Quarterly REPORT\n\n", "quarterly report", True),  # case
+        (b"Subject: nothing here\nTo: report@x\n\n", "report", False),  # other field
+        (b"Subject: nothing here\n\n", "absent", False),
+    ],
+)
+def test_header_search_quick_rejection_keeps_every_match(
+    header: bytes, needle: str, found: bool
+) -> None:
+    """The flattened-header pre-check only ever rules out messages that could
+    not match: folded values, encoded words and case all still match."""
+    from pymta.imap.search import Candidate, _header_has
+    from pymta.mailstore.interface import MessageInfo
+
+    info = MessageInfo(
+        uid=1,
+        size=len(header),
+        rfc822_size=len(header),
+        internal_date=0.0,
+        flags=frozenset(),
+        keywords=frozenset(),
+        modseq=1,
+        filename="x",
+    )
+    candidate = Candidate(1, info, False, 1, 1, lambda: header, lambda: header)
+    assert _header_has("subject", needle)(candidate) is found

@@ -52,11 +52,19 @@ class Candidate:
     load_content: Callable[[], bytes]
     _values: dict[str, list[str]] | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
+    _flat: bytes | None = field(default=None, repr=False)
 
     def header_values(self) -> dict[str, list[str]]:
         if self._values is None:
             self._values = header_values(self.load_header())
         return self._values
+
+    def flat_header(self) -> bytes:
+        """The header block lower-cased with its line ends removed: every
+        unfolded field value (as header_values gives it) is a substring."""
+        if self._flat is None:
+            self._flat = self.load_header().replace(b"\r", b"").replace(b"\n", b"").lower()
+        return self._flat
 
     def body_text(self) -> str:
         if self._body is None:
@@ -89,7 +97,17 @@ def _decoded(value: str) -> str:
 
 
 def _header_has(name: str, needle: str) -> Test:
+    # An ASCII needle absent from the whole flattened header block, which
+    # holds no RFC 2047 encoded word, cannot be in any decoded value: most
+    # messages are ruled out without parsing their header (a SEARCH for one
+    # Message-ID in a big folder).
+    quick = needle.encode("ascii") if needle and needle.isascii() else None
+
     def test(c: Candidate) -> bool:
+        if quick is not None:
+            flat = c.flat_header()
+            if quick not in flat and b"=?" not in flat:
+                return False
         values = c.header_values().get(name)
         if values is None:
             return False
