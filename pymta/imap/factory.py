@@ -20,6 +20,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from pymta.imap import log as imaplog
+from pymta.imap.prefetch import ThreadRunner, reactor_thread_runner
 from pymta.imap.protocol import IMAPServer
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.watchers import WatcherPool
@@ -41,6 +42,7 @@ class IMAPServerFactory(ServerFactory):
         random_bytes: Callable[[int], bytes] = os.urandom,
         pid: int | None = None,
         logger: Logger | None = None,
+        run_in_thread: ThreadRunner | None = None,
     ) -> None:
         self.settings = settings
         self.portal = portal
@@ -51,6 +53,9 @@ class IMAPServerFactory(ServerFactory):
         self.random_bytes = random_bytes
         self.pid = os.getpid() if pid is None else pid
         self.logger = logger if logger is not None else imaplog.log
+        self.run_in_thread = (
+            run_in_thread if run_in_thread is not None else reactor_thread_runner(clock)
+        )
 
     def _trusted(self, ip: str) -> bool:
         return self.trusted_networks is not None and self.trusted_networks.contains(ip)
@@ -66,6 +71,7 @@ class IMAPServerFactory(ServerFactory):
             pid=self.pid,
             logger=self.logger,
             watchers=self.watchers,
+            run_in_thread=self.run_in_thread,
         )
         protocol.factory = self
         return protocol

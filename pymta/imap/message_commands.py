@@ -31,7 +31,8 @@ from pymta.imap.fetch import (
 )
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
-from pymta.imap.search import BadCharset, Candidate, parse_search
+from pymta.imap.prefetch import prefetch_headers
+from pymta.imap.search import BadCharset, Candidate, Criteria, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.view import InvalidSet, SelectedView
 from pymta.imap.wire import flag_list
@@ -169,6 +170,20 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         return
     if criteria.uses_modseq:
         s.condstore = True
+    if criteria.uses_header:
+        # A cold header cache is filled in a thread first (pymta.imap.prefetch).
+        d = prefetch_headers(view.folder, view.uids, s.run_in_thread)
+        if d is not None:
+            s.later(d, lambda: _search(s, tag, uid, criteria, returns), tag, "SEARCH")
+            return
+    _search(s, tag, uid, criteria, returns)
+
+
+def _search(
+    s: IMAPServer, tag: bytes, uid: bool, criteria: Criteria, returns: set[str] | None
+) -> None:
+    view = _view(s)
+    saving = returns is not None and "SAVE" in returns
     folder = view.folder
     by_uid = {m.uid: m for m in folder.messages()}
     largest_uid = view.uids[-1] if view.uids else 0

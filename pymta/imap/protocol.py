@@ -51,6 +51,7 @@ from typing import Any
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import interfaces
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -73,6 +74,7 @@ from pymta.imap.parser import (
     tag_of,
     tokenize,
 )
+from pymta.imap.prefetch import ThreadRunner
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
 from pymta.imap.watchers import WatcherPool
@@ -138,8 +140,12 @@ class IMAPServer(Protocol):
         pid: int = 0,
         logger: Logger | None = None,
         watchers: WatcherPool | None = None,
+        run_in_thread: ThreadRunner | None = None,
     ) -> None:
         self.settings = settings
+        # Runs file reads off the reactor thread (pymta.imap.prefetch);
+        # None keeps everything in the calling thread.
+        self.run_in_thread = run_in_thread
         self.portal = portal
         self.clock = clock
         self.tls = tls
@@ -426,6 +432,35 @@ class IMAPServer(Protocol):
                 tag,
                 b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
             )
+
+    def later(self, d: Deferred[Any], then: Callable[[], None], tag: bytes, name: str) -> None:
+        """Finish a command when ``d`` fires (work done off the reactor
+        thread): later commands wait meanwhile, as during a login. ``then``
+        runs even if ``d`` failed (the work was only preparation); its own
+        unexpected errors are answered ``NO [SERVERBUG]``."""
+        self._busy = True
+
+        def prepared(result: object) -> None:
+            if isinstance(result, Failure):
+                self.log.failure(
+                    "imap({user}): preparing {command} failed", result, user=self.user, command=name
+                )
+            if self._lost:
+                return
+            try:
+                then()
+            except Exception:
+                self.log.failure(
+                    "imap({user}): unexpected error in {command}", user=self.user, command=name
+                )
+                self.no(
+                    tag,
+                    b"[SERVERBUG] Internal error occurred. "
+                    b"Refer to server log for more information.",
+                )
+
+        d.addBoth(prepared)
+        d.addBoth(self._login_done)
 
     # capabilities ----------------------------------------------------------
 

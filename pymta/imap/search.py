@@ -81,6 +81,7 @@ Test = Callable[[Candidate], bool]
 class Criteria:
     test: Test
     uses_modseq: bool = False
+    uses_header: bool = False  # some key reads the header block
 
 
 def _decoded(value: str) -> str:
@@ -140,6 +141,7 @@ class _Parser:
         self.charset = charset
         self.saved = saved
         self.uses_modseq = False
+        self.uses_header = False
 
     def more(self) -> bool:
         return self.pos < len(self.tokens)
@@ -195,6 +197,7 @@ class _Parser:
                 raise ParseError("Empty SEARCH group.")
             test = sub.all_keys()
             self.uses_modseq |= sub.uses_modseq
+            self.uses_header |= sub.uses_header
             return test
         if isinstance(token, bytes):
             raise ParseError("Unexpected string in SEARCH.")
@@ -217,6 +220,10 @@ class _Parser:
         if word == "OR":
             a, b = self.key(), self.key()
             return lambda c: a(c) or b(c)
+        if word in ("FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER", "TEXT") or word.startswith(
+            "SENT"
+        ):
+            self.uses_header = True
         if word in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
             return _header_has(word.lower(), self.text())
         if word == "HEADER":
@@ -328,4 +335,4 @@ def parse_search(tokens: list[Token], saved: Collection[int] = ()) -> Criteria:
         raise ParseError("Missing SEARCH criteria.")
     parser = _Parser(tokens, charset, frozenset(saved))
     test = parser.all_keys()
-    return Criteria(test, parser.uses_modseq)
+    return Criteria(test, parser.uses_modseq, parser.uses_header)

@@ -20,10 +20,11 @@ Untrusted input: the file (crash, other processes). Writes ``pymta-cache``.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 CACHE_NAME = "pymta-cache"
 MAGIC = b"pymta-cache 1"
+WRITE_CHUNK = 1 << 20
 
 
 class MessageCache:
@@ -130,6 +131,34 @@ class MessageCache:
         if (kind, uid) in self._entries:
             return
         os.write(self._fd, b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
+
+    def has(self, uidvalidity: int, kind: bytes, uid: int) -> bool:
+        """Whether an entry is stored (no read of its bytes)."""
+        self._open(uidvalidity)
+        if (kind, uid) not in self._entries:
+            self._scan()
+        return (kind, uid) in self._entries
+
+    def put_many(self, uidvalidity: int, kind: bytes, values: Mapping[int, bytes]) -> int:
+        """Store entries of several messages, in appends of about
+        :data:`WRITE_CHUNK` bytes of whole records; returns how many were new."""
+        self._open(uidvalidity)
+        self._scan()
+        parts: list[bytes] = []
+        size = stored = 0
+        for uid, value in values.items():
+            if (kind, uid) in self._entries:
+                continue
+            record = b"%s %d %d\n%s\n" % (kind, uid, len(value), value)
+            parts.append(record)
+            size += len(record)
+            stored += 1
+            if size >= WRITE_CHUNK:
+                os.write(self._fd, b"".join(parts))
+                parts, size = [], 0
+        if parts:
+            os.write(self._fd, b"".join(parts))
+        return stored
 
     def needs_compaction(self, live: int) -> bool:
         """Whether entries of expunged messages probably outnumber the rest

@@ -299,6 +299,26 @@ class IFolder(Interface):
         """Stop calling ``callback``; harmless if it was not registered."""
 
 
+class IHeaderCache(Interface):
+    """Optional for an :class:`IFolder`: fill its header cache from header
+    blocks read in a worker thread, so a command over many messages with
+    uncached headers does not read every file in the reactor thread."""
+
+    def uncached_headers(uids: Collection[int]) -> list[tuple[int, str]]:
+        """``(uid, filename)`` of those messages whose header block is not
+        cached (reactor thread; unknown UIDs are left out)."""
+
+    def read_headers(wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], bytes]:
+        """The header blocks of ``wanted``, keyed like it. Thread-safe: reads
+        the message files only and changes no shared state; a file gone
+        meanwhile (expunged, renamed) is left out."""
+
+    def cache_headers(blocks: dict[tuple[int, str], bytes]) -> int:
+        """Store header blocks that :meth:`read_headers` returned (reactor
+        thread); those of messages expunged meanwhile are skipped. Returns
+        how many were stored."""
+
+
 class IUserMailbox(Interface):
     """One user's folders."""
 

@@ -26,7 +26,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import BinaryIO
 
@@ -46,6 +46,7 @@ from pymta.mailstore.interface import (
     FolderStatus,
     IFolder,
     IFolderLock,
+    IHeaderCache,
     MailStoreError,
     MessageInfo,
     MimePart,
@@ -125,6 +126,28 @@ def _open_message(path: str) -> int:
     return fd
 
 
+def read_header_file(path: str) -> bytes | None:
+    """The header block of one message file, or None when it cannot be read
+    (gone, not a regular file). Reads until the blank line, not the body."""
+    try:
+        fd = os.open(path, _MESSAGE_OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            data += chunk
+            if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
+                return header_block(data)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_all(fd: int, size: int) -> bytes:
     """The whole of an open regular file of (about) ``size`` bytes: one read
     unless it has grown since its fstat."""
@@ -150,7 +173,7 @@ class MaildirLock:
             self._fd = -1
 
 
-@implementer(IFolder)
+@implementer(IFolder, IHeaderCache)
 class MaildirFolder:
     """One Maildir++ folder and its index. Shared by every session of the store."""
 
@@ -592,6 +615,38 @@ class MaildirFolder:
             return header_block(data)
 
         return self._cached(b"H", uid, compute)
+
+    # -- the header cache, filled from a worker thread (IHeaderCache) -------
+
+    def uncached_headers(self, uids: Collection[int]) -> list[tuple[int, str]]:
+        self._ensure_loaded()
+        with self._mutex:
+            uidvalidity = self._index.uidvalidity
+            records = self._index.records
+            wanted = []
+            for uid in uids:
+                info = records.get(uid)
+                if info is not None and not self._cache.has(uidvalidity, b"H", uid):
+                    wanted.append((uid, info.filename))
+            return wanted
+
+    def read_headers(self, wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], bytes]:
+        path = self.path
+        blocks: dict[tuple[int, str], bytes] = {}
+        for uid, filename in wanted:
+            block = read_header_file(f"{path}/{filename}")
+            if block is not None:
+                blocks[(uid, filename)] = block
+        return blocks
+
+    def cache_headers(self, blocks: dict[tuple[int, str], bytes]) -> int:
+        self._ensure_loaded()
+        with self._mutex:
+            records = self._index.records
+            # A message is never changed once stored: a block read under an
+            # older name (flags changed meanwhile) is still its header.
+            values = {uid: block for (uid, _), block in blocks.items() if uid in records}
+            return self._cache.put_many(self._index.uidvalidity, b"H", values)
 
     def mime_structure(self, uid: int) -> MimePart:
         def compute() -> bytes:
