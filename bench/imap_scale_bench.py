@@ -60,6 +60,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -156,6 +157,33 @@ class Timer:
 # big folder -------------------------------------------------------------------
 
 
+class NoopProbe:
+    """Another session sending NOOP after NOOP while a command runs: the
+    slowest answer shows how long the server's reactor was blocked."""
+
+    def __init__(self, server: PymtaRetrievalServer) -> None:
+        self.client = imaplib.IMAP4(LISTEN_HOST, server.imap_port, timeout=600)
+        self.client.login(BIG_USER, PASSWORD)
+        self.done = threading.Event()
+        self.slowest = 0.0
+        self.thread = threading.Thread(target=self._run)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            t0 = time.perf_counter()
+            self.client.noop()
+            self.slowest = max(self.slowest, time.perf_counter() - t0)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        self.client.logout()
+        return self.slowest
+
+
 def bench_big(server: PymtaRetrievalServer, count: int, needles: list[int]) -> dict[str, float]:
     timer = Timer()
     for run in ("first", "second"):
@@ -169,8 +197,13 @@ def bench_big(server: PymtaRetrievalServer, count: int, needles: list[int]) -> d
                 typ, data = client.fetch("1:*", "(FLAGS UID)")
             assert typ == "OK" and len(data) == count, (typ, len(data))
             for cache in ("cold", "warm"):
+                probe = NoopProbe(server)
                 with timer(f"UID SEARCH SUBJECT needle ({cache} cache)"):
+                    probe.start()
                     typ, data = client.uid("SEARCH", "SUBJECT", "needle")
+                timer.results[f"  slowest NOOP of another session meanwhile ({cache})"] = (
+                    probe.stop()
+                )
                 found = [int(n) for n in data[0].split()]
                 assert typ == "OK" and found == needles, (typ, found[:5])
         client.logout()
