@@ -25,9 +25,11 @@ After STARTTLS anything the client sent in the same packet is discarded
 without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 
 Blocking: store calls run in the reactor thread. The login's password
-check runs in the checker's threads. A folder's first SELECT (index read)
-and a header SEARCH with a cold cache can take long on huge folders, and
-APPEND / EXPUNGE wait for fsyncs; they are not yet moved to threads because
+check runs in the checker's threads, and a header SEARCH over a cold header
+cache first reads the headers in the reactor's thread pool
+(:mod:`pymta.imap.prefetch`). A folder's first SELECT (index build) can take
+long on huge folders, and APPEND / EXPUNGE wait for fsyncs; they are not yet
+moved to threads because
 a session's view and the other sessions of the folder read the folder's
 index in the reactor thread without its lock, so a change made in a worker
 thread would race them. The safe step left to do: stage an APPEND's
