@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pymta.imap.listing import list_entries
 from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.prefetch import prefetch_scan
 from pymta.imap.sequence import format_set, parse_sequence_set
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import (
@@ -124,6 +125,18 @@ def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> Non
     folder = open_folder(s, tag, name)
     if folder is None:
         return
+    # A folder changed on disk is indexed with its file reads in a thread
+    # first (pymta.imap.prefetch); the answer is the same either way.
+    d = prefetch_scan(folder, s.run_in_thread)
+    if d is not None:
+        s.later(d, lambda: _selected(s, tag, folder, readonly, qresync), tag, "SELECT")
+        return
+    _selected(s, tag, folder, readonly, qresync)
+
+
+def _selected(
+    s: IMAPServer, tag: bytes, folder: IFolder, readonly: bool, qresync: list[Token] | None
+) -> None:
     view = SelectedView(folder, readonly)
     view.show_recent = not s.rev2
     messages = view.open()
@@ -436,7 +449,19 @@ def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     folder = open_folder(s, tag, name)
     if folder is None:
         return
-    body = _status_values(folder, items)
+    d = prefetch_scan(folder, s.run_in_thread)
+    if d is not None:
+        s.later(d, lambda: _status(s, tag, folder, items), tag, "STATUS")
+        return
+    _status(s, tag, folder, items)
+
+
+def _status(s: IMAPServer, tag: bytes, folder: IFolder, items: list[str]) -> None:
+    try:
+        body = _status_values(folder, items)
+    except NoSuchFolder:
+        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(folder.name))
+        return
     s.send(b"* STATUS " + mailbox_out(folder.name, s.rev2) + b" (" + body + b")\r\n")
     s.ok(tag, b"Status completed.")
 

@@ -46,12 +46,14 @@ from pymta.mailstore.interface import (
     FolderStatus,
     IFolder,
     IFolderLock,
+    IFolderScan,
     IHeaderCache,
     MailStoreError,
     MessageInfo,
     MimePart,
     NoSuchFolder,
     NoSuchMessage,
+    ScanListing,
 )
 from pymta.mailstore.names import (
     filename_sizes,
@@ -68,6 +70,8 @@ from pymta.mailstore.names import (
 Listener = Callable[[FolderChange], None]
 # (staged file in tmp/, size, rfc822 size, internal date, flags, keywords)
 NewFile = tuple[str, int, int, float, frozenset[str], frozenset[str]]
+# (size, rfc822 size, mtime) of a message file, as measure_file finds them
+Measured = tuple[int, int, float]
 
 SESSION_LOCK = "pymta-session.lock"
 KEYWORDS_FILE = "dovecot-keywords"
@@ -160,6 +164,41 @@ def _read_all(fd: int, size: int) -> bytes:
     return b"".join(parts)
 
 
+def measure_file(path: str, filename: str) -> Measured | None:
+    """``(size, rfc822 size, mtime)`` of the message file ``filename`` (as
+    ``cur/NAME``) of the folder at ``path``; None if unusable (gone, not a
+    regular file). Uses a ``,S=``/``,W=`` hint only when ``S=`` is the real
+    size, else counts the lines. Thread-safe."""
+    try:
+        fd = os.open(f"{path}/{filename}", _MESSAGE_OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        size, vsize_hint = filename_sizes(split_filename(filename[4:])[0])
+        if size == st.st_size and vsize_hint is not None:
+            return size, vsize_hint, st.st_mtime
+        # No usable hint: count the lines (one read for a file of ordinary
+        # size; big ones in chunks, never whole in memory).
+        want = min(st.st_size + 1, 1 << 20)
+        data = os.read(fd, want)
+        if len(data) < want:  # all of it: no read just to see EOF
+            return len(data), rfc822_size(data), st.st_mtime
+        first = [data]
+
+        def read(n: int) -> bytes:
+            return first.pop() if first else os.read(fd, n)
+
+        size, vsize = rfc822_size_of_stream(read)
+        return size, vsize, st.st_mtime
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 @implementer(IFolderLock)
 class MaildirLock:
     """A held ``flock`` on the folder's ``pymta-session.lock``."""
@@ -173,7 +212,7 @@ class MaildirLock:
             self._fd = -1
 
 
-@implementer(IFolder, IHeaderCache)
+@implementer(IFolder, IHeaderCache, IFolderScan)
 class MaildirFolder:
     """One Maildir++ folder and its index. Shared by every session of the store."""
 
@@ -200,6 +239,8 @@ class MaildirFolder:
         self._kw_stamp: tuple[int, int] | None = None
         self._kw_names: dict[str, str] = {}
         self._kw_letters: dict[str, str] = {}
+        # Loading the index without the scan that would follow (IFolderScan).
+        self._defer_scan = False
 
     # -- attributes ------------------------------------------------------
 
@@ -289,7 +330,7 @@ class MaildirFolder:
                 stamp = self._dir_stat(raw=True)
                 if stamp is not None and stamp == index.scan_stamp:
                     self._dir_stamp = stamp
-                else:
+                elif not self._defer_scan:  # else _dir_stamp stays None: scan later
                     notices += self._scan_locked()
             return notices
         except IndexCorrupt as e:
@@ -435,40 +476,104 @@ class MaildirFolder:
 
     def _describe(self, sub: str, name: str, uid: int, modseq: int) -> MessageInfo | None:
         """Index entry for a file another program wrote (None if unusable)."""
-        try:
-            fd = os.open(f"{self.path}/{sub}/{name}", _MESSAGE_OPEN_FLAGS)
-        except OSError:
+        filename = f"{sub}/{name}"
+        measured = measure_file(self.path, filename)
+        if measured is None:
             return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            base, letters = split_filename(name)
-            size, vsize_hint = filename_sizes(base)
-            if size == st.st_size and vsize_hint is not None:
-                vsize = vsize_hint
-            else:
-                # No usable hint: count the lines (one read for a file of
-                # ordinary size; big ones in chunks, never whole in memory).
-                want = min(st.st_size + 1, 1 << 20)
-                data = os.read(fd, want)
-                if len(data) < want:  # all of it: no read just to see EOF
-                    size, vsize = len(data), rfc822_size(data)
-                else:
-                    first = [data]
-
-                    def read(n: int) -> bytes:
-                        return first.pop() if first else os.read(fd, n)
-
-                    size, vsize = rfc822_size_of_stream(read)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+        size, vsize, mtime = measured
+        letters = split_filename(name)[1]
         flags, keywords = letters_to_flags(letters, self._kw_names) if letters else _NO_FLAGS
         return message_info(
-            uid, size, vsize, st.st_mtime, flags, keywords, modseq, f"{sub}/{name}", sub == "new"
+            uid, size, vsize, mtime, flags, keywords, modseq, filename, sub == "new"
         )
+
+    # -- scanning with the file reads in a worker thread (IFolderScan) -------
+
+    def scan_snapshot(self, minimum: int) -> dict[str, str] | None:
+        with self._mutex:
+            index = self._index
+            if not index.loaded:
+                if not os.path.isdir(os.path.join(self.path, "cur")):
+                    return None  # gone: the command says so as before
+                if not index.exists():
+                    if read_dovecot_uidlist(self.path) is not None:
+                        return None  # keep Dovecot's UIDs: the usual scan
+                    with index.locked():
+                        if not index.exists():
+                            self._renumber(None)  # empty; _dir_stamp None
+                self._defer_scan = True
+                try:
+                    self._ensure_loaded()
+                finally:
+                    self._defer_scan = False
+            if not self.changed_on_disk():
+                return None
+            try:
+                entries = len(os.listdir(f"{self.path}/new")) + len(os.listdir(f"{self.path}/cur"))
+            except OSError:
+                return None
+            if entries - len(index.records) < minimum:
+                return None
+            return {base: index.records[uid].filename for base, uid in index.by_base.items()}
+
+    def list_unindexed(self, known: dict[str, str]) -> ScanListing:
+        stamp = self._dir_stat()  # taken before listing: later changes show
+        found = self._list()
+        complete = all(
+            (where := found.get(base)) is not None and f"{where[0]}/{where[1]}" == filename
+            for base, filename in known.items()
+        )
+        new = sorted((name, sub) for base, (sub, name) in found.items() if base not in known)
+        return ScanListing(stamp, complete, [f"{sub}/{name}" for name, sub in new])
+
+    def measure_files(self, filenames: Sequence[str]) -> dict[str, Measured]:
+        path = self.path
+        measured: dict[str, Measured] = {}
+        for filename in filenames:
+            found = measure_file(path, filename)
+            if found is not None:
+                measured[filename] = found
+        return measured
+
+    def add_measured(self, measured: dict[str, Measured]) -> int:
+        with self._locked() as notices:
+            index = self._index
+            self._load_keywords()
+            uid, modseq = index.uidnext, index.highest_modseq
+            added: list[MessageInfo] = []
+            for filename, (size, vsize, mtime) in measured.items():
+                base, letters = split_filename(filename[4:])
+                if base in index.by_base:
+                    continue  # indexed meanwhile (another session's scan)
+                modseq += 1
+                flags, keywords = (
+                    letters_to_flags(letters, self._kw_names) if letters else _NO_FLAGS
+                )
+                added.append(
+                    message_info(
+                        uid,
+                        size,
+                        vsize,
+                        mtime,
+                        flags,
+                        keywords,
+                        modseq,
+                        filename,
+                        filename.startswith("new/"),
+                    )
+                )
+                uid += 1
+            if added:
+                index.put(added, [])
+                notices.append(FolderChange("append", tuple(m.uid for m in added), modseq))
+            return len(added)
+
+    def finish_scan(self, listing: ScanListing) -> None:
+        with self._locked():
+            current = self._dir_stat(raw=True)
+            if listing.complete and listing.stamp is not None and current == listing.stamp:
+                self._index.put([], [], listing.stamp)
+                self._dir_stamp = listing.stamp
 
     # -- keywords (dovecot-keywords) ------------------------------------
 

@@ -1,0 +1,245 @@
+"""The first SELECT / STATUS of a big unindexed Maildir measures its files
+off the reactor call (pymta.imap.prefetch.prefetch_scan)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from pymta.imap import prefetch
+from pymta.imap.prefetch import PREFETCH_MIN
+from pymta.mailstore import maildir_folder
+from pymta.mailstore.maildir import MaildirStore
+from tests.test_imap_harness import Session, World
+from tests.test_imap_prefetch import QueuedRunner
+
+COUNT = PREFETCH_MIN * 2 + 5
+
+
+def message(n: int) -> bytes:
+    return b"From: a@example.org\nSubject: message %d\n\nbody %d\nline two\n" % (n, n)
+
+
+def write_files(maildir: Path, first: int, count: int, sub: str = "cur") -> list[str]:
+    """Messages written straight into the Maildir, as another program would:
+    every third without a size hint (its lines must be counted), every
+    fourth already \\Seen, a few with a keyword letter."""
+    names = []
+    for n in range(first, first + count):
+        data = message(n)
+        base = f"{1_700_000_000 + n}.M{n}P1.host"
+        if n % 3:
+            lines = data.count(b"\n")
+            base += f",S={len(data)},W={len(data) + lines}"
+        letters = ("S" if n % 4 == 0 else "") + ("a" if n % 10 == 0 else "")
+        name = f"{base}:2,{letters}" if sub == "cur" else base
+        (maildir / sub / name).write_bytes(data)
+        names.append(f"{sub}/{name}")
+    return names
+
+
+def big_world(tmp_path: Path, clock: Clock | None = None) -> World:
+    """A user whose INBOX holds COUNT messages and no index yet."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    maildir = tmp_path / "alice"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "dovecot-keywords").write_text("0 $Important\n")
+    write_files(maildir, 1, COUNT - 10)
+    write_files(maildir, COUNT - 9, 10, sub="new")
+    return World(tmp_path, store=MaildirStore(clock or Clock(), "host", fsync=False))
+
+
+class Measured(list[bool | None]):
+    """For each message file measured, whether the runner was running the
+    work then (None: measured with no runner in use)."""
+
+    runner: QueuedRunner | None = None
+
+
+@pytest.fixture
+def measured(monkeypatch: pytest.MonkeyPatch) -> Measured:
+    calls = Measured()
+    real = maildir_folder.measure_file
+
+    def watched(path: str, filename: str) -> Any:
+        calls.append(calls.runner.in_thread if calls.runner is not None else None)
+        return real(path, filename)
+
+    monkeypatch.setattr(maildir_folder, "measure_file", watched)
+    return calls
+
+
+def threaded(world: World, calls: Measured) -> QueuedRunner:
+    runner = QueuedRunner()
+    world.factory.run_in_thread = runner
+    calls.runner = runner
+    return runner
+
+
+def normalised(lines: list[bytes]) -> list[bytes]:
+    """The answer without its UIDVALIDITY value (a new one per index)."""
+    return [re.sub(rb"UIDVALIDITY \d+", b"UIDVALIDITY N", line) for line in lines]
+
+
+def logged_in(world: World) -> Session:
+    s = world.connect()
+    s.login()
+    return s
+
+
+def sync_answer(tmp_path: Path, command: str) -> list[bytes]:
+    world = big_world(tmp_path)
+    world.factory.run_in_thread = None
+    return normalised(logged_in(world).lines(command))
+
+
+def test_first_select_measures_files_in_the_runner_and_answers_the_same(
+    tmp_path: Path, measured: Measured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SELECT of a big Maildir without an index reads no message file in the
+    reactor call: the directories are listed and the files measured by the
+    runner (in batches, each indexed in its own reactor turn), the reply
+    and a pipelined NOOP wait, and the answer is the synchronous path's."""
+    monkeypatch.setattr(prefetch, "BATCH", 50)
+    world = big_world(tmp_path / "threaded")
+    runner = threaded(world, measured)
+    s = logged_in(world)
+    assert s.send(b"s SELECT INBOX\r\nn NOOP\r\n") == b""
+    assert measured == []
+    assert len(runner.jobs) == 1
+    assert runner.run_all() == 1 + 3  # the listing, then 50 + 50 + 33 files
+    assert measured == [True] * COUNT
+    lines = normalised(s.read().split(b"\r\n")[:-1])
+    assert b"* %d EXISTS" % COUNT in lines
+    assert b"* 10 RECENT" in lines
+    assert lines[-2:] == [b"s OK [READ-WRITE] Select completed.", b"n OK NOOP completed."]
+
+    del measured[:]
+    measured.runner = None
+    expected = sync_answer(tmp_path / "sync", "s SELECT INBOX")
+    assert measured == [None] * COUNT  # the synchronous path reads them itself
+    assert lines[:-1] == expected
+    # The sizes and flags the runner measured are those the index serves.
+    fetched = s.lines("f FETCH 1:* (RFC822.SIZE FLAGS)")
+    assert len(fetched) == COUNT + 1
+    assert fetched[2] == b"* 3 FETCH (RFC822.SIZE %d FLAGS ())" % (len(message(3)) + 5)
+    assert fetched[9] == b"* 10 FETCH (RFC822.SIZE %d FLAGS ($Important))" % (len(message(10)) + 5)
+    assert fetched[3].endswith(b"FLAGS (\\Seen))")
+
+
+def test_file_removed_or_renamed_between_the_steps(tmp_path: Path, measured: Measured) -> None:
+    """A file removed after the runner measured it is not indexed, and one
+    renamed meanwhile (new/ to cur/ with \\Seen) is indexed under its new
+    name; SELECT answers without an error."""
+    world = big_world(tmp_path)
+    runner = threaded(world, measured)
+    s = logged_in(world)
+    assert s.send("s SELECT INBOX") == b""
+    listing, d = runner.jobs.pop(0)
+    d.callback(listing())
+    work, d = runner.jobs.pop(0)
+    result = work()
+    maildir = tmp_path / "alice"
+    gone = sorted(os.listdir(maildir / "cur"))[0]
+    os.unlink(maildir / "cur" / gone)
+    moved = sorted(os.listdir(maildir / "new"))[0]
+    os.rename(maildir / "new" / moved, maildir / "cur" / f"{moved}:2,S")
+    d.callback(result)
+    lines = s.read().split(b"\r\n")[:-1]
+    assert b"* %d EXISTS" % (COUNT - 1) in lines
+    assert b"* 9 RECENT" in lines
+    assert lines[-1] == b"s OK [READ-WRITE] Select completed."
+    folder = world.mailbox().folder("INBOX")
+    names = {m.filename for m in folder.messages()}
+    assert f"cur/{gone}" not in names
+    assert f"cur/{moved}:2,S" in names
+
+
+def test_status_of_big_unindexed_folder_uses_the_runner(tmp_path: Path, measured: Measured) -> None:
+    """STATUS on a big unindexed folder measures its files in the runner and
+    answers as the synchronous path does."""
+    world = big_world(tmp_path / "threaded")
+    runner = threaded(world, measured)
+    s = logged_in(world)
+    command = "t STATUS INBOX (MESSAGES UNSEEN RECENT UIDNEXT SIZE)"
+    assert s.send(command) == b""
+    assert measured == []
+    runner.run_all()
+    lines = s.read().split(b"\r\n")[:-1]
+    assert all(measured) and len(measured) == COUNT
+    assert lines[0].startswith(b'* STATUS "INBOX" (MESSAGES %d ' % COUNT)
+    assert lines == sync_answer(tmp_path / "sync", command)
+
+
+def test_deliveries_while_away_are_measured_in_the_runner(
+    tmp_path: Path, measured: Measured
+) -> None:
+    """A folder with an index, reopened by a new process after many
+    deliveries into new/: the index is loaded without scanning, and only the
+    new files are measured, in the runner."""
+    world = big_world(tmp_path)
+    world.factory.run_in_thread = None
+    logged_in(world).select()  # builds the index synchronously
+    write_files(tmp_path / "alice", 1000, PREFETCH_MIN, sub="new")
+    del measured[:]
+    restarted = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False))
+    runner = threaded(restarted, measured)
+    s = logged_in(restarted)
+    assert s.send("s SELECT INBOX") == b""
+    assert measured == []
+    runner.run_all()
+    assert measured == [True] * PREFETCH_MIN
+    lines = s.read().split(b"\r\n")[:-1]
+    assert b"* %d EXISTS" % (COUNT + PREFETCH_MIN) in lines
+    assert b"* %d RECENT" % PREFETCH_MIN in lines
+
+
+def test_few_unindexed_files_stay_synchronous(tmp_path: Path, measured: Measured) -> None:
+    """Below PREFETCH_MIN files not yet indexed, SELECT answers within the
+    same call and no work goes to the runner."""
+    world = big_world(tmp_path)
+    world.factory.run_in_thread = None
+    logged_in(world).select()
+    write_files(tmp_path / "alice", 1000, PREFETCH_MIN - 1, sub="new")
+    runner = threaded(world, measured)
+    reply = logged_in(world).lines("s SELECT INBOX")
+    assert reply[-1] == b"s OK [READ-WRITE] Select completed."
+    assert b"* %d EXISTS" % (COUNT + PREFETCH_MIN - 1) in reply
+    assert runner.jobs == []
+
+
+def test_unchanged_directories_need_no_second_scan(
+    tmp_path: Path, measured: Measured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the directories did not change while the runner worked (their
+    mtimes are older than the clock's recent window), the index matches
+    them afterwards: no listing is repeated in the reactor thread, and the
+    scan stamp is recorded for the next process."""
+    clock = Clock()
+    clock.advance(time.time() + 60)
+    world = big_world(tmp_path, clock)
+    runner = threaded(world, measured)
+    listed: list[bool] = []
+    real = maildir_folder.MaildirFolder._list
+
+    def watched(self: maildir_folder.MaildirFolder) -> Any:
+        listed.append(runner.in_thread)
+        return real(self)
+
+    monkeypatch.setattr(maildir_folder.MaildirFolder, "_list", watched)
+    s = logged_in(world)
+    assert s.send("s SELECT INBOX") == b""
+    runner.run_all()
+    assert s.read().endswith(b"s OK [READ-WRITE] Select completed.\r\n")
+    assert listed == [True]
+    folder = world.mailbox().folder("INBOX")
+    assert not folder.changed_on_disk()
+    assert len(folder.messages()) == COUNT
+    assert measured == [True] * COUNT
