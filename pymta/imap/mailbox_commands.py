@@ -13,7 +13,10 @@ with RFC 5530 response codes. Writes: through the mail store only.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
+
+from twisted.python.failure import Failure
 
 from pymta.imap.listing import list_entries
 from pymta.imap.parser import Atom, ParseError, Token
@@ -34,8 +37,10 @@ from pymta.mailstore.interface import (
     FolderExists,
     IFolder,
     InvalidFolderName,
+    IStagedAppend,
     MailStoreError,
     NoSuchFolder,
+    Staged,
 )
 from pymta.mailstore.names import mutf7_encode
 
@@ -97,7 +102,7 @@ def examine(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
 def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> None:
     if not args or len(args) > 2:
         raise ParseError("SELECT takes a mailbox name and optional parameters.")
-    name = mailbox_arg(args[0], s.rev2)
+    name = mailbox_arg(args[0], s.utf8_names)
     qresync: list[Token] | None = None
     if len(args) == 2:
         params = args[1]
@@ -160,7 +165,7 @@ def _selected(
     ]
     if not s.rev2:  # RFC 9051 removed RECENT
         out.append(b"* %d RECENT\r\n" % len(view.recent))
-    if unseen:
+    if unseen and not s.rev2:  # RFC 9051 7.1: no UNSEEN response code
         out.append(b"* OK [UNSEEN %d] First unseen.\r\n" % unseen)
     out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
     out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
@@ -206,7 +211,7 @@ def create(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) not in (1, 2):
         raise ParseError("CREATE takes a mailbox name.")
     assert s.mailbox is not None
-    name = mailbox_arg(args[0], s.rev2)
+    name = mailbox_arg(args[0], s.utf8_names)
     use = None
     if len(args) == 2:  # RFC 6154 CREATE-SPECIAL-USE: (USE (\Sent))
         opts = args[1]
@@ -229,7 +234,7 @@ def delete(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1:
         raise ParseError("DELETE takes a mailbox name.")
     assert s.mailbox is not None
-    name = mailbox_arg(args[0], s.rev2)
+    name = mailbox_arg(args[0], s.utf8_names)
     if s.view is not None and s.view.folder.name == name:
         s.unselect()
     try:
@@ -248,7 +253,7 @@ def rename(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2:
         raise ParseError("RENAME takes two mailbox names.")
     assert s.mailbox is not None
-    old, new = mailbox_arg(args[0], s.rev2), mailbox_arg(args[1], s.rev2)
+    old, new = mailbox_arg(args[0], s.utf8_names), mailbox_arg(args[1], s.utf8_names)
     try:
         s.mailbox.rename_folder(old, new.rstrip("/"))
     except NoSuchFolder:
@@ -268,7 +273,7 @@ def subscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         raise ParseError("SUBSCRIBE takes a mailbox name.")
     assert s.mailbox is not None
     try:
-        s.mailbox.subscribe(mailbox_arg(args[0], s.rev2))
+        s.mailbox.subscribe(mailbox_arg(args[0], s.utf8_names))
     except MailStoreError as e:
         s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
     else:
@@ -280,7 +285,7 @@ def unsubscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None
         raise ParseError("UNSUBSCRIBE takes a mailbox name.")
     assert s.mailbox is not None
     try:
-        s.mailbox.unsubscribe(mailbox_arg(args[0], s.rev2))
+        s.mailbox.unsubscribe(mailbox_arg(args[0], s.utf8_names))
     except MailStoreError as e:
         s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
     else:
@@ -319,7 +324,7 @@ def _return_options(token: Token) -> tuple[list[str], list[str] | None]:
 
 def _wire_name(s: IMAPServer, name: str) -> bytes:
     """A LIST name as sent: mUTF-7, or UTF-8 once IMAP4rev2 is enabled."""
-    if s.rev2:
+    if s.utf8_names:
         return utf8_string(name)
     return string(name.encode("ascii", "replace"))
 
@@ -353,7 +358,7 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     subs = s.mailbox.subscriptions() if (subscribed_only or return_subscribed) else []
     if "SPECIAL-USE" in selection:
         folders = [f for f in folders if f.special_use]
-    encode = (lambda name: name) if s.rev2 else mutf7_encode
+    encode = (lambda name: name) if s.utf8_names else mutf7_encode
     entries = list_entries(
         folders,
         subs,
@@ -390,7 +395,7 @@ def lsub(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         _text(args[0]),
         _patterns(args[1]),
         subscribed_only=True,
-        encode=(lambda name: name) if s.rev2 else mutf7_encode,
+        encode=(lambda name: name) if s.utf8_names else mutf7_encode,
     )
     for e in entries:
         s.send(
@@ -444,8 +449,10 @@ def _status_values(folder: IFolder, items: list[str]) -> bytes:
 def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2:
         raise ParseError("STATUS takes a mailbox name and a list of items.")
-    name = mailbox_arg(args[0], s.rev2)
+    name = mailbox_arg(args[0], s.utf8_names)
     items = _status_items(args[1])
+    if s.rev2 and "RECENT" in items:
+        raise ParseError("RECENT is not an IMAP4rev2 STATUS item.")
     folder = open_folder(s, tag, name)
     if folder is None:
         return
@@ -462,14 +469,14 @@ def _status(s: IMAPServer, tag: bytes, folder: IFolder, items: list[str]) -> Non
     except NoSuchFolder:
         s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(folder.name))
         return
-    s.send(b"* STATUS " + mailbox_out(folder.name, s.rev2) + b" (" + body + b")\r\n")
+    s.send(b"* STATUS " + mailbox_out(folder.name, s.utf8_names) + b" (" + body + b")\r\n")
     s.ok(tag, b"Status completed.")
 
 
 def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) < 2 or len(args) > 4:
         raise ParseError("APPEND takes a mailbox, optional flags and date, and a message.")
-    name = mailbox_arg(args[0], s.rev2)
+    name = mailbox_arg(args[0], s.utf8_names)
     message = args[-1]
     if not isinstance(message, bytes):
         raise ParseError("APPEND needs the message as a literal.")
@@ -497,13 +504,66 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except NoSuchFolder:
         s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
         return
-    try:
-        new_uid = folder.append(message, flags, date)
-    except MailStoreError as e:
-        s.log.error("imap({user}): APPEND to {name}: {error}", user=s.user, name=name, error=e)
-        s.no(tag, b"[SERVERBUG] Internal error occurred.")
+    staging = IStagedAppend(folder, None)
+    if s.run_in_thread is None or staging is None:
+        try:
+            new_uid = folder.append(message, flags, date)
+        except MailStoreError as e:
+            _append_failed(s, tag, name, e)
+            return
+        s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
         return
-    s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
+    _staged_append(s, tag, name, folder, staging, message, flags, date)
+
+
+def _append_failed(s: IMAPServer, tag: bytes, name: str, error: object) -> None:
+    s.log.error("imap({user}): APPEND to {name}: {error}", user=s.user, name=name, error=error)
+    s.no(tag, b"[SERVERBUG] Internal error occurred.")
+
+
+def _staged_append(
+    s: IMAPServer,
+    tag: bytes,
+    name: str,
+    folder: IFolder,
+    staging: IStagedAppend,
+    message: bytes,
+    flags: list[str],
+    date: float | None,
+) -> None:
+    """Write and fsync the message in a worker thread (``stage``), then
+    number it in the reactor thread (``commit_staged``); later commands
+    wait meanwhile. A failure in the thread is answered NO; a staged file
+    whose session went away is discarded."""
+    assert s.run_in_thread is not None
+    box: list[Staged | Failure] = []
+    d = s.run_in_thread(partial(staging.stage, message, flags, date))
+
+    def keep(result: Staged | Failure) -> Staged | Failure:
+        box.append(result)
+        return result
+
+    def commit() -> None:
+        staged = box.pop()
+        if isinstance(staged, Failure):  # logged with its traceback by s.later
+            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+            return
+        try:
+            new_uid = staging.commit_staged(staged)
+        except (MailStoreError, OSError) as e:
+            _append_failed(s, tag, name, e)
+            return
+        s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
+
+    def leftover(result: object) -> None:
+        # The session was lost before commit(): the staged file is not wanted.
+        staged = box.pop() if box else None
+        if isinstance(staged, Staged):
+            staging.discard_staged(staged)
+
+    d.addBoth(keep)
+    s.later(d, commit, tag, "APPEND")
+    d.addBoth(leftover)
 
 
 def _flag_name(token: str) -> str:

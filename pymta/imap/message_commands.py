@@ -162,7 +162,7 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         returns = {"ALL"}  # RFC 9051 6.4.4: SEARCH answers with ESEARCH
     saving = returns is not None and "SAVE" in returns
     try:
-        criteria = parse_search(args, saved=set(s.saved))
+        criteria = parse_search(args, saved=set(s.saved), rev2=s.rev2)
     except BadCharset:
         if saving:
             s.saved = []  # RFC 5182 2.1: a failed SEARCH empties $
@@ -462,7 +462,7 @@ def _copy_or_move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool, move:
     view = _view(s)
     if len(args) != 2:
         raise ParseError("COPY takes a sequence set and a mailbox name.")
-    name = mailbox_arg(args[1], s.rev2)
+    name = mailbox_arg(args[1], s.utf8_names)
     if move and view.readonly:
         s.no(tag, b"[READ-ONLY] Mailbox is read-only.", expunge=uid)
         return

@@ -27,14 +27,13 @@ without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 Blocking: store calls run in the reactor thread. The login's password
 check runs in the checker's threads, and a header SEARCH over a cold header
 cache first reads the headers in the reactor's thread pool
-(:mod:`pymta.imap.prefetch`). A folder's first SELECT (index build) can take
-long on huge folders, and APPEND / EXPUNGE wait for fsyncs; they are not yet
-moved to threads because
+(:mod:`pymta.imap.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
+that finds many unindexed files (listed and measured there, numbered here)
+and APPEND (the message is written and fsync'd there, numbered here). Other
+store calls (EXPUNGE's fsync, LIST-STATUS's scan) still run here, because
 a session's view and the other sessions of the folder read the folder's
 index in the reactor thread without its lock, so a change made in a worker
-thread would race them. The safe step left to do: stage an APPEND's
-message file (write + fsync, no shared state) in a thread and number it in
-the reactor thread. Several reactor processes (``pymta_processes``) are
+thread would race them. Several reactor processes (``pymta_processes``) are
 the way past one core.
 
 Authentication is a twisted.cred Portal asked for
@@ -116,6 +115,7 @@ BASE_CAPABILITIES = (
     "BINARY",
     "STATUS=SIZE",
     "LIST-STATUS",
+    "UTF8=ACCEPT",
 )
 
 #: Unprocessed input kept while the client does not read our responses.
@@ -168,6 +168,8 @@ class IMAPServer(Protocol):
         # ENABLE IMAP4rev2 (RFC 9051): UTF-8 mailbox names, no \Recent,
         # SEARCH answered with ESEARCH.
         self.rev2 = False
+        # ENABLE UTF8=ACCEPT (RFC 6855): UTF-8 mailbox names only.
+        self.utf8 = False
         # RFC 5182 SEARCHRES: the UIDs the last SEARCH RETURN (SAVE) found ("$").
         self.saved: list[int] = []
         self.auth_attempts = 0
@@ -466,6 +468,12 @@ class IMAPServer(Protocol):
 
     # capabilities ----------------------------------------------------------
 
+    @property
+    def utf8_names(self) -> bool:
+        """Mailbox names are UTF-8 on the wire (IMAP4rev2 or UTF8=ACCEPT
+        enabled), else modified UTF-7."""
+        return self.rev2 or self.utf8
+
     def secure(self) -> bool:
         return self.tls_active or is_loopback(self.info.rip) or self._trusted(self.info.rip)
 
@@ -711,6 +719,9 @@ def _enable(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             if s.view is not None:
                 s.view.show_recent = False
             enabled.append("IMAP4rev2")
+        elif name == "UTF8=ACCEPT" and not s.utf8:
+            s.utf8 = True
+            enabled.append(name)
         elif name == "CONDSTORE" and not s.condstore:
             s.condstore = True
             enabled.append(name)

@@ -135,8 +135,11 @@ def _sent_date(c: Candidate) -> tuple[int, int, int] | None:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token], charset: str, saved: frozenset[int]) -> None:
+    def __init__(
+        self, tokens: list[Token], charset: str, saved: frozenset[int], rev2: bool = False
+    ) -> None:
         self.tokens = tokens
+        self.rev2 = rev2
         self.pos = 0
         self.charset = charset
         self.saved = saved
@@ -202,6 +205,8 @@ class _Parser:
         if isinstance(token, bytes):
             raise ParseError("Unexpected string in SEARCH.")
         word = token.upper()
+        if self.rev2 and word in _REV1_ONLY:
+            raise ParseError(f"{word} is not an IMAP4rev2 search key.")
         simple = _FLAG_KEYS.get(word)
         if simple is not None:
             return simple
@@ -318,10 +323,15 @@ _FLAG_KEYS: dict[str, Test] = {
 }
 
 
-def parse_search(tokens: list[Token], saved: Collection[int] = ()) -> Criteria:
+#: Keys about \\Recent, which RFC 9051 removed: BAD in an IMAP4rev2 session.
+_REV1_ONLY = frozenset({"RECENT", "NEW", "OLD"})
+
+
+def parse_search(tokens: list[Token], saved: Collection[int] = (), rev2: bool = False) -> Criteria:
     """The criteria of SEARCH (tokens after the command name, with an
     optional ``CHARSET name`` first); ParseError, BadCharset. ``saved`` are
-    the UIDs that ``$`` stands for (RFC 5182 SEARCHRES)."""
+    the UIDs that ``$`` stands for (RFC 5182 SEARCHRES); with ``rev2``
+    (IMAP4rev2 enabled) RECENT, NEW and OLD are refused."""
     charset = "UTF-8"
     if len(tokens) >= 2 and isinstance(tokens[0], Atom) and tokens[0].upper() == "CHARSET":
         raw = tokens[1]
@@ -333,6 +343,6 @@ def parse_search(tokens: list[Token], saved: Collection[int] = ()) -> Criteria:
         tokens = tokens[2:]
     if not tokens:
         raise ParseError("Missing SEARCH criteria.")
-    parser = _Parser(tokens, charset, frozenset(saved))
+    parser = _Parser(tokens, charset, frozenset(saved), rev2)
     test = parser.all_keys()
     return Criteria(test, parser.uses_modseq, parser.uses_header)

@@ -320,6 +320,47 @@ class IHeaderCache(Interface):
 
 
 @dataclass(frozen=True)
+class Staged:
+    """A message written durably for a folder but not yet in it (see
+    :class:`IStagedAppend`): ``path`` is the store's temporary file ("" for
+    a store without files), ``content`` the bytes when the store keeps them
+    in memory (else None)."""
+
+    path: str
+    content: bytes | None
+    size: int
+    rfc822_size: int
+    internal_date: float
+    flags: frozenset[str]
+    keywords: frozenset[str]
+
+
+class IStagedAppend(Interface):
+    """Optional for an :class:`IFolder`: append in two steps, so the slow
+    part (writing and fsyncing the file) runs in a worker thread and only
+    the numbering runs in the reactor thread."""
+
+    def stage(
+        content: bytes,
+        flags: Collection[str] = (),
+        internal_date: float | None = None,
+    ) -> Staged:
+        """Write the message (CRLF converted to LF) durably where the folder
+        can take it in cheaply. Thread-safe: touches no shared state. Raises
+        :class:`MailStoreError` (or ``OSError``) when it cannot."""
+
+    def commit_staged(staged: Staged) -> int:
+        """Put a staged message into the folder and return its new UID
+        (reactor thread, under the folder's locks; listeners are told as for
+        :meth:`IFolder.append`). The staged file is gone afterwards, whether
+        or not this succeeded."""
+
+    def discard_staged(staged: Staged) -> None:
+        """Throw away a staged message that will not be committed (harmless
+        if it is gone already)."""
+
+
+@dataclass(frozen=True)
 class ScanListing:
     """What :meth:`IFolderScan.list_unindexed` saw: the directories' mtimes
     before listing (None when not to be trusted), whether every message the

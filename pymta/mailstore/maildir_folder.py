@@ -48,12 +48,14 @@ from pymta.mailstore.interface import (
     IFolderLock,
     IFolderScan,
     IHeaderCache,
+    IStagedAppend,
     MailStoreError,
     MessageInfo,
     MimePart,
     NoSuchFolder,
     NoSuchMessage,
     ScanListing,
+    Staged,
 )
 from pymta.mailstore.names import (
     filename_sizes,
@@ -212,7 +214,7 @@ class MaildirLock:
             self._fd = -1
 
 
-@implementer(IFolder, IHeaderCache, IFolderScan)
+@implementer(IFolder, IHeaderCache, IStagedAppend, IFolderScan)
 class MaildirFolder:
     """One Maildir++ folder and its index. Shared by every session of the store."""
 
@@ -935,6 +937,41 @@ class MaildirFolder:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return uids[0]
+
+    def stage(
+        self,
+        content: bytes,
+        flags: Collection[str] = (),
+        internal_date: float | None = None,
+    ) -> Staged:
+        """Write the message into tmp/ and fsync it (no lock, no index: safe
+        in a worker thread)."""
+        content = content.replace(b"\r\n", b"\n")
+        system, keywords = split_flags(flags)
+        idate = self._clock.seconds() if internal_date is None else internal_date
+        tmp, size, vsize = self._write_tmp(content, idate)
+        return Staged(tmp, None, size, vsize, idate, system, keywords)
+
+    def commit_staged(self, staged: Staged) -> int:
+        """Rename a staged file into cur/ and number it (reactor thread)."""
+        entry = (
+            staged.path,
+            staged.size,
+            staged.rfc822_size,
+            staged.internal_date,
+            staged.flags,
+            staged.keywords,
+        )
+        try:
+            with self._locked() as notices:
+                uids = self._add_locked([entry], notices)
+        finally:
+            self.discard_staged(staged)
+        return uids[0]
+
+    def discard_staged(self, staged: Staged) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged.path)
 
     def expunge(self, uids: Collection[int] | None = None) -> list[int]:
         with self._locked() as notices:

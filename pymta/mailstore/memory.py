@@ -29,11 +29,14 @@ from pymta.mailstore.interface import (
     IFolderLock,
     IMailStore,
     InvalidFolderName,
+    IStagedAppend,
     IUserMailbox,
+    MailStoreError,
     MessageInfo,
     MimePart,
     NoSuchFolder,
     NoSuchMessage,
+    Staged,
 )
 from pymta.mailstore.mime import parse_mime
 from pymta.mailstore.names import (
@@ -78,7 +81,7 @@ def _flagged(
     return replace(info, flags=new_flags, keywords=new_kw, modseq=modseq)
 
 
-@implementer(IFolder)
+@implementer(IFolder, IStagedAppend)
 class MemoryFolder:
     """A folder kept in dicts."""
 
@@ -231,6 +234,27 @@ class MemoryFolder:
         info = self._add(content, system, keywords, when, False)
         self._notify("append", [info.uid])
         return info.uid
+
+    def stage(
+        self,
+        content: bytes,
+        flags: Collection[str] = (),
+        internal_date: float | None = None,
+    ) -> Staged:
+        content = content.replace(b"\r\n", b"\n")
+        system, keywords = split_flags(flags)
+        when = self._clock.seconds() if internal_date is None else internal_date
+        return Staged("", content, len(content), rfc822_size(content), when, system, keywords)
+
+    def commit_staged(self, staged: Staged) -> int:
+        if staged.content is None:
+            raise MailStoreError("staged message has no content (discarded or not ours)")
+        info = self._add(staged.content, staged.flags, staged.keywords, staged.internal_date, False)
+        self._notify("append", [info.uid])
+        return info.uid
+
+    def discard_staged(self, staged: Staged) -> None:
+        pass
 
     def expunge(self, uids: Collection[int] | None = None) -> list[int]:
         if uids is None:

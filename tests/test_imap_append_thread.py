@@ -1,0 +1,204 @@
+"""APPEND writes and fsyncs the message off the reactor call, numbers it on it.
+
+The store contract (``IStagedAppend``: stage, commit_staged, discard_staged)
+runs against both stores; the IMAP tests inject a thread runner that keeps
+the work until the test runs it, as tests/test_imap_prefetch.py does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from pymta.mailstore import maildir_folder
+from pymta.mailstore.interface import FolderChange, IFolder, IStagedAppend, IUserMailbox
+from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.memory import MemoryStore
+from tests.test_imap_harness import Session, World
+from tests.test_imap_prefetch import QueuedRunner as _PrefetchRunner
+
+
+class QueuedRunner(_PrefetchRunner):
+    """The prefetch tests' runner, but an exception in the work fails the
+    Deferred (as ``deferToThreadPool`` does) instead of escaping."""
+
+    def run_all(self) -> int:
+        ran = 0
+        while self.jobs:
+            work, d = self.jobs.pop(0)
+            self.in_thread = True
+            try:
+                result = work()
+            except Exception:
+                self.in_thread = False
+                d.errback()
+            else:
+                self.in_thread = False
+                d.callback(result)
+            ran += 1
+        return ran
+
+
+MSG = b"From: a@example.org\r\nSubject: staged\r\n\r\nbody\r\n"
+
+
+@pytest.fixture(params=["memory", "maildir"])
+def mailbox(request: pytest.FixtureRequest, tmp_path: Path) -> IUserMailbox:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    if request.param == "memory":
+        return MemoryStore(clock).open_user("u", str(tmp_path / "u"))
+    store = MaildirStore(clock, hostname="test", fsync=False)
+    return store.open_user("u", str(tmp_path / "u"))
+
+
+def _tmp_files(folder: IFolder) -> list[str]:
+    path = getattr(folder, "path", None)
+    return [] if path is None else os.listdir(os.path.join(path, "tmp"))
+
+
+def test_stage_then_commit(mailbox: IUserMailbox) -> None:
+    """Staging leaves the folder untouched (no UID used, no listener told);
+    committing numbers the message with the next UID, with its flags,
+    keywords and internal date, LF line ends, and tells the listeners."""
+    folder = mailbox.folder("INBOX")
+    assert verifyObject(IStagedAppend, folder)
+    heard: list[FolderChange] = []
+    folder.add_listener(heard.append)
+    first = folder.append(b"Subject: one\n\nx\n")
+    heard.clear()
+    before = (folder.uidnext, folder.highest_modseq)
+
+    staged = IStagedAppend(folder).stage(MSG, ["\\Seen", "$Forwarded"], 1_600_000_000.0)
+    assert (folder.uidnext, folder.highest_modseq) == before
+    assert [m.uid for m in folder.messages()] == [first]
+    assert heard == []
+
+    uid = IStagedAppend(folder).commit_staged(staged)
+    assert uid == first + 1 == before[0]
+    info = folder.get(uid)
+    assert info.flags == frozenset({"\\Seen"})
+    assert info.keywords == frozenset({"$Forwarded"})
+    assert info.internal_date == 1_600_000_000.0
+    assert folder.read(uid) == MSG.replace(b"\r\n", b"\n")
+    assert [c.kind for c in heard] == ["append"] and heard[0].uids == (uid,)
+    assert _tmp_files(folder) == []
+
+
+def test_discard_staged(mailbox: IUserMailbox) -> None:
+    """A staged message that is discarded never reaches the folder and
+    leaves no file behind; discarding twice is harmless."""
+    folder = mailbox.folder("INBOX")
+    staging = IStagedAppend(folder)
+    staged = staging.stage(MSG)
+    if getattr(folder, "path", None) is not None:
+        assert len(_tmp_files(folder)) == 1
+    staging.discard_staged(staged)
+    staging.discard_staged(staged)
+    assert _tmp_files(folder) == []
+    assert folder.messages() == []
+
+
+def _world(tmp_path: Path) -> tuple[World, QueuedRunner, Session]:
+    (tmp_path / "w").mkdir(parents=True)
+    world = World(tmp_path / "w", store=MaildirStore(Clock(), "host", fsync=True))
+    runner = QueuedRunner()
+    world.factory.run_in_thread = runner
+    s = world.connect()
+    s.login()
+    return world, runner, s
+
+
+def _append_cmd(tag: bytes = b"ap", flags: bytes = b"(\\Seen)") -> bytes:
+    return b"%s APPEND INBOX %s {%d+}\r\n%s\r\n" % (tag, flags, len(MSG), MSG)
+
+
+def test_append_writes_in_the_runner_and_numbers_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APPEND writes no file during the reactor call: the write and fsync run
+    in the thread runner, a pipelined NOOP waits its turn, and once the work
+    is done the reply carries the right APPENDUID and the message is in cur/."""
+    world, runner, s = _world(tmp_path)
+    inbox = world.mailbox().folder("INBOX")
+    inbox.append(b"Subject: before\n\nx\n")
+    writes: list[bool] = []
+    fsyncs: list[bool] = []
+    real_write, real_fsync = maildir_folder.MaildirFolder._write_tmp, os.fsync
+
+    def write(self: Any, content: bytes, idate: float) -> Any:
+        writes.append(runner.in_thread)
+        return real_write(self, content, idate)
+
+    def fsync(fd: int) -> None:
+        fsyncs.append(runner.in_thread)
+        real_fsync(fd)
+
+    monkeypatch.setattr(maildir_folder.MaildirFolder, "_write_tmp", write)
+    monkeypatch.setattr(maildir_folder.os, "fsync", fsync)
+
+    reply = s.send(_append_cmd() + b"n NOOP\r\n")
+    assert reply == b""
+    assert writes == [] and len(runner.jobs) == 1
+    assert len(inbox.messages()) == 1
+
+    assert runner.run_all() == 1
+    assert writes == [True]
+    assert fsyncs[0] is True  # the file's fsync; the directory's follows in commit
+    lines = s.read().split(b"\r\n")[:-1]
+    assert lines == [
+        b"ap OK [APPENDUID %d 2] Append completed." % inbox.uidvalidity,
+        b"n OK NOOP completed.",
+    ]
+    info = inbox.get(2)
+    assert info.flags == frozenset({"\\Seen"})
+    assert info.filename.startswith("cur/")
+    assert inbox.read(2) == MSG.replace(b"\r\n", b"\n")
+
+
+def test_failure_in_the_thread_answers_no(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails in the worker thread (a full disk) is answered
+    ``NO [SERVERBUG]`` with no traceback on the wire; the folder is
+    unchanged and the session goes on."""
+    world, runner, s = _world(tmp_path)
+    inbox = world.mailbox().folder("INBOX")
+
+    def full(self: Any, content: bytes, idate: float) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(maildir_folder.MaildirFolder, "_write_tmp", full)
+    assert s.send(_append_cmd() + b"n NOOP\r\n") == b""
+    runner.run_all()
+    lines = s.read().split(b"\r\n")[:-1]
+    assert lines == [b"ap NO [SERVERBUG] Internal error occurred.", b"n OK NOOP completed."]
+    assert inbox.messages() == []
+    failures = [e for e in world.events if e.get("command") == "APPEND" and "log_failure" in e]
+    assert len(failures) == 1 and failures[0]["log_failure"].check(OSError)
+
+
+def test_session_lost_while_staging_leaves_no_file(tmp_path: Path) -> None:
+    """When the client goes away while the message is being written, the
+    staged file is removed and nothing is appended."""
+    world, runner, s = _world(tmp_path)
+    inbox = world.mailbox().folder("INBOX")
+    assert s.send(_append_cmd()) == b""
+    s.drop()
+    runner.run_all()
+    assert inbox.messages() == []
+    assert _tmp_files(inbox) == []
+
+
+def test_without_runner_append_stays_synchronous(tmp_path: Path) -> None:
+    """With no thread runner (a reactor without threads) APPEND answers at
+    once, with the same APPENDUID."""
+    world, _, s = _world(tmp_path)
+    world.factory.run_in_thread = None
+    s.proto.run_in_thread = None
+    inbox = world.mailbox().folder("INBOX")
+    lines = s.send(_append_cmd()).split(b"\r\n")[:-1]
+    assert lines == [b"ap OK [APPENDUID %d 1] Append completed." % inbox.uidvalidity]
