@@ -197,10 +197,14 @@ def test_a_killed_worker_is_restarted_and_no_acknowledged_mail_is_lost(
             smtp.sendmail("sender@client.test", ["alice@example.test"], _message(token))
     _wait_delivered(server, acknowledged | later)
     spool = server.root / "spool"
-    wait_for_file(
-        spool / "active",
-        lambda: not os.listdir(spool / "active") and not os.listdir(spool / "incoming"),
-    )
+
+    def queued(name: str) -> list[str]:
+        # A worker killed in the middle of writing leaves ``ID.tmp`` behind:
+        # never renamed, never acknowledged, so not mail (the master removes
+        # such leftovers at its next start, as postsuper does).
+        return [f for f in os.listdir(spool / name) if not f.endswith(".tmp")]
+
+    wait_for_file(spool / "active", lambda: not queued("active") and not queued("incoming"))
 
 
 def test_workers_exit_when_the_master_is_killed(tmp_path: Path) -> None:

@@ -211,3 +211,22 @@ def test_orphan_recovery_skips_what_the_master_settled_while_listing(tmp_path: P
     barrier.flush()
     assert [r.queue_id for r in master.agent.requests] == [qid]
     assert master.store.find(qid) is None
+
+
+def test_master_start_removes_unfinished_queue_files_only(tmp_path: Path) -> None:
+    """A queue file a process died writing (``incoming/ID.tmp``, never
+    acknowledged) is removed when the master's queue manager starts; a
+    worker's queue manager leaves it alone, and finished queue files stay."""
+    import os
+
+    queue = tmp_path / "queue"
+    master = Process(queue, scan=True, pid=1)
+    kept, _ = master.enqueue()
+    leftover = queue / "incoming" / f"{kept[:-1]}0.tmp"
+    leftover.write_bytes(b"half a queue file")
+    os.utime(leftover, (T0 - 60, T0 - 60))
+    Process(queue, scan=False, pid=2).qmgr.start()
+    assert leftover.exists()
+    master.qmgr.start()
+    assert not leftover.exists()
+    assert master.store.find(kept) is not None

@@ -178,6 +178,13 @@ class QueueManager:
         self._scheduler.paused = False
         if not self._scan:
             return  # a worker: the master's queue manager recovers and scans
+        # Half-written queue files (``incoming/ID.tmp``) of a process that
+        # died writing them were never acknowledged: no process writes yet,
+        # so every one found now is such a leftover (postsuper's cleanup).
+        remove_stale = getattr(self._store, "remove_stale_temporaries", None)
+        if remove_stale is not None:
+            for name in remove_stale(self._clock.seconds()):
+                maillog("qmgr", f"removed unfinished queue file incoming/{name}")
         for queue_id in self._store.list("incoming"):
             if queue_id not in self._messages:
                 self._take(queue_id, "incoming")
