@@ -204,7 +204,13 @@ def test_a_killed_worker_is_restarted_and_no_acknowledged_mail_is_lost(
         # such leftovers at its next start, as postsuper does).
         return [f for f in os.listdir(spool / name) if not f.endswith(".tmp")]
 
-    wait_for_file(spool / "active", lambda: not queued("active") and not queued("incoming"))
+    try:
+        wait_for_file(spool / "active", lambda: not queued("active") and not queued("incoming"))
+    except TimeoutError:
+        pytest.fail(
+            f"left in the queue: active={queued('active')} incoming={queued('incoming')}\n"
+            + _maillog(server)[-4000:]
+        )
 
 
 def test_workers_exit_when_the_master_is_killed(tmp_path: Path) -> None:
