@@ -44,6 +44,7 @@ TRUST
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -111,6 +112,24 @@ def tree_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
     """CPU seconds consumed so far by the process trees under roots."""
     table = read_proc_table(proc)
     return sum(table[pid].ticks for pid in descendants(table, roots)) / CLOCK_TICKS
+
+
+def stop_session(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
+    """Stop a server started in a session of its own: SIGTERM, wait, then
+    SIGKILL whatever is left in its process group (only that group)."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:

@@ -29,14 +29,13 @@ FILES
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import IO
 
-from bench_measure import free_loopback_port, wait_for_banner
+from bench_measure import free_loopback_port, stop_session, wait_for_banner
 from bench_setup import LISTEN_HOST, MailSetup
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -131,19 +130,7 @@ class PymtaServer:
     def stop(self) -> None:
         """Stop twistd (and anything left in its process group)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                # The group is the session started for this server alone.
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        stop_session(proc)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -42,13 +42,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import IO
 
-from bench_measure import free_loopback_port
+from bench_measure import free_loopback_port, stop_session
 from retrieval_run import LISTEN_HOST, wait_for_greeting
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -202,19 +201,7 @@ class DovecotServer:
     def stop(self) -> None:
         """Stop the master (it stops its children); SIGKILL the group if stuck."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:
-                # The group is the session started for this instance alone.
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        stop_session(proc)
         if self._out is not None:
             self._out.close()
             self._out = None
