@@ -87,6 +87,11 @@ def open_folder(s: IMAPServer, tag: bytes, name: str) -> IFolder | None:
     return None
 
 
+def _reason(error: Exception) -> bytes:
+    """A store error's text for a NO response (bounded, never raw bytes)."""
+    return str(error).encode("utf-8", "replace")[:200]
+
+
 def _safe(name: str) -> bytes:
     return "".join(c if c.isprintable() else "?" for c in name[:200]).encode("utf-8")
 
@@ -223,9 +228,9 @@ def create(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except FolderExists:
         s.no(tag, b"[ALREADYEXISTS] Mailbox already exists")
     except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+        s.no(tag, b"[CANNOT] " + _reason(e))
     except MailStoreError as e:
-        s.no(tag, b"[SERVERBUG] " + str(e).encode("utf-8", "replace")[:200])
+        s.no(tag, b"[SERVERBUG] " + _reason(e))
     else:
         s.ok(tag, b"Create completed.")
 
@@ -242,9 +247,9 @@ def delete(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except NoSuchFolder:
         s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
     except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+        s.no(tag, b"[CANNOT] " + _reason(e))
     except MailStoreError as e:
-        s.no(tag, b"[SERVERBUG] " + str(e).encode("utf-8", "replace")[:200])
+        s.no(tag, b"[SERVERBUG] " + _reason(e))
     else:
         s.ok(tag, b"Delete completed.")
 
@@ -261,35 +266,34 @@ def rename(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except FolderExists:
         s.no(tag, b"[ALREADYEXISTS] Target mailbox already exists")
     except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+        s.no(tag, b"[CANNOT] " + _reason(e))
     except MailStoreError as e:
-        s.no(tag, b"[SERVERBUG] " + str(e).encode("utf-8", "replace")[:200])
+        s.no(tag, b"[SERVERBUG] " + _reason(e))
     else:
         s.ok(tag, b"Rename completed.")
 
 
 def subscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
-    if len(args) != 1:
-        raise ParseError("SUBSCRIBE takes a mailbox name.")
-    assert s.mailbox is not None
-    try:
-        s.mailbox.subscribe(mailbox_arg(args[0], s.utf8_names))
-    except MailStoreError as e:
-        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
-    else:
-        s.ok(tag, b"Subscribe completed.")
+    _subscription(s, tag, args, "SUBSCRIBE", subscribe=True)
 
 
 def unsubscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    _subscription(s, tag, args, "UNSUBSCRIBE", subscribe=False)
+
+
+def _subscription(
+    s: IMAPServer, tag: bytes, args: list[Token], command: str, subscribe: bool
+) -> None:
     if len(args) != 1:
-        raise ParseError("UNSUBSCRIBE takes a mailbox name.")
+        raise ParseError(f"{command} takes a mailbox name.")
     assert s.mailbox is not None
+    change = s.mailbox.subscribe if subscribe else s.mailbox.unsubscribe
     try:
-        s.mailbox.unsubscribe(mailbox_arg(args[0], s.utf8_names))
+        change(mailbox_arg(args[0], s.utf8_names))
     except MailStoreError as e:
-        s.no(tag, b"[CANNOT] " + str(e).encode("utf-8", "replace")[:200])
+        s.no(tag, b"[CANNOT] " + _reason(e))
     else:
-        s.ok(tag, b"Unsubscribe completed.")
+        s.ok(tag, command.capitalize().encode() + b" completed.")
 
 
 def _patterns(token: Token) -> list[str]:
