@@ -20,17 +20,9 @@ from pymta.queue.interface import ISyncBarrier
 def barrier_sync(
     barrier: ISyncBarrier, files: Sequence[str] = (), dirs: Sequence[str] = ()
 ) -> Deferred[None]:
-    """Ask the group-commit barrier to make files and directory entries durable.
-
-    The barrier's ``sync(files=(), dirs=())`` form is used when it has one;
-    with the default syncfs method the lists only document intent.
-    """
-    call = cast(Callable[..., "Deferred[None]"], barrier.sync)
-    try:
-        return call(files=tuple(files), dirs=tuple(dirs))
-    except TypeError:
-        # A barrier still implementing the argument-less sync().
-        return call()
+    """Ask the group-commit barrier to make files and directory entries durable
+    (with the default syncfs method the lists only document intent)."""
+    return barrier.sync(files=tuple(files), dirs=tuple(dirs))
 
 
 def barrier_run(
