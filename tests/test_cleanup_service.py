@@ -49,6 +49,23 @@ class Harness:
             tz=datetime.UTC,
         )
 
+    def hold_enqueue(self) -> list[Deferred[str]]:
+        """Make the store's writes wait: each enqueue's Deferred is appended
+        to the returned list, for the test to fire (the message is stored)."""
+        held: list[Deferred[str]] = []
+        real = self.store.enqueue
+
+        def slow_enqueue(
+            envelope: Envelope, content: bytes, queue_id: str | None = None
+        ) -> Deferred[str]:
+            real(envelope, content, queue_id)
+            d: Deferred[str] = Deferred()
+            held.append(d)
+            return d
+
+        self.store.enqueue = slow_enqueue  # type: ignore[method-assign]
+        return held
+
     def submit(self, envelope: Envelope, content: bytes) -> str | Failure:
         results: list[str | Failure] = []
         self.cleanup.submit(envelope, content).addBoth(results.append)
@@ -338,18 +355,7 @@ def test_write_error_is_451_and_not_notified(tmp_path: Path) -> None:
 def test_on_queued_after_durable() -> None:
     """on_queued is called only after the store's Deferred fires."""
     h = Harness()
-    held: list[Deferred[str]] = []
-    real = h.store.enqueue
-
-    def slow_enqueue(
-        envelope: Envelope, content: bytes, queue_id: str | None = None
-    ) -> Deferred[str]:
-        real(envelope, content, queue_id)
-        d: Deferred[str] = Deferred()
-        held.append(d)
-        return d
-
-    h.store.enqueue = slow_enqueue  # type: ignore[method-assign]
+    held = h.hold_enqueue()
     results: list[object] = []
     h.cleanup.submit(_smtp_envelope("x@y.example"), b"\n").addBoth(results.append)
     assert results == [] and h.queued == []
@@ -357,3 +363,29 @@ def test_on_queued_after_durable() -> None:
     held[0].callback(qid)
     assert results == [qid]
     assert h.queued[0][0] == qid
+
+
+def test_submitter_hears_before_queue_manager() -> None:
+    """The submitter's callback (smtpd's 250) runs before on_queued (the
+    scheduling of the delivery), and the queue manager still hears."""
+    h = Harness()
+    held = h.hold_enqueue()
+    order: list[str] = []
+    h.cleanup._on_queued = lambda q, e, c: order.append("qmgr")
+    d = h.cleanup.submit(_smtp_envelope("x@y.example"), b"\n")
+    d.addCallback(lambda qid: order.append("submitter"))
+    held[0].callback(h.store.list("incoming")[0])
+    assert order == ["submitter", "qmgr"]
+
+
+def test_on_queued_failure_still_acknowledges() -> None:
+    """A failing queue manager notification does not turn the durable
+    message into an error: the submitter gets the queue id."""
+    h = Harness()
+
+    def broken(q: str, e: Envelope, c: bytes) -> None:
+        raise RuntimeError("qmgr gone")
+
+    h.cleanup._on_queued = broken
+    result = h.submit(_smtp_envelope("x@y.example"), b"\n")
+    assert isinstance(result, str) and h.store.list("incoming") == [result]

@@ -119,18 +119,28 @@ class Cleanup:
         return not address or _is_our_address(address)
 
     def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
+        """Queue a message; the Deferred fires with its queue id once durable.
+
+        The queue manager hears of the message only after the submitter's
+        callbacks ran: smtpd's 250 goes out first, so a client never waits
+        for the scheduling of the delivery (DESIGN invariant 4).
+        """
         try:
             qid, rewritten, message, message_id = self._prepare(envelope, content)
         except CleanupRejected as e:
             return fail(e)
-        d = self._store.enqueue(rewritten, message, qid)
-        d.addCallbacks(
-            self._queued,
-            self._write_failed,
-            callbackArgs=(rewritten, message, message_id),
-            errbackArgs=(qid,),
-        )
-        return d
+        result: Deferred[str] = Deferred()
+
+        def queued(_: object) -> None:
+            self._log_queued(qid, rewritten, message_id)
+            result.callback(qid)
+            self._notify(qid, rewritten, message)
+
+        def failed(failure: Failure) -> None:
+            result.errback(self._write_failed(failure, qid))
+
+        self._store.enqueue(rewritten, message, qid).addCallbacks(queued, failed)
+        return result
 
     def _prepare(self, envelope: Envelope, content: bytes) -> tuple[str, Envelope, bytes, str]:
         qid = self._store.new_queue_id()
@@ -163,20 +173,20 @@ class Cleanup:
         message_id = new_id or scan.message_id or ""
         return qid, rewritten, message, message_id
 
-    def _queued(self, qid: str, envelope: Envelope, content: bytes, message_id: str) -> str:
+    def _log_queued(self, qid: str, envelope: Envelope, message_id: str) -> None:
         log_client(qid, envelope.attributes)
         maillog("cleanup", f"{qid}: message-id={message_id}")
-        if self._on_queued is not None:
-            try:
-                self._on_queued(qid, envelope, content)
-            except Exception:
-                # The message is durable: the client must still get 250; qmgr
-                # finds it in incoming/ on its next scan.
-                maillog(
-                    "cleanup", f"{qid}: warning: queue manager notification failed", LogLevel.warn
-                )
-                _log.failure("on_queued failed for {qid}", qid=qid)
-        return qid
+
+    def _notify(self, qid: str, envelope: Envelope, content: bytes) -> None:
+        if self._on_queued is None:
+            return
+        try:
+            self._on_queued(qid, envelope, content)
+        except Exception:
+            # The message is durable and acknowledged; qmgr finds it in
+            # incoming/ on its next scan.
+            maillog("cleanup", f"{qid}: warning: queue manager notification failed", LogLevel.warn)
+            _log.failure("on_queued failed for {qid}", qid=qid)
 
     def _write_failed(self, failure: Failure, qid: str) -> Failure:
         maillog(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import re
 from dataclasses import dataclass
 
@@ -84,6 +85,13 @@ def scan_headers(content: bytes) -> HeaderScan:
 def format_date(when: float, tz: datetime.tzinfo | None = None) -> str:
     """RFC 5322 date-time in local time (or tz) with its numeric zone and,
     as Postfix writes it, the zone name as a comment."""
+    return _format_date(int(when), tz)
+
+
+# Every message accepted in the same second carries the same Date and
+# Received time; formatting one costs more than the rest of the header.
+@functools.lru_cache(maxsize=8)
+def _format_date(when: int, tz: datetime.tzinfo | None) -> str:
     if tz is None:
         moment = datetime.datetime.fromtimestamp(when).astimezone()
     else:
