@@ -35,8 +35,9 @@ DESCRIPTION
        ratio pymta/postfix, CPU ms per message for each, and the accept
        rate alone - and a summary line, or with --json every run's
        figures as one JSON document.  --repeat N runs the whole grid N
-       times (servers interleaved) and the table shows each cell's run of
-       median rate: the figures of a shared 2-core machine are noisy;
+       times (servers interleaved, every other repetition pymta first)
+       and the table shows each cell's run of median rate: the figures
+       of a shared 2-core machine are noisy;
     5. measures the disk as a reference: fsync'd 1 KiB file creations
        per second from 1 thread and from 20 threads.
 
@@ -382,8 +383,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if warm.error:
                     raise RuntimeError(f"{name} warm-up failed: {warm.error}")
+        cells = len(args.sizes) * len(args.connections)
         for n, (size, conns) in enumerate(combos, start=1):
-            for server in servers:
+            # Repetitions alternate which server goes first: the second of a
+            # pair runs while the disk still writes back what the first left.
+            repetition = (n - 1) // cells
+            for server in servers[::-1] if repetition % 2 else servers:
                 progress(f"{server.name}: {args.messages} x {size} B over {conns} connection(s)")
                 run = measure(
                     server,
