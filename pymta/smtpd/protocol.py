@@ -188,7 +188,7 @@ class SMTPServerProtocol(Protocol):
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         if not f.restrictions.delay_reject and f.restrictions.client:
             self._client_reject = f.restrictions.check_client(self.session)
-        self.transport.write(f.banner)  # type: ignore[union-attr]
+        send(self.transport, f.banner)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._connected = False
