@@ -249,6 +249,7 @@ def build(
         config.get("virtual_mailbox_base") or queue_directory,
         config.get("pymta_sync_method") or "syncfs",
         reactor=reactor,
+        durable_delay=config.get_time("pymta_mailbox_sync_delay"),
     )
     resolver = Resolver(config)
     holder: dict[str, Any] = {}

@@ -76,10 +76,17 @@ def test_expansion_loop_is_an_error_naming_the_parameter() -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("300s", 300.0), ("10m", 600.0), ("4h", 14400.0), ("5d", 432000.0), ("1w", 604800.0)],
+    [
+        ("300s", 300.0),
+        ("10m", 600.0),
+        ("4h", 14400.0),
+        ("5d", 432000.0),
+        ("1w", 604800.0),
+        ("10ms", 0.01),
+    ],
 )
 def test_time_units(value: str, seconds: float) -> None:
-    """Time values take Postfix's s, m, h, d and w units."""
+    """Time values take Postfix's s, m, h, d and w units, and ms (pymta)."""
     assert Config.from_text(f"queue_run_delay = {value}\n").get_time("queue_run_delay") == seconds
 
 

@@ -258,3 +258,44 @@ def test_durable_waiters_are_told_before_the_batchs_other_work() -> None:
     release.set()
     reactor.run_one()  # the batch's end
     assert order == ["write", "sync", "unlink"]
+
+
+def test_durable_delay_gathers_writes_into_one_sync() -> None:
+    """With durable_delay (mailbox writes), durable work arriving at an idle
+    barrier waits that long for company: two deliveries made within the delay
+    share one batch and one sync, and no batch starts before the delay is over."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    thread = ControlledThread()
+    recorder = Recorder()
+    barrier = SyncBarrier(
+        "/m", "syncfs", run_in_thread=thread, sync_function=recorder, clock=clock,
+        durable_delay=0.01,
+    )  # fmt: skip
+    done: list[object] = []
+    barrier.run(lambda: "first", durable=True).addCallback(done.append)
+    clock.advance(0.005)
+    barrier.sync(dirs=["/m/new"]).addCallback(done.append)
+    assert thread.started == []
+    clock.advance(0.005)  # the delay is over: one batch for both
+    assert len(thread.started) == 1
+    thread.finish(0)
+    assert done == ["first", None]
+    assert recorder.calls == [([], ["/m/new"])] and barrier.syncs == 1
+
+
+def test_without_durable_delay_durable_work_starts_at_once() -> None:
+    """The queue's barrier (no delay): durable work starts its batch at
+    once, without waiting for the clock."""
+    from twisted.internet.task import Clock
+
+    thread = ControlledThread()
+    barrier = SyncBarrier(
+        "/q", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=Clock()
+    )
+    done: list[object] = []
+    barrier.run(lambda: "written", durable=True).addCallback(done.append)
+    assert len(thread.started) == 1
+    thread.finish(0)
+    assert done == ["written"]

@@ -18,8 +18,8 @@ from pymta.config.errors import ConfigError
 from pymta.config.expand import expand
 from pymta.config.main_cf import Setting, parse_main_cf
 
-_TIME = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIME = re.compile(r"^\s*(\d+)\s*(ms|[smhdw]?)\s*$")
+_TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
 _LIST_SPLIT = re.compile(r"[\s,]+")
@@ -170,7 +170,7 @@ class Config:
         match = _TIME.match(value)
         if not match:
             raise self._error(
-                name, f"bad value {value!r}: expected a time like 300s, 10m, 4h, 5d or 1w"
+                name, f"bad value {value!r}: expected a time like 300s, 10m, 4h, 5d, 1w or 10ms"
             )
         param = self._param(name)
         unit = match.group(2) or (param.time_unit if param else "s")

@@ -593,6 +593,12 @@ _PARAMS: list[Param] = [
         "pymta: how group commit makes files durable: syncfs (one sync per batch) or fsync",
     ),
     _p(
+        "pymta_mailbox_sync_delay",
+        "0s",
+        "time",
+        "pymta: how long a mailbox write may wait for others to share its sync",
+    ),
+    _p(
         "pymta_processes",
         "1",
         "int",

@@ -194,8 +194,15 @@ class SyncBarrier:
     ``fsync`` (every file and directory named by the batch's callers,
     directories de-duplicated). ``reactor`` supplies the thread pool.
     Tests inject ``run_in_thread`` (how a batch's work is run: returns a
-    Deferred) and ``sync_function`` (what a batch does, given the batch's
-    files and directories).
+    Deferred), ``sync_function`` (what a batch does, given the batch's
+    files and directories) and ``clock`` (the timers of the delays below;
+    the reactor's when the barrier runs its own thread).
+
+    ``durable_delay``: durable work that finds the barrier idle waits this
+    long for company before its batch starts. The queue's barrier has none
+    (a client waits for its 250); the mailbox barrier's
+    (``pymta_mailbox_sync_delay``) lets deliveries share a sync at low load,
+    when each would otherwise pay a journal commit of its own.
     """
 
     def __init__(
@@ -206,6 +213,8 @@ class SyncBarrier:
         *,
         run_in_thread: RunInThread | None = None,
         sync_function: Callable[[Sequence[str], Sequence[str]], None] | None = None,
+        clock: Any = None,
+        durable_delay: float = 0.0,
     ) -> None:
         if method not in SYNC_METHODS:
             raise ValueError(f"unknown sync method {method!r}: expected syncfs or fsync")
@@ -227,10 +236,12 @@ class SyncBarrier:
             # LAZY_DELAY for the next durable batch to ride along with, so
             # it costs no thread round trip of its own; pending work is
             # drained before the reactor shuts down.
-            self._clock = reactor
+            clock = reactor
             reactor.addSystemEventTrigger("before", "shutdown", self.drain)
 
         self._run_in_thread = run_in_thread
+        self._clock = clock
+        self._durable_delay = durable_delay if clock is not None else 0.0
         self._lazy: Any = None
         self._drained: list[Deferred[None]] = []
         self._pending: list[_Waiter] = []
@@ -240,7 +251,6 @@ class SyncBarrier:
 
     #: How long work that needs no sync may wait for a durable batch.
     LAZY_DELAY = 0.005
-    _clock: Any = None
 
     def drain(self) -> Deferred[None]:
         """Fires once every pending piece of work has run."""
@@ -282,8 +292,17 @@ class SyncBarrier:
         waiter = _Waiter(files, dirs)
         self._pending.append(waiter)
         if not self._running:
-            self._start()
+            self._start_durable()
         return waiter.deferred
+
+    def _start_durable(self) -> None:
+        """Start a batch for durable work now, or after ``durable_delay``
+        when the barrier was idle: a barrier whose waiters can wait (mailbox
+        deliveries) then gathers several into one sync even at low load."""
+        if not self._durable_delay:
+            self._start()
+        elif self._lazy is None:
+            self._lazy = self._clock.callLater(self._durable_delay, self._kick)
 
     def run(
         self,
@@ -301,7 +320,9 @@ class SyncBarrier:
         self._pending.append(waiter)
         if self._running:
             return waiter.deferred
-        if durable or self._clock is None:
+        if durable:
+            self._start_durable()
+        elif self._clock is None:
             self._start()
         elif self._lazy is None:
             self._lazy = self._clock.callLater(self.LAZY_DELAY, self._kick)
