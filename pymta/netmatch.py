@@ -13,6 +13,7 @@ is not an IP address matches nothing. Nothing here writes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -80,12 +81,9 @@ class NetworkList:
 
     def contains(self, ip: str) -> bool:
         """True when the first entry that matches ``ip`` is not negated."""
-        try:
-            address = ipaddress.ip_address(ip.strip("[]"))
-        except ValueError:
+        address = _client_address(ip)
+        if address is None:
             return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
         for negate, network in self._entries:
             if address.version == network.version and address in network:
                 return not negate
@@ -93,6 +91,19 @@ class NetworkList:
 
     def __bool__(self) -> bool:
         return bool(self._entries)
+
+
+@functools.lru_cache(maxsize=1024)
+def _client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The parsed address (IPv4-mapped IPv6 as IPv4), or None. Cached: every
+    session asks several lists about the same few client addresses."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
 
 
 def _looks_like_ip(entry: str) -> bool:
