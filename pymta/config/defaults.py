@@ -594,7 +594,7 @@ _PARAMS: list[Param] = [
     ),
     _p(
         "pymta_mailbox_sync_delay",
-        "0s",
+        "10ms",
         "time",
         "pymta: how long a mailbox write may wait for others to share its sync",
     ),
