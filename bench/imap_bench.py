@@ -76,7 +76,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -84,19 +84,25 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dovecot_setup import DovecotServer, dovecot_missing
-from pop3_bench import RetrievalServer, fmt_mib, populate
+from retrieval_bench import (
+    OPERATIONS,
+    SERVERS,
+    Mailboxes,
+    RetrievalServer,
+    as_json,
+    progress,
+    render,
+    side_by_side,
+)
 from retrieval_corpus import BASE_TIME, BenchUser, Corpus, Message, make_users, passwd_text
 from retrieval_pymta import PymtaRetrievalServer, has_imapd
 from retrieval_run import (
     LISTEN_HOST,
     RunFigures,
     SessionResult,
-    median_of,
     run_clients,
-    vm_hwm_bytes,
 )
 
-SERVERS = ("dovecot", "pymta")
 HEADER_FIELDS = "FROM TO SUBJECT DATE MESSAGE-ID"
 _UID = re.compile(rb"UID (\d+)")
 _FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
@@ -277,65 +283,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def progress(text: str) -> None:
-    """Progress goes to stderr, so that --json output stays clean."""
-    print(text, file=sys.stderr, flush=True)
-
-
-def render(results: list[RunFigures], args: argparse.Namespace, hwm: int | None) -> str:
-    """The table of the median runs and the ratio."""
-
-    def rate(r: RunFigures) -> float:
-        return r.operation_rate
-
-    out = [
+def title(args: argparse.Namespace) -> str:
+    """The scenario, first line of the table."""
+    return (
         f"IMAP: {args.clients} clients x {args.sessions} sessions on {args.messages}-message "
-        f"mailboxes (~{args.size} B); median of {args.repeat}",
-        f"{'server':<8} {'ops/s':>8} {'cpu ms/op':>10} {'peak RSS':>11} "
-        f"{'client cpu ms/op':>17}  runs (ops/s)",
-    ]
-    medians: dict[str, RunFigures] = {}
-    for name in SERVERS:
-        runs = [r for r in results if r.server == name and r.rep > 0]
-        if not runs:
-            continue
-        m = medians[name] = median_of(runs, rate)
-        client_ms = 1000 * m.client_cpu_seconds / max(1, m.operations)
-        out.append(
-            f"{name:<8} {m.operation_rate:>8.0f} {m.cpu_ms_per(m.operations):>10.3f} "
-            f"{fmt_mib(max(r.peak_rss_bytes for r in runs)):>11} {client_ms:>17.3f}  "
-            + ", ".join(f"{r.operation_rate:.0f}" for r in runs)
-        )
-        for r in runs:
-            for e in r.errors[:5]:
-                out.append(f"  ERROR {name} rep {r.rep}: {e}")
-    if "dovecot" in medians and "pymta" in medians:
-        d, p = medians["dovecot"], medians["pymta"]
-        out.append(
-            f"ratio pymta/dovecot: {p.operation_rate / d.operation_rate:.2f} x operations/s, "
-            f"{p.cpu_ms_per(p.operations) / max(1e-9, d.cpu_ms_per(d.operations)):.2f} x CPU/op"
-        )
-    if "pymta" in medians:
-        extra = "; ".join(args.pymta_main_cf) or "none"
-        out.append(f"pymta: twistd VmHWM {fmt_mib(hwm)}; extra main.cf: {extra}")
-    return "\n".join(out)
-
-
-def as_json(results: list[RunFigures], args: argparse.Namespace, hwm: int | None) -> dict[str, Any]:
-    """Every run's figures, plus the settings."""
-    runs = []
-    for r in results:
-        d = asdict(r)
-        d["operations_per_second"] = r.operation_rate
-        d["server_cpu_ms_per_operation"] = r.cpu_ms_per(r.operations)
-        d["warmup"] = r.rep == 0
-        runs.append(d)
-    return {
-        "scenario": "imap",
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "pymta_vm_hwm_bytes": hwm,
-        "runs": runs,
-    }
+        f"mailboxes (~{args.size} B); median of {args.repeat}"
+    )
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -359,9 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="imapbench.", dir=args.workdir))
     os.chmod(workdir, 0o755)
-    servers: list[Any] = []
-    results: list[RunFigures] = []
-    hwm: int | None = None
     plan = ImapPlan(sessions=args.sessions, bodies=args.bodies)
     try:
         progress(f"imap_bench: generating mail in {workdir}")
@@ -371,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         pristine = workdir / "pristine"
         corpus.write_maildir(pristine)
         users = make_users(args.clients, args.repeat)
-        makers: dict[str, Callable[[], Any]] = {
+        makers: dict[str, Callable[[], RetrievalServer]] = {
             "dovecot": lambda: DovecotServer(
                 workdir, passwd_text(users, workdir / "dovecot" / "mail", uid, gid), uid, gid
             ),
@@ -382,30 +332,16 @@ def main(argv: list[str] | None = None) -> int:
                 imap=True,
             ),
         }
-        for name in names:
-            server = makers[name]()
-            servers.append(server)
-            server.mail_root.mkdir(parents=True, exist_ok=True)
-            populate(server, users, pristine, uid, gid)
-            server.start()
-            progress(f"imap_bench: {name} IMAP on {LISTEN_HOST}:{server.imap_port}")
-        for rep in range(args.repeat + 1):
-            order = servers if rep % 2 else list(reversed(servers))
-            for server in order:
-                r = run_rep(server, rep, users, known, appends, plan, args.timeout)
-                results.append(r)
-                label = "warm-up" if rep == 0 else f"rep {rep}"
-                progress(
-                    f"imap_bench: {server.name} {label}: {r.operation_rate:.0f} ops/s, "
-                    f"{r.cpu_ms_per(r.operations):.3f} ms CPU/op"
-                    + (f", {len(r.errors)} errors: {r.errors[0]}" if r.errors else "")
-                )
-        for server in servers:
-            if server.name == "pymta" and server.root_pids():
-                hwm = vm_hwm_bytes(server.root_pids()[0])
+        results, hwm = side_by_side(
+            "imap_bench",
+            "IMAP",
+            OPERATIONS,
+            [makers[name] for name in names],
+            Mailboxes(users, pristine, uid, gid),
+            args.repeat,
+            lambda server, rep: run_rep(server, rep, users, known, appends, plan, args.timeout),
+        )
     finally:
-        for server in servers:
-            server.stop()
         if args.keep:
             progress(f"imap_bench: kept {workdir}")
         else:
@@ -413,9 +349,9 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        print(json.dumps(as_json(results, args, hwm), indent=2))
+        print(json.dumps(as_json("imap", results, OPERATIONS, vars(args), hwm), indent=2))
     else:
-        print(render(results, args, hwm))
+        print(render(title(args), results, OPERATIONS, args.pymta_main_cf, hwm))
     return 1 if any(r.errors for r in results) else 0
 
 

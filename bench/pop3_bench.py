@@ -67,19 +67,27 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dovecot_setup import DovecotServer, dovecot_missing
+from retrieval_bench import (
+    MESSAGES,
+    SERVERS,
+    Mailboxes,
+    RetrievalServer,
+    as_json,
+    progress,
+    render,
+    side_by_side,
+)
 from retrieval_corpus import (
     BenchUser,
     Corpus,
     Message,
-    copy_maildir,
     count_messages,
     make_users,
     passwd_text,
@@ -89,25 +97,8 @@ from retrieval_run import (
     LISTEN_HOST,
     RunFigures,
     SessionResult,
-    median_of,
     run_clients,
-    vm_hwm_bytes,
 )
-
-SERVERS = ("dovecot", "pymta")
-
-
-class RetrievalServer(Protocol):
-    """What the bench needs of a server (DovecotServer, PymtaRetrievalServer)."""
-
-    name: str
-    pop3_port: int
-    imap_port: int
-    mail_root: Path
-
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def root_pids(self) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -213,21 +204,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def progress(text: str) -> None:
-    """Progress goes to stderr, so that --json output stays clean."""
-    print(text, file=sys.stderr, flush=True)
-
-
-def populate(
-    server: RetrievalServer, users: list[BenchUser], pristine: Path, uid: int, gid: int
-) -> None:
-    """Give every user of server its own copy of the pristine Maildir."""
-    for u in users:
-        copy_maildir(pristine, server.mail_root / u.maildir, uid, gid)
-    for d in {(server.mail_root / u.maildir).parent for u in users} | {server.mail_root}:
-        os.chown(d, uid, gid)
-
-
 def run_rep(
     server: RetrievalServer,
     rep: int,
@@ -251,69 +227,14 @@ def run_rep(
     return figures
 
 
-def fmt_mib(value: float | None) -> str:
-    """Bytes as MiB, or '-'."""
-    return "-" if value is None else f"{value / 2**20:.1f} MiB"
-
-
-def render(
-    results: list[RunFigures], args: argparse.Namespace, hwm: int | None, corpus: Corpus
-) -> str:
-    """The table of the median runs and the ratio."""
-
-    def rate(r: RunFigures) -> float:
-        return r.message_rate
-
+def title(args: argparse.Namespace, corpus: Corpus) -> str:
+    """The scenario, first line of the table."""
     avg = corpus.total_bytes() / max(1, len(corpus.messages))
-    out = [
+    return (
         f"POP3: {args.clients} clients x {args.messages} messages (~{avg:.0f} B), "
         f"RETR all, TOP every {args.top_every}th, DELE every {args.dele_every}th; "
-        f"median of {args.repeat}",
-        f"{'server':<8} {'msg/s':>8} {'cpu ms/msg':>11} {'peak RSS':>11} "
-        f"{'client cpu ms/msg':>18}  runs (msg/s)",
-    ]
-    medians: dict[str, RunFigures] = {}
-    for name in SERVERS:
-        runs = [r for r in results if r.server == name and r.rep > 0]
-        if not runs:
-            continue
-        m = medians[name] = median_of(runs, rate)
-        client_ms = 1000 * m.client_cpu_seconds / max(1, m.messages)
-        out.append(
-            f"{name:<8} {m.message_rate:>8.0f} {m.cpu_ms_per(m.messages):>11.3f} "
-            f"{fmt_mib(max(r.peak_rss_bytes for r in runs)):>11} {client_ms:>18.3f}  "
-            + ", ".join(f"{r.message_rate:.0f}" for r in runs)
-        )
-        for r in runs:
-            for e in r.errors[:5]:
-                out.append(f"  ERROR {name} rep {r.rep}: {e}")
-    if "dovecot" in medians and "pymta" in medians:
-        d, p = medians["dovecot"], medians["pymta"]
-        out.append(
-            f"ratio pymta/dovecot: {p.message_rate / d.message_rate:.2f} x messages/s, "
-            f"{p.cpu_ms_per(p.messages) / max(1e-9, d.cpu_ms_per(d.messages)):.2f} x CPU/message"
-        )
-    if "pymta" in medians:
-        extra = "; ".join(args.pymta_main_cf) or "none"
-        out.append(f"pymta: twistd VmHWM {fmt_mib(hwm)}; extra main.cf: {extra}")
-    return "\n".join(out)
-
-
-def as_json(results: list[RunFigures], args: argparse.Namespace, hwm: int | None) -> dict[str, Any]:
-    """Every run's figures, plus the settings."""
-    runs = []
-    for r in results:
-        d = asdict(r)
-        d["messages_per_second"] = r.message_rate
-        d["server_cpu_ms_per_message"] = r.cpu_ms_per(r.messages)
-        d["warmup"] = r.rep == 0
-        runs.append(d)
-    return {
-        "scenario": "pop3",
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "pymta_vm_hwm_bytes": hwm,
-        "runs": runs,
-    }
+        f"median of {args.repeat}"
+    )
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -332,9 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="pop3bench.", dir=args.workdir))
     os.chmod(workdir, 0o755)
-    servers: list[Any] = []
-    results: list[RunFigures] = []
-    hwm: int | None = None
     try:
         progress(f"pop3_bench: generating mail in {workdir}")
         corpus = Corpus.generate(args.messages, args.size, args.seed)
@@ -342,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus.write_maildir(pristine)
         users = make_users(args.clients, args.repeat)
         plan = Pop3Plan(args.top_every, args.top_lines, args.dele_every)
-        makers: dict[str, Callable[[], Any]] = {
+        makers: dict[str, Callable[[], RetrievalServer]] = {
             "dovecot": lambda: DovecotServer(
                 workdir, passwd_text(users, workdir / "dovecot" / "mail", uid, gid), uid, gid
             ),
@@ -352,30 +270,16 @@ def main(argv: list[str] | None = None) -> int:
                 extra_main_cf="".join(f"{line}\n" for line in args.pymta_main_cf),
             ),
         }
-        for name in names:
-            server = makers[name]()
-            servers.append(server)
-            server.mail_root.mkdir(parents=True, exist_ok=True)
-            populate(server, users, pristine, uid, gid)
-            server.start()
-            progress(f"pop3_bench: {name} POP3 on {LISTEN_HOST}:{server.pop3_port}")
-        for rep in range(args.repeat + 1):
-            order = servers if rep % 2 else list(reversed(servers))
-            for server in order:
-                r = run_rep(server, rep, users, corpus, plan, args.timeout)
-                results.append(r)
-                label = "warm-up" if rep == 0 else f"rep {rep}"
-                progress(
-                    f"pop3_bench: {server.name} {label}: {r.message_rate:.0f} msg/s, "
-                    f"{r.cpu_ms_per(r.messages):.3f} ms CPU/msg"
-                    + (f", {len(r.errors)} errors: {r.errors[0]}" if r.errors else "")
-                )
-        for server in servers:
-            if server.name == "pymta" and server.root_pids():
-                hwm = vm_hwm_bytes(server.root_pids()[0])
+        results, hwm = side_by_side(
+            "pop3_bench",
+            "POP3",
+            MESSAGES,
+            [makers[name] for name in names],
+            Mailboxes(users, pristine, uid, gid),
+            args.repeat,
+            lambda server, rep: run_rep(server, rep, users, corpus, plan, args.timeout),
+        )
     finally:
-        for server in servers:
-            server.stop()
         if args.keep:
             progress(f"pop3_bench: kept {workdir}")
         else:
@@ -383,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        print(json.dumps(as_json(results, args, hwm), indent=2))
+        print(json.dumps(as_json("pop3", results, MESSAGES, vars(args), hwm), indent=2))
     else:
-        print(render(results, args, hwm, corpus))
+        print(render(title(args, corpus), results, MESSAGES, args.pymta_main_cf, hwm))
     return 1 if any(r.errors for r in results) else 0
 
 
