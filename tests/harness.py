@@ -79,18 +79,33 @@ _IN_CREATE = 0x00000100
 
 def wait_for_file(path: Path, ready: Callable[[], bool], timeout: float = 30.0) -> None:
     """Wait until ready() holds, woken by inotify events in path's directory
-    (a file another process writes: a maillog_file, a Maildir's new/)."""
+    (a file another process writes: a maillog_file, a Maildir's new/).
+
+    ``path`` is a directory, or a file in one. What does not exist yet (a
+    Maildir the server makes on its first delivery) is waited for through
+    its nearest existing ancestor; a directory is watched once it appears.
+    A ready() that finds its file missing (FileNotFoundError) is not ready."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "inotify_init1")
     try:
         mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
-        directory = path if path.is_dir() else path.parent
-        if libc.inotify_add_watch(fd, str(directory).encode(), mask) < 0:
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+        watched: set[Path] = set()
         deadline = time.monotonic() + timeout
-        while not ready():
+        while True:
+            nearest = path if path.is_dir() else path.parent
+            while not nearest.exists():
+                nearest = nearest.parent
+            if nearest not in watched:
+                if libc.inotify_add_watch(fd, str(nearest).encode(), mask) < 0:
+                    raise OSError(ctypes.get_errno(), f"inotify_add_watch {nearest}")
+                watched.add(nearest)
+            try:
+                if ready():
+                    return
+            except FileNotFoundError:
+                pass  # what ready() reads is not there yet: not ready
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{path}: condition not met in {timeout}s")
