@@ -14,13 +14,21 @@ several processes can fill it at once; a damaged file is simply discarded
 (it holds nothing that cannot be recomputed). Entries of expunged messages
 are dropped by :meth:`MessageCache.compact` when they outnumber the rest.
 
+Reads come from a read-only ``mmap`` of the file, remapped when a scan finds
+it grown: a hit costs no system call (a header SEARCH reads hundreds of
+entries). The file is only ever appended to or replaced by rename, never
+truncated in place, so every mapped record stays readable; a replaced file
+keeps its old mapping until the next :meth:`MessageCache.get` miss,
+:meth:`MessageCache.missing` or :meth:`MessageCache.put` notices the new inode.
+
 Untrusted input: the file (crash, other processes). Writes ``pymta-cache``.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 CACHE_NAME = "pymta-cache"
 MAGIC = b"pymta-cache 1"
@@ -37,8 +45,13 @@ class MessageCache:
         self._end = 0
         self._fd = -1
         self._ino = -1
+        # The file's first ``len(_map)`` bytes; every entry lies inside.
+        self._map: mmap.mmap | None = None
 
     def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -76,9 +89,9 @@ class MessageCache:
         size = os.fstat(self._fd).st_size
         if size <= self._end:
             return
-        data = os.pread(self._fd, size - self._end, self._end)
-        pos = 0
-        while pos < len(data):
+        data = self._remap(size)
+        pos = self._end
+        while pos < size:
             nl = data.find(b"\n", pos, pos + 40)
             if nl < 0:
                 break
@@ -88,11 +101,21 @@ class MessageCache:
             except ValueError:
                 self._discard()
                 return
-            if nl + 1 + length + 1 > len(data):
+            if nl + 1 + length + 1 > size:
                 break  # being written by another process, or torn
-            self._entries[(kind, uid)] = (self._end + nl + 1, length)
+            self._entries[(kind, uid)] = (nl + 1, length)
             pos = nl + 1 + length + 1
-        self._end += pos
+        self._end = pos
+
+    def _remap(self, size: int) -> mmap.mmap:
+        """Map the file's first ``size`` bytes (the old map, if any, goes:
+        values already returned are copies, so nothing refers to it)."""
+        if self._map is not None:
+            if len(self._map) >= size:
+                return self._map
+            self._map.close()
+        self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+        return self._map
 
     def _discard(self) -> None:
         try:
@@ -105,14 +128,13 @@ class MessageCache:
 
     def get(self, uidvalidity: int, kind: bytes, uid: int) -> bytes | None:
         """The cached bytes, or None."""
-        if self._fd >= 0 and self._uidvalidity == uidvalidity:
-            # A hit needs no stat: entries never go stale, and if another
-            # process replaced the file our descriptor still reads the old one.
+        if self._map is not None and self._uidvalidity == uidvalidity:
+            # A hit needs no system call: entries never go stale, and if
+            # another process replaced the file our mapping still holds the
+            # old one.
             entry = self._entries.get((kind, uid))
             if entry is not None:
-                data = os.pread(self._fd, entry[1], entry[0])
-                if len(data) == entry[1]:
-                    return data
+                return self._map[entry[0] : entry[0] + entry[1]]
         self._open(uidvalidity)
         entry = self._entries.get((kind, uid))
         if entry is None:
@@ -120,9 +142,9 @@ class MessageCache:
             entry = self._entries.get((kind, uid))
             if entry is None:
                 return None
+        assert self._map is not None  # every entry comes from a scan of the map
         offset, length = entry
-        data = os.pread(self._fd, length, offset)
-        return data if len(data) == length else None
+        return self._map[offset : offset + length]
 
     def put(self, uidvalidity: int, kind: bytes, uid: int, value: bytes) -> None:
         """Store bytes for a message (one append)."""
@@ -138,6 +160,15 @@ class MessageCache:
         if (kind, uid) not in self._entries:
             self._scan()
         return (kind, uid) in self._entries
+
+    def missing(self, uidvalidity: int, kind: bytes, uids: Iterable[int]) -> list[int]:
+        """The UIDs among ``uids`` without an entry of ``kind``, in their
+        order: one look at the file for the whole batch, where :meth:`has`
+        per UID would stat it each time."""
+        self._open(uidvalidity)
+        self._scan()
+        entries = self._entries
+        return [uid for uid in uids if (kind, uid) not in entries]
 
     def put_many(self, uidvalidity: int, kind: bytes, values: Mapping[int, bytes]) -> int:
         """Store entries of several messages, in appends of about
@@ -174,8 +205,8 @@ class MessageCache:
         header = MAGIC + b" V%d\n" % uidvalidity
         parts = [header]
         for (kind, uid), (offset, length) in self._entries.items():
-            if uid in keep:
-                value = os.pread(self._fd, length, offset)
+            if uid in keep and self._map is not None:
+                value = self._map[offset : offset + length]
                 parts.append(b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
         tmp = f"{self.path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:

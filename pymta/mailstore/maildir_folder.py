@@ -730,12 +730,9 @@ class MaildirFolder:
         with self._mutex:
             uidvalidity = self._index.uidvalidity
             records = self._index.records
-            wanted = []
-            for uid in uids:
-                info = records.get(uid)
-                if info is not None and not self._cache.has(uidvalidity, b"H", uid):
-                    wanted.append((uid, info.filename))
-            return wanted
+            live = [uid for uid in uids if uid in records]
+            missing = self._cache.missing(uidvalidity, b"H", live)
+            return [(uid, records[uid].filename) for uid in missing]
 
     def read_headers(self, wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], bytes]:
         path = self.path
