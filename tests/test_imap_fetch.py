@@ -235,3 +235,34 @@ def test_fetch_flags_uid_reads_the_index_only(tmp_path: Path) -> None:
     reply = s.lines("f FETCH 1:* (FLAGS UID)")
     assert len(reply) == 101 and reply[-1] == b"f OK Fetch completed."
     assert reply[99] == b"* 100 FETCH (FLAGS () UID 100)"
+
+
+@pytest.mark.parametrize(
+    ("header", "names", "exclude", "expected"),
+    [
+        # A continuation line belongs to the field above it, kept or not.
+        (b"A: 1\n  more\nB: 2\n\nbody", ("a",), False, b"A: 1\r\n  more\r\n\r\n"),
+        (b"A: 1\n  more\nB: 2\n\n", ("a",), True, b"B: 2\r\n\r\n"),
+        # Before any field, an indented line is a field of its own, named by
+        # its stripped text up to the colon.
+        (b" X : 1\nY: 2\n", ("x",), False, b" X : 1\r\n\r\n"),
+        # A line without a colon is named by its whole (stripped) text.
+        (b"Odd line\nA: 1\n", ("odd line",), False, b"Odd line\r\n\r\n"),
+        # Bare CR ends a line too (bytes.splitlines), and the blank line ends
+        # the block even when CRLF.
+        (b"A: 1\rB: 2\r\n\r\nA: 3\n", ("A",), False, b"A: 1\r\r\n"),
+        # Names match case-insensitively (ASCII in the message), latin-1
+        # bytes as the same latin-1 characters, and a name outside latin-1
+        # matches nothing.
+        (b"X-\xc0b: 1\nx-\xe0b: 2\n", ("X-\u00e0B",), False, b"x-\xe0b: 2\r\n\r\n"),
+        (b"A: 1\n", ("\u0130",), True, b"A: 1\r\n\r\n"),
+    ],
+)
+def test_select_fields_cases(
+    header: bytes, names: tuple[str, ...], exclude: bool, expected: bytes
+) -> None:
+    """HEADER.FIELDS (.NOT) picks fields as header_lines splits them: folding,
+    odd first lines, bare CR, blank line, latin-1 and non-latin-1 names."""
+    from pymta.imap.structure import select_fields
+
+    assert select_fields(header, names, exclude) == expected

@@ -13,6 +13,7 @@ fields, never an exception. Pure functions; writes and logs nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
 from email.utils import getaddresses
 
@@ -61,10 +62,40 @@ def header_values(header: bytes) -> dict[str, list[str]]:
 
 def select_fields(header: bytes, names: Collection[str], exclude: bool) -> bytes:
     """HEADER.FIELDS (or .NOT) of a header block: the matching fields' original
-    bytes in their original order, then the blank line (CRLF)."""
-    wanted = {n.lower() for n in names}
-    chosen = [raw for name, raw in header_lines(header) if (name in wanted) != exclude]
+    bytes in their original order, then the blank line (CRLF).
+
+    The fields as :func:`header_lines` splits them, but names are compared
+    as bytes and lines kept as they come: this runs for every message of a
+    client's header FETCH."""
+    wanted = _latin1_names(tuple(names))
+    chosen: list[bytes] = []
+    keep = started = False
+    for line in header.splitlines(keepends=True):
+        if line in (b"\n", b"\r\n"):
+            break
+        if started and line[:1] in (b" ", b"\t"):
+            if keep:
+                chosen.append(line)
+            continue
+        started = True
+        keep = (line.split(b":", 1)[0].strip().lower() in wanted) != exclude
+        if keep:
+            chosen.append(line)
     return crlf(b"".join(chosen)) + b"\r\n"
+
+
+@functools.lru_cache(maxsize=64)
+def _latin1_names(names: tuple[str, ...]) -> frozenset[bytes]:
+    """Lower-case field names as the latin-1 bytes :func:`header_lines`
+    decodes names from; a name outside latin-1 can match no field. Cached:
+    a FETCH asks the same fields of every message."""
+    out: set[bytes] = set()
+    for n in names:
+        try:
+            out.add(n.lower().encode("latin-1"))
+        except UnicodeEncodeError:
+            pass
+    return frozenset(out)
 
 
 def crlf(data: bytes) -> bytes:
