@@ -39,7 +39,7 @@ class BadCharset(Exception):
     """SEARCH CHARSET names a charset we do not support (NO [BADCHARSET])."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One message under test: index data now, header and content on demand."""
 

@@ -698,30 +698,40 @@ class MaildirFolder:
         finally:
             os.close(fd)
 
-    def _cached(self, kind: bytes, uid: int, compute: Callable[[], bytes]) -> bytes:
-        """A cache entry, computed and stored on first use. The cache's
-        in-memory table is not thread-safe: hold the folder's mutex."""
+    def _cached(self, kind: bytes, uid: int, compute: Callable[[int], bytes]) -> bytes:
+        """A cache entry, computed (``compute(uid)``) and stored on first use.
+        The cache's in-memory table is not thread-safe: hold the folder's
+        mutex."""
         with self._mutex:
             self.get(uid)
             uidvalidity = self._index.uidvalidity
             value = self._cache.get(uidvalidity, kind, uid)
             if value is None:
-                value = compute()
+                value = compute(uid)
                 self._cache.put(uidvalidity, kind, uid, value)
             return value
 
     def header_bytes(self, uid: int) -> bytes:
-        def compute() -> bytes:
-            with self.open(uid) as f:
-                data = b""
-                while True:
-                    chunk = f.read(65536)
-                    data += chunk
-                    if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
-                        break
-            return header_block(data)
+        # The common case inline (a header SEARCH asks for every message's
+        # block): loaded index, known UID, cached entry. Anything else takes
+        # the full path, which loads, raises NoSuchMessage or reads the file.
+        with self._mutex:
+            index = self._index
+            if index.loaded and uid in index.records:
+                value = self._cache.get(index.uidvalidity, b"H", uid)
+                if value is not None:
+                    return value
+        return self._cached(b"H", uid, self._read_header_block)
 
-        return self._cached(b"H", uid, compute)
+    def _read_header_block(self, uid: int) -> bytes:
+        with self.open(uid) as f:
+            data = b""
+            while True:
+                chunk = f.read(65536)
+                data += chunk
+                if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
+                    break
+        return header_block(data)
 
     # -- the header cache, filled from a worker thread (IHeaderCache) -------
 
@@ -753,7 +763,7 @@ class MaildirFolder:
             return self._cache.put_many(self._index.uidvalidity, b"H", values)
 
     def mime_structure(self, uid: int) -> MimePart:
-        def compute() -> bytes:
+        def compute(uid: int) -> bytes:
             return mime.to_json(mime.parse_mime(self.read(uid))).encode("utf-8")
 
         try:
