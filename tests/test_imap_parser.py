@@ -147,10 +147,14 @@ def test_clear_drops_buffered_input() -> None:
             [Atom("a"), Atom("STORE"), Atom("1"), Atom("+FLAGS"), [Atom("\\Seen"), Atom("$Junk")]],
         ),
         (b'a LIST "" %', [Atom("a"), Atom("LIST"), b"", Atom("%")]),
+        # One atom through several sections (spaces and parentheses inside).
+        (b"a 1,3:5,9 x[a (b)]y[]z", [Atom("a"), Atom("1,3:5,9"), Atom("x[a (b)]y[]z")]),
+        (b'a b"c"', [Atom("a"), Atom("b"), b"c"]),
     ],
 )
 def test_tokens(data: bytes, tokens: list[object]) -> None:
-    """Atoms, quoted strings with \\\\ and \\" escapes, nested lists, sections with spaces."""
+    """Atoms (ending where a quoted string begins, running through sections),
+    quoted strings with \\\\ and \\" escapes, nested lists, sections with spaces."""
     assert tokenize(data) == tokens
 
 
@@ -165,6 +169,9 @@ def test_tokens(data: bytes, tokens: list[object]) -> None:
         b"a " + b"(" * 30 + b")" * 30,
         b"a \xff\xfe",
         b"a {5}\r\nab",
+        b"a b\x01c",
+        b"a b\x7fc",
+        b"a b\rc",
     ],
 )
 def test_malformed_commands_raise_parse_error(data: bytes) -> None:
