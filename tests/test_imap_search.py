@@ -175,3 +175,28 @@ def test_header_search_quick_rejection_keeps_every_match(
     )
     candidate = Candidate(1, info, False, 1, 1, lambda: header, lambda: header)
     assert _header_has("subject", needle)(candidate) is found
+
+
+def test_moving_candidate_reads_the_message_it_is_at() -> None:
+    """One Candidate serves a whole SEARCH: at each message its loaders fetch
+    that message's header and content, and nothing parsed for the message
+    before (header values, flattened header, body text) carries over."""
+    from pymta.imap.search import candidates
+    from pymta.mailstore.interface import MessageInfo
+
+    blocks = {1: b"Subject: one\n\n", 2: b"Subject: two\n\n"}
+    bodies = {1: b"first body\n", 2: b"second body\n"}
+
+    def info(uid: int) -> MessageInfo:
+        return MessageInfo(uid, 1, 1, 0.0, frozenset(), frozenset(), uid, f"cur/{uid}")
+
+    seen = []
+    messages = [(1, info(1), True), (3, info(2), False)]
+    for c in candidates(messages, 3, 2, blocks.__getitem__, lambda u: blocks[u] + bodies[u]):
+        at = (c.msn, c.info.uid, c.recent, c.largest_msn, c.largest_uid)
+        seen.append((at, c.header_values()["subject"], c.flat_header(), c.body_text()))
+    assert seen == [
+        ((1, 1, True, 3, 2), ["one"], b"subject: one", "first body\n"),
+        ((3, 2, False, 3, 2), ["two"], b"subject: two", "second body\n"),
+    ]
+    assert list(candidates([], 0, 0, blocks.__getitem__, bodies.__getitem__)) == []

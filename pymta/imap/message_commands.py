@@ -17,7 +17,6 @@ the mail store. Logs store errors.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING
 
 from pymta.imap.fetch import (
@@ -33,7 +32,7 @@ from pymta.imap.fetch import (
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.prefetch import prefetch_headers
-from pymta.imap.search import BadCharset, Candidate, Criteria, parse_search
+from pymta.imap.search import BadCharset, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.view import InvalidSet, SelectedView
 from pymta.imap.wire import flag_list
@@ -192,24 +191,19 @@ def _search(
     found: list[int] = []
     found_uids: list[int] = []
     top_modseq = 0
-    # partial, not a closure per message: one Python frame less on each
-    # header read of a header SEARCH, which reads every message's header.
-    header_bytes, read, recent = folder.header_bytes, folder.read, view.recent
-    for msn, u in enumerate(view.uids, 1):
-        info = by_uid.get(u)
-        if info is None:
-            continue
-        cand = Candidate(
-            msn, info, u in recent, count, largest_uid, partial(header_bytes, u), partial(read, u)
-        )
+    recent = view.recent
+    messages = [(msn, by_uid[u], u in recent) for msn, u in enumerate(view.uids, 1) if u in by_uid]
+    test = criteria.test
+    for cand in candidates(messages, count, largest_uid, folder.header_bytes, folder.read):
         try:
-            matched = criteria.test(cand)
+            matched = test(cand)
         except MailStoreError:
             continue
         if matched:
-            found.append(u if uid else msn)
+            u = cand.info.uid
+            found.append(u if uid else cand.msn)
             found_uids.append(u)
-            top_modseq = max(top_modseq, info.modseq)
+            top_modseq = max(top_modseq, cand.info.modseq)
     if returns is None:
         line = b"* SEARCH"
         if found:
