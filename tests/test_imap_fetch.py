@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
+from pymta.mailstore.interface import FlagMode
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
 
@@ -266,3 +267,27 @@ def test_select_fields_cases(
     from pymta.imap.structure import select_fields
 
     assert select_fields(header, names, exclude) == expected
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        ("(UID FLAGS)", b"(UID 3 FLAGS ($Work \\Flagged))"),
+        ("(FLAGS UID)", b"(FLAGS ($Work \\Flagged) UID 3)"),
+        ("(UID UID FLAGS)", b"(UID 3 FLAGS ($Work \\Flagged))"),
+        ("(UID FLAGS MODSEQ)", b"(UID 3 FLAGS ($Work \\Flagged) MODSEQ (5))"),
+        ("(UID RFC822.SIZE)", b"(UID 3 RFC822.SIZE 17)"),
+    ],
+)
+def test_index_only_fetch_items_in_the_order_asked(
+    world: World, items: str, expected: bytes
+) -> None:
+    """Items the index answers alone come in the order the client named them,
+    once each, FLAGS with keywords, MODSEQ last."""
+    folder = world.mailbox().folder("INBOX")
+    uid = folder.append(b"Subject: x\n\nb\n")
+    folder.set_flags(uid, ["\\Flagged", "$Work"], FlagMode.ADD)
+    s = world.connect()
+    s.login()
+    s.select()
+    assert s.lines(f"f FETCH 3 {items}")[0] == b"* 3 FETCH " + expected

@@ -324,6 +324,11 @@ def index_renderer(
             parts.append(lambda i, f: b"RFC822.SIZE %d" % i.rfc822_size)
     if with_modseq or any(i.name == "MODSEQ" for i in items):
         parts.append(lambda i, f: b"MODSEQ (%d)" % i.modseq)
+    if len(parts) == 2 and seen == {"UID", "FLAGS"} and not with_modseq:
+        # FETCH 1:* (UID FLAGS), a client's flag resync: one format per message.
+        if items[0].name == "UID":
+            return lambda i, f: b"(UID %d FLAGS %s)" % (i.uid, flag_list(f))
+        return lambda i, f: b"(FLAGS %s UID %d)" % (flag_list(f), i.uid)
     if len(parts) == 2:
         first, second = parts
         return lambda i, f: b"(" + first(i, f) + b" " + second(i, f) + b")"

@@ -110,7 +110,9 @@ class MessageInfo:
     @property
     def all_flags(self) -> frozenset[str]:
         """System flags and keywords together, as IMAP FETCH FLAGS shows them."""
-        return self.flags | self.keywords
+        # Without keywords (most messages), the flags themselves: no new set
+        # to build and hash for every message of a FETCH 1:* FLAGS.
+        return self.flags | self.keywords if self.keywords else self.flags
 
 
 @dataclass(frozen=True)
