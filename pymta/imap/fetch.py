@@ -22,6 +22,7 @@ message. Writes nothing; the caller sets \\Seen when :func:`sets_seen`.
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,12 @@ class Section:
         if self.fields:
             spec += " (" + " ".join(self.fields) + ")"
         return spec
+
+    @functools.cached_property
+    def wire_label(self) -> bytes:
+        """:meth:`label` in ASCII bytes, made once per FETCH command rather
+        than for every message it answers."""
+        return self.label().encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -377,7 +384,7 @@ def render(
         elif name == "BODY[]":
             assert item.section is not None
             value = data.section(item.section)
-            label = b"BODY[" + item.section.label().encode("ascii") + b"]"
+            label = b"BODY[" + item.section.wire_label + b"]"
             if item.partial is not None:
                 start, length = item.partial
                 label += b"<%d>" % start
@@ -386,7 +393,7 @@ def render(
         elif name == "BINARY[]":
             assert item.section is not None
             value = data.binary(item.section)
-            label = b"BINARY[" + item.section.label().encode("ascii") + b"]"
+            label = b"BINARY[" + item.section.wire_label + b"]"
             if item.partial is not None:
                 start, length = item.partial
                 label += b"<%d>" % start
@@ -396,7 +403,7 @@ def render(
         elif name == "BINARY.SIZE[]":
             assert item.section is not None
             size = len(data.binary(item.section))
-            out.append(b"BINARY.SIZE[" + item.section.label().encode("ascii") + b"] %d" % size)
+            out.append(b"BINARY.SIZE[" + item.section.wire_label + b"] %d" % size)
     if with_modseq or "MODSEQ" in done:
         out.append(b"MODSEQ (%d)" % info.modseq)
     return b"(" + b" ".join(out) + b")"
