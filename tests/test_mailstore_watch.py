@@ -33,7 +33,9 @@ class FakeNotifier:
         self.reading = False
 
     def fire(self, directory: str, name: str) -> None:
-        self.callbacks[directory](None, FilePath(os.path.join(directory, name)), 0x100)
+        # Twisted's INotify hands callbacks FilePaths of bytes.
+        path = FilePath(os.fsencode(os.path.join(directory, name)))
+        self.callbacks[directory](None, path, 0x100)
 
 
 def _folder(tmp_path: Path, clock: Clock) -> MaildirFolder:

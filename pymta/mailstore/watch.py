@@ -100,10 +100,14 @@ class FolderWatcher:
             self._poller = None
         self.inotify = False
 
-    def _event(self, _watch: object, path: FilePath[str], _mask: int) -> None:
+    def _event(self, _watch: object, path: FilePath[Any], _mask: int) -> None:
         # In the folder's own directory only the index matters; the cache,
-        # lock files and the like change on every read.
-        if path.dirname() == self._path.rstrip("/") and path.basename() != INDEX_NAME:
+        # lock files and the like change on every read. (Twisted's INotify
+        # gives paths as bytes.)
+        if (
+            os.fsdecode(path.dirname()) == self._path.rstrip("/")
+            and os.fsdecode(path.basename()) != INDEX_NAME
+        ):
             return
         if self._pending is None or not self._pending.active():
             self._pending = self._reactor.callLater(self._delay, self._refresh)
