@@ -1,6 +1,6 @@
 """APPEND writes and fsyncs the message off the reactor call, numbers it on it.
 
-The store contract (``IStagedAppend``: stage, commit_staged, discard_staged)
+The store contract (``IStagedAppend``: stage, commit_staged, sync_committed, discard_staged)
 runs against both stores; the IMAP tests inject a thread runner that keeps
 the work until the test runs it, as tests/test_imap_prefetch.py does.
 """
@@ -80,6 +80,7 @@ def test_stage_then_commit(mailbox: IUserMailbox) -> None:
     assert heard == []
 
     uid = IStagedAppend(folder).commit_staged(staged)
+    IStagedAppend(folder).sync_committed()
     assert uid == first + 1 == before[0]
     info = folder.get(uid)
     assert info.flags == frozenset({"\\Seen"})
@@ -122,8 +123,10 @@ def test_append_writes_in_the_runner_and_numbers_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """APPEND writes no file during the reactor call: the write and fsync run
-    in the thread runner, a pipelined NOOP waits its turn, and once the work
-    is done the reply carries the right APPENDUID and the message is in cur/."""
+    in the thread runner, the numbering in the reactor (with the index's
+    fsync: a UID is never handed out twice), the fsync of cur/ in the runner
+    again; a pipelined NOOP waits its turn, and once the work is done the
+    reply carries the right APPENDUID and the message is in cur/."""
     world, runner, s = _world(tmp_path)
     inbox = world.mailbox().folder("INBOX")
     inbox.append(b"Subject: before\n\nx\n")
@@ -147,9 +150,9 @@ def test_append_writes_in_the_runner_and_numbers_after(
     assert writes == [] and len(runner.jobs) == 1
     assert len(inbox.messages()) == 1
 
-    assert runner.run_all() == 1
+    assert runner.run_all() == 2  # stage, then sync_committed
     assert writes == [True]
-    assert fsyncs[0] is True  # the file's fsync; the directory's follows in commit
+    assert fsyncs == [True, False, True]  # the file, the index, cur/
     lines = s.read().split(b"\r\n")[:-1]
     assert lines == [
         b"ap OK [APPENDUID %d 2] Append completed." % inbox.uidvalidity,
@@ -177,6 +180,24 @@ def test_failure_in_the_thread_answers_no(tmp_path: Path, monkeypatch: pytest.Mo
     lines = s.read().split(b"\r\n")[:-1]
     assert lines == [b"ap NO [SERVERBUG] Internal error occurred.", b"n OK NOOP completed."]
     assert inbox.messages() == []
+    failures = [e for e in world.events if e.get("command") == "APPEND" and "log_failure" in e]
+    assert len(failures) == 1 and failures[0]["log_failure"].check(OSError)
+
+
+def test_failed_directory_sync_answers_no(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When cur/ cannot be made durable after the numbering (an I/O error),
+    the APPEND is not confirmed: ``NO [SERVERBUG]``, logged, and the
+    session goes on."""
+    world, runner, s = _world(tmp_path)
+
+    def broken(self: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(maildir_folder.MaildirFolder, "sync_committed", broken)
+    assert s.send(_append_cmd() + b"n NOOP\r\n") == b""
+    assert runner.run_all() == 2
+    lines = s.read().split(b"\r\n")[:-1]
+    assert lines == [b"ap NO [SERVERBUG] Internal error occurred.", b"n OK NOOP completed."]
     failures = [e for e in world.events if e.get("command") == "APPEND" and "log_failure" in e]
     assert len(failures) == 1 and failures[0]["log_failure"].check(OSError)
 

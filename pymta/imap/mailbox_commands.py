@@ -16,6 +16,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from pymta.imap.listing import list_entries
@@ -535,39 +536,46 @@ def _staged_append(
     flags: list[str],
     date: float | None,
 ) -> None:
-    """Write and fsync the message in a worker thread (``stage``), then
-    number it in the reactor thread (``commit_staged``); later commands
-    wait meanwhile. A failure in the thread is answered NO; a staged file
-    whose session went away is discarded."""
-    assert s.run_in_thread is not None
-    box: list[Staged | Failure] = []
-    d = s.run_in_thread(partial(staging.stage, message, flags, date))
+    """Write and fsync the message in a worker thread (``stage``), number it
+    in the reactor thread (``commit_staged``), make its place in the folder
+    durable in a worker thread (``sync_committed``), then answer; later
+    commands wait meanwhile. A failure in a thread is answered NO; a staged
+    file whose session went away is discarded, not committed."""
+    run = s.run_in_thread
+    assert run is not None
+    committed: list[int | MailStoreError | OSError] = []
 
-    def keep(result: Staged | Failure) -> Staged | Failure:
-        box.append(result)
-        return result
-
-    def commit() -> None:
-        staged = box.pop()
-        if isinstance(staged, Failure):  # logged with its traceback by s.later
-            s.no(tag, b"[SERVERBUG] Internal error occurred.")
-            return
-        try:
-            new_uid = staging.commit_staged(staged)
-        except (MailStoreError, OSError) as e:
-            _append_failed(s, tag, name, e)
-            return
-        s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
-
-    def leftover(result: object) -> None:
-        # The session was lost before commit(): the staged file is not wanted.
-        staged = box.pop() if box else None
-        if isinstance(staged, Staged):
+    def commit(staged: Staged) -> Deferred[None] | None:
+        if s.lost:
             staging.discard_staged(staged)
+            return None
+        try:
+            committed.append(staging.commit_staged(staged))
+        except (MailStoreError, OSError) as e:
+            committed.append(e)
+            return None
+        return run(staging.sync_committed)
 
-    d.addBoth(keep)
-    s.later(d, commit, tag, "APPEND")
-    d.addBoth(leftover)
+    failed: list[Failure] = []
+
+    def note_failure(failure: Failure) -> Failure:
+        failed.append(failure)
+        return failure  # s.later logs it with its traceback
+
+    d = run(partial(staging.stage, message, flags, date))
+    d.addCallback(commit)
+    d.addErrback(note_failure)
+
+    def answer() -> None:
+        outcome = committed[0] if committed else None
+        if isinstance(outcome, (MailStoreError, OSError)):
+            _append_failed(s, tag, name, outcome)
+        elif failed or outcome is None:
+            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+        else:
+            s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, outcome))
+
+    s.later(d, answer, tag, "APPEND")
 
 
 def _flag_name(token: str) -> str:

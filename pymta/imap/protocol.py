@@ -437,6 +437,11 @@ class IMAPServer(Protocol):
                 b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
             )
 
+    @property
+    def lost(self) -> bool:
+        """The connection is gone (work finishing late must not act for it)."""
+        return self._lost
+
     def later(self, d: Deferred[Any], then: Callable[[], None], tag: bytes, name: str) -> None:
         """Finish a command when ``d`` fires (work done off the reactor
         thread): later commands wait meanwhile, as during a login. ``then``

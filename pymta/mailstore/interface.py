@@ -355,7 +355,14 @@ class IStagedAppend(Interface):
         """Put a staged message into the folder and return its new UID
         (reactor thread, under the folder's locks; listeners are told as for
         :meth:`IFolder.append`). The staged file is gone afterwards, whether
-        or not this succeeded."""
+        or not this succeeded. The UID is durable on return; the message's
+        new place in the folder only after :meth:`sync_committed`."""
+
+    def sync_committed() -> None:
+        """Make what earlier :meth:`commit_staged` calls put into the folder
+        durable (its directory entries). Thread-safe, may wait for the disk:
+        the server confirms an APPEND only after it returned. Raises
+        ``OSError`` when it cannot."""
 
     def discard_staged(staged: Staged) -> None:
         """Throw away a staged message that will not be committed (harmless

@@ -903,9 +903,12 @@ class MaildirFolder:
         os.utime(tmp, (internal_date, internal_date))
         return tmp, size, vsize
 
-    def _add_locked(self, entries: list[NewFile], notices: list[FolderChange]) -> list[int]:
+    def _add_locked(
+        self, entries: list[NewFile], notices: list[FolderChange], sync_dir: bool = True
+    ) -> list[int]:
         """Rename staged files (in our tmp/) into cur/ and number them (lock
-        held); returns their UIDs in order."""
+        held); returns their UIDs in order. Without ``sync_dir`` the caller
+        makes the renames durable (:meth:`sync_committed`)."""
         infos: list[MessageInfo] = []
         uid = self._index.uidnext
         modseq = self._index.highest_modseq
@@ -920,8 +923,8 @@ class MaildirFolder:
                     MessageInfo(uid, size, vsize, idate, flags, keywords, modseq, f"cur/{name}")
                 )
                 uid += 1
-        if infos and self._fsync:
-            fsync_dir(os.path.join(self.path, "cur"))
+        if infos and sync_dir:
+            self.sync_committed()
         self._index.put(infos, [], self._dir_stamp)
         if infos:
             notices.append(FolderChange("append", tuple(i.uid for i in infos), modseq))
@@ -960,7 +963,8 @@ class MaildirFolder:
         return Staged(tmp, None, size, vsize, idate, system, keywords)
 
     def commit_staged(self, staged: Staged) -> int:
-        """Rename a staged file into cur/ and number it (reactor thread)."""
+        """Rename a staged file into cur/ and number it (reactor thread); the
+        rename is made durable by :meth:`sync_committed` (a worker thread)."""
         entry = (
             staged.path,
             staged.size,
@@ -971,10 +975,15 @@ class MaildirFolder:
         )
         try:
             with self._locked() as notices:
-                uids = self._add_locked([entry], notices)
+                uids = self._add_locked([entry], notices, sync_dir=False)
         finally:
             self.discard_staged(staged)
         return uids[0]
+
+    def sync_committed(self) -> None:
+        """fsync cur/, where commits rename their messages to (thread-safe)."""
+        if self._fsync:
+            fsync_dir(os.path.join(self.path, "cur"))
 
     def discard_staged(self, staged: Staged) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -253,6 +253,9 @@ class MemoryFolder:
         self._notify("append", [info.uid])
         return info.uid
 
+    def sync_committed(self) -> None:
+        pass  # nothing on disk
+
     def discard_staged(self, staged: Staged) -> None:
         pass
 
