@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from pymta.queue.interface import ISyncBarrier
@@ -299,3 +300,54 @@ def test_without_durable_delay_durable_work_starts_at_once() -> None:
     assert len(thread.started) == 1
     thread.finish(0)
     assert done == ["written"]
+
+
+def test_after_publishes_once_synced_before_the_waiter_hears() -> None:
+    """``after`` (a Maildir rename into new/) runs after the batch's sync, in
+    the same batch, and the waiter hears only once it ran; it does not run
+    for work that failed, and an error in it reaches that waiter alone."""
+    thread = ControlledThread()
+    order: list[str] = []
+    barrier = SyncBarrier(
+        "/m", "syncfs", run_in_thread=thread, sync_function=lambda f, d: order.append("sync")
+    )
+
+    def fails() -> None:
+        raise OSError(28, "No space left on device")
+
+    def after_fails() -> None:
+        raise OSError(2, "tmp file gone")
+
+    results: list[object] = []
+    barrier.sync()  # a batch is running: the next three share the following one
+    barrier.run(lambda: order.append("write 1"), after=lambda: order.append("rename 1")).addBoth(
+        results.append
+    )
+    barrier.run(fails, after=lambda: order.append("rename 2")).addBoth(results.append)
+    barrier.run(lambda: order.append("write 3"), after=after_fails).addBoth(results.append)
+    thread.finish(0)
+    assert len(thread.started) == 2 and order == ["sync"]
+    barrier.run(lambda: order.append("write 4"), after=lambda: order.append("rename 4"))
+    thread.finish(1)
+    assert order == ["sync", "write 1", "write 3", "sync", "rename 1"]
+    assert results[0] is None
+    assert isinstance(results[1], Failure) and results[1].check(OSError)
+    assert isinstance(results[2], Failure) and "tmp file gone" in str(results[2].value)
+    assert barrier.syncs == 2
+
+
+def test_after_does_not_run_when_the_sync_fails() -> None:
+    """A failed sync: nothing is published, every waiter of the batch hears
+    of the failure."""
+    thread = ControlledThread()
+    renamed: list[str] = []
+
+    def broken_sync(files: Sequence[str], dirs: Sequence[str]) -> None:
+        raise OSError(5, "Input/output error")
+
+    barrier = SyncBarrier("/m", "syncfs", run_in_thread=thread, sync_function=broken_sync)
+    results: list[object] = []
+    barrier.run(lambda: None, after=lambda: renamed.append("x")).addBoth(results.append)
+    thread.finish(0)
+    assert renamed == []
+    assert isinstance(results[0], Failure) and results[0].check(OSError)

@@ -31,8 +31,10 @@ def barrier_run(
     files: Sequence[str] = (),
     dirs: Sequence[str] = (),
     durable: bool = True,
+    after: Callable[[], None] | None = None,
 ) -> Deferred[None]:
-    """Do ``work`` (file-system changes), made durable when ``durable``.
+    """Do ``work`` (file-system changes), made durable when ``durable``,
+    then ``after`` (durable work only: what publishes it, once synced).
 
     On the barrier's own thread, in call order, when it offers ``run`` (the
     reactor never waits on the disk); otherwise here, followed by ``sync``.
@@ -40,7 +42,8 @@ def barrier_run(
     run = getattr(barrier, "run", None)
     if run is not None:
         return cast(
-            "Deferred[None]", run(work, durable=durable, files=tuple(files), dirs=tuple(dirs))
+            "Deferred[None]",
+            run(work, durable=durable, files=tuple(files), dirs=tuple(dirs), after=after),
         )
     try:
         work()
@@ -48,7 +51,10 @@ def barrier_run(
         return fail()
     if not durable:
         return succeed(None)
-    return barrier_sync(barrier, files, dirs)
+    d = barrier_sync(barrier, files, dirs)
+    if after is not None:
+        d.addCallback(lambda _: after())
+    return d
 
 
 def os_error_status(error: OSError, what: str) -> tuple[str, str]:

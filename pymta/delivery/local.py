@@ -95,6 +95,7 @@ class _FsyncBarrier:
         durable: bool = True,
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
+        after: Callable[[], None] | None = None,
     ) -> Deferred[Any]:
         from twisted.internet.threads import deferToThread
 
@@ -104,6 +105,8 @@ class _FsyncBarrier:
             result = work()
             if durable:
                 fsync_paths(list(files), list(dirs))
+                if after is not None:
+                    after()
             return result
 
         return deferToThread(both)

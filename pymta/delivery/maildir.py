@@ -111,14 +111,13 @@ class MaildirWriter:
             _unlink_quietly(tmp_path)
             return failure
 
-        d = barrier_run(self._sync, write_tmp, (tmp_path,), (tmp_dir,))
-        d.addErrback(failed_first_sync)
         # maildir(5) and Postfix: the rename needs no sync of its own. It runs
-        # on the barrier's thread in call order, so the queue manager's later
-        # "done" mark and queue-file unlink reach the journal after it: a
-        # crash leaves the message delivered, or still queued (delivered
-        # again), never lost.
-        d.addCallback(lambda _: barrier_run(self._sync, rename, durable=False))
+        # on the barrier's thread right after the batch's sync, before the
+        # Deferred fires, so the queue manager's later "done" mark and
+        # queue-file unlink reach the journal after it: a crash leaves the
+        # message delivered, or still queued (delivered again), never lost.
+        d = barrier_run(self._sync, write_tmp, (tmp_path,), (tmp_dir,), after=rename)
+        d.addErrback(failed_first_sync)
         d.addCallback(lambda _: new_path)
         return d  # type: ignore[return-value]
 

@@ -32,10 +32,11 @@ class ISyncBarrier(Interface):
         syncs the whole file system (syncfs) ignores them, one that fsyncs
         file by file (``pymta_sync_method = fsync``) syncs exactly those."""
 
-    def run(work, durable=True, files=(), dirs=()):  # type: ignore[no-untyped-def]
+    def run(work, durable=True, files=(), dirs=(), after=None):  # type: ignore[no-untyped-def]
         """Run work (a callable doing file-system changes) off the reactor
         thread, in call order, and fire with its result — when durable,
-        after a sync that started once work was done."""
+        after a sync that started once work was done, and after ``after``
+        (a callable) ran once that sync succeeded."""
 
 
 class IQueueStore(Interface):

@@ -66,12 +66,16 @@ class ImmediateSyncBarrier:
         durable: bool = True,
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
+        after: Callable[[], None] | None = None,
     ) -> Deferred[T]:
-        """Run work at once on the calling thread."""
+        """Run work (then after) at once on the calling thread."""
         if durable:
             self.calls += 1
         try:
-            return succeed(work())
+            result = work()
+            if durable and after is not None:
+                after()
+            return succeed(result)
         except Exception:
             return fail(Failure())
 
@@ -168,7 +172,7 @@ class WorkerThread:
 
 
 class _Waiter:
-    __slots__ = ("deferred", "dirs", "durable", "files", "fired", "result", "work")
+    __slots__ = ("after", "deferred", "dirs", "durable", "files", "fired", "result", "work")
 
     def __init__(
         self,
@@ -176,12 +180,14 @@ class _Waiter:
         dirs: Sequence[str],
         work: Callable[[], Any] | None = None,
         durable: bool = True,
+        after: Callable[[], None] | None = None,
     ) -> None:
         self.deferred: Deferred[Any] = Deferred()
         self.files = files
         self.dirs = dirs
         self.work = work
         self.durable = durable
+        self.after = after
         self.fired = False
         self.result: Any = None
 
@@ -310,13 +316,18 @@ class SyncBarrier:
         durable: bool = True,
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
+        after: Callable[[], None] | None = None,
     ) -> Deferred[T]:
         """Run work on the barrier's thread, in call order, in the next batch.
 
         The Deferred fires with work's result (or its exception) — when
         ``durable``, only after a sync that started after work finished.
+        ``after`` (durable work only) runs once that sync succeeded, before
+        the Deferred fires: the step that publishes what was made durable,
+        as a Maildir delivery's rename from tmp/ into new/ (maildir(5)), in
+        the same batch instead of a batch of its own.
         """
-        waiter = _Waiter(files, dirs, work, durable)
+        waiter = _Waiter(files, dirs, work, durable, after)
         self._pending.append(waiter)
         if self._running:
             return waiter.deferred
@@ -366,18 +377,27 @@ class SyncBarrier:
                     except Exception:
                         waiter.result = Failure()
 
+        def publish(waiters: list[_Waiter]) -> None:
+            for waiter in waiters:
+                if waiter.after is not None and not isinstance(waiter.result, Failure):
+                    try:
+                        waiter.after()
+                    except Exception:
+                        waiter.result = Failure()
+
         def work() -> None:
             run(first)
             if durable:
                 self.syncs += 1
-                if call_from_thread is None or not later:
+                try:
                     sync_function(files, dirs)
+                except Exception:
+                    if call_from_thread is None or not later:
+                        raise
+                    call_from_thread(self._fire, first, Failure())
                 else:
-                    try:
-                        sync_function(files, dirs)
-                    except Exception:
-                        call_from_thread(self._fire, first, Failure())
-                    else:
+                    publish(first)
+                    if call_from_thread is not None and later:
                         call_from_thread(self._fire, first, None)
             run(later)
 
