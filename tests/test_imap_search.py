@@ -200,3 +200,44 @@ def test_moving_candidate_reads_the_message_it_is_at() -> None:
         ((3, 2, False, 3, 2), ["two"], b"subject: two", "second body\n"),
     ]
     assert list(candidates([], 0, 0, blocks.__getitem__, bodies.__getitem__)) == []
+
+
+def test_header_search_on_maildir_reads_only_possible_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Maildir folder whose headers are cached, a header SEARCH asks the
+    cache once which messages may hold the needle and reads no other header:
+    a Message-ID search over many messages loads one. Folded values, encoded
+    words, case and messages not cached yet still match exactly as before."""
+    from twisted.internet.task import Clock
+
+    from pymta.mailstore import maildir_folder
+    from pymta.mailstore.maildir import MaildirStore
+
+    w = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False))
+    inbox = w.mailbox().folder("INBOX")
+    for n in range(1, 21):
+        inbox.append(b"Message-ID: <m%d@example.test>\nSubject: plain %d\n\nbody\n" % (n, n))
+    inbox.append(b"Message-ID: <Folded@Example.Test>\nSubject: long\n folded-WORD\n\nb\n")
+    inbox.append(b"Message-ID: <e@x>\nSubject: =?utf-8?q?secret_word?=\n\nb\n")
+    session = w.connect()
+    session.login()
+    session.select()
+    assert search(session, "HEADER Message-ID <m7@example.test>") == b"* SEARCH 7"
+
+    loaded: list[int] = []
+    real = maildir_folder.MaildirFolder.header_bytes
+
+    def counting(self: maildir_folder.MaildirFolder, uid: int) -> bytes:
+        loaded.append(uid)
+        return real(self, uid)
+
+    monkeypatch.setattr(maildir_folder.MaildirFolder, "header_bytes", counting)
+    assert search(session, "HEADER Message-ID <m13@example.test>") == b"* SEARCH 13"
+    assert loaded == [13, 22]  # the match, and the message with an encoded word
+    assert search(session, "SUBJECT folded-word") == b"* SEARCH 21"
+    assert search(session, "SUBJECT secret") == b"* SEARCH 22"
+    assert search(session, 'SUBJECT "long folded"') == b"* SEARCH 21"  # white space: per message
+    inbox.append(b"Message-ID: <late@x>\nSubject: late arrival\n\nb\n")  # not cached yet
+    assert session.lines("n NOOP")[-1] == b"n OK NOOP completed."
+    assert search(session, "SUBJECT arrival") == b"* SEARCH 23"

@@ -129,3 +129,34 @@ def test_missing_is_one_look_per_batch(tmp_path: Path, monkeypatch: pytest.Monke
     assert missing == [99, 1, 3, 200]
     assert stats == 1
     assert mine.missing(V, b"M", [1, 2]) == [2]
+
+
+def test_containing_finds_needles_in_entries_of_the_kind(tmp_path: Path) -> None:
+    """containing() answers for a batch: the UIDs whose entry of the kind
+    holds a needle, whatever its case; UIDs without an entry (not cached:
+    they must be tested the slow way); never a match found only in another
+    kind's entry or in a record's own "H uid length" line."""
+    cache = MessageCache(str(tmp_path))
+    cache.put_many(
+        V,
+        b"H",
+        {1: b"Message-ID: <ABC@X>\n", 2: b"Subject: =?utf-8?q?x?=\n", 3: b"Subject: none\n"},
+    )
+    cache.put(V, b"M", 3, b'["abc@x"]')
+    assert cache.containing(V, b"H", (b"abc@x",), [1, 2, 3, 4]) == {1, 4}
+    assert cache.containing(V, b"H", (b"abc@x", b"=?"), [1, 2, 3]) == {1, 2}
+    assert cache.containing(V, b"H", (b"h 1",), [1, 2, 3]) == set()
+
+
+def test_containing_finds_a_needle_across_a_read_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is lower-cased a chunk at a time: a needle that straddles two
+    chunks is still found, and entries appended by another process since the
+    last look are searched too."""
+    monkeypatch.setattr(cache_module, "SCAN_CHUNK", 16)
+    mine, other = _pair(tmp_path)
+    mine.put(V, b"H", 1, b"Subject: first\n")
+    assert mine.containing(V, b"H", (b"needle-in-header",), [1]) == set()
+    other.put(V, b"H", 2, b"Subject: a NEEDLE-in-header here\n")
+    assert mine.containing(V, b"H", (b"needle-in-header",), [1, 2]) == {2}

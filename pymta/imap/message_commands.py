@@ -17,6 +17,7 @@ the mail store. Logs store errors.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pymta.imap.fetch import (
@@ -36,7 +37,13 @@ from pymta.imap.search import BadCharset, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.view import InvalidSet, SelectedView
 from pymta.imap.wire import flag_list
-from pymta.mailstore.interface import FlagMode, MailStoreError, MessageInfo, NoSuchFolder
+from pymta.mailstore.interface import (
+    FlagMode,
+    IHeaderCache,
+    MailStoreError,
+    MessageInfo,
+    NoSuchFolder,
+)
 
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
@@ -194,7 +201,13 @@ def _search(
     recent = view.recent
     messages = [(msn, by_uid[u], u in recent) for msn, u in enumerate(view.uids, 1) if u in by_uid]
     test = criteria.test
-    for cand in candidates(messages, count, largest_uid, folder.header_bytes, folder.read):
+    may_contain = None
+    if criteria.uses_header and IHeaderCache.providedBy(folder):
+        uids = [info.uid for _, info, _ in messages]
+        may_contain = partial(IHeaderCache(folder).headers_may_contain, uids=uids)
+    for cand in candidates(
+        messages, count, largest_uid, folder.header_bytes, folder.read, may_contain
+    ):
         try:
             matched = test(cand)
         except MailStoreError:

@@ -50,6 +50,12 @@ class Candidate:
     largest_uid: int
     load_header: Callable[[], bytes]
     load_content: Callable[[], bytes]
+    #: For a whole SEARCH: the UIDs whose header may hold a needle (see
+    #: :func:`candidates`), or None when the store cannot tell.
+    header_hits: Callable[[bytes], Collection[int] | None] = field(
+        default=lambda needle: None, repr=False
+    )
+    _header: bytes | None = field(default=None, repr=False)
     _values: dict[str, list[str]] | None = field(default=None, repr=False)
     _body: str | None = field(default=None, repr=False)
     _flat: bytes | None = field(default=None, repr=False)
@@ -58,24 +64,30 @@ class Candidate:
         """Make this the candidate of another message, forgetting what was
         loaded for the last one (see :func:`candidates`)."""
         self.msn, self.info, self.recent = msn, info, recent
-        self._values = self._body = self._flat = None
+        self._header = self._values = self._body = self._flat = None
+
+    def header(self) -> bytes:
+        """The header block, read once however many keys look at it."""
+        if self._header is None:
+            self._header = self.load_header()
+        return self._header
 
     def header_values(self) -> dict[str, list[str]]:
         if self._values is None:
-            self._values = header_values(self.load_header())
+            self._values = header_values(self.header())
         return self._values
 
     def flat_header(self) -> bytes:
         """The header block lower-cased with its line ends removed: every
         unfolded field value (as header_values gives it) is a substring."""
         if self._flat is None:
-            self._flat = self.load_header().replace(b"\r", b"").replace(b"\n", b"").lower()
+            self._flat = self.header().replace(b"\r", b"").replace(b"\n", b"").lower()
         return self._flat
 
     def body_text(self) -> str:
         if self._body is None:
             content = self.load_content()
-            header_len = len(self.load_header())
+            header_len = len(self.header())
             self._body = content[header_len:].decode("utf-8", "replace").lower()
         return self._body
 
@@ -89,13 +101,26 @@ def candidates(
     largest_uid: int,
     load_header: Callable[[int], bytes],
     load_content: Callable[[int], bytes],
+    may_contain: Callable[[Collection[bytes]], Collection[int]] | None = None,
 ) -> Iterator[Candidate]:
     """A Candidate for each (msn, info, recent) in turn: one object moved
     along, whose loaders read the message it is at. A SEARCH tests every
     message once and no test keeps its candidate, so a new object and two
-    loader closures per message (of a SEARCH over thousands) are saved."""
+    loader closures per message (of a SEARCH over thousands) are saved.
+
+    ``may_contain(needles)`` (the store's
+    :meth:`~pymta.mailstore.interface.IHeaderCache.headers_may_contain` over
+    the searched UIDs) is asked once per needle for the whole SEARCH."""
     if not messages:
         return
+    hits: dict[bytes, Collection[int] | None] = {}
+
+    def header_hits(needle: bytes) -> Collection[int] | None:
+        if needle not in hits:
+            # An RFC 2047 encoded word may hide the needle: never rule it out.
+            hits[needle] = None if may_contain is None else may_contain((needle, b"=?"))
+        return hits[needle]
+
     msn, info, recent = messages[0]
     cand = Candidate(
         msn,
@@ -105,6 +130,7 @@ def candidates(
         largest_uid,
         lambda: load_header(cand.info.uid),
         lambda: load_content(cand.info.uid),
+        header_hits,
     )
     for msn, info, recent in messages:
         cand.move_to(msn, info, recent)
@@ -137,8 +163,15 @@ def _header_has(name: str, needle: str) -> Test:
     # messages are ruled out without parsing their header (a SEARCH for one
     # Message-ID in a big folder).
     quick = needle.encode("ascii") if needle and needle.isascii() else None
+    # Without white space a needle cannot straddle a folded line, so the raw
+    # cached blocks of the whole folder can be searched for it at once.
+    whole = quick if quick is not None and quick.split() == [quick] else None
 
     def test(c: Candidate) -> bool:
+        if whole is not None:
+            hits = c.header_hits(whole)
+            if hits is not None and c.info.uid not in hits:
+                return False
         if quick is not None:
             flat = c.flat_header()
             if quick not in flat and b"=?" not in flat:
@@ -290,7 +323,7 @@ class _Parser:
             needle = self.text()
 
             def text_test(c: Candidate) -> bool:
-                header = c.load_header().decode("utf-8", "replace").lower()
+                header = c.header().decode("utf-8", "replace").lower()
                 return needle in header or needle in c.body_text()
 
             return text_test

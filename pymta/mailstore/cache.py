@@ -26,13 +26,16 @@ Untrusted input: the file (crash, other processes). Writes ``pymta-cache``.
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 CACHE_NAME = "pymta-cache"
 MAGIC = b"pymta-cache 1"
 WRITE_CHUNK = 1 << 20
+#: Bytes of the file lower-cased at a time by :meth:`MessageCache.containing`.
+SCAN_CHUNK = 1 << 22
 
 
 class MessageCache:
@@ -169,6 +172,45 @@ class MessageCache:
         self._scan()
         entries = self._entries
         return [uid for uid in uids if (kind, uid) not in entries]
+
+    def containing(
+        self, uidvalidity: int, kind: bytes, needles: Collection[bytes], uids: Iterable[int]
+    ) -> set[int]:
+        """Those of ``uids`` whose ``kind`` entry, lower-cased, holds one of
+        ``needles`` (lower-case), or that have no entry: one pass over the
+        file answers for a whole header SEARCH, where testing each message
+        reads and lower-cases its entry. Read in chunks of
+        :data:`SCAN_CHUNK`, so a huge folder costs no copy of the file."""
+        self._open(uidvalidity)
+        self._scan()
+        entries = self._entries
+        # Entries are in file order (each scan adds them at growing offsets).
+        records = [
+            (offset, offset + length, uid)
+            for (k, uid), (offset, length) in entries.items()
+            if k == kind
+        ]
+        starts = [start for start, _, _ in records]
+        hits: set[int] = set()
+        for position, needle in self._occurrences(needles):
+            i = bisect.bisect_right(starts, position) - 1
+            if i >= 0 and position + len(needle) <= records[i][1]:
+                hits.add(records[i][2])
+        hits.update(uid for uid in uids if (kind, uid) not in entries)
+        return hits
+
+    def _occurrences(self, needles: Collection[bytes]) -> Iterator[tuple[int, bytes]]:
+        data, end = self._map, self._end
+        if data is None or not needles:
+            return
+        overlap = max(len(n) for n in needles) - 1
+        for start in range(0, end, SCAN_CHUNK):
+            chunk = data[start : min(end, start + SCAN_CHUNK + overlap)].lower()
+            for needle in needles:
+                p = chunk.find(needle)
+                while p >= 0:
+                    yield start + p, needle
+                    p = chunk.find(needle, p + 1)
 
     def put_many(self, uidvalidity: int, kind: bytes, values: Mapping[int, bytes]) -> int:
         """Store entries of several messages, in appends of about

@@ -32,7 +32,7 @@ the IMAP server may run them in a thread.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -319,6 +319,11 @@ class IHeaderCache(Interface):
         """Store header blocks that :meth:`read_headers` returned (reactor
         thread); those of messages expunged meanwhile are skipped. Returns
         how many were stored."""
+
+    def headers_may_contain(needles: Collection[bytes], uids: Iterable[int]) -> set[int]:
+        """Those of ``uids`` whose cached header block, lower-cased, holds
+        one of ``needles`` (lower-case bytes), and those whose block is not
+        cached: a header SEARCH need test no other message (reactor thread)."""
 
 
 @dataclass(frozen=True)

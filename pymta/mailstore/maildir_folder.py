@@ -26,7 +26,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import BinaryIO
 
@@ -743,6 +743,11 @@ class MaildirFolder:
             live = [uid for uid in uids if uid in records]
             missing = self._cache.missing(uidvalidity, b"H", live)
             return [(uid, records[uid].filename) for uid in missing]
+
+    def headers_may_contain(self, needles: Collection[bytes], uids: Iterable[int]) -> set[int]:
+        self._ensure_loaded()
+        with self._mutex:
+            return self._cache.containing(self._index.uidvalidity, b"H", needles, uids)
 
     def read_headers(self, wanted: Sequence[tuple[int, str]]) -> dict[tuple[int, str], bytes]:
         path = self.path
