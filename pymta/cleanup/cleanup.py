@@ -123,7 +123,7 @@ class Cleanup:
 
         The queue manager hears of the message only after the submitter's
         callbacks ran: smtpd's 250 goes out first, so a client never waits
-        for the scheduling of the delivery (DESIGN invariant 4).
+        for the scheduling of its delivery.
         """
         try:
             qid, rewritten, message, message_id = self._prepare(envelope, content)
