@@ -68,14 +68,11 @@ from __future__ import annotations
 import argparse
 import imaplib
 import json
-import os
 import pwd
 import random
 import re
 import signal
 import sys
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -83,19 +80,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dovecot_setup import DovecotServer, dovecot_missing
+from dovecot_setup import dovecot_missing
 from retrieval_bench import (
     OPERATIONS,
     SERVERS,
     Mailboxes,
     RetrievalServer,
+    add_common_arguments,
     as_json,
     progress,
     render,
+    scratch,
+    server_makers,
     side_by_side,
 )
-from retrieval_corpus import BASE_TIME, BenchUser, Corpus, Message, make_users, passwd_text
-from retrieval_pymta import PymtaRetrievalServer, has_imapd
+from retrieval_corpus import BASE_TIME, BenchUser, Corpus, Message, make_users
+from retrieval_pymta import has_imapd
 from retrieval_run import (
     LISTEN_HOST,
     RunFigures,
@@ -260,26 +260,9 @@ def client_sessions(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description="Dovecot and pymta side by side: mixed IMAP.")
-    p.add_argument("--clients", type=int, default=10, help="concurrent clients")
+    add_common_arguments(p)
     p.add_argument("--sessions", type=int, default=20, help="sessions per client and run")
-    p.add_argument("--messages", type=int, default=200, help="messages per mailbox")
-    p.add_argument("--size", type=int, default=4096, help="approximate message bytes")
     p.add_argument("--bodies", type=int, default=5, help="BODY[] fetches per session")
-    p.add_argument("--repeat", type=int, default=3, help="measured runs per server (median)")
-    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument(
-        "--pymta-main-cf",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help="extra main.cf line for pymta (repeatable), e.g. 'pop3d_timeout = 60s'",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
-    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="temp dir parent")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    p.add_argument("--mailbox-user", default="nobody", help="owner of the Maildirs")
-    p.add_argument("--seed", type=int, default=1, help="corpus seed")
     return p.parse_args(argv)
 
 
@@ -310,10 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     owner = pwd.getpwnam(args.mailbox_user)
     uid, gid = owner.pw_uid, owner.pw_gid
     signal.signal(signal.SIGTERM, _on_signal)
-    workdir = Path(tempfile.mkdtemp(prefix="imapbench.", dir=args.workdir))
-    os.chmod(workdir, 0o755)
     plan = ImapPlan(sessions=args.sessions, bodies=args.bodies)
-    try:
+    with scratch("imap_bench", args.workdir, args.keep) as workdir:
         progress(f"imap_bench: generating mail in {workdir}")
         corpus = Corpus.generate(args.messages, args.size, args.seed)
         appends = Corpus.generate(max(1, args.sessions), args.size, args.seed + 1, prefix="a")
@@ -321,17 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         pristine = workdir / "pristine"
         corpus.write_maildir(pristine)
         users = make_users(args.clients, args.repeat)
-        makers: dict[str, Callable[[], RetrievalServer]] = {
-            "dovecot": lambda: DovecotServer(
-                workdir, passwd_text(users, workdir / "dovecot" / "mail", uid, gid), uid, gid
-            ),
-            "pymta": lambda: PymtaRetrievalServer(
-                workdir,
-                passwd_text(users, workdir / "pymta" / "mail", uid, gid),
-                extra_main_cf="".join(f"{line}\n" for line in args.pymta_main_cf),
-                imap=True,
-            ),
-        }
+        makers = server_makers(workdir, users, uid, gid, args.pymta_main_cf, imap=True)
         results, hwm = side_by_side(
             "imap_bench",
             "IMAP",
@@ -341,13 +312,6 @@ def main(argv: list[str] | None = None) -> int:
             args.repeat,
             lambda server, rep: run_rep(server, rep, users, known, appends, plan, args.timeout),
         )
-    finally:
-        if args.keep:
-            progress(f"imap_bench: kept {workdir}")
-        else:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         print(json.dumps(as_json("imap", results, OPERATIONS, vars(args), hwm), indent=2))
     else:

@@ -60,28 +60,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import poplib
 import pwd
 import signal
 import sys
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dovecot_setup import DovecotServer, dovecot_missing
+from dovecot_setup import dovecot_missing
 from retrieval_bench import (
     MESSAGES,
     SERVERS,
     Mailboxes,
     RetrievalServer,
+    add_common_arguments,
     as_json,
     progress,
     render,
+    scratch,
+    server_makers,
     side_by_side,
 )
 from retrieval_corpus import (
@@ -90,9 +90,7 @@ from retrieval_corpus import (
     Message,
     count_messages,
     make_users,
-    passwd_text,
 )
-from retrieval_pymta import PymtaRetrievalServer
 from retrieval_run import (
     LISTEN_HOST,
     RunFigures,
@@ -180,27 +178,10 @@ def _identify(lines: list[bytes], by_id: dict[str, Message]) -> Message | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description="Dovecot and pymta side by side: POP3 download.")
-    p.add_argument("--clients", type=int, default=10, help="concurrent clients")
-    p.add_argument("--messages", type=int, default=200, help="messages per mailbox")
-    p.add_argument("--size", type=int, default=4096, help="approximate message bytes")
-    p.add_argument("--repeat", type=int, default=3, help="measured runs per server (median)")
+    add_common_arguments(p)
     p.add_argument("--top-every", type=int, default=10, help="TOP every Nth message")
     p.add_argument("--top-lines", type=int, default=10, help="body lines per TOP")
     p.add_argument("--dele-every", type=int, default=4, help="DELE every Nth message")
-    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
-    p.add_argument(
-        "--pymta-main-cf",
-        action="append",
-        default=[],
-        metavar="LINE",
-        help="extra main.cf line for pymta (repeatable), e.g. 'pop3d_timeout = 60s'",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
-    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="temp dir parent")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    p.add_argument("--mailbox-user", default="nobody", help="owner of the Maildirs")
-    p.add_argument("--seed", type=int, default=1, help="corpus seed")
     return p.parse_args(argv)
 
 
@@ -251,25 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     owner = pwd.getpwnam(args.mailbox_user)
     uid, gid = owner.pw_uid, owner.pw_gid
     signal.signal(signal.SIGTERM, _on_signal)
-    workdir = Path(tempfile.mkdtemp(prefix="pop3bench.", dir=args.workdir))
-    os.chmod(workdir, 0o755)
-    try:
+    with scratch("pop3_bench", args.workdir, args.keep) as workdir:
         progress(f"pop3_bench: generating mail in {workdir}")
         corpus = Corpus.generate(args.messages, args.size, args.seed)
         pristine = workdir / "pristine"
         corpus.write_maildir(pristine)
         users = make_users(args.clients, args.repeat)
         plan = Pop3Plan(args.top_every, args.top_lines, args.dele_every)
-        makers: dict[str, Callable[[], RetrievalServer]] = {
-            "dovecot": lambda: DovecotServer(
-                workdir, passwd_text(users, workdir / "dovecot" / "mail", uid, gid), uid, gid
-            ),
-            "pymta": lambda: PymtaRetrievalServer(
-                workdir,
-                passwd_text(users, workdir / "pymta" / "mail", uid, gid),
-                extra_main_cf="".join(f"{line}\n" for line in args.pymta_main_cf),
-            ),
-        }
+        makers = server_makers(workdir, users, uid, gid, args.pymta_main_cf)
         results, hwm = side_by_side(
             "pop3_bench",
             "POP3",
@@ -279,13 +249,6 @@ def main(argv: list[str] | None = None) -> int:
             args.repeat,
             lambda server, rep: run_rep(server, rep, users, corpus, plan, args.timeout),
         )
-    finally:
-        if args.keep:
-            progress(f"pop3_bench: kept {workdir}")
-        else:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         print(json.dumps(as_json("pop3", results, MESSAGES, vars(args), hwm), indent=2))
     else:

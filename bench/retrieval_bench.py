@@ -22,14 +22,20 @@ TRUST
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from retrieval_corpus import BenchUser, copy_maildir
+from dovecot_setup import DovecotServer
+from retrieval_corpus import BenchUser, copy_maildir, passwd_text
+from retrieval_pymta import PymtaRetrievalServer
 from retrieval_run import LISTEN_HOST, RunFigures, median_of, vm_hwm_bytes
 
 SERVERS = ("dovecot", "pymta")
@@ -69,6 +75,65 @@ class RetrievalServer(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def root_pids(self) -> list[int]: ...
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options both benches take (each adds its own scenario's)."""
+    p.add_argument("--clients", type=int, default=10, help="concurrent clients")
+    p.add_argument("--messages", type=int, default=200, help="messages per mailbox")
+    p.add_argument("--size", type=int, default=4096, help="approximate message bytes")
+    p.add_argument("--repeat", type=int, default=3, help="measured runs per server (median)")
+    p.add_argument("--only", choices=SERVERS, help="benchmark one server only")
+    p.add_argument(
+        "--pymta-main-cf",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="extra main.cf line for pymta (repeatable), e.g. 'pop3d_timeout = 60s'",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"), help="temp dir parent")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--mailbox-user", default="nobody", help="owner of the Maildirs")
+    p.add_argument("--seed", type=int, default=1, help="corpus seed")
+
+
+@contextlib.contextmanager
+def scratch(bench: str, parent: Path, keep: bool) -> Iterator[Path]:
+    """A temporary directory (world-readable: the servers drop privileges),
+    removed afterwards unless ``keep``."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{bench.replace('_', '')}.", dir=parent))
+    os.chmod(workdir, 0o755)
+    try:
+        yield workdir
+    finally:
+        if keep:
+            progress(f"{bench}: kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def server_makers(
+    workdir: Path,
+    users: list[BenchUser],
+    uid: int,
+    gid: int,
+    pymta_main_cf: list[str],
+    imap: bool = False,
+) -> dict[str, Callable[[], RetrievalServer]]:
+    """How to make each server, on the same users and passwords."""
+    return {
+        "dovecot": lambda: DovecotServer(
+            workdir, passwd_text(users, workdir / "dovecot" / "mail", uid, gid), uid, gid
+        ),
+        "pymta": lambda: PymtaRetrievalServer(
+            workdir,
+            passwd_text(users, workdir / "pymta" / "mail", uid, gid),
+            extra_main_cf="".join(f"{line}\n" for line in pymta_main_cf),
+            imap=imap,
+        ),
+    }
 
 
 def populate(
