@@ -42,7 +42,58 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
-class PymtaServer:
+class TwistdProcess:
+    """``twistd -n pymta --config CONFIG`` in its own session, with this
+    checkout first on PYTHONPATH; subclasses set root, config and twistd_log
+    and call :meth:`spawn` from their start()."""
+
+    root: Path
+    config: Path
+    twistd_log: Path
+    _proc: subprocess.Popen[bytes] | None = None
+    _log_file: IO[bytes] | None = None
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(CHECKOUT), env.get("PYTHONPATH", "")) if p
+        )
+        self._log_file = open(self.twistd_log, "wb")
+        self._proc = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self._proc
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of twistd's output, for error messages."""
+        try:
+            text = self.twistd_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def root_pids(self) -> list[int]:
+        """twistd: worker processes it starts are its descendants."""
+        if self._proc is None or self._proc.poll() is not None:
+            return []
+        return [self._proc.pid]
+
+    def stop(self) -> None:
+        """Stop twistd (and anything left in its process group)."""
+        proc, self._proc = self._proc, None
+        stop_session(proc)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+class PymtaServer(TwistdProcess):
     """pymta under twistd -n, configured like the Postfix instance."""
 
     name = "pymta"
@@ -65,8 +116,6 @@ class PymtaServer:
         self.extra_main_cf = extra_main_cf
         self.port = free_loopback_port(LISTEN_HOST)
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
 
     def write_config(self) -> None:
         """Create the instance's directories and configuration files."""
@@ -84,21 +133,7 @@ class PymtaServer:
     def start(self) -> None:
         """Configure, start twistd, and wait for the SMTP greeting."""
         self.write_config()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(CHECKOUT), env.get("PYTHONPATH", "")) if p
-        )
-        self._log_file = open(self.twistd_log, "wb")
-        self._proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        proc = self._proc
+        proc = self.spawn()
         try:
             wait_for_banner(
                 LISTEN_HOST,
@@ -109,28 +144,6 @@ class PymtaServer:
         except (RuntimeError, TimeoutError) as e:
             raise RuntimeError(f"{e}; last lines of {self.twistd_log}:\n{self.log_tail()}") from e
 
-    def log_tail(self, lines: int = 15) -> str:
-        """The end of twistd's output, for error messages."""
-        try:
-            text = self.twistd_log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def root_pids(self) -> list[int]:
-        """twistd: worker processes it starts are its descendants."""
-        if self._proc is None or self._proc.poll() is not None:
-            return []
-        return [self._proc.pid]
-
     def maildir_new(self, recipient: str) -> Path:
         """new/ of recipient's Maildir under virtual_mailbox_base."""
         return self.setup.maildir_new(self.mail, recipient)
-
-    def stop(self) -> None:
-        """Stop twistd (and anything left in its process group)."""
-        proc, self._proc = self._proc, None
-        stop_session(proc)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None

@@ -32,18 +32,16 @@ FILES
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
-from bench_measure import free_loopback_port, stop_session
+from bench_measure import free_loopback_port
+from bench_pymta import TwistdProcess
 from retrieval_corpus import DOMAIN
 from retrieval_run import LISTEN_HOST, wait_for_greeting
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def has_imapd() -> bool:
@@ -99,7 +97,7 @@ virtual   unix  - n n - - virtual
     )
 
 
-class PymtaRetrievalServer:
+class PymtaRetrievalServer(TwistdProcess):
     """pymta under twistd -n with pop3d (and imapd) listeners."""
 
     name = "pymta"
@@ -121,8 +119,6 @@ class PymtaRetrievalServer:
         self.pop3_port = free_loopback_port(LISTEN_HOST)
         self.imap_port = free_loopback_port(LISTEN_HOST) if imap else 0
         self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
 
     def write_config(self) -> None:
         """Create the directories and configuration files."""
@@ -138,21 +134,7 @@ class PymtaRetrievalServer:
     def start(self) -> None:
         """Configure, start twistd, wait until the listeners greet."""
         self.write_config()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(CHECKOUT), env.get("PYTHONPATH", "")) if p
-        )
-        self._log_file = open(self.twistd_log, "wb")
-        self._proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        proc = self._proc
+        proc = self.spawn()
         deadline = time.monotonic() + self.startup_timeout
         waits = [(self.pop3_port, b"+OK")]
         if self.imap_port:
@@ -165,25 +147,3 @@ class PymtaRetrievalServer:
         except (RuntimeError, TimeoutError) as e:
             self.stop()
             raise RuntimeError(f"pymta: {e}\n{self.log_tail()}") from e
-
-    def log_tail(self, lines: int = 15) -> str:
-        """The end of twistd's output, for error messages."""
-        try:
-            text = self.twistd_log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def root_pids(self) -> list[int]:
-        """twistd: worker processes it starts are its descendants."""
-        if self._proc is None or self._proc.poll() is not None:
-            return []
-        return [self._proc.pid]
-
-    def stop(self) -> None:
-        """Stop twistd (and anything left in its process group)."""
-        proc, self._proc = self._proc, None
-        stop_session(proc)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
