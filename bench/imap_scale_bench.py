@@ -202,17 +202,18 @@ def bench_big(server: PymtaRetrievalServer, count: int, needles: list[int]) -> d
         assert typ == "OK" and data == [str(count).encode()], (typ, data)
         if run == "second":
             with timer("FETCH 1:* (FLAGS UID)"):
-                typ, data = client.fetch("1:*", "(FLAGS UID)")
-            assert typ == "OK" and len(data) == count, (typ, len(data))
+                typ, flags = client.fetch("1:*", "(FLAGS UID)")
+            assert typ == "OK" and len(flags) == count, (typ, len(flags))
             for cache in ("cold", "warm"):
                 probe = NoopProbe(server)
                 with timer(f"UID SEARCH SUBJECT needle ({cache} cache)"):
                     probe.start()
-                    typ, data = client.uid("SEARCH", "SUBJECT", "needle")
+                    typ, hits = client.uid("SEARCH", "SUBJECT", "needle")
                 timer.results[f"  slowest NOOP of another session meanwhile ({cache})"] = (
                     probe.stop()
                 )
-                found = [int(n) for n in data[0].split()]
+                assert isinstance(hits[0], bytes), hits
+                found = [int(n) for n in hits[0].split()]
                 assert typ == "OK" and found == needles, (typ, found[:5])
         client.logout()
     return timer.results
