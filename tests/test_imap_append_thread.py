@@ -123,10 +123,10 @@ def test_append_writes_in_the_runner_and_numbers_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """APPEND writes no file during the reactor call: the write and fsync run
-    in the thread runner, the numbering in the reactor (with the index's
-    fsync: a UID is never handed out twice), the fsync of cur/ in the runner
-    again; a pipelined NOOP waits its turn, and once the work is done the
-    reply carries the right APPENDUID and the message is in cur/."""
+    in the thread runner, then the numbering (with the index's fsync: a UID
+    is never handed out twice) and the fsync of cur/, also in the runner; a
+    pipelined NOOP waits its turn, and once the work is done the reply
+    carries the right APPENDUID and the message is in cur/."""
     world, runner, s = _world(tmp_path)
     inbox = world.mailbox().folder("INBOX")
     inbox.append(b"Subject: before\n\nx\n")
@@ -150,9 +150,9 @@ def test_append_writes_in_the_runner_and_numbers_after(
     assert writes == [] and len(runner.jobs) == 1
     assert len(inbox.messages()) == 1
 
-    assert runner.run_all() == 2  # stage, then sync_committed
+    assert runner.run_all() == 2  # stage, then commit_staged + sync_committed
     assert writes == [True]
-    assert fsyncs == [True, False, True]  # the file, the index, cur/
+    assert fsyncs == [True, True, True]  # the file, the index, cur/
     lines = s.read().split(b"\r\n")[:-1]
     assert lines == [
         b"ap OK [APPENDUID %d 2] Append completed." % inbox.uidvalidity,

@@ -397,6 +397,44 @@ def test_own_changes_need_no_rescan(tmp_path: Path) -> None:
     assert [m.filename for m in inbox.refresh()] == ["new/9.other.host"]
 
 
+def test_other_process_changes_need_no_rescan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's flag change, append and expunge reach this one
+    through the index, with the stamp it wrote: no listing of the folder
+    (with several reactor processes, a user's sessions land on any of
+    them). A delivery by another program still makes it list."""
+    root = tmp_path / "m"
+    mine = _inbox(root)
+    uid = mine.append(MSG)
+    for sub in ("new", "cur"):
+        os.utime(root / sub, (1000, 1000))
+    mine.refresh()
+    theirs = _inbox(root)
+    theirs.messages()
+    listings: list[str] = []
+    real_list = MaildirFolder._list
+
+    def counted(folder: MaildirFolder) -> dict[str, tuple[str, str]]:
+        listings.append(folder.path)
+        return real_list(folder)
+
+    monkeypatch.setattr(MaildirFolder, "_list", counted)
+    theirs.set_flags(uid, ["\\Flagged"], FlagMode.ADD)
+    new_uid = theirs.append(MSG)
+    assert mine.changed_on_disk()
+    mine.refresh()
+    assert mine.get(uid).flags == {"\\Flagged"}
+    theirs.expunge([uid])
+    mine.refresh()
+    assert [m.uid for m in mine.messages()] == [new_uid]
+    assert listings == []
+    assert not mine.changed_on_disk()
+    _drop(root, "new", "9.other.host")
+    assert [m.filename for m in mine.refresh()] == ["new/9.other.host"]
+    assert listings != []
+
+
 def test_cache_compacted_after_expunges(tmp_path: Path) -> None:
     """Cache entries of expunged messages are dropped once they outnumber
     the rest; the survivors' entries stay valid."""

@@ -13,6 +13,7 @@ with RFC 5530 response codes. Writes: through the mail store only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -537,22 +538,31 @@ def _staged_append(
     date: float | None,
 ) -> None:
     """Write and fsync the message in a worker thread (``stage``), number it
-    in the reactor thread (``commit_staged``), make its place in the folder
-    durable in a worker thread (``sync_committed``), then answer; later
-    commands wait meanwhile. A failure in a thread is answered NO; a staged
-    file whose session went away is discarded, not committed."""
+    (``commit_staged``: in a worker thread too when the store allows it, so
+    the index's fsync does not hold up the reactor, else in the reactor
+    thread), make its place in the folder durable in a worker thread
+    (``sync_committed``), then answer; later commands wait meanwhile. A
+    failure in a thread is answered NO; a staged file whose session went
+    away is discarded, not committed."""
     run = s.run_in_thread
     assert run is not None
     committed: list[int | MailStoreError | OSError] = []
+
+    def number(staged: Staged) -> bool:
+        try:
+            committed.append(staging.commit_staged(staged))
+        except (MailStoreError, OSError) as e:
+            committed.append(e)
+            return False
+        return True
 
     def commit(staged: Staged) -> Deferred[None] | None:
         if s.lost:
             staging.discard_staged(staged)
             return None
-        try:
-            committed.append(staging.commit_staged(staged))
-        except (MailStoreError, OSError) as e:
-            committed.append(e)
+        if staging.commit_thread_safe:
+            return run(partial(_number_and_sync, number, staging, staged))
+        if not number(staged):
             return None
         return run(staging.sync_committed)
 
@@ -576,6 +586,14 @@ def _staged_append(
             s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, outcome))
 
     s.later(d, answer, tag, "APPEND")
+
+
+def _number_and_sync(
+    number: Callable[[Staged], bool], staging: IStagedAppend, staged: Staged
+) -> None:
+    """The two steps of a commit, one after the other in one worker thread."""
+    if number(staged):
+        staging.sync_committed()
 
 
 def _flag_name(token: str) -> str:

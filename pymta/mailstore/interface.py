@@ -345,7 +345,15 @@ class Staged:
 class IStagedAppend(Interface):
     """Optional for an :class:`IFolder`: append in two steps, so the slow
     part (writing and fsyncing the file) runs in a worker thread and only
-    the numbering runs in the reactor thread."""
+    the numbering runs in the reactor thread (or, when the store allows, in
+    a worker thread too)."""
+
+    commit_thread_safe = Attribute(
+        "bool: commit_staged may run in a worker thread (it takes the folder's"
+        " own locks, and listeners hear of the new message in the reactor"
+        " thread). The server then numbers there too, so the index's fsync"
+        " does not hold up the reactor."
+    )
 
     def stage(
         content: bytes,
@@ -358,7 +366,8 @@ class IStagedAppend(Interface):
 
     def commit_staged(staged: Staged) -> int:
         """Put a staged message into the folder and return its new UID
-        (reactor thread, under the folder's locks; listeners are told as for
+        (reactor thread, or any thread if :attr:`commit_thread_safe`; under
+        the folder's locks; listeners are told as for
         :meth:`IFolder.append`). The staged file is gone afterwards, whether
         or not this succeeded. The UID is durable on return; the message's
         new place in the folder only after :meth:`sync_committed`."""

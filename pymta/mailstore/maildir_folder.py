@@ -417,8 +417,15 @@ class MaildirFolder:
         self, force: bool = False, preassigned: dict[str, int] | None = None
     ) -> list[FolderChange]:
         current = self._dir_stat(raw=True)
-        if not force and current is not None and current == self._dir_stamp:
-            return []
+        if not force and current is not None:
+            if current == self._dir_stamp:
+                return []
+            if current == self._index.scan_stamp:
+                # Another process changed the directories on top of a state
+                # it trusted and wrote that stamp with the records we have
+                # just read: our image matches them without a listing.
+                self._dir_stamp = current
+                return []
         stamp = self._dir_stat()  # taken before listing: later changes show
         index = self._index
         found = self._list()
@@ -967,9 +974,13 @@ class MaildirFolder:
         tmp, size, vsize = self._write_tmp(content, idate)
         return Staged(tmp, None, size, vsize, idate, system, keywords)
 
+    # _locked serialises threads and processes and tells listeners in the
+    # reactor thread: commit_staged may run in a worker.
+    commit_thread_safe = True
+
     def commit_staged(self, staged: Staged) -> int:
-        """Rename a staged file into cur/ and number it (reactor thread); the
-        rename is made durable by :meth:`sync_committed` (a worker thread)."""
+        """Rename a staged file into cur/ and number it (any thread); the
+        rename is made durable by :meth:`sync_committed`."""
         entry = (
             staged.path,
             staged.size,

@@ -85,6 +85,8 @@ def _flagged(
 class MemoryFolder:
     """A folder kept in dicts."""
 
+    commit_thread_safe = False  # listeners are called in the committing thread
+
     def __init__(self, name: str, uidvalidity: int, clock: IReactorTime) -> None:
         self.name = name
         self.uidvalidity = uidvalidity
