@@ -4,7 +4,7 @@
 SYNOPSIS
     python bench/pop3_bench.py [--clients 10] [--messages 200] [--size 4096]
         [--repeat 3] [--top-every 10] [--top-lines 10] [--dele-every 4]
-        [--only dovecot|pymta] [--pymta-main-cf LINE] [--json]
+        [--only dovecot|pymta] [--pymta-processes 0] [--pymta-main-cf LINE] [--json]
         [--timeout 600] [--workdir /var/tmp] [--keep]
 
 DESCRIPTION
@@ -19,8 +19,9 @@ DESCRIPTION
     2. starts a private Dovecot 2.3 (dovecot_setup: passwd-file,
        mail_location = maildir:~, Debian's default process model) and a
        private pymta (retrieval_pymta: twistd -n pymta with a pop3d
-       listener), both reading the same passwd-file with {PLAIN}
-       passwords;
+       listener and "pymta_processes = 0", one reactor process per CPU,
+       unless --pymta-processes says otherwise), both reading the same
+       passwd-file with {PLAIN} passwords;
     3. per repetition and server, forks --clients client processes that
        start at the same instant; each, with Python's poplib, logs in
        (USER/PASS) as its own user, sends STAT, LIST and UIDL, RETRs every
@@ -79,6 +80,7 @@ from retrieval_bench import (
     add_common_arguments,
     as_json,
     progress,
+    pymta_lines,
     render,
     scratch,
     server_makers,
@@ -225,6 +227,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 1 when a run had errors."""
     args = parse_args(argv)
+    pymta_main_cf = pymta_lines(args)
     names = [args.only] if args.only else list(SERVERS)
     if "dovecot" in names and (why := dovecot_missing()):
         print(f"pop3_bench: {why}", file=sys.stderr)
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus.write_maildir(pristine)
         users = make_users(args.clients, args.repeat)
         plan = Pop3Plan(args.top_every, args.top_lines, args.dele_every)
-        makers = server_makers(workdir, users, uid, gid, args.pymta_main_cf)
+        makers = server_makers(workdir, users, uid, gid, pymta_main_cf)
         results, hwm = side_by_side(
             "pop3_bench",
             "POP3",
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(as_json("pop3", results, MESSAGES, vars(args), hwm), indent=2))
     else:
-        print(render(title(args, corpus), results, MESSAGES, args.pymta_main_cf, hwm))
+        print(render(title(args, corpus), results, MESSAGES, pymta_main_cf, hwm))
     return 1 if any(r.errors for r in results) else 0
 
 

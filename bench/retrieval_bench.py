@@ -79,6 +79,13 @@ class RetrievalServer(Protocol):
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """The options both benches take (each adds its own scenario's)."""
+    p.add_argument(
+        "--pymta-processes",
+        type=int,
+        default=0,
+        help="pymta_processes in pymta's main.cf (default 0: one reactor process per CPU,"
+        " as Dovecot runs a process per connection on every core)",
+    )
     p.add_argument("--clients", type=int, default=10, help="concurrent clients")
     p.add_argument("--messages", type=int, default=200, help="messages per mailbox")
     p.add_argument("--size", type=int, default=4096, help="approximate message bytes")
@@ -112,6 +119,14 @@ def scratch(bench: str, parent: Path, keep: bool) -> Iterator[Path]:
             progress(f"{bench}: kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pymta_lines(args: argparse.Namespace) -> list[str]:
+    """pymta's extra main.cf lines: ``pymta_processes`` first, then
+    --pymta-main-cf (a later line overrides an earlier one, as in main.cf)."""
+    if args.pymta_processes < 0:
+        raise SystemExit("--pymta-processes must be 0 (one per CPU) or more")
+    return [f"pymta_processes = {args.pymta_processes}", *args.pymta_main_cf]
 
 
 def server_makers(
