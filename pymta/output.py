@@ -1,4 +1,5 @@
-"""Send a reply at once when the socket takes it: smtpd, pop3d and imapd.
+"""Send a reply at once when the socket takes it (smtpd, pop3d and imapd),
+and acknowledge a partial command at once (imapd's literals).
 
 Twisted's ``transport.write`` always buffers: it registers the socket for
 write events (an ``epoll_ctl``), the reactor goes round once more to find it
@@ -19,11 +20,23 @@ Flow control is unchanged: what is left over is written with
 
 Reads the transport's buffer state (``dataBuffer``, ``_tempDataLen``);
 when a Twisted version lacks them, every reply takes the buffered path.
+
+:func:`quick_ack` answers the other half of a request/response protocol's
+latency. Linux delays the ACK of received bytes (up to 40 ms) hoping to
+send it with the reply; a client that sends the end of a command in a
+second small write (imaplib sends an APPEND's literal, then its CRLF)
+holds that write back under Nagle's algorithm until the ACK comes. When a
+read leaves a command incomplete and the server has nothing to reply,
+``TCP_QUICKACK`` sends the pending ACK now. Elsewhere (no Linux, not a
+TCP socket) it does nothing.
+
 Untrusted input: none. Writes: the socket. Logs: nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from typing import Any
 
 from twisted.internet.tcp import Connection
@@ -48,3 +61,17 @@ def send(transport: Any, data: bytes) -> None:
         # 0 (the socket is full) or an error: buffered as usual; the reactor
         # reports a lost connection on its next read.
     transport.write(data)
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def quick_ack(transport: Any) -> None:
+    """Acknowledge what transport's socket has received, now (Linux)."""
+    if _QUICKACK is None:
+        return
+    get_handle = getattr(transport, "getHandle", None)
+    handle = get_handle() if get_handle is not None else None
+    if isinstance(handle, socket.socket) and handle.type == socket.SOCK_STREAM:
+        with contextlib.suppress(OSError):
+            handle.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)

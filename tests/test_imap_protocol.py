@@ -4,6 +4,7 @@ limits, and every mailbox and message command."""
 from __future__ import annotations
 
 import base64
+import socket
 from pathlib import Path
 
 import pytest
@@ -298,6 +299,37 @@ def test_status(s: Session) -> None:
     )
     assert s.send("b STATUS INBOX (BOGUS)").startswith(b"b BAD")
     assert s.send("c STATUS nosuch (MESSAGES)").startswith(b"c NO [NONEXISTENT]")
+
+
+def test_partial_command_is_acknowledged_at_once(s: Session, world: World) -> None:
+    """A read that leaves a command incomplete with nothing to answer (an
+    APPEND literal whose CRLF has not come yet) takes the socket out of
+    delayed-ACK mode (TCP_QUICKACK): a client that sends the CRLF in a
+    second write (imaplib) is not held 40 ms by Nagle. A read answered
+    with a continuation or a reply needs no extra ACK."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    ours, _ = listener.accept()
+    listener.close()
+    try:
+        s.transport.getHandle = lambda: ours  # type: ignore[method-assign]
+
+        def quickack() -> bool:
+            return bool(ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+
+        ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        assert s.send("a APPEND INBOX {8}") == b"+ OK\r\n"
+        assert not quickack()
+        assert s.send(b"Hi\r\n\r\nyo") == b""
+        assert quickack()
+        ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        assert s.send(b"\r\n").startswith(b"a OK [APPENDUID")
+        assert not quickack()
+        assert s.send(b"b NO") == b""
+        assert quickack()
+    finally:
+        ours.close()
+        client.close()
 
 
 def test_append_with_flags_date_and_appenduid(s: Session, world: World) -> None:

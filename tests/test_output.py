@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from pymta.output import send
+from pymta.output import quick_ack, send
 
 
 @pytest.fixture
@@ -91,3 +91,31 @@ def test_other_transports_use_write() -> None:
     transport = StringTransport()
     send(transport, b"+OK\r\n")
     assert transport.value() == b"+OK\r\n"
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def _quickack_on(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+
+
+def test_quick_ack_leaves_delayed_ack_mode(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    """quick_ack takes a TCP socket out of delayed-ACK (ping-pong) mode, so
+    what it has received is acknowledged now; other transports are left
+    alone."""
+    server, _client = tcp_pair
+    server.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+    assert not _quickack_on(server)
+    conn = Connection(server, Protocol(), MemoryReactor())
+    quick_ack(conn)
+    assert _quickack_on(server)
+    quick_ack(StringTransport())  # no socket: nothing to do, no error

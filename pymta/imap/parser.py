@@ -104,6 +104,11 @@ class CommandReader:
     def pending(self) -> int:
         return len(self._buffer)
 
+    def in_command(self) -> bool:
+        """Part of a command has arrived (a line without its end, or a
+        command waiting for a literal or for what follows one)."""
+        return self._started or bool(self._buffer)
+
     def _reset(self) -> None:
         self._command = bytearray()
         self._started = False

@@ -80,6 +80,7 @@ from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
 from pymta.imap.watchers import WatcherPool
 from pymta.mailstore.interface import IUserMailbox
+from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
 
@@ -350,7 +351,13 @@ class IMAPServer(Protocol):
             )
             self._timer.reset(timeout)
         self.reader.feed(data)
+        sent = self.counters.bytes_out
         self._process()
+        if self.counters.bytes_out == sent and self.reader.in_command() and not self._lost:
+            # Nothing to say yet and the command is not complete (an
+            # APPEND literal whose CRLF is still in the client's Nagle
+            # buffer): acknowledge now, not 40 ms later.
+            quick_ack(self.transport)
         self._throttle()
 
     def _process(self) -> None:
