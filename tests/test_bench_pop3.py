@@ -177,3 +177,16 @@ def test_pop3_session_verifies_every_message(
     if corrupt:
         assert "RETR 3" in result.errors[0]
     assert plan.deleted(20) == 5
+
+
+def test_pymta_runs_one_process_per_cpu_unless_told() -> None:
+    """The retrieval benches give pymta ``pymta_processes = 0`` (one reactor
+    per CPU) by default, before any --pymta-main-cf line (which may
+    override it), take --pymta-processes, and refuse a negative count."""
+    from retrieval_bench import pymta_lines
+
+    args = pop3_bench.parse_args(["--pymta-main-cf", "pop3d_timeout = 60s"])
+    assert pymta_lines(args) == ["pymta_processes = 0", "pop3d_timeout = 60s"]
+    assert pymta_lines(pop3_bench.parse_args(["--pymta-processes", "1"])) == ["pymta_processes = 1"]
+    with pytest.raises(SystemExit):
+        pymta_lines(pop3_bench.parse_args(["--pymta-processes", "-1"]))
