@@ -377,16 +377,23 @@ def test_tombstones_do_not_force_compaction_every_time(tmp_path: Path) -> None:
     assert [m.uid for m in again.messages()] == [uids[-1], uids[-1] + 1, uids[-1] + 2]
 
 
-def test_own_changes_need_no_rescan(tmp_path: Path) -> None:
-    """After a store's own append or flag change the folder does not count
-    as changed on disk (no listing of a big folder after each STORE), while
-    a delivery by another program still does."""
-    root = tmp_path / "m"
+def _settled_inbox(root: Path) -> tuple[MaildirFolder, int]:
+    """An INBOX holding one message (its UID returned), scanned once its
+    directories had been quiet long enough for their mtimes to be trusted."""
     inbox = _inbox(root)
     uid = inbox.append(MSG)
     for sub in ("new", "cur"):
         os.utime(root / sub, (1000, 1000))
     inbox.refresh()
+    return inbox, uid
+
+
+def test_own_changes_need_no_rescan(tmp_path: Path) -> None:
+    """After a store's own append or flag change the folder does not count
+    as changed on disk (no listing of a big folder after each STORE), while
+    a delivery by another program still does."""
+    root = tmp_path / "m"
+    inbox, uid = _settled_inbox(root)
     assert not inbox.changed_on_disk()
     inbox.set_flags(uid, ["\\Seen"], FlagMode.ADD)
     inbox.append(MSG)
@@ -405,11 +412,7 @@ def test_other_process_changes_need_no_rescan(
     (with several reactor processes, a user's sessions land on any of
     them). A delivery by another program still makes it list."""
     root = tmp_path / "m"
-    mine = _inbox(root)
-    uid = mine.append(MSG)
-    for sub in ("new", "cur"):
-        os.utime(root / sub, (1000, 1000))
-    mine.refresh()
+    mine, uid = _settled_inbox(root)
     theirs = _inbox(root)
     theirs.messages()
     listings: list[str] = []

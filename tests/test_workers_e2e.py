@@ -5,6 +5,7 @@ by the master and no acknowledged message is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import poplib
 import re
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,19 +40,16 @@ _WORKER = r"worker 1 started, pid (\d+)"
 USERS = [f"u{n:03d}@example.test" for n in range(400)]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PymtaServer]:
-    extra = f"pymta_processes = 2\nmaillog_file = {tmp_path}/maillog\n"
-    vmailbox = "alice@example.test example.test/alice/\n" + "".join(
-        f"{user} example.test/{user.split('@')[0]}/\n" for user in USERS
-    )
-    passwd = DEFAULT_PASSWD + "".join(f"{user}:{{PLAIN}}pw::::::\n" for user in USERS)
+@contextlib.contextmanager
+def two_processes(tmp_path: Path, service: str, **options: Any) -> Iterator[PymtaServer]:
+    """A running ``twistd pymta`` with ``pymta_processes = 2`` (its worker
+    up), master.cf's defaults plus ``service``, a maillog file, and any
+    other PymtaServer options."""
     with PymtaServer(
         tmp_path,
-        main_cf_extra=extra,
-        master_cf=DEFAULT_MASTER_CF + POP3_SERVICE,
-        vmailbox=vmailbox,
-        passwd=passwd,
+        main_cf_extra=f"pymta_processes = 2\nmaillog_file = {tmp_path}/maillog\n",
+        master_cf=DEFAULT_MASTER_CF + service,
+        **options,
     ) as instance:
         instance.start()
         instance.wait_for_log(r"worker 1 running")
@@ -58,7 +57,18 @@ def server(tmp_path: Path) -> Iterator[PymtaServer]:
         instance.stop()
 
 
-def _message(token: str) -> bytes:
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PymtaServer]:
+    vmailbox = "alice@example.test example.test/alice/\n" + "".join(
+        f"{user} example.test/{user.split('@')[0]}/\n" for user in USERS
+    )
+    passwd = DEFAULT_PASSWD + "".join(f"{user}:{{PLAIN}}pw::::::\n" for user in USERS)
+    with two_processes(tmp_path, POP3_SERVICE, vmailbox=vmailbox, passwd=passwd) as instance:
+        yield instance
+
+
+def token_message(token: str) -> bytes:
+    """A small message that names its token in the Subject and X-Token."""
     return f"Subject: {token}\r\nX-Token: {token}\r\n\r\nbody of {token}\r\n".encode()
 
 
@@ -105,7 +115,7 @@ def test_two_processes_share_the_load_and_deliver_each_message_once(
         # over the two processes (10 long sessions could all land on one).
         for token in batch:
             with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=60) as smtp:
-                smtp.sendmail("sender@client.test", ["alice@example.test"], _message(token))
+                smtp.sendmail("sender@client.test", ["alice@example.test"], token_message(token))
 
     login_pids: set[int] = set()
     done = threading.Event()
@@ -166,7 +176,7 @@ def test_a_killed_worker_is_restarted_and_no_acknowledged_mail_is_lost(
             try:
                 if smtp is None:
                     smtp = smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=60)
-                smtp.sendmail("sender@client.test", ["alice@example.test"], _message(token))
+                smtp.sendmail("sender@client.test", ["alice@example.test"], token_message(token))
             except (smtplib.SMTPException, OSError):
                 smtp = None  # the process holding this connection died: reconnect
                 continue
@@ -194,7 +204,7 @@ def test_a_killed_worker_is_restarted_and_no_acknowledged_mail_is_lost(
     later = {f"after-{i:02d}" for i in range(20)}
     with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=60) as smtp:
         for token in sorted(later):
-            smtp.sendmail("sender@client.test", ["alice@example.test"], _message(token))
+            smtp.sendmail("sender@client.test", ["alice@example.test"], token_message(token))
     _wait_delivered(server, acknowledged | later)
     spool = server.root / "spool"
 

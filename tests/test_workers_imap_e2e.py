@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from imapclient import IMAPClient
 
-from tests.harness import DEFAULT_MASTER_CF, IMAP_SERVICE, PymtaServer
+from tests.harness import IMAP_SERVICE, PymtaServer
+from tests.test_workers_e2e import token_message, two_processes
 
 USER = "alice@example.test"
 PASSWORD = "alice-pw"
@@ -42,19 +43,8 @@ WAIT = 15.0
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PymtaServer]:
-    with PymtaServer(
-        tmp_path,
-        main_cf_extra=f"pymta_processes = 2\nmaillog_file = {tmp_path}/maillog\n",
-        master_cf=DEFAULT_MASTER_CF + IMAP_SERVICE,
-    ) as instance:
-        instance.start()
-        instance.wait_for_log(r"worker 1 running")
+    with two_processes(tmp_path, IMAP_SERVICE) as instance:
         yield instance
-        instance.stop()
-
-
-def _message(token: str) -> bytes:
-    return f"Subject: {token}\r\nX-Token: {token}\r\n\r\nbody of {token}\r\n".encode()
 
 
 def _pids(server: PymtaServer) -> tuple[int, int]:
@@ -158,7 +148,7 @@ def test_sessions_in_two_processes_see_each_others_changes(server: PymtaServer) 
     assert b.select("INBOX") == ("OK", [b"0"])
 
     # B appends: A's NOOP tells of it.
-    typ, data = b.append("INBOX", "", "", _message("one"))
+    typ, data = b.append("INBOX", "", "", token_message("one"))
     assert typ == "OK"
     first = _APPENDUID.search(data[0])
     assert first is not None
@@ -167,10 +157,10 @@ def test_sessions_in_two_processes_see_each_others_changes(server: PymtaServer) 
 
     # B appends while A idles: A is woken without asking.
     a.idle()
-    b.append("INBOX", "", "", _message("two"))
+    b.append("INBOX", "", "", token_message("two"))
     _idle_until(a, (2, b"EXISTS"))
     a.idle_done()
-    b.append("INBOX", "", "", _message("three"))
+    b.append("INBOX", "", "", token_message("three"))
     assert (3, b"EXISTS") in a.noop()[1]
 
     # B flags the first message: A hears the new flags, in IDLE too.
@@ -194,7 +184,7 @@ def test_sessions_in_two_processes_see_each_others_changes(server: PymtaServer) 
     # The other way: A flags and appends, B's NOOP tells of both.
     _drain(b)
     a.add_flags([int(uids_b[2])], [b"\\Answered"])
-    a.append("INBOX", _message("four"))
+    a.append("INBOX", token_message("four"))
     assert b.noop()[0] == "OK"
     exists = b.response("EXISTS")[1]
     fetched = b.response("FETCH")[1]
@@ -228,7 +218,7 @@ def test_concurrent_appends_in_both_processes_never_share_a_uid(server: PymtaSer
             token = f"{name}-{i:02d}"
             imap = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=30)
             imap.login(USER, PASSWORD)
-            typ, data = imap.append("INBOX", "", "", _message(token))
+            typ, data = imap.append("INBOX", "", "", token_message(token))
             assert typ == "OK", data
             match = _APPENDUID.search(data[0])
             assert match is not None, data
@@ -288,13 +278,13 @@ def test_flags_set_in_one_process_are_seen_by_a_fresh_session_in_the_other(
     writer, pid_w = _imapclient_session(server)
     other, pid_o = _imaplib_session_not_in(server, pid_w)
     for n in range(1, 4):
-        writer.append("INBOX", _message(f"m{n}"))
+        writer.append("INBOX", token_message(f"m{n}"))
     writer.select_folder("INBOX")
     assert other.select("INBOX") == ("OK", [b"3"])  # the other process has read the folder
     other.logout()
 
     _, uid2, uid3 = writer.search("ALL")
-    assert writer.fetch([uid2], ["BODY[]"])[uid2][b"BODY[]"] == _message("m2")
+    assert writer.fetch([uid2], ["BODY[]"])[uid2][b"BODY[]"] == token_message("m2")
     writer.add_flags([uid3], [b"\\Answered", b"$Label1"])
     writer.logout()
 
