@@ -67,11 +67,18 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
 def quick_ack(transport: Any) -> None:
-    """Acknowledge what transport's socket has received, now (Linux)."""
+    """Acknowledge what transport's socket has received, now (Linux). A TLS
+    wrapper (IMAPS) is looked through to the TCP connection under it."""
     if _QUICKACK is None:
         return
-    get_handle = getattr(transport, "getHandle", None)
-    handle = get_handle() if get_handle is not None else None
-    if isinstance(handle, socket.socket) and handle.type == socket.SOCK_STREAM:
-        with contextlib.suppress(OSError):
-            handle.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    for _ in range(3):
+        get_handle = getattr(transport, "getHandle", None)
+        handle = get_handle() if get_handle is not None else None
+        if isinstance(handle, socket.socket):
+            if handle.type == socket.SOCK_STREAM:
+                with contextlib.suppress(OSError):
+                    handle.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            return
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return

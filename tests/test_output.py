@@ -9,9 +9,11 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 
 from pymta.output import quick_ack, send
 
@@ -119,3 +121,22 @@ def test_quick_ack_leaves_delayed_ack_mode(tcp_pair: tuple[socket.socket, socket
     quick_ack(conn)
     assert _quickack_on(server)
     quick_ack(StringTransport())  # no socket: nothing to do, no error
+
+
+def test_quick_ack_looks_through_a_tls_wrapper(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """Behind IMAPS the protocol's transport is Twisted's TLS wrapper, whose
+    handle is the OpenSSL connection: quick_ack reaches the TCP socket
+    under it."""
+    server, _client = tcp_pair
+    server.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+    conn = Connection(server, Protocol(), MemoryReactor())
+    factory = TLSMemoryBIOFactory(
+        optionsForClientTLS("example.org"), isClient=True, wrappedFactory=Factory()
+    )
+    wrapper = TLSMemoryBIOProtocol(factory, Protocol())
+    wrapper.makeConnection(conn)
+    assert not isinstance(wrapper.getHandle(), socket.socket)
+    quick_ack(wrapper)
+    assert _quickack_on(server)
