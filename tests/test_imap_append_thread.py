@@ -122,9 +122,9 @@ def _append_cmd(tag: bytes = b"ap", flags: bytes = b"(\\Seen)") -> bytes:
 def test_append_writes_in_the_runner_and_numbers_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """APPEND writes no file during the reactor call: the write and fsync run
-    in the thread runner, then the numbering (with the index's fsync: a UID
-    is never handed out twice) and the fsync of cur/, also in the runner; a
+    """APPEND writes no file during the reactor call: the write and fsync,
+    the numbering (with the index's fsync: a UID is never handed out twice)
+    and the fsync of cur/ run in one job of the thread runner; a
     pipelined NOOP waits its turn, and once the work is done the reply
     carries the right APPENDUID and the message is in cur/."""
     world, runner, s = _world(tmp_path)
@@ -150,7 +150,7 @@ def test_append_writes_in_the_runner_and_numbers_after(
     assert writes == [] and len(runner.jobs) == 1
     assert len(inbox.messages()) == 1
 
-    assert runner.run_all() == 2  # stage, then commit_staged + sync_committed
+    assert runner.run_all() == 1  # stage, commit_staged and sync_committed
     assert writes == [True]
     assert fsyncs == [True, True, True]  # the file, the index, cur/
     lines = s.read().split(b"\r\n")[:-1]
@@ -162,6 +162,30 @@ def test_append_writes_in_the_runner_and_numbers_after(
     assert info.flags == frozenset({"\\Seen"})
     assert info.filename.startswith("cur/")
     assert inbox.read(2) == MSG.replace(b"\r\n", b"\n")
+
+
+def test_a_store_that_numbers_in_the_reactor_gets_two_jobs(tmp_path: Path) -> None:
+    """A store whose commit_staged must run in the reactor thread (the
+    memory store calls its listeners there) is numbered between two runner
+    jobs, stage and sync_committed, while a second session with the folder
+    selected hears of the message."""
+    (tmp_path / "w").mkdir(parents=True)
+    world = World(tmp_path / "w")
+    runner = QueuedRunner()
+    world.factory.run_in_thread = runner
+    watcher = world.connect()
+    watcher.login()
+    watcher.select()
+    s = world.connect()
+    s.login()
+    assert s.send(_append_cmd()) == b""
+    seen_in_reactor: list[bool] = []
+    folder = world.mailbox().folder("INBOX")
+    folder.add_listener(lambda change: seen_in_reactor.append(runner.in_thread))
+    assert runner.run_all() == 2
+    assert seen_in_reactor == [False]
+    assert s.read().startswith(b"ap OK [APPENDUID")
+    assert b"* 1 EXISTS" in watcher.send("n NOOP")
 
 
 def test_failure_in_the_thread_answers_no(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,7 +219,7 @@ def test_failed_directory_sync_answers_no(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(maildir_folder.MaildirFolder, "sync_committed", broken)
     assert s.send(_append_cmd() + b"n NOOP\r\n") == b""
-    assert runner.run_all() == 2
+    assert runner.run_all() == 1
     lines = s.read().split(b"\r\n")[:-1]
     assert lines == [b"ap NO [SERVERBUG] Internal error occurred.", b"n OK NOOP completed."]
     failures = [e for e in world.events if e.get("command") == "APPEND" and "log_failure" in e]

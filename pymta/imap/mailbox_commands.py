@@ -13,7 +13,6 @@ with RFC 5530 response codes. Writes: through the mail store only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -538,10 +537,11 @@ def _staged_append(
     date: float | None,
 ) -> None:
     """Write and fsync the message in a worker thread (``stage``), number it
-    (``commit_staged``: in a worker thread too when the store allows it, so
-    the index's fsync does not hold up the reactor, else in the reactor
-    thread), make its place in the folder durable in a worker thread
-    (``sync_committed``), then answer; later commands wait meanwhile. A
+    (``commit_staged``), make its place in the folder durable
+    (``sync_committed``), then answer; later commands wait meanwhile. When
+    the store allows numbering in a worker thread, all three steps run in
+    one, so the index's fsync does not hold up the reactor; else the
+    numbering runs in the reactor thread between two worker steps. A
     failure in a thread is answered NO; a staged file whose session went
     away is discarded, not committed."""
     run = s.run_in_thread
@@ -556,12 +556,19 @@ def _staged_append(
             return False
         return True
 
-    def commit(staged: Staged) -> Deferred[None] | None:
+    def commit_and_sync(staged: Staged) -> None:
+        if s.lost:
+            staging.discard_staged(staged)
+        elif number(staged):
+            staging.sync_committed()
+
+    def in_one_thread() -> None:
+        commit_and_sync(staging.stage(message, flags, date))
+
+    def commit_here(staged: Staged) -> Deferred[None] | None:
         if s.lost:
             staging.discard_staged(staged)
             return None
-        if staging.commit_thread_safe:
-            return run(partial(_number_and_sync, number, staging, staged))
         if not number(staged):
             return None
         return run(staging.sync_committed)
@@ -572,8 +579,11 @@ def _staged_append(
         failed.append(failure)
         return failure  # s.later logs it with its traceback
 
-    d = run(partial(staging.stage, message, flags, date))
-    d.addCallback(commit)
+    if staging.commit_thread_safe:
+        d = run(in_one_thread)
+    else:
+        d = run(partial(staging.stage, message, flags, date))
+        d.addCallback(commit_here)
     d.addErrback(note_failure)
 
     def answer() -> None:
@@ -586,14 +596,6 @@ def _staged_append(
             s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, outcome))
 
     s.later(d, answer, tag, "APPEND")
-
-
-def _number_and_sync(
-    number: Callable[[Staged], bool], staging: IStagedAppend, staged: Staged
-) -> None:
-    """The two steps of a commit, one after the other in one worker thread."""
-    if number(staged):
-        staging.sync_committed()
 
 
 def _flag_name(token: str) -> str:
