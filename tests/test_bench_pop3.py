@@ -190,3 +190,17 @@ def test_pymta_runs_one_process_per_cpu_unless_told() -> None:
     assert pymta_lines(pop3_bench.parse_args(["--pymta-processes", "1"])) == ["pymta_processes = 1"]
     with pytest.raises(SystemExit):
         pymta_lines(pop3_bench.parse_args(["--pymta-processes", "-1"]))
+
+
+def test_latency_table_gives_medians_p90_and_ratio() -> None:
+    """imap_latency_bench prints, per command and server, the median and
+    90th-percentile wall time in ms, then pymta's median over Dovecot's."""
+    import imap_latency_bench
+
+    times = {c: [0.001 * n for n in range(1, 11)] for c in imap_latency_bench.COMMANDS}
+    slow = {c: [t * 20 for t in v] for c, v in times.items()}
+    table = imap_latency_bench.render({"dovecot": times, "pymta": slow}).splitlines()
+    noop = [line.split() for line in table if line.startswith("NOOP")]
+    assert noop[0][1:] == ["dovecot", "6.00", "10.00"]
+    assert noop[1][1:] == ["pymta", "120.00", "200.00"]
+    assert noop[2][1:3] == ["ratio", "20.00"]
