@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -176,6 +177,36 @@ def test_data_split_across_writes_including_the_terminator() -> None:
         replies += h.send(body[i : i + 1])
     assert replies == ["250 2.0.0 Ok: queued as QID1", "250 2.0.0 Ok"]
     assert h.cleanup.received[0][1] == b"line one\n.two\nthree\n"
+
+
+def test_content_without_its_end_is_acknowledged_at_once() -> None:
+    """A read of message content that does not end it, with nothing to
+    answer, takes the socket out of delayed-ACK mode (TCP_QUICKACK): a
+    client that writes the final "." on its own (swaks with a large body)
+    is not held 40 ms by Nagle. Commands and the end of data, answered
+    at once, need no extra ACK."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    ours, _ = listener.accept()
+    listener.close()
+    try:
+        h = SMTPHarness()
+        h.transport.getHandle = lambda: ours  # type: ignore[method-assign]
+
+        def quickack() -> bool:
+            return bool(ours.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+
+        ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        h.send(EHLO + TXN)
+        assert not quickack()
+        assert h.send(b"a long body\r\n" * 100) == []
+        assert quickack()
+        ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        assert h.send(b".\r\n") == ["250 2.0.0 Ok: queued as QID1"]
+        assert not quickack()
+    finally:
+        ours.close()
+        client.close()
 
 
 @pytest.mark.parametrize(

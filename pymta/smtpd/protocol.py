@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from pymta.address import AddressError, parse_esmtp_params, parse_path
 from pymta.cleanup.interface import CleanupRejected
 from pymta.maillog import maillog
-from pymta.output import send
+from pymta.output import quick_ack, send
 from pymta.queue.model import Envelope, Recipient
 from pymta.smtpd.dsn import (
     DsnSyntaxError,
@@ -271,6 +271,11 @@ class SMTPServerProtocol(Protocol):
             self._process_loop()
         finally:
             self._in_process = False
+        if self._mode == _DATA and not self._out and self._connected:
+            # Content without its end yet, nothing to answer: acknowledge
+            # now, or a client that writes the final "." on its own (swaks
+            # with a large body) waits 40 ms for the delayed ACK (Nagle).
+            quick_ack(self.transport)
         self._flush()
 
     def _process_loop(self) -> None:
