@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from pymta.imap import message_commands
 from pymta.imap.prefetch import PREFETCH_MIN
 from pymta.imap.view import SelectedView
 from pymta.mailstore import maildir_folder
@@ -174,3 +176,93 @@ def test_few_uncached_headers_stay_synchronous(tmp_path: Path) -> None:
     reply = s.lines("q SEARCH SUBJECT needle")
     assert reply[-1] == b"q OK Search completed."
     assert runner.jobs == []
+
+
+def test_search_of_a_big_folder_lets_other_sessions_in_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SEARCH over more than SEARCH_SLICE messages tests that many per
+    reactor turn: another session is answered between the turns, the
+    searching session's pipelined NOOP waits for the SEARCH, and the
+    answer is the one a single pass gives. After a cold-cache prefetch in
+    the thread runner the slices follow the same way."""
+    monkeypatch.setattr(message_commands, "SEARCH_SLICE", 50)
+    world = world_with_big_inbox(tmp_path)
+    runner = QueuedRunner()
+    world.factory.run_in_thread = runner
+    clock = world.clock
+    s, other = logged_in(world), logged_in(world)
+    expected = b"* SEARCH " + b" ".join(b"%d" % n for n in NEEDLES)
+
+    assert s.send(b"q UID SEARCH SUBJECT needle\r\nn NOOP\r\n") == b""
+    assert runner.run_all() == 1  # the cold cache, read in the "thread"
+    turns = 0
+    while not s.transport.value().endswith(b"n OK NOOP completed.\r\n"):
+        assert other.send("o NOOP") == b"o OK NOOP completed.\r\n"
+        one_turn(clock)
+        turns += 1
+        assert turns < 100
+    assert turns == COUNT // 50  # one turn per further slice of 50
+    lines = s.read().split(b"\r\n")[:-1]
+    assert lines == [expected, b"q OK Search completed.", b"n OK NOOP completed."]
+
+    # Warm now: no prefetch, the slices alone; the same answer.
+    assert s.send(b"r UID SEARCH SUBJECT needle\r\n") == b""
+    for _ in range(COUNT // 50):
+        one_turn(clock)
+    assert s.read().split(b"\r\n")[:-1] == [expected, b"r OK Search completed."]
+
+
+def one_turn(clock: Clock) -> None:
+    """Run the one call due now, as one turn of a real reactor would
+    (Clock.advance(0) would also run what that call schedules)."""
+    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
+    assert len(due) == 1, due
+    clock.calls.remove(due[0])
+    due[0].func(*due[0].args, **due[0].kw)
+
+
+def test_unexpected_error_in_a_sliced_search_answers_no(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that strikes in a later slice of a SEARCH is logged and
+    answered NO [SERVERBUG]; the session goes on. A session that leaves
+    mid-search stops the slices."""
+    monkeypatch.setattr(message_commands, "SEARCH_SLICE", 50)
+    world = world_with_big_inbox(tmp_path)
+    world.factory.run_in_thread = None
+    s = logged_in(world)
+    calls = 0
+    fail_at = 120
+    real_parse = message_commands.parse_search
+
+    def counted_parse(*args: Any, **kwargs: Any) -> Any:
+        criteria = real_parse(*args, **kwargs)
+        real_test = criteria.test
+
+        def test(cand: Any) -> bool:
+            nonlocal calls
+            calls += 1
+            if calls == fail_at:
+                raise RuntimeError("bug")
+            return bool(real_test(cand))
+
+        return replace(criteria, test=test)
+
+    monkeypatch.setattr(message_commands, "parse_search", counted_parse)
+    assert s.send(b"q SEARCH ALL\r\n") == b""
+    assert calls == 50
+    one_turn(world.clock)
+    one_turn(world.clock)
+    assert s.lines("n NOOP") == [
+        b"q NO [SERVERBUG] Internal error occurred. Refer to server log for more information.",
+        b"n OK NOOP completed.",
+    ]
+    failures = [e for e in world.events if "log_failure" in e]
+    assert len(failures) == 1 and failures[0]["log_failure"].check(RuntimeError)
+
+    calls, fail_at = 0, -1
+    assert s.send(b"r SEARCH ALL\r\n") == b""
+    s.drop()
+    world.clock.advance(0)
+    assert calls == 50  # the first slice only

@@ -17,8 +17,13 @@ the mail store. Logs store errors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from pymta.imap.fetch import (
     FetchItem,
@@ -33,7 +38,7 @@ from pymta.imap.fetch import (
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.prefetch import prefetch_headers
-from pymta.imap.search import BadCharset, Criteria, candidates, parse_search
+from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.view import InvalidSet, SelectedView
 from pymta.imap.wire import flag_list
@@ -49,6 +54,9 @@ if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
 
 CHUNK = 256 * 1024
+#: Messages a SEARCH tests per reactor turn: a search of a huge folder
+#: (0.24 s of CPU for 100,000 messages) lets other sessions in between.
+SEARCH_SLICE = 8192
 _INDEX_SCAN = 64  # above this many messages, read the whole index once
 
 
@@ -183,40 +191,119 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         if d is not None:
             s.later(d, lambda: _search(s, tag, uid, criteria, returns), tag, "SEARCH")
             return
-    _search(s, tag, uid, criteria, returns)
+    searching = _search(s, tag, uid, criteria, returns)
+    if searching is not None:
+        s.later(searching, lambda: None, tag, "SEARCH")
 
 
 def _search(
     s: IMAPServer, tag: bytes, uid: bool, criteria: Criteria, returns: set[str] | None
-) -> None:
+) -> Deferred[None] | None:
+    """Test every message and answer. A folder of more than
+    :data:`SEARCH_SLICE` messages is tested that many per reactor turn, so
+    other sessions are served in between: then the answer (OK, or NO
+    [SERVERBUG] on an unexpected error) comes when the returned Deferred
+    fires, else before this returns None."""
     view = _view(s)
-    saving = returns is not None and "SAVE" in returns
     folder = view.folder
-    by_uid = {m.uid: m for m in folder.messages()}
     largest_uid = view.uids[-1] if view.uids else 0
     count = view.exists
-    found: list[int] = []
-    found_uids: list[int] = []
-    top_modseq = 0
-    recent = view.recent
-    messages = [(msn, by_uid[u], u in recent) for msn, u in enumerate(view.uids, 1) if u in by_uid]
-    test = criteria.test
+    found = _Found()
     may_contain = None
     if criteria.uses_header and IHeaderCache.providedBy(folder):
-        uids = [info.uid for _, info, _ in messages]
+        uids = list(view.uids)
         may_contain = partial(IHeaderCache(folder).headers_may_contain, uids=uids)
-    for cand in candidates(
-        messages, count, largest_uid, folder.header_bytes, folder.read, may_contain
-    ):
+    messages = _in_view(view)
+    cands = candidates(messages, count, largest_uid, folder.header_bytes, folder.read, may_contain)
+    steps = _test_all(cands, criteria.test, found, uid)
+    if count <= SEARCH_SLICE:
+        for _ in steps:
+            pass
+        _search_answer(s, tag, uid, criteria, returns, found)
+        return None
+
+    def failed(failure: Failure) -> None:
+        s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
+        s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
+
+    d = _one_slice_per_turn(s, steps)
+    d.addCallback(lambda _: _search_answer(s, tag, uid, criteria, returns, found))
+    d.addErrback(failed)
+    return d
+
+
+def _in_view(view: SelectedView) -> Iterator[tuple[int, MessageInfo, bool]]:
+    """(sequence number, message, recent) of each message of the view, read
+    from the folder as the search reaches it (one gone meanwhile is left
+    out)."""
+    recent, get = view.recent, view.folder.get
+    for msn, u in enumerate(view.uids, 1):
+        try:
+            info = get(u)
+        except MailStoreError:
+            continue
+        yield msn, info, u in recent
+
+
+@dataclass
+class _Found:
+    """What a SEARCH has matched so far."""
+
+    numbers: list[int] = field(default_factory=list)  # UIDs or sequence numbers
+    uids: list[int] = field(default_factory=list)
+    top_modseq: int = 0
+
+
+def _test_all(
+    cands: Iterable[Candidate], test: Callable[[Candidate], bool], found: _Found, uid: bool
+) -> Iterator[None]:
+    """Test the candidates into ``found``, pausing after every SEARCH_SLICE."""
+    for n, cand in enumerate(cands, 1):
         try:
             matched = test(cand)
         except MailStoreError:
-            continue
+            matched = False
         if matched:
             u = cand.info.uid
-            found.append(u if uid else cand.msn)
-            found_uids.append(u)
-            top_modseq = max(top_modseq, cand.info.modseq)
+            found.numbers.append(u if uid else cand.msn)
+            found.uids.append(u)
+            found.top_modseq = max(found.top_modseq, cand.info.modseq)
+        if n % SEARCH_SLICE == 0:
+            yield
+
+
+def _one_slice_per_turn(s: IMAPServer, steps: Iterator[None]) -> Deferred[None]:
+    """Run ``steps`` one at a time, each in its own reactor turn; the
+    Deferred fires when they are done (or the session is gone)."""
+    done: Deferred[None] = Deferred()
+
+    def turn() -> None:
+        try:
+            if not s.lost and next(steps, _DONE) is not _DONE:
+                s.clock.callLater(0, turn)
+                return
+        except Exception:
+            done.errback()
+            return
+        done.callback(None)
+
+    turn()
+    return done
+
+
+_DONE = object()
+
+
+def _search_answer(
+    s: IMAPServer,
+    tag: bytes,
+    uid: bool,
+    criteria: Criteria,
+    returns: set[str] | None,
+    matched: _Found,
+) -> None:
+    saving = returns is not None and "SAVE" in returns
+    found, found_uids, top_modseq = matched.numbers, matched.uids, matched.top_modseq
     if returns is None:
         line = b"* SEARCH"
         if found:

@@ -449,22 +449,30 @@ class IMAPServer(Protocol):
         """The connection is gone (work finishing late must not act for it)."""
         return self._lost
 
-    def later(self, d: Deferred[Any], then: Callable[[], None], tag: bytes, name: str) -> None:
+    def later(
+        self,
+        d: Deferred[Any],
+        then: Callable[[], Deferred[None] | None],
+        tag: bytes,
+        name: str,
+    ) -> None:
         """Finish a command when ``d`` fires (work done off the reactor
         thread): later commands wait meanwhile, as during a login. ``then``
         runs even if ``d`` failed (the work was only preparation); its own
-        unexpected errors are answered ``NO [SERVERBUG]``."""
+        unexpected errors are answered ``NO [SERVERBUG]``. When ``then``
+        returns a Deferred (a command that goes on over several reactor
+        turns), later commands wait for that too."""
         self._busy = True
 
-        def prepared(result: object) -> None:
+        def prepared(result: object) -> Deferred[None] | None:
             if isinstance(result, Failure):
                 self.log.failure(
                     "imap({user}): preparing {command} failed", result, user=self.user, command=name
                 )
             if self._lost:
-                return
+                return None
             try:
-                then()
+                return then()
             except Exception:
                 self.log.failure(
                     "imap({user}): unexpected error in {command}", user=self.user, command=name
@@ -474,6 +482,7 @@ class IMAPServer(Protocol):
                     b"[SERVERBUG] Internal error occurred. "
                     b"Refer to server log for more information.",
                 )
+                return None
 
         d.addBoth(prepared)
         d.addBoth(self._login_done)

@@ -21,7 +21,7 @@ the parser) and the messages. Writes and logs nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import parsedate_tz
@@ -96,7 +96,7 @@ Test = Callable[[Candidate], bool]
 
 
 def candidates(
-    messages: Sequence[tuple[int, MessageInfo, bool]],
+    messages: Iterable[tuple[int, MessageInfo, bool]],
     largest_msn: int,
     largest_uid: int,
     load_header: Callable[[int], bytes],
@@ -111,7 +111,9 @@ def candidates(
     ``may_contain(needles)`` (the store's
     :meth:`~pymta.mailstore.interface.IHeaderCache.headers_may_contain` over
     the searched UIDs) is asked once per needle for the whole SEARCH."""
-    if not messages:
+    todo = iter(messages)
+    first = next(todo, None)
+    if first is None:
         return
     hits: dict[bytes, Collection[int] | None] = {}
 
@@ -121,7 +123,7 @@ def candidates(
             hits[needle] = None if may_contain is None else may_contain((needle, b"=?"))
         return hits[needle]
 
-    msn, info, recent = messages[0]
+    msn, info, recent = first
     cand = Candidate(
         msn,
         info,
@@ -132,7 +134,8 @@ def candidates(
         lambda: load_content(cand.info.uid),
         header_hits,
     )
-    for msn, info, recent in messages:
+    yield cand
+    for msn, info, recent in todo:
         cand.move_to(msn, info, recent)
         yield cand
 
