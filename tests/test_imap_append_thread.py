@@ -1,4 +1,5 @@
-"""APPEND writes and fsyncs the message off the reactor call, numbers it on it.
+"""APPEND writes, fsyncs and numbers the message off the reactor call (a
+store that must number on the reactor thread, the memory store, does so there).
 
 The store contract (``IStagedAppend``: stage, commit_staged, sync_committed, discard_staged)
 runs against both stores; the IMAP tests inject a thread runner that keeps
@@ -20,29 +21,7 @@ from pymta.mailstore.interface import FolderChange, IFolder, IStagedAppend, IUse
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.memory import MemoryStore
 from tests.test_imap_harness import Session, World
-from tests.test_imap_prefetch import QueuedRunner as _PrefetchRunner
-
-
-class QueuedRunner(_PrefetchRunner):
-    """The prefetch tests' runner, but an exception in the work fails the
-    Deferred (as ``deferToThreadPool`` does) instead of escaping."""
-
-    def run_all(self) -> int:
-        ran = 0
-        while self.jobs:
-            work, d = self.jobs.pop(0)
-            self.in_thread = True
-            try:
-                result = work()
-            except Exception:
-                self.in_thread = False
-                d.errback()
-            else:
-                self.in_thread = False
-                d.callback(result)
-            ran += 1
-        return ran
-
+from tests.test_imap_prefetch import QueuedRunner
 
 MSG = b"From: a@example.org\r\nSubject: staged\r\n\r\nbody\r\n"
 

@@ -25,7 +25,8 @@ NEEDLES = [n for n in range(1, COUNT + 1) if n % 25 == 0]
 
 class QueuedRunner:
     """A thread runner that keeps the work until the test runs it, marking
-    that it runs "in the worker thread"."""
+    that it runs "in the worker thread"; an exception in the work fails its
+    Deferred, as ``deferToThreadPool`` does."""
 
     def __init__(self) -> None:
         self.jobs: list[tuple[Callable[[], Any], Deferred[Any]]] = []
@@ -43,9 +44,12 @@ class QueuedRunner:
             self.in_thread = True
             try:
                 result = work()
-            finally:
+            except Exception:
                 self.in_thread = False
-            d.callback(result)
+                d.errback()
+            else:
+                self.in_thread = False
+                d.callback(result)
             ran += 1
         return ran
 
