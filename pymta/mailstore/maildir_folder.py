@@ -948,17 +948,7 @@ class MaildirFolder:
         flags: Collection[str] = (),
         internal_date: float | None = None,
     ) -> int:
-        content = content.replace(b"\r\n", b"\n")
-        system, keywords = split_flags(flags)
-        idate = self._clock.seconds() if internal_date is None else internal_date
-        tmp, size, vsize = self._write_tmp(content, idate)
-        try:
-            with self._locked() as notices:
-                uids = self._add_locked([(tmp, size, vsize, idate, system, keywords)], notices)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return uids[0]
+        return self._commit(self.stage(content, flags, internal_date), sync_dir=True)
 
     def stage(
         self,
@@ -981,6 +971,9 @@ class MaildirFolder:
     def commit_staged(self, staged: Staged) -> int:
         """Rename a staged file into cur/ and number it (any thread); the
         rename is made durable by :meth:`sync_committed`."""
+        return self._commit(staged, sync_dir=False)
+
+    def _commit(self, staged: Staged, sync_dir: bool) -> int:
         entry = (
             staged.path,
             staged.size,
@@ -991,7 +984,7 @@ class MaildirFolder:
         )
         try:
             with self._locked() as notices:
-                uids = self._add_locked([entry], notices, sync_dir=False)
+                uids = self._add_locked([entry], notices, sync_dir=sync_dir)
         finally:
             self.discard_staged(staged)
         return uids[0]

@@ -231,11 +231,7 @@ class MemoryFolder:
         flags: Collection[str] = (),
         internal_date: float | None = None,
     ) -> int:
-        system, keywords = split_flags(flags)
-        when = self._clock.seconds() if internal_date is None else internal_date
-        info = self._add(content, system, keywords, when, False)
-        self._notify("append", [info.uid])
-        return info.uid
+        return self.commit_staged(self.stage(content, flags, internal_date))
 
     def stage(
         self,
