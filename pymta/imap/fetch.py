@@ -342,6 +342,16 @@ def index_renderer(
     return lambda i, f: b"(" + b" ".join([p(i, f) for p in parts]) + b")"
 
 
+def _partial(label: bytes, value: bytes, item: FetchItem) -> tuple[bytes, bytes]:
+    """The label and bytes of a section, cut to the item's ``<start.length>``
+    (the label then names the start, RFC 3501 7.4.2)."""
+    if item.partial is None:
+        return label, value
+    start, length = item.partial
+    end = start + length if length is not None else None
+    return label + b"<%d>" % start, value[start:end]
+
+
 def render(
     data: MessageData,
     items: list[FetchItem],
@@ -383,21 +393,15 @@ def render(
             out.append(b"RFC822.TEXT " + literal(crlf(body)))
         elif name == "BODY[]":
             assert item.section is not None
-            value = data.section(item.section)
-            label = b"BODY[" + item.section.wire_label + b"]"
-            if item.partial is not None:
-                start, length = item.partial
-                label += b"<%d>" % start
-                value = value[start : start + length] if length is not None else value[start:]
+            label, value = _partial(
+                b"BODY[" + item.section.wire_label + b"]", data.section(item.section), item
+            )
             out.append(label + b" " + literal(value))
         elif name == "BINARY[]":
             assert item.section is not None
-            value = data.binary(item.section)
-            label = b"BINARY[" + item.section.wire_label + b"]"
-            if item.partial is not None:
-                start, length = item.partial
-                label += b"<%d>" % start
-                value = value[start : start + length] if length is not None else value[start:]
+            label, value = _partial(
+                b"BINARY[" + item.section.wire_label + b"]", data.binary(item.section), item
+            )
             # RFC 3516 4.2: NUL octets only in a literal8.
             out.append(label + b" " + (b"~" + literal(value) if b"\0" in value else literal(value)))
         elif name == "BINARY.SIZE[]":
