@@ -157,17 +157,9 @@ class MessageCache:
             return
         os.write(self._fd, b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
 
-    def has(self, uidvalidity: int, kind: bytes, uid: int) -> bool:
-        """Whether an entry is stored (no read of its bytes)."""
-        self._open(uidvalidity)
-        if (kind, uid) not in self._entries:
-            self._scan()
-        return (kind, uid) in self._entries
-
     def missing(self, uidvalidity: int, kind: bytes, uids: Iterable[int]) -> list[int]:
         """The UIDs among ``uids`` without an entry of ``kind``, in their
-        order: one look at the file for the whole batch, where :meth:`has`
-        per UID would stat it each time."""
+        order: one look at the file for the whole batch, not one per UID."""
         self._open(uidvalidity)
         self._scan()
         entries = self._entries

@@ -28,6 +28,7 @@ import stat
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import BinaryIO
 
 from twisted.internet.interfaces import IReactorTime
@@ -142,16 +143,22 @@ def read_header_file(path: str) -> bytes | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        data = b""
-        while True:
-            chunk = os.read(fd, 65536)
-            data += chunk
-            if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
-                return header_block(data)
+        return _read_header(partial(os.read, fd))
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _read_header(read: Callable[[int], bytes]) -> bytes:
+    """The header block of what ``read`` gives, read in 64 KiB pieces only
+    until the blank line (not the body)."""
+    data = b""
+    while True:
+        chunk = read(65536)
+        data += chunk
+        if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
+            return header_block(data)
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -732,13 +739,7 @@ class MaildirFolder:
 
     def _read_header_block(self, uid: int) -> bytes:
         with self.open(uid) as f:
-            data = b""
-            while True:
-                chunk = f.read(65536)
-                data += chunk
-                if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
-                    break
-        return header_block(data)
+            return _read_header(f.read)
 
     # -- the header cache, filled from a worker thread (IHeaderCache) -------
 
