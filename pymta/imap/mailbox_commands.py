@@ -13,6 +13,7 @@ with RFC 5530 response codes. Writes: through the mail store only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -327,6 +328,16 @@ def _return_options(token: Token) -> tuple[list[str], list[str] | None]:
     return returns, status_items
 
 
+def _name_encoder(s: IMAPServer) -> Callable[[str], str]:
+    """Store name -> LIST name: mUTF-7, or the name itself once IMAP4rev2
+    is enabled."""
+    return _same if s.utf8_names else mutf7_encode
+
+
+def _same(name: str) -> str:
+    return name
+
+
 def _wire_name(s: IMAPServer, name: str) -> bytes:
     """A LIST name as sent: mUTF-7, or UTF-8 once IMAP4rev2 is enabled."""
     if s.utf8_names:
@@ -363,7 +374,7 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     subs = s.mailbox.subscriptions() if (subscribed_only or return_subscribed) else []
     if "SPECIAL-USE" in selection:
         folders = [f for f in folders if f.special_use]
-    encode = (lambda name: name) if s.utf8_names else mutf7_encode
+    encode = _name_encoder(s)
     entries = list_entries(
         folders,
         subs,
@@ -400,7 +411,7 @@ def lsub(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         _text(args[0]),
         _patterns(args[1]),
         subscribed_only=True,
-        encode=(lambda name: name) if s.utf8_names else mutf7_encode,
+        encode=_name_encoder(s),
     )
     for e in entries:
         s.send(
