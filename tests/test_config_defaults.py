@@ -16,6 +16,7 @@ from pymta.config.defaults import (
     service_parameter_default,
     service_parameters,
 )
+from pymta.config.unimplemented import lookup as unimplemented_lookup
 from pymta.config.validate import check_value
 
 # The parameters the core-mail-path issue requires, and the ones of this brief.
@@ -114,11 +115,14 @@ def test_builtin_service_parameter_keeps_its_own_default() -> None:
 
 
 def test_service_parameter_default_picks_the_longest_suffix() -> None:
-    """relay_destination_recipient_limit is a destination limit, not a _recipient_limit."""
+    """relay_destination_recipient_limit is a destination limit, not the
+    scheduler's _recipient_limit (which pymta does not implement)."""
     param = service_parameter_default("relay_destination_recipient_limit")
     assert param is not None and param.default == "$default_destination_recipient_limit"
-    param = service_parameter_default("relay_recipient_limit")
-    assert param is not None and param.default == "$default_recipient_limit"
+    assert service_parameter_default("relay_recipient_limit") is None
+    entry = unimplemented_lookup("relay_recipient_limit")
+    assert entry is not None and entry.name == "default_recipient_limit"
+    assert unimplemented_lookup("relay_destination_recipient_limit") is None
     assert service_parameter_default("nosuch") is None
     assert service_parameter_default("default_destination_concurrency_limitx") is None
 

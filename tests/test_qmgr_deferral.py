@@ -266,3 +266,22 @@ def test_stop_waits_for_notifications() -> None:
 
 
 _ = succeed
+
+
+def test_defer_transports_holds_mail_until_a_flush(maillines: list[str]) -> None:
+    """Mail for a transport in defer_transports is deferred with "deferred
+    transport" without reaching its agent, also at the next scheduled queue
+    run; a flush (postqueue -f) delivers it, as Postfix's qmgr does."""
+    agent = SiteAgent("smtp", "2.0.0", "mx[192.0.2.1]:25")
+    rig = Rig("defer_transports = smtp\nqueue_run_delay = 300s\n", agents={"smtp": agent})
+    rig.qmgr.start()
+    qid = rig.submit("u@nowhere.example")
+    assert agent.requests == []
+    assert rig.store.find(qid) == "deferred"
+    assert any(line.endswith("status=deferred (deferred transport)") for line in maillines)
+    rig.clock.advance(4000)  # past maximal_backoff_time: a scheduled run still holds it
+    assert agent.requests == []
+    assert rig.store.find(qid) == "deferred"
+    rig.qmgr.flush()
+    assert len(agent.requests) == 1
+    assert rig.store.find(qid) is None

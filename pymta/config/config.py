@@ -17,6 +17,7 @@ from pymta.config.defaults import DEFAULTS, Param, service_parameter_default
 from pymta.config.errors import ConfigError
 from pymta.config.expand import expand
 from pymta.config.main_cf import Setting, parse_main_cf
+from pymta.config.unimplemented import UNIMPLEMENTED
 
 _TIME = re.compile(r"^\s*(\d+)\s*(ms|[smhdw]?)\s*$")
 _TIME_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -100,10 +101,16 @@ class Config:
 
     def _param(self, name: str) -> Param | None:
         """The table entry of name; ``<transport>_destination_concurrency_limit``
-        and the other service parameters default to their ``default_*`` base."""
+        and the other service parameters default to their ``default_*`` base;
+        a Postfix parameter pymta does not implement keeps Postfix's default."""
         param = self._defaults.get(name)
         if param is None:
             param = service_parameter_default(name)
+        if param is None and name in UNIMPLEMENTED:
+            # Not acted on (validate says so), but ``$name`` still expands
+            # to Postfix's default, as in Postfix.
+            entry = UNIMPLEMENTED[name]
+            param = Param(name, entry.default, "str", entry.why)
         return param
 
     def explicit(self) -> dict[str, str]:

@@ -9,8 +9,12 @@ A parameter is known when it is in the defaults table, is a service
 parameter of a master.cf delivery service (``relay_destination_concurrency_limit``),
 is named in ``smtpd_restriction_classes``, or is used as ``$name`` in some
 value (Postfix's "user-defined" parameters, such as ``mua_client_restrictions``
-referenced from a master.cf ``-o``). Anything else is a warning naming file
-and line. The first explicitly set value that is not of its parameter's kind
+referenced from a master.cf ``-o``). A Postfix parameter pymta does not
+implement (:mod:`pymta.config.unimplemented`) set to a value that would
+matter is a warning ("not implemented by pymta; ignored") or, where
+ignoring it would change what mail is accepted, where it goes or how it is
+protected, a ConfigError. Anything else is a warning naming file and line.
+The first explicitly set value that is not of its parameter's kind
 (int, bool, time, size, or one of a fixed set of words), and any expansion
 loop, raises ConfigError naming file, line, parameter and the expected form.
 """
@@ -24,6 +28,7 @@ from pymta.config.config import Config
 from pymta.config.defaults import DEFAULTS, Param, service_parameters
 from pymta.config.errors import ConfigError
 from pymta.config.master_cf import MasterService
+from pymta.config.unimplemented import REFUSE, judge, lookup
 
 _REFERENCE = re.compile(r"\$(?:\{|\()?([A-Za-z0-9_]+)")
 _INT = re.compile(r"^[+-]?\d+$")
@@ -46,8 +51,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "verify",
         "secure",
     ),
-    "smtp_address_preference": ("any", "ipv4", "ipv6"),
-    "smtp_dns_support_level": ("", "disabled", "enabled", "dnssec"),
     "pymta_sync_method": ("syncfs", "fsync"),
 }
 
@@ -88,9 +91,15 @@ def validate(config: Config, master: list[MasterService] | None = None) -> list[
     explicit = config.explicit()
     ordered = sorted(explicit, key=lambda n: _sort_key(config, n))
     for name in ordered:
-        if name not in known and name not in used:
-            src = config.source(name)
-            where = f"{src.filename}, line {src.lineno}: " if src is not None else ""
+        src = config.source(name)
+        where = f"{src.filename}, line {src.lineno}: " if src is not None else ""
+        if name not in known and lookup(name) is not None:
+            message = _unimplemented(name, explicit[name])
+            if message is not None and _refused(name):
+                raise config_error(config, name, message)
+            if message is not None:
+                warnings.append(f"{where}{message}")
+        elif name not in known and name not in used:
             warnings.append(f"{where}unknown parameter {name}")
     for name in ordered:
         check_value(config, name, known.get(name))
@@ -98,7 +107,17 @@ def validate(config: Config, master: list[MasterService] | None = None) -> list[
         derived = service.service_config(config)
         for name in service.overrides:
             line = service.override_lines.get(name, service.lineno)
-            if name not in known and name not in used:
+            if name not in known and lookup(name) is not None:
+                message = _unimplemented(name, service.overrides[name])
+                if message is not None and _refused(name):
+                    raise ConfigError(
+                        f"service {service.name}: {message}", service.filename, line, name
+                    )
+                if message is not None:
+                    warnings.append(
+                        f"{service.filename}, line {line}: service {service.name}: {message}"
+                    )
+            elif name not in known and name not in used:
                 warnings.append(
                     f"{service.filename}, line {line}: service {service.name}: "
                     f"unknown parameter {name}"
@@ -110,6 +129,22 @@ def validate(config: Config, master: list[MasterService] | None = None) -> list[
                     f"service {service.name}: {e.message}", service.filename, line, name
                 ) from None
     return warnings
+
+
+def _unimplemented(name: str, value: str) -> str | None:
+    """What to say about a setting of a parameter pymta does not implement
+    (None: the value changes nothing)."""
+    entry = judge(name, value)
+    if entry is None:
+        return None
+    if entry.action == REFUSE:
+        return f"not implemented by pymta (set to {value.strip()!r}): {entry.why}"
+    return f"{name} is not implemented by pymta; ignored ({entry.why})"
+
+
+def _refused(name: str) -> bool:
+    entry = lookup(name)
+    return entry is not None and entry.action == REFUSE
 
 
 def _sort_key(config: Config, name: str) -> tuple[str, int, str]:

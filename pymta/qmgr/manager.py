@@ -25,8 +25,9 @@ dead for minimal_backoff_time — its mail is deferred with "delivery
 temporarily suspended: <reason>" without being tried
 (:mod:`pymta.qmgr.feedback`); a message still deferred after
 delay_warning_time gets one delay notice (the store remembers it across
-restarts); recipients that asked for NOTIFY=SUCCESS get a success DSN once
-delivered.
+restarts); mail for a transport in defer_transports is deferred
+("deferred transport") until a flush takes it; recipients that asked for
+NOTIFY=SUCCESS get a success DSN once delivered.
 
 :meth:`start` recovers incoming/ and active/ and scans deferred/ now and
 every queue_run_delay; :meth:`flush` retries all deferred mail now and
@@ -152,6 +153,10 @@ class QueueManager:
         self._minimal_backoff = config.get_time("minimal_backoff_time")
         self._maximal_backoff = config.get_time("maximal_backoff_time")
         self._run_delay = config.get_time("queue_run_delay")
+        # Transports whose mail waits for a flush (Postfix's defer_transports).
+        self._defer_transports = frozenset(config.get_list("defer_transports"))
+        # Messages taken by a flush: defer_transports does not hold them.
+        self._flushing: set[str] = set()
         self._scan_call: LoopingCall | None = None
         self._running = False
         self._busy = 0  # jobs running plus bounces being queued
@@ -332,7 +337,10 @@ class QueueManager:
                         continue
                 except (KeyError, OSError):
                     continue
+            elif self._defer_transports:
+                self._flushing.add(queue_id)
             self._take(queue_id, "deferred")
+        self._flushing.clear()
 
     # scheduling -----------------------------------------------------------
 
@@ -342,6 +350,7 @@ class QueueManager:
         self._messages[queue_id] = message
         recipients = envelope.recipients
         log_active(queue_id, envelope.sender, len(content), len(recipients))
+        flushing = queue_id in self._flushing
         groups: dict[tuple[str, str], list[DeliveryRecipient]] = {}
         for index, rcpt in enumerate(recipients):
             if rcpt.done:
@@ -354,6 +363,10 @@ class QueueManager:
             transport = resolution.transport
             if transport not in self._agents:
                 self._qmgr_defer(message, rcpt, index, "4.3.0", "mail transport unavailable")
+                continue
+            if transport in self._defer_transports and not flushing:
+                # Postfix's qmgr: held until a flush (postqueue -f, sendmail -q).
+                self._qmgr_defer(message, rcpt, index, "4.3.2", "deferred transport")
                 continue
             key = (transport, resolution.nexthop)
             entry = DeliveryRecipient(index, resolution.recipient, rcpt.original or rcpt.address)

@@ -1,0 +1,460 @@
+"""Postfix parameters that pymta knows but does not implement, and what a
+setting of one does.
+
+Mirrors nothing in Postfix: it is how pymta keeps its configuration honest
+(docs/architecture.md, invariant 6). Postfix's own main.cf files set these
+parameters, so pymta must recognise them; it must also never pretend to act
+on them. Each entry says which values change nothing because pymta already
+behaves that way (its default, and values such as ``biff = no``), and what
+any other value does at start:
+
+- ``warn``: pymta ignores it, and says so once with file and line
+  ("not implemented by pymta; ignored"). For parameters whose absence
+  changes neither what mail is accepted, where it goes, nor how it is
+  protected: process tuning, logging detail, caches, reply-code choices.
+- ``refuse``: the start stops (and ``pymta check`` fails) with file, line
+  and the reason. For parameters whose absence would accept mail the
+  administrator meant to refuse, send mail elsewhere, or weaken
+  protection: content checks, rate limits, TLS settings stricter than
+  pymta's own, AUTH, wrapper modes, uid maps, local delivery routes.
+
+The defaults table (:mod:`pymta.config.defaults`) lists only what pymta's
+code acts on; ``postconf -d`` prints that table. These entries keep
+Postfix's default so that a ``$name`` reference to one still expands as in
+Postfix. Nothing here is read at run time except by :mod:`validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+WARN = "warn"
+REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Unimplemented:
+    """One Postfix parameter pymta does not implement (see module doc)."""
+
+    name: str
+    default: str
+    action: str  # WARN or REFUSE
+    why: str
+    #: Values (normalised: lower case, list items joined by one space) that
+    #: change nothing; the default is always one.
+    harmless: tuple[str, ...] = ()
+    #: A test of harmlessness for values with a syntax (TLS protocol lists).
+    harmless_if: Callable[[str], bool] | None = None
+
+    def is_harmless(self, value: str) -> bool:
+        normal = normalise(value)
+        if normal == normalise(self.default) or normal in self.harmless:
+            return True
+        return self.harmless_if is not None and self.harmless_if(value)
+
+
+_SPLIT = re.compile(r"[\s,]+")
+
+
+def normalise(value: str) -> str:
+    """Lower case, list separators reduced to one space."""
+    return " ".join(item for item in _SPLIT.split(value.strip().lower()) if item)
+
+
+# pymta's TLS floor (pymta.tls, pymta.delivery.smtp_tls): TLS 1.2 and 1.3,
+# forward-secret AEAD ciphers only.
+_BELOW_FLOOR = {"sslv2", "sslv3", "tlsv1", "tlsv1.1"}
+_OFFERED = ("tlsv1.2", "tlsv1.3")
+
+
+def tls_protocols_satisfied(value: str) -> bool:
+    """True when a Postfix protocol list allows both versions pymta offers:
+    ``!SSLv2, !SSLv3``, ``>=TLSv1``, ``>=TLSv1.2`` (Postfix's syntax,
+    postconf(5) smtpd_tls_protocols). Excluding TLS 1.2 or 1.3, an upper
+    bound, or a positive list without them is stricter than pymta, so not."""
+    items = [i for i in _SPLIT.split(value.strip().lower()) if i]
+    positives: list[str] = []
+    for item in items:
+        if item.startswith("!"):
+            if item[1:] not in _BELOW_FLOOR:
+                return False
+        elif item.startswith(">="):
+            if item[2:] not in (*_BELOW_FLOOR, "tlsv1.2"):
+                return False
+        elif item.startswith("<="):
+            return False
+        else:
+            positives.append(item)
+    return not positives or all(v in positives for v in _OFFERED)
+
+
+def cipher_grade_satisfied(value: str) -> bool:
+    """pymta's ciphers are all of OpenSSL's HIGH grade, so any Postfix grade
+    (export, low, medium, high) is met; ``null`` asks for no encryption."""
+    return normalise(value) in ("export", "low", "medium", "high")
+
+
+_EXCLUDED_ANYWAY = {
+    "anull",
+    "enull",
+    "export",
+    "exp",
+    "low",
+    "des",
+    "3des",
+    "rc4",
+    "md5",
+    "psk",
+    "srp",
+    "idea",
+    "seed",
+    "camellia",
+    "adss",
+    "dss",
+    "aecdh",
+    "kecdh",
+    "kdh",
+    "edh-dss-des-cbc3-sha",
+    "edh-rsa-des-cbc3-sha",
+    "krb5-des-cbc3-sha",
+    "cbc3-sha",
+    "des-cbc3-sha",
+    "null",
+}
+
+
+def excluded_ciphers_satisfied(value: str) -> bool:
+    """True when every excluded cipher is one pymta never offers (it offers
+    ECDHE with AES-GCM or ChaCha20-Poly1305 only)."""
+    return all(item in _EXCLUDED_ANYWAY for item in normalise(value).split())
+
+
+def _w(name: str, default: str, why: str, *harmless: str) -> Unimplemented:
+    return Unimplemented(name, default, WARN, why, tuple(normalise(h) for h in harmless))
+
+
+def _r(name: str, default: str, why: str, *harmless: str) -> Unimplemented:
+    return Unimplemented(name, default, REFUSE, why, tuple(normalise(h) for h in harmless))
+
+
+_TLS_PROTOCOLS = "pymta offers TLS 1.2 and 1.3 only and cannot narrow that further yet"
+_TLS_CIPHERS = "pymta offers forward-secret AEAD ciphers only and cannot change that yet"
+_NO_AUTH = "pymta's smtpd has no SMTP AUTH yet"
+_LOCAL = "pymta's local agent delivers to aliases only: no Unix-user mailboxes yet"
+_CHECKS = "pymta has no header or body checks yet: the mail they would reject is accepted"
+_PROCESS = "pymta's reactor processes live as long as the server"
+_SCHEDULER = "pymta's queue manager has no preemptive scheduler to tune"
+_SERVICE = "pymta's parts are not separate master.cf services"
+
+_ENTRIES: list[Unimplemented] = [
+    # --- installation, identity, processes -----------------------------
+    _r(
+        "mail_owner",
+        "postfix",
+        "pymta runs as the user twistd runs it as: use twistd's -u and -g",
+    ),
+    _r("setgid_group", "postdrop", "pymta has no maildrop and no set-gid postdrop"),
+    _r(
+        "default_privs",
+        "nobody",
+        "alias commands and files run as pymta's own user, not as default_privs",
+    ),
+    _w("sendmail_path", "/usr/sbin/sendmail", "pymta has no sendmail command yet"),
+    _w("newaliases_path", "/usr/bin/newaliases", "use 'pymta newaliases'"),
+    _w("mailq_path", "/usr/bin/mailq", "use 'pymta mailq'"),
+    _w(
+        "syslog_facility",
+        "mail",
+        "pymta logs to maillog_file or twistd's log, not to syslog",
+    ),
+    _w(
+        "maillog_file_prefixes",
+        "/var, /dev/stdout",
+        "pymta accepts any maillog_file path (the embedded default's is relative)",
+    ),
+    _w("compatibility_level", "0", "pymta's defaults are always the newest ones", "3.6", "3.7"),
+    _r("soft_bounce", "no", "pymta bounces hard failures: soft_bounce is not implemented"),
+    _w("biff", "no", "pymta has no biff service"),
+    _w(
+        "import_environment",
+        "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C",
+        "pymta keeps the environment twistd was started with",
+    ),
+    _w(
+        "export_environment",
+        "TZ MAIL_CONFIG LANG",
+        "commands get the environment pymta.delivery.command builds",
+    ),
+    _w("max_idle", "100s", _PROCESS),
+    _w("max_use", "100", _PROCESS),
+    _w("daemon_timeout", "18000s", _PROCESS),
+    _w("ipc_timeout", "3600s", _PROCESS),
+    # --- addresses, rewriting, routing -----------------------------------
+    _w("virtual_alias_address_length_limit", "1000", "not enforced"),
+    _r("sender_dependent_relayhost_maps", "", "mail would go to relayhost instead"),
+    _r("sender_dependent_default_transport_maps", "", "mail would go to default_transport"),
+    _r("fallback_relay", "", "mail would be deferred instead of going to the fallback"),
+    _r("smtp_fallback_relay", "$fallback_relay", "mail would be deferred instead"),
+    _r(
+        "canonical_classes",
+        "envelope_sender, envelope_recipient, header_sender, header_recipient",
+        "canonical_maps rewrites its default classes only",
+    ),
+    _r(
+        "sender_canonical_classes",
+        "envelope_sender, header_sender",
+        "sender_canonical_maps rewrites its default classes only",
+    ),
+    _r(
+        "recipient_canonical_classes",
+        "envelope_recipient, header_recipient",
+        "recipient_canonical_maps rewrites its default classes only",
+    ),
+    _r("masquerade_domains", "", "address masquerading is not implemented"),
+    _w("masquerade_exceptions", "", "address masquerading is not implemented"),
+    _w(
+        "masquerade_classes",
+        "envelope_sender, header_sender, header_recipient",
+        "address masquerading is not implemented",
+    ),
+    _w("expand_owner_alias", "no", "owner- aliases receive the errors unexpanded"),
+    _w("empty_address_recipient", "MAILER-DAEMON", "not implemented"),
+    _w("show_user_unknown_table_name", "yes", "'user unknown' replies never name the table"),
+    _r("always_bcc", "", "no copy would be made"),
+    _r("sender_bcc_maps", "", "no copy would be made"),
+    _r("recipient_bcc_maps", "", "no copy would be made"),
+    _w("enable_original_recipient", "yes", "pymta always keeps the original recipient"),
+    _w(
+        "local_header_rewrite_clients",
+        "permit_inet_interfaces",
+        "pymta rewrites header addresses of every client",
+    ),
+    _w("remote_header_rewrite_domain", "", "not implemented"),
+    _r(
+        "receive_override_options",
+        "",
+        "the processing it would skip (address mappings, checks) would still run",
+    ),
+    # --- content ----------------------------------------------------------
+    _r("header_checks", "", _CHECKS),
+    _r("mime_header_checks", "$header_checks", _CHECKS),
+    _r("nested_header_checks", "$header_checks", _CHECKS),
+    _r("body_checks", "", _CHECKS),
+    _w("header_size_limit", "102400", "headers are not truncated"),
+    _w("header_address_token_limit", "10240", "not enforced"),
+    _w("body_checks_size_limit", "51200", "pymta has no body checks"),
+    _w("message_strip_characters", "", "not implemented"),
+    _w("always_add_missing_headers", "no", "not implemented"),
+    _w("undisclosed_recipients_header", "", "not implemented"),
+    _w(
+        "message_drop_headers",
+        "bcc, content-length, resent-bcc, return-path",
+        "pymta's cleanup keeps these headers",
+    ),
+    _w("duplicate_filter_limit", "1000", "not enforced"),
+    # --- smtpd --------------------------------------------------------------
+    _w("smtpd_recipient_overshoot_limit", "1000", "not enforced"),
+    _w("smtpd_etrn_restrictions", "", "pymta's smtpd has no ETRN"),
+    _w("smtpd_reject_footer", "", "not implemented"),
+    _w("smtpd_client_port_logging", "no", "not implemented"),
+    _w("smtpd_peername_lookup", "yes", "pymta logs clients as unknown[address]"),
+    _r(
+        "smtpd_client_connection_rate_limit",
+        "0",
+        "pymta has no client rate limits yet (anvil)",
+    ),
+    _r("smtpd_client_message_rate_limit", "0", "pymta has no client rate limits yet (anvil)"),
+    _r("smtpd_client_recipient_rate_limit", "0", "pymta has no client rate limits yet (anvil)"),
+    _r("smtpd_client_auth_rate_limit", "0", "pymta has no client rate limits yet (anvil)"),
+    _w("anvil_rate_time_unit", "60s", "pymta has no client rate limits yet (anvil)"),
+    _w("unknown_address_reject_code", "450", "pymta's replies use Postfix's default codes"),
+    _w("unknown_client_reject_code", "450", "pymta's replies use Postfix's default codes"),
+    _w("unknown_hostname_reject_code", "450", "pymta's replies use Postfix's default codes"),
+    _w("relay_domains_reject_code", "554", "pymta's replies use Postfix's default codes"),
+    _w("access_map_reject_code", "554", "pymta's replies use Postfix's default codes"),
+    _w("maps_rbl_reject_code", "554", "pymta has no DNSBL checks yet"),
+    _r(
+        "smtpd_tls_wrappermode",
+        "no",
+        "pymta's smtpd has no implicit TLS yet: the port would answer in clear text",
+    ),
+    _w("smtpd_tls_auth_only", "no", _NO_AUTH),
+    _r("smtpd_tls_chain_files", "", "the certificates would not be used"),
+    _r("smtpd_tls_eccert_file", "", "the ECDSA certificate would not be used"),
+    _r("smtpd_tls_eckey_file", "$smtpd_tls_eccert_file", "the ECDSA key would not be used"),
+    _w("smtpd_tls_dh1024_param_file", "", "pymta uses ECDHE key exchange only"),
+    _w("smtpd_tls_CAfile", "", "pymta does not ask for client certificates"),
+    _w("smtpd_tls_CApath", "", "pymta does not ask for client certificates"),
+    _r("smtpd_tls_ask_ccert", "no", "pymta does not ask for client certificates yet"),
+    Unimplemented(
+        "smtpd_tls_protocols", ">=TLSv1", REFUSE, _TLS_PROTOCOLS, (), tls_protocols_satisfied
+    ),
+    Unimplemented(
+        "smtpd_tls_mandatory_protocols",
+        ">=TLSv1",
+        REFUSE,
+        _TLS_PROTOCOLS,
+        (),
+        tls_protocols_satisfied,
+    ),
+    Unimplemented("smtpd_tls_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied),
+    Unimplemented(
+        "smtpd_tls_mandatory_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied
+    ),
+    Unimplemented(
+        "smtpd_tls_exclude_ciphers", "", REFUSE, _TLS_CIPHERS, (), excluded_ciphers_satisfied
+    ),
+    _w("smtpd_tls_session_cache_database", "", "pymta keeps no TLS session cache"),
+    _w("smtpd_tls_session_cache_timeout", "3600s", "pymta keeps no TLS session cache"),
+    _w("smtpd_starttls_timeout", "300s", "the handshake is bounded by smtpd_timeout"),
+    _w(
+        "smtpd_tls_received_header",
+        "no",
+        "pymta always records the TLS protocol and cipher in Received",
+        "yes",
+    ),
+    _w("smtpd_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
+    _r("smtpd_sasl_auth_enable", "no", _NO_AUTH),
+    _w("smtpd_sasl_type", "cyrus", _NO_AUTH),
+    _w("smtpd_sasl_path", "smtpd", _NO_AUTH),
+    _w("smtpd_sasl_security_options", "noanonymous", _NO_AUTH),
+    _w("smtpd_sasl_tls_security_options", "$smtpd_sasl_security_options", _NO_AUTH),
+    _w("smtpd_sasl_local_domain", "", _NO_AUTH),
+    _w("smtpd_sasl_authenticated_header", "no", _NO_AUTH),
+    _w("smtpd_sasl_exceptions_networks", "", _NO_AUTH),
+    _r("smtpd_sender_login_maps", "", _NO_AUTH),
+    # --- the smtp and lmtp clients ------------------------------------------
+    _w("smtp_host_lookup", "dns", "pymta looks up hosts in DNS only"),
+    Unimplemented(
+        "smtp_dns_support_level",
+        "",
+        REFUSE,
+        "pymta does no DNSSEC validation",
+        ("disabled", "enabled"),
+    ),
+    _r("disable_dns_lookups", "no", "pymta looks up hosts in DNS only"),
+    _w("smtp_address_preference", "any", "pymta tries addresses in the order DNS gives them"),
+    _w("smtp_always_send_ehlo", "yes", "pymta always sends EHLO unless smtp_never_send_ehlo"),
+    _w("smtp_line_length_limit", "998", "pymta sends lines as they were received"),
+    _r("smtp_tls_wrappermode", "no", "pymta's smtp client has no implicit TLS"),
+    _r("smtp_tls_cert_file", "", "pymta's smtp client presents no client certificate"),
+    _r("smtp_tls_key_file", "$smtp_tls_cert_file", "pymta presents no client certificate"),
+    _w("smtp_tls_CApath", "", "use smtp_tls_CAfile (or the system's trust store)"),
+    _w("smtp_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
+    Unimplemented(
+        "smtp_tls_protocols", ">=TLSv1", REFUSE, _TLS_PROTOCOLS, (), tls_protocols_satisfied
+    ),
+    Unimplemented(
+        "smtp_tls_mandatory_protocols",
+        ">=TLSv1",
+        REFUSE,
+        _TLS_PROTOCOLS,
+        (),
+        tls_protocols_satisfied,
+    ),
+    Unimplemented("smtp_tls_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied),
+    Unimplemented(
+        "smtp_tls_mandatory_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied
+    ),
+    _w("smtp_tls_servername", "", "pymta sends no SNI name"),
+    _w("smtp_tls_session_cache_database", "", "pymta keeps no TLS session cache"),
+    _w("smtp_tls_note_starttls_offer", "no", "not implemented"),
+    # --- queue manager --------------------------------------------------------
+    _w("queue_minfree", "0", "a full disk is found at the end of DATA (451 4.3.0)"),
+    _w("qmgr_message_active_limit", "20000", "not enforced"),
+    _w("qmgr_message_recipient_limit", "20000", "not enforced"),
+    _w("enable_long_queue_ids", "no", "pymta's queue ids have one form"),
+    _w("hash_queue_names", "deferred, defer", "pymta's queues are not hashed"),
+    _w("hash_queue_depth", "1", "pymta's queues are not hashed"),
+    _w("confirm_delay_cleared", "no", "not implemented"),
+    _w("qmgr_clog_warn_time", "300s", "not implemented"),
+    _w("transport_retry_time", "60s", "not implemented"),
+    _w("default_transport_rate_delay", "0s", _SCHEDULER),
+    _w("default_recipient_limit", "20000", _SCHEDULER),
+    _w("default_extra_recipient_limit", "1000", _SCHEDULER),
+    _w("default_recipient_refill_limit", "100", _SCHEDULER),
+    _w("default_recipient_refill_delay", "5s", _SCHEDULER),
+    _w("default_delivery_slot_cost", "5", _SCHEDULER),
+    _w("default_delivery_slot_loan", "3", _SCHEDULER),
+    _w("default_delivery_slot_discount", "50", _SCHEDULER),
+    _w("default_minimum_delivery_slots", "3", _SCHEDULER),
+    _w("cleanup_service_name", "cleanup", _SERVICE),
+    _w("bounce_service_name", "bounce", _SERVICE),
+    _w("defer_service_name", "defer", _SERVICE),
+    _w("trace_service_name", "trace", _SERVICE),
+    _w("bounce_template_file", "", "pymta's DSN texts are built in"),
+    _w("bounce_notice_recipient", "postmaster", "postmaster notices are not implemented"),
+    _w("delay_notice_recipient", "postmaster", "postmaster notices are not implemented"),
+    _w("error_notice_recipient", "postmaster", "postmaster notices are not implemented"),
+    # --- local delivery -------------------------------------------------------
+    _w("mail_spool_directory", "/var/mail", _LOCAL),
+    _r("home_mailbox", "", _LOCAL),
+    _w("mailbox_size_limit", "51200000", "not enforced by the local agent", "0"),
+    _r("mailbox_command", "", _LOCAL),
+    _r("mailbox_command_maps", "", _LOCAL),
+    _r("mailbox_transport", "", _LOCAL),
+    _r("mailbox_transport_maps", "", _LOCAL),
+    _r("fallback_transport", "", _LOCAL),
+    _r("fallback_transport_maps", "", _LOCAL),
+    _r("luser_relay", "", _LOCAL),
+    _w(
+        "forward_path",
+        "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
+        ".forward files are not read yet",
+    ),
+    _w("local_command_shell", "", "commands run with /bin/sh -c"),
+    _w("mailbox_delivery_lock", "fcntl, dotlock", "mbox files are locked with fcntl"),
+    _w("prepend_delivered_header", "command, file, forward", "not configurable"),
+    _w("virtual_minimum_uid", "100", "pymta delivers as its own user"),
+    _r("virtual_uid_maps", "", "virtual mailboxes are written as pymta's own user"),
+    _r("virtual_gid_maps", "", "virtual mailboxes are written as pymta's own group"),
+    _w("authorized_submit_users", "static:anyone", "pymta has no sendmail command yet"),
+    _w("authorized_mailq_users", "static:anyone", "file permissions decide who lists the queue"),
+    _w("authorized_flush_users", "static:anyone", "file permissions decide who flushes"),
+    # --- pop3d ------------------------------------------------------------------
+    _r(
+        "pop3d_tls_wrappermode",
+        "no",
+        "pop3d has no implicit TLS yet: the port would answer in clear text",
+    ),
+]
+
+UNIMPLEMENTED: dict[str, Unimplemented] = {e.name: e for e in _ENTRIES}
+
+#: Postfix's per-transport twins of the scheduler parameters above
+#: (``smtp_recipient_limit`` of ``default_recipient_limit``).
+SERVICE_SUFFIXES: dict[str, str] = {
+    "_recipient_limit": "default_recipient_limit",
+    "_extra_recipient_limit": "default_extra_recipient_limit",
+    "_recipient_refill_limit": "default_recipient_refill_limit",
+    "_recipient_refill_delay": "default_recipient_refill_delay",
+    "_delivery_slot_cost": "default_delivery_slot_cost",
+    "_delivery_slot_loan": "default_delivery_slot_loan",
+    "_delivery_slot_discount": "default_delivery_slot_discount",
+    "_minimum_delivery_slots": "default_minimum_delivery_slots",
+    "_transport_rate_delay": "default_transport_rate_delay",
+}
+
+
+def lookup(name: str) -> Unimplemented | None:
+    """The entry of name, or of the scheduler parameter a per-transport
+    twin stands for (``relay_delivery_slot_cost``); None if pymta does not
+    know name as unimplemented. ``_destination_recipient_limit`` is
+    implemented and never matches ``_recipient_limit``."""
+    entry = UNIMPLEMENTED.get(name)
+    if entry is not None or name.endswith("_destination_recipient_limit"):
+        return entry
+    for suffix, base in SERVICE_SUFFIXES.items():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return UNIMPLEMENTED[base]
+    return None
+
+
+def judge(name: str, value: str) -> Unimplemented | None:
+    """The entry of name when value is not harmless (None: nothing to say)."""
+    entry = lookup(name)
+    if entry is None or entry.is_harmless(value):
+        return None
+    return entry
