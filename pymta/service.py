@@ -220,7 +220,7 @@ def build(
     from pymta.queue.store import FileQueueStore
     from pymta.queue.sync import SyncBarrier
     from pymta.rewrite import Resolver
-    from pymta.tls import listener_tls
+    from pymta.tls import implicit_tls, listener_tls
 
     reactor = reactor or _reactor()
     clock: IReactorTime = reactor
@@ -330,6 +330,8 @@ def build(
                 clock,
                 service_name=svc.program,
             )
+            if svc_config.get_bool("smtpd_tls_wrappermode"):
+                factory = implicit_tls(factory, tls, "smtpd")
         elif svc.program == "imapd":
             factory = _imap_factory(svc_config, svc, reactor, mailstore())
         else:

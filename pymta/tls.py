@@ -24,13 +24,15 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLContextFactory
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 
-__all__ = ["CIPHERS_TLS12", "ServerTLS", "describe", "ensure_self_signed"]
+__all__ = ["CIPHERS_TLS12", "ServerTLS", "describe", "ensure_self_signed", "implicit_tls"]
 
 _log = Logger()
 
@@ -221,3 +223,17 @@ def listener_tls(config: Config, prefix: str) -> ServerTLS | None:
         Path(key).parent.mkdir(parents=True, exist_ok=True)
         ensure_self_signed(cert, key, config.get("myhostname"))
     return ServerTLS.from_config(config, prefix)
+
+
+def implicit_tls(factory: IProtocolFactory, tls: ServerTLS | None, prefix: str) -> Any:
+    """``factory`` behind TLS from the first byte (``<prefix>_tls_wrappermode
+    = yes``: smtps/submissions on 465, RFC 8314), or a ConfigError when the
+    service has no certificate: a wrapper-mode port never answers in clear
+    text. The protocol sees an ISSLTransport and offers no STARTTLS."""
+    if tls is None:
+        raise ConfigError(
+            f"{prefix}_tls_wrappermode = yes needs {prefix}_tls_cert_file and "
+            f"{prefix}_tls_key_file and {prefix}_tls_security_level may or encrypt",
+            parameter=f"{prefix}_tls_wrappermode",
+        )
+    return TLSMemoryBIOFactory(tls, False, factory)

@@ -120,20 +120,20 @@ def test_a_setting_that_would_matter_stops_the_start(setting: str) -> None:
 
 
 def test_master_cf_override_that_would_matter_stops_the_start() -> None:
-    """Postfix's stock smtps service, uncommented, asks for wrapper mode:
-    refused (it would answer in clear text), naming master.cf's line."""
+    """Postfix's stock submission service, uncommented, asks for AUTH:
+    refused (pymta's smtpd has none yet), naming master.cf's line."""
     master = parse_master_cf(
         "smtp inet n - y - - smtpd\n"
         "submissions inet n - y - - smtpd\n"
         "  -o syslog_name=postfix/submissions\n"
-        "  -o smtpd_tls_wrappermode=yes\n",
+        "  -o smtpd_sasl_auth_enable=yes\n",
         "/etc/pymta/master.cf",
     )
     with pytest.raises(ConfigError) as caught:
         validate(Config.from_text("myorigin = x\n"), master)
     text = str(caught.value)
     assert text.startswith(
-        "/etc/pymta/master.cf, line 4: smtpd_tls_wrappermode: service submissions: "
+        "/etc/pymta/master.cf, line 4: smtpd_sasl_auth_enable: service submissions: "
         "not implemented by pymta (set to 'yes'): "
     )
 

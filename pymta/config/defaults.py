@@ -173,6 +173,7 @@ _PARAMS: list[Param] = [
     _p("smtpd_tls_security_level", "", "str", "none, may or encrypt"),
     _p("smtpd_use_tls", "no", "bool", "obsolete: smtpd_tls_security_level = may"),
     _p("smtpd_enforce_tls", "no", "bool", "obsolete: smtpd_tls_security_level = encrypt"),
+    _p("smtpd_tls_wrappermode", "no", "bool", "TLS from the first byte (port 465)"),
     _p("smtpd_tls_cert_file", "", "str", "PEM certificate of smtpd"),
     _p("smtpd_tls_key_file", "$smtpd_tls_cert_file", "str", "PEM private key of smtpd"),
     # --- smtp: the SMTP client ----------------------------------------------
