@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.interfaces import IOpenSSLContextFactory
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.interfaces import IOpenSSLContextFactory, IProtocolFactory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
