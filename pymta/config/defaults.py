@@ -191,7 +191,6 @@ _PARAMS: list[Param] = [
     # --- size limits -------------------------------------------------------
     _p("message_size_limit", "10240000", "size", "largest message accepted, in bytes"),
     _p("header_size_limit", "102400", "size", "largest message header kept, in bytes"),
-    _p("header_address_token_limit", "10240", "int", "tokens kept per address header"),
     _p("line_length_limit", "2048", "int", "longest SMTP command line accepted"),
     _p("body_checks_size_limit", "51200", "size", "bytes of each body part body_checks reads"),
     _p("queue_minfree", "0", "size", "free bytes the queue file system must keep"),
