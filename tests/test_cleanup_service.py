@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
 from pymta.cleanup import Cleanup, CleanupRejected, ICleanup
-from pymta.cleanup.headers import format_date, scan_headers
+from pymta.cleanup.headers import format_date, limit_header_size, scan_headers
 from pymta.config import Config
 from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
@@ -207,6 +207,37 @@ def test_hopcount_limit() -> None:
     assert h.store.list("incoming") == []
     assert h.queued == []
     h.submit_ok(_smtp_envelope("bob@virtual.example"), b"received: x\n" * 3 + b"\n")
+
+
+def test_header_size_limit_cuts_a_long_header_at_a_line_boundary() -> None:
+    """A header folded over 100,000 continuation lines keeps only what fits in
+    header_size_limit, cut at its last line inside the limit (Postfix's "nice
+    cut"); the headers after it and the body are kept, nothing moves into
+    the body."""
+    h = Harness("header_size_limit = 1000\n")
+    long_header = b"X-Spam: start" + b"\n\tcontinued" * 100_000
+    content = b"Subject: s\n" + long_header + b"\nTo: bob@virtual.example\n\nbody\n"
+    _, _, stored = h.submit_ok(_smtp_envelope("bob@virtual.example"), content)
+    kept = b"X-Spam: start" + b"\n\tcontinued" * 89  # 13 + 89 * 11 = 992 bytes
+    assert b"Subject: s\n" + kept + b"\nTo: bob@virtual.example\nMessage-ID: " in stored
+    assert stored.count(b"continued") == 89
+    assert stored.endswith(b"\n\nbody\n")
+
+
+def test_header_size_limit_unkind_cut_and_default() -> None:
+    """One physical line past the limit is cut at exactly header_size_limit
+    bytes (Postfix's "unkind cut", when a line boundary would keep under
+    90 %); many short headers are all kept, as Postfix keeps them; the
+    default limit is 102400."""
+    line = b"X-Long: " + b"a" * 500
+    cut = limit_header_size(line + b"\nX-Next: 1\n\n" + b"b" * 600 + b"\n", 100)
+    assert cut == line[:100] + b"\nX-Next: 1\n\n" + b"b" * 600 + b"\n"
+    many = b"".join(b"X-H%d: v\n" % i for i in range(100_000)) + b"\nbody\n"
+    assert limit_header_size(many, 100) is many
+    h = Harness()
+    huge = b"X-Big: " + b"\n\t" + b"z" * 2000 + b"\n\t" + b"y" * 200_000 + b"\n\nbody\n"
+    _, _, stored = h.submit_ok(_smtp_envelope("bob@virtual.example"), huge)
+    assert b"z" * 2000 + b"\n\t" + b"y" * (102400 - 7 - 2 - 2000 - 2) + b"\nMessage-ID" in stored
 
 
 def test_message_id_logged(caplog: pytest.LogCaptureFixture) -> None:

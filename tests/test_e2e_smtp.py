@@ -104,11 +104,14 @@ def test_smtplib_delivers_to_virtual_maildir(server: PymtaServer) -> None:
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
-def test_swaks_delivers(server: PymtaServer) -> None:
-    """Debian's swaks, a client nobody here wrote, gets its message delivered."""
+@pytest.mark.parametrize("options", [[], ["--pipeline"]])
+def test_swaks_delivers(server: PymtaServer, options: list[str]) -> None:
+    """Debian's swaks, a client nobody here wrote, gets its message delivered,
+    also when it pipelines (which smtpd_forbid_unauth_pipelining allows)."""
     result = subprocess.run(
         [
             "swaks",
+            *options,
             "--server",
             "127.0.0.1",
             "--port",
@@ -152,18 +155,45 @@ def test_virtual_alias_fans_out(server: PymtaServer) -> None:
 
 
 def test_pipelined_transaction_gets_every_reply_in_order(server: PymtaServer) -> None:
-    """A client that writes a whole transaction at once gets each reply, in order."""
+    """A client that pipelines as RFC 2920 allows (the envelope in one write,
+    the content after 354, QUIT behind the end of data) gets each reply, in order."""
     with socket.create_connection(("127.0.0.1", server.smtp_port), timeout=30) as sock:
         sock.recv(4096)  # banner
+        sock.sendall(b"EHLO client.test\r\n")
+        _replies(sock, 1)
         sock.sendall(
-            b"EHLO client.test\r\nMAIL FROM:<sender@client.test>\r\n"
+            b"MAIL FROM:<sender@client.test>\r\n"
             b"RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\n"
             b"RCPT TO:<bob@example.test>\r\nDATA\r\n"
-            b"Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n"
         )
-        finals = _replies(sock, 8)
+        finals = _replies(sock, 5)
+        sock.sendall(b"Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        finals += _replies(sock, 2)
     codes = [line[:3] for line in finals]
-    assert codes == [b"250", b"250", b"250", b"550", b"250", b"354", b"250", b"221"], finals
+    assert codes == [b"250", b"250", b"550", b"250", b"354", b"250", b"221"], finals
+
+
+def test_whole_session_in_one_write_is_refused(server: PymtaServer) -> None:
+    """smtplib writes HELO + MAIL + RCPT + DATA + body at once, as a spam
+    cannon does: smtpd_forbid_unauth_pipelining (Postfix's default) answers
+    554 5.5.0 and closes; nothing is queued, and the violation is logged as
+    Postfix logs it. A normal smtplib client is served on the next connection."""
+    with smtplib.SMTP(timeout=30) as client:
+        code, _ = client.connect("127.0.0.1", server.smtp_port)
+        assert code == 220
+        client.send(
+            b"HELO cannon.test\r\nMAIL FROM:<spam@client.test>\r\n"
+            b"RCPT TO:<alice@example.test>\r\nDATA\r\nSubject: spam\r\n\r\nbuy\r\n.\r\n"
+        )
+        code, text = client.getreply()
+        assert (code, text) == (554, b"5.5.0 Error: SMTP protocol synchronization")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.getreply()
+    server.wait_for_log(r"improper command pipelining after HELO from .*\[127\.0\.0\.1\]: MAIL")
+    queue_id = _send(server.smtp_port, ["alice@example.test"], subject="after")
+    server.wait_for_log(rf"{queue_id}: removed")
+    [raw] = server.messages("alice")
+    assert b"Subject: after" in raw
 
 
 def test_oversized_message_refused(tmp_path: Path) -> None:
@@ -281,8 +311,9 @@ def test_starttls_discards_injected_command(tmp_path: Path) -> None:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             with context.wrap_socket(sock) as tls:
-                tls.sendall(b"MAIL FROM:<a@client.test>\r\nQUIT\r\n")
-                received = b""
+                tls.sendall(b"MAIL FROM:<a@client.test>\r\n")
+                received = tls.recv(65536)
+                tls.sendall(b"QUIT\r\n")
                 while chunk := tls.recv(65536):
                     received += chunk
         # Had the injected EHLO run inside TLS we would see its 250- lines, and

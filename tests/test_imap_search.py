@@ -144,6 +144,28 @@ def test_bad_search_is_bad(s: Session, criteria: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "criteria",
+    ["NOT " * 10_000 + "ALL", "OR " * 5_000 + "ALL " * 5_001, "NOT " * 200 + "(NOT ALL)"],
+)
+def test_too_deep_search_is_bad_not_a_crash(s: Session, criteria: str) -> None:
+    """NOT, OR and parentheses nested past MAX_SEARCH_DEPTH (200) are answered
+    BAD with a clear text: no RecursionError, no NO [SERVERBUG], nothing
+    logged as an unexpected error; the session goes on."""
+    assert s.send(f"q SEARCH {criteria}") == (
+        b"q BAD Error in IMAP command SEARCH: SEARCH criteria nested too deeply "
+        b"(NOT, OR and parentheses: at most 200 levels).\r\n"
+    )
+    assert not [e for e in s.world.events if "log_failure" in e]
+    assert s.send("n NOOP") == b"n OK NOOP completed.\r\n"
+
+
+def test_deepest_allowed_search_is_answered(s: Session) -> None:
+    """200 levels of NOT, or of OR, parse and are tested against every message."""
+    assert search(s, "NOT " * 200 + "SEEN") == b"* SEARCH 1"
+    assert search(s, "OR " * 200 + "DELETED " * 201) == b"* SEARCH 3"
+
+
+@pytest.mark.parametrize(
     ("header", "needle", "found"),
     [
         (b"Subject: hello\n world\n\n", "hello world", True),  # across a fold

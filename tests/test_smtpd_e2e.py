@@ -89,34 +89,96 @@ async def test_smtplib_sends_a_message(ports: list[IListeningPort]) -> None:
     assert envelope.attributes["client_address"] == "127.0.0.1"
 
 
+def _converse(number: int, writes: list[bytes], pregreet: bool = False) -> list[str]:
+    """Each write goes out once the replies to the one before it arrived (a
+    conforming pipelining client: one reply per line of a MAIL/RSET group,
+    one for anything else); returns the final reply codes up to EOF."""
+    with socket.create_connection(("127.0.0.1", number), timeout=10) as sock:
+        f = sock.makefile("rb")
+        if not pregreet:
+            f.readline()
+        codes: list[str] = []
+        for data in writes:
+            sock.sendall(data)
+            expected = data.count(b"\r\n") if data.startswith((b"MAIL", b"RSET")) else 1
+            while expected:
+                line = f.readline().decode()
+                if not line:
+                    return codes
+                if line[3] == " ":
+                    codes.append(line[:3])
+                    expected -= 1
+        for line in f:
+            codes.append(line[:3].decode())
+        return codes
+
+
 @pytest_twisted.ensureDeferred
-async def test_pipelined_session_in_one_write(ports: list[IListeningPort]) -> None:
-    """A whole pipelined session sent at once over a socket gets every reply in order."""
+async def test_conforming_pipelined_session(ports: list[IListeningPort]) -> None:
+    """A client that pipelines as RFC 2920 allows (MAIL, RCPT, DATA in one
+    write; the content, its end and the next commands in another) gets every
+    reply in order with the default smtpd_forbid_unauth_pipelining = yes."""
     cleanup = FakeCleanup()
     port = _listen(cleanup, None)
     ports.append(port)
-    number = _number(port)
-    script = (
-        b"EHLO c.example\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<user@example.com>\r\n"
-        b"DATA\r\nSubject: one\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@remote.example>\r\n"
-        b"RCPT TO:<user@example.com>\r\nDATA\r\nSubject: two\r\n\r\n.\r\nQUIT\r\n"
-    )
-
-    def client() -> list[str]:
-        with socket.create_connection(("127.0.0.1", number), timeout=10) as sock:
-            sock.recv(1024)
-            sock.sendall(script)
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return [line[:3] for line in data.decode().split("\r\n") if line and line[3] == " "]
-
-    codes = await threads.deferToThread(client)
+    writes = [
+        b"EHLO c.example\r\n",
+        b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n",
+        b"Subject: one\r\n\r\nbody\r\n.\r\n",
+        b"MAIL FROM:<b@remote.example>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n",
+        b"Subject: two\r\n\r\n.\r\nQUIT\r\n",
+    ]
+    codes = await threads.deferToThread(_converse, _number(port), writes)
     assert codes == ["250", "250", "250", "354", "250", "250", "250", "354", "250", "221"]
     assert [c for _, c in cleanup.received] == [b"Subject: one\n\nbody\n", b"Subject: two\n\n"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_session_in_one_write_is_refused(ports: list[IListeningPort]) -> None:
+    """EHLO + a whole transaction in one write over a socket: 554 5.5.0 and the
+    connection closes; with smtpd_forbid_unauth_pipelining = no every reply
+    comes, in order."""
+    script = (
+        b"EHLO c.example\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<user@example.com>\r\n"
+        b"DATA\r\nSubject: one\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+    )
+    strict = FakeCleanup()
+    port = _listen(strict, None)
+    ports.append(port)
+    codes = await threads.deferToThread(_converse, _number(port), [script])
+    assert codes == ["554"]
+    assert strict.received == []
+    tolerant = FakeCleanup()
+    port = _listen(tolerant, None, "smtpd_forbid_unauth_pipelining = no\n")
+    ports.append(port)
+    codes = await threads.deferToThread(_converse, _number(port), [script])
+    assert codes == ["250", "250", "250", "354", "250", "221"]
+    assert [c for _, c in tolerant.received] == [b"Subject: one\n\nbody\n"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_talking_before_the_greeting_over_a_socket(ports: list[IListeningPort]) -> None:
+    """A client that writes before the server accepted its connection (the
+    input waits in the socket when the session starts) gets 554 5.5.0 and no
+    banner: the real socket is peeked without consuming it."""
+    cleanup = FakeCleanup()
+    port = _listen(cleanup, None)
+    ports.append(port)
+    # Connect and write before the reactor (this thread) can accept: the
+    # input is in the socket when connectionMade runs.
+    sock = socket.create_connection(("127.0.0.1", _number(port)), timeout=10)
+    sock.sendall(b"EHLO early.example\r\n")
+
+    def read_all() -> bytes:
+        with sock:
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            return data
+
+    assert await threads.deferToThread(read_all) == (
+        b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -157,10 +219,12 @@ async def test_starttls_with_injected_command(
                     if line[3] == " ":
                         break
                 tls.sendall(
-                    b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<user@example.com>\r\n"
-                    b"DATA\r\nSubject: tls\r\n\r\nsecret\r\n.\r\nQUIT\r\n"
+                    b"MAIL FROM:<a@remote.example>\r\nRCPT TO:<user@example.com>\r\nDATA\r\n"
                 )
-                for _ in range(5):
+                for _ in range(3):
+                    replies.append(g.readline().decode().strip())
+                tls.sendall(b"Subject: tls\r\n\r\nsecret\r\n.\r\nQUIT\r\n")
+                for _ in range(2):
                     replies.append(g.readline().decode().strip())
         return replies
 

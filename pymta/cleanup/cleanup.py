@@ -5,7 +5,8 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
 1. allocate the queue id (the Received header carries it);
 2. rewrite the envelope (pymta.cleanup.addresses: standard form,
    canonical maps, virtual alias expansion, duplicates removed);
-3. count Received headers against hopcount_limit (ours included): too many
+3. cut each header longer than header_size_limit (pymta.cleanup.headers);
+   count Received headers against hopcount_limit (ours included): too many
    is ``554 5.4.0 Error: too many hops``, as Postfix answers;
 4. prepend Received, and append Message-ID and Date where missing (pymta
    adds them to all mail, as the issue asks); From only for local
@@ -39,6 +40,7 @@ from pymta.cleanup.addresses import EnvelopeRewriter, ExpansionError
 from pymta.cleanup.headers import (
     assemble,
     format_date,
+    limit_header_size,
     missing_headers,
     received_header,
     scan_headers,
@@ -106,6 +108,7 @@ class Cleanup:
         self._tz = tz
         self._myhostname = config.get("myhostname")
         self._hopcount_limit = config.get_int("hopcount_limit")
+        self._header_size_limit = config.get_int("header_size_limit")
         is_local: Callable[[str], bool] = getattr(resolver, "is_local_domain", None) or (
             lambda domain: False
         )
@@ -156,6 +159,7 @@ class Cleanup:
             raise CleanupRejected(554, "5.1.0", "Error: no recipients")
         if not rewritten.arrival_time:
             rewritten.arrival_time = now
+        content = limit_header_size(content, self._header_size_limit)
         scan = scan_headers(content)
         if scan.received + 1 >= self._hopcount_limit:
             maillog("cleanup", f"{qid}: hopcount exceeded", LogLevel.warn)

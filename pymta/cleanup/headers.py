@@ -17,6 +17,16 @@ attribute ``tls`` is set (its value is the text after "using"). Mail without
 a client address (pickup, bounce) gets ``Received: by MYHOSTNAME (pymta)``
 with ``id QID`` and, when known, ``from userid UID``.
 
+header_size_limit, as Postfix's cleanup (mime_state.c, cleanup_out.c)
+enforces it: a logical header (its first line and its continuation lines)
+longer than the limit loses the excess. It is cut at the last line
+boundary inside the limit when that keeps more than 90 % of it, else at
+exactly the limit; the header block stays a header block (Postfix 2.0 and
+later no longer push the excess into the body, which broke MIME). Only
+the message's own header block is limited here (pymta's cleanup does not
+parse MIME parts). Postfix has no limit on the number of headers; the
+message size limit bounds that.
+
 Untrusted input: the message and the envelope attributes (the values come
 from the network: HELO, names). Header values we write never contain a
 line break. Writes and logs nothing.
@@ -34,6 +44,8 @@ from pymta.queue.model import Envelope
 
 _HEADER_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _LINE_BREAKS = re.compile(r"[\r\n]+")
+# The line break in front of a header's first line (not a continuation).
+_HEADER_BREAK = re.compile(rb"\n(?![ \t])")
 
 
 @dataclass
@@ -80,6 +92,47 @@ def scan_headers(content: bytes) -> HeaderScan:
         has_date=b"\ndate:" in block,
         has_from=b"\nfrom:" in block,
     )
+
+
+def limit_header_size(content: bytes, limit: int) -> bytes:
+    """The message with each logical header cut to ``limit`` bytes (see the
+    module docstring); the same object when no header is that long."""
+    if limit <= 0 or len(content) <= limit or not _HEADER_START.match(content):
+        return content
+    end = content.find(b"\n\n", 0, limit + 2)
+    if end >= 0:
+        return content  # the whole header block fits
+    end = content.find(b"\n\n")
+    end = len(content) if end < 0 else end + 1
+    pieces: list[bytes] = []
+    start = 0  # where the current logical header begins
+    kept = 0  # content[kept:start] is copied as it is
+    for match in _HEADER_BREAK.finditer(content, 0, end):
+        stop = match.start()  # the header's last line ends here
+        if stop - start > limit:
+            pieces += (content[kept:start], _cut(content[start:stop], limit))
+            kept = stop
+        start = stop + 1
+    if end - start > limit:  # the last header, with no break after it
+        stop = end - 1 if content[end - 1 : end] == b"\n" else end
+        if stop - start > limit:
+            pieces += (content[kept:start], _cut(content[start:stop], limit))
+            kept = stop
+    if not pieces:
+        return content
+    pieces.append(content[kept:])
+    return b"".join(pieces)
+
+
+def _cut(header: bytes, limit: int) -> bytes:
+    """One header (lines joined by LF, no final LF) cut as Postfix's
+    cleanup_out_header() does: at a line start past 90 % of the limit
+    ("nice cut"), else at exactly the limit ("unkind cut")."""
+    # The LF in front of the line that crosses the limit (-1: the first line).
+    newline = header.rfind(b"\n", 0, limit + 1)
+    if newline + 1 > 0.9 * limit:
+        return header[:newline]
+    return header[:limit]
 
 
 def format_date(when: float, tz: datetime.tzinfo | None = None) -> str:

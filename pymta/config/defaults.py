@@ -120,6 +120,7 @@ _PARAMS: list[Param] = [
     _p("double_bounce_sender", "double-bounce", "str", "sender of postmaster notices"),
     # --- size limits -------------------------------------------------------
     _p("message_size_limit", "10240000", "size", "largest message accepted, in bytes"),
+    _p("header_size_limit", "102400", "size", "largest message header kept, in bytes"),
     _p("line_length_limit", "2048", "int", "longest SMTP command line accepted"),
     _p("hopcount_limit", "50", "int", "Received headers before a mail loop is declared"),
     # --- smtpd: the SMTP server --------------------------------------------

@@ -242,7 +242,6 @@ _ENTRIES: list[Unimplemented] = [
     _r("mime_header_checks", "$header_checks", _CHECKS),
     _r("nested_header_checks", "$header_checks", _CHECKS),
     _r("body_checks", "", _CHECKS),
-    _w("header_size_limit", "102400", "headers are not truncated"),
     _w("header_address_token_limit", "10240", "not enforced"),
     _w("body_checks_size_limit", "51200", "pymta has no body checks"),
     _w("message_strip_characters", "", "not implemented"),

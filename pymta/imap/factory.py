@@ -4,7 +4,9 @@ Mirrors Dovecot's imap-login + imap pair (here one protocol object). Built
 by :func:`pymta.imap.service.make_imap_factory` for each master.cf
 ``imapd`` service. Parameters are read once (pymta.imap.settings); one
 :class:`~pymta.imap.watchers.WatcherPool` per factory shares inotify
-watchers between the sessions of a folder. Untrusted input: none. Logs:
+watchers between the sessions of a folder, and one
+:class:`~pymta.imap.scan.ScanGate` and scan thread pool bound the body
+scans (pymta.imap.scan). Untrusted input: none. Logs:
 nothing itself.
 """
 
@@ -22,6 +24,7 @@ from twisted.logger import Logger
 from pymta.imap import log as imaplog
 from pymta.imap.prefetch import ThreadRunner, reactor_thread_runner
 from pymta.imap.protocol import IMAPServer
+from pymta.imap.scan import ScanGate, scan_thread_runner
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.watchers import WatcherPool
 from pymta.netmatch import NetworkList
@@ -43,6 +46,8 @@ class IMAPServerFactory(ServerFactory):
         pid: int | None = None,
         logger: Logger | None = None,
         run_in_thread: ThreadRunner | None = None,
+        scan_in_thread: ThreadRunner | None = None,
+        scan_gate: ScanGate | None = None,
     ) -> None:
         self.settings = settings
         self.portal = portal
@@ -56,6 +61,11 @@ class IMAPServerFactory(ServerFactory):
         self.run_in_thread = (
             run_in_thread if run_in_thread is not None else reactor_thread_runner(clock)
         )
+        self.scan_in_thread = (
+            scan_in_thread if scan_in_thread is not None else scan_thread_runner(clock)
+        )
+        #: Body scans per user, shared by the sessions (pymta.imap.scan).
+        self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
 
     def _trusted(self, ip: str) -> bool:
         return self.trusted_networks is not None and self.trusted_networks.contains(ip)
@@ -72,6 +82,8 @@ class IMAPServerFactory(ServerFactory):
             logger=self.logger,
             watchers=self.watchers,
             run_in_thread=self.run_in_thread,
+            scan_in_thread=self.scan_in_thread,
+            scan_gate=self.scan_gate,
         )
         protocol.factory = self
         return protocol

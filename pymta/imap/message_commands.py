@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from pymta.imap.fetch import (
@@ -38,6 +38,7 @@ from pymta.imap.fetch import (
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.prefetch import prefetch_headers
+from pymta.imap.scan import ScanResult, scan_search
 from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.view import InvalidSet, SelectedView
@@ -45,6 +46,7 @@ from pymta.imap.wire import flag_list
 from pymta.mailstore.interface import (
     FlagMode,
     IHeaderCache,
+    IMessageFiles,
     MailStoreError,
     MessageInfo,
     NoSuchFolder,
@@ -185,6 +187,16 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         return
     if criteria.uses_modseq:
         s.condstore = True
+    if criteria.uses_content and s.scan_in_thread is not None:
+        folder = view.folder
+        if IMessageFiles.providedBy(folder):
+            # Every message file is read: in the scan workers, a user's
+            # scans one after another (pymta.imap.scan).
+            scanning = s.scan_gate.run(
+                s.user, lambda: _scan(s, tag, uid, criteria, returns, IMessageFiles(folder))
+            )
+            s.later(scanning, lambda: None, tag, "SEARCH")
+            return
     if criteria.uses_header:
         # A cold header cache is filled in a thread first (pymta.imap.prefetch).
         d = prefetch_headers(view.folder, view.uids, s.run_in_thread)
@@ -230,6 +242,64 @@ def _search(
     d.addCallback(lambda _: _search_answer(s, tag, uid, criteria, returns, found))
     d.addErrback(failed)
     return d
+
+
+def _scan(
+    s: IMAPServer,
+    tag: bytes,
+    uid: bool,
+    criteria: Criteria,
+    returns: set[str] | None,
+    files: IMessageFiles,
+) -> Deferred[None]:
+    """A body SEARCH in the scan workers: snapshot the view here, test the
+    files there, answer here (NO [SERVERBUG] on an unexpected error)."""
+    if s.lost or s.view is None:
+        return succeed(None)  # gone while waiting for the user's turn
+    view = s.view
+    folder = view.folder
+    entries = list(_in_view(view))
+    refreshed = False
+
+    def lookup(u: int) -> MessageInfo:
+        # A file renamed by another process is only known after a refresh.
+        nonlocal refreshed
+        if not refreshed and folder.changed_on_disk():
+            refreshed = True
+            folder.refresh()
+        return folder.get(u)
+
+    d = scan_search(
+        entries,
+        view.exists,
+        view.uids[-1] if view.uids else 0,
+        criteria.test,
+        files.message_reader(),
+        lookup,
+        files.message_reader,
+        s.scan_in_thread,  # type: ignore[arg-type]  # checked by search()
+        lambda: s.lost,
+    )
+
+    def answer(result: ScanResult) -> None:
+        if s.lost:
+            return
+        found = _Found()
+        for msn, info in result.matched:
+            found.numbers.append(info.uid if uid else msn)
+            found.uids.append(info.uid)
+            found.top_modseq = max(found.top_modseq, info.modseq)
+        _search_answer(s, tag, uid, criteria, returns, found)
+
+    def failed(failure: Failure) -> None:
+        s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
+        if not s.lost:
+            s.no(
+                tag,
+                b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
+            )
+
+    return d.addCallbacks(answer, failed)
 
 
 def _in_view(view: SelectedView) -> Iterator[tuple[int, MessageInfo, bool]]:

@@ -76,6 +76,7 @@ from pymta.imap.parser import (
     tokenize,
 )
 from pymta.imap.prefetch import ThreadRunner
+from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
 from pymta.imap.watchers import WatcherPool
@@ -144,11 +145,17 @@ class IMAPServer(Protocol):
         logger: Logger | None = None,
         watchers: WatcherPool | None = None,
         run_in_thread: ThreadRunner | None = None,
+        scan_in_thread: ThreadRunner | None = None,
+        scan_gate: ScanGate | None = None,
     ) -> None:
         self.settings = settings
         # Runs file reads off the reactor thread (pymta.imap.prefetch);
         # None keeps everything in the calling thread.
         self.run_in_thread = run_in_thread
+        # Scans of whole message files (body SEARCH, pymta.imap.scan): their
+        # own threads, at most a few per user at once (shared by sessions).
+        self.scan_in_thread = scan_in_thread
+        self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
         self.portal = portal
         self.clock = clock
         self.tls = tls

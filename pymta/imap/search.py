@@ -14,8 +14,14 @@ disregarding time, as RFC 3501 asks.
 :func:`parse_search` returns a :class:`Criteria` (a test function plus
 what it needs: file, header, MODSEQ); the session calls it per message.
 
-Untrusted input: the criteria (ParseError on bad syntax, depth bounded by
-the parser) and the messages. Writes and logs nothing.
+Untrusted input: the criteria (ParseError on bad syntax; NOT, OR and
+parentheses nest at most :data:`MAX_SEARCH_DEPTH` deep, so that neither
+the parser nor the test it builds can exhaust the stack) and the messages.
+:attr:`Criteria.uses_content` tells that some key (BODY, TEXT) reads the
+whole message: the session runs such a search off the reactor thread
+(pymta.imap.scan). A test reads nothing but its :class:`Candidate`, so it
+may run in a worker thread when the candidate's loaders do. Writes and
+logs nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ from pymta.imap.wire import parse_date
 from pymta.mailstore.interface import MessageInfo
 
 CHARSETS = ("UTF-8", "US-ASCII")
+
+#: How deep NOT, OR and parenthesised groups may nest in one SEARCH
+#: (``NOT NOT ... x`` 10,000 deep would exhaust the stack). Real clients
+#: nest a few levels (``OR OR OR a b c d`` for four terms).
+MAX_SEARCH_DEPTH = 200
 
 
 class BadCharset(Exception):
@@ -145,6 +156,7 @@ class Criteria:
     test: Test
     uses_modseq: bool = False
     uses_header: bool = False  # some key reads the header block
+    uses_content: bool = False  # some key (BODY, TEXT) reads the whole message
 
 
 def _decoded(value: str) -> str:
@@ -215,6 +227,8 @@ class _Parser:
         self.saved = saved
         self.uses_modseq = False
         self.uses_header = False
+        self.uses_content = False
+        self.depth = 0  # NOT, OR and groups open around the key being parsed
 
     def more(self) -> bool:
         return self.pos < len(self.tokens)
@@ -262,15 +276,32 @@ class _Parser:
             tests.append(self.key())
         return _and(tests)
 
+    def nested(self) -> Test:
+        """A key inside NOT, OR or a group: one level deeper."""
+        if self.depth >= MAX_SEARCH_DEPTH:
+            raise ParseError(
+                f"SEARCH criteria nested too deeply (NOT, OR and parentheses: "
+                f"at most {MAX_SEARCH_DEPTH} levels)."
+            )
+        self.depth += 1
+        try:
+            return self.key()
+        finally:
+            self.depth -= 1
+
     def key(self) -> Test:
         token = self.take()
         if isinstance(token, list):
-            sub = _Parser(token, self.charset, self.saved)
             if not token:
                 raise ParseError("Empty SEARCH group.")
+            if self.depth >= MAX_SEARCH_DEPTH:
+                self.nested()  # raises
+            sub = _Parser(token, self.charset, self.saved, self.rev2)
+            sub.depth = self.depth + 1
             test = sub.all_keys()
             self.uses_modseq |= sub.uses_modseq
             self.uses_header |= sub.uses_header
+            self.uses_content |= sub.uses_content
             return test
         if isinstance(token, bytes):
             raise ParseError("Unexpected string in SEARCH.")
@@ -290,10 +321,10 @@ class _Parser:
             uids = _seq(self.atom())
             return lambda c: uids.contains(c.info.uid, c.largest_uid)
         if word == "NOT":
-            inner = self.key()
+            inner = self.nested()
             return lambda c: not inner(c)
         if word == "OR":
-            a, b = self.key(), self.key()
+            a, b = self.nested(), self.nested()
             return lambda c: a(c) or b(c)
         if word in ("FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER", "TEXT") or word.startswith(
             "SENT"
@@ -319,6 +350,8 @@ class _Parser:
         if word in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             day = self.date()
             return _date_test(word[4:], day, _sent_date)
+        if word in ("BODY", "TEXT"):
+            self.uses_content = True
         if word == "BODY":
             needle = self.text()
             return lambda c: needle in c.body_text()
@@ -415,4 +448,4 @@ def parse_search(tokens: list[Token], saved: Collection[int] = (), rev2: bool = 
         raise ParseError("Missing SEARCH criteria.")
     parser = _Parser(tokens, charset, frozenset(saved), rev2)
     test = parser.all_keys()
-    return Criteria(test, parser.uses_modseq, parser.uses_header)
+    return Criteria(test, parser.uses_modseq, parser.uses_header, parser.uses_content)

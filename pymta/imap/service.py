@@ -24,6 +24,7 @@ from pymta.auth.passdb import portal_from_config, shared_checker
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 from pymta.imap.factory import IMAPServerFactory
+from pymta.imap.scan import shared_scanning
 from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.interface import IMailStore
 from pymta.netmatch import NetworkList
@@ -58,7 +59,16 @@ def make_imap_factory(
         config.get_list("imapd_plaintext_auth_networks"), "imapd_plaintext_auth_networks"
     )
     tls = imap_tls(config)
-    factory = IMAPServerFactory(IMAPSettings.from_config(config), portal, tls, reactor, trusted)
+    scan_in_thread, scan_gate = shared_scanning(reactor)
+    factory = IMAPServerFactory(
+        IMAPSettings.from_config(config),
+        portal,
+        tls,
+        reactor,
+        trusted,
+        scan_in_thread=scan_in_thread,
+        scan_gate=scan_gate,
+    )
     if not config.get_bool("imapd_tls_wrappermode"):
         return factory
     if tls is None:

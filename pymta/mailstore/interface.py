@@ -326,6 +326,20 @@ class IHeaderCache(Interface):
         cached: a header SEARCH need test no other message (reactor thread)."""
 
 
+class IMessageFiles(Interface):
+    """Optional for an :class:`IFolder`: read stored messages from a worker
+    thread, so a scan of many message files (a body SEARCH) does not run in
+    the reactor thread."""
+
+    def message_reader() -> Callable[[str, int], bytes | None]:
+        """(Reactor thread) a function for a worker thread:
+        ``read(filename, size)`` is the whole stored message whose
+        :attr:`MessageInfo.filename` and :attr:`MessageInfo.size` the
+        index gave, or None when it cannot be read (expunged or renamed
+        meanwhile, not a regular file). It reads that file only, from the
+        folder's place as it is now, and changes no shared state."""
+
+
 @dataclass(frozen=True)
 class Staged:
     """A message written durably for a folder but not yet in it (see

@@ -49,6 +49,7 @@ from pymta.mailstore.interface import (
     IFolderLock,
     IFolderScan,
     IHeaderCache,
+    IMessageFiles,
     IStagedAppend,
     MailStoreError,
     MessageInfo,
@@ -150,6 +151,23 @@ def read_header_file(path: str) -> bytes | None:
         os.close(fd)
 
 
+def read_message_path(path: str, size_hint: int) -> bytes | None:
+    """The whole of one message file (about ``size_hint`` bytes), or None
+    when it cannot be read (gone, not a regular file)."""
+    try:
+        fd = os.open(path, _MESSAGE_OPEN_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return _read_all(fd, size_hint)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_header(read: Callable[[int], bytes]) -> bytes:
     """The header block of what ``read`` gives, read in 64 KiB pieces only
     until the blank line (not the body)."""
@@ -221,7 +239,7 @@ class MaildirLock:
             self._fd = -1
 
 
-@implementer(IFolder, IHeaderCache, IStagedAppend, IFolderScan)
+@implementer(IFolder, IHeaderCache, IStagedAppend, IFolderScan, IMessageFiles)
 class MaildirFolder:
     """One Maildir++ folder and its index. Shared by every session of the store."""
 
@@ -765,6 +783,14 @@ class MaildirFolder:
             if block is not None:
                 blocks[(uid, filename)] = block
         return blocks
+
+    def message_reader(self) -> Callable[[str, int], bytes | None]:
+        path = self.path  # a RENAME of the folder later moves it, not this scan
+
+        def read(filename: str, size: int) -> bytes | None:
+            return read_message_path(f"{path}/{filename}", size)
+
+        return read
 
     def cache_headers(self, blocks: dict[tuple[int, str], bytes]) -> int:
         self._ensure_loaded()

@@ -19,12 +19,30 @@ HELO/EHLO replies, which RFC 2034 leaves without one.
 Limits (Postfix's parameters): line_length_limit, message_size_limit,
 smtpd_recipient_limit, smtpd_timeout (on the injected clock),
 smtpd_soft_error_limit + smtpd_error_sleep_time (tarpit),
-smtpd_hard_error_limit (421), smtpd_junk_command_limit,
+smtpd_hard_error_limit (421), smtpd_junk_command_limit (see below),
 smtpd_client_connection_count_limit (per client address, counted in the
 factory), smtpd_forbidden_commands (CONNECT, GET, POST and non-letter junk
-end the session), smtpd_forbid_unauth_pipelining (content pipelined behind
-a refused DATA is never run as commands). ``smtpd_forbid_bare_newline = no``
-is treated as ``normalize``: pymta never accepts LF.LF as the end of data.
+end the session). ``smtpd_forbid_bare_newline = no`` is treated as
+``normalize``: pymta never accepts LF.LF as the end of data.
+
+Pipelining rules (RFC 2920 section 3.1, Postfix's smtpd_proto()): a client
+that talks before the greeting (the socket already holds input when the
+session starts; not on a TLS-wrapped port), or sends more input behind a
+command that must end a command group, violates the protocol. Before EHLO
+(or after HELO) every command must end its group, since PIPELINING was
+never offered; after EHLO, HELO, EHLO, DATA, NOOP and VRFY must. The
+first violation is logged as ``improper command pipelining after CMD from
+CLIENT: INPUT`` (CMD is CONNECT before the greeting; INPUT the next 100
+bytes, C-escaped); with smtpd_forbid_unauth_pipelining = yes (the
+default) the client gets ``554 5.5.0 Error: SMTP protocol synchronization``
+and the connection is closed before the command runs.
+
+smtpd_junk_command_limit: HELO, EHLO, RSET, NOOP and VRFY (Postfix's
+"limited" commands; pymta has no ETRN) count as junk; each junk command
+past the limit counts as an error, so the session meets the soft error
+limit's delays and then smtpd_hard_error_limit's ``421 4.7.0 ... too many
+errors``. A message accepted with 250 forgives the errors and the junk
+count, as in Postfix.
 
 Writes: the message to cleanup (which makes it durable before smtpd says
 250). Logs, as Postfix's smtpd does: ``connect from``, ``QID: client=``,
@@ -35,6 +53,7 @@ Writes: the message to cleanup (which makes it durable before smtpd says
 from __future__ import annotations
 
 import re
+import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
@@ -104,12 +123,45 @@ _COUNTED = (
     "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data",
     "rset", "noop", "vrfy", "help", "quit", "unknown",
 )  # fmt: skip
-_JUNK = frozenset(("rset", "noop", "vrfy", "help"))
+# Postfix's SMTPD_CMD_FLAG_LIMIT commands (smtpd_junk_command_limit).
+_JUNK = frozenset(("helo", "ehlo", "rset", "noop", "vrfy"))
+# Postfix's SMTPD_CMD_FLAG_LAST: RFC 2920 section 3.1's commands that may
+# only end a pipelined group (QUIT ends the session anyway; Postfix adds HELO).
+_LAST_IN_GROUP = frozenset(("helo", "ehlo", "data", "noop", "vrfy"))
+# What a pipelining violation logs of the input that followed (Postfix: 100).
+_PEEK = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _syntax(text: str) -> bytes:
     return f"501 5.5.4 Syntax: {text}\r\n".encode()
+
+
+_ESCAPES = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r", 92: "\\\\"}
+
+
+def escape(data: bytes) -> str:
+    """Untrusted bytes as Postfix's escape() logs them: printable ASCII as is,
+    backslash doubled, C escapes for control characters, octal for the rest."""
+    out: list[str] = []
+    for byte in data:
+        text = _ESCAPES.get(byte)
+        if text is None:
+            text = chr(byte) if 32 <= byte < 127 else f"\\{byte:03o}"
+        out.append(text)
+    return "".join(out)
+
+
+def pending_input(transport: Any) -> bytes:
+    """Up to 100 bytes the client already sent on the socket, without
+    consuming them (Postfix's peekfd() at the greeting); b"" if none or if
+    the transport has no socket to peek at."""
+    try:
+        handle = transport.getHandle()
+        data: bytes = handle.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (AttributeError, OSError):
+        return b""
+    return data
 
 
 class SMTPServerProtocol(Protocol):
@@ -131,6 +183,7 @@ class SMTPServerProtocol(Protocol):
         self._failed = False
         self._errors = 0
         self._junk = 0
+        self._ill_pipelining = False
         self._counts: dict[str, list[int]] = {}
         self._last_command = "CONNECT"
         self._timer: IDelayedCall | None = None
@@ -166,6 +219,8 @@ class SMTPServerProtocol(Protocol):
         excluded = f.bare_newline_exclusions.contains(address)
         self._bare_lf_reject = f.bare_newline == "reject" and not excluded
         maillog(f.service_name, f"connect from {self.session.client}")
+        if not self._tls_active and self._talked_first():
+            return
         if f.connection_count_limit > 0 and not f.event_limit_exceptions.contains(address):
             count = f.connections.get(address, 0) + 1
             f.connections[address] = count
@@ -189,6 +244,33 @@ class SMTPServerProtocol(Protocol):
         if not f.restrictions.delay_reject and f.restrictions.client:
             self._client_reject = f.restrictions.check_client(self.session)
         send(self.transport, f.banner)
+
+    def _talked_first(self) -> bool:
+        """Postfix's pre-greeting check: input before the banner is a
+        protocol violation (never on a TLS-wrapped port, where the client
+        speaks first). True when the session is being closed for it."""
+        early = pending_input(self.transport)
+        if not early:
+            return False
+        return self._ill_pipelined("CONNECT", early)
+
+    def _ill_pipelined(self, where: str, following: bytes) -> bool:
+        """Log a pipelining violation (once per session, as Postfix flags it)
+        and, with smtpd_forbid_unauth_pipelining, refuse it and close. True
+        when the session is being closed."""
+        self._ill_pipelining = True
+        f = self.factory
+        maillog(
+            f.service_name,
+            f"improper command pipelining after {where} from {self.session.client}: "
+            f"{escape(following[:_PEEK])}",
+        )
+        if not f.forbid_unauth_pipelining:
+            return False
+        self._buf, self._pos = b"", 0
+        self._out.append(R_SYNC)
+        self._close()
+        return True
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._connected = False
@@ -344,6 +426,11 @@ class SMTPServerProtocol(Protocol):
     def _error(self, data: bytes) -> None:
         self._out.append(data)
         self._failed = True
+        self._count_error()
+
+    def _count_error(self) -> None:
+        """One more error: past smtpd_soft_error_limit the next reply waits,
+        at smtpd_hard_error_limit the session ends with 421."""
         self._errors += 1
         f = self.factory
         if self._errors >= f.soft_error_limit and f.error_sleep_time > 0:
@@ -429,17 +516,26 @@ class SMTPServerProtocol(Protocol):
             return
         self._last_command = verb.upper()
         self._failed = False
-        if name in _JUNK:
-            self._junk += 1
-            if self._junk > self.factory.junk_command_limit:
-                self._errors += 1
-        handler(self, arg.strip(" \t"))
         count = self._counts.get(name)
         if count is None:
             count = self._counts[name] = [0, 0]
         count[1] += 1
+        if (
+            not self._ill_pipelining
+            and (not self.session.esmtp or name in _LAST_IN_GROUP)
+            and len(self._buf) > self._pos
+            and self._ill_pipelined(self._last_command, self._buf[self._pos : self._pos + _PEEK])
+        ):
+            return
+        handler(self, arg.strip(" \t"))
         if not self._failed:
             count[0] += 1
+        if name in _JUNK and not self._closing:
+            # Postfix: "junk_cmds++ > limit", so the error count starts
+            # growing with the second junk command past the limit.
+            if self._junk > self.factory.junk_command_limit:
+                self._count_error()
+            self._junk += 1
 
     def _count(self, name: str, action: Any, reply: bytes) -> None:
         count = self._counts.setdefault(name, [0, 0])
@@ -627,16 +723,6 @@ class SMTPServerProtocol(Protocol):
                 self._too_big = False
                 return
             self._reject(reject, "DATA")
-        if len(self._buf) > self._pos and not self._closing and f.forbid_unauth_pipelining:
-            # Content pipelined behind a refused DATA must not run as
-            # commands (Postfix's smtpd_forbid_unauth_pipelining).
-            maillog(
-                f.service_name,
-                f"improper command pipelining after DATA from {s.client}",
-            )
-            self._buf, self._pos = b"", 0
-            self._out.append(R_SYNC)
-            self._close()
 
     def do_rset(self, arg: str) -> None:
         if arg:
@@ -830,6 +916,9 @@ class SMTPServerProtocol(Protocol):
     def _queued(self, queue_id: str) -> None:
         # ``QID: client=`` is logged by cleanup, in Postfix's order.
         self._out.append(f"250 2.0.0 Ok: queued as {queue_id}\r\n".encode())
+        # Postfix forgives earlier errors and junk once a message is received.
+        self._errors = 0
+        self._junk = 0
         self._resume()
 
     def _not_queued(self, failure: Failure) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "FakeCleanup",
     "FakeResolver",
     "LogCapture",
+    "PeekableSocket",
     "SMTPHarness",
     "TLSStringTransport",
 ]
@@ -136,8 +137,22 @@ class DictTable:
         return self._mapping.get(key.lower())
 
 
+class PeekableSocket:
+    """The socket under a test transport: ``pending`` is what the client
+    wrote that the server has not read yet, seen through MSG_PEEK."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        if not self.pending:
+            raise BlockingIOError("no input")
+        return self.pending[:size]
+
+
 class TLSStringTransport(StringTransport):
-    """A StringTransport that records startTLS instead of doing a handshake."""
+    """A StringTransport that records startTLS instead of doing a handshake,
+    over a :class:`PeekableSocket` (input waiting before the greeting)."""
 
     def __init__(self, peer: str = "203.0.113.5") -> None:
         address: IPv4Address | IPv6Address
@@ -147,6 +162,10 @@ class TLSStringTransport(StringTransport):
             address = IPv4Address("TCP", peer, 4242)
         super().__init__(peerAddress=address)
         self.tls_started: Any = None
+        self.socket = PeekableSocket()
+
+    def getHandle(self) -> PeekableSocket:
+        return self.socket
 
     def startTLS(self, context_factory: Any) -> None:
         self.tls_started = context_factory
@@ -165,8 +184,16 @@ class SMTPHarness:
         tables: Mapping[str, ILookupTable] | None = None,
         tls: ServerTLS | None = None,
         clock: Clock | None = None,
+        pregreet: bytes = b"",
+        forbid_pipelining: bool = False,
     ) -> None:
-        self.config = Config.from_text(BASE_CONFIG + textwrap.dedent(config_text))
+        # The scripts of most tests write several commands at once where a
+        # conforming client would wait (EHLO + MAIL, DATA + content): such
+        # a test checks something else, so unless it asks for Postfix's
+        # default (forbid_pipelining=True), the harness runs with
+        # smtpd_forbid_unauth_pipelining = no, which only logs a violation.
+        tolerant = "" if forbid_pipelining else "smtpd_forbid_unauth_pipelining = no\n"
+        self.config = Config.from_text(BASE_CONFIG + tolerant + textwrap.dedent(config_text))
         self.clock = clock or Clock()
         self.cleanup = cleanup or FakeCleanup()
         self.resolver = resolver or FakeResolver()
@@ -175,6 +202,8 @@ class SMTPHarness:
             self.config, self.cleanup, self.resolver, self._open_table, tls, self.clock
         )
         self.transport = TLSStringTransport(peer)
+        # What the client wrote before the server's greeting.
+        self.transport.socket.pending = pregreet
         self.protocol: SMTPServerProtocol = self.factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
         self.banner = self.take()
