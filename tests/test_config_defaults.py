@@ -55,6 +55,8 @@ DIFFERENT_ON_PURPOSE = {
     "smtpd_client_event_limit_exceptions",  # no legacy name
     "smtpd_forbid_bare_newline",  # Postfix 3.9's default
     "smtpd_forbid_unauth_pipelining",  # Postfix 3.9's default
+    "smtpd_sasl_type",  # pymta's own SASL server (the passdb), not Cyrus
+    "smtpd_tls_auth_only",  # no clear-text passwords by default (Dovecot's choice)
 }
 
 

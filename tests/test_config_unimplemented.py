@@ -100,7 +100,7 @@ def test_an_inert_setting_is_a_warning_with_file_and_line() -> None:
         "smtpd_client_connection_rate_limit = 30",
         "smtpd_tls_protocols = TLSv1.3",
         "smtpd_tls_mandatory_protocols = !TLSv1.2",
-        "smtpd_sasl_auth_enable = yes",
+        "smtpd_tls_ask_ccert = yes",
         "always_bcc = archive@example.org",
         "virtual_uid_maps = static:5000",
         "soft_bounce = yes",
@@ -120,20 +120,20 @@ def test_a_setting_that_would_matter_stops_the_start(setting: str) -> None:
 
 
 def test_master_cf_override_that_would_matter_stops_the_start() -> None:
-    """Postfix's stock submission service, uncommented, asks for AUTH:
-    refused (pymta's smtpd has none yet), naming master.cf's line."""
+    """A service asking for client certificates (pymta asks for none) is
+    refused, naming master.cf's line."""
     master = parse_master_cf(
         "smtp inet n - y - - smtpd\n"
         "submissions inet n - y - - smtpd\n"
         "  -o syslog_name=postfix/submissions\n"
-        "  -o smtpd_sasl_auth_enable=yes\n",
+        "  -o smtpd_tls_ask_ccert=yes\n",
         "/etc/pymta/master.cf",
     )
     with pytest.raises(ConfigError) as caught:
         validate(Config.from_text("myorigin = x\n"), master)
     text = str(caught.value)
     assert text.startswith(
-        "/etc/pymta/master.cf, line 4: smtpd_sasl_auth_enable: service submissions: "
+        "/etc/pymta/master.cf, line 4: smtpd_tls_ask_ccert: service submissions: "
         "not implemented by pymta (set to 'yes'): "
     )
 

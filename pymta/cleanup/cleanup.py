@@ -76,7 +76,12 @@ def log_client(qid: str, attributes: dict[str, str]) -> None:
     """
     address = attributes.get("client_address")
     if address:
-        maillog("smtpd", f"{qid}: client={attributes.get('client_name') or 'unknown'}[{address}]")
+        line = f"{qid}: client={attributes.get('client_name') or 'unknown'}[{address}]"
+        username = attributes.get("sasl_username")
+        if username:
+            # Postfix's smtpd adds the login, as pflogsumm and fail2ban expect.
+            line += f", sasl_method={attributes.get('sasl_method', '')}, sasl_username={username}"
+        maillog("smtpd", line)
 
 
 @implementer(ICleanup)

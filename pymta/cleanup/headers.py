@@ -13,7 +13,9 @@ Received (Postfix's layout, as smtpd writes it)::
     \\tfor <RCPT>; Tue, 28 Nov 2023 16:00:01 +0000
 
 "for" only with exactly one recipient; the TLS line only when the envelope
-attribute ``tls`` is set (its value is the text after "using"). Mail without
+attribute ``tls`` is set (its value is the text after "using"); an
+``(Authenticated sender: LOGIN)`` line follows when smtpd set ``sasl_header``
+(smtpd_sasl_authenticated_header = yes). Mail without
 a client address (pickup, bounce) gets ``Received: by MYHOSTNAME (pymta)``
 with ``id QID`` and, when known, ``from userid UID``.
 
@@ -178,6 +180,9 @@ def received_header(
         tls = _clean(attrs.get("tls", ""))
         if tls:
             lines.append(f"\t(using {tls})")
+        if attrs.get("sasl_header") == "yes" and attrs.get("sasl_username"):
+            # smtpd_sasl_authenticated_header, as Postfix writes it.
+            lines.append(f"\t(Authenticated sender: {_clean(attrs['sasl_username'])})")
         protocol = _clean(attrs.get("protocol", "")) or "ESMTP"
         lines.append(f"\tby {myhostname} (pymta) with {protocol} id {queue_id}")
     else:

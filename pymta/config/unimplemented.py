@@ -141,7 +141,6 @@ def _r(name: str, default: str, why: str, *harmless: str) -> Unimplemented:
 
 _TLS_PROTOCOLS = "pymta offers TLS 1.2 and 1.3 only and cannot narrow that further yet"
 _TLS_CIPHERS = "pymta offers forward-secret AEAD ciphers only and cannot change that yet"
-_NO_AUTH = "pymta's smtpd has no SMTP AUTH yet"
 _LOCAL = "pymta's local agent delivers to aliases only: no Unix-user mailboxes yet"
 _CHECKS = "pymta has no header or body checks yet: the mail they would reject is accepted"
 _PROCESS = "pymta's reactor processes live as long as the server"
@@ -274,7 +273,6 @@ _ENTRIES: list[Unimplemented] = [
     _w("relay_domains_reject_code", "554", "pymta's replies use Postfix's default codes"),
     _w("access_map_reject_code", "554", "pymta's replies use Postfix's default codes"),
     _w("maps_rbl_reject_code", "554", "pymta has no DNSBL checks yet"),
-    _w("smtpd_tls_auth_only", "no", _NO_AUTH),
     _r("smtpd_tls_chain_files", "", "the certificates would not be used"),
     _r("smtpd_tls_eccert_file", "", "the ECDSA certificate would not be used"),
     _r("smtpd_tls_eckey_file", "$smtpd_tls_eccert_file", "the ECDSA key would not be used"),
@@ -310,15 +308,8 @@ _ENTRIES: list[Unimplemented] = [
         "yes",
     ),
     _w("smtpd_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
-    _r("smtpd_sasl_auth_enable", "no", _NO_AUTH),
-    _w("smtpd_sasl_type", "cyrus", _NO_AUTH),
-    _w("smtpd_sasl_path", "smtpd", _NO_AUTH),
-    _w("smtpd_sasl_security_options", "noanonymous", _NO_AUTH),
-    _w("smtpd_sasl_tls_security_options", "$smtpd_sasl_security_options", _NO_AUTH),
-    _w("smtpd_sasl_local_domain", "", _NO_AUTH),
-    _w("smtpd_sasl_authenticated_header", "no", _NO_AUTH),
-    _w("smtpd_sasl_exceptions_networks", "", _NO_AUTH),
-    _r("smtpd_sender_login_maps", "", _NO_AUTH),
+    _w("smtpd_sasl_path", "smtpd", "used only by Cyrus and Dovecot SASL, which pymta has not"),
+    _w("smtpd_sasl_local_domain", "", "pymta's SASL user names are the passdb's, unchanged"),
     # --- the smtp and lmtp clients ------------------------------------------
     _w("smtp_host_lookup", "dns", "pymta looks up hosts in DNS only"),
     Unimplemented(

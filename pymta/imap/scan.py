@@ -177,9 +177,7 @@ def match_batch(
             unread.append((msn, info, recent))
             continue
         loaded = _Read(content)
-        cand = Candidate(
-            msn, info, recent, largest_msn, largest_uid, loaded.header, loaded.whole
-        )
+        cand = Candidate(msn, info, recent, largest_msn, largest_uid, loaded.header, loaded.whole)
         try:
             found = test(cand)
         except MailStoreError:

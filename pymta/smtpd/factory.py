@@ -9,6 +9,7 @@ is a ConfigError at start. Nothing here writes; connections log.
 
 from __future__ import annotations
 
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 
@@ -19,6 +20,7 @@ from pymta.netmatch import NetworkList
 from pymta.smtpd.protocol import SMTPServerProtocol
 from pymta.smtpd.resolver import SmtpdResolver
 from pymta.smtpd.restrictions import OpenTable, Restrictions
+from pymta.smtpd.sasl import SaslSettings
 from pymta.tls import ServerTLS
 
 __all__ = ["SMTPServerFactory"]
@@ -40,6 +42,7 @@ class SMTPServerFactory(ServerFactory):
         tls: ServerTLS | None,
         clock: IReactorTime,
         service_name: str = "smtpd",
+        checker: ICredentialsChecker | None = None,
     ) -> None:
         self.config = config
         self.cleanup = cleanup
@@ -94,26 +97,54 @@ class SMTPServerFactory(ServerFactory):
         self.dsn_enable = "dsn" not in {
             k.lower() for k in config.get_list("smtpd_discard_ehlo_keywords")
         }
-        self.ehlo_reply = self._ehlo(starttls=False)
-        self.ehlo_reply_tls = self._ehlo(starttls=True)
+        self.sasl = SaslSettings.from_config(config)
+        self.sasl_exceptions = NetworkList(
+            config.get_list("smtpd_sasl_exceptions_networks"), "smtpd_sasl_exceptions_networks"
+        )
+        #: The twisted.cred checker of AUTH (the one POP3 and IMAP share).
+        self.checker: ICredentialsChecker | None = checker
+        if self.sasl.enabled and checker is None:
+            from pymta.auth.passdb import shared_checker
+
+            self.checker = shared_checker(config, clock)
+        self._ehlo_replies: dict[tuple[bool, tuple[str, ...]], bytes] = {}
+        self.ehlo_reply = self.ehlo(starttls=False)
+        self.ehlo_reply_tls = self.ehlo(starttls=True)
         commands = "EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP"
         if tls is not None:
             commands += " STARTTLS"
+        if self.sasl.enabled:
+            commands += " AUTH"
         self.help_reply = f"214 2.0.0 Commands: {commands}\r\n".encode()
 
-    def _ehlo(self, starttls: bool) -> bytes:
+    def ehlo(self, starttls: bool, mechanisms: tuple[str, ...] = ()) -> bytes:
+        """The EHLO reply offering STARTTLS or not and these AUTH mechanisms
+        (made once per combination)."""
+        key = (starttls, mechanisms)
+        reply = self._ehlo_replies.get(key)
+        if reply is None:
+            reply = self._ehlo_replies[key] = self._ehlo(starttls, mechanisms)
+        return reply
+
+    def _ehlo(self, starttls: bool, mechanisms: tuple[str, ...]) -> bytes:
         lines = [self.myhostname, "PIPELINING"]
         lines.append(f"SIZE {self.message_size_limit}" if self.message_size_limit else "SIZE")
         if not self.disable_vrfy:
             lines.append("VRFY")
         if starttls:
             lines.append("STARTTLS")
+        if mechanisms:
+            lines.append("AUTH " + " ".join(mechanisms))
+            if self.sasl.broken_clients:
+                lines.append("AUTH=" + " ".join(mechanisms))
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
         if self.smtputf8_enable:
             lines.append("SMTPUTF8")
         # smtpd_discard_ehlo_keywords hides keywords (Postfix: not the feature).
         discard = {k.lower() for k in self.config.get_list("smtpd_discard_ehlo_keywords")}
-        lines = [lines[0]] + [k for k in lines[1:] if k.split()[0].lower() not in discard]
+        lines = [lines[0]] + [
+            k for k in lines[1:] if k.split()[0].partition("=")[0].lower() not in discard
+        ]
         text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
         return text.encode()
 

@@ -56,13 +56,16 @@ import re
 import socket
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from pymta.address import AddressError, parse_esmtp_params, parse_path
+from pymta.auth.credentials import PasswordCredentials
+from pymta.auth.errors import AuthTemporaryError
 from pymta.cleanup.interface import CleanupRejected
 from pymta.maillog import maillog
 from pymta.output import quick_ack, send
@@ -75,6 +78,7 @@ from pymta.smtpd.dsn import (
     parse_ret,
 )
 from pymta.smtpd.restrictions import Reject
+from pymta.smtpd.sasl import Challenge, Credentials, SaslExchange, SaslFailure, Step
 from pymta.smtpd.session import Session
 from pymta.tls import describe
 
@@ -117,6 +121,14 @@ R_NO_TLS = b"502 5.5.1 Error: command not implemented\r\n"
 R_TLS_ACTIVE = b"554 5.5.1 Error: TLS already active\r\n"
 R_SYNC = b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
 R_QUEUE_ERROR = b"451 4.3.0 Error: queue file write error\r\n"
+R_AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
+R_AUTH_FAILED = b"535 5.7.8 Error: authentication failed: authentication failure\r\n"
+R_AUTH_TEMPORARY = b"454 4.7.0 Temporary authentication failure\r\n"
+R_AUTH_DISABLED = b"503 5.5.1 Error: authentication not enabled\r\n"
+R_AUTH_TWICE = b"503 5.5.1 Error: already authenticated\r\n"
+R_AUTH_IN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
+R_AUTH_NEED_EHLO = b"503 5.5.1 Error: send EHLO first\r\n"
+R_AUTH_BAD_MECH = b"535 5.7.8 Error: authentication failed: Invalid authentication mechanism\r\n"
 
 # Command names in the order Postfix's disconnect line lists them.
 _COUNTED = (
@@ -199,6 +211,8 @@ class SMTPServerProtocol(Protocol):
         self._tarpit = False
         self._tarpit_active = False
         self._counted_connection = ""
+        # The AUTH exchange waiting for the client's next line, if any.
+        self._sasl: SaslExchange | None = None
 
     # -- connection -------------------------------------------------------------
 
@@ -398,7 +412,10 @@ class SMTPServerProtocol(Protocol):
                 self._error(R_TOO_LONG)
                 continue
             self._buf, self._pos = buf, pos
-            self._command(line)
+            if self._sasl is not None:
+                self._sasl_line(line)
+            else:
+                self._command(line)
             # A handler may have replaced the buffer (STARTTLS discards it).
             buf, pos = self._buf, self._pos
         self._buf = buf[pos:] if pos else buf
@@ -528,7 +545,7 @@ class SMTPServerProtocol(Protocol):
         ):
             return
         handler(self, arg.strip(" \t"))
-        if not self._failed:
+        if not self._failed and name != "auth":
             count[0] += 1
         if name in _JUNK and not self._closing:
             # Postfix: "junk_cmds++ > limit", so the error count starts
@@ -571,10 +588,9 @@ class SMTPServerProtocol(Protocol):
                 return
         if not esmtp:
             self._reply(f.helo_reply)
-        elif f.tls is not None and not self._tls_active:
-            self._reply(f.ehlo_reply_tls)
         else:
-            self._reply(f.ehlo_reply)
+            starttls = f.tls is not None and not self._tls_active
+            self._reply(f.ehlo(starttls, self._auth_mechanisms()))
 
     def do_mail(self, arg: str) -> None:
         s = self.session
@@ -788,6 +804,103 @@ class SMTPServerProtocol(Protocol):
         # RFC 3207 section 4.2: forget everything learned before TLS.
         self.session.forget_greeting()
 
+    # -- AUTH (RFC 4954; the mechanisms live in pymta.smtpd.sasl) ---------------------
+
+    def _auth_mechanisms(self) -> tuple[str, ...]:
+        f = self.factory
+        if not f.sasl.enabled or f.sasl_exceptions.contains(self.session.client_address):
+            return ()
+        return f.sasl.mechanisms(self._tls_active)
+
+    def do_auth(self, arg: str) -> None:
+        f = self.factory
+        s = self.session
+        if not f.sasl.enabled or f.sasl_exceptions.contains(s.client_address):
+            self._error(R_AUTH_DISABLED)
+            return
+        if not s.esmtp:
+            self._error(R_AUTH_NEED_EHLO)
+            return
+        if s.sasl_username:
+            self._error(R_AUTH_TWICE)
+            return
+        if s.sender is not None:
+            self._error(R_AUTH_IN_MAIL)
+            return
+        mechanisms = self._auth_mechanisms()
+        if not mechanisms:
+            # smtpd_tls_auth_only: no password crosses the wire in clear text.
+            self._error(R_NEED_TLS if not self._tls_active else R_AUTH_DISABLED)
+            return
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        if not mechanism or " " in initial.strip():
+            self._error(_syntax("AUTH mechanism"))
+            return
+        if mechanism not in mechanisms:
+            self._error(R_AUTH_BAD_MECH)
+            return
+        exchange = SaslExchange()
+        self._sasl_step(exchange, exchange.start(mechanism, initial.strip() or None))
+
+    def _sasl_line(self, line: bytes) -> None:
+        exchange = self._sasl
+        self._sasl = None
+        assert exchange is not None
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            text = "!"  # not base64: the exchange answers 501
+        self._sasl_step(exchange, exchange.feed(text))
+
+    def _sasl_step(self, exchange: SaslExchange, step: Step) -> None:
+        if isinstance(step, SaslFailure):
+            self._auth_failed(step.reply, exchange.mechanism, step.reply[4:].decode().strip())
+            return
+        if isinstance(step, Challenge):
+            self._sasl = exchange
+            self._reply(f"334 {step.text}\r\n".encode())
+        else:
+            self._check_password(step)
+
+    def _check_password(self, step: Credentials) -> None:
+        """Ask the cred checker (off the reactor, with the shared failure
+        penalties); later input waits, as for cleanup."""
+        f = self.factory
+        s = self.session
+        assert f.checker is not None
+        credentials = PasswordCredentials(step.username, step.password, s.client_address, "smtp")
+        self._paused = True
+        d = maybeDeferred(f.checker.requestAvatarId, credentials)
+
+        def succeeded(_avatar_id: object) -> None:
+            # Counted good only now (_command leaves AUTH to the exchange).
+            self._counts.setdefault("auth", [0, 0])[0] += 1
+            s.sasl_username = step.username
+            s.sasl_method = step.mechanism
+            self._reply(R_AUTH_OK)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(UnauthorizedLogin):
+                self._auth_failed(R_AUTH_FAILED, step.mechanism, "authentication failure")
+                return
+            if not failure.check(AuthTemporaryError):
+                _log.failure("smtpd: unexpected error checking a password", failure)
+            self._auth_failed(R_AUTH_TEMPORARY, step.mechanism, "temporary failure")
+
+        d.addCallbacks(succeeded, failed)
+        d.addBoth(lambda _: self._resume())
+
+    def _auth_failed(self, reply: bytes, mechanism: str, why: str) -> None:
+        """A failed AUTH: its reply, an error for the limits, and Postfix's
+        warning line (which fail2ban and pflogsumm match)."""
+        maillog(
+            self.factory.service_name,
+            f"{self.session.client}: SASL {mechanism} authentication failed: {why}",
+            LogLevel.warn,
+        )
+        self._error(reply)
+
     # -- DATA ------------------------------------------------------------------------
 
     def _store(self, data: bytes) -> None:
@@ -880,6 +993,9 @@ class SMTPServerProtocol(Protocol):
             attributes["tls"] = s.tls
         if s.sasl_username:
             attributes["sasl_username"] = s.sasl_username
+            attributes["sasl_method"] = s.sasl_method
+            if f.sasl.authenticated_header:
+                attributes["sasl_header"] = "yes"
         if s.smtputf8:
             attributes["smtputf8"] = "yes"
         if s.body:
@@ -962,4 +1078,5 @@ _HANDLERS = {
     "vrfy": SMTPServerProtocol.do_vrfy,
     "help": SMTPServerProtocol.do_help,
     "starttls": SMTPServerProtocol.do_starttls,
+    "auth": SMTPServerProtocol.do_auth,
 }

@@ -32,6 +32,7 @@ from pymta.netmatch import NetworkList
 from pymta.smtpd.relay import Destination, resolve_destination
 from pymta.smtpd.resolver import OURS, SmtpdResolver
 from pymta.smtpd.session import Session
+from pymta.tables.addrmaps import lookup_address, split_result
 from pymta.tables.interface import ILookupTable, TableError
 
 __all__ = ["DUNNO", "PERMIT", "Check", "Reject", "Restrictions"]
@@ -126,6 +127,9 @@ class Restrictions:
         self._class_lists: dict[str, list[Restriction]] = {k: [] for k in self._classes}
         for key, name in self._classes.items():
             self._class_lists[key][:] = self._build(config.get_list(name), name, 1)
+        self._login_tables = [
+            open_table(spec) for spec in config.get_list("smtpd_sender_login_maps")
+        ]
         self.client = self._parse("smtpd_client_restrictions")
         self.helo = self._parse("smtpd_helo_restrictions")
         self.sender = self._parse("smtpd_sender_restrictions")
@@ -175,6 +179,8 @@ class Restrictions:
                 out.append(self._class_restriction(name))
                 continue
             simple = _SIMPLE.get(name)
+            if simple is not None and "login_mismatch" in name and not self._login_tables:
+                raise self._error(parameter, f"{name} needs smtpd_sender_login_maps")
             if simple is None:
                 raise self._error(
                     parameter,
@@ -317,6 +323,62 @@ class Restrictions:
 
     def r_permit_sasl_authenticated(self, check: Check) -> Result:
         return PERMIT if check.session.sasl_username else DUNNO
+
+    # -- sender login mismatch (smtpd_sender_login_maps) ---------------------------
+
+    def _sender_owners(self, sender: str) -> list[str] | None:
+        """The logins that own sender in smtpd_sender_login_maps, in Postfix's
+        address lookup order ([] when none; None when a lookup failed)."""
+        delimiter = self._config.get("recipient_delimiter")
+        for table in self._login_tables:
+            try:
+                value = lookup_address(
+                    table,
+                    sender,
+                    delimiter=delimiter,
+                    is_local_domain=lambda d: self._resolver.address_class(d) == "local",
+                    propagate_extension=False,
+                )
+            except TableError:
+                return None
+            if value is not None:
+                return [v.lower() for v in split_result(value)]
+        return []
+
+    def _login_mismatch(self, check: Check, authenticated: bool, known_only: bool) -> Result:
+        """Postfix's reject_*_sender_login_mismatch: an authenticated client
+        may use only the senders its login owns; a client that did not log
+        in may not use a sender some login owns. The null sender is exempt."""
+        sender = check.sender
+        if not sender:
+            return DUNNO
+        login = check.session.sasl_username
+        if bool(login) != authenticated:
+            return DUNNO
+        owners = self._sender_owners(sender)
+        if owners is None:
+            return self._lookup_failure(sender)
+        if login:
+            if login.lower() in owners or (known_only and not owners):
+                return DUNNO
+            return self._reject(check, 553, "5.7.1", f"not owned by user {login}")
+        if owners:
+            return self._reject(check, 553, "5.7.1", "not logged in")
+        return DUNNO
+
+    def r_reject_sender_login_mismatch(self, check: Check) -> Result:
+        result = self._login_mismatch(check, True, False)
+        return result if result is not DUNNO else self._login_mismatch(check, False, False)
+
+    def r_reject_authenticated_sender_login_mismatch(self, check: Check) -> Result:
+        return self._login_mismatch(check, True, False)
+
+    def r_reject_known_sender_login_mismatch(self, check: Check) -> Result:
+        result = self._login_mismatch(check, True, True)
+        return result if result is not DUNNO else self._login_mismatch(check, False, False)
+
+    def r_reject_unauthenticated_sender_login_mismatch(self, check: Check) -> Result:
+        return self._login_mismatch(check, False, False)
 
     def _authorized_destination(self, check: Check) -> bool | None:
         rcpt = check.recipient
@@ -538,6 +600,12 @@ _SIMPLE = {
     "defer": "r_defer",
     "permit_mynetworks": "r_permit_mynetworks",
     "permit_sasl_authenticated": "r_permit_sasl_authenticated",
+    "reject_sender_login_mismatch": "r_reject_sender_login_mismatch",
+    "reject_authenticated_sender_login_mismatch": "r_reject_authenticated_sender_login_mismatch",
+    "reject_known_sender_login_mismatch": "r_reject_known_sender_login_mismatch",
+    "reject_unauthenticated_sender_login_mismatch": (
+        "r_reject_unauthenticated_sender_login_mismatch"
+    ),
     "permit_auth_destination": "r_permit_auth_destination",
     "reject_unauth_destination": "r_reject_unauth_destination",
     "defer_unauth_destination": "r_defer_unauth_destination",

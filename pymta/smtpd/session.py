@@ -23,6 +23,7 @@ class Session:
     esmtp: bool = False
     tls: str = ""
     sasl_username: str = ""
+    sasl_method: str = ""
     # The current transaction: sender is None until MAIL succeeds.
     sender: str | None = None
     recipients: list[str] = field(default_factory=list)
@@ -63,7 +64,10 @@ class Session:
         self.dsn_recipients = []
 
     def forget_greeting(self) -> None:
-        """After STARTTLS (RFC 3207 section 4.2): back to the state before EHLO."""
+        """After STARTTLS (RFC 3207 section 4.2): back to the state before
+        EHLO, a login included (Postfix resets SASL there too)."""
         self.reset_transaction()
         self.helo_name = ""
         self.esmtp = False
+        self.sasl_username = ""
+        self.sasl_method = ""

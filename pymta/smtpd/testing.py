@@ -17,6 +17,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -186,6 +187,7 @@ class SMTPHarness:
         clock: Clock | None = None,
         pregreet: bytes = b"",
         forbid_pipelining: bool = False,
+        checker: ICredentialsChecker | None = None,
     ) -> None:
         # The scripts of most tests write several commands at once where a
         # conforming client would wait (EHLO + MAIL, DATA + content): such
@@ -199,7 +201,13 @@ class SMTPHarness:
         self.resolver = resolver or FakeResolver()
         self.tables = dict(tables or {})
         self.factory = SMTPServerFactory(
-            self.config, self.cleanup, self.resolver, self._open_table, tls, self.clock
+            self.config,
+            self.cleanup,
+            self.resolver,
+            self._open_table,
+            tls,
+            self.clock,
+            checker=checker,
         )
         self.transport = TLSStringTransport(peer)
         # What the client wrote before the server's greeting.
