@@ -23,8 +23,11 @@ smtpd_hard_error_limit (421), smtpd_junk_command_limit,
 smtpd_client_connection_count_limit (per client address, counted in the
 factory), smtpd_forbidden_commands (CONNECT, GET, POST and non-letter junk
 end the session), smtpd_forbid_unauth_pipelining (content pipelined behind
-a refused DATA is never run as commands). ``smtpd_forbid_bare_newline = no``
-is treated as ``normalize``: pymta never accepts LF.LF as the end of data.
+a refused DATA is never run as commands), queue_minfree (MAIL FROM is
+answered 452 4.3.1 while the queue file system is short of space, from
+the factory's cached reading, :mod:`pymta.queue.space`).
+``smtpd_forbid_bare_newline = no`` is treated as ``normalize``: pymta
+never accepts LF.LF as the end of data.
 
 Writes: the message to cleanup (which makes it durable before smtpd says
 250). Logs, as Postfix's smtpd does: ``connect from``, ``QID: client=``,
@@ -98,6 +101,7 @@ R_NO_TLS = b"502 5.5.1 Error: command not implemented\r\n"
 R_TLS_ACTIVE = b"554 5.5.1 Error: TLS already active\r\n"
 R_SYNC = b"554 5.5.0 Error: SMTP protocol synchronization\r\n"
 R_QUEUE_ERROR = b"451 4.3.0 Error: queue file write error\r\n"
+R_NO_SPACE = Reject(452, "4.3.1", "Insufficient system storage")
 
 # Command names in the order Postfix's disconnect line lists them.
 _COUNTED = (
@@ -551,6 +555,13 @@ class SMTPServerProtocol(Protocol):
             if reject is not None:
                 self._reject(reject, "MAIL", sender=sender)
                 return
+        shortage = f.queue_space_check(size)
+        if shortage is not None:
+            # Refused before the client sends the message, not with a write
+            # error after it sent it all (Postfix: 452 4.3.1 at MAIL FROM).
+            self._reject(R_NO_SPACE, "MAIL", sender=sender)
+            maillog(f.service_name, shortage, LogLevel.warn)
+            return
         s.sender = sender
         s.declared_size = size
         s.body = body

@@ -28,6 +28,7 @@ from pymta.cleanup.cleanup import log_client
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config.config import Config
 from pymta.queue.model import Envelope
+from pymta.queue.space import QueueSpace
 from pymta.smtpd.factory import SMTPServerFactory
 from pymta.smtpd.protocol import SMTPServerProtocol
 from pymta.tables.interface import ILookupTable, TableError
@@ -165,6 +166,7 @@ class SMTPHarness:
         tables: Mapping[str, ILookupTable] | None = None,
         tls: ServerTLS | None = None,
         clock: Clock | None = None,
+        queue_space: QueueSpace | None = None,
     ) -> None:
         self.config = Config.from_text(BASE_CONFIG + textwrap.dedent(config_text))
         self.clock = clock or Clock()
@@ -172,7 +174,13 @@ class SMTPHarness:
         self.resolver = resolver or FakeResolver()
         self.tables = dict(tables or {})
         self.factory = SMTPServerFactory(
-            self.config, self.cleanup, self.resolver, self._open_table, tls, self.clock
+            self.config,
+            self.cleanup,
+            self.resolver,
+            self._open_table,
+            tls,
+            self.clock,
+            queue_space=queue_space,
         )
         self.transport = TLSStringTransport(peer)
         self.protocol: SMTPServerProtocol = self.factory.buildProtocol(self.transport.getPeer())
