@@ -92,6 +92,7 @@ from pymta.mailstore.names import (
     normalize,
     validate_folder_name,
 )
+from pymta.mailstore.tmpclean import TmpCleaner
 
 UIDVALIDITY_FILE = "pymta-uidvalidity"
 SPECIAL_USE_FILE = "pymta-special-use"
@@ -106,13 +107,20 @@ class MaildirUserMailbox:
     separator = SEPARATOR
 
     def __init__(
-        self, user: str, root: str, clock: IReactorTime, hostname: str, fsync: bool
+        self,
+        user: str,
+        root: str,
+        clock: IReactorTime,
+        hostname: str,
+        fsync: bool,
+        tmp_cleaner: TmpCleaner | None = None,
     ) -> None:
         self.user = user
         self.root = root
         self._clock = clock
         self._hostname = hostname
         self._fsync = fsync
+        self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._folders: dict[str, MaildirFolder] = {}
         self._mutex = threading.RLock()
         # The special-use folders are made on first use of anything but
@@ -221,7 +229,13 @@ class MaildirUserMailbox:
             if not self._is_folder_dir(path):
                 raise NoSuchFolder(name)
             folder = MaildirFolder(
-                self.next_uidvalidity, name, path, self._clock, self._hostname, self._fsync
+                self.next_uidvalidity,
+                name,
+                path,
+                self._clock,
+                self._hostname,
+                self._fsync,
+                self._tmp_cleaner,
             )
             self._folders[name] = folder
             return folder
@@ -365,13 +379,20 @@ class MaildirStore:
 
     ``clock`` gives internal dates, file names and UIDVALIDITY (the reactor
     in production); ``hostname`` goes into new file names; ``fsync=False``
-    is for benchmarks and tests on scratch directories only.
+    is for benchmarks and tests on scratch directories only; ``tmp_cleaner``
+    removes what dead writers left in the folders' tmp/ (its default runs
+    in the reactor's thread pool).
     """
 
     def __init__(
-        self, clock: IReactorTime, hostname: str | None = None, fsync: bool = True
+        self,
+        clock: IReactorTime,
+        hostname: str | None = None,
+        fsync: bool = True,
+        tmp_cleaner: TmpCleaner | None = None,
     ) -> None:
         self._clock = clock
+        self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._hostname = hostname or socket.gethostname()
         self._fsync = fsync
         self._users: dict[str, MaildirUserMailbox] = {}
@@ -386,7 +407,9 @@ class MaildirStore:
             os.makedirs(root, 0o700, exist_ok=True)
             for sub in ("cur", "new", "tmp"):
                 os.makedirs(os.path.join(root, sub), 0o700, exist_ok=True)
-            mailbox = MaildirUserMailbox(user, root, self._clock, self._hostname, self._fsync)
+            mailbox = MaildirUserMailbox(
+                user, root, self._clock, self._hostname, self._fsync, self._tmp_cleaner
+            )
             self._users[root] = mailbox
             return mailbox
 

@@ -12,8 +12,9 @@ characters and anything but a regular file, e.g. a symbolic link, are
 ignored: files are opened with O_NOFOLLOW), ``,S=``/``,W=`` size hints
 (used only when ``S=`` matches the real size), ``dovecot-keywords``, and the
 index and cache files. Writes messages in ``tmp/``, ``new/``, ``cur/``, the
-index, cache, ``dovecot-keywords`` and the lock files of the folder.
-Logs removed stale ``tmp/`` files and index rebuilds.
+index, cache, ``dovecot-keywords`` and the lock files of the folder; every
+use of the folder lets :mod:`pymta.mailstore.tmpclean` remove stale
+``tmp/`` files (in a thread, every few hours). Logs index rebuilds.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from pymta.mailstore.names import (
     split_filename,
     split_flags,
 )
+from pymta.mailstore.tmpclean import TmpCleaner
 
 Listener = Callable[[FolderChange], None]
 # (staged file in tmp/, size, rfc822 size, internal date, flags, keywords)
@@ -78,7 +80,6 @@ Measured = tuple[int, int, float]
 
 SESSION_LOCK = "pymta-session.lock"
 KEYWORDS_FILE = "dovecot-keywords"
-TMP_MAX_AGE = 36 * 3600
 # A directory changed this recently may change again within the same mtime
 # tick, unseen. File systems with nanosecond stamps tick every few ms (the
 # kernel's coarse clock); those with whole seconds (or FAT's two) need more.
@@ -233,6 +234,7 @@ class MaildirFolder:
         clock: IReactorTime,
         hostname: str,
         fsync: bool,
+        tmp_cleaner: TmpCleaner | None = None,
     ) -> None:
         self.name = name
         self.path = path
@@ -240,6 +242,7 @@ class MaildirFolder:
         self._clock = clock
         self._hostname = hostname.replace("/", "\\057").replace(":", "\\072")
         self._fsync = fsync
+        self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._index = UidIndex(path, fsync)
         self._cache = MessageCache(path)
         self._listeners: list[Listener] = []
@@ -285,6 +288,8 @@ class MaildirFolder:
         """Serialise with other threads and processes, bring the index up to
         date, and afterwards tell listeners what changed."""
         notices: list[FolderChange] = []
+        # Files dead writers left in tmp/ go, every few hours, in a thread.
+        self._tmp_cleaner.touched(self.path)
         with self._mutex:
             if not os.path.isdir(os.path.join(self.path, "cur")):
                 raise NoSuchFolder(self.name)
@@ -332,7 +337,6 @@ class MaildirFolder:
             first = not index.loaded
             notices = _group(index.sync())
             if first:
-                self._clean_tmp()
                 # A restart: pick up what was delivered while we were away,
                 # unless the last complete scan (by any process) saw the
                 # directories as they are now.
@@ -350,23 +354,6 @@ class MaildirFolder:
             self._renumber(old)
             notices = [FolderChange("uidvalidity", (), 1)]
             return notices + self._scan_locked(force=True)
-
-    def _clean_tmp(self) -> None:
-        """Remove files left in tmp/ for over 36 hours by writers that died
-        (the Maildir rule, as Dovecot does it on open)."""
-        tmp = os.path.join(self.path, "tmp")
-        limit = self._clock.seconds() - TMP_MAX_AGE
-        try:
-            names = os.listdir(tmp)
-        except FileNotFoundError:
-            return
-        for name in names:
-            path = os.path.join(tmp, name)
-            with contextlib.suppress(OSError):
-                st = os.lstat(path)
-                if not stat.S_ISDIR(st.st_mode) and st.st_mtime < limit:
-                    os.unlink(path)
-                    maillog("mailstore", f"removed stale {path}")
 
     def _renumber(self, old_uidvalidity: int | None) -> None:
         """Start a new index under a new UIDVALIDITY (every message will be
