@@ -128,7 +128,7 @@ class SMTPServerFactory(ServerFactory):
         of the warning to log), or None when it is not.
 
         Postfix's smtpd_check_queue(): too full is free space at most
-        queue_minfree, or under 1.5 x message_size_limit when that limit is
+        queue_minfree, or at most 1.5 x message_size_limit when that limit is
         set (room for a few messages in flight). A SIZE= that does not fit
         above queue_minfree is refused the same way, as RFC 1870 section
         6.1 asks (452: storage that is short now, not a fixed limit).
@@ -140,7 +140,7 @@ class SMTPServerFactory(ServerFactory):
             return None
         minfree = self.queue_minfree
         limit = self.message_size_limit
-        if free <= minfree or (limit and free < 1.5 * limit):
+        if free <= minfree or (limit and free <= 1.5 * limit):
             # Postfix's words, so that log watchers keep matching.
             return (
                 f"not enough free space in mail queue: {free} bytes < "
