@@ -241,6 +241,7 @@ def build(
         queue_directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor
     )
     store = FileQueueStore(queue_directory, sync, clock=clock)
+    queue_space = _queue_space(queue_directory, reactor)
     # Mailbox writes get a group-commit thread of their own, so that a
     # client waiting for its 250 never queues behind a delivery's sync. The
     # queue manager marks a recipient done only after the agent's Deferred
@@ -293,6 +294,7 @@ def build(
     _CallbackService("sync", lambda: None, sync.drain).setServiceParent(system)
     _CallbackService("delivery-sync", lambda: None, delivery_sync.drain).setServiceParent(system)
     _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
+    _CallbackService("queue-space", queue_space.start, queue_space.stop).setServiceParent(system)
     for name, agent in agents.items():
         close = getattr(agent, "close", None)
         if close is not None:  # e.g. smtp: QUIT on the cached idle connections
@@ -329,6 +331,7 @@ def build(
                 tls,
                 clock,
                 service_name=svc.program,
+                queue_space=queue_space,
             )
             if svc_config.get_bool("smtpd_tls_wrappermode"):
                 factory = implicit_tls(factory, tls, "smtpd")
@@ -363,6 +366,22 @@ def build(
             throttle_time=config.get_time("service_throttle_time"),
         ).setServiceParent(system)
     return system
+
+
+def _queue_space(queue_directory: str, reactor: Any) -> Any:
+    """The queue file system's free space that every smtpd checks at MAIL
+    FROM (queue_minfree), refreshed in the reactor's thread pool."""
+    from twisted.internet.threads import deferToThreadPool
+
+    from pymta.queue.space import QueueSpace
+
+    space = QueueSpace(
+        queue_directory,
+        reactor,
+        lambda work: deferToThreadPool(reactor, reactor.getThreadPool(), work),
+    )
+    space.read_now()  # start-up: the first MAIL FROM has a reading to go by
+    return space
 
 
 def _open_table(spec: str, config: Config) -> Any:

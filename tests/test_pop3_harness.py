@@ -18,7 +18,7 @@ from pymta.auth.passwdfile import PasswdFile
 from pymta.auth.realm import MailRealm
 from pymta.auth.throttle import LoginThrottle
 from pymta.config.config import Config
-from pymta.mailstore.interface import IFolder
+from pymta.mailstore.interface import IFolder, IMailStore
 from pymta.mailstore.memory import MemoryStore
 from pymta.netmatch import NetworkList
 from pymta.pop3.factory import POP3ServerFactory
@@ -42,16 +42,25 @@ class TLSStringTransport(StringTransport):
 class World:
     """A store, a passwd-file and a factory; sessions are StringTransport connections."""
 
-    def __init__(self, tmp_path: Path, settings: POP3Settings | None = None, tls: Any = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        settings: POP3Settings | None = None,
+        tls: Any = None,
+        *,
+        store: IMailStore | None = None,
+        mail_root: str = "/mail",
+    ):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
+        self.mail_root = mail_root
         self.passwd = tmp_path / "passwd"
         self.passwd.write_text(
-            "alice@example.org:{PLAIN}secret:::::: mail=maildir:/mail/alice\n"
-            "bob@example.org:{PLAIN}hunter2::::/mail/bob::\n"
+            f"alice@example.org:{{PLAIN}}secret:::::: mail=maildir:{mail_root}/alice\n"
+            f"bob@example.org:{{PLAIN}}hunter2::::{mail_root}/bob::\n"
             "nomail@example.org:{PLAIN}x\n"
         )
-        self.store = MemoryStore(self.clock)
+        self.store = store if store is not None else MemoryStore(self.clock)
         self.checker = PasswdFileChecker(
             PasswdFile(str(self.passwd), self.clock),
             self.clock,
@@ -78,7 +87,7 @@ class World:
         self.counter = 0
 
     def inbox(self, user: str = "alice@example.org") -> IFolder:
-        path = "/mail/alice" if user.startswith("alice") else "/mail/bob"
+        path = f"{self.mail_root}/alice" if user.startswith("alice") else f"{self.mail_root}/bob"
         return self.store.open_user(user, path).folder("INBOX")
 
     def connect(self, ip: str = "127.0.0.1") -> Session:

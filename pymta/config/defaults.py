@@ -121,6 +121,7 @@ _PARAMS: list[Param] = [
     # --- size limits -------------------------------------------------------
     _p("message_size_limit", "10240000", "size", "largest message accepted, in bytes"),
     _p("header_size_limit", "102400", "size", "largest message header kept, in bytes"),
+    _p("queue_minfree", "0", "size", "free bytes the queue file system must keep"),
     _p("line_length_limit", "2048", "int", "longest SMTP command line accepted"),
     _p("hopcount_limit", "50", "int", "Received headers before a mail loop is declared"),
     # --- smtpd: the SMTP server --------------------------------------------

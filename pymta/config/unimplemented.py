@@ -347,7 +347,6 @@ _ENTRIES: list[Unimplemented] = [
     _w("smtp_tls_session_cache_database", "", "pymta keeps no TLS session cache"),
     _w("smtp_tls_note_starttls_offer", "no", "not implemented"),
     # --- queue manager --------------------------------------------------------
-    _w("queue_minfree", "0", "a full disk is found at the end of DATA (451 4.3.0)"),
     _w("qmgr_message_active_limit", "20000", "not enforced"),
     _w("qmgr_message_recipient_limit", "20000", "not enforced"),
     _w("enable_long_queue_ids", "no", "pymta's queue ids have one form"),

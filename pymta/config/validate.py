@@ -103,6 +103,7 @@ def validate(config: Config, master: list[MasterService] | None = None) -> list[
             warnings.append(f"{where}unknown parameter {name}")
     for name in ordered:
         check_value(config, name, known.get(name))
+    warnings += _size_warnings(config)
     for service in master or ():
         derived = service.service_config(config)
         for name in service.overrides:
@@ -145,6 +146,17 @@ def _unimplemented(name: str, value: str) -> str | None:
 def _refused(name: str) -> bool:
     entry = lookup(name)
     return entry is not None and entry.action == REFUSE
+def _size_warnings(config: Config) -> list[str]:
+    """Postfix smtpd's start-up warning: queue_minfree, when set, should
+    leave room for at least 1.5 messages of the largest size."""
+    try:
+        minfree = config.get_int("queue_minfree")
+        limit = config.get_int("message_size_limit")
+    except ConfigError:
+        return []  # reported by check_value
+    if minfree and limit and minfree < 1.5 * limit:
+        return [f"queue_minfree({minfree}) should be at least 1.5*message_size_limit({limit})"]
+    return []
 
 
 def _sort_key(config: Config, name: str) -> tuple[str, int, str]:

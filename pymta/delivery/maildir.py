@@ -9,7 +9,9 @@ then does the returned Deferred fire, and only then may the recipient be
 marked done (at-least-once).
 
 Untrusted input: none here; the caller has validated the path. May write:
-``<maildir>/{cur,new,tmp}`` (created 0700 when missing) and one file.
+``<maildir>/{cur,new,tmp}`` (created 0700 when missing) and one file; files
+killed deliveries left in ``tmp/`` over 36 hours ago are removed
+(:mod:`pymta.mailstore.tmpclean`, in a thread, every few hours).
 Errors are OSError raised or errbacked to the caller, which maps them to a
 deferral.
 """
@@ -23,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from pymta.delivery.durable import barrier_run
+from pymta.mailstore.tmpclean import TmpCleaner
 from pymta.queue.interface import ISyncBarrier
 
 
@@ -40,8 +43,10 @@ class MaildirWriter:
         clock: IReactorTime,
         hostname: str | None = None,
         pid: int | None = None,
+        tmp_cleaner: TmpCleaner | None = None,
     ) -> None:
         self._sync = sync
+        self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._clock = clock
         self._hostname = _safe_hostname(hostname or socket.gethostname())
         self._pid = os.getpid() if pid is None else pid
@@ -74,6 +79,9 @@ class MaildirWriter:
         (``run``), in the same batch as the sync that covers it, so the
         reactor never waits on the disk.
         """
+        # What killed deliveries left in tmp/ goes, every few hours, in a
+        # thread of its own (not in the sync batch this delivery waits for).
+        self._tmp_cleaner.touched(maildir)
         name = self.unique_name(len(data), len(data) + data.count(b"\n"))
         tmp_dir = os.path.join(maildir, "tmp")
         new_dir = os.path.join(maildir, "new")

@@ -43,6 +43,7 @@ from pymta.mailstore.interface import (
     MailStoreError,
     NoSuchFolder,
     Staged,
+    not_writable,
 )
 from pymta.mailstore.names import mutf7_encode
 
@@ -84,6 +85,8 @@ def open_folder(s: IMAPServer, tag: bytes, name: str) -> IFolder | None:
     except NoSuchFolder:
         s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
     except MailStoreError as e:
+        if s.store_refused(tag, e):
+            return None
         s.log.error("imap({user}): {name}: {error}", user=s.user, name=name, error=e)
         s.no(tag, b"[SERVERBUG] Internal error occurred.")
     return None
@@ -152,6 +155,10 @@ def _selected(
     view = SelectedView(folder, readonly)
     view.show_recent = not s.rev2
     messages = view.open()
+    if not readonly and not folder.writable:
+        # A read-only store (EROFS): readable, and honest about it
+        # (RFC 3501 6.3.1: [READ-ONLY] when the mailbox cannot be changed).
+        readonly = view.readonly = True
     s.select(view)
     keywords: set[str] = set()
     unseen = 0
@@ -232,7 +239,8 @@ def create(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except InvalidFolderName as e:
         s.no(tag, b"[CANNOT] " + _reason(e))
     except MailStoreError as e:
-        s.no(tag, b"[SERVERBUG] " + _reason(e))
+        if not s.store_refused(tag, e):
+            s.no(tag, b"[SERVERBUG] " + _reason(e))
     else:
         s.ok(tag, b"Create completed.")
 
@@ -251,7 +259,8 @@ def delete(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except InvalidFolderName as e:
         s.no(tag, b"[CANNOT] " + _reason(e))
     except MailStoreError as e:
-        s.no(tag, b"[SERVERBUG] " + _reason(e))
+        if not s.store_refused(tag, e):
+            s.no(tag, b"[SERVERBUG] " + _reason(e))
     else:
         s.ok(tag, b"Delete completed.")
 
@@ -270,7 +279,8 @@ def rename(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except InvalidFolderName as e:
         s.no(tag, b"[CANNOT] " + _reason(e))
     except MailStoreError as e:
-        s.no(tag, b"[SERVERBUG] " + _reason(e))
+        if not s.store_refused(tag, e):
+            s.no(tag, b"[SERVERBUG] " + _reason(e))
     else:
         s.ok(tag, b"Rename completed.")
 
@@ -533,6 +543,8 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
 
 
 def _append_failed(s: IMAPServer, tag: bytes, name: str, error: object) -> None:
+    if isinstance(error, BaseException) and s.store_refused(tag, error):
+        return
     s.log.error("imap({user}): APPEND to {name}: {error}", user=s.user, name=name, error=error)
     s.no(tag, b"[SERVERBUG] Internal error occurred.")
 
@@ -586,8 +598,10 @@ def _staged_append(
 
     failed: list[Failure] = []
 
-    def note_failure(failure: Failure) -> Failure:
+    def note_failure(failure: Failure) -> Failure | None:
         failed.append(failure)
+        if not_writable(failure.value) is not None:
+            return None  # a full or read-only store: answered, not a fault
         return failure  # s.later logs it with its traceback
 
     if staging.commit_thread_safe:
@@ -601,6 +615,8 @@ def _staged_append(
         outcome = committed[0] if committed else None
         if isinstance(outcome, (MailStoreError, OSError)):
             _append_failed(s, tag, name, outcome)
+        elif failed and s.store_refused(tag, failed[0].value):
+            return
         elif failed or outcome is None:
             s.no(tag, b"[SERVERBUG] Internal error occurred.")
         else:

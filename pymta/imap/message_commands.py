@@ -644,7 +644,9 @@ def _copy_or_move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool, move:
         return
     try:
         done = view.folder.move(uids, target) if move else view.folder.copy(uids, target)
-    except MailStoreError as e:
+    except (MailStoreError, OSError) as e:
+        if s.store_refused(tag, e, expunge=uid):
+            return
         s.log.error("imap({user}): COPY to {name}: {error}", user=s.user, name=name, error=e)
         s.no(tag, b"[SERVERBUG] Internal error occurred.", expunge=uid)
         return

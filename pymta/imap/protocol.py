@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 from collections.abc import Callable
 from typing import Any
 
@@ -80,7 +81,7 @@ from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
 from pymta.imap.watchers import WatcherPool
-from pymta.mailstore.interface import IUserMailbox
+from pymta.mailstore.interface import IUserMailbox, not_writable
 from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
@@ -442,7 +443,9 @@ class IMAPServer(Protocol):
             self.bad(tag, f"Error in IMAP command {name}: {e}".encode())
         except mc.NameRefused as e:
             self.no(tag, str(e).encode())
-        except Exception:
+        except Exception as e:
+            if self.store_refused(tag, e):
+                return
             self.log.failure(
                 "imap({user}): unexpected error in {command}", user=self.user, command=name
             )
@@ -450,6 +453,28 @@ class IMAPServer(Protocol):
                 tag,
                 b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
             )
+
+    def store_refused(
+        self, tag: bytes, error: BaseException | None, *, expunge: bool = True
+    ) -> bool:
+        """Answer a write the mail store cannot take now with the code that
+        says why (RFC 5530, as Dovecot answers): ``[OVERQUOTA]`` for a full
+        file system or quota, ``[NOPERM]`` for a read-only one. False (and
+        nothing sent) for any other error: a real fault."""
+        refused = not_writable(error)
+        if refused is None:
+            return False
+        self.log.warn("imap({user}): {error}", user=self.user, error=refused)
+        if refused.errno == errno.EDQUOT:
+            text = b"[OVERQUOTA] Quota exceeded (mailbox for user is full)"
+        elif refused.full:
+            text = b"[OVERQUOTA] Not enough disk space"
+        elif refused.errno == errno.EROFS:
+            text = b"[NOPERM] Mail store is read-only"
+        else:
+            text = b"[NOPERM] Permission denied"
+        self.no(tag, text, expunge=expunge)
+        return True
 
     @property
     def lost(self) -> bool:
@@ -480,7 +505,9 @@ class IMAPServer(Protocol):
                 return None
             try:
                 return then()
-            except Exception:
+            except Exception as e:
+                if self.store_refused(tag, e):
+                    return None
                 self.log.failure(
                     "imap({user}): unexpected error in {command}", user=self.user, command=name
                 )

@@ -21,15 +21,24 @@ truncated in place, so every mapped record stays readable; a replaced file
 keeps its old mapping until the next :meth:`MessageCache.get` miss,
 :meth:`MessageCache.missing` or :meth:`MessageCache.put` notices the new inode.
 
+On a store that cannot be written (read-only, full: the errnos of
+:data:`~pymta.mailstore.interface.WRITE_ERRNOS`) the cache is read as it
+is, or not at all when it cannot be opened, and nothing is stored: every
+answer then comes from the message files. An append cut short by a full
+file system removes the file (a torn record would misalign the rest).
+
 Untrusted input: the file (crash, other processes). Writes ``pymta-cache``.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import mmap
 import os
 from collections.abc import Collection, Iterable, Iterator, Mapping
+
+from pymta.mailstore.interface import WRITE_ERRNOS
 
 CACHE_NAME = "pymta-cache"
 MAGIC = b"pymta-cache 1"
@@ -50,6 +59,9 @@ class MessageCache:
         self._ino = -1
         # The file's first ``len(_map)`` bytes; every entry lies inside.
         self._map: mmap.mmap | None = None
+        # False while the file could only be opened for reading (or not at
+        # all: _fd -1): nothing is stored then.
+        self._writable = True
 
     def close(self) -> None:
         if self._map is not None:
@@ -59,33 +71,73 @@ class MessageCache:
             os.close(self._fd)
             self._fd = -1
 
-    def _open(self, uidvalidity: int) -> None:
+    def _open(self, uidvalidity: int) -> bool:
+        """Open (or make) the file for ``uidvalidity``; False when there is
+        none to read (a store that cannot be written)."""
         if self._fd >= 0 and self._uidvalidity == uidvalidity:
             try:
                 if os.stat(self.path).st_ino == self._ino:
-                    return
+                    return True
             except FileNotFoundError:
                 pass
         self.close()
         self._entries = {}
         self._uidvalidity = uidvalidity
         header = MAGIC + b" V%d\n" % uidvalidity
+        self._writable = True
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
         except FileNotFoundError:
             fd = -1
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            self._writable = False
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except FileNotFoundError:
+                fd = -1
         if fd >= 0 and os.pread(fd, len(header), 0) != header:
             os.close(fd)
             fd = -1
         if fd < 0:
+            if not self._writable:
+                return False
             tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(header)
-            os.rename(tmp, self.path)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(header)
+                os.rename(tmp, self.path)
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            except OSError as e:
+                if e.errno not in WRITE_ERRNOS:
+                    raise
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                self._writable = False
+                return False
         self._fd = fd
         self._ino = os.fstat(fd).st_ino
         self._end = len(header)
+        return True
+
+    def _write(self, data: bytes) -> bool:
+        """Append records; False (and the file gone) when the store could
+        not take them all."""
+        if self._fd < 0 or not self._writable:
+            return False
+        try:
+            os.write(self._fd, data)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            # Part of a record may be in the file: drop it all.
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.close()
+            self._uidvalidity = 0
+            return False
+        return True
 
     def _scan(self) -> None:
         """Index the records appended since the last scan."""
@@ -121,10 +173,8 @@ class MessageCache:
         return self._map
 
     def _discard(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # gone, or a read-only store
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
         uidvalidity = self._uidvalidity
         self.close()
         self._open(uidvalidity)
@@ -138,7 +188,8 @@ class MessageCache:
             entry = self._entries.get((kind, uid))
             if entry is not None:
                 return self._map[entry[0] : entry[0] + entry[1]]
-        self._open(uidvalidity)
+        if not self._open(uidvalidity):
+            return None
         entry = self._entries.get((kind, uid))
         if entry is None:
             self._scan()
@@ -151,16 +202,18 @@ class MessageCache:
 
     def put(self, uidvalidity: int, kind: bytes, uid: int, value: bytes) -> None:
         """Store bytes for a message (one append)."""
-        self._open(uidvalidity)
+        if not self._open(uidvalidity) or not self._writable:
+            return
         self._scan()
         if (kind, uid) in self._entries:
             return
-        os.write(self._fd, b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
+        self._write(b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
 
     def missing(self, uidvalidity: int, kind: bytes, uids: Iterable[int]) -> list[int]:
         """The UIDs among ``uids`` without an entry of ``kind``, in their
         order: one look at the file for the whole batch, not one per UID."""
-        self._open(uidvalidity)
+        if not self._open(uidvalidity):
+            return list(uids)
         self._scan()
         entries = self._entries
         return [uid for uid in uids if (kind, uid) not in entries]
@@ -173,7 +226,8 @@ class MessageCache:
         file answers for a whole header SEARCH, where testing each message
         reads and lower-cases its entry. Read in chunks of
         :data:`SCAN_CHUNK`, so a huge folder costs no copy of the file."""
-        self._open(uidvalidity)
+        if not self._open(uidvalidity):
+            return set(uids)
         self._scan()
         entries = self._entries
         # Entries are in file order (each scan adds them at growing offsets).
@@ -207,7 +261,8 @@ class MessageCache:
     def put_many(self, uidvalidity: int, kind: bytes, values: Mapping[int, bytes]) -> int:
         """Store entries of several messages, in appends of about
         :data:`WRITE_CHUNK` bytes of whole records; returns how many were new."""
-        self._open(uidvalidity)
+        if not self._open(uidvalidity) or not self._writable:
+            return 0
         self._scan()
         parts: list[bytes] = []
         size = stored = 0
@@ -219,10 +274,11 @@ class MessageCache:
             size += len(record)
             stored += 1
             if size >= WRITE_CHUNK:
-                os.write(self._fd, b"".join(parts))
+                if not self._write(b"".join(parts)):
+                    return 0
                 parts, size = [], 0
-        if parts:
-            os.write(self._fd, b"".join(parts))
+        if parts and not self._write(b"".join(parts)):
+            return 0
         return stored
 
     def needs_compaction(self, live: int) -> bool:
@@ -233,8 +289,10 @@ class MessageCache:
     def compact(self, uidvalidity: int, keep: Collection[int]) -> None:
         """Rewrite the file with the entries of ``keep`` only (tmp + rename;
         the caller holds the folder's index lock). An entry another process
-        appends to the old file meanwhile is lost, which costs a re-parse."""
-        self._open(uidvalidity)
+        appends to the old file meanwhile is lost, which costs a re-parse.
+        Skipped on a store that cannot be written."""
+        if not self._open(uidvalidity) or not self._writable:
+            return
         self._scan()
         header = MAGIC + b" V%d\n" % uidvalidity
         parts = [header]
@@ -243,8 +301,15 @@ class MessageCache:
                 value = self._map[offset : offset + length]
                 parts.append(b"%s %d %d\n%s\n" % (kind, uid, len(value), value))
         tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(b"".join(parts))
-        os.rename(tmp, self.path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(b"".join(parts))
+            os.rename(tmp, self.path)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
         self.close()
         self._open(uidvalidity)

@@ -28,6 +28,19 @@ never give one UID to two messages. A torn last line (a crash in the middle
 of a write) is cut off on the next load; any other damage raises
 :class:`IndexCorrupt` and the folder is renumbered under a new UIDVALIDITY.
 
+A store that cannot be written (read-only, full, over quota: the errnos of
+:data:`~pymta.mailstore.interface.WRITE_ERRNOS`) is still read: the lock
+file is opened read-only (or, missing, not taken: no one else can write
+either), a torn last line is skipped instead of cut off, and records that
+cannot be appended stay in memory (:attr:`UidIndex.pending`) and are
+written under the lock of the next change that can write, UIDs included:
+keeping a message unreadable would be worse than the one promise they
+break (handed out before they are durable). If another process meanwhile
+gave those UIDs to other messages, :class:`IndexConflict` says so and the
+folder takes the file's numbering. A client's own write (``strict``, for
+APPEND and COPY) never gets a memory-only UID: it fails with
+:class:`~pymta.mailstore.interface.StoreNotWritable`.
+
 Untrusted input: the file itself (another process, a crash, a disk error).
 Writes ``pymta-uidlist``, its ``.tmp`` and ``.lock``.
 """
@@ -35,13 +48,14 @@ Writes ``pymta-uidlist``, its ``.tmp`` and ``.lock``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pymta.mailstore.interface import MessageInfo
+from pymta.mailstore.interface import WRITE_ERRNOS, MessageInfo, StoreNotWritable
 from pymta.mailstore.names import FILENAME_PATTERN
 
 INDEX_NAME = "pymta-uidlist"
@@ -99,6 +113,20 @@ class IndexCorrupt(Exception):
     """The index cannot be trusted; the folder must be renumbered."""
 
 
+class IndexConflict(IndexCorrupt):
+    """UIDs this process gave only in memory (the file could not be written)
+    were given to other messages by another process: the file's numbering
+    stands, and this process's sessions must start over."""
+
+
+#: Errnos that make a store read-only rather than full.
+_READ_ONLY_ERRNOS = frozenset((errno.EROFS, errno.EACCES, errno.EPERM))
+
+
+def _unwritable(e: OSError, path: str) -> StoreNotWritable:
+    return StoreNotWritable(e.errno or errno.EIO, f"{path}: {e.strerror or e}")
+
+
 @dataclass
 class IndexChange:
     """A change read from the log: ``old`` is the record it replaced (None
@@ -131,23 +159,52 @@ class UidIndex:
         self._lines = 0
         self._flag_cache: dict[str, frozenset[str]] = {}
         self._kw_cache: dict[str, frozenset[str]] = {}
+        #: The errno that made the store read-only (EROFS, EACCES, EPERM)
+        #: at the last try to open it for writing; None while it is writable.
+        self.read_only_errno: int | None = None
+        #: Lines not yet written: the file could not take them.
+        self.pending: list[str] = []
+        #: UIDs handed out only in memory so far, with their base names.
+        self.memory_uids: dict[int, str] = {}
+        self._pending_records: list[MessageInfo] = []
+        self._pending_expunged: list[tuple[int, int]] = []
+        # The whole index is only in memory (create() could not write it).
+        self._only_in_memory = False
 
     # -- locking ---------------------------------------------------------
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the folder's index lock (blocks while another process holds it)."""
-        fd = os.open(os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        """Hold the folder's index lock (blocks while another process holds it).
+
+        On a store that cannot be written the lock file is opened read-only
+        (flock needs no write access); if it is missing and cannot be made,
+        no lock is taken: no other process can write the index either."""
+        path = os.path.join(self.directory, LOCK_NAME)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            self.read_only_errno = None
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            if e.errno in _READ_ONLY_ERRNOS:
+                self.read_only_errno = e.errno
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                fd = -1
+        try:
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)  # closing drops the flock
+            if fd >= 0:
+                os.close(fd)  # closing drops the flock
 
     # -- reading ---------------------------------------------------------
 
     def exists(self) -> bool:
-        return os.path.exists(self.path)
+        return self._only_in_memory or os.path.exists(self.path)
 
     def stamp(self) -> tuple[int, int]:
         """(inode, size) of the file, to tell cheaply whether it changed."""
@@ -162,7 +219,14 @@ class UidIndex:
 
     def sync(self) -> list[IndexChange]:
         """Read what was appended since the last call (everything after a
-        compaction); call with the lock held. Raises IndexCorrupt."""
+        compaction), then write what only memory held, if the file takes
+        it now; call with the lock held. Raises IndexCorrupt (IndexConflict
+        when another process numbered differently what memory held)."""
+        if self._only_in_memory:
+            if os.path.exists(self.path):
+                raise IndexConflict(f"{self.path}: made by another process meanwhile")
+            self._flush_pending()
+            return []
         if self.loaded:
             # The common case: nobody else wrote since our last read or write.
             # One stat instead of open, fstat, read and close.
@@ -171,18 +235,26 @@ class UidIndex:
             except FileNotFoundError:
                 raise IndexCorrupt("index missing") from None
             if st.st_ino == self._ino and st.st_size == self._offset:
+                if self.pending:
+                    self._flush_pending()
                 return []
+        writable = True
         try:
             fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
             raise IndexCorrupt("index missing") from None
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            writable = False
+            fd = os.open(self.path, os.O_RDONLY)
         before: dict[int, MessageInfo] | None = None
-        with os.fdopen(fd, "rb+") as f:
+        with os.fdopen(fd, "rb+" if writable else "rb") as f:
             st = os.fstat(f.fileno())
             full = st.st_ino != self._ino or st.st_size < self._offset
             if full:
                 if self.loaded:
-                    before = self.records  # compacted by another process
+                    before = dict(self.records)  # compacted by another process
                 self._reset()
                 f.seek(0)
             else:
@@ -192,16 +264,63 @@ class UidIndex:
             if cut < len(data):
                 # A torn last line: a writer died mid-write, before its UIDs
                 # were handed out (they are handed out only after the fsync).
-                f.truncate(self._offset + cut if not full else cut)
+                # Cut off, or on a store that cannot be written, skipped.
+                if writable:
+                    f.truncate(self._offset + cut if not full else cut)
                 data = data[:cut]
             start = 0 if not full else self._read_header(data)
             changes = self._apply(data, start, notify=not full)
             self._offset = (0 if full else self._offset) + len(data)
             self._ino = st.st_ino
         self.loaded = True
+        if self.pending:
+            self._merge_pending()
         if before is not None:
             changes = _diff(before, self.records)
+        if self.pending:
+            self._flush_pending()
         return changes
+
+    def _merge_pending(self) -> None:
+        """Another process wrote while records waited in memory: keep ours
+        on top of its records, unless it numbered differently (IndexConflict)."""
+        records, by_base = self.records, self.by_base
+        for uid, base in self.memory_uids.items():
+            theirs = records.get(uid)
+            if theirs is not None and theirs.filename[4:].partition(":")[0] != base:
+                raise IndexConflict(f"{self.path}: UID {uid} was given to another message")
+            if by_base.get(base, uid) != uid:
+                raise IndexConflict(f"{self.path}: {base} was given another UID")
+        self._apply_own(self._pending_records, self._pending_expunged, None)
+
+    def _drop_pending(self) -> None:
+        self.pending = []
+        self.memory_uids = {}
+        self._pending_records = []
+        self._pending_expunged = []
+
+    def forget(self) -> None:
+        """Drop the image and what only memory held (after IndexConflict):
+        the next sync loads the file as it is."""
+        self._drop_pending()
+        self._only_in_memory = False
+        self._reset()
+        self.loaded = False
+        self._ino = -1
+        self._offset = 0
+
+    def _flush_pending(self) -> StoreNotWritable | None:
+        """Write what only memory holds (lock held); the error when the
+        file still cannot take it."""
+        try:
+            if self._only_in_memory:
+                self.compact()
+            elif self.pending:
+                self._append(self.pending, fsync=bool(self.memory_uids))
+                self._drop_pending()
+        except StoreNotWritable as e:
+            return e
+        return None
 
     def _reset(self) -> None:
         self.records = {}
@@ -384,6 +503,7 @@ class UidIndex:
         infos: list[MessageInfo],
         expunged: list[tuple[int, int]],
         scan_stamp: tuple[int, int] | None = None,
+        strict: bool = False,
     ) -> None:
         """Append records (lock held), update the image, and compact when
         dead lines have piled up. ``scan_stamp`` records the directories'
@@ -393,51 +513,98 @@ class UidIndex:
         The write is fsync'd when it hands out new UIDs: those must never be
         given twice. Flag, location and expunge records are not: after a
         crash the file names on disk say the same and the next scan brings
-        the index back in line (as Dovecot treats its index)."""
-        new_uids = any(i.uid >= self.uidnext for i in infos)
+        the index back in line (as Dovecot treats its index).
+
+        When the file cannot be written (:data:`WRITE_ERRNOS`) the records
+        are kept in memory and written by a later change (see the module
+        docstring); with ``strict`` (a client's APPEND or COPY) nothing
+        changes and StoreNotWritable is raised instead."""
+        new = [i for i in infos if i.uid >= self.uidnext]
         lines = [self.record_line(i) for i in infos]
         lines += [f"X\t{uid}\t{modseq}\n" for uid, modseq in expunged]
         if scan_stamp is not None and scan_stamp != self.scan_stamp:
             lines.append(f"S\t{scan_stamp[0]}\t{scan_stamp[1]}\n")
         if not lines:
             return
-        data = "".join(lines).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync and new_uids:
-                os.fsync(fd)
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
+            if self.pending or self._only_in_memory:
+                error = self._flush_pending()
+                if error is not None:
+                    raise error
+            self._append(lines, fsync=bool(new))
+        except StoreNotWritable:
+            if strict:
+                raise
+            # Readable all the same: what the disk says is kept in memory
+            # until the file takes it.
+            self.pending.extend(lines)
+            self.memory_uids.update((i.uid, i.filename[4:].partition(":")[0]) for i in new)
+            self._pending_records.extend(infos)
+            self._pending_expunged.extend(expunged)
+            self._apply_own(infos, expunged, scan_stamp)
+            return
         # Apply our own records to the image as a reader of the lines would
         # (without parsing back what we just formatted).
         self._apply_own(infos, expunged, scan_stamp)
-        self._lines += len(lines)
-        self._offset = st.st_size
-        self._ino = st.st_ino
         # Compact when dead lines reach half the live ones: loading stays
         # close to one line per message, and each line is rewritten O(1)
         # times on average.
         live = len(self.records) + len(self.tombstones)
         if self._lines > live + live // 2 + 1000:
-            self.compact()
+            with contextlib.suppress(StoreNotWritable):
+                self.compact()
+
+    def _append(self, lines: list[str], fsync: bool) -> None:
+        """Append whole lines, or nothing: a write cut short (a full file
+        system) is cut off again, under the lock nobody else appends."""
+        data = "".join(lines).encode("utf-8")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS:
+                raise _unwritable(e, self.path) from e
+            raise
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self._fsync and fsync:
+                    os.fsync(fd)
+            except OSError as e:
+                if e.errno not in WRITE_ERRNOS:
+                    raise
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise _unwritable(e, self.path) from e
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._lines += len(lines)
+        self._offset = st.st_size
+        self._ino = st.st_ino
 
     def create(self, uidvalidity: int, uidnext: int = 1, modseq: int = 1) -> None:
-        """Start an empty index (lock held)."""
+        """Start an empty index (lock held); only in memory when the file
+        cannot be written (written by the first later change that can)."""
         self._reset()
+        self._drop_pending()
         self.uidvalidity = uidvalidity
         self.uidnext = uidnext
         self.highest_modseq = modseq
         self.floor = 0
-        self.compact()
+        try:
+            self.compact()
+        except StoreNotWritable:
+            self._only_in_memory = True
+            self._ino, self._offset = -1, 0
         self.loaded = True
 
     def compact(self) -> None:
         """Rewrite the file with only live records and recent tombstones
-        (tmp + fsync + rename; lock held)."""
+        (tmp + fsync + rename; lock held). StoreNotWritable, with the file
+        as it was, when the store cannot be written."""
         if len(self.tombstones) > MAX_TOMBSTONES:
             dropped = self.tombstones[: len(self.tombstones) - MAX_TOMBSTONES]
             self.floor = max(self.floor, max(m for _, m in dropped))
@@ -453,16 +620,23 @@ class UidIndex:
             parts.append(f"S\t{self.scan_stamp[0]}\t{self.scan_stamp[1]}\n")
         data = "".join(parts).encode("utf-8")
         tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _unwritable(e, tmp) from e
         if self._fsync:
             dfd = os.open(self.directory, os.O_RDONLY)
             try:
@@ -473,6 +647,9 @@ class UidIndex:
         self._offset = st.st_size
         self._ino = st.st_ino
         self._lines = len(self.records) + len(self.tombstones)
+        # Everything memory held is in the file now.
+        self._drop_pending()
+        self._only_in_memory = False
 
 
 def base_of(filename: str) -> str:

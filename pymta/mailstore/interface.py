@@ -32,6 +32,7 @@ the IMAP server may run them in a thread.
 from __future__ import annotations
 
 import enum
+import errno
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -55,6 +56,38 @@ DEFAULT_FOLDERS: tuple[tuple[str, str], ...] = (
 
 class MailStoreError(Exception):
     """A store operation failed (I/O error, corrupt state that cannot be repaired)."""
+
+
+#: The errors of a write that the store's state, not a bug, explains: a
+#: file system that is read-only, full, over quota, or not ours to write.
+WRITE_ERRNOS = frozenset((errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM))
+
+
+class StoreNotWritable(MailStoreError):
+    """A write to the store failed because the store cannot be written now
+    (``errno`` is one of :data:`WRITE_ERRNOS`): reading still works, and a
+    client gets a code that says why (IMAP ``[OVERQUOTA]`` for a full file
+    system or quota, RFC 5530; ``[NOPERM]`` for a read-only one, as
+    Dovecot answers), never an internal error."""
+
+    def __init__(self, error: int, text: str) -> None:
+        super().__init__(text)
+        self.errno = error
+
+    @property
+    def full(self) -> bool:
+        """No space or over quota (ENOSPC, EDQUOT), rather than read-only."""
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def not_writable(error: BaseException | None) -> StoreNotWritable | None:
+    """``error`` as a StoreNotWritable when it is one, or an OSError of
+    :data:`WRITE_ERRNOS`; None for anything else (a real fault)."""
+    if isinstance(error, StoreNotWritable):
+        return error
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        return StoreNotWritable(error.errno, str(error))
+    return None
 
 
 class NoSuchFolder(MailStoreError):
@@ -198,6 +231,11 @@ class IFolder(Interface):
     uidvalidity = Attribute("int: UIDVALIDITY; changes only if the UIDs could not be kept.")
     uidnext = Attribute("int: the UID the next message will get (RFC 3501 UIDNEXT).")
     highest_modseq = Attribute("int: the folder's HIGHESTMODSEQ (RFC 7162).")
+    writable = Attribute(
+        "bool: False while the store is known to be read-only (a write or the "
+        "index lock failed with EROFS, EACCES or EPERM): sessions may only read. "
+        "A full store (ENOSPC) stays writable: expunges are how space comes back."
+    )
 
     def refresh() -> list[MessageInfo]:
         """Bring the folder up to date with the disk: number messages that
@@ -492,6 +530,7 @@ __all__: Sequence[str] = (
     "SEPARATOR",
     "SPECIAL_USE",
     "SYSTEM_FLAGS",
+    "WRITE_ERRNOS",
     "FlagMode",
     "FolderChange",
     "FolderExists",
@@ -507,4 +546,6 @@ __all__: Sequence[str] = (
     "MimePart",
     "NoSuchFolder",
     "NoSuchMessage",
+    "StoreNotWritable",
+    "not_writable",
 )

@@ -34,6 +34,14 @@ between leaves a file the next refresh numbers, never a UID given twice.
 An index that cannot be read is set aside as ``pymta-uidlist.corrupt`` and
 the folder renumbered under a new UIDVALIDITY (clients resynchronise).
 
+A store that cannot be written (read-only file system, full disk, quota)
+is still read: locks are taken on read-only descriptors, new mail is
+numbered in memory until the index takes it (:mod:`pymta.mailstore.index`),
+the cache is only read, and \\Recent is not claimed. A folder on a
+read-only file system says so (``writable`` False); writes raise
+:class:`~pymta.mailstore.interface.StoreNotWritable` with the errno, which
+IMAP and POP3 turn into ``[OVERQUOTA]``/``[NOPERM]``/``[SYS/TEMP]``.
+
 Untrusted input: file names (listdir gives no ``/``; dot files, odd
 characters and anything but a regular file, e.g. a symbolic link, are
 ignored: files are opened with O_NOFOLLOW), ``,S=``/``,W=`` size hints (used
@@ -69,6 +77,7 @@ from zope.interface import implementer
 from pymta.mailstore.interface import (
     DEFAULT_FOLDERS,
     SEPARATOR,
+    WRITE_ERRNOS,
     FolderExists,
     FolderInfo,
     IFolder,
@@ -92,6 +101,7 @@ from pymta.mailstore.names import (
     normalize,
     validate_folder_name,
 )
+from pymta.mailstore.tmpclean import TmpCleaner
 
 UIDVALIDITY_FILE = "pymta-uidvalidity"
 SPECIAL_USE_FILE = "pymta-special-use"
@@ -106,13 +116,20 @@ class MaildirUserMailbox:
     separator = SEPARATOR
 
     def __init__(
-        self, user: str, root: str, clock: IReactorTime, hostname: str, fsync: bool
+        self,
+        user: str,
+        root: str,
+        clock: IReactorTime,
+        hostname: str,
+        fsync: bool,
+        tmp_cleaner: TmpCleaner | None = None,
     ) -> None:
         self.user = user
         self.root = root
         self._clock = clock
         self._hostname = hostname
         self._fsync = fsync
+        self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._folders: dict[str, MaildirFolder] = {}
         self._mutex = threading.RLock()
         # The special-use folders are made on first use of anything but
@@ -124,26 +141,43 @@ class MaildirUserMailbox:
         if not self._set_up:
             with self._mutex:
                 if not self._set_up:
-                    self.set_up_defaults()
+                    try:
+                        self.set_up_defaults()
+                    except OSError as e:
+                        if e.errno not in WRITE_ERRNOS:
+                            raise
+                        return  # a store that cannot be written: next time
                     self._set_up = True
 
     def next_uidvalidity(self, old: int | None) -> int:
         """A UIDVALIDITY never given out before in this Maildir (above
         ``old`` and the root's ``pymta-uidvalidity``), and record it."""
         path = os.path.join(self.root, UIDVALIDITY_FILE)
-        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            # A store that cannot be written: a value above everything
+            # given so far, not recorded (the index that needs it cannot
+            # be written either; it is made again when it can).
+            return max(int(self._clock.seconds()), self._last_uidvalidity(path) + 1, (old or 0) + 1)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                with open(path, encoding="ascii") as f:
-                    last = int(f.read().strip() or 0)
-            except (FileNotFoundError, ValueError):
-                last = 0
+            last = self._last_uidvalidity(path)
             value = max(int(self._clock.seconds()), last + 1, (old or 0) + 1)
             atomic_write(path, b"%d\n" % value, self._fsync)
             return value
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _last_uidvalidity(path: str) -> int:
+        try:
+            with open(path, encoding="ascii") as f:
+                return int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def set_up_defaults(self) -> None:
         """Once per Maildir (``pymta-setup`` marks it done), as Dovecot's
@@ -221,7 +255,13 @@ class MaildirUserMailbox:
             if not self._is_folder_dir(path):
                 raise NoSuchFolder(name)
             folder = MaildirFolder(
-                self.next_uidvalidity, name, path, self._clock, self._hostname, self._fsync
+                self.next_uidvalidity,
+                name,
+                path,
+                self._clock,
+                self._hostname,
+                self._fsync,
+                self._tmp_cleaner,
             )
             self._folders[name] = folder
             return folder
@@ -365,13 +405,20 @@ class MaildirStore:
 
     ``clock`` gives internal dates, file names and UIDVALIDITY (the reactor
     in production); ``hostname`` goes into new file names; ``fsync=False``
-    is for benchmarks and tests on scratch directories only.
+    is for benchmarks and tests on scratch directories only; ``tmp_cleaner``
+    removes what dead writers left in the folders' tmp/ (its default runs
+    in the reactor's thread pool).
     """
 
     def __init__(
-        self, clock: IReactorTime, hostname: str | None = None, fsync: bool = True
+        self,
+        clock: IReactorTime,
+        hostname: str | None = None,
+        fsync: bool = True,
+        tmp_cleaner: TmpCleaner | None = None,
     ) -> None:
         self._clock = clock
+        self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._hostname = hostname or socket.gethostname()
         self._fsync = fsync
         self._users: dict[str, MaildirUserMailbox] = {}
@@ -386,7 +433,9 @@ class MaildirStore:
             os.makedirs(root, 0o700, exist_ok=True)
             for sub in ("cur", "new", "tmp"):
                 os.makedirs(os.path.join(root, sub), 0o700, exist_ok=True)
-            mailbox = MaildirUserMailbox(user, root, self._clock, self._hostname, self._fsync)
+            mailbox = MaildirUserMailbox(
+                user, root, self._clock, self._hostname, self._fsync, self._tmp_cleaner
+            )
             self._users[root] = mailbox
             return mailbox
 

@@ -12,8 +12,9 @@ characters and anything but a regular file, e.g. a symbolic link, are
 ignored: files are opened with O_NOFOLLOW), ``,S=``/``,W=`` size hints
 (used only when ``S=`` matches the real size), ``dovecot-keywords``, and the
 index and cache files. Writes messages in ``tmp/``, ``new/``, ``cur/``, the
-index, cache, ``dovecot-keywords`` and the lock files of the folder.
-Logs removed stale ``tmp/`` files and index rebuilds.
+index, cache, ``dovecot-keywords`` and the lock files of the folder; every
+use of the folder lets :mod:`pymta.mailstore.tmpclean` remove stale
+``tmp/`` files (in a thread, every few hours). Logs index rebuilds.
 """
 
 from __future__ import annotations
@@ -40,8 +41,15 @@ from pymta.maillog import maillog
 from pymta.mailstore import mime
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
-from pymta.mailstore.index import IndexChange, IndexCorrupt, UidIndex, message_info
+from pymta.mailstore.index import (
+    IndexChange,
+    IndexConflict,
+    IndexCorrupt,
+    UidIndex,
+    message_info,
+)
 from pymta.mailstore.interface import (
+    WRITE_ERRNOS,
     FlagMode,
     FolderChange,
     FolderStatus,
@@ -58,6 +66,7 @@ from pymta.mailstore.interface import (
     NoSuchMessage,
     ScanListing,
     Staged,
+    StoreNotWritable,
 )
 from pymta.mailstore.names import (
     filename_sizes,
@@ -70,6 +79,7 @@ from pymta.mailstore.names import (
     split_filename,
     split_flags,
 )
+from pymta.mailstore.tmpclean import TmpCleaner
 
 Listener = Callable[[FolderChange], None]
 # (staged file in tmp/, size, rfc822 size, internal date, flags, keywords)
@@ -79,7 +89,6 @@ Measured = tuple[int, int, float]
 
 SESSION_LOCK = "pymta-session.lock"
 KEYWORDS_FILE = "dovecot-keywords"
-TMP_MAX_AGE = 36 * 3600
 # A directory changed this recently may change again within the same mtime
 # tick, unseen. File systems with nanosecond stamps tick every few ms (the
 # kernel's coarse clock); those with whole seconds (or FAT's two) need more.
@@ -251,6 +260,7 @@ class MaildirFolder:
         clock: IReactorTime,
         hostname: str,
         fsync: bool,
+        tmp_cleaner: TmpCleaner | None = None,
     ) -> None:
         self.name = name
         self.path = path
@@ -258,6 +268,7 @@ class MaildirFolder:
         self._clock = clock
         self._hostname = hostname.replace("/", "\\057").replace(":", "\\072")
         self._fsync = fsync
+        self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._index = UidIndex(path, fsync)
         self._cache = MessageCache(path)
         self._listeners: list[Listener] = []
@@ -301,23 +312,42 @@ class MaildirFolder:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[list[FolderChange]]:
         """Serialise with other threads and processes, bring the index up to
-        date, and afterwards tell listeners what changed."""
+        date, and afterwards tell listeners what changed (also what was
+        found before a failure). A write the store cannot take (read-only,
+        full: WRITE_ERRNOS) raises StoreNotWritable, not a bare OSError."""
         notices: list[FolderChange] = []
-        with self._mutex:
-            if not os.path.isdir(os.path.join(self.path, "cur")):
-                raise NoSuchFolder(self.name)
-            with self._index.locked():
-                notices.extend(self._load_locked())
-                yield notices
-        if notices and self._listeners:
-            call_from_thread = getattr(self._clock, "callFromThread", None)
-            in_worker = threadable.ioThread is not None and not threadable.isInIOThread()
-            if call_from_thread is not None and in_worker:
-                # A change made in a worker thread (pop3d's QUIT): sessions
-                # hear of it in the reactor thread, where they may write.
-                call_from_thread(self._tell, notices)
-            else:
-                self._tell(notices)
+        # Files dead writers left in tmp/ go, every few hours, in a thread.
+        self._tmp_cleaner.touched(self.path)
+        try:
+            with self._mutex:
+                if not os.path.isdir(os.path.join(self.path, "cur")):
+                    raise NoSuchFolder(self.name)
+                with self._index.locked():
+                    notices.extend(self._load_locked())
+                    yield notices
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS:
+                raise StoreNotWritable(e.errno, f"{self.name}: {e}") from e
+            raise
+        finally:
+            if notices and self._listeners:
+                self._tell_from_any_thread(notices)
+
+    def _tell_from_any_thread(self, notices: list[FolderChange]) -> None:
+        call_from_thread = getattr(self._clock, "callFromThread", None)
+        in_worker = threadable.ioThread is not None and not threadable.isInIOThread()
+        if call_from_thread is not None and in_worker:
+            # A change made in a worker thread (pop3d's QUIT): sessions
+            # hear of it in the reactor thread, where they may write.
+            call_from_thread(self._tell, notices)
+        else:
+            self._tell(notices)
+
+    @property
+    def writable(self) -> bool:
+        """False while the store is read-only (the index lock could only be
+        opened for reading: EROFS, EACCES, EPERM)."""
+        return self._index.read_only_errno is None
 
     def _tell(self, notices: list[FolderChange]) -> None:
         for change in notices:
@@ -350,7 +380,6 @@ class MaildirFolder:
             first = not index.loaded
             notices = _group(index.sync())
             if first:
-                self._clean_tmp()
                 # A restart: pick up what was delivered while we were away,
                 # unless the last complete scan (by any process) saw the
                 # directories as they are now.
@@ -360,6 +389,14 @@ class MaildirFolder:
                 elif not self._defer_scan:  # else _dir_stamp stays None: scan later
                     notices += self._scan_locked()
             return notices
+        except IndexConflict as e:
+            # UIDs we gave only in memory went to other messages in another
+            # process: its file stands; our sessions start over.
+            maillog("mailstore", f"warning: {e}; reloading {self.path}", LogLevel.warn)
+            index.forget()
+            self._dir_stamp = None
+            index.sync()
+            return [FolderChange("uidvalidity", (), 1), *self._scan_locked(force=True)]
         except IndexCorrupt as e:
             old = index.uidvalidity
             maillog("mailstore", f"warning: {e}; renumbering {self.path}", LogLevel.warn)
@@ -368,23 +405,6 @@ class MaildirFolder:
             self._renumber(old)
             notices = [FolderChange("uidvalidity", (), 1)]
             return notices + self._scan_locked(force=True)
-
-    def _clean_tmp(self) -> None:
-        """Remove files left in tmp/ for over 36 hours by writers that died
-        (the Maildir rule, as Dovecot does it on open)."""
-        tmp = os.path.join(self.path, "tmp")
-        limit = self._clock.seconds() - TMP_MAX_AGE
-        try:
-            names = os.listdir(tmp)
-        except FileNotFoundError:
-            return
-        for name in names:
-            path = os.path.join(tmp, name)
-            with contextlib.suppress(OSError):
-                st = os.lstat(path)
-                if not stat.S_ISDIR(st.st_mode) and st.st_mtime < limit:
-                    os.unlink(path)
-                    maillog("mailstore", f"removed stale {path}")
 
     def _renumber(self, old_uidvalidity: int | None) -> None:
         """Start a new index under a new UIDVALIDITY (every message will be
@@ -740,7 +760,10 @@ class MaildirFolder:
             value = self._cache.get(uidvalidity, kind, uid)
             if value is None:
                 value = compute(uid)
-                self._cache.put(uidvalidity, kind, uid, value)
+                # Never cache under a UID that is only in memory: after a
+                # crash it may go to another message.
+                if uid not in self._index.memory_uids:
+                    self._cache.put(uidvalidity, kind, uid, value)
             return value
 
     def header_bytes(self, uid: int) -> bytes:
@@ -798,7 +821,12 @@ class MaildirFolder:
             records = self._index.records
             # A message is never changed once stored: a block read under an
             # older name (flags changed meanwhile) is still its header.
-            values = {uid: block for (uid, _), block in blocks.items() if uid in records}
+            memory = self._index.memory_uids  # not cached: see _cached
+            values = {
+                uid: block
+                for (uid, _), block in blocks.items()
+                if uid in records and uid not in memory
+            }
             return self._cache.put_many(self._index.uidvalidity, b"H", values)
 
     def mime_structure(self, uid: int) -> MimePart:
@@ -932,14 +960,27 @@ class MaildirFolder:
         """Write a message into tmp/ durably; returns (tmp path, size, rfc822 size)."""
         size, vsize = len(content), rfc822_size(content)
         tmp = self._tmp_path(size, vsize)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            _write_all(fd, content)
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.utime(tmp, (internal_date, internal_date))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS:
+                raise StoreNotWritable(e.errno, f"{self.name}: {e}") from e
+            raise
+        try:
+            try:
+                _write_all(fd, content)
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.utime(tmp, (internal_date, internal_date))
+        except OSError as e:
+            # A full file system: no half message left in tmp/.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if e.errno in WRITE_ERRNOS:
+                raise StoreNotWritable(e.errno, f"{self.name}: {e}") from e
+            raise
         return tmp, size, vsize
 
     def _add_locked(
@@ -951,20 +992,31 @@ class MaildirFolder:
         infos: list[MessageInfo] = []
         uid = self._index.uidnext
         modseq = self._index.highest_modseq
-        with self._own_change():
-            for tmp, size, vsize, idate, flags, keywords in entries:
-                self._letters_for(keywords)
-                letters = flags_to_letters(flags, keywords, self._kw_letters)
-                name = f"{os.path.basename(tmp)}:2,{letters}"
-                os.rename(tmp, os.path.join(self.path, "cur", name))
-                modseq += 1
-                infos.append(
-                    MessageInfo(uid, size, vsize, idate, flags, keywords, modseq, f"cur/{name}")
-                )
-                uid += 1
-        if infos and sync_dir:
-            self.sync_committed()
-        self._index.put(infos, [], self._dir_stamp)
+        try:
+            with self._own_change():
+                for tmp, size, vsize, idate, flags, keywords in entries:
+                    self._letters_for(keywords)
+                    letters = flags_to_letters(flags, keywords, self._kw_letters)
+                    name = f"{os.path.basename(tmp)}:2,{letters}"
+                    os.rename(tmp, os.path.join(self.path, "cur", name))
+                    modseq += 1
+                    infos.append(
+                        MessageInfo(uid, size, vsize, idate, flags, keywords, modseq, f"cur/{name}")
+                    )
+                    uid += 1
+            if infos and sync_dir:
+                self.sync_committed()
+            # A client's UID is handed out only once it is in the file.
+            self._index.put(infos, [], self._dir_stamp, strict=True)
+        except (StoreNotWritable, OSError) as e:
+            if not isinstance(e, StoreNotWritable) and e.errno not in WRITE_ERRNOS:
+                raise
+            # Nothing numbered: take back what was renamed (the caller
+            # removes what is left in tmp/).
+            for info in infos:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.path, info.filename))
+            raise
         if infos:
             notices.append(FolderChange("append", tuple(i.uid for i in infos), modseq))
         return [i.uid for i in infos]
@@ -1111,6 +1163,12 @@ class MaildirFolder:
                         filename = self._rename_to(info, letters)
                     except FileNotFoundError:
                         continue
+                    except OSError as e:
+                        if e.errno not in WRITE_ERRNOS:
+                            raise
+                        # A store that cannot be written: the rest stay in
+                        # new/ (and \Recent); reading goes on.
+                        break
                     updates.append(
                         message_info(
                             info.uid,
@@ -1128,7 +1186,19 @@ class MaildirFolder:
             return [i.uid for i in updates]
 
     def lock(self) -> IFolderLock | None:
-        fd = os.open(os.path.join(self.path, SESSION_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+        path = os.path.join(self.path, SESSION_LOCK)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            # A store that cannot be written: flock needs only a read-only
+            # descriptor; without the file (none can be made) there is no
+            # lock to take, and two sessions can only read alike.
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return MaildirLock(-1)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -92,6 +92,7 @@ class MemoryFolder:
         self.uidvalidity = uidvalidity
         self.uidnext = 1
         self.highest_modseq = 1
+        self.writable = True
         self.special_use: str | None = None
         self._clock = clock
         self._messages: dict[int, MessageInfo] = {}

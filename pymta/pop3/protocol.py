@@ -53,7 +53,13 @@ from zope.interface import implementer
 from pymta.auth.credentials import APOPCredentials, PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
 from pymta.auth.interface import IMailAccount
-from pymta.mailstore.interface import IFolder, IFolderLock, MailStoreError, MessageInfo
+from pymta.mailstore.interface import (
+    IFolder,
+    IFolderLock,
+    MailStoreError,
+    MessageInfo,
+    not_writable,
+)
 from pymta.output import send
 from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
@@ -381,7 +387,12 @@ class POP3Server(Protocol):
             self.log.error(
                 "pop3({user}): expunge failed: {error}", user=self.user, error=failure.value
             )
-            self._reply("-ERR [SYS/TEMP] Some deleted messages were not removed.")
+            refused = not_writable(failure.value)
+            if refused is not None and not refused.full:
+                # RFC 3206: a condition that may clear, not a fault.
+                self._reply("-ERR [SYS/TEMP] Mail store is read-only: messages were not deleted.")
+            else:
+                self._reply("-ERR [SYS/TEMP] Some deleted messages were not removed.")
         else:
             self.log.failure("pop3: unexpected error in QUIT", failure)
             self._reply(INTERNAL_ERROR)

@@ -17,6 +17,7 @@ from pymta.cleanup.interface import ICleanup
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 from pymta.netmatch import NetworkList
+from pymta.queue.space import QueueSpace
 from pymta.smtpd.protocol import SMTPServerProtocol
 from pymta.smtpd.resolver import SmtpdResolver
 from pymta.smtpd.restrictions import OpenTable, Restrictions
@@ -43,6 +44,7 @@ class SMTPServerFactory(ServerFactory):
         clock: IReactorTime,
         service_name: str = "smtpd",
         checker: ICredentialsChecker | None = None,
+        queue_space: QueueSpace | None = None,
     ) -> None:
         self.config = config
         self.cleanup = cleanup
@@ -52,6 +54,10 @@ class SMTPServerFactory(ServerFactory):
         self.service_name = service_name
         self.myhostname = config.get("myhostname")
         self.message_size_limit = config.get_int("message_size_limit")
+        #: The queue file system's free space, checked at MAIL FROM against
+        #: queue_minfree (Postfix's smtpd_check_queue); None checks nothing.
+        self.queue_space = queue_space
+        self.queue_minfree = config.get_int("queue_minfree")
         self.line_length_limit = max(config.get_int("line_length_limit"), 512)
         self.recipient_limit = config.get_int("smtpd_recipient_limit")
         self.hard_error_limit = config.get_int("smtpd_hard_error_limit")
@@ -147,6 +153,36 @@ class SMTPServerFactory(ServerFactory):
         ]
         text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
         return text.encode()
+
+    def queue_space_check(self, declared_size: int) -> str | None:
+        """Why the queue file system is too full to take a message (the text
+        of the warning to log), or None when it is not.
+
+        Postfix's smtpd_check_queue(): too full is free space at most
+        queue_minfree, or at most 1.5 x message_size_limit when that limit is
+        set (room for a few messages in flight). A SIZE= that does not fit
+        above queue_minfree is refused the same way, as RFC 1870 section
+        6.1 asks (452: storage that is short now, not a fixed limit).
+        """
+        if self.queue_space is None:
+            return None
+        free = self.queue_space.available()
+        if free is None:
+            return None
+        minfree = self.queue_minfree
+        limit = self.message_size_limit
+        if free <= minfree or (limit and free <= 1.5 * limit):
+            # Postfix's words, so that log watchers keep matching.
+            return (
+                f"not enough free space in mail queue: {free} bytes < "
+                f"1.5*message size limit (queue_minfree {minfree})"
+            )
+        if declared_size and free - declared_size < minfree:
+            return (
+                f"not enough free space in mail queue: {free} bytes < "
+                f"SIZE {declared_size} + queue_minfree {minfree}"
+            )
+        return None
 
     def client_name(self, address: str) -> str:
         """The client's host name for logs and Received: "unknown" without

@@ -44,6 +44,11 @@ limit's delays and then smtpd_hard_error_limit's ``421 4.7.0 ... too many
 errors``. A message accepted with 250 forgives the errors and the junk
 count, as in Postfix.
 
+queue_minfree: MAIL FROM is answered 452 4.3.1 while the queue file system
+is short of space, from the factory's cached reading
+(:mod:`pymta.queue.space`). Content pipelined behind a refused DATA is
+never run as commands.
+
 Writes: the message to cleanup (which makes it durable before smtpd says
 250). Logs, as Postfix's smtpd does: ``connect from``, ``QID: client=``,
 ``NOQUEUE: reject: RCPT from ...``, ``lost connection after``,
@@ -129,6 +134,7 @@ R_AUTH_TWICE = b"503 5.5.1 Error: already authenticated\r\n"
 R_AUTH_IN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
 R_AUTH_NEED_EHLO = b"503 5.5.1 Error: send EHLO first\r\n"
 R_AUTH_BAD_MECH = b"535 5.7.8 Error: authentication failed: Invalid authentication mechanism\r\n"
+R_NO_SPACE = Reject(452, "4.3.1", "Insufficient system storage")
 
 # Command names in the order Postfix's disconnect line lists them.
 _COUNTED = (
@@ -663,6 +669,13 @@ class SMTPServerProtocol(Protocol):
             if reject is not None:
                 self._reject(reject, "MAIL", sender=sender)
                 return
+        shortage = f.queue_space_check(size)
+        if shortage is not None:
+            # Refused before the client sends the message, not with a write
+            # error after it sent it all (Postfix: 452 4.3.1 at MAIL FROM).
+            self._reject(R_NO_SPACE, "MAIL", sender=sender)
+            maillog(f.service_name, shortage, LogLevel.warn)
+            return
         s.sender = sender
         s.declared_size = size
         s.body = body

@@ -29,6 +29,7 @@ from pymta.cleanup.cleanup import log_client
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config.config import Config
 from pymta.queue.model import Envelope
+from pymta.queue.space import QueueSpace
 from pymta.smtpd.factory import SMTPServerFactory
 from pymta.smtpd.protocol import SMTPServerProtocol
 from pymta.tables.interface import ILookupTable, TableError
@@ -188,6 +189,7 @@ class SMTPHarness:
         pregreet: bytes = b"",
         forbid_pipelining: bool = False,
         checker: ICredentialsChecker | None = None,
+        queue_space: QueueSpace | None = None,
     ) -> None:
         # The scripts of most tests write several commands at once where a
         # conforming client would wait (EHLO + MAIL, DATA + content): such
@@ -208,6 +210,7 @@ class SMTPHarness:
             tls,
             self.clock,
             checker=checker,
+            queue_space=queue_space,
         )
         self.transport = TLSStringTransport(peer)
         # What the client wrote before the server's greeting.
