@@ -352,6 +352,28 @@ def test_tls_policy_table_per_destination() -> None:
     assert not d.called
 
 
+@pytest.mark.parametrize("level", ["dane", "dane-only", "fingerprint"])
+def test_unimplemented_tls_levels_stop_the_start(level: str) -> None:
+    """DANE and fingerprint are refused at start, never quietly turned into
+    a weaker level (the issue's "never silently may")."""
+    with pytest.raises(ConfigError, match=f"TLS level {level} is not implemented by pymta"):
+        _agent(Clock(), Peer(Clock()), smtp_tls_security_level=level)
+
+
+def test_unimplemented_tls_level_in_the_policy_table_defers() -> None:
+    """A dane entry in smtp_tls_policy_maps defers that destination's mail
+    (4.7.5) without connecting: no mail goes out under a weaker policy."""
+    clock = Clock()
+    peer = Peer(clock)
+    tables = {"inline:policy": {"example.net": "dane"}}
+    d = _agent(clock, peer, tables, smtp_tls_policy_maps="inline:policy").deliver(
+        _request(["a@example.net"])
+    )
+    (a,) = _result(d)
+    assert a.status == "4.7.5" and "not implemented by pymta" in a.reason
+    assert peer.addresses == []
+
+
 def _auth_agent(clock: Clock, peer: Peer, **extra: str) -> SMTPAgent:
     tables = {"inline:pw": {"[relay.example.net]:587": "user:secret"}}
     return _agent(

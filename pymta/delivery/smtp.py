@@ -46,6 +46,7 @@ from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
 from pymta.config import Config
+from pymta.config.errors import ConfigError
 from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientStatus
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.delivery.smtp_cache import ConnectionCache
@@ -57,6 +58,7 @@ from pymta.delivery.smtp_tls import TLSPolicy, default_level, load_trust, policy
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
+from pymta.tables.interface import TableError
 
 #: connect(address, port, timeout, relay) -> a connected SMTPChat (errback: ConnectError)
 Connector = Callable[[str, int, float, str], Deferred[SMTPChat]]
@@ -289,6 +291,13 @@ class SMTPAgent:
                 for r in request.recipients
             ]
 
+        try:
+            policy_for(nexthop, domain, self._config, self._policy_table, self.protocol)
+        except TableError as e:
+            return every("4.3.0", f"TLS policy table lookup failure: {e}")
+        except (ConfigError, ValueError) as e:
+            # Postfix defers on a bad policy; pymta never falls back to less.
+            return every("4.7.5", f"TLS policy for {nexthop}: {e}")
         session = self.cache.take(key)
         if session is not None:
             settings = self._settings(nexthop, domain, None)

@@ -33,7 +33,7 @@ from twisted.internet import ssl
 from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import Lookup
 
-LEVELS = ("none", "may", "encrypt", "verify", "secure", "dane", "dane-only", "fingerprint")
+LEVELS = ("none", "may", "encrypt", "verify", "secure")
 REQUIRED = ("encrypt", "verify", "secure")
 VERIFIED = ("verify", "secure")
 
@@ -65,14 +65,23 @@ def default_level(config: Config, prefix: str = "smtp") -> str:
     return _check(level, f"{prefix}_tls_security_level")
 
 
+#: Postfix's levels that pymta does not implement: DANE needs TLSA lookups
+#: through a DNSSEC-validating resolver, fingerprint pinned digests. They
+#: are refused, never quietly turned into a weaker level.
+UNIMPLEMENTED_LEVELS = ("dane", "dane-only", "fingerprint")
+
+
 def _check(level: str, parameter: str) -> str:
-    # DANE and fingerprint need DNSSEC / pinned digests pymta lacks: they
-    # act as their nearest checked levels (dane -> may, others -> secure).
+    if level in UNIMPLEMENTED_LEVELS:
+        raise ConfigError(
+            f"TLS level {level} is not implemented by pymta (use verify or secure)",
+            parameter=parameter,
+        )
     if level not in LEVELS:
         raise ConfigError(
             f"bad TLS level {level!r}: expected one of {', '.join(LEVELS)}", parameter=parameter
         )
-    return {"dane": "may", "dane-only": "secure", "fingerprint": "secure"}.get(level, level)
+    return level
 
 
 def parse_policy(value: str) -> TLSPolicy:
