@@ -59,7 +59,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymta.auth.credentials import PasswordCredentials
-from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
+from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
@@ -196,6 +196,7 @@ class IMAPServer(Protocol):
         self._idle_tag: bytes | None = None
         self._timer: IDelayedCall | None = None
         self._logout: Callable[[], None] | None = None
+        self._login_d: Deferred[Any] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
         self._login_error = "auth failed"
@@ -237,6 +238,10 @@ class IMAPServer(Protocol):
             imaplog.logout(self.log, self.info, self.user, self._end_reason, self.counters)
         self.unselect()
         self.state = LOGOUT
+        if self._login_d is not None:
+            # A login still waiting for its penalty is withdrawn.
+            login_d, self._login_d = self._login_d, None
+            login_d.cancel()
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
@@ -578,11 +583,13 @@ class IMAPServer(Protocol):
         self._busy = True
         creds = PasswordCredentials(user, password, self.info.rip, "imap")
         d = self.portal.login(creds, None, IMailAccount)
+        self._login_d = d
         d.addCallbacks(self._logged_in, self._login_failed, callbackArgs=(tag,), errbackArgs=(tag,))
         d.addErrback(self._login_unexpected, tag)
         d.addBoth(self._login_done)
 
     def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], tag: bytes) -> None:
+        self._login_d = None  # authenticated: nothing left to withdraw
         _, account, logout = result
         if self._lost:
             logout()
@@ -606,6 +613,9 @@ class IMAPServer(Protocol):
         self._login_error = "auth failed"
         if failure.check(UnauthorizedLogin):
             self.no(tag, b"[AUTHENTICATIONFAILED] Authentication failed.")
+        elif failure.check(TooManyLoginAttempts):
+            self._login_error = "too many login attempts"
+            self.no(tag, b"[UNAVAILABLE] Too many login attempts from your address, try later.")
         elif failure.check(AuthTemporaryError):
             self.log.error("imap-login: passdb: {error}", error=failure.value)
             self.no(tag, b"[UNAVAILABLE] Temporary authentication failure.")
@@ -626,6 +636,7 @@ class IMAPServer(Protocol):
 
     def _login_done(self, _: object) -> None:
         self._busy = False
+        self._login_d = None
         if not self._lost:
             self.flush()
             self._process()

@@ -51,7 +51,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.auth.credentials import APOPCredentials, PasswordCredentials
-from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
+from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.mailstore.interface import IFolder, IFolderLock, MailStoreError, MessageInfo
 from pymta.output import send
@@ -71,6 +71,7 @@ PLAINTEXT_DISALLOWED = (
 )
 TLS_REQUIRED = "-ERR [AUTH] TLS is required before login."
 TEMP_FAILURE = "-ERR [SYS/TEMP] Temporary authentication failure."
+TOO_MANY_ATTEMPTS = "-ERR [SYS/TEMP] Too many login attempts from your address, try later."
 INTERNAL_ERROR = (
     "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
 )
@@ -149,6 +150,7 @@ class POP3Server(Protocol):
         self._lock: IFolderLock | None = None
         self._committing = False  # the UPDATE state is at work on the folder
         self._logout: Callable[[], None] | None = None
+        self._login_d: Deferred[Any] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
         self._login_error = "auth failed"  # what the last login attempt ran into
@@ -184,6 +186,10 @@ class POP3Server(Protocol):
             self._log_login_disconnect()
         else:
             self._log_logout()
+        if self._login_d is not None:
+            # A login still waiting for its penalty is withdrawn.
+            login_d, self._login_d = self._login_d, None
+            login_d.cancel()
         self._release()
 
     def _release(self) -> None:
@@ -505,11 +511,13 @@ class POP3Server(Protocol):
         self.method = method
         self._busy = True
         d = self.portal.login(credentials, None, IMailAccount)
+        self._login_d = d
         d.addCallbacks(self._logged_in, self._login_failed)
         d.addErrback(self._unexpected)
         d.addBoth(self._login_done)
 
     def _logged_in(self, result: tuple[Any, Any, Callable[[], None]]) -> Deferred[None] | None:
+        self._login_d = None  # authenticated: nothing left to withdraw
         _, account, logout = result
         if self._lost:
             logout()
@@ -566,6 +574,9 @@ class POP3Server(Protocol):
         self._login_error = "auth failed"
         if failure.check(UnauthorizedLogin):
             self._reply(AUTH_FAILED)
+        elif failure.check(TooManyLoginAttempts):
+            self._login_error = "too many login attempts"
+            self._reply(TOO_MANY_ATTEMPTS)
         elif failure.check(AuthTemporaryError):
             self.log.error("pop3-login: passdb: {error}", error=failure.value)
             self._reply(TEMP_FAILURE)
@@ -588,6 +599,7 @@ class POP3Server(Protocol):
 
     def _login_done(self, _: object) -> None:
         self._busy = False
+        self._login_d = None
         if not self._lost:
             self._process()
 
