@@ -481,3 +481,26 @@ def test_too_many_login_attempts_are_refused(world: World) -> None:
     second.send("d LOGIN alice@example.org secret")
     world.clock.advance(0.5)
     assert second.read().startswith(b"d OK [CAPABILITY ")
+
+
+def test_connections_before_login_are_capped_per_client(tmp_path: Path) -> None:
+    """Beyond imapd_max_login_ip_connections connections not logged in yet from
+    one address, the next gets * BYE instead of a greeting and is closed;
+    logged-in sessions and other addresses do not count, and a closed
+    connection frees its place."""
+    world = World(tmp_path, settings=IMAPSettings(hostname="h", max_login_ip_connections=2))
+    first = world.connect("192.0.2.200")
+    second = world.connect("192.0.2.200")
+    third = world.connect("192.0.2.200")
+    assert first.greeting.startswith(b"* OK ") and second.greeting.startswith(b"* OK ")
+    assert third.greeting == b"* BYE Too many connections from your address, try later.\r\n"
+    assert third.transport.disconnecting
+    third.drop()
+    assert world.connect("192.0.2.201").greeting.startswith(b"* OK ")
+    first.login()  # logged in: no longer counted
+    assert world.connect("192.0.2.200").greeting.startswith(b"* OK ")
+    assert world.connect("192.0.2.200").greeting.startswith(b"* BYE ")
+    second.drop()  # frees its place
+    assert world.connect("192.0.2.200").greeting.startswith(b"* OK ")
+    lines = world.log_lines()
+    assert any("Disconnected (too many connections from this address)" in line for line in lines)

@@ -14,6 +14,7 @@ from pymta.pop3.protocol import (
     PLAINTEXT_DISALLOWED,
     TLS_REQUIRED,
     TOO_MANY_ATTEMPTS,
+    TOO_MANY_CONNECTIONS,
 )
 from pymta.pop3.settings import POP3Settings
 from tests.test_pop3_harness import World
@@ -542,3 +543,22 @@ def test_too_many_login_attempts_are_refused(world: World) -> None:
     second.send("PASS secret")
     world.clock.advance(0.5)
     assert second.read() == "+OK Logged in.\r\n"
+
+
+def test_connections_before_login_are_capped_per_client(tmp_path: Path) -> None:
+    """Beyond pop3d_max_login_ip_connections connections not logged in yet from
+    one address, the next gets -ERR [SYS/TEMP] instead of a greeting and is
+    closed; logged-in sessions and other addresses do not count."""
+    world = World(
+        tmp_path, settings=POP3Settings(hostname="mail.example.org", max_login_ip_connections=2)
+    )
+    first = world.connect("192.0.2.200")
+    world.connect("192.0.2.200")
+    third = world.connect("192.0.2.200")
+    assert third.greeting == TOO_MANY_CONNECTIONS + "\r\n"
+    assert third.transport.disconnecting
+    third.drop()
+    assert world.connect("192.0.2.201").greeting.startswith("+OK ")
+    first.login()
+    assert world.connect("192.0.2.200").greeting.startswith("+OK ")
+    assert world.connect("192.0.2.200").greeting == TOO_MANY_CONNECTIONS + "\r\n"

@@ -605,6 +605,12 @@ _PARAMS: list[Param] = [
         "pymta: reactor processes sharing the listening sockets and the queue (0: one per CPU)",
     ),
     _p(
+        "pymta_listen_backlog",
+        "0",
+        "int",
+        "pymta: listen queue of an inet service (0: the kernel's net.core.somaxconn)",
+    ),
+    _p(
         "pymta_tls_create_self_signed",
         "no",
         "bool",
@@ -725,6 +731,18 @@ _PARAMS: list[Param] = [
         "$message_size_limit",
         "int",
         "pymta: largest IMAP literal (APPEND message), refused before it is read",
+    ),
+    _p(
+        "imapd_max_login_ip_connections",
+        "20",
+        "int",
+        "pymta: connections not logged in yet from one client address (0: no limit)",
+    ),
+    _p(
+        "pop3d_max_login_ip_connections",
+        "20",
+        "int",
+        "pymta: connections not logged in yet from one client address (0: no limit)",
     ),
     _p(
         "imapd_auth_attempt_limit",

@@ -25,6 +25,7 @@ from pymta.imap.protocol import IMAPServer
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.watchers import WatcherPool
 from pymta.netmatch import NetworkList
+from pymta.preauth import PreauthConnections
 
 
 class IMAPServerFactory(ServerFactory):
@@ -50,6 +51,7 @@ class IMAPServerFactory(ServerFactory):
         self.clock = clock
         self.trusted_networks = trusted_networks
         self.watchers = watchers if watchers is not None else WatcherPool(clock)
+        self.preauth = PreauthConnections(settings.max_login_ip_connections)
         self.random_bytes = random_bytes
         self.pid = os.getpid() if pid is None else pid
         self.logger = logger if logger is not None else imaplog.log
@@ -72,6 +74,7 @@ class IMAPServerFactory(ServerFactory):
             logger=self.logger,
             watchers=self.watchers,
             run_in_thread=self.run_in_thread,
+            preauth=self.preauth,
         )
         protocol.factory = self
         return protocol

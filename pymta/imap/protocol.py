@@ -83,6 +83,7 @@ from pymta.mailstore.interface import IUserMailbox
 from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
+from pymta.preauth import PreauthConnections
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -144,8 +145,13 @@ class IMAPServer(Protocol):
         logger: Logger | None = None,
         watchers: WatcherPool | None = None,
         run_in_thread: ThreadRunner | None = None,
+        preauth: PreauthConnections | None = None,
     ) -> None:
         self.settings = settings
+        # Connections not logged in yet per client (imapd_max_login_ip_connections).
+        self.preauth = preauth
+        self._preauth_counted = False
+        self._refused = False
         # Runs file reads off the reactor thread (pymta.imap.prefetch);
         # None keeps everything in the calling thread.
         self.run_in_thread = run_in_thread
@@ -216,20 +222,37 @@ class IMAPServer(Protocol):
             self.tls_active,
         )
         self._connected_at = self.clock.seconds()
+        if self.preauth is not None:
+            if not self.preauth.admit(self.info.rip):
+                # A client holding many connections before login (slowloris):
+                # this one gets BYE instead of the greeting (RFC 3501 7.1.5).
+                self._refused = True
+                self.send(b"* BYE Too many connections from your address, try later.\r\n")
+                self.close()
+                return
+            self._preauth_counted = True
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._timer = self.clock.callLater(self.settings.login_timeout, self._timed_out)
         caps = " ".join(self.capabilities()).encode("ascii")
         self.send(b"* OK [CAPABILITY " + caps + b"] pymta ready.\r\n")
         self.flush()
 
+    def _leave_preauth(self) -> None:
+        if self._preauth_counted and self.preauth is not None:
+            self._preauth_counted = False
+            self.preauth.release(self.info.rip)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._leave_preauth()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         if self.state == NOT_AUTHENTICATED:
             secs = int(self.clock.seconds() - self._connected_at)
-            if self.auth_attempts:
+            if self._refused:
+                why = "too many connections from this address"
+            elif self.auth_attempts:
                 why = f"{self._login_error}, {self.auth_attempts} attempts in {secs} secs"
             else:
                 why = f"no auth attempts in {secs} secs"
@@ -598,6 +621,7 @@ class IMAPServer(Protocol):
         self.user = account.user
         self.mailbox = account.mailbox
         self.state = AUTHENTICATED
+        self._leave_preauth()
         self.reader.line_limit = self.settings.line_length_limit
         self.reader.literal_limit = self.settings.max_literal_size
         self.reader.command_limit = self.settings.command_limit

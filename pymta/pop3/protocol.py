@@ -59,6 +59,7 @@ from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
 from pymta.pop3.settings import POP3Settings
 from pymta.pop3.wire import TERMINATOR, to_wire, top
+from pymta.preauth import PreauthConnections
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -71,6 +72,7 @@ PLAINTEXT_DISALLOWED = (
 )
 TLS_REQUIRED = "-ERR [AUTH] TLS is required before login."
 TEMP_FAILURE = "-ERR [SYS/TEMP] Temporary authentication failure."
+TOO_MANY_CONNECTIONS = "-ERR [SYS/TEMP] Too many connections from your address, try later."
 TOO_MANY_ATTEMPTS = "-ERR [SYS/TEMP] Too many login attempts from your address, try later."
 INTERNAL_ERROR = (
     "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
@@ -118,8 +120,13 @@ class POP3Server(Protocol):
         pid: int = 0,
         logger: Logger | None = None,
         blocking: Blocking | None = None,
+        preauth: PreauthConnections | None = None,
     ) -> None:
         self.settings = settings
+        # Connections not logged in yet per client (pop3d_max_login_ip_connections).
+        self.preauth = preauth
+        self._preauth_counted = False
+        self._refused = False
         self._blocking: Blocking = blocking if blocking is not None else run_here
         self.portal = portal
         self.clock = clock
@@ -167,6 +174,14 @@ class POP3Server(Protocol):
         self.tls_active = interfaces.ISSLTransport.providedBy(self.transport)
         self.info = pop3log.SessionInfo(rip, lip, self.pid, session, self.tls_active)
         self._connected_at = self.clock.seconds()
+        if self.preauth is not None:
+            if not self.preauth.admit(rip):
+                # A client holding many connections before login (slowloris).
+                self._refused = True
+                self._reply(TOO_MANY_CONNECTIONS)
+                self._close()
+                return
+            self._preauth_counted = True
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._timer = self.clock.callLater(self.settings.timeout, self._idle)
         greeting = "+OK pymta ready."
@@ -177,8 +192,14 @@ class POP3Server(Protocol):
             greeting += " " + stamp
         self._reply(greeting)
 
+    def _leave_preauth(self) -> None:
+        if self._preauth_counted and self.preauth is not None:
+            self._preauth_counted = False
+            self.preauth.release(self.info.rip)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._leave_preauth()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -565,6 +586,7 @@ class POP3Server(Protocol):
             return
         self.maildrop = Maildrop(inbox, messages)
         self.state = TRANSACTION
+        self._leave_preauth()
         pop3log.login(self.log, self.info, self.user, self.method)
         self._reply("+OK Logged in.")
 
@@ -605,7 +627,9 @@ class POP3Server(Protocol):
 
     def _log_login_disconnect(self) -> None:
         secs = int(self.clock.seconds() - self._connected_at)
-        if self.auth_attempts:
+        if self._refused:
+            reason = "too many connections from this address"
+        elif self.auth_attempts:
             reason = f"{self._login_error}, {self.auth_attempts} attempts in {secs} secs"
         else:
             reason = f"no auth attempts in {secs} secs"
