@@ -27,6 +27,7 @@ from pymta.auth.penalty import (
     IPenaltyTable,
     MemoryPenaltyTable,
     PenaltyRecord,
+    SharedPenaltyTable,
 )
 from pymta.auth.throttle import LoginThrottle, client_network
 
@@ -286,3 +287,27 @@ def test_penalty_holds_across_processes(tmp_path: Path) -> None:
     assert other == [] and runs_first.calls == 0
     clock.advance(8.0)
     assert other == [b"pin@example.org"]
+
+
+def test_shared_table_opens_the_file_at_first_use(tmp_path: Path) -> None:
+    """The service's table makes its file (and directory) only when first used,
+    so the unprivileged reactor processes own it."""
+    path = tmp_path / "lib" / "auth_penalty"
+    table = SharedPenaltyTable(str(path))
+    assert not path.exists() and not table.shared
+    with table.locked():
+        table.put("ip:a", PenaltyRecord(1, 5.0))
+    assert path.exists() and table.shared
+    assert FilePenaltyTable(str(path)).get("ip:a").failures == 1
+
+
+def test_shared_table_falls_back_to_memory(tmp_path: Path) -> None:
+    """A table file that cannot be made leaves the process with penalties in
+    memory (logged), never without them."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    table = SharedPenaltyTable(str(blocker / "auth_penalty"))
+    with table.locked():
+        table.put("ip:a", PenaltyRecord(2, 5.0))
+        assert table.get("ip:a").failures == 2
+    assert not table.shared

@@ -62,3 +62,4 @@ def test_correct_password_after_failures_is_still_delayed(server: PymtaServer) -
         assert typ == "OK"
         assert waited >= MAX_DELAY
         client.logout()
+    assert (server.root / "lib" / "auth_penalty").stat().st_size > 0  # the shared table

@@ -20,8 +20,9 @@ Parameters (pymta-only, named in main.cf style after Dovecot's settings):
     one client).
 
 The penalty table is ``$data_directory/auth_penalty``, shared by every
-reactor process (:mod:`pymta.auth.penalty`); a process that cannot open it
-logs a warning and keeps its penalties in memory.
+reactor process and opened at the first login (after a root master has
+dropped its privileges; :mod:`pymta.auth.penalty`); a process that cannot
+open it logs a warning and keeps its penalties in memory.
 
 The mailbox of a user is found by :class:`~pymta.auth.locate.MailboxLocator`
 (passwd-file ``mail=``/``home``, then ``virtual_mailbox_maps`` under
@@ -37,12 +38,11 @@ from collections.abc import Callable
 
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from pymta.auth.checker import PasswdFileChecker, RunInThread
 from pymta.auth.locate import MailboxLocator
 from pymta.auth.passwdfile import PasswdFile
-from pymta.auth.penalty import FilePenaltyTable, IPenaltyTable, MemoryPenaltyTable
+from pymta.auth.penalty import IPenaltyTable, SharedPenaltyTable
 from pymta.auth.realm import MailRealm
 from pymta.auth.throttle import LoginThrottle
 from pymta.config.config import Config
@@ -54,8 +54,6 @@ PASSDB_DEFAULT = "passwd-file:$config_directory/passwd"
 
 #: The penalty table's file name under data_directory.
 PENALTY_FILE = "auth_penalty"
-
-_log = Logger(namespace="pymta.auth")
 
 
 def config_value(config: Config, name: str, default: str) -> str:
@@ -98,20 +96,9 @@ def throttle_from_config(
 
 
 def penalty_table(config: Config) -> IPenaltyTable:
-    """The penalty table file under ``data_directory``, shared by all processes;
-    a table in memory (with a warning) when it cannot be opened."""
-    path = os.path.join(config.get("data_directory"), PENALTY_FILE)
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return FilePenaltyTable(path)
-    except OSError as e:
-        _log.warn(
-            "cannot open the login penalty table {path}: {error}; "
-            "penalties are not shared with other processes",
-            path=path,
-            error=e.strerror or str(e),
-        )
-        return MemoryPenaltyTable()
+    """The penalty table file under ``data_directory``, shared by all processes
+    (opened at the first login; in memory, with a warning, if it cannot be)."""
+    return SharedPenaltyTable(os.path.join(config.get("data_directory"), PENALTY_FILE))
 
 
 def checker_from_config(

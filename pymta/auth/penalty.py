@@ -30,9 +30,14 @@ key's slot and its 7 neighbours are all taken, the least recently used
 of them is overwritten: a flood of addresses can make the table forget,
 never grow. The file survives restarts, and so do the penalties.
 
+:class:`SharedPenaltyTable` is what the service uses: it opens the file
+at the first login, not when the service is built, so that the file is
+made by the unprivileged user every reactor process runs as (a root
+master builds its parts before it drops privileges), and it falls back to
+a table in memory, with a warning, when the file cannot be opened.
+
 Untrusted input: the keys (from the network); they are only hashed here.
-May write: the table file. Logs: nothing (the caller logs a file that
-cannot be opened and falls back to memory).
+May write: the table file. Logs: a warning when the file cannot be opened.
 """
 
 from __future__ import annotations
@@ -46,7 +51,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
+from twisted.logger import Logger
 from zope.interface import Interface, implementer
+
+_log = Logger(namespace="pymta.auth")
 
 #: Keys the in-memory table keeps before it drops the least recently used.
 MAX_ENTRIES = 100_000
@@ -225,3 +233,41 @@ class FilePenaltyTable:
             record.next_slot,
             record.busy_until,
         )
+
+
+@implementer(IPenaltyTable)
+class SharedPenaltyTable:
+    """The file table at ``path``, opened on first use; memory if it cannot be."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._table: IPenaltyTable | None = None
+
+    def _open(self) -> IPenaltyTable:
+        if self._table is None:
+            try:
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                self._table = FilePenaltyTable(self.path)
+            except OSError as e:
+                _log.warn(
+                    "cannot open the login penalty table {path}: {error}; "
+                    "penalties are not shared with other processes",
+                    path=self.path,
+                    error=e.strerror or str(e),
+                )
+                self._table = MemoryPenaltyTable()
+        return self._table
+
+    @property
+    def shared(self) -> bool:
+        """True once the file is open (False before first use, or in memory)."""
+        return isinstance(self._table, FilePenaltyTable)
+
+    def locked(self) -> AbstractContextManager[None]:
+        return self._open().locked()
+
+    def get(self, key: str) -> PenaltyRecord:
+        return self._open().get(key)
+
+    def put(self, key: str, record: PenaltyRecord) -> None:
+        self._open().put(key, record)
