@@ -345,7 +345,11 @@ def main() -> int:
         print(f"wrote {args.messages} messages in {time.perf_counter() - t0:.1f} s")
     for u in idle_users:
         write_maildir(homes[u], 10)
-    server = PymtaRetrievalServer(workdir, passwd, imap=True)
+    # Its sessions all come from one address, up to SETUP_CONCURRENCY of them
+    # before login at once: lift the per-client cap (a slowloris defence).
+    server = PymtaRetrievalServer(
+        workdir, passwd, imap=True, extra_main_cf="imapd_max_login_ip_connections = 0\n"
+    )
     server.start()
     try:
         [pid] = server.root_pids()

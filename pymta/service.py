@@ -147,8 +147,40 @@ class _CallbackService(service.Service):
         return maybeDeferred(self._stop)
 
 
+#: Where Linux says how long a listen queue may be (net.core.somaxconn).
+SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
+
+#: The listen queue when somaxconn cannot be read (Linux's default since 5.4).
+DEFAULT_BACKLOG = 4096
+
+
+def listen_backlog(config: Config, somaxconn_path: str = SOMAXCONN_PATH) -> int:
+    """The listen queue of an inet service: ``pymta_listen_backlog``, or with
+    0 (the default) the kernel's ``net.core.somaxconn``.
+
+    Postfix's master listens with max(the service's process limit,
+    ``default_process_limit``), 100 by default, because each of its smtpd
+    processes accepts one client at a time; a pymta reactor accepts many per
+    wakeup but may be busy for a moment, so connections wait in the kernel's
+    queue meanwhile, and the queue must hold a burst (with Twisted's 50,
+    0.7 % of a burst of clients were never accepted). The kernel caps any
+    value at somaxconn."""
+    backlog = config.get_int("pymta_listen_backlog")
+    if backlog > 0:
+        return backlog
+    try:
+        with open(somaxconn_path) as f:
+            return max(1, int(f.read().strip()))
+    except (OSError, ValueError):
+        return DEFAULT_BACKLOG
+
+
 class _Listener(internet.TCPServer):
-    """A TCP listener that logs the address it bound (port 0 picks a free one)."""
+    """A TCP listener that logs the address it bound (port 0 picks a free one).
+
+    Twisted's port accepts in batches: up to ``numberAccepts`` connections
+    per wakeup (100 at first; 20 more each time it takes them all, else as
+    many as came), until accept() finds the queue empty."""
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -349,7 +381,9 @@ def build(
                     raise ConfigError(f"master.cf service {key}: no socket from the master")
                 server = AdoptedListener(worker_fds[key], factory, reactor)
             else:
-                server = _Listener(port, factory, interface=interface)
+                server = _Listener(
+                    port, factory, interface=interface, backlog=listen_backlog(svc_config)
+                )
             server.setName(f"{svc.name}@{interface or '*'}:{port}")
             server.setServiceParent(system)
             system.ports[key] = server

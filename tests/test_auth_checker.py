@@ -56,7 +56,12 @@ def setup(tmp_path: Path) -> tuple[PasswdFileChecker, Clock, Runner, Path]:
     clock = Clock()
     clock.advance(1000)
     runner = Runner()
-    checker = PasswdFileChecker(PasswdFile(str(path), clock), clock, run_in_thread=runner)
+    checker = PasswdFileChecker(
+        PasswdFile(str(path), clock),
+        clock,
+        throttle=LoginThrottle(clock, base=0.5, cap=4.0),
+        run_in_thread=runner,
+    )
     return checker, clock, runner, path
 
 
@@ -122,55 +127,73 @@ def test_dummy_hash_uses_files_most_common_scheme(tmp_path: Path) -> None:
     assert list(checker._dummies) == ["BLF-CRYPT"]
 
 
-def test_delay_doubles_per_address_to_cap(setup: Any) -> None:
-    """Failures from one address double the delay (0.5, 1, 2...) up to the cap, across users."""
-    checker, clock, _, _ = setup
-    checker.throttle.cap = 4.0
-    delays = []
+def answer_time(clock: Clock, result: list[Any], step: float = 0.25) -> float:
+    """Advance the clock until result holds the answer; the time it took."""
+    waited = 0.0
+    while not result:
+        clock.advance(step)
+        waited += step
+    return waited
+
+
+def test_penalty_doubles_per_address_to_cap_before_the_check(setup: Any) -> None:
+    """Failures from one address make its next attempts wait before the check
+    (0.5, 1, 2, 4 s, capped), plus the 0.5 s failure delay, across users."""
+    checker, clock, runner, _ = setup
+    times = []
     for i in range(6):
         result = login(checker, f"user{i}@example.org", "bad", ip="198.51.100.7")
-        waited = 0.0
-        while not result:
-            clock.advance(0.25)
-            waited += 0.25
-        delays.append(waited)
-    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+        times.append(answer_time(clock, result))
+    assert times == [0.5, 1.0, 1.5, 2.5, 4.5, 4.5]
+    assert runner.calls == 6
 
 
-def test_delay_grows_per_user_across_addresses(setup: Any) -> None:
-    """Failures for one user from many addresses still grow that user's delay."""
+def test_right_password_after_failures_waits_the_penalty(setup: Any) -> None:
+    """After failures from an address, a correct password from it is not answered
+    sooner than a wrong one would be: the penalty comes before the check."""
+    checker, clock, runner, _ = setup
+    for _ in range(3):
+        answer_time(clock, login(checker, "dave@example.org", "bad", ip="198.51.100.7"))
+    calls = runner.calls
+    result = login(checker, "dave@example.org", "davepw", ip="198.51.100.7")
+    clock.advance(1.99)
+    assert result == [] and runner.calls == calls  # not even hashed yet
+    clock.advance(0.01)
+    assert result == [b"dave@example.org"]
+
+
+def test_penalty_per_user_across_addresses(setup: Any) -> None:
+    """Failures for one user from many addresses delay that user's next check too."""
     checker, clock, _, _ = setup
     for i in range(3):
-        result = login(checker, "bob@example.org", "bad", ip=f"203.0.113.{i}")
-        clock.advance(60)
-        assert result
-    result = login(checker, "bob@example.org", "bad", ip="203.0.113.99")
-    clock.advance(3.99)
+        answer_time(clock, login(checker, "bob@example.org", "bad", ip=f"203.0.113.{i}"))
+    result = login(checker, "bob@example.org", "bfpw", ip="203.0.113.99")
+    clock.advance(1.99)
     assert result == []
     clock.advance(0.01)
-    assert result
+    assert result == [b"bob@example.org"]
 
 
-def test_success_clears_penalty(setup: Any) -> None:
-    """After a correct login, the next failure waits only the base delay again."""
+def test_success_clears_user_and_forgives_one_client_failure(setup: Any) -> None:
+    """A correct login clears the user's failures but takes only one failure
+    off the address: a client cannot wipe its penalty with an account of its own."""
     checker, clock, _, _ = setup
     for _ in range(3):
-        login(checker, "dave@example.org", "bad")
-        clock.advance(30)
-    assert login(checker, "dave@example.org", "davepw") == [b"dave@example.org"]
-    result = login(checker, "dave@example.org", "bad")
-    clock.advance(0.5)
-    assert result
+        answer_time(clock, login(checker, "dave@example.org", "bad"))
+    answer_time(clock, login(checker, "dave@example.org", "davepw"))
+    assert checker.throttle.failures("user:dave@example.org") == 0
+    assert checker.throttle.failures("ip:192.0.2.1/32") == 2
 
 
 def test_throttle_forgets_after_quiet_period() -> None:
     """Failures older than forget_after no longer count."""
     clock = Clock()
-    throttle = LoginThrottle(clock, forget_after=600)
-    assert throttle.failed(["k"]) == 0.5
-    assert throttle.failed(["k"]) == 1.0
+    throttle = LoginThrottle(clock, base=0.5, forget_after=600)
+    for _ in range(2):
+        throttle.begin("192.0.2.1", "k").failed()
+    assert throttle.begin("192.0.2.1", "k").wait == 1.0
     clock.advance(600)
-    assert throttle.failed(["k"]) == 0.5
+    assert throttle.begin("192.0.2.1", "k").wait == 0.0
 
 
 def test_reload_on_change(setup: Any) -> None:

@@ -84,7 +84,9 @@ def test_login_success_and_failure_are_logged_like_dovecot(world: World) -> None
     assert session.send("a LOGIN alice@example.org wrong") == b""  # the failure delay
     world.clock.advance(10)
     assert session.read() == b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
-    session.login()
+    assert session.send("a0 LOGIN alice@example.org secret") == b""  # the penalty first
+    world.clock.advance(0.5)
+    assert session.read().startswith(b"a0 OK [CAPABILITY ")
     session.send("z LOGOUT")
     session.drop()
     lines = world.log_lines()
@@ -458,3 +460,47 @@ def test_random_input_never_raises(world: World) -> None:
         session.send(b"ab\r\n")  # feeds any literal that was announced
     assert session.send("z NOOP").endswith(b"z OK NOOP completed.\r\n")
     assert not [e for e in world.events if e.get("log_failure") is not None]
+
+
+def test_too_many_login_attempts_are_refused(world: World) -> None:
+    """A LOGIN beyond pymta_auth_client_concurrency_limit attempts in progress
+    from one address gets NO [UNAVAILABLE] at once; a session that hangs up
+    while its login waits for the penalty withdraws it."""
+    world.checker.throttle.concurrency_limit = 1
+    first = world.connect("192.0.2.200")
+    first.send("a LOGIN alice@example.org wrong")
+    world.clock.advance(1)
+    assert first.read() == b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+    assert first.send("b LOGIN alice@example.org secret") == b""  # waits for the penalty
+    second = world.connect("192.0.2.200")
+    assert second.send("c LOGIN alice@example.org secret") == (
+        b"c NO [UNAVAILABLE] Too many login attempts from your address, try later.\r\n"
+    )
+    first.drop()
+    assert world.checker.throttle.in_progress("192.0.2.200") == 0
+    second.send("d LOGIN alice@example.org secret")
+    world.clock.advance(0.5)
+    assert second.read().startswith(b"d OK [CAPABILITY ")
+
+
+def test_connections_before_login_are_capped_per_client(tmp_path: Path) -> None:
+    """Beyond imapd_max_login_ip_connections connections not logged in yet from
+    one address, the next gets * BYE instead of a greeting and is closed;
+    logged-in sessions and other addresses do not count, and a closed
+    connection frees its place."""
+    world = World(tmp_path, settings=IMAPSettings(hostname="h", max_login_ip_connections=2))
+    first = world.connect("192.0.2.200")
+    second = world.connect("192.0.2.200")
+    third = world.connect("192.0.2.200")
+    assert first.greeting.startswith(b"* OK ") and second.greeting.startswith(b"* OK ")
+    assert third.greeting == b"* BYE Too many connections from your address, try later.\r\n"
+    assert third.transport.disconnecting
+    third.drop()
+    assert world.connect("192.0.2.201").greeting.startswith(b"* OK ")
+    first.login()  # logged in: no longer counted
+    assert world.connect("192.0.2.200").greeting.startswith(b"* OK ")
+    assert world.connect("192.0.2.200").greeting.startswith(b"* BYE ")
+    second.drop()  # frees its place
+    assert world.connect("192.0.2.200").greeting.startswith(b"* OK ")
+    lines = world.log_lines()
+    assert any("Disconnected (too many connections from this address)" in line for line in lines)

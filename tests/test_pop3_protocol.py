@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pymta.pop3.protocol import AUTH_FAILED, IN_USE, PLAINTEXT_DISALLOWED, TLS_REQUIRED
+from pymta.pop3.protocol import (
+    AUTH_FAILED,
+    IN_USE,
+    PLAINTEXT_DISALLOWED,
+    TLS_REQUIRED,
+    TOO_MANY_ATTEMPTS,
+    TOO_MANY_CONNECTIONS,
+)
 from pymta.pop3.settings import POP3Settings
 from tests.test_pop3_harness import World
 
@@ -245,7 +252,8 @@ def test_auth_attempt_limit_disconnects(world: World) -> None:
     for _ in range(3):
         s.send("USER alice@example.org")
         s.send("PASS wrong")
-        world.clock.advance(10)
+        world.clock.advance(5)  # the penalty before the check
+        world.clock.advance(5)  # the failure delay after it
     assert s.read() == AUTH_FAILED + "\r\n"
     assert s.transport.disconnecting
 
@@ -302,7 +310,8 @@ def test_auth_plain_wrong_password_and_foreign_authzid(world: World) -> None:
     world.clock.advance(10)
     assert s.read() == AUTH_FAILED + "\r\n"
     s.send("AUTH PLAIN " + plain("bob@example.org", "alice@example.org", "secret"))
-    world.clock.advance(10)
+    world.clock.advance(5)  # the penalty of the first failure, then the check
+    world.clock.advance(5)  # the failure delay
     assert s.read() == AUTH_FAILED + "\r\n"
 
 
@@ -342,9 +351,12 @@ def test_pipelining_waits_for_login(world: World) -> None:
     s.send("PASS wrong")
     world.clock.advance(1)
     s.read()
-    # second failure: delay 1 s; then a good login with commands behind it
+    # a good login with commands behind it, after the 0.5 s penalty of the failure
     out = s.send(b"USER alice@example.org\r\nPASS secret\r\nSTAT\r\nUIDL 1\r\nQUIT\r\n")
-    assert out.startswith("+OK\r\n+OK Logged in.\r\n+OK 2 ")
+    assert out == "+OK\r\n"
+    world.clock.advance(0.5)
+    out = s.read()
+    assert out.startswith("+OK Logged in.\r\n+OK 2 ")
     assert out.endswith("+OK Logging out.\r\n")
 
 
@@ -355,8 +367,10 @@ def test_pipelined_during_delay(world: World) -> None:
         b"USER alice@example.org\r\nPASS bad\r\nUSER alice@example.org\r\nPASS secret\r\nSTAT\r\n"
     )
     assert out == "+OK\r\n"
-    world.clock.advance(0.5)
-    assert s.read().startswith(AUTH_FAILED + "\r\n+OK\r\n+OK Logged in.\r\n+OK 2 ")
+    world.clock.advance(0.5)  # the failure delay
+    assert s.read() == AUTH_FAILED + "\r\n+OK\r\n"
+    world.clock.advance(0.5)  # the penalty before the next check
+    assert s.read().startswith("+OK Logged in.\r\n+OK 2 ")
 
 
 def test_stls_discards_injected_commands(tmp_path: Path) -> None:
@@ -506,3 +520,45 @@ def test_implicit_tls_connection_is_secure(tmp_path: Path) -> None:
     s.send("QUIT")
     s.drop()
     assert ", TLS, session=" in world.log_lines()[0]
+
+
+def test_too_many_login_attempts_are_refused(world: World) -> None:
+    """A login beyond pymta_auth_client_concurrency_limit attempts in progress
+    from one address gets -ERR [SYS/TEMP] at once; a session that hangs up
+    while its login waits for the penalty withdraws it."""
+    world.checker.throttle.concurrency_limit = 1
+    first = world.connect("192.0.2.200")
+    first.send("USER alice@example.org")
+    first.send("PASS wrong")
+    world.clock.advance(1)
+    assert first.read() == AUTH_FAILED + "\r\n"
+    first.send("USER alice@example.org")
+    assert first.send("PASS secret") == ""  # waits for the penalty
+    second = world.connect("192.0.2.200")
+    second.send("USER alice@example.org")
+    assert second.send("PASS secret") == TOO_MANY_ATTEMPTS + "\r\n"
+    first.drop()
+    assert world.checker.throttle.in_progress("192.0.2.200") == 0
+    second.send("USER alice@example.org")
+    second.send("PASS secret")
+    world.clock.advance(0.5)
+    assert second.read() == "+OK Logged in.\r\n"
+
+
+def test_connections_before_login_are_capped_per_client(tmp_path: Path) -> None:
+    """Beyond pop3d_max_login_ip_connections connections not logged in yet from
+    one address, the next gets -ERR [SYS/TEMP] instead of a greeting and is
+    closed; logged-in sessions and other addresses do not count."""
+    world = World(
+        tmp_path, settings=POP3Settings(hostname="mail.example.org", max_login_ip_connections=2)
+    )
+    first = world.connect("192.0.2.200")
+    world.connect("192.0.2.200")
+    third = world.connect("192.0.2.200")
+    assert third.greeting == TOO_MANY_CONNECTIONS + "\r\n"
+    assert third.transport.disconnecting
+    third.drop()
+    assert world.connect("192.0.2.201").greeting.startswith("+OK ")
+    first.login()
+    assert world.connect("192.0.2.200").greeting.startswith("+OK ")
+    assert world.connect("192.0.2.200").greeting == TOO_MANY_CONNECTIONS + "\r\n"

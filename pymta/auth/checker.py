@@ -11,10 +11,20 @@ Untrusted input: user names, passwords and digests from the network.
 Hashing runs off the reactor thread (``run_in_thread``, deferToThread by
 default), at most ``hash_concurrency`` at a time. An unknown user is checked
 against a dummy hash of the file's most common scheme, and every failure
-waits the same growing delay (:class:`~pymta.auth.throttle.LoginThrottle`),
-so a client cannot tell an unknown user from a bad password by the reply or
-by its timing. An unreadable file is
+waits the same delay, so a client cannot tell an unknown user from a bad
+password by the reply or by its timing. An unreadable file is
 :class:`~pymta.auth.errors.AuthTemporaryError`.
+
+Every attempt first passes the :class:`~pymta.auth.throttle.LoginThrottle`
+(Dovecot's auth penalty): a client or user that failed recently waits
+before its password is even looked at, right or wrong, and a client with
+too many attempts in progress is refused
+(:class:`~pymta.auth.errors.TooManyLoginAttempts`). One checker serves all
+protocols of a process (:func:`pymta.auth.passdb.shared_checker`), and its
+throttle's table is shared by all processes, so the penalty holds across
+both. Cancelling the Deferred of :meth:`requestAvatarId` (the client hung
+up) withdraws an attempt that still waits; a check already running
+finishes and counts.
 
 Logs: a warning for a password field that cannot be understood (naming the
 user, never the hash); failures are logged by the protocol (Dovecot style).
@@ -34,7 +44,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pymta.auth.errors import AuthTemporaryError
+from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
 from pymta.auth.passwdfile import PasswdEntry, PasswdFile, PasswdFileError
 from pymta.auth.schemes import (
     DEFAULT_SCHEME,
@@ -44,7 +54,7 @@ from pymta.auth.schemes import (
     make_hash,
     verify,
 )
-from pymta.auth.throttle import LoginThrottle
+from pymta.auth.throttle import LoginAttempt, LoginThrottle
 
 _log = Logger(namespace="pymta.auth")
 
@@ -121,29 +131,54 @@ class PasswdFileChecker:
         except UnicodeDecodeError:
             username = ""
         client = getattr(credentials, "client_address", None)
-        keys = [f"user:{username.lower()}"]
-        if client:
-            keys.append(f"rip:{client}")
         try:
-            entry = self.passwd.lookup(username) if username else None
-        except PasswdFileError as e:
-            return defer.fail(AuthTemporaryError(str(e)))
+            attempt = self.throttle.begin(client, username)
+        except TooManyLoginAttempts as e:
+            return defer.fail(e)
 
-        if IUsernamePassword.providedBy(credentials):
-            d = self._check_password(entry, credentials)
-        elif IUsernameHashedPassword.providedBy(credentials):
-            d = self._check_hashed(entry, credentials)
-        else:
-            return defer.fail(UnauthorizedLogin("unsupported credentials"))
+        def check(_: object) -> defer.Deferred[tuple[bool, PasswdEntry | None]]:
+            try:
+                entry = self.passwd.lookup(username) if username else None
+            except PasswdFileError as e:
+                raise AuthTemporaryError(str(e)) from e
+            if IUsernamePassword.providedBy(credentials):
+                d = self._check_password(entry, credentials)
+            elif IUsernameHashedPassword.providedBy(credentials):
+                d = self._check_hashed(entry, credentials)
+            else:
+                raise UnauthorizedLogin("unsupported credentials")
+            return d.addCallback(lambda ok: (ok, entry))
 
-        def done(ok: bool) -> defer.Deferred[bytes | tuple[()]]:
+        def done(result: tuple[bool, PasswdEntry | None]) -> Any:
+            ok, entry = result
             if ok and entry is not None and "nologin" not in entry.extra:
-                self.throttle.succeeded(keys)
-                return defer.succeed(entry.user.encode("utf-8"))
-            delay = self.throttle.failed(keys)
+                attempt.succeeded()
+                return entry.user.encode("utf-8")
+            delay = attempt.failed()
             return task.deferLater(self._clock, delay, _unauthorized)
 
-        return d.addCallback(done)
+        def errored(failure: Failure) -> Failure:
+            attempt.abandoned()
+            return failure
+
+        inner = attempt.ready()
+        inner.addCallback(check)
+        inner.addCallbacks(done, errored)
+        # The caller may cancel (its client hung up): that withdraws an
+        # attempt still waiting for its penalty; a check already running
+        # finishes and counts, its result dropped.
+        outer: defer.Deferred[Any] = defer.Deferred(lambda _: _withdraw(attempt))
+
+        def relay(result: Any) -> None:
+            if outer.called:
+                return  # cancelled meanwhile: nobody waits for the answer
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+        inner.addBoth(relay)
+        return outer
 
     def _check_password(self, entry: PasswdEntry | None, credentials: Any) -> defer.Deferred[bool]:
         try:
@@ -183,6 +218,10 @@ class PasswdFileChecker:
         except PasswdFileError:
             return False
         return bool(entry and entry.password and entry.password.is_clear)
+
+
+def _withdraw(attempt: LoginAttempt) -> None:
+    attempt.cancel_wait()
 
 
 def _unauthorized() -> bytes:

@@ -18,3 +18,8 @@ class MailboxUnavailable(Exception):
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class TooManyLoginAttempts(Exception):
+    """The client has pymta_auth_client_concurrency_limit logins in progress:
+    refused without a check (POP3 ``-ERR [SYS/TEMP]``, IMAP ``NO [UNAVAILABLE]``)."""

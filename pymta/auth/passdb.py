@@ -6,19 +6,34 @@ Parameters (pymta-only, named in main.cf style after Dovecot's settings):
     The password database, ``type:name``. Only ``passwd-file:PATH`` (Dovecot's
     format, see pymta.auth.passwdfile) exists now.
 ``pymta_auth_failure_delay = 2s``, ``pymta_auth_failure_max_delay = 15s``
-    A failed login waits ``pymta_auth_failure_delay`` before its reply; every
-    further failure for the same client address or user doubles that, up to
-    the maximum (Dovecot's auth_failure_delay and anvil's auth penalty).
+    A failed login's reply waits ``pymta_auth_failure_delay`` (Dovecot's
+    auth_failure_delay). A client or user with recent failures waits before
+    its next check, right password or wrong: the delay doubled per recent
+    failure, up to the maximum (Dovecot's auth penalty: 2, 4, 8, 15 s); a
+    penalised client's checks run one at a time, each that long after the
+    previous one (:mod:`pymta.auth.throttle`).
+``pymta_auth_client_concurrency_limit = 10``
+    Login attempts of one client in progress at a time; one more is
+    refused at once with a temporary error.
+``pymta_auth_client_ipv4_prefix_length = 32``, ``pymta_auth_client_ipv6_prefix_length = 64``
+    The network a client address is penalised as (24 makes a whole /24
+    one client).
+
+The penalty table is ``$data_directory/auth_penalty``, shared by every
+reactor process and opened at the first login (after a root master has
+dropped its privileges; :mod:`pymta.auth.penalty`); a process that cannot
+open it logs a warning and keeps its penalties in memory.
 
 The mailbox of a user is found by :class:`~pymta.auth.locate.MailboxLocator`
 (passwd-file ``mail=``/``home``, then ``virtual_mailbox_maps`` under
 ``virtual_mailbox_base``).
 
-Writes nothing. A bad ``pymta_passdb`` value is a ConfigError naming it.
+Writes: the penalty table file. A bad ``pymta_passdb`` value is a ConfigError naming it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from twisted.cred.portal import Portal
@@ -27,6 +42,7 @@ from twisted.internet.interfaces import IReactorTime
 from pymta.auth.checker import PasswdFileChecker, RunInThread
 from pymta.auth.locate import MailboxLocator
 from pymta.auth.passwdfile import PasswdFile
+from pymta.auth.penalty import IPenaltyTable, SharedPenaltyTable
 from pymta.auth.realm import MailRealm
 from pymta.auth.throttle import LoginThrottle
 from pymta.config.config import Config
@@ -35,6 +51,9 @@ from pymta.config.expand import expand
 from pymta.mailstore.interface import IMailStore
 
 PASSDB_DEFAULT = "passwd-file:$config_directory/passwd"
+
+#: The penalty table's file name under data_directory.
+PENALTY_FILE = "auth_penalty"
 
 
 def config_value(config: Config, name: str, default: str) -> str:
@@ -59,14 +78,38 @@ def passwd_path(config: Config) -> str:
     return path
 
 
+def throttle_from_config(
+    config: Config, clock: IReactorTime, table: IPenaltyTable | None = None
+) -> LoginThrottle:
+    """The login throttle of the ``pymta_auth_*`` parameters (memory table by default)."""
+    base = config.get_time("pymta_auth_failure_delay")
+    cap = config.get_time("pymta_auth_failure_max_delay")
+    return LoginThrottle(
+        clock,
+        base=base,
+        cap=max(base, cap),
+        table=table,
+        concurrency_limit=max(1, config.get_int("pymta_auth_client_concurrency_limit")),
+        ipv4_prefix=min(32, max(0, config.get_int("pymta_auth_client_ipv4_prefix_length"))),
+        ipv6_prefix=min(128, max(0, config.get_int("pymta_auth_client_ipv6_prefix_length"))),
+    )
+
+
+def penalty_table(config: Config) -> IPenaltyTable:
+    """The penalty table file under ``data_directory``, shared by all processes
+    (opened at the first login; in memory, with a warning, if it cannot be)."""
+    return SharedPenaltyTable(os.path.join(config.get("data_directory"), PENALTY_FILE))
+
+
 def checker_from_config(
-    config: Config, clock: IReactorTime, run_in_thread: RunInThread | None = None
+    config: Config,
+    clock: IReactorTime,
+    run_in_thread: RunInThread | None = None,
+    table: IPenaltyTable | None = None,
 ) -> PasswdFileChecker:
     """The passwd-file checker of ``pymta_passdb`` (one per process, shared by protocols)."""
     passwd = PasswdFile(passwd_path(config), clock)
-    base = config.get_time("pymta_auth_failure_delay")
-    cap = config.get_time("pymta_auth_failure_max_delay")
-    throttle = LoginThrottle(clock, base=base, cap=max(base, cap))
+    throttle = throttle_from_config(config, clock, table)
     return PasswdFileChecker(passwd, clock, throttle=throttle, run_in_thread=run_in_thread)
 
 
@@ -75,11 +118,12 @@ _shared: dict[str, PasswdFileChecker] = {}
 
 def shared_checker(config: Config, clock: IReactorTime) -> PasswdFileChecker:
     """One checker per passwd-file in this process, so POP3, IMAP and SMTP AUTH
-    share one failure throttle (Dovecot's single auth process)."""
+    share one throttle (Dovecot's single auth process); its penalty table is
+    the file every process of this pymta shares."""
     path = passwd_path(config)
     checker = _shared.get(path)
     if checker is None:
-        checker = checker_from_config(config, clock)
+        checker = checker_from_config(config, clock, table=penalty_table(config))
         _shared[path] = checker
     return checker
 

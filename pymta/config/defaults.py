@@ -383,6 +383,12 @@ _PARAMS: list[Param] = [
         "pymta: reactor processes sharing the listening sockets and the queue (0: one per CPU)",
     ),
     _p(
+        "pymta_listen_backlog",
+        "0",
+        "int",
+        "pymta: listen queue of an inet service (0: the kernel's net.core.somaxconn)",
+    ),
+    _p(
         "pymta_tls_create_self_signed",
         "no",
         "bool",
@@ -398,9 +404,32 @@ _PARAMS: list[Param] = [
         "pymta_auth_failure_delay",
         "2s",
         "time",
-        "pymta: first delay after a failed login, doubled per failure per client and user",
+        "pymta: delay of a failed login's reply, and the first penalty before the next check",
     ),
-    _p("pymta_auth_failure_max_delay", "15s", "time", "pymta: longest delay after failed logins"),
+    _p(
+        "pymta_auth_failure_max_delay",
+        "15s",
+        "time",
+        "pymta: longest penalty before the next check of a client or user that failed",
+    ),
+    _p(
+        "pymta_auth_client_concurrency_limit",
+        "10",
+        "int",
+        "pymta: login attempts of one client in progress at a time; more are refused",
+    ),
+    _p(
+        "pymta_auth_client_ipv4_prefix_length",
+        "32",
+        "int",
+        "pymta: the IPv4 network a client counts as for login penalties",
+    ),
+    _p(
+        "pymta_auth_client_ipv6_prefix_length",
+        "64",
+        "int",
+        "pymta: the IPv6 network a client counts as for login penalties",
+    ),
     _p("pop3d_timeout", "600s", "time", "pymta: idle time before pop3d disconnects"),
     _p("pop3d_enable_apop", "no", "bool", "pymta: offer APOP (works only for PLAIN/CLEAR users)"),
     _p(
@@ -479,6 +508,18 @@ _PARAMS: list[Param] = [
         "$message_size_limit",
         "int",
         "pymta: largest IMAP literal (APPEND message), refused before it is read",
+    ),
+    _p(
+        "imapd_max_login_ip_connections",
+        "20",
+        "int",
+        "pymta: connections not logged in yet from one client address (0: no limit)",
+    ),
+    _p(
+        "pop3d_max_login_ip_connections",
+        "20",
+        "int",
+        "pymta: connections not logged in yet from one client address (0: no limit)",
     ),
     _p(
         "imapd_auth_attempt_limit",

@@ -28,6 +28,7 @@ from pymta.imap.scan import ScanGate, scan_thread_runner
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.watchers import WatcherPool
 from pymta.netmatch import NetworkList
+from pymta.preauth import PreauthConnections
 
 
 class IMAPServerFactory(ServerFactory):
@@ -55,6 +56,7 @@ class IMAPServerFactory(ServerFactory):
         self.clock = clock
         self.trusted_networks = trusted_networks
         self.watchers = watchers if watchers is not None else WatcherPool(clock)
+        self.preauth = PreauthConnections(settings.max_login_ip_connections)
         self.random_bytes = random_bytes
         self.pid = os.getpid() if pid is None else pid
         self.logger = logger if logger is not None else imaplog.log
@@ -84,6 +86,7 @@ class IMAPServerFactory(ServerFactory):
             run_in_thread=self.run_in_thread,
             scan_in_thread=self.scan_in_thread,
             scan_gate=self.scan_gate,
+            preauth=self.preauth,
         )
         protocol.factory = self
         return protocol

@@ -60,7 +60,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymta.auth.credentials import PasswordCredentials
-from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
+from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
@@ -85,6 +85,7 @@ from pymta.mailstore.interface import IUserMailbox, not_writable
 from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
+from pymta.preauth import PreauthConnections
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -148,8 +149,13 @@ class IMAPServer(Protocol):
         run_in_thread: ThreadRunner | None = None,
         scan_in_thread: ThreadRunner | None = None,
         scan_gate: ScanGate | None = None,
+        preauth: PreauthConnections | None = None,
     ) -> None:
         self.settings = settings
+        # Connections not logged in yet per client (imapd_max_login_ip_connections).
+        self.preauth = preauth
+        self._preauth_counted = False
+        self._refused = False
         # Runs file reads off the reactor thread (pymta.imap.prefetch);
         # None keeps everything in the calling thread.
         self.run_in_thread = run_in_thread
@@ -204,6 +210,7 @@ class IMAPServer(Protocol):
         self._idle_tag: bytes | None = None
         self._timer: IDelayedCall | None = None
         self._logout: Callable[[], None] | None = None
+        self._login_d: Deferred[Any] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
         self._login_error = "auth failed"
@@ -223,20 +230,37 @@ class IMAPServer(Protocol):
             self.tls_active,
         )
         self._connected_at = self.clock.seconds()
+        if self.preauth is not None:
+            if not self.preauth.admit(self.info.rip):
+                # A client holding many connections before login (slowloris):
+                # this one gets BYE instead of the greeting (RFC 3501 7.1.5).
+                self._refused = True
+                self.send(b"* BYE Too many connections from your address, try later.\r\n")
+                self.close()
+                return
+            self._preauth_counted = True
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._timer = self.clock.callLater(self.settings.login_timeout, self._timed_out)
         caps = " ".join(self.capabilities()).encode("ascii")
         self.send(b"* OK [CAPABILITY " + caps + b"] pymta ready.\r\n")
         self.flush()
 
+    def _leave_preauth(self) -> None:
+        if self._preauth_counted and self.preauth is not None:
+            self._preauth_counted = False
+            self.preauth.release(self.info.rip)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._leave_preauth()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         if self.state == NOT_AUTHENTICATED:
             secs = int(self.clock.seconds() - self._connected_at)
-            if self.auth_attempts:
+            if self._refused:
+                why = "too many connections from this address"
+            elif self.auth_attempts:
                 why = f"{self._login_error}, {self.auth_attempts} attempts in {secs} secs"
             else:
                 why = f"no auth attempts in {secs} secs"
@@ -245,6 +269,10 @@ class IMAPServer(Protocol):
             imaplog.logout(self.log, self.info, self.user, self._end_reason, self.counters)
         self.unselect()
         self.state = LOGOUT
+        if self._login_d is not None:
+            # A login still waiting for its penalty is withdrawn.
+            login_d, self._login_d = self._login_d, None
+            login_d.cancel()
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
@@ -612,11 +640,13 @@ class IMAPServer(Protocol):
         self._busy = True
         creds = PasswordCredentials(user, password, self.info.rip, "imap")
         d = self.portal.login(creds, None, IMailAccount)
+        self._login_d = d
         d.addCallbacks(self._logged_in, self._login_failed, callbackArgs=(tag,), errbackArgs=(tag,))
         d.addErrback(self._login_unexpected, tag)
         d.addBoth(self._login_done)
 
     def _logged_in(self, result: tuple[Any, Any, Callable[[], None]], tag: bytes) -> None:
+        self._login_d = None  # authenticated: nothing left to withdraw
         _, account, logout = result
         if self._lost:
             logout()
@@ -625,6 +655,7 @@ class IMAPServer(Protocol):
         self.user = account.user
         self.mailbox = account.mailbox
         self.state = AUTHENTICATED
+        self._leave_preauth()
         self.reader.line_limit = self.settings.line_length_limit
         self.reader.literal_limit = self.settings.max_literal_size
         self.reader.command_limit = self.settings.command_limit
@@ -640,6 +671,9 @@ class IMAPServer(Protocol):
         self._login_error = "auth failed"
         if failure.check(UnauthorizedLogin):
             self.no(tag, b"[AUTHENTICATIONFAILED] Authentication failed.")
+        elif failure.check(TooManyLoginAttempts):
+            self._login_error = "too many login attempts"
+            self.no(tag, b"[UNAVAILABLE] Too many login attempts from your address, try later.")
         elif failure.check(AuthTemporaryError):
             self.log.error("imap-login: passdb: {error}", error=failure.value)
             self.no(tag, b"[UNAVAILABLE] Temporary authentication failure.")
@@ -660,6 +694,7 @@ class IMAPServer(Protocol):
 
     def _login_done(self, _: object) -> None:
         self._busy = False
+        self._login_d = None
         if not self._lost:
             self.flush()
             self._process()

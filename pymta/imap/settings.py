@@ -22,6 +22,10 @@
     IMAPS (port 993): TLS from the first byte; STARTTLS is not offered.
 ``imapd_auth_attempt_limit`` (3)
     Failed logins in one session before it is closed.
+``imapd_max_login_ip_connections`` (20)
+    Connections from one client address (IPv6: its /64) that have not
+    logged in yet; one more gets ``* BYE`` instead of the greeting and is
+    closed (pymta.preauth). 0: no limit.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class IMAPSettings:
     max_literal_size: int = 50 * 1024 * 1024
     tls_required: bool = False
     auth_attempt_limit: int = 3
+    max_login_ip_connections: int = 20  # connections before login per client; 0: no limit
     hostname: str = "localhost"
 
     @property
@@ -73,5 +78,6 @@ class IMAPSettings:
             max_literal_size=max(1024, _int(config, "imapd_max_literal_size", 50 * 1024 * 1024)),
             tls_required=level == "encrypt",
             auth_attempt_limit=max(1, _int(config, "imapd_auth_attempt_limit", 3)),
+            max_login_ip_connections=max(0, _int(config, "imapd_max_login_ip_connections", 20)),
             hostname=config.get("myhostname"),
         )

@@ -33,6 +33,7 @@ from pymta.netmatch import NetworkList
 from pymta.pop3 import log as pop3log
 from pymta.pop3.protocol import Blocking, POP3Server
 from pymta.pop3.settings import POP3Settings
+from pymta.preauth import PreauthConnections
 
 
 def in_thread_pool(reactor: Any) -> Blocking:
@@ -79,6 +80,7 @@ class POP3ServerFactory(ServerFactory):
         if blocking is None and self.settings.store_threads and IReactorThreads.providedBy(clock):
             blocking = in_thread_pool(clock)
         self.blocking = blocking
+        self.preauth = PreauthConnections(self.settings.max_login_ip_connections)
 
     def buildProtocol(self, addr: IAddress | None) -> POP3Server:
         protocol = POP3Server(
@@ -91,6 +93,7 @@ class POP3ServerFactory(ServerFactory):
             pid=self.pid,
             logger=self.logger,
             blocking=self.blocking,
+            preauth=self.preauth,
         )
         protocol.factory = self
         return protocol

@@ -51,7 +51,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.auth.credentials import APOPCredentials, PasswordCredentials
-from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
+from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.mailstore.interface import (
     IFolder,
@@ -65,6 +65,7 @@ from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
 from pymta.pop3.settings import POP3Settings
 from pymta.pop3.wire import TERMINATOR, to_wire, top
+from pymta.preauth import PreauthConnections
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -77,6 +78,8 @@ PLAINTEXT_DISALLOWED = (
 )
 TLS_REQUIRED = "-ERR [AUTH] TLS is required before login."
 TEMP_FAILURE = "-ERR [SYS/TEMP] Temporary authentication failure."
+TOO_MANY_CONNECTIONS = "-ERR [SYS/TEMP] Too many connections from your address, try later."
+TOO_MANY_ATTEMPTS = "-ERR [SYS/TEMP] Too many login attempts from your address, try later."
 INTERNAL_ERROR = (
     "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
 )
@@ -123,8 +126,13 @@ class POP3Server(Protocol):
         pid: int = 0,
         logger: Logger | None = None,
         blocking: Blocking | None = None,
+        preauth: PreauthConnections | None = None,
     ) -> None:
         self.settings = settings
+        # Connections not logged in yet per client (pop3d_max_login_ip_connections).
+        self.preauth = preauth
+        self._preauth_counted = False
+        self._refused = False
         self._blocking: Blocking = blocking if blocking is not None else run_here
         self.portal = portal
         self.clock = clock
@@ -155,6 +163,7 @@ class POP3Server(Protocol):
         self._lock: IFolderLock | None = None
         self._committing = False  # the UPDATE state is at work on the folder
         self._logout: Callable[[], None] | None = None
+        self._login_d: Deferred[Any] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
         self._login_error = "auth failed"  # what the last login attempt ran into
@@ -171,6 +180,14 @@ class POP3Server(Protocol):
         self.tls_active = interfaces.ISSLTransport.providedBy(self.transport)
         self.info = pop3log.SessionInfo(rip, lip, self.pid, session, self.tls_active)
         self._connected_at = self.clock.seconds()
+        if self.preauth is not None:
+            if not self.preauth.admit(rip):
+                # A client holding many connections before login (slowloris).
+                self._refused = True
+                self._reply(TOO_MANY_CONNECTIONS)
+                self._close()
+                return
+            self._preauth_counted = True
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._timer = self.clock.callLater(self.settings.timeout, self._idle)
         greeting = "+OK pymta ready."
@@ -181,8 +198,14 @@ class POP3Server(Protocol):
             greeting += " " + stamp
         self._reply(greeting)
 
+    def _leave_preauth(self) -> None:
+        if self._preauth_counted and self.preauth is not None:
+            self._preauth_counted = False
+            self.preauth.release(self.info.rip)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
+        self._leave_preauth()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -190,6 +213,10 @@ class POP3Server(Protocol):
             self._log_login_disconnect()
         else:
             self._log_logout()
+        if self._login_d is not None:
+            # A login still waiting for its penalty is withdrawn.
+            login_d, self._login_d = self._login_d, None
+            login_d.cancel()
         self._release()
 
     def _release(self) -> None:
@@ -516,11 +543,13 @@ class POP3Server(Protocol):
         self.method = method
         self._busy = True
         d = self.portal.login(credentials, None, IMailAccount)
+        self._login_d = d
         d.addCallbacks(self._logged_in, self._login_failed)
         d.addErrback(self._unexpected)
         d.addBoth(self._login_done)
 
     def _logged_in(self, result: tuple[Any, Any, Callable[[], None]]) -> Deferred[None] | None:
+        self._login_d = None  # authenticated: nothing left to withdraw
         _, account, logout = result
         if self._lost:
             logout()
@@ -568,6 +597,7 @@ class POP3Server(Protocol):
             return
         self.maildrop = Maildrop(inbox, messages)
         self.state = TRANSACTION
+        self._leave_preauth()
         pop3log.login(self.log, self.info, self.user, self.method)
         self._reply("+OK Logged in.")
 
@@ -577,6 +607,9 @@ class POP3Server(Protocol):
         self._login_error = "auth failed"
         if failure.check(UnauthorizedLogin):
             self._reply(AUTH_FAILED)
+        elif failure.check(TooManyLoginAttempts):
+            self._login_error = "too many login attempts"
+            self._reply(TOO_MANY_ATTEMPTS)
         elif failure.check(AuthTemporaryError):
             self.log.error("pop3-login: passdb: {error}", error=failure.value)
             self._reply(TEMP_FAILURE)
@@ -599,12 +632,15 @@ class POP3Server(Protocol):
 
     def _login_done(self, _: object) -> None:
         self._busy = False
+        self._login_d = None
         if not self._lost:
             self._process()
 
     def _log_login_disconnect(self) -> None:
         secs = int(self.clock.seconds() - self._connected_at)
-        if self.auth_attempts:
+        if self._refused:
+            reason = "too many connections from this address"
+        elif self.auth_attempts:
             reason = f"{self._login_error}, {self.auth_attempts} attempts in {secs} secs"
         else:
             reason = f"no auth attempts in {secs} secs"

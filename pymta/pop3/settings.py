@@ -21,6 +21,10 @@
 ``pop3d_enable_apop`` (no)
     Offer APOP (a banner timestamp). Only users whose password is stored
     PLAIN/CLEAR can use it.
+``pop3d_max_login_ip_connections`` (20)
+    Connections from one client address (IPv6: its /64) that have not
+    logged in yet; one more gets ``-ERR [SYS/TEMP]`` instead of the
+    greeting and is closed (pymta.preauth). 0: no limit.
 ``pop3d_auth_attempt_limit`` (3)
     Failed logins in one session before it is closed.
 ``pop3d_no_flag_updates`` (no)
@@ -77,6 +81,7 @@ class POP3Settings:
     mark_seen: bool = True  # \\Seen for messages sent whole, at QUIT
     claim_recent: bool = True  # move what was shown out of new/ at the end
     store_threads: bool = False  # slow store calls in the reactor's thread pool
+    max_login_ip_connections: int = 20  # connections before login per client; 0: no limit
     hostname: str = "localhost"
 
     @classmethod
@@ -98,5 +103,6 @@ class POP3Settings:
             mark_seen=not no_flag_updates,
             claim_recent=not no_flag_updates,
             store_threads=_get(config, "pop3d_store_threads").strip().lower() in _YES,
+            max_login_ip_connections=max(0, config.get_int("pop3d_max_login_ip_connections")),
             hostname=config.get("myhostname"),
         )
