@@ -272,3 +272,47 @@ def test_decode_plain_and_settings() -> None:
     config = Config.from_text("smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n")
     with pytest.raises(ConfigError, match="smtpd_sasl_type = dovecot is not implemented"):
         SaslSettings.from_config(config)
+
+
+class HeldChecker:
+    """A cred checker whose answers the test gives: each check's Deferred
+    is kept, and its cancellation recorded."""
+
+    credentialInterfaces = ()
+
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred[bytes]] = []
+        self.cancelled = 0
+
+    def requestAvatarId(self, credentials: object) -> defer.Deferred[bytes]:
+        def cancel(_d: defer.Deferred[bytes]) -> None:
+            self.cancelled += 1
+
+        d: defer.Deferred[bytes] = defer.Deferred(cancel)
+        self.pending.append(d)
+        return d
+
+
+def test_a_client_that_leaves_withdraws_its_waiting_check(clock: Clock) -> None:
+    """A hang-up while the password check waits (its penalty) cancels the
+    check, so the client's turn goes back to its other attempts."""
+    checker = HeldChecker()
+    h = SMTPHarness(RELAY_CONFIG + "smtpd_tls_auth_only = no\n", checker=checker, clock=clock)  # type: ignore[arg-type]
+    h.send(EHLO)
+    assert h.send(f"AUTH PLAIN {_plain('alice@example.test', 'x')}\n") == []
+    h.protocol.connectionLost(None)
+    assert checker.cancelled == 1
+
+
+def test_too_many_attempts_is_a_temporary_refusal(clock: Clock) -> None:
+    """pymta_auth_client_concurrency_limit's refusal is 454 4.7.0, not 535."""
+    from twisted.python.failure import Failure
+
+    from pymta.auth.errors import TooManyLoginAttempts
+
+    checker = HeldChecker()
+    h = SMTPHarness(RELAY_CONFIG + "smtpd_tls_auth_only = no\n", checker=checker, clock=clock)  # type: ignore[arg-type]
+    h.send(EHLO)
+    h.send(f"AUTH PLAIN {_plain('alice@example.test', 'x')}\n")
+    checker.pending[0].errback(Failure(TooManyLoginAttempts()))
+    assert h.take() == ["454 4.7.0 Too many authentication attempts from your address, try later"]

@@ -62,7 +62,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, LogLevel
@@ -70,7 +70,7 @@ from twisted.python.failure import Failure
 
 from pymta.address import AddressError, parse_esmtp_params, parse_path
 from pymta.auth.credentials import PasswordCredentials
-from pymta.auth.errors import AuthTemporaryError
+from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
 from pymta.cleanup.interface import CleanupRejected
 from pymta.maillog import maillog
 from pymta.output import quick_ack, send
@@ -129,6 +129,7 @@ R_QUEUE_ERROR = b"451 4.3.0 Error: queue file write error\r\n"
 R_AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
 R_AUTH_FAILED = b"535 5.7.8 Error: authentication failed: authentication failure\r\n"
 R_AUTH_TEMPORARY = b"454 4.7.0 Temporary authentication failure\r\n"
+R_AUTH_TOO_MANY = b"454 4.7.0 Too many authentication attempts from your address, try later\r\n"
 R_AUTH_DISABLED = b"503 5.5.1 Error: authentication not enabled\r\n"
 R_AUTH_TWICE = b"503 5.5.1 Error: already authenticated\r\n"
 R_AUTH_IN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
@@ -217,8 +218,10 @@ class SMTPServerProtocol(Protocol):
         self._tarpit = False
         self._tarpit_active = False
         self._counted_connection = ""
-        # The AUTH exchange waiting for the client's next line, if any.
+        # The AUTH exchange waiting for the client's next line, if any, and
+        # the password check in progress (withdrawn if the client leaves).
         self._sasl: SaslExchange | None = None
+        self._auth_check: Deferred[Any] | None = None
 
     # -- connection -------------------------------------------------------------
 
@@ -294,6 +297,11 @@ class SMTPServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._connected = False
+        if self._auth_check is not None:
+            # A login still waiting for its penalty is withdrawn (its turn
+            # goes back to the client's other attempts).
+            check, self._auth_check = self._auth_check, None
+            check.cancel()
         if self._counted_connection:
             connections = self.factory.connections
             left = connections.get(self._counted_connection, 1) - 1
@@ -884,7 +892,7 @@ class SMTPServerProtocol(Protocol):
         assert f.checker is not None
         credentials = PasswordCredentials(step.username, step.password, s.client_address, "smtp")
         self._paused = True
-        d = maybeDeferred(f.checker.requestAvatarId, credentials)
+        d = self._auth_check = maybeDeferred(f.checker.requestAvatarId, credentials)
 
         def succeeded(_avatar_id: object) -> None:
             # Counted good only now (_command leaves AUTH to the exchange).
@@ -894,15 +902,25 @@ class SMTPServerProtocol(Protocol):
             self._reply(R_AUTH_OK)
 
         def failed(failure: Failure) -> None:
+            if failure.check(CancelledError):
+                return  # withdrawn: the client left while its penalty ran
             if failure.check(UnauthorizedLogin):
                 self._auth_failed(R_AUTH_FAILED, step.mechanism, "authentication failure")
+                return
+            if failure.check(TooManyLoginAttempts):
+                # pymta_auth_client_concurrency_limit: refused without a check.
+                self._auth_failed(R_AUTH_TOO_MANY, step.mechanism, "too many login attempts")
                 return
             if not failure.check(AuthTemporaryError):
                 _log.failure("smtpd: unexpected error checking a password", failure)
             self._auth_failed(R_AUTH_TEMPORARY, step.mechanism, "temporary failure")
 
+        def done(_: object) -> None:
+            self._auth_check = None
+            self._resume()
+
         d.addCallbacks(succeeded, failed)
-        d.addBoth(lambda _: self._resume())
+        d.addBoth(done)
 
     def _auth_failed(self, reply: bytes, mechanism: str, why: str) -> None:
         """A failed AUTH: its reply, an error for the limits, and Postfix's
