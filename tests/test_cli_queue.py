@@ -142,7 +142,8 @@ def test_postsuper_delete(
 def test_postsuper_hold_release_requeue(
     setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """-h moves to hold, -H releases to deferred (due now), -r moves back to incoming."""
+    """-h moves to hold, -H releases to deferred (due now), -r makes it due
+    now in deferred/ (the queue manager resolves it again when it takes it)."""
     config_dir, store = setup
     qid = _put(store, "a@x", ["b@y"], 1, "deferred")
     assert run_postsuper(["-h", qid], config_dir) == 0
@@ -151,8 +152,11 @@ def test_postsuper_hold_release_requeue(
     assert run_postsuper(["-H", "ALL"], config_dir) == 0
     assert store.find(qid) == "deferred"
     assert "Released from hold: 1 message" in capsys.readouterr().err
+    store.set_next_attempt(qid, T + 10**9)
+    assert run_postsuper(["-h", qid], config_dir) == 0
     assert run_postsuper(["-r", qid], config_dir) == 0
-    assert store.find(qid) == "incoming"
+    assert store.find(qid) == "deferred"
+    assert store.next_attempt(qid) < T + 10**9
     assert "Requeued: 1 message" in capsys.readouterr().err
 
 
@@ -199,3 +203,128 @@ def test_postqueue_f_and_flush_write_the_trigger(
         os.close(fd)
     assert run_flush(["-c", config_dir], "") == 1
     assert "mail system is down" in capsys.readouterr().err
+
+
+def _with_fifo(store: FileQueueStore) -> int:
+    """The FIFO a running server holds open; returns its read end."""
+    import os
+
+    from pymta.qmgr.trigger import fifo_path
+
+    path = fifo_path(store.directory)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.mkfifo(path)
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+
+def test_postsuper_requeue_wakes_a_running_queue_manager_and_logs(
+    setup: tuple[str, FileQueueStore], tmp_path: Path
+) -> None:
+    """postsuper -r on a running server writes W to its FIFO (the queue
+    manager takes due deferred mail at once), and every action is a mail
+    log line in maillog_file, as Postfix's postsuper logs through syslog."""
+    import os
+
+    config_dir, store = setup
+    maillog = tmp_path / "maillog"
+    main_cf = Path(config_dir) / "main.cf"
+    main_cf.write_text(main_cf.read_text() + f"maillog_file = {maillog}\n")
+    qid = _put(store, "a@x", ["b@y"], 1, "hold")
+    other = _put(store, "a@x", ["b@y"], 1, "deferred")
+    fd = _with_fifo(store)
+    try:
+        assert run_postsuper(["-r", qid, "-d", other], config_dir) == 0
+        assert os.read(fd, 100) == b"W"
+    finally:
+        os.close(fd)
+    lines = maillog.read_text().splitlines()
+    assert lines[0].endswith(f"postfix/postsuper[{os.getpid()}]: {qid}: requeued")
+    assert lines[1].endswith(f": {other}: removed")
+
+
+def test_postqueue_i_makes_one_message_due_now(
+    setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """postqueue -i QID makes that deferred message due and wakes the queue
+    manager; an id not in deferred/ is an error."""
+    import os
+
+    config_dir, store = setup
+    qid = _put(store, "a@x", ["b@y"], 1, "deferred")
+    store.set_next_attempt(qid, T + 10**9)
+    assert run_postqueue(["-i", qid], config_dir) == 1  # no server running
+    assert "mail system is down" in capsys.readouterr().err
+    fd = _with_fifo(store)
+    try:
+        assert run_postqueue(["-i", qid], config_dir) == 0
+        assert os.read(fd, 100) == b"W"
+    finally:
+        os.close(fd)
+    assert store.next_attempt(qid) < T + 10**9
+    held = _put(store, "a@x", ["b@y"], 1, "hold")
+    assert run_postqueue(["-i", held], config_dir) == 1
+    assert "no such message in the deferred queue" in capsys.readouterr().err
+
+
+def test_mailq_pads_the_day_with_a_space(setup: tuple[str, FileQueueStore]) -> None:
+    """Arrival times read 'Dec  7' as Postfix's showq prints them, not 'Dec 07'."""
+    _, store = setup
+    qid = store.new_queue_id()
+    moment = datetime.datetime(2026, 12, 7, 9, 5, 1, tzinfo=datetime.UTC).timestamp()
+    store.enqueue(Envelope("a@x", [Recipient("b@y")], moment), b"x", qid)
+    text = format_mailq(list(scan(store)), datetime.UTC)
+    assert "Mon Dec  7 09:05:01" in text
+
+
+def test_postcat_shows_envelope_header_and_body(
+    setup: tuple[str, FileQueueStore], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """postcat -q ID prints Postfix's sections; -e, -h and -b pick them;
+    a bad id or an unknown message is an error, not a traceback."""
+    from pymta.cli.postcat import run as run_postcat
+
+    config_dir, store = setup
+    qid = store.new_queue_id()
+    envelope = Envelope(
+        "a@x",
+        [Recipient("b@y", "B@Y"), Recipient("c@y", done=True)],
+        T,
+        {"client_address": "192.0.2.1"},
+    )
+    store.enqueue(envelope, b"Subject: hi\nFrom: a@x\n\nhello\nworld\n", qid)
+    assert run_postcat(["-q", qid], config_dir) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"*** ENVELOPE RECORDS incoming/{qid} ***\n")
+    assert "sender: a@x\n" in out
+    assert "named_attribute: client_address=192.0.2.1\n" in out
+    assert "original_recipient: B@Y\nrecipient: b@y\n" in out
+    assert "done_recipient: c@y\n" in out
+    assert (
+        f"*** MESSAGE CONTENTS incoming/{qid} ***\nSubject: hi\nFrom: a@x\n\nhello\nworld\n" in out
+    )
+    assert out.endswith(f"*** MESSAGE FILE END incoming/{qid} ***\n")
+    assert run_postcat(["-b", "-q", qid], config_dir) == 0
+    out = capsys.readouterr().out
+    assert "Subject" not in out and "hello\nworld" in out and "ENVELOPE" not in out
+    assert run_postcat(["-q", "../../etc/passwd"], config_dir) == 1
+    assert "invalid mail queue id" in capsys.readouterr().err
+    assert run_postcat(["-q", "ABCDEF12345"], config_dir) == 1
+
+
+def test_postsuper_requeue_on_a_running_server_delivers(tmp_path: Path) -> None:
+    """A held message requeued with postsuper -r while the server runs is
+    delivered at once (the wake-up), not at the next start."""
+    from tests.harness import PymtaServer
+
+    with PymtaServer(tmp_path) as server:
+        server.start()
+        store = FileQueueStore(str(tmp_path / "spool"), ImmediateSyncBarrier())
+        qid = store.new_queue_id()
+        envelope = Envelope("a@client.test", [Recipient("alice@example.test")], T)
+        store.enqueue(envelope, b"Subject: held\n\nbody\n", qid)
+        store.move(qid, "incoming", "hold")
+        assert run_postsuper(["-r", qid], str(server.config_dir)) == 0
+        server.wait_for_log(rf"{qid}: removed")
+        (message,) = server.messages("alice")
+        assert b"Subject: held" in message
+        server.stop()

@@ -39,6 +39,7 @@ COMMAND_TABLE: dict[str, str] = {
     "postqueue": "pymta.cli.queue:run_postqueue",
     "postsuper": "pymta.cli.queue:run_postsuper",
     "flush": "pymta.cli.queue:run_flush",
+    "postcat": "pymta.cli.postcat:run",
     "passwd": "pymta.cli.passwd:run",
     "check": "pymta.cli.main:run_check",
 }
@@ -53,6 +54,7 @@ SUMMARY: dict[str, str] = {
     "postqueue": "list or flush the mail queue",
     "postsuper": "delete, hold, release or requeue queued mail",
     "flush": "retry all deferred mail now (postqueue -f)",
+    "postcat": "show a queued message (envelope, header, body)",
     "passwd": "make or update a passwd-file entry",
     "check": "check main.cf and master.cf (like 'postfix check')",
 }

@@ -6,7 +6,12 @@ running queue manager to retry all deferred mail now by writing ``F`` to
 its FIFO ``$queue_directory/public/qmgr``, see :mod:`pymta.qmgr.trigger`)
 and postsuper(1) (``-d``, ``-h``,
 ``-H``, ``-r`` with a queue id, ``-`` for ids on stdin, or ``ALL``
-optionally followed by a queue name). Each takes ``-c DIR``.
+optionally followed by a queue name). Each takes ``-c DIR``. ``postqueue
+-i ID`` makes one deferred message due now. ``-r`` and ``-H`` put the
+message in deferred/, due now, and wake a running queue manager through
+the FIFO (``W``), which resolves its recipients again when it takes it;
+every postsuper action is a mail log line (``QID: requeued``) in
+``maillog_file`` (:mod:`pymta.cli.maillog`).
 
 The queue directory is main.cf's queue_directory; a relative path is taken
 relative to the current directory (pymta's embedded default). These
@@ -34,9 +39,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from pymta.cli.maillog import mail_events_to_log
 from pymta.config import Config
 from pymta.maillog import maillog
-from pymta.qmgr.trigger import FLUSH, send_trigger
+from pymta.qmgr.trigger import FLUSH, WAKEUP, send_trigger
 from pymta.queue.interface import QueueFileError
 from pymta.queue.qid import is_queue_id
 from pymta.queue.store import FileQueueStore
@@ -106,7 +112,8 @@ def format_mailq(messages: list[QueuedMessage], tz: datetime.tzinfo | None = Non
             moment = datetime.datetime.fromtimestamp(m.arrival_time)
         else:
             moment = datetime.datetime.fromtimestamp(m.arrival_time, tz)
-        arrival = moment.strftime("%a %b %d %H:%M:%S")
+        # Postfix's showq: the day of the month padded with a space ("Dec  7").
+        arrival = moment.strftime("%a %b %e %H:%M:%S")
         ident = m.queue_id + marks.get(m.queue_name, "")
         sender = m.sender or "MAILER-DAEMON"
         lines.append(f"{ident:<{width}}{m.size:>8} {arrival:>19}  {sender}")
@@ -186,6 +193,30 @@ def flush(config_dir: str) -> None:
         raise Fatal(f"Cannot flush mail queue: {e.strerror}") from None
 
 
+def deliver_now(store: FileQueueStore, queue_ids: list[str]) -> None:
+    """``postqueue -i``: make these deferred messages due now and wake the
+    queue manager (Postfix asks its flush service for the same)."""
+    for qid in queue_ids:
+        if not is_queue_id(qid):
+            raise Fatal(f"invalid mail queue id: {qid}")
+        if store.find(qid) != "deferred":
+            raise Fatal(f"{qid}: no such message in the deferred queue")
+        store.set_next_attempt(qid, time.time())
+    try:
+        send_trigger(store.directory, WAKEUP)
+    except (ConnectionRefusedError, FileNotFoundError):
+        raise Fatal("Cannot flush mail queue - mail system is down") from None
+
+
+def wake_up(queue_directory: str) -> None:
+    """Tell a running queue manager that deferred mail is due now; nothing
+    when none runs (it scans deferred/ when it starts)."""
+    try:
+        send_trigger(queue_directory, WAKEUP)
+    except OSError:
+        pass
+
+
 def run_flush(args: list[str], config_dir: str) -> int:
     """``pymta flush``: the same as ``postqueue -f``."""
     try:
@@ -201,12 +232,15 @@ def run_flush(args: list[str], config_dir: str) -> int:
 def run_postqueue(args: list[str], config_dir: str) -> int:
     """``pymta postqueue -p`` (listing), ``-j`` (JSON lines) or ``-f`` (flush)."""
     try:
-        opts, _, config_dir = _config_dir(args, config_dir, "c:pjf")
+        opts, _, config_dir = _config_dir(args, config_dir, "c:pjfi:")
         modes = {opt for opt, _ in opts}
         if len(modes) != 1:
-            raise Fatal("usage: postqueue [-c config_dir] -p | -j | -f")
+            raise Fatal("usage: postqueue [-c config_dir] -p | -j | -f | -i queue_id")
         if "-f" in modes:
             flush(config_dir)
+            return 0
+        if "-i" in modes:
+            deliver_now(open_store(config_dir), [v for o, v in opts if o == "-i"])
             return 0
         store = open_store(config_dir)
         messages = list(scan(store))
@@ -264,8 +298,11 @@ def _apply(store: FileQueueStore, action: str, qid: str, queue: str, now: float)
             store.set_next_attempt(qid, now)
             maillog("postsuper", f"{qid}: released from hold")
         else:
-            if queue != "incoming":
-                store.move(qid, queue, "incoming")
+            # Due now in deferred/: a running queue manager takes it at the
+            # wake-up postsuper sends (or its next scan), a stopped one at
+            # its start. Recipients are resolved again when it is taken.
+            if queue != "deferred":
+                store.move(qid, queue, "deferred")
             store.set_next_attempt(qid, now)
             maillog("postsuper", f"{qid}: requeued")
     except FileNotFoundError:
@@ -285,16 +322,19 @@ def run_postsuper(args: list[str], config_dir: str) -> int:
         store = open_store(config_dir)
         now = time.time()
         counts: dict[str, int] = {}
-        for action, value in opts:
-            label, sources = _ACTIONS[action]
-            for qid, where in _targets(store, value, queue, sources):
-                if _apply(store, action, qid, where, now):
-                    counts[label] = counts.get(label, 0) + 1
+        with mail_events_to_log(Config.load(config_dir)):
+            for action, value in opts:
+                label, sources = _ACTIONS[action]
+                for qid, where in _targets(store, value, queue, sources):
+                    if _apply(store, action, qid, where, now):
+                        counts[label] = counts.get(label, 0) + 1
         for action in _ACTIONS:
             label = _ACTIONS[action][0]
             n = counts.get(label, 0)
             if n:
                 print(f"postsuper: {label}: {n} message{'s' if n != 1 else ''}", file=sys.stderr)
+        if counts.get("Requeued") or counts.get("Released from hold"):
+            wake_up(store.directory)
     except Fatal as e:
         return _fail(e, sys.stderr)
     return 0
