@@ -17,9 +17,10 @@ DESCRIPTION
     (the index is built), then:
 
     1. measures the idle latencies of the probes below for a few seconds;
-    2. starts --searchers clients, spread over the users, each repeating
-       LOGIN, SELECT INBOX, ``SEARCH BODY`` a word in no message (every
-       file is read to its end), for --duration seconds;
+    2. starts --searchers clients, spread over the users, each logging in,
+       selecting INBOX and sending ``SEARCH BODY`` a word in no message
+       (every file is read to its end) again and again, for --duration
+       seconds;
     3. meanwhile, every --interval seconds, probes with a new SMTP session
        (connect, banner, EHLO, QUIT: the time to the 221) and a new IMAP
        login (connect, greeting, LOGIN: the time to its OK), each from a
@@ -51,7 +52,6 @@ import imaplib
 import os
 import shutil
 import smtplib
-import socket
 import statistics
 import sys
 import tempfile
@@ -156,7 +156,7 @@ class Prober(threading.Thread):
 
 
 class Searcher(threading.Thread):
-    """LOGIN, SELECT, SEARCH BODY in a loop until told to stop."""
+    """LOGIN, SELECT, then SEARCH BODY again and again until told to stop."""
 
     def __init__(self, port: int, user: str, stop: threading.Event) -> None:
         super().__init__(daemon=True)
@@ -165,22 +165,20 @@ class Searcher(threading.Thread):
         self.errors = 0
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                client = imaplib.IMAP4("127.0.0.1", self.port, timeout=600)
-                client.login(f"{self.user}@example.test", "pw")
-                client.select("INBOX")
+        try:
+            client = imaplib.IMAP4("127.0.0.1", self.port, timeout=600)
+            client.login(f"{self.user}@example.test", "pw")
+            client.select("INBOX")
+            while not self.stop.is_set():
                 start = time.perf_counter()
                 typ, data = client.search(None, "BODY", NEEDLE)
                 if typ == "OK" and data == [b""]:
                     self.done.append(time.perf_counter() - start)
                 else:
                     self.errors += 1
-                client.logout()
-            except (OSError, imaplib.IMAP4.error):
-                if not self.stop.is_set():
-                    self.errors += 1
-                return
+        except (OSError, imaplib.IMAP4.error):
+            if not self.stop.is_set():
+                self.errors += 1
 
 
 def figures(name: str, values: list[float]) -> str:
