@@ -39,7 +39,9 @@ files; writes nothing; logs a warning when worker processes cannot start
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import (
@@ -77,6 +79,8 @@ SCAN_PROCESSES = 2
 
 #: How much nicer (lower CPU priority) the scan workers are than the server.
 SCAN_NICE = 10
+
+_PR_SET_PDEATHSIG = 1
 
 #: A batch ends after this many bytes of message files, or messages.
 BATCH_BYTES = 4 << 20
@@ -131,7 +135,10 @@ def scan_runner(reactor: Any) -> ThreadRunner | None:
             pool: Executor
             try:
                 pool = ProcessPoolExecutor(
-                    SCAN_PROCESSES, mp_context=get_context("spawn"), initializer=_background
+                    SCAN_PROCESSES,
+                    mp_context=get_context("spawn"),
+                    initializer=_background,
+                    initargs=(os.getpid(),),
                 )
             except (OSError, ImportError, NotImplementedError) as e:
                 # No POSIX semaphores (a container without /dev/shm): threads,
@@ -158,10 +165,19 @@ def scan_runner(reactor: Any) -> ThreadRunner | None:
     return run
 
 
-def _background() -> None:
-    """(Worker process, at its start) yield the CPU to the reactor processes:
-    a scan is background work, a new session is not."""
+def _background(server_pid: int) -> None:
+    """(Worker process, at its start) yield the CPU to the reactor processes
+    (a scan is background work, a new session is not), and end with the
+    server even when it is killed (Linux's PR_SET_PDEATHSIG): the worker
+    itself holds its task queue open and would otherwise wait forever."""
     os.nice(SCAN_NICE)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: a killed server leaves its idle workers behind
+    if os.getppid() != server_pid:
+        os._exit(0)  # the server died before the prctl took effect
 
 
 def _settle(d: Deferred[Any], finished: Future[Any], pools: list[Executor]) -> None:
