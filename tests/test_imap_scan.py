@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from pymta.imap import scan
+from pymta.imap import message_commands, scan
 from pymta.imap.parser import tokenize
 from pymta.mailstore import maildir_folder
 from pymta.mailstore.interface import IMessageFiles
@@ -236,3 +236,29 @@ def test_scan_work_is_picklable_for_the_worker_processes(tmp_path: Path) -> None
     assert [msn for msn, _ in matched] == sorted([3, *NEEDLES])  # $ is UID 3
     assert unread == []
     assert (matched, unread) == work()
+
+
+def test_error_before_the_scan_starts_is_answered_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while the snapshot is taken (in the reactor, before any batch)
+    is also logged and answered NO [SERVERBUG], never left unanswered, and
+    the user's turn is given back."""
+    runner = QueuedRunner()
+    world = world_with_bodies(tmp_path)
+    world.factory.scan_in_thread = runner
+    s = logged_in(world)
+
+    def broken(view: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(message_commands, "_in_view", broken)
+    assert s.lines("q SEARCH BODY needle") == [
+        b"q NO [SERVERBUG] Internal error occurred. Refer to server log for more information."
+    ]
+    assert runner.jobs == []
+    assert world.factory.scan_gate.waiting("alice@example.org") == 0
+    monkeypatch.undo()
+    assert s.send("r SEARCH BODY needle") == b""
+    runner.run_all()
+    assert s.read().split(b"\r\n")[:-1] == [expected_answer(), b"r OK Search completed."]

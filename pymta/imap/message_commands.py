@@ -196,6 +196,7 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
                 s.user,
                 lambda: _scan(s, tag, uid, args, criteria, returns, IMessageFiles(folder)),
             )
+            scanning.addErrback(partial(_search_failed, s, tag))
             s.later(scanning, lambda: None, tag, "SEARCH")
             return
     if criteria.uses_header:
@@ -235,13 +236,9 @@ def _search(
         _search_answer(s, tag, uid, criteria, returns, found)
         return None
 
-    def failed(failure: Failure) -> None:
-        s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
-        s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
-
     d = _one_slice_per_turn(s, steps)
     d.addCallback(lambda _: _search_answer(s, tag, uid, criteria, returns, found))
-    d.addErrback(failed)
+    d.addErrback(partial(_search_failed, s, tag))
     return d
 
 
@@ -294,15 +291,15 @@ def _scan(
             found.top_modseq = max(found.top_modseq, info.modseq)
         _search_answer(s, tag, uid, criteria, returns, found)
 
-    def failed(failure: Failure) -> None:
-        s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
-        if not s.lost:
-            s.no(
-                tag,
-                b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
-            )
+    return d.addCallback(answer)
 
-    return d.addCallbacks(answer, failed)
+
+def _search_failed(s: IMAPServer, tag: bytes, failure: Failure) -> None:
+    """An unexpected error in a SEARCH that went on after its command call:
+    logged with its traceback, answered NO [SERVERBUG]."""
+    s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
+    if not s.lost:
+        s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
 
 
 def _in_view(view: SelectedView) -> Iterator[tuple[int, MessageInfo, bool]]:
