@@ -197,3 +197,25 @@ def test_imaps_wrapper_mode_with_imaplib(tmp_path: Path) -> None:
         client.logout()
         server.wait_for_log(r"imap-login: Login: user=<alice@example.test>.*, TLS, session=")
         server.stop()
+
+
+def test_body_search_runs_in_the_scan_workers(server: PymtaServer) -> None:
+    """SEARCH BODY and TEXT over imaplib are answered by the scan worker
+    processes (pymta.imap.scan) with what RFC 3501 asks: case-insensitive
+    substrings of the body (BODY) or of the whole message (TEXT); a second
+    session's SEARCH of the same user waits its turn and gets the same
+    answer; \\Seen set by FETCH meanwhile (the file renamed) loses nothing."""
+    deliver(server, b"Subject: one\r\n\r\nThe Needle is here.\r\n")
+    deliver(server, b"Subject: needle in the header only\r\n\r\nnothing\r\n")
+    deliver(server, b"Subject: three\r\n\r\nno match\r\n")
+    deliver(server, b"Subject: four\r\n\r\nanother NEEDLE.\r\n")
+    first, second = imaplib_login(server), imaplib_login(server)
+    for client in (first, second):
+        client.select("INBOX")
+    assert first.search(None, "BODY", "needle") == ("OK", [b"1 4"])
+    assert first.search(None, "TEXT", "needle") == ("OK", [b"1 2 4"])
+    first.fetch("1", "(BODY[])")  # sets \Seen: the file is renamed
+    assert second.search(None, "BODY", "NEEDLE", "UNSEEN") == ("OK", [b"4"])
+    assert second.uid("SEARCH", "BODY", "needle") == ("OK", [b"1 4"])
+    for client in (first, second):
+        client.logout()

@@ -3,14 +3,18 @@ in the scan runner, one scan per user at a time, the answer as before."""
 
 from __future__ import annotations
 
+import pickle
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
 
-from pymta.imap import scan
+from pymta.imap import message_commands, scan
+from pymta.imap.parser import tokenize
 from pymta.mailstore import maildir_folder
+from pymta.mailstore.interface import IMessageFiles
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
 from tests.test_imap_prefetch import QueuedRunner
@@ -210,3 +214,51 @@ def test_error_in_the_worker_is_no_serverbug_and_frees_the_turn(
     runner.run_all()
     assert waiting.read().split(b"\r\n")[:-1] == [expected_answer(), b"b OK Search completed."]
     assert world.factory.scan_gate.waiting("alice@example.org") == 0
+
+
+def test_scan_work_is_picklable_for_the_worker_processes(tmp_path: Path) -> None:
+    """What goes to a scan worker process (the job: reader, criteria tokens,
+    saved result; the batch of index records) survives pickling, and the
+    unpickled work gives the same matches as the original."""
+    world = world_with_bodies(tmp_path)
+    folder = world.mailbox().folder("INBOX")
+    entries = [(n, info, False) for n, info in enumerate(folder.messages(), 1)]
+    job = scan.ScanJob(
+        IMessageFiles(folder).message_reader(),
+        tokenize(b"OR BODY needle $"),
+        frozenset({3}),
+        False,
+        len(entries),
+        entries[-1][1].uid,
+    )
+    work = partial(scan.match_batch, job, entries)
+    matched, unread = pickle.loads(pickle.dumps(work))()
+    assert [msn for msn, _ in matched] == sorted([3, *NEEDLES])  # $ is UID 3
+    assert unread == []
+    assert (matched, unread) == work()
+
+
+def test_error_before_the_scan_starts_is_answered_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while the snapshot is taken (in the reactor, before any batch)
+    is also logged and answered NO [SERVERBUG], never left unanswered, and
+    the user's turn is given back."""
+    runner = QueuedRunner()
+    world = world_with_bodies(tmp_path)
+    world.factory.scan_in_thread = runner
+    s = logged_in(world)
+
+    def broken(view: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(message_commands, "_in_view", broken)
+    assert s.lines("q SEARCH BODY needle") == [
+        b"q NO [SERVERBUG] Internal error occurred. Refer to server log for more information."
+    ]
+    assert runner.jobs == []
+    assert world.factory.scan_gate.waiting("alice@example.org") == 0
+    monkeypatch.undo()
+    assert s.send("r SEARCH BODY needle") == b""
+    runner.run_all()
+    assert s.read().split(b"\r\n")[:-1] == [expected_answer(), b"r OK Search completed."]

@@ -24,9 +24,19 @@ EHLO_REPLY = [
 ]
 
 
+class ClientLines(list[str]):
+    """The maillog lines about this module's test client only (a session of
+    an earlier test on a real reactor may still log its disconnect)."""
+
+    def append(self, line: str) -> None:
+        if CLIENT in line:
+            super().append(line)
+
+
 @pytest.fixture
 def maillog_lines() -> Iterator[list[str]]:
     with LogCapture() as capture:
+        capture.maillog = ClientLines()
         yield capture.maillog
 
 

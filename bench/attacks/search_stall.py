@@ -17,13 +17,16 @@ DESCRIPTION
     (the index is built), then:
 
     1. measures the idle latencies of the probes below for a few seconds;
-    2. starts --searchers clients, spread over the users, each repeating
-       LOGIN, SELECT INBOX, ``SEARCH BODY`` a word in no message (every
-       file is read to its end), for --duration seconds;
+    2. starts --searchers clients, spread over the users, each logging in,
+       selecting INBOX and sending ``SEARCH BODY`` a word in no message
+       (every file is read to its end) again and again, for --duration
+       seconds;
     3. meanwhile, every --interval seconds, probes with a new SMTP session
        (connect, banner, EHLO, QUIT: the time to the 221) and a new IMAP
        login (connect, greeting, LOGIN: the time to its OK), each from a
-       fresh connection, one after the other.
+       fresh connection, one after the other; the probe's user has a
+       folder as big, and its SELECT (read-only) is timed and reported
+       too (not part of HELD: opening a big folder is work of its own).
 
     It prints the p50 and p99 of each probe idle and under load, the body
     searches completed, and one last line::
@@ -37,7 +40,7 @@ DESCRIPTION
 
 REQUIREMENTS
     pymta's twistd plugin in this checkout; free disk for the folder
-    (--messages x --size per user).
+    (--messages x --size per user, and once more for the probe's user).
 
 EXAMPLES
     python bench/attacks/search_stall.py
@@ -51,7 +54,6 @@ import imaplib
 import os
 import shutil
 import smtplib
-import socket
 import statistics
 import sys
 import tempfile
@@ -123,13 +125,16 @@ def smtp_probe(port: int) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def imap_probe(port: int, user: str) -> float:
+def imap_probe(port: int, user: str) -> tuple[float, float]:
+    """(connect + greeting + LOGIN, then SELECT INBOX) in ms."""
     start = time.perf_counter()
     client = imaplib.IMAP4("127.0.0.1", port, timeout=60)
     client.login(f"{user}@example.test", "pw")
-    elapsed = (time.perf_counter() - start) * 1000
+    logged_in = time.perf_counter()
+    client.select("INBOX", readonly=True)
+    selected = time.perf_counter()
     client.logout()
-    return elapsed
+    return (logged_in - start) * 1000, (selected - logged_in) * 1000
 
 
 class Prober(threading.Thread):
@@ -141,6 +146,7 @@ class Prober(threading.Thread):
         self.interval = interval
         self.smtp: list[float] = []
         self.imap: list[float] = []
+        self.select: list[float] = []
         self.errors = 0
         self.stop = threading.Event()
 
@@ -149,14 +155,16 @@ class Prober(threading.Thread):
             began = time.monotonic()
             try:
                 self.smtp.append(smtp_probe(self.smtp_port))
-                self.imap.append(imap_probe(self.imap_port, self.user))
+                login, select = imap_probe(self.imap_port, self.user)
+                self.imap.append(login)
+                self.select.append(select)
             except (OSError, imaplib.IMAP4.error, smtplib.SMTPException):
                 self.errors += 1
             self.stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
 
 class Searcher(threading.Thread):
-    """LOGIN, SELECT, SEARCH BODY in a loop until told to stop."""
+    """LOGIN, SELECT, then SEARCH BODY again and again until told to stop."""
 
     def __init__(self, port: int, user: str, stop: threading.Event) -> None:
         super().__init__(daemon=True)
@@ -165,22 +173,20 @@ class Searcher(threading.Thread):
         self.errors = 0
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                client = imaplib.IMAP4("127.0.0.1", self.port, timeout=600)
-                client.login(f"{self.user}@example.test", "pw")
-                client.select("INBOX")
+        try:
+            client = imaplib.IMAP4("127.0.0.1", self.port, timeout=600)
+            client.login(f"{self.user}@example.test", "pw")
+            client.select("INBOX")
+            while not self.stop.is_set():
                 start = time.perf_counter()
                 typ, data = client.search(None, "BODY", NEEDLE)
                 if typ == "OK" and data == [b""]:
                     self.done.append(time.perf_counter() - start)
                 else:
                     self.errors += 1
-                client.logout()
-            except (OSError, imaplib.IMAP4.error):
-                if not self.stop.is_set():
-                    self.errors += 1
-                return
+        except (OSError, imaplib.IMAP4.error):
+            if not self.stop.is_set():
+                self.errors += 1
 
 
 def figures(name: str, values: list[float]) -> str:
@@ -196,12 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     users = user_names(args.users)
     vmailbox = "".join(f"{u}@example.test example.test/{u}/\n" for u in users)
     passwd = "".join(f"{u}@example.test:{{PLAIN}}pw::::::\n" for u in users)
-    # A user of its own for the login probe (no folder to scan).
+    # The probe logs in as a user of its own, who has the same big folder
+    # (its SELECT is timed too) but sends no SEARCH.
     vmailbox += "probe@example.test example.test/probe/\n"
     passwd += "probe@example.test:{PLAIN}pw::::::\n"
     try:
         built = time.monotonic()
-        for u in users:
+        for u in [*users, "probe"]:
             write_folder(root / "mail" / "example.test" / u, args.messages, args.size)
         print(
             f"folders: {args.users} x {args.messages} messages of {args.size} bytes, "
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         with server:
             server.start()
-            for u in users:  # build the index once, as a first login would
+            for u in [*users, "probe"]:  # build the index once, as a first login would
                 opened = time.monotonic()
                 client = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=600)
                 client.login(f"{u}@example.test", "pw")
@@ -251,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         print(figures("idle imap login", idle.imap), file=sys.stderr)
         print(figures("loaded smtp session", loaded.smtp), file=sys.stderr)
         print(figures("loaded imap login", loaded.imap), file=sys.stderr)
+        print(figures("idle imap select (after login)", idle.select), file=sys.stderr)
+        print(figures("loaded imap select (after login)", loaded.select), file=sys.stderr)
         mb = args.messages * args.size / 1e6
         mean = statistics.mean(searches) if searches else float("nan")
         print(

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from pymta.imap import log as imaplog
 from pymta.imap.prefetch import ThreadRunner, reactor_thread_runner
 from pymta.imap.protocol import IMAPServer
-from pymta.imap.scan import ScanGate, scan_thread_runner
+from pymta.imap.scan import ScanGate, scan_runner
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.watchers import WatcherPool
 from pymta.netmatch import NetworkList
@@ -63,9 +63,7 @@ class IMAPServerFactory(ServerFactory):
         self.run_in_thread = (
             run_in_thread if run_in_thread is not None else reactor_thread_runner(clock)
         )
-        self.scan_in_thread = (
-            scan_in_thread if scan_in_thread is not None else scan_thread_runner(clock)
-        )
+        self.scan_in_thread = scan_in_thread if scan_in_thread is not None else scan_runner(clock)
         #: Body scans per user, shared by the sessions (pymta.imap.scan).
         self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
 

@@ -38,7 +38,7 @@ from pymta.imap.fetch import (
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.prefetch import prefetch_headers
-from pymta.imap.scan import ScanResult, scan_search
+from pymta.imap.scan import ScanJob, ScanResult, scan_search
 from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.view import InvalidSet, SelectedView
@@ -193,8 +193,10 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             # Every message file is read: in the scan workers, a user's
             # scans one after another (pymta.imap.scan).
             scanning = s.scan_gate.run(
-                s.user, lambda: _scan(s, tag, uid, criteria, returns, IMessageFiles(folder))
+                s.user,
+                lambda: _scan(s, tag, uid, args, criteria, returns, IMessageFiles(folder)),
             )
+            scanning.addErrback(partial(_search_failed, s, tag))
             s.later(scanning, lambda: None, tag, "SEARCH")
             return
     if criteria.uses_header:
@@ -234,13 +236,9 @@ def _search(
         _search_answer(s, tag, uid, criteria, returns, found)
         return None
 
-    def failed(failure: Failure) -> None:
-        s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
-        s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
-
     d = _one_slice_per_turn(s, steps)
     d.addCallback(lambda _: _search_answer(s, tag, uid, criteria, returns, found))
-    d.addErrback(failed)
+    d.addErrback(partial(_search_failed, s, tag))
     return d
 
 
@@ -248,6 +246,7 @@ def _scan(
     s: IMAPServer,
     tag: bytes,
     uid: bool,
+    tokens: list[Token],
     criteria: Criteria,
     returns: set[str] | None,
     files: IMessageFiles,
@@ -269,17 +268,18 @@ def _scan(
             folder.refresh()
         return folder.get(u)
 
-    d = scan_search(
-        entries,
+    # The worker parses the criteria again (a test cannot be pickled), with
+    # the same saved result ($) and the same IMAP4rev2 rules.
+    job = ScanJob(
+        files.message_reader(),
+        tokens,
+        frozenset(s.saved),
+        s.rev2,
         view.exists,
         view.uids[-1] if view.uids else 0,
-        criteria.test,
-        files.message_reader(),
-        lookup,
-        files.message_reader,
-        s.scan_in_thread,  # type: ignore[arg-type]  # checked by search()
-        lambda: s.lost,
     )
+    assert s.scan_in_thread is not None  # search() sends no scan without it
+    d = scan_search(entries, job, lookup, files.message_reader, s.scan_in_thread, lambda: s.lost)
 
     def answer(result: ScanResult) -> None:
         if s.lost:
@@ -291,15 +291,15 @@ def _scan(
             found.top_modseq = max(found.top_modseq, info.modseq)
         _search_answer(s, tag, uid, criteria, returns, found)
 
-    def failed(failure: Failure) -> None:
-        s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
-        if not s.lost:
-            s.no(
-                tag,
-                b"[SERVERBUG] Internal error occurred. Refer to server log for more information.",
-            )
+    return d.addCallback(answer)
 
-    return d.addCallbacks(answer, failed)
+
+def _search_failed(s: IMAPServer, tag: bytes, failure: Failure) -> None:
+    """An unexpected error in a SEARCH that went on after its command call:
+    logged with its traceback, answered NO [SERVERBUG]."""
+    s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
+    if not s.lost:
+        s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
 
 
 def _in_view(view: SelectedView) -> Iterator[tuple[int, MessageInfo, bool]]:

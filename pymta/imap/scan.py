@@ -5,60 +5,82 @@ is half a gigabyte). Done in the reactor thread, 20 such searches made a new
 client's LOGIN wait 19 s and an SMTP EHLO 15 s (issue 11). Here:
 
 - :class:`ScanGate` bounds the scans of one user that run at once
-  (:data:`SCANS_PER_USER`, per process): a further scan of that user waits
-  for its turn, the user's session waiting as for any slow command; other
-  users are not held up by it.
-- :func:`scan_thread_runner` is a small pool of its own
-  (:data:`SCAN_THREADS` threads), so scans never queue ahead of the work
-  of the reactor's pool (password hashing, header prefetch).
+  (:data:`SCANS_PER_USER`, per process, shared by every imapd listener): a
+  further scan of that user waits for its turn, the user's session waiting
+  as for any slow command; other users are not held up by it.
+- :func:`scan_runner` is a pool of :data:`SCAN_PROCESSES` worker
+  processes, started on first use, :data:`SCAN_NICE` steps nicer than the
+  server and stopped with it. Processes, not threads: a thread testing
+  message text holds the interpreter's lock (the GIL) nearly all the time,
+  and every socket call of the reactor thread would then wait up to 5 ms
+  to get it back (a new SMTP session makes a dozen). Without POSIX
+  semaphores (no ``/dev/shm``) the pool falls back to threads, logged.
 - :func:`scan_search` takes a snapshot in the reactor thread (sequence
   number, the index's :class:`~pymta.mailstore.interface.MessageInfo`,
-  \\Recent, and the folder's
-  :meth:`~pymta.mailstore.interface.IMessageFiles.message_reader`), then
-  hands the messages to the pool in batches of at most :data:`BATCH_BYTES`
-  (or :data:`BATCH_MESSAGES`), one batch in flight per scan. A worker reads
-  each file and runs the search test on a candidate built from the file
+  \\Recent) and sends the workers a :class:`ScanJob`: the folder's
+  :meth:`~pymta.mailstore.interface.IMessageFiles.message_reader` and the
+  criteria as the client sent them, which a worker parses again (a test
+  function cannot be pickled). Messages go in batches of at most
+  :data:`BATCH_BYTES` (or :data:`BATCH_MESSAGES`), one batch in flight per
+  scan. A worker reads each file and tests a candidate built from the file
   alone: nothing the reactor owns (index, caches, the session) is touched
   there. A file renamed meanwhile (flags changed) is looked up again in the
   index once, after the other batches; one gone for good is left out, as an
   expunged message is. Flags and sizes are those of the snapshot, the state
   when the SEARCH began.
 
-The reactor thread does per batch only the bookkeeping: a 10,000-message
-scan costs it a few milliseconds in all. Python runs one thread at a time
-(the GIL), so CPU in the workers still slows the reactor down a little; the
-figure is in bench/attacks/search_stall.py.
+The reactor thread does per batch only the bookkeeping. Figures:
+bench/attacks/search_stall.py.
 
 Untrusted input: the messages (through the search test). Reads message
-files; writes nothing; logs nothing (the session logs failures).
+files; writes nothing; logs a warning when worker processes cannot start
+(the session logs failures).
 """
 
 from __future__ import annotations
 
-import sys
+import ctypes
+import os
+import signal
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import (
+    CancelledError,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from functools import partial
+from multiprocessing import get_context
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from pymta.imap.parser import Token
 from pymta.imap.prefetch import ThreadRunner
-from pymta.imap.search import Candidate, Test
+from pymta.imap.search import Candidate, parse_search
 from pymta.mailstore.interface import MailStoreError, MessageInfo, NoSuchMessage
 from pymta.mailstore.names import header_block
+
+_log = Logger(namespace="pymta.imap")
 
 #: Scans of one user that run at once in one process; more wait their turn.
 SCANS_PER_USER = 1
 
-#: Threads of the scan pool (the machine's cores are few; a scan is I/O and
-#: CPU under the GIL, more threads would only contend).
-SCAN_THREADS = 2
+#: Worker processes of the scan pool (a scan is CPU and I/O; the machines
+#: pymta runs on have a few cores, and the reactor needs one).
+SCAN_PROCESSES = 2
 
-#: The GIL switch interval once scans run (Python's default: 5 ms).
-SWITCH_INTERVAL = 0.001
+#: How much nicer (lower CPU priority) the scan workers are than the server.
+SCAN_NICE = 10
+
+_PR_SET_PDEATHSIG = 1
 
 #: A batch ends after this many bytes of message files, or messages.
 BATCH_BYTES = 4 << 20
@@ -98,30 +120,75 @@ class ScanGate:
         return len(gate.waiting) if gate is not None else 0
 
 
-def scan_thread_runner(reactor: Any) -> ThreadRunner | None:
-    """A runner on a pool of :data:`SCAN_THREADS` threads of its own, started
-    on first use and stopped when the reactor shuts down; None for a
-    reactor without threads (a ``task.Clock`` in tests)."""
+def scan_runner(reactor: Any) -> ThreadRunner | None:
+    """A runner on a pool of :data:`SCAN_PROCESSES` worker processes
+    (started on first use, stopped when the reactor shuts down), so that a
+    scan's CPU never holds this process's GIL; None for a reactor without
+    threads (a ``task.Clock`` in tests). The work must be picklable (a
+    partial of a module-level function over plain data)."""
     if not hasattr(reactor, "callFromThread") or not hasattr(reactor, "addSystemEventTrigger"):
         return None
-    from twisted.internet.threads import deferToThreadPool
-    from twisted.python.threadpool import ThreadPool
-
-    pool: list[ThreadPool] = []
+    pools: list[Executor] = []
 
     def run(work: Callable[[], Any]) -> Deferred[Any]:
-        if not pool:
-            # A thread that wants the GIL waits up to the switch interval
-            # (5 ms) for the one holding it: each of the reactor's returns
-            # from a socket call would, while a scan runs.
-            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-            started = ThreadPool(0, SCAN_THREADS, name="imap-scan")
-            started.start()
-            reactor.addSystemEventTrigger("during", "shutdown", started.stop)
-            pool.append(started)
-        return deferToThreadPool(reactor, pool[0], work)
+        if not pools:
+            pool: Executor
+            try:
+                pool = ProcessPoolExecutor(
+                    SCAN_PROCESSES,
+                    mp_context=get_context("spawn"),
+                    initializer=_background,
+                    initargs=(os.getpid(),),
+                )
+            except (OSError, ImportError, NotImplementedError) as e:
+                # No POSIX semaphores (a container without /dev/shm): threads,
+                # which keep the reactor free of the files but share its GIL.
+                _log.warn("imap: scan worker processes unavailable ({error}): threads", error=e)
+                pool = ThreadPoolExecutor(SCAN_PROCESSES, thread_name_prefix="imap-scan")
+            reactor.addSystemEventTrigger(
+                "during", "shutdown", partial(pool.shutdown, wait=True, cancel_futures=True)
+            )
+            pools.append(pool)
+        d: Deferred[Any] = Deferred()
+        try:
+            future = pools[0].submit(work)
+        except BrokenProcessPool:
+            pools.clear()  # a worker died (killed): the next scan starts a new pool
+            return fail()
+
+        def done(finished: Future[Any]) -> None:
+            reactor.callFromThread(_settle, d, finished, pools)
+
+        future.add_done_callback(done)
+        return d
 
     return run
+
+
+def _background(server_pid: int) -> None:
+    """(Worker process, at its start) yield the CPU to the reactor processes
+    (a scan is background work, a new session is not), and end with the
+    server even when it is killed (Linux's PR_SET_PDEATHSIG): the worker
+    itself holds its task queue open and would otherwise wait forever."""
+    os.nice(SCAN_NICE)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: a killed server leaves its idle workers behind
+    if os.getppid() != server_pid:
+        os._exit(0)  # the server died before the prctl took effect
+
+
+def _settle(d: Deferred[Any], finished: Future[Any], pools: list[Executor]) -> None:
+    """(Reactor thread) fire ``d`` with what the worker process returned."""
+    error = finished.exception() if not finished.cancelled() else CancelledError()
+    if error is None:
+        d.callback(finished.result())
+        return
+    if isinstance(error, BrokenProcessPool):
+        pools.clear()
+    d.errback(Failure(error))
 
 
 _shared: weakref.WeakKeyDictionary[Any, tuple[ThreadRunner | None, ScanGate]] = (
@@ -134,7 +201,7 @@ def shared_scanning(reactor: Any) -> tuple[ThreadRunner | None, ScanGate]:
     listener: IMAP on 143 and IMAPS on 993 count a user's scans together."""
     shared = _shared.get(reactor)
     if shared is None:
-        shared = _shared[reactor] = (scan_thread_runner(reactor), ScanGate())
+        shared = _shared[reactor] = (scan_runner(reactor), ScanGate())
     return shared
 
 
@@ -160,15 +227,28 @@ def batches(entries: Sequence[Entry]) -> list[Sequence[Entry]]:
     return out
 
 
+@dataclass(frozen=True)
+class ScanJob:
+    """What a worker needs to test messages, all picklable (the worker is
+    another process): the folder's reader, and the criteria as the client
+    sent them, parsed again there (a test function cannot be pickled)."""
+
+    reader: Reader
+    criteria: list[Token]
+    saved: frozenset[int]
+    rev2: bool
+    largest_msn: int
+    largest_uid: int
+
+
 def match_batch(
-    read: Reader,
-    batch: Sequence[Entry],
-    test: Test,
-    largest_msn: int,
-    largest_uid: int,
+    job: ScanJob, batch: Sequence[Entry]
 ) -> tuple[list[tuple[int, MessageInfo]], list[Entry]]:
-    """(Worker thread) read and test each message of ``batch``: the matches,
-    and the entries whose file could not be read."""
+    """(Worker) read and test each message of ``batch``: the matches, and the
+    entries whose file could not be read."""
+    test = parse_search(job.criteria, job.saved, job.rev2).test
+    read = job.reader
+    largest_msn, largest_uid = job.largest_msn, job.largest_uid
     matched: list[tuple[int, MessageInfo]] = []
     unread: list[Entry] = []
     for msn, info, recent in batch:
@@ -205,43 +285,25 @@ class _Read:
 
 def scan_search(
     entries: Sequence[Entry],
-    largest_msn: int,
-    largest_uid: int,
-    test: Test,
-    reader: Reader,
+    job: ScanJob,
     lookup: Callable[[int], MessageInfo],
     fresh_reader: Callable[[], Reader],
-    run_in_thread: ThreadRunner,
+    run: ThreadRunner,
     stopped: Callable[[], bool],
 ) -> Deferred[ScanResult]:
     """Test ``entries`` in the workers (see the module docstring). ``lookup``
     gives a message's record as the index has it now (reactor thread),
     ``fresh_reader`` the folder's reader after that; ``stopped()`` tells
     that the session is gone (no more batches)."""
-    return defer.ensureDeferred(
-        _scan(
-            entries,
-            largest_msn,
-            largest_uid,
-            test,
-            reader,
-            lookup,
-            fresh_reader,
-            run_in_thread,
-            stopped,
-        )
-    )
+    return defer.ensureDeferred(_scan(entries, job, lookup, fresh_reader, run, stopped))
 
 
 async def _scan(
     entries: Sequence[Entry],
-    largest_msn: int,
-    largest_uid: int,
-    test: Test,
-    reader: Reader,
+    job: ScanJob,
     lookup: Callable[[int], MessageInfo],
     fresh_reader: Callable[[], Reader],
-    run_in_thread: ThreadRunner,
+    run: ThreadRunner,
     stopped: Callable[[], bool],
 ) -> ScanResult:
     result = ScanResult()
@@ -249,9 +311,7 @@ async def _scan(
     for batch in batches(entries):
         if stopped():
             return result
-        matched, missed = await run_in_thread(
-            partial(match_batch, reader, batch, test, largest_msn, largest_uid)
-        )
+        matched, missed = await run(partial(match_batch, job, batch))
         result.matched += matched
         unread += missed
     if unread and not stopped():
@@ -264,10 +324,8 @@ async def _scan(
             except (NoSuchMessage, MailStoreError):
                 continue
         if again:
-            reader = fresh_reader()
-            matched, _ = await run_in_thread(
-                partial(match_batch, reader, again, test, largest_msn, largest_uid)
-            )
+            retry = replace(job, reader=fresh_reader())
+            matched, _ = await run(partial(match_batch, retry, again))
             result.matched += matched
             result.matched.sort(key=lambda pair: pair[0])
     return result

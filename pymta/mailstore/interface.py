@@ -366,7 +366,7 @@ class IHeaderCache(Interface):
 
 class IMessageFiles(Interface):
     """Optional for an :class:`IFolder`: read stored messages from a worker
-    thread, so a scan of many message files (a body SEARCH) does not run in
+    thread or process, so a scan of many message files (a body SEARCH) does not run in
     the reactor thread."""
 
     def message_reader() -> Callable[[str, int], bytes | None]:
@@ -375,7 +375,8 @@ class IMessageFiles(Interface):
         :attr:`MessageInfo.filename` and :attr:`MessageInfo.size` the
         index gave, or None when it cannot be read (expunged or renamed
         meanwhile, not a regular file). It reads that file only, from the
-        folder's place as it is now, and changes no shared state."""
+        folder's place as it is now, and changes no shared state; it can
+        be pickled, to read in a worker process."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import BinaryIO
 
@@ -175,6 +175,17 @@ def read_message_path(path: str, size_hint: int) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class MessageFileReader:
+    """Reads a folder's message files by index name, in any thread or
+    process (it holds only the folder's path: picklable)."""
+
+    path: str
+
+    def __call__(self, filename: str, size: int) -> bytes | None:
+        return read_message_path(f"{self.path}/{filename}", size)
 
 
 def _read_header(read: Callable[[int], bytes]) -> bytes:
@@ -808,12 +819,9 @@ class MaildirFolder:
         return blocks
 
     def message_reader(self) -> Callable[[str, int], bytes | None]:
-        path = self.path  # a RENAME of the folder later moves it, not this scan
-
-        def read(filename: str, size: int) -> bytes | None:
-            return read_message_path(f"{path}/{filename}", size)
-
-        return read
+        # The place as it is now: a RENAME of the folder later ends the scan
+        # of what then looks gone, as an expunge would.
+        return MessageFileReader(self.path)
 
     def cache_headers(self, blocks: dict[tuple[int, str], bytes]) -> int:
         self._ensure_loaded()

@@ -7,8 +7,12 @@ answers address classes from sets, :class:`DictTable` is a lookup table,
 :class:`SMTPHarness` runs one session over a StringTransport with a
 ``task.Clock``, and :meth:`SMTPHarness.converse` checks a golden
 transcript (``C:`` lines are sent, ``S:`` lines are the expected replies;
-a ``S:`` line ending in ``*`` matches as a prefix). Nothing here touches
-the network or the disk.
+a ``S:`` line ending in ``*`` matches as a prefix). Consecutive ``C:``
+lines go out in one write, which Postfix's pipelining rules often forbid:
+the harness runs with ``smtpd_forbid_unauth_pipelining = no`` unless a
+test asks for the default (``forbid_pipelining=True``), and ``pregreet``
+is input waiting on the (fake) socket before the greeting. Nothing here
+touches the network or the disk.
 """
 
 from __future__ import annotations
