@@ -58,6 +58,7 @@ COMMANDS: dict[str, str] = {
     "postscreen": "pymta",
     "qmqpd": "pymta",
     "spawn": "pymta",
+    "metrics": "pymta",  # pymta-only: the OpenMetrics endpoint (pymta.metrics)
     # jobs pymta does without a service of their own
     "tlsmgr": "builtin",  # pymta.tls keeps its state in-process
     "tlsproxy": "builtin",  # postscreen's STARTTLS: pymta.tls in smtpd
@@ -92,6 +93,7 @@ PARTS: dict[str, str] = {
     "postscreen": "postscreen",
     "qmqpd": "qmqpd",
     "spawn": "spawn",
+    "metrics": "metrics",
 }
 
 # service name -> port, when the system has no /etc/services entry.
