@@ -268,6 +268,8 @@ def build(
         reactor=reactor,
         durable_delay=config.get_time("pymta_mailbox_sync_delay"),
     )
+    if system.metrics is not None:
+        system.metrics.watch_syncs({"queue": sync, "mailbox": delivery_sync})
     resolver = Resolver(config)
     holder: dict[str, Any] = {}
 

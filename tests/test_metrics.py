@@ -456,3 +456,28 @@ def test_multiprocess_directory_is_emptied_by_the_master_only(tmp_path: Path) ->
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         else:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = saved
+
+
+class FakeBarrier:
+    def __init__(self) -> None:
+        self.syncs = 0
+
+
+def test_syncs_of_the_barriers_are_counted_by_difference(tmp_path: Path) -> None:
+    """Each sample adds what a barrier's ``syncs`` grew by since the last
+    sample, under the barrier's name."""
+    service = MetricsService(make_config(tmp_path), FakeReactor(), multiprocess=False, serving=True)
+    queue, mailbox = FakeBarrier(), FakeBarrier()
+    service.watch_syncs({"queue": queue, "mailbox": mailbox})
+    service.startService()
+    try:
+        queue.syncs = 3
+        service.sample()
+        queue.syncs, mailbox.syncs = 5, 1
+        service.sample()
+        service.sample()
+    finally:
+        service.stopService()
+    registry = service.registry()
+    assert registry.get_sample_value("pymta_syncs_total", {"barrier": "queue"}) == 5.0
+    assert registry.get_sample_value("pymta_syncs_total", {"barrier": "mailbox"}) == 1.0

@@ -104,6 +104,8 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
     assert value(after, "pymta_auth_failures_total", protocol="pop3") == 1.0
     for queue in ("incoming", "active", "deferred", "hold", "corrupt"):
         assert value(after, "pymta_queue_messages", queue=queue) == 0.0, queue
+    assert (value(after, "pymta_syncs_total", barrier="queue") or 0) >= 1
+    assert (value(after, "pymta_syncs_total", barrier="mailbox") or 0) >= 1
     assert value(after, "pymta_reactor_processes") == 1.0
     assert (value(after, "process_cpu_seconds_total") or 0) > 0
     assert (value(after, "pymta_resident_memory_bytes") or 0) > 0

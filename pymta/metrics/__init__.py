@@ -23,6 +23,11 @@ Where the figures come from (no counter is added inside another part):
   (:mod:`pymta.metrics.sessions`), applied by :func:`pymta.service.build`;
 - queue sizes: the queue directories, counted at scrape time in a thread
   (:mod:`pymta.metrics.queues`);
+- syncs of the group-commit barriers (``pymta_syncs_total{barrier}``:
+  ``queue`` and ``mailbox``; their ``syncs`` attribute, sampled): divided
+  into the messages received, the mean queue-sync batch. A histogram of
+  batch sizes would need a hook inside :mod:`pymta.queue.sync`; there is
+  none;
 - CPU and memory: ``pymta_cpu_seconds`` / ``pymta_resident_memory_bytes``
   summed over the live reactor processes, and prometheus-client's process
   collector (``process_*``) for the process that serves the endpoint.
@@ -36,8 +41,10 @@ process that listens on the metrics port, adds the files of every process
 up at each scrape (counters and histograms summed over all processes that
 ever ran since the start, open sessions and CPU/memory over the live ones:
 when the master logs a worker's death, that worker's live gauges are
-dropped). The master empties the directory when it starts. With one
-process, values stay in memory.
+dropped). The master empties the directory when it starts. A worker's
+CPU, memory and sync figures are sampled every :data:`SAMPLE_INTERVAL`
+seconds (the serving process samples its own at each scrape); everything
+else is written as it happens. With one process, values stay in memory.
 
 Writes: ``$data_directory/metrics/*.db`` with several processes. Logs:
 a failed collection (with its traceback).
@@ -46,6 +53,7 @@ a failed collection (with its traceback).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -111,6 +119,9 @@ class MetricsService(service.Service):
         self._sampler: LoopingCall | None = None
         self._observing = False
         self._observers: tuple[ILogObserver, ...] = ()
+        self._barriers: dict[str, Any] = {}
+        self._syncs_seen: dict[str, int] = {}
+        self._sample_lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------
 
@@ -133,7 +144,7 @@ class MetricsService(service.Service):
         publisher.addObserver(self._observers[0])
         globalLogPublisher.addObserver(self._observers[1])
         self._observing = True
-        self._sampler = LoopingCall(self.metrics.sample_process)
+        self._sampler = LoopingCall(self.sample)
         self._sampler.clock = self._reactor
         self._sampler.start(SAMPLE_INTERVAL, now=True)
         super().startService()
@@ -173,6 +184,24 @@ class MetricsService(service.Service):
                 continue
             self.metrics.apply(observation)
 
+    def watch_syncs(self, barriers: dict[str, Any]) -> None:
+        """Count the syncs of these group-commit barriers (pymta.queue.sync),
+        by name: their ``syncs`` attribute, read at each sample."""
+        self._barriers.update(barriers)
+
+    def sample(self) -> None:
+        """This process's CPU, memory and syncs since the last sample (on the
+        timer, and at a scrape in the serving process: either thread)."""
+        if self.metrics is None:
+            return
+        with self._sample_lock:
+            self.metrics.sample_process()
+            for name, barrier in self._barriers.items():
+                syncs = int(getattr(barrier, "syncs", 0))
+                new = syncs - self._syncs_seen.get(name, 0)
+                self._syncs_seen[name] = syncs
+                self.metrics.syncs.labels(barrier=name).inc(max(new, 0))
+
     def count_sessions(self, factory: Any, command: str) -> Any:
         """``factory`` of a master.cf ``command`` listener, with its sessions counted."""
         from pymta.metrics.sessions import PROTOCOLS, SessionCountingFactory
@@ -188,8 +217,7 @@ class MetricsService(service.Service):
 
         from pymta.metrics.queues import QueueCollector
 
-        if self.metrics is not None:
-            self.metrics.sample_process()  # this process's figures, fresh
+        self.sample()  # this process's figures, fresh
         registry = CollectorRegistry()
         if self._directory is not None:
             MultiProcessCollector(registry, path=self._directory)

@@ -128,6 +128,12 @@ class MailMetrics:
             ["protocol"],
             registry=r,
         )
+        self.syncs = Counter(
+            "pymta_syncs",
+            "Group commits (one syncfs, or the fsyncs of one batch) made by each sync barrier",
+            ["barrier"],
+            registry=r,
+        )
         self.reactor_processes = Gauge(
             "pymta_reactor_processes",
             "Reactor processes running (the master and its workers)",
