@@ -263,6 +263,21 @@ def test_sessions_are_counted_around_the_protocol() -> None:
     assert value("pymta_tls_sessions_total", {"protocol": "pop3"}) == 1.0
 
 
+def test_the_counting_factory_stands_for_the_part_factory() -> None:
+    """Attributes read or set on the wrapper are the part's factory's (what
+    a listener's owner sees is the part's state); a factory that refuses a
+    connection (buildProtocol returns None) counts nothing."""
+    registry = CollectorRegistry()
+    inner = Factory.forProtocol(Recorder)
+    wrapper = SessionCountingFactory(inner, "imap", MailMetrics(registry))
+    wrapper.timeout = 30
+    assert inner.timeout == 30  # type: ignore[attr-defined]
+    assert wrapper.protocol is Recorder
+    inner.buildProtocol = lambda addr: None  # type: ignore[method-assign]
+    assert wrapper.buildProtocol(None) is None  # type: ignore[arg-type]
+    assert registry.get_sample_value("pymta_sessions_open", {"protocol": "imap"}) == 0.0
+
+
 # -- queue sizes ---------------------------------------------------------------------
 
 
@@ -481,3 +496,29 @@ def test_syncs_of_the_barriers_are_counted_by_difference(tmp_path: Path) -> None
     registry = service.registry()
     assert registry.get_sample_value("pymta_syncs_total", {"barrier": "queue"}) == 5.0
     assert registry.get_sample_value("pymta_syncs_total", {"barrier": "mailbox"}) == 1.0
+
+
+def test_grafana_dashboard_and_readme_name_only_exported_metrics(tmp_path: Path) -> None:
+    """Every pymta_* name in etc/grafana-dashboard.json and in the README's
+    metrics table is one the endpoint exports (a renamed metric breaks this)."""
+    import json
+    import re
+
+    from tests.harness import REPO
+
+    service = MetricsService(make_config(tmp_path), FakeReactor(), multiprocess=False, serving=True)
+    service.startService()
+    service.stopService()
+    registry = service.registry()
+    exported: set[str] = set()
+    for family in registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        exported |= {family.name + suffix for suffix in ["", *suffixes.get(family.type, [])]}
+    dashboard = json.loads((REPO / "etc" / "grafana-dashboard.json").read_text())
+    expressions = " ".join(
+        target["expr"] for panel in dashboard["panels"] for target in panel["targets"]
+    )
+    section = (REPO / "README.md").read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    readme = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    used = set(re.findall(r"pymta_[a-z_]+", expressions + readme))
+    assert used and used <= exported, used - exported

@@ -43,6 +43,8 @@ class SessionRecorder(TypingProtocol):
 class SessionCountingFactory:
     """A listener factory that counts the sessions of ``factory`` as ``protocol``."""
 
+    _OWN = frozenset({"wrapped_factory", "_protocol", "_metrics"})
+
     def __init__(self, factory: Any, protocol: str, metrics: SessionRecorder) -> None:
         self.wrapped_factory = factory
         self._protocol = protocol
@@ -51,6 +53,13 @@ class SessionCountingFactory:
     def __getattr__(self, name: str) -> Any:
         # doStart, doStop, logPrefix, and whatever the part's factory offers.
         return getattr(self.wrapped_factory, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Whoever changes a listener's factory (a reload) changes the part's.
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.wrapped_factory, name, value)
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         protocol = self.wrapped_factory.buildProtocol(addr)
