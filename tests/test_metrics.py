@@ -522,3 +522,19 @@ def test_grafana_dashboard_and_readme_name_only_exported_metrics(tmp_path: Path)
     readme = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
     used = set(re.findall(r"pymta_[a-z_]+", expressions + readme))
     assert used and used <= exported, used - exported
+
+
+def test_a_metrics_line_that_is_not_inet_stops_the_start() -> None:
+    """``metrics`` only makes sense as a listener: check_master (pymta check
+    and the start) refuses another service type, naming file and line, and
+    accepts the inet line silently."""
+    from pymta.config import ConfigError
+    from pymta.config.master_cf import check_master
+    from pymta.service import BUILT_PARTS
+
+    assert (
+        check_master(parse_master_cf("127.0.0.1:9154 inet n - n - - metrics\n"), BUILT_PARTS) == []
+    )
+    with pytest.raises(ConfigError, match="inet service") as caught:
+        check_master(parse_master_cf("metrics unix - - n - - metrics\n"), BUILT_PARTS)
+    assert "master.cf" in str(caught.value) and "line 1" in str(caught.value)
