@@ -5,8 +5,10 @@ no metrics line nothing listens and nothing is recorded."""
 
 from __future__ import annotations
 
+import os
 import poplib
 import re
+import signal
 import smtplib
 import ssl
 import urllib.request
@@ -133,7 +135,8 @@ def test_two_reactor_processes_add_up(tmp_path: Path) -> None:
     """With pymta_processes = 2, SMTP sessions held open on both processes
     (told apart by the pid of their maillog lines) all show in the one
     scrape the master answers, and so do the messages each process received
-    and delivered; both processes count in pymta_reactor_processes."""
+    and delivered; both processes count in pymta_reactor_processes, and a
+    killed worker's replacement does not make a third."""
     maillog = tmp_path / "maillog"
     with PymtaServer(
         tmp_path,
@@ -170,6 +173,16 @@ def test_two_reactor_processes_add_up(tmp_path: Path) -> None:
         wait_for_file(maillog, lambda: log_count(r"status=sent") >= count, timeout=60)
         wait_for_file(maillog, lambda: log_count(r"disconnect from") >= count, timeout=60)
         done = scrape(server)
+
+        # A worker killed: its counters stay in the sum, its live gauges go
+        # (else its replacement would make three reactor processes).
+        worker = re.search(r"worker 1 started, pid (\d+)", server.log())
+        assert worker is not None
+        os.kill(int(worker.group(1)), signal.SIGKILL)
+        warning = f"process pymta/worker pid {worker.group(1)} killed by signal 9"
+        wait_for_file(maillog, lambda: warning in maillog.read_text())
+        server.wait_for_log(r"worker 1 running", count=2)
+        restarted = scrape(server)
         server.stop()
 
     assert value(held, "pymta_reactor_processes") == 2.0
@@ -179,3 +192,5 @@ def test_two_reactor_processes_add_up(tmp_path: Path) -> None:
     assert value(done, "pymta_messages_received_total", origin="smtp") == float(count)
     assert value(done, "pymta_messages_delivered_total", transport="virtual") == float(count)
     assert value(done, "pymta_delivery_delay_seconds_count", status="sent") == float(count)
+    assert value(restarted, "pymta_reactor_processes") == 2.0
+    assert value(restarted, "pymta_messages_received_total", origin="smtp") == float(count)
