@@ -263,6 +263,21 @@ def test_sessions_are_counted_around_the_protocol() -> None:
     assert value("pymta_tls_sessions_total", {"protocol": "pop3"}) == 1.0
 
 
+def test_an_implicit_tls_session_counts_as_tls() -> None:
+    """When the listener's factory builds a TLS protocol (wrapper mode), the
+    session ended encrypted although its TCP transport never started TLS."""
+    registry = CollectorRegistry()
+    factory = SessionCountingFactory(Factory.forProtocol(Recorder), "imap", MailMetrics(registry))
+    protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
+    assert protocol is not None
+    # As twisted.protocols.tls.TLSMemoryBIOProtocol, which a wrapper-mode
+    # listener (imapd_tls_wrappermode) builds: the protocol is the TLS transport.
+    directlyProvides(protocol, ISSLTransport)
+    protocol.makeConnection(StringTransport())
+    protocol.connectionLost(None)  # type: ignore[arg-type]
+    assert registry.get_sample_value("pymta_tls_sessions_total", {"protocol": "imap"}) == 1.0
+
+
 def test_the_counting_factory_stands_for_the_part_factory() -> None:
     """Attributes read or set on the wrapper are the part's factory's (what
     a listener's owner sees is the part's state); a factory that refuses a

@@ -5,6 +5,7 @@ no metrics line nothing listens and nothing is recorded."""
 
 from __future__ import annotations
 
+import imaplib
 import os
 import poplib
 import re
@@ -18,7 +19,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import DEFAULT_MASTER_CF, POP3_SERVICE, PymtaServer, wait_for_file
+from tests.harness import (
+    DEFAULT_MASTER_CF,
+    IMAP_SERVICE,
+    POP3_SERVICE,
+    PymtaServer,
+    wait_for_file,
+)
 
 #: A spelling of a loopback address no other harness service uses, so the
 #: harness can tell the metrics port from the others by its service name.
@@ -52,14 +59,17 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
     """One message over STARTTLS is received, delivered and timed; a RCPT for
     an unknown user is a rejection; a POP3 session with a wrong then a right
     password is one auth failure (counted when the failing session ends)
-    and one login; the open-session gauge sees a connected client and the
-    queue gauges show the emptied queue."""
+    and one login; an IMAP login after STARTTLS is an encrypted imap session;
+    the open-session gauge sees a connected client and the queue gauges
+    show the emptied queue."""
     extra = (
         f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {tmp_path / 'cert.pem'}\n"
         f"smtpd_tls_key_file = {tmp_path / 'key.pem'}\npymta_tls_create_self_signed = yes\n"
     )
     with PymtaServer(
-        tmp_path, main_cf_extra=extra, master_cf=DEFAULT_MASTER_CF + POP3_SERVICE + METRICS_SERVICE
+        tmp_path,
+        main_cf_extra=extra,
+        master_cf=DEFAULT_MASTER_CF + POP3_SERVICE + IMAP_SERVICE + METRICS_SERVICE,
     ) as server:
         server.start()
         context = ssl.create_default_context()
@@ -87,6 +97,11 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
         pop.quit()
         server.wait_for_log(r"pop3-login: Disconnected \(auth failed")
         server.wait_for_log(r"pop3\(alice@example\.test\).*Disconnected")
+        with imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=30) as imap:
+            imap.starttls(context)
+            imap.login("alice@example.test", "alice-pw")
+            imap.logout()
+        server.wait_for_log(r"imap\(alice@example\.test\).*Disconnected")
 
         after = scrape(server)
         server.stop()
@@ -97,6 +112,9 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
     assert value(after, "pymta_tls_sessions_total", protocol="smtp") == 1.0
     assert value(after, "pymta_sessions_total", protocol="pop3") == 2.0
     assert value(after, "pymta_tls_sessions_total", protocol="pop3") is None
+    assert value(after, "pymta_sessions_total", protocol="imap") == 1.0
+    assert value(after, "pymta_tls_sessions_total", protocol="imap") == 1.0
+    assert value(after, "pymta_logins_total", protocol="imap") == 1.0
     assert value(after, "pymta_messages_received_total", origin="smtp") == 1.0
     assert value(after, "pymta_messages_delivered_total", transport="virtual") == 1.0
     assert value(after, "pymta_messages_rejected_total", stage="rcpt", reason="address") == 1.0
