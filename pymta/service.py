@@ -368,10 +368,12 @@ def build(
             system.ports[key] = server
     if system.metrics is not None and worker_fds is None:
         # Only the master listens; its workers record into shared files.
+        from pymta.metrics import listen_interface
+
         for svc in metrics_services:
-            host, port = svc.listen_address()
-            server = _Listener(port, system.metrics.site(), interface=host or "127.0.0.1")
-            server.setName(f"{svc.name}@{host or '127.0.0.1'}:{port}")
+            interface, port = listen_interface(svc), svc.listen_address()[1]
+            server = _Listener(port, system.metrics.site(), interface=interface)
+            server.setName(f"{svc.name}@{interface or '*'}:{port}")
             server.setServiceParent(system)
     if processes > 1:
         from pymta.master.workers import WorkerPool

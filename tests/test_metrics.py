@@ -461,6 +461,21 @@ def test_build_wires_metrics_only_when_master_cf_names_it(tmp_path: Path) -> Non
     assert "9154@127.0.0.1:9154" not in {s.name for s in wired.ports.values()}
 
 
+def test_metrics_listen_where_the_line_says_and_on_loopback_by_default() -> None:
+    """A port alone is 127.0.0.1; an address is that address; ``*:port``
+    is every interface (Postfix's ``*``)."""
+    from pymta.metrics import listen_interface
+
+    lines = "9154 inet n - n - - metrics\n[::1]:9155 inet n - n - - metrics\n"
+    lines += "192.0.2.1:9156 inet n - n - - metrics\n*:9157 inet n - n - - metrics\n"
+    assert [listen_interface(s) for s in parse_master_cf(lines)] == [
+        "127.0.0.1",
+        "::1",
+        "192.0.2.1",
+        "",
+    ]
+
+
 def test_multiprocess_directory_is_emptied_by_the_master_only(tmp_path: Path) -> None:
     """prepare_multiprocess makes the directory, and removes an earlier run's
     files only when asked (the master); a worker keeps them."""

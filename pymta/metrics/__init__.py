@@ -9,7 +9,8 @@ read from the same log. The master.cf service (pymta-only command
 serves ``GET /metrics`` over twisted.web (:mod:`pymta.metrics.web`). It
 listens where its line says; a line with a port only listens on 127.0.0.1,
 not on ``inet_interfaces``: metrics name users' traffic, so exposing them
-beyond the host is the admin's explicit choice.
+beyond the host is the admin's explicit choice (an address, or ``*:9154``
+for every interface).
 
 Where the figures come from (no counter is added inside another part):
 
@@ -63,6 +64,7 @@ from twisted.logger import ILogObserver, Logger, globalLogPublisher
 from zope.interface import implementer
 
 from pymta.config import Config
+from pymta.config.master_cf import MasterService
 
 log = Logger(namespace="pymta.metrics")
 
@@ -74,6 +76,16 @@ SAMPLE_INTERVAL = 5.0
 
 #: Subdirectory of data_directory for the multiprocess files.
 MULTIPROCESS_SUBDIRECTORY = "metrics"
+
+
+def listen_interface(service: MasterService) -> str:
+    """Where a metrics line listens: its host; 127.0.0.1 for a port alone
+    (never ``inet_interfaces``); every interface for ``*:port``, as Postfix
+    reads ``*``."""
+    host, _ = service.listen_address()
+    if host:
+        return host
+    return "" if service.name.startswith("*:") else "127.0.0.1"
 
 
 def prepare_multiprocess(directory: str, *, empty: bool) -> None:
