@@ -101,9 +101,10 @@ CASES: list[tuple[str, str, list[Observation]]] = [
     ),
     (
         "smtpd",
-        "warning: unknown[192.0.2.7]: SASL PLAIN authentication failed: UGFzc3dvcmQ6",
+        "unknown[192.0.2.7]: SASL PLAIN authentication failed: authentication failure",
         [obs("auth_failures", protocol="smtp")],
     ),
+    ("smtpd", "unknown[192.0.2.7]: SASL LOGIN authentication failed: temporary failure", []),
     (
         "relay",
         "Verified TLS connection established to mx.remote.test[192.0.2.1]:25: TLSv1.3",

@@ -24,7 +24,8 @@ content, policy, other):
 - ``QID: from=<...>, status=expired, returned to sender``: messages_expired
 - ``NOQUEUE: reject: STAGE from ...: 554 5.7.1 ...``: messages_rejected{stage,reason}
 - ``Connection concurrency limit exceeded``: messages_rejected{stage=connect}
-- ``... SASL MECH authentication failed``: auth_failures{protocol=smtp}
+- ``CLIENT: SASL MECH authentication failed: WHY`` (smtpd):
+  auth_failures{protocol=smtp}, unless WHY is ``temporary failure``
 - ``V TLS connection established to HOST: ...`` (smtp client):
   outbound_tls_sessions{transport,trust}
 - ``pop3-login: Login:`` / ``imap-login: Login:``: logins{protocol}
@@ -81,6 +82,8 @@ _REJECT = re.compile(
 )
 _CONCURRENCY = re.compile(r"^Connection concurrency limit exceeded: ")
 _SASL_FAILED = re.compile(r"SASL \S+ authentication failed")
+#: smtpd's reason when the password check itself failed (not the client's fault).
+_TEMPORARY = ": temporary failure"
 _TLS_OUT = re.compile(
     r"^(?P<trust>Anonymous|Untrusted|Trusted|Verified) TLS connection established to "
 )
@@ -171,7 +174,7 @@ class EventClassifier:
         if match:
             labels = (("transport", service), ("trust", match["trust"].lower()))
             return [Observation("outbound_tls_sessions", labels)]
-        if service == "smtpd" and _SASL_FAILED.search(text):
+        if service == "smtpd" and _SASL_FAILED.search(text) and not text.endswith(_TEMPORARY):
             return [Observation("auth_failures", (("protocol", "smtp"),))]
         return []
 
