@@ -266,7 +266,9 @@ def test_sessions_are_counted_around_the_protocol() -> None:
 
 def test_an_implicit_tls_session_counts_as_tls() -> None:
     """When the listener's factory builds a TLS protocol (wrapper mode), the
-    session ended encrypted although its TCP transport never started TLS."""
+    session ended encrypted although its TCP transport never started TLS;
+    it is counted once although that protocol runs connectionMade twice
+    and may repeat connectionLost."""
     registry = CollectorRegistry()
     factory = SessionCountingFactory(Factory.forProtocol(Recorder), "imap", MailMetrics(registry))
     protocol = factory.buildProtocol(None)  # type: ignore[arg-type]
@@ -275,7 +277,12 @@ def test_an_implicit_tls_session_counts_as_tls() -> None:
     # listener (imapd_tls_wrappermode) builds: the protocol is the TLS transport.
     directlyProvides(protocol, ISSLTransport)
     protocol.makeConnection(StringTransport())
+    protocol.connectionMade()  # as TLSMemoryBIOProtocol.makeConnection does, twice
+    assert registry.get_sample_value("pymta_sessions_open", {"protocol": "imap"}) == 1.0
     protocol.connectionLost(None)  # type: ignore[arg-type]
+    protocol.connectionLost(None)  # type: ignore[arg-type]  # the TLS layer may repeat it
+    assert registry.get_sample_value("pymta_sessions_open", {"protocol": "imap"}) == 0.0
+    assert registry.get_sample_value("pymta_sessions_total", {"protocol": "imap"}) == 1.0
     assert registry.get_sample_value("pymta_tls_sessions_total", {"protocol": "imap"}) == 1.0
 
 

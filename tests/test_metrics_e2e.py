@@ -31,6 +31,9 @@ from tests.harness import (
 #: harness can tell the metrics port from the others by its service name.
 METRICS_SERVICE = "[localhost]:0 inet n - n - - metrics\n"
 
+#: IMAP over implicit TLS (port 993's kind), under another unique name.
+IMAPS_SERVICE = "127.0.0.3:0 inet n - n - - imapd -o imapd_tls_wrappermode=yes\n"
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -59,7 +62,8 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
     """One message over STARTTLS is received, delivered and timed; a RCPT for
     an unknown user is a rejection; a POP3 session with a wrong then a right
     password is one auth failure (counted when the failing session ends)
-    and one login; an IMAP login after STARTTLS is an encrypted imap session;
+    and one login; IMAP logins after STARTTLS and on an implicit-TLS port
+    are two encrypted imap sessions;
     the open-session gauge sees a connected client and the queue gauges
     show the emptied queue."""
     extra = (
@@ -69,7 +73,7 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
     with PymtaServer(
         tmp_path,
         main_cf_extra=extra,
-        master_cf=DEFAULT_MASTER_CF + POP3_SERVICE + IMAP_SERVICE + METRICS_SERVICE,
+        master_cf=DEFAULT_MASTER_CF + POP3_SERVICE + IMAP_SERVICE + IMAPS_SERVICE + METRICS_SERVICE,
     ) as server:
         server.start()
         context = ssl.create_default_context()
@@ -101,7 +105,12 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
             imap.starttls(context)
             imap.login("alice@example.test", "alice-pw")
             imap.logout()
-        server.wait_for_log(r"imap\(alice@example\.test\).*Disconnected")
+        with imaplib.IMAP4_SSL(
+            "127.0.0.3", server.ports["127.0.0.3:0"], ssl_context=context, timeout=30
+        ) as imaps:
+            imaps.login("alice@example.test", "alice-pw")
+            imaps.logout()
+        server.wait_for_log(r"imap\(alice@example\.test\).*Disconnected", count=2)
 
         after = scrape(server)
         server.stop()
@@ -112,9 +121,10 @@ def test_metrics_count_a_real_session_delivery_rejection_and_logins(tmp_path: Pa
     assert value(after, "pymta_tls_sessions_total", protocol="smtp") == 1.0
     assert value(after, "pymta_sessions_total", protocol="pop3") == 2.0
     assert value(after, "pymta_tls_sessions_total", protocol="pop3") is None
-    assert value(after, "pymta_sessions_total", protocol="imap") == 1.0
-    assert value(after, "pymta_tls_sessions_total", protocol="imap") == 1.0
-    assert value(after, "pymta_logins_total", protocol="imap") == 1.0
+    assert value(after, "pymta_sessions_open", protocol="imap") == 0.0
+    assert value(after, "pymta_sessions_total", protocol="imap") == 2.0
+    assert value(after, "pymta_tls_sessions_total", protocol="imap") == 2.0
+    assert value(after, "pymta_logins_total", protocol="imap") == 2.0
     assert value(after, "pymta_messages_received_total", origin="smtp") == 1.0
     assert value(after, "pymta_messages_delivered_total", transport="virtual") == 1.0
     assert value(after, "pymta_messages_rejected_total", stage="rcpt", reason="address") == 1.0

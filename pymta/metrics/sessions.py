@@ -70,7 +70,9 @@ class SessionCountingFactory:
         counted: list[bool] = []
 
         def connection_made() -> None:
-            if metrics.session_opened(label):
+            # Once per session: TLSMemoryBIOProtocol (implicit TLS) runs its
+            # own connectionMade twice.
+            if not counted and metrics.session_opened(label):
                 counted.append(True)
             made()
 
