@@ -25,10 +25,10 @@ Where the figures come from (no counter is added inside another part):
 - queue sizes: the queue directories, counted at scrape time in a thread
   (:mod:`pymta.metrics.queues`);
 - syncs of the group-commit barriers (``pymta_syncs_total{barrier}``:
-  ``queue`` and ``mailbox``; their ``syncs`` attribute, sampled): divided
-  into the messages received, the mean queue-sync batch. A histogram of
-  batch sizes would need a hook inside :mod:`pymta.queue.sync`; there is
-  none;
+  ``queue`` and ``mailbox``; their ``syncs`` attribute, sampled): the
+  messages received divided by the queue's syncs is the mean queue-sync
+  batch. A histogram of batch sizes would need a hook inside
+  :mod:`pymta.queue.sync`; there is none;
 - CPU and memory: ``pymta_cpu_seconds`` / ``pymta_resident_memory_bytes``
   summed over the live reactor processes, and prometheus-client's process
   collector (``process_*``) for the process that serves the endpoint.
@@ -47,8 +47,10 @@ CPU, memory and sync figures are sampled every :data:`SAMPLE_INTERVAL`
 seconds (the serving process samples its own at each scrape); everything
 else is written as it happens. With one process, values stay in memory.
 
-Writes: ``$data_directory/metrics/*.db`` with several processes. Logs:
-a failed collection (with its traceback).
+Untrusted input: HTTP requests (:mod:`pymta.metrics.web`) and the text of
+log lines, which quotes the network (:mod:`pymta.metrics.events`). Writes:
+``$data_directory/metrics/*.db`` with several processes. Logs: a failed
+collection (with its traceback).
 """
 
 from __future__ import annotations
@@ -67,9 +69,6 @@ from pymta.config import Config
 from pymta.config.master_cf import MasterService
 
 log = Logger(namespace="pymta.metrics")
-
-#: The master.cf command of the metrics service.
-COMMAND = "metrics"
 
 #: Seconds between two samples of a process's CPU time and memory.
 SAMPLE_INTERVAL = 5.0
