@@ -56,6 +56,7 @@ BUILT_PARTS = {
     "error",
     "smtp",
     "lmtp",
+    "metrics",
 }
 
 
@@ -219,6 +220,7 @@ class MailSystem(service.MultiService):
         self.bounce: Any = None
         self.agents: dict[str, Any] = {}
         self.ports: dict[str, _Listener] = {}
+        self.metrics: Any = None  # pymta.metrics.MetricsService, when master.cf has one
 
 
 def _listen_interfaces(config: Config, host: str | None) -> list[str]:
@@ -267,6 +269,21 @@ def build(
             reactor,
         ).setServiceParent(system)
 
+    from pymta.master.workers import process_count
+
+    processes = 1 if worker_fds is not None else process_count(config)
+    metrics_services = [s for s in master if s.type == "inet" and s.program == "metrics"]
+    if metrics_services:
+        from pymta.metrics import MetricsService
+
+        system.metrics = MetricsService(
+            config,
+            reactor,
+            multiprocess=processes > 1 or worker_fds is not None,
+            serving=worker_fds is None,
+        )
+        system.metrics.setServiceParent(system)
+
     queue_directory = config.get("queue_directory")
     Path(queue_directory).mkdir(parents=True, exist_ok=True)
     sync = SyncBarrier(
@@ -284,15 +301,14 @@ def build(
         reactor=reactor,
         durable_delay=config.get_time("pymta_mailbox_sync_delay"),
     )
+    if system.metrics is not None:
+        system.metrics.watch_syncs({"queue": sync, "mailbox": delivery_sync})
     resolver = Resolver(config)
     holder: dict[str, Any] = {}
 
     def on_queued(queue_id: str, envelope: Any, content: bytes) -> None:
         holder["qmgr"].notify_new(queue_id, envelope, content)
 
-    from pymta.master.workers import process_count
-
-    processes = 1 if worker_fds is not None else process_count(config)
     claims = None
     if worker_fds is not None or processes > 1:
         from pymta.master.claims import QueueClaims
@@ -371,6 +387,8 @@ def build(
             factory = _imap_factory(svc_config, svc, reactor, mailstore())
         else:
             factory = _pop3_factory(svc_config, svc, reactor, mailstore())
+        if system.metrics is not None:
+            factory = system.metrics.count_sessions(factory, svc.program)
         for interface in _listen_interfaces(svc_config, host):
             key = f"{svc.name}:{interface}:{port}"
             server: Any
@@ -387,6 +405,15 @@ def build(
             server.setName(f"{svc.name}@{interface or '*'}:{port}")
             server.setServiceParent(system)
             system.ports[key] = server
+    if system.metrics is not None and worker_fds is None:
+        # Only the master listens; its workers record into shared files.
+        from pymta.metrics import listen_interface
+
+        for svc in metrics_services:
+            interface, port = listen_interface(svc), svc.listen_address()[1]
+            server = _Listener(port, system.metrics.site(), interface=interface)
+            server.setName(f"{svc.name}@{interface or '*'}:{port}")
+            server.setServiceParent(system)
     if processes > 1:
         from pymta.master.workers import WorkerPool
 

@@ -58,6 +58,7 @@ COMMANDS: dict[str, str] = {
     "postscreen": "pymta",
     "qmqpd": "pymta",
     "spawn": "pymta",
+    "metrics": "pymta",  # pymta-only: the OpenMetrics endpoint (pymta.metrics)
     # jobs pymta does without a service of their own
     "tlsmgr": "builtin",  # pymta.tls keeps its state in-process
     "tlsproxy": "builtin",  # postscreen's STARTTLS: pymta.tls in smtpd
@@ -92,7 +93,11 @@ PARTS: dict[str, str] = {
     "postscreen": "postscreen",
     "qmqpd": "qmqpd",
     "spawn": "spawn",
+    "metrics": "metrics",
 }
+
+#: pymta-only commands that only make sense as a listener.
+INET_ONLY = frozenset({"metrics"})
 
 # service name -> port, when the system has no /etc/services entry.
 _PORTS: dict[str, int] = {
@@ -401,6 +406,13 @@ def check_master(services: list[MasterService], built: set[str]) -> list[str]:
         if status is None:
             raise ConfigError(
                 f"service {service.name!r}: unknown command {service.command!r}",
+                service.filename,
+                service.lineno,
+            )
+        if program in INET_ONLY and service.type != "inet":
+            raise ConfigError(
+                f"service {service.name!r}: {program} listens on a TCP port, write it as "
+                f"an inet service (127.0.0.1:9154 inet n - n - - {program})",
                 service.filename,
                 service.lineno,
             )
