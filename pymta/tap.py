@@ -2,8 +2,18 @@
 
 Mirrors ``postfix start``: read main.cf and master.cf from the configuration
 directory (``--config``, else $MAIL_CONFIG, else the sample in ``etc/``) and
-start every service master.cf names. Privileges are dropped by twistd's own
-``-u``/``-g`` after the listening ports are bound.
+start every service master.cf names. twistd's own options go before the
+plugin name, pymta's after it::
+
+    twistd -u pymta -g pymta --pidfile /run/pymta/pymta.pid \\
+        --logfile /var/log/pymta/twistd.log pymta --config /etc/pymta
+
+Privileges are dropped by twistd's ``-u``/``-g`` after the listening ports
+are bound. Started as root with ``-u``, makeService first gives the user
+what it will write (:mod:`pymta.ownership`): the directories of the pid and
+log files, the state directories and the mail log. A configuration that
+cannot start stops twistd with one line, ``pymta: fatal: ...``, naming the
+file and line or the parameter, and the cause.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
+from pymta.config.errors import ConfigError
 from pymta.config.locate import config_directory
 
 
@@ -33,6 +44,24 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the whole pymta service hierarchy from the configuration."""
+    try:
+        return _make(options)
+    except ConfigError as e:
+        # twistd prints a SystemExit's message and exits 1: one line, no traceback.
+        raise SystemExit(f"pymta: fatal: {e}") from None
+
+
+def _make(options: Options) -> IService:
+    from pymta.ownership import give_state_to, prepare_twistd_files, twistd_run_as
+    from pymta.service import MailSystem
     from pymta.service import makeService as make
 
-    return make(options["config"])
+    twistd_options = getattr(options, "parent", None)
+    run_as = twistd_run_as(twistd_options)
+    if run_as is not None:
+        assert twistd_options is not None
+        prepare_twistd_files(twistd_options["pidfile"], twistd_options["logfile"], run_as)
+    system = make(options["config"])
+    if run_as is not None and isinstance(system, MailSystem):
+        give_state_to(system.config, run_as)
+    return system
