@@ -18,6 +18,8 @@ file and line or the parameter, and the cause.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.application.service import IService
 from twisted.python import usage
 
@@ -49,10 +51,21 @@ def makeService(options: Options) -> IService:
     except ConfigError as e:
         # twistd prints a SystemExit's message and exits 1: one line, no traceback.
         raise SystemExit(f"pymta: fatal: {e}") from None
+    except OSError as e:  # a directory pymta cannot make, a file it cannot read
+        where = f"{e.filename}: " if e.filename else ""
+        raise SystemExit(f"pymta: fatal: {where}{e.strerror or e}") from None
 
 
 def _make(options: Options) -> IService:
     from pymta.ownership import give_state_to, prepare_twistd_files, twistd_run_as
+
+    main_cf = Path(options["config"]) / "main.cf"
+    if not main_cf.is_file():
+        raise ConfigError(
+            f"no configuration: {main_cf} does not exist. Name a directory with "
+            "main.cf and master.cf: twistd pymta --config DIR (or $MAIL_CONFIG), "
+            "or run twistd where ./etc/main.cf is (a pymta clone)"
+        )
     from pymta.service import MailSystem
     from pymta.service import makeService as make
 
@@ -62,6 +75,9 @@ def _make(options: Options) -> IService:
         assert twistd_options is not None
         prepare_twistd_files(twistd_options["pidfile"], twistd_options["logfile"], run_as)
     system = make(options["config"])
-    if run_as is not None and isinstance(system, MailSystem):
-        give_state_to(system.config, run_as)
+    if isinstance(system, MailSystem):
+        if twistd_options is not None:
+            system.pidfile = twistd_options.get("pidfile") or None
+        if run_as is not None:
+            give_state_to(system.config, run_as)
     return system

@@ -53,7 +53,14 @@ class ServerTLS:
     ``required`` is True for ``smtpd_tls_security_level = encrypt``.
     """
 
-    def __init__(self, cert_file: str, key_file: str, required: bool = False) -> None:
+    def __init__(
+        self,
+        cert_file: str,
+        key_file: str,
+        required: bool = False,
+        parameter: str = "smtpd_tls_cert_file",
+        config: Config | None = None,
+    ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
         self.required = required
@@ -67,15 +74,20 @@ class ServerTLS:
             | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
         )
         ctx.set_cipher_list(CIPHERS_TLS12.encode("ascii"))
+        key_parameter = parameter.replace("_cert_file", "_key_file")
+        # Read both files first: OpenSSL's own error for a missing file is a
+        # tuple that names neither the file nor "No such file or directory".
+        _readable(cert_file, "certificate", parameter, config)
+        _readable(key_file, "private key", key_parameter, config)
+        step = (parameter, f"cannot load certificate {cert_file}")
         try:
             ctx.use_certificate_chain_file(cert_file.encode())
+            step = (key_parameter, f"cannot load private key {key_file}")
             ctx.use_privatekey_file(key_file.encode())
+            step = (key_parameter, f"private key {key_file} does not match certificate {cert_file}")
             ctx.check_privatekey()
-        except (SSL.Error, OSError) as e:
-            raise ConfigError(
-                f"cannot load certificate {cert_file!r} / key {key_file!r}: {e}",
-                parameter="smtpd_tls_cert_file",
-            ) from None
+        except SSL.Error as e:
+            raise _error(f"{step[1]}: {_openssl_reason(e)}", step[0], config) from None
         self._context = ctx
 
     def getContext(self) -> SSL.Context:
@@ -108,7 +120,35 @@ class ServerTLS:
                 f"{level_name} = {level} needs a certificate",
                 parameter=f"{prefix}_tls_cert_file",
             )
-        return cls(cert, key, required=(level == "encrypt"))
+        return cls(
+            cert,
+            key,
+            required=(level == "encrypt"),
+            parameter=f"{prefix}_tls_cert_file",
+            config=config,
+        )
+
+
+def _error(message: str, parameter: str, config: Config | None) -> ConfigError:
+    """A ConfigError naming where parameter was set (file and line), if known."""
+    src = config.source(parameter) if config is not None else None
+    if src is not None:
+        return ConfigError(message, src.filename, src.lineno or None, parameter)
+    return ConfigError(message, parameter=parameter)
+
+
+def _readable(path: str, what: str, parameter: str, config: Config | None) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise _error(f"cannot read {what} {path}: {e.strerror}", parameter, config) from None
+
+
+def _openssl_reason(error: SSL.Error) -> str:
+    """The reasons of an OpenSSL error queue ([(lib, func, reason), ...]) as text."""
+    reasons = [str(entry[2]) for entry in (error.args[0] if error.args else []) if len(entry) > 2]
+    return "; ".join(r for r in reasons if r) or str(error)
 
 
 def describe(transport: Any) -> str:

@@ -21,11 +21,8 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 from pymta.config.locate import config_directory
-from pymta.config.master_cf import COMMANDS, PARTS, check_master, load_master
-from pymta.config.validate import validate
 
 PROG = "pymta"
 
@@ -133,26 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def built_parts() -> set[str]:
-    """What the server wires in: ``pymta.service.BUILT_PARTS`` when it says so.
-
-    Without it, every part named in master_cf.PARTS counts as built, so that
-    ``check`` warns only about services pymta never needs.
-    """
-    try:
-        service = importlib.import_module("pymta.service")
-        built = getattr(service, "BUILT_PARTS", None)
-    except Exception:  # a broken server module must not stop the check
-        built = None
-    if built is not None:
-        return set(built)
-    return {program for program, status in COMMANDS.items() if status == "pymta"} | set(
-        PARTS.values()
-    )
-
-
 def run_check(args: list[str], config_dir: str) -> int:
-    """``pymta check``: read main.cf and master.cf, print warnings, 1 on error."""
+    """``pymta check``: what a start would refuse (exit 1, ``pymta: fatal:``)
+    or warn about (``pymta: warning:``), found by the start's own code
+    (:func:`pymta.service.check`)."""
     try:
         opts, rest = getopt.getopt(args, "c:")
     except getopt.GetoptError as e:
@@ -163,13 +144,15 @@ def run_check(args: list[str], config_dir: str) -> int:
     if rest:
         fatal(f"usage: {PROG} check [-c DIR]")
         return 1
+    from pymta.service import check
+
     try:
-        config = Config.load(config_dir)
-        master = load_master(config_dir)
-        problems = validate(config, master)
-        problems.extend(check_master(master, built_parts()))
+        problems = check(config_dir)
     except ConfigError as e:
         fatal(str(e))
+        return 1
+    except OSError as e:  # as the start reports it (pymta.tap)
+        fatal(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         return 1
     for problem in problems:
         warning(problem)
