@@ -188,6 +188,22 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         os.close(dir_fd)
 
 
+def self_signed_names(hostname: str) -> list[Any]:
+    """The subject alternative names of the self-signed certificate:
+    hostname, then ``localhost``, ``127.0.0.1`` and ``::1`` (no duplicates)."""
+    from cryptography import x509
+
+    names: list[Any] = []
+    for text in (hostname, "localhost", "127.0.0.1", "::1"):
+        try:
+            name: Any = x509.IPAddress(ipaddress.ip_address(text))
+        except ValueError:
+            name = x509.DNSName(text.lower())
+        if text and name not in names:
+            names.append(name)
+    return names
+
+
 def ensure_self_signed(
     cert_path: str | os.PathLike[str],
     key_path: str | os.PathLike[str],
@@ -196,13 +212,19 @@ def ensure_self_signed(
 ) -> bool:
     """Make a self-signed certificate for ``hostname`` unless both files exist.
 
-    EC P-256 key, SAN = hostname, valid ten years from ``now``. The key is
-    written 0600. Returns True when new files were written.
+    EC P-256 key, valid ten years from ``now``. Its subject alternative
+    names are hostname and the loopback names (``localhost``, ``127.0.0.1``,
+    ``::1``): the embedded default listens on loopback, and a verifying
+    client (curl ``--cacert``, fetchmail, msmtp, Python's ssl) connects to
+    one of those, since myhostname need not resolve. Key usage and the key
+    identifiers are set, as strict verifiers (Python 3.13's
+    VERIFY_X509_STRICT) require. The key is written 0600. Returns True when
+    new files were written.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     cert_file = Path(cert_path)
     key_file = Path(key_path)
@@ -212,20 +234,34 @@ def ensure_self_signed(
         now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
-    except ValueError:
-        san = x509.DNSName(hostname)
+    public = key.public_key()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(self_signed_names(hostname)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(
