@@ -19,6 +19,10 @@ file. So, while still root:
   itself and ``maillog_file`` (created when missing) are given to the user
   and group. Only entries not already theirs are changed; symbolic links
   are not followed.
+- :func:`check_readable`: the passwd-file of ``pymta_passdb``, which the
+  servers re-read after the switch, must be readable by the user (a
+  0600 root file would make every login a temporary failure): otherwise
+  the start stops with one line giving the chgrp/chmod that fixes it.
 
 Untrusted input: none (paths come from main.cf and twistd's command line,
 written by the administrator). Writes: directory entries' ownership, the
@@ -113,6 +117,60 @@ def may_remove_entries(directory: str | os.PathLike[str], run_as: RunAs) -> bool
     if st.st_gid in groups:
         return bool(st.st_mode & stat.S_IWGRP and st.st_mode & stat.S_IXGRP)
     return bool(st.st_mode & stat.S_IWOTH and st.st_mode & stat.S_IXOTH)
+
+
+def _may(st: os.stat_result, run_as: RunAs, groups: set[int], bits: tuple[int, int, int]) -> bool:
+    user_bit, group_bit, other_bit = bits
+    if st.st_uid == run_as.uid:
+        return bool(st.st_mode & user_bit)
+    if st.st_gid in groups:
+        return bool(st.st_mode & group_bit)
+    return bool(st.st_mode & other_bit)
+
+
+def may_read(path: str | os.PathLike[str], run_as: RunAs) -> bool:
+    """Whether run_as may read the file at path (its directories searchable)."""
+    try:
+        groups = set(os.getgrouplist(run_as.user, run_as.gid))
+    except (KeyError, OSError):
+        groups = {run_as.gid}
+    target = Path(path).absolute()
+    search = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+    for directory in reversed(target.parents):
+        if not _may(os.stat(directory), run_as, groups, search):
+            return False
+    return _may(os.stat(target), run_as, groups, (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH))
+
+
+def check_readable(config: Config, services: list[str], run_as: RunAs) -> None:
+    """Raise ConfigError (one line) when the passwd-file of ``pymta_passdb``,
+    which pop3d and imapd read again after the switch whenever it changes,
+    is not readable by run_as: every login would fail as a temporary error."""
+    if not {"pop3d", "imapd"} & set(services):
+        return
+    from pymta.auth.passdb import passwd_path
+
+    path = passwd_path(config)
+    try:
+        readable = may_read(path, run_as)
+    except FileNotFoundError:
+        return  # a missing file is the checker's to report, at each login
+    if not readable:
+        raise ConfigError(
+            f"{path} is not readable by user {run_as.user}, which pop3d and imapd run as: "
+            f"chgrp {grp_name(run_as.gid)} {path} && chmod 0640 {path}",
+            parameter="pymta_passdb",
+        )
+
+
+def grp_name(gid: int) -> str:
+    """The name of group gid (its number when it has none)."""
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def prepare_twistd_files(pidfile: str | None, logfile: str | None, run_as: RunAs) -> None:

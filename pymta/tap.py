@@ -57,7 +57,12 @@ def makeService(options: Options) -> IService:
 
 
 def _make(options: Options) -> IService:
-    from pymta.ownership import give_state_to, prepare_twistd_files, twistd_run_as
+    from pymta.ownership import (
+        check_readable,
+        give_state_to,
+        prepare_twistd_files,
+        twistd_run_as,
+    )
 
     main_cf = Path(options["config"]) / "main.cf"
     if not main_cf.is_file():
@@ -79,5 +84,6 @@ def _make(options: Options) -> IService:
         if twistd_options is not None:
             system.pidfile = twistd_options.get("pidfile") or None
         if run_as is not None:
+            check_readable(system.config, [svc.program for svc in system.master], run_as)
             give_state_to(system.config, run_as)
     return system

@@ -21,6 +21,7 @@ from pymta.config import Config
 from pymta.config.errors import ConfigError
 from pymta.ownership import (
     RunAs,
+    check_readable,
     give_state_to,
     may_remove_entries,
     prepare_twistd_files,
@@ -130,6 +131,27 @@ def test_state_is_given_to_the_user(shared_dir: Path) -> None:
         shared_dir / "log" / "maillog",
     ):
         assert (path.stat().st_uid, path.stat().st_gid) == (nobody.uid, nobody.gid), path
+
+
+@needs_root
+def test_a_passwd_file_the_user_cannot_read_stops_the_start(shared_dir: Path) -> None:
+    """A 0600 root passwd-file (what `pymta passwd --update` makes) would fail
+    every POP3/IMAP login after the switch: with pop3d or imapd in master.cf
+    the start stops with one line giving the chgrp/chmod that fixes it; once
+    group-readable it starts. Without pop3d/imapd the file is not needed."""
+    nobody = _nobody()
+    passwd = shared_dir / "passwd"
+    passwd.write_text("a@example.test:{PLAIN}x::::::\n")
+    passwd.chmod(0o600)
+    config = Config({"pymta_passdb": f"passwd-file:{passwd}"})
+    with pytest.raises(
+        ConfigError, match=r"pymta_passdb: .* not readable by user nobody.*chmod 0640"
+    ):
+        check_readable(config, ["smtpd", "imapd"], nobody)
+    check_readable(config, ["smtpd"], nobody)
+    os.chown(passwd, 0, nobody.gid)
+    passwd.chmod(0o640)
+    check_readable(config, ["pop3d"], nobody)
 
 
 def test_a_system_directory_is_never_given_away() -> None:

@@ -104,7 +104,10 @@ def open_table(
             and os.path.exists(name)
             and not os.path.exists(f"{name}.db")
         ):
-            reason += f" (compile it: pymta postmap {spec.strip()})"
+            reason += (
+                f" (compile it: pymta postmap {spec.strip()},"
+                " or pymta postalias for an aliases file)"
+            )
         # Postfix's words (dict_surrogate.c); the surrogate says it again,
         # in the mail log, at each lookup it fails.
         _log.warn("{spec} is unavailable. {reason}", spec=spec.strip(), reason=reason)
