@@ -233,6 +233,12 @@ def give_state_to(config: Config, run_as: RunAs) -> None:
                 raise ConfigError(e.message, parameter=name) from None
     base = config.get("virtual_mailbox_base").strip()
     if base:
+        if os.path.realpath(base) in _SYSTEM_DIRECTORIES:
+            raise ConfigError(
+                f"{base} is a system directory: pymta will not give it to {run_as.user}; "
+                "use a directory of its own (e.g. /var/mail/vhosts)",
+                parameter="virtual_mailbox_base",
+            )
         # Only the top: a mail store may hold millions of files, and
         # everything below it is created by deliveries, as the user.
         make_dirs(base, run_as)

@@ -155,10 +155,18 @@ def test_a_passwd_file_the_user_cannot_read_stops_the_start(shared_dir: Path) ->
 
 
 def test_a_system_directory_is_never_given_away() -> None:
-    """queue_directory = /var would chown the whole of /var: refused instead."""
+    """queue_directory = /var would chown the whole of /var, virtual_mailbox_base
+    = /var/mail the system's mail spool: refused instead."""
+    run_as = RunAs(os.geteuid() + 12345, 12345)
     config = Config({"queue_directory": "/var", "data_directory": ""})
     with pytest.raises(ConfigError, match="queue_directory: /var is a system directory"):
-        give_state_to(config, RunAs(os.geteuid() + 12345, 12345))
+        give_state_to(config, run_as)
+    config = Config(
+        {"queue_directory": "", "data_directory": "", "virtual_mailbox_base": "/var/mail"}
+    )
+    with pytest.raises(ConfigError, match="virtual_mailbox_base: /var/mail is a system directory"):
+        give_state_to(config, run_as)
+    assert os.stat("/var/mail").st_uid != run_as.uid
 
 
 @needs_root
