@@ -19,6 +19,7 @@ data and mail directories named by main.cf.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from typing import IO, Any
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
@@ -176,6 +178,10 @@ def listen_backlog(config: Config, somaxconn_path: str = SOMAXCONN_PATH) -> int:
         return DEFAULT_BACKLOG
 
 
+class ListenError(Exception):
+    """A listener could not bind its address; the message names the master.cf line."""
+
+
 class _Listener(internet.TCPServer):
     """A TCP listener that logs the address it bound (port 0 picks a free one).
 
@@ -183,8 +189,18 @@ class _Listener(internet.TCPServer):
     per wakeup (100 at first; 20 more each time it takes them all, else as
     many as came), until accept() finds the queue empty."""
 
+    #: ``master.cf, line N: service NAME`` for the error when binding fails.
+    where = ""
+
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            cause = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            where = f"{self.where}: " if self.where else ""
+            raise ListenError(
+                f"{where}cannot listen on {e.interface or '*'}:{e.port}: {cause}"
+            ) from None
         assert self._port is not None
         host = self._port.getHost()
         log.info(
@@ -221,6 +237,19 @@ class MailSystem(service.MultiService):
         self.agents: dict[str, Any] = {}
         self.ports: dict[str, _Listener] = {}
         self.metrics: Any = None  # pymta.metrics.MetricsService, when master.cf has one
+        #: twistd's pid file, when pymta.tap knows it: removed when binding a
+        #: port fails, as twistd removes it after the other failed starts.
+        self.pidfile: str | None = None
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            if self.pidfile:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.pidfile)
+            # One line instead of twistd's traceback (SystemExit's message is printed).
+            raise SystemExit(f"pymta: fatal: {e}") from None
 
 
 def _listen_interfaces(config: Config, host: str | None) -> list[str]:
@@ -240,12 +269,17 @@ def build(
     reactor: Any = None,
     *,
     worker_fds: Mapping[str, int] | None = None,
+    check: bool = False,
 ) -> MailSystem:
     """Wire every part for this configuration (does not start anything).
 
     ``worker_fds`` ({listener key: inherited descriptor}) builds a worker
     of :mod:`pymta.master` instead: listeners adopt the master's sockets,
     the queue manager never scans the queue, no trigger FIFO reader.
+    ``check=True`` is ``pymta check``: the same parts from the same code,
+    so that whatever stops a start stops the check, but nothing is written
+    (the queue is in memory, no queue directory is made) and there is no
+    trigger reader or worker pool.
     """
     from pymta.bounce.bouncer import Bouncer
     from pymta.cleanup import Cleanup
@@ -272,8 +306,10 @@ def build(
     from pymta.master.workers import process_count
 
     processes = 1 if worker_fds is not None else process_count(config)
+    if check:
+        processes = 1  # counted (a bad value stops the check too), never spawned
     metrics_services = [s for s in master if s.type == "inet" and s.program == "metrics"]
-    if metrics_services:
+    if metrics_services and not check:
         from pymta.metrics import MetricsService
 
         system.metrics = MetricsService(
@@ -285,12 +321,19 @@ def build(
         system.metrics.setServiceParent(system)
 
     queue_directory = config.get("queue_directory")
-    Path(queue_directory).mkdir(parents=True, exist_ok=True)
+    if not check:
+        Path(queue_directory).mkdir(parents=True, exist_ok=True)
     sync = SyncBarrier(
         queue_directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor
     )
-    store = FileQueueStore(queue_directory, sync, clock=clock)
-    queue_space = _queue_space(queue_directory, reactor)
+    store: Any
+    if check:
+        from pymta.queue.memory import MemoryQueueStore
+
+        store = MemoryQueueStore(clock)
+    else:
+        store = FileQueueStore(queue_directory, sync, clock=clock)
+    queue_space = None if check else _queue_space(queue_directory, reactor)
     # Mailbox writes get a group-commit thread of their own, so that a
     # client waiting for its 250 never queues behind a delivery's sync. The
     # queue manager marks a recipient done only after the agent's Deferred
@@ -342,7 +385,10 @@ def build(
     _CallbackService("sync", lambda: None, sync.drain).setServiceParent(system)
     _CallbackService("delivery-sync", lambda: None, delivery_sync.drain).setServiceParent(system)
     _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
-    _CallbackService("queue-space", queue_space.start, queue_space.stop).setServiceParent(system)
+    if queue_space is not None:
+        _CallbackService("queue-space", queue_space.start, queue_space.stop).setServiceParent(
+            system
+        )
     for name, agent in agents.items():
         close = getattr(agent, "close", None)
         if close is not None:  # e.g. smtp: QUIT on the cached idle connections
@@ -350,7 +396,7 @@ def build(
     # postqueue -f / pymta flush write to $queue_directory/public/qmgr.
     from pymta.qmgr.trigger import TriggerService
 
-    if worker_fds is None:  # one reader of the FIFO: the master's
+    if worker_fds is None and not check:  # one reader of the FIFO: the master's
         TriggerService(queue_directory, qmgr, reactor).setServiceParent(system)
 
     mailstores: list[Any] = []  # one MaildirStore shared by pop3d and imapd
@@ -402,6 +448,7 @@ def build(
                 server = _Listener(
                     port, factory, interface=interface, backlog=listen_backlog(svc_config)
                 )
+                server.where = f"{svc.filename}, line {svc.lineno}: service {svc.name}"
             server.setName(f"{svc.name}@{interface or '*'}:{port}")
             server.setServiceParent(system)
             system.ports[key] = server
@@ -472,6 +519,68 @@ def load(config_directory: str | os.PathLike[str]) -> tuple[Config, list[MasterS
     for warning in check_master(master, BUILT_PARTS):
         log.warn("{warning}", warning=warning)
     return config, master
+
+
+def _start_warnings() -> tuple[list[str], Callable[[], None]]:
+    """Collect the warnings logged from now on (through twisted.logger, the
+    mail log included); returns them and the function that stops collecting."""
+    from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+    from zope.interface import implementer
+
+    warnings: list[str] = []
+
+    @implementer(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical):
+            text = formatEvent(event)
+            if text not in warnings:
+                warnings.append(text)
+
+    globalLogPublisher.addObserver(observe)
+    return warnings, lambda: globalLogPublisher.removeObserver(observe)
+
+
+def _with_checkable_certificates(config: Config, scratch: str) -> Config:
+    """config with the certificates the start would make (embedded default,
+    ``pymta_tls_create_self_signed = yes``) made in scratch instead, so that
+    the check loads them as the start would, and writes nothing real."""
+    from pymta.tls import ensure_self_signed
+
+    if not config.get_bool("pymta_tls_create_self_signed"):
+        return config
+    overrides: dict[str, str] = {}
+    for prefix in ("smtpd", "pop3d", "imapd"):
+        cert = config.get(f"{prefix}_tls_cert_file").strip()
+        key = config.get(f"{prefix}_tls_key_file").strip() or cert
+        if not cert or (os.path.exists(cert) and os.path.exists(key)):
+            continue
+        made_cert = os.path.join(scratch, f"{prefix}-cert.pem")
+        made_key = os.path.join(scratch, f"{prefix}-key.pem")
+        ensure_self_signed(made_cert, made_key, config.get("myhostname"))
+        overrides[f"{prefix}_tls_cert_file"] = made_cert
+        overrides[f"{prefix}_tls_key_file"] = made_key
+    if not overrides:
+        return config
+    return config.with_overrides(overrides, source="main.cf (certificate made at start)")
+
+
+def check(config_directory: str | os.PathLike[str]) -> list[str]:
+    """``pymta check``: the warnings a start would log, or the ConfigError that
+    would stop it. Runs the start's own code (:func:`load`, then
+    :func:`build` with ``check=True``), so the two cannot disagree: unknown
+    parameters, master.cf services, restrictions (``reject_rbl_client``),
+    certificates, the passdb, tables that cannot be opened (a ``hash:``
+    table without its .db)."""
+    import tempfile
+
+    warnings, stop = _start_warnings()
+    try:
+        config, master = load(config_directory)
+        with tempfile.TemporaryDirectory(prefix="pymta-check-") as scratch:
+            build(_with_checkable_certificates(config, scratch), master, check=True)
+    finally:
+        stop()
+    return warnings
 
 
 def makeService(

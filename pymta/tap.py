@@ -2,15 +2,28 @@
 
 Mirrors ``postfix start``: read main.cf and master.cf from the configuration
 directory (``--config``, else $MAIL_CONFIG, else the sample in ``etc/``) and
-start every service master.cf names. Privileges are dropped by twistd's own
-``-u``/``-g`` after the listening ports are bound.
+start every service master.cf names. twistd's own options go before the
+plugin name, pymta's after it::
+
+    twistd -u pymta -g pymta --pidfile /run/pymta/pymta.pid \\
+        --logfile /var/log/pymta/twistd.log pymta --config /etc/pymta
+
+Privileges are dropped by twistd's ``-u``/``-g`` after the listening ports
+are bound. Started as root with ``-u``, makeService first gives the user
+what it will write (:mod:`pymta.ownership`): the directories of the pid and
+log files, the state directories and the mail log. A configuration that
+cannot start stops twistd with one line, ``pymta: fatal: ...``, naming the
+file and line or the parameter, and the cause.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.application.service import IService
 from twisted.python import usage
 
+from pymta.config.errors import ConfigError
 from pymta.config.locate import config_directory
 
 
@@ -33,6 +46,44 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """Build the whole pymta service hierarchy from the configuration."""
+    try:
+        return _make(options)
+    except ConfigError as e:
+        # twistd prints a SystemExit's message and exits 1: one line, no traceback.
+        raise SystemExit(f"pymta: fatal: {e}") from None
+    except OSError as e:  # a directory pymta cannot make, a file it cannot read
+        where = f"{e.filename}: " if e.filename else ""
+        raise SystemExit(f"pymta: fatal: {where}{e.strerror or e}") from None
+
+
+def _make(options: Options) -> IService:
+    from pymta.ownership import (
+        check_readable,
+        give_state_to,
+        prepare_twistd_files,
+        twistd_run_as,
+    )
+
+    main_cf = Path(options["config"]) / "main.cf"
+    if not main_cf.is_file():
+        raise ConfigError(
+            f"no configuration: {main_cf} does not exist. Name a directory with "
+            "main.cf and master.cf: twistd pymta --config DIR (or $MAIL_CONFIG), "
+            "or run twistd where ./etc/main.cf is (a pymta clone)"
+        )
+    from pymta.service import MailSystem
     from pymta.service import makeService as make
 
-    return make(options["config"])
+    twistd_options = getattr(options, "parent", None)
+    run_as = twistd_run_as(twistd_options)
+    if run_as is not None:
+        assert twistd_options is not None
+        prepare_twistd_files(twistd_options["pidfile"], twistd_options["logfile"], run_as)
+    system = make(options["config"])
+    if isinstance(system, MailSystem):
+        if twistd_options is not None:
+            system.pidfile = twistd_options.get("pidfile") or None
+        if run_as is not None:
+            check_readable(system.config, [svc.program for svc in system.master], run_as)
+            give_state_to(system.config, run_as)
+    return system

@@ -54,7 +54,14 @@ class ServerTLS:
     ``required`` is True for ``smtpd_tls_security_level = encrypt``.
     """
 
-    def __init__(self, cert_file: str, key_file: str, required: bool = False) -> None:
+    def __init__(
+        self,
+        cert_file: str,
+        key_file: str,
+        required: bool = False,
+        parameter: str = "smtpd_tls_cert_file",
+        config: Config | None = None,
+    ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
         self.required = required
@@ -68,15 +75,20 @@ class ServerTLS:
             | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
         )
         ctx.set_cipher_list(CIPHERS_TLS12.encode("ascii"))
+        key_parameter = parameter.replace("_cert_file", "_key_file")
+        # Read both files first: OpenSSL's own error for a missing file is a
+        # tuple that names neither the file nor "No such file or directory".
+        _readable(cert_file, "certificate", parameter, config)
+        _readable(key_file, "private key", key_parameter, config)
+        step = (parameter, f"cannot load certificate {cert_file}")
         try:
             ctx.use_certificate_chain_file(cert_file.encode())
+            step = (key_parameter, f"cannot load private key {key_file}")
             ctx.use_privatekey_file(key_file.encode())
+            step = (key_parameter, f"private key {key_file} does not match certificate {cert_file}")
             ctx.check_privatekey()
-        except (SSL.Error, OSError) as e:
-            raise ConfigError(
-                f"cannot load certificate {cert_file!r} / key {key_file!r}: {e}",
-                parameter="smtpd_tls_cert_file",
-            ) from None
+        except SSL.Error as e:
+            raise _error(f"{step[1]}: {_openssl_reason(e)}", step[0], config) from None
         self._context = ctx
 
     def getContext(self) -> SSL.Context:
@@ -109,7 +121,35 @@ class ServerTLS:
                 f"{level_name} = {level} needs a certificate",
                 parameter=f"{prefix}_tls_cert_file",
             )
-        return cls(cert, key, required=(level == "encrypt"))
+        return cls(
+            cert,
+            key,
+            required=(level == "encrypt"),
+            parameter=f"{prefix}_tls_cert_file",
+            config=config,
+        )
+
+
+def _error(message: str, parameter: str, config: Config | None) -> ConfigError:
+    """A ConfigError naming where parameter was set (file and line), if known."""
+    src = config.source(parameter) if config is not None else None
+    if src is not None:
+        return ConfigError(message, src.filename, src.lineno or None, parameter)
+    return ConfigError(message, parameter=parameter)
+
+
+def _readable(path: str, what: str, parameter: str, config: Config | None) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise _error(f"cannot read {what} {path}: {e.strerror}", parameter, config) from None
+
+
+def _openssl_reason(error: SSL.Error) -> str:
+    """The reasons of an OpenSSL error queue ([(lib, func, reason), ...]) as text."""
+    reasons = [str(entry[2]) for entry in (error.args[0] if error.args else []) if len(entry) > 2]
+    return "; ".join(r for r in reasons if r) or str(error)
 
 
 def describe(transport: Any) -> str:
@@ -149,6 +189,22 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         os.close(dir_fd)
 
 
+def self_signed_names(hostname: str) -> list[Any]:
+    """The subject alternative names of the self-signed certificate:
+    hostname, then ``localhost``, ``127.0.0.1`` and ``::1`` (no duplicates)."""
+    from cryptography import x509
+
+    names: list[Any] = []
+    for text in (hostname, "localhost", "127.0.0.1", "::1"):
+        try:
+            name: Any = x509.IPAddress(ipaddress.ip_address(text))
+        except ValueError:
+            name = x509.DNSName(text.lower())
+        if text and name not in names:
+            names.append(name)
+    return names
+
+
 def ensure_self_signed(
     cert_path: str | os.PathLike[str],
     key_path: str | os.PathLike[str],
@@ -157,13 +213,19 @@ def ensure_self_signed(
 ) -> bool:
     """Make a self-signed certificate for ``hostname`` unless both files exist.
 
-    EC P-256 key, SAN = hostname, valid ten years from ``now``. The key is
-    written 0600. Returns True when new files were written.
+    EC P-256 key, valid ten years from ``now``. Its subject alternative
+    names are hostname and the loopback names (``localhost``, ``127.0.0.1``,
+    ``::1``): the embedded default listens on loopback, and a verifying
+    client (curl ``--cacert``, fetchmail, msmtp, Python's ssl) connects to
+    one of those, since myhostname need not resolve. Key usage and the key
+    identifiers are set, as strict verifiers (Python 3.13's
+    VERIFY_X509_STRICT) require. The key is written 0600. Returns True when
+    new files were written.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     cert_file = Path(cert_path)
     key_file = Path(key_path)
@@ -173,20 +235,34 @@ def ensure_self_signed(
         now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
-    except ValueError:
-        san = x509.DNSName(hostname)
+    public = key.public_key()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())
+        .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(self_signed_names(hostname)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,9 +154,16 @@ class PymtaServer:
 
     # life cycle -----------------------------------------------------------
 
-    def start(self, timeout: float = 30.0, listeners: int | None = None) -> PymtaServer:
+    def start(
+        self,
+        timeout: float = 30.0,
+        listeners: int | None = None,
+        twistd_options: Sequence[str] = (),
+    ) -> PymtaServer:
         """Start twistd and wait until its listeners (default: every inet
-        service of master.cf) have bound their ports."""
+        service of master.cf) have bound their ports. ``twistd_options``
+        (``-u nobody``, ``--pidfile PATH``) go before the plugin name, after
+        the harness's own ``-n --pidfile=``, which they may override."""
         if listeners is None:
             listeners = self.listeners
         env = dict(os.environ)
@@ -171,6 +178,7 @@ class PymtaServer:
                 "from twisted.scripts.twistd import run; run()",
                 "-n",
                 "--pidfile=",
+                *twistd_options,
                 "pymta",
                 "--config",
                 str(self.config_dir),

@@ -121,10 +121,9 @@ def test_check_clean_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """check on a valid configuration exits 0; ignored services are warnings on stderr."""
-    monkeypatch.setattr(cli, "built_parts", lambda: {"smtpd", "qmgr"})
     write_config(
         tmp_path,
-        "myhostname = mx.example.org\n",
+        "myhostname = mx.example.org\nalias_maps = inline:{ postmaster=root }\n",
         "smtp inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\ntlsmgr unix - - n 1000? 1 tlsmgr\n",
     )
     assert cli.main(["check", "-c", str(tmp_path)]) == 0

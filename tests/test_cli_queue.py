@@ -314,10 +314,13 @@ def test_postcat_shows_envelope_header_and_body(
 def test_postsuper_requeue_on_a_running_server_delivers(tmp_path: Path) -> None:
     """A held message requeued with postsuper -r while the server runs is
     delivered at once (the wake-up), not at the next start."""
-    from tests.harness import PymtaServer
+    from pymta.qmgr.trigger import fifo_path
+    from tests.harness import PymtaServer, wait_for_file
 
     with PymtaServer(tmp_path) as server:
         server.start()
+        fifo = Path(fifo_path(str(tmp_path / "spool")))
+        wait_for_file(fifo, fifo.exists)  # the queue manager listens for wake-ups
         store = FileQueueStore(str(tmp_path / "spool"), ImmediateSyncBarrier())
         qid = store.new_queue_id()
         envelope = Envelope("a@client.test", [Recipient("alice@example.test")], T)

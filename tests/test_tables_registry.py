@@ -71,15 +71,31 @@ def test_surrogate_on_open_failure(tmp_path: Path) -> None:
     globalLogPublisher.addObserver(observer)
     try:
         table = open_table(f"hash:{tmp_path / 'missing'}")
+        assert isinstance(table, SurrogateTable)
+        with pytest.raises(TableError, match=r"missing\.db"):
+            table.lookup("a")
+        with pytest.raises(TableError):
+            table.lookup("b")
     finally:
         globalLogPublisher.removeObserver(observer)
-    assert isinstance(table, SurrogateTable)
-    with pytest.raises(TableError, match=r"missing\.db"):
-        table.lookup("a")
-    with pytest.raises(TableError):
-        table.lookup("b")
     texts = [formatEvent(e) for e in events if e.get("log_namespace") == "pymta.tables"]
-    assert any("table open failed" in t and "missing.db" in t for t in texts)
+    assert any("is unavailable" in t and "missing.db" in t for t in texts)
+    # Each failed lookup is a mail log warning, as Postfix's surrogate logs it.
+    mail = [e["text"] for e in events if e.get("pymta_maillog")]
+    assert len(mail) == 2
+    assert mail[0] == (
+        f"hash:{tmp_path / 'missing'} is unavailable. open database "
+        f"{tmp_path / 'missing'}.db: No such file or directory"
+    )
+
+
+def test_a_source_without_its_db_says_how_to_compile_it(tmp_path: Path) -> None:
+    """A hash: table whose source exists but was never compiled names the
+    postmap command that fixes it."""
+    (tmp_path / "vmailbox").write_text("a@example.test a/\n")
+    table = open_table(f"hash:{tmp_path / 'vmailbox'}")
+    with pytest.raises(TableError, match=r"compile it: pymta postmap hash:"):
+        table.lookup("a@example.test")
 
 
 @pytest.mark.parametrize("kind", ["btree", "lmdb"])

@@ -26,11 +26,13 @@ def cert(tmp_path: Path) -> tuple[str, str]:
 
 
 def test_self_signed_certificate(cert: tuple[str, str]) -> None:
-    """The certificate names the host in its SAN, lasts ten years, and the key is 0600."""
+    """The certificate names the host and the loopback names (localhost,
+    127.0.0.1, ::1) in its SAN, lasts ten years, and the key is 0600."""
     cert_path, key_path = cert
     loaded = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
     san = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.DNSName) == ["mx.example.com"]
+    assert san.get_values_for_type(x509.DNSName) == ["mx.example.com", "localhost"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
     assert loaded.not_valid_after_utc - NOW == datetime.timedelta(days=3650)
     assert stat.S_IMODE(Path(key_path).stat().st_mode) == 0o600
     assert not [p for p in Path(key_path).parent.iterdir() if p.name.startswith(".")]

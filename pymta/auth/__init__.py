@@ -1,4 +1,4 @@
-"""pymta.auth: who a client is, and which mailbox it gets (see DESIGN.md).
+"""pymta.auth: who a client is, and which mailbox it gets (see docs/architecture.md).
 
 - :mod:`~pymta.auth.passdb`: builds the checker, realm and portals from main.cf.
 - :mod:`~pymta.auth.checker`: the passwd-file ICredentialsChecker (failure delays).

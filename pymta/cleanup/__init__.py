@@ -1,4 +1,4 @@
-"""pymta.cleanup: Postfix's cleanup(8) (see DESIGN.md).
+"""pymta.cleanup: Postfix's cleanup(8) (see docs/architecture.md).
 
 - :class:`Cleanup` (``pymta.cleanup.cleanup``): ICleanup over a queue store.
 - ``pymta.cleanup.headers``: header scan, Received/Message-ID/Date/From.

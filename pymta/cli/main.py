@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import getopt
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Callable
 
-from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 from pymta.config.locate import config_directory
-from pymta.config.master_cf import COMMANDS, PARTS, check_master, load_master
-from pymta.config.validate import validate
 
 PROG = "pymta"
 
@@ -59,6 +58,27 @@ SUMMARY: dict[str, str] = {
     "check": "check main.cf and master.cf (like 'postfix check')",
 }
 
+#: the synopsis ``pymta COMMAND --help`` (and ``pymta help COMMAND``) prints.
+SYNOPSIS: dict[str, str] = {
+    "postconf": "postconf [-c DIR] [-d | -n] [-h] [-x] [NAME ...]\n"
+    "postconf [-c DIR] -e name=value ... | -X name ... | -# name ...\n"
+    "postconf [-c DIR] -M [service[/type] ...]",
+    "postmap": "postmap [-c DIR] [type:]FILE ...\n"
+    "postmap [-c DIR] -q KEY [type:]NAME ...\n"
+    "postmap [-c DIR] -s [type:]NAME ...",
+    "postalias": "postalias [-c DIR] [-q KEY | -s] [type:]FILE ...",
+    "newaliases": "newaliases [-c DIR]",
+    "mailq": "mailq [-c DIR]",
+    "postqueue": "postqueue [-c DIR] -p | -j | -f | -i QUEUE_ID",
+    "postsuper": "postsuper [-c DIR] -d | -h | -H | -r  QUEUE_ID | - | ALL [QUEUE]",
+    "flush": "flush [-c DIR]",
+    "postcat": "postcat [-c DIR] [-e] [-h] [-b] -q QUEUE_ID | FILE",
+    "passwd": "passwd [-s SCHEME] [--stdin] [-u USER --update FILE]\n"
+    "  the password is asked twice on a terminal, or read from the first\n"
+    "  line of standard input when that is not a terminal (or with --stdin)",
+    "check": "check [-c DIR]",
+}
+
 Runner = Callable[[list[str], str], int]
 
 
@@ -76,6 +96,18 @@ def usage() -> str:
     lines = [f"usage: {PROG} [-c DIR] COMMAND [args]", "commands:"]
     lines.extend(f"  {name:<11} {SUMMARY.get(name, '')}" for name in COMMAND_TABLE)
     return "\n".join(lines)
+
+
+def command_help(name: str) -> str:
+    """What ``pymta NAME --help`` prints: the synopsis and the summary line."""
+    out: list[str] = []
+    for i, line in enumerate(SYNOPSIS.get(name, name).splitlines()):
+        if line.startswith("  "):  # an explanation under the synopsis
+            out.append(line)
+        else:
+            out.append(("usage: " if i == 0 else "       ") + f"{PROG} {line}")
+    out.append(f"{SUMMARY.get(name, '')} (see docs/admin-guide.md)")
+    return "\n".join(out)
 
 
 def load_command(name: str) -> Runner | None:
@@ -121,40 +153,52 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     name, command_args = rest[0], rest[1:]
     if name == "help":
-        print(usage())
+        if command_args and command_args[0] in COMMAND_TABLE:
+            print(command_help(command_args[0]))
+        else:
+            print(usage())
+        return 0
+    # --help before any "--": no command takes a --help of its own (postconf's
+    # -h is "values only", as in Postfix, so only the long form asks for help).
+    options = command_args[: command_args.index("--")] if "--" in command_args else command_args
+    if name in COMMAND_TABLE and "--help" in options:
+        print(command_help(name))
         return 0
     runner = load_command(name)
     if runner is None:
         return 1
     try:
-        return runner(command_args, config_directory(explicit))
+        status = runner(command_args, config_directory(explicit))
+        sys.stdout.flush()  # here, where a closed pipe is caught below
+        return status
     except ConfigError as e:
         fatal(str(e))
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `pymta postconf -d | head`: the reader left; stop quietly, as a C
+        # program killed by SIGPIPE does (exit status 128 + SIGPIPE).
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
 
 
-def built_parts() -> set[str]:
-    """What the server wires in: ``pymta.service.BUILT_PARTS`` when it says so.
-
-    Without it, every part named in master_cf.PARTS counts as built, so that
-    ``check`` warns only about services pymta never needs.
-    """
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of
+    what is still buffered does not fail again on the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        service = importlib.import_module("pymta.service")
-        built = getattr(service, "BUILT_PARTS", None)
-    except Exception:  # a broken server module must not stop the check
-        built = None
-    if built is not None:
-        return set(built)
-    return {program for program, status in COMMANDS.items() if status == "pymta"} | set(
-        PARTS.values()
-    )
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 def run_check(args: list[str], config_dir: str) -> int:
-    """``pymta check``: read main.cf and master.cf, print warnings, 1 on error."""
+    """``pymta check``: what a start would refuse (exit 1, ``pymta: fatal:``)
+    or warn about (``pymta: warning:``), found by the start's own code
+    (:func:`pymta.service.check`)."""
     try:
         opts, rest = getopt.getopt(args, "c:")
     except getopt.GetoptError as e:
@@ -165,13 +209,15 @@ def run_check(args: list[str], config_dir: str) -> int:
     if rest:
         fatal(f"usage: {PROG} check [-c DIR]")
         return 1
+    from pymta.service import check
+
     try:
-        config = Config.load(config_dir)
-        master = load_master(config_dir)
-        problems = validate(config, master)
-        problems.extend(check_master(master, built_parts()))
+        problems = check(config_dir)
     except ConfigError as e:
         fatal(str(e))
+        return 1
+    except OSError as e:  # as the start reports it (pymta.tap)
+        fatal(f"{e.filename}: {e.strerror}" if e.filename else str(e))
         return 1
     for problem in problems:
         warning(problem)

@@ -6,8 +6,9 @@ Mirrors Dovecot's ``doveadm pw``::
     pymta passwd [-s SCHEME] [--stdin] -u USER --update FILE
                                                         set USER's password in FILE
 
-The password is asked twice on the terminal (getpass), or read once from the
-first line of standard input with ``--stdin`` (for scripts). SCHEME is
+The password is asked twice on the terminal (getpass); when standard input
+is not a terminal (``echo "$pw" | pymta passwd``), or with ``--stdin``, it
+is read once from its first line instead (for scripts). SCHEME is
 ARGON2ID (default), ARGON2I, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT, PLAIN or
 CLEAR. ``--update`` replaces the password field of USER's line and keeps the
 other fields (uid, gid, home, extra fields) and every other line; a user not
@@ -40,12 +41,17 @@ class _Fatal(Exception):
     """Stops the command with ``pymta: fatal: message`` and exit status 1."""
 
 
-def _read_password(from_stdin: bool, ask: Callable[[str], str]) -> str:
+def _read_password(from_stdin: bool, ask: Callable[[str], str] | None) -> str:
+    if ask is None and not from_stdin and not sys.stdin.isatty():
+        # A pipe or a file: getpass would take the first line as the password
+        # and find nothing to confirm it with.
+        from_stdin = True
     if from_stdin:
         line = sys.stdin.readline()
         password = line[:-1] if line.endswith("\n") else line
         password = password.removesuffix("\r")
     else:
+        ask = ask or getpass.getpass
         password = ask("Enter new password: ")
         if ask("Retype new password: ") != password:
             raise _Fatal("passwords don't match")
@@ -106,9 +112,12 @@ def update_passwd_file(path: str, user: str, password_field: str) -> bool:
 def run(
     args: list[str],
     config_dir: str,
-    ask: Callable[[str], str] = getpass.getpass,
+    ask: Callable[[str], str] | None = None,
 ) -> int:
-    """``pymta passwd``; config_dir is accepted for symmetry with the other commands."""
+    """``pymta passwd``; config_dir is accepted for symmetry with the other commands.
+
+    ``ask`` asks for the password on a terminal (getpass when None and
+    standard input is a terminal; tests pass their own)."""
     try:
         opts, rest = getopt.getopt(args, "s:u:", ["stdin", "update=", "scheme=", "user="])
     except getopt.GetoptError as e:

@@ -1,4 +1,4 @@
-"""pymta.imap: the IMAP4rev1 server on the mail store (see DESIGN.md).
+"""pymta.imap: the IMAP4rev1 server on the mail store (see docs/architecture.md).
 
 - :mod:`~pymta.imap.factory`: IMAPServerFactory, one protocol per connection.
 - :mod:`~pymta.imap.service`: make_imap_factory from the configuration.

@@ -2,7 +2,7 @@
 
 A header SEARCH over a folder whose header cache is cold would read every
 message file in the reactor thread (seconds on 100,000 messages, every
-other session of the process stalled meanwhile: DESIGN invariant 4).
+other session of the process stalled meanwhile: invariant 4 of docs/architecture.md).
 :func:`prefetch_headers` asks the folder (when it provides
 :class:`~pymta.mailstore.interface.IHeaderCache`) which of the messages'
 headers are not cached; if there are at least :data:`PREFETCH_MIN`, the

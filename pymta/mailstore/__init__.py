@@ -1,6 +1,6 @@
 """pymta.mailstore: users' mailboxes, shared by delivery, POP3 and IMAP.
 
-Mirrors Dovecot's Maildir storage (see DESIGN.md). The modules:
+Mirrors Dovecot's Maildir storage (see docs/architecture.md). The modules:
 
 - ``interface``: the contract (IMailStore, IUserMailbox, IFolder) and its
   value types (MessageInfo, MimePart, FolderInfo, FolderChange...).

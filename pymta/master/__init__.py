@@ -1,6 +1,6 @@
 """master: several reactor processes sharing the listening sockets and the queue.
 
-DESIGN.md "Running": one reactor is one core; with ``pymta_processes`` above
+docs/architecture.md, "Process model": one reactor is one core; with ``pymta_processes`` above
 1 the twistd process (the master) spawns workers that accept on the same
 sockets and write to the same queue, as Postfix's daemons share master's
 sockets and the queue directory. Modules: :mod:`~pymta.master.workers` (the

@@ -1,4 +1,4 @@
-"""pymta.pop3: the POP3 server on the mail store (see DESIGN.md).
+"""pymta.pop3: the POP3 server on the mail store (see docs/architecture.md).
 
 - :mod:`~pymta.pop3.factory`: POP3ServerFactory, one protocol per connection.
 - :mod:`~pymta.pop3.protocol`: the RFC 1939/2449/5034/2595 state machine.

@@ -8,7 +8,7 @@ destination, splits the groups by the transport's recipient limit and hands
 the jobs to the delivery agents through the :class:`~pymta.qmgr.scheduler.Scheduler`
 (process and destination concurrency limits).
 
-Outcomes are values (DESIGN.md): 2.x.x marks the recipient done in the
+Outcomes are values (docs/architecture.md): 2.x.x marks the recipient done in the
 queue file, after the agent reported it safe (at-least-once); 5.x.x is
 collected, and the recipients are marked done only once bounce has queued
 the DSN (or none is due); 4.x.x is written to the defer log. When every job

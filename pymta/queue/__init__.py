@@ -1,1 +1,10 @@
-"""pymta.queue: see DESIGN.md."""
+"""pymta.queue: the mail queue on disk (see docs/architecture.md).
+
+- :mod:`~pymta.queue.interface`: IQueueStore, the contract of a queue store.
+- :mod:`~pymta.queue.store`: FileQueueStore, Postfix's queue directories.
+- :mod:`~pymta.queue.memory`: the same contract in memory, for tests.
+- :mod:`~pymta.queue.record`: the queue-file format.
+- :mod:`~pymta.queue.qid`: queue ids.
+- :mod:`~pymta.queue.sync`: group commit.
+- :mod:`~pymta.queue.model`: the envelope: sender, recipients and their state.
+"""

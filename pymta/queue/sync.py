@@ -1,7 +1,7 @@
 """Group commit: many queue writes made durable by one sync.
 
-pymta's answer to "250 only after fsync" at high rates (DESIGN.md invariant
-1 and 4). Writers create and rename their files without syncing, then call
+pymta's answer to "250 only after fsync" at high rates (invariants
+1 and 4 of docs/architecture.md). Writers create and rename their files without syncing, then call
 ``sync()``; one worker performs a single ``syncfs(2)`` of the queue file
 system (or, with ``pymta_sync_method = fsync``, one fsync per file written
 and per directory touched) and fires every waiter's Deferred at once.

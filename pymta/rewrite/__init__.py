@@ -1,4 +1,4 @@
-"""pymta.rewrite: Postfix's trivial-rewrite (see DESIGN.md).
+"""pymta.rewrite: Postfix's trivial-rewrite (see docs/architecture.md).
 
 - :class:`Resolver` (``pymta.rewrite.resolve``): recipient -> (transport,
   nexthop, recipient); address classes and reject_unlisted_recipient.

@@ -17,6 +17,7 @@ twisted.logger (namespace ``pymta.tables``).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -96,5 +97,18 @@ def open_table(
     except TableError as e:
         if strict:
             raise
-        _log.warn("{spec}: table open failed: {reason}", spec=spec, reason=str(e))
-        return SurrogateTable(spec.strip(), str(e))
+        reason = str(e)
+        kind, _, name = spec.strip().partition(":")
+        if (
+            kind.lower() in COMPILED_TYPES
+            and os.path.exists(name)
+            and not os.path.exists(f"{name}.db")
+        ):
+            reason += (
+                f" (compile it: pymta postmap {spec.strip()},"
+                " or pymta postalias for an aliases file)"
+            )
+        # Postfix's words (dict_surrogate.c); the surrogate says it again,
+        # in the mail log, at each lookup it fails.
+        _log.warn("{spec} is unavailable. {reason}", spec=spec.strip(), reason=reason)
+        return SurrogateTable(spec.strip(), reason)

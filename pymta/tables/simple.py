@@ -7,14 +7,17 @@ answers every key with the same value; ``fail:name`` fails every lookup.
 A table that failed to open is replaced by a :class:`SurrogateTable` that
 fails every lookup with the saved reason, so the daemon keeps running and
 the mail that needs the table is deferred, not bounced. Untrusted input:
-the table name (from main.cf). Writes and logs nothing.
+the table name (from main.cf). Writes nothing; the surrogate logs a
+warning to the mail log at each lookup.
 """
 
 from __future__ import annotations
 
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from pymta.config import split_list
+from pymta.maillog import maillog
 from pymta.tables.interface import IIterableTable, ILookupTable, TableError
 
 
@@ -96,4 +99,7 @@ class SurrogateTable:
         self.reason = reason
 
     def lookup(self, key: str) -> str | None:
+        # As Postfix's dict_surrogate, each failed lookup says why in the
+        # mail log, next to the 451 or the deferral it causes.
+        maillog("tables", f"{self.name} is unavailable. {self.reason}", LogLevel.warn)
         raise TableError(f"{self.name}: table is unavailable: {self.reason}")
