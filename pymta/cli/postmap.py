@@ -25,6 +25,7 @@ import os
 import sqlite3
 import sys
 
+from pymta.cli.progress import Progress, counted
 from pymta.config import Config, ConfigError
 from pymta.tables.hashdb import compile_db, db_path
 from pymta.tables.interface import IIterableTable, TableError
@@ -84,8 +85,10 @@ def _build(spec: str, config: Config, syntax: str) -> None:
     spec, kind, name = _with_type(spec, config)
     if kind in COMPILED_TYPES:
         parsed = _read_source(name, syntax)
+        entries = parsed.entries.items()
         try:
-            compile_db(db_path(name), parsed.entries.items(), syntax)
+            with Progress(f"{name}: entries", len(entries)) as progress:
+                compile_db(db_path(name), counted(entries, progress), syntax)
         except (OSError, sqlite3.Error) as e:
             raise _Fatal(f"cannot write {db_path(name)}: {e}") from None
     elif kind == "texthash":

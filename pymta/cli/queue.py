@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from pymta.cli.maillog import mail_events_to_log
+from pymta.cli.progress import Progress, counted
 from pymta.config import Config
 from pymta.maillog import maillog
 from pymta.qmgr.trigger import FLUSH, WAKEUP, send_trigger
@@ -325,9 +326,11 @@ def run_postsuper(args: list[str], config_dir: str) -> int:
         with mail_events_to_log(Config.load(config_dir)):
             for action, value in opts:
                 label, sources = _ACTIONS[action]
-                for qid, where in _targets(store, value, queue, sources):
-                    if _apply(store, action, qid, where, now):
-                        counts[label] = counts.get(label, 0) + 1
+                targets = _targets(store, value, queue, sources)
+                with Progress(f"postsuper: {label}", len(targets)) as progress:
+                    for qid, where in counted(targets, progress):
+                        if _apply(store, action, qid, where, now):
+                            counts[label] = counts.get(label, 0) + 1
         for action in _ACTIONS:
             label = _ACTIONS[action][0]
             n = counts.get(label, 0)
