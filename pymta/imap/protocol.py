@@ -61,6 +61,7 @@ from twisted.python.failure import Failure
 from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
 from pymta.auth.interface import IMailAccount
+from pymta.hangup import hang_up
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
@@ -195,6 +196,7 @@ class IMAPServer(Protocol):
         self._lost = False
         self._idle_tag: bytes | None = None
         self._timer: IDelayedCall | None = None
+        self._hangup_timer: IDelayedCall | None = None
         self._logout: Callable[[], None] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
@@ -223,9 +225,10 @@ class IMAPServer(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._hangup_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._hangup_timer = None
         if self.state == NOT_AUTHENTICATED:
             secs = int(self.clock.seconds() - self._connected_at)
             if self.auth_attempts:
@@ -257,8 +260,15 @@ class IMAPServer(Protocol):
         self._closing = True
         self.reader.clear()
         self.flush()
-        if self.transport is not None and not self._lost:
-            self.transport.loseConnection()
+        if self.transport is not None and not self._lost and self._hangup_timer is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            # The producer goes first, or a TLS layer never closes (pymta.hangup).
+            self._hangup_timer = hang_up(
+                self.transport, self.clock, reading_paused=self._reading_paused
+            )
+            self._reading_paused = False
 
     # IPushProducer: stop reading while the client does not read ------------
 

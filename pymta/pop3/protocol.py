@@ -53,6 +53,7 @@ from zope.interface import implementer
 from pymta.auth.credentials import APOPCredentials, PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable
 from pymta.auth.interface import IMailAccount
+from pymta.hangup import hang_up
 from pymta.mailstore.interface import IFolder, IFolderLock, MailStoreError, MessageInfo
 from pymta.output import send
 from pymta.pop3 import log as pop3log
@@ -75,6 +76,9 @@ INTERNAL_ERROR = (
     "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
 )
 IN_USE = "-ERR [IN-USE] Mailbox is locked by another POP3 session."
+
+#: Unprocessed input kept while the client does not read the replies.
+INPUT_BACKLOG = 64 * 1024
 
 _TRANSACTION_ONLY = {"STAT", "LIST", "RETR", "TOP", "DELE", "RSET", "NOOP", "UIDL"}
 _AUTHORIZATION_ONLY = {"USER", "PASS", "APOP", "AUTH", "STLS"}
@@ -146,6 +150,8 @@ class POP3Server(Protocol):
         self._lost = False
         self._sasl: Callable[[str], None] | None = None
         self._timer: IDelayedCall | None = None
+        self._hangup_timer: IDelayedCall | None = None
+        self._reading_paused = False  # the transport's reading, see pauseProducing
         self._lock: IFolderLock | None = None
         self._committing = False  # the UPDATE state is at work on the folder
         self._logout: Callable[[], None] | None = None
@@ -177,9 +183,10 @@ class POP3Server(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._hangup_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._hangup_timer = None
         if self.state == AUTHORIZATION:
             self._log_login_disconnect()
         else:
@@ -209,21 +216,41 @@ class POP3Server(Protocol):
     def _close(self) -> None:
         self._closing = True
         self._buffer = b""
-        if self.transport is not None and not self._lost:
-            self.transport.loseConnection()
+        if self.transport is not None and not self._lost and self._hangup_timer is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            # The producer goes first, or a TLS layer never closes (pymta.hangup).
+            self._hangup_timer = hang_up(
+                self.transport, self.clock, reading_paused=self._reading_paused
+            )
+            self._reading_paused = False
 
     # IPushProducer: stop reading commands while replies cannot be written -----
 
+    # Commands wait while the client does not read the replies; reading from
+    # the socket stops only once INPUT_BACKLOG bytes of them have piled up. A
+    # TLS layer pauses its producer while its handshake is under way
+    # (POP3S: the greeting waits for it), and that handshake must still be
+    # read from the socket.
+
     def pauseProducing(self) -> None:
         self._paused = True
-        if not self._lost:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._throttle()
 
     def resumeProducing(self) -> None:
         self._paused = False
         if not self._lost:
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resumeProducing()  # type: ignore[union-attr]
             self._process()
+
+    def _throttle(self) -> None:
+        if self._paused and not self._reading_paused and not self._lost:
+            if len(self._buffer) > INPUT_BACKLOG:
+                self._reading_paused = True
+                self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
         self._closing = True
@@ -237,6 +264,7 @@ class POP3Server(Protocol):
             self._timer.reset(self.settings.timeout)
         self._buffer += data
         self._process()
+        self._throttle()
 
     def _process(self) -> None:
         if self._processing:
