@@ -34,7 +34,7 @@ OFFLINEIMAP = shutil.which("offlineimap")
 FETCHMAIL = shutil.which("fetchmail")
 
 #: Seconds a client may take; a client that hangs at the end fails here.
-CLIENT_TIMEOUT = 60
+CLIENT_TIMEOUT = 120
 
 #: The implicit-TLS listener (a fourth spelling of loopback keeps its
 #: service name, and so its port in the harness, apart).
@@ -105,11 +105,15 @@ def client_context(certs: ServerCertificates) -> ssl.SSLContext:
 
 
 def run(command: list[str], home: Path) -> subprocess.CompletedProcess[str]:
-    """Run a client; TimeoutExpired (a client left waiting for the end) fails the test."""
+    """Run a client; one left waiting (for the end after LOGOUT) fails the
+    test after CLIENT_TIMEOUT seconds, with what it printed."""
     env = dict(os.environ, HOME=str(home))
-    result = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT
-    )
+    try:
+        result = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{command} hung:\n{e.stdout!r}\n{e.stderr!r}") from None
     assert result.returncode == 0, f"{command}:\n{result.stdout}{result.stderr}"
     return result
 

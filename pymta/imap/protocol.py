@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
@@ -84,6 +84,7 @@ from pymta.mailstore.interface import IUserMailbox
 from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
+from pymta.stream import Streamer
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -197,6 +198,7 @@ class IMAPServer(Protocol):
         self._idle_tag: bytes | None = None
         self._timer: IDelayedCall | None = None
         self._hangup_timer: IDelayedCall | None = None
+        self._streamer: Streamer | None = None  # a long answer being written
         self._logout: Callable[[], None] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
@@ -229,6 +231,9 @@ class IMAPServer(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._timer = self._hangup_timer = None
+        if self._streamer is not None:
+            streamer, self._streamer = self._streamer, None
+            streamer.stop()
         if self.state == NOT_AUTHENTICATED:
             secs = int(self.clock.seconds() - self._connected_at)
             if self.auth_attempts:
@@ -286,6 +291,8 @@ class IMAPServer(Protocol):
             if self._reading_paused:
                 self._reading_paused = False
                 self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._streamer is not None:
+                self._streamer.resume()
             self._process()
 
     def _throttle(self) -> None:
@@ -314,6 +321,44 @@ class IMAPServer(Protocol):
             # path): Twisted's write would cost an epoll_ctl pair and one more
             # reactor round per response, while the client waits for it.
             send_now(self.transport, data)
+
+    def stream(self, pieces: Iterator[bytes]) -> None:
+        """Answer with what pieces yields, as fast as the client reads it
+        (pymta.stream); later commands wait until it ends."""
+        self._busy = True
+        self._streamer = Streamer(
+            pieces,
+            write=self.send,
+            flush=self._stream_flush,
+            paused=lambda: self._paused or self._closing or self._lost,
+            done=self._stream_done,
+            clock=self.clock,
+        )
+        self._streamer.resume()
+
+    def _stream_flush(self) -> None:
+        # Output the client takes is activity: a long FETCH to a slow
+        # reader is not idle (Dovecot counts output too).
+        if self._timer is not None and self._timer.active() and self._out:
+            self._timer.reset(self.settings.timeout)
+        self.flush()
+
+    def _stream_done(self, error: BaseException | None) -> None:
+        self._streamer = None
+        self._busy = False
+        if error is not None:
+            # The answer stopped in the middle (a literal's length already
+            # sent): the client cannot be answered coherently any more.
+            self.log.failure(
+                "imap({user}): unexpected error while answering",
+                Failure(error),
+                user=self.user,
+            )
+            self._end_reason = "Internal error"
+            self._out = []
+            self.close()
+            return
+        self._process()
 
     def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
         """Updates of the selected mailbox, then the tagged response."""

@@ -36,8 +36,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 from twisted.cred.credentials import IUsernameHashedPassword
 from twisted.cred.error import UnauthorizedLogin
@@ -59,7 +59,8 @@ from pymta.output import send
 from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
 from pymta.pop3.settings import POP3Settings
-from pymta.pop3.wire import TERMINATOR, to_wire, top
+from pymta.pop3.wire import STREAM_MIN, TERMINATOR, to_wire, top, wire_pieces
+from pymta.stream import Streamer
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -151,6 +152,8 @@ class POP3Server(Protocol):
         self._sasl: Callable[[str], None] | None = None
         self._timer: IDelayedCall | None = None
         self._hangup_timer: IDelayedCall | None = None
+        self._streamer: Streamer | None = None  # RETR/TOP of a large message
+        self._stream_pending: list[bytes] = []
         self._reading_paused = False  # the transport's reading, see pauseProducing
         self._lock: IFolderLock | None = None
         self._committing = False  # the UPDATE state is at work on the folder
@@ -187,6 +190,9 @@ class POP3Server(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._timer = self._hangup_timer = None
+        if self._streamer is not None:
+            streamer, self._streamer = self._streamer, None
+            streamer.stop()
         if self.state == AUTHORIZATION:
             self._log_login_disconnect()
         else:
@@ -244,6 +250,8 @@ class POP3Server(Protocol):
             if self._reading_paused:
                 self._reading_paused = False
                 self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._streamer is not None:
+                self._streamer.resume()
             self._process()
 
     def _throttle(self) -> None:
@@ -692,6 +700,75 @@ class POP3Server(Protocol):
         self.maildrop.reset()
         self._reply("+OK")
 
+    def _send_file(self, n: int, lines: int | None) -> None:
+        """RETR (lines None) or TOP of a large message, from its file in
+        pieces as the client reads them (pymta.stream)."""
+        drop = self.maildrop
+        assert drop is not None
+        try:
+            file = drop.open(n)
+        except MailStoreError as e:
+            self.log.warn("pop3({user}): message {n}: {error}", user=self.user, n=n, error=e)
+            self._reply(f"-ERR [SYS/TEMP] Message {n} is no longer available.")
+            return
+        self._busy = True
+        first = b"+OK\r\n" if lines is not None else b"+OK %d octets\r\n" % drop.info(n).rfc822_size
+        self._stream_pending = []
+        self._streamer = Streamer(
+            self._file_pieces(file, n, first, lines),
+            write=self._stream_pending.append,
+            flush=self._stream_flush,
+            paused=lambda: self._paused or self._closing or self._lost,
+            done=self._stream_done,
+            clock=self.clock,
+        )
+        self._streamer.resume()
+
+    def _file_pieces(
+        self, file: BinaryIO, n: int, first: bytes, lines: int | None
+    ) -> Iterator[bytes]:
+        drop = self.maildrop
+        assert drop is not None
+        sent = 0
+        yield first
+        try:
+            for piece in wire_pieces(file.read, lines):
+                sent += len(piece)
+                yield piece
+        finally:
+            file.close()
+        yield TERMINATOR
+        if lines is None:
+            drop.counters.retr_count += 1
+            drop.counters.retr_bytes += sent
+            drop.mark_retrieved(n)
+        else:
+            drop.counters.top_count += 1
+            drop.counters.top_bytes += sent
+
+    def _stream_flush(self) -> None:
+        data = b"".join(self._stream_pending)
+        self._stream_pending.clear()
+        if data and not self._lost and self.transport is not None:
+            # Output the client takes is activity, not idleness.
+            if self._timer is not None and self._timer.active():
+                self._timer.reset(self.settings.timeout)
+            send(self.transport, data)
+
+    def _stream_done(self, error: BaseException | None) -> None:
+        self._streamer = None
+        self._busy = False
+        if error is not None:
+            # Cut off in the middle of a multi-line answer: nothing more the
+            # client could read coherently, so the session ends.
+            self.log.failure(
+                "pop3({user}): error while sending a message", Failure(error), user=self.user
+            )
+            self._end_reason = "Internal error"
+            self._close()
+            return
+        self._process()
+
     def _read(self, n: int) -> bytes | None:
         assert self.maildrop is not None
         try:
@@ -706,6 +783,9 @@ class POP3Server(Protocol):
         assert drop is not None
         n = self._number(arg)
         if n is None:
+            return
+        if drop.info(n).size >= STREAM_MIN:
+            self._send_file(n, None)
             return
         content = self._read(n)
         if content is None:
@@ -727,6 +807,9 @@ class POP3Server(Protocol):
             return
         n = self._number(number)
         if n is None:
+            return
+        if drop.info(n).size >= STREAM_MIN:
+            self._send_file(n, int(lines[:12]))
             return
         content = self._read(n)
         if content is None:
