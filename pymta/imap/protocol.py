@@ -199,6 +199,7 @@ class IMAPServer(Protocol):
         self._timer: IDelayedCall | None = None
         self._hangup_timer: IDelayedCall | None = None
         self._streamer: Streamer | None = None  # a long answer being written
+        self._streamer_starting = False
         self._logout: Callable[[], None] | None = None
         self._connected_at = 0.0
         self._end_reason = "Connection closed"
@@ -334,7 +335,11 @@ class IMAPServer(Protocol):
             done=self._stream_done,
             clock=self.clock,
         )
-        self._streamer.resume()
+        self._streamer_starting = True
+        try:
+            self._streamer.resume()
+        finally:
+            self._streamer_starting = False
 
     def _stream_flush(self) -> None:
         # Output the client takes is activity: a long FETCH to a slow
@@ -358,7 +363,14 @@ class IMAPServer(Protocol):
             self._out = []
             self.close()
             return
-        self._process()
+        if self._streamer_starting:
+            return  # ended at once: the command loop that started it goes on
+        if self._processing:
+            # Ended from inside a write of _process, which has stopped
+            # looking at the input: look again in the next turn.
+            self.clock.callLater(0, self._process)
+        else:
+            self._process()
 
     def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
         """Updates of the selected mailbox, then the tagged response."""

@@ -154,6 +154,7 @@ class POP3Server(Protocol):
         self._hangup_timer: IDelayedCall | None = None
         self._streamer: Streamer | None = None  # RETR/TOP of a large message
         self._stream_pending: list[bytes] = []
+        self._streamer_starting = False
         self._reading_paused = False  # the transport's reading, see pauseProducing
         self._lock: IFolderLock | None = None
         self._committing = False  # the UPDATE state is at work on the folder
@@ -722,7 +723,11 @@ class POP3Server(Protocol):
             done=self._stream_done,
             clock=self.clock,
         )
-        self._streamer.resume()
+        self._streamer_starting = True
+        try:
+            self._streamer.resume()
+        finally:
+            self._streamer_starting = False
 
     def _file_pieces(
         self, file: BinaryIO, n: int, first: bytes, lines: int | None
@@ -767,7 +772,14 @@ class POP3Server(Protocol):
             self._end_reason = "Internal error"
             self._close()
             return
-        self._process()
+        if self._streamer_starting:
+            return  # ended at once: the command loop that started it goes on
+        if self._processing:
+            # Ended from inside a write of _process, which has stopped
+            # looking at the input: look again in the next turn.
+            self.clock.callLater(0, self._process)
+        else:
+            self._process()
 
     def _read(self, n: int) -> bytes | None:
         assert self.maildrop is not None
