@@ -13,7 +13,10 @@ Commands are read by :class:`pymta.imap.parser.CommandReader` and
 answered in order, pipelined or not; while a login is checked later
 commands wait.
 Responses of one batch of input are written with one write, straight to
-the socket when nothing is buffered (:func:`pymta.output.send`).
+the socket when nothing is buffered (:func:`pymta.output.send`). A FETCH
+that reads messages is answered through :meth:`IMAPServer.stream`, one
+message at a time as the client reads (pymta.stream). LOGOUT and every
+BYE close the connection through pymta.hangup (over TLS too).
 
 Untrusted input: every byte from the client. Limits: line length, literal
 size (refused before reading, RFC 7889 ``[TOOBIG]``), whole command size,

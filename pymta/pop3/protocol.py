@@ -21,7 +21,12 @@ Authentication is a twisted.cred Portal asked for
 session (a second session gets ``[IN-USE]``) and its message list is fixed
 at login. Commands are answered in order even when pipelined (RFC 2449
 PIPELINING): while a login is being checked, later lines wait. Replies are
-flow-controlled: when the transport's buffer is full, reading stops.
+flow-controlled: while the transport's buffer is full, commands wait, and
+reading stops once ``INPUT_BACKLOG`` bytes of them have piled up. RETR and
+TOP of a message of ``STREAM_MIN`` bytes or more send it from its file in
+pieces as the client reads them (pymta.stream). QUIT, and the ``-ERR``
+that ends a session, close the connection through pymta.hangup (over TLS
+too).
 
 Writes: nothing but the folder: at a clean QUIT, expunge, \\Seen for the
 messages sent whole and the move of the shown ones out of ``new/`` (all
