@@ -301,7 +301,9 @@ def test_fetchmail_over_tls_fetches_and_exits(
         capture_output=True,
         text=True,
         timeout=CLIENT_TIMEOUT,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        # FETCHMAILHOME: as root fetchmail keeps its lock in /var/run, shared
+        # with every other fetchmail on the machine; one per test instead.
+        env={"HOME": str(tmp_path), "FETCHMAILHOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(list(out.iterdir())) == 5
