@@ -488,6 +488,7 @@ _PARAMS: list[Param] = [
         "str",
         "pymta: none, may (offer STARTTLS) or encrypt (require it before login)",
     ),
+    _p("pop3d_tls_wrappermode", "no", "bool", "pymta: TLS from the first byte (port 995)"),
     _p("imapd_tls_wrappermode", "no", "bool", "pymta: TLS from the first byte (port 993)"),
     _p("imapd_tls_cert_file", "$smtpd_tls_cert_file", "str", "pymta: PEM certificate of imapd"),
     _p("imapd_tls_key_file", "$smtpd_tls_key_file", "str", "pymta: PEM private key of imapd"),

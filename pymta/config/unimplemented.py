@@ -397,12 +397,6 @@ _ENTRIES: list[Unimplemented] = [
     _w("authorized_submit_users", "static:anyone", "pymta has no sendmail command yet"),
     _w("authorized_mailq_users", "static:anyone", "file permissions decide who lists the queue"),
     _w("authorized_flush_users", "static:anyone", "file permissions decide who flushes"),
-    # --- pop3d ------------------------------------------------------------------
-    _r(
-        "pop3d_tls_wrappermode",
-        "no",
-        "pop3d has no implicit TLS yet: the port would answer in clear text",
-    ),
 ]
 
 UNIMPLEMENTED: dict[str, Unimplemented] = {e.name: e for e in _ENTRIES}

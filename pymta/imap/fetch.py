@@ -15,6 +15,14 @@ item needs: the index for FLAGS/UID/sizes/dates, the cached header block
 for ENVELOPE and HEADER fields, the cached MIME tree for BODYSTRUCTURE,
 the file for body sections.
 
+A whole message (``BODY[]``, ``BODY.PEEK[]``, ``RFC822``) of at least
+:data:`STREAM_MIN` bytes is not read into memory: :func:`render` returns
+a :class:`FileLiteral` in its place, which counts the literal's length in
+one pass over the file and yields the CRLF form in :data:`READ_CHUNK`
+pieces in a second (the open file keeps the bytes the same between the
+two: Maildir never rewrites a message in place). The session writes them
+with back-pressure (pymta.stream).
+
 Untrusted input: the item list (ParseError on bad syntax) and the stored
 message. Writes nothing; the caller sets \\Seen when :func:`sets_seen`.
 """
@@ -24,13 +32,21 @@ from __future__ import annotations
 import binascii
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.structure import body_structure, crlf, envelope, select_fields
 from pymta.imap.wire import date_time, flag_list, literal
-from pymta.mailstore.interface import IFolder, MessageInfo, MimePart
+from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo, MimePart
+from pymta.mailstore.names import rfc822_size_of_stream
+
+#: Whole messages this large (as stored) are sent from the file in pieces.
+STREAM_MIN = 256 * 1024
+
+#: Bytes read from a message file at once while it is sent.
+READ_CHUNK = 128 * 1024
 
 _SIMPLE = {
     "FLAGS",
@@ -86,6 +102,10 @@ class Section:
         """:meth:`label` in ASCII bytes, made once per FETCH command rather
         than for every message it answers."""
         return self.label().encode("ascii")
+
+
+#: BODY[]: the whole message.
+_WHOLE = Section()
 
 
 @dataclass(frozen=True)
@@ -205,6 +225,46 @@ def decode_transfer(encoding: str, body: bytes) -> bytes:
     raise UnknownCTE(encoding)
 
 
+class FileLiteral:
+    """The CRLF form of a whole stored message as an IMAP literal, read from
+    its file in pieces. ``size`` is the literal's length (counted at once);
+    :meth:`chunks` yields the bytes and closes the file."""
+
+    def __init__(self, file: BinaryIO, read_chunk: int = READ_CHUNK) -> None:
+        self.file = file
+        self.read_chunk = read_chunk
+        try:
+            _, self.size = rfc822_size_of_stream(file.read)
+            file.seek(0)
+        except OSError as e:
+            file.close()
+            raise MailStoreError(f"cannot read message: {e}") from e
+
+    def head(self) -> bytes:
+        return b"{%d}\r\n" % self.size
+
+    def chunks(self) -> Iterator[bytes]:
+        """The bytes crlf() gives for the whole file, piece by piece. A CR
+        that ends a piece waits for the next, so that a CRLF split by the
+        read is still seen as one line end."""
+        sent = 0
+        held_cr = b""
+        try:
+            while chunk := self.file.read(self.read_chunk):
+                chunk = held_cr + chunk
+                held_cr = b"\r" if chunk.endswith(b"\r") else b""
+                piece = crlf(chunk[:-1] if held_cr else chunk)
+                sent += len(piece)
+                yield piece
+        finally:
+            self.file.close()
+        sent += len(held_cr)
+        yield held_cr
+        if sent != self.size:
+            # The literal's length is already on the wire: the session must end.
+            raise MailStoreError(f"message changed while sent ({sent} of {self.size} bytes)")
+
+
 class MessageData:
     """One message's data for FETCH, loaded lazily from the folder."""
 
@@ -214,6 +274,13 @@ class MessageData:
         self._content: bytes | None = None
         self._header: bytes | None = None
         self._mime: MimePart | None = None
+
+    def whole_file(self, stream_min: int | None) -> FileLiteral | None:
+        """The whole message as a FileLiteral when it is at least stream_min
+        bytes and not read already, else None (the caller uses content())."""
+        if stream_min is None or self._content is not None or self.info.size < stream_min:
+            return None
+        return FileLiteral(self.folder.open(self.info.uid))
 
     def content(self) -> bytes:
         if self._content is None:
@@ -357,11 +424,15 @@ def render(
     items: list[FetchItem],
     flags: frozenset[str],
     with_modseq: bool,
-) -> bytes:
-    """The parenthesised FETCH answer for one message (after ``* n FETCH ``).
+    *,
+    stream_min: int | None = None,
+) -> list[bytes | FileLiteral]:
+    """The parenthesised FETCH answer for one message (after ``* n FETCH ``),
+    in pieces to be sent in order: bytes, and with ``stream_min`` a
+    FileLiteral for each whole message of that size or more.
     ``flags`` are what FLAGS shows (the session adds \\Recent)."""
     info = data.info
-    out: list[bytes] = []
+    out: list[bytes | tuple[bytes, FileLiteral]] = []
     done: set[str] = set()
     for item in items:
         name = item.name
@@ -385,7 +456,11 @@ def render(
         elif name == "BODY":
             out.append(b"BODY " + data.body_structure(False))
         elif name == "RFC822":
-            out.append(b"RFC822 " + literal(crlf(data.content())))
+            whole = data.whole_file(stream_min)
+            if whole is not None:
+                out.append((b"RFC822 " + whole.head(), whole))
+            else:
+                out.append(b"RFC822 " + literal(crlf(data.content())))
         elif name == "RFC822.HEADER":
             out.append(b"RFC822.HEADER " + literal(crlf(data.header())))
         elif name == "RFC822.TEXT":
@@ -393,6 +468,12 @@ def render(
             out.append(b"RFC822.TEXT " + literal(crlf(body)))
         elif name == "BODY[]":
             assert item.section is not None
+            whole = None
+            if item.partial is None and item.section == _WHOLE:
+                whole = data.whole_file(stream_min)
+            if whole is not None:
+                out.append((b"BODY[] " + whole.head(), whole))
+                continue
             label, value = _partial(
                 b"BODY[" + item.section.wire_label + b"]", data.section(item.section), item
             )
@@ -410,4 +491,15 @@ def render(
             out.append(b"BINARY.SIZE[" + item.section.wire_label + b"] %d" % size)
     if with_modseq or "MODSEQ" in done:
         out.append(b"MODSEQ (%d)" % info.modseq)
-    return b"(" + b" ".join(out) + b")"
+    pieces: list[bytes | FileLiteral] = []
+    text = b"("
+    for n, element in enumerate(out):
+        separator = b" " if n else b""
+        if isinstance(element, bytes):
+            text += separator + element
+        else:
+            head, whole = element
+            pieces += [text + separator + head, whole]
+            text = b""
+    pieces.append(text + b")")
+    return pieces

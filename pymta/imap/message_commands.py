@@ -20,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from pymta.imap.fetch import (
+    STREAM_MIN,
     FetchItem,
+    FileLiteral,
     MessageData,
     UnknownCTE,
     index_renderer,
@@ -470,16 +472,12 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         gone = [u for u in gone if seqset.contains(u, largest) and view.msn(u) is None]
         if gone:
             s.send(b"* VANISHED (EARLIER) " + format_set(gone).encode() + b"\r\n")
-    folder = view.folder
     mark_seen = sets_seen(items) and not view.readonly
     missing = False
-    unknown_cte = False
     returned = 0
-    size = 0
     wants_flags = any(i.name == "FLAGS" for i in items)
     with_modseq = s.condstore
     infos = _infos(view, pairs)
-    body_items = needs_file(items)
     fast = None if mark_seen else index_renderer(items, with_modseq)
     if fast is not None and changed_since is None:
         out: list[bytes] = []
@@ -494,6 +492,37 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             s.send(b"".join(out[start : start + 4096]))
         returned = len(out)
         pairs = []
+    if not pairs:
+        _fetch_done(s, tag, uid, returned, missing, False)
+        return
+    s.stream(
+        _fetch_answers(
+            s, tag, uid, pairs, infos, items, mark_seen, wants_flags, with_modseq, changed_since
+        )
+    )
+
+
+def _fetch_answers(
+    s: IMAPServer,
+    tag: bytes,
+    uid: bool,
+    pairs: list[tuple[int, int]],
+    infos: dict[int, MessageInfo],
+    items: list[FetchItem],
+    mark_seen: bool,
+    wants_flags: bool,
+    with_modseq: bool,
+    changed_since: int | None,
+) -> Iterator[bytes]:
+    """The FETCH responses one message at a time (a large message's body in
+    pieces from its file), then the tagged response: the session pulls them
+    as the client reads (pymta.stream), so memory does not grow with the
+    answer."""
+    view = _view(s)
+    folder = view.folder
+    body_items = needs_file(items)
+    missing = unknown_cte = False
+    returned = 0
     for msn, u in pairs:
         info = infos.get(u)
         if info is None or view.is_expunged(u):
@@ -514,7 +543,9 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
                 line_items = [*items, FetchItem("FLAGS")]
         data = MessageData(folder, info)
         try:
-            answer = render(data, line_items, view.flags_of(info), with_modseq)
+            pieces = render(
+                data, line_items, view.flags_of(info), with_modseq, stream_min=STREAM_MIN
+            )
         except MailStoreError:
             missing = True
             continue
@@ -524,13 +555,23 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         if body_items:
             s.counters.body_count += 1
             s.counters.body_bytes += info.rfc822_size
-        chunk = b"* %d FETCH " % msn + answer + b"\r\n"
         returned += 1
-        s.send(chunk)
-        size += len(chunk)
-        if size > CHUNK:
-            s.flush()
-            size = 0
+        if len(pieces) == 1:
+            yield b"* %d FETCH " % msn + cast(bytes, pieces[0]) + b"\r\n"
+            continue
+        yield b"* %d FETCH " % msn
+        for piece in pieces:
+            if isinstance(piece, FileLiteral):
+                yield from piece.chunks()
+            else:
+                yield piece
+        yield b"\r\n"
+    _fetch_done(s, tag, uid, returned, missing, unknown_cte)
+
+
+def _fetch_done(
+    s: IMAPServer, tag: bytes, uid: bool, returned: int, missing: bool, unknown_cte: bool
+) -> None:
     if unknown_cte:
         s.no(tag, b"[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.", expunge=uid)
     elif missing:

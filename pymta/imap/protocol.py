@@ -13,7 +13,10 @@ Commands are read by :class:`pymta.imap.parser.CommandReader` and
 answered in order, pipelined or not; while a login is checked later
 commands wait.
 Responses of one batch of input are written with one write, straight to
-the socket when nothing is buffered (:func:`pymta.output.send`).
+the socket when nothing is buffered (:func:`pymta.output.send`). A FETCH
+that reads messages is answered through :meth:`IMAPServer.stream`, one
+message at a time as the client reads (pymta.stream). LOGOUT and every
+BYE close the connection through pymta.hangup (over TLS too).
 
 Untrusted input: every byte from the client. Limits: line length, literal
 size (refused before reading, RFC 7889 ``[TOOBIG]``), whole command size,
@@ -47,7 +50,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
@@ -62,6 +65,7 @@ from twisted.python.failure import Failure
 from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
+from pymta.hangup import hang_up
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
@@ -86,6 +90,7 @@ from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
 from pymta.preauth import PreauthConnections
+from pymta.stream import Streamer
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -209,6 +214,9 @@ class IMAPServer(Protocol):
         self._lost = False
         self._idle_tag: bytes | None = None
         self._timer: IDelayedCall | None = None
+        self._hangup_timer: IDelayedCall | None = None
+        self._streamer: Streamer | None = None  # a long answer being written
+        self._streamer_starting = False
         self._logout: Callable[[], None] | None = None
         self._login_d: Deferred[Any] | None = None
         self._connected_at = 0.0
@@ -230,6 +238,9 @@ class IMAPServer(Protocol):
             self.tls_active,
         )
         self._connected_at = self.clock.seconds()
+        # Registered first: every way out, the refusal too, hangs up through
+        # pymta.hangup, which unregisters it.
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         if self.preauth is not None:
             if not self.preauth.admit(self.info.rip):
                 # A client holding many connections before login (slowloris):
@@ -239,7 +250,6 @@ class IMAPServer(Protocol):
                 self.close()
                 return
             self._preauth_counted = True
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._timer = self.clock.callLater(self.settings.login_timeout, self._timed_out)
         caps = " ".join(self.capabilities()).encode("ascii")
         self.send(b"* OK [CAPABILITY " + caps + b"] pymta ready.\r\n")
@@ -253,9 +263,13 @@ class IMAPServer(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self._leave_preauth()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._hangup_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._hangup_timer = None
+        if self._streamer is not None:
+            streamer, self._streamer = self._streamer, None
+            streamer.stop()
         if self.state == NOT_AUTHENTICATED:
             secs = int(self.clock.seconds() - self._connected_at)
             if self._refused:
@@ -293,8 +307,15 @@ class IMAPServer(Protocol):
         self._closing = True
         self.reader.clear()
         self.flush()
-        if self.transport is not None and not self._lost:
-            self.transport.loseConnection()
+        if self.transport is not None and not self._lost and self._hangup_timer is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            # The producer goes first, or a TLS layer never closes (pymta.hangup).
+            self._hangup_timer = hang_up(
+                self.transport, self.clock, reading_paused=self._reading_paused
+            )
+            self._reading_paused = False
 
     # IPushProducer: stop reading while the client does not read ------------
 
@@ -312,6 +333,8 @@ class IMAPServer(Protocol):
             if self._reading_paused:
                 self._reading_paused = False
                 self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._streamer is not None:
+                self._streamer.resume()
             self._process()
 
     def _throttle(self) -> None:
@@ -340,6 +363,55 @@ class IMAPServer(Protocol):
             # path): Twisted's write would cost an epoll_ctl pair and one more
             # reactor round per response, while the client waits for it.
             send_now(self.transport, data)
+
+    def stream(self, pieces: Iterator[bytes]) -> None:
+        """Answer with what pieces yields, as fast as the client reads it
+        (pymta.stream); later commands wait until it ends."""
+        self._busy = True
+        self._streamer = Streamer(
+            pieces,
+            write=self.send,
+            flush=self._stream_flush,
+            paused=lambda: self._paused or self._closing or self._lost,
+            done=self._stream_done,
+            clock=self.clock,
+        )
+        self._streamer_starting = True
+        try:
+            self._streamer.resume()
+        finally:
+            self._streamer_starting = False
+
+    def _stream_flush(self) -> None:
+        # Output the client takes is activity: a long FETCH to a slow
+        # reader is not idle (Dovecot counts output too).
+        if self._timer is not None and self._timer.active() and self._out:
+            self._timer.reset(self.settings.timeout)
+        self.flush()
+
+    def _stream_done(self, error: BaseException | None) -> None:
+        self._streamer = None
+        self._busy = False
+        if error is not None:
+            # The answer stopped in the middle (a literal's length already
+            # sent): the client cannot be answered coherently any more.
+            self.log.failure(
+                "imap({user}): unexpected error while answering",
+                Failure(error),
+                user=self.user,
+            )
+            self._end_reason = "Internal error"
+            self._out = []
+            self.close()
+            return
+        if self._streamer_starting:
+            return  # ended at once: the command loop that started it goes on
+        if self._processing:
+            # Ended from inside a write of _process, which has stopped
+            # looking at the input: look again in the next turn.
+            self.clock.callLater(0, self._process)
+        else:
+            self._process()
 
     def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
         """Updates of the selected mailbox, then the tagged response."""

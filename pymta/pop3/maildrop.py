@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from pymta.mailstore.interface import FlagMode, IFolder, MailStoreError, MessageInfo
 
@@ -83,6 +84,10 @@ class Maildrop:
     def read(self, n: int) -> bytes:
         """The stored message (LF line ends)."""
         return self.folder.read(self._messages[n - 1].uid)
+
+    def open(self, n: int) -> BinaryIO:
+        """The stored message as a file (caller closes); MailStoreError."""
+        return self.folder.open(self._messages[n - 1].uid)
 
     def mark_retrieved(self, n: int) -> None:
         """n was sent whole (RETR): it becomes \\Seen on a clean QUIT, as in Dovecot."""

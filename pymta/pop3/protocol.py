@@ -21,7 +21,12 @@ Authentication is a twisted.cred Portal asked for
 session (a second session gets ``[IN-USE]``) and its message list is fixed
 at login. Commands are answered in order even when pipelined (RFC 2449
 PIPELINING): while a login is being checked, later lines wait. Replies are
-flow-controlled: when the transport's buffer is full, reading stops.
+flow-controlled: while the transport's buffer is full, commands wait, and
+reading stops once ``INPUT_BACKLOG`` bytes of them have piled up. RETR and
+TOP of a message of ``STREAM_MIN`` bytes or more send it from its file in
+pieces as the client reads them (pymta.stream). QUIT, and the ``-ERR``
+that ends a session, close the connection through pymta.hangup (over TLS
+too).
 
 Writes: nothing but the folder: at a clean QUIT, expunge, \\Seen for the
 messages sent whole and the move of the shown ones out of ``new/`` (all
@@ -36,8 +41,8 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 from twisted.cred.credentials import IUsernameHashedPassword
 from twisted.cred.error import UnauthorizedLogin
@@ -53,6 +58,7 @@ from zope.interface import implementer
 from pymta.auth.credentials import APOPCredentials, PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
+from pymta.hangup import hang_up
 from pymta.mailstore.interface import (
     IFolder,
     IFolderLock,
@@ -64,8 +70,9 @@ from pymta.output import send
 from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
 from pymta.pop3.settings import POP3Settings
-from pymta.pop3.wire import TERMINATOR, to_wire, top
+from pymta.pop3.wire import STREAM_MIN, TERMINATOR, to_wire, top, wire_pieces
 from pymta.preauth import PreauthConnections
+from pymta.stream import Streamer
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -84,6 +91,9 @@ INTERNAL_ERROR = (
     "-ERR [SYS/TEMP] Internal error occurred. Refer to server log for more information."
 )
 IN_USE = "-ERR [IN-USE] Mailbox is locked by another POP3 session."
+
+#: Unprocessed input kept while the client does not read the replies.
+INPUT_BACKLOG = 64 * 1024
 
 _TRANSACTION_ONLY = {"STAT", "LIST", "RETR", "TOP", "DELE", "RSET", "NOOP", "UIDL"}
 _AUTHORIZATION_ONLY = {"USER", "PASS", "APOP", "AUTH", "STLS"}
@@ -160,6 +170,11 @@ class POP3Server(Protocol):
         self._lost = False
         self._sasl: Callable[[str], None] | None = None
         self._timer: IDelayedCall | None = None
+        self._hangup_timer: IDelayedCall | None = None
+        self._streamer: Streamer | None = None  # RETR/TOP of a large message
+        self._stream_pending: list[bytes] = []
+        self._streamer_starting = False
+        self._reading_paused = False  # the transport's reading, see pauseProducing
         self._lock: IFolderLock | None = None
         self._committing = False  # the UPDATE state is at work on the folder
         self._logout: Callable[[], None] | None = None
@@ -180,6 +195,9 @@ class POP3Server(Protocol):
         self.tls_active = interfaces.ISSLTransport.providedBy(self.transport)
         self.info = pop3log.SessionInfo(rip, lip, self.pid, session, self.tls_active)
         self._connected_at = self.clock.seconds()
+        # Registered first: every way out, the refusal too, hangs up through
+        # pymta.hangup, which unregisters it.
+        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         if self.preauth is not None:
             if not self.preauth.admit(rip):
                 # A client holding many connections before login (slowloris).
@@ -188,7 +206,6 @@ class POP3Server(Protocol):
                 self._close()
                 return
             self._preauth_counted = True
-        self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._timer = self.clock.callLater(self.settings.timeout, self._idle)
         greeting = "+OK pymta ready."
         if self._apop_offered():
@@ -206,9 +223,13 @@ class POP3Server(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self._leave_preauth()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for timer in (self._timer, self._hangup_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._hangup_timer = None
+        if self._streamer is not None:
+            streamer, self._streamer = self._streamer, None
+            streamer.stop()
         if self.state == AUTHORIZATION:
             self._log_login_disconnect()
         else:
@@ -242,21 +263,43 @@ class POP3Server(Protocol):
     def _close(self) -> None:
         self._closing = True
         self._buffer = b""
-        if self.transport is not None and not self._lost:
-            self.transport.loseConnection()
+        if self.transport is not None and not self._lost and self._hangup_timer is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+            # The producer goes first, or a TLS layer never closes (pymta.hangup).
+            self._hangup_timer = hang_up(
+                self.transport, self.clock, reading_paused=self._reading_paused
+            )
+            self._reading_paused = False
 
     # IPushProducer: stop reading commands while replies cannot be written -----
 
+    # Commands wait while the client does not read the replies; reading from
+    # the socket stops only once INPUT_BACKLOG bytes of them have piled up. A
+    # TLS layer pauses its producer while its handshake is under way
+    # (POP3S: the greeting waits for it), and that handshake must still be
+    # read from the socket.
+
     def pauseProducing(self) -> None:
         self._paused = True
-        if not self._lost:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+        self._throttle()
 
     def resumeProducing(self) -> None:
         self._paused = False
         if not self._lost:
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._reading_paused:
+                self._reading_paused = False
+                self.transport.resumeProducing()  # type: ignore[union-attr]
+            if self._streamer is not None:
+                self._streamer.resume()
             self._process()
+
+    def _throttle(self) -> None:
+        if self._paused and not self._reading_paused and not self._lost:
+            if len(self._buffer) > INPUT_BACKLOG:
+                self._reading_paused = True
+                self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
         self._closing = True
@@ -270,6 +313,7 @@ class POP3Server(Protocol):
             self._timer.reset(self.settings.timeout)
         self._buffer += data
         self._process()
+        self._throttle()
 
     def _process(self) -> None:
         if self._processing:
@@ -711,6 +755,86 @@ class POP3Server(Protocol):
         self.maildrop.reset()
         self._reply("+OK")
 
+    def _send_file(self, n: int, lines: int | None) -> None:
+        """RETR (lines None) or TOP of a large message, from its file in
+        pieces as the client reads them (pymta.stream)."""
+        drop = self.maildrop
+        assert drop is not None
+        try:
+            file = drop.open(n)
+        except MailStoreError as e:
+            self.log.warn("pop3({user}): message {n}: {error}", user=self.user, n=n, error=e)
+            self._reply(f"-ERR [SYS/TEMP] Message {n} is no longer available.")
+            return
+        self._busy = True
+        first = b"+OK\r\n" if lines is not None else b"+OK %d octets\r\n" % drop.info(n).rfc822_size
+        self._stream_pending = []
+        self._streamer = Streamer(
+            self._file_pieces(file, n, first, lines),
+            write=self._stream_pending.append,
+            flush=self._stream_flush,
+            paused=lambda: self._paused or self._closing or self._lost,
+            done=self._stream_done,
+            clock=self.clock,
+        )
+        self._streamer_starting = True
+        try:
+            self._streamer.resume()
+        finally:
+            self._streamer_starting = False
+
+    def _file_pieces(
+        self, file: BinaryIO, n: int, first: bytes, lines: int | None
+    ) -> Iterator[bytes]:
+        drop = self.maildrop
+        assert drop is not None
+        sent = 0
+        yield first
+        try:
+            for piece in wire_pieces(file.read, lines):
+                sent += len(piece)
+                yield piece
+        finally:
+            file.close()
+        yield TERMINATOR
+        if lines is None:
+            drop.counters.retr_count += 1
+            drop.counters.retr_bytes += sent
+            drop.mark_retrieved(n)
+        else:
+            drop.counters.top_count += 1
+            drop.counters.top_bytes += sent
+
+    def _stream_flush(self) -> None:
+        data = b"".join(self._stream_pending)
+        self._stream_pending.clear()
+        if data and not self._lost and self.transport is not None:
+            # Output the client takes is activity, not idleness.
+            if self._timer is not None and self._timer.active():
+                self._timer.reset(self.settings.timeout)
+            send(self.transport, data)
+
+    def _stream_done(self, error: BaseException | None) -> None:
+        self._streamer = None
+        self._busy = False
+        if error is not None:
+            # Cut off in the middle of a multi-line answer: nothing more the
+            # client could read coherently, so the session ends.
+            self.log.failure(
+                "pop3({user}): error while sending a message", Failure(error), user=self.user
+            )
+            self._end_reason = "Internal error"
+            self._close()
+            return
+        if self._streamer_starting:
+            return  # ended at once: the command loop that started it goes on
+        if self._processing:
+            # Ended from inside a write of _process, which has stopped
+            # looking at the input: look again in the next turn.
+            self.clock.callLater(0, self._process)
+        else:
+            self._process()
+
     def _read(self, n: int) -> bytes | None:
         assert self.maildrop is not None
         try:
@@ -725,6 +849,9 @@ class POP3Server(Protocol):
         assert drop is not None
         n = self._number(arg)
         if n is None:
+            return
+        if drop.info(n).size >= STREAM_MIN:
+            self._send_file(n, None)
             return
         content = self._read(n)
         if content is None:
@@ -746,6 +873,9 @@ class POP3Server(Protocol):
             return
         n = self._number(number)
         if n is None:
+            return
+        if drop.info(n).size >= STREAM_MIN:
+            self._send_file(n, int(lines[:12]))
             return
         content = self._read(n)
         if content is None:

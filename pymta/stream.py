@@ -1,0 +1,124 @@
+"""Write a long answer as the client reads it (imapd FETCH, pop3d RETR/TOP).
+
+A large answer (``FETCH 1:* BODY.PEEK[]`` over a 500 MB folder, RETR of a
+50 MB message) must not be built whole in memory, nor written whole into
+the transport's buffer: Twisted's ``transport.write`` never refuses bytes,
+it keeps them. A :class:`Streamer` pulls the answer from an iterator of
+byte pieces (one message's response, one chunk of a message file) and
+hands them to the session's ``write``; every ``batch_bytes`` it calls
+``flush``, which puts them on the transport, and then looks at the
+session's ``paused()``: the transport calls the session's
+``pauseProducing`` from inside ``write`` when its buffer is full (the
+session is the transport's registered streaming producer: Twisted's
+IPushProducer / IConsumer back-pressure). While paused it pulls nothing
+more; the session's ``resumeProducing`` calls :meth:`Streamer.resume`. So
+what the server holds for one answer is bounded by construction: the
+transport's buffer, one batch, and the piece the iterator is working on —
+not the size of the answer.
+
+The reactor is not held either: after ``turn_bytes`` the Streamer goes on
+in the next reactor turn (``callLater(0)``), so other sessions are served
+between the batches of a client that reads as fast as the server writes.
+
+When the iterator ends, ``done(None)`` is called (after the last flush);
+an unexpected exception from it ends the stream with ``done(exception)``.
+:meth:`stop` (the connection is gone) closes the iterator, which closes
+the files it holds (a generator's ``finally``).
+
+Untrusted input: none. Writes: through the callables given. Logs: nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+#: Bytes handed to the transport at once.
+BATCH_BYTES = 256 * 1024
+
+#: Bytes written in one reactor turn before other work gets its turn.
+TURN_BYTES = 1024 * 1024
+
+
+class Streamer:
+    """Drives one answer's pieces to a session's output with back-pressure."""
+
+    def __init__(
+        self,
+        pieces: Iterator[bytes],
+        *,
+        write: Callable[[bytes], None],
+        flush: Callable[[], None],
+        paused: Callable[[], bool],
+        done: Callable[[BaseException | None], None],
+        clock: IReactorTime,
+        batch_bytes: int = BATCH_BYTES,
+        turn_bytes: int = TURN_BYTES,
+    ) -> None:
+        self._pieces = pieces
+        self._write = write
+        self._flush = flush
+        self._paused = paused
+        self._done = done
+        self._clock = clock
+        self._batch_bytes = batch_bytes
+        self._turn_bytes = turn_bytes
+        self._next_turn: IDelayedCall | None = None
+        self._running = False
+        self.finished = False
+
+    def resume(self) -> None:
+        """Pull and write until paused, the turn's budget is spent, or the end."""
+        if self.finished or self._running or self._next_turn is not None:
+            return
+        self._running = True
+        try:
+            self._run()
+        finally:
+            self._running = False
+
+    def _run(self) -> None:
+        pending = 0  # written since the last flush
+        turn = 0
+        while not self._paused():
+            try:
+                piece = next(self._pieces)
+            except StopIteration:
+                self._finish(None)
+                return
+            except Exception as error:  # reported to the session, which logs it
+                self._finish(error)
+                return
+            if not piece:
+                continue
+            self._write(piece)
+            pending += len(piece)
+            if pending >= self._batch_bytes:
+                self._flush()  # may pause us, from inside the transport's write
+                turn += pending
+                pending = 0
+                if turn >= self._turn_bytes and not self._paused():
+                    self._next_turn = self._clock.callLater(0, self._turn)
+                    return
+        if pending:
+            self._flush()
+
+    def _turn(self) -> None:
+        self._next_turn = None
+        self.resume()
+
+    def _finish(self, error: BaseException | None) -> None:
+        self.finished = True
+        self._flush()
+        self._done(error)
+
+    def stop(self) -> None:
+        """Abandon the answer (the connection is gone): close the iterator."""
+        self.finished = True
+        if self._next_turn is not None and self._next_turn.active():
+            self._next_turn.cancel()
+        self._next_turn = None
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
