@@ -148,6 +148,21 @@ def test_per_transport_scheduler_twins_are_unimplemented_too() -> None:
     ]
 
 
+def test_uid_maps_naming_pymtas_own_ids_are_harmless() -> None:
+    """virtual_uid_maps = static:N where N is the uid pymta runs as says what
+    pymta does anyway (a configuration shared with Postfix); another uid is
+    refused."""
+    import os
+
+    config = Config.from_text(
+        f"virtual_uid_maps = static:{os.geteuid()}\nvirtual_gid_maps = static:{os.getegid()}\n"
+    )
+    assert validate(config, None) == []
+    other = Config.from_text(f"virtual_uid_maps = static:{os.geteuid() + 1}\n")
+    with pytest.raises(ConfigError):
+        validate(other, None)
+
+
 def test_unimplemented_parameters_still_expand_to_postfix_defaults() -> None:
     """$mime_header_checks expands as in Postfix (to $header_checks' value)."""
     config = Config.from_text("x = [$mail_spool_directory]\n")

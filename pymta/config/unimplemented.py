@@ -26,6 +26,7 @@ Postfix. Nothing here is read at run time except by :mod:`validate`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,6 +130,12 @@ def excluded_ciphers_satisfied(value: str) -> bool:
     """True when every excluded cipher is one pymta never offers (it offers
     ECDHE with AES-GCM or ChaCha20-Poly1305 only)."""
     return all(item in _EXCLUDED_ANYWAY for item in normalise(value).split())
+
+
+def _static_id(value: str) -> int | None:
+    """N of ``static:N``: a uid or gid map that names one id (None else)."""
+    kind, _, number = value.strip().partition(":")
+    return int(number) if kind == "static" and number.isdigit() else None
 
 
 def _w(name: str, default: str, why: str, *harmless: str) -> Unimplemented:
@@ -392,8 +399,22 @@ _ENTRIES: list[Unimplemented] = [
     _w("mailbox_delivery_lock", "fcntl, dotlock", "mbox files are locked with fcntl"),
     _w("prepend_delivered_header", "command, file, forward", "not configurable"),
     _w("virtual_minimum_uid", "100", "pymta delivers as its own user"),
-    _r("virtual_uid_maps", "", "virtual mailboxes are written as pymta's own user"),
-    _r("virtual_gid_maps", "", "virtual mailboxes are written as pymta's own group"),
+    Unimplemented(
+        "virtual_uid_maps",
+        "",
+        REFUSE,
+        "virtual mailboxes are written as pymta's own user",
+        (),
+        lambda value: _static_id(value) == os.geteuid(),
+    ),
+    Unimplemented(
+        "virtual_gid_maps",
+        "",
+        REFUSE,
+        "virtual mailboxes are written as pymta's own group",
+        (),
+        lambda value: _static_id(value) == os.getegid(),
+    ),
     _w("authorized_submit_users", "static:anyone", "pymta has no sendmail command yet"),
     _w("authorized_mailq_users", "static:anyone", "file permissions decide who lists the queue"),
     _w("authorized_flush_users", "static:anyone", "file permissions decide who flushes"),
