@@ -20,6 +20,7 @@ import getopt
 import importlib
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
@@ -151,6 +152,16 @@ def built_parts() -> set[str]:
     )
 
 
+def _check_smtpd_restrictions(config: Config, master: Any) -> None:
+    """The restriction lists of every smtpd listener, as the server parses
+    them at start (an unknown restriction fails both)."""
+    from pymta.smtpd.restrictions import check_restrictions
+
+    for svc in master:
+        if svc.type == "inet" and svc.program == "smtpd":
+            check_restrictions(svc.service_config(config))
+
+
 def run_check(args: list[str], config_dir: str) -> int:
     """``pymta check``: read main.cf and master.cf, print warnings, 1 on error."""
     try:
@@ -168,6 +179,7 @@ def run_check(args: list[str], config_dir: str) -> int:
         master = load_master(config_dir)
         problems = validate(config, master)
         problems.extend(check_master(master, built_parts()))
+        _check_smtpd_restrictions(config, master)
     except ConfigError as e:
         fatal(str(e))
         return 1
