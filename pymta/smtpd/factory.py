@@ -49,6 +49,7 @@ class SMTPServerFactory(ServerFactory):
         checker: ICredentialsChecker | None = None,
         queue_space: QueueSpace | None = None,
         dns: IDNSResolver | None = None,
+        hosts: HostsFile | None = None,
     ) -> None:
         self.config = config
         self.cleanup = cleanup
@@ -106,7 +107,7 @@ class SMTPServerFactory(ServerFactory):
         self.dns = dns
         self.peernames: PeerNames | None = None
         if dns is not None and config.get_bool("smtpd_peername_lookup"):
-            self.peernames = PeerNames(dns, HostsFile.read())
+            self.peernames = PeerNames(dns, hosts if hosts is not None else HostsFile.read())
         self.restrictions = Restrictions(config, resolver, open_table, mynetworks, dns)
         self.banner = f"220 {config.get('smtpd_banner')}\r\n".encode()
         self.helo_reply = f"250 {self.myhostname}\r\n".encode()
