@@ -385,6 +385,7 @@ def build(
                 service_name=svc.program,
                 queue_space=queue_space,
                 dns=smtpd_dns(),
+                reactor=reactor,
             )
             if svc_config.get_bool("smtpd_tls_wrappermode"):
                 factory = implicit_tls(factory, tls, "smtpd")

@@ -183,6 +183,14 @@ _PARAMS: list[Param] = [
     _p("invalid_hostname_reject_code", "501", "int", "reply to a HELO name with bad syntax"),
     _p("maps_rbl_reject_code", "554", "int", "reply to a client listed by a DNSBL"),
     _p("rbl_reply_maps", "", "list", "tables: DNSBL domain -> reply template"),
+    _p("smtpd_policy_service_timeout", "100s", "time", "time limit of one policy query"),
+    _p("smtpd_policy_service_try_limit", "2", "int", "tries of one policy query"),
+    _p(
+        "smtpd_policy_service_default_action",
+        "451 4.3.5 Server configuration problem",
+        "str",
+        "the action when the policy service cannot answer",
+    ),
     _p(
         "default_rbl_reply",
         "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using "

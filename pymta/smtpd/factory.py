@@ -9,6 +9,8 @@ is a ConfigError at start. Nothing here writes; connections log.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -50,6 +52,7 @@ class SMTPServerFactory(ServerFactory):
         queue_space: QueueSpace | None = None,
         dns: IDNSResolver | None = None,
         hosts: HostsFile | None = None,
+        reactor: Any = None,
     ) -> None:
         self.config = config
         self.cleanup = cleanup
@@ -108,7 +111,9 @@ class SMTPServerFactory(ServerFactory):
         self.peernames: PeerNames | None = None
         if dns is not None and config.get_bool("smtpd_peername_lookup"):
             self.peernames = PeerNames(dns, hosts if hosts is not None else HostsFile.read())
-        self.restrictions = Restrictions(config, resolver, open_table, mynetworks, dns)
+        self.restrictions = Restrictions(
+            config, resolver, open_table, mynetworks, dns, reactor=reactor
+        )
         self.banner = f"220 {config.get('smtpd_banner')}\r\n".encode()
         self.helo_reply = f"250 {self.myhostname}\r\n".encode()
         # Like Postfix, a discarded DSN keyword also turns the parameters off.

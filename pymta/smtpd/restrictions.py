@@ -37,6 +37,7 @@ from pymta.smtpd import dnsbl
 from pymta.smtpd.peername import OK as NAME_OK
 from pymta.smtpd.peername import TEMP as NAME_TEMP
 from pymta.smtpd.peername import reverse_labels, valid_hostname
+from pymta.smtpd.policy import PolicyService
 from pymta.smtpd.relay import Destination, resolve_destination
 from pymta.smtpd.resolver import OURS, SmtpdResolver
 from pymta.smtpd.session import Session
@@ -87,6 +88,11 @@ class Check:
     sender: str | None = None
     reply_class: str = "Recipient address"
     _destinations: dict[str, Destination] = field(default_factory=dict)
+    #: The SMTP command being checked (the policy protocol's protocol_state).
+    stage: str = "RCPT"
+    #: DEFER_IF_PERMIT / DEFER_IF_REJECT replies waiting for the end of the
+    #: check (keys "permit", "reject"), shared by every list of one check.
+    deferrals: dict[str, Reject] = field(default_factory=dict)
 
     @property
     def reply_name(self) -> str:
@@ -127,6 +133,22 @@ def _verdict(result: Result) -> Reject | None:
     return result if isinstance(result, Reject) else None
 
 
+def settle(outcome: Outcome, deferrals: dict[str, Reject]) -> Outcome:
+    """Postfix's DEFER_IF_PERMIT / DEFER_IF_REJECT: at the end of a check, a
+    request that would pass (or be refused with a 5xx) is deferred instead."""
+    if isinstance(outcome, Deferred):
+        return outcome.addCallback(_settled, deferrals)
+    return _settled(outcome, deferrals)
+
+
+def _settled(outcome: Reject | None, deferrals: dict[str, Reject]) -> Reject | None:
+    if outcome is None:
+        return deferrals.get("permit")
+    if outcome.code >= 500 and "reject" in deferrals:
+        return deferrals["reject"]
+    return outcome
+
+
 def sequence(steps: list[Callable[[], Outcome]], start: int = 0) -> Outcome:
     """Run steps in order until one refuses (synchronously while it can)."""
     for i in range(start, len(steps)):
@@ -154,8 +176,12 @@ class Restrictions:
         open_table: OpenTable,
         mynetworks: NetworkList | None = None,
         dns: IDNSResolver | None = None,
+        reactor: Any = None,
     ) -> None:
         self._config = config
+        #: Connects to policy services (and times them, IReactorTime).
+        self._reactor = reactor
+        self._policy_services: dict[str, PolicyService] = {}
         self._resolver = resolver
         #: DNS for the DNS-based restrictions; None: they cannot be used.
         self._dns = dns
@@ -235,6 +261,15 @@ class Restrictions:
                 i += 1
                 out.append(self._access(name, spec, depth))
                 continue
+            if name == "check_policy_service":
+                if i >= len(names):
+                    raise self._error(parameter, f"{name} needs inet:host:port or unix:/path")
+                try:
+                    out.append(self._policy(names[i]))
+                except ConfigError as e:
+                    raise self._error(parameter, str(e)) from None
+                i += 1
+                continue
             if name in _DNSBL:
                 if i >= len(names):
                     raise self._error(parameter, f"{name} needs a domain[=d.d.d.d] argument")
@@ -262,6 +297,31 @@ class Restrictions:
                 self._need_dns(parameter, name)
             out.append(getattr(self, simple))
         return out
+
+    def _policy(self, spec: str) -> Restriction:
+        """check_policy_service: ask the server, apply its action."""
+        if self._reactor is None:
+            raise ConfigError("check_policy_service needs a reactor, and this smtpd has none")
+        service = self._policy_services.get(spec)
+        if service is None:
+            config = self._config
+            service = self._policy_services[spec] = PolicyService(
+                spec,
+                self._reactor,
+                self._reactor,
+                config.get_time("smtpd_policy_service_timeout"),
+                config.get_int("smtpd_policy_service_try_limit"),
+                config.get("smtpd_policy_service_default_action"),
+            )
+
+        def restriction(check: Check) -> Deferred[Result]:
+            def act(answer: tuple[str, str]) -> MaybeResult:
+                action, _why = answer
+                return self._access_result(action, check, spec, 0)
+
+            return service.query(_policy_request(check)).addCallback(act)
+
+        return restriction
 
     def _need_dns(self, parameter: str, name: str) -> None:
         if self._dns is None:
@@ -298,20 +358,25 @@ class Restrictions:
             return result.addCallback(_verdict)
         return _verdict(result)
 
+    def _check(self, restrictions: list[Restriction], check: Check) -> Outcome:
+        return settle(self.evaluate(restrictions, check), check.deferrals)
+
     def check_client(self, session: Session) -> Outcome:
-        return self.evaluate(self.client, Check(session, reply_class="Client host"))
+        return self._check(self.client, Check(session, reply_class="Client host", stage="CONNECT"))
 
     def check_helo(self, session: Session) -> Outcome:
-        return self.evaluate(self.helo, Check(session, reply_class="Helo command"))
+        return self._check(self.helo, Check(session, reply_class="Helo command", stage="HELO"))
 
     def check_sender(self, session: Session, sender: str) -> Outcome:
-        return self.evaluate(
-            self.sender, Check(session, sender=sender, reply_class="Sender address")
+        return self._check(
+            self.sender,
+            Check(session, sender=sender, reply_class="Sender address", stage="MAIL"),
         )
 
     def check_recipient(self, session: Session, recipient: str) -> Outcome:
         """Everything that runs at RCPT TO, in Postfix's order."""
         sender = session.sender or ""
+        deferrals: dict[str, Reject] = {}
         steps: list[Callable[[], Outcome]] = []
         if self.delay_reject:
             for restrictions, reply_class in (
@@ -320,28 +385,27 @@ class Restrictions:
                 (self.sender, "Sender address"),
             ):
                 if restrictions:
-                    check = Check(session, recipient, sender, reply_class)
+                    check = Check(session, recipient, sender, reply_class, deferrals=deferrals)
                     steps.append(functools.partial(self.evaluate, restrictions, check))
-        check = Check(session, recipient, sender)
+        check = Check(session, recipient, sender, deferrals=deferrals)
         steps.append(functools.partial(self.evaluate, self.relay, check))
         steps.append(functools.partial(self.evaluate, self.recipient, check))
         if self.reject_unlisted:
             steps.append(lambda: _verdict(self.reject_unlisted_recipient(check)))
         if self.reject_unlisted_sender and sender:
             steps.append(lambda: _verdict(self.reject_unlisted_sender_check(check)))
-        return sequence(steps)
+        return settle(sequence(steps), deferrals)
 
     def check_data(self, session: Session) -> Outcome:
-        return self.evaluate(
-            self.data, Check(session, sender=session.sender, reply_class="Data command")
-        )
+        check = Check(session, sender=session.sender, reply_class="Data command", stage="DATA")
+        return self._check(self.data, check)
 
     def check_end_of_data(self, session: Session) -> Outcome:
         """smtpd_end_of_data_restrictions, after the content, before queueing."""
-        return self.evaluate(
-            self.end_of_data,
-            Check(session, sender=session.sender, reply_class="End-of-data"),
+        check = Check(
+            session, sender=session.sender, reply_class="End-of-data", stage="END-OF-MESSAGE"
         )
+        return self._check(self.end_of_data, check)
 
     def check_vrfy(self, session: Session, address: str) -> Reject | None:
         """VRFY answers "unknown" for unlisted users, as Postfix does."""
@@ -743,7 +807,13 @@ class Restrictions:
             if keys is None:
                 return DUNNO
             sub = Check(
-                check.session, check.recipient, check.sender, reply_class, check._destinations
+                check.session,
+                check.recipient,
+                check.sender,
+                reply_class,
+                check._destinations,
+                check.stage,
+                check.deferrals,
             )
             try:
                 for key in keys:
@@ -790,6 +860,15 @@ class Restrictions:
             return self._custom(check, 554, "5.7.1", text or "Access denied")
         if action == "DEFER":
             return self._custom(check, 450, "4.7.1", text or "Access denied")
+        if action in ("DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
+            key = "permit" if action == "DEFER_IF_PERMIT" else "reject"
+            reply = self._custom(check, 450, "4.7.1", text or "Service unavailable")
+            check.deferrals.setdefault(key, reply)
+            return DUNNO
+        if action in ("WARN", "INFO", "PREPEND"):
+            # Postfix only logs WARN/INFO; PREPEND's header is not added by
+            # pymta (README: policy delegation), the request goes on.
+            return DUNNO
         if len(action) == 3 and action.isdigit() and action[0] in "45":
             return self._custom(check, int(action), f"{action[0]}.7.1", text or "Access denied")
         if depth < _MAX_NESTING:
@@ -896,6 +975,32 @@ def _dnsbl_query(kind: str, check: Check) -> tuple[str, str] | None:
     return helo, "Helo command"
 
 
+def _policy_request(check: Check) -> dict[str, str]:
+    """SMTPD_POLICY_README's attributes for one check."""
+    s = check.session
+    sender = check.sender if check.sender is not None else (s.sender or "")
+    return {
+        "request": "smtpd_access_policy",
+        "protocol_state": check.stage,
+        "protocol_name": s.log_protocol,
+        "helo_name": s.helo_name,
+        "queue_id": "",
+        "sender": sender,
+        "recipient": check.recipient or "",
+        "recipient_count": str(len(s.recipients)) if check.stage != "RCPT" else "0",
+        "client_address": s.client_address,
+        "client_name": s.client_name,
+        "reverse_client_name": s.reverse_client_name,
+        "instance": f"{id(s):x}",
+        "sasl_method": s.sasl_method,
+        "sasl_username": s.sasl_username,
+        "sasl_sender": "",
+        "size": str(s.declared_size),
+        "encryption_protocol": s.tls.split()[0] if s.tls else "",
+        "policy_context": "",
+    }
+
+
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -929,5 +1034,7 @@ def check_restrictions(config: Config) -> None:
     def unopened(spec: str) -> Any:
         return None
 
+    from twisted.internet.task import Clock
+
     resolver: Any = None
-    Restrictions(config, resolver, unopened, dns=MemoryResolver({}))
+    Restrictions(config, resolver, unopened, dns=MemoryResolver({}), reactor=Clock())
