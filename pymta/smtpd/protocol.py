@@ -331,7 +331,7 @@ class SMTPServerProtocol(Protocol):
         """Go on with a restriction check's answer: at once, or, when the
         check had to ask DNS, once it answers, with input paused meanwhile
         (as for cleanup) so that replies keep the command order."""
-        if not isinstance(outcome, Deferred):
+        if outcome is None or isinstance(outcome, Reject):  # (Deferred's isinstance is slow)
             proceed(outcome)
             return
         box: list[Any] = []

@@ -19,7 +19,6 @@ smtpd logs the reject line.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from collections.abc import Callable
@@ -118,10 +117,12 @@ def first_result(items: list[Restriction], check: Check, start: int = 0) -> Mayb
     runs when that answer comes, in order."""
     for i in range(start, len(items)):
         result = items[i](check)
-        if isinstance(result, Deferred):
-            return result.addCallback(_after, items, check, i + 1)
-        if result is not DUNNO:
+        if result is DUNNO:
+            continue
+        # Plain classes first: isinstance on Deferred (an ABC) is slow.
+        if isinstance(result, (Reject, str)):
             return result
+        return result.addCallback(_after, items, check, i + 1)
     return DUNNO
 
 
@@ -136,9 +137,11 @@ def _verdict(result: Result) -> Reject | None:
 def settle(outcome: Outcome, deferrals: dict[str, Reject]) -> Outcome:
     """Postfix's DEFER_IF_PERMIT / DEFER_IF_REJECT: at the end of a check, a
     request that would pass (or be refused with a 5xx) is deferred instead."""
-    if isinstance(outcome, Deferred):
-        return outcome.addCallback(_settled, deferrals)
-    return _settled(outcome, deferrals)
+    if outcome is None:
+        return deferrals.get("permit") if deferrals else None
+    if isinstance(outcome, Reject):
+        return _settled(outcome, deferrals) if deferrals else outcome
+    return outcome.addCallback(_settled, deferrals)
 
 
 def _settled(outcome: Reject | None, deferrals: dict[str, Reject]) -> Reject | None:
@@ -147,23 +150,6 @@ def _settled(outcome: Reject | None, deferrals: dict[str, Reject]) -> Reject | N
     if outcome.code >= 500 and "reject" in deferrals:
         return deferrals["reject"]
     return outcome
-
-
-def sequence(steps: list[Callable[[], Outcome]], start: int = 0) -> Outcome:
-    """Run steps in order until one refuses (synchronously while it can)."""
-    for i in range(start, len(steps)):
-        outcome = steps[i]()
-        if isinstance(outcome, Deferred):
-            return outcome.addCallback(_next_step, steps, i + 1)
-        if outcome is not None:
-            return outcome
-    return None
-
-
-def _next_step(
-    outcome: Reject | None, steps: list[Callable[[], Outcome]], following: int
-) -> Outcome:
-    return outcome if outcome is not None else sequence(steps, following)
 
 
 class Restrictions:
@@ -224,6 +210,22 @@ class Restrictions:
         self.data = self._parse("smtpd_data_restrictions")
         self.end_of_data = self._parse("smtpd_end_of_data_restrictions")
         self._check_relay_control()
+        #: The steps of check_recipient that can say something here.
+        self._recipient_plan = [
+            step
+            for step, active in enumerate(
+                (
+                    self.delay_reject and bool(self.client),
+                    self.delay_reject and bool(self.helo),
+                    self.delay_reject and bool(self.sender),
+                    True,
+                    True,
+                    self.reject_unlisted,
+                    self.reject_unlisted_sender,
+                )
+            )
+            if active
+        ]
 
     # -- building -----------------------------------------------------------
 
@@ -354,9 +356,11 @@ class Restrictions:
         """Run one list: a Reject stops everything, PERMIT ends the list.
         A Deferred when a restriction had to ask DNS."""
         result = first_result(restrictions, check)
-        if isinstance(result, Deferred):
-            return result.addCallback(_verdict)
-        return _verdict(result)
+        if isinstance(result, str):
+            return None
+        if isinstance(result, Reject):
+            return result
+        return result.addCallback(_verdict)
 
     def _check(self, restrictions: list[Restriction], check: Check) -> Outcome:
         return settle(self.evaluate(restrictions, check), check.deferrals)
@@ -374,27 +378,57 @@ class Restrictions:
         )
 
     def check_recipient(self, session: Session, recipient: str) -> Outcome:
-        """Everything that runs at RCPT TO, in Postfix's order."""
-        sender = session.sender or ""
+        """Everything that runs at RCPT TO, in Postfix's order: with
+        smtpd_delay_reject the client, helo and sender lists, then the
+        relay list, the recipient list and the unlisted checks."""
         deferrals: dict[str, Reject] = {}
-        steps: list[Callable[[], Outcome]] = []
-        if self.delay_reject:
-            for restrictions, reply_class in (
+        check = Check(session, recipient, session.sender or "", deferrals=deferrals)
+        return settle(self._recipient_steps(check, 0), deferrals)
+
+    def _recipient_steps(self, check: Check, step: int) -> Outcome:
+        # A loop over the step numbers that apply, not closures: RCPT is
+        # the hot path.
+        plan = self._recipient_plan
+        while step < len(plan):
+            outcome = self._recipient_step(check, plan[step])
+            step += 1
+            if outcome is None:
+                continue
+            if isinstance(outcome, Reject):
+                return outcome
+            return outcome.addCallback(self._recipient_next, check, step)
+        return None
+
+    def _recipient_next(self, outcome: Reject | None, check: Check, step: int) -> Outcome:
+        return outcome if outcome is not None else self._recipient_steps(check, step)
+
+    def _recipient_step(self, check: Check, step: int) -> Outcome:
+        if step < 3:
+            restrictions, reply_class = (
                 (self.client, "Client host"),
                 (self.helo, "Helo command"),
                 (self.sender, "Sender address"),
-            ):
-                if restrictions:
-                    check = Check(session, recipient, sender, reply_class, deferrals=deferrals)
-                    steps.append(functools.partial(self.evaluate, restrictions, check))
-        check = Check(session, recipient, sender, deferrals=deferrals)
-        steps.append(functools.partial(self.evaluate, self.relay, check))
-        steps.append(functools.partial(self.evaluate, self.recipient, check))
-        if self.reject_unlisted:
-            steps.append(lambda: _verdict(self.reject_unlisted_recipient(check)))
-        if self.reject_unlisted_sender and sender:
-            steps.append(lambda: _verdict(self.reject_unlisted_sender_check(check)))
-        return settle(sequence(steps), deferrals)
+            )[step]
+            if not restrictions:
+                return None
+            early = Check(
+                check.session,
+                check.recipient,
+                check.sender,
+                reply_class,
+                check._destinations,
+                deferrals=check.deferrals,
+            )
+            return self.evaluate(restrictions, early)
+        if step == 3:
+            return self.evaluate(self.relay, check)
+        if step == 4:
+            return self.evaluate(self.recipient, check)
+        if step == 5:
+            return _verdict(self.reject_unlisted_recipient(check)) if self.reject_unlisted else None
+        if self.reject_unlisted_sender and check.sender:
+            return _verdict(self.reject_unlisted_sender_check(check))
+        return None
 
     def check_data(self, session: Session) -> Outcome:
         check = Check(session, sender=session.sender, reply_class="Data command", stage="DATA")
