@@ -155,6 +155,10 @@ SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
 
 #: The listen queue when somaxconn cannot be read (Linux's default since 5.4).
 DEFAULT_BACKLOG = 4096
+#: How long smtpd waits for one DNS answer (client name, DNSBL, domain
+#: checks) before treating it as a temporary failure: the libc resolver's
+#: default that Postfix lives with (RES_TIMEOUT 5 s, 2 tries).
+SMTPD_DNS_DEADLINE = 10.0
 
 
 def listen_backlog(config: Config, somaxconn_path: str = SOMAXCONN_PATH) -> int:
@@ -408,6 +412,22 @@ def build(
             mailstores.append(MaildirStore(reactor, config.get("myhostname")))
         return mailstores[0]
 
+    smtpd_resolvers: list[Any] = []
+
+    def smtpd_dns() -> Any:
+        # One cache for every smtpd listener (DNSBL answers are shared);
+        # a lookup never takes longer than the deadline (then: 450).
+        if not smtpd_resolvers:
+            from pymta.dns.cache import CachingResolver
+            from pymta.dns.deadline import DeadlineResolver
+            from pymta.dns.names import NamesResolver
+
+            names = NamesResolver.from_config(config, reactor)
+            smtpd_resolvers.append(
+                CachingResolver(DeadlineResolver(names, clock, SMTPD_DNS_DEADLINE), clock)
+            )
+        return smtpd_resolvers[0]
+
     for svc in master:
         if svc.type != "inet" or svc.program not in LISTENER_COMMANDS:
             continue
@@ -426,6 +446,8 @@ def build(
                 clock,
                 service_name=svc.program,
                 queue_space=queue_space,
+                dns=smtpd_dns(),
+                reactor=reactor,
             )
             if svc_config.get_bool("smtpd_tls_wrappermode"):
                 factory = implicit_tls(factory, tls, "smtpd")

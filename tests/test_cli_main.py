@@ -178,3 +178,24 @@ def test_check_on_the_sample_configuration(capsys: pytest.CaptureFixture[str]) -
         pytest.skip("no sample configuration in this checkout")
     assert cli.main(["-c", str(etc), "check"]) == 0
     assert "fatal" not in capsys.readouterr().err
+
+
+def test_check_and_start_agree_on_restrictions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check accepts reject_rbl_client (which the server now runs) and fails on
+    a misspelt restriction, also one given with -o in master.cf, naming it."""
+    rbl = "smtpd_client_restrictions = reject_rbl_client zen.example=127.0.0.[2..11]\n"
+    write_config(tmp_path, "myorigin = x\n" + rbl)
+    assert cli.main(["-c", str(tmp_path), "check"]) == 0
+    write_config(tmp_path, "myorigin = x\nsmtpd_client_restrictions = reject_rbl_clients x\n")
+    assert cli.main(["-c", str(tmp_path), "check"]) == 1
+    assert "unknown restriction 'reject_rbl_clients'" in capsys.readouterr().err
+    write_config(
+        tmp_path,
+        "myorigin = x\n",
+        "smtp inet n - n - - smtpd\n"
+        "submission inet n - n - - smtpd -o smtpd_client_restrictions=permit_sasl_authenticatd\n",
+    )
+    assert cli.main(["-c", str(tmp_path), "check"]) == 1
+    assert "permit_sasl_authenticatd" in capsys.readouterr().err

@@ -35,6 +35,8 @@ ZONE: Zone = {
     "nomx.example.net": [["A", "127.0.0.4", 60]],
     "null.example.net": [["MX", "0 .", 300]],
     "broken.example.net": "SERVFAIL",
+    "2.0.0.127.zen.example.net": [["A", "127.0.0.2", 60], ["TXT", "Listed: see zen", 60]],
+    "7.0.0.127.in-addr.arpa": [["PTR", "Host.Example.Net.", 60]],
 }
 
 
@@ -63,6 +65,10 @@ class ZoneAuthority(ResolverBase):
                 payload = dns.Record_A(data, ttl=ttl)
             elif rtype == "AAAA" and qtype == dns.AAAA:
                 payload = dns.Record_AAAA(data, ttl=ttl)
+            elif rtype == "TXT" and qtype == dns.TXT:
+                payload = dns.Record_TXT(data.encode(), ttl=ttl)
+            elif rtype == "PTR" and qtype == dns.PTR:
+                payload = dns.Record_PTR(data.encode(), ttl=ttl)
             else:
                 continue
             answers.append(dns.RRHeader(name, payload.TYPE, dns.IN, ttl, payload, auth=True))
@@ -154,6 +160,16 @@ async def test_fallback_null_nxdomain_servfail(dns_server: int) -> None:
     broken = await find_hosts(resolver, "broken.example.net")
     assert (null.status, missing.status, broken.status) == ("5.1.10", "5.1.2", "4.4.3")
     assert "Host not found, try again" in broken.reason
+
+
+@pytest_twisted.ensureDeferred
+async def test_txt_and_ptr(dns_server: int) -> None:
+    """TXT answers come back as text, PTR answers as lower-case names."""
+    resolver = _resolver(dns_server)
+    txt = await resolver.lookup("2.0.0.127.zen.example.net", "TXT")
+    ptr = await resolver.lookup("7.0.0.127.in-addr.arpa", "PTR")
+    assert (txt.status, txt.records) == (OK, ("Listed: see zen",))
+    assert (ptr.status, ptr.records) == (OK, ("host.example.net",))
 
 
 def main(argv: list[str]) -> None:

@@ -171,6 +171,33 @@ _PARAMS: list[Param] = [
     _p("unknown_local_recipient_reject_code", "550", "int", "reply to unknown local users"),
     _p("unknown_virtual_mailbox_reject_code", "550", "int", "reply to unknown virtual users"),
     _p("unknown_relay_recipient_reject_code", "550", "int", "reply to unknown relay recipients"),
+    _p("smtpd_peername_lookup", "yes", "bool", "look up the client name (forward-confirmed)"),
+    _p("unknown_client_reject_code", "450", "int", "reply when the client has no (confirmed) name"),
+    _p("unknown_hostname_reject_code", "450", "int", "reply when the HELO name is not in DNS"),
+    _p(
+        "unknown_address_reject_code",
+        "450",
+        "int",
+        "reply when a sender/recipient domain is not in DNS",
+    ),
+    _p("invalid_hostname_reject_code", "501", "int", "reply to a HELO name with bad syntax"),
+    _p("maps_rbl_reject_code", "554", "int", "reply to a client listed by a DNSBL"),
+    _p("rbl_reply_maps", "", "list", "tables: DNSBL domain -> reply template"),
+    _p("smtpd_policy_service_timeout", "100s", "time", "time limit of one policy query"),
+    _p("smtpd_policy_service_try_limit", "2", "int", "tries of one policy query"),
+    _p(
+        "smtpd_policy_service_default_action",
+        "451 4.3.5 Server configuration problem",
+        "str",
+        "the action when the policy service cannot answer",
+    ),
+    _p(
+        "default_rbl_reply",
+        "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using "
+        "$rbl_domain${rbl_reason?; $rbl_reason}",
+        "str",
+        "reply template of DNSBL rejects",
+    ),
     # --- smtpd TLS and SASL ------------------------------------------------
     _p("smtpd_tls_security_level", "", "str", "none, may or encrypt"),
     _p("smtpd_use_tls", "no", "bool", "obsolete: smtpd_tls_security_level = may"),

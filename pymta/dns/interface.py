@@ -26,9 +26,9 @@ MXRecord = tuple[int, str]
 @dataclass(frozen=True)
 class DNSAnswer:
     """The answer to one query. ``records`` holds (preference, host) pairs
-    for MX and address strings for A/AAAA; ``ttl`` is the smallest TTL of
-    the records (or of the negative answer); ``reason`` a human text for
-    failures."""
+    for MX, address strings for A/AAAA, texts for TXT and names for PTR;
+    ``ttl`` is the smallest TTL of the records (or of the negative answer);
+    ``reason`` a human text for failures."""
 
     name: str
     rrtype: str
@@ -48,5 +48,5 @@ class DNSAnswer:
 
 class IDNSResolver(Interface):
     def lookup(name: str, rrtype: str) -> Deferred[DNSAnswer]:
-        """Look up ``rrtype`` (``MX``, ``A`` or ``AAAA``) records of ``name``
+        """Look up ``rrtype`` (``MX``, ``A``, ``AAAA``, ``TXT`` or ``PTR``) records of ``name``
         and fire with the answer; only a bug errbacks."""

@@ -6,7 +6,8 @@ system's own resolver would). Exceptions of twisted.names become answer
 statuses: DNSNameError is NXDOMAIN, an empty answer is NODATA, and
 everything else (server failure, refusal, timeout) is SERVFAIL, which the
 caller treats as temporary. CNAMEs are followed by the server; only records
-of the asked type are kept. Untrusted: the answers (only names and
+of the asked type are kept. TXT answers are text (the strings of one record
+joined), PTR answers lower-case names. Untrusted: the answers (only names and
 addresses are taken from them).
 """
 
@@ -22,7 +23,7 @@ from zope.interface import implementer
 from pymta.config import Config, ConfigError
 from pymta.dns.interface import NODATA, NXDOMAIN, OK, SERVFAIL, DNSAnswer, IDNSResolver
 
-_TYPES = {"MX": dns.MX, "A": dns.A, "AAAA": dns.AAAA}
+_TYPES = {"MX": dns.MX, "A": dns.A, "AAAA": dns.AAAA, "TXT": dns.TXT, "PTR": dns.PTR}
 
 
 def parse_servers(value: list[str]) -> list[tuple[str, int]]:
@@ -75,6 +76,8 @@ class NamesResolver:
             dns.MX: self._resolver.lookupMailExchange,
             dns.A: self._resolver.lookupAddress,
             dns.AAAA: self._resolver.lookupIPV6Address,
+            dns.TXT: self._resolver.lookupText,
+            dns.PTR: self._resolver.lookupPointer,
         }[qtype]
         result: Deferred[Any] = lookup(name)
         return result
@@ -91,6 +94,11 @@ class NamesResolver:
             payload = rr.payload
             if qtype == dns.MX:
                 records.append((int(payload.preference), str(payload.name).rstrip(".").lower()))
+            elif qtype == dns.TXT:
+                # One TXT record is one or more strings, joined (RFC 7208 3.3).
+                records.append(b"".join(payload.data).decode("utf-8", "replace"))
+            elif qtype == dns.PTR:
+                records.append(str(payload.name).rstrip(".").lower())
             else:
                 records.append(payload.dottedQuad() if qtype == dns.A else _v6(payload))
         if records:

@@ -2,22 +2,27 @@
 
 Mirrors the per-service start-up of Postfix's smtpd: parameters (after the
 service's ``-o`` overrides) are read and checked once, the restriction
-lists are parsed once, and every connection gets an
+lists are parsed once (DNS-based ones need the ``dns`` resolver), and every connection gets an
 :class:`~pymta.smtpd.protocol.SMTPServerProtocol` sharing them. A bad value
 is a ConfigError at start. Nothing here writes; connections log.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 
 from pymta.cleanup.interface import ICleanup
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
+from pymta.dns.interface import IDNSResolver
 from pymta.netmatch import NetworkList
 from pymta.queue.space import QueueSpace
+from pymta.smtpd.peername import HostsFile, PeerName, PeerNames
 from pymta.smtpd.protocol import SMTPServerProtocol
 from pymta.smtpd.resolver import SmtpdResolver
 from pymta.smtpd.restrictions import OpenTable, Restrictions
@@ -45,6 +50,9 @@ class SMTPServerFactory(ServerFactory):
         service_name: str = "smtpd",
         checker: ICredentialsChecker | None = None,
         queue_space: QueueSpace | None = None,
+        dns: IDNSResolver | None = None,
+        hosts: HostsFile | None = None,
+        reactor: Any = None,
     ) -> None:
         self.config = config
         self.cleanup = cleanup
@@ -96,7 +104,16 @@ class SMTPServerFactory(ServerFactory):
             if exclusions == config.get_list("mynetworks")
             else NetworkList(exclusions, "smtpd_forbid_bare_newline_exclusions")
         )
-        self.restrictions = Restrictions(config, resolver, open_table, mynetworks)
+        #: DNS for the client name and the DNS-based restrictions (pymta's
+        #: service passes twisted.names behind a deadline and a cache; None
+        #: in tests and embeddings without DNS: no name lookups then).
+        self.dns = dns
+        self.peernames: PeerNames | None = None
+        if dns is not None and config.get_bool("smtpd_peername_lookup"):
+            self.peernames = PeerNames(dns, hosts if hosts is not None else HostsFile.read())
+        self.restrictions = Restrictions(
+            config, resolver, open_table, mynetworks, dns, reactor=reactor
+        )
         self.banner = f"220 {config.get('smtpd_banner')}\r\n".encode()
         self.helo_reply = f"250 {self.myhostname}\r\n".encode()
         # Like Postfix, a discarded DSN keyword also turns the parameters off.
@@ -184,10 +201,13 @@ class SMTPServerFactory(ServerFactory):
             )
         return None
 
-    def client_name(self, address: str) -> str:
-        """The client's host name for logs and Received: "unknown" without
-        reverse DNS (Postfix's answer when it does no lookup); a hook for later."""
-        return "unknown"
+    def lookup_client(self, address: str) -> Deferred[PeerName] | None:
+        """The client's forward-confirmed name (smtpd_peername_lookup), or
+        None when this smtpd does no lookups: the client is then
+        ``unknown[address]``, as in Postfix with the lookup off."""
+        if self.peernames is None:
+            return None
+        return self.peernames.lookup(address)
 
     def buildProtocol(self, addr: IAddress) -> SMTPServerProtocol:  # type: ignore[override]
         return SMTPServerProtocol(self)

@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred.error import UnauthorizedLogin
@@ -82,7 +84,8 @@ from pymta.smtpd.dsn import (
     parse_orcpt,
     parse_ret,
 )
-from pymta.smtpd.restrictions import Reject
+from pymta.smtpd.peername import PeerName
+from pymta.smtpd.restrictions import Outcome, Reject
 from pymta.smtpd.sasl import Challenge, Credentials, SaslExchange, SaslFailure, Step
 from pymta.smtpd.session import Session
 from pymta.tls import describe
@@ -136,6 +139,7 @@ R_AUTH_IN_MAIL = b"503 5.5.1 Error: MAIL transaction in progress\r\n"
 R_AUTH_NEED_EHLO = b"503 5.5.1 Error: send EHLO first\r\n"
 R_AUTH_BAD_MECH = b"535 5.7.8 Error: authentication failed: Invalid authentication mechanism\r\n"
 R_NO_SPACE = Reject(452, "4.3.1", "Insufficient system storage")
+R_CHECK_ERROR = Reject(451, "4.3.0", "Error: internal error while checking the request")
 
 # Command names in the order Postfix's disconnect line lists them.
 _COUNTED = (
@@ -181,6 +185,19 @@ def pending_input(transport: Any) -> bytes:
     except (AttributeError, OSError):
         return b""
     return data
+
+
+@dataclass(frozen=True)
+class _MailFrom:
+    """A MAIL command that passed its syntax checks, waiting for the
+    sender restrictions."""
+
+    sender: str
+    size: int
+    body: str
+    smtputf8: bool
+    ret: str
+    envid: str
 
 
 class SMTPServerProtocol(Protocol):
@@ -234,11 +251,47 @@ class SMTPServerProtocol(Protocol):
         self.session = Session(
             client_address=address,
             client_port=int(getattr(peer, "port", 0) or 0),
-            client_name=f.client_name(address),
         )
         self._connected = True
         # An implicit-TLS port (smtps, wrapper mode) is TLS from the start.
         self._tls_active = ISSLTransport.providedBy(self.transport)
+        lookup = f.lookup_client(address)
+        if lookup is None:
+            self._start_session()
+            return
+        # smtpd_peername_lookup: the name is known before the banner (and
+        # the "connect from" line), as in Postfix; input waits meanwhile.
+        box: list[Any] = []
+        lookup.addBoth(box.append)
+        if box:
+            self._named(box[0])
+            self._start_session()
+            return
+        self._paused = True
+        lookup.addCallback(lambda _: self._after_lookup(box[0]))
+
+    def _after_lookup(self, peer: PeerName | Failure) -> None:
+        if not self._connected:
+            return
+        self._paused = False
+        self._named(peer)
+        self._start_session()
+        if self._connected and not self._paused and not self._closing:
+            self._resume()
+
+    def _named(self, peer: PeerName | Failure) -> None:
+        if isinstance(peer, Failure):
+            _log.failure("smtpd: client name lookup failed", peer)
+            return
+        s = self.session
+        s.client_name = peer.name
+        s.client_name_status = peer.status
+        s.reverse_client_name = peer.reverse_name
+        s.reverse_client_name_status = peer.reverse_status
+
+    def _start_session(self) -> None:
+        f = self.factory
+        address = self.session.client_address
         excluded = f.bare_newline_exclusions.contains(address)
         self._bare_lf_reject = f.bare_newline == "reject" and not excluded
         maillog(f.service_name, f"connect from {self.session.client}")
@@ -265,14 +318,64 @@ class SMTPServerProtocol(Protocol):
                 return
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         if not f.restrictions.delay_reject and f.restrictions.client:
-            self._client_reject = f.restrictions.check_client(self.session)
+            # Postfix decides at connect and answers the next command.
+            self._when_checked(f.restrictions.check_client(self.session), self._client_checked)
+            return
         send(self.transport, f.banner)
+
+    def _client_checked(self, reject: Reject | None) -> None:
+        self._client_reject = reject
+        send(self.transport, self.factory.banner)
+
+    def _when_checked(self, outcome: Outcome, proceed: Callable[[Reject | None], None]) -> None:
+        """Go on with a restriction check's answer: at once, or, when the
+        check had to ask DNS, once it answers, with input paused meanwhile
+        (as for cleanup) so that replies keep the command order."""
+        if outcome is None or isinstance(outcome, Reject):  # (Deferred's isinstance is slow)
+            proceed(outcome)
+            return
+        box: list[Any] = []
+        outcome.addBoth(box.append)
+        if box:
+            self._checked(box[0], proceed)
+            return
+        self._paused = True
+        command = self._last_command.lower()
+
+        def answered(_: object) -> None:
+            if not self._connected:
+                return
+            self._paused = False
+            self._failed = False
+            self._checked(box[0], proceed)
+            count = self._counts.get(command)
+            if self._failed and count is not None and count[0] > 0:
+                count[0] -= 1  # _command counted it good before the answer came
+            if self._paused:
+                return  # proceed started the next wait (cleanup)
+            if self._closing:
+                self._flush()
+                return
+            self._resume()
+
+        outcome.addCallback(answered).addErrback(
+            lambda failure: _log.failure("smtpd: after a restriction check", failure)
+        )
+
+    def _checked(
+        self, result: Reject | Failure | None, proceed: Callable[[Reject | None], None]
+    ) -> None:
+        if isinstance(result, Failure):
+            # A bug, not a DNS condition (those are answers): never a 5xx.
+            _log.failure("smtpd: restriction check failed", result)
+            result = R_CHECK_ERROR
+        proceed(result)
 
     def _talked_first(self) -> bool:
         """Postfix's pre-greeting check: input before the banner is a
         protocol violation (never on a TLS-wrapped port, where the client
         speaks first). True when the session is being closed for it."""
-        early = pending_input(self.transport)
+        early = self._buf or pending_input(self.transport)
         if not early:
             return False
         return self._ill_pipelined("CONNECT", early)
@@ -596,11 +699,16 @@ class SMTPServerProtocol(Protocol):
             self._reject(self._client_reject, "CONNECT")
             return
         if not f.restrictions.delay_reject and f.restrictions.helo:
-            reject = f.restrictions.check_helo(s)
-            if reject is not None:
-                self._reject(reject, "HELO")
-                return
-        if not esmtp:
+            self._when_checked(f.restrictions.check_helo(s), self._helo_checked)
+            return
+        self._helo_checked(None)
+
+    def _helo_checked(self, reject: Reject | None) -> None:
+        f = self.factory
+        if reject is not None:
+            self._reject(reject, "HELO")
+            return
+        if not self.session.esmtp:
             self._reply(f.helo_reply)
         else:
             starttls = f.tls is not None and not self._tls_active
@@ -672,12 +780,21 @@ class SMTPServerProtocol(Protocol):
         if self._client_reject is not None:
             self._reject(self._client_reject, "MAIL", sender=sender)
             return
+        accepted = _MailFrom(sender, size, body, smtputf8, ret, envid)
         if not f.restrictions.delay_reject and f.restrictions.sender:
-            reject = f.restrictions.check_sender(s, sender)
-            if reject is not None:
-                self._reject(reject, "MAIL", sender=sender)
-                return
-        shortage = f.queue_space_check(size)
+            outcome = f.restrictions.check_sender(s, sender)
+            self._when_checked(outcome, lambda reject: self._mail_checked(reject, accepted))
+            return
+        self._mail_checked(None, accepted)
+
+    def _mail_checked(self, reject: Reject | None, mail: _MailFrom) -> None:
+        f = self.factory
+        s = self.session
+        sender = mail.sender
+        if reject is not None:
+            self._reject(reject, "MAIL", sender=sender)
+            return
+        shortage = f.queue_space_check(mail.size)
         if shortage is not None:
             # Refused before the client sends the message, not with a write
             # error after it sent it all (Postfix: 452 4.3.1 at MAIL FROM).
@@ -685,11 +802,11 @@ class SMTPServerProtocol(Protocol):
             maillog(f.service_name, shortage, LogLevel.warn)
             return
         s.sender = sender
-        s.declared_size = size
-        s.body = body
-        s.smtputf8 = smtputf8
-        s.dsn_ret = ret
-        s.dsn_envid = envid
+        s.declared_size = mail.size
+        s.body = mail.body
+        s.smtputf8 = mail.smtputf8
+        s.dsn_ret = mail.ret
+        s.dsn_envid = mail.envid
         self._reply(R_MAIL_OK)
 
     def do_rcpt(self, arg: str) -> None:
@@ -730,9 +847,22 @@ class SMTPServerProtocol(Protocol):
         if self._client_reject is not None:
             self._reject(self._client_reject, "RCPT", recipient)
             return
-        reject = f.restrictions.check_recipient(s, recipient)
+        outcome = f.restrictions.check_recipient(s, recipient)
+        self._when_checked(
+            outcome, lambda reject: self._rcpt_checked(reject, recipient, notify, orcpt)
+        )
+
+    def _rcpt_checked(
+        self, reject: Reject | None, recipient: str, notify: str | None, orcpt: str | None
+    ) -> None:
+        s = self.session
         if reject is not None:
             self._reject(reject, "RCPT", recipient)
+            return
+        if s.sender is None:
+            # The transaction ended while DNS answered (cannot happen with
+            # input paused; kept as a guard for the recipient list).
+            self._error(R_NEED_MAIL)
             return
         s.recipients.append(recipient)
         s.dsn_recipients.append((notify, orcpt))
@@ -748,18 +878,21 @@ class SMTPServerProtocol(Protocol):
         elif not s.recipients:
             self._error(R_NO_RCPT)
         else:
-            reject = f.restrictions.check_data(s) if f.restrictions.data else None
-            if reject is None:
-                self._reply(R_DATA_GO)
-                self._mode = _DATA
-                # The CR LF that ended the DATA line starts the content, so
-                # that "." on the very first line ends an empty message.
-                self._chunks = [b"\r\n"]
-                self._tail = b"\r\n"
-                self._size = 0
-                self._too_big = False
-                return
-            self._reject(reject, "DATA")
+            outcome = f.restrictions.check_data(s) if f.restrictions.data else None
+            self._when_checked(outcome, self._data_checked)
+
+    def _data_checked(self, reject: Reject | None) -> None:
+        if reject is None:
+            self._reply(R_DATA_GO)
+            self._mode = _DATA
+            # The CR LF that ended the DATA line starts the content, so
+            # that "." on the very first line ends an empty message.
+            self._chunks = [b"\r\n"]
+            self._tail = b"\r\n"
+            self._size = 0
+            self._too_big = False
+            return
+        self._reject(reject, "DATA")
 
     def do_rset(self, arg: str) -> None:
         if arg:
@@ -1008,11 +1141,18 @@ class SMTPServerProtocol(Protocol):
             self._data_failed(count)
             return
         if f.restrictions.end_of_data:
-            reject = f.restrictions.check_end_of_data(s)
-            if reject is not None:
-                self._reject(reject, "END-OF-MESSAGE")
-                self._data_failed(count)
-                return
+            outcome = f.restrictions.check_end_of_data(s)
+            self._when_checked(outcome, lambda reject: self._eod_checked(reject, content, count))
+            return
+        self._eod_checked(None, content, count)
+
+    def _eod_checked(self, reject: Reject | None, content: bytes, count: list[int] | None) -> None:
+        f = self.factory
+        s = self.session
+        if reject is not None:
+            self._reject(reject, "END-OF-MESSAGE")
+            self._data_failed(count)
+            return
         attributes = {
             "client_name": s.client_name,
             "client_address": s.client_address,

@@ -23,12 +23,20 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
+
+from twisted.internet.defer import Deferred, gatherResults
 
 from pymta.address import split_address
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
+from pymta.dns.interface import SERVFAIL, DNSAnswer, IDNSResolver
 from pymta.netmatch import NetworkList
+from pymta.smtpd import dnsbl
+from pymta.smtpd.peername import OK as NAME_OK
+from pymta.smtpd.peername import TEMP as NAME_TEMP
+from pymta.smtpd.peername import reverse_labels, valid_hostname
+from pymta.smtpd.policy import PolicyService
 from pymta.smtpd.relay import Destination, resolve_destination
 from pymta.smtpd.resolver import OURS, SmtpdResolver
 from pymta.smtpd.session import Session
@@ -55,6 +63,10 @@ class Reject:
 PERMIT: Final = "permit"
 DUNNO: Final = "dunno"
 Result = Reject | str
+#: What a restriction or a list answers: now, or later when it needs DNS.
+MaybeResult = Result | Deferred[Result]
+#: What a check answers: a refusal, None (go on), or that answer later.
+Outcome = Reject | None | Deferred[Reject | None]
 
 _UNLISTED_TABLE = {
     "local": "local recipient table",
@@ -75,6 +87,11 @@ class Check:
     sender: str | None = None
     reply_class: str = "Recipient address"
     _destinations: dict[str, Destination] = field(default_factory=dict)
+    #: The SMTP command being checked (the policy protocol's protocol_state).
+    stage: str = "RCPT"
+    #: DEFER_IF_PERMIT / DEFER_IF_REJECT replies waiting for the end of the
+    #: check (keys "permit", "reject"), shared by every list of one check.
+    deferrals: dict[str, Reject] = field(default_factory=dict)
 
     @property
     def reply_name(self) -> str:
@@ -91,7 +108,48 @@ class Check:
         return "DATA"
 
 
-Restriction = Callable[[Check], Result]
+Restriction = Callable[[Check], MaybeResult]
+
+
+def first_result(items: list[Restriction], check: Check, start: int = 0) -> MaybeResult:
+    """The first answer other than DUNNO in items (DUNNO when none). Runs
+    synchronously until a restriction needs DNS; the rest of the list then
+    runs when that answer comes, in order."""
+    for i in range(start, len(items)):
+        result = items[i](check)
+        if result is DUNNO:
+            continue
+        # Plain classes first: isinstance on Deferred (an ABC) is slow.
+        if isinstance(result, (Reject, str)):
+            return result
+        return result.addCallback(_after, items, check, i + 1)
+    return DUNNO
+
+
+def _after(result: Result, items: list[Restriction], check: Check, following: int) -> MaybeResult:
+    return first_result(items, check, following) if result is DUNNO else result
+
+
+def _verdict(result: Result) -> Reject | None:
+    return result if isinstance(result, Reject) else None
+
+
+def settle(outcome: Outcome, deferrals: dict[str, Reject]) -> Outcome:
+    """Postfix's DEFER_IF_PERMIT / DEFER_IF_REJECT: at the end of a check, a
+    request that would pass (or be refused with a 5xx) is deferred instead."""
+    if outcome is None:
+        return deferrals.get("permit") if deferrals else None
+    if isinstance(outcome, Reject):
+        return _settled(outcome, deferrals) if deferrals else outcome
+    return outcome.addCallback(_settled, deferrals)
+
+
+def _settled(outcome: Reject | None, deferrals: dict[str, Reject]) -> Reject | None:
+    if outcome is None:
+        return deferrals.get("permit")
+    if outcome.code >= 500 and "reject" in deferrals:
+        return deferrals["reject"]
+    return outcome
 
 
 class Restrictions:
@@ -103,9 +161,23 @@ class Restrictions:
         resolver: SmtpdResolver,
         open_table: OpenTable,
         mynetworks: NetworkList | None = None,
+        dns: IDNSResolver | None = None,
+        reactor: Any = None,
     ) -> None:
         self._config = config
+        #: Connects to policy services (and times them, IReactorTime).
+        self._reactor = reactor
+        self._policy_services: dict[str, PolicyService] = {}
         self._resolver = resolver
+        #: DNS for the DNS-based restrictions; None: they cannot be used.
+        self._dns = dns
+        self._rbl_code = self._code(config, "maps_rbl_reject_code")
+        self._rbl_reply = config.raw("default_rbl_reply") or dnsbl.DEFAULT_RBL_REPLY
+        self._rbl_reply_maps = [open_table(spec) for spec in config.get_list("rbl_reply_maps")]
+        self._unknown_client_code = self._code(config, "unknown_client_reject_code")
+        self._unknown_hostname_code = self._code(config, "unknown_hostname_reject_code")
+        self._unknown_address_code = self._code(config, "unknown_address_reject_code")
+        self._invalid_hostname_code = self._code(config, "invalid_hostname_reject_code")
         self._open_table = open_table
         self.mynetworks = mynetworks or NetworkList(config.get_list("mynetworks"))
         self._myorigin = config.get("myorigin")
@@ -138,6 +210,22 @@ class Restrictions:
         self.data = self._parse("smtpd_data_restrictions")
         self.end_of_data = self._parse("smtpd_end_of_data_restrictions")
         self._check_relay_control()
+        #: The steps of check_recipient that can say something here.
+        self._recipient_plan = [
+            step
+            for step, active in enumerate(
+                (
+                    self.delay_reject and bool(self.client),
+                    self.delay_reject and bool(self.helo),
+                    self.delay_reject and bool(self.sender),
+                    True,
+                    True,
+                    self.reject_unlisted,
+                    self.reject_unlisted_sender,
+                )
+            )
+            if active
+        ]
 
     # -- building -----------------------------------------------------------
 
@@ -175,6 +263,26 @@ class Restrictions:
                 i += 1
                 out.append(self._access(name, spec, depth))
                 continue
+            if name == "check_policy_service":
+                if i >= len(names):
+                    raise self._error(parameter, f"{name} needs inet:host:port or unix:/path")
+                try:
+                    out.append(self._policy(names[i]))
+                except ConfigError as e:
+                    raise self._error(parameter, str(e)) from None
+                i += 1
+                continue
+            if name in _DNSBL:
+                if i >= len(names):
+                    raise self._error(parameter, f"{name} needs a domain[=d.d.d.d] argument")
+                try:
+                    site = dnsbl.parse_site(names[i])
+                except ConfigError as e:
+                    raise self._error(parameter, str(e)) from None
+                i += 1
+                self._need_dns(parameter, name)
+                out.append(self._dnsbl(name, site))
+                continue
             if name in self._classes:
                 out.append(self._class_restriction(name))
                 continue
@@ -185,19 +293,46 @@ class Restrictions:
                 raise self._error(
                     parameter,
                     f"unknown restriction {names[i - 1]!r} (known: "
-                    f"{', '.join(sorted([*_SIMPLE, *_ACCESS]))})",
+                    f"{', '.join(sorted([*_SIMPLE, *_ACCESS, *_DNSBL]))})",
                 )
+            if name in _NEEDS_DNS:
+                self._need_dns(parameter, name)
             out.append(getattr(self, simple))
         return out
 
+    def _policy(self, spec: str) -> Restriction:
+        """check_policy_service: ask the server, apply its action."""
+        if self._reactor is None:
+            raise ConfigError("check_policy_service needs a reactor, and this smtpd has none")
+        service = self._policy_services.get(spec)
+        if service is None:
+            config = self._config
+            service = self._policy_services[spec] = PolicyService(
+                spec,
+                self._reactor,
+                self._reactor,
+                config.get_time("smtpd_policy_service_timeout"),
+                config.get_int("smtpd_policy_service_try_limit"),
+                config.get("smtpd_policy_service_default_action"),
+            )
+
+        def restriction(check: Check) -> Deferred[Result]:
+            def act(answer: tuple[str, str]) -> MaybeResult:
+                action, _why = answer
+                return self._access_result(action, check, spec, 0)
+
+            return service.query(_policy_request(check)).addCallback(act)
+
+        return restriction
+
+    def _need_dns(self, parameter: str, name: str) -> None:
+        if self._dns is None:
+            raise self._error(parameter, f"{name} needs DNS, and this smtpd has no resolver")
+
     def _class_restriction(self, name: str) -> Restriction:
-        def restriction(check: Check) -> Result:
+        def restriction(check: Check) -> MaybeResult:
             # Resolved at call time: classes may refer to each other.
-            for item in self._class_lists[name]:
-                result = item(check)
-                if result is not DUNNO:
-                    return result
-            return DUNNO
+            return first_result(self._class_lists[name], check)
 
         return restriction
 
@@ -217,67 +352,94 @@ class Restrictions:
     # -- evaluation -----------------------------------------------------------
 
     @staticmethod
-    def evaluate(restrictions: list[Restriction], check: Check) -> Reject | None:
-        """Run one list: a Reject stops everything, PERMIT ends the list."""
-        for restriction in restrictions:
-            result = restriction(check)
-            if result is DUNNO:
-                continue
-            if isinstance(result, Reject):
-                return result
+    def evaluate(restrictions: list[Restriction], check: Check) -> Outcome:
+        """Run one list: a Reject stops everything, PERMIT ends the list.
+        A Deferred when a restriction had to ask DNS."""
+        result = first_result(restrictions, check)
+        if isinstance(result, str):
             return None
-        return None
+        if isinstance(result, Reject):
+            return result
+        return result.addCallback(_verdict)
 
-    def check_client(self, session: Session) -> Reject | None:
-        return self.evaluate(self.client, Check(session, reply_class="Client host"))
+    def _check(self, restrictions: list[Restriction], check: Check) -> Outcome:
+        return settle(self.evaluate(restrictions, check), check.deferrals)
 
-    def check_helo(self, session: Session) -> Reject | None:
-        return self.evaluate(self.helo, Check(session, reply_class="Helo command"))
+    def check_client(self, session: Session) -> Outcome:
+        return self._check(self.client, Check(session, reply_class="Client host", stage="CONNECT"))
 
-    def check_sender(self, session: Session, sender: str) -> Reject | None:
-        return self.evaluate(
-            self.sender, Check(session, sender=sender, reply_class="Sender address")
+    def check_helo(self, session: Session) -> Outcome:
+        return self._check(self.helo, Check(session, reply_class="Helo command", stage="HELO"))
+
+    def check_sender(self, session: Session, sender: str) -> Outcome:
+        return self._check(
+            self.sender,
+            Check(session, sender=sender, reply_class="Sender address", stage="MAIL"),
         )
 
-    def check_recipient(self, session: Session, recipient: str) -> Reject | None:
-        """Everything that runs at RCPT TO, in Postfix's order."""
-        sender = session.sender or ""
-        if self.delay_reject:
-            for restrictions, reply_class in (
+    def check_recipient(self, session: Session, recipient: str) -> Outcome:
+        """Everything that runs at RCPT TO, in Postfix's order: with
+        smtpd_delay_reject the client, helo and sender lists, then the
+        relay list, the recipient list and the unlisted checks."""
+        deferrals: dict[str, Reject] = {}
+        check = Check(session, recipient, session.sender or "", deferrals=deferrals)
+        return settle(self._recipient_steps(check, 0), deferrals)
+
+    def _recipient_steps(self, check: Check, step: int) -> Outcome:
+        # A loop over the step numbers that apply, not closures: RCPT is
+        # the hot path.
+        plan = self._recipient_plan
+        while step < len(plan):
+            outcome = self._recipient_step(check, plan[step])
+            step += 1
+            if outcome is None:
+                continue
+            if isinstance(outcome, Reject):
+                return outcome
+            return outcome.addCallback(self._recipient_next, check, step)
+        return None
+
+    def _recipient_next(self, outcome: Reject | None, check: Check, step: int) -> Outcome:
+        return outcome if outcome is not None else self._recipient_steps(check, step)
+
+    def _recipient_step(self, check: Check, step: int) -> Outcome:
+        if step < 3:
+            restrictions, reply_class = (
                 (self.client, "Client host"),
                 (self.helo, "Helo command"),
                 (self.sender, "Sender address"),
-            ):
-                if restrictions:
-                    check = Check(session, recipient, sender, reply_class)
-                    reject = self.evaluate(restrictions, check)
-                    if reject is not None:
-                        return reject
-        check = Check(session, recipient, sender)
-        reject = self.evaluate(self.relay, check)
-        if reject is None:
-            reject = self.evaluate(self.recipient, check)
-        if reject is None and self.reject_unlisted:
-            result = self.reject_unlisted_recipient(check)
-            if isinstance(result, Reject):
-                reject = result
-        if reject is None and self.reject_unlisted_sender and sender:
-            result = self.reject_unlisted_sender_check(check)
-            if isinstance(result, Reject):
-                reject = result
-        return reject
+            )[step]
+            if not restrictions:
+                return None
+            early = Check(
+                check.session,
+                check.recipient,
+                check.sender,
+                reply_class,
+                check._destinations,
+                deferrals=check.deferrals,
+            )
+            return self.evaluate(restrictions, early)
+        if step == 3:
+            return self.evaluate(self.relay, check)
+        if step == 4:
+            return self.evaluate(self.recipient, check)
+        if step == 5:
+            return _verdict(self.reject_unlisted_recipient(check)) if self.reject_unlisted else None
+        if self.reject_unlisted_sender and check.sender:
+            return _verdict(self.reject_unlisted_sender_check(check))
+        return None
 
-    def check_data(self, session: Session) -> Reject | None:
-        return self.evaluate(
-            self.data, Check(session, sender=session.sender, reply_class="Data command")
-        )
+    def check_data(self, session: Session) -> Outcome:
+        check = Check(session, sender=session.sender, reply_class="Data command", stage="DATA")
+        return self._check(self.data, check)
 
-    def check_end_of_data(self, session: Session) -> Reject | None:
+    def check_end_of_data(self, session: Session) -> Outcome:
         """smtpd_end_of_data_restrictions, after the content, before queueing."""
-        return self.evaluate(
-            self.end_of_data,
-            Check(session, sender=session.sender, reply_class="End-of-data"),
+        check = Check(
+            session, sender=session.sender, reply_class="End-of-data", stage="END-OF-MESSAGE"
         )
+        return self._check(self.end_of_data, check)
 
     def check_vrfy(self, session: Session, address: str) -> Reject | None:
         """VRFY answers "unknown" for unlisted users, as Postfix does."""
@@ -463,31 +625,210 @@ class Restrictions:
             )
         return DUNNO
 
-    def _unknown_domain(self, check: Check, address: str, what: str) -> Result:
-        # No DNS yet: a domain that is not ours and cannot be a host name on
-        # the Internet (no dot, bad literal) is unknown. Postfix's
-        # unknown_address_tempfail... code is 450 for the temporary case.
+    def _unknown_domain(self, check: Check, address: str, what: str) -> MaybeResult:
+        """Postfix's reject_unknown_{sender,recipient}_domain: a domain that
+        is not ours needs an MX, A or AAAA record in DNS; a null MX (RFC
+        7505) accepts no mail; a DNS failure is a 450, never a bounce."""
         domain = split_address(address)[1]
-        if not domain:
+        if not domain or domain.startswith("["):
             return DUNNO
         dest = self.destination(check, address)
         if dest.address_class in OURS:
             return DUNNO
-        if domain.startswith("["):
-            return DUNNO
-        if "." not in domain.strip("."):
-            return Reject(450, "4.1.2", f"<{address}>: {what} rejected: Domain not found")
-        return DUNNO
+        sender = what == "Sender address"
+        status = "1.8" if sender else "1.2"
+        code = self._unknown_address_code
+        not_found = Reject(
+            code, f"{str(code)[0]}.{status}", f"<{address}>: {what} rejected: Domain not found"
+        )
+        if self._dns is None or "." not in domain.strip("."):
+            # Without DNS (embedding), only a name that cannot exist on the
+            # Internet is unknown.
+            return not_found if "." not in domain.strip(".") else DUNNO
+        nullmx = Reject(
+            550 if sender else 556,
+            "5.7.27" if sender else "5.1.10",
+            f"<{address}>: {what} rejected: Domain {domain} does not accept mail (nullMX)",
+        )
+        temporary = Reject(450, f"4.{status}", f"<{address}>: {what} rejected: Domain not found")
 
-    def r_reject_unknown_recipient_domain(self, check: Check) -> Result:
+        def decide(state: str) -> Result:
+            if state == "ok":
+                return DUNNO
+            if state == "nullmx":
+                return nullmx
+            return temporary if state == "temp" else not_found
+
+        return self._name_state(domain, mx=True).addCallback(decide)
+
+    def _name_state(self, name: str, mx: bool) -> Deferred[str]:
+        """Does name exist for mail: "ok", "nullmx", "perm" or "temp"."""
+        assert self._dns is not None
+        types = ["MX", "A", "AAAA"] if mx else ["A", "AAAA", "MX"]
+        lookups = [self._dns.lookup(name, t) for t in types]
+
+        def judge(answers: list[DNSAnswer]) -> str:
+            for answer in answers:
+                if answer.ok:
+                    if answer.rrtype == "MX" and any(
+                        isinstance(r, tuple) and r[1] in ("", ".") for r in answer.records
+                    ):
+                        return "nullmx" if mx else "ok"
+                    return "ok"
+            return "temp" if any(a.status == SERVFAIL for a in answers) else "perm"
+
+        return gatherResults(lookups).addCallback(judge)
+
+    def r_reject_unknown_recipient_domain(self, check: Check) -> MaybeResult:
         if not check.recipient:
             return DUNNO
         return self._unknown_domain(check, check.recipient, "Recipient address")
 
-    def r_reject_unknown_sender_domain(self, check: Check) -> Result:
+    def r_reject_unknown_sender_domain(self, check: Check) -> MaybeResult:
         if not check.sender:
             return DUNNO
         return self._unknown_domain(check, check.sender, "Sender address")
+
+    # -- HELO names ---------------------------------------------------------------
+
+    def r_reject_invalid_helo_hostname(self, check: Check) -> Result:
+        helo = check.session.helo_name
+        if not helo or _valid_helo(helo):
+            return DUNNO
+        code = self._invalid_hostname_code
+        return Reject(code, f"{str(code)[0]}.5.2", f"<{helo}>: Helo command rejected: Invalid name")
+
+    def r_reject_unknown_helo_hostname(self, check: Check) -> MaybeResult:
+        """The HELO name needs an A, AAAA or MX record (address literals pass)."""
+        helo = check.session.helo_name
+        if not helo or helo.startswith("[") or _is_address(helo) or not valid_hostname(helo):
+            return DUNNO
+        code = self._unknown_hostname_code
+
+        def decide(state: str) -> Result:
+            if state == "ok":
+                return DUNNO
+            reply_code = 450 if state == "temp" else code
+            return Reject(
+                reply_code,
+                f"{str(reply_code)[0]}.7.1",
+                f"<{helo}>: Helo command rejected: Host not found",
+            )
+
+        return self._name_state(helo.rstrip("."), mx=False).addCallback(decide)
+
+    # -- client names (smtpd_peername_lookup, pymta.smtpd.peername) ------------------
+
+    def _unknown_client(self, check: Check, status: str, what: str) -> Result:
+        if status == NAME_OK:
+            return DUNNO
+        code = 450 if status == NAME_TEMP else self._unknown_client_code
+        address = check.session.client_address
+        return Reject(
+            code,
+            f"{str(code)[0]}.7.25",
+            f"Client host rejected: cannot find your {what}, [{address}]",
+        )
+
+    def r_reject_unknown_client_hostname(self, check: Check) -> Result:
+        """Forward-confirmed reverse DNS (RFC 7372's X.7.25)."""
+        return self._unknown_client(check, check.session.client_name_status, "hostname")
+
+    def r_reject_unknown_reverse_client_hostname(self, check: Check) -> Result:
+        status = check.session.reverse_client_name_status
+        return self._unknown_client(check, status, "reverse hostname")
+
+    # -- DNS lists -------------------------------------------------------------------
+
+    def _dnsbl(self, name: str, site: dnsbl.DnsblSite) -> Restriction:
+        kind = _DNSBL[name]
+
+        def restriction(check: Check) -> MaybeResult:
+            query = _dnsbl_query(kind, check)
+            if query is None:
+                return DUNNO
+            what, reply_class = query
+            owner = what if kind != "client" else reverse_labels(what)
+            return self._list_lookup(name, site, f"{owner}.{site.domain}", check, what, reply_class)
+
+        return restriction
+
+    def _list_lookup(
+        self,
+        name: str,
+        site: dnsbl.DnsblSite,
+        query: str,
+        check: Check,
+        what: str,
+        reply_class: str,
+    ) -> Deferred[Result]:
+        assert self._dns is not None
+        dns = self._dns
+        permit = name.startswith("permit_")
+
+        def listed(answer: DNSAnswer) -> MaybeResult:
+            if answer.status == SERVFAIL:
+                if permit:
+                    return DUNNO  # a list that cannot answer permits nothing
+                return Reject(
+                    450,
+                    "4.7.1",
+                    f"{reply_class} [{what}]: temporary DNS failure looking up "
+                    f"{site.domain}, try again later",
+                )
+            hits = [str(a) for a in answer.records if site.matches(str(a))] if answer.ok else []
+            if not hits:
+                return DUNNO
+            if permit:
+                return PERMIT
+            return dns.lookup(query, "TXT").addCallback(
+                lambda txt: self._listed_reply(check, site, what, reply_class, hits, txt)
+            )
+
+        return dns.lookup(query, "A").addCallback(listed)
+
+    def _listed_reply(
+        self,
+        check: Check,
+        site: dnsbl.DnsblSite,
+        what: str,
+        reply_class: str,
+        hits: list[str],
+        txt: DNSAnswer,
+    ) -> Result:
+        """The reply to a listing: rbl_reply_maps, else default_rbl_reply."""
+        reason = "; ".join(dnsbl.clean_text(str(t)) for t in txt.records) if txt.ok else ""
+        session = check.session
+        values: dict[str, Any] = {
+            "rbl_code": str(self._rbl_code),
+            "rbl_domain": site.domain,
+            "rbl_what": what,
+            "rbl_class": reply_class,
+            "rbl_reason": reason,
+            "rbl_txt": reason,
+            "rbl_result": hits[0],
+            "client": session.client,
+            "client_address": session.client_address,
+            "client_name": session.client_name,
+            "reverse_client_name": session.reverse_client_name,
+            "helo_name": session.helo_name,
+        }
+        for prefix, address in (("sender", check.sender), ("recipient", check.recipient)):
+            if address:
+                local, domain = split_address(address)
+                values.update({prefix: address, f"{prefix}_name": local})
+                values[f"{prefix}_domain"] = domain
+        template = self._rbl_reply
+        try:
+            for table in self._rbl_reply_maps:
+                found = table.lookup(site.domain)
+                if found is not None:
+                    template = found
+                    break
+        except TableError:
+            return self._lookup_failure(site.domain)
+        code, status, text = dnsbl.reply_parts(dnsbl.reply_text(template, values), self._rbl_code)
+        return Reject(code, status, text)
 
     # -- access maps ----------------------------------------------------------------
 
@@ -495,12 +836,18 @@ class Restrictions:
         table = self._open_table(spec)
         reply_class = _ACCESS[name]
 
-        def restriction(check: Check) -> Result:
+        def restriction(check: Check) -> MaybeResult:
             keys = self._access_keys(name, check)
             if keys is None:
                 return DUNNO
             sub = Check(
-                check.session, check.recipient, check.sender, reply_class, check._destinations
+                check.session,
+                check.recipient,
+                check.sender,
+                reply_class,
+                check._destinations,
+                check.stage,
+                check.deferrals,
             )
             try:
                 for key in keys:
@@ -535,7 +882,7 @@ class Restrictions:
         keys.append(f"{local}@")
         return keys
 
-    def _access_result(self, value: str, check: Check, spec: str, depth: int) -> Result:
+    def _access_result(self, value: str, check: Check, spec: str, depth: int) -> MaybeResult:
         word, _, text = value.strip().partition(" ")
         text = text.strip()
         action = word.upper()
@@ -547,6 +894,15 @@ class Restrictions:
             return self._custom(check, 554, "5.7.1", text or "Access denied")
         if action == "DEFER":
             return self._custom(check, 450, "4.7.1", text or "Access denied")
+        if action in ("DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
+            key = "permit" if action == "DEFER_IF_PERMIT" else "reject"
+            reply = self._custom(check, 450, "4.7.1", text or "Service unavailable")
+            check.deferrals.setdefault(key, reply)
+            return DUNNO
+        if action in ("WARN", "INFO", "PREPEND"):
+            # Postfix only logs WARN/INFO; PREPEND's header is not added by
+            # pymta (README: policy delegation), the request goes on.
+            return DUNNO
         if len(action) == 3 and action.isdigit() and action[0] in "45":
             return self._custom(check, int(action), f"{action[0]}.7.1", text or "Access denied")
         if depth < _MAX_NESTING:
@@ -554,11 +910,7 @@ class Restrictions:
                 restrictions = self._build(value.replace(",", " ").split(), spec, depth + 1)
             except ConfigError:
                 return Reject(451, "4.3.5", "Server configuration error")
-            for restriction in restrictions:
-                result = restriction(check)
-                if result is not DUNNO:
-                    return result
-            return DUNNO
+            return first_result(restrictions, check)
         return Reject(451, "4.3.5", "Server configuration error")
 
     def _custom(self, check: Check, code: int, status: str, text: str) -> Reject:
@@ -616,10 +968,107 @@ _SIMPLE = {
     "reject_non_fqdn_helo_hostname": "r_reject_non_fqdn_helo_hostname",
     "reject_unknown_recipient_domain": "r_reject_unknown_recipient_domain",
     "reject_unknown_sender_domain": "r_reject_unknown_sender_domain",
+    "reject_invalid_helo_hostname": "r_reject_invalid_helo_hostname",
+    "reject_unknown_helo_hostname": "r_reject_unknown_helo_hostname",
+    "reject_unknown_client_hostname": "r_reject_unknown_client_hostname",
+    "reject_unknown_reverse_client_hostname": "r_reject_unknown_reverse_client_hostname",
 }
+#: DNS list restrictions (each takes a domain[=d.d.d.d] argument) and
+#: what they look up.
+_DNSBL = {
+    "reject_rbl_client": "client",
+    "permit_dnswl_client": "client",
+    "reject_rhsbl_client": "client_name",
+    "permit_rhswl_client": "client_name",
+    "reject_rhsbl_reverse_client": "reverse_client_name",
+    "reject_rhsbl_sender": "sender",
+    "reject_rhsbl_helo": "helo",
+}
+_NEEDS_DNS = frozenset(("reject_unknown_helo_hostname",))
+
+
+def _dnsbl_query(kind: str, check: Check) -> tuple[str, str] | None:
+    """(what is looked up, its $rbl_class) for one kind of list; None
+    when there is nothing to look up (unknown names, null sender, literals)."""
+    session = check.session
+    if kind == "client":
+        return session.client_address, "Client host"
+    if kind == "client_name":
+        name = session.client_name
+        return (name, "Client host") if name != "unknown" else None
+    if kind == "reverse_client_name":
+        name = session.reverse_client_name
+        return (name, "Unverified Client host") if name != "unknown" else None
+    if kind == "sender":
+        domain = split_address(check.sender or "")[1].rstrip(".").lower()
+        usable = domain and not domain.startswith("[")
+        return (domain, "Sender address") if usable else None
+    helo = session.helo_name.rstrip(".").lower()
+    if not helo or helo.startswith("[") or _is_address(helo) or not valid_hostname(helo):
+        return None
+    return helo, "Helo command"
+
+
+def _policy_request(check: Check) -> dict[str, str]:
+    """SMTPD_POLICY_README's attributes for one check."""
+    s = check.session
+    sender = check.sender if check.sender is not None else (s.sender or "")
+    return {
+        "request": "smtpd_access_policy",
+        "protocol_state": check.stage,
+        "protocol_name": s.log_protocol,
+        "helo_name": s.helo_name,
+        "queue_id": "",
+        "sender": sender,
+        "recipient": check.recipient or "",
+        "recipient_count": str(len(s.recipients)) if check.stage != "RCPT" else "0",
+        "client_address": s.client_address,
+        "client_name": s.client_name,
+        "reverse_client_name": s.reverse_client_name,
+        "instance": f"{id(s):x}",
+        "sasl_method": s.sasl_method,
+        "sasl_username": s.sasl_username,
+        "sasl_sender": "",
+        "size": str(s.declared_size),
+        "encryption_protocol": s.tls.split()[0] if s.tls else "",
+        "policy_context": "",
+    }
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_helo(helo: str) -> bool:
+    """A host name, an address or an address literal ([1.2.3.4], [IPv6:...])."""
+    if helo.startswith("[") and helo.endswith("]"):
+        inner = helo[1:-1]
+        return _is_address(inner[5:] if inner.lower().startswith("ipv6:") else inner)
+    return _is_address(helo) or valid_hostname(helo)
+
+
 _ACCESS = {
     "check_recipient_access": "Recipient address",
     "check_sender_access": "Sender address",
     "check_client_access": "Client host",
     "check_helo_access": "Helo command",
 }
+
+
+def check_restrictions(config: Config) -> None:
+    """Parse every restriction list as smtpd does at start, for ``pymta
+    check`` (a ConfigError names the parameter): check and start agree.
+    Tables are not opened and nothing is looked up."""
+    from pymta.dns.memory import MemoryResolver
+
+    def unopened(spec: str) -> Any:
+        return None
+
+    from twisted.internet.task import Clock
+
+    resolver: Any = None
+    Restrictions(config, resolver, unopened, dns=MemoryResolver({}), reactor=Clock())

@@ -19,6 +19,11 @@ class Session:
     client_address: str
     client_port: int = 0
     client_name: str = "unknown"
+    # Postfix's peer name states (pymta.smtpd.peername): ok, perm or temp;
+    # reverse_client_name is the unverified PTR name.
+    client_name_status: str = "perm"
+    reverse_client_name: str = "unknown"
+    reverse_client_name_status: str = "perm"
     helo_name: str = ""
     esmtp: bool = False
     tls: str = ""

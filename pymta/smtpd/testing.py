@@ -32,9 +32,11 @@ from zope.interface import implementer
 from pymta.cleanup.cleanup import log_client
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config.config import Config
+from pymta.dns.interface import IDNSResolver
 from pymta.queue.model import Envelope
 from pymta.queue.space import QueueSpace
 from pymta.smtpd.factory import SMTPServerFactory
+from pymta.smtpd.peername import HostsFile
 from pymta.smtpd.protocol import SMTPServerProtocol
 from pymta.tables.interface import ILookupTable, TableError
 from pymta.tls import ServerTLS
@@ -194,6 +196,7 @@ class SMTPHarness:
         forbid_pipelining: bool = False,
         checker: ICredentialsChecker | None = None,
         queue_space: QueueSpace | None = None,
+        dns: IDNSResolver | None = None,
     ) -> None:
         # The scripts of most tests write several commands at once where a
         # conforming client would wait (EHLO + MAIL, DATA + content): such
@@ -215,6 +218,8 @@ class SMTPHarness:
             self.clock,
             checker=checker,
             queue_space=queue_space,
+            dns=dns,
+            hosts=HostsFile(),  # no /etc/hosts: names come from dns only
         )
         self.transport = TLSStringTransport(peer)
         # What the client wrote before the server's greeting.
