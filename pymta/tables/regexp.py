@@ -241,6 +241,11 @@ class RegexpTable:
         self._rules = rules
         self._watch.accept(current)
 
+    def results(self) -> list[str]:
+        """The result text of every rule, in file order (unexpanded), for
+        checks of what a table can answer (header_checks refuses FILTER)."""
+        return [rule.result for rule in self._rules if rule.kind == "match"]
+
     def lookup(self, key: str) -> str | None:
         current = self._watch.changed()
         if current is not None:
