@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from pymta.cleanup import Cleanup, CleanupRejected
+from pymta.cli.main import main as pymta_main
 from pymta.config import Config, ConfigError
 from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
@@ -462,3 +463,25 @@ def test_null_sender_gets_no_sender_bcc(tmp_path: Path) -> None:
     assert isinstance(qid, str)
     stored, _ = h.stored(qid)
     assert [r.address for r in stored.recipients] == ["bob@virtual.example"]
+
+
+def test_ignored_received_headers_still_count_as_hops(tmp_path: Path) -> None:
+    """Received headers are counted before the checks (as Postfix does), so
+    IGNOREing them cannot hide a mail loop."""
+    h = checks(tmp_path, header="/^Received:/ IGNORE\n", extra="hopcount_limit = 3\n")
+    looped = b"Received: from a\nReceived: from b\nSubject: x\n\nbody\n"
+    result = h.submit(looped)
+    assert isinstance(result, Failure) and result.value.status == "5.4.0"
+    qid = h.submit(b"Received: from a\nSubject: x\n\nbody\n")
+    assert isinstance(qid, str)
+    _, stored = h.stored(qid)
+    assert stored.count(b"Received:") == 1  # ours only
+
+
+def test_pymta_check_refuses_filter_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pymta check agrees with the start: a FILTER rule fails it, named."""
+    (tmp_path / "hc").write_text("/^Subject:/ FILTER smtp:[127.0.0.1]:10025\n")
+    (tmp_path / "main.cf").write_text(f"myorigin = x\nheader_checks = regexp:{tmp_path}/hc\n")
+    (tmp_path / "master.cf").write_text("smtp inet n - n - - smtpd\n")
+    assert pymta_main(["check", "-c", str(tmp_path)]) == 1
+    assert "header_checks: regexp:" in capsys.readouterr().err

@@ -6,11 +6,11 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
 2. rewrite the envelope (pymta.cleanup.addresses: standard form,
    canonical maps, virtual alias expansion, duplicates removed);
 3. cut each header longer than header_size_limit (pymta.cleanup.headers);
-   header_checks, mime_header_checks, nested_header_checks and body_checks
-   (pymta.cleanup.checks), then automatic BCC recipients and REDIRECT
-   (pymta.cleanup.bcc), for mail from outside (not bounces, not forwarding);
    count Received headers against hopcount_limit (ours included): too many
-   is ``554 5.4.0 Error: too many hops``, as Postfix answers;
+   is ``554 5.4.0 Error: too many hops``, as Postfix answers; then
+   header_checks, mime_header_checks, nested_header_checks and body_checks
+   (pymta.cleanup.checks), automatic BCC recipients and REDIRECT
+   (pymta.cleanup.bcc), for mail from outside (not bounces, not forwarding);
 4. prepend Received, and append Message-ID and Date where missing (pymta
    adds them to all mail, as the issue asks); From only for local
    submissions (no client address, or one of our own addresses), as
@@ -185,12 +185,16 @@ class Cleanup:
         if not rewritten.arrival_time:
             rewritten.arrival_time = now
         content = limit_header_size(content, self._header_size_limit)
-        verdict = self._inspect(qid, envelope, rewritten, content)
-        content = verdict.content
         scan = scan_headers(content)
         if scan.received + 1 >= self._hopcount_limit:
             maillog("cleanup", f"{qid}: hopcount exceeded", LogLevel.warn)
             raise CleanupRejected(554, "5.4.0", "Error: too many hops")
+        # Hops are counted before the checks, as Postfix does: IGNOREing
+        # Received headers must not hide a mail loop.
+        verdict = self._inspect(qid, envelope, rewritten, content)
+        if verdict.content is not content:
+            content = verdict.content
+            scan = scan_headers(content)
         date = format_date(now, self._tz)
         for_rcpt = None
         if len(envelope.recipients) == 1:
