@@ -485,3 +485,18 @@ def test_pymta_check_refuses_filter_too(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "master.cf").write_text("smtp inet n - n - - smtpd\n")
     assert pymta_main(["check", "-c", str(tmp_path)]) == 1
     assert "header_checks: regexp:" in capsys.readouterr().err
+
+
+def test_local_submission_log_line(tmp_path: Path, maillog: list[str]) -> None:
+    """Mail without a client address (sendmail, pickup) is logged ``from
+    local;`` with no proto= or helo=, as Postfix's pickup mail is."""
+    h = checks(tmp_path, header="/^Subject:/ WARN\n")
+    envelope = Envelope(
+        "root@mx.example.org", [Recipient("bob@virtual.example")], 0.0, {"protocol": "sendmail"}
+    )
+    qid = h.submit(envelope=envelope)
+    assert isinstance(qid, str)
+    assert (
+        f"cleanup: {qid}: warning: header Subject: hello there from local;"
+        " from=<root@mx.example.org> to=<bob@virtual.example>"
+    ) in maillog
