@@ -5,16 +5,23 @@ body_checks_size_limit, FILTER refused at start, bounces left alone."""
 from __future__ import annotations
 
 import datetime
+import io
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from pymta.cleanup import Cleanup, CleanupRejected
 from pymta.cli.main import main as pymta_main
 from pymta.config import Config, ConfigError
+from pymta.maillog import MaillogObserver
 from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
 from pymta.rewrite import Resolver
@@ -500,3 +507,38 @@ def test_local_submission_log_line(tmp_path: Path, maillog: list[str]) -> None:
         f"cleanup: {qid}: warning: header Subject: hello there from local;"
         " from=<root@mx.example.org> to=<bob@virtual.example>"
     ) in maillog
+
+
+@pytest.mark.skipif(shutil.which("pflogsumm") is None, reason="pflogsumm not installed")
+def test_pflogsumm_counts_check_actions(tmp_path: Path) -> None:
+    """The reject, warning, hold and discard lines, written as syslog by
+    MaillogObserver, are counted by Debian's pflogsumm as Postfix's are, and
+    its reject detail names the header."""
+    h = checks(
+        tmp_path,
+        header=(
+            "/^Subject: reject/ REJECT\n/^Subject: warn/ WARN\n"
+            "/^Subject: hold/ HOLD\n/^Subject: discard/ DISCARD\n"
+        ),
+    )
+    stream = io.StringIO()
+    observer: Any = MaillogObserver(stream, "mx.example.org", now=lambda: 1_800_000_000.0, pid=42)
+    globalLogPublisher.addObserver(observer)
+    try:
+        for subject in ("reject", "warn", "hold", "discard"):
+            h.submit(f"Subject: {subject} me\n\nbody\n".encode())
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    log = tmp_path / "maillog"
+    log.write_text(stream.getvalue())
+    report = subprocess.run(
+        ["pflogsumm", str(log)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+    def total(label: str) -> int:
+        match = re.search(rf"^\s*(\d+)\s+{label}\b", report, re.MULTILINE)
+        assert match, report
+        return int(match.group(1))
+
+    assert [total(x) for x in ("rejected", "reject warnings", "held", "discarded")] == [1, 1, 1, 1]
+    assert "Subject: reject me" in report
