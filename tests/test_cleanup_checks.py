@@ -542,3 +542,19 @@ def test_pflogsumm_counts_check_actions(tmp_path: Path) -> None:
 
     assert [total(x) for x in ("rejected", "reject warnings", "held", "discarded")] == [1, 1, 1, 1]
     assert "Subject: reject me" in report
+
+
+def test_log_shows_first_recipient_before_aliases_and_no_raw_bytes(
+    tmp_path: Path, maillog: list[str]
+) -> None:
+    """to= is the first recipient before virtual alias expansion, as Postfix
+    logs it; bytes that are not UTF-8 are logged as '?'."""
+    h = checks(
+        tmp_path,
+        header="/^Subject:/ WARN\n",
+        extra="virtual_alias_maps = inline:{{ list@virtual.example=bob@virtual.example }}\n",
+    )
+    qid = h.submit(b"Subject: caf\xe9 \xff\n\nbody\n", smtp_envelope("list@virtual.example"))
+    assert isinstance(qid, str)
+    line = next(x for x in maillog if ": warning: header " in x)
+    assert "header Subject: caf? ? from " in line and " to=<list@virtual.example> " in line

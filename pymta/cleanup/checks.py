@@ -126,6 +126,14 @@ def log_origin(attributes: dict[str, str]) -> tuple[str, str, str]:
     return origin, proto, attributes.get("helo_name", "")
 
 
+def printable(text: str) -> str:
+    """Text fit for one log line: control characters and bytes that are not
+    UTF-8 (kept as surrogates when the message was decoded) become ``?``,
+    as Postfix's printable() does."""
+    valid = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub("?", valid.replace("\ufffd", "?"))
+
+
 def act_log_line(
     queue_id: str,
     action: str,
@@ -133,20 +141,24 @@ def act_log_line(
     content: str,
     envelope: Envelope,
     text: str,
+    recipient: str | None = None,
 ) -> str:
-    """One cleanup_act_log line (see module doc)."""
+    """One cleanup_act_log line (see module doc); ``recipient`` is the first
+    recipient as Postfix logs it (after canonical rewriting, before virtual
+    alias expansion), by default the envelope's first."""
     origin, proto, helo = log_origin(envelope.attributes)
-    shown = _CONTROL.sub("?", content[:_LOG_LIMIT])
+    shown = printable(content[:_LOG_LIMIT])
     line = f"{queue_id}: {action}: {context} {shown} from {origin}; from=<{envelope.sender}>"
-    if envelope.recipients:
-        first = envelope.recipients[0]
-        line += f" to=<{first.address}>"
+    if recipient is None and envelope.recipients:
+        recipient = envelope.recipients[0].address
+    if recipient:
+        line += f" to=<{recipient}>"
     if proto:
         line += f" proto={proto}"
     if helo:
-        line += f" helo=<{_CONTROL.sub('?', helo)}>"
+        line += f" helo=<{printable(helo)}>"
     if text:
-        line += f": {_CONTROL.sub('?', text)}"
+        line += f": {printable(text)}"
     return line
 
 
@@ -171,19 +183,25 @@ class ContentChecks:
     def __bool__(self) -> bool:
         return any(self._maps.values())
 
-    def inspect(self, queue_id: str, envelope: Envelope, content: bytes) -> Verdict:
-        """The checked message; CleanupRejected for REJECT/DEFER or a failed lookup."""
-        return _Inspection(self, queue_id, envelope).run(content)
+    def inspect(
+        self, queue_id: str, envelope: Envelope, content: bytes, recipient: str | None = None
+    ) -> Verdict:
+        """The checked message; CleanupRejected for REJECT/DEFER or a failed
+        lookup. ``recipient`` is the to= of the log lines (see act_log_line)."""
+        return _Inspection(self, queue_id, envelope, recipient).run(content)
 
 
 class _Inspection:
     """One message's pass through the checks."""
 
-    def __init__(self, checks: ContentChecks, queue_id: str, envelope: Envelope) -> None:
+    def __init__(
+        self, checks: ContentChecks, queue_id: str, envelope: Envelope, recipient: str | None
+    ) -> None:
         self._maps = checks._maps
         self._body_limit = checks._body_limit
         self._qid = queue_id
         self._envelope = envelope
+        self._recipient = recipient
         self._filtering = True
         self._verdict = Verdict(b"")
         self._out: list[bytes] = []
@@ -275,10 +293,13 @@ class _Inspection:
         self._act(raw, key, context, parameter, value.strip())
 
     def _log(self, action: str, context: str, key: str, text: str) -> None:
-        maillog("cleanup", act_log_line(self._qid, action, context, key, self._envelope, text))
+        maillog(
+            "cleanup",
+            act_log_line(self._qid, action, context, key, self._envelope, text, self._recipient),
+        )
 
     def _warn(self, text: str) -> None:
-        maillog("cleanup", f"{self._qid}: warning: {text}", LogLevel.warn)
+        maillog("cleanup", f"{self._qid}: warning: {printable(text)}", LogLevel.warn)
 
     def _act(self, raw: bytes, key: str, context: str, parameter: str, value: str) -> None:
         words = value.split(None, 1)

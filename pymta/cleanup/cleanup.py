@@ -214,11 +214,16 @@ class Cleanup:
         """Header/body checks and added recipients (see pymta.cleanup.checks, .bcc)."""
         if envelope.attributes.get("origin") in INTERNAL_ORIGINS:
             return Verdict(content)
-        verdict = (
-            self._checks.inspect(qid, rewritten, content) if self._checks else Verdict(content)
-        )
         try:
+            verdict = Verdict(content)
+            if self._checks:
+                # Postfix logs the first recipient after canonical maps, before virtual aliases.
+                first = self._rewriter.recipient(envelope.recipients[0].address)
+                verdict = self._checks.inspect(qid, rewritten, content, first)
             self._bcc.apply(qid, envelope, rewritten, verdict.bcc, verdict.redirect)
+        except TableError as e:
+            maillog("cleanup", f"{qid}: warning: table lookup failed: {e}", LogLevel.warn)
+            raise CleanupRejected(451, "4.3.0", "Temporary lookup failure") from None
         except ExpansionError as e:
             raise CleanupRejected(451, "4.3.0", f"Error: unreasonable {e}") from None
         return verdict
