@@ -9,7 +9,7 @@ import io
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from pymta.cleanup import Cleanup, CleanupRejected
+from pymta.cleanup.checks import SLICE, SLICED_SIZE
 from pymta.cli.main import main as pymta_main
 from pymta.config import Config, ConfigError
 from pymta.maillog import MaillogObserver
@@ -558,3 +559,38 @@ def test_log_shows_first_recipient_before_aliases_and_no_raw_bytes(
     assert isinstance(qid, str)
     line = next(x for x in maillog if ": warning: header " in x)
     assert "header Subject: caf? ? from " in line and " to=<list@virtual.example> " in line
+
+
+def test_large_message_is_inspected_in_slices(tmp_path: Path, maillog: list[str]) -> None:
+    """A message above SLICED_SIZE is inspected SLICE lookups at a time with
+    a return to the reactor in between (a 10 MB message of many parts would
+    otherwise hold it for seconds); the result is the same as at once."""
+    h = checks(tmp_path, body="/^drop me$/ IGNORE\n/^reject me$/ REJECT big\n")
+    part = b"a line of text\n" * 100 + b"drop me\n"
+    parts = b"".join(b"--b\nContent-Type: text/plain\n\n" + part for _ in range(300))
+    big = b'Subject: big\nContent-Type: multipart/mixed; boundary="b"\n\n' + parts + b"--b--\n"
+    assert len(big) > SLICED_SIZE
+    # Each slice schedules the next one: run them one by one, as the reactor
+    # would (with I/O between them).
+    scheduled: list[Callable[[], object]] = []
+    h.clock.callLater = lambda delay, f, *a, **kw: scheduled.append(f)  # type: ignore[method-assign,assignment,misc]
+    results: list[str | Failure] = []
+    h.cleanup.submit(smtp_envelope(), big).addBoth(results.append)
+    slices = 0
+    while not results:
+        assert scheduled, "the inspection stalled"
+        scheduled.pop(0)()
+        slices += 1
+    assert slices >= 300 * 101 // SLICE - 1
+    qid = results[0]
+    assert isinstance(qid, str)
+    _, stored = h.stored(qid)
+    assert b"drop me" not in stored and stored.count(b"a line of text\n") == 300 * 100
+
+    results.clear()
+    h.cleanup.submit(smtp_envelope(), big.replace(b"drop me", b"reject me")).addBoth(results.append)
+    while not results:
+        scheduled.pop(0)()
+    failure = results[0]
+    assert isinstance(failure, Failure) and failure.value.text == "big"
+    assert any(": reject: body reject me from " in line for line in maillog)

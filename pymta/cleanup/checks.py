@@ -40,15 +40,23 @@ Every acting result is logged as Postfix logs it::
     to=<c@d> proto=ESMTP helo=<x>: 5.7.1 message content rejected
 
 (one line; the input cut to 200 characters, control characters as ``?``).
-Untrusted input: the message. Writes nothing; logs the actions above.
+The inspection runs before cleanup has a queue id and logs nothing: it
+records the events, and :func:`report` logs them (and raises the
+rejection) once the id is known. A message larger than SLICED_SIZE is
+inspected SLICE lookups at a time with a return to the reactor between
+slices (inspect_later), so a large message of many parts does not stop
+other clients. Untrusted input: the message. Writes nothing; logs through
+report.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NoReturn
 
+from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel
 
 from pymta.cleanup.interface import CleanupRejected
@@ -79,6 +87,11 @@ _LOG_LIMIT = 200
 _DEFAULT_REJECT = "5.7.1 message content rejected"
 
 #: The parameters, in the order their tables are opened.
+#: Lookups between two returns to the reactor in ContentChecks.inspect_later.
+SLICE = 200
+#: Messages larger than this are inspected in slices (see Cleanup.submit).
+SLICED_SIZE = 256 * 1024
+
 PARAMETERS = ("header_checks", "mime_header_checks", "nested_header_checks", "body_checks")
 
 
@@ -91,6 +104,10 @@ class Verdict:
     discard: bool = False
     redirect: str | None = None
     bcc: list[str] = field(default_factory=list)
+    #: (action, context, input, text) to log, in order (see report).
+    events: list[tuple[str, str, str, str]] = field(default_factory=list)
+    #: REJECT, DEFER or a failed lookup: the reply for the client.
+    rejection: CleanupRejected | None = None
 
 
 def _table_results(maps: Maps) -> Iterable[tuple[str, str]]:
@@ -183,46 +200,87 @@ class ContentChecks:
     def __bool__(self) -> bool:
         return any(self._maps.values())
 
-    def inspect(
-        self, queue_id: str, envelope: Envelope, content: bytes, recipient: str | None = None
-    ) -> Verdict:
-        """The checked message; CleanupRejected for REJECT/DEFER or a failed
-        lookup. ``recipient`` is the to= of the log lines (see act_log_line)."""
-        return _Inspection(self, queue_id, envelope, recipient).run(content)
+    def inspect(self, content: bytes) -> Verdict:
+        """The checked message, at once (see :func:`report` for its log lines)."""
+        inspection = _Inspection(self)
+        for _ in inspection.steps(content):
+            pass
+        return inspection.verdict
+
+    def inspect_later(self, content: bytes, call_later: Callable[..., object]) -> Deferred[Verdict]:
+        """The checked message, inspected in slices of :data:`SLICE` lookups
+        with a return to the reactor between them (``call_later(0, f)``): a
+        large message of many parts would otherwise hold it for seconds."""
+        inspection = _Inspection(self)
+        steps = inspection.steps(content)
+        result: Deferred[Verdict] = Deferred()
+
+        def step() -> None:
+            try:
+                next(steps)
+            except StopIteration:
+                result.callback(inspection.verdict)
+                return
+            except Exception:
+                result.errback()
+                return
+            call_later(0, step)
+
+        step()
+        return result
+
+
+def report(verdict: Verdict, queue_id: str, envelope: Envelope, recipient: str | None) -> None:
+    """Log what the checks did, as Postfix logs it, and raise the rejection
+    (REJECT, DEFER, failed lookup) if there is one. ``envelope`` gives
+    from= and the client, ``recipient`` to= (see act_log_line)."""
+    for action, context, key, text in verdict.events:
+        if action == "warning:":  # a problem with a rule, not a WARN action
+            maillog("cleanup", f"{queue_id}: warning: {printable(text)}", LogLevel.warn)
+        else:
+            line = act_log_line(queue_id, action, context, key, envelope, text, recipient)
+            maillog("cleanup", line)
+    if verdict.rejection is not None:
+        raise verdict.rejection
+
+
+class _Rejected(Exception):
+    """Ends the walk: the message is refused."""
 
 
 class _Inspection:
-    """One message's pass through the checks."""
+    """One message's pass through the checks; pure (logs nothing)."""
 
-    def __init__(
-        self, checks: ContentChecks, queue_id: str, envelope: Envelope, recipient: str | None
-    ) -> None:
+    def __init__(self, checks: ContentChecks) -> None:
         self._maps = checks._maps
         self._body_limit = checks._body_limit
-        self._qid = queue_id
-        self._envelope = envelope
-        self._recipient = recipient
         self._filtering = True
-        self._verdict = Verdict(b"")
+        self._lookups = 0
+        self.verdict = Verdict(b"")
         self._out: list[bytes] = []
 
     # the walk ---------------------------------------------------------------
 
-    def run(self, content: bytes) -> Verdict:
+    def steps(self, content: bytes) -> Iterator[None]:
+        """Walk the message; yields after every SLICE lookups."""
         blocks: list[tuple[int, int, str]] = []
         _header_blocks(parse_mime(content), PRIMARY, blocks)
         blocks.sort()
         position = 0
-        for start, end, kind in blocks:
-            if start < position:
-                continue  # a malformed part overlapping its parent
-            self._body(content, position, start)
-            position = self._headers(content, start, end, kind)
-        self._body(content, position, len(content))
-        self._verdict.content = b"".join(self._out)
-        return self._verdict
+        try:
+            for start, end, kind in blocks:
+                if start < position:
+                    continue  # a malformed part overlapping its parent
+                yield from self._body(content, position, start)
+                position = yield from self._headers(content, start, end, kind)
+            yield from self._body(content, position, len(content))
+        except _Rejected:
+            return
+        self.verdict.content = b"".join(self._out)
 
-    def _headers(self, content: bytes, start: int, end: int, kind: str) -> int:
+    def _headers(
+        self, content: bytes, start: int, end: int, kind: str
+    ) -> Generator[None, None, int]:
         """Inspect the header block [start, end); returns where the body begins."""
         position = start
         while position < end:
@@ -247,11 +305,11 @@ class _Inspection:
                 parameter = "nested_header_checks"
             else:
                 parameter = "header_checks"
-            self._line(content[position:stop], "header", parameter)
+            yield from self._line(content[position:stop], "header", parameter)
             position = stop
         return end
 
-    def _body(self, content: bytes, start: int, end: int) -> None:
+    def _body(self, content: bytes, start: int, end: int) -> Iterator[None]:
         maps = self._maps["body_checks"]
         if not maps or start >= end:
             self._out.append(content[start:end])
@@ -265,12 +323,12 @@ class _Inspection:
                 self._out.append(content[position:end])
                 return
             offset += stop - position
-            self._line(content[position:stop], "body", "body_checks")
+            yield from self._line(content[position:stop], "body", "body_checks")
             position = stop
 
     # one input --------------------------------------------------------------
 
-    def _line(self, raw: bytes, context: str, parameter: str) -> None:
+    def _line(self, raw: bytes, context: str, parameter: str) -> Iterator[None]:
         maps = self._maps[parameter]
         if not maps or not self._filtering:
             self._out.append(raw)
@@ -280,32 +338,34 @@ class _Inspection:
         try:
             value = maps.lookup(key)
         except TableError as e:
-            maillog(
-                "cleanup",
-                f"{self._qid}: warning: {parameter} map lookup problem -- message not"
-                f" accepted, try again later: {e}",
-                LogLevel.warn,
+            self._warn(
+                f"{parameter} map lookup problem -- message not accepted, try again later: {e}"
             )
-            raise CleanupRejected(451, "4.3.0", "Temporary lookup failure") from None
+            self._reject(CleanupRejected(451, "4.3.0", "Temporary lookup failure"))
         if value is None:
             self._out.append(raw)
-            return
-        self._act(raw, key, context, parameter, value.strip())
+        else:
+            self._act(raw, key, context, parameter, value.strip())
+        self._lookups += 1
+        if self._lookups >= SLICE:
+            self._lookups = 0
+            yield
 
     def _log(self, action: str, context: str, key: str, text: str) -> None:
-        maillog(
-            "cleanup",
-            act_log_line(self._qid, action, context, key, self._envelope, text, self._recipient),
-        )
+        self.verdict.events.append((action, context, key, text))
 
     def _warn(self, text: str) -> None:
-        maillog("cleanup", f"{self._qid}: warning: {printable(text)}", LogLevel.warn)
+        self.verdict.events.append(("warning:", "", "", text))
+
+    def _reject(self, rejection: CleanupRejected) -> NoReturn:
+        self.verdict.rejection = rejection
+        raise _Rejected
 
     def _act(self, raw: bytes, key: str, context: str, parameter: str, value: str) -> None:
         words = value.split(None, 1)
         command = words[0].upper() if words else ""
         text = words[1].strip() if len(words) > 1 else ""
-        verdict = self._verdict
+        verdict = self.verdict
         keep = True
         if command in ("REJECT", "DEFER"):
             if command == "REJECT":
@@ -315,12 +375,12 @@ class _Inspection:
                 reason = "4" + reason[1:]
             self._log("reject", context, key, reason)
             status, _, reply = reason.partition(" ")
-            raise CleanupRejected(451 if reason.startswith("4") else 550, status, reply)
+            self._reject(CleanupRejected(451 if reason.startswith("4") else 550, status, reply))
         elif command in ("WARN", "INFO"):
             self._log("warning" if command == "WARN" else "info", context, key, text)
         elif command == "FILTER":
             self._warn(f"{parameter} answered FILTER {text}: pymta has no content_filter")
-            raise CleanupRejected(451, "4.3.0", "Error: content filter not available")
+            self._reject(CleanupRejected(451, "4.3.0", "Error: content filter not available"))
         elif command == "DISCARD":
             self._log("discard", context, key, text)
             verdict.discard = True

@@ -42,7 +42,7 @@ from zope.interface import implementer
 
 from pymta.cleanup.addresses import EnvelopeRewriter, ExpansionError
 from pymta.cleanup.bcc import AutomaticBcc
-from pymta.cleanup.checks import ContentChecks, Verdict
+from pymta.cleanup.checks import SLICED_SIZE, ContentChecks, Verdict, report
 from pymta.cleanup.headers import (
     assemble,
     format_date,
@@ -142,10 +142,21 @@ class Cleanup:
 
         The queue manager hears of the message only after the submitter's
         callbacks ran: smtpd's 250 goes out first, so a client never waits
-        for the scheduling of its delivery.
+        for the scheduling of its delivery. Header and body checks run
+        first; a message larger than SLICED_SIZE is inspected in slices, so
+        that the reactor serves other clients meanwhile.
         """
+        if not self._checks or envelope.attributes.get("origin") in INTERNAL_ORIGINS:
+            return self._submit(envelope, content, None)
+        content = limit_header_size(content, self._header_size_limit)
+        if len(content) > SLICED_SIZE:
+            later = self._checks.inspect_later(content, self._clock.callLater)
+            return later.addCallback(lambda verdict: self._submit(envelope, content, verdict))
+        return self._submit(envelope, content, self._checks.inspect(content))
+
+    def _submit(self, envelope: Envelope, content: bytes, checked: Verdict | None) -> Deferred[str]:
         try:
-            qid, rewritten, message, message_id, verdict = self._prepare(envelope, content)
+            qid, rewritten, message, message_id, verdict = self._prepare(envelope, content, checked)
         except CleanupRejected as e:
             return fail(e)
         if verdict.discard:
@@ -169,7 +180,7 @@ class Cleanup:
         return result
 
     def _prepare(
-        self, envelope: Envelope, content: bytes
+        self, envelope: Envelope, content: bytes, checked: Verdict | None
     ) -> tuple[str, Envelope, bytes, str, Verdict]:
         qid = self._store.new_queue_id()
         now = self._clock.seconds()
@@ -191,7 +202,7 @@ class Cleanup:
             raise CleanupRejected(554, "5.4.0", "Error: too many hops")
         # Hops are counted before the checks, as Postfix does: IGNOREing
         # Received headers must not hide a mail loop.
-        verdict = self._inspect(qid, envelope, rewritten, content)
+        verdict = self._inspect(qid, envelope, rewritten, content, checked)
         if verdict.content is not content:
             content = verdict.content
             scan = scan_headers(content)
@@ -209,17 +220,22 @@ class Cleanup:
         return qid, rewritten, message, message_id, verdict
 
     def _inspect(
-        self, qid: str, envelope: Envelope, rewritten: Envelope, content: bytes
+        self,
+        qid: str,
+        envelope: Envelope,
+        rewritten: Envelope,
+        content: bytes,
+        checked: Verdict | None,
     ) -> Verdict:
-        """Header/body checks and added recipients (see pymta.cleanup.checks, .bcc)."""
+        """Log the checks' actions and add recipients (pymta.cleanup.checks, .bcc)."""
         if envelope.attributes.get("origin") in INTERNAL_ORIGINS:
             return Verdict(content)
         try:
-            verdict = Verdict(content)
-            if self._checks:
+            verdict = checked or Verdict(content)
+            if checked is not None:
                 # Postfix logs the first recipient after canonical maps, before virtual aliases.
                 first = self._rewriter.recipient(envelope.recipients[0].address)
-                verdict = self._checks.inspect(qid, rewritten, content, first)
+                report(checked, qid, rewritten, first)
             self._bcc.apply(qid, envelope, rewritten, verdict.bcc, verdict.redirect)
         except TableError as e:
             maillog("cleanup", f"{qid}: warning: table lookup failed: {e}", LogLevel.warn)
