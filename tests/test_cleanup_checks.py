@@ -20,7 +20,6 @@ from twisted.python.failure import Failure
 
 from pymta.cleanup import Cleanup, CleanupRejected
 from pymta.cleanup.checks import SLICE, SLICED_SIZE
-from pymta.cli.main import main as pymta_main
 from pymta.config import Config, ConfigError
 from pymta.maillog import MaillogObserver
 from pymta.queue.memory import MemoryQueueStore
@@ -484,15 +483,6 @@ def test_ignored_received_headers_still_count_as_hops(tmp_path: Path) -> None:
     assert isinstance(qid, str)
     _, stored = h.stored(qid)
     assert stored.count(b"Received:") == 1  # ours only
-
-
-def test_pymta_check_refuses_filter_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """pymta check agrees with the start: a FILTER rule fails it, named."""
-    (tmp_path / "hc").write_text("/^Subject:/ FILTER smtp:[127.0.0.1]:10025\n")
-    (tmp_path / "main.cf").write_text(f"myorigin = x\nheader_checks = regexp:{tmp_path}/hc\n")
-    (tmp_path / "master.cf").write_text("smtp inet n - n - - smtpd\n")
-    assert pymta_main(["check", "-c", str(tmp_path)]) == 1
-    assert "header_checks: regexp:" in capsys.readouterr().err
 
 
 def test_local_submission_log_line(tmp_path: Path, maillog: list[str]) -> None:

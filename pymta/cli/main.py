@@ -170,10 +170,6 @@ def run_check(args: list[str], config_dir: str) -> int:
         master = load_master(config_dir)
         problems = validate(config, master)
         problems.extend(check_master(master, built_parts()))
-        # The start refuses a check table that can answer FILTER; so does check.
-        from pymta.cleanup.checks import ContentChecks
-
-        ContentChecks(config)
     except ConfigError as e:
         fatal(str(e))
         return 1
