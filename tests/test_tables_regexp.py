@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pymta.tables import TableError, open_table
-from pymta.tables.regexp import evaluate, parse_rules
+from pymta.tables.regexp import build_prefilter, evaluate, parse_rules
 
 RULES = """\
 # comment
@@ -143,3 +143,53 @@ def test_regexp_reload_after_change(tmp_path: Path) -> None:
     assert table.lookup("a") == "old"
     now[0] = 1.0
     assert table.lookup("a") == "newer"
+
+
+PREFILTERED = """\
+/^Subject:.*\\bviagra\\b/      REJECT
+/^x-spam-flag: yes$/m        HOLD
+/^Content-Type:.*name="?.*\\.(exe|scr)"?/ REJECT bad $1
+/CaseSensitive/i             cs
+if /^Received:/
+/from evil\\.example/         REJECT
+endif
+/ a  b  # verbose comment/x  verbose
+"""
+DOTALL = "/^Dot.+line$/s  dotall\n"  # pcre: only
+
+KEYS = [
+    "Subject: buy VIAGRA now",
+    "Subject: hello",
+    "X-Spam-Flag: no\nx-spam-flag: yes",
+    'Content-Type: application/octet-stream; name="a.exe"',
+    "casesensitive",
+    "xx CaseSensitive",
+    "Received: from evil.example",
+    "X-Note: from evil.example",
+    "ab",
+    "Dot\nline",
+    "",
+]
+
+
+@pytest.mark.parametrize("flavour", ["regexp", "pcre"])
+def test_prefilter_answers_as_the_rules_do(tmp_path: Path, flavour: str) -> None:
+    """The one-pattern prefilter (body_checks speed) never changes an answer:
+    lookup equals rule-by-rule evaluation for every key."""
+    path = tmp_path / "t"
+    text = PREFILTERED + (DOTALL if flavour == "pcre" else "")
+    path.write_text(text)
+    table = open_table(f"{flavour}:{path}", strict=True)
+    rules, problems = parse_rules(text, str(path), flavour)
+    assert problems == [] and build_prefilter(rules) is not None
+    answers = [table.lookup(key) for key in KEYS]
+    assert answers == [evaluate(rules, key) for key in KEYS]
+    assert answers[:4] == ["REJECT", None, "HOLD", "REJECT bad exe"]
+
+
+def test_no_prefilter_for_negated_rules_or_back_references() -> None:
+    """A negated rule answers when its pattern does not match, and group
+    references change meaning when merged: such tables get no prefilter."""
+    negated, _ = parse_rules("!/@/ x\n", "t", "regexp")
+    backref, _ = parse_rules("/(a)\\1/ x\n", "t", "regexp")
+    assert build_prefilter(negated) is None and build_prefilter(backref) is None

@@ -7,13 +7,17 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    canonical maps, virtual alias expansion, duplicates removed);
 3. cut each header longer than header_size_limit (pymta.cleanup.headers);
    count Received headers against hopcount_limit (ours included): too many
-   is ``554 5.4.0 Error: too many hops``, as Postfix answers;
+   is ``554 5.4.0 Error: too many hops``, as Postfix answers; then
+   header_checks, mime_header_checks, nested_header_checks and body_checks
+   (pymta.cleanup.checks), automatic BCC recipients and REDIRECT
+   (pymta.cleanup.bcc), for mail from outside (not bounces, not forwarding);
 4. prepend Received, and append Message-ID and Date where missing (pymta
    adds them to all mail, as the issue asks); From only for local
    submissions (no client address, or one of our own addresses), as
    Postfix's always_add_missing_headers = no with the default
    local_header_rewrite_clients = permit_inet_interfaces;
-5. enqueue (written, renamed, synced by group commit), then log
+5. enqueue (written, renamed, synced by group commit; into hold/ after a
+   HOLD action, and not at all after DISCARD), then log
    ``QID: message-id=<...>`` and hand the message to on_queued (the queue
    manager gets it in memory and need not read it back).
 
@@ -30,13 +34,15 @@ import datetime
 import ipaddress
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.cleanup.addresses import EnvelopeRewriter, ExpansionError
+from pymta.cleanup.bcc import AutomaticBcc
+from pymta.cleanup.checks import SLICED_SIZE, ContentChecks, Verdict, report
 from pymta.cleanup.headers import (
     assemble,
     format_date,
@@ -57,6 +63,9 @@ _log = Logger(namespace="pymta.cleanup")
 OnQueued = Callable[[str, Envelope, bytes], None]
 
 LOCAL_PROTOCOLS = ("local", "sendmail", "pickup")
+# Mail pymta makes itself: no header/body checks, no automatic BCC (Postfix's
+# internal_mail_filter_classes is empty by default).
+INTERNAL_ORIGINS = ("bounce", "local")
 
 
 def _is_our_address(address: str) -> bool:
@@ -118,6 +127,8 @@ class Cleanup:
             lambda domain: False
         )
         self._rewriter = EnvelopeRewriter(config, is_local, open_maps)
+        self._checks = ContentChecks(config, open_maps)
+        self._bcc = AutomaticBcc(config, self._rewriter, is_local, open_maps)
 
     def _is_local_submission(self, envelope: Envelope) -> bool:
         attrs = envelope.attributes
@@ -131,26 +142,46 @@ class Cleanup:
 
         The queue manager hears of the message only after the submitter's
         callbacks ran: smtpd's 250 goes out first, so a client never waits
-        for the scheduling of its delivery.
+        for the scheduling of its delivery. Header and body checks run
+        first; a message larger than SLICED_SIZE is inspected in slices, so
+        that the reactor serves other clients meanwhile.
         """
+        if not self._checks or envelope.attributes.get("origin") in INTERNAL_ORIGINS:
+            return self._submit(envelope, content, None)
+        content = limit_header_size(content, self._header_size_limit)
+        if len(content) > SLICED_SIZE:
+            later = self._checks.inspect_later(content, self._clock.callLater)
+            return later.addCallback(lambda verdict: self._submit(envelope, content, verdict))
+        return self._submit(envelope, content, self._checks.inspect(content))
+
+    def _submit(self, envelope: Envelope, content: bytes, checked: Verdict | None) -> Deferred[str]:
         try:
-            qid, rewritten, message, message_id = self._prepare(envelope, content)
+            qid, rewritten, message, message_id, verdict = self._prepare(envelope, content, checked)
         except CleanupRejected as e:
             return fail(e)
+        if verdict.discard:
+            return succeed(qid)  # DISCARD: accepted and dropped, as Postfix does
         result: Deferred[str] = Deferred()
 
         def queued(_: object) -> None:
             self._log_queued(qid, rewritten, message_id)
             result.callback(qid)
-            self._notify(qid, rewritten, message)
+            if not verdict.hold:
+                self._notify(qid, rewritten, message)
 
         def failed(failure: Failure) -> None:
             result.errback(self._write_failed(failure, qid))
 
-        self._store.enqueue(rewritten, message, qid).addCallbacks(queued, failed)
+        if verdict.hold:
+            d = self._store.enqueue(rewritten, message, qid, queue="hold")
+        else:
+            d = self._store.enqueue(rewritten, message, qid)
+        d.addCallbacks(queued, failed)
         return result
 
-    def _prepare(self, envelope: Envelope, content: bytes) -> tuple[str, Envelope, bytes, str]:
+    def _prepare(
+        self, envelope: Envelope, content: bytes, checked: Verdict | None
+    ) -> tuple[str, Envelope, bytes, str, Verdict]:
         qid = self._store.new_queue_id()
         now = self._clock.seconds()
         try:
@@ -169,6 +200,12 @@ class Cleanup:
         if scan.received + 1 >= self._hopcount_limit:
             maillog("cleanup", f"{qid}: hopcount exceeded", LogLevel.warn)
             raise CleanupRejected(554, "5.4.0", "Error: too many hops")
+        # Hops are counted before the checks, as Postfix does: IGNOREing
+        # Received headers must not hide a mail loop.
+        verdict = self._inspect(qid, envelope, rewritten, content, checked)
+        if verdict.content is not content:
+            content = verdict.content
+            scan = scan_headers(content)
         date = format_date(now, self._tz)
         for_rcpt = None
         if len(envelope.recipients) == 1:
@@ -180,7 +217,32 @@ class Cleanup:
         )
         message = assemble(content, scan, received, added)
         message_id = new_id or scan.message_id or ""
-        return qid, rewritten, message, message_id
+        return qid, rewritten, message, message_id, verdict
+
+    def _inspect(
+        self,
+        qid: str,
+        envelope: Envelope,
+        rewritten: Envelope,
+        content: bytes,
+        checked: Verdict | None,
+    ) -> Verdict:
+        """Log the checks' actions and add recipients (pymta.cleanup.checks, .bcc)."""
+        if envelope.attributes.get("origin") in INTERNAL_ORIGINS:
+            return Verdict(content)
+        try:
+            verdict = checked or Verdict(content)
+            if checked is not None:
+                # Postfix logs the first recipient after canonical maps, before virtual aliases.
+                first = self._rewriter.recipient(envelope.recipients[0].address)
+                report(checked, qid, rewritten, first)
+            self._bcc.apply(qid, envelope, rewritten, verdict.bcc, verdict.redirect)
+        except TableError as e:
+            maillog("cleanup", f"{qid}: warning: table lookup failed: {e}", LogLevel.warn)
+            raise CleanupRejected(451, "4.3.0", "Temporary lookup failure") from None
+        except ExpansionError as e:
+            raise CleanupRejected(451, "4.3.0", f"Error: unreasonable {e}") from None
+        return verdict
 
     def _log_queued(self, qid: str, envelope: Envelope, message_id: str) -> None:
         log_client(qid, envelope.attributes)

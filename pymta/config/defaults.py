@@ -124,6 +124,20 @@ _PARAMS: list[Param] = [
     _p("queue_minfree", "0", "size", "free bytes the queue file system must keep"),
     _p("line_length_limit", "2048", "int", "longest SMTP command line accepted"),
     _p("hopcount_limit", "50", "int", "Received headers before a mail loop is declared"),
+    # --- cleanup: header/body checks, automatic BCC ------------------------
+    _p("header_checks", "", "list", "tables of actions for the message's own headers"),
+    _p("mime_header_checks", "$header_checks", "list", "tables of actions for MIME headers"),
+    _p(
+        "nested_header_checks",
+        "$header_checks",
+        "list",
+        "tables of actions for the headers of attached messages",
+    ),
+    _p("body_checks", "", "list", "tables of actions for message body lines"),
+    _p("body_checks_size_limit", "51200", "size", "bytes per body part that body_checks see"),
+    _p("always_bcc", "", "str", "address that receives a copy of every message from outside"),
+    _p("sender_bcc_maps", "", "list", "copy address by envelope sender"),
+    _p("recipient_bcc_maps", "", "list", "copy address by envelope recipient"),
     # --- smtpd: the SMTP server --------------------------------------------
     _p("smtpd_banner", "$myhostname ESMTP $mail_name", "str", "text of the 220 greeting"),
     _p("smtpd_timeout", "300s", "time", "idle time before smtpd disconnects"),

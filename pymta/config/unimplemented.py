@@ -149,7 +149,6 @@ def _r(name: str, default: str, why: str, *harmless: str) -> Unimplemented:
 _TLS_PROTOCOLS = "pymta offers TLS 1.2 and 1.3 only and cannot narrow that further yet"
 _TLS_CIPHERS = "pymta offers forward-secret AEAD ciphers only and cannot change that yet"
 _LOCAL = "pymta's local agent delivers to aliases only: no Unix-user mailboxes yet"
-_CHECKS = "pymta has no header or body checks yet: the mail they would reject is accepted"
 _PROCESS = "pymta's reactor processes live as long as the server"
 _SCHEDULER = "pymta's queue manager has no preemptive scheduler to tune"
 _SERVICE = "pymta's parts are not separate master.cf services"
@@ -228,9 +227,6 @@ _ENTRIES: list[Unimplemented] = [
     _w("expand_owner_alias", "no", "owner- aliases receive the errors unexpanded"),
     _w("empty_address_recipient", "MAILER-DAEMON", "not implemented"),
     _w("show_user_unknown_table_name", "yes", "'user unknown' replies never name the table"),
-    _r("always_bcc", "", "no copy would be made"),
-    _r("sender_bcc_maps", "", "no copy would be made"),
-    _r("recipient_bcc_maps", "", "no copy would be made"),
     _w("enable_original_recipient", "yes", "pymta always keeps the original recipient"),
     _w(
         "local_header_rewrite_clients",
@@ -244,12 +240,7 @@ _ENTRIES: list[Unimplemented] = [
         "the processing it would skip (address mappings, checks) would still run",
     ),
     # --- content ----------------------------------------------------------
-    _r("header_checks", "", _CHECKS),
-    _r("mime_header_checks", "$header_checks", _CHECKS),
-    _r("nested_header_checks", "$header_checks", _CHECKS),
-    _r("body_checks", "", _CHECKS),
     _w("header_address_token_limit", "10240", "not enforced"),
-    _w("body_checks_size_limit", "51200", "pymta has no body checks"),
     _w("message_strip_characters", "", "not implemented"),
     _w("always_add_missing_headers", "no", "not implemented"),
     _w("undisclosed_recipients_header", "", "not implemented"),

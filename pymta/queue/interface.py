@@ -46,10 +46,13 @@ class IQueueStore(Interface):
         """Allocate a fresh queue id (cleanup needs it for the Received
         header before the content exists); pass it to enqueue."""
 
-    def enqueue(envelope: Envelope, content: bytes, queue_id: str | None = None) -> Deferred[str]:
-        """Write a new queue file into incoming/, make it durable, and fire
-        with its queue id (``queue_id`` from new_queue_id, or a fresh one).
-        Only then may a client be told 250."""
+    def enqueue(
+        envelope: Envelope, content: bytes, queue_id: str | None = None, queue: str = "incoming"
+    ) -> Deferred[str]:
+        """Write a new queue file into incoming/ (or ``queue``: hold/ for a
+        header_checks HOLD), make it durable, and fire with its queue id
+        (``queue_id`` from new_queue_id, or a fresh one). Only then may a
+        client be told 250."""
 
     def read(queue_id: str, queue: str) -> tuple[Envelope, bytes]:
         """Read and validate a queue file; QueueFileError when it is bad

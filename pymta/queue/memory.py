@@ -67,14 +67,18 @@ class MemoryQueueStore:
         return self._ids()
 
     def enqueue(
-        self, envelope: Envelope, content: bytes, queue_id: str | None = None
+        self,
+        envelope: Envelope,
+        content: bytes,
+        queue_id: str | None = None,
+        queue: str = "incoming",
     ) -> Deferred[str]:
         qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
         if self.find(qid) is not None:
             raise ValueError(f"queue id {qid} in use")
         if not envelope.arrival_time:
             envelope.arrival_time = self._now()
-        self._queues["incoming"][qid] = _Entry(copy.deepcopy(envelope), bytes(content), self._now())
+        self._queue(queue)[qid] = _Entry(copy.deepcopy(envelope), bytes(content), self._now())
         self.enqueued.append(qid)
         return succeed(qid)
 

@@ -111,14 +111,20 @@ class FileQueueStore:
         return self._ids()
 
     def enqueue(
-        self, envelope: Envelope, content: bytes, queue_id: str | None = None
+        self,
+        envelope: Envelope,
+        content: bytes,
+        queue_id: str | None = None,
+        queue: str = "incoming",
     ) -> Deferred[str]:
         qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
         if not envelope.arrival_time:
             envelope.arrival_time = self._clock.seconds()
-        incoming = os.path.join(self.directory, "incoming")
-        final = os.path.join(incoming, qid)
-        temporary = final + ".tmp"
+        # The temporary file is always in incoming/ (remove_stale_temporaries
+        # looks there); the rename puts the finished file into its queue.
+        final = self.path(qid, queue)
+        target = os.path.dirname(final)
+        temporary = os.path.join(self.directory, "incoming", qid + ".tmp")
         try:
             buffers, flags = record.encode(envelope, content)
         except ValueError as e:
@@ -143,7 +149,7 @@ class FileQueueStore:
         self._remember(qid, flags)
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
-        d = self._sync.run(write, durable=True, files=[final], dirs=[incoming])
+        d = self._sync.run(write, durable=True, files=[final], dirs=[target])
         return d.addCallback(lambda _: qid)
 
     def read(self, queue_id: str, queue: str) -> tuple[Envelope, bytes]:

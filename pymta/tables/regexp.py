@@ -204,6 +204,42 @@ def evaluate(rules: list[Rule], key: str) -> str | None:
     return None
 
 
+# Constructs whose meaning depends on group numbers or names: a pattern with
+# one is not merged into the prefilter (a false positive only skips it).
+_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
+_INLINE_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
+
+
+def build_prefilter(rules: list[Rule]) -> re.Pattern[str] | None:
+    """One pattern that matches wherever some match rule's pattern does.
+
+    A key it does not match cannot get a result (a result needs a match
+    rule whose pattern matches), so lookup answers None after one search in
+    C instead of one Python step per rule: body_checks try every body line
+    against every rule. None (no prefilter) when a rule is negated (it
+    answers when its pattern does not match) or a pattern cannot be merged
+    (group references, global inline flags).
+    """
+    alternatives = []
+    for rule in rules:
+        if rule.kind != "match":
+            continue  # if/endif only narrow which match rules apply
+        if rule.negate or rule.pattern is None:
+            return None
+        source = rule.pattern.pattern
+        if _GROUP_REFERENCE.search(source):
+            return None
+        flags = "".join(letter for flag, letter in _INLINE_FLAGS if rule.pattern.flags & flag)
+        # A newline ends a verbose-mode comment before the closing parenthesis.
+        alternatives.append(f"(?{flags}:{source}\n)" if "x" in flags else f"(?{flags}:{source})")
+    if not alternatives:
+        return None
+    try:
+        return re.compile("|".join(alternatives))
+    except re.error:
+        return None
+
+
 @implementer(ILookupTable)
 class RegexpTable:
     """A regexp: or pcre: table read from a file, re-read when it changes."""
@@ -221,6 +257,7 @@ class RegexpTable:
         self.flavour = flavour
         self._watch = FileWatch(path, clock)
         self._rules: list[Rule] = []
+        self._prefilter: re.Pattern[str] | None = None
         try:
             current = stamp(path)
         except OSError as e:
@@ -239,7 +276,13 @@ class RegexpTable:
         for problem in problems:
             _log.warn("{table}: {problem}", table=self.name, problem=str(problem))
         self._rules = rules
+        self._prefilter = build_prefilter(rules)
         self._watch.accept(current)
+
+    def results(self) -> list[str]:
+        """The result text of every rule, in file order (unexpanded), for
+        checks of what a table can answer (header_checks refuses FILTER)."""
+        return [rule.result for rule in self._rules if rule.kind == "match"]
 
     def lookup(self, key: str) -> str | None:
         current = self._watch.changed()
@@ -248,4 +291,6 @@ class RegexpTable:
                 self._load(current)
             except TableError as e:
                 _log.warn("{table}: reload failed, keeping old rules: {e}", table=self.name, e=e)
+        if self._prefilter is not None and self._prefilter.search(key) is None:
+            return None
         return evaluate(self._rules, key)
