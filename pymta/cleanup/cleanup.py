@@ -13,7 +13,11 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    submissions (no client address, or one of our own addresses), as
    Postfix's always_add_missing_headers = no with the default
    local_header_rewrite_clients = permit_inet_interfaces;
-5. enqueue (written, renamed, synced by group commit), then log
+5. mail authentication (pymta.mailauth, when configured): inbound mail
+   gets SPF/DKIM/DMARC checked and an Authentication-Results header (or a
+   ``550 5.7.1`` DMARC rejection), our own mail a DKIM signature — in the
+   thread pool, before the message is made durable;
+6. enqueue (written, renamed, synced by group commit), then log
    ``QID: message-id=<...>`` and hand the message to on_queued (the queue
    manager gets it in memory and need not read it back).
 
@@ -29,8 +33,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -51,6 +56,9 @@ from pymta.maillog import maillog
 from pymta.queue.interface import IQueueStore
 from pymta.queue.model import Envelope
 from pymta.tables import Maps, TableError, open_maps
+
+if TYPE_CHECKING:
+    from pymta.mailauth.service import MailAuth
 
 _log = Logger(namespace="pymta.cleanup")
 
@@ -105,7 +113,9 @@ class Cleanup:
         on_queued: OnQueued | None = None,
         open_maps: Callable[..., Maps] = open_maps,
         tz: datetime.tzinfo | None = None,
+        mailauth: MailAuth | None = None,
     ) -> None:
+        self._mailauth = mailauth
         self._config = config
         self._store = store
         self._clock = clock
@@ -138,16 +148,25 @@ class Cleanup:
         except CleanupRejected as e:
             return fail(e)
         result: Deferred[str] = Deferred()
+        final = [message]
+
+        def enqueue(authenticated: bytes) -> Deferred[str]:
+            final[0] = authenticated
+            return self._store.enqueue(rewritten, authenticated, qid)
 
         def queued(_: object) -> None:
             self._log_queued(qid, rewritten, message_id)
             result.callback(qid)
-            self._notify(qid, rewritten, message)
+            self._notify(qid, rewritten, final[0])
 
         def failed(failure: Failure) -> None:
-            result.errback(self._write_failed(failure, qid))
+            rejected = failure.check(CleanupRejected)
+            result.errback(failure if rejected else self._write_failed(failure, qid))
 
-        self._store.enqueue(rewritten, message, qid).addCallbacks(queued, failed)
+        auth = succeed(message)
+        if self._mailauth is not None:
+            auth = self._mailauth.process(qid, envelope, message)
+        auth.addCallback(enqueue).addCallbacks(queued, failed)
         return result
 
     def _prepare(self, envelope: Envelope, content: bytes) -> tuple[str, Envelope, bytes, str]:

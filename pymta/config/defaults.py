@@ -238,6 +238,34 @@ _PARAMS: list[Param] = [
         "str",
         "none, may, encrypt, verify or secure (pymta: '' without smtp_use_tls means may)",
     ),
+    # --- mail authentication (pymta.mailauth; Postfix uses milters) -------
+    _p(
+        "pymta_mailauth_verify",
+        "no",
+        "bool",
+        "pymta: check SPF, DKIM and DMARC of mail from outside mynetworks and add "
+        "Authentication-Results",
+    ),
+    _p(
+        "pymta_mailauth_dmarc_reject",
+        "no",
+        "bool",
+        "pymta: reject at end of DATA (550 5.7.1) mail failing DMARC under p=reject",
+    ),
+    _p("pymta_mailauth_dns_timeout", "5s", "time", "pymta: limit of one SPF/DKIM/DMARC lookup"),
+    _p("pymta_mailauth_concurrency", "4", "int", "pymta: messages verified or signed at once"),
+    _p(
+        "pymta_dkim_key_table",
+        "",
+        "str",
+        "pymta: OpenDKIM KeyTable file: KEYNAME DOMAIN:SELECTOR:KEYFILE",
+    ),
+    _p(
+        "pymta_dkim_signing_table",
+        "",
+        "str",
+        "pymta: OpenDKIM SigningTable file ([refile:]path): From PATTERN KEYNAME",
+    ),
     _p("smtp_use_tls", "no", "bool", "obsolete: smtp_tls_security_level = may"),
     _p("smtp_enforce_tls", "no", "bool", "obsolete: smtp_tls_security_level = encrypt"),
     _p("smtp_tls_CAfile", "", "str", "CA certificates for server verification"),

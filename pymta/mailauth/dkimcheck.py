@@ -1,0 +1,131 @@
+"""dkimcheck: DKIM signatures (RFC 6376, RFC 8463) verified and made, through dkimpy.
+
+dkimpy (maintained by Scott Kitterman; DKIM, ARC, rsa-sha256 and
+ed25519-sha256) does the canonicalisation and cryptography. pymta gives
+it a ``dnsfunc`` that asks the worker thread's
+:class:`~pymta.mailauth.resolver.Lookup`.
+
+Verification: every DKIM-Signature is checked on its own (RFC 6376 6.1);
+each gives pass, fail (the signature or body hash does not verify, or the
+key is missing or unusable — dkimpy does not tell these apart), temperror
+(the key lookup timed out) or permerror (the signature header is
+malformed). Signatures beyond the first 10 are not checked (a bound on
+the work a message can cause; 6.1 allows limiting it).
+
+Signing: relaxed/relaxed canonicalisation (survives the re-folding of
+headers by forwarders), the header fields RFC 6376 5.4.1 recommends that
+the message has, From signed once more than it occurs (oversigning: a
+second From added later breaks the signature), ``t=`` the signing time.
+The DKIM-Signature is prepended to the message.
+
+Untrusted input: the message and the DNS answers. Writes and logs nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import dkim
+
+from pymta.mailauth.keytable import Signer
+from pymta.mailauth.resolver import DNSTempError, Lookup, txt_values
+
+MAX_SIGNATURES = 10
+_SIGNATURE = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class DKIMResult:
+    result: str  # pass | fail | temperror | permerror
+    domain: str
+    selector: str
+    signature_b: str  # the start of b= (RFC 6008 header.b)
+    algorithm: str
+    reason: str = ""
+
+
+class _TempFail(Exception):
+    pass
+
+
+def _dnsfunc(lookup: Lookup) -> Any:
+    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
+        text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        try:
+            values = txt_values(lookup, text.rstrip("."))
+        except DNSTempError as e:
+            raise _TempFail(str(e)) from None
+        return values[0] if values else None
+
+    return dnsfunc
+
+
+def verify_all(lookup: Lookup, message: bytes) -> list[DKIMResult]:
+    """One result per DKIM-Signature (in header order), [] for an unsigned message."""
+    count = len(_SIGNATURE.findall(message.split(b"\n\n", 1)[0]))
+    if not count:
+        return []
+    dnsfunc = _dnsfunc(lookup)
+    results = []
+    for index in range(min(count, MAX_SIGNATURES)):
+        verifier = dkim.DKIM(message, logger=_quiet_logger(), minkey=1024)
+        tags: dict[bytes, bytes] = {}
+        try:
+            sig_header = [v for k, v in verifier.headers if k.lower() == b"dkim-signature"][index]
+            tags = dkim.util.parse_tag_value(sig_header)
+            ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
+            result, reason = ("pass", "") if ok else ("fail", "signature did not verify")
+        except _TempFail as e:
+            result, reason = "temperror", str(e)
+        except (dkim.MessageFormatError, dkim.util.InvalidTagValueList, dkim.ParameterError) as e:
+            result, reason = "permerror", str(e)
+        except dkim.ValidationError as e:
+            result, reason = "fail", str(e)
+        except dkim.DKIMException as e:
+            result, reason = "fail", str(e)
+        results.append(
+            DKIMResult(
+                result,
+                _tag(tags, b"d").lower(),
+                _tag(tags, b"s"),
+                re.sub(r"\s+", "", _tag(tags, b"b"))[:8],
+                _tag(tags, b"a"),
+                reason,
+            )
+        )
+    return results
+
+
+def _tag(tags: dict[bytes, bytes], name: bytes) -> str:
+    return tags.get(name, b"").decode("ascii", "replace").strip()
+
+
+def sign(message: bytes, signer: Signer) -> bytes:
+    """The DKIM-Signature header (LF line endings, folded) for ``message``."""
+    d = dkim.DKIM(message, logger=_quiet_logger(), linesep=b"\n")
+    header: bytes = d.sign(
+        signer.selector.encode(),
+        signer.domain.encode("idna"),
+        signer.key.private,
+        signature_algorithm=signer.key.algorithm,
+        canonicalize=(b"relaxed", b"relaxed"),
+    )
+    return header
+
+
+class _QuietLogger:
+    """dkimpy logs every failure through logging; pymta reports the result instead."""
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    info = warning = error = debug
+
+    def isEnabledFor(self, level: int) -> bool:
+        return False
+
+
+def _quiet_logger() -> Any:
+    return _QuietLogger()
