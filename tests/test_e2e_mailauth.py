@@ -1,0 +1,158 @@
+"""End to end: a real pymta signs and verifies mail against a loopback DNS server.
+
+The DNS server (tests/dnsserver.py) runs in this process on 127.0.0.1,
+port 0, and serves the SPF, DKIM key and DMARC records; pymta's
+``pymta_dns_servers`` points at it. Clients connect from 127.0.0.1
+(mynetworks = 127.0.0.1/32: our own mail, signed) or from 127.0.0.2 and
+127.0.0.3 (outside: verified). Signatures made by pymta are checked by
+dkimpy's ``dkimverify`` command, its dnspython resolver pointed at the same
+loopback server (a sitecustomize on its PYTHONPATH; the command is run
+unchanged).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dkim
+import pytest
+
+from pymta.mailauth import keys
+from tests.dnsserver import LoopbackDNS
+from tests.harness import PymtaServer, wait_for_file
+
+SITECUSTOMIZE = """\
+import dns.nameserver, dns.resolver
+_r = dns.resolver.Resolver(configure=False)
+_r.nameservers = [dns.nameserver.Do53Nameserver("127.0.0.1", {port})]
+dns.resolver.default_resolver = _r
+"""
+
+
+@pytest.fixture
+def zone() -> Iterator[LoopbackDNS]:
+    server = LoopbackDNS(silent=["slow.test"]).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def start(tmp_path: Path, zone: LoopbackDNS) -> PymtaServer:
+    key = keys.generate_key("rsa", 2048)
+    key_file = tmp_path / "mail.private"
+    keys.write_key(key, str(key_file))
+    zone.txt("mail._domainkey.example.test", keys.record_value(key))
+    (tmp_path / "keytable").write_text(f"k example.test:mail:{key_file}\n")
+    (tmp_path / "signingtable").write_text("example.test k\n")
+    extra = f"""
+mynetworks = 127.0.0.1/32
+pymta_dns_servers = 127.0.0.1:{zone.port}
+pymta_mailauth_verify = yes
+pymta_mailauth_dmarc_reject = yes
+pymta_mailauth_dns_timeout = 1s
+pymta_dkim_key_table = {tmp_path / "keytable"}
+pymta_dkim_signing_table = {tmp_path / "signingtable"}
+"""
+    return PymtaServer(tmp_path / "pymta", main_cf_extra=extra).start()
+
+
+def send(server: PymtaServer, source: str, sender: str, message: bytes) -> None:
+    with smtplib.SMTP(
+        "127.0.0.1", server.smtp_port, timeout=30, source_address=(source, 0)
+    ) as client:
+        client.ehlo("mail.bank.test")
+        client.sendmail(sender, ["bob@example.test"], message)
+
+
+def delivered(server: PymtaServer, count: int) -> list[bytes]:
+    box = server.maildir("bob")
+    wait_for_file(box / "new", lambda: len(server.messages("bob")) >= count)
+    return server.messages("bob")
+
+
+def bank_records(zone: LoopbackDNS) -> bytes:
+    """bank.test: SPF allows 127.0.0.2, DMARC p=reject, a DKIM key; returns
+    a message signed by bank.test with dkimpy."""
+    bank = keys.generate_key("ed25519")
+    zone.txt("bank.test", "v=spf1 ip4:127.0.0.2 -all")
+    zone.txt("_dmarc.bank.test", "v=DMARC1; p=reject")
+    zone.txt("b1._domainkey.bank.test", keys.record_value(bank))
+    body = b"From: Joe <joe@bank.test>\r\nTo: bob@example.test\r\nSubject: statement\r\n\r\nhi\r\n"
+    signature = dkim.sign(
+        body, b"b1", b"bank.test", bank.private, signature_algorithm=bank.algorithm
+    )
+    forged = b"Authentication-Results: mx.example.test; dkim=pass header.d=paypal.test\r\n"
+    return forged + signature + body
+
+
+def test_signed_by_pymta_verifies_with_dkimverify(tmp_path: Path, zone: LoopbackDNS) -> None:
+    """Mail from mynetworks with From in the signing table is delivered with a
+    DKIM-Signature of d=example.test that dkimpy's dkimverify accepts."""
+    if shutil.which("dkimverify") is None:
+        pytest.skip("dkimverify (dkimpy) is not installed")
+    with start(tmp_path, zone) as server:
+        message = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n\r\nhello\r\n"
+        send(server, "127.0.0.1", "alice@example.test", message)
+        [stored] = delivered(server, 1)
+        server.wait_for_log(r"DKIM-Signature field added \(s=mail, d=example.test\)")
+    assert b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.test;" in stored
+    assert b"Authentication-Results" not in stored
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(port=zone.port))
+    # The delivered copy starts with Return-Path/Delivered-To, added after signing.
+    result = subprocess.run(
+        ["dkimverify"],
+        input=stored,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"signature ok" in result.stdout
+
+
+def test_inbound_pass_and_forged_results_removed(tmp_path: Path, zone: LoopbackDNS) -> None:
+    """From 127.0.0.2 (SPF-authorised, DKIM-signed by bank.test): one
+    Authentication-Results by mx.example.test with spf, dkim and dmarc pass;
+    the forged header claiming mx.example.test is gone."""
+    message = bank_records(zone)
+    with start(tmp_path, zone) as server:
+        send(server, "127.0.0.2", "joe@bank.test", message)
+        [stored] = delivered(server, 1)
+    assert stored.count(b"Authentication-Results:") == 1
+    assert b"paypal.test" not in stored
+    assert (
+        b"Authentication-Results: mx.example.test;\n\tspf=pass smtp.mailfrom=joe@bank.test;"
+        in stored
+    )
+    assert b"\tdkim=pass header.d=bank.test header.s=b1 header.a=ed25519-sha256" in stored
+    assert b"\tdmarc=pass header.from=bank.test\n" in stored
+
+
+def test_dmarc_reject_at_end_of_data_and_temperror_accepted(
+    tmp_path: Path, zone: LoopbackDNS
+) -> None:
+    """From 127.0.0.3, which bank.test's SPF does not allow, an unsigned
+    message with From bank.test (p=reject) is refused at end of DATA with
+    550 5.7.1; a sender domain whose DNS does not answer is spf=temperror
+    and the mail is accepted, not refused."""
+    bank_records(zone)
+    forged = b"From: Joe <joe@bank.test>\r\nSubject: pay now\r\n\r\nhi\r\n"
+    with start(tmp_path, zone) as server:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(server, "127.0.0.3", "joe@bank.test", forged)
+        assert refused.value.smtp_code == 550
+        assert refused.value.smtp_error.startswith(
+            b"5.7.1 Message rejected: DMARC policy of bank.test"
+        )
+        slow = b"From: x@slow.test\r\nSubject: s\r\n\r\nhi\r\n"
+        send(server, "127.0.0.3", "x@slow.test", slow)
+        [stored] = delivered(server, 1)
+    assert b"spf=temperror smtp.mailfrom=x@slow.test" in stored
