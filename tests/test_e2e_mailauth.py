@@ -23,6 +23,7 @@ import dkim
 import pytest
 
 from pymta.mailauth import keys
+from pymta.mailauth.resolver import DnspythonLookup, DNSTempError
 from tests.dnsserver import LoopbackDNS
 from tests.harness import PymtaServer, wait_for_file
 
@@ -156,3 +157,17 @@ def test_dmarc_reject_at_end_of_data_and_temperror_accepted(
         send(server, "127.0.0.3", "x@slow.test", slow)
         [stored] = delivered(server, 1)
     assert b"spf=temperror smtp.mailfrom=x@slow.test" in stored
+
+
+def test_resolver_answers_and_timeout(zone: LoopbackDNS) -> None:
+    """The dnspython lookup at a configured server: records, [] for NXDOMAIN
+    and NODATA, DNSTempError after the timeout for a server that is silent."""
+    zone.txt("spf.test", "v=spf1 -all")
+    zone.add("spf.test", "A", "192.0.2.1")
+    lookup = DnspythonLookup([("127.0.0.1", zone.port)], 0.5)
+    assert lookup.lookup("spf.test", "TXT") == [[b"v=spf1 -all"]]
+    assert lookup.lookup("spf.test", "A") == ["192.0.2.1"]
+    assert lookup.lookup("spf.test", "MX") == []
+    assert lookup.lookup("nx.test", "TXT") == []
+    with pytest.raises(DNSTempError):
+        lookup.lookup("slow.test", "TXT")

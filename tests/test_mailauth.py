@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import random
 import stat
 from pathlib import Path
 from typing import Any
@@ -457,3 +458,40 @@ def test_outbound_from_mynetworks_or_authenticated_is_signed(tmp_path: Path) -> 
 def test_nothing_configured_means_no_step() -> None:
     """With verification off and no tables, cleanup gets no mailauth step."""
     assert MailAuth.from_config(Config.from_text(MAIN_CF), reactor=None) is None
+
+
+def test_malformed_signatures_and_mutated_messages_never_raise() -> None:
+    """Hostile input: a garbage DKIM-Signature is permerror; 500 randomly
+    corrupted copies of the RFC 8463 message go through the whole check
+    (SPF, DKIM, DMARC, A-R) without an exception."""
+    bad = b"DKIM-Signature: garbage\nFrom: a@b.test\n\nx\n"
+    assert [r.result for r in dkimcheck.verify_all(MemoryLookup(), bad)] == ["permerror"]
+    zone = rfc8463_zone()
+    zone.add("_dmarc.football.example.com", "TXT", "v=DMARC1; p=reject")
+    config = Config.from_text("myhostname = mx.example.org\npymta_mailauth_verify = yes\n")
+    auth = MailAuth(config, run=maybeDeferred, lookup=zone)
+    outside = {"client_address": "192.0.2.1", "helo_name": "helo.test"}
+    envelope = Envelope("joe@football.example.com", [Recipient("a@b.test")], 0, outside)
+    rnd = random.Random(7)
+    for _ in range(500):
+        corrupted = bytearray(RFC8463_MESSAGE)
+        for _ in range(rnd.randint(1, 6)):
+            corrupted[rnd.randrange(len(corrupted))] = rnd.randrange(256)
+        outcome = auth._check(envelope, bytes(corrupted))
+        assert outcome.message.startswith(b"Authentication-Results: mx.example.org;")
+
+
+class BrokenLookup:
+    def lookup(self, name: str, rrtype: str) -> list[Any]:
+        raise RuntimeError("bug")
+
+
+def test_unexpected_error_is_451_not_a_lost_message(tmp_path: Path) -> None:
+    """A bug in a check (here the resolver raising) is a 451 4.3.0 for the
+    client to retry, logged, and nothing is queued."""
+    h = Harness(tmp_path, "pymta_mailauth_verify = yes\n", bank_zone())
+    h.cleanup._mailauth = MailAuth(h.config, run=maybeDeferred, lookup=BrokenLookup())  # type: ignore[arg-type]
+    result = h.submit(MESSAGE)
+    assert isinstance(result, Failure) and isinstance(result.value, CleanupRejected)
+    assert (result.value.code, result.value.status) == (451, "4.3.0")
+    assert h.queued == []

@@ -70,21 +70,21 @@ def verify_all(lookup: Lookup, message: bytes) -> list[DKIMResult]:
     dnsfunc = _dnsfunc(lookup)
     results = []
     for index in range(min(count, MAX_SIGNATURES)):
-        verifier = dkim.DKIM(message, logger=_quiet_logger(), minkey=1024)
         tags: dict[bytes, bytes] = {}
         try:
+            verifier = dkim.DKIM(message, logger=_quiet_logger(), minkey=1024)
             sig_header = [v for k, v in verifier.headers if k.lower() == b"dkim-signature"][index]
             tags = dkim.util.parse_tag_value(sig_header)
             ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
             result, reason = ("pass", "") if ok else ("fail", "signature did not verify")
         except _TempFail as e:
             result, reason = "temperror", str(e)
-        except (dkim.MessageFormatError, dkim.util.InvalidTagValueList, dkim.ParameterError) as e:
-            result, reason = "permerror", str(e)
-        except dkim.ValidationError as e:
+        except (dkim.ValidationError, dkim.KeyFormatError) as e:
             result, reason = "fail", str(e)
-        except dkim.DKIMException as e:
-            result, reason = "fail", str(e)
+        except Exception as e:
+            # A malformed message or signature (dkimpy raises MessageFormatError,
+            # InvalidTagValueList, binascii.Error, ...): hostile input, not a bug.
+            result, reason = "permerror", f"{type(e).__name__}: {e}"
         results.append(
             DKIMResult(
                 result,

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.resolver
 
@@ -69,18 +70,19 @@ class DnspythonLookup:
 
     def lookup(self, name: str, rrtype: str) -> list[Any]:
         try:
-            answer = self._resolver.resolve(name, rrtype, lifetime=self._timeout, search=False)
+            qname = dns.name.from_text(name)
+        except (dns.exception.DNSException, UnicodeError, ValueError):
+            return []  # a name DNS cannot carry (label too long, bad IDNA) has no records
+        try:
+            answer = self._resolver.resolve(qname, rrtype, lifetime=self._timeout, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.Timeout as e:
             raise DNSTempError(f"DNS timeout for {name}/{rrtype}") from e
-        except (dns.resolver.NoNameservers, dns.resolver.YXDOMAIN) as e:
-            raise DNSTempError(f"DNS failure for {name}/{rrtype}") from e
         except dns.exception.DNSException as e:
-            # A malformed name (label too long) or answer: no usable record.
-            if isinstance(e, dns.name.NameTooLong | dns.name.LabelTooLong | dns.name.EmptyLabel):
-                return []
-            raise DNSTempError(f"DNS error for {name}/{rrtype}: {e}") from e
+            # SERVFAIL or refusal from every server (NoNameservers), a
+            # malformed answer: temporary, as Postfix treats them.
+            raise DNSTempError(f"DNS failure for {name}/{rrtype}: {e}") from e
         records: list[Any] = []
         for rdata in answer:
             if rrtype in ("A", "AAAA"):

@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import LogLevel
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from pymta.cleanup.interface import CleanupRejected
 from pymta.config import Config
@@ -44,6 +45,8 @@ from pymta.mailauth.resolver import DnspythonLookup, Lookup
 from pymta.maillog import maillog
 from pymta.netmatch import NetworkList
 from pymta.queue.model import Envelope
+
+_log = Logger(namespace="pymta.mailauth")
 
 T = TypeVar("T")
 #: runs a blocking function away from the reactor; fires with its result.
@@ -120,7 +123,15 @@ class MailAuth:
             return succeed(message)
         work = self._check if inbound else self._sign
         d: Deferred[Outcome] = self._semaphore.run(self._run, lambda: work(envelope, message))
-        return d.addCallback(self._finish, qid)
+        return d.addCallback(self._finish, qid).addErrback(self._crashed, qid)
+
+    def _crashed(self, failure: Failure, qid: str) -> bytes:
+        if failure.check(CleanupRejected):
+            failure.raiseException()
+        # A bug, not the message's fault: log it and let the client retry.
+        maillog("cleanup", f"{qid}: warning: mail authentication failed", LogLevel.warn)
+        _log.failure("mailauth failed for {qid}", failure, qid=qid)
+        raise CleanupRejected(451, "4.3.0", "Error: internal error")
 
     def _finish(self, outcome: Outcome, qid: str) -> bytes:
         for line, level in outcome.logs:
@@ -141,26 +152,35 @@ class MailAuth:
             return Outcome(message)
         try:
             header = dkimcheck.sign(message, signer)
-        except dkimcheck.dkim.DKIMException as e:
+        except Exception as e:
             # Unsigned mail is still mail: deliver it and say why.
             return Outcome(message, [(f"warning: DKIM signing failed: {e}", LogLevel.warn)])
         line = f"DKIM-Signature field added (s={signer.selector}, d={signer.domain})"
         return Outcome(header + message, [(line, LogLevel.info)])
 
-    def _check(self, envelope: Envelope, message: bytes) -> Outcome:
+    def _spf(self, envelope: Envelope) -> tuple[spfcheck.SPFResult, spfcheck.SPFResult]:
         attrs = envelope.attributes
+        helo_name = attrs.get("helo_name", "")
+        try:
+            return spfcheck.check_spf(
+                self._lookup, attrs.get("client_address", ""), envelope.sender, helo_name
+            )
+        except Exception as e:
+            # pyspf raising on odd input: no verdict, so no policy acts on it.
+            reason = f"{type(e).__name__}: {e}"
+            return (
+                spfcheck.SPFResult("temperror", "mailfrom", envelope.sender, reason),
+                spfcheck.SPFResult("temperror", "helo", helo_name, reason),
+            )
+
+    def _check(self, envelope: Envelope, message: bytes) -> Outcome:
         logs: list[tuple[str, LogLevel]] = []
         message, removed = authresults.remove_forged(message, self._authserv_id)
         if removed:
             logs.append(
                 (f"removed {removed} forged Authentication-Results header(s)", LogLevel.info)
             )
-        mailfrom, helo = spfcheck.check_spf(
-            self._lookup,
-            attrs.get("client_address", ""),
-            envelope.sender,
-            attrs.get("helo_name", ""),
-        )
+        mailfrom, helo = self._spf(envelope)
         signatures = dkimcheck.verify_all(self._lookup, message)
         verdict = dmarc.check_dmarc(
             self._lookup,
