@@ -7,6 +7,7 @@ DNS is an in-memory zone (MemoryLookup); the checks run synchronously here
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import random
 import stat
@@ -495,3 +496,13 @@ def test_unexpected_error_is_451_not_a_lost_message(tmp_path: Path) -> None:
     assert isinstance(result, Failure) and isinstance(result.value, CleanupRejected)
     assert (result.value.code, result.value.status) == (451, "4.3.0")
     assert h.queued == []
+
+
+def test_openssl_rsa_signature_is_the_one_dkimpy_makes() -> None:
+    """pymta's OpenSSL RSA signing gives byte for byte dkimpy's pure-Python
+    signature (PKCS#1 v1.5 is deterministic), and it verifies."""
+    key = keys.generate_key("rsa", 2048)
+    parsed = dkim.crypto.parse_pem_private_key(key.private)
+    digest = dkim.HashThrough(hashlib.sha256(b"message"))
+    assert dkimcheck._openssl_rsa_sign(digest, parsed) == dkimcheck._python_rsa_sign(digest, parsed)
+    assert dkim.RSASSA_PKCS1_v1_5_sign is dkimcheck._openssl_rsa_sign

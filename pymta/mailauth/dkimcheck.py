@@ -18,6 +18,14 @@ the message has, From signed once more than it occurs (oversigning: a
 second From added later breaks the signature), ``t=`` the signing time.
 The DKIM-Signature is prepended to the message.
 
+RSA in OpenSSL: dkimpy signs RSA with Python integers (``pow`` with the
+CRT), about 6.5 ms per message for a 2048-bit key on the development
+machine. pymta replaces dkimpy's ``RSASSA_PKCS1_v1_5_sign`` once, at
+import, with the same RFC 8017 operation done by ``cryptography``
+(OpenSSL), for SHA-256; PKCS#1 v1.5 signatures are deterministic, so the
+bytes are the ones dkimpy would have made (a test compares them), only
+sooner. Other digests fall back to dkimpy's own code.
+
 Untrusted input: the message and the DNS answers. Writes and logs nothing.
 """
 
@@ -28,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import dkim
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from pymta.mailauth.keytable import Signer
 from pymta.mailauth.resolver import DNSTempError, Lookup, txt_values
@@ -44,6 +54,38 @@ class DKIMResult:
     signature_b: str  # the start of b= (RFC 6008 header.b)
     algorithm: str
     reason: str = ""
+
+
+_python_rsa_sign = dkim.RSASSA_PKCS1_v1_5_sign
+_openssl_keys: dict[int, rsa.RSAPrivateKey] = {}
+
+
+def _openssl_rsa_sign(digest: Any, private_key: dict[str, int]) -> bytes:
+    """dkimpy's RSASSA_PKCS1_v1_5_sign(hash, key dict), done by OpenSSL."""
+    if digest.name.lower() != "sha256":
+        result: bytes = _python_rsa_sign(digest, private_key)
+        return result
+    key = _openssl_keys.get(private_key["modulus"])
+    if key is None:
+        numbers = rsa.RSAPrivateNumbers(
+            p=private_key["prime1"],
+            q=private_key["prime2"],
+            d=private_key["privateExponent"],
+            dmp1=private_key["exponent1"],
+            dmq1=private_key["exponent2"],
+            iqmp=private_key["coefficient"],
+            public_numbers=rsa.RSAPublicNumbers(
+                private_key["publicExponent"], private_key["modulus"]
+            ),
+        )
+        key = numbers.private_key()
+        if len(_openssl_keys) >= 64:  # the keys of the key table: few; bound it anyway
+            _openssl_keys.clear()
+        _openssl_keys[private_key["modulus"]] = key
+    return key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+
+
+dkim.RSASSA_PKCS1_v1_5_sign = _openssl_rsa_sign
 
 
 class _TempFail(Exception):
