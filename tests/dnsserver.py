@@ -1,7 +1,8 @@
 """A loopback DNS server for end-to-end tests of the mail authentication checks.
 
 Serves TXT and A records from a dict over UDP on 127.0.0.1, port 0 (the
-kernel picks it), in a thread of the test process; every other name is
+kernel picks it; or another loopback host and port, e.g. 127.0.0.77:53 for
+programs that only read /etc/resolv.conf), in a thread of the test process; every other name is
 NXDOMAIN. Names in ``silent`` get no answer at all, so a resolver times out
 (the temperror case). Built on dnspython's message codec.
 """
@@ -20,11 +21,11 @@ import dns.rrset
 
 
 class LoopbackDNS:
-    def __init__(self, silent: Iterable[str] = ()) -> None:
+    def __init__(self, silent: Iterable[str] = (), host: str = "127.0.0.1", port: int = 0) -> None:
         self.records: dict[tuple[str, str], list[str]] = {}
         self.silent = {n.lower().rstrip(".") for n in silent}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind((host, port))
         self.port: int = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._stopped = False
@@ -43,6 +44,12 @@ class LoopbackDNS:
 
     def stop(self) -> None:
         self._stopped = True
+        # shutdown() wakes the thread blocked in recvfrom (close() alone does
+        # not, and the port would stay bound until it returned).
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._sock.close()
         self._thread.join(5)
 

@@ -7,7 +7,8 @@ port 0, and serves the SPF, DKIM key and DMARC records; pymta's
 127.0.0.3 (outside: verified). Signatures made by pymta are checked by
 dkimpy's ``dkimverify`` command, its dnspython resolver pointed at the same
 loopback server (a sitecustomize on its PYTHONPATH; the command is run
-unchanged).
+unchanged), and by OpenDKIM's ``opendkim-testmsg`` (in a mount namespace
+whose /etc/resolv.conf names a loopback DNS server on 127.0.0.77:53).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import dkim
 import pytest
 
 from pymta.mailauth import keys
+from pymta.mailauth.dkimcheck import sign
+from pymta.mailauth.keytable import Signer
 from pymta.mailauth.resolver import DnspythonLookup, DNSTempError
 from tests.dnsserver import LoopbackDNS
 from tests.harness import PymtaServer, wait_for_file
@@ -171,3 +174,48 @@ def test_resolver_answers_and_timeout(zone: LoopbackDNS) -> None:
     assert lookup.lookup("nx.test", "TXT") == []
     with pytest.raises(DNSTempError):
         lookup.lookup("slow.test", "TXT")
+
+
+OPENDKIM_TESTMSG = "/usr/sbin/opendkim-testmsg"
+
+
+def _opendkim_verify(message: bytes, resolv_conf: Path) -> subprocess.CompletedProcess[bytes]:
+    """opendkim-testmsg (verifying: no -k) in a mount namespace whose
+    /etc/resolv.conf names the loopback DNS server: libopendkim reads only
+    that file."""
+    script = f"mount --bind {resolv_conf} /etc/resolv.conf && exec {OPENDKIM_TESTMSG}"
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], input=message, capture_output=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("key_type", ["rsa", "ed25519"])
+def test_signed_by_pymta_verifies_with_opendkim(tmp_path: Path, key_type: str) -> None:
+    """OpenDKIM's opendkim-testmsg accepts pymta's rsa-sha256 and
+    ed25519-sha256 signatures (exit 0) and refuses the same message with a
+    changed body ('Bad signature')."""
+    if not os.path.exists(OPENDKIM_TESTMSG) or shutil.which("unshare") is None:
+        pytest.skip("opendkim-testmsg (opendkim-tools) or unshare is not installed")
+    try:
+        zone = LoopbackDNS(host="127.0.0.77", port=53).start()
+    except OSError:
+        pytest.skip("cannot bind 127.0.0.77:53 (not root)")
+    try:
+        resolv_conf = tmp_path / "resolv.conf"
+        resolv_conf.write_text("nameserver 127.0.0.77\n")
+        probe = _opendkim_verify(b"From: a@b.test\n\nx\n", resolv_conf)
+        if b"mount" in probe.stderr or b"unshare" in probe.stderr:
+            pytest.skip(f"no mount namespace here: {probe.stderr!r}")
+        key = keys.generate_key(key_type)
+        zone.txt("s1._domainkey.example.test", keys.record_value(key))
+        message = (
+            b"From: Alice <alice@example.test>\nTo: bob@example.org\nSubject: hi\n"
+            b"Date: Mon, 7 Dec 2026 12:00:00 +0000\n\nhello\n"
+        )
+        signed = sign(message, Signer("example.test", "s1", key)) + message
+        good = _opendkim_verify(signed, resolv_conf)
+        bad = _opendkim_verify(signed.replace(b"hello", b"bye"), resolv_conf)
+    finally:
+        zone.stop()
+    assert good.returncode == 0, good.stderr
+    assert bad.returncode != 0 and b"Bad signature" in bad.stderr
