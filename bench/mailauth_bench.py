@@ -13,9 +13,9 @@ DESCRIPTION
     Part 2, end to end: a real pymta (tests/harness.py) with the checks off
     and then on (pymta_mailauth_verify = yes and a key table), a loopback
     DNS server (tests/dnsserver.py) publishing the records. N messages over
-    one SMTP session from 127.0.0.1 (mynetworks: signed) and N from
-    127.0.0.2 (outside: verified), each batch timed until every message is
-    in the Maildir. Prints msgs/s and server CPU per message (the whole
+    one SMTP session from 127.0.0.1 (mynetworks: signed, rsa-sha256) and N
+    rsa-sha256-signed ones from 127.0.0.2 (outside: verified), each batch
+    timed until every message is in the Maildir. Prints msgs/s and server CPU per message (the whole
     twistd process tree, from /proc) for off and on, and their ratio.
 
     Postfix + OpenDKIM is not run side by side: pymta has no milter client
@@ -118,6 +118,13 @@ def end_to_end(count: int, tmp: Path) -> None:
     zone.txt("s._domainkey.example.test", keys.record_value(key))
     zone.txt("bank.test", "v=spf1 ip4:127.0.0.2 -all")
     zone.txt("_dmarc.bank.test", "v=DMARC1; p=none")
+    bank = keys.generate_key("rsa")
+    zone.txt("b._domainkey.bank.test", keys.record_value(bank))
+    inbound = [
+        dkim.sign(message("bank.test", n), b"b", b"bank.test", bank.private)
+        + message("bank.test", n)
+        for n in range(count)
+    ]
     (tmp / "kt").write_text(f"k example.test:s:{tmp / 'e2e.private'}\n")
     (tmp / "st").write_text("example.test k\n")
     checks = (
@@ -141,7 +148,8 @@ def end_to_end(count: int, tmp: Path) -> None:
                     ) as client:
                         client.ehlo("mail.bank.test")
                         for n in range(count):
-                            client.sendmail(f"s@{domain}", ["bob@example.test"], message(domain, n))
+                            content = inbound[n] if batch == "verify" else message(domain, n)
+                            client.sendmail(f"s@{domain}", ["bob@example.test"], content)
                     done += count
                     wait_for_file(
                         server.maildir("bob") / "new",
