@@ -13,7 +13,8 @@ block that worker thread, never the reactor. A :class:`Lookup` answers
 
 Implementations: :class:`DnspythonLookup`, a stub resolver (dnspython)
 pointed at the servers of ``pymta_dns_servers`` — the same servers as
-pymta.dns uses for MX lookups — else /etc/resolv.conf; and
+pymta.dns uses for MX lookups — else /etc/resolv.conf, with a cache of
+answers kept for their TTL; and
 :class:`MemoryLookup`, zones in a dict, for tests and embedding.
 
 Records come back as: TXT a list of the character strings (bytes, not
@@ -35,6 +36,7 @@ from pymta.config import Config
 from pymta.dns.names import parse_servers
 
 RRTYPES = ("TXT", "A", "AAAA", "MX", "PTR")
+CACHE_SIZE = 10000  # answers; a few MB at most
 
 
 class DNSTempError(Exception):
@@ -59,8 +61,10 @@ class DnspythonLookup:
             self._resolver = dns.resolver.Resolver()
         self._resolver.lifetime = timeout
         self._resolver.timeout = timeout
-        # No dnspython cache: answers are not shared between threads here,
-        # and a recursive server caches for us.
+        # Answers (and NXDOMAIN) kept for their TTL, shared by the worker
+        # threads (dnspython's LRUCache locks): the same sender domains come
+        # back message after message.
+        self._resolver.cache = dns.resolver.LRUCache(CACHE_SIZE)
         self._timeout = timeout
 
     @classmethod
