@@ -143,6 +143,33 @@ def test_sign_then_verify_with_dkimpy(key_type: str) -> None:
     assert not dkim.verify(forged, dnsfunc=dnsfunc)
 
 
+def arc_sealed() -> tuple[bytes, MemoryLookup]:
+    """The RFC 6376 example message as forwarded: an A-R by mx.fwd.test and
+    an ARC set sealed by fwd.test (made with dkimpy's arc_sign)."""
+    key = keys.generate_key("rsa", 1024)
+    zone = MemoryLookup(failing=["slow._domainkey.fwd.test"])
+    zone.add("arc._domainkey.fwd.test", "TXT", keys.record_value(key))
+    message = (
+        b"Authentication-Results: mx.fwd.test; spf=pass smtp.mailfrom=joe@football.example.com\n"
+    )
+    message += RFC6376_MESSAGE
+    arc_set = dkim.arc_sign(
+        message, b"arc", b"fwd.test", key.private, b"mx.fwd.test", linesep=b"\n"
+    )
+    return b"".join(arc_set) + message, zone
+
+
+def test_arc_chain_pass_fail_none_temperror() -> None:
+    """RFC 8617: an intact ARC set is arc=pass, a changed body fail, no
+    ARC-Seal none, a timed-out key lookup temperror."""
+    sealed, zone = arc_sealed()
+    assert dkimcheck.verify_arc(zone, sealed)[0] == "pass"
+    assert dkimcheck.verify_arc(zone, sealed.replace(b"Joe.\n", b"Jim.\n"))[0] == "fail"
+    assert dkimcheck.verify_arc(zone, RFC6376_MESSAGE)[0] == "none"
+    slow = sealed.replace(b"s=arc;", b"s=slow;")
+    assert dkimcheck.verify_arc(zone, slow)[0] == "temperror"
+
+
 # --- SPF ----------------------------------------------------------------------
 
 
@@ -408,6 +435,7 @@ def test_inbound_gets_one_authentication_results_forged_one_removed(tmp_path: Pa
         b"\tspf=pass smtp.mailfrom=joe@bank.test;\n"
         b"\tspf=none smtp.helo=mail.bank.test;\n"
         b"\tdkim=none;\n"
+        b"\tarc=none;\n"
         b"\tdmarc=pass header.from=bank.test\nReceived: "
     )
     assert b"DKIM-Signature" not in stored

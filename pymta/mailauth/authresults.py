@@ -6,6 +6,7 @@ One header, prepended, with authserv-id = $myhostname::
     \tspf=pass smtp.mailfrom=alice@example.com;
     \tspf=none smtp.helo=mail.example.com;
     \tdkim=pass header.d=example.com header.s=sel header.a=rsa-sha256 header.b=AbCdEf12;
+    \tarc=none;
     \tdmarc=pass header.from=example.com
 
 ``dkim=none`` when the message has no signature. Any Authentication-Results
@@ -94,6 +95,7 @@ def format_header(
     spf: Iterable[SPFResult],
     dkim: list[DKIMResult],
     dmarc: DMARCResult | None,
+    arc: str | None = None,
 ) -> bytes:
     parts = []
     for s in spf:
@@ -108,6 +110,8 @@ def format_header(
         if d.signature_b:
             text += f" header.b={_value(d.signature_b)}"
         parts.append(text)
+    if arc is not None:
+        parts.append(f"arc={_value(arc)}")
     if dmarc is not None:
         text = f"dmarc={dmarc.result}"
         if dmarc.result == "fail":

@@ -12,6 +12,11 @@ key is missing or unusable — dkimpy does not tell these apart), temperror
 malformed). Signatures beyond the first 10 are not checked (a bound on
 the work a message can cause; 6.1 allows limiting it).
 
+ARC (RFC 8617) validation: the chain of ARC sets as a whole is pass,
+fail, none (no ARC-Seal) or temperror (a key lookup timed out). It is
+reported, not acted on: a receiver trusts a chain only from sealers it
+knows (RFC 8617 7.2), and pymta keeps no such list yet.
+
 Signing: relaxed/relaxed canonicalisation (survives the re-folding of
 headers by forwarders), the header fields RFC 6376 5.4.1 recommends that
 the message has, From signed once more than it occurs (oversigning: a
@@ -138,6 +143,24 @@ def verify_all(lookup: Lookup, message: bytes) -> list[DKIMResult]:
             )
         )
     return results
+
+
+_ARC_SEAL = re.compile(rb"^arc-seal[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def verify_arc(lookup: Lookup, message: bytes) -> tuple[str, str]:
+    """(pass | fail | none | temperror, reason) for the message's ARC chain."""
+    if not _ARC_SEAL.search(message.split(b"\n\n", 1)[0]):
+        return "none", ""
+    try:
+        cv, _results, reason = dkim.arc_verify(
+            message, logger=_quiet_logger(), dnsfunc=_dnsfunc(lookup)
+        )
+    except _TempFail as e:
+        return "temperror", str(e)
+    except Exception as e:
+        return "fail", f"{type(e).__name__}: {e}"
+    return cv.decode("ascii", "replace"), str(reason)
 
 
 def _tag(tags: dict[bytes, bytes], name: bytes) -> str:

@@ -6,7 +6,7 @@ as signed or marked. Which mail gets what:
 
 - **verified** (``pymta_mailauth_verify = yes``): mail from an SMTP client
   outside ``mynetworks`` that did not authenticate. SPF of MAIL FROM and
-  HELO, every DKIM signature, DMARC; forged Authentication-Results headers
+  HELO, every DKIM signature, the ARC chain (reported), DMARC; forged Authentication-Results headers
   claiming ``$myhostname`` are removed, then one is prepended. With
   ``pymta_mailauth_dmarc_reject = yes`` a DMARC ``fail`` under ``p=reject``
   is refused at end of DATA: ``550 5.7.1 Message rejected: DMARC policy of
@@ -188,11 +188,15 @@ class MailAuth:
             (mailfrom.result, mailfrom.domain),
             [s.domain for s in signatures if s.result == "pass"],
         )
-        header = authresults.format_header(self._authserv_id, [mailfrom, helo], signatures, verdict)
+        arc, _ = dkimcheck.verify_arc(self._lookup, message)
+        header = authresults.format_header(
+            self._authserv_id, [mailfrom, helo], signatures, verdict, arc
+        )
         summary = " ".join(
             [
                 f"spf={mailfrom.result}",
                 *(f"dkim={s.result} (d={s.domain})" for s in signatures),
+                f"arc={arc}",
                 f"dmarc={verdict.result}",
             ]
         )
