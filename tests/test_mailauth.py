@@ -11,12 +11,16 @@ import hashlib
 import os
 import random
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import dkim
 import pytest
-from twisted.internet.defer import maybeDeferred
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -534,3 +538,41 @@ def test_openssl_rsa_signature_is_the_one_dkimpy_makes() -> None:
     digest = dkim.HashThrough(hashlib.sha256(b"message"))
     assert dkimcheck._openssl_rsa_sign(digest, parsed) == dkimcheck._python_rsa_sign(digest, parsed)
     assert dkim.RSASSA_PKCS1_v1_5_sign is dkimcheck._openssl_rsa_sign
+
+
+@pytest_twisted.inlineCallbacks
+def test_work_runs_in_the_thread_pool_bounded(tmp_path: Path, monkeypatch: Any) -> Any:
+    """On the real reactor, from_config's step signs in a worker thread,
+    never the reactor's, and no more than pymta_mailauth_concurrency at once."""
+    key = keys.generate_key("ed25519")
+    keys.write_key(key, str(tmp_path / "k.private"))
+    (tmp_path / "kt").write_text(f"k example.org:s:{tmp_path / 'k.private'}\n")
+    (tmp_path / "st").write_text("example.org k\n")
+    config = Config.from_text(
+        MAIN_CF + f"pymta_dkim_key_table = {tmp_path / 'kt'}\n"
+        f"pymta_dkim_signing_table = {tmp_path / 'st'}\npymta_mailauth_concurrency = 2\n"
+    )
+    auth = MailAuth.from_config(config, reactor)
+    assert auth is not None
+    threads: list[int] = []
+    running = [0, 0]  # now, most at once
+    lock = threading.Lock()
+    real_sign = dkimcheck.sign
+
+    def observed_sign(message: bytes, signer: Any) -> bytes:
+        with lock:
+            threads.append(threading.get_ident())
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.02)  # long enough for the calls to overlap if they could
+        with lock:
+            running[0] -= 1
+        return real_sign(message, signer)
+
+    monkeypatch.setattr(dkimcheck, "sign", observed_sign)
+    local = Envelope("a@example.org", [Recipient("b@x.test")], 0, {"protocol": "sendmail"})
+    content = b"From: a@example.org\n\nhi\n"
+    results = yield DeferredList([auth.process(f"Q{n}", local, content) for n in range(6)])
+    assert all(ok and signed.startswith(b"DKIM-Signature:") for ok, signed in results)
+    assert threading.main_thread().ident not in threads
+    assert running[1] == 2
