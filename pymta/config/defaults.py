@@ -238,34 +238,6 @@ _PARAMS: list[Param] = [
         "str",
         "none, may, encrypt, verify or secure (pymta: '' without smtp_use_tls means may)",
     ),
-    # --- mail authentication (pymta.mailauth; Postfix uses milters) -------
-    _p(
-        "pymta_mailauth_verify",
-        "no",
-        "bool",
-        "pymta: check SPF, DKIM and DMARC of mail from outside mynetworks and add "
-        "Authentication-Results",
-    ),
-    _p(
-        "pymta_mailauth_dmarc_reject",
-        "no",
-        "bool",
-        "pymta: reject at end of DATA (550 5.7.1) mail failing DMARC under p=reject",
-    ),
-    _p("pymta_mailauth_dns_timeout", "5s", "time", "pymta: limit of one SPF/DKIM/DMARC lookup"),
-    _p("pymta_mailauth_concurrency", "4", "int", "pymta: messages verified or signed at once"),
-    _p(
-        "pymta_dkim_key_table",
-        "",
-        "str",
-        "pymta: OpenDKIM KeyTable file: KEYNAME DOMAIN:SELECTOR:KEYFILE",
-    ),
-    _p(
-        "pymta_dkim_signing_table",
-        "",
-        "str",
-        "pymta: OpenDKIM SigningTable file ([refile:]path): From PATTERN KEYNAME",
-    ),
     _p("smtp_use_tls", "no", "bool", "obsolete: smtp_tls_security_level = may"),
     _p("smtp_enforce_tls", "no", "bool", "obsolete: smtp_tls_security_level = encrypt"),
     _p("smtp_tls_CAfile", "", "str", "CA certificates for server verification"),
@@ -295,6 +267,34 @@ _PARAMS: list[Param] = [
         "pymta: let the SMTP client send a PLAIN/LOGIN password without TLS",
     ),
     _p("lmtp_connect_timeout", "0s", "time", "time limit of an LMTP connection"),
+    # --- mail authentication (pymta.mailauth; Postfix uses milters) ---
+    _p(
+        "pymta_mailauth_verify",
+        "no",
+        "bool",
+        "pymta: check SPF, DKIM and DMARC of mail from outside mynetworks and add "
+        "Authentication-Results",
+    ),
+    _p(
+        "pymta_mailauth_dmarc_reject",
+        "no",
+        "bool",
+        "pymta: reject at end of DATA (550 5.7.1) mail failing DMARC under p=reject",
+    ),
+    _p("pymta_mailauth_dns_timeout", "5s", "time", "pymta: limit of one SPF/DKIM/DMARC lookup"),
+    _p("pymta_mailauth_concurrency", "4", "int", "pymta: messages verified or signed at once"),
+    _p(
+        "pymta_dkim_key_table",
+        "",
+        "str",
+        "pymta: OpenDKIM KeyTable file: KEYNAME DOMAIN:SELECTOR:KEYFILE",
+    ),
+    _p(
+        "pymta_dkim_signing_table",
+        "",
+        "str",
+        "pymta: OpenDKIM SigningTable file ([refile:]path): From PATTERN KEYNAME",
+    ),
     # --- lmtp: the same client with LHLO (Postfix's lmtp_* twins) --------------
     _p("lmtp_lhlo_name", "$myhostname", "str", "name sent in LHLO"),
     _p("lmtp_lhlo_timeout", "300s", "time", "time limit of the greeting and LHLO reply"),
