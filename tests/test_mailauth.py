@@ -576,3 +576,45 @@ def test_work_runs_in_the_thread_pool_bounded(tmp_path: Path, monkeypatch: Any) 
     assert all(ok and signed.startswith(b"DKIM-Signature:") for ok, signed in results)
     assert threading.main_thread().ident not in threads
     assert running[1] == 2
+
+
+def test_forwarded_verified_mail_is_arc_sealed(tmp_path: Path) -> None:
+    """Mail that arrived from outside (and got our Authentication-Results)
+    and is forwarded by the local agent (.forward: forwarded_from) gets an
+    ARC set i=1 with cv=none that dkimpy's arc_verify passes, sealing our
+    verdict; internal mail that is not a forward, or carries no A-R of
+    ours, is not sealed."""
+    arc_key = keys.generate_key("rsa", 1024)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    keys.write_key(arc_key, str(tmp_path / "arc.private"))
+    zone = bank_zone()
+    zone.add("arc._domainkey.example.org", "TXT", keys.record_value(arc_key))
+    extra = (
+        f"pymta_mailauth_verify = yes\npymta_arc_key = example.org:arc:{tmp_path / 'arc.private'}\n"
+    )
+    h = Harness(tmp_path / "h", extra, zone)
+    qid = h.submit(MESSAGE)
+    arrived = h.queued[-1]
+    forward = {"client_address": "", "origin": "local", "forwarded_from": qid}
+    h.submit(b"Delivered-To: root@mx.example.org\n" + arrived, **forward)
+    forwarded = h.queued[-1]
+    assert forwarded.startswith(b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=example.org; s=arc;")
+    assert b"ARC-Authentication-Results: i=1; mx.example.org;" in forwarded
+    cv, _results, reason = dkim.arc_verify(forwarded, dnsfunc=dkimcheck._dnsfunc(zone))
+    assert cv == b"pass", reason
+    h.submit(arrived, client_address="", protocol="sendmail")
+    assert not h.queued[-1].startswith(b"ARC-Seal")
+    h.submit(MESSAGE, **forward)
+    assert not h.queued[-1].startswith(b"ARC-Seal")
+
+
+def test_arc_key_must_be_rsa(tmp_path: Path) -> None:
+    """pymta_arc_key with an Ed25519 key, or not DOMAIN:SELECTOR:KEYFILE, stops the start."""
+    keys.write_key(keys.generate_key("ed25519"), str(tmp_path / "ed.private"))
+    for value, message in (
+        (f"example.org:arc:{tmp_path / 'ed.private'}", "RSA only"),
+        ("example.org:arc", "expected DOMAIN:SELECTOR:KEYFILE"),
+    ):
+        config = Config.from_text(MAIN_CF + f"pymta_arc_key = {value}\n")
+        with pytest.raises(ConfigError, match=message):
+            MailAuth(config, run=maybeDeferred, lookup=MemoryLookup())

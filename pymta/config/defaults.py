@@ -295,6 +295,12 @@ _PARAMS: list[Param] = [
         "str",
         "pymta: OpenDKIM SigningTable file ([refile:]path): From PATTERN KEYNAME",
     ),
+    _p(
+        "pymta_arc_key",
+        "",
+        "str",
+        "pymta: DOMAIN:SELECTOR:KEYFILE (RSA) that ARC-seals verified mail forwarded by .forward",
+    ),
     # --- lmtp: the same client with LHLO (Postfix's lmtp_* twins) --------------
     _p("lmtp_lhlo_name", "$myhostname", "str", "name sent in LHLO"),
     _p("lmtp_lhlo_timeout", "300s", "time", "time limit of the greeting and LHLO reply"),

@@ -17,6 +17,10 @@ fail, none (no ARC-Seal) or temperror (a key lookup timed out). It is
 reported, not acted on: a receiver trusts a chain only from sealers it
 knows (RFC 8617 7.2), and pymta keeps no such list yet.
 
+ARC sealing (:func:`arc_seal`, RFC 8617 5.1): the next ARC set over a
+message that carries our Authentication-Results, its cv= taken from our
+arc= result. dkimpy parses the A-R with the authres package.
+
 Signing: relaxed/relaxed canonicalisation (survives the re-folding of
 headers by forwarders), the header fields RFC 6376 5.4.1 recommends that
 the message has, From signed once more than it occurs (oversigning: a
@@ -178,6 +182,23 @@ def sign(message: bytes, signer: Signer) -> bytes:
         canonicalize=(b"relaxed", b"relaxed"),
     )
     return header
+
+
+def arc_seal(message: bytes, sealer: Signer, authserv_id: str) -> bytes:
+    """The next ARC set (ARC-Seal, ARC-Message-Signature,
+    ARC-Authentication-Results; RFC 8617 5.1) for a message carrying our
+    Authentication-Results, whose arc= result becomes the seal's cv=; b""
+    when there is no A-R of ours to seal. rsa-sha256 only (RFC 8617 4.1)."""
+    headers: list[bytes] = dkim.arc_sign(
+        message,
+        sealer.selector.encode(),
+        sealer.domain.encode("idna"),
+        sealer.key.private,
+        authserv_id.encode(),
+        logger=_quiet_logger(),
+        linesep=b"\n",
+    )
+    return b"".join(headers)
 
 
 class _QuietLogger:

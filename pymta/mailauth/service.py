@@ -14,6 +14,10 @@ as signed or marked. Which mail gets what:
 - **signed** (``pymta_dkim_key_table`` and ``pymta_dkim_signing_table``
   set): all other mail (local submissions, ``mynetworks``, authenticated
   clients) whose From address has an entry in the signing table.
+- **ARC-sealed** (``pymta_arc_key = DOMAIN:SELECTOR:KEYFILE``, an RSA
+  key): mail the local agent forwards (.forward, envelope attribute
+  ``forwarded_from``) that carries the Authentication-Results we added
+  when it arrived, so the next hop can trust our verdict (RFC 8617).
 
 The checks and the signing run in the reactor's thread pool, at most
 ``pymta_mailauth_concurrency`` at a time (the rest wait in order), because
@@ -21,6 +25,7 @@ their DNS lookups block and RSA costs CPU; the reactor never waits.
 
 Logs (maillog, keyed by queue id, as OpenDKIM's lines):
 ``QID: DKIM-Signature field added (s=SEL, d=DOMAIN)``,
+``QID: ARC-Seal field added (s=SEL, d=DOMAIN)``,
 ``QID: Authentication-Results: spf=... dkim=... dmarc=...``, and
 ``QID: reject: DMARC policy of DOMAIN ...``. Untrusted input: the message,
 the envelope and DNS. Writes nothing itself.
@@ -38,9 +43,10 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from pymta.cleanup.interface import CleanupRejected
-from pymta.config import Config
+from pymta.config import Config, ConfigError
 from pymta.mailauth import authresults, dkimcheck, dmarc, spfcheck
-from pymta.mailauth.keytable import SigningTable, load_key_table
+from pymta.mailauth.keys import KeyError_, load_key
+from pymta.mailauth.keytable import Signer, SigningTable, load_key_table
 from pymta.mailauth.resolver import DnspythonLookup, Lookup
 from pymta.maillog import maillog
 from pymta.netmatch import NetworkList
@@ -64,6 +70,28 @@ class Outcome:
     reject: CleanupRejected | None = None
 
 
+def _arc_sealer(value: str) -> Signer | None:
+    """``DOMAIN:SELECTOR:KEYFILE`` (an RSA key) -> the sealer, None when empty."""
+    if not value:
+        return None
+    parts = value.split(":", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(
+            f"bad value {value!r}: expected DOMAIN:SELECTOR:KEYFILE", parameter="pymta_arc_key"
+        )
+    domain, selector, path = parts
+    try:
+        with open(path, "rb") as f:
+            key = load_key(f.read(), path)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", parameter="pymta_arc_key") from None
+    except KeyError_ as e:
+        raise ConfigError(str(e), parameter="pymta_arc_key") from None
+    if key.key_type != "rsa":
+        raise ConfigError(f"{path}: ARC seals with RSA only (RFC 8617)", parameter="pymta_arc_key")
+    return Signer(domain.lower(), selector, key)
+
+
 class MailAuth:
     """Verify or sign one message at a time per worker (see the module docstring)."""
 
@@ -83,6 +111,7 @@ class MailAuth:
         self._signing: SigningTable | None = None
         if key_table and signing_table:
             self._signing = SigningTable(signing_table, load_key_table(key_table))
+        self._arc = _arc_sealer(config.get("pymta_arc_key"))
         self._lookup = lookup or DnspythonLookup.from_config(config)
         self._mynetworks = mynetworks or NetworkList(config.get_list("mynetworks"))
         self._run = run
@@ -91,8 +120,10 @@ class MailAuth:
     @classmethod
     def from_config(cls, config: Config, reactor: Any) -> MailAuth | None:
         """The step for cleanup, or None when neither verifying nor signing is set."""
-        if not config.get_bool("pymta_mailauth_verify") and not (
-            config.get("pymta_dkim_key_table") and config.get("pymta_dkim_signing_table")
+        if (
+            not config.get_bool("pymta_mailauth_verify")
+            and not (config.get("pymta_dkim_key_table") and config.get("pymta_dkim_signing_table"))
+            and not config.get("pymta_arc_key")
         ):
             return None
         pool = reactor.getThreadPool()
@@ -119,7 +150,8 @@ class MailAuth:
     def process(self, qid: str, envelope: Envelope, message: bytes) -> Deferred[bytes]:
         """Fire with the message to queue (marked or signed), or errback CleanupRejected."""
         inbound = self.is_inbound(envelope)
-        if (inbound and not self._verify) or (not inbound and self._signing is None):
+        outbound_work = self._signing is not None or self._arc is not None
+        if (inbound and not self._verify) or (not inbound and not outbound_work):
             return succeed(message)
         work = self._check if inbound else self._sign
         d: Deferred[Outcome] = self._semaphore.run(self._run, lambda: work(envelope, message))
@@ -143,7 +175,22 @@ class MailAuth:
     # --- in a worker thread -------------------------------------------------
 
     def _sign(self, envelope: Envelope, message: bytes) -> Outcome:
-        assert self._signing is not None
+        outcome = self._dkim_sign(message)
+        if self._arc is not None and envelope.attributes.get("forwarded_from"):
+            try:
+                arc_set = dkimcheck.arc_seal(outcome.message, self._arc, self._authserv_id)
+            except Exception as e:
+                outcome.logs.append((f"warning: ARC sealing failed: {e}", LogLevel.warn))
+            else:
+                if arc_set:
+                    outcome.message = arc_set + outcome.message
+                    line = f"ARC-Seal field added (s={self._arc.selector}, d={self._arc.domain})"
+                    outcome.logs.append((line, LogLevel.info))
+        return outcome
+
+    def _dkim_sign(self, message: bytes) -> Outcome:
+        if self._signing is None:
+            return Outcome(message)
         addresses = authresults.from_addresses(message)
         if len(addresses) != 1:
             return Outcome(message)
