@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from pymta.config import Config, ConfigError
 from pymta.config.master_cf import MasterService, check_master, load_master
 from pymta.config.validate import validate
+from pymta.mailauth.service import MailAuth
 from pymta.maillog import MaillogObserver, log_to
 
 log = Logger()
@@ -361,7 +362,14 @@ def build(
         from pymta.master.claims import QueueClaims
 
         claims = QueueClaims(store.path, sync)
-    cleanup = Cleanup(config, store, resolver, clock=clock, on_queued=on_queued)
+    cleanup = Cleanup(
+        config,
+        store,
+        resolver,
+        clock=clock,
+        on_queued=on_queued,
+        mailauth=MailAuth.from_config(config, reactor),
+    )
     bounce = Bouncer(config, cleanup, clock)
     agents = build_agents(
         master,

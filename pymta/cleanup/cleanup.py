@@ -16,7 +16,11 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    submissions (no client address, or one of our own addresses), as
    Postfix's always_add_missing_headers = no with the default
    local_header_rewrite_clients = permit_inet_interfaces;
-5. enqueue (written, renamed, synced by group commit; into hold/ after a
+5. mail authentication (pymta.mailauth, when configured): inbound mail
+   gets SPF/DKIM/DMARC checked and an Authentication-Results header (or a
+   ``550 5.7.1`` DMARC rejection), our own mail a DKIM signature — in the
+   thread pool, before the message is made durable;
+6. enqueue (written, renamed, synced by group commit; into hold/ after a
    HOLD action, and not at all after DISCARD), then log
    ``QID: message-id=<...>`` and hand the message to on_queued (the queue
    manager gets it in memory and need not read it back).
@@ -33,6 +37,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -57,6 +62,9 @@ from pymta.maillog import maillog
 from pymta.queue.interface import IQueueStore
 from pymta.queue.model import Envelope
 from pymta.tables import Maps, TableError, open_maps
+
+if TYPE_CHECKING:
+    from pymta.mailauth.service import MailAuth
 
 _log = Logger(namespace="pymta.cleanup")
 
@@ -114,7 +122,9 @@ class Cleanup:
         on_queued: OnQueued | None = None,
         open_maps: Callable[..., Maps] = open_maps,
         tz: datetime.tzinfo | None = None,
+        mailauth: MailAuth | None = None,
     ) -> None:
+        self._mailauth = mailauth
         self._config = config
         self._store = store
         self._clock = clock
@@ -162,21 +172,28 @@ class Cleanup:
         if verdict.discard:
             return succeed(qid)  # DISCARD: accepted and dropped, as Postfix does
         result: Deferred[str] = Deferred()
+        final = [message]
+
+        def enqueue(authenticated: bytes) -> Deferred[str]:
+            final[0] = authenticated
+            if verdict.hold:
+                return self._store.enqueue(rewritten, authenticated, qid, queue="hold")
+            return self._store.enqueue(rewritten, authenticated, qid)
 
         def queued(_: object) -> None:
             self._log_queued(qid, rewritten, message_id)
             result.callback(qid)
             if not verdict.hold:
-                self._notify(qid, rewritten, message)
+                self._notify(qid, rewritten, final[0])
 
         def failed(failure: Failure) -> None:
-            result.errback(self._write_failed(failure, qid))
+            rejected = failure.check(CleanupRejected)
+            result.errback(failure if rejected else self._write_failed(failure, qid))
 
-        if verdict.hold:
-            d = self._store.enqueue(rewritten, message, qid, queue="hold")
-        else:
-            d = self._store.enqueue(rewritten, message, qid)
-        d.addCallbacks(queued, failed)
+        auth = succeed(message)
+        if self._mailauth is not None:
+            auth = self._mailauth.process(qid, envelope, message)
+        auth.addCallback(enqueue).addCallbacks(queued, failed)
         return result
 
     def _prepare(

@@ -40,6 +40,7 @@ COMMAND_TABLE: dict[str, str] = {
     "flush": "pymta.cli.queue:run_flush",
     "postcat": "pymta.cli.postcat:run",
     "passwd": "pymta.cli.passwd:run",
+    "dkim": "pymta.cli.dkim:run",
     "check": "pymta.cli.main:run_check",
 }
 
@@ -55,6 +56,7 @@ SUMMARY: dict[str, str] = {
     "flush": "retry all deferred mail now (postqueue -f)",
     "postcat": "show a queued message (envelope, header, body)",
     "passwd": "make or update a passwd-file entry",
+    "dkim": "dkim keygen DOMAIN SELECTOR: make a DKIM key, print its DNS record",
     "check": "check main.cf and master.cf (like 'postfix check')",
 }
 

@@ -308,6 +308,40 @@ _PARAMS: list[Param] = [
         "pymta: let the SMTP client send a PLAIN/LOGIN password without TLS",
     ),
     _p("lmtp_connect_timeout", "0s", "time", "time limit of an LMTP connection"),
+    # --- mail authentication (pymta.mailauth; Postfix uses milters) ---
+    _p(
+        "pymta_mailauth_verify",
+        "no",
+        "bool",
+        "pymta: check SPF, DKIM and DMARC of mail from outside mynetworks and add "
+        "Authentication-Results",
+    ),
+    _p(
+        "pymta_mailauth_dmarc_reject",
+        "no",
+        "bool",
+        "pymta: reject at end of DATA (550 5.7.1) mail failing DMARC under p=reject",
+    ),
+    _p("pymta_mailauth_dns_timeout", "5s", "time", "pymta: limit of one SPF/DKIM/DMARC lookup"),
+    _p("pymta_mailauth_concurrency", "4", "int", "pymta: messages verified or signed at once"),
+    _p(
+        "pymta_dkim_key_table",
+        "",
+        "str",
+        "pymta: OpenDKIM KeyTable file: KEYNAME DOMAIN:SELECTOR:KEYFILE",
+    ),
+    _p(
+        "pymta_dkim_signing_table",
+        "",
+        "str",
+        "pymta: OpenDKIM SigningTable file ([refile:]path): From PATTERN KEYNAME",
+    ),
+    _p(
+        "pymta_arc_key",
+        "",
+        "str",
+        "pymta: DOMAIN:SELECTOR:KEYFILE (RSA) that ARC-seals verified mail forwarded by .forward",
+    ),
     # --- lmtp: the same client with LHLO (Postfix's lmtp_* twins) --------------
     _p("lmtp_lhlo_name", "$myhostname", "str", "name sent in LHLO"),
     _p("lmtp_lhlo_timeout", "300s", "time", "time limit of the greeting and LHLO reply"),
