@@ -41,6 +41,7 @@ COMMAND_TABLE: dict[str, str] = {
     "flush": "pymta.cli.queue:run_flush",
     "passwd": "pymta.cli.passwd:run",
     "check": "pymta.cli.main:run_check",
+    "sendmail": "pymta.cli.sendmail:run",
 }
 
 #: one line per command for ``pymta help``.
@@ -55,6 +56,7 @@ SUMMARY: dict[str, str] = {
     "flush": "retry all deferred mail now (postqueue -f)",
     "passwd": "make or update a passwd-file entry",
     "check": "check main.cf and master.cf (like 'postfix check')",
+    "sendmail": "submit a message (Postfix's sendmail(1) options; also pymta-sendmail)",
 }
 
 Runner = Callable[[list[str], str], int]
