@@ -57,6 +57,9 @@ def ensure_maildrop(queue_directory: str) -> str:
     """The maildrop directory, created with mode 1733 when missing (by
     whoever may: root, or the queue's owner); owned like the queue."""
     path = maildrop_directory(queue_directory)
+    if not os.path.isdir(queue_directory):
+        # never started yet: whoever may create the queue (root) prepares it
+        os.makedirs(queue_directory, 0o755, exist_ok=True)
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
