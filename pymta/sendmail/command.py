@@ -28,7 +28,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import BinaryIO
+
+# Not typing.TYPE_CHECKING (importing typing costs start-up time); mypy
+# treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 EX_USAGE = 64
 EX_DATAERR = 65

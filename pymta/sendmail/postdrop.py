@@ -24,11 +24,8 @@ is missing and the user may create it). Logs nothing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
-import secrets
 import stat
 import time
 
@@ -74,10 +71,13 @@ def ensure_maildrop(queue_directory: str) -> str:
 def new_name(now: float | None = None) -> str:
     """A final maildrop file name (see FINAL_NAME)."""
     stamp = int((time.time() if now is None else now) * 1_000_000)
-    return f"{stamp:013x}{secrets.token_hex(8)}"
+    return f"{stamp:013x}{os.urandom(8).hex()}"
 
 
 def _syncfs(fd: int) -> None:
+    import ctypes
+    import ctypes.util
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.syncfs(fd) != 0:
         errno = ctypes.get_errno()
