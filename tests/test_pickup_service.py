@@ -299,3 +299,20 @@ def test_authorized_submit_users_file(tmp_path: Path) -> None:
     assert is_authorized("carol", [str(listing), "static:anyone"])
     with pytest.raises(AuthorizationUnavailable):
         is_authorized("bob", [str(tmp_path / "missing")])
+
+
+def test_file_pickup_may_not_open_stays(
+    tmp_path: Path, events: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file pickup is not allowed to open (pickup not run as root) is left
+    in maildrop with a warning, not moved to corrupt/."""
+    h = Harness(tmp_path)
+    path = h.drop(_message())
+
+    def refuse(*args: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("pymta.pickup.reader.os.open", refuse)
+    h.pickup.startService()
+    assert path.exists() and not os.listdir(tmp_path / "corrupt")
+    assert any("cannot open: Permission denied: left in place" in e for e in events)

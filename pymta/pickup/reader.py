@@ -11,7 +11,8 @@ checked against authorized_submit_users here — the check that counts.
 
 :func:`read_file` returns a :class:`Good` file, a :class:`Bad` one (with
 the reason pickup logs when it moves the file to corrupt/), an
-:class:`Unauthorized` one, ``None`` when the file is gone, or raises
+:class:`Unauthorized` one, an :class:`Unreadable` one (pickup is not
+allowed to open it: left in place), ``None`` when the file is gone, or raises
 AuthorizationUnavailable (try later). Untrusted input: the file, its name
 and its metadata. Writes and logs nothing.
 """
@@ -43,6 +44,14 @@ class Bad:
 
 
 @dataclass
+class Unreadable:
+    """pickup may not open the file (it runs as a user who is not root):
+    the file stays where it is."""
+
+    reason: str
+
+
+@dataclass
 class Unauthorized:
     uid: int
     login: str
@@ -53,12 +62,14 @@ def read_file(
     size_limit: int,
     authorized_entries: list[str],
     open_table: TableOpener | None = None,
-) -> Good | Bad | Unauthorized | None:
+) -> Good | Bad | Unauthorized | Unreadable | None:
     """Check and read one maildrop file (see the module docstring)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         return None
+    except PermissionError as e:
+        return Unreadable(e.strerror or "Permission denied")
     except OSError as e:
         # ELOOP: a symbolic link; anything else we cannot open is bad too.
         if os.path.islink(path):

@@ -22,7 +22,9 @@ of the kernel's uid; attributes ``uid``, ``login``, ``full_name``,
 Received ``(pymta, from userid N)``, From, Date and Message-ID and logs
 ``QID: uid=N from=<sender>``. The file is removed only after cleanup's
 durable answer; a 4xx leaves it for the next scan, a 5xx moves it to
-corrupt/ with the reply in the log. Attributes the file itself claims
+corrupt/ with the reply in the log. A file pickup may not open (it runs
+as a user other than root and the file is another user's) stays, with a
+warning at each scan. Attributes the file itself claims
 beyond the known ones (``uid``...) are ignored with a warning.
 
 At most ``pymta_pickup_concurrency`` files are in flight. When a scan
@@ -52,7 +54,7 @@ from twisted.python.failure import Failure
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config import Config
 from pymta.maillog import maillog
-from pymta.pickup.reader import Bad, Good, Unauthorized, read_file
+from pymta.pickup.reader import Bad, Good, Unauthorized, Unreadable, read_file
 from pymta.queue.model import Envelope, Recipient
 from pymta.sendmail.authorized import AuthorizationUnavailable, split_entries
 from pymta.sendmail.postdrop import (
@@ -323,10 +325,22 @@ class PickupService(service.Service):
 
     # one file -----------------------------------------------------------------
 
-    def _read(self, result: Good | Bad | Unauthorized | None, name: str) -> Deferred[Any] | None:
+    def _read(
+        self, result: Good | Bad | Unauthorized | Unreadable | None, name: str
+    ) -> Deferred[Any] | None:
         path = os.path.join(self.directory, name)
         if result is None:
             return None  # gone (taken by another scan, or its owner removed it)
+        if isinstance(result, Unreadable):
+            # Not the file's fault: pickup runs as a user who may not read
+            # other users' files. Leave it; the next scan tries again.
+            maillog(
+                "pickup",
+                f"warning: maildrop/{name}: cannot open: {result.reason}: left in place "
+                "(pickup must run as root to read other users' files)",
+                LogLevel.warn,
+            )
+            return None
         if isinstance(result, Bad):
             return self._to_corrupt(name, result.uid, result.reason)
         if isinstance(result, Unauthorized):
