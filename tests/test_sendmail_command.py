@@ -143,3 +143,18 @@ def test_bs_session_in_memory(config_dir: Path) -> None:
     assert message.sender == "s@x" and message.attributes == {"ret": "HDRS"}
     assert message.recipients == [("a@x", "NEVER")]
     assert message.content == b"Subject: s\n\n.x\n"
+
+
+def test_relative_queue_directory_is_next_to_etc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded default's ``queue_directory = var/spool`` resolves against
+    the directory holding etc/ (where twistd runs), whatever sendmail's cwd."""
+    etc = tmp_path / "clone" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "main.cf").write_text("queue_directory = var/spool\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = _submit(etc, ["a@x"], b"x\n")
+    assert Path(path).parent == tmp_path / "clone" / "var" / "spool" / "maildrop"

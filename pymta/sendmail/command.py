@@ -61,6 +61,17 @@ def _config_directory(explicit: str | None, default: str | None) -> str:
     return config_directory()
 
 
+def resolve_queue_directory(queue_directory: str, config_directory: str) -> str:
+    """An absolute queue directory. The embedded default's relative
+    ``var/spool`` is relative to the directory twistd runs in, which holds
+    ``etc/``: sendmail, run from anywhere, resolves it against the parent of
+    the configuration directory."""
+    if os.path.isabs(queue_directory):
+        return queue_directory
+    base = os.path.dirname(os.path.abspath(config_directory))
+    return os.path.join(base, queue_directory)
+
+
 def _split_addresses(words: list[str]) -> list[str]:
     """Command-line recipients; one word may hold a list (``a@x, b@y``)."""
     out: list[str] = []
@@ -99,9 +110,7 @@ def submit(
         queue_directory = config.get("queue_directory")
     except ConfigError as e:
         raise _Fatal(EX_CONFIG, str(e)) from None
-    if not os.path.isabs(queue_directory):
-        # the embedded default's relative var/spool, as the server resolves it
-        queue_directory = os.path.abspath(queue_directory)
+    queue_directory = resolve_queue_directory(queue_directory, config_directory)
     name = login_name(uid)
     try:
         allowed = is_authorized(name, entries)

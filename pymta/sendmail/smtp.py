@@ -46,7 +46,9 @@ def serve(opts: object, config_directory: str, stdin: BinaryIO, stdout: BinaryIO
     config = Config.load(config_directory)
     hostname = config.get("myhostname")
     limit = config.get_int("message_size_limit")
-    queue_directory = os.path.abspath(config.get("queue_directory"))
+    from pymta.sendmail.command import resolve_queue_directory
+
+    queue_directory = resolve_queue_directory(config.get("queue_directory"), config_directory)
     name = login_name(uid)
     if not is_authorized(name, split_entries(config.get("authorized_submit_users"))):
         _reply(stdout, f"554 5.7.1 User {name}({uid}) is not allowed to submit mail")
