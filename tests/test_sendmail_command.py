@@ -158,3 +158,30 @@ def test_relative_queue_directory_is_next_to_etc(
     monkeypatch.chdir(elsewhere)
     path = _submit(etc, ["a@x"], b"x\n")
     assert Path(path).parent == tmp_path / "clone" / "var" / "spool" / "maildrop"
+
+
+@pytest.mark.parametrize(
+    ("main_cf", "fast"),
+    [
+        ("", True),
+        ("queue_directory = /q\nmessage_size_limit = 5000\n", True),
+        ("queue_directory = /a\nqueue_directory = /b\n", True),
+        ("authorized_submit_users = alice,\n    bob\n# note\n", True),
+        ("queue_directory = $data_directory/q\n", False),
+        ("message_size_limit = 10k\n", False),
+        ("myhostname = $mydomain\nqueue_directory = /q\n", True),
+        ("  continuation first\n", False),
+    ],
+)
+def test_fast_parameter_reader_agrees_with_main_cf_reader(
+    tmp_path: Path, main_cf: str, fast: bool
+) -> None:
+    """sendmail's quick main.cf reader gives what the full reader gives for
+    its three parameters, or defers to it (None) for expansions and oddities."""
+    from pymta.sendmail.params import read_fast
+
+    (tmp_path / "main.cf").write_text(main_cf)
+    values = read_fast(str(tmp_path))
+    assert (values is not None) is fast
+    if values is not None:
+        assert values == command._read_full(str(tmp_path))

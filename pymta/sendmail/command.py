@@ -85,12 +85,25 @@ def _split_addresses(words: list[str]) -> list[str]:
     return out
 
 
+def _read_full(config_directory: str) -> dict[str, str]:
+    """sendmail's parameters through the full main.cf reader; _Fatal when bad."""
+    from pymta.config.config import Config
+    from pymta.config.errors import ConfigError
+    from pymta.sendmail.params import DEFAULTS
+
+    try:
+        config = Config.load(config_directory)
+        values = {name: config.get(name) for name in DEFAULTS}
+        values["message_size_limit"] = str(config.get_int("message_size_limit"))
+    except ConfigError as e:
+        raise _Fatal(EX_CONFIG, str(e)) from None
+    return values
+
+
 def submit(
     opts: object, config_directory: str, stdin: BinaryIO, uid: int, say: object = None
 ) -> str:
     """Read, check and drop one message; the maildrop path, or _Fatal."""
-    from pymta.config.config import Config
-    from pymta.config.errors import ConfigError
     from pymta.sendmail.authorized import (
         AuthorizationUnavailable,
         is_authorized,
@@ -99,17 +112,17 @@ def submit(
     )
     from pymta.sendmail.message import MessageTooBig, extract_recipients, read_message
     from pymta.sendmail.options import Options
+    from pymta.sendmail.params import read_fast
     from pymta.sendmail.postdrop import MaildropFull, write_file
     from pymta.sendmail.record import MaildropMessage, encode
 
     assert isinstance(opts, Options)
-    try:
-        config = Config.load(config_directory)
-        entries = split_entries(config.get("authorized_submit_users"))
-        limit = config.get_int("message_size_limit")
-        queue_directory = config.get("queue_directory")
-    except ConfigError as e:
-        raise _Fatal(EX_CONFIG, str(e)) from None
+    values = read_fast(config_directory)
+    if values is None:
+        values = _read_full(config_directory)
+    entries = split_entries(values["authorized_submit_users"])
+    limit = int(values["message_size_limit"])
+    queue_directory = values["queue_directory"]
     queue_directory = resolve_queue_directory(queue_directory, config_directory)
     name = login_name(uid)
     try:

@@ -26,8 +26,6 @@ local user). Writes and logs nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 #: Options that take an argument (attached or as the next word).
 _WITH_ARGUMENT = set("ABCFLNORVXbefhopr")
 #: Options without an argument.
@@ -47,24 +45,25 @@ class UsageError(ValueError):
     """A bad command line; str() is the message after ``fatal:``."""
 
 
-@dataclass
 class Options:
-    """What the command line asks for."""
+    """What the command line asks for (a plain class: dataclasses would
+    cost sendmail's start-up time)."""
 
-    mode: str = "deliver"  # deliver | smtp | mailq | newaliases | verify | flush
-    recipients: list[str] = field(default_factory=list)
-    extract: bool = False  # -t
-    ignore_dots: bool = False  # -i, -oi
-    sender: str | None = None  # -f, -r
-    full_name: str = ""  # -F
-    config: str | None = None  # -C (a directory, or a file whose directory is used)
-    notify: str = ""  # -N, canonical form
-    ret: str = ""  # -R
-    envid: str = ""  # -V
-    body: str = ""  # -B
-    label: str = ""  # -L
-    verbose: int = 0  # -v
-    gateway: bool = False  # -G
+    def __init__(self) -> None:
+        self.mode = "deliver"  # deliver | smtp | mailq | newaliases | verify | flush
+        self.recipients: list[str] = []
+        self.extract = False  # -t
+        self.ignore_dots = False  # -i, -oi
+        self.sender: str | None = None  # -f, -r
+        self.full_name = ""  # -F
+        self.config: str | None = None  # -C (a directory, or a file in it)
+        self.notify = ""  # -N, canonical form
+        self.ret = ""  # -R
+        self.envid = ""  # -V
+        self.body = ""  # -B
+        self.label = ""  # -L
+        self.verbose = 0  # -v
+        self.gateway = False  # -G
 
 
 def _notify(value: str) -> str:

@@ -32,7 +32,6 @@ Writes and logs nothing; imports nothing heavy (sendmail starts fast).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 MAGIC = b"PYMTAM 1\n"
 END = b"E\n"
@@ -50,17 +49,32 @@ class MaildropFileError(ValueError):
     """A maildrop file that is not in this format; str() says what is wrong."""
 
 
-@dataclass
 class MaildropMessage:
-    """One submission: envelope from the command line and the content."""
+    """One submission: envelope from the command line and the content (a
+    plain class: dataclasses would cost sendmail's start-up time)."""
 
-    recipients: list[tuple[str, str]]  # (address, notify or "")
-    content: bytes
-    sender: str | None = None  # None: the submitting user's default
-    full_name: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
-    time: float = 0.0
-    ignored: list[str] = field(default_factory=list)  # unknown attribute names read
+    def __init__(
+        self,
+        recipients: list[tuple[str, str]],  # (address, notify or "")
+        content: bytes,
+        sender: str | None = None,  # None: the submitting user's default
+        full_name: str = "",
+        attributes: dict[str, str] | None = None,
+        time: float = 0.0,
+    ) -> None:
+        self.recipients = recipients
+        self.content = content
+        self.sender = sender
+        self.full_name = full_name
+        self.attributes: dict[str, str] = attributes if attributes is not None else {}
+        self.time = time
+        self.ignored: list[str] = []  # unknown attribute names read
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MaildropMessage) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"MaildropMessage({vars(self)!r})"
 
 
 def _escape(text: str) -> bytes:
