@@ -316,3 +316,12 @@ def test_file_pickup_may_not_open_stays(
     h.pickup.startService()
     assert path.exists() and not os.listdir(tmp_path / "corrupt")
     assert any("cannot open: Permission denied: left in place" in e for e in events)
+
+
+def test_master_cf_pickup_line_is_built() -> None:
+    """Postfix's ``pickup unix n - n 60 1 pickup`` line starts pickup: no
+    "not built yet" warning any more."""
+    from pymta.config.master_cf import check_master, parse_master_cf
+    from pymta.service import BUILT_PARTS
+
+    assert check_master(parse_master_cf("pickup unix n - n 60 1 pickup\n"), BUILT_PARTS) == []
