@@ -44,10 +44,18 @@ def root() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def wait_maildrop(instance: PymtaServer) -> None:
+    """pickup makes maildrop (1733) as it starts, just after the listeners
+    bind: users other than root cannot make it themselves."""
+    maildrop = instance.root / "spool" / "maildrop"
+    wait_for_file(maildrop, maildrop.is_dir)
+
+
 @pytest.fixture
 def server(root: Path) -> Iterator[PymtaServer]:
     with PymtaServer(root, master_cf=MASTER_CF) as instance:
         instance.start()
+        wait_maildrop(instance)
         yield instance
         instance.stop()
 
@@ -305,6 +313,7 @@ def test_user_cannot_read_list_or_remove_anothers_maildrop_file(
     instance = PymtaServer(root, master_cf=MASTER_CF)
     with instance:
         instance.start()
+        wait_maildrop(instance)
         instance.stop()
         result = sendmail(
             instance,
@@ -346,6 +355,7 @@ def test_authorized_submit_users_refuses_a_user(root: Path, users: list[str]) ->
     )
     with instance:
         instance.start()
+        wait_maildrop(instance)
         result = sendmail(instance, ["alice@example.test"], b"Subject: no\n\nx\n", user=refused)
         assert result.returncode == 77
         assert b"is not allowed to submit mail" in result.stderr

@@ -54,6 +54,8 @@ def ensure_maildrop(queue_directory: str) -> str:
     """The maildrop directory, created with mode 1733 when missing (by
     whoever may: root, or the queue's owner); owned like the queue."""
     path = maildrop_directory(queue_directory)
+    if os.path.isdir(path):
+        return path
     if not os.path.isdir(queue_directory):
         # never started yet: whoever may create the queue (root) prepares it
         os.makedirs(queue_directory, 0o755, exist_ok=True)
@@ -61,6 +63,11 @@ def ensure_maildrop(queue_directory: str) -> str:
         os.mkdir(path, 0o700)
     except FileExistsError:
         return path
+    except PermissionError:
+        raise PermissionError(
+            f"{path} is missing and this user may not create it: start pymta once "
+            "(pickup creates it) or create it with mode 1733"
+        ) from None
     os.chmod(path, MAILDROP_MODE)  # mkdir's mode is cut by the umask
     if os.geteuid() == 0:
         owner = os.stat(queue_directory)
