@@ -60,6 +60,7 @@ BUILT_PARTS = {
     "smtp",
     "lmtp",
     "metrics",
+    "pickup",
 }
 
 
@@ -410,6 +411,16 @@ def build(
 
     if worker_fds is None and not check:  # one reader of the FIFO: the master's
         TriggerService(queue_directory, qmgr, reactor).setServiceParent(system)
+
+    # sendmail's maildrop files: one pickup (master.cf's pickup line), in the
+    # master process only, as only one may take a file.
+    pickup = next((svc for svc in master if svc.program == "pickup"), None)
+    if pickup is not None and worker_fds is None:
+        from pymta.pickup.service import PickupService
+
+        PickupService(
+            pickup.service_config(config), cleanup, reactor, wakeup=pickup.wakeup
+        ).setServiceParent(system)
 
     mailstores: list[Any] = []  # one MaildirStore shared by pop3d and imapd
 

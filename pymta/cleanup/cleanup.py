@@ -83,8 +83,9 @@ def _is_our_address(address: str) -> bool:
         return False
 
 
-def log_client(qid: str, attributes: dict[str, str]) -> None:
-    """Log smtpd's ``QID: client=name[addr]`` line for a message from the network.
+def log_client(qid: str, attributes: dict[str, str], sender: str = "") -> None:
+    """Log smtpd's ``QID: client=name[addr]`` line for a message from the network,
+    or pickup's ``QID: uid=N from=<sender>`` for one from the maildrop.
 
     Postfix's smtpd logs it when cleanup hands it the queue id, before
     cleanup's and qmgr's lines; log analysers (pflogsumm) count a message
@@ -99,6 +100,9 @@ def log_client(qid: str, attributes: dict[str, str]) -> None:
             # Postfix's smtpd adds the login, as pflogsumm and fail2ban expect.
             line += f", sasl_method={attributes.get('sasl_method', '')}, sasl_username={username}"
         maillog("smtpd", line)
+    elif attributes.get("protocol") == "pickup" and attributes.get("uid"):
+        # Postfix's pickup line; uid is the kernel's (the maildrop file's owner).
+        maillog("pickup", f"{qid}: uid={attributes['uid']} from=<{sender}>")
 
 
 @implementer(ICleanup)
@@ -262,7 +266,7 @@ class Cleanup:
         return verdict
 
     def _log_queued(self, qid: str, envelope: Envelope, message_id: str) -> None:
-        log_client(qid, envelope.attributes)
+        log_client(qid, envelope.attributes, envelope.sender)
         maillog("cleanup", f"{qid}: message-id={message_id}")
 
     def _notify(self, qid: str, envelope: Envelope, content: bytes) -> None:

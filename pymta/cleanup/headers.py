@@ -214,7 +214,13 @@ def missing_headers(
     if not scan.has_date:
         added.append(f"Date: {date}\n")
     if add_from and not scan.has_from:
-        added.append(f"From: {_clean(envelope.sender) or 'MAILER-DAEMON'}\n")
+        sender = _clean(envelope.sender) or "MAILER-DAEMON"
+        full_name = _clean(envelope.attributes.get("full_name", ""))
+        if full_name:
+            # sendmail -F: Postfix's hdr_from_format = standard, "Name <addr>".
+            added.append(f"From: {email.utils.formataddr((full_name, sender))}\n")
+        else:
+            added.append(f"From: {sender}\n")
     return "".join(added), message_id
 
 

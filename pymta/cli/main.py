@@ -42,6 +42,7 @@ COMMAND_TABLE: dict[str, str] = {
     "passwd": "pymta.cli.passwd:run",
     "dkim": "pymta.cli.dkim:run",
     "check": "pymta.cli.main:run_check",
+    "sendmail": "pymta.cli.sendmail:run",
 }
 
 #: one line per command for ``pymta help``.
@@ -58,6 +59,7 @@ SUMMARY: dict[str, str] = {
     "passwd": "make or update a passwd-file entry",
     "dkim": "dkim keygen DOMAIN SELECTOR: make a DKIM key, print its DNS record",
     "check": "check main.cf and master.cf (like 'postfix check')",
+    "sendmail": "submit a message (Postfix's sendmail(1) options; also pymta-sendmail)",
 }
 
 #: the synopsis ``pymta COMMAND --help`` (and ``pymta help COMMAND``) prints.

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 from pymta.config.defaults import DEFAULTS, Param, service_parameter_default
 from pymta.config.errors import ConfigError
@@ -29,6 +27,8 @@ _LIST_SPLIT = re.compile(r"[\s,]+")
 def _system_hostname() -> str:
     # Postfix uses gethostname() without a DNS lookup, and appends
     # ".localdomain" to a name without a dot.
+    import socket  # here: sendmail, which rarely needs it, starts faster
+
     name = socket.gethostname()
     if "." not in name:
         name = f"{name}.localdomain"
@@ -66,6 +66,8 @@ class Config:
     @classmethod
     def load(cls, config_directory: str | os.PathLike[str]) -> Config:
         """Read ``DIR/main.cf``; a missing file is an error naming it."""
+        from pathlib import Path  # here: sendmail starts faster without it
+
         directory = Path(config_directory)
         path = directory / "main.cf"
         try:

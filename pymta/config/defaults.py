@@ -438,6 +438,24 @@ _PARAMS: list[Param] = [
     ),
     # --- submission and queue commands ---------------------------------------
     _p("smtputf8_enable", "yes", "bool", "offer SMTPUTF8"),
+    _p(
+        "authorized_submit_users",
+        "static:anyone",
+        "list",
+        "users who may submit mail with sendmail (names, !name, /file, type:table)",
+    ),
+    _p(
+        "pymta_maildrop_count_limit",
+        "10000",
+        "int",
+        "pymta: maildrop files beyond which pickup warns and sendmail refuses (0: no limit)",
+    ),
+    _p(
+        "pymta_pickup_concurrency",
+        "16",
+        "int",
+        "pymta: maildrop files pickup reads and hands to cleanup at once",
+    ),
     # --- pymta only ------------------------------------------------------------
     _p(
         "pymta_sync_method",

@@ -160,13 +160,21 @@ _ENTRIES: list[Unimplemented] = [
         "postfix",
         "pymta runs as the user twistd runs it as: use twistd's -u and -g",
     ),
-    _r("setgid_group", "postdrop", "pymta has no maildrop and no set-gid postdrop"),
+    _r(
+        "setgid_group",
+        "postdrop",
+        "pymta's maildrop is mode 1733 and needs no set-gid postdrop: the file owner is the sender",
+    ),
     _r(
         "default_privs",
         "nobody",
         "alias commands and files run as pymta's own user, not as default_privs",
     ),
-    _w("sendmail_path", "/usr/sbin/sendmail", "pymta has no sendmail command yet"),
+    _w(
+        "sendmail_path",
+        "/usr/sbin/sendmail",
+        "pymta never runs sendmail itself: point /usr/sbin/sendmail at pymta-sendmail",
+    ),
     _w("newaliases_path", "/usr/bin/newaliases", "use 'pymta newaliases'"),
     _w("mailq_path", "/usr/bin/mailq", "use 'pymta mailq'"),
     _w(
@@ -401,7 +409,6 @@ _ENTRIES: list[Unimplemented] = [
         (),
         lambda value: _static_id(value) == os.getegid(),
     ),
-    _w("authorized_submit_users", "static:anyone", "pymta has no sendmail command yet"),
     _w("authorized_mailq_users", "static:anyone", "file permissions decide who lists the queue"),
     _w("authorized_flush_users", "static:anyone", "file permissions decide who flushes"),
 ]
