@@ -81,6 +81,7 @@ def _make(options: Options) -> IService:
         prepare_twistd_files(twistd_options["pidfile"], twistd_options["logfile"], run_as)
     system = make(options["config"])
     if isinstance(system, MailSystem):
+        system.handle_signals = True  # SIGHUP reloads, SIGQUIT aborts (pymta.master.control)
         if twistd_options is not None:
             system.pidfile = twistd_options.get("pidfile") or None
         if run_as is not None:

@@ -156,6 +156,11 @@ class Config:
     def get_str(self, name: str) -> str:
         return self.get(name)
 
+    def names_read(self) -> set[str]:
+        """The parameters read through this Config so far (a reload asks
+        which ones the running queue manager and delivery agents use)."""
+        return set(self._cache)
+
     def get_int(self, name: str) -> int:
         value = self.get(name).strip()
         try:

@@ -1,0 +1,84 @@
+"""control: the signals a running pymta obeys, as Postfix's master(8) does.
+
+- SIGHUP: reload (:mod:`pymta.master.reload`); the master then tells each
+  worker to reload through its control socket, handing it the sockets of
+  new listeners (:meth:`pymta.master.workers.WorkerPool.reload`).
+- SIGTERM, SIGINT: twistd's graceful stop (``pymta stop``): stop listening,
+  wait for the deliveries in flight, end the sessions, exit.
+- SIGQUIT: abort (``pymta abort``): stop at once, without waiting for the
+  deliveries in flight; the queue keeps every message whose delivery had not
+  been recorded, and the next start delivers it (at least once, as after
+  Postfix's ``postfix abort``). Forwarded to the workers.
+- SIGUSR1: twistd's own: rotate twistd's log file.
+
+Handlers run in the main thread (where signal.signal must be called) and
+only hand the work to the reactor with ``callFromThread``: nothing runs in
+the middle of whatever the signal interrupted. Workers install only
+SIGQUIT and ignore SIGHUP (a terminal's hangup reaches the whole process
+group; the master's pipe tells them when it is gone).
+
+Untrusted input: none. May write: nothing. Logs: ``reload: ...`` (see
+pymta.master.reload) and ``abort: stopping without waiting for deliveries``.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.logger import Logger
+
+log = Logger(namespace="pymta.master")
+
+#: The signal ``pymta abort`` sends.
+ABORT_SIGNAL = signal.SIGQUIT
+
+#: The signal ``pymta reload`` sends.
+RELOAD_SIGNAL = signal.SIGHUP
+
+
+def install_signal_handlers(system: Any, *, worker: bool = False) -> None:
+    """Install pymta's SIGHUP and SIGQUIT handlers for ``system`` (a running
+    MailSystem; ``worker=True`` in a worker process)."""
+    reactor = system.sessions.reactor if system.sessions is not None else _reactor()
+
+    def on_reload(signum: int, frame: object) -> None:
+        reactor.callFromThread(reload_all, system)
+
+    def on_abort(signum: int, frame: object) -> None:
+        reactor.callFromThread(abort, system, reactor)
+
+    if worker:
+        signal.signal(RELOAD_SIGNAL, signal.SIG_IGN)
+    else:
+        signal.signal(RELOAD_SIGNAL, on_reload)
+    signal.signal(ABORT_SIGNAL, on_abort)
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def reload_all(system: Any) -> bool:
+    """Reload this process, then (when it applied) every worker."""
+    from pymta.master.reload import reload
+
+    log.info("reload: reading the configuration again")
+    applied = reload(system)
+    if applied and system.workers is not None:
+        system.workers.reload()
+    return applied
+
+
+def abort(system: Any, reactor: Any) -> None:
+    """Stop without waiting for the deliveries in flight."""
+    if system.aborting:
+        return
+    log.warn("abort: stopping without waiting for deliveries")
+    system.aborting = True
+    if system.workers is not None:
+        system.workers.signal_all(ABORT_SIGNAL)
+    if reactor.running:
+        reactor.stop()

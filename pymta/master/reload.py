@@ -1,0 +1,216 @@
+"""reload: apply a changed main.cf and master.cf to a running pymta.
+
+Mirrors ``postfix reload`` (master(8) on SIGHUP): the configuration is read
+again and new sessions get it, while every session in progress and every
+message in flight carries on as it was. Steps, in the reactor thread:
+
+1. Validate with the code ``pymta check`` runs (:func:`pymta.service.
+   load_checked`). A configuration that would not start is not applied:
+   one line ``reload: configuration error, keeping the running
+   configuration: CAUSE`` and nothing changes.
+2. Parameters that cannot change without a restart keep their running
+   value, each logged ``reload: NAME changed: needs a restart``: the
+   process-level ones (:data:`RESTART_PARAMETERS`: queue_directory,
+   pymta_processes, ...), and those the running queue manager, delivery
+   agents and bounce read (they were built once: the names are those their
+   own Config copy has read). A changed master.cf line of a non-listener
+   service (qmgr, smtp, local, metrics, ...) is logged the same way.
+3. The session side is rebuilt from the new configuration: trivial-rewrite's
+   resolver (shared with the queue manager, so mail accepted under the new
+   domains is routed the same way), cleanup, and the factory of every
+   smtpd/pop3d/imapd listener with fresh TLS contexts read from the
+   certificate files. An unchanged listener gives its next connections to
+   the new factory; sessions already open keep the protocol they had.
+4. Listeners whose master.cf lines are new are opened (``... listening
+   on``), those whose lines are gone stop accepting (their open sessions
+   continue to their end). A port below 1024 cannot be bound after twistd
+   dropped root: that is logged and left for a restart.
+5. ``maillog_file`` is reopened (logrotate's ``postrotate``).
+
+Lookup tables (pymta.tables.watch) and the passwd-file passdb
+(pymta.auth.passwdfile) need nothing: they re-read their files within a
+second of a change, reload or not.
+
+Untrusted input: none (the administrator's files). May write: what a start
+writes for a listener (a self-signed certificate when so configured). Logs:
+one ``reload:`` line per decision, and ``reload: done`` at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.logger import Logger
+
+from pymta.config import Config, ConfigError
+from pymta.config.master_cf import MasterService
+
+log = Logger(namespace="pymta.master")
+
+#: Parameters whose change needs a restart whatever reads them: the process
+#: model, where the queue and the state live, what the log is named.
+RESTART_PARAMETERS = frozenset(
+    {
+        "config_directory",
+        "queue_directory",
+        "data_directory",
+        "virtual_mailbox_base",
+        "mail_owner",
+        "pymta_processes",
+        "pymta_sync_method",
+        "pymta_mailbox_sync_delay",
+        "pymta_listen_backlog",
+        "service_throttle_time",
+        "maillog_file",
+        "syslog_name",
+    }
+)
+
+
+def _value(config: Config, name: str) -> str | None:
+    try:
+        return config.get(name)
+    except ConfigError:
+        return None
+
+
+def _line(svc: MasterService) -> tuple[object, ...]:
+    """What a master.cf line means (not where in the file it is written)."""
+    return (svc.fields, svc.command, tuple(svc.args), tuple(sorted(svc.overrides.items())))
+
+
+def restart_needed(running: Config, delivery: Config, new: Config) -> dict[str, str]:
+    """{name: running value} of the changed parameters that need a restart."""
+    names = set(RESTART_PARAMETERS) | delivery.names_read()
+    kept: dict[str, str] = {}
+    for name in sorted(names):
+        old = _value(running, name)
+        if old is not None and old != _value(new, name):
+            kept[name] = running.raw(name) or ""
+    return kept
+
+
+def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
+    """Reload ``system`` (a running :class:`pymta.service.MailSystem`) from its
+    configuration directory; False when the configuration was refused.
+
+    ``worker_fds`` is a worker's: {listener key: descriptor} of the sockets
+    the master opened for new listeners (a worker cannot bind them itself).
+    """
+    from pymta.cleanup import Cleanup
+    from pymta.rewrite import Resolver
+    from pymta.service import (
+        LISTENER_COMMANDS,
+        ListenError,
+        SessionParts,
+        add_listener,
+        listener_keys,
+        load_checked,
+        session_factory,
+    )
+
+    directory = system.config.get("config_directory")
+    try:
+        new_config, new_master = load_checked(directory)
+    except ConfigError as e:
+        log.error("reload: configuration error, keeping the running configuration: {e}", e=e)
+        return False
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        log.error(
+            "reload: configuration error, keeping the running configuration: {where}{cause}",
+            where=where,
+            cause=e.strerror or e,
+        )
+        return False
+
+    kept = restart_needed(system.config, system.delivery_config, new_config)
+    for name in kept:
+        log.warn(
+            "reload: {name} changed: needs a restart (running with {name} = {value})",
+            name=name,
+            value=kept[name],
+        )
+    config = new_config.with_overrides(kept, source="running configuration") if kept else new_config
+
+    old_others = {
+        (s.name, s.type): s
+        for s in system.master
+        if not (s.type == "inet" and s.program in LISTENER_COMMANDS)
+    }
+    for svc in new_master:
+        if svc.type == "inet" and svc.program in LISTENER_COMMANDS:
+            continue
+        before = old_others.pop((svc.name, svc.type), None)
+        if before is None or _line(before) != _line(svc):
+            log.warn(
+                "reload: master.cf service {name}/{type} changed: needs a restart",
+                name=svc.name,
+                type=svc.type,
+            )
+    for name, kind in old_others:
+        log.warn(
+            "reload: master.cf service {name}/{type} removed: needs a restart",
+            name=name,
+            type=kind,
+        )
+
+    try:
+        old_parts: SessionParts = system.sessions
+        resolver = old_parts.resolver
+        resolver.current = Resolver(config)
+        cleanup = Cleanup(
+            config, system.store, resolver, clock=old_parts.reactor, on_queued=system.on_queued
+        )
+        parts = SessionParts(
+            cleanup=cleanup,
+            resolver=resolver,
+            queue_space=old_parts.queue_space,
+            mailstore=old_parts.mailstore,
+            metrics=old_parts.metrics,
+            reactor=old_parts.reactor,
+        )
+        wanted: dict[str, tuple[MasterService, str, int, Any]] = {}
+        for svc in new_master:
+            if svc.type != "inet" or svc.program not in LISTENER_COMMANDS:
+                continue
+            factory = session_factory(svc, config, parts)
+            for key, interface, port in listener_keys(svc, config):
+                wanted[key] = (svc, interface, port, factory)
+    except (ConfigError, OSError) as e:
+        # load_checked built the same parts: only a file changed in between gets here.
+        log.error("reload: configuration error, keeping the running configuration: {e}", e=e)
+        return False
+
+    system.sessions = parts
+    system.cleanup = cleanup
+    for key in [k for k in system.ports if k not in wanted]:
+        server = system.ports.pop(key)
+        system.listener_services.pop(key, None)
+        server.disownServiceParent()  # stops accepting; open sessions continue
+        log.info("reload: {service} closed (sessions on it continue)", service=server.name)
+    for key, (svc, interface, port, factory) in wanted.items():
+        server = system.ports.get(key)
+        if server is not None:
+            server.replace_factory(factory)
+            system.listener_services[key] = svc
+            continue
+        try:
+            add_listener(
+                system,
+                key,
+                svc,
+                interface,
+                port,
+                factory,
+                worker_fds,
+                old_parts.reactor,
+            )
+        except (ListenError, ConfigError) as e:
+            log.error("reload: {e}: needs a restart", e=e)
+    system.config = config
+    system.master = new_master
+    system.reopen_maillog()
+    log.info("reload: done")
+    return True
