@@ -307,6 +307,12 @@ class MailSystem(service.MultiService):
         self.pidfile: str | None = None
 
     def privilegedStartService(self) -> None:
+        if self.handle_signals:
+            # Before the first port is bound: once a client (or a test) sees
+            # "listening on", SIGHUP already means reload, not death.
+            from pymta.master.control import install_signal_handlers
+
+            install_signal_handlers(self)
         try:
             super().privilegedStartService()
         except ListenError as e:
@@ -315,13 +321,6 @@ class MailSystem(service.MultiService):
                     os.unlink(self.pidfile)
             # One line instead of twistd's traceback (SystemExit's message is printed).
             raise SystemExit(f"pymta: fatal: {e}") from None
-
-    def startService(self) -> None:
-        super().startService()
-        if self.handle_signals:
-            from pymta.master.control import install_signal_handlers
-
-            install_signal_handlers(self)
 
     def stop_qmgr(self) -> object:
         """The queue manager's stop: waits for the deliveries in flight, unless

@@ -69,6 +69,14 @@ class AdoptedListener(service.Service):
         stopped: Any = port.stopListening()
         return maybeDeferred(lambda: stopped)
 
+    def replace_factory(self, factory: Any) -> None:
+        """New connections go to ``factory`` (a reload); open sessions keep theirs."""
+        from pymta.service import replace_port_factory
+
+        self._factory = factory
+        if self._port is not None:
+            replace_port_factory(self._port, factory)
+
     @property
     def port(self) -> int:
         """The port number of the adopted socket."""
