@@ -294,6 +294,7 @@ class MailSystem(service.MultiService):
         self.handle_signals = False
         #: Set by the abort signal: stop without waiting for deliveries in flight.
         self.aborting = False
+        self._stop_waits: list[Deferred[None]] = []
         self.store: Any = None
         self.cleanup: Any = None
         self.resolver: Any = None
@@ -327,8 +328,22 @@ class MailSystem(service.MultiService):
         aborting (``pymta abort``), when the queue keeps what they had not
         finished for the next start (delivered at least once, as Postfix)."""
         assert self.qmgr is not None
-        waiting = self.qmgr.stop()
-        return None if self.aborting else waiting
+        waiting = maybeDeferred(self.qmgr.stop)
+        if self.aborting:
+            return None
+        # An abort while the stop waits ends the wait (abort_stop_waits).
+        done: Deferred[None] = Deferred()
+        waiting.addBoth(lambda _: None if done.called else done.callback(None))
+        self._stop_waits.append(done)
+        return done
+
+    def abort_stop_waits(self) -> None:
+        """Stop waiting for the deliveries in flight (``pymta abort`` during
+        a graceful stop)."""
+        self.aborting = True
+        for done in self._stop_waits:
+            if not done.called:
+                done.callback(None)
 
     def reopen_maillog(self) -> None:
         """Reopen ``maillog_file`` (after logrotate moved it away)."""

@@ -23,9 +23,11 @@ pymta.master.reload) and ``abort: stopping without waiting for deliveries``.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from typing import Any
 
+from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 
 log = Logger(namespace="pymta.master")
@@ -77,8 +79,8 @@ def abort(system: Any, reactor: Any) -> None:
     if system.aborting:
         return
     log.warn("abort: stopping without waiting for deliveries")
-    system.aborting = True
+    system.abort_stop_waits()  # also ends the wait of a graceful stop under way
     if system.workers is not None:
         system.workers.signal_all(ABORT_SIGNAL)
-    if reactor.running:
+    with contextlib.suppress(ReactorNotRunning):  # a stop may be under way
         reactor.stop()
