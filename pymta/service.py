@@ -184,6 +184,10 @@ def listen_backlog(config: Config, somaxconn_path: str = SOMAXCONN_PATH) -> int:
         return DEFAULT_BACKLOG
 
 
+class StartFailed(Exception):
+    """A daemonised start failed; twistd reports the message to its caller."""
+
+
 class ListenError(Exception):
     """A listener could not bind its address; the message names the master.cf line."""
 
@@ -292,6 +296,8 @@ class MailSystem(service.MultiService):
         #: and SIGQUIT (abort) handlers at start. An embedding application
         #: keeps its own signals.
         self.handle_signals = False
+        #: Set by pymta.tap when twistd daemonises (no -n).
+        self.daemonised = False
         #: Set by the abort signal: stop without waiting for deliveries in flight.
         self.aborting = False
         self._stop_waits: list[Deferred[None]] = []
@@ -320,6 +326,12 @@ class MailSystem(service.MultiService):
             if self.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(self.pidfile)
+            if self.daemonised:
+                # twistd's first process waits for a word from the daemon on
+                # its status pipe, written only for an Exception (a
+                # SystemExit leaves it waiting forever); it prints its start.
+                log.critical("pymta: fatal: {e}", e=e)
+                raise StartFailed(str(e)) from None
             # One line instead of twistd's traceback (SystemExit's message is printed).
             raise SystemExit(f"pymta: fatal: {e}") from None
 

@@ -84,6 +84,7 @@ def _make(options: Options) -> IService:
         system.handle_signals = True  # SIGHUP reloads, SIGQUIT aborts (pymta.master.control)
         if twistd_options is not None:
             system.pidfile = twistd_options.get("pidfile") or None
+            system.daemonised = not twistd_options.get("nodaemon")
         if run_as is not None:
             check_readable(system.config, [svc.program for svc in system.master], run_as)
             give_state_to(system.config, run_as)

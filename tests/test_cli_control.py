@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,23 @@ def test_stop_drains_deliveries_abort_does_not(tmp_path: Path) -> None:
         handler.release.set()
         kill_if_running(tmp_path)
         controller.stop()
+
+
+def test_start_that_cannot_bind_says_why(tmp_path: Path) -> None:
+    """A daemonised start whose port is taken fails (exit 1) with the
+    one-line cause naming the master.cf line, not twistd's cut report; no
+    pid file is left."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        PymtaServer(tmp_path, master_cf=f"127.0.0.1:{port} inet n - n - - smtpd\n")
+        try:
+            result = pymta(tmp_path, "start")
+        finally:
+            kill_if_running(tmp_path)
+    assert result.returncode == 1
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("pymta: fatal: ") and "master.cf, line 1" in first
+    assert "Address already in use" in first
+    assert not (tmp_path / "lib" / "pymta.pid").exists()

@@ -178,15 +178,30 @@ def run_start(args: list[str], config_dir: str) -> int:
         "--config",
         os.path.abspath(config_dir),
     ]
+    logfile = _logfile(twistd_options)
+    try:
+        log_offset = os.path.getsize(logfile)
+    except OSError:
+        log_offset = 0
     # twistd daemonises; its first process exits when the daemon has bound
-    # its ports (or failed to), and says why on stderr.
-    result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, check=False)
+    # its ports (or failed to). A configuration error is its one stderr line;
+    # a failure after daemonising is a "pymta: fatal:" line in its log
+    # (twistd's own report of it is cut at 100 bytes).
+    result = subprocess.run(
+        argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+    )
     if result.returncode != 0:
-        fatal(f"the mail system did not start (see {_logfile(twistd_options)})")
+        reasons = _fatal_lines(logfile, log_offset)
+        if reasons:
+            for reason in reasons:
+                print(reason, file=sys.stderr)
+        else:
+            sys.stderr.write(result.stderr)
+        fatal(f"the mail system did not start (see {logfile})")
         return 1
     pid = running_pid(pidfile)
     if pid is None:
-        fatal(f"the mail system did not start (see {_logfile(twistd_options)})")
+        fatal(f"the mail system did not start (see {logfile})")
         return 1
     print(f"{PROG}: starting the mail system: PID: {pid}")
     return 0
@@ -194,11 +209,28 @@ def run_start(args: list[str], config_dir: str) -> int:
 
 def _logfile(twistd_options: list[str]) -> str:
     for i, option in enumerate(twistd_options):
-        if option == "--logfile" and i + 1 < len(twistd_options):
+        if option in ("--logfile", "-l") and i + 1 < len(twistd_options):
             return twistd_options[i + 1]
         if option.startswith("--logfile="):
             return option.split("=", 1)[1]
-    return "the twistd log"
+        if option.startswith("-l") and len(option) > 2:
+            return option[2:]
+    return "twistd.log"
+
+
+def _fatal_lines(logfile: str, offset: int) -> list[str]:
+    """The ``pymta: fatal: ...`` lines twistd's log got after offset."""
+    try:
+        with open(logfile, encoding="utf-8", errors="replace") as f:
+            f.seek(offset)
+            text = f.read()
+    except OSError:
+        return []
+    marker = f"{PROG}: fatal: "
+    return sorted(
+        {line[line.index(marker) :] for line in text.splitlines() if marker in line},
+        key=text.index,
+    )
 
 
 def _signal_running(config_dir: str, number: int) -> int | None:
