@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.harness import DEFAULT_MASTER_CF, PymtaServer
+from tests.harness import DEFAULT_MASTER_CF, PymtaServer, wait_for_file
 from tests.test_e2e_relay import free_port
 
 SECOND = "[127.0.0.1]:0 inet n - n - - smtpd\n"
@@ -201,4 +201,32 @@ def test_two_processes_both_reload(tmp_path: Path) -> None:
         for _ in range(20):
             assert banner(server.smtp_port) == "mx.example.test ESMTP both"
             assert banner(server.ports["[127.0.0.1]:0"]) == "mx.example.test ESMTP both"
+        server.stop()
+
+
+def test_reload_reopens_maillog_even_when_refused(tmp_path: Path) -> None:
+    """After logrotate renames maillog_file, SIGHUP makes pymta write to a new
+    file at the same path (logrotate's postrotate), even when the reload
+    itself is refused for a broken main.cf: the rotated file keeps the old
+    lines, the new one gets the next message's."""
+    maillog = tmp_path / "maillog"
+    with PymtaServer(tmp_path, main_cf_extra=f"maillog_file = {maillog}\n") as server:
+        server.start()
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+            send(client)
+        wait_for_file(maillog, lambda: "status=sent" in maillog.read_text())
+        rotated = tmp_path / "maillog.1"
+        maillog.rename(rotated)
+        main_cf = server.config_dir / "main.cf"
+        main_cf.write_text(main_cf.read_text() + "smtpd_relay_restrictions = no_such\n")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"reload: configuration error")
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+            send(client, "bob@example.test")
+        wait_for_file(
+            maillog, lambda: maillog.exists() and "to=<bob@example.test>" in maillog.read_text()
+        )
+        assert "to=<bob@example.test>" not in rotated.read_text()
+        assert "to=<alice@example.test>" in rotated.read_text()
         server.stop()

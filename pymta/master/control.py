@@ -69,8 +69,10 @@ def reload_all(system: Any) -> bool:
 
     log.info("reload: reading the configuration again")
     applied = reload(system)
-    if applied and system.workers is not None:
-        system.workers.reload()
+    if system.workers is not None:
+        # A refused configuration is refused by the workers too: they are
+        # only told to reopen the mail log.
+        system.workers.reload("reload" if applied else "reopen")
     return applied
 
 

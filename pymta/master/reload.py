@@ -25,7 +25,8 @@ message in flight carries on as it was. Steps, in the reactor thread:
    on``), those whose lines are gone stop accepting (their open sessions
    continue to their end). A port below 1024 cannot be bound after twistd
    dropped root: that is logged and left for a restart.
-5. ``maillog_file`` is reopened (logrotate's ``postrotate``).
+5. Before all of that, refused or not: ``maillog_file`` is reopened
+   (logrotate's ``postrotate``).
 
 Lookup tables (pymta.tables.watch) and the passwd-file passdb
 (pymta.auth.passwdfile) need nothing: they re-read their files within a
@@ -110,6 +111,10 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
         session_factory,
     )
 
+    # First, and whatever the configuration says: logrotate's postrotate
+    # reload must move the mail log to the new file even when a half-edited
+    # main.cf is refused below.
+    system.reopen_maillog()
     directory = system.config.get("config_directory")
     try:
         new_config, new_master = load_checked(directory)
@@ -211,6 +216,5 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
             log.error("reload: {e}: needs a restart", e=e)
     system.config = config
     system.master = new_master
-    system.reopen_maillog()
     log.info("reload: done")
     return True

@@ -15,7 +15,9 @@ SIGTERM (waiting for its deliveries in flight, as the master does), at
 once on SIGQUIT (``pymta abort``), and when its stdin reaches end-of-file:
 the master died. It ignores SIGHUP: it reloads when the master asks on the
 control socket (``--control FD``), a line ``reload KEY ...`` carrying the
-master's sockets of the listeners a reload added (pymta.master.reload).
+master's sockets of the listeners a reload added (pymta.master.reload), or
+``reopen`` (the master refused the new configuration: only reopen the
+mail log).
 
 Untrusted input: none here (the command line comes from the master). May
 write: what the parts write. Logs: what the parts log.
@@ -74,6 +76,9 @@ class _Control(protocol.Protocol):
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
             words = line.decode("ascii", "replace").split()
+            if words == ["reopen"]:
+                self._system.reopen_maillog()
+                continue
             if not words or words[0] != "reload":
                 log.warn("control: unknown request {line!r}", line=line)
                 continue

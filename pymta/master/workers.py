@@ -265,13 +265,16 @@ class WorkerPool(service.Service):
             self._on_exit()
         self._spawn(slot)
 
-    def reload(self) -> None:
+    def reload(self, command: str = "reload") -> None:
         """Tell every worker to reload (after the master reloaded), handing
-        each the master's sockets of listeners it does not hold yet."""
+        each the master's sockets of listeners it does not hold yet; with
+        ``command = "reopen"`` only to reopen the mail log."""
         current = self._sockets()
         for protocol in list(self._workers.values()):
-            new = sorted(key for key in current if key not in protocol.keys)
-            message = (" ".join(["reload", *new]) + "\n").encode()
+            new: list[str] = []
+            if command == "reload":
+                new = sorted(key for key in current if key not in protocol.keys)
+            message = (" ".join([command, *new]) + "\n").encode()
             try:
                 if protocol.control is None:
                     raise OSError("no control socket")
@@ -280,7 +283,8 @@ class WorkerPool(service.Service):
             except OSError as e:
                 log.warn("reload: cannot reach worker pid {pid}: {e}", pid=protocol.pid, e=e)
                 continue
-            protocol.keys = set(current)
+            if command == "reload":  # the worker closes what is gone itself
+                protocol.keys = set(current)
 
     def signal_all(self, number: int) -> None:
         """Send signal ``number`` to every running worker."""
