@@ -474,7 +474,7 @@ def build(
     cleanup = Cleanup(config, store, resolver, clock=clock, on_queued=on_queued)
     # The delivery side reads its own copy: what it read is what a reload
     # cannot change without a restart (pymta.master.reload).
-    delivery_config = config.with_overrides({}, source="main.cf")
+    delivery_config = config.recording_copy()
     system.delivery_config = delivery_config
     bounce = Bouncer(delivery_config, cleanup, clock)
     agents = build_agents(

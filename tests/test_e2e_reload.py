@@ -87,7 +87,8 @@ def test_added_listener_listens_and_removed_one_closes(tmp_path: Path) -> None:
 def test_changed_banner_reaches_new_sessions_only(tmp_path: Path) -> None:
     """A changed smtpd_banner greets the sessions after SIGHUP; a session
     opened before it keeps going and its message is delivered. A changed
-    parameter the running queue manager uses is logged as needing a restart."""
+    parameter the running queue manager uses, and a changed queue_directory,
+    are logged as needing a restart, and the queue stays where it was."""
     with PymtaServer(tmp_path) as server:
         server.start()
         before, greeting = connect(server.smtp_port)
@@ -96,14 +97,17 @@ def test_changed_banner_reaches_new_sessions_only(tmp_path: Path) -> None:
         main_cf.write_text(
             main_cf.read_text()
             + "smtpd_banner = $myhostname ESMTP reloaded\nmaximal_backoff_time = 1234s\n"
+            + f"queue_directory = {tmp_path}/elsewhere\n"
         )
         reload(server)
         assert banner(server.smtp_port) == "mx.example.test ESMTP reloaded"
-        server.wait_for_log(r"reload: maximal_backoff_time changed: needs a restart")
+        server.wait_for_log(r"reload: maximal_backoff_time changed: needs a restart for delivery")
+        server.wait_for_log(r"reload: queue_directory changed: needs a restart \(running with")
         send(before)
         before.quit()
         server.wait_for_log(r"to=<alice@example\.test>.*status=sent")
         assert len(server.messages("alice")) == 1
+        assert not (tmp_path / "elsewhere").exists()  # the queue stayed where it was
 
 
 def test_broken_main_cf_keeps_running_configuration(tmp_path: Path) -> None:

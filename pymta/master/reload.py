@@ -8,13 +8,15 @@ message in flight carries on as it was. Steps, in the reactor thread:
    load_checked`). A configuration that would not start is not applied:
    one line ``reload: configuration error, keeping the running
    configuration: CAUSE`` and nothing changes.
-2. Parameters that cannot change without a restart keep their running
-   value, each logged ``reload: NAME changed: needs a restart``: the
-   process-level ones (:data:`RESTART_PARAMETERS`: queue_directory,
-   pymta_processes, ...), and those the running queue manager, delivery
-   agents and bounce read (they were built once: the names are those their
-   own Config copy has read). A changed master.cf line of a non-listener
-   service (qmgr, smtp, local, metrics, ...) is logged the same way.
+2. The process-level parameters (:data:`RESTART_PARAMETERS`:
+   queue_directory, pymta_processes, ...) keep their running value, each
+   logged ``reload: NAME changed: needs a restart``. The queue manager,
+   delivery agents and bounce were built once and keep their configuration:
+   a changed parameter they use (what their own Config copy has read, and
+   their transports' ``NAME_...`` families) is logged ``reload: NAME
+   changed: needs a restart for delivery``; the sessions use its new value.
+   A changed master.cf line of a non-listener service (qmgr, smtp, local,
+   metrics, ...) is logged as needing a restart.
 3. The session side is rebuilt from the new configuration: trivial-rewrite's
    resolver (shared with the queue manager, so mail accepted under the new
    domains is routed the same way), cleanup, and the factory of every
@@ -81,15 +83,32 @@ def _line(svc: MasterService) -> tuple[object, ...]:
     return (svc.fields, svc.command, tuple(svc.args), tuple(sorted(svc.overrides.items())))
 
 
-def restart_needed(running: Config, delivery: Config, new: Config) -> dict[str, str]:
-    """{name: running value} of the changed parameters that need a restart."""
-    names = set(RESTART_PARAMETERS) | delivery.names_read()
-    kept: dict[str, str] = {}
+#: master.cf commands of delivery agents: their transport's parameters
+#: (``NAME_...``) are read by the running agents and queue manager.
+DELIVERY_COMMANDS = frozenset({"smtp", "lmtp", "local", "virtual", "error", "discard", "pipe"})
+
+#: Parameter families the queue manager reads when it first needs them.
+DELIVERY_PREFIXES = ("default_destination_", "initial_destination_", "qmgr_", "bounce_")
+
+
+def changed(running: Config, new: Config, names: set[str]) -> dict[str, str]:
+    """{name: running raw value} of the names whose value differs in ``new``."""
+    found: dict[str, str] = {}
     for name in sorted(names):
         old = _value(running, name)
         if old is not None and old != _value(new, name):
-            kept[name] = running.raw(name) or ""
-    return kept
+            found[name] = running.raw(name) or ""
+    return found
+
+
+def delivery_names(delivery: Config, master: list[MasterService], new: Config) -> set[str]:
+    """The parameters the running queue manager and delivery agents use:
+    those they have read, and their transports' families, which they read
+    at a transport's first delivery."""
+    prefixes = DELIVERY_PREFIXES + tuple(
+        f"{svc.name}_" for svc in master if svc.type == "unix" and svc.program in DELIVERY_COMMANDS
+    )
+    return delivery.names_read() | {name for name in new if name.startswith(prefixes)}
 
 
 def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
@@ -130,12 +149,20 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
         )
         return False
 
-    kept = restart_needed(system.config, system.delivery_config, new_config)
+    kept = changed(system.config, new_config, set(RESTART_PARAMETERS))
     for name in kept:
         log.warn(
             "reload: {name} changed: needs a restart (running with {name} = {value})",
             name=name,
             value=kept[name],
+        )
+    delivery = delivery_names(system.delivery_config, system.master, new_config)
+    for name, value in changed(system.config, new_config, delivery - set(kept)).items():
+        log.warn(
+            "reload: {name} changed: needs a restart for delivery (the queue manager "
+            "and delivery agents keep {name} = {value})",
+            name=name,
+            value=value,
         )
     config = new_config.with_overrides(kept, source="running configuration") if kept else new_config
 
