@@ -6,6 +6,7 @@ for the exit and leaves no pid file, abort stops at once."""
 
 from __future__ import annotations
 
+import pwd
 import re
 import smtplib
 import socket
@@ -18,6 +19,8 @@ from aiosmtpd.controller import Controller
 
 from pymta.cli.control import running_pid
 from tests.harness import DEFAULT_MASTER_CF, REPO, PymtaServer, wait_for_file
+from tests.test_deploy_root import needs_root
+from tests.test_deploy_root import shared_dir as shared_dir  # the fixture
 from tests.test_e2e_relay import free_port
 from tests.test_e2e_reload import _SlowRelay, send
 
@@ -48,7 +51,7 @@ def wait_log(log: Path, pattern: str, count: int = 1) -> list[str]:
 
 def kill_if_running(root: Path) -> None:
     """SIGKILL the instance a failed test left running (its pid file's twistd)."""
-    pid = running_pid(root / "lib" / "pymta.pid")
+    pid = running_pid(root / "lib" / "pid" / "pymta.pid")
     if pid is not None:
         subprocess.run(["kill", "-KILL", str(pid)], check=False, capture_output=True)
 
@@ -64,7 +67,7 @@ def test_start_status_reload_stop_round_trip(instance: Path) -> None:
     second start; status says running (0) or not (1); reload refuses a
     broken main.cf without signalling and applies a good one; stop waits
     for the exit and the pid file is gone."""
-    pidfile = instance / "lib" / "pymta.pid"
+    pidfile = instance / "lib" / "pid" / "pymta.pid"
     log = instance / "lib" / "twistd.log"
     status = pymta(instance, "status")
     assert status.returncode == 1 and "not running" in status.stdout
@@ -113,7 +116,7 @@ def test_abort_stops_at_once(instance: Path) -> None:
     command returns once the process is gone, and it logs why."""
     started = pymta(instance, "start")
     assert started.returncode == 0, started.stderr
-    assert (instance / "lib" / "pymta.pid").exists()
+    assert (instance / "lib" / "pid" / "pymta.pid").exists()
     try:
         aborted = pymta(instance, "abort")
         assert aborted.returncode == 0, aborted.stderr
@@ -183,4 +186,36 @@ def test_start_that_cannot_bind_says_why(tmp_path: Path) -> None:
     first = result.stderr.splitlines()[0]
     assert first.startswith("pymta: fatal: ") and "master.cf, line 1" in first
     assert "Address already in use" in first
-    assert not (tmp_path / "lib" / "pymta.pid").exists()
+    assert not (tmp_path / "lib" / "pid" / "pymta.pid").exists()
+
+
+@needs_root
+def test_start_as_root_with_u_reload_and_stop(shared_dir: Path) -> None:
+    """``pymta start -u nobody -g nogroup`` as root: the daemon runs as
+    nobody with its pid file under data_directory; after the switch a
+    reload still reads the configuration and opens a new (unprivileged)
+    listener; stop leaves no pid file behind."""
+    server = PymtaServer(shared_dir)
+    for path in server.config_dir.iterdir():
+        path.chmod(0o644)
+    pidfile = shared_dir / "lib" / "pid" / "pymta.pid"
+    log = shared_dir / "lib" / "twistd.log"
+    try:
+        started = pymta(shared_dir, "start", "-u", "nobody", "-g", "nogroup")
+        assert started.returncode == 0, started.stderr
+        pid = int(pidfile.read_text())
+        status = Path(f"/proc/{pid}/status").read_text()
+        uids = re.search(r"^Uid:\s+(\d+)", status, re.M)
+        assert uids and int(uids.group(1)) == pwd.getpwnam("nobody").pw_uid
+        (server.config_dir / "master.cf").write_text(
+            DEFAULT_MASTER_CF + "[127.0.0.1]:0 inet n - n - - smtpd\n"
+        )
+        assert pymta(shared_dir, "reload").returncode == 0
+        wait_log(log, r"\[127\.0\.0\.1\]:0 listening on")
+        wait_log(log, r"reload: done")
+        stopped = pymta(shared_dir, "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not pidfile.exists()
+        assert "No permission to delete pid file" not in log.read_text()
+    finally:
+        kill_if_running(shared_dir)

@@ -26,7 +26,7 @@ def test_logrotate_example_rotates_and_pymta_follows(tmp_path: Path) -> None:
     example = (REPO / "etc" / "logrotate.d" / "pymta").read_text()
     config = (
         example.replace("/var/log/pymta/maillog", str(maillog))
-        .replace("/var/lib/pymta/pymta.pid", str(pidfile))
+        .replace("/var/lib/pymta/pid/pymta.pid", str(pidfile))
         .replace("create 0644 pymta pymta", "create 0644")
     )
     assert config != example

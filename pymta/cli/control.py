@@ -2,10 +2,10 @@
 
 Mirrors ``postfix start``/``stop``/``abort``/``status``/``reload``
 (postfix-script). The instance is the configuration directory's (``-c DIR``,
-$MAIL_CONFIG, ...): its pid file is ``$data_directory/pymta.pid``.
+$MAIL_CONFIG, ...): its pid file is ``$data_directory/pid/pymta.pid``.
 
 - ``start [-c DIR] [TWISTD_OPTION ...]``: refuses when that instance runs,
-  else runs ``twistd --pidfile $data_directory/pymta.pid --logfile
+  else runs ``twistd --pidfile $data_directory/pid/pymta.pid --logfile
   $data_directory/twistd.log [TWISTD_OPTION ...] pymta --config DIR``,
   which daemonises and exits once the listeners are bound (twistd's status
   pipe). TWISTD_OPTIONs (``-u pymta -g pymta``, ``--logfile FILE``) go to
@@ -40,8 +40,10 @@ from pathlib import Path
 
 from pymta.cli.main import PROG, fatal, warning
 
-#: The pid file's name under data_directory.
-PID_FILE = "pymta.pid"
+#: The pid file under data_directory. In a directory of its own: started
+#: as root with -u, pymta makes it owned by that user (pymta.ownership), who
+#: must be able to remove the pid file at the stop.
+PID_FILE = "pid/pymta.pid"
 
 #: twistd's log file's name under data_directory, unless --logfile is given.
 TWISTD_LOG = "twistd.log"
@@ -161,6 +163,8 @@ def run_start(args: list[str], config_dir: str) -> int:
         return 1
     data.mkdir(parents=True, exist_ok=True)
     twistd_options = list(args)
+    if not any(o == "-u" or o.startswith(("-u", "--uid")) for o in twistd_options):
+        pidfile.parent.mkdir(exist_ok=True)  # with -u pymta makes it, owned by the user
     if not any(o == "--logfile" or o.startswith(("--logfile=", "-l")) for o in twistd_options):
         twistd_options = ["--logfile", str(data / TWISTD_LOG), *twistd_options]
     env = dict(os.environ)
