@@ -234,3 +234,22 @@ def test_reload_reopens_maillog_even_when_refused(tmp_path: Path) -> None:
         assert "to=<bob@example.test>" not in rotated.read_text()
         assert "to=<alice@example.test>" in rotated.read_text()
         server.stop()
+
+
+def test_listener_renamed_on_the_same_address_is_rebound(tmp_path: Path) -> None:
+    """A master.cf line rewritten to another name for the same address
+    (127.0.0.1:PORT -> localhost:PORT) is closed and opened again by the
+    reload: the old port is released before the new one binds, so the
+    address keeps serving (no "Address already in use")."""
+    port = free_port()
+    old_line = f"127.0.0.1:{port} inet n - n - - smtpd\n"
+    with PymtaServer(tmp_path, master_cf=DEFAULT_MASTER_CF + old_line) as server:
+        server.start()
+        (server.config_dir / "master.cf").write_text(
+            DEFAULT_MASTER_CF + f"localhost:{port} inet n - n - - smtpd\n"
+        )
+        reload(server)
+        server.wait_for_log(rf"localhost:{port} listening on 127\.0\.0\.1:{port}")
+        assert "needs a restart" not in server.log()
+        assert banner(port).startswith("mx.example.test ESMTP")
+        server.stop()

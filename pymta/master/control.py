@@ -27,8 +27,10 @@ import contextlib
 import signal
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger(namespace="pymta.master")
 
@@ -63,17 +65,32 @@ def _reactor() -> Any:
     return reactor
 
 
-def reload_all(system: Any) -> bool:
-    """Reload this process, then (when it applied) every worker."""
+def reload_all(system: Any) -> Deferred[bool]:
+    """Reload this process, then every worker; fires with whether the new
+    configuration was applied."""
     from pymta.master.reload import reload
 
     log.info("reload: reading the configuration again")
-    applied = reload(system)
-    if system.workers is not None:
-        # A refused configuration is refused by the workers too: they are
-        # only told to reopen the mail log.
-        system.workers.reload("reload" if applied else "reopen")
-    return applied
+
+    def tell_workers(applied: bool) -> bool:
+        if system.workers is not None:
+            # A refused configuration is refused by the workers too: they
+            # are only told to reopen the mail log.
+            system.workers.reload("reload" if applied else "reopen")
+        return applied
+
+    # One reload at a time: a second SIGHUP waits for the first to finish.
+    previous: Deferred[object] | None = getattr(system, "_reload_chain", None)
+    start: Deferred[object] = previous if previous is not None else succeed(None)
+    done = start.addBoth(lambda _: reload(system)).addCallback(tell_workers)
+    done.addErrback(_failed)
+    system._reload_chain = done
+    return done
+
+
+def _failed(failure: Failure) -> bool:
+    log.failure("reload: failed (a bug: please report it)", failure)
+    return False
 
 
 def abort(system: Any, reactor: Any) -> None:

@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from pymta.config import Config, ConfigError
@@ -111,9 +112,10 @@ def delivery_names(delivery: Config, master: list[MasterService], new: Config) -
     return delivery.names_read() | {name for name in new if name.startswith(prefixes)}
 
 
-def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
+def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred[bool]:
     """Reload ``system`` (a running :class:`pymta.service.MailSystem`) from its
-    configuration directory; False when the configuration was refused.
+    configuration directory; fires with False when the configuration was
+    refused, True once the new listeners listen.
 
     ``worker_fds`` is a worker's: {listener key: descriptor} of the sockets
     the master opened for new listeners (a worker cannot bind them itself).
@@ -139,7 +141,7 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
         new_config, new_master = load_checked(directory)
     except ConfigError as e:
         log.error("reload: configuration error, keeping the running configuration: {e}", e=e)
-        return False
+        return succeed(False)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         log.error(
@@ -147,7 +149,7 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
             where=where,
             cause=e.strerror or e,
         )
-        return False
+        return succeed(False)
 
     kept = changed(system.config, new_config, set(RESTART_PARAMETERS))
     for name in kept:
@@ -213,35 +215,36 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> bool:
     except (ConfigError, OSError) as e:
         # load_checked built the same parts: only a file changed in between gets here.
         log.error("reload: configuration error, keeping the running configuration: {e}", e=e)
-        return False
+        return succeed(False)
 
     system.sessions = parts
     system.cleanup = cleanup
+    system.config = config
+    system.master = new_master
+    closing: list[Deferred[object]] = []
     for key in [k for k in system.ports if k not in wanted]:
         server = system.ports.pop(key)
         system.listener_services.pop(key, None)
-        server.disownServiceParent()  # stops accepting; open sessions continue
+        # Stops accepting; open sessions continue.
+        closing.append(maybeDeferred(server.disownServiceParent))
         log.info("reload: {service} closed (sessions on it continue)", service=server.name)
-    for key, (svc, interface, port, factory) in wanted.items():
+    for key, (svc, _interface, _port, factory) in wanted.items():
         server = system.ports.get(key)
         if server is not None:
             server.replace_factory(factory)
             system.listener_services[key] = svc
-            continue
-        try:
-            add_listener(
-                system,
-                key,
-                svc,
-                interface,
-                port,
-                factory,
-                worker_fds,
-                old_parts.reactor,
-            )
-        except (ListenError, ConfigError) as e:
-            log.error("reload: {e}: needs a restart", e=e)
-    system.config = config
-    system.master = new_master
-    log.info("reload: done")
-    return True
+
+    def open_new(_: object) -> bool:
+        # After the closed ports released their addresses: a listener that
+        # moved from one interface to all of them binds the same port.
+        for key, (svc, interface, port, factory) in wanted.items():
+            if key in system.ports:
+                continue
+            try:
+                add_listener(system, key, svc, interface, port, factory, worker_fds, parts.reactor)
+            except (ListenError, ConfigError) as e:
+                log.error("reload: {e}: needs a restart", e=e)
+        log.info("reload: done")
+        return True
+
+    return DeferredList(closing).addCallback(open_new)

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
@@ -65,12 +66,12 @@ class _Control(protocol.Protocol):
         self._system = system
         self._received: list[int] = []
         self._buffer = b""
+        self._chain: Deferred[Any] = succeed(None)
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         self._received.append(descriptor)
 
     def dataReceived(self, data: bytes) -> None:
-        from pymta.master.reload import reload
 
         self._buffer += data
         while b"\n" in self._buffer:
@@ -85,13 +86,23 @@ class _Control(protocol.Protocol):
             keys = words[1:]
             fds = dict(zip(keys, self._received[: len(keys)], strict=False))
             del self._received[: len(keys)]
-            reload(self._system, worker_fds=fds)
-            for key, fd in fds.items():
-                # An adopted socket's descriptor was closed by its listener;
-                # close the ones no listener took.
-                if getattr(self._system.ports.get(key), "_fd", None) != fd:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
+            # One at a time, in the order the master asked.
+            self._chain.addBoth(self._reload, fds)
+            self._chain.addCallback(self._close_unused, fds)
+            self._chain.addErrback(_reload_failed)
+
+    def _reload(self, _: object, fds: dict[str, int]) -> Deferred[bool]:
+        from pymta.master.reload import reload
+
+        return reload(self._system, worker_fds=fds)
+
+    def _close_unused(self, _: object, fds: dict[str, int]) -> None:
+        for key, fd in fds.items():
+            # An adopted socket's descriptor was closed by its listener;
+            # close the ones no listener took.
+            if getattr(self._system.ports.get(key), "_fd", None) != fd:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 class _MasterWatch(protocol.Protocol):
@@ -104,6 +115,10 @@ class _MasterWatch(protocol.Protocol):
         if self._reactor.running:
             log.info("master closed the pipe: stopping")
             self._reactor.stop()
+
+
+def _reload_failed(failure: Failure) -> None:
+    log.failure("reload: failed (a bug: please report it)", failure)
 
 
 def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
