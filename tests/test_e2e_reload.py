@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import smtplib
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography import x509
 
+from pymta.tls import ensure_self_signed
 from tests.harness import DEFAULT_MASTER_CF, PymtaServer, wait_for_file
 from tests.test_e2e_relay import free_port
 
@@ -252,4 +255,52 @@ def test_listener_renamed_on_the_same_address_is_rebound(tmp_path: Path) -> None
         server.wait_for_log(rf"localhost:{port} listening on 127\.0\.0\.1:{port}")
         assert "needs a restart" not in server.log()
         assert banner(port).startswith("mx.example.test ESMTP")
+        server.stop()
+
+
+def _starttls(port: int) -> tuple[smtplib.SMTP, bytes]:
+    """An SMTP session after STARTTLS and the certificate the server showed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    client.ehlo("client.test")
+    code, text = client.starttls(context=context)
+    assert code == 220, text
+    sock: Any = client.sock
+    return client, sock.getpeercert(binary_form=True)
+
+
+def test_reload_serves_new_certificate_to_new_sessions(tmp_path: Path) -> None:
+    """After the certificate and key files are replaced and SIGHUP is sent,
+    a new STARTTLS session gets the new certificate, while a TLS session
+    opened before keeps its own and completes a message."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    ensure_self_signed(cert, key, "old.example.test")
+    new_cert, new_key = tmp_path / "new-cert.pem", tmp_path / "new-key.pem"
+    ensure_self_signed(new_cert, new_key, "new.example.test")
+    with PymtaServer(
+        tmp_path,
+        main_cf_extra=(
+            "smtpd_tls_security_level = may\n"
+            f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
+            "pymta_tls_create_self_signed = no\n"
+        ),
+    ) as server:
+        server.start()
+        before, old_der = _starttls(server.smtp_port)
+        cert.write_bytes(new_cert.read_bytes())
+        key.write_bytes(new_key.read_bytes())
+        reload(server)
+        after, new_der = _starttls(server.smtp_port)
+        after.quit()
+        assert new_der != old_der
+        assert (
+            x509.load_der_x509_certificate(new_der)
+            .subject.rfc4514_string()
+            .endswith("new.example.test")
+        )
+        send(before)
+        before.quit()
+        server.wait_for_log(r"to=<alice@example\.test>.*status=sent")
         server.stop()
