@@ -231,6 +231,11 @@ class _Listener(internet.TCPServer):
         assert self._port is not None
         return int(self._port.fileno())
 
+    @property
+    def session_factory(self) -> Any:
+        """The factory new connections get now."""
+        return self.args[1]
+
     def replace_factory(self, factory: Any) -> None:
         """Give new connections to ``factory`` (a reload); sessions already
         accepted keep the protocol, and so the factory, they were built by."""

@@ -12,8 +12,10 @@ smtplib and aiosmtpd on loopback; every wait is on a log line or a reply.
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import signal
 import smtplib
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -24,7 +26,7 @@ from aiosmtpd.controller import Controller
 from cryptography import x509
 
 from pymta.tls import ensure_self_signed
-from tests.harness import DEFAULT_MASTER_CF, PymtaServer, wait_for_file
+from tests.harness import DEFAULT_MASTER_CF, IMAP_SERVICE, PymtaServer, wait_for_file
 from tests.test_e2e_relay import free_port
 
 SECOND = "[127.0.0.1]:0 inet n - n - - smtpd\n"
@@ -303,4 +305,31 @@ def test_reload_serves_new_certificate_to_new_sessions(tmp_path: Path) -> None:
         send(before)
         before.quit()
         server.wait_for_log(r"to=<alice@example\.test>.*status=sent")
+        server.stop()
+
+
+def test_connections_before_login_still_count_after_reload(tmp_path: Path) -> None:
+    """IMAP connections held open before login across a reload still count
+    against imapd_max_login_ip_connections, under the new value: with the
+    limit raised from 2 to 3 by the reload, one more is greeted and the
+    next is refused (a reload is no way around the limit)."""
+    with PymtaServer(
+        tmp_path,
+        main_cf_extra="imapd_max_login_ip_connections = 2\n",
+        master_cf=DEFAULT_MASTER_CF + IMAP_SERVICE,
+    ) as server:
+        server.start()
+        held = [socket.create_connection(("127.0.0.1", server.imap_port)) for _ in range(2)]
+        for sock in held:
+            assert sock.recv(4096).startswith(b"* OK")
+        main_cf = server.config_dir / "main.cf"
+        main_cf.write_text(main_cf.read_text() + "imapd_max_login_ip_connections = 3\n")
+        reload(server)
+        third = socket.create_connection(("127.0.0.1", server.imap_port))
+        assert third.recv(4096).startswith(b"* OK")
+        held.append(third)
+        with pytest.raises(imaplib.IMAP4.error, match="Too many connections"):
+            imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=30)
+        for sock in held:
+            sock.close()
         server.stop()

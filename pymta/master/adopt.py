@@ -69,6 +69,11 @@ class AdoptedListener(service.Service):
         stopped: Any = port.stopListening()
         return maybeDeferred(lambda: stopped)
 
+    @property
+    def session_factory(self) -> Any:
+        """The factory new connections get now."""
+        return self._factory
+
     def replace_factory(self, factory: Any) -> None:
         """New connections go to ``factory`` (a reload); open sessions keep theirs."""
         from pymta.service import replace_port_factory

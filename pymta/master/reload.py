@@ -22,7 +22,9 @@ message in flight carries on as it was. Steps, in the reactor thread:
    domains is routed the same way), cleanup, and the factory of every
    smtpd/pop3d/imapd listener with fresh TLS contexts read from the
    certificate files. An unchanged listener gives its next connections to
-   the new factory; sessions already open keep the protocol they had.
+   the new factory; sessions already open keep the protocol they had. The
+   pop3d/imapd count of connections before login carries over (the
+   sessions of the old factory still count against the new limit).
 4. Listeners whose master.cf lines are new are opened (``... listening
    on``), those whose lines are gone stop accepting (their open sessions
    continue to their end). A port below 1024 cannot be bound after twistd
@@ -110,6 +112,33 @@ def delivery_names(delivery: Config, master: list[MasterService], new: Config) -
         f"{svc.name}_" for svc in master if svc.type == "unix" and svc.program in DELIVERY_COMMANDS
     )
     return delivery.names_read() | {name for name in new if name.startswith(prefixes)}
+
+
+def innermost(factory: Any) -> Any:
+    """The protocol factory under the TLS and metrics wrappers."""
+    seen = 0
+    while seen < 10:  # wrappers are a few deep; never loop on a cycle
+        inner = getattr(factory, "wrapped_factory", None) or getattr(
+            factory, "wrappedFactory", None
+        )
+        if inner is None:
+            return factory
+        factory, seen = inner, seen + 1
+    return factory
+
+
+def carry_counters(old: Any, new: Any) -> None:
+    """Give the new factory of a listener the old one's count of connections
+    before login (``*_max_login_ip_connections``), under the new limit:
+    the sessions the old factory admitted still count, and release their
+    place in the same table when they log in or end."""
+    old_inner, new_inner = innermost(old), innermost(new)
+    counts = getattr(old_inner, "preauth", None)
+    fresh = getattr(new_inner, "preauth", None)
+    if counts is None or fresh is None or type(counts) is not type(fresh):
+        return
+    counts.limit = fresh.limit
+    new_inner.preauth = counts
 
 
 def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred[bool]:
@@ -231,6 +260,7 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
     for key, (svc, _interface, _port, factory) in wanted.items():
         server = system.ports.get(key)
         if server is not None:
+            carry_counters(server.session_factory, factory)
             server.replace_factory(factory)
             system.listener_services[key] = svc
 
