@@ -333,3 +333,25 @@ def test_connections_before_login_still_count_after_reload(tmp_path: Path) -> No
         for sock in held:
             sock.close()
         server.stop()
+
+
+def test_smtp_connection_count_survives_reload(tmp_path: Path) -> None:
+    """SMTP sessions open across a reload still count against
+    smtpd_client_connection_count_limit: with the limit 2 and two sessions
+    held from before the reload, the next one after it gets 421."""
+    with PymtaServer(
+        tmp_path,
+        main_cf_extra=(
+            "smtpd_client_connection_count_limit = 2\nsmtpd_client_event_limit_exceptions =\n"
+        ),
+    ) as server:
+        server.start()
+        held = [connect(server.smtp_port)[0] for _ in range(2)]
+        reload(server)
+        refused = smtplib.SMTP(timeout=30)
+        code, text = refused.connect("127.0.0.1", server.smtp_port)
+        assert code == 421, text
+        refused.close()
+        for client in held:
+            client.quit()
+        server.stop()

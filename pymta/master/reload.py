@@ -23,8 +23,9 @@ message in flight carries on as it was. Steps, in the reactor thread:
    smtpd/pop3d/imapd listener with fresh TLS contexts read from the
    certificate files. An unchanged listener gives its next connections to
    the new factory; sessions already open keep the protocol they had. The
-   pop3d/imapd count of connections before login carries over (the
-   sessions of the old factory still count against the new limit).
+   per-client counts (pop3d/imapd connections before login, smtpd's
+   connection count) carry over: the old factory's sessions still count
+   against the new limits.
 4. Listeners whose master.cf lines are new are opened (``... listening
    on``), those whose lines are gone stop accepting (their open sessions
    continue to their end). A port below 1024 cannot be bound after twistd
@@ -128,17 +129,21 @@ def innermost(factory: Any) -> Any:
 
 
 def carry_counters(old: Any, new: Any) -> None:
-    """Give the new factory of a listener the old one's count of connections
-    before login (``*_max_login_ip_connections``), under the new limit:
-    the sessions the old factory admitted still count, and release their
-    place in the same table when they log in or end."""
+    """Give the new factory of a listener the old one's per-client counts:
+    pop3d/imapd's connections before login (``*_max_login_ip_connections``,
+    under the new limit) and smtpd's open connections
+    (``smtpd_client_connection_count_limit``). The sessions the old factory
+    admitted still count, and release their place in the same table when
+    they log in or end: a reload is no way around a limit."""
     old_inner, new_inner = innermost(old), innermost(new)
     counts = getattr(old_inner, "preauth", None)
     fresh = getattr(new_inner, "preauth", None)
-    if counts is None or fresh is None or type(counts) is not type(fresh):
-        return
-    counts.limit = fresh.limit
-    new_inner.preauth = counts
+    if counts is not None and fresh is not None and type(counts) is type(fresh):
+        counts.limit = fresh.limit
+        new_inner.preauth = counts
+    connections = getattr(old_inner, "connections", None)
+    if isinstance(connections, dict) and isinstance(getattr(new_inner, "connections", None), dict):
+        new_inner.connections = connections
 
 
 def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred[bool]:
