@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import os
 import signal
 import smtplib
 import socket
@@ -191,8 +192,9 @@ def test_delivery_in_flight_survives_reload(tmp_path: Path) -> None:
 def test_two_processes_both_reload(tmp_path: Path) -> None:
     """With pymta_processes = 2 the worker reloads too: both processes log
     ``reload: done``, every new session (spread by the kernel over both)
-    sees the new banner, and a listener added by the reload is adopted by
-    the worker from the master's socket."""
+    sees the new banner, a listener added by the reload is adopted by
+    the worker from the master's socket, and a SIGHUP sent to the worker
+    itself is ignored."""
     with PymtaServer(
         tmp_path,
         main_cf_extra="pymta_processes = 2\n",
@@ -210,6 +212,13 @@ def test_two_processes_both_reload(tmp_path: Path) -> None:
         for _ in range(20):
             assert banner(server.smtp_port) == "mx.example.test ESMTP both"
             assert banner(server.ports["[127.0.0.1]:0"]) == "mx.example.test ESMTP both"
+        # A hangup reaching the worker itself (a terminal's, `systemctl kill`)
+        # is ignored: the worker reloads when the master says so.
+        worker_pid = int(server.wait_for_log(r"worker 1 started, pid (\d+)")[0].split()[-1])
+        os.kill(worker_pid, signal.SIGHUP)
+        reload(server, count=4)
+        os.kill(worker_pid, 0)  # still there
+        assert "killed by signal" not in server.log()
         server.stop()
 
 
