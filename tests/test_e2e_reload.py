@@ -114,6 +114,12 @@ def test_changed_banner_reaches_new_sessions_only(tmp_path: Path) -> None:
         server.wait_for_log(r"to=<alice@example\.test>.*status=sent")
         assert len(server.messages("alice")) == 1
         assert not (tmp_path / "elsewhere").exists()  # the queue stayed where it was
+        # Still not applied at the next reload: said again; undone: said no more.
+        reload(server, count=2)
+        server.wait_for_log(r"maximal_backoff_time changed: needs a restart", count=2)
+        main_cf.write_text(main_cf.read_text().replace("maximal_backoff_time = 1234s\n", ""))
+        reload(server, count=3)
+        assert len(server.wait_for_log(r"maximal_backoff_time changed")) == 2
 
 
 def test_broken_main_cf_keeps_running_configuration(tmp_path: Path) -> None:

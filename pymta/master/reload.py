@@ -192,8 +192,11 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
             name=name,
             value=kept[name],
         )
+    # Compared with what the delivery side runs with (not with the last
+    # reload's configuration): a change is reported until a restart applies
+    # it, and a change undone is not reported.
     delivery = delivery_names(system.delivery_config, system.master, new_config)
-    for name, value in changed(system.config, new_config, delivery - set(kept)).items():
+    for name, value in changed(system.delivery_config, new_config, delivery - set(kept)).items():
         log.warn(
             "reload: {name} changed: needs a restart for delivery (the queue manager "
             "and delivery agents keep {name} = {value})",
@@ -226,8 +229,8 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
 
     try:
         old_parts: SessionParts = system.sessions
-        resolver = old_parts.resolver
-        resolver.current = Resolver(config)
+        resolver = old_parts.resolver  # the switch the queue manager shares
+        new_resolver = Resolver(config)
         cleanup = Cleanup(
             config, system.store, resolver, clock=old_parts.reactor, on_queued=system.on_queued
         )
@@ -251,10 +254,18 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
         log.error("reload: configuration error, keeping the running configuration: {e}", e=e)
         return succeed(False)
 
+    resolver.current = new_resolver
     system.sessions = parts
     system.cleanup = cleanup
     system.config = config
-    system.master = new_master
+    # The listeners' lines as now, the other services' as they run.
+    system.master = [
+        svc for svc in new_master if svc.type == "inet" and svc.program in LISTENER_COMMANDS
+    ] + [
+        svc
+        for svc in system.master
+        if not (svc.type == "inet" and svc.program in LISTENER_COMMANDS)
+    ]
     closing: list[Deferred[object]] = []
     for key in [k for k in system.ports if k not in wanted]:
         server = system.ports.pop(key)
