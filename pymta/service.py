@@ -23,8 +23,9 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -101,7 +102,7 @@ class _MaillogService(service.Service):
         self._path = path
         self._hostname = hostname
         self._syslog_name = syslog_name
-        self._stream: IO[str] | None = None
+        self._stream: Any = None  # pymta.master.appendlog.AppendLineStream
         self._observer: MaillogObserver | None = None
         self._undo: Callable[[], None] | None = None
 
@@ -121,6 +122,11 @@ class _MaillogService(service.Service):
         )
         self._undo = log_to(self._observer)
         super().startService()
+
+    def reopen(self) -> None:
+        """Write on to a new file at the same path (a reload, after logrotate)."""
+        if self._stream is not None:
+            self._stream.reopen()
 
     def stopService(self) -> None:
         super().stopService()
@@ -184,6 +190,10 @@ def listen_backlog(config: Config, somaxconn_path: str = SOMAXCONN_PATH) -> int:
         return DEFAULT_BACKLOG
 
 
+class StartFailed(Exception):
+    """A daemonised start failed; twistd reports the message to its caller."""
+
+
 class ListenError(Exception):
     """A listener could not bind its address; the message names the master.cf line."""
 
@@ -227,6 +237,57 @@ class _Listener(internet.TCPServer):
         assert self._port is not None
         return int(self._port.fileno())
 
+    @property
+    def session_factory(self) -> Any:
+        """The factory new connections get now."""
+        return self.args[1]
+
+    def replace_factory(self, factory: Any) -> None:
+        """Give new connections to ``factory`` (a reload); sessions already
+        accepted keep the protocol, and so the factory, they were built by."""
+        self.args = (self.args[0], factory, *self.args[2:])
+        if self._port is not None:
+            replace_port_factory(self._port, factory)
+
+
+def replace_port_factory(port: Any, factory: Any) -> None:
+    """Make a listening port build its next connections with ``factory``.
+
+    Twisted's port asks ``port.factory`` for each accepted connection and
+    calls its doStop when the port closes; the new factory is started here
+    as the port would have started it. pymta's factories own nothing that
+    their sessions still need when they stop, but the old one is left
+    running anyway: its sessions may outlive the reload by hours (IMAP IDLE).
+    """
+    factory.doStart()
+    port.factory = factory
+
+
+@dataclass
+class SessionParts:
+    """What the listeners' session factories are built from; a reload
+    replaces cleanup and resolver for the sessions that follow it."""
+
+    cleanup: Any
+    resolver: Any  # the ResolverSwitch the queue manager shares
+    queue_space: Any
+    mailstore: Callable[[], Any]
+    metrics: Any
+    reactor: Any
+    #: The DNS resolver of smtpd's restrictions (made on first use, shared).
+    dns: Callable[[], Any]
+
+
+class ResolverSwitch:
+    """trivial-rewrite's resolver that a reload can replace under the queue
+    manager and the sessions at once (every attribute is the current one's)."""
+
+    def __init__(self, resolver: Any) -> None:
+        self.current = resolver
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.current, name)
+
 
 class MailSystem(service.MultiService):
     """The running parts of one pymta instance, reachable for embedding and tests."""
@@ -235,6 +296,24 @@ class MailSystem(service.MultiService):
         super().__init__()
         self.config = config
         self.master = master
+        #: The configuration the queue manager, delivery agents and bounce were
+        #: built with: a copy of ``config`` whose reads a reload inspects (what
+        #: it read cannot change without a restart).
+        self.delivery_config = config
+        self.sessions: SessionParts | None = None
+        self.on_queued: Callable[[str, Any, bytes], None] | None = None
+        #: {listener key: its master.cf line}, what a reload compares.
+        self.listener_services: dict[str, MasterService] = {}
+        self.workers: Any = None  # pymta.master.workers.WorkerPool with pymta_processes > 1
+        #: Set by twistd (pymta.tap) and workers: install the SIGHUP (reload)
+        #: and SIGQUIT (abort) handlers at start. An embedding application
+        #: keeps its own signals.
+        self.handle_signals = False
+        #: Set by pymta.tap when twistd daemonises (no -n).
+        self.daemonised = False
+        #: Set by the abort signal: stop without waiting for deliveries in flight.
+        self.aborting = False
+        self._stop_waits: list[Deferred[None]] = []
         self.store: Any = None
         self.cleanup: Any = None
         self.resolver: Any = None
@@ -248,14 +327,54 @@ class MailSystem(service.MultiService):
         self.pidfile: str | None = None
 
     def privilegedStartService(self) -> None:
+        if self.handle_signals:
+            # Before the first port is bound: once a client (or a test) sees
+            # "listening on", SIGHUP already means reload, not death.
+            from pymta.master.control import install_signal_handlers
+
+            install_signal_handlers(self)
         try:
             super().privilegedStartService()
         except ListenError as e:
             if self.pidfile:
                 with contextlib.suppress(OSError):
                     os.unlink(self.pidfile)
+            if self.daemonised:
+                # twistd's first process waits for a word from the daemon on
+                # its status pipe, written only for an Exception (a
+                # SystemExit leaves it waiting forever); it prints its start.
+                log.critical("pymta: fatal: {e}", e=e)
+                raise StartFailed(str(e)) from None
             # One line instead of twistd's traceback (SystemExit's message is printed).
             raise SystemExit(f"pymta: fatal: {e}") from None
+
+    def stop_qmgr(self) -> object:
+        """The queue manager's stop: waits for the deliveries in flight, unless
+        aborting (``pymta abort``), when the queue keeps what they had not
+        finished for the next start (delivered at least once, as Postfix)."""
+        assert self.qmgr is not None
+        waiting = maybeDeferred(self.qmgr.stop)
+        if self.aborting:
+            return None
+        # An abort while the stop waits ends the wait (abort_stop_waits).
+        done: Deferred[None] = Deferred()
+        waiting.addBoth(lambda _: None if done.called else done.callback(None))
+        self._stop_waits.append(done)
+        return done
+
+    def abort_stop_waits(self) -> None:
+        """Stop waiting for the deliveries in flight (``pymta abort`` during
+        a graceful stop)."""
+        self.aborting = True
+        for done in self._stop_waits:
+            if not done.called:
+                done.callback(None)
+
+    def reopen_maillog(self) -> None:
+        """Reopen ``maillog_file`` (after logrotate moved it away)."""
+        for part in self:
+            if isinstance(part, _MaillogService):
+                part.reopen()
 
 
 def _listen_interfaces(config: Config, host: str | None) -> list[str]:
@@ -294,7 +413,6 @@ def build(
     from pymta.queue.store import FileQueueStore
     from pymta.queue.sync import SyncBarrier
     from pymta.rewrite import Resolver
-    from pymta.tls import implicit_tls, listener_tls
 
     reactor = reactor or _reactor()
     clock: IReactorTime = reactor
@@ -352,7 +470,10 @@ def build(
     )
     if system.metrics is not None:
         system.metrics.watch_syncs({"queue": sync, "mailbox": delivery_sync})
-    resolver = Resolver(config)
+    # The queue manager and the sessions share one resolver that a reload
+    # replaces (pymta.master.reload): mail accepted under the new
+    # configuration is routed by it too.
+    resolver: Any = ResolverSwitch(Resolver(config))
     holder: dict[str, Any] = {}
 
     def on_queued(queue_id: str, envelope: Any, content: bytes) -> None:
@@ -371,25 +492,34 @@ def build(
         on_queued=on_queued,
         mailauth=MailAuth.from_config(config, reactor),
     )
-    bounce = Bouncer(config, cleanup, clock)
+    # The delivery side reads its own copy: what it read is what a reload
+    # cannot change without a restart (pymta.master.reload).
+    delivery_config = config.recording_copy()
+    system.delivery_config = delivery_config
+    bounce = Bouncer(delivery_config, cleanup, clock)
     agents = build_agents(
         master,
         AgentContext(
-            config=config, sync=delivery_sync, cleanup=cleanup, clock=clock, reactor=reactor
+            config=delivery_config,
+            sync=delivery_sync,
+            cleanup=cleanup,
+            clock=clock,
+            reactor=reactor,
         ),
     )
     qmgr = QueueManager(
-        config,
+        delivery_config,
         store,
         resolver,
         agents,
         bounce,
         clock,
-        process_limits(master, config),
+        process_limits(master, delivery_config),
         scan=worker_fds is None,
         claims=claims,
     )
     holder["qmgr"] = qmgr
+    system.on_queued = on_queued
     system.store, system.cleanup, system.resolver = store, cleanup, resolver
     system.qmgr, system.bounce, system.agents = qmgr, bounce, agents
 
@@ -397,7 +527,7 @@ def build(
     # stopping qmgr leaves pending (marks, moves, unlinks) still reach disk.
     _CallbackService("sync", lambda: None, sync.drain).setServiceParent(system)
     _CallbackService("delivery-sync", lambda: None, delivery_sync.drain).setServiceParent(system)
-    _CallbackService("qmgr", qmgr.start, qmgr.stop).setServiceParent(system)
+    _CallbackService("qmgr", qmgr.start, system.stop_qmgr).setServiceParent(system)
     if queue_space is not None:
         _CallbackService("queue-space", queue_space.start, queue_space.stop).setServiceParent(
             system
@@ -447,52 +577,21 @@ def build(
             )
         return smtpd_resolvers[0]
 
+    system.sessions = SessionParts(
+        cleanup=cleanup,
+        resolver=resolver,
+        queue_space=queue_space,
+        mailstore=mailstore,
+        metrics=system.metrics,
+        reactor=reactor,
+        dns=smtpd_dns,
+    )
     for svc in master:
         if svc.type != "inet" or svc.program not in LISTENER_COMMANDS:
             continue
-        svc_config = svc.service_config(config)
-        host, port = svc.listen_address()
-        if svc.program == "smtpd":
-            from pymta.smtpd import SMTPServerFactory
-
-            tls = listener_tls(svc_config, "smtpd")
-            factory: Any = SMTPServerFactory(
-                svc_config,
-                cleanup,
-                resolver,
-                functools.partial(_open_table, config=svc_config),
-                tls,
-                clock,
-                service_name=svc.program,
-                queue_space=queue_space,
-                dns=smtpd_dns(),
-                reactor=reactor,
-            )
-            if svc_config.get_bool("smtpd_tls_wrappermode"):
-                factory = implicit_tls(factory, tls, "smtpd")
-        elif svc.program == "imapd":
-            factory = _imap_factory(svc_config, svc, reactor, mailstore())
-        else:
-            factory = _pop3_factory(svc_config, svc, reactor, mailstore())
-        if system.metrics is not None:
-            factory = system.metrics.count_sessions(factory, svc.program)
-        for interface in _listen_interfaces(svc_config, host):
-            key = f"{svc.name}:{interface}:{port}"
-            server: Any
-            if worker_fds is not None:
-                from pymta.master.adopt import AdoptedListener
-
-                if key not in worker_fds:
-                    raise ConfigError(f"master.cf service {key}: no socket from the master")
-                server = AdoptedListener(worker_fds[key], factory, reactor)
-            else:
-                server = _Listener(
-                    port, factory, interface=interface, backlog=listen_backlog(svc_config)
-                )
-                server.where = f"{svc.filename}, line {svc.lineno}: service {svc.name}"
-            server.setName(f"{svc.name}@{interface or '*'}:{port}")
-            server.setServiceParent(system)
-            system.ports[key] = server
+        factory = session_factory(svc, config, system.sessions)
+        for key, interface, port in listener_keys(svc, config):
+            add_listener(system, key, svc, interface, port, factory, worker_fds, reactor)
     if system.metrics is not None and worker_fds is None:
         # Only the master listens; its workers record into shared files.
         from pymta.metrics import listen_interface
@@ -506,15 +605,98 @@ def build(
         from pymta.master.workers import WorkerPool
 
         ports = system.ports
-        WorkerPool(
+        system.workers = WorkerPool(
             config.get("config_directory"),
             lambda: {key: listener.fileno() for key, listener in ports.items()},
             processes - 1,
             reactor,
             on_exit=qmgr.recover_orphans,
             throttle_time=config.get_time("service_throttle_time"),
-        ).setServiceParent(system)
+        )
+        system.workers.setServiceParent(system)
     return system
+
+
+def session_factory(svc: MasterService, config: Config, parts: SessionParts) -> Any:
+    """The protocol factory of one master.cf listener (smtpd, pop3d, imapd)
+    under ``config`` with the service's ``-o`` overrides; TLS contexts are
+    made here, from the certificate files as they are now."""
+    from pymta.tls import implicit_tls, listener_tls
+
+    svc_config = svc.service_config(config)
+    factory: Any
+    if svc.program == "smtpd":
+        from pymta.smtpd import SMTPServerFactory
+
+        tls = listener_tls(svc_config, "smtpd")
+        factory = SMTPServerFactory(
+            svc_config,
+            parts.cleanup,
+            parts.resolver,
+            functools.partial(_open_table, config=svc_config),
+            tls,
+            parts.reactor,
+            service_name=svc.program,
+            queue_space=parts.queue_space,
+            dns=parts.dns(),
+            reactor=parts.reactor,
+        )
+        if svc_config.get_bool("smtpd_tls_wrappermode"):
+            factory = implicit_tls(factory, tls, "smtpd")
+    elif svc.program == "imapd":
+        factory = _imap_factory(svc_config, svc, parts.reactor, parts.mailstore())
+    else:
+        factory = _pop3_factory(svc_config, svc, parts.reactor, parts.mailstore())
+    if parts.metrics is not None:
+        factory = parts.metrics.count_sessions(factory, svc.program)
+    return factory
+
+
+def listener_keys(svc: MasterService, config: Config) -> list[tuple[str, str, int]]:
+    """(key, interface, port) of each socket a listener line opens; the key
+    names it between the master and its workers and across reloads."""
+    svc_config = svc.service_config(config)
+    host, port = svc.listen_address()
+    return [
+        (f"{svc.name}:{interface}:{port}", interface, port)
+        for interface in _listen_interfaces(svc_config, host)
+    ]
+
+
+def add_listener(
+    system: MailSystem,
+    key: str,
+    svc: MasterService,
+    interface: str,
+    port: int,
+    factory: Any,
+    worker_fds: Mapping[str, int] | None,
+    reactor: Any,
+) -> Any:
+    """Add the listener ``key`` to the system (started at once when the
+    system runs: a reload); a worker adopts the master's socket instead."""
+    server: Any
+    if worker_fds is not None:
+        from pymta.master.adopt import AdoptedListener
+
+        if key not in worker_fds:
+            raise ConfigError(f"master.cf service {key}: no socket from the master")
+        server = AdoptedListener(worker_fds[key], factory, reactor)
+    else:
+        backlog = listen_backlog(svc.service_config(system.config))
+        server = _Listener(port, factory, interface=interface, backlog=backlog)
+        server.where = f"{svc.filename}, line {svc.lineno}: service {svc.name}"
+    server.setName(f"{svc.name}@{interface or '*'}:{port}")
+    try:
+        server.setServiceParent(system)  # started at once when the system runs
+    except Exception:
+        if server in system.services:  # bound nothing: leave no trace
+            system.services.remove(server)
+            system.namedServices.pop(server.name, None)
+        raise
+    system.ports[key] = server
+    system.listener_services[key] = svc
+    return server
 
 
 def _queue_space(queue_directory: str, reactor: Any) -> Any:
@@ -612,16 +794,26 @@ def check(config_directory: str | os.PathLike[str]) -> list[str]:
     parameters, master.cf services, restrictions (``reject_rbl_client``),
     certificates, the passdb, tables that cannot be opened (a ``hash:``
     table without its .db)."""
-    import tempfile
-
     warnings, stop = _start_warnings()
     try:
-        config, master = load(config_directory)
-        with tempfile.TemporaryDirectory(prefix="pymta-check-") as scratch:
-            build(_with_checkable_certificates(config, scratch), master, check=True)
+        load_checked(config_directory)
     finally:
         stop()
     return warnings
+
+
+def load_checked(
+    config_directory: str | os.PathLike[str],
+) -> tuple[Config, list[MasterService]]:
+    """:func:`load`, then every part built in check mode (what ``pymta
+    check`` does): the ConfigError or OSError that would stop a start, else
+    the configuration. A reload validates with this before it applies."""
+    import tempfile
+
+    config, master = load(config_directory)
+    with tempfile.TemporaryDirectory(prefix="pymta-check-") as scratch:
+        build(_with_checkable_certificates(config, scratch), master, check=True)
+    return config, master
 
 
 def makeService(

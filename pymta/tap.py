@@ -81,8 +81,10 @@ def _make(options: Options) -> IService:
         prepare_twistd_files(twistd_options["pidfile"], twistd_options["logfile"], run_as)
     system = make(options["config"])
     if isinstance(system, MailSystem):
+        system.handle_signals = True  # SIGHUP reloads, SIGQUIT aborts (pymta.master.control)
         if twistd_options is not None:
             system.pidfile = twistd_options.get("pidfile") or None
+            system.daemonised = not twistd_options.get("nodaemon")
         if run_as is not None:
             check_readable(system.config, [svc.program for svc in system.master], run_as)
             give_state_to(system.config, run_as)

@@ -2,5 +2,6 @@
 
 :mod:`~pymta.cli.main` dispatches to one module per family of commands:
 :mod:`~pymta.cli.postconf`, :mod:`~pymta.cli.postmap`,
-:mod:`~pymta.cli.queue`, :mod:`~pymta.cli.passwd`.
+:mod:`~pymta.cli.queue`, :mod:`~pymta.cli.passwd`, :mod:`~pymta.cli.control`
+(start, stop, abort, status, reload).
 """

@@ -2,7 +2,8 @@
 
 Usage: ``pymta [-c DIR] COMMAND [args]``. Mirrors Postfix's family of admin
 commands (postconf, postmap, postalias, newaliases, mailq, postqueue,
-postsuper, ``postfix check``) behind one console script. The configuration
+postsuper, ``postfix check``, ``postfix start|stop|abort|status|reload``)
+behind one console script. The configuration
 directory is ``-c DIR``, else $MAIL_CONFIG, else the source checkout's
 ``etc/``, else /etc/pymta (pymta.config.locate); every command also takes
 ``-c DIR`` among its own options.
@@ -43,6 +44,11 @@ COMMAND_TABLE: dict[str, str] = {
     "dkim": "pymta.cli.dkim:run",
     "check": "pymta.cli.main:run_check",
     "sendmail": "pymta.cli.sendmail:run",
+    "start": "pymta.cli.control:run_start",
+    "stop": "pymta.cli.control:run_stop",
+    "abort": "pymta.cli.control:run_abort",
+    "status": "pymta.cli.control:run_status",
+    "reload": "pymta.cli.control:run_reload",
 }
 
 #: one line per command for ``pymta help``.
@@ -60,6 +66,11 @@ SUMMARY: dict[str, str] = {
     "dkim": "dkim keygen DOMAIN SELECTOR: make a DKIM key, print its DNS record",
     "check": "check main.cf and master.cf (like 'postfix check')",
     "sendmail": "submit a message (Postfix's sendmail(1) options; also pymta-sendmail)",
+    "start": "start the mail system in the background (twistd)",
+    "stop": "stop the mail system, waiting for deliveries in flight",
+    "abort": "stop the mail system at once, without waiting for deliveries",
+    "status": "say whether the mail system is running (exit 0) or not (exit 1)",
+    "reload": "check the configuration, then make the running system re-read it",
 }
 
 #: the synopsis ``pymta COMMAND --help`` (and ``pymta help COMMAND``) prints.
@@ -81,6 +92,12 @@ SYNOPSIS: dict[str, str] = {
     "  the password is asked twice on a terminal, or read from the first\n"
     "  line of standard input when that is not a terminal (or with --stdin)",
     "check": "check [-c DIR]",
+    "start": "start [-c DIR] [TWISTD_OPTION ...]\n"
+    "  twistd options such as -u pymta -g pymta or --logfile FILE are passed on",
+    "stop": "stop [-c DIR] [-t SECONDS]",
+    "abort": "abort [-c DIR]",
+    "status": "status [-c DIR]",
+    "reload": "reload [-c DIR]",
 }
 
 Runner = Callable[[list[str], str], int]

@@ -50,6 +50,9 @@ class Config:
         self._sources: dict[str, Setting] = dict(sources or {})
         self._defaults = defaults
         self._cache: dict[str, str] = {}
+        #: Names read through this Config and the copies with_overrides made
+        #: of it (a reload asks what the delivery side has read).
+        self._reads: set[str] = set()
         if config_directory is not None and "config_directory" not in self._explicit:
             self._explicit["config_directory"] = config_directory
 
@@ -83,7 +86,16 @@ class Config:
         sources = dict(self._sources)
         for name, value in overrides.items():
             sources[name] = Setting(name, value, source, 0)
-        return Config(values, sources=sources, defaults=self._defaults)
+        copy = Config(values, sources=sources, defaults=self._defaults)
+        copy._reads = self._reads  # a service's reads are its parent's too
+        return copy
+
+    def recording_copy(self) -> Config:
+        """A copy whose reads (and its copies' reads) are recorded apart
+        from this one's (:meth:`names_read`)."""
+        copy = self.with_overrides({})
+        copy._reads = set()
+        return copy
 
     # raw access -----------------------------------------------------------
 
@@ -142,6 +154,7 @@ class Config:
 
     def get(self, name: str) -> str:
         """The expanded value ('' when unknown and unset)."""
+        self._reads.add(name)
         cached = self._cache.get(name)
         if cached is not None:
             return cached
@@ -157,6 +170,12 @@ class Config:
 
     def get_str(self, name: str) -> str:
         return self.get(name)
+
+    def names_read(self) -> set[str]:
+        """The parameters read through this Config and its copies so far (a
+        reload asks which ones the running queue manager and delivery agents
+        use)."""
+        return set(self._reads)
 
     def get_int(self, name: str) -> int:
         value = self.get(name).strip()

@@ -70,6 +70,19 @@ class AdoptedListener(service.Service):
         return maybeDeferred(lambda: stopped)
 
     @property
+    def session_factory(self) -> Any:
+        """The factory new connections get now."""
+        return self._factory
+
+    def replace_factory(self, factory: Any) -> None:
+        """New connections go to ``factory`` (a reload); open sessions keep theirs."""
+        from pymta.service import replace_port_factory
+
+        self._factory = factory
+        if self._port is not None:
+            replace_port_factory(self._port, factory)
+
+    @property
     def port(self) -> int:
         """The port number of the adopted socket."""
         assert self._port is not None

@@ -19,6 +19,7 @@ class AppendLineStream:
     """The minimal text stream MaillogObserver writes to (write, flush, close)."""
 
     def __init__(self, path: str, encoding: str = "utf-8") -> None:
+        self._path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self._encoding = encoding
         self._pending: list[str] = []
@@ -35,6 +36,16 @@ class AppendLineStream:
         while data:
             written = os.write(self._fd, data)
             data = data[written:]
+
+    def reopen(self) -> None:
+        """Flush, then append to a new file at the same path (the old one was
+        renamed by logrotate); the stream object stays the same."""
+        if self._fd < 0:
+            return
+        self.flush()
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        old, self._fd = self._fd, fd
+        os.close(old)
 
     def close(self) -> None:
         if self._fd < 0:

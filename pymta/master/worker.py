@@ -11,8 +11,13 @@ events to ``maillog_file`` itself, with its own pid.
 
 Once it accepts on the sockets it writes ``ready`` to its stdout (the
 master throttles the restarts of a worker that dies before). It stops on
-SIGTERM (waiting for its deliveries in flight, as the master does) and
-when its stdin reaches end-of-file: the master died.
+SIGTERM (waiting for its deliveries in flight, as the master does), at
+once on SIGQUIT (``pymta abort``), and when its stdin reaches end-of-file:
+the master died. It ignores SIGHUP: it reloads when the master asks on the
+control socket (``--control FD``), a line ``reload KEY ...`` carrying the
+master's sockets of the listeners a reload added (pymta.master.reload), or
+``reopen`` (the master refused the new configuration: only reopen the
+mail log).
 
 Untrusted input: none here (the command line comes from the master). May
 write: what the parts write. Logs: what the parts log.
@@ -21,13 +26,19 @@ write: what the parts write. Logs: what the parts log.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 log = Logger(namespace="pymta.master")
 
@@ -40,7 +51,58 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--listen", action="append", default=[], metavar="NAME=FD", help="an inherited socket"
     )
+    parser.add_argument(
+        "--control", type=int, default=None, metavar="FD", help="the control socket"
+    )
     return parser.parse_args(list(argv))
+
+
+@implementer(IFileDescriptorReceiver)
+class _Control(protocol.Protocol):
+    """The master's control socket: ``reload KEY ...`` lines, each with the
+    descriptors of the new listeners KEY ... attached (SCM_RIGHTS)."""
+
+    def __init__(self, system: Any) -> None:
+        self._system = system
+        self._received: list[int] = []
+        self._buffer = b""
+        self._chain: Deferred[Any] = succeed(None)
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        self._received.append(descriptor)
+
+    def dataReceived(self, data: bytes) -> None:
+
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            words = line.decode("ascii", "replace").split()
+            if words == ["reopen"]:
+                self._system.reopen_maillog()
+                continue
+            if not words or words[0] != "reload":
+                log.warn("control: unknown request {line!r}", line=line)
+                continue
+            keys = words[1:]
+            fds = dict(zip(keys, self._received[: len(keys)], strict=False))
+            del self._received[: len(keys)]
+            # One at a time, in the order the master asked.
+            self._chain.addBoth(self._reload, fds)
+            self._chain.addCallback(self._close_unused, fds)
+            self._chain.addErrback(_reload_failed)
+
+    def _reload(self, _: object, fds: dict[str, int]) -> Deferred[bool]:
+        from pymta.master.reload import reload
+
+        return reload(self._system, worker_fds=fds)
+
+    def _close_unused(self, _: object, fds: dict[str, int]) -> None:
+        for key, fd in fds.items():
+            # An adopted socket's descriptor was closed by its listener;
+            # close the ones no listener took.
+            if getattr(self._system.ports.get(key), "_fd", None) != fd:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 class _MasterWatch(protocol.Protocol):
@@ -53,6 +115,10 @@ class _MasterWatch(protocol.Protocol):
         if self._reactor.running:
             log.info("master closed the pipe: stopping")
             self._reactor.stop()
+
+
+def _reload_failed(failure: Failure) -> None:
+    log.failure("reload: failed (a bug: please report it)", failure)
 
 
 def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
@@ -80,6 +146,13 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
 
         system.privilegedStartService()
         system.startService()
+        from pymta.master.control import install_signal_handlers
+
+        install_signal_handlers(system, worker=True)
+        if args.control is not None:
+            factory = protocol.Factory.forProtocol(lambda: _Control(system))
+            reactor.adoptStreamConnection(args.control, socket.AF_UNIX, factory)
+            os.close(args.control)  # the reactor holds its own duplicate
         standard_io: Any = stdio.StandardIO
         pipe = standard_io(_MasterWatch(reactor), stdin=0, stdout=1, reactor=reactor)
         pipe.write(READY + b"\n")  # no startup throttling from now on

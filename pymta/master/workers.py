@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +85,11 @@ class WorkerCommand:
 
 
 def worker_command(
-    executable: str, config_directory: str, sockets: Iterable[tuple[str, int]], slot: int
+    executable: str,
+    config_directory: str,
+    sockets: Iterable[tuple[str, int]],
+    slot: int,
+    control: int | None = None,
 ) -> WorkerCommand:
     """Build the command of worker ``slot`` for the master's listening sockets.
 
@@ -92,6 +97,9 @@ def worker_command(
     them at FIRST_LISTEN_FD, FIRST_LISTEN_FD + 1, ... and learns which is
     which from ``--listen KEY=FD``. stdin is a pipe (the master's death is
     its end-of-file), stdout and stderr are pipes relayed to the log.
+    ``control`` is the worker's end of its control socket (a Unix socket
+    pair: reload requests with the sockets of new listeners), passed after
+    the listening sockets and named by ``--control FD``.
     """
     argv = [
         executable,
@@ -108,6 +116,10 @@ def worker_command(
             raise ValueError(f"listener name {key!r} contains '='")
         argv += ["--listen", f"{key}={number}"]
         child_fds[number] = parent_fd
+    if control is not None:
+        number = max(max(child_fds) + 1, FIRST_LISTEN_FD)
+        argv += ["--control", str(number)]
+        child_fds[number] = control
     return WorkerCommand(argv, child_fds)
 
 
@@ -142,6 +154,10 @@ class _WorkerProtocol(ProcessProtocol):
         self.ready = False
         self.ended: Deferred[None] = Deferred()
         self._partial: dict[int, bytes] = {}
+        #: The master's end of the worker's control socket.
+        self.control: socket.socket | None = None
+        #: The listener keys whose sockets the worker holds.
+        self.keys: set[str] = set()
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
@@ -160,6 +176,9 @@ class _WorkerProtocol(ProcessProtocol):
                 log.info("worker[{pid}]: {line}", pid=self.pid, line=text)
 
     def processEnded(self, reason: Failure) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         self._pool._ended(self, reason)
         self.ended.callback(None)
 
@@ -201,14 +220,25 @@ class WorkerPool(service.Service):
         self._restarts.pop(slot, None)
         if not self.running:
             return
+        sockets = sorted(self._sockets().items())
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         command = worker_command(
-            self._executable, self._config_directory, sorted(self._sockets().items()), slot
+            self._executable, self._config_directory, sockets, slot, theirs.fileno()
         )
         protocol = _WorkerProtocol(self, slot)
+        protocol.keys = {key for key, _fd in sockets}
         env = dict(os.environ if self._environment is None else self._environment)
-        self._reactor.spawnProcess(
-            protocol, command.argv[0], command.argv, env=env, childFDs=command.child_fds
-        )
+        try:
+            self._reactor.spawnProcess(
+                protocol, command.argv[0], command.argv, env=env, childFDs=command.child_fds
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the worker holds its own copy
+        ours.setblocking(False)
+        protocol.control = ours
         self._workers[slot] = protocol
         log.info("worker {slot} started, pid {pid}", slot=slot, pid=protocol.pid)
 
@@ -234,6 +264,32 @@ class WorkerPool(service.Service):
         if self._on_exit is not None:
             self._on_exit()
         self._spawn(slot)
+
+    def reload(self, command: str = "reload") -> None:
+        """Tell every worker to reload (after the master reloaded), handing
+        each the master's sockets of listeners it does not hold yet; with
+        ``command = "reopen"`` only to reopen the mail log."""
+        current = self._sockets()
+        for protocol in list(self._workers.values()):
+            new: list[str] = []
+            if command == "reload":
+                new = sorted(key for key in current if key not in protocol.keys)
+            message = (" ".join([command, *new]) + "\n").encode()
+            try:
+                if protocol.control is None:
+                    raise OSError("no control socket")
+                # A few bytes on a fresh socket pair: never blocks.
+                socket.send_fds(protocol.control, [message], [current[key] for key in new])
+            except OSError as e:
+                log.warn("reload: cannot reach worker pid {pid}: {e}", pid=protocol.pid, e=e)
+                continue
+            if command == "reload":  # the worker closes what is gone itself
+                protocol.keys = set(current)
+
+    def signal_all(self, number: int) -> None:
+        """Send signal ``number`` to every running worker."""
+        for protocol in list(self._workers.values()):
+            _signal(protocol, number)
 
     def pids(self) -> dict[int, int | None]:
         """{slot: pid} of the workers running now."""
