@@ -181,10 +181,8 @@ class QueueManager:
         # Half-written queue files (``incoming/ID.tmp``) of a process that
         # died writing them were never acknowledged: no process writes yet,
         # so every one found now is such a leftover (postsuper's cleanup).
-        remove_stale = getattr(self._store, "remove_stale_temporaries", None)
-        if remove_stale is not None:
-            for name in remove_stale(self._clock.seconds()):
-                maillog("qmgr", f"removed unfinished queue file incoming/{name}")
+        for name in self._store.remove_stale_temporaries(self._clock.seconds()):
+            maillog("qmgr", f"removed unfinished queue file incoming/{name}")
         for queue_id in self._store.list("incoming"):
             if queue_id not in self._messages:
                 self._take(queue_id, "incoming")

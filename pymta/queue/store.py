@@ -157,31 +157,35 @@ class FileQueueStore:
         self._remember(queue_id, flags)
         return envelope, content
 
-    def _background(self, queue_id: str, what: str, work: Callable[[], None]) -> None:
-        """Run a file-system change on the barrier's thread, in call order.
+    def _background(self, queue_id: str, what: str, work: Callable[[], None]) -> Deferred[bool]:
+        """Run a file-system change on the barrier's thread, in call order
+        (IQueueStore's rule for changes); fires True once done, False when
+        it failed (logged).
 
         These changes need no sync of their own (Postfix does not sync them
         either): losing one in a crash means a message is delivered again or
-        retried sooner, never lost. A failure is logged.
+        retried sooner, never lost.
         """
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> bool:
             maillog(
                 "qmgr",
                 f"{queue_id}: cannot {what} queue file: {failure.getErrorMessage()}",
                 LogLevel.warn,
             )
+            return False
 
-        self._sync.run(work, durable=False).addErrback(failed)
+        d = self._sync.run(work, durable=False)
+        return d.addCallbacks(lambda _: True, failed)
 
-    def move(self, queue_id: str, source: str, target: str) -> None:
+    def move(self, queue_id: str, source: str, target: str) -> Deferred[bool]:
         source_path = self.path(queue_id, source)
         target_path = self.path(queue_id, target)
-        self._background(
+        return self._background(
             queue_id, f"move {source} to {target}", lambda: os.rename(source_path, target_path)
         )
 
-    def mark_done(self, queue_id: str, queue: str, index: int) -> None:
+    def mark_done(self, queue_id: str, queue: str, index: int) -> Deferred[bool]:
         path = self.path(queue_id, queue)
         flags = self._offsets.get(queue_id)
         if flags is None:
@@ -198,9 +202,9 @@ class FileQueueStore:
             finally:
                 os.close(fd)
 
-        self._background(queue_id, "mark a recipient done in", mark)
+        return self._background(queue_id, "mark a recipient done in", mark)
 
-    def set_next_attempt(self, queue_id: str, when: float) -> None:
+    def set_next_attempt(self, queue_id: str, when: float) -> Deferred[bool]:
         def touch() -> None:
             # Looked up when it runs: after any move queued before it.
             queue = self.find(queue_id)
@@ -208,7 +212,7 @@ class FileQueueStore:
                 raise FileNotFoundError(errno.ENOENT, "no such queue file", queue_id)
             os.utime(self.path(queue_id, queue), (when, when))
 
-        self._background(queue_id, "set the next attempt time of", touch)
+        return self._background(queue_id, "set the next attempt time of", touch)
 
     def next_attempt(self, queue_id: str) -> float:
         queue = self.find(queue_id)
@@ -216,7 +220,7 @@ class FileQueueStore:
             raise KeyError(queue_id)
         return os.stat(self.path(queue_id, queue)).st_mtime
 
-    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> None:
+    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> Deferred[bool]:
         line = f"{index}\t{status}\t{reason}".replace("\n", " ").replace("\r", " ")
         data = (line + "\n").encode("utf-8", "surrogateescape")
         path = self._defer_path(queue_id)
@@ -228,7 +232,7 @@ class FileQueueStore:
             finally:
                 os.close(fd)
 
-        self._background(queue_id, "record a deferral reason of", append)
+        return self._background(queue_id, "record a deferral reason of", append)
 
     def defer_reasons(self, queue_id: str) -> dict[int, tuple[str, str]]:
         try:
@@ -244,7 +248,7 @@ class FileQueueStore:
                 reasons[int(index)] = (status, reason)
         return reasons
 
-    def record_delay_warning(self, queue_id: str, when: float) -> None:
+    def record_delay_warning(self, queue_id: str, when: float) -> Deferred[bool]:
         # A "W" line in the defer log: defer_reasons skips it (not an index),
         # and it goes when the message does. Not synced, like the defer log:
         # a crash may at worst repeat the warning.
@@ -258,7 +262,7 @@ class FileQueueStore:
             finally:
                 os.close(fd)
 
-        self._background(queue_id, "record the delay warning of", append)
+        return self._background(queue_id, "record the delay warning of", append)
 
     def delay_warning_sent(self, queue_id: str) -> bool:
         try:
@@ -268,7 +272,7 @@ class FileQueueStore:
             return False
         return data.startswith(b"W\t") or b"\nW\t" in data
 
-    def remove(self, queue_id: str, queue: str) -> None:
+    def remove(self, queue_id: str, queue: str) -> Deferred[bool]:
         path = self.path(queue_id, queue)
         defer_path = self._defer_path(queue_id)
         self._offsets.pop(queue_id, None)
@@ -280,16 +284,17 @@ class FileQueueStore:
             except FileNotFoundError:
                 pass
 
-        self._background(queue_id, "remove", unlink)
+        return self._background(queue_id, "remove", unlink)
 
-    def quarantine(self, queue_id: str, queue: str, reason: str) -> None:
-        self.move(queue_id, queue, "corrupt")
+    def quarantine(self, queue_id: str, queue: str, reason: str) -> Deferred[bool]:
+        moved = self.move(queue_id, queue, "corrupt")
         self._offsets.pop(queue_id, None)
         maillog(
             "qmgr",
             f"{queue_id}: corrupt queue file {queue}/{queue_id} moved to corrupt: {reason}",
             LogLevel.warn,
         )
+        return moved
 
     def list(self, queue: str) -> builtins.list[str]:
         if queue not in QUEUE_NAMES:
@@ -302,8 +307,6 @@ class FileQueueStore:
             if os.path.exists(self.path(queue_id, queue)):
                 return queue
         return None
-
-    # maintenance -----------------------------------------------------------
 
     def remove_stale_temporaries(self, older_than: float) -> builtins.list[str]:
         """Delete ``incoming/*.tmp`` files (writes that never committed, e.g.
