@@ -28,6 +28,7 @@ from typing import IO, Any
 from twisted.application import internet, service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pymta.config import Config, ConfigError
@@ -242,9 +243,10 @@ def build(
     )
     store = FileQueueStore(queue_directory, sync, clock=clock)
     # Mailbox writes get a group-commit thread of their own, so that a
-    # client waiting for its 250 never queues behind a delivery's sync. The
-    # queue manager marks a recipient done only after the agent's Deferred
-    # fired, so the two threads' changes still reach the disk in order.
+    # client waiting for its 250 never queues behind a delivery's sync. A
+    # recipient is marked done only after its mailbox write is durable (by
+    # the writer's thread right after its rename, or by the queue manager
+    # after the agent's Deferred fired), so the two reach the disk in order.
     delivery_sync = SyncBarrier(
         config.get("virtual_mailbox_base") or queue_directory,
         config.get("pymta_sync_method") or "syncfs",
@@ -254,8 +256,8 @@ def build(
     resolver = Resolver(config)
     holder: dict[str, Any] = {}
 
-    def on_queued(queue_id: str, envelope: Any, content: bytes) -> None:
-        holder["qmgr"].notify_new(queue_id, envelope, content)
+    def on_queued(queue_id: str, envelope: Any) -> None:
+        holder["qmgr"].notify_new(queue_id, envelope)
 
     from pymta.master.workers import process_count
 
@@ -283,6 +285,8 @@ def build(
         process_limits(master, config),
         scan=worker_fds is None,
         claims=claims,
+        # Queue files found on disk are read on the reactor's thread pool.
+        read_runner=functools.partial(deferToThreadPool, reactor, reactor.getThreadPool()),
     )
     holder["qmgr"] = qmgr
     system.store, system.cleanup, system.resolver = store, cleanup, resolver

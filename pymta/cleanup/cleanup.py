@@ -13,8 +13,9 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    Postfix's always_add_missing_headers = no with the default
    local_header_rewrite_clients = permit_inet_interfaces;
 5. enqueue (written, renamed, synced by group commit), then log
-   ``QID: message-id=<...>`` and hand the message to on_queued (the queue
-   manager gets it in memory and need not read it back).
+   ``QID: message-id=<...>`` and tell on_queued the queue id and the
+   envelope it wrote (the queue manager need not read the records back;
+   the content it never needs: agents read it from the queue file).
 
 A table lookup that fails is ``451 4.3.0 Temporary lookup failure``; an
 unreasonable alias expansion ``451 4.3.0 ...``; a queue write error ``451
@@ -52,7 +53,7 @@ from pymta.tables import Maps, TableError, open_maps
 
 _log = Logger(namespace="pymta.cleanup")
 
-OnQueued = Callable[[str, Envelope, bytes], None]
+OnQueued = Callable[[str, Envelope], None]
 
 LOCAL_PROTOCOLS = ("local", "sendmail", "pickup")
 
@@ -84,8 +85,8 @@ class Cleanup:
     ``resolver`` supplies ``is_local_domain(domain)`` (pymta.rewrite's
     Resolver) for the lookup order of local addresses; ``clock`` the arrival
     time and Date; ``tz`` the zone of Date/Received (None: local time);
-    ``on_queued(queue_id, envelope, content)`` is called once the message
-    is durable.
+    ``on_queued(queue_id, envelope)`` is called once the message is
+    durable.
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class Cleanup:
         def queued(_: object) -> None:
             self._log_queued(qid, rewritten, message_id)
             result.callback(qid)
-            self._notify(qid, rewritten, message)
+            self._notify(qid, rewritten)
 
         def failed(failure: Failure) -> None:
             result.errback(self._write_failed(failure, qid))
@@ -177,11 +178,11 @@ class Cleanup:
         log_client(qid, envelope.attributes)
         maillog("cleanup", f"{qid}: message-id={message_id}")
 
-    def _notify(self, qid: str, envelope: Envelope, content: bytes) -> None:
+    def _notify(self, qid: str, envelope: Envelope) -> None:
         if self._on_queued is None:
             return
         try:
-            self._on_queued(qid, envelope, content)
+            self._on_queued(qid, envelope)
         except Exception:
             # The message is durable and acknowledged; qmgr finds it in
             # incoming/ on its next scan.

@@ -43,6 +43,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from pymta.config import Config
@@ -50,13 +51,17 @@ from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientS
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.delivery.smtp_cache import ConnectionCache
 from pymta.delivery.smtp_chat import SessionError, SMTPChat
-from pymta.delivery.smtp_content import to_wire
+from pymta.delivery.smtp_content import survey
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import TLSPolicy, default_level, load_trust, policy_for
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
+from pymta.queue.reference import blocks
+
+#: Content up to this size is surveyed in the reactor (a few preads).
+SURVEY_INLINE = 256 * 1024
 
 #: connect(address, port, timeout, relay) -> a connected SMTPChat (errback: ConnectError)
 Connector = Callable[[str, int, float, str], Deferred[SMTPChat]]
@@ -278,7 +283,13 @@ class SMTPAgent:
         nexthop = request.nexthop
         domain, port, use_mx = parse_nexthop(nexthop, self._default_port)
         key: Hashable = (nexthop.lower(), port)
-        wire = to_wire(request.content)
+        # The wire size (SIZE=) and 8-bitness (BODY=) come before the body is
+        # sent: one read of the content, in a worker thread when it is large.
+        content = request.message
+        if content.size <= SURVEY_INLINE:
+            facts = survey(blocks(content))
+        else:
+            facts = await deferToThread(lambda: survey(blocks(content)))
 
         def every(
             status: str, reason: str, relay: str = "none", diag: str = ""
@@ -293,7 +304,7 @@ class SMTPAgent:
         if session is not None:
             settings = self._settings(nexthop, domain, None)
             if await reset(session, settings):
-                return await self._send(session, settings, key, request, wire, started, domain)
+                return await self._send(session, settings, key, request, facts, started, domain)
             self._close(session)
         lmtp = self.protocol == "lmtp"
         hosts: HostList
@@ -352,7 +363,7 @@ class SMTPAgent:
                 chat.abort()  # a bug: do not leave the connection open
                 raise
             session.opened = started
-            return await self._send(session, settings, key, request, wire, started, domain)
+            return await self._send(session, settings, key, request, facts, started, domain)
         return every("4" + last.dsn[1:], last.reason, "none", last.diagnostic)
 
     async def _send(
@@ -361,13 +372,13 @@ class SMTPAgent:
         settings: SessionSettings,
         key: Hashable,
         request: DeliveryRequest,
-        wire: bytes,
+        facts: tuple[int, bool],
         started: float,
         domain: str,
     ) -> list[RecipientStatus]:
         ready = self._clock.seconds()
         statuses = await transaction(
-            session, settings, request.envelope, request.content, wire, request.recipients
+            session, settings, request.envelope, request.message, facts, request.recipients
         )
         done = self._clock.seconds()
         timings = (ready - started, done - ready)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from pymta.queue.model import Envelope
+
+if TYPE_CHECKING:
+    from pymta.queue.reference import IMessageContent
 
 QUEUE_NAMES = ("incoming", "active", "deferred", "hold", "corrupt")
 
@@ -74,6 +78,17 @@ class IQueueStore(Interface):
     def read(queue_id: str, queue: str) -> tuple[Envelope, bytes]:
         """Read and validate a queue file; QueueFileError when it is bad
         (the caller then calls quarantine)."""
+
+    def read_envelope(queue_id: str, queue: str) -> tuple[Envelope, IMessageContent]:
+        """Validate a queue file as ``read`` does, reading its records but
+        not its content: the envelope, and the content by reference.
+        Blocking I/O: the queue manager calls it on a worker thread."""
+
+    def reference(queue_id: str, queue: str) -> IMessageContent:
+        """The content of a file this store wrote or read lately, by
+        reference, without I/O (a delivery's ``queue`` is ``active``);
+        KeyError when the store no longer remembers its layout (then use
+        read_envelope)."""
 
     def move(queue_id: str, source: str, target: str) -> Deferred[bool]:
         """Rename a queue file from one queue directory to another (a change)."""

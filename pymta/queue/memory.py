@@ -24,6 +24,7 @@ from pymta.maillog import maillog
 from pymta.queue.interface import QUEUE_NAMES, IQueueStore, QueueFileError
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id
+from pymta.queue.reference import BytesContent, IMessageContent
 
 
 class _Entry:
@@ -90,6 +91,20 @@ class MemoryQueueStore:
     def _missing(self, queue_id: str, what: str) -> Deferred[bool]:
         maillog("qmgr", f"{queue_id}: cannot {what} queue file: no such queue file", LogLevel.warn)
         return succeed(False)
+
+    def read_envelope(self, queue_id: str, queue: str) -> tuple[Envelope, IMessageContent]:
+        envelope, _content = self.read(queue_id, queue)
+        return envelope, self.reference(queue_id, queue)
+
+    def reference(self, queue_id: str, queue: str) -> IMessageContent:
+        entry = self._entry(queue_id, queue)
+
+        def done(index: int) -> None:
+            if not 0 <= index < len(entry.envelope.recipients):
+                raise IndexError(f"{queue_id}: no recipient {index}")
+            entry.envelope.recipients[index].done = True
+
+        return BytesContent(entry.content, queue_id, queue, done)
 
     def move(self, queue_id: str, source: str, target: str) -> Deferred[bool]:
         self._queue(target)

@@ -39,6 +39,7 @@ from pymta.queue import record
 from pymta.queue.interface import QUEUE_NAMES, IQueueStore, ISyncBarrier, QueueFileError
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id, is_queue_id
+from pymta.queue.reference import IMessageContent, QueueFileContent
 
 DEFER_DIR = "defer"
 # Offsets of recently written or read files; bounded so that a process that
@@ -84,7 +85,8 @@ class FileQueueStore:
         self.directory = os.path.abspath(queue_directory)
         self._sync = sync
         self._ids = QueueIdAllocator(self._clock.seconds, pid)
-        self._offsets: dict[str, list[int]] = {}
+        # queue id -> (recipient flag offsets, content offset, content size)
+        self._layouts: dict[str, tuple[list[int], int, int]] = {}
         for name in (*QUEUE_NAMES, DEFER_DIR):
             os.makedirs(os.path.join(self.directory, name), mode=0o700, exist_ok=True)
 
@@ -100,10 +102,17 @@ class FileQueueStore:
     def _defer_path(self, queue_id: str) -> str:
         return os.path.join(self.directory, DEFER_DIR, check_queue_id(queue_id))
 
-    def _remember(self, queue_id: str, flags: list[int]) -> None:
-        if len(self._offsets) >= _OFFSET_CACHE_LIMIT:
-            self._offsets.clear()
-        self._offsets[queue_id] = flags
+    def _remember(self, queue_id: str, flags: list[int], offset: int, size: int) -> None:
+        # May run on a worker thread (read_envelope): single dict operations
+        # only. The oldest entry goes first, so that a file just written is
+        # still known when the queue manager asks for its reference.
+        layouts = self._layouts
+        while len(layouts) >= _OFFSET_CACHE_LIMIT:
+            try:
+                del layouts[next(iter(layouts))]
+            except (KeyError, StopIteration, RuntimeError):
+                break
+        layouts[queue_id] = (flags, offset, size)
 
     # IQueueStore -----------------------------------------------------------
 
@@ -140,7 +149,7 @@ class FileQueueStore:
                     pass
                 raise
 
-        self._remember(qid, flags)
+        self._remember(qid, flags, len(buffers[0]), len(content))
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
         d = self._sync.run(write, durable=True, files=[final], dirs=[incoming])
@@ -154,8 +163,25 @@ class FileQueueStore:
             envelope, content, flags = record.decode(data)
         except QueueFileError as e:
             raise QueueFileError(f"{queue}/{queue_id}: {e}") from None
-        self._remember(queue_id, flags)
+        self._remember(queue_id, flags, len(data) - len(content) - len(record.END), len(content))
         return envelope, content
+
+    def read_envelope(self, queue_id: str, queue: str) -> tuple[Envelope, IMessageContent]:
+        path = self.path(queue_id, queue)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            envelope, flags, offset, size = record.decode_envelope(fd)
+        except QueueFileError as e:
+            raise QueueFileError(f"{queue}/{queue_id}: {e}") from None
+        finally:
+            os.close(fd)
+        self._remember(queue_id, flags, offset, size)
+        return envelope, QueueFileContent(path, queue, queue_id, offset, size, flags)
+
+    def reference(self, queue_id: str, queue: str) -> IMessageContent:
+        path = self.path(queue_id, queue)
+        flags, offset, size = self._layouts[queue_id]
+        return QueueFileContent(path, queue, queue_id, offset, size, flags)
 
     def _background(self, queue_id: str, what: str, work: Callable[[], None]) -> Deferred[bool]:
         """Run a file-system change on the barrier's thread, in call order
@@ -187,10 +213,11 @@ class FileQueueStore:
 
     def mark_done(self, queue_id: str, queue: str, index: int) -> Deferred[bool]:
         path = self.path(queue_id, queue)
-        flags = self._offsets.get(queue_id)
-        if flags is None:
-            self.read(queue_id, queue)
-            flags = self._offsets[queue_id]
+        layout = self._layouts.get(queue_id)
+        if layout is None:
+            self.read_envelope(queue_id, queue)
+            layout = self._layouts[queue_id]
+        flags = layout[0]
         if not 0 <= index < len(flags):
             raise IndexError(f"{queue_id}: no recipient {index}")
         offset = flags[index]
@@ -275,7 +302,7 @@ class FileQueueStore:
     def remove(self, queue_id: str, queue: str) -> Deferred[bool]:
         path = self.path(queue_id, queue)
         defer_path = self._defer_path(queue_id)
-        self._offsets.pop(queue_id, None)
+        self._layouts.pop(queue_id, None)
 
         def unlink() -> None:
             os.unlink(path)
@@ -288,7 +315,7 @@ class FileQueueStore:
 
     def quarantine(self, queue_id: str, queue: str, reason: str) -> Deferred[bool]:
         moved = self.move(queue_id, queue, "corrupt")
-        self._offsets.pop(queue_id, None)
+        self._layouts.pop(queue_id, None)
         maillog(
             "qmgr",
             f"{queue_id}: corrupt queue file {queue}/{queue_id} moved to corrupt: {reason}",
