@@ -14,8 +14,10 @@ Mirrors Postfix's smtp(8). A request's next hop is ``domain`` (MX lookup),
    a failed HELO/STARTTLS/AUTH or a timeout moves on to the next host, up
    to ``smtp_mx_session_limit`` sessions; a failed TLS handshake under
    ``may`` is retried with the same host in plain text;
-3. runs one transaction (:func:`~pymta.delivery.smtp_proto.transaction`)
-   and returns one status per recipient — sent, deferred (4xx) or
+3. runs one transaction (:func:`~pymta.delivery.smtp_proto.transaction`),
+   the body read from the queue file block by block as the socket drains
+   (SIZE= and BODY= come from one read of it first, in a worker thread for
+   large messages), and returns one status per recipient — sent, deferred (4xx) or
    bounced (5xx, with the remote reply as the diagnostic) — with
    ``relay=mx.example[192.0.2.1]:25``;
 4. keeps the connection for the next message, or says QUIT.

@@ -11,6 +11,11 @@ the virtual_mailbox_lock locks, within virtual_mailbox_limit. A path that
 would leave the base (``..``) is a configuration error, which Postfix defers
 (4.3.5) so the mail waits for the administrator instead of bouncing.
 
+The message is read from the queue file (the request's reference): its
+header once per request for the loop check, its content in blocks by the
+writer, which marks the recipient done in the queue file right after its
+write is safe (see :mod:`pymta.delivery.interface`).
+
 Untrusted input: the recipient address (a lookup key only) and the message
 (copied, never interpreted). Trusted: the table values, once checked for
 ``..``. May write: mailboxes under virtual_mailbox_base. Logs: through qmgr
