@@ -97,6 +97,7 @@ class _FsyncBarrier:
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> Deferred[Any]:
         from twisted.internet.threads import deferToThread
 

@@ -37,11 +37,13 @@ class ISyncBarrier(Interface):
         syncs the whole file system (syncfs) ignores them, one that fsyncs
         file by file (``pymta_sync_method = fsync``) syncs exactly those."""
 
-    def run(work, durable=True, files=(), dirs=(), after=None):  # type: ignore[no-untyped-def]
+    def run(work, durable=True, files=(), dirs=(), after=None, soon=False):  # type: ignore[no-untyped-def]
         """Run work (a callable doing file-system changes) off the reactor
         thread, in call order, and fire with its result — when durable,
         after a sync that started once work was done, and after ``after``
-        (a callable) ran once that sync succeeded."""
+        (a callable) ran once that sync succeeded. Work that is not durable
+        may wait a little for company, unless ``soon`` (someone waits for
+        it)."""
 
 
 class IQueueStore(Interface):

@@ -183,7 +183,9 @@ class FileQueueStore:
         flags, offset, size = self._layouts[queue_id]
         return QueueFileContent(path, queue, queue_id, offset, size, flags)
 
-    def _background(self, queue_id: str, what: str, work: Callable[[], None]) -> Deferred[bool]:
+    def _background(
+        self, queue_id: str, what: str, work: Callable[[], None], soon: bool = False
+    ) -> Deferred[bool]:
         """Run a file-system change on the barrier's thread, in call order
         (IQueueStore's rule for changes); fires True once done, False when
         it failed (logged).
@@ -201,14 +203,19 @@ class FileQueueStore:
             )
             return False
 
-        d = self._sync.run(work, durable=False)
+        d = self._sync.run(work, durable=False, soon=soon)
         return d.addCallbacks(lambda _: True, failed)
 
     def move(self, queue_id: str, source: str, target: str) -> Deferred[bool]:
         source_path = self.path(queue_id, source)
         target_path = self.path(queue_id, target)
+        # The queue manager waits for a move into active/ before it hands the
+        # file to a delivery agent: that one goes with the next batch at once.
         return self._background(
-            queue_id, f"move {source} to {target}", lambda: os.rename(source_path, target_path)
+            queue_id,
+            f"move {source} to {target}",
+            lambda: os.rename(source_path, target_path),
+            soon=target == "active",
         )
 
     def mark_done(self, queue_id: str, queue: str, index: int) -> Deferred[bool]:

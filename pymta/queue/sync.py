@@ -67,6 +67,7 @@ class ImmediateSyncBarrier:
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> Deferred[T]:
         """Run work (then after) at once on the calling thread."""
         if durable:
@@ -172,7 +173,17 @@ class WorkerThread:
 
 
 class _Waiter:
-    __slots__ = ("after", "deferred", "dirs", "durable", "files", "fired", "result", "work")
+    __slots__ = (
+        "after",
+        "deferred",
+        "dirs",
+        "durable",
+        "files",
+        "fired",
+        "result",
+        "soon",
+        "work",
+    )
 
     def __init__(
         self,
@@ -181,8 +192,10 @@ class _Waiter:
         work: Callable[[], Any] | None = None,
         durable: bool = True,
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> None:
         self.deferred: Deferred[Any] = Deferred()
+        self.soon = soon
         self.files = files
         self.dirs = dirs
         self.work = work
@@ -317,6 +330,7 @@ class SyncBarrier:
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> Deferred[T]:
         """Run work on the barrier's thread, in call order, in the next batch.
 
@@ -325,14 +339,19 @@ class SyncBarrier:
         ``after`` (durable work only) runs once that sync succeeded, before
         the Deferred fires: the step that publishes what was made durable,
         as a Maildir delivery's rename from tmp/ into new/ (maildir(5)), in
-        the same batch instead of a batch of its own.
+        the same batch instead of a batch of its own. ``soon`` (work that
+        needs no sync but that a caller waits for, as the queue manager
+        waits for a move into active/) starts the next batch at once
+        instead of waiting for company.
         """
-        waiter = _Waiter(files, dirs, work, durable, after)
+        waiter = _Waiter(files, dirs, work, durable, after, soon)
         self._pending.append(waiter)
         if self._running:
             return waiter.deferred
         if durable:
             self._start_durable()
+        elif soon:
+            self._start()
         elif self._clock is None:
             self._start()
         elif self._lazy is None:
@@ -425,7 +444,9 @@ class SyncBarrier:
         # sync() again must queue behind a sync that starts after it. Work
         # that needs no sync waits for company (see run), unless draining.
         if self._pending and (
-            self._drained or self._clock is None or any(waiter.durable for waiter in self._pending)
+            self._drained
+            or self._clock is None
+            or any(waiter.durable or waiter.soon for waiter in self._pending)
         ):
             self._start()
         elif self._pending and self._lazy is None:
