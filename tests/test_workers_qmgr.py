@@ -177,6 +177,7 @@ class ManualBarrier:
         durable: bool = True,
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
+        soon: bool = False,
     ) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.pending.append((work, d))
