@@ -31,6 +31,7 @@ from twisted.application import internet, service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorCore, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pymta.config import Config, ConfigError
@@ -301,7 +302,7 @@ class MailSystem(service.MultiService):
         #: it read cannot change without a restart).
         self.delivery_config = config
         self.sessions: SessionParts | None = None
-        self.on_queued: Callable[[str, Any, bytes], None] | None = None
+        self.on_queued: Callable[[str, Any], None] | None = None
         #: {listener key: its master.cf line}, what a reload compares.
         self.listener_services: dict[str, MasterService] = {}
         self.workers: Any = None  # pymta.master.workers.WorkerPool with pymta_processes > 1
@@ -459,9 +460,10 @@ def build(
         store = FileQueueStore(queue_directory, sync, clock=clock)
     queue_space = None if check else _queue_space(queue_directory, reactor)
     # Mailbox writes get a group-commit thread of their own, so that a
-    # client waiting for its 250 never queues behind a delivery's sync. The
-    # queue manager marks a recipient done only after the agent's Deferred
-    # fired, so the two threads' changes still reach the disk in order.
+    # client waiting for its 250 never queues behind a delivery's sync. A
+    # recipient is marked done only after its mailbox write is durable (by
+    # the writer's thread right after its rename, or by the queue manager
+    # after the agent's Deferred fired), so the two reach the disk in order.
     delivery_sync = SyncBarrier(
         config.get("virtual_mailbox_base") or queue_directory,
         config.get("pymta_sync_method") or "syncfs",
@@ -476,8 +478,8 @@ def build(
     resolver: Any = ResolverSwitch(Resolver(config))
     holder: dict[str, Any] = {}
 
-    def on_queued(queue_id: str, envelope: Any, content: bytes) -> None:
-        holder["qmgr"].notify_new(queue_id, envelope, content)
+    def on_queued(queue_id: str, envelope: Any) -> None:
+        holder["qmgr"].notify_new(queue_id, envelope)
 
     claims = None
     if worker_fds is not None or processes > 1:
@@ -517,6 +519,8 @@ def build(
         process_limits(master, delivery_config),
         scan=worker_fds is None,
         claims=claims,
+        # Queue files found on disk are read on the reactor's thread pool.
+        read_runner=functools.partial(deferToThreadPool, reactor, reactor.getThreadPool()),
     )
     holder["qmgr"] = qmgr
     system.on_queued = on_queued

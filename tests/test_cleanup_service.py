@@ -39,13 +39,13 @@ class Harness:
         self.clock = Clock()
         self.clock.advance(NOW)
         self.store = MemoryQueueStore(self.clock)
-        self.queued: list[tuple[str, Envelope, bytes]] = []
+        self.queued: list[tuple[str, Envelope]] = []
         self.cleanup = Cleanup(
             self.config,
             self.store,
             Resolver(self.config),
             clock=self.clock,
-            on_queued=lambda q, e, c: self.queued.append((q, e, c)),
+            on_queued=lambda q, e: self.queued.append((q, e)),
             tz=datetime.UTC,
         )
 
@@ -77,7 +77,8 @@ class Harness:
         assert isinstance(qid, str), qid
         assert self.queued[-1][0] == qid
         stored_envelope, stored = self.store.read(qid, "incoming")
-        assert stored == self.queued[-1][2]
+        # The queue manager hears the envelope written, never the content.
+        assert stored_envelope == self.queued[-1][1]
         return qid, stored_envelope, stored
 
     def rejected(self, envelope: Envelope, content: bytes) -> CleanupRejected:
@@ -402,7 +403,7 @@ def test_submitter_hears_before_queue_manager() -> None:
     h = Harness()
     held = h.hold_enqueue()
     order: list[str] = []
-    h.cleanup._on_queued = lambda q, e, c: order.append("qmgr")
+    h.cleanup._on_queued = lambda q, e: order.append("qmgr")
     d = h.cleanup.submit(_smtp_envelope("x@y.example"), b"\n")
     d.addCallback(lambda qid: order.append("submitter"))
     held[0].callback(h.store.list("incoming")[0])
@@ -414,7 +415,7 @@ def test_on_queued_failure_still_acknowledges() -> None:
     message into an error: the submitter gets the queue id."""
     h = Harness()
 
-    def broken(q: str, e: Envelope, c: bytes) -> None:
+    def broken(q: str, e: Envelope) -> None:
         raise RuntimeError("qmgr gone")
 
     h.cleanup._on_queued = broken

@@ -23,6 +23,7 @@ from pymta.delivery.lookup import DictLookup
 from pymta.delivery.registry import AgentContext, build_agents, process_limits
 from pymta.delivery.virtual import VirtualAgent
 from pymta.queue.model import Envelope
+from pymta.queue.reference import BytesContent
 from pymta.queue.sync import ImmediateSyncBarrier
 
 
@@ -30,7 +31,7 @@ def request(nexthop: str) -> DeliveryRequest:
     return DeliveryRequest(
         "0123456789ABC000001",
         Envelope("a@example.org", []),
-        b"\n",
+        BytesContent(b"\n"),
         "error",
         nexthop,
         [

@@ -21,6 +21,7 @@ from pymta.delivery.interface import DeliveryRecipient, DeliveryRequest, Recipie
 from pymta.delivery.local import LocalAgent
 from pymta.delivery.lookup import DictLookup
 from pymta.queue.model import Envelope, Recipient
+from pymta.queue.reference import BytesContent
 from pymta.queue.sync import ImmediateSyncBarrier
 
 CONTENT = b"Subject: hello\n\nbody line\n"
@@ -75,7 +76,7 @@ def request(
     return DeliveryRequest(
         "0123456789ABC000001",
         envelope,
-        content,
+        BytesContent(content),
         "local",
         "mx.example.org",
         [DeliveryRecipient(0, address, address)],

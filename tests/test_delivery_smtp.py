@@ -24,6 +24,7 @@ from pymta.delivery.smtp_content import to_wire
 from pymta.delivery.smtp_reply import Reply, ReplyParser
 from pymta.dns.memory import MemoryResolver
 from pymta.queue.model import Envelope, Recipient
+from pymta.queue.reference import BytesContent
 
 ZONE: dict[tuple[str, str], list[tuple[int, str] | str]] = {
     ("example.net", "MX"): [(10, "mx1.example.net"), (20, "mx2.example.net")],
@@ -111,7 +112,7 @@ def _request(
     return DeliveryRequest(
         "QID1",
         env,
-        content,
+        BytesContent(content),
         "smtp",
         nexthop,
         [DeliveryRecipient(i, r, r) for i, r in enumerate(recipients)],
@@ -615,8 +616,9 @@ def test_mail_from_rejected_fails_every_recipient() -> None:
 
 
 def test_large_message_is_streamed_and_a_stalled_write_times_out() -> None:
-    """A message over one chunk is written as the transport asks for more;
-    when the transport stops draining, smtp_data_xfer_timeout defers."""
+    """A message over one block is read from the queue and written one block
+    (in wire form, whole lines) as the transport asks for more; when the
+    transport stops draining, smtp_data_xfer_timeout defers."""
     clock = Clock()
     peer = Peer(clock)
     content = b"x" * 99 + b"\n"
@@ -629,7 +631,9 @@ def test_large_message_is_streamed_and_a_stalled_write_times_out() -> None:
     transport: Any = peer.chat.transport
     assert transport.producer is not None
     transport.producer.resumeProducing()
-    assert len(transport.value()) == 65536
+    sent = transport.value()
+    # One 64 KiB block of the queue file, cut at its last line end, in CRLF.
+    assert len(sent) == 655 * 101 and sent.endswith(b"x\r\n")
     clock.advance(29)
     assert not d.called
     clock.advance(1)

@@ -19,6 +19,7 @@ from pymta.delivery.lookup import DictLookup, Lookup
 from pymta.delivery.maildir import MaildirWriter
 from pymta.delivery.virtual import VirtualAgent, mailbox_path
 from pymta.queue.model import Envelope, Recipient
+from pymta.queue.reference import BytesContent
 from pymta.queue.sync import ImmediateSyncBarrier
 from pymta.tables.interface import TableError
 
@@ -73,7 +74,7 @@ def request(*addresses: str, content: bytes = CONTENT) -> DeliveryRequest:
     return DeliveryRequest(
         "0123456789ABC000001",
         envelope,
-        content,
+        BytesContent(content),
         "virtual",
         "virt.example",
         [DeliveryRecipient(i, a, a) for i, a in enumerate(addresses)],

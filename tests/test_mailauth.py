@@ -395,7 +395,7 @@ class Harness:
             self.store,
             Resolver(self.config),
             clock=self.clock,
-            on_queued=lambda q, e, c: self.queued.append(c),
+            on_queued=lambda q, e: self.queued.append(self.store.read(q, "incoming")[1]),
             tz=datetime.UTC,
             mailauth=mailauth,
         )

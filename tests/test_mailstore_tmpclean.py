@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from pymta.delivery.maildir import MaildirWriter
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.tmpclean import TMP_MAX_AGE, TmpCleaner, clean_tmp
+from pymta.queue.reference import BytesContent
 from pymta.queue.sync import ImmediateSyncBarrier
 from pymta.smtpd.testing import LogCapture
 
@@ -183,7 +184,7 @@ def test_delivery_cleans_the_tmp_of_the_maildir_it_writes_to(tmp_path: Path) -> 
         tmp_cleaner=TmpCleaner(clock, runner),
     )
     done: list[str] = []
-    writer.deliver(str(root), MSG).addCallback(done.append)
+    writer.deliver(str(root), b"", BytesContent(MSG)).addCallback(done.append)
     assert len(done) == 1 and os.listdir(root / "new") == [os.path.basename(done[0])]
     assert len(runner.work) == 1
     runner.run_all()

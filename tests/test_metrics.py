@@ -4,6 +4,7 @@ DummyRequest, and which build() wires a metrics service in."""
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -514,6 +515,7 @@ def test_multiprocess_directory_is_emptied_by_the_master_only(tmp_path: Path) ->
 class FakeBarrier:
     def __init__(self) -> None:
         self.syncs = 0
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
 
 
 def test_syncs_of_the_barriers_are_counted_by_difference(tmp_path: Path) -> None:
@@ -534,6 +536,32 @@ def test_syncs_of_the_barriers_are_counted_by_difference(tmp_path: Path) -> None
     registry = service.registry()
     assert registry.get_sample_value("pymta_syncs_total", {"barrier": "queue"}) == 5.0
     assert registry.get_sample_value("pymta_syncs_total", {"barrier": "mailbox"}) == 1.0
+
+
+def test_sync_batch_sizes_become_a_histogram(tmp_path: Path) -> None:
+    """The sizes of the batches a barrier synced since the last sample are
+    observed once each: 3 syncs of 1 and 1 of 20 make 4 observations, 23 in
+    all, one of them above 16."""
+    service = MetricsService(make_config(tmp_path), FakeReactor(), multiprocess=False, serving=True)
+    queue = FakeBarrier()
+    service.watch_syncs({"queue": queue})
+    service.startService()
+    try:
+        queue.batch_sizes[1] += 2
+        service.sample()
+        queue.batch_sizes[1] += 1
+        queue.batch_sizes[20] += 1
+        service.sample()
+        service.sample()
+    finally:
+        service.stopService()
+    registry = service.registry()
+    labels = {"barrier": "queue"}
+    assert registry.get_sample_value("pymta_sync_batch_size_count", labels) == 4.0
+    assert registry.get_sample_value("pymta_sync_batch_size_sum", labels) == 23.0
+    assert (
+        registry.get_sample_value("pymta_sync_batch_size_bucket", {**labels, "le": "16.0"}) == 3.0
+    )
 
 
 def test_grafana_dashboard_and_readme_name_only_exported_metrics(tmp_path: Path) -> None:

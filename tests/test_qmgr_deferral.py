@@ -115,7 +115,7 @@ def test_success_dsn_for_notify_success_only() -> None:
     qid = rig.store.enqueue(envelope, CONTENT)
     ids: list[str] = []
     qid.addCallback(ids.append)
-    rig.qmgr.notify_new(ids[0], envelope, CONTENT)
+    rig.qmgr.notify_new(ids[0], envelope)
     assert rig.store.find(ids[0]) is None
     (dsn,) = _dsns(rig.cleanup)
     text = dsn.decode()
@@ -145,7 +145,7 @@ def test_notify_never_suppresses_the_bounce() -> None:
     )
     ids: list[str] = []
     rig.store.enqueue(envelope, CONTENT).addCallback(ids.append)
-    rig.qmgr.notify_new(ids[0], envelope, CONTENT)
+    rig.qmgr.notify_new(ids[0], envelope)
     assert rig.store.find(ids[0]) is None
     (dsn,) = _dsns(rig.cleanup)
     report = dsn.decode().split("Delivery report")[1]
@@ -189,7 +189,7 @@ def test_delay_warning_once_across_a_restart(tmp_path: Path) -> None:
     ids: list[str] = []
     store.enqueue(envelope, CONTENT).addCallback(ids.append)
     qid = ids[0]
-    qmgr.notify_new(qid, envelope, CONTENT)
+    qmgr.notify_new(qid, envelope)
     assert store.find(qid) == "deferred"
     assert cleanup.submitted == []  # younger than delay_warning_time
     for _ in range(20):  # attempts at 300, 600, 1200, 2400, 4800 seconds
@@ -230,7 +230,7 @@ def test_no_delay_warning_when_disabled_or_notify_excludes_delay() -> None:
         )
         ids: list[str] = []
         rig.store.enqueue(envelope, CONTENT).addCallback(ids.append)
-        rig.qmgr.notify_new(ids[0], envelope, CONTENT)
+        rig.qmgr.notify_new(ids[0], envelope)
         for _ in range(30):
             rig.clock.advance(600)
         assert len(agent.requests) > 3
@@ -256,7 +256,7 @@ def test_stop_waits_for_notifications() -> None:
     )
     ids: list[str] = []
     rig.store.enqueue(envelope, CONTENT).addCallback(ids.append)
-    rig.qmgr.notify_new(ids[0], envelope, CONTENT)
+    rig.qmgr.notify_new(ids[0], envelope)
     assert len(pending) == 1
     stopped: list[object] = []
     rig.qmgr.stop().addCallback(stopped.append)

@@ -160,7 +160,7 @@ class Rig:
 
     def submit(self, *recipients: str, sender: str = "alice@example.org") -> str:
         qid, envelope = self.enqueue(*recipients, sender=sender)
-        self.qmgr.notify_new(qid, envelope, b"Subject: test\n\nhello\n")
+        self.qmgr.notify_new(qid, envelope)
         return qid
 
 

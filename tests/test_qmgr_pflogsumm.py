@@ -65,7 +65,7 @@ def test_pflogsumm_counts_sent_deferred_bounced(tmp_path: Path) -> None:
             qid, envelope = rig.enqueue(rcpt)
             maillog("smtpd", f"{qid}: client=client.example[192.0.2.7]")
             maillog("cleanup", f"{qid}: message-id=<{qid}@example.org>")
-            rig.qmgr.notify_new(qid, envelope, b"Subject: t\n\nhello\n")
+            rig.qmgr.notify_new(qid, envelope)
     finally:
         globalLogPublisher.removeObserver(observer)
     log = tmp_path / "maillog"

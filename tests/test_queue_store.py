@@ -208,6 +208,7 @@ def test_enqueue_fires_only_after_sync(tmp_path: Path) -> None:
             durable: bool = True,
             files: list[str] = [],  # noqa: B006
             dirs: list[str] = [],  # noqa: B006
+            soon: bool = False,
         ) -> Deferred[object]:
             work()  # the work is done now; the sync is held
             return self.sync(files, dirs) if durable else succeed(None)

@@ -351,3 +351,26 @@ def test_after_does_not_run_when_the_sync_fails() -> None:
     thread.finish(0)
     assert renamed == []
     assert isinstance(results[0], Failure) and results[0].check(OSError)
+
+
+def test_soon_work_needs_no_company() -> None:
+    """Work without a sync waits for company (LAZY_DELAY), unless ``soon``
+    (a move into active/ the queue manager waits for): it starts a batch at
+    once on an idle barrier, and the batch right after a running one."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    thread = ControlledThread()
+    recorder = Recorder()
+    barrier = SyncBarrier("/q", "syncfs", run_in_thread=thread, sync_function=recorder, clock=clock)
+    order: list[str] = []
+    barrier.run(lambda: order.append("lazy"), durable=False)
+    assert thread.started == []  # waiting for company
+    barrier.run(lambda: order.append("move"), durable=False, soon=True)
+    assert len(thread.started) == 1  # at once, taking the lazy work with it
+    barrier.run(lambda: order.append("next move"), durable=False, soon=True)
+    thread.finish(0)
+    assert len(thread.started) == 2  # the next batch starts right after
+    thread.finish(1)
+    assert order == ["lazy", "move", "next move"]
+    assert recorder.calls == []  # no sync for any of them

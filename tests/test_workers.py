@@ -341,7 +341,14 @@ def test_release_waits_for_the_queue_changes_queued_before() -> None:
         def __init__(self) -> None:
             self.work: list[Any] = []
 
-        def run(self, work: Any, durable: bool = True, files: Any = (), dirs: Any = ()) -> Any:
+        def run(
+            self,
+            work: Any,
+            durable: bool = True,
+            files: Any = (),
+            dirs: Any = (),
+            soon: bool = False,
+        ) -> Any:
             self.work.append(work)
             return Deferred()
 

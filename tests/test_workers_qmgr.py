@@ -83,7 +83,7 @@ def test_worker_qmgr_delivers_what_its_cleanup_handed_it(tmp_path: Path) -> None
     worker = Process(tmp_path / "queue", scan=False, pid=2)
     worker.qmgr.start()
     qid, envelope = worker.enqueue()
-    worker.qmgr.notify_new(qid, envelope, CONTENT)
+    worker.qmgr.notify_new(qid, envelope)
     assert worker.claims is not None and worker.claims.held() == [qid]
     assert worker.store.find(qid) == "active"
     worker.agent.fire_all()
@@ -100,11 +100,11 @@ def test_master_recovers_only_orphans(tmp_path: Path) -> None:
     live = Process(queue, scan=False, pid=2)
     live.qmgr.start()
     busy, envelope = live.enqueue()
-    live.qmgr.notify_new(busy, envelope, CONTENT)  # in flight in the live worker
+    live.qmgr.notify_new(busy, envelope)  # in flight in the live worker
     dead = Process(queue, scan=False, pid=3)
     dead.qmgr.start()
     orphan_active, envelope = dead.enqueue()
-    dead.qmgr.notify_new(orphan_active, envelope, CONTENT)
+    dead.qmgr.notify_new(orphan_active, envelope)
     orphan_incoming, _ = dead.enqueue()  # accepted, not yet handed to qmgr
     assert dead.claims is not None
     for qid in dead.claims.held():  # the kernel drops a dead process's locks
@@ -126,7 +126,7 @@ def test_a_message_the_master_took_is_not_delivered_by_its_worker(tmp_path: Path
     worker.qmgr.start()
     qid, envelope = worker.enqueue()
     master.qmgr.recover_orphans()
-    worker.qmgr.notify_new(qid, envelope, CONTENT)
+    worker.qmgr.notify_new(qid, envelope)
     assert [r.queue_id for r in master.agent.requests] == [qid]
     assert worker.agent.requests == []
 
@@ -154,11 +154,11 @@ def test_the_master_deferred_scan_also_recovers_orphans(tmp_path: Path) -> None:
     live = Process(queue, scan=False, pid=2)
     live.qmgr.start()
     busy, envelope = live.enqueue()
-    live.qmgr.notify_new(busy, envelope, CONTENT)
+    live.qmgr.notify_new(busy, envelope)
     gone = Process(queue, scan=False, pid=3, claims=False)  # holds no lock
     gone.qmgr.start()
     orphan, envelope = gone.enqueue()
-    gone.qmgr.notify_new(orphan, envelope, CONTENT)
+    gone.qmgr.notify_new(orphan, envelope)
     assert master.agent.requests == []
     master.clock.advance(300)  # queue_run_delay
     assert [r.queue_id for r in master.agent.requests] == [orphan]
@@ -177,6 +177,7 @@ class ManualBarrier:
         durable: bool = True,
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
+        soon: bool = False,
     ) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
         self.pending.append((work, d))

@@ -39,7 +39,7 @@ REPLAYS: list[tuple[str, list[str], list[str], bool]] = [
     ("slowloris.py", ["--protocol", "pop3", "--hold", "10"],
      ["--protocol", "pop3", "--connections", "200", "--hold", "3"], False),
     ("search_stall.py", [], ["--messages", "2000", "--duration", "8"], False),
-    ("fetch_memory.py", [], ["--quick"], False),
+    ("fetch_memory.py", [], ["--messages", "20"], False),
     ("crash_repeats.py", [], ["--runs", "5"], False),
     ("full_queue.py", [], [], True),
     ("full_mailstore.py", [], [], True),

@@ -22,8 +22,9 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    thread pool, before the message is made durable;
 6. enqueue (written, renamed, synced by group commit; into hold/ after a
    HOLD action, and not at all after DISCARD), then log
-   ``QID: message-id=<...>`` and hand the message to on_queued (the queue
-   manager gets it in memory and need not read it back).
+   ``QID: message-id=<...>`` and tell on_queued the queue id and the
+   envelope it wrote (the queue manager need not read the records back;
+   the content it never needs: agents read it from the queue file).
 
 A table lookup that fails is ``451 4.3.0 Temporary lookup failure``; an
 unreasonable alias expansion ``451 4.3.0 ...``; a queue write error ``451
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
 
 _log = Logger(namespace="pymta.cleanup")
 
-OnQueued = Callable[[str, Envelope, bytes], None]
+OnQueued = Callable[[str, Envelope], None]
 
 LOCAL_PROTOCOLS = ("local", "sendmail", "pickup")
 # Mail pymta makes itself: no header/body checks, no automatic BCC (Postfix's
@@ -112,8 +113,8 @@ class Cleanup:
     ``resolver`` supplies ``is_local_domain(domain)`` (pymta.rewrite's
     Resolver) for the lookup order of local addresses; ``clock`` the arrival
     time and Date; ``tz`` the zone of Date/Received (None: local time);
-    ``on_queued(queue_id, envelope, content)`` is called once the message
-    is durable.
+    ``on_queued(queue_id, envelope)`` is called once the message is
+    durable.
     """
 
     def __init__(
@@ -176,10 +177,8 @@ class Cleanup:
         if verdict.discard:
             return succeed(qid)  # DISCARD: accepted and dropped, as Postfix does
         result: Deferred[str] = Deferred()
-        final = [message]
 
         def enqueue(authenticated: bytes) -> Deferred[str]:
-            final[0] = authenticated
             if verdict.hold:
                 return self._store.enqueue(rewritten, authenticated, qid, queue="hold")
             return self._store.enqueue(rewritten, authenticated, qid)
@@ -188,7 +187,7 @@ class Cleanup:
             self._log_queued(qid, rewritten, message_id)
             result.callback(qid)
             if not verdict.hold:
-                self._notify(qid, rewritten, final[0])
+                self._notify(qid, rewritten)
 
         def failed(failure: Failure) -> None:
             rejected = failure.check(CleanupRejected)
@@ -269,11 +268,11 @@ class Cleanup:
         log_client(qid, envelope.attributes, envelope.sender)
         maillog("cleanup", f"{qid}: message-id={message_id}")
 
-    def _notify(self, qid: str, envelope: Envelope, content: bytes) -> None:
+    def _notify(self, qid: str, envelope: Envelope) -> None:
         if self._on_queued is None:
             return
         try:
-            self._on_queued(qid, envelope, content)
+            self._on_queued(qid, envelope)
         except Exception:
             # The message is durable and acknowledged; qmgr finds it in
             # incoming/ on its next scan.

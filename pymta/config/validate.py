@@ -146,6 +146,8 @@ def _unimplemented(name: str, value: str) -> str | None:
 def _refused(name: str) -> bool:
     entry = lookup(name)
     return entry is not None and entry.action == REFUSE
+
+
 def _size_warnings(config: Config) -> list[str]:
     """Postfix smtpd's start-up warning: queue_minfree, when set, should
     leave room for at least 1.5 messages of the largest size."""

@@ -3,7 +3,8 @@
 Mirrors Postfix's pipe_command() and sys_exits.c, as local(8) uses them for
 ``|command`` aliases: the command runs as ``/bin/sh -c command`` through
 reactor.spawnProcess (never blocking the reactor), with the message on its
-standard input and a local(8)-style environment; stdout and stderr are
+standard input — fed from the queue file one block at a time, as the pipe
+drains (a pull producer) — and a local(8)-style environment; stdout and stderr are
 collected (up to a limit) as the diagnostic. Exit 0 is success; the
 sysexits(3) codes map to Postfix's enhanced status codes (EX_TEMPFAIL and
 EX_OSERR defer, the others bounce); any other code bounces; a command killed
@@ -18,12 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pymta.queue.reference import BLOCK_SIZE, ContentReader, IMessageContent
 
 # sysexits.h -> (enhanced status, text), as Postfix's sys_exits.c.
 SYSEXITS: dict[int, tuple[str, str]] = {
@@ -75,9 +80,46 @@ def command_status(command: str, result: CommandResult) -> tuple[str, str]:
     return "5.3.0", f'Command died with status {result.exit_code}: "{command}"{suffix}'
 
 
+@implementer(IPullProducer)
+class _StdinFeeder:
+    """Writes a queued message to a command's stdin block by block, then
+    closes stdin. A command that exits without reading it all ends the
+    feed (stopProducing)."""
+
+    def __init__(self, transport: Any, content: IMessageContent) -> None:
+        self._transport = transport
+        self._reader: ContentReader | None = content.open()
+
+    def resumeProducing(self) -> None:
+        if self._reader is None:
+            return
+        try:
+            block = self._reader.read(BLOCK_SIZE)
+        except OSError:
+            block = b""  # the command sees a short message; the status says the rest
+        if block:
+            self._transport.write(block)
+            return
+        self._end()
+        self._transport.unregisterProducer()
+        self._transport.closeStdin()
+
+    def stopProducing(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
 class _CommandProtocol(ProcessProtocol):
-    def __init__(self, stdin: bytes, done: Deferred[CommandResult]) -> None:
+    def __init__(
+        self, stdin: bytes, done: Deferred[CommandResult], content: IMessageContent | None = None
+    ) -> None:
         self._stdin = stdin
+        self._content = content
+        self._feeder: _StdinFeeder | None = None
         self._done = done
         self._output: list[bytes] = []
         self._size = 0
@@ -87,7 +129,17 @@ class _CommandProtocol(ProcessProtocol):
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.write(self._stdin)
-        self.transport.closeStdin()
+        if self._content is None:
+            self.transport.closeStdin()
+            return
+        try:
+            self._feeder = _StdinFeeder(self.transport, self._content)
+        except OSError:
+            self.transport.closeStdin()
+            return
+        # Process transports are consumers of stdin (twisted.internet.process).
+        transport: Any = self.transport
+        transport.registerProducer(self._feeder, False)
 
     def _collect(self, data: bytes) -> None:
         if self._size < OUTPUT_LIMIT:
@@ -102,6 +154,8 @@ class _CommandProtocol(ProcessProtocol):
         self._collect(data)
 
     def processEnded(self, reason: Failure) -> None:
+        if self._feeder is not None:
+            self._feeder.stopProducing()
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         exit_code: int | None = None
@@ -123,11 +177,14 @@ def run_command(
     env: Mapping[str, str],
     time_limit: float = 1000.0,
     path: str = "/",
+    content: IMessageContent | None = None,
 ) -> Deferred[CommandResult]:
-    """Run ``/bin/sh -c command``; fires with its CommandResult (never errbacks
-    for a failing command; OSError from spawnProcess is raised)."""
+    """Run ``/bin/sh -c command`` with ``stdin`` and then ``content`` (read
+    from the queue file in blocks) on its standard input; fires with its
+    CommandResult (never errbacks for a failing command; OSError from
+    spawnProcess is raised)."""
     done: Deferred[CommandResult] = Deferred()
-    protocol = _CommandProtocol(stdin, done)
+    protocol = _CommandProtocol(stdin, done, content)
     process = reactor.spawnProcess(
         protocol, "/bin/sh", ["sh", "-c", command], env=dict(env), path=path
     )

@@ -10,6 +10,12 @@ interpreted). Writes nothing.
 
 from __future__ import annotations
 
+from pymta.queue.reference import BLOCK_SIZE, IMessageContent
+
+#: How much of a message header_of reads at most (Postfix's default
+#: header_size_limit is 102400; a Delivered-To after that is not looked for).
+HEADER_READ_LIMIT = 1024 * 1024
+
 
 def header_block(content: bytes) -> bytes:
     """The header section of an LF-terminated message (without the blank line)."""
@@ -17,6 +23,24 @@ def header_block(content: bytes) -> bytes:
         return b""
     end = content.find(b"\n\n")
     return content if end < 0 else content[: end + 1]
+
+
+def header_of(message: IMessageContent, limit: int = HEADER_READ_LIMIT) -> bytes:
+    """The header section of a queued message, read block by block from the
+    queue file until its blank line (at most ``limit`` bytes)."""
+    reader = message.open()
+    try:
+        data = b""
+        while len(data) < limit:
+            block = reader.read(BLOCK_SIZE)
+            if not block:
+                break
+            data += block
+            if data.startswith(b"\n") or b"\n\n" in data[-len(block) - 1 :]:
+                break
+        return header_block(data[:limit])
+    finally:
+        reader.close()
 
 
 def delivered_to_loop(content: bytes, recipient: str) -> bool:

@@ -4,6 +4,15 @@ Mirrors Postfix's delivery agents (local, virtual, smtp, pipe, discard,
 error): qmgr hands an agent a request for one message and some of its
 recipients that share a transport and next hop; the agent answers with one
 status per recipient. Only qmgr decides what happens next.
+
+The message travels by reference, as in Postfix (deliver_request.c): the
+request names the queue file (``message``: queue, queue id, content offset
+and size) and the agent reads the content from it in blocks
+(:mod:`pymta.queue.reference`). An agent may mark a recipient done in the
+queue file itself (``message.mark_done``) the moment its delivery is safe,
+before it reports (Postfix's deliver_completed): the Maildir writer does so
+right after its rename, on its own thread. qmgr marks the others before it
+logs them sent.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from pymta.queue.model import Envelope
+from pymta.queue.reference import IMessageContent
 
 
 @dataclass(frozen=True)
@@ -28,9 +38,11 @@ class DeliveryRecipient:
 
 @dataclass
 class DeliveryRequest:
+    """One message (by reference) and the recipients of one job."""
+
     queue_id: str
     envelope: Envelope
-    content: bytes  # LF line endings, as queued
+    message: IMessageContent  # the queue file's content: LF line ends, as queued
     transport: str
     nexthop: str
     recipients: list[DeliveryRecipient]

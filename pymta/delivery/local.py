@@ -45,7 +45,7 @@ from pymta.config import Config
 from pymta.delivery import mbox
 from pymta.delivery.command import command_status, run_command
 from pymta.delivery.durable import os_error_status
-from pymta.delivery.headers import delivered_to_loop, delivery_headers
+from pymta.delivery.headers import delivered_to_loop, delivery_headers, header_of
 from pymta.delivery.interface import (
     DeliveryRecipient,
     DeliveryRequest,
@@ -56,6 +56,7 @@ from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.delivery.maildir import MaildirWriter
 from pymta.queue.interface import ISyncBarrier
 from pymta.queue.model import Envelope, Recipient
+from pymta.queue.reference import read_content
 from pymta.tables import TableError, lookup_alias, split_alias_value
 
 INCLUDE_DEPTH = 10
@@ -96,6 +97,7 @@ class _FsyncBarrier:
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> Deferred[Any]:
         from twisted.internet.threads import deferToThread
 
@@ -145,7 +147,16 @@ class LocalAgent:
         self._read_file = read_file or _read_text
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
-        ds = [self._deliver_one(request, rcpt) for rcpt in request.recipients]
+        try:
+            header = header_of(request.message)
+        except OSError as e:
+            return succeed(
+                [
+                    RecipientStatus(r.index, "4.3.0", f"cannot read queue file: {e}", "local")
+                    for r in request.recipients
+                ]
+            )
+        ds = [self._deliver_one(request, header, rcpt) for rcpt in request.recipients]
         if len(ds) == 1:
             return ds[0].addCallback(lambda s: [s])
         done = DeferredList(ds, consumeErrors=True)
@@ -154,14 +165,14 @@ class LocalAgent:
     # one recipient ------------------------------------------------------
 
     def _deliver_one(
-        self, request: DeliveryRequest, rcpt: DeliveryRecipient
+        self, request: DeliveryRequest, header: bytes, rcpt: DeliveryRecipient
     ) -> Deferred[RecipientStatus]:
         address = rcpt.address
 
         def status(outcome: Outcome) -> RecipientStatus:
             return RecipientStatus(rcpt.index, outcome[0], outcome[1], relay="local")
 
-        if delivered_to_loop(request.content, address):
+        if delivered_to_loop(header, address):
             return succeed(status(("5.4.6", f"mail forwarding loop for {address}")))
         local, _, domain = address.rpartition("@")
         if not _:
@@ -260,8 +271,12 @@ class LocalAgent:
             arrival_time=self._clock.seconds(),
             attributes={"origin": "local", "forwarded_from": request.queue_id},
         )
-        content = delivery_headers(sender, rcpt.address.lower(), return_path=False)
-        d = self._cleanup.submit(envelope, content + request.content)
+        headers = delivery_headers(sender, rcpt.address.lower(), return_path=False)
+        # cleanup takes a message whole (as smtpd hands it one): the one
+        # place a delivery holds the content in memory.
+        d = read_content(request.message).addCallback(
+            lambda content: self._cleanup.submit(envelope, headers + content)
+        )
 
         def forwarded(new_id: str) -> Outcome:
             return "2.0.0", f"forwarded as {new_id}"
@@ -284,17 +299,18 @@ class LocalAgent:
         headers = delivery_headers(sender, rcpt.address.lower())
         try:
             if path.endswith("/"):
-                d: Deferred[object] = self._writer.deliver(path, headers + request.content)  # type: ignore[assignment]
+                d: Deferred[object] = self._writer.deliver(path, headers, request.message)  # type: ignore[assignment]
             else:
                 now = self._clock.seconds()
-                record = mbox.mbox_record(sender, now, headers, request.content)
-                d = mbox.append(path, record, self._sync, now, ("fcntl",))  # type: ignore[assignment]
-        except mbox.MailboxBusy:
-            return succeed(("4.2.0", f"cannot update file {path}: mailbox busy"))
+                d = mbox.append(  # type: ignore[assignment]
+                    path, sender, headers, request.message, self._sync, now, ("fcntl",)
+                )
         except OSError as e:
             return succeed(os_error_status(e, f"file {path}"))
 
         def failed(failure: Failure) -> Outcome | Failure:
+            if isinstance(failure.value, mbox.MailboxBusy):
+                return ("4.2.0", f"cannot update file {path}: mailbox busy")
             if isinstance(failure.value, OSError):
                 return os_error_status(failure.value, f"file {path}")
             return failure
@@ -348,13 +364,17 @@ class LocalAgent:
             if value:
                 env[name] = value
         now = self._clock.seconds()
-        stdin = (
-            mbox.from_line(sender, now)
-            + delivery_headers(sender, rcpt.address.lower())
-            + request.content
-        )
+        prefix = mbox.from_line(sender, now) + delivery_headers(sender, rcpt.address.lower())
         try:
-            d = run_command(self._reactor, self._clock, command, stdin, env, self._time_limit)
+            d = run_command(
+                self._reactor,
+                self._clock,
+                command,
+                prefix,
+                env,
+                self._time_limit,
+                content=request.message,
+            )
         except OSError as e:
             return succeed(("4.3.0", f"cannot run command {command}: {e.strerror}"))
         return d.addCallback(lambda result: command_status(command, result))

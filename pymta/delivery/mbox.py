@@ -8,7 +8,10 @@ by someone else is not waited for: the caller defers with ``4.2.0 mailbox
 busy`` and the queue manager retries later. A write error truncates the file
 back to its old size so that a half-written message never stays behind.
 The append is durable (through the group-commit barrier) before the locks
-are released and before the Deferred fires.
+are released and before the Deferred fires. The whole append — locks,
+copy of the queued content in blocks with ``>From `` quoting carried
+across block ends, sync, release and the caller's done mark — runs on the
+barrier's thread: the reactor never waits on the mailbox.
 
 Untrusted input: the message content (quoted, never interpreted). May write:
 the mbox file (created 0600, missing parent directories 0700) and
@@ -21,12 +24,14 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
-from pymta.delivery.durable import barrier_sync
+from pymta.delivery.durable import barrier_run
 from pymta.queue.interface import ISyncBarrier
+from pymta.queue.reference import BLOCK_SIZE, IMessageContent
 
 # Postfix's stale_lock_time: a dotlock older than this is removed.
 STALE_LOCK_TIME = 500.0
@@ -54,11 +59,38 @@ def quote_from(content: bytes) -> bytes:
 
 
 def mbox_record(sender: str, now: float, headers: bytes, content: bytes) -> bytes:
-    """The bytes appended for one message: separator, headers, quoted content, blank line."""
+    """The bytes appended for one message: separator, headers, quoted
+    content, blank line (what append writes, at once)."""
     body = quote_from(headers + content)
     if not body.endswith(b"\n"):
         body += b"\n"
     return from_line(sender, now) + body + b"\n"
+
+
+class FromQuoter:
+    """quote_from over a message that arrives in blocks: the unfinished last
+    line of a block waits for the next, so each piece quoted starts at a
+    line start and the result equals quote_from of the whole."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+        self.last = b""  # the last byte passed on (for the final newline)
+
+    def feed(self, block: bytes) -> bytes:
+        data = self._rest + block if self._rest else block
+        cut = data.rfind(b"\n") + 1
+        self._rest = data[cut:]
+        if not cut:
+            return b""
+        self.last = b"\n"
+        return quote_from(data[:cut])
+
+    def end(self) -> bytes:
+        out = quote_from(self._rest) if self._rest else b""
+        self._rest = b""
+        if out:
+            self.last = out[-1:]
+        return out
 
 
 def _dotlock(path: str, now: float) -> str:
@@ -86,74 +118,134 @@ def _dotlock(path: str, now: float) -> str:
 
 def append(
     path: str,
-    record: bytes,
+    sender: str,
+    headers: bytes,
+    message: IMessageContent,
     sync: ISyncBarrier,
     now: float,
     locks: Sequence[str] = ("fcntl", "dotlock"),
     size_limit: int = 0,
+    mark: Callable[[], None] | None = None,
 ) -> Deferred[None]:
-    """Append ``record`` to the mbox at ``path`` under ``locks``; fires once durable.
+    """Append one message (``From`` line, ``headers``, the quoted content,
+    a blank line) to the mbox at ``path`` under ``locks``; fires once
+    durable and unlocked, after ``mark`` ran (its OSError is ignored).
 
-    Raises MailboxBusy, MailboxLimit or OSError synchronously when the append
-    cannot start; errbacks with OSError when the sync fails.
-    """
-    parent = os.path.dirname(path)
-    if parent and not os.path.isdir(parent):
-        # virtual(8) creates missing parent directories of a mailbox file.
-        os.makedirs(parent, mode=0o700, exist_ok=True)
-    dotlock = _dotlock(path, now) if "dotlock" in locks else None
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    except OSError:
-        if dotlock:
+    Errbacks with MailboxBusy, MailboxLimit or OSError (nothing of the
+    message then stays in the file)."""
+    held: dict[str, object] = {}
+
+    def unlock() -> None:
+        fd = held.pop("fd", None)
+        if isinstance(fd, int):
+            os.close(fd)  # also drops the fcntl/flock locks
+        dotlock = held.pop("dotlock", None)
+        if isinstance(dotlock, str):
             _unlink(dotlock)
-        raise
-    try:
-        if "fcntl" in locks:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EACCES):
-                    raise MailboxBusy(f"{path} is locked") from None
-                raise
-        if "flock" in locks:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise MailboxBusy(f"{path} is locked") from None
-        start = os.fstat(fd).st_size
-        if size_limit and start + len(record) > size_limit:
-            raise MailboxLimit(f"{path}: mailbox size limit {size_limit} exceeded")
+
+    def write() -> None:
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            # virtual(8) creates missing parent directories of a mailbox file.
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        if "dotlock" in locks:
+            held["dotlock"] = _dotlock(path, now)
         try:
-            view = memoryview(record)
-            while view:
-                view = view[os.write(fd, view) :]
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError:
-            os.ftruncate(fd, start)
+            unlock()
             raise
-    except BaseException:
-        os.close(fd)
-        if dotlock:
-            _unlink(dotlock)
-        raise
-
-    def release(result: object) -> object:
-        os.close(fd)  # also drops the fcntl/flock locks
-        if dotlock:
-            _unlink(dotlock)
-        return result
-
-    def truncate(failure: object) -> object:
+        held["fd"] = fd
         try:
-            os.ftruncate(fd, start)
-        except OSError:
-            pass
+            _lock(fd, path, locks)
+            start = os.fstat(fd).st_size
+            held["start"] = start
+            try:
+                _copy(fd, start, sender, headers, message, now, size_limit, path)
+            except BaseException:
+                os.ftruncate(fd, start)
+                raise
+        except BaseException:
+            unlock()
+            raise
+
+    def release() -> None:
+        unlock()
+        if mark is not None:
+            try:
+                mark()
+            except OSError:
+                pass  # the queue manager marks it, a moment later
+
+    def failed(failure: Failure) -> Failure:
+        # The sync failed after a whole write: take the message back out.
+        fd = held.get("fd")
+        start = held.get("start")
+        if isinstance(fd, int) and isinstance(start, int):
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+        unlock()
         return failure
 
-    d = barrier_sync(sync, (path,), (os.path.dirname(path) or ".",))
-    d.addErrback(truncate)
-    d.addBoth(release)
-    return d
+    d = barrier_run(sync, write, (path,), (os.path.dirname(path) or ".",), after=release)
+    return d.addErrback(failed)
+
+
+def _lock(fd: int, path: str, locks: Sequence[str]) -> None:
+    if "fcntl" in locks:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise MailboxBusy(f"{path} is locked") from None
+            raise
+    if "flock" in locks:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MailboxBusy(f"{path} is locked") from None
+
+
+def _copy(
+    fd: int,
+    start: int,
+    sender: str,
+    headers: bytes,
+    message: IMessageContent,
+    now: float,
+    size_limit: int,
+    path: str,
+) -> None:
+    written = 0
+
+    def put(data: bytes) -> None:
+        nonlocal written
+        if not data:
+            return
+        written += len(data)
+        if size_limit and start + written > size_limit:
+            raise MailboxLimit(f"{path}: mailbox size limit {size_limit} exceeded")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    quoter = FromQuoter()
+    put(from_line(sender, now))
+    put(quoter.feed(headers))
+    reader = message.open()
+    try:
+        while True:
+            block = reader.read(BLOCK_SIZE)
+            if not block:
+                break
+            put(quoter.feed(block))
+    finally:
+        reader.close()
+    put(quoter.end())
+    # mbox_record's ending: the message ends in a newline, then a blank line.
+    put(b"\n\n" if quoter.last != b"\n" else b"\n")
 
 
 def _unlink(path: str) -> None:

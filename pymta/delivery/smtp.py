@@ -14,8 +14,10 @@ Mirrors Postfix's smtp(8). A request's next hop is ``domain`` (MX lookup),
    a failed HELO/STARTTLS/AUTH or a timeout moves on to the next host, up
    to ``smtp_mx_session_limit`` sessions; a failed TLS handshake under
    ``may`` is retried with the same host in plain text;
-3. runs one transaction (:func:`~pymta.delivery.smtp_proto.transaction`)
-   and returns one status per recipient — sent, deferred (4xx) or
+3. runs one transaction (:func:`~pymta.delivery.smtp_proto.transaction`),
+   the body read from the queue file block by block as the socket drains
+   (SIZE= and BODY= come from one read of it first, in a worker thread for
+   large messages), and returns one status per recipient — sent, deferred (4xx) or
    bounced (5xx, with the remote reply as the diagnostic) — with
    ``relay=mx.example[192.0.2.1]:25``;
 4. keeps the connection for the next message, or says QUIT.
@@ -43,6 +45,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from pymta.config import Config
@@ -51,14 +54,18 @@ from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientS
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.delivery.smtp_cache import ConnectionCache
 from pymta.delivery.smtp_chat import SessionError, SMTPChat
-from pymta.delivery.smtp_content import to_wire
+from pymta.delivery.smtp_content import survey
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import TLSPolicy, default_level, load_trust, policy_for
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
+from pymta.queue.reference import blocks
 from pymta.tables.interface import TableError
+
+#: Content up to this size is surveyed in the reactor (a few preads).
+SURVEY_INLINE = 256 * 1024
 
 #: connect(address, port, timeout, relay) -> a connected SMTPChat (errback: ConnectError)
 Connector = Callable[[str, int, float, str], Deferred[SMTPChat]]
@@ -280,7 +287,13 @@ class SMTPAgent:
         nexthop = request.nexthop
         domain, port, use_mx = parse_nexthop(nexthop, self._default_port)
         key: Hashable = (nexthop.lower(), port)
-        wire = to_wire(request.content)
+        # The wire size (SIZE=) and 8-bitness (BODY=) come before the body is
+        # sent: one read of the content, in a worker thread when it is large.
+        content = request.message
+        if content.size <= SURVEY_INLINE:
+            facts = survey(blocks(content))
+        else:
+            facts = await deferToThread(lambda: survey(blocks(content)))
 
         def every(
             status: str, reason: str, relay: str = "none", diag: str = ""
@@ -302,7 +315,7 @@ class SMTPAgent:
         if session is not None:
             settings = self._settings(nexthop, domain, None)
             if await reset(session, settings):
-                return await self._send(session, settings, key, request, wire, started, domain)
+                return await self._send(session, settings, key, request, facts, started, domain)
             self._close(session)
         lmtp = self.protocol == "lmtp"
         hosts: HostList
@@ -361,7 +374,7 @@ class SMTPAgent:
                 chat.abort()  # a bug: do not leave the connection open
                 raise
             session.opened = started
-            return await self._send(session, settings, key, request, wire, started, domain)
+            return await self._send(session, settings, key, request, facts, started, domain)
         return every("4" + last.dsn[1:], last.reason, "none", last.diagnostic)
 
     async def _send(
@@ -370,13 +383,13 @@ class SMTPAgent:
         settings: SessionSettings,
         key: Hashable,
         request: DeliveryRequest,
-        wire: bytes,
+        facts: tuple[int, bool],
         started: float,
         domain: str,
     ) -> list[RecipientStatus]:
         ready = self._clock.seconds()
         statuses = await transaction(
-            session, settings, request.envelope, request.content, wire, request.recipients
+            session, settings, request.envelope, request.message, facts, request.recipients
         )
         done = self._clock.seconds()
         timings = (ready - started, done - ready)

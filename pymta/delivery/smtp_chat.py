@@ -8,9 +8,11 @@ at once (PIPELINING); they arrive in order. A timeout, a lost connection
 or a malformed reply fails every waiter with :class:`SessionError`
 (``conversation with X timed out while ...``, ``lost connection with X
 while ...``), the texts Postfix logs; the caller turns that into
-per-recipient values. Messages larger than one chunk are written through a
-pull producer, so ``smtp_data_xfer_timeout`` limits each stalled write,
-not the whole transfer.
+per-recipient values. A message body is written through a pull producer
+(:meth:`SMTPChat.send_message`), one block read from the queue file and
+converted to wire form per call, only as fast as the transport drains: a
+large message never sits in memory whole, and ``smtp_data_xfer_timeout``
+limits each stalled write, not the whole transfer.
 
 Untrusted input: every reply line (length-limited, parsed by
 :class:`~pymta.delivery.smtp_reply.ReplyParser`).
@@ -19,7 +21,7 @@ Untrusted input: every reply line (length-limited, parsed by
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,7 +30,9 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymta.delivery.smtp_content import WireEncoder, to_wire
 from pymta.delivery.smtp_reply import Reply, ReplyParser
+from pymta.queue.reference import BLOCK_SIZE, IMessageContent, read_all
 
 CHUNK = 65536
 
@@ -142,7 +146,28 @@ class SMTPChat(LineOnlyReceiver):
                 self.transport.write(data)
             done.callback(None)
             return done
-        _Sender(self, data, timeout, done).start()
+        chunks = (data[i : i + CHUNK] for i in range(0, len(data), CHUNK))
+        _Sender(self, chunks, timeout, done).start()
+        return done
+
+    def send_message(self, content: IMessageContent, stage: str, timeout: float) -> Deferred[None]:
+        """Write a queued message in wire form (CRLF, dot-stuffed, final
+        ``.`` line), read block by block as the transport asks for more;
+        fires when it is all handed to the transport."""
+        self.stage = stage
+        done: Deferred[None] = Deferred()
+        if self._error is not None:
+            done.errback(self._error)
+            return done
+        if self.transport is None:
+            done.callback(None)
+            return done
+        if content.size <= CHUNK // 2:
+            # A small message in one write, as send_data does.
+            self.transport.write(to_wire(read_all(content)))
+            done.callback(None)
+            return done
+        _Sender(self, _wire_blocks(content), timeout, done).start()
         return done
 
     def abort(self) -> None:
@@ -178,15 +203,40 @@ class SMTPChat(LineOnlyReceiver):
         return self._error is not None
 
 
+def _wire_blocks(content: IMessageContent) -> Generator[bytes, None, None]:
+    """The message in wire form, one queue-file block at a time. Each read
+    is one pread of at most BLOCK_SIZE bytes of a file the kernel just
+    wrote (Twisted's FileSender reads files in the reactor the same way)."""
+    encoder = WireEncoder()
+    reader = content.open()
+    try:
+        while True:
+            block = reader.read(BLOCK_SIZE)
+            if not block:
+                break
+            wire = encoder.feed(block)
+            if wire:
+                yield wire
+    finally:
+        reader.close()
+    yield encoder.end()
+
+
 @implementer(IPullProducer)
 class _Sender:
-    """Writes a large message in chunks as the transport drains; each chunk
+    """Writes a message's chunks as the transport drains; each chunk
     re-arms smtp_data_xfer_timeout."""
 
-    def __init__(self, chat: SMTPChat, data: bytes, timeout: float, done: Deferred[None]) -> None:
+    def __init__(
+        self,
+        chat: SMTPChat,
+        chunks: Generator[bytes, None, None],
+        timeout: float,
+        done: Deferred[None],
+    ) -> None:
         self.chat = chat
-        self.view = memoryview(data)
-        self.offset = 0
+        self.chunks = chunks
+        self.ahead: bytes | None = None
         self.timeout = timeout
         self.done = done
         self.timer: IDelayedCall | None = None
@@ -219,15 +269,31 @@ class _Sender:
                 assert self.chat._error is not None
                 self.done.errback(self.chat._error)
             return
-        chunk = self.view[self.offset : self.offset + CHUNK]
-        self.offset += len(chunk)
-        transport: Any = self.chat.transport
-        transport.write(bytes(chunk))
-        self._arm()
-        if self.offset >= len(self.view):
+        try:
+            chunk = self.ahead if self.ahead is not None else next(self.chunks, None)
+            # Read one ahead: the last chunk also ends the transfer.
+            self.ahead = next(self.chunks, None) if chunk is not None else None
+        except OSError as e:
+            # The queue file cannot be read: stop the session (the peer must
+            # not take a partial message) and defer.
+            self._finish()
+            self.chat.fail_now(SessionError("4.3.0", f"cannot read queue file: {e}"))
+            if not self.done.called:
+                self.done.errback(self.chat._error or e)
+            return
+        if chunk is None:
             self._finish()
             if not self.done.called:
                 self.done.callback(None)
+            return
+        transport: Any = self.chat.transport
+        transport.write(bytes(chunk))
+        if self.ahead is None:
+            self._finish()
+            if not self.done.called:
+                self.done.callback(None)
+            return
+        self._arm()
 
     def stopProducing(self) -> None:
         self._finish()
@@ -241,6 +307,7 @@ class _Sender:
     def _finish(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
+        self.chunks.close()  # closes the queue file _wire_blocks reads
         transport: Any = self.chat.transport
         if transport is not None and getattr(transport, "producer", None) is self:
             transport.unregisterProducer()

@@ -38,12 +38,12 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults
 
 from pymta.delivery.interface import DeliveryRecipient, RecipientStatus
 from pymta.delivery.smtp_chat import SessionError, SMTPChat
-from pymta.delivery.smtp_content import is_8bit
 from pymta.delivery.smtp_reply import Reply, said
 from pymta.delivery.smtp_sasl import SASLCredentials, b64, plain_response, usable_mechanisms
 from pymta.delivery.smtp_tls import TLSPolicy, client_context
 from pymta.maillog import maillog
 from pymta.queue.model import Envelope
+from pymta.queue.reference import IMessageContent
 from pymta.tls import describe
 
 
@@ -236,13 +236,13 @@ def _orcpt(value: str) -> str:
 
 
 def mail_command(
-    envelope: Envelope, features: dict[str, str], size: int, content: bytes, utf8: bool
+    envelope: Envelope, features: dict[str, str], size: int, eight_bit: bool, utf8: bool
 ) -> str:
     command = f"MAIL FROM:<{envelope.sender}>"
     if "SIZE" in features:
         command += f" SIZE={size}"
     body = envelope.attributes.get("body", "").upper()
-    if "8BITMIME" in features and (body == "8BITMIME" or (body != "7BIT" and is_8bit(content))):
+    if "8BITMIME" in features and (body == "8BITMIME" or (body != "7BIT" and eight_bit)):
         command += " BODY=8BITMIME"
     if utf8:
         command += " SMTPUTF8"
@@ -271,11 +271,13 @@ async def transaction(
     session: Session,
     settings: SessionSettings,
     envelope: Envelope,
-    content: bytes,
-    wire: bytes,
+    content: IMessageContent,
+    survey: tuple[int, bool],
     recipients: list[DeliveryRecipient],
 ) -> list[RecipientStatus]:
-    """One message over an established session (see module doc)."""
+    """One message over an established session (see module doc); ``survey``
+    is the content's (wire size, has 8-bit bytes), from
+    :func:`~pymta.delivery.smtp_content.survey`."""
     relay, features = session.relay, session.features
     session.messages += 1
 
@@ -285,7 +287,7 @@ async def transaction(
     utf8 = needs_smtputf8(envelope, recipients)
     if utf8 and "SMTPUTF8" not in features:
         return every("5.6.7", f"SMTPUTF8 is required, but was not offered by host {relay}")
-    size = len(wire) - 3
+    size, eight_bit = survey
     limit_text = features.get("SIZE", "")
     if limit_text.isdigit() and 0 < int(limit_text) < size:
         return every(
@@ -293,7 +295,9 @@ async def transaction(
         )
     results: dict[int, RecipientStatus] = {}
     try:
-        await _exchange(session, settings, envelope, content, wire, recipients, size, utf8, results)
+        await _exchange(
+            session, settings, envelope, content, recipients, size, eight_bit, utf8, results
+        )
     except SessionError as e:
         for r in recipients:
             if r.index not in results:
@@ -305,15 +309,15 @@ async def _exchange(
     session: Session,
     settings: SessionSettings,
     envelope: Envelope,
-    content: bytes,
-    wire: bytes,
+    content: IMessageContent,
     recipients: list[DeliveryRecipient],
     size: int,
+    eight_bit: bool,
     utf8: bool,
     results: dict[int, RecipientStatus],
 ) -> None:
     chat, relay, features = session.chat, session.relay, session.features
-    mail = mail_command(envelope, features, size, content, utf8)
+    mail = mail_command(envelope, features, size, eight_bit, utf8)
     rcpts = [rcpt_command(envelope, r, features) for r in recipients]
     t_mail, t_rcpt = timeout(settings, "mail"), timeout(settings, "rcpt")
     t_data = timeout(settings, "data_init")
@@ -368,7 +372,7 @@ async def _exchange(
     if data_reply.code != 354:
         fail_all(data_reply, "DATA", accepted)
         return
-    await chat.send_data(wire, "sending message body", timeout(settings, "data_xfer"))
+    await chat.send_message(content, "sending message body", timeout(settings, "data_xfer"))
     stage = "sending end of data -- message may be sent more than once"
     t_done = timeout(settings, "data_done")
     if settings.lmtp:

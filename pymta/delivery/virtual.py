@@ -11,6 +11,11 @@ the virtual_mailbox_lock locks, within virtual_mailbox_limit. A path that
 would leave the base (``..``) is a configuration error, which Postfix defers
 (4.3.5) so the mail waits for the administrator instead of bouncing.
 
+The message is read from the queue file (the request's reference): its
+header once per request for the loop check, its content in blocks by the
+writer, which marks the recipient done in the queue file right after its
+write is safe (see :mod:`pymta.delivery.interface`).
+
 Untrusted input: the recipient address (a lookup key only) and the message
 (copied, never interpreted). Trusted: the table values, once checked for
 ``..``. May write: mailboxes under virtual_mailbox_base. Logs: through qmgr
@@ -30,7 +35,7 @@ from zope.interface import implementer
 from pymta.config import Config
 from pymta.delivery import mbox
 from pymta.delivery.durable import os_error_status
-from pymta.delivery.headers import delivered_to_loop, delivery_headers
+from pymta.delivery.headers import delivered_to_loop, delivery_headers, header_of
 from pymta.delivery.interface import (
     DeliveryRecipient,
     DeliveryRequest,
@@ -87,8 +92,17 @@ class VirtualAgent:
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         recipients = request.recipients
+        try:
+            header = header_of(request.message)
+        except OSError as e:
+            return succeed(
+                [
+                    RecipientStatus(r.index, "4.3.0", f"cannot read queue file: {e}", "virtual")
+                    for r in recipients
+                ]
+            )
         if len(recipients) == 1:
-            return self._deliver_one(request, recipients[0]).addCallback(lambda s: [s])
+            return self._deliver_one(request, header, recipients[0]).addCallback(lambda s: [s])
         results: list[RecipientStatus | None] = [None] * len(recipients)
         done: Deferred[list[RecipientStatus]] = Deferred()
         remaining = [len(recipients)]
@@ -100,18 +114,18 @@ class VirtualAgent:
                 done.callback([r for r in results if r is not None])
 
         for slot, rcpt in enumerate(recipients):
-            self._deliver_one(request, rcpt).addCallback(store, slot)
+            self._deliver_one(request, header, rcpt).addCallback(store, slot)
         return done
 
     def _deliver_one(
-        self, request: DeliveryRequest, rcpt: DeliveryRecipient
+        self, request: DeliveryRequest, header: bytes, rcpt: DeliveryRecipient
     ) -> Deferred[RecipientStatus]:
         def status(code: str, reason: str) -> RecipientStatus:
             return RecipientStatus(rcpt.index, code, reason, relay="virtual")
 
-        content = request.content
+        message = request.message
         address = rcpt.address
-        if delivered_to_loop(content, address):
+        if delivered_to_loop(header, address):
             return succeed(status("5.4.6", f"mail forwarding loop for {address}"))
         try:
             value = lookup_address(
@@ -130,31 +144,33 @@ class VirtualAgent:
                 LogLevel.warn,
             )
             return succeed(status("4.3.5", "mail system configuration error"))
-        data_headers = delivery_headers(request.envelope.sender, address.lower())
+        sender = request.envelope.sender
+        data_headers = delivery_headers(sender, address.lower())
+
+        def mark() -> None:
+            # On the writer's thread, right after the mailbox write is safe.
+            message.mark_done(rcpt.index)
+
         if path.endswith("/"):
             what = "maildir"
             try:
-                d: Deferred[object] = self._writer.deliver(path, data_headers + content)  # type: ignore[assignment]
+                d: Deferred[object] = self._writer.deliver(path, data_headers, message, mark)  # type: ignore[assignment]
             except OSError as e:
                 return succeed(status(*os_error_status(e, what)))
             ok = status("2.0.0", "delivered to maildir")
         else:
             what = "mailbox"
             now = self._clock.seconds()
-            record = mbox.mbox_record(request.envelope.sender, now, data_headers, content)
-            try:
-                d = mbox.append(path, record, self._sync, now, self._locks, self._limit)  # type: ignore[assignment]
-            except mbox.MailboxBusy:
-                return succeed(status("4.2.0", "cannot update mailbox: mailbox busy"))
-            except mbox.MailboxLimit:
-                return succeed(
-                    status("5.2.2", "cannot update mailbox: message would exceed mailbox quota")
-                )
-            except OSError as e:
-                return succeed(status(*os_error_status(e, what)))
+            d = mbox.append(  # type: ignore[assignment]
+                path, sender, data_headers, message, self._sync, now, self._locks, self._limit, mark
+            )
             ok = status("2.0.0", "delivered to mailbox")
 
         def failed(failure: Failure) -> RecipientStatus | Failure:
+            if isinstance(failure.value, mbox.MailboxBusy):
+                return status("4.2.0", "cannot update mailbox: mailbox busy")
+            if isinstance(failure.value, mbox.MailboxLimit):
+                return status("5.2.2", "cannot update mailbox: message would exceed mailbox quota")
             if isinstance(failure.value, OSError):
                 return status(*os_error_status(failure.value, what))
             return failure

@@ -24,6 +24,9 @@ Where the figures come from (no counter is added inside another part):
   (:mod:`pymta.metrics.sessions`), applied by :func:`pymta.service.build`;
 - queue sizes: the queue directories, counted at scrape time in a thread
   (:mod:`pymta.metrics.queues`);
+- the batch sizes of group commit (``pymta_sync_batch_size{barrier}``, a
+  histogram of the durable pieces of work each sync covered, sampled from
+  the barriers' ``batch_sizes``);
 - syncs of the group-commit barriers (``pymta_syncs_total{barrier}``:
   ``queue`` and ``mailbox``; their ``syncs`` attribute, sampled): the
   messages received divided by the queue's syncs is the mean queue-sync
@@ -132,6 +135,7 @@ class MetricsService(service.Service):
         self._observers: tuple[ILogObserver, ...] = ()
         self._barriers: dict[str, Any] = {}
         self._syncs_seen: dict[str, int] = {}
+        self._batches_seen: dict[str, dict[int, int]] = {}
         self._sample_lock = threading.Lock()
 
     # -- life cycle -------------------------------------------------------------
@@ -212,6 +216,19 @@ class MetricsService(service.Service):
                 new = syncs - self._syncs_seen.get(name, 0)
                 self._syncs_seen[name] = syncs
                 self.metrics.syncs.labels(barrier=name).inc(max(new, 0))
+                self._sample_batches(name, barrier)
+
+    def _sample_batches(self, name: str, barrier: Any) -> None:
+        """Observe the batch sizes this barrier synced since the last sample."""
+        sizes = getattr(barrier, "batch_sizes", None)
+        if sizes is None:
+            return
+        seen = self._batches_seen.setdefault(name, {})
+        histogram = self.metrics.sync_batch.labels(barrier=name)
+        for size, count in list(sizes.items()):  # one C-level copy: thread-safe
+            for _ in range(count - seen.get(size, 0)):
+                histogram.observe(size)
+            seen[size] = count
 
     def count_sessions(self, factory: Any, command: str) -> Any:
         """``factory`` of a master.cf ``command`` listener, with its sessions counted."""

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pymta.metrics.events import Observation
 
 #: Delivery delays span milliseconds (local mailboxes) to days (retries).
+SYNC_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 DELAY_BUCKETS = (
     0.01,
     0.05,
@@ -132,6 +133,13 @@ class MailMetrics:
             "pymta_syncs",
             "Group commits (one syncfs, or the fsyncs of one batch) made by each sync barrier",
             ["barrier"],
+            registry=r,
+        )
+        self.sync_batch = Histogram(
+            "pymta_sync_batch_size",
+            "Pieces of durable work (queue files, mailbox writes) made durable by one sync",
+            ["barrier"],
+            buckets=SYNC_BATCH_BUCKETS,
             registry=r,
         )
         self.reactor_processes = Gauge(

@@ -1,15 +1,29 @@
 """manager: the queue manager — from incoming to delivered, deferred or bounced.
 
 Mirrors Postfix's qmgr(8). cleanup calls :meth:`QueueManager.notify_new`
-once a message is durable in incoming/: qmgr moves it to active/, keeps the
-envelope and content it was given (no re-read), resolves each recipient not
-yet done to (transport, nexthop, recipient), groups them by transport and
-destination, splits the groups by the transport's recipient limit and hands
-the jobs to the delivery agents through the :class:`~pymta.qmgr.scheduler.Scheduler`
-(process and destination concurrency limits).
+with a queue id (and the envelope it has at hand) once a message is durable
+in incoming/: qmgr moves it to active/ and, once the move is applied,
+resolves each recipient not yet done to (transport, nexthop, recipient),
+groups them by transport and destination, splits the groups by the
+transport's recipient limit and hands the jobs to the delivery agents
+through the :class:`~pymta.qmgr.scheduler.Scheduler` (process and
+destination concurrency limits). qmgr never holds a message's content: a
+job carries a reference to the queue file (:mod:`pymta.queue.reference`),
+which the agent reads in blocks. Queue files found on disk (recovery,
+deferred/) are read on a worker thread, records only (``read_envelope``).
+
+Like Postfix's, the active queue is bounded: at most
+``qmgr_message_active_limit`` messages, and no more recipients than
+``qmgr_message_recipient_limit`` in memory (a single message larger than
+that still goes alone, where Postfix would read its recipients in slices).
+What does not fit stays in incoming/ or deferred/ and is taken when a
+message leaves the active queue.
 
 Outcomes are values (docs/architecture.md): 2.x.x marks the recipient done in the
-queue file, after the agent reported it safe (at-least-once); 5.x.x is
+queue file, after the agent reported it safe (at-least-once) — an agent
+that marked it itself (Maildir, on its writer's thread) is not marked
+again, any other is marked at once, before the ``status=sent`` line is
+logged: a process crash never repeats a delivery logged as sent; 5.x.x is
 collected, and the recipients are marked done only once bounce has queued
 the DSN (or none is due); 4.x.x is written to the defer log. When every job
 of a message is over: all done -> ``removed``; some deferred -> moved to
@@ -52,11 +66,11 @@ store. Logs: Postfix's qmgr lines (see :mod:`pymta.qmgr.log`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
@@ -77,6 +91,7 @@ from pymta.qmgr.policy import TransportLimits, backoff_delay, queue_lifetime, tr
 from pymta.qmgr.scheduler import Scheduler
 from pymta.queue.interface import IQueueStore, QueueFileError
 from pymta.queue.model import Envelope, Recipient
+from pymta.queue.reference import IMessageContent, head
 from pymta.rewrite.interface import IResolver
 from pymta.tables.interface import TableError
 
@@ -85,12 +100,22 @@ if TYPE_CHECKING:
 
 _log = Logger(namespace="pymta.qmgr")
 
+T = TypeVar("T")
+#: How blocking queue-file reads run: (work) -> Deferred of its result.
+ReadRunner = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+def run_at_once(work: Callable[[], T]) -> Deferred[T]:
+    """A ReadRunner that runs the read where it is called (tests with the
+    memory store; production passes a thread pool's)."""
+    return maybeDeferred(work)
+
 
 @dataclass(eq=False)
 class _Message:
     queue_id: str
     envelope: Envelope
-    content: bytes
+    content: IMessageContent  # the queue file's content, by reference
     active_time: float
     pending: int = 0
     deferred: bool = False
@@ -127,8 +152,20 @@ class QueueManager:
         *,
         scan: bool = True,
         claims: QueueClaims | None = None,
+        read_runner: ReadRunner = run_at_once,
     ) -> None:
         self._config = config
+        self._read = read_runner
+        self._active_limit = max(config.get_int("qmgr_message_active_limit"), 1)
+        self._recipient_limit = max(config.get_int("qmgr_message_recipient_limit"), 1)
+        self._bounce_size_limit = config.get_int("bounce_size_limit")
+        # Messages being read or moved into the active queue, and their
+        # recipients (they count against the limits already).
+        self._loading: set[str] = set()
+        self._recipients = 0
+        # Something stayed behind in incoming/ for want of room.
+        self._backlog = False
+        self._refill_call: Any = None
         self._scan = scan
         self._claims = claims
         # Queue ids settled while an orphan recovery lists the queue.
@@ -155,7 +192,8 @@ class QueueManager:
         self._run_delay = config.get_time("queue_run_delay")
         # Transports whose mail waits for a flush (Postfix's defer_transports).
         self._defer_transports = frozenset(config.get_list("defer_transports"))
-        # Messages taken by a flush: defer_transports does not hold them.
+        # Messages a flush is taking (until activated or given up):
+        # defer_transports does not hold them.
         self._flushing: set[str] = set()
         self._scan_call: LoopingCall | None = None
         self._running = False
@@ -186,16 +224,9 @@ class QueueManager:
         # Half-written queue files (``incoming/ID.tmp``) of a process that
         # died writing them were never acknowledged: no process writes yet,
         # so every one found now is such a leftover (postsuper's cleanup).
-        remove_stale = getattr(self._store, "remove_stale_temporaries", None)
-        if remove_stale is not None:
-            for name in remove_stale(self._clock.seconds()):
-                maillog("qmgr", f"removed unfinished queue file incoming/{name}")
-        for queue_id in self._store.list("incoming"):
-            if queue_id not in self._messages:
-                self._take(queue_id, "incoming")
-        for queue_id in self._store.list("active"):
-            if queue_id not in self._messages:
-                self._take(queue_id, "active")
+        for name in self._store.remove_stale_temporaries(self._clock.seconds()):
+            maillog("qmgr", f"removed unfinished queue file incoming/{name}")
+        self._refill()
         scan = LoopingCall(self._scan_deferred)
         scan.clock = self._clock
         self._scan_call = scan
@@ -212,13 +243,15 @@ class QueueManager:
         self._scan_call = None
         self._scheduler.paused = True
         self._scheduler.cancel_wakeups()
+        if self._refill_call is not None and self._refill_call.active():
+            self._refill_call.cancel()
+        self._refill_call = None
         for job in self._scheduler.abandon():
             job.message.abandoned = True
             job.message.pending -= 1
-        for queue_id, message in list(self._messages.items()):
+        for message in list(self._messages.values()):
             if message.abandoned and message.pending == 0:
-                del self._messages[queue_id]
-                self._release(queue_id)
+                self._drop(message)
         if self._busy == 0:
             return succeed(None)
         d: Deferred[None] = Deferred()
@@ -235,21 +268,50 @@ class QueueManager:
         """Scan deferred/ for messages that are due (a wakeup trigger)."""
         self._scan_deferred()
 
-    def notify_new(self, queue_id: str, envelope: Envelope, content: bytes) -> None:
+    def notify_new(self, queue_id: str, envelope: Envelope) -> None:
         """A message is durable in incoming/: activate and schedule it now.
 
-        qmgr takes ownership of ``envelope`` (it records done flags in it)."""
-        if not self._running or queue_id in self._messages:
+        ``envelope`` is the one cleanup wrote (no re-read); qmgr takes
+        ownership of it (it records done flags in it). Without room in the
+        active queue the message waits in incoming/ for the next refill."""
+        if not self._running or self._known(queue_id):
             return  # recovered from incoming/ by the next start
+        if not self._has_room(len(envelope.recipients)):
+            self._backlog = True
+            return
         if self._claims is not None and not self._claims.claim(queue_id, "incoming"):
             return  # the master recovered it meanwhile (see recover_orphans)
-        try:
-            self._store.move(queue_id, "incoming", "active")
-        except OSError as e:
-            maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
-            self._release(queue_id)
-            return
-        self._activate(queue_id, envelope, content)
+        self._load(queue_id, "incoming", succeed(envelope))
+
+    # the active queue's limits ----------------------------------------------
+
+    def _known(self, queue_id: str) -> bool:
+        return queue_id in self._messages or queue_id in self._loading
+
+    def _has_room(self, recipients: int = 1) -> bool:
+        """Room for one more message with that many recipients (Postfix's
+        qmgr_message_active_limit and qmgr_message_recipient_limit; a
+        message alone in memory always fits)."""
+        active = len(self._messages) + len(self._loading)
+        if active >= self._active_limit:
+            return False
+        return active == 0 or self._recipients + recipients <= self._recipient_limit
+
+    def _refill(self, sources: tuple[str, ...] = ("active", "incoming")) -> None:
+        """Take messages from active/ and incoming/ while there is room (at
+        start), or from incoming/ (when a message left a full active queue:
+        active/ may still list files whose removal is pending)."""
+        self._backlog = False
+        for source in sources:
+            for queue_id in self._store.list(source):
+                if not self._running:
+                    return
+                if self._known(queue_id):
+                    continue
+                if not self._has_room():
+                    self._backlog = True
+                    return
+                self._take(queue_id, source)
 
     def recover_orphans(self) -> None:
         """Take the messages in incoming/ and active/ that no live process
@@ -273,8 +335,12 @@ class QueueManager:
                 return
             for source, queue_ids in found:
                 for queue_id in queue_ids:
-                    if queue_id not in self._messages and queue_id not in settled:
-                        self._take(queue_id, source)
+                    if self._known(queue_id) or queue_id in settled:
+                        continue
+                    if not self._has_room():
+                        self._backlog = True
+                        return
+                    self._take(queue_id, source)
 
         def failed(failure: Failure) -> None:
             if settled in self._settling:
@@ -290,35 +356,82 @@ class QueueManager:
     # loading --------------------------------------------------------------
 
     def _take(self, queue_id: str, source: str) -> None:
-        """Read a queue file, move it to active/ and schedule it; quarantine
-        it when corrupt. The file is read where it is *before* the move: the
-        store renames in the background, in order, so a read of active/
-        right after the move could miss the file."""
+        """Read a queue file's records on a worker thread, move it to
+        active/ and schedule it; quarantine it when corrupt. The file is
+        read where it is *before* the move (IQueueStore applies changes
+        later, in order: a read of active/ right after the move could miss
+        the file)."""
         # deferred/ is the master's alone: only incoming/ and active/ are claimed.
         claimed = self._claims is not None and source != "deferred"
         if claimed and self._claims is not None and not self._claims.claim(queue_id, source):
             return  # a live process owns it
-        try:
-            envelope, content = self._store.read(queue_id, source)
-        except QueueFileError as e:
-            self._store.quarantine(queue_id, source, str(e))
+        store = self._store
+
+        def read() -> Envelope:
+            envelope, _content = store.read_envelope(queue_id, source)
+            return envelope
+
+        self._load(queue_id, source, self._read(read))
+
+    def _load(self, queue_id: str, source: str, reading: Deferred[Envelope]) -> None:
+        """Once ``reading`` has the envelope: move the file to active/ (unless
+        it is there), and once the move is applied, activate it. The file
+        is claimed (when claims are used) and counts against the limits
+        from now on."""
+        self._loading.add(queue_id)
+        counted = [0]
+
+        def give_up() -> None:
+            self._loading.discard(queue_id)
+            self._flushing.discard(queue_id)
+            self._recipients -= counted[0]
+            counted[0] = 0
             self._release(queue_id)
-            return
-        except FileNotFoundError:
-            self._release(queue_id)
-            return
-        except OSError as e:
-            maillog("qmgr", f"{queue_id}: cannot read queue file: {e}", LogLevel.warn)
-            self._release(queue_id)
-            return
-        if source != "active":
-            try:
-                self._store.move(queue_id, source, "active")
-            except OSError as e:
-                maillog("qmgr", f"{queue_id}: cannot move to active: {e}", LogLevel.warn)
-                self._release(queue_id)
+
+        def read(envelope: Envelope) -> Deferred[None]:
+            counted[0] = len(envelope.recipients)
+            self._recipients += counted[0]
+            move = (
+                succeed(True)
+                if source == "active"
+                else self._store.move(queue_id, source, "active")
+            )
+            return move.addCallback(lambda ok: moved(ok, envelope))
+
+        def moved(ok: bool, envelope: Envelope) -> None:
+            if not ok:  # the store logged why; the next scan tries again
+                give_up()
                 return
-        self._activate(queue_id, envelope, content)
+            if not self._running:
+                give_up()  # stays in active/: the next start recovers it
+                return
+            try:
+                content = self._store.reference(queue_id, "active")
+            except KeyError:
+                # The store forgot the file's layout (a very long backlog):
+                # read its records again, from active/ now.
+                give_up()
+                self._take(queue_id, "active")
+                return
+            self._loading.discard(queue_id)
+            self._activate(queue_id, envelope, content)
+
+        def failed(failure: Failure) -> None:
+            if queue_id not in self._loading:  # a bug after activation
+                _log.failure("{queue_id}: cannot activate", failure, queue_id=queue_id)
+                return
+            error = failure.value
+            if isinstance(error, QueueFileError):
+                self._store.quarantine(queue_id, source, str(error))
+            elif isinstance(error, FileNotFoundError):
+                pass  # settled or moved by another process meanwhile
+            elif isinstance(error, OSError):
+                maillog("qmgr", f"{queue_id}: cannot read queue file: {error}", LogLevel.warn)
+            else:
+                _log.failure("{queue_id}: cannot load queue file", failure, queue_id=queue_id)
+            give_up()
+
+        reading.addCallback(read).addErrback(failed)
 
     def _scan_deferred(self, force: bool = False) -> None:
         if not self._running:
@@ -329,8 +442,10 @@ class QueueManager:
         now = self._clock.seconds()
         next_attempt = self._store.next_attempt
         for queue_id in self._store.list("deferred"):
-            if queue_id in self._messages:
+            if self._known(queue_id):
                 continue
+            if not self._has_room():
+                break  # the next scan (or a flush) takes the rest
             if not force:
                 try:
                     if next_attempt(queue_id) > now:
@@ -340,17 +455,17 @@ class QueueManager:
             elif self._defer_transports:
                 self._flushing.add(queue_id)
             self._take(queue_id, "deferred")
-        self._flushing.clear()
 
     # scheduling -----------------------------------------------------------
 
-    def _activate(self, queue_id: str, envelope: Envelope, content: bytes) -> None:
+    def _activate(self, queue_id: str, envelope: Envelope, content: IMessageContent) -> None:
         now = self._clock.seconds()
         message = _Message(queue_id, envelope, content, now)
         self._messages[queue_id] = message
         recipients = envelope.recipients
-        log_active(queue_id, envelope.sender, len(content), len(recipients))
+        log_active(queue_id, envelope.sender, content.size, len(recipients))
         flushing = queue_id in self._flushing
+        self._flushing.discard(queue_id)
         groups: dict[tuple[str, str], list[DeliveryRecipient]] = {}
         for index, rcpt in enumerate(recipients):
             if rcpt.done:
@@ -420,8 +535,7 @@ class QueueManager:
         message.pending -= 1
         if message.pending == 0:
             if message.abandoned:
-                self._messages.pop(message.queue_id, None)
-                self._release(message.queue_id)
+                self._drop(message)
             else:
                 self._attempt_over(message)
 
@@ -448,10 +562,7 @@ class QueueManager:
 
     def _record_defer(self, message: _Message, index: int, status: str, reason: str) -> None:
         message.deferred = True
-        try:
-            self._store.record_defer(message.queue_id, index, status, reason)
-        except OSError as e:
-            maillog("qmgr", f"{message.queue_id}: cannot update defer log: {e}", LogLevel.warn)
+        self._store.record_defer(message.queue_id, index, status, reason)  # a failure is logged
 
     def _start_job(self, job: _Job) -> None:
         message = job.message
@@ -510,6 +621,7 @@ class QueueManager:
                 )
             rcpt = envelope.recipients[member.index]
             outcome = status.outcome
+            marked = outcome == "sent" and self._mark_sent(message, member.index)
             timings = getattr(status, "timings", None)
             log_delivery(
                 service,
@@ -528,11 +640,8 @@ class QueueManager:
                 status.reason or status.diagnostic,
             )
             if outcome == "sent":
-                try:
-                    self._store.mark_done(queue_id, "active", member.index)
-                except (OSError, IndexError) as e:
-                    maillog("qmgr", f"{queue_id}: cannot mark recipient done: {e}", LogLevel.warn)
-                    continue
+                if not marked:
+                    continue  # stays queued: delivered again (never lost)
                 rcpt.done = True
                 if wants_success(rcpt):
                     message.succeeded.append((rcpt, status))
@@ -548,12 +657,27 @@ class QueueManager:
                 self._suspend(waiting, dead_reason)
         if message.pending == 0:
             if message.abandoned:
-                self._messages.pop(queue_id, None)
-                self._release(queue_id)
+                self._drop(message)
             else:
                 self._attempt_over(message)
         self._scheduler.finished(job)
         self._check_stopped()
+
+    def _mark_sent(self, message: _Message, index: int) -> bool:
+        """Mark a delivered recipient done in the queue file now, before its
+        ``status=sent`` line is logged (unless the agent already did, as the
+        Maildir writer does on its thread): one byte written in place, not
+        synced, like Postfix's deliver_completed(); a process crash after
+        this never repeats the delivery."""
+        content = message.content
+        if index in content.marked:
+            return True
+        try:
+            content.mark_done(index)
+        except (OSError, IndexError) as e:
+            maillog("qmgr", f"{message.queue_id}: cannot mark recipient done: {e}", LogLevel.warn)
+            return False
+        return True
 
     def _destination_feedback(
         self, job: _Job, by_index: Mapping[int, RecipientStatus]
@@ -593,15 +717,56 @@ class QueueManager:
             self._config, envelope.sender
         ):
             self._expire(message)
-        self._notify(message, now)
+        if not self._needs_content(message, now):
+            self._finish_attempt(message, b"", now)
+            return
+        # A notice returns the message (or its headers, within
+        # bounce_size_limit): read that much from the queue file, on a
+        # worker thread, before the file is removed or moved.
+        self._busy += 1
+        limit = self._bounce_size_limit
+        content = message.content
+
+        def read_head() -> bytes:
+            return head(content, limit + 1)
+
+        def read(data: bytes) -> None:
+            self._busy -= 1
+            self._finish_attempt(message, data, now)
+
+        def unreadable(failure: Failure) -> None:
+            maillog(
+                "qmgr",
+                f"{message.queue_id}: cannot read queue file for a notice:"
+                f" {failure.getErrorMessage()}",
+                LogLevel.warn,
+            )
+            self._busy -= 1
+            self._finish_attempt(message, b"", now)
+
+        self._read(read_head).addCallbacks(read, unreadable)
+
+    def _needs_content(self, message: _Message, now: float) -> bool:
+        """Whether a bounce, success or delay notice may go out now."""
+        if message.bounced or message.succeeded:
+            return True
+        return bool(
+            message.delayed
+            and message.deferred
+            and self._delay_warning > 0
+            and now - message.envelope.arrival_time >= self._delay_warning
+        )
+
+    def _finish_attempt(self, message: _Message, content: bytes, now: float) -> None:
+        """Notices queued (``content``: what they may return), then settle."""
+        envelope = message.envelope
+        self._notify(message, content, now)
         if not message.bounced:
             self._settle(message)
             return
         self._busy += 1
         try:
-            d = self._bouncer.bounce(
-                message.queue_id, envelope, message.content, list(message.bounced)
-            )
+            d = self._bouncer.bounce(message.queue_id, envelope, content, list(message.bounced))
         except Exception:
             d = Deferred()
             d.errback(Failure())
@@ -609,16 +774,14 @@ class QueueManager:
             self._bounced, self._bounce_failed, callbackArgs=(message,), errbackArgs=(message,)
         )
 
-    def _notify(self, message: _Message, now: float) -> None:
+    def _notify(self, message: _Message, content: bytes, now: float) -> None:
         """Queue the success DSN and, once, the delay warning (not waited for:
         their failure is logged and never holds the message back)."""
         envelope = message.envelope
         queue_id = message.queue_id
         notices: list[Deferred[str | None]] = []
         if message.succeeded:
-            notices.append(
-                self._bouncer.success(queue_id, envelope, message.content, message.succeeded)
-            )
+            notices.append(self._bouncer.success(queue_id, envelope, content, message.succeeded))
             message.succeeded = []
         delayed = [(r, s) for r, s in message.delayed if not r.done]
         message.delayed = []
@@ -629,14 +792,8 @@ class QueueManager:
             and now - envelope.arrival_time >= self._delay_warning
             and not self._warned(queue_id)
         ):
-            try:
-                self._store.record_delay_warning(queue_id, now)
-            except OSError as e:
-                maillog("qmgr", f"{queue_id}: cannot record delay warning: {e}", LogLevel.warn)
-            else:
-                notices.append(
-                    self._bouncer.delay_warning(queue_id, envelope, message.content, delayed)
-                )
+            self._store.record_delay_warning(queue_id, now)  # a failure is logged
+            notices.append(self._bouncer.delay_warning(queue_id, envelope, content, delayed))
         for d in notices:
             self._busy += 1
             d.addErrback(
@@ -675,11 +832,9 @@ class QueueManager:
     def _bounced(self, _new_id: str | None, message: _Message) -> None:
         queue_id = message.queue_id
         for rcpt, status in message.bounced:
-            try:
-                self._store.mark_done(queue_id, "active", status.index)
-            except (OSError, IndexError) as e:
-                maillog("qmgr", f"{queue_id}: cannot mark recipient done: {e}", LogLevel.warn)
-                continue
+            # The DSN is queued: the mark may come later, in order with the
+            # removal (a crash before it repeats the bounce, never loses it).
+            self._store.mark_done(queue_id, "active", status.index)
             rcpt.done = True
         message.bounced = []
         self._busy -= 1
@@ -703,7 +858,6 @@ class QueueManager:
 
     def _settle(self, message: _Message) -> None:
         queue_id = message.queue_id
-        self._messages.pop(queue_id, None)
         for settled in self._settling:
             settled.add(queue_id)
         if any(not r.done for r in message.envelope.recipients):
@@ -711,21 +865,30 @@ class QueueManager:
             delay = backoff_delay(
                 now, message.envelope.arrival_time, self._minimal_backoff, self._maximal_backoff
             )
-            try:
-                self._store.move(queue_id, "active", "deferred")
-                self._store.set_next_attempt(queue_id, now + delay)
-            except OSError as e:
-                maillog("qmgr", f"{queue_id}: cannot move to deferred: {e}", LogLevel.warn)
-            self._release(queue_id)
-            return
-        try:
+            # Applied in this order, later (IQueueStore); a failure is logged.
+            self._store.move(queue_id, "active", "deferred")
+            self._store.set_next_attempt(queue_id, now + delay)
+        else:
             self._store.remove(queue_id, "active")
-        except OSError as e:
-            maillog("qmgr", f"{queue_id}: cannot remove queue file: {e}", LogLevel.warn)
-            self._release(queue_id)
+            log_removed(queue_id)
+        self._drop(message)
+
+    def _drop(self, message: _Message) -> None:
+        """The message leaves the active queue (settled, or abandoned by
+        stop): release its claim, free its room, refill from incoming/."""
+        queue_id = message.queue_id
+        if self._messages.pop(queue_id, None) is None:
             return
         self._release(queue_id)
-        log_removed(queue_id)
+        self._recipients -= len(message.envelope.recipients)
+        if self._backlog and self._running and self._refill_call is None:
+            # Once per reactor turn, however many messages left in it.
+            self._refill_call = self._clock.callLater(0, self._refill_later)
+
+    def _refill_later(self) -> None:
+        self._refill_call = None
+        if self._running and self._has_room():
+            self._refill(("incoming",))
 
     def _check_stopped(self) -> None:
         if self._busy == 0 and self._stop_waiters:

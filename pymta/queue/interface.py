@@ -6,12 +6,17 @@ corrupt) and its rule that a message is acknowledged only once durable.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from pymta.queue.model import Envelope
+
+if TYPE_CHECKING:
+    from pymta.queue.reference import IMessageContent
 
 QUEUE_NAMES = ("incoming", "active", "deferred", "hold", "corrupt")
 
@@ -32,15 +37,36 @@ class ISyncBarrier(Interface):
         syncs the whole file system (syncfs) ignores them, one that fsyncs
         file by file (``pymta_sync_method = fsync``) syncs exactly those."""
 
-    def run(work, durable=True, files=(), dirs=(), after=None):  # type: ignore[no-untyped-def]
+    def run(work, durable=True, files=(), dirs=(), after=None, soon=False):  # type: ignore[no-untyped-def]
         """Run work (a callable doing file-system changes) off the reactor
         thread, in call order, and fire with its result — when durable,
         after a sync that started once work was done, and after ``after``
-        (a callable) ran once that sync succeeded."""
+        (a callable) ran once that sync succeeded. Work that is not durable
+        may wait a little for company, unless ``soon`` (someone waits for
+        it)."""
 
 
 class IQueueStore(Interface):
-    """Queue files on disk: the only state the parts share."""
+    """Queue files on disk: the only state the parts share.
+
+    Changes and their order. The changing methods — ``move``,
+    ``mark_done``, ``set_next_attempt``, ``record_defer``,
+    ``record_delay_warning``, ``remove``, ``quarantine`` — are applied in
+    call order: each one after every change called before it, so a change
+    may name the queue a file is in *once the earlier changes are applied*
+    (``move(id, "incoming", "active")`` then ``mark_done(id, "active", 0)``
+    is right at once). A change may be applied later than its call returns
+    (FileQueueStore: on the sync barrier's thread, without a sync of its
+    own, as Postfix does not sync them either) or at once
+    (MemoryQueueStore); callers must not tell the two apart. Each returns
+    a Deferred that fires once the change is applied: with True, or with
+    False when it failed (the store logged why: a change that is lost means
+    a message delivered again or tried sooner, never lost). It never
+    errbacks. A reader (``read``, ``list``, ``find``, ``next_attempt``,
+    ``defer_reasons``, ``delay_warning_sent``) is sure to see a change only
+    once its Deferred has fired. A malformed queue id or queue name, or a
+    recipient index out of range, raises at the call: a programming error.
+    """
 
     def new_queue_id() -> str:
         """Allocate a fresh queue id (cleanup needs it for the Received
@@ -58,34 +84,46 @@ class IQueueStore(Interface):
         """Read and validate a queue file; QueueFileError when it is bad
         (the caller then calls quarantine)."""
 
-    def move(queue_id: str, source: str, target: str) -> None:
-        """Rename a queue file from one queue directory to another."""
+    def read_envelope(queue_id: str, queue: str) -> tuple[Envelope, IMessageContent]:
+        """Validate a queue file as ``read`` does, reading its records but
+        not its content: the envelope, and the content by reference.
+        Blocking I/O: the queue manager calls it on a worker thread."""
 
-    def mark_done(queue_id: str, queue: str, index: int) -> None:
-        """Record in place that recipient number index is done."""
+    def reference(queue_id: str, queue: str) -> IMessageContent:
+        """The content of a file this store wrote or read lately, by
+        reference, without I/O (a delivery's ``queue`` is ``active``);
+        KeyError when the store no longer remembers its layout (then use
+        read_envelope)."""
 
-    def set_next_attempt(queue_id: str, when: float) -> None:
-        """Record when a deferred message is next due (its file's mtime)."""
+    def move(queue_id: str, source: str, target: str) -> Deferred[bool]:
+        """Rename a queue file from one queue directory to another (a change)."""
 
-    def record_defer(queue_id: str, index: int, status: str, reason: str) -> None:
+    def mark_done(queue_id: str, queue: str, index: int) -> Deferred[bool]:
+        """Record in place that recipient number index is done (a change)."""
+
+    def set_next_attempt(queue_id: str, when: float) -> Deferred[bool]:
+        """Record when a deferred message is next due (its file's mtime), in
+        whichever queue holds it once the earlier changes are applied."""
+
+    def record_defer(queue_id: str, index: int, status: str, reason: str) -> Deferred[bool]:
         """Remember why recipient number index was deferred (Postfix's defer
-        log), so that an expiry bounce can give the last reason."""
+        log), so that an expiry bounce can give the last reason (a change)."""
 
     def defer_reasons(queue_id: str) -> dict[int, tuple[str, str]]:
         """The last (status, reason) recorded per recipient index."""
 
-    def record_delay_warning(queue_id: str, when: float) -> None:
+    def record_delay_warning(queue_id: str, when: float) -> Deferred[bool]:
         """Remember that the delay warning of queue_id was sent (it survives
-        restarts, so that the warning goes out once per message)."""
+        restarts, so that the warning goes out once per message; a change)."""
 
     def delay_warning_sent(queue_id: str) -> bool:
         """Whether record_delay_warning was called for queue_id."""
 
-    def remove(queue_id: str, queue: str) -> None:
-        """Delete a queue file whose recipients are all done."""
+    def remove(queue_id: str, queue: str) -> Deferred[bool]:
+        """Delete a queue file whose recipients are all done (a change)."""
 
-    def quarantine(queue_id: str, queue: str, reason: str) -> None:
-        """Move a bad queue file to corrupt/ and log why."""
+    def quarantine(queue_id: str, queue: str, reason: str) -> Deferred[bool]:
+        """Move a bad queue file to corrupt/ and log why (a change)."""
 
     def list(queue: str) -> list[str]:
         """Queue ids present in a queue directory."""
@@ -96,3 +134,8 @@ class IQueueStore(Interface):
 
     def find(queue_id: str) -> str | None:
         """The name of the queue that holds queue_id, or None."""
+
+    def remove_stale_temporaries(older_than: float) -> builtins.list[str]:
+        """Delete half-written queue files (``incoming/ID.tmp`` of a writer
+        that died) last changed before ``older_than``; their names. Called
+        by the queue manager at start, before any process writes."""

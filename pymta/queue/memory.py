@@ -4,7 +4,9 @@ Implements IQueueStore without a disk: same queue names, same rules (a
 message lives in exactly one queue; read returns fresh copies, so callers
 never share state with the store). ``corrupt(queue_id)`` makes the next
 read of a message fail, so that quarantine paths can be tested. Nothing is
-durable; enqueue fires at once.
+durable; enqueue fires at once. Changes are applied at once, which is one
+schedule IQueueStore allows (in call order), and fire True, or False when
+the queue file is missing (logged, as FileQueueStore logs a failed change).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import copy
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from pymta.maillog import maillog
 from pymta.queue.interface import QUEUE_NAMES, IQueueStore, QueueFileError
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id
+from pymta.queue.reference import BytesContent, IMessageContent
 
 
 class _Entry:
@@ -88,22 +92,50 @@ class MemoryQueueStore:
             raise QueueFileError(f"{queue}/{queue_id}: marked corrupt")
         return copy.deepcopy(entry.envelope), entry.content
 
-    def move(self, queue_id: str, source: str, target: str) -> None:
-        entry = self._entry(queue_id, source)
+    def _missing(self, queue_id: str, what: str) -> Deferred[bool]:
+        maillog("qmgr", f"{queue_id}: cannot {what} queue file: no such queue file", LogLevel.warn)
+        return succeed(False)
+
+    def read_envelope(self, queue_id: str, queue: str) -> tuple[Envelope, IMessageContent]:
+        envelope, _content = self.read(queue_id, queue)
+        return envelope, self.reference(queue_id, queue)
+
+    def reference(self, queue_id: str, queue: str) -> IMessageContent:
+        entry = self._entry(queue_id, queue)
+
+        def done(index: int) -> None:
+            if not 0 <= index < len(entry.envelope.recipients):
+                raise IndexError(f"{queue_id}: no recipient {index}")
+            entry.envelope.recipients[index].done = True
+
+        return BytesContent(entry.content, queue_id, queue, done)
+
+    def move(self, queue_id: str, source: str, target: str) -> Deferred[bool]:
+        self._queue(target)
+        try:
+            entry = self._entry(queue_id, source)
+        except FileNotFoundError:
+            return self._missing(queue_id, f"move {source} to {target}")
         del self._queue(source)[queue_id]
         self._queue(target)[queue_id] = entry
+        return succeed(True)
 
-    def mark_done(self, queue_id: str, queue: str, index: int) -> None:
-        entry = self._entry(queue_id, queue)
+    def mark_done(self, queue_id: str, queue: str, index: int) -> Deferred[bool]:
+        try:
+            entry = self._entry(queue_id, queue)
+        except FileNotFoundError:
+            return self._missing(queue_id, "mark a recipient done in")
         if not 0 <= index < len(entry.envelope.recipients):
             raise IndexError(f"{queue_id}: no recipient {index}")
         entry.envelope.recipients[index].done = True
+        return succeed(True)
 
-    def set_next_attempt(self, queue_id: str, when: float) -> None:
+    def set_next_attempt(self, queue_id: str, when: float) -> Deferred[bool]:
         queue = self.find(queue_id)
         if queue is None:
-            raise FileNotFoundError(queue_id)
+            return self._missing(queue_id, "set the next attempt time of")
         self._queues[queue][queue_id].mtime = when
+        return succeed(True)
 
     def next_attempt(self, queue_id: str) -> float:
         queue = self.find(queue_id)
@@ -111,31 +143,38 @@ class MemoryQueueStore:
             raise KeyError(queue_id)
         return self._queues[queue][queue_id].mtime
 
-    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> None:
+    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> Deferred[bool]:
         check_queue_id(queue_id)
         self._defer.setdefault(queue_id, {})[index] = (status, reason)
+        return succeed(True)
 
     def defer_reasons(self, queue_id: str) -> dict[int, tuple[str, str]]:
         check_queue_id(queue_id)
         return dict(self._defer.get(queue_id, {}))
 
-    def record_delay_warning(self, queue_id: str, when: float) -> None:
+    def record_delay_warning(self, queue_id: str, when: float) -> Deferred[bool]:
         check_queue_id(queue_id)
         self._warned.add(queue_id)
+        return succeed(True)
 
     def delay_warning_sent(self, queue_id: str) -> bool:
         check_queue_id(queue_id)
         return queue_id in self._warned
 
-    def remove(self, queue_id: str, queue: str) -> None:
-        self._entry(queue_id, queue)
+    def remove(self, queue_id: str, queue: str) -> Deferred[bool]:
+        try:
+            self._entry(queue_id, queue)
+        except FileNotFoundError:
+            return self._missing(queue_id, "remove")
         del self._queues[queue][queue_id]
         self._defer.pop(queue_id, None)
         self._warned.discard(queue_id)
+        return succeed(True)
 
-    def quarantine(self, queue_id: str, queue: str, reason: str) -> None:
-        self.move(queue_id, queue, "corrupt")
+    def quarantine(self, queue_id: str, queue: str, reason: str) -> Deferred[bool]:
+        moved = self.move(queue_id, queue, "corrupt")
         maillog("qmgr", f"{queue_id}: corrupt queue file moved to corrupt: {reason}")
+        return moved
 
     def list(self, queue: str) -> builtins.list[str]:
         return sorted(self._queue(queue))
@@ -146,6 +185,10 @@ class MemoryQueueStore:
             if queue_id in self._queues[name]:
                 return name
         return None
+
+    def remove_stale_temporaries(self, older_than: float) -> builtins.list[str]:
+        # Entries are whole from the start: no write is ever half done.
+        return []
 
     # test helpers ---------------------------------------------------------
 

@@ -21,12 +21,16 @@ CR, LF and NUL inside a field are written as ``%XX``)::
     E                   end marker: the file ends right after it
 
 Untrusted: the file's bytes (another process, a crash or a disk may have
-damaged it). :func:`decode` checks everything and raises QueueFileError.
-Writes: nothing (the store does the I/O).
+damaged it). :func:`decode` checks everything and raises QueueFileError;
+:func:`decode_envelope` checks the same but reads only the records before
+the content and the end marker (the queue manager never needs the content:
+delivery agents read it from the file). Writes: nothing (the store does
+the I/O).
 """
 
 from __future__ import annotations
 
+import os
 import re
 
 from pymta.queue.interface import QueueFileError
@@ -95,6 +99,10 @@ def encode(envelope: Envelope, content: bytes) -> tuple[list[bytes], list[int]]:
     return [header, content, END], flags
 
 
+class _Truncated(QueueFileError):
+    """The data ended inside a record (a longer read may complete it)."""
+
+
 class _Reader:
     __slots__ = ("data", "pos")
 
@@ -107,7 +115,7 @@ class _Reader:
         data = self.data
         end = data.find(b"\n", self.pos)
         if end < 0:
-            raise QueueFileError(f"truncated: no end of record at offset {self.pos}")
+            raise _Truncated(f"truncated: no end of record at offset {self.pos}")
         rtype = data[self.pos : self.pos + 1]
         if rtype != expected:
             raise QueueFileError(
@@ -128,9 +136,12 @@ def _number(body: bytes, what: str) -> int:
     return int(body)
 
 
-def decode(data: bytes) -> tuple[Envelope, bytes, list[int]]:
-    """Parse and validate a whole queue file: (envelope, content, flag offsets)."""
+def _decode_records(data: bytes) -> tuple[Envelope, list[int], int, int]:
+    """The records before the content: (envelope, flag offsets, content
+    offset, content length)."""
     if not data.startswith(MAGIC):
+        if len(data) < len(MAGIC) and MAGIC.startswith(data) and data:
+            raise _Truncated("truncated: inside the magic")
         raise QueueFileError("bad magic: not a pymta queue file (or another version)")
     reader = _Reader(data)
     reader.pos = len(MAGIC)
@@ -159,17 +170,56 @@ def decode(data: bytes) -> tuple[Envelope, bytes, list[int]]:
         address, original, orcpt, notify = (_unescape(f) for f in fields)
         recipients.append(Recipient(address, original, orcpt or None, notify or None, flag == DONE))
         flags.append(flag_offset)
+    if not reader.peek() and len(recipients) < count:
+        raise _Truncated(f"truncated after recipient {len(recipients)}")
     if len(recipients) != count:
         raise QueueFileError(f"recipient count: header says {count}, found {len(recipients)}")
     length = _number(reader.record(b"L"), "content length")
-    start = reader.pos
-    if len(data) != start + length + len(END):
+    envelope = Envelope(sender, recipients, arrival, attributes)
+    return envelope, flags, reader.pos, length
+
+
+def _check_length(start: int, length: int, file_size: int) -> None:
+    if file_size != start + length + len(END):
         raise QueueFileError(
             f"content length: expected {length} bytes and end marker, file has"
-            f" {len(data) - start} bytes after the header"
+            f" {file_size - start} bytes after the header"
         )
+
+
+def decode(data: bytes) -> tuple[Envelope, bytes, list[int]]:
+    """Parse and validate a whole queue file: (envelope, content, flag offsets)."""
+    try:
+        envelope, flags, start, length = _decode_records(data)
+    except _Truncated as e:
+        raise QueueFileError(str(e)) from None
+    _check_length(start, length, len(data))
     if data[start + length :] != END:
         raise QueueFileError("missing end marker")
-    content = data[start : start + length]
-    envelope = Envelope(sender, recipients, arrival, attributes)
-    return envelope, content, flags
+    return envelope, data[start : start + length], flags
+
+
+#: How much of a queue file decode_envelope reads at a time.
+HEADER_BLOCK = 16 * 1024
+
+
+def decode_envelope(fd: int) -> tuple[Envelope, list[int], int, int]:
+    """Validate an open queue file as :func:`decode` does, reading only its
+    records and end marker: (envelope, flag offsets, content offset,
+    content length). Blocking I/O: call it off the reactor."""
+    file_size = os.fstat(fd).st_size
+    data = b""
+    while True:
+        block = os.pread(fd, HEADER_BLOCK, len(data))
+        data += block
+        try:
+            envelope, flags, start, length = _decode_records(data)
+        except _Truncated as e:
+            if not block:
+                raise QueueFileError(str(e)) from None
+            continue
+        break
+    _check_length(start, length, file_size)
+    if os.pread(fd, len(END), start + length) != END:
+        raise QueueFileError("missing end marker")
+    return envelope, flags, start, length

@@ -39,6 +39,7 @@ from pymta.queue import record
 from pymta.queue.interface import QUEUE_NAMES, IQueueStore, ISyncBarrier, QueueFileError
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id, is_queue_id
+from pymta.queue.reference import IMessageContent, QueueFileContent
 
 DEFER_DIR = "defer"
 # Offsets of recently written or read files; bounded so that a process that
@@ -84,7 +85,8 @@ class FileQueueStore:
         self.directory = os.path.abspath(queue_directory)
         self._sync = sync
         self._ids = QueueIdAllocator(self._clock.seconds, pid)
-        self._offsets: dict[str, list[int]] = {}
+        # queue id -> (recipient flag offsets, content offset, content size)
+        self._layouts: dict[str, tuple[list[int], int, int]] = {}
         for name in (*QUEUE_NAMES, DEFER_DIR):
             os.makedirs(os.path.join(self.directory, name), mode=0o700, exist_ok=True)
 
@@ -100,10 +102,17 @@ class FileQueueStore:
     def _defer_path(self, queue_id: str) -> str:
         return os.path.join(self.directory, DEFER_DIR, check_queue_id(queue_id))
 
-    def _remember(self, queue_id: str, flags: list[int]) -> None:
-        if len(self._offsets) >= _OFFSET_CACHE_LIMIT:
-            self._offsets.clear()
-        self._offsets[queue_id] = flags
+    def _remember(self, queue_id: str, flags: list[int], offset: int, size: int) -> None:
+        # May run on a worker thread (read_envelope): single dict operations
+        # only. The oldest entry goes first, so that a file just written is
+        # still known when the queue manager asks for its reference.
+        layouts = self._layouts
+        while len(layouts) >= _OFFSET_CACHE_LIMIT:
+            try:
+                del layouts[next(iter(layouts))]
+            except (KeyError, StopIteration, RuntimeError):
+                break
+        layouts[queue_id] = (flags, offset, size)
 
     # IQueueStore -----------------------------------------------------------
 
@@ -146,7 +155,7 @@ class FileQueueStore:
                     pass
                 raise
 
-        self._remember(qid, flags)
+        self._remember(qid, flags, len(buffers[0]), len(content))
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
         d = self._sync.run(write, durable=True, files=[final], dirs=[target])
@@ -160,39 +169,68 @@ class FileQueueStore:
             envelope, content, flags = record.decode(data)
         except QueueFileError as e:
             raise QueueFileError(f"{queue}/{queue_id}: {e}") from None
-        self._remember(queue_id, flags)
+        self._remember(queue_id, flags, len(data) - len(content) - len(record.END), len(content))
         return envelope, content
 
-    def _background(self, queue_id: str, what: str, work: Callable[[], None]) -> None:
-        """Run a file-system change on the barrier's thread, in call order.
+    def read_envelope(self, queue_id: str, queue: str) -> tuple[Envelope, IMessageContent]:
+        path = self.path(queue_id, queue)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            envelope, flags, offset, size = record.decode_envelope(fd)
+        except QueueFileError as e:
+            raise QueueFileError(f"{queue}/{queue_id}: {e}") from None
+        finally:
+            os.close(fd)
+        self._remember(queue_id, flags, offset, size)
+        return envelope, QueueFileContent(path, queue, queue_id, offset, size, flags)
+
+    def reference(self, queue_id: str, queue: str) -> IMessageContent:
+        path = self.path(queue_id, queue)
+        flags, offset, size = self._layouts[queue_id]
+        return QueueFileContent(path, queue, queue_id, offset, size, flags)
+
+    def _background(
+        self, queue_id: str, what: str, work: Callable[[], None], soon: bool = False
+    ) -> Deferred[bool]:
+        """Run a file-system change on the barrier's thread, in call order
+        (IQueueStore's rule for changes); fires True once done, False when
+        it failed (logged).
 
         These changes need no sync of their own (Postfix does not sync them
         either): losing one in a crash means a message is delivered again or
-        retried sooner, never lost. A failure is logged.
+        retried sooner, never lost.
         """
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> bool:
             maillog(
                 "qmgr",
                 f"{queue_id}: cannot {what} queue file: {failure.getErrorMessage()}",
                 LogLevel.warn,
             )
+            return False
 
-        self._sync.run(work, durable=False).addErrback(failed)
+        d = self._sync.run(work, durable=False, soon=soon)
+        return d.addCallbacks(lambda _: True, failed)
 
-    def move(self, queue_id: str, source: str, target: str) -> None:
+    def move(self, queue_id: str, source: str, target: str) -> Deferred[bool]:
         source_path = self.path(queue_id, source)
         target_path = self.path(queue_id, target)
-        self._background(
-            queue_id, f"move {source} to {target}", lambda: os.rename(source_path, target_path)
+        # The queue manager waits for a move into active/ before it hands the
+        # file to a delivery agent: that one goes with the next batch at once.
+        return self._background(
+            queue_id,
+            f"move {source} to {target}",
+            lambda: os.rename(source_path, target_path),
+            soon=target == "active",
         )
 
-    def mark_done(self, queue_id: str, queue: str, index: int) -> None:
+    def mark_done(self, queue_id: str, queue: str, index: int) -> Deferred[bool]:
         path = self.path(queue_id, queue)
-        flags = self._offsets.get(queue_id)
-        if flags is None:
-            self.read(queue_id, queue)
-            flags = self._offsets[queue_id]
+        layout = self._layouts.get(queue_id)
+        if layout is None:
+            self.read_envelope(queue_id, queue)
+            layout = self._layouts[queue_id]
+        flags = layout[0]
         if not 0 <= index < len(flags):
             raise IndexError(f"{queue_id}: no recipient {index}")
         offset = flags[index]
@@ -204,9 +242,9 @@ class FileQueueStore:
             finally:
                 os.close(fd)
 
-        self._background(queue_id, "mark a recipient done in", mark)
+        return self._background(queue_id, "mark a recipient done in", mark)
 
-    def set_next_attempt(self, queue_id: str, when: float) -> None:
+    def set_next_attempt(self, queue_id: str, when: float) -> Deferred[bool]:
         def touch() -> None:
             # Looked up when it runs: after any move queued before it.
             queue = self.find(queue_id)
@@ -214,7 +252,7 @@ class FileQueueStore:
                 raise FileNotFoundError(errno.ENOENT, "no such queue file", queue_id)
             os.utime(self.path(queue_id, queue), (when, when))
 
-        self._background(queue_id, "set the next attempt time of", touch)
+        return self._background(queue_id, "set the next attempt time of", touch)
 
     def next_attempt(self, queue_id: str) -> float:
         queue = self.find(queue_id)
@@ -222,7 +260,7 @@ class FileQueueStore:
             raise KeyError(queue_id)
         return os.stat(self.path(queue_id, queue)).st_mtime
 
-    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> None:
+    def record_defer(self, queue_id: str, index: int, status: str, reason: str) -> Deferred[bool]:
         line = f"{index}\t{status}\t{reason}".replace("\n", " ").replace("\r", " ")
         data = (line + "\n").encode("utf-8", "surrogateescape")
         path = self._defer_path(queue_id)
@@ -234,7 +272,7 @@ class FileQueueStore:
             finally:
                 os.close(fd)
 
-        self._background(queue_id, "record a deferral reason of", append)
+        return self._background(queue_id, "record a deferral reason of", append)
 
     def defer_reasons(self, queue_id: str) -> dict[int, tuple[str, str]]:
         try:
@@ -250,7 +288,7 @@ class FileQueueStore:
                 reasons[int(index)] = (status, reason)
         return reasons
 
-    def record_delay_warning(self, queue_id: str, when: float) -> None:
+    def record_delay_warning(self, queue_id: str, when: float) -> Deferred[bool]:
         # A "W" line in the defer log: defer_reasons skips it (not an index),
         # and it goes when the message does. Not synced, like the defer log:
         # a crash may at worst repeat the warning.
@@ -264,7 +302,7 @@ class FileQueueStore:
             finally:
                 os.close(fd)
 
-        self._background(queue_id, "record the delay warning of", append)
+        return self._background(queue_id, "record the delay warning of", append)
 
     def delay_warning_sent(self, queue_id: str) -> bool:
         try:
@@ -274,10 +312,10 @@ class FileQueueStore:
             return False
         return data.startswith(b"W\t") or b"\nW\t" in data
 
-    def remove(self, queue_id: str, queue: str) -> None:
+    def remove(self, queue_id: str, queue: str) -> Deferred[bool]:
         path = self.path(queue_id, queue)
         defer_path = self._defer_path(queue_id)
-        self._offsets.pop(queue_id, None)
+        self._layouts.pop(queue_id, None)
 
         def unlink() -> None:
             os.unlink(path)
@@ -286,16 +324,17 @@ class FileQueueStore:
             except FileNotFoundError:
                 pass
 
-        self._background(queue_id, "remove", unlink)
+        return self._background(queue_id, "remove", unlink)
 
-    def quarantine(self, queue_id: str, queue: str, reason: str) -> None:
-        self.move(queue_id, queue, "corrupt")
-        self._offsets.pop(queue_id, None)
+    def quarantine(self, queue_id: str, queue: str, reason: str) -> Deferred[bool]:
+        moved = self.move(queue_id, queue, "corrupt")
+        self._layouts.pop(queue_id, None)
         maillog(
             "qmgr",
             f"{queue_id}: corrupt queue file {queue}/{queue_id} moved to corrupt: {reason}",
             LogLevel.warn,
         )
+        return moved
 
     def list(self, queue: str) -> builtins.list[str]:
         if queue not in QUEUE_NAMES:
@@ -308,8 +347,6 @@ class FileQueueStore:
             if os.path.exists(self.path(queue_id, queue)):
                 return queue
         return None
-
-    # maintenance -----------------------------------------------------------
 
     def remove_stale_temporaries(self, older_than: float) -> builtins.list[str]:
         """Delete ``incoming/*.tmp`` files (writes that never committed, e.g.

@@ -28,6 +28,7 @@ nothing. Logs: nothing (callers log the outcome).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -67,6 +68,7 @@ class ImmediateSyncBarrier:
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> Deferred[T]:
         """Run work (then after) at once on the calling thread."""
         if durable:
@@ -172,7 +174,17 @@ class WorkerThread:
 
 
 class _Waiter:
-    __slots__ = ("after", "deferred", "dirs", "durable", "files", "fired", "result", "work")
+    __slots__ = (
+        "after",
+        "deferred",
+        "dirs",
+        "durable",
+        "files",
+        "fired",
+        "result",
+        "soon",
+        "work",
+    )
 
     def __init__(
         self,
@@ -181,8 +193,10 @@ class _Waiter:
         work: Callable[[], Any] | None = None,
         durable: bool = True,
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> None:
         self.deferred: Deferred[Any] = Deferred()
+        self.soon = soon
         self.files = files
         self.dirs = dirs
         self.work = work
@@ -254,6 +268,9 @@ class SyncBarrier:
         self._devices: dict[str, int] = {}
         self._running = False
         self.syncs = 0
+        #: {durable pieces of work in one sync: how many syncs had that many},
+        #: the batch sizes of group commit (pymta.metrics samples them).
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
 
     #: How long work that needs no sync may wait for a durable batch.
     LAZY_DELAY = 0.005
@@ -317,6 +334,7 @@ class SyncBarrier:
         files: Sequence[str] = (),
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
+        soon: bool = False,
     ) -> Deferred[T]:
         """Run work on the barrier's thread, in call order, in the next batch.
 
@@ -325,14 +343,19 @@ class SyncBarrier:
         ``after`` (durable work only) runs once that sync succeeded, before
         the Deferred fires: the step that publishes what was made durable,
         as a Maildir delivery's rename from tmp/ into new/ (maildir(5)), in
-        the same batch instead of a batch of its own.
+        the same batch instead of a batch of its own. ``soon`` (work that
+        needs no sync but that a caller waits for, as the queue manager
+        waits for a move into active/) starts the next batch at once
+        instead of waiting for company.
         """
-        waiter = _Waiter(files, dirs, work, durable, after)
+        waiter = _Waiter(files, dirs, work, durable, after, soon)
         self._pending.append(waiter)
         if self._running:
             return waiter.deferred
         if durable:
             self._start_durable()
+        elif soon:
+            self._start()
         elif self._clock is None:
             self._start()
         elif self._lazy is None:
@@ -389,6 +412,7 @@ class SyncBarrier:
             run(first)
             if durable:
                 self.syncs += 1
+                self.batch_sizes[len(first)] += 1
                 try:
                     sync_function(files, dirs)
                 except Exception:
@@ -425,7 +449,9 @@ class SyncBarrier:
         # sync() again must queue behind a sync that starts after it. Work
         # that needs no sync waits for company (see run), unless draining.
         if self._pending and (
-            self._drained or self._clock is None or any(waiter.durable for waiter in self._pending)
+            self._drained
+            or self._clock is None
+            or any(waiter.durable or waiter.soon for waiter in self._pending)
         ):
             self._start()
         elif self._pending and self._lazy is None:
