@@ -16,7 +16,9 @@ for ENVELOPE and HEADER fields, the cached MIME tree for BODYSTRUCTURE,
 the file for body sections.
 
 Untrusted input: the item list (ParseError on bad syntax) and the stored
-message. Writes nothing; the caller sets \\Seen when :func:`sets_seen`.
+message (a MIME structure the parser fails on is answered as one
+text/plain part, and the failure logged). Writes nothing; the caller sets
+\\Seen when :func:`sets_seen`.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pymta.imap.log import log
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.structure import body_structure, crlf, envelope, select_fields
 from pymta.imap.wire import date_time, flag_list, literal
 from pymta.mailstore.interface import IFolder, MessageInfo, MimePart
+from pymta.mailstore.mime import MimeError, plain_structure
 
 _SIMPLE = {
     "FLAGS",
@@ -227,7 +231,17 @@ class MessageData:
 
     def mime(self) -> MimePart:
         if self._mime is None:
-            self._mime = self.folder.mime_structure(self.info.uid)
+            try:
+                self._mime = self.folder.mime_structure(self.info.uid)
+            except MimeError:
+                # One message's broken MIME is answered for that message
+                # alone, as one text/plain part (Dovecot does the same); the
+                # rest of the FETCH range goes on.
+                log.failure(
+                    "imap: uid {uid}: cannot parse MIME structure, answering text/plain",
+                    uid=self.info.uid,
+                )
+                self._mime = plain_structure(self.content())
         return self._mime
 
     def _part_header(self, part: MimePart) -> bytes:
