@@ -65,3 +65,25 @@ def test_plain_structure_is_the_whole_message_as_text_plain() -> None:
     assert (part.content_type, part.subtype, part.params, part.parts) == ("text", "plain", (), ())
     assert (part.header_start, part.body_start, part.end) == (0, 38, 55)
     assert (part.rfc822_body_size, part.lines) == (18, 2)
+
+
+def _spans_nest(part: mime.MimePart, start: int, end: int) -> bool:
+    inside = start <= part.header_start <= part.body_start <= part.end <= end
+    return inside and all(_spans_nest(p, part.header_start, part.end) for p in part.parts)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # Found by fuzz/targets/mime.py: a digest part without a blank line is
+        # all header, and its encapsulated message, empty, took the line break
+        # after the part (the delimiter's) as its header's end.
+        b"Content-Type: multipart/digest; boundary=d\n\n--d\nSubject: one\n--d--\n",
+        b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\nSubject: one\r\n--d--\r\n",
+        b"Content-Type: message/rfc822\n",
+    ],
+)
+def test_part_offsets_stay_inside_their_parent(message: bytes) -> None:
+    """Every part's header and body lie inside its parent's span, so BODY[n.MIME]
+    and BODY[n.HEADER] never show bytes of a delimiter or another part."""
+    assert _spans_nest(parse_mime(message), 0, len(message))

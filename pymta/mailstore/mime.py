@@ -39,7 +39,9 @@ class MimeError(Exception):
 
 def _header_end(data: bytes, start: int, end: int) -> int:
     """Offset just after the blank line ending the header at ``start``."""
-    if data.startswith(b"\n", start) or data.startswith(b"\r\n", start):
+    # Bounded by end: the line break after a part belongs to the delimiter
+    # that follows it, not to an empty header of the part.
+    if data.startswith(b"\n", start, end) or data.startswith(b"\r\n", start, end):
         return start + (1 if data[start : start + 1] == b"\n" else 2)
     pos = data.find(b"\n\n", start, end)
     crlf = data.find(b"\r\n\r\n", start, end)
