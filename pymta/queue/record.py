@@ -27,6 +27,7 @@ Writes: nothing (the store does the I/O).
 
 from __future__ import annotations
 
+import math
 import re
 
 from pymta.queue.interface import QueueFileError
@@ -139,6 +140,10 @@ def decode(data: bytes) -> tuple[Envelope, bytes, list[int]]:
         arrival = float(arrival_raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise QueueFileError(f"bad arrival time {arrival_raw[:40]!r}") from None
+    if not math.isfinite(arrival):
+        # float() takes nan and inf, which pymta never writes: a message that
+        # arrived then would never expire, and would be retried at time nan.
+        raise QueueFileError(f"bad arrival time {arrival_raw[:40]!r}")
     sender = _unescape(reader.record(b"S"))
     attributes: dict[str, str] = {}
     while reader.peek() == b"A":
