@@ -10,4 +10,5 @@ TARGETS = (
     "queue_file",
     "config_files",
     "pop3",
+    "imap_session",
 )

@@ -8,7 +8,7 @@ drops. Seeds log in, so the fuzzer starts from the TRANSACTION state.
 
 Documented errors: none. The server answers ``-ERR`` to anything it does
 not accept; an exception out of the protocol, or one it catches and logs,
-is a finding.
+(through the global log or the factory's logger) is a finding.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fuzz.common import LoggedFailures, chunks
+from fuzz.common import Finding, LoggedFailures, chunks
 from tests.test_pop3_harness import World
 
 EXPECTED: tuple[type[BaseException], ...] = ()
@@ -68,3 +68,6 @@ def one_input(data: bytes) -> None:
         for _ in range(4):
             world.clock.advance(600)
         session.drop()
+    for event in world.events:  # the factory's own logger
+        if event.get("log_failure") is not None:
+            raise Finding(f"logged failure: {event['log_failure'].getTraceback()}")
