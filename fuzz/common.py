@@ -7,7 +7,10 @@ as the target imports them.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -62,3 +65,14 @@ def chunks(data: bytes) -> Iterator[bytes]:
         return
     for i in range(0, len(rest), size):
         yield rest[i : i + size]
+
+
+def scratch_directory(name: str) -> Path:
+    """A directory for a harness's files (a passwd-file): in memory where
+    there is a tmpfs, as harnesses rewrite their files for each input, and
+    the same one on every run (libFuzzer ends its process without running
+    exit handlers, so a fresh one each run would be left behind)."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    path = Path(base) / f"pymta-fuzz-{name}-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path

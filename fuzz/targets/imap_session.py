@@ -15,14 +15,7 @@ finding.
 
 from __future__ import annotations
 
-import atexit
-import functools
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
-from fuzz.common import Finding, LoggedFailures, chunks
+from fuzz.common import Finding, LoggedFailures, chunks, scratch_directory
 from pymta.auth.schemes import DEFAULT_SCHEME, make_hash
 from tests.test_imap_harness import World
 
@@ -41,16 +34,6 @@ _MESSAGES = (
     b"From: x@example.org\nSubject: hostile\nContent-Type: multipart/x; boundary=\xff\n\n"
     b"--\xff\nContent-Type: text/plain\n\nhidden\n--\xff--\n",
 )
-
-
-@functools.cache
-def _directory() -> Path:
-    """Where the passwd-file of the sessions lives (removed at exit): in
-    memory where there is a tmpfs, as the harness rewrites it for each input."""
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    path = Path(tempfile.mkdtemp(dir=shm, prefix="pymta-fuzz-imap-"))
-    atexit.register(shutil.rmtree, path, True)
-    return path
 
 
 def seeds() -> list[bytes]:
@@ -75,7 +58,7 @@ def seeds() -> list[bytes]:
 
 def one_input(data: bytes) -> None:
     with LoggedFailures():
-        world = World(_directory())
+        world = World(scratch_directory("imap"))
         # An unknown user's password is checked against a dummy argon2 hash
         # (the same cost as a known user's: invariant 8), in a worker thread
         # in the server; the harness runs it inline, where a second of

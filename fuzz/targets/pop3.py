@@ -13,28 +13,11 @@ not accept; an exception out of the protocol, or one it catches and logs,
 
 from __future__ import annotations
 
-import atexit
-import functools
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
-from fuzz.common import Finding, LoggedFailures, chunks
+from fuzz.common import Finding, LoggedFailures, chunks, scratch_directory
 from pymta.auth.schemes import DEFAULT_SCHEME, make_hash
 from tests.test_pop3_harness import World
 
 EXPECTED: tuple[type[BaseException], ...] = ()
-
-
-@functools.cache
-def _directory() -> Path:
-    """Where the passwd-file of the sessions lives (removed at exit): in
-    memory where there is a tmpfs, as the harness rewrites it for each input."""
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    path = Path(tempfile.mkdtemp(dir=shm, prefix="pymta-fuzz-pop3-"))
-    atexit.register(shutil.rmtree, path, True)
-    return path
 
 
 _MESSAGES = (
@@ -59,7 +42,7 @@ def seeds() -> list[bytes]:
 
 def one_input(data: bytes) -> None:
     with LoggedFailures():
-        world = World(_directory())
+        world = World(scratch_directory("pop3"))
         # An unknown user's password is checked against a dummy argon2 hash
         # (the same cost as a known user's: invariant 8), in a worker thread
         # in the server; the harness runs it inline, where a second of
