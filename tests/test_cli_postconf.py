@@ -248,3 +248,17 @@ def test_edit_matches_real_postfix(tmp_path: Path, capsys: pytest.CaptureFixture
         assert run(edit, str(ours)) == 0
     capsys.readouterr()
     assert (ours / "main.cf").read_text() == (theirs / "main.cf").read_text()
+
+
+@pytest.mark.parametrize("args", [["-n"], ["-e", "myorigin=x"]])
+def test_main_cf_not_utf8_is_a_fatal_naming_the_line(
+    confdir: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    """postconf, and postconf -e, on a main.cf that is not UTF-8 stop with a
+    message naming file and line, and -e leaves the file as it was."""
+    original = b"myhostname = mx.example.org\nfoo = caf\xe9\n"
+    (confdir / "main.cf").write_bytes(original)
+    status, _, err = postconf(capsys, confdir, *args)
+    assert status != 0
+    assert f"{confdir / 'main.cf'}, line 2: not UTF-8" in err
+    assert (confdir / "main.cf").read_bytes() == original

@@ -158,3 +158,37 @@ def test_default_hostname_is_the_system_name_with_localdomain(
     config = Config()
     assert config.get("myhostname") == "vm.localdomain"
     assert config.get("mydomain") == "localdomain"
+
+
+def test_myhostname_from_an_explicit_mydomain() -> None:
+    """``myhostname = mail.$mydomain`` (a common Postfix setting) expands with
+    mydomain set, and mydomain's default follows an explicit myhostname."""
+    config = Config.from_text("myhostname = mail.$mydomain\nmydomain = example.org\n")
+    assert config.get("myhostname") == "mail.example.org"
+    assert config.get("myorigin") == "mail.example.org"
+    config = Config.from_text("myhostname = mx.$site\nsite = example.net\n")
+    assert config.get("mydomain") == "example.net"
+
+
+@pytest.mark.parametrize("name", ["myhostname", "mydomain", "myorigin"])
+def test_myhostname_from_the_default_mydomain_is_a_loop_error(name: str) -> None:
+    """``myhostname = mail.$mydomain`` with mydomain unset: mydomain's default
+    is $myhostname minus its first component, a loop Postfix reports too; a
+    ConfigError naming the file and line of myhostname (it used to recurse
+    until RecursionError)."""
+    config = Config.from_text("# site\nmyhostname = mail.$mydomain\n", "/etc/pymta/main.cf")
+    with pytest.raises(ConfigError) as info:
+        config.get(name)
+    assert (info.value.filename, info.value.lineno) == ("/etc/pymta/main.cf", 2)
+    assert info.value.parameter == "myhostname"
+    assert "recursive parameter expansion: mydomain -> myhostname -> mydomain" in str(info.value)
+
+
+def test_main_cf_that_is_not_utf8_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    """A main.cf holding a byte that is not UTF-8 is a ConfigError naming the
+    file and the line of that byte, not UnicodeDecodeError."""
+    (tmp_path / "main.cf").write_bytes(b"myhostname = mx.example.org\n\nmyorigin = caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        Config.load(tmp_path)
+    assert (info.value.filename, info.value.lineno) == (str(tmp_path / "main.cf"), 3)
+    assert "not UTF-8" in info.value.message

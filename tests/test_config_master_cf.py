@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -511,3 +512,55 @@ def test_process_limit_defaults_to_default_process_limit() -> None:
     config = Config.from_text("default_process_limit = 7\n")
     assert one("smtp inet n - n - - smtpd\n").process_limit(config) == 7
     assert one("smtp inet n - n - 3 smtpd\n").process_limit(config) == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # A NUL byte reached socket.getservbyname: ValueError.
+        ("a\x00 inet n - n - - smtpd", "bad port 'a\\x00'"),
+        # '²' passes str.isdigit() and then fails in int().
+        ("\u00b2 inet n - n - - smtpd", "bad port '\u00b2'"),
+        ("127.0.0.1:\u00b2 inet n - n - - smtpd", "bad port '\u00b2'"),
+        ("\udcff inet n - n - - smtpd", "bad port '\\udcff'"),
+    ],
+)
+def test_bad_service_names_are_config_errors(line: str, message: str) -> None:
+    """A service name that no port or /etc/services name can be is a
+    ConfigError naming file and line when the listen address is asked."""
+    (service,) = parse_master_cf(f"# services\n{line}\n", "/etc/pymta/master.cf")
+    with pytest.raises(ConfigError) as info:
+        service.listen_address()
+    assert (info.value.filename, info.value.lineno) == ("/etc/pymta/master.cf", 2)
+    assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("wakeup", "maxproc", "message"),
+    [
+        ("-", "\u00b2", "bad maxproc field"),
+        ("-", "\u0663", "bad maxproc field"),
+        ("\u00b2", "-", "bad wakeup field"),
+        ("\u0663?", "-", "bad wakeup field"),
+    ],
+)
+def test_non_ascii_digits_are_config_errors(wakeup: str, maxproc: str, message: str) -> None:
+    """wakeup and maxproc take ASCII digits only ('²' used to pass isdigit()
+    and fail in int() with ValueError)."""
+    text = f"smtp inet n - n {wakeup} {maxproc} smtpd\n"
+    with pytest.raises(ConfigError) as info:
+        parse_master_cf(text, "master.cf")
+    assert (info.value.filename, info.value.lineno) == ("master.cf", 1)
+    assert message in info.value.message
+
+
+def test_master_cf_that_is_not_utf8_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    """A master.cf holding a byte that is not UTF-8 is a ConfigError naming
+    the file and the line of that byte, not UnicodeDecodeError."""
+    (tmp_path / "master.cf").write_bytes(
+        b"smtp inet n - n - - smtpd\n# caf\xe9\nsubmission inet n - n - - smtpd\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_master(tmp_path)
+    assert (info.value.filename, info.value.lineno) == (str(tmp_path / "master.cf"), 2)
+    assert "not UTF-8" in info.value.message

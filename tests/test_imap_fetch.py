@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
+from pymta.mailstore import mime
 from pymta.mailstore.interface import FlagMode
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
@@ -291,3 +292,71 @@ def test_index_only_fetch_items_in_the_order_asked(
     s.login()
     s.select()
     assert s.lines(f"f FETCH 3 {items}")[0] == b"* 3 FETCH " + expected
+
+
+HOSTILE = (
+    b"From: x@example.org\nSubject: hostile\nContent-Type: multipart/x; boundary=\xff\n\n"
+    b"--\xff\nContent-Type: text/plain\n\nhidden\n--\xff--\n"
+)
+
+
+def _three_messages(tmp_path: Path, store: str) -> Session:
+    world = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False))
+    if store == "memory":
+        world = World(tmp_path)
+    inbox = world.mailbox().folder("INBOX")
+    for message in (SIMPLE, HOSTILE, SIMPLE):
+        inbox.append(message, internal_date=1_700_000_000.0)
+    session = world.connect()
+    session.login()
+    session.select()
+    return session
+
+
+PLAIN_STRUCTURE = b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 11 1 NIL NIL NIL NIL)'
+
+
+@pytest.mark.parametrize("store", ["memory", "maildir"])
+def test_eight_bit_boundary_message_does_not_break_a_range(tmp_path: Path, store: str) -> None:
+    """A message whose boundary is an 8-bit byte, between two plain ones:
+    FETCH 1:* (UID BODYSTRUCTURE) answers all three (it used to answer
+    NO [SERVERBUG] for the whole range), and its parts are reachable."""
+    s = _three_messages(tmp_path, store)
+    # The 8-bit parameter value goes out as a literal (RFC 3501 section 4.3).
+    assert s.send("f FETCH 1:* (UID BODYSTRUCTURE)") == (
+        b"* 1 FETCH (UID 1 BODYSTRUCTURE " + PLAIN_STRUCTURE + b")\r\n"
+        b'* 2 FETCH (UID 2 BODYSTRUCTURE (("TEXT" "PLAIN" NIL NIL NIL "7BIT" 6 1 NIL NIL NIL '
+        b'NIL) "X" ("BOUNDARY" {3}\r\n\xef\xbf\xbd) NIL NIL NIL))\r\n'
+        b"* 3 FETCH (UID 3 BODYSTRUCTURE " + PLAIN_STRUCTURE + b")\r\n"
+        b"f OK Fetch completed.\r\n"
+    )
+    assert s.send("f FETCH 2 (BODY.PEEK[1] BINARY.PEEK[1])") == (
+        b"* 2 FETCH (BODY[1] {6}\r\nhidden BINARY[1] {6}\r\nhidden)\r\nf OK Fetch completed.\r\n"
+    )
+
+
+@pytest.mark.parametrize("store", ["memory", "maildir"])
+def test_mime_parser_failure_answers_text_plain_for_that_message(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the MIME parser fail on one message, that message is answered as
+    one text/plain part (as Dovecot does for broken MIME) and the rest of the
+    range as usual; BODY[1] is then the whole body."""
+    real_parse = mime._parse
+
+    def parse(data: bytes, *args: Any) -> Any:
+        if b"hostile" in data:
+            raise RuntimeError("a parser bug")
+        return real_parse(data, *args)
+
+    monkeypatch.setattr(mime, "_parse", parse)
+    s = _three_messages(tmp_path, store)
+    assert s.lines("f FETCH 1:* (UID BODYSTRUCTURE)") == [
+        b"* 1 FETCH (UID 1 BODYSTRUCTURE " + PLAIN_STRUCTURE + b")",
+        b'* 2 FETCH (UID 2 BODYSTRUCTURE ("TEXT" "PLAIN" NIL NIL NIL "7BIT" 48 5 NIL NIL NIL NIL))',
+        b"* 3 FETCH (UID 3 BODYSTRUCTURE " + PLAIN_STRUCTURE + b")",
+        b"f OK Fetch completed.",
+    ]
+    reply = s.send("f FETCH 2 BODY.PEEK[1]")
+    assert reply.startswith(b"* 2 FETCH (BODY[1] {48}\r\n--\xff\r\n")
+    assert reply.endswith(b"f OK Fetch completed.\r\n")

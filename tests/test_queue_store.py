@@ -271,6 +271,11 @@ def _bad_files() -> dict[str, bytes]:
         "bad length": good.replace(b"\nL25\n", b"\nLxx\n", 1),
         "garbage": os.urandom(64) + b"\n" * 3,
         "bad arrival": good.replace(b"T1700000000.25", b"Tsoon", 1),
+        # Found by fuzz/targets/queue_file.py: float() takes these, and a
+        # message that arrived at nan or inf never expires and retries at nan.
+        "arrival nan": good.replace(b"T1700000000.25", b"Tnan", 1),
+        "arrival inf": good.replace(b"T1700000000.25", b"T-Infinity", 1),
+        "arrival 1e400": good.replace(b"T1700000000.25", b"T1e400", 1),
     }
 
 

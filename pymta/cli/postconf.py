@@ -33,6 +33,7 @@ from pymta.config.config import Config
 from pymta.config.defaults import Param
 from pymta.config.errors import ConfigError
 from pymta.config.expand import expand
+from pymta.config.files import decode_config_text
 from pymta.config.master_cf import MasterService, format_service, load_master
 from pymta.config.validate import known_parameters, referenced_names
 
@@ -335,7 +336,9 @@ def _edit(config_dir: str, mode: str, args: list[str]) -> int:
         raise Fatal(f"-{mode} needs at least one argument; {USAGE}")
     path = Path(config_dir) / "main.cf"
     try:
-        text = path.read_text(encoding="utf-8")
+        # Not UTF-8: a ConfigError naming the line (postconf -e must not
+        # rewrite bytes it could not read).
+        text = decode_config_text(path.read_bytes(), str(path))
     except FileNotFoundError:
         if mode != "e":
             raise Fatal(f"open {path}: No such file or directory") from None

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pymta.config.defaults import DEFAULTS, Param, service_parameter_default
 from pymta.config.errors import ConfigError
 from pymta.config.expand import expand
+from pymta.config.files import read_config_text
 from pymta.config.main_cf import Setting, parse_main_cf
 from pymta.config.unimplemented import UNIMPLEMENTED
 
@@ -68,15 +69,13 @@ class Config:
 
     @classmethod
     def load(cls, config_directory: str | os.PathLike[str]) -> Config:
-        """Read ``DIR/main.cf``; a missing file is an error naming it."""
+        """Read ``DIR/main.cf``; a missing file, or one that is not UTF-8, is
+        an error naming it."""
         from pathlib import Path  # here: sendmail starts faster without it
 
         directory = Path(config_directory)
         path = directory / "main.cf"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror}", str(path)) from None
+        text = read_config_text(path)
         return cls.from_text(text, str(path), config_directory=str(directory))
 
     def with_overrides(self, overrides: Mapping[str, str], source: str = "master.cf") -> Config:
@@ -109,9 +108,26 @@ class Config:
         if name == "myhostname" and not param.default:
             return _system_hostname()
         if name == "mydomain" and not param.default:
-            host = self.get("myhostname")
-            return host.partition(".")[2] or "localdomain"
+            return self._default_mydomain()
         return param.default
+
+    def _default_mydomain(self) -> str:
+        """Postfix's default mydomain: $myhostname minus its first component
+        (``localdomain`` when nothing is left).
+
+        myhostname is expanded here with mydomain already on the loop stack:
+        ``myhostname = mail.$mydomain`` with mydomain unset would otherwise
+        expand each from the other forever. Postfix reports that loop; so
+        does this, naming where myhostname was set."""
+        try:
+            host = expand(self.raw("myhostname") or "", self.raw, ("mydomain", "myhostname"))
+        except ConfigError as e:
+            raise self._error(
+                "myhostname",
+                f"{e.message} (mydomain defaults to $myhostname minus its first "
+                "component: set mydomain, or give myhostname without $mydomain)",
+            ) from None
+        return host.partition(".")[2] or "localdomain"
 
     def _param(self, name: str) -> Param | None:
         """The table entry of name; ``<transport>_destination_concurrency_limit``
@@ -164,6 +180,8 @@ class Config:
         try:
             value = expand(raw, self.raw, (name,))
         except ConfigError as e:
+            if e.filename:  # already names where it was set (see _default_mydomain)
+                raise
             raise self._error(name, e.message) from None
         self._cache[name] = value
         return value

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pymta.config.errors import ConfigError
+from pymta.config.files import read_config_text
 
 if TYPE_CHECKING:
     from pymta.config.config import Config
@@ -114,6 +115,13 @@ _PORTS: dict[str, int] = {
 }
 
 _TOKEN_OPEN = "{"
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*\Z")
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts ``²`` and other
+    characters that int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclass
@@ -190,11 +198,14 @@ class MasterService:
     def _port(self, text: str) -> int:
         # pymta extension: port 0 lets the kernel choose a free port (tests,
         # embedding); the listener logs the port it bound.
-        if text.isdigit():
+        if _is_number(text):
             port = int(text)
             if 0 <= port < 65536:
                 return port
-        elif text:
+        elif _SERVICE_NAME.match(text):
+            # Only a name /etc/services could hold reaches getservbyname: a
+            # NUL byte raised ValueError there, other characters
+            # UnicodeEncodeError.
             try:
                 return socket.getservbyname(text, "tcp")
             except OSError:
@@ -249,7 +260,7 @@ def _bool(value: str, default: bool, column: str, filename: str, lineno: int) ->
     raise ConfigError(f"bad {column} field {value!r}: expected y, n or -", filename, lineno)
 
 
-_WAKEUP = re.compile(r"^(\d+)(\??)$")
+_WAKEUP = re.compile(r"^([0-9]+)(\??)$")
 
 
 def _entry(
@@ -296,7 +307,7 @@ def _entry(
         wake_if_used = bool(m.group(2))
     limit: int | None = None
     if maxproc != "-":
-        if not maxproc.isdigit():
+        if not _is_number(maxproc):
             raise ConfigError(
                 f"bad maxproc field {maxproc!r}: expected a number or -", filename, lineno
             )
@@ -383,13 +394,10 @@ def parse_master_cf(text: str, filename: str = "master.cf") -> list[MasterServic
 
 
 def load_master(config_dir: str | os.PathLike[str]) -> list[MasterService]:
-    """Read ``DIR/master.cf``; a missing file is an error naming it."""
+    """Read ``DIR/master.cf``; a missing file, or one that is not UTF-8, is
+    an error naming it."""
     path = Path(config_dir) / "master.cf"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", str(path)) from None
-    return parse_master_cf(text, str(path))
+    return parse_master_cf(read_config_text(path), str(path))
 
 
 def check_master(services: list[MasterService], built: set[str]) -> list[str]:

@@ -24,7 +24,9 @@ two: Maildir never rewrites a message in place). The session writes them
 with back-pressure (pymta.stream).
 
 Untrusted input: the item list (ParseError on bad syntax) and the stored
-message. Writes nothing; the caller sets \\Seen when :func:`sets_seen`.
+message (a MIME structure the parser fails on is answered as one
+text/plain part, and the failure logged). Writes nothing; the caller sets
+\\Seen when :func:`sets_seen`.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pymta.imap.log import log
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.structure import body_structure, crlf, envelope, select_fields
 from pymta.imap.wire import date_time, flag_list, literal
 from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo, MimePart
+from pymta.mailstore.mime import MimeError, plain_structure
 from pymta.mailstore.names import rfc822_size_of_stream
 
 #: Whole messages this large (as stored) are sent from the file in pieces.
@@ -294,7 +298,17 @@ class MessageData:
 
     def mime(self) -> MimePart:
         if self._mime is None:
-            self._mime = self.folder.mime_structure(self.info.uid)
+            try:
+                self._mime = self.folder.mime_structure(self.info.uid)
+            except MimeError:
+                # One message's broken MIME is answered for that message
+                # alone, as one text/plain part (Dovecot does the same); the
+                # rest of the FETCH range goes on.
+                log.failure(
+                    "imap: uid {uid}: cannot parse MIME structure, answering text/plain",
+                    uid=self.info.uid,
+                )
+                self._mime = plain_structure(self.content())
         return self._mime
 
     def _part_header(self, part: MimePart) -> bytes:

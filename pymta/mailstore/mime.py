@@ -7,7 +7,12 @@ BODYSTRUCTURE and BODY[1.2.MIME] from the cache.
 
 Untrusted input: the whole message. Malformed MIME never raises: a multipart
 without its boundary is one text part, nesting is cut at :data:`MAX_DEPTH`,
-and a message with no header is a text/plain body.
+a boundary with 8-bit bytes is matched as those bytes, and a message with no
+header is a text/plain body. Should the parser still fail on some message
+(a bug), :func:`parse_mime` raises :class:`MimeError` and nothing else, and
+a caller serving a client answers for that one message with
+:func:`plain_structure`, the single text/plain part Dovecot shows for a
+message whose MIME it cannot parse.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from email.message import Message
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from typing import Any
 
 from pymta.mailstore.interface import MimePart
@@ -24,11 +29,19 @@ MAX_DEPTH = 20
 MAX_PARTS = 1000
 
 _parser = BytesHeaderParser()
+_latin1_parser = HeaderParser()
+
+
+class MimeError(Exception):
+    """The parser failed on a message: the only exception :func:`parse_mime`
+    raises. Callers serving a client fall back to :func:`plain_structure`."""
 
 
 def _header_end(data: bytes, start: int, end: int) -> int:
     """Offset just after the blank line ending the header at ``start``."""
-    if data.startswith(b"\n", start) or data.startswith(b"\r\n", start):
+    # Bounded by end: the line break after a part belongs to the delimiter
+    # that follows it, not to an empty header of the part.
+    if data.startswith(b"\n", start, end) or data.startswith(b"\r\n", start, end):
         return start + (1 if data[start : start + 1] == b"\n" else 2)
     pos = data.find(b"\n\n", start, end)
     crlf = data.find(b"\r\n\r\n", start, end)
@@ -55,9 +68,70 @@ def _header(msg: Message, name: str) -> str | None:
 
 
 def parse_mime(data: bytes) -> MimePart:
-    """The MIME tree of a whole message."""
+    """The MIME tree of a whole message; :class:`MimeError` if the parser fails."""
     counter = [0]
-    return _parse(data, 0, len(data), "text/plain", 0, counter)
+    try:
+        return _parse(data, 0, len(data), "text/plain", 0, counter)
+    except Exception as e:
+        # Anyone can send the message: whatever goes wrong inside the parser
+        # (or the email package under it) is one error type, so that a caller
+        # answers for this one message instead of failing a whole FETCH range.
+        raise MimeError(f"cannot parse MIME structure: {e!r}") from e
+
+
+def plain_structure(data: bytes) -> MimePart:
+    """The whole message as one text/plain part with no parameters: the
+    answer for a message whose MIME cannot be parsed (Dovecot does the same
+    for broken MIME rather than fail the FETCH)."""
+    body_start = _header_end(data, 0, len(data))
+    body = data[body_start:]
+    return MimePart(
+        content_type="text",
+        subtype="plain",
+        params=(),
+        content_id=None,
+        description=None,
+        encoding="7bit",
+        disposition=None,
+        disposition_params=(),
+        language=None,
+        location=None,
+        md5=None,
+        header_start=0,
+        body_start=body_start,
+        end=len(data),
+        rfc822_body_size=_crlf_size(body),
+        lines=_line_count(body),
+        parts=(),
+    )
+
+
+def _crlf_size(body: bytes) -> int:
+    """The size of body with LF line ends counted as CRLF (as IMAP sends it)."""
+    return len(body) + body.count(b"\n") - body.count(b"\r\n")
+
+
+def _line_count(body: bytes) -> int:
+    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+
+
+def _boundary(msg: Message, header: bytes) -> bytes | None:
+    """The multipart boundary as the bytes the delimiter lines hold."""
+    value = msg.get_param("boundary", header="content-type")
+    if not isinstance(value, str) or not value:
+        return None
+    if value.isascii():
+        return value.encode("ascii")
+    # The bytes parser turns each 8-bit byte into U+FFFD, which names no
+    # byte; read the parameter again from the header decoded as latin-1
+    # (one character per byte), so that the delimiter is matched as the
+    # bytes that were sent, as Dovecot matches it.
+    again = _latin1_parser.parsestr(header.decode("latin-1")).get_param(
+        "boundary", header="content-type"
+    )
+    if not isinstance(again, str) or not again:
+        return None
+    return again.encode("latin-1", "replace")
 
 
 def _parse(
@@ -76,10 +150,10 @@ def _parse(
     parts: list[MimePart] = []
     limited = depth >= MAX_DEPTH or counter[0] >= MAX_PARTS
     if maintype == "multipart" and not limited:
-        boundary = msg.get_param("boundary", header="content-type")
-        if isinstance(boundary, str) and boundary:
+        boundary = _boundary(msg, data[start:body_start])
+        if boundary:
             child_default = "message/rfc822" if subtype == "digest" else "text/plain"
-            for s, e in _split_multipart(data, body_start, end, boundary.encode("latin-1")):
+            for s, e in _split_multipart(data, body_start, end, boundary):
                 parts.append(_parse(data, s, e, child_default, depth + 1, counter))
                 if counter[0] >= MAX_PARTS:
                     break
@@ -102,8 +176,8 @@ def _parse(
         header_start=start,
         body_start=body_start,
         end=end,
-        rfc822_body_size=len(body) + body.count(b"\n") - body.count(b"\r\n"),
-        lines=body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0),
+        rfc822_body_size=_crlf_size(body),
+        lines=_line_count(body),
         parts=tuple(parts),
     )
 

@@ -30,6 +30,7 @@ the I/O).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -150,6 +151,10 @@ def _decode_records(data: bytes) -> tuple[Envelope, list[int], int, int]:
         arrival = float(arrival_raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise QueueFileError(f"bad arrival time {arrival_raw[:40]!r}") from None
+    if not math.isfinite(arrival):
+        # float() takes nan and inf, which pymta never writes: a message that
+        # arrived then would never expire, and would be retried at time nan.
+        raise QueueFileError(f"bad arrival time {arrival_raw[:40]!r}")
     sender = _unescape(reader.record(b"S"))
     attributes: dict[str, str] = {}
     while reader.peek() == b"A":
