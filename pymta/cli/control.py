@@ -142,6 +142,21 @@ def _parse(
         return None
 
 
+def _only_config_dir(args: list[str], name: str, config_dir: str) -> str | None:
+    """The configuration directory of a command that takes only ``-c DIR``
+    (None after a usage error, already printed)."""
+    parsed = _parse(args, name)
+    if parsed is None:
+        return None
+    opts, rest = parsed
+    for _opt, value in opts:
+        config_dir = value
+    if rest:
+        _usage_error(name, "unexpected arguments")
+        return None
+    return config_dir
+
+
 def _usage_error(name: str, message: str) -> int:
     fatal(f"{message}; usage: {PROG} {name} [-c DIR]")
     return 1
@@ -286,14 +301,10 @@ def run_stop(args: list[str], config_dir: str) -> int:
 
 def run_abort(args: list[str], config_dir: str) -> int:
     """``pymta abort [-c DIR]``: stop without waiting for deliveries."""
-    parsed = _parse(args, "abort")
-    if parsed is None:
+    chosen = _only_config_dir(args, "abort", config_dir)
+    if chosen is None:
         return 1
-    opts, rest = parsed
-    for _opt, value in opts:
-        config_dir = value
-    if rest:
-        return _usage_error("abort", "unexpected arguments")
+    config_dir = chosen
     pid = _signal_running(config_dir, signal.SIGQUIT)
     if pid is None:
         return 1
@@ -307,14 +318,10 @@ def run_abort(args: list[str], config_dir: str) -> int:
 
 def run_status(args: list[str], config_dir: str) -> int:
     """``pymta status [-c DIR]``: exit 0 when running, 1 when not."""
-    parsed = _parse(args, "status")
-    if parsed is None:
+    chosen = _only_config_dir(args, "status", config_dir)
+    if chosen is None:
         return 1
-    opts, rest = parsed
-    for _opt, value in opts:
-        config_dir = value
-    if rest:
-        return _usage_error("status", "unexpected arguments")
+    config_dir = chosen
     pid = running_pid(pid_file(config_dir))
     if pid is None:
         print(f"{PROG}: the mail system is not running")
@@ -325,14 +332,10 @@ def run_status(args: list[str], config_dir: str) -> int:
 
 def run_reload(args: list[str], config_dir: str) -> int:
     """``pymta reload [-c DIR]``: check, then SIGHUP."""
-    parsed = _parse(args, "reload")
-    if parsed is None:
+    chosen = _only_config_dir(args, "reload", config_dir)
+    if chosen is None:
         return 1
-    opts, rest = parsed
-    for _opt, value in opts:
-        config_dir = value
-    if rest:
-        return _usage_error("reload", "unexpected arguments")
+    config_dir = chosen
     from pymta.config import ConfigError
     from pymta.service import check
 
