@@ -24,6 +24,7 @@ import errno
 import fcntl
 import itertools
 import os
+import re
 import shutil
 import stat
 import threading
@@ -175,6 +176,20 @@ def read_message_path(path: str, size_hint: int) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+_ARRIVAL = re.compile(r"(\d+)\.M(\d+)")
+
+
+def arrival_key(name: str) -> tuple[int, int, str]:
+    """A Maildir file name's place in arrival order: ``<secs>.M<usecs>...``
+    compared as numbers (as text, M123456 would sort before M99999 of the
+    same second, and new mail would get its UIDs out of order)."""
+    match = _ARRIVAL.match(name)
+    if match is None:
+        head = name.split(".", 1)[0]
+        return (int(head) if head.isdigit() else 0, 0, name)
+    return (int(match.group(1)), int(match.group(2)), name)
 
 
 @dataclass(frozen=True)
@@ -517,7 +532,7 @@ class MaildirFolder:
         added: list[MessageInfo] = []
         uid = index.uidnext
         taken = set(index.records)
-        for sub, name in sorted(found.values(), key=lambda where: where[1]):
+        for sub, name in sorted(found.values(), key=lambda where: arrival_key(where[1])):
             old_uid = (preassigned or {}).get(split_filename(name)[0])
             fresh = old_uid is None or old_uid in taken or old_uid >= index.uidnext
             new_uid = uid if fresh or old_uid is None else old_uid
@@ -588,7 +603,10 @@ class MaildirFolder:
             (where := found.get(base)) is not None and f"{where[0]}/{where[1]}" == filename
             for base, filename in known.items()
         )
-        new = sorted((name, sub) for base, (sub, name) in found.items() if base not in known)
+        new = sorted(
+            ((name, sub) for base, (sub, name) in found.items() if base not in known),
+            key=lambda item: arrival_key(item[0]),
+        )
         return ScanListing(stamp, complete, [f"{sub}/{name}" for name, sub in new])
 
     def measure_files(self, filenames: Sequence[str]) -> dict[str, Measured]:
