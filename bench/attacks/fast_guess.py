@@ -17,7 +17,7 @@ DESCRIPTION
     connection per guess (POP3 USER/PASS or IMAP LOGIN), for --warmup plus
     --seconds. Each waits for the answer (up to 60 s) and notes how long it
     took; a refusal for too many attempts in progress is retried after
-    50 ms. This is the attack of issue 11: before the penalty came before
+    50 ms. This is the attack measured on the old code: before the penalty came before
     the check, a wrong PIN was answered after 2, 4, 8, 15 s but a right one
     at once, so "no answer within 0.3 s" meant "wrong", and parallel
     connections guessed about 65 PINs/s on POP3 and 63/s on IMAP.
@@ -29,7 +29,7 @@ DESCRIPTION
     was found. HELD: at most one answered guess per max-delay (plus one),
     and none answered within 0.3 s.
 
-    With --give-up 0.3 the attacker is the one issue 11 measured: it takes
+    With --give-up 0.3 the attacker is the impatient one measured on the old code: it takes
     no answer within 0.3 s as a wrong PIN, hangs up and guesses again. The
     line then gives the guesses it settled per second and whether it
     recognised the right PIN (tried after its first 100 guesses); HELD: it
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--give-up",
         type=float,
         default=0.0,
-        help="take no answer within this many seconds as a wrong PIN (issue 11: 0.3)",
+        help="take no answer within this many seconds as a wrong PIN (the impatient attacker: 0.3)",
     )
     return p.parse_args(argv)
 

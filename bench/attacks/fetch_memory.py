@@ -7,7 +7,7 @@ SYNOPSIS
         [--timeout 300] [--workdir /var/tmp] [--keep]
 
 DESCRIPTION
-    The attack of issue 11 ("Large answers stream"): a client asks for far
+    The large-answer attack: a client asks for far
     more than it reads.  The replay starts its own pymta on loopback
     (bench/retrieval_pymta.py: pop3d and imapd, no TLS, one reactor
     process), writes --messages messages of about --size bytes into one

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""protocol_cases - the short attacks of issue 11, replayed on one server.
+"""protocol_cases - the short hostile-load attacks, replayed on one server.
 
 SYNOPSIS
     python bench/attacks/protocol_cases.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""run_all - the reliability bench: every attack of issue 11, one line each.
+"""run_all - the reliability bench: every hostile-load attack, one line each.
 
 SYNOPSIS
     python bench/attacks/run_all.py [--quick]

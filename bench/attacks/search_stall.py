@@ -33,7 +33,7 @@ DESCRIPTION
 
         search_stall HELD smtp_p99=3.1ms imap_login_p99=4.2ms ...
 
-    HELD when both p99 under load are within 50 ms (issue 11's target).
+    HELD when both p99 under load are within 50 ms (the target).
 
     The probes measure what a new client waits for. The searching user's
     own commands wait for its scans (one at a time per user, by design).

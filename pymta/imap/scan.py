@@ -2,7 +2,7 @@
 
 A SEARCH with BODY or TEXT reads every message of the folder (10,000 of 50 KB
 is half a gigabyte). Done in the reactor thread, 20 such searches made a new
-client's LOGIN wait 19 s and an SMTP EHLO 15 s (issue 11). Here:
+client's LOGIN wait 19 s and an SMTP EHLO 15 s (measured before this module). Here:
 
 - :class:`ScanGate` bounds the scans of one user that run at once
   (:data:`SCANS_PER_USER`, per process, shared by every imapd listener): a
