@@ -122,3 +122,67 @@ class Streamer:
         close = getattr(self._pieces, "close", None)
         if close is not None:
             close()
+
+
+class StreamingSession:
+    """What imapd and pop3d share to answer through a :class:`Streamer`:
+    starting one (later commands wait: ``_busy``), going back to the command
+    loop when it ends, and stopping it when the connection is gone. The
+    session supplies ``_stream_flush`` (put the batch on the transport) and
+    ``_stream_failed`` (an answer cut off in the middle ends the session)."""
+
+    clock: IReactorTime
+    _busy: bool
+    _paused: bool
+    _closing: bool
+    _lost: bool
+    _processing: bool
+    _streamer: Streamer | None
+    _streamer_starting: bool
+
+    def _process(self) -> None:
+        raise NotImplementedError
+
+    def _stream_flush(self) -> None:
+        raise NotImplementedError
+
+    def _stream_failed(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+    def _start_stream(self, pieces: Iterator[bytes], write: Callable[[bytes], None]) -> None:
+        """Answer with what pieces yields, as fast as the client reads it."""
+        self._busy = True
+        self._streamer = Streamer(
+            pieces,
+            write=write,
+            flush=self._stream_flush,
+            paused=lambda: self._paused or self._closing or self._lost,
+            done=self._stream_done,
+            clock=self.clock,
+        )
+        self._streamer_starting = True
+        try:
+            self._streamer.resume()
+        finally:
+            self._streamer_starting = False
+
+    def _stream_done(self, error: BaseException | None) -> None:
+        self._streamer = None
+        self._busy = False
+        if error is not None:
+            self._stream_failed(error)
+            return
+        if self._streamer_starting:
+            return  # ended at once: the command loop that started it goes on
+        if self._processing:
+            # Ended from inside a write of _process, which has stopped
+            # looking at the input: look again in the next turn.
+            self.clock.callLater(0, self._process)
+        else:
+            self._process()
+
+    def _stop_stream(self) -> None:
+        """The connection is gone: close the answer's iterator (its files)."""
+        if self._streamer is not None:
+            streamer, self._streamer = self._streamer, None
+            streamer.stop()

@@ -90,7 +90,7 @@ from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.pop3.protocol import is_loopback
 from pymta.preauth import PreauthConnections
-from pymta.stream import Streamer
+from pymta.stream import Streamer, StreamingSession
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -136,7 +136,7 @@ PREAUTH_LIMIT = 8192
 Handler = Callable[["IMAPServer", bytes, list[Token], bool], None]
 
 
-class IMAPServer(Protocol):
+class IMAPServer(StreamingSession, Protocol):
     """One IMAP session. Built by IMAPServerFactory; collaborators injected."""
 
     def __init__(
@@ -267,9 +267,7 @@ class IMAPServer(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._timer = self._hangup_timer = None
-        if self._streamer is not None:
-            streamer, self._streamer = self._streamer, None
-            streamer.stop()
+        self._stop_stream()
         if self.state == NOT_AUTHENTICATED:
             secs = int(self.clock.seconds() - self._connected_at)
             if self._refused:
@@ -367,20 +365,7 @@ class IMAPServer(Protocol):
     def stream(self, pieces: Iterator[bytes]) -> None:
         """Answer with what pieces yields, as fast as the client reads it
         (pymta.stream); later commands wait until it ends."""
-        self._busy = True
-        self._streamer = Streamer(
-            pieces,
-            write=self.send,
-            flush=self._stream_flush,
-            paused=lambda: self._paused or self._closing or self._lost,
-            done=self._stream_done,
-            clock=self.clock,
-        )
-        self._streamer_starting = True
-        try:
-            self._streamer.resume()
-        finally:
-            self._streamer_starting = False
+        self._start_stream(pieces, self.send)
 
     def _stream_flush(self) -> None:
         # Output the client takes is activity: a long FETCH to a slow
@@ -389,29 +374,17 @@ class IMAPServer(Protocol):
             self._timer.reset(self.settings.timeout)
         self.flush()
 
-    def _stream_done(self, error: BaseException | None) -> None:
-        self._streamer = None
-        self._busy = False
-        if error is not None:
-            # The answer stopped in the middle (a literal's length already
-            # sent): the client cannot be answered coherently any more.
-            self.log.failure(
-                "imap({user}): unexpected error while answering",
-                Failure(error),
-                user=self.user,
-            )
-            self._end_reason = "Internal error"
-            self._out = []
-            self.close()
-            return
-        if self._streamer_starting:
-            return  # ended at once: the command loop that started it goes on
-        if self._processing:
-            # Ended from inside a write of _process, which has stopped
-            # looking at the input: look again in the next turn.
-            self.clock.callLater(0, self._process)
-        else:
-            self._process()
+    def _stream_failed(self, error: BaseException) -> None:
+        # The answer stopped in the middle (a literal's length already
+        # sent): the client cannot be answered coherently any more.
+        self.log.failure(
+            "imap({user}): unexpected error while answering",
+            Failure(error),
+            user=self.user,
+        )
+        self._end_reason = "Internal error"
+        self._out = []
+        self.close()
 
     def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
         """Updates of the selected mailbox, then the tagged response."""

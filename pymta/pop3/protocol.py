@@ -72,7 +72,7 @@ from pymta.pop3.maildrop import BadMessageNumber, Maildrop
 from pymta.pop3.settings import POP3Settings
 from pymta.pop3.wire import STREAM_MIN, TERMINATOR, to_wire, top, wire_pieces
 from pymta.preauth import PreauthConnections
-from pymta.stream import Streamer
+from pymta.stream import Streamer, StreamingSession
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -121,7 +121,7 @@ def is_loopback(ip: str) -> bool:
 
 
 @implementer(IPushProducer)
-class POP3Server(Protocol):
+class POP3Server(StreamingSession, Protocol):
     """One POP3 session. Built by POP3ServerFactory; all collaborators are injected."""
 
     def __init__(
@@ -227,9 +227,7 @@ class POP3Server(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._timer = self._hangup_timer = None
-        if self._streamer is not None:
-            streamer, self._streamer = self._streamer, None
-            streamer.stop()
+        self._stop_stream()
         if self.state == AUTHORIZATION:
             self._log_login_disconnect()
         else:
@@ -766,22 +764,9 @@ class POP3Server(Protocol):
             self.log.warn("pop3({user}): message {n}: {error}", user=self.user, n=n, error=e)
             self._reply(f"-ERR [SYS/TEMP] Message {n} is no longer available.")
             return
-        self._busy = True
         first = b"+OK\r\n" if lines is not None else b"+OK %d octets\r\n" % drop.info(n).rfc822_size
         self._stream_pending = []
-        self._streamer = Streamer(
-            self._file_pieces(file, n, first, lines),
-            write=self._stream_pending.append,
-            flush=self._stream_flush,
-            paused=lambda: self._paused or self._closing or self._lost,
-            done=self._stream_done,
-            clock=self.clock,
-        )
-        self._streamer_starting = True
-        try:
-            self._streamer.resume()
-        finally:
-            self._streamer_starting = False
+        self._start_stream(self._file_pieces(file, n, first, lines), self._stream_pending.append)
 
     def _file_pieces(
         self, file: BinaryIO, n: int, first: bytes, lines: int | None
@@ -814,26 +799,14 @@ class POP3Server(Protocol):
                 self._timer.reset(self.settings.timeout)
             send(self.transport, data)
 
-    def _stream_done(self, error: BaseException | None) -> None:
-        self._streamer = None
-        self._busy = False
-        if error is not None:
-            # Cut off in the middle of a multi-line answer: nothing more the
-            # client could read coherently, so the session ends.
-            self.log.failure(
-                "pop3({user}): error while sending a message", Failure(error), user=self.user
-            )
-            self._end_reason = "Internal error"
-            self._close()
-            return
-        if self._streamer_starting:
-            return  # ended at once: the command loop that started it goes on
-        if self._processing:
-            # Ended from inside a write of _process, which has stopped
-            # looking at the input: look again in the next turn.
-            self.clock.callLater(0, self._process)
-        else:
-            self._process()
+    def _stream_failed(self, error: BaseException) -> None:
+        # Cut off in the middle of a multi-line answer: nothing more the
+        # client could read coherently, so the session ends.
+        self.log.failure(
+            "pop3({user}): error while sending a message", Failure(error), user=self.user
+        )
+        self._end_reason = "Internal error"
+        self._close()
 
     def _read(self, n: int) -> bytes | None:
         assert self.maildrop is not None
