@@ -421,3 +421,41 @@ def test_on_queued_failure_still_acknowledges() -> None:
     h.cleanup._on_queued = broken
     result = h.submit(_smtp_envelope("x@y.example"), b"\n")
     assert isinstance(result, str) and h.store.list("incoming") == [result]
+
+
+def test_full_name_with_undecodable_bytes_is_queued() -> None:
+    """A sendmail -F name with bytes that are not UTF-8 (kept as surrogate
+    escapes) gives a From: with U+FFFD, encoded, instead of failing the
+    message (found by fuzzing maildrop files)."""
+    h = Harness()
+    envelope = Envelope(
+        "ann@example.org",
+        [Recipient("bob@virtual.example")],
+        attributes={"protocol": "pickup", "uid": "1000", "full_name": "J\udcb7an"},
+    )
+    _, _, stored = h.submit_ok(envelope, b"Subject: s\n\nhi\n")
+    from_line = next(line for line in stored.split(b"\n") if line.startswith(b"From:"))
+    assert from_line == b"From: =?utf-8?b?Su+/vWFu?= <ann@example.org>"
+
+
+@pytest.mark.parametrize(
+    "full_name, sender, expected",
+    [
+        ("Jo Doe", "jo@example.org", "From: Jo Doe <jo@example.org>"),
+        ("Doe, Jo", "jo@example.org", 'From: "Doe, Jo" <jo@example.org>'),
+        ("J\u00f6ran", "j\u00f6@example.org", "From: =?utf-8?b?SsO2cmFu?= <j\u00f6@example.org>"),
+    ],
+)
+def test_full_name_from_header(full_name: str, sender: str, expected: str) -> None:
+    """sendmail -F: the display name is quoted when it has specials and
+    RFC 2047-encoded when it is not ASCII; an SMTPUTF8 sender is written as
+    is (email.utils.formataddr refused it: found by fuzzing)."""
+    h = Harness()
+    envelope = Envelope(
+        sender,
+        [Recipient("bob@virtual.example")],
+        attributes={"protocol": "pickup", "full_name": full_name},
+    )
+    _, _, stored = h.submit_ok(envelope, b"Subject: s\n\nhi\n")
+    from_line = next(line for line in stored.split(b"\n") if line.startswith(b"From:"))
+    assert from_line.decode() == expected

@@ -11,4 +11,7 @@ TARGETS = (
     "config_files",
     "pop3",
     "imap_session",
+    "maildrop",
+    "policy",
+    "mailauth",
 )

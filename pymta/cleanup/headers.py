@@ -37,6 +37,7 @@ line break. Writes and logs nothing.
 from __future__ import annotations
 
 import datetime
+import email.header
 import email.utils
 import functools
 import re
@@ -46,6 +47,7 @@ from pymta.queue.model import Envelope
 
 _HEADER_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _LINE_BREAKS = re.compile(r"[\r\n]+")
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 # The line break in front of a header's first line (not a continuation).
 _HEADER_BREAK = re.compile(rb"\n(?![ \t])")
 
@@ -162,6 +164,24 @@ def _clean(value: str) -> str:
     return _LINE_BREAKS.sub(" ", value).strip()
 
 
+def _decodable(text: str) -> str:
+    """text with undecodable bytes (kept as surrogate escapes by sendmail's
+    -F or a GECOS field in another charset) as U+FFFD: RFC 2047 encoding
+    of the From: display name needs real characters (found by fuzzing)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _display_name(name: str) -> str:
+    """An RFC 5322 display name: as is, quoted (specials), or RFC 2047
+    encoded (non-ASCII). Not email.utils.formataddr, which also insists on
+    an ASCII address, and an SMTPUTF8 sender is not (found by fuzzing)."""
+    if not name.isascii():
+        return email.header.Header(name, "utf-8").encode()
+    if _SPECIALS.search(name):
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return name
+
+
 def _rfc_addr(address: str) -> str:
     return f"IPv6:{address}" if ":" in address else address
 
@@ -215,10 +235,10 @@ def missing_headers(
         added.append(f"Date: {date}\n")
     if add_from and not scan.has_from:
         sender = _clean(envelope.sender) or "MAILER-DAEMON"
-        full_name = _clean(envelope.attributes.get("full_name", ""))
+        full_name = _clean(_decodable(envelope.attributes.get("full_name", "")))
         if full_name:
             # sendmail -F: Postfix's hdr_from_format = standard, "Name <addr>".
-            added.append(f"From: {email.utils.formataddr((full_name, sender))}\n")
+            added.append(f"From: {_display_name(full_name)} <{sender}>\n")
         else:
             added.append(f"From: {sender}\n")
     return "".join(added), message_id
