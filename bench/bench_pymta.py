@@ -125,6 +125,13 @@ class PymtaServer(TwistdProcess):
         main_cf = self.setup.main_cf(
             config=self.config, queue=self.queue, data=self.data, mail=self.mail, log=self.log
         )
+        # pymta writes virtual mailboxes as its own user: it has no
+        # virtual_uid_maps to set, and refuses one that names another uid.
+        main_cf = "".join(
+            line
+            for line in main_cf.splitlines(keepends=True)
+            if not line.startswith(("virtual_uid_maps", "virtual_gid_maps"))
+        )
         main_cf += self.extra_main_cf
         (self.config / "main.cf").write_text(main_cf)
         (self.config / "master.cf").write_text(MailSetup.master_cf(self.port))
