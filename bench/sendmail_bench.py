@@ -46,6 +46,7 @@ import argparse
 import json
 import os
 import pwd
+import resource
 import shutil
 import statistics
 import subprocess
@@ -102,15 +103,26 @@ def message_bytes(size: int) -> bytes:
     return head + body
 
 
+#: pymta's sendmail as installed by "pymta install-sendmail" (a python -S
+#: launcher), or None for "PYTHON -m pymta.sendmail".
+LAUNCHER: Path | None = None
+
+
 def sendmail_command(server: Any, python: str, recipient: str) -> list[str]:
     args = ["-C", str(server.config), "-i", "-f", SENDER, recipient]
     if server.name == "postfix":
         return [POSTFIX_SENDMAIL, *args]
+    if LAUNCHER is not None:
+        return [str(LAUNCHER), *args]
     return [python, "-m", "pymta.sendmail", *args]
 
 
-def submit(command: list[str], data: bytes, count: int, parallel: int) -> float:
-    """Run command count times (one process per message); seconds until the last exits."""
+def submit(
+    command: list[str], data: bytes, count: int, parallel: int, cpu: list[float] | None = None
+) -> float:
+    """Run command count times (one process per message); seconds until the
+    last exits. cpu, when given, gets the CPU seconds the processes used
+    (user + system, their children included: Postfix's postdrop)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(CHECKOUT)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -120,6 +132,7 @@ def submit(command: list[str], data: bytes, count: int, parallel: int) -> float:
         if result.returncode != 0:
             raise RuntimeError(f"{command[0]} exited {result.returncode}: {result.stderr!r}")
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     if parallel <= 1:
         for i in range(count):
@@ -127,7 +140,11 @@ def submit(command: list[str], data: bytes, count: int, parallel: int) -> float:
     else:
         with ThreadPoolExecutor(parallel) as pool:
             list(pool.map(one, range(count)))
-    return time.monotonic() - start
+    elapsed = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return elapsed
 
 
 def wait_count(directory: Path, count: int, start: float, timeout: float = 600.0) -> float:
@@ -168,7 +185,9 @@ def run_server(
     finally:
         server.stop()
     backlog = sendmail_command(server, python, f"backlog@{DOMAIN}")
-    figures["submit_down_s"] = submit(backlog, data, messages, parallel)
+    cpu: list[float] = []
+    figures["submit_down_s"] = submit(backlog, data, messages, parallel, cpu)
+    figures["submit_cpu_ms"] = 1000 * cpu[0] / messages
     start = time.monotonic()
     server.start()
     try:
@@ -184,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--only", choices=("postfix", "pymta"))
     p.add_argument("--python", default=sys.executable, help="interpreter for pymta's sendmail")
+    p.add_argument(
+        "--pymta-sendmail",
+        choices=("launcher", "module"),
+        default="launcher",
+        help="pymta's sendmail as 'pymta install-sendmail' writes it (python -S), "
+        "or 'PYTHON -m pymta.sendmail'",
+    )
     p.add_argument("--parallel", type=int, default=1, help="sendmail processes at a time")
     p.add_argument("--mailbox-user", default="nobody")
     p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
@@ -203,10 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     # An installed pymta has its byte code compiled (pip does it); a checkout
     # run with PYTHONDONTWRITEBYTECODE would compile every module per message.
     subprocess.run([args.python, "-m", "compileall", "-q", str(CHECKOUT / "pymta")], check=False)
+    global LAUNCHER
+    if args.pymta_sendmail == "launcher":
+        sys.path.insert(0, str(CHECKOUT))
+        from pymta.sendmail.launcher import install
+
+        install(str(workdir / "sbin"), str(workdir / "bin"), args.python)
+        LAUNCHER = workdir / "sbin" / "sendmail"
     try:
         progress("measuring start-up")
-        results["python_startup_ms"] = 1000 * mean_wall([args.python, "-c", "pass"])
-        results["sendmail_import_ms"] = 1000 * mean_wall([args.python, "-c", SENDMAIL_IMPORTS])
+        flags = ["-S"] if LAUNCHER is not None else []
+        results["python_startup_ms"] = 1000 * mean_wall([args.python, *flags, "-c", "pass"])
+        imports = f"import sys; sys.path.insert(0, {str(CHECKOUT)!r}); {SENDMAIL_IMPORTS}"
+        results["sendmail_import_ms"] = 1000 * mean_wall([args.python, *flags, "-c", imports])
         makers: dict[str, Callable[[], Any]] = {
             "postfix": lambda: PostfixServer(workdir, setup),
             "pymta": lambda: PymtaBenchServer(workdir, setup),
@@ -228,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"sendmail bench: {n} messages of {len(data)} bytes, one sendmail process each "
         f"(parallel {args.parallel}); pymta's sendmail runs {args.python}"
+        + (" -S (pymta install-sendmail's launcher)" if LAUNCHER is not None else " -m")
     )
     print(
         f"python start-up {results['python_startup_ms']:.1f} ms; "
@@ -248,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{rates[s]:>10.1f}" if s in rates else f"{'-':>10}" for s in ("postfix", "pymta")
         )
         print(f"{label:<42}{cells}{ratio:>8.2f}")
+    cpu = {s: results[s]["submit_cpu_ms"] for s in wanted}
+    cells = "".join(f"{cpu[s]:>10.1f}" if s in cpu else f"{'-':>10}" for s in ("postfix", "pymta"))
+    # Lower is better here: the ratio is postfix/pymta, > 1 when pymta uses less.
+    ratio = cpu["postfix"] / cpu["pymta"] if len(cpu) == 2 else float("nan")
+    print(f"{'CPU per submission, ms (ratio pf/pymta)':<42}{cells}{ratio:>8.2f}")
     return 0
 
 

@@ -7,7 +7,7 @@ seconds of its master.cf line (60 in Postfix's stock line; the scan is
 the only trigger where inotify is unavailable), so mail dropped while the
 server was down goes out at the next start.
 
-For each file (names of :data:`pymta.sendmail.postdrop.FINAL_NAME`; ``tmp.``
+For each file (names of :func:`pymta.sendmail.postdrop.is_final_name`; ``tmp.``
 files are sendmail's unfinished ones, removed after a day), in a pool thread
 (:mod:`pymta.pickup.reader`): open without following links, check it is a
 regular single-link file within message_size_limit, decode the format of
@@ -58,10 +58,10 @@ from pymta.pickup.reader import Bad, Good, Unauthorized, Unreadable, read_file
 from pymta.queue.model import Envelope, Recipient
 from pymta.sendmail.authorized import AuthorizationUnavailable, split_entries
 from pymta.sendmail.postdrop import (
-    FINAL_NAME,
     MAILDROP_MODE,
     TEMPORARY_PREFIX,
     full_flag_path,
+    is_final_name,
     maildrop_directory,
 )
 
@@ -110,7 +110,7 @@ def _scan_directory(directory: str, now: float) -> tuple[list[str], list[str], d
     names: list[str] = []
     stale: list[str] = []
     for name in os.listdir(directory):
-        if FINAL_NAME.fullmatch(name):
+        if is_final_name(name):
             names.append(name)
         elif name.startswith(TEMPORARY_PREFIX):
             try:
@@ -226,7 +226,7 @@ class PickupService(service.Service):
         name = path.basename()
         if isinstance(name, bytes):
             name = name.decode("utf-8", "surrogateescape")
-        if FINAL_NAME.fullmatch(name):
+        if is_final_name(name):
             self._enqueue([name])
 
     # scanning ---------------------------------------------------------------

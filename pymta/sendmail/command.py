@@ -44,6 +44,17 @@ EX_NOPERM = 77
 EX_CONFIG = 78
 
 
+def full_environment() -> None:
+    """Load the site module when Python started without it (the launcher of
+    ``pymta install-sendmail`` runs ``python -S``): the modes that import
+    installed packages (Twisted, for the queue commands) need site-packages
+    on sys.path; a plain submission does not."""
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
+
+
 class _Fatal(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -87,6 +98,7 @@ def _split_addresses(words: list[str]) -> list[str]:
 
 def _read_full(config_directory: str) -> dict[str, str]:
     """sendmail's parameters through the full main.cf reader; _Fatal when bad."""
+    full_environment()
     from pymta.config.config import Config
     from pymta.config.errors import ConfigError
     from pymta.sendmail.params import DEFAULTS
@@ -196,6 +208,7 @@ def run_as(prog: str, args: list[str], default_config: str | None = None) -> int
             opts.mode = prog
         config_directory = _config_directory(opts.config, default_config)
         if opts.mode in ("mailq", "newaliases", "flush"):
+            full_environment()
             return _run_admin(opts.mode, config_directory)
         if opts.mode == "verify":
             raise _Fatal(
@@ -204,6 +217,7 @@ def run_as(prog: str, args: list[str], default_config: str | None = None) -> int
                 "use 'pymta postmap -q' or send a test message",
             )
         if opts.mode == "smtp":
+            full_environment()
             from pymta.sendmail.smtp import serve_stdio
 
             return serve_stdio(opts, config_directory)

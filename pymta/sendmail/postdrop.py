@@ -25,14 +25,20 @@ is missing and the user may create it). Logs nothing.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import time
 
 MAILDROP = "maildrop"
 TEMPORARY_PREFIX = "tmp."
-#: Names pickup reads: hex time stamp (microseconds) + 16 random hex digits.
-FINAL_NAME = re.compile(r"[0-9a-f]{13,16}[0-9a-f]{16}")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def is_final_name(name: str) -> bool:
+    """A name pickup reads: hex time stamp (microseconds, 13 to 16 digits)
+    and 16 random hex digits (no regular expression: see record.py)."""
+    return 29 <= len(name) <= 32 and _HEX_DIGITS.issuperset(name)
+
+
 #: The mode of the maildrop directory: world-writable, sticky, not listable.
 MAILDROP_MODE = 0o1733
 FULL_FLAG = os.path.join("public", "maildrop.full")
