@@ -270,12 +270,18 @@ def test_declared_size_too_big() -> None:
 
 def test_real_size_too_big_is_refused_after_reading_to_end() -> None:
     """Content over message_size_limit gets 552 5.3.4 at the end of data, the
-    session stays in sync, and nothing is kept or queued."""
+    session stays in sync, and nothing is kept or queued: the message is
+    dropped (its writer aborted) as soon as it passes the limit, and what
+    follows is never written."""
     h = SMTPHarness(config_text="message_size_limit = 1000\n")
     h.send(EHLO + TXN)
-    for _ in range(50):
+    for _ in range(14):
         assert h.send(b"x" * 78 + b"\r\n") == []
-    assert h.protocol._chunks == []
+    writer = h.cleanup.writers[-1]
+    assert writer.aborted and writer.size <= 1000
+    for _ in range(36):
+        assert h.send(b"x" * 78 + b"\r\n") == []
+    assert writer.size <= 1000
     assert h.send(b".\r\nNOOP\r\n") == ["552 5.3.4 Error: message file too big", "250 2.0.0 Ok"]
     assert h.cleanup.received == []
 

@@ -5,10 +5,17 @@ Mirrors Postfix's smtpd.c (command loop, replies, limits) and smtpd_chat.c
 
 Input handling is done on raw bytes with ``bytes.find``: commands are split
 at LF (a bare LF is a line end only as ``smtpd_forbid_bare_newline``
-allows), and message content is kept in whole chunks while searching for
-the only end of data there is, CR LF . CR LF (no SMTP smuggling). At the
-end of data the body is converted to the internal form (LF line ends,
-dot-unstuffed) with a few whole-buffer byte operations.
+allows). Message content goes through pymta.smtpd.datareader (the only
+end of data is CR LF . CR LF: no SMTP smuggling), which hands back pieces
+in the internal form (LF line ends, dot-unstuffed); each piece is written
+to cleanup's message writer as it arrives (pymta.cleanup.writer spools a
+large message to disk), so a session holds no more than a few hundred KiB
+of any message. When the writer has more waiting for the disk than it
+should, the session stops reading its socket until the disk caught up.
+message_size_limit is checked as the content arrives: past it the message
+is dropped (and its spool deleted) and the rest is read and discarded
+until the end of data, answered ``552 5.3.4``. A client that leaves in the
+middle of DATA leaves nothing behind.
 
 Replies always go out in command order (RFC 2920): while the answer to a
 command is pending (cleanup's Deferred), no further input is parsed. The
@@ -73,10 +80,11 @@ from twisted.python.failure import Failure
 from pymta.address import AddressError, parse_esmtp_params, parse_path
 from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
-from pymta.cleanup.interface import CleanupRejected
+from pymta.cleanup.interface import CleanupRejected, IMessageWriter
 from pymta.maillog import maillog
 from pymta.output import quick_ack, send
 from pymta.queue.model import Envelope, Recipient
+from pymta.smtpd.datareader import DataReader
 from pymta.smtpd.dsn import (
     DsnSyntaxError,
     parse_envid,
@@ -99,8 +107,6 @@ _log = Logger()
 
 _COMMAND = 0
 _DATA = 1
-
-_EOD = b"\r\n.\r\n"
 
 # Reply constants (bytes, CRLF-terminated): one table shared by server and tests.
 R_OK = b"250 2.0.0 Ok\r\n"
@@ -227,11 +233,13 @@ class SMTPServerProtocol(Protocol):
         self._quit = False
         self._bare_lf_reject = False
         self._client_reject: Reject | None = None
-        # DATA state
-        self._chunks: list[bytes] = []
-        self._tail = b""
-        self._size = 0
+        # DATA state: the content reader, and cleanup's writer (None once
+        # the message is dropped for its size).
+        self._reader: DataReader | None = None
+        self._writer: IMessageWriter | None = None
         self._too_big = False
+        # Reading paused because the writer has too much waiting for the disk.
+        self._writer_paused = False
         self._tarpit = False
         self._tarpit_active = False
         self._counted_connection = ""
@@ -416,7 +424,11 @@ class SMTPServerProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._chunks = []
+        self._reader = None
+        if self._writer is not None:
+            # Mid-DATA: nothing of the message stays behind.
+            writer, self._writer = self._writer, None
+            writer.abort()
         if not self._quit and not self._closing:
             maillog(
                 self.factory.service_name,
@@ -885,11 +897,8 @@ class SMTPServerProtocol(Protocol):
         if reject is None:
             self._reply(R_DATA_GO)
             self._mode = _DATA
-            # The CR LF that ended the DATA line starts the content, so
-            # that "." on the very first line ends an empty message.
-            self._chunks = [b"\r\n"]
-            self._tail = b"\r\n"
-            self._size = 0
+            self._reader = DataReader()
+            self._writer = self.factory.cleanup.open_message()
             self._too_big = False
             return
         self._reject(reject, "DATA")
@@ -1067,90 +1076,77 @@ class SMTPServerProtocol(Protocol):
 
     # -- DATA ------------------------------------------------------------------------
 
-    def _store(self, data: bytes) -> None:
-        if self._too_big or not data:
+    def _store(self, piece: bytes) -> None:
+        writer = self._writer
+        if writer is None:
             return
-        self._chunks.append(data)
-        # Size in the internal form: each CR LF becomes LF.
-        self._size += len(data) - data.count(b"\n")
         limit = self.factory.message_size_limit
-        if limit and self._size > limit:
+        if limit and writer.size + len(piece) > limit:
             # Keep reading to the end of data, but keep nothing.
             self._too_big = True
-            self._chunks = []
-
-    def _trim(self, n: int) -> None:
-        if self._too_big:
+            self._writer = None
+            writer.abort()
             return
-        chunks = self._chunks
-        while n > 0 and chunks:
-            last = chunks[-1]
-            if len(last) <= n:
-                chunks.pop()
-                n -= len(last)
-            else:
-                chunks[-1] = last[:-n]
-                n = 0
+        wait = writer.write(piece)
+        if wait is not None and not self._writer_paused:
+            # The disk is behind: stop reading the socket until it caught up.
+            self._writer_paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            wait.addCallback(self._writer_caught_up)
+
+    def _writer_caught_up(self, _: object) -> None:
+        self._writer_paused = False
+        if self._connected and not self._producer_paused:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def _feed_data(self, data: bytes) -> bytes | None:
         """Consume content; returns what follows the end of data, or None."""
-        tail = self._tail
-        head = tail + data[:4]
-        j = head.find(_EOD)
-        if 0 <= j < len(tail):
-            end = j
-        else:
-            i = data.find(_EOD)
-            end = len(tail) + i if i >= 0 else -1
-        if end < 0:
-            self._store(data)
-            self._tail = head[-4:] if len(data) < 4 else data[-4:]
+        reader = self._reader
+        assert reader is not None
+        pieces, done, rest = reader.feed(data)
+        for piece in pieces:
+            self._store(piece)
+        if not done:
             return None
-        body_end = end + 2 - len(tail)
-        if body_end >= 0:
-            self._store(data[:body_end])
-        else:
-            self._trim(-body_end)
-        rest = data[end + 5 - len(tail) :]
         self._mode = _COMMAND
         self._last_command = "END-OF-MESSAGE"
         self._end_of_data()
         return rest
 
+    def _drop_message(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.abort()
+
     def _end_of_data(self) -> None:
         f = self.factory
         s = self.session
-        chunks = self._chunks
-        self._chunks = []
+        reader, self._reader = self._reader, None
         self._failed = False
         count = self._counts.get("data")
         if self._too_big:
             self._reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
             self._data_failed(count)
             return
-        raw = b"".join(chunks)
-        if self._bare_lf_reject and raw.count(b"\n") != raw.count(b"\r\n"):
+        if self._bare_lf_reject and reader is not None and reader.bare_lf:
+            self._drop_message()
             self._reject(Reject(550, "5.5.2", "Error: bare <LF> received"), "END-OF-MESSAGE")
-            self._data_failed(count)
-            return
-        # CR LF -> LF, then dot-unstuffing (RFC 5321 4.5.2) at every line
-        # start; the leading CR LF stands for the DATA line's end.
-        content = raw.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")[1:]
-        if f.message_size_limit and len(content) > f.message_size_limit:
-            self._reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
             self._data_failed(count)
             return
         if f.restrictions.end_of_data:
             outcome = f.restrictions.check_end_of_data(s)
-            self._when_checked(outcome, lambda reject: self._eod_checked(reject, content, count))
+            self._when_checked(outcome, lambda reject: self._eod_checked(reject, count))
             return
-        self._eod_checked(None, content, count)
+        self._eod_checked(None, count)
 
-    def _eod_checked(self, reject: Reject | None, content: bytes, count: list[int] | None) -> None:
+    def _eod_checked(self, reject: Reject | None, count: list[int] | None) -> None:
         f = self.factory
         s = self.session
-        if reject is not None:
-            self._reject(reject, "END-OF-MESSAGE")
+        writer, self._writer = self._writer, None
+        if reject is not None or writer is None:
+            if writer is not None:
+                writer.abort()
+            self._reject(reject or R_CHECK_ERROR, "END-OF-MESSAGE")
             self._data_failed(count)
             return
         attributes = {
@@ -1190,7 +1186,7 @@ class SMTPServerProtocol(Protocol):
         s.reset_transaction()
         self._paused = True
         try:
-            d: Deferred[str] = f.cleanup.submit(envelope, content)
+            d: Deferred[str] = writer.finish(envelope)
         except Exception:
             d = fail()
         d.addCallbacks(self._queued, self._not_queued)
