@@ -68,7 +68,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
@@ -96,10 +96,8 @@ from pymta.smtpd.peername import PeerName
 from pymta.smtpd.restrictions import Outcome, Reject
 from pymta.smtpd.sasl import Challenge, Credentials, SaslExchange, SaslFailure, Step
 from pymta.smtpd.session import Session
+from pymta.smtpd.settings import SMTPServerSettings
 from pymta.tls import describe
-
-if TYPE_CHECKING:
-    from pymta.smtpd.factory import SMTPServerFactory
 
 __all__ = ["SMTPServerProtocol"]
 
@@ -209,7 +207,7 @@ class _MailFrom:
 class SMTPServerProtocol(Protocol):
     """One SMTP session; configuration and collaborators come from the factory."""
 
-    def __init__(self, factory: SMTPServerFactory) -> None:
+    def __init__(self, factory: SMTPServerSettings) -> None:
         self.factory = factory
         self.session: Session = Session("")
         self._buf = b""
