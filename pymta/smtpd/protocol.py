@@ -83,7 +83,6 @@ from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
 from pymta.cleanup.interface import CleanupRejected, IMessageWriter
 from pymta.maillog import maillog
 from pymta.output import quick_ack, send
-from pymta.queue.model import Envelope, Recipient
 from pymta.smtpd.datareader import DataReader
 from pymta.smtpd.dsn import (
     DsnSyntaxError,
@@ -1147,40 +1146,7 @@ class SMTPServerProtocol(Protocol):
             self._reject(reject or R_CHECK_ERROR, "END-OF-MESSAGE")
             self._data_failed(count)
             return
-        attributes = {
-            "client_name": s.client_name,
-            "client_address": s.client_address,
-            "client_port": str(s.client_port),
-            "helo_name": s.helo_name,
-            "protocol": s.protocol,
-        }
-        if s.tls:
-            attributes["tls"] = s.tls
-        if s.sasl_username:
-            attributes["sasl_username"] = s.sasl_username
-            attributes["sasl_method"] = s.sasl_method
-            if f.sasl.authenticated_header:
-                attributes["sasl_header"] = "yes"
-        if s.smtputf8:
-            attributes["smtputf8"] = "yes"
-        if s.body:
-            attributes["body"] = s.body
-        if s.dsn_ret:
-            attributes["ret"] = s.dsn_ret
-        if s.dsn_envid:
-            attributes["envid"] = s.dsn_envid
-        dsn = s.dsn_recipients
-        if len(dsn) != len(s.recipients):
-            dsn = [(None, None)] * len(s.recipients)
-        envelope = Envelope(
-            s.sender or "",
-            [
-                Recipient(address=r, original=r, orcpt=orcpt, notify=notify)
-                for r, (notify, orcpt) in zip(s.recipients, dsn, strict=True)
-            ],
-            arrival_time=f.clock.seconds(),
-            attributes=attributes,
-        )
+        envelope = s.envelope(f.clock.seconds(), f.sasl.authenticated_header)
         s.reset_transaction()
         self._paused = True
         try:
