@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from pymta.cleanup import Cleanup, CleanupRejected
+from pymta.cleanup.cleanup import WHOLE_READS
 from pymta.cleanup.writer import SPOOL_THRESHOLD, MessageWriter
 from pymta.config import Config
 from pymta.queue.memory import MemoryQueueStore
@@ -234,3 +235,47 @@ def test_spool_asks_the_writer_to_wait_for_a_slow_disk(tmp_path: Path) -> None:
     barrier.release()
     assert closed == [None]
     assert os.path.getsize(spool.path) == spool.size
+
+
+def test_spooled_messages_read_back_at_most_whole_reads_at_a_time(tmp_path: Path) -> None:
+    """Spooled messages that the checks must read whole are read back at
+    most WHOLE_READS at a time: the next one is read only once an earlier
+    one is queued, so their memory is bounded, not one message per client."""
+    (tmp_path / "hc").write_text("/^Subject: never/ REJECT\n")
+    store = MemoryQueueStore()
+    h = Harness(tmp_path, "header_checks = regexp:{dir}/hc\n", store=store)
+    h.cleanup.spool_threshold = 1024
+    held: list[Deferred[str]] = []
+    real = store.enqueue
+
+    def slow_enqueue(env: Envelope, content: Any, *args: Any, **kwargs: Any) -> Deferred[str]:
+        real(env, content, *args, **kwargs)
+        d: Deferred[str] = Deferred()
+        held.append(d)
+        return d
+
+    store.enqueue = slow_enqueue  # type: ignore[method-assign]
+    reads: list[str] = []
+    results: list[object] = []
+    for n in range(WHOLE_READS + 2):
+        writer = h.cleanup.open_message()
+        writer.write(HEADER + LINE * 100)
+        spool = writer.spool
+        assert spool is not None
+        real_read = spool.read
+
+        def read(real_read: Any = real_read, name: str = str(n)) -> Deferred[bytes]:
+            reads.append(name)
+            result: Deferred[bytes] = real_read()
+            return result
+
+        spool.read = read  # type: ignore[method-assign]
+        writer.finish(envelope()).addBoth(results.append)
+    assert len(reads) == WHOLE_READS and len(held) == WHOLE_READS
+    fired = 0
+    while fired < len(held):
+        held[fired].callback("done")
+        fired += 1
+        # One queued, one more read: never more than WHOLE_READS in memory.
+        assert len(reads) == min(WHOLE_READS + fired, WHOLE_READS + 2)
+    assert len(results) == WHOLE_READS + 2

@@ -33,7 +33,9 @@ in memory (``submit_spooled``); the queue file is assembled from it and the
 spool. When header_checks/body_checks or mail authentication apply to it,
 or its header block does not end within the threshold, the spooled
 message is read back (off the reactor) and takes the whole-message path,
-because those steps need it in one piece.
+because those steps need it in one piece; at most WHOLE_READS such
+messages are in memory at once (the others wait their turn, so 20
+clients sending 10 MiB each cost four messages' worth, not twenty).
 
 A table lookup that fails is ``451 4.3.0 Temporary lookup failure``; an
 unreasonable alias expansion ``451 4.3.0 ...``; a queue write error ``451
@@ -49,7 +51,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -87,6 +89,8 @@ LOCAL_PROTOCOLS = ("local", "sendmail", "pickup")
 # Mail pymta makes itself: no header/body checks, no automatic BCC (Postfix's
 # internal_mail_filter_classes is empty by default).
 INTERNAL_ORIGINS = ("bounce", "local")
+#: Spooled messages read back into memory at once (see the module docstring).
+WHOLE_READS = 4
 
 
 def _is_our_address(address: str) -> bool:
@@ -156,6 +160,7 @@ class Cleanup:
         self._rewriter = EnvelopeRewriter(config, is_local, open_maps)
         self._checks = ContentChecks(config, open_maps)
         self._bcc = AutomaticBcc(config, self._rewriter, is_local, open_maps)
+        self._whole_reads = DeferredSemaphore(WHOLE_READS)
 
     def _is_local_submission(self, envelope: Envelope) -> bool:
         attrs = envelope.attributes
@@ -193,7 +198,12 @@ class Cleanup:
                 spool.discard()
                 return self._write_failed(failure, spool.queue_id)
 
-            return spool.read().addCallbacks(whole, unreadable)
+            # The turn is held until the message is queued (or refused):
+            # that is as long as its bytes are in memory.
+            def read() -> Deferred[str]:
+                return spool.read().addCallbacks(whole, unreadable)
+
+            return self._whole_reads.run(read)
         return self._submit(envelope, head[:split], None, spool=(spool, head[split:]))
 
     def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
