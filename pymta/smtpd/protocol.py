@@ -247,10 +247,6 @@ class SMTPServerProtocol(Protocol):
         self._auth_check: Deferred[Any] | None = None
 
     @property
-    def _closing(self) -> bool:
-        return self._chat.closing
-
-    @property
     def _last_command(self) -> str:
         return self._chat.last_command
 
@@ -296,7 +292,7 @@ class SMTPServerProtocol(Protocol):
         self._paused = False
         self._named(peer)
         self._start_session()
-        if self._connected and not self._paused and not self._closing:
+        if self._connected and not self._paused and not self._chat.closing:
             self._resume()
 
     def _named(self, peer: PeerName | Failure) -> None:
@@ -371,7 +367,7 @@ class SMTPServerProtocol(Protocol):
                 count[0] -= 1  # _command counted it good before the answer came
             if self._paused:
                 return  # proceed started the next wait (cleanup)
-            if self._closing:
+            if self._chat.closing:
                 self._chat.flush()
                 return
             self._resume()
@@ -438,7 +434,7 @@ class SMTPServerProtocol(Protocol):
             # Mid-DATA: nothing of the message stays behind.
             writer, self._writer = self._writer, None
             writer.abort()
-        if not self._quit and not self._closing:
+        if not self._quit and not self._chat.closing:
             maillog(
                 self.factory.service_name,
                 f"lost connection after {self._last_command} from {self.session.client}",
@@ -478,7 +474,7 @@ class SMTPServerProtocol(Protocol):
     # -- input --------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._chat.closing:
             return
         if self._timer is not None:
             self._timer.reset(self.factory.timeout)
@@ -507,7 +503,7 @@ class SMTPServerProtocol(Protocol):
         buf = self._buf
         pos = 0
         limit = self.factory.line_length_limit
-        while not self._paused and not self._closing:
+        while not self._paused and not self._chat.closing:
             if self._chat.tarpit_due:
                 self._start_tarpit()
                 break
@@ -615,7 +611,7 @@ class SMTPServerProtocol(Protocol):
         handler(self, arg.strip(" \t"))
         if not self._chat.failed and name != "auth":
             count[0] += 1
-        if name in _JUNK and not self._closing:
+        if name in _JUNK and not self._chat.closing:
             # Postfix: "junk_cmds++ > limit", so the error count starts
             # growing with the second junk command past the limit.
             if self._junk > self.factory.junk_command_limit:
