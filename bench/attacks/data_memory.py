@@ -10,7 +10,8 @@ DESCRIPTION
     bytes each, all at the same time.  The replay starts its own pymta on
     loopback (pymta.testing.process, this checkout; no delivery transport in
     master.cf, so the messages stay queued and only smtpd and cleanup
-    work), sends one small message to warm it up, takes the resident
+    work), sends one small message to warm it up (and waits until the queue
+    manager deferred it), takes the resident
     memory of its process tree (VmRSS of twistd and its children) as the
     baseline, then starts the clients together.  Each client writes its
     message in 64 KiB pieces from one prepared buffer (the client's own
@@ -123,7 +124,9 @@ def main() -> int:
             if not warm.ok:
                 print(f"smtp-data-memory NOT HELD warm-up message failed: {warm.error}")
                 return 1
-            time.sleep(0.5)  # let the warm-up's queue work settle before the baseline
+            # The warm-up message has been through the queue manager (deferred:
+            # no transport) before the baseline is taken.
+            server.wait_for_log(r"status=deferred", timeout=args.timeout)
             baseline = rss_bytes(roots)
             go = threading.Event()
             senders = [
