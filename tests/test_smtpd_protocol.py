@@ -6,9 +6,13 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 
 from pymta.cleanup.interface import CleanupRejected
+from pymta.cleanup.writer import BufferedMessageWriter
 from pymta.smtpd.testing import FakeCleanup, LogCapture, SMTPHarness
 
 EHLO = "EHLO client.example\n"
@@ -270,12 +274,18 @@ def test_declared_size_too_big() -> None:
 
 def test_real_size_too_big_is_refused_after_reading_to_end() -> None:
     """Content over message_size_limit gets 552 5.3.4 at the end of data, the
-    session stays in sync, and nothing is kept or queued."""
+    session stays in sync, and nothing is kept or queued: the message is
+    dropped (its writer aborted) as soon as it passes the limit, and what
+    follows is never written."""
     h = SMTPHarness(config_text="message_size_limit = 1000\n")
     h.send(EHLO + TXN)
-    for _ in range(50):
+    for _ in range(14):
         assert h.send(b"x" * 78 + b"\r\n") == []
-    assert h.protocol._chunks == []
+    writer = h.cleanup.writers[-1]
+    assert writer.aborted and writer.size <= 1000
+    for _ in range(36):
+        assert h.send(b"x" * 78 + b"\r\n") == []
+    assert writer.size <= 1000
     assert h.send(b".\r\nNOOP\r\n") == ["552 5.3.4 Error: message file too big", "250 2.0.0 Ok"]
     assert h.cleanup.received == []
 
@@ -695,4 +705,51 @@ def test_end_of_data_restrictions() -> None:
     h = SMTPHarness("smtpd_end_of_data_restrictions = reject\n")
     h.send(EHLO + TXN)
     assert h.send("x\n.\n") == ["554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied"]
+    assert h.cleanup.received == []
+
+
+class _PressingWriter(BufferedMessageWriter):
+    """A writer whose disk is behind: every write asks the session to wait."""
+
+    def __init__(self, cleanup: FakeCleanup) -> None:
+        super().__init__(cleanup.submit)
+        self.waits: list[Deferred[None]] = []
+
+    def write(self, data: bytes) -> Deferred[None] | None:
+        super().write(data)
+        wait: Deferred[None] = Deferred()
+        self.waits.append(wait)
+        return wait
+
+
+def test_reading_pauses_while_the_writer_waits_for_the_disk() -> None:
+    """When cleanup's writer has too much waiting for the disk, the session
+    stops reading its socket, and reads again once the disk caught up; the
+    message is queued whole."""
+    h = SMTPHarness()
+    writers: list[_PressingWriter] = []
+
+    def open_message() -> _PressingWriter:
+        writers.append(_PressingWriter(h.cleanup))
+        return writers[-1]
+
+    h.cleanup.open_message = open_message  # type: ignore[method-assign]
+    h.send(EHLO + TXN)
+    assert h.send(b"x" * 1000 + b"\r\n") == []
+    assert h.transport.producerState == "paused"
+    for wait in writers[0].waits:
+        wait.callback(None)
+    assert h.transport.producerState == "producing"
+    assert h.send(b".\r\n") == ["250 2.0.0 Ok: queued as QID1"]
+    assert h.cleanup.received[0][1] == b"x" * 1000 + b"\n"
+
+
+def test_client_gone_in_the_middle_of_data_leaves_nothing() -> None:
+    """A client that disconnects during DATA: cleanup's writer is aborted
+    (its spool deleted) and nothing is submitted."""
+    h = SMTPHarness()
+    h.send(EHLO + TXN)
+    assert h.send(b"Subject: half\r\n\r\nsome of the body\r\n") == []
+    h.protocol.connectionLost(Failure(ConnectionDone()))
+    assert h.cleanup.writers[-1].aborted
     assert h.cleanup.received == []

@@ -40,6 +40,7 @@ REPLAYS: list[tuple[str, list[str], list[str], bool]] = [
      ["--protocol", "pop3", "--connections", "200", "--hold", "3"], False),
     ("search_stall.py", [], ["--messages", "2000", "--duration", "8"], False),
     ("fetch_memory.py", [], ["--messages", "20"], False),
+    ("data_memory.py", [], ["--connections", "10"], False),
     ("crash_repeats.py", [], ["--runs", "5"], False),
     ("full_queue.py", [], [], True),
     ("full_mailstore.py", [], [], True),

@@ -26,6 +26,17 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    envelope it wrote (the queue manager need not read the records back;
    the content it never needs: agents read it from the queue file).
 
+smtpd writes a message as it arrives (``open_message``,
+pymta.cleanup.writer): a message larger than the writer's threshold is
+spooled to the queue's file system, and only its header block is rewritten
+in memory (``submit_spooled``); the queue file is assembled from it and the
+spool. When header_checks/body_checks or mail authentication apply to it,
+or its header block does not end within the threshold, the spooled
+message is read back (off the reactor) and takes the whole-message path,
+because those steps need it in one piece; at most WHOLE_READS such
+messages are in memory at once (the others wait their turn, so 20
+clients sending 10 MiB each cost four messages' worth, not twenty).
+
 A table lookup that fails is ``451 4.3.0 Temporary lookup failure``; an
 unreasonable alias expansion ``451 4.3.0 ...``; a queue write error ``451
 4.3.0 Error: queue file write error``. Rejections are CleanupRejected
@@ -40,7 +51,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -52,16 +63,19 @@ from pymta.cleanup.checks import SLICED_SIZE, ContentChecks, Verdict, report
 from pymta.cleanup.headers import (
     assemble,
     format_date,
+    header_block_length,
     limit_header_size,
     missing_headers,
     received_header,
     scan_headers,
 )
-from pymta.cleanup.interface import CleanupRejected, ICleanup
+from pymta.cleanup.interface import CleanupRejected, ICleanup, IMessageWriter
+from pymta.cleanup.writer import SPOOL_THRESHOLD, MessageWriter
 from pymta.config import Config
 from pymta.maillog import maillog
-from pymta.queue.interface import IQueueStore
+from pymta.queue.interface import IQueueStore, ISpool
 from pymta.queue.model import Envelope
+from pymta.queue.spool import SpooledContent
 from pymta.tables import Maps, TableError, open_maps
 
 if TYPE_CHECKING:
@@ -75,6 +89,8 @@ LOCAL_PROTOCOLS = ("local", "sendmail", "pickup")
 # Mail pymta makes itself: no header/body checks, no automatic BCC (Postfix's
 # internal_mail_filter_classes is empty by default).
 INTERNAL_ORIGINS = ("bounce", "local")
+#: Spooled messages read back into memory at once (see the module docstring).
+WHOLE_READS = 4
 
 
 def _is_our_address(address: str) -> bool:
@@ -144,6 +160,7 @@ class Cleanup:
         self._rewriter = EnvelopeRewriter(config, is_local, open_maps)
         self._checks = ContentChecks(config, open_maps)
         self._bcc = AutomaticBcc(config, self._rewriter, is_local, open_maps)
+        self._whole_reads = DeferredSemaphore(WHOLE_READS)
 
     def _is_local_submission(self, envelope: Envelope) -> bool:
         attrs = envelope.attributes
@@ -151,6 +168,43 @@ class Cleanup:
             return True
         address = attrs.get("client_address", "")
         return not address or _is_our_address(address)
+
+    def open_message(self) -> IMessageWriter:
+        """A writer that spools a large message as it arrives (pymta.cleanup.writer)."""
+        return MessageWriter(self._store, self.submit, self.submit_spooled, self.spool_threshold)
+
+    #: Content a writer keeps in memory before it spools (tests lower it).
+    spool_threshold = SPOOL_THRESHOLD
+
+    def _needs_whole(self, envelope: Envelope) -> bool:
+        """Whether steps that read the whole message apply: the content
+        checks (not for pymta's own mail) or mail authentication."""
+        if self._mailauth is not None:
+            return True
+        return bool(self._checks) and envelope.attributes.get("origin") not in INTERNAL_ORIGINS
+
+    def submit_spooled(self, envelope: Envelope, head: bytes, spool: ISpool) -> Deferred[str]:
+        """Queue a message whose content is ``head`` followed by the closed
+        ``spool``; fires as submit does. The spool is consumed (made part of
+        the queue file) or deleted, whatever the outcome."""
+        split = None if self._needs_whole(envelope) else header_block_length(head)
+        if split is None:
+            # Read it back: the checks and DKIM need the message in one piece.
+            def whole(rest: bytes) -> Deferred[str]:
+                spool.discard()
+                return self.submit(envelope, head + rest)
+
+            def unreadable(failure: Failure) -> Failure:
+                spool.discard()
+                return self._write_failed(failure, spool.queue_id)
+
+            # The turn is held until the message is queued (or refused):
+            # that is as long as its bytes are in memory.
+            def read() -> Deferred[str]:
+                return spool.read().addCallbacks(whole, unreadable)
+
+            return self._whole_reads.run(read)
+        return self._submit(envelope, head[:split], None, spool=(spool, head[split:]))
 
     def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
         """Queue a message; the Deferred fires with its queue id once durable.
@@ -169,16 +223,33 @@ class Cleanup:
             return later.addCallback(lambda verdict: self._submit(envelope, content, verdict))
         return self._submit(envelope, content, self._checks.inspect(content))
 
-    def _submit(self, envelope: Envelope, content: bytes, checked: Verdict | None) -> Deferred[str]:
+    def _submit(
+        self,
+        envelope: Envelope,
+        content: bytes,
+        checked: Verdict | None,
+        spool: tuple[ISpool, bytes] | None = None,
+    ) -> Deferred[str]:
+        """Queue content, or (with ``spool``: the spool and the bytes between
+        the header block and the spool) the header block ``content``, whose
+        message goes on with those bytes and the spool."""
+        qid_given = spool[0].queue_id if spool is not None else None
         try:
-            qid, rewritten, message, message_id, verdict = self._prepare(envelope, content, checked)
+            qid, rewritten, message, message_id, verdict = self._prepare(
+                envelope, content, checked, qid_given
+            )
         except CleanupRejected as e:
+            if spool is not None:
+                spool[0].discard()
             return fail(e)
+        stored: bytes | SpooledContent = message
+        if spool is not None:
+            stored = SpooledContent(message + spool[1], spool[0])
         if verdict.discard:
             return succeed(qid)  # DISCARD: accepted and dropped, as Postfix does
         result: Deferred[str] = Deferred()
 
-        def enqueue(authenticated: bytes) -> Deferred[str]:
+        def enqueue(authenticated: bytes | SpooledContent) -> Deferred[str]:
             if verdict.hold:
                 return self._store.enqueue(rewritten, authenticated, qid, queue="hold")
             return self._store.enqueue(rewritten, authenticated, qid)
@@ -193,16 +264,17 @@ class Cleanup:
             rejected = failure.check(CleanupRejected)
             result.errback(failure if rejected else self._write_failed(failure, qid))
 
-        auth = succeed(message)
-        if self._mailauth is not None:
+        auth: Deferred[bytes] | Deferred[bytes | SpooledContent] = succeed(stored)
+        if self._mailauth is not None and spool is None:
             auth = self._mailauth.process(qid, envelope, message)
         auth.addCallback(enqueue).addCallbacks(queued, failed)
         return result
 
     def _prepare(
-        self, envelope: Envelope, content: bytes, checked: Verdict | None
+        self, envelope: Envelope, content: bytes, checked: Verdict | None, qid: str | None = None
     ) -> tuple[str, Envelope, bytes, str, Verdict]:
-        qid = self._store.new_queue_id()
+        if qid is None:
+            qid = self._store.new_queue_id()
         now = self._clock.seconds()
         try:
             rewritten = self._rewriter.rewrite(envelope, qid)

@@ -98,6 +98,17 @@ def scan_headers(content: bytes) -> HeaderScan:
     )
 
 
+def header_block_length(start: bytes) -> int | None:
+    """How many bytes of a message that begins with ``start`` are its header
+    block and the blank line after it (0 or 1 for a message that starts
+    with its body, or with the blank line); None when the header block
+    goes on past ``start``."""
+    if not _HEADER_START.match(start):
+        return 1 if start.startswith(b"\n") else 0
+    blank = start.find(b"\n\n")
+    return None if blank < 0 else blank + 2
+
+
 def limit_header_size(content: bytes, limit: int) -> bytes:
     """The message with each logical header cut to ``limit`` bytes (see the
     module docstring); the same object when no header is that long."""

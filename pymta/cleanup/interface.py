@@ -2,12 +2,15 @@
 
 Mirrors Postfix's cleanup(8) service: one entry point that turns an accepted
 message into a durable queue file and tells the queue manager about it.
+A message is either handed over whole (``submit``: pickup, bounce, local
+forwarding) or written as it arrives (``open_message``: smtpd), so that a
+large message never sits in memory in one piece.
 """
 
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from pymta.queue.model import Envelope
 
@@ -22,7 +25,28 @@ class CleanupRejected(Exception):
         super().__init__(f"{code} {status} {text}")
 
 
+class IMessageWriter(Interface):
+    """One message on its way into cleanup, written as it arrives."""
+
+    size = Attribute("bytes written so far")
+
+    def write(data: bytes) -> Deferred[None] | None:
+        """Append content (internal form: LF line endings, dot-unstuffed).
+        None, or a Deferred when the writer holds more than it should: the
+        caller stops reading its source until it fires."""
+
+    def finish(envelope: Envelope) -> Deferred[str]:
+        """The content is complete: fires as ``submit`` does (the queue id
+        once durable; CleanupRejected or another failure otherwise)."""
+
+    def abort() -> None:
+        """Drop the message: nothing stays behind (no spool, no queue file)."""
+
+
 class ICleanup(Interface):
+    def open_message() -> IMessageWriter:
+        """A writer for one message; ``finish(envelope)`` queues it."""
+
     def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
         """Rewrite the envelope and headers, queue the message durably and
         fire with the queue id (only then may smtpd answer 250).

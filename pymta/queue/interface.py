@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from pymta.queue.model import Envelope
 
 if TYPE_CHECKING:
     from pymta.queue.reference import IMessageContent
+    from pymta.queue.spool import SpooledContent
 
 QUEUE_NAMES = ("incoming", "active", "deferred", "hold", "corrupt")
 
@@ -46,6 +47,32 @@ class ISyncBarrier(Interface):
         it)."""
 
 
+class ISpool(Interface):
+    """The part of a message's content that arrives after its first bytes,
+    written to the queue's file system as it arrives (cleanup's spool; see
+    pymta.queue.spool). Writes run off the reactor thread, in call order."""
+
+    queue_id = Attribute("the queue id the message will get (it names the spool file)")
+    size = Attribute("bytes handed to write() so far")
+
+    def write(data: bytes) -> Deferred[None] | None:
+        """Append data. None, or a Deferred when the writes not yet on disk
+        exceed the spool's high-water mark: a caller that can pause its
+        source (smtpd: the socket) waits for it before writing more."""
+
+    def close() -> Deferred[None]:
+        """Fires once every write is on the file (not synced: enqueue makes
+        the queue file durable); errbacks with the first write error."""
+
+    def read() -> Deferred[bytes]:
+        """The whole spooled content, read off the reactor (for the checks
+        that need the message in one piece)."""
+
+    def discard() -> None:
+        """Delete the spool after the pending writes (the message was
+        refused, or its client left in the middle of DATA)."""
+
+
 class IQueueStore(Interface):
     """Queue files on disk: the only state the parts share.
 
@@ -73,12 +100,20 @@ class IQueueStore(Interface):
         header before the content exists); pass it to enqueue."""
 
     def enqueue(
-        envelope: Envelope, content: bytes, queue_id: str | None = None, queue: str = "incoming"
+        envelope: Envelope,
+        content: bytes | SpooledContent,
+        queue_id: str | None = None,
+        queue: str = "incoming",
     ) -> Deferred[str]:
         """Write a new queue file into incoming/ (or ``queue``: hold/ for a
         header_checks HOLD), make it durable, and fire with its queue id
         (``queue_id`` from new_queue_id, or a fresh one). Only then may a
-        client be told 250."""
+        client be told 250. ``content`` is the message, or its first bytes
+        and a spool holding the rest (closed; the store deletes the spool
+        once the queue file holds its content or the write failed)."""
+
+    def open_spool(queue_id: str) -> ISpool:
+        """A new, empty spool for the content of queue_id (from new_queue_id)."""
 
     def read(queue_id: str, queue: str) -> tuple[Envelope, bytes]:
         """Read and validate a queue file; QueueFileError when it is bad

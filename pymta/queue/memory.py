@@ -14,17 +14,18 @@ from __future__ import annotations
 import builtins
 import copy
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from pymta.maillog import maillog
-from pymta.queue.interface import QUEUE_NAMES, IQueueStore, QueueFileError
+from pymta.queue.interface import QUEUE_NAMES, IQueueStore, ISpool, QueueFileError
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id
 from pymta.queue.reference import BytesContent, IMessageContent
+from pymta.queue.spool import MemorySpool, SpooledContent
 
 
 class _Entry:
@@ -70,14 +71,23 @@ class MemoryQueueStore:
     def new_queue_id(self) -> str:
         return self._ids()
 
+    def open_spool(self, queue_id: str) -> ISpool:
+        return MemorySpool(check_queue_id(queue_id))
+
     def enqueue(
         self,
         envelope: Envelope,
-        content: bytes,
+        content: bytes | SpooledContent,
         queue_id: str | None = None,
         queue: str = "incoming",
     ) -> Deferred[str]:
         qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
+        if isinstance(content, SpooledContent):
+            spool = content.spool
+            if not isinstance(spool, MemorySpool):
+                return fail(TypeError(f"{qid}: a spool of another store"))
+            content = content.head + b"".join(spool.parts)
+            spool.discard()
         if self.find(qid) is not None:
             raise ValueError(f"queue id {qid} in use")
         if not envelope.arrival_time:

@@ -36,10 +36,17 @@ from zope.interface import implementer
 
 from pymta.maillog import maillog
 from pymta.queue import record
-from pymta.queue.interface import QUEUE_NAMES, IQueueStore, ISyncBarrier, QueueFileError
+from pymta.queue.interface import (
+    QUEUE_NAMES,
+    IQueueStore,
+    ISpool,
+    ISyncBarrier,
+    QueueFileError,
+)
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id, is_queue_id
 from pymta.queue.reference import IMessageContent, QueueFileContent
+from pymta.queue.spool import SUFFIX, FileSpool, SpooledContent, copy_spool
 
 DEFER_DIR = "defer"
 # Offsets of recently written or read files; bounded so that a process that
@@ -119,10 +126,14 @@ class FileQueueStore:
     def new_queue_id(self) -> str:
         return self._ids()
 
+    def open_spool(self, queue_id: str) -> ISpool:
+        path = os.path.join(self.directory, "incoming", check_queue_id(queue_id) + SUFFIX)
+        return FileSpool(path, queue_id, self._sync)
+
     def enqueue(
         self,
         envelope: Envelope,
-        content: bytes,
+        content: bytes | SpooledContent,
         queue_id: str | None = None,
         queue: str = "incoming",
     ) -> Deferred[str]:
@@ -134,16 +145,38 @@ class FileQueueStore:
         final = self.path(qid, queue)
         target = os.path.dirname(final)
         temporary = os.path.join(self.directory, "incoming", qid + ".tmp")
-        try:
-            buffers, flags = record.encode(envelope, content)
-        except ValueError as e:
-            return fail(e)
+        spool_path: str | None = None
+        if isinstance(content, SpooledContent):
+            size = content.size
+            spool = content.spool
+            spool_path = spool.path if isinstance(spool, FileSpool) else None
+            if spool_path is None:
+                return fail(TypeError(f"{qid}: a spool of another store"))
+            try:
+                header, flags = record.encode_header(envelope, size)
+            except ValueError as e:
+                spool.discard()
+                return fail(e)
+            buffers = [header, content.head]
+        else:
+            size = len(content)
+            try:
+                buffers, flags = record.encode(envelope, content)
+            except ValueError as e:
+                return fail(e)
 
         def write() -> None:
             try:
                 fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
                     _write_all(fd, buffers)
+                    if spool_path is not None:
+                        # The rest of the content, copied in the kernel, then
+                        # the end marker (pymta.queue.spool).
+                        copied = copy_spool(spool_path, fd)
+                        if copied != size - len(buffers[1]):
+                            raise OSError(errno.EIO, f"spool has {copied} bytes", spool_path)
+                        _write_all(fd, [record.END])
                 finally:
                     os.close(fd)
                 os.rename(temporary, final)
@@ -154,8 +187,14 @@ class FileQueueStore:
                 except OSError:
                     pass
                 raise
+            finally:
+                if spool_path is not None:
+                    try:
+                        os.unlink(spool_path)
+                    except OSError:
+                        pass
 
-        self._remember(qid, flags, len(buffers[0]), len(content))
+        self._remember(qid, flags, len(buffers[0]), size)
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
         d = self._sync.run(write, durable=True, files=[final], dirs=[target])
@@ -350,13 +389,15 @@ class FileQueueStore:
 
     def remove_stale_temporaries(self, older_than: float) -> builtins.list[str]:
         """Delete ``incoming/*.tmp`` files (writes that never committed, e.g.
-        after a crash) last modified before ``older_than``; returns their names.
+        after a crash) and ``incoming/*.spool`` files (content of a message
+        whose DATA never ended) last modified before ``older_than``; returns
+        their names.
         Processes sharing the queue may be writing younger ones right now."""
         incoming = os.path.join(self.directory, "incoming")
         removed = []
         for name in os.listdir(incoming):
             stem, dot, ext = name.partition(".")
-            if not (dot and ext == "tmp" and is_queue_id(stem)):
+            if not (dot and ext in ("tmp", SUFFIX[1:]) and is_queue_id(stem)):
                 continue
             path = os.path.join(incoming, name)
             try:

@@ -1,14 +1,25 @@
 """The ESMTP server protocol: one connection, RFC 5321 with pipelining.
 
-Mirrors Postfix's smtpd.c (command loop, replies, limits) and smtpd_chat.c
-(reply batching). Everything read here is untrusted network input.
+Mirrors Postfix's smtpd.c: the command loop and the commands. Every reply
+goes through pymta.smtpd.chat (Postfix's smtpd_chat.c: batching, error
+counting, the tarpit, the hang-up after 421, the reject log lines), the
+content through pymta.smtpd.datareader, and the session builds cleanup's
+envelope (pymta.smtpd.session). Everything read here is untrusted network
+input.
 
 Input handling is done on raw bytes with ``bytes.find``: commands are split
 at LF (a bare LF is a line end only as ``smtpd_forbid_bare_newline``
-allows), and message content is kept in whole chunks while searching for
-the only end of data there is, CR LF . CR LF (no SMTP smuggling). At the
-end of data the body is converted to the internal form (LF line ends,
-dot-unstuffed) with a few whole-buffer byte operations.
+allows). Message content goes through pymta.smtpd.datareader (the only
+end of data is CR LF . CR LF: no SMTP smuggling), which hands back pieces
+in the internal form (LF line ends, dot-unstuffed); each piece is written
+to cleanup's message writer as it arrives (pymta.cleanup.writer spools a
+large message to disk), so a session holds no more than a few hundred KiB
+of any message. When the writer has more waiting for the disk than it
+should, the session stops reading its socket until the disk caught up.
+message_size_limit is checked as the content arrives: past it the message
+is dropped (and its spool deleted) and the rest is read and discarded
+until the end of data, answered ``552 5.3.4``. A client that leaves in the
+middle of DATA leaves nothing behind.
 
 Replies always go out in command order (RFC 2920): while the answer to a
 command is pending (cleanup's Deferred), no further input is parsed. The
@@ -61,7 +72,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
@@ -73,10 +84,11 @@ from twisted.python.failure import Failure
 from pymta.address import AddressError, parse_esmtp_params, parse_path
 from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
-from pymta.cleanup.interface import CleanupRejected
+from pymta.cleanup.interface import CleanupRejected, IMessageWriter
 from pymta.maillog import maillog
 from pymta.output import quick_ack, send
-from pymta.queue.model import Envelope, Recipient
+from pymta.smtpd.chat import Chat
+from pymta.smtpd.datareader import DataReader
 from pymta.smtpd.dsn import (
     DsnSyntaxError,
     parse_envid,
@@ -88,10 +100,8 @@ from pymta.smtpd.peername import PeerName
 from pymta.smtpd.restrictions import Outcome, Reject
 from pymta.smtpd.sasl import Challenge, Credentials, SaslExchange, SaslFailure, Step
 from pymta.smtpd.session import Session
+from pymta.smtpd.settings import SMTPServerSettings
 from pymta.tls import describe
-
-if TYPE_CHECKING:
-    from pymta.smtpd.factory import SMTPServerFactory
 
 __all__ = ["SMTPServerProtocol"]
 
@@ -99,8 +109,6 @@ _log = Logger()
 
 _COMMAND = 0
 _DATA = 1
-
-_EOD = b"\r\n.\r\n"
 
 # Reply constants (bytes, CRLF-terminated): one table shared by server and tests.
 R_OK = b"250 2.0.0 Ok\r\n"
@@ -203,42 +211,48 @@ class _MailFrom:
 class SMTPServerProtocol(Protocol):
     """One SMTP session; configuration and collaborators come from the factory."""
 
-    def __init__(self, factory: SMTPServerFactory) -> None:
+    def __init__(self, factory: SMTPServerSettings) -> None:
         self.factory = factory
         self.session: Session = Session("")
+        # Every reply goes through the chat: error counting, the tarpit,
+        # hang-up and the reject log lines (pymta.smtpd.chat).
+        self._chat = Chat(factory, self.session)
         self._buf = b""
         self._pos = 0  # where unparsed input starts in _buf, inside _process_loop
         self._mode = _COMMAND
         self._paused = False
         self._in_process = False
-        self._closing = False
         self._connected = False
         self._overlong = False
         self._producer_paused = False
-        self._out: list[bytes] = []
-        self._failed = False
-        self._errors = 0
         self._junk = 0
         self._ill_pipelining = False
         self._counts: dict[str, list[int]] = {}
-        self._last_command = "CONNECT"
         self._timer: IDelayedCall | None = None
         self._tls_active = False
         self._quit = False
         self._bare_lf_reject = False
         self._client_reject: Reject | None = None
-        # DATA state
-        self._chunks: list[bytes] = []
-        self._tail = b""
-        self._size = 0
+        # DATA state: the content reader, and cleanup's writer (None once
+        # the message is dropped for its size).
+        self._reader: DataReader | None = None
+        self._writer: IMessageWriter | None = None
         self._too_big = False
-        self._tarpit = False
-        self._tarpit_active = False
+        # Reading paused because the writer has too much waiting for the disk.
+        self._writer_paused = False
         self._counted_connection = ""
         # The AUTH exchange waiting for the client's next line, if any, and
         # the password check in progress (withdrawn if the client leaves).
         self._sasl: SaslExchange | None = None
         self._auth_check: Deferred[Any] | None = None
+
+    @property
+    def _last_command(self) -> str:
+        return self._chat.last_command
+
+    @_last_command.setter
+    def _last_command(self, name: str) -> None:
+        self._chat.last_command = name
 
     # -- connection -------------------------------------------------------------
 
@@ -252,7 +266,9 @@ class SMTPServerProtocol(Protocol):
             client_address=address,
             client_port=int(getattr(peer, "port", 0) or 0),
         )
-        self._connected = True
+        self._chat.session = self.session
+        self._chat.transport = self.transport
+        self._connected = self._chat.connected = True
         # An implicit-TLS port (smtps, wrapper mode) is TLS from the start.
         self._tls_active = ISSLTransport.providedBy(self.transport)
         lookup = f.lookup_client(address)
@@ -276,7 +292,7 @@ class SMTPServerProtocol(Protocol):
         self._paused = False
         self._named(peer)
         self._start_session()
-        if self._connected and not self._paused and not self._closing:
+        if self._connected and not self._paused and not self._chat.closing:
             self._resume()
 
     def _named(self, peer: PeerName | Failure) -> None:
@@ -309,12 +325,10 @@ class SMTPServerProtocol(Protocol):
                     f"{self.session.client} for service {f.service_name}",
                     LogLevel.warn,
                 )
-                self.transport.write(  # type: ignore[union-attr]
+                self._chat.hangup(
                     f"421 4.7.0 {f.myhostname} Error: too many connections from "
                     f"{address}\r\n".encode()
                 )
-                self._closing = True
-                self.transport.loseConnection()  # type: ignore[union-attr]
                 return
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         if not f.restrictions.delay_reject and f.restrictions.client:
@@ -346,15 +360,15 @@ class SMTPServerProtocol(Protocol):
             if not self._connected:
                 return
             self._paused = False
-            self._failed = False
+            self._chat.failed = False
             self._checked(box[0], proceed)
             count = self._counts.get(command)
-            if self._failed and count is not None and count[0] > 0:
+            if self._chat.failed and count is not None and count[0] > 0:
                 count[0] -= 1  # _command counted it good before the answer came
             if self._paused:
                 return  # proceed started the next wait (cleanup)
-            if self._closing:
-                self._flush()
+            if self._chat.closing:
+                self._chat.flush()
                 return
             self._resume()
 
@@ -394,12 +408,11 @@ class SMTPServerProtocol(Protocol):
         if not f.forbid_unauth_pipelining:
             return False
         self._buf, self._pos = b"", 0
-        self._out.append(R_SYNC)
-        self._close()
+        self._chat.hangup(R_SYNC)
         return True
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._connected = False
+        self._connected = self._chat.connected = False
         if self._auth_check is not None:
             # A login still waiting for its penalty is withdrawn (its turn
             # goes back to the client's other attempts).
@@ -416,8 +429,12 @@ class SMTPServerProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._chunks = []
-        if not self._quit and not self._closing:
+        self._reader = None
+        if self._writer is not None:
+            # Mid-DATA: nothing of the message stays behind.
+            writer, self._writer = self._writer, None
+            writer.abort()
+        if not self._quit and not self._chat.closing:
             maillog(
                 self.factory.service_name,
                 f"lost connection after {self._last_command} from {self.session.client}",
@@ -452,21 +469,12 @@ class SMTPServerProtocol(Protocol):
             f"timeout after {self._last_command} from {self.session.client}",
         )
         host = self.factory.myhostname
-        self._out.append(f"421 4.4.2 {host} Error: timeout exceeded\r\n".encode())
-        self._close()
-        self._flush()
-
-    def _close(self) -> None:
-        self._closing = True
-        self._tarpit_active = False
-        self._flush()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        self._chat.hangup(f"421 4.4.2 {host} Error: timeout exceeded\r\n".encode())
 
     # -- input --------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._chat.closing:
             return
         if self._timer is not None:
             self._timer.reset(self.factory.timeout)
@@ -484,19 +492,19 @@ class SMTPServerProtocol(Protocol):
             self._process_loop()
         finally:
             self._in_process = False
-        if self._mode == _DATA and not self._out and self._connected:
+        if self._mode == _DATA and not self._chat.out and self._connected:
             # Content without its end yet, nothing to answer: acknowledge
             # now, or a client that writes the final "." on its own (swaks
             # with a large body) waits 40 ms for the delayed ACK (Nagle).
             quick_ack(self.transport)
-        self._flush()
+        self._chat.flush()
 
     def _process_loop(self) -> None:
         buf = self._buf
         pos = 0
         limit = self.factory.line_length_limit
-        while not self._paused and not self._closing:
-            if self._tarpit:
+        while not self._paused and not self._chat.closing:
+            if self._chat.tarpit_due:
                 self._start_tarpit()
                 break
             if self._mode == _DATA:
@@ -518,15 +526,15 @@ class SMTPServerProtocol(Protocol):
             if self._overlong:
                 self._overlong = False
                 self._last_command = "UNKNOWN"
-                self._error(R_TOO_LONG)
+                self._chat.error(R_TOO_LONG)
                 continue
             if line[-1:] == b"\r":
                 line = line[:-1]
             elif self._bare_lf_reject:
-                self._error(R_BARE_LF)
+                self._chat.error(R_BARE_LF)
                 continue
             if len(line) > limit:
-                self._error(R_TOO_LONG)
+                self._chat.error(R_TOO_LONG)
                 continue
             self._buf, self._pos = buf, pos
             if self._sasl is not None:
@@ -541,73 +549,13 @@ class SMTPServerProtocol(Protocol):
     def _start_tarpit(self) -> None:
         """Postfix's smtpd_error_sleep_time: past smtpd_soft_error_limit, wait
         before an error reply (and everything after it)."""
-        self._tarpit = False
-        self._tarpit_active = True
+        self._chat.start_tarpit()
         self._paused = True
         self.factory.clock.callLater(self.factory.error_sleep_time, self._end_tarpit)
 
     def _end_tarpit(self) -> None:
-        if not self._tarpit_active:
-            return
-        self._tarpit_active = False
-        self._resume()
-
-    # -- replies --------------------------------------------------------------------
-
-    def _reply(self, data: bytes) -> None:
-        self._out.append(data)
-
-    def _error(self, data: bytes) -> None:
-        self._out.append(data)
-        self._failed = True
-        self._count_error()
-
-    def _count_error(self) -> None:
-        """One more error: past smtpd_soft_error_limit the next reply waits,
-        at smtpd_hard_error_limit the session ends with 421."""
-        self._errors += 1
-        f = self.factory
-        if self._errors >= f.soft_error_limit and f.error_sleep_time > 0:
-            self._tarpit = True
-        if self._errors >= f.hard_error_limit and not self._closing:
-            maillog(
-                f.service_name,
-                f"too many errors after {self._last_command} from {self.session.client}",
-            )
-            self._out.append(f"421 4.7.0 {f.myhostname} Error: too many errors\r\n".encode())
-            self._close()
-
-    def _reject(
-        self,
-        reject: Reject,
-        stage: str,
-        recipient: str | None = None,
-        sender: str | None = None,
-    ) -> None:
-        """Reply with a restriction's refusal and log it like Postfix's log_whatsup."""
-        s = self.session
-        parts = [f"NOQUEUE: reject: {stage} from {s.client}: {reject.line()};"]
-        if sender is None:
-            sender = s.sender
-        if sender is not None:
-            parts.append(f" from=<{sender}>")
-        if recipient is not None:
-            parts.append(f" to=<{recipient}>")
-        parts.append(f" proto={s.log_protocol}")
-        if s.helo_name:
-            parts.append(f" helo=<{s.helo_name}>")
-        maillog(self.factory.service_name, "".join(parts))
-        self._error(f"{reject.line()}\r\n".encode())
-
-    def _flush(self) -> None:
-        if self._tarpit_active:
-            return
-        if self._out and self.transport is not None and self._connected:
-            out = self._out
-            self._out = []
-            # At once when the socket takes it (pymta.output): a client that
-            # waits for each reply saves a reactor round per command.
-            send(self.transport, out[0] if len(out) == 1 else b"".join(out))
+        if self._chat.end_tarpit():
+            self._resume()
 
     # -- commands ---------------------------------------------------------------------
 
@@ -621,11 +569,11 @@ class SMTPServerProtocol(Protocol):
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
                 self._last_command = "UNKNOWN"
-                self._count("unknown", self._error, R_BAD_UTF8)
+                self._count("unknown", self._chat.error, R_BAD_UTF8)
                 return
         if not text.strip():
             self._last_command = "UNKNOWN"
-            self._count("unknown", self._error, R_EMPTY)
+            self._count("unknown", self._chat.error, R_EMPTY)
             return
         verb, _, arg = text.partition(" ")
         name = verb.lower()
@@ -639,17 +587,16 @@ class SMTPServerProtocol(Protocol):
                 f"non-SMTP command from {self.session.client}: {shown}",
                 LogLevel.warn,
             )
-            self._out.append(b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n")
-            self._close()
+            self._chat.hangup(b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n")
             return
         if self._tls_active and not self.session.tls:
             self.session.tls = describe(self.transport) or "TLS"
         if handler is None:
             self._last_command = "UNKNOWN"
-            self._count("unknown", self._error, R_UNKNOWN)
+            self._count("unknown", self._chat.error, R_UNKNOWN)
             return
         self._last_command = verb.upper()
-        self._failed = False
+        self._chat.failed = False
         count = self._counts.get(name)
         if count is None:
             count = self._counts[name] = [0, 0]
@@ -662,13 +609,13 @@ class SMTPServerProtocol(Protocol):
         ):
             return
         handler(self, arg.strip(" \t"))
-        if not self._failed and name != "auth":
+        if not self._chat.failed and name != "auth":
             count[0] += 1
-        if name in _JUNK and not self._closing:
+        if name in _JUNK and not self._chat.closing:
             # Postfix: "junk_cmds++ > limit", so the error count starts
             # growing with the second junk command past the limit.
             if self._junk > self.factory.junk_command_limit:
-                self._count_error()
+                self._chat.count_error()
             self._junk += 1
 
     def _count(self, name: str, action: Any, reply: bytes) -> None:
@@ -678,13 +625,13 @@ class SMTPServerProtocol(Protocol):
 
     def do_ehlo(self, arg: str) -> None:
         if not arg:
-            self._error(_syntax("EHLO hostname"))
+            self._chat.error(_syntax("EHLO hostname"))
             return
         self._greet(arg, esmtp=True)
 
     def do_helo(self, arg: str) -> None:
         if not arg:
-            self._error(_syntax("HELO hostname"))
+            self._chat.error(_syntax("HELO hostname"))
             return
         self._greet(arg, esmtp=False)
 
@@ -696,7 +643,7 @@ class SMTPServerProtocol(Protocol):
         s.helo_name = _CONTROL.sub("?", name)
         s.esmtp = esmtp
         if self._client_reject is not None:
-            self._reject(self._client_reject, "CONNECT")
+            self._chat.reject(self._client_reject, "CONNECT")
             return
         if not f.restrictions.delay_reject and f.restrictions.helo:
             self._when_checked(f.restrictions.check_helo(s), self._helo_checked)
@@ -706,34 +653,34 @@ class SMTPServerProtocol(Protocol):
     def _helo_checked(self, reject: Reject | None) -> None:
         f = self.factory
         if reject is not None:
-            self._reject(reject, "HELO")
+            self._chat.reject(reject, "HELO")
             return
         if not self.session.esmtp:
-            self._reply(f.helo_reply)
+            self._chat.reply(f.helo_reply)
         else:
             starttls = f.tls is not None and not self._tls_active
-            self._reply(f.ehlo(starttls, self._auth_mechanisms()))
+            self._chat.reply(f.ehlo(starttls, self._auth_mechanisms()))
 
     def do_mail(self, arg: str) -> None:
         s = self.session
         f = self.factory
         if s.sender is not None:
-            self._error(R_NESTED_MAIL)
+            self._chat.error(R_NESTED_MAIL)
             return
         if f.helo_required and not s.helo_name:
-            self._error(R_NEED_HELO)
+            self._chat.error(R_NEED_HELO)
             return
         if f.tls is not None and f.tls.required and not self._tls_active:
-            self._error(R_NEED_TLS)
+            self._chat.error(R_NEED_TLS)
             return
         if arg[:5].upper() != "FROM:":
-            self._error(_syntax("MAIL FROM:<address>"))
+            self._chat.error(_syntax("MAIL FROM:<address>"))
             return
         try:
             sender, rest = parse_path(arg[5:], sender=True, strict=f.strict_envelopes)
             params = parse_esmtp_params(rest) if rest else {}
         except AddressError as e:
-            self._error(f"{e.reply()}\r\n".encode())
+            self._chat.error(f"{e.reply()}\r\n".encode())
             return
         size = 0
         body = ""
@@ -741,17 +688,17 @@ class SMTPServerProtocol(Protocol):
         ret = envid = ""
         for key, value in params.items():
             if not s.esmtp:
-                self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
+                self._chat.error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
                 return
             if key == "SIZE":
                 if value is None or not value.isdigit() or len(value) > 20:
-                    self._error(b"501 5.5.4 Bad message size syntax\r\n")
+                    self._chat.error(b"501 5.5.4 Bad message size syntax\r\n")
                     return
                 size = int(value)
             elif key == "BODY":
                 body = (value or "").upper()
                 if body not in ("7BIT", "8BITMIME"):
-                    self._error(b"501 5.5.4 Unsupported BODY parameter value\r\n")
+                    self._chat.error(b"501 5.5.4 Unsupported BODY parameter value\r\n")
                     return
             elif key == "SMTPUTF8" and value is None and f.smtputf8_enable:
                 smtputf8 = True
@@ -765,20 +712,20 @@ class SMTPServerProtocol(Protocol):
                     else:
                         envid = parse_envid(value)
                 except DsnSyntaxError as e:
-                    self._error(f"501 5.5.4 {e}\r\n".encode())
+                    self._chat.error(f"501 5.5.4 {e}\r\n".encode())
                     return
             else:
-                self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
+                self._chat.error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
                 return
         if not smtputf8 and not sender.isascii():
-            self._error(R_NEED_SMTPUTF8)
+            self._chat.error(R_NEED_SMTPUTF8)
             return
         if f.message_size_limit and size > f.message_size_limit:
             reject = Reject(552, "5.3.4", "Message size exceeds fixed limit")
-            self._reject(reject, "MAIL", sender=sender)
+            self._chat.reject(reject, "MAIL", sender=sender)
             return
         if self._client_reject is not None:
-            self._reject(self._client_reject, "MAIL", sender=sender)
+            self._chat.reject(self._client_reject, "MAIL", sender=sender)
             return
         accepted = _MailFrom(sender, size, body, smtputf8, ret, envid)
         if not f.restrictions.delay_reject and f.restrictions.sender:
@@ -792,13 +739,13 @@ class SMTPServerProtocol(Protocol):
         s = self.session
         sender = mail.sender
         if reject is not None:
-            self._reject(reject, "MAIL", sender=sender)
+            self._chat.reject(reject, "MAIL", sender=sender)
             return
         shortage = f.queue_space_check(mail.size)
         if shortage is not None:
             # Refused before the client sends the message, not with a write
             # error after it sent it all (Postfix: 452 4.3.1 at MAIL FROM).
-            self._reject(R_NO_SPACE, "MAIL", sender=sender)
+            self._chat.reject(R_NO_SPACE, "MAIL", sender=sender)
             maillog(f.service_name, shortage, LogLevel.warn)
             return
         s.sender = sender
@@ -807,28 +754,28 @@ class SMTPServerProtocol(Protocol):
         s.smtputf8 = mail.smtputf8
         s.dsn_ret = mail.ret
         s.dsn_envid = mail.envid
-        self._reply(R_MAIL_OK)
+        self._chat.reply(R_MAIL_OK)
 
     def do_rcpt(self, arg: str) -> None:
         s = self.session
         f = self.factory
         if s.sender is None:
-            self._error(R_NEED_MAIL)
+            self._chat.error(R_NEED_MAIL)
             return
         if arg[:3].upper() != "TO:":
-            self._error(_syntax("RCPT TO:<address>"))
+            self._chat.error(_syntax("RCPT TO:<address>"))
             return
         try:
             recipient, rest = parse_path(arg[3:], strict=f.strict_envelopes)
             params = parse_esmtp_params(rest) if rest else {}
         except AddressError as e:
-            self._error(f"{e.reply()}\r\n".encode())
+            self._chat.error(f"{e.reply()}\r\n".encode())
             return
         notify: str | None = None
         orcpt: str | None = None
         for key, value in params.items():
             if key not in ("NOTIFY", "ORCPT") or not f.dsn_enable or not s.esmtp:
-                self._error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
+                self._chat.error(f"555 5.5.4 Unsupported option: {key}\r\n".encode())
                 return
             try:
                 if key == "NOTIFY":
@@ -836,16 +783,16 @@ class SMTPServerProtocol(Protocol):
                 else:
                     orcpt = parse_orcpt(value)
             except DsnSyntaxError as e:
-                self._error(f"501 5.5.4 {e}\r\n".encode())
+                self._chat.error(f"501 5.5.4 {e}\r\n".encode())
                 return
         if not s.smtputf8 and not recipient.isascii():
-            self._error(R_NEED_SMTPUTF8)
+            self._chat.error(R_NEED_SMTPUTF8)
             return
         if len(s.recipients) >= f.recipient_limit:
-            self._error(R_TOO_MANY_RCPT)
+            self._chat.error(R_TOO_MANY_RCPT)
             return
         if self._client_reject is not None:
-            self._reject(self._client_reject, "RCPT", recipient)
+            self._chat.reject(self._client_reject, "RCPT", recipient)
             return
         outcome = f.restrictions.check_recipient(s, recipient)
         self._when_checked(
@@ -857,94 +804,91 @@ class SMTPServerProtocol(Protocol):
     ) -> None:
         s = self.session
         if reject is not None:
-            self._reject(reject, "RCPT", recipient)
+            self._chat.reject(reject, "RCPT", recipient)
             return
         if s.sender is None:
             # The transaction ended while DNS answered (cannot happen with
             # input paused; kept as a guard for the recipient list).
-            self._error(R_NEED_MAIL)
+            self._chat.error(R_NEED_MAIL)
             return
         s.recipients.append(recipient)
         s.dsn_recipients.append((notify, orcpt))
-        self._reply(R_RCPT_OK)
+        self._chat.reply(R_RCPT_OK)
 
     def do_data(self, arg: str) -> None:
         s = self.session
         f = self.factory
         if arg:
-            self._error(_syntax("DATA"))
+            self._chat.error(_syntax("DATA"))
         elif s.sender is None:
-            self._error(R_NEED_RCPT)
+            self._chat.error(R_NEED_RCPT)
         elif not s.recipients:
-            self._error(R_NO_RCPT)
+            self._chat.error(R_NO_RCPT)
         else:
             outcome = f.restrictions.check_data(s) if f.restrictions.data else None
             self._when_checked(outcome, self._data_checked)
 
     def _data_checked(self, reject: Reject | None) -> None:
         if reject is None:
-            self._reply(R_DATA_GO)
+            self._chat.reply(R_DATA_GO)
             self._mode = _DATA
-            # The CR LF that ended the DATA line starts the content, so
-            # that "." on the very first line ends an empty message.
-            self._chunks = [b"\r\n"]
-            self._tail = b"\r\n"
-            self._size = 0
+            self._reader = DataReader()
+            self._writer = self.factory.cleanup.open_message()
             self._too_big = False
             return
-        self._reject(reject, "DATA")
+        self._chat.reject(reject, "DATA")
 
     def do_rset(self, arg: str) -> None:
         if arg:
-            self._error(_syntax("RSET"))
+            self._chat.error(_syntax("RSET"))
             return
         self.session.reset_transaction()
-        self._reply(R_OK)
+        self._chat.reply(R_OK)
 
     def do_noop(self, arg: str) -> None:
-        self._reply(R_OK)
+        self._chat.reply(R_OK)
 
     def do_quit(self, arg: str) -> None:
         self._quit = True
-        self._reply(R_BYE)
-        self._close()
+        self._chat.reply(R_BYE)
+        self._chat.close()
 
     def do_vrfy(self, arg: str) -> None:
         f = self.factory
         if f.disable_vrfy:
-            self._error(R_VRFY_DISABLED)
+            self._chat.error(R_VRFY_DISABLED)
             return
         if not arg:
-            self._error(_syntax("VRFY address"))
+            self._chat.error(_syntax("VRFY address"))
             return
         try:
             address, _ = parse_path(arg)
         except AddressError as e:
-            self._error(f"{e.reply()}\r\n".encode())
+            self._chat.error(f"{e.reply()}\r\n".encode())
             return
         reject = f.restrictions.check_vrfy(self.session, address)
         if reject is not None:
-            self._reject(reject, "VRFY", address)
+            self._chat.reject(reject, "VRFY", address)
             return
         # Postfix cannot tell whether delivery will succeed: 252 (RFC 5321 3.5.3).
-        self._reply(f"252 2.0.0 {address}\r\n".encode())
+        self._chat.reply(f"252 2.0.0 {address}\r\n".encode())
 
     def do_help(self, arg: str) -> None:
-        self._reply(self.factory.help_reply)
+        self._chat.reply(self.factory.help_reply)
 
     def do_starttls(self, arg: str) -> None:
         f = self.factory
         if f.tls is None:
-            self._error(R_NO_TLS)
+            self._chat.error(R_NO_TLS)
             return
         if self._tls_active:
-            self._error(R_TLS_ACTIVE)
+            self._chat.error(R_TLS_ACTIVE)
             return
         if arg:
-            self._error(_syntax("STARTTLS"))
+            self._chat.error(_syntax("STARTTLS"))
             return
-        self._reply(R_TLS_GO)
-        self._flush()
+        self._chat.reply(R_TLS_GO)
+        self._chat.flush()
         if len(self._buf) > self._pos:
             # CVE-2011-0411: what came before the handshake is not to be trusted.
             maillog(
@@ -970,29 +914,29 @@ class SMTPServerProtocol(Protocol):
         f = self.factory
         s = self.session
         if not f.sasl.enabled or f.sasl_exceptions.contains(s.client_address):
-            self._error(R_AUTH_DISABLED)
+            self._chat.error(R_AUTH_DISABLED)
             return
         if not s.esmtp:
-            self._error(R_AUTH_NEED_EHLO)
+            self._chat.error(R_AUTH_NEED_EHLO)
             return
         if s.sasl_username:
-            self._error(R_AUTH_TWICE)
+            self._chat.error(R_AUTH_TWICE)
             return
         if s.sender is not None:
-            self._error(R_AUTH_IN_MAIL)
+            self._chat.error(R_AUTH_IN_MAIL)
             return
         mechanisms = self._auth_mechanisms()
         if not mechanisms:
             # smtpd_tls_auth_only: no password crosses the wire in clear text.
-            self._error(R_NEED_TLS if not self._tls_active else R_AUTH_DISABLED)
+            self._chat.error(R_NEED_TLS if not self._tls_active else R_AUTH_DISABLED)
             return
         mechanism, _, initial = arg.partition(" ")
         mechanism = mechanism.upper()
         if not mechanism or " " in initial.strip():
-            self._error(_syntax("AUTH mechanism"))
+            self._chat.error(_syntax("AUTH mechanism"))
             return
         if mechanism not in mechanisms:
-            self._error(R_AUTH_BAD_MECH)
+            self._chat.error(R_AUTH_BAD_MECH)
             return
         exchange = SaslExchange()
         self._sasl_step(exchange, exchange.start(mechanism, initial.strip() or None))
@@ -1013,7 +957,7 @@ class SMTPServerProtocol(Protocol):
             return
         if isinstance(step, Challenge):
             self._sasl = exchange
-            self._reply(f"334 {step.text}\r\n".encode())
+            self._chat.reply(f"334 {step.text}\r\n".encode())
         else:
             self._check_password(step)
 
@@ -1032,7 +976,7 @@ class SMTPServerProtocol(Protocol):
             self._counts.setdefault("auth", [0, 0])[0] += 1
             s.sasl_username = step.username
             s.sasl_method = step.mechanism
-            self._reply(R_AUTH_OK)
+            self._chat.reply(R_AUTH_OK)
 
         def failed(failure: Failure) -> None:
             if failure.check(CancelledError):
@@ -1063,134 +1007,88 @@ class SMTPServerProtocol(Protocol):
             f"{self.session.client}: SASL {mechanism} authentication failed: {why}",
             LogLevel.warn,
         )
-        self._error(reply)
+        self._chat.error(reply)
 
     # -- DATA ------------------------------------------------------------------------
 
-    def _store(self, data: bytes) -> None:
-        if self._too_big or not data:
+    def _store(self, piece: bytes) -> None:
+        writer = self._writer
+        if writer is None:
             return
-        self._chunks.append(data)
-        # Size in the internal form: each CR LF becomes LF.
-        self._size += len(data) - data.count(b"\n")
         limit = self.factory.message_size_limit
-        if limit and self._size > limit:
+        if limit and writer.size + len(piece) > limit:
             # Keep reading to the end of data, but keep nothing.
             self._too_big = True
-            self._chunks = []
-
-    def _trim(self, n: int) -> None:
-        if self._too_big:
+            self._writer = None
+            writer.abort()
             return
-        chunks = self._chunks
-        while n > 0 and chunks:
-            last = chunks[-1]
-            if len(last) <= n:
-                chunks.pop()
-                n -= len(last)
-            else:
-                chunks[-1] = last[:-n]
-                n = 0
+        wait = writer.write(piece)
+        if wait is not None and not self._writer_paused:
+            # The disk is behind: stop reading the socket until it caught up.
+            self._writer_paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            wait.addCallback(self._writer_caught_up)
+
+    def _writer_caught_up(self, _: object) -> None:
+        self._writer_paused = False
+        if self._connected and not self._producer_paused:
+            self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def _feed_data(self, data: bytes) -> bytes | None:
         """Consume content; returns what follows the end of data, or None."""
-        tail = self._tail
-        head = tail + data[:4]
-        j = head.find(_EOD)
-        if 0 <= j < len(tail):
-            end = j
-        else:
-            i = data.find(_EOD)
-            end = len(tail) + i if i >= 0 else -1
-        if end < 0:
-            self._store(data)
-            self._tail = head[-4:] if len(data) < 4 else data[-4:]
+        reader = self._reader
+        assert reader is not None
+        pieces, done, rest = reader.feed(data)
+        for piece in pieces:
+            self._store(piece)
+        if not done:
             return None
-        body_end = end + 2 - len(tail)
-        if body_end >= 0:
-            self._store(data[:body_end])
-        else:
-            self._trim(-body_end)
-        rest = data[end + 5 - len(tail) :]
         self._mode = _COMMAND
         self._last_command = "END-OF-MESSAGE"
         self._end_of_data()
         return rest
 
+    def _drop_message(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.abort()
+
     def _end_of_data(self) -> None:
         f = self.factory
         s = self.session
-        chunks = self._chunks
-        self._chunks = []
-        self._failed = False
+        reader, self._reader = self._reader, None
+        self._chat.failed = False
         count = self._counts.get("data")
         if self._too_big:
-            self._reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
+            self._chat.reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
             self._data_failed(count)
             return
-        raw = b"".join(chunks)
-        if self._bare_lf_reject and raw.count(b"\n") != raw.count(b"\r\n"):
-            self._reject(Reject(550, "5.5.2", "Error: bare <LF> received"), "END-OF-MESSAGE")
-            self._data_failed(count)
-            return
-        # CR LF -> LF, then dot-unstuffing (RFC 5321 4.5.2) at every line
-        # start; the leading CR LF stands for the DATA line's end.
-        content = raw.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")[1:]
-        if f.message_size_limit and len(content) > f.message_size_limit:
-            self._reject(Reject(552, "5.3.4", "Error: message file too big"), "END-OF-MESSAGE")
+        if self._bare_lf_reject and reader is not None and reader.bare_lf:
+            self._drop_message()
+            self._chat.reject(Reject(550, "5.5.2", "Error: bare <LF> received"), "END-OF-MESSAGE")
             self._data_failed(count)
             return
         if f.restrictions.end_of_data:
             outcome = f.restrictions.check_end_of_data(s)
-            self._when_checked(outcome, lambda reject: self._eod_checked(reject, content, count))
+            self._when_checked(outcome, lambda reject: self._eod_checked(reject, count))
             return
-        self._eod_checked(None, content, count)
+        self._eod_checked(None, count)
 
-    def _eod_checked(self, reject: Reject | None, content: bytes, count: list[int] | None) -> None:
+    def _eod_checked(self, reject: Reject | None, count: list[int] | None) -> None:
         f = self.factory
         s = self.session
-        if reject is not None:
-            self._reject(reject, "END-OF-MESSAGE")
+        writer, self._writer = self._writer, None
+        if reject is not None or writer is None:
+            if writer is not None:
+                writer.abort()
+            self._chat.reject(reject or R_CHECK_ERROR, "END-OF-MESSAGE")
             self._data_failed(count)
             return
-        attributes = {
-            "client_name": s.client_name,
-            "client_address": s.client_address,
-            "client_port": str(s.client_port),
-            "helo_name": s.helo_name,
-            "protocol": s.protocol,
-        }
-        if s.tls:
-            attributes["tls"] = s.tls
-        if s.sasl_username:
-            attributes["sasl_username"] = s.sasl_username
-            attributes["sasl_method"] = s.sasl_method
-            if f.sasl.authenticated_header:
-                attributes["sasl_header"] = "yes"
-        if s.smtputf8:
-            attributes["smtputf8"] = "yes"
-        if s.body:
-            attributes["body"] = s.body
-        if s.dsn_ret:
-            attributes["ret"] = s.dsn_ret
-        if s.dsn_envid:
-            attributes["envid"] = s.dsn_envid
-        dsn = s.dsn_recipients
-        if len(dsn) != len(s.recipients):
-            dsn = [(None, None)] * len(s.recipients)
-        envelope = Envelope(
-            s.sender or "",
-            [
-                Recipient(address=r, original=r, orcpt=orcpt, notify=notify)
-                for r, (notify, orcpt) in zip(s.recipients, dsn, strict=True)
-            ],
-            arrival_time=f.clock.seconds(),
-            attributes=attributes,
-        )
+        envelope = s.envelope(f.clock.seconds(), f.sasl.authenticated_header)
         s.reset_transaction()
         self._paused = True
         try:
-            d: Deferred[str] = f.cleanup.submit(envelope, content)
+            d: Deferred[str] = writer.finish(envelope)
         except Exception:
             d = fail()
         d.addCallbacks(self._queued, self._not_queued)
@@ -1202,9 +1100,9 @@ class SMTPServerProtocol(Protocol):
 
     def _queued(self, queue_id: str) -> None:
         # ``QID: client=`` is logged by cleanup, in Postfix's order.
-        self._out.append(f"250 2.0.0 Ok: queued as {queue_id}\r\n".encode())
+        self._chat.reply(f"250 2.0.0 Ok: queued as {queue_id}\r\n".encode())
         # Postfix forgives earlier errors and junk once a message is received.
-        self._errors = 0
+        self._chat.forgive()
         self._junk = 0
         self._resume()
 
@@ -1214,7 +1112,7 @@ class SMTPServerProtocol(Protocol):
             count[0] -= 1
         if failure.check(CleanupRejected):
             e: CleanupRejected = failure.value  # type: ignore[assignment]
-            self._error(f"{e.code} {e.status} {e.text}\r\n".encode())
+            self._chat.error(f"{e.code} {e.status} {e.text}\r\n".encode())
         else:
             _log.failure("cleanup failed", failure)
             maillog(
@@ -1222,13 +1120,13 @@ class SMTPServerProtocol(Protocol):
                 f"queue file write error from {self.session.client}: {failure.getErrorMessage()}",
                 LogLevel.warn,
             )
-            self._error(R_QUEUE_ERROR)
+            self._chat.error(R_QUEUE_ERROR)
         self._resume()
 
     def _resume(self) -> None:
         self._paused = False
         if not self._connected:
-            self._out = []
+            self._chat.drop()
             return
         if self._producer_paused:
             self._producer_paused = False

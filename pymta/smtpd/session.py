@@ -1,13 +1,18 @@
 """What smtpd knows about one SMTP session and its current mail transaction.
 
-Read by the restrictions and by the hand-off to cleanup. Every field that
-came from the network (helo_name, sender, recipients) is untrusted text
-that already passed address syntax checks. Nothing here logs or writes.
+Read by the restrictions and by the hand-off to cleanup, whose envelope
+the session builds (:meth:`Session.envelope`: the sender, the recipients
+with their DSN parameters, and the attributes that Received, the log and
+the DSN code read). Every field that came from the network (helo_name,
+sender, recipients) is untrusted text that already passed address syntax
+checks. Nothing here logs or writes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from pymta.queue.model import Envelope, Recipient
 
 __all__ = ["Session"]
 
@@ -57,6 +62,40 @@ class Session:
     def log_protocol(self) -> str:
         """``proto=`` in Postfix's reject lines: SMTP or ESMTP."""
         return "ESMTP" if self.esmtp else "SMTP"
+
+    def envelope(self, arrival_time: float, sasl_header: bool = False) -> Envelope:
+        """The current transaction as cleanup takes it. ``sasl_header``:
+        smtpd_sasl_authenticated_header (Received names the login)."""
+        attributes = {
+            "client_name": self.client_name,
+            "client_address": self.client_address,
+            "client_port": str(self.client_port),
+            "helo_name": self.helo_name,
+            "protocol": self.protocol,
+        }
+        if self.tls:
+            attributes["tls"] = self.tls
+        if self.sasl_username:
+            attributes["sasl_username"] = self.sasl_username
+            attributes["sasl_method"] = self.sasl_method
+            if sasl_header:
+                attributes["sasl_header"] = "yes"
+        if self.smtputf8:
+            attributes["smtputf8"] = "yes"
+        if self.body:
+            attributes["body"] = self.body
+        if self.dsn_ret:
+            attributes["ret"] = self.dsn_ret
+        if self.dsn_envid:
+            attributes["envid"] = self.dsn_envid
+        dsn = self.dsn_recipients
+        if len(dsn) != len(self.recipients):
+            dsn = [(None, None)] * len(self.recipients)
+        recipients = [
+            Recipient(address=r, original=r, orcpt=orcpt, notify=notify)
+            for r, (notify, orcpt) in zip(self.recipients, dsn, strict=True)
+        ]
+        return Envelope(self.sender or "", recipients, arrival_time, attributes)
 
     def reset_transaction(self) -> None:
         self.sender = None

@@ -30,7 +30,8 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from pymta.cleanup.cleanup import log_client
-from pymta.cleanup.interface import CleanupRejected, ICleanup
+from pymta.cleanup.interface import CleanupRejected, ICleanup, IMessageWriter
+from pymta.cleanup.writer import BufferedMessageWriter
 from pymta.config.config import Config
 from pymta.dns.interface import IDNSResolver
 from pymta.queue.model import Envelope
@@ -74,6 +75,13 @@ class FakeCleanup:
         self.error = error
         self.received: list[tuple[Envelope, bytes]] = []
         self.pending: list[Deferred[str]] = []
+        #: Every writer smtpd opened, in order (its ``aborted`` tells a dropped message).
+        self.writers: list[BufferedMessageWriter] = []
+
+    def open_message(self) -> IMessageWriter:
+        writer = BufferedMessageWriter(self.submit)
+        self.writers.append(writer)
+        return writer
 
     def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
         self.received.append((envelope, content))

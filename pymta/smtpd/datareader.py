@@ -1,0 +1,90 @@
+"""The SMTP DATA reader: raw content in, message pieces in the internal form out.
+
+Mirrors the content half of Postfix's smtpd.c (smtpd_data's record loop),
+with no state of the session: :meth:`DataReader.feed` takes the bytes that
+arrive after ``354`` and returns ``(pieces, done, rest)``:
+
+- ``pieces``: the content so far in pymta's internal form (LF line ends,
+  dot-unstuffed as RFC 5321 4.5.2 says), ready to be written as it comes;
+  joined, the pieces of a message are exactly what converting the whole
+  content at once gives;
+- ``done``: the end of data was seen;
+- ``rest``: what followed the end of data (pipelined commands), only when
+  done.
+
+The only end of data is CR LF . CR LF (no SMTP smuggling: LF . LF, CR . CR
+and the mixed forms are content). The CR LF that ended the DATA line
+counts as the start of the content, so ``.`` on the first line ends an
+empty message. A bare LF ends a line in the internal form (Postfix's
+``smtpd_forbid_bare_newline = normalize``); :attr:`bare_lf` tells whether
+one was seen, for the ``reject`` setting. A bare CR is data.
+
+At most four bytes (a possible start of CR LF . CR LF) plus one CR are held
+back between calls, so the reader's memory does not grow with the message.
+Untrusted input: all of it. Writes and logs nothing.
+"""
+
+from __future__ import annotations
+
+_EOD = b"\r\n.\r\n"
+_CR = 13
+
+
+class DataReader:
+    """One message's content, fed as it arrives."""
+
+    __slots__ = ("_first", "_held", "_line_start", "bare_lf", "done")
+
+    def __init__(self) -> None:
+        # The DATA line's CR LF: it may be the start of the end of data.
+        self._held = b"\r\n"
+        # Whether the next converted byte starts a line (after LF), where a
+        # leading dot is removed.
+        self._line_start = False
+        # The held CR LF is not content: its LF is dropped from the output.
+        self._first = True
+        self.bare_lf = False
+        self.done = False
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bool, bytes]:
+        """Consume data; (pieces in the internal form, done, what followed)."""
+        if self.done:
+            raise RuntimeError("DataReader fed after the end of data")
+        buffer = self._held + data if self._held else data
+        end = buffer.find(_EOD)
+        if end >= 0:
+            # The CR LF in front of "." ends the last line of content.
+            piece = self._convert(buffer[: end + 2])
+            self._held = b""
+            self.done = True
+            return ([piece] if piece else []), True, buffer[end + 5 :]
+        # No end of data in buffer: one may still start in its last 4 bytes.
+        cut = len(buffer) - 4
+        if cut > 0 and buffer[cut - 1] == _CR:
+            cut -= 1  # never split a CR LF: it is one line end
+        if cut <= 0:
+            self._held = buffer
+            return [], False, b""
+        self._held = buffer[cut:]
+        piece = self._convert(buffer[:cut])
+        return ([piece] if piece else []), False, b""
+
+    def _convert(self, raw: bytes) -> bytes:
+        """raw (never ending inside a CR LF) in the internal form."""
+        if not raw:
+            return raw
+        lf = raw.count(b"\n")
+        text = raw.replace(b"\r\n", b"\n")
+        if len(raw) - len(text) != lf:
+            self.bare_lf = True
+        # The line-start state comes from the text before unstuffing: a
+        # removed dot at the very end does not make the next byte a line start.
+        ends_line = text.endswith(b"\n")
+        if self._line_start and text.startswith(b"."):
+            text = text[1:]
+        text = text.replace(b"\n.", b"\n")
+        self._line_start = ends_line
+        if self._first:
+            self._first = False
+            text = text[1:]  # the DATA line's LF
+        return text
