@@ -73,7 +73,7 @@ class Harness:
             self.store,
             Resolver(self.config),
             clock=self.clock,
-            on_queued=lambda q, e, c: self.queued.append(q),
+            on_queued=lambda q, e: self.queued.append(q),
             open_maps=lambda specs, config: open_maps(specs, config, cache=cache),
             tz=datetime.UTC,
         )
@@ -222,6 +222,7 @@ def test_ignore_prepend_replace_edit_headers(tmp_path: Path) -> None:
     )
     qid = h.submit()
     assert isinstance(qid, str)
+    assert h.queued == [qid]  # the harness hears what is queued (so [] above means none)
     _, stored = h.stored(qid)
     head = stored.split(b"\n\n", 1)[0]
     assert b"X-Long" not in head and b"second line" not in head
