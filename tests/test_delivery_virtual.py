@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from pymta.config import Config
 from pymta.delivery import mbox
 from pymta.delivery.interface import DeliveryRecipient, DeliveryRequest, RecipientStatus
 from pymta.delivery.lookup import DictLookup, Lookup
-from pymta.delivery.maildir import MaildirWriter
 from pymta.delivery.virtual import VirtualAgent, mailbox_path
+from pymta.mailstore.names import MaildirNames, sized_name
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BytesContent
 from pymta.queue.sync import ImmediateSyncBarrier
@@ -277,7 +278,7 @@ def test_quote_from_and_record() -> None:
 def test_maildir_unique_names_escape_hostname(tmp_path: Path, hostname: str) -> None:
     """Maildir names are unique per delivery and escape / and : in the host name."""
     clock = Clock()
-    writer = MaildirWriter(ImmediateSyncBarrier(), clock, hostname, pid=42)
-    a, b = writer.unique_name(10), writer.unique_name(10)
+    names = MaildirNames(clock, hostname, pid=42, numbers=itertools.count(1))
+    a, b = sized_name(names.base_name(), 10), sized_name(names.base_name(), 10)
     assert a != b
     assert a == "0.M0P42Q1.host\\057with\\072odd,S=10"

@@ -47,7 +47,7 @@ def barrier_run(
         )
     try:
         work()
-    except OSError:
+    except Exception:
         return fail()
     if not durable:
         return succeed(None)

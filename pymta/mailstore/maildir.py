@@ -63,7 +63,6 @@ Logs: index rebuilds and damaged files, as ``mailstore: warning: ...``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import shutil
@@ -74,6 +73,13 @@ import threading
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from pymta.mailstore.files import (
+    SPECIAL_USE_FILE,
+    MaildirLock,
+    atomic_write,
+    fsync_dir,
+    make_folder_dir,
+)
 from pymta.mailstore.interface import (
     DEFAULT_FOLDERS,
     SEPARATOR,
@@ -86,25 +92,19 @@ from pymta.mailstore.interface import (
     IUserMailbox,
     NoSuchFolder,
 )
-from pymta.mailstore.maildir_folder import (
-    MaildirFolder,
-    MaildirLock,
-    atomic_write,
-    fsync_dir,
-    unique_number,
-)
+from pymta.mailstore.maildir_folder import MaildirFolder
 from pymta.mailstore.names import (
     DISK_SEPARATOR,
     INBOX,
     dirname_to_folder,
     folder_dirname,
     normalize,
+    unique_number,
     validate_folder_name,
 )
 from pymta.mailstore.tmpclean import TmpCleaner
 
 UIDVALIDITY_FILE = "pymta-uidvalidity"
-SPECIAL_USE_FILE = "pymta-special-use"
 SUBSCRIPTIONS = "subscriptions"
 SETUP_MARKER = "pymta-setup"
 
@@ -267,23 +267,7 @@ class MaildirUserMailbox:
             return folder
 
     def _make_dir(self, path: str, special_use: str | None) -> None:
-        """Create a folder directory complete, then rename it into place, so
-        no one ever sees half a folder."""
-        tmp = os.path.join(self.root, f"..pymta-new-{os.getpid()}-{unique_number()}")
-        os.mkdir(tmp, 0o700)
-        for sub in ("cur", "new", "tmp"):
-            os.mkdir(os.path.join(tmp, sub), 0o700)
-        open(os.path.join(tmp, "maildirfolder"), "wb").close()
-        if special_use:
-            with open(os.path.join(tmp, SPECIAL_USE_FILE), "w") as f:
-                f.write(special_use + "\n")
-        try:
-            os.rename(tmp, path)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise FolderExists(path) from None
-            raise
+        make_folder_dir(self.root, path, special_use)
 
     def create_folder(self, name: str, special_use: str | None = None) -> IFolder:
         self._ensure_set_up()

@@ -22,15 +22,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import os
-import re
-import shutil
 import stat
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import replace
 from typing import BinaryIO
 
 from twisted.internet.interfaces import IReactorTime
@@ -42,6 +38,20 @@ from pymta.maillog import maillog
 from pymta.mailstore import mime
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
+from pymta.mailstore.files import (
+    MESSAGE_OPEN_FLAGS,
+    SESSION_LOCK,
+    MaildirLock,
+    Measured,
+    MessageFileReader,
+    fsync_dir,
+    link_or_copy,
+    measure_file,
+    open_message,
+    read_all,
+    read_header,
+    read_header_file,
+)
 from pymta.mailstore.index import (
     IndexChange,
     IndexConflict,
@@ -69,209 +79,32 @@ from pymta.mailstore.interface import (
     Staged,
     StoreNotWritable,
 )
+from pymta.mailstore.keywords import KeywordLetters
 from pymta.mailstore.names import (
-    filename_sizes,
+    MaildirNames,
+    arrival_key,
     flags_to_letters,
-    header_block,
     is_acceptable_filename,
     letters_to_flags,
     rfc822_size,
-    rfc822_size_of_stream,
     split_filename,
     split_flags,
 )
+from pymta.mailstore.save import tmp_path, write_tmp
 from pymta.mailstore.tmpclean import TmpCleaner
 
 Listener = Callable[[FolderChange], None]
 # (staged file in tmp/, size, rfc822 size, internal date, flags, keywords)
 NewFile = tuple[str, int, int, float, frozenset[str], frozenset[str]]
-# (size, rfc822 size, mtime) of a message file, as measure_file finds them
-Measured = tuple[int, int, float]
 
-SESSION_LOCK = "pymta-session.lock"
-KEYWORDS_FILE = "dovecot-keywords"
 # A directory changed this recently may change again within the same mtime
 # tick, unseen. File systems with nanosecond stamps tick every few ms (the
 # kernel's coarse clock); those with whole seconds (or FAT's two) need more.
 RECENT_WINDOW_FINE = 0.1
 RECENT_WINDOW_COARSE = 2.0
 
-_unique = itertools.count(1)
-_log = Logger()
-
-
-def unique_number() -> int:
-    """A number never returned before in this process (for file names)."""
-    return next(_unique)
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def atomic_write(path: str, data: bytes, fsync: bool) -> None:
-    tmp = f"{path}.{os.getpid()}.{unique_number()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        _write_all(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-
-
-_MESSAGE_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 _NO_FLAGS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
-
-
-def _open_message(path: str) -> int:
-    """Open a message file refusing symbolic links and non-regular files."""
-    fd = os.open(path, _MESSAGE_OPEN_FLAGS)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return fd
-
-
-def read_header_file(path: str) -> bytes | None:
-    """The header block of one message file, or None when it cannot be read
-    (gone, not a regular file). Reads until the blank line, not the body."""
-    try:
-        fd = os.open(path, _MESSAGE_OPEN_FLAGS)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return _read_header(partial(os.read, fd))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def read_message_path(path: str, size_hint: int) -> bytes | None:
-    """The whole of one message file (about ``size_hint`` bytes), or None
-    when it cannot be read (gone, not a regular file)."""
-    try:
-        fd = os.open(path, _MESSAGE_OPEN_FLAGS)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return _read_all(fd, size_hint)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-_ARRIVAL = re.compile(r"(\d+)\.M(\d+)")
-
-
-def arrival_key(name: str) -> tuple[int, int, str]:
-    """A Maildir file name's place in arrival order: ``<secs>.M<usecs>...``
-    compared as numbers (as text, M123456 would sort before M99999 of the
-    same second, and new mail would get its UIDs out of order)."""
-    match = _ARRIVAL.match(name)
-    if match is None:
-        head = name.split(".", 1)[0]
-        return (int(head) if head.isdigit() else 0, 0, name)
-    return (int(match.group(1)), int(match.group(2)), name)
-
-
-@dataclass(frozen=True)
-class MessageFileReader:
-    """Reads a folder's message files by index name, in any thread or
-    process (it holds only the folder's path: picklable)."""
-
-    path: str
-
-    def __call__(self, filename: str, size: int) -> bytes | None:
-        return read_message_path(f"{self.path}/{filename}", size)
-
-
-def _read_header(read: Callable[[int], bytes]) -> bytes:
-    """The header block of what ``read`` gives, read in 64 KiB pieces only
-    until the blank line (not the body)."""
-    data = b""
-    while True:
-        chunk = read(65536)
-        data += chunk
-        if not chunk or b"\n\n" in data or b"\r\n\r\n" in data:
-            return header_block(data)
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The whole of an open regular file of (about) ``size`` bytes: one read
-    unless it has grown since its fstat."""
-    data = os.read(fd, size + 1)
-    if len(data) <= size:
-        return data
-    parts = [data]
-    while chunk := os.read(fd, 1 << 20):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def measure_file(path: str, filename: str) -> Measured | None:
-    """``(size, rfc822 size, mtime)`` of the message file ``filename`` (as
-    ``cur/NAME``) of the folder at ``path``; None if unusable (gone, not a
-    regular file). Uses a ``,S=``/``,W=`` hint only when ``S=`` is the real
-    size, else counts the lines. Thread-safe."""
-    try:
-        fd = os.open(f"{path}/{filename}", _MESSAGE_OPEN_FLAGS)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        size, vsize_hint = filename_sizes(split_filename(filename[4:])[0])
-        if size == st.st_size and vsize_hint is not None:
-            return size, vsize_hint, st.st_mtime
-        # No usable hint: count the lines (one read for a file of ordinary
-        # size; big ones in chunks, never whole in memory).
-        want = min(st.st_size + 1, 1 << 20)
-        data = os.read(fd, want)
-        if len(data) < want:  # all of it: no read just to see EOF
-            return len(data), rfc822_size(data), st.st_mtime
-        first = [data]
-
-        def read(n: int) -> bytes:
-            return first.pop() if first else os.read(fd, n)
-
-        size, vsize = rfc822_size_of_stream(read)
-        return size, vsize, st.st_mtime
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-@implementer(IFolderLock)
-class MaildirLock:
-    """A held ``flock`` on the folder's ``pymta-session.lock``."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+_log = Logger()
 
 
 @implementer(IFolder, IHeaderCache, IStagedAppend, IFolderScan, IMessageFiles)
@@ -292,7 +125,7 @@ class MaildirFolder:
         self.path = path
         self._next_uidvalidity = next_uidvalidity
         self._clock = clock
-        self._hostname = hostname.replace("/", "\\057").replace(":", "\\072")
+        self._names = MaildirNames(clock, hostname)
         self._fsync = fsync
         self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._index = UidIndex(path, fsync)
@@ -300,9 +133,7 @@ class MaildirFolder:
         self._listeners: list[Listener] = []
         self._mutex = threading.RLock()
         self._dir_stamp: tuple[int, int] | None = None
-        self._kw_stamp: tuple[int, int] | None = None
-        self._kw_names: dict[str, str] = {}
-        self._kw_letters: dict[str, str] = {}
+        self._keywords = KeywordLetters(path)
         # Loading the index without the scan that would follow (IFolderScan).
         self._defer_scan = False
 
@@ -331,6 +162,7 @@ class MaildirFolder:
             self._cache.close()
             self._index = UidIndex(path, self._fsync)
             self._cache = MessageCache(path)
+            self._keywords = KeywordLetters(path)
             self._dir_stamp = None
 
     # -- the lock and the index ----------------------------------------
@@ -658,43 +490,22 @@ class MaildirFolder:
                 self._index.put([], [], listing.stamp)
                 self._dir_stamp = listing.stamp
 
-    # -- keywords (dovecot-keywords) ------------------------------------
+    # -- keywords (dovecot-keywords, pymta.mailstore.keywords) ----------
+
+    @property
+    def _kw_names(self) -> dict[str, str]:
+        return self._keywords.names
+
+    @property
+    def _kw_letters(self) -> dict[str, str]:
+        return self._keywords.letters
 
     def _load_keywords(self) -> None:
-        path = os.path.join(self.path, KEYWORDS_FILE)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            self._kw_names, self._kw_letters, self._kw_stamp = {}, {}, None
-            return
-        if self._kw_stamp == (st.st_ino, st.st_mtime_ns):
-            return
-        names: dict[str, str] = {}
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    num, _, keyword = line.rstrip("\n").partition(" ")
-                    if num.isdigit() and int(num) < 26 and keyword:
-                        names[chr(ord("a") + int(num))] = keyword
-        except OSError:
-            return
-        self._kw_names = names
-        self._kw_letters = {v: k for k, v in names.items()}
-        self._kw_stamp = (st.st_ino, st.st_mtime_ns)
+        self._keywords.load()
 
     def _letters_for(self, keywords: frozenset[str]) -> None:
         """Give letters to new keywords while there are free ones (lock held)."""
-        self._load_keywords()
-        new = sorted(k for k in keywords if k not in self._kw_letters and k != "$Forwarded")
-        free = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in self._kw_names]
-        if not new or not free:
-            return
-        for keyword, letter in zip(new, free, strict=False):
-            self._kw_names[letter] = keyword
-        text = "".join(f"{ord(c) - ord('a')} {k}\n" for c, k in sorted(self._kw_names.items()))
-        atomic_write(os.path.join(self.path, KEYWORDS_FILE), text.encode("utf-8"), False)
-        self._kw_stamp = None
-        self._load_keywords()
+        self._keywords.assign(keywords)
 
     # -- reading -----------------------------------------------------------
 
@@ -737,13 +548,13 @@ class MaildirFolder:
     def open(self, uid: int) -> BinaryIO:
         info = self.get(uid)
         try:
-            fd = _open_message(os.path.join(self.path, info.filename))
+            fd = open_message(os.path.join(self.path, info.filename))
         except FileNotFoundError:
             # Renamed or removed by another program: look again.
             self.refresh()
             info = self.get(uid)
             try:
-                fd = _open_message(os.path.join(self.path, info.filename))
+                fd = open_message(os.path.join(self.path, info.filename))
             except FileNotFoundError:
                 raise NoSuchMessage(f"{self.name}: UID {uid} is gone") from None
         except OSError as e:
@@ -755,7 +566,7 @@ class MaildirFolder:
         # file object would add its own fstat, a second read and more Python).
         info = self.get(uid)
         try:
-            fd = os.open(f"{self.path}/{info.filename}", _MESSAGE_OPEN_FLAGS)
+            fd = os.open(f"{self.path}/{info.filename}", MESSAGE_OPEN_FLAGS)
         except FileNotFoundError:
             with self.open(uid) as f:  # renamed or removed meanwhile
                 return f.read()
@@ -773,7 +584,7 @@ class MaildirFolder:
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", info.filename)
             os.lseek(fd, 0, os.SEEK_SET)
-            return _read_all(fd, st.st_size)
+            return read_all(fd, st.st_size)
         except OSError as e:
             raise MailStoreError(f"{self.name}: UID {uid}: {e}") from e
         finally:
@@ -809,7 +620,7 @@ class MaildirFolder:
 
     def _read_header_block(self, uid: int) -> bytes:
         with self.open(uid) as f:
-            return _read_header(f.read)
+            return read_header(f.read)
 
     # -- the header cache, filled from a worker thread (IHeaderCache) -------
 
@@ -866,12 +677,6 @@ class MaildirFolder:
             return mime.parse_mime(self.read(uid))
 
     # -- changing ----------------------------------------------------------
-
-    def _new_name(self, size: int, vsize: int) -> str:
-        now = self._clock.seconds()
-        sec = int(now)
-        usec = int((now - sec) * 1_000_000)
-        return f"{sec}.M{usec}P{os.getpid()}Q{unique_number()}.{self._hostname},S={size},W={vsize}"
 
     def _rename_to(self, info: MessageInfo, letters: str) -> str:
         """Move a message's file into cur/ with these flag letters; returns
@@ -980,30 +785,16 @@ class MaildirFolder:
             return out
 
     def _tmp_path(self, size: int, vsize: int) -> str:
-        return os.path.join(self.path, "tmp", self._new_name(size, vsize))
+        return tmp_path(self.path, self._names, size, vsize)
 
     def _write_tmp(self, content: bytes, internal_date: float) -> tuple[str, int, int]:
-        """Write a message into tmp/ durably; returns (tmp path, size, rfc822 size)."""
+        """Write a message into tmp/ durably (:mod:`pymta.mailstore.save`);
+        returns (tmp path, size, rfc822 size)."""
         size, vsize = len(content), rfc822_size(content)
         tmp = self._tmp_path(size, vsize)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            write_tmp(tmp, (content,), self._fsync, internal_date)
         except OSError as e:
-            if e.errno in WRITE_ERRNOS:
-                raise StoreNotWritable(e.errno, f"{self.name}: {e}") from e
-            raise
-        try:
-            try:
-                _write_all(fd, content)
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.utime(tmp, (internal_date, internal_date))
-        except OSError as e:
-            # A full file system: no half message left in tmp/.
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             if e.errno in WRITE_ERRNOS:
                 raise StoreNotWritable(e.errno, f"{self.name}: {e}") from e
             raise
@@ -1148,14 +939,14 @@ class MaildirFolder:
                         continue
                     tmp = target._tmp_path(info.size, info.rfc822_size)
                     try:
-                        _link_or_copy(os.path.join(self.path, info.filename), tmp)
+                        link_or_copy(os.path.join(self.path, info.filename), tmp)
                     except FileNotFoundError:
                         # Renamed or removed by another program: look again.
                         notices.extend(self._scan_locked(force=True))
                         info = self._index.records.get(uid)
                         if info is None:
                             continue
-                        _link_or_copy(os.path.join(self.path, info.filename), tmp)
+                        link_or_copy(os.path.join(self.path, info.filename), tmp)
                     entry = (tmp, info.size, info.rfc822_size, info.internal_date)
                     staged.append((uid, (*entry, info.flags, info.keywords)))
             with target._locked() as notices:
@@ -1238,17 +1029,6 @@ class MaildirFolder:
     def remove_listener(self, callback: Listener) -> None:
         if callback in self._listeners:
             self._listeners.remove(callback)
-
-
-def _link_or_copy(src: str, target: str) -> None:
-    """A hard link (as Dovecot copies), or a real copy where links cannot
-    be made (another file system). Never follows a symbolic link."""
-    try:
-        os.link(src, target, follow_symlinks=False)
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise
-        shutil.copyfile(src, target, follow_symlinks=False)
 
 
 def _group(changes: list[IndexChange]) -> list[FolderChange]:
