@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from pymta.imap import prefetch
 from pymta.imap.prefetch import PREFETCH_MIN
-from pymta.mailstore import maildir_folder
+from pymta.mailstore import folder_scan, maildir_folder
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
 from tests.test_imap_prefetch import QueuedRunner
@@ -66,13 +66,13 @@ class Measured(list[bool | None]):
 @pytest.fixture
 def measured(monkeypatch: pytest.MonkeyPatch) -> Measured:
     calls = Measured()
-    real = maildir_folder.measure_file
+    real = folder_scan.measure_file
 
     def watched(path: str, filename: str) -> Any:
         calls.append(calls.runner.in_thread if calls.runner is not None else None)
         return real(path, filename)
 
-    monkeypatch.setattr(maildir_folder, "measure_file", watched)
+    monkeypatch.setattr(folder_scan, "measure_file", watched)
     return calls
 
 
