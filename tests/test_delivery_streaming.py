@@ -17,7 +17,7 @@ from pymta.delivery import mbox
 from pymta.delivery.smtp_content import WireEncoder, survey, to_wire
 from pymta.mailstore.deliver import MaildirDelivery
 from pymta.queue.reference import BLOCK_SIZE, BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 from tests.test_delivery_local import make_agent as make_local_agent
 from tests.test_delivery_local import request as local_request
 from tests.test_delivery_virtual import make_agent, request

@@ -21,7 +21,7 @@ from pymta.delivery.virtual import VirtualAgent, mailbox_path
 from pymta.mailstore.names import MaildirNames, sized_name
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 from pymta.tables.interface import TableError
 
 CONTENT = b"Subject: hi\n\nFrom the start\nline two\n"

@@ -18,7 +18,7 @@ from pymta.mailstore.keywords import KEYWORDS_FILE
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.names import split_filename
 from pymta.queue.reference import BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 
 MESSAGE = b"Subject: hello\n\nbody\n"
 

@@ -19,8 +19,8 @@ from pymta.mailstore.deliver import MaildirDelivery
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.tmpclean import TMP_MAX_AGE, TmpCleaner, clean_tmp
 from pymta.queue.reference import BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
 from pymta.smtpd.testing import LogCapture
+from pymta.sync import ImmediateSyncBarrier
 
 HOUR = 3600.0
 MSG = b"From: a@example.org\nSubject: hi\n\nbody\n"

@@ -54,9 +54,9 @@ from pymta.delivery.interface import (
 )
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.mailstore.deliver import MaildirDelivery
-from pymta.queue.interface import ISyncBarrier
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import read_content
+from pymta.sync import ISyncBarrier
 from pymta.tables import TableError, lookup_alias, split_alias_value
 
 INCLUDE_DEPTH = 10
@@ -86,7 +86,7 @@ class _FsyncBarrier:
     def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         from twisted.internet.threads import deferToThread
 
-        from pymta.queue.sync import fsync_paths
+        from pymta.sync import fsync_paths
 
         return deferToThread(fsync_paths, list(files), list(dirs))
 
@@ -101,7 +101,7 @@ class _FsyncBarrier:
     ) -> Deferred[Any]:
         from twisted.internet.threads import deferToThread
 
-        from pymta.queue.sync import fsync_paths
+        from pymta.sync import fsync_paths
 
         def both() -> Any:
             result = work()

@@ -46,7 +46,7 @@ from pymta.delivery.interface import (
 from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.maillog import maillog
 from pymta.mailstore.deliver import MaildirDelivery
-from pymta.queue.interface import ISyncBarrier
+from pymta.sync import ISyncBarrier
 from pymta.tables import TableError, lookup_address
 
 

@@ -49,7 +49,6 @@ from collections.abc import Callable, Collection, Iterator
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 
-from pymta.delivery.durable import barrier_run
 from pymta.mailstore.files import make_folder_dir
 from pymta.mailstore.index import LOCK_NAME
 from pymta.mailstore.interface import FolderExists, NoSuchFolder
@@ -65,8 +64,8 @@ from pymta.mailstore.names import (
 )
 from pymta.mailstore.save import publish, published_name, unlink_quietly, write_tmp
 from pymta.mailstore.tmpclean import TmpCleaner
-from pymta.queue.interface import ISyncBarrier
 from pymta.queue.reference import IMessageContent, blocks
+from pymta.sync import ISyncBarrier, barrier_run
 
 #: ``quota_check(folder_path, size)``: raise OSError to refuse a message.
 QuotaCheck = Callable[[str, int], None]
