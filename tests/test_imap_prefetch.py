@@ -12,11 +12,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pymta.imap import message_commands
-from pymta.imap.prefetch import PREFETCH_MIN
 from pymta.imap.view import SelectedView
 from pymta.mailstore import folder_read, maildir_folder
 from pymta.mailstore.interface import IHeaderCache
 from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
 
 COUNT = PREFETCH_MIN * 3

@@ -1,5 +1,5 @@
 """The first SELECT / STATUS of a big unindexed Maildir measures its files
-off the reactor call (pymta.imap.prefetch.prefetch_scan)."""
+off the reactor call (pymta.mailstore.prefetch.prefetch_scan)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from pymta.imap import prefetch
-from pymta.imap.prefetch import PREFETCH_MIN
-from pymta.mailstore import folder_scan, maildir_folder
+from pymta.mailstore import folder_scan, maildir_folder, prefetch
 from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
 from tests.test_imap_prefetch import QueuedRunner
 

@@ -24,5 +24,8 @@ Mirrors Dovecot's Maildir storage (see docs/architecture.md). The modules:
   scheme), flag letters.
 - ``mime``: MIME structure with byte offsets.
 - ``dovecot``: import of Dovecot's ``dovecot-uidlist`` (keeps UIDs).
-- ``watch``: FolderWatcher, inotify wake-ups for IDLE.
+- ``watch``: FolderWatcher, inotify wake-ups for IDLE; ``watchers``: one
+  watcher per watched folder (IWatchedFolder), shared by its sessions.
+- ``prefetch``: the store's reads of many headers and files (SEARCH, the
+  first SELECT of a big folder) in a worker thread.
 """

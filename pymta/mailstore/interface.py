@@ -481,6 +481,18 @@ class IFolderScan(Interface):
         refresh scans as usual (reactor thread)."""
 
 
+class IWatchedFolder(Interface):
+    """Optional for an :class:`IFolder`: other processes change it on disk
+    (deliveries, another server), and the store can watch it for them
+    (inotify, :mod:`pymta.mailstore.watchers`) so that IDLE needs no
+    polling. A store whose every change goes through its own objects (the
+    memory store) tells its listeners already and provides none."""
+
+    def watch_directory() -> str:
+        """The directory to watch, as the folder is placed now: its
+        ``new/``, ``cur/`` and index changes mean refresh()."""
+
+
 class IUserMailbox(Interface):
     """One user's folders."""
 
@@ -541,6 +553,7 @@ __all__: Sequence[str] = (
     "IFolderLock",
     "IMailStore",
     "IUserMailbox",
+    "IWatchedFolder",
     "InvalidFolderName",
     "MailStoreError",
     "MessageInfo",

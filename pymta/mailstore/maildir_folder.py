@@ -46,12 +46,16 @@ from pymta.mailstore.interface import (
     IHeaderCache,
     IMessageFiles,
     IStagedAppend,
+    IWatchedFolder,
 )
 
 
-@implementer(IFolder, IHeaderCache, IStagedAppend, IFolderScan, IMessageFiles)
+@implementer(IFolder, IHeaderCache, IStagedAppend, IFolderScan, IMessageFiles, IWatchedFolder)
 class MaildirFolder(FolderSave):
     """One Maildir++ folder and its index. Shared by every session of the store."""
+
+    def watch_directory(self) -> str:
+        return self.path
 
     def lock(self) -> IFolderLock | None:
         path = os.path.join(self.path, SESSION_LOCK)
