@@ -86,9 +86,9 @@ from pymta.imap.view import SelectedView
 from pymta.mailstore.interface import IUserMailbox, not_writable
 from pymta.mailstore.prefetch import ThreadRunner
 from pymta.mailstore.watchers import WatcherPool
+from pymta.netmatch import is_loopback
 from pymta.output import quick_ack
 from pymta.output import send as send_now
-from pymta.pop3.protocol import is_loopback
 from pymta.preauth import PreauthConnections
 from pymta.stream import Streamer, StreamingSession
 
