@@ -1,6 +1,7 @@
 """The mail store's delivery API (pymta.mailstore.deliver) and its one
 Maildir writer (pymta.mailstore.save): folders, flags, keywords, the quota
-hook, and one naming scheme shared with IMAP APPEND."""
+hook, and one naming scheme shared with IMAP APPEND; and the IMailDelivery
+contract, run against the Maildir and the memory implementation."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
 
 from pymta.mailstore.deliver import MaildirDelivery
-from pymta.mailstore.interface import NoSuchFolder
+from pymta.mailstore.interface import IMailDelivery, NoSuchFolder
 from pymta.mailstore.keywords import KEYWORDS_FILE
 from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.memory import MemoryDelivery, MemoryStore
 from pymta.mailstore.names import split_filename
 from pymta.queue.reference import BytesContent
 from pymta.sync import ImmediateSyncBarrier
@@ -130,3 +134,85 @@ def test_delivery_and_append_share_one_naming_sequence(tmp_path: Path) -> None:
     names.append(Path(delivered).name.split(",")[0])
     assert len(set(names)) == 2
     assert len(inbox.messages()) == 2
+
+
+# -- the contract: both implementations of IMailDelivery -----------------------
+
+
+class _Store:
+    """One implementation of IMailDelivery and the store it files into."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.root = str(tmp_path / "u")
+        store: Any
+        if kind == "maildir":
+            store = MaildirStore(self.clock, "host", fsync=False)
+            self.delivery: Any = MaildirDelivery(ImmediateSyncBarrier(), self.clock, "host")
+        else:
+            store = MemoryStore(self.clock)
+            self.delivery = MemoryDelivery(store)
+        self.store = store
+
+    def folder(self, name: str = "INBOX") -> Any:
+        folder = self.store.open_user("u", self.root).folder(name)
+        folder.refresh()
+        return folder
+
+
+@pytest.fixture(params=["maildir", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> _Store:
+    return _Store(request.param, tmp_path)
+
+
+def test_contract_provides_the_interface(store: _Store) -> None:
+    """Both deliveries provide IMailDelivery."""
+    assert verifyObject(IMailDelivery, store.delivery)
+
+
+def test_contract_plain_delivery_is_recent_in_inbox(store: _Store) -> None:
+    """Headers and content arrive whole, in INBOX, \\Recent and unflagged,
+    and the mark runs once before the Deferred fires."""
+    marks: list[int] = []
+    _fired(
+        store.delivery.deliver(
+            store.root, b"X-A: 1\n", BytesContent(MESSAGE), lambda: marks.append(1)
+        )
+    )
+    assert marks == [1]
+    inbox = store.folder()
+    [info] = inbox.messages()
+    assert inbox.read(info.uid) == b"X-A: 1\n" + MESSAGE
+    assert info.recent and info.flags == frozenset() and info.keywords == frozenset()
+
+
+def test_contract_flags_and_keywords(store: _Store) -> None:
+    """Flags and keywords read back as given; the message is not \\Recent."""
+    flags = ["\\Seen", "$Forwarded", "Work"]
+    _fired(store.delivery.deliver(store.root, b"", BytesContent(MESSAGE), flags=flags))
+    [info] = store.folder().messages()
+    assert info.flags == {"\\Seen"} and info.keywords == {"$Forwarded", "Work"}
+    assert not info.recent
+
+
+def test_contract_missing_folder(store: _Store) -> None:
+    """A missing folder fails with NoSuchFolder unless create; with create
+    the message is in the new folder."""
+    failure = _fired(store.delivery.deliver(store.root, b"", BytesContent(MESSAGE), folder="Lists"))
+    assert failure.check(NoSuchFolder)
+    _fired(
+        store.delivery.deliver(store.root, b"", BytesContent(MESSAGE), folder="Lists", create=True)
+    )
+    assert len(store.folder("Lists").messages()) == 1
+
+
+def test_contract_mark_failure_is_not_a_delivery_failure(store: _Store) -> None:
+    """A mark that raises OSError leaves the mark to the queue manager: the
+    delivery still succeeds."""
+
+    def mark() -> None:
+        raise OSError("queue file gone")
+
+    result = _fired(store.delivery.deliver(store.root, b"", BytesContent(MESSAGE), mark))
+    assert isinstance(result, str)

@@ -46,6 +46,7 @@ from pymta.delivery.interface import (
 from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.maillog import maillog
 from pymta.mailstore.deliver import MaildirDelivery
+from pymta.mailstore.interface import IMailDelivery
 from pymta.sync import ISyncBarrier
 from pymta.tables import TableError, lookup_address
 
@@ -79,7 +80,7 @@ class VirtualAgent:
         sync: ISyncBarrier,
         clock: IReactorTime,
         open_maps: OpenMaps = default_open_maps,
-        maildir: MaildirDelivery | None = None,
+        maildir: IMailDelivery | None = None,
     ) -> None:
         self._config = config
         self._sync = sync
@@ -89,7 +90,9 @@ class VirtualAgent:
         self._delimiter = config.get("recipient_delimiter")
         self._locks = config.get_list("virtual_mailbox_lock")
         self._limit = config.get_int("virtual_mailbox_limit")
-        self._maildir = maildir or MaildirDelivery(sync, clock, config.get("myhostname"))
+        self._maildir: IMailDelivery = maildir or MaildirDelivery(
+            sync, clock, config.get("myhostname")
+        )
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         recipients = request.recipients

@@ -48,10 +48,11 @@ from collections.abc import Callable, Collection, Iterator
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from pymta.mailstore.files import make_folder_dir
 from pymta.mailstore.index import LOCK_NAME
-from pymta.mailstore.interface import FolderExists, NoSuchFolder
+from pymta.mailstore.interface import FolderExists, IMailDelivery, NoSuchFolder
 from pymta.mailstore.keywords import KeywordLetters
 from pymta.mailstore.names import (
     INBOX,
@@ -71,8 +72,9 @@ from pymta.sync import ISyncBarrier, barrier_run
 QuotaCheck = Callable[[str, int], None]
 
 
+@implementer(IMailDelivery)
 class MaildirDelivery:
-    """Files queued messages into Maildirs; one instance serves every
+    """Files queued messages into Maildirs (:class:`IMailDelivery`); one instance serves every
     mailbox of the process (its names come from the process's one
     sequence). ``sync`` is the delivery side's group-commit barrier."""
 

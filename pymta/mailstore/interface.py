@@ -35,9 +35,13 @@ import enum
 import errno
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from pymta.queue.reference import IMessageContent
 
 SEPARATOR = "/"
 
@@ -493,6 +497,37 @@ class IWatchedFolder(Interface):
         ``new/``, ``cur/`` and index changes mean refresh()."""
 
 
+class IMailDelivery(Interface):
+    """The mail store's delivery API: how delivery agents (virtual, local;
+    LMTP and Sieve's ``fileinto``) file one queued message into a folder.
+    :class:`pymta.mailstore.deliver.MaildirDelivery` (Maildir, durable
+    through the group commit) and :class:`pymta.mailstore.memory.MemoryDelivery`
+    (tests); one contract test runs against both."""
+
+    def deliver(
+        maildir: str,
+        prefix: bytes,
+        message: IMessageContent,
+        mark: Callable[[], None] | None = None,
+        *,
+        folder: str = "INBOX",
+        flags: Collection[str] = (),
+        create: bool = False,
+    ) -> Deferred[str]:
+        """File ``prefix`` (delivery headers) followed by the queued
+        ``message`` (:class:`pymta.queue.reference.IMessageContent`, read
+        in blocks) into ``folder`` of the mailbox whose root is
+        ``maildir``, with ``flags`` (system flags and keywords mixed, as
+        APPEND takes them; none: the message is new, \\Recent). Fires with
+        a name of the stored message (Maildir: its path) once it is
+        durable, after ``mark`` (the queue file's done mark) ran; an
+        OSError of ``mark`` is ignored. A missing folder is created only
+        with ``create``; else the Deferred fails with NoSuchFolder (the
+        caller may fall back to INBOX, as Sieve's implicit keep does).
+        Errors (OSError: the agent defers, EDQUOT/ENOSPC as mailbox full)
+        are errbacks, never raised."""
+
+
 class IUserMailbox(Interface):
     """One user's folders."""
 
@@ -551,6 +586,7 @@ __all__: Sequence[str] = (
     "FolderStatus",
     "IFolder",
     "IFolderLock",
+    "IMailDelivery",
     "IMailStore",
     "IUserMailbox",
     "IWatchedFolder",
