@@ -18,6 +18,8 @@ Mirrors Dovecot's Maildir storage (see docs/architecture.md). The modules:
 - ``deliver``: MaildirDelivery, the store's delivery API (a queued message
   into a folder with flags and keywords, group-committed, quota hook).
 - ``memory``: MemoryStore, the same contract in memory, for tests.
+- ``asyncstore``: the same contract with Deferred results
+  (``store.asynchronous()``), run in the Maildir store's own threads.
 - ``index``: the per-folder UID index ``pymta-uidlist``.
 - ``cache``: the per-folder header and MIME cache ``pymta-cache``.
 - ``names``: folder names (mUTF-7 on disk), file names (one naming

@@ -26,7 +26,11 @@ the listeners of all. Sessions keep their own view (sequence numbers) on top.
 
 Calls are synchronous and may block on the local disk for a short time (a
 few file operations; see each implementation's docstring for the costs);
-the IMAP server may run them in a thread.
+the IMAP server may run them in a thread. ``store.asynchronous()`` gives
+the same contract with Deferred results (:mod:`pymta.mailstore.asyncstore`),
+each store running its calls as it must (the Maildir store in its own
+threads, one folder's calls in order; the memory store at once). Delivery
+agents file mail through :class:`IMailDelivery`.
 """
 
 from __future__ import annotations
@@ -571,6 +575,13 @@ class IMailStore(Interface):
         Creates it when missing. The special-use folders of
         :data:`DEFAULT_FOLDERS` are made, subscribed, on the first use of
         anything but INBOX (so a POP3-only user never gets them)."""
+
+    def asynchronous() -> object:
+        """The store's asynchronous API
+        (:class:`pymta.mailstore.asyncstore.IAsyncMailStore`): the same
+        calls with Deferred results, run as the store decides (the Maildir
+        store in its threads, the memory store at once). One object per
+        store."""
 
 
 __all__: Sequence[str] = (

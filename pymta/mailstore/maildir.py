@@ -73,6 +73,7 @@ import threading
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, Runner
 from pymta.mailstore.files import (
     SPECIAL_USE_FILE,
     MaildirLock,
@@ -102,6 +103,7 @@ from pymta.mailstore.names import (
     unique_number,
     validate_folder_name,
 )
+from pymta.mailstore.prefetch import reactor_thread_runner
 from pymta.mailstore.tmpclean import TmpCleaner
 
 UIDVALIDITY_FILE = "pymta-uidvalidity"
@@ -391,7 +393,9 @@ class MaildirStore:
     in production); ``hostname`` goes into new file names; ``fsync=False``
     is for benchmarks and tests on scratch directories only; ``tmp_cleaner``
     removes what dead writers left in the folders' tmp/ (its default runs
-    in the reactor's thread pool).
+    in the reactor's thread pool); ``run_in_thread`` runs the calls of the
+    asynchronous API (:meth:`asynchronous`; default: the reactor's thread
+    pool, or at once for a clock without threads).
     """
 
     def __init__(
@@ -400,13 +404,23 @@ class MaildirStore:
         hostname: str | None = None,
         fsync: bool = True,
         tmp_cleaner: TmpCleaner | None = None,
+        run_in_thread: Runner | None = None,
     ) -> None:
         self._clock = clock
+        self._runner = run_in_thread or reactor_thread_runner(clock)
+        self._asynchronous: AsyncMailStore | None = None
         self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._hostname = hostname or socket.gethostname()
         self._fsync = fsync
         self._users: dict[str, MaildirUserMailbox] = {}
         self._mutex = threading.Lock()
+
+    def asynchronous(self) -> IAsyncMailStore:
+        """This store's asynchronous API (:mod:`pymta.mailstore.asyncstore`):
+        every call in the store's threads, one folder's calls in order."""
+        if self._asynchronous is None:
+            self._asynchronous = AsyncMailStore(self, self._runner)
+        return self._asynchronous
 
     def open_user(self, user: str, path: str) -> IUserMailbox:
         root = os.path.realpath(path)

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore
 from pymta.mailstore.interface import (
     DEFAULT_FOLDERS,
     SEPARATOR,
@@ -420,10 +421,17 @@ class MemoryStore:
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._users: dict[str, MemoryUserMailbox] = {}
+        self._asynchronous: AsyncMailStore | None = None
 
     @property
     def clock(self) -> IReactorTime:
         return self._clock
+
+    def asynchronous(self) -> IAsyncMailStore:
+        """This store's asynchronous API: every call answered at once."""
+        if self._asynchronous is None:
+            self._asynchronous = AsyncMailStore(self, None)
+        return self._asynchronous
 
     def open_user(self, user: str, path: str) -> IUserMailbox:
         mailbox = self._users.get(path)
