@@ -70,14 +70,6 @@ class ISyncBarrier(Interface):
         it)."""
 
 
-def barrier_sync(
-    barrier: ISyncBarrier, files: Sequence[str] = (), dirs: Sequence[str] = ()
-) -> Deferred[None]:
-    """Ask the group-commit barrier to make files and directory entries durable
-    (with the default syncfs method the lists only document intent)."""
-    return barrier.sync(files=tuple(files), dirs=tuple(dirs))
-
-
 def barrier_run(
     barrier: ISyncBarrier,
     work: Callable[[], None],
@@ -87,27 +79,13 @@ def barrier_run(
     after: Callable[[], None] | None = None,
 ) -> Deferred[None]:
     """Do ``work`` (file-system changes), made durable when ``durable``,
-    then ``after`` (durable work only: what publishes it, once synced).
-
-    On the barrier's own thread, in call order, when it offers ``run`` (the
-    reactor never waits on the disk); otherwise here, followed by ``sync``.
-    """
-    run = getattr(barrier, "run", None)
-    if run is not None:
-        return cast(
-            "Deferred[None]",
-            run(work, durable=durable, files=tuple(files), dirs=tuple(dirs), after=after),
-        )
-    try:
-        work()
-    except Exception:
-        return fail()
-    if not durable:
-        return succeed(None)
-    d = barrier_sync(barrier, files, dirs)
-    if after is not None:
-        d.addCallback(lambda _: after())
-    return d
+    then ``after`` (durable work only: what publishes it, once synced), on
+    the barrier's own thread, in call order (the reactor never waits on the
+    disk): :meth:`ISyncBarrier.run` with the caller's lists as tuples."""
+    return cast(
+        "Deferred[None]",
+        barrier.run(work, durable=durable, files=tuple(files), dirs=tuple(dirs), after=after),
+    )
 
 
 RunInThread = Callable[[Callable[[], None]], "Deferred[None]"]

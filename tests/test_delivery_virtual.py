@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from pymta.config import Config
@@ -42,6 +44,27 @@ class ManualBarrier:
         d: Deferred[None] = Deferred()
         self.waiting.append((tuple(files), tuple(dirs), d))
         return d
+
+    def run(
+        self,
+        work: Callable[[], Any],
+        durable: bool = True,
+        files: tuple[str, ...] = (),
+        dirs: tuple[str, ...] = (),
+        after: Callable[[], None] | None = None,
+        soon: bool = False,
+    ) -> Deferred[Any]:
+        """The work at once; its sync (and then ``after``) when released."""
+        try:
+            result = work()
+        except Exception:
+            return fail()
+        if not durable:
+            return succeed(result)
+        d = self.sync(files, dirs)
+        if after is not None:
+            d.addCallback(lambda _: after())
+        return d.addCallback(lambda _: result)
 
     def release(self) -> None:
         waiting, self.waiting = self.waiting, []
