@@ -113,7 +113,7 @@ def test_quota_check_refuses_after_the_write_and_leaves_nothing(tmp_path: Path) 
         )
     )
     assert failure.check(OSError) and failure.value.errno == errno.EDQUOT
-    assert seen == [(os.path.join(root, ""), len(b"H: 1\n" + MESSAGE))]
+    assert seen == [(str(root), len(b"H: 1\n" + MESSAGE))]
     assert os.listdir(root / "tmp") == [] and os.listdir(root / "new") == []
     assert marks == []
 

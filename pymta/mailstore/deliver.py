@@ -168,7 +168,9 @@ class MaildirDelivery:
         folder = normalize(folder)
         if folder != INBOX:
             validate_folder_name(folder)
-        return os.path.join(maildir, folder_dirname(folder))
+        # One spelling per folder (no trailing "/" from the maps' value), as
+        # the store's folders name themselves: tmp/ cleaning keys on it.
+        return os.path.normpath(os.path.join(maildir, folder_dirname(folder)))
 
     def _ensure(self, maildir: str, path: str, create: bool) -> None:
         """Make the root's cur/new/tmp (mode 0700) and, when ``create``,
@@ -177,9 +179,7 @@ class MaildirDelivery:
             return
         for sub in ("cur", "new", "tmp"):
             os.makedirs(os.path.join(maildir, sub), mode=0o700, exist_ok=True)
-        if os.path.normpath(path) != os.path.normpath(maildir) and not os.path.isdir(
-            os.path.join(path, "cur")
-        ):
+        if path != os.path.normpath(maildir) and not os.path.isdir(os.path.join(path, "cur")):
             if not create:
                 raise NoSuchFolder(path)
             root = os.path.normpath(maildir)
