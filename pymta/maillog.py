@@ -27,6 +27,13 @@ publisher = LogPublisher(globalLogPublisher)
 _log = Logger(namespace="pymta.maillog", observer=publisher)
 
 
+def safe(text: str, limit: int = 100) -> str:
+    """text with control characters replaced by '?', cut to limit characters:
+    what a client sent (a user name), made fit for one log line (pop3d,
+    imapd)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
 def log_to(observer: ILogObserver) -> Callable[[], None]:
     """Send mail events to observer instead of the global log; returns the undo."""
     publisher.removeObserver(globalLogPublisher)

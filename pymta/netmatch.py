@@ -21,11 +21,24 @@ from twisted.logger import Logger
 
 from pymta.config.errors import ConfigError
 
-__all__ = ["NetworkList"]
+__all__ = ["NetworkList", "is_loopback"]
 
 _log = Logger()
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def is_loopback(ip: str) -> bool:
+    """Whether a client address (from the network; ``[..]`` and IPv4-mapped
+    IPv6 allowed) is a loopback address: pop3d and imapd allow plaintext
+    logins from it, as Dovecot does. Not an address: False."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _parse(entry: str) -> Network:

@@ -18,8 +18,12 @@ buffered (the reply must not overtake earlier bytes). Anything else —
 Flow control is unchanged: what is left over is written with
 ``transport.write``, which pauses the producer when its buffer fills.
 
-Reads the transport's buffer state (``dataBuffer``, ``_tempDataLen``);
-when a Twisted version lacks them, every reply takes the buffered path.
+Twisted has no public "nothing buffered" test, so :func:`_nothing_buffered`
+reads the connection's private buffer state (``dataBuffer``,
+``_tempDataLen``, ``_writeDisconnecting``), in that one place: when a
+Twisted version lacks them every reply takes the buffered path (slower,
+never wrong), and ``tests/test_output.py::test_direct_when_idle`` fails,
+so an upgrade that changes them is noticed.
 
 :func:`quick_ack` answers the other half of a request/response protocol's
 latency. Linux delays the ACK of received bytes (up to 40 ms) hoping to
@@ -49,9 +53,7 @@ def send(transport: Any, data: bytes) -> None:
         and transport.connected
         and not transport.disconnecting
         and not transport.TLS
-        and not getattr(transport, "_writeDisconnecting", True)
-        and getattr(transport, "_tempDataLen", 1) == 0
-        and getattr(transport, "dataBuffer", b"?") == b""
+        and _nothing_buffered(transport)
     ):
         sent = transport.writeSomeData(data)
         if isinstance(sent, int) and sent > 0:
@@ -61,6 +63,18 @@ def send(transport: Any, data: bytes) -> None:
         # 0 (the socket is full) or an error: buffered as usual; the reactor
         # reports a lost connection on its next read.
     transport.write(data)
+
+
+def _nothing_buffered(connection: Connection) -> bool:
+    """Whether Twisted's FileDescriptor holds no bytes for ``connection``
+    and is not closing its write side. Private attributes of
+    twisted.internet.abstract.FileDescriptor (see the module doc); a
+    missing one answers False."""
+    return (
+        not getattr(connection, "_writeDisconnecting", True)
+        and getattr(connection, "_tempDataLen", 1) == 0
+        and getattr(connection, "dataBuffer", b"?") == b""
+    )
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)

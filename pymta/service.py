@@ -412,8 +412,8 @@ def build(
     from pymta.delivery.registry import AgentContext, build_agents, process_limits
     from pymta.qmgr.manager import QueueManager
     from pymta.queue.store import FileQueueStore
-    from pymta.queue.sync import SyncBarrier
     from pymta.rewrite import Resolver
+    from pymta.sync import SyncBarrier
 
     reactor = reactor or _reactor()
     clock: IReactorTime = reactor

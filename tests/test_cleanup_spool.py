@@ -23,8 +23,8 @@ from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.spool import BLOCK, HIGH_WATER, FileSpool, SpooledContent
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import ImmediateSyncBarrier
 from pymta.rewrite import Resolver
+from pymta.sync import ImmediateSyncBarrier
 
 NOW = 1700000000.0
 MAIN_CF = """

@@ -12,7 +12,7 @@ import pytest
 from pymta.cli.queue import format_mailq, run_mailq, run_postqueue, run_postsuper, scan
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 
 T = 1700000000.0  # Tue Nov 14 22:13:20 2023 UTC
 

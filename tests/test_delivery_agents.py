@@ -24,7 +24,7 @@ from pymta.delivery.registry import AgentContext, build_agents, process_limits
 from pymta.delivery.virtual import VirtualAgent
 from pymta.queue.model import Envelope
 from pymta.queue.reference import BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 
 
 def request(nexthop: str) -> DeliveryRequest:

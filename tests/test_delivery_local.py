@@ -22,7 +22,7 @@ from pymta.delivery.local import LocalAgent
 from pymta.delivery.lookup import DictLookup
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 
 CONTENT = b"Subject: hello\n\nbody line\n"
 

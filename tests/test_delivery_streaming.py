@@ -14,10 +14,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pymta.delivery import mbox
-from pymta.delivery.maildir import MaildirWriter
 from pymta.delivery.smtp_content import WireEncoder, survey, to_wire
+from pymta.mailstore.deliver import MaildirDelivery
 from pymta.queue.reference import BLOCK_SIZE, BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 from tests.test_delivery_local import make_agent as make_local_agent
 from tests.test_delivery_local import request as local_request
 from tests.test_delivery_virtual import make_agent, request
@@ -51,7 +51,7 @@ def test_maildir_copy_of_a_message_over_several_blocks(tmp_path: Path) -> None:
 def test_maildir_mark_runs_after_the_rename_before_the_report(tmp_path: Path) -> None:
     """The writer's mark (the queue file's done byte) runs once the file is
     in new/, and before the Deferred fires."""
-    writer = MaildirWriter(ImmediateSyncBarrier(), Clock(), "host", pid=1)
+    writer = MaildirDelivery(ImmediateSyncBarrier(), Clock(), "host", pid=1)
     maildir = str(tmp_path / "box")
     seen: list[tuple[int, list[Any]]] = []
     result: list[Any] = []
@@ -67,7 +67,7 @@ def test_maildir_mark_runs_after_the_rename_before_the_report(tmp_path: Path) ->
 
 def test_maildir_mark_failure_leaves_the_mark_to_the_caller(tmp_path: Path) -> None:
     """A mark that fails (OSError) does not fail the delivery."""
-    writer = MaildirWriter(ImmediateSyncBarrier(), Clock(), "host", pid=1)
+    writer = MaildirDelivery(ImmediateSyncBarrier(), Clock(), "host", pid=1)
 
     def mark() -> None:
         raise OSError("queue file gone")

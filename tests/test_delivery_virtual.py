@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from pymta.config import Config
 from pymta.delivery import mbox
 from pymta.delivery.interface import DeliveryRecipient, DeliveryRequest, RecipientStatus
 from pymta.delivery.lookup import DictLookup, Lookup
-from pymta.delivery.maildir import MaildirWriter
 from pymta.delivery.virtual import VirtualAgent, mailbox_path
+from pymta.mailstore.names import MaildirNames, sized_name
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 from pymta.tables.interface import TableError
 
 CONTENT = b"Subject: hi\n\nFrom the start\nline two\n"
@@ -41,6 +44,27 @@ class ManualBarrier:
         d: Deferred[None] = Deferred()
         self.waiting.append((tuple(files), tuple(dirs), d))
         return d
+
+    def run(
+        self,
+        work: Callable[[], Any],
+        durable: bool = True,
+        files: tuple[str, ...] = (),
+        dirs: tuple[str, ...] = (),
+        after: Callable[[], None] | None = None,
+        soon: bool = False,
+    ) -> Deferred[Any]:
+        """The work at once; its sync (and then ``after``) when released."""
+        try:
+            result = work()
+        except Exception:
+            return fail()
+        if not durable:
+            return succeed(result)
+        d = self.sync(files, dirs)
+        if after is not None:
+            d.addCallback(lambda _: after())
+        return d.addCallback(lambda _: result)
 
     def release(self) -> None:
         waiting, self.waiting = self.waiting, []
@@ -277,7 +301,7 @@ def test_quote_from_and_record() -> None:
 def test_maildir_unique_names_escape_hostname(tmp_path: Path, hostname: str) -> None:
     """Maildir names are unique per delivery and escape / and : in the host name."""
     clock = Clock()
-    writer = MaildirWriter(ImmediateSyncBarrier(), clock, hostname, pid=42)
-    a, b = writer.unique_name(10), writer.unique_name(10)
+    names = MaildirNames(clock, hostname, pid=42, numbers=itertools.count(1))
+    a, b = sized_name(names.base_name(), 10), sized_name(names.base_name(), 10)
     assert a != b
     assert a == "0.M0P42Q1.host\\057with\\072odd,S=10"

@@ -12,11 +12,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pymta.imap import message_commands
-from pymta.imap.prefetch import PREFETCH_MIN
 from pymta.imap.view import SelectedView
-from pymta.mailstore import maildir_folder
+from pymta.mailstore import folder_read, maildir_folder
 from pymta.mailstore.interface import IHeaderCache
 from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
 
 COUNT = PREFETCH_MIN * 3
@@ -69,7 +69,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Counts message files read for headers, by the prefetch and by the
     folder's own (synchronous) path."""
     counts = {"prefetch": 0, "sync": 0}
-    real_read = maildir_folder.read_header_file
+    real_read = folder_read.read_header_file
     real_open = maildir_folder.MaildirFolder.open
 
     def read(path: str) -> bytes | None:
@@ -80,7 +80,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         counts["sync"] += 1
         return real_open(self, uid)
 
-    monkeypatch.setattr(maildir_folder, "read_header_file", read)
+    monkeypatch.setattr(folder_read, "read_header_file", read)
     monkeypatch.setattr(maildir_folder.MaildirFolder, "open", open_)
     return counts
 
@@ -116,17 +116,17 @@ def test_cold_search_reads_headers_in_the_runner_and_answers_the_same(
     assert len(runner.jobs) == 1
 
     seen_in_thread: list[bool] = []
-    real = maildir_folder.read_header_file
+    real = folder_read.read_header_file
 
     def watched(path: str) -> bytes | None:
         seen_in_thread.append(runner.in_thread)
         return real(path)
 
-    maildir_folder.read_header_file = watched
+    folder_read.read_header_file = watched
     try:
         assert runner.run_all() == 1
     finally:
-        maildir_folder.read_header_file = real
+        folder_read.read_header_file = real
     assert seen_in_thread == [True] * COUNT
     assert counted["sync"] == 0  # the search itself found every header cached
     lines = s.read().split(b"\r\n")[:-1]

@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 
 from pymta.imap import message_commands, scan
 from pymta.imap.parser import tokenize
-from pymta.mailstore import maildir_folder
+from pymta.mailstore import files, maildir_folder
 from pymta.mailstore.interface import IMessageFiles
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
@@ -49,13 +49,13 @@ def thread_checks(monkeypatch: pytest.MonkeyPatch) -> tuple[QueuedRunner, list[s
     reactor's index and caches) must never be called there."""
     runner = QueuedRunner()
     where: list[str] = []
-    real_read = maildir_folder.read_message_path
+    real_read = files.read_message_path
 
     def read(path: str, size: int) -> bytes | None:
         where.append("thread read" if runner.in_thread else "reactor read")
         return real_read(path, size)
 
-    monkeypatch.setattr(maildir_folder, "read_message_path", read)
+    monkeypatch.setattr(files, "read_message_path", read)
     for name in ("get", "read", "open", "header_bytes", "messages", "refresh"):
         real = getattr(maildir_folder.MaildirFolder, name)
 

@@ -1,5 +1,5 @@
 """The first SELECT / STATUS of a big unindexed Maildir measures its files
-off the reactor call (pymta.imap.prefetch.prefetch_scan)."""
+off the reactor call (pymta.mailstore.prefetch.prefetch_scan)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from pymta.imap import prefetch
-from pymta.imap.prefetch import PREFETCH_MIN
-from pymta.mailstore import maildir_folder
+from pymta.mailstore import folder_scan, maildir_folder, prefetch
 from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
 from tests.test_imap_prefetch import QueuedRunner
 
@@ -66,13 +65,13 @@ class Measured(list[bool | None]):
 @pytest.fixture
 def measured(monkeypatch: pytest.MonkeyPatch) -> Measured:
     calls = Measured()
-    real = maildir_folder.measure_file
+    real = folder_scan.measure_file
 
     def watched(path: str, filename: str) -> Any:
         calls.append(calls.runner.in_thread if calls.runner is not None else None)
         return real(path, filename)
 
-    monkeypatch.setattr(maildir_folder, "measure_file", watched)
+    monkeypatch.setattr(folder_scan, "measure_file", watched)
     return calls
 
 

@@ -12,10 +12,10 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.python.filepath import FilePath
 
-from pymta.imap.watchers import WatcherPool
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.memory import MemoryFolder
 from pymta.mailstore.watch import FolderWatcher
+from pymta.mailstore.watchers import WatcherPool
 from tests.test_imap_harness import Session, World
 
 

@@ -578,7 +578,7 @@ def test_new_mail_is_numbered_in_arrival_order_across_microsecond_widths() -> No
     """Maildir names of one second compare their microseconds as numbers:
     M99999 arrived before M123456, so it gets the lower UID (as text it
     would sort after it)."""
-    from pymta.mailstore.maildir_folder import arrival_key
+    from pymta.mailstore.names import arrival_key
 
     names = ["1700000000.M123456P1Q2.host", "1700000000.M99999P1Q1.host", "1699999999.M5P1Q9.h"]
     assert sorted(names, key=arrival_key) == [names[2], names[1], names[0]]

@@ -15,12 +15,12 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from pymta.delivery.maildir import MaildirWriter
+from pymta.mailstore.deliver import MaildirDelivery
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.tmpclean import TMP_MAX_AGE, TmpCleaner, clean_tmp
 from pymta.queue.reference import BytesContent
-from pymta.queue.sync import ImmediateSyncBarrier
 from pymta.smtpd.testing import LogCapture
+from pymta.sync import ImmediateSyncBarrier
 
 HOUR = 3600.0
 MSG = b"From: a@example.org\nSubject: hi\n\nbody\n"
@@ -177,7 +177,7 @@ def test_delivery_cleans_the_tmp_of_the_maildir_it_writes_to(tmp_path: Path) -> 
     (root / "tmp" / "killed.host").write_bytes(MSG)
     clock = _clock_at(time.time() + 37 * HOUR)
     runner = QueuedRunner()
-    writer = MaildirWriter(
+    writer = MaildirDelivery(
         ImmediateSyncBarrier(),  # type: ignore[arg-type]
         clock,
         "host",

@@ -21,9 +21,13 @@ import pytest
 from twisted.internet.task import Clock
 
 from pymta.mailstore import cache as cache_module
+from pymta.mailstore import files as files_module
+from pymta.mailstore import folder_base, folder_flags, folder_read, folder_save, folder_scan
 from pymta.mailstore import index as index_module
+from pymta.mailstore import keywords as keywords_module
 from pymta.mailstore import maildir as maildir_module
 from pymta.mailstore import maildir_folder as folder_module
+from pymta.mailstore import save as save_module
 from pymta.mailstore import tmpclean as tmpclean_module
 from pymta.mailstore.index import INDEX_NAME, UidIndex
 from pymta.mailstore.interface import FlagMode, FolderChange, StoreNotWritable
@@ -89,6 +93,14 @@ def _makedirs_existing(path: str, mode: int = 0o777, exist_ok: bool = False) -> 
 _MODULES: tuple[ModuleType, ...] = (
     index_module,
     folder_module,
+    folder_base,
+    folder_scan,
+    folder_read,
+    folder_flags,
+    folder_save,
+    files_module,
+    keywords_module,
+    save_module,
     cache_module,
     maildir_module,
     tmpclean_module,
@@ -269,7 +281,7 @@ def test_memory_uids_given_elsewhere_meanwhile_make_the_folder_start_over(
     theirs = UidIndex(str(root), fsync=False)
     with theirs.locked():
         theirs.sync()
-        info = folder_module.message_info(
+        info = index_module.message_info(
             2, 46, 49, 1.0, frozenset(), frozenset(), 9, f"cur/{other_name}:2,"
         )
         theirs.put([info], [])
@@ -289,7 +301,7 @@ def test_index_keeps_records_in_memory_and_strict_writes_fail(tmp_path: Path, di
     with index.locked():
         index.sync()
     disk.fail(errno.ENOSPC)
-    info = folder_module.message_info(
+    info = index_module.message_info(
         2, 46, 49, 1.0, frozenset(), frozenset(), 5, f"new/{NEW_NAME}", True
     )
     with index.locked():

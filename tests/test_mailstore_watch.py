@@ -126,3 +126,37 @@ def test_real_inotify_wakes_listener(tmp_path: Path) -> Any:
         assert change.uids == (1,)
     finally:
         watcher.stop()
+
+
+def test_pool_watches_only_folders_that_ask_to_be_watched(tmp_path: Path) -> None:
+    """The watcher pool asks the folder (IWatchedFolder) where to watch: a
+    Maildir folder is watched at its place as it is now (after a RENAME
+    too), a memory folder - whose listeners hear every change already - is
+    not, even when it happens to have a ``path`` attribute."""
+    from pymta.mailstore.memory import MemoryStore
+    from pymta.mailstore.watchers import WatcherPool
+
+    made: list[str] = []
+
+    def make(folder: Any, path: str, clock: Any) -> Any:
+        made.append(path)
+        return _NullWatcher()
+
+    pool = WatcherPool(Clock(), make=make)
+    mailbox = MaildirStore(Clock(), "host", fsync=False).open_user("u", str(tmp_path / "u"))
+    mailbox.create_folder("Old")
+    mailbox.rename_folder("Old", "New")
+    pool.acquire(mailbox.folder("New"))
+    assert made == [str(tmp_path / "u" / ".New")]
+    memory = MemoryStore(Clock()).open_user("u", str(tmp_path / "m")).folder("INBOX")
+    memory.path = str(tmp_path / "m")  # type: ignore[attr-defined]
+    pool.acquire(memory)
+    assert len(pool) == 1 and len(made) == 1
+
+
+class _NullWatcher:
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass

@@ -12,9 +12,10 @@ from twisted.internet.task import Clock
 
 from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.interface import IMailAccount
+from pymta.auth.locate import virtual_mailbox_lookup
 from pymta.config.config import Config
 from pymta.mailstore.memory import MemoryStore
-from pymta.pop3.service import make_pop3_factory, virtual_mailbox_lookup
+from pymta.pop3.service import make_pop3_factory
 
 
 def test_virtual_mailbox_maps_lookup_from_config() -> None:

@@ -21,7 +21,7 @@ from pymta.qmgr.manager import QueueManager
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import read_all
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 from tests.test_qmgr_manager import T0, FakeAgent, FakeCleanup, FakeResolver, Rig, maillines
 
 __all__ = ["maillines"]  # the fixture, for pytest

@@ -16,7 +16,7 @@ from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent, blocks, head, read_all
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 from tests.test_queue_store import _bad_files
 
 Store = FileQueueStore | MemoryQueueStore

@@ -17,7 +17,7 @@ from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.qid import QueueIdAllocator, check_queue_id, is_queue_id
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 
 Store = FileQueueStore | MemoryQueueStore
 

@@ -23,7 +23,7 @@ from pymta.queue.interface import IQueueStore
 from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import SyncBarrier
+from pymta.sync import SyncBarrier
 
 
 class HeldThread:

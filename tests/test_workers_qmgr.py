@@ -18,7 +18,7 @@ from pymta.master.claims import QueueClaims
 from pymta.qmgr.manager import QueueManager
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 from tests.test_qmgr_manager import T0, FakeAgent, FakeCleanup, FakeResolver
 
 CONTENT = b"Subject: test\n\nhello\n"

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 
 from pymta.auth.passwdfile import PasswdFile, PasswdFileError
+from pymta.config import Config
 from pymta.tables.interface import TableError
 
 
@@ -63,3 +64,22 @@ class MailboxLocator:
         if path != root and not path.startswith(root.rstrip("/") + "/"):
             return None
         return path
+
+
+def virtual_mailbox_lookup(config: Config) -> Callable[[str], str | None] | None:
+    """A function address -> virtual_mailbox_maps value (Postfix's lookup
+    order), or None without the parameter: the third source above, built
+    once per pop3d/imapd service."""
+    specs = config.get_list("virtual_mailbox_maps")
+    if not specs:
+        return None
+    from pymta.tables.addrmaps import lookup_address
+    from pymta.tables.maps import open_maps
+
+    maps = open_maps(specs, config)
+    delimiter = config.get("recipient_delimiter")
+
+    def lookup(address: str) -> str | None:
+        return lookup_address(maps, address, delimiter=delimiter, propagate_extension=False)
+
+    return lookup

@@ -47,7 +47,7 @@ from pymta.qmgr.trigger import FLUSH, WAKEUP, send_trigger
 from pymta.queue.interface import QueueFileError
 from pymta.queue.qid import is_queue_id
 from pymta.queue.store import FileQueueStore
-from pymta.queue.sync import ImmediateSyncBarrier
+from pymta.sync import ImmediateSyncBarrier
 
 PROG = "pymta"
 #: Queues mailq lists, in order, and the mark shown after the id.

@@ -53,10 +53,10 @@ from pymta.delivery.interface import (
     RecipientStatus,
 )
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
-from pymta.delivery.maildir import MaildirWriter
-from pymta.queue.interface import ISyncBarrier
+from pymta.mailstore.deliver import MaildirDelivery
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import read_content
+from pymta.sync import ISyncBarrier
 from pymta.tables import TableError, lookup_alias, split_alias_value
 
 INCLUDE_DEPTH = 10
@@ -86,7 +86,7 @@ class _FsyncBarrier:
     def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         from twisted.internet.threads import deferToThread
 
-        from pymta.queue.sync import fsync_paths
+        from pymta.sync import fsync_paths
 
         return deferToThread(fsync_paths, list(files), list(dirs))
 
@@ -101,7 +101,7 @@ class _FsyncBarrier:
     ) -> Deferred[Any]:
         from twisted.internet.threads import deferToThread
 
-        from pymta.queue.sync import fsync_paths
+        from pymta.sync import fsync_paths
 
         def both() -> Any:
             result = work()
@@ -141,7 +141,7 @@ class LocalAgent:
         self._allow_commands = set(config.get_list("allow_mail_to_commands"))
         self._myorigin = config.get("myorigin")
         self._sync: ISyncBarrier = sync if sync is not None else _FsyncBarrier()
-        self._writer = MaildirWriter(self._sync, clock, config.get("myhostname"))
+        self._maildir = MaildirDelivery(self._sync, clock, config.get("myhostname"))
         raw_limit = config.raw("command_time_limit")
         self._time_limit = float(config.get_time("command_time_limit")) if raw_limit else 1000.0
         self._read_file = read_file or _read_text
@@ -299,7 +299,7 @@ class LocalAgent:
         headers = delivery_headers(sender, rcpt.address.lower())
         try:
             if path.endswith("/"):
-                d: Deferred[object] = self._writer.deliver(path, headers, request.message)  # type: ignore[assignment]
+                d: Deferred[object] = self._maildir.deliver(path, headers, request.message)  # type: ignore[assignment]
             else:
                 now = self._clock.seconds()
                 d = mbox.append(  # type: ignore[assignment]

@@ -29,9 +29,8 @@ from collections.abc import Callable, Sequence
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from pymta.delivery.durable import barrier_run
-from pymta.queue.interface import ISyncBarrier
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent
+from pymta.sync import ISyncBarrier, barrier_run
 
 # Postfix's stale_lock_time: a dotlock older than this is removed.
 STALE_LOCK_TIME = 500.0

@@ -29,7 +29,7 @@ from pymta.delivery.interface import IDeliveryAgent
 from pymta.delivery.local import LocalAgent
 from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.delivery.virtual import VirtualAgent
-from pymta.queue.interface import ISyncBarrier
+from pymta.sync import ISyncBarrier
 
 
 @dataclass

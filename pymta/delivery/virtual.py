@@ -5,8 +5,9 @@ already naming it is a mail loop (5.4.6); virtual_mailbox_maps is searched
 in Postfix's order (user+ext@domain, user@domain, @domain, split at
 recipient_delimiter); not found is ``5.1.1 unknown user``, a failed lookup
 a deferral. The value is a path under virtual_mailbox_base: a trailing
-``/`` means Maildir (written by :class:`~pymta.delivery.maildir.MaildirWriter`,
-durable before success is reported), otherwise an mbox file appended under
+``/`` means Maildir (filed through the mail store's delivery API,
+:class:`~pymta.mailstore.deliver.MaildirDelivery`, durable before success
+is reported), otherwise an mbox file appended under
 the virtual_mailbox_lock locks, within virtual_mailbox_limit. A path that
 would leave the base (``..``) is a configuration error, which Postfix defers
 (4.3.5) so the mail waits for the administrator instead of bouncing.
@@ -43,9 +44,10 @@ from pymta.delivery.interface import (
     RecipientStatus,
 )
 from pymta.delivery.lookup import OpenMaps, default_open_maps
-from pymta.delivery.maildir import MaildirWriter
 from pymta.maillog import maillog
-from pymta.queue.interface import ISyncBarrier
+from pymta.mailstore.deliver import MaildirDelivery
+from pymta.mailstore.interface import IMailDelivery
+from pymta.sync import ISyncBarrier
 from pymta.tables import TableError, lookup_address
 
 
@@ -78,7 +80,7 @@ class VirtualAgent:
         sync: ISyncBarrier,
         clock: IReactorTime,
         open_maps: OpenMaps = default_open_maps,
-        writer: MaildirWriter | None = None,
+        maildir: IMailDelivery | None = None,
     ) -> None:
         self._config = config
         self._sync = sync
@@ -88,7 +90,9 @@ class VirtualAgent:
         self._delimiter = config.get("recipient_delimiter")
         self._locks = config.get_list("virtual_mailbox_lock")
         self._limit = config.get_int("virtual_mailbox_limit")
-        self._writer = writer or MaildirWriter(sync, clock, config.get("myhostname"))
+        self._maildir: IMailDelivery = maildir or MaildirDelivery(
+            sync, clock, config.get("myhostname")
+        )
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         recipients = request.recipients
@@ -153,10 +157,7 @@ class VirtualAgent:
 
         if path.endswith("/"):
             what = "maildir"
-            try:
-                d: Deferred[object] = self._writer.deliver(path, data_headers, message, mark)  # type: ignore[assignment]
-            except OSError as e:
-                return succeed(status(*os_error_status(e, what)))
+            d: Deferred[object] = self._maildir.deliver(path, data_headers, message, mark)  # type: ignore[assignment]
             ok = status("2.0.0", "delivered to maildir")
         else:
             what = "mailbox"

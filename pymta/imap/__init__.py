@@ -13,6 +13,5 @@
 - :mod:`~pymta.imap.search`: SEARCH keys.
 - :mod:`~pymta.imap.listing`: LIST/LSUB wildcards and attributes.
 - :mod:`~pymta.imap.wire`: strings, literals, dates, mailbox names on the wire.
-- :mod:`~pymta.imap.watchers`: inotify watchers shared by a folder's sessions.
 - :mod:`~pymta.imap.settings`, :mod:`~pymta.imap.log`: imapd_* parameters, log lines.
 """

@@ -3,7 +3,7 @@
 Mirrors Dovecot's imap-login + imap pair (here one protocol object). Built
 by :func:`pymta.imap.service.make_imap_factory` for each master.cf
 ``imapd`` service. Parameters are read once (pymta.imap.settings); one
-:class:`~pymta.imap.watchers.WatcherPool` per factory shares inotify
+:class:`~pymta.mailstore.watchers.WatcherPool` per factory shares inotify
 watchers between the sessions of a folder, and one
 :class:`~pymta.imap.scan.ScanGate` and scan thread pool bound the body
 scans (pymta.imap.scan). Untrusted input: none. Logs:
@@ -22,11 +22,11 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from pymta.imap import log as imaplog
-from pymta.imap.prefetch import ThreadRunner, reactor_thread_runner
 from pymta.imap.protocol import IMAPServer
 from pymta.imap.scan import ScanGate, scan_runner
 from pymta.imap.settings import IMAPSettings
-from pymta.imap.watchers import WatcherPool
+from pymta.mailstore.prefetch import ThreadRunner, reactor_thread_runner
+from pymta.mailstore.watchers import WatcherPool
 from pymta.netmatch import NetworkList
 from pymta.preauth import PreauthConnections
 

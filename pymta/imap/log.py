@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from pymta.pop3.log import safe
+from pymta.maillog import safe
 
 log = Logger(namespace="pymta.imap")
 

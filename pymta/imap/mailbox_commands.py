@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 
 from pymta.imap.listing import list_entries
 from pymta.imap.parser import Atom, ParseError, Token
-from pymta.imap.prefetch import prefetch_scan
 from pymta.imap.sequence import format_set, parse_sequence_set
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import (
@@ -46,6 +45,7 @@ from pymta.mailstore.interface import (
     not_writable,
 )
 from pymta.mailstore.names import mutf7_encode
+from pymta.mailstore.prefetch import prefetch_scan
 
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
@@ -141,7 +141,7 @@ def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> Non
     if folder is None:
         return
     # A folder changed on disk is indexed with its file reads in a thread
-    # first (pymta.imap.prefetch); the answer is the same either way.
+    # first (pymta.mailstore.prefetch); the answer is the same either way.
     d = prefetch_scan(folder, s.run_in_thread)
     if d is not None:
         s.later(d, lambda: _selected(s, tag, folder, readonly, qresync), tag, "SELECT")

@@ -39,7 +39,6 @@ from pymta.imap.fetch import (
 )
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
-from pymta.imap.prefetch import prefetch_headers
 from pymta.imap.scan import ScanJob, ScanResult, scan_search
 from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
@@ -53,6 +52,7 @@ from pymta.mailstore.interface import (
     MessageInfo,
     NoSuchFolder,
 )
+from pymta.mailstore.prefetch import prefetch_headers
 
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
@@ -202,7 +202,7 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             s.later(scanning, lambda: None, tag, "SEARCH")
             return
     if criteria.uses_header:
-        # A cold header cache is filled in a thread first (pymta.imap.prefetch).
+        # A cold header cache is filled in a thread first (pymta.mailstore.prefetch).
         d = prefetch_headers(view.folder, view.uids, s.run_in_thread)
         if d is not None:
             s.later(d, lambda: _search(s, tag, uid, criteria, returns), tag, "SEARCH")

@@ -30,7 +30,7 @@ without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 Blocking: store calls run in the reactor thread. The login's password
 check runs in the checker's threads, and a header SEARCH over a cold header
 cache first reads the headers in the reactor's thread pool
-(:mod:`pymta.imap.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
+(:mod:`pymta.mailstore.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
 that finds many unindexed files (listed and measured there, numbered here)
 and APPEND (the message is written and fsync'd there, numbered here). Other
 store calls (EXPUNGE's fsync, LIST-STATUS's scan) still run here, because
@@ -80,15 +80,15 @@ from pymta.imap.parser import (
     tag_of,
     tokenize,
 )
-from pymta.imap.prefetch import ThreadRunner
 from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
-from pymta.imap.watchers import WatcherPool
 from pymta.mailstore.interface import IUserMailbox, not_writable
+from pymta.mailstore.prefetch import ThreadRunner
+from pymta.mailstore.watchers import WatcherPool
+from pymta.netmatch import is_loopback
 from pymta.output import quick_ack
 from pymta.output import send as send_now
-from pymta.pop3.protocol import is_loopback
 from pymta.preauth import PreauthConnections
 from pymta.stream import Streamer, StreamingSession
 
@@ -161,7 +161,7 @@ class IMAPServer(StreamingSession, Protocol):
         self.preauth = preauth
         self._preauth_counted = False
         self._refused = False
-        # Runs file reads off the reactor thread (pymta.imap.prefetch);
+        # Runs file reads off the reactor thread (pymta.mailstore.prefetch);
         # None keeps everything in the calling thread.
         self.run_in_thread = run_in_thread
         # Scans of whole message files (body SEARCH, pymta.imap.scan): their

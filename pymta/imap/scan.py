@@ -63,10 +63,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymta.imap.parser import Token
-from pymta.imap.prefetch import ThreadRunner
 from pymta.imap.search import Candidate, parse_search
 from pymta.mailstore.interface import MailStoreError, MessageInfo, NoSuchMessage
 from pymta.mailstore.names import header_block
+from pymta.mailstore.prefetch import ThreadRunner
 
 _log = Logger(namespace="pymta.imap")
 

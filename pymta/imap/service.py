@@ -20,6 +20,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from pymta.auth.locate import virtual_mailbox_lookup
 from pymta.auth.passdb import portal_from_config, shared_checker
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
@@ -28,7 +29,6 @@ from pymta.imap.scan import shared_scanning
 from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.interface import IMailStore
 from pymta.netmatch import NetworkList
-from pymta.pop3.service import virtual_mailbox_lookup
 from pymta.tls import listener_tls
 
 _log = Logger(namespace="pymta.imap")

@@ -26,7 +26,11 @@ the listeners of all. Sessions keep their own view (sequence numbers) on top.
 
 Calls are synchronous and may block on the local disk for a short time (a
 few file operations; see each implementation's docstring for the costs);
-the IMAP server may run them in a thread.
+the IMAP server may run them in a thread. ``store.asynchronous()`` gives
+the same contract with Deferred results (:mod:`pymta.mailstore.asyncstore`),
+each store running its calls as it must (the Maildir store in its own
+threads, one folder's calls in order; the memory store at once). Delivery
+agents file mail through :class:`IMailDelivery`.
 """
 
 from __future__ import annotations
@@ -35,9 +39,13 @@ import enum
 import errno
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from pymta.queue.reference import IMessageContent
 
 SEPARATOR = "/"
 
@@ -481,6 +489,49 @@ class IFolderScan(Interface):
         refresh scans as usual (reactor thread)."""
 
 
+class IWatchedFolder(Interface):
+    """Optional for an :class:`IFolder`: other processes change it on disk
+    (deliveries, another server), and the store can watch it for them
+    (inotify, :mod:`pymta.mailstore.watchers`) so that IDLE needs no
+    polling. A store whose every change goes through its own objects (the
+    memory store) tells its listeners already and provides none."""
+
+    def watch_directory() -> str:
+        """The directory to watch, as the folder is placed now: its
+        ``new/``, ``cur/`` and index changes mean refresh()."""
+
+
+class IMailDelivery(Interface):
+    """The mail store's delivery API: how delivery agents (virtual, local;
+    LMTP and Sieve's ``fileinto``) file one queued message into a folder.
+    :class:`pymta.mailstore.deliver.MaildirDelivery` (Maildir, durable
+    through the group commit) and :class:`pymta.mailstore.memory.MemoryDelivery`
+    (tests); one contract test runs against both."""
+
+    def deliver(
+        maildir: str,
+        prefix: bytes,
+        message: IMessageContent,
+        mark: Callable[[], None] | None = None,
+        *,
+        folder: str = "INBOX",
+        flags: Collection[str] = (),
+        create: bool = False,
+    ) -> Deferred[str]:
+        """File ``prefix`` (delivery headers) followed by the queued
+        ``message`` (:class:`pymta.queue.reference.IMessageContent`, read
+        in blocks) into ``folder`` of the mailbox whose root is
+        ``maildir``, with ``flags`` (system flags and keywords mixed, as
+        APPEND takes them; none: the message is new, \\Recent). Fires with
+        a name of the stored message (Maildir: its path) once it is
+        durable, after ``mark`` (the queue file's done mark) ran; an
+        OSError of ``mark`` is ignored. A missing folder is created only
+        with ``create``; else the Deferred fails with NoSuchFolder (the
+        caller may fall back to INBOX, as Sieve's implicit keep does).
+        Errors (OSError: the agent defers, EDQUOT/ENOSPC as mailbox full)
+        are errbacks, never raised."""
+
+
 class IUserMailbox(Interface):
     """One user's folders."""
 
@@ -525,6 +576,13 @@ class IMailStore(Interface):
         :data:`DEFAULT_FOLDERS` are made, subscribed, on the first use of
         anything but INBOX (so a POP3-only user never gets them)."""
 
+    def asynchronous() -> object:
+        """The store's asynchronous API
+        (:class:`pymta.mailstore.asyncstore.IAsyncMailStore`): the same
+        calls with Deferred results, run as the store decides (the Maildir
+        store in its threads, the memory store at once). One object per
+        store."""
+
 
 __all__: Sequence[str] = (
     "DEFAULT_FOLDERS",
@@ -539,8 +597,10 @@ __all__: Sequence[str] = (
     "FolderStatus",
     "IFolder",
     "IFolderLock",
+    "IMailDelivery",
     "IMailStore",
     "IUserMailbox",
+    "IWatchedFolder",
     "InvalidFolderName",
     "MailStoreError",
     "MessageInfo",

@@ -63,7 +63,6 @@ Logs: index rebuilds and damaged files, as ``mailstore: warning: ...``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import shutil
@@ -74,6 +73,14 @@ import threading
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, Runner
+from pymta.mailstore.files import (
+    SPECIAL_USE_FILE,
+    MaildirLock,
+    atomic_write,
+    fsync_dir,
+    make_folder_dir,
+)
 from pymta.mailstore.interface import (
     DEFAULT_FOLDERS,
     SEPARATOR,
@@ -86,25 +93,20 @@ from pymta.mailstore.interface import (
     IUserMailbox,
     NoSuchFolder,
 )
-from pymta.mailstore.maildir_folder import (
-    MaildirFolder,
-    MaildirLock,
-    atomic_write,
-    fsync_dir,
-    unique_number,
-)
+from pymta.mailstore.maildir_folder import MaildirFolder
 from pymta.mailstore.names import (
     DISK_SEPARATOR,
     INBOX,
     dirname_to_folder,
     folder_dirname,
     normalize,
+    unique_number,
     validate_folder_name,
 )
+from pymta.mailstore.prefetch import reactor_thread_runner
 from pymta.mailstore.tmpclean import TmpCleaner
 
 UIDVALIDITY_FILE = "pymta-uidvalidity"
-SPECIAL_USE_FILE = "pymta-special-use"
 SUBSCRIPTIONS = "subscriptions"
 SETUP_MARKER = "pymta-setup"
 
@@ -267,23 +269,7 @@ class MaildirUserMailbox:
             return folder
 
     def _make_dir(self, path: str, special_use: str | None) -> None:
-        """Create a folder directory complete, then rename it into place, so
-        no one ever sees half a folder."""
-        tmp = os.path.join(self.root, f"..pymta-new-{os.getpid()}-{unique_number()}")
-        os.mkdir(tmp, 0o700)
-        for sub in ("cur", "new", "tmp"):
-            os.mkdir(os.path.join(tmp, sub), 0o700)
-        open(os.path.join(tmp, "maildirfolder"), "wb").close()
-        if special_use:
-            with open(os.path.join(tmp, SPECIAL_USE_FILE), "w") as f:
-                f.write(special_use + "\n")
-        try:
-            os.rename(tmp, path)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise FolderExists(path) from None
-            raise
+        make_folder_dir(self.root, path, special_use)
 
     def create_folder(self, name: str, special_use: str | None = None) -> IFolder:
         self._ensure_set_up()
@@ -407,7 +393,9 @@ class MaildirStore:
     in production); ``hostname`` goes into new file names; ``fsync=False``
     is for benchmarks and tests on scratch directories only; ``tmp_cleaner``
     removes what dead writers left in the folders' tmp/ (its default runs
-    in the reactor's thread pool).
+    in the reactor's thread pool); ``run_in_thread`` runs the calls of the
+    asynchronous API (:meth:`asynchronous`; default: the reactor's thread
+    pool, or at once for a clock without threads).
     """
 
     def __init__(
@@ -416,13 +404,23 @@ class MaildirStore:
         hostname: str | None = None,
         fsync: bool = True,
         tmp_cleaner: TmpCleaner | None = None,
+        run_in_thread: Runner | None = None,
     ) -> None:
         self._clock = clock
+        self._runner = run_in_thread or reactor_thread_runner(clock)
+        self._asynchronous: AsyncMailStore | None = None
         self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._hostname = hostname or socket.gethostname()
         self._fsync = fsync
         self._users: dict[str, MaildirUserMailbox] = {}
         self._mutex = threading.Lock()
+
+    def asynchronous(self) -> IAsyncMailStore:
+        """This store's asynchronous API (:mod:`pymta.mailstore.asyncstore`):
+        every call in the store's threads, one folder's calls in order."""
+        if self._asynchronous is None:
+            self._asynchronous = AsyncMailStore(self, self._runner)
+        return self._asynchronous
 
     def open_user(self, user: str, path: str) -> IUserMailbox:
         root = os.path.realpath(path)

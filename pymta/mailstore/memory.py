@@ -9,14 +9,17 @@ Time comes from the injected clock.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from typing import BinaryIO
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore
 from pymta.mailstore.interface import (
     DEFAULT_FOLDERS,
     SEPARATOR,
@@ -27,6 +30,7 @@ from pymta.mailstore.interface import (
     FolderStatus,
     IFolder,
     IFolderLock,
+    IMailDelivery,
     IMailStore,
     InvalidFolderName,
     IStagedAppend,
@@ -47,6 +51,7 @@ from pymta.mailstore.names import (
     split_flags,
     validate_folder_name,
 )
+from pymta.queue.reference import IMessageContent, read_all
 
 Listener = Callable[[FolderChange], None]
 
@@ -416,6 +421,17 @@ class MemoryStore:
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._users: dict[str, MemoryUserMailbox] = {}
+        self._asynchronous: AsyncMailStore | None = None
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self._clock
+
+    def asynchronous(self) -> IAsyncMailStore:
+        """This store's asynchronous API: every call answered at once."""
+        if self._asynchronous is None:
+            self._asynchronous = AsyncMailStore(self, None)
+        return self._asynchronous
 
     def open_user(self, user: str, path: str) -> IUserMailbox:
         mailbox = self._users.get(path)
@@ -427,3 +443,47 @@ class MemoryStore:
                 mailbox.subscribe(name)
             self._users[path] = mailbox
         return mailbox
+
+
+@implementer(IMailDelivery)
+class MemoryDelivery:
+    """The delivery API (:class:`IMailDelivery`) into a :class:`MemoryStore`:
+    ``maildir`` names the mailbox as ``open_user`` keys it (by path); the
+    name it fires with is ``<maildir>#<folder>/<uid>``. For tests of agents
+    that file mail (Sieve, LMTP) without a file system."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+
+    def deliver(
+        self,
+        maildir: str,
+        prefix: bytes,
+        message: IMessageContent,
+        mark: Callable[[], None] | None = None,
+        *,
+        folder: str = INBOX,
+        flags: Collection[str] = (),
+        create: bool = False,
+    ) -> Deferred[str]:
+        try:
+            mailbox = self._store.open_user(maildir, maildir)
+            name = normalize(folder)
+            try:
+                target = mailbox.folder(name)
+            except NoSuchFolder:
+                if not create:
+                    raise
+                target = mailbox.create_folder(name)
+            assert isinstance(target, MemoryFolder)
+            content = prefix + read_all(message)
+            system, keywords = split_flags(flags)
+            when = self._store.clock.seconds()
+            info = target._add(content, system, keywords, when, not (system or keywords))
+            target._notify("append", [info.uid])
+        except Exception:
+            return fail()
+        if mark is not None:
+            with contextlib.suppress(OSError):
+                mark()
+        return succeed(f"{maildir}#{target.name}/{info.uid}")

@@ -6,6 +6,10 @@ the directory ``.A.B`` under the Maildir root, each part in modified UTF-7
 unchanged). Flags are the letters after ``:2,`` in a file name, in ASCII
 order (D draft, F flagged, P passed, R replied, S seen, T trashed), and
 keywords the lower-case letters of Dovecot's ``dovecot-keywords`` file.
+Message files are named as maildir(5) says, with Dovecot's size fields:
+``<secs>.M<usecs>P<pid>Q<n>.<host>,S=<size>,W=<CRLF size>[:2,<letters>]``
+(:class:`MaildirNames` gives the base, one process-wide sequence for every
+writer: delivery, APPEND, COPY).
 
 Untrusted input: folder names come from clients (IMAP CREATE, RENAME) and
 file names from any program that writes into the Maildir. Everything here is
@@ -15,8 +19,12 @@ pure: it validates and converts, it touches no file.
 from __future__ import annotations
 
 import base64
+import itertools
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from twisted.internet.interfaces import IReactorTime
 
 from pymta.mailstore.interface import SEPARATOR, InvalidFolderName
 
@@ -41,6 +49,69 @@ _FORBIDDEN_IN_PART = re.compile(r"[\x00-\x1f\x7f./%*\\]")
 FILENAME_PATTERN = r"[!-\-0-~][!-.0-~]{0,254}"
 _ACCEPTABLE_FILENAME = re.compile(FILENAME_PATTERN + r"\Z")
 _KEYWORD = re.compile(r"^[!#$&'+,\-0-9:;<>?@A-Z^_`a-z|}~\[\]]{1,100}$")
+
+
+_sequence = itertools.count(1)
+
+
+def unique_number() -> int:
+    """A number never returned before in this process (file names)."""
+    return next(_sequence)
+
+
+def safe_hostname(hostname: str) -> str:
+    """The host part of a Maildir name: maildir(5) says "/" and ":" cannot
+    appear there, and Dovecot writes them as ``\\057`` and ``\\072``."""
+    return hostname.replace("/", "\\057").replace(":", "\\072")
+
+
+class MaildirNames:
+    """Unique Maildir base names, ``<secs>.M<usecs>P<pid>Q<n>.<host>``.
+
+    Unique within the process by ``Q<n>``: by default every instance draws
+    from the one process-wide sequence (:func:`unique_number`), so a
+    delivery and an IMAP APPEND in the same microsecond never get the same
+    name. ``numbers`` replaces that sequence (tests)."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        hostname: str,
+        pid: int | None = None,
+        numbers: Iterator[int] | None = None,
+    ) -> None:
+        self._clock = clock
+        self.hostname = safe_hostname(hostname)
+        self._pid = os.getpid() if pid is None else pid
+        self._numbers = numbers if numbers is not None else _sequence
+
+    def base_name(self) -> str:
+        now = self._clock.seconds()
+        secs = int(now)
+        usecs = int((now - secs) * 1_000_000)
+        number = next(self._numbers)
+        return f"{secs}.M{usecs}P{self._pid}Q{number}.{self.hostname}"
+
+
+def sized_name(base: str, size: int, rfc822_size: int | None = None) -> str:
+    """``<base>,S=<size>[,W=<CRLF size>]``: with both sizes in the name the
+    store need not read the file to know them (Dovecot's fields)."""
+    name = f"{base},S={size}"
+    return name if rfc822_size is None else f"{name},W={rfc822_size}"
+
+
+_ARRIVAL = re.compile(r"(\d+)\.M(\d+)")
+
+
+def arrival_key(name: str) -> tuple[int, int, str]:
+    """A Maildir file name's place in arrival order: ``<secs>.M<usecs>...``
+    compared as numbers (as text, M123456 would sort before M99999 of the
+    same second, and new mail would get its UIDs out of order)."""
+    match = _ARRIVAL.match(name)
+    if match is None:
+        head = name.split(".", 1)[0]
+        return (int(head) if head.isdigit() else 0, 0, name)
+    return (int(match.group(1)), int(match.group(2)), name)
 
 
 def is_inbox(name: str) -> bool:

@@ -7,7 +7,7 @@ Dovecot (maildir_check_tmp) does it when it opens a folder, at most once
 per scan interval, and remembers the scan in the access time of ``tmp/``
 itself, so every process (and the next start) sees when the last scan was.
 pymta does the same for every folder that delivery writes to or a session
-opens (:mod:`pymta.delivery.maildir`, :mod:`pymta.mailstore.maildir_folder`):
+opens (:mod:`pymta.mailstore.deliver`, :mod:`pymta.mailstore.maildir_folder`):
 
 - a file is stale when its status change time (ctime) is over
   ``TMP_MAX_AGE`` (36 hours) old. Not its mtime: an APPEND stages its file

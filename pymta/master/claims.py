@@ -29,7 +29,7 @@ from typing import TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 
-from pymta.queue.interface import ISyncBarrier
+from pymta.sync import ISyncBarrier
 
 T = TypeVar("T")
 

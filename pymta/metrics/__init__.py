@@ -31,7 +31,7 @@ Where the figures come from (no counter is added inside another part):
   ``queue`` and ``mailbox``; their ``syncs`` attribute, sampled): the
   messages received divided by the queue's syncs is the mean queue-sync
   batch. A histogram of batch sizes would need a hook inside
-  :mod:`pymta.queue.sync`; there is none;
+  :mod:`pymta.sync`; there is none;
 - CPU and memory: ``pymta_cpu_seconds`` / ``pymta_resident_memory_bytes``
   summed over the live reactor processes, and prometheus-client's process
   collector (``process_*``) for the process that serves the endpoint.
@@ -200,7 +200,7 @@ class MetricsService(service.Service):
             self.metrics.apply(observation)
 
     def watch_syncs(self, barriers: dict[str, Any]) -> None:
-        """Count the syncs of these group-commit barriers (pymta.queue.sync),
+        """Count the syncs of these group-commit barriers (pymta.sync),
         by name: their ``syncs`` attribute, read at each sample."""
         self._barriers.update(barriers)
 

@@ -23,12 +23,9 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from pymta.maillog import safe
+
 log = Logger(namespace="pymta.pop3")
-
-
-def safe(text: str, limit: int = 100) -> str:
-    """text with control characters replaced by '?', cut to limit characters."""
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 @dataclass

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
@@ -66,6 +65,7 @@ from pymta.mailstore.interface import (
     MessageInfo,
     not_writable,
 )
+from pymta.netmatch import is_loopback
 from pymta.output import send
 from pymta.pop3 import log as pop3log
 from pymta.pop3.maildrop import BadMessageNumber, Maildrop
@@ -108,16 +108,6 @@ Blocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
 def run_here(work: Callable[[], Any]) -> Deferred[Any]:
     """Run work now; its result or exception as a fired Deferred."""
     return maybeDeferred(work)
-
-
-def is_loopback(ip: str) -> bool:
-    try:
-        address = ipaddress.ip_address(ip.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 @implementer(IPushProducer)

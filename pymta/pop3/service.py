@@ -22,6 +22,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from pymta.auth.locate import virtual_mailbox_lookup
 from pymta.auth.passdb import portal_from_config, shared_checker
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
@@ -36,23 +37,6 @@ _log = Logger(namespace="pymta.pop3")
 def pop3_tls(config: Config) -> Any:
     """The ServerTLS of pop3d, or None (pop3d_tls_security_level none or empty)."""
     return listener_tls(config, "pop3d")
-
-
-def virtual_mailbox_lookup(config: Config) -> Any:
-    """A function address -> virtual_mailbox_maps value (Postfix's lookup order), or None."""
-    specs = config.get_list("virtual_mailbox_maps")
-    if not specs:
-        return None
-    from pymta.tables.addrmaps import lookup_address
-    from pymta.tables.maps import open_maps
-
-    maps = open_maps(specs, config)
-    delimiter = config.get("recipient_delimiter")
-
-    def lookup(address: str) -> str | None:
-        return lookup_address(maps, address, delimiter=delimiter, propagate_extension=False)
-
-    return lookup
 
 
 def make_pop3_factory(

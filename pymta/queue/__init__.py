@@ -5,6 +5,7 @@
 - :mod:`~pymta.queue.memory`: the same contract in memory, for tests.
 - :mod:`~pymta.queue.record`: the queue-file format.
 - :mod:`~pymta.queue.qid`: queue ids.
-- :mod:`~pymta.queue.sync`: group commit.
 - :mod:`~pymta.queue.model`: the envelope: sender, recipients and their state.
+
+Group commit, shared with delivery, is :mod:`pymta.sync`.
 """

@@ -1,4 +1,4 @@
-"""The contracts of the queue store and of group commit.
+"""The contract of the queue store (group commit: :mod:`pymta.sync`).
 
 Mirrors Postfix's queue directories (incoming, active, deferred, hold,
 corrupt) and its rule that a message is acknowledged only once durable.
@@ -7,7 +7,6 @@ corrupt) and its rule that a message is acknowledged only once durable.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -24,27 +23,6 @@ QUEUE_NAMES = ("incoming", "active", "deferred", "hold", "corrupt")
 
 class QueueFileError(Exception):
     """A queue file failed validation; the store moves it to corrupt/."""
-
-
-class ISyncBarrier(Interface):
-    """Group commit: many writes made durable by one sync."""
-
-    def sync(files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
-        """Fires once every write made before this call is on stable storage
-        (file data and directory entries). Runs off the reactor thread;
-        concurrent callers share one sync.
-
-        ``files`` and ``dirs`` name what the caller wrote: a barrier that
-        syncs the whole file system (syncfs) ignores them, one that fsyncs
-        file by file (``pymta_sync_method = fsync``) syncs exactly those."""
-
-    def run(work, durable=True, files=(), dirs=(), after=None, soon=False):  # type: ignore[no-untyped-def]
-        """Run work (a callable doing file-system changes) off the reactor
-        thread, in call order, and fire with its result — when durable,
-        after a sync that started once work was done, and after ``after``
-        (a callable) ran once that sync succeeded. Work that is not durable
-        may wait a little for company, unless ``soon`` (someone waits for
-        it)."""
 
 
 class ISpool(Interface):

@@ -34,7 +34,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pymta.queue.interface import ISpool, ISyncBarrier
+from pymta.queue.interface import ISpool
+from pymta.sync import ISyncBarrier
 
 #: Bytes gathered before one write to the spool file.
 BLOCK = 256 * 1024

@@ -36,17 +36,12 @@ from zope.interface import implementer
 
 from pymta.maillog import maillog
 from pymta.queue import record
-from pymta.queue.interface import (
-    QUEUE_NAMES,
-    IQueueStore,
-    ISpool,
-    ISyncBarrier,
-    QueueFileError,
-)
+from pymta.queue.interface import QUEUE_NAMES, IQueueStore, ISpool, QueueFileError
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id, is_queue_id
 from pymta.queue.reference import IMessageContent, QueueFileContent
 from pymta.queue.spool import SUFFIX, FileSpool, SpooledContent, copy_spool
+from pymta.sync import ISyncBarrier
 
 DEFER_DIR = "defer"
 # Offsets of recently written or read files; bounded so that a process that

@@ -1,4 +1,8 @@
-"""Group commit: many queue writes made durable by one sync.
+"""Group commit: many writes made durable by one sync.
+
+Shared by the queue (queue files: :mod:`pymta.queue.store`) and delivery
+(mailboxes: :mod:`pymta.mailstore.deliver`, :mod:`pymta.delivery.mbox`),
+each with a barrier of its own on its own file system.
 
 pymta's answer to "250 only after fsync" at high rates (invariants
 1 and 4 of docs/architecture.md). Writers create and rename their files without syncing, then call
@@ -22,7 +26,7 @@ The sync runs in a thread (the reactor's thread pool by default), never on
 the reactor thread. A failed sync errbacks every waiter of that batch with
 the OSError (the message is then not acknowledged: smtpd answers 451).
 
-Trusts: the paths handed to it (the queue store makes them). Writes:
+Trusts: the paths handed to it (the queue store and the mail store make them). Writes:
 nothing. Logs: nothing (callers log the outcome).
 """
 
@@ -36,15 +40,53 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
-from zope.interface import implementer
-
-from pymta.queue.interface import ISyncBarrier
+from zope.interface import Interface, implementer
 
 SYNC_METHODS = ("syncfs", "fsync")
+
+
+class ISyncBarrier(Interface):
+    """Group commit: many writes made durable by one sync."""
+
+    def sync(files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
+        """Fires once every write made before this call is on stable storage
+        (file data and directory entries). Runs off the reactor thread;
+        concurrent callers share one sync.
+
+        ``files`` and ``dirs`` name what the caller wrote: a barrier that
+        syncs the whole file system (syncfs) ignores them, one that fsyncs
+        file by file (``pymta_sync_method = fsync``) syncs exactly those."""
+
+    def run(work, durable=True, files=(), dirs=(), after=None, soon=False):  # type: ignore[no-untyped-def]
+        """Run work (a callable doing file-system changes) off the reactor
+        thread, in call order, and fire with its result — when durable,
+        after a sync that started once work was done, and after ``after``
+        (a callable) ran once that sync succeeded. Work that is not durable
+        may wait a little for company, unless ``soon`` (someone waits for
+        it)."""
+
+
+def barrier_run(
+    barrier: ISyncBarrier,
+    work: Callable[[], None],
+    files: Sequence[str] = (),
+    dirs: Sequence[str] = (),
+    durable: bool = True,
+    after: Callable[[], None] | None = None,
+) -> Deferred[None]:
+    """Do ``work`` (file-system changes), made durable when ``durable``,
+    then ``after`` (durable work only: what publishes it, once synced), on
+    the barrier's own thread, in call order (the reactor never waits on the
+    disk): :meth:`ISyncBarrier.run` with the caller's lists as tuples."""
+    return cast(
+        "Deferred[None]",
+        barrier.run(work, durable=durable, files=tuple(files), dirs=tuple(dirs), after=after),
+    )
+
 
 RunInThread = Callable[[Callable[[], None]], "Deferred[None]"]
 T = TypeVar("T")

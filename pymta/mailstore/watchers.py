@@ -1,12 +1,13 @@
-"""One FolderWatcher per selected Maildir folder, shared by its sessions.
+"""watchers: one FolderWatcher per watched folder, shared by its sessions.
 
 Sessions that select a folder acquire its watcher, and release it when
 they leave; the first acquire starts inotify on the folder's ``new/``,
 ``cur/`` and index (:class:`pymta.mailstore.watch.FolderWatcher`), the last
 release stops it. The watcher calls ``folder.refresh()``, whose listeners
 (every session's view) hear of deliveries and of other processes'
-changes: IDLE is woken without polling. Folders without a ``path`` (the
-memory store) need no watcher.
+changes: IDLE is woken without polling. Only folders that provide
+:class:`~pymta.mailstore.interface.IWatchedFolder` are watched (the memory
+store's need no watcher: its listeners hear of every change).
 
 All watchers of a pool share one inotify instance (:class:`SharedINotify`):
 a watch is added with ``inotify_add_watch`` and dropped with
@@ -27,7 +28,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.filepath import FilePath
 
-from pymta.mailstore.interface import IFolder
+from pymta.mailstore.interface import IFolder, IWatchedFolder
 from pymta.mailstore.watch import FolderWatcher
 
 Callback = Callable[[Any, Any, int], None]
@@ -133,9 +134,9 @@ class WatcherPool:
         self._watchers: dict[int, tuple[Any, int]] = {}
 
     def acquire(self, folder: IFolder) -> None:
-        path = getattr(folder, "path", None)
-        if not isinstance(path, str):
+        if not IWatchedFolder.providedBy(folder):
             return
+        path = IWatchedFolder(folder).watch_directory()
         key = id(folder)
         entry = self._watchers.get(key)
         if entry is None:

@@ -1,6 +1,11 @@
-"""Header prefetch: read uncached header blocks in a worker thread.
+"""prefetch: a folder's header reads and scans in a worker thread.
 
-A header SEARCH over a folder whose header cache is cold would read every
+The mail store's own threading for what a server asks of many messages at
+once (IMAP SEARCH, SELECT of a big folder); the server hands in its
+thread runner and asks here, the folder's optional interfaces
+(IHeaderCache, IFolderScan) say what can run where.
+
+Header prefetch: a header SEARCH over a folder whose header cache is cold would read every
 message file in the reactor thread (seconds on 100,000 messages, every
 other session of the process stalled meanwhile: invariant 4 of docs/architecture.md).
 :func:`prefetch_headers` asks the folder (when it provides

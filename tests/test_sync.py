@@ -1,4 +1,4 @@
-"""Tests of group commit (pymta.queue.sync)."""
+"""Tests of group commit (pymta.sync)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
-from pymta.queue.interface import ISyncBarrier
-from pymta.queue.sync import ImmediateSyncBarrier, SyncBarrier, fsync_paths, syncfs_directory
+from pymta.sync import (
+    ImmediateSyncBarrier,
+    ISyncBarrier,
+    SyncBarrier,
+    fsync_paths,
+    syncfs_directory,
+)
 
 
 class ControlledThread:
@@ -161,7 +166,7 @@ def test_syncfs_syncs_each_file_system_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One syncfs per device among the batch's directories and the queue's."""
-    from pymta.queue import sync as sync_module
+    from pymta import sync as sync_module
 
     synced: list[str] = []
     monkeypatch.setattr(sync_module, "syncfs_directory", synced.append)

@@ -1,0 +1,341 @@
+"""asyncstore: the mail store's asynchronous API - every call that may touch
+the disk returns a Deferred.
+
+Why: a server on one reactor thread must never wait on the disk (invariant
+4 of docs/architecture.md), and a store kept elsewhere (a database) cannot
+answer at once at all. :class:`IAsyncMailStore`, :class:`IAsyncUserMailbox`
+and :class:`IAsyncFolder` are :class:`~pymta.mailstore.interface.IMailStore`,
+``IUserMailbox`` and ``IFolder`` with Deferred results; values, errors
+(``NoSuchFolder``, ``StoreNotWritable``...) and meanings are the same
+(errors arrive as errbacks).
+
+Each store says how its calls run, and owns that: ``store.asynchronous()``
+gives the asynchronous face of a store.
+
+- :class:`pymta.mailstore.maildir.MaildirStore` runs every call in the
+  reactor's thread pool (its own runner; a reactor without threads, a
+  ``task.Clock`` in tests, runs them at once). Calls on one folder (and
+  on one user's folder list) run one after another in the order they were
+  made, so a session's STORE then FETCH see each other; calls on different
+  folders run side by side. The folder's own locks keep other threads and
+  processes out (see :mod:`pymta.mailstore.folder_base`); listeners hear
+  of changes in the reactor thread, as before.
+- :class:`pymta.mailstore.memory.MemoryStore` answers at once
+  (``succeed()``/``fail()``).
+
+One contract test runs both through the same asynchronous tests
+(``tests/test_mailstore_async.py``).
+
+Untrusted input: as the synchronous store. Writes: through it. Logs
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
+from zope.interface import Attribute, Interface, implementer
+
+from pymta.mailstore.interface import (
+    FlagMode,
+    FolderChange,
+    FolderInfo,
+    FolderStatus,
+    IFolder,
+    IFolderLock,
+    IMailStore,
+    IUserMailbox,
+    MessageInfo,
+    MimePart,
+)
+
+T = TypeVar("T")
+
+#: Runs a function off the reactor thread; its result arrives in the
+#: reactor thread. None: run it at once, in the caller's thread.
+Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
+
+
+class IAsyncFolder(Interface):
+    """:class:`~pymta.mailstore.interface.IFolder` with Deferred results."""
+
+    name = Attribute("The folder's name, as IFolder.name (no disk access).")
+
+    def refresh() -> Deferred[list[MessageInfo]]:
+        """IFolder.refresh."""
+
+    def changed_on_disk() -> Deferred[bool]:
+        """IFolder.changed_on_disk."""
+
+    def messages() -> Deferred[list[MessageInfo]]:
+        """IFolder.messages."""
+
+    def get(uid: int) -> Deferred[MessageInfo]:
+        """IFolder.get."""
+
+    def status() -> Deferred[FolderStatus]:
+        """IFolder.status: also how to learn UIDVALIDITY, UIDNEXT and
+        HIGHESTMODSEQ (the synchronous attributes may read the index)."""
+
+    def read(uid: int) -> Deferred[bytes]:
+        """IFolder.read."""
+
+    def header_bytes(uid: int) -> Deferred[bytes]:
+        """IFolder.header_bytes."""
+
+    def mime_structure(uid: int) -> Deferred[MimePart]:
+        """IFolder.mime_structure."""
+
+    def set_flags(
+        uid: int, flags: Collection[str], mode: FlagMode, unchanged_since: int | None = None
+    ) -> Deferred[MessageInfo | None]:
+        """IFolder.set_flags."""
+
+    def set_flags_many(
+        uids: Collection[int], flags: Collection[str], mode: FlagMode
+    ) -> Deferred[list[MessageInfo]]:
+        """IFolder.set_flags_many."""
+
+    def append(
+        content: bytes, flags: Collection[str] = (), internal_date: float | None = None
+    ) -> Deferred[int]:
+        """IFolder.append."""
+
+    def expunge(uids: Collection[int] | None = None) -> Deferred[list[int]]:
+        """IFolder.expunge."""
+
+    def expunged_since(modseq: int) -> Deferred[list[int]]:
+        """IFolder.expunged_since."""
+
+    def copy(uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
+        """IFolder.copy, to another folder of the same store."""
+
+    def move(uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
+        """IFolder.move, to another folder of the same store."""
+
+    def claim_recent(uids: Collection[int] | None = None) -> Deferred[list[int]]:
+        """IFolder.claim_recent."""
+
+    def lock() -> Deferred[IFolderLock | None]:
+        """IFolder.lock."""
+
+    def add_listener(callback: Callable[[FolderChange], None]) -> None:
+        """IFolder.add_listener (no disk access: synchronous)."""
+
+    def remove_listener(callback: Callable[[FolderChange], None]) -> None:
+        """IFolder.remove_listener."""
+
+
+class IAsyncUserMailbox(Interface):
+    """:class:`~pymta.mailstore.interface.IUserMailbox` with Deferred results."""
+
+    user = Attribute("The user's name (as authenticated).")
+    separator = Attribute("The hierarchy separator in folder names: ``/``.")
+
+    def list_folders() -> Deferred[list[FolderInfo]]:
+        """IUserMailbox.list_folders."""
+
+    def folder(name: str) -> Deferred[IAsyncFolder]:
+        """IUserMailbox.folder; the same object for every caller."""
+
+    def create_folder(name: str, special_use: str | None = None) -> Deferred[IAsyncFolder]:
+        """IUserMailbox.create_folder."""
+
+    def delete_folder(name: str) -> Deferred[None]:
+        """IUserMailbox.delete_folder."""
+
+    def rename_folder(old: str, new: str) -> Deferred[None]:
+        """IUserMailbox.rename_folder."""
+
+    def subscribe(name: str) -> Deferred[None]:
+        """IUserMailbox.subscribe."""
+
+    def unsubscribe(name: str) -> Deferred[None]:
+        """IUserMailbox.unsubscribe."""
+
+    def subscriptions() -> Deferred[list[str]]:
+        """IUserMailbox.subscriptions."""
+
+
+class IAsyncMailStore(Interface):
+    """:class:`~pymta.mailstore.interface.IMailStore` with Deferred results."""
+
+    def open_user(user: str, path: str) -> Deferred[IAsyncUserMailbox]:
+        """IMailStore.open_user; the same object for every caller."""
+
+
+class _Serial:
+    """Runs calls through ``runner`` one after another, in call order."""
+
+    def __init__(self, runner: Runner | None) -> None:
+        self._runner = runner
+        self._lock = DeferredLock()
+
+    def __call__(self, work: Callable[[], T]) -> Deferred[T]:
+        if self._runner is None:
+            return maybeDeferred(work)
+        return self._lock.run(self._runner, work)
+
+
+@implementer(IAsyncFolder)
+class AsyncFolder:
+    """The asynchronous face of one synchronous folder (see the module doc)."""
+
+    def __init__(self, folder: IFolder, runner: Runner | None) -> None:
+        self.folder = folder
+        self._run = _Serial(runner)
+
+    @property
+    def name(self) -> str:
+        return str(self.folder.name)
+
+    def _call(self, method: str, *args: Any) -> Deferred[Any]:
+        bound = getattr(self.folder, method)
+        return self._run(lambda: bound(*args))
+
+    def refresh(self) -> Deferred[list[MessageInfo]]:
+        return self._call("refresh")
+
+    def changed_on_disk(self) -> Deferred[bool]:
+        return self._call("changed_on_disk")
+
+    def messages(self) -> Deferred[list[MessageInfo]]:
+        return self._call("messages")
+
+    def get(self, uid: int) -> Deferred[MessageInfo]:
+        return self._call("get", uid)
+
+    def status(self) -> Deferred[FolderStatus]:
+        return self._call("status")
+
+    def read(self, uid: int) -> Deferred[bytes]:
+        return self._call("read", uid)
+
+    def header_bytes(self, uid: int) -> Deferred[bytes]:
+        return self._call("header_bytes", uid)
+
+    def mime_structure(self, uid: int) -> Deferred[MimePart]:
+        return self._call("mime_structure", uid)
+
+    def set_flags(
+        self,
+        uid: int,
+        flags: Collection[str],
+        mode: FlagMode,
+        unchanged_since: int | None = None,
+    ) -> Deferred[MessageInfo | None]:
+        return self._call("set_flags", uid, flags, mode, unchanged_since)
+
+    def set_flags_many(
+        self, uids: Collection[int], flags: Collection[str], mode: FlagMode
+    ) -> Deferred[list[MessageInfo]]:
+        return self._call("set_flags_many", uids, flags, mode)
+
+    def append(
+        self, content: bytes, flags: Collection[str] = (), internal_date: float | None = None
+    ) -> Deferred[int]:
+        return self._call("append", content, flags, internal_date)
+
+    def expunge(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
+        return self._call("expunge", uids)
+
+    def expunged_since(self, modseq: int) -> Deferred[list[int]]:
+        return self._call("expunged_since", modseq)
+
+    def copy(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
+        return self._call("copy", uids, _synchronous(target))
+
+    def move(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
+        return self._call("move", uids, _synchronous(target))
+
+    def claim_recent(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
+        return self._call("claim_recent", uids)
+
+    def lock(self) -> Deferred[IFolderLock | None]:
+        return self._call("lock")
+
+    def add_listener(self, callback: Callable[[FolderChange], None]) -> None:
+        self.folder.add_listener(callback)
+
+    def remove_listener(self, callback: Callable[[FolderChange], None]) -> None:
+        self.folder.remove_listener(callback)
+
+
+def _synchronous(target: IAsyncFolder) -> IFolder:
+    if not isinstance(target, AsyncFolder):
+        raise TypeError("target must be a folder of the same store")
+    return target.folder
+
+
+@implementer(IAsyncUserMailbox)
+class AsyncUserMailbox:
+    """The asynchronous face of one user's mailbox; folder objects are
+    made once per synchronous folder, so every session shares them."""
+
+    def __init__(self, mailbox: IUserMailbox, runner: Runner | None) -> None:
+        self.mailbox = mailbox
+        self._runner = runner
+        self._run = _Serial(runner)
+        self._folders: dict[int, AsyncFolder] = {}
+
+    @property
+    def user(self) -> str:
+        return str(self.mailbox.user)
+
+    @property
+    def separator(self) -> str:
+        return str(self.mailbox.separator)
+
+    def _face(self, folder: IFolder) -> IAsyncFolder:
+        face = self._folders.get(id(folder))
+        if face is None or face.folder is not folder:
+            face = self._folders[id(folder)] = AsyncFolder(folder, self._runner)
+        return face
+
+    def list_folders(self) -> Deferred[list[FolderInfo]]:
+        return self._run(self.mailbox.list_folders)
+
+    def folder(self, name: str) -> Deferred[IAsyncFolder]:
+        return self._run(lambda: self.mailbox.folder(name)).addCallback(self._face)
+
+    def create_folder(self, name: str, special_use: str | None = None) -> Deferred[IAsyncFolder]:
+        d = self._run(lambda: self.mailbox.create_folder(name, special_use))
+        return d.addCallback(self._face)
+
+    def delete_folder(self, name: str) -> Deferred[None]:
+        return self._run(lambda: self.mailbox.delete_folder(name))
+
+    def rename_folder(self, old: str, new: str) -> Deferred[None]:
+        return self._run(lambda: self.mailbox.rename_folder(old, new))
+
+    def subscribe(self, name: str) -> Deferred[None]:
+        return self._run(lambda: self.mailbox.subscribe(name))
+
+    def unsubscribe(self, name: str) -> Deferred[None]:
+        return self._run(lambda: self.mailbox.unsubscribe(name))
+
+    def subscriptions(self) -> Deferred[list[str]]:
+        return self._run(self.mailbox.subscriptions)
+
+
+@implementer(IAsyncMailStore)
+class AsyncMailStore:
+    """The asynchronous face of a synchronous store, its calls run by
+    ``runner`` (None: at once). Stores make it: ``store.asynchronous()``."""
+
+    def __init__(self, store: IMailStore, runner: Runner | None) -> None:
+        self.store = store
+        self._runner = runner
+        self._mailboxes: dict[int, AsyncUserMailbox] = {}
+
+    def open_user(self, user: str, path: str) -> Deferred[IAsyncUserMailbox]:
+        run = _Serial(self._runner)
+        return run(lambda: self.store.open_user(user, path)).addCallback(self._face)
+
+    def _face(self, mailbox: IUserMailbox) -> IAsyncUserMailbox:
+        face = self._mailboxes.get(id(mailbox))
+        if face is None or face.mailbox is not mailbox:
+            face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(mailbox, self._runner)
+        return face

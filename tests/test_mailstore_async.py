@@ -1,0 +1,142 @@
+"""One asynchronous contract, two mail stores: the Deferred API
+(pymta.mailstore.asyncstore) of MemoryStore and MaildirStore behaves alike;
+the Maildir store runs its calls in its own threads, one folder's in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncMailStore, IAsyncUserMailbox
+from pymta.mailstore.interface import (
+    FlagMode,
+    FolderChange,
+    FolderExists,
+    IMailStore,
+    NoSuchFolder,
+    NoSuchMessage,
+)
+from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.memory import MemoryStore
+from tests.test_imap_prefetch import QueuedRunner
+
+MSG = b"From: a@example.org\nSubject: hi\n\nbody line\n"
+
+
+def _now(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that has fired (a Failure for an errback)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "the call did not answer"
+    return out[0]
+
+
+@pytest.fixture(params=["memory", "maildir"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> IMailStore:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    if request.param == "memory":
+        return MemoryStore(clock)
+    return MaildirStore(clock, hostname="test", fsync=False)
+
+
+def _mailbox(store: IMailStore, tmp_path: Path) -> Any:
+    return _now(store.asynchronous().open_user("u", str(tmp_path / "u")))
+
+
+def test_async_interfaces(store: IMailStore, tmp_path: Path) -> None:
+    """Both stores offer the asynchronous API fully, one object per store,
+    per mailbox and per folder."""
+    face = store.asynchronous()
+    assert verifyObject(IAsyncMailStore, face) and store.asynchronous() is face
+    mailbox = _mailbox(store, tmp_path)
+    assert verifyObject(IAsyncUserMailbox, mailbox)
+    assert _mailbox(store, tmp_path) is mailbox
+    inbox = _now(mailbox.folder("INBOX"))
+    assert verifyObject(IAsyncFolder, inbox)
+    assert _now(mailbox.folder("inbox")) is inbox
+
+
+def test_async_append_read_flags_expunge(store: IMailStore, tmp_path: Path) -> None:
+    """append, read, set_flags, status and expunge answer as the
+    synchronous calls do, and listeners hear each change."""
+    inbox = _now(_mailbox(store, tmp_path).folder("INBOX"))
+    heard: list[str] = []
+    inbox.add_listener(lambda change: heard.append(change.kind))
+    uid = _now(inbox.append(MSG, ["\\Flagged"]))
+    assert _now(inbox.read(uid)) == MSG
+    assert _now(inbox.header_bytes(uid)).startswith(b"From: a@example.org\n")
+    info = _now(inbox.set_flags(uid, ["\\Deleted"], FlagMode.ADD))
+    assert info.flags == {"\\Flagged", "\\Deleted"}
+    status = _now(inbox.status())
+    assert (status.messages, status.uidnext) == (1, uid + 1)
+    assert _now(inbox.expunge()) == [uid]
+    assert _now(inbox.messages()) == []
+    assert heard == ["append", "flags", "expunge"]
+
+
+def test_async_errors_are_errbacks(store: IMailStore, tmp_path: Path) -> None:
+    """The store's errors arrive as errbacks, never raised at the call."""
+    mailbox = _mailbox(store, tmp_path)
+    assert _now(mailbox.folder("Nope")).check(NoSuchFolder)
+    inbox = _now(mailbox.folder("INBOX"))
+    assert _now(inbox.get(99)).check(NoSuchMessage)
+    _now(mailbox.create_folder("Work"))
+    assert _now(mailbox.create_folder("Work")).check(FolderExists)
+
+
+def test_async_folders_copy_and_move(store: IMailStore, tmp_path: Path) -> None:
+    """Folders are made, listed and renamed; copy and move keep flags and
+    give (old, new) UID pairs, as the synchronous calls do."""
+    mailbox = _mailbox(store, tmp_path)
+    inbox = _now(mailbox.folder("INBOX"))
+    work = _now(mailbox.create_folder("Work"))
+    uid = _now(inbox.append(MSG, ["\\Seen"]))
+    [(old, new)] = _now(inbox.copy([uid], work))
+    assert old == uid and _now(work.get(new)).flags == {"\\Seen"}
+    assert _now(inbox.move([uid], work)) == [(uid, new + 1)]
+    assert _now(inbox.messages()) == []
+    _now(mailbox.rename_folder("Work", "Done"))
+    names = [f.name for f in _now(mailbox.list_folders())]
+    assert "Done" in names and "Work" not in names
+    _now(mailbox.subscribe("Done"))
+    assert "Done" in _now(mailbox.subscriptions())
+
+
+def test_maildir_calls_run_in_the_store_threads_in_order(tmp_path: Path) -> None:
+    """The Maildir store runs its calls through its own runner (threads in
+    production): nothing touches the disk at the call, and one folder's
+    calls run in the order made, each after the previous one finished."""
+    runner = QueuedRunner()
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    store = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
+    opened = store.asynchronous().open_user("u", str(tmp_path / "u"))
+    assert not (tmp_path / "u").exists()  # not even the Maildir yet
+    assert runner.run_all() == 1
+    mailbox = _now(opened)
+    got = mailbox.folder("INBOX")
+    runner.run_all()
+    inbox = _now(got)
+    order: list[str] = []
+    appended = inbox.append(MSG).addCallback(lambda uid: order.append("append") or uid)
+    listed = inbox.messages().addCallback(lambda m: order.append("messages") or m)
+    assert order == [] and len(runner.jobs) == 1  # the second waits for the first
+    runner.run_all()
+    assert order == ["append", "messages"]
+    assert [m.uid for m in _now(listed)] == [_now(appended)]
+
+
+def test_memory_calls_answer_at_once(tmp_path: Path) -> None:
+    """The memory store answers every call before it returns."""
+    store = MemoryStore(Clock())
+    inbox = _now(_now(store.asynchronous().open_user("u", "u")).folder("INBOX"))
+    changes: list[FolderChange] = []
+    inbox.add_listener(changes.append)
+    d = inbox.append(MSG)
+    assert d.called and changes and changes[0].kind == "append"
