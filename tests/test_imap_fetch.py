@@ -35,6 +35,7 @@ def world(tmp_path: Path) -> World:
     inbox = w.mailbox().folder("INBOX")
     inbox.append(NESTED, internal_date=1_700_000_000.0)
     inbox.append(SIMPLE, internal_date=1_700_000_100.0)
+    inbox.claim_recent()  # old mail: no \Recent in the transcripts
     return w
 
 
@@ -225,6 +226,7 @@ def test_fetch_flags_uid_reads_the_index_only(tmp_path: Path) -> None:
     folder = world.mailbox().folder("INBOX")
     for i in range(100):
         folder.append(b"Subject: %d\n\nbody\n" % i)
+    folder.claim_recent()  # old mail: FLAGS ()
 
     def refuse(*args: object) -> Any:
         raise AssertionError("message file read")
@@ -288,6 +290,7 @@ def test_index_only_fetch_items_in_the_order_asked(
     folder = world.mailbox().folder("INBOX")
     uid = folder.append(b"Subject: x\n\nb\n")
     folder.set_flags(uid, ["\\Flagged", "$Work"], FlagMode.ADD)
+    folder.claim_recent()
     s = world.connect()
     s.login()
     s.select()

@@ -19,6 +19,7 @@ MSG = b"From: a@example.org\nSubject: hi\n\nhello\n"
 def world(tmp_path: Path) -> World:
     w = World(tmp_path)
     w.mailbox().folder("INBOX").append(MSG)
+    w.mailbox().folder("INBOX").claim_recent()  # old mail: no \Recent in the transcripts
     return w
 
 

@@ -34,6 +34,7 @@ def world(tmp_path: Path) -> World:
     inbox = w.mailbox().folder("INBOX")
     for message in SENT:
         inbox.append(message)
+    inbox.claim_recent()  # old mail: no \Recent in the transcripts
     return w
 
 

@@ -15,7 +15,8 @@ UIDs) until the session may tell the client:
 
 Flag changes this session reports itself (STORE) are muted while it makes
 them. Untrusted input: none (sequence sets come parsed). Writes: only
-``claim_recent`` (Maildir new/ to cur/) for read-write sessions. Logs
+``claim_recent`` (Maildir new/ to cur/) for read-write sessions; a
+read-only (EXAMINE) session reports \\Recent without claiming it. Logs
 nothing.
 """
 
@@ -65,6 +66,10 @@ class SelectedView:
         # messages still in new/ (a 100,000-message SELECT reads the index only).
         if not self.readonly and any(m.recent for m in messages):
             self.recent = set(self.folder.claim_recent())
+        elif self.readonly:
+            # EXAMINE shows what is \Recent but must not take it away from
+            # the next read-write session (RFC 3501 6.3.2; Dovecot alike).
+            self.recent = {m.uid for m in messages if m.recent}
         self.uids = array("I", (m.uid for m in messages))
         self.uidvalidity = self.folder.uidvalidity
         self._appended.clear()
@@ -144,6 +149,16 @@ class SelectedView:
         except MailStoreError:
             pass
 
+    def _peek(self, new: list[int]) -> None:
+        """A read-only session reports new messages still \\Recent as such,
+        without claiming them."""
+        for uid in new:
+            try:
+                if self.folder.get(uid).recent:
+                    self.recent.add(uid)
+            except MailStoreError:
+                pass
+
     def is_expunged(self, uid: int) -> bool:
         return uid in self._expunged
 
@@ -180,6 +195,8 @@ class SelectedView:
                 self.uids.extend(new)
                 if not self.readonly:
                     self._claim(new)
+                else:
+                    self._peek(new)
                 out.append(b"* %d EXISTS\r\n" % len(self.uids))
                 if self.show_recent:
                     out.append(b"* %d RECENT\r\n" % len(self.recent))

@@ -1,0 +1,76 @@
+"""IMAP behaviours Dovecot has and clients (and Dovecot's imaptest) rely on:
+one transcript per finding, over StringTransport and Clock, on the Maildir
+store and, where the store matters, on the memory store too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet.task import Clock
+
+from pymta.mailstore.maildir import MaildirStore
+from tests.test_imap_harness import Session, World
+
+MSG = b"From: a@example.org\nSubject: hi\n\nhello\n"
+
+
+@pytest.fixture(params=["maildir", "memory"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    if request.param == "maildir":
+        return World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False))
+    return World(tmp_path)
+
+
+def session(world: World) -> Session:
+    s = world.connect()
+    s.login()
+    return s
+
+
+# \Recent ---------------------------------------------------------------------
+
+
+def test_appended_mail_is_recent_examine_keeps_it_select_claims_it(world: World) -> None:
+    """Mail added by APPEND is \\Recent: EXAMINE and STATUS count it without
+    taking it away, the first SELECT reports and claims it, STATUS then says 0
+    (RFC 3501 2.3.2, 6.3.2; imaptest's select group)."""
+    s = session(world)
+    assert s.send("c CREATE box").endswith(b"c OK Create completed.\r\n")
+    for tag in ("a1", "a2"):
+        assert s.send(f"{tag} APPEND box {{{len(MSG)}+}}\r\n".encode() + MSG + b"\r\n").startswith(
+            f"{tag} OK".encode()
+        )
+    examined = s.send("e EXAMINE box")
+    assert b"* 2 EXISTS\r\n* 2 RECENT\r\n" in examined
+    assert b"* 1 FETCH (FLAGS (\\Recent))" in s.send("f FETCH 1 FLAGS")
+    s.send("x CLOSE")
+    assert b"(MESSAGES 2 RECENT 2)" in s.send("t STATUS box (MESSAGES RECENT)")
+    selected = s.send("s SELECT box")
+    assert b"* 2 EXISTS\r\n* 2 RECENT\r\n" in selected
+    s.send("x CLOSE")
+    assert b"(RECENT 0)" in s.send("t STATUS box (RECENT)")
+    again = s.send("s SELECT box")
+    assert b"* 0 RECENT\r\n" in again
+
+
+def test_copied_mail_is_recent_in_the_session_that_has_the_target_selected(
+    world: World,
+) -> None:
+    """COPY makes \\Recent messages, flags kept: another session with the
+    target selected hears EXISTS and RECENT and FETCHes \\Recent with the
+    copied flags (imaptest's copy group)."""
+    one = session(world)
+    two = session(world)
+    one.select()
+    for n in range(2):
+        one.send(f"a{n} APPEND INBOX {{{len(MSG)}+}}\r\n".encode() + MSG + b"\r\n")
+    one.send("n NOOP")
+    one.send("f STORE 1 FLAGS (\\Seen)")
+    two.send("c CREATE box")
+    two.select("box")
+    assert one.send("c COPY 1:2 box").startswith(b"c OK [COPYUID ")
+    assert two.send("n NOOP") == b"* 2 EXISTS\r\n* 2 RECENT\r\nn OK NOOP completed.\r\n"
+    fetched = two.send("f FETCH 1:2 FLAGS")
+    assert b"* 1 FETCH (FLAGS (\\Recent \\Seen))" in fetched
+    assert b"* 2 FETCH (FLAGS (\\Recent))" in fetched
