@@ -74,3 +74,44 @@ def test_copied_mail_is_recent_in_the_session_that_has_the_target_selected(
     fetched = two.send("f FETCH 1:2 FLAGS")
     assert b"* 1 FETCH (FLAGS (\\Recent \\Seen))" in fetched
     assert b"* 2 FETCH (FLAGS (\\Recent))" in fetched
+
+
+# keywords announced in FLAGS ---------------------------------------------------
+
+
+def test_store_of_a_new_keyword_announces_flags_first(world: World) -> None:
+    """A STORE that makes a keyword the mailbox did not have sends ``* FLAGS``
+    and ``* OK [PERMANENTFLAGS ...]`` before the FETCH that shows it, once
+    (RFC 3501 7.2.6; imaptest: "Keyword used without being in FLAGS")."""
+    world.mailbox().folder("INBOX").append(MSG)
+    s = session(world)
+    s.select()
+    assert s.lines("a STORE 1 +FLAGS ($Work)") == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)]"
+        b" Flags permitted.",
+        b"* 1 FETCH (FLAGS ($Work \\Recent))",
+        b"a OK Store completed.",
+    ]
+    assert s.lines("b STORE 1 FLAGS ($Work)") == [
+        b"* 1 FETCH (FLAGS ($Work \\Recent))",
+        b"b OK Store completed.",
+    ]
+
+
+def test_keyword_made_by_another_session_is_announced_before_its_fetch(world: World) -> None:
+    """Another session's new keyword reaches this one as FLAGS, PERMANENTFLAGS,
+    then the FETCH (imaptest stress: no keyword outside FLAGS)."""
+    world.mailbox().folder("INBOX").append(MSG)
+    world.mailbox().folder("INBOX").claim_recent()
+    one, two = session(world), session(world)
+    one.select()
+    two.select()
+    two.send("a STORE 1 +FLAGS.SILENT ($Later)")
+    assert one.lines("n NOOP") == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later)",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later \\*)]"
+        b" Flags permitted.",
+        b"* 1 FETCH (UID 1 FLAGS ($Later))",
+        b"n OK NOOP completed.",
+    ]

@@ -50,8 +50,6 @@ from pymta.mailstore.names import mutf7_encode
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
 
-PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-
 
 class NameRefused(Exception):
     """A well-formed command naming a mailbox the server will not accept:
@@ -167,16 +165,8 @@ def _selected(
             keywords |= m.keywords
         if not unseen and "\\Seen" not in m.flags:
             unseen = n
-    flags = list(PERMANENT_FLAGS) + sorted(keywords)
-    out = [
-        b"* FLAGS " + flag_list(flags) + b"\r\n",
-        b"* OK [PERMANENTFLAGS "
-        + flag_list([] if readonly else [*flags, "\\*"])
-        + b"] "
-        + (b"Read-only mailbox." if readonly else b"Flags permitted.")
-        + b"\r\n",
-        b"* %d EXISTS\r\n" % len(messages),
-    ]
+    view.keywords = keywords
+    out = [*view.flags_lines(), b"* %d EXISTS\r\n" % len(messages)]
     if not s.rev2:  # RFC 9051 removed RECENT
         out.append(b"* %d RECENT\r\n" % len(view.recent))
     if unseen and not s.rev2:  # RFC 9051 7.1: no UNSEEN response code

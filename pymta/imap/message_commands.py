@@ -622,6 +622,9 @@ def store(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         return
     folder = view.folder
     modified: list[int] = []
+    if modes[base] is not FlagMode.REMOVE:
+        for line in view.new_keywords(f for f in flags if not f.startswith("\\")):
+            s.send(line)
     view.mute(u for _, u in pairs)
     try:
         for msn, u in pairs:

@@ -30,6 +30,9 @@ from pymta.imap.sequence import SequenceSet, format_set
 from pymta.imap.wire import flag_list
 from pymta.mailstore.interface import FolderChange, IFolder, MailStoreError, MessageInfo
 
+#: The system flags a client may store (RFC 3501 2.3.2; \\Recent is the server's).
+PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
 
 class InvalidSet(Exception):
     """A message number beyond the mailbox (BAD Invalid messageset)."""
@@ -43,6 +46,9 @@ class SelectedView:
         self.readonly = readonly
         self.uids = array("I")
         self.recent: set[int] = set()
+        # Keywords the client has been told of in FLAGS: one it has not seen
+        # comes with a new FLAGS and PERMANENTFLAGS first (RFC 3501 7.2.6).
+        self.keywords: set[str] = set()
         self.uidvalidity = 0
         self.invalidated = False
         self.wake: Callable[[], None] | None = None
@@ -149,6 +155,16 @@ class SelectedView:
         except MailStoreError:
             pass
 
+    def _keywords_of(self, uids: list[int]) -> set[str]:
+        found: set[str] = set()
+        get = self.folder.get
+        for uid in uids:
+            try:
+                found.update(get(uid).keywords)
+            except MailStoreError:
+                pass
+        return found
+
     def _peek(self, new: list[int]) -> None:
         """A read-only session reports new messages still \\Recent as such,
         without claiming them."""
@@ -158,6 +174,26 @@ class SelectedView:
                     self.recent.add(uid)
             except MailStoreError:
                 pass
+
+    def flags_lines(self) -> list[bytes]:
+        """``* FLAGS`` and ``* OK [PERMANENTFLAGS ...]`` for the keywords known."""
+        flags = list(PERMANENT_FLAGS) + sorted(self.keywords)
+        permanent = [] if self.readonly else [*flags, "\\*"]
+        text = b"Read-only mailbox." if self.readonly else b"Flags permitted."
+        return [
+            b"* FLAGS " + flag_list(flags) + b"\r\n",
+            b"* OK [PERMANENTFLAGS " + flag_list(permanent) + b"] " + text + b"\r\n",
+        ]
+
+    def new_keywords(self, keywords: Iterable[str]) -> list[bytes]:
+        """The FLAGS update to send before a FETCH that shows ``keywords``
+        (empty when the client knows them all), as Dovecot does when a STORE
+        or another session makes a keyword."""
+        fresh = [k for k in keywords if k not in self.keywords]
+        if not fresh:
+            return []
+        self.keywords.update(fresh)
+        return self.flags_lines()
 
     def is_expunged(self, uid: int) -> bool:
         return uid in self._expunged
@@ -193,6 +229,7 @@ class SelectedView:
             self._appended.clear()
             if new:
                 self.uids.extend(new)
+                out.extend(self.new_keywords(self._keywords_of(new)))
                 if not self.readonly:
                     self._claim(new)
                 else:
@@ -203,6 +240,7 @@ class SelectedView:
         if self._flagged:
             changed = sorted(self._flagged)
             self._flagged.clear()
+            out.extend(self.new_keywords(self._keywords_of(changed)))
             for uid in changed:
                 n = self.msn(uid)
                 if n is None or uid in self._expunged:
