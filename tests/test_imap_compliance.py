@@ -115,3 +115,47 @@ def test_keyword_made_by_another_session_is_announced_before_its_fetch(world: Wo
         b"* 1 FETCH (UID 1 FLAGS ($Later))",
         b"n OK NOOP completed.",
     ]
+
+
+# MIME: folded parameters, quoted-printable ------------------------------------
+
+FOLDED = (
+    b"From: user@example.org\nMime-Version: 1.0\n"
+    b'Content-Type: multipart/mixed; boundary="foo\n bar"\n\n'
+    b"prologue\n\n--foo bar\nContent-Type: text/x-myown; charset=us-ascii\n\nhello\n\n"
+    b"--foo bar--\n"
+)
+
+
+def test_boundary_folded_inside_quotes_is_unfolded(world: World) -> None:
+    """``boundary="foo<CRLF> bar"`` is the boundary ``foo bar`` (RFC 5322
+    2.2.3 unfolding), so the multipart has its part, and no raw CRLF reaches
+    BODYSTRUCTURE (imaptest fetch-body-mime, fetch-bodystructure)."""
+    world.mailbox().folder("INBOX").append(FOLDED)
+    s = session(world)
+    s.select()
+    assert s.lines("f FETCH 1 BODYSTRUCTURE")[0] == (
+        b'* 1 FETCH (BODYSTRUCTURE (("TEXT" "X-MYOWN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 7 1'
+        b' NIL NIL NIL NIL) "MIXED" ("BOUNDARY" "foo bar") NIL NIL NIL))'
+    )
+    assert s.lines("g FETCH 1 BODY.PEEK[1]")[0] == b"* 1 FETCH (BODY[1] {7}"
+
+
+QP = (
+    b"Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n"
+    b"hello  \nbar=\n\nfoo\t=\nbar\nfoo\t \t= \n=62\nfoo = \t\nbar\nfoo  \nfoo_bar\n"
+)
+
+
+def test_binary_quoted_printable_drops_trailing_white_space(world: World) -> None:
+    """BINARY undoes quoted-printable as RFC 2045 6.7 says: white space at a
+    line's end is deleted, so ``= `` and ``=<tab>`` there are soft line
+    breaks (imaptest fetch-binary-mime-qp)."""
+    world.mailbox().folder("INBOX").append(QP)
+    s = session(world)
+    s.select()
+    decoded = b"hello\r\nbar\r\nfoo\tbar\r\nfoo\t \tb\r\nfoo bar\r\nfoo\r\nfoo_bar\r\n"
+    assert s.send("f FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])") == (
+        b"* 1 FETCH (BINARY.SIZE[1] %d BINARY[1] {%d}\r\n%s)\r\nf OK Fetch completed.\r\n"
+        % (len(decoded), len(decoded), decoded)
+    )

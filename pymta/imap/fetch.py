@@ -212,6 +212,10 @@ class UnknownCTE(Exception):
     (RFC 3516 4.3: the FETCH fails with ``NO [UNKNOWN-CTE]``)."""
 
 
+#: Spaces and tabs at the end of a line (or of the body).
+_TRAILING_WHITE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+
+
 def decode_transfer(encoding: str, body: bytes) -> bytes:
     """A part's body (CRLF line ends) with its Content-Transfer-Encoding undone."""
     if encoding in _IDENTITY:
@@ -225,7 +229,9 @@ def decode_transfer(encoding: str, body: bytes) -> bytes:
             data = _NOT_BASE64.sub(b"", body)
             return binascii.a2b_base64(data[: len(data) // 4 * 4])
     if encoding == "quoted-printable":
-        return binascii.a2b_qp(body)
+        # RFC 2045 6.7 (3): white space at the end of a line was added in
+        # transport and is deleted, so "= " there is a soft line break too.
+        return binascii.a2b_qp(_TRAILING_WHITE.sub(b"", body))
     raise UnknownCTE(encoding)
 
 
