@@ -159,3 +159,41 @@ def test_binary_quoted_printable_drops_trailing_white_space(world: World) -> Non
         b"* 1 FETCH (BINARY.SIZE[1] %d BINARY[1] {%d}\r\n%s)\r\nf OK Fetch completed.\r\n"
         % (len(decoded), len(decoded), decoded)
     )
+
+
+# binary content: literal8 APPEND, NUL in literals ------------------------------
+
+BINARY = (
+    b"From: user@example.org\r\nMime-Version: 1.0\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+)
+OCTETS = b"\x00-\xe4\n\r\n\n"
+
+
+def test_literal8_append_keeps_binary_octets_exactly(world: World) -> None:
+    """A binary part appended in a literal8 is stored as base64: BODY[1] is
+    7-bit text with no NUL, BINARY[1] gives back the very octets (bare LF and
+    CRLF kept apart) in a literal8 (RFC 3516 4.4; imaptest append-binary)."""
+    s = session(world)
+    message = BINARY + OCTETS
+    assert s.send(b"a APPEND INBOX ~{%d+}\r\n" % len(message) + message + b"\r\n").startswith(
+        b"a OK [APPENDUID "
+    )
+    s.select()
+    body = s.send("f FETCH 1 BODY.PEEK[1]")
+    assert b"\0" not in body and b"AC3kCg0KCg==" in body
+    assert s.send("g FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])") == (
+        b"* 1 FETCH (BINARY.SIZE[1] 7 BINARY[1] ~{7}\r\n%s)\r\ng OK Fetch completed.\r\n" % OCTETS
+    )
+    header = s.send("h FETCH 1 BODY.PEEK[HEADER.FIELDS (CONTENT-TRANSFER-ENCODING)]")
+    assert b"Content-Transfer-Encoding: base64" in header
+
+
+def test_nul_in_stored_text_is_never_sent_in_a_plain_literal(world: World) -> None:
+    """A NUL that reached the store another way (a plain literal, SMTP) goes
+    out as 0x80 in BODY[] and RFC822 (RFC 3501 4.3, as Dovecot)."""
+    world.mailbox().folder("INBOX").append(b"Subject: x\n\na\x00b\n")
+    s = session(world)
+    s.select()
+    reply = s.send("f FETCH 1 (BODY.PEEK[TEXT] RFC822)")
+    assert b"\0" not in reply and reply.count(b"a\x80b\r\n") == 2

@@ -14,14 +14,14 @@ with RFC 5530 response codes. Writes: through the mail store only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from pymta.imap.binary_append import encode_binary_parts
 from pymta.imap.listing import list_entries
-from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.parser import Atom, Literal8, ParseError, Token
 from pymta.imap.prefetch import prefetch_scan
 from pymta.imap.sequence import format_set, parse_sequence_set
 from pymta.imap.view import SelectedView
@@ -523,13 +523,20 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     staging = IStagedAppend(folder, None)
     if s.run_in_thread is None or staging is None:
         try:
-            new_uid = folder.append(message, flags, date)
+            new_uid = folder.append(_storable(message), flags, date)
         except MailStoreError as e:
             _append_failed(s, tag, name, e)
             return
         s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
         return
     _staged_append(s, tag, name, folder, staging, message, flags, date)
+
+
+def _storable(message: bytes) -> bytes:
+    """The bytes to store for an APPEND: a literal8's binary parts as base64
+    (RFC 3516 4.4; pymta.imap.binary_append). Parses MIME: run in the
+    worker thread where there is one."""
+    return encode_binary_parts(message) if isinstance(message, Literal8) else message
 
 
 def _append_failed(s: IMAPServer, tag: bytes, name: str, error: object) -> None:
@@ -575,8 +582,11 @@ def _staged_append(
         elif number(staged):
             staging.sync_committed()
 
+    def stage() -> Staged:
+        return staging.stage(_storable(message), flags, date)
+
     def in_one_thread() -> None:
-        commit_and_sync(staging.stage(message, flags, date))
+        commit_and_sync(stage())
 
     def commit_here(staged: Staged) -> Deferred[None] | None:
         if s.lost:
@@ -597,7 +607,7 @@ def _staged_append(
     if staging.commit_thread_safe:
         d = run(in_one_thread)
     else:
-        d = run(partial(staging.stage, message, flags, date))
+        d = run(stage)
         d.addCallback(commit_here)
     d.addErrback(note_failure)
 
