@@ -197,3 +197,21 @@ def test_nul_in_stored_text_is_never_sent_in_a_plain_literal(world: World) -> No
     s.select()
     reply = s.send("f FETCH 1 (BODY.PEEK[TEXT] RFC822)")
     assert b"\0" not in reply and reply.count(b"a\x80b\r\n") == 2
+
+
+# atoms -----------------------------------------------------------------------
+
+
+def test_unclosed_bracket_is_an_atom_character(world: World) -> None:
+    """``[`` needs no ``]`` outside a FETCH section (RFC 3501 9: only ``]`` is
+    special): SELECT a[b is NO (no such mailbox), LIST "" a[* lists, CREATE
+    makes it; an unclosed section in FETCH stays BAD (imaptest atoms)."""
+    s = session(world)
+    assert s.send("a SELECT a[b").startswith(b"a NO ")
+    assert s.send("b CREATE a[b") == b"b OK Create completed.\r\n"
+    assert s.lines('c LIST "" a[*') == [
+        b'* LIST (\\HasNoChildren) "/" "a[b"',
+        b"c OK List completed.",
+    ]
+    s.select()
+    assert s.send("d FETCH 1 BODY[HEADER").startswith(b"d BAD ")

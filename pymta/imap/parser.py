@@ -322,9 +322,9 @@ def _atom(cur: _Cursor) -> Atom:
         i = run.end()
         if i < n and data[i] == 0x5B:
             close = data.find(b"]", i)
-            if close < 0:
-                raise ParseError("Missing ']'.")
-            i = close + 1
+            # "[" is an atom character (RFC 3501 9: only "]" is special):
+            # unclosed, it is part of the atom (SELECT a[b, LIST "" a[*).
+            i = i + 1 if close < 0 else close + 1
             continue
         break
     if i == cur.pos:
