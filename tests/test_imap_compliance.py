@@ -208,6 +208,9 @@ def test_unclosed_bracket_is_an_atom_character(world: World) -> None:
     makes it; an unclosed section in FETCH stays BAD (imaptest atoms)."""
     s = session(world)
     assert s.send("a SELECT a[b").startswith(b"a NO ")
+    assert s.send("a2 SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}") == (
+        b"a2 NO [CANNOT] Mailbox name is not valid mUTF-7\r\n"  # "&'+,-" is no mUTF-7
+    )
     assert s.send("b CREATE a[b") == b"b OK Create completed.\r\n"
     assert s.lines('c LIST "" a[*') == [
         b'* LIST (\\HasNoChildren) "/" "a[b"',

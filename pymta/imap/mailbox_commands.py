@@ -58,7 +58,7 @@ class NameRefused(Exception):
 
 def mailbox_arg(token: Token, utf8: bool = False) -> str:
     """A mailbox name argument as a store name; ParseError when malformed,
-    NameRefused when it is 8-bit (RFC 3501 names are 7-bit mUTF-7) unless
+    NameRefused when it is 8-bit or not valid mUTF-7 (RFC 3501 5.1.3) unless
     ``utf8`` (IMAP4rev2 enabled: names are UTF-8, RFC 9051 5.1)."""
     if isinstance(token, list):
         raise ParseError("Expected a mailbox name.")
@@ -67,7 +67,8 @@ def mailbox_arg(token: Token, utf8: bool = False) -> str:
     except EightBitName:
         raise NameRefused("[CANNOT] Mailbox name is not valid mUTF-7") from None
     except (ValueError, UnicodeDecodeError):
-        raise ParseError("Invalid mailbox name encoding.") from None
+        # Well-formed syntax naming no mailbox there can be: NO, as Dovecot.
+        raise NameRefused("[CANNOT] Mailbox name is not valid mUTF-7") from None
 
 
 def _text(token: Token) -> str:
