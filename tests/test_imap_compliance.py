@@ -218,3 +218,43 @@ def test_unclosed_bracket_is_an_atom_character(world: World) -> None:
     ]
     s.select()
     assert s.send("d FETCH 1 BODY[HEADER").startswith(b"d BAD ")
+
+
+# addresses: ENVELOPE groups and comments, SEARCH FROM ---------------------------
+
+
+def test_envelope_keeps_groups_routes_and_comment_names(world: World) -> None:
+    """ENVELOPE gives RFC 5322 groups as start/end markers, a source route,
+    and a comment as the name of a mailbox that has none (RFC 3501 7.4.2,
+    as Dovecot; imaptest fetch-envelope)."""
+    inbox = world.mailbox().folder("INBOX")
+    inbox.append(
+        b"From: user@domain (Real Name)\n"
+        b"To: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\n"
+        b"Cc: group:;, group2: (foo) ;\n"
+        b"Bcc: <@route:user@domain>\n\nbody\n"
+    )
+    s = session(world)
+    s.select()
+    real = b'(("Real Name" NIL "user" "domain"))'
+    assert s.lines("f FETCH 1 ENVELOPE")[0] == (
+        b"* 1 FETCH (ENVELOPE (NIL NIL " + real + b" " + real + b" " + real + b" "
+        b'((NIL NIL "group" NIL)(NIL NIL "g1" "d1.org")(NIL NIL "g2" "d2.org")(NIL NIL NIL NIL)'
+        b'(NIL NIL "group2" NIL)(NIL NIL "g3" "d3.org")(NIL NIL NIL NIL)) '
+        b'((NIL NIL "group" NIL)(NIL NIL NIL NIL)(NIL NIL "group2" NIL)(NIL NIL NIL NIL)) '
+        b'((NIL "@route" "user" "domain")) NIL NIL))'
+    )
+
+
+def test_search_from_sees_through_comments_in_addresses(world: World) -> None:
+    """SEARCH FROM matches an address whose local part and domain are split
+    by comments, as the address itself (imaptest search-addresses)."""
+    inbox = world.mailbox().folder("INBOX")
+    inbox.append(b"From: <user-from (comment)@ (comment) domain.org>\n\nb\n")
+    inbox.append(b"From: RealFrom <user-from@domain.org>\n\nb\n")
+    inbox.append(b"From: other@domain.org (user-from@domain.org is not me)\n\nb\n")
+    s = session(world)
+    s.select()
+    assert s.lines("f SEARCH FROM user-from@domain.org")[0] == b"* SEARCH 1 2 3"
+    assert s.lines("g SEARCH FROM realfrom")[0] == b"* SEARCH 2"
+    assert s.lines("h SEARCH FROM nobody@domain.org")[0] == b"* SEARCH"
