@@ -258,3 +258,25 @@ def test_search_from_sees_through_comments_in_addresses(world: World) -> None:
     assert s.lines("f SEARCH FROM user-from@domain.org")[0] == b"* SEARCH 1 2 3"
     assert s.lines("g SEARCH FROM realfrom")[0] == b"* SEARCH 2"
     assert s.lines("h SEARCH FROM nobody@domain.org")[0] == b"* SEARCH"
+
+
+# LSUB ------------------------------------------------------------------------
+
+
+def test_lsub_lists_unsubscribed_parents_of_subscribed_children_noselect(
+    world: World,
+) -> None:
+    """LSUB with % gives the parent of a subscribed child as \\Noselect when
+    the parent itself is not subscribed, whether it exists or not, and never
+    the child below % (RFC 3501 6.3.9; imaptest subscribe)."""
+    s = session(world)
+    for name in ("box", "box/test", "box/test2", "box/test2/test"):
+        s.send(f"c CREATE {name}")
+    s.send("u SUBSCRIBE box/test")
+    s.send("u SUBSCRIBE box/test2/test")
+    s.send("u SUBSCRIBE box/test3/test3")
+    assert sorted(s.lines('l LSUB "" box/%')[:-1]) == [
+        b'* LSUB (\\HasNoChildren) "/" "box/test"',
+        b'* LSUB (\\Noselect) "/" "box/test2"',
+        b'* LSUB (\\Noselect) "/" "box/test3"',
+    ]

@@ -7,7 +7,8 @@ SUBSCRIBED / SPECIAL-USE), RFC 3348 CHILDREN (``\\HasChildren``,
 ``\\HasNoChildren``) and RFC 6154 SPECIAL-USE attributes. Patterns are
 matched against the names as the client sees them (modified UTF-7), INBOX
 case-insensitively. A parent that does not exist but has children that
-match ``%`` is listed ``\\Noselect`` (``\\NonExistent`` for LIST-EXTENDED).
+match ``%`` is listed ``\\Noselect`` (``\\NonExistent`` for LIST-EXTENDED);
+in LSUB, so is a parent that is not subscribed (RFC 3501 6.3.9).
 
 Untrusted input: patterns (compiled to anchored regular expressions with
 every other character escaped). Pure functions.
@@ -112,14 +113,19 @@ def list_entries(
             else:
                 out.append(Entry(name, tuple(attrs(info, name))))
             continue
-        # A parent matched by "%" that is not a folder itself.
+        # A parent matched by "%" that is not a folder itself; for LSUB,
+        # one that is not subscribed itself (RFC 3501 6.3.9: \Noselect).
+        lsub = subscribed_only and not extended
         parts = name.split(_SEP)
         for i in range(1, len(parts)):
             parent = _SEP.join(parts[:i])
-            if parent in seen or parent in existing:
+            if parent in seen or parent in (subscribed if lsub else existing):
                 continue
             if any(_matches(r, parent) for r in regexes):
                 seen.add(parent)
+                if lsub:
+                    out.append(Entry(parent, ("\\Noselect",)))
+                    continue
                 placeholder = "\\NonExistent" if nonexistent else "\\Noselect"
                 out.append(Entry(parent, (placeholder, "\\HasChildren")))
     return out
