@@ -280,3 +280,38 @@ def test_lsub_lists_unsubscribed_parents_of_subscribed_children_noselect(
         b'* LSUB (\\Noselect) "/" "box/test2"',
         b'* LSUB (\\Noselect) "/" "box/test3"',
     ]
+
+
+# LIST-EXTENDED -----------------------------------------------------------------
+
+
+def test_list_extended_recursivematch_childinfo_and_unknown_options(world: World) -> None:
+    """LIST (SUBSCRIBED RECURSIVEMATCH) lists an unsubscribed name that
+    matches with CHILDINFO ("SUBSCRIBED") when a subscribed descendant is
+    not listed itself; unknown selection or RETURN options and RECURSIVEMATCH
+    alone are BAD (RFC 5258 3, 3.5; imaptest listext)."""
+    s = session(world)
+    for name in ("b/t2/t1", "b/t7/t7", "b/t8/t8", "b/t8/t9"):
+        s.send(f"c CREATE {name}")
+    for name in ("b/t2/t1", "b/t7/t7", "b/t8/t8", "b/t8/t9"):
+        s.send(f"u SUBSCRIBE {name}")
+    assert s.lines('a LIST (SUBSCRIBED RECURSIVEMATCH) "" b/t2') == [
+        b'* LIST (\\HasChildren) "/" "b/t2" ("CHILDINFO" ("SUBSCRIBED"))',
+        b"a OK List completed.",
+    ]
+    assert s.lines('b LIST (SUBSCRIBED RECURSIVEMATCH) "" b*t7') == [
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "b/t7/t7"',
+        b"b OK List completed.",
+    ]
+    assert sorted(s.lines('c LIST (SUBSCRIBED RECURSIVEMATCH) "" b*t8')[:-1]) == [
+        b'* LIST (\\HasChildren) "/" "b/t8" ("CHILDINFO" ("SUBSCRIBED"))',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "b/t8/t8"',
+    ]
+    for bad in (
+        'd LIST (IMAPTEST) "" ""',
+        'd LIST (RECURSIVEMATCH) "" ""',
+        'd LIST (RECURSIVEMATCH REMOTE) "" ""',
+        'd LIST "" "" RETURN (IMAPTEST)',
+    ):
+        assert s.send(bad).startswith(b"d BAD "), bad
+    assert s.send('e LIST (REMOTE) "" %').endswith(b"e OK List completed.\r\n")

@@ -323,10 +323,30 @@ def _return_options(token: Token) -> tuple[list[str], list[str] | None]:
                 raise ParseError("RETURN STATUS takes a list of items.")
             status_items = _status_items(token[i + 1])
             i += 1
-        else:
+        elif word in _RETURN_OPTIONS:
             returns.append(word)
+        else:
+            raise ParseError("Unknown LIST return option.")
         i += 1
     return returns, status_items
+
+
+#: LIST selection options (RFC 5258 3.1, RFC 6154) and RETURN options we know.
+_SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+
+
+def _selection_options(token: list[Token]) -> list[str]:
+    """LIST's selection options; BAD for one unknown (RFC 5258 3: the server
+    MUST reject it) and for RECURSIVEMATCH with no option it modifies."""
+    words: list[str] = []
+    for option in token:
+        if not isinstance(option, Atom) or option.upper() not in _SELECTION_OPTIONS:
+            raise ParseError("Unknown LIST selection option.")
+        words.append(option.upper())
+    if "RECURSIVEMATCH" in words and not set(words) - {"RECURSIVEMATCH", "REMOTE"}:
+        raise ParseError("RECURSIVEMATCH needs another selection option.")
+    return words
 
 
 def _name_encoder(s: IMAPServer) -> Callable[[str], str]:
@@ -352,7 +372,7 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     selection: list[str] = []
     extended = s.rev2  # RFC 9051 LIST is LIST-EXTENDED
     if args and isinstance(args[0], list):
-        selection = [str(t).upper() for t in args[0] if isinstance(t, Atom)]
+        selection = _selection_options(args[0])
         extended = True
         args = args[1:]
     returns: list[str] = []
@@ -386,11 +406,13 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         extended=extended,
         encode=encode,
         nonexistent=s.rev2,
+        recursive="RECURSIVEMATCH" in selection,
     )
     store_names = {encode(f.name): f.name for f in folders}
     for e in entries:
         wire = _wire_name(s, e.wire_name)
-        s.send(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + b"\r\n")
+        extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if e.childinfo else b""
+        s.send(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + extra + b"\r\n")
         store_name = store_names.get(e.wire_name)
         if status_items is not None and store_name is not None:
             # RFC 5819: a STATUS for each selectable mailbox listed, right after it.
