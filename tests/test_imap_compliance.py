@@ -315,3 +315,40 @@ def test_list_extended_recursivematch_childinfo_and_unknown_options(world: World
     ):
         assert s.send(bad).startswith(b"d BAD "), bad
     assert s.send('e LIST (REMOTE) "" %').endswith(b"e OK List completed.\r\n")
+
+
+# CONDSTORE / ESEARCH -------------------------------------------------------------
+
+
+def test_first_condstore_command_reports_highestmodseq_and_esearch_min_max_modseq(
+    world: World,
+) -> None:
+    """The first CONDSTORE-enabling command in a selected mailbox sends
+    ``* OK [HIGHESTMODSEQ n]``; ESEARCH MIN or MAX with MODSEQ gives the
+    modseq of that message, ALL the highest of all found (RFC 7162 3.1,
+    3.1.5; imaptest esearch-condstore)."""
+    inbox = world.mailbox().folder("INBOX")
+    for _ in range(4):
+        inbox.append(MSG)
+    s = session(world)
+    s.select()
+    top = inbox.highest_modseq
+    assert s.lines("f FETCH 1 MODSEQ")[0] == b"* OK [HIGHESTMODSEQ %d] Highest" % top
+    assert not s.send("f2 FETCH 1 MODSEQ").startswith(b"* OK [HIGHESTMODSEQ")
+    modseq = {}
+    for n in (1, 3, 2, 4):
+        s.send(f"s STORE {n} +FLAGS.SILENT (\\Seen)")
+        modseq[n] = inbox.get(n).modseq
+    search = 'SEARCH RETURN ({}) 1:3 MODSEQ "/flags/\\\\seen" all 1'
+    assert s.lines("a " + search.format("MIN"))[0] == (
+        b'* ESEARCH (TAG "a") MIN 1 MODSEQ %d' % modseq[1]
+    )
+    assert s.lines("b " + search.format("MAX"))[0] == (
+        b'* ESEARCH (TAG "b") MAX 3 MODSEQ %d' % modseq[3]
+    )
+    assert s.lines("c " + search.format("MIN MAX"))[0] == (
+        b'* ESEARCH (TAG "c") MIN 1 MAX 3 MODSEQ %d' % max(modseq[1], modseq[3])
+    )
+    assert s.lines("d " + search.format("ALL"))[0] == (
+        b'* ESEARCH (TAG "d") ALL 1:3 MODSEQ %d' % modseq[2]
+    )

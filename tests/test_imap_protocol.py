@@ -377,7 +377,8 @@ def test_store_unchangedsince(s: Session, world: World) -> None:
     s.select()
     modseq = world.mailbox().folder("INBOX").get(1).modseq
     assert s.send(f"a STORE 1 (UNCHANGEDSINCE {modseq - 1}) +FLAGS (\\Seen)") == (
-        b"a OK [MODIFIED 1] Conditional STORE failed.\r\n"
+        b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % modseq  # the first CONDSTORE command
+        + b"a OK [MODIFIED 1] Conditional STORE failed.\r\n"
     )
     reply = s.send(f"b STORE 1 (UNCHANGEDSINCE {modseq}) +FLAGS (\\Seen)")
     assert reply.startswith(b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (")
