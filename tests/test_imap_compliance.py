@@ -352,3 +352,19 @@ def test_first_condstore_command_reports_highestmodseq_and_esearch_min_max_modse
     assert s.lines("d " + search.format("ALL"))[0] == (
         b'* ESEARCH (TAG "d") ALL 1:3 MODSEQ %d' % modseq[2]
     )
+
+
+# ID before login -----------------------------------------------------------------
+
+
+def test_id_at_rfc2971_maxima_is_accepted_before_login(world: World) -> None:
+    """ID with 30 fields of 30 octets and values of 1024 (RFC 2971 3.3's
+    maxima, a 31.8 KB line) is answered before login, as Dovecot does; a
+    longer line is still refused (imaptest id)."""
+    s = world.connect()
+    pairs = " ".join(f'"{chr(97 + i % 26)}{i:029d}" "{"1" * 1024}"' for i in range(30))
+    command = f"a ID ({pairs})"
+    assert 31_000 < len(command) < 33_000
+    assert s.send(command).endswith(b"a OK ID completed.\r\n")
+    too_long = "b ID (" + '"x" "' + "1" * 40_000 + '")'
+    assert s.send(too_long) == b"b BAD Command line too long.\r\n"
