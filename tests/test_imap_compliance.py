@@ -368,3 +368,26 @@ def test_id_at_rfc2971_maxima_is_accepted_before_login(world: World) -> None:
     assert s.send(command).endswith(b"a OK ID completed.\r\n")
     too_long = "b ID (" + '"x" "' + "1" * 40_000 + '")'
     assert s.send(too_long) == b"b BAD Command line too long.\r\n"
+
+
+# EXPUNGEISSUED -----------------------------------------------------------------
+
+
+def test_fetch_of_only_expunged_messages_is_no_with_dovecots_words(world: World) -> None:
+    """A FETCH whose every message another session expunged is ``NO
+    [EXPUNGEISSUED] Some of the requested messages no longer exist.``; with
+    some data back it is OK, "Some messages were already expunged." (RFC
+    5530; Dovecot's texts, which imaptest's stress run accepts)."""
+    world.mailbox().folder("INBOX").append(MSG)
+    world.mailbox().folder("INBOX").append(MSG)
+    a, b = session(world), session(world)
+    a.select()
+    b.select()
+    b.send("s STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.send("e EXPUNGE")
+    assert a.lines("f FETCH 1 BODY.PEEK[]")[-1] == (
+        b"f NO [EXPUNGEISSUED] Some of the requested messages no longer exist."
+    )
+    assert a.lines("g FETCH 1:2 FLAGS")[-1] == (
+        b"g OK [EXPUNGEISSUED] Some messages were already expunged."
+    )

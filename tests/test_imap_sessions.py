@@ -57,7 +57,7 @@ def test_two_sessions_and_a_delivery_in_between(world: World) -> None:
     # A still numbers the expunged message 1: no EXPUNGE during FETCH.
     assert a.send("a2 FETCH 1:* (FLAGS)") == (
         b"* 2 FETCH (FLAGS ())\r\n* 3 FETCH (FLAGS (\\Recent))\r\n"
-        b"a2 OK [EXPUNGEISSUED] Some messages were expunged.\r\n"
+        b"a2 OK [EXPUNGEISSUED] Some messages were already expunged.\r\n"
     )
     # Numbers do not shift during SEARCH either; the expunged message no longer matches.
     assert a.send("a3 SEARCH ALL") == b"* SEARCH 2 3\r\na3 OK Search completed.\r\n"

@@ -603,9 +603,16 @@ def _fetch_done(
     if unknown_cte:
         s.no(tag, b"[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.", expunge=uid)
     elif missing:
-        # RFC 5530: OK when some data came back, NO when every message was gone.
-        status = b"OK" if returned else b"NO"
-        s.tagged(tag, status, b"[EXPUNGEISSUED] Some messages were expunged.", expunge=uid)
+        # RFC 5530: OK when some data came back, NO when every message was
+        # gone; Dovecot's texts, which clients (and imaptest) look for.
+        if returned:
+            s.ok(tag, b"[EXPUNGEISSUED] Some messages were already expunged.", expunge=uid)
+        else:
+            s.no(
+                tag,
+                b"[EXPUNGEISSUED] Some of the requested messages no longer exist.",
+                expunge=uid,
+            )
     else:
         s.ok(tag, b"Fetch completed.", expunge=uid)
 
