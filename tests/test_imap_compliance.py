@@ -117,6 +117,23 @@ def test_keyword_made_by_another_session_is_announced_before_its_fetch(world: Wo
     ]
 
 
+def test_fetch_flags_before_the_update_announces_a_new_keyword_first(world: World) -> None:
+    """A FETCH FLAGS run before this session heard of another's new keyword
+    (no NOOP between) sends FLAGS and PERMANENTFLAGS before the FETCH that
+    shows it (imaptest stress, 50 clients)."""
+    world.mailbox().folder("INBOX").append(MSG)
+    world.mailbox().folder("INBOX").claim_recent()
+    one, two = session(world), session(world)
+    one.select()
+    two.select()
+    two.send("a STORE 1 +FLAGS.SILENT ($Later)")
+    lines = one.lines("f FETCH 1 FLAGS")
+    assert lines[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later)"
+    assert lines[1].startswith(b"* OK [PERMANENTFLAGS (")
+    assert b"* 1 FETCH (FLAGS ($Later))" in lines
+    assert one.lines("g FETCH 1 FLAGS")[0] == b"* 1 FETCH (FLAGS ($Later))"
+
+
 # MIME: folded parameters, quoted-printable ------------------------------------
 
 FOLDED = (

@@ -506,6 +506,11 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     wants_flags = any(i.name == "FLAGS" for i in items)
     with_modseq = s.condstore
     infos = _infos(view, pairs)
+    if wants_flags or mark_seen:
+        # Keywords another session made since our last update: FLAGS first.
+        keywords = {k for i in infos.values() if i.keywords for k in i.keywords}
+        for line in view.new_keywords(keywords):
+            s.send(line)
     fast = None if mark_seen else index_renderer(items, with_modseq)
     if fast is not None and changed_since is None:
         out: list[bytes] = []
@@ -674,6 +679,8 @@ def store(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
                 continue
             if silent and unchanged is None:
                 continue
+            for announce in view.new_keywords(info.keywords):
+                s.send(announce)  # one another session made meanwhile
             line = b"* %d FETCH (FLAGS %s" % (msn, flag_list(view.flags_of(info)))
             if uid:
                 line += b" UID %d" % u
