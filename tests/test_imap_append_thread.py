@@ -131,7 +131,7 @@ def test_append_writes_in_the_runner_and_numbers_after(
 
     assert runner.run_all() == 1  # stage, commit_staged and sync_committed
     assert writes == [True]
-    assert fsyncs == [True, True, True]  # the file, the index, cur/
+    assert fsyncs == [True, True, True]  # the file, the index, new/
     lines = s.read().split(b"\r\n")[:-1]
     assert lines == [
         b"ap OK [APPENDUID %d 2] Append completed." % inbox.uidvalidity,
@@ -139,7 +139,7 @@ def test_append_writes_in_the_runner_and_numbers_after(
     ]
     info = inbox.get(2)
     assert info.flags == frozenset({"\\Seen"})
-    assert info.filename.startswith("cur/")
+    assert info.filename.startswith("new/")  # \Recent until a SELECT claims it
     assert inbox.read(2) == MSG.replace(b"\r\n", b"\n")
 
 

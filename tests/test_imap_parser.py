@@ -165,7 +165,6 @@ def test_tokens(data: bytes, tokens: list[object]) -> None:
         b'a "bad \\n escape"',
         b"a (unclosed",
         b"a closed)",
-        b"a BODY[HEADER",
         b"a " + b"(" * 30 + b")" * 30,
         b"a \xff\xfe",
         b"a {5}\r\nab",

@@ -19,6 +19,7 @@ MSG = b"From: a@example.org\nSubject: hi\n\nhello\n"
 def world(tmp_path: Path) -> World:
     w = World(tmp_path)
     w.mailbox().folder("INBOX").append(MSG)
+    w.mailbox().folder("INBOX").claim_recent()  # old mail: no \Recent in the transcripts
     return w
 
 
@@ -283,7 +284,7 @@ def test_mailbox_names_are_modified_utf7_on_the_wire(s: Session, world: World) -
     assert s.send("a CREATE Entw&APw-rfe") == b"a OK Create completed.\r\n"
     assert "Entwürfe" in [f.name for f in world.mailbox().list_folders()]
     assert b'* LIST (\\HasNoChildren) "/" "Entw&APw-rfe"' in s.lines('b LIST "" Entw*')
-    assert s.send("c CREATE &Jjo-bad&").startswith(b"c BAD")
+    assert s.send("c CREATE &Jjo-bad&").startswith(b"c NO [CANNOT]")  # as Dovecot
 
 
 def test_eight_bit_mailbox_names_are_refused(s: Session, world: World) -> None:
@@ -365,7 +366,7 @@ def test_store_forms(s: Session) -> None:
     assert s.send("b STORE 1 -FLAGS \\Seen") == (
         b"* 1 FETCH (FLAGS (\\Flagged))\r\nb OK Store completed.\r\n"
     )
-    assert s.send("c UID STORE 1 +FLAGS ($Label1)") == (
+    assert s.send("c UID STORE 1 +FLAGS ($Label1)").endswith(  # after FLAGS for $Label1
         b"* 1 FETCH (FLAGS ($Label1 \\Flagged) UID 1)\r\nc OK Store completed.\r\n"
     )
     assert s.send("d STORE 1 BOGUS (\\Seen)").startswith(b"d BAD")
@@ -376,7 +377,8 @@ def test_store_unchangedsince(s: Session, world: World) -> None:
     s.select()
     modseq = world.mailbox().folder("INBOX").get(1).modseq
     assert s.send(f"a STORE 1 (UNCHANGEDSINCE {modseq - 1}) +FLAGS (\\Seen)") == (
-        b"a OK [MODIFIED 1] Conditional STORE failed.\r\n"
+        b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % modseq  # the first CONDSTORE command
+        + b"a OK [MODIFIED 1] Conditional STORE failed.\r\n"
     )
     reply = s.send(f"b STORE 1 (UNCHANGEDSINCE {modseq}) +FLAGS (\\Seen)")
     assert reply.startswith(b"* 1 FETCH (FLAGS (\\Seen) MODSEQ (")

@@ -42,6 +42,7 @@ def s(tmp_path: Path) -> Session:
     inbox = w.mailbox().folder("INBOX")
     for content, flags, date in MESSAGES:
         inbox.append(content, flags, date)
+    inbox.claim_recent()  # old mail: RECENT, NEW and OLD see none
     session = w.connect()
     session.login()
     session.select()

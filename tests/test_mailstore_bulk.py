@@ -154,8 +154,8 @@ def test_read_follows_rename_and_refuses_odd_files(maildir: tuple[MaildirStore, 
     inbox = store.open_user("u", str(root)).folder("INBOX")
     uid = inbox.append(MSG)
     assert inbox.read(uid) == MSG
-    (name,) = os.listdir(root / "cur")
-    os.rename(root / "cur" / name, root / "cur" / (name.split(":")[0] + ":2,F"))
+    (name,) = os.listdir(root / "new")  # appended mail is \Recent: in new/
+    os.rename(root / "new" / name, root / "cur" / (name.split(":")[0] + ":2,F"))
     assert inbox.read(uid) == MSG
     (name,) = os.listdir(root / "cur")
     os.unlink(root / "cur" / name)
@@ -272,11 +272,11 @@ def test_read_when_file_size_differs_from_index(maildir: tuple[MaildirStore, Pat
     store, root = maildir
     inbox = store.open_user("u", str(root)).folder("INBOX")
     uid = inbox.append(MSG)
-    (name,) = os.listdir(root / "cur")
+    (name,) = os.listdir(root / "new")  # appended mail is \Recent: in new/
     longer = MSG + b"x" * 100_000
-    (root / "cur" / name).write_bytes(longer)
+    (root / "new" / name).write_bytes(longer)
     assert inbox.read(uid) == longer
-    (root / "cur" / name).write_bytes(b"short\n")
+    (root / "new" / name).write_bytes(b"short\n")
     assert inbox.read(uid) == b"short\n"
 
 

@@ -130,9 +130,10 @@ def test_delivery_and_append_share_one_naming_sequence(tmp_path: Path) -> None:
     inbox = store.open_user("u", str(root)).folder("INBOX")
     delivered = _fired(_delivery(clock).deliver(str(root), b"", BytesContent(MESSAGE)))
     inbox.append(MESSAGE)
-    names = sorted(p.name.split(",")[0] for p in (root / "cur").iterdir())
-    names.append(Path(delivered).name.split(",")[0])
-    assert len(set(names)) == 2
+    files = [p for sub in ("new", "cur") for p in (root / sub).iterdir()]
+    assert Path(delivered).name in {p.name for p in files}
+    # APPEND files into new/ too (its mail is \Recent): two files, two names.
+    assert len({p.name.split(":")[0] for p in files}) == 2
     assert len(inbox.messages()) == 2
 
 

@@ -269,8 +269,8 @@ def test_header_cache_persists(tmp_path: Path) -> None:
     tree = inbox.mime_structure(uid)
     # Messages never change, so the cache is trusted: prove it is used by
     # changing the file behind the store's back.
-    (name,) = os.listdir(root / "cur")
-    (root / "cur" / name).write_bytes(b"Subject: other\nContent-Type: image/gif\n\n\n")
+    (name,) = os.listdir(root / "new")  # appended mail is \Recent: in new/
+    (root / "new" / name).write_bytes(b"Subject: other\nContent-Type: image/gif\n\n\n")
     again = _inbox(root)
     assert again.header_bytes(uid) == b"From: a@example.org\nSubject: hi\n\n"
     assert again.mime_structure(uid) == tree
@@ -529,8 +529,8 @@ def test_copy_follows_a_foreign_rename(tmp_path: Path) -> None:
     mbox = _store().open_user("u", str(root))
     inbox = mbox.folder("INBOX")
     uid = inbox.append(MSG)
-    (name,) = os.listdir(root / "cur")
-    os.rename(root / "cur" / name, root / "cur" / (name.split(":")[0] + ":2,F"))
+    (name,) = os.listdir(root / "new")  # appended mail is \Recent: in new/
+    os.rename(root / "new" / name, root / "cur" / (name.split(":")[0] + ":2,F"))
     pairs = inbox.copy([uid], mbox.folder("Archive"))
     assert len(pairs) == 1
     archive = mbox.folder("Archive")

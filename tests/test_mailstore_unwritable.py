@@ -137,7 +137,9 @@ def _store() -> MaildirStore:
 def _mailbox_with_new_mail(root: Path) -> None:
     """alice's Maildir: one message numbered (UID 1) and one delivered
     after the index was last written (in new/, no UID yet)."""
-    _store().open_user("alice@example.org", str(root)).folder("INBOX").append(MSG)
+    inbox = _store().open_user("alice@example.org", str(root)).folder("INBOX")
+    inbox.append(MSG)
+    inbox.claim_recent()  # seen by a session before: in cur/
     (root / "new" / NEW_NAME).write_bytes(NEW)
 
 

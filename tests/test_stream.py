@@ -201,6 +201,7 @@ def imap_session(tmp_path: Path, messages: list[bytes]) -> tuple[Any, SocketBuff
     inbox = world.mailbox().folder("INBOX")
     for content in messages:
         inbox.append(content)
+    inbox.claim_recent()  # old mail: no \Recent in the answers
     proto = world.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
     transport = SocketBuffer(
         hostAddress=IPv4Address("TCP", "127.0.0.1", 143),

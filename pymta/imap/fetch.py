@@ -10,6 +10,8 @@ MIME tree. RFC 3516 BINARY: ``BINARY[part]<partial>``, ``BINARY.PEEK[..]``
 and ``BINARY.SIZE[part]`` give a part's body with its base64 or
 quoted-printable transfer encoding undone (a literal8 ``~{n}`` when it has
 NUL octets); another encoding is :class:`UnknownCTE` (``NO [UNKNOWN-CTE]``).
+Message text in a plain ``{n}`` literal never carries NUL (sent as 0x80,
+as Dovecot; RFC 3501 4.3).
 :class:`MessageData` renders one message; it reads only what an
 item needs: the index for FLAGS/UID/sizes/dates, the cached header block
 for ENVELOPE and HEADER fields, the cached MIME tree for BODYSTRUCTURE,
@@ -212,6 +214,19 @@ class UnknownCTE(Exception):
     (RFC 3516 4.3: the FETCH fails with ``NO [UNKNOWN-CTE]``)."""
 
 
+#: Spaces and tabs at the end of a line (or of the body).
+_TRAILING_WHITE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
+
+
+def text_literal(value: bytes) -> bytes:
+    """A ``{n}`` literal of message text. RFC 3501 4.3: no NUL in a literal
+    (only BINARY's literal8 may carry one); a NUL stored in a message (sent
+    over SMTP) is sent as 0x80, as Dovecot does."""
+    if b"\0" in value:
+        value = value.replace(b"\0", b"\x80")
+    return literal(value)
+
+
 def decode_transfer(encoding: str, body: bytes) -> bytes:
     """A part's body (CRLF line ends) with its Content-Transfer-Encoding undone."""
     if encoding in _IDENTITY:
@@ -225,7 +240,9 @@ def decode_transfer(encoding: str, body: bytes) -> bytes:
             data = _NOT_BASE64.sub(b"", body)
             return binascii.a2b_base64(data[: len(data) // 4 * 4])
     if encoding == "quoted-printable":
-        return binascii.a2b_qp(body)
+        # RFC 2045 6.7 (3): white space at the end of a line was added in
+        # transport and is deleted, so "= " there is a soft line break too.
+        return binascii.a2b_qp(_TRAILING_WHITE.sub(b"", body))
     raise UnknownCTE(encoding)
 
 
@@ -258,6 +275,8 @@ class FileLiteral:
                 chunk = held_cr + chunk
                 held_cr = b"\r" if chunk.endswith(b"\r") else b""
                 piece = crlf(chunk[:-1] if held_cr else chunk)
+                if b"\0" in piece:
+                    piece = piece.replace(b"\0", b"\x80")  # as text_literal
                 sent += len(piece)
                 yield piece
         finally:
@@ -474,12 +493,12 @@ def render(
             if whole is not None:
                 out.append((b"RFC822 " + whole.head(), whole))
             else:
-                out.append(b"RFC822 " + literal(crlf(data.content())))
+                out.append(b"RFC822 " + text_literal(crlf(data.content())))
         elif name == "RFC822.HEADER":
-            out.append(b"RFC822.HEADER " + literal(crlf(data.header())))
+            out.append(b"RFC822.HEADER " + text_literal(crlf(data.header())))
         elif name == "RFC822.TEXT":
             body = data.content()[len(data.header()) :]
-            out.append(b"RFC822.TEXT " + literal(crlf(body)))
+            out.append(b"RFC822.TEXT " + text_literal(crlf(body)))
         elif name == "BODY[]":
             assert item.section is not None
             whole = None
@@ -491,7 +510,7 @@ def render(
             label, value = _partial(
                 b"BODY[" + item.section.wire_label + b"]", data.section(item.section), item
             )
-            out.append(label + b" " + literal(value))
+            out.append(label + b" " + text_literal(value))
         elif name == "BINARY[]":
             assert item.section is not None
             label, value = _partial(

@@ -7,7 +7,8 @@ SUBSCRIBED / SPECIAL-USE), RFC 3348 CHILDREN (``\\HasChildren``,
 ``\\HasNoChildren``) and RFC 6154 SPECIAL-USE attributes. Patterns are
 matched against the names as the client sees them (modified UTF-7), INBOX
 case-insensitively. A parent that does not exist but has children that
-match ``%`` is listed ``\\Noselect`` (``\\NonExistent`` for LIST-EXTENDED).
+match ``%`` is listed ``\\Noselect`` (``\\NonExistent`` for LIST-EXTENDED);
+in LSUB, so is a parent that is not subscribed (RFC 3501 6.3.9).
 
 Untrusted input: patterns (compiled to anchored regular expressions with
 every other character escaped). Pure functions.
@@ -54,6 +55,8 @@ class Entry:
 
     wire_name: str
     attributes: tuple[str, ...]
+    #: RFC 5258 CHILDINFO ("SUBSCRIBED"): listed for a subscribed descendant.
+    childinfo: bool = False
 
 
 def list_entries(
@@ -67,12 +70,16 @@ def list_entries(
     extended: bool = False,
     encode: Callable[[str], str] = mutf7_encode,
     nonexistent: bool = False,
+    recursive: bool = False,
 ) -> list[Entry]:
     """The answers to LIST (or LSUB, with subscribed_only) in folder order.
     ``encode`` gives the name the client sees: modified UTF-7, or the
     Unicode name itself for an IMAP4rev2 client (RFC 9051 5.1); with
     ``nonexistent`` (IMAP4rev2) a parent that is no folder is listed
-    ``\\NonExistent \\HasChildren`` (RFC 9051 7.3.1: it implies \\Noselect)."""
+    ``\\NonExistent \\HasChildren`` (RFC 9051 7.3.1: it implies \\Noselect).
+    With ``recursive`` (RFC 5258 RECURSIVEMATCH, with ``subscribed_only``)
+    a name that matches but is not subscribed is listed with CHILDINFO when
+    it has a subscribed descendant that is not listed itself."""
     regexes = [compile_pattern(reference + p) for p in patterns]
     wire = {f.name: encode(f.name) for f in folders}
     exists = {f.name: f for f in folders}
@@ -112,14 +119,36 @@ def list_entries(
             else:
                 out.append(Entry(name, tuple(attrs(info, name))))
             continue
-        # A parent matched by "%" that is not a folder itself.
+        # A parent matched by "%" that is not a folder itself; for LSUB,
+        # one that is not subscribed itself (RFC 3501 6.3.9: \Noselect).
+        lsub = subscribed_only and not extended
+        if subscribed_only and not lsub:
+            continue  # LIST (SUBSCRIBED): parents only through RECURSIVEMATCH
         parts = name.split(_SEP)
         for i in range(1, len(parts)):
             parent = _SEP.join(parts[:i])
-            if parent in seen or parent in existing:
+            if parent in seen or parent in (subscribed if lsub else existing):
                 continue
             if any(_matches(r, parent) for r in regexes):
                 seen.add(parent)
+                if lsub:
+                    out.append(Entry(parent, ("\\Noselect",)))
+                    continue
                 placeholder = "\\NonExistent" if nonexistent else "\\Noselect"
                 out.append(Entry(parent, (placeholder, "\\HasChildren")))
+    if recursive and subscribed_only:
+        by_wire = {wire[n]: exists[n] for n in exists}
+        for name in sorted(subscribed):
+            if name in seen:
+                continue  # listed itself: its parents need no CHILDINFO
+            parts = name.split(_SEP)
+            for i in range(1, len(parts)):
+                parent = _SEP.join(parts[:i])
+                if parent in seen or parent in subscribed:
+                    continue
+                if any(_matches(r, parent) for r in regexes):
+                    seen.add(parent)
+                    info = by_wire.get(parent)
+                    kept = tuple(a for a in attrs(info, parent) if a != "\\Subscribed")
+                    out.append(Entry(parent, kept, childinfo=True))
     return out

@@ -14,14 +14,14 @@ with RFC 5530 response codes. Writes: through the mail store only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from pymta.imap.binary_append import encode_binary_parts
 from pymta.imap.listing import list_entries
-from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.parser import Atom, Literal8, ParseError, Token
 from pymta.imap.sequence import format_set, parse_sequence_set
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import (
@@ -50,8 +50,6 @@ from pymta.mailstore.prefetch import prefetch_scan
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
 
-PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-
 
 class NameRefused(Exception):
     """A well-formed command naming a mailbox the server will not accept:
@@ -60,7 +58,7 @@ class NameRefused(Exception):
 
 def mailbox_arg(token: Token, utf8: bool = False) -> str:
     """A mailbox name argument as a store name; ParseError when malformed,
-    NameRefused when it is 8-bit (RFC 3501 names are 7-bit mUTF-7) unless
+    NameRefused when it is 8-bit or not valid mUTF-7 (RFC 3501 5.1.3) unless
     ``utf8`` (IMAP4rev2 enabled: names are UTF-8, RFC 9051 5.1)."""
     if isinstance(token, list):
         raise ParseError("Expected a mailbox name.")
@@ -69,7 +67,8 @@ def mailbox_arg(token: Token, utf8: bool = False) -> str:
     except EightBitName:
         raise NameRefused("[CANNOT] Mailbox name is not valid mUTF-7") from None
     except (ValueError, UnicodeDecodeError):
-        raise ParseError("Invalid mailbox name encoding.") from None
+        # Well-formed syntax naming no mailbox there can be: NO, as Dovecot.
+        raise NameRefused("[CANNOT] Mailbox name is not valid mUTF-7") from None
 
 
 def _text(token: Token) -> str:
@@ -167,16 +166,8 @@ def _selected(
             keywords |= m.keywords
         if not unseen and "\\Seen" not in m.flags:
             unseen = n
-    flags = list(PERMANENT_FLAGS) + sorted(keywords)
-    out = [
-        b"* FLAGS " + flag_list(flags) + b"\r\n",
-        b"* OK [PERMANENTFLAGS "
-        + flag_list([] if readonly else [*flags, "\\*"])
-        + b"] "
-        + (b"Read-only mailbox." if readonly else b"Flags permitted.")
-        + b"\r\n",
-        b"* %d EXISTS\r\n" % len(messages),
-    ]
+    view.keywords = keywords
+    out = [*view.flags_lines(), b"* %d EXISTS\r\n" % len(messages)]
     if not s.rev2:  # RFC 9051 removed RECENT
         out.append(b"* %d RECENT\r\n" % len(view.recent))
     if unseen and not s.rev2:  # RFC 9051 7.1: no UNSEEN response code
@@ -332,10 +323,30 @@ def _return_options(token: Token) -> tuple[list[str], list[str] | None]:
                 raise ParseError("RETURN STATUS takes a list of items.")
             status_items = _status_items(token[i + 1])
             i += 1
-        else:
+        elif word in _RETURN_OPTIONS:
             returns.append(word)
+        else:
+            raise ParseError("Unknown LIST return option.")
         i += 1
     return returns, status_items
+
+
+#: LIST selection options (RFC 5258 3.1, RFC 6154) and RETURN options we know.
+_SELECTION_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE"})
+
+
+def _selection_options(token: list[Token]) -> list[str]:
+    """LIST's selection options; BAD for one unknown (RFC 5258 3: the server
+    MUST reject it) and for RECURSIVEMATCH with no option it modifies."""
+    words: list[str] = []
+    for option in token:
+        if not isinstance(option, Atom) or option.upper() not in _SELECTION_OPTIONS:
+            raise ParseError("Unknown LIST selection option.")
+        words.append(option.upper())
+    if "RECURSIVEMATCH" in words and not set(words) - {"RECURSIVEMATCH", "REMOTE"}:
+        raise ParseError("RECURSIVEMATCH needs another selection option.")
+    return words
 
 
 def _name_encoder(s: IMAPServer) -> Callable[[str], str]:
@@ -361,7 +372,7 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     selection: list[str] = []
     extended = s.rev2  # RFC 9051 LIST is LIST-EXTENDED
     if args and isinstance(args[0], list):
-        selection = [str(t).upper() for t in args[0] if isinstance(t, Atom)]
+        selection = _selection_options(args[0])
         extended = True
         args = args[1:]
     returns: list[str] = []
@@ -395,11 +406,13 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         extended=extended,
         encode=encode,
         nonexistent=s.rev2,
+        recursive="RECURSIVEMATCH" in selection,
     )
     store_names = {encode(f.name): f.name for f in folders}
     for e in entries:
         wire = _wire_name(s, e.wire_name)
-        s.send(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + b"\r\n")
+        extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if e.childinfo else b""
+        s.send(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + extra + b"\r\n")
         store_name = store_names.get(e.wire_name)
         if status_items is not None and store_name is not None:
             # RFC 5819: a STATUS for each selectable mailbox listed, right after it.
@@ -533,13 +546,20 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     staging = IStagedAppend(folder, None)
     if s.run_in_thread is None or staging is None:
         try:
-            new_uid = folder.append(message, flags, date)
+            new_uid = folder.append(_storable(message), flags, date)
         except MailStoreError as e:
             _append_failed(s, tag, name, e)
             return
         s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
         return
     _staged_append(s, tag, name, folder, staging, message, flags, date)
+
+
+def _storable(message: bytes) -> bytes:
+    """The bytes to store for an APPEND: a literal8's binary parts as base64
+    (RFC 3516 4.4; pymta.imap.binary_append). Parses MIME: run in the
+    worker thread where there is one."""
+    return encode_binary_parts(message) if isinstance(message, Literal8) else message
 
 
 def _append_failed(s: IMAPServer, tag: bytes, name: str, error: object) -> None:
@@ -585,8 +605,11 @@ def _staged_append(
         elif number(staged):
             staging.sync_committed()
 
+    def stage() -> Staged:
+        return staging.stage(_storable(message), flags, date)
+
     def in_one_thread() -> None:
-        commit_and_sync(staging.stage(message, flags, date))
+        commit_and_sync(stage())
 
     def commit_here(staged: Staged) -> Deferred[None] | None:
         if s.lost:
@@ -607,7 +630,7 @@ def _staged_append(
     if staging.commit_thread_safe:
         d = run(in_one_thread)
     else:
-        d = run(partial(staging.stage, message, flags, date))
+        d = run(stage)
         d.addCallback(commit_here)
     d.addErrback(note_failure)
 

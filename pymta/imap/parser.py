@@ -41,13 +41,19 @@ class Atom(str):
 Token = Atom | bytes | list["Token"]
 
 
+class Literal8(bytes):
+    """The octets of a literal8 ``~{n}`` (RFC 3516 4.4): may hold NUL and
+    binary content; a plain literal is ``bytes``."""
+
+
 class ParseError(Exception):
     """The command does not follow the grammar; the message is for the client."""
 
 
 @dataclass(frozen=True)
 class Command:
-    """One complete command: its bytes, literal markers made plain ``{n}``."""
+    """One complete command: its bytes, literal markers made ``{n}`` (``~{n}``
+    for a literal8)."""
 
     data: bytes
 
@@ -194,7 +200,9 @@ class CommandReader:
                 self._skip_bytes = size
                 return self._refuse(b"BAD", b"[TOOBIG] Literal too big.")
             self._size += size
-            self._command += line[: m.start()] + b"{%d}\r\n" % size
+            # "~" stays: a literal8 (RFC 3516) is told apart by the parser.
+            marker = b"~{%d}\r\n" if line[m.start()] == 0x7E else b"{%d}\r\n"
+            self._command += line[: m.start()] + marker % size
             self._literal = size
             if sync and size:
                 return Continue()
@@ -286,6 +294,7 @@ def _quoted(cur: _Cursor) -> bytes:
 
 def _literal(cur: _Cursor) -> bytes:
     data = cur.data
+    literal_start = cur.pos
     start = cur.pos + (1 if data[cur.pos] == 0x7E else 0)
     close = data.find(b"}", start)
     if close < 0 or not data[start + 1 : close].isdigit():
@@ -297,7 +306,8 @@ def _literal(cur: _Cursor) -> bytes:
     if begin + size > len(data):
         raise ParseError("Literal is cut short.")
     cur.pos = begin + size
-    return data[begin : begin + size]
+    value = data[begin : begin + size]
+    return Literal8(value) if start > literal_start else value
 
 
 def _atom(cur: _Cursor) -> Atom:
@@ -312,9 +322,9 @@ def _atom(cur: _Cursor) -> Atom:
         i = run.end()
         if i < n and data[i] == 0x5B:
             close = data.find(b"]", i)
-            if close < 0:
-                raise ParseError("Missing ']'.")
-            i = close + 1
+            # "[" is an atom character (RFC 3501 9: only "]" is special):
+            # unclosed, it is part of the atom (SELECT a[b, LIST "" a[*).
+            i = i + 1 if close < 0 else close + 1
             continue
         break
     if i == cur.pos:

@@ -130,8 +130,13 @@ BASE_CAPABILITIES = (
 #: Unprocessed input kept while the client does not read our responses.
 INPUT_BACKLOG = 256 * 1024
 
-#: Line and literal limit before login (Dovecot's imap-login is as strict).
+#: Literal limit before login (Dovecot's imap-login is as strict).
 PREAUTH_LIMIT = 8192
+
+#: Line limit before login: room for an ID command at RFC 2971's maxima
+#: (30 fields of 30 octets, values of 1024; about 31.8 KB), which Dovecot's
+#: imap-login accepts, and no more.
+PREAUTH_LINE_LIMIT = 34 * 1024
 
 Handler = Callable[["IMAPServer", bytes, list[Token], bool], None]
 
@@ -199,9 +204,9 @@ class IMAPServer(StreamingSession, Protocol):
         # Before login a client needs literals for a user name and password
         # only: an anonymous client cannot make the server buffer megabytes.
         self.reader = CommandReader(
-            min(settings.line_length_limit, PREAUTH_LIMIT),
+            min(settings.line_length_limit, PREAUTH_LINE_LIMIT),
             min(settings.max_literal_size, PREAUTH_LIMIT),
-            min(settings.command_limit, 4 * PREAUTH_LIMIT),
+            min(settings.command_limit, PREAUTH_LINE_LIMIT + 4 * PREAUTH_LIMIT),
         )
 
         self._out: list[bytes] = []

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import parsedate_tz
 
+from pymta.imap.addresses import address_text
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.sequence import SequenceSet, parse_sequence_set
 from pymta.imap.structure import header_values
@@ -170,6 +171,34 @@ def _decoded(value: str) -> str:
         except Exception:  # malformed encoded words: match the raw text
             pass
     return text.lower()
+
+
+def _address_has(name: str, needle: str) -> Test:
+    """FROM/TO/CC/BCC: the needle in the field as written or in its addresses
+    written plainly (comments dropped: ``<user (c)@ (c) domain.org>`` is
+    found by ``user@domain.org``, as in Dovecot)."""
+    # The raw header need only hold each piece between "@"s for a match.
+    pieces = [p.encode("ascii") for p in needle.split("@") if p] if needle.isascii() else []
+    longest = max(pieces, key=len) if pieces else None
+    whole = longest if longest is not None and longest.split() == [longest] else None
+
+    def test(c: Candidate) -> bool:
+        if whole is not None:
+            hits = c.header_hits(whole)
+            if hits is not None and c.info.uid not in hits:
+                return False
+        if pieces:
+            flat = c.flat_header()
+            if b"=?" not in flat and not all(p in flat for p in pieces):
+                return False
+        values = c.header_values().get(name)
+        if values is None:
+            return False
+        if not needle:
+            return True
+        return any(needle in _decoded(v) or needle in _decoded(address_text(v)) for v in values)
+
+    return test
 
 
 def _header_has(name: str, needle: str) -> Test:
@@ -330,8 +359,10 @@ class _Parser:
             "SENT"
         ):
             self.uses_header = True
-        if word in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-            return _header_has(word.lower(), self.text())
+        if word in ("FROM", "TO", "CC", "BCC"):
+            return _address_has(word.lower(), self.text())
+        if word == "SUBJECT":
+            return _header_has("subject", self.text())
         if word == "HEADER":
             name = self.text()
             return _header_has(name, self.text())

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection
-from email.utils import getaddresses
 
+from pymta.imap.addresses import parse_addresses
 from pymta.imap.wire import NIL, nstring, string
 from pymta.mailstore.interface import MimePart
 
@@ -110,27 +110,29 @@ def _text(value: str) -> bytes:
 
 
 def _addresses(values: list[str] | None) -> bytes:
+    """The ENVELOPE address list of a field (its first occurrence, as Dovecot),
+    groups included (RFC 3501 7.4.2; pymta.imap.addresses)."""
     if not values:
         return NIL
-    out: list[bytes] = []
-    for name, address in getaddresses(values):
-        if not address and not name:
-            continue
-        local, at, domain = address.rpartition("@")
-        if not at:
-            local, domain = address, ""
-        out.append(
-            b"("
-            + (nstring(_text(name)) if name else NIL)
-            + b" NIL "
-            + nstring(_text(local))
-            + b" "
-            + (nstring(_text(domain)) if domain else NIL)
-            + b")"
-        )
+    out = [
+        b"("
+        + _nstring_or_nil(a.name)
+        + b" "
+        + _nstring_or_nil(a.route)
+        + b" "
+        + _nstring_or_nil(a.mailbox)
+        + b" "
+        + _nstring_or_nil(a.host)
+        + b")"
+        for a in parse_addresses(values[0])
+    ]
     if not out:
         return NIL
     return b"(" + b"".join(out) + b")"
+
+
+def _nstring_or_nil(value: str | None) -> bytes:
+    return NIL if value is None else nstring(_text(value))
 
 
 def envelope(header: bytes) -> bytes:

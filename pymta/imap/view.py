@@ -15,7 +15,8 @@ UIDs) until the session may tell the client:
 
 Flag changes this session reports itself (STORE) are muted while it makes
 them. Untrusted input: none (sequence sets come parsed). Writes: only
-``claim_recent`` (Maildir new/ to cur/) for read-write sessions. Logs
+``claim_recent`` (Maildir new/ to cur/) for read-write sessions; a
+read-only (EXAMINE) session reports \\Recent without claiming it. Logs
 nothing.
 """
 
@@ -28,6 +29,9 @@ from collections.abc import Callable, Iterable
 from pymta.imap.sequence import SequenceSet, format_set
 from pymta.imap.wire import flag_list
 from pymta.mailstore.interface import FolderChange, IFolder, MailStoreError, MessageInfo
+
+#: The system flags a client may store (RFC 3501 2.3.2; \\Recent is the server's).
+PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
 class InvalidSet(Exception):
@@ -42,6 +46,9 @@ class SelectedView:
         self.readonly = readonly
         self.uids = array("I")
         self.recent: set[int] = set()
+        # Keywords the client has been told of in FLAGS: one it has not seen
+        # comes with a new FLAGS and PERMANENTFLAGS first (RFC 3501 7.2.6).
+        self.keywords: set[str] = set()
         self.uidvalidity = 0
         self.invalidated = False
         self.wake: Callable[[], None] | None = None
@@ -65,6 +72,10 @@ class SelectedView:
         # messages still in new/ (a 100,000-message SELECT reads the index only).
         if not self.readonly and any(m.recent for m in messages):
             self.recent = set(self.folder.claim_recent())
+        elif self.readonly:
+            # EXAMINE shows what is \Recent but must not take it away from
+            # the next read-write session (RFC 3501 6.3.2; Dovecot alike).
+            self.recent = {m.uid for m in messages if m.recent}
         self.uids = array("I", (m.uid for m in messages))
         self.uidvalidity = self.folder.uidvalidity
         self._appended.clear()
@@ -144,6 +155,46 @@ class SelectedView:
         except MailStoreError:
             pass
 
+    def _keywords_of(self, uids: list[int]) -> set[str]:
+        found: set[str] = set()
+        get = self.folder.get
+        for uid in uids:
+            try:
+                found.update(get(uid).keywords)
+            except MailStoreError:
+                pass
+        return found
+
+    def _peek(self, new: list[int]) -> None:
+        """A read-only session reports new messages still \\Recent as such,
+        without claiming them."""
+        for uid in new:
+            try:
+                if self.folder.get(uid).recent:
+                    self.recent.add(uid)
+            except MailStoreError:
+                pass
+
+    def flags_lines(self) -> list[bytes]:
+        """``* FLAGS`` and ``* OK [PERMANENTFLAGS ...]`` for the keywords known."""
+        flags = list(PERMANENT_FLAGS) + sorted(self.keywords)
+        permanent = [] if self.readonly else [*flags, "\\*"]
+        text = b"Read-only mailbox." if self.readonly else b"Flags permitted."
+        return [
+            b"* FLAGS " + flag_list(flags) + b"\r\n",
+            b"* OK [PERMANENTFLAGS " + flag_list(permanent) + b"] " + text + b"\r\n",
+        ]
+
+    def new_keywords(self, keywords: Iterable[str]) -> list[bytes]:
+        """The FLAGS update to send before a FETCH that shows ``keywords``
+        (empty when the client knows them all), as Dovecot does when a STORE
+        or another session makes a keyword."""
+        fresh = [k for k in keywords if k not in self.keywords]
+        if not fresh:
+            return []
+        self.keywords.update(fresh)
+        return self.flags_lines()
+
     def is_expunged(self, uid: int) -> bool:
         return uid in self._expunged
 
@@ -178,14 +229,18 @@ class SelectedView:
             self._appended.clear()
             if new:
                 self.uids.extend(new)
+                out.extend(self.new_keywords(self._keywords_of(new)))
                 if not self.readonly:
                     self._claim(new)
+                else:
+                    self._peek(new)
                 out.append(b"* %d EXISTS\r\n" % len(self.uids))
                 if self.show_recent:
                     out.append(b"* %d RECENT\r\n" % len(self.recent))
         if self._flagged:
             changed = sorted(self._flagged)
             self._flagged.clear()
+            out.extend(self.new_keywords(self._keywords_of(changed)))
             for uid in changed:
                 n = self.msn(uid)
                 if n is None or uid in self._expunged:

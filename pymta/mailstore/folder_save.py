@@ -68,9 +68,14 @@ class FolderSave(FolderFlags):
     def _add_locked(
         self, entries: list[NewFile], notices: list[FolderChange], sync_dir: bool = True
     ) -> list[int]:
-        """Rename staged files (in our tmp/) into cur/ and number them (lock
+        """Rename staged files (in our tmp/) into new/ and number them (lock
         held); returns their UIDs in order. Without ``sync_dir`` the caller
-        makes the renames durable (:meth:`sync_committed`)."""
+        makes the renames durable (:meth:`sync_committed`).
+
+        new/, with the flag letters in the name: mail added by APPEND or COPY
+        is \\Recent for the next session that selects the folder (RFC 3501
+        2.3.2, as Dovecot), and \\Recent here is "still in new/"; claiming
+        moves it to cur/ with the same letters."""
         infos: list[MessageInfo] = []
         uid = self._index.uidnext
         modseq = self._index.highest_modseq
@@ -80,10 +85,12 @@ class FolderSave(FolderFlags):
                     self._letters_for(keywords)
                     letters = flags_to_letters(flags, keywords, self._kw_letters)
                     name = f"{os.path.basename(tmp)}:2,{letters}"
-                    os.rename(tmp, os.path.join(self.path, "cur", name))
+                    os.rename(tmp, os.path.join(self.path, "new", name))
                     modseq += 1
                     infos.append(
-                        MessageInfo(uid, size, vsize, idate, flags, keywords, modseq, f"cur/{name}")
+                        MessageInfo(
+                            uid, size, vsize, idate, flags, keywords, modseq, f"new/{name}", True
+                        )
                     )
                     uid += 1
             if infos and sync_dir:
@@ -151,9 +158,9 @@ class FolderSave(FolderFlags):
         return uids[0]
 
     def sync_committed(self) -> None:
-        """fsync cur/, where commits rename their messages to (thread-safe)."""
+        """fsync new/, where commits rename their messages to (thread-safe)."""
         if self._fsync:
-            fsync_dir(os.path.join(self.path, "cur"))
+            fsync_dir(os.path.join(self.path, "new"))
 
     def discard_staged(self, staged: Staged) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -253,7 +253,8 @@ class MemoryFolder:
     def commit_staged(self, staged: Staged) -> int:
         if staged.content is None:
             raise MailStoreError("staged message has no content (discarded or not ours)")
-        info = self._add(staged.content, staged.flags, staged.keywords, staged.internal_date, False)
+        # \Recent for the next session, as the Maildir store (RFC 3501 2.3.2).
+        info = self._add(staged.content, staged.flags, staged.keywords, staged.internal_date, True)
         self._notify("append", [info.uid])
         return info.uid
 
@@ -291,7 +292,7 @@ class MemoryFolder:
                 continue
             info = self._messages[uid]
             new = target._add(
-                self._content[uid], info.flags, info.keywords, info.internal_date, False
+                self._content[uid], info.flags, info.keywords, info.internal_date, True
             )
             pairs.append((uid, new.uid))
             added.append(new.uid)

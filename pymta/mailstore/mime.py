@@ -52,6 +52,19 @@ def _header_end(data: bytes, start: int, end: int) -> int:
     return pos + 2
 
 
+#: A line break followed by white space: folding (RFC 5322 2.2.3).
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+def _unfold(header: bytes) -> bytes:
+    """The header block with every folded field on one line. The email
+    package keeps the line breaks in a field's value, even inside a quoted
+    parameter (``boundary="foo<CRLF> bar"``): unfolded first, as Dovecot
+    does, the boundary is ``foo bar`` and no value carries a raw CRLF into
+    BODYSTRUCTURE."""
+    return _FOLD.sub(b"", header) if b"\n " in header or b"\n\t" in header else header
+
+
 def _params(msg: Message, header: str) -> tuple[tuple[str, str], ...]:
     raw = msg.get_params(header=header, unquote=True) or []
     out: list[tuple[str, str]] = []
@@ -139,7 +152,8 @@ def _parse(
 ) -> MimePart:
     counter[0] += 1
     body_start = _header_end(data, start, end)
-    msg = _parser.parsebytes(data[start:body_start])
+    header = _unfold(data[start:body_start])
+    msg = _parser.parsebytes(header)
     ctype = msg.get_content_type() if msg.get("content-type") else default_type
     if "/" not in ctype:
         ctype = "text/plain"
@@ -150,7 +164,7 @@ def _parse(
     parts: list[MimePart] = []
     limited = depth >= MAX_DEPTH or counter[0] >= MAX_PARTS
     if maintype == "multipart" and not limited:
-        boundary = _boundary(msg, data[start:body_start])
+        boundary = _boundary(msg, header)
         if boundary:
             child_default = "message/rfc822" if subtype == "digest" else "text/plain"
             for s, e in _split_multipart(data, body_start, end, boundary):
