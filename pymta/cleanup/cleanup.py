@@ -16,11 +16,15 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    submissions (no client address, or one of our own addresses), as
    Postfix's always_add_missing_headers = no with the default
    local_header_rewrite_clients = permit_inet_interfaces;
-5. mail authentication (pymta.mailauth, when configured): inbound mail
+5. milters (pymta.cleanup.milters): the content goes to smtpd's milters
+   (smtpd_milters, the connection smtpd opened) or, for mail that did not
+   come from smtpd, to non_smtpd_milters; their edits, refusal, DISCARD or
+   QUARANTINE take effect before the queue file is written;
+6. mail authentication (pymta.mailauth, when configured): inbound mail
    gets SPF/DKIM/DMARC checked and an Authentication-Results header (or a
    ``550 5.7.1`` DMARC rejection), our own mail a DKIM signature — in the
    thread pool, before the message is made durable;
-6. enqueue (written, renamed, synced by group commit; into hold/ after a
+7. enqueue (written, renamed, synced by group commit; into hold/ after a
    HOLD action, and not at all after DISCARD), then log
    ``QID: message-id=<...>`` and tell on_queued the queue id and the
    envelope it wrote (the queue manager need not read the records back;
@@ -58,6 +62,7 @@ from pymta.cleanup.headers import (
     scan_headers,
 )
 from pymta.cleanup.interface import CleanupRejected, ICleanup
+from pymta.cleanup.milters import MilterOutcome, apply_outcome, non_smtpd_conversation
 from pymta.config import Config
 from pymta.maillog import maillog
 from pymta.queue.interface import IQueueStore
@@ -66,6 +71,8 @@ from pymta.tables import Maps, TableError, open_maps
 
 if TYPE_CHECKING:
     from pymta.mailauth.service import MailAuth
+    from pymta.milter.chain import Milters
+    from pymta.milter.config import MilterClients
 
 _log = Logger(namespace="pymta.cleanup")
 
@@ -128,8 +135,10 @@ class Cleanup:
         open_maps: Callable[..., Maps] = open_maps,
         tz: datetime.tzinfo | None = None,
         mailauth: MailAuth | None = None,
+        non_smtpd_milters: MilterClients | None = None,
     ) -> None:
         self._mailauth = mailauth
+        self._non_smtpd_milters = non_smtpd_milters
         self._config = config
         self._store = store
         self._clock = clock
@@ -152,51 +161,100 @@ class Cleanup:
         address = attrs.get("client_address", "")
         return not address or _is_our_address(address)
 
-    def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
+    def submit(
+        self, envelope: Envelope, content: bytes, milters: Milters | None = None
+    ) -> Deferred[str]:
         """Queue a message; the Deferred fires with its queue id once durable.
 
         The queue manager hears of the message only after the submitter's
         callbacks ran: smtpd's 250 goes out first, so a client never waits
         for the scheduling of its delivery. Header and body checks run
         first; a message larger than SLICED_SIZE is inspected in slices, so
-        that the reactor serves other clients meanwhile.
+        that the reactor serves other clients meanwhile. ``milters`` are
+        smtpd's (smtpd_milters) for this session; they get the content.
         """
         if not self._checks or envelope.attributes.get("origin") in INTERNAL_ORIGINS:
-            return self._submit(envelope, content, None)
+            return self._submit(envelope, content, None, milters)
         content = limit_header_size(content, self._header_size_limit)
         if len(content) > SLICED_SIZE:
             later = self._checks.inspect_later(content, self._clock.callLater)
-            return later.addCallback(lambda verdict: self._submit(envelope, content, verdict))
-        return self._submit(envelope, content, self._checks.inspect(content))
+            return later.addCallback(
+                lambda verdict: self._submit(envelope, content, verdict, milters)
+            )
+        return self._submit(envelope, content, self._checks.inspect(content), milters)
 
-    def _submit(self, envelope: Envelope, content: bytes, checked: Verdict | None) -> Deferred[str]:
+    def _milter_step(
+        self,
+        qid: str,
+        envelope: Envelope,
+        rewritten: Envelope,
+        message: bytes,
+        milters: Milters | None,
+    ) -> Deferred[MilterOutcome] | None:
+        """The milters' answer about the message, or None when none applies."""
+        if milters is not None:
+            milters.macros["i"] = qid
+            asked = milters.content(message)
+        elif (
+            self._non_smtpd_milters is not None
+            and envelope.attributes.get("origin") not in INTERNAL_ORIGINS
+            and self._is_local_submission(envelope)
+        ):
+            asked = non_smtpd_conversation(self._non_smtpd_milters, envelope, qid, message)
+        else:
+            return None
+        return asked.addCallback(apply_outcome, qid, envelope, rewritten, self._rewriter)
+
+    def _submit(
+        self,
+        envelope: Envelope,
+        content: bytes,
+        checked: Verdict | None,
+        milters: Milters | None = None,
+    ) -> Deferred[str]:
         try:
             qid, rewritten, message, message_id, verdict = self._prepare(envelope, content, checked)
         except CleanupRejected as e:
             return fail(e)
         if verdict.discard:
+            if milters is not None:
+                milters.abort()
             return succeed(qid)  # DISCARD: accepted and dropped, as Postfix does
         result: Deferred[str] = Deferred()
+        outcome = MilterOutcome(message, hold=verdict.hold)
 
-        def enqueue(authenticated: bytes) -> Deferred[str]:
-            if verdict.hold:
+        def enqueue(authenticated: bytes) -> Deferred[str] | None:
+            if outcome.discard:
+                return None
+            if outcome.hold:
                 return self._store.enqueue(rewritten, authenticated, qid, queue="hold")
             return self._store.enqueue(rewritten, authenticated, qid)
 
         def queued(_: object) -> None:
-            self._log_queued(qid, rewritten, message_id)
+            if not outcome.discard:
+                self._log_queued(qid, rewritten, message_id)
             result.callback(qid)
-            if not verdict.hold:
+            if not outcome.hold and not outcome.discard:
                 self._notify(qid, rewritten)
+
+        def miltered(answer: MilterOutcome) -> bytes:
+            outcome.message = answer.message
+            outcome.hold = outcome.hold or answer.hold
+            outcome.discard = answer.discard
+            return answer.message
+
+        def authenticate(message: bytes) -> Deferred[bytes]:
+            if self._mailauth is None or outcome.discard:
+                return succeed(message)
+            return self._mailauth.process(qid, envelope, message)
 
         def failed(failure: Failure) -> None:
             rejected = failure.check(CleanupRejected)
             result.errback(failure if rejected else self._write_failed(failure, qid))
 
-        auth = succeed(message)
-        if self._mailauth is not None:
-            auth = self._mailauth.process(qid, envelope, message)
-        auth.addCallback(enqueue).addCallbacks(queued, failed)
+        asked = self._milter_step(qid, envelope, rewritten, message, milters)
+        auth: Deferred[bytes] = succeed(message) if asked is None else asked.addCallback(miltered)
+        auth.addCallback(authenticate).addCallback(enqueue).addCallbacks(queued, failed)
         return result
 
     def _prepare(

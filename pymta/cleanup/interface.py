@@ -6,10 +6,15 @@ message into a durable queue file and tells the queue manager about it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 from pymta.queue.model import Envelope
+
+if TYPE_CHECKING:
+    from pymta.milter.chain import Milters
 
 
 class CleanupRejected(Exception):
@@ -23,10 +28,13 @@ class CleanupRejected(Exception):
 
 
 class ICleanup(Interface):
-    def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
+    def submit(envelope: Envelope, content: bytes, milters: Milters | None = None) -> Deferred[str]:
         """Rewrite the envelope and headers, queue the message durably and
         fire with the queue id (only then may smtpd answer 250).
 
         content is the message as received, with LF line endings and
         dot-unstuffed. Errbacks with CleanupRejected for a message it will not
-        take (too many hops, too big, table lookup failed: a 4xx)."""
+        take (too many hops, too big, table lookup failed: a 4xx).
+
+        ``milters`` (pymta.milter.chain.Milters) are smtpd's milters of
+        the session, which get the content before it is queued."""

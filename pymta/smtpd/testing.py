@@ -33,6 +33,7 @@ from pymta.cleanup.cleanup import log_client
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config.config import Config
 from pymta.dns.interface import IDNSResolver
+from pymta.milter.chain import Milters
 from pymta.queue.model import Envelope
 from pymta.queue.space import QueueSpace
 from pymta.smtpd.factory import SMTPServerFactory
@@ -75,7 +76,9 @@ class FakeCleanup:
         self.received: list[tuple[Envelope, bytes]] = []
         self.pending: list[Deferred[str]] = []
 
-    def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
+    def submit(
+        self, envelope: Envelope, content: bytes, milters: Milters | None = None
+    ) -> Deferred[str]:
         self.received.append((envelope, content))
         if self.reject is not None:
             return fail(self.reject)
