@@ -232,6 +232,10 @@ _ENTRIES: list[Unimplemented] = [
         "envelope_sender, header_sender, header_recipient",
         "address masquerading is not implemented",
     ),
+    # --- milters (pymta.milter implements the rest) -------------------------
+    _r("milter_header_checks", "", "header checks of milter-added headers are not implemented"),
+    _w("milter_macro_defaults", "", "macros without a value are not sent"),
+    _w("milter_unknown_command_macros", "", "unknown commands are not sent to milters"),
     _w("expand_owner_alias", "no", "owner- aliases receive the errors unexpanded"),
     _w("empty_address_recipient", "MAILER-DAEMON", "not implemented"),
     _w("show_user_unknown_table_name", "yes", "'user unknown' replies never name the table"),
