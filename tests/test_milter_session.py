@@ -445,3 +445,22 @@ def test_protocol_refuses_a_second_command_while_one_waits() -> None:
     failures: list[Failure] = []
     second.addErrback(failures.append)
     assert failures and failures[0].check(MilterError)
+
+
+def test_client_leaving_during_the_content_does_not_cut_the_milters_off() -> None:
+    """quit() while a message's content is with the milter waits for its
+    answer: the message is not let through unfiltered (default accept)."""
+    clock = task.Clock()
+    milter = FakeMilter(clock)
+    session, _ = opened(milter, protocol=wire.SMFIP_NOHDRS | wire.SMFIP_NOEOH | wire.SMFIP_NOBODY)
+    chain = Milters([session])
+    d = chain.content(b"Subject: x\n\nbody\n")
+    milter.sent()
+    chain.quit()
+    assert not milter.transport.disconnecting
+    milter.reply(wire.SMFIR_REJECT)
+    box: list[ContentResult] = []
+    d.addCallback(box.append)
+    assert box[0].refusal is not None
+    assert milter.sent() == [(wire.SMFIC_QUIT, b"")]
+    assert milter.transport.disconnecting

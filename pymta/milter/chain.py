@@ -64,6 +64,8 @@ class Milters:
         self.discard = False
         self.quarantine = ""
         self.by = ""
+        self._busy = False
+        self._quit_later = False
 
     def value(self, name: str) -> str | None:
         """A macro's value: ``{name}`` and ``name`` are one macro (libmilter
@@ -115,7 +117,16 @@ class Milters:
     def content(self, message: bytes) -> Deferred[ContentResult]:
         """Headers, body and end of message to each milter; fires with the
         message after their edits, or their refusal."""
-        return Deferred.fromCoroutine(self._content(message))
+        self._busy = True
+        d = Deferred.fromCoroutine(self._content(message))
+
+        def done(result: ContentResult) -> ContentResult:
+            self._busy = False
+            if self._quit_later:
+                self.quit()
+            return result
+
+        return d.addCallback(done)
 
     async def _content(self, message: bytes) -> ContentResult:
         result = ContentResult(
@@ -165,6 +176,13 @@ class Milters:
         self.by = ""
 
     def quit(self) -> None:
+        """End the milter connections; while a message's content is with
+        the milters (the client left before the DATA reply), only once they
+        answered it: closing them then would let the message pass unfiltered
+        under milter_default_action = accept."""
+        if self._busy:
+            self._quit_later = True
+            return
         for session in self.sessions:
             session.quit()
 
