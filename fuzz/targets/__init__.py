@@ -11,4 +11,5 @@ TARGETS = (
     "config_files",
     "pop3",
     "imap_session",
+    "milter_reply",
 )
