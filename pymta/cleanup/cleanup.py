@@ -4,7 +4,9 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
 
 1. allocate the queue id (the Received header carries it);
 2. rewrite the envelope (pymta.cleanup.addresses: standard form,
-   canonical maps, virtual alias expansion, duplicates removed);
+   canonical maps, virtual alias expansion, duplicates removed); SRS
+   (pymta.cleanup.srs, with pymta_srs_domain): recipients at the SRS
+   domain reversed, the sender of mail forwarded elsewhere rewritten;
 3. cut each header longer than header_size_limit (pymta.cleanup.headers);
    count Received headers against hopcount_limit (ours included): too many
    is ``554 5.4.0 Error: too many hops``, as Postfix answers; then
@@ -63,6 +65,7 @@ from pymta.cleanup.headers import (
 )
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.cleanup.milters import MilterOutcome, apply_outcome, non_smtpd_conversation
+from pymta.cleanup.srs import SenderRewriting
 from pymta.config import Config
 from pymta.maillog import maillog
 from pymta.queue.interface import IQueueStore
@@ -153,6 +156,14 @@ class Cleanup:
         self._rewriter = EnvelopeRewriter(config, is_local, open_maps)
         self._checks = ContentChecks(config, open_maps)
         self._bcc = AutomaticBcc(config, self._rewriter, is_local, open_maps)
+        address_class: Callable[[str], str] | None = getattr(resolver, "address_class", None)
+
+        def is_ours(domain: str) -> bool:
+            if address_class is None:
+                return is_local(domain)
+            return address_class(domain) in ("local", "virtual_alias", "virtual_mailbox")
+
+        self._srs = SenderRewriting.from_config(config, is_ours)
 
     def _is_local_submission(self, envelope: Envelope) -> bool:
         attrs = envelope.attributes
@@ -271,6 +282,8 @@ class Cleanup:
             raise CleanupRejected(451, "4.3.0", f"Error: unreasonable {e}") from None
         if not rewritten.recipients:
             raise CleanupRejected(554, "5.1.0", "Error: no recipients")
+        if self._srs is not None:
+            self._srs.apply(qid, envelope, rewritten, now)
         if not rewritten.arrival_time:
             rewritten.arrival_time = now
         content = limit_header_size(content, self._header_size_limit)

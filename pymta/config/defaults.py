@@ -342,6 +342,26 @@ _PARAMS: list[Param] = [
         "str",
         "pymta: DOMAIN:SELECTOR:KEYFILE (RSA) that ARC-seals verified mail forwarded by .forward",
     ),
+    # --- SRS (pymta.rewrite.srs, pymta.cleanup.srs; Postfix sites use postsrsd) ---
+    _p(
+        "pymta_srs_domain",
+        "",
+        "str",
+        "pymta: the domain of SRS addresses (one we receive mail for); empty: no SRS",
+    ),
+    _p(
+        "pymta_srs_secrets",
+        "",
+        "str",
+        "pymta: postsrsd's secrets file: one secret per line, the first signs",
+    ),
+    _p(
+        "pymta_srs_exclude_domains",
+        "",
+        "list",
+        "pymta: sender domains (and their subdomains) never rewritten to SRS",
+    ),
+    _p("pymta_srs_max_age", "21", "int", "pymta: days an SRS0 address reverses"),
     # --- milters (pymta.milter; Postfix's MILTER_README) ---------------------
     _p("smtpd_milters", "", "list", "milters asked at each SMTP stage of mail from smtpd"),
     _p("non_smtpd_milters", "", "list", "milters asked about mail that does not come from smtpd"),
