@@ -4,7 +4,10 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
 
 1. allocate the queue id (the Received header carries it);
 2. rewrite the envelope (pymta.cleanup.addresses: standard form,
-   canonical maps, virtual alias expansion, duplicates removed); SRS
+   canonical maps, masquerading, virtual alias expansion, duplicates
+   removed); header addresses of mail from local_header_rewrite_clients
+   (pymta.cleanup.header_addresses: standard form, canonical maps,
+   masquerading, by address class); SRS
    (pymta.cleanup.srs, with pymta_srs_domain): recipients at the SRS
    domain reversed, the sender of mail forwarded elsewhere rewritten;
 3. cut each header longer than header_size_limit (pymta.cleanup.headers);
@@ -55,6 +58,7 @@ from zope.interface import implementer
 from pymta.cleanup.addresses import EnvelopeRewriter, ExpansionError
 from pymta.cleanup.bcc import AutomaticBcc
 from pymta.cleanup.checks import SLICED_SIZE, ContentChecks, Verdict, report
+from pymta.cleanup.header_addresses import ClientRule, rewrite_headers
 from pymta.cleanup.headers import (
     assemble,
     format_date,
@@ -164,6 +168,7 @@ class Cleanup:
             return address_class(domain) in ("local", "virtual_alias", "virtual_mailbox")
 
         self._srs = SenderRewriting.from_config(config, is_ours)
+        self._header_clients = ClientRule(config)
 
     def _is_local_submission(self, envelope: Envelope) -> bool:
         attrs = envelope.attributes
@@ -297,15 +302,28 @@ class Cleanup:
         if verdict.content is not content:
             content = verdict.content
             scan = scan_headers(content)
+        local = self._is_local_submission(envelope)
+        attrs = envelope.attributes
+        if attrs.get("origin") not in INTERNAL_ORIGINS and self._header_clients.applies(
+            attrs, attrs.get("protocol", "").lower() in LOCAL_PROTOCOLS, local
+        ):
+            try:
+                headers = rewrite_headers(
+                    content, self._rewriter.header_sender, self._rewriter.header_recipient
+                )
+            except TableError as e:
+                maillog("cleanup", f"{qid}: warning: table lookup failed: {e}", LogLevel.warn)
+                raise CleanupRejected(451, "4.3.0", "Temporary lookup failure") from None
+            if headers is not content:
+                content = headers
+                scan = scan_headers(content)
         date = format_date(now, self._tz)
         for_rcpt = None
         if len(envelope.recipients) == 1:
             first = envelope.recipients[0]
             for_rcpt = first.original or first.address
         received = received_header(envelope, qid, self._myhostname, date, for_rcpt)
-        added, new_id = missing_headers(
-            scan, rewritten, qid, self._myhostname, date, self._is_local_submission(envelope)
-        )
+        added, new_id = missing_headers(scan, rewritten, qid, self._myhostname, date, local)
         message = assemble(content, scan, received, added)
         message_id = new_id or scan.message_id or ""
         return qid, rewritten, message, message_id, verdict
