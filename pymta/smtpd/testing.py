@@ -34,6 +34,7 @@ from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config.config import Config
 from pymta.dns.interface import IDNSResolver
 from pymta.milter.chain import Milters
+from pymta.milter.config import MilterClients
 from pymta.queue.model import Envelope
 from pymta.queue.space import QueueSpace
 from pymta.smtpd.factory import SMTPServerFactory
@@ -74,12 +75,15 @@ class FakeCleanup:
         self.reject = reject
         self.error = error
         self.received: list[tuple[Envelope, bytes]] = []
+        #: the milters smtpd handed over with each message (None without).
+        self.milters: list[Milters | None] = []
         self.pending: list[Deferred[str]] = []
 
     def submit(
         self, envelope: Envelope, content: bytes, milters: Milters | None = None
     ) -> Deferred[str]:
         self.received.append((envelope, content))
+        self.milters.append(milters)
         if self.reject is not None:
             return fail(self.reject)
         if self.error is not None:
@@ -200,6 +204,7 @@ class SMTPHarness:
         checker: ICredentialsChecker | None = None,
         queue_space: QueueSpace | None = None,
         dns: IDNSResolver | None = None,
+        milters: MilterClients | None = None,
     ) -> None:
         # The scripts of most tests write several commands at once where a
         # conforming client would wait (EHLO + MAIL, DATA + content): such
@@ -224,6 +229,8 @@ class SMTPHarness:
             dns=dns,
             hosts=HostsFile(),  # no /etc/hosts: names come from dns only
         )
+        if milters is not None:
+            self.factory.milters = milters
         self.transport = TLSStringTransport(peer)
         # What the client wrote before the server's greeting.
         self.transport.socket.pending = pregreet
