@@ -464,3 +464,20 @@ def test_client_leaving_during_the_content_does_not_cut_the_milters_off() -> Non
     assert box[0].refusal is not None
     assert milter.sent() == [(wire.SMFIC_QUIT, b"")]
     assert milter.transport.disconnecting
+
+
+def test_an_older_milter_gets_no_data_command() -> None:
+    """A milter answering protocol version 2 is never sent SMFIC_DATA."""
+    clock = task.Clock()
+    milter = FakeMilter(clock)
+    session = MilterSession(spec(), milter.connector, IGNORE)
+    d = session.connect("h", "192.0.2.1", 25, NO_MACROS)
+    milter.sent()
+    milter.proto.dataReceived(
+        wire.packet(wire.SMFIC_OPTNEG, struct.pack("!III", 2, wire.SMFIF_ADDHDRS, 0))
+    )
+    milter.sent()
+    milter.reply(wire.SMFIR_CONTINUE)
+    result_of(d)
+    assert result_of(session.data(NO_MACROS)) == Verdict()
+    assert milter.sent() == []

@@ -128,6 +128,7 @@ class MilterSession:
         self._skip_body = False
         self.actions = 0
         self.protocol = 0
+        self.version = spec.version
         self._macros: dict[int, list[str]] = dict(spec.macros)
 
     # -- state ----------------------------------------------------------------
@@ -182,6 +183,11 @@ class MilterSession:
             raise MilterError(f"requests unavailable protocol steps 0x{answer.protocol:x}")
         self.actions = answer.actions
         self.protocol = answer.protocol
+        # An older milter speaks its own version: no SMFIC_DATA before 4
+        # (Postfix's milter8 does the same).
+        self.version = min(version, answer.version)
+        if self.version < 4:
+            self.protocol |= wire.SMFIP_NODATA
         if answer.macros and self.actions & wire.SMFIF_SETSYMLIST:
             self._macros.update(answer.macros)
         return proto
