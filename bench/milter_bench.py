@@ -18,6 +18,9 @@ DESCRIPTION
       KeyTable/SigningTable, InternalHosts 127.0.0.1, the outside key in
       TestPublicKeys: no DNS), milter_default_action = tempfail.
 
+    Each server also runs once without the checks (pymta) or the milter
+    (Postfix), unless --no-baseline, so the cost the checks add shows.
+
     Two batches per server: N messages from 127.0.0.1 with From:
     sender@bench.test (signed), then N messages from 127.0.0.2 carrying an
     rsa-sha256 signature of outside.test (verified), each over C
@@ -116,7 +119,7 @@ class OpenDKIM:
 
 
 class PostfixWithMilter(PostfixServer):
-    """The private Postfix with smtpd_milters set."""
+    """The private Postfix with smtpd_milters set (milter_port 0: none)."""
 
     def __init__(self, workdir: Path, setup: MailSetup, milter_port: int) -> None:
         super().__init__(workdir, setup)
@@ -124,6 +127,8 @@ class PostfixWithMilter(PostfixServer):
 
     def write_config(self) -> None:
         super().write_config()
+        if not self.milter_port:
+            return
         with open(self.config / "main.cf", "a") as f:
             f.write(
                 f"smtpd_milters = inet:127.0.0.1:{self.milter_port}\n"
@@ -195,6 +200,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--mailbox-user", default="nobody")
     parser.add_argument("--only", choices=("pymta", "postfix"))
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the runs without checks/milter"
+    )
     args = parser.parse_args()
     wanted = [args.only] if args.only else ["pymta", "postfix"]
     if "postfix" in wanted:
@@ -236,19 +244,24 @@ def main() -> int:
         zone.txt("_dmarc.outside.test", "v=DMARC1; p=none")
         (workdir / "kt").write_text(f"k {DOMAIN}:s:{key_file}\n")
         (workdir / "st").write_text(f"{DOMAIN} k\n")
-        if "pymta" in wanted:
-            extra = (
-                # pymta writes mailboxes as its own user (these are Postfix's).
-                "virtual_uid_maps =\nvirtual_gid_maps =\nvirtual_minimum_uid = 100\n"
-                f"mynetworks = 127.0.0.1/32\npymta_dns_servers = 127.0.0.1:{zone.port}\n"
-                f"pymta_mailauth_verify = yes\npymta_dkim_key_table = {workdir / 'kt'}\n"
-                f"pymta_dkim_signing_table = {workdir / 'st'}\n"
-            )
-            server = PymtaServer(workdir / "p", setup, extra_main_cf=extra)
+        base = (
+            # pymta writes mailboxes as its own user (these are Postfix's).
+            "virtual_uid_maps =\nvirtual_gid_maps =\nvirtual_minimum_uid = 100\n"
+            f"mynetworks = 127.0.0.1/32\npymta_dns_servers = 127.0.0.1:{zone.port}\n"
+        )
+        checks = (
+            f"pymta_mailauth_verify = yes\npymta_dkim_key_table = {workdir / 'kt'}\n"
+            f"pymta_dkim_signing_table = {workdir / 'st'}\n"
+        )
+        for state in ("off", "on") if "pymta" in wanted else ():
+            if state == "off" and args.no_baseline:
+                continue
+            extra = base + (checks if state == "on" else "")
+            server = PymtaServer(workdir / f"p-{state}", setup, extra_main_cf=extra)
             try:
                 server.start()
-                results["pymta"] = run_server(
-                    "pymta (built-in)",
+                results[f"pymta-{state}"] = run_server(
+                    "pymta (built-in)" if state == "on" else "pymta, no checks",
                     server.port,
                     server.root_pids(),
                     server.maildir_new(rcpt),
@@ -258,17 +271,22 @@ def main() -> int:
                 )
             finally:
                 server.stop()
-        if "postfix" in wanted:
-            milter = OpenDKIM(workdir / "opendkim", key_file, keys.record_value(outside))
-            milter.start()
-            postfix = PostfixWithMilter(workdir / "pf", setup, milter.port)
+        for state in ("off", "on") if "postfix" in wanted else ():
+            if state == "off" and args.no_baseline:
+                continue
+            milter = None
+            if state == "on":
+                milter = OpenDKIM(workdir / "opendkim", key_file, keys.record_value(outside))
+                milter.start()
+            port = milter.port if milter is not None else 0
+            postfix = PostfixWithMilter(workdir / f"pf-{state}", setup, port)
             try:
                 postfix.start()
-                assert milter.process is not None
-                results["postfix"] = run_server(
-                    "Postfix+OpenDKIM",
+                extra_pids = [milter.process.pid] if milter and milter.process else []
+                results[f"postfix-{state}"] = run_server(
+                    "Postfix+OpenDKIM" if state == "on" else "Postfix, no milter",
                     postfix.port,
-                    [*postfix.root_pids(), milter.process.pid],
+                    [*postfix.root_pids(), *extra_pids],
                     postfix.maildir_new(rcpt),
                     batches,
                     args.connections,
@@ -276,17 +294,24 @@ def main() -> int:
                 )
             finally:
                 postfix.stop()
-                milter.stop()
+                if milter is not None:
+                    milter.stop()
     finally:
         zone.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    if len(results) == 2:
+    if "pymta-on" in results and "postfix-on" in results:
         for batch in ("sign", "verify"):
-            (p_rate, p_cpu), (f_rate, f_cpu) = results["pymta"][batch], results["postfix"][batch]
-            print(
+            (p_rate, p_cpu) = results["pymta-on"][batch]
+            (f_rate, f_cpu) = results["postfix-on"][batch]
+            line = (
                 f"{batch:<7} pymta/Postfix+OpenDKIM: throughput x{p_rate / f_rate:.2f}, "
                 f"CPU/msg x{p_cpu / f_cpu:.2f}"
             )
+            if "pymta-off" in results and "postfix-off" in results:
+                p_added = p_cpu - results["pymta-off"][batch][1]
+                f_added = f_cpu - results["postfix-off"][batch][1]
+                line += f"; CPU the checks add: pymta {p_added:+.2f} ms, Postfix {f_added:+.2f} ms"
+            print(line)
     return 0
 
 
