@@ -481,3 +481,22 @@ def test_an_older_milter_gets_no_data_command() -> None:
     result_of(d)
     assert result_of(session.data(NO_MACROS)) == Verdict()
     assert milter.sent() == []
+
+
+def test_edits_beyond_the_limit_fail_the_milter() -> None:
+    """A milter replacing the body with more than the edit limit is failed
+    (default action), not trusted to grow the message without bound."""
+    clock = task.Clock()
+    milter = FakeMilter(clock)
+    milter.proto = MilterProtocol(clock, edit_limit=100)
+    session, logs = opened(
+        milter, protocol=wire.SMFIP_NOHDRS | wire.SMFIP_NOEOH | wire.SMFIP_NOBODY
+    )
+    d = Milters([session]).content(b"Subject: x\n\nbody\n")
+    milter.sent()
+    milter.reply(wire.SMFIR_REPLBODY, b"x" * 60)
+    milter.reply(wire.SMFIR_REPLBODY, b"x" * 60)
+    box: list[ContentResult] = []
+    d.addCallback(box.append)
+    assert box[0].refusal is not None and box[0].refusal.action == TEMPFAIL
+    assert "edits larger than 100 bytes" in logs[0]

@@ -144,7 +144,7 @@ def parse_milters(config: Config, parameter: str) -> list[MilterSpec]:
     return specs
 
 
-def endpoint_connector(reactor: Any, address: str) -> Connector:
+def endpoint_connector(reactor: Any, address: str, edit_limit: int) -> Connector:
     """Opens ``address`` through the reactor: fires with a connected protocol."""
     kind, host, port = parse_address(address, "smtpd_milters")
 
@@ -155,7 +155,7 @@ def endpoint_connector(reactor: Any, address: str) -> Connector:
             endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
         else:
             endpoint = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-        return connectProtocol(endpoint, MilterProtocol(reactor))
+        return connectProtocol(endpoint, MilterProtocol(reactor, edit_limit))
 
     return connect
 
@@ -185,7 +185,10 @@ class MilterClients:
             "{daemon_name}": config.get("milter_macro_daemon_name"),
             "v": config.get("milter_macro_v"),
         }
-        return cls(specs, lambda address: endpoint_connector(reactor, address), static)
+        # A milter's edits may make the message at most twice the size limit.
+        size_limit = config.get_int("message_size_limit")
+        edit_limit = 2 * size_limit if size_limit > 0 else 1 << 30
+        return cls(specs, lambda address: endpoint_connector(reactor, address, edit_limit), static)
 
     def session(self, log: Log) -> Milters:
         sessions = [MilterSession(spec, self._connector(spec.name), log) for spec in self.specs]

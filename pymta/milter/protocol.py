@@ -31,8 +31,12 @@ class MilterError(Exception):
 class MilterProtocol(Protocol):
     """A milter connection; :meth:`request` sends a command and awaits its answer."""
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, edit_limit: int = 64 * 1024 * 1024) -> None:
         self._clock = clock
+        #: the most bytes of edits (a replaced body, headers) one answer may
+        #: carry: a milter must not make the message grow without bound.
+        self._edit_limit = edit_limit
+        self._edit_bytes = 0
         self._reader = wire.PacketReader()
         self._pending: Deferred[list[wire.Reply]] | None = None
         self._expect_optneg = False
@@ -97,6 +101,7 @@ class MilterProtocol(Protocol):
         self._pending = d
         self._modifications_ok = modifications_ok
         self._collected = []
+        self._edit_bytes = 0
         self._start_timer(timeout)
         self.send(data)
         return d
@@ -131,6 +136,9 @@ class MilterProtocol(Protocol):
         if reply.code in wire.MODIFICATIONS:
             if not self._modifications_ok:
                 raise wire.MilterProtocolError(f"modification {command!r} outside end of message")
+            self._edit_bytes += len(payload)
+            if self._edit_bytes > self._edit_limit:
+                raise wire.MilterProtocolError(f"edits larger than {self._edit_limit} bytes")
             self._collected.append(reply)
             return
         pending, self._pending = self._pending, None
