@@ -172,8 +172,9 @@ def test_slow_and_garbage_milters_are_not_trusted(tmp_path: Path) -> None:
 
 
 def test_non_smtpd_milters_see_local_submissions(tmp_path: Path) -> None:
-    """Mail from the sendmail command goes to non_smtpd_milters (and not to
-    smtpd_milters): connect as localhost, MAIL, RCPT, DATA, the content."""
+    """Mail from the sendmail command goes to non_smtpd_milters: connect as
+    localhost, MAIL, RCPT, DATA, the content; mail from smtpd (even from a
+    loopback client) does not."""
     with ScriptedMilter(eom=[reply(wire.SMFIR_ADDHEADER, cstrings("X-Local", "yes"))]) as milter:
         server = PymtaServer(
             tmp_path / "pymta",
@@ -192,7 +193,12 @@ def test_non_smtpd_milters_see_local_submissions(tmp_path: Path) -> None:
                 env={**os.environ, "PYTHONPATH": str(REPO)},
             )  # fmt: skip
             [stored] = delivered(s, "bob", 1)
+            with smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=30) as client:
+                client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE)
+            by_smtp = [m for m in delivered(s, "bob", 2) if m != stored]
         commands = milter.commands()
     assert b"X-Local: yes" in stored
+    assert b"X-Local" not in by_smtp[0]
+    assert commands.count(wire.SMFIC_BODYEOB) == 1
     assert commands[:2] == [wire.SMFIC_OPTNEG, wire.SMFIC_MACRO]
     assert wire.SMFIC_CONNECT in commands and wire.SMFIC_BODYEOB in commands

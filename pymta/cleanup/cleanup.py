@@ -98,6 +98,14 @@ def _is_our_address(address: str) -> bool:
         return False
 
 
+def _from_smtpd(envelope: Envelope) -> bool:
+    """Received by smtpd (smtpd_milters' mail, even from a loopback client)."""
+    attrs = envelope.attributes
+    return bool(attrs.get("client_address")) and (
+        attrs.get("protocol", "").lower() not in LOCAL_PROTOCOLS
+    )
+
+
 def log_client(qid: str, attributes: dict[str, str], sender: str = "") -> None:
     """Log smtpd's ``QID: client=name[addr]`` line for a message from the network,
     or pickup's ``QID: uid=N from=<sender>`` for one from the maildrop.
@@ -214,7 +222,7 @@ class Cleanup:
         elif (
             self._non_smtpd_milters is not None
             and envelope.attributes.get("origin") not in INTERNAL_ORIGINS
-            and self._is_local_submission(envelope)
+            and not _from_smtpd(envelope)
         ):
             asked = non_smtpd_conversation(self._non_smtpd_milters, envelope, qid, message)
         else:
