@@ -69,7 +69,7 @@ from pymta.cleanup.headers import (
 )
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.cleanup.milters import MilterOutcome, apply_outcome, non_smtpd_conversation
-from pymta.cleanup.srs import SenderRewriting
+from pymta.cleanup.srs import SenderRewriting, forwards_elsewhere
 from pymta.config import Config
 from pymta.maillog import maillog
 from pymta.queue.interface import IQueueStore
@@ -175,6 +175,7 @@ class Cleanup:
                 return is_local(domain)
             return address_class(domain) in ("local", "virtual_alias", "virtual_mailbox")
 
+        self._is_ours = is_ours
         self._srs = SenderRewriting.from_config(config, is_ours)
         self._header_clients = ClientRule(config)
 
@@ -270,7 +271,8 @@ class Cleanup:
         def authenticate(message: bytes) -> Deferred[bytes]:
             if self._mailauth is None or outcome.discard:
                 return succeed(message)
-            return self._mailauth.process(qid, envelope, message)
+            forwarding = forwards_elsewhere(envelope, rewritten, self._is_ours)
+            return self._mailauth.process(qid, envelope, message, forwarding=forwarding)
 
         def failed(failure: Failure) -> None:
             rejected = failure.check(CleanupRejected)

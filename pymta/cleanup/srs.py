@@ -86,21 +86,30 @@ class SenderRewriting:
         sender_domain = split_address(sender)[1]
         if self._stays(sender_domain) or self._excluded(sender_domain):
             return
-        if not self._forwarded_elsewhere(envelope, rewritten):
+        if not forwards_elsewhere(envelope, rewritten, self._stays_here):
             return
         rewritten.sender = self.srs.forward(sender, now)
         maillog("cleanup", f"{qid}: srs: sender <{sender}> rewritten to <{rewritten.sender}>")
 
-    def _forwarded_elsewhere(self, envelope: Envelope, rewritten: Envelope) -> bool:
-        forwarded = bool(envelope.attributes.get("forwarded_from"))
-        for rcpt in rewritten.recipients:
-            domain = split_address(rcpt.address)[1]
-            if self._stays(domain):
-                continue
-            if forwarded:
-                return True
-            # A virtual alias of ours that points to another domain.
-            original_domain = split_address(rcpt.original or rcpt.address)[1]
-            if original_domain and self._is_ours(original_domain.lower()):
-                return True
-        return False
+    def _stays_here(self, domain: str) -> bool:
+        return self._is_ours(domain) or domain.lower() == self.srs.domain
+
+
+def forwards_elsewhere(
+    envelope: Envelope, rewritten: Envelope, is_ours: Callable[[str], bool]
+) -> bool:
+    """Whether we forward this message to another domain: the local agent's
+    forward (``forwarded_from``) with a recipient elsewhere, or a recipient
+    of one of our domains that canonical or virtual alias maps sent
+    elsewhere."""
+    forwarded = bool(envelope.attributes.get("forwarded_from"))
+    for rcpt in rewritten.recipients:
+        domain = split_address(rcpt.address)[1].lower()
+        if not domain or is_ours(domain):
+            continue
+        if forwarded:
+            return True
+        original_domain = split_address(rcpt.original or rcpt.address)[1].lower()
+        if original_domain and is_ours(original_domain):
+            return True
+    return False
