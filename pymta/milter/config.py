@@ -32,6 +32,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IReactorTime
 
 from pymta.config import Config, ConfigError, split_list
+from pymta.config.validate import config_error
 from pymta.milter import wire
 from pymta.milter.chain import Milters
 from pymta.milter.protocol import MilterProtocol
@@ -101,7 +102,17 @@ def parse_address(address: str, parameter: str) -> tuple[str, str, int]:
 
 
 def parse_milters(config: Config, parameter: str) -> list[MilterSpec]:
-    """The milters of ``parameter`` with their settings."""
+    """The milters of ``parameter`` with their settings; a bad entry is a
+    ConfigError naming the file and line it was set on."""
+    try:
+        return _parse_milters(config, parameter)
+    except ConfigError as e:
+        if e.filename or not e.parameter:
+            raise
+        raise config_error(config, e.parameter, e.message) from None
+
+
+def _parse_milters(config: Config, parameter: str) -> list[MilterSpec]:
     defaults: dict[str, Any] = {
         "connect_timeout": config.get_time("milter_connect_timeout"),
         "command_timeout": config.get_time("milter_command_timeout"),

@@ -30,6 +30,7 @@ import hmac
 
 from pymta.address import split_address
 from pymta.config import Config, ConfigError
+from pymta.config.validate import config_error
 
 _TIME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _DAY = 86400
@@ -73,14 +74,24 @@ class SRS:
 
     @classmethod
     def from_config(cls, config: Config) -> SRS | None:
-        """The codec of pymta_srs_domain / pymta_srs_secrets, None when off."""
+        """The codec of pymta_srs_domain / pymta_srs_secrets, None when off;
+        a ConfigError naming the file and line of the setting at fault."""
+        try:
+            return cls._from_config(config)
+        except ConfigError as e:
+            if e.filename or not e.parameter:
+                raise
+            raise config_error(config, e.parameter, e.message) from None
+
+    @classmethod
+    def _from_config(cls, config: Config) -> SRS | None:
         domain = config.get("pymta_srs_domain").strip()
         if not domain:
             return None
         path = config.get("pymta_srs_secrets").strip()
         if not path:
             raise ConfigError(
-                "pymta_srs_domain needs a secrets file", parameter="pymta_srs_secrets"
+                "needs pymta_srs_secrets, postsrsd's secrets file", parameter="pymta_srs_domain"
             )
         try:
             with open(path, "rb") as f:
