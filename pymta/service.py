@@ -39,6 +39,7 @@ from pymta.config.master_cf import MasterService, check_master, load_master
 from pymta.config.validate import validate
 from pymta.mailauth.service import MailAuth
 from pymta.maillog import MaillogObserver, log_to
+from pymta.milter.config import MilterClients
 
 log = Logger()
 
@@ -493,6 +494,7 @@ def build(
         clock=clock,
         on_queued=on_queued,
         mailauth=MailAuth.from_config(config, reactor),
+        non_smtpd_milters=MilterClients.from_config(config, "non_smtpd_milters", reactor),
     )
     # The delivery side reads its own copy: what it read is what a reload
     # cannot change without a restart (pymta.master.reload).

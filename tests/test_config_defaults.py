@@ -57,6 +57,7 @@ DIFFERENT_ON_PURPOSE = {
     "smtpd_forbid_unauth_pipelining",  # Postfix 3.9's default
     "smtpd_sasl_type",  # pymta's own SASL server (the passdb), not Cyrus
     "smtpd_tls_auth_only",  # no clear-text passwords by default (Dovecot's choice)
+    "milter_macro_v",  # pymta has no mail_version parameter
 }
 
 

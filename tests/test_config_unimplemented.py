@@ -95,7 +95,7 @@ def test_an_inert_setting_is_a_warning_with_file_and_line() -> None:
 @pytest.mark.parametrize(
     "setting",
     [
-        "masquerade_domains = example.org",
+        "milter_header_checks = regexp:/etc/pymta/milter_header_checks",
         "receive_override_options = no_address_mappings",
         "smtpd_client_connection_rate_limit = 30",
         "smtpd_tls_protocols = TLSv1.3",
@@ -184,10 +184,8 @@ def test_check_fails_on_a_refused_parameter(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """pymta check agrees with the start: it exits 1 and names the line."""
-    (tmp_path / "main.cf").write_text("myorigin = x\nmasquerade_domains = x.example\n")
+    (tmp_path / "main.cf").write_text("myorigin = x\nfallback_relay = x.example\n")
     (tmp_path / "master.cf").write_text("smtp inet n - n - - smtpd\n")
     assert pymta_main(["check", "-c", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert (
-        "main.cf, line 2: masquerade_domains: not implemented by pymta (set to 'x.example')" in err
-    )
+    assert "main.cf, line 2: fallback_relay: not implemented by pymta (set to 'x.example')" in err

@@ -618,3 +618,35 @@ def test_arc_key_must_be_rsa(tmp_path: Path) -> None:
         config = Config.from_text(MAIN_CF + f"pymta_arc_key = {value}\n")
         with pytest.raises(ConfigError, match=message):
             MailAuth(config, run=maybeDeferred, lookup=MemoryLookup())
+
+
+def test_verified_mail_a_virtual_alias_sends_elsewhere_is_arc_sealed(tmp_path: Path) -> None:
+    """Inbound mail whose recipient a virtual alias forwards to another
+    domain is sealed at once, over our verdict (dkimpy's arc_verify
+    passes); mail that stays here is not."""
+    arc_key = keys.generate_key("rsa", 1024)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    keys.write_key(arc_key, str(tmp_path / "arc.private"))
+    zone = bank_zone()
+    zone.add("arc._domainkey.example.org", "TXT", keys.record_value(arc_key))
+    extra = (
+        f"pymta_mailauth_verify = yes\npymta_arc_key = example.org:arc:{tmp_path / 'arc.private'}\n"
+        "virtual_alias_maps = inline:{ fwd@mx.example.org=joe@elsewhere.test }\n"
+    )
+    h = Harness(tmp_path / "h", extra, zone)
+    attributes = {
+        "client_name": "mail.bank.test",
+        "client_address": "192.0.2.9",
+        "helo_name": "mail.bank.test",
+        "protocol": "ESMTP",
+    }
+    results: list[Any] = []
+    envelope = Envelope("joe@bank.test", [Recipient("fwd@mx.example.org")], 0.0, attributes)
+    h.cleanup.submit(envelope, MESSAGE).addBoth(results.append)
+    assert isinstance(results[0], str), results
+    sealed = h.queued[-1]
+    assert sealed.startswith(b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=example.org; s=arc;")
+    cv, _results, reason = dkim.arc_verify(sealed, dnsfunc=dkimcheck._dnsfunc(zone))
+    assert cv == b"pass", reason
+    h.submit(MESSAGE)
+    assert h.queued[-1].startswith(b"Authentication-Results:")

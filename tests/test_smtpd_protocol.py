@@ -729,7 +729,7 @@ def test_reading_pauses_while_the_writer_waits_for_the_disk() -> None:
     h = SMTPHarness()
     writers: list[_PressingWriter] = []
 
-    def open_message() -> _PressingWriter:
+    def open_message(milters: object = None) -> _PressingWriter:
         writers.append(_PressingWriter(h.cleanup))
         return writers[-1]
 

@@ -14,4 +14,5 @@ TARGETS = (
     "maildrop",
     "policy",
     "mailauth",
+    "milter_reply",
 )

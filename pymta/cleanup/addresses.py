@@ -5,9 +5,17 @@ Every address is first put in standard form (trivial-rewrite's local
 context: append_at_myorigin). Then:
 
 - sender: sender_canonical_maps, then canonical_maps (one-to-one; a result
-  is looked up again, at most 10 times, until it no longer changes);
+  is looked up again, at most 10 times, until it no longer changes), then
+  masquerade_domains (pymta.cleanup.masquerade);
 - each recipient: recipient_canonical_maps, then canonical_maps (the same
-  way), then virtual_alias_maps expansion (one-to-many, recursive).
+  way), masquerading when masquerade_classes has envelope_recipient, then
+  virtual_alias_maps expansion (one-to-many, recursive).
+
+Each canonical table applies only to the address classes its
+``*_canonical_classes`` parameter names (envelope_sender,
+envelope_recipient, header_sender, header_recipient); the header classes
+are used by pymta.cleanup.header_addresses through :meth:`header_sender`
+and :meth:`header_recipient`.
 
 Virtual alias expansion follows cleanup_map1n: each result address is
 expanded again, up to virtual_alias_recursion_limit levels and
@@ -30,6 +38,7 @@ from collections.abc import Callable
 
 from twisted.logger import LogLevel
 
+from pymta.cleanup.masquerade import Masquerade, address_classes
 from pymta.config import Config
 from pymta.maillog import maillog
 from pymta.queue.model import Envelope, Recipient
@@ -61,14 +70,28 @@ class EnvelopeRewriter:
         propagate = {p.lower() for p in config.get_list("propagate_unmatched_extensions")}
         self._canonical_ext = "canonical" in propagate
         self._virtual_ext = "virtual" in propagate
-        self._sender_maps = [
-            open_maps(config.get_list("sender_canonical_maps"), config),
-            open_maps(config.get_list("canonical_maps"), config),
-        ]
-        self._recipient_maps = [
-            open_maps(config.get_list("recipient_canonical_maps"), config),
-            open_maps(config.get_list("canonical_maps"), config),
-        ]
+        sender_maps = open_maps(config.get_list("sender_canonical_maps"), config)
+        recipient_maps = open_maps(config.get_list("recipient_canonical_maps"), config)
+        common_maps = open_maps(config.get_list("canonical_maps"), config)
+        sender_classes = address_classes(config, "sender_canonical_classes")
+        recipient_classes = address_classes(config, "recipient_canonical_classes")
+        common_classes = address_classes(config, "canonical_classes")
+
+        def chain(own: Maps, own_classes: frozenset[str], cls: str) -> list[Maps]:
+            # sender_/recipient_canonical_maps first, then canonical_maps,
+            # each only for the classes its *_classes parameter names.
+            return [
+                maps
+                for maps, classes in ((own, own_classes), (common_maps, common_classes))
+                if cls in classes
+            ]
+
+        self._sender_maps = chain(sender_maps, sender_classes, "envelope_sender")
+        self._recipient_maps = chain(recipient_maps, recipient_classes, "envelope_recipient")
+        self._header_sender_maps = chain(sender_maps, sender_classes, "header_sender")
+        self._header_recipient_maps = chain(recipient_maps, recipient_classes, "header_recipient")
+        self._masquerade = Masquerade.from_config(config)
+        self._masquerade_classes = self._masquerade.classes if self._masquerade else frozenset()
         self._virtual = open_maps(config.get_list("virtual_alias_maps"), config)
         self._recursion_limit = config.get_int("virtual_alias_recursion_limit")
         self._expansion_limit = config.get_int("virtual_alias_expansion_limit")
@@ -108,14 +131,35 @@ class EnvelopeRewriter:
             return ""
         for maps in self._sender_maps:
             address = self._map11(maps, address)
-        return address
+        return self._masquerading(address, "envelope_sender")
 
     def recipient(self, address: str) -> str:
         """A recipient after standard form and recipient/common canonical maps."""
         address = self._standard.rewrite(address)
         for maps in self._recipient_maps:
             address = self._map11(maps, address)
-        return address
+        return self._masquerading(address, "envelope_recipient")
+
+    def _masquerading(self, address: str, cls: str) -> str:
+        if self._masquerade is None or cls not in self._masquerade_classes or not address:
+            return address
+        return self._masquerade.apply(address)
+
+    def header_sender(self, address: str) -> str:
+        """A sender header's address: standard form, canonical maps of the
+        header_sender class, masquerading."""
+        return self._header(address, self._header_sender_maps, "header_sender")
+
+    def header_recipient(self, address: str) -> str:
+        return self._header(address, self._header_recipient_maps, "header_recipient")
+
+    def _header(self, address: str, chain: list[Maps], cls: str) -> str:
+        if address.startswith('"') and "@" not in address.rsplit('"', 1)[-1]:
+            return address  # a quoted word without a domain: leave it
+        new = self._standard.rewrite(address)
+        for maps in chain:
+            new = self._map11(maps, new)
+        return self._masquerading(new, cls)
 
     def expand(self, address: str, queue_id: str = "NOQUEUE") -> list[str]:
         """The virtual alias expansion of one (canonical) recipient."""

@@ -4,7 +4,12 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
 
 1. allocate the queue id (the Received header carries it);
 2. rewrite the envelope (pymta.cleanup.addresses: standard form,
-   canonical maps, virtual alias expansion, duplicates removed);
+   canonical maps, masquerading, virtual alias expansion, duplicates
+   removed); header addresses of mail from local_header_rewrite_clients
+   (pymta.cleanup.header_addresses: standard form, canonical maps,
+   masquerading, by address class); SRS
+   (pymta.cleanup.srs, with pymta_srs_domain): recipients at the SRS
+   domain reversed, the sender of mail forwarded elsewhere rewritten;
 3. cut each header longer than header_size_limit (pymta.cleanup.headers);
    count Received headers against hopcount_limit (ours included): too many
    is ``554 5.4.0 Error: too many hops``, as Postfix answers; then
@@ -16,11 +21,15 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    submissions (no client address, or one of our own addresses), as
    Postfix's always_add_missing_headers = no with the default
    local_header_rewrite_clients = permit_inet_interfaces;
-5. mail authentication (pymta.mailauth, when configured): inbound mail
+5. milters (pymta.cleanup.milters): the content goes to smtpd's milters
+   (smtpd_milters, the connection smtpd opened) or, for mail that did not
+   come from smtpd, to non_smtpd_milters; their edits, refusal, DISCARD or
+   QUARANTINE take effect before the queue file is written;
+6. mail authentication (pymta.mailauth, when configured): inbound mail
    gets SPF/DKIM/DMARC checked and an Authentication-Results header (or a
    ``550 5.7.1`` DMARC rejection), our own mail a DKIM signature — in the
    thread pool, before the message is made durable;
-6. enqueue (written, renamed, synced by group commit; into hold/ after a
+7. enqueue (written, renamed, synced by group commit; into hold/ after a
    HOLD action, and not at all after DISCARD), then log
    ``QID: message-id=<...>`` and tell on_queued the queue id and the
    envelope it wrote (the queue manager need not read the records back;
@@ -60,6 +69,7 @@ from zope.interface import implementer
 from pymta.cleanup.addresses import EnvelopeRewriter, ExpansionError
 from pymta.cleanup.bcc import AutomaticBcc
 from pymta.cleanup.checks import SLICED_SIZE, ContentChecks, Verdict, report
+from pymta.cleanup.header_addresses import ClientRule, rewrite_headers
 from pymta.cleanup.headers import (
     assemble,
     format_date,
@@ -70,6 +80,8 @@ from pymta.cleanup.headers import (
     scan_headers,
 )
 from pymta.cleanup.interface import CleanupRejected, ICleanup, IMessageWriter
+from pymta.cleanup.milters import MilterOutcome, apply_outcome, non_smtpd_conversation
+from pymta.cleanup.srs import SenderRewriting, forwards_elsewhere
 from pymta.cleanup.writer import SPOOL_THRESHOLD, MessageWriter
 from pymta.config import Config
 from pymta.maillog import maillog
@@ -80,6 +92,8 @@ from pymta.tables import Maps, TableError, open_maps
 
 if TYPE_CHECKING:
     from pymta.mailauth.service import MailAuth
+    from pymta.milter.chain import Milters
+    from pymta.milter.config import MilterClients
 
 _log = Logger(namespace="pymta.cleanup")
 
@@ -98,6 +112,14 @@ def _is_our_address(address: str) -> bool:
         return ipaddress.ip_address(address.removeprefix("IPv6:")).is_loopback
     except ValueError:
         return False
+
+
+def _from_smtpd(envelope: Envelope) -> bool:
+    """Received by smtpd (smtpd_milters' mail, even from a loopback client)."""
+    attrs = envelope.attributes
+    return bool(attrs.get("client_address")) and (
+        attrs.get("protocol", "").lower() not in LOCAL_PROTOCOLS
+    )
 
 
 def log_client(qid: str, attributes: dict[str, str], sender: str = "") -> None:
@@ -144,8 +166,10 @@ class Cleanup:
         open_maps: Callable[..., Maps] = open_maps,
         tz: datetime.tzinfo | None = None,
         mailauth: MailAuth | None = None,
+        non_smtpd_milters: MilterClients | None = None,
     ) -> None:
         self._mailauth = mailauth
+        self._non_smtpd_milters = non_smtpd_milters
         self._config = config
         self._store = store
         self._clock = clock
@@ -161,6 +185,16 @@ class Cleanup:
         self._checks = ContentChecks(config, open_maps)
         self._bcc = AutomaticBcc(config, self._rewriter, is_local, open_maps)
         self._whole_reads = DeferredSemaphore(WHOLE_READS)
+        address_class: Callable[[str], str] | None = getattr(resolver, "address_class", None)
+
+        def is_ours(domain: str) -> bool:
+            if address_class is None:
+                return is_local(domain)
+            return address_class(domain) in ("local", "virtual_alias", "virtual_mailbox")
+
+        self._is_ours = is_ours
+        self._srs = SenderRewriting.from_config(config, is_ours)
+        self._header_clients = ClientRule(config)
 
     def _is_local_submission(self, envelope: Envelope) -> bool:
         attrs = envelope.attributes
@@ -169,30 +203,42 @@ class Cleanup:
         address = attrs.get("client_address", "")
         return not address or _is_our_address(address)
 
-    def open_message(self) -> IMessageWriter:
-        """A writer that spools a large message as it arrives (pymta.cleanup.writer)."""
-        return MessageWriter(self._store, self.submit, self.submit_spooled, self.spool_threshold)
+    def open_message(self, milters: Milters | None = None) -> IMessageWriter:
+        """A writer that spools a large message as it arrives
+        (pymta.cleanup.writer); ``milters`` (smtpd's) see it at the end."""
+
+        def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
+            return self.submit(envelope, content, milters)
+
+        def submit_spooled(envelope: Envelope, head: bytes, spool: ISpool) -> Deferred[str]:
+            return self.submit_spooled(envelope, head, spool, milters)
+
+        return MessageWriter(self._store, submit, submit_spooled, self.spool_threshold)
 
     #: Content a writer keeps in memory before it spools (tests lower it).
     spool_threshold = SPOOL_THRESHOLD
 
-    def _needs_whole(self, envelope: Envelope) -> bool:
+    def _needs_whole(self, envelope: Envelope, milters: Milters | None = None) -> bool:
         """Whether steps that read the whole message apply: the content
-        checks (not for pymta's own mail) or mail authentication."""
-        if self._mailauth is not None:
+        checks (not for pymta's own mail), milters or mail authentication."""
+        if self._mailauth is not None or milters is not None:
+            return True
+        if self._non_smtpd_milters is not None and not _from_smtpd(envelope):
             return True
         return bool(self._checks) and envelope.attributes.get("origin") not in INTERNAL_ORIGINS
 
-    def submit_spooled(self, envelope: Envelope, head: bytes, spool: ISpool) -> Deferred[str]:
+    def submit_spooled(
+        self, envelope: Envelope, head: bytes, spool: ISpool, milters: Milters | None = None
+    ) -> Deferred[str]:
         """Queue a message whose content is ``head`` followed by the closed
         ``spool``; fires as submit does. The spool is consumed (made part of
         the queue file) or deleted, whatever the outcome."""
-        split = None if self._needs_whole(envelope) else header_block_length(head)
+        split = None if self._needs_whole(envelope, milters) else header_block_length(head)
         if split is None:
             # Read it back: the checks and DKIM need the message in one piece.
             def whole(rest: bytes) -> Deferred[str]:
                 spool.discard()
-                return self.submit(envelope, head + rest)
+                return self.submit(envelope, head + rest, milters)
 
             def unreadable(failure: Failure) -> Failure:
                 spool.discard()
@@ -206,33 +252,62 @@ class Cleanup:
             return self._whole_reads.run(read)
         return self._submit(envelope, head[:split], None, spool=(spool, head[split:]))
 
-    def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
+    def submit(
+        self, envelope: Envelope, content: bytes, milters: Milters | None = None
+    ) -> Deferred[str]:
         """Queue a message; the Deferred fires with its queue id once durable.
 
         The queue manager hears of the message only after the submitter's
         callbacks ran: smtpd's 250 goes out first, so a client never waits
         for the scheduling of its delivery. Header and body checks run
         first; a message larger than SLICED_SIZE is inspected in slices, so
-        that the reactor serves other clients meanwhile.
+        that the reactor serves other clients meanwhile. ``milters`` are
+        smtpd's (smtpd_milters) for this session; they get the content.
         """
         if not self._checks or envelope.attributes.get("origin") in INTERNAL_ORIGINS:
-            return self._submit(envelope, content, None)
+            return self._submit(envelope, content, None, milters)
         content = limit_header_size(content, self._header_size_limit)
         if len(content) > SLICED_SIZE:
             later = self._checks.inspect_later(content, self._clock.callLater)
-            return later.addCallback(lambda verdict: self._submit(envelope, content, verdict))
-        return self._submit(envelope, content, self._checks.inspect(content))
+            return later.addCallback(
+                lambda verdict: self._submit(envelope, content, verdict, milters)
+            )
+        return self._submit(envelope, content, self._checks.inspect(content), milters)
+
+    def _milter_step(
+        self,
+        qid: str,
+        envelope: Envelope,
+        rewritten: Envelope,
+        message: bytes,
+        milters: Milters | None,
+    ) -> Deferred[MilterOutcome] | None:
+        """The milters' answer about the message, or None when none applies."""
+        if milters is not None:
+            milters.macros["i"] = qid
+            asked = milters.content(message)
+        elif (
+            self._non_smtpd_milters is not None
+            and envelope.attributes.get("origin") not in INTERNAL_ORIGINS
+            and not _from_smtpd(envelope)
+        ):
+            asked = non_smtpd_conversation(self._non_smtpd_milters, envelope, qid, message)
+        else:
+            return None
+        return asked.addCallback(apply_outcome, qid, envelope, rewritten, self._rewriter)
 
     def _submit(
         self,
         envelope: Envelope,
         content: bytes,
         checked: Verdict | None,
+        milters: Milters | None = None,
         spool: tuple[ISpool, bytes] | None = None,
     ) -> Deferred[str]:
         """Queue content, or (with ``spool``: the spool and the bytes between
         the header block and the spool) the header block ``content``, whose
-        message goes on with those bytes and the spool."""
+        message goes on with those bytes and the spool. A spooled message
+        has no milters and no mail authentication (see _needs_whole)."""
         qid_given = spool[0].queue_id if spool is not None else None
         try:
             qid, rewritten, message, message_id, verdict = self._prepare(
@@ -246,28 +321,49 @@ class Cleanup:
         if spool is not None:
             stored = SpooledContent(message + spool[1], spool[0])
         if verdict.discard:
+            if milters is not None:
+                milters.abort()
             return succeed(qid)  # DISCARD: accepted and dropped, as Postfix does
         result: Deferred[str] = Deferred()
+        outcome = MilterOutcome(message, hold=verdict.hold)
 
-        def enqueue(authenticated: bytes | SpooledContent) -> Deferred[str]:
-            if verdict.hold:
+        def enqueue(authenticated: bytes | SpooledContent) -> Deferred[str] | None:
+            if outcome.discard:
+                return None
+            if outcome.hold:
                 return self._store.enqueue(rewritten, authenticated, qid, queue="hold")
             return self._store.enqueue(rewritten, authenticated, qid)
 
         def queued(_: object) -> None:
-            self._log_queued(qid, rewritten, message_id)
+            if not outcome.discard:
+                self._log_queued(qid, rewritten, message_id)
             result.callback(qid)
-            if not verdict.hold:
+            if not outcome.hold and not outcome.discard:
                 self._notify(qid, rewritten)
+
+        def miltered(answer: MilterOutcome) -> bytes:
+            outcome.message = answer.message
+            outcome.hold = outcome.hold or answer.hold
+            outcome.discard = answer.discard
+            return answer.message
+
+        def authenticate(message: bytes) -> Deferred[bytes]:
+            if self._mailauth is None or outcome.discard:
+                return succeed(message)
+            forwarding = forwards_elsewhere(envelope, rewritten, self._is_ours)
+            return self._mailauth.process(qid, envelope, message, forwarding=forwarding)
 
         def failed(failure: Failure) -> None:
             rejected = failure.check(CleanupRejected)
             result.errback(failure if rejected else self._write_failed(failure, qid))
 
-        auth: Deferred[bytes] | Deferred[bytes | SpooledContent] = succeed(stored)
-        if self._mailauth is not None and spool is None:
-            auth = self._mailauth.process(qid, envelope, message)
-        auth.addCallback(enqueue).addCallbacks(queued, failed)
+        if spool is not None:
+            stored_first: Deferred[bytes | SpooledContent] = succeed(stored)
+            stored_first.addCallback(enqueue).addCallbacks(queued, failed)
+            return result
+        asked = self._milter_step(qid, envelope, rewritten, message, milters)
+        auth: Deferred[bytes] = succeed(message) if asked is None else asked.addCallback(miltered)
+        auth.addCallback(authenticate).addCallback(enqueue).addCallbacks(queued, failed)
         return result
 
     def _prepare(
@@ -285,6 +381,8 @@ class Cleanup:
             raise CleanupRejected(451, "4.3.0", f"Error: unreasonable {e}") from None
         if not rewritten.recipients:
             raise CleanupRejected(554, "5.1.0", "Error: no recipients")
+        if self._srs is not None:
+            self._srs.apply(qid, envelope, rewritten, now)
         if not rewritten.arrival_time:
             rewritten.arrival_time = now
         content = limit_header_size(content, self._header_size_limit)
@@ -298,15 +396,28 @@ class Cleanup:
         if verdict.content is not content:
             content = verdict.content
             scan = scan_headers(content)
+        local = self._is_local_submission(envelope)
+        attrs = envelope.attributes
+        if attrs.get("origin") not in INTERNAL_ORIGINS and self._header_clients.applies(
+            attrs, attrs.get("protocol", "").lower() in LOCAL_PROTOCOLS, local
+        ):
+            try:
+                headers = rewrite_headers(
+                    content, self._rewriter.header_sender, self._rewriter.header_recipient
+                )
+            except TableError as e:
+                maillog("cleanup", f"{qid}: warning: table lookup failed: {e}", LogLevel.warn)
+                raise CleanupRejected(451, "4.3.0", "Temporary lookup failure") from None
+            if headers is not content:
+                content = headers
+                scan = scan_headers(content)
         date = format_date(now, self._tz)
         for_rcpt = None
         if len(envelope.recipients) == 1:
             first = envelope.recipients[0]
             for_rcpt = first.original or first.address
         received = received_header(envelope, qid, self._myhostname, date, for_rcpt)
-        added, new_id = missing_headers(
-            scan, rewritten, qid, self._myhostname, date, self._is_local_submission(envelope)
-        )
+        added, new_id = missing_headers(scan, rewritten, qid, self._myhostname, date, local)
         message = assemble(content, scan, received, added)
         message_id = new_id or scan.message_id or ""
         return qid, rewritten, message, message_id, verdict

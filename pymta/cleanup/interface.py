@@ -9,10 +9,15 @@ large message never sits in memory in one piece.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from pymta.queue.model import Envelope
+
+if TYPE_CHECKING:
+    from pymta.milter.chain import Milters
 
 
 class CleanupRejected(Exception):
@@ -44,13 +49,17 @@ class IMessageWriter(Interface):
 
 
 class ICleanup(Interface):
-    def open_message() -> IMessageWriter:
-        """A writer for one message; ``finish(envelope)`` queues it."""
+    def open_message(milters: Milters | None = None) -> IMessageWriter:
+        """A writer for one message; ``finish(envelope)`` queues it.
+        ``milters`` (smtpd's conversation) see the message at the end."""
 
-    def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
+    def submit(envelope: Envelope, content: bytes, milters: Milters | None = None) -> Deferred[str]:
         """Rewrite the envelope and headers, queue the message durably and
         fire with the queue id (only then may smtpd answer 250).
 
         content is the message as received, with LF line endings and
         dot-unstuffed. Errbacks with CleanupRejected for a message it will not
-        take (too many hops, too big, table lookup failed: a 4xx)."""
+        take (too many hops, too big, table lookup failed: a 4xx).
+
+        ``milters`` (pymta.milter.chain.Milters) are smtpd's milters of
+        the session, which get the content before it is queued."""

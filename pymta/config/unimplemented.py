@@ -210,37 +210,14 @@ _ENTRIES: list[Unimplemented] = [
     _r("sender_dependent_default_transport_maps", "", "mail would go to default_transport"),
     _r("fallback_relay", "", "mail would be deferred instead of going to the fallback"),
     _r("smtp_fallback_relay", "$fallback_relay", "mail would be deferred instead"),
-    _r(
-        "canonical_classes",
-        "envelope_sender, envelope_recipient, header_sender, header_recipient",
-        "canonical_maps rewrites its default classes only",
-    ),
-    _r(
-        "sender_canonical_classes",
-        "envelope_sender, header_sender",
-        "sender_canonical_maps rewrites its default classes only",
-    ),
-    _r(
-        "recipient_canonical_classes",
-        "envelope_recipient, header_recipient",
-        "recipient_canonical_maps rewrites its default classes only",
-    ),
-    _r("masquerade_domains", "", "address masquerading is not implemented"),
-    _w("masquerade_exceptions", "", "address masquerading is not implemented"),
-    _w(
-        "masquerade_classes",
-        "envelope_sender, header_sender, header_recipient",
-        "address masquerading is not implemented",
-    ),
+    # --- milters (pymta.milter implements the rest) -------------------------
+    _r("milter_header_checks", "", "header checks of milter-added headers are not implemented"),
+    _w("milter_macro_defaults", "", "macros without a value are not sent"),
+    _w("milter_unknown_command_macros", "", "unknown commands are not sent to milters"),
     _w("expand_owner_alias", "no", "owner- aliases receive the errors unexpanded"),
     _w("empty_address_recipient", "MAILER-DAEMON", "not implemented"),
     _w("show_user_unknown_table_name", "yes", "'user unknown' replies never name the table"),
     _w("enable_original_recipient", "yes", "pymta always keeps the original recipient"),
-    _w(
-        "local_header_rewrite_clients",
-        "permit_inet_interfaces",
-        "pymta rewrites header addresses of every client",
-    ),
     _w("remote_header_rewrite_domain", "", "not implemented"),
     _r(
         "receive_override_options",

@@ -17,7 +17,9 @@ as signed or marked. Which mail gets what:
 - **ARC-sealed** (``pymta_arc_key = DOMAIN:SELECTOR:KEYFILE``, an RSA
   key): mail the local agent forwards (.forward, envelope attribute
   ``forwarded_from``) that carries the Authentication-Results we added
-  when it arrived, so the next hop can trust our verdict (RFC 8617).
+  when it arrived, and verified mail that a virtual alias sends on to
+  another domain during the SMTP session (cleanup says so: ``forwarding``),
+  so the next hop can trust our verdict (RFC 8617).
 
 The checks and the signing run in the reactor's thread pool, at most
 ``pymta_mailauth_concurrency`` at a time (the rest wait in order), because
@@ -147,13 +149,23 @@ class MailAuth:
             return False
         return not self._mynetworks.contains(address)
 
-    def process(self, qid: str, envelope: Envelope, message: bytes) -> Deferred[bytes]:
-        """Fire with the message to queue (marked or signed), or errback CleanupRejected."""
+    def process(
+        self, qid: str, envelope: Envelope, message: bytes, *, forwarding: bool = False
+    ) -> Deferred[bytes]:
+        """Fire with the message to queue (marked or signed), or errback
+        CleanupRejected. ``forwarding``: inbound mail that a virtual alias
+        sends on to another domain (ARC-sealed after our verdict)."""
         inbound = self.is_inbound(envelope)
         outbound_work = self._signing is not None or self._arc is not None
         if (inbound and not self._verify) or (not inbound and not outbound_work):
             return succeed(message)
-        work = self._check if inbound else self._sign
+        if inbound:
+
+            def work(envelope: Envelope, message: bytes) -> Outcome:
+                return self._check(envelope, message, seal=forwarding)
+
+        else:
+            work = self._sign
         d: Deferred[Outcome] = self._semaphore.run(self._run, lambda: work(envelope, message))
         return d.addCallback(self._finish, qid).addErrback(self._crashed, qid)
 
@@ -176,17 +188,23 @@ class MailAuth:
 
     def _sign(self, envelope: Envelope, message: bytes) -> Outcome:
         outcome = self._dkim_sign(message)
-        if self._arc is not None and envelope.attributes.get("forwarded_from"):
-            try:
-                arc_set = dkimcheck.arc_seal(outcome.message, self._arc, self._authserv_id)
-            except Exception as e:
-                outcome.logs.append((f"warning: ARC sealing failed: {e}", LogLevel.warn))
-            else:
-                if arc_set:
-                    outcome.message = arc_set + outcome.message
-                    line = f"ARC-Seal field added (s={self._arc.selector}, d={self._arc.domain})"
-                    outcome.logs.append((line, LogLevel.info))
+        if envelope.attributes.get("forwarded_from"):
+            self._seal(outcome)
         return outcome
+
+    def _seal(self, outcome: Outcome) -> None:
+        """Prepend an ARC set over our Authentication-Results, when configured."""
+        if self._arc is None:
+            return
+        try:
+            arc_set = dkimcheck.arc_seal(outcome.message, self._arc, self._authserv_id)
+        except Exception as e:
+            outcome.logs.append((f"warning: ARC sealing failed: {e}", LogLevel.warn))
+        else:
+            if arc_set:
+                outcome.message = arc_set + outcome.message
+                line = f"ARC-Seal field added (s={self._arc.selector}, d={self._arc.domain})"
+                outcome.logs.append((line, LogLevel.info))
 
     def _dkim_sign(self, message: bytes) -> Outcome:
         if self._signing is None:
@@ -220,7 +238,7 @@ class MailAuth:
                 spfcheck.SPFResult("temperror", "helo", helo_name, reason),
             )
 
-    def _check(self, envelope: Envelope, message: bytes) -> Outcome:
+    def _check(self, envelope: Envelope, message: bytes, *, seal: bool = False) -> Outcome:
         logs: list[tuple[str, LogLevel]] = []
         message, removed = authresults.remove_forged(message, self._authserv_id)
         if removed:
@@ -253,4 +271,6 @@ class MailAuth:
             text = f"Message rejected: DMARC policy of {verdict.header_from} ({verdict.reason})"
             logs.append((f"reject: {text}; from=<{envelope.sender}>", LogLevel.info))
             outcome.reject = CleanupRejected(550, "5.7.1", text)
+        elif seal:
+            self._seal(outcome)
         return outcome

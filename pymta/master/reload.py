@@ -156,6 +156,7 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
     """
     from pymta.cleanup import Cleanup
     from pymta.mailauth.service import MailAuth
+    from pymta.milter.config import MilterClients
     from pymta.rewrite import Resolver
     from pymta.service import (
         LISTENER_COMMANDS,
@@ -239,6 +240,9 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
             clock=old_parts.reactor,
             on_queued=system.on_queued,
             mailauth=MailAuth.from_config(config, old_parts.reactor),
+            non_smtpd_milters=MilterClients.from_config(
+                config, "non_smtpd_milters", old_parts.reactor
+            ),
         )
         parts = SessionParts(
             cleanup=cleanup,

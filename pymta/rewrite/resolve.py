@@ -38,6 +38,7 @@ caller defers).
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Callable, Collection
 
 from zope.interface import implementer
@@ -46,6 +47,7 @@ from pymta.address import split_address, unquote_local
 from pymta.config import Config
 from pymta.rewrite.domains import DomainList
 from pymta.rewrite.interface import IResolver, Resolution
+from pymta.rewrite.srs import SRS, SRSError
 from pymta.rewrite.transport import TransportMaps, apply_value
 from pymta.tables import Maps, lookup_address, open_maps
 
@@ -112,8 +114,12 @@ class Resolver:
         open_maps: OpenMaps = _default_open_maps,
         *,
         local_addresses: Collection[str] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        # pymta_srs_domain: SRS addresses our cleanup reverses are listed.
+        self._srs = SRS.from_config(config)
+        self._now = now
 
         def table(spec: str) -> Maps:
             return open_maps([spec], config)
@@ -266,6 +272,13 @@ class Resolver:
         full = f"{local}@{domain}" if domain else local
         cls = self.address_class(domain)
         is_local = self.is_local_domain
+        if self._srs is not None:
+            # A bounce to an address our SRS wrote (pymta.cleanup.srs reverses it).
+            try:
+                if self._srs.reverse(full, self._now()) is not None:
+                    return True
+            except SRSError:
+                return False
         for maps in (*self._canonical, self._virtual_alias_maps):
             if maps and self._find(maps, full, is_local):
                 return True

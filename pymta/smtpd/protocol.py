@@ -96,6 +96,7 @@ from pymta.smtpd.dsn import (
     parse_orcpt,
     parse_ret,
 )
+from pymta.smtpd.milters import SmtpdMilters, then_milter
 from pymta.smtpd.peername import PeerName
 from pymta.smtpd.restrictions import Outcome, Reject
 from pymta.smtpd.sasl import Challenge, Credentials, SaslExchange, SaslFailure, Step
@@ -245,6 +246,8 @@ class SMTPServerProtocol(Protocol):
         # the password check in progress (withdrawn if the client leaves).
         self._sasl: SaslExchange | None = None
         self._auth_check: Deferred[Any] | None = None
+        # smtpd_milters of this session (pymta.smtpd.milters), None without.
+        self._milters: SmtpdMilters | None = None
 
     @property
     def _last_command(self) -> str:
@@ -331,9 +334,17 @@ class SMTPServerProtocol(Protocol):
                 )
                 return
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
+        outcome = None
         if not f.restrictions.delay_reject and f.restrictions.client:
             # Postfix decides at connect and answers the next command.
-            self._when_checked(f.restrictions.check_client(self.session), self._client_checked)
+            outcome = f.restrictions.check_client(self.session)
+        if f.milters is not None:
+            # A milter's refusal at connect refuses every later command, as
+            # a client restriction's does.
+            milters = self._milters = SmtpdMilters(f.milters, f.service_name)
+            outcome = then_milter(outcome, lambda: milters.connect(self.session, self.transport))
+        if outcome is not None:
+            self._when_checked(outcome, self._client_checked)
             return
         send(self.transport, f.banner)
 
@@ -434,6 +445,8 @@ class SMTPServerProtocol(Protocol):
             # Mid-DATA: nothing of the message stays behind.
             writer, self._writer = self._writer, None
             writer.abort()
+        if self._milters is not None:
+            self._milters.quit()
         if not self._quit and not self._chat.closing:
             maillog(
                 self.factory.service_name,
@@ -645,10 +658,13 @@ class SMTPServerProtocol(Protocol):
         if self._client_reject is not None:
             self._chat.reject(self._client_reject, "CONNECT")
             return
+        outcome = None
         if not f.restrictions.delay_reject and f.restrictions.helo:
-            self._when_checked(f.restrictions.check_helo(s), self._helo_checked)
-            return
-        self._helo_checked(None)
+            outcome = f.restrictions.check_helo(s)
+        if self._milters is not None:
+            milters = self._milters
+            outcome = then_milter(outcome, lambda: milters.helo(s, self.transport))
+        self._when_checked(outcome, self._helo_checked)
 
     def _helo_checked(self, reject: Reject | None) -> None:
         f = self.factory
@@ -728,11 +744,14 @@ class SMTPServerProtocol(Protocol):
             self._chat.reject(self._client_reject, "MAIL", sender=sender)
             return
         accepted = _MailFrom(sender, size, body, smtputf8, ret, envid)
+        outcome = None
         if not f.restrictions.delay_reject and f.restrictions.sender:
             outcome = f.restrictions.check_sender(s, sender)
-            self._when_checked(outcome, lambda reject: self._mail_checked(reject, accepted))
-            return
-        self._mail_checked(None, accepted)
+        if self._milters is not None:
+            milters = self._milters
+            args = [k if v is None else f"{k}={v}" for k, v in params.items()]
+            outcome = then_milter(outcome, lambda: milters.mail(s, sender, args))
+        self._when_checked(outcome, lambda reject: self._mail_checked(reject, accepted))
 
     def _mail_checked(self, reject: Reject | None, mail: _MailFrom) -> None:
         f = self.factory
@@ -795,6 +814,10 @@ class SMTPServerProtocol(Protocol):
             self._chat.reject(self._client_reject, "RCPT", recipient)
             return
         outcome = f.restrictions.check_recipient(s, recipient)
+        if self._milters is not None:
+            milters = self._milters
+            args = [k if v is None else f"{k}={v}" for k, v in params.items()]
+            outcome = then_milter(outcome, lambda: milters.rcpt(recipient, args))
         self._when_checked(
             outcome, lambda reject: self._rcpt_checked(reject, recipient, notify, orcpt)
         )
@@ -826,6 +849,8 @@ class SMTPServerProtocol(Protocol):
             self._chat.error(R_NO_RCPT)
         else:
             outcome = f.restrictions.check_data(s) if f.restrictions.data else None
+            if self._milters is not None:
+                outcome = then_milter(outcome, self._milters.data)
             self._when_checked(outcome, self._data_checked)
 
     def _data_checked(self, reject: Reject | None) -> None:
@@ -833,7 +858,8 @@ class SMTPServerProtocol(Protocol):
             self._chat.reply(R_DATA_GO)
             self._mode = _DATA
             self._reader = DataReader()
-            self._writer = self.factory.cleanup.open_message()
+            milters = self._milters.chain if self._milters is not None else None
+            self._writer = self.factory.cleanup.open_message(milters)
             self._too_big = False
             return
         self._chat.reject(reject, "DATA")

@@ -24,6 +24,7 @@ from pymta.cleanup.interface import ICleanup
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 from pymta.dns.interface import IDNSResolver
+from pymta.milter.config import MilterClients
 from pymta.netmatch import NetworkList
 from pymta.queue.space import QueueSpace
 from pymta.smtpd.peername import HostsFile, PeerName, PeerNames
@@ -112,6 +113,10 @@ class SMTPServerSettings(ServerFactory):
         self.peernames: PeerNames | None = None
         if dns is not None and config.get_bool("smtpd_peername_lookup"):
             self.peernames = PeerNames(dns, hosts if hosts is not None else HostsFile.read())
+        #: smtpd_milters (pymta.milter), asked at each stage; None without.
+        self.milters = MilterClients.from_config(
+            config, "smtpd_milters", reactor if reactor is not None else clock
+        )
         self.restrictions = Restrictions(
             config, resolver, open_table, mynetworks, dns, reactor=reactor
         )

@@ -34,6 +34,8 @@ from pymta.cleanup.interface import CleanupRejected, ICleanup, IMessageWriter
 from pymta.cleanup.writer import BufferedMessageWriter
 from pymta.config.config import Config
 from pymta.dns.interface import IDNSResolver
+from pymta.milter.chain import Milters
+from pymta.milter.config import MilterClients
 from pymta.queue.model import Envelope
 from pymta.queue.space import QueueSpace
 from pymta.smtpd.factory import SMTPServerFactory
@@ -74,17 +76,25 @@ class FakeCleanup:
         self.reject = reject
         self.error = error
         self.received: list[tuple[Envelope, bytes]] = []
+        #: the milters smtpd handed over with each message (None without).
+        self.milters: list[Milters | None] = []
         self.pending: list[Deferred[str]] = []
         #: Every writer smtpd opened, in order (its ``aborted`` tells a dropped message).
         self.writers: list[BufferedMessageWriter] = []
 
-    def open_message(self) -> IMessageWriter:
-        writer = BufferedMessageWriter(self.submit)
+    def open_message(self, milters: Milters | None = None) -> IMessageWriter:
+        def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
+            return self.submit(envelope, content, milters)
+
+        writer = BufferedMessageWriter(submit)
         self.writers.append(writer)
         return writer
 
-    def submit(self, envelope: Envelope, content: bytes) -> Deferred[str]:
+    def submit(
+        self, envelope: Envelope, content: bytes, milters: Milters | None = None
+    ) -> Deferred[str]:
         self.received.append((envelope, content))
+        self.milters.append(milters)
         if self.reject is not None:
             return fail(self.reject)
         if self.error is not None:
@@ -205,6 +215,7 @@ class SMTPHarness:
         checker: ICredentialsChecker | None = None,
         queue_space: QueueSpace | None = None,
         dns: IDNSResolver | None = None,
+        milters: MilterClients | None = None,
     ) -> None:
         # The scripts of most tests write several commands at once where a
         # conforming client would wait (EHLO + MAIL, DATA + content): such
@@ -229,6 +240,8 @@ class SMTPHarness:
             dns=dns,
             hosts=HostsFile(),  # no /etc/hosts: names come from dns only
         )
+        if milters is not None:
+            self.factory.milters = milters
         self.transport = TLSStringTransport(peer)
         # What the client wrote before the server's greeting.
         self.transport.socket.pending = pregreet
