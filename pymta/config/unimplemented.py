@@ -274,31 +274,10 @@ _ENTRIES: list[Unimplemented] = [
     _w("anvil_rate_time_unit", "60s", "pymta has no client rate limits yet (anvil)"),
     _w("relay_domains_reject_code", "554", "pymta's replies use Postfix's default codes"),
     _w("access_map_reject_code", "554", "pymta's replies use Postfix's default codes"),
-    _r("smtpd_tls_chain_files", "", "the certificates would not be used"),
-    _r("smtpd_tls_eccert_file", "", "the ECDSA certificate would not be used"),
-    _r("smtpd_tls_eckey_file", "$smtpd_tls_eccert_file", "the ECDSA key would not be used"),
     _w("smtpd_tls_dh1024_param_file", "", "pymta uses OpenSSL's built-in key exchange groups"),
     _w("smtpd_tls_CAfile", "", "pymta does not ask for client certificates"),
     _w("smtpd_tls_CApath", "", "pymta does not ask for client certificates"),
     _r("smtpd_tls_ask_ccert", "no", "pymta does not ask for client certificates yet"),
-    Unimplemented(
-        "smtpd_tls_protocols", ">=TLSv1", REFUSE, _TLS_PROTOCOLS, (), tls_protocols_satisfied
-    ),
-    Unimplemented(
-        "smtpd_tls_mandatory_protocols",
-        ">=TLSv1",
-        REFUSE,
-        _TLS_PROTOCOLS,
-        (),
-        tls_protocols_satisfied,
-    ),
-    Unimplemented("smtpd_tls_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied),
-    Unimplemented(
-        "smtpd_tls_mandatory_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied
-    ),
-    Unimplemented(
-        "smtpd_tls_exclude_ciphers", "", REFUSE, _TLS_CIPHERS, (), excluded_ciphers_satisfied
-    ),
     _w("smtpd_tls_session_cache_database", "", "pymta keeps no TLS session cache"),
     _w("smtpd_tls_session_cache_timeout", "3600s", "pymta keeps no TLS session cache"),
     _w("smtpd_starttls_timeout", "300s", "the handshake is bounded by smtpd_timeout"),

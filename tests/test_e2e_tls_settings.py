@@ -1,0 +1,145 @@
+"""TLS settings against a real twistd pymta and real clients (openssl
+s_client, swaks): protocol limits, and a renewed certificate served to new
+connections without a restart."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.harness import PymtaServer
+from tests.test_tls_settings import write_chain
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is installed by tools/install-test-deps"
+)
+
+
+def _s_client(port: int, *options: str) -> subprocess.CompletedProcess[str]:
+    """openssl s_client with STARTTLS on the SMTP port; QUIT after the
+    handshake so it ends on its own."""
+    return subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-servername",
+            "localhost",
+            *options,
+        ],
+        input="QUIT\r\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _settings(chain: Path, extra: str = "") -> str:
+    return f"smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {chain}\n{extra}"
+
+
+def test_tls12_client_refused_when_protocols_say_tls13(tmp_path: Path) -> None:
+    """smtpd_tls_protocols = >=TLSv1.3: openssl s_client -tls1_2 fails its
+    handshake after STARTTLS, -tls1_3 completes it."""
+    chain = tmp_path / "chain.pem"
+    write_chain(chain, "localhost")
+    extra = "smtpd_tls_protocols = >=TLSv1.3\n"
+    with PymtaServer(tmp_path / "site", _settings(chain, extra)) as server:
+        server.start()
+        port = server.ports["127.0.0.1:0"]
+        old = _s_client(port, "-tls1_2")
+        assert old.returncode != 0, old.stdout
+        assert "Cipher is (NONE)" in old.stdout, old.stdout
+        new = _s_client(port, "-tls1_3")
+        assert new.returncode == 0, new.stderr
+        assert "New, TLSv1.3, Cipher is TLS_" in new.stdout, new.stdout
+        server.stop()
+
+
+def test_excluded_cipher_refused_over_the_wire(tmp_path: Path) -> None:
+    """smtpd_tls_exclude_ciphers = AES128: a TLS 1.2 client offering only
+    an AES128 suite is refused; one also offering AES256 gets AES256."""
+    chain = tmp_path / "chain.pem"
+    write_chain(chain, "localhost")
+    extra = "smtpd_tls_exclude_ciphers = AES128\n"
+    with PymtaServer(tmp_path / "site", _settings(chain, extra)) as server:
+        server.start()
+        port = server.ports["127.0.0.1:0"]
+        only = _s_client(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        assert only.returncode != 0, only.stdout
+        assert "Cipher is (NONE)" in only.stdout, only.stdout
+        both = _s_client(
+            port,
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+        )
+        assert both.returncode == 0, both.stderr
+        assert "Cipher is ECDHE-ECDSA-AES256-GCM-SHA384" in both.stdout, both.stdout
+        server.stop()
+
+
+def test_renewed_certificate_served_without_restart(tmp_path: Path) -> None:
+    """A certificate renewal (new file renamed over the old one, as certbot
+    and acme clients do) is served to the next connection; pymta is not
+    restarted or signalled and logs the reload."""
+    chain = tmp_path / "chain.pem"
+    write_chain(chain, "localhost")
+    with PymtaServer(tmp_path / "site", _settings(chain)) as server:
+        server.start()
+        port = server.ports["127.0.0.1:0"]
+        first = _s_client(port)
+        assert "CN = localhost" in first.stdout, first.stdout
+        renewed = tmp_path / "renewed.pem"
+        write_chain(renewed, "renewed.localhost")
+        renewed.replace(chain)
+        # Files are looked at on new connections, at most once a second:
+        # poll with a deadline (no event tells a client the check happened).
+        for _ in range(30):
+            again = _s_client(port)
+            if "CN = renewed.localhost" in again.stdout:
+                break
+        else:
+            raise AssertionError("the renewed certificate was never served")
+        server.wait_for_log(r"reloaded TLS certificates from")
+        server.stop()
+
+
+@pytest.mark.skipif(
+    shutil.which("swaks") is None, reason="swaks is installed by tools/install-test-deps"
+)
+def test_swaks_delivers_over_tls13_only(tmp_path: Path) -> None:
+    """swaks with STARTTLS delivers through a server limited to TLS 1.3 and
+    the Received header records TLSv1.3."""
+    chain = tmp_path / "chain.pem"
+    write_chain(chain, "localhost")
+    extra = "smtpd_tls_protocols = TLSv1.3\n"
+    with PymtaServer(tmp_path / "site", _settings(chain, extra)) as server:
+        server.start()
+        port = server.ports["127.0.0.1:0"]
+        result = subprocess.run(
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--tls",
+                "--from",
+                "sender@client.test",
+                "--to",
+                "alice@example.test",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        server.wait_for_log(r"status=sent")
+        (message,) = server.messages("alice")
+        assert b"TLSv1.3" in message
+        server.stop()
