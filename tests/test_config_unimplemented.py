@@ -18,9 +18,6 @@ from pymta.config.unimplemented import (
     REFUSE,
     UNIMPLEMENTED,
     WARN,
-    cipher_grade_satisfied,
-    excluded_ciphers_satisfied,
-    tls_protocols_satisfied,
 )
 from pymta.config.validate import validate
 
@@ -98,8 +95,7 @@ def test_an_inert_setting_is_a_warning_with_file_and_line() -> None:
         "masquerade_domains = example.org",
         "receive_override_options = no_address_mappings",
         "smtpd_client_connection_rate_limit = 30",
-        "smtp_tls_protocols = TLSv1.3",
-        "smtp_tls_mandatory_protocols = !TLSv1.2",
+        "smtp_tls_wrappermode = yes",
         "smtpd_tls_ask_ccert = yes",
         "virtual_uid_maps = static:5000",
         "soft_bounce = yes",
@@ -166,18 +162,6 @@ def test_unimplemented_parameters_still_expand_to_postfix_defaults() -> None:
     """$mime_header_checks expands as in Postfix (to $header_checks' value)."""
     config = Config.from_text("x = [$mail_spool_directory]\n")
     assert config.get("x") == "[/var/mail]"
-
-
-def test_tls_protocol_lists_pymta_satisfies() -> None:
-    """Lists that only drop versions below TLS 1.2 are what pymta does anyway;
-    one that drops 1.2 or 1.3, or names a maximum, asks for more."""
-    for value in ("!SSLv2, !SSLv3", ">=TLSv1", ">=TLSv1.2", "!SSLv2 !SSLv3 !TLSv1 !TLSv1.1"):
-        assert tls_protocols_satisfied(value), value
-    for value in ("!TLSv1.2", "TLSv1.3", ">=TLSv1.3", "<=TLSv1.2", "!TLSv1.3"):
-        assert not tls_protocols_satisfied(value), value
-    assert cipher_grade_satisfied("high") and not cipher_grade_satisfied("null")
-    assert excluded_ciphers_satisfied("aNULL, eNULL, EXPORT, DES, RC4, MD5, PSK")
-    assert not excluded_ciphers_satisfied("AES256-GCM-SHA384")
 
 
 def test_check_fails_on_a_refused_parameter(

@@ -143,3 +143,35 @@ def test_swaks_delivers_over_tls13_only(tmp_path: Path) -> None:
         (message,) = server.messages("alice")
         assert b"TLSv1.3" in message
         server.stop()
+
+
+def test_smtp_client_mandatory_protocols(tmp_path: Path) -> None:
+    """smtp_tls_security_level = encrypt with smtp_tls_mandatory_protocols =
+    >=TLSv1.3: a next hop that speaks at most TLS 1.2 gets no mail (deferred,
+    4.7.x or a handshake failure), one that speaks TLS 1.3 gets it over
+    TLSv1.3."""
+    import ssl
+
+    from tests.test_e2e_relay import MASTER_CF, Collector, aiosmtpd, relay_main_cf, submit
+
+    chain = tmp_path / "peer.pem"
+    write_chain(chain, "127.0.0.1")
+    settings = {"smtp_tls_security_level": "encrypt", "smtp_tls_mandatory_protocols": ">=TLSv1.3"}
+    for max_version, delivered in ((ssl.TLSVersion.TLSv1_2, False), (ssl.TLSVersion.TLSv1_3, True)):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.maximum_version = max_version
+        context.load_cert_chain(str(chain))
+        handler = Collector()
+        with aiosmtpd(handler, tls_context=context) as port:
+            main_cf = relay_main_cf(relayhost=f"[127.0.0.1]:{port}", **settings)
+            site = tmp_path / f"relay-{delivered}"
+            with PymtaServer(site, main_cf_extra=main_cf, master_cf=MASTER_CF) as relay:
+                relay.start()
+                qid = submit(relay.smtp_port, ["ann@remote.test"])
+                if delivered:
+                    relay.wait_for_log(r"TLS connection established to .*: TLSv1\.3 with cipher")
+                    relay.wait_for_log(rf"{qid}: to=<ann@remote.test>.*status=sent")
+                else:
+                    relay.wait_for_log(rf"{qid}: to=<ann@remote.test>.*status=deferred")
+                relay.stop()
+        assert len(handler.messages) == (1 if delivered else 0)
