@@ -46,7 +46,8 @@ from zope.interface import implementer
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 from pymta.tables.interface import TableError
-from pymta.tls_certs import CertSource, Stamp, stamps
+from pymta.tls_ccert import DIGESTS, verify_callback
+from pymta.tls_certs import CertSource, Stamp, openssl_reason, stamps
 from pymta.tls_grades import TLSSettings, settings_for
 
 __all__ = ["CIPHERS_TLS12", "ServerTLS", "describe", "ensure_self_signed", "implicit_tls"]
@@ -69,6 +70,17 @@ _LEVELS = ("", "none", "may", "encrypt")
 #: own floor: TLS 1.2 and 1.3, forward-secret AEAD ciphers.
 DEFAULT_SETTINGS = TLSSettings(SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION, CIPHERS_TLS12)
 
+
+@dataclass(frozen=True)
+class ClientCertPolicy:
+    """smtpd_tls_ask_ccert / smtpd_tls_req_ccert, smtpd_tls_CAfile and
+    smtpd_tls_fingerprint_digest (:mod:`pymta.tls_ccert`)."""
+
+    require: bool = False
+    ca_file: str = ""
+    digest: str = "sha256"
+
+
 #: How often (seconds) new connections look at the certificate files.
 RELOAD_CHECK_INTERVAL = 1.0
 
@@ -90,6 +102,10 @@ class ServerTLS:
     in use until the files are right.
     """
 
+    #: None: no client certificate is asked for (a class default, so that
+    #: stand-ins made with ``object.__new__`` in tests have one too).
+    client_certs: ClientCertPolicy | None = None
+
     def __init__(
         self,
         cert_file: str,
@@ -101,12 +117,14 @@ class ServerTLS:
         source: CertSource | None = None,
         settings: TLSSettings = DEFAULT_SETTINGS,
         sni: Any = None,
+        client_certs: ClientCertPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
         self.required = required
         self.settings = settings
+        self.client_certs = client_certs
         key_parameter = parameter.replace("_cert_file", "_key_file")
         self.source = source or CertSource(((cert_file, key_file, parameter, key_parameter),))
         self._config = config
@@ -132,9 +150,29 @@ class ServerTLS:
             source.load(ctx)
         except ConfigError as e:
             raise _error(e.message, e.parameter or "smtpd_tls_cert_file", self._config) from None
+        if self.client_certs is not None:
+            self._ask_client_certificate(ctx, self.client_certs)
         if sni_callback:
             ctx.set_tlsext_servername_callback(self._servername)
         return _Loaded(ctx, source, stamp)
+
+    def _ask_client_certificate(self, ctx: SSL.Context, policy: ClientCertPolicy) -> None:
+        """Ask for a client certificate (never require one in the
+        handshake) and name the CAs of smtpd_tls_CAfile to the client."""
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, verify_callback)
+        # Resumed sessions keep their peer certificate; OpenSSL refuses to
+        # resume a verified session without a session id context.
+        ctx.set_session_id(b"pymta")
+        if policy.ca_file:
+            try:
+                ctx.load_verify_locations(policy.ca_file.encode())
+                ctx.load_client_ca(policy.ca_file.encode())
+            except SSL.Error as e:
+                raise _error(
+                    f"cannot load CA certificates {policy.ca_file}: {openssl_reason(e)}",
+                    "smtpd_tls_CAfile",
+                    self._config,
+                ) from None
 
     def getContext(self) -> SSL.Context:
         now = self._clock()
@@ -234,6 +272,7 @@ class ServerTLS:
             source=source,
             settings=settings,
             sni=sni,
+            client_certs=_client_cert_policy(config, prefix, required),
         )
 
 
@@ -244,6 +283,28 @@ class _Loaded:
     context: SSL.Context
     source: CertSource
     stamp: tuple[Stamp, ...]
+
+
+def _client_cert_policy(config: Config, prefix: str, required: bool) -> ClientCertPolicy | None:
+    """smtpd's client-certificate settings, None when none is asked for.
+    As in Postfix, smtpd_tls_req_ccert implies asking, and is ignored with
+    a warning unless TLS is mandatory (level encrypt)."""
+    if prefix != "smtpd":
+        return None
+    require = config.get_bool("smtpd_tls_req_ccert")
+    if require and not required:
+        _log.warn("smtpd_tls_req_ccert = yes is ignored unless smtpd_tls_security_level = encrypt")
+        require = False
+    if not (require or config.get_bool("smtpd_tls_ask_ccert")):
+        return None
+    digest = config.get("smtpd_tls_fingerprint_digest").strip().lower()
+    if digest not in DIGESTS:
+        raise _error(
+            f"bad value {digest!r}: expected one of {', '.join(DIGESTS)}",
+            "smtpd_tls_fingerprint_digest",
+            config,
+        )
+    return ClientCertPolicy(require, config.get("smtpd_tls_CAfile").strip(), digest)
 
 
 def _cert_source(config: Config, prefix: str, level: str) -> CertSource:

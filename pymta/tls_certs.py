@@ -37,7 +37,7 @@ from OpenSSL import SSL
 
 from pymta.config.errors import ConfigError
 
-__all__ = ["CertSource", "Stamp", "stamps"]
+__all__ = ["CertSource", "Stamp", "openssl_reason", "stamps"]
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL)
 _KEY_LABELS = {b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY"}
@@ -161,7 +161,7 @@ def _use_chain(ctx: SSL.Context, pem: bytes) -> None:
         ctx.use_certificate_chain_file(f.name.encode())
 
 
-def _openssl_reason(error: SSL.Error) -> str:
+def openssl_reason(error: SSL.Error) -> str:
     """The reasons of an OpenSSL error queue ([(lib, func, reason), ...]) as text."""
     reasons = [str(entry[2]) for entry in (error.args[0] if error.args else []) if len(entry) > 2]
     return "; ".join(r for r in reasons if r) or str(error)
@@ -197,7 +197,7 @@ class CertSource:
                     ctx.use_privatekey(group.key)
                 except SSL.Error as e:
                     raise ConfigError(
-                        f"cannot load {self.describe()}: {_openssl_reason(e)}",
+                        f"cannot load {self.describe()}: {openssl_reason(e)}",
                         parameter=self.chain_parameter,
                     ) from None
             return
@@ -217,4 +217,4 @@ class CertSource:
                 )
                 ctx.check_privatekey()
             except SSL.Error as e:
-                raise ConfigError(f"{step[1]}: {_openssl_reason(e)}", parameter=step[0]) from None
+                raise ConfigError(f"{step[1]}: {openssl_reason(e)}", parameter=step[0]) from None

@@ -96,7 +96,6 @@ def test_an_inert_setting_is_a_warning_with_file_and_line() -> None:
         "receive_override_options = no_address_mappings",
         "smtpd_client_connection_rate_limit = 30",
         "smtp_tls_wrappermode = yes",
-        "smtpd_tls_ask_ccert = yes",
         "virtual_uid_maps = static:5000",
         "soft_bounce = yes",
         "luser_relay = admin@example.org",
@@ -115,20 +114,20 @@ def test_a_setting_that_would_matter_stops_the_start(setting: str) -> None:
 
 
 def test_master_cf_override_that_would_matter_stops_the_start() -> None:
-    """A service asking for client certificates (pymta asks for none) is
-    refused, naming master.cf's line."""
+    """A service override of a refused parameter (soft_bounce) is refused,
+    naming master.cf's line."""
     master = parse_master_cf(
         "smtp inet n - y - - smtpd\n"
         "submissions inet n - y - - smtpd\n"
         "  -o syslog_name=postfix/submissions\n"
-        "  -o smtpd_tls_ask_ccert=yes\n",
+        "  -o soft_bounce=yes\n",
         "/etc/pymta/master.cf",
     )
     with pytest.raises(ConfigError) as caught:
         validate(Config.from_text("myorigin = x\n"), master)
     text = str(caught.value)
     assert text.startswith(
-        "/etc/pymta/master.cf, line 4: smtpd_tls_ask_ccert: service submissions: "
+        "/etc/pymta/master.cf, line 4: soft_bounce: service submissions: "
         "not implemented by pymta (set to 'yes'): "
     )
 

@@ -251,6 +251,26 @@ _PARAMS: list[Param] = [
         "list",
         "PEM files of keys each followed by its certificate chain (replaces cert/key files)",
     ),
+    _p("smtpd_tls_ask_ccert", "no", "bool", "ask TLS clients for a certificate"),
+    _p(
+        "smtpd_tls_req_ccert",
+        "no",
+        "bool",
+        "at level encrypt, end sessions without a trusted client certificate (421 4.7.1)",
+    ),
+    _p("smtpd_tls_CAfile", "", "str", "CAs that client certificates are verified against"),
+    _p(
+        "smtpd_tls_fingerprint_digest",
+        "sha256",
+        "str",
+        "digest of client certificate fingerprints (md5 before Postfix 3.6)",
+    ),
+    _p(
+        "relay_clientcerts",
+        "",
+        "list",
+        "client certificate fingerprints permit_tls_clientcerts permits",
+    ),
     _p("tls_server_sni_maps", "", "str", "TLS SNI name to chain files (a certificate per name)"),
     _p(
         "smtpd_tls_protocols",

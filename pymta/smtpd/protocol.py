@@ -89,6 +89,7 @@ from pymta.smtpd.restrictions import Outcome, Reject
 from pymta.smtpd.sasl import Challenge, Credentials, SaslExchange, SaslFailure, Step
 from pymta.smtpd.session import Session
 from pymta.tls import describe
+from pymta.tls_ccert import client_cert
 
 if TYPE_CHECKING:
     from pymta.smtpd.factory import SMTPServerFactory
@@ -562,6 +563,24 @@ class SMTPServerProtocol(Protocol):
         self._failed = True
         self._count_error()
 
+    def _client_certificate_refused(self) -> bool:
+        """After the handshake: note the client certificate (pymta.tls_ccert);
+        under smtpd_tls_req_ccert end the session without a trusted one,
+        with Postfix's reply and log line."""
+        f = self.factory
+        policy = f.tls.client_certs if f.tls is not None else None
+        if policy is None:
+            return False
+        cert = client_cert(self.transport, policy.digest)
+        self.session.ccert = cert
+        if not policy.require or (cert is not None and cert.trusted):
+            return False
+        why = "Client certificate not trusted" if cert else "No client certificate presented"
+        maillog(f.service_name, f"NOQUEUE: abort: TLS from {self.session.client}: {why}")
+        self._out.append(f"421 4.7.1 {f.myhostname} Error: {why}\r\n".encode())
+        self._close()
+        return True
+
     def _count_error(self) -> None:
         """One more error: past smtpd_soft_error_limit the next reply waits,
         at smtpd_hard_error_limit the session ends with 421."""
@@ -644,6 +663,8 @@ class SMTPServerProtocol(Protocol):
             return
         if self._tls_active and not self.session.tls:
             self.session.tls = describe(self.transport) or "TLS"
+            if self._client_certificate_refused():
+                return
         if handler is None:
             self._last_command = "UNKNOWN"
             self._count("unknown", self._error, R_UNKNOWN)

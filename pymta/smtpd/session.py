@@ -8,6 +8,10 @@ that already passed address syntax checks. Nothing here logs or writes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymta.tls_ccert import ClientCert
 
 __all__ = ["Session"]
 
@@ -27,6 +31,8 @@ class Session:
     helo_name: str = ""
     esmtp: bool = False
     tls: str = ""
+    #: The TLS client certificate, when smtpd asked for one and got one.
+    ccert: ClientCert | None = None
     sasl_username: str = ""
     sasl_method: str = ""
     # The current transaction: sender is None until MAIL succeeds.
