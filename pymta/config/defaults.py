@@ -222,7 +222,13 @@ _PARAMS: list[Param] = [
         "smtpd_sasl_type",
         "pymta",
         "str",
-        "SASL server: pymta (the passdb of pymta_passdb; Postfix's default is cyrus)",
+        "SASL server: pymta (the passdb of pymta_passdb; Postfix's default is cyrus) or dovecot",
+    ),
+    _p(
+        "smtpd_sasl_path",
+        "smtpd",
+        "str",
+        "Dovecot auth socket: inet:host:port, or a path (relative: to queue_directory)",
     ),
     _p(
         "smtpd_tls_auth_only",

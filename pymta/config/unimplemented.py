@@ -216,7 +216,6 @@ _ENTRIES: list[Unimplemented] = [
         "yes",
     ),
     _w("smtpd_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
-    _w("smtpd_sasl_path", "smtpd", "used only by Cyrus and Dovecot SASL, which pymta has not"),
     _w("smtpd_sasl_local_domain", "", "pymta's SASL user names are the passdb's, unchanged"),
     # --- the smtp and lmtp clients ------------------------------------------
     _w("smtp_host_lookup", "dns", "pymta looks up hosts in DNS only"),

@@ -127,9 +127,15 @@ class SMTPServerFactory(ServerFactory):
         #: The twisted.cred checker of AUTH (the one POP3 and IMAP share).
         self.checker: ICredentialsChecker | None = checker
         if self.sasl.enabled and checker is None:
-            from pymta.auth.passdb import shared_checker
+            if config.get("smtpd_sasl_type").strip().lower() == "dovecot":
+                from pymta.auth.dovecot import DovecotAuthChecker, auth_endpoint
 
-            self.checker = shared_checker(config, clock)
+                connector = reactor if reactor is not None else clock
+                self.checker = DovecotAuthChecker(auth_endpoint(config, connector), clock)
+            else:
+                from pymta.auth.passdb import shared_checker
+
+                self.checker = shared_checker(config, clock)
         self._ehlo_replies: dict[tuple[bool, tuple[str, ...]], bytes] = {}
         self.ehlo_reply = self.ehlo(starttls=False)
         self.ehlo_reply_tls = self.ehlo(starttls=True)

@@ -1044,7 +1044,9 @@ class SMTPServerProtocol(Protocol):
         f = self.factory
         s = self.session
         assert f.checker is not None
-        credentials = PasswordCredentials(step.username, step.password, s.client_address, "smtp")
+        credentials = PasswordCredentials(
+            step.username, step.password, s.client_address, "smtp", secured=self._tls_active
+        )
         self._paused = True
         d = self._auth_check = maybeDeferred(f.checker.requestAvatarId, credentials)
 
