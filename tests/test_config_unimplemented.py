@@ -94,7 +94,7 @@ def test_an_inert_setting_is_a_warning_with_file_and_line() -> None:
     [
         "masquerade_domains = example.org",
         "receive_override_options = no_address_mappings",
-        "smtpd_client_connection_rate_limit = 30",
+        "disable_dns_lookups = yes",
         "smtp_tls_wrappermode = yes",
         "virtual_uid_maps = static:5000",
         "soft_bounce = yes",

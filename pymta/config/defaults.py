@@ -177,6 +177,37 @@ _PARAMS: list[Param] = [
     _p("disable_vrfy_command", "no", "bool", "reject VRFY"),
     _p("smtpd_client_connection_count_limit", "50", "int", "connections per client"),
     _p(
+        "smtpd_client_connection_rate_limit",
+        "0",
+        "int",
+        "connections per client and anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_message_rate_limit",
+        "0",
+        "int",
+        "MAIL commands per client and anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_recipient_rate_limit",
+        "0",
+        "int",
+        "RCPT commands per client and anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_new_tls_session_rate_limit",
+        "0",
+        "int",
+        "STARTTLS commands per client and anvil_rate_time_unit (0: no limit)",
+    ),
+    _p(
+        "smtpd_client_auth_rate_limit",
+        "0",
+        "int",
+        "AUTH commands per client and anvil_rate_time_unit (0: no limit)",
+    ),
+    _p("anvil_rate_time_unit", "60s", "time", "the time unit of the client rate limits"),
+    _p(
         "smtpd_client_event_limit_exceptions",
         "$mynetworks",
         "list",

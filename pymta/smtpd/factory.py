@@ -22,6 +22,7 @@ from pymta.config.errors import ConfigError
 from pymta.dns.interface import IDNSResolver
 from pymta.netmatch import NetworkList
 from pymta.queue.space import QueueSpace
+from pymta.smtpd.anvil import ClientRates
 from pymta.smtpd.peername import HostsFile, PeerName, PeerNames
 from pymta.smtpd.protocol import SMTPServerProtocol
 from pymta.smtpd.resolver import SmtpdResolver
@@ -89,6 +90,10 @@ class SMTPServerFactory(ServerFactory):
             else ["CONNECT", "GET", "POST"]
         )
         self.forbidden_commands = frozenset(c.lower() for c in forbidden if ":" not in c)
+        #: Postfix's anvil rate limits, counted across processes.
+        self.rates = ClientRates(
+            config, service_name, clock, exceptions=self.event_limit_exceptions
+        )
         #: Open connections per client address (Postfix's anvil count).
         self.connections: dict[str, int] = {}
         self.bare_newline = config.get("smtpd_forbid_bare_newline").strip().lower()

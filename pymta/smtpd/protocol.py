@@ -77,6 +77,7 @@ from pymta.cleanup.interface import CleanupRejected
 from pymta.maillog import maillog
 from pymta.output import quick_ack, send
 from pymta.queue.model import Envelope, Recipient
+from pymta.smtpd.anvil import LIMITS
 from pymta.smtpd.dsn import (
     DsnSyntaxError,
     parse_envid,
@@ -317,6 +318,12 @@ class SMTPServerProtocol(Protocol):
                 self._closing = True
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
+        refusal = self._rate_exceeded("connect")
+        if refusal:
+            self.transport.write(refusal)  # type: ignore[union-attr]
+            self._closing = True
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         if not f.restrictions.delay_reject and f.restrictions.client:
             # Postfix decides at connect and answers the next command.
@@ -563,6 +570,23 @@ class SMTPServerProtocol(Protocol):
         self._failed = True
         self._count_error()
 
+    def _rate_exceeded(self, kind: str) -> bytes:
+        """Count one client event for Postfix's anvil rate limits
+        (pymta.smtpd.anvil): the reply and warning when it is one too many,
+        else b""."""
+        f = self.factory
+        s = self.session
+        count = f.rates.exceeded(kind, s.client_address)
+        if not count:
+            return b""
+        limit = LIMITS[kind]
+        maillog(
+            f.service_name,
+            f"{limit.log}: {count} from {s.client} for service {f.service_name}",
+            LogLevel.warn,
+        )
+        return f"{limit.reply.format(host=f.myhostname, addr=s.client_address)}\r\n".encode()
+
     def _client_certificate_refused(self) -> bool:
         """After the handshake: note the client certificate (pymta.tls_ccert);
         under smtpd_tls_req_ccert end the session without a trusted one,
@@ -794,6 +818,10 @@ class SMTPServerProtocol(Protocol):
         if not smtputf8 and not sender.isascii():
             self._error(R_NEED_SMTPUTF8)
             return
+        refusal = self._rate_exceeded("mail")
+        if refusal:
+            self._error(refusal)
+            return
         if f.message_size_limit and size > f.message_size_limit:
             reject = Reject(552, "5.3.4", "Message size exceeds fixed limit")
             self._reject(reject, "MAIL", sender=sender)
@@ -864,6 +892,10 @@ class SMTPServerProtocol(Protocol):
             return
         if len(s.recipients) >= f.recipient_limit:
             self._error(R_TOO_MANY_RCPT)
+            return
+        refusal = self._rate_exceeded("rcpt")
+        if refusal:
+            self._error(refusal)
             return
         if self._client_reject is not None:
             self._reject(self._client_reject, "RCPT", recipient)
@@ -964,6 +996,10 @@ class SMTPServerProtocol(Protocol):
         if arg:
             self._error(_syntax("STARTTLS"))
             return
+        refusal = self._rate_exceeded("newtls")
+        if refusal:
+            self._error(refusal)
+            return
         self._reply(R_TLS_GO)
         self._flush()
         if len(self._buf) > self._pos:
@@ -1001,6 +1037,10 @@ class SMTPServerProtocol(Protocol):
             return
         if s.sender is not None:
             self._error(R_AUTH_IN_MAIL)
+            return
+        refusal = self._rate_exceeded("auth")
+        if refusal:
+            self._error(refusal)
             return
         mechanisms = self._auth_mechanisms()
         if not mechanisms:
