@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 
 from pymta.auth.penalty import FilePenaltyTable
 from pymta.config.config import Config
-from pymta.smtpd.anvil import ClientRates
+from pymta.smtpd.anvil import CONNECTION_LEASE, ClientRates, ConnectionCounts
 from pymta.smtpd.testing import LogCapture, SMTPHarness
 from pymta.tls import ServerTLS
 
@@ -71,7 +71,8 @@ def test_recipient_auth_and_tls_rate_limits(tmp_path: Path) -> None:
         "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n"
         f"pymta_passdb = passwd-file:{tmp_path}/pw\n"
     )
-    h = SMTPHarness(f"data_directory = {tmp_path}\n{settings}", tls=tls)
+    clock = Clock()
+    h = SMTPHarness(f"data_directory = {tmp_path}\n{settings}", tls=tls, clock=clock)
     h.send("EHLO client.example\nMAIL FROM:<a@sender.example>\n")
     assert h.codes("RCPT TO:<nobody@elsewhere.example>\n") == ["454"]  # relay refused
     assert h.send("RCPT TO:<alice@example.com>\n") == [
@@ -81,7 +82,7 @@ def test_recipient_auth_and_tls_rate_limits(tmp_path: Path) -> None:
     assert h.codes("AUTH PLAIN\n*\n") == ["334", "501"]
     assert h.send("AUTH PLAIN\n") == [f"450 4.7.1 Error: too many AUTH commands from {CLIENT}"]
     assert h.codes("STARTTLS\n") == ["220"]
-    again = SMTPHarness(f"data_directory = {tmp_path}\n{settings}", tls=tls)
+    again = SMTPHarness(f"data_directory = {tmp_path}\n{settings}", tls=tls, clock=clock)
     again.send("EHLO client.example\n")
     assert again.send("STARTTLS\n") == [f"454 4.7.0 Error: too many new TLS sessions from {CLIENT}"]
 
@@ -119,7 +120,7 @@ _CHILD = textwrap.dedent(
     from twisted.internet.task import Clock
     from pymta.auth.penalty import FilePenaltyTable
     from pymta.config.config import Config
-    from pymta.smtpd.anvil import ClientRates
+    from pymta.smtpd.anvil import CONNECTION_LEASE, ClientRates, ConnectionCounts
     clock = Clock()
     clock.advance(float(sys.argv[2]))
     config = Config.from_text("smtpd_client_message_rate_limit = 3\\n")
@@ -153,3 +154,34 @@ def test_count_is_shared_between_processes(tmp_path: Path, child_first: bool) ->
     else:
         assert [rates.exceeded("mail", "192.0.2.9") for _ in range(2)] == [0, 0]
         assert child() == "0,4"
+
+
+def test_open_connections_shared_through_the_file_and_leased(tmp_path: Path) -> None:
+    """ConnectionCounts on two handles of one table file (as two processes
+    have) see one count; a count nobody renews lapses after
+    CONNECTION_LEASE (a process that died frees its clients' places)."""
+    clock = Clock()
+    clock.advance(100)
+    path = str(tmp_path / "anvil")
+    first = ConnectionCounts(FilePenaltyTable(path), "smtpd", clock)
+    second = ConnectionCounts(FilePenaltyTable(path), "smtpd", clock)
+    assert first.opened("192.0.2.9") == 1
+    assert second.opened("192.0.2.9") == 2
+    first.closed("192.0.2.9")
+    assert second.count("192.0.2.9") == 1
+    clock.advance(CONNECTION_LEASE)
+    assert first.opened("192.0.2.9") == 1
+
+
+def test_processes_setting_picks_file_or_memory(tmp_path: Path) -> None:
+    """pymta_processes = 1 keeps the counts in memory (no file); any other
+    value in $data_directory/anvil."""
+    clock = Clock()
+    one = Config.from_text(f"data_directory = {tmp_path}\nsmtpd_client_auth_rate_limit = 1\n")
+    ClientRates(one, "smtpd", clock).exceeded("auth", "192.0.2.1")
+    assert not (tmp_path / "anvil").exists()
+    two = Config.from_text(
+        f"data_directory = {tmp_path}\npymta_processes = 2\nsmtpd_client_auth_rate_limit = 1\n"
+    )
+    ClientRates(two, "smtpd", clock).exceeded("auth", "192.0.2.1")
+    assert (tmp_path / "anvil").exists()

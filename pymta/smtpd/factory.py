@@ -94,8 +94,6 @@ class SMTPServerFactory(ServerFactory):
         self.rates = ClientRates(
             config, service_name, clock, exceptions=self.event_limit_exceptions
         )
-        #: Open connections per client address (Postfix's anvil count).
-        self.connections: dict[str, int] = {}
         self.bare_newline = config.get("smtpd_forbid_bare_newline").strip().lower()
         if self.bare_newline not in _BARE_NEWLINE:
             raise ConfigError(

@@ -21,7 +21,7 @@ smtpd_recipient_limit, smtpd_timeout (on the injected clock),
 smtpd_soft_error_limit + smtpd_error_sleep_time (tarpit),
 smtpd_hard_error_limit (421), smtpd_junk_command_limit (see below),
 smtpd_client_connection_count_limit (per client address, counted in the
-factory), smtpd_forbidden_commands (CONNECT, GET, POST and non-letter junk
+anvil table, pymta.smtpd.anvil), smtpd_forbidden_commands (CONNECT, GET, POST and non-letter junk
 end the session). ``smtpd_forbid_bare_newline = no`` is treated as
 ``normalize``: pymta never accepts LF.LF as the end of data.
 
@@ -299,9 +299,9 @@ class SMTPServerProtocol(Protocol):
         maillog(f.service_name, f"connect from {self.session.client}")
         if not self._tls_active and self._talked_first():
             return
-        if f.connection_count_limit > 0 and not f.event_limit_exceptions.contains(address):
-            count = f.connections.get(address, 0) + 1
-            f.connections[address] = count
+        counts = f.rates.connections
+        if counts is not None and not f.event_limit_exceptions.contains(address):
+            count = counts.opened(address)
             self._counted_connection = address
             if count > f.connection_count_limit:
                 # Postfix's anvil: one client may not take every session.
@@ -414,12 +414,9 @@ class SMTPServerProtocol(Protocol):
             check, self._auth_check = self._auth_check, None
             check.cancel()
         if self._counted_connection:
-            connections = self.factory.connections
-            left = connections.get(self._counted_connection, 1) - 1
-            if left > 0:
-                connections[self._counted_connection] = left
-            else:
-                connections.pop(self._counted_connection, None)
+            counts = self.factory.rates.connections
+            if counts is not None:
+                counts.closed(self._counted_connection)
             self._counted_connection = ""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
