@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
+from pymta.anvil import CONNECTION_LEASE, ConnectionCounts
 from pymta.auth.penalty import FilePenaltyTable
 from pymta.config.config import Config
-from pymta.smtpd.anvil import CONNECTION_LEASE, ClientRates, ConnectionCounts
+from pymta.smtpd.anvil import ClientRates
 from pymta.smtpd.testing import LogCapture, SMTPHarness
 from pymta.tls import ServerTLS
 
@@ -120,7 +121,7 @@ _CHILD = textwrap.dedent(
     from twisted.internet.task import Clock
     from pymta.auth.penalty import FilePenaltyTable
     from pymta.config.config import Config
-    from pymta.smtpd.anvil import CONNECTION_LEASE, ClientRates, ConnectionCounts
+    from pymta.smtpd.anvil import ClientRates
     clock = Clock()
     clock.advance(float(sys.argv[2]))
     config = Config.from_text("smtpd_client_message_rate_limit = 3\\n")

@@ -28,16 +28,13 @@ hammering stays refused until it pauses for a time unit).
 ``smtpd_client_connection_count_limit`` (50) bounds the connections one
 client has open at a time (``421 4.7.0 HOST Error: too many connections
 from ADDR``, ``warning: Connection concurrency limit exceeded``);
-:class:`ConnectionCounts` keeps that count.
+:class:`pymta.anvil.ConnectionCounts` keeps that count.
 
-The counters live in the same kind of shared table as the login
-penalties (:class:`pymta.auth.penalty.SharedPenaltyTable`, a mapped file
-under ``data_directory``, here ``anvil``, locked with ``fcntl``) when
-``pymta_processes`` is not 1: a client spreading its connections over
-processes meets one count. With one process they live in memory. A
-record's ``failures`` field holds a rate count and ``last_failure`` the
-start of its window; ``in_progress`` an open-connection count. If the file
-cannot be opened the counts are per process (logged once). A counter costs a few
+The counters live in the anvil table (:mod:`pymta.anvil`): a file shared
+by every reactor process when ``pymta_processes`` is not 1, so a client
+spreading its connections over processes meets one count; in memory with
+one process. A rate record's ``failures`` field holds the count and
+``last_failure`` the start of its window. A counter costs a few
 microseconds on the reactor thread (no disk I/O: the pages stay in the
 page cache and are never synced).
 
@@ -47,18 +44,15 @@ write: the table file. Logs: nothing itself (the protocol logs refusals).
 
 from __future__ import annotations
 
-import os
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from pymta.auth.penalty import IPenaltyTable, MemoryPenaltyTable, SharedPenaltyTable
+from pymta.anvil import ConnectionCounts, shared_table
+from pymta.auth.penalty import IPenaltyTable
 from pymta.config.config import Config
 from pymta.netmatch import NetworkList
 
-__all__ = ["ANVIL_FILE", "LIMITS", "ClientRates", "ConnectionCounts", "Limit", "shared_table"]
-
-ANVIL_FILE = "anvil"
+__all__ = ["LIMITS", "ClientRates", "Limit"]
 
 
 @dataclass(frozen=True)
@@ -97,66 +91,6 @@ LIMITS = {
         "450 4.7.1 Error: too many AUTH commands from {addr}",
     ),
 }
-
-#: How long an open connection counts without news from its process: a
-#: process that died cannot hold a client's places longer than this.
-CONNECTION_LEASE = 3600.0
-
-_files: dict[str, IPenaltyTable] = {}
-# One table in memory per reactor (tests give each harness its own clock).
-_memory: weakref.WeakKeyDictionary[Any, IPenaltyTable] = weakref.WeakKeyDictionary()
-
-
-def shared_table(config: Config, clock: Any) -> IPenaltyTable:
-    """This process's anvil table: the file ``$data_directory/anvil`` when
-    several reactor processes share the clients (``pymta_processes`` other
-    than 1), else one table in memory per reactor ``clock``; every factory
-    (each service, each reload) of the process uses the same one."""
-    if config.get_int("pymta_processes") == 1:
-        table = _memory.get(clock)
-        if table is None:
-            table = _memory[clock] = MemoryPenaltyTable()
-        return table
-    path = os.path.join(config.get("data_directory"), ANVIL_FILE)
-    table = _files.get(path)
-    if table is None:
-        table = _files[path] = SharedPenaltyTable(path)
-    return table
-
-
-class ConnectionCounts:
-    """Open connections per client and service, for
-    ``smtpd_client_connection_count_limit``, in the anvil table: every
-    process, and every factory a reload makes, counts in the same place.
-    A record's ``in_progress`` is the count, valid until ``busy_until``
-    (renewed by each open and close, :data:`CONNECTION_LEASE`)."""
-
-    def __init__(self, table: IPenaltyTable, service: str, clock: Any) -> None:
-        self._table = table
-        self._service = service
-        self._clock = clock
-
-    def _change(self, address: str, delta: int) -> int:
-        key = f"conns:{self._service}:{address}"
-        now = self._clock.seconds()
-        with self._table.locked():
-            record = self._table.get(key)
-            if record.busy_until <= now:
-                record.in_progress = 0
-            record.in_progress = max(record.in_progress + delta, 0)
-            record.busy_until = now + CONNECTION_LEASE if record.in_progress else 0.0
-            self._table.put(key, record)
-        return record.in_progress
-
-    def opened(self, address: str) -> int:
-        """One more connection of ``address``: the count with it."""
-        return self._change(address, 1)
-
-    def closed(self, address: str) -> None:
-        self._change(address, -1)
-
-    def count(self, address: str) -> int:
-        return self._change(address, 0)
 
 
 class ClientRates:
