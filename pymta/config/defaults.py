@@ -834,6 +834,20 @@ _PARAMS: list[Param] = [
         "pymta: connections not logged in yet from one client address (0: no limit)",
     ),
     _p(
+        "imapd_max_userip_connections",
+        "10",
+        "int",
+        "pymta: logged-in IMAP sessions of one user from one address (Dovecot's "
+        "mail_max_userip_connections; 0: no limit)",
+    ),
+    _p(
+        "pop3d_max_userip_connections",
+        "10",
+        "int",
+        "pymta: logged-in POP3 sessions of one user from one address (Dovecot's "
+        "mail_max_userip_connections; 0: no limit)",
+    ),
+    _p(
         "pop3d_max_login_ip_connections",
         "20",
         "int",
