@@ -175,3 +175,33 @@ def test_smtp_client_mandatory_protocols(tmp_path: Path) -> None:
                     relay.wait_for_log(rf"{qid}: to=<ann@remote.test>.*status=deferred")
                 relay.stop()
         assert len(handler.messages) == (1 if delivered else 0)
+
+
+def test_imapd_and_pop3d_take_their_own_protocols(tmp_path: Path) -> None:
+    """imapd_tls_protocols = >=TLSv1.3 refuses an openssl s_client -tls1_2
+    after IMAP STARTTLS while pop3d (smtpd's default list) still takes TLS
+    1.2 after STLS."""
+    from tests.harness import DEFAULT_MASTER_CF, IMAP_SERVICE, POP3_SERVICE
+
+    chain = tmp_path / "chain.pem"
+    write_chain(chain, "localhost")
+    extra = "imapd_tls_protocols = >=TLSv1.3\n"
+    master = DEFAULT_MASTER_CF + IMAP_SERVICE + POP3_SERVICE
+    with PymtaServer(tmp_path / "site", _settings(chain, extra), master_cf=master) as server:
+        server.start()
+
+        def s_client(protocol: str, port: int) -> subprocess.CompletedProcess[str]:
+            address = f"127.0.0.1:{port}"
+            return subprocess.run(
+                ["openssl", "s_client", "-starttls", protocol, "-connect", address, "-tls1_2"],
+                input="",
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        imap = s_client("imap", server.imap_port)
+        assert "Cipher is (NONE)" in imap.stdout, imap.stdout
+        pop3 = s_client("pop3", server.pop3_port)
+        assert "New, TLSv1.2, Cipher is ECDHE-" in pop3.stdout, pop3.stdout
+        server.stop()
