@@ -74,6 +74,9 @@ pymta_passdb = passwd-file:$config_directory/passwd
 smtpd_tls_security_level = none
 pop3d_tls_security_level = none
 imapd_tls_security_level = none
+# The benches hold many sessions per user, all from one loopback address.
+imapd_max_userip_connections = 0
+pop3d_max_userip_connections = 0
 {extra}"""
 
 

@@ -7,11 +7,22 @@ so ``transport.startTLS(server_tls)`` and
 ``SSL4ServerEndpoint(reactor, port, server_tls)`` both take it.
 
 Parameters: ``smtpd_tls_security_level`` (none/"" = no TLS, may = offer,
-encrypt = require), ``smtpd_tls_cert_file`` and ``smtpd_tls_key_file``
-(PEM). Contexts allow TLS 1.2 and later with forward-secret AEAD ciphers
-only. :func:`ensure_self_signed` writes a certificate and a 0600 private
+encrypt = require); the certificates (``smtpd_tls_cert_file`` +
+``smtpd_tls_key_file``, ``smtpd_tls_eccert_file`` + ``smtpd_tls_eckey_file``,
+or ``smtpd_tls_chain_files``: :mod:`pymta.tls_certs`); a certificate per
+SNI name (``tls_server_sni_maps``); protocols and ciphers
+(``smtpd_tls_protocols``, ``smtpd_tls_ciphers``, their ``mandatory_``
+twins at level encrypt, ``smtpd_tls_exclude_ciphers``:
+:mod:`pymta.tls_grades`). pop3d and imapd read the same names with their
+own prefix (``pop3d_tls_protocols`` ...), which default to smtpd's.
+
+Renewed certificate files are picked up without a restart: new
+connections stat them (at most once a second) and a change loads them
+again; open sessions keep the context they started with.
+:func:`ensure_self_signed` writes a certificate and a 0600 private
 key (atomically: temporary name, fsync, rename) when they are missing, for
-the embedded default configuration. It logs what it creates.
+the embedded default configuration. It logs what it creates and each
+reload.
 """
 
 from __future__ import annotations
@@ -19,6 +30,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +45,10 @@ from zope.interface import implementer
 
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
+from pymta.tables.interface import TableError
+from pymta.tls_ccert import DIGESTS, verify_callback
+from pymta.tls_certs import CertSource, Stamp, openssl_reason, stamps
+from pymta.tls_grades import TLSSettings, settings_for
 
 __all__ = ["CIPHERS_TLS12", "ServerTLS", "describe", "ensure_self_signed", "implicit_tls"]
 
@@ -47,12 +66,45 @@ CIPHERS_TLS12 = (
 _LEVELS = ("", "none", "may", "encrypt")
 
 
+#: Contexts made without a configuration (tests, embedding) keep pymta's
+#: own floor: TLS 1.2 and 1.3, forward-secret AEAD ciphers.
+DEFAULT_SETTINGS = TLSSettings(SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION, CIPHERS_TLS12)
+
+
+@dataclass(frozen=True)
+class ClientCertPolicy:
+    """smtpd_tls_ask_ccert / smtpd_tls_req_ccert, smtpd_tls_CAfile and
+    smtpd_tls_fingerprint_digest (:mod:`pymta.tls_ccert`)."""
+
+    require: bool = False
+    ca_file: str = ""
+    digest: str = "sha256"
+
+
+#: How often (seconds) new connections look at the certificate files.
+RELOAD_CHECK_INTERVAL = 1.0
+
+
 @implementer(IOpenSSLContextFactory)
 class ServerTLS:
-    """A server TLS context from a certificate chain and key (PEM files).
+    """A server TLS context from certificate chains and keys (PEM files).
 
     ``required`` is True for ``smtpd_tls_security_level = encrypt``.
+    ``source`` (default: the ``cert_file``/``key_file`` pair) says where the
+    certificates are, ``settings`` the protocols and ciphers, ``sni`` a
+    table from TLS SNI names to chain files (``tls_server_sni_maps``).
+
+    Renewals: at most once per :data:`RELOAD_CHECK_INTERVAL` a new
+    connection stats the files; when one changed, the files are loaded
+    again and new connections get the new context (sessions already open
+    keep theirs, so none is dropped). A renewal that cannot be loaded (a
+    half-written key, a mismatch) is logged and the old certificate stays
+    in use until the files are right.
     """
+
+    #: None: no client certificate is asked for (a class default, so that
+    #: stand-ins made with ``object.__new__`` in tests have one too).
+    client_certs: ClientCertPolicy | None = None
 
     def __init__(
         self,
@@ -61,12 +113,31 @@ class ServerTLS:
         required: bool = False,
         parameter: str = "smtpd_tls_cert_file",
         config: Config | None = None,
+        *,
+        source: CertSource | None = None,
+        settings: TLSSettings = DEFAULT_SETTINGS,
+        sni: Any = None,
+        client_certs: ClientCertPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
         self.required = required
+        self.settings = settings
+        self.client_certs = client_certs
+        key_parameter = parameter.replace("_cert_file", "_key_file")
+        self.source = source or CertSource(((cert_file, key_file, parameter, key_parameter),))
+        self._config = config
+        self._sni = sni
+        self._sni_contexts: dict[str, _Loaded] = {}
+        self._clock = clock
+        self._checked = clock()
+        self._default = self._load(self.source, sni_callback=sni is not None)
+
+    def _load(self, source: CertSource, sni_callback: bool = False) -> _Loaded:
+        """A new context from ``source`` (ConfigError when it cannot be)."""
+        stamp = stamps(source.files)
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
         ctx.set_options(
             SSL.OP_NO_COMPRESSION
             | SSL.OP_CIPHER_SERVER_PREFERENCE
@@ -74,25 +145,91 @@ class ServerTLS:
             | SSL.OP_SINGLE_DH_USE
             | getattr(SSL, "OP_NO_RENEGOTIATION", 0)
         )
-        ctx.set_cipher_list(CIPHERS_TLS12.encode("ascii"))
-        key_parameter = parameter.replace("_cert_file", "_key_file")
-        # Read both files first: OpenSSL's own error for a missing file is a
-        # tuple that names neither the file nor "No such file or directory".
-        _readable(cert_file, "certificate", parameter, config)
-        _readable(key_file, "private key", key_parameter, config)
-        step = (parameter, f"cannot load certificate {cert_file}")
+        self.settings.apply(ctx)
         try:
-            ctx.use_certificate_chain_file(cert_file.encode())
-            step = (key_parameter, f"cannot load private key {key_file}")
-            ctx.use_privatekey_file(key_file.encode())
-            step = (key_parameter, f"private key {key_file} does not match certificate {cert_file}")
-            ctx.check_privatekey()
-        except SSL.Error as e:
-            raise _error(f"{step[1]}: {_openssl_reason(e)}", step[0], config) from None
-        self._context = ctx
+            source.load(ctx)
+        except ConfigError as e:
+            raise _error(e.message, e.parameter or "smtpd_tls_cert_file", self._config) from None
+        if self.client_certs is not None:
+            self._ask_client_certificate(ctx, self.client_certs)
+        if sni_callback:
+            ctx.set_tlsext_servername_callback(self._servername)
+        return _Loaded(ctx, source, stamp)
+
+    def _ask_client_certificate(self, ctx: SSL.Context, policy: ClientCertPolicy) -> None:
+        """Ask for a client certificate (never require one in the
+        handshake) and name the CAs of smtpd_tls_CAfile to the client."""
+        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, verify_callback)
+        # Resumed sessions keep their peer certificate; OpenSSL refuses to
+        # resume a verified session without a session id context.
+        ctx.set_session_id(b"pymta")
+        if policy.ca_file:
+            try:
+                ctx.load_verify_locations(policy.ca_file.encode())
+                ctx.load_client_ca(policy.ca_file.encode())
+            except SSL.Error as e:
+                raise _error(
+                    f"cannot load CA certificates {policy.ca_file}: {openssl_reason(e)}",
+                    "smtpd_tls_CAfile",
+                    self._config,
+                ) from None
 
     def getContext(self) -> SSL.Context:
-        return self._context
+        now = self._clock()
+        if now - self._checked >= RELOAD_CHECK_INTERVAL:
+            self._checked = now
+            self._default = self._fresh(self._default, sni_callback=self._sni is not None)
+            for value, loaded in list(self._sni_contexts.items()):
+                self._sni_contexts[value] = self._fresh(loaded)
+        return self._default.context
+
+    def _fresh(self, loaded: _Loaded, sni_callback: bool = False) -> _Loaded:
+        """``loaded``, or a new context when its files changed since."""
+        if stamps(loaded.source.files) == loaded.stamp:
+            return loaded
+        try:
+            renewed = self._load(loaded.source, sni_callback)
+        except ConfigError as e:
+            _log.error(
+                "TLS certificate files changed but cannot be loaded; "
+                "keeping the previous certificate: {error}",
+                error=str(e),
+            )
+            # Try again only when they change again.
+            return _Loaded(loaded.context, loaded.source, stamps(loaded.source.files))
+        _log.info("reloaded TLS certificates from {files}", files=loaded.source.describe())
+        return renewed
+
+    def _servername(self, conn: SSL.Connection) -> None:
+        """tls_server_sni_maps: switch to the context of the name the
+        client asked for (RFC 6066 section 3), trying the name, then its
+        parent domains as ``.parent``, as Postfix does; no entry keeps the
+        default certificate."""
+        raw = conn.get_servername()
+        if not raw:
+            return
+        name = raw.decode("ascii", "replace").lower().rstrip(".")
+        keys = [name]
+        labels = name.split(".")
+        keys += ["." + ".".join(labels[i:]) for i in range(1, len(labels))]
+        try:
+            value = next((v for v in map(self._sni.lookup, keys) if v), None)
+        except TableError as e:
+            _log.warn("tls_server_sni_maps lookup of {name} failed: {error}", name=name, error=e)
+            return
+        if value is None:
+            return
+        loaded = self._sni_contexts.get(value)
+        if loaded is None:
+            files = tuple(f for f in re.split(r"[\s,]+", value.strip()) if f)
+            source = CertSource(chain_files=files, chain_parameter="tls_server_sni_maps")
+            try:
+                loaded = self._load(source)
+            except ConfigError as e:
+                _log.error("tls_server_sni_maps entry of {name}: {error}", name=name, error=e)
+                return
+            self._sni_contexts[value] = loaded
+        conn.set_context(loaded.context)
 
     @classmethod
     def from_config(cls, config: Config, prefix: str = "smtpd") -> ServerTLS | None:
@@ -114,20 +251,86 @@ class ServerTLS:
             )
         if level in ("", "none"):
             return None
-        cert = config.get(f"{prefix}_tls_cert_file").strip()
-        key = config.get(f"{prefix}_tls_key_file").strip() or cert
-        if not cert:
-            raise ConfigError(
-                f"{level_name} = {level} needs a certificate",
-                parameter=f"{prefix}_tls_cert_file",
-            )
+        required = level == "encrypt"
+        try:
+            settings = settings_for(config, prefix, mandatory=required)
+        except ConfigError as e:
+            raise _error(e.message, e.parameter or level_name, config) from None
+        source = _cert_source(config, prefix, level)
+        sni = None
+        sni_maps = config.get("tls_server_sni_maps").strip()
+        if sni_maps:
+            from pymta.tables import open_table
+
+            sni = open_table(sni_maps, config)
         return cls(
-            cert,
-            key,
-            required=(level == "encrypt"),
+            source.pairs[0][0] if source.pairs else "",
+            source.pairs[0][1] if source.pairs else "",
+            required=required,
             parameter=f"{prefix}_tls_cert_file",
             config=config,
+            source=source,
+            settings=settings,
+            sni=sni,
+            client_certs=_client_cert_policy(config, prefix, required),
         )
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One context and the stamps of the files it was made from."""
+
+    context: SSL.Context
+    source: CertSource
+    stamp: tuple[Stamp, ...]
+
+
+def _client_cert_policy(config: Config, prefix: str, required: bool) -> ClientCertPolicy | None:
+    """smtpd's client-certificate settings, None when none is asked for.
+    As in Postfix, smtpd_tls_req_ccert implies asking, and is ignored with
+    a warning unless TLS is mandatory (level encrypt)."""
+    if prefix != "smtpd":
+        return None
+    require = config.get_bool("smtpd_tls_req_ccert")
+    if require and not required:
+        _log.warn("smtpd_tls_req_ccert = yes is ignored unless smtpd_tls_security_level = encrypt")
+        require = False
+    if not (require or config.get_bool("smtpd_tls_ask_ccert")):
+        return None
+    digest = config.get("smtpd_tls_fingerprint_digest").strip().lower()
+    if digest not in DIGESTS:
+        raise _error(
+            f"bad value {digest!r}: expected one of {', '.join(DIGESTS)}",
+            "smtpd_tls_fingerprint_digest",
+            config,
+        )
+    return ClientCertPolicy(require, config.get("smtpd_tls_CAfile").strip(), digest)
+
+
+def _cert_source(config: Config, prefix: str, level: str) -> CertSource:
+    """``<prefix>_tls_chain_files`` when set, else the cert/key pair and,
+    for smtpd, the ECDSA pair (``smtpd_tls_eccert_file``)."""
+    chain_parameter = f"{prefix}_tls_chain_files"
+    chain = tuple(config.get_list(chain_parameter)) if config.is_known(chain_parameter) else ()
+    if chain:
+        return CertSource(chain_files=chain, chain_parameter=chain_parameter)
+    pairs: list[tuple[str, str, str, str]] = []
+    for cert_parameter, key_parameter in (
+        (f"{prefix}_tls_cert_file", f"{prefix}_tls_key_file"),
+        (f"{prefix}_tls_eccert_file", f"{prefix}_tls_eckey_file"),
+    ):
+        if not config.is_known(cert_parameter):
+            continue
+        cert = config.get(cert_parameter).strip()
+        if cert:
+            key = config.get(key_parameter).strip() or cert
+            pairs.append((cert, key, cert_parameter, key_parameter))
+    if not pairs:
+        raise ConfigError(
+            f"{prefix}_tls_security_level = {level} needs a certificate",
+            parameter=f"{prefix}_tls_cert_file",
+        )
+    return CertSource(tuple(pairs))
 
 
 def _error(message: str, parameter: str, config: Config | None) -> ConfigError:
@@ -136,20 +339,6 @@ def _error(message: str, parameter: str, config: Config | None) -> ConfigError:
     if src is not None:
         return ConfigError(message, src.filename, src.lineno or None, parameter)
     return ConfigError(message, parameter=parameter)
-
-
-def _readable(path: str, what: str, parameter: str, config: Config | None) -> None:
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise _error(f"cannot read {what} {path}: {e.strerror}", parameter, config) from None
-
-
-def _openssl_reason(error: SSL.Error) -> str:
-    """The reasons of an OpenSSL error queue ([(lib, func, reason), ...]) as text."""
-    reasons = [str(entry[2]) for entry in (error.args[0] if error.args else []) if len(entry) > 2]
-    return "; ".join(r for r in reasons if r) or str(error)
 
 
 def describe(transport: Any) -> str:

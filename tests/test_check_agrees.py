@@ -74,6 +74,25 @@ REFUSED = [
         id="imaps-without-certificate",
     ),
     pytest.param(
+        "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = /nonexistent/cert.pem\n"
+        "smtpd_tls_protocols = <=TLSv1.1\n",
+        DEFAULT_MASTER_CF,
+        "smtpd_tls_protocols: '<=TLSv1.1' allows neither TLSv1.2 nor TLSv1.3",
+        id="tls-protocols",
+    ),
+    pytest.param(
+        "smtp_tls_mandatory_ciphers = null\n",
+        DEFAULT_MASTER_CF + "smtp unix - - n - - smtp\n",
+        "smtp_tls_mandatory_ciphers: the null grade",
+        id="client-cipher-grade",
+    ),
+    pytest.param(
+        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:nowhere\n",
+        DEFAULT_MASTER_CF,
+        "smtpd_sasl_path: bad value 'inet:nowhere'",
+        id="dovecot-sasl-path",
+    ),
+    pytest.param(
         "message_size_limit = big\n",
         DEFAULT_MASTER_CF,
         "message_size_limit: bad value 'big'",

@@ -47,6 +47,7 @@ DIFFERENT_ON_PURPOSE = {
     "append_dot_mydomain",  # compatibility_level >= 1 value
     "smtputf8_enable",  # compatibility_level >= 1 value
     "smtpd_relay_restrictions",  # compatibility_level >= 1 value
+    "smtpd_tls_fingerprint_digest",  # compatibility_level >= 3.6 value
     "smtpd_forbidden_commands",  # inline regexp tables not supported in this list
     "smtpd_timeout",  # no ${stress?...}
     "smtpd_hard_error_limit",  # no ${stress?...}

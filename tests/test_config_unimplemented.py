@@ -18,9 +18,6 @@ from pymta.config.unimplemented import (
     REFUSE,
     UNIMPLEMENTED,
     WARN,
-    cipher_grade_satisfied,
-    excluded_ciphers_satisfied,
-    tls_protocols_satisfied,
 )
 from pymta.config.validate import validate
 
@@ -97,10 +94,8 @@ def test_an_inert_setting_is_a_warning_with_file_and_line() -> None:
     [
         "milter_header_checks = regexp:/etc/pymta/milter_header_checks",
         "receive_override_options = no_address_mappings",
-        "smtpd_client_connection_rate_limit = 30",
-        "smtpd_tls_protocols = TLSv1.3",
-        "smtpd_tls_mandatory_protocols = !TLSv1.2",
-        "smtpd_tls_ask_ccert = yes",
+        "disable_dns_lookups = yes",
+        "smtp_tls_wrappermode = yes",
         "virtual_uid_maps = static:5000",
         "soft_bounce = yes",
         "luser_relay = admin@example.org",
@@ -119,20 +114,20 @@ def test_a_setting_that_would_matter_stops_the_start(setting: str) -> None:
 
 
 def test_master_cf_override_that_would_matter_stops_the_start() -> None:
-    """A service asking for client certificates (pymta asks for none) is
-    refused, naming master.cf's line."""
+    """A service override of a refused parameter (soft_bounce) is refused,
+    naming master.cf's line."""
     master = parse_master_cf(
         "smtp inet n - y - - smtpd\n"
         "submissions inet n - y - - smtpd\n"
         "  -o syslog_name=postfix/submissions\n"
-        "  -o smtpd_tls_ask_ccert=yes\n",
+        "  -o soft_bounce=yes\n",
         "/etc/pymta/master.cf",
     )
     with pytest.raises(ConfigError) as caught:
         validate(Config.from_text("myorigin = x\n"), master)
     text = str(caught.value)
     assert text.startswith(
-        "/etc/pymta/master.cf, line 4: smtpd_tls_ask_ccert: service submissions: "
+        "/etc/pymta/master.cf, line 4: soft_bounce: service submissions: "
         "not implemented by pymta (set to 'yes'): "
     )
 
@@ -166,18 +161,6 @@ def test_unimplemented_parameters_still_expand_to_postfix_defaults() -> None:
     """$mime_header_checks expands as in Postfix (to $header_checks' value)."""
     config = Config.from_text("x = [$mail_spool_directory]\n")
     assert config.get("x") == "[/var/mail]"
-
-
-def test_tls_protocol_lists_pymta_satisfies() -> None:
-    """Lists that only drop versions below TLS 1.2 are what pymta does anyway;
-    one that drops 1.2 or 1.3, or names a maximum, asks for more."""
-    for value in ("!SSLv2, !SSLv3", ">=TLSv1", ">=TLSv1.2", "!SSLv2 !SSLv3 !TLSv1 !TLSv1.1"):
-        assert tls_protocols_satisfied(value), value
-    for value in ("!TLSv1.2", "TLSv1.3", ">=TLSv1.3", "<=TLSv1.2", "!TLSv1.3"):
-        assert not tls_protocols_satisfied(value), value
-    assert cipher_grade_satisfied("high") and not cipher_grade_satisfied("null")
-    assert excluded_ciphers_satisfied("aNULL, eNULL, EXPORT, DES, RC4, MD5, PSK")
-    assert not excluded_ciphers_satisfied("AES256-GCM-SHA384")
 
 
 def test_check_fails_on_a_refused_parameter(

@@ -265,12 +265,12 @@ def test_login_mismatch_without_maps_stops_the_start(
 
 
 def test_decode_plain_and_settings() -> None:
-    """RFC 4616's three fields; a Dovecot SASL type is refused, not ignored."""
+    """RFC 4616's three fields; the Cyrus SASL type is refused, not ignored."""
     assert decode_plain(b"\0alice\0pw") == ("", "alice", "pw")
     with pytest.raises(ValueError):
         decode_plain(b"alice\0pw")
-    config = Config.from_text("smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n")
-    with pytest.raises(ConfigError, match="smtpd_sasl_type = dovecot is not implemented"):
+    config = Config.from_text("smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\n")
+    with pytest.raises(ConfigError, match="smtpd_sasl_type = cyrus is not implemented"):
         SaslSettings.from_config(config)
 
 

@@ -656,7 +656,8 @@ def test_connection_count_limit_per_client() -> None:
     assert second.disconnecting
     protocol.connectionLost(None)
     h.protocol.connectionLost(None)
-    assert h.factory.connections == {}
+    assert h.factory.rates.connections is not None
+    assert h.factory.rates.connections.count("203.0.113.5") == 0
     local = [TLSStringTransport("127.0.0.1") for _ in range(3)]
     for transport in local:
         h.factory.buildProtocol(transport.getPeer()).makeConnection(transport)

@@ -33,11 +33,14 @@ class PasswordCredentials:
         password: str,
         client_address: str | None = None,
         service: str = "",
+        secured: bool = False,
     ) -> None:
         self.username = username
         self.password = password
         self.client_address = client_address
         self.service = service
+        #: The session is under TLS (Dovecot's ``secured``).
+        self.secured = secured
 
     def checkPassword(self, password: str | bytes) -> bool:
         return hmac.compare_digest(self.password.encode("utf-8"), _text(password).encode("utf-8"))

@@ -46,7 +46,7 @@ class Unimplemented:
     #: Values (normalised: lower case, list items joined by one space) that
     #: change nothing; the default is always one.
     harmless: tuple[str, ...] = ()
-    #: A test of harmlessness for values with a syntax (TLS protocol lists).
+    #: A test of harmlessness for values with a syntax.
     harmless_if: Callable[[str], bool] | None = None
 
     def is_harmless(self, value: str) -> bool:
@@ -64,74 +64,6 @@ def normalise(value: str) -> str:
     return " ".join(item for item in _SPLIT.split(value.strip().lower()) if item)
 
 
-# pymta's TLS floor (pymta.tls, pymta.delivery.smtp_tls): TLS 1.2 and 1.3,
-# forward-secret AEAD ciphers only.
-_BELOW_FLOOR = {"sslv2", "sslv3", "tlsv1", "tlsv1.1"}
-_OFFERED = ("tlsv1.2", "tlsv1.3")
-
-
-def tls_protocols_satisfied(value: str) -> bool:
-    """True when a Postfix protocol list allows both versions pymta offers:
-    ``!SSLv2, !SSLv3``, ``>=TLSv1``, ``>=TLSv1.2`` (Postfix's syntax,
-    postconf(5) smtpd_tls_protocols). Excluding TLS 1.2 or 1.3, an upper
-    bound, or a positive list without them is stricter than pymta, so not."""
-    items = [i for i in _SPLIT.split(value.strip().lower()) if i]
-    positives: list[str] = []
-    for item in items:
-        if item.startswith("!"):
-            if item[1:] not in _BELOW_FLOOR:
-                return False
-        elif item.startswith(">="):
-            if item[2:] not in (*_BELOW_FLOOR, "tlsv1.2"):
-                return False
-        elif item.startswith("<="):
-            return False
-        else:
-            positives.append(item)
-    return not positives or all(v in positives for v in _OFFERED)
-
-
-def cipher_grade_satisfied(value: str) -> bool:
-    """pymta's ciphers are all of OpenSSL's HIGH grade, so any Postfix grade
-    (export, low, medium, high) is met; ``null`` asks for no encryption."""
-    return normalise(value) in ("export", "low", "medium", "high")
-
-
-_EXCLUDED_ANYWAY = {
-    "anull",
-    "enull",
-    "export",
-    "exp",
-    "low",
-    "des",
-    "3des",
-    "rc4",
-    "md5",
-    "psk",
-    "srp",
-    "idea",
-    "seed",
-    "camellia",
-    "adss",
-    "dss",
-    "aecdh",
-    "kecdh",
-    "kdh",
-    "edh-dss-des-cbc3-sha",
-    "edh-rsa-des-cbc3-sha",
-    "krb5-des-cbc3-sha",
-    "cbc3-sha",
-    "des-cbc3-sha",
-    "null",
-}
-
-
-def excluded_ciphers_satisfied(value: str) -> bool:
-    """True when every excluded cipher is one pymta never offers (it offers
-    ECDHE with AES-GCM or ChaCha20-Poly1305 only)."""
-    return all(item in _EXCLUDED_ANYWAY for item in normalise(value).split())
-
-
 def _static_id(value: str) -> int | None:
     """N of ``static:N``: a uid or gid map that names one id (None else)."""
     kind, _, number = value.strip().partition(":")
@@ -146,8 +78,6 @@ def _r(name: str, default: str, why: str, *harmless: str) -> Unimplemented:
     return Unimplemented(name, default, REFUSE, why, tuple(normalise(h) for h in harmless))
 
 
-_TLS_PROTOCOLS = "pymta offers TLS 1.2 and 1.3 only and cannot narrow that further yet"
-_TLS_CIPHERS = "pymta offers forward-secret AEAD ciphers only and cannot change that yet"
 _LOCAL = "pymta's local agent delivers to aliases only: no Unix-user mailboxes yet"
 _PROCESS = "pymta's reactor processes live as long as the server"
 _SCHEDULER = "pymta's queue manager has no preemptive scheduler to tune"
@@ -240,42 +170,10 @@ _ENTRIES: list[Unimplemented] = [
     _w("smtpd_etrn_restrictions", "", "pymta's smtpd has no ETRN"),
     _w("smtpd_reject_footer", "", "not implemented"),
     _w("smtpd_client_port_logging", "no", "not implemented"),
-    _r(
-        "smtpd_client_connection_rate_limit",
-        "0",
-        "pymta has no client rate limits yet (anvil)",
-    ),
-    _r("smtpd_client_message_rate_limit", "0", "pymta has no client rate limits yet (anvil)"),
-    _r("smtpd_client_recipient_rate_limit", "0", "pymta has no client rate limits yet (anvil)"),
-    _r("smtpd_client_auth_rate_limit", "0", "pymta has no client rate limits yet (anvil)"),
-    _w("anvil_rate_time_unit", "60s", "pymta has no client rate limits yet (anvil)"),
     _w("relay_domains_reject_code", "554", "pymta's replies use Postfix's default codes"),
     _w("access_map_reject_code", "554", "pymta's replies use Postfix's default codes"),
-    _r("smtpd_tls_chain_files", "", "the certificates would not be used"),
-    _r("smtpd_tls_eccert_file", "", "the ECDSA certificate would not be used"),
-    _r("smtpd_tls_eckey_file", "$smtpd_tls_eccert_file", "the ECDSA key would not be used"),
     _w("smtpd_tls_dh1024_param_file", "", "pymta uses OpenSSL's built-in key exchange groups"),
-    _w("smtpd_tls_CAfile", "", "pymta does not ask for client certificates"),
-    _w("smtpd_tls_CApath", "", "pymta does not ask for client certificates"),
-    _r("smtpd_tls_ask_ccert", "no", "pymta does not ask for client certificates yet"),
-    Unimplemented(
-        "smtpd_tls_protocols", ">=TLSv1", REFUSE, _TLS_PROTOCOLS, (), tls_protocols_satisfied
-    ),
-    Unimplemented(
-        "smtpd_tls_mandatory_protocols",
-        ">=TLSv1",
-        REFUSE,
-        _TLS_PROTOCOLS,
-        (),
-        tls_protocols_satisfied,
-    ),
-    Unimplemented("smtpd_tls_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied),
-    Unimplemented(
-        "smtpd_tls_mandatory_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied
-    ),
-    Unimplemented(
-        "smtpd_tls_exclude_ciphers", "", REFUSE, _TLS_CIPHERS, (), excluded_ciphers_satisfied
-    ),
+    _w("smtpd_tls_CApath", "", "use smtpd_tls_CAfile"),
     _w("smtpd_tls_session_cache_database", "", "pymta keeps no TLS session cache"),
     _w("smtpd_tls_session_cache_timeout", "3600s", "pymta keeps no TLS session cache"),
     _w("smtpd_starttls_timeout", "300s", "the handshake is bounded by smtpd_timeout"),
@@ -286,7 +184,6 @@ _ENTRIES: list[Unimplemented] = [
         "yes",
     ),
     _w("smtpd_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
-    _w("smtpd_sasl_path", "smtpd", "used only by Cyrus and Dovecot SASL, which pymta has not"),
     _w("smtpd_sasl_local_domain", "", "pymta's SASL user names are the passdb's, unchanged"),
     # --- the smtp and lmtp clients ------------------------------------------
     _w("smtp_host_lookup", "dns", "pymta looks up hosts in DNS only"),
@@ -306,21 +203,6 @@ _ENTRIES: list[Unimplemented] = [
     _r("smtp_tls_key_file", "$smtp_tls_cert_file", "pymta presents no client certificate"),
     _w("smtp_tls_CApath", "", "use smtp_tls_CAfile (or the system's trust store)"),
     _w("smtp_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
-    Unimplemented(
-        "smtp_tls_protocols", ">=TLSv1", REFUSE, _TLS_PROTOCOLS, (), tls_protocols_satisfied
-    ),
-    Unimplemented(
-        "smtp_tls_mandatory_protocols",
-        ">=TLSv1",
-        REFUSE,
-        _TLS_PROTOCOLS,
-        (),
-        tls_protocols_satisfied,
-    ),
-    Unimplemented("smtp_tls_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied),
-    Unimplemented(
-        "smtp_tls_mandatory_ciphers", "medium", REFUSE, _TLS_CIPHERS, (), cipher_grade_satisfied
-    ),
     _w("smtp_tls_servername", "", "pymta sends no SNI name"),
     _w("smtp_tls_session_cache_database", "", "pymta keeps no TLS session cache"),
     _w("smtp_tls_note_starttls_offer", "no", "not implemented"),

@@ -57,7 +57,13 @@ from pymta.delivery.smtp_chat import SessionError, SMTPChat
 from pymta.delivery.smtp_content import survey
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
-from pymta.delivery.smtp_tls import TLSPolicy, default_level, load_trust, policy_for
+from pymta.delivery.smtp_tls import (
+    TLSPolicy,
+    client_grades,
+    default_level,
+    load_trust,
+    policy_for,
+)
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
@@ -232,6 +238,7 @@ class SMTPAgent:
         default_level(config, protocol)  # a bad level stops the start (ConfigError)
         cafile = config.get(p("tls_CAfile")).strip()
         self._trust: Any = load_trust(cafile) if cafile else None
+        self._tls_grades = client_grades(config, protocol)
         reuse = config.get_bool(p("connection_cache_on_demand")) or bool(
             config.get_list(p("connection_cache_destinations"))
         )
@@ -261,6 +268,7 @@ class SMTPAgent:
             timeouts=self._timeouts,
             tls=policy,
             trust=self._trust,
+            tls_grades=self._tls_grades,
             sasl=sasl,
             sasl_options=self._config.get_list(self._p("sasl_security_options")),
             sasl_tls_options=self._config.get_list(self._p("sasl_tls_security_options")),

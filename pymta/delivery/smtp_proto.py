@@ -45,6 +45,7 @@ from pymta.maillog import maillog
 from pymta.queue.model import Envelope
 from pymta.queue.reference import IMessageContent
 from pymta.tls import describe
+from pymta.tls_grades import TLSSettings
 
 
 @dataclass
@@ -55,6 +56,8 @@ class SessionSettings:
     timeouts: dict[str, float]
     tls: TLSPolicy = field(default_factory=lambda: TLSPolicy("may"))
     trust: Any = None
+    #: smtp_tls_* (False) and smtp_tls_mandatory_* (True) protocols and ciphers.
+    tls_grades: dict[bool, TLSSettings] | None = None
     sasl: SASLCredentials | None = None
     sasl_options: list[str] = field(default_factory=lambda: ["noplaintext", "noanonymous"])
     sasl_tls_options: list[str] = field(default_factory=lambda: ["noplaintext", "noanonymous"])
@@ -112,7 +115,8 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
         if reply.code == 220:
             chat.tls_pending = True
             transport: Any = chat.transport
-            transport.startTLS(client_context(policy, tls_name, settings.trust))
+            grades = settings.tls_grades[policy.required] if settings.tls_grades else None
+            transport.startTLS(client_context(policy, tls_name, settings.trust, grades))
             session.features = await _hello(chat, settings, timeout(settings, "starttls"))
             session.tls = describe(chat.transport) or "TLS"
             trust = "Verified" if policy.verified else "Untrusted"

@@ -18,8 +18,11 @@ A policy table entry is ``level [match=name:name...]`` looked up by the
 next hop as written (``[mx.example]:587``), then the bare domain, then its
 parent domains as ``.parent``. The obsolete ``smtp_enforce_tls`` /
 ``smtp_use_tls`` apply when the level is empty, as in Postfix. The lmtp
-client reads the ``lmtp_*`` twins (an empty level is none there). Contexts
-allow TLS 1.2 and later. Untrusted input: none here (the handshake is
+client reads the ``lmtp_*`` twins (an empty level is none there). Protocols
+and TLS 1.2 ciphers: ``smtp_tls_protocols``, ``smtp_tls_ciphers`` and
+``smtp_tls_exclude_ciphers`` at level may, their ``mandatory_`` twins at
+encrypt, verify and secure (Postfix's syntax and grades,
+:mod:`pymta.tls_grades`); never below TLS 1.2. Untrusted input: none here (the handshake is
 judged by OpenSSL and service-identity).
 """
 
@@ -28,10 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import ssl
 
 from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import Lookup
+from pymta.tls_grades import TLSSettings, settings_for
 
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
 REQUIRED = ("encrypt", "verify", "secure")
@@ -131,15 +136,41 @@ def load_trust(cafile: str) -> Any:
     return ssl.trustRootFromCertificates(certificates)
 
 
-def client_context(policy: TLSPolicy, peer_name: str, trust: Any = None) -> Any:
+_TWISTED_VERSION = {
+    SSL.TLS1_2_VERSION: ssl.TLSVersion.TLSv1_2,
+    SSL.TLS1_3_VERSION: ssl.TLSVersion.TLSv1_3,
+}
+
+
+def client_context(
+    policy: TLSPolicy, peer_name: str, trust: Any = None, grades: TLSSettings | None = None
+) -> Any:
     """The connection creator for ``transport.startTLS``: verifying the
     chain and ``peer_name`` at verify/secure, accepting any certificate
-    otherwise (Postfix's opportunistic TLS does not authenticate)."""
-    minimum = ssl.TLSVersion.TLSv1_2
+    otherwise (Postfix's opportunistic TLS does not authenticate).
+    ``grades`` are the protocols and TLS 1.2 ciphers of the policy's kind
+    (``smtp_tls_mandatory_*`` when TLS is required, else ``smtp_tls_*``);
+    without them TLS 1.2 and later with Twisted's ciphers."""
+    options: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    if grades is not None:
+        options = {
+            "raiseMinimumTo": _TWISTED_VERSION[grades.min_version],
+            "lowerMaximumSecurityTo": _TWISTED_VERSION[grades.max_version],
+            "acceptableCiphers": ssl.AcceptableCiphers.fromOpenSSLCipherString(grades.ciphers),
+        }
     if policy.verified:
         return ssl.optionsForClientTLS(
             peer_name,
             trustRoot=trust if trust is not None else ssl.platformTrust(),
-            extraCertificateOptions={"raiseMinimumTo": minimum},
+            extraCertificateOptions=options,
         )
-    return ssl.CertificateOptions(verify=False, raiseMinimumTo=minimum)
+    return ssl.CertificateOptions(verify=False, **options)
+
+
+def client_grades(config: Config, prefix: str = "smtp") -> dict[bool, TLSSettings]:
+    """The settings of opportunistic (False) and mandatory (True) TLS of the
+    smtp or lmtp client; ConfigError for a bad protocol list or grade."""
+    return {
+        False: settings_for(config, prefix, mandatory=False),
+        True: settings_for(config, prefix, mandatory=True),
+    }

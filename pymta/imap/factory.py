@@ -29,6 +29,7 @@ from pymta.mailstore.prefetch import ThreadRunner, reactor_thread_runner
 from pymta.mailstore.watchers import WatcherPool
 from pymta.netmatch import NetworkList
 from pymta.preauth import PreauthConnections
+from pymta.userip import UserIPLimit
 
 
 class IMAPServerFactory(ServerFactory):
@@ -57,6 +58,8 @@ class IMAPServerFactory(ServerFactory):
         self.trusted_networks = trusted_networks
         self.watchers = watchers if watchers is not None else WatcherPool(clock)
         self.preauth = PreauthConnections(settings.max_login_ip_connections)
+        #: imapd_max_userip_connections (set by make_imap_factory), or None.
+        self.userip: UserIPLimit | None = None
         self.random_bytes = random_bytes
         self.pid = os.getpid() if pid is None else pid
         self.logger = logger if logger is not None else imaplog.log
@@ -87,4 +90,5 @@ class IMAPServerFactory(ServerFactory):
             preauth=self.preauth,
         )
         protocol.factory = self
+        protocol.userip = self.userip
         return protocol

@@ -91,6 +91,7 @@ from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.preauth import PreauthConnections
 from pymta.stream import Streamer, StreamingSession
+from pymta.userip import UserIPLimit
 
 NOT_AUTHENTICATED = "not authenticated"
 AUTHENTICATED = "authenticated"
@@ -165,6 +166,9 @@ class IMAPServer(StreamingSession, Protocol):
         # Connections not logged in yet per client (imapd_max_login_ip_connections).
         self.preauth = preauth
         self._preauth_counted = False
+        #: Set by the factory: imapd_max_userip_connections, or None.
+        self.userip: UserIPLimit | None = None
+        self._userip_key = ""
         self._refused = False
         # Runs file reads off the reactor thread (pymta.mailstore.prefetch);
         # None keeps everything in the calling thread.
@@ -268,6 +272,9 @@ class IMAPServer(StreamingSession, Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self._leave_preauth()
+        if self._userip_key and self.userip is not None:
+            self.userip.release(self._userip_key)
+            self._userip_key = ""
         for timer in (self._timer, self._hangup_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -701,6 +708,14 @@ class IMAPServer(StreamingSession, Protocol):
         if self._lost:
             logout()
             return
+        if self.userip is not None:
+            # imapd_max_userip_connections (pymta.userip, Dovecot's limit).
+            self._userip_key = self.userip.admit(account.user, self.info.rip)
+            if not self._userip_key:
+                logout()
+                self._login_error = "user+IP connection limit"
+                self.no(tag, b"[UNAVAILABLE] " + self.userip.refusal)
+                return
         self._logout = logout
         self.user = account.user
         self.mailbox = account.mailbox

@@ -30,6 +30,7 @@ from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.interface import IMailStore
 from pymta.netmatch import NetworkList
 from pymta.tls import listener_tls
+from pymta.userip import UserIPLimit
 
 _log = Logger(namespace="pymta.imap")
 
@@ -69,6 +70,7 @@ def make_imap_factory(
         scan_in_thread=scan_in_thread,
         scan_gate=scan_gate,
     )
+    factory.userip = UserIPLimit.from_config(config, "imapd", reactor)
     if not config.get_bool("imapd_tls_wrappermode"):
         return factory
     if tls is None:

@@ -131,19 +131,18 @@ def innermost(factory: Any) -> Any:
 def carry_counters(old: Any, new: Any) -> None:
     """Give the new factory of a listener the old one's per-client counts:
     pop3d/imapd's connections before login (``*_max_login_ip_connections``,
-    under the new limit) and smtpd's open connections
-    (``smtpd_client_connection_count_limit``). The sessions the old factory
-    admitted still count, and release their place in the same table when
-    they log in or end: a reload is no way around a limit."""
+    under the new limit). The sessions the old factory admitted still
+    count, and release their place in the same table when they log in or
+    end: a reload is no way around a limit. smtpd's open connections
+    (``smtpd_client_connection_count_limit``) need nothing here: they are
+    counted in the anvil table, which every factory of the process shares
+    (:mod:`pymta.smtpd.anvil`)."""
     old_inner, new_inner = innermost(old), innermost(new)
     counts = getattr(old_inner, "preauth", None)
     fresh = getattr(new_inner, "preauth", None)
     if counts is not None and fresh is not None and type(counts) is type(fresh):
         counts.limit = fresh.limit
         new_inner.preauth = counts
-    connections = getattr(old_inner, "connections", None)
-    if isinstance(connections, dict) and isinstance(getattr(new_inner, "connections", None), dict):
-        new_inner.connections = connections
 
 
 def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred[bool]:

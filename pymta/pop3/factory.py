@@ -34,6 +34,7 @@ from pymta.pop3 import log as pop3log
 from pymta.pop3.protocol import Blocking, POP3Server
 from pymta.pop3.settings import POP3Settings
 from pymta.preauth import PreauthConnections
+from pymta.userip import UserIPLimit
 
 
 def in_thread_pool(reactor: Any) -> Blocking:
@@ -81,6 +82,7 @@ class POP3ServerFactory(ServerFactory):
             blocking = in_thread_pool(clock)
         self.blocking = blocking
         self.preauth = PreauthConnections(self.settings.max_login_ip_connections)
+        self.userip = UserIPLimit.from_config(config, "pop3d", clock)
 
     def buildProtocol(self, addr: IAddress | None) -> POP3Server:
         protocol = POP3Server(
@@ -96,4 +98,5 @@ class POP3ServerFactory(ServerFactory):
             preauth=self.preauth,
         )
         protocol.factory = self
+        protocol.userip = self.userip
         return protocol

@@ -73,6 +73,7 @@ from pymta.pop3.settings import POP3Settings
 from pymta.pop3.wire import STREAM_MIN, TERMINATOR, to_wire, top, wire_pieces
 from pymta.preauth import PreauthConnections
 from pymta.stream import Streamer, StreamingSession
+from pymta.userip import UserIPLimit
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -132,6 +133,9 @@ class POP3Server(StreamingSession, Protocol):
         # Connections not logged in yet per client (pop3d_max_login_ip_connections).
         self.preauth = preauth
         self._preauth_counted = False
+        #: Set by the factory: pop3d_max_userip_connections, or None.
+        self.userip: UserIPLimit | None = None
+        self._userip_key = ""
         self._refused = False
         self._blocking: Blocking = blocking if blocking is not None else run_here
         self.portal = portal
@@ -241,6 +245,9 @@ class POP3Server(StreamingSession, Protocol):
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
+        if self._userip_key and self.userip is not None:
+            self.userip.release(self._userip_key)
+            self._userip_key = ""
 
     def _idle(self) -> None:
         self._timer = None
@@ -586,6 +593,14 @@ class POP3Server(StreamingSession, Protocol):
         if self._lost:
             logout()
             return None
+        if self.userip is not None:
+            # pop3d_max_userip_connections (pymta.userip, Dovecot's limit).
+            self._userip_key = self.userip.admit(account.user, self.info.rip)
+            if not self._userip_key:
+                logout()
+                self._login_error = "user+IP connection limit"
+                self._reply("-ERR [SYS/TEMP] " + self.userip.refusal.decode("ascii"))
+                return None
         self._logout = logout
         self.user = account.user
         try:

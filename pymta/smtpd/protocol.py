@@ -32,7 +32,7 @@ smtpd_recipient_limit, smtpd_timeout (on the injected clock),
 smtpd_soft_error_limit + smtpd_error_sleep_time (tarpit),
 smtpd_hard_error_limit (421), smtpd_junk_command_limit (see below),
 smtpd_client_connection_count_limit (per client address, counted in the
-factory), smtpd_forbidden_commands (CONNECT, GET, POST and non-letter junk
+anvil table, pymta.smtpd.anvil), smtpd_forbidden_commands (CONNECT, GET, POST and non-letter junk
 end the session). ``smtpd_forbid_bare_newline = no`` is treated as
 ``normalize``: pymta never accepts LF.LF as the end of data.
 
@@ -87,6 +87,7 @@ from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
 from pymta.cleanup.interface import CleanupRejected, IMessageWriter
 from pymta.maillog import maillog
 from pymta.output import quick_ack, send
+from pymta.smtpd.anvil import LIMITS
 from pymta.smtpd.chat import Chat
 from pymta.smtpd.datareader import DataReader
 from pymta.smtpd.dsn import (
@@ -103,6 +104,7 @@ from pymta.smtpd.sasl import Challenge, Credentials, SaslExchange, SaslFailure, 
 from pymta.smtpd.session import Session
 from pymta.smtpd.settings import SMTPServerSettings
 from pymta.tls import describe
+from pymta.tls_ccert import client_cert
 
 __all__ = ["SMTPServerProtocol"]
 
@@ -316,9 +318,9 @@ class SMTPServerProtocol(Protocol):
         maillog(f.service_name, f"connect from {self.session.client}")
         if not self._tls_active and self._talked_first():
             return
-        if f.connection_count_limit > 0 and not f.event_limit_exceptions.contains(address):
-            count = f.connections.get(address, 0) + 1
-            f.connections[address] = count
+        counts = f.rates.connections
+        if counts is not None and not f.event_limit_exceptions.contains(address):
+            count = counts.opened(address)
             self._counted_connection = address
             if count > f.connection_count_limit:
                 # Postfix's anvil: one client may not take every session.
@@ -333,6 +335,10 @@ class SMTPServerProtocol(Protocol):
                     f"{address}\r\n".encode()
                 )
                 return
+        refusal = self._rate_exceeded("connect")
+        if refusal:
+            self._chat.hangup(refusal)
+            return
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         outcome = None
         if not f.restrictions.delay_reject and f.restrictions.client:
@@ -430,12 +436,9 @@ class SMTPServerProtocol(Protocol):
             check, self._auth_check = self._auth_check, None
             check.cancel()
         if self._counted_connection:
-            connections = self.factory.connections
-            left = connections.get(self._counted_connection, 1) - 1
-            if left > 0:
-                connections[self._counted_connection] = left
-            else:
-                connections.pop(self._counted_connection, None)
+            counts = self.factory.rates.connections
+            if counts is not None:
+                counts.closed(self._counted_connection)
             self._counted_connection = ""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -570,6 +573,40 @@ class SMTPServerProtocol(Protocol):
         if self._chat.end_tarpit():
             self._resume()
 
+    def _rate_exceeded(self, kind: str) -> bytes:
+        """Count one client event for Postfix's anvil rate limits
+        (pymta.smtpd.anvil): the reply and warning when it is one too many,
+        else b""."""
+        f = self.factory
+        s = self.session
+        count = f.rates.exceeded(kind, s.client_address)
+        if not count:
+            return b""
+        limit = LIMITS[kind]
+        maillog(
+            f.service_name,
+            f"{limit.log}: {count} from {s.client} for service {f.service_name}",
+            LogLevel.warn,
+        )
+        return f"{limit.reply.format(host=f.myhostname, addr=s.client_address)}\r\n".encode()
+
+    def _client_certificate_refused(self) -> bool:
+        """After the handshake: note the client certificate (pymta.tls_ccert);
+        under smtpd_tls_req_ccert end the session without a trusted one,
+        with Postfix's reply and log line."""
+        f = self.factory
+        policy = f.tls.client_certs if f.tls is not None else None
+        if policy is None:
+            return False
+        cert = client_cert(self.transport, policy.digest)
+        self.session.ccert = cert
+        if not policy.require or (cert is not None and cert.trusted):
+            return False
+        why = "Client certificate not trusted" if cert else "No client certificate presented"
+        maillog(f.service_name, f"NOQUEUE: abort: TLS from {self.session.client}: {why}")
+        self._chat.hangup(f"421 4.7.1 {f.myhostname} Error: {why}\r\n".encode())
+        return True
+
     # -- commands ---------------------------------------------------------------------
 
     def _command(self, line: bytes) -> None:
@@ -604,6 +641,8 @@ class SMTPServerProtocol(Protocol):
             return
         if self._tls_active and not self.session.tls:
             self.session.tls = describe(self.transport) or "TLS"
+            if self._client_certificate_refused():
+                return
         if handler is None:
             self._last_command = "UNKNOWN"
             self._count("unknown", self._chat.error, R_UNKNOWN)
@@ -736,6 +775,10 @@ class SMTPServerProtocol(Protocol):
         if not smtputf8 and not sender.isascii():
             self._chat.error(R_NEED_SMTPUTF8)
             return
+        refusal = self._rate_exceeded("mail")
+        if refusal:
+            self._chat.error(refusal)
+            return
         if f.message_size_limit and size > f.message_size_limit:
             reject = Reject(552, "5.3.4", "Message size exceeds fixed limit")
             self._chat.reject(reject, "MAIL", sender=sender)
@@ -809,6 +852,10 @@ class SMTPServerProtocol(Protocol):
             return
         if len(s.recipients) >= f.recipient_limit:
             self._chat.error(R_TOO_MANY_RCPT)
+            return
+        refusal = self._rate_exceeded("rcpt")
+        if refusal:
+            self._chat.error(refusal)
             return
         if self._client_reject is not None:
             self._chat.reject(self._client_reject, "RCPT", recipient)
@@ -913,6 +960,10 @@ class SMTPServerProtocol(Protocol):
         if arg:
             self._chat.error(_syntax("STARTTLS"))
             return
+        refusal = self._rate_exceeded("newtls")
+        if refusal:
+            self._chat.error(refusal)
+            return
         self._chat.reply(R_TLS_GO)
         self._chat.flush()
         if len(self._buf) > self._pos:
@@ -950,6 +1001,10 @@ class SMTPServerProtocol(Protocol):
             return
         if s.sender is not None:
             self._chat.error(R_AUTH_IN_MAIL)
+            return
+        refusal = self._rate_exceeded("auth")
+        if refusal:
+            self._chat.error(refusal)
             return
         mechanisms = self._auth_mechanisms()
         if not mechanisms:
@@ -993,7 +1048,9 @@ class SMTPServerProtocol(Protocol):
         f = self.factory
         s = self.session
         assert f.checker is not None
-        credentials = PasswordCredentials(step.username, step.password, s.client_address, "smtp")
+        credentials = PasswordCredentials(
+            step.username, step.password, s.client_address, "smtp", secured=self._tls_active
+        )
         self._paused = True
         d = self._auth_check = maybeDeferred(f.checker.requestAvatarId, credentials)
 

@@ -199,6 +199,9 @@ class Restrictions:
         self._class_lists: dict[str, list[Restriction]] = {k: [] for k in self._classes}
         for key, name in self._classes.items():
             self._class_lists[key][:] = self._build(config.get_list(name), name, 1)
+        self._clientcert_tables = [
+            open_table(spec) for spec in config.get_list("relay_clientcerts")
+        ]
         self._login_tables = [
             open_table(spec) for spec in config.get_list("smtpd_sender_login_maps")
         ]
@@ -485,6 +488,28 @@ class Restrictions:
 
     def r_permit_sasl_authenticated(self, check: Check) -> Result:
         return PERMIT if check.session.sasl_username else DUNNO
+
+    def r_permit_tls_clientcerts(self, check: Check) -> Result:
+        """Postfix: the client certificate's fingerprint, or its public key's,
+        is listed in relay_clientcerts (trusted or not: the fingerprint is
+        the credential)."""
+        cert = check.session.ccert
+        if cert is None:
+            return DUNNO
+        for table in self._clientcert_tables:
+            for key in (cert.fingerprint, cert.pubkey_fingerprint):
+                try:
+                    found = table.lookup(key)
+                except TableError:
+                    return self._lookup_failure(key)
+                if found is not None:
+                    return PERMIT
+        return DUNNO
+
+    def r_permit_tls_all_clientcerts(self, check: Check) -> Result:
+        """Postfix: any client certificate that verified against smtpd_tls_CAfile."""
+        cert = check.session.ccert
+        return PERMIT if cert is not None and cert.trusted else DUNNO
 
     # -- sender login mismatch (smtpd_sender_login_maps) ---------------------------
 
@@ -952,6 +977,8 @@ _SIMPLE = {
     "defer": "r_defer",
     "permit_mynetworks": "r_permit_mynetworks",
     "permit_sasl_authenticated": "r_permit_sasl_authenticated",
+    "permit_tls_clientcerts": "r_permit_tls_clientcerts",
+    "permit_tls_all_clientcerts": "r_permit_tls_all_clientcerts",
     "reject_sender_login_mismatch": "r_reject_sender_login_mismatch",
     "reject_authenticated_sender_login_mismatch": "r_reject_authenticated_sender_login_mismatch",
     "reject_known_sender_login_mismatch": "r_reject_known_sender_login_mismatch",

@@ -21,8 +21,9 @@ LOGIN, ``mutual_auth`` every mechanism pymta has; ``noanonymous`` and
 ``nodictionary`` are what PLAIN and LOGIN already are),
 ``smtpd_sasl_exceptions_networks`` (clients not offered AUTH),
 ``broken_sasl_auth_clients`` (also say ``AUTH=PLAIN LOGIN``, for Outlook
-Express 4 and Microsoft Exchange 5.0), ``smtpd_sasl_type`` (``pymta``;
-Dovecot's protocol is not implemented yet: refused at start).
+Express 4 and Microsoft Exchange 5.0), ``smtpd_sasl_type`` (``pymta``, or
+``dovecot`` with ``smtpd_sasl_path``: the credentials go to a Dovecot auth
+server through :mod:`pymta.auth.dovecot`; Cyrus is refused at start).
 """
 
 from __future__ import annotations
@@ -202,11 +203,11 @@ class SaslSettings:
     def from_config(cls, config: Config) -> SaslSettings:
         enabled = config.get_bool("smtpd_sasl_auth_enable")
         kind = config.get("smtpd_sasl_type").strip().lower()
-        if enabled and kind != "pymta":
+        if enabled and kind not in ("pymta", "dovecot"):
             src = config.source("smtpd_sasl_type")
             raise ConfigError(
                 f"smtpd_sasl_type = {kind} is not implemented by pymta: use pymta "
-                "(the passwd-file of pymta_passdb, shared with POP3 and IMAP)",
+                "(the passwd-file of pymta_passdb, shared with POP3 and IMAP) or dovecot",
                 src.filename if src else None,
                 src.lineno if src else None,
                 "smtpd_sasl_type",

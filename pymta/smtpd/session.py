@@ -11,6 +11,10 @@ checks. Nothing here logs or writes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pymta.tls_ccert import ClientCert
 
 from pymta.queue.model import Envelope, Recipient
 
@@ -32,6 +36,8 @@ class Session:
     helo_name: str = ""
     esmtp: bool = False
     tls: str = ""
+    #: The TLS client certificate, when smtpd asked for one and got one.
+    ccert: ClientCert | None = None
     sasl_username: str = ""
     sasl_method: str = ""
     # The current transaction: sender is None until MAIL succeeds.

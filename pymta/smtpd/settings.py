@@ -27,6 +27,7 @@ from pymta.dns.interface import IDNSResolver
 from pymta.milter.config import MilterClients
 from pymta.netmatch import NetworkList
 from pymta.queue.space import QueueSpace
+from pymta.smtpd.anvil import ClientRates
 from pymta.smtpd.peername import HostsFile, PeerName, PeerNames
 from pymta.smtpd.resolver import SmtpdResolver
 from pymta.smtpd.restrictions import OpenTable, Restrictions
@@ -91,8 +92,10 @@ class SMTPServerSettings(ServerFactory):
             else ["CONNECT", "GET", "POST"]
         )
         self.forbidden_commands = frozenset(c.lower() for c in forbidden if ":" not in c)
-        #: Open connections per client address (Postfix's anvil count).
-        self.connections: dict[str, int] = {}
+        #: Postfix's anvil rate limits, counted across processes.
+        self.rates = ClientRates(
+            config, service_name, clock, exceptions=self.event_limit_exceptions
+        )
         self.bare_newline = config.get("smtpd_forbid_bare_newline").strip().lower()
         if self.bare_newline not in _BARE_NEWLINE:
             raise ConfigError(
@@ -133,9 +136,15 @@ class SMTPServerSettings(ServerFactory):
         #: The twisted.cred checker of AUTH (the one POP3 and IMAP share).
         self.checker: ICredentialsChecker | None = checker
         if self.sasl.enabled and checker is None:
-            from pymta.auth.passdb import shared_checker
+            if config.get("smtpd_sasl_type").strip().lower() == "dovecot":
+                from pymta.auth.dovecot import DovecotAuthChecker, auth_endpoint
 
-            self.checker = shared_checker(config, clock)
+                connector = reactor if reactor is not None else clock
+                self.checker = DovecotAuthChecker(auth_endpoint(config, connector), clock)
+            else:
+                from pymta.auth.passdb import shared_checker
+
+                self.checker = shared_checker(config, clock)
         self._ehlo_replies: dict[tuple[bool, tuple[str, ...]], bytes] = {}
         self.ehlo_reply = self.ehlo(starttls=False)
         self.ehlo_reply_tls = self.ehlo(starttls=True)
