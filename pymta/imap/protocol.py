@@ -69,6 +69,7 @@ from pymta.hangup import hang_up
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
+from pymta.imap import sort
 from pymta.imap.parser import (
     Atom,
     Command,
@@ -125,7 +126,15 @@ BASE_CAPABILITIES = (
     "STATUS=SIZE",
     "LIST-STATUS",
     "UTF8=ACCEPT",
+    # pymta.imap.sort, pymta.imap.thread, pymta.imap.results
+    "SORT",
+    "SORT=DISPLAY",
+    "ESORT",
+    "PARTIAL",
 )
+
+#: Commands that take a UID prefix.
+UID_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"})
 
 #: Unprocessed input kept while the client does not read our responses.
 INPUT_BACKLOG = 256 * 1024
@@ -494,7 +503,7 @@ class IMAPServer(StreamingSession, Protocol):
             name = args[0].upper()
             args = args[1:]
             uid = True
-            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+            if name not in UID_COMMANDS:
                 self.bad(tag, b"Error in IMAP command UID: unknown UID command.")
                 return
         entry = COMMANDS.get(name)
@@ -907,6 +916,7 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "UNSELECT": (SEL, msg.unselect),
     "EXPUNGE": (SEL, msg.expunge),
     "SEARCH": (SEL, msg.search),
+    "SORT": (SEL, sort.sort),
     "FETCH": (SEL, msg.fetch),
     "STORE": (SEL, msg.store),
     "COPY": (SEL, msg.copy),

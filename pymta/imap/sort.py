@@ -1,0 +1,269 @@
+"""SORT (RFC 5256, RFC 5957 SORT=DISPLAY) and ESORT (RFC 5267).
+
+``SORT [RETURN (options)] (criteria) charset search-keys`` finds the
+messages as SEARCH does (:func:`pymta.imap.message_commands.find`: body
+keys in the scan workers, header keys after the header cache is filled in
+a thread), then orders them by the criteria: ARRIVAL (INTERNALDATE), DATE
+(sent date), SIZE (RFC822.SIZE), SUBJECT (base subject), FROM, TO, CC
+(mailbox of the first address), DISPLAYFROM, DISPLAYTO (display name, RFC
+5957), each optionally after REVERSE; messages that compare equal stay in
+sequence order (RFC 5256 3). What is compared is in
+:mod:`pymta.imap.sortkeys`. Answer: ``* SORT n ...``, or with RETURN an
+``* ESEARCH`` whose MIN and MAX are the first and last of the sorted
+result, ALL the result in sort order, and PARTIAL (RFC 9394) a window of
+it by position.
+
+:func:`gather` reads what each found message needs from its header block
+(:data:`SLICE` messages per reactor turn, after the cache is filled in a
+thread, so a SORT of 100,000 messages lets other sessions in between);
+THREAD (:mod:`pymta.imap.thread`) uses it too.
+
+Untrusted input: the arguments (BAD on bad syntax, ``NO [BADCHARSET]`` for
+an unknown charset) and the messages' header fields. Reads the header cache
+and index; writes nothing but the session's saved result (SAVE); logs
+nothing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from twisted.internet.defer import Deferred
+
+from pymta.imap.message_commands import Found, find, one_slice_per_turn, search_failed
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.prefetch import prefetch_headers
+from pymta.imap.results import (
+    SEARCH_OPTIONS,
+    ReturnOptions,
+    ordered_set,
+    parse_return,
+    partial_item,
+)
+from pymta.imap.search import CHARSETS, BadCharset, parse_search
+from pymta.imap.sortkeys import address_mailbox, base_subject, display_name, sent_date
+from pymta.imap.structure import header_values
+from pymta.mailstore.interface import MailStoreError, MessageInfo
+
+if TYPE_CHECKING:
+    from pymta.imap.protocol import IMAPServer
+
+#: Messages whose header a SORT or THREAD reads per reactor turn.
+SLICE = 2048
+
+#: The sort criteria (RFC 5256 3, RFC 5957 DISPLAYFROM/DISPLAYTO).
+CRITERIA = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
+#: Criteria answered from the index alone.
+_INDEX_ONLY = frozenset({"ARRIVAL", "SIZE"})
+
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class SortKey:
+    name: str
+    reverse: bool
+
+
+def parse_criteria(token: Token) -> list[SortKey]:
+    """``(REVERSE DATE SUBJECT)`` -> keys; ParseError on anything else."""
+    if not isinstance(token, list) or not token:
+        raise ParseError("SORT needs a list of sort criteria.")
+    keys: list[SortKey] = []
+    reverse = False
+    for item in token:
+        if not isinstance(item, Atom):
+            raise ParseError("Invalid sort criterion.")
+        word = item.upper()
+        if word == "REVERSE" and not reverse:
+            reverse = True
+            continue
+        if word not in CRITERIA:
+            raise ParseError(f"Unknown sort criterion {word[:30]!r}.")
+        keys.append(SortKey(word, reverse))
+        reverse = False
+    if reverse:
+        raise ParseError("REVERSE needs a sort criterion after it.")
+    return keys
+
+
+def check_charset(token: Token) -> None:
+    """SORT and THREAD name a charset for their search keys (RFC 5256)."""
+    if isinstance(token, list):
+        raise ParseError("Expected a charset.")
+    name = token.decode("ascii", "replace") if isinstance(token, bytes) else str(token)
+    if name.upper() not in CHARSETS:
+        raise BadCharset(name)
+
+
+def key_of(name: str, info: MessageInfo, values: dict[str, list[str]]) -> Any:
+    """What criterion ``name`` compares for one message."""
+    if name == "ARRIVAL":
+        return int(info.internal_date)
+    if name == "SIZE":
+        return info.rfc822_size
+    if name == "DATE":
+        dates = values.get("date")
+        return sent_date(dates[0] if dates else None, info.internal_date)
+    if name == "SUBJECT":
+        subjects = values.get("subject")
+        return base_subject(subjects[0])[0] if subjects else ""
+    if name in ("FROM", "TO", "CC"):
+        return address_mailbox(values.get(name.lower()))
+    return display_name(values.get(name[7:].lower()))  # DISPLAYFROM, DISPLAYTO
+
+
+def gather(
+    s: IMAPServer,
+    tag: bytes,
+    command: str,
+    found: Found,
+    needs_header: bool,
+    extract: Callable[[MessageInfo, dict[str, list[str]]], K],
+    then: Callable[[list[tuple[int, int, K]]], None],
+) -> Deferred[None] | None:
+    """Call ``then`` with (sequence number, UID, ``extract(info, header
+    fields)``) of each found message still there, in sequence order. The
+    header cache is filled in a thread first, and big results are read
+    :data:`SLICE` messages per reactor turn: then a Deferred is returned
+    (firing when ``then`` has run), else None. An unexpected error on the
+    way is answered NO [SERVERBUG] (``command`` names it in the log)."""
+    assert s.view is not None
+    view = s.view
+    folder = view.folder
+    rows: list[tuple[int, int, K]] = []
+    empty: dict[str, list[str]] = {}
+
+    def steps() -> Iterator[None]:
+        for n, u in enumerate(found.uids, 1):
+            msn = view.msn(u)
+            if msn is None or view.is_expunged(u):
+                continue
+            try:
+                info = folder.get(u)
+                values = header_values(folder.header_bytes(u)) if needs_header else empty
+            except MailStoreError:
+                continue  # expunged meanwhile by another program
+            rows.append((msn, u, extract(info, values)))
+            if n % SLICE == 0:
+                yield
+
+    def run() -> Deferred[None] | None:
+        if s.lost:
+            return None
+        if len(found.uids) <= SLICE:
+            for _ in steps():
+                pass
+            then(rows)
+            return None
+        d = one_slice_per_turn(s, steps())
+        d.addCallback(lambda _: None if s.lost else then(rows))
+        d.addErrback(partial(search_failed, s, tag, command))
+        return d
+
+    if needs_header:
+        filling = prefetch_headers(folder, found.uids, s.run_in_thread)
+        if filling is not None:
+            # The cache is only a speed-up: a failed fill reads in the reactor.
+            filling.addErrback(
+                lambda f: s.log.failure("imap({user}): header prefetch", f, user=s.user)
+            )
+            after: Deferred[Any] = filling.addCallback(lambda _: run())
+            after.addErrback(partial(search_failed, s, tag, command))
+            return after
+    return run()
+
+
+def sort_rows(rows: list[tuple[int, int, tuple[Any, ...]]], keys: Sequence[SortKey]) -> None:
+    """Order rows (in sequence order) by the keys, in place: one stable
+    sort per key from the last to the first, so that equal messages stay
+    in sequence order whatever REVERSE says (RFC 5256 3)."""
+    for i in range(len(keys) - 1, -1, -1):
+        rows.sort(key=lambda row: row[2][i], reverse=keys[i].reverse)
+
+
+ESORT_OPTIONS = SEARCH_OPTIONS
+
+
+def sort(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    returns, rest = parse_return(args, ESORT_OPTIONS)
+    if len(rest) < 3:
+        raise ParseError("SORT takes sort criteria, a charset and search keys.")
+    keys = parse_criteria(rest[0])
+    try:
+        check_charset(rest[1])
+        criteria = parse_search(rest[2:], saved=set(s.saved), rev2=s.rev2)
+    except BadCharset:
+        if returns is not None and "SAVE" in returns.options:
+            s.saved = []  # RFC 5182 2.1: a failed search empties $
+        s.no(tag, b"[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.", expunge=uid)
+        return
+    if criteria.uses_modseq:
+        s.condstore = True
+    names = [k.name for k in keys]
+    needs_header = any(n not in _INDEX_ONLY for n in names)
+
+    def extract(info: MessageInfo, values: dict[str, list[str]]) -> tuple[Any, ...]:
+        return tuple(key_of(n, info, values) for n in names)
+
+    def answer(rows: list[tuple[int, int, tuple[Any, ...]]]) -> None:
+        sort_rows(rows, keys)
+        numbers = [u if uid else msn for msn, u, _ in rows]
+        if returns is None:
+            s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        else:
+            if "SAVE" in returns.options:
+                s.saved = _saved(returns, [u for _, u, _ in rows])
+            if returns.options != {"SAVE"}:
+                s.send(esort_line(tag, uid, returns, numbers))
+        s.ok(tag, b"Sort completed.", expunge=uid)
+
+    find(
+        s,
+        tag,
+        uid,
+        rest[2:],
+        criteria,
+        lambda found: gather(s, tag, "SORT", found, needs_header, extract, answer),
+        "SORT",
+    )
+
+
+def _saved(returns: ReturnOptions, uids: list[int]) -> list[int]:
+    """What SAVE keeps (RFC 5182 2.4): with MIN and/or MAX but neither ALL
+    nor COUNT only those messages, else every match (kept in UID order)."""
+    opts = returns.options
+    if not uids or opts & {"ALL", "COUNT"} or not opts & {"MIN", "MAX"}:
+        return sorted(uids)
+    kept = set()
+    if "MIN" in opts:
+        kept.add(uids[0])
+    if "MAX" in opts:
+        kept.add(uids[-1])
+    return sorted(kept)
+
+
+def esort_line(tag: bytes, uid: bool, returns: ReturnOptions, numbers: list[int]) -> bytes:
+    """``* ESEARCH (TAG "a") UID MIN 4 MAX 2 COUNT 3 ALL 4,1:2``: MIN and
+    MAX are the first and last message in sort order (RFC 5267 3.2)."""
+    opts = returns.options
+    line = b'* ESEARCH (TAG "' + tag + b'")'
+    if uid:
+        line += b" UID"
+    if numbers:
+        if "MIN" in opts:
+            line += b" MIN %d" % numbers[0]
+        if "MAX" in opts:
+            line += b" MAX %d" % numbers[-1]
+    if "COUNT" in opts:
+        line += b" COUNT %d" % len(numbers)
+    if numbers and "ALL" in opts:
+        line += b" ALL " + ordered_set(numbers)
+    if returns.partial is not None:
+        line += partial_item(numbers, returns.partial)
+    return line + b"\r\n"

@@ -1,0 +1,156 @@
+"""What SORT and THREAD compare: base subjects, sent dates, first addresses.
+
+RFC 5256 section 2.1 defines the *base subject*: RFC 2047 encoded words
+decoded, white space collapsed, then, repeatedly, trailing ``(fwd)``,
+leading ``Re:``/``Fw:``/``Fwd:`` with their ``[blob]`` prefixes, a leading
+``[blob]`` that is not all there is, and an enclosing ``[fwd: ...]``
+removed. :func:`base_subject` returns it with whether anything of a reply
+or forward was removed (THREAD=REFERENCES needs that). Section 2.2 defines
+the *sent date*: the Date field in UTC, or the INTERNALDATE when it is
+missing or cannot be parsed (:func:`sent_date`). SORT FROM, TO and CC
+compare the mailbox (local part) of the first address (RFC 5256 3);
+DISPLAYFROM and DISPLAYTO its decoded display name, or the address when
+it has none (RFC 5957). Strings compare after upper-casing (the
+``i;ascii-casemap`` of RFC 5256, which Dovecot's titlecase map extends
+to Unicode).
+
+Untrusted input: header values from anyone's mail. Nothing here raises
+on malformed values (they compare as empty strings). Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from email.header import decode_header, make_header
+from email.utils import getaddresses, mktime_tz, parsedate_tz
+
+_WSP = re.compile(r"[ \t\r\n]+")
+#: A leading subj-blob: "[" *BLOBCHAR "]" *WSP.
+_BLOB = re.compile(r"\[[^\[\]]*\] ?")
+#: subj-refwd with the subj-blobs before it: *subj-blob ("re" / "fw" ["d"])
+#: *WSP [subj-blob] ":".
+_REFWD = re.compile(r"(?:\[[^\[\]]*\] ?)*(?:re|fwd?) ?(?:\[[^\[\]]*\] ?)?:", re.IGNORECASE)
+_TRAILER = "(fwd)"
+
+
+def header_text(value: str) -> str:
+    """A header value (its bytes as latin-1 characters, as
+    :func:`pymta.imap.structure.header_values` gives them) as text: raw
+    UTF-8 taken as UTF-8, RFC 2047 encoded words decoded."""
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        text = value
+    if "=?" in text:
+        try:
+            text = str(make_header(decode_header(text)))
+        except Exception:  # malformed encoded words: keep the raw text
+            pass
+    return text
+
+
+def base_subject(value: str) -> tuple[str, bool]:
+    """The base subject of a Subject value (RFC 5256 2.1), upper-cased,
+    and whether a reply or forward marker was removed from it."""
+    subject = _WSP.sub(" ", header_text(value)).strip(" ")
+    is_reply = False
+    while True:
+        # (2) trailing "(fwd)" and white space.
+        while True:
+            stripped = subject.rstrip(" ")
+            if stripped.lower().endswith(_TRAILER):
+                stripped = stripped[: -len(_TRAILER)]
+                is_reply = True
+            if stripped == subject:
+                break
+            subject = stripped
+        # (3)-(5) leading subj-leader, and a subj-blob unless it is all.
+        while True:
+            before = subject
+            subject = subject.lstrip(" ")
+            refwd = _REFWD.match(subject)
+            if refwd is not None:
+                subject = subject[refwd.end() :]
+                is_reply = True
+                continue
+            blob = _BLOB.match(subject)
+            if blob is not None and subject[blob.end() :].strip(" "):
+                subject = subject[blob.end() :]
+            if subject == before:
+                break
+        # (6) "[fwd:" ... "]" around the rest: remove and start again.
+        if subject[:5].lower() == "[fwd:" and subject.endswith("]"):
+            subject = subject[5:-1]
+            is_reply = True
+            continue
+        return subject.upper(), is_reply
+
+
+def sent_date(date_value: str | None, internal_date: float) -> int:
+    """The sent date (RFC 5256 2.2) in seconds since the epoch: the Date
+    field in UTC, else the INTERNALDATE."""
+    if date_value:
+        try:
+            parsed = parsedate_tz(date_value)
+            if parsed is not None:
+                return int(mktime_tz(parsed))
+        except (ValueError, OverflowError, TypeError):
+            pass
+    return int(internal_date)
+
+
+def _group_name(value: str) -> str | None:
+    """The name of a group (``name: a@b, c@d;``, RFC 5322 3.4) that the
+    value starts with, else None: a ``:`` before any ``<``, ``@`` or ``,``
+    outside quotes."""
+    quoted = False
+    for i, ch in enumerate(value):
+        if ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == ":":
+            return value[:i].strip().strip('"')
+        elif ch in "<@,;":
+            return None
+    return None
+
+
+def _first_address(values: list[str] | None) -> tuple[str, str] | None:
+    """(display name, address) of the first address; a group counts as an
+    address whose mailbox is the group's name, as in its ENVELOPE (RFC 3501
+    7.4.2) and in Dovecot's sort."""
+    if not values:
+        return None
+    group = _group_name(values[0])
+    if group is not None:
+        return "", group
+    try:
+        for name, address in getaddresses(values):
+            if name or address:
+                return name, address
+    except Exception:  # a value the address parser chokes on compares as empty
+        return None
+    return None
+
+
+def address_mailbox(values: list[str] | None) -> str:
+    """SORT FROM/TO/CC: the mailbox (local part) of the first address."""
+    first = _first_address(values)
+    if first is None:
+        return ""
+    local = first[1].rpartition("@")[0] if "@" in first[1] else first[1]
+    return header_text(local).upper()
+
+
+def display_name(values: list[str] | None) -> str:
+    """SORT DISPLAYFROM/DISPLAYTO (RFC 5957): the first address's display
+    name, decoded; its address when it has none."""
+    first = _first_address(values)
+    if first is None:
+        return ""
+    name, address = first
+    text = _WSP.sub(" ", header_text(name)).strip() if name else ""
+    if not text and address.endswith("@"):
+        address = address[:-1]
+    return (text or header_text(address)).upper()
