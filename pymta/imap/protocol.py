@@ -69,7 +69,7 @@ from pymta.hangup import hang_up
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
-from pymta.imap import sort
+from pymta.imap import sort, thread
 from pymta.imap.parser import (
     Atom,
     Command,
@@ -131,6 +131,8 @@ BASE_CAPABILITIES = (
     "SORT=DISPLAY",
     "ESORT",
     "PARTIAL",
+    "THREAD=REFERENCES",
+    "THREAD=ORDEREDSUBJECT",
 )
 
 #: Commands that take a UID prefix.
@@ -917,6 +919,7 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "EXPUNGE": (SEL, msg.expunge),
     "SEARCH": (SEL, msg.search),
     "SORT": (SEL, sort.sort),
+    "THREAD": (SEL, thread.thread),
     "FETCH": (SEL, msg.fetch),
     "STORE": (SEL, msg.store),
     "COPY": (SEL, msg.copy),
