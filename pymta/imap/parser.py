@@ -14,7 +14,7 @@ and LITERAL- literals). Two layers:
 - :func:`tokenize` turns one complete command into tokens: :class:`Atom`
   (``str``; atoms, ``NIL``, flags, FETCH items with their ``[...]`` section
   and ``<...>`` partial), ``bytes`` (quoted strings with ``\\\\`` and
-  ``\\"`` escapes, and literals), and ``list`` (parenthesised groups,
+  ``\\"`` escapes, and literals as :class:`Literal`), and ``list`` (groups,
   nested at most :data:`MAX_NESTING` deep).
 
 Untrusted input: every byte. Nothing raises but :class:`ParseError` (the
@@ -34,6 +34,13 @@ _LITERAL_AT_END = re.compile(rb"~?\{(\d{1,20})([+-]?)\}\Z")
 
 class Atom(str):
     """An atom (unquoted word) of a command."""
+
+    __slots__ = ()
+
+
+class Literal(bytes):
+    """A literal ``{n}`` or ``~{n}`` (bytes, as a quoted string is; APPEND
+    tells its message from a quoted date-time by this)."""
 
     __slots__ = ()
 
@@ -297,7 +304,7 @@ def _literal(cur: _Cursor) -> bytes:
     if begin + size > len(data):
         raise ParseError("Literal is cut short.")
     cur.pos = begin + size
-    return data[begin : begin + size]
+    return Literal(memoryview(data)[begin : begin + size])
 
 
 def _atom(cur: _Cursor) -> Atom:

@@ -66,10 +66,10 @@ from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.hangup import hang_up
+from pymta.imap import append, sort, thread
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
-from pymta.imap import sort, thread
 from pymta.imap.parser import (
     Atom,
     Command,
@@ -133,6 +133,9 @@ BASE_CAPABILITIES = (
     "PARTIAL",
     "THREAD=REFERENCES",
     "THREAD=ORDEREDSUBJECT",
+    # pymta.imap.append
+    "MULTIAPPEND",
+    "CATENATE",
 )
 
 #: Commands that take a UID prefix.
@@ -628,6 +631,8 @@ class IMAPServer(StreamingSession, Protocol):
 
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
+        # RFC 7889: the largest message APPEND takes (the literal limit).
+        caps.append(f"APPENDLIMIT={self.settings.max_literal_size}")
         if self.state == NOT_AUTHENTICATED:
             if self.tls is not None and not self.tls_active:
                 caps.append("STARTTLS")
@@ -912,7 +917,7 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "LIST": (AUTH, mc.list_),
     "LSUB": (AUTH, mc.lsub),
     "STATUS": (AUTH, mc.status),
-    "APPEND": (AUTH, mc.append),
+    "APPEND": (AUTH, append.append),
     "CHECK": (SEL, msg.check),
     "CLOSE": (SEL, msg.close),
     "UNSELECT": (SEL, msg.unselect),
