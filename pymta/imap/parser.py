@@ -111,6 +111,13 @@ class CommandReader:
     def pending(self) -> int:
         return len(self._buffer)
 
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes not read yet (after COMPRESS they are
+        compressed: RFC 4978 starts right after the command's CRLF)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
     def in_command(self) -> bool:
         """Part of a command has arrived (a line without its end, or a
         command waiting for a literal or for what follows one)."""
