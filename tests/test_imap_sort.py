@@ -203,3 +203,50 @@ def test_result_sets() -> None:
     assert partial_window([10, 20, 30, 40], Partial(2, 3)) == [20, 30]
     assert partial_window([10, 20, 30, 40], Partial(-1, -2)) == [30, 40]
     assert partial_window([10, 20], Partial(-3, -9)) == []
+
+
+def test_keys_are_kept_for_the_next_sort(s: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second SORT or THREAD of the folder reads no header: the keys of
+    the first are kept (pymta.imap.sortcache); a message that arrived since
+    is read, alone; the answers stay the same."""
+    folder = s.proto.view.folder  # type: ignore[union-attr]
+    cls = type(folder)
+    real = cls.header_bytes
+    read: list[int] = []
+
+    def counting(self: object, uid: int) -> bytes:
+        read.append(uid)
+        return real(self, uid)
+
+    monkeypatch.setattr(cls, "header_bytes", counting)
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert sorted(read) == [1, 2, 3, 4]
+    read.clear()
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert read == []
+    folder.append(b"Subject: aardvark\n\nx\n")
+    assert s.lines("n NOOP")[-1] == b"n OK NOOP completed."
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 5 2 4 1 3"]
+    assert read == [5]
+
+
+def test_kept_keys_are_bounded(s: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above sortcache.MAX_ENTRIES keys the folder sorted least recently is
+    dropped first; a folder alone above it keeps nothing."""
+    from pymta.imap import sortcache
+
+    sortcache.clear()
+    monkeypatch.setattr(sortcache, "MAX_ENTRIES", 6)
+    sort(s, "SORT (SUBJECT) UTF-8 ALL")
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 8 keys of one folder: over the bound
+    assert sortcache._folders == {}
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 keys of INBOX
+    other = s.world.mailbox().create_folder("Other")
+    other.append(b"From: a@x\n\nx\n")
+    other.append(b"From: b@x\n\nx\n")
+    s.select("Other")
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 + 2 keys
+    assert len(sortcache._folders) == 2
+    sort(s, "SORT (SUBJECT) UTF-8 ALL")  # 4 + 4 keys: INBOX, used least recently, goes
+    [(_, kept)] = sortcache._folders.values()
+    assert kept.size() == 4 and set(kept.of("FROM")) == {1, 2}

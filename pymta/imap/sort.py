@@ -15,8 +15,9 @@ it by position.
 
 :func:`gather` reads what each found message needs from its header block
 (:data:`SLICE` messages per reactor turn, after the cache is filled in a
-thread, so a SORT of 100,000 messages lets other sessions in between);
-THREAD (:mod:`pymta.imap.thread`) uses it too.
+thread, so a SORT of 100,000 messages lets other sessions in between) and
+keeps them for the next time (:mod:`pymta.imap.sortcache`); THREAD
+(:mod:`pymta.imap.thread`) uses it too.
 
 Untrusted input: the arguments (BAD on bad syntax, ``NO [BADCHARSET]`` for
 an unknown charset) and the messages' header fields. Reads the header cache
@@ -29,10 +30,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 
+from pymta.imap import sortcache
 from pymta.imap.message_commands import Found, find, one_slice_per_turn, search_failed
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.prefetch import prefetch_headers
@@ -60,8 +62,6 @@ CRITERIA = frozenset(
 )
 #: Criteria answered from the index alone.
 _INDEX_ONLY = frozenset({"ARRIVAL", "SIZE"})
-
-K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -118,26 +118,54 @@ def key_of(name: str, info: MessageInfo, values: dict[str, list[str]]) -> Any:
     return display_name(values.get(name[7:].lower()))  # DISPLAYFROM, DISPLAYTO
 
 
+#: (name, key function, whether it reads the header and is kept in
+#: pymta.imap.sortcache) of one key gather reads.
+Field = tuple[str, Callable[[MessageInfo, dict[str, list[str]]], Any], bool]
+
+_MISSING = object()
+
+
+def sort_fields(names: Sequence[str]) -> list[Field]:
+    return [(n, partial(key_of, n), n not in _INDEX_ONLY) for n in names]
+
+
 def gather(
     s: IMAPServer,
     tag: bytes,
     command: str,
     found: Found,
-    needs_header: bool,
-    extract: Callable[[MessageInfo, dict[str, list[str]]], K],
-    then: Callable[[list[tuple[int, int, K]]], None],
+    fields: Sequence[Field],
+    then: Callable[[list[tuple[int, int, tuple[Any, ...]]]], None],
 ) -> Deferred[None] | None:
-    """Call ``then`` with (sequence number, UID, ``extract(info, header
-    fields)``) of each found message still there, in sequence order. The
-    header cache is filled in a thread first, and big results are read
-    :data:`SLICE` messages per reactor turn: then a Deferred is returned
-    (firing when ``then`` has run), else None. An unexpected error on the
-    way is answered NO [SERVERBUG] (``command`` names it in the log)."""
+    """Call ``then`` with (sequence number, UID, the fields' keys) of each
+    found message still there, in sequence order. Keys read from a header
+    are kept (pymta.imap.sortcache); headers not kept yet are put into the
+    header cache in a thread first, and big results are read :data:`SLICE`
+    messages per reactor turn: then a Deferred is returned (firing when
+    ``then`` has run), else None. An unexpected error on the way is
+    answered NO [SERVERBUG] (``command`` names it in the log)."""
     assert s.view is not None
     view = s.view
     folder = view.folder
-    rows: list[tuple[int, int, K]] = []
+    kept = sortcache.folder_keys(folder, view.uids)
+    tables = [kept.of(name) if cached else None for name, _, cached in fields]
+    rows: list[tuple[int, int, tuple[Any, ...]]] = []
     empty: dict[str, list[str]] = {}
+
+    def keys_of(u: int, info: MessageInfo) -> tuple[Any, ...]:
+        values: dict[str, list[str]] | None = None
+        row = []
+        for (_, compute, _), table in zip(fields, tables, strict=True):
+            if table is None:
+                row.append(compute(info, empty))
+                continue
+            key = table.get(u, _MISSING)
+            if key is _MISSING:
+                if values is None:
+                    values = header_values(folder.header_bytes(u))
+                key = table[u] = compute(info, values)
+            row.append(key)
+        return tuple(row)
 
     def steps() -> Iterator[None]:
         for n, u in enumerate(found.uids, 1):
@@ -145,13 +173,15 @@ def gather(
             if msn is None or view.is_expunged(u):
                 continue
             try:
-                info = folder.get(u)
-                values = header_values(folder.header_bytes(u)) if needs_header else empty
+                rows.append((msn, u, keys_of(u, folder.get(u))))
             except MailStoreError:
                 continue  # expunged meanwhile by another program
-            rows.append((msn, u, extract(info, values)))
             if n % SLICE == 0:
                 yield
+
+    def finish() -> None:
+        sortcache.trim()
+        then(rows)
 
     def run() -> Deferred[None] | None:
         if s.lost:
@@ -159,15 +189,17 @@ def gather(
         if len(found.uids) <= SLICE:
             for _ in steps():
                 pass
-            then(rows)
+            finish()
             return None
         d = one_slice_per_turn(s, steps())
-        d.addCallback(lambda _: None if s.lost else then(rows))
+        d.addCallback(lambda _: None if s.lost else finish())
         d.addErrback(partial(search_failed, s, tag, command))
         return d
 
-    if needs_header:
-        filling = prefetch_headers(folder, found.uids, s.run_in_thread)
+    live = [t for t in tables if t is not None]
+    if live:
+        missing = [u for u in found.uids if any(u not in t for t in live)]
+        filling = prefetch_headers(folder, missing, s.run_in_thread) if missing else None
         if filling is not None:
             # The cache is only a speed-up: a failed fill reads in the reactor.
             filling.addErrback(
@@ -205,11 +237,7 @@ def sort(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         return
     if criteria.uses_modseq:
         s.condstore = True
-    names = [k.name for k in keys]
-    needs_header = any(n not in _INDEX_ONLY for n in names)
-
-    def extract(info: MessageInfo, values: dict[str, list[str]]) -> tuple[Any, ...]:
-        return tuple(key_of(n, info, values) for n in names)
+    fields = sort_fields([k.name for k in keys])
 
     def answer(rows: list[tuple[int, int, tuple[Any, ...]]]) -> None:
         sort_rows(rows, keys)
@@ -229,7 +257,7 @@ def sort(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         uid,
         rest[2:],
         criteria,
-        lambda found: gather(s, tag, "SORT", found, needs_header, extract, answer),
+        lambda found: gather(s, tag, "SORT", found, fields, answer),
         "SORT",
     )
 

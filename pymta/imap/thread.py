@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pymta.imap.message_commands import Found, find
 from pymta.imap.parser import Atom, ParseError, Token
@@ -89,6 +89,13 @@ def read_message(number: int, info: MessageInfo, values: dict[str, list[str]]) -
         refs = in_reply_to[:1]
     msg.references = refs[-MAX_REFERENCES:]
     return msg
+
+
+def thread_key(info: MessageInfo, values: dict[str, list[str]]) -> tuple[Any, ...]:
+    """What threading needs of a message, as kept by pymta.imap.sortcache
+    (a tuple: a ThreadMessage is made per THREAD, numbered then)."""
+    m = read_message(0, info, values)
+    return (m.date, m.subject, m.is_reply, m.message_id, m.references)
 
 
 # ORDEREDSUBJECT ---------------------------------------------------------
@@ -362,14 +369,12 @@ def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if criteria.uses_modseq:
         s.condstore = True
 
-    def extract(info: MessageInfo, values: dict[str, list[str]]) -> ThreadMessage:
-        return read_message(0, info, values)
-
-    def answer(rows: list[tuple[int, int, ThreadMessage]]) -> None:
+    def answer(rows: list[tuple[int, int, tuple[Any, ...]]]) -> None:
         messages = []
-        for msn, u, m in rows:
-            m.number = u if uid else msn
-            messages.append(m)
+        for msn, u, (kept,) in rows:
+            date, subject, is_reply, message_id, refs = kept
+            number = u if uid else msn
+            messages.append(ThreadMessage(number, date, subject, is_reply, message_id, refs))
         if algorithm == "ORDEREDSUBJECT":
             text = format_ordered_subject(ordered_subject(messages))
         else:
@@ -378,6 +383,6 @@ def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"Thread completed.", expunge=uid)
 
     def threads(found: Found) -> Deferred[None] | None:
-        return gather(s, tag, "THREAD", found, True, extract, answer)
+        return gather(s, tag, "THREAD", found, [("THREAD", thread_key, True)], answer)
 
     find(s, tag, uid, args[2:], criteria, threads, "THREAD")
