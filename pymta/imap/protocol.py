@@ -137,6 +137,9 @@ BASE_CAPABILITIES = (
     # pymta.imap.append
     "MULTIAPPEND",
     "CATENATE",
+    # pymta.imap.objectid, pymta.imap.preview
+    "OBJECTID",
+    "PREVIEW",
 )
 
 #: Commands that take a UID prefix.

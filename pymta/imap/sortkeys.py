@@ -31,6 +31,7 @@ _BLOB = re.compile(r"\[[^\[\]]*\] ?")
 #: *WSP [subj-blob] ":".
 _REFWD = re.compile(r"(?:\[[^\[\]]*\] ?)*(?:re|fwd?) ?(?:\[[^\[\]]*\] ?)?:", re.IGNORECASE)
 _TRAILER = "(fwd)"
+_MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
 
 
 def header_text(value: str) -> str:
@@ -84,6 +85,12 @@ def base_subject(value: str) -> tuple[str, bool]:
             is_reply = True
             continue
         return subject.upper(), is_reply
+
+
+def message_ids(value: str) -> list[str]:
+    """The msg-ids ``<...>`` of a header value (Message-ID, References,
+    In-Reply-To), in order, without their angle brackets."""
+    return _MSG_ID.findall(value)
 
 
 def sent_date(date_value: str | None, internal_date: float) -> int:

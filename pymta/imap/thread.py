@@ -28,7 +28,6 @@ nothing itself.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,7 @@ from pymta.imap.message_commands import Found, find
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.search import BadCharset, parse_search
 from pymta.imap.sort import check_charset, gather
-from pymta.imap.sortkeys import base_subject, sent_date
+from pymta.imap.sortkeys import base_subject, message_ids, sent_date
 from pymta.mailstore.interface import MessageInfo
 
 if TYPE_CHECKING:
@@ -46,8 +45,6 @@ if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
 
 ALGORITHMS = ("REFERENCES", "ORDEREDSUBJECT")
-
-_MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
 
 #: References read per message: a longer list keeps its last ids (the
 #: closest ancestors), bounding the work one message can cause.
@@ -64,11 +61,6 @@ class ThreadMessage:
     is_reply: bool
     message_id: str | None = None
     references: list[str] = field(default_factory=list)
-
-
-def message_ids(value: str) -> list[str]:
-    """The msg-ids ``<...>`` of a header value, in order."""
-    return _MSG_ID.findall(value)
 
 
 def read_message(number: int, info: MessageInfo, values: dict[str, list[str]]) -> ThreadMessage:
