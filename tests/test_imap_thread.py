@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,38 @@ def test_deep_reference_chains_do_not_recurse(depth: int) -> None:
     ]
     text = format_threads(references(messages))
     assert text == b"(" + b" ".join(b"%d" % n for n in range(1, depth + 1)) + b")"
+
+
+def test_big_results_are_threaded_and_sorted_in_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threading or ordering more than a slice of messages runs in a worker
+    thread: nothing is answered until the worker's result is back, then the
+    answer is the same as in the reactor; later commands wait for it."""
+    from twisted.internet.defer import Deferred
+
+    from pymta.imap import sort as sort_module
+
+    s = session(tmp_path, [dated("a@x", 1), dated("b@x", 0, "References: <a@x>\n")])
+    monkeypatch.setattr(sort_module, "SLICE", 1)
+    pending: list[tuple[Any, Deferred[Any]]] = []
+
+    def runner(work: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        pending.append((work, d))
+        return d
+
+    s.proto.run_in_thread = runner
+    s.world.clock.advance(0)
+    assert s.send("t THREAD REFERENCES UTF-8 ALL\r\nn NOOP") == b""
+    s.world.clock.advance(0)  # the slices of reading keys
+    [(work, d)] = pending
+    assert s.read() == b""
+    d.callback(work())
+    assert s.read() == b"* THREAD (1 2)\r\nt OK Thread completed.\r\nn OK NOOP completed.\r\n"
+    pending.clear()
+    assert s.send("q SORT (REVERSE DATE) UTF-8 ALL") == b""
+    s.world.clock.advance(0)
+    [(work, d)] = pending
+    d.callback(work())
+    assert s.read() == b"* SORT 1 2\r\nq OK Sort completed.\r\n"

@@ -207,6 +207,19 @@ def find(
     commands wait meanwhile. An unexpected error is answered NO
     [SERVERBUG]."""
     view = _view(s)
+    whole = len(tokens) == 1 and isinstance(tokens[0], Atom) and tokens[0].upper() == "ALL"
+    if whole and command != "SEARCH":
+        # Every message of the view, without testing each (SORT and THREAD
+        # of a whole folder).
+        found = Found()
+        for msn, u in enumerate(view.uids, 1):
+            if not view.is_expunged(u):
+                found.numbers.append(u if uid else msn)
+                found.uids.append(u)
+        answering = answer(found)
+        if answering is not None:
+            s.later(answering, lambda: None, tag, command)
+        return
     if criteria.uses_content and s.scan_in_thread is not None:
         folder = view.folder
         if IMessageFiles.providedBy(folder):

@@ -135,7 +135,7 @@ def gather(
     command: str,
     found: Found,
     fields: Sequence[Field],
-    then: Callable[[list[tuple[int, int, tuple[Any, ...]]]], None],
+    then: Callable[[list[tuple[int, int, tuple[Any, ...]]]], Deferred[None] | None],
 ) -> Deferred[None] | None:
     """Call ``then`` with (sequence number, UID, the fields' keys) of each
     found message still there, in sequence order. Keys read from a header
@@ -152,15 +152,20 @@ def gather(
     rows: list[tuple[int, int, tuple[Any, ...]]] = []
     empty: dict[str, list[str]] = {}
 
-    def keys_of(u: int, info: MessageInfo) -> tuple[Any, ...]:
+    def keys_of(u: int) -> tuple[Any, ...]:
+        # The index record and the header only when a key needs them: a
+        # sort whose keys are all kept reads neither.
+        info: MessageInfo | None = None
         values: dict[str, list[str]] | None = None
         row = []
         for (_, compute, _), table in zip(fields, tables, strict=True):
             if table is None:
+                info = info or folder.get(u)
                 row.append(compute(info, empty))
                 continue
             key = table.get(u, _MISSING)
             if key is _MISSING:
+                info = info or folder.get(u)
                 if values is None:
                     values = header_values(folder.header_bytes(u))
                 key = table[u] = compute(info, values)
@@ -173,15 +178,15 @@ def gather(
             if msn is None or view.is_expunged(u):
                 continue
             try:
-                rows.append((msn, u, keys_of(u, folder.get(u))))
+                rows.append((msn, u, keys_of(u)))
             except MailStoreError:
                 continue  # expunged meanwhile by another program
             if n % SLICE == 0:
                 yield
 
-    def finish() -> None:
+    def finish() -> Deferred[None] | None:
         sortcache.trim()
-        then(rows)
+        return then(rows)
 
     def run() -> Deferred[None] | None:
         if s.lost:
@@ -189,8 +194,7 @@ def gather(
         if len(found.uids) <= SLICE:
             for _ in steps():
                 pass
-            finish()
-            return None
+            return finish()
         d = one_slice_per_turn(s, steps())
         d.addCallback(lambda _: None if s.lost else finish())
         d.addErrback(partial(search_failed, s, tag, command))
@@ -209,6 +213,28 @@ def gather(
             after.addErrback(partial(search_failed, s, tag, command))
             return after
     return run()
+
+
+def off_reactor(
+    s: IMAPServer,
+    tag: bytes,
+    command: str,
+    count: int,
+    work: Callable[[], bytes],
+    answer: Callable[[bytes], None],
+) -> Deferred[None] | None:
+    """``answer(work())``: the work (ordering or threading ``count``
+    messages, on data nobody else touches) in a worker thread when there
+    are more than :data:`SLICE` of them, so the reactor keeps serving
+    other sessions (it gets the interpreter back every few milliseconds);
+    the answer is sent from the reactor thread."""
+    if s.run_in_thread is None or count <= SLICE:
+        answer(work())
+        return None
+    d: Deferred[Any] = s.run_in_thread(work)
+    d.addCallback(lambda text: None if s.lost else answer(text))
+    d.addErrback(partial(search_failed, s, tag, command))
+    return d
 
 
 def sort_rows(rows: list[tuple[int, int, tuple[Any, ...]]], keys: Sequence[SortKey]) -> None:
@@ -239,17 +265,27 @@ def sort(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.condstore = True
     fields = sort_fields([k.name for k in keys])
 
-    def answer(rows: list[tuple[int, int, tuple[Any, ...]]]) -> None:
+    def order(rows: list[tuple[int, int, tuple[Any, ...]]]) -> bytes:
         sort_rows(rows, keys)
         numbers = [u if uid else msn for msn, u, _ in rows]
         if returns is None:
-            s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
-        else:
-            if "SAVE" in returns.options:
-                s.saved = _saved(returns, [u for _, u, _ in rows])
-            if returns.options != {"SAVE"}:
-                s.send(esort_line(tag, uid, returns, numbers))
+            return b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n"
+        if "SAVE" in returns.options:
+            saved[:] = _saved(returns, [u for _, u, _ in rows])
+        if returns.options != {"SAVE"}:
+            return esort_line(tag, uid, returns, numbers)
+        return b""
+
+    saved: list[int] = []
+
+    def answer(text: bytes) -> None:
+        if returns is not None and "SAVE" in returns.options:
+            s.saved = saved
+        s.send(text)
         s.ok(tag, b"Sort completed.", expunge=uid)
+
+    def sort_found(rows: list[tuple[int, int, tuple[Any, ...]]]) -> Deferred[None] | None:
+        return off_reactor(s, tag, "SORT", len(rows), partial(order, rows), answer)
 
     find(
         s,
@@ -257,7 +293,7 @@ def sort(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         uid,
         rest[2:],
         criteria,
-        lambda found: gather(s, tag, "SORT", found, fields, answer),
+        lambda found: gather(s, tag, "SORT", found, fields, sort_found),
         "SORT",
     )
 

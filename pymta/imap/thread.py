@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pymta.imap.message_commands import Found, find
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.search import BadCharset, parse_search
-from pymta.imap.sort import check_charset, gather
+from pymta.imap.sort import check_charset, gather, off_reactor
 from pymta.imap.sortkeys import base_subject, message_ids, sent_date
 from pymta.mailstore.interface import MessageInfo
 
@@ -277,43 +278,45 @@ def _gather_subjects(top: Node) -> None:
             or (held.message is not None and held.message.is_reply and not is_reply)
         ):
             table[subject] = root
+    # Built anew at the end: removing roots one by one from a list of
+    # 100,000 would be quadratic.
     roots = list(top.children)
-    removed: set[int] = set()
+    gone: set[int] = set()  # merged into or adopted by another root
+    replaced: dict[int, Node] = {}  # a root's place taken by a new container
     for root in roots:
-        if id(root) in removed:
+        if id(root) in gone:
             continue
         subject, is_reply = _thread_subject(root)
         if not subject:
             continue
         held = table[subject]
-        if held is root or id(held) in removed:
+        if held is root:
             continue
         if held.message is None and root.message is None:
             for child in root.children:
                 child.parent = held
             held.children.extend(root.children)
             root.children = []
-            top.children.remove(root)
-            removed.add(id(root))
-        elif held.message is None:
-            top.children.remove(root)
+        elif held.message is None or (is_reply and not held.message.is_reply):
             held.adopt(root)
-            removed.add(id(root))
-        elif is_reply and not held.message.is_reply:
-            top.children.remove(root)
-            held.adopt(root)
-            removed.add(id(root))
         else:
             # Neither is the other's parent: both under a new empty container
             # in the place of the one in the table.
             dummy = Node()
             dummy.parent = top
-            top.children[top.children.index(held)] = dummy
-            top.children.remove(root)
-            removed.add(id(root))
+            replaced[id(held)] = dummy
+            gone.add(id(held))
             dummy.adopt(held)
             dummy.adopt(root)
             table[subject] = dummy
+        gone.add(id(root))
+    kept: list[Node] = []
+    for root in roots:
+        if id(root) in replaced:
+            kept.append(replaced[id(root)])
+        elif id(root) not in gone:
+            kept.append(root)
+    top.children = kept
 
 
 def format_threads(roots: list[Node]) -> bytes:
@@ -361,7 +364,7 @@ def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if criteria.uses_modseq:
         s.condstore = True
 
-    def answer(rows: list[tuple[int, int, tuple[Any, ...]]]) -> None:
+    def build(rows: list[tuple[int, int, tuple[Any, ...]]]) -> bytes:
         messages = []
         for msn, u, (kept,) in rows:
             date, subject, is_reply, message_id, refs = kept
@@ -371,10 +374,16 @@ def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             text = format_ordered_subject(ordered_subject(messages))
         else:
             text = format_threads(references(messages))
-        s.send(b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n")
+        return b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n"
+
+    def answer(text: bytes) -> None:
+        s.send(text)
         s.ok(tag, b"Thread completed.", expunge=uid)
 
+    def threaded(rows: list[tuple[int, int, tuple[Any, ...]]]) -> Deferred[None] | None:
+        return off_reactor(s, tag, "THREAD", len(rows), partial(build, rows), answer)
+
     def threads(found: Found) -> Deferred[None] | None:
-        return gather(s, tag, "THREAD", found, [("THREAD", thread_key, True)], answer)
+        return gather(s, tag, "THREAD", found, [("THREAD", thread_key, True)], threaded)
 
     find(s, tag, uid, args[2:], criteria, threads, "THREAD")
