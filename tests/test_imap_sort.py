@@ -250,3 +250,34 @@ def test_kept_keys_are_bounded(s: Session, monkeypatch: pytest.MonkeyPatch) -> N
     sort(s, "SORT (SUBJECT) UTF-8 ALL")  # 4 + 4 keys: INBOX, used least recently, goes
     [(_, kept)] = sortcache._folders.values()
     assert kept.size() == 4 and set(kept.of("FROM")) == {1, 2}
+
+
+def test_sort_header_fields_match_header_values() -> None:
+    """The quick reader of the sort fields gives what the full header parser
+    gives for them: folded lines unfolded, any case, CRLF or LF, repeats."""
+    from pymta.imap.sortkeys import sort_header_fields
+    from pymta.imap.structure import header_values
+
+    header = (
+        b"Received: from x\r\n\tby y\r\nSUBJECT : folded\r\n  subject line\r\n"
+        b"From: A <a@x>\r\nX-Subject: no\r\nTo: b@x\nCc:\r\nReferences: <1@x>\r\n <2@x>\r\n"
+        b"Date: Tue, 14 Nov 2023 10:00:00 +0000\r\nTo: second@x\r\n\r\n"
+    )
+    wanted = {"date", "subject", "from", "to", "cc", "message-id", "references", "in-reply-to"}
+    full = {k: v for k, v in header_values(header).items() if k in wanted}
+    assert sort_header_fields(header) == full
+    assert full["to"] == ["b@x", "second@x"] and full["subject"] == ["folded  subject line"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain words", "  spaced\t out  ", "Dé jà vu", "a=b c", "x: y", "(fwd) z", "[a] b"],
+)
+def test_base_subject_quick_path_agrees(value: str) -> None:
+    """Subjects without markers take a quick path that gives what the full
+    extraction gives."""
+    from pymta.imap import sortkeys
+
+    quick = sortkeys.base_subject(value)
+    slow = sortkeys.base_subject("[x]" + value)[0]  # a blob forces the full path
+    assert quick[0] == (slow if value.strip() else quick[0])

@@ -46,8 +46,13 @@ from pymta.imap.results import (
     partial_item,
 )
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
-from pymta.imap.sortkeys import address_mailbox, base_subject, display_name, sent_date
-from pymta.imap.structure import header_values
+from pymta.imap.sortkeys import (
+    address_mailbox,
+    base_subject,
+    display_name,
+    sent_date,
+    sort_header_fields,
+)
 from pymta.mailstore.interface import MailStoreError, MessageInfo
 
 if TYPE_CHECKING:
@@ -167,7 +172,7 @@ def gather(
             if key is _MISSING:
                 info = info or folder.get(u)
                 if values is None:
-                    values = header_values(folder.header_bytes(u))
+                    values = sort_header_fields(folder.header_bytes(u))
                 key = table[u] = compute(info, values)
             row.append(key)
         return tuple(row)

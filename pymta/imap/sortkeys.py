@@ -31,7 +31,35 @@ _BLOB = re.compile(r"\[[^\[\]]*\] ?")
 #: *WSP [subj-blob] ":".
 _REFWD = re.compile(r"(?:\[[^\[\]]*\] ?)*(?:re|fwd?) ?(?:\[[^\[\]]*\] ?)?:", re.IGNORECASE)
 _TRAILER = "(fwd)"
+#: What any step of base subject extraction looks for: encoded words,
+#: blobs, "(fwd)", and the ":" of "Re:"/"Fw:"/"Fwd:".
+_MARKERS = re.compile(r"=\?|\[|\(|:")
+#: The common address forms: ``Name <local@domain>``, ``<local@domain>``
+#: and ``local@domain`` (quoted names without quotes or escapes inside).
+_SIMPLE_ADDRESS = re.compile(
+    r'\s*(?:"([^"\\]*)"|([^"<>()@,;:\\\[\]]*?))\s*<([^<>()@,;:"\s]+)@([^<>()@,;:"\s]*)>\s*'
+    r'|\s*()()([^<>()@,;:"\s]+)@([^<>()@,;:"\s]+)\s*'
+)
 _MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+
+
+_FIELDS = re.compile(
+    rb"^(date|subject|from|to|cc|message-id|references|in-reply-to)[ \t]*:"
+    rb"(.*(?:\r?\n[ \t].*)*)",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+def sort_header_fields(header: bytes) -> dict[str, list[str]]:
+    """The fields SORT and THREAD read (Date, Subject, From, To, Cc,
+    Message-ID, References, In-Reply-To) of a header block, unfolded, by
+    lower-case name, as :func:`pymta.imap.structure.header_values` gives
+    them, without parsing the other fields."""
+    out: dict[str, list[str]] = {}
+    for m in _FIELDS.finditer(header):
+        text = m.group(2).decode("latin-1").replace("\r", "").replace("\n", "").strip()
+        out.setdefault(m.group(1).decode("ascii").lower(), []).append(text)
+    return out
 
 
 def header_text(value: str) -> str:
@@ -53,6 +81,10 @@ def header_text(value: str) -> str:
 def base_subject(value: str) -> tuple[str, bool]:
     """The base subject of a Subject value (RFC 5256 2.1), upper-cased,
     and whether a reply or forward marker was removed from it."""
+    if value.isascii() and not _MARKERS.search(value):
+        # Nothing to decode and no marker to remove (most subjects of a
+        # big folder): only white space to collapse.
+        return _WSP.sub(" ", value).strip(" ").upper(), False
     subject = _WSP.sub(" ", header_text(value)).strip(" ")
     is_reply = False
     while True:
@@ -129,6 +161,13 @@ def _first_address(values: list[str] | None) -> tuple[str, str] | None:
     7.4.2) and in Dovecot's sort."""
     if not values:
         return None
+    simple = _SIMPLE_ADDRESS.fullmatch(values[0])
+    if simple is not None:
+        quoted, bare, local, domain = simple.group(1, 2, 3, 4)
+        if local is None:
+            local, domain = simple.group(7, 8)
+        name = quoted if quoted is not None else (bare or "")
+        return name.strip(), f"{local}@{domain}"
     group = _group_name(values[0])
     if group is not None:
         return "", group
