@@ -66,7 +66,7 @@ from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.hangup import hang_up
-from pymta.imap import append, sort, thread
+from pymta.imap import append, metadata, sort, thread
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
@@ -140,6 +140,8 @@ BASE_CAPABILITIES = (
     # pymta.imap.objectid, pymta.imap.preview
     "OBJECTID",
     "PREVIEW",
+    # pymta.imap.metadata
+    "METADATA",
 )
 
 #: Commands that take a UID prefix.
@@ -970,6 +972,8 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "ENABLE": (AUTH, _enable),
     "NAMESPACE": (AUTH, _namespace),
     "COMPRESS": (AUTH, _compress),
+    "GETMETADATA": (AUTH, metadata.getmetadata),
+    "SETMETADATA": (AUTH, metadata.setmetadata),
     "IDLE": (AUTH, _idle),
     "SELECT": (AUTH, mc.select),
     "EXAMINE": (AUTH, mc.examine),
