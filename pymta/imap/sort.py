@@ -17,7 +17,8 @@ it by position.
 (:data:`SLICE` messages per reactor turn, after the cache is filled in a
 thread, so a SORT of 100,000 messages lets other sessions in between) and
 keeps them for the next time (:mod:`pymta.imap.sortcache`); THREAD
-(:mod:`pymta.imap.thread`) uses it too.
+(:mod:`pymta.imap.thread`) uses it too. :func:`off_reactor` orders (or
+threads) a result of more than :data:`SLICE` messages in a worker thread.
 
 Untrusted input: the arguments (BAD on bad syntax, ``NO [BADCHARSET]`` for
 an unknown charset) and the messages' header fields. Reads the header cache

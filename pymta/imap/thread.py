@@ -17,7 +17,9 @@ per reactor turn), then builds the threads:
   sent date, then sequence number. A missing or duplicate Message-ID
   makes the message a thread of its own.
 
-Answer: ``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads
+The threads of more than a slice of messages are built in a worker
+thread (:func:`pymta.imap.sort.off_reactor`): the data is the session's
+own copy. Answer: ``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads
 uses an explicit stack: References chains thousands deep (anyone's mail)
 cannot exhaust Python's recursion limit.
 
