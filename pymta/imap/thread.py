@@ -30,7 +30,7 @@ nothing itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -63,7 +63,7 @@ class ThreadMessage:
     subject: str  # base subject
     is_reply: bool
     message_id: str | None = None
-    references: list[str] = field(default_factory=list)
+    references: Sequence[str] = field(default_factory=list)
 
 
 def read_message(number: int, info: MessageInfo, values: dict[str, list[str]]) -> ThreadMessage:
@@ -90,7 +90,9 @@ def thread_key(info: MessageInfo, values: dict[str, list[str]]) -> tuple[Any, ..
     """What threading needs of a message, as kept by pymta.imap.sortcache
     (a tuple: a ThreadMessage is made per THREAD, numbered then)."""
     m = read_message(0, info, values)
-    return (m.date, m.subject, m.is_reply, m.message_id, m.references)
+    # A tuple of strings, not a list: the garbage collector stops tracking
+    # it, and 100,000 kept keys do not lengthen every collection.
+    return (m.date, m.subject, m.is_reply, m.message_id, tuple(m.references))
 
 
 # ORDEREDSUBJECT ---------------------------------------------------------
@@ -130,12 +132,13 @@ def format_ordered_subject(threads: list[tuple[ThreadMessage, list[ThreadMessage
 class Node:
     """A container of RFC 5256's algorithm: a message, or empty (a dummy)."""
 
-    __slots__ = ("children", "message", "parent")
+    __slots__ = ("children", "key", "message", "parent")
 
     def __init__(self, message: ThreadMessage | None = None) -> None:
         self.message = message
         self.parent: Node | None = None
         self.children: list[Node] = []
+        self.key = (0, 0)  # (sent date, number) once siblings are sorted
 
     def adopt(self, child: Node) -> None:
         child.parent = self
@@ -168,16 +171,17 @@ def _link(parent: Node, child: Node) -> bool:
     return True
 
 
-def _post_order(root: Node) -> Iterator[Node]:
-    """Every node under ``root`` (and it), children before parents."""
-    stack: list[tuple[Node, bool]] = [(root, False)]
+def _post_order(root: Node) -> list[Node]:
+    """Every node under ``root`` (and it), each after all its children
+    (siblings in no particular order: each walk needs only that)."""
+    order: list[Node] = []
+    stack = [root]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            yield node
-            continue
-        stack.append((node, True))
-        stack.extend((child, False) for child in reversed(node.children))
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    order.reverse()
+    return order
 
 
 def references(messages: list[ThreadMessage]) -> list[Node]:
@@ -211,7 +215,8 @@ def references(messages: list[ThreadMessage]) -> list[Node]:
             previous = node
         # (1C) this message's parent is its last reference, whatever another
         # message's References suggested; none when that would make a loop.
-        own.orphan()
+        if own.parent is not None:
+            own.orphan()
         if previous is not None and previous is not own:
             _link(previous, own)
 
@@ -245,15 +250,18 @@ def references(messages: list[ThreadMessage]) -> list[Node]:
 def _sort_siblings(top: Node) -> None:
     """Order each node's children by (sent date, number); an empty
     container counts as its first child."""
-    keys: dict[int, tuple[int, int]] = {}
     for node in _post_order(top):
-        node.children.sort(key=lambda c: keys[id(c)])
+        node.children.sort(key=_key_of)
         if node.message is not None:
-            keys[id(node)] = (node.message.date, node.message.number)
+            node.key = (node.message.date, node.message.number)
         elif node.children:
-            keys[id(node)] = keys[id(node.children[0])]
+            node.key = node.children[0].key
         else:
-            keys[id(node)] = (0, 0)
+            node.key = (0, 0)
+
+
+def _key_of(node: Node) -> tuple[int, int]:
+    return node.key
 
 
 def _thread_subject(node: Node) -> tuple[str, bool]:
