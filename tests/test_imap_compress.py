@@ -229,3 +229,21 @@ def test_mbsync_syncs_over_compress(tmp_path: Path) -> None:
         for subject, (path, _) in local.items():
             assert without_tuid(path.read_bytes()) == on_server[subject][0]
         server.stop()
+
+
+def test_input_arriving_in_pieces_inflates_in_order() -> None:
+    """Compressed input split anywhere (one byte at a time here) inflates to
+    the original, at most the room given per call, nothing held back."""
+    from pymta.imap.compress import Compression
+
+    text = b"".join(b"a%d NOOP\r\n" % n for n in range(20000))
+    peer = Peer()
+    packed = peer.pack(text)
+    c = Compression()
+    out = b""
+    for i in range(0, len(packed), 7):
+        c.received(packed[i : i + 7])
+        while piece := c.inflate(1000):
+            assert len(piece) <= 1000
+            out += piece
+    assert out == text and not c.has_pending()

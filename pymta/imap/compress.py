@@ -24,6 +24,7 @@ Writes and logs nothing itself.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 
 #: zlib level of the server's output (1 fastest .. 9 smallest).
 LEVEL = 1
@@ -42,7 +43,12 @@ class Compression:
     def __init__(self, level: int = LEVEL) -> None:
         self._deflate = zlib.compressobj(level, zlib.DEFLATED, -15)
         self._inflate = zlib.decompressobj(-15)
-        self._pending = bytearray()  # compressed input not inflated yet
+        # Compressed input not inflated yet: what zlib left of the piece it
+        # is working on, then the pieces received since (never joined: a
+        # big compressed upload is not copied again for every chunk).
+        self._tail = b""
+        self._received: deque[bytes] = deque()
+        self._pending = 0
 
     def compress(self, data: bytes) -> bytes:
         """``data`` compressed, flushed so that the client can read all of it."""
@@ -50,29 +56,34 @@ class Compression:
 
     def received(self, data: bytes) -> None:
         """Keep compressed bytes from the client for :meth:`inflate`."""
-        self._pending += data
+        if data:
+            self._received.append(data)
+            self._pending += len(data)
 
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return self._pending > 0
 
     def pending(self) -> int:
-        return len(self._pending)
+        return self._pending
 
     def inflate(self, room: int) -> bytes:
         """Up to ``min(room, INFLATE_CHUNK)`` inflated bytes of what was
         received (b"" when nothing more can be inflated now);
         CompressionError on invalid data."""
-        if room <= 0 or not self._pending:
-            return b""
-        data = bytes(self._pending)
-        try:
-            out = self._inflate.decompress(data, min(room, INFLATE_CHUNK))
-        except zlib.error as e:
-            self._pending.clear()
-            raise CompressionError(str(e)) from None
-        del self._pending[: len(data) - len(self._inflate.unconsumed_tail)]
-        if self._inflate.eof:
-            # RFC 4978 has no end of stream but the connection's: bytes after
-            # a final block are not commands.
-            raise CompressionError("compressed stream ended")
-        return out
+        while room > 0 and self._pending:
+            data = self._tail or self._received.popleft()
+            try:
+                out = self._inflate.decompress(data, min(room, INFLATE_CHUNK))
+            except zlib.error as e:
+                self._tail, self._pending = b"", 0
+                self._received.clear()
+                raise CompressionError(str(e)) from None
+            self._tail = self._inflate.unconsumed_tail
+            self._pending -= len(data) - len(self._tail)
+            if self._inflate.eof:
+                # RFC 4978 has no end of stream but the connection's: bytes
+                # after a final block are not commands.
+                raise CompressionError("compressed stream ended")
+            if out:
+                return out
+        return b""
