@@ -23,8 +23,9 @@ def message(msg_id: str, subject: str, minute: int, refs: str = "") -> bytes:
 
 def test_imapclient_multiappends_sorts_and_threads(tmp_path: Path) -> None:
     """imapclient's multiappend stores three messages in one command (one
-    APPENDUID set), its sort() orders them by subject and reverse date,
-    and its thread() returns the reply under its original."""
+    APPENDUID set), its sort() orders them by subject and reverse date (and
+    after a body search, which runs in the scan workers), and its thread()
+    returns the reply under its original."""
     extra = (
         f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {tmp_path / 'cert.pem'}\n"
         f"smtpd_tls_key_file = {tmp_path / 'key.pem'}\npymta_tls_create_self_signed = yes\n"
@@ -53,6 +54,11 @@ def test_imapclient_multiappends_sorts_and_threads(tmp_path: Path) -> None:
         client.select_folder("INBOX")
         assert client.sort(["SUBJECT", "REVERSE DATE"]) == [2, 3, 1]
         assert client.sort("FROM") == [2, 1, 3]
+        # A body key: the search runs in the scan worker processes first.
+        assert client.sort("REVERSE DATE", ["BODY", "body", "NOT", "SUBJECT", "budget"]) == [
+            3,
+            1,
+        ]
         threads = client.thread("REFERENCES")
         assert sorted(threads) == sorted([(1, 3), (2,)])
         assert client.thread("ORDEREDSUBJECT") == ((2,), (1, 3))
