@@ -178,7 +178,21 @@ def gather(
             row.append(key)
         return tuple(row)
 
+    def kept_steps(kept: list[dict[int, Any]]) -> Iterator[None]:
+        # Every key is kept already (a folder sorted before): no function
+        # call per message.
+        msn_of, gone, uids = view.msn, view.is_expunged, found.uids
+        for start in range(0, len(uids), SLICE):
+            for u in uids[start : start + SLICE]:
+                msn = msn_of(u)
+                if msn is not None and not gone(u):
+                    rows.append((msn, u, tuple([table[u] for table in kept])))
+            yield
+
     def steps() -> Iterator[None]:
+        if all_kept:
+            yield from kept_steps([t for t in tables if t is not None])
+            return
         for n, u in enumerate(found.uids, 1):
             msn = view.msn(u)
             if msn is None or view.is_expunged(u):
@@ -207,8 +221,11 @@ def gather(
         return d
 
     live = [t for t in tables if t is not None]
+    all_kept = False
     if live:
-        missing = [u for u in found.uids if any(u not in t for t in live)]
+        wanted = set(found.uids)
+        missing = sorted(set().union(*(wanted.difference(t) for t in live)))
+        all_kept = not missing and len(live) == len(tables)
         filling = prefetch_headers(folder, missing, s.run_in_thread) if missing else None
         if filling is not None:
             # The cache is only a speed-up: a failed fill reads in the reactor.
