@@ -201,15 +201,16 @@ def test_logout(s: Session) -> None:
 
 def test_select_and_examine_responses(s: Session, world: World) -> None:
     """SELECT sends FLAGS, PERMANENTFLAGS, EXISTS, RECENT, UNSEEN, UIDVALIDITY, UIDNEXT,
-    HIGHESTMODSEQ and READ-WRITE; EXAMINE is READ-ONLY with no permanent flags."""
+    HIGHESTMODSEQ, MAILBOXID and READ-WRITE; EXAMINE is READ-ONLY with no permanent flags."""
     folder = world.mailbox().folder("INBOX")
     assert s.send("a SELECT INBOX") == (
         b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
         b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
         b"Flags permitted.\r\n* 1 EXISTS\r\n* 0 RECENT\r\n* OK [UNSEEN 1] First unseen.\r\n"
         b"* OK [UIDVALIDITY %d] UIDs valid\r\n* OK [UIDNEXT 2] Predicted next UID\r\n"
-        b"* OK [HIGHESTMODSEQ %d] Highest\r\na OK [READ-WRITE] Select completed.\r\n"
-        % (folder.uidvalidity, folder.highest_modseq)
+        b"* OK [HIGHESTMODSEQ %d] Highest\r\n* OK [MAILBOXID (F%08x)] Ok\r\n"
+        b"a OK [READ-WRITE] Select completed.\r\n"
+        % (folder.uidvalidity, folder.highest_modseq, folder.uidvalidity)
     )
     reply = s.send("b EXAMINE inbox")
     assert b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n" in reply

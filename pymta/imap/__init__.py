@@ -11,6 +11,14 @@
 - :mod:`~pymta.imap.fetch`: FETCH items and body sections.
 - :mod:`~pymta.imap.structure`: ENVELOPE, BODYSTRUCTURE, header fields.
 - :mod:`~pymta.imap.search`: SEARCH keys.
+- :mod:`~pymta.imap.results`: ESEARCH RETURN options and PARTIAL windows.
+- :mod:`~pymta.imap.sort`, :mod:`~pymta.imap.sortkeys`, :mod:`~pymta.imap.sortcache`:
+  SORT and ESORT, what they compare, the keys kept between sorts.
+- :mod:`~pymta.imap.thread`: THREAD=REFERENCES and THREAD=ORDEREDSUBJECT.
+- :mod:`~pymta.imap.append`: APPEND with MULTIAPPEND and CATENATE.
+- :mod:`~pymta.imap.compress`: COMPRESS=DEFLATE.
+- :mod:`~pymta.imap.objectid`, :mod:`~pymta.imap.preview`: OBJECTID, PREVIEW.
+- :mod:`~pymta.imap.metadata`: GETMETADATA and SETMETADATA.
 - :mod:`~pymta.imap.listing`: LIST/LSUB wildcards and attributes.
 - :mod:`~pymta.imap.wire`: strings, literals, dates, mailbox names on the wire.
 - :mod:`~pymta.imap.settings`, :mod:`~pymta.imap.log`: imapd_* parameters, log lines.

@@ -3,7 +3,8 @@
 RFC 3501 sections 6.4.5 and 7.4.2, RFC 7162 (MODSEQ). :func:`parse_items`
 reads the item list (macros ALL, FAST, FULL; FLAGS, UID, INTERNALDATE,
 RFC822.SIZE, ENVELOPE, BODY, BODYSTRUCTURE, BODY[section]<partial>,
-BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ). Sections:
+BODY.PEEK[...], RFC822, RFC822.HEADER, RFC822.TEXT, MODSEQ; EMAILID and
+THREADID of RFC 8474, PREVIEW of RFC 8970). Sections:
 ``HEADER``, ``HEADER.FIELDS (..)``, ``HEADER.FIELDS.NOT (..)``, ``TEXT``,
 ``MIME`` and part numbers (``1.2.3``), found through the store's cached
 MIME tree. RFC 3516 BINARY: ``BINARY[part]<partial>``, ``BINARY.PEEK[..]``
@@ -41,9 +42,11 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from pymta.imap.log import log
+from pymta.imap.objectid import email_id, thread_id
 from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.preview import preview
 from pymta.imap.structure import body_structure, crlf, envelope, select_fields
-from pymta.imap.wire import date_time, flag_list, literal
+from pymta.imap.wire import date_time, flag_list, literal, string
 from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo, MimePart
 from pymta.mailstore.mime import MimeError, plain_structure
 from pymta.mailstore.names import rfc822_size_of_stream
@@ -66,6 +69,9 @@ _SIMPLE = {
     "RFC822.HEADER",
     "RFC822.TEXT",
     "MODSEQ",
+    "EMAILID",  # RFC 8474 (pymta.imap.objectid)
+    "THREADID",
+    "PREVIEW",  # RFC 8970 (pymta.imap.preview)
 }
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -183,7 +189,12 @@ def parse_items(tokens: list[Token]) -> list[FetchItem]:
     if not group:
         raise ParseError("Empty FETCH item list.")
     items: list[FetchItem] = []
-    for token in group:
+    for n, token in enumerate(group):
+        if isinstance(token, list) and n and items and items[-1].name == "PREVIEW":
+            # RFC 8970 3.1: PREVIEW (LAZY); answered at once all the same.
+            if not all(isinstance(m, Atom) and m.upper() == "LAZY" for m in token):
+                raise ParseError("Unknown PREVIEW modifier.")
+            continue
         items.extend(_parse_one(token))
     return items
 
@@ -201,7 +212,8 @@ def sets_seen(items: list[FetchItem]) -> bool:
 def needs_file(items: list[FetchItem]) -> bool:
     """Whether rendering needs more than the index and header cache."""
     return any(
-        i.name in ("RFC822", "RFC822.TEXT", "BODY[]", "BINARY[]", "BINARY.SIZE[]") for i in items
+        i.name in ("RFC822", "RFC822.TEXT", "BODY[]", "BINARY[]", "BINARY.SIZE[]", "PREVIEW")
+        for i in items
     )
 
 
@@ -482,6 +494,12 @@ def render(
             out.append(b"RFC822.SIZE %d" % info.rfc822_size)
         elif name == "MODSEQ":
             pass  # added once below
+        elif name == "EMAILID":
+            out.append(b"EMAILID (" + email_id(data.header(), info).encode("ascii") + b")")
+        elif name == "THREADID":
+            out.append(b"THREADID (" + thread_id(data.header(), info).encode("ascii") + b")")
+        elif name == "PREVIEW":
+            out.append(b"PREVIEW " + string(preview(data).encode("utf-8")))
         elif name == "ENVELOPE":
             out.append(b"ENVELOPE " + envelope(data.header()))
         elif name == "BODYSTRUCTURE":

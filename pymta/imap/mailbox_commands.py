@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from pymta.imap.binary_append import encode_binary_parts
 from pymta.imap.listing import list_entries
+from pymta.imap.objectid import mailbox_id
 from pymta.imap.parser import Atom, Literal8, ParseError, Token
 from pymta.imap.sequence import format_set, parse_sequence_set
 from pymta.imap.view import SelectedView
@@ -175,6 +176,7 @@ def _selected(
     out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
     out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
     out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highest_modseq)
+    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(folder.uidvalidity).encode())
     if s.rev2:  # RFC 9051 6.3.2: the name as the server spells it
         out.append(b'* LIST () "/" ' + mailbox_out(folder.name, True) + b"\r\n")
     for line in out:
@@ -452,6 +454,7 @@ _STATUS_ITEMS = (
     "HIGHESTMODSEQ",
     "SIZE",  # RFC 8438, RFC 9051
     "DELETED",  # RFC 9051
+    "MAILBOXID",  # RFC 8474
 )
 
 
@@ -479,6 +482,7 @@ def _status_values(folder: IFolder, items: list[str]) -> bytes:
         "UNSEEN": st.unseen,
         "HIGHESTMODSEQ": st.highest_modseq,
         "SIZE": st.size,
+        "MAILBOXID": f"({mailbox_id(st.uidvalidity)})",
     }
     if "DELETED" in items:
         values["DELETED"] = sum(1 for m in folder.messages() if "\\Deleted" in m.flags)

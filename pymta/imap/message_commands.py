@@ -39,6 +39,7 @@ from pymta.imap.fetch import (
 )
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.results import SEARCH_OPTIONS, Partial, parse_return, partial_item
 from pymta.imap.scan import ScanJob, ScanResult, scan_search
 from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
@@ -155,28 +156,18 @@ def expunge(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     s.ok(tag, b"Expunge completed.")
 
 
-_RETURN_OPTIONS = frozenset({"MIN", "MAX", "COUNT", "ALL", "SAVE"})
-
-
-def _search_return(args: list[Token]) -> tuple[set[str] | None, list[Token]]:
+def _search_return(args: list[Token]) -> tuple[set[str] | None, Partial | None, list[Token]]:
     """RFC 4731 ``RETURN (options)`` at the start of SEARCH: the options
-    (``()`` means ALL), or None when absent; and the remaining tokens."""
-    if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
-        opts = args[1]
-        if not isinstance(opts, list):
-            raise ParseError("RETURN takes a list of options.")
-        chosen: set[str] = set()
-        for o in opts:
-            if not isinstance(o, Atom) or o.upper() not in _RETURN_OPTIONS:
-                raise ParseError("Unknown SEARCH RETURN option.")
-            chosen.add(o.upper())
-        return chosen or {"ALL"}, args[2:]
-    return None, args
+    (``()`` means ALL), or None when absent; RFC 9394's PARTIAL window; and
+    the remaining tokens."""
+    returns, rest = parse_return(args, SEARCH_OPTIONS)
+    if returns is None:
+        return None, None, rest
+    return set(returns.options), returns.partial, rest
 
 
 def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
-    view = _view(s)
-    returns, args = _search_return(args)
+    returns, window, args = _search_return(args)
     if returns is None and s.rev2:
         returns = {"ALL"}  # RFC 9051 6.4.4: SEARCH answers with ESEARCH
     saving = returns is not None and "SAVE" in returns
@@ -189,6 +180,46 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         return
     if criteria.uses_modseq:
         _enable_condstore(s)
+    find(
+        s,
+        tag,
+        uid,
+        args,
+        criteria,
+        lambda found: _search_answer(s, tag, uid, criteria, returns, window, found),
+    )
+
+
+def find(
+    s: IMAPServer,
+    tag: bytes,
+    uid: bool,
+    tokens: list[Token],
+    criteria: Criteria,
+    answer: Callable[[Found], Deferred[None] | None],
+    command: str = "SEARCH",
+) -> None:
+    """Find the messages that match ``criteria`` (parsed from ``tokens``)
+    and call ``answer`` with them, which answers the command (SEARCH, and
+    SORT and THREAD of pymta.imap.sort and pymta.imap.thread). Off the
+    reactor where it counts: body searches in the scan workers, a cold
+    header cache filled in a thread, big folders tested in slices; later
+    commands wait meanwhile. An unexpected error is answered NO
+    [SERVERBUG]."""
+    view = _view(s)
+    whole = len(tokens) == 1 and isinstance(tokens[0], Atom) and tokens[0].upper() == "ALL"
+    if whole and command != "SEARCH":
+        # Every message of the view, without testing each (SORT and THREAD
+        # of a whole folder).
+        found = Found()
+        for msn, u in enumerate(view.uids, 1):
+            if not view.is_expunged(u):
+                found.numbers.append(u if uid else msn)
+                found.uids.append(u)
+        answering = answer(found)
+        if answering is not None:
+            s.later(answering, lambda: None, tag, command)
+        return
     if criteria.uses_content and s.scan_in_thread is not None:
         folder = view.folder
         if IMessageFiles.providedBy(folder):
@@ -196,35 +227,41 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
             # scans one after another (pymta.imap.scan).
             scanning = s.scan_gate.run(
                 s.user,
-                lambda: _scan(s, tag, uid, args, criteria, returns, IMessageFiles(folder)),
+                lambda: _scan(s, uid, tokens, criteria, answer, IMessageFiles(folder)),
             )
-            scanning.addErrback(partial(_search_failed, s, tag))
-            s.later(scanning, lambda: None, tag, "SEARCH")
+            scanning.addErrback(partial(search_failed, s, tag, command))
+            s.later(scanning, lambda: None, tag, command)
             return
     if criteria.uses_header:
         # A cold header cache is filled in a thread first (pymta.mailstore.prefetch).
         d = prefetch_headers(view.folder, view.uids, s.run_in_thread)
         if d is not None:
-            s.later(d, lambda: _search(s, tag, uid, criteria, returns), tag, "SEARCH")
+            s.later(d, lambda: _search(s, tag, uid, criteria, answer, command), tag, command)
             return
-    searching = _search(s, tag, uid, criteria, returns)
+    searching = _search(s, tag, uid, criteria, answer, command)
     if searching is not None:
-        s.later(searching, lambda: None, tag, "SEARCH")
+        s.later(searching, lambda: None, tag, command)
 
 
 def _search(
-    s: IMAPServer, tag: bytes, uid: bool, criteria: Criteria, returns: set[str] | None
+    s: IMAPServer,
+    tag: bytes,
+    uid: bool,
+    criteria: Criteria,
+    answer: Callable[[Found], Deferred[None] | None],
+    command: str,
 ) -> Deferred[None] | None:
     """Test every message and answer. A folder of more than
     :data:`SEARCH_SLICE` messages is tested that many per reactor turn, so
     other sessions are served in between: then the answer (OK, or NO
     [SERVERBUG] on an unexpected error) comes when the returned Deferred
-    fires, else before this returns None."""
+    fires, else before this returns None (or what ``answer`` returns: a
+    command that goes on after the search)."""
     view = _view(s)
     folder = view.folder
     largest_uid = view.uids[-1] if view.uids else 0
     count = view.exists
-    found = _Found()
+    found = Found()
     may_contain = None
     if criteria.uses_header and IHeaderCache.providedBy(folder):
         uids = list(view.uids)
@@ -235,22 +272,20 @@ def _search(
     if count <= SEARCH_SLICE:
         for _ in steps:
             pass
-        _search_answer(s, tag, uid, criteria, returns, found)
-        return None
+        return answer(found)
 
-    d = _one_slice_per_turn(s, steps)
-    d.addCallback(lambda _: _search_answer(s, tag, uid, criteria, returns, found))
-    d.addErrback(partial(_search_failed, s, tag))
+    d = one_slice_per_turn(s, steps)
+    d.addCallback(lambda _: None if s.lost else answer(found))
+    d.addErrback(partial(search_failed, s, tag, command))
     return d
 
 
 def _scan(
     s: IMAPServer,
-    tag: bytes,
     uid: bool,
     tokens: list[Token],
     criteria: Criteria,
-    returns: set[str] | None,
+    answer: Callable[[Found], Deferred[None] | None],
     files: IMessageFiles,
 ) -> Deferred[None]:
     """A body SEARCH in the scan workers: snapshot the view here, test the
@@ -283,23 +318,25 @@ def _scan(
     assert s.scan_in_thread is not None  # search() sends no scan without it
     d = scan_search(entries, job, lookup, files.message_reader, s.scan_in_thread, lambda: s.lost)
 
-    def answer(result: ScanResult) -> None:
+    def matched(result: ScanResult) -> Deferred[None] | None:
         if s.lost:
-            return
-        found = _Found()
+            return None
+        found = Found()
         for msn, info in result.matched:
             found.numbers.append(info.uid if uid else msn)
             found.uids.append(info.uid)
             found.top_modseq = max(found.top_modseq, info.modseq)
-        _search_answer(s, tag, uid, criteria, returns, found)
+        return answer(found)
 
-    return d.addCallback(answer)
+    return d.addCallback(matched)
 
 
-def _search_failed(s: IMAPServer, tag: bytes, failure: Failure) -> None:
-    """An unexpected error in a SEARCH that went on after its command call:
-    logged with its traceback, answered NO [SERVERBUG]."""
-    s.log.failure("imap({user}): unexpected error in SEARCH", failure, user=s.user)
+def search_failed(s: IMAPServer, tag: bytes, command: str, failure: Failure) -> None:
+    """An unexpected error in a SEARCH (SORT, THREAD) that went on after its
+    command call: logged with its traceback, answered NO [SERVERBUG]."""
+    s.log.failure(
+        "imap({user}): unexpected error in {command}", failure, user=s.user, command=command
+    )
     if not s.lost:
         s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
 
@@ -318,7 +355,7 @@ def _in_view(view: SelectedView) -> Iterator[tuple[int, MessageInfo, bool]]:
 
 
 @dataclass
-class _Found:
+class Found:
     """What a SEARCH has matched so far."""
 
     numbers: list[int] = field(default_factory=list)  # UIDs or sequence numbers
@@ -327,7 +364,7 @@ class _Found:
 
 
 def _test_all(
-    cands: Iterable[Candidate], test: Callable[[Candidate], bool], found: _Found, uid: bool
+    cands: Iterable[Candidate], test: Callable[[Candidate], bool], found: Found, uid: bool
 ) -> Iterator[None]:
     """Test the candidates into ``found``, pausing after every SEARCH_SLICE."""
     for n, cand in enumerate(cands, 1):
@@ -344,7 +381,7 @@ def _test_all(
             yield
 
 
-def _one_slice_per_turn(s: IMAPServer, steps: Iterator[None]) -> Deferred[None]:
+def one_slice_per_turn(s: IMAPServer, steps: Iterator[None]) -> Deferred[None]:
     """Run ``steps`` one at a time, each in its own reactor turn; the
     Deferred fires when they are done (or the session is gone)."""
     done: Deferred[None] = Deferred()
@@ -377,7 +414,7 @@ def _enable_condstore(s: IMAPServer) -> None:
         s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % s.view.folder.highest_modseq)
 
 
-def _returned_modseq(view: SelectedView, returns: set[str], found: _Found) -> int:
+def _returned_modseq(view: SelectedView, returns: set[str], found: Found) -> int:
     """The MODSEQ of an ESEARCH answer (RFC 7162 3.1.5): the highest of the
     messages it returns, which with only MIN and/or MAX are those two."""
     if not found.uids or returns & {"ALL", "COUNT"} or not returns & {"MIN", "MAX"}:
@@ -399,7 +436,8 @@ def _search_answer(
     uid: bool,
     criteria: Criteria,
     returns: set[str] | None,
-    matched: _Found,
+    window: Partial | None,
+    matched: Found,
 ) -> None:
     saving = returns is not None and "SAVE" in returns
     found, found_uids, top_modseq = matched.numbers, matched.uids, matched.top_modseq
@@ -415,7 +453,7 @@ def _search_answer(
             s.saved = _saved_result(returns, found_uids)
         if returns != {"SAVE"}:  # RFC 5182 2.1: SAVE alone sends no ESEARCH
             modseq = _returned_modseq(_view(s), returns, matched) if criteria.uses_modseq else 0
-            s.send(_esearch(tag, uid, returns, found, modseq))
+            s.send(_esearch(tag, uid, returns, found, modseq, window))
     s.ok(tag, b"Search completed.", expunge=uid)
 
 
@@ -432,7 +470,14 @@ def _saved_result(returns: set[str], uids: list[int]) -> list[int]:
     return kept
 
 
-def _esearch(tag: bytes, uid: bool, returns: set[str], found: list[int], modseq: int) -> bytes:
+def _esearch(
+    tag: bytes,
+    uid: bool,
+    returns: set[str],
+    found: list[int],
+    modseq: int,
+    window: Partial | None = None,
+) -> bytes:
     """``* ESEARCH (TAG "a") UID MIN 1 MAX 9 COUNT 3 ALL 1,4,9`` (RFC 4731 3.1;
     MIN, MAX and ALL are left out when nothing matched, COUNT 0 is not)."""
     line = b'* ESEARCH (TAG "' + tag + b'")'
@@ -447,6 +492,8 @@ def _esearch(tag: bytes, uid: bool, returns: set[str], found: list[int], modseq:
         line += b" COUNT %d" % len(found)
     if found and "ALL" in returns:
         line += b" ALL " + format_set(found).encode("ascii")
+    if window is not None:
+        line += partial_item(found, window)  # RFC 9394 3.1: also when empty
     if found and modseq:
         line += b" MODSEQ %d" % modseq  # RFC 7162 3.1.5
     return line + b"\r\n"

@@ -14,7 +14,7 @@ and LITERAL- literals). Two layers:
 - :func:`tokenize` turns one complete command into tokens: :class:`Atom`
   (``str``; atoms, ``NIL``, flags, FETCH items with their ``[...]`` section
   and ``<...>`` partial), ``bytes`` (quoted strings with ``\\\\`` and
-  ``\\"`` escapes, and literals), and ``list`` (parenthesised groups,
+  ``\\"`` escapes, and literals as :class:`Literal`), and ``list`` (groups,
   nested at most :data:`MAX_NESTING` deep).
 
 Untrusted input: every byte. Nothing raises but :class:`ParseError` (the
@@ -38,12 +38,21 @@ class Atom(str):
     __slots__ = ()
 
 
+class Literal(bytes):
+    """A literal ``{n}`` or ``~{n}`` (bytes, as a quoted string is; APPEND
+    tells its message from a quoted date-time by this)."""
+
+    __slots__ = ()
+
+
 Token = Atom | bytes | list["Token"]
 
 
-class Literal8(bytes):
+class Literal8(Literal):
     """The octets of a literal8 ``~{n}`` (RFC 3516 4.4): may hold NUL and
-    binary content; a plain literal is ``bytes``."""
+    binary content; a plain literal is a :class:`Literal`."""
+
+    __slots__ = ()
 
 
 class ParseError(Exception):
@@ -109,6 +118,13 @@ class CommandReader:
 
     def pending(self) -> int:
         return len(self._buffer)
+
+    def take_buffered(self) -> bytes:
+        """Hand over the bytes not read yet (after COMPRESS they are
+        compressed: RFC 4978 starts right after the command's CRLF)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
 
     def in_command(self) -> bool:
         """Part of a command has arrived (a line without its end, or a
@@ -306,8 +322,8 @@ def _literal(cur: _Cursor) -> bytes:
     if begin + size > len(data):
         raise ParseError("Literal is cut short.")
     cur.pos = begin + size
-    value = data[begin : begin + size]
-    return Literal8(value) if start > literal_start else value
+    value = memoryview(data)[begin : begin + size]
+    return Literal8(value) if start > literal_start else Literal(value)
 
 
 def _atom(cur: _Cursor) -> Atom:

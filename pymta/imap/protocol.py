@@ -66,9 +66,11 @@ from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.hangup import hang_up
+from pymta.imap import append, metadata, sort, thread
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
+from pymta.imap.compress import Compression, CompressionError
 from pymta.imap.parser import (
     Atom,
     Command,
@@ -126,7 +128,25 @@ BASE_CAPABILITIES = (
     "STATUS=SIZE",
     "LIST-STATUS",
     "UTF8=ACCEPT",
+    # pymta.imap.sort, pymta.imap.thread, pymta.imap.results
+    "SORT",
+    "SORT=DISPLAY",
+    "ESORT",
+    "PARTIAL",
+    "THREAD=REFERENCES",
+    "THREAD=ORDEREDSUBJECT",
+    # pymta.imap.append
+    "MULTIAPPEND",
+    "CATENATE",
+    # pymta.imap.objectid, pymta.imap.preview
+    "OBJECTID",
+    "PREVIEW",
+    # pymta.imap.metadata
+    "METADATA",
 )
+
+#: Commands that take a UID prefix.
+UID_COMMANDS = frozenset({"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"})
 
 #: Unprocessed input kept while the client does not read our responses.
 INPUT_BACKLOG = 256 * 1024
@@ -214,6 +234,8 @@ class IMAPServer(StreamingSession, Protocol):
         )
 
         self._out: list[bytes] = []
+        # COMPRESS=DEFLATE (RFC 4978), once the client asked for it.
+        self.compression: Compression | None = None
         self._line_handler: Callable[[bytes], None] | None = None
         self._busy = False
         self._paused = False
@@ -349,7 +371,10 @@ class IMAPServer(StreamingSession, Protocol):
 
     def _throttle(self) -> None:
         if self._paused and not self._reading_paused and not self._lost:
-            if self.reader.pending() > INPUT_BACKLOG:
+            backlog = self.reader.pending()
+            if self.compression is not None:
+                backlog += self.compression.pending()
+            if backlog > INPUT_BACKLOG:
                 self._reading_paused = True
                 self.transport.pauseProducing()  # type: ignore[union-attr]
 
@@ -369,6 +394,8 @@ class IMAPServer(StreamingSession, Protocol):
         self._out = []
         if not self._lost and self.transport is not None:
             self.counters.bytes_out += len(data)
+            if self.compression is not None:
+                data = self.compression.compress(data)
             # Straight to the socket when nothing is buffered (pop3d's output
             # path): Twisted's write would cost an epoll_ctl pair and one more
             # reactor round per response, while the client waits for it.
@@ -443,7 +470,10 @@ class IMAPServer(StreamingSession, Protocol):
                 else self.settings.timeout
             )
             self._timer.reset(timeout)
-        self.reader.feed(data)
+        if self.compression is not None:
+            self.compression.received(data)
+        else:
+            self.reader.feed(data)
         sent = self.counters.bytes_out
         self._process()
         if self.counters.bytes_out == sent and self.reader.in_command() and not self._lost:
@@ -462,12 +492,16 @@ class IMAPServer(StreamingSession, Protocol):
                 if self._line_handler is not None:
                     line = self.reader.read_line()
                     if line is None:
+                        if self._inflate():
+                            continue
                         break
                     handler, self._line_handler = self._line_handler, None
                     handler(line)
                     continue
                 event = self.reader.next()
                 if event is None:
+                    if self._inflate():
+                        continue
                     break
                 if isinstance(event, Continue):
                     self.send(b"+ OK\r\n")
@@ -482,6 +516,34 @@ class IMAPServer(StreamingSession, Protocol):
         finally:
             self._processing = False
             self.flush()
+
+    def start_compression(self) -> None:
+        """COMPRESS=DEFLATE from now on, both ways (pymta.imap.compress);
+        what the client sent after the COMPRESS command is compressed."""
+        self.compression = Compression()
+        self.compression.received(self.reader.take_buffered())
+
+    def _inflate(self) -> bool:
+        """Give the reader more of the client's compressed input, as much as
+        fits one command (a small deflate bomb cannot fill memory); False
+        when there is nothing to give. Invalid data ends the session."""
+        if self.compression is None or not self.compression.has_pending():
+            return False
+        room = self.reader.command_limit + self.reader.line_limit - self.reader.pending()
+        try:
+            data = self.compression.inflate(room)
+        except CompressionError as e:
+            self.log.info(
+                "imap({user}): invalid compressed input: {error}", user=self.user, error=e
+            )
+            self._end_reason = "Invalid compressed data"
+            self.send(b"* BYE Invalid compressed data.\r\n")
+            self.close()
+            return False
+        if not data:
+            return False
+        self.reader.feed(data)
+        return True
 
     def _command(self, data: bytes) -> None:
         tag = tag_of(data)
@@ -506,7 +568,7 @@ class IMAPServer(StreamingSession, Protocol):
             name = args[0].upper()
             args = args[1:]
             uid = True
-            if name not in ("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"):
+            if name not in UID_COMMANDS:
                 self.bad(tag, b"Error in IMAP command UID: unknown UID command.")
                 return
         entry = COMMANDS.get(name)
@@ -629,6 +691,10 @@ class IMAPServer(StreamingSession, Protocol):
 
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
+        # RFC 7889: the largest message APPEND takes (the literal limit).
+        caps.append(f"APPENDLIMIT={self.settings.max_literal_size}")
+        if self.state != NOT_AUTHENTICATED and self.compression is None:
+            caps.append("COMPRESS=DEFLATE")
         if self.state == NOT_AUTHENTICATED:
             if self.tls is not None and not self.tls_active:
                 caps.append("STARTTLS")
@@ -889,6 +955,21 @@ def _enable(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     s.ok(tag, b"Enabled.")
 
 
+def _compress(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 1 or not isinstance(args[0], Atom):
+        raise ParseError("COMPRESS takes a mechanism.")
+    if s.compression is not None:
+        s.no(tag, b"[COMPRESSIONACTIVE] Compression is already active.")
+        return
+    if args[0].upper() != "DEFLATE":
+        s.no(tag, b"Unknown compression mechanism.")
+        return
+    # RFC 4978 3: the OK is the last uncompressed response.
+    s.send(tag + b" OK DEFLATE active.\r\n")
+    s.flush()
+    s.start_compression()
+
+
 def _namespace(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     s.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
     s.ok(tag, b"Namespace completed.")
@@ -910,6 +991,9 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "AUTHENTICATE": (NOAUTH, _authenticate),
     "ENABLE": (AUTH, _enable),
     "NAMESPACE": (AUTH, _namespace),
+    "COMPRESS": (AUTH, _compress),
+    "GETMETADATA": (AUTH, metadata.getmetadata),
+    "SETMETADATA": (AUTH, metadata.setmetadata),
     "IDLE": (AUTH, _idle),
     "SELECT": (AUTH, mc.select),
     "EXAMINE": (AUTH, mc.examine),
@@ -921,12 +1005,14 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "LIST": (AUTH, mc.list_),
     "LSUB": (AUTH, mc.lsub),
     "STATUS": (AUTH, mc.status),
-    "APPEND": (AUTH, mc.append),
+    "APPEND": (AUTH, append.append),
     "CHECK": (SEL, msg.check),
     "CLOSE": (SEL, msg.close),
     "UNSELECT": (SEL, msg.unselect),
     "EXPUNGE": (SEL, msg.expunge),
     "SEARCH": (SEL, msg.search),
+    "SORT": (SEL, sort.sort),
+    "THREAD": (SEL, thread.thread),
     "FETCH": (SEL, msg.fetch),
     "STORE": (SEL, msg.store),
     "COPY": (SEL, msg.copy),

@@ -4,8 +4,8 @@ Every key of RFC 3501 (ALL, ANSWERED, BCC, BEFORE, BODY, CC, DELETED,
 DRAFT, FLAGGED, FROM, HEADER, KEYWORD, LARGER, NEW, NOT, OLD, ON, OR,
 RECENT, SEEN, SENTBEFORE, SENTON, SENTSINCE, SINCE, SMALLER, SUBJECT, TEXT,
 TO, UID, UNANSWERED, UNDELETED, UNDRAFT, UNFLAGGED, UNKEYWORD, UNSEEN,
-sequence sets, parenthesised groups), RFC 7162's MODSEQ and RFC 5182's
-``$`` (the saved result). String keys
+sequence sets, parenthesised groups), RFC 7162's MODSEQ, RFC 5182's
+``$`` (the saved result) and RFC 8474's EMAILID and THREADID. String keys
 match case-insensitively as substrings (RFC 3501), against header values
 with RFC 2047 encoded words decoded; header keys read the store's cached
 header block, BODY and TEXT the file. Dates compare the UTC date,
@@ -33,6 +33,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_tz
 
 from pymta.imap.addresses import address_text
+from pymta.imap.objectid import email_id, thread_id
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.sequence import SequenceSet, parse_sequence_set
 from pymta.imap.structure import header_values
@@ -394,6 +395,11 @@ class _Parser:
                 return needle in header or needle in c.body_text()
 
             return text_test
+        if word in ("EMAILID", "THREADID"):  # RFC 8474 (pymta.imap.objectid)
+            self.uses_header = True
+            wanted = self.atom()
+            ident = email_id if word == "EMAILID" else thread_id
+            return lambda c: ident(c.header(), c.info) == wanted
         if word == "MODSEQ":
             self.uses_modseq = True
             if self.more() and isinstance(self.tokens[self.pos], bytes):

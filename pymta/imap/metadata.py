@@ -1,0 +1,308 @@
+"""METADATA (RFC 5464): annotations on the server and on each mailbox.
+
+``SETMETADATA mailbox (entry value ...)`` sets (a value of NIL removes)
+and ``GETMETADATA [(MAXSIZE n DEPTH 0|1|infinity)] mailbox entries``
+reads entries named ``/private/...`` or ``/shared/...``; the mailbox ``""``
+means the server. Both kinds are kept per user (a user sees only their
+own: pymta has no shared mailboxes, so ``/shared/`` is the user's too).
+
+Storage: one file per user, ``pymta-metadata`` in the Maildir++ root
+(JSON, values in base64), written whole to a temporary file, fsync'd and
+renamed into place in a worker thread before the OK, so an answered
+SETMETADATA survives a crash; one write at a time per file. Mailbox
+entries are kept under the mailbox's MAILBOXID (pymta.imap.objectid), so
+they follow a RENAME and are not inherited by a mailbox deleted and made
+again. The file is read again when another process changed it (its
+mtime). A store without a Maildir root (the memory store) keeps them in
+memory.
+
+Limits: values of at most :data:`MAX_VALUE` bytes (``NO [METADATA MAXSIZE
+n]``), at most :data:`MAX_ENTRIES` entries per user (``NO [METADATA
+TOOMANY]``), entry names of at most :data:`MAX_NAME` characters.
+
+Untrusted input: the arguments (BAD on bad syntax) and the file (a file
+that cannot be read or parsed is logged and treated as empty, never
+overwritten until the next SETMETADATA). Writes the file; logs failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredLock
+
+from pymta.imap.mailbox_commands import mailbox_arg
+from pymta.imap.objectid import mailbox_id
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.wire import mailbox_out, string
+from pymta.mailstore.interface import NoSuchFolder
+
+if TYPE_CHECKING:
+    from pymta.imap.protocol import IMAPServer
+
+FILENAME = "pymta-metadata"
+MAX_VALUE = 64 * 1024
+MAX_ENTRIES = 1000
+MAX_NAME = 1024
+SERVER = ""  # the key of server entries
+_DEPTHS = ("0", "1", "infinity")
+
+_ENTRY = re.compile(r"/(?:private|shared)(?:/[\x21-\x24\x26-\x29\x2b-\x2e\x30-\x7e]+)+", re.I)
+
+
+@dataclass
+class UserMetadata:
+    """One user's entries: ``entries[mailbox key][entry name] = value``."""
+
+    path: str | None
+    entries: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    stamp: int | None = None  # the file's mtime_ns when read
+    lock: DeferredLock = field(default_factory=DeferredLock)
+
+    def count(self) -> int:
+        return sum(len(e) for e in self.entries.values())
+
+    def refresh(self, log: Any) -> None:
+        """Read the file again if it changed since (another process)."""
+        if self.path is None:
+            return
+        try:
+            stamp = os.stat(self.path).st_mtime_ns
+        except FileNotFoundError:
+            self.entries, self.stamp = {}, None
+            return
+        except OSError as e:
+            log.error("imap: metadata {path}: {error}", path=self.path, error=e)
+            return
+        if stamp == self.stamp:
+            return
+        try:
+            with open(self.path, "rb") as f:
+                raw = json.loads(f.read())
+            self.entries = {
+                str(box): {str(k): base64.b64decode(v) for k, v in values.items()}
+                for box, values in raw.items()
+            }
+        except (OSError, ValueError, AttributeError, TypeError) as e:
+            log.error("imap: metadata {path} unreadable: {error}", path=self.path, error=e)
+            self.entries = {}
+        self.stamp = stamp
+
+    def serialized(self) -> bytes:
+        return json.dumps(
+            {
+                box: {k: base64.b64encode(v).decode("ascii") for k, v in values.items()}
+                for box, values in self.entries.items()
+                if values
+            },
+            sort_keys=True,
+        ).encode("ascii")
+
+
+_users: weakref.WeakKeyDictionary[Any, UserMetadata] = weakref.WeakKeyDictionary()
+
+
+def user_metadata(s: IMAPServer) -> UserMetadata:
+    assert s.mailbox is not None
+    held = _users.get(s.mailbox)
+    if held is None:
+        root = getattr(s.mailbox, "root", None)
+        path = os.path.join(root, FILENAME) if isinstance(root, str) else None
+        held = _users[s.mailbox] = UserMetadata(path)
+    held.refresh(s.log)
+    return held
+
+
+def _write(path: str, data: bytes) -> int:
+    """(Worker thread) the file replaced durably; its new mtime_ns."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return os.stat(path).st_mtime_ns
+
+
+def _mailbox_key(s: IMAPServer, tag: bytes, token: Token) -> tuple[str, bytes] | None:
+    """(key, name as sent back) of the mailbox argument, or None once
+    answered NO (no such mailbox)."""
+    if isinstance(token, list):
+        raise ParseError("Expected a mailbox name.")
+    raw = token if isinstance(token, bytes) else token.encode("utf-8")
+    if raw == b"":
+        return SERVER, b'""'
+    name = mailbox_arg(token, s.utf8_names)
+    assert s.mailbox is not None
+    try:
+        folder = s.mailbox.folder(name)
+    except NoSuchFolder:
+        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist.")
+        return None
+    return mailbox_id(folder.uidvalidity), mailbox_out(folder.name, s.utf8_names)
+
+
+def _entry_name(token: Token) -> str:
+    if isinstance(token, list):
+        raise ParseError("Expected an entry name.")
+    text = token.decode("ascii", "replace") if isinstance(token, bytes) else str(token)
+    if len(text) > MAX_NAME or not _ENTRY.fullmatch(text) or "//" in text:
+        raise ParseError("Invalid metadata entry name.")
+    return text.lower()
+
+
+def setmetadata(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) != 2 or not isinstance(args[1], list) or not args[1] or len(args[1]) % 2:
+        raise ParseError("SETMETADATA takes a mailbox and (entry value ...).")
+    pairs = args[1]
+    changes: list[tuple[str, bytes | None]] = []
+    for name_token, value in zip(pairs[::2], pairs[1::2], strict=True):
+        name = _entry_name(name_token)
+        if isinstance(value, list):
+            raise ParseError("A metadata value is a string, a literal or NIL.")
+        if isinstance(value, Atom):
+            if value.upper() != "NIL":
+                raise ParseError("A metadata value is a string, a literal or NIL.")
+            changes.append((name, None))
+        else:
+            changes.append((name, bytes(value)))
+    target = _mailbox_key(s, tag, args[0])
+    if target is None:
+        return
+    key, _ = target
+    biggest = max((len(v) for _, v in changes if v is not None), default=0)
+    if biggest > MAX_VALUE:
+        s.no(tag, b"[METADATA MAXSIZE %d] Metadata value too large." % MAX_VALUE)
+        return
+    meta = user_metadata(s)
+    entries = dict(meta.entries.get(key, {}))
+    for name, change in changes:
+        if change is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = change
+    if meta.count() - len(meta.entries.get(key, {})) + len(entries) > MAX_ENTRIES:
+        s.no(tag, b"[METADATA TOOMANY] Too many metadata entries.")
+        return
+    meta.entries[key] = entries
+    path = meta.path
+    if path is None:
+        s.ok(tag, b"Setmetadata completed.")
+        return
+    data = meta.serialized()
+    run = s.run_in_thread
+
+    def write() -> Deferred[Any]:
+        if run is None:
+            d: Deferred[Any] = Deferred()
+            d.callback(_write(path, data))
+            return d
+        return run(lambda: _write(path, data))
+
+    def written(stamp: int) -> None:
+        meta.stamp = stamp
+
+    def failed(failure: Any) -> None:
+        meta.stamp = None  # read the file again: our change may not be in it
+        outcome.append(failure)
+
+    outcome: list[Any] = []
+    d = meta.lock.run(write)
+    d.addCallbacks(written, failed)
+
+    def answer() -> None:
+        if outcome:
+            failure = outcome[0]
+            if s.store_refused(tag, failure.value):
+                return
+            s.log.failure("imap({user}): SETMETADATA", failure, user=s.user)
+            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+            return
+        s.ok(tag, b"Setmetadata completed.")
+
+    s.later(d, answer, tag, "SETMETADATA")
+
+
+def _options(token: list[Token]) -> tuple[int | None, str]:
+    maxsize: int | None = None
+    depth = "0"
+    i = 0
+    while i < len(token):
+        word = token[i].upper() if isinstance(token[i], Atom) else ""  # type: ignore[union-attr]
+        value = token[i + 1] if i + 1 < len(token) else None
+        if word == "MAXSIZE" and isinstance(value, Atom) and value.isdigit() and len(value) < 11:
+            maxsize = int(value)
+        elif (
+            word == "DEPTH" and isinstance(value, Atom) and value.lower() in ("0", "1", "infinity")
+        ):
+            depth = value.lower()
+        else:
+            raise ParseError("Unknown GETMETADATA option.")
+        i += 2
+    return maxsize, depth
+
+
+def getmetadata(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    maxsize: int | None = None
+    depth = "0"
+    if args and isinstance(args[0], list):
+        maxsize, depth = _options(args[0])
+        args = args[1:]
+    if len(args) != 2:
+        raise ParseError("GETMETADATA takes options, a mailbox and entries.")
+    wanted = args[1] if isinstance(args[1], list) else [args[1]]
+    if not wanted:
+        raise ParseError("GETMETADATA needs entry names.")
+    names = [_entry_name(t) for t in wanted]
+    target = _mailbox_key(s, tag, args[0])
+    if target is None:
+        return
+    key, wire_name = target
+    entries = user_metadata(s).entries.get(key, {})
+    found: dict[str, bytes] = {}
+    for name in names:
+        if name in entries:
+            found[name] = entries[name]
+        if depth != "0":
+            prefix = name + "/"
+            for other, value in entries.items():
+                if other.startswith(prefix) and (
+                    depth == "infinity" or "/" not in other[len(prefix) :]
+                ):
+                    found[other] = value
+    longest = 0
+    parts: list[bytes] = []
+    for name in sorted(found):
+        value = found[name]
+        if maxsize is not None and len(value) > maxsize:
+            longest = max(longest, len(value))
+            continue
+        parts.append(string(name.encode("ascii")) + b" " + _value(value))
+    if parts:
+        s.send(b"* METADATA " + wire_name + b" (" + b" ".join(parts) + b")\r\n")
+    if longest:
+        s.ok(tag, b"[METADATA LONGENTRIES %d] Getmetadata completed." % longest)
+    else:
+        s.ok(tag, b"Getmetadata completed.")
+
+
+def _value(value: bytes) -> bytes:
+    """A value as a string, a literal, or a literal8 when it holds NUL."""
+    if b"\0" in value:
+        return b"~{%d}\r\n" % len(value) + value
+    return string(value)

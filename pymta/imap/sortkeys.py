@@ -1,0 +1,202 @@
+"""What SORT and THREAD compare: base subjects, sent dates, first addresses.
+
+RFC 5256 section 2.1 defines the *base subject*: RFC 2047 encoded words
+decoded, white space collapsed, then, repeatedly, trailing ``(fwd)``,
+leading ``Re:``/``Fw:``/``Fwd:`` with their ``[blob]`` prefixes, a leading
+``[blob]`` that is not all there is, and an enclosing ``[fwd: ...]``
+removed. :func:`base_subject` returns it with whether anything of a reply
+or forward was removed (THREAD=REFERENCES needs that). Section 2.2 defines
+the *sent date*: the Date field in UTC, or the INTERNALDATE when it is
+missing or cannot be parsed (:func:`sent_date`). SORT FROM, TO and CC
+compare the mailbox (local part) of the first address (RFC 5256 3);
+DISPLAYFROM and DISPLAYTO its decoded display name, or the address when
+it has none (RFC 5957). Strings compare after upper-casing (the
+``i;ascii-casemap`` of RFC 5256, which Dovecot's titlecase map extends
+to Unicode).
+
+Untrusted input: header values from anyone's mail. Nothing here raises
+on malformed values (they compare as empty strings). Pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from email.header import decode_header, make_header
+from email.utils import getaddresses, mktime_tz, parsedate_tz
+
+_WSP = re.compile(r"[ \t\r\n]+")
+#: A leading subj-blob: "[" *BLOBCHAR "]" *WSP.
+_BLOB = re.compile(r"\[[^\[\]]*\] ?")
+#: subj-refwd with the subj-blobs before it: *subj-blob ("re" / "fw" ["d"])
+#: *WSP [subj-blob] ":".
+_REFWD = re.compile(r"(?:\[[^\[\]]*\] ?)*(?:re|fwd?) ?(?:\[[^\[\]]*\] ?)?:", re.IGNORECASE)
+_TRAILER = "(fwd)"
+#: What any step of base subject extraction looks for: encoded words,
+#: blobs, "(fwd)", and the ":" of "Re:"/"Fw:"/"Fwd:".
+_MARKERS = re.compile(r"=\?|\[|\(|:")
+#: The common address forms: ``Name <local@domain>``, ``<local@domain>``
+#: and ``local@domain`` (quoted names without quotes or escapes inside).
+_SIMPLE_ADDRESS = re.compile(
+    r'\s*(?:"([^"\\]*)"|([^"<>()@,;:\\\[\]]*?))\s*<([^<>()@,;:"\s]+)@([^<>()@,;:"\s]*)>\s*'
+    r'|\s*()()([^<>()@,;:"\s]+)@([^<>()@,;:"\s]+)\s*'
+)
+_MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+
+
+_FIELDS = re.compile(
+    rb"^(date|subject|from|to|cc|message-id|references|in-reply-to)[ \t]*:"
+    rb"(.*(?:\r?\n[ \t].*)*)",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+def sort_header_fields(header: bytes) -> dict[str, list[str]]:
+    """The fields SORT and THREAD read (Date, Subject, From, To, Cc,
+    Message-ID, References, In-Reply-To) of a header block, unfolded, by
+    lower-case name, as :func:`pymta.imap.structure.header_values` gives
+    them, without parsing the other fields."""
+    out: dict[str, list[str]] = {}
+    for m in _FIELDS.finditer(header):
+        text = m.group(2).decode("latin-1").replace("\r", "").replace("\n", "").strip()
+        out.setdefault(m.group(1).decode("ascii").lower(), []).append(text)
+    return out
+
+
+def header_text(value: str) -> str:
+    """A header value (its bytes as latin-1 characters, as
+    :func:`pymta.imap.structure.header_values` gives them) as text: raw
+    UTF-8 taken as UTF-8, RFC 2047 encoded words decoded."""
+    try:
+        text = value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        text = value
+    if "=?" in text:
+        try:
+            text = str(make_header(decode_header(text)))
+        except Exception:  # malformed encoded words: keep the raw text
+            pass
+    return text
+
+
+def base_subject(value: str) -> tuple[str, bool]:
+    """The base subject of a Subject value (RFC 5256 2.1), upper-cased,
+    and whether a reply or forward marker was removed from it."""
+    if value.isascii() and not _MARKERS.search(value):
+        # Nothing to decode and no marker to remove (most subjects of a
+        # big folder): only white space to collapse.
+        return _WSP.sub(" ", value).strip(" ").upper(), False
+    subject = _WSP.sub(" ", header_text(value)).strip(" ")
+    is_reply = False
+    while True:
+        # (2) trailing "(fwd)" and white space.
+        while True:
+            stripped = subject.rstrip(" ")
+            if stripped.lower().endswith(_TRAILER):
+                stripped = stripped[: -len(_TRAILER)]
+                is_reply = True
+            if stripped == subject:
+                break
+            subject = stripped
+        # (3)-(5) leading subj-leader, and a subj-blob unless it is all.
+        while True:
+            before = subject
+            subject = subject.lstrip(" ")
+            refwd = _REFWD.match(subject)
+            if refwd is not None:
+                subject = subject[refwd.end() :]
+                is_reply = True
+                continue
+            blob = _BLOB.match(subject)
+            if blob is not None and subject[blob.end() :].strip(" "):
+                subject = subject[blob.end() :]
+            if subject == before:
+                break
+        # (6) "[fwd:" ... "]" around the rest: remove and start again.
+        if subject[:5].lower() == "[fwd:" and subject.endswith("]"):
+            subject = subject[5:-1]
+            is_reply = True
+            continue
+        return subject.upper(), is_reply
+
+
+def message_ids(value: str) -> list[str]:
+    """The msg-ids ``<...>`` of a header value (Message-ID, References,
+    In-Reply-To), in order, without their angle brackets."""
+    return _MSG_ID.findall(value)
+
+
+def sent_date(date_value: str | None, internal_date: float) -> int:
+    """The sent date (RFC 5256 2.2) in seconds since the epoch: the Date
+    field in UTC, else the INTERNALDATE."""
+    if date_value:
+        try:
+            parsed = parsedate_tz(date_value)
+            if parsed is not None:
+                return int(mktime_tz(parsed))
+        except (ValueError, OverflowError, TypeError):
+            pass
+    return int(internal_date)
+
+
+def _group_name(value: str) -> str | None:
+    """The name of a group (``name: a@b, c@d;``, RFC 5322 3.4) that the
+    value starts with, else None: a ``:`` before any ``<``, ``@`` or ``,``
+    outside quotes."""
+    quoted = False
+    for i, ch in enumerate(value):
+        if ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == ":":
+            return value[:i].strip().strip('"')
+        elif ch in "<@,;":
+            return None
+    return None
+
+
+def _first_address(values: list[str] | None) -> tuple[str, str] | None:
+    """(display name, address) of the first address; a group counts as an
+    address whose mailbox is the group's name, as in its ENVELOPE (RFC 3501
+    7.4.2) and in Dovecot's sort."""
+    if not values:
+        return None
+    simple = _SIMPLE_ADDRESS.fullmatch(values[0])
+    if simple is not None:
+        quoted, bare, local, domain = simple.group(1, 2, 3, 4)
+        if local is None:
+            local, domain = simple.group(7, 8)
+        name = quoted if quoted is not None else (bare or "")
+        return name.strip(), f"{local}@{domain}"
+    group = _group_name(values[0])
+    if group is not None:
+        return "", group
+    try:
+        for name, address in getaddresses(values):
+            if name or address:
+                return name, address
+    except Exception:  # a value the address parser chokes on compares as empty
+        return None
+    return None
+
+
+def address_mailbox(values: list[str] | None) -> str:
+    """SORT FROM/TO/CC: the mailbox (local part) of the first address."""
+    first = _first_address(values)
+    if first is None:
+        return ""
+    local = first[1].rpartition("@")[0] if "@" in first[1] else first[1]
+    return header_text(local).upper()
+
+
+def display_name(values: list[str] | None) -> str:
+    """SORT DISPLAYFROM/DISPLAYTO (RFC 5957): the first address's display
+    name, decoded; its address when it has none."""
+    first = _first_address(values)
+    if first is None:
+        return ""
+    name, address = first
+    text = _WSP.sub(" ", header_text(name)).strip() if name else ""
+    if not text and address.endswith("@"):
+        address = address[:-1]
+    return (text or header_text(address)).upper()

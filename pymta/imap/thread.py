@@ -1,0 +1,399 @@
+"""THREAD=REFERENCES and THREAD=ORDEREDSUBJECT (RFC 5256 sections 4 and 5).
+
+``THREAD algorithm charset search-keys`` finds the messages as SEARCH does
+and reads their Message-ID, References, In-Reply-To, Subject and Date
+(:func:`pymta.imap.sort.gather`: header cache filled in a thread, slices
+per reactor turn), then builds the threads:
+
+- ORDEREDSUBJECT: messages grouped by base subject; in each group the
+  earliest (sent date, then sequence number) is the parent of all others;
+  threads ordered by the date of their first message.
+- REFERENCES: the algorithm of RFC 5256 4 (Jamie Zawinski's): containers by
+  Message-ID, parents from References (or the first In-Reply-To id), no
+  link that would make a loop; a message's own parent replaces one guessed
+  from another message's References (as Dovecot does, a link that would
+  make a loop is dropped and the message stays a root); empty containers
+  pruned; roots with the same base subject gathered; siblings ordered by
+  sent date, then sequence number. A missing or duplicate Message-ID
+  makes the message a thread of its own.
+
+The threads of more than a slice of messages are built in a worker
+thread (:func:`pymta.imap.sort.off_reactor`): the data is the session's
+own copy. Answer: ``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads
+uses an explicit stack: References chains thousands deep (anyone's mail)
+cannot exhaust Python's recursion limit.
+
+Untrusted input: the arguments (BAD; ``NO [BADCHARSET]``) and the header
+fields of the messages. Reads the header cache and index; writes and logs
+nothing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from pymta.imap.message_commands import Found, find
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.search import BadCharset, parse_search
+from pymta.imap.sort import check_charset, gather, off_reactor
+from pymta.imap.sortkeys import base_subject, message_ids, sent_date
+from pymta.mailstore.interface import MessageInfo
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from pymta.imap.protocol import IMAPServer
+
+ALGORITHMS = ("REFERENCES", "ORDEREDSUBJECT")
+
+#: References read per message: a longer list keeps its last ids (the
+#: closest ancestors), bounding the work one message can cause.
+MAX_REFERENCES = 1000
+
+
+@dataclass(slots=True)
+class ThreadMessage:
+    """What threading knows of one message."""
+
+    number: int  # sequence number or UID, as answered
+    date: int  # sent date
+    subject: str  # base subject
+    is_reply: bool
+    message_id: str | None = None
+    references: Sequence[str] = field(default_factory=list)
+
+
+def read_message(number: int, info: MessageInfo, values: dict[str, list[str]]) -> ThreadMessage:
+    """The threading data of one message from its header fields."""
+    dates = values.get("date")
+    subjects = values.get("subject")
+    subject, is_reply = base_subject(subjects[0]) if subjects else ("", False)
+    msg = ThreadMessage(
+        number, sent_date(dates[0] if dates else None, info.internal_date), subject, is_reply
+    )
+    ids = values.get("message-id")
+    if ids:
+        found = message_ids(ids[0])
+        msg.message_id = found[0] if found else None
+    refs = message_ids(" ".join(values.get("references", ())))
+    if not refs:
+        in_reply_to = message_ids(" ".join(values.get("in-reply-to", ())))
+        refs = in_reply_to[:1]
+    msg.references = refs[-MAX_REFERENCES:]
+    return msg
+
+
+def thread_key(info: MessageInfo, values: dict[str, list[str]]) -> tuple[Any, ...]:
+    """What threading needs of a message, as kept by pymta.imap.sortcache
+    (a tuple: a ThreadMessage is made per THREAD, numbered then)."""
+    m = read_message(0, info, values)
+    # A tuple of strings, not a list: the garbage collector stops tracking
+    # it, and 100,000 kept keys do not lengthen every collection.
+    return (m.date, m.subject, m.is_reply, m.message_id, tuple(m.references))
+
+
+# ORDEREDSUBJECT ---------------------------------------------------------
+
+
+def ordered_subject(
+    messages: list[ThreadMessage],
+) -> list[tuple[ThreadMessage, list[ThreadMessage]]]:
+    """Threads as (first message, the others), ordered (RFC 5256 5)."""
+    by_subject = sorted(messages, key=lambda m: (m.subject, m.date, m.number))
+    threads: list[tuple[ThreadMessage, list[ThreadMessage]]] = []
+    for m in by_subject:
+        if threads and threads[-1][0].subject == m.subject:
+            threads[-1][1].append(m)
+        else:
+            threads.append((m, []))
+    threads.sort(key=lambda t: (t[0].date, t[0].number))
+    return threads
+
+
+def format_ordered_subject(threads: list[tuple[ThreadMessage, list[ThreadMessage]]]) -> bytes:
+    out: list[bytes] = []
+    for first, rest in threads:
+        if len(rest) == 1:
+            out.append(b"(%d %d)" % (first.number, rest[0].number))
+        elif rest:
+            kids = b"".join(b"(%d)" % m.number for m in rest)
+            out.append(b"(%d %s)" % (first.number, kids))
+        else:
+            out.append(b"(%d)" % first.number)
+    return b"".join(out)
+
+
+# REFERENCES -------------------------------------------------------------
+
+
+class Node:
+    """A container of RFC 5256's algorithm: a message, or empty (a dummy)."""
+
+    __slots__ = ("children", "key", "message", "parent")
+
+    def __init__(self, message: ThreadMessage | None = None) -> None:
+        self.message = message
+        self.parent: Node | None = None
+        self.children: list[Node] = []
+        self.key = (0, 0)  # (sent date, number) once siblings are sorted
+
+    def adopt(self, child: Node) -> None:
+        child.parent = self
+        self.children.append(child)
+
+    def orphan(self) -> None:
+        parent = self.parent
+        if parent is not None:
+            parent.children.remove(self)
+            self.parent = None
+
+    def has_ancestor(self, other: Node) -> bool:
+        """``other`` is this node or above it."""
+        node: Node | None = self
+        while node is not None:
+            if node is other:
+                return True
+            node = node.parent
+        return False
+
+
+def _link(parent: Node, child: Node) -> bool:
+    """Make ``child`` a child of ``parent`` unless that makes a loop."""
+    # Without children the child cannot be above the parent: no walk up a
+    # long chain for the usual case (a new message, a new reference).
+    if parent is child or (child.children and parent.has_ancestor(child)):
+        return False
+    child.orphan()
+    parent.adopt(child)
+    return True
+
+
+def _post_order(root: Node) -> list[Node]:
+    """Every node under ``root`` (and it), each after all its children
+    (siblings in no particular order: each walk needs only that)."""
+    order: list[Node] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(node.children)
+    order.reverse()
+    return order
+
+
+def references(messages: list[ThreadMessage]) -> list[Node]:
+    """The threads of RFC 5256 4, ordered: the root containers."""
+    table: dict[str, Node] = {}
+    nodes: list[Node] = []
+
+    def container(message_id: str) -> Node:
+        node = table.get(message_id)
+        if node is None:
+            node = table[message_id] = Node()
+            nodes.append(node)
+        return node
+
+    # (1) containers and links.
+    for m in messages:
+        own = table.get(m.message_id) if m.message_id else None
+        if own is not None and own.message is None:
+            own.message = m
+        else:
+            # No Message-ID, or a duplicate: a container of its own.
+            own = Node(m)
+            nodes.append(own)
+            if m.message_id:
+                table.setdefault(m.message_id, own)
+        previous: Node | None = None
+        for ref in m.references:
+            node = container(ref)
+            if previous is not None and node.parent is None and node is not previous:
+                _link(previous, node)  # an existing link is kept (RFC 5256 4 step 1B)
+            previous = node
+        # (1C) this message's parent is its last reference, whatever another
+        # message's References suggested; none when that would make a loop.
+        if own.parent is not None:
+            own.orphan()
+        if previous is not None and previous is not own:
+            _link(previous, own)
+
+    # (2) the root set, under one top container; (4) empty containers pruned.
+    top = Node()
+    for node in nodes:
+        if node.parent is None:
+            top.adopt(node)
+    for node in _post_order(top):
+        kept: list[Node] = []
+        for child in node.children:
+            if child.message is None:
+                if not child.children:
+                    continue
+                if node is not top or len(child.children) == 1:
+                    for grandchild in child.children:
+                        grandchild.parent = node
+                    kept.extend(child.children)
+                    continue
+            kept.append(child)
+        node.children = kept
+
+    # (5) roots by date; (6) roots gathered by base subject.
+    _sort_siblings(top)
+    _gather_subjects(top)
+    # (7) every set of siblings by date.
+    _sort_siblings(top)
+    return top.children
+
+
+def _sort_siblings(top: Node) -> None:
+    """Order each node's children by (sent date, number); an empty
+    container counts as its first child."""
+    for node in _post_order(top):
+        node.children.sort(key=_key_of)
+        if node.message is not None:
+            node.key = (node.message.date, node.message.number)
+        elif node.children:
+            node.key = node.children[0].key
+        else:
+            node.key = (0, 0)
+
+
+def _key_of(node: Node) -> tuple[int, int]:
+    return node.key
+
+
+def _thread_subject(node: Node) -> tuple[str, bool]:
+    message = node.message
+    if message is None and node.children:
+        message = node.children[0].message
+    if message is None:
+        return "", False
+    return message.subject, message.is_reply
+
+
+def _gather_subjects(top: Node) -> None:
+    """RFC 5256 4 step 6: roots whose base subjects are equal become one
+    thread."""
+    table: dict[str, Node] = {}
+    for root in top.children:
+        subject, is_reply = _thread_subject(root)
+        if not subject:
+            continue
+        held = table.get(subject)
+        if (
+            held is None
+            or (root.message is None and held.message is not None)
+            or (held.message is not None and held.message.is_reply and not is_reply)
+        ):
+            table[subject] = root
+    # Built anew at the end: removing roots one by one from a list of
+    # 100,000 would be quadratic.
+    roots = list(top.children)
+    gone: set[int] = set()  # merged into or adopted by another root
+    replaced: dict[int, Node] = {}  # a root's place taken by a new container
+    for root in roots:
+        if id(root) in gone:
+            continue
+        subject, is_reply = _thread_subject(root)
+        if not subject:
+            continue
+        held = table[subject]
+        if held is root:
+            continue
+        if held.message is None and root.message is None:
+            for child in root.children:
+                child.parent = held
+            held.children.extend(root.children)
+            root.children = []
+        elif held.message is None or (is_reply and not held.message.is_reply):
+            held.adopt(root)
+        else:
+            # Neither is the other's parent: both under a new empty container
+            # in the place of the one in the table.
+            dummy = Node()
+            dummy.parent = top
+            replaced[id(held)] = dummy
+            gone.add(id(held))
+            dummy.adopt(held)
+            dummy.adopt(root)
+            table[subject] = dummy
+        gone.add(id(root))
+    kept: list[Node] = []
+    for root in roots:
+        if id(root) in replaced:
+            kept.append(replaced[id(root)])
+        elif id(root) not in gone:
+            kept.append(root)
+    top.children = kept
+
+
+def format_threads(roots: list[Node]) -> bytes:
+    """``(1 2 (3)(4))((5)(6))``: one child continues its parent's list,
+    several are each parenthesised (RFC 5256 4)."""
+    out: list[bytes] = []
+    stack: list[bytes | Node] = []
+    for root in reversed(roots):
+        stack += [b")", root, b"("]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bytes):
+            out.append(item)
+            continue
+        parts: list[bytes | Node] = []
+        kids = item.children
+        if item.message is not None:
+            parts.append(b"%d" % item.message.number)
+            if kids:
+                parts.append(b" ")
+        if item.message is not None and len(kids) == 1:
+            parts.append(kids[0])
+        else:
+            for kid in kids:
+                parts += [b"(", kid, b")"]
+        stack.extend(reversed(parts))
+    return b"".join(out)
+
+
+# the command ------------------------------------------------------------
+
+
+def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+    if len(args) < 3 or not isinstance(args[0], Atom):
+        raise ParseError("THREAD takes an algorithm, a charset and search keys.")
+    algorithm = args[0].upper()
+    if algorithm not in ALGORITHMS:
+        raise ParseError("Unknown thread algorithm.")
+    try:
+        check_charset(args[1])
+        criteria = parse_search(args[2:], saved=set(s.saved), rev2=s.rev2)
+    except BadCharset:
+        s.no(tag, b"[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset.", expunge=uid)
+        return
+    if criteria.uses_modseq:
+        s.condstore = True
+
+    def build(rows: list[tuple[int, int, tuple[Any, ...]]]) -> bytes:
+        messages = []
+        for msn, u, (kept,) in rows:
+            date, subject, is_reply, message_id, refs = kept
+            number = u if uid else msn
+            messages.append(ThreadMessage(number, date, subject, is_reply, message_id, refs))
+        if algorithm == "ORDEREDSUBJECT":
+            text = format_ordered_subject(ordered_subject(messages))
+        else:
+            text = format_threads(references(messages))
+        return b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n"
+
+    def answer(text: bytes) -> None:
+        s.send(text)
+        s.ok(tag, b"Thread completed.", expunge=uid)
+
+    def threaded(rows: list[tuple[int, int, tuple[Any, ...]]]) -> Deferred[None] | None:
+        return off_reactor(s, tag, "THREAD", len(rows), partial(build, rows), answer)
+
+    def threads(found: Found) -> Deferred[None] | None:
+        return gather(s, tag, "THREAD", found, [("THREAD", thread_key, True)], threaded)
+
+    find(s, tag, uid, args[2:], criteria, threads, "THREAD")

@@ -1,0 +1,283 @@
+"""SORT, SORT=DISPLAY, ESORT and PARTIAL over StringTransport (RFC 5256,
+5957, 5267, 9394), and the base subject and sent date they compare."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pymta.imap import sort as sort_module
+from pymta.imap.results import Partial, ordered_set, partial_window
+from pymta.imap.sortkeys import base_subject, display_name, sent_date
+from tests.test_imap_harness import Session, World
+
+T0 = 1_700_000_000.0
+
+#: (header, internal date). Sizes grow with the body padding.
+MESSAGES = [
+    (
+        b"From: Zed <zed@x.org>\nTo: b@x.org\nCc: c@x.org\nSubject: Re: lunch\n"
+        b"Date: Wed, 15 Nov 2023 10:00:00 +0000\n",
+        T0 + 30,
+        40,
+    ),
+    (
+        b"From: =?utf-8?q?=C3=A9mile?= <amy@x.org>\nTo: a@x.org\nSubject: [list] budget\n"
+        b"Date: Tue, 14 Nov 2023 10:00:00 +0000\n",
+        T0 + 10,
+        5,
+    ),
+    (
+        b"From: bob@x.org\nTo: Carl <c@x.org>\nSubject: Fwd: Lunch (fwd)\n"
+        b"Date: Tue, 14 Nov 2023 09:00:00 -0200\n",
+        T0 + 20,
+        80,
+    ),
+    (b"From: Amy <amy@x.org>\nSubject: budget\nDate: not a date\n", T0 + 20, 10),
+]
+
+
+@pytest.fixture
+def s(tmp_path: Path) -> Session:
+    w = World(tmp_path)
+    inbox = w.mailbox().folder("INBOX")
+    for header, date, pad in MESSAGES:
+        inbox.append(header + b"\n" + b"x" * (pad * 100) + b"\n", [], date)
+    session = w.connect()
+    session.login()
+    session.select()
+    return session
+
+
+def sort(s: Session, command: str) -> list[bytes]:
+    reply = s.lines(f"q {command}")
+    assert reply[-1] == b"q OK Sort completed.", reply
+    return reply[:-1]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        ("ARRIVAL", b"* SORT 2 3 4 1"),  # 3 and 4 arrived in the same second: by number
+        ("REVERSE ARRIVAL", b"* SORT 1 3 4 2"),  # ties stay in sequence order
+        ("SIZE", b"* SORT 2 4 1 3"),
+        ("DATE", b"* SORT 2 3 4 1"),  # 3 is 11:00 UTC; 4 has no valid date: INTERNALDATE
+        ("SUBJECT", b"* SORT 2 4 1 3"),  # BUDGET, BUDGET, LUNCH, LUNCH
+        ("SUBJECT REVERSE DATE", b"* SORT 4 2 1 3"),
+        ("FROM", b"* SORT 2 4 3 1"),  # amy amy bob zed
+        ("TO", b"* SORT 4 2 1 3"),  # none sorts first, then a, b, c
+        ("CC", b"* SORT 2 3 4 1"),
+        ("DISPLAYFROM", b"* SORT 4 3 1 2"),  # AMY, BOB@X.ORG, ZED, ÉMILE
+        ("DISPLAYTO", b"* SORT 4 2 1 3"),  # "", A@X.ORG, B@X.ORG, CARL
+    ],
+)
+def test_sort_criteria(s: Session, criteria: str, expected: bytes) -> None:
+    """Each RFC 5256 / RFC 5957 criterion orders by what it compares, REVERSE
+    turns one key around, and equal messages stay in sequence order."""
+    assert sort(s, f"SORT ({criteria}) UTF-8 ALL") == [expected]
+
+
+def test_sort_with_search_keys_and_uid(s: Session) -> None:
+    """SORT searches first (any SEARCH key), and UID SORT answers with UIDs."""
+    assert sort(s, "SORT (SIZE) US-ASCII SUBJECT budget") == [b"* SORT 2 4"]
+    assert sort(s, "UID SORT (REVERSE SIZE) UTF-8 2:4") == [b"* SORT 3 4 2"]
+    assert sort(s, "SORT (SIZE) UTF-8 SUBJECT nothing") == [b"* SORT"]
+
+
+def test_sort_errors(s: Session) -> None:
+    """An unknown charset is NO [BADCHARSET]; bad criteria are BAD."""
+    reply = s.lines("q SORT (DATE) KOI8-R ALL")
+    assert reply == [b"q NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset."]
+    for bad in (
+        "SORT (WEIGHT) UTF-8 ALL",
+        "SORT () UTF-8 ALL",
+        "SORT (REVERSE) UTF-8 ALL",
+        "SORT DATE UTF-8 ALL",
+        "SORT (DATE) UTF-8",
+    ):
+        assert s.lines(f"q {bad}")[-1].startswith(b"q BAD "), bad
+
+
+def test_esort_return_options(s: Session) -> None:
+    """ESORT: MIN and MAX are the first and last in sort order, ALL keeps
+    the sort order, COUNT counts; RETURN () means ALL."""
+    assert sort(s, "SORT RETURN (MIN MAX COUNT) (SIZE) UTF-8 ALL") == [
+        b'* ESEARCH (TAG "q") MIN 2 MAX 3 COUNT 4'
+    ]
+    assert sort(s, "SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL") == [
+        b'* ESEARCH (TAG "q") ALL 1,3:4,2'
+    ]
+    assert sort(s, "UID SORT RETURN (COUNT ALL) (SIZE) UTF-8 SUBJECT nothing") == [
+        b'* ESEARCH (TAG "q") UID COUNT 0'
+    ]
+
+
+def test_sort_return_save_feeds_dollar(s: Session) -> None:
+    """SORT RETURN (SAVE) keeps the result for ``$`` (RFC 5182) and sends no ESEARCH."""
+    assert sort(s, "SORT RETURN (SAVE) (SIZE) UTF-8 SUBJECT lunch") == []
+    reply = s.lines("f FETCH $ (UID)")
+    assert reply[:-1] == [b"* 1 FETCH (UID 1)", b"* 3 FETCH (UID 3)"]
+
+
+def test_partial_on_sort_and_search(s: Session) -> None:
+    """PARTIAL (RFC 9394) gives a window of the result by position, from
+    the start or the end, NIL when empty; ``4:2`` is ``2:4``; a single
+    number, ``*`` or mixed signs are BAD, and so is PARTIAL with ALL."""
+    assert sort(s, "SORT RETURN (PARTIAL 4:2) (SIZE) UTF-8 ALL") == [
+        b'* ESEARCH (TAG "q") PARTIAL (2:4 4,1,3)'
+    ]
+    assert sort(s, "SORT RETURN (PARTIAL -1:-2) (SIZE) UTF-8 ALL") == [
+        b'* ESEARCH (TAG "q") PARTIAL (-1:-2 1,3)'
+    ]
+    reply = s.lines("r SEARCH RETURN (PARTIAL 5:9) ALL")
+    assert reply == [b'* ESEARCH (TAG "r") PARTIAL (5:9 NIL)', b"r OK Search completed."]
+    reply = s.lines("r UID SEARCH RETURN (COUNT PARTIAL 2:3) ALL")
+    assert reply[0] == b'* ESEARCH (TAG "r") UID COUNT 4 PARTIAL (2:3 2:3)'
+    for bad in ("1", "1:*", "*:1", "0:3", "-1:2", "1:2 ALL"):
+        reply = s.lines(f"r SEARCH RETURN (PARTIAL {bad}) ALL")
+        assert reply[-1].startswith(b"r BAD "), bad
+
+
+def test_big_sort_runs_in_slices(s: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SORT over more messages than one slice reads their headers over
+    several reactor turns (other sessions are served in between) and then
+    answers; a command pipelined behind it waits for it."""
+    monkeypatch.setattr(sort_module, "SLICE", 1)
+    clock = s.world.clock
+    turns = 0
+    real_call_later = clock.callLater
+
+    def counting(delay: float, f: object, *a: object, **kw: object) -> object:
+        nonlocal turns
+        turns += delay == 0
+        return real_call_later(delay, f, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clock, "callLater", counting)
+    out = s.send("q SORT (SUBJECT) UTF-8 ALL\r\nn NOOP")
+    assert out == b""  # the first slice is read; the rest waits for the reactor
+    clock.advance(0)
+    out += s.read()
+    assert turns == 4  # the reactor gets a turn after each message
+    assert out == b"* SORT 2 4 1 3\r\nq OK Sort completed.\r\nn OK NOOP completed.\r\n"
+
+
+@pytest.mark.parametrize(
+    ("subject", "base", "is_reply"),
+    [
+        ("Re: lunch", "LUNCH", True),
+        ("RE:   Re[2]: [list]  lunch  ", "LUNCH", True),
+        ("[list] Fwd: lunch (fwd) (FWD)", "LUNCH", True),
+        ("[Fwd: [list] lunch]", "LUNCH", True),
+        ("[list]", "[LIST]", False),  # a blob that is all there is stays
+        ("[a][b] Re: c", "C", True),
+        ("Rest: easy", "REST: EASY", False),
+        ("=?utf-8?q?Re=3A_caf=C3=A9?=", "CAFÉ", True),
+        ("lunch\t  at\r\n noon", "LUNCH AT NOON", False),
+        ("", "", False),
+    ],
+)
+def test_base_subject(subject: str, base: str, is_reply: bool) -> None:
+    """RFC 5256 2.1: encoded words decoded, white space collapsed, reply and
+    forward markers, blobs and [fwd: ...] removed, and reported."""
+    assert base_subject(subject) == (base, is_reply)
+
+
+def test_sent_date_and_display_name() -> None:
+    """The sent date is the Date in UTC or else INTERNALDATE (RFC 5256 2.2);
+    the display name is decoded, or the address, or a group's name."""
+    assert sent_date("Tue, 14 Nov 2023 09:00:00 -0200", 5.0) == 1699959600
+    assert sent_date("garbage", 5.9) == 5
+    assert sent_date(None, 7.0) == 7
+    assert display_name(['"Foo  Bar" <f@b.c>']) == "FOO BAR"
+    assert display_name(["<f@b.c>"]) == "F@B.C"
+    assert display_name(["team: a@b.c, d@e.f;"]) == "TEAM"
+    assert display_name(None) == ""
+
+
+def test_result_sets() -> None:
+    """Results in sort order keep only ascending runs as ranges; windows
+    count from the start or the end."""
+    assert ordered_set([5, 3, 4, 2, 1]) == b"5,3:4,2,1"
+    assert ordered_set([1, 2, 3]) == b"1:3"
+    assert partial_window([10, 20, 30, 40], Partial(2, 3)) == [20, 30]
+    assert partial_window([10, 20, 30, 40], Partial(-1, -2)) == [30, 40]
+    assert partial_window([10, 20], Partial(-3, -9)) == []
+
+
+def test_keys_are_kept_for_the_next_sort(s: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second SORT or THREAD of the folder reads no header: the keys of
+    the first are kept (pymta.imap.sortcache); a message that arrived since
+    is read, alone; the answers stay the same."""
+    folder = s.proto.view.folder  # type: ignore[union-attr]
+    cls = type(folder)
+    real = cls.header_bytes
+    read: list[int] = []
+
+    def counting(self: object, uid: int) -> bytes:
+        read.append(uid)
+        return real(self, uid)
+
+    monkeypatch.setattr(cls, "header_bytes", counting)
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert sorted(read) == [1, 2, 3, 4]
+    read.clear()
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert read == []
+    folder.append(b"Subject: aardvark\n\nx\n")
+    assert s.lines("n NOOP")[-1] == b"n OK NOOP completed."
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 5 2 4 1 3"]
+    assert read == [5]
+
+
+def test_kept_keys_are_bounded(s: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above sortcache.MAX_ENTRIES keys the folder sorted least recently is
+    dropped first; a folder alone above it keeps nothing."""
+    from pymta.imap import sortcache
+
+    sortcache.clear()
+    monkeypatch.setattr(sortcache, "MAX_ENTRIES", 6)
+    sort(s, "SORT (SUBJECT) UTF-8 ALL")
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 8 keys of one folder: over the bound
+    assert sortcache._folders == {}
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 keys of INBOX
+    other = s.world.mailbox().create_folder("Other")
+    other.append(b"From: a@x\n\nx\n")
+    other.append(b"From: b@x\n\nx\n")
+    s.select("Other")
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 + 2 keys
+    assert len(sortcache._folders) == 2
+    sort(s, "SORT (SUBJECT) UTF-8 ALL")  # 4 + 4 keys: INBOX, used least recently, goes
+    [(_, kept)] = sortcache._folders.values()
+    assert kept.size() == 4 and set(kept.of("FROM")) == {1, 2}
+
+
+def test_sort_header_fields_match_header_values() -> None:
+    """The quick reader of the sort fields gives what the full header parser
+    gives for them: folded lines unfolded, any case, CRLF or LF, repeats."""
+    from pymta.imap.sortkeys import sort_header_fields
+    from pymta.imap.structure import header_values
+
+    header = (
+        b"Received: from x\r\n\tby y\r\nSUBJECT : folded\r\n  subject line\r\n"
+        b"From: A <a@x>\r\nX-Subject: no\r\nTo: b@x\nCc:\r\nReferences: <1@x>\r\n <2@x>\r\n"
+        b"Date: Tue, 14 Nov 2023 10:00:00 +0000\r\nTo: second@x\r\n\r\n"
+    )
+    wanted = {"date", "subject", "from", "to", "cc", "message-id", "references", "in-reply-to"}
+    full = {k: v for k, v in header_values(header).items() if k in wanted}
+    assert sort_header_fields(header) == full
+    assert full["to"] == ["b@x", "second@x"] and full["subject"] == ["folded  subject line"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["plain words", "  spaced\t out  ", "Dé jà vu", "a=b c", "x: y", "(fwd) z", "[a] b"],
+)
+def test_base_subject_quick_path_agrees(value: str) -> None:
+    """Subjects without markers take a quick path that gives what the full
+    extraction gives."""
+    from pymta.imap import sortkeys
+
+    quick = sortkeys.base_subject(value)
+    slow = sortkeys.base_subject("[x]" + value)[0]  # a blob forces the full path
+    assert quick[0] == (slow if value.strip() else quick[0])
