@@ -621,6 +621,26 @@ _PARAMS: list[Param] = [
         "int",
         "pymta: failed logins before imapd closes the session",
     ),
+    # --- lmtpd (pymta.lmtpd: LMTP server into the mail store) ----------
+    _p(
+        "pymta_lmtpd_networks",
+        "$mynetworks",
+        "list",
+        "pymta: TCP clients lmtpd serves (UNIX socket clients: as its mode allows)",
+    ),
+    _p("pymta_lmtpd_timeout", "300s", "time", "pymta: idle time before lmtpd disconnects"),
+    _p(
+        "pymta_lmtpd_recipient_limit",
+        "1000",
+        "int",
+        "pymta: recipients lmtpd accepts per message (452 4.5.3 after that)",
+    ),
+    _p(
+        "pymta_lmtpd_socket_mode",
+        "0666",
+        "str",
+        "pymta: permissions of an lmtpd UNIX socket (octal)",
+    ),
 ]
 
 DEFAULTS: dict[str, Param] = {p.name: p for p in _PARAMS}

@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "smtpd": "pymta",
     "pop3d": "pymta",
     "imapd": "pymta",
+    "lmtpd": "pymta",  # pymta-only: the LMTP server into the mail store (pymta.lmtpd)
     "qmgr": "pymta",
     "oqmgr": "pymta",
     "cleanup": "pymta",
@@ -76,6 +77,7 @@ PARTS: dict[str, str] = {
     "smtpd": "smtpd",
     "pop3d": "pop3d",
     "imapd": "imapd",
+    "lmtpd": "lmtpd",
     "qmgr": "qmgr",
     "oqmgr": "qmgr",
     "cleanup": "cleanup",

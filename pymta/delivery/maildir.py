@@ -88,10 +88,14 @@ class MaildirWriter:
         prefix: bytes,
         message: IMessageContent,
         mark: Callable[[], None] | None = None,
+        flags: str = "",
     ) -> Deferred[str]:
         """Write ``prefix`` (delivery headers) and the queued ``message``
         into ``maildir``; fires with the path in new/ once durable, after
         ``mark`` ran (its OSError is ignored: the caller then marks).
+        With ``flags`` (Maildir letters, e.g. ``FS`` from Sieve's
+        imap4flags) the file goes to cur/ named ``...:2,FS`` instead, as
+        Dovecot's LDA saves a message with flags.
 
         The file-system work runs on the barrier's thread when it has one
         (``run``), in the same batch as the sync that covers it, so the
@@ -102,7 +106,8 @@ class MaildirWriter:
         self._tmp_cleaner.touched(maildir)
         base = self.base_name()
         tmp_dir = os.path.join(maildir, "tmp")
-        new_dir = os.path.join(maildir, "new")
+        new_dir = os.path.join(maildir, "cur" if flags else "new")
+        suffix = ":2," + "".join(sorted(set(flags))) if flags else ""
         tmp_path = os.path.join(tmp_dir, base)
         published: list[str] = []
 
@@ -122,7 +127,7 @@ class MaildirWriter:
                 _unlink_quietly(tmp_path)
                 raise
             os.close(fd)
-            published.append(os.path.join(new_dir, _sized(base, size, size + lines)))
+            published.append(os.path.join(new_dir, _sized(base, size, size + lines) + suffix))
 
         def rename() -> None:
             try:
