@@ -52,9 +52,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_measure import free_loopback_port, stop_session, tree_cpu_seconds  # noqa: E402
+from bench_measure import free_loopback_port, stop_session, tree_cpu_seconds
 
-from pymta.testing.process import DEFAULT_MASTER_CF, PymtaProcess  # noqa: E402
+from pymta.testing.process import DEFAULT_MASTER_CF, PymtaProcess
 
 HOST = "127.0.0.1"
 DOMAIN = "bench.test"
@@ -143,7 +143,7 @@ service lmtp {{
             [DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
             cwd=self.root,
             stdin=subprocess.DEVNULL,
-            stdout=open(self.root / "stdout.log", "wb"),  # noqa: SIM115
+            stdout=open(self.root / "stdout.log", "wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
