@@ -665,7 +665,7 @@ def session_factory(svc: MasterService, config: Config, parts: SessionParts) -> 
     elif svc.program == "lmtpd":
         from pymta.lmtpd.factory import make_lmtp_factory
 
-        factory = make_lmtp_factory(svc_config, parts.reactor, parts.delivery_sync)
+        factory = make_lmtp_factory(svc_config, parts.reactor, parts.delivery_sync, parts.cleanup)
     else:
         factory = _pop3_factory(svc_config, svc, parts.reactor, parts.mailstore())
     if parts.metrics is not None:

@@ -641,6 +641,37 @@ _PARAMS: list[Param] = [
         "str",
         "pymta: permissions of an lmtpd UNIX socket (octal)",
     ),
+    # --- Sieve (pymta.sieve: filtering at final delivery) ----------------
+    _p(
+        "pymta_sieve_enable",
+        "yes",
+        "bool",
+        "pymta: run the user's active Sieve script (~/.dovecot.sieve) at final delivery",
+    ),
+    _p(
+        "pymta_sieve_global_dir",
+        "",
+        "str",
+        "pymta: where include :global scripts are (Pigeonhole's sieve_global)",
+    ),
+    _p(
+        "pymta_sieve_max_script_size",
+        "1048576",
+        "size",
+        "pymta: largest Sieve script run or accepted (Pigeonhole's sieve_max_script_size)",
+    ),
+    _p(
+        "pymta_sieve_max_actions",
+        "32",
+        "int",
+        "pymta: actions one Sieve run may take (Pigeonhole's sieve_max_actions)",
+    ),
+    _p(
+        "pymta_sieve_max_redirects",
+        "4",
+        "int",
+        "pymta: redirects one Sieve run may take (Pigeonhole's sieve_max_redirects)",
+    ),
 ]
 
 DEFAULTS: dict[str, Param] = {p.name: p for p in _PARAMS}

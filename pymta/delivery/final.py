@@ -18,14 +18,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
+from pymta.cleanup.interface import CleanupRejected
 from pymta.delivery.durable import os_error_status
-from pymta.delivery.folder import deliver_to_folder
+from pymta.delivery.folder import InvalidFolderName, NoSuchFolder, deliver_to_folder
 from pymta.delivery.maildir import MaildirWriter
+from pymta.maillog import maillog
+from pymta.mailstore.names import FLAG_TO_LETTER
 from pymta.queue.reference import IMessageContent
+
+if TYPE_CHECKING:
+    from pymta.sieve.filter import Evaluation, SieveFilter
+    from pymta.sieve.interpret import Action
 
 
 @dataclass(frozen=True)
@@ -53,10 +62,14 @@ class Outcome:
 
 
 class FinalDelivery:
-    """Delivers into users' mailboxes; one instance serves every recipient."""
+    """Delivers into users' mailboxes; one instance serves every recipient.
 
-    def __init__(self, writer: MaildirWriter) -> None:
+    With a :class:`~pymta.sieve.filter.SieveFilter`, a user's active script
+    decides where the message goes (see :meth:`_filtered`)."""
+
+    def __init__(self, writer: MaildirWriter, sieve: SieveFilter | None = None) -> None:
         self.writer = writer
+        self.sieve = sieve
 
     def deliver(
         self,
@@ -68,11 +81,174 @@ class FinalDelivery:
         recipient: str,
         mark: Callable[[], None] | None = None,
     ) -> Deferred[Outcome]:
-        """Write the message (after ``prefix``, the delivery headers) into
-        the mailbox's INBOX; fires with the outcome once durable. ``mark``
-        runs right after the (first) copy is safe: the queue's done mark."""
-        d = deliver_to_folder(self.writer, mailbox.maildir, "INBOX", prefix, message, mark=mark)
-        return d.addCallbacks(lambda _: Outcome("2.0.0", "saved mail to INBOX"), _failed)
+        """Write the message (after ``prefix``, the delivery headers) where
+        it belongs (INBOX without a Sieve script); fires with the outcome
+        once every copy is durable. ``mark`` runs once the delivery is safe
+        (the queue's done mark)."""
+        if self.sieve is not None and self.sieve.active(mailbox):
+            d = self.sieve.evaluate(mailbox, prefix, message, sender, recipient)
+            return d.addCallback(self._filtered, mailbox, prefix, message, sender, recipient, mark)
+        return self._inbox(mailbox, prefix, message, mark)
+
+    def _inbox(
+        self,
+        mailbox: Mailbox,
+        prefix: bytes,
+        message: IMessageContent,
+        mark: Callable[[], None] | None,
+        flags: str = "",
+        reason: str = "saved mail to INBOX",
+    ) -> Deferred[Outcome]:
+        d = deliver_to_folder(
+            self.writer, mailbox.maildir, "INBOX", prefix, message, mark=mark, flags=flags
+        )
+        return d.addCallbacks(lambda _: Outcome("2.0.0", reason), _failed)
+
+    def _filtered(
+        self,
+        evaluation: Evaluation | None,
+        mailbox: Mailbox,
+        prefix: bytes,
+        message: IMessageContent,
+        sender: str,
+        recipient: str,
+        mark: Callable[[], None] | None,
+    ) -> Deferred[Outcome] | Outcome:
+        """Carry out what the script decided (RFC 5228 section 2.10)."""
+        assert self.sieve is not None
+        sieve = self.sieve
+        if evaluation is None:
+            return self._inbox(mailbox, prefix, message, mark)
+        if evaluation.outcome is None:
+            # A broken script never loses mail: INBOX, and the error logged.
+            maillog(
+                "sieve",
+                f"warning: {mailbox.user}: script {evaluation.script}: {evaluation.error}; "
+                "message kept in INBOX",
+                LogLevel.warn,
+            )
+            return self._inbox(
+                mailbox, prefix, message, mark, reason="saved mail to INBOX (Sieve script error)"
+            )
+        outcome = evaluation.outcome
+        for action in outcome.actions:
+            if action.kind in ("reject", "ereject"):
+                reason = " ".join(action.reason.split()) or "rejected"
+                return Outcome("5.7.1", f"rejected by Sieve: {reason}")
+        targets: list[tuple[str, tuple[str, ...], bool]] = [
+            (a.folder, a.flags, a.create) for a in outcome.actions if a.kind in ("keep", "fileinto")
+        ]
+        if outcome.implicit_keep and not any(t[0] == "INBOX" for t in targets):
+            targets.append(("INBOX", outcome.keep_flags, False))
+        work: list[Deferred[str]] = []
+        done: list[str] = []
+        for folder, flags, create in targets:
+            work.append(self._store(mailbox, folder, flags, create, prefix, message, done))
+        for action in outcome.actions:
+            if action.kind == "redirect":
+                assert evaluation.content is not None
+                work.append(sieve.redirect(sender, action.address, evaluation.content))
+                done.append(f"redirected to {action.address}")
+        marks: list[tuple[str, float]] = list(outcome.duplicate_marks)
+        for action in outcome.actions:
+            if action.kind == "vacation":
+                self._vacation(mailbox, recipient, action, marks)
+
+        def finished(_: object) -> Outcome:
+            if marks:
+                sieve.record(mailbox, marks).addErrback(
+                    lambda f: maillog(
+                        "sieve",
+                        f"warning: {mailbox.user}: cannot record Sieve tracking: {f.value}",
+                        LogLevel.warn,
+                    )
+                )
+            if mark is not None:
+                try:
+                    mark()
+                except OSError:
+                    pass  # the queue manager marks it, a moment later
+            if not done:
+                return Outcome("2.0.0", "discarded by Sieve")
+            return Outcome("2.0.0", "delivered by Sieve: " + ", ".join(done))
+
+        def failed(failure: Failure) -> Outcome | Failure:
+            value = failure.value
+            if isinstance(value, FirstError):
+                value = value.subFailure.value
+            if isinstance(value, OSError):
+                return Outcome(*os_error_status(value, "maildir"))
+            if isinstance(value, CleanupRejected):
+                return Outcome("4.3.0", f"cannot redirect: {value.text}")
+            return Failure(value)
+
+        return gatherResults(work, consumeErrors=True).addCallbacks(finished, failed)
+
+    def _store(
+        self,
+        mailbox: Mailbox,
+        folder: str,
+        flags: tuple[str, ...],
+        create: bool,
+        prefix: bytes,
+        message: IMessageContent,
+        done: list[str],
+    ) -> Deferred[str]:
+        letters = "".join(
+            sorted({FLAG_TO_LETTER[f.lower()] for f in flags if f.lower() in FLAG_TO_LETTER})
+        )
+        d = deliver_to_folder(
+            self.writer, mailbox.maildir, folder, prefix, message, create=create, flags=letters
+        )
+
+        def stored(path: str) -> str:
+            done.append(folder)
+            return path
+
+        def missing(failure: Failure) -> Deferred[str] | Failure:
+            # Pigeonhole: fileinto a folder that does not exist (without
+            # :create) or cannot exist keeps the message in INBOX instead.
+            if (
+                not isinstance(failure.value, (NoSuchFolder, InvalidFolderName))
+                or folder == "INBOX"
+            ):
+                return failure
+            maillog(
+                "sieve",
+                f"warning: {mailbox.user}: fileinto {folder!r}: no such folder; kept in INBOX",
+                LogLevel.warn,
+            )
+            if "INBOX" in done:
+                return succeed("")
+            fallback = deliver_to_folder(
+                self.writer, mailbox.maildir, "INBOX", prefix, message, flags=letters
+            )
+            return fallback.addCallback(stored_inbox)
+
+        def stored_inbox(path: str) -> str:
+            done.append("INBOX")
+            return path
+
+        return d.addCallbacks(stored, missing)
+
+    def _vacation(
+        self, mailbox: Mailbox, recipient: str, action: Action, marks: list[tuple[str, float]]
+    ) -> None:
+        assert self.sieve is not None
+        params = action.vacation
+        marks.append((str(params["key"]), float(params["seconds"])))  # type: ignore[arg-type]
+        d = self.sieve.vacation(mailbox, recipient, params, action.address, action.reason)
+        d.addCallbacks(
+            lambda queue_id: maillog(
+                "sieve",
+                f"{mailbox.user}: vacation reply to <{action.address}> queued as {queue_id}",
+            ),
+            lambda f: maillog(
+                "sieve",
+                f"warning: {mailbox.user}: vacation reply to <{action.address}> failed: {f.value}",
+                LogLevel.warn,
+            ),
+        )
 
 
 def _failed(failure: Failure) -> Outcome | Failure:

@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from pymta.cleanup.interface import ICleanup
-from pymta.config import Config
+from pymta.config import Config, ConfigError
 from pymta.config.master_cf import MasterService
 from pymta.delivery.discard import DiscardAgent
 from pymta.delivery.error import ErrorAgent
@@ -48,7 +48,39 @@ AgentFactory = Callable[[AgentContext, str, Config], IDeliveryAgent]
 
 
 def _virtual(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
-    return VirtualAgent(config, context.sync, context.clock, open_maps=context.open_maps)
+    from pymta.sieve.filter import sieve_filter
+
+    sieve = sieve_filter(config, context.reactor, context.cleanup)
+    return VirtualAgent(
+        config,
+        context.sync,
+        context.clock,
+        open_maps=context.open_maps,
+        sieve=sieve,
+        home_for=passwd_homes(config, context.clock) if sieve is not None else None,
+    )
+
+
+def passwd_homes(config: Config, clock: IReactorTime) -> Callable[[str], str | None]:
+    """address -> the home field of its ``pymta_passdb`` passwd-file line
+    (re-read when the file changes), or None; a file that cannot be read is
+    no home."""
+    from pymta.auth.passdb import passwd_path
+    from pymta.auth.passwdfile import PasswdFile, PasswdFileError
+
+    try:
+        passwd = PasswdFile(passwd_path(config), clock)
+    except (OSError, ConfigError):
+        return lambda address: None
+
+    def home(address: str) -> str | None:
+        try:
+            entry = passwd.lookup(address)
+        except PasswdFileError:
+            return None
+        return entry.home or None if entry is not None else None
+
+    return home
 
 
 def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:

@@ -7,7 +7,10 @@ recipient_delimiter); not found is ``5.1.1 unknown user``, a failed lookup
 a deferral. The value is a path under virtual_mailbox_base: a trailing
 ``/`` means Maildir (written by :class:`~pymta.delivery.maildir.MaildirWriter`,
 durable before success is reported), otherwise an mbox file appended under
-the virtual_mailbox_lock locks, within virtual_mailbox_limit. A path that
+the virtual_mailbox_lock locks, within virtual_mailbox_limit. A Maildir
+user with an active Sieve script (:mod:`pymta.sieve`; ``~`` is the
+passwd-file home, else the Maildir) is delivered through
+:class:`~pymta.delivery.final.FinalDelivery`, which runs it. A path that
 would leave the base (``..``) is a configuration error, which Postfix defers
 (4.3.5) so the mail waits for the administrator instead of bouncing.
 
@@ -25,6 +28,7 @@ Untrusted input: the recipient address (a lookup key only) and the message
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -32,9 +36,11 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymta.address import split_extension
 from pymta.config import Config
 from pymta.delivery import mbox
 from pymta.delivery.durable import os_error_status
+from pymta.delivery.final import FinalDelivery, Mailbox
 from pymta.delivery.headers import delivered_to_loop, delivery_headers, header_of
 from pymta.delivery.interface import (
     DeliveryRecipient,
@@ -46,6 +52,7 @@ from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.delivery.maildir import MaildirWriter
 from pymta.maillog import maillog
 from pymta.queue.interface import ISyncBarrier
+from pymta.sieve.filter import SieveFilter
 from pymta.tables import TableError, lookup_address
 
 
@@ -79,6 +86,8 @@ class VirtualAgent:
         clock: IReactorTime,
         open_maps: OpenMaps = default_open_maps,
         writer: MaildirWriter | None = None,
+        sieve: SieveFilter | None = None,
+        home_for: Callable[[str], str | None] | None = None,
     ) -> None:
         self._config = config
         self._sync = sync
@@ -89,6 +98,8 @@ class VirtualAgent:
         self._locks = config.get_list("virtual_mailbox_lock")
         self._limit = config.get_int("virtual_mailbox_limit")
         self._writer = writer or MaildirWriter(sync, clock, config.get("myhostname"))
+        self._final = FinalDelivery(self._writer, sieve) if sieve is not None else None
+        self._home_for = home_for
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         recipients = request.recipients
@@ -151,6 +162,13 @@ class VirtualAgent:
             # On the writer's thread, right after the mailbox write is safe.
             message.mark_done(rcpt.index)
 
+        if path.endswith("/") and self._final is not None:
+            mailbox = self._mailbox(address, path)
+            if self._final.sieve is not None and self._final.sieve.active(mailbox):
+                d_sieve = self._final.deliver(
+                    mailbox, data_headers, message, sender=sender, recipient=address, mark=mark
+                )
+                return d_sieve.addCallback(lambda o: status(o.status, o.reason))
         if path.endswith("/"):
             what = "maildir"
             try:
@@ -176,3 +194,15 @@ class VirtualAgent:
             return failure
 
         return d.addCallbacks(lambda _: ok, failed)
+
+    def _mailbox(self, address: str, path: str) -> Mailbox:
+        """The recipient as Sieve sees it: home from the passwd-file when the
+        user has one there (Pigeonhole's ``~``), else the Maildir itself."""
+        maildir = path.rstrip("/")
+        local, _, domain = address.lower().rpartition("@")
+        user, detail = split_extension(local, self._delimiter)
+        login = f"{user}@{domain}" if domain else user
+        home = None
+        if self._home_for is not None:
+            home = self._home_for(address.lower()) or self._home_for(login)
+        return Mailbox(login, maildir, home or maildir, detail)

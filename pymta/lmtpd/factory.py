@@ -11,7 +11,8 @@ agents' group-commit barrier) and the limits.
 Parameters: ``pymta_lmtpd_networks`` (TCP clients allowed),
 ``pymta_lmtpd_timeout``, ``pymta_lmtpd_recipient_limit``,
 ``message_size_limit``, ``line_length_limit``, ``recipient_delimiter``,
-``myhostname``, ``mail_name``. Writes nothing itself; logs nothing.
+``myhostname``, ``mail_name``, and Sieve's (:mod:`pymta.sieve.filter`).
+Writes nothing itself; logs nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pymta.lmtpd.users import RecipientDirectory
 from pymta.netmatch import NetworkList
 from pymta.queue.interface import ISyncBarrier
 from pymta.queue.qid import QueueIdAllocator
+from pymta.sieve.filter import sieve_filter
 
 
 class LMTPServerFactory(Factory):
@@ -76,9 +78,14 @@ class LMTPServerFactory(Factory):
 
 
 def make_lmtp_factory(
-    config: Config, reactor: Any, sync: ISyncBarrier, service_name: str = "lmtpd"
+    config: Config,
+    reactor: Any,
+    sync: ISyncBarrier,
+    cleanup: Any = None,
+    service_name: str = "lmtpd",
 ) -> LMTPServerFactory:
-    """The LMTPServerFactory of one lmtpd service."""
+    """The LMTPServerFactory of one lmtpd service; ``cleanup`` takes what
+    Sieve's redirect and vacation send."""
     from pymta.pop3.service import virtual_mailbox_lookup
 
     # The passwd-file IMAP and POP3 read (one copy per process, re-read when it changes).
@@ -89,4 +96,5 @@ def make_lmtp_factory(
         config.get("recipient_delimiter"),
     )
     writer = MaildirWriter(sync, reactor, config.get("myhostname"))
-    return LMTPServerFactory(config, users, FinalDelivery(writer), reactor, service_name)
+    sieve = sieve_filter(config, reactor, cleanup)
+    return LMTPServerFactory(config, users, FinalDelivery(writer, sieve), reactor, service_name)
