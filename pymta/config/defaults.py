@@ -672,6 +672,25 @@ _PARAMS: list[Param] = [
         "int",
         "pymta: redirects one Sieve run may take (Pigeonhole's sieve_max_redirects)",
     ),
+    # --- quotas (pymta.quota) ---------------------------------------------
+    _p(
+        "pymta_quota_rule",
+        "",
+        "str",
+        "pymta: default mailbox quota, Dovecot's quota_rule (*:storage=1G); empty: none",
+    ),
+    _p(
+        "pymta_quota_full_action",
+        "defer",
+        "str",
+        "pymta: mail over quota: defer (4.2.2, retried) or bounce (5.2.2)",
+    ),
+    _p(
+        "pymta_quota_warning",
+        "80 95",
+        "list",
+        "pymta: percentages of the quota at which the user gets a warning mail",
+    ),
 ]
 
 DEFAULTS: dict[str, Param] = {p.name: p for p in _PARAMS}

@@ -16,9 +16,10 @@ May write: the user's Maildir. Logs: nothing (callers log the outcome).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.logger import LogLevel
@@ -30,7 +31,10 @@ from pymta.delivery.folder import InvalidFolderName, NoSuchFolder, deliver_to_fo
 from pymta.delivery.maildir import MaildirWriter
 from pymta.maillog import maillog
 from pymta.mailstore.names import FLAG_TO_LETTER
+from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import IMessageContent
+from pymta.quota.policy import QuotaPolicy, QuotaState, warning_message
+from pymta.quota.rules import QuotaLimit
 
 if TYPE_CHECKING:
     from pymta.sieve.filter import Evaluation, SieveFilter
@@ -47,6 +51,8 @@ class Mailbox:
     maildir: str
     home: str = ""
     detail: str | None = None
+    #: The user's own quota rule from the userdb (None: the default).
+    quota_rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,9 +73,36 @@ class FinalDelivery:
     With a :class:`~pymta.sieve.filter.SieveFilter`, a user's active script
     decides where the message goes (see :meth:`_filtered`)."""
 
-    def __init__(self, writer: MaildirWriter, sieve: SieveFilter | None = None) -> None:
+    def __init__(
+        self,
+        writer: MaildirWriter,
+        sieve: SieveFilter | None = None,
+        quota: QuotaPolicy | None = None,
+        run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+        cleanup: Any = None,
+        hostname: str = "localhost",
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.writer = writer
         self.sieve = sieve
+        self.quota = quota if run_in_thread is not None else None
+        self._run = run_in_thread
+        self._cleanup = cleanup
+        self._hostname = hostname
+        self._now = now
+
+    def wants(self, mailbox: Mailbox) -> bool:
+        """Whether delivering to this mailbox needs more than a plain write
+        (an active Sieve script, or a quota)."""
+        if self.sieve is not None and self.sieve.active(mailbox):
+            return True
+        return self._limit(mailbox) is not None
+
+    def _limit(self, mailbox: Mailbox) -> QuotaLimit | None:
+        if self.quota is None:
+            return None
+        limit = self.quota.limit(mailbox.quota_rule)
+        return None if limit.unlimited else limit
 
     def deliver(
         self,
@@ -82,9 +115,53 @@ class FinalDelivery:
         mark: Callable[[], None] | None = None,
     ) -> Deferred[Outcome]:
         """Write the message (after ``prefix``, the delivery headers) where
-        it belongs (INBOX without a Sieve script); fires with the outcome
-        once every copy is durable. ``mark`` runs once the delivery is safe
-        (the queue's done mark)."""
+        it belongs (INBOX without a Sieve script) if it fits the user's
+        quota; fires with the outcome once every copy is durable. ``mark``
+        runs once the delivery is safe (the queue's done mark)."""
+        limit = self._limit(mailbox)
+        if limit is None or self.quota is None or self._run is None:
+            return self._route(
+                mailbox, prefix, message, sender=sender, recipient=recipient, mark=mark
+            )
+        quota = self.quota
+        size = len(prefix) + message.size
+        counted: Deferred[QuotaState] = self._run(lambda: quota.usage(mailbox.maildir, limit))
+
+        def checked(state: QuotaState) -> Deferred[Outcome] | Outcome:
+            if not state.fits(size):
+                return Outcome(*quota.full_status())
+            d = self._route(mailbox, prefix, message, sender=sender, recipient=recipient, mark=mark)
+            return d.addCallback(self._warn, mailbox, state, size)
+
+        return counted.addCallback(checked)
+
+    def _warn(self, outcome: Outcome, mailbox: Mailbox, before: QuotaState, size: int) -> Outcome:
+        """Send the quota warning a delivery that crossed a percentage earns."""
+        assert self.quota is not None
+        percent = self.quota.crossed(before, size)
+        if not outcome.ok or percent is None or self._cleanup is None or "@" not in mailbox.user:
+            return outcome
+        after = QuotaState(before.limit, before.used_bytes + size, before.used_messages + 1)
+        text = warning_message(mailbox.user, percent, after, self._hostname, self._now())
+        envelope = Envelope("", [Recipient(mailbox.user, original=mailbox.user)], self._now())
+        self._cleanup.submit(envelope, text).addCallbacks(
+            lambda qid: maillog("quota", f"{mailbox.user}: {percent:.0f}% warning queued as {qid}"),
+            lambda f: maillog(
+                "quota", f"warning: {mailbox.user}: quota warning failed: {f.value}", LogLevel.warn
+            ),
+        )
+        return outcome
+
+    def _route(
+        self,
+        mailbox: Mailbox,
+        prefix: bytes,
+        message: IMessageContent,
+        *,
+        sender: str,
+        recipient: str,
+        mark: Callable[[], None] | None = None,
+    ) -> Deferred[Outcome]:
         if self.sieve is not None and self.sieve.active(mailbox):
             d = self.sieve.evaluate(mailbox, prefix, message, sender, recipient)
             return d.addCallback(self._filtered, mailbox, prefix, message, sender, recipient, mark)

@@ -48,39 +48,49 @@ AgentFactory = Callable[[AgentContext, str, Config], IDeliveryAgent]
 
 
 def _virtual(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
-    from pymta.sieve.filter import sieve_filter
+    from pymta.quota.policy import QuotaPolicy
+    from pymta.sieve.filter import sieve_filter, thread_runner
 
     sieve = sieve_filter(config, context.reactor, context.cleanup)
+    quota = QuotaPolicy.from_config(config)
     return VirtualAgent(
         config,
         context.sync,
         context.clock,
         open_maps=context.open_maps,
         sieve=sieve,
-        home_for=passwd_homes(config, context.clock) if sieve is not None else None,
+        userdb=passwd_userdb(config, context.clock),
+        quota=quota,
+        run_in_thread=thread_runner(context.reactor),
+        cleanup=context.cleanup,
     )
 
 
-def passwd_homes(config: Config, clock: IReactorTime) -> Callable[[str], str | None]:
-    """address -> the home field of its ``pymta_passdb`` passwd-file line
-    (re-read when the file changes), or None; a file that cannot be read is
-    no home."""
+def passwd_userdb(
+    config: Config, clock: IReactorTime
+) -> Callable[[str], tuple[str, str | None] | None]:
+    """address -> (home, quota rule) of its ``pymta_passdb`` passwd-file
+    line (re-read when the file changes), or None; a file that cannot be
+    read is no line."""
     from pymta.auth.passdb import passwd_path
     from pymta.auth.passwdfile import PasswdFile, PasswdFileError
+    from pymta.quota.policy import user_rule
 
     try:
         passwd = PasswdFile(passwd_path(config), clock)
     except (OSError, ConfigError):
         return lambda address: None
 
-    def home(address: str) -> str | None:
+    def lookup(address: str) -> tuple[str, str | None] | None:
         try:
             entry = passwd.lookup(address)
         except PasswdFileError:
             return None
-        return entry.home or None if entry is not None else None
+        if entry is None:
+            return None
+        return entry.home, user_rule(entry.extra)
 
-    return home
+    return lookup
 
 
 def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:

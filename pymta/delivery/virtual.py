@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -52,6 +53,7 @@ from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.delivery.maildir import MaildirWriter
 from pymta.maillog import maillog
 from pymta.queue.interface import ISyncBarrier
+from pymta.quota.policy import QuotaPolicy
 from pymta.sieve.filter import SieveFilter
 from pymta.tables import TableError, lookup_address
 
@@ -87,7 +89,10 @@ class VirtualAgent:
         open_maps: OpenMaps = default_open_maps,
         writer: MaildirWriter | None = None,
         sieve: SieveFilter | None = None,
-        home_for: Callable[[str], str | None] | None = None,
+        userdb: Callable[[str], tuple[str, str | None] | None] | None = None,
+        quota: QuotaPolicy | None = None,
+        run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+        cleanup: Any = None,
     ) -> None:
         self._config = config
         self._sync = sync
@@ -98,8 +103,18 @@ class VirtualAgent:
         self._locks = config.get_list("virtual_mailbox_lock")
         self._limit = config.get_int("virtual_mailbox_limit")
         self._writer = writer or MaildirWriter(sync, clock, config.get("myhostname"))
-        self._final = FinalDelivery(self._writer, sieve) if sieve is not None else None
-        self._home_for = home_for
+        self._final: FinalDelivery | None = None
+        if sieve is not None or quota is not None:
+            self._final = FinalDelivery(
+                self._writer,
+                sieve,
+                quota,
+                run_in_thread,
+                cleanup,
+                config.get("myhostname"),
+                clock.seconds,
+            )
+        self._userdb = userdb
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         recipients = request.recipients
@@ -164,7 +179,7 @@ class VirtualAgent:
 
         if path.endswith("/") and self._final is not None:
             mailbox = self._mailbox(address, path)
-            if self._final.sieve is not None and self._final.sieve.active(mailbox):
+            if self._final.wants(mailbox):
                 d_sieve = self._final.deliver(
                     mailbox, data_headers, message, sender=sender, recipient=address, mark=mark
                 )
@@ -196,13 +211,15 @@ class VirtualAgent:
         return d.addCallbacks(lambda _: ok, failed)
 
     def _mailbox(self, address: str, path: str) -> Mailbox:
-        """The recipient as Sieve sees it: home from the passwd-file when the
-        user has one there (Pigeonhole's ``~``), else the Maildir itself."""
+        """The recipient as Sieve and the quota see it: home and quota rule
+        from the passwd-file when the user has a line there (Pigeonhole's
+        ``~``), else the Maildir itself as home and the default quota."""
         maildir = path.rstrip("/")
         local, _, domain = address.lower().rpartition("@")
         user, detail = split_extension(local, self._delimiter)
         login = f"{user}@{domain}" if domain else user
-        home = None
-        if self._home_for is not None:
-            home = self._home_for(address.lower()) or self._home_for(login)
-        return Mailbox(login, maildir, home or maildir, detail)
+        found = None
+        if self._userdb is not None:
+            found = self._userdb(address.lower()) or self._userdb(login)
+        home, rule = found if found is not None else ("", None)
+        return Mailbox(login, maildir, home or maildir, detail, rule)

@@ -66,6 +66,8 @@ class IMAPServerFactory(ServerFactory):
         self.scan_in_thread = scan_in_thread if scan_in_thread is not None else scan_runner(clock)
         #: Body scans per user, shared by the sessions (pymta.imap.scan).
         self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
+        #: QUOTA (RFC 9208): a pymta.imap.quota_commands.IMAPQuota, or None.
+        self.quota: Any = None
 
     def _trusted(self, ip: str) -> bool:
         return self.trusted_networks is not None and self.trusted_networks.contains(ip)
@@ -87,4 +89,5 @@ class IMAPServerFactory(ServerFactory):
             preauth=self.preauth,
         )
         protocol.factory = self
+        protocol.quota = self.quota
         return protocol

@@ -69,6 +69,7 @@ from pymta.hangup import hang_up
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
+from pymta.imap import quota_commands as qc
 from pymta.imap.parser import (
     Atom,
     Command,
@@ -177,6 +178,8 @@ class IMAPServer(StreamingSession, Protocol):
         self.log = logger if logger is not None else imaplog.log
         self.watchers = watchers
 
+        #: QUOTA (RFC 9208): the factory's IMAPQuota, or None (not offered).
+        self.quota: Any = None
         self.state = NOT_AUTHENTICATED
         self.user = ""
         self.method = ""
@@ -617,6 +620,8 @@ class IMAPServer(StreamingSession, Protocol):
 
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
+        if self.quota is not None:
+            caps.extend(qc.CAPABILITIES)
         if self.state == NOT_AUTHENTICATED:
             if self.tls is not None and not self.tls_active:
                 caps.append("STARTTLS")
@@ -902,6 +907,9 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "LSUB": (AUTH, mc.lsub),
     "STATUS": (AUTH, mc.status),
     "APPEND": (AUTH, mc.append),
+    "GETQUOTA": (AUTH, qc.getquota),
+    "GETQUOTAROOT": (AUTH, qc.getquotaroot),
+    "SETQUOTA": (AUTH, qc.setquota),
     "CHECK": (SEL, msg.check),
     "CLOSE": (SEL, msg.close),
     "UNSELECT": (SEL, msg.unselect),

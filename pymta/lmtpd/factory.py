@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
@@ -31,7 +32,8 @@ from pymta.lmtpd.users import RecipientDirectory
 from pymta.netmatch import NetworkList
 from pymta.queue.interface import ISyncBarrier
 from pymta.queue.qid import QueueIdAllocator
-from pymta.sieve.filter import sieve_filter
+from pymta.quota.policy import QuotaPolicy
+from pymta.sieve.filter import sieve_filter, thread_runner
 
 
 class LMTPServerFactory(Factory):
@@ -71,10 +73,24 @@ class LMTPServerFactory(Factory):
         """A transaction id for the log, in Postfix's queue-id form."""
         return self._ids()
 
-    def refuse_recipient(self, mailbox: Mailbox) -> tuple[int, str, str] | None:
-        """(code, status, text) when RCPT must be refused for this mailbox
-        already (nothing yet refuses: every known user is accepted)."""
-        return None
+    def check_recipient(self, mailbox: Mailbox) -> Deferred[tuple[int, str, str] | None] | None:
+        """None when RCPT may be accepted at once; else a Deferred firing
+        with (code, status, text) to refuse it, or None: the mailbox's quota
+        is counted off the reactor, and a mailbox already full is refused
+        (``pymta_quota_full_action``: 452 4.2.2 or 552 5.2.2)."""
+        delivery = self.delivery
+        quota = delivery.quota
+        if quota is None:
+            return None
+        limit = quota.limit(mailbox.quota_rule)
+        if limit.unlimited or delivery._run is None:
+            return None
+
+        def count() -> tuple[int, str, str] | None:
+            state = quota.usage(mailbox.maildir, limit)
+            return quota.rcpt_reply() if state.full() else None
+
+        return delivery._run(count)
 
 
 def make_lmtp_factory(
@@ -96,5 +112,13 @@ def make_lmtp_factory(
         config.get("recipient_delimiter"),
     )
     writer = MaildirWriter(sync, reactor, config.get("myhostname"))
-    sieve = sieve_filter(config, reactor, cleanup)
-    return LMTPServerFactory(config, users, FinalDelivery(writer, sieve), reactor, service_name)
+    delivery = FinalDelivery(
+        writer,
+        sieve_filter(config, reactor, cleanup),
+        QuotaPolicy.from_config(config),
+        thread_runner(reactor),
+        cleanup,
+        config.get("myhostname"),
+        reactor.seconds,
+    )
+    return LMTPServerFactory(config, users, delivery, reactor, service_name)

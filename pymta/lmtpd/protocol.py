@@ -307,12 +307,37 @@ class LMTPServerProtocol(Protocol):
             )
             self._error(_reply(550, "5.1.1", f"<{address}> User doesn't exist: {address}"))
             return
-        refusal = self.factory.refuse_recipient(mailbox)
-        if refusal is not None:
-            self._send(_reply(*refusal))
+        check = self.factory.check_recipient(mailbox)
+        if check is None:
+            self._recipients.append(_Recipient(address, mailbox))
+            self._send(R_RCPT_OK)
             return
-        self._recipients.append(_Recipient(address, mailbox))
-        self._send(R_RCPT_OK)
+        # The quota is counted off the reactor: read nothing more meanwhile.
+        self._mode = _BUSY
+
+        def checked(refusal: tuple[int, str, str] | None) -> None:
+            if self._mode == _CLOSED:
+                return
+            if refusal is None:
+                self._recipients.append(_Recipient(address, mailbox))
+                self._send(R_RCPT_OK)
+            else:
+                code, status, text = refusal
+                maillog(
+                    self.factory.service_name,
+                    f"NOQUEUE: reject: RCPT from {self._client}: {code} {status} <{address}>: "
+                    f"{text}; from=<{self._sender}> to=<{address}>",
+                )
+                self._send(_reply(code, status, f"<{address}> {text}"))
+            self._resume()
+
+        def failed(failure: Failure) -> None:
+            _log.failure("lmtpd quota check failed", failure)
+            if self._mode != _CLOSED:
+                self._send(_reply(451, "4.3.0", f"<{address}> Temporary quota lookup failure"))
+                self._resume()
+
+        check.addCallbacks(checked, failed)
 
     def do_data(self, arg: str) -> None:
         if self._sender is None:

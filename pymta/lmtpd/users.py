@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pymta.address import split_address, split_extension
 from pymta.auth.passwdfile import PasswdFile, PasswdFileError
 from pymta.delivery.final import Mailbox
+from pymta.quota.policy import user_rule
 from pymta.tables.interface import TableError
 
 
@@ -67,7 +68,9 @@ class RecipientDirectory:
             if entry is not None:
                 maildir = entry.mail_location() or entry.home
                 if maildir:
-                    return Mailbox(user, maildir, entry.home or maildir, detail)
+                    return Mailbox(
+                        user, maildir, entry.home or maildir, detail, user_rule(entry.extra)
+                    )
         if self._lookup is None or "@" not in user:
             return None
         try:
@@ -81,4 +84,12 @@ class RecipientDirectory:
         root = os.path.normpath(base)
         if path == root or not path.startswith(root.rstrip("/") + "/"):
             return None
-        return Mailbox(user, path, path, detail)
+        rule = None
+        if self._passwd is not None:
+            try:
+                entry = self._passwd.lookup(user)
+            except PasswdFileError:
+                entry = None
+            if entry is not None:
+                rule = user_rule(entry.extra)
+        return Mailbox(user, path, path, detail, rule)

@@ -316,9 +316,14 @@ def sieve_filter(config: Config, reactor: Any, cleanup: Any) -> SieveFilter | No
     settings = SieveSettings.from_config(config)
     if not settings.enabled:
         return None
+    return SieveFilter(settings, thread_runner(reactor), reactor.seconds, cleanup)
+
+
+def thread_runner(reactor: Any) -> RunInThread:
+    """Runs a function in the reactor's thread pool."""
     from twisted.internet.threads import deferToThreadPool
 
     def run(work: Callable[[], Any]) -> Deferred[Any]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), work)
 
-    return SieveFilter(settings, run, reactor.seconds, cleanup)
+    return run
