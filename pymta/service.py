@@ -43,7 +43,7 @@ from pymta.maillog import MaillogObserver, log_to
 log = Logger()
 
 #: master.cf commands whose part pymta builds as a listener.
-LISTENER_COMMANDS = {"smtpd", "pop3d", "imapd", "lmtpd"}
+LISTENER_COMMANDS = {"smtpd", "pop3d", "imapd", "lmtpd", "managesieved"}
 
 #: master.cf commands that may also listen on a UNIX socket (``unix`` lines).
 UNIX_LISTENER_COMMANDS = {"lmtpd"}
@@ -55,6 +55,7 @@ BUILT_PARTS = {
     "pop3d",
     "imapd",
     "lmtpd",
+    "managesieved",
     "qmgr",
     "cleanup",
     "trivial-rewrite",
@@ -662,6 +663,10 @@ def session_factory(svc: MasterService, config: Config, parts: SessionParts) -> 
             factory = implicit_tls(factory, tls, "smtpd")
     elif svc.program == "imapd":
         factory = _imap_factory(svc_config, svc, parts.reactor, parts.mailstore())
+    elif svc.program == "managesieved":
+        from pymta.managesieve.factory import make_managesieve_factory
+
+        factory = make_managesieve_factory(svc_config, parts.reactor)
     elif svc.program == "lmtpd":
         from pymta.lmtpd.factory import make_lmtp_factory
 

@@ -691,6 +691,12 @@ _PARAMS: list[Param] = [
         "list",
         "pymta: percentages of the quota at which the user gets a warning mail",
     ),
+    _p(
+        "pymta_managesieve_timeout",
+        "600s",
+        "time",
+        "pymta: idle time before managesieved disconnects",
+    ),
 ]
 
 DEFAULTS: dict[str, Param] = {p.name: p for p in _PARAMS}
