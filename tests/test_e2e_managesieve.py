@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import smtplib
 import socket
-
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,10 @@ imapd_tls_cert_file = $data_directory/imapd-cert.pem
 imapd_tls_key_file = $data_directory/imapd-key.pem
 pymta_tls_create_self_signed = yes
 """
-SCRIPT = 'require ["fileinto", "mailbox"];\nif header :contains "subject" "[dev]" {\n  fileinto :create "Dev";\n}\n'
+SCRIPT = (
+    'require ["fileinto", "mailbox"];\n'
+    'if header :contains "subject" "[dev]" {\n  fileinto :create "Dev";\n}\n'
+)
 
 
 def passwd(root: Path) -> str:
