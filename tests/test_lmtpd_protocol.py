@@ -343,3 +343,19 @@ def test_too_many_errors_end_the_session(tmp_path: Path) -> None:
 def test_to_internal() -> None:
     """Dot-unstuffing and CR LF to LF, a dot line at the very start too."""
     assert to_internal(b"..a\r\nb\r\n...\r\n") == b".a\nb\n..\n"
+
+
+def test_lhlo_name_cannot_inject_headers(tmp_path: Path) -> None:
+    """A LHLO argument with a bare CR or control characters reaches the
+    Received: header as printable ASCII only."""
+    s = Setup(tmp_path)
+    proto, transport = s.connect()
+    talk(
+        proto,
+        transport,
+        b"LHLO evil\rX-Injected: yes\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\n"
+        b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n",
+    )
+    (message,) = s.maildir_files(tmp_path / "home" / "alice")
+    assert b"\r" not in message and b"\nX-Injected" not in message
+    assert b"Received: from evil?X-Injected:?yes ([127.0.0.1])" in message

@@ -14,6 +14,7 @@ gives qmgr each transport's maxproc.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,10 @@ def passwd_userdb(
         return lambda address: None
 
     def lookup(address: str) -> tuple[str, str | None] | None:
+        # A site without a passwd-file (plain virtual mailboxes) is no
+        # error: only an existing file that cannot be read is logged.
+        if not os.path.exists(passwd.path):
+            return None
         try:
             entry = passwd.lookup(address)
         except PasswdFileError:

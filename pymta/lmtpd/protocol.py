@@ -241,7 +241,8 @@ class LMTPServerProtocol(Protocol):
         if not arg:
             self._error(b"501 5.5.4 Syntax: LHLO hostname\r\n")
             return
-        self._lhlo = arg
+        # It goes into the Received: header: printable ASCII only, bounded.
+        self._lhlo = "".join(c if "!" <= c <= "~" else "?" for c in arg)[:255]
         self._reset()
         lines = [self.factory.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME"]
         if self.factory.message_size_limit:
