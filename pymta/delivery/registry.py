@@ -52,7 +52,7 @@ def _virtual(context: AgentContext, service: str, config: Config) -> IDeliveryAg
     from pymta.quota.policy import QuotaPolicy
     from pymta.sieve.filter import sieve_filter, thread_runner
 
-    sieve = sieve_filter(config, context.reactor, context.cleanup)
+    sieve = sieve_filter(config, context.reactor, context.cleanup, context.clock.seconds)
     quota = QuotaPolicy.from_config(config)
     return VirtualAgent(
         config,

@@ -310,13 +310,15 @@ def _read_all(message: IMessageContent) -> bytes:
         reader.close()
 
 
-def sieve_filter(config: Config, reactor: Any, cleanup: Any) -> SieveFilter | None:
+def sieve_filter(
+    config: Config, reactor: Any, cleanup: Any, now: Callable[[], float] | None = None
+) -> SieveFilter | None:
     """The SieveFilter of a delivering part (None with ``pymta_sieve_enable = no``);
-    scripts run in the reactor's thread pool."""
+    scripts run in the reactor's thread pool; ``now`` defaults to the reactor's clock."""
     settings = SieveSettings.from_config(config)
     if not settings.enabled:
         return None
-    return SieveFilter(settings, thread_runner(reactor), reactor.seconds, cleanup)
+    return SieveFilter(settings, thread_runner(reactor), now or reactor.seconds, cleanup)
 
 
 def thread_runner(reactor: Any) -> RunInThread:
