@@ -218,3 +218,32 @@ def test_disabled_sieve_is_inbox(tmp_path: Path) -> None:
     s = Setup(tmp_path, "discard;", enabled=False)
     assert s.deliver().reason == "saved mail to INBOX"
     assert len(s.folder_files()) == 1
+
+
+def test_vacation_once_for_deliveries_at_the_same_time(tmp_path: Path) -> None:
+    """Two messages from one sender whose scripts run before either is
+    stored: one vacation reply (the decision and its record are one step)."""
+    s = Setup(tmp_path, 'require "vacation"; vacation "Away.";')
+    queued: list[Any] = []
+
+    def later(work: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        queued.append((work, d))
+        return d
+
+    s.sieve._run = later
+    results: list[object] = []
+    for n in range(2):
+        message = MESSAGE.replace(b"<m1@", f"<m{n + 2}@".encode())
+        s.final.deliver(
+            s.mailbox,
+            PREFIX,
+            BytesContent(message),
+            sender="alice@example.org",
+            recipient="bob@example.test",
+        ).addBoth(results.append)
+    while queued:
+        work, d = queued.pop(0)
+        d.callback(work())
+    assert [r.status for r in results] == ["2.0.0", "2.0.0"]  # type: ignore[attr-defined]
+    assert len(s.cleanup.submitted) == 1

@@ -208,6 +208,8 @@ class FinalDelivery:
                 mailbox, prefix, message, mark, reason="saved mail to INBOX (Sieve script error)"
             )
         outcome = evaluation.outcome
+        if evaluation.warning:
+            maillog("sieve", f"warning: {mailbox.user}: {evaluation.warning}", LogLevel.warn)
         for action in outcome.actions:
             if action.kind in ("reject", "ereject"):
                 reason = " ".join(action.reason.split()) or "rejected"
@@ -312,8 +314,7 @@ class FinalDelivery:
         self, mailbox: Mailbox, recipient: str, action: Action, marks: list[tuple[str, float]]
     ) -> None:
         assert self.sieve is not None
-        params = action.vacation
-        marks.append((str(params["key"]), float(params["seconds"])))  # type: ignore[arg-type]
+        params = action.vacation  # its tracking entry was made with the decision
         d = self.sieve.vacation(mailbox, recipient, params, action.address, action.reason)
         d.addCallbacks(
             lambda queue_id: maillog(

@@ -83,6 +83,8 @@ class Evaluation:
     error: str | None = None
     #: The whole message (prefix included), read when a redirect needs it.
     content: bytes | None = None
+    #: Something to log that did not stop the run.
+    warning: str | None = None
 
 
 class SieveFilter:
@@ -139,8 +141,44 @@ class SieveFilter:
             return None
         if compiled.commands is None:
             return Evaluation(name, None, compiled.error)
-        head = prefix + _read_header(message)
-        entries = tracking.read(tracking.tracking_path(mailbox.home), now)
+        try:
+            head = prefix + _read_header(message)
+        except OSError as e:
+            return Evaluation(name, None, f"cannot read the message: {e}")
+        tracking_file = tracking.tracking_path(mailbox.home)
+        with tracking.lock(tracking_file):
+            entries = tracking.read(tracking_file, now)
+            evaluation = self._run_script(
+                compiled, name, mailbox, prefix, message, sender, recipient, now, head, entries
+            )
+            if evaluation.outcome is not None:
+                # Recorded now, under the lock: a second delivery from the
+                # same sender running at the same time sees the reply.
+                replies = [
+                    (str(a.vacation["key"]), float(a.vacation["seconds"]))  # type: ignore[arg-type]
+                    for a in evaluation.outcome.actions
+                    if a.kind == "vacation"
+                ]
+                try:
+                    tracking.record(tracking_file, replies, now)
+                except OSError as e:
+                    evaluation.warning = f"cannot record the vacation reply: {e}"
+        return evaluation
+
+    def _run_script(
+        self,
+        compiled: storage.Compiled,
+        name: str,
+        mailbox: Mailbox,
+        prefix: bytes,
+        message: IMessageContent,
+        sender: str,
+        recipient: str,
+        now: float,
+        head: bytes,
+        entries: dict[str, float],
+    ) -> Evaluation:
+        assert compiled.commands is not None
 
         def body() -> bytes:
             data = _read_all(message)

@@ -23,16 +23,19 @@ TRACKING_FILE = ".pymta-sieve-tracking"
 #: More entries than this: the ones expiring first are dropped.
 MAX_ENTRIES = 10000
 
-_locks: dict[str, threading.Lock] = {}
+_locks: dict[str, threading.RLock] = {}
 _locks_lock = threading.Lock()
 
 
-def _lock(path: str) -> threading.Lock:
+def lock(path: str) -> threading.RLock:
+    """The lock of one tracking file in this process (re-entrant): held
+    around a Sieve run, so that two deliveries to one user at once cannot
+    both decide that a sender has had no vacation reply yet."""
     with _locks_lock:
-        lock = _locks.get(path)
-        if lock is None:
-            lock = _locks[path] = threading.Lock()
-        return lock
+        found = _locks.get(path)
+        if found is None:
+            found = _locks[path] = threading.RLock()
+        return found
 
 
 def tracking_path(home: str) -> str:
@@ -61,7 +64,7 @@ def record(path: str, marks: list[tuple[str, float]], now: float) -> None:
     """Add (key, seconds) entries, dropping the expired ones."""
     if not marks:
         return
-    with _lock(path):
+    with lock(path):
         entries = read(path, now)
         for key, seconds in marks:
             entries[key] = now + seconds
