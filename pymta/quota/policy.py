@@ -109,9 +109,12 @@ class QuotaPolicy:
                 warnings,
             )
         except QuotaRuleError as e:
+            src = config.source("pymta_quota_rule")
             raise ConfigError(
                 f"bad value: {e}: expected a rule such as *:storage=1G",
-                parameter="pymta_quota_rule",
+                src.filename if src else None,
+                src.lineno if src else None,
+                "pymta_quota_rule",
             ) from None
 
     def limit(self, rule: str | None) -> QuotaLimit:
