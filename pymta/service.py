@@ -44,7 +44,10 @@ from pymta.milter.config import MilterClients
 log = Logger()
 
 #: master.cf commands whose part pymta builds as a listener.
-LISTENER_COMMANDS = {"smtpd", "pop3d", "imapd"}
+LISTENER_COMMANDS = {"smtpd", "pop3d", "imapd", "lmtpd", "managesieved"}
+
+#: master.cf commands that may also listen on a UNIX socket (``unix`` lines).
+UNIX_LISTENER_COMMANDS = {"lmtpd"}
 
 #: master.cf commands whose part is built (``pymta check`` reads this too);
 #: others are accepted with a warning at start.
@@ -52,6 +55,8 @@ BUILT_PARTS = {
     "smtpd",
     "pop3d",
     "imapd",
+    "lmtpd",
+    "managesieved",
     "qmgr",
     "cleanup",
     "trivial-rewrite",
@@ -278,6 +283,9 @@ class SessionParts:
     reactor: Any
     #: The DNS resolver of smtpd's restrictions (made on first use, shared).
     dns: Callable[[], Any]
+    #: The mailbox writes' group-commit barrier (lmtpd delivers with the
+    #: delivery agents' barrier, so its 250s share their syncs).
+    delivery_sync: Any = None
 
 
 class ResolverSwitch:
@@ -591,8 +599,14 @@ def build(
         metrics=system.metrics,
         reactor=reactor,
         dns=smtpd_dns,
+        delivery_sync=delivery_sync,
     )
     for svc in master:
+        if svc.type == "unix" and svc.program in UNIX_LISTENER_COMMANDS:
+            factory = session_factory(svc, config, system.sessions)
+            path = unix_socket_path(svc, config)
+            add_unix_listener(system, f"{svc.name}:unix:{path}", svc, path, factory, worker_fds)
+            continue
         if svc.type != "inet" or svc.program not in LISTENER_COMMANDS:
             continue
         factory = session_factory(svc, config, system.sessions)
@@ -651,6 +665,14 @@ def session_factory(svc: MasterService, config: Config, parts: SessionParts) -> 
             factory = implicit_tls(factory, tls, "smtpd")
     elif svc.program == "imapd":
         factory = _imap_factory(svc_config, svc, parts.reactor, parts.mailstore())
+    elif svc.program == "managesieved":
+        from pymta.managesieve.factory import make_managesieve_factory
+
+        factory = make_managesieve_factory(svc_config, parts.reactor)
+    elif svc.program == "lmtpd":
+        from pymta.lmtpd.factory import make_lmtp_factory
+
+        factory = make_lmtp_factory(svc_config, parts.reactor, parts.delivery_sync, parts.cleanup)
     else:
         factory = _pop3_factory(svc_config, svc, parts.reactor, parts.mailstore())
     if parts.metrics is not None:
@@ -700,6 +722,92 @@ def add_listener(
             system.services.remove(server)
             system.namedServices.pop(server.name, None)
         raise
+    system.ports[key] = server
+    system.listener_services[key] = svc
+    return server
+
+
+def unix_socket_path(svc: MasterService, config: Config) -> str:
+    """Where a ``unix`` listener's socket is: as Postfix names its sockets,
+    ``$queue_directory/private/NAME`` (``public/`` when the private column
+    says n); a name with a ``/`` is a path (relative: to queue_directory)."""
+    queue_directory = config.get("queue_directory")
+    if "/" in svc.name:
+        return os.path.join(queue_directory, svc.name)  # an absolute name stays
+    return os.path.join(queue_directory, "private" if svc.private else "public", svc.name)
+
+
+class _UnixListener(internet.UNIXServer):
+    """A UNIX-socket listener (lmtpd): makes its directory, replaces a
+    socket a previous run left behind, sets the socket's mode."""
+
+    where = ""
+
+    def __init__(self, path: str, factory: Any, mode: int) -> None:
+        super().__init__(path, factory, mode=mode, wantPID=False)
+        self.path = path
+
+    def privilegedStartService(self) -> None:
+        import stat
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)  # a stale socket: nobody can listen on it
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            where = f"{self.where}: " if self.where else ""
+            raise ListenError(f"{where}cannot listen on {self.path}: {e.socketError}") from None
+        log.info(
+            "{service} listening on unix socket {path}",
+            service=(self.name or "").split("@")[0],
+            path=self.path,
+        )
+
+    def fileno(self) -> int:
+        assert self._port is not None
+        return int(self._port.fileno())
+
+    @property
+    def session_factory(self) -> Any:
+        return self.args[1]
+
+    def replace_factory(self, factory: Any) -> None:
+        self.args = (self.args[0], factory, *self.args[2:])
+        if self._port is not None:
+            replace_port_factory(self._port, factory)
+
+
+def add_unix_listener(
+    system: MailSystem,
+    key: str,
+    svc: MasterService,
+    path: str,
+    factory: Any,
+    worker_fds: Mapping[str, int] | None,
+) -> Any:
+    """Add the UNIX-socket listener ``key`` (a worker adopts the master's socket)."""
+    server: Any
+    if worker_fds is not None:
+        from pymta.master.adopt import AdoptedListener
+
+        if key not in worker_fds:
+            raise ConfigError(f"master.cf service {key}: no socket from the master")
+        server = AdoptedListener(worker_fds[key], factory, system.sessions.reactor)  # type: ignore[union-attr]
+    else:
+        text = svc.service_config(system.config).get("pymta_lmtpd_socket_mode").strip()
+        try:
+            mode = int(text, 8)
+        except ValueError:
+            raise ConfigError(
+                f"bad value {text!r}: expected an octal mode such as 0660",
+                parameter="pymta_lmtpd_socket_mode",
+            ) from None
+        server = _UnixListener(path, factory, mode)
+        server.where = f"{svc.filename}, line {svc.lineno}: service {svc.name}"
+    server.setName(f"{svc.name}@unix:{path}")
+    server.setServiceParent(system)
     system.ports[key] = server
     system.listener_services[key] = svc
     return server

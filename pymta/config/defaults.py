@@ -958,6 +958,82 @@ _PARAMS: list[Param] = [
         "int",
         "pymta: failed logins before imapd closes the session",
     ),
+    # --- lmtpd (pymta.lmtpd: LMTP server into the mail store) ----------
+    _p(
+        "pymta_lmtpd_networks",
+        "$mynetworks",
+        "list",
+        "pymta: TCP clients lmtpd serves (UNIX socket clients: as its mode allows)",
+    ),
+    _p("pymta_lmtpd_timeout", "300s", "time", "pymta: idle time before lmtpd disconnects"),
+    _p(
+        "pymta_lmtpd_recipient_limit",
+        "1000",
+        "int",
+        "pymta: recipients lmtpd accepts per message (452 4.5.3 after that)",
+    ),
+    _p(
+        "pymta_lmtpd_socket_mode",
+        "0666",
+        "str",
+        "pymta: permissions of an lmtpd UNIX socket (octal)",
+    ),
+    # --- Sieve (pymta.sieve: filtering at final delivery) ----------------
+    _p(
+        "pymta_sieve_enable",
+        "yes",
+        "bool",
+        "pymta: run the user's active Sieve script (~/.dovecot.sieve) at final delivery",
+    ),
+    _p(
+        "pymta_sieve_global_dir",
+        "",
+        "str",
+        "pymta: where include :global scripts are (Pigeonhole's sieve_global)",
+    ),
+    _p(
+        "pymta_sieve_max_script_size",
+        "1048576",
+        "size",
+        "pymta: largest Sieve script run or accepted (Pigeonhole's sieve_max_script_size)",
+    ),
+    _p(
+        "pymta_sieve_max_actions",
+        "32",
+        "int",
+        "pymta: actions one Sieve run may take (Pigeonhole's sieve_max_actions)",
+    ),
+    _p(
+        "pymta_sieve_max_redirects",
+        "4",
+        "int",
+        "pymta: redirects one Sieve run may take (Pigeonhole's sieve_max_redirects)",
+    ),
+    # --- quotas (pymta.quota) ---------------------------------------------
+    _p(
+        "pymta_quota_rule",
+        "",
+        "str",
+        "pymta: default mailbox quota, Dovecot's quota_rule (*:storage=1G); empty: none",
+    ),
+    _p(
+        "pymta_quota_full_action",
+        "defer",
+        "str",
+        "pymta: mail over quota: defer (4.2.2, retried) or bounce (5.2.2)",
+    ),
+    _p(
+        "pymta_quota_warning",
+        "80 95",
+        "list",
+        "pymta: percentages of the quota at which the user gets a warning mail",
+    ),
+    _p(
+        "pymta_managesieve_timeout",
+        "600s",
+        "time",
+        "pymta: idle time before managesieved disconnects",
+    ),
 ]
 
 DEFAULTS: dict[str, Param] = {p.name: p for p in _PARAMS}

@@ -41,6 +41,8 @@ COMMANDS: dict[str, str] = {
     "smtpd": "pymta",
     "pop3d": "pymta",
     "imapd": "pymta",
+    "lmtpd": "pymta",  # pymta-only: the LMTP server into the mail store (pymta.lmtpd)
+    "managesieved": "pymta",  # pymta-only: ManageSieve, RFC 5804 (pymta.managesieve)
     "qmgr": "pymta",
     "oqmgr": "pymta",
     "cleanup": "pymta",
@@ -76,6 +78,8 @@ PARTS: dict[str, str] = {
     "smtpd": "smtpd",
     "pop3d": "pop3d",
     "imapd": "imapd",
+    "lmtpd": "lmtpd",
+    "managesieved": "managesieved",
     "qmgr": "qmgr",
     "oqmgr": "qmgr",
     "cleanup": "cleanup",
@@ -98,7 +102,7 @@ PARTS: dict[str, str] = {
 }
 
 #: pymta-only commands that only make sense as a listener.
-INET_ONLY = frozenset({"metrics"})
+INET_ONLY = frozenset({"metrics", "managesieved"})
 
 # service name -> port, when the system has no /etc/services entry.
 _PORTS: dict[str, int] = {
@@ -112,6 +116,7 @@ _PORTS: dict[str, int] = {
     "imap2": 143,
     "imaps": 993,
     "lmtp": 24,
+    "sieve": 4190,
 }
 
 _TOKEN_OPEN = "{"

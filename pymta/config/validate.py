@@ -37,6 +37,7 @@ _SIZE = re.compile(r"^\d+$")
 #: Parameters whose value is one word of a fixed set ('' allowed where listed).
 CHOICES: dict[str, tuple[str, ...]] = {
     "smtpd_forbid_bare_newline": ("no", "normalize", "reject"),
+    "pymta_quota_full_action": ("defer", "bounce"),
     "smtpd_tls_security_level": ("", "none", "may", "encrypt"),
     "pop3d_tls_security_level": ("", "none", "may", "encrypt"),
     "imapd_tls_security_level": ("", "none", "may", "encrypt"),

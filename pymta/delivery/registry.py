@@ -14,6 +14,7 @@ gives qmgr each transport's maxproc.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from pymta.cleanup.interface import ICleanup
-from pymta.config import Config
+from pymta.config import Config, ConfigError
 from pymta.config.master_cf import MasterService
 from pymta.delivery.discard import DiscardAgent
 from pymta.delivery.error import ErrorAgent
@@ -48,7 +49,53 @@ AgentFactory = Callable[[AgentContext, str, Config], IDeliveryAgent]
 
 
 def _virtual(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
-    return VirtualAgent(config, context.sync, context.clock, open_maps=context.open_maps)
+    from pymta.quota.policy import QuotaPolicy
+    from pymta.sieve.filter import sieve_filter, thread_runner
+
+    sieve = sieve_filter(config, context.reactor, context.cleanup, context.clock.seconds)
+    quota = QuotaPolicy.from_config(config)
+    return VirtualAgent(
+        config,
+        context.sync,
+        context.clock,
+        open_maps=context.open_maps,
+        sieve=sieve,
+        userdb=passwd_userdb(config, context.clock),
+        quota=quota,
+        run_in_thread=thread_runner(context.reactor),
+        cleanup=context.cleanup,
+    )
+
+
+def passwd_userdb(
+    config: Config, clock: IReactorTime
+) -> Callable[[str], tuple[str, str | None] | None]:
+    """address -> (home, quota rule) of its ``pymta_passdb`` passwd-file
+    line (re-read when the file changes), or None; a file that cannot be
+    read is no line."""
+    from pymta.auth.passdb import passwd_path
+    from pymta.auth.passwdfile import PasswdFile, PasswdFileError
+    from pymta.quota.policy import user_rule
+
+    try:
+        passwd = PasswdFile(passwd_path(config), clock)
+    except (OSError, ConfigError):
+        return lambda address: None
+
+    def lookup(address: str) -> tuple[str, str | None] | None:
+        # A site without a passwd-file (plain virtual mailboxes) is no
+        # error: only an existing file that cannot be read is logged.
+        if not os.path.exists(passwd.path):
+            return None
+        try:
+            entry = passwd.lookup(address)
+        except PasswdFileError:
+            return None
+        if entry is None:
+            return None
+        return entry.home, user_rule(entry.extra)
+
+    return lookup
 
 
 def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:

@@ -8,7 +8,10 @@ a deferral. The value is a path under virtual_mailbox_base: a trailing
 ``/`` means Maildir (filed through the mail store's delivery API,
 :class:`~pymta.mailstore.deliver.MaildirDelivery`, durable before success
 is reported), otherwise an mbox file appended under
-the virtual_mailbox_lock locks, within virtual_mailbox_limit. A path that
+the virtual_mailbox_lock locks, within virtual_mailbox_limit. A Maildir
+user with an active Sieve script (:mod:`pymta.sieve`; ``~`` is the
+passwd-file home, else the Maildir) is delivered through
+:class:`~pymta.delivery.final.FinalDelivery`, which runs it. A path that
 would leave the base (``..``) is a configuration error, which Postfix defers
 (4.3.5) so the mail waits for the administrator instead of bouncing.
 
@@ -26,6 +29,8 @@ Untrusted input: the recipient address (a lookup key only) and the message
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -33,9 +38,11 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymta.address import split_extension
 from pymta.config import Config
 from pymta.delivery import mbox
 from pymta.delivery.durable import os_error_status
+from pymta.delivery.final import FinalDelivery, Mailbox
 from pymta.delivery.headers import delivered_to_loop, delivery_headers, header_of
 from pymta.delivery.interface import (
     DeliveryRecipient,
@@ -47,6 +54,8 @@ from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.maillog import maillog
 from pymta.mailstore.deliver import MaildirDelivery
 from pymta.mailstore.interface import IMailDelivery
+from pymta.quota.policy import QuotaPolicy
+from pymta.sieve.filter import SieveFilter
 from pymta.sync import ISyncBarrier
 from pymta.tables import TableError, lookup_address
 
@@ -81,6 +90,11 @@ class VirtualAgent:
         clock: IReactorTime,
         open_maps: OpenMaps = default_open_maps,
         maildir: IMailDelivery | None = None,
+        sieve: SieveFilter | None = None,
+        userdb: Callable[[str], tuple[str, str | None] | None] | None = None,
+        quota: QuotaPolicy | None = None,
+        run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] | None = None,
+        cleanup: Any = None,
     ) -> None:
         self._config = config
         self._sync = sync
@@ -93,6 +107,18 @@ class VirtualAgent:
         self._maildir: IMailDelivery = maildir or MaildirDelivery(
             sync, clock, config.get("myhostname")
         )
+        self._final: FinalDelivery | None = None
+        if sieve is not None or quota is not None:
+            self._final = FinalDelivery(
+                self._maildir,
+                sieve,
+                quota,
+                run_in_thread,
+                cleanup,
+                config.get("myhostname"),
+                clock.seconds,
+            )
+        self._userdb = userdb
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         recipients = request.recipients
@@ -155,6 +181,13 @@ class VirtualAgent:
             # On the writer's thread, right after the mailbox write is safe.
             message.mark_done(rcpt.index)
 
+        if path.endswith("/") and self._final is not None:
+            mailbox = self._mailbox(address, path)
+            if self._final.wants(mailbox):
+                d_sieve = self._final.deliver(
+                    mailbox, data_headers, message, sender=sender, recipient=address, mark=mark
+                )
+                return d_sieve.addCallback(lambda o: status(o.status, o.reason))
         if path.endswith("/"):
             what = "maildir"
             d: Deferred[object] = self._maildir.deliver(path, data_headers, message, mark)  # type: ignore[assignment]
@@ -177,3 +210,17 @@ class VirtualAgent:
             return failure
 
         return d.addCallbacks(lambda _: ok, failed)
+
+    def _mailbox(self, address: str, path: str) -> Mailbox:
+        """The recipient as Sieve and the quota see it: home and quota rule
+        from the passwd-file when the user has a line there (Pigeonhole's
+        ``~``), else the Maildir itself as home and the default quota."""
+        maildir = path.rstrip("/")
+        local, _, domain = address.lower().rpartition("@")
+        user, detail = split_extension(local, self._delimiter)
+        login = f"{user}@{domain}" if domain else user
+        found = None
+        if self._userdb is not None:
+            found = self._userdb(address.lower()) or self._userdb(login)
+        home, rule = found if found is not None else ("", None)
+        return Mailbox(login, maildir, home or maildir, detail, rule)

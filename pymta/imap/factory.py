@@ -69,6 +69,8 @@ class IMAPServerFactory(ServerFactory):
         self.scan_in_thread = scan_in_thread if scan_in_thread is not None else scan_runner(clock)
         #: Body scans per user, shared by the sessions (pymta.imap.scan).
         self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
+        #: QUOTA (RFC 9208): a pymta.imap.quota_commands.IMAPQuota, or None.
+        self.quota: Any = None
 
     def _trusted(self, ip: str) -> bool:
         return self.trusted_networks is not None and self.trusted_networks.contains(ip)
@@ -91,4 +93,5 @@ class IMAPServerFactory(ServerFactory):
         )
         protocol.factory = self
         protocol.userip = self.userip
+        protocol.quota = self.quota
         return protocol

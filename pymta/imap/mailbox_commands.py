@@ -547,16 +547,22 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     except NoSuchFolder:
         s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
         return
+    # QUOTA: the message must fit the user's quota (checked where it is written).
+    quota = getattr(s, "quota", None)
+    root = getattr(s.mailbox, "root", None)
+    guard = quota.guard(s.user, root, len(message)) if quota is not None and root else None
     staging = IStagedAppend(folder, None)
     if s.run_in_thread is None or staging is None:
         try:
+            if guard is not None:
+                guard()
             new_uid = folder.append(_storable(message), flags, date)
-        except MailStoreError as e:
+        except (MailStoreError, OSError) as e:
             _append_failed(s, tag, name, e)
             return
         s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
         return
-    _staged_append(s, tag, name, folder, staging, message, flags, date)
+    _staged_append(s, tag, name, folder, staging, message, flags, date, guard)
 
 
 def _storable(message: bytes) -> bytes:
@@ -582,6 +588,7 @@ def _staged_append(
     message: bytes,
     flags: list[str],
     date: float | None,
+    guard: Callable[[], None] | None = None,
 ) -> None:
     """Write and fsync the message in a worker thread (``stage``), number it
     (``commit_staged``), make its place in the folder durable
@@ -609,11 +616,13 @@ def _staged_append(
         elif number(staged):
             staging.sync_committed()
 
-    def stage() -> Staged:
+    def staged() -> Staged:
+        if guard is not None:
+            guard()  # OSError(EDQUOT): answered NO [OVERQUOTA]
         return staging.stage(_storable(message), flags, date)
 
     def in_one_thread() -> None:
-        commit_and_sync(stage())
+        commit_and_sync(staged())
 
     def commit_here(staged: Staged) -> Deferred[None] | None:
         if s.lost:
@@ -634,7 +643,7 @@ def _staged_append(
     if staging.commit_thread_safe:
         d = run(in_one_thread)
     else:
-        d = run(stage)
+        d = run(staged)
         d.addCallback(commit_here)
     d.addErrback(note_failure)
 

@@ -70,6 +70,7 @@ from pymta.imap import append, metadata, sort, thread
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
+from pymta.imap import quota_commands as qc
 from pymta.imap.compress import Compression, CompressionError
 from pymta.imap.parser import (
     Atom,
@@ -206,6 +207,8 @@ class IMAPServer(StreamingSession, Protocol):
         self.log = logger if logger is not None else imaplog.log
         self.watchers = watchers
 
+        #: QUOTA (RFC 9208): the factory's IMAPQuota, or None (not offered).
+        self.quota: Any = None
         self.state = NOT_AUTHENTICATED
         self.user = ""
         self.method = ""
@@ -695,6 +698,8 @@ class IMAPServer(StreamingSession, Protocol):
         caps.append(f"APPENDLIMIT={self.settings.max_literal_size}")
         if self.state != NOT_AUTHENTICATED and self.compression is None:
             caps.append("COMPRESS=DEFLATE")
+        if self.quota is not None:
+            caps.extend(qc.CAPABILITIES)
         if self.state == NOT_AUTHENTICATED:
             if self.tls is not None and not self.tls_active:
                 caps.append("STARTTLS")
@@ -1006,6 +1011,9 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "LSUB": (AUTH, mc.lsub),
     "STATUS": (AUTH, mc.status),
     "APPEND": (AUTH, append.append),
+    "GETQUOTA": (AUTH, qc.getquota),
+    "GETQUOTAROOT": (AUTH, qc.getquotaroot),
+    "SETQUOTA": (AUTH, qc.setquota),
     "CHECK": (SEL, msg.check),
     "CLOSE": (SEL, msg.close),
     "UNSELECT": (SEL, msg.unselect),

@@ -251,6 +251,7 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
             metrics=old_parts.metrics,
             reactor=old_parts.reactor,
             dns=old_parts.dns,
+            delivery_sync=old_parts.delivery_sync,
         )
         wanted: dict[str, tuple[MasterService, str, int, Any]] = {}
         for svc in new_master:
