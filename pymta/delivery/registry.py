@@ -15,7 +15,7 @@ gives qmgr each transport's maxproc.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -42,6 +42,9 @@ class AgentContext:
     clock: IReactorTime
     reactor: IReactorProcess | Any
     open_maps: OpenMaps = default_open_maps
+    #: The agents built so far, by transport name (local(8)'s
+    #: mailbox_transport and fallback_transport hand recipients to them).
+    agents: dict[str, IDeliveryAgent] = field(default_factory=dict)
 
 
 AgentFactory = Callable[[AgentContext, str, Config], IDeliveryAgent]
@@ -58,7 +61,7 @@ def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgen
         context.clock,
         context.reactor,
         open_maps=context.open_maps,
-        sync=context.sync,
+        transports=context.agents.get,
     )
 
 
@@ -113,7 +116,7 @@ def build_agents(
 ) -> dict[str, IDeliveryAgent]:
     """One agent per master.cf service whose command is a delivery agent,
     keyed by service (transport) name."""
-    agents: dict[str, IDeliveryAgent] = {}
+    agents = context.agents
     for service in services:
         factory = AGENTS.get(service.program)
         if factory is None:
