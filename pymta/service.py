@@ -63,6 +63,7 @@ BUILT_PARTS = {
     "lmtp",
     "metrics",
     "pickup",
+    "pipe",
 }
 
 

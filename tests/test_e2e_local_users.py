@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import PymtaServer, wait_for_file
+from tests.harness import DEFAULT_MASTER_CF, PymtaServer, wait_for_file
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("useradd") is None, reason="needs root and useradd"
@@ -66,9 +66,10 @@ def send(server: PymtaServer, recipient: str, subject: str) -> None:
         )
 
 
-def server_for(root: Path, extra: str = "") -> PymtaServer:
+def server_for(root: Path, extra: str = "", master_cf: str = DEFAULT_MASTER_CF) -> PymtaServer:
     return PymtaServer(
         root,
+        master_cf=master_cf,
         main_cf_extra=f"mail_spool_directory = {root}/mail\n" + extra,
         aliases=(f'postmaster: alice@example.test\nwhoami: "|id -un > {root}/out/alias-user"\n'),
     )
@@ -121,6 +122,34 @@ def test_home_maildir(root: Path, user: pwd.struct_passwd) -> None:
         [name] = os.listdir(new)
         assert (new / name).stat().st_uid == user.pw_uid
         assert b"Subject: maildir" in (new / name).read_bytes()
+        server.stop()
+
+
+def test_pipe_transport_runs_a_real_program_as_its_user(
+    root: Path, user: pwd.struct_passwd
+) -> None:
+    """A master.cf pipe service (flags=DRX, user=, argv= with ${recipient})
+    runs a real program as that user with the message on stdin."""
+    script = root / "out" / "filter.sh"
+    script.write_text('#!/bin/sh\nid -un > "$1.user"\ncat > "$1"\n')
+    script.chmod(0o755)
+    master_cf = (
+        DEFAULT_MASTER_CF + "myfilter unix - n n - - pipe flags=DRX "
+        f"user={user.pw_name} argv={script} {root}/out/${{recipient}}\n"
+    )
+    extra = "relay_domains = pipe.example\ntransport_maps = inline:{ pipe.example=myfilter: }\n"
+    with server_for(root, extra, master_cf) as server:
+        server.start()
+        assert "(pipe)" not in server.log()
+        send(server, "someone@pipe.example", "piped")
+        out = root / "out" / "someone@pipe.example"
+        wait_for_file(out.parent, lambda: b"Subject: piped" in _read(out))
+        assert out.read_bytes().startswith(
+            b"Return-Path: <sender@example.org>\nDelivered-To: someone@pipe.example\n"
+        )
+        assert out.stat().st_uid == user.pw_uid
+        assert (root / "out" / "someone@pipe.example.user").read_text() == f"{user.pw_name}\n"
+        server.wait_for_log(r"to=<someone@pipe\.example>, relay=myfilter.*status=sent")
         server.stop()
 
 

@@ -47,14 +47,14 @@ class AgentContext:
     agents: dict[str, IDeliveryAgent] = field(default_factory=dict)
 
 
-AgentFactory = Callable[[AgentContext, str, Config], IDeliveryAgent]
+AgentFactory = Callable[[AgentContext, MasterService, Config], IDeliveryAgent]
 
 
-def _virtual(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _virtual(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return VirtualAgent(config, context.sync, context.clock, open_maps=context.open_maps)
 
 
-def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _local(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return LocalAgent(
         config,
         context.cleanup,
@@ -66,7 +66,7 @@ def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgen
 
 
 def _smtp(
-    context: AgentContext, service: str, config: Config, protocol: str = "smtp"
+    context: AgentContext, service: MasterService, config: Config, protocol: str = "smtp"
 ) -> IDeliveryAgent:
     from pymta.delivery.smtp import SMTPAgent, tcp_connector
     from pymta.dns.cache import CachingResolver
@@ -79,25 +79,35 @@ def _smtp(
         dns,
         tcp_connector(context.reactor, context.clock, config, protocol),
         open_maps=context.open_maps,
-        name=service,
+        name=service.name,
         protocol=protocol,
     )
 
 
-def _lmtp(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _lmtp(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return _smtp(context, service, config, protocol="lmtp")
 
 
-def _discard(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _discard(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return DiscardAgent()
 
 
-def _error(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
-    return ErrorAgent(retry=service == "retry")
+def _error(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
+    return ErrorAgent(retry=service.name == "retry")
 
 
-def _retry(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _retry(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return ErrorAgent(retry=True)
+
+
+def _pipe(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
+    from pymta.config.pipe_args import parse_pipe
+    from pymta.delivery.pipe import PipeAgent
+    from pymta.privsep.spawn import SpawningUserDelivery
+
+    spec = parse_pipe(service.args, (service.filename, service.lineno))
+    users = SpawningUserDelivery(context.reactor, context.clock)
+    return PipeAgent(service.name, spec, config, context.clock, users)
 
 
 AGENTS: dict[str, AgentFactory] = {
@@ -108,6 +118,7 @@ AGENTS: dict[str, AgentFactory] = {
     "retry": _retry,
     "smtp": _smtp,
     "lmtp": _lmtp,
+    "pipe": _pipe,
 }
 
 
@@ -122,7 +133,7 @@ def build_agents(
         if factory is None:
             continue
         config = service.service_config(context.config)
-        agents[service.name] = factory(context, service.name, config)
+        agents[service.name] = factory(context, service, config)
     return agents
 
 

@@ -92,3 +92,15 @@ class IUserDelivery(Interface):
         cwd: str,
     ) -> Deferred[CommandResult]:
         """Run ``/bin/sh -c command`` as ``user`` with ``stdin`` then the message."""
+
+    def run_program(
+        user: UnixUser,
+        argv: Sequence[str],
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        """Execute ``argv`` (no shell; ``argv[0]`` is searched in PATH) as
+        ``user`` with ``stdin`` then the message on its standard input."""

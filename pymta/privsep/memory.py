@@ -45,6 +45,9 @@ class RecordingUserDelivery:
     ) -> None:
         self.calls: list[Call] = []
         self.environments: list[dict[str, str]] = []
+        #: What run_program's programs would have read (it runs nothing).
+        self.stdins: list[bytes] = []
+        self.exit_code = 0
         self._reactor = reactor
         self._clock = clock
         self._allowed = None if allowed_uids is None else set(allowed_uids)
@@ -91,6 +94,21 @@ class RecordingUserDelivery:
         return run_command(
             self._reactor, self._clock, command, stdin, env, time_limit, "/", content=message
         )
+
+    def run_program(
+        self,
+        user: UnixUser,
+        argv: Sequence[str],
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        self.calls.append(Call("program", user.name, " ".join(argv)))
+        self.environments.append(dict(env))
+        self.stdins.append(stdin + read_all(message))
+        return succeed(CommandResult(self.exit_code, None, b""))
 
     def _perform(
         self, action: object, request: dict[str, object], headers: bytes, message: IMessageContent

@@ -159,6 +159,44 @@ class SpawningUserDelivery:
         )
 
 
+    def run_program(
+        self,
+        user: UnixUser,
+        argv: Sequence[str],
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        uid, gid = self._identity(user)
+        executable = _which(argv[0], env.get("PATH", "/usr/bin:/bin"))
+        return run_program(
+            self._reactor,
+            self._clock,
+            executable,
+            list(argv),
+            stdin,
+            env,
+            time_limit,
+            cwd,
+            message,
+            uid,
+            gid,
+        )
+
+
+def _which(name: str, path: str) -> str:
+    """argv[0] as an executable path (pipe(8) searches PATH for a bare name)."""
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return name
+
+
 def _spool_group(directory: str) -> list[int]:
     """The group of a group-writable spool directory (Debian: ``mail``)."""
     try:
