@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import smtplib
 import subprocess
@@ -151,6 +152,72 @@ def test_pipe_transport_runs_a_real_program_as_its_user(
         assert (root / "out" / "someone@pipe.example.user").read_text() == f"{user.pw_name}\n"
         server.wait_for_log(r"to=<someone@pipe\.example>, relay=myfilter.*status=sent")
         server.stop()
+
+
+def _uids(pid: int) -> set[int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)", status, re.M)
+    assert match
+    return {int(u) for u in match.groups()}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _sockets(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_passwd) -> None:
+    """Started as root with -u nobody: the server (which holds the network
+    sockets and reads the queue) runs as nobody; the one process left as
+    root is the local-delivery helper, which holds a single socket (its end
+    of the socketpair); through it, mail for a Unix user still lands in the
+    spool owned by that user, and an alias command runs as nobody."""
+    pidfile = root / "run" / "pymta.pid"
+    with server_for(root) as server:
+        for path in server.config_dir.iterdir():
+            path.chmod(0o644)
+        server.start(twistd_options=["-u", "nobody", "-g", "nogroup", "--pidfile", str(pidfile)])
+        server.wait_for_log(r"set uid/gid")
+        pid = int(pidfile.read_text())
+        nobody = pwd.getpwnam("nobody").pw_uid
+        assert _uids(pid) == {nobody}
+        [helper] = [
+            child
+            for child in _children(pid)
+            if b"pymta.privsep.helper" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+        assert _uids(helper) == {0}
+        assert _sockets(helper) == 1
+        assert all(_uids(child) == {nobody} for child in _children(pid) if child != helper)
+
+        spool = root / "mail" / user.pw_name
+        send(server, f"{user.pw_name}@localhost", "privsep")
+        wait_for_file(spool.parent, lambda: b"Subject: privsep" in _read(spool))
+        assert spool.stat().st_uid == user.pw_uid
+        send(server, "whoami@localhost", "alias")
+        out = root / "out" / "alias-user"
+        wait_for_file(out.parent, lambda: _read(out).endswith(b"\n"))
+        assert out.read_text() == "nobody\n"
+        server.stop()
+    assert "Traceback" not in server.log()
 
 
 def _read(path: Path) -> bytes:

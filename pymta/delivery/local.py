@@ -154,7 +154,7 @@ class LocalAgent:
         self._alias_owner = _alias_owner(config.get_list("alias_maps"))
         self._self: UnixUser | None = None
         euid = os.geteuid()
-        if euid != 0:
+        if not self._users.privileged:
             self._self = find_uid(euid)
             # Said once, at start: the deliveries it limits are deferred.
             _log.info(

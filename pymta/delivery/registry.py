@@ -29,6 +29,7 @@ from pymta.delivery.interface import IDeliveryAgent
 from pymta.delivery.local import LocalAgent
 from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.delivery.virtual import VirtualAgent
+from pymta.privsep.interface import IUserDelivery
 from pymta.queue.interface import ISyncBarrier
 
 
@@ -45,6 +46,16 @@ class AgentContext:
     #: The agents built so far, by transport name (local(8)'s
     #: mailbox_transport and fallback_transport hand recipients to them).
     agents: dict[str, IDeliveryAgent] = field(default_factory=dict)
+    #: Who becomes local recipients and pipe(8) users: the root helper when
+    #: twistd switched users (pymta.privsep.client), else a child per delivery.
+    users: IUserDelivery | None = None
+
+    def user_delivery(self) -> IUserDelivery:
+        if self.users is None:
+            from pymta.privsep.spawn import SpawningUserDelivery
+
+            self.users = SpawningUserDelivery(self.reactor, self.clock)
+        return self.users
 
 
 AgentFactory = Callable[[AgentContext, MasterService, Config], IDeliveryAgent]
@@ -61,6 +72,7 @@ def _local(context: AgentContext, service: MasterService, config: Config) -> IDe
         context.clock,
         context.reactor,
         open_maps=context.open_maps,
+        users=context.user_delivery(),
         transports=context.agents.get,
     )
 
@@ -103,11 +115,8 @@ def _retry(context: AgentContext, service: MasterService, config: Config) -> IDe
 def _pipe(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     from pymta.config.pipe_args import parse_pipe
     from pymta.delivery.pipe import PipeAgent
-    from pymta.privsep.spawn import SpawningUserDelivery
-
     spec = parse_pipe(service.args, (service.filename, service.lineno))
-    users = SpawningUserDelivery(context.reactor, context.clock)
-    return PipeAgent(service.name, spec, config, context.clock, users)
+    return PipeAgent(service.name, spec, config, context.clock, context.user_delivery())
 
 
 AGENTS: dict[str, AgentFactory] = {

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from pymta.delivery.command import CommandResult
 from pymta.queue.reference import IMessageContent
@@ -60,6 +60,8 @@ def find_uid(uid: int) -> UnixUser | None:
 
 class IUserDelivery(Interface):
     """Write mailboxes and run commands as a Unix user."""
+
+    privileged = Attribute("True when any user can be become (root, or the root helper).")
 
     def can_become(user: UnixUser) -> bool:
         """True when deliveries as ``user`` are possible (root can become

@@ -51,6 +51,7 @@ class RecordingUserDelivery:
         self._reactor = reactor
         self._clock = clock
         self._allowed = None if allowed_uids is None else set(allowed_uids)
+        self.privileged = self._allowed is None
 
     def can_become(self, user: UnixUser) -> bool:
         return self._allowed is None or user.uid in self._allowed

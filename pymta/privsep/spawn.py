@@ -69,6 +69,7 @@ class SpawningUserDelivery:
         self._clock = clock
         self._python = python or sys.executable
         self._euid = os.geteuid() if euid is None else euid
+        self.privileged = self._euid == 0
 
     def can_become(self, user: UnixUser) -> bool:
         return self._euid == 0 or user.uid == self._euid
@@ -157,7 +158,6 @@ class SpawningUserDelivery:
             uid=uid,
             gid=gid,
         )
-
 
     def run_program(
         self,
