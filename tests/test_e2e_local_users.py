@@ -189,9 +189,18 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
     sockets and reads the queue) runs as nobody; the one process left as
     root is the local-delivery helper, which holds a single socket (its end
     of the socketpair); through it, mail for a Unix user still lands in the
-    spool owned by that user, and an alias command runs as nobody."""
+    spool owned by that user, an alias command runs as nobody and a pipe
+    service's program as its user=."""
     pidfile = root / "run" / "pymta.pid"
-    with server_for(root) as server:
+    script = root / "out" / "filter.sh"
+    script.write_text('#!/bin/sh\nid -un > "$1.user"\ncat > "$1"\n')
+    script.chmod(0o755)
+    master_cf = (
+        DEFAULT_MASTER_CF + "myfilter unix - n n - - pipe flags=DR "
+        f"user={user.pw_name} argv={script} {root}/out/${{recipient}}\n"
+    )
+    extra = "relay_domains = pipe.example\ntransport_maps = inline:{ pipe.example=myfilter: }\n"
+    with server_for(root, extra, master_cf) as server:
         for path in server.config_dir.iterdir():
             path.chmod(0o644)
         server.start(twistd_options=["-u", "nobody", "-g", "nogroup", "--pidfile", str(pidfile)])
@@ -216,6 +225,10 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
         out = root / "out" / "alias-user"
         wait_for_file(out.parent, lambda: _read(out).endswith(b"\n"))
         assert out.read_text() == "nobody\n"
+        send(server, "someone@pipe.example", "piped")
+        piped = root / "out" / "someone@pipe.example"
+        wait_for_file(piped.parent, lambda: b"Subject: piped" in _read(piped))
+        assert piped.stat().st_uid == user.pw_uid
         server.stop()
     assert "Traceback" not in server.log()
 
