@@ -53,7 +53,11 @@ def start_helper(python: str | None = None) -> HelperUserDelivery:
     process = subprocess.Popen(
         [python or sys.executable, "-m", "pymta.privsep.helper", str(theirs.fileno())],
         pass_fds=[theirs.fileno()],
+        # Nothing inherited but its socket: a held stdout would keep
+        # `pymta start` (and whoever reads twistd's output) waiting for EOF.
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env=env,
         cwd="/",
         start_new_session=True,
