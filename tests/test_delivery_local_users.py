@@ -238,3 +238,21 @@ def test_unix_passwd_table() -> None:
     assert line is not None and line.startswith("root:*:0:0:")
     assert table.lookup("no-such-user-here") is None
     assert table.lookup("root@example.org") is None
+
+
+def test_not_root_says_so_once_at_start(tmp_path: Path) -> None:
+    """An agent that cannot become other users logs one line at start naming
+    the limit, and none per delivery."""
+    from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        agent, _ = make_agent({}, users=users(tmp_path), allowed_uids=[0])
+        run(agent, request("bob@mx.example.org"))
+        run(agent, request("bob@mx.example.org"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    said = [formatEvent(e) for e in events if "not root" in formatEvent(e)]
+    assert len(said) == 1
+    assert "local delivery is limited to that user" in said[0]

@@ -76,8 +76,8 @@ class SpawningUserDelivery:
 
     def _identity(self, user: UnixUser) -> tuple[int | None, int | None]:
         """uid/gid for spawnProcess: None when the child already is the user."""
-        if self._euid == user.uid and os.getegid() == user.gid:
-            return None, None
+        if self._euid != 0 or (user.uid == 0 and os.getegid() == user.gid):
+            return None, None  # not root: only ourselves (can_become); root as root
         return user.uid, user.gid
 
     def _child(
