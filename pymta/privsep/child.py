@@ -29,6 +29,16 @@ from typing import Any, BinaryIO
 BLOCK = 65536
 STALE_LOCK_TIME = 500.0  # Postfix's stale_lock_time
 REQUEST_LIMIT = 65536
+#: A held mailbox lock is tried again this many times, LOCK_DELAY_FIRST
+#: seconds apart at first, doubling up to LOCK_DELAY_MAX (about 15 s in all,
+#: as Postfix's deliver_lock_attempts = 20 over deliver_lock_delay = 1s).
+LOCK_ATTEMPTS = 20
+LOCK_DELAY_FIRST = 0.02
+LOCK_DELAY_MAX = 1.0
+
+
+class Busy(Exception):
+    """Another process holds the mailbox lock (nothing was written)."""
 
 
 class Outcome(Exception):
@@ -73,7 +83,7 @@ def _dotlock(path: str, now: float) -> str:
                 pass
         except PermissionError:
             raise Outcome("4.2.0", f"cannot create lock file {lock}: permission denied") from None
-    raise Outcome("4.2.0", f"cannot update mailbox {path}: mailbox busy ({lock} exists)")
+    raise Busy(f"cannot update mailbox {path}: mailbox busy ({lock} exists)")
 
 
 def _quote(data: bytes) -> bytes:
@@ -110,7 +120,24 @@ def _write(fd: int, data: bytes) -> None:
 
 
 def append_mbox(request: dict[str, Any], source: BinaryIO) -> Outcome:
-    """Append to the mbox; on any failure the file is cut back to its old size."""
+    """Append to the mbox, waiting a while for a lock another delivery or a
+    mail reader holds (Postfix retries deliver_lock_attempts times,
+    deliver_lock_delay apart, before it defers)."""
+    delay = LOCK_DELAY_FIRST
+    for _attempt in range(LOCK_ATTEMPTS - 1):
+        try:
+            return _append_mbox(request, source)
+        except Busy:
+            time.sleep(delay)
+            delay = min(delay * 2, LOCK_DELAY_MAX)
+    try:
+        return _append_mbox(request, source)
+    except Busy as e:
+        raise Outcome("4.2.0", str(e)) from None
+
+
+def _append_mbox(request: dict[str, Any], source: BinaryIO) -> Outcome:
+    """One attempt; on any failure the file is cut back to its old size."""
     path = str(request["path"])
     now = float(request["time"])
     locks = request.get("locks", ["fcntl", "dotlock"])
@@ -133,9 +160,7 @@ def append_mbox(request: dict[str, Any], source: BinaryIO) -> Outcome:
                     fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError as e:
                     if e.errno in (errno.EAGAIN, errno.EACCES):
-                        raise Outcome(
-                            "4.2.0", f"cannot update mailbox {path}: mailbox busy"
-                        ) from None
+                        raise Busy(f"cannot update mailbox {path}: mailbox busy") from None
                     raise
             start = info.st_size
             limit = int(request.get("size_limit", 0))
