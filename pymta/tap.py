@@ -83,9 +83,10 @@ def _make(options: Options) -> IService:
     if run_as is not None:
         # DESIGN.md's privileged helper: forked now, while root, it alone
         # keeps root after twistd's switch, to become local recipients.
-        from pymta.privsep.client import start_helper
+        from pymta.config import Config
+        from pymta.privsep.client import root_mailboxes, start_helper
 
-        users = start_helper()
+        users = start_helper(root_mailboxes(Config.load(options["config"])))
     system = make(options["config"], users=users)
     if isinstance(system, MailSystem):
         system.handle_signals = True  # SIGHUP reloads, SIGQUIT aborts (pymta.master.control)

@@ -189,8 +189,8 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
     sockets and reads the queue) runs as nobody; the one process left as
     root is the local-delivery helper, which holds a single socket (its end
     of the socketpair); through it, mail for a Unix user still lands in the
-    spool owned by that user, an alias command runs as nobody and a pipe
-    service's program as its user=."""
+    spool owned by that user, root's mail in root's spool mailbox, an alias
+    command runs as nobody and a pipe service's program as its user=."""
     pidfile = root / "run" / "pymta.pid"
     script = root / "out" / "filter.sh"
     script.write_text('#!/bin/sh\nid -un > "$1.user"\ncat > "$1"\n')
@@ -225,6 +225,10 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
         out = root / "out" / "alias-user"
         wait_for_file(out.parent, lambda: _read(out).endswith(b"\n"))
         assert out.read_text() == "nobody\n"
+        send(server, "root@localhost", "for-root")
+        root_box = root / "mail" / "root"
+        wait_for_file(root_box.parent, lambda: b"Subject: for-root" in _read(root_box))
+        assert root_box.stat().st_uid == 0
         send(server, "someone@pipe.example", "piped")
         piped = root / "out" / "someone@pipe.example"
         wait_for_file(piped.parent, lambda: b"Subject: piped" in _read(piped))

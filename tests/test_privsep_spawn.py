@@ -161,7 +161,8 @@ def test_not_root_becomes_only_itself() -> None:
 def test_root_helper_becomes_users_and_refuses_root(root: Path, user: UnixUser) -> Any:
     """The root helper (what the server uses after twistd's -u switch) runs
     a command as the user, writes a mailbox as the user, refuses to run a
-    command as root whatever it is asked, and exits when its socket closes."""
+    command as root or to write as root anywhere but root's configured
+    mailbox whatever it is asked, and exits when its socket closes."""
     helper = start_helper()
     try:
         out = Path(user.home) / "helper-out"
@@ -184,6 +185,14 @@ def test_root_helper_becomes_users_and_refuses_root(root: Path, user: UnixUser) 
         )
         assert refused.exit_code is None
         assert b"never run as root" in refused.output
+        target = root / "not-a-mailbox"
+        refused_write = yield helper.append_mbox(
+            root_user, str(target), "a@example.org", b"", BytesContent(MESSAGE),
+            1_800_000_000.0, ["fcntl"], 0,
+        )  # fmt: skip
+        assert refused_write[0] == "4.3.0"
+        assert "only to root's mailbox" in refused_write[1]
+        assert not target.exists()
     finally:
         helper.close()
     assert helper.pid is not None

@@ -44,14 +44,23 @@ _log = Logger(namespace="pymta.privsep")
 PACKET_LIMIT = 1 << 20
 
 
-def start_helper(python: str | None = None) -> HelperUserDelivery:
-    """Fork the root helper (call while root, before twistd's switch)."""
+def start_helper(
+    root_mailboxes: Sequence[str] = (), python: str | None = None
+) -> HelperUserDelivery:
+    """Fork the root helper (call while root, before twistd's switch);
+    ``root_mailboxes`` are the only paths it will write as root."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     process = subprocess.Popen(
-        [python or sys.executable, "-m", "pymta.privsep.helper", str(theirs.fileno())],
+        [
+            python or sys.executable,
+            "-m",
+            "pymta.privsep.helper",
+            str(theirs.fileno()),
+            *root_mailboxes,
+        ],
         pass_fds=[theirs.fileno()],
         # Nothing inherited but its socket: a held stdout would keep
         # `pymta start` (and whoever reads twistd's output) waiting for EOF.
@@ -248,6 +257,20 @@ class HelperUserDelivery:
         }
         request.update(self._identity(user))
         return self._ask(request, stdin, message).addCallback(_as_result)
+
+
+def root_mailboxes(config: Any) -> list[str]:
+    """root's mailbox paths under this configuration (a Config)."""
+    import pwd
+
+    paths = [os.path.join(config.get("mail_spool_directory").rstrip("/") or "/var/mail", "root")]
+    home_mailbox = config.get("home_mailbox")
+    if home_mailbox:
+        try:
+            paths.append(os.path.join(pwd.getpwuid(0).pw_dir, home_mailbox))
+        except KeyError:
+            pass
+    return paths
 
 
 def _as_result(reply: dict[str, Any]) -> CommandResult:

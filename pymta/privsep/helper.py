@@ -15,7 +15,9 @@ and size). Two kinds:
 
 - ``mailbox``: run :mod:`pymta.privsep.child` (this package's own source,
   never the asker's) as root; the child drops to the request's uid, gid and
-  groups before it reads the message or opens the mailbox.
+  groups before it reads the message or opens the mailbox. As uid 0 it
+  writes only root's mailboxes named on the helper's command line by the
+  root parent (``mail_spool_directory/root``, root's ``home_mailbox``).
 - ``command``: exec ``argv`` with the request's uid, gid and groups
   (subprocess: setgroups, setgid, setuid before exec); uid or gid 0 is
   refused whatever the asker says.
@@ -45,6 +47,13 @@ OUTPUT_LIMIT = 2048
 BLOCK = 65536
 _CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
 _CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+#: root's mailboxes (given on the command line by the root parent): the
+#: only paths written as uid 0.
+ROOT_MAILBOXES: set[str] = set()
+
+
+def _normal(path: str) -> str:
+    return os.path.normpath(path) if path else ""
 
 
 def _feed(stdin: Any, first: bytes, fd: int | None, offset: int, size: int) -> None:
@@ -78,6 +87,10 @@ def run(request: dict[str, Any], fd: int | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if kind == "mailbox":
         child_request = dict(request.get("child", {}))
+        if uid == 0 and _normal(str(child_request.get("path", ""))) not in ROOT_MAILBOXES:
+            # As root only root's own mailbox, as configured when the helper
+            # started: never a path the asker chose (/etc/cron.d/root...).
+            return _result(None, None, b"refused: writes as root only to root's mailbox", False)
         child_request.update(uid=uid, gid=gid, groups=groups)
         first = json.dumps(child_request).encode() + b"\n" + first
         argv = [sys.executable, "-I", "-S", "-c", _CHILD_SOURCE]
@@ -189,6 +202,7 @@ def serve(sock: socket.socket) -> None:
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server's stop closes the socket
     sock = socket.socket(fileno=int(argv[1]))
+    ROOT_MAILBOXES.update(_normal(path) for path in argv[2:] if path)
     serve(sock)
     return 0
 
