@@ -69,6 +69,7 @@ BUILT_PARTS = {
     "lmtp",
     "metrics",
     "pickup",
+    "pipe",
 }
 
 
@@ -405,6 +406,7 @@ def build(
     *,
     worker_fds: Mapping[str, int] | None = None,
     check: bool = False,
+    users: Any = None,
 ) -> MailSystem:
     """Wire every part for this configuration (does not start anything).
 
@@ -414,7 +416,9 @@ def build(
     ``check=True`` is ``pymta check``: the same parts from the same code,
     so that whatever stops a start stops the check, but nothing is written
     (the queue is in memory, no queue directory is made) and there is no
-    trigger reader or worker pool.
+    trigger reader or worker pool. ``users`` (an IUserDelivery, e.g. the
+    root helper of pymta.privsep.client) becomes local recipients and
+    pipe(8) users; by default a child process per delivery.
     """
     from pymta.bounce.bouncer import Bouncer
     from pymta.cleanup import Cleanup
@@ -517,6 +521,7 @@ def build(
             cleanup=cleanup,
             clock=clock,
             reactor=reactor,
+            users=users,
         ),
     )
     qmgr = QueueManager(
@@ -931,7 +936,9 @@ def load_checked(
 
 
 def makeService(
-    config: Config | str | os.PathLike[str], reactor: IReactorCore | None = None
+    config: Config | str | os.PathLike[str],
+    reactor: IReactorCore | None = None,
+    users: Any = None,
 ) -> service.IService:
     """The whole mail system as one IService.
 
@@ -945,6 +952,6 @@ def makeService(
     else:
         cfg, master = load(config)
     try:
-        return build(cfg, master, reactor)
+        return build(cfg, master, reactor, users=users)
     except ConfigError:
         raise

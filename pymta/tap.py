@@ -79,7 +79,15 @@ def _make(options: Options) -> IService:
     if run_as is not None:
         assert twistd_options is not None
         prepare_twistd_files(twistd_options["pidfile"], twistd_options["logfile"], run_as)
-    system = make(options["config"])
+    users = None
+    if run_as is not None:
+        # DESIGN.md's privileged helper: forked now, while root, it alone
+        # keeps root after twistd's switch, to become local recipients.
+        from pymta.config import Config
+        from pymta.privsep.client import root_mailboxes, start_helper
+
+        users = start_helper(root_mailboxes(Config.load(options["config"])))
+    system = make(options["config"], users=users)
     if isinstance(system, MailSystem):
         system.handle_signals = True  # SIGHUP reloads, SIGQUIT aborts (pymta.master.control)
         if twistd_options is not None:

@@ -123,7 +123,9 @@ def test_check_clean_configuration(
     """check on a valid configuration exits 0; ignored services are warnings on stderr."""
     write_config(
         tmp_path,
-        "myhostname = mx.example.org\nalias_maps = inline:{ postmaster=root }\n",
+        "myhostname = mx.example.org\nalias_maps = inline:{ postmaster=root }\n"
+        # A queue of its own (not made yet): the host's may be Postfix's.
+        f"queue_directory = {tmp_path}/spool\n",
         "smtp inet n - n - - smtpd\nqmgr unix n - n 300 1 qmgr\ntlsmgr unix - - n 1000? 1 tlsmgr\n",
     )
     assert cli.main(["check", "-c", str(tmp_path)]) == 0

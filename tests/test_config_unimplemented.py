@@ -98,7 +98,7 @@ def test_an_inert_setting_is_a_warning_with_file_and_line() -> None:
         "smtp_tls_wrappermode = yes",
         "virtual_uid_maps = static:5000",
         "soft_bounce = yes",
-        "luser_relay = admin@example.org",
+        "mailbox_command_maps = hash:/etc/postfix/mailbox_commands",
     ],
 )
 def test_a_setting_that_would_matter_stops_the_start(setting: str) -> None:

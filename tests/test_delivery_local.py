@@ -19,10 +19,12 @@ from pymta.config import Config
 from pymta.delivery.command import CommandResult, command_status
 from pymta.delivery.interface import DeliveryRecipient, DeliveryRequest, RecipientStatus
 from pymta.delivery.local import LocalAgent
+from pymta.delivery.local_forward import ForwardFile
 from pymta.delivery.lookup import DictLookup
+from pymta.privsep.interface import UnixUser
+from pymta.privsep.memory import RecordingUserDelivery
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BytesContent
-from pymta.sync import ImmediateSyncBarrier
 
 CONTENT = b"Subject: hello\n\nbody line\n"
 
@@ -47,8 +49,21 @@ class NoProcesses:
         raise AssertionError("no command expected")
 
 
+#: The Unix users the tests know (find_user is injected: the real passwd
+#: of the test machine never decides a test).
+BOB = UnixUser("bob", 1001, 1001, "/home/bob", "/bin/bash")
+ROOT = UnixUser("root", 0, 0, "/root", "/bin/sh")
+NOBODY = UnixUser("nobody", 65534, 65534, "/nonexistent", "/usr/sbin/nologin")
+
+
 def make_agent(
-    aliases: dict[str, str], extra: str = "", process_reactor: Any = None
+    aliases: dict[str, str],
+    extra: str = "",
+    process_reactor: Any = None,
+    users: dict[str, UnixUser] | None = None,
+    forwards: dict[str, str] | None = None,
+    transports: dict[str, Any] | None = None,
+    allowed_uids: list[int] | None = None,
 ) -> tuple[LocalAgent, FakeCleanup]:
     config = Config.from_text(
         "myhostname = mx.example.org\nmyorigin = example.org\nalias_maps = inline:{}\n"
@@ -58,14 +73,27 @@ def make_agent(
     clock = Clock()
     clock.advance(1_800_000_000)
     table = DictLookup(aliases)
+    known = {"root": ROOT, "nobody": NOBODY} if users is None else users
+    recorder = RecordingUserDelivery(process_reactor, process_reactor, allowed_uids=allowed_uids)
+
+    def read_forward(paths: list[str], user: UnixUser) -> Deferred[ForwardFile]:
+        for path in paths:
+            if forwards is not None and path in forwards:
+                return succeed(ForwardFile(path, forwards[path]))
+        return succeed(ForwardFile(None, ""))
+
     agent = LocalAgent(
         config,
         cleanup,
         clock if process_reactor is None else process_reactor,
         cast(IReactorProcess, process_reactor or NoProcesses()),
         open_maps=lambda specs, cfg: table,
-        sync=ImmediateSyncBarrier(),
+        users=recorder,
+        find_user=known.get,
+        transports=(transports or {}).get,
+        read_forward=read_forward,
     )
+    agent.recorder = recorder  # type: ignore[attr-defined]
     return agent, cleanup
 
 
@@ -123,12 +151,11 @@ def test_owner_request_special_sets_sender() -> None:
 
 
 def test_unknown_user() -> None:
-    """No alias: 5.1.1 unknown user, saying local mailboxes are not there yet."""
+    """Neither an alias nor a Unix user: 5.1.1 unknown user, nothing written."""
     agent, _ = make_agent({})
-    status = run(agent, request("nobody@mx.example.org"))
-    assert status.status == "5.1.1"
-    assert status.reason.startswith('unknown user: "nobody"')
-    assert "local mailboxes" in status.reason
+    status = run(agent, request("ghost@mx.example.org"))
+    assert (status.status, status.reason) == ("5.1.1", 'unknown user: "ghost"')
+    assert agent.recorder.calls == []  # type: ignore[attr-defined]
 
 
 def test_alias_loop_is_cut_by_delivered_to() -> None:

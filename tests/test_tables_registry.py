@@ -113,7 +113,10 @@ def test_split_spec() -> None:
 
 
 def test_proxy_opens_the_inner_table() -> None:
-    """proxy:type:name opens type:name directly; proxy: of an unknown type still fails."""
+    """proxy:type:name opens type:name directly (unix:passwd.byname too);
+    proxy: of an unknown type still fails."""
     assert open_table("proxy:inline:{a=b}").lookup("a") == "b"
+    line = open_table("proxy:unix:passwd.byname").lookup("root")
+    assert line is not None and line.startswith("root:")
     with pytest.raises(TableError):
-        open_table("proxy:unix:passwd.byname").lookup("root")
+        open_table("proxy:nosuchtype:x").lookup("root")

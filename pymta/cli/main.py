@@ -43,6 +43,7 @@ COMMAND_TABLE: dict[str, str] = {
     "passwd": "pymta.cli.passwd:run",
     "dkim": "pymta.cli.dkim:run",
     "check": "pymta.cli.main:run_check",
+    "set-permissions": "pymta.cli.main:run_set_permissions",
     "sendmail": "pymta.cli.sendmail:run",
     "install-sendmail": "pymta.cli.sendmail:run_install",
     "start": "pymta.cli.control:run_start",
@@ -65,7 +66,8 @@ SUMMARY: dict[str, str] = {
     "postcat": "show a queued message (envelope, header, body)",
     "passwd": "make or update a passwd-file entry",
     "dkim": "dkim keygen DOMAIN SELECTOR: make a DKIM key, print its DNS record",
-    "check": "check main.cf and master.cf (like 'postfix check')",
+    "check": "check main.cf, master.cf and the queue's permissions (like 'postfix check')",
+    "set-permissions": "give the queue to its owner with Postfix's modes",
     "sendmail": "submit a message (Postfix's sendmail(1) options; also pymta-sendmail)",
     "install-sendmail": "write /usr/sbin/sendmail (a fast launcher), mailq and newaliases",
     "start": "start the mail system in the background (twistd)",
@@ -94,6 +96,8 @@ SYNOPSIS: dict[str, str] = {
     "  the password is asked twice on a terminal, or read from the first\n"
     "  line of standard input when that is not a terminal (or with --stdin)",
     "check": "check [-c DIR]",
+    "set-permissions": "set-permissions [-c DIR] [-u USER]\n"
+    "  USER (default: the owner of queue_directory) is twistd's -u user",
     "start": "start [-c DIR] [TWISTD_OPTION ...]\n"
     "  twistd options such as -u pymta -g pymta or --logfile FILE are passed on",
     "stop": "stop [-c DIR] [-t SECONDS]",
@@ -244,6 +248,64 @@ def run_check(args: list[str], config_dir: str) -> int:
         return 1
     for problem in problems:
         warning(problem)
+    from pymta.config import Config
+    from pymta.privsep.permissions import check_permissions
+    from pymta.service import resolve_paths
+
+    queue_directory = resolve_paths(Config.load(config_dir)).get("queue_directory")
+    for problem in check_permissions(queue_directory):
+        warning(f"{problem} (fix: {PROG} set-permissions)")
+    return 0
+
+
+def run_set_permissions(args: list[str], config_dir: str) -> int:
+    """``pymta set-permissions``: as ``postfix set-permissions`` for the queue."""
+    import pwd
+
+    usage = f"usage: {PROG} set-permissions [-c DIR] [-u USER]"
+    try:
+        opts, rest = getopt.getopt(args, "c:u:")
+    except getopt.GetoptError as e:
+        fatal(f"{e.msg}; {usage}")
+        return 1
+    user = None
+    for opt, value in opts:
+        if opt == "-c":
+            config_dir = value
+        else:
+            user = value
+    if rest:
+        fatal(usage)
+        return 1
+    from pymta.config import Config
+    from pymta.privsep.permissions import set_permissions
+    from pymta.service import resolve_paths
+
+    try:
+        queue_directory = resolve_paths(Config.load(config_dir)).get("queue_directory")
+    except ConfigError as e:
+        fatal(str(e))
+        return 1
+    try:
+        if user is None:
+            info = os.stat(queue_directory)
+            uid, gid = info.st_uid, info.st_gid
+        else:
+            entry = pwd.getpwnam(user)
+            uid, gid = entry.pw_uid, entry.pw_gid
+    except KeyError:
+        fatal(f"unknown user: {user}")
+        return 1
+    except OSError as e:
+        fatal(f"{queue_directory}: {e.strerror}")
+        return 1
+    try:
+        changed = set_permissions(queue_directory, uid, gid)
+    except OSError as e:
+        fatal(f"{e.filename}: {e.strerror}" if e.filename else str(e))
+        return 1
+    for line in changed:
+        print(f"{PROG}: {line}")
     return 0
 
 

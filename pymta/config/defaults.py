@@ -661,6 +661,21 @@ _PARAMS: list[Param] = [
     # --- local and virtual delivery -------------------------------------------
     _p("allow_mail_to_commands", "alias, forward", "list", "where |command delivery is allowed"),
     _p("allow_mail_to_files", "alias, forward", "list", "where /file delivery is allowed"),
+    _p("mail_spool_directory", "/var/mail", "str", "where local(8) writes Unix users' mbox files"),
+    _p("home_mailbox", "", "str", "mailbox relative to the user's home (Maildir/ ends in /)"),
+    _p("mailbox_command", "", "str", "command that delivers to Unix users' mailboxes"),
+    _p("mailbox_transport", "", "str", "transport[:nexthop] for Unix users' mailboxes"),
+    _p("fallback_transport", "", "str", "transport[:nexthop] for recipients not in passwd"),
+    _p("luser_relay", "", "str", "address that receives mail for unknown local users"),
+    _p(
+        "forward_path",
+        "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
+        "str",
+        ".forward files local(8) looks for, first found wins",
+    ),
+    _p("default_privs", "nobody", "str", "user that alias commands and files run as"),
+    _p("mailbox_delivery_lock", "fcntl, dotlock", "list", "how local(8) locks mbox files"),
+    _p("mailbox_size_limit", "51200000", "size", "largest mbox file local(8) writes (0: none)"),
     _p("virtual_mailbox_limit", "51200000", "size", "largest mbox file the virtual agent writes"),
     _p("virtual_mailbox_lock", "fcntl, dotlock", "list", "how mbox files are locked"),
     _p(

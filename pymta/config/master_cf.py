@@ -430,6 +430,10 @@ def check_master(services: list[MasterService], built: set[str]) -> list[str]:
                 service.lineno,
             )
         label = f"{service.where()}: service '{service.name}' ({program})"
+        if program == "pipe":
+            from pymta.config.pipe_args import parse_pipe
+
+            parse_pipe(service.args, (service.filename, service.lineno))
         if status == "builtin":
             warnings.append(f"{label}: not needed in pymta, ignored")
         elif program not in built and PARTS[program] not in built:

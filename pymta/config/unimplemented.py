@@ -78,7 +78,9 @@ def _r(name: str, default: str, why: str, *harmless: str) -> Unimplemented:
     return Unimplemented(name, default, REFUSE, why, tuple(normalise(h) for h in harmless))
 
 
-_LOCAL = "pymta's local agent delivers to aliases only: no Unix-user mailboxes yet"
+_TLS_PROTOCOLS = "pymta offers TLS 1.2 and 1.3 only and cannot narrow that further yet"
+_TLS_CIPHERS = "pymta offers forward-secret AEAD ciphers only and cannot change that yet"
+_LOCAL = "pymta's local agent has no per-user table of this (use the main parameter)"
 _PROCESS = "pymta's reactor processes live as long as the server"
 _SCHEDULER = "pymta's queue manager has no preemptive scheduler to tune"
 _SERVICE = "pymta's parts are not separate master.cf services"
@@ -94,11 +96,6 @@ _ENTRIES: list[Unimplemented] = [
         "setgid_group",
         "postdrop",
         "pymta's maildrop is mode 1733 and needs no set-gid postdrop: the file owner is the sender",
-    ),
-    _r(
-        "default_privs",
-        "nobody",
-        "alias commands and files run as pymta's own user, not as default_privs",
     ),
     _w(
         "sendmail_path",
@@ -233,23 +230,10 @@ _ENTRIES: list[Unimplemented] = [
     _w("delay_notice_recipient", "postmaster", "postmaster notices are not implemented"),
     _w("error_notice_recipient", "postmaster", "postmaster notices are not implemented"),
     # --- local delivery -------------------------------------------------------
-    _w("mail_spool_directory", "/var/mail", _LOCAL),
-    _r("home_mailbox", "", _LOCAL),
-    _w("mailbox_size_limit", "51200000", "not enforced by the local agent", "0"),
-    _r("mailbox_command", "", _LOCAL),
     _r("mailbox_command_maps", "", _LOCAL),
-    _r("mailbox_transport", "", _LOCAL),
     _r("mailbox_transport_maps", "", _LOCAL),
-    _r("fallback_transport", "", _LOCAL),
     _r("fallback_transport_maps", "", _LOCAL),
-    _r("luser_relay", "", _LOCAL),
-    _w(
-        "forward_path",
-        "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
-        ".forward files are not read yet",
-    ),
     _w("local_command_shell", "", "commands run with /bin/sh -c"),
-    _w("mailbox_delivery_lock", "fcntl, dotlock", "mbox files are locked with fcntl"),
     _w("prepend_delivered_header", "command, file, forward", "not configurable"),
     _w("virtual_minimum_uid", "100", "pymta delivers as its own user"),
     Unimplemented(

@@ -178,15 +178,47 @@ def run_command(
     time_limit: float = 1000.0,
     path: str = "/",
     content: IMessageContent | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
 ) -> Deferred[CommandResult]:
     """Run ``/bin/sh -c command`` with ``stdin`` and then ``content`` (read
     from the queue file in blocks) on its standard input; fires with its
     CommandResult (never errbacks for a failing command; OSError from
-    spawnProcess is raised)."""
+    spawnProcess is raised). ``uid``/``gid``: the identity the child takes
+    (Twisted's spawnProcess: setgid, initgroups, setuid) before exec."""
+    return run_program(
+        reactor,
+        clock,
+        "/bin/sh",
+        ["sh", "-c", command],
+        stdin,
+        env,
+        time_limit,
+        path,
+        content,
+        uid,
+        gid,
+    )
+
+
+def run_program(
+    reactor: IReactorProcess,
+    clock: IReactorTime,
+    executable: str,
+    args: list[str],
+    stdin: bytes,
+    env: Mapping[str, str],
+    time_limit: float = 1000.0,
+    path: str = "/",
+    content: IMessageContent | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> Deferred[CommandResult]:
+    """run_command for any program and argument vector (no shell)."""
     done: Deferred[CommandResult] = Deferred()
     protocol = _CommandProtocol(stdin, done, content)
     process = reactor.spawnProcess(
-        protocol, "/bin/sh", ["sh", "-c", command], env=dict(env), path=path
+        protocol, executable, args, env=dict(env), path=path, uid=uid, gid=gid
     )
 
     def kill() -> None:

@@ -1,50 +1,74 @@
-"""local: deliver to local recipients through the aliases database.
+"""local: deliver to local recipients: aliases, .forward, Unix users' mailboxes.
 
-Mirrors the alias part of Postfix's local(8) (alias.c, dotforward is for a
-later issue, and so are the mailboxes of local Unix users). For each
-recipient: a ``Delivered-To`` header already naming it is a loop (5.4.6) —
-this also cuts alias loops, since each forwarded copy carries that header;
-the local part is looked up in alias_maps (with its extension first, then
-without, aliases(5)); a failed lookup defers, no alias is ``5.1.1 unknown
-user``. The alias values are then delivered:
+Mirrors Postfix's local(8). For each recipient: a ``Delivered-To`` header
+already naming it is a loop (5.4.6) — this also cuts alias loops, since
+each forwarded copy carries that header. Then, in local(8)'s order:
+
+1. alias_maps (the local part with its extension first, then without,
+   aliases(5)); a failed lookup defers. Files and commands of an alias run
+   as the alias database's owner, or as ``default_privs`` when root owns
+   it (or it has no file) — never as root (a ``default_privs`` of root is
+   refused, 4.3.5). ``owner-ALIAS`` becomes the sender when
+   owner_request_special is on and that alias exists.
+2. A Unix user (Python's pwd, the local part without its extension): the
+   first ``forward_path`` file that exists and passes Postfix's checks
+   (:mod:`pymta.delivery.local_forward`) is expanded like an alias, its
+   files and commands run as the user (root's as ``default_privs``); the
+   user's own name (or ``\\user``) in it also delivers to the mailbox.
+   Without one: ``mailbox_command`` (as the user; root's as
+   ``default_privs``), else ``mailbox_transport`` (the recipient is handed
+   to that master.cf transport), else ``home_mailbox`` (``Maildir/`` ends in
+   ``/``: a Maildir; else an mbox) under the home directory, else an mbox in
+   ``mail_spool_directory/USER`` locked by ``mailbox_delivery_lock``.
+3. Otherwise ``luser_relay`` (forwarded, local(8)'s ``$names`` expanded),
+   else ``fallback_transport``, else ``5.1.1 unknown user``.
+
+The values of aliases and .forward files are delivered as:
 
 - addresses: one new message through cleanup (same content with
-  ``Delivered-To: <recipient>`` prepended, same sender — or
-  ``owner-<alias>@$myorigin`` when owner_request_special is on and that
-  alias exists) -> ``forwarded as NEWQID``;
+  ``Delivered-To: <recipient>`` prepended, same sender) -> ``forwarded as
+  NEWQID``;
 - ``/file`` (``/dir/`` is a Maildir): appended when allow_mail_to_files
-  contains ``alias`` (``include`` inside ``:include:`` files);
-- ``|command``: run by ``/bin/sh -c`` when allow_mail_to_commands allows it,
-  message on stdin, exit status mapped by sysexits
-  (:mod:`pymta.delivery.command`);
-- ``:include:/file``: its lines are more alias values (nested at most
+  contains the origin (``alias``, ``forward``, ``include``);
+- ``|command``: ``/bin/sh -c`` when allow_mail_to_commands allows it,
+  message on stdin with local(8)'s environment ($HOME, $USER, $SHELL,
+  $LOCAL, $EXTENSION, $DOMAIN, $RECIPIENT, $SENDER...), exit status mapped
+  by sysexits (:mod:`pymta.delivery.command`);
+- ``:include:/file``: its lines are more values (at most
   :data:`INCLUDE_DEPTH` deep).
+
+Every mailbox write and command goes through one seam,
+:class:`pymta.privsep.interface.IUserDelivery`: the agent never changes its
+own identity. When pymta does not run as root, only its own user can be
+delivered to; others are deferred, and the start log says so once.
 
 One status per recipient: deferred if any destination deferred, else
 bounced if any bounced, else sent. Untrusted input: the recipient (a lookup
-key) and the message (stdin/content only; envelope values reach commands as
-environment variables, never on a command line). Trusted: the aliases and
-include files (the administrator's). Commands run as pymta's own user (no
-privilege change yet). May write: files named by aliases; new queue files
-through cleanup.
+key), the message (stdin/content only; envelope values reach commands as
+environment variables, never on a command line) and users' .forward files
+(run as their users). Trusted: the aliases and include files (the
+administrator's). May write: new queue files through cleanup (the rest is
+written by the user's child process). Logs: .forward files ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.cleanup.interface import CleanupRejected, ICleanup
 from pymta.config import Config
+from pymta.config.expand import expand
 from pymta.delivery import mbox
-from pymta.delivery.command import command_status, run_command
-from pymta.delivery.durable import os_error_status
+from pymta.delivery.command import command_status
 from pymta.delivery.headers import delivered_to_loop, delivery_headers, header_of
 from pymta.delivery.interface import (
     DeliveryRecipient,
@@ -52,14 +76,16 @@ from pymta.delivery.interface import (
     IDeliveryAgent,
     RecipientStatus,
 )
+from pymta.delivery.local_forward import ForwardFile, forward_paths, read_forward
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
-from pymta.mailstore.deliver import MaildirDelivery
+from pymta.privsep.interface import IUserDelivery, UnixUser, find_uid, find_user
+from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import read_content
-from pymta.sync import ISyncBarrier
 from pymta.tables import TableError, lookup_alias, split_alias_value
 
 INCLUDE_DEPTH = 10
+_log = Logger(namespace="pymta.delivery.local")
 
 Outcome = tuple[str, str]  # (status, reason)
 
@@ -79,44 +105,9 @@ def _unquote(item: str) -> str:
     return item
 
 
-@implementer(ISyncBarrier)
-class _FsyncBarrier:
-    """Used when no group-commit barrier is given: fsync in a thread."""
-
-    def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
-        from twisted.internet.threads import deferToThread
-
-        from pymta.sync import fsync_paths
-
-        return deferToThread(fsync_paths, list(files), list(dirs))
-
-    def run(
-        self,
-        work: Callable[[], Any],
-        durable: bool = True,
-        files: Sequence[str] = (),
-        dirs: Sequence[str] = (),
-        after: Callable[[], None] | None = None,
-        soon: bool = False,
-    ) -> Deferred[Any]:
-        from twisted.internet.threads import deferToThread
-
-        from pymta.sync import fsync_paths
-
-        def both() -> Any:
-            result = work()
-            if durable:
-                fsync_paths(list(files), list(dirs))
-                if after is not None:
-                    after()
-            return result
-
-        return deferToThread(both)
-
-
 @implementer(IDeliveryAgent)
 class LocalAgent:
-    """The local delivery agent (aliases only for now; see module doc)."""
+    """The local delivery agent (see module doc)."""
 
     name = "local"
 
@@ -127,8 +118,11 @@ class LocalAgent:
         clock: IReactorTime,
         reactor_for_processes: IReactorProcess,
         open_maps: OpenMaps = default_open_maps,
-        sync: ISyncBarrier | None = None,
         read_file: Callable[[str], str] | None = None,
+        users: IUserDelivery | None = None,
+        find_user: Callable[[str], UnixUser | None] = find_user,
+        transports: Callable[[str], IDeliveryAgent | None] | None = None,
+        read_forward: Callable[[list[str], UnixUser], Deferred[ForwardFile]] | None = None,
     ) -> None:
         self._config = config
         self._cleanup = cleanup
@@ -140,11 +134,34 @@ class LocalAgent:
         self._allow_files = set(config.get_list("allow_mail_to_files"))
         self._allow_commands = set(config.get_list("allow_mail_to_commands"))
         self._myorigin = config.get("myorigin")
-        self._sync: ISyncBarrier = sync if sync is not None else _FsyncBarrier()
-        self._maildir = MaildirDelivery(self._sync, clock, config.get("myhostname"))
         raw_limit = config.raw("command_time_limit")
         self._time_limit = float(config.get_time("command_time_limit")) if raw_limit else 1000.0
         self._read_file = read_file or _read_text
+        self._users: IUserDelivery = users or SpawningUserDelivery(reactor_for_processes, clock)
+        self._find_user = find_user
+        self._transports = transports or (lambda name: None)
+        self._read_forward = read_forward or _read_forward_in_thread
+        self._forward_path = config.raw("forward_path") or ""
+        self._spool = config.get("mail_spool_directory").rstrip("/") or "/var/mail"
+        self._home_mailbox = config.get("home_mailbox")
+        self._mailbox_command = config.raw("mailbox_command") or ""
+        self._mailbox_transport = config.get("mailbox_transport").strip()
+        self._fallback_transport = config.get("fallback_transport").strip()
+        self._luser_relay = config.raw("luser_relay") or ""
+        self._locks = [lock.lower() for lock in config.get_list("mailbox_delivery_lock")]
+        self._size_limit = config.get_int("mailbox_size_limit")
+        self._default_privs = config.get("default_privs")
+        self._alias_owner = _alias_owner(config.get_list("alias_maps"))
+        self._self: UnixUser | None = None
+        euid = os.geteuid()
+        if not self._users.privileged:
+            self._self = find_uid(euid)
+            # Said once, at start: the deliveries it limits are deferred.
+            _log.info(
+                "local: pymta runs as uid {uid}, not root: local delivery is limited to "
+                "that user (others are deferred)",
+                uid=euid,
+            )
 
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         try:
@@ -178,54 +195,204 @@ class LocalAgent:
         if not _:
             local, domain = address, ""
         local = local.lower()
+        user_part, extension = _split_extension(local, self._delimiter)
+        target = _Target(request, rcpt, local, user_part, extension, domain)
         try:
             values = lookup_alias(self._maps, local, delimiter=self._delimiter)
         except TableError as e:
             return succeed(status(("4.3.0", f"alias database unavailable: {e}")))
-        if values is None:
-            return succeed(
-                status(
-                    (
-                        "5.1.1",
-                        f'unknown user: "{local}" (pymta delivers local mail only '
-                        "through aliases; local mailboxes come later)",
-                    )
-                )
-            )
+        if values is not None:
+            d = self._alias(target, values)
+        else:
+            user = self._find_user(user_part)
+            if user is not None:
+                d = self._unix_user(target, user)
+            else:
+                d = self._unknown(target)
+        return d.addCallback(status)
+
+    def _alias(self, target: _Target, values: list[str]) -> Deferred[Outcome]:
         expansion = _Expansion([], [], [])
         self._expand(values, "alias", expansion, 0)
         if expansion.error is not None:
-            return succeed(status(expansion.error))
-        sender = request.envelope.sender
+            return succeed(expansion.error)
+        sender = target.request.envelope.sender
+        local = target.local
         if self._owner_special and sender and not local.startswith("owner-"):
             try:
                 if lookup_alias(self._maps, f"owner-{local}") is not None:
                     sender = f"owner-{local}@{self._myorigin}"
             except TableError as e:
-                return succeed(status(("4.3.0", f"alias database unavailable: {e}")))
+                return succeed(("4.3.0", f"alias database unavailable: {e}"))
+        if not (expansion.addresses or expansion.files or expansion.commands):
+            return succeed(("5.1.1", f'alias "{local}" expands to nothing'))
+        # aliases(5): files and commands run as the alias database's owner,
+        # or as default_privs when root owns it — never as root.
+        runner = self._alias_owner_user()
+        return self._destinations(target, sender, expansion, runner)
+
+    def _unix_user(self, target: _Target, user: UnixUser) -> Deferred[Outcome]:
+        if not self._users.can_become(user):
+            return succeed(
+                (
+                    "4.3.0",
+                    f'cannot deliver to Unix user "{user.name}": pymta does not run as root '
+                    "(local delivery is limited to its own user)",
+                )
+            )
+        paths = forward_paths(
+            self._forward_path,
+            user,
+            target.local,
+            target.extension,
+            target.domain,
+            self._delimiter,
+        )
+        if not paths:
+            return self._mailbox(target, user)
+        d = self._read_forward(paths, user)
+
+        def got(forward: ForwardFile) -> Deferred[Outcome]:
+            for warning in forward.warnings:
+                _log.warn(
+                    "{queue_id}: warning: {warning}",
+                    queue_id=target.request.queue_id,
+                    warning=warning,
+                )
+            if forward.path is None:
+                return self._mailbox(target, user)
+            return self._forward_file(target, user, forward)
+
+        def failed(failure: Failure) -> Outcome:
+            return "4.3.0", f"cannot read .forward of {user.name}: {failure.getErrorMessage()}"
+
+        return d.addCallback(got).addErrback(failed)
+
+    def _forward_file(
+        self, target: _Target, user: UnixUser, forward: ForwardFile
+    ) -> Deferred[Outcome]:
+        lines = [
+            line
+            for line in forward.text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        expansion = _Expansion([], [], [])
+        self._expand(split_alias_value(", ".join(lines)), "forward", expansion, 0)
+        if expansion.error is not None:
+            return succeed(expansion.error)
+        # local(8): the user's own name (or \\user) in .forward means "also
+        # deliver to my mailbox", not a forward that would loop.
+        own = {user.name.lower(), target.local, f"{target.local}@{target.domain}".lower()}
+        to_mailbox = False
+        addresses = []
+        for item in expansion.addresses:
+            bare = item[1:] if item.startswith("\\") else item
+            if bare.lower() in own:
+                to_mailbox = True
+            else:
+                addresses.append(item)
+        expansion.addresses = addresses
+        sender = target.request.envelope.sender
         outcomes: list[Deferred[Outcome]] = []
-        if expansion.addresses:
-            outcomes.append(self._forward(request, rcpt, sender, expansion.addresses))
-        for path, origin in expansion.files:
-            outcomes.append(self._to_file(request, rcpt, sender, path, origin))
-        for command, origin in expansion.commands:
-            outcomes.append(self._to_command(request, rcpt, sender, command, origin, domain))
+        if expansion.addresses or expansion.files or expansion.commands:
+            # Postfix runs root's files and commands as default_privs.
+            runner = user if user.uid != 0 else self._privs_user()
+            outcomes.append(self._destinations(target, sender, expansion, runner))
+        if to_mailbox:
+            outcomes.append(self._mailbox(target, user))
         if not outcomes:
-            return succeed(status(("5.1.1", f'alias "{local}" expands to nothing')))
-        combined = DeferredList(outcomes, consumeErrors=True)
+            return succeed(("5.1.1", f"{forward.path} forwards to nothing"))
+        return _combine(outcomes)
 
-        def combine(results: list[tuple[bool, Any]]) -> RecipientStatus:
-            values: list[Outcome] = [
-                r if ok else ("4.3.0", f"local delivery failure: {r.getErrorMessage()}")
-                for ok, r in results
-            ]
-            for cls in ("4", "5"):
-                for code, reason in values:
-                    if code.startswith(cls):
-                        return status((code, reason))
-            return status(("2.0.0", "; ".join(reason for _, reason in values)))
+    def _unknown(self, target: _Target) -> Deferred[Outcome]:
+        if self._luser_relay:
+            relay = self._expand_local(self._luser_relay, target, None).strip()
+            if relay:
+                return self._forward(
+                    target.request, target.rcpt, target.request.envelope.sender, [relay]
+                )
+        if self._fallback_transport:
+            return self._delegate(target, self._fallback_transport, "fallback_transport")
+        return succeed(("5.1.1", f'unknown user: "{target.local}"'))
 
-        return combined.addCallback(combine)
+    # mailboxes ------------------------------------------------------------
+
+    def _mailbox(self, target: _Target, user: UnixUser) -> Deferred[Outcome]:
+        request, rcpt = target.request, target.rcpt
+        sender = request.envelope.sender
+        if self._mailbox_command:
+            command = self._expand_local(self._mailbox_command, target, user)
+            # postconf(5) mailbox_command: root's runs as default_privs.
+            runner = user if user.uid != 0 else self._privs_user()
+            if runner is None:
+                return succeed(_no_privs(self._default_privs))
+            return self._run(target, sender, command, runner, user)
+        if self._mailbox_transport:
+            return self._delegate(target, self._mailbox_transport, "mailbox_transport")
+        headers = delivery_headers(sender, rcpt.address.lower())
+        if self._home_mailbox:
+            path = os.path.join(user.home, self._home_mailbox)
+        else:
+            path = os.path.join(self._spool, user.name)
+        if path.endswith("/"):
+            return self._users.deliver_maildir(user, path, headers, request.message)
+        return self._users.append_mbox(
+            user,
+            path,
+            sender,
+            headers,
+            request.message,
+            self._clock.seconds(),
+            self._locks,
+            self._size_limit,
+        )
+
+    def _delegate(self, target: _Target, spec: str, parameter: str) -> Deferred[Outcome]:
+        """Hand the recipient to another master.cf transport (Postfix's deliver_pass)."""
+        transport, _, nexthop = spec.partition(":")
+        agent = self._transports(transport)
+        if agent is None or agent is self:
+            return succeed(("4.3.5", f"{parameter} {spec}: no such delivery service in master.cf"))
+        request = target.request
+        delegated = DeliveryRequest(
+            request.queue_id,
+            request.envelope,
+            request.message,
+            transport,
+            nexthop or request.nexthop,
+            [target.rcpt],
+            dict(request.attributes),
+        )
+
+        def first(statuses: list[RecipientStatus]) -> Outcome:
+            for status in statuses:
+                if status.index == target.rcpt.index:
+                    return status.status, status.reason
+            return "4.3.0", f"{parameter} {spec}: no status for the recipient"
+
+        return agent.deliver(delegated).addCallback(first)
+
+    # who runs it ------------------------------------------------------------
+
+    def _privs_user(self) -> UnixUser | None:
+        """default_privs (never root); when not root: pymta's own user."""
+        if self._self is not None:
+            return self._self
+        user = self._find_user(self._default_privs)
+        if user is None or user.uid == 0:
+            return None
+        return user
+
+    def _alias_owner_user(self) -> UnixUser | None:
+        if self._self is not None:
+            return self._self
+        if self._alias_owner:
+            owner = find_uid(self._alias_owner)
+            if owner is not None:
+                return owner
+        return self._privs_user()
+
+    # expansion ------------------------------------------------------------
 
     def _expand(self, values: list[str], origin: str, out: _Expansion, depth: int) -> None:
         for raw in values:
@@ -260,7 +427,38 @@ class LocalAgent:
             else:
                 out.addresses.append(item)
 
+    def _expand_local(self, template: str, target: _Target, user: UnixUser | None) -> str:
+        """local(8)'s names in mailbox_command and luser_relay."""
+        names = {
+            "user": user.name if user else target.user,
+            "home": user.home if user else "",
+            "shell": user.shell if user else "",
+            "local": target.local,
+            "extension": target.extension,
+            "domain": target.domain,
+            "recipient": target.rcpt.address,
+            "recipient_delimiter": self._delimiter,
+        }
+        return expand(template, names.get)
+
     # destinations ---------------------------------------------------------
+
+    def _destinations(
+        self, target: _Target, sender: str, expansion: _Expansion, runner: UnixUser | None
+    ) -> Deferred[Outcome]:
+        outcomes: list[Deferred[Outcome]] = []
+        if expansion.addresses:
+            outcomes.append(self._forward(target.request, target.rcpt, sender, expansion.addresses))
+        for path, origin in expansion.files:
+            outcomes.append(self._to_file(target, sender, path, origin, runner))
+        for command, origin in expansion.commands:
+            if origin not in self._allow_commands:
+                outcomes.append(succeed(("5.7.1", f"mail to command is restricted: {command}")))
+            elif runner is None:
+                outcomes.append(succeed(_no_privs(self._default_privs)))
+            else:
+                outcomes.append(self._run(target, sender, command, runner, None))
+        return _combine(outcomes)
 
     def _forward(
         self, request: DeliveryRequest, rcpt: DeliveryRecipient, sender: str, addresses: list[str]
@@ -292,61 +490,47 @@ class LocalAgent:
         return d.addCallbacks(forwarded, refused)
 
     def _to_file(
-        self, request: DeliveryRequest, rcpt: DeliveryRecipient, sender: str, path: str, origin: str
+        self, target: _Target, sender: str, path: str, origin: str, runner: UnixUser | None
     ) -> Deferred[Outcome]:
         if origin not in self._allow_files:
             return succeed(("5.7.1", f"mail to file is restricted: {path}"))
-        headers = delivery_headers(sender, rcpt.address.lower())
-        try:
-            if path.endswith("/"):
-                d: Deferred[object] = self._maildir.deliver(path, headers, request.message)  # type: ignore[assignment]
-            else:
-                now = self._clock.seconds()
-                d = mbox.append(  # type: ignore[assignment]
-                    path, sender, headers, request.message, self._sync, now, ("fcntl",)
-                )
-        except OSError as e:
-            return succeed(os_error_status(e, f"file {path}"))
+        if runner is None:
+            return succeed(_no_privs(self._default_privs))
+        headers = delivery_headers(sender, target.rcpt.address.lower())
+        message = target.request.message
+        if path.endswith("/"):
+            d = self._users.deliver_maildir(runner, path, headers, message)
+        else:
+            d = self._users.append_mbox(
+                runner, path, sender, headers, message, self._clock.seconds(), ("fcntl",), 0
+            )
 
-        def failed(failure: Failure) -> Outcome | Failure:
-            if isinstance(failure.value, mbox.MailboxBusy):
-                return ("4.2.0", f"cannot update file {path}: mailbox busy")
-            if isinstance(failure.value, OSError):
-                return os_error_status(failure.value, f"file {path}")
-            return failure
+        def worded(outcome: Outcome) -> Outcome:
+            if outcome[0].startswith("2"):
+                return "2.0.0", f"delivered to file: {path}"
+            return outcome
 
-        return d.addCallbacks(lambda _: ("2.0.0", f"delivered to file: {path}"), failed)
+        return d.addCallback(worded)
 
-    def _to_command(
+    def _run(
         self,
-        request: DeliveryRequest,
-        rcpt: DeliveryRecipient,
+        target: _Target,
         sender: str,
         command: str,
-        origin: str,
-        domain: str,
+        runner: UnixUser,
+        recipient_user: UnixUser | None,
     ) -> Deferred[Outcome]:
-        if origin not in self._allow_commands:
-            return succeed(("5.7.1", f"mail to command is restricted: {command}"))
-        local = rcpt.address.rpartition("@")[0] or rcpt.address
-        user, _, extension = (
-            local.partition(self._delimiter[:1])
-            if self._delimiter
-            else (
-                local,
-                "",
-                "",
-            )
-        )
+        request, rcpt = target.request, target.rcpt
+        home_user = recipient_user or runner
         env = {
             "PATH": "/usr/bin:/bin",
-            "SHELL": "/bin/sh",
-            "HOME": "/",
-            "LOGNAME": user.lower(),
-            "USER": user.lower(),
-            "LOCAL": local.lower(),
-            "EXTENSION": extension,
-            "DOMAIN": domain,
+            "SHELL": home_user.shell or "/bin/sh",
+            "HOME": home_user.home or "/",
+            "LOGNAME": runner.name if recipient_user is None else recipient_user.name,
+            "USER": runner.name if recipient_user is None else recipient_user.name,
+            "LOCAL": target.local,
+            "EXTENSION": target.extension,
+            "DOMAIN": target.domain,
             "RECIPIENT": rcpt.address,
             "ORIGINAL_RECIPIENT": rcpt.original,
             "SENDER": sender,
@@ -365,19 +549,80 @@ class LocalAgent:
                 env[name] = value
         now = self._clock.seconds()
         prefix = mbox.from_line(sender, now) + delivery_headers(sender, rcpt.address.lower())
+        cwd = runner.home if runner.home and os.path.isdir(runner.home) else "/"
         try:
-            d = run_command(
-                self._reactor,
-                self._clock,
-                command,
-                prefix,
-                env,
-                self._time_limit,
-                content=request.message,
+            d = self._users.run_command(
+                runner, command, prefix, request.message, env, self._time_limit, cwd
             )
         except OSError as e:
             return succeed(("4.3.0", f"cannot run command {command}: {e.strerror}"))
         return d.addCallback(lambda result: command_status(command, result))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One recipient being delivered, with its address split as local(8) does."""
+
+    request: DeliveryRequest
+    rcpt: DeliveryRecipient
+    local: str
+    user: str
+    extension: str
+    domain: str
+
+
+def _split_extension(local: str, delimiter: str) -> tuple[str, str]:
+    if delimiter:
+        for index, char in enumerate(local):
+            if char in delimiter:
+                return local[:index], local[index + 1 :]
+    return local, ""
+
+
+def _combine(outcomes: list[Deferred[Outcome]]) -> Deferred[Outcome]:
+    """One status of several: deferred if any deferred, else bounced if any
+    bounced, else sent."""
+    combined = DeferredList(outcomes, consumeErrors=True)
+
+    def combine(results: list[tuple[bool, Any]]) -> Outcome:
+        values: list[Outcome] = [
+            r if ok else ("4.3.0", f"local delivery failure: {r.getErrorMessage()}")
+            for ok, r in results
+        ]
+        for cls in ("4", "5"):
+            for code, reason in values:
+                if code.startswith(cls):
+                    return code, reason
+        return "2.0.0", "; ".join(reason for _, reason in values)
+
+    return combined.addCallback(combine)
+
+
+def _no_privs(name: str) -> Outcome:
+    return "4.3.5", f'default_privs "{name}" is not a user other than root: refusing to run as root'
+
+
+def _alias_owner(specs: list[str]) -> int | None:
+    """The owner uid of the first file-backed alias table (its .db when compiled)."""
+    for spec in specs:
+        kind, _, name = spec.partition(":")
+        kind = kind.lower()
+        if kind == "proxy":
+            kind, _, name = name.partition(":")
+        if not name or not name.startswith("/"):
+            continue
+        for path in (f"{name}.db", name) if kind in ("hash", "btree", "lmdb") else (name,):
+            try:
+                return os.stat(path).st_uid
+            except OSError:
+                continue
+    return None
+
+
+def _read_forward_in_thread(paths: list[str], user: UnixUser) -> Deferred[ForwardFile]:
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(read_forward, paths, user)
 
 
 def _read_text(path: str) -> str:

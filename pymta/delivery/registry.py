@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -30,6 +30,7 @@ from pymta.delivery.interface import IDeliveryAgent
 from pymta.delivery.local import LocalAgent
 from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.delivery.virtual import VirtualAgent
+from pymta.privsep.interface import IUserDelivery
 from pymta.sync import ISyncBarrier
 
 
@@ -43,12 +44,25 @@ class AgentContext:
     clock: IReactorTime
     reactor: IReactorProcess | Any
     open_maps: OpenMaps = default_open_maps
+    #: The agents built so far, by transport name (local(8)'s
+    #: mailbox_transport and fallback_transport hand recipients to them).
+    agents: dict[str, IDeliveryAgent] = field(default_factory=dict)
+    #: Who becomes local recipients and pipe(8) users: the root helper when
+    #: twistd switched users (pymta.privsep.client), else a child per delivery.
+    users: IUserDelivery | None = None
+
+    def user_delivery(self) -> IUserDelivery:
+        if self.users is None:
+            from pymta.privsep.spawn import SpawningUserDelivery
+
+            self.users = SpawningUserDelivery(self.reactor, self.clock)
+        return self.users
 
 
-AgentFactory = Callable[[AgentContext, str, Config], IDeliveryAgent]
+AgentFactory = Callable[[AgentContext, MasterService, Config], IDeliveryAgent]
 
 
-def _virtual(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _virtual(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     from pymta.quota.policy import QuotaPolicy
     from pymta.sieve.filter import sieve_filter, thread_runner
 
@@ -98,19 +112,20 @@ def passwd_userdb(
     return lookup
 
 
-def _local(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _local(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return LocalAgent(
         config,
         context.cleanup,
         context.clock,
         context.reactor,
         open_maps=context.open_maps,
-        sync=context.sync,
+        users=context.user_delivery(),
+        transports=context.agents.get,
     )
 
 
 def _smtp(
-    context: AgentContext, service: str, config: Config, protocol: str = "smtp"
+    context: AgentContext, service: MasterService, config: Config, protocol: str = "smtp"
 ) -> IDeliveryAgent:
     from pymta.delivery.smtp import SMTPAgent, tcp_connector
     from pymta.dns.cache import CachingResolver
@@ -123,25 +138,33 @@ def _smtp(
         dns,
         tcp_connector(context.reactor, context.clock, config, protocol),
         open_maps=context.open_maps,
-        name=service,
+        name=service.name,
         protocol=protocol,
     )
 
 
-def _lmtp(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _lmtp(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return _smtp(context, service, config, protocol="lmtp")
 
 
-def _discard(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _discard(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return DiscardAgent()
 
 
-def _error(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
-    return ErrorAgent(retry=service == "retry")
+def _error(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
+    return ErrorAgent(retry=service.name == "retry")
 
 
-def _retry(context: AgentContext, service: str, config: Config) -> IDeliveryAgent:
+def _retry(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
     return ErrorAgent(retry=True)
+
+
+def _pipe(context: AgentContext, service: MasterService, config: Config) -> IDeliveryAgent:
+    from pymta.config.pipe_args import parse_pipe
+    from pymta.delivery.pipe import PipeAgent
+
+    spec = parse_pipe(service.args, (service.filename, service.lineno))
+    return PipeAgent(service.name, spec, config, context.clock, context.user_delivery())
 
 
 AGENTS: dict[str, AgentFactory] = {
@@ -152,6 +175,7 @@ AGENTS: dict[str, AgentFactory] = {
     "retry": _retry,
     "smtp": _smtp,
     "lmtp": _lmtp,
+    "pipe": _pipe,
 }
 
 
@@ -160,13 +184,13 @@ def build_agents(
 ) -> dict[str, IDeliveryAgent]:
     """One agent per master.cf service whose command is a delivery agent,
     keyed by service (transport) name."""
-    agents: dict[str, IDeliveryAgent] = {}
+    agents = context.agents
     for service in services:
         factory = AGENTS.get(service.program)
         if factory is None:
             continue
         config = service.service_config(context.config)
-        agents[service.name] = factory(context, service.name, config)
+        agents[service.name] = factory(context, service, config)
     return agents
 
 

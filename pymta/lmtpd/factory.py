@@ -102,7 +102,7 @@ def make_lmtp_factory(
 ) -> LMTPServerFactory:
     """The LMTPServerFactory of one lmtpd service; ``cleanup`` takes what
     Sieve's redirect and vacation send."""
-    from pymta.pop3.service import virtual_mailbox_lookup
+    from pymta.auth.locate import virtual_mailbox_lookup
 
     # The passwd-file IMAP and POP3 read (one copy per process, re-read when it changes).
     users = RecipientDirectory(

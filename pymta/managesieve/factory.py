@@ -76,7 +76,7 @@ class ManageSieveFactory(Factory):
 
 def make_managesieve_factory(config: Config, reactor: Any) -> ManageSieveFactory:
     """The ManageSieveFactory of one managesieved service."""
-    from pymta.pop3.service import virtual_mailbox_lookup
+    from pymta.auth.locate import virtual_mailbox_lookup
 
     checker = shared_checker(config, reactor)
     homes = RecipientDirectory(

@@ -153,15 +153,14 @@ class Resolver:
         self._virtual_mailbox_maps = maps("virtual_mailbox_maps")
         self._canonical = [maps("recipient_canonical_maps"), maps("canonical_maps")]
         # local_recipient_maps and relay_recipient_maps may be missing from
-        # pymta's defaults table: Postfix's defaults then apply. pymta has no
-        # system accounts, so unix:passwd.byname entries are skipped.
+        # pymta's defaults table: Postfix's defaults then apply
+        # (proxy:unix:passwd.byname $alias_maps: the system's users too).
         if config.raw("local_recipient_maps") is None:
-            local_rcpt = config.get_list("alias_maps")
+            local_rcpt = ["proxy:unix:passwd.byname", *config.get_list("alias_maps")]
             self._local_recipient_check = True
         else:
             local_rcpt = config.get_list("local_recipient_maps")
             self._local_recipient_check = bool(local_rcpt)
-        local_rcpt = [s for s in local_rcpt if "unix:passwd" not in s]
         self._local_recipient_maps = open_maps(local_rcpt, config)
         self._relay_recipient_maps = maps("relay_recipient_maps")
         self._transport_maps = TransportMaps(
@@ -261,11 +260,11 @@ class Resolver:
         asks (Postfix's check_rcpt_maps).
 
         Known everywhere: an address that canonical or virtual alias maps
-        rewrite. Local: local_recipient_maps (default $alias_maps; empty
+        rewrite. Local: local_recipient_maps (default
+        proxy:unix:passwd.byname $alias_maps: Unix users and aliases; empty
         turns the check off) knows it, or it is the double-bounce address or
-        postmaster (RFC 5321 section 4.5.1 requires postmaster; pymta has no
-        system accounts to fall back on). Virtual mailbox: virtual_mailbox_maps
-        knows it. Virtual alias: only the alias maps. Relay:
+        postmaster (RFC 5321 section 4.5.1 requires postmaster). Virtual
+        mailbox: virtual_mailbox_maps knows it. Virtual alias: only the alias maps. Relay:
         relay_recipient_maps when set. Default: always.
         """
         local, domain = self.route(address)

@@ -3,7 +3,8 @@
 Types: ``texthash:FILE``, ``hash:FILE`` (FILE.db compiled by ``pymta
 postmap``; ``btree:`` and ``lmdb:`` are accepted as aliases of ``hash:`` with
 a warning), ``regexp:FILE``, ``pcre:FILE``, ``inline:{ key=value, ... }``,
-``static:value``, ``fail:name``. ``proxy:type:name`` opens ``type:name``
+``static:value``, ``fail:name``, ``unix:passwd.byname`` and
+``unix:group.byname`` (the system's users and groups). ``proxy:type:name`` opens ``type:name``
 directly (pymta is one process; there is no proxymap(8) between).
 
 Postfix's rule for open failures: the failure is logged as a warning and the
@@ -45,7 +46,7 @@ Clock = Callable[[], float]
 FILE_TYPES = ("hash", "btree", "lmdb", "texthash", "regexp", "pcre")
 #: Types whose file postmap compiles into FILE.db.
 COMPILED_TYPES = ("hash", "btree", "lmdb")
-TYPES = (*FILE_TYPES, "inline", "static", "fail", "proxy")
+TYPES = (*FILE_TYPES, "inline", "static", "fail", "proxy", "unix")
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -77,6 +78,10 @@ def _open(spec: str, config: Config | None, strict: bool, clock: Clock) -> ILook
         return StaticTable(spec, parse_static(name))
     if kind == "fail":
         return FailTable(spec)
+    if kind == "unix":
+        from pymta.tables.unix import UnixTable
+
+        return UnixTable(spec, name)
     raise TableError(f"{spec}: unsupported dictionary type: {kind}")
 
 

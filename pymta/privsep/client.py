@@ -1,0 +1,310 @@
+"""client: IUserDelivery through the root helper (:mod:`pymta.privsep.helper`).
+
+When twistd is started as root with ``-u`` (the documented deployment),
+:func:`start_helper` forks the helper while still root, before the switch,
+with one end of a ``SOCK_SEQPACKET`` socketpair; the server keeps the other
+end and :class:`HelperUserDelivery` sends it one packet per delivery: a
+JSON request and the queue file's descriptor (opened read-only here, so
+the helper reads only what pymta itself could read). A message that is not
+a queue file (a pipe(8) transformation, tests' in-memory content) is first
+copied into an anonymous file in a thread. Replies come back as packets,
+matched by request id, read when the socket is readable: the reactor never
+waits on a delivery.
+
+The helper can become any user, so :attr:`privileged` is true: the local
+agent then delivers to every Unix user although this process runs as the
+unprivileged ``-u`` user. Untrusted input: the helper's replies (JSON of a
+process we started). Writes nothing. Logs a helper that went away.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pymta.delivery.command import CommandResult
+from pymta.privsep.interface import IUserDelivery, Outcome, UnixUser
+from pymta.privsep.spawn import _child_outcome, _spool_group, user_groups
+from pymta.queue.reference import BLOCK_SIZE, IMessageContent, QueueFileContent
+
+_log = Logger(namespace="pymta.privsep")
+PACKET_LIMIT = 1 << 20
+
+
+def start_helper(
+    root_mailboxes: Sequence[str] = (), python: str | None = None
+) -> HelperUserDelivery:
+    """Fork the root helper (call while root, before twistd's switch);
+    ``root_mailboxes`` are the only paths it will write as root."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [
+            python or sys.executable,
+            "-m",
+            "pymta.privsep.helper",
+            str(theirs.fileno()),
+            *root_mailboxes,
+        ],
+        pass_fds=[theirs.fileno()],
+        # Nothing inherited but its socket: a held stdout would keep
+        # `pymta start` (and whoever reads twistd's output) waiting for EOF.
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd="/",
+        start_new_session=True,
+    )
+    theirs.close()
+    return HelperUserDelivery(ours, process.pid)
+
+
+@implementer(IReadDescriptor)
+class _Replies:
+    """Reads the helper's reply packets and fires the waiting Deferreds."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.waiting: dict[int, Deferred[dict[str, Any]]] = {}
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "pymta-helper"
+
+    def doRead(self) -> None:
+        while True:
+            try:
+                data = self._sock.recv(PACKET_LIMIT, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._lost(str(e))
+                return
+            if not data:
+                self._lost("the helper closed its socket")
+                return
+            try:
+                reply = json.loads(data)
+            except ValueError:
+                continue
+            waiter = self.waiting.pop(reply.get("id"), None)
+            if waiter is not None:
+                waiter.callback(reply)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._lost(reason.getErrorMessage())
+
+    def _lost(self, why: str) -> None:
+        from twisted.internet import reactor
+
+        reactor.removeReader(self)
+        if self.waiting:
+            _log.error("local delivery helper went away: {why}", why=why)
+        waiting, self.waiting = self.waiting, {}
+        for waiter in waiting.values():
+            waiter.callback({"exit_code": None, "signal": None, "output": f"helper gone: {why}"})
+
+
+@implementer(IUserDelivery)
+class HelperUserDelivery:
+    """Deliveries as any user through the root helper (see module doc)."""
+
+    privileged = True
+
+    def __init__(self, sock: socket.socket, pid: int | None = None) -> None:
+        self.pid = pid
+        self._sock = sock
+        self._ids = itertools.count(1)
+        self._replies = _Replies(sock)
+        self._reading = False
+
+    def can_become(self, user: UnixUser) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Close our end: the helper sees end-of-file and exits."""
+        if self._reading:
+            from twisted.internet import reactor
+
+            reactor.removeReader(self._replies)
+            self._reading = False
+        self._sock.close()
+
+    def _ask(
+        self, request: dict[str, Any], prefix: bytes, message: IMessageContent
+    ) -> Deferred[dict[str, Any]]:
+        request["id"] = next(self._ids)
+        request["prefix"] = prefix.decode("latin-1")
+        d = _content_fd(message)
+
+        def send(where: tuple[int, int, int]) -> Deferred[dict[str, Any]]:
+            fd, offset, size = where
+            request.update(offset=offset, size=size)
+            waiter: Deferred[dict[str, Any]] = Deferred()
+            self._replies.waiting[request["id"]] = waiter
+            if not self._reading:
+                from twisted.internet import reactor
+
+                reactor.addReader(self._replies)
+                self._reading = True
+            try:
+                socket.send_fds(self._sock, [json.dumps(request).encode()], [fd])
+            except OSError as e:
+                self._replies.waiting.pop(request["id"], None)
+                waiter.callback(
+                    {"exit_code": None, "signal": None, "output": f"helper unavailable: {e}"}
+                )
+            finally:
+                os.close(fd)
+            return waiter
+
+        def unreadable(failure: Failure) -> dict[str, Any]:
+            failure.trap(OSError)
+            return {"exit_code": None, "signal": None, "output": failure.getErrorMessage()}
+
+        return d.addCallbacks(send, unreadable)
+
+    def _identity(self, user: UnixUser, extra: Sequence[int] = ()) -> dict[str, Any]:
+        return {
+            "uid": user.uid,
+            "gid": user.gid,
+            "groups": sorted(set(user_groups(user)) | set(extra)),
+        }
+
+    def append_mbox(
+        self,
+        user: UnixUser,
+        path: str,
+        sender: str,
+        headers: bytes,
+        message: IMessageContent,
+        now: float,
+        locks: Sequence[str],
+        size_limit: int,
+    ) -> Deferred[Outcome]:
+        child = {
+            "action": "mbox",
+            "path": path,
+            "sender": sender,
+            "time": now,
+            "locks": list(locks),
+            "size_limit": size_limit,
+        }
+        request: dict[str, Any] = {"kind": "mailbox", "child": child, "time_limit": 600.0}
+        request.update(self._identity(user, _spool_group(os.path.dirname(path))))
+        return (
+            self._ask(request, headers, message).addCallback(_as_result).addCallback(_child_outcome)
+        )
+
+    def deliver_maildir(
+        self, user: UnixUser, path: str, headers: bytes, message: IMessageContent
+    ) -> Deferred[Outcome]:
+        request: dict[str, Any] = {"kind": "mailbox", "child": {"action": "maildir", "path": path}}
+        request["time_limit"] = 600.0
+        request.update(self._identity(user))
+        return (
+            self._ask(request, headers, message).addCallback(_as_result).addCallback(_child_outcome)
+        )
+
+    def run_command(
+        self,
+        user: UnixUser,
+        command: str,
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        return self.run_program(
+            user, ["/bin/sh", "-c", command], stdin, message, env, time_limit, cwd
+        )
+
+    def run_program(
+        self,
+        user: UnixUser,
+        argv: Sequence[str],
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        request: dict[str, Any] = {
+            "kind": "command",
+            "argv": list(argv),
+            "env": dict(env),
+            "cwd": cwd,
+            "time_limit": time_limit,
+        }
+        request.update(self._identity(user))
+        return self._ask(request, stdin, message).addCallback(_as_result)
+
+
+def root_mailboxes(config: Any) -> list[str]:
+    """root's mailbox paths under this configuration (a Config)."""
+    import pwd
+
+    paths = [os.path.join(config.get("mail_spool_directory").rstrip("/") or "/var/mail", "root")]
+    home_mailbox = config.get("home_mailbox")
+    if home_mailbox:
+        try:
+            paths.append(os.path.join(pwd.getpwuid(0).pw_dir, home_mailbox))
+        except KeyError:
+            pass
+    return paths
+
+
+def _as_result(reply: dict[str, Any]) -> CommandResult:
+    return CommandResult(
+        reply.get("exit_code"),
+        reply.get("signal"),
+        str(reply.get("output", "")).encode("latin-1", "replace"),
+        bool(reply.get("timed_out", False)),
+    )
+
+
+def _content_fd(message: IMessageContent) -> Deferred[tuple[int, int, int]]:
+    """(descriptor, offset, size) of the content: the queue file itself, or
+    an anonymous copy (made in a thread) for anything else."""
+    if isinstance(message, QueueFileContent):
+        try:
+            return succeed((os.open(message.path, os.O_RDONLY), message.offset, message.size))
+        except OSError:
+            pass  # the copy below reports the error the same way
+    from twisted.internet.threads import deferToThread
+
+    def copy() -> tuple[int, int, int]:
+        fd = os.memfd_create("pymta-message")
+        size = 0
+        reader = message.open()
+        try:
+            while True:
+                block = reader.read(BLOCK_SIZE)
+                if not block:
+                    break
+                os.write(fd, block)
+                size += len(block)
+        finally:
+            reader.close()
+        return fd, 0, size
+
+    return deferToThread(copy)

@@ -1,0 +1,108 @@
+"""interface: the "become the user" seam of local delivery.
+
+Mirrors the privileged half of Postfix's local(8) (set_eugid() around
+mail_copy() and pipe_command()). Everything that writes or runs something
+as a Unix user goes through :class:`IUserDelivery`; the local agent itself
+never changes its identity. Today's implementation
+(:class:`pymta.privsep.spawn.SpawningUserDelivery`) spawns a child per
+delivery; a privileged helper process that receives the same requests from
+unprivileged agents fits the same interface.
+
+Statuses are values: ``(enhanced status, text)`` as the local agent
+reports them; commands answer with their :class:`CommandResult`.
+"""
+
+from __future__ import annotations
+
+import pwd
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from pymta.delivery.command import CommandResult
+from pymta.queue.reference import IMessageContent
+
+Outcome = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class UnixUser:
+    """Who a delivery runs as: a passwd entry."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+    @classmethod
+    def from_pwd(cls, entry: pwd.struct_passwd) -> UnixUser:
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
+
+
+def find_user(name: str) -> UnixUser | None:
+    """The passwd entry of name (None when there is none)."""
+    try:
+        return UnixUser.from_pwd(pwd.getpwnam(name))
+    except (KeyError, UnicodeEncodeError, ValueError):
+        return None
+
+
+def find_uid(uid: int) -> UnixUser | None:
+    """The passwd entry of uid (None when there is none)."""
+    try:
+        return UnixUser.from_pwd(pwd.getpwuid(uid))
+    except KeyError:
+        return None
+
+
+class IUserDelivery(Interface):
+    """Write mailboxes and run commands as a Unix user."""
+
+    privileged = Attribute("True when any user can be become (root, or the root helper).")
+
+    def can_become(user: UnixUser) -> bool:
+        """True when deliveries as ``user`` are possible (root can become
+        anyone; another user only itself)."""
+
+    def append_mbox(
+        user: UnixUser,
+        path: str,
+        sender: str,
+        headers: bytes,
+        message: IMessageContent,
+        now: float,
+        locks: Sequence[str],
+        size_limit: int,
+    ) -> Deferred[Outcome]:
+        """Append one mbox record to ``path`` as ``user`` (durable when it fires)."""
+
+    def deliver_maildir(
+        user: UnixUser, path: str, headers: bytes, message: IMessageContent
+    ) -> Deferred[Outcome]:
+        """Deliver into the Maildir ``path`` (ending in ``/``) as ``user``."""
+
+    def run_command(
+        user: UnixUser,
+        command: str,
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        """Run ``/bin/sh -c command`` as ``user`` with ``stdin`` then the message."""
+
+    def run_program(
+        user: UnixUser,
+        argv: Sequence[str],
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        """Execute ``argv`` (no shell; ``argv[0]`` is searched in PATH) as
+        ``user`` with ``stdin`` then the message on its standard input."""

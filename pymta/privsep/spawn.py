@@ -1,0 +1,224 @@
+"""spawn: IUserDelivery by one short child process per delivery.
+
+Mirrors how Postfix's local(8) takes the recipient's identity for a
+mailbox or a command, with a child process in place of set_eugid(): the
+reactor process never changes its own uid.
+
+- Mailboxes (mbox, Maildir): ``python -I -S -c <pymta.privsep.child>``,
+  standard library only, started with the running identity; it drops to the
+  user (setgroups with the user's groups, setgid, setuid) before it reads
+  the message. For a mail spool directory that is group-writable (Debian's
+  ``/var/mail``, ``root:mail 2775``) the directory's group is added to the
+  child's groups, so that the dot lock can be made, as Debian's set-gid
+  ``mail`` MUAs do; the mailbox itself is created as the user, mode 0600.
+- Commands: ``/bin/sh -c`` through spawnProcess with the user's uid and
+  gid (Twisted's child does setgid, initgroups, setuid before exec).
+
+The message reaches the child on its standard input, read from the queue
+file in blocks (:mod:`pymta.delivery.command`'s feeder). When pymta does not
+run as root only its own user can be become (:meth:`can_become`); the
+local agent defers the others and says so once.
+
+Untrusted input: the message (copied by the child). Writes nothing itself.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import stat
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from zope.interface import implementer
+
+from pymta.delivery.command import CommandResult, run_command, run_program
+from pymta.privsep.interface import IUserDelivery, Outcome, UnixUser
+from pymta.queue.reference import IMessageContent
+
+_CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
+#: How long a mailbox child may take (a stuck NFS spool, a full disk).
+CHILD_TIME_LIMIT = 600.0
+_CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
+
+
+def user_groups(user: UnixUser) -> list[int]:
+    """The user's primary and supplementary groups (what initgroups sets)."""
+    try:
+        return sorted(set(os.getgrouplist(user.name, user.gid)))
+    except OSError:
+        return [user.gid]
+
+
+@implementer(IUserDelivery)
+class SpawningUserDelivery:
+    """Become the user in a child process for each delivery (see module doc)."""
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        python: str | None = None,
+        euid: int | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self._python = python or sys.executable
+        self._euid = os.geteuid() if euid is None else euid
+        self.privileged = self._euid == 0
+
+    def can_become(self, user: UnixUser) -> bool:
+        return self._euid == 0 or user.uid == self._euid
+
+    def _identity(self, user: UnixUser) -> tuple[int | None, int | None]:
+        """uid/gid for spawnProcess: None when the child already is the user."""
+        if self._euid != 0 or (user.uid == 0 and os.getegid() == user.gid):
+            return None, None  # not root: only ourselves (can_become); root as root
+        return user.uid, user.gid
+
+    def _child(
+        self, request: dict[str, object], prefix: bytes, message: IMessageContent
+    ) -> Deferred[Outcome]:
+        line = json.dumps(request).encode() + b"\n"
+        try:
+            d = run_program(
+                self._reactor,
+                self._clock,
+                self._python,
+                [self._python, "-I", "-S", "-c", _CHILD_SOURCE],
+                line + prefix,
+                _CHILD_ENV,
+                CHILD_TIME_LIMIT,
+                "/",
+                message,
+            )
+        except OSError as e:
+            return succeed(("4.3.0", f"cannot start delivery process: {e.strerror}"))
+        return d.addCallback(_child_outcome)
+
+    def _request(self, user: UnixUser, extra_groups: Sequence[int] = ()) -> dict[str, object]:
+        if self._euid != 0:
+            return {"uid": None}
+        groups = sorted(set(user_groups(user)) | set(extra_groups))
+        return {"uid": user.uid, "gid": user.gid, "groups": groups}
+
+    def append_mbox(
+        self,
+        user: UnixUser,
+        path: str,
+        sender: str,
+        headers: bytes,
+        message: IMessageContent,
+        now: float,
+        locks: Sequence[str],
+        size_limit: int,
+    ) -> Deferred[Outcome]:
+        request = self._request(user, _spool_group(os.path.dirname(path)))
+        request.update(
+            action="mbox",
+            path=path,
+            sender=sender,
+            time=now,
+            locks=list(locks),
+            size_limit=size_limit,
+        )
+        return self._child(request, headers, message)
+
+    def deliver_maildir(
+        self, user: UnixUser, path: str, headers: bytes, message: IMessageContent
+    ) -> Deferred[Outcome]:
+        request = self._request(user)
+        request.update(action="maildir", path=path)
+        return self._child(request, headers, message)
+
+    def run_command(
+        self,
+        user: UnixUser,
+        command: str,
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        uid, gid = self._identity(user)
+        return run_command(
+            self._reactor,
+            self._clock,
+            command,
+            stdin,
+            env,
+            time_limit,
+            path=cwd,
+            content=message,
+            uid=uid,
+            gid=gid,
+        )
+
+    def run_program(
+        self,
+        user: UnixUser,
+        argv: Sequence[str],
+        stdin: bytes,
+        message: IMessageContent,
+        env: Mapping[str, str],
+        time_limit: float,
+        cwd: str,
+    ) -> Deferred[CommandResult]:
+        uid, gid = self._identity(user)
+        executable = _which(argv[0], env.get("PATH", "/usr/bin:/bin"))
+        return run_program(
+            self._reactor,
+            self._clock,
+            executable,
+            list(argv),
+            stdin,
+            env,
+            time_limit,
+            cwd,
+            message,
+            uid,
+            gid,
+        )
+
+
+def _which(name: str, path: str) -> str:
+    """argv[0] as an executable path (pipe(8) searches PATH for a bare name)."""
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return name
+
+
+def _spool_group(directory: str) -> list[int]:
+    """The group of a group-writable spool directory (Debian: ``mail``)."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return []
+    if info.st_mode & stat.S_IWGRP and not info.st_mode & stat.S_IWOTH:
+        try:
+            grp.getgrgid(info.st_gid)
+        except KeyError:
+            return []
+        return [info.st_gid]
+    return []
+
+
+def _child_outcome(result: CommandResult) -> Outcome:
+    text = result.output.decode("utf-8", "replace").strip()
+    first = text.splitlines()[0] if text else ""
+    status, _, reason = first.partition(" ")
+    if result.exit_code == 0 and status[:1] in ("2", "4", "5") and status.count(".") == 2:
+        return status, reason
+    if result.timed_out:
+        return "4.3.0", "delivery process time limit exceeded"
+    detail = " ".join(text.split())[-300:]
+    return "4.3.0", f"delivery process failed (exit {result.exit_code}): {detail}"
