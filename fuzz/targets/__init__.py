@@ -15,4 +15,5 @@ TARGETS = (
     "policy",
     "mailauth",
     "milter_reply",
+    "sieve",
 )
