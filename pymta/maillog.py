@@ -63,6 +63,16 @@ def maillog(service: str, text: str, level: LogLevel = LogLevel.info) -> None:
     )
 
 
+#: Postfix's prefixes of a warning's and an error's text (msg_warn, msg_error).
+_LEVEL_PREFIX = {
+    LogLevel.warn: "warning: ",
+    LogLevel.error: "error: ",
+    LogLevel.critical: "error: ",
+}
+#: Services are master.cf's few names; the bound only guards against a bug.
+_TAG_CACHE_LIMIT = 256
+
+
 @implementer(ILogObserver)
 class MaillogObserver:
     """Writes mail events as syslog lines, ``MMM DD HH:MM:SS host name/service[pid]: text``."""
@@ -87,6 +97,8 @@ class MaillogObserver:
         self._flush_pending = False
         self._stamp_second = -1
         self._stamp = ""
+        # service -> " host name/service[pid]: ", the middle of every line
+        self._tags: dict[str, str] = {}
 
     def _flush(self) -> None:
         self._flush_pending = False
@@ -100,18 +112,15 @@ class MaillogObserver:
         if when != self._stamp_second:
             self._stamp_second = when
             self._stamp = time.strftime("%b %d %H:%M:%S", time.localtime(when))
-        stamp = self._stamp
-        level = event.get("log_level")
-        prefix = ""
-        if level is LogLevel.warn:
-            prefix = "warning: "
-        elif level in (LogLevel.error, LogLevel.critical):
-            prefix = "error: "
-        line = (
-            f"{stamp} {self._hostname} {self._syslog_name}/{event['service']}[{self._pid}]: "
-            f"{prefix}{event['text']}\n"
-        )
-        self._stream.write(line)
+        service = event["service"]
+        tag = self._tags.get(service)
+        if tag is None:
+            if len(self._tags) >= _TAG_CACHE_LIMIT:
+                self._tags.clear()
+            tag = f" {self._hostname} {self._syslog_name}/{service}[{self._pid}]: "
+            self._tags[service] = tag
+        prefix = _LEVEL_PREFIX.get(event.get("log_level"), "")
+        self._stream.write(f"{self._stamp}{tag}{prefix}{event['text']}\n")
         if self._flush_later is None:
             self._stream.flush()
         elif not self._flush_pending:

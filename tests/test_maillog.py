@@ -45,7 +45,7 @@ def test_event_is_the_one_logger_emit_builds() -> None:
 
 def test_observer_writes_syslog_lines() -> None:
     """MaillogObserver writes ``MMM DD HH:MM:SS host name/service[pid]: text``,
-    with Postfix's ``warning:`` prefix for a warning, stamped with the
+    with Postfix's ``warning:`` / ``error:`` prefixes, stamped with the
     event's own time."""
     stream = io.StringIO()
     observer = MaillogObserver(stream, "mx.example.org", now=lambda: 0.0, pid=42)
@@ -53,6 +53,8 @@ def test_observer_writes_syslog_lines() -> None:
     try:
         maillog("smtpd", "connect from a[192.0.2.1]")
         maillog("qmgr", "Q1: cannot mark", LogLevel.warn)
+        maillog("qmgr", "Q2: broken", LogLevel.error)
+        maillog("smtpd", "disconnect from a[192.0.2.1]")
     finally:
         undo()
     stamp = time.strftime("%b %d %H:%M:%S", time.localtime(int(time.time())))
@@ -60,5 +62,7 @@ def test_observer_writes_syslog_lines() -> None:
     assert [line.split(" mx ", 1)[1] for line in lines] == [
         "postfix/smtpd[42]: connect from a[192.0.2.1]",
         "postfix/qmgr[42]: warning: Q1: cannot mark",
+        "postfix/qmgr[42]: error: Q2: broken",
+        "postfix/smtpd[42]: disconnect from a[192.0.2.1]",
     ]
     assert lines[0].startswith(stamp[:6])
