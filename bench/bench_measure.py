@@ -114,6 +114,24 @@ def tree_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
     return sum(table[pid].ticks for pid in descendants(table, roots)) / CLOCK_TICKS
 
 
+def main_thread_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
+    """CPU seconds (user + system) of the main threads alone of the process
+    trees under roots: for pymta each process's reactor thread, without the
+    worker threads (queue and Maildir writes, their fsyncs and syncfs, whose
+    kernel time follows the whole disk's load, other processes' included)."""
+    table = read_proc_table(proc)
+    ticks = 0
+    for pid in descendants(table, roots):
+        try:
+            with open(proc / str(pid) / "task" / str(pid) / "stat") as f:
+                line = f.read()
+        except OSError:
+            continue  # exited meanwhile
+        rest = line[line.rindex(")") + 2 :].split()
+        ticks += int(rest[11]) + int(rest[12])  # utime stime (proc(5))
+    return ticks / CLOCK_TICKS
+
+
 def stop_session(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
     """Stop a server started in a session of its own: SIGTERM, wait, then
     SIGKILL whatever is left in its process group (only that group)."""

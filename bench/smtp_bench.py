@@ -30,7 +30,11 @@ DESCRIPTION
        (every DATA answered: "accept") and until every message is a file
        in the recipient's Maildir new/ (polled every 20 ms: "deliver"),
        and the CPU time the server's processes spent (/proc/PID/stat of
-       the server's process tree, reaped children included);
+       the server's process tree, reaped children included), and of that
+       the processes' main threads alone (/proc/PID/task/PID/stat: for
+       pymta its reactors, without the worker threads whose fsync and
+       syncfs kernel time follows the whole disk's load, other
+       processes' writes included; printed with each run);
     4. prints a table - size, connections, msg/s for each server, the
        ratio pymta/postfix, CPU ms per message for each, and the accept
        rate alone - and a summary line, or with --json every run's
@@ -78,7 +82,13 @@ from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_measure import count_maildir_new, disk_fsync_rate, run_load, tree_cpu_seconds
+from bench_measure import (
+    count_maildir_new,
+    disk_fsync_rate,
+    main_thread_cpu_seconds,
+    run_load,
+    tree_cpu_seconds,
+)
 from bench_postfix import PostfixServer, postfix_missing
 from bench_pymta import PymtaServer
 from bench_setup import DOMAIN, LISTEN_HOST, SENDER, BenchServer, MailSetup
@@ -103,6 +113,9 @@ class RunResult:
     rate: float | None  # accept + deliver, messages per second
     cpu_seconds: float
     cpu_ms_per_message: float
+    # The servers' main threads alone (pymta: the reactors; see
+    # bench_measure.main_thread_cpu_seconds).
+    main_thread_ms_per_message: float
     error: str | None
 
 
@@ -190,10 +203,12 @@ def measure(
     argv = smtp_source_argv(server.port, connections, messages, size, recipient)
     roots = server.root_pids()
     cpu_before = tree_cpu_seconds(roots)
+    main_before = main_thread_cpu_seconds(roots)
     output = scratch / f"smtp-source.{server.name}.{recipient}.out"
     with open(output, "wb") as out:
         load = run_load(argv, server.maildir_new(recipient), messages, timeout, out)
     cpu = tree_cpu_seconds(roots) - cpu_before
+    main_cpu = main_thread_cpu_seconds(roots) - main_before
     error = None
     if load.returncode != 0:
         tail = output.read_text(errors="replace").strip().splitlines()[-3:]
@@ -215,6 +230,7 @@ def measure(
         rate=None if load.delivered_after is None else messages / load.delivered_after,
         cpu_seconds=cpu,
         cpu_ms_per_message=1000 * cpu / max(1, load.delivered),
+        main_thread_ms_per_message=1000 * main_cpu / max(1, load.delivered),
         error=error,
     )
 
@@ -401,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 progress(
                     f"  {fmt(run.rate, '.0f')} msg/s, {run.cpu_ms_per_message:.2f} ms CPU/msg"
+                    f" ({run.main_thread_ms_per_message:.2f} in main threads)"
                     + (f"  ERROR {run.error}" if run.error else "")
                 )
                 results.append(run)

@@ -42,6 +42,24 @@ def test_descendants_follow_the_whole_tree_only() -> None:
     assert descendants(table, [99]) == set()
 
 
+def test_main_thread_cpu_seconds_leaves_out_other_threads(tmp_path: Path) -> None:
+    """The main-thread figure counts each tree process's thread PID (utime +
+    stime) and neither its other threads nor processes outside the tree."""
+    for pid, ppid, tasks in (
+        (10, 1, {10: (100, 50), 13: (7, 900)}),  # reactor + a worker thread
+        (11, 10, {11: (20, 30)}),
+        (20, 1, {20: (999, 0)}),
+    ):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat_line(pid, "p", ppid, 1, 1, 0, 0))
+        for tid, (utime, stime) in tasks.items():
+            task = tmp_path / str(pid) / "task" / str(tid)
+            task.mkdir(parents=True)
+            (task / "stat").write_text(stat_line(tid, "p", ppid, utime, stime, 0, 0))
+    ticks = bench_measure.CLOCK_TICKS
+    assert bench_measure.main_thread_cpu_seconds([10], proc=tmp_path) == pytest.approx(200 / ticks)
+
+
 def test_tree_cpu_seconds_sums_reaped_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,6 +133,7 @@ def run(server: str, rate: float | None, error: str | None = None) -> smtp_bench
         rate=rate,
         cpu_seconds=0.2,
         cpu_ms_per_message=2.0,
+        main_thread_ms_per_message=1.0,
         error=error,
     )
 

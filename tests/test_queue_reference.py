@@ -3,6 +3,7 @@ read of a queue file (record.decode_envelope), against both stores."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +11,20 @@ import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
+from pymta.delivery.headers import header_block, header_of
 from pymta.queue import record
 from pymta.queue.interface import QueueFileError
 from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
-from pymta.queue.reference import BLOCK_SIZE, IMessageContent, blocks, head, read_all
+from pymta.queue.reference import (
+    BLOCK_SIZE,
+    HEADER_CACHE_SIZE,
+    IMessageContent,
+    blocks,
+    head,
+    known_header,
+    read_all,
+)
 from pymta.queue.store import FileQueueStore
 from pymta.sync import ImmediateSyncBarrier
 from tests.test_queue_store import _bad_files
@@ -106,3 +116,62 @@ def test_read_envelope_rejects_what_read_rejects(tmp_path: Path, kind: str) -> N
     Path(store.path(qid, "active")).write_bytes(_bad_files()[kind])
     with pytest.raises(QueueFileError, match=f"active/{qid}"):
         store.read_envelope(qid, "active")
+
+
+# The header section kept with the reference (known_header, header_of) ----
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"Subject: a\nTo: b\n\nbody\n\nmore\n",
+        b"\nbody only\n",
+        b"Subject: no body\n",
+        b"",
+        b"X-Long: " + b"x" * (HEADER_CACHE_SIZE - 10) + b"\n\nbody\n",
+        b"X-Long: " + b"x" * HEADER_CACHE_SIZE + b"\n\nbody\n",
+        b"X-Long: " + b"x" * (2 * HEADER_CACHE_SIZE) + b"\n",
+        CONTENT,
+    ],
+    ids=[
+        "normal",
+        "no-header",
+        "no-body",
+        "empty",
+        "near-limit",
+        "over-limit",
+        "all-header",
+        "big",
+    ],
+)
+def test_known_header_is_what_reading_the_file_gives(tmp_path: Path, content: bytes) -> None:
+    """known_header answers header_block's result or None (too long to keep),
+    and header_of gives the same header whether the store kept it (no file
+    opened: the queue file is gone) or it is read from the file."""
+    for start in (content, content[: HEADER_CACHE_SIZE + 2]):
+        known = known_header(start, len(content))
+        assert known is None or known == header_block(content)
+    store = FileQueueStore(str(tmp_path / "queue"), ImmediateSyncBarrier(), Clock())
+    qid = _enqueue(store, content=content)
+    store.move(qid, "incoming", "active")
+    reference = store.reference(qid, "active")
+    short = len(header_block(content)) <= HEADER_CACHE_SIZE
+    assert reference.header == (header_block(content) if short else None)
+    assert header_of(reference) == header_block(content)
+    _, reread = store.read_envelope(qid, "active")
+    assert reread.header == reference.header
+    if short:
+        os.unlink(store.path(qid, "active"))
+        assert header_of(reference) == header_block(content)
+
+
+def test_reference_hands_the_kept_header_over_once(tmp_path: Path) -> None:
+    """The store forgets a kept header once reference() handed it over (its
+    memory then goes with the message); a second reference reads the file."""
+    store = FileQueueStore(str(tmp_path / "queue"), ImmediateSyncBarrier(), Clock())
+    qid = _enqueue(store)
+    store.move(qid, "incoming", "active")
+    assert store.reference(qid, "active").header == b"Subject: big\n"
+    again = store.reference(qid, "active")
+    assert again.header is None
+    assert header_of(again) == b"Subject: big\n"

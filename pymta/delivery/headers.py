@@ -26,8 +26,13 @@ def header_block(content: bytes) -> bytes:
 
 
 def header_of(message: IMessageContent, limit: int = HEADER_READ_LIMIT) -> bytes:
-    """The header section of a queued message, read block by block from the
+    """The header section of a queued message: the one the queue store kept
+    in memory (``message.header``), or else read block by block from the
     queue file until its blank line (at most ``limit`` bytes)."""
+    known = message.header
+    if known is not None and len(known) < limit:
+        # What the read below would return; no file opened on the reactor.
+        return known
     reader = message.open()
     try:
         data = b""

@@ -128,6 +128,9 @@ class PipeContent:
         self.offset = message.offset
         self.size = message.size
         self.marked = message.marked
+        # The transformed content's header is not the queued one's: readers
+        # that want it read it through open().
+        self.header: bytes | None = None
 
     def open(self) -> ContentReader:
         return _TransformingReader(self._message.open(), self._prefix, self._flags, self._eol)

@@ -52,6 +52,10 @@ class IMessageContent(Interface):
     offset = Attribute("Where the content starts in the queue file (bytes).")
     size = Attribute("The content's length in bytes (LF line ends).")
     marked = Attribute("The recipient indexes that mark_done marked (a set).")
+    header = Attribute(
+        "The content's header section (without its blank line) when the store"
+        " had it in memory (see known_header), else None: read it from open()."
+    )
 
     def open() -> ContentReader:
         """A reader positioned at the content's first byte; ``read(n)``
@@ -99,6 +103,30 @@ def head(content: IMessageContent, limit: int) -> bytes:
         return b"".join(parts)
     finally:
         reader.close()
+
+
+#: A header section up to this size travels with the reference
+#: (``IMessageContent.header``): the store has it in memory when it writes
+#: the file or reads its records on a worker thread, and the delivery
+#: agents' loop check then opens no file on the reactor. A longer one is
+#: read from the file, as before. Bounds the memory per active message.
+HEADER_CACHE_SIZE = 4 * 1024
+
+
+def known_header(start: bytes, size: int) -> bytes | None:
+    """The header section (without the blank line) of content of ``size``
+    bytes that begins with ``start``, when ``start`` shows all of it and it
+    is at most HEADER_CACHE_SIZE bytes; else None. Same result as reading
+    the content up to its blank line (pymta.delivery.headers.header_block)."""
+    start = start[: HEADER_CACHE_SIZE + 2]
+    if start.startswith(b"\n"):
+        return b""
+    end = start.find(b"\n\n")
+    if end >= 0:
+        return start[: end + 1] if end + 1 <= HEADER_CACHE_SIZE else None
+    if len(start) == size and size <= HEADER_CACHE_SIZE:
+        return start  # no blank line: the whole content is header
+    return None
 
 
 #: Content up to this size may be read in the reactor (a few preads of a
@@ -155,13 +183,21 @@ class QueueFileContent:
     the recipients' done flags (pymta.queue.record)."""
 
     def __init__(
-        self, path: str, queue: str, queue_id: str, offset: int, size: int, flags: Sequence[int]
+        self,
+        path: str,
+        queue: str,
+        queue_id: str,
+        offset: int,
+        size: int,
+        flags: Sequence[int],
+        header: bytes | None = None,
     ) -> None:
         self.path = path
         self.queue = queue
         self.queue_id = queue_id
         self.offset = offset
         self.size = size
+        self.header = header
         self._flags = tuple(flags)
         self._lock = threading.Lock()
         self.marked: set[int] = set()
@@ -202,6 +238,7 @@ class BytesContent:
         self.queue_id = queue_id
         self.offset = 0
         self.size = len(self._data)
+        self.header: bytes | None = None  # read from the bytes (cheap)
         self._on_done = on_done
         self.marked: set[int] = set()
 

@@ -39,7 +39,12 @@ from pymta.queue import record
 from pymta.queue.interface import QUEUE_NAMES, IQueueStore, ISpool, QueueFileError
 from pymta.queue.model import Envelope
 from pymta.queue.qid import QueueIdAllocator, check_queue_id, is_queue_id
-from pymta.queue.reference import IMessageContent, QueueFileContent
+from pymta.queue.reference import (
+    HEADER_CACHE_SIZE,
+    IMessageContent,
+    QueueFileContent,
+    known_header,
+)
 from pymta.queue.spool import SUFFIX, FileSpool, SpooledContent, copy_spool
 from pymta.sync import ISyncBarrier
 
@@ -47,6 +52,11 @@ DEFER_DIR = "defer"
 # Offsets of recently written or read files; bounded so that a process that
 # only enqueues (an smtpd-only process) does not grow without end.
 _OFFSET_CACHE_LIMIT = 20000
+# Header sections of files written or read and not yet referenced in active/
+# (at most HEADER_CACHE_SIZE bytes each): a message normally goes from
+# enqueue to qmgr's reference within milliseconds, so a small bound suffices;
+# one that fell out is read from its file by the delivery agent.
+_HEADER_CACHE_LIMIT = 1000
 
 
 def _write_all(fd: int, buffers: Sequence[bytes]) -> None:
@@ -89,6 +99,9 @@ class FileQueueStore:
         self._ids = QueueIdAllocator(self._clock.seconds, pid)
         # queue id -> (recipient flag offsets, content offset, content size)
         self._layouts: dict[str, tuple[list[int], int, int]] = {}
+        # queue id -> header section, handed to the next reference() (see
+        # pymta.queue.reference.known_header)
+        self._headers: dict[str, bytes] = {}
         for name in (*QUEUE_NAMES, DEFER_DIR):
             os.makedirs(os.path.join(self.directory, name), mode=0o700, exist_ok=True)
 
@@ -115,6 +128,19 @@ class FileQueueStore:
             except (KeyError, StopIteration, RuntimeError):
                 break
         layouts[queue_id] = (flags, offset, size)
+
+    def _remember_header(self, queue_id: str, header: bytes | None) -> None:
+        # As _remember: may run on a worker thread, single dict operations.
+        headers = self._headers
+        if header is None:
+            headers.pop(queue_id, None)
+            return
+        while len(headers) >= _HEADER_CACHE_LIMIT:
+            try:
+                del headers[next(iter(headers))]
+            except (KeyError, StopIteration, RuntimeError):
+                break
+        headers[queue_id] = header
 
     # IQueueStore -----------------------------------------------------------
 
@@ -153,12 +179,14 @@ class FileQueueStore:
                 spool.discard()
                 return fail(e)
             buffers = [header, content.head]
+            start = content.head
         else:
             size = len(content)
             try:
                 buffers, flags = record.encode(envelope, content)
             except ValueError as e:
                 return fail(e)
+            start = content[: HEADER_CACHE_SIZE + 2]
 
         def write() -> None:
             try:
@@ -190,6 +218,7 @@ class FileQueueStore:
                         pass
 
         self._remember(qid, flags, len(buffers[0]), size)
+        self._remember_header(qid, known_header(start, size))
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
         d = self._sync.run(write, durable=True, files=[final], dirs=[target])
@@ -211,17 +240,23 @@ class FileQueueStore:
         fd = os.open(path, os.O_RDONLY)
         try:
             envelope, flags, offset, size = record.decode_envelope(fd)
+            # On the caller's worker thread, one more read of the file just
+            # opened: the delivery agent then reads nothing on the reactor.
+            start = os.pread(fd, min(size, HEADER_CACHE_SIZE + 2), offset)
         except QueueFileError as e:
             raise QueueFileError(f"{queue}/{queue_id}: {e}") from None
         finally:
             os.close(fd)
         self._remember(queue_id, flags, offset, size)
-        return envelope, QueueFileContent(path, queue, queue_id, offset, size, flags)
+        header = known_header(start, size)
+        self._remember_header(queue_id, header)
+        return envelope, QueueFileContent(path, queue, queue_id, offset, size, flags, header)
 
     def reference(self, queue_id: str, queue: str) -> IMessageContent:
         path = self.path(queue_id, queue)
         flags, offset, size = self._layouts[queue_id]
-        return QueueFileContent(path, queue, queue_id, offset, size, flags)
+        header = self._headers.pop(queue_id, None)
+        return QueueFileContent(path, queue, queue_id, offset, size, flags, header)
 
     def _background(
         self, queue_id: str, what: str, work: Callable[[], None], soon: bool = False
@@ -350,6 +385,7 @@ class FileQueueStore:
         path = self.path(queue_id, queue)
         defer_path = self._defer_path(queue_id)
         self._layouts.pop(queue_id, None)
+        self._headers.pop(queue_id, None)
 
         def unlink() -> None:
             os.unlink(path)
@@ -363,6 +399,7 @@ class FileQueueStore:
     def quarantine(self, queue_id: str, queue: str, reason: str) -> Deferred[bool]:
         moved = self.move(queue_id, queue, "corrupt")
         self._layouts.pop(queue_id, None)
+        self._headers.pop(queue_id, None)
         maillog(
             "qmgr",
             f"{queue_id}: corrupt queue file {queue}/{queue_id} moved to corrupt: {reason}",

@@ -1,0 +1,68 @@
+"""pymta.maillog: the events maillog() publishes and the lines MaillogObserver
+writes from them."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+from twisted.logger import LogLevel, formatEvent
+
+from pymta import maillog as maillog_module
+from pymta.maillog import MaillogObserver, log_to, maillog
+
+
+def _capture() -> tuple[list[dict[str, Any]], Any]:
+    events: list[dict[str, Any]] = []
+    return events, log_to(events.append)
+
+
+def test_event_is_the_one_logger_emit_builds() -> None:
+    """maillog() publishes exactly the keys and values twisted.logger's
+    Logger.emit would (observers filter on namespace and level, twistd's
+    log formats log_format), with log_time taken now."""
+    events, undo = _capture()
+    try:
+        before = time.time()
+        maillog("qmgr", "ABC123: removed", LogLevel.warn)
+        after = time.time()
+        maillog_module._log.emit(
+            LogLevel.warn,
+            "{service}: {text}",
+            service="qmgr",
+            text="ABC123: removed",
+            pymta_maillog=True,
+        )
+    finally:
+        undo()
+    fast, reference = events
+    assert before <= fast["log_time"] <= after
+    fast.pop("log_time"), reference.pop("log_time")
+    assert fast == reference
+    assert formatEvent(fast) == "qmgr: ABC123: removed"
+
+
+def test_observer_writes_syslog_lines() -> None:
+    """MaillogObserver writes ``MMM DD HH:MM:SS host name/service[pid]: text``,
+    with Postfix's ``warning:`` / ``error:`` prefixes, stamped with the
+    event's own time."""
+    stream = io.StringIO()
+    observer = MaillogObserver(stream, "mx.example.org", now=lambda: 0.0, pid=42)
+    undo = log_to(observer)
+    try:
+        maillog("smtpd", "connect from a[192.0.2.1]")
+        maillog("qmgr", "Q1: cannot mark", LogLevel.warn)
+        maillog("qmgr", "Q2: broken", LogLevel.error)
+        maillog("smtpd", "disconnect from a[192.0.2.1]")
+    finally:
+        undo()
+    stamp = time.strftime("%b %d %H:%M:%S", time.localtime(int(time.time())))
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" mx ", 1)[1] for line in lines] == [
+        "postfix/smtpd[42]: connect from a[192.0.2.1]",
+        "postfix/qmgr[42]: warning: Q1: cannot mark",
+        "postfix/qmgr[42]: error: Q2: broken",
+        "postfix/smtpd[42]: disconnect from a[192.0.2.1]",
+    ]
+    assert lines[0].startswith(stamp[:6])
