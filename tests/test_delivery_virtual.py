@@ -7,12 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from pymta.config import Config
@@ -25,6 +22,7 @@ from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BytesContent
 from pymta.sync import ImmediateSyncBarrier
 from pymta.tables.interface import TableError
+from tests.barriers import ManualBarrier
 
 CONTENT = b"Subject: hi\n\nFrom the start\nline two\n"
 
@@ -32,44 +30,6 @@ CONTENT = b"Subject: hi\n\nFrom the start\nline two\n"
 class FailingTable:
     def lookup(self, key: str) -> str | None:
         raise TableError("hash:/etc/postfix/vmailbox: cannot open")
-
-
-class ManualBarrier:
-    """A barrier whose syncs complete only when the test says so."""
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[tuple[str, ...], tuple[str, ...], Deferred[None]]] = []
-
-    def sync(self, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.waiting.append((tuple(files), tuple(dirs), d))
-        return d
-
-    def run(
-        self,
-        work: Callable[[], Any],
-        durable: bool = True,
-        files: tuple[str, ...] = (),
-        dirs: tuple[str, ...] = (),
-        after: Callable[[], None] | None = None,
-        soon: bool = False,
-    ) -> Deferred[Any]:
-        """The work at once; its sync (and then ``after``) when released."""
-        try:
-            result = work()
-        except Exception:
-            return fail()
-        if not durable:
-            return succeed(result)
-        d = self.sync(files, dirs)
-        if after is not None:
-            d.addCallback(lambda _: after())
-        return d.addCallback(lambda _: result)
-
-    def release(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for _, _, d in waiting:
-            d.callback(None)
 
 
 def make_agent(

@@ -3,12 +3,9 @@ real Maildirs on tmp_path behind a barrier the test releases."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -21,44 +18,7 @@ from pymta.lmtpd.users import RecipientDirectory
 from pymta.mailstore.deliver import MaildirDelivery
 from pymta.sync import ImmediateSyncBarrier
 from pymta.tables.interface import TableError
-
-
-class ManualBarrier:
-    """A barrier whose syncs complete only when the test says so."""
-
-    def __init__(self) -> None:
-        self.waiting: list[Deferred[None]] = []
-
-    def sync(self, files: tuple[str, ...] = (), dirs: tuple[str, ...] = ()) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        self.waiting.append(d)
-        return d
-
-    def run(
-        self,
-        work: Callable[[], Any],
-        durable: bool = True,
-        files: tuple[str, ...] = (),
-        dirs: tuple[str, ...] = (),
-        after: Callable[[], None] | None = None,
-        soon: bool = False,
-    ) -> Deferred[Any]:
-        """The work at once; its sync (and then ``after``) when released."""
-        try:
-            result = work()
-        except Exception:
-            return fail()
-        if not durable:
-            return succeed(result)
-        d = self.sync(files, dirs)
-        if after is not None:
-            d.addCallback(lambda _: after())
-        return d.addCallback(lambda _: result)
-
-    def release(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for d in waiting:
-            d.callback(None)
+from tests.barriers import ManualBarrier
 
 
 class Setup:
