@@ -16,4 +16,5 @@ TARGETS = (
     "mailauth",
     "milter_reply",
     "sieve",
+    "managesieve",
 )
