@@ -662,6 +662,7 @@ def session_factory(svc: MasterService, config: Config, parts: SessionParts) -> 
             tls,
             parts.reactor,
             service_name=svc.program,
+            master_service=svc.name,
             queue_space=parts.queue_space,
             dns=parts.dns(),
             reactor=parts.reactor,

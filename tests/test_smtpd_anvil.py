@@ -186,3 +186,22 @@ def test_processes_setting_picks_file_or_memory(tmp_path: Path) -> None:
     )
     ClientRates(two, "smtpd", clock).exceeded("auth", "192.0.2.1")
     assert (tmp_path / "anvil").exists()
+
+
+def test_services_count_apart_and_are_named(tmp_path: Path, maillog_lines: list[str]) -> None:
+    """Each master.cf service has its own rate counts, as in Postfix's
+    anvil: a client at its limit on smtp may still send on submission; the
+    warning names the master.cf service."""
+    clock = Clock()
+    clock.advance(1000)
+    settings = f"data_directory = {tmp_path}\nmynetworks = 127.0.0.0/8\n"
+    settings += "smtpd_client_message_rate_limit = 1\n"
+    smtp = SMTPHarness(settings, clock=clock, master_service="smtp")
+    submission = SMTPHarness(settings, clock=clock, master_service="submission")
+    for h in (smtp, submission):
+        h.send("EHLO client.example\n")
+        assert h.send("MAIL FROM:<a@sender.example>\nRSET\n") == ["250 2.1.0 Ok", "250 2.0.0 Ok"]
+    assert smtp.send("MAIL FROM:<a@sender.example>\n") == [
+        f"450 4.7.1 Error: too much mail from {CLIENT}"
+    ]
+    assert any(line.endswith("for service smtp") for line in maillog_lines)

@@ -6,7 +6,8 @@ service within ``anvil_rate_time_unit`` (60s): the window starts with the
 first event and a new one starts with the first event after it ends, as
 anvil's. An event past the limit is refused with Postfix's reply and
 logged with Postfix's warning (``warning: Message delivery request rate
-limit exceeded: 31 from unknown[192.0.2.1] for service smtpd``):
+limit exceeded: 31 from unknown[192.0.2.1] for service smtp``; the
+service is the master.cf service name, so smtp and submission count apart):
 
 ==========================================  ===============================================
 ``smtpd_client_connection_rate_limit``      at connect: ``421 4.7.0 HOST Error: too many

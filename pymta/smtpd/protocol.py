@@ -327,7 +327,7 @@ class SMTPServerProtocol(Protocol):
                 maillog(
                     f.service_name,
                     f"Connection concurrency limit exceeded: {count} from "
-                    f"{self.session.client} for service {f.service_name}",
+                    f"{self.session.client} for service {f.master_service}",
                     LogLevel.warn,
                 )
                 self._chat.hangup(
@@ -585,7 +585,7 @@ class SMTPServerProtocol(Protocol):
         limit = LIMITS[kind]
         maillog(
             f.service_name,
-            f"{limit.log}: {count} from {s.client} for service {f.service_name}",
+            f"{limit.log}: {count} from {s.client} for service {f.master_service}",
             LogLevel.warn,
         )
         return f"{limit.reply.format(host=f.myhostname, addr=s.client_address)}\r\n".encode()

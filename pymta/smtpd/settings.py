@@ -56,6 +56,7 @@ class SMTPServerSettings(ServerFactory):
         dns: IDNSResolver | None = None,
         hosts: HostsFile | None = None,
         reactor: Any = None,
+        master_service: str | None = None,
     ) -> None:
         self.config = config
         self.cleanup = cleanup
@@ -63,6 +64,10 @@ class SMTPServerSettings(ServerFactory):
         self.tls = tls
         self.clock = clock
         self.service_name = service_name
+        #: The master.cf service name (``smtp``, ``submission``,
+        #: ``127.0.0.1:2525``): anvil counts each service apart and names
+        #: it in its warnings, as Postfix does.
+        self.master_service = master_service or service_name
         self.myhostname = config.get("myhostname")
         self.message_size_limit = config.get_int("message_size_limit")
         #: The queue file system's free space, checked at MAIL FROM against
@@ -94,7 +99,7 @@ class SMTPServerSettings(ServerFactory):
         self.forbidden_commands = frozenset(c.lower() for c in forbidden if ":" not in c)
         #: Postfix's anvil rate limits, counted across processes.
         self.rates = ClientRates(
-            config, service_name, clock, exceptions=self.event_limit_exceptions
+            config, self.master_service, clock, exceptions=self.event_limit_exceptions
         )
         self.bare_newline = config.get("smtpd_forbid_bare_newline").strip().lower()
         if self.bare_newline not in _BARE_NEWLINE:

@@ -216,6 +216,7 @@ class SMTPHarness:
         queue_space: QueueSpace | None = None,
         dns: IDNSResolver | None = None,
         milters: MilterClients | None = None,
+        master_service: str | None = None,
     ) -> None:
         # The scripts of most tests write several commands at once where a
         # conforming client would wait (EHLO + MAIL, DATA + content): such
@@ -239,6 +240,7 @@ class SMTPHarness:
             queue_space=queue_space,
             dns=dns,
             hosts=HostsFile(),  # no /etc/hosts: names come from dns only
+            master_service=master_service,
         )
         if milters is not None:
             self.factory.milters = milters
