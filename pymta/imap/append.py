@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from pymta.imap import mailbox_commands as mc
 from pymta.imap.fetch import MessageData, parse_items
 from pymta.imap.parser import Atom, Literal, ParseError, Token
+from pymta.imap.quota_commands import session_guard
 from pymta.imap.sequence import format_set
 from pymta.imap.structure import crlf
 from pymta.imap.wire import parse_date_time
@@ -283,6 +284,9 @@ def store_all(
     """Store every message or none, then answer (see the module docstring)."""
     staging = IStagedAppend(folder, None)
     committed: list[int] = []
+    # QUOTA: all the messages together must fit (OSError(EDQUOT) answers
+    # NO [OVERQUOTA], as a single APPEND's does).
+    guard = session_guard(s, sum(len(content) for content, _, _ in contents))
 
     def answer(failure: Failure | None) -> None:
         if failure is not None or len(committed) != len(contents):
@@ -302,6 +306,8 @@ def store_all(
 
     if s.run_in_thread is None or staging is None:
         try:
+            if guard is not None:
+                guard()
             for content, flags, date in contents:
                 committed.append(folder.append(content, flags, date))
         except (MailStoreError, OSError):
@@ -313,6 +319,8 @@ def store_all(
     run = s.run_in_thread
 
     def stage_all() -> list[Staged]:
+        if guard is not None:
+            guard()
         staged: list[Staged] = []
         try:
             for content, flags, date in contents:

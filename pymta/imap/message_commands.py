@@ -39,6 +39,7 @@ from pymta.imap.fetch import (
 )
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.quota_commands import session_guard
 from pymta.imap.results import SEARCH_OPTIONS, Partial, parse_return, partial_item
 from pymta.imap.scan import ScanJob, ScanResult, scan_search
 from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
@@ -776,6 +777,11 @@ def _copy_or_move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool, move:
         s.ok(tag, b"No messages found.", expunge=uid or move)
         return
     try:
+        if not move:
+            # QUOTA: the copies must fit (a MOVE within the mailbox adds nothing).
+            guard = session_guard(s, sum(view.folder.get(u).size for u in uids))
+            if guard is not None:
+                guard()
         done = view.folder.move(uids, target) if move else view.folder.copy(uids, target)
     except (MailStoreError, OSError) as e:
         if s.store_refused(tag, e, expunge=uid):
