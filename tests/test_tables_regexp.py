@@ -92,6 +92,8 @@ def test_pcre_only_flags() -> None:
         ("/a/ x\nendif\n", 2, "endif without matching if"),
         ("if /a/\n/b/ c\n", 2, "missing endif"),
         ("if /a/ extra\n/b/ c\nendif\n", 1, "text after if pattern"),
+        ("/^(.*)*-x@/ REJECT\n", 1, "can take exponential time"),
+        ("/^(\\S+\\s*)+$/ REJECT\n", 1, "can take exponential time"),
     ],
 )
 def test_parse_errors(text: str, lineno: int, message: str) -> None:
@@ -193,3 +195,23 @@ def test_no_prefilter_for_negated_rules_or_back_references() -> None:
     negated, _ = parse_rules("!/@/ x\n", "t", "regexp")
     backref, _ = parse_rules("/(a)\\1/ x\n", "t", "regexp")
     assert build_prefilter(negated) is None and build_prefilter(backref) is None
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"([a-z0-9]+\.)+example\.com$", r"^(.+)@(.+)$", r"^Subject: .*(viagra|cialis)", r"(?>(a+))+b"],
+)
+def test_ordinary_repetitions_are_kept(pattern: str) -> None:
+    """Repetitions that split a key one way only (a required separator, no
+    nesting, an atomic group) are not refused."""
+    rules, problems = parse_rules(f"/{pattern}/ OK\n", "f", "regexp")
+    assert problems == [] and len(rules) == 1
+
+
+def test_nested_repetition_is_refused_before_it_can_stall() -> None:
+    """A rule that nests unbounded repetitions (found by fuzzing: 17 s of CPU
+    for one 29-character key) is a bad rule, so the lookup of a long key that
+    almost matches returns at once instead of backtracking for hours."""
+    rules, problems = parse_rules("/^(.*)*-o@(.*)$/ ${1}@$2\n/./ other\n", "f", "regexp")
+    assert len(problems) == 1
+    assert evaluate(rules, "owner-list@lists.example.test" * 3) == "other"

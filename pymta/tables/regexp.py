@@ -21,7 +21,10 @@ Keys are not folded to lower case.
 Difference from Postfix: both types use Python's ``re``. regexp: therefore
 has no POSIX basic syntax (Postfix's ``x`` flag turns extended syntax off;
 here it means verbose, as in pcre:) and alternatives match leftmost-first
-rather than POSIX leftmost-longest. Untrusted input: the file's syntax and
+rather than POSIX leftmost-longest; and Python's re has no match limit, so
+a pattern that nests unbounded repetitions (``(.*)*``, ``(\\S+\\s*)+``),
+which PCRE would cut off at its match limit, is refused as a bad rule
+(:mod:`pymta.tables.redos`). Untrusted input: the file's syntax and
 the lookup keys. A bad rule is a warning naming file and line and is
 skipped, as Postfix does; with strict=True (postmap, config checks) it is
 an error. The file is re-read when it changes. Writes nothing.
@@ -37,6 +40,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymta.tables.interface import ILookupTable, TableError
+from pymta.tables.redos import exponential_repeat
 from pymta.tables.source import Problem, logical_lines
 from pymta.tables.watch import FileWatch, stamp
 
@@ -100,6 +104,14 @@ def _parse_pattern(text: str, flavour: str) -> tuple[re.Pattern[str], bool, bool
         pattern = re.compile(body, flags)
     except re.error as e:
         raise RuleError(f"bad pattern /{body}/: {e}") from None
+    why = exponential_repeat(body, flags)
+    if why is not None:
+        # PCRE would stop such a match at its match limit; Python's re never
+        # does (pymta.tables.redos).
+        raise RuleError(
+            f"pattern /{body}/ can take exponential time ({why}): "
+            "write it without a repetition inside a repetition"
+        )
     return pattern, negate, anchored, rest
 
 
