@@ -44,6 +44,9 @@ alias_database = texthash:$config_directory/aliases
 virtual_mailbox_domains = {domains}
 virtual_mailbox_maps = texthash:$config_directory/vmailbox
 virtual_mailbox_base = {root}/mail
+# Local mail (root@localhost, bounces to postmaster) stays in the test's
+# directory, never in the host's /var/mail.
+mail_spool_directory = {root}/spool-mail
 virtual_alias_maps = texthash:$config_directory/virtual
 recipient_delimiter = +
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
