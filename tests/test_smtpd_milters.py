@@ -112,3 +112,38 @@ def test_a_client_leaving_closes_the_milter_connection() -> None:
     h.protocol.connectionLost(None)
     assert milter.sent()[-1] == (wire.SMFIC_QUIT, b"")
     assert milter.transport.disconnecting
+
+
+def test_mail_and_rcpt_macros_say_where_the_address_goes() -> None:
+    """{mail_mailer}/{mail_host} and {rcpt_mailer}/{rcpt_host} carry the
+    transport and next hop the address resolves to, as Postfix's do
+    (rspamd and others read them); {rcpt_addr} the recipient."""
+    milter = FakeMilter(task.Clock())
+    macros = {
+        wire.SMFIM_ENVFROM: ["{mail_addr}", "{mail_mailer}", "{mail_host}"],
+        wire.SMFIM_ENVRCPT: ["{rcpt_addr}", "{rcpt_mailer}", "{rcpt_host}"],
+    }
+    spec = MilterSpec("inet:127.0.0.1:1", 5.0, 10.0, 60.0, "tempfail", 6, macros)
+    clients = MilterClients([spec], lambda name: milter.connector, {"j": "mx.example.test"})
+    h = SMTPHarness("", clock=milter.clock, milters=clients)
+    answer_connect(milter)
+    h.take()
+    h.protocol.dataReceived(b"EHLO client.test\r\n")
+    milter.sent()
+    milter.reply(wire.SMFIR_CONTINUE)
+    h.take()
+    h.protocol.dataReceived(b"MAIL FROM:<a@example.org>\r\n")
+    sent = milter.sent()
+    assert (
+        wire.SMFIC_MACRO,
+        b"M{mail_addr}\0a@example.org\0{mail_mailer}\0smtp\0{mail_host}\0example.org\0",
+    ) in sent
+    milter.reply(wire.SMFIR_CONTINUE)
+    h.take()
+    h.protocol.dataReceived(b"RCPT TO:<alice@virtual.example>\r\n")
+    sent = milter.sent()
+    assert (
+        wire.SMFIC_MACRO,
+        b"R{rcpt_addr}\0alice@virtual.example\0{rcpt_mailer}\0virtual\0"
+        b"{rcpt_host}\0virtual.example\0",
+    ) in sent

@@ -6,7 +6,10 @@ connections (pymta.milter) and the macros Postfix sends: ``j``, ``_``,
 ``v``, ``{daemon_name}``, ``{daemon_addr}``, ``{daemon_port}``,
 ``{client_addr}``, ``{client_port}``, ``{client_name}``, ``{client_ptr}``,
 ``{tls_version}``, ``{cipher}``, ``{cipher_bits}``, ``{auth_type}``,
-``{auth_authen}``, ``{mail_addr}``, ``{rcpt_addr}``, and ``i`` (the queue
+``{auth_authen}``, ``{mail_addr}``, ``{mail_mailer}``, ``{mail_host}``,
+``{rcpt_addr}``, ``{rcpt_mailer}``, ``{rcpt_host}`` (the transport and
+next hop trivial-rewrite resolves the address to, as Postfix's
+resolve_clnt gives them), and ``i`` (the queue
 id, known from the end of the message on: pymta gives the queue id when
 cleanup takes the message, not at MAIL FROM as Postfix does).
 
@@ -29,6 +32,7 @@ from pymta.maillog import maillog
 from pymta.milter.chain import Milters
 from pymta.milter.config import MilterClients
 from pymta.milter.session import Verdict, split_reply
+from pymta.rewrite.interface import Resolution
 from pymta.smtpd.restrictions import Outcome, Reject
 from pymta.smtpd.session import Session
 
@@ -72,9 +76,30 @@ def _tls_macros(transport: Any) -> dict[str, str]:
 class SmtpdMilters:
     """The milters of one SMTP session (see the module docstring)."""
 
-    def __init__(self, clients: MilterClients, service_name: str) -> None:
+    def __init__(
+        self,
+        clients: MilterClients,
+        service_name: str,
+        resolve: Callable[[str], Resolution] | None = None,
+    ) -> None:
         self._service = service_name
+        self._resolve = resolve
         self.chain: Milters = clients.session(self._warn)
+
+    def _resolved(self, prefix: str, address: str) -> None:
+        """{PREFIX_mailer} and {PREFIX_host} of ``address``: where it would
+        be delivered (none for the null sender, or when it cannot be told)."""
+        macros = self.chain.macros
+        macros.pop(f"{{{prefix}_mailer}}", None)
+        macros.pop(f"{{{prefix}_host}}", None)
+        if self._resolve is None or not address:
+            return
+        try:
+            where = self._resolve(address)
+        except Exception:
+            return  # a table that fails now: the restrictions already said so
+        macros[f"{{{prefix}_mailer}}"] = where.transport
+        macros[f"{{{prefix}_host}}"] = where.nexthop
 
     def _warn(self, line: str) -> None:
         qid = self.chain.macros.get("i") or "NOQUEUE"
@@ -109,6 +134,7 @@ class SmtpdMilters:
         macros = self.chain.macros
         macros.pop("i", None)
         macros["{mail_addr}"] = sender
+        self._resolved("mail", sender)
         for key in ("{auth_type}", "{auth_authen}"):
             macros.pop(key, None)
         if session.sasl_username:
@@ -118,6 +144,7 @@ class SmtpdMilters:
 
     def rcpt(self, recipient: str, args: list[str]) -> Deferred[Verdict]:
         self.chain.macros["{rcpt_addr}"] = recipient
+        self._resolved("rcpt", recipient)
         return self.chain.rcpt(recipient, args)
 
     def data(self) -> Deferred[Verdict]:

@@ -347,7 +347,9 @@ class SMTPServerProtocol(Protocol):
         if f.milters is not None:
             # A milter's refusal at connect refuses every later command, as
             # a client restriction's does.
-            milters = self._milters = SmtpdMilters(f.milters, f.service_name)
+            milters = self._milters = SmtpdMilters(
+                f.milters, f.service_name, resolve=f.resolver.resolve
+            )
             outcome = then_milter(outcome, lambda: milters.connect(self.session, self.transport))
         if outcome is not None:
             self._when_checked(outcome, self._client_checked)

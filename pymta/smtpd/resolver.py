@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pymta.rewrite.interface import Resolution
+
 __all__ = ["ADDRESS_CLASSES", "OURS", "SmtpdResolver"]
 
 #: Postfix's address classes (ADDRESS_CLASS_README).
@@ -26,3 +28,7 @@ class SmtpdResolver(Protocol):
 
         May raise pymta.tables.interface.TableError (the check then defers).
         """
+
+    def resolve(self, address: str) -> Resolution:
+        """Where the address would be delivered (trivial-rewrite's resolve:
+        the milter macros {mail_mailer}/{rcpt_host} ... tell milters)."""

@@ -38,6 +38,7 @@ from pymta.milter.chain import Milters
 from pymta.milter.config import MilterClients
 from pymta.queue.model import Envelope
 from pymta.queue.space import QueueSpace
+from pymta.rewrite.interface import Resolution
 from pymta.smtpd.factory import SMTPServerFactory
 from pymta.smtpd.peername import HostsFile
 from pymta.smtpd.protocol import SMTPServerProtocol
@@ -144,6 +145,16 @@ class FakeResolver:
         if self.fail:
             raise TableError("fake table failure")
         return address.lower() in self.users
+
+    def resolve(self, address: str) -> Resolution:
+        """Postfix's default transports by address class."""
+        domain = address.rpartition("@")[2].lower()
+        klass = self.address_class(domain) if domain else "local"
+        transport = {"local": "local", "virtual_mailbox": "virtual", "relay": "relay"}.get(
+            klass, "smtp"
+        )
+        nexthop = "mx.example.com" if klass == "local" else domain
+        return Resolution(transport, nexthop, address)
 
 
 @implementer(ILookupTable)
