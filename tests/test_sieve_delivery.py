@@ -247,3 +247,17 @@ def test_vacation_once_for_deliveries_at_the_same_time(tmp_path: Path) -> None:
         d.callback(work())
     assert [r.status for r in results] == ["2.0.0", "2.0.0"]  # type: ignore[attr-defined]
     assert len(s.cleanup.submitted) == 1
+
+
+def test_imap4flags_keywords_are_stored(tmp_path: Path) -> None:
+    """imap4flags keywords reach the mailbox with the system flags: the file
+    carries a keyword letter from dovecot-keywords, as IMAP clients read it."""
+    s = Setup(
+        tmp_path,
+        'require "imap4flags";\nkeep :flags ["\\\\Flagged", "$Label1"];',
+    )
+    outcome = s.deliver()
+    assert outcome.status == "2.0.0", outcome.reason
+    (inbox,) = s.folder_files()
+    assert inbox.parent.name == "cur" and inbox.name.endswith(":2,Fa")
+    assert "$Label1" in (s.maildir / "dovecot-keywords").read_text()

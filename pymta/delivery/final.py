@@ -30,7 +30,6 @@ from pymta.delivery.durable import os_error_status
 from pymta.delivery.folder import InvalidFolderName, NoSuchFolder, deliver_to_folder
 from pymta.maillog import maillog
 from pymta.mailstore.interface import IMailDelivery
-from pymta.mailstore.names import FLAG_TO_LETTER
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import IMessageContent
 from pymta.quota.policy import QuotaPolicy, QuotaState, warning_message
@@ -173,7 +172,7 @@ class FinalDelivery:
         prefix: bytes,
         message: IMessageContent,
         mark: Callable[[], None] | None,
-        flags: str = "",
+        flags: tuple[str, ...] = (),
         reason: str = "saved mail to INBOX",
     ) -> Deferred[Outcome]:
         d = deliver_to_folder(
@@ -273,11 +272,10 @@ class FinalDelivery:
         message: IMessageContent,
         done: list[str],
     ) -> Deferred[str]:
-        letters = "".join(
-            sorted({FLAG_TO_LETTER[f.lower()] for f in flags if f.lower() in FLAG_TO_LETTER})
-        )
+        # System flags and keywords alike (the store's dovecot-keywords
+        # gives keywords their letters).
         d = deliver_to_folder(
-            self.writer, mailbox.maildir, folder, prefix, message, create=create, flags=letters
+            self.writer, mailbox.maildir, folder, prefix, message, create=create, flags=flags
         )
 
         def stored(path: str) -> str:
@@ -300,7 +298,7 @@ class FinalDelivery:
             if "INBOX" in done:
                 return succeed("")
             fallback = deliver_to_folder(
-                self.writer, mailbox.maildir, "INBOX", prefix, message, flags=letters
+                self.writer, mailbox.maildir, "INBOX", prefix, message, flags=flags
             )
             return fallback.addCallback(stored_inbox)
 

@@ -22,7 +22,7 @@ its ``maildirfolder`` file and one message file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred, fail
 
@@ -53,17 +53,6 @@ def folder_exists(maildir: str, folder: str) -> bool:
         return False
 
 
-#: Maildir flag letters (Sieve's imap4flags as the filter hands them over)
-#: and the IMAP system flags the mail store's delivery API takes.
-_LETTER_FLAGS = {
-    "D": "\\Draft",
-    "F": "\\Flagged",
-    "R": "\\Answered",
-    "S": "\\Seen",
-    "T": "\\Deleted",
-}
-
-
 def deliver_to_folder(
     writer: IMailDelivery,
     maildir: str,
@@ -72,13 +61,14 @@ def deliver_to_folder(
     message: IMessageContent,
     *,
     create: bool = False,
-    flags: str = "",
+    flags: Collection[str] = (),
     mark: Callable[[], None] | None = None,
 ) -> Deferred[str]:
     """Write ``prefix`` + ``message`` into ``folder`` of the mailbox at
     ``maildir``; fires with the new file's path once it is durable.
 
-    ``flags`` are Maildir letters (``S``, ``F``...: Sieve's imap4flags);
+    ``flags`` are IMAP flags and keywords (Sieve's imap4flags: ``\\Seen``,
+    ``$Label1``; the store drops what is neither a system flag nor an atom);
     ``mark`` runs right after the rename (the queue file's done mark).
     Errbacks: InvalidFolderName, NoSuchFolder (without ``create``), OSError.
     """
@@ -88,7 +78,4 @@ def deliver_to_folder(
         return fail()
     # The store makes a missing folder (with ``create``) complete: cur/ new/
     # tmp/ and the maildirfolder file, renamed into place.
-    system = [_LETTER_FLAGS[c] for c in sorted(set(flags)) if c in _LETTER_FLAGS]
-    return writer.deliver(
-        maildir, prefix, message, mark, folder=folder, flags=system, create=create
-    )
+    return writer.deliver(maildir, prefix, message, mark, folder=folder, flags=flags, create=create)
