@@ -44,19 +44,83 @@ def _optional(op: Any, av: Any) -> bool:
     return op in _REPEATS and av[0] == 0
 
 
-def _dangerous(body: list[tuple[Any, Any]]) -> bool:
-    items = _unwrap(body)
-    required = [(op, av) for op, av in items if not _optional(op, av)]
-    if not required:
-        # Every part may be empty: any unbounded part inside loops again.
-        return any(_unbounded(op, av) for op, av in items)
-    if len(required) == 1:
-        op, av = required[0]
-        if _unbounded(op, av):
+def _matches(op: Any, av: Any, ch: int) -> bool | None:
+    """Whether a one-character item matches character ``ch``; None when the
+    item is not one character (or of a kind not judged here)."""
+    if op is c.LITERAL:
+        return av == ch
+    if op is c.NOT_LITERAL:
+        return av != ch
+    if op is c.ANY:
+        return ch != 10
+    if op is c.IN:
+        negate = False
+        hit = False
+        for sub_op, sub_av in av:
+            if sub_op is c.NEGATE:
+                negate = True
+            elif sub_op is c.LITERAL:
+                hit = hit or sub_av == ch
+            elif sub_op is c.RANGE:
+                hit = hit or sub_av[0] <= ch <= sub_av[1]
+            elif sub_op is c.CATEGORY:
+                hit = hit or _category(sub_av, ch)
+            else:
+                return True  # unknown member: assume it may match
+        return hit != negate
+    return None
+
+
+def _category(category: Any, ch: int) -> bool:
+    text = chr(ch)
+    tests = {
+        c.CATEGORY_DIGIT: text.isdigit(),
+        c.CATEGORY_NOT_DIGIT: not text.isdigit(),
+        c.CATEGORY_SPACE: text.isspace(),
+        c.CATEGORY_NOT_SPACE: not text.isspace(),
+        c.CATEGORY_WORD: text.isalnum() or text == "_",
+        c.CATEGORY_NOT_WORD: not (text.isalnum() or text == "_"),
+    }
+    return tests.get(category, True)
+
+
+def _overlap(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
+    """Whether two items can match the same character (True when unsure)."""
+    for ch in range(256):
+        x, y = _matches(*a, ch), _matches(*b, ch)
+        if x is None or y is None:
             return True
-        if op is c.SUBPATTERN:
-            return _dangerous([(op, av)])
+        if x and y:
+            return True
     return False
+
+
+def _dangerous(body: list[tuple[Any, Any]]) -> bool:
+    """Whether a repeated body can split one text in many ways: it is made
+    of unbounded repetitions of one-character items and of one-character
+    items those repetitions also match, and nothing else that it needs
+    (``.+``, ``..*``, ``x+x+``, ``\\w+\\s?``); a required separator the
+    repetitions cannot match (``[a-z]+\\.``) splits it one way only."""
+    items = _unwrap(body)
+    if all(_optional(op, av) for op, av in items):
+        # The body may match nothing: any loop inside it loops again.
+        return any(_unbounded(op, av) for op, av in items)
+    loops = [av[2] for op, av in items if _unbounded(op, av)]
+    loop_items = [list(_unwrap(list(loop))) for loop in loops]
+    if not loops:
+        return False
+    if any(len(inner) != 1 for inner in loop_items):
+        # A repetition of something longer: judge it where the walk finds it.
+        return any(_dangerous(list(loop)) for loop in loops) and len(loops) == len(items)
+    elements = [inner[0] for inner in loop_items]
+    for op, av in items:
+        if _unbounded(op, av) or _optional(op, av):
+            continue
+        if _matches(op, av, 0) is None:
+            return False  # a required group or a longer item: not this shape
+        if not any(_overlap((op, av), element) for element in elements):
+            return False  # a separator the loops cannot eat
+    return True
 
 
 def _walk(items: Any) -> str | None:
