@@ -1,6 +1,6 @@
-"""pymta.tables.redos: the rule shapes that backtrack exponentially are
-found, the ordinary ones are not (each case was timed: the refused ones take
-seconds on a 30-character key that almost matches, the kept ones microseconds)."""
+"""pymta.tables.redos: the rule shapes that backtrack exponentially on a key
+that almost matches are found; the ordinary ones are not. The first two were
+found by fuzzing, with the CPU time one lookup took."""
 
 from __future__ import annotations
 
