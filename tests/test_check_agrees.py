@@ -192,8 +192,10 @@ def test_twistd_with_a_missing_certificate_says_so_in_one_line(tmp_path: Path) -
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
+    lines = (etc / "main.cf").read_text().splitlines()
+    line = lines.index("smtpd_tls_cert_file = /x/cert.pem") + 1
     assert result.stderr.strip() == (
-        f"pymta: fatal: {etc}/main.cf, line 19: smtpd_tls_cert_file: "
+        f"pymta: fatal: {etc}/main.cf, line {line}: smtpd_tls_cert_file: "
         "cannot read certificate /x/cert.pem: No such file or directory"
     )
 
