@@ -27,9 +27,8 @@ from twisted.python.failure import Failure
 
 from pymta.cleanup.interface import CleanupRejected
 from pymta.delivery.durable import os_error_status
-from pymta.delivery.folder import InvalidFolderName, NoSuchFolder, deliver_to_folder
 from pymta.maillog import maillog
-from pymta.mailstore.interface import IMailDelivery
+from pymta.mailstore.interface import IMailDelivery, InvalidFolderName, NoSuchFolder
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import IMessageContent
 from pymta.quota.policy import QuotaPolicy, QuotaState, warning_message
@@ -175,9 +174,7 @@ class FinalDelivery:
         flags: tuple[str, ...] = (),
         reason: str = "saved mail to INBOX",
     ) -> Deferred[Outcome]:
-        d = deliver_to_folder(
-            self.writer, mailbox.maildir, "INBOX", prefix, message, mark=mark, flags=flags
-        )
+        d = self.writer.deliver(mailbox.maildir, prefix, message, mark, flags=flags)
         return d.addCallbacks(lambda _: Outcome("2.0.0", reason), _failed)
 
     def _filtered(
@@ -273,9 +270,10 @@ class FinalDelivery:
         done: list[str],
     ) -> Deferred[str]:
         # System flags and keywords alike (the store's dovecot-keywords
-        # gives keywords their letters).
-        d = deliver_to_folder(
-            self.writer, mailbox.maildir, folder, prefix, message, create=create, flags=flags
+        # gives keywords their letters); the store refuses an invalid folder
+        # name (InvalidFolderName) and makes a missing one only with create.
+        d = self.writer.deliver(
+            mailbox.maildir, prefix, message, folder=folder, flags=flags, create=create
         )
 
         def stored(path: str) -> str:
@@ -297,9 +295,7 @@ class FinalDelivery:
             )
             if "INBOX" in done:
                 return succeed("")
-            fallback = deliver_to_folder(
-                self.writer, mailbox.maildir, "INBOX", prefix, message, flags=flags
-            )
+            fallback = self.writer.deliver(mailbox.maildir, prefix, message, flags=flags)
             return fallback.addCallback(stored_inbox)
 
         def stored_inbox(path: str) -> str:
