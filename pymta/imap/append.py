@@ -36,7 +36,6 @@ from twisted.python.failure import Failure
 from pymta.imap import mailbox_commands as mc
 from pymta.imap.fetch import MessageData, parse_items
 from pymta.imap.parser import Atom, Literal, ParseError, Token
-from pymta.imap.quota_commands import session_guard
 from pymta.imap.sequence import format_set
 from pymta.imap.structure import crlf
 from pymta.imap.wire import parse_date_time
@@ -286,7 +285,7 @@ def store_all(
     committed: list[int] = []
     # QUOTA: all the messages together must fit (OSError(EDQUOT) answers
     # NO [OVERQUOTA], as a single APPEND's does).
-    guard = session_guard(s, sum(len(content) for content, _, _ in contents))
+    guard = mc.session_guard(s, sum(len(content) for content, _, _ in contents))
 
     def answer(failure: Failure | None) -> None:
         if failure is not None or len(committed) != len(contents):

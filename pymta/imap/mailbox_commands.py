@@ -50,6 +50,7 @@ from pymta.mailstore.prefetch import prefetch_scan
 
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
+    from pymta.imap.quota_commands import IMAPQuota
 
 
 class NameRefused(Exception):
@@ -548,9 +549,7 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
         return
     # QUOTA: the message must fit the user's quota (checked where it is written).
-    quota = getattr(s, "quota", None)
-    root = getattr(s.mailbox, "root", None)
-    guard = quota.guard(s.user, root, len(message)) if quota is not None and root else None
+    guard = session_guard(s, len(message))
     staging = IStagedAppend(folder, None)
     if s.run_in_thread is None or staging is None:
         try:
@@ -563,6 +562,16 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
         return
     _staged_append(s, tag, name, folder, staging, message, flags, date, guard)
+
+
+def session_guard(s: IMAPServer, size: int) -> Callable[[], None] | None:
+    """The quota check for ``size`` more bytes in this session's mailbox
+    (APPEND, MULTIAPPEND, CATENATE, COPY), or None without quotas."""
+    quota: IMAPQuota | None = getattr(s, "quota", None)
+    root = getattr(s.mailbox, "root", None)
+    if quota is None or not root:
+        return None
+    return quota.guard(s.user, root, size)
 
 
 def _storable(message: bytes) -> bytes:

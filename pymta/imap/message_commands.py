@@ -37,9 +37,8 @@ from pymta.imap.fetch import (
     render,
     sets_seen,
 )
-from pymta.imap.mailbox_commands import _flag_name, mailbox_arg
+from pymta.imap.mailbox_commands import _flag_name, mailbox_arg, session_guard
 from pymta.imap.parser import Atom, ParseError, Token
-from pymta.imap.quota_commands import session_guard
 from pymta.imap.results import SEARCH_OPTIONS, Partial, parse_return, partial_item
 from pymta.imap.scan import ScanJob, ScanResult, scan_search
 from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search

@@ -59,16 +59,6 @@ class IMAPQuota:
         return check
 
 
-def session_guard(s: IMAPServer, size: int) -> Callable[[], None] | None:
-    """The quota check for ``size`` more bytes in this session's mailbox
-    (APPEND, MULTIAPPEND, CATENATE, COPY), or None without quotas."""
-    quota: IMAPQuota | None = getattr(s, "quota", None)
-    root = _maildir(s)
-    if quota is None or not root:
-        return None
-    return quota.guard(s.user, root, size)
-
-
 def _maildir(s: IMAPServer) -> str | None:
     return getattr(s.mailbox, "root", None)
 
