@@ -245,8 +245,7 @@ def main() -> int:
         (workdir / "kt").write_text(f"k {DOMAIN}:s:{key_file}\n")
         (workdir / "st").write_text(f"{DOMAIN} k\n")
         base = (
-            # pymta writes mailboxes as its own user (these are Postfix's).
-            "virtual_uid_maps =\nvirtual_gid_maps =\nvirtual_minimum_uid = 100\n"
+            "virtual_minimum_uid = 100\n"
             f"mynetworks = 127.0.0.1/32\npymta_dns_servers = 127.0.0.1:{zone.port}\n"
         )
         checks = (

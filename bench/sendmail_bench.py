@@ -75,23 +75,6 @@ SENDMAIL_IMPORTS = (
 )
 
 
-class PymtaBenchServer(PymtaServer):
-    """bench_pymta's server without the Postfix-only virtual_uid/gid_maps
-    lines, which pymta refuses at start (it writes mailboxes as its own user)."""
-
-    def write_config(self) -> None:
-        super().write_config()
-        main_cf = self.config / "main.cf"
-        lines = main_cf.read_text().splitlines(keepends=True)
-        main_cf.write_text(
-            "".join(
-                line
-                for line in lines
-                if not line.startswith(("virtual_uid_maps", "virtual_gid_maps"))
-            )
-        )
-
-
 def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -244,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         results["sendmail_import_ms"] = 1000 * mean_wall([args.python, *flags, "-c", imports])
         makers: dict[str, Callable[[], Any]] = {
             "postfix": lambda: PostfixServer(workdir, setup),
-            "pymta": lambda: PymtaBenchServer(workdir, setup),
+            "pymta": lambda: PymtaServer(workdir, setup),
         }
         for name in wanted:
             progress(f"{name}: {args.messages} sendmail processes, live then backlog")
