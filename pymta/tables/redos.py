@@ -71,17 +71,24 @@ def _matches(op: Any, av: Any, ch: int) -> bool | None:
     return None
 
 
+def _is_word(text: str) -> bool:
+    return text.isalnum() or text == "_"
+
+
+#: The character classes \d \D \s \S \w \W as tests of one character.
+_CATEGORIES = {
+    c.CATEGORY_DIGIT: str.isdigit,
+    c.CATEGORY_NOT_DIGIT: lambda text: not text.isdigit(),
+    c.CATEGORY_SPACE: str.isspace,
+    c.CATEGORY_NOT_SPACE: lambda text: not text.isspace(),
+    c.CATEGORY_WORD: _is_word,
+    c.CATEGORY_NOT_WORD: lambda text: not _is_word(text),
+}
+
+
 def _category(category: Any, ch: int) -> bool:
-    text = chr(ch)
-    tests = {
-        c.CATEGORY_DIGIT: text.isdigit(),
-        c.CATEGORY_NOT_DIGIT: not text.isdigit(),
-        c.CATEGORY_SPACE: text.isspace(),
-        c.CATEGORY_NOT_SPACE: not text.isspace(),
-        c.CATEGORY_WORD: text.isalnum() or text == "_",
-        c.CATEGORY_NOT_WORD: not (text.isalnum() or text == "_"),
-    }
-    return tests.get(category, True)
+    test = _CATEGORIES.get(category)
+    return True if test is None else bool(test(chr(ch)))
 
 
 def _overlap(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
