@@ -136,7 +136,13 @@ class _Parser:
                     if kind == ",":
                         self.pos += 1
                         continue
-                    out.append(self.mailbox(self.words("<@,;:")))
+                    member = self.words("<@,;:")
+                    if not member and self.peek() not in ("<", "@"):
+                        # A stray ":" (a group inside a group) that nothing
+                        # takes: skipped, or the loop would never end.
+                        self.pos += 1
+                        continue
+                    out.append(self.mailbox(member))
                 if self.peek() == ";":
                     self.pos += 1
                 out.append(Address(None, None, None, None))
