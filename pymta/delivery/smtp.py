@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import random as random_module
 import socket
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any
 
 from twisted.internet import error as net_error
@@ -58,11 +58,14 @@ from pymta.delivery.smtp_content import survey
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import (
+    PolicyHook,
     TLSPolicy,
     client_grades,
     default_level,
+    grades_of,
     load_trust,
-    policy_for,
+    main_cf_policy,
+    table_policy,
 )
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
@@ -208,8 +211,11 @@ class SMTPAgent:
         own: Collection[str] | None = None,
         name: str = "smtp",
         protocol: str = "smtp",
+        policy_hooks: Sequence[PolicyHook] = (),
     ) -> None:
         self.name = name
+        #: sources of TLS policy after smtp_tls_policy_maps (MTA-STS), in order
+        self.policy_hooks = list(policy_hooks)
         self.protocol = protocol
         p = functools.partial(param_name, protocol)
         self._config = config
@@ -258,8 +264,21 @@ class SMTPAgent:
         specs = self._config.get_list(name)
         return open_maps(specs, self._config) if specs else None
 
-    def _settings(self, nexthop: str, domain: str, host: Host | None) -> SessionSettings:
-        policy = policy_for(nexthop, domain, self._config, self._policy_table, self.protocol)
+    async def _destination_policy(self, nexthop: str, domain: str) -> TLSPolicy:
+        """smtp_tls_policy_maps first (the administrator's word), then each
+        hook (MTA-STS), then the main.cf level. Errors as table_policy."""
+        found = table_policy(nexthop, domain, self._policy_table, self._p("tls_policy_maps"))
+        if found is not None:
+            return found
+        for hook in self.policy_hooks:
+            hooked = await hook(nexthop, domain)
+            if hooked is not None:
+                return hooked
+        return main_cf_policy(self._config, self.protocol)
+
+    def _settings(
+        self, nexthop: str, domain: str, host: Host | None, policy: TLSPolicy
+    ) -> SessionSettings:
         sasl = None
         if self._sasl_table is not None:
             sasl = credentials_for(self._sasl_table, nexthop, host.name if host else domain)
@@ -268,7 +287,7 @@ class SMTPAgent:
             timeouts=self._timeouts,
             tls=policy,
             trust=self._trust,
-            tls_grades=self._tls_grades,
+            tls_grades=grades_of(policy, self._config, self.protocol) or self._tls_grades,
             sasl=sasl,
             sasl_options=self._config.get_list(self._p("sasl_security_options")),
             sasl_tls_options=self._config.get_list(self._p("sasl_tls_security_options")),
@@ -313,7 +332,8 @@ class SMTPAgent:
             ]
 
         try:
-            policy_for(nexthop, domain, self._config, self._policy_table, self.protocol)
+            policy = await self._destination_policy(nexthop, domain)
+            grades_of(policy, self._config, self.protocol)  # a bad ciphers= defers here
         except TableError as e:
             return every("4.3.0", f"TLS policy table lookup failure: {e}")
         except (ConfigError, ValueError) as e:
@@ -321,7 +341,7 @@ class SMTPAgent:
             return every("4.7.5", f"TLS policy for {nexthop}: {e}")
         session = self.cache.take(key)
         if session is not None:
-            settings = self._settings(nexthop, domain, None)
+            settings = self._settings(nexthop, domain, None, policy)
             if await reset(session, settings):
                 return await self._send(session, settings, key, request, facts, started, domain)
             self._close(session)
@@ -359,7 +379,7 @@ class SMTPAgent:
                 maillog(self.name, last.reason)
                 continue
             sessions += 1
-            settings = self._settings(nexthop, domain, host)
+            settings = self._settings(nexthop, domain, host, policy)
             if plaintext:
                 settings.tls = TLSPolicy("none")
             tls_name = domain if settings.tls.level == "secure" else host.name

@@ -14,9 +14,13 @@ or per destination through ``smtp_tls_policy_maps``):
   against the MX host name (verify) or the next-hop domain (secure) with
   service-identity; a failure defers ``4.7.5``.
 
-A policy table entry is ``level [match=name:name...]`` looked up by the
-next hop as written (``[mx.example]:587``), then the bare domain, then its
-parent domains as ``.parent``. The obsolete ``smtp_enforce_tls`` /
+A policy table entry is ``level [match=name:name...] [ciphers=grade]
+[protocols=list]`` looked up by the next hop as written
+(``[mx.example]:587``), then the bare domain, then its parent domains as
+``.parent``; any other attribute makes the entry an error (the mail is
+deferred). The one policy object, :class:`TLSPolicy`, comes from that
+table first, then from the agent's :data:`PolicyHook` list (MTA-STS), then
+from main.cf. The obsolete ``smtp_enforce_tls`` /
 ``smtp_use_tls`` apply when the level is empty, as in Postfix. The lmtp
 client reads the ``lmtp_*`` twins (an empty level is none there). Protocols
 and TLS 1.2 ciphers: ``smtp_tls_protocols``, ``smtp_tls_ciphers`` and
@@ -28,11 +32,13 @@ judged by OpenSSL and service-identity).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred
 
 from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import Lookup
@@ -45,16 +51,51 @@ VERIFIED = ("verify", "secure")
 
 @dataclass(frozen=True)
 class TLSPolicy:
+    """The TLS policy of one destination (or of one MX host of it).
+
+    One object for every source of policy: ``smtp_tls_policy_maps`` (the
+    administrator's word, first), a :data:`PolicyHook` such as MTA-STS
+    (next), the main.cf level (last); DANE then turns a ``dane`` or
+    ``dane-only`` level into the policy of each MX host (its TLSA records,
+    or ``may`` when the DNS answers are not DNSSEC-secure).
+
+    - ``level``: one of :data:`LEVELS`;
+    - ``match``: names the certificate must carry (verify, secure; Postfix's
+      ``hostname``, ``nexthop``, ``dot-nexthop`` or literal names, a name
+      starting with ``.`` matching any subdomain), or the certificate
+      digests of level fingerprint;
+    - ``source``: who said so, for the logs (``main.cf``,
+      ``smtp_tls_policy_maps``, ``mta-sts``, ``dane``);
+    - ``ciphers`` / ``protocols``: a policy's own ``ciphers=`` grade and
+      ``protocols=`` list ('' means main.cf's);
+    - ``tlsa``: the host's usable TLSA records (level dane, after the
+      lookups; RFC 7672 usages 2 and 3 only).
+    """
+
     level: str
     match: tuple[str, ...] = field(default=())
+    source: str = "main.cf"
+    ciphers: str = ""
+    protocols: str = ""
+    tlsa: tuple[Any, ...] = field(default=())
 
     @property
     def required(self) -> bool:
+        """A session without TLS defers (4.7.4)."""
         return self.level in REQUIRED
 
     @property
     def verified(self) -> bool:
+        """The peer's certificate is checked (a failure defers 4.7.5)."""
         return self.level in VERIFIED
+
+
+#: Another source of a destination's policy (MTA-STS): called with
+#: ``(nexthop, domain)`` when ``smtp_tls_policy_maps`` has no entry for it;
+#: fires with the TLSPolicy that replaces the main.cf level, or None when it
+#: has nothing to say. It must not errback (a failure is a policy: a
+#: deferral is ``TLSPolicy("encrypt")``-or-stricter, never a silent may).
+PolicyHook = Callable[[str, str], Deferred[TLSPolicy | None]]
 
 
 def default_level(config: Config, prefix: str = "smtp") -> str:
@@ -89,38 +130,96 @@ def _check(level: str, parameter: str) -> str:
     return level
 
 
-def parse_policy(value: str) -> TLSPolicy:
-    """``verify match=hostname:nexthop`` -> TLSPolicy."""
+#: policy table attributes pymta acts on (Postfix's others, such as
+#: ``tafile=`` or ``servername=``, make the entry an error: deferred, never
+#: quietly weaker)
+ATTRIBUTES = ("match", "ciphers", "protocols")
+
+
+def parse_policy(value: str, source: str = "smtp_tls_policy_maps") -> TLSPolicy:
+    """``verify match=hostname:nexthop ciphers=high`` -> TLSPolicy.
+
+    As Postfix's smtp_tls_policy.c: names in ``match=`` are separated by
+    ``:``, digests of level fingerprint (which contain ``:``) by ``|``, and
+    several ``match=`` attributes add up. ValueError (or ConfigError) for
+    an entry Postfix would also refuse."""
     words = value.split()
     if not words:
         raise ValueError("empty TLS policy")
-    level = _check(words[0].lower(), "smtp_tls_policy_maps")
-    match: tuple[str, ...] = ()
+    level = _check(words[0].lower(), source)
+    match: list[str] = []
+    attributes: dict[str, str] = {}
     for word in words[1:]:
-        name, _, arg = word.partition("=")
-        if name.lower() == "match":
-            match = tuple(m for m in arg.split(":") if m)
-    return TLSPolicy(level, match)
+        name, equals, arg = word.partition("=")
+        name = name.lower()
+        if not equals or name not in ATTRIBUTES:
+            raise ValueError(f"unsupported TLS policy attribute {word!r}")
+        if name == "match":
+            separator = "|" if level == "fingerprint" else ":"
+            match.extend(m.strip() for m in arg.split(separator) if m.strip())
+        else:
+            attributes[name] = arg
+    return TLSPolicy(
+        level,
+        tuple(match),
+        source=source,
+        ciphers=attributes.get("ciphers", ""),
+        protocols=attributes.get("protocols", ""),
+    )
 
 
 def policy_for(
     nexthop: str, domain: str, config: Config, table: Lookup | None, prefix: str = "smtp"
 ) -> TLSPolicy:
-    """The policy of one destination (table first, then the main.cf level)."""
-    if table is not None:
-        keys = [nexthop, domain]
-        labels = domain.split(".")
-        keys.extend("." + ".".join(labels[i:]) for i in range(1, len(labels)))
-        for key in keys:
-            if not key:
-                continue
-            value = table.lookup(key)
-            if value:
-                return parse_policy(value)
+    """The policy of one destination from the table, else the main.cf level."""
+    found = table_policy(nexthop, domain, table, f"{prefix}_tls_policy_maps")
+    return found if found is not None else main_cf_policy(config, prefix)
+
+
+def table_policy(
+    nexthop: str, domain: str, table: Lookup | None, source: str = "smtp_tls_policy_maps"
+) -> TLSPolicy | None:
+    """The table's entry for the next hop as written, the bare domain, then
+    its parents as ``.parent``; None when it has none. TableError,
+    ValueError or ConfigError when the table or the entry is bad."""
+    if table is None:
+        return None
+    keys = [nexthop, domain]
+    labels = domain.split(".")
+    keys.extend("." + ".".join(labels[i:]) for i in range(1, len(labels)))
+    for key in keys:
+        if not key:
+            continue
+        value = table.lookup(key)
+        if value:
+            return parse_policy(value, source)
+    return None
+
+
+def main_cf_policy(config: Config, prefix: str = "smtp") -> TLSPolicy:
+    """The level of main.cf with its ``*_cert_match`` names."""
     level = default_level(config, prefix)
     kind = "secure" if level == "secure" else "verify"
     match = f"{prefix}_tls_{kind}_cert_match"
-    return TLSPolicy(level, tuple(config.get_list(match)))
+    return TLSPolicy(level, tuple(config.get_list(match)), source="main.cf")
+
+
+def grades_of(
+    policy: TLSPolicy, config: Config, prefix: str = "smtp"
+) -> dict[bool, TLSSettings] | None:
+    """The protocols and ciphers of a policy with its own ``ciphers=`` or
+    ``protocols=`` (they replace the main.cf grade and list of both kinds,
+    as in Postfix); None when it has neither (the agent's own apply).
+    ConfigError for a bad grade or list."""
+    overrides: dict[str, str] = {}
+    for kind in ("", "mandatory_"):
+        if policy.ciphers:
+            overrides[f"{prefix}_tls_{kind}ciphers"] = policy.ciphers
+        if policy.protocols:
+            overrides[f"{prefix}_tls_{kind}protocols"] = policy.protocols
+    if not overrides:
+        return None
+    return client_grades(config.with_overrides(overrides, policy.source), prefix)
 
 
 def load_trust(cafile: str) -> Any:

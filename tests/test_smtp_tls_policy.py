@@ -1,0 +1,114 @@
+"""The smtp client's per-destination TLS policy: smtp_tls_policy_maps
+entries as Postfix parses them, and the hook other policy sources (MTA-STS)
+fill, in memory (StringTransport peers, Clock, in-memory DNS)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from pymta.config import Config, ConfigError
+from pymta.delivery.lookup import DictLookup, Lookup
+from pymta.delivery.smtp import SMTPAgent
+from pymta.delivery.smtp_tls import TLSPolicy, grades_of, parse_policy, policy_for
+from pymta.dns.memory import MemoryResolver
+from tests.test_delivery_smtp import ZONE, Peer, _config, _greet, _request, _result
+
+
+def test_policy_entry_attributes() -> None:
+    """match= names split on ':', several match= add up, ciphers= and
+    protocols= are kept; the source says where the policy came from."""
+    policy = parse_policy("secure match=nexthop:.example.net match=mx.example.org ciphers=high")
+    assert policy.level == "secure"
+    assert policy.match == ("nexthop", ".example.net", "mx.example.org")
+    assert policy.ciphers == "high" and policy.protocols == ""
+    assert policy.source == "smtp_tls_policy_maps"
+
+
+def test_unknown_policy_attribute_is_an_error() -> None:
+    """An attribute pymta does not act on (tafile=) makes the entry an
+    error (the delivery defers) instead of being ignored."""
+    with pytest.raises(ValueError, match="unsupported TLS policy attribute"):
+        parse_policy("verify tafile=/etc/ta.pem")
+
+
+def test_per_destination_ciphers_and_protocols_shape_the_grades() -> None:
+    """ciphers=high and protocols=TLSv1.3 replace main.cf's grade and list
+    for that destination; a bad grade is a ConfigError."""
+    config = Config({"myhostname": "mx.ours.test"})
+    grades = grades_of(parse_policy("encrypt ciphers=high protocols=TLSv1.3"), config)
+    assert grades is not None
+    assert grades[True].ciphers == config.get("tls_high_cipherlist")
+    assert grades[True].min_version == grades[True].max_version
+    assert grades_of(parse_policy("encrypt"), config) is None
+    with pytest.raises(ConfigError):
+        grades_of(parse_policy("encrypt ciphers=null"), config)
+
+
+def test_table_beats_main_cf() -> None:
+    """A table entry for the parent domain (.example.net) wins over main.cf."""
+    table = DictLookup({".example.net": "encrypt"})
+    config = Config({"smtp_tls_security_level": "may"})
+    assert policy_for("sub.example.net", "sub.example.net", config, table).level == "encrypt"
+    assert policy_for("example.org", "example.org", config, table).source == "main.cf"
+
+
+def _hooked_agent(
+    peer: Peer, hook_policy: TLSPolicy | None, tables: dict[str, str] | None = None
+) -> tuple[SMTPAgent, list[tuple[str, str]]]:
+    calls: list[tuple[str, str]] = []
+
+    def hook(nexthop: str, domain: str) -> Deferred[TLSPolicy | None]:
+        calls.append((nexthop, domain))
+        return succeed(hook_policy)
+
+    def open_maps(specs: list[str], config: Config) -> Lookup:
+        return DictLookup(tables or {})
+
+    extra = {"smtp_tls_policy_maps": "inline:p"} if tables else {}
+    agent = SMTPAgent(
+        _config(**extra),
+        peer.clock,
+        MemoryResolver(ZONE),
+        peer.connect,
+        open_maps=open_maps,
+        policy_hooks=[hook],
+    )
+    return agent, calls
+
+
+def test_hook_policy_replaces_the_main_cf_level() -> None:
+    """A hook (MTA-STS) that says encrypt makes a peer without STARTTLS a
+    4.7.4 deferral although main.cf says may."""
+    clock = Clock()
+    peer = Peer(clock)
+    agent, calls = _hooked_agent(peer, TLSPolicy("encrypt", source="mta-sts"))
+    d = agent.deliver(_request(["a@example.net"], nexthop="[relay.example.net]"))
+    _greet(peer, "250 relay.example.net")
+    (a,) = _result(d)
+    assert calls == [("[relay.example.net]", "relay.example.net")]
+    assert a.status == "4.7.4" and "TLS is required" in a.reason
+
+
+def test_hook_without_policy_leaves_main_cf() -> None:
+    """A hook that has nothing to say (None) leaves main.cf's may."""
+    clock = Clock()
+    peer = Peer(clock)
+    agent, _ = _hooked_agent(peer, None)
+    d = agent.deliver(_request(["a@example.net"]))
+    _greet(peer, "250 mx1.example.net")
+    assert peer.written() == ["MAIL FROM:<sender@ours.test>"]
+    assert not d.called
+
+
+def test_policy_table_is_asked_before_the_hook() -> None:
+    """smtp_tls_policy_maps is the administrator's word: its entry is used
+    and the hook is not asked."""
+    clock = Clock()
+    peer = Peer(clock)
+    agent, calls = _hooked_agent(peer, TLSPolicy("encrypt"), {"example.net": "none"})
+    d = agent.deliver(_request(["a@example.net"]))
+    _greet(peer, "250-mx1.example.net", "250 STARTTLS")
+    assert peer.written() == ["MAIL FROM:<sender@ours.test>"]
+    assert calls == [] and not d.called
