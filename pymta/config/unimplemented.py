@@ -184,13 +184,6 @@ _ENTRIES: list[Unimplemented] = [
     _w("smtpd_sasl_local_domain", "", "pymta's SASL user names are the passdb's, unchanged"),
     # --- the smtp and lmtp clients ------------------------------------------
     _w("smtp_host_lookup", "dns", "pymta looks up hosts in DNS only"),
-    Unimplemented(
-        "smtp_dns_support_level",
-        "",
-        REFUSE,
-        "pymta does no DNSSEC validation",
-        ("disabled", "enabled"),
-    ),
     _r("disable_dns_lookups", "no", "pymta looks up hosts in DNS only"),
     _w("smtp_address_preference", "any", "pymta tries addresses in the order DNS gives them"),
     _w("smtp_always_send_ehlo", "yes", "pymta always sends EHLO unless smtp_never_send_ehlo"),

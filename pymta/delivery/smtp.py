@@ -50,6 +50,7 @@ from zope.interface import implementer
 
 from pymta.config import Config
 from pymta.config.errors import ConfigError
+from pymta.delivery.dane import DANE_LEVELS, host_policy
 from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientStatus
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.delivery.smtp_cache import ConnectionCache
@@ -60,8 +61,10 @@ from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import (
     PolicyHook,
     TLSPolicy,
+    check_main_cf,
     client_grades,
-    default_level,
+    dane_usable,
+    fingerprint_digest,
     grades_of,
     load_trust,
     main_cf_policy,
@@ -241,7 +244,8 @@ class SMTPAgent:
             if config.get_bool(p("sasl_auth_enable"))
             else None
         )
-        default_level(config, protocol)  # a bad level stops the start (ConfigError)
+        check_main_cf(config, protocol)  # a level pymta cannot honour stops the start
+        self._fingerprint_digest = fingerprint_digest(config, protocol)
         cafile = config.get(p("tls_CAfile")).strip()
         self._trust: Any = load_trust(cafile) if cafile else None
         self._tls_grades = client_grades(config, protocol)
@@ -269,6 +273,8 @@ class SMTPAgent:
         hook (MTA-STS), then the main.cf level. Errors as table_policy."""
         found = table_policy(nexthop, domain, self._policy_table, self._p("tls_policy_maps"))
         if found is not None:
+            if found.level in DANE_LEVELS and not dane_usable(self._config):
+                raise ValueError(f"level {found.level} needs smtp_dns_support_level = dnssec")
             return found
         for hook in self.policy_hooks:
             hooked = await hook(nexthop, domain)
@@ -297,6 +303,7 @@ class SMTPAgent:
             lmtp=self.protocol == "lmtp",
             service=self.name,
             myhostname=self._config.get("myhostname"),
+            fingerprint_digest=self._fingerprint_digest,
         )
 
     def _cacheable(self, nexthop: str, domain: str) -> bool:
@@ -372,6 +379,15 @@ class SMTPAgent:
             if sessions >= max(self._mx_session_limit, 1) and not plaintext:
                 break
             relay = f"{host.name}[{host.address}]" + (f":{port}" if port else "")
+            host_tls = policy
+            if policy.level in DANE_LEVELS and not plaintext:
+                # RFC 7672: the TLSA records of this MX host, before connecting.
+                try:
+                    host_tls = await host_policy(self._dns, policy, host, port, domain)
+                except SessionError as e:
+                    last = e
+                    maillog(self.name, f"{request.queue_id}: {e.reason}")
+                    continue
             try:
                 chat = await self._connect(host.address, port, self._timeouts["connect"], relay)
             except Exception as e:  # a failed connection: the next host
@@ -379,7 +395,7 @@ class SMTPAgent:
                 maillog(self.name, last.reason)
                 continue
             sessions += 1
-            settings = self._settings(nexthop, domain, host, policy)
+            settings = self._settings(nexthop, domain, host, host_tls)
             if plaintext:
                 settings.tls = TLSPolicy("none")
             tls_name = domain if settings.tls.level == "secure" else host.name

@@ -39,14 +39,20 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer
 
 from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import Lookup
 from pymta.tls_grades import TLSSettings, settings_for
 
-LEVELS = ("none", "may", "encrypt", "verify", "secure")
-REQUIRED = ("encrypt", "verify", "secure")
-VERIFIED = ("verify", "secure")
+LEVELS = ("none", "may", "encrypt", "fingerprint", "verify", "secure", "dane", "dane-only")
+REQUIRED = ("encrypt", "fingerprint", "verify", "secure", "dane", "dane-only")
+#: levels whose certificate check is OpenSSL's chain and name check
+PKIX = ("verify", "secure")
+#: levels whose check is pymta's, after the handshake (pymta.delivery.dane)
+MATCHED = ("fingerprint", "dane")
+VERIFIED = PKIX + MATCHED
 
 
 @dataclass(frozen=True)
@@ -108,19 +114,81 @@ def default_level(config: Config, prefix: str = "smtp") -> str:
             level = "may" if config.get_bool(f"{prefix}_use_tls") else "none"
         else:
             level = "may" if prefix == "smtp" else "none"
-    return _check(level, f"{prefix}_tls_security_level")
+    return _check(level, f"{prefix}_tls_security_level", prefix)
 
 
-#: Postfix's levels that pymta does not implement: DANE needs TLSA lookups
-#: through a DNSSEC-validating resolver, fingerprint pinned digests. They
-#: are refused, never quietly turned into a weaker level.
-UNIMPLEMENTED_LEVELS = ("dane", "dane-only", "fingerprint")
-
-
-def _check(level: str, parameter: str) -> str:
-    if level in UNIMPLEMENTED_LEVELS:
+def check_main_cf(config: Config, prefix: str = "smtp") -> None:
+    """What the start refuses (ConfigError) rather than turn into a weaker
+    level: a bad level; dane without ``smtp_dns_support_level = dnssec``
+    (Postfix falls back to may with a warning; pymta never does so
+    silently); fingerprint without a fingerprint to match; a bad digest."""
+    level = default_level(config, prefix)
+    _digest_name(config, prefix)
+    support = config.get("smtp_dns_support_level").strip().lower()
+    if support not in ("", "enabled", "dnssec"):
         raise ConfigError(
-            f"TLS level {level} is not implemented by pymta (use verify or secure)",
+            f"bad value {support!r}: pymta always looks up hosts in DNS "
+            "(expected enabled or dnssec)",
+            parameter="smtp_dns_support_level",
+        )
+    if level in ("dane", "dane-only") and support != "dnssec":
+        raise ConfigError(
+            f"TLS level {level} needs smtp_dns_support_level = dnssec (TLSA records "
+            "are only believed from a DNSSEC-validating resolver on loopback)",
+            parameter=f"{prefix}_tls_security_level",
+        )
+    if level == "fingerprint":
+        digests = config.get_list(f"{prefix}_tls_fingerprint_cert_match")
+        if not digests:
+            raise ConfigError(
+                f"TLS level fingerprint needs {prefix}_tls_fingerprint_cert_match",
+                parameter=f"{prefix}_tls_security_level",
+            )
+        for digest in digests:
+            _check_digest(digest, f"{prefix}_tls_fingerprint_cert_match")
+
+
+def dane_usable(config: Config) -> bool:
+    """Whether this smtp client can do DANE (DNSSEC answers it trusts)."""
+    return config.get("smtp_dns_support_level").strip().lower() == "dnssec"
+
+
+def _digest_name(config: Config, prefix: str) -> str:
+    name = config.get(f"{prefix}_tls_fingerprint_digest").strip().lower()
+    if name not in FINGERPRINT_DIGESTS:
+        raise ConfigError(
+            f"bad digest {name!r}: expected one of {', '.join(FINGERPRINT_DIGESTS)}",
+            parameter=f"{prefix}_tls_fingerprint_digest",
+        )
+    return name
+
+
+def fingerprint_digest(config: Config, prefix: str = "smtp") -> str:
+    """``smtp_tls_fingerprint_digest`` (sha256 by default, as Postfix 3.6)."""
+    return _digest_name(config, prefix)
+
+
+FINGERPRINT_DIGESTS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+
+
+def _check_digest(text: str, parameter: str) -> str:
+    value = text.replace(":", "")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        value = ""
+    if not value:
+        raise ConfigError(f"bad fingerprint {text!r}: expected hex bytes", parameter=parameter)
+    return text
+
+
+def _check(level: str, parameter: str, prefix: str = "smtp") -> str:
+    if prefix == "lmtp" and level in ("dane", "dane-only"):
+        # LMTP next hops are not found through MX records; Postfix's lmtp
+        # does DANE only with lmtp_dns_support_level, which pymta lacks.
+        raise ConfigError(
+            f"TLS level {level} is not implemented by pymta's lmtp client "
+            "(use verify, secure or fingerprint)",
             parameter=parameter,
         )
     if level not in LEVELS:
@@ -146,7 +214,7 @@ def parse_policy(value: str, source: str = "smtp_tls_policy_maps") -> TLSPolicy:
     words = value.split()
     if not words:
         raise ValueError("empty TLS policy")
-    level = _check(words[0].lower(), source)
+    level = _check(words[0].lower(), source, source.split("_")[0])
     match: list[str] = []
     attributes: dict[str, str] = {}
     for word in words[1:]:
@@ -159,6 +227,11 @@ def parse_policy(value: str, source: str = "smtp_tls_policy_maps") -> TLSPolicy:
             match.extend(m.strip() for m in arg.split(separator) if m.strip())
         else:
             attributes[name] = arg
+    if level == "fingerprint":
+        if not match:
+            raise ValueError("TLS level fingerprint without match= fingerprints")
+        for digest in match:
+            _check_digest(digest, source)
     return TLSPolicy(
         level,
         tuple(match),
@@ -199,7 +272,7 @@ def table_policy(
 def main_cf_policy(config: Config, prefix: str = "smtp") -> TLSPolicy:
     """The level of main.cf with its ``*_cert_match`` names."""
     level = default_level(config, prefix)
-    kind = "secure" if level == "secure" else "verify"
+    kind = level if level in ("secure", "fingerprint") else "verify"
     match = f"{prefix}_tls_{kind}_cert_match"
     return TLSPolicy(level, tuple(config.get_list(match)), source="main.cf")
 
@@ -257,13 +330,34 @@ def client_context(
             "lowerMaximumSecurityTo": _TWISTED_VERSION[grades.max_version],
             "acceptableCiphers": ssl.AcceptableCiphers.fromOpenSSLCipherString(grades.ciphers),
         }
-    if policy.verified:
+    if policy.level in PKIX:
         return ssl.optionsForClientTLS(
             peer_name,
             trustRoot=trust if trust is not None else ssl.platformTrust(),
             extraCertificateOptions=options,
         )
-    return ssl.CertificateOptions(verify=False, **options)
+    unchecked = ssl.CertificateOptions(verify=False, **options)
+    if policy.level == "dane":
+        # RFC 7672 section 8.1: a DANE client sends the TLSA base domain as SNI.
+        return _WithServerName(unchecked, peer_name)
+    return unchecked
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _WithServerName:
+    """A client connection of ``options`` that sends ``name`` as SNI and
+    checks no certificate (the caller matches it after the handshake)."""
+
+    def __init__(self, options: Any, name: str) -> None:
+        self.options = options
+        self.name = name
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self.options.getContext(), None)
+        connection.set_app_data(tlsProtocol)
+        connection.set_connect_state()
+        connection.set_tlsext_host_name(self.name.encode("idna"))
+        return connection
 
 
 def client_grades(config: Config, prefix: str = "smtp") -> dict[bool, TLSSettings]:
