@@ -60,7 +60,10 @@ class PKI:
         return ":".join(f"{b:02X}" for b in hashlib.new(digest, data).digest())
 
 
-def make_pki(directory: Path, names: list[str], ca_name: str = "pymta DANE test CA") -> PKI:
+def make_pki(
+    directory: Path, names: list[str], ca_name: str = "pymta DANE test CA", client: bool = False
+) -> PKI:
+    """A CA and a certificate for ``names`` (a TLS client's with ``client``)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -91,7 +94,12 @@ def make_pki(directory: Path, names: list[str], ca_name: str = "pymta DANE test 
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )

@@ -426,6 +426,14 @@ _PARAMS: list[Param] = [
         "str",
         "enabled, or dnssec: believe the AD bit of a loopback validating resolver (DANE)",
     ),
+    _p("smtp_tls_cert_file", "", "str", "PEM client certificate (then its chain) shown to servers"),
+    _p("smtp_tls_key_file", "$smtp_tls_cert_file", "str", "PEM private key of smtp_tls_cert_file"),
+    _p(
+        "smtp_tls_chain_files",
+        "",
+        "list",
+        "PEM files with the client's key and certificate chain (replaces cert/key_file)",
+    ),
     _p(
         "smtp_tls_fingerprint_digest",
         "sha256",
@@ -611,6 +619,14 @@ _PARAMS: list[Param] = [
         "",
         "str",
         "none, may, encrypt, fingerprint, verify or secure",
+    ),
+    _p("lmtp_tls_cert_file", "", "str", "PEM client certificate (then its chain) shown to servers"),
+    _p("lmtp_tls_key_file", "$lmtp_tls_cert_file", "str", "PEM private key of lmtp_tls_cert_file"),
+    _p(
+        "lmtp_tls_chain_files",
+        "",
+        "list",
+        "PEM files with the client's key and certificate chain (replaces cert/key_file)",
     ),
     _p(
         "lmtp_tls_fingerprint_digest",

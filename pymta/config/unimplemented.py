@@ -189,8 +189,6 @@ _ENTRIES: list[Unimplemented] = [
     _w("smtp_always_send_ehlo", "yes", "pymta always sends EHLO unless smtp_never_send_ehlo"),
     _w("smtp_line_length_limit", "998", "pymta sends lines as they were received"),
     _r("smtp_tls_wrappermode", "no", "pymta's smtp client has no implicit TLS"),
-    _r("smtp_tls_cert_file", "", "pymta's smtp client presents no client certificate"),
-    _r("smtp_tls_key_file", "$smtp_tls_cert_file", "pymta presents no client certificate"),
     _w("smtp_tls_CApath", "", "use smtp_tls_CAfile (or the system's trust store)"),
     _w("smtp_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
     _w("smtp_tls_servername", "", "pymta sends no SNI name"),

@@ -41,7 +41,7 @@ from pymta.delivery.interface import DeliveryRecipient, RecipientStatus
 from pymta.delivery.smtp_chat import SessionError, SMTPChat
 from pymta.delivery.smtp_reply import Reply, said
 from pymta.delivery.smtp_sasl import SASLCredentials, b64, plain_response, usable_mechanisms
-from pymta.delivery.smtp_tls import MATCHED, TLSPolicy, client_context
+from pymta.delivery.smtp_tls import MATCHED, ClientIdentity, TLSPolicy, client_context
 from pymta.maillog import maillog
 from pymta.queue.model import Envelope
 from pymta.queue.reference import IMessageContent
@@ -69,6 +69,7 @@ class SessionSettings:
     myhostname: str = ""
     lmtp: bool = False  # RFC 2033: LHLO, and one final reply per recipient
     fingerprint_digest: str = "sha256"  # smtp_tls_fingerprint_digest
+    identity: ClientIdentity | None = None  # smtp_tls_cert_file / chain_files
 
 
 @dataclass
@@ -118,7 +119,9 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
             chat.tls_pending = True
             transport: Any = chat.transport
             grades = settings.tls_grades[policy.required] if settings.tls_grades else None
-            transport.startTLS(client_context(policy, tls_name, settings.trust, grades))
+            transport.startTLS(
+                client_context(policy, tls_name, settings.trust, grades, settings.identity)
+            )
             session.features = await _hello(chat, settings, timeout(settings, "starttls"))
             session.tls = describe(chat.transport) or "TLS"
             matched = _matched(chat, policy, settings) if policy.level in MATCHED else True

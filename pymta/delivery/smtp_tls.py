@@ -36,7 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from OpenSSL import SSL
+from cryptography.x509 import load_pem_x509_certificate
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
@@ -44,6 +45,7 @@ from zope.interface import implementer
 
 from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import Lookup
+from pymta.tls_certs import parse_chain_files
 from pymta.tls_grades import TLSSettings, settings_for
 
 LEVELS = ("none", "may", "encrypt", "fingerprint", "verify", "secure", "dane", "dane-only")
@@ -315,14 +317,19 @@ _TWISTED_VERSION = {
 
 
 def client_context(
-    policy: TLSPolicy, peer_name: str, trust: Any = None, grades: TLSSettings | None = None
+    policy: TLSPolicy,
+    peer_name: str,
+    trust: Any = None,
+    grades: TLSSettings | None = None,
+    identity: ClientIdentity | None = None,
 ) -> Any:
     """The connection creator for ``transport.startTLS``: verifying the
     chain and ``peer_name`` at verify/secure, accepting any certificate
     otherwise (Postfix's opportunistic TLS does not authenticate).
     ``grades`` are the protocols and TLS 1.2 ciphers of the policy's kind
     (``smtp_tls_mandatory_*`` when TLS is required, else ``smtp_tls_*``);
-    without them TLS 1.2 and later with Twisted's ciphers."""
+    without them TLS 1.2 and later with Twisted's ciphers. ``identity``
+    is the certificate shown to a server that asks for one."""
     options: dict[str, Any] = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
     if grades is not None:
         options = {
@@ -330,6 +337,8 @@ def client_context(
             "lowerMaximumSecurityTo": _TWISTED_VERSION[grades.max_version],
             "acceptableCiphers": ssl.AcceptableCiphers.fromOpenSSLCipherString(grades.ciphers),
         }
+    if identity is not None:
+        options.update(identity.options())
     if policy.level in PKIX:
         return ssl.optionsForClientTLS(
             peer_name,
@@ -358,6 +367,63 @@ class _WithServerName:
         connection.set_connect_state()
         connection.set_tlsext_host_name(self.name.encode("idna"))
         return connection
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """The certificate the client presents to servers that ask (pyOpenSSL
+    objects, as CertificateOptions takes them): key, certificate, and the
+    intermediates sent after it."""
+
+    key: Any
+    certificate: Any
+    chain: tuple[Any, ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "privateKey": self.key,
+            "certificate": self.certificate,
+            "extraCertChain": list(self.chain),
+        }
+
+
+def client_identity(config: Config, prefix: str = "smtp") -> ClientIdentity | None:
+    """``smtp_tls_chain_files``, else ``smtp_tls_cert_file`` (the leaf then
+    its intermediates) with ``smtp_tls_key_file`` (empty: the cert file),
+    as Postfix reads them; None when neither is set. ConfigError for a file
+    that cannot be read, a key that does not match, or more than one key
+    (Postfix's client may hold an RSA and an ECDSA one; pymta's presents
+    one certificate)."""
+    chain_parameter = f"{prefix}_tls_chain_files"
+    paths = config.get_list(chain_parameter)
+    parameter = chain_parameter
+    if not paths:
+        cert = config.get(f"{prefix}_tls_cert_file").strip()
+        key = config.get(f"{prefix}_tls_key_file").strip() or cert
+        if not cert:
+            if key:
+                raise ConfigError(
+                    f"{prefix}_tls_key_file without {prefix}_tls_cert_file",
+                    parameter=f"{prefix}_tls_key_file",
+                )
+            return None
+        # The key first, then the chain: the order parse_chain_files reads.
+        paths = [key, cert] if key != cert else [cert]
+        parameter = f"{prefix}_tls_cert_file"
+    groups = parse_chain_files(paths, parameter)
+    if len(groups) > 1:
+        raise ConfigError(
+            f"{', '.join(paths)} hold {len(groups)} keys; pymta's {prefix} client "
+            "presents one certificate",
+            parameter=parameter,
+        )
+    group = groups[0]
+    certificates = [
+        crypto.X509.from_cryptography(load_pem_x509_certificate(c)) for c in group.certs
+    ]
+    return ClientIdentity(
+        crypto.PKey.from_cryptography_key(group.key), certificates[0], tuple(certificates[1:])
+    )
 
 
 def client_grades(config: Config, prefix: str = "smtp") -> dict[bool, TLSSettings]:
