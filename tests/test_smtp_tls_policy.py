@@ -4,6 +4,8 @@ fill, in memory (StringTransport peers, Clock, in-memory DNS)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -11,9 +13,19 @@ from twisted.internet.task import Clock
 from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import DictLookup, Lookup
 from pymta.delivery.smtp import SMTPAgent
-from pymta.delivery.smtp_tls import TLSPolicy, grades_of, parse_policy, policy_for
+from pymta.delivery.smtp_tls import (
+    TLSPolicy,
+    client_identity,
+    grades_of,
+    parse_policy,
+    policy_for,
+)
 from pymta.dns.memory import MemoryResolver
+from pymta.service import check
+from tests.dane_pki import make_pki
+from tests.test_check_agrees import write_config
 from tests.test_delivery_smtp import ZONE, Peer, _config, _greet, _request, _result
+from tests.test_e2e_relay import MASTER_CF
 
 
 def test_policy_entry_attributes() -> None:
@@ -112,3 +124,61 @@ def test_policy_table_is_asked_before_the_hook() -> None:
     _greet(peer, "250-mx1.example.net", "250 STARTTLS")
     assert peer.written() == ["MAIL FROM:<sender@ours.test>"]
     assert calls == [] and not d.called
+
+
+def test_fingerprint_entry_splits_on_bars() -> None:
+    """Fingerprints contain ':', so a fingerprint entry separates them with
+    '|' (and several match= add up), as Postfix; one without match= or with
+    a value that is not hex is an error."""
+    a, b, c = "AA:BB", "cc:dd", "EEFF"
+    policy = parse_policy(f"fingerprint match={a}|{b} match={c}")
+    assert policy.level == "fingerprint" and policy.match == (a, b, c)
+    with pytest.raises(ValueError, match="without match"):
+        parse_policy("fingerprint")
+    with pytest.raises(ConfigError, match="bad fingerprint"):
+        parse_policy("fingerprint match=zz:yy")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("smtp_tls_security_level = dane-only\n", "needs smtp_dns_support_level = dnssec"),
+        (
+            "smtp_dns_support_level = dnssec\npymta_dns_servers = 192.0.2.1\n",
+            r"192\.0\.2\.1 is not",
+        ),
+        ("smtp_dns_support_level = disabled\n", "always looks up hosts in DNS"),
+        ("smtp_tls_security_level = fingerprint\n", "needs smtp_tls_fingerprint_cert_match"),
+        ("smtp_tls_fingerprint_digest = sha3\n", "bad digest"),
+        ("smtp_tls_cert_file = /nonexistent/client.pem\n", "cannot read"),
+    ],
+)
+def test_check_refuses_what_the_client_cannot_honour(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    """`pymta check` (the start's own code) refuses DANE without a trusted
+    DNSSEC resolver, fingerprint without fingerprints, and a client
+    certificate it cannot read: never a start that would send weaker."""
+    etc = write_config(tmp_path, extra, MASTER_CF)
+    with pytest.raises(ConfigError, match=message):
+        check(etc)
+
+
+def test_client_certificate_is_loaded(tmp_path: Path) -> None:
+    """smtp_tls_cert_file (leaf then CA) with smtp_tls_key_file gives the
+    key, the leaf and the chain sent after it; the same from one
+    smtp_tls_chain_files file; a key without its certificate is an error."""
+    pki = make_pki(tmp_path / "pki", ["relay.example.test"], client=True)
+    identity = client_identity(
+        Config({"smtp_tls_cert_file": str(pki.cert_file), "smtp_tls_key_file": str(pki.key_file)})
+    )
+    assert identity is not None
+    assert identity.certificate.to_cryptography() == pki.server
+    assert [c.to_cryptography() for c in identity.chain] == [pki.ca]
+    combined = tmp_path / "chain.pem"
+    combined.write_bytes(pki.key_file.read_bytes() + pki.cert_file.read_bytes())
+    again = client_identity(Config({"smtp_tls_chain_files": str(combined)}))
+    assert again is not None and again.certificate.to_cryptography() == pki.server
+    assert client_identity(Config({})) is None
+    with pytest.raises(ConfigError, match="without smtp_tls_cert_file"):
+        client_identity(Config({"smtp_tls_key_file": str(pki.key_file)}))
