@@ -14,6 +14,7 @@ from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import DictLookup, Lookup
 from pymta.delivery.smtp import SMTPAgent
 from pymta.delivery.smtp_tls import (
+    ClientCertificate,
     TLSPolicy,
     client_identity,
     grades_of,
@@ -182,3 +183,32 @@ def test_client_certificate_is_loaded(tmp_path: Path) -> None:
     assert client_identity(Config({})) is None
     with pytest.raises(ConfigError, match="without smtp_tls_cert_file"):
         client_identity(Config({"smtp_tls_key_file": str(pki.key_file)}))
+
+
+def test_client_certificate_renewal(tmp_path: Path) -> None:
+    """A renewed client certificate (new files) is used from the next check
+    on, without a restart; a renewal that cannot be loaded (a key that does
+    not match) keeps the previous certificate."""
+    now = [0.0]
+    first = make_pki(tmp_path / "a", ["relay.example.test"], client=True)
+    second = make_pki(tmp_path / "b", ["relay.example.test"], client=True)
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_bytes(first.cert_file.read_bytes())
+    key.write_bytes(first.key_file.read_bytes())
+    config = Config({"smtp_tls_cert_file": str(cert), "smtp_tls_key_file": str(key)})
+    holder = ClientCertificate(config, clock=lambda: now[0])
+
+    def leaf() -> object:
+        identity = holder.current()
+        assert identity is not None
+        return identity.certificate.to_cryptography()
+
+    assert leaf() == first.server
+    cert.write_bytes(second.cert_file.read_bytes())
+    key.write_bytes(second.key_file.read_bytes())
+    assert leaf() == first.server  # not checked again within the second
+    now[0] = 2.0
+    assert leaf() == second.server
+    key.write_bytes(first.key_file.read_bytes())  # half-way through a renewal
+    now[0] = 4.0
+    assert leaf() == second.server

@@ -59,11 +59,11 @@ from pymta.delivery.smtp_content import survey
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import (
+    ClientCertificate,
     PolicyHook,
     TLSPolicy,
     check_main_cf,
     client_grades,
-    client_identity,
     dane_usable,
     fingerprint_digest,
     grades_of,
@@ -247,7 +247,7 @@ class SMTPAgent:
         )
         check_main_cf(config, protocol)  # a level pymta cannot honour stops the start
         self._fingerprint_digest = fingerprint_digest(config, protocol)
-        self._identity = client_identity(config, protocol)  # read once, at start
+        self._certificate = ClientCertificate(config, protocol)
         cafile = config.get(p("tls_CAfile")).strip()
         self._trust: Any = load_trust(cafile) if cafile else None
         self._tls_grades = client_grades(config, protocol)
@@ -306,7 +306,7 @@ class SMTPAgent:
             service=self.name,
             myhostname=self._config.get("myhostname"),
             fingerprint_digest=self._fingerprint_digest,
-            identity=self._identity,
+            identity=self._certificate.current(),
         )
 
     def _cacheable(self, nexthop: str, domain: str) -> bool:

@@ -12,7 +12,20 @@ or per destination through ``smtp_tls_policy_maps``):
 - ``verify`` / ``secure``: STARTTLS required and the chain checked against
   ``smtp_tls_CAfile`` (the system's trust store when empty), the name
   against the MX host name (verify) or the next-hop domain (secure) with
-  service-identity; a failure defers ``4.7.5``.
+  service-identity; a failure defers ``4.7.5``;
+- ``fingerprint``: STARTTLS required, the server's certificate or public
+  key must have one of the digests (``smtp_tls_fingerprint_cert_match`` or
+  ``match=``, ``smtp_tls_fingerprint_digest``);
+- ``dane`` / ``dane-only`` (RFC 7672; needs ``smtp_dns_support_level =
+  dnssec``): each MX host's TLSA records decide, see
+  :mod:`pymta.delivery.dane`, which also judges fingerprints.
+
+The levels without their prerequisites (dane without DNSSEC, fingerprint
+without a digest) stop the start (:func:`check_main_cf`), never becoming a
+weaker level. The client certificate (``smtp_tls_cert_file`` /
+``smtp_tls_key_file`` or ``smtp_tls_chain_files``,
+:class:`ClientCertificate`) is offered to servers that ask, and renewed
+files are read again without a restart.
 
 A policy table entry is ``level [match=name:name...] [ciphers=grade]
 [protocols=list]`` looked up by the next hop as written
@@ -32,6 +45,7 @@ judged by OpenSSL and service-identity).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,12 +55,15 @@ from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymta.config import Config, ConfigError
 from pymta.delivery.lookup import Lookup
-from pymta.tls_certs import parse_chain_files
+from pymta.tls_certs import Stamp, parse_chain_files, stamps
 from pymta.tls_grades import TLSSettings, settings_for
+
+_log = Logger()
 
 LEVELS = ("none", "may", "encrypt", "fingerprint", "verify", "secure", "dane", "dane-only")
 REQUIRED = ("encrypt", "fingerprint", "verify", "secure", "dane", "dane-only")
@@ -394,22 +411,31 @@ def client_identity(config: Config, prefix: str = "smtp") -> ClientIdentity | No
     that cannot be read, a key that does not match, or more than one key
     (Postfix's client may hold an RSA and an ECDSA one; pymta's presents
     one certificate)."""
+    files = identity_files(config, prefix)
+    return load_identity(*files, prefix=prefix) if files is not None else None
+
+
+def identity_files(config: Config, prefix: str = "smtp") -> tuple[list[str], str] | None:
+    """The files of the client certificate (key first) and the parameter
+    that named them; None when there is none."""
     chain_parameter = f"{prefix}_tls_chain_files"
     paths = config.get_list(chain_parameter)
-    parameter = chain_parameter
-    if not paths:
-        cert = config.get(f"{prefix}_tls_cert_file").strip()
-        key = config.get(f"{prefix}_tls_key_file").strip() or cert
-        if not cert:
-            if key:
-                raise ConfigError(
-                    f"{prefix}_tls_key_file without {prefix}_tls_cert_file",
-                    parameter=f"{prefix}_tls_key_file",
-                )
-            return None
-        # The key first, then the chain: the order parse_chain_files reads.
-        paths = [key, cert] if key != cert else [cert]
-        parameter = f"{prefix}_tls_cert_file"
+    if paths:
+        return paths, chain_parameter
+    cert = config.get(f"{prefix}_tls_cert_file").strip()
+    key = config.get(f"{prefix}_tls_key_file").strip() or cert
+    if not cert:
+        if key:
+            raise ConfigError(
+                f"{prefix}_tls_key_file without {prefix}_tls_cert_file",
+                parameter=f"{prefix}_tls_key_file",
+            )
+        return None
+    # The key first, then the chain: the order parse_chain_files reads.
+    return ([key, cert] if key != cert else [cert]), f"{prefix}_tls_cert_file"
+
+
+def load_identity(paths: list[str], parameter: str, prefix: str = "smtp") -> ClientIdentity:
     groups = parse_chain_files(paths, parameter)
     if len(groups) > 1:
         raise ConfigError(
@@ -419,11 +445,62 @@ def client_identity(config: Config, prefix: str = "smtp") -> ClientIdentity | No
         )
     group = groups[0]
     certificates = [
-        crypto.X509.from_cryptography(load_pem_x509_certificate(c)) for c in group.certs
+        crypto.X509.from_cryptography(load_pem_x509_certificate(pem)) for pem in group.certs
     ]
     return ClientIdentity(
         crypto.PKey.from_cryptography_key(group.key), certificates[0], tuple(certificates[1:])
     )
+
+
+class ClientCertificate:
+    """The client certificate, renewed without a restart: at most once per
+    ``interval`` seconds a delivery stats the files (as the servers'
+    certificates are, :class:`pymta.tls.ServerTLS`); when they changed they
+    are read again, and a renewal that cannot be loaded (a half-written
+    key) is logged while the previous certificate stays in use."""
+
+    def __init__(
+        self,
+        config: Config,
+        prefix: str = "smtp",
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 1.0,
+    ) -> None:
+        self._files = identity_files(config, prefix)
+        self._prefix = prefix
+        self._clock = clock
+        self._interval = interval
+        self._checked = clock()
+        self._identity: ClientIdentity | None = None
+        self._stamp: tuple[Stamp, ...] = ()
+        if self._files is not None:
+            self._stamp = stamps(self._files[0])
+            self._identity = load_identity(*self._files, prefix=prefix)
+
+    def current(self) -> ClientIdentity | None:
+        if self._files is None:
+            return None
+        now = self._clock()
+        if now - self._checked < self._interval:
+            return self._identity
+        self._checked = now
+        stamp = stamps(self._files[0])
+        if stamp == self._stamp:
+            return self._identity
+        self._stamp = stamp
+        try:
+            self._identity = load_identity(*self._files, prefix=self._prefix)
+        except ConfigError as e:
+            _log.error(
+                "client TLS certificate files changed but cannot be loaded; "
+                "keeping the previous certificate: {error}",
+                error=str(e),
+            )
+        else:
+            _log.info(
+                "reloaded client TLS certificate from {files}", files=", ".join(self._files[0])
+            )
+        return self._identity
 
 
 def client_grades(config: Config, prefix: str = "smtp") -> dict[bool, TLSSettings]:
