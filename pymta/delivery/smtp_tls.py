@@ -117,9 +117,10 @@ class TLSPolicy:
 
 #: Another source of a destination's policy (MTA-STS): called with
 #: ``(nexthop, domain)`` when ``smtp_tls_policy_maps`` has no entry for it;
-#: fires with the TLSPolicy that replaces the main.cf level, or None when it
-#: has nothing to say. It must not errback (a failure is a policy: a
-#: deferral is ``TLSPolicy("encrypt")``-or-stricter, never a silent may).
+#: fires with the TLSPolicy that replaces the main.cf level (its ``source``
+#: naming the hook, e.g. ``mta-sts``), or None when it has nothing to say.
+#: It must not errback: a source that cannot decide answers what its own
+#: rules say then (a cached policy, or None), never an accidental may.
 PolicyHook = Callable[[str, str], Deferred[TLSPolicy | None]]
 
 
