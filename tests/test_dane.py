@@ -1,7 +1,8 @@
-"""DANE (RFC 7672) and level fingerprint in memory: which TLSA records an
-SMTP client uses, how a presented chain is judged, and what the policy of
-an MX host becomes from DNS answers that are, or are not, DNSSEC-secure
-(the agent with an in-memory resolver and StringTransport peers)."""
+"""DANE (RFC 7672), level fingerprint and the verify/secure name lists in
+memory: which TLSA records an SMTP client uses, how a presented chain is
+judged, and what the policy of an MX host becomes from DNS answers that
+are, or are not, DNSSEC-secure (the agent with an in-memory resolver and
+StringTransport peers)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from OpenSSL import crypto
 from twisted.internet.task import Clock
 
 from pymta.config import Config
-from pymta.delivery.dane import dane_verified, fingerprint_verified, host_policy
+from pymta.delivery.dane import dane_verified, fingerprint_verified, host_policy, names_verified
 from pymta.delivery.lookup import DictLookup, Lookup
 from pymta.delivery.smtp import SMTPAgent
 from pymta.delivery.smtp_chat import SessionError
-from pymta.delivery.smtp_tls import TLSPolicy
+from pymta.delivery.smtp_tls import TLSPolicy, reference_names
 from pymta.dns.memory import MemoryResolver
 from pymta.dns.mx import Host
 from pymta.dns.tlsa import TLSARecord, parse, usable
@@ -245,3 +246,29 @@ def test_dane_sends_the_mx_name_as_sni() -> None:
     peer.reply("220 go")
     transport: Any = peer.chat.transport
     assert transport.tls_context.name == "mx2.dane.test"
+
+
+def test_verify_and_secure_names_as_postfix(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """verify/secure match lists: hostname, nexthop and dot-nexthop expand
+    to the MX host and the next-hop domain; '.example.net' matches names
+    under it, a '*.' certificate name one label; an IP reference needs an
+    IP subjectAltName."""
+    pki = make_pki(tmp_path_factory.mktemp("names"), ["mx1.example.net", "*.mail.example.org"])
+    chain = _chain(pki)
+    verify = reference_names(TLSPolicy("verify"), "mx1.example.net", "example.net")
+    secure = reference_names(TLSPolicy("secure"), "mx1.example.net", "example.net")
+    assert verify == ("mx1.example.net",)
+    assert secure == ("example.net", ".example.net")
+
+    def ok(*names: str) -> bool:
+        return names_verified(TLSPolicy("verify", names), chain)
+
+    assert ok(*verify) and ok(*secure)
+    assert ok("in.mail.example.org") and not ok("a.in.mail.example.org")
+    assert ok(".example.org") and not ok("example.net", "mx2.example.net")
+    assert not ok("127.0.0.1")
+    listed = TLSPolicy("secure", ("hostname", "mx9.example.com"))
+    assert reference_names(listed, "MX1.example.net.", "x") == (
+        "mx1.example.net",
+        "mx9.example.com",
+    )

@@ -218,3 +218,29 @@ def test_fingerprint_level(
     if right:
         receiver.wait_for_log(r"to=<ann@ee\.dane\.test>, relay=virtual, .*status=sent")
     assert len(receiver.messages("ann", "ee.dane.test")) == (1 if right else 0)
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["listed-name", "default-hostname"])
+def test_verify_match_list(
+    tmp_path: Path, receiver: PymtaServer, mx_port: int, pkis: dict[str, PKI], listed: bool
+) -> None:
+    """Level verify with the test CA trusted: the next hop [127.0.0.2] is not
+    a name the certificate carries, so by default (match = hostname) the
+    mail is deferred (4.7.5) after an "Untrusted" session; with a name of
+    the certificate in smtp_tls_verify_cert_match it is verified and sent."""
+    params = {
+        "relayhost": f"[127.0.0.2]:{mx_port}",
+        "smtp_tls_security_level": "verify",
+        "smtp_tls_CAfile": str(pkis["server"].ca_file),
+    }
+    if listed:
+        params["smtp_tls_verify_cert_match"] = "hostname, mx-ta.dane.test"
+    main_cf = relay_main_cf(**params)
+    with PymtaServer(tmp_path / "relay", main_cf_extra=main_cf, master_cf=MASTER_CF) as relay:
+        relay.start()
+        qid = submit(relay.smtp_port, ["ann@ta.dane.test"])
+        trust = "Verified" if listed else "Untrusted"
+        relay.wait_for_log(rf"{trust} TLS connection established to 127\.0\.0\.2\[127\.0\.0\.2\]")
+        outcome = "status=sent" if listed else r"dsn=4\.7\.5, status=deferred \(Server certificate"
+        relay.wait_for_log(rf"{qid}: to=<ann@ta\.dane\.test>, .*{outcome}")
+        relay.stop()

@@ -45,15 +45,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 from service_identity import VerificationError
-from service_identity.cryptography import verify_certificate_hostname
+from service_identity.cryptography import verify_certificate_ip_address
 
 from pymta.delivery.smtp_chat import SessionError
 from pymta.delivery.smtp_tls import TLSPolicy
@@ -134,14 +136,52 @@ def _chains_to(leaf: Any, anchor: Any, intermediates: Sequence[Any]) -> bool:
     return True
 
 
+def _certificate_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names of subjectAltName, else the subject's common names."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        found = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return [str(a.value).lower().rstrip(".") for a in found]
+    return [name.lower().rstrip(".") for name in san.get_values_for_type(x509.DNSName)]
+
+
+def _name_matches(cert_name: str, reference: str) -> bool:
+    """Postfix's match_servername: ``.example.com`` matches any name under
+    example.com (a wildcard certificate for it too); other names exactly,
+    or by a ``*.`` wildcard certificate name one label up."""
+    if reference.startswith("."):
+        return len(cert_name) > len(reference) and cert_name.endswith(reference)
+    if cert_name == reference:
+        return True
+    if cert_name.startswith("*.") and "." in reference:
+        return reference.split(".", 1)[1] == cert_name[2:]
+    return False
+
+
 def _has_name(cert: x509.Certificate, names: Sequence[str]) -> bool:
-    for name in names:
+    """The certificate carries one of ``names`` (an address: as an IP SAN)."""
+    cert_names = _certificate_names(cert)
+    for reference in names:
         try:
-            verify_certificate_hostname(cert, name)
-        except (VerificationError, ValueError):
+            address = ipaddress.ip_address(reference)
+        except ValueError:
+            if any(_name_matches(n, reference) for n in cert_names):
+                return True
+            continue
+        try:
+            verify_certificate_ip_address(cert, str(address))
+        except VerificationError:
             continue
         return True
     return False
+
+
+def names_verified(policy: TLSPolicy, chain: Sequence[Any]) -> bool:
+    """verify/secure: the server's certificate (whose chain OpenSSL already
+    checked) carries one of the policy's names (already expanded by
+    :func:`~pymta.delivery.smtp_tls.reference_names`)."""
+    return bool(chain) and _has_name(chain[0].to_cryptography(), policy.match)
 
 
 def dane_verified(policy: TLSPolicy, chain: Sequence[Any]) -> bool:

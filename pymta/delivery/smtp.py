@@ -38,6 +38,7 @@ import functools
 import random as random_module
 import socket
 from collections.abc import Callable, Collection, Hashable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import error as net_error
@@ -59,6 +60,7 @@ from pymta.delivery.smtp_content import survey
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import (
+    PKIX,
     ClientCertificate,
     PolicyHook,
     TLSPolicy,
@@ -69,6 +71,7 @@ from pymta.delivery.smtp_tls import (
     grades_of,
     load_trust,
     main_cf_policy,
+    reference_names,
     table_policy,
 )
 from pymta.dns import HostList, IDNSResolver, find_hosts
@@ -398,6 +401,9 @@ class SMTPAgent:
                 maillog(self.name, last.reason)
                 continue
             sessions += 1
+            if host_tls.level in PKIX:
+                names = reference_names(host_tls, host.name, domain)
+                host_tls = replace(host_tls, match=names)
             settings = self._settings(nexthop, domain, host, host_tls)
             if plaintext:
                 settings.tls = TLSPolicy("none")

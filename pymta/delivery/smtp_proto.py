@@ -36,12 +36,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 
-from pymta.delivery.dane import dane_verified, fingerprint_verified
+from pymta.delivery.dane import dane_verified, fingerprint_verified, names_verified
 from pymta.delivery.interface import DeliveryRecipient, RecipientStatus
 from pymta.delivery.smtp_chat import SessionError, SMTPChat
 from pymta.delivery.smtp_reply import Reply, said
 from pymta.delivery.smtp_sasl import SASLCredentials, b64, plain_response, usable_mechanisms
-from pymta.delivery.smtp_tls import MATCHED, ClientIdentity, TLSPolicy, client_context
+from pymta.delivery.smtp_tls import ClientIdentity, TLSPolicy, client_context
 from pymta.maillog import maillog
 from pymta.queue.model import Envelope
 from pymta.queue.reference import IMessageContent
@@ -124,7 +124,7 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
             )
             session.features = await _hello(chat, settings, timeout(settings, "starttls"))
             session.tls = describe(chat.transport) or "TLS"
-            matched = _matched(chat, policy, settings) if policy.level in MATCHED else True
+            matched = _matched(chat, policy, settings) if policy.verified else True
             trust = "Verified" if policy.verified and matched else "Untrusted"
             maillog(
                 settings.service, f"{trust} TLS connection established to {relay}: {session.tls}"
@@ -147,8 +147,9 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
 
 
 def _matched(chat: SMTPChat, policy: TLSPolicy, settings: SessionSettings) -> bool:
-    """Level dane or fingerprint: the chain the server presented, judged by
-    :mod:`pymta.delivery.dane` (OpenSSL accepted it unchecked)."""
+    """The chain the server presented, judged by :mod:`pymta.delivery.dane`:
+    its names (verify, secure: OpenSSL checked the chain), its digests
+    (fingerprint) or its TLSA records (dane)."""
     try:
         transport: Any = chat.transport
         chain = transport.getHandle().get_peer_cert_chain() or []
@@ -156,7 +157,9 @@ def _matched(chat: SMTPChat, policy: TLSPolicy, settings: SessionSettings) -> bo
         return False
     if policy.level == "fingerprint":
         return fingerprint_verified(policy, chain, settings.fingerprint_digest)
-    return dane_verified(policy, chain)
+    if policy.level == "dane":
+        return dane_verified(policy, chain)
+    return names_verified(policy, chain)
 
 
 def _check_loop(chat: SMTPChat, settings: SessionSettings) -> None:

@@ -10,9 +10,11 @@ or per destination through ``smtp_tls_policy_maps``):
 - ``encrypt``: STARTTLS required (else defer ``4.7.4``), certificate not
   checked;
 - ``verify`` / ``secure``: STARTTLS required and the chain checked against
-  ``smtp_tls_CAfile`` (the system's trust store when empty), the name
-  against the MX host name (verify) or the next-hop domain (secure) with
-  service-identity; a failure defers ``4.7.5``;
+  ``smtp_tls_CAfile`` (the system's trust store when empty), then the
+  certificate's names against the match list (``smtp_tls_verify_cert_match``,
+  default the MX host name; ``smtp_tls_secure_cert_match``, default the
+  next-hop domain and names under it; or ``match=``; see
+  :func:`reference_names`); a failure defers ``4.7.5``;
 - ``fingerprint``: STARTTLS required, the server's certificate or public
   key must have one of the digests (``smtp_tls_fingerprint_cert_match`` or
   ``match=``, ``smtp_tls_fingerprint_digest``);
@@ -45,6 +47,7 @@ judged by OpenSSL and service-identity).
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,9 +70,9 @@ _log = Logger()
 
 LEVELS = ("none", "may", "encrypt", "fingerprint", "verify", "secure", "dane", "dane-only")
 REQUIRED = ("encrypt", "fingerprint", "verify", "secure", "dane", "dane-only")
-#: levels whose certificate check is OpenSSL's chain and name check
+#: levels whose chain OpenSSL checks against the trusted CAs
 PKIX = ("verify", "secure")
-#: levels whose check is pymta's, after the handshake (pymta.delivery.dane)
+#: levels whose check pymta makes after the handshake (pymta.delivery.dane)
 MATCHED = ("fingerprint", "dane")
 VERIFIED = PKIX + MATCHED
 
@@ -358,11 +361,13 @@ def client_context(
     if identity is not None:
         options.update(identity.options())
     if policy.level in PKIX:
-        return ssl.optionsForClientTLS(
-            peer_name,
-            trustRoot=trust if trust is not None else ssl.platformTrust(),
-            extraCertificateOptions=options,
+        # OpenSSL checks the chain in the handshake (a failure defers 4.7.5);
+        # the names are Postfix's match list, checked after it
+        # (pymta.delivery.dane.names_verified).
+        chained = ssl.CertificateOptions(
+            trustRoot=trust if trust is not None else ssl.platformTrust(), **options
         )
+        return _WithServerName(chained, peer_name)
     unchecked = ssl.CertificateOptions(verify=False, **options)
     if policy.level == "dane":
         # RFC 7672 section 8.1: a DANE client sends the TLSA base domain as SNI.
@@ -370,10 +375,35 @@ def client_context(
     return unchecked
 
 
+def reference_names(policy: TLSPolicy, hostname: str, nexthop: str) -> tuple[str, ...]:
+    """The names a verify/secure certificate may carry, from the policy's
+    match list as Postfix reads it: ``hostname`` (the MX host), ``nexthop``
+    (the next-hop domain), ``dot-nexthop`` (any name under it), other words
+    literally (``.example.com``: any name under example.com). An empty list
+    is Postfix's default: hostname at verify, nexthop and dot-nexthop at
+    secure."""
+    match = policy.match or (
+        ("nexthop", "dot-nexthop") if policy.level == "secure" else ("hostname",)
+    )
+    names: list[str] = []
+    for word in match:
+        key = word.lower()
+        if key == "hostname":
+            names.append(hostname)
+        elif key == "nexthop":
+            names.append(nexthop)
+        elif key == "dot-nexthop":
+            names.append("." + nexthop)
+        else:
+            names.append(key)
+    return tuple(dict.fromkeys(n.lower().rstrip(".") for n in names if n))
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class _WithServerName:
-    """A client connection of ``options`` that sends ``name`` as SNI and
-    checks no certificate (the caller matches it after the handshake)."""
+    """A client connection of ``options`` that sends ``name`` as SNI (the
+    caller checks the certificate's names, or TLSA records, after the
+    handshake)."""
 
     def __init__(self, options: Any, name: str) -> None:
         self.options = options
@@ -383,8 +413,17 @@ class _WithServerName:
         connection = SSL.Connection(self.options.getContext(), None)
         connection.set_app_data(tlsProtocol)
         connection.set_connect_state()
-        connection.set_tlsext_host_name(self.name.encode("idna"))
+        if self.name and not _is_address(self.name):  # RFC 6066: no SNI for addresses
+            connection.set_tlsext_host_name(self.name.encode("idna"))
         return connection
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
