@@ -48,6 +48,8 @@ DIFFERENT_ON_PURPOSE = {
     "smtputf8_enable",  # compatibility_level >= 1 value
     "smtpd_relay_restrictions",  # compatibility_level >= 1 value
     "smtpd_tls_fingerprint_digest",  # compatibility_level >= 3.6 value
+    "smtp_tls_fingerprint_digest",  # the same
+    "lmtp_tls_fingerprint_digest",  # the same
     "smtpd_forbidden_commands",  # inline regexp tables not supported in this list
     "smtpd_timeout",  # no ${stress?...}
     "smtpd_hard_error_limit",  # no ${stress?...}

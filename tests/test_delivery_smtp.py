@@ -353,17 +353,32 @@ def test_tls_policy_table_per_destination() -> None:
     assert not d.called
 
 
-@pytest.mark.parametrize("level", ["dane", "dane-only", "fingerprint"])
-def test_unimplemented_tls_levels_stop_the_start(level: str) -> None:
-    """DANE and fingerprint are refused at start, never quietly turned into
-    a weaker level (the issue's "never silently may")."""
-    with pytest.raises(ConfigError, match=f"TLS level {level} is not implemented by pymta"):
+@pytest.mark.parametrize("level", ["dane", "dane-only"])
+def test_dane_without_dnssec_stops_the_start(level: str) -> None:
+    """DANE without smtp_dns_support_level = dnssec is refused at start,
+    never quietly turned into may (the issue's "never silently may")."""
+    with pytest.raises(ConfigError, match="needs smtp_dns_support_level = dnssec"):
         _agent(Clock(), Peer(Clock()), smtp_tls_security_level=level)
 
 
-def test_unimplemented_tls_level_in_the_policy_table_defers() -> None:
-    """A dane entry in smtp_tls_policy_maps defers that destination's mail
-    (4.7.5) without connecting: no mail goes out under a weaker policy."""
+def test_fingerprint_without_fingerprints_stops_the_start() -> None:
+    """Level fingerprint with no smtp_tls_fingerprint_cert_match (or a
+    value that is not hex) is refused at start."""
+    with pytest.raises(ConfigError, match="needs smtp_tls_fingerprint_cert_match"):
+        _agent(Clock(), Peer(Clock()), smtp_tls_security_level="fingerprint")
+    with pytest.raises(ConfigError, match="bad fingerprint"):
+        _agent(
+            Clock(),
+            Peer(Clock()),
+            smtp_tls_security_level="fingerprint",
+            smtp_tls_fingerprint_cert_match="not-hex",
+        )
+
+
+def test_dane_in_the_policy_table_without_dnssec_defers() -> None:
+    """A dane entry in smtp_tls_policy_maps without DNSSEC support defers
+    that destination's mail (4.7.5) without connecting: no mail goes out
+    under a weaker policy."""
     clock = Clock()
     peer = Peer(clock)
     tables = {"inline:policy": {"example.net": "dane"}}
@@ -371,7 +386,7 @@ def test_unimplemented_tls_level_in_the_policy_table_defers() -> None:
         _request(["a@example.net"])
     )
     (a,) = _result(d)
-    assert a.status == "4.7.5" and "not implemented by pymta" in a.reason
+    assert a.status == "4.7.5" and "needs smtp_dns_support_level = dnssec" in a.reason
     assert peer.addresses == []
 
 

@@ -139,10 +139,15 @@ def _smtp(
     context: AgentContext, service: MasterService, config: Config, protocol: str = "smtp"
 ) -> IDeliveryAgent:
     from pymta.delivery.smtp import SMTPAgent, tcp_connector
+    from pymta.delivery.smtp_tls import dane_usable
     from pymta.dns.cache import CachingResolver
     from pymta.dns.names import NamesResolver
 
-    dns = CachingResolver(NamesResolver.from_config(config, context.reactor), context.clock)
+    # smtp_dns_support_level = dnssec: the AD bit of a loopback resolver is
+    # believed (DANE); any other resolver stops the start.
+    dnssec = protocol == "smtp" and dane_usable(config)
+    names = NamesResolver.from_config(config, context.reactor, dnssec=dnssec)
+    dns = CachingResolver(names, context.clock)
     return SMTPAgent(
         config,
         context.clock,

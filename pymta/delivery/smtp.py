@@ -37,7 +37,8 @@ from __future__ import annotations
 import functools
 import random as random_module
 import socket
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet import error as net_error
@@ -50,6 +51,7 @@ from zope.interface import implementer
 
 from pymta.config import Config
 from pymta.config.errors import ConfigError
+from pymta.delivery.dane import DANE_LEVELS, host_policy
 from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientStatus
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.delivery.smtp_cache import ConnectionCache
@@ -58,11 +60,19 @@ from pymta.delivery.smtp_content import survey
 from pymta.delivery.smtp_proto import Session, SessionSettings, handshake, quit, reset, transaction
 from pymta.delivery.smtp_sasl import credentials_for
 from pymta.delivery.smtp_tls import (
+    PKIX,
+    ClientCertificate,
+    PolicyHook,
     TLSPolicy,
+    check_main_cf,
     client_grades,
-    default_level,
+    dane_usable,
+    fingerprint_digest,
+    grades_of,
     load_trust,
-    policy_for,
+    main_cf_policy,
+    reference_names,
+    table_policy,
 )
 from pymta.dns import HostList, IDNSResolver, find_hosts
 from pymta.dns.mx import Host
@@ -208,8 +218,11 @@ class SMTPAgent:
         own: Collection[str] | None = None,
         name: str = "smtp",
         protocol: str = "smtp",
+        policy_hooks: Sequence[PolicyHook] = (),
     ) -> None:
         self.name = name
+        #: sources of TLS policy after smtp_tls_policy_maps (MTA-STS), in order
+        self.policy_hooks = list(policy_hooks)
         self.protocol = protocol
         p = functools.partial(param_name, protocol)
         self._config = config
@@ -235,7 +248,9 @@ class SMTPAgent:
             if config.get_bool(p("sasl_auth_enable"))
             else None
         )
-        default_level(config, protocol)  # a bad level stops the start (ConfigError)
+        check_main_cf(config, protocol)  # a level pymta cannot honour stops the start
+        self._fingerprint_digest = fingerprint_digest(config, protocol)
+        self._certificate = ClientCertificate(config, protocol)
         cafile = config.get(p("tls_CAfile")).strip()
         self._trust: Any = load_trust(cafile) if cafile else None
         self._tls_grades = client_grades(config, protocol)
@@ -258,8 +273,23 @@ class SMTPAgent:
         specs = self._config.get_list(name)
         return open_maps(specs, self._config) if specs else None
 
-    def _settings(self, nexthop: str, domain: str, host: Host | None) -> SessionSettings:
-        policy = policy_for(nexthop, domain, self._config, self._policy_table, self.protocol)
+    async def _destination_policy(self, nexthop: str, domain: str) -> TLSPolicy:
+        """smtp_tls_policy_maps first (the administrator's word), then each
+        hook (MTA-STS), then the main.cf level. Errors as table_policy."""
+        found = table_policy(nexthop, domain, self._policy_table, self._p("tls_policy_maps"))
+        if found is not None:
+            if found.level in DANE_LEVELS and not dane_usable(self._config):
+                raise ValueError(f"level {found.level} needs smtp_dns_support_level = dnssec")
+            return found
+        for hook in self.policy_hooks:
+            hooked = await hook(nexthop, domain)
+            if hooked is not None:
+                return hooked
+        return main_cf_policy(self._config, self.protocol)
+
+    def _settings(
+        self, nexthop: str, domain: str, host: Host | None, policy: TLSPolicy
+    ) -> SessionSettings:
         sasl = None
         if self._sasl_table is not None:
             sasl = credentials_for(self._sasl_table, nexthop, host.name if host else domain)
@@ -268,7 +298,7 @@ class SMTPAgent:
             timeouts=self._timeouts,
             tls=policy,
             trust=self._trust,
-            tls_grades=self._tls_grades,
+            tls_grades=grades_of(policy, self._config, self.protocol) or self._tls_grades,
             sasl=sasl,
             sasl_options=self._config.get_list(self._p("sasl_security_options")),
             sasl_tls_options=self._config.get_list(self._p("sasl_tls_security_options")),
@@ -278,6 +308,8 @@ class SMTPAgent:
             lmtp=self.protocol == "lmtp",
             service=self.name,
             myhostname=self._config.get("myhostname"),
+            fingerprint_digest=self._fingerprint_digest,
+            identity=self._certificate.current(),
         )
 
     def _cacheable(self, nexthop: str, domain: str) -> bool:
@@ -313,7 +345,8 @@ class SMTPAgent:
             ]
 
         try:
-            policy_for(nexthop, domain, self._config, self._policy_table, self.protocol)
+            policy = await self._destination_policy(nexthop, domain)
+            grades_of(policy, self._config, self.protocol)  # a bad ciphers= defers here
         except TableError as e:
             return every("4.3.0", f"TLS policy table lookup failure: {e}")
         except (ConfigError, ValueError) as e:
@@ -321,7 +354,7 @@ class SMTPAgent:
             return every("4.7.5", f"TLS policy for {nexthop}: {e}")
         session = self.cache.take(key)
         if session is not None:
-            settings = self._settings(nexthop, domain, None)
+            settings = self._settings(nexthop, domain, None, policy)
             if await reset(session, settings):
                 return await self._send(session, settings, key, request, facts, started, domain)
             self._close(session)
@@ -352,6 +385,15 @@ class SMTPAgent:
             if sessions >= max(self._mx_session_limit, 1) and not plaintext:
                 break
             relay = f"{host.name}[{host.address}]" + (f":{port}" if port else "")
+            host_tls = policy
+            if policy.level in DANE_LEVELS and not plaintext:
+                # RFC 7672: the TLSA records of this MX host, before connecting.
+                try:
+                    host_tls = await host_policy(self._dns, policy, host, port, domain)
+                except SessionError as e:
+                    last = e
+                    maillog(self.name, f"{request.queue_id}: {e.reason}")
+                    continue
             try:
                 chat = await self._connect(host.address, port, self._timeouts["connect"], relay)
             except Exception as e:  # a failed connection: the next host
@@ -359,7 +401,10 @@ class SMTPAgent:
                 maillog(self.name, last.reason)
                 continue
             sessions += 1
-            settings = self._settings(nexthop, domain, host)
+            if host_tls.level in PKIX:
+                names = reference_names(host_tls, host.name, domain)
+                host_tls = replace(host_tls, match=names)
+            settings = self._settings(nexthop, domain, host, host_tls)
             if plaintext:
                 settings.tls = TLSPolicy("none")
             tls_name = domain if settings.tls.level == "secure" else host.name

@@ -36,11 +36,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 
+from pymta.delivery.dane import dane_verified, fingerprint_verified, names_verified
 from pymta.delivery.interface import DeliveryRecipient, RecipientStatus
 from pymta.delivery.smtp_chat import SessionError, SMTPChat
 from pymta.delivery.smtp_reply import Reply, said
 from pymta.delivery.smtp_sasl import SASLCredentials, b64, plain_response, usable_mechanisms
-from pymta.delivery.smtp_tls import TLSPolicy, client_context
+from pymta.delivery.smtp_tls import ClientIdentity, TLSPolicy, client_context
 from pymta.maillog import maillog
 from pymta.queue.model import Envelope
 from pymta.queue.reference import IMessageContent
@@ -67,6 +68,8 @@ class SessionSettings:
     service: str = "smtp"
     myhostname: str = ""
     lmtp: bool = False  # RFC 2033: LHLO, and one final reply per recipient
+    fingerprint_digest: str = "sha256"  # smtp_tls_fingerprint_digest
+    identity: ClientIdentity | None = None  # smtp_tls_cert_file / chain_files
 
 
 @dataclass
@@ -116,13 +119,20 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
             chat.tls_pending = True
             transport: Any = chat.transport
             grades = settings.tls_grades[policy.required] if settings.tls_grades else None
-            transport.startTLS(client_context(policy, tls_name, settings.trust, grades))
+            transport.startTLS(
+                client_context(policy, tls_name, settings.trust, grades, settings.identity)
+            )
             session.features = await _hello(chat, settings, timeout(settings, "starttls"))
             session.tls = describe(chat.transport) or "TLS"
-            trust = "Verified" if policy.verified else "Untrusted"
+            matched = _matched(chat, policy, settings) if policy.verified else True
+            trust = "Verified" if policy.verified and matched else "Untrusted"
             maillog(
                 settings.service, f"{trust} TLS connection established to {relay}: {session.tls}"
             )
+            if not matched:
+                # Postfix: the session is used for nothing, the next MX is
+                # tried, and the mail defers when none verifies.
+                raise SessionError("4.7.5", f"Server certificate not verified: {relay}")
         elif policy.required:
             raise SessionError(
                 "4.7.4",
@@ -134,6 +144,22 @@ async def handshake(chat: SMTPChat, settings: SessionSettings, tls_name: str) ->
     if settings.sasl is not None and "AUTH" in session.features:
         await _authenticate(session, settings)
     return session
+
+
+def _matched(chat: SMTPChat, policy: TLSPolicy, settings: SessionSettings) -> bool:
+    """The chain the server presented, judged by :mod:`pymta.delivery.dane`:
+    its names (verify, secure: OpenSSL checked the chain), its digests
+    (fingerprint) or its TLSA records (dane)."""
+    try:
+        transport: Any = chat.transport
+        chain = transport.getHandle().get_peer_cert_chain() or []
+    except Exception:
+        return False
+    if policy.level == "fingerprint":
+        return fingerprint_verified(policy, chain, settings.fingerprint_digest)
+    if policy.level == "dane":
+        return dane_verified(policy, chain)
+    return names_verified(policy, chain)
 
 
 def _check_loop(chat: SMTPChat, settings: SessionSettings) -> None:

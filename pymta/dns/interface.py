@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
+from pymta.dns.tlsa import TLSARecord
+
 #: statuses of a :class:`DNSAnswer`
 OK = "ok"
 NXDOMAIN = "nxdomain"  # the name does not exist (permanent)
@@ -28,14 +30,19 @@ class DNSAnswer:
     """The answer to one query. ``records`` holds (preference, host) pairs
     for MX, address strings for A/AAAA, texts for TXT and names for PTR;
     ``ttl`` is the smallest TTL of the records (or of the negative answer);
-    ``reason`` a human text for failures."""
+    ``reason`` a human text for failures. ``authentic`` is True only when a
+    DNSSEC-validating resolver the client trusts (Postfix's
+    ``smtp_dns_support_level = dnssec``, on loopback) set the AD bit: the
+    answer, positive or negative, is DNSSEC-secure. TLSA answers hold
+    :class:`~pymta.dns.tlsa.TLSARecord` values."""
 
     name: str
     rrtype: str
     status: str
-    records: tuple[MXRecord | str, ...] = ()
+    records: tuple[MXRecord | str | TLSARecord, ...] = ()
     ttl: int = 0
     reason: str = ""
+    authentic: bool = False
 
     @property
     def ok(self) -> bool:
@@ -48,5 +55,6 @@ class DNSAnswer:
 
 class IDNSResolver(Interface):
     def lookup(name: str, rrtype: str) -> Deferred[DNSAnswer]:
-        """Look up ``rrtype`` (``MX``, ``A``, ``AAAA``, ``TXT`` or ``PTR``) records of ``name``
-        and fire with the answer; only a bug errbacks."""
+        """Look up ``rrtype`` (``MX``, ``A``, ``AAAA``, ``TXT``, ``PTR`` or
+        ``TLSA``) records of ``name`` and fire with the answer; only a bug
+        errbacks."""

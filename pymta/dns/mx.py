@@ -18,6 +18,11 @@
   or lower preference are dropped; when nothing is left the mail "loops
   back to myself" (``5.4.6``). Bracketed next hops are not checked, as in
   Postfix.
+
+Each :class:`Host` says whether its name is DNSSEC-secure (``secure``):
+the MX answer (when there was an MX lookup) and the host's address answer
+were both authentic, RFC 7672 section 2.2's condition for looking up its
+TLSA records. An IP literal is never secure.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from pymta.dns.interface import NXDOMAIN, SERVFAIL, DNSAnswer, IDNSResolver
 @dataclass(frozen=True)
 class Host:
     """One address to connect to: the host's name (for relay= and TLS
-    name checks), its address and its MX preference (-1: no MX)."""
+    name checks), its address, its MX preference (-1: no MX), and whether
+    the DNS answers that led to it were DNSSEC-secure."""
 
     name: str
     address: str
     preference: int = -1
+    secure: bool = False
 
 
 @dataclass
@@ -83,9 +90,14 @@ def _addresses(resolver: IDNSResolver, name: str, ipv6: bool) -> Deferred[list[D
     return gatherResults(lookups)
 
 
-def _collect(name: str, preference: int, answers: list[DNSAnswer]) -> list[Host]:
+def _collect(
+    name: str, preference: int, answers: list[DNSAnswer], mx_secure: bool = True
+) -> list[Host]:
     return [
-        Host(name, str(a), preference) for answer in answers if answer.ok for a in answer.records
+        Host(name, str(a), preference, secure=mx_secure and answer.authentic)
+        for answer in answers
+        if answer.ok
+        for a in answer.records
     ]
 
 
@@ -111,8 +123,8 @@ def find_hosts(
     )
 
 
-def _host_result(answers: list[DNSAnswer], name: str) -> HostList:
-    hosts = _collect(name, -1, answers)
+def _host_result(answers: list[DNSAnswer], name: str, mx_secure: bool = True) -> HostList:
+    hosts = _collect(name, -1, answers, mx_secure)
     if hosts:
         return HostList(hosts)
     worst = next((a for a in answers if a.status == SERVFAIL), None) or next(
@@ -133,7 +145,9 @@ def _mx_answer(
     if answer.status in (SERVFAIL, NXDOMAIN):
         return _not_found(answer)
     if not answer.ok:  # no MX: the domain is its own mail exchanger (RFC 5321 5.1)
-        return _addresses(resolver, domain, ipv6).addCallback(_host_result, domain)
+        return _addresses(resolver, domain, ipv6).addCallback(
+            _host_result, domain, answer.authentic
+        )
     records = [r for r in answer.records if isinstance(r, tuple)]
     if any(host in ("", ".") for _, host in records):
         # RFC 7505: a null MX says the domain accepts no mail at all.
@@ -147,7 +161,9 @@ def _mx_answer(
         rng.shuffle(group)
         ordered.extend((preference, host) for host in group)
     lookups = [_addresses(resolver, host, ipv6) for _, host in ordered]
-    return gatherResults(lookups).addCallback(_mx_hosts, domain, ordered, own_addresses, own_names)
+    return gatherResults(lookups).addCallback(
+        _mx_hosts, domain, ordered, own_addresses, own_names, answer.authentic
+    )
 
 
 def _mx_hosts(
@@ -156,11 +172,12 @@ def _mx_hosts(
     ordered: list[tuple[int, str]],
     own_addresses: Collection[str],
     own_names: set[str],
+    mx_secure: bool,
 ) -> HostList:
     hosts: list[Host] = []
     failures: list[DNSAnswer] = []
     for (preference, name), answers in zip(ordered, results, strict=True):
-        found = _collect(name, preference, answers)
+        found = _collect(name, preference, answers, mx_secure)
         if not found:
             failures.extend(answers)
         hosts.extend(found)
