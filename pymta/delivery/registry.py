@@ -132,6 +132,20 @@ def _smtp(
     from pymta.dns.names import NamesResolver
 
     dns = CachingResolver(NamesResolver.from_config(config, context.reactor), context.clock)
+    mta_sts = None
+    if protocol == "smtp" and config.get_bool("pymta_mta_sts"):
+        from pymta.delivery.smtp_tls import load_trust
+        from pymta.mtasts import from_config
+
+        cafile = config.get("smtp_tls_CAfile").strip()
+        mta_sts = from_config(
+            config,
+            context.reactor,
+            context.clock,
+            dns,
+            trust=load_trust(cafile) if cafile else None,
+            service=service.name,
+        )
     return SMTPAgent(
         config,
         context.clock,
@@ -140,6 +154,7 @@ def _smtp(
         open_maps=context.open_maps,
         name=service.name,
         protocol=protocol,
+        mta_sts=mta_sts,
     )
 
 

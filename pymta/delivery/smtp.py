@@ -38,7 +38,7 @@ import functools
 import random as random_module
 import socket
 from collections.abc import Callable, Collection, Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred
@@ -72,6 +72,9 @@ from pymta.dns.mx import Host
 from pymta.maillog import maillog
 from pymta.queue.reference import blocks
 from pymta.tables.interface import TableError
+
+if TYPE_CHECKING:
+    from pymta.mtasts.client import MTASTS
 
 #: Content up to this size is surveyed in the reactor (a few preads).
 SURVEY_INLINE = 256 * 1024
@@ -212,10 +215,15 @@ class SMTPAgent:
         name: str = "smtp",
         protocol: str = "smtp",
         policy_hooks: Sequence[PolicyHook] = (),
+        mta_sts: MTASTS | None = None,
     ) -> None:
         self.name = name
         #: sources of TLS policy after smtp_tls_policy_maps (MTA-STS), in order
         self.policy_hooks = list(policy_hooks)
+        #: RFC 8461 (pymta_mta_sts): its policy hook, MX filter and testing checks
+        self.mta_sts = mta_sts
+        if mta_sts is not None:
+            self.policy_hooks.append(mta_sts.tls_policy)
         self.protocol = protocol
         p = functools.partial(param_name, protocol)
         self._config = config
@@ -362,10 +370,18 @@ class SMTPAgent:
             )
         if not hosts.ok:
             return every(hosts.status, hosts.reason)
+        candidates = hosts.hosts
+        if self.mta_sts is not None:
+            # RFC 8461 4.1: under enforce only the policy's MX hosts are used.
+            candidates = self.mta_sts.hosts(policy, domain, candidates, request.queue_id)
+            if not candidates:
+                return every(
+                    "4.7.5", f"MTA-STS policy of {domain}: no MX host is permitted by the policy"
+                )
         last = SessionError("4.4.1", f"delivery to {domain} failed: no host")
         sessions = 0
         attempts: list[tuple[Host, bool]] = [
-            (h, False) for h in hosts.hosts[: max(self._mx_address_limit, 1)]
+            (h, False) for h in candidates[: max(self._mx_address_limit, 1)]
         ]
         while attempts:
             host, plaintext = attempts.pop(0)
@@ -379,7 +395,8 @@ class SMTPAgent:
                 maillog(self.name, last.reason)
                 continue
             sessions += 1
-            settings = self._settings(nexthop, domain, host, policy)
+            host_policy = policy if self.mta_sts is None else self.mta_sts.host_policy(policy)
+            settings = self._settings(nexthop, domain, host, host_policy)
             if plaintext:
                 settings.tls = TLSPolicy("none")
             tls_name = domain if settings.tls.level == "secure" else host.name
@@ -402,6 +419,10 @@ class SMTPAgent:
                 chat.abort()  # a bug: do not leave the connection open
                 raise
             session.opened = started
+            if self.mta_sts is not None:
+                self.mta_sts.check_session(
+                    policy, domain, chat.transport, session.tls, host, relay, request.queue_id
+                )
             return await self._send(session, settings, key, request, facts, started, domain)
         return every("4" + last.dsn[1:], last.reason, "none", last.diagnostic)
 
