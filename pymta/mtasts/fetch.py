@@ -141,7 +141,9 @@ class PolicyFetcher:
         return d
 
     def _timed_out(self, result: Any, timeout: float) -> Any:
-        if isinstance(result, Failure) and result.check(defer.CancelledError):
+        # Called only when the time limit cancelled the fetch: whatever the
+        # cancelled request failed with, the reason is the time limit.
+        if isinstance(result, Failure):
             raise FetchError(f"timed out after {timeout:g}s")
         return result
 
@@ -168,9 +170,9 @@ class PolicyFetcher:
                 response: IResponse = await agent.request(
                     b"GET", url, Headers({b"User-Agent": [b"pymta MTA-STS"]})
                 )
-            except defer.CancelledError:
-                raise
             except Exception as e:  # connection or TLS failure: the next address
+                if _cancelled(e):
+                    raise
                 last = f"{host}[{address}]: {_describe(e)}"
                 continue
             return await self._body(host, address, response)
@@ -216,6 +218,13 @@ def _discard(response: IResponse) -> None:
     body.done.addErrback(lambda _failure: None)
     response.deliverBody(body)
     body._stop()
+
+
+def _cancelled(error: BaseException) -> bool:
+    """Whether the request failed because the fetch was cancelled (time limit)."""
+    if isinstance(error, defer.CancelledError):
+        return True
+    return any(r.check(defer.CancelledError) for r in getattr(error, "reasons", None) or ())
 
 
 def _phrase(response: IResponse) -> str:
