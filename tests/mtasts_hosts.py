@@ -1,7 +1,8 @@
 """Hosts for the MTA-STS tests (no tests here): a CA, an HTTPS policy host.
 
 - :func:`issue` writes a CA certificate (``ca.pem``) once per directory and
-  a certificate + key for the names given (``NAME.pem`` / ``NAME.key``),
+  a certificate + key for the names given (``NAME.pem`` / ``NAME.key``, NAME
+  the first),
   signed by that CA (or, with ``self_signed``, by nobody).
 - :class:`PolicySite` is a twisted.web site answering
   ``/.well-known/mta-sts.txt`` per Host header from a dict
@@ -68,8 +69,9 @@ def _ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
-def issue(directory: Path, name: str, self_signed: bool = False) -> tuple[Path, Path]:
-    """(certificate, key) paths for ``name``; the CA is ``directory/ca.pem``."""
+def issue(directory: Path, name: str, *more: str, self_signed: bool = False) -> tuple[Path, Path]:
+    """(certificate, key) paths for ``name`` (and ``more`` names); the CA is
+    ``directory/ca.pem``."""
     ca_cert, ca_key = _ca(directory)
     now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
@@ -83,7 +85,9 @@ def issue(directory: Path, name: str, self_signed: bool = False) -> tuple[Path, 
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in (name, *more)]), critical=False
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(signer, hashes.SHA256())

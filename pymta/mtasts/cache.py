@@ -121,6 +121,7 @@ def _read(path: str) -> Entries:
 def _write(path: str, entries: Entries, size: int) -> Entries:
     """Merge with the file and replace it atomically (in a worker thread)."""
     directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)  # data_directory may not exist yet
     with open(path + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

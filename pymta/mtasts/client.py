@@ -84,6 +84,7 @@ class MTASTS:
         self._cafile = cafile
         self._service = service
         self._store: crypto.X509Store | None = None
+        self._context: SSL.Context | None = None
 
     # the PolicyHook ----------------------------------------------------------
 
@@ -189,13 +190,14 @@ class MTASTS:
 
     def _trust_store(self) -> crypto.X509Store:
         if self._store is None:
-            # The store of a context loads the same trust the sessions use.
-            context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            # The store of a context loads the same trust the sessions use;
+            # the context is kept because its store lives and dies with it.
+            self._context = SSL.Context(SSL.TLS_CLIENT_METHOD)
             if self._cafile:
-                context.load_verify_locations(self._cafile)
+                self._context.load_verify_locations(self._cafile)
             else:
-                context.set_default_verify_paths()
-            self._store = context.get_cert_store()
+                self._context.set_default_verify_paths()
+            self._store = self._context.get_cert_store()
         if self._store is None:
             raise RuntimeError("OpenSSL gave no certificate store")
         return self._store

@@ -32,7 +32,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, w
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
@@ -75,6 +75,10 @@ class _PinnedEndpoint:
             extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
         )
         return wrapClientTLS(options, tcp)
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False  # no "Starting factory" line per fetch
 
 
 class _LimitedBody(Protocol):
@@ -163,9 +167,9 @@ class PolicyFetcher:
             endpoints = _PinnedEndpoint(
                 self._reactor, address, self._port, host, self._trust, self._timeout
             )
-            agent = Agent.usingEndpointFactory(
-                self._reactor, endpoints, HTTPConnectionPool(self._reactor, persistent=False)
-            )
+            pool = HTTPConnectionPool(self._reactor, persistent=False)
+            pool._factory = _QuietFactory
+            agent = Agent.usingEndpointFactory(self._reactor, endpoints, pool)
             try:
                 response: IResponse = await agent.request(
                     b"GET", url, Headers({b"User-Agent": [b"pymta MTA-STS"]})
