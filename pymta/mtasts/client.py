@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
@@ -49,11 +49,16 @@ from twisted.internet.defer import Deferred
 from pymta.delivery.smtp_tls import TLSPolicy, main_cf_policy
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
-from pymta.mtasts.discovery import PolicyDiscovery
 from pymta.mtasts.policy import Policy
 
 #: main.cf levels under which DANE decides per host before MTA-STS
 DANE_LEVELS = ("dane", "dane-only")
+
+
+class PolicySource(Protocol):
+    """Where policies come from (:class:`~pymta.mtasts.discovery.PolicyDiscovery`)."""
+
+    def policy(self, domain: str) -> Deferred[Policy | None]: ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class MTASTS:
     """The smtp client's MTA-STS (see the module doc)."""
 
     def __init__(
-        self, discovery: PolicyDiscovery, config: Any, cafile: str = "", service: str = "smtp"
+        self, discovery: PolicySource, config: Any, cafile: str = "", service: str = "smtp"
     ) -> None:
         self.discovery = discovery
         self._config = config
