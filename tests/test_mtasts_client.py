@@ -172,13 +172,17 @@ def test_no_policy_and_bracketed_next_hops() -> None:
 
 def test_dane_wins_where_it_has_tlsa_records() -> None:
     """Under main.cf dane, an enforce policy keeps the dane level; a host that
-    DANE gave TLSA records keeps DANE's policy, one without gets MTA-STS's
-    verified TLS (RFC 8461 section 2)."""
+    DANE gave usable TLSA records keeps DANE's policy, one DANE let fall back
+    to may (no DNSSEC) or encrypt (unusable records) gets MTA-STS's verified
+    TLS (RFC 8461 section 2)."""
     config = _config()
     sts = MTASTS(FixedPolicies(ENFORCE), config)
     dane = MTASTSPolicy("dane", source="mta-sts", sts=ENFORCE)
     with_tlsa = MTASTSPolicy("dane", source="mta-sts", sts=ENFORCE, tlsa=("3 1 1 ab",))
     assert sts.host_policy(dane) == TLSPolicy("verify", ("hostname",), source="mta-sts")
     assert sts.host_policy(with_tlsa) is with_tlsa
+    fallback = MTASTSPolicy("may", source="dane: non-DNSSEC destination", sts=ENFORCE)
+    unusable = MTASTSPolicy("encrypt", source="dane: unusable TLSA records", sts=ENFORCE)
+    assert sts.host_policy(fallback).level == sts.host_policy(unusable).level == "verify"
     testing = MTASTSPolicy("dane", source="mta-sts", sts=TESTING)
     assert sts.host_policy(testing) is testing

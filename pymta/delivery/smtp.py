@@ -23,7 +23,9 @@ Mirrors Postfix's smtp(8). A request's next hop is ``domain`` (MX lookup),
 4. keeps the connection for the next message, or says QUIT.
 
 Time limits are Postfix's ``smtp_*_timeout``; the TLS policy
-:mod:`~pymta.delivery.smtp_tls`; AUTH :mod:`~pymta.delivery.smtp_sasl`.
+:mod:`~pymta.delivery.smtp_tls`; AUTH :mod:`~pymta.delivery.smtp_sasl`;
+MTA-STS (``pymta_mta_sts``, :mod:`pymta.mtasts.client`) chooses the MX
+hosts and the TLS policy of domains that publish one.
 Results are values: the returned Deferred errbacks only on a bug.
 Each status carries ``timings`` (connection setup, transmission) for the
 log's delays=c/d. Untrusted input: DNS answers and the peer's replies.

@@ -144,11 +144,13 @@ class MTASTS:
         return kept if sts.mode == "enforce" else list(hosts)
 
     def host_policy(self, policy: TLSPolicy) -> TLSPolicy:
-        """Under main.cf ``dane``: a host DANE left without TLSA records
-        gets MTA-STS's enforced policy; any other policy is returned as is."""
+        """The policy of one MX host: under enforce, MTA-STS's verified TLS
+        unless DANE gave the host usable TLSA records (DANE's per-host
+        policy keeps the MTA-STS policy it was made from: dane's ``may``
+        fallback and ``encrypt`` for unusable records become ``verify``);
+        any other policy as is."""
         if isinstance(policy, MTASTSPolicy) and policy.enforced and not policy.tlsa:
-            if policy.level in DANE_LEVELS or policy.level == "may":
-                return enforced_policy()
+            return enforced_policy()
         return policy
 
     def check_session(
