@@ -143,3 +143,12 @@ async def _turn() -> None:
     from twisted.internet.task import deferLater
 
     await deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_domain_that_is_no_host_name(host: Host) -> None:
+    """A domain that cannot be a host name (it would change the URL) is
+    refused before any lookup or connection."""
+    with pytest.raises(FetchError, match="not a host name"):
+        await host.fetcher().fetch("sts.test/evil?")
+    assert host.resource.requests == []

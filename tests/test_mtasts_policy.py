@@ -97,3 +97,10 @@ def test_text_round_trip() -> None:
     """The policy written out for the cache parses back to the same policy."""
     policy = parse_policy(GOOD)
     assert parse_policy(policy.text()) == policy
+
+
+def test_blank_padding_is_stripped() -> None:
+    """Blanks around values are dropped, however many (a line of 60,000
+    blanks is read in one pass: no backtracking expression parses lines)."""
+    text = "version: STSv1\nmode:enforce" + " " * 60000 + "\nmx:\tmx.example.com \nmax_age: 5\n"
+    assert parse_policy(text) == Policy("enforce", ("mx.example.com",), 5)

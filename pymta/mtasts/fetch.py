@@ -24,6 +24,7 @@ answers and everything the policy host sends. Writes nothing, logs nothing.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet import defer, ssl
@@ -43,6 +44,8 @@ from pymta.dns.interface import IDNSResolver
 BODY_LIMIT = 64 * 1024
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"
+
+_HOST = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)+")
 
 
 class FetchError(Exception):
@@ -154,9 +157,11 @@ class PolicyFetcher:
     async def _fetch(self, domain: str) -> str:
         host = "mta-sts." + domain.rstrip(".").lower()
         try:
-            host.encode("ascii")
-        except UnicodeEncodeError:
             host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise FetchError(f"{host[:80]!r}: not a host name") from None
+        if not _HOST.fullmatch(host):  # the name goes into a URL: nothing else may
+            raise FetchError(f"{host[:80]!r}: not a host name")
         addresses = await self._addresses(host)
         if not addresses:
             raise FetchError(f"{host}: host not found")
