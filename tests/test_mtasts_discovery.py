@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
@@ -204,3 +205,11 @@ def test_size_keeps_the_entries_that_expire_last() -> None:
     kept = trim(entries, 2)
     assert sorted(kept) == ["d3.test", "d4.test"]
     assert decode(encode(kept)) == kept
+
+
+def test_cache_file_that_is_not_one() -> None:
+    """Text that is not a cache file (not JSON, another format, brackets nested
+    past Python's recursion limit) is a ValueError: the reader starts empty."""
+    for text in ("{not json", '{"format": "other"}', "[" * 10000):
+        with pytest.raises(ValueError):
+            decode(text)

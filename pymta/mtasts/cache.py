@@ -66,7 +66,10 @@ Entries = dict[str, CachedPolicy]
 
 def decode(text: str) -> Entries:
     """The entries of a cache file's text; ValueError when it is not one."""
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except RecursionError:  # deeply nested brackets: not a cache file either
+        raise ValueError("not an MTA-STS cache file") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError("not an MTA-STS cache file")
     domains = data.get("domains")
