@@ -186,3 +186,15 @@ def test_dane_wins_where_it_has_tlsa_records() -> None:
     assert sts.host_policy(fallback).level == sts.host_policy(unusable).level == "verify"
     testing = MTASTSPolicy("dane", source="mta-sts", sts=TESTING)
     assert sts.host_policy(testing) is testing
+
+
+def test_enforce_keeps_a_stricter_main_cf_level() -> None:
+    """Under main.cf secure, an enforce policy keeps secure (the certificate
+    must name the next-hop domain) instead of lowering it to verify; the MX
+    filter still applies."""
+    peer = Peer(Clock())
+    agent, _ = _agent(peer, ENFORCE, smtp_tls_security_level="secure")
+    agent.deliver(_request(["a@example.net"]))
+    context = _starttls(peer)
+    assert peer.addresses == [("192.0.2.2", 25)]
+    assert context._hostname == "example.net"

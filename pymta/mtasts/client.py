@@ -11,11 +11,12 @@
   :class:`MTASTSPolicy` when the domain has a policy in mode ``enforce``
   (level ``verify`` with ``match=hostname``: TLS required, the chain checked
   against ``smtp_tls_CAfile`` or the system's CAs, the certificate valid
-  for the MX host's name) or ``testing`` (main.cf's level unchanged), and
-  None otherwise. When main.cf's level is ``dane`` or ``dane-only`` the
-  level stays (RFC 8461 section 2: DANE wins where the domain has secure
-  TLSA records) and :meth:`host_policy` applies MTA-STS to each host DANE
-  leaves without TLSA records.
+  for the MX host's name; a main.cf level that already authenticates the
+  server, ``verify``, ``secure`` or ``fingerprint``, stays) or ``testing``
+  (main.cf's level unchanged), and None otherwise. When main.cf's level
+  is ``dane`` or ``dane-only`` the level stays (RFC 8461 section 2: DANE
+  wins where the domain has secure TLSA records) and :meth:`host_policy`
+  applies MTA-STS to each host DANE leaves without usable TLSA records.
 - :meth:`MTASTS.hosts` keeps, under ``enforce``, only the MX hosts whose
   names match the policy's ``mx`` patterns (4.1); none left defers
   ``4.7.5``. Under ``testing`` every host stays and each one that would
@@ -53,6 +54,10 @@ from pymta.mtasts.policy import Policy
 
 #: main.cf levels under which DANE decides per host before MTA-STS
 DANE_LEVELS = ("dane", "dane-only")
+
+#: levels that do not authenticate the server: enforce raises them to verify
+#: (main.cf verify, secure and fingerprint already authenticate it and stay)
+UNAUTHENTICATED = ("none", "may", "encrypt", *DANE_LEVELS)
 
 
 class PolicySource(Protocol):
@@ -104,7 +109,11 @@ class MTASTS:
         if sts is None:
             return None
         base = main_cf_policy(self._config, "smtp")
-        if sts.mode == "enforce" and base.level not in DANE_LEVELS:
+        if (
+            sts.mode == "enforce"
+            and base.level in UNAUTHENTICATED
+            and base.level not in DANE_LEVELS
+        ):
             chosen = enforced_policy()
         else:
             chosen = base
@@ -150,7 +159,8 @@ class MTASTS:
         fallback and ``encrypt`` for unusable records become ``verify``);
         any other policy as is."""
         if isinstance(policy, MTASTSPolicy) and policy.enforced and not policy.tlsa:
-            return enforced_policy()
+            if policy.level in UNAUTHENTICATED:
+                return enforced_policy()
         return policy
 
     def check_session(
