@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 
 from pymta.dns.memory import MemoryResolver
 from pymta.mtasts.cache import CachedPolicy, PolicyCache, decode, encode, trim
-from pymta.mtasts.discovery import PolicyDiscovery
+from pymta.mtasts.discovery import RETRY_FAILED, PolicyDiscovery
 from pymta.mtasts.fetch import FetchError
 from pymta.mtasts.policy import Policy, parse_policy
 
@@ -213,3 +213,25 @@ def test_cache_file_that_is_not_one() -> None:
     for text in ("{not json", '{"format": "other"}', "[" * 10000):
         with pytest.raises(ValueError):
             decode(text)
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_fetch_is_not_repeated_for_five_minutes(tmp_path: Path) -> None:
+    """After a failed fetch, deliveries to the domain do not fetch the same
+    policy id again for RETRY_FAILED seconds; then they do, and a new id is
+    fetched at once."""
+    fetcher = FakeFetcher({"sts.test": ENFORCE})
+    fetcher.down = True
+    dns, clock = _zone("one"), Clock()
+    discovery = _discovery(tmp_path, dns, fetcher, clock)
+    assert await discovery.policy("sts.test") is None
+    clock.advance(RETRY_FAILED - 1)
+    assert await discovery.policy("sts.test") is None
+    assert len(fetcher.calls) == 1
+    dns.records[("_mta-sts.sts.test", "TXT")] = ("v=STSv1; id=two",)
+    await discovery.policy("sts.test")
+    assert len(fetcher.calls) == 2
+    clock.advance(RETRY_FAILED)
+    fetcher.down = False
+    assert await discovery.policy("sts.test") is not None
+    assert len(fetcher.calls) == 3

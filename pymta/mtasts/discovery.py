@@ -12,7 +12,9 @@ None, never errbacks. For each delivery it looks up the TXT record
   is cached too (it is how a domain withdraws its policy) and gives None;
 - the fetch fails, or the text is not a valid policy: the fresh cached
   policy if there is one (5.1: a policy host that is down, or an attacker
-  blocking it, must not turn enforcement off), else None;
+  blocking it, must not turn enforcement off), else None; the same id is
+  not fetched again for :data:`RETRY_FAILED` seconds (5 minutes), so a
+  silent policy host does not cost every delivery the fetch's time limit;
 - no valid TXT record (NXDOMAIN, no record, several ``v=STSv1`` records,
   or a lookup failure): the fresh cached policy if there is one, else
   None (3.3: "if no live policy can be discovered ... but a valid
@@ -42,6 +44,13 @@ from pymta.mtasts.policy import Policy, parse_policy, parse_record
 _log = Logger()
 
 
+#: seconds before a policy id whose fetch failed is fetched again
+RETRY_FAILED = 300.0
+
+#: domains whose failed fetches are remembered at most (oldest forgotten)
+FAILED_LIMIT = 10000
+
+
 class Fetcher(Protocol):
     def fetch(self, domain: str) -> Deferred[str]: ...
 
@@ -63,6 +72,8 @@ class PolicyDiscovery:
         self._clock = clock
         self._service = service
         self._pending: dict[str, list[Deferred[Policy | None]]] = {}
+        #: domain -> (policy id whose fetch failed, when it may be tried again)
+        self._failed: dict[str, tuple[str, float]] = {}
 
     def policy(self, domain: str) -> Deferred[Policy | None]:
         """The policy to apply to mail for ``domain`` (None: no MTA-STS)."""
@@ -100,6 +111,9 @@ class PolicyDiscovery:
             return _applied(cached)
         if cached is not None and cached.policy_id == policy_id:
             return _applied(cached)
+        failed = self._failed.get(domain)
+        if failed is not None and failed[0] == policy_id and now < failed[1]:
+            return _applied(cached)
         try:
             text = await self._fetcher.fetch(domain)
             fetched = parse_policy(text)
@@ -113,7 +127,9 @@ class PolicyDiscovery:
                 )
             else:
                 self._log(domain, f"cannot fetch policy id {policy_id}: {e}", LogLevel.warn)
+            self._remember_failure(domain, policy_id, now)
             return _applied(cached)
+        self._failed.pop(domain, None)
         entry = CachedPolicy(policy_id, fetched, now)
         self.cache.put(domain, entry)
         self._log(
@@ -122,6 +138,12 @@ class PolicyDiscovery:
             f"mx={','.join(fetched.mx) or '-'}",
         )
         return _applied(entry)
+
+    def _remember_failure(self, domain: str, policy_id: str, now: float) -> None:
+        self._failed.pop(domain, None)
+        while len(self._failed) >= FAILED_LIMIT:
+            del self._failed[next(iter(self._failed))]
+        self._failed[domain] = (policy_id, now + RETRY_FAILED)
 
 
 def _applied(entry: CachedPolicy | None) -> Policy | None:
