@@ -10,9 +10,11 @@ own tests, the real TLS handshakes the end-to-end test.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from OpenSSL import crypto
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
@@ -24,6 +26,7 @@ from pymta.dns.memory import MemoryResolver
 from pymta.mtasts.client import MTASTS, MTASTSPolicy
 from pymta.mtasts.policy import Policy
 from pymta.smtpd.testing import LogCapture
+from tests.mtasts_hosts import issue
 from tests.test_delivery_smtp import ZONE, Peer, _config, _greet, _request, _result
 
 ENFORCE = Policy("enforce", ("mx2.example.net",), 86400)
@@ -198,3 +201,23 @@ def test_enforce_keeps_a_stricter_main_cf_level() -> None:
     context = _starttls(peer)
     assert peer.addresses == [("192.0.2.2", 25)]
     assert context._hostname == "example.net"
+
+
+def test_testing_judges_the_chain_as_enforce_would(tmp_path: Path) -> None:
+    """The testing check passes a chain from the trusted CA naming the MX,
+    and names the problem of one for another name and of a self-signed one."""
+    good = issue(tmp_path, "mx2.example.net")
+    other = issue(tmp_path, "wrong.example.net")
+    alone = issue(tmp_path, "mx2.example.net", self_signed=True)
+    sts = MTASTS(FixedPolicies(TESTING), _config(), cafile=str(tmp_path / "ca.pem"))
+
+    def chain(paths: tuple[Path, Path]) -> list[crypto.X509]:
+        return [crypto.load_certificate(crypto.FILETYPE_PEM, paths[0].read_bytes())]
+
+    assert sts.chain_problem(chain(good), "mx2.example.net") == ""
+    assert sts.chain_problem(chain(other), "mx2.example.net") == (
+        "certificate does not name mx2.example.net"
+    )
+    assert sts.chain_problem(chain(alone), "mx2.example.net").startswith(
+        "certificate not trusted: "
+    )

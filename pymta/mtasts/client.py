@@ -44,13 +44,17 @@ from typing import Any, Protocol
 
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
-from service_identity.pyopenssl import verify_hostname
+from service_identity.cryptography import verify_certificate_hostname
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
 
 from pymta.delivery.smtp_tls import TLSPolicy, main_cf_policy
 from pymta.dns.mx import Host
 from pymta.maillog import maillog
 from pymta.mtasts.policy import Policy
+
+_log = Logger()
 
 #: main.cf levels under which DANE decides per host before MTA-STS
 DANE_LEVELS = ("dane", "dane-only")
@@ -173,34 +177,42 @@ class MTASTS:
         relay: str,
         queue_id: str,
     ) -> None:
-        """Under ``testing``: log what enforce would have refused in this session."""
+        """Under ``testing``: log what enforce would have refused in this
+        session. The chain is judged in a worker thread (OpenSSL may read
+        the system's CA directory); the line follows when it is done."""
         if not isinstance(policy, MTASTSPolicy) or policy.sts is None:
             return
         if policy.sts.mode != "testing" or not policy.sts.permits(host.name):
             return  # a host outside the policy was logged by hosts()
-        problem = self.tls_problem(transport, host.name) if tls else "TLS was not used"
-        if problem:
-            maillog(
-                self._service,
-                f"{queue_id}: MTA-STS policy of {domain} (testing): "
-                f"would not deliver to {relay}: {problem}",
-            )
 
-    def tls_problem(self, transport: Any, name: str) -> str:
-        """Why the session's certificate would fail enforce, or ''."""
-        connection = _connection(transport)
-        if connection is None:
-            return "TLS was not used"
-        chain = connection.get_peer_cert_chain() or []
-        if not chain:
-            return "no server certificate"
-        context = crypto.X509StoreContext(self._trust_store(), chain[0], chain[1:])
+        def report(problem: str) -> None:
+            if problem:
+                maillog(
+                    self._service,
+                    f"{queue_id}: MTA-STS policy of {domain} (testing): "
+                    f"would not deliver to {relay}: {problem}",
+                )
+
+        chain = _peer_chain(transport) if tls else None
+        if chain is None:
+            report("TLS was not used")
+        elif not chain:
+            report("no server certificate")
+        else:
+            judged = deferToThread(self.chain_problem, chain, host.name)
+            judged.addCallback(report)
+            judged.addErrback(lambda f: _log.failure("MTA-STS testing check", f))
+
+    def chain_problem(self, chain: Sequence[crypto.X509], name: str) -> str:
+        """Why a peer's chain (leaf first) would fail enforce for the MX host
+        ``name`` (not trusted, or not naming it), or ''."""
+        context = crypto.X509StoreContext(self._trust_store(), chain[0], list(chain[1:]))
         try:
             context.verify_certificate()
         except crypto.X509StoreContextError as e:
             return f"certificate not trusted: {e}"
         try:
-            verify_hostname(connection, name)
+            verify_certificate_hostname(chain[0].to_cryptography(), name)
         except VerificationError:
             return f"certificate does not name {name}"
         return ""
@@ -220,9 +232,15 @@ class MTASTS:
         return self._store
 
 
-def _connection(transport: Any) -> SSL.Connection | None:
-    handle = getattr(transport, "getHandle", lambda: None)()
-    return handle if isinstance(handle, SSL.Connection) else None
+def _peer_chain(transport: Any) -> list[crypto.X509] | None:
+    """The peer's certificate chain of a TLS transport; None without TLS."""
+    try:
+        handle = transport.getHandle()
+    except Exception:
+        return None
+    if not isinstance(handle, SSL.Connection):
+        return None
+    return list(handle.get_peer_cert_chain() or [])
 
 
 def _is_literal(domain: str) -> bool:
