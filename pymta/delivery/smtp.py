@@ -289,6 +289,9 @@ class SMTPAgent:
     def _settings(
         self, nexthop: str, domain: str, host: Host | None, policy: TLSPolicy
     ) -> SessionSettings:
+        if self.mta_sts is not None:
+            # After DANE's per-host policy: MTA-STS for hosts without usable TLSA.
+            policy = self.mta_sts.host_policy(policy)
         sasl = None
         if self._sasl_table is not None:
             sasl = credentials_for(self._sasl_table, nexthop, host.name if host else domain)
@@ -397,8 +400,7 @@ class SMTPAgent:
                 maillog(self.name, last.reason)
                 continue
             sessions += 1
-            host_policy = policy if self.mta_sts is None else self.mta_sts.host_policy(policy)
-            settings = self._settings(nexthop, domain, host, host_policy)
+            settings = self._settings(nexthop, domain, host, policy)
             if plaintext:
                 settings.tls = TLSPolicy("none")
             tls_name = domain if settings.tls.level == "secure" else host.name
