@@ -155,7 +155,7 @@ class PolicyCache:
         self._loaded: Deferred[None] | None = None
         self._writing = False
         self._again = False
-        #: fires when the last write scheduled so far is done (tests wait on it)
+        #: waiters of flushed()
         self._idle: list[Deferred[None]] = []
 
     def load(self) -> Deferred[None]:
@@ -224,7 +224,8 @@ class PolicyCache:
             d.callback(None)
 
     def flushed(self) -> Deferred[None]:
-        """Fires when no write is pending (at shutdown, and in tests)."""
+        """Fires when no write is pending (tests wait on it; at shutdown the
+        reactor's thread pool finishes a write that has begun)."""
         if not self._writing:
             return succeed(None)
         d: Deferred[None] = Deferred()
