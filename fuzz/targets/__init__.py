@@ -17,4 +17,5 @@ TARGETS = (
     "milter_reply",
     "sieve",
     "managesieve",
+    "mta_sts",
 )

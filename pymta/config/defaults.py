@@ -490,6 +490,26 @@ _PARAMS: list[Param] = [
         "bool",
         "pymta: let the SMTP client send a PLAIN/LOGIN password without TLS",
     ),
+    _p(
+        "pymta_mta_sts",
+        "no",
+        "bool",
+        "pymta: MTA-STS (RFC 8461) for the smtp client: enforce or test the policies of "
+        "recipient domains",
+    ),
+    _p(
+        "pymta_mta_sts_cache_file",
+        "$data_directory/mta_sts_cache",
+        "str",
+        "pymta: the file that keeps MTA-STS policies across restarts",
+    ),
+    _p("pymta_mta_sts_cache_size", "10000", "int", "pymta: MTA-STS policies kept (domains)"),
+    _p(
+        "pymta_mta_sts_timeout",
+        "10s",
+        "time",
+        "pymta: time limit of one MTA-STS policy fetch (DNS, HTTPS, body)",
+    ),
     _p("lmtp_connect_timeout", "0s", "time", "time limit of an LMTP connection"),
     # --- mail authentication (pymta.mailauth; Postfix uses milters) ---
     _p(

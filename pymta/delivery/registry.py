@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
@@ -32,6 +32,10 @@ from pymta.delivery.lookup import OpenMaps, default_open_maps
 from pymta.delivery.virtual import VirtualAgent
 from pymta.privsep.interface import IUserDelivery
 from pymta.sync import ISyncBarrier
+
+if TYPE_CHECKING:
+    from pymta.dns.interface import IDNSResolver
+    from pymta.mtasts.client import MTASTS
 
 
 @dataclass
@@ -156,6 +160,27 @@ def _smtp(
         open_maps=context.open_maps,
         name=service.name,
         protocol=protocol,
+        mta_sts=_mta_sts(context, service, config, dns) if protocol == "smtp" else None,
+    )
+
+
+def _mta_sts(
+    context: AgentContext, service: MasterService, config: Config, dns: IDNSResolver
+) -> MTASTS | None:
+    """The smtp service's MTA-STS when ``pymta_mta_sts = yes`` (RFC 8461)."""
+    if not config.get_bool("pymta_mta_sts"):
+        return None
+    from pymta.delivery.smtp_tls import load_trust
+    from pymta.mtasts import from_config
+
+    cafile = config.get("smtp_tls_CAfile").strip()
+    return from_config(
+        config,
+        context.reactor,
+        context.clock,
+        dns,
+        trust=load_trust(cafile) if cafile else None,
+        service=service.name,
     )
 
 

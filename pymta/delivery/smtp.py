@@ -23,7 +23,9 @@ Mirrors Postfix's smtp(8). A request's next hop is ``domain`` (MX lookup),
 4. keeps the connection for the next message, or says QUIT.
 
 Time limits are Postfix's ``smtp_*_timeout``; the TLS policy
-:mod:`~pymta.delivery.smtp_tls`; AUTH :mod:`~pymta.delivery.smtp_sasl`.
+:mod:`~pymta.delivery.smtp_tls`; AUTH :mod:`~pymta.delivery.smtp_sasl`;
+MTA-STS (``pymta_mta_sts``, :mod:`pymta.mtasts.client`) chooses the MX
+hosts and the TLS policy of domains that publish one.
 Results are values: the returned Deferred errbacks only on a bug.
 Each status carries ``timings`` (connection setup, transmission) for the
 log's delays=c/d. Untrusted input: DNS answers and the peer's replies.
@@ -39,7 +41,7 @@ import random as random_module
 import socket
 from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred
@@ -79,6 +81,9 @@ from pymta.dns.mx import Host
 from pymta.maillog import maillog
 from pymta.queue.reference import blocks
 from pymta.tables.interface import TableError
+
+if TYPE_CHECKING:
+    from pymta.mtasts.client import MTASTS
 
 #: Content up to this size is surveyed in the reactor (a few preads).
 SURVEY_INLINE = 256 * 1024
@@ -219,10 +224,15 @@ class SMTPAgent:
         name: str = "smtp",
         protocol: str = "smtp",
         policy_hooks: Sequence[PolicyHook] = (),
+        mta_sts: MTASTS | None = None,
     ) -> None:
         self.name = name
         #: sources of TLS policy after smtp_tls_policy_maps (MTA-STS), in order
         self.policy_hooks = list(policy_hooks)
+        #: RFC 8461 (pymta_mta_sts): its policy hook, MX filter and testing checks
+        self.mta_sts = mta_sts
+        if mta_sts is not None:
+            self.policy_hooks.append(mta_sts.tls_policy)
         self.protocol = protocol
         p = functools.partial(param_name, protocol)
         self._config = config
@@ -290,6 +300,9 @@ class SMTPAgent:
     def _settings(
         self, nexthop: str, domain: str, host: Host | None, policy: TLSPolicy
     ) -> SessionSettings:
+        if self.mta_sts is not None:
+            # After DANE's per-host policy: MTA-STS for hosts without usable TLSA.
+            policy = self.mta_sts.host_policy(policy)
         sasl = None
         if self._sasl_table is not None:
             sasl = credentials_for(self._sasl_table, nexthop, host.name if host else domain)
@@ -375,10 +388,18 @@ class SMTPAgent:
             )
         if not hosts.ok:
             return every(hosts.status, hosts.reason)
+        candidates = hosts.hosts
+        if self.mta_sts is not None:
+            # RFC 8461 4.1: under enforce only the policy's MX hosts are used.
+            candidates = self.mta_sts.hosts(policy, domain, candidates, request.queue_id)
+            if not candidates:
+                return every(
+                    "4.7.5", f"MTA-STS policy of {domain}: no MX host is permitted by the policy"
+                )
         last = SessionError("4.4.1", f"delivery to {domain} failed: no host")
         sessions = 0
         attempts: list[tuple[Host, bool]] = [
-            (h, False) for h in hosts.hosts[: max(self._mx_address_limit, 1)]
+            (h, False) for h in candidates[: max(self._mx_address_limit, 1)]
         ]
         while attempts:
             host, plaintext = attempts.pop(0)
@@ -427,6 +448,10 @@ class SMTPAgent:
                 chat.abort()  # a bug: do not leave the connection open
                 raise
             session.opened = started
+            if self.mta_sts is not None:
+                self.mta_sts.check_session(
+                    policy, domain, chat.transport, session.tls, host, relay, request.queue_id
+                )
             return await self._send(session, settings, key, request, facts, started, domain)
         return every("4" + last.dsn[1:], last.reason, "none", last.diagnostic)
 
