@@ -88,7 +88,7 @@ def test_enforce_uses_only_the_policy_mx_with_verified_tls(maillog: list[str]) -
     agent.deliver(_request(["a@example.net"]))
     context = _starttls(peer)
     assert peer.addresses == [("192.0.2.2", 25)]
-    assert context._hostname == "mx2.example.net"  # verifying options for the MX name
+    assert context.name == "mx2.example.net"  # SNI; the names are checked after the handshake
     assert source.asked == ["example.net"]
     assert (
         "smtp: QID1: MTA-STS policy of example.net: MX host mx1.example.net is not "
@@ -200,7 +200,7 @@ def test_enforce_keeps_a_stricter_main_cf_level() -> None:
     agent.deliver(_request(["a@example.net"]))
     context = _starttls(peer)
     assert peer.addresses == [("192.0.2.2", 25)]
-    assert context._hostname == "example.net"
+    assert context.name == "example.net"  # secure: the next-hop domain, verify would send mx2
 
 
 def test_testing_judges_the_chain_as_enforce_would(tmp_path: Path) -> None:
