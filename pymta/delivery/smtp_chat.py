@@ -102,7 +102,7 @@ class SMTPChat(LineOnlyReceiver):
                 SessionError(
                     "4.7.5",
                     f"Cannot start TLS: handshake failure with {self.relay}: "
-                    f"{reason.getErrorMessage() if reason else 'connection lost'}",
+                    f"{handshake_failure(reason)}",
                 )
             )
         else:
@@ -311,3 +311,16 @@ class _Sender:
         transport: Any = self.chat.transport
         if transport is not None and getattr(transport, "producer", None) is self:
             transport.unregisterProducer()
+
+
+def handshake_failure(reason: Failure | None) -> str:
+    """Why a STARTTLS handshake ended, as Postfix words it: a chain the
+    trust anchors do not accept is "Server certificate not verified"
+    (not OpenSSL's error stack or service_identity's repr); anything else
+    is the error's own message."""
+    if reason is None:
+        return "connection lost"
+    text = reason.getErrorMessage()
+    if "certificate verify failed" in text or "VerificationError" in text:
+        return "Server certificate not verified"
+    return text
