@@ -98,7 +98,7 @@ def test_build_is_named_parts_in_start_order(tmp_path: Path) -> None:
     assert system.getServiceNamed("queue") is system.queue
     delivery = [s.name for s in system.delivery]
     assert delivery.index("delivery-sync") < delivery.index("qmgr")
-    assert [s.name for s in system.queue][0] == "sync"
+    assert next(s.name for s in system.queue) == "sync"
     assert isinstance(system.qmgr, QueueManager)
     verifyObject(IQueueTrigger, system.qmgr)
 
