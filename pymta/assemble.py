@@ -65,7 +65,7 @@ from pymta.queue.trigger import IQueueTrigger, TriggerChannel
 from pymta.rewrite import Resolver
 from pymta.rewrite.switch import ResolverSwitch
 from pymta.sessions import SMTPD_DNS_DEADLINE, SessionParts, add_listeners
-from pymta.sync import ISyncBarrier, SyncBarrier
+from pymta.sync import SyncBarrier
 
 log = Logger()
 
@@ -208,7 +208,7 @@ class QueuePart(service.MultiService):
         self.directory = config.get("queue_directory")
         if not check:
             Path(self.directory).mkdir(parents=True, exist_ok=True)
-        self.sync: ISyncBarrier = SyncBarrier(
+        self.sync = SyncBarrier(
             self.directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor
         )
         self.store: IQueueStore
@@ -269,7 +269,7 @@ class DeliveryPart(service.MultiService):
         # recipient is marked done only after its mailbox write is durable (by
         # the writer's thread right after its rename, or by the queue manager
         # after the agent's Deferred fired), so the two reach the disk in order.
-        self.sync: ISyncBarrier = SyncBarrier(
+        self.sync = SyncBarrier(
             config.get("virtual_mailbox_base") or queue.directory,
             config.get("pymta_sync_method") or "syncfs",
             reactor=reactor,
@@ -308,9 +308,9 @@ class DeliveryPart(service.MultiService):
         CallbackService("delivery-sync", _nothing, self.sync.drain).setServiceParent(self)
         CallbackService("qmgr", self._start_qmgr, self._stop_qmgr).setServiceParent(self)
         for name, agent in self.agents.items():
-            close = getattr(agent, "close", None)
-            if close is not None:  # e.g. smtp: QUIT on the cached idle connections
-                CallbackService(f"agent-{name}", _nothing, close).setServiceParent(self)
+            # Stopped before the queue manager's stop is called (reverse
+            # order), as before: smtp's QUIT to its idle connections.
+            CallbackService(f"agent-{name}", _nothing, agent.close).setServiceParent(self)
         if fifo:
             # postqueue -f / pymta flush write to $queue_directory/public/qmgr.
             from pymta.qmgr.trigger import TriggerService
@@ -386,6 +386,8 @@ class MailSystem(service.MultiService):
         #: embedding application keeps its own signals.
         self.handle_signals = False
         self.signal_handlers: Callable[[MailSystem], None] | None = None
+        #: The reload under way or last done (pymta.master.control: one at a time).
+        self.reload_chain: Deferred[Any] | None = None
         #: Set by pymta.tap when twistd daemonises (no -n).
         self.daemonised = False
         self.metrics: Any = None  # pymta.metrics.MetricsService, when master.cf has one

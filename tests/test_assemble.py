@@ -90,7 +90,8 @@ def test_build_is_named_parts_in_start_order(tmp_path: Path) -> None:
     """The system's children are the queue part, then the delivery part
     (queue manager, agents, barriers), then the listeners, so that stopping
     (in reverse) closes the listeners first and drains the queue's
-    barrier last; the queue manager is an IQueueTrigger."""
+    barrier last; every delivery agent is closed at the stop; the queue
+    manager is an IQueueTrigger."""
     system = _build(tmp_path)
     names = [s.name for s in system]
     assert names[:2] == ["queue", "delivery"]
@@ -98,6 +99,8 @@ def test_build_is_named_parts_in_start_order(tmp_path: Path) -> None:
     assert system.getServiceNamed("queue") is system.queue
     delivery = [s.name for s in system.delivery]
     assert delivery.index("delivery-sync") < delivery.index("qmgr")
+    # Every agent is closed at the stop (IDeliveryAgent.close), none by guesswork.
+    assert {f"agent-{name}" for name in system.agents} <= set(delivery)
     assert next(s.name for s in system.queue) == "sync"
     assert isinstance(system.qmgr, QueueManager)
     verifyObject(IQueueTrigger, system.qmgr)

@@ -631,7 +631,7 @@ class QueueManager:
             rcpt = envelope.recipients[member.index]
             outcome = status.outcome
             marked = outcome == "sent" and self._mark_sent(message, member.index)
-            timings = getattr(status, "timings", None)
+            timings = status.timings
             log_delivery(
                 service,
                 queue_id,
