@@ -14,8 +14,9 @@ spawns the other reactor processes on the same sockets (:mod:`pymta.master`);
 each of them builds its parts with :func:`pymta.assemble.build` and
 ``worker_fds``. This module only adds what the twistd plugin needs (the
 signal handlers of :mod:`pymta.master.control`) and names the parts' API
-for embedding applications; nothing in pymta imports it but the plugin
-(pymta.tap) and the command line. Writes: the queue, data and mail
+for embedding applications; in pymta only the plugin (pymta.tap), the
+command line and pymta.testing import it (the parts and master/ import
+:mod:`pymta.assemble`). Writes: the queue, data and mail
 directories named by main.cf.
 """
 
