@@ -61,7 +61,14 @@ class ISyncBarrier(Interface):
         syncs the whole file system (syncfs) ignores them, one that fsyncs
         file by file (``pymta_sync_method = fsync``) syncs exactly those."""
 
-    def run(work, durable=True, files=(), dirs=(), after=None, soon=False):  # type: ignore[no-untyped-def]
+    def run(
+        work: Callable[[], Any],
+        durable: bool = True,
+        files: Sequence[str] = (),
+        dirs: Sequence[str] = (),
+        after: Callable[[], None] | None = None,
+        soon: bool = False,
+    ) -> Deferred[Any]:
         """Run work (a callable doing file-system changes) off the reactor
         thread, in call order, and fire with its result — when durable,
         after a sync that started once work was done, and after ``after``

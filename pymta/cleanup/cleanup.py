@@ -31,9 +31,10 @@ Mirrors Postfix's cleanup(8). For each submitted message, in order:
    thread pool, before the message is made durable;
 7. enqueue (written, renamed, synced by group commit; into hold/ after a
    HOLD action, and not at all after DISCARD), then log
-   ``QID: message-id=<...>`` and tell on_queued the queue id and the
-   envelope it wrote (the queue manager need not read the records back;
-   the content it never needs: agents read it from the queue file).
+   ``QID: message-id=<...>`` and trigger the queue manager with the queue
+   id and the envelope it wrote (pymta.queue.trigger: the queue manager
+   need not read the records back; the content it never needs: agents
+   read it from the queue file).
 
 smtpd writes a message as it arrives (``open_message``,
 pymta.cleanup.writer): a message larger than the writer's threshold is
@@ -88,6 +89,8 @@ from pymta.maillog import maillog
 from pymta.queue.interface import IQueueStore, ISpool
 from pymta.queue.model import Envelope
 from pymta.queue.spool import SpooledContent
+from pymta.queue.trigger import IQueueTrigger
+from pymta.rewrite.interface import IResolver
 from pymta.tables import Maps, TableError, open_maps
 
 if TYPE_CHECKING:
@@ -148,20 +151,23 @@ def log_client(qid: str, attributes: dict[str, str], sender: str = "") -> None:
 class Cleanup:
     """cleanup(8) over a queue store.
 
-    ``resolver`` supplies ``is_local_domain(domain)`` (pymta.rewrite's
-    Resolver) for the lookup order of local addresses; ``clock`` the arrival
-    time and Date; ``tz`` the zone of Date/Received (None: local time);
-    ``on_queued(queue_id, envelope)`` is called once the message is
-    durable.
+    ``resolver`` (trivial-rewrite) says which domains are local and ours,
+    for the lookup order of local addresses and SRS; ``clock`` the arrival
+    time and Date; ``tz`` the zone of Date/Received (None: local time).
+    Once a message is durable, ``trigger`` (the queue manager, through
+    :class:`~pymta.queue.trigger.TriggerChannel`) is told its queue id and
+    envelope; ``on_queued(queue_id, envelope)`` is the same as a plain
+    function (tests).
     """
 
     def __init__(
         self,
         config: Config,
         store: IQueueStore,
-        resolver: object,
+        resolver: IResolver,
         *,
         clock: IReactorTime,
+        trigger: IQueueTrigger | None = None,
         on_queued: OnQueued | None = None,
         open_maps: Callable[..., Maps] = open_maps,
         tz: datetime.tzinfo | None = None,
@@ -173,23 +179,21 @@ class Cleanup:
         self._config = config
         self._store = store
         self._clock = clock
+        if on_queued is None and trigger is not None:
+            on_queued = trigger.queued
         self._on_queued = on_queued
         self._tz = tz
         self._myhostname = config.get("myhostname")
         self._hopcount_limit = config.get_int("hopcount_limit")
         self._header_size_limit = config.get_int("header_size_limit")
-        is_local: Callable[[str], bool] = getattr(resolver, "is_local_domain", None) or (
-            lambda domain: False
-        )
+        is_local = resolver.is_local_domain
         self._rewriter = EnvelopeRewriter(config, is_local, open_maps)
         self._checks = ContentChecks(config, open_maps)
         self._bcc = AutomaticBcc(config, self._rewriter, is_local, open_maps)
         self._whole_reads = DeferredSemaphore(WHOLE_READS)
-        address_class: Callable[[str], str] | None = getattr(resolver, "address_class", None)
+        address_class = resolver.address_class
 
         def is_ours(domain: str) -> bool:
-            if address_class is None:
-                return is_local(domain)
             return address_class(domain) in ("local", "virtual_alias", "virtual_mailbox")
 
         self._is_ours = is_ours

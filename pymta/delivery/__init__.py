@@ -10,4 +10,6 @@ discard and error (see docs/architecture.md).
   aliases, files and commands.
 - :mod:`~pymta.delivery.smtp` and its ``smtp_*`` modules: smtp(8) and lmtp(8).
 - :mod:`~pymta.delivery.discard`, :mod:`~pymta.delivery.error`: discard, error, retry.
+- :mod:`~pymta.delivery.final`, :mod:`~pymta.delivery.mailbox`: final
+  delivery to a user's mailbox (virtual, LMTP, Sieve) and the Mailbox value.
 """

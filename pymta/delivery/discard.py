@@ -19,6 +19,9 @@ class DiscardAgent:
 
     name = "discard"
 
+    def close(self) -> None:
+        """Nothing is kept between deliveries (IDeliveryAgent.close)."""
+
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         reason = request.nexthop or "discarded"
         return succeed(

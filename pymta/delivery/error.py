@@ -40,6 +40,9 @@ class ErrorAgent:
         self.retry = retry
         self.name = "retry" if retry else "error"
 
+    def close(self) -> None:
+        """Nothing is kept between deliveries (IDeliveryAgent.close)."""
+
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         status, text = parse_nexthop(request.nexthop, "4" if self.retry else "5")
         if self.retry and status[0] != "4":

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from pymta.cleanup.interface import CleanupRejected
 from pymta.delivery.durable import os_error_status
+from pymta.delivery.mailbox import Mailbox as Mailbox  # the recipient's mailbox
 from pymta.maillog import maillog
 from pymta.mailstore.interface import IMailDelivery, InvalidFolderName, NoSuchFolder
 from pymta.queue.model import Envelope, Recipient
@@ -37,20 +38,6 @@ from pymta.quota.rules import QuotaLimit
 if TYPE_CHECKING:
     from pymta.sieve.filter import Evaluation, SieveFilter
     from pymta.sieve.interpret import Action
-
-
-@dataclass(frozen=True)
-class Mailbox:
-    """A user's mailbox as the userdb gives it: the login name, the Maildir
-    root, the home directory (where Sieve scripts live; "" when none) and
-    the address's extension (``user+ext@``: Sieve's ``:detail``)."""
-
-    user: str
-    maildir: str
-    home: str = ""
-    detail: str | None = None
-    #: The user's own quota rule from the userdb (None: the default).
-    quota_rule: str | None = None
 
 
 @dataclass(frozen=True)

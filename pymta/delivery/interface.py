@@ -82,3 +82,8 @@ class IDeliveryAgent(Interface):
         """Deliver to every recipient of the request and fire with one status
         each. Must not errback for an expected failure: a 4.x.x or 5.x.x
         status says it. An errback is a bug; qmgr logs it and defers."""
+
+    def close() -> Deferred[None] | None:
+        """At shutdown, after the queue manager stopped: release what the
+        agent keeps between deliveries (smtp: QUIT on its cached
+        connections). None, or a Deferred that fires when done."""

@@ -163,6 +163,9 @@ class LocalAgent:
                 uid=euid,
             )
 
+    def close(self) -> None:
+        """Nothing is kept between deliveries (IDeliveryAgent.close)."""
+
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         try:
             header = header_of(request.message)

@@ -163,6 +163,9 @@ class PipeAgent:
         self._directory = spec.directory or config.get("queue_directory")
         self._time_limit = _time_limit(config, name)
 
+    def close(self) -> None:
+        """Nothing is kept between deliveries (IDeliveryAgent.close)."""
+
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         def every(status: str, reason: str) -> list[RecipientStatus]:
             return [

@@ -120,6 +120,9 @@ class VirtualAgent:
             )
         self._userdb = userdb
 
+    def close(self) -> None:
+        """Nothing is kept between deliveries (IDeliveryAgent.close)."""
+
     def deliver(self, request: DeliveryRequest) -> Deferred[list[RecipientStatus]]:
         recipients = request.recipients
         try:

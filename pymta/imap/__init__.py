@@ -3,12 +3,15 @@
 - :mod:`~pymta.imap.factory`: IMAPServerFactory, one protocol per connection.
 - :mod:`~pymta.imap.service`: make_imap_factory from the configuration.
 - :mod:`~pymta.imap.protocol`: connection, states, login, STARTTLS, IDLE, dispatch.
+- :mod:`~pymta.imap.session`: IMAPSession, what a command handler uses of
+  the session (the command modules never import protocol.py).
 - :mod:`~pymta.imap.mailbox_commands`: SELECT, LIST, CREATE, STATUS, APPEND...
 - :mod:`~pymta.imap.message_commands`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE...
 - :mod:`~pymta.imap.view`: a session's sequence numbers and pending updates.
 - :mod:`~pymta.imap.parser`: the command reader (literals, limits) and tokens.
 - :mod:`~pymta.imap.sequence`: sequence sets and UID sets.
-- :mod:`~pymta.imap.fetch`: FETCH items and body sections.
+- :mod:`~pymta.imap.fetch`: FETCH items and body sections;
+  :mod:`~pymta.imap.transfer`: a part's transfer encoding undone.
 - :mod:`~pymta.imap.structure`: ENVELOPE, BODYSTRUCTURE, header fields.
 - :mod:`~pymta.imap.search`: SEARCH keys.
 - :mod:`~pymta.imap.results`: ESEARCH RETURN options and PARTIAL windows.
@@ -19,6 +22,7 @@
 - :mod:`~pymta.imap.compress`: COMPRESS=DEFLATE.
 - :mod:`~pymta.imap.objectid`, :mod:`~pymta.imap.preview`: OBJECTID, PREVIEW.
 - :mod:`~pymta.imap.metadata`: GETMETADATA and SETMETADATA.
+- :mod:`~pymta.imap.quota_commands`, :mod:`~pymta.imap.quota`: QUOTA.
 - :mod:`~pymta.imap.listing`: LIST/LSUB wildcards and attributes.
 - :mod:`~pymta.imap.wire`: strings, literals, dates, mailbox names on the wire.
 - :mod:`~pymta.imap.settings`, :mod:`~pymta.imap.log`: imapd_* parameters, log lines.

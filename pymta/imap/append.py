@@ -49,7 +49,7 @@ from pymta.mailstore.interface import (
 )
 
 if TYPE_CHECKING:
-    from pymta.imap.protocol import IMAPServer
+    from pymta.imap.session import IMAPSession
 
 #: Parts of one CATENATE (RFC 4469 leaves it to the server; Dovecot
 #: allows as many as fit its command size).
@@ -202,7 +202,7 @@ def _number(url: bytes, text: str, least: int = 1) -> int:
     return int(text)
 
 
-def resolve(s: IMAPServer, url: bytes) -> bytes:
+def resolve(s: IMAPSession, url: bytes) -> bytes:
     """The bytes a URL names, read through the store; BadURL."""
     named = parse_url(url)
     assert s.mailbox is not None
@@ -229,7 +229,7 @@ def resolve(s: IMAPServer, url: bytes) -> bytes:
     return value
 
 
-def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) < 2:
         raise ParseError("APPEND takes a mailbox, optional flags and date, and a message.")
     messages = parse_messages(args[1:])
@@ -274,7 +274,7 @@ def _url_text(url: bytes) -> bytes:
 
 
 def store_all(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     name: str,
     folder: IFolder,

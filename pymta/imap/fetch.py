@@ -34,7 +34,6 @@ text/plain part, and the failure logged). Writes nothing; the caller sets
 
 from __future__ import annotations
 
-import binascii
 import functools
 import re
 from collections.abc import Callable, Iterator
@@ -46,6 +45,8 @@ from pymta.imap.objectid import email_id, thread_id
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.preview import preview
 from pymta.imap.structure import body_structure, crlf, envelope, select_fields
+from pymta.imap.transfer import UnknownCTE as UnknownCTE  # FETCH's BINARY failure
+from pymta.imap.transfer import decode_transfer
 from pymta.imap.wire import date_time, flag_list, literal, string
 from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo, MimePart
 from pymta.mailstore.mime import MimeError, plain_structure
@@ -84,8 +85,6 @@ _BODY_ITEM = re.compile(
 )
 _BINARY_SIZE = re.compile(r"BINARY\.SIZE\[([^\]]*)\]\Z", re.IGNORECASE)
 _BINARY_SECTION = re.compile(r"(?:[1-9]\d{0,5}\.)*[1-9]\d{0,5}\Z")
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
-_IDENTITY = frozenset({"", "7bit", "8bit", "binary"})
 _SECTION = re.compile(
     r"((?:[1-9]\d{0,5}\.)*[1-9]\d{0,5})?(?:\.?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?"
     r"(?: \((.*)\))?\Z",
@@ -221,15 +220,6 @@ class SectionError(Exception):
     """The section does not exist in this message (answered as empty)."""
 
 
-class UnknownCTE(Exception):
-    """BINARY of a part whose transfer encoding the server cannot undo
-    (RFC 3516 4.3: the FETCH fails with ``NO [UNKNOWN-CTE]``)."""
-
-
-#: Spaces and tabs at the end of a line (or of the body).
-_TRAILING_WHITE = re.compile(rb"[ \t]+(?=\r?\n|\Z)")
-
-
 def text_literal(value: bytes) -> bytes:
     """A ``{n}`` literal of message text. RFC 3501 4.3: no NUL in a literal
     (only BINARY's literal8 may carry one); a NUL stored in a message (sent
@@ -237,25 +227,6 @@ def text_literal(value: bytes) -> bytes:
     if b"\0" in value:
         value = value.replace(b"\0", b"\x80")
     return literal(value)
-
-
-def decode_transfer(encoding: str, body: bytes) -> bytes:
-    """A part's body (CRLF line ends) with its Content-Transfer-Encoding undone."""
-    if encoding in _IDENTITY:
-        return body
-    if encoding == "base64":
-        try:
-            return binascii.a2b_base64(body)
-        except binascii.Error:
-            # Damaged padding or a stray tail: decode the whole quads, as
-            # mail readers do, rather than refuse the part.
-            data = _NOT_BASE64.sub(b"", body)
-            return binascii.a2b_base64(data[: len(data) // 4 * 4])
-    if encoding == "quoted-printable":
-        # RFC 2045 6.7 (3): white space at the end of a line was added in
-        # transport and is deleted, so "= " there is a soft line break too.
-        return binascii.a2b_qp(_TRAILING_WHITE.sub(b"", body))
-    raise UnknownCTE(encoding)
 
 
 class FileLiteral:

@@ -49,8 +49,8 @@ from pymta.mailstore.names import mutf7_encode
 from pymta.mailstore.prefetch import prefetch_scan
 
 if TYPE_CHECKING:
-    from pymta.imap.protocol import IMAPServer
-    from pymta.imap.quota_commands import IMAPQuota
+    from pymta.imap.quota import IMAPQuota
+    from pymta.imap.session import IMAPSession
 
 
 class NameRefused(Exception):
@@ -79,7 +79,7 @@ def _text(token: Token) -> str:
     return token.decode("utf-8", "replace") if isinstance(token, bytes) else str(token)
 
 
-def open_folder(s: IMAPServer, tag: bytes, name: str) -> IFolder | None:
+def open_folder(s: IMAPSession, tag: bytes, name: str) -> IFolder | None:
     assert s.mailbox is not None
     try:
         return s.mailbox.folder(name)
@@ -102,15 +102,15 @@ def _safe(name: str) -> bytes:
     return "".join(c if c.isprintable() else "?" for c in name[:200]).encode("utf-8")
 
 
-def select(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def select(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     _select(s, tag, args, readonly=False)
 
 
-def examine(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def examine(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     _select(s, tag, args, readonly=True)
 
 
-def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> None:
+def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> None:
     if not args or len(args) > 2:
         raise ParseError("SELECT takes a mailbox name and optional parameters.")
     name = mailbox_arg(args[0], s.utf8_names)
@@ -151,7 +151,7 @@ def _select(s: IMAPServer, tag: bytes, args: list[Token], readonly: bool) -> Non
 
 
 def _selected(
-    s: IMAPServer, tag: bytes, folder: IFolder, readonly: bool, qresync: list[Token] | None
+    s: IMAPSession, tag: bytes, folder: IFolder, readonly: bool, qresync: list[Token] | None
 ) -> None:
     view = SelectedView(folder, readonly)
     view.show_recent = not s.rev2
@@ -188,7 +188,7 @@ def _selected(
     s.ok(tag, code + b" Select completed.")
 
 
-def _qresync(s: IMAPServer, view: SelectedView, params: list[Token]) -> None:
+def _qresync(s: IMAPSession, view: SelectedView, params: list[Token]) -> None:
     """RFC 7162 3.2.5: VANISHED (EARLIER) and changed flags since the client's modseq."""
     if len(params) < 2 or not all(isinstance(p, Atom) and p.isdigit() for p in params[:2]):
         raise ParseError("QRESYNC takes (uidvalidity modseq [known-uids]).")
@@ -215,7 +215,7 @@ def _qresync(s: IMAPServer, view: SelectedView, params: list[Token]) -> None:
             )
 
 
-def create(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def create(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) not in (1, 2):
         raise ParseError("CREATE takes a mailbox name.")
     assert s.mailbox is not None
@@ -239,7 +239,7 @@ def create(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"Create completed.")
 
 
-def delete(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def delete(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1:
         raise ParseError("DELETE takes a mailbox name.")
     assert s.mailbox is not None
@@ -259,7 +259,7 @@ def delete(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"Delete completed.")
 
 
-def rename(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def rename(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2:
         raise ParseError("RENAME takes two mailbox names.")
     assert s.mailbox is not None
@@ -279,16 +279,16 @@ def rename(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"Rename completed.")
 
 
-def subscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def subscribe(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     _subscription(s, tag, args, "SUBSCRIBE", subscribe=True)
 
 
-def unsubscribe(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def unsubscribe(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     _subscription(s, tag, args, "UNSUBSCRIBE", subscribe=False)
 
 
 def _subscription(
-    s: IMAPServer, tag: bytes, args: list[Token], command: str, subscribe: bool
+    s: IMAPSession, tag: bytes, args: list[Token], command: str, subscribe: bool
 ) -> None:
     if len(args) != 1:
         raise ParseError(f"{command} takes a mailbox name.")
@@ -352,7 +352,7 @@ def _selection_options(token: list[Token]) -> list[str]:
     return words
 
 
-def _name_encoder(s: IMAPServer) -> Callable[[str], str]:
+def _name_encoder(s: IMAPSession) -> Callable[[str], str]:
     """Store name -> LIST name: mUTF-7, or the name itself once IMAP4rev2
     is enabled."""
     return _same if s.utf8_names else mutf7_encode
@@ -362,14 +362,14 @@ def _same(name: str) -> str:
     return name
 
 
-def _wire_name(s: IMAPServer, name: str) -> bytes:
+def _wire_name(s: IMAPSession, name: str) -> bytes:
     """A LIST name as sent: mUTF-7, or UTF-8 once IMAP4rev2 is enabled."""
     if s.utf8_names:
         return utf8_string(name)
     return string(name.encode("ascii", "replace"))
 
 
-def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def list_(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     assert s.mailbox is not None
     args = list(args)
     selection: list[str] = []
@@ -427,7 +427,7 @@ def list_(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     s.ok(tag, b"List completed.")
 
 
-def lsub(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def lsub(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     assert s.mailbox is not None
     if len(args) != 2:
         raise ParseError("LSUB takes a reference and a pattern.")
@@ -490,7 +490,7 @@ def _status_values(folder: IFolder, items: list[str]) -> bytes:
     return " ".join(f"{i} {values[i]}" for i in items).encode("ascii")
 
 
-def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def status(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2:
         raise ParseError("STATUS takes a mailbox name and a list of items.")
     name = mailbox_arg(args[0], s.utf8_names)
@@ -507,7 +507,7 @@ def status(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     _status(s, tag, folder, items)
 
 
-def _status(s: IMAPServer, tag: bytes, folder: IFolder, items: list[str]) -> None:
+def _status(s: IMAPSession, tag: bytes, folder: IFolder, items: list[str]) -> None:
     try:
         body = _status_values(folder, items)
     except NoSuchFolder:
@@ -517,7 +517,7 @@ def _status(s: IMAPServer, tag: bytes, folder: IFolder, items: list[str]) -> Non
     s.ok(tag, b"Status completed.")
 
 
-def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) < 2 or len(args) > 4:
         raise ParseError("APPEND takes a mailbox, optional flags and date, and a message.")
     name = mailbox_arg(args[0], s.utf8_names)
@@ -564,10 +564,10 @@ def append(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     _staged_append(s, tag, name, folder, staging, message, flags, date, guard)
 
 
-def session_guard(s: IMAPServer, size: int) -> Callable[[], None] | None:
+def session_guard(s: IMAPSession, size: int) -> Callable[[], None] | None:
     """The quota check for ``size`` more bytes in this session's mailbox
     (APPEND, MULTIAPPEND, CATENATE, COPY), or None without quotas."""
-    quota: IMAPQuota | None = getattr(s, "quota", None)
+    quota: IMAPQuota | None = s.quota
     root = getattr(s.mailbox, "root", None)
     if quota is None or not root:
         return None
@@ -581,7 +581,7 @@ def _storable(message: bytes) -> bytes:
     return encode_binary_parts(message) if isinstance(message, Literal8) else message
 
 
-def _append_failed(s: IMAPServer, tag: bytes, name: str, error: object) -> None:
+def _append_failed(s: IMAPSession, tag: bytes, name: str, error: object) -> None:
     if isinstance(error, BaseException) and s.store_refused(tag, error):
         return
     s.log.error("imap({user}): APPEND to {name}: {error}", user=s.user, name=name, error=error)
@@ -589,7 +589,7 @@ def _append_failed(s: IMAPServer, tag: bytes, name: str, error: object) -> None:
 
 
 def _staged_append(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     name: str,
     folder: IFolder,

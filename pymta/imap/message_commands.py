@@ -56,7 +56,7 @@ from pymta.mailstore.interface import (
 from pymta.mailstore.prefetch import prefetch_headers
 
 if TYPE_CHECKING:
-    from pymta.imap.protocol import IMAPServer
+    from pymta.imap.session import IMAPSession
 
 CHUNK = 256 * 1024
 #: Messages a SEARCH tests per reactor turn: a search of a huge folder
@@ -65,7 +65,7 @@ SEARCH_SLICE = 8192
 _INDEX_SCAN = 64  # above this many messages, read the whole index once
 
 
-def _view(s: IMAPServer) -> SelectedView:
+def _view(s: IMAPSession) -> SelectedView:
     assert s.view is not None
     return s.view
 
@@ -79,7 +79,7 @@ def _seqset(token: Token) -> SequenceSet:
         raise ParseError(f"Invalid messageset: {e}") from None
 
 
-def _pairs(s: IMAPServer, tag: bytes, token: Token, uid: bool) -> list[tuple[int, int]] | None:
+def _pairs(s: IMAPSession, tag: bytes, token: Token, uid: bool) -> list[tuple[int, int]] | None:
     if token == "$" and isinstance(token, Atom):
         # RFC 5182: the saved result, by UID (expunged messages drop out).
         view = _view(s)
@@ -111,14 +111,14 @@ def _infos(view: SelectedView, pairs: list[tuple[int, int]]) -> dict[int, Messag
     return out
 
 
-def check(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def check(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     folder = _view(s).folder
     if folder.changed_on_disk():
         folder.refresh()
     s.ok(tag, b"Check completed.")
 
 
-def close(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def close(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     view = _view(s)
     if not view.readonly:
         try:
@@ -129,12 +129,12 @@ def close(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     s.ok(tag, b"Close completed.")
 
 
-def unselect(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def unselect(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     s.unselect()
     s.ok(tag, b"Unselect completed.")
 
 
-def expunge(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def expunge(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     view = _view(s)
     if view.readonly:
         s.no(tag, b"[READ-ONLY] Mailbox is read-only.")
@@ -166,7 +166,7 @@ def _search_return(args: list[Token]) -> tuple[set[str] | None, Partial | None, 
     return set(returns.options), returns.partial, rest
 
 
-def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def search(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     returns, window, args = _search_return(args)
     if returns is None and s.rev2:
         returns = {"ALL"}  # RFC 9051 6.4.4: SEARCH answers with ESEARCH
@@ -191,7 +191,7 @@ def search(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
 
 
 def find(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     uid: bool,
     tokens: list[Token],
@@ -244,7 +244,7 @@ def find(
 
 
 def _search(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     uid: bool,
     criteria: Criteria,
@@ -281,7 +281,7 @@ def _search(
 
 
 def _scan(
-    s: IMAPServer,
+    s: IMAPSession,
     uid: bool,
     tokens: list[Token],
     criteria: Criteria,
@@ -331,7 +331,7 @@ def _scan(
     return d.addCallback(matched)
 
 
-def search_failed(s: IMAPServer, tag: bytes, command: str, failure: Failure) -> None:
+def search_failed(s: IMAPSession, tag: bytes, command: str, failure: Failure) -> None:
     """An unexpected error in a SEARCH (SORT, THREAD) that went on after its
     command call: logged with its traceback, answered NO [SERVERBUG]."""
     s.log.failure(
@@ -381,7 +381,7 @@ def _test_all(
             yield
 
 
-def one_slice_per_turn(s: IMAPServer, steps: Iterator[None]) -> Deferred[None]:
+def one_slice_per_turn(s: IMAPSession, steps: Iterator[None]) -> Deferred[None]:
     """Run ``steps`` one at a time, each in its own reactor turn; the
     Deferred fires when they are done (or the session is gone)."""
     done: Deferred[None] = Deferred()
@@ -403,7 +403,7 @@ def one_slice_per_turn(s: IMAPServer, steps: Iterator[None]) -> Deferred[None]:
 _DONE = object()
 
 
-def _enable_condstore(s: IMAPServer) -> None:
+def _enable_condstore(s: IMAPSession) -> None:
     """A CONDSTORE-enabling command (FETCH MODSEQ, SEARCH MODSEQ, STORE
     UNCHANGEDSINCE...): the first one in a selected mailbox also reports
     its HIGHESTMODSEQ (RFC 7162 3.1, as Dovecot)."""
@@ -431,7 +431,7 @@ def _returned_modseq(view: SelectedView, returns: set[str], found: Found) -> int
 
 
 def _search_answer(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     uid: bool,
     criteria: Criteria,
@@ -499,7 +499,7 @@ def _esearch(
     return line + b"\r\n"
 
 
-def _fetch_modifiers(s: IMAPServer, token: Token) -> tuple[int | None, bool]:
+def _fetch_modifiers(s: IMAPSession, token: Token) -> tuple[int | None, bool]:
     if not isinstance(token, list):
         raise ParseError("Invalid FETCH modifiers.")
     changed: int | None = None
@@ -521,7 +521,7 @@ def _fetch_modifiers(s: IMAPServer, token: Token) -> tuple[int | None, bool]:
     return changed, vanished
 
 
-def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def fetch(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     view = _view(s)
     if len(args) not in (2, 3):
         raise ParseError("FETCH takes a sequence set and items.")
@@ -583,7 +583,7 @@ def fetch(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
 
 
 def _fetch_answers(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     uid: bool,
     pairs: list[tuple[int, int]],
@@ -650,7 +650,7 @@ def _fetch_answers(
 
 
 def _fetch_done(
-    s: IMAPServer, tag: bytes, uid: bool, returned: int, missing: bool, unknown_cte: bool
+    s: IMAPSession, tag: bytes, uid: bool, returned: int, missing: bool, unknown_cte: bool
 ) -> None:
     if unknown_cte:
         s.no(tag, b"[UNKNOWN-CTE] Unknown Content-Transfer-Encoding.", expunge=uid)
@@ -669,7 +669,7 @@ def _fetch_done(
         s.ok(tag, b"Fetch completed.", expunge=uid)
 
 
-def store(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def store(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     view = _view(s)
     rest = list(args[1:])
     if len(args) < 3:
@@ -746,15 +746,15 @@ def store(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"Store completed.", expunge=uid)
 
 
-def copy(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def copy(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     _copy_or_move(s, tag, args, uid, move=False)
 
 
-def move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def move(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     _copy_or_move(s, tag, args, uid, move=True)
 
 
-def _copy_or_move(s: IMAPServer, tag: bytes, args: list[Token], uid: bool, move: bool) -> None:
+def _copy_or_move(s: IMAPSession, tag: bytes, args: list[Token], uid: bool, move: bool) -> None:
     view = _view(s)
     if len(args) != 2:
         raise ParseError("COPY takes a sequence set and a mailbox name.")

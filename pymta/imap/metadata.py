@@ -44,7 +44,7 @@ from pymta.imap.wire import mailbox_out, string
 from pymta.mailstore.interface import NoSuchFolder
 
 if TYPE_CHECKING:
-    from pymta.imap.protocol import IMAPServer
+    from pymta.imap.session import IMAPSession
 
 FILENAME = "pymta-metadata"
 MAX_VALUE = 64 * 1024
@@ -108,7 +108,7 @@ class UserMetadata:
 _users: weakref.WeakKeyDictionary[Any, UserMetadata] = weakref.WeakKeyDictionary()
 
 
-def user_metadata(s: IMAPServer) -> UserMetadata:
+def user_metadata(s: IMAPSession) -> UserMetadata:
     assert s.mailbox is not None
     held = _users.get(s.mailbox)
     if held is None:
@@ -139,7 +139,7 @@ def _write(path: str, data: bytes) -> int:
     return os.stat(path).st_mtime_ns
 
 
-def _mailbox_key(s: IMAPServer, tag: bytes, token: Token) -> tuple[str, bytes] | None:
+def _mailbox_key(s: IMAPSession, tag: bytes, token: Token) -> tuple[str, bytes] | None:
     """(key, name as sent back) of the mailbox argument, or None once
     answered NO (no such mailbox)."""
     if isinstance(token, list):
@@ -166,7 +166,7 @@ def _entry_name(token: Token) -> str:
     return text.lower()
 
 
-def setmetadata(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def setmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2 or not isinstance(args[1], list) or not args[1] or len(args[1]) % 2:
         raise ParseError("SETMETADATA takes a mailbox and (entry value ...).")
     pairs = args[1]
@@ -257,7 +257,7 @@ def _options(token: list[Token]) -> tuple[int | None, str]:
     return maxsize, depth
 
 
-def getmetadata(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def getmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     maxsize: int | None = None
     depth = "0"
     if args and isinstance(args[0], list):

@@ -20,12 +20,19 @@ from __future__ import annotations
 import codecs
 import html
 import re
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from pymta.imap.transfer import UnknownCTE, decode_transfer
 from pymta.mailstore.interface import MimePart
 
-if TYPE_CHECKING:
-    from pymta.imap.fetch import MessageData
+
+class MessageData(Protocol):
+    """What the preview reads of a message (pymta.imap.fetch's MessageData)."""
+
+    def mime(self) -> MimePart: ...
+
+    def content(self) -> bytes: ...
+
 
 MAX_CHARS = 256
 MAX_DEPTH = 20
@@ -58,8 +65,6 @@ def _find(root: MimePart) -> MimePart | None:
 
 def preview(data: MessageData) -> str:
     """The preview text of one message (see the module docstring)."""
-    from pymta.imap.fetch import UnknownCTE, decode_transfer
-
     part = _find(data.mime())
     if part is None:
         return ""

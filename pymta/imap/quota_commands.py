@@ -15,7 +15,6 @@ Untrusted input: the quota root and mailbox names (only compared).
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,42 +23,15 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from pymta.imap.mailbox_commands import mailbox_arg
 from pymta.imap.parser import ParseError, Token
 from pymta.imap.wire import mailbox_out
-from pymta.quota.policy import QuotaPolicy, QuotaState
-from pymta.quota.rules import QuotaLimit
+from pymta.quota.policy import QuotaState
 
 if TYPE_CHECKING:
-    from pymta.imap.protocol import IMAPServer
+    from pymta.imap.session import IMAPSession
 
 CAPABILITIES = ("QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
 
 
-class IMAPQuota:
-    """What imapd needs to answer for quotas: the policy and the users' rules."""
-
-    def __init__(self, policy: QuotaPolicy, rule_for: Callable[[str], str | None]) -> None:
-        self.policy = policy
-        self.rule_for = rule_for
-
-    def limit(self, user: str) -> QuotaLimit:
-        return self.policy.limit(self.rule_for(user))
-
-    def guard(self, user: str, maildir: str, size: int) -> Callable[[], None] | None:
-        """A check to run in the APPEND's worker thread: raises
-        OSError(EDQUOT) when ``size`` more bytes would not fit (the session
-        answers that with ``NO [OVERQUOTA]``); None without limits."""
-        limit = self.limit(user)
-        if limit.unlimited:
-            return None
-        policy = self.policy
-
-        def check() -> None:
-            if not policy.usage(maildir, limit).fits(size):
-                raise OSError(errno.EDQUOT, "Quota exceeded (mailbox for user is full)")
-
-        return check
-
-
-def _maildir(s: IMAPServer) -> str | None:
+def _maildir(s: IMAPSession) -> str | None:
     return getattr(s.mailbox, "root", None)
 
 
@@ -73,14 +45,17 @@ def _quota_line(state: QuotaState) -> bytes:
 
 
 def _with_usage(
-    s: IMAPServer, tag: bytes, name: str, answer: Callable[[QuotaState | None], None]
+    s: IMAPSession, tag: bytes, name: str, answer: Callable[[QuotaState | None], None]
 ) -> None:
-    quota: IMAPQuota = s.quota
-    limit = quota.limit(s.user)
+    quota = s.quota
     maildir = _maildir(s)
-    if limit.unlimited or maildir is None:
+    # QUOTA not offered (no quota policy): no quota root, as for a user
+    # without limits.
+    limit = quota.limit(s.user) if quota is not None else None
+    if limit is None or limit.unlimited or maildir is None:
         answer(None)
         return
+    assert quota is not None
     result: list[QuotaState] = []
 
     def count() -> None:
@@ -91,7 +66,7 @@ def _with_usage(
     s.later(d, lambda: answer(result[0] if result else None), tag, name)
 
 
-def getquotaroot(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def getquotaroot(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1:
         raise ParseError("GETQUOTAROOT takes a mailbox name.")
     name = mailbox_arg(args[0], s.utf8_names)
@@ -108,7 +83,7 @@ def getquotaroot(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> Non
     _with_usage(s, tag, "GETQUOTAROOT", answer)
 
 
-def getquota(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def getquota(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1 or isinstance(args[0], list):
         raise ParseError("GETQUOTA takes a quota root.")
     root = args[0]
@@ -123,5 +98,5 @@ def getquota(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     _with_usage(s, tag, "GETQUOTA", answer)
 
 
-def setquota(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def setquota(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     s.no(tag, b"[NOPERM] Quota limits are set by the administrator.")

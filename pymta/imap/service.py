@@ -28,7 +28,7 @@ from pymta.auth.passwdfile import PasswdFileError
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
 from pymta.imap.factory import IMAPServerFactory
-from pymta.imap.quota_commands import IMAPQuota
+from pymta.imap.quota import IMAPQuota
 from pymta.imap.scan import shared_scanning
 from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.interface import IMailStore

@@ -57,7 +57,7 @@ from pymta.mailstore.interface import MailStoreError, MessageInfo
 from pymta.mailstore.prefetch import prefetch_headers
 
 if TYPE_CHECKING:
-    from pymta.imap.protocol import IMAPServer
+    from pymta.imap.session import IMAPSession
 
 #: Messages whose header a SORT or THREAD reads per reactor turn.
 SLICE = 2048
@@ -136,7 +136,7 @@ def sort_fields(names: Sequence[str]) -> list[Field]:
 
 
 def gather(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     command: str,
     found: Found,
@@ -239,7 +239,7 @@ def gather(
 
 
 def off_reactor(
-    s: IMAPServer,
+    s: IMAPSession,
     tag: bytes,
     command: str,
     count: int,
@@ -271,7 +271,7 @@ def sort_rows(rows: list[tuple[int, int, tuple[Any, ...]]], keys: Sequence[SortK
 ESORT_OPTIONS = SEARCH_OPTIONS
 
 
-def sort(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     returns, rest = parse_return(args, ESORT_OPTIONS)
     if len(rest) < 3:
         raise ParseError("SORT takes sort criteria, a charset and search keys.")

@@ -45,7 +45,7 @@ from pymta.mailstore.interface import MessageInfo
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from pymta.imap.protocol import IMAPServer
+    from pymta.imap.session import IMAPSession
 
 ALGORITHMS = ("REFERENCES", "ORDEREDSUBJECT")
 
@@ -359,7 +359,7 @@ def format_threads(roots: list[Node]) -> bytes:
 # the command ------------------------------------------------------------
 
 
-def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
+def thread(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) < 3 or not isinstance(args[0], Atom):
         raise ParseError("THREAD takes an algorithm, a charset and search keys.")
     algorithm = args[0].upper()

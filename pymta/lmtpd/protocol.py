@@ -35,23 +35,43 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from pymta.address import AddressError, parse_esmtp_params, parse_path
-from pymta.delivery.final import Mailbox, Outcome
+from pymta.delivery.final import FinalDelivery, Mailbox, Outcome
 from pymta.delivery.headers import delivered_to_loop, delivery_headers, header_block
-from pymta.lmtpd.users import LookupFailed
+from pymta.lmtpd.users import LookupFailed, RecipientDirectory
 from pymta.maillog import maillog
 from pymta.queue.reference import BytesContent
 
-if TYPE_CHECKING:
-    from pymta.lmtpd.factory import LMTPServerFactory
+
+class LMTPSessionHost(TypingProtocol):
+    """What a session uses of its factory (pymta.lmtpd.factory's
+    LMTPServerFactory satisfies it; the factory module imports this one)."""
+
+    users: RecipientDirectory
+    delivery: FinalDelivery
+    clock: IReactorTime
+    service_name: str
+    hostname: str
+    mail_name: str
+    timeout: float
+    recipient_limit: int
+    message_size_limit: int
+    line_length_limit: int
+
+    def client_allowed(self, ip: str) -> bool: ...
+
+    def new_id(self) -> str: ...
+
+    def check_recipient(self, mailbox: Mailbox) -> Deferred[tuple[int, str, str] | None] | None: ...
+
 
 _log = Logger()
 
@@ -105,7 +125,7 @@ def to_internal(content: bytes) -> bytes:
 class LMTPServerProtocol(Protocol):
     """One LMTP session."""
 
-    def __init__(self, factory: LMTPServerFactory) -> None:
+    def __init__(self, factory: LMTPSessionHost) -> None:
         self.factory = factory
         self._buffer = b""
         self._mode = _COMMAND

@@ -29,11 +29,12 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,10 +44,26 @@ from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
 from pymta.maillog import maillog
 from pymta.managesieve.scripts import ScriptError, ScriptStore
 from pymta.sieve.check import EXTENSIONS
+from pymta.sieve.filter import RunInThread
 from pymta.sieve.storage import compile_text
 
-if TYPE_CHECKING:
-    from pymta.managesieve.factory import ManageSieveFactory
+
+class ManageSieveHost(TypingProtocol):
+    """What a session uses of its factory (pymta.managesieve.factory's
+    ManageSieveFactory satisfies it; the factory module imports this one)."""
+
+    checker: Any
+    clock: IReactorTime
+    run_in_thread: RunInThread
+    tls: Any
+    timeout: float
+    max_script_size: int
+    max_redirects: int
+
+    def plaintext_allowed(self, ip: str) -> bool: ...
+
+    def home_for(self, user: str) -> str | None: ...
+
 
 _log = Logger()
 
@@ -141,7 +158,7 @@ def quoted(value: str | bytes) -> bytes:
 class ManageSieveProtocol(Protocol):
     """One ManageSieve session."""
 
-    def __init__(self, factory: ManageSieveFactory) -> None:
+    def __init__(self, factory: ManageSieveHost) -> None:
         self.factory = factory
         self._buffer = b""
         self._state = _NOT_AUTH

@@ -76,7 +76,7 @@ class AdoptedListener(service.Service):
 
     def replace_factory(self, factory: Any) -> None:
         """New connections go to ``factory`` (a reload); open sessions keep theirs."""
-        from pymta.service import replace_port_factory
+        from pymta.listeners import replace_port_factory
 
         self._factory = factory
         if self._port is not None:

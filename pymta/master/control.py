@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from pymta.assemble import MailSystem
 
 log = Logger(namespace="pymta.master")
 
@@ -41,7 +44,7 @@ ABORT_SIGNAL = signal.SIGQUIT
 RELOAD_SIGNAL = signal.SIGHUP
 
 
-def install_signal_handlers(system: Any, *, worker: bool = False) -> None:
+def install_signal_handlers(system: MailSystem, *, worker: bool = False) -> None:
     """Install pymta's SIGHUP and SIGQUIT handlers for ``system`` (a running
     MailSystem; ``worker=True`` in a worker process)."""
     reactor = system.sessions.reactor if system.sessions is not None else _reactor()
@@ -65,7 +68,7 @@ def _reactor() -> Any:
     return reactor
 
 
-def reload_all(system: Any) -> Deferred[bool]:
+def reload_all(system: MailSystem) -> Deferred[bool]:
     """Reload this process, then every worker; fires with whether the new
     configuration was applied."""
     from pymta.master.reload import reload
@@ -80,11 +83,11 @@ def reload_all(system: Any) -> Deferred[bool]:
         return applied
 
     # One reload at a time: a second SIGHUP waits for the first to finish.
-    previous: Deferred[object] | None = getattr(system, "_reload_chain", None)
+    previous = system.reload_chain
     start: Deferred[object] = previous if previous is not None else succeed(None)
     done = start.addBoth(lambda _: reload(system)).addCallback(tell_workers)
     done.addErrback(_failed)
-    system._reload_chain = done
+    system.reload_chain = done
     return done
 
 
@@ -93,7 +96,7 @@ def _failed(failure: Failure) -> bool:
     return False
 
 
-def abort(system: Any, reactor: Any) -> None:
+def abort(system: MailSystem, reactor: Any) -> None:
     """Stop without waiting for the deliveries in flight."""
     if system.aborting:
         return

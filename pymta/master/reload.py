@@ -4,7 +4,7 @@ Mirrors ``postfix reload`` (master(8) on SIGHUP): the configuration is read
 again and new sessions get it, while every session in progress and every
 message in flight carries on as it was. Steps, in the reactor thread:
 
-1. Validate with the code ``pymta check`` runs (:func:`pymta.service.
+1. Validate with the code ``pymta check`` runs (:func:`pymta.assemble.
    load_checked`). A configuration that would not start is not applied:
    one line ``reload: configuration error, keeping the running
    configuration: CAUSE`` and nothing changes.
@@ -146,24 +146,24 @@ def carry_counters(old: Any, new: Any) -> None:
 
 
 def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred[bool]:
-    """Reload ``system`` (a running :class:`pymta.service.MailSystem`) from its
+    """Reload ``system`` (a running :class:`pymta.assemble.MailSystem`) from its
     configuration directory; fires with False when the configuration was
     refused, True once the new listeners listen.
 
     ``worker_fds`` is a worker's: {listener key: descriptor} of the sockets
     the master opened for new listeners (a worker cannot bind them itself).
     """
+    from pymta.assemble import load_checked
     from pymta.cleanup import Cleanup
+    from pymta.listeners import ListenError
     from pymta.mailauth.service import MailAuth
     from pymta.milter.config import MilterClients
     from pymta.rewrite import Resolver
-    from pymta.service import (
+    from pymta.sessions import (
         LISTENER_COMMANDS,
-        ListenError,
         SessionParts,
         add_listener,
         listener_keys,
-        load_checked,
         session_factory,
     )
 
@@ -237,7 +237,7 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
             system.store,
             resolver,
             clock=old_parts.reactor,
-            on_queued=system.on_queued,
+            trigger=system.queue_trigger,
             mailauth=MailAuth.from_config(config, old_parts.reactor),
             non_smtpd_milters=MilterClients.from_config(
                 config, "non_smtpd_milters", old_parts.reactor

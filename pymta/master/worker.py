@@ -3,7 +3,7 @@
 ``python -m pymta.master.worker --config DIR --slot N --listen NAME=FD ...``
 is what :class:`pymta.master.workers.WorkerPool` runs; nobody else should.
 It reads the same main.cf and master.cf as the master, builds the same
-parts (:func:`pymta.service.build` with ``worker_fds``): smtpd, cleanup, its
+parts (:func:`pymta.assemble.build` with ``worker_fds``): smtpd, cleanup, its
 own queue manager that delivers the mail this process accepted but never
 scans the queue, the delivery agents, pop3d and imapd on the inherited
 sockets. It logs to stderr (relayed by the master) and writes its mail
@@ -123,9 +123,9 @@ def _reload_failed(failure: Failure) -> None:
 
 def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     """Run one worker until SIGTERM or the master's death; the exit status."""
+    from pymta.assemble import build, load
     from pymta.config import ConfigError
     from pymta.master.workers import READY, parse_listen
-    from pymta.service import build, load
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)

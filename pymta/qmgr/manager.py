@@ -1,13 +1,15 @@
 """manager: the queue manager — from incoming to delivered, deferred or bounced.
 
-Mirrors Postfix's qmgr(8). cleanup calls :meth:`QueueManager.notify_new`
-with a queue id (and the envelope it has at hand) once a message is durable
-in incoming/: qmgr moves it to active/ and, once the move is applied,
-resolves each recipient not yet done to (transport, nexthop, recipient),
-groups them by transport and destination, splits the groups by the
-transport's recipient limit and hands the jobs to the delivery agents
-through the :class:`~pymta.qmgr.scheduler.Scheduler` (process and
-destination concurrency limits). qmgr never holds a message's content: a
+Mirrors Postfix's qmgr(8). cleanup triggers it with a queue id (and the
+envelope it has at hand) once a message is durable in incoming/ (the
+queue manager provides :class:`~pymta.queue.trigger.IQueueTrigger`;
+:meth:`QueueManager.notify_new` is its ``queued``): qmgr moves it to
+active/ and, once the move is applied, resolves each recipient not yet
+done to (transport, nexthop, recipient), groups them by transport and
+destination, splits the groups by the transport's recipient limit and
+hands the jobs to the delivery agents through the
+:class:`~pymta.qmgr.scheduler.Scheduler` (process and destination
+concurrency limits). qmgr never holds a message's content: a
 job carries a reference to the queue file (:mod:`pymta.queue.reference`),
 which the agent reads in blocks. Queue files found on disk (recovery,
 deferred/) are read on a worker thread, records only (``read_envelope``).
@@ -75,6 +77,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from pymta.bounce.bouncer import Bouncer, wants_success
 from pymta.config import Config
@@ -92,6 +95,7 @@ from pymta.qmgr.scheduler import Scheduler
 from pymta.queue.interface import IQueueStore, QueueFileError
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import IMessageContent, head
+from pymta.queue.trigger import IQueueTrigger
 from pymta.rewrite.interface import IResolver
 from pymta.tables.interface import TableError
 
@@ -137,6 +141,7 @@ class _Job:
     handoff: float = 0.0
 
 
+@implementer(IQueueTrigger)
 class QueueManager:
     """Postfix's qmgr on one reactor (see module doc)."""
 
@@ -282,6 +287,10 @@ class QueueManager:
         if self._claims is not None and not self._claims.claim(queue_id, "incoming"):
             return  # the master recovered it meanwhile (see recover_orphans)
         self._load(queue_id, "incoming", succeed(envelope))
+
+    def queued(self, queue_id: str, envelope: Envelope) -> None:
+        """IQueueTrigger: cleanup's trigger is :meth:`notify_new`."""
+        self.notify_new(queue_id, envelope)
 
     # the active queue's limits ----------------------------------------------
 
@@ -622,7 +631,7 @@ class QueueManager:
             rcpt = envelope.recipients[member.index]
             outcome = status.outcome
             marked = outcome == "sent" and self._mark_sent(message, member.index)
-            timings = getattr(status, "timings", None)
+            timings = status.timings
             log_delivery(
                 service,
                 queue_id,

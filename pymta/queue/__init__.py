@@ -6,6 +6,8 @@
 - :mod:`~pymta.queue.record`: the queue-file format.
 - :mod:`~pymta.queue.qid`: queue ids.
 - :mod:`~pymta.queue.model`: the envelope: sender, recipients and their state.
+- :mod:`~pymta.queue.trigger`: IQueueTrigger, cleanup's word to the queue
+  manager that a queue file is ready (a queue id, not the message).
 
 Group commit, shared with delivery, is :mod:`pymta.sync`.
 """

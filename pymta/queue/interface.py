@@ -7,6 +7,7 @@ corrupt) and its rule that a message is acknowledged only once durable.
 from __future__ import annotations
 
 import builtins
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -16,7 +17,6 @@ from pymta.queue.model import Envelope
 
 if TYPE_CHECKING:
     from pymta.queue.reference import IMessageContent
-    from pymta.queue.spool import SpooledContent
 
 QUEUE_NAMES = ("incoming", "active", "deferred", "hold", "corrupt")
 
@@ -49,6 +49,19 @@ class ISpool(Interface):
     def discard() -> None:
         """Delete the spool after the pending writes (the message was
         refused, or its client left in the middle of DATA)."""
+
+
+@dataclass
+class SpooledContent:
+    """A message's content as enqueue takes it: ``head`` (in memory, the
+    rewritten headers) followed by everything in ``spool``."""
+
+    head: bytes
+    spool: ISpool
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + int(self.spool.size)
 
 
 class IQueueStore(Interface):

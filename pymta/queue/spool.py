@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.queue.interface import ISpool
+from pymta.queue.interface import SpooledContent as SpooledContent  # enqueue's argument
 from pymta.sync import ISyncBarrier
 
 #: Bytes gathered before one write to the spool file.
@@ -45,19 +45,6 @@ HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 #: The name of a spool file: ``QID`` + SUFFIX, in incoming/.
 SUFFIX = ".spool"
-
-
-@dataclass
-class SpooledContent:
-    """A message's content as enqueue takes it: ``head`` (in memory, the
-    rewritten headers) followed by everything in ``spool``."""
-
-    head: bytes
-    spool: ISpool
-
-    @property
-    def size(self) -> int:
-        return len(self.head) + int(self.spool.size)
 
 
 @implementer(ISpool)

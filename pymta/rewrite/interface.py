@@ -22,6 +22,19 @@ class Resolution:
 
 
 class IResolver(Interface):
+    """What the queue manager, cleanup and smtpd ask trivial-rewrite."""
+
     def resolve(address: str) -> Resolution:
         """Resolve a rewritten recipient address; raises TableError when a
         lookup failed (qmgr then defers)."""
+
+    def address_class(domain: str) -> str:
+        """The address class of a domain: local, virtual_alias,
+        virtual_mailbox, relay or default (Postfix's ADDRESS_CLASS_README)."""
+
+    def is_local_domain(domain: str) -> bool:
+        """True for mydestination, the empty domain and our address literals."""
+
+    def is_listed_recipient(address: str) -> bool:
+        """Whether a recipient is known (smtpd's reject_unlisted_recipient);
+        may raise TableError (the check then defers)."""

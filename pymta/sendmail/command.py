@@ -72,17 +72,6 @@ def _config_directory(explicit: str | None, default: str | None) -> str:
     return config_directory()
 
 
-def resolve_queue_directory(queue_directory: str, config_directory: str) -> str:
-    """An absolute queue directory. The embedded default's relative
-    ``var/spool`` is relative to the directory twistd runs in, which holds
-    ``etc/``: sendmail, run from anywhere, resolves it against the parent of
-    the configuration directory."""
-    if os.path.isabs(queue_directory):
-        return queue_directory
-    base = os.path.dirname(os.path.abspath(config_directory))
-    return os.path.join(base, queue_directory)
-
-
 def _split_addresses(words: list[str]) -> list[str]:
     """Command-line recipients; one word may hold a list (``a@x, b@y``)."""
     out: list[str] = []
@@ -124,7 +113,7 @@ def submit(
     )
     from pymta.sendmail.message import MessageTooBig, extract_recipients, read_message
     from pymta.sendmail.options import Options
-    from pymta.sendmail.params import read_fast
+    from pymta.sendmail.params import read_fast, resolve_queue_directory
     from pymta.sendmail.postdrop import MaildropFull, write_file
     from pymta.sendmail.record import MaildropMessage, encode
 

@@ -10,7 +10,9 @@ queue_directory, message_size_limit, authorized_submit_users — but only
 when each is either absent (then Postfix's default) or a literal value
 without ``$``. Anything else (an expansion, an odd size, an unreadable
 file) returns None and sendmail uses the full reader, so that both paths
-always agree. Untrusted input: none (main.cf). Reads main.cf; writes and
+always agree. :func:`resolve_queue_directory` makes a relative
+queue_directory absolute as sendmail and ``sendmail -bs`` must. Untrusted
+input: none (main.cf). Reads main.cf; writes and
 logs nothing.
 """
 
@@ -58,3 +60,14 @@ def read_fast(config_directory: str) -> dict[str, str] | None:
     if not values["message_size_limit"].isdigit() or not values["queue_directory"]:
         return None
     return values
+
+
+def resolve_queue_directory(queue_directory: str, config_directory: str) -> str:
+    """An absolute queue directory. The embedded default's relative
+    ``var/spool`` is relative to the directory twistd runs in, which holds
+    ``etc/``: sendmail, run from anywhere, resolves it against the parent of
+    the configuration directory."""
+    if os.path.isabs(queue_directory):
+        return queue_directory
+    base = os.path.dirname(os.path.abspath(config_directory))
+    return os.path.join(base, queue_directory)

@@ -46,7 +46,7 @@ def serve(opts: object, config_directory: str, stdin: BinaryIO, stdout: BinaryIO
     config = Config.load(config_directory)
     hostname = config.get("myhostname")
     limit = config.get_int("message_size_limit")
-    from pymta.sendmail.command import resolve_queue_directory
+    from pymta.sendmail.params import resolve_queue_directory
 
     queue_directory = resolve_queue_directory(config.get("queue_directory"), config_directory)
     name = login_name(uid)

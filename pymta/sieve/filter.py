@@ -41,9 +41,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from pymta.config.config import Config
-from pymta.delivery.final import Mailbox
 from pymta.delivery.folder import folder_exists
 from pymta.delivery.headers import HEADER_READ_LIMIT, header_block
+from pymta.delivery.mailbox import Mailbox
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent
 from pymta.sieve import storage, tracking
