@@ -37,7 +37,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult, run_command, run_program
-from pymta.privsep.interface import IUserDelivery, Outcome, UnixUser
+from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
 from pymta.queue.reference import IMessageContent
 
 _CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
@@ -116,6 +116,7 @@ class SpawningUserDelivery:
         now: float,
         locks: Sequence[str],
         size_limit: int,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         request = self._request(user, _spool_group(os.path.dirname(path)))
         request.update(
@@ -129,7 +130,12 @@ class SpawningUserDelivery:
         return self._child(request, headers, message)
 
     def deliver_maildir(
-        self, user: UnixUser, path: str, headers: bytes, message: IMessageContent
+        self,
+        user: UnixUser,
+        path: str,
+        headers: bytes,
+        message: IMessageContent,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         request = self._request(user)
         request.update(action="maildir", path=path)
@@ -144,6 +150,7 @@ class SpawningUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         uid, gid = self._identity(user)
         return run_command(
@@ -168,6 +175,7 @@ class SpawningUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         uid, gid = self._identity(user)
         executable = _which(argv[0], env.get("PATH", "/usr/bin:/bin"))
