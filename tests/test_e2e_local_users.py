@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import DEFAULT_MASTER_CF, PymtaServer, wait_for_file
+from tests.system_python import system_python
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("useradd") is None, reason="needs root and useradd"
@@ -233,6 +234,50 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
         piped = root / "out" / "someone@pipe.example"
         wait_for_file(piped.parent, lambda: b"Subject: piped" in _read(piped))
         assert piped.stat().st_uid == user.pw_uid
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+def test_workers_deliver_through_the_helper(root: Path, user: pwd.struct_passwd) -> None:
+    """With pymta_processes = 2, started as root with -u nobody: the worker
+    runs as nobody and has a connection of its own to the root helper (the
+    helper holds two sockets), so mail the worker accepts for a Unix user is
+    delivered by the worker into the spool as that user (without it, the
+    worker deferred it as "pymta does not run as root")."""
+    python = system_python()
+    if python is None:
+        pytest.skip("no venv of /usr/bin/python3 with pymta's requirements")
+    pidfile = root / "run" / "pymta.pid"
+    with server_for(root, "pymta_processes = 2\n") as server:
+        for path in server.config_dir.iterdir():
+            path.chmod(0o644)
+        server.start(
+            twistd_options=["-u", "nobody", "-g", "nogroup", "--pidfile", str(pidfile)],
+            python=python,
+        )
+        server.wait_for_log(r"worker 1 running")
+        pid = int(pidfile.read_text())
+        nobody = pwd.getpwnam("nobody").pw_uid
+        children = {child: Path(f"/proc/{child}/cmdline").read_bytes() for child in _children(pid)}
+        [helper] = [c for c, line in children.items() if b"pymta.privsep.helper" in line]
+        [worker] = [c for c, line in children.items() if b"pymta.master.worker" in line]
+        assert _uids(helper) == {0} and _uids(worker) == {nobody}
+        assert _sockets(helper) == 2  # the master's connection and the worker's
+        rcpt = f"{user.pw_name}@localhost"
+        by_worker = re.compile(rf"worker\[{worker}\]: .*to=<{re.escape(rcpt)}>.*status=")
+        sent = 0
+        # The kernel spreads connections over both processes: send until
+        # one has reached the worker (each message has its own connection).
+        while sent < 40 and not by_worker.search(server.log()):
+            send(server, rcpt, f"worker-{sent}")
+            sent += 1
+            if sent % 5 == 0:
+                server.wait_for_log(r"to=<" + re.escape(rcpt) + ">.*status=", count=sent)
+        [line] = server.wait_for_log(by_worker.pattern)[:1]
+        assert "relay=local" in line and "status=sent" in line, line
+        spool = root / "mail" / user.pw_name
+        wait_for_file(spool.parent, lambda: _read(spool).count(b"Subject: worker-") == sent)
+        assert spool.stat().st_uid == user.pw_uid
         server.stop()
     assert "Traceback" not in server.log()
 

@@ -145,6 +145,29 @@ class HelperUserDelivery:
     def can_become(self, user: UnixUser) -> bool:
         return True
 
+    def connection(self) -> socket.socket:
+        """A new connection to the helper, for a worker process of
+        :mod:`pymta.master.workers`: one end of a fresh socketpair goes to
+        the helper over this one (it serves it as it serves this), the
+        other is returned for the worker to inherit. The helper's
+        connections end with the worker's end; all of them with this one."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            socket.send_fds(
+                self._sock, [json.dumps({"kind": "connect"}).encode()], [theirs.fileno()]
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours
+
+    @classmethod
+    def inherited(cls, fd: int) -> HelperUserDelivery:
+        """The helper connection a worker inherited at descriptor fd."""
+        return cls(socket.socket(fileno=fd))
+
     def close(self) -> None:
         """Close our end: the helper sees end-of-file and exits."""
         if self._reading:

@@ -303,6 +303,7 @@ def serve(sock: socket.socket, verifier: Verifier, log: TextIO) -> None:
         except InterruptedError:
             continue
         if not data:
+            sock.close()
             return
         fd = fds[0] if fds else None
         for extra in fds[1:]:
@@ -310,6 +311,20 @@ def serve(sock: socket.socket, verifier: Verifier, log: TextIO) -> None:
         try:
             request = json.loads(data)
         except ValueError:
+            if fd is not None:
+                os.close(fd)
+            continue
+        if isinstance(request, dict) and request.get("kind") == "connect" and fd is not None:
+            # A worker's connection (pymta.master.workers), handed over by a
+            # process that holds one already: served like this one.
+            try:
+                worker = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                continue
+            threading.Thread(target=serve, args=(worker, verifier, log), daemon=True).start()
+            continue
+        if not isinstance(request, dict):
             if fd is not None:
                 os.close(fd)
             continue
