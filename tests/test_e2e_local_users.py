@@ -190,7 +190,8 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
     sockets and reads the queue) runs as nobody; the one process left as
     root is the local-delivery helper, which holds a single socket (its end
     of the socketpair); through it, mail for a Unix user still lands in the
-    spool owned by that user, root's mail in root's spool mailbox, an alias
+    spool owned by that user and in the file its .forward names (in a 0700
+    home: the helper reads it as the user), root's mail in root's spool mailbox, an alias
     command runs as nobody and a pipe service's program as its user=."""
     pidfile = root / "run" / "pymta.pid"
     script = root / "out" / "filter.sh"
@@ -219,9 +220,18 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
         assert all(_uids(child) == {nobody} for child in _children(pid) if child != helper)
 
         spool = root / "mail" / user.pw_name
+        home = Path(user.pw_dir)
+        home.chmod(0o700)  # Debian's adduser default: nobody cannot read it
+        saved = home / "saved"
+        forward = home / ".forward"
+        forward.write_text(f"{saved}, \\{user.pw_name}\n")
+        os.chown(forward, user.pw_uid, user.pw_gid)
         send(server, f"{user.pw_name}@localhost", "privsep")
         wait_for_file(spool.parent, lambda: b"Subject: privsep" in _read(spool))
         assert spool.stat().st_uid == user.pw_uid
+        # The .forward in the 0700 home was read (by the helper, as the user).
+        wait_for_file(home, lambda: b"Subject: privsep" in _read(saved))
+        assert saved.stat().st_uid == user.pw_uid
         send(server, "whoami@localhost", "alias")
         out = root / "out" / "alias-user"
         wait_for_file(out.parent, lambda: _read(out).endswith(b"\n"))

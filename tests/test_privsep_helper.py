@@ -235,3 +235,23 @@ def test_pipe_runs_as_its_master_cf_user(
     )  # fmt: skip
     assert result.exit_code == 0, result
     assert result.output == b"first\nsecond\n"
+
+
+@pytest_twisted.inlineCallbacks
+def test_forward_is_read_as_the_user_from_a_closed_home(
+    root: Path, user: UnixUser, helper: HelperUserDelivery
+) -> Any:
+    """The helper reads the recipient's .forward as the user (a 0700 home
+    mail_owner cannot enter), from forward_path it expands itself (not the
+    paths the asker named); a .forward the user does not own is ignored
+    with Postfix's warning."""
+    home = Path(user.home)
+    home.chmod(0o700)
+    own(user, home / ".forward", "someone@example.org\n")
+    grounds = Grounds("forward", f"{user.name}@localhost")
+    found = yield helper.read_forward(user, ["/etc/shadow"], grounds)
+    assert (found.path, found.text) == (f"{home}/.forward", "someone@example.org\n")
+    os.chown(home / ".forward", 0, 0)
+    found = yield helper.read_forward(user, [], grounds)
+    assert found.path is None
+    assert found.warnings == (f"file {home}/.forward has bad owner uid 0; ignored",)

@@ -83,7 +83,7 @@ from pymta.delivery.local_expand import (
     forward_values,
     split_extension,
 )
-from pymta.delivery.local_forward import ForwardFile, forward_paths, read_forward
+from pymta.delivery.local_forward import ForwardFile, forward_paths
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
 from pymta.privsep.interface import Grounds, IUserDelivery, UnixUser, find_uid, find_user
 from pymta.privsep.spawn import SpawningUserDelivery
@@ -131,7 +131,8 @@ class LocalAgent:
         self._users: IUserDelivery = users or SpawningUserDelivery(reactor_for_processes, clock)
         self._find_user = find_user
         self._transports = transports or (lambda name: None)
-        self._read_forward = read_forward or _read_forward_in_thread
+        #: Tests give their own reader; else the seam reads it (as the user).
+        self._read_forward = read_forward
         self._forward_path = config.raw("forward_path") or ""
         self._spool = config.get("mail_spool_directory").rstrip("/") or "/var/mail"
         self._home_mailbox = config.get("home_mailbox")
@@ -241,7 +242,11 @@ class LocalAgent:
         )
         if not paths:
             return self._mailbox(target, user)
-        d = self._read_forward(paths, user)
+        if self._read_forward is not None:
+            d = self._read_forward(paths, user)
+        else:
+            grounds = Grounds("forward", target.rcpt.address)
+            d = self._users.read_forward(user, paths, grounds)
 
         def got(forward: ForwardFile) -> Deferred[Outcome]:
             for warning in forward.warnings:
@@ -580,12 +585,6 @@ def _combine(outcomes: list[Deferred[Outcome]]) -> Deferred[Outcome]:
 
 def _no_privs(name: str) -> Outcome:
     return "4.3.5", f'default_privs "{name}" is not a user other than root: refusing to run as root'
-
-
-def _read_forward_in_thread(paths: list[str], user: UnixUser) -> Deferred[ForwardFile]:
-    from twisted.internet.threads import deferToThread
-
-    return deferToThread(read_forward, paths, user)
 
 
 def _read_text(path: str) -> str:

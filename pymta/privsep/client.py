@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult
+from pymta.delivery.local_forward import ForwardFile
 from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
 from pymta.privsep.spawn import _child_outcome
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent, QueueFileContent
@@ -187,29 +188,52 @@ class HelperUserDelivery:
         def send(where: tuple[int, int, int]) -> Deferred[dict[str, Any]]:
             fd, offset, size = where
             request.update(offset=offset, size=size)
-            waiter: Deferred[dict[str, Any]] = Deferred()
-            self._replies.waiting[request["id"]] = waiter
-            if not self._reading:
-                from twisted.internet import reactor
-
-                reactor.addReader(self._replies)
-                self._reading = True
             try:
-                socket.send_fds(self._sock, [json.dumps(request).encode()], [fd])
-            except OSError as e:
-                self._replies.waiting.pop(request["id"], None)
-                waiter.callback(
-                    {"exit_code": None, "signal": None, "output": f"helper unavailable: {e}"}
-                )
+                return self._send(request, [fd])
             finally:
                 os.close(fd)
-            return waiter
 
         def unreadable(failure: Failure) -> dict[str, Any]:
             failure.trap(OSError)
             return {"exit_code": None, "signal": None, "output": failure.getErrorMessage()}
 
         return d.addCallbacks(send, unreadable)
+
+    def _send(self, request: dict[str, Any], fds: list[int]) -> Deferred[dict[str, Any]]:
+        """One request packet; its reply when it comes."""
+        waiter: Deferred[dict[str, Any]] = Deferred()
+        self._replies.waiting[request["id"]] = waiter
+        if not self._reading:
+            from twisted.internet import reactor
+
+            reactor.addReader(self._replies)
+            self._reading = True
+        try:
+            socket.send_fds(self._sock, [json.dumps(request).encode()], fds)
+        except OSError as e:
+            self._replies.waiting.pop(request["id"], None)
+            waiter.callback(
+                {"exit_code": None, "signal": None, "output": f"helper unavailable: {e}"}
+            )
+        return waiter
+
+    def read_forward(
+        self, user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        """The recipient's .forward, read by the helper as the user (homes
+        are often 0700: mail_owner could not read it). The helper works the
+        paths out itself; ``paths`` are only this process's view."""
+        request = {"id": next(self._ids), "kind": "forward", "grounds": _grounds(grounds)}
+
+        def got(reply: dict[str, Any]) -> ForwardFile:
+            self._check(reply)
+            if "text" not in reply:
+                raise OSError(0, str(reply.get("output", "no answer")))
+            path = reply.get("path")
+            warnings = tuple(str(w) for w in reply.get("warnings", []))
+            return ForwardFile(str(path) if path else None, str(reply["text"]), warnings)
+
+        return self._send(request, []).addCallback(got)
 
     def _check(self, reply: dict[str, Any]) -> dict[str, Any]:
         if reply.get("refused"):

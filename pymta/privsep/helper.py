@@ -24,6 +24,9 @@ user) or the alias entry. Kinds:
   the derived uid, gid and groups before it reads the message or opens
   the mailbox (a mailbox in a group-writable spool also gets the spool's
   group, for its dot lock).
+- ``forward``: the recipient's .forward text, read as the user, for the
+  local agent (which may not read a 0700 home); no process of its own
+  beyond the reading child.
 - ``command`` (``/bin/sh -c``) and ``program`` (pipe(8)'s argv): exec with
   the derived identity (setgroups, setgid, setuid before exec), never uid
   or gid 0, with local(8)'s environment names only.
@@ -279,6 +282,18 @@ def serve(sock: socket.socket, verifier: Verifier, log: TextIO) -> None:
     lock = threading.Lock()
 
     def answer(request: dict[str, Any], fd: int | None) -> None:
+        if request.get("kind") == "forward":
+            if fd is not None:
+                os.close(fd)
+            try:
+                grounds = request.get("grounds")
+                if not isinstance(grounds, dict):
+                    raise Refused("a request without grounds")
+                result = verifier.forward(grounds)
+            except Exception as e:
+                result = _refused(request, e, log)
+            reply(request, result)
+            return
         try:
             planned = plan(request, verifier)
         except Exception as e:  # a bad request must not kill the helper
@@ -290,12 +305,20 @@ def serve(sock: socket.socket, verifier: Verifier, log: TextIO) -> None:
                 result = run(request, fd, planned)
             except Exception as e:
                 result = _result(None, None, f"helper error: {e}".encode(), False)
+        reply(request, result)
+
+    def reply(request: dict[str, Any], result: dict[str, Any]) -> None:
         result["id"] = request.get("id")
         with lock:
             try:
                 sock.send(json.dumps(result).encode())
-            except OSError:
-                pass
+            except OSError as e:  # too big for one packet (a .forward): say so
+                error = _result(None, None, f"helper error: {e.strerror}".encode(), False)
+                error["id"] = request.get("id")
+                try:
+                    sock.send(json.dumps(error).encode())
+                except OSError:
+                    pass
 
     while True:
         try:

@@ -23,12 +23,16 @@ from __future__ import annotations
 import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from pymta.delivery.command import CommandResult
 from pymta.queue.reference import IMessageContent
+
+if TYPE_CHECKING:
+    from pymta.delivery.local_forward import ForwardFile
 
 Outcome = tuple[str, str]
 
@@ -128,6 +132,13 @@ class IUserDelivery(Interface):
         grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         """Run ``/bin/sh -c command`` as ``user`` with ``stdin`` then the message."""
+
+    def read_forward(
+        user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        """The first of ``paths`` (the recipient's forward_path) that exists
+        and passes Postfix's checks, read as the user where this can become
+        them (the root helper works the paths out itself from ``grounds``)."""
 
     def run_program(
         user: UnixUser,

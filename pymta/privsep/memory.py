@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult, run_command
+from pymta.delivery.local_forward import ForwardFile
 from pymta.privsep import child
 from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
 from pymta.queue.reference import IMessageContent, read_all
@@ -107,6 +108,14 @@ class RecordingUserDelivery:
         return run_command(
             self._reactor, self._clock, command, stdin, env, time_limit, "/", content=message
         )
+
+    def read_forward(
+        self, user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        from pymta.delivery.local_forward import read_forward
+
+        self.grounds.append(grounds)
+        return succeed(read_forward(list(paths), user))
 
     def run_program(
         self,

@@ -37,6 +37,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult, run_command, run_program
+from pymta.delivery.local_forward import ForwardFile
 from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
 from pymta.queue.reference import IMessageContent
 
@@ -165,6 +166,17 @@ class SpawningUserDelivery:
             uid=uid,
             gid=gid,
         )
+
+    def read_forward(
+        self, user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        from twisted.internet.threads import deferToThread
+
+        from pymta.delivery.local_forward import read_forward
+
+        # As the running user (root reads with the owner checks; another
+        # user reads what it can): a thread, the disk may block.
+        return deferToThread(read_forward, list(paths), user)
 
     def run_program(
         self,

@@ -12,9 +12,11 @@ change), the passwd database and the files themselves the helper derives:
 - ``mailbox``: the Unix user of the recipient's local part (without its
   extension) and its mailbox: ``home_mailbox`` under the home directory,
   else ``mail_spool_directory/USER``; the lock kinds and size limit.
-- ``forward``: the user's first ``forward_path`` file, read **as the
-  user** (:func:`pymta.privsep.child.read_files`, with Postfix's owner and
-  mode checks), expanded (its ``:include:`` files read as the user too):
+- ``forward`` (also a request of its own: the .forward's text for the
+  local agent, which runs as ``mail_owner`` and may not read a 0700 home):
+  the user's first ``forward_path`` file, read **as the user**
+  (:func:`pymta.privsep.child.read_files`, with Postfix's owner and mode
+  checks), expanded (its ``:include:`` files read as the user too):
   the ``/file`` or ``|command`` must be in it, with allow_mail_to_files /
   allow_mail_to_commands allowing its class; it runs as the user (root's
   as ``default_privs``).
@@ -173,6 +175,34 @@ class Verifier:
             raise Refused(f"file {path} is not in the {self._where(reason, recipient)}")
         return Run(runner, {}, "/")
 
+    def forward(self, grounds: Mapping[str, Any]) -> dict[str, Any]:
+        """The recipient's .forward, read as the user: ``path`` (None when
+        there is none), ``text`` and ``warnings`` (a ``forward`` request)."""
+        config = self.config()
+        self._reason(grounds, ("forward",))
+        recipient = self._recipient(grounds, config)
+        return self._read_forward(self._user(recipient), recipient, config)
+
+    def _read_forward(
+        self, user: UnixUser, recipient: _Recipient, config: Config
+    ) -> dict[str, Any]:
+        paths = forward_paths(
+            config.raw("forward_path") or "",
+            user,
+            recipient.local,
+            recipient.extension,
+            recipient.domain,
+            config.get("recipient_delimiter"),
+        )
+        if not paths:
+            return {"path": None, "text": "", "warnings": []}
+        found = self._read_as(user, {"forward": paths})
+        return {
+            "path": found.get("path"),
+            "text": str(found.get("text", "")),
+            "warnings": [str(w) for w in found.get("warnings", [])],
+        }
+
     def command(self, grounds: Mapping[str, Any], command: str, env: Mapping[str, Any]) -> Run:
         """Who runs the |command of a .forward, an alias or mailbox_command."""
         config = self.config()
@@ -288,15 +318,7 @@ class Verifier:
         if reason == "forward":
             user = self._user(recipient)
             runner = user if user.uid != 0 else self._privs(config)
-            paths = forward_paths(
-                config.raw("forward_path") or "",
-                user,
-                recipient.local,
-                recipient.extension,
-                recipient.domain,
-                delimiter,
-            )
-            found = self._read_as(user, {"forward": paths}) if paths else {"path": None}
+            found = self._read_forward(user, recipient, config)
             if not found.get("path"):
                 raise Refused(f"{recipient.user} has no usable .forward")
             values = forward_values(str(found.get("text", "")))
