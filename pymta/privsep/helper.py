@@ -118,6 +118,8 @@ def plan(request: dict[str, Any], verifier: Verifier) -> _Plan:
     elif kind == "file":
         path = str(request.get("path", ""))
         runner, groups = verifier.file(grounds, path).runner, []
+        if runner.uid == 0 or runner.gid == 0:
+            raise Refused("files are never written as root")
         child = _mailbox_child(request, path, ["fcntl"], 0)
     if kind in ("mailbox", "file"):
         child.update(_identity(runner, groups))
