@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from twisted.internet import defer, task
 
 from pymta.privsep.client import start_helper
-from pymta.privsep.interface import IUserDelivery, UnixUser
+from pymta.privsep.interface import Grounds, IUserDelivery, UnixUser
 from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.reference import BytesContent
 
@@ -59,13 +59,16 @@ def run_case(
 
     semaphore = defer.DeferredSemaphore(parallel)
 
+    # The helper works the mailbox out from its main.cf and the recipient.
+    grounds = Grounds("mailbox", f"{user.name}@localhost")
+
     def one(_: int) -> defer.Deferred[tuple[str, str]]:
         if kind == "mbox":
             return users.append_mbox(
                 user, target, "a@example.org", b"", BytesContent(MESSAGE), time.time(),
-                ["fcntl", "dotlock"], 0,
+                ["fcntl", "dotlock"], 0, grounds=grounds,
             )  # fmt: skip
-        return users.deliver_maildir(user, target, b"", BytesContent(MESSAGE))
+        return users.deliver_maildir(user, target, b"", BytesContent(MESSAGE), grounds=grounds)
 
     start = reactor.seconds()
     results = yield defer.gatherResults([semaphore.run(one, i) for i in range(count)])
@@ -86,7 +89,11 @@ def main(reactor: Any, count: int, parallel: int) -> Generator[defer.Deferred[An
         check=True,
         capture_output=True,
     )
-    helper = start_helper()
+    etc = root / "etc"
+    etc.mkdir()
+    main_cf = etc / "main.cf"
+    main_cf.write_text(f"mail_spool_directory = {root}/mail\n")
+    helper = start_helper(str(etc))
     try:
         user = UnixUser.from_pwd(pwd.getpwnam(name))
         spool = root / "mail"
@@ -97,6 +104,10 @@ def main(reactor: Any, count: int, parallel: int) -> Generator[defer.Deferred[An
         ways = [("child", SpawningUserDelivery(reactor, reactor)), ("helper", helper)]
         for way, users in ways:
             for kind, target in (("mbox", str(spool / name)), ("maildir", f"{user.home}/Maildir/")):
+                home_mailbox = "Maildir/" if kind == "maildir" else ""
+                main_cf.write_text(
+                    f"mail_spool_directory = {root}/mail\nhome_mailbox = {home_mailbox}\n"
+                )
                 elapsed = yield run_case(users, user, kind, target, count, parallel)
                 print(
                     f"{way:6} {kind:7} {count} messages, {parallel} in flight: "

@@ -555,6 +555,8 @@ def build(
             reactor,
             on_exit=delivery.qmgr.recover_orphans,
             throttle_time=config.get_time("service_throttle_time"),
+            # Each worker gets its own connection to the root helper.
+            helper=getattr(users, "connection", None),
         )
         system.workers.setServiceParent(system)
     return system

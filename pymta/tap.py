@@ -19,6 +19,7 @@ file and line or the parameter, and the cause.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -83,10 +84,10 @@ def _make(options: Options) -> IService:
     if run_as is not None:
         # DESIGN.md's privileged helper: forked now, while root, it alone
         # keeps root after twistd's switch, to become local recipients.
-        from pymta.config import Config
-        from pymta.privsep.client import root_mailboxes, start_helper
+        from pymta.privsep.client import start_helper
 
-        users = start_helper(root_mailboxes(Config.load(options["config"])))
+        assert twistd_options is not None
+        users = start_helper(options["config"], _helper_log(twistd_options))
     system = make(options["config"], users=users)
     if isinstance(system, MailSystem):
         system.handle_signals = True  # SIGHUP reloads, SIGQUIT aborts (pymta.master.control)
@@ -97,3 +98,15 @@ def _make(options: Options) -> IService:
             check_readable(system.config, [svc.program for svc in system.master], run_as)
             give_state_to(system.config, run_as)
     return system
+
+
+def _helper_log(twistd_options: Any) -> str | None:
+    """Where the root helper logs the requests it refuses: twistd's log
+    file (twistd.log in the start directory when daemonised without
+    --logfile), or None for twistd's standard error (``-n`` without one)."""
+    logfile = twistd_options.get("logfile")
+    if logfile == "-":
+        return None
+    if logfile:
+        return str(logfile)
+    return None if twistd_options.get("nodaemon") else "twistd.log"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pymta.cli import main as cli
-from tests.test_config_master_cf import STOCK_MASTER_CF
+from tests.test_config_master_cf import STOCK_MASTER_CF, UNCHROOTED_MASTER_CF
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_postconf_through_the_dispatcher(
     assert capsys.readouterr().out == "example.org\n"
 
 
-def write_config(directory: Path, main_cf: str, master_cf: str = STOCK_MASTER_CF) -> None:
+def write_config(directory: Path, main_cf: str, master_cf: str = UNCHROOTED_MASTER_CF) -> None:
     (directory / "main.cf").write_text(main_cf)
     (directory / "master.cf").write_text(master_cf)
 
@@ -163,6 +163,17 @@ def test_check_fails_on_an_unknown_master_cf_command(
     write_config(tmp_path, "", "x unix - - n - - frobnicate\n")
     assert cli.main(["-c", str(tmp_path), "check"]) == 1
     assert f"{tmp_path}/master.cf, line 1" in capsys.readouterr().err
+
+
+def test_check_fails_on_debians_chroot_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check exits 1 on Debian's stock master.cf, naming smtpd's line and
+    the chroot column (pymta cannot chroot one service of its process)."""
+    write_config(tmp_path, "myorigin = x\n", STOCK_MASTER_CF)
+    assert cli.main(["-c", str(tmp_path), "check"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/master.cf, line 12: service 'smtp' (smtpd): the chroot column" in err
 
 
 def test_check_fails_without_main_cf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,7 @@
 """The local delivery agent for Unix users (local(8)): mailboxes in the
 spool or the home directory, .forward, mailbox_command, mailbox_transport,
-fallback_transport, luser_relay, and who each file or command runs as.
+fallback_transport, luser_relay, who each file or command runs as, and
+the grounds each request carries for the root helper to check.
 
 The agent's "become the user" step is the in-process RecordingUserDelivery
 (it writes as the test's own user and records whom it would have become);
@@ -17,7 +18,7 @@ from zope.interface import implementer
 
 from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientStatus
 from pymta.delivery.local_forward import forward_paths, read_forward
-from pymta.privsep.interface import UnixUser
+from pymta.privsep.interface import Grounds, UnixUser
 from pymta.privsep.memory import Call
 from pymta.tables.unix import UnixTable
 from tests.test_delivery_local import NOBODY, ROOT, make_agent, request, run
@@ -76,6 +77,12 @@ def test_forward_to_address_file_command_and_self(tmp_path: Path) -> None:
         Call("mbox", "bob", f"/{tmp_path}/saved"),
         Call("command", "bob", "procmail -t"),
         Call("mbox", "bob", f"{tmp_path}/bob"),
+    ]
+    # What the root helper checks the targets against (it re-reads the .forward).
+    assert agent.recorder.grounds == [  # type: ignore[attr-defined]
+        Grounds("forward", "bob@mx.example.org"),
+        Grounds("forward", "bob@mx.example.org"),
+        Grounds("mailbox", "bob@mx.example.org"),
     ]
     env = agent.recorder.environments[0]  # type: ignore[attr-defined]
     assert (env["HOME"], env["USER"], env["SHELL"]) == (str(tmp_path), "bob", "/bin/bash")
@@ -136,6 +143,9 @@ def test_mailbox_command_runs_as_the_user(tmp_path: Path) -> None:
     )
     assert run(agent, request("bob+x@mx.example.org")).status == "2.0.0"
     assert calls(agent) == [Call("command", "bob", "/usr/bin/procmail -a x")]
+    assert agent.recorder.grounds == [  # type: ignore[attr-defined]
+        Grounds("mailbox_command", "bob+x@mx.example.org")
+    ]
 
 
 @implementer(IDeliveryAgent)

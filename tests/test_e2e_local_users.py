@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import DEFAULT_MASTER_CF, PymtaServer, wait_for_file
+from tests.system_python import system_python
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("useradd") is None, reason="needs root and useradd"
@@ -189,7 +190,8 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
     sockets and reads the queue) runs as nobody; the one process left as
     root is the local-delivery helper, which holds a single socket (its end
     of the socketpair); through it, mail for a Unix user still lands in the
-    spool owned by that user, root's mail in root's spool mailbox, an alias
+    spool owned by that user and in the file its .forward names (in a 0700
+    home: the helper reads it as the user), root's mail in root's spool mailbox, an alias
     command runs as nobody and a pipe service's program as its user=."""
     pidfile = root / "run" / "pymta.pid"
     script = root / "out" / "filter.sh"
@@ -218,9 +220,18 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
         assert all(_uids(child) == {nobody} for child in _children(pid) if child != helper)
 
         spool = root / "mail" / user.pw_name
+        home = Path(user.pw_dir)
+        home.chmod(0o700)  # Debian's adduser default: nobody cannot read it
+        saved = home / "saved"
+        forward = home / ".forward"
+        forward.write_text(f"{saved}, \\{user.pw_name}\n")
+        os.chown(forward, user.pw_uid, user.pw_gid)
         send(server, f"{user.pw_name}@localhost", "privsep")
         wait_for_file(spool.parent, lambda: b"Subject: privsep" in _read(spool))
         assert spool.stat().st_uid == user.pw_uid
+        # The .forward in the 0700 home was read (by the helper, as the user).
+        wait_for_file(home, lambda: b"Subject: privsep" in _read(saved))
+        assert saved.stat().st_uid == user.pw_uid
         send(server, "whoami@localhost", "alias")
         out = root / "out" / "alias-user"
         wait_for_file(out.parent, lambda: _read(out).endswith(b"\n"))
@@ -233,6 +244,50 @@ def test_twistd_u_keeps_root_only_in_the_helper(root: Path, user: pwd.struct_pas
         piped = root / "out" / "someone@pipe.example"
         wait_for_file(piped.parent, lambda: b"Subject: piped" in _read(piped))
         assert piped.stat().st_uid == user.pw_uid
+        server.stop()
+    assert "Traceback" not in server.log()
+
+
+def test_workers_deliver_through_the_helper(root: Path, user: pwd.struct_passwd) -> None:
+    """With pymta_processes = 2, started as root with -u nobody: the worker
+    runs as nobody and has a connection of its own to the root helper (the
+    helper holds two sockets), so mail the worker accepts for a Unix user is
+    delivered by the worker into the spool as that user (without it, the
+    worker deferred it as "pymta does not run as root")."""
+    python = system_python()
+    if python is None:
+        pytest.skip("no venv of /usr/bin/python3 with pymta's requirements")
+    pidfile = root / "run" / "pymta.pid"
+    with server_for(root, "pymta_processes = 2\n") as server:
+        for path in server.config_dir.iterdir():
+            path.chmod(0o644)
+        server.start(
+            twistd_options=["-u", "nobody", "-g", "nogroup", "--pidfile", str(pidfile)],
+            python=python,
+        )
+        server.wait_for_log(r"worker 1 running")
+        pid = int(pidfile.read_text())
+        nobody = pwd.getpwnam("nobody").pw_uid
+        children = {child: Path(f"/proc/{child}/cmdline").read_bytes() for child in _children(pid)}
+        [helper] = [c for c, line in children.items() if b"pymta.privsep.helper" in line]
+        [worker] = [c for c, line in children.items() if b"pymta.master.worker" in line]
+        assert _uids(helper) == {0} and _uids(worker) == {nobody}
+        assert _sockets(helper) == 2  # the master's connection and the worker's
+        rcpt = f"{user.pw_name}@localhost"
+        by_worker = re.compile(rf"worker\[{worker}\]: .*to=<{re.escape(rcpt)}>.*status=")
+        sent = 0
+        # The kernel spreads connections over both processes: send until
+        # one has reached the worker (each message has its own connection).
+        while sent < 40 and not by_worker.search(server.log()):
+            send(server, rcpt, f"worker-{sent}")
+            sent += 1
+            if sent % 5 == 0:
+                server.wait_for_log(r"to=<" + re.escape(rcpt) + ">.*status=", count=sent)
+        [line] = server.wait_for_log(by_worker.pattern)[:1]
+        assert "relay=local" in line and "status=sent" in line, line
+        spool = root / "mail" / user.pw_name
+        wait_for_file(spool.parent, lambda: _read(spool).count(b"Subject: worker-") == sent)
+        assert spool.stat().st_uid == user.pw_uid
         server.stop()
     assert "Traceback" not in server.log()
 

@@ -21,7 +21,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from pymta.privsep.client import start_helper
 from pymta.privsep.interface import UnixUser
 from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.reference import BytesContent
@@ -155,45 +154,3 @@ def test_not_root_becomes_only_itself() -> None:
     users = SpawningUserDelivery(reactor, reactor, euid=1234)
     assert users.can_become(UnixUser("me", 1234, 1234, "/", "/bin/sh"))
     assert not users.can_become(UnixUser("other", 1235, 1235, "/", "/bin/sh"))
-
-
-@pytest_twisted.inlineCallbacks
-def test_root_helper_becomes_users_and_refuses_root(root: Path, user: UnixUser) -> Any:
-    """The root helper (what the server uses after twistd's -u switch) runs
-    a command as the user, writes a mailbox as the user, refuses to run a
-    command as root or to write as root anywhere but root's configured
-    mailbox whatever it is asked, and exits when its socket closes."""
-    helper = start_helper()
-    try:
-        out = Path(user.home) / "helper-out"
-        result = yield helper.run_command(
-            user, f"id -u > {out}; cat >> {out}", b"one\n", BytesContent(b"two\n"),
-            {"PATH": "/usr/bin:/bin"}, 60.0, user.home,
-        )  # fmt: skip
-        assert result.exit_code == 0, result
-        assert out.read_text() == f"{user.uid}\none\ntwo\n"
-        path = spool(root) / user.name
-        outcome = yield helper.append_mbox(
-            user, str(path), "a@example.org", b"", BytesContent(MESSAGE),
-            1_800_000_000.0, ["fcntl", "dotlock"], 0,
-        )  # fmt: skip
-        assert outcome[0] == "2.0.0", outcome
-        assert path.stat().st_uid == user.uid
-        root_user = UnixUser("root", 0, 0, "/root", "/bin/sh")
-        refused = yield helper.run_command(
-            root_user, "id -u", b"", BytesContent(b""), {}, 60.0, "/"
-        )
-        assert refused.exit_code is None
-        assert b"never run as root" in refused.output
-        target = root / "not-a-mailbox"
-        refused_write = yield helper.append_mbox(
-            root_user, str(target), "a@example.org", b"", BytesContent(MESSAGE),
-            1_800_000_000.0, ["fcntl"], 0,
-        )  # fmt: skip
-        assert refused_write[0] == "4.3.0"
-        assert "only to root's mailbox" in refused_write[1]
-        assert not target.exists()
-    finally:
-        helper.close()
-    assert helper.pid is not None
-    os.waitpid(helper.pid, 0)  # it exits once its socket is closed

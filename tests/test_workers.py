@@ -61,6 +61,15 @@ def test_worker_command_round_trips_through_the_worker_parser() -> None:
     assert parse_listen(args.listen) == {"smtp:127.0.0.1:25": 3}
 
 
+def test_worker_command_passes_the_helper_connection_after_the_control_socket() -> None:
+    """The worker's connection to the root helper is inherited after the
+    control socket and named by --helper, which the worker parses back."""
+    command = worker_command("python", "etc", [("smtp:127.0.0.1:25", 5)], 1, 8, 9)
+    assert command.child_fds == {0: "w", 1: "r", 2: "r", 3: 5, 4: 8, 5: 9}
+    args = parse_args(command.argv[3:])
+    assert (args.control, args.helper) == (4, 5)
+
+
 @pytest.mark.parametrize("bad", ["smtp", "=3", "smtp=", "smtp=x3", "smtp=-1"])
 def test_parse_listen_refuses_malformed_values(bad: str) -> None:
     """A --listen value that is not NAME=FD is an error, not a guess."""

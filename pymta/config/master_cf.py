@@ -13,7 +13,10 @@ Input is the administrator's file; anything malformed, and any command that
 pymta does not recognise, is a ConfigError naming file and line. Postfix's
 stock master.cf (Debian's) parses unchanged: :data:`COMMANDS` recognises
 every standard command, and :func:`check_master` says, one warning per
-service, which ones pymta ignores. Writes nothing, logs nothing.
+service, which ones pymta ignores; a service pymta runs whose chroot
+column is ``y`` stops the start (pymta cannot chroot one service of its
+process; see :func:`_chroot_refused`), naming the line. Writes nothing,
+logs nothing.
 """
 
 from __future__ import annotations
@@ -406,13 +409,14 @@ def load_master(config_dir: str | os.PathLike[str]) -> list[MasterService]:
 
 
 def check_master(services: list[MasterService], built: set[str]) -> list[str]:
-    """One warning per service pymta will not run or will run without the
-    chroot its line asks for; ConfigError for an unknown command.
+    """One warning per service pymta will not run; ConfigError for an
+    unknown command, and for a service it runs whose chroot column is y.
 
     ``built`` holds what the running pymta wires in: part names (values of
     :data:`PARTS`) or command names (``trivial-rewrite``), either works.
     """
     warnings: list[str] = []
+    chrooted: list[MasterService] = []
     for service in services:
         program = service.program
         status = COMMANDS.get(program)
@@ -439,13 +443,33 @@ def check_master(services: list[MasterService], built: set[str]) -> list[str]:
         elif program not in built and PARTS[program] not in built:
             warnings.append(f"{label}: not built yet in pymta, ignored")
         elif service.chroot:
-            # Debian's stock master.cf chroots most services: refusing the
-            # column would refuse that file, ignoring it silently would lie.
-            warnings.append(
-                f"{label}: chroot is not implemented by pymta; the service runs "
-                "without chroot, as the user twistd runs pymta as"
-            )
+            chrooted.append(service)
+    if chrooted:
+        raise _chroot_refused(chrooted)
     return warnings
+
+
+def _chroot_refused(chrooted: list[MasterService]) -> ConfigError:
+    """The start stops at a service pymta would run whose chroot column is y.
+
+    Postfix chroots each daemon process it forks; pymta runs its services
+    in one reactor process (one per CPU with pymta_processes), where local
+    and virtual delivery, pop3d, imapd and reloads need the files outside
+    queue_directory, so one service cannot be chrooted without the rest.
+    Running it unchrooted with a warning would be a configuration that lies.
+    """
+    first = chrooted[0]
+    others = [str(s.lineno) for s in chrooted[1:]]
+    also = f" and on line{'s' if len(others) > 1 else ''} {', '.join(others)}" if others else ""
+    return ConfigError(
+        f"service {first.name!r} ({first.program}): the chroot column (5th) is y, which "
+        "pymta cannot do: its services share one process, and local and virtual delivery, "
+        "pop3d and imapd need the files outside queue_directory. Write n (or -, the "
+        f"default since Postfix 3.0) in that column here{also}; privilege separation "
+        "(mail_owner and the root helper) does not depend on it",
+        first.filename,
+        first.lineno,
+    )
 
 
 def format_service(service: MasterService) -> str:

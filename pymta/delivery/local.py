@@ -76,33 +76,24 @@ from pymta.delivery.interface import (
     IDeliveryAgent,
     RecipientStatus,
 )
-from pymta.delivery.local_forward import ForwardFile, forward_paths, read_forward
+from pymta.delivery.local_expand import (
+    Expansion,
+    alias_owner,
+    expand_values,
+    forward_values,
+    split_extension,
+)
+from pymta.delivery.local_forward import ForwardFile, forward_paths
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
-from pymta.privsep.interface import IUserDelivery, UnixUser, find_uid, find_user
+from pymta.privsep.interface import Grounds, IUserDelivery, UnixUser, find_uid, find_user
 from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import read_content
-from pymta.tables import TableError, lookup_alias, split_alias_value
+from pymta.tables import TableError, lookup_alias
 
-INCLUDE_DEPTH = 10
 _log = Logger(namespace="pymta.delivery.local")
 
 Outcome = tuple[str, str]  # (status, reason)
-
-
-@dataclass
-class _Expansion:
-    addresses: list[str]
-    files: list[tuple[str, str]]  # (path, class)
-    commands: list[tuple[str, str]]  # (command, class)
-    error: Outcome | None = None
-
-
-def _unquote(item: str) -> str:
-    item = item.strip()
-    if len(item) >= 2 and item[0] == '"' and item[-1] == '"':
-        item = item[1:-1]
-    return item
 
 
 @implementer(IDeliveryAgent)
@@ -140,7 +131,8 @@ class LocalAgent:
         self._users: IUserDelivery = users or SpawningUserDelivery(reactor_for_processes, clock)
         self._find_user = find_user
         self._transports = transports or (lambda name: None)
-        self._read_forward = read_forward or _read_forward_in_thread
+        #: Tests give their own reader; else the seam reads it (as the user).
+        self._read_forward = read_forward
         self._forward_path = config.raw("forward_path") or ""
         self._spool = config.get("mail_spool_directory").rstrip("/") or "/var/mail"
         self._home_mailbox = config.get("home_mailbox")
@@ -151,7 +143,7 @@ class LocalAgent:
         self._locks = [lock.lower() for lock in config.get_list("mailbox_delivery_lock")]
         self._size_limit = config.get_int("mailbox_size_limit")
         self._default_privs = config.get("default_privs")
-        self._alias_owner = _alias_owner(config.get_list("alias_maps"))
+        self._alias_owner = alias_owner(config.get_list("alias_maps"))
         self._self: UnixUser | None = None
         euid = os.geteuid()
         if not self._users.privileged:
@@ -198,7 +190,7 @@ class LocalAgent:
         if not _:
             local, domain = address, ""
         local = local.lower()
-        user_part, extension = _split_extension(local, self._delimiter)
+        user_part, extension = split_extension(local, self._delimiter)
         target = _Target(request, rcpt, local, user_part, extension, domain)
         try:
             values = lookup_alias(self._maps, local, delimiter=self._delimiter)
@@ -215,8 +207,8 @@ class LocalAgent:
         return d.addCallback(status)
 
     def _alias(self, target: _Target, values: list[str]) -> Deferred[Outcome]:
-        expansion = _Expansion([], [], [])
-        self._expand(values, "alias", expansion, 0)
+        expansion = Expansion()
+        self._expand(values, "alias", expansion)
         if expansion.error is not None:
             return succeed(expansion.error)
         sender = target.request.envelope.sender
@@ -232,7 +224,7 @@ class LocalAgent:
         # aliases(5): files and commands run as the alias database's owner,
         # or as default_privs when root owns it — never as root.
         runner = self._alias_owner_user()
-        return self._destinations(target, sender, expansion, runner)
+        return self._destinations(target, sender, expansion, runner, "alias")
 
     def _unix_user(self, target: _Target, user: UnixUser) -> Deferred[Outcome]:
         if not self._users.can_become(user):
@@ -253,7 +245,11 @@ class LocalAgent:
         )
         if not paths:
             return self._mailbox(target, user)
-        d = self._read_forward(paths, user)
+        if self._read_forward is not None:
+            d = self._read_forward(paths, user)
+        else:
+            grounds = Grounds("forward", target.rcpt.address)
+            d = self._users.read_forward(user, paths, grounds)
 
         def got(forward: ForwardFile) -> Deferred[Outcome]:
             for warning in forward.warnings:
@@ -274,13 +270,8 @@ class LocalAgent:
     def _forward_file(
         self, target: _Target, user: UnixUser, forward: ForwardFile
     ) -> Deferred[Outcome]:
-        lines = [
-            line
-            for line in forward.text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
-        expansion = _Expansion([], [], [])
-        self._expand(split_alias_value(", ".join(lines)), "forward", expansion, 0)
+        expansion = Expansion()
+        self._expand(forward_values(forward.text), "forward", expansion)
         if expansion.error is not None:
             return succeed(expansion.error)
         # local(8): the user's own name (or \\user) in .forward means "also
@@ -300,7 +291,7 @@ class LocalAgent:
         if expansion.addresses or expansion.files or expansion.commands:
             # Postfix runs root's files and commands as default_privs.
             runner = user if user.uid != 0 else self._privs_user()
-            outcomes.append(self._destinations(target, sender, expansion, runner))
+            outcomes.append(self._destinations(target, sender, expansion, runner, "forward"))
         if to_mailbox:
             outcomes.append(self._mailbox(target, user))
         if not outcomes:
@@ -329,7 +320,7 @@ class LocalAgent:
             runner = user if user.uid != 0 else self._privs_user()
             if runner is None:
                 return succeed(_no_privs(self._default_privs))
-            return self._run(target, sender, command, runner, user)
+            return self._run(target, sender, command, runner, user, "mailbox_command")
         if self._mailbox_transport:
             return self._delegate(target, self._mailbox_transport, "mailbox_transport")
         headers = delivery_headers(sender, rcpt.address.lower())
@@ -338,7 +329,9 @@ class LocalAgent:
         else:
             path = os.path.join(self._spool, user.name)
         if path.endswith("/"):
-            return self._users.deliver_maildir(user, path, headers, request.message)
+            return self._users.deliver_maildir(
+                user, path, headers, request.message, grounds=Grounds("mailbox", rcpt.address)
+            )
         return self._users.append_mbox(
             user,
             path,
@@ -348,6 +341,7 @@ class LocalAgent:
             self._clock.seconds(),
             self._locks,
             self._size_limit,
+            grounds=Grounds("mailbox", rcpt.address),
         )
 
     def _delegate(self, target: _Target, spec: str, parameter: str) -> Deferred[Outcome]:
@@ -397,38 +391,8 @@ class LocalAgent:
 
     # expansion ------------------------------------------------------------
 
-    def _expand(self, values: list[str], origin: str, out: _Expansion, depth: int) -> None:
-        for raw in values:
-            item = _unquote(raw)
-            if not item:
-                continue
-            if item.startswith("|"):
-                out.commands.append((item[1:].strip(), origin))
-            elif item.startswith("/"):
-                out.files.append((item, origin))
-            elif item.lower().startswith(":include:"):
-                path = item[len(":include:") :].strip()
-                if depth >= INCLUDE_DEPTH:
-                    out.error = ("5.4.6", f"include file nesting too deep: {path}")
-                    return
-                if origin not in self._allow_files and "include" not in self._allow_files:
-                    out.error = ("5.7.1", f"mail to file is restricted: :include:{path}")
-                    return
-                try:
-                    text = self._read_file(path)
-                except OSError as e:
-                    out.error = ("4.3.0", f"cannot open include file {path}: {e.strerror}")
-                    return
-                lines = [
-                    line
-                    for line in text.splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")
-                ]
-                self._expand(split_alias_value(", ".join(lines)), "include", out, depth + 1)
-                if out.error is not None:
-                    return
-            else:
-                out.addresses.append(item)
+    def _expand(self, values: list[str], origin: str, out: Expansion) -> None:
+        expand_values(values, origin, self._read_file, self._allow_files, out)
 
     def _expand_local(self, template: str, target: _Target, user: UnixUser | None) -> str:
         """local(8)'s names in mailbox_command and luser_relay."""
@@ -447,20 +411,26 @@ class LocalAgent:
     # destinations ---------------------------------------------------------
 
     def _destinations(
-        self, target: _Target, sender: str, expansion: _Expansion, runner: UnixUser | None
+        self,
+        target: _Target,
+        sender: str,
+        expansion: Expansion,
+        runner: UnixUser | None,
+        source: str,
     ) -> Deferred[Outcome]:
+        """The expansion of the recipient's alias entry or .forward (source)."""
         outcomes: list[Deferred[Outcome]] = []
         if expansion.addresses:
             outcomes.append(self._forward(target.request, target.rcpt, sender, expansion.addresses))
         for path, origin in expansion.files:
-            outcomes.append(self._to_file(target, sender, path, origin, runner))
+            outcomes.append(self._to_file(target, sender, path, origin, runner, source))
         for command, origin in expansion.commands:
             if origin not in self._allow_commands:
                 outcomes.append(succeed(("5.7.1", f"mail to command is restricted: {command}")))
             elif runner is None:
                 outcomes.append(succeed(_no_privs(self._default_privs)))
             else:
-                outcomes.append(self._run(target, sender, command, runner, None))
+                outcomes.append(self._run(target, sender, command, runner, None, source))
         return _combine(outcomes)
 
     def _forward(
@@ -493,7 +463,13 @@ class LocalAgent:
         return d.addCallbacks(forwarded, refused)
 
     def _to_file(
-        self, target: _Target, sender: str, path: str, origin: str, runner: UnixUser | None
+        self,
+        target: _Target,
+        sender: str,
+        path: str,
+        origin: str,
+        runner: UnixUser | None,
+        source: str,
     ) -> Deferred[Outcome]:
         if origin not in self._allow_files:
             return succeed(("5.7.1", f"mail to file is restricted: {path}"))
@@ -501,11 +477,20 @@ class LocalAgent:
             return succeed(_no_privs(self._default_privs))
         headers = delivery_headers(sender, target.rcpt.address.lower())
         message = target.request.message
+        grounds = Grounds(source, target.rcpt.address)
         if path.endswith("/"):
-            d = self._users.deliver_maildir(runner, path, headers, message)
+            d = self._users.deliver_maildir(runner, path, headers, message, grounds=grounds)
         else:
             d = self._users.append_mbox(
-                runner, path, sender, headers, message, self._clock.seconds(), ("fcntl",), 0
+                runner,
+                path,
+                sender,
+                headers,
+                message,
+                self._clock.seconds(),
+                ("fcntl",),
+                0,
+                grounds=grounds,
             )
 
         def worded(outcome: Outcome) -> Outcome:
@@ -522,6 +507,7 @@ class LocalAgent:
         command: str,
         runner: UnixUser,
         recipient_user: UnixUser | None,
+        source: str,
     ) -> Deferred[Outcome]:
         request, rcpt = target.request, target.rcpt
         home_user = recipient_user or runner
@@ -555,7 +541,14 @@ class LocalAgent:
         cwd = runner.home if runner.home and os.path.isdir(runner.home) else "/"
         try:
             d = self._users.run_command(
-                runner, command, prefix, request.message, env, self._time_limit, cwd
+                runner,
+                command,
+                prefix,
+                request.message,
+                env,
+                self._time_limit,
+                cwd,
+                grounds=Grounds(source, rcpt.address),
             )
         except OSError as e:
             return succeed(("4.3.0", f"cannot run command {command}: {e.strerror}"))
@@ -572,14 +565,6 @@ class _Target:
     user: str
     extension: str
     domain: str
-
-
-def _split_extension(local: str, delimiter: str) -> tuple[str, str]:
-    if delimiter:
-        for index, char in enumerate(local):
-            if char in delimiter:
-                return local[:index], local[index + 1 :]
-    return local, ""
 
 
 def _combine(outcomes: list[Deferred[Outcome]]) -> Deferred[Outcome]:
@@ -603,29 +588,6 @@ def _combine(outcomes: list[Deferred[Outcome]]) -> Deferred[Outcome]:
 
 def _no_privs(name: str) -> Outcome:
     return "4.3.5", f'default_privs "{name}" is not a user other than root: refusing to run as root'
-
-
-def _alias_owner(specs: list[str]) -> int | None:
-    """The owner uid of the first file-backed alias table (its .db when compiled)."""
-    for spec in specs:
-        kind, _, name = spec.partition(":")
-        kind = kind.lower()
-        if kind == "proxy":
-            kind, _, name = name.partition(":")
-        if not name or not name.startswith("/"):
-            continue
-        for path in (f"{name}.db", name) if kind in ("hash", "btree", "lmdb") else (name,):
-            try:
-                return os.stat(path).st_uid
-            except OSError:
-                continue
-    return None
-
-
-def _read_forward_in_thread(paths: list[str], user: UnixUser) -> Deferred[ForwardFile]:
-    from twisted.internet.threads import deferToThread
-
-    return deferToThread(read_forward, paths, user)
 
 
 def _read_text(path: str) -> str:

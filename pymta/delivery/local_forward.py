@@ -18,23 +18,11 @@ nothing. Runs in a thread (:func:`read_forward` blocks on the disk).
 
 from __future__ import annotations
 
-import os
-import stat
-from dataclasses import dataclass
-
 from pymta.config.expand import expand
-from pymta.privsep.interface import UnixUser
+from pymta.privsep.child import read_forward as child_read_forward
+from pymta.privsep.interface import ForwardFile, UnixUser
 
-FORWARD_LIMIT = 64 * 1024
-
-
-@dataclass(frozen=True)
-class ForwardFile:
-    """What forward_path found: the file's path and text, or warnings."""
-
-    path: str | None
-    text: str
-    warnings: tuple[str, ...] = ()
+__all__ = ["ForwardFile", "forward_paths", "read_forward"]
 
 
 def forward_paths(
@@ -60,31 +48,8 @@ def forward_paths(
 
 
 def read_forward(paths: list[str], user: UnixUser) -> ForwardFile:
-    """The first of paths that exists and passes Postfix's checks."""
-    warnings: list[str] = []
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            continue
-        except NotADirectoryError:
-            continue
-        except OSError as e:
-            warnings.append(f"cannot open {path}: {e.strerror}")
-            continue
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                warnings.append(f"file {path} is not a regular file; ignored")
-                continue
-            if info.st_uid != user.uid:
-                warnings.append(f"file {path} has bad owner uid {info.st_uid}; ignored")
-                continue
-            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                warnings.append(f"file {path} is group or world writable; ignored")
-                continue
-            data = os.read(fd, FORWARD_LIMIT)
-        finally:
-            os.close(fd)
-        return ForwardFile(path, data.decode("utf-8", "replace"), tuple(warnings))
-    return ForwardFile(None, "", tuple(warnings))
+    """The first of paths that exists and passes Postfix's checks (one copy
+    of them, in :func:`pymta.privsep.child.read_forward`, which the root
+    helper also runs as the user)."""
+    path, text, warnings = child_read_forward(paths, user.uid)
+    return ForwardFile(path, text, tuple(warnings))

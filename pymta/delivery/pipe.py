@@ -45,7 +45,7 @@ from pymta.config.pipe_args import PipeSpec
 from pymta.delivery import mbox
 from pymta.delivery.command import CommandResult, command_status
 from pymta.delivery.interface import DeliveryRequest, IDeliveryAgent, RecipientStatus
-from pymta.privsep.interface import IUserDelivery, UnixUser, find_user
+from pymta.privsep.interface import Grounds, IUserDelivery, UnixUser, find_user
 from pymta.queue.reference import BLOCK_SIZE, ContentReader, IMessageContent
 
 PER_RECIPIENT = ("recipient", "original_recipient", "user", "extension", "domain", "mailbox")
@@ -203,7 +203,16 @@ class PipeAgent:
         cwd = self._directory if os.path.isdir(self._directory) else "/"
         env = {"PATH": "/usr/bin:/bin", "LANG": "C"}
         try:
-            d = self._users.run_program(user, argv, b"", content, env, self._time_limit, cwd)
+            d = self._users.run_program(
+                user,
+                argv,
+                b"",
+                content,
+                env,
+                self._time_limit,
+                cwd,
+                grounds=Grounds("pipe", service=self.name),
+            )
         except OSError as e:
             return succeed(every("4.3.0", f"cannot run {argv[0]}: {e.strerror}"))
 

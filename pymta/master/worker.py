@@ -17,7 +17,9 @@ the master died. It ignores SIGHUP: it reloads when the master asks on the
 control socket (``--control FD``), a line ``reload KEY ...`` carrying the
 master's sockets of the listeners a reload added (pymta.master.reload), or
 ``reopen`` (the master refused the new configuration: only reopen the
-mail log).
+mail log). With ``--helper FD`` (the master runs with the root helper of
+:mod:`pymta.privsep`) its local and pipe deliveries go through that
+connection to the helper.
 
 Untrusted input: none here (the command line comes from the master). May
 write: what the parts write. Logs: what the parts log.
@@ -53,6 +55,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--control", type=int, default=None, metavar="FD", help="the control socket"
+    )
+    parser.add_argument(
+        "--helper", type=int, default=None, metavar="FD", help="the root helper's connection"
     )
     return parser.parse_args(list(argv))
 
@@ -136,7 +141,12 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     try:
         fds = parse_listen(args.listen)
         config, master = load(args.config)
-        system = build(config, master, reactor, worker_fds=fds)
+        users = None
+        if args.helper is not None:
+            from pymta.privsep.client import HelperUserDelivery
+
+            users = HelperUserDelivery.inherited(args.helper)
+        system = build(config, master, reactor, worker_fds=fds, users=users)
     except (ConfigError, ValueError, KeyError, OSError) as e:
         log.critical("fatal: {error}", error=e)
         return 1

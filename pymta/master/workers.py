@@ -12,8 +12,12 @@ configuration directory and adopts the sockets; the kernel spreads new
 connections over every process accepting on them.
 
 Workers are spawned from startService, so they run with the uid/gid twistd
-dropped to. Their stdin is a pipe from the master: when the master dies,
-even by SIGKILL, they see end-of-file and exit. stopService sends SIGTERM
+dropped to; when the master has the root helper of :mod:`pymta.privsep`
+(started as root with ``-u``), each worker gets a connection of its own to
+it (``--helper FD``), so that mail a worker accepts for local users is
+delivered by that worker as the master's would be. Their stdin is a pipe
+from the master: when the master dies, even by SIGKILL, they see
+end-of-file and exit. stopService sends SIGTERM
 and waits (SIGKILL after 30 seconds). A worker that
 exits while the pool runs is logged as Postfix's master logs a daemon's
 death (``warning: process pymta/worker pid 4242 exit status 1``, ``...
@@ -90,6 +94,7 @@ def worker_command(
     sockets: Iterable[tuple[str, int]],
     slot: int,
     control: int | None = None,
+    helper: int | None = None,
 ) -> WorkerCommand:
     """Build the command of worker ``slot`` for the master's listening sockets.
 
@@ -99,7 +104,9 @@ def worker_command(
     its end-of-file), stdout and stderr are pipes relayed to the log.
     ``control`` is the worker's end of its control socket (a Unix socket
     pair: reload requests with the sockets of new listeners), passed after
-    the listening sockets and named by ``--control FD``.
+    the listening sockets and named by ``--control FD``. ``helper`` is the
+    worker's connection to the root helper of :mod:`pymta.privsep`
+    (``--helper FD``), so that it delivers to local users as the master does.
     """
     argv = [
         executable,
@@ -120,6 +127,10 @@ def worker_command(
         number = max(max(child_fds) + 1, FIRST_LISTEN_FD)
         argv += ["--control", str(number)]
         child_fds[number] = control
+    if helper is not None:
+        number = max(max(child_fds) + 1, FIRST_LISTEN_FD)
+        argv += ["--helper", str(number)]
+        child_fds[number] = helper
     return WorkerCommand(argv, child_fds)
 
 
@@ -199,6 +210,7 @@ class WorkerPool(service.Service):
         throttle_time: float = 60.0,
         executable: str = sys.executable,
         environment: Mapping[str, str] | None = None,
+        helper: Callable[[], socket.socket] | None = None,
     ) -> None:
         self._config_directory = config_directory
         self._sockets = sockets
@@ -208,6 +220,8 @@ class WorkerPool(service.Service):
         self._throttle_time = throttle_time
         self._executable = executable
         self._environment = environment
+        #: A new connection to the root helper for each worker (None: no helper).
+        self._helper = helper
         self._workers: dict[int, _WorkerProtocol] = {}
         self._restarts: dict[int, IDelayedCall] = {}
 
@@ -222,8 +236,21 @@ class WorkerPool(service.Service):
             return
         sockets = sorted(self._sockets().items())
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        helper: socket.socket | None = None
+        if self._helper is not None:
+            try:
+                helper = self._helper()
+            except OSError as e:  # the worker still starts; its local mail defers
+                log.error(
+                    "worker {slot}: no connection to the local delivery helper: {e}", slot=slot, e=e
+                )
         command = worker_command(
-            self._executable, self._config_directory, sockets, slot, theirs.fileno()
+            self._executable,
+            self._config_directory,
+            sockets,
+            slot,
+            theirs.fileno(),
+            helper.fileno() if helper is not None else None,
         )
         protocol = _WorkerProtocol(self, slot)
         protocol.keys = {key for key, _fd in sockets}
@@ -237,6 +264,8 @@ class WorkerPool(service.Service):
             raise
         finally:
             theirs.close()  # the worker holds its own copy
+            if helper is not None:
+                helper.close()
         ours.setblocking(False)
         protocol.control = ours
         self._workers[slot] = protocol

@@ -8,6 +8,7 @@
   itself runs as root, or as an ordinary user (then only as itself).
 - :mod:`~pymta.privsep.helper` and :mod:`~pymta.privsep.client`: the root
   helper forked before twistd's ``-u`` switch, the only process that keeps
-  root, asked over a socketpair only pymta holds.
+  root, asked over a socketpair only pymta holds;
+  :mod:`~pymta.privsep.verify` is how it works each target out for itself.
 - :mod:`~pymta.privsep.memory`: an in-process recorder for tests.
 """

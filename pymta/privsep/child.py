@@ -8,6 +8,9 @@ so that it needs nothing but the standard library and no file the
 recipient could not read; started as root, it drops to the recipient
 (setgroups, setgid, setuid) before it reads the message or opens a file.
 
+It also reads, as the user, the files the root helper checks a .forward
+delivery against (:func:`read_files`).
+
 Standard input: one JSON line (the request, from pymta: trusted), then the
 message bytes (untrusted: copied, never interpreted, ``>From `` quoted in
 mbox). Standard output: one line, ``<enhanced status> <text>``; the exit
@@ -22,6 +25,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from typing import Any, BinaryIO
@@ -29,6 +33,9 @@ from typing import Any, BinaryIO
 BLOCK = 65536
 STALE_LOCK_TIME = 500.0  # Postfix's stale_lock_time
 REQUEST_LIMIT = 65536
+#: The most of a .forward or :include: file that is read (Postfix reads
+#: them line by line without a limit; 64 KiB is far more than any holds).
+READ_LIMIT = 64 * 1024
 #: A held mailbox lock is tried again this many times, LOCK_DELAY_FIRST
 #: seconds apart at first, doubling up to LOCK_DELAY_MAX (about 15 s in all,
 #: as Postfix's deliver_lock_attempts = 20 over deliver_lock_delay = 1s).
@@ -228,6 +235,55 @@ def deliver_maildir(request: dict[str, Any], source: BinaryIO) -> Outcome:
     return Outcome("2.0.0", f"delivered to maildir {base}/")
 
 
+def read_forward(paths: list[str], uid: int) -> tuple[str | None, str, list[str]]:
+    """(path, text, warnings) of the first of paths that exists and passes
+    Postfix's checks (dotforward.c): a regular file owned by uid, not
+    writable by group or others, opened without following a final symlink
+    and checked on the open descriptor, so that a link cannot make the
+    reader read (and bounce back) a file the user may not read."""
+    warnings: list[str] = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            warnings.append(f"cannot open {path}: {e.strerror}")
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                warnings.append(f"file {path} is not a regular file; ignored")
+                continue
+            if info.st_uid != uid:
+                warnings.append(f"file {path} has bad owner uid {info.st_uid}; ignored")
+                continue
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                warnings.append(f"file {path} is group or world writable; ignored")
+                continue
+            data = os.read(fd, READ_LIMIT)
+        finally:
+            os.close(fd)
+        return path, data.decode("utf-8", "replace"), warnings
+    return None, "", warnings
+
+
+def read_files(request: dict[str, Any]) -> Outcome:
+    """The root helper's reads as the user: a .forward (``forward``: the
+    candidate paths) or an ``:include:`` file (``include``); the answer is
+    ``2.0.0`` and one JSON object."""
+    if "forward" in request:
+        path, text, warnings = read_forward([str(p) for p in request["forward"]], os.geteuid())
+        answer: dict[str, Any] = {"path": path, "text": text, "warnings": warnings}
+    else:
+        try:
+            with open(str(request["include"]), "rb") as f:
+                answer = {"text": f.read(READ_LIMIT).decode("utf-8", "replace")}
+        except OSError as e:
+            answer = {"error": e.strerror or str(e), "errno": e.errno}
+    return Outcome("2.0.0", json.dumps(answer))
+
+
 def _os_outcome(error: OSError, what: str) -> Outcome:
     # A full disk or quota is an operating condition: defer (Postfix's
     # mail_copy() does the same); a refused path is permanent.
@@ -245,6 +301,8 @@ def main() -> int:
             outcome = append_mbox(request, source)
         elif action == "maildir":
             outcome = deliver_maildir(request, source)
+        elif action == "read":
+            outcome = read_files(request)
         else:
             outcome = Outcome("4.3.0", f"unknown request {action!r}")
     except Outcome as e:

@@ -4,7 +4,9 @@ When twistd is started as root with ``-u`` (the documented deployment),
 :func:`start_helper` forks the helper while still root, before the switch,
 with one end of a ``SOCK_SEQPACKET`` socketpair; the server keeps the other
 end and :class:`HelperUserDelivery` sends it one packet per delivery: a
-JSON request and the queue file's descriptor (opened read-only here, so
+JSON request (the recipient and why, with :class:`Grounds`, never a uid
+or a mailbox path: the helper works those out, :mod:`pymta.privsep.verify`)
+and the queue file's descriptor (opened read-only here, so
 the helper reads only what pymta itself could read). A message that is not
 a queue file (a pipe(8) transformation, tests' in-memory content) is first
 copied into an anonymous file in a thread. Replies come back as packets,
@@ -36,8 +38,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult
-from pymta.privsep.interface import IUserDelivery, Outcome, UnixUser
-from pymta.privsep.spawn import _child_outcome, _spool_group, user_groups
+from pymta.delivery.local_forward import ForwardFile
+from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
+from pymta.privsep.spawn import _child_outcome
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent, QueueFileContent
 
 _log = Logger(namespace="pymta.privsep")
@@ -45,10 +48,12 @@ PACKET_LIMIT = 1 << 20
 
 
 def start_helper(
-    root_mailboxes: Sequence[str] = (), python: str | None = None
+    config_dir: str, log_file: str | None = None, python: str | None = None
 ) -> HelperUserDelivery:
-    """Fork the root helper (call while root, before twistd's switch);
-    ``root_mailboxes`` are the only paths it will write as root."""
+    """Fork the root helper (call while root, before twistd's switch). It
+    works out every target from the configuration in ``config_dir`` and
+    logs the requests it refuses to ``log_file`` (None: its standard error,
+    the caller's)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
@@ -59,14 +64,16 @@ def start_helper(
             "-m",
             "pymta.privsep.helper",
             str(theirs.fileno()),
-            *root_mailboxes,
+            os.path.abspath(config_dir),
+            *([os.path.abspath(log_file)] if log_file else []),
         ],
         pass_fds=[theirs.fileno()],
         # Nothing inherited but its socket: a held stdout would keep
         # `pymta start` (and whoever reads twistd's output) waiting for EOF.
+        # Its refusals go to log_file, else to our standard error (twistd -n).
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log_file else None,
         env=env,
         cwd="/",
         start_new_session=True,
@@ -139,6 +146,29 @@ class HelperUserDelivery:
     def can_become(self, user: UnixUser) -> bool:
         return True
 
+    def connection(self) -> socket.socket:
+        """A new connection to the helper, for a worker process of
+        :mod:`pymta.master.workers`: one end of a fresh socketpair goes to
+        the helper over this one (it serves it as it serves this), the
+        other is returned for the worker to inherit. The helper's
+        connections end with the worker's end; all of them with this one."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            socket.send_fds(
+                self._sock, [json.dumps({"kind": "connect"}).encode()], [theirs.fileno()]
+            )
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return ours
+
+    @classmethod
+    def inherited(cls, fd: int) -> HelperUserDelivery:
+        """The helper connection a worker inherited at descriptor fd."""
+        return cls(socket.socket(fileno=fd))
+
     def close(self) -> None:
         """Close our end: the helper sees end-of-file and exits."""
         if self._reading:
@@ -158,23 +188,10 @@ class HelperUserDelivery:
         def send(where: tuple[int, int, int]) -> Deferred[dict[str, Any]]:
             fd, offset, size = where
             request.update(offset=offset, size=size)
-            waiter: Deferred[dict[str, Any]] = Deferred()
-            self._replies.waiting[request["id"]] = waiter
-            if not self._reading:
-                from twisted.internet import reactor
-
-                reactor.addReader(self._replies)
-                self._reading = True
             try:
-                socket.send_fds(self._sock, [json.dumps(request).encode()], [fd])
-            except OSError as e:
-                self._replies.waiting.pop(request["id"], None)
-                waiter.callback(
-                    {"exit_code": None, "signal": None, "output": f"helper unavailable: {e}"}
-                )
+                return self._send(request, [fd])
             finally:
                 os.close(fd)
-            return waiter
 
         def unreadable(failure: Failure) -> dict[str, Any]:
             failure.trap(OSError)
@@ -182,12 +199,46 @@ class HelperUserDelivery:
 
         return d.addCallbacks(send, unreadable)
 
-    def _identity(self, user: UnixUser, extra: Sequence[int] = ()) -> dict[str, Any]:
-        return {
-            "uid": user.uid,
-            "gid": user.gid,
-            "groups": sorted(set(user_groups(user)) | set(extra)),
-        }
+    def _send(self, request: dict[str, Any], fds: list[int]) -> Deferred[dict[str, Any]]:
+        """One request packet; its reply when it comes."""
+        waiter: Deferred[dict[str, Any]] = Deferred()
+        self._replies.waiting[request["id"]] = waiter
+        if not self._reading:
+            from twisted.internet import reactor
+
+            reactor.addReader(self._replies)
+            self._reading = True
+        try:
+            socket.send_fds(self._sock, [json.dumps(request).encode()], fds)
+        except OSError as e:
+            self._replies.waiting.pop(request["id"], None)
+            waiter.callback(
+                {"exit_code": None, "signal": None, "output": f"helper unavailable: {e}"}
+            )
+        return waiter
+
+    def read_forward(
+        self, user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        """The recipient's .forward, read by the helper as the user (homes
+        are often 0700: mail_owner could not read it). The helper works the
+        paths out itself; ``paths`` are only this process's view."""
+        request = {"id": next(self._ids), "kind": "forward", "grounds": _grounds(grounds)}
+
+        def got(reply: dict[str, Any]) -> ForwardFile:
+            self._check(reply)
+            if "text" not in reply:
+                raise OSError(0, str(reply.get("output", "no answer")))
+            path = reply.get("path")
+            warnings = tuple(str(w) for w in reply.get("warnings", []))
+            return ForwardFile(str(path) if path else None, str(reply["text"]), warnings)
+
+        return self._send(request, []).addCallback(got)
+
+    def _check(self, reply: dict[str, Any]) -> dict[str, Any]:
+        if reply.get("refused"):
+            _log.warn("local delivery helper refused: {why}", why=reply.get("output", ""))
+        return reply
 
     def append_mbox(
         self,
@@ -199,30 +250,38 @@ class HelperUserDelivery:
         now: float,
         locks: Sequence[str],
         size_limit: int,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
-        child = {
-            "action": "mbox",
-            "path": path,
-            "sender": sender,
-            "time": now,
-            "locks": list(locks),
-            "size_limit": size_limit,
-        }
-        request: dict[str, Any] = {"kind": "mailbox", "child": child, "time_limit": 600.0}
-        request.update(self._identity(user, _spool_group(os.path.dirname(path))))
-        return (
-            self._ask(request, headers, message).addCallback(_as_result).addCallback(_child_outcome)
-        )
+        # Only the path of a /file target, the sender and the time go: the
+        # helper works out the user, a mailbox's path, its locks and limit.
+        request = {"sender": sender, "time": now}
+        return self._write(request, path, headers, message, grounds)
 
     def deliver_maildir(
-        self, user: UnixUser, path: str, headers: bytes, message: IMessageContent
+        self,
+        user: UnixUser,
+        path: str,
+        headers: bytes,
+        message: IMessageContent,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
-        request: dict[str, Any] = {"kind": "mailbox", "child": {"action": "maildir", "path": path}}
-        request["time_limit"] = 600.0
-        request.update(self._identity(user))
-        return (
-            self._ask(request, headers, message).addCallback(_as_result).addCallback(_child_outcome)
-        )
+        return self._write({}, path, headers, message, grounds)
+
+    def _write(
+        self,
+        request: dict[str, Any],
+        path: str,
+        headers: bytes,
+        message: IMessageContent,
+        grounds: Grounds | None,
+    ) -> Deferred[Outcome]:
+        if grounds is not None and grounds.reason == "mailbox":
+            request["kind"] = "mailbox"
+        else:
+            request.update(kind="file", path=path)
+        request["grounds"] = _grounds(grounds)
+        d = self._ask(request, headers, message).addCallback(self._check)
+        return d.addCallback(_as_result).addCallback(_child_outcome)
 
     def run_command(
         self,
@@ -233,10 +292,16 @@ class HelperUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
-        return self.run_program(
-            user, ["/bin/sh", "-c", command], stdin, message, env, time_limit, cwd
-        )
+        request: dict[str, Any] = {
+            "kind": "command",
+            "command": command,
+            "env": dict(env),
+            "time_limit": time_limit,
+            "grounds": _grounds(grounds),
+        }
+        return self._ask(request, stdin, message).addCallback(self._check).addCallback(_as_result)
 
     def run_program(
         self,
@@ -247,30 +312,21 @@ class HelperUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         request: dict[str, Any] = {
-            "kind": "command",
+            "kind": "program",
             "argv": list(argv),
-            "env": dict(env),
-            "cwd": cwd,
             "time_limit": time_limit,
+            "grounds": _grounds(grounds),
         }
-        request.update(self._identity(user))
-        return self._ask(request, stdin, message).addCallback(_as_result)
+        return self._ask(request, stdin, message).addCallback(self._check).addCallback(_as_result)
 
 
-def root_mailboxes(config: Any) -> list[str]:
-    """root's mailbox paths under this configuration (a Config)."""
-    import pwd
-
-    paths = [os.path.join(config.get("mail_spool_directory").rstrip("/") or "/var/mail", "root")]
-    home_mailbox = config.get("home_mailbox")
-    if home_mailbox:
-        try:
-            paths.append(os.path.join(pwd.getpwuid(0).pw_dir, home_mailbox))
-        except KeyError:
-            pass
-    return paths
+def _grounds(grounds: Grounds | None) -> dict[str, str] | None:
+    if grounds is None:
+        return None
+    return {"reason": grounds.reason, "recipient": grounds.recipient, "service": grounds.service}
 
 
 def _as_result(reply: dict[str, Any]) -> CommandResult:

@@ -8,6 +8,12 @@ never changes its identity. Today's implementation
 delivery; a privileged helper process that receives the same requests from
 unprivileged agents fits the same interface.
 
+Each request also carries its :class:`Grounds`: the root helper
+(:mod:`pymta.privsep.helper`) takes from the asker only what it cannot know
+(the recipient, why, the message) and works out the user, the path, the
+identity and the permission itself; the in-process implementations ignore
+them (they hold no more privilege than the agent).
+
 Statuses are values: ``(enhanced status, text)`` as the local agent
 reports them; commands answer with their :class:`CommandResult`.
 """
@@ -25,6 +31,38 @@ from pymta.delivery.command import CommandResult
 from pymta.queue.reference import IMessageContent
 
 Outcome = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ForwardFile:
+    """What forward_path found: the file's path and text, or warnings
+    (:mod:`pymta.delivery.local_forward` reads it, here because requests
+    carry it)."""
+
+    path: str | None
+    text: str
+    warnings: tuple[str, ...] = ()
+
+
+#: Why a delivery runs as a user (:class:`Grounds`): the recipient's
+#: mailbox, a /file or |command of the recipient's .forward or alias entry,
+#: main.cf's mailbox_command, or a master.cf pipe service.
+GROUNDS = ("mailbox", "forward", "alias", "mailbox_command", "pipe")
+
+
+@dataclass(frozen=True)
+class Grounds:
+    """Why a delivery runs as a user, in terms the root helper checks for
+    itself: it derives the user, the mailbox path and whether a file or
+    command is really in the .forward or alias entry from the recipient (or
+    the pipe service's master.cf line), never from the asker's word."""
+
+    reason: str
+    #: The address being delivered (local(8)), its local part names the
+    #: user or the alias; empty for pipe.
+    recipient: str = ""
+    #: The master.cf service name (pipe).
+    service: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,11 +114,18 @@ class IUserDelivery(Interface):
         now: float,
         locks: Sequence[str],
         size_limit: int,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
-        """Append one mbox record to ``path`` as ``user`` (durable when it fires)."""
+        """Append one mbox record to ``path`` as ``user`` (durable when it
+        fires). ``grounds`` say why (the root helper needs them; it refuses a
+        request without them)."""
 
     def deliver_maildir(
-        user: UnixUser, path: str, headers: bytes, message: IMessageContent
+        user: UnixUser,
+        path: str,
+        headers: bytes,
+        message: IMessageContent,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         """Deliver into the Maildir ``path`` (ending in ``/``) as ``user``."""
 
@@ -92,8 +137,16 @@ class IUserDelivery(Interface):
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         """Run ``/bin/sh -c command`` as ``user`` with ``stdin`` then the message."""
+
+    def read_forward(
+        user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        """The first of ``paths`` (the recipient's forward_path) that exists
+        and passes Postfix's checks, read as the user where this can become
+        them (the root helper works the paths out itself from ``grounds``)."""
 
     def run_program(
         user: UnixUser,
@@ -103,6 +156,7 @@ class IUserDelivery(Interface):
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         """Execute ``argv`` (no shell; ``argv[0]`` is searched in PATH) as
         ``user`` with ``stdin`` then the message on its standard input."""

@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult, run_command
+from pymta.delivery.local_forward import ForwardFile
 from pymta.privsep import child
-from pymta.privsep.interface import IUserDelivery, Outcome, UnixUser
+from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
 from pymta.queue.reference import IMessageContent, read_all
 
 
@@ -44,6 +45,8 @@ class RecordingUserDelivery:
         allowed_uids: Iterable[int] | None = None,
     ) -> None:
         self.calls: list[Call] = []
+        #: The grounds each request carried (what the root helper would check).
+        self.grounds: list[Grounds | None] = []
         self.environments: list[dict[str, str]] = []
         #: What run_program's programs would have read (it runs nothing).
         self.stdins: list[bytes] = []
@@ -66,16 +69,24 @@ class RecordingUserDelivery:
         now: float,
         locks: Sequence[str],
         size_limit: int,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         self.calls.append(Call("mbox", user.name, path))
+        self.grounds.append(grounds)
         request = {"path": path, "sender": sender, "time": now, "locks": list(locks)}
         request["size_limit"] = size_limit
         return self._perform(child.append_mbox, request, headers, message)
 
     def deliver_maildir(
-        self, user: UnixUser, path: str, headers: bytes, message: IMessageContent
+        self,
+        user: UnixUser,
+        path: str,
+        headers: bytes,
+        message: IMessageContent,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         self.calls.append(Call("maildir", user.name, path))
+        self.grounds.append(grounds)
         return self._perform(child.deliver_maildir, {"path": path}, headers, message)
 
     def run_command(
@@ -87,14 +98,24 @@ class RecordingUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         self.calls.append(Call("command", user.name, command))
+        self.grounds.append(grounds)
         self.environments.append(dict(env))
         if self._reactor is None or self._clock is None:
             return succeed(CommandResult(0, None, b""))
         return run_command(
             self._reactor, self._clock, command, stdin, env, time_limit, "/", content=message
         )
+
+    def read_forward(
+        self, user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        from pymta.delivery.local_forward import read_forward
+
+        self.grounds.append(grounds)
+        return succeed(read_forward(list(paths), user))
 
     def run_program(
         self,
@@ -105,8 +126,10 @@ class RecordingUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         self.calls.append(Call("program", user.name, " ".join(argv)))
+        self.grounds.append(grounds)
         self.environments.append(dict(env))
         self.stdins.append(stdin + read_all(message))
         return succeed(CommandResult(self.exit_code, None, b""))

@@ -37,7 +37,8 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult, run_command, run_program
-from pymta.privsep.interface import IUserDelivery, Outcome, UnixUser
+from pymta.delivery.local_forward import ForwardFile
+from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
 from pymta.queue.reference import IMessageContent
 
 _CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
@@ -116,6 +117,7 @@ class SpawningUserDelivery:
         now: float,
         locks: Sequence[str],
         size_limit: int,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         request = self._request(user, _spool_group(os.path.dirname(path)))
         request.update(
@@ -129,7 +131,12 @@ class SpawningUserDelivery:
         return self._child(request, headers, message)
 
     def deliver_maildir(
-        self, user: UnixUser, path: str, headers: bytes, message: IMessageContent
+        self,
+        user: UnixUser,
+        path: str,
+        headers: bytes,
+        message: IMessageContent,
+        grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         request = self._request(user)
         request.update(action="maildir", path=path)
@@ -144,6 +151,7 @@ class SpawningUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         uid, gid = self._identity(user)
         return run_command(
@@ -159,6 +167,17 @@ class SpawningUserDelivery:
             gid=gid,
         )
 
+    def read_forward(
+        self, user: UnixUser, paths: Sequence[str], grounds: Grounds
+    ) -> Deferred[ForwardFile]:
+        from twisted.internet.threads import deferToThread
+
+        from pymta.delivery.local_forward import read_forward
+
+        # As the running user (root reads with the owner checks; another
+        # user reads what it can): a thread, the disk may block.
+        return deferToThread(read_forward, list(paths), user)
+
     def run_program(
         self,
         user: UnixUser,
@@ -168,6 +187,7 @@ class SpawningUserDelivery:
         env: Mapping[str, str],
         time_limit: float,
         cwd: str,
+        grounds: Grounds | None = None,
     ) -> Deferred[CommandResult]:
         uid, gid = self._identity(user)
         executable = _which(argv[0], env.get("PATH", "/usr/bin:/bin"))

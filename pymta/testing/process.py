@@ -171,11 +171,14 @@ class PymtaProcess:
         timeout: float = 30.0,
         listeners: int | None = None,
         twistd_options: Sequence[str] = (),
+        python: str | None = None,
     ) -> PymtaProcess:
         """Start twistd and wait until its listeners (default: every inet
         service of master.cf) have bound their ports. ``twistd_options``
         (``-u nobody``, ``--pidfile PATH``) go before the plugin name, after
-        the harness's own ``-n --pidfile=``, which they may override."""
+        the harness's own ``-n --pidfile=``, which they may override.
+        ``python`` runs twistd (default: this interpreter); one that other
+        users may run is needed for worker processes after ``-u``."""
         if listeners is None:
             listeners = self.listeners
         env = dict(os.environ)
@@ -186,7 +189,7 @@ class PymtaProcess:
         self.ports = {}
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                python or sys.executable,
                 "-c",
                 "from twisted.scripts.twistd import run; run()",
                 "-n",
