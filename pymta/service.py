@@ -44,7 +44,7 @@ from pymta.milter.config import MilterClients
 log = Logger()
 
 #: master.cf commands whose part pymta builds as a listener.
-LISTENER_COMMANDS = {"smtpd", "pop3d", "imapd", "lmtpd", "managesieved"}
+LISTENER_COMMANDS = {"smtpd", "pop3d", "imapd", "lmtpd", "managesieved", "postscreen"}
 
 #: master.cf commands that may also listen on a UNIX socket (``unix`` lines).
 UNIX_LISTENER_COMMANDS = {"lmtpd"}
@@ -70,6 +70,7 @@ BUILT_PARTS = {
     "metrics",
     "pickup",
     "pipe",
+    "postscreen",
 }
 
 
@@ -648,6 +649,12 @@ def session_factory(svc: MasterService, config: Config, parts: SessionParts) -> 
     made here, from the certificate files as they are now."""
     from pymta.tls import implicit_tls, listener_tls
 
+    if svc.program == "postscreen":
+        # In front of the smtpd of its pass service (pymta.postscreen.factory),
+        # whose sessions are the ones counted below.
+        from pymta.postscreen import postscreen_factory
+
+        return postscreen_factory(svc, config, parts, session_factory)
     svc_config = svc.service_config(config)
     factory: Any
     if svc.program == "smtpd":
