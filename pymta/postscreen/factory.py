@@ -50,6 +50,8 @@ __all__ = ["PostscreenFactory", "postscreen_factory"]
 class PostscreenFactory(ServerFactory):
     """Builds a :class:`PostscreenProtocol` per connection; holds what they share."""
 
+    noisy = False  # no "Starting factory" lines: the listener logs its start
+
     def __init__(
         self,
         settings: PostscreenSettings,
