@@ -52,7 +52,7 @@ __all__ = ["CacheEntry", "PostscreenCache", "cache_path"]
 _log = Logger()
 
 #: Seconds between reads of what other reactor processes appended.
-REFRESH_INTERVAL = 10.0
+REFRESH_INTERVAL = 1.0
 
 #: The table types a ``postscreen_cache_map`` may name (Postfix's are
 #: btree, lmdb or hash; pymta keeps its own text file beside them).
