@@ -445,3 +445,39 @@ def test_cache_file_survives_restart(tmp_path: Path) -> None:
     assert again.get("203.0.113.5") is not None
     again.stop()
     assert Path(path).read_text() == "203.0.113.5 1000060 1000030\n"
+
+
+def _check(tmp_path: Path, main_cf: str, master_cf: str) -> int:
+    from pymta.cli.main import main as pymta_main
+
+    (tmp_path / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/spool\ndata_directory = {tmp_path}/lib\n"
+        "myhostname = mx.example.com\n" + main_cf
+    )
+    (tmp_path / "master.cf").write_text(master_cf)
+    return pymta_main(["check", "-c", str(tmp_path)])
+
+
+STOCK = (
+    "smtp      inet  n       -       y       -       1       postscreen\n"
+    "smtpd     pass  -       -       y       -       -       smtpd\n"
+    "dnsblog   unix  -       -       y       -       0       dnsblog\n"
+    "tlsproxy  unix  -       -       y       -       0       tlsproxy\n"
+)
+
+
+def test_check_accepts_the_stock_lines_and_refuses_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pymta check (the start's own code) accepts Postfix's stock postscreen
+    lines, refuses a postscreen without its pass service, and refuses the
+    deep protocol tests turned on, naming file and line."""
+    assert _check(tmp_path, "", STOCK) == 0
+    out = capsys.readouterr()
+    assert "not built yet" not in out.err
+    assert _check(tmp_path, "", STOCK.splitlines(keepends=True)[0]) == 1
+    assert "no 'smtpd pass ... smtpd' service" in capsys.readouterr().err
+    assert _check(tmp_path, "postscreen_pipelining_enable = yes\n", STOCK) == 1
+    err = capsys.readouterr().err
+    assert "line 4: postscreen_pipelining_enable: not implemented by pymta" in err
+    assert not (tmp_path / "lib").exists()  # check writes no cache file
