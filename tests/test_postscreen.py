@@ -212,7 +212,9 @@ def test_pregreet_enforce_refuses_every_recipient() -> None:
         assert client.send(b"RCPT TO:<alice@example.com>\r\n") == b"550 5.5.1 Protocol error\r\n"
         assert client.send(b"DATA\r\n") == b"554 5.5.1 Error: no valid recipients\r\n"
         assert client.send(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
+        assert screen.factory.connections == {"203.0.113.5": 1}  # still postscreen's
         client.hang_up()
+        assert screen.factory.connections == {}
     assert (
         "postscreen: NOQUEUE: reject: RCPT from [203.0.113.5]:4242: 550 5.5.1 Protocol error; "
         "from=<spam@bot.example>, to=<alice@example.com>, proto=ESMTP, helo=<bot.example>"

@@ -21,6 +21,7 @@ nothing. Logs the refusals, the limits and ``DISCONNECT``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -63,8 +64,16 @@ def _path(argument: str) -> str:
 class RefusingEngine(Protocol):
     """One client that failed a test with ``enforce``; see the module docstring."""
 
-    def __init__(self, factory: PostscreenFactory, client: str, reply: str, started: float):
+    def __init__(
+        self,
+        factory: PostscreenFactory,
+        client: str,
+        reply: str,
+        started: float,
+        on_close: Callable[[], None] = lambda: None,
+    ) -> None:
         self.factory = factory
+        self._on_close = on_close  # the connection no longer counts in postscreen
         self.client = client  # [address]:port, as postscreen logs it
         self.reply = reply  # the refusal, "550 5.7.1 ..." without CRLF
         self.started = started
@@ -204,3 +213,4 @@ class RefusingEngine(Protocol):
                 f"HANGUP after {elapsed:.2f} from {self.client} in tests after SMTP handshake",
             )
         maillog(SERVICE, f"DISCONNECT {self.client}")
+        self._on_close()

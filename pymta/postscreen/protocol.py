@@ -275,13 +275,17 @@ class PostscreenProtocol(Protocol):
 
     # -- where the connection goes ------------------------------------------------
 
-    def _release(self) -> None:
+    def _release(self, keep_count: bool = False) -> None:
         self._released = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
         if self._query is not None:
             self._query.cancel()
+        if not keep_count:
+            self._uncount()
+
+    def _uncount(self) -> None:
         if self._counted:
             self._counted = False
             f = self.factory
@@ -309,10 +313,11 @@ class PostscreenProtocol(Protocol):
         self._resume(transport)
 
     def _to_engine(self, reply: str) -> None:
-        self._release()
+        # Still postscreen's connection: it counts until the engine ends it.
+        self._release(keep_count=True)
         transport = self.transport
         assert transport is not None
-        engine = RefusingEngine(self.factory, self.client, reply, self._started)
+        engine = RefusingEngine(self.factory, self.client, reply, self._started, self._uncount)
         early, self._early = self._early, b""
         engine.take_over(transport, early)
         self._resume(transport)
