@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import DEFAULT_MASTER_CF, REPO, PymtaServer
+from tests.harness import DEFAULT_MASTER_CF, REPO, PymtaServer, wait_for_file
 
 ZONE = {
     # 127.0.0.2 is on both lists: 2 + 1 = 3, the threshold.
@@ -159,3 +159,41 @@ def test_pregreeting_bot_is_refused_by_postscreen(tmp_path: Path, dns_port: int)
             )
         )
         assert "smtpd: connect from unknown[127.0.0.4]" not in server.log()
+
+
+def test_every_reactor_process_screens_and_hands_off(tmp_path: Path, dns_port: int) -> None:
+    """With pymta_processes = 2 the master and its worker each run postscreen
+    on the shared socket and hand clients to their own smtpd: concurrent
+    smtplib sessions are served by both processes, every message is
+    delivered, and both write their passes to the one cache file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = PymtaServer(
+        tmp_path / "pymta",
+        main_cf_extra=(
+            f"pymta_dns_servers = 127.0.0.1:{dns_port}\n"
+            "postscreen_access_list =\n"
+            "postscreen_greet_wait = 1s\n"
+            f"pymta_processes = 2\nmaillog_file = {tmp_path}/maillog\n"
+        ),
+        master_cf=MASTER_CF,
+    )
+    pids: set[str] = set()
+    sent = 0
+    with server:
+        server.start()
+        server.wait_for_log(r"worker 1 running")
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(10):  # rounds of 4 sessions, until both served some
+                list(pool.map(lambda _: _send(server.smtp_port, "127.0.0.1"), range(4)))
+                sent += 4
+                log = (tmp_path / "maillog").read_text()
+                pids = set(re.findall(r"postscreen\[(\d+)\]: PASS (?:NEW|OLD)", log))
+                if len(pids) == 2:
+                    break
+        assert len(pids) == 2
+        maillog = tmp_path / "maillog"
+        delivered = re.compile(r"to=<alice@example\.test>, relay=virtual, .*status=sent")
+        wait_for_file(maillog, lambda: len(delivered.findall(maillog.read_text())) >= sent)
+    cache = (tmp_path / "pymta" / "lib" / "postscreen_cache.pymta").read_text()
+    assert cache.startswith("127.0.0.1 ")
