@@ -342,17 +342,49 @@ def test_dnswl_allowlist_threshold_ends_the_wait_early() -> None:
 
 def test_slow_list_does_not_hold_the_client() -> None:
     """A list that never answers adds nothing: the greet wait decides with
-    the score at hand, and the pass is not kept longer than min..max TTL."""
+    the score at hand, and the DNSBL pass is kept only
+    postscreen_dnsbl_min_ttl (the list is asked again soon)."""
 
     class Silent:
         def lookup(self, name: str, rrtype: str) -> Deferred[DNSAnswer]:
             return Deferred()
 
-    screen = Screen("postscreen_dnsbl_sites = zen.example*3\n", dns=Silent())
+    screen = Screen(
+        "postscreen_dnsbl_sites = zen.example*3\npostscreen_dnsbl_min_ttl = 90s\n", dns=Silent()
+    )
     client = screen.connect()
     client.take()
     screen.clock.advance(6)
     assert client.take() == SMTPD_BANNER
+    entry = screen.cache.get("203.0.113.5")
+    assert entry is not None and entry.dnsbl == screen.clock.seconds() + 90
+
+
+def test_dnsbl_timeout_ends_a_lookup_and_the_wait() -> None:
+    """postscreen_dnsbl_timeout: a client whose pregreet pass is cached only
+    waits for the lists, and a silent list gives up after the timeout, so
+    the client reaches smtpd after 2 s instead of the 6 s greet wait; an
+    IPv6 client is looked up by its reversed nibbles."""
+    asked: list[str] = []
+
+    class Silent:
+        def lookup(self, name: str, rrtype: str) -> Deferred[DNSAnswer]:
+            asked.append(name)
+            return Deferred()
+
+    screen = Screen(
+        "postscreen_dnsbl_sites = zen.example\npostscreen_dnsbl_timeout = 2s\n", dns=Silent()
+    )
+    now = screen.clock.seconds()
+    screen.cache.update("2001:db8::5", CacheEntry(pregreet=now + 3600))
+    client = screen.connect("2001:db8::5")
+    assert client.take() == b""  # no teaser: the pregreet test is not due
+    screen.clock.advance(1.9)
+    assert client.take() == b""
+    screen.clock.advance(0.1)
+    screen.clock.advance(0)
+    assert client.take() == SMTPD_BANNER
+    assert asked == ["5.0.0.0." + "0." * 20 + "8.b.d.0.1.0.0.2.zen.example"]
 
 
 def test_access_list_cidr_permit_and_reject(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ score (several entries may share a domain and its one query). A list that
 fails, times out (``postscreen_dnsbl_timeout``) or answers NXDOMAIN adds
 nothing. The score is whatever has been answered when the caller asks
 (:attr:`DnsblQuery.score`): as in Postfix, a greet wait that ends before a
-slow list answers decides without it. :attr:`DnsblQuery.ttl` is how long
-a pass may be remembered: the smallest TTL of the answers that came,
-between ``postscreen_dnsbl_min_ttl`` and ``postscreen_dnsbl_max_ttl``.
+slow list answers decides without it. :meth:`DnsblQuery.ttl` is how long
+a pass may be remembered: the smallest TTL of the answers, between
+``postscreen_dnsbl_min_ttl`` and ``postscreen_dnsbl_max_ttl``, and only
+``postscreen_dnsbl_min_ttl`` when a list failed or did not answer.
 
 Untrusted input: the DNS answers (only addresses are compared). Writes and
 logs nothing.
@@ -44,6 +45,7 @@ class DnsblQuery:
         #: The site that added the largest weight (what a refusal names).
         self.top_site: WeightedSite | None = None
         self._ttls: list[int] = []
+        self._failed = False  # a list answered SERVFAIL or timed out
         domains = sorted({site.domain for site in sites})
         self._waiting = len(domains)
         try:
@@ -66,11 +68,18 @@ class DnsblQuery:
         self._on_done = None
 
     def ttl(self, min_ttl: float, max_ttl: float) -> float:
+        """How long a pass may be kept: the smallest TTL of the answers,
+        between min_ttl and max_ttl; min_ttl when a list failed or has not
+        answered (the client passed without its word: ask again soon)."""
+        if self._failed or self._waiting:
+            return min_ttl
         known = [t for t in self._ttls if t > 0]
         return max(min_ttl, min(min(known, default=max_ttl), max_ttl))
 
     def _answered(self, answer: DNSAnswer, domain: str) -> None:
-        if answer.ok or not answer.temporary:
+        if answer.temporary:
+            self._failed = True
+        else:
             self._ttls.append(answer.ttl)
         if answer.ok:
             for site in self._sites:
