@@ -302,7 +302,8 @@ class PostscreenCache:
                 merged[address] = entry
         data = "".join(format_line(a, e) for a, e in merged.items()).encode("ascii", "replace")
         temporary = f"{self.path}.tmp{os.getpid()}"
-        with open(temporary, "wb") as f:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(temporary, self.path)
         return len(data), os.stat(self.path).st_ino
