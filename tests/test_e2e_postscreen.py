@@ -197,3 +197,32 @@ def test_every_reactor_process_screens_and_hands_off(tmp_path: Path, dns_port: i
         wait_for_file(maillog, lambda: len(delivered.findall(maillog.read_text())) >= sent)
     cache = (tmp_path / "pymta" / "lib" / "postscreen_cache.pymta").read_text()
     assert cache.startswith("127.0.0.1 ")
+
+
+def test_reload_applies_the_pass_service(tmp_path: Path, dns_port: int) -> None:
+    """SIGHUP after a change to the ``smtpd pass`` line: the clients
+    postscreen hands on after it meet the new smtpd (its banner), and the
+    line is not logged as needing a restart."""
+    import signal
+
+    server = _server(tmp_path, dns_port)
+    with server:
+        server.start()
+        with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as client:
+            assert client.noop()[0] == 250
+        master_cf = server.config_dir / "master.cf"
+        master_cf.write_text(
+            master_cf.read_text().replace(
+                "smtpd pass - - n - - smtpd\n",
+                "smtpd pass - - n - - smtpd -o { smtpd_banner = $myhostname ESMTP reloaded }\n",
+            )
+        )
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for_log(r"reload: done")
+        client = smtplib.SMTP(timeout=30)
+        code, text = client.connect("127.0.0.1", server.smtp_port)
+        client.quit()
+        # PASS OLD: no 220- line, the greeting is the new smtpd's alone.
+        assert (code, text) == (220, b"mx.example.test ESMTP reloaded")
+        assert "needs a restart" not in server.log()
