@@ -22,8 +22,9 @@ message in flight carries on as it was. Steps, in the reactor thread:
    domains is routed the same way), cleanup, and the factory of every
    smtpd/pop3d/imapd/postscreen listener with fresh TLS contexts read from
    the certificate files (postscreen's with its ``smtpd pass`` line as it
-   is now: that line needs no restart either). An unchanged listener gives its next connections to
-   the new factory; sessions already open keep the protocol they had. The
+   is now: that line needs no restart either). An unchanged listener gives
+   its next connections to the new factory; sessions already open keep the
+   protocol they had. The
    per-client counts (pop3d/imapd connections before login, smtpd's
    connection count) carry over: the old factory's sessions still count
    against the new limits.
