@@ -90,6 +90,7 @@ BUILT_PARTS = {
     "metrics",
     "pickup",
     "pipe",
+    "postscreen",
 }
 
 

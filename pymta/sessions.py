@@ -133,7 +133,7 @@ SESSION_FACTORIES: dict[str, SessionFactoryMaker] = {
 }
 
 #: master.cf commands whose part pymta builds as a listener.
-LISTENER_COMMANDS = frozenset(SESSION_FACTORIES)
+LISTENER_COMMANDS = frozenset(SESSION_FACTORIES) | {"postscreen"}
 
 #: master.cf commands that may also listen on a UNIX socket (``unix`` lines).
 UNIX_LISTENER_COMMANDS = frozenset({"lmtpd"})
@@ -143,6 +143,12 @@ def session_factory(svc: MasterService, config: Config, parts: SessionParts) -> 
     """The protocol factory of one master.cf listener under ``config`` with
     the service's ``-o`` overrides; TLS contexts are made here, from the
     certificate files as they are now."""
+    if svc.program == "postscreen":
+        # In front of the smtpd of its pass service (pymta.postscreen.factory),
+        # whose sessions are the ones counted below.
+        from pymta.postscreen import postscreen_factory
+
+        return postscreen_factory(svc, config, parts, session_factory)
     factory = SESSION_FACTORIES[svc.program](svc, svc.service_config(config), parts)
     if parts.metrics is not None:
         factory = parts.metrics.count_sessions(factory, svc.program)

@@ -61,6 +61,13 @@ DIFFERENT_ON_PURPOSE = {
     "smtpd_sasl_type",  # pymta's own SASL server (the passdb), not Cyrus
     "smtpd_tls_auth_only",  # no clear-text passwords by default (Dovecot's choice)
     "milter_macro_v",  # pymta has no mail_version parameter
+    "postscreen_greet_wait",  # no ${stress?...}
+    "postscreen_command_time_limit",  # no ${stress?...}
+    # Postfix's ${old_name?{$old_name}:{default}} written as $old_name, whose
+    # own default is Postfix's (pymta's expansion has no ${name?{..}:{..}}).
+    "postscreen_denylist_action",
+    "postscreen_dnsbl_allowlist_threshold",
+    "postscreen_dnsbl_max_ttl",
 }
 
 

@@ -36,6 +36,7 @@ REPLAYS: list[tuple[str, list[str], list[str], bool]] = [
      ["--protocol", "imap", "--give-up", "0.3", "--seconds", "30", "--warmup", "10"],
      ["--protocol", "imap", "--give-up", "0.3", "--seconds", "10", "--warmup", "5"], False),
     ("slowloris.py", ["--hold", "10"], ["--connections", "200", "--hold", "3"], False),
+    ("pregreet_flood.py", [], ["--connections", "400"], False),
     ("slowloris.py", ["--protocol", "pop3", "--hold", "10"],
      ["--protocol", "pop3", "--connections", "200", "--hold", "3"], False),
     ("search_stall.py", [], ["--messages", "2000", "--duration", "8"], False),

@@ -73,7 +73,7 @@ COMMANDS: dict[str, str] = {
     "proxymap": "builtin",  # tables are opened in-process, no chroot to escape
     "verify": "builtin",  # address verification probes: not offered
     "postlogd": "builtin",  # maillog_file is written by the maillog observer
-    "dnsblog": "builtin",  # DNSBL lookups are made by smtpd with twisted.names
+    "dnsblog": "builtin",  # DNSBL lookups: smtpd and postscreen use twisted.names
 }
 
 #: The pymta part that does the job of a "pymta" command.

@@ -84,6 +84,8 @@ _LOCAL = "pymta's local agent has no per-user table of this (use the main parame
 _PROCESS = "pymta's reactor processes live as long as the server"
 _SCHEDULER = "pymta's queue manager has no preemptive scheduler to tune"
 _SERVICE = "pymta's parts are not separate master.cf services"
+_DEEP = "postscreen's deep protocol tests are not implemented"
+_QUEUES = "postscreen hands clients to smtpd in its own process: there is no queue to smtpd"
 
 _ENTRIES: list[Unimplemented] = [
     # --- installation, identity, processes -----------------------------
@@ -182,6 +184,79 @@ _ENTRIES: list[Unimplemented] = [
     ),
     _w("smtpd_tls_loglevel", "0", "pymta logs each TLS session's protocol and cipher"),
     _w("smtpd_sasl_local_domain", "", "pymta's SASL user names are the passdb's, unchanged"),
+    # --- postscreen (pymta.postscreen does the tests before the greeting) --
+    _r(
+        "postscreen_pipelining_enable",
+        "no",
+        "postscreen's deep protocol tests (after the greeting) are not implemented",
+    ),
+    _r(
+        "postscreen_non_smtp_command_enable",
+        "no",
+        "postscreen's deep protocol tests (after the greeting) are not implemented",
+    ),
+    _r(
+        "postscreen_bare_newline_enable",
+        "no",
+        "postscreen's deep protocol tests (after the greeting) are not implemented",
+    ),
+    _w("postscreen_pipelining_action", "enforce", _DEEP),
+    _w("postscreen_pipelining_ttl", "30d", _DEEP),
+    _w("postscreen_non_smtp_command_action", "drop", _DEEP),
+    _w("postscreen_non_smtp_command_ttl", "30d", _DEEP),
+    _w("postscreen_bare_newline_action", "ignore", _DEEP),
+    _w("postscreen_bare_newline_ttl", "30d", _DEEP),
+    _w("postscreen_forbidden_commands", "$smtpd_forbidden_commands", _DEEP),
+    _r(
+        "postscreen_upstream_proxy_protocol",
+        "",
+        "postscreen cannot read the haproxy protocol: client addresses would be the proxy's",
+    ),
+    _w("postscreen_upstream_proxy_timeout", "5s", "no haproxy protocol"),
+    _r(
+        "postscreen_allowlist_interfaces",
+        "static:all",
+        "postscreen allowlists clients on every local address",
+    ),
+    _r(
+        "postscreen_whitelist_interfaces",
+        "static:all",
+        "postscreen allowlists clients on every local address",
+    ),
+    _w(
+        "postscreen_tls_security_level",
+        "$smtpd_tls_security_level",
+        "postscreen's refusing SMTP engine offers no STARTTLS (smtpd behind it does)",
+    ),
+    _w("postscreen_use_tls", "$smtpd_use_tls", "postscreen's refusing engine offers no STARTTLS"),
+    _w(
+        "postscreen_enforce_tls",
+        "$smtpd_enforce_tls",
+        "postscreen's refusing engine offers no STARTTLS",
+    ),
+    _w("postscreen_discard_ehlo_keywords", "$smtpd_discard_ehlo_keywords", "not implemented"),
+    _w(
+        "postscreen_discard_ehlo_keyword_address_maps",
+        "$smtpd_discard_ehlo_keyword_address_maps",
+        "not implemented",
+    ),
+    _w("postscreen_command_filter", "$smtpd_command_filter", "not implemented"),
+    _w(
+        "postscreen_expansion_filter",
+        "$smtpd_expansion_filter",
+        "postscreen's replies are fixed texts",
+    ),
+    _w("postscreen_reject_footer", "$smtpd_reject_footer", "postscreen's replies are fixed texts"),
+    _w(
+        "postscreen_reject_footer_maps",
+        "$smtpd_reject_footer_maps",
+        "postscreen's replies are fixed texts",
+    ),
+    _w("postscreen_pre_queue_limit", "$default_process_limit", _QUEUES),
+    _w("postscreen_post_queue_limit", "$default_process_limit", _QUEUES),
+    _w("postscreen_watchdog_timeout", "10s", "pymta's postscreen runs in the reactor"),
+    _w("dnsblog_service_name", "dnsblog", _SERVICE),
+    _w("tlsproxy_service_name", "tlsproxy", _SERVICE),
     # --- the smtp and lmtp clients ------------------------------------------
     _w("smtp_host_lookup", "dns", "pymta looks up hosts in DNS only"),
     _r("disable_dns_lookups", "no", "pymta looks up hosts in DNS only"),

@@ -53,6 +53,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "secure",
     ),
     "pymta_sync_method": ("syncfs", "fsync"),
+    "postscreen_greet_action": ("ignore", "enforce", "drop"),
+    "postscreen_dnsbl_action": ("ignore", "enforce", "drop"),
+    "postscreen_blacklist_action": ("ignore", "enforce", "drop"),
+    "postscreen_denylist_action": ("ignore", "enforce", "drop"),
 }
 
 _INET_PROTOCOLS = {"all", "ipv4", "ipv6"}

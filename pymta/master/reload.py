@@ -20,9 +20,11 @@ message in flight carries on as it was. Steps, in the reactor thread:
 3. The session side is rebuilt from the new configuration: trivial-rewrite's
    resolver (shared with the queue manager, so mail accepted under the new
    domains is routed the same way), cleanup, and the factory of every
-   smtpd/pop3d/imapd listener with fresh TLS contexts read from the
-   certificate files. An unchanged listener gives its next connections to
-   the new factory; sessions already open keep the protocol they had. The
+   smtpd/pop3d/imapd/postscreen listener with fresh TLS contexts read from
+   the certificate files (postscreen's with its ``smtpd pass`` line as it
+   is now: that line needs no restart either). An unchanged listener gives
+   its next connections to the new factory; sessions already open keep the
+   protocol they had. The
    per-client counts (pop3d/imapd connections before login, smtpd's
    connection count) carry over: the old factory's sessions still count
    against the new limits.
@@ -145,6 +147,17 @@ def carry_counters(old: Any, new: Any) -> None:
         new_inner.preauth = counts
 
 
+def applied_by_reload(svc: MasterService) -> bool:
+    """master.cf lines a reload applies: the listeners, and the ``smtpd
+    pass`` services whose smtpd postscreen hands clients to (the postscreen
+    factory a reload builds reads its pass line anew)."""
+    from pymta.sessions import LISTENER_COMMANDS
+
+    if svc.type == "pass":
+        return svc.program == "smtpd"
+    return svc.type == "inet" and svc.program in LISTENER_COMMANDS
+
+
 def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred[bool]:
     """Reload ``system`` (a running :class:`pymta.assemble.MailSystem`) from its
     configuration directory; fires with False when the configuration was
@@ -206,13 +219,9 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
         )
     config = new_config.with_overrides(kept, source="running configuration") if kept else new_config
 
-    old_others = {
-        (s.name, s.type): s
-        for s in system.master
-        if not (s.type == "inet" and s.program in LISTENER_COMMANDS)
-    }
+    old_others = {(s.name, s.type): s for s in system.master if not applied_by_reload(s)}
     for svc in new_master:
-        if svc.type == "inet" and svc.program in LISTENER_COMMANDS:
+        if applied_by_reload(svc):
             continue
         before = old_others.pop((svc.name, svc.type), None)
         if before is None or _line(before) != _line(svc):
@@ -270,12 +279,8 @@ def reload(system: Any, worker_fds: Mapping[str, int] | None = None) -> Deferred
     system.cleanup = cleanup
     system.config = config
     # The listeners' lines as now, the other services' as they run.
-    system.master = [
-        svc for svc in new_master if svc.type == "inet" and svc.program in LISTENER_COMMANDS
-    ] + [
-        svc
-        for svc in system.master
-        if not (svc.type == "inet" and svc.program in LISTENER_COMMANDS)
+    system.master = [svc for svc in new_master if applied_by_reload(svc)] + [
+        svc for svc in system.master if not applied_by_reload(svc)
     ]
     closing: list[Deferred[object]] = []
     for key in [k for k in system.ports if k not in wanted]:

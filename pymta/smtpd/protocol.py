@@ -261,6 +261,19 @@ class SMTPServerProtocol(Protocol):
 
     # -- connection -------------------------------------------------------------
 
+    def take_over(self, transport: Any, early_input: bytes = b"") -> None:
+        """Start this session on a connection another protocol accepted
+        (pymta.postscreen hands a client on, as Postfix's postscreen passes
+        the socket to smtpd). ``early_input`` is what the client sent before
+        the greeting: smtpd's pre-greeting check sees it as Postfix's smtpd
+        sees the bytes postscreen only peeked at."""
+        self._buf = early_input
+        transport.protocol = self
+        self.makeConnection(transport)
+        if self._buf and self._connected and not self._paused and not self._chat.closing:
+            # Input that no dataReceived will bring again: answer it now.
+            self._process()
+
     def connectionMade(self) -> None:
         f = self.factory
         peer: Any = self.transport.getPeer()  # type: ignore[union-attr]

@@ -2,8 +2,8 @@
 
 Types: ``texthash:FILE``, ``hash:FILE`` (FILE.db compiled by ``pymta
 postmap``; ``btree:`` and ``lmdb:`` are accepted as aliases of ``hash:`` with
-a warning), ``regexp:FILE``, ``pcre:FILE``, ``inline:{ key=value, ... }``,
-``static:value``, ``fail:name``, ``unix:passwd.byname`` and
+a warning), ``regexp:FILE``, ``pcre:FILE``, ``cidr:FILE`` (client networks),
+``inline:{ key=value, ... }``, ``static:value``, ``fail:name``, ``unix:passwd.byname`` and
 ``unix:group.byname`` (the system's users and groups). ``proxy:type:name`` opens ``type:name``
 directly (pymta is one process; there is no proxymap(8) between).
 
@@ -43,7 +43,7 @@ _log = Logger(namespace="pymta.tables")
 Clock = Callable[[], float]
 
 #: Types that name a file and are rebuilt by postmap/newaliases.
-FILE_TYPES = ("hash", "btree", "lmdb", "texthash", "regexp", "pcre")
+FILE_TYPES = ("hash", "btree", "lmdb", "texthash", "regexp", "pcre", "cidr")
 #: Types whose file postmap compiles into FILE.db.
 COMPILED_TYPES = ("hash", "btree", "lmdb")
 TYPES = (*FILE_TYPES, "inline", "static", "fail", "proxy", "unix")
@@ -72,6 +72,10 @@ def _open(spec: str, config: Config | None, strict: bool, clock: Clock) -> ILook
         return TextHashTable(spec, name, clock, strict=strict)
     if kind in ("regexp", "pcre"):
         return RegexpTable(spec, name, kind, clock, strict=strict)
+    if kind == "cidr":
+        from pymta.tables.cidr import CidrTable
+
+        return CidrTable(spec, name, clock, strict=strict)
     if kind == "inline":
         return InlineTable(spec, parse_inline(name))
     if kind == "static":
