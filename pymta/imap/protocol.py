@@ -66,7 +66,7 @@ from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.hangup import hang_up
-from pymta.imap import append, metadata, sort, thread
+from pymta.imap import append, context, metadata, sort, thread
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
@@ -134,6 +134,8 @@ BASE_CAPABILITIES = (
     "SORT=DISPLAY",
     "ESORT",
     "PARTIAL",
+    # pymta.imap.context
+    "CONTEXT=SEARCH",
     "THREAD=REFERENCES",
     "THREAD=ORDEREDSUBJECT",
     # pymta.imap.append
@@ -224,6 +226,11 @@ class IMAPServer(StreamingSession, Protocol):
         self.utf8 = False
         # RFC 5182 SEARCHRES: the UIDs the last SEARCH RETURN (SAVE) found ("$").
         self.saved: list[int] = []
+        # RFC 5267 CONTEXT=SEARCH: the updating searches of the selected mailbox.
+        self.contexts: context.SearchContexts | None = None
+        # Output after a tagged response held while updating searches are
+        # tested off the reactor (see tagged()).
+        self._held: list[bytes] | None = None
         self.auth_attempts = 0
         self.bad_commands = 0
         self.counters = imaplog.Counters()
@@ -340,6 +347,9 @@ class IMAPServer(StreamingSession, Protocol):
 
     def close(self) -> None:
         self._closing = True
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._out.extend(held)
         self.reader.clear()
         self.flush()
         if self.transport is not None and not self._lost and self._hangup_timer is None:
@@ -388,6 +398,9 @@ class IMAPServer(StreamingSession, Protocol):
 
     def send(self, data: bytes) -> None:
         """Queue bytes; flush() writes them in one call."""
+        if self._held is not None:
+            self._held.append(data)  # after a tagged response not sent yet
+            return
         self._out.append(data)
 
     def flush(self) -> None:
@@ -429,9 +442,27 @@ class IMAPServer(StreamingSession, Protocol):
         self.close()
 
     def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
-        """Updates of the selected mailbox, then the tagged response."""
+        """Updates of the selected mailbox, then the tagged response. When
+        updating searches (RFC 5267) must test changed messages off the
+        reactor first, the tagged response, and whatever is sent after it,
+        wait for that; so do later commands."""
+        line = tag + b" " + status + b" " + text + b"\r\n"
+        contexts = self.contexts
+        if self._held is None and contexts is not None and contexts.needs_preparing():
+            self._held = [line]
+            contexts.prepare().addCallback(lambda _: self._release(expunge))
+            return
         self.send_updates(expunge)
-        self.send(tag + b" " + status + b" " + text + b"\r\n")
+        self.send(line)
+
+    def _release(self, expunge: bool) -> None:
+        held, self._held = self._held, None
+        if self._lost or held is None:
+            return
+        self.send_updates(expunge)
+        self._out.extend(held)
+        self.flush()
+        self._process()
 
     def ok(self, tag: bytes, text: bytes, *, expunge: bool = True) -> None:
         self.tagged(tag, b"OK", text, expunge=expunge)
@@ -457,8 +488,15 @@ class IMAPServer(StreamingSession, Protocol):
             self.send(b"* BYE [UIDVALIDITY] Mailbox was renumbered; reconnect.\r\n")
             self.close()
             return
+        contexts = self.contexts
+        if contexts is not None:
+            # RFC 5267 4.4.1: REMOVEFROM numbered before the EXPUNGEs, ADDTO
+            # after the EXISTS that announces the message.
+            self._out.extend(contexts.before_expunges(expunge))
         if view.has_updates():
             self._out.extend(view.updates(expunge, self.qresync, self.condstore))
+        if contexts is not None:
+            self._out.extend(contexts.after_updates())
 
     # input -----------------------------------------------------------------
 
@@ -491,7 +529,9 @@ class IMAPServer(StreamingSession, Protocol):
             return
         self._processing = True
         try:
-            while not (self._busy or self._paused or self._closing or self._lost):
+            while not (
+                self._busy or self._paused or self._closing or self._lost or self._held is not None
+            ):
                 if self._line_handler is not None:
                     line = self.reader.read_line()
                     if line is None:
@@ -720,6 +760,9 @@ class IMAPServer(StreamingSession, Protocol):
             self.watchers.acquire(view.folder)
 
     def unselect(self) -> None:
+        if self.contexts is not None:
+            self.contexts.close()  # RFC 5267 4.4: updates end with the selection
+            self.contexts = None
         view, self.view = self.view, None
         if view is not None:
             view.close()
@@ -740,6 +783,11 @@ class IMAPServer(StreamingSession, Protocol):
 
     def _idle_wake(self) -> None:
         if self._idle_tag is None or self._lost:
+            return
+        contexts = self.contexts
+        if contexts is not None and contexts.needs_preparing():
+            # Updating searches test the changes off the reactor first.
+            contexts.prepare().addCallback(lambda _: self._idle_wake())
             return
         self.send_updates(True)
         self.flush()
@@ -1019,6 +1067,7 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "UNSELECT": (SEL, msg.unselect),
     "EXPUNGE": (SEL, msg.expunge),
     "SEARCH": (SEL, msg.search),
+    "CANCELUPDATE": (SEL, context.cancel_update),
     "SORT": (SEL, sort.sort),
     "THREAD": (SEL, thread.thread),
     "FETCH": (SEL, msg.fetch),
