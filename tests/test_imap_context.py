@@ -192,3 +192,24 @@ def test_body_key_is_tested_again_in_the_scan_runner(tmp_path: Path) -> None:
         b"a OK Store completed.",
         b"n OK NOOP completed.",
     ]
+
+
+def test_updates_are_pushed_in_idle_after_the_scan(tmp_path: Path) -> None:
+    """In IDLE, new mail matching an updating BODY search is announced as
+    EXISTS at once and as ADDTO once the scan runner has tested it (the
+    search hears of the change after the view: it must wake the session
+    itself)."""
+    runner = QueuedRunner()
+    world = world_with_bodies(tmp_path)
+    world.factory.scan_in_thread = runner
+    s = logged_in(world)
+    s.send("t SEARCH RETURN (UPDATE) BODY needle")
+    runner.run_all()
+    s.read()
+    assert s.lines("i IDLE") == [b"+ idling"]
+    world.mailbox().folder("INBOX").append(b"Subject: x\n\nthe needle\n")
+    assert s.read().split(b"\r\n")[:-1] == [b"* 41 EXISTS", b"* 41 RECENT"]
+    assert len(runner.jobs) == 1
+    runner.run_all()
+    assert s.read().split(b"\r\n")[:-1] == [b'* ESEARCH (TAG "t") ADDTO (6 41)']
+    assert s.lines("DONE") == [b"i OK Idle completed."]

@@ -157,10 +157,17 @@ class SearchContexts:
         """CANCELUPDATE of one tag: False when no search has it."""
         return self.searches.pop(tag, None) is not None
 
+    def has_news(self) -> bool:
+        """Some search has messages to test again or results to announce."""
+        return any(c.pending or c.verdicts for c in self._active())
+
     def _on_change(self, change: FolderChange) -> None:
         if change.kind in ("append", "flags"):
             for context in self.searches.values():
                 context.pending.update(change.uids)
+            if self.searches:
+                # The view heard first and may have pushed its part already.
+                self.server.context_wake()
         elif change.kind == "expunge":
             for context in self.searches.values():
                 context.pending.difference_update(change.uids)

@@ -827,6 +827,15 @@ class IMAPServer(StreamingSession, Protocol):
 
     # NOTIFY (RFC 5465) -----------------------------------------------------
 
+    def context_wake(self) -> None:
+        """An updating search heard of a change (after the view did): push
+        its ADDTO / REMOVEFROM too when the client is idling or asked for
+        the selected mailbox's events."""
+        if self._idle_tag is not None:
+            self._idle_wake()
+        elif self.notifier is not None and self.notifier.spec.selected:
+            self.notify_wake()
+
     def _resting_wake(self) -> Callable[[], None] | None:
         """The view's wake outside IDLE: NOTIFY's push when the client asked
         for events of the selected mailbox."""
@@ -882,6 +891,7 @@ class IMAPServer(StreamingSession, Protocol):
                 appended
                 or (expunged and not spec.delayed)
                 or (flagged and "FlagChange" in spec.selected)
+                or (self.contexts is not None and self.contexts.has_news())
             ):
                 return
         # selected-delayed: expunges wait for a command that may report them.
