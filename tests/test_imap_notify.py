@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
 
 from pymta.imap import notify
 from pymta.imap.protocol import BASE_CAPABILITIES
-from pymta.mailstore.interface import FlagMode
+from pymta.mailstore.interface import FlagMode, IWatchedMailbox
+from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
 
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
@@ -209,3 +212,24 @@ def test_unsupported_events_and_overflow(world: World, monkeypatch: pytest.Monke
     monkeypatch.setattr(notify, "MAX_FOLDERS", 2)
     reply = s.lines("o2 NOTIFY SET (personal (MessageNew MessageExpunge))")
     assert reply[-1].startswith(b"o2 NO [NOTIFICATIONOVERFLOW]")
+
+
+def test_maildir_mailbox_says_where_its_list_lives(tmp_path: Path) -> None:
+    """The Maildir store provides IWatchedMailbox: its root is watched, and
+    only folder directories and the subscriptions file count as list
+    changes (not INBOX's new/ and cur/, nor pymta's own files)."""
+    store = MaildirStore(Clock(), "host", fsync=False)
+    mailbox = store.open_user("alice@example.org", str(tmp_path / "alice"))
+    assert verifyObject(IWatchedMailbox, mailbox)
+    watched = IWatchedMailbox(mailbox)
+    assert watched.watch_directory() == str(tmp_path / "alice")
+    for entry in (
+        ".Sent",
+        ".Lists.a",
+        "..pymta-deleted-1-2",
+        "subscriptions",
+        "subscriptions.1.tmp",
+    ):
+        assert watched.is_list_entry(entry), entry
+    for entry in ("new", "cur", "tmp", "pymta-uidvalidity", "maildirsize"):
+        assert not watched.is_list_entry(entry), entry

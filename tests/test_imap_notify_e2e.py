@@ -46,7 +46,8 @@ def test_second_session_hears_appends_without_asking(tmp_path: Path) -> None:
     an updating body SEARCH, hears another session's APPENDs with no command
     in progress: EXISTS, the FETCH of the attributes it asked for, the
     ESEARCH ADDTO of the search (its body key tested in the scan workers),
-    and a STATUS for the mailbox that is not selected."""
+    a STATUS for the mailbox that is not selected, and a LIST for a folder
+    another program made on disk."""
     extra = (
         f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {tmp_path / 'cert.pem'}\n"
         f"smtpd_tls_key_file = {tmp_path / 'key.pem'}\npymta_tls_create_self_signed = yes\n"
@@ -81,6 +82,15 @@ def test_second_session_hears_appends_without_asking(tmp_path: Path) -> None:
 
         writer.append("Other", "", None, MESSAGE % (b"elsewhere", b"x"))
         lines = read_until(watcher, [b'* STATUS "Other" (MESSAGES 1 '], time.monotonic() + 60)
+
+        # Another program (a second pymta process, Dovecot) makes a folder
+        # on disk: the mailbox root's inotify watch tells MailboxName.
+        typ, _ = watcher.xatom("NOTIFY", "SET (personal (MailboxName))")
+        assert typ == "OK"
+        made = server.maildir("alice") / ".Outside"
+        for sub in ("tmp", "new", "cur"):
+            (made / sub).mkdir(parents=True)
+        read_until(watcher, [b'* LIST () "/" "Outside"'], time.monotonic() + 60)
 
         typ, _ = watcher.xatom("NOTIFY", "NONE")
         assert typ == "OK"

@@ -31,7 +31,12 @@ How: message events come from the folders' listeners, fed by the mail
 store's inotify watchers (:class:`pymta.mailstore.watchers.WatcherPool`),
 which every watched folder acquires as a selected one does; nothing is
 polled. Mailbox names and subscriptions are compared with a snapshot when
-a session of the user in this process changed them (:class:`NotifyHub`).
+a session of the user in this process changed them (:class:`NotifyHub`)
+and when the mailbox root changes on disk (inotify through the same pool,
+for a store that provides
+:class:`~pymta.mailstore.interface.IWatchedMailbox`: other pymta
+processes, a Dovecot beside it); a rename is recognised as one folder (and
+its children) gone and one come in the same comparison.
 
 Refusals (RFC 5465 5, 8): unsupported events (AnnotationChange: pymta has
 no per-message annotations; the METADATA change events) ``NO [BADEVENT
@@ -42,20 +47,30 @@ filter or more than :data:`MAX_FOLDERS` mailboxes to watch ``NO
 mailbox events) BAD.
 
 Untrusted input: the command's arguments. Reads the index (STATUS) and
-the folder list; writes nothing; logs nothing.
+the folder list; writes nothing; logs when inotify cannot watch a root.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
 
 from pymta.imap.fetch import FetchItem, MessageData, parse_items, render, sets_seen
 from pymta.imap.mailbox_commands import mailbox_arg
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.wire import mailbox_out
-from pymta.mailstore.interface import FolderChange, IFolder, MailStoreError, NoSuchFolder
+from pymta.mailstore.interface import (
+    FolderChange,
+    IFolder,
+    IWatchedMailbox,
+    MailStoreError,
+    NoSuchFolder,
+)
 
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
@@ -81,6 +96,14 @@ MAX_NAMES = 100
 #: Mailboxes one session may watch for message events (each costs three
 #: inotify watches, shared by the sessions that watch the same folder).
 MAX_FOLDERS = 1000
+
+#: Seconds to wait after a change of the mailbox root before comparing.
+ROOT_DELAY = 0.05
+
+# IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
+_ROOT_MASK = 0x00000100 | 0x00000200 | 0x00000080 | 0x00000040
+
+_log = Logger(namespace="pymta.imap")
 
 _BY_UPPER = {e.upper(): e for e in EVENTS}
 _OTHER_FILTERS = ("INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES")
@@ -289,6 +312,8 @@ class Notifier:
         self._subscribed: set[str] = set()
         self._flushing: Any = None
         self._hub: NotifyHub | None = None
+        self._root_watch: Any = None  # inotify on the mailbox root
+        self._list_check: Any = None
 
     # life ----------------------------------------------------------------
 
@@ -297,9 +322,52 @@ class Notifier:
         self._names = {f.name for f in self.mailbox.list_folders()}
         self._subscribed = set(self.mailbox.subscriptions())
         self._rewatch()
-        if hub is not None and self._wants_list_events():
-            self._hub = hub
-            hub.join(self.server.user, self.list_changed)
+        if self._wants_list_events():
+            if hub is not None:
+                self._hub = hub
+                hub.join(self.server.user, self.list_changed)
+            self._watch_root()
+
+    def _watch_root(self) -> None:
+        """Other processes (pymta's other reactors, a Dovecot beside it)
+        create, delete and rename folders too: watch the mailbox root with
+        the pool's shared inotify when the store says where."""
+        watchers = self.server.watchers
+        if watchers is None or not IWatchedMailbox.providedBy(self.mailbox):
+            return
+        mailbox = IWatchedMailbox(self.mailbox)
+        try:
+            view = watchers.notifier.view()
+            view.watch(
+                FilePath(mailbox.watch_directory()), mask=_ROOT_MASK, callbacks=[self._root_event]
+            )
+        except Exception as e:
+            _log.info(
+                "imap({user}): no inotify for NOTIFY's mailbox list ({error}); "
+                "only this process's changes are told",
+                user=self.server.user,
+                error=e,
+            )
+            return
+        self._root_watch = view
+
+    def _root_event(self, _watch: object, path: FilePath[Any], _mask: int) -> None:
+        mailbox = IWatchedMailbox(self.mailbox)
+        if not mailbox.is_list_entry(os.fsdecode(path.basename())):
+            return
+        if self._list_check is None or not self._list_check.active():
+            # A RENAME or DELETE is several events: compare once they are in.
+            self._list_check = self.server.clock.callLater(ROOT_DELAY, self._checked)
+
+    def _checked(self) -> None:
+        self._list_check = None
+        if self.server.notifier is self:
+            try:
+                self.list_changed()
+            except (MailStoreError, Overflow, OSError) as e:
+                _log.info(
+                    "imap({user}): NOTIFY list check: {error}", user=self.server.user, error=e
+                )
 
     def stop(self) -> None:
         for name in list(self._watched):
@@ -307,6 +375,12 @@ class Notifier:
         if self._hub is not None:
             self._hub.leave(self.server.user, self.list_changed)
             self._hub = None
+        if self._root_watch is not None:
+            self._root_watch.loseConnection()
+            self._root_watch = None
+        if self._list_check is not None and self._list_check.active():
+            self._list_check.cancel()
+        self._list_check = None
         if self._flushing is not None and self._flushing.active():
             self._flushing.cancel()
         self._flushing = None
