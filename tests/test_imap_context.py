@@ -1,6 +1,7 @@
-"""CONTEXT=SEARCH (RFC 5267) over StringTransport: SEARCH RETURN (UPDATE),
-unsolicited ADDTO / REMOVEFROM, CANCELUPDATE, NOUPDATE, body keys tested
-again in the scan runner while the tagged response waits."""
+"""CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267) over StringTransport: SEARCH
+and SORT RETURN (UPDATE), unsolicited ADDTO / REMOVEFROM, CANCELUPDATE,
+NOUPDATE, body keys tested again in the scan runner while the tagged
+response waits."""
 
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ def session(world: World) -> Session:
 
 
 def test_capability_is_announced() -> None:
-    """CONTEXT=SEARCH is announced (it is implemented here); CONTEXT=SORT is not."""
+    """CONTEXT=SEARCH and CONTEXT=SORT are announced."""
     assert "CONTEXT=SEARCH" in BASE_CAPABILITIES
-    assert "CONTEXT=SORT" not in BASE_CAPABILITIES
+    assert "CONTEXT=SORT" in BASE_CAPABILITIES
 
 
 def test_own_store_adds_and_removes(world: World) -> None:
@@ -213,3 +214,57 @@ def test_updates_are_pushed_in_idle_after_the_scan(tmp_path: Path) -> None:
     runner.run_all()
     assert s.read().split(b"\r\n")[:-1] == [b'* ESEARCH (TAG "t") ADDTO (6 41)']
     assert s.lines("DONE") == [b"i OK Idle completed."]
+
+
+@pytest.fixture
+def subjects(tmp_path: Path) -> World:
+    w = World(tmp_path)
+    inbox = w.mailbox().folder("INBOX")
+    for subject in (b"d", b"b", b"e", b"a"):
+        inbox.append(b"Subject: " + subject + b"\n\nx\n", [], 1_700_000_000.0)
+    inbox.claim_recent()
+    return w
+
+
+def test_sort_update_keeps_sort_order(subjects: World) -> None:
+    """CONTEXT=SORT: an updating SORT announces messages at their place in
+    sort order, one ADDTO / REMOVEFROM per run of neighbouring positions
+    (removals from the last position back, so each applies in order)."""
+    s = session(subjects)
+    assert s.lines("t SORT RETURN (UPDATE) (SUBJECT) UTF-8 SEEN") == [
+        b'* ESEARCH (TAG "t")',
+        b"t OK Sort completed.",
+    ]
+    assert s.lines("a STORE 1:4 +FLAGS.SILENT (\\Seen)") == [
+        b'* ESEARCH (TAG "t") ADDTO (1 4,2,1,3)',
+        b"a OK Store completed.",
+    ]
+    inbox = subjects.mailbox().folder("INBOX")
+    inbox.append(b"Subject: c\n\nx\n", ["\\Seen"], 1_700_000_001.0)
+    inbox.append(b"Subject: f\n\nx\n", ["\\Seen"], 1_700_000_002.0)
+    assert s.lines("n NOOP")[-3:] == [
+        b'* ESEARCH (TAG "t") ADDTO (3 5)',
+        b'* ESEARCH (TAG "t") ADDTO (6 6)',
+        b"n OK NOOP completed.",
+    ]
+    # Sorted now: a(4) b(2) c(5) d(1) e(3) f(6); b and e leave.
+    assert s.lines("b STORE 2,3 -FLAGS.SILENT (\\Seen)") == [
+        b'* ESEARCH (TAG "t") REMOVEFROM (5 3)',
+        b'* ESEARCH (TAG "t") REMOVEFROM (2 2)',
+        b"b OK Store completed.",
+    ]
+
+
+def test_sort_update_min_max_follow_sort_order(subjects: World) -> None:
+    """MIN and MAX of an updating SORT are the first and last in sort order,
+    sent again only when one of them changes."""
+    s = session(subjects)
+    s.lines("x STORE 1:4 +FLAGS.SILENT (\\Seen)")
+    assert s.lines("t UID SORT RETURN (UPDATE MIN MAX) (REVERSE SUBJECT) UTF-8 SEEN")[0] == (
+        b'* ESEARCH (TAG "t") UID MIN 3 MAX 4'
+    )
+    assert s.lines("a STORE 1 -FLAGS.SILENT (\\Seen)") == [b"a OK Store completed."]
+    assert s.lines("b STORE 3 -FLAGS.SILENT (\\Seen)") == [
+        b'* ESEARCH (TAG "t") UID MIN 2 MAX 4',
+        b"b OK Store completed.",
+    ]

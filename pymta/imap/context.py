@@ -1,4 +1,4 @@
-"""CONTEXT=SEARCH (RFC 5267 section 4): SEARCH results the server keeps up to date.
+"""CONTEXT=SEARCH and CONTEXT=SORT (RFC 5267 section 4): results kept up to date.
 
 ``SEARCH RETURN (UPDATE ...)`` answers as any ESEARCH does, then keeps
 the result: while the mailbox stays selected, messages that start or stop
@@ -17,8 +17,13 @@ those messages only, before updates are sent, and the difference with the
 kept result is announced. A REMOVEFROM for expunged messages comes before
 the ``EXPUNGE`` responses (its sequence numbers are those before the
 expunge), an ADDTO after ``EXISTS`` (RFC 5267 4.4.1: the client must know
-the message). Positions are those of the first number of the set in the
-result (ascending for SEARCH).
+the message). For SEARCH one pair names the set, at the position of its
+first number in the (ascending) result. ``SORT RETURN (UPDATE ...)`` keeps
+its result in sort order with each message's keys (a joining message's
+keys are read from its cached header, :mod:`pymta.imap.sort`), and sends
+one pair per run of neighbouring positions: removals from the last back,
+additions from the first on, so that each is right when applied in order;
+MIN and MAX are the first and last in sort order.
 
 Off the reactor: a key that reads whole messages (BODY, TEXT) is tested
 again in the scan workers (:mod:`pymta.imap.scan`, the user's scans one at
@@ -42,8 +47,9 @@ pending and are tried again at the next update).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cmp_to_key
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -52,11 +58,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymta.imap.parser import ParseError, Token
+from pymta.imap.results import ordered_set
 from pymta.imap.scan import ScanJob, scan_search
 from pymta.imap.search import Criteria, candidates
 from pymta.imap.sequence import format_set
 from pymta.mailstore.interface import (
     FolderChange,
+    IFolder,
     IHeaderCache,
     IMessageFiles,
     MailStoreError,
@@ -82,6 +90,24 @@ CONTEXT_OPTIONS = frozenset({"UPDATE", "CONTEXT"})
 
 
 @dataclass
+class SortOrder:
+    """How an updating SORT orders its result: REVERSE of each criterion,
+    and the keys of one message (from pymta.imap.sort)."""
+
+    reverse: tuple[bool, ...]
+    keys_of: Callable[[IFolder, int], tuple[Any, ...]]
+
+    def compare(self, a: tuple[tuple[Any, ...], int], b: tuple[tuple[Any, ...], int]) -> int:
+        """(keys, UID) pairs in sort order; equal keys in UID (sequence)
+        order whatever REVERSE says (RFC 5256 3)."""
+        for x, y, reverse in zip(a[0], b[0], self.reverse, strict=True):
+            if x != y:
+                before = x < y
+                return (1 if before else -1) if reverse else (-1 if before else 1)
+        return (a[1] > b[1]) - (a[1] < b[1])
+
+
+@dataclass
 class SearchContext:
     """One updating search: its criteria, what it asked for, its result."""
 
@@ -92,8 +118,12 @@ class SearchContext:
     criteria: Criteria
     saved: frozenset[int]
     rev2: bool
-    #: The matching UIDs, ascending; None until the first answer is sent.
+    #: The matching UIDs, ascending (in sort order for a SORT); None until
+    #: the first answer is sent.
     result: list[int] | None = None
+    #: An updating SORT (CONTEXT=SORT): its order, and each result's keys.
+    order: SortOrder | None = None
+    keys: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     #: UIDs whose match may have changed (new, flags changed).
     pending: set[int] = field(default_factory=set)
     #: Re-tested messages (UID -> matches) not announced yet.
@@ -148,6 +178,13 @@ class SearchContexts:
         if self.searches.get(context.tag) is context:
             # One the view has already reported expunged is no longer there.
             context.result = sorted(u for u in uids if self.view.msn(u) is not None)
+
+    def sorted_found(self, context: SearchContext, rows: list[tuple[int, tuple[Any, ...]]]) -> None:
+        """The first answer of an updating SORT was sent: (UID, keys) in sort order."""
+        if self.searches.get(context.tag) is context:
+            present = [(u, k) for u, k in rows if self.view.msn(u) is not None]
+            context.result = [u for u, _ in present]
+            context.keys = dict(present)
 
     def drop(self, context: SearchContext) -> None:
         if self.searches.get(context.tag) is context:
@@ -354,8 +391,23 @@ class SearchContexts:
                     added.append(u)
                 elif not matches and u in kept:
                     removed.append(u)
+            if context.order is not None:
+                added = self._keyed(context, added)
             if added or removed:
                 out.extend(self._changed(context, added, removed))
+        return out
+
+    def _keyed(self, context: SearchContext, added: list[int]) -> list[int]:
+        """The sort keys of messages joining a SORT result (their header is
+        cached: the search has just read it); one gone meanwhile is left out."""
+        assert context.order is not None
+        out: list[int] = []
+        for u in added:
+            try:
+                context.keys[u] = context.order.keys_of(self.folder, u)
+            except MailStoreError:
+                continue
+            out.append(u)
         return out
 
     def _changed(self, context: SearchContext, added: list[int], removed: list[int]) -> list[bytes]:
@@ -364,14 +416,16 @@ class SearchContexts:
         before = _summary(old)
         out: list[bytes] = []
         head = b'* ESEARCH (TAG "' + context.tag + b'")' + (b" UID" if context.uid else b"")
-        if removed:
+        if context.order is not None:
+            out.extend(self._sorted_changes(context, head, added, removed))
+        elif removed:
             position = bisect_left(old, removed[0]) + 1
             drop = set(removed)
             context.result = [u for u in old if u not in drop]
             if "ALL" in context.returns:
                 numbers = self._set(context, removed)
                 out.append(head + b" REMOVEFROM (%d %s)\r\n" % (position, numbers))
-        if added:
+        if added and context.order is None:
             merged = sorted(set(context.result) | set(added))
             context.result = merged
             position = bisect_left(merged, added[0]) + 1
@@ -379,7 +433,7 @@ class SearchContexts:
                 out.append(head + b" ADDTO (%d %s)\r\n" % (position, self._set(context, added)))
         after = _summary(context.result)
         wanted = context.returns & {"MIN", "MAX", "COUNT"}
-        if wanted and before != after:
+        if wanted and _picked(before, wanted) != _picked(after, wanted):
             # RFC 5267 4.4: MIN, MAX and COUNT are sent again when they change.
             line = head
             low, high, count = after
@@ -392,6 +446,45 @@ class SearchContexts:
             out.append(line + b"\r\n")
         return out
 
+    def _sorted_changes(
+        self, context: SearchContext, head: bytes, added: list[int], removed: list[int]
+    ) -> list[bytes]:
+        """A SORT result's changes, one ADDTO / REMOVEFROM pair per run of
+        neighbouring positions (RFC 5267 4.4.1): removals from the last
+        position back, additions from the first on, so that each position
+        is right when the client applies the pairs in order."""
+        assert context.result is not None and context.order is not None
+        out: list[bytes] = []
+        report = "ALL" in context.returns
+        if removed:
+            drop = set(removed)
+            old = context.result
+            positions = [i for i, u in enumerate(old, 1) if u in drop]
+            for first, last in reversed(_runs(positions)):
+                if report:
+                    numbers = self._ordered(context, old[first - 1 : last])
+                    out.append(head + b" REMOVEFROM (%d %s)\r\n" % (first, numbers))
+            context.result = [u for u in old if u not in drop]
+            for u in removed:
+                context.keys.pop(u, None)
+        if added:
+            order, keys = context.order, context.keys
+            rank = cmp_to_key(order.compare)
+            merged = context.result + added
+            merged.sort(key=lambda u: rank((keys[u], u)))
+            context.result = merged
+            fresh = set(added)
+            positions = [i for i, u in enumerate(merged, 1) if u in fresh]
+            for first, last in _runs(positions):
+                if report:
+                    numbers = self._ordered(context, merged[first - 1 : last])
+                    out.append(head + b" ADDTO (%d %s)\r\n" % (first, numbers))
+        return out
+
+    def _ordered(self, context: SearchContext, uids: list[int]) -> bytes:
+        numbers = uids if context.uid else [self.view.msn(u) or 0 for u in uids]
+        return ordered_set(numbers)
+
     def _number(self, context: SearchContext, uid: int) -> int:
         if context.uid:
             return uid
@@ -400,6 +493,23 @@ class SearchContexts:
     def _set(self, context: SearchContext, uids: list[int]) -> bytes:
         numbers = uids if context.uid else [self.view.msn(u) or 0 for u in uids]
         return format_set(numbers).encode("ascii")
+
+
+def _runs(positions: list[int]) -> list[tuple[int, int]]:
+    """Ascending positions as (first, last) runs of neighbours."""
+    runs: list[tuple[int, int]] = []
+    for p in positions:
+        if runs and runs[-1][1] == p - 1:
+            runs[-1] = (runs[-1][0], p)
+        else:
+            runs.append((p, p))
+    return runs
+
+
+def _picked(summary: tuple[int, int, int], wanted: set[str] | frozenset[str]) -> tuple[int, ...]:
+    """The MIN, MAX and COUNT asked for out of a (first, last, count) summary."""
+    names = ("MIN", "MAX", "COUNT")
+    return tuple(v for name, v in zip(names, summary, strict=True) if name in wanted)
 
 
 def _summary(result: list[int]) -> tuple[int, int, int]:
@@ -438,6 +548,7 @@ def start(
     window: object,
     tokens: list[Token],
     criteria: Criteria,
+    order: SortOrder | None = None,
 ) -> tuple[set[str], SearchContext | None]:
     """A SEARCH with UPDATE or CONTEXT among its RETURN options: the options
     to answer with, and the search to keep up to date (None when refused:
@@ -460,6 +571,7 @@ def start(
         criteria,
         frozenset(s.saved),
         s.rev2,
+        order=order,
     )
     contexts.add(updating)
     return options, updating
@@ -469,3 +581,11 @@ def answered(s: IMAPServer, updating: SearchContext, uids: list[int]) -> None:
     """The first answer of an updating search was sent: keep its result."""
     if s.contexts is not None:
         s.contexts.found(updating, uids)
+
+
+def sort_answered(
+    s: IMAPServer, updating: SearchContext, rows: list[tuple[int, tuple[Any, ...]]]
+) -> None:
+    """The first answer of an updating SORT was sent: (UID, keys) in sort order."""
+    if s.contexts is not None:
+        s.contexts.sorted_found(updating, rows)

@@ -137,6 +137,7 @@ BASE_CAPABILITIES = (
     "PARTIAL",
     # pymta.imap.context, pymta.imap.notify
     "CONTEXT=SEARCH",
+    "CONTEXT=SORT",
     "NOTIFY",
     "THREAD=REFERENCES",
     "THREAD=ORDEREDSUBJECT",
