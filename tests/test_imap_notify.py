@@ -233,3 +233,23 @@ def test_maildir_mailbox_says_where_its_list_lives(tmp_path: Path) -> None:
         assert watched.is_list_entry(entry), entry
     for entry in ("new", "cur", "tmp", "pymta-uidvalidity", "maildirsize"):
         assert not watched.is_list_entry(entry), entry
+
+
+def test_too_many_mailboxes_later_is_an_overflow(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When new mailboxes take a session past MAX_FOLDERS, it is told
+    ``* OK [NOTIFICATIONOVERFLOW]`` and hears nothing more (RFC 5465 5.8);
+    the session that made the mailbox is not disturbed."""
+    monkeypatch.setattr(notify, "MAX_FOLDERS", len(world.mailbox().list_folders()))
+    s = session(world)
+    s.lines("n NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+    other = session(world, select=False)
+    assert other.lines("c CREATE Foo") == [b"c OK Create completed."]
+    assert unsolicited(world, s) == [
+        b'* LIST () "/" "Foo"',
+        b"* OK [NOTIFICATIONOVERFLOW] Too many mailboxes to watch",
+    ]
+    deliver(world, "Other")
+    other.lines("c2 CREATE Bar")
+    assert unsolicited(world, s) == []

@@ -252,7 +252,10 @@ class SearchContexts:
         when their verdicts are ready (failures are logged, the messages
         stay pending)."""
         if self._preparing is None:
-            self._preparing = defer.ensureDeferred(self._prepare()).addBoth(self._prepared)
+            # Set before the callback: work that finishes at once clears it.
+            work = defer.ensureDeferred(self._prepare())
+            self._preparing = work
+            work.addBoth(self._prepared)
         d: Deferred[None] = Deferred()
         self._preparing.addBoth(lambda _: d.callback(None))
         return d

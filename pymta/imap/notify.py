@@ -290,7 +290,12 @@ class NotifyHub:
 
     def poke(self, user: str) -> None:
         for poke in list(self._sessions.get(user, ())):
-            poke()
+            try:
+                poke()
+            except Exception:
+                # One session's trouble must not fail the command of the
+                # session that made the change.
+                _log.failure("imap({user}): NOTIFY mailbox list check failed", user=user)
 
 
 #: Commands after which the user's mailbox list or subscriptions may differ.
@@ -364,7 +369,7 @@ class Notifier:
         if self.server.notifier is self:
             try:
                 self.list_changed()
-            except (MailStoreError, Overflow, OSError) as e:
+            except (MailStoreError, OSError) as e:
                 _log.info(
                     "imap({user}): NOTIFY list check: {error}", user=self.server.user, error=e
                 )
@@ -477,9 +482,21 @@ class Notifier:
                 line = b"* LIST " + attrs + b' "/" ' + mailbox_out(name, utf8) + b"\r\n"
                 self._lines.append(line)
         self._names, self._subscribed = names, subscribed
-        self._rewatch()
+        try:
+            self._rewatch()
+        except Overflow:
+            self._overflow()
         if self._lines:
             self._soon()
+
+    def _overflow(self) -> None:
+        """More mailboxes than can be watched (RFC 5465 5.8): say so and
+        stop notifying; the client may ask again with fewer."""
+        for name in list(self._watched):
+            self._unwatch(name)
+        self._pending.clear()
+        self.spec = NotifySpec()
+        self._lines.append(b"* OK [NOTIFICATIONOVERFLOW] Too many mailboxes to watch\r\n")
 
     def _wants(self, name: str, event: str, subscribed: set[str]) -> bool:
         return event in self.spec.events_for(name, subscribed.__contains__)

@@ -477,6 +477,10 @@ class IMAPServer(StreamingSession, Protocol):
         self.send_updates(expunge)
         self._out.extend(held)
         self.flush()
+        if self.contexts is not None and self.contexts.has_news():
+            # Changes heard while the response was held: pushed now if the
+            # client asked for pushes (NOTIFY), else with the next command.
+            self.context_wake()
         self._process()
 
     def ok(self, tag: bytes, text: bytes, *, expunge: bool = True) -> None:
@@ -804,6 +808,8 @@ class IMAPServer(StreamingSession, Protocol):
         if self.view is not None:
             self.view.wake = self._idle_wake
         self._line_handler = self._idle_line
+        if self.contexts is not None and self.contexts.has_news():
+            self._idle_wake()  # updating searches still testing changes off the reactor
 
     def _idle_wake(self) -> None:
         if self._idle_tag is None or self._lost:
@@ -883,6 +889,8 @@ class IMAPServer(StreamingSession, Protocol):
         if notifier is None:
             return
         spec = notifier.spec
+        if not spec.selected and not notifier.has_pending():
+            return
         view = self.view
         if view is not None and not view.invalidated and not notifier.has_pending():
             # Only the kinds of change the client asked for are pushed; the
