@@ -253,3 +253,23 @@ def test_too_many_mailboxes_later_is_an_overflow(
     deliver(world, "Other")
     other.lines("c2 CREATE Bar")
     assert unsolicited(world, s) == []
+
+
+def test_nothing_is_pushed_into_a_command_being_received(world: World) -> None:
+    """While part of a command has arrived, nothing is pushed (an EXPUNGE
+    could renumber messages the command names); the command's response
+    carries it."""
+    s = session(world)
+    s.lines("n NOTIFY SET (selected (MessageNew MessageExpunge)) (mailboxes Other (MessageNew))")
+    assert s.send(b"a NO") == b""
+    deliver(world, "Other")
+    other = session(world)
+    other.lines("o STORE 1 +FLAGS.SILENT (\\Deleted)")
+    other.lines("o2 EXPUNGE")
+    assert unsolicited(world, s) == []
+    assert s.send(b"OP\r\n").split(b"\r\n")[:-1] == [
+        b'* STATUS "Other" (MESSAGES 2 UIDNEXT 3 UNSEEN 2)',
+        b"* 1 EXPUNGE",
+        b"a OK NOOP completed.",
+    ]
+    assert unsolicited(world, s) == []

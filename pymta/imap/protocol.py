@@ -866,15 +866,19 @@ class IMAPServer(StreamingSession, Protocol):
         """No command is being answered: unsolicited responses may go out."""
         if self._idle_tag is not None:
             return True
+        # A command partly received counts as in progress: an EXPUNGE now
+        # would renumber messages the client may already have named in it.
         return not (
             self._processing
             or self._busy
+            or self._paused
             or self._held is not None
             or self._streamer is not None
             or self._line_handler is not None
             or self._closing
             or self._lost
             or self.state == NOT_AUTHENTICATED
+            or self.reader.in_command()
         )
 
     def notify_wake(self) -> None:
