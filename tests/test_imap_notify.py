@@ -199,12 +199,13 @@ def test_bad_syntax_is_bad(world: World, command: str) -> None:
 
 
 def test_unsupported_events_and_overflow(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """AnnotationChange and the METADATA events: NO [BADEVENT (supported)];
-    too many names or mailboxes: NO [NOTIFICATIONOVERFLOW]."""
+    """AnnotationChange (no per-message annotations in pymta): NO [BADEVENT
+    (supported)]; too many names or mailboxes: NO [NOTIFICATIONOVERFLOW]."""
     s = session(world)
     assert s.lines("b NOTIFY SET (personal (AnnotationChange))") == [
         b"b NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName "
-        b"SubscriptionChange)] Unsupported NOTIFY events."
+        b"SubscriptionChange MailboxMetadataChange ServerMetadataChange)] "
+        b"Unsupported NOTIFY events."
     ]
     names = " ".join(f"m{i}" for i in range(notify.MAX_NAMES + 1))
     reply = s.lines(f"o NOTIFY SET (mailboxes ({names}) (MessageNew MessageExpunge))")
@@ -273,3 +274,22 @@ def test_nothing_is_pushed_into_a_command_being_received(world: World) -> None:
         b"a OK NOOP completed.",
     ]
     assert unsolicited(world, s) == []
+
+
+def test_metadata_events(world: World) -> None:
+    """Another session's SETMETADATA reaches a session that asked for
+    MailboxMetadataChange (for mailboxes its filter covers) and
+    ServerMetadataChange as METADATA responses naming the entries."""
+    s = session(world, select=False)
+    s.lines("n NOTIFY SET (mailboxes Other (MailboxMetadataChange ServerMetadataChange))")
+    other = session(world, select=False)
+    assert other.lines('m SETMETADATA Other (/private/comment "hi")') == [
+        b"m OK Setmetadata completed."
+    ]
+    assert unsolicited(world, s) == [b'* METADATA "Other" /private/comment']
+    other.lines('m2 SETMETADATA INBOX (/private/comment "not watched")')
+    assert unsolicited(world, s) == []
+    other.lines('m3 SETMETADATA "" (/shared/admin "mailto:a@example.org" /private/x "1")')
+    assert unsolicited(world, s) == [b'* METADATA "" /private/x /shared/admin']
+    other.lines("m4 SETMETADATA Other (/private/comment NIL)")
+    assert unsolicited(world, s) == [b'* METADATA "Other" /private/comment']

@@ -6,7 +6,8 @@ and ``personal`` (every mailbox of the user: pymta cannot tell which ones
 Sieve delivers into, so ``inboxes`` is ``personal``, as in Dovecot),
 ``subscribed``, ``subtree name(s)``, ``mailboxes name(s)``. Events:
 MessageNew (with FETCH attributes for the selected mailbox), MessageExpunge,
-FlagChange, MailboxName, SubscriptionChange.
+FlagChange, MailboxName, SubscriptionChange, and METADATA's (RFC 5464)
+MailboxMetadataChange and ServerMetadataChange.
 
 What the client then gets, between its commands as well as in IDLE:
 
@@ -21,7 +22,9 @@ What the client then gets, between its commands as well as in IDLE:
   it in one reactor turn;
 - ``* LIST () "/" name`` for a created mailbox, ``(\\NonExistent)`` for a
   deleted one, ``("OLDNAME" (old))`` after a rename, ``(\\Subscribed)``
-  and ``()`` for subscriptions.
+  and ``()`` for subscriptions;
+- ``* METADATA name /entry ...`` (RFC 5464 4.4.2: the names of the
+  entries set, changed or removed; ``""`` for the server's).
 
 ``SET STATUS`` first sends the STATUS of every non-selected mailbox the
 message events cover (MESSAGES UIDNEXT UIDVALIDITY UNSEEN, and
@@ -30,17 +33,18 @@ HIGHESTMODSEQ when FlagChange is asked), before the tagged OK.
 How: message events come from the folders' listeners, fed by the mail
 store's inotify watchers (:class:`pymta.mailstore.watchers.WatcherPool`),
 which every watched folder acquires as a selected one does; nothing is
-polled. Mailbox names and subscriptions are compared with a snapshot when
-a session of the user in this process changed them (:class:`NotifyHub`)
+polled. Mailbox names, subscriptions and metadata entries are compared
+with a snapshot when a session of the user in this process changed them
+(:class:`NotifyHub`)
 and when the mailbox root changes on disk (inotify through the same pool,
 for a store that provides
 :class:`~pymta.mailstore.interface.IWatchedMailbox`: other pymta
 processes, a Dovecot beside it); a rename is recognised as one folder (and
 its children) gone and one come in the same comparison.
 
-Refusals (RFC 5465 5, 8): unsupported events (AnnotationChange: pymta has
-no per-message annotations; the METADATA change events) ``NO [BADEVENT
-(events pymta supports)]``; more than :data:`MAX_NAMES` names in one
+Refusals (RFC 5465 5, 8): AnnotationChange (RFC 5257 per-message
+annotations, which pymta does not have) ``NO [BADEVENT (events pymta
+supports)]``; more than :data:`MAX_NAMES` names in one
 filter or more than :data:`MAX_FOLDERS` mailboxes to watch ``NO
 [NOTIFICATIONOVERFLOW]``; syntax and the rules for the selected filter
 (MessageNew and MessageExpunge together, FlagChange only with them, no
@@ -60,8 +64,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
+from pymta.imap import metadata
 from pymta.imap.fetch import FetchItem, MessageData, parse_items, render, sets_seen
 from pymta.imap.mailbox_commands import mailbox_arg
+from pymta.imap.objectid import mailbox_id
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.wire import mailbox_out
 from pymta.mailstore.interface import (
@@ -86,7 +92,16 @@ EVENTS = (
     "MailboxMetadataChange",
     "ServerMetadataChange",
 )
-SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange")
+SUPPORTED = (
+    "MessageNew",
+    "MessageExpunge",
+    "FlagChange",
+    "MailboxName",
+    "SubscriptionChange",
+    "MailboxMetadataChange",
+    "ServerMetadataChange",
+)
+METADATA_EVENTS = frozenset({"MailboxMetadataChange", "ServerMetadataChange"})
 MESSAGE_EVENTS = frozenset({"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"})
 MAILBOX_EVENTS = frozenset({"MailboxName", "SubscriptionChange", "MailboxMetadataChange"})
 
@@ -299,7 +314,7 @@ class NotifyHub:
 
 
 #: Commands after which the user's mailbox list or subscriptions may differ.
-LIST_COMMANDS = frozenset({"CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE"})
+LIST_COMMANDS = frozenset({"CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "SETMETADATA"})
 
 
 class Notifier:
@@ -319,6 +334,9 @@ class Notifier:
         self._hub: NotifyHub | None = None
         self._root_watch: Any = None  # inotify on the mailbox root
         self._list_check: Any = None
+        # METADATA (RFC 5464) entries as last seen: mailbox key -> entry -> hash
+        # of the value; None when no metadata event was asked for.
+        self._metadata: dict[str, dict[str, int]] | None = None
 
     # life ----------------------------------------------------------------
 
@@ -327,6 +345,8 @@ class Notifier:
         self._names = {f.name for f in self.mailbox.list_folders()}
         self._subscribed = set(self.mailbox.subscriptions())
         self._rewatch()
+        if self.spec.used() & METADATA_EVENTS:
+            self._metadata = self._metadata_now()
         if self._wants_list_events():
             if hub is not None:
                 self._hub = hub
@@ -358,7 +378,8 @@ class Notifier:
 
     def _root_event(self, _watch: object, path: FilePath[Any], _mask: int) -> None:
         mailbox = IWatchedMailbox(self.mailbox)
-        if not mailbox.is_list_entry(os.fsdecode(path.basename())):
+        entry = os.fsdecode(path.basename())
+        if not mailbox.is_list_entry(entry) and not entry.startswith(metadata.FILENAME):
             return
         if self._list_check is None or not self._list_check.active():
             # A RENAME or DELETE is several events: compare once they are in.
@@ -391,7 +412,7 @@ class Notifier:
         self._flushing = None
 
     def _wants_list_events(self) -> bool:
-        return bool(self.spec.used() & MAILBOX_EVENTS) or any(
+        return bool(self.spec.used() & (MAILBOX_EVENTS | METADATA_EVENTS)) or any(
             g.kind in ("PERSONAL", "SUBTREE", "SUBSCRIBED") for g in self.spec.groups
         )
 
@@ -486,8 +507,47 @@ class Notifier:
             self._rewatch()
         except Overflow:
             self._overflow()
+        if self._metadata is not None:
+            self._metadata_changed(either)
         if self._lines:
             self._soon()
+
+    def _metadata_now(self) -> dict[str, dict[str, int]]:
+        held = metadata.user_metadata(self.server)
+        return {
+            key: {name: hash(value) for name, value in values.items()}
+            for key, values in held.entries.items()
+        }
+
+    def _metadata_changed(self, subscribed: set[str]) -> None:
+        """``* METADATA name entries`` (RFC 5464 4.4.2, names only) for the
+        entries set, changed or removed since the last look."""
+        assert self._metadata is not None
+        now = self._metadata_now()
+        before, self._metadata = self._metadata, now
+        changed: dict[str, list[str]] = {}
+        for key in set(before) | set(now):
+            old, new = before.get(key, {}), now.get(key, {})
+            names = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+            if names:
+                changed[key] = names
+        if not changed:
+            return
+        utf8 = self.server.utf8_names
+        if metadata.SERVER in changed and "ServerMetadataChange" in self.spec.used():
+            self._lines.append(_metadata_line(b'""', changed.pop(metadata.SERVER)))
+        changed.pop(metadata.SERVER, None)
+        if not changed:
+            return
+        for name in sorted(self._names):
+            if not self._wants(name, "MailboxMetadataChange", subscribed):
+                continue
+            try:
+                key = mailbox_id(self.mailbox.folder(name).uidvalidity)
+            except MailStoreError:
+                continue
+            if key in changed:
+                self._lines.append(_metadata_line(mailbox_out(name, utf8), changed[key]))
 
     def _overflow(self) -> None:
         """More mailboxes than can be watched (RFC 5465 5.8): say so and
@@ -577,6 +637,10 @@ class Notifier:
             body = b"".join(p for p in pieces if isinstance(p, bytes))
             out.append(b"* %d FETCH " % n + body + b"\r\n")
         return out
+
+
+def _metadata_line(mailbox: bytes, entries: list[str]) -> bytes:
+    return b"* METADATA " + mailbox + b" " + " ".join(entries).encode("ascii") + b"\r\n"
 
 
 def status_line(folder: IFolder, items: list[str], utf8: bool) -> bytes | None:
