@@ -12,8 +12,10 @@ import pytest
 from pymta.imap import context
 from pymta.imap.protocol import BASE_CAPABILITIES
 from pymta.mailstore.interface import FlagMode
+from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
-from tests.test_imap_prefetch import QueuedRunner
+from tests.test_imap_prefetch import NEEDLES, QueuedRunner, world_with_big_inbox
+from tests.test_imap_prefetch import logged_in as logged_in_prefetch
 from tests.test_imap_scan import logged_in, world_with_bodies
 
 
@@ -268,3 +270,30 @@ def test_sort_update_min_max_follow_sort_order(subjects: World) -> None:
         b'* ESEARCH (TAG "t") UID MIN 2 MAX 4',
         b"b OK Store completed.",
     ]
+
+
+def test_many_new_uncached_headers_are_read_in_the_thread(tmp_path: Path) -> None:
+    """An updating header SEARCH that must test many new messages whose
+    headers are not cached has them read in the thread runner first (the
+    NOOP's reply waits for it), not in the reactor call."""
+    world = world_with_big_inbox(tmp_path)
+    runner = QueuedRunner()
+    world.factory.run_in_thread = runner
+    s = logged_in_prefetch(world)
+    assert s.send("t SEARCH RETURN (UPDATE COUNT) SUBJECT needle") == b""
+    runner.run_all()
+    first = s.read().split(b"\r\n")[:-1]
+    assert first[-1] == b"t OK Search completed."
+    inbox = world.mailbox().folder("INBOX")
+    for n in range(PREFETCH_MIN + 1):
+        inbox.append(b"From: a@example.org\nSubject: needle new %d\n\nbody\n" % n)
+    assert s.send("n NOOP") == b""
+    assert len(runner.jobs) >= 1
+    out = b""
+    for _ in range(10):  # the reads, then the tests one slice per reactor turn
+        runner.run_all()
+        world.clock.advance(0)
+        out += s.read()
+    lines = out.split(b"\r\n")[:-1]
+    count = len(NEEDLES) + PREFETCH_MIN + 1
+    assert lines[-2:] == [b'* ESEARCH (TAG "t") COUNT %d' % count, b"n OK NOOP completed."]
