@@ -22,6 +22,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 
 from pymta.imap import log as imaplog
+from pymta.imap.notify import NotifyHub
 from pymta.imap.protocol import IMAPServer
 from pymta.imap.scan import ScanGate, scan_runner
 from pymta.imap.settings import IMAPSettings
@@ -71,6 +72,8 @@ class IMAPServerFactory(ServerFactory):
         self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
         #: QUOTA (RFC 9208): a pymta.imap.quota_commands.IMAPQuota, or None.
         self.quota: Any = None
+        #: NOTIFY (RFC 5465): sessions of a user hear of mailbox list changes.
+        self.notify_hub = NotifyHub()
 
     def _trusted(self, ip: str) -> bool:
         return self.trusted_networks is not None and self.trusted_networks.contains(ip)
@@ -94,4 +97,5 @@ class IMAPServerFactory(ServerFactory):
         protocol.factory = self
         protocol.userip = self.userip
         protocol.quota = self.quota
+        protocol.notify_hub = self.notify_hub
         return protocol

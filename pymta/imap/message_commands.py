@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, cast
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from pymta.imap import context
 from pymta.imap.fetch import (
     STREAM_MIN,
     FetchItem,
@@ -160,7 +161,7 @@ def _search_return(args: list[Token]) -> tuple[set[str] | None, Partial | None, 
     """RFC 4731 ``RETURN (options)`` at the start of SEARCH: the options
     (``()`` means ALL), or None when absent; RFC 9394's PARTIAL window; and
     the remaining tokens."""
-    returns, rest = parse_return(args, SEARCH_OPTIONS)
+    returns, rest = parse_return(args, SEARCH_OPTIONS | context.CONTEXT_OPTIONS)
     if returns is None:
         return None, None, rest
     return set(returns.options), returns.partial, rest
@@ -180,14 +181,15 @@ def search(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         return
     if criteria.uses_modseq:
         _enable_condstore(s)
-    find(
-        s,
-        tag,
-        uid,
-        args,
-        criteria,
-        lambda found: _search_answer(s, tag, uid, criteria, returns, window, found),
-    )
+    updating = None
+    if returns is not None and returns & context.CONTEXT_OPTIONS:
+        # RFC 5267 CONTEXT=SEARCH (pymta.imap.context).
+        returns, updating = context.start(s, tag, uid, returns, window, args, criteria)
+
+    def answer(found: Found) -> None:
+        _search_answer(s, tag, uid, criteria, returns, window, found, updating)
+
+    find(s, tag, uid, args, criteria, answer)
 
 
 def find(
@@ -438,6 +440,7 @@ def _search_answer(
     returns: set[str] | None,
     window: Partial | None,
     matched: Found,
+    updating: context.SearchContext | None = None,
 ) -> None:
     saving = returns is not None and "SAVE" in returns
     found, found_uids, top_modseq = matched.numbers, matched.uids, matched.top_modseq
@@ -454,6 +457,8 @@ def _search_answer(
         if returns != {"SAVE"}:  # RFC 5182 2.1: SAVE alone sends no ESEARCH
             modseq = _returned_modseq(_view(s), returns, matched) if criteria.uses_modseq else 0
             s.send(_esearch(tag, uid, returns, found, modseq, window))
+        if updating is not None:
+            context.answered(s, updating, found_uids)
     s.ok(tag, b"Search completed.", expunge=uid)
 
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -66,7 +67,7 @@ from pymta.auth.credentials import PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.hangup import hang_up
-from pymta.imap import append, metadata, sort, thread
+from pymta.imap import append, context, metadata, notify, sort, thread
 from pymta.imap import log as imaplog
 from pymta.imap import mailbox_commands as mc
 from pymta.imap import message_commands as msg
@@ -134,6 +135,10 @@ BASE_CAPABILITIES = (
     "SORT=DISPLAY",
     "ESORT",
     "PARTIAL",
+    # pymta.imap.context, pymta.imap.notify
+    "CONTEXT=SEARCH",
+    "CONTEXT=SORT",
+    "NOTIFY",
     "THREAD=REFERENCES",
     "THREAD=ORDEREDSUBJECT",
     # pymta.imap.append
@@ -224,6 +229,16 @@ class IMAPServer(StreamingSession, Protocol):
         self.utf8 = False
         # RFC 5182 SEARCHRES: the UIDs the last SEARCH RETURN (SAVE) found ("$").
         self.saved: list[int] = []
+        # RFC 5267 CONTEXT=SEARCH: the updating searches of the selected mailbox.
+        self.contexts: context.SearchContexts | None = None
+        # Output after a tagged response held while updating searches are
+        # tested off the reactor (see tagged()).
+        self._held: list[bytes] | None = None
+        # RFC 5465 NOTIFY: what the client asked for, and the factory's hub
+        # through which sessions of one user hear of mailbox list changes.
+        self.notifier: notify.Notifier | None = None
+        self.notify_hub: notify.NotifyHub | None = None
+        self._list_command = False
         self.auth_attempts = 0
         self.bad_commands = 0
         self.counters = imaplog.Counters()
@@ -316,6 +331,7 @@ class IMAPServer(StreamingSession, Protocol):
             imaplog.login_disconnected(self.log, self.info, why, self.user, self.method)
         elif self.mailbox is not None:
             imaplog.logout(self.log, self.info, self.user, self._end_reason, self.counters)
+        self.stop_notify()
         self.unselect()
         self.state = LOGOUT
         if self._login_d is not None:
@@ -340,6 +356,9 @@ class IMAPServer(StreamingSession, Protocol):
 
     def close(self) -> None:
         self._closing = True
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._out.extend(held)
         self.reader.clear()
         self.flush()
         if self.transport is not None and not self._lost and self._hangup_timer is None:
@@ -388,6 +407,9 @@ class IMAPServer(StreamingSession, Protocol):
 
     def send(self, data: bytes) -> None:
         """Queue bytes; flush() writes them in one call."""
+        if self._held is not None:
+            self._held.append(data)  # after a tagged response not sent yet
+            return
         self._out.append(data)
 
     def flush(self) -> None:
@@ -429,9 +451,37 @@ class IMAPServer(StreamingSession, Protocol):
         self.close()
 
     def tagged(self, tag: bytes, status: bytes, text: bytes, *, expunge: bool = True) -> None:
-        """Updates of the selected mailbox, then the tagged response."""
+        """Updates of the selected mailbox, then the tagged response. When
+        updating searches (RFC 5267) must test changed messages off the
+        reactor first, the tagged response, and whatever is sent after it,
+        wait for that; so do later commands."""
+        line = tag + b" " + status + b" " + text + b"\r\n"
+        if self._list_command:
+            # CREATE, DELETE, RENAME, (UN)SUBSCRIBE: NOTIFY sessions of the
+            # user compare their snapshots (this one too).
+            self._list_command = False
+            if self.notify_hub is not None:
+                self.notify_hub.poke(self.user)
+        contexts = self.contexts
+        if self._held is None and contexts is not None and contexts.needs_preparing():
+            self._held = [line]
+            contexts.prepare().addCallback(lambda _: self._release(expunge))
+            return
         self.send_updates(expunge)
-        self.send(tag + b" " + status + b" " + text + b"\r\n")
+        self.send(line)
+
+    def _release(self, expunge: bool) -> None:
+        held, self._held = self._held, None
+        if self._lost or held is None:
+            return
+        self.send_updates(expunge)
+        self._out.extend(held)
+        self.flush()
+        if self.contexts is not None and self.contexts.has_news():
+            # Changes heard while the response was held: pushed now if the
+            # client asked for pushes (NOTIFY), else with the next command.
+            self.context_wake()
+        self._process()
 
     def ok(self, tag: bytes, text: bytes, *, expunge: bool = True) -> None:
         self.tagged(tag, b"OK", text, expunge=expunge)
@@ -449,6 +499,8 @@ class IMAPServer(StreamingSession, Protocol):
         self.send(tag + b" BAD " + text + b"\r\n")
 
     def send_updates(self, expunge: bool) -> None:
+        if self.notifier is not None and self.notifier.has_pending():
+            self._out.extend(self.notifier.take())
         view = self.view
         if view is None:
             return
@@ -457,8 +509,20 @@ class IMAPServer(StreamingSession, Protocol):
             self.send(b"* BYE [UIDVALIDITY] Mailbox was renumbered; reconnect.\r\n")
             self.close()
             return
+        contexts = self.contexts
+        if contexts is not None:
+            # RFC 5267 4.4.1: REMOVEFROM numbered before the EXPUNGEs, ADDTO
+            # after the EXISTS that announces the message.
+            self._out.extend(contexts.before_expunges(expunge))
         if view.has_updates():
+            last = view.uids[-1] if view.uids else 0
             self._out.extend(view.updates(expunge, self.qresync, self.condstore))
+            if self.notifier is not None and view.uids and view.uids[-1] > last:
+                # NOTIFY MessageNew with FETCH attributes (RFC 5465 5.2).
+                new = list(view.uids[bisect_right(view.uids, last) :])
+                self._out.extend(self.notifier.new_message_fetches(new))
+        if contexts is not None:
+            self._out.extend(contexts.after_updates())
 
     # input -----------------------------------------------------------------
 
@@ -491,7 +555,9 @@ class IMAPServer(StreamingSession, Protocol):
             return
         self._processing = True
         try:
-            while not (self._busy or self._paused or self._closing or self._lost):
+            while not (
+                self._busy or self._paused or self._closing or self._lost or self._held is not None
+            ):
                 if self._line_handler is not None:
                     line = self.reader.read_line()
                     if line is None:
@@ -579,6 +645,7 @@ class IMAPServer(StreamingSession, Protocol):
             self.bad(tag, b"Error in IMAP command received by server.")
             return
         states, handler = entry
+        self._list_command = name in notify.LIST_COMMANDS
         if self.state not in states:
             if self.state == NOT_AUTHENTICATED:
                 self.bad(tag, b"Error in IMAP command: Not authenticated.")
@@ -716,10 +783,14 @@ class IMAPServer(StreamingSession, Protocol):
         self.saved = []  # RFC 5182 2.1: SELECT and EXAMINE empty "$"
         self.view = view
         self.state = SELECTED
+        view.wake = self._resting_wake()
         if self.watchers is not None:
             self.watchers.acquire(view.folder)
 
     def unselect(self) -> None:
+        if self.contexts is not None:
+            self.contexts.close()  # RFC 5267 4.4: updates end with the selection
+            self.contexts = None
         view, self.view = self.view, None
         if view is not None:
             view.close()
@@ -737,17 +808,112 @@ class IMAPServer(StreamingSession, Protocol):
         if self.view is not None:
             self.view.wake = self._idle_wake
         self._line_handler = self._idle_line
+        if self.contexts is not None and self.contexts.has_news():
+            self._idle_wake()  # updating searches still testing changes off the reactor
 
     def _idle_wake(self) -> None:
         if self._idle_tag is None or self._lost:
             return
-        self.send_updates(True)
+        self._push(True)
+
+    def _push(self, expunge: bool) -> None:
+        """Send the selected mailbox's updates (and NOTIFY's) unsolicited."""
+        contexts = self.contexts
+        if contexts is not None and contexts.needs_preparing():
+            # Updating searches test the changes off the reactor first.
+            contexts.prepare().addCallback(lambda _: self._push_again(expunge))
+            return
+        self.send_updates(expunge)
         self.flush()
+
+    def _push_again(self, expunge: bool) -> None:
+        if self._idle_tag is not None:
+            self._idle_wake()
+        else:
+            self.notify_wake()
+
+    # NOTIFY (RFC 5465) -----------------------------------------------------
+
+    def context_wake(self) -> None:
+        """An updating search heard of a change (after the view did): push
+        its ADDTO / REMOVEFROM too when the client is idling or asked for
+        the selected mailbox's events."""
+        if self._idle_tag is not None:
+            self._idle_wake()
+        elif self.notifier is not None and self.notifier.spec.selected:
+            self.notify_wake()
+
+    def _resting_wake(self) -> Callable[[], None] | None:
+        """The view's wake outside IDLE: NOTIFY's push when the client asked
+        for events of the selected mailbox."""
+        if self.notifier is not None and self.notifier.spec.selected:
+            return self.notify_wake
+        return None
+
+    def start_notify(self, notifier: notify.Notifier) -> None:
+        self.notifier = notifier
+        if self.view is not None and self._idle_tag is None:
+            self.view.wake = self._resting_wake()
+
+    def stop_notify(self) -> None:
+        notifier, self.notifier = self.notifier, None
+        if notifier is not None:
+            notifier.stop()
+        if self.view is not None and self._idle_tag is None:
+            self.view.wake = None
+
+    def _between_commands(self) -> bool:
+        """No command is being answered: unsolicited responses may go out."""
+        if self._idle_tag is not None:
+            return True
+        # A command partly received counts as in progress: an EXPUNGE now
+        # would renumber messages the client may already have named in it.
+        return not (
+            self._processing
+            or self._busy
+            or self._paused
+            or self._held is not None
+            or self._streamer is not None
+            or self._line_handler is not None
+            or self._closing
+            or self._lost
+            or self.state == NOT_AUTHENTICATED
+            or self.reader.in_command()
+        )
+
+    def notify_wake(self) -> None:
+        """Something NOTIFY covers changed: tell the client now if no command
+        is being answered (else the command's tagged response carries it)."""
+        if self._lost or not self._between_commands():
+            return
+        if self._idle_tag is not None:
+            self._idle_wake()
+            return
+        notifier = self.notifier
+        if notifier is None:
+            return
+        spec = notifier.spec
+        if not spec.selected and not notifier.has_pending():
+            return
+        view = self.view
+        if view is not None and not view.invalidated and not notifier.has_pending():
+            # Only the kinds of change the client asked for are pushed; the
+            # rest waits for its next command, as without NOTIFY.
+            appended, expunged, flagged = view.pending()
+            if not (
+                appended
+                or (expunged and not spec.delayed)
+                or (flagged and "FlagChange" in spec.selected)
+                or (self.contexts is not None and self.contexts.has_news())
+            ):
+                return
+        # selected-delayed: expunges wait for a command that may report them.
+        self._push(not spec.delayed)
 
     def _idle_line(self, line: bytes) -> None:
         tag, self._idle_tag = self._idle_tag or b"*", None
         if self.view is not None:
-            self.view.wake = None
+            self.view.wake = self._resting_wake()
         if self._timer is not None and self._timer.active():
             self._timer.reset(self.settings.timeout)
         if line.strip().upper() != b"DONE":
@@ -1000,6 +1166,7 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "GETMETADATA": (AUTH, metadata.getmetadata),
     "SETMETADATA": (AUTH, metadata.setmetadata),
     "IDLE": (AUTH, _idle),
+    "NOTIFY": (AUTH, notify.notify),
     "SELECT": (AUTH, mc.select),
     "EXAMINE": (AUTH, mc.examine),
     "CREATE": (AUTH, mc.create),
@@ -1019,6 +1186,7 @@ COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
     "UNSELECT": (SEL, msg.unselect),
     "EXPUNGE": (SEL, msg.expunge),
     "SEARCH": (SEL, msg.search),
+    "CANCELUPDATE": (SEL, context.cancel_update),
     "SORT": (SEL, sort.sort),
     "THREAD": (SEL, thread.thread),
     "FETCH": (SEL, msg.fetch),

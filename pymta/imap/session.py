@@ -30,6 +30,7 @@ from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
 from pymta.mailstore.interface import IUserMailbox
 from pymta.mailstore.prefetch import ThreadRunner
+from pymta.mailstore.watchers import WatcherPool
 
 
 class IMAPSession(Protocol):
@@ -56,6 +57,17 @@ class IMAPSession(Protocol):
     run_in_thread: ThreadRunner | None
     scan_in_thread: ThreadRunner | None
     scan_gate: ScanGate
+    #: The factory's inotify watchers of folders (None: no watching).
+    watchers: WatcherPool | None
+    #: RFC 5267 updating searches of the selected mailbox
+    #: (imap/context.py's SearchContexts), RFC 5465 NOTIFY's notifier of
+    #: this session and the factory's hub (imap/notify.py's Notifier and
+    #: NotifyHub), each None when unused. Typed Any: those modules take the
+    #: session as an IMAPSession, and naming their classes here would make
+    #: the import cycle this module exists to avoid.
+    contexts: Any
+    notifier: Any
+    notify_hub: Any
 
     @property
     def lost(self) -> bool:
@@ -94,6 +106,20 @@ class IMAPSession(Protocol):
         name: str,
     ) -> None:
         """Finish a command when ``d`` fires; later commands wait meanwhile."""
+
+    def context_wake(self) -> None:
+        """An updating search heard of a change: push it when the client
+        is idling or asked for the selected mailbox's events."""
+
+    def notify_wake(self) -> None:
+        """Something NOTIFY covers changed: tell the client now if no
+        command is being answered."""
+
+    def start_notify(self, notifier: Any) -> None:
+        """NOTIFY SET: the session's events now go through ``notifier``."""
+
+    def stop_notify(self) -> None:
+        """NOTIFY NONE (or a new SET): stop the current notifier."""
 
     def select(self, view: SelectedView) -> None:
         """Make view the selected mailbox (closing the one before)."""

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 
-from pymta.imap import sortcache
+from pymta.imap import context, sortcache
 from pymta.imap.message_commands import Found, find, one_slice_per_turn, search_failed
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.results import (
@@ -53,7 +53,7 @@ from pymta.imap.sortkeys import (
     sent_date,
     sort_header_fields,
 )
-from pymta.mailstore.interface import MailStoreError, MessageInfo
+from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo
 from pymta.mailstore.prefetch import prefetch_headers
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ ESORT_OPTIONS = SEARCH_OPTIONS
 
 
 def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
-    returns, rest = parse_return(args, ESORT_OPTIONS)
+    returns, rest = parse_return(args, ESORT_OPTIONS | context.CONTEXT_OPTIONS)
     if len(rest) < 3:
         raise ParseError("SORT takes sort criteria, a charset and search keys.")
     keys = parse_criteria(rest[0])
@@ -287,9 +287,26 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if criteria.uses_modseq:
         s.condstore = True
     fields = sort_fields([k.name for k in keys])
+    updating = None
+    if returns is not None and returns.options & context.CONTEXT_OPTIONS:
+        # RFC 5267 CONTEXT=SORT (pymta.imap.context).
+        options, updating = context.start(
+            s,
+            tag,
+            uid,
+            set(returns.options),
+            returns.partial,
+            rest[2:],
+            criteria,
+            context.SortOrder(tuple(k.reverse for k in keys), partial(_keys_of, fields)),
+        )
+        returns = ReturnOptions(frozenset(options), returns.partial)
+    kept: list[tuple[int, tuple[Any, ...]]] = []
 
     def order(rows: list[tuple[int, int, tuple[Any, ...]]]) -> bytes:
         sort_rows(rows, keys)
+        if updating is not None:
+            kept.extend((u, k) for _, u, k in rows)
         numbers = [u if uid else msn for msn, u, _ in rows]
         if returns is None:
             return b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n"
@@ -305,6 +322,8 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         if returns is not None and "SAVE" in returns.options:
             s.saved = saved
         s.send(text)
+        if updating is not None:
+            context.sort_answered(s, updating, kept)
         s.ok(tag, b"Sort completed.", expunge=uid)
 
     def sort_found(rows: list[tuple[int, int, tuple[Any, ...]]]) -> Deferred[None] | None:
@@ -319,6 +338,14 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         lambda found: gather(s, tag, "SORT", found, fields, sort_found),
         "SORT",
     )
+
+
+def _keys_of(fields: Sequence[Field], folder: IFolder, u: int) -> tuple[Any, ...]:
+    """One message's sort keys (a message joining an updating SORT)."""
+    info = folder.get(u)
+    needs_header = any(cached for _, _, cached in fields)
+    values = sort_header_fields(folder.header_bytes(u)) if needs_header else {}
+    return tuple(compute(info, values) for _, compute, _ in fields)
 
 
 def _saved(returns: ReturnOptions, uids: list[int]) -> list[int]:

@@ -112,6 +112,11 @@ class SelectedView:
     def has_updates(self) -> bool:
         return bool(self._appended or self._expunged or self._flagged or self.invalidated)
 
+    def pending(self) -> tuple[bool, bool, bool]:
+        """Whether new, expunged and flag-changed messages wait to be told
+        (NOTIFY pushes only the kinds the client asked for)."""
+        return bool(self._appended), bool(self._expunged), bool(self._flagged)
+
     # numbers ---------------------------------------------------------------
 
     @property

@@ -501,6 +501,20 @@ class IWatchedFolder(Interface):
         ``new/``, ``cur/`` and index changes mean refresh()."""
 
 
+class IWatchedMailbox(Interface):
+    """Optional for an :class:`IUserMailbox`: other processes create,
+    delete and rename its folders and change its subscriptions on disk,
+    and the store can say where to watch for that (IMAP NOTIFY's
+    MailboxName and SubscriptionChange, :mod:`pymta.imap.notify`)."""
+
+    def watch_directory() -> str:
+        """The directory whose entries are the folders and the subscriptions."""
+
+    def is_list_entry(entry: str) -> bool:
+        """Whether a change of this entry of watch_directory() may change
+        the folder list or the subscriptions."""
+
+
 class IMailDelivery(Interface):
     """The mail store's delivery API: how delivery agents (virtual, local;
     LMTP and Sieve's ``fileinto``) file one queued message into a folder.

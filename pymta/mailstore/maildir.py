@@ -91,6 +91,7 @@ from pymta.mailstore.interface import (
     IMailStore,
     InvalidFolderName,
     IUserMailbox,
+    IWatchedMailbox,
     NoSuchFolder,
 )
 from pymta.mailstore.maildir_folder import MaildirFolder
@@ -111,7 +112,7 @@ SUBSCRIPTIONS = "subscriptions"
 SETUP_MARKER = "pymta-setup"
 
 
-@implementer(IUserMailbox)
+@implementer(IUserMailbox, IWatchedMailbox)
 class MaildirUserMailbox:
     """A user's Maildir++ root and its folders."""
 
@@ -383,6 +384,15 @@ class MaildirUserMailbox:
     def subscriptions(self) -> list[str]:
         self._ensure_set_up()
         return sorted(self._read_subscriptions())
+
+    def watch_directory(self) -> str:
+        return self.root
+
+    def is_list_entry(self, entry: str) -> bool:
+        # Maildir++ folders are ".Name" directories of the root (a deleted
+        # one is first renamed to "..pymta-deleted-..."); the subscriptions
+        # file is rewritten through a rename into place.
+        return entry.startswith(".") or entry.startswith(SUBSCRIPTIONS)
 
 
 @implementer(IMailStore)

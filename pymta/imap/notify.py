@@ -1,0 +1,709 @@
+"""NOTIFY (RFC 5465): the client says which events it wants, unsolicited.
+
+``NOTIFY SET [STATUS] (filter events) ...`` and ``NOTIFY NONE``. Filters:
+``selected`` and ``selected-delayed`` (the selected mailbox), ``inboxes``
+and ``personal`` (every mailbox of the user: pymta cannot tell which ones
+Sieve delivers into, so ``inboxes`` is ``personal``, as in Dovecot),
+``subscribed``, ``subtree name(s)``, ``mailboxes name(s)``. Events:
+MessageNew (with FETCH attributes for the selected mailbox), MessageExpunge,
+FlagChange, MailboxName, SubscriptionChange, and METADATA's (RFC 5464)
+MailboxMetadataChange and ServerMetadataChange.
+
+What the client then gets, between its commands as well as in IDLE:
+
+- selected mailbox: ``EXISTS``, ``FETCH (FLAGS)`` and, with ``selected``,
+  ``EXPUNGE`` as they happen (``selected-delayed`` keeps expunges for a
+  command that may report them, RFC 3501 7.4.1); MessageNew's attributes
+  as ``* n FETCH (...)`` after the EXISTS;
+- other mailboxes: ``* STATUS name (MESSAGES UIDNEXT UNSEEN)`` after
+  new mail or an expunge, ``(UNSEEN)`` after a flag change (with
+  ``HIGHESTMODSEQ`` once CONDSTORE is on), ``(UIDVALIDITY ...)`` when a
+  mailbox was renumbered; a change is told once however many events made
+  it in one reactor turn;
+- ``* LIST () "/" name`` for a created mailbox, ``(\\NonExistent)`` for a
+  deleted one, ``("OLDNAME" (old))`` after a rename, ``(\\Subscribed)``
+  and ``()`` for subscriptions;
+- ``* METADATA name /entry ...`` (RFC 5464 4.4.2: the names of the
+  entries set, changed or removed; ``""`` for the server's).
+
+``SET STATUS`` first sends the STATUS of every non-selected mailbox the
+message events cover (MESSAGES UIDNEXT UIDVALIDITY UNSEEN, and
+HIGHESTMODSEQ when FlagChange is asked), before the tagged OK.
+
+How: message events come from the folders' listeners, fed by the mail
+store's inotify watchers (:class:`pymta.mailstore.watchers.WatcherPool`),
+which every watched folder acquires as a selected one does; nothing is
+polled. Mailbox names, subscriptions and metadata entries are compared
+with a snapshot when a session of the user in this process changed them
+(:class:`NotifyHub`)
+and when the mailbox root changes on disk (inotify through the same pool,
+for a store that provides
+:class:`~pymta.mailstore.interface.IWatchedMailbox`: other pymta
+processes, a Dovecot beside it); a rename is recognised as one folder (and
+its children) gone and one come in the same comparison.
+
+Refusals (RFC 5465 5, 8): AnnotationChange (RFC 5257 per-message
+annotations, which pymta does not have) ``NO [BADEVENT (events pymta
+supports)]``; more than :data:`MAX_NAMES` names in one
+filter or more than :data:`MAX_FOLDERS` mailboxes to watch ``NO
+[NOTIFICATIONOVERFLOW]``; syntax and the rules for the selected filter
+(MessageNew and MessageExpunge together, FlagChange only with them, no
+mailbox events) BAD.
+
+Untrusted input: the command's arguments. Reads the index (STATUS) and
+the folder list; writes nothing; logs when inotify cannot watch a root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from pymta.imap import metadata
+from pymta.imap.fetch import FetchItem, MessageData, parse_items, render, sets_seen
+from pymta.imap.mailbox_commands import mailbox_arg
+from pymta.imap.objectid import mailbox_id
+from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.wire import mailbox_out
+from pymta.mailstore.interface import (
+    FolderChange,
+    IFolder,
+    IWatchedMailbox,
+    MailStoreError,
+    NoSuchFolder,
+)
+
+if TYPE_CHECKING:
+    from pymta.imap.session import IMAPSession
+
+#: RFC 5465 5 events, in the RFC's order.
+EVENTS = (
+    "MessageNew",
+    "MessageExpunge",
+    "FlagChange",
+    "AnnotationChange",
+    "MailboxName",
+    "SubscriptionChange",
+    "MailboxMetadataChange",
+    "ServerMetadataChange",
+)
+SUPPORTED = (
+    "MessageNew",
+    "MessageExpunge",
+    "FlagChange",
+    "MailboxName",
+    "SubscriptionChange",
+    "MailboxMetadataChange",
+    "ServerMetadataChange",
+)
+METADATA_EVENTS = frozenset({"MailboxMetadataChange", "ServerMetadataChange"})
+MESSAGE_EVENTS = frozenset({"MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange"})
+MAILBOX_EVENTS = frozenset({"MailboxName", "SubscriptionChange", "MailboxMetadataChange"})
+
+#: Names one filter may list (Dovecot's limit per namespace).
+MAX_NAMES = 100
+
+#: Mailboxes one session may watch for message events (each costs three
+#: inotify watches, shared by the sessions that watch the same folder).
+MAX_FOLDERS = 1000
+
+#: Seconds to wait after a change of the mailbox root before comparing.
+ROOT_DELAY = 0.05
+
+# IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
+_ROOT_MASK = 0x00000100 | 0x00000200 | 0x00000080 | 0x00000040
+
+_log = Logger(namespace="pymta.imap")
+
+_BY_UPPER = {e.upper(): e for e in EVENTS}
+_OTHER_FILTERS = ("INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES")
+
+
+class BadEvent(Exception):
+    """An event pymta does not support (NO [BADEVENT ...])."""
+
+
+class Overflow(Exception):
+    """More than pymta watches for one session (NO [NOTIFICATIONOVERFLOW])."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One ``(filter events)`` group for mailboxes other than the selected one."""
+
+    kind: str  # PERSONAL (also INBOXES), SUBSCRIBED, SUBTREE, MAILBOXES
+    names: tuple[str, ...]
+    events: frozenset[str]
+
+    def covers(self, name: str, subscribed: Callable[[str], bool]) -> bool:
+        if self.kind == "PERSONAL":
+            return True
+        if self.kind == "SUBSCRIBED":
+            return subscribed(name)
+        if self.kind == "SUBTREE":
+            return any(name == n or name.startswith(n + "/") for n in self.names)
+        return name in self.names
+
+
+@dataclass
+class NotifySpec:
+    """What NOTIFY SET asked for."""
+
+    status: bool = False
+    groups: list[Group] = field(default_factory=list)
+    #: Events of the selected mailbox (empty: none pushed).
+    selected: frozenset[str] = frozenset()
+    #: ``selected-delayed``: expunges wait for a command that may report them.
+    delayed: bool = False
+    #: MessageNew's FETCH attributes for the selected mailbox.
+    fetch_items: list[FetchItem] | None = None
+
+    def events_for(self, name: str, subscribed: Callable[[str], bool]) -> frozenset[str]:
+        out: set[str] = set()
+        for group in self.groups:
+            if group.covers(name, subscribed):
+                out |= group.events
+        return frozenset(out)
+
+    def used(self) -> frozenset[str]:
+        out = set(self.selected)
+        for group in self.groups:
+            out |= group.events
+        return frozenset(out)
+
+
+def parse_notify(args: list[Token], utf8: bool) -> NotifySpec | None:
+    """The arguments of NOTIFY: a spec, or None for ``NOTIFY NONE``.
+    ParseError (BAD), BadEvent, Overflow."""
+    if not args or not isinstance(args[0], Atom):
+        raise ParseError("NOTIFY takes SET or NONE.")
+    word = args[0].upper()
+    if word == "NONE":
+        if len(args) != 1:
+            raise ParseError("NOTIFY NONE takes no arguments.")
+        return None
+    if word != "SET":
+        raise ParseError("NOTIFY takes SET or NONE.")
+    spec = NotifySpec()
+    rest = args[1:]
+    if rest and isinstance(rest[0], Atom) and rest[0].upper() == "STATUS":
+        spec.status = True
+        rest = rest[1:]
+    if not rest:
+        raise ParseError("NOTIFY SET needs event groups.")
+    selected_seen = False
+    for group in rest:
+        if not isinstance(group, list) or not group or not isinstance(group[0], Atom):
+            raise ParseError("Expected an event group: (filter events).")
+        kind = group[0].upper()
+        if kind in ("SELECTED", "SELECTED-DELAYED"):
+            if selected_seen:
+                raise ParseError("Duplicate selected filter.")
+            selected_seen = True
+            if len(group) != 2:
+                raise ParseError("The selected filter takes events only.")
+            spec.delayed = kind == "SELECTED-DELAYED"
+            spec.selected, spec.fetch_items = _selected_events(group[1])
+            continue
+        if kind not in _OTHER_FILTERS:
+            raise ParseError("Unknown NOTIFY filter.")
+        names: tuple[str, ...] = ()
+        body = group[1:]
+        if kind in ("SUBTREE", "MAILBOXES"):
+            if len(body) != 2:
+                raise ParseError(f"{kind.lower()} takes mailbox names and events.")
+            raw = body[0] if isinstance(body[0], list) else [body[0]]
+            if not raw:
+                raise ParseError("Expected mailbox names.")
+            if len(raw) > MAX_NAMES:
+                raise Overflow("Too many mailbox names")
+            names = tuple(dict.fromkeys(mailbox_arg(t, utf8) for t in raw))
+            body = body[1:]
+        if len(body) != 1:
+            raise ParseError("Expected the events of the filter.")
+        events = _events(body[0])
+        if not events:
+            continue  # NONE: the default
+        if kind == "INBOXES":
+            kind = "PERSONAL"
+        spec.groups.append(Group(kind, names, frozenset(events)))
+    unsupported = [e for e in EVENTS if e in spec.used() and e not in SUPPORTED]
+    if unsupported:
+        raise BadEvent(" ".join(unsupported))
+    return spec
+
+
+def _event_name(token: Token) -> str:
+    if not isinstance(token, Atom) or token.upper() not in _BY_UPPER:
+        raise ParseError("Unknown NOTIFY event.")
+    return _BY_UPPER[token.upper()]
+
+
+def _events(token: Token) -> list[str]:
+    if isinstance(token, Atom) and token.upper() == "NONE":
+        return []
+    if not isinstance(token, list) or not token:
+        raise ParseError("Expected a list of events or NONE.")
+    out: list[str] = []
+    for t in token:
+        if isinstance(t, list):
+            raise ParseError("FETCH attributes are for the selected mailbox only.")
+        out.append(_event_name(t))
+    return out
+
+
+def _selected_events(token: Token) -> tuple[frozenset[str], list[FetchItem] | None]:
+    if isinstance(token, Atom) and token.upper() == "NONE":
+        return frozenset(), None
+    if not isinstance(token, list) or not token:
+        raise ParseError("Expected a list of events or NONE.")
+    events: set[str] = set()
+    items: list[FetchItem] | None = None
+    i = 0
+    while i < len(token):
+        name = _event_name(token[i])
+        events.add(name)
+        if name == "MessageNew" and i + 1 < len(token) and isinstance(token[i + 1], list):
+            items = parse_items([token[i + 1]])
+            if sets_seen(items):
+                # An unsolicited FETCH must not change the message.
+                raise ParseError("MessageNew attributes must not set \\Seen (use BODY.PEEK).")
+            i += 1
+        i += 1
+    new_or_gone = events & {"MessageNew", "MessageExpunge"}
+    if new_or_gone and len(new_or_gone) != 2:
+        raise ParseError("MessageNew and MessageExpunge must be together (RFC 5465 5).")
+    if events & {"FlagChange", "AnnotationChange"} and not new_or_gone:
+        raise ParseError("FlagChange needs MessageNew and MessageExpunge (RFC 5465 5).")
+    if events & (MAILBOX_EVENTS | {"ServerMetadataChange"}):
+        raise ParseError("Mailbox events cannot be asked for the selected mailbox.")
+    return frozenset(events), items
+
+
+class NotifyHub:
+    """The sessions of each user in this process that asked for mailbox
+    events: a session that created, deleted or renamed a mailbox or
+    changed a subscription pokes the others (and itself)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, list[Callable[[], None]]] = {}
+
+    def join(self, user: str, poke: Callable[[], None]) -> None:
+        self._sessions.setdefault(user, []).append(poke)
+
+    def leave(self, user: str, poke: Callable[[], None]) -> None:
+        pokes = self._sessions.get(user)
+        if pokes is not None and poke in pokes:
+            pokes.remove(poke)
+            if not pokes:
+                del self._sessions[user]
+
+    def poke(self, user: str) -> None:
+        for poke in list(self._sessions.get(user, ())):
+            try:
+                poke()
+            except Exception:
+                # One session's trouble must not fail the command of the
+                # session that made the change.
+                _log.failure("imap({user}): NOTIFY mailbox list check failed", user=user)
+
+
+#: Commands after which the user's mailbox list or subscriptions may differ.
+LIST_COMMANDS = frozenset({"CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "SETMETADATA"})
+
+
+class Notifier:
+    """One session's NOTIFY: the folders it watches and what waits to be sent."""
+
+    def __init__(self, server: IMAPSession, spec: NotifySpec) -> None:
+        self.server = server
+        self.spec = spec
+        assert server.mailbox is not None
+        self.mailbox = server.mailbox
+        self._watched: dict[str, tuple[IFolder, Callable[[FolderChange], None]]] = {}
+        self._pending: dict[str, set[str]] = {}  # folder name -> change kinds
+        self._lines: list[bytes] = []  # LIST responses waiting
+        self._names: set[str] = set()
+        self._subscribed: set[str] = set()
+        self._flushing: Any = None
+        self._hub: NotifyHub | None = None
+        self._root_watch: Any = None  # inotify on the mailbox root
+        self._list_check: Any = None
+        # METADATA (RFC 5464) entries as last seen: mailbox key -> entry -> hash
+        # of the value; None when no metadata event was asked for.
+        self._metadata: dict[str, dict[str, int]] | None = None
+
+    # life ----------------------------------------------------------------
+
+    def start(self, hub: NotifyHub | None) -> None:
+        """Take the snapshots and watch the folders; Overflow when too many."""
+        self._names = {f.name for f in self.mailbox.list_folders()}
+        self._subscribed = set(self.mailbox.subscriptions())
+        self._rewatch()
+        if self.spec.used() & METADATA_EVENTS:
+            self._metadata = self._metadata_now()
+        if self._wants_list_events():
+            if hub is not None:
+                self._hub = hub
+                hub.join(self.server.user, self.list_changed)
+            self._watch_root()
+
+    def _watch_root(self) -> None:
+        """Other processes (pymta's other reactors, a Dovecot beside it)
+        create, delete and rename folders too: watch the mailbox root with
+        the pool's shared inotify when the store says where."""
+        watchers = self.server.watchers
+        if watchers is None or not IWatchedMailbox.providedBy(self.mailbox):
+            return
+        mailbox = IWatchedMailbox(self.mailbox)
+        try:
+            view = watchers.notifier.view()
+            view.watch(
+                FilePath(mailbox.watch_directory()), mask=_ROOT_MASK, callbacks=[self._root_event]
+            )
+        except Exception as e:
+            _log.info(
+                "imap({user}): no inotify for NOTIFY's mailbox list ({error}); "
+                "only this process's changes are told",
+                user=self.server.user,
+                error=e,
+            )
+            return
+        self._root_watch = view
+
+    def _root_event(self, _watch: object, path: FilePath[Any], _mask: int) -> None:
+        mailbox = IWatchedMailbox(self.mailbox)
+        entry = os.fsdecode(path.basename())
+        if not mailbox.is_list_entry(entry) and not entry.startswith(metadata.FILENAME):
+            return
+        if self._list_check is None or not self._list_check.active():
+            # A RENAME or DELETE is several events: compare once they are in.
+            self._list_check = self.server.clock.callLater(ROOT_DELAY, self._checked)
+
+    def _checked(self) -> None:
+        self._list_check = None
+        if self.server.notifier is self:
+            try:
+                self.list_changed()
+            except (MailStoreError, OSError) as e:
+                _log.info(
+                    "imap({user}): NOTIFY list check: {error}", user=self.server.user, error=e
+                )
+
+    def stop(self) -> None:
+        for name in list(self._watched):
+            self._unwatch(name)
+        if self._hub is not None:
+            self._hub.leave(self.server.user, self.list_changed)
+            self._hub = None
+        if self._root_watch is not None:
+            self._root_watch.loseConnection()
+            self._root_watch = None
+        if self._list_check is not None and self._list_check.active():
+            self._list_check.cancel()
+        self._list_check = None
+        if self._flushing is not None and self._flushing.active():
+            self._flushing.cancel()
+        self._flushing = None
+
+    def _wants_list_events(self) -> bool:
+        return bool(self.spec.used() & (MAILBOX_EVENTS | METADATA_EVENTS)) or any(
+            g.kind in ("PERSONAL", "SUBTREE", "SUBSCRIBED") for g in self.spec.groups
+        )
+
+    def _is_subscribed(self, name: str) -> bool:
+        return name in self._subscribed
+
+    def _message_events(self, name: str) -> frozenset[str]:
+        return self.spec.events_for(name, self._is_subscribed) & MESSAGE_EVENTS
+
+    def _rewatch(self) -> None:
+        """Watch exactly the existing folders some group wants message events of."""
+        wanted = {n for n in self._names if self._message_events(n)}
+        if len(wanted) > MAX_FOLDERS:
+            raise Overflow("Too many mailboxes to watch")
+        for name in list(self._watched):
+            if name not in wanted:
+                self._unwatch(name)
+        for name in sorted(wanted - set(self._watched)):
+            try:
+                folder = self.mailbox.folder(name)
+            except (NoSuchFolder, MailStoreError):
+                continue
+
+            def heard(change: FolderChange, name: str = name) -> None:
+                self._heard(name, change)
+
+            folder.add_listener(heard)
+            if self.server.watchers is not None:
+                self.server.watchers.acquire(folder)
+            self._watched[name] = (folder, heard)
+
+    def _unwatch(self, name: str) -> None:
+        folder, heard = self._watched.pop(name)
+        folder.remove_listener(heard)
+        if self.server.watchers is not None:
+            self.server.watchers.release(folder)
+
+    # events --------------------------------------------------------------
+
+    def _selected_name(self) -> str | None:
+        view = self.server.view
+        return view.folder.name if view is not None else None
+
+    def _heard(self, name: str, change: FolderChange) -> None:
+        if name == self._selected_name():
+            return  # the selected mailbox is the selected filter's
+        events = self._message_events(name)
+        wanted = {
+            "append": "MessageNew",
+            "expunge": "MessageExpunge",
+            "flags": "FlagChange",
+        }.get(change.kind)
+        if change.kind == "uidvalidity":
+            if not events:
+                return
+        elif wanted is None or wanted not in events:
+            return
+        self._pending.setdefault(name, set()).add(change.kind)
+        self._soon()
+
+    def list_changed(self) -> None:
+        """Compare the folder list and the subscriptions with the snapshot."""
+        names = {f.name for f in self.mailbox.list_folders()}
+        subscribed = set(self.mailbox.subscriptions())
+        utf8 = self.server.utf8_names
+        either = subscribed | self._subscribed  # a subscribed filter covers both
+        gone, new = self._names - names, names - self._names
+        renamed = _renames(gone, new)
+        for old, now in sorted(renamed.items()):
+            if self._wants(now, "MailboxName", either) or self._wants(old, "MailboxName", either):
+                self._lines.append(
+                    b'* LIST () "/" '
+                    + mailbox_out(now, utf8)
+                    + b' ("OLDNAME" ('
+                    + mailbox_out(old, utf8)
+                    + b"))\r\n"
+                )
+        for name in sorted(new - set(renamed.values())):
+            if self._wants(name, "MailboxName", either):
+                self._lines.append(b'* LIST () "/" ' + mailbox_out(name, utf8) + b"\r\n")
+        for name in sorted(gone - set(renamed)):
+            if self._wants(name, "MailboxName", either):
+                line = b'* LIST (\\NonExistent) "/" ' + mailbox_out(name, utf8) + b"\r\n"
+                self._lines.append(line)
+        for name in sorted(subscribed ^ self._subscribed):
+            if self._wants(name, "SubscriptionChange", either):
+                attrs = b"(\\Subscribed)" if name in subscribed else b"()"
+                line = b"* LIST " + attrs + b' "/" ' + mailbox_out(name, utf8) + b"\r\n"
+                self._lines.append(line)
+        self._names, self._subscribed = names, subscribed
+        try:
+            self._rewatch()
+        except Overflow:
+            self._overflow()
+        if self._metadata is not None:
+            self._metadata_changed(either)
+        if self._lines:
+            self._soon()
+
+    def _metadata_now(self) -> dict[str, dict[str, int]]:
+        held = metadata.user_metadata(self.server)
+        return {
+            key: {name: hash(value) for name, value in values.items()}
+            for key, values in held.entries.items()
+        }
+
+    def _metadata_changed(self, subscribed: set[str]) -> None:
+        """``* METADATA name entries`` (RFC 5464 4.4.2, names only) for the
+        entries set, changed or removed since the last look."""
+        assert self._metadata is not None
+        now = self._metadata_now()
+        before, self._metadata = self._metadata, now
+        changed: dict[str, list[str]] = {}
+        for key in set(before) | set(now):
+            old, new = before.get(key, {}), now.get(key, {})
+            names = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+            if names:
+                changed[key] = names
+        if not changed:
+            return
+        utf8 = self.server.utf8_names
+        if metadata.SERVER in changed and "ServerMetadataChange" in self.spec.used():
+            self._lines.append(_metadata_line(b'""', changed.pop(metadata.SERVER)))
+        changed.pop(metadata.SERVER, None)
+        if not changed:
+            return
+        for name in sorted(self._names):
+            if not self._wants(name, "MailboxMetadataChange", subscribed):
+                continue
+            try:
+                key = mailbox_id(self.mailbox.folder(name).uidvalidity)
+            except MailStoreError:
+                continue
+            if key in changed:
+                self._lines.append(_metadata_line(mailbox_out(name, utf8), changed[key]))
+
+    def _overflow(self) -> None:
+        """More mailboxes than can be watched (RFC 5465 5.8): say so and
+        stop notifying; the client may ask again with fewer."""
+        for name in list(self._watched):
+            self._unwatch(name)
+        self._pending.clear()
+        self.spec = NotifySpec()
+        self._lines.append(b"* OK [NOTIFICATIONOVERFLOW] Too many mailboxes to watch\r\n")
+
+    def _wants(self, name: str, event: str, subscribed: set[str]) -> bool:
+        return event in self.spec.events_for(name, subscribed.__contains__)
+
+    def _soon(self) -> None:
+        """Send what is pending once this reactor turn's events are in."""
+        if self._flushing is None or not self._flushing.active():
+            self._flushing = self.server.clock.callLater(0, self.server.notify_wake)
+
+    # responses -----------------------------------------------------------
+
+    def status_items(self, kinds: set[str]) -> list[str]:
+        items: list[str] = []
+        if "uidvalidity" in kinds:
+            items += ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
+        elif kinds & {"append", "expunge"}:
+            items += ["MESSAGES", "UIDNEXT", "UNSEEN"]
+        else:
+            items.append("UNSEEN")
+        if self.server.condstore:
+            items.append("HIGHESTMODSEQ")
+        return items
+
+    def take(self) -> list[bytes]:
+        """The responses waiting: LIST lines, then STATUS of changed folders."""
+        out, self._lines = self._lines, []
+        pending, self._pending = self._pending, {}
+        for name, kinds in sorted(pending.items()):
+            entry = self._watched.get(name)
+            if entry is None or name == self._selected_name():
+                continue
+            line = status_line(entry[0], self.status_items(kinds), self.server.utf8_names)
+            if line is not None:
+                out.append(line)
+        return out
+
+    def has_pending(self) -> bool:
+        return bool(self._lines or self._pending)
+
+    def initial_status(self) -> list[bytes]:
+        """SET STATUS: the STATUS of each watched non-selected mailbox."""
+        items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
+        if "FlagChange" in self.spec.used():
+            items.append("HIGHESTMODSEQ")
+        out: list[bytes] = []
+        selected = self._selected_name()
+        for name, (folder, _) in sorted(self._watched.items()):
+            if name == selected:
+                continue
+            line = status_line(folder, items, self.server.utf8_names)
+            if line is not None:
+                out.append(line)
+        return out
+
+    def new_message_fetches(self, uids: list[int]) -> list[bytes]:
+        """MessageNew's FETCH attributes for new messages of the selected mailbox."""
+        items = self.spec.fetch_items
+        view = self.server.view
+        if not items or view is None or "MessageNew" not in self.spec.selected:
+            return []
+        out: list[bytes] = []
+        for u in uids:
+            n = view.msn(u)
+            if n is None:
+                continue
+            try:
+                info = view.folder.get(u)
+                pieces = render(
+                    MessageData(view.folder, info),
+                    items,
+                    view.flags_of(info),
+                    self.server.condstore,
+                )
+            except MailStoreError:
+                continue
+            except Exception:  # an unknown transfer encoding: no FETCH for it
+                continue
+            body = b"".join(p for p in pieces if isinstance(p, bytes))
+            out.append(b"* %d FETCH " % n + body + b"\r\n")
+        return out
+
+
+def _metadata_line(mailbox: bytes, entries: list[str]) -> bytes:
+    return b"* METADATA " + mailbox + b" " + " ".join(entries).encode("ascii") + b"\r\n"
+
+
+def status_line(folder: IFolder, items: list[str], utf8: bool) -> bytes | None:
+    """``* STATUS name (...)`` from the index, or None when the folder is gone."""
+    try:
+        if folder.changed_on_disk():
+            folder.refresh()
+        st = folder.status()
+    except MailStoreError:
+        return None
+    values = {
+        "MESSAGES": st.messages,
+        "UIDNEXT": st.uidnext,
+        "UIDVALIDITY": st.uidvalidity,
+        "UNSEEN": st.unseen,
+        "HIGHESTMODSEQ": st.highest_modseq,
+    }
+    body = b" ".join(b"%s %d" % (i.encode("ascii"), values[i]) for i in items)
+    return b"* STATUS " + mailbox_out(folder.name, utf8) + b" (" + body + b")\r\n"
+
+
+def _renames(gone: set[str], new: set[str]) -> dict[str, str]:
+    """Old name -> new name for what looks like one RENAME (with its
+    children): the shortest name gone and the shortest new one, when every
+    other change is a child of the one moved to the other."""
+    if not gone or len(gone) != len(new):
+        return {}
+    old_top = min(gone, key=len)
+    new_top = min(new, key=len)
+    out = {old_top: new_top}
+    for name in gone - {old_top}:
+        if not name.startswith(old_top + "/"):
+            return {}
+        moved = new_top + name[len(old_top) :]
+        if moved not in new:
+            return {}
+        out[name] = moved
+    return out
+
+
+def notify(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
+    """The NOTIFY command."""
+    try:
+        spec = parse_notify(args, s.utf8_names)
+    except BadEvent:
+        s.no(tag, b"[BADEVENT (" + " ".join(SUPPORTED).encode() + b")] Unsupported NOTIFY events.")
+        return
+    except Overflow as e:
+        s.no(tag, b"[NOTIFICATIONOVERFLOW] " + str(e).encode())
+        return
+    s.stop_notify()
+    if spec is None:
+        s.ok(tag, b"NOTIFY completed.")
+        return
+    notifier = Notifier(s, spec)
+    try:
+        notifier.start(s.notify_hub)
+    except Overflow as e:
+        notifier.stop()
+        s.no(tag, b"[NOTIFICATIONOVERFLOW] " + str(e).encode())
+        return
+    s.start_notify(notifier)
+    if spec.status:
+        for line in notifier.initial_status():
+            s.send(line)
+    s.ok(tag, b"NOTIFY completed.")
