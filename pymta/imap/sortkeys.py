@@ -14,6 +14,12 @@ it has none (RFC 5957). Strings compare after upper-casing (the
 ``i;ascii-casemap`` of RFC 5256, which Dovecot's titlecase map extends
 to Unicode).
 
+All of a message's header keys are computed together
+(:func:`header_keys`, one tuple indexed by :data:`DATE` ... :data:`REFERENCES`):
+the header fields are split once, and a client that sorts by date,
+then by sender, then threads, has every key after the first command
+(:mod:`pymta.imap.sortcache` keeps them).
+
 Untrusted input: header values from anyone's mail. Nothing here raises
 on malformed values (they compare as empty strings). Pure functions.
 """
@@ -200,3 +206,44 @@ def display_name(values: list[str] | None) -> str:
     if not text and address.endswith("@"):
         address = address[:-1]
     return (text or header_text(address)).upper()
+
+
+#: References kept per message: a longer list keeps its last ids (the
+#: closest ancestors), bounding the work one message can cause.
+MAX_REFERENCES = 1000
+
+#: Positions in the tuple of :func:`header_keys`.
+DATE, SUBJECT, IS_REPLY, FROM, TO, CC, DISPLAYFROM, DISPLAYTO, MESSAGE_ID, REFERENCES = range(10)
+
+#: A message's header keys: (sent date, base subject, whether the subject
+#: was a reply or forward, FROM, TO, CC, DISPLAYFROM, DISPLAYTO, its
+#: Message-ID or None, the ids it refers to).
+HeaderKeys = tuple[int, str, bool, str, str, str, str, str, "str | None", tuple[str, ...]]
+
+
+def header_keys(values: dict[str, list[str]], internal_date: float) -> HeaderKeys:
+    """Every key SORT and THREAD compare that comes from the header
+    (``values`` as :func:`sort_header_fields` gives them); the sent date
+    falls back on ``internal_date``. The references are those of
+    References, else the first id of In-Reply-To (RFC 5256 4 step 1)."""
+    dates = values.get("date")
+    subjects = values.get("subject")
+    subject, is_reply = base_subject(subjects[0]) if subjects else ("", False)
+    ids = values.get("message-id")
+    own = message_ids(ids[0]) if ids else []
+    refs = message_ids(" ".join(values.get("references", ())))
+    if not refs:
+        refs = message_ids(" ".join(values.get("in-reply-to", ())))[:1]
+    senders, recipients = values.get("from"), values.get("to")
+    return (
+        sent_date(dates[0] if dates else None, internal_date),
+        subject,
+        is_reply,
+        address_mailbox(senders),
+        address_mailbox(recipients),
+        address_mailbox(values.get("cc")),
+        display_name(senders),
+        display_name(recipients),
+        own[0] if own else None,
+        tuple(refs[-MAX_REFERENCES:]),
+    )

@@ -2,8 +2,8 @@
 
 ``THREAD algorithm charset search-keys`` finds the messages as SEARCH does
 and reads their Message-ID, References, In-Reply-To, Subject and Date
-(:func:`pymta.imap.sort.gather`: header cache filled in a thread, slices
-per reactor turn), then builds the threads:
+(:func:`pymta.imap.sort.fill_keys`: kept keys, or the header cache filled
+in a thread and keys computed a slice at a time), then builds the threads:
 
 - ORDEREDSUBJECT: messages grouped by base subject; in each group the
   earliest (sent date, then sequence number) is the parent of all others;
@@ -19,7 +19,8 @@ per reactor turn), then builds the threads:
 
 The threads of more than a slice of messages are built in a worker
 thread (:func:`pymta.imap.sort.off_reactor`): the data is the session's
-own copy. Answer: ``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads
+own copy. The answer is kept (:mod:`pymta.imap.sortcache`) for the same
+messages threaded and numbered the same again. Answer: ``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads
 uses an explicit stack: References chains thousands deep (anyone's mail)
 cannot exhaust Python's recursion limit.
 
@@ -33,14 +34,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pymta.imap.message_commands import Found, find
+from pymta.imap.message_commands import find
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.search import BadCharset, parse_search
-from pymta.imap.sort import check_charset, gather, off_reactor
-from pymta.imap.sortkeys import base_subject, message_ids, sent_date
-from pymta.mailstore.interface import MessageInfo
+from pymta.imap.sort import Keyed, check_charset, fill_keys, off_reactor
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -48,10 +47,6 @@ if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
 
 ALGORITHMS = ("REFERENCES", "ORDEREDSUBJECT")
-
-#: References read per message: a longer list keeps its last ids (the
-#: closest ancestors), bounding the work one message can cause.
-MAX_REFERENCES = 1000
 
 
 @dataclass(slots=True)
@@ -66,33 +61,14 @@ class ThreadMessage:
     references: Sequence[str] = field(default_factory=list)
 
 
-def read_message(number: int, info: MessageInfo, values: dict[str, list[str]]) -> ThreadMessage:
-    """The threading data of one message from its header fields."""
-    dates = values.get("date")
-    subjects = values.get("subject")
-    subject, is_reply = base_subject(subjects[0]) if subjects else ("", False)
-    msg = ThreadMessage(
-        number, sent_date(dates[0] if dates else None, info.internal_date), subject, is_reply
-    )
-    ids = values.get("message-id")
-    if ids:
-        found = message_ids(ids[0])
-        msg.message_id = found[0] if found else None
-    refs = message_ids(" ".join(values.get("references", ())))
-    if not refs:
-        in_reply_to = message_ids(" ".join(values.get("in-reply-to", ())))
-        refs = in_reply_to[:1]
-    msg.references = refs[-MAX_REFERENCES:]
-    return msg
-
-
-def thread_key(info: MessageInfo, values: dict[str, list[str]]) -> tuple[Any, ...]:
-    """What threading needs of a message, as kept by pymta.imap.sortcache
-    (a tuple: a ThreadMessage is made per THREAD, numbered then)."""
-    m = read_message(0, info, values)
-    # A tuple of strings, not a list: the garbage collector stops tracking
-    # it, and 100,000 kept keys do not lengthen every collection.
-    return (m.date, m.subject, m.is_reply, m.message_id, tuple(m.references))
+def thread_messages(keyed: Keyed) -> list[ThreadMessage]:
+    """The threading data of the found messages, from their kept keys."""
+    return [
+        ThreadMessage(number, date, subject, is_reply, message_id, refs)
+        for number, (date, subject, is_reply, *_, message_id, refs) in zip(
+            keyed.numbers, keyed.header_keys(), strict=True
+        )
+    ]
 
 
 # ORDEREDSUBJECT ---------------------------------------------------------
@@ -374,26 +350,38 @@ def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     if criteria.uses_modseq:
         s.condstore = True
 
-    def build(rows: list[tuple[int, int, tuple[Any, ...]]]) -> bytes:
-        messages = []
-        for msn, u, (kept,) in rows:
-            date, subject, is_reply, message_id, refs = kept
-            number = u if uid else msn
-            messages.append(ThreadMessage(number, date, subject, is_reply, message_id, refs))
+    result_key = ("THREAD", algorithm)
+
+    def build(keyed: Keyed) -> bytes:
+        messages = thread_messages(keyed)
         if algorithm == "ORDEREDSUBJECT":
             text = format_ordered_subject(ordered_subject(messages))
         else:
             text = format_threads(references(messages))
         return b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n"
 
-    def answer(text: bytes) -> None:
-        s.send(text)
-        s.ok(tag, b"Thread completed.", expunge=uid)
+    def threaded(keyed: Keyed) -> Deferred[None] | None:
+        kept = keyed.kept
 
-    def threaded(rows: list[tuple[int, int, tuple[Any, ...]]]) -> Deferred[None] | None:
-        return off_reactor(s, tag, "THREAD", len(rows), partial(build, rows), answer)
+        def answer(text: bytes) -> None:
+            # Kept for the same messages numbered the same (a client
+            # threading its unchanged folder again).
+            kept.keep_result(result_key, keyed.uids, keyed.numbers, text)
+            s.send(text)
+            s.ok(tag, b"Thread completed.", expunge=uid)
 
-    def threads(found: Found) -> Deferred[None] | None:
-        return gather(s, tag, "THREAD", found, [("THREAD", thread_key, True)], threaded)
+        text = kept.result(result_key, keyed.uids, keyed.numbers)
+        if text is not None:
+            answer(text)
+            return None
+        return off_reactor(s, tag, "THREAD", len(keyed.uids), partial(build, keyed), answer)
 
-    find(s, tag, uid, args[2:], criteria, threads, "THREAD")
+    find(
+        s,
+        tag,
+        uid,
+        args[2:],
+        criteria,
+        lambda found: fill_keys(s, tag, "THREAD", found, True, threaded),
+        "THREAD",
+    )
