@@ -20,9 +20,10 @@ in a thread and keys computed a slice at a time), then builds the threads:
 The threads of more than a slice of messages are built in a worker
 thread (:func:`pymta.imap.sort.off_reactor`): the data is the session's
 own copy. The answer is kept (:mod:`pymta.imap.sortcache`) for the same
-messages threaded and numbered the same again. Answer: ``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads
-uses an explicit stack: References chains thousands deep (anyone's mail)
-cannot exhaust Python's recursion limit.
+messages threaded and numbered the same again. Answer:
+``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads uses an
+explicit stack: References chains thousands deep (anyone's mail) cannot
+exhaust Python's recursion limit.
 
 Untrusted input: the arguments (BAD; ``NO [BADCHARSET]``) and the header
 fields of the messages. Reads the header cache and index; writes and logs
@@ -40,6 +41,7 @@ from pymta.imap.message_commands import find
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.search import BadCharset, parse_search
 from pymta.imap.sort import Keyed, check_charset, fill_keys, off_reactor
+from pymta.imap.sortkeys import DATE, SUBJECT
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -74,32 +76,40 @@ def thread_messages(keyed: Keyed) -> list[ThreadMessage]:
 # ORDEREDSUBJECT ---------------------------------------------------------
 
 
-def ordered_subject(
-    messages: list[ThreadMessage],
-) -> list[tuple[ThreadMessage, list[ThreadMessage]]]:
-    """Threads as (first message, the others), ordered (RFC 5256 5)."""
-    by_subject = sorted(messages, key=lambda m: (m.subject, m.date, m.number))
-    threads: list[tuple[ThreadMessage, list[ThreadMessage]]] = []
-    for m in by_subject:
-        if threads and threads[-1][0].subject == m.subject:
-            threads[-1][1].append(m)
+def ordered_subject(keyed: Keyed) -> bytes:
+    """The threads of RFC 5256 5, formatted. Sorted as positions by small
+    integers (sent date, then base subject by its kept rank; a stable sort
+    keeps sequence order among equals) rather than by tuples of strings."""
+    headers = keyed.header_keys()
+    numbers = keyed.numbers
+    dates = [k[DATE] for k in headers]
+    subjects = keyed.kept.ranks(SUBJECT, [k[SUBJECT] for k in headers])
+    order = sorted(range(len(numbers)), key=dates.__getitem__)
+    order.sort(key=subjects.__getitem__)
+    # One thread per subject: its first message (earliest date, then
+    # number) and the others in that order.
+    threads: list[list[int]] = []
+    previous = None
+    for i in order:
+        if subjects[i] != previous:
+            threads.append([i])
+            previous = subjects[i]
         else:
-            threads.append((m, []))
-    threads.sort(key=lambda t: (t[0].date, t[0].number))
-    return threads
-
-
-def format_ordered_subject(threads: list[tuple[ThreadMessage, list[ThreadMessage]]]) -> bytes:
-    out: list[bytes] = []
-    for first, rest in threads:
-        if len(rest) == 1:
-            out.append(b"(%d %d)" % (first.number, rest[0].number))
-        elif rest:
-            kids = b"".join(b"(%d)" % m.number for m in rest)
-            out.append(b"(%d %s)" % (first.number, kids))
+            threads[-1].append(i)
+    # Threads by the date of their first message, then its number (their
+    # first positions are in sequence order once sorted).
+    threads.sort(key=lambda thread: thread[0])
+    threads.sort(key=lambda thread: dates[thread[0]])
+    out: list[str] = []
+    for thread in threads:
+        if len(thread) == 1:
+            out.append(f"({numbers[thread[0]]})")
+        elif len(thread) == 2:
+            out.append(f"({numbers[thread[0]]} {numbers[thread[1]]})")
         else:
-            out.append(b"(%d)" % first.number)
-    return b"".join(out)
+            kids = ")(".join(str(numbers[i]) for i in thread[1:])
+            out.append(f"({numbers[thread[0]]} ({kids}))")
+    return "".join(out).encode("ascii")
 
 
 # REFERENCES -------------------------------------------------------------
@@ -227,7 +237,8 @@ def _sort_siblings(top: Node) -> None:
     """Order each node's children by (sent date, number); an empty
     container counts as its first child."""
     for node in _post_order(top):
-        node.children.sort(key=_key_of)
+        if len(node.children) > 1:
+            node.children.sort(key=_key_of)
         if node.message is not None:
             node.key = (node.message.date, node.message.number)
         elif node.children:
@@ -353,11 +364,10 @@ def thread(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
     result_key = ("THREAD", algorithm)
 
     def build(keyed: Keyed) -> bytes:
-        messages = thread_messages(keyed)
         if algorithm == "ORDEREDSUBJECT":
-            text = format_ordered_subject(ordered_subject(messages))
+            text = ordered_subject(keyed)
         else:
-            text = format_threads(references(messages))
+            text = format_threads(references(thread_messages(keyed)))
         return b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n"
 
     def threaded(keyed: Keyed) -> Deferred[None] | None:
