@@ -223,6 +223,11 @@ def test_keys_are_kept_for_the_next_sort(s: Session, monkeypatch: pytest.MonkeyP
     assert sorted(read) == [1, 2, 3, 4]
     read.clear()
     assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    # Every key of a message comes from the one read: other criteria and
+    # THREAD need no header either.
+    assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
+    assert sort(s, "SORT (REVERSE DATE DISPLAYTO) UTF-8 ALL") == [b"* SORT 1 4 3 2"]
+    assert s.lines("t THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 4)(3 1)"
     assert read == []
     folder.append(b"Subject: aardvark\n\nx\n")
     assert s.lines("n NOOP")[-1] == b"n OK NOOP completed."
@@ -280,3 +285,41 @@ def test_base_subject_quick_path_agrees(value: str) -> None:
     quick = sortkeys.base_subject(value)
     slow = sortkeys.base_subject("[x]" + value)[0]  # a blob forces the full path
     assert quick[0] == (slow if value.strip() else quick[0])
+
+
+def test_kept_answers_follow_the_folder(s: Session) -> None:
+    """A kept SORT answer is given again only for the same messages with
+    the same numbers: a message flagged away from a search, an expunge
+    that renumbers, or UID instead of sequence numbers give a new answer."""
+    assert sort(s, "SORT (SIZE) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert sort(s, "SORT (SIZE) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert sort(s, "SORT (SIZE) UTF-8 UNSEEN") == [b"* SORT 2 4 1 3"]
+    s.lines("f STORE 4 +FLAGS (\\Seen)")
+    assert sort(s, "SORT (SIZE) UTF-8 UNSEEN") == [b"* SORT 2 1 3"]
+    s.lines("f STORE 2 +FLAGS (\\Deleted)")
+    assert s.lines("e EXPUNGE")[0] == b"* 2 EXPUNGE"
+    assert sort(s, "SORT (SIZE) UTF-8 ALL") == [b"* SORT 3 1 2"]
+    assert sort(s, "UID SORT (SIZE) UTF-8 ALL") == [b"* SORT 4 1 3"]
+    assert sort(s, "SORT (REVERSE SIZE) UTF-8 ALL") == [b"* SORT 2 1 3"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Tue, 14 Nov 2023 09:00:00 -0200",
+        "14 Nov 2023 23:59:60 +1400",
+        "\tMon,14 Nov 2023 09:00:00 +0000 ",
+        "1 Jan 1970 00:00:00 +0001",
+        "31 Feb 2024 25:61:00 -0930",  # out of range: counted on, as email.utils does
+        "Tue, 14 Nov 0023 09:00:00 +0000",  # a year below 1000: the general parser
+        "Tue, 14 Nov 2023 09:00:00 +0000 (UTC)",
+        "Tue, 14 Nov 23 09:00 GMT",
+    ],
+)
+def test_sent_date_quick_path_agrees(value: str) -> None:
+    """The usual Date form is read without email.utils, to the same second."""
+    from email.utils import mktime_tz, parsedate_tz
+
+    parsed = parsedate_tz(value)
+    assert parsed is not None
+    assert sent_date(value, 0.0) == int(mktime_tz(parsed))
