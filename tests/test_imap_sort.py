@@ -323,3 +323,53 @@ def test_sent_date_quick_path_agrees(value: str) -> None:
     parsed = parsedate_tz(value)
     assert parsed is not None
     assert sent_date(value, 0.0) == int(mktime_tz(parsed))
+
+
+def test_keys_are_kept_on_disk_for_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header keys a SORT read are written to the folder's
+    pymta-sortkeys (in a worker thread); a new process (nothing kept in
+    memory) sorts and threads the folder without reading a header; a
+    file that does not parse is not used, and is written again."""
+    from twisted.internet.task import Clock
+
+    from pymta.imap import sortcache
+    from pymta.mailstore.maildir import MaildirStore
+    from tests.test_pop3_harness import sync_runner
+
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    world = World(tmp_path, store=MaildirStore(clock, hostname="h", fsync=False))
+    inbox = world.mailbox().folder("INBOX")
+    for header, date, pad in MESSAGES:
+        inbox.append(header + b"\n" + b"x" * (pad * 100) + b"\n", [], date)
+    s = world.connect()
+    s.proto.run_in_thread = sync_runner
+    s.login()
+    s.select()
+    sortcache.clear()
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    folder = s.proto.view.folder  # type: ignore[union-attr]
+    stored = Path(folder.path) / "pymta-sortkeys"
+    assert stored.read_bytes().startswith(b"pymta-sortkeys 1 V%d\n" % folder.uidvalidity)
+
+    cls = type(folder)
+    real = cls.header_bytes
+    read: list[int] = []
+
+    def counting(self: object, uid: int) -> bytes:
+        read.append(uid)
+        return real(self, uid)
+
+    monkeypatch.setattr(cls, "header_bytes", counting)
+    sortcache.clear()  # a new process
+    assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
+    assert s.lines("t THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 4)(3 1)"
+    assert read == []
+
+    sortcache.clear()
+    stored.write_bytes(b"pymta-sortkeys 1 V%d\n[[1,2]]\n[]\n" % folder.uidvalidity)
+    assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
+    assert sorted(read) == [1, 2, 3, 4]
+    assert len(sortcache.load_keys(folder.path, folder.uidvalidity, [1, 2, 3, 4])) == 4

@@ -215,6 +215,22 @@ async def _read_keys(
             kept.index[u] = (int(info.internal_date), info.rfc822_size)
     if not need_header:
         return
+    directory = getattr(folder, "path", None)
+    if not isinstance(directory, str) or s.run_in_thread is None:
+        directory = None  # a store without files (or tests without threads)
+    elif not kept.loaded:
+        # The first sort of the folder in this process: the keys kept on
+        # disk by an earlier one.
+        kept.loaded = True
+        stored = await s.run_in_thread(
+            partial(sortcache.load_keys, directory, kept.uidvalidity, list(s.view.uids))
+        )
+        for u, keys in stored.items():
+            if u not in kept.headers:
+                kept.keep(u, keys)
+        need_header = [u for u in need_header if u not in kept.headers]
+        if not need_header:
+            return
     filling = prefetch_headers(folder, need_header, s.run_in_thread)
     if filling is not None:
         try:
@@ -242,6 +258,12 @@ async def _read_keys(
         computed = await in_thread(work) if in_thread is not None else work()
         for u, keys in computed:
             kept.keep(u, keys)
+        if directory is not None and s.run_in_thread is not None:
+            # Kept on disk for the next process, in a thread; nobody waits.
+            saving = s.run_in_thread(
+                partial(sortcache.save_keys, directory, kept.uidvalidity, computed)
+            )
+            saving.addErrback(lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user))
 
 
 def _header_keys_of(
