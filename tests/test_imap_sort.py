@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -373,3 +374,44 @@ def test_keys_are_kept_on_disk_for_the_next_process(
     assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
     assert sorted(read) == [1, 2, 3, 4]
     assert len(sortcache.load_keys(folder.path, folder.uidvalidity, [1, 2, 3, 4])) == 4
+
+
+def test_cold_keys_are_computed_in_the_scan_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys of messages whose header is not cached are read from their
+    files and computed by the scan workers (here run at once), not from
+    the reactor's header reads; the answers are the same."""
+    from twisted.internet.task import Clock
+
+    from pymta.imap import sortcache
+    from pymta.mailstore.maildir import MaildirStore
+    from tests.test_pop3_harness import sync_runner
+
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    world = World(tmp_path, store=MaildirStore(clock, hostname="h", fsync=False))
+    inbox = world.mailbox().folder("INBOX")
+    for header, date, pad in MESSAGES:
+        inbox.append(header + b"\n" + b"x" * (pad * 100) + b"\n", [], date)
+    s = world.connect()
+    s.proto.run_in_thread = sync_runner
+    jobs: list[object] = []
+
+    def workers(work: Any) -> Any:
+        jobs.append(work)
+        return sync_runner(work)
+
+    s.proto.scan_in_thread = workers
+    s.login()
+    s.select()
+    sortcache.clear()
+    monkeypatch.setattr(sort_module, "PREFETCH_MIN", 1)
+    monkeypatch.setattr(sort_module, "SLICE", 3)
+    folder = s.proto.view.folder  # type: ignore[union-attr]
+    cls = type(folder)
+    monkeypatch.setattr(cls, "header_bytes", lambda self, uid: pytest.fail("read in the reactor"))
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert len(jobs) == 2  # 4 messages in batches of 3
+    assert s.lines("t THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 4)(3 1)"
+    assert len(jobs) == 2

@@ -53,14 +53,19 @@ from pymta.imap.results import (
 )
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
 from pymta.imap.sortkeys import sort_header_fields
-from pymta.mailstore.interface import MailStoreError
-from pymta.mailstore.prefetch import prefetch_headers
+from pymta.mailstore.files import read_header_file
+from pymta.mailstore.interface import IHeaderCache, MailStoreError
+from pymta.mailstore.prefetch import PREFETCH_MIN, prefetch_headers
 
 if TYPE_CHECKING:
     from pymta.imap.protocol import IMAPServer
 
 #: Messages whose header a SORT or THREAD reads per reactor turn.
 SLICE = 2048
+
+#: Batches of SLICE messages computed in the scan workers at once (one
+#: per worker process).
+WORKER_BATCHES = 2
 
 #: The sort criteria (RFC 5256 3, RFC 5957 DISPLAYFROM/DISPLAYTO).
 CRITERIA = frozenset(
@@ -231,6 +236,10 @@ async def _read_keys(
         need_header = [u for u in need_header if u not in kept.headers]
         if not need_header:
             return
+    if directory is not None and s.scan_in_thread is not None:
+        need_header = await _keys_in_workers(s, kept, directory, need_header)
+        if not need_header:
+            return
     filling = prefetch_headers(folder, need_header, s.run_in_thread)
     if filling is not None:
         try:
@@ -264,6 +273,60 @@ async def _read_keys(
                 partial(sortcache.save_keys, directory, kept.uidvalidity, computed)
             )
             saving.addErrback(lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user))
+
+
+async def _keys_in_workers(
+    s: IMAPServer, kept: sortcache.FolderKeys, directory: str, need_header: list[int]
+) -> list[int]:
+    """Keep the header keys of those of ``need_header`` whose header is not
+    in the header cache, read from their files and computed in the scan
+    worker processes (:mod:`pymta.imap.scan`: the parsing holds no lock
+    of this process, and both CPUs work), :data:`WORKER_BATCHES` batches
+    of :data:`SLICE` at a time; returns those still without keys (their
+    header cached, or their file renamed meanwhile)."""
+    assert s.view is not None and s.scan_in_thread is not None
+    folder = s.view.folder
+    if not IHeaderCache.providedBy(folder) or len(need_header) < PREFETCH_MIN:
+        return need_header
+    index = kept.index
+    jobs = [
+        (u, filename, index[u][0])
+        for u, filename in IHeaderCache(folder).uncached_headers(need_header)
+        if u in index
+    ]
+    batches = [jobs[i : i + SLICE] for i in range(0, len(jobs), SLICE)]
+    for start in range(0, len(batches), WORKER_BATCHES):
+        if s.lost:
+            return []
+        running = [
+            s.scan_in_thread(partial(keys_from_files, directory, batch))
+            for batch in batches[start : start + WORKER_BATCHES]
+        ]
+        for computed in await defer.gatherResults(running, consumeErrors=True):
+            for u, keys in computed:
+                kept.keep(u, keys)
+            if s.run_in_thread is not None:
+                saving = s.run_in_thread(
+                    partial(sortcache.save_keys, directory, kept.uidvalidity, computed)
+                )
+                saving.addErrback(
+                    lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user)
+                )
+    return [u for u in need_header if u not in kept.headers]
+
+
+def keys_from_files(
+    directory: str, batch: list[tuple[int, str, int]]
+) -> list[tuple[int, sortkeys.HeaderKeys]]:
+    """(uid, header keys) of (uid, file name in ``directory``, INTERNALDATE),
+    each read from its message file; a file gone (expunged, or renamed by
+    a flag change) is left out. Runs in a scan worker process."""
+    out = []
+    for u, filename, date in batch:
+        block = read_header_file(f"{directory}/{filename}")
+        if block is not None:
+            out.append((u, sortkeys.header_keys(sort_header_fields(block), date)))
+    return out
 
 
 def _header_keys_of(
