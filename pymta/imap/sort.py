@@ -34,7 +34,7 @@ nothing itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -139,12 +139,19 @@ class Keyed:
     kept: sortcache.FolderKeys
     uids: list[int]
     numbers: list[int]
+    # The tables as they were (another session dropping the keys of the
+    # messages it saw expunged replaces them, not changes them).
+    headers: dict[int, sortkeys.HeaderKeys] = field(init=False)
+    index: dict[int, tuple[int, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.headers, self.index = self.kept.headers, self.kept.index
 
     def header_keys(self) -> list[sortkeys.HeaderKeys]:
-        return list(map(self.kept.headers.__getitem__, self.uids))
+        return list(map(self.headers.__getitem__, self.uids))
 
     def index_keys(self) -> list[tuple[int, int]]:
-        return list(map(self.kept.index.__getitem__, self.uids))
+        return list(map(self.index.__getitem__, self.uids))
 
 
 def fill_keys(
@@ -386,8 +393,8 @@ def _column(keyed: Keyed, name: str) -> list[Any]:
         return [k[1] for k in keyed.index_keys()]
     if name == "DATE":
         return [k[sortkeys.DATE] for k in keyed.header_keys()]
-    field = _STRING_FIELDS[name]
-    return keyed.kept.ranks(field, [k[field] for k in keyed.header_keys()])
+    position = _STRING_FIELDS[name]
+    return keyed.kept.ranks(position, [k[position] for k in keyed.header_keys()])
 
 
 def numbers_text(numbers: Iterable[int]) -> bytes:
