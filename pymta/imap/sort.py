@@ -33,6 +33,7 @@ nothing itself.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 SLICE = 2048
 
 #: Batches of SLICE messages computed in the scan workers at once (one
-#: per worker process).
+#: per worker process), besides one in a thread of this process.
 WORKER_BATCHES = 2
 
 #: The sort criteria (RFC 5256 3, RFC 5957 DISPLAYFROM/DISPLAYTO).
@@ -286,11 +287,13 @@ async def _keys_in_workers(
     s: IMAPServer, kept: sortcache.FolderKeys, directory: str, need_header: list[int]
 ) -> list[int]:
     """Keep the header keys of those of ``need_header`` whose header is not
-    in the header cache, read from their files and computed in the scan
-    worker processes (:mod:`pymta.imap.scan`: the parsing holds no lock
-    of this process, and both CPUs work), :data:`WORKER_BATCHES` batches
-    of :data:`SLICE` at a time; returns those still without keys (their
-    header cached, or their file renamed meanwhile)."""
+    in the header cache, read from their files and computed in batches of
+    :data:`SLICE` by :data:`WORKER_BATCHES` scan worker processes
+    (:mod:`pymta.imap.scan`: their parsing holds no lock of this process)
+    and by a thread of this one, each taking the next batch when it is
+    done (worker processes run nicer and may get little CPU on a busy
+    machine); returns those still without keys (their header cached, or
+    their file renamed meanwhile)."""
     assert s.view is not None and s.scan_in_thread is not None
     folder = s.view.folder
     if not IHeaderCache.providedBy(folder) or len(need_header) < PREFETCH_MIN:
@@ -301,15 +304,11 @@ async def _keys_in_workers(
         for u, filename in IHeaderCache(folder).uncached_headers(need_header)
         if u in index
     ]
-    batches = [jobs[i : i + SLICE] for i in range(0, len(jobs), SLICE)]
-    for start in range(0, len(batches), WORKER_BATCHES):
-        if s.lost:
-            return []
-        running = [
-            s.scan_in_thread(partial(keys_from_files, directory, batch))
-            for batch in batches[start : start + WORKER_BATCHES]
-        ]
-        for computed in await defer.gatherResults(running, consumeErrors=True):
+    batches = deque(jobs[i : i + SLICE] for i in range(0, len(jobs), SLICE))
+
+    async def lane(run: Callable[[Callable[[], Any]], Deferred[Any]]) -> None:
+        while batches and not s.lost:
+            computed = await run(partial(keys_from_files, directory, batches.popleft()))
             for u, keys in computed:
                 kept.keep(u, keys)
             if s.run_in_thread is not None:
@@ -319,6 +318,12 @@ async def _keys_in_workers(
                 saving.addErrback(
                     lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user)
                 )
+
+    runners = [s.scan_in_thread] * WORKER_BATCHES
+    if s.run_in_thread is not None:
+        runners.append(s.run_in_thread)
+    lanes = [defer.ensureDeferred(lane(run)) for run in runners]
+    await defer.gatherResults(lanes, consumeErrors=True)
     return [u for u in need_header if u not in kept.headers]
 
 
