@@ -238,9 +238,11 @@ async def _read_keys(
         stored = await s.run_in_thread(
             partial(sortcache.load_keys, directory, kept.uidvalidity, list(s.view.uids))
         )
-        for u, keys in stored.items():
+        for n, (u, keys) in enumerate(stored.items(), 1):
             if u not in kept.headers:
                 kept.keep(u, keys)
+            if n % (SLICE * 8) == 0:
+                await _next_turn(s)
         need_header = [u for u in need_header if u not in kept.headers]
         if not need_header:
             return
