@@ -415,3 +415,40 @@ def test_cold_keys_are_computed_in_the_scan_workers(
     assert len(jobs) == 2  # 4 messages in batches of 3
     assert s.lines("t THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 4)(3 1)"
     assert len(jobs) == 2
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    ["SUBJECT", "REVERSE DATE", "FROM REVERSE SIZE", "ARRIVAL", "DISPLAYTO CC", "TO"],
+)
+def test_message_keys_order_as_sort_does(s: Session, criteria: str) -> None:
+    """The values an updating SORT compares for a joining message
+    (sort.message_keys) are those sort.sorted_keys gives the sorted rows,
+    and ordered by them (REVERSE turned, ties by UID) they are the SORT's
+    own order."""
+    import functools
+
+    from pymta.imap.message_commands import Found
+    from pymta.imap.parser import Atom
+    from pymta.imap.sort import fill_keys, message_keys, parse_criteria, sort_order, sorted_keys
+
+    keys = parse_criteria([Atom(w) for w in criteria.split()])
+    view = s.proto.view
+    assert view is not None
+    found = Found(list(view.uids), list(view.uids))
+    rows: list[tuple[int, tuple[object, ...]]] = []
+
+    def then(keyed: sort_module.Keyed) -> None:
+        rows.extend(sorted_keys(keyed, keys, sort_order(keyed, keys)))
+
+    fill_keys(s.proto, b"t", "SORT", found, sort_module.needs_header(keys), then)  # type: ignore[arg-type]
+    assert rows and [k for _, k in rows] == [message_keys(keys, view.folder, u) for u, _ in rows]
+
+    def compare(a: tuple[int, tuple[object, ...]], b: tuple[int, tuple[object, ...]]) -> int:
+        for x, y, key in zip(a[1], b[1], keys, strict=True):
+            if x != y:
+                before = x < y  # type: ignore[operator]
+                return (1 if before else -1) if key.reverse else (-1 if before else 1)
+        return (a[0] > b[0]) - (a[0] < b[0])
+
+    assert sorted(rows, key=functools.cmp_to_key(compare)) == rows

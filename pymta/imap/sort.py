@@ -55,7 +55,7 @@ from pymta.imap.results import (
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
 from pymta.imap.sortkeys import sort_header_fields
 from pymta.mailstore.files import read_header_file
-from pymta.mailstore.interface import IHeaderCache, MailStoreError
+from pymta.mailstore.interface import IFolder, IHeaderCache, MailStoreError
 from pymta.mailstore.prefetch import PREFETCH_MIN, prefetch_headers
 
 if TYPE_CHECKING:
@@ -402,6 +402,45 @@ def _column(keyed: Keyed, name: str) -> list[Any]:
         return [k[sortkeys.DATE] for k in keyed.header_keys()]
     position = _STRING_FIELDS[name]
     return keyed.kept.ranks(position, [k[position] for k in keyed.header_keys()])
+
+
+def message_keys(keys: Sequence[SortKey], folder: IFolder, u: int) -> tuple[Any, ...]:
+    """What each criterion compares for one message, as values (not
+    ranks): for a message joining an updating SORT (RFC 5267 CONTEXT=SORT),
+    compared with :func:`sorted_keys`' rows. MailStoreError when it is
+    gone."""
+    info = folder.get(u)
+    index = (int(info.internal_date), info.rfc822_size)
+    header = None
+    if needs_header(keys):
+        values = sort_header_fields(folder.header_bytes(u))
+        header = sortkeys.header_keys(values, index[0])
+    return tuple(_value(k.name, header, index) for k in keys)
+
+
+def sorted_keys(
+    keyed: Keyed, keys: Sequence[SortKey], order: Sequence[int]
+) -> list[tuple[int, tuple[Any, ...]]]:
+    """(UID, the values :func:`message_keys` gives) of the messages at the
+    positions ``order`` (a sort's result), in that order."""
+    index = keyed.index_keys()
+    headers: list[sortkeys.HeaderKeys | None] = (
+        list(keyed.header_keys()) if needs_header(keys) else [None] * len(index)
+    )
+    return [
+        (keyed.uids[i], tuple(_value(k.name, headers[i], index[i]) for k in keys)) for i in order
+    ]
+
+
+def _value(name: str, header: sortkeys.HeaderKeys | None, index: tuple[int, int]) -> Any:
+    if name == "ARRIVAL":
+        return index[0]
+    if name == "SIZE":
+        return index[1]
+    assert header is not None
+    if name == "DATE":
+        return header[sortkeys.DATE]
+    return header[_STRING_FIELDS[name]]
 
 
 def numbers_text(numbers: Iterable[int]) -> bytes:
