@@ -13,12 +13,18 @@ DESCRIPTION
     loopback, it times on each server, one command after the other:
 
         SELECT INBOX                      (the index built; not compared)
-        SORT (ARRIVAL)                    index data only
+        SORT (ARRIVAL) first, again       index data only
         SORT (SUBJECT) first, again       header fields read, then again
-        SORT (REVERSE DATE)
-        SORT (FROM)
+        SORT (REVERSE DATE), (FROM), (SIZE), (TO), (CC), (DISPLAYFROM),
+        (DISPLAYTO), each first and again
         THREAD REFERENCES first, again
-        THREAD ORDEREDSUBJECT
+        THREAD ORDEREDSUBJECT first, again
+
+    "first" is the first time a criterion is asked (the server may have
+    kept what an earlier command read: pymta keeps every header key of a
+    message from one read, so only the first header criterion reads
+    headers; Dovecot reads the fields each criterion needs when first
+    asked); "again" is the same command at once.
 
     and, for pymta, the slowest NOOP answered to another session of the
     same user while each command ran (how long its reactor was held).
@@ -59,15 +65,27 @@ from retrieval_run import LISTEN_HOST
 USER = f"sorter@{DOMAIN}"
 PASSWORD = "bench-pw"
 
+#: (label, command): each criterion and algorithm asked a first time
+#: (cold for it), then again at once (warm).
+CRITERIA = [
+    "ARRIVAL",
+    "SUBJECT",
+    "REVERSE DATE",
+    "FROM",
+    "SIZE",
+    "TO",
+    "CC",
+    "DISPLAYFROM",
+    "DISPLAYTO",
+]
 COMMANDS = [
-    ("SORT (ARRIVAL)", ("SORT", "(ARRIVAL)", "UTF-8", "ALL")),
-    ("SORT (SUBJECT) first", ("SORT", "(SUBJECT)", "UTF-8", "ALL")),
-    ("SORT (SUBJECT) again", ("SORT", "(SUBJECT)", "UTF-8", "ALL")),
-    ("SORT (REVERSE DATE)", ("SORT", "(REVERSE DATE)", "UTF-8", "ALL")),
-    ("SORT (FROM)", ("SORT", "(FROM)", "UTF-8", "ALL")),
-    ("THREAD REFERENCES first", ("THREAD", "REFERENCES", "UTF-8", "ALL")),
-    ("THREAD REFERENCES again", ("THREAD", "REFERENCES", "UTF-8", "ALL")),
-    ("THREAD ORDEREDSUBJECT", ("THREAD", "ORDEREDSUBJECT", "UTF-8", "ALL")),
+    (f"SORT ({criterion}) {when}", ("SORT", f"({criterion})", "UTF-8", "ALL"))
+    for criterion in CRITERIA
+    for when in ("first", "again")
+] + [
+    (f"THREAD {algorithm} {when}", ("THREAD", algorithm, "UTF-8", "ALL"))
+    for algorithm in ("REFERENCES", "ORDEREDSUBJECT")
+    for when in ("first", "again")
 ]
 
 
@@ -120,7 +138,7 @@ class NoopProbe:
         self.client.login(USER, PASSWORD)
         self.done = threading.Event()
         self.slowest = 0.0
-        self.thread = threading.Thread(target=self._run)
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:

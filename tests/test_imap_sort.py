@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,7 +159,7 @@ def test_big_sort_runs_in_slices(s: Session, monkeypatch: pytest.MonkeyPatch) ->
     assert out == b""  # the first slice is read; the rest waits for the reactor
     clock.advance(0)
     out += s.read()
-    assert turns == 4  # the reactor gets a turn after each message
+    assert turns == 3  # the reactor gets a turn between one message and the next
     assert out == b"* SORT 2 4 1 3\r\nq OK Sort completed.\r\nn OK NOOP completed.\r\n"
 
 
@@ -223,6 +224,11 @@ def test_keys_are_kept_for_the_next_sort(s: Session, monkeypatch: pytest.MonkeyP
     assert sorted(read) == [1, 2, 3, 4]
     read.clear()
     assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    # Every key of a message comes from the one read: other criteria and
+    # THREAD need no header either.
+    assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
+    assert sort(s, "SORT (REVERSE DATE DISPLAYTO) UTF-8 ALL") == [b"* SORT 1 4 3 2"]
+    assert s.lines("t THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 4)(3 1)"
     assert read == []
     folder.append(b"Subject: aardvark\n\nx\n")
     assert s.lines("n NOOP")[-1] == b"n OK NOOP completed."
@@ -231,25 +237,24 @@ def test_keys_are_kept_for_the_next_sort(s: Session, monkeypatch: pytest.MonkeyP
 
 
 def test_kept_keys_are_bounded(s: Session, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Above sortcache.MAX_ENTRIES keys the folder sorted least recently is
-    dropped first; a folder alone above it keeps nothing."""
+    """Above sortcache.MAX_ENTRIES messages' keys the folder sorted least
+    recently is dropped first; a folder alone above it keeps nothing."""
     from pymta.imap import sortcache
 
     sortcache.clear()
-    monkeypatch.setattr(sortcache, "MAX_ENTRIES", 6)
-    sort(s, "SORT (SUBJECT) UTF-8 ALL")
-    sort(s, "SORT (FROM) UTF-8 ALL")  # 8 keys of one folder: over the bound
+    monkeypatch.setattr(sortcache, "MAX_ENTRIES", 3)
+    sort(s, "SORT (SUBJECT) UTF-8 ALL")  # 4 messages of one folder: over the bound
     assert sortcache._folders == {}
-    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 keys of INBOX
+    monkeypatch.setattr(sortcache, "MAX_ENTRIES", 5)
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 messages of INBOX
+    assert len(sortcache._folders) == 1
     other = s.world.mailbox().create_folder("Other")
     other.append(b"From: a@x\n\nx\n")
     other.append(b"From: b@x\n\nx\n")
     s.select("Other")
-    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 + 2 keys
-    assert len(sortcache._folders) == 2
-    sort(s, "SORT (SUBJECT) UTF-8 ALL")  # 4 + 4 keys: INBOX, used least recently, goes
+    sort(s, "SORT (FROM) UTF-8 ALL")  # 4 + 2: INBOX, used least recently, goes
     [(_, kept)] = sortcache._folders.values()
-    assert kept.size() == 4 and set(kept.of("FROM")) == {1, 2}
+    assert kept.size() == 2 and set(kept.headers) == {1, 2}
 
 
 def test_sort_header_fields_match_header_values() -> None:
@@ -281,3 +286,169 @@ def test_base_subject_quick_path_agrees(value: str) -> None:
     quick = sortkeys.base_subject(value)
     slow = sortkeys.base_subject("[x]" + value)[0]  # a blob forces the full path
     assert quick[0] == (slow if value.strip() else quick[0])
+
+
+def test_kept_answers_follow_the_folder(s: Session) -> None:
+    """A kept SORT answer is given again only for the same messages with
+    the same numbers: a message flagged away from a search, an expunge
+    that renumbers, or UID instead of sequence numbers give a new answer."""
+    assert sort(s, "SORT (SIZE) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert sort(s, "SORT (SIZE) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert sort(s, "SORT (SIZE) UTF-8 UNSEEN") == [b"* SORT 2 4 1 3"]
+    s.lines("f STORE 4 +FLAGS (\\Seen)")
+    assert sort(s, "SORT (SIZE) UTF-8 UNSEEN") == [b"* SORT 2 1 3"]
+    s.lines("f STORE 2 +FLAGS (\\Deleted)")
+    assert s.lines("e EXPUNGE")[0] == b"* 2 EXPUNGE"
+    assert sort(s, "SORT (SIZE) UTF-8 ALL") == [b"* SORT 3 1 2"]
+    assert sort(s, "UID SORT (SIZE) UTF-8 ALL") == [b"* SORT 4 1 3"]
+    assert sort(s, "SORT (REVERSE SIZE) UTF-8 ALL") == [b"* SORT 2 1 3"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Tue, 14 Nov 2023 09:00:00 -0200",
+        "14 Nov 2023 23:59:60 +1400",
+        "\tMon,14 Nov 2023 09:00:00 +0000 ",
+        "1 Jan 1970 00:00:00 +0001",
+        "31 Feb 2024 25:61:00 -0930",  # out of range: counted on, as email.utils does
+        "Tue, 14 Nov 0023 09:00:00 +0000",  # a year below 1000: the general parser
+        "Tue, 14 Nov 2023 09:00:00 +0000 (UTC)",
+        "Tue, 14 Nov 23 09:00 GMT",
+    ],
+)
+def test_sent_date_quick_path_agrees(value: str) -> None:
+    """The usual Date form is read without email.utils, to the same second."""
+    from email.utils import mktime_tz, parsedate_tz
+
+    parsed = parsedate_tz(value)
+    assert parsed is not None
+    assert sent_date(value, 0.0) == int(mktime_tz(parsed))
+
+
+def test_keys_are_kept_on_disk_for_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header keys a SORT read are written to the folder's
+    pymta-sortkeys (in a worker thread); a new process (nothing kept in
+    memory) sorts and threads the folder without reading a header; a
+    file that does not parse is not used, and is written again."""
+    from twisted.internet.task import Clock
+
+    from pymta.imap import sortcache
+    from pymta.mailstore.maildir import MaildirStore
+    from tests.test_pop3_harness import sync_runner
+
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    world = World(tmp_path, store=MaildirStore(clock, hostname="h", fsync=False))
+    inbox = world.mailbox().folder("INBOX")
+    for header, date, pad in MESSAGES:
+        inbox.append(header + b"\n" + b"x" * (pad * 100) + b"\n", [], date)
+    s = world.connect()
+    s.proto.run_in_thread = sync_runner
+    s.login()
+    s.select()
+    sortcache.clear()
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    folder = s.proto.view.folder  # type: ignore[union-attr]
+    stored = Path(folder.path) / "pymta-sortkeys"
+    assert stored.read_bytes().startswith(b"pymta-sortkeys 1 V%d\n" % folder.uidvalidity)
+
+    cls = type(folder)
+    real = cls.header_bytes
+    read: list[int] = []
+
+    def counting(self: object, uid: int) -> bytes:
+        read.append(uid)
+        return real(self, uid)
+
+    monkeypatch.setattr(cls, "header_bytes", counting)
+    sortcache.clear()  # a new process
+    assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
+    assert s.lines("t THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 4)(3 1)"
+    assert read == []
+
+    sortcache.clear()
+    stored.write_bytes(b"pymta-sortkeys 1 V%d\n[[1,2]]\n[]\n" % folder.uidvalidity)
+    assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
+    assert sorted(read) == [1, 2, 3, 4]
+    assert len(sortcache.load_keys(folder.path, folder.uidvalidity, [1, 2, 3, 4])) == 4
+
+
+def test_cold_keys_are_computed_in_the_scan_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys of messages whose header is not cached are read from their
+    files and computed by the scan workers (here run at once), not from
+    the reactor's header reads; the answers are the same."""
+    from twisted.internet.task import Clock
+
+    from pymta.imap import sortcache
+    from pymta.mailstore.maildir import MaildirStore
+    from tests.test_pop3_harness import sync_runner
+
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    world = World(tmp_path, store=MaildirStore(clock, hostname="h", fsync=False))
+    inbox = world.mailbox().folder("INBOX")
+    for header, date, pad in MESSAGES:
+        inbox.append(header + b"\n" + b"x" * (pad * 100) + b"\n", [], date)
+    s = world.connect()
+    s.proto.run_in_thread = sync_runner
+    jobs: list[object] = []
+
+    def workers(work: Any) -> Any:
+        jobs.append(work)
+        return sync_runner(work)
+
+    s.proto.scan_in_thread = workers
+    s.login()
+    s.select()
+    sortcache.clear()
+    monkeypatch.setattr(sort_module, "PREFETCH_MIN", 1)
+    monkeypatch.setattr(sort_module, "SLICE", 3)
+    folder = s.proto.view.folder  # type: ignore[union-attr]
+    cls = type(folder)
+    monkeypatch.setattr(cls, "header_bytes", lambda self, uid: pytest.fail("read in the reactor"))
+    assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
+    assert len(jobs) == 2  # 4 messages in batches of 3
+    assert s.lines("t THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (2 4)(3 1)"
+    assert len(jobs) == 2
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    ["SUBJECT", "REVERSE DATE", "FROM REVERSE SIZE", "ARRIVAL", "DISPLAYTO CC", "TO"],
+)
+def test_message_keys_order_as_sort_does(s: Session, criteria: str) -> None:
+    """The values an updating SORT compares for a joining message
+    (sort.message_keys) are those sort.sorted_keys gives the sorted rows,
+    and ordered by them (REVERSE turned, ties by UID) they are the SORT's
+    own order."""
+    import functools
+
+    from pymta.imap.message_commands import Found
+    from pymta.imap.parser import Atom
+    from pymta.imap.sort import fill_keys, message_keys, parse_criteria, sort_order, sorted_keys
+
+    keys = parse_criteria([Atom(w) for w in criteria.split()])
+    view = s.proto.view
+    assert view is not None
+    found = Found(list(view.uids), list(view.uids))
+    rows: list[tuple[int, tuple[object, ...]]] = []
+
+    def then(keyed: sort_module.Keyed) -> None:
+        rows.extend(sorted_keys(keyed, keys, sort_order(keyed, keys)))
+
+    fill_keys(s.proto, b"t", "SORT", found, sort_module.needs_header(keys), then)  # type: ignore[arg-type]
+    assert rows and [k for _, k in rows] == [message_keys(keys, view.folder, u) for u, _ in rows]
+
+    def compare(a: tuple[int, tuple[object, ...]], b: tuple[int, tuple[object, ...]]) -> int:
+        for x, y, key in zip(a[1], b[1], keys, strict=True):
+            if x != y:
+                before = x < y  # type: ignore[operator]
+                return (1 if before else -1) if key.reverse else (-1 if before else 1)
+        return (a[0] > b[0]) - (a[0] < b[0])
+
+    assert sorted(rows, key=functools.cmp_to_key(compare)) == rows

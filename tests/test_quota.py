@@ -139,6 +139,18 @@ def test_delivery_over_quota(tmp_path: Path, action: str, status: str) -> None:
     assert len(list((maildir / "new").iterdir())) == 1
 
 
+def test_delivery_leaves_maildirsize_current(tmp_path: Path) -> None:
+    """After each delivery to a user with a quota, maildirsize says the
+    mailbox's usage (written when the Maildir is new, then each delivery
+    a change line), as Dovecot's quota driver leaves it after a save."""
+    delivery, _ = final(tmp_path)
+    maildir = tmp_path / "Maildir"
+    assert deliver(delivery, maildir, 300).ok
+    assert (maildir / "maildirsize").read_bytes() == b"1000S\n300 1\n"  # a new Maildir
+    assert deliver(delivery, maildir, 200).ok
+    assert (maildir / "maildirsize").read_bytes() == b"1000S\n300 1\n200 1\n"
+
+
 def test_user_rule_overrides_the_default(tmp_path: Path) -> None:
     """The passwd-file rule wins over pymta_quota_rule ("none": no quota)."""
     delivery, _ = final(tmp_path)

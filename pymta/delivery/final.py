@@ -116,9 +116,26 @@ class FinalDelivery:
             if not state.fits(size):
                 return Outcome(*quota.full_status())
             d = self._route(mailbox, prefix, message, sender=sender, recipient=recipient, mark=mark)
-            return d.addCallback(self._warn, mailbox, state, size)
+            d.addCallback(self._warn, mailbox, state, size)
+            return d.addCallback(self._recount, mailbox, limit)
 
         return counted.addCallback(checked)
+
+    def _recount(self, outcome: Outcome, mailbox: Mailbox, limit: QuotaLimit) -> Outcome:
+        """Count again after a delivery, in a thread, so that the mailbox's
+        ``maildirsize`` says the new usage at once, as Dovecot's quota
+        driver updates it at each save (pymta.quota.maildirsize); the
+        outcome does not wait for it, and a failure is only logged."""
+        assert self.quota is not None and self._run is not None
+        if outcome.ok:
+            quota = self.quota
+            counted = self._run(lambda: quota.usage(mailbox.maildir, limit))
+            counted.addErrback(
+                lambda f: maillog(
+                    "quota", f"warning: {mailbox.user}: maildirsize: {f.value}", LogLevel.warn
+                )
+            )
+        return outcome
 
     def _warn(self, outcome: Outcome, mailbox: Mailbox, before: QuotaState, size: int) -> Outcome:
         """Send the quota warning a delivery that crossed a percentage earns."""

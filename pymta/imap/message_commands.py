@@ -214,10 +214,15 @@ def find(
         # Every message of the view, without testing each (SORT and THREAD
         # of a whole folder).
         found = Found()
-        for msn, u in enumerate(view.uids, 1):
-            if not view.is_expunged(u):
-                found.numbers.append(u if uid else msn)
-                found.uids.append(u)
+        if not view.has_expunged():
+            # Nothing to leave out: no test per message (100,000 of them).
+            found.uids = list(view.uids)
+            found.numbers = list(found.uids) if uid else list(range(1, len(found.uids) + 1))
+        else:
+            for msn, u in enumerate(view.uids, 1):
+                if not view.is_expunged(u):
+                    found.numbers.append(u if uid else msn)
+                    found.uids.append(u)
         answering = answer(found)
         if answering is not None:
             s.later(answering, lambda: None, tag, command)

@@ -13,12 +13,17 @@ sequence order (RFC 5256 3). What is compared is in
 result, ALL the result in sort order, and PARTIAL (RFC 9394) a window of
 it by position.
 
-:func:`gather` reads what each found message needs from its header block
-(:data:`SLICE` messages per reactor turn, after the cache is filled in a
-thread, so a SORT of 100,000 messages lets other sessions in between) and
-keeps them for the next time (:mod:`pymta.imap.sortcache`); THREAD
-(:mod:`pymta.imap.thread`) uses it too. :func:`off_reactor` orders (or
-threads) a result of more than :data:`SLICE` messages in a worker thread.
+:func:`fill_keys` gives the found messages with their keys: kept ones
+from :mod:`pymta.imap.sortcache`, the others read once, every header
+key of a message at a time (:func:`pymta.imap.sortkeys.header_keys`),
+uncached headers read into the header cache in a thread first, then
+:data:`SLICE` messages per reactor turn with their keys computed in a
+worker thread, so a SORT of 100,000 messages lets other sessions in
+between; THREAD (:mod:`pymta.imap.thread`) uses it too.
+:func:`sort_order` orders them: one stable sort per criterion, strings
+compared by their kept ranks; :func:`off_reactor` orders (or threads) a
+result of more than :data:`SLICE` messages in a worker thread. The order
+and the answer are kept for the same messages sorted the same way again.
 
 Untrusted input: the arguments (BAD on bad syntax, ``NO [BADCHARSET]`` for
 an unknown charset) and the messages' header fields. Reads the header cache
@@ -28,15 +33,17 @@ nothing itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from pymta.imap import context, sortcache
-from pymta.imap.message_commands import Found, find, one_slice_per_turn, search_failed
+from pymta.imap import context, sortcache, sortkeys
+from pymta.imap.message_commands import Found, find, search_failed
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.results import (
     SEARCH_OPTIONS,
@@ -46,21 +53,20 @@ from pymta.imap.results import (
     partial_item,
 )
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
-from pymta.imap.sortkeys import (
-    address_mailbox,
-    base_subject,
-    display_name,
-    sent_date,
-    sort_header_fields,
-)
-from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo
-from pymta.mailstore.prefetch import prefetch_headers
+from pymta.imap.sortkeys import sort_header_fields
+from pymta.mailstore.files import read_header_file
+from pymta.mailstore.interface import IFolder, IHeaderCache, MailStoreError
+from pymta.mailstore.prefetch import PREFETCH_MIN, prefetch_headers
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
 
 #: Messages whose header a SORT or THREAD reads per reactor turn.
 SLICE = 2048
+
+#: Batches of SLICE messages computed in the scan workers at once (one
+#: per worker process), besides one in a thread of this process.
+WORKER_BATCHES = 2
 
 #: The sort criteria (RFC 5256 3, RFC 5957 DISPLAYFROM/DISPLAYTO).
 CRITERIA = frozenset(
@@ -107,135 +113,250 @@ def check_charset(token: Token) -> None:
         raise BadCharset(name)
 
 
-def key_of(name: str, info: MessageInfo, values: dict[str, list[str]]) -> Any:
-    """What criterion ``name`` compares for one message."""
-    if name == "ARRIVAL":
-        return int(info.internal_date)
-    if name == "SIZE":
-        return info.rfc822_size
-    if name == "DATE":
-        dates = values.get("date")
-        return sent_date(dates[0] if dates else None, info.internal_date)
-    if name == "SUBJECT":
-        subjects = values.get("subject")
-        return base_subject(subjects[0])[0] if subjects else ""
-    if name in ("FROM", "TO", "CC"):
-        return address_mailbox(values.get(name.lower()))
-    return display_name(values.get(name[7:].lower()))  # DISPLAYFROM, DISPLAYTO
+#: The string criteria: their values are compared as ranks
+#: (:meth:`pymta.imap.sortcache.FolderKeys.ranks`).
+_STRING_FIELDS = {
+    "SUBJECT": sortkeys.SUBJECT,
+    "FROM": sortkeys.FROM,
+    "TO": sortkeys.TO,
+    "CC": sortkeys.CC,
+    "DISPLAYFROM": sortkeys.DISPLAYFROM,
+    "DISPLAYTO": sortkeys.DISPLAYTO,
+}
 
 
-#: (name, key function, whether it reads the header and is kept in
-#: pymta.imap.sortcache) of one key gather reads.
-Field = tuple[str, Callable[[MessageInfo, dict[str, list[str]]], Any], bool]
-
-_MISSING = object()
+def needs_header(keys: Sequence[SortKey]) -> bool:
+    """Whether any of the criteria reads the header (not ARRIVAL or SIZE)."""
+    return any(k.name not in _INDEX_ONLY for k in keys)
 
 
-def sort_fields(names: Sequence[str]) -> list[Field]:
-    return [(n, partial(key_of, n), n not in _INDEX_ONLY) for n in names]
+@dataclass
+class Keyed:
+    """The found messages whose keys are all kept, in sequence order: their
+    UIDs, their numbers as answered, and the folder's kept keys. A worker
+    thread may read them (the keys of these messages are there and never
+    change; more may be added meanwhile)."""
+
+    kept: sortcache.FolderKeys
+    uids: list[int]
+    numbers: list[int]
+    # The tables as they were (another session dropping the keys of the
+    # messages it saw expunged replaces them, not changes them).
+    headers: dict[int, sortkeys.HeaderKeys] = field(init=False)
+    index: dict[int, tuple[int, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.headers, self.index = self.kept.headers, self.kept.index
+
+    def header_keys(self) -> list[sortkeys.HeaderKeys]:
+        return list(map(self.headers.__getitem__, self.uids))
+
+    def index_keys(self) -> list[tuple[int, int]]:
+        return list(map(self.index.__getitem__, self.uids))
 
 
-def gather(
+def fill_keys(
     s: IMAPSession,
     tag: bytes,
     command: str,
     found: Found,
-    fields: Sequence[Field],
-    then: Callable[[list[tuple[int, int, tuple[Any, ...]]]], Deferred[None] | None],
+    header: bool,
+    then: Callable[[Keyed], Deferred[None] | None],
 ) -> Deferred[None] | None:
-    """Call ``then`` with (sequence number, UID, the fields' keys) of each
-    found message still there, in sequence order. Keys read from a header
-    are kept (pymta.imap.sortcache); headers not kept yet are put into the
-    header cache in a thread first, and big results are read :data:`SLICE`
-    messages per reactor turn: then a Deferred is returned (firing when
-    ``then`` has run), else None. An unexpected error on the way is
-    answered NO [SERVERBUG] (``command`` names it in the log)."""
+    """Call ``then`` with the found messages still there and their keys
+    (index keys always, header keys when ``header``). Keys not kept yet
+    are read: uncached headers into the header cache in a thread first,
+    then :data:`SLICE` messages per reactor turn, their keys computed in a
+    worker thread when there are more than a slice. Returns None when
+    ``then`` ran at once, else a Deferred that fires after it; an
+    unexpected error on the way is answered NO [SERVERBUG] (``command``
+    names it in the log)."""
     assert s.view is not None
     view = s.view
-    folder = view.folder
-    kept = sortcache.folder_keys(folder, view.uids)
-    tables = [kept.of(name) if cached else None for name, _, cached in fields]
-    rows: list[tuple[int, int, tuple[Any, ...]]] = []
-    empty: dict[str, list[str]] = {}
-
-    def keys_of(u: int) -> tuple[Any, ...]:
-        # The index record and the header only when a key needs them: a
-        # sort whose keys are all kept reads neither.
-        info: MessageInfo | None = None
-        values: dict[str, list[str]] | None = None
-        row = []
-        for (_, compute, _), table in zip(fields, tables, strict=True):
-            if table is None:
-                info = info or folder.get(u)
-                row.append(compute(info, empty))
-                continue
-            key = table.get(u, _MISSING)
-            if key is _MISSING:
-                info = info or folder.get(u)
-                if values is None:
-                    values = sort_header_fields(folder.header_bytes(u))
-                key = table[u] = compute(info, values)
-            row.append(key)
-        return tuple(row)
-
-    def kept_steps(kept: list[dict[int, Any]]) -> Iterator[None]:
-        # Every key is kept already (a folder sorted before): no function
-        # call per message.
-        msn_of, gone, uids = view.msn, view.is_expunged, found.uids
-        for start in range(0, len(uids), SLICE):
-            for u in uids[start : start + SLICE]:
-                msn = msn_of(u)
-                if msn is not None and not gone(u):
-                    rows.append((msn, u, tuple([table[u] for table in kept])))
-            yield
-
-    def steps() -> Iterator[None]:
-        if all_kept:
-            yield from kept_steps([t for t in tables if t is not None])
-            return
-        for n, u in enumerate(found.uids, 1):
-            msn = view.msn(u)
-            if msn is None or view.is_expunged(u):
-                continue
-            try:
-                rows.append((msn, u, keys_of(u)))
-            except MailStoreError:
-                continue  # expunged meanwhile by another program
-            if n % SLICE == 0:
-                yield
+    kept = sortcache.folder_keys(view.folder, view.uids)
+    index, headers = kept.index, kept.headers
+    need_header = [u for u in found.uids if u not in headers] if header else []
+    if header:
+        # Every message with header keys has its index keys.
+        need_index = [u for u in need_header if u not in index]
+    else:
+        need_index = [u for u in found.uids if u not in index]
+    lost: set[int] = set()
 
     def finish() -> Deferred[None] | None:
-        sortcache.trim()
-        return then(rows)
-
-    def run() -> Deferred[None] | None:
         if s.lost:
             return None
-        if len(found.uids) <= SLICE:
-            for _ in steps():
-                pass
-            return finish()
-        d = one_slice_per_turn(s, steps())
-        d.addCallback(lambda _: None if s.lost else finish())
-        d.addErrback(partial(search_failed, s, tag, command))
-        return d
+        uids, numbers = found.uids, found.numbers
+        if lost or view.has_expunged():
+            gone = view.is_expunged
+            wanted = [
+                (u, n) for u, n in zip(uids, numbers, strict=True) if u not in lost and not gone(u)
+            ]
+            uids = [u for u, _ in wanted]
+            numbers = [n for _, n in wanted]
+        sortcache.trim()
+        return then(Keyed(kept, uids, numbers))
 
-    live = [t for t in tables if t is not None]
-    all_kept = False
-    if live:
-        wanted = set(found.uids)
-        missing = sorted(set().union(*(wanted.difference(t) for t in live)))
-        all_kept = not missing and len(live) == len(tables)
-        filling = prefetch_headers(folder, missing, s.run_in_thread) if missing else None
-        if filling is not None:
+    if not need_index and not need_header:
+        return finish()
+    d = defer.ensureDeferred(_read_keys(s, kept, need_index, need_header, lost))
+    d.addCallback(lambda _: finish())
+    d.addErrback(partial(search_failed, s, tag, command))
+    return d
+
+
+async def _read_keys(
+    s: IMAPSession,
+    kept: sortcache.FolderKeys,
+    need_index: list[int],
+    need_header: list[int],
+    lost: set[int],
+) -> None:
+    """Keep the index keys of ``need_index`` and the header keys of
+    ``need_header``; messages gone meanwhile go into ``lost``."""
+    assert s.view is not None
+    folder = s.view.folder
+    for start in range(0, len(need_index), SLICE * 8):
+        if start:
+            await _next_turn(s)
+        for u in need_index[start : start + SLICE * 8]:
+            try:
+                info = folder.get(u)
+            except MailStoreError:
+                lost.add(u)  # expunged meanwhile by another program
+                continue
+            kept.index[u] = (int(info.internal_date), info.rfc822_size)
+    if not need_header:
+        return
+    directory = getattr(folder, "path", None)
+    if not isinstance(directory, str) or s.run_in_thread is None:
+        directory = None  # a store without files (or tests without threads)
+    elif not kept.loaded:
+        # The first sort of the folder in this process: the keys kept on
+        # disk by an earlier one.
+        kept.loaded = True
+        stored = await s.run_in_thread(
+            partial(sortcache.load_keys, directory, kept.uidvalidity, list(s.view.uids))
+        )
+        for n, (u, keys) in enumerate(stored.items(), 1):
+            if u not in kept.headers:
+                kept.keep(u, keys)
+            if n % (SLICE * 8) == 0:
+                await _next_turn(s)
+        need_header = [u for u in need_header if u not in kept.headers]
+        if not need_header:
+            return
+    if directory is not None and s.scan_in_thread is not None:
+        need_header = await _keys_in_workers(s, kept, directory, need_header)
+        if not need_header:
+            return
+    filling = prefetch_headers(folder, need_header, s.run_in_thread)
+    if filling is not None:
+        try:
+            await filling
+        except Exception:
             # The cache is only a speed-up: a failed fill reads in the reactor.
-            filling.addErrback(
-                lambda f: s.log.failure("imap({user}): header prefetch", f, user=s.user)
+            s.log.failure("imap({user}): header prefetch", user=s.user)
+    in_thread = s.run_in_thread if len(need_header) > SLICE else None
+    for start in range(0, len(need_header), SLICE):
+        if start and in_thread is None:
+            await _next_turn(s)
+        if s.lost:
+            return
+        batch: list[tuple[int, bytes, int]] = []
+        for u in need_header[start : start + SLICE]:
+            index_keys = kept.index.get(u)
+            if index_keys is None:
+                lost.add(u)  # its index record was gone already
+                continue
+            try:
+                batch.append((u, folder.header_bytes(u), index_keys[0]))
+            except MailStoreError:
+                lost.add(u)  # expunged meanwhile by another program
+        work = partial(_header_keys_of, batch)
+        computed = await in_thread(work) if in_thread is not None else work()
+        for u, keys in computed:
+            kept.keep(u, keys)
+        if directory is not None and s.run_in_thread is not None:
+            # Kept on disk for the next process, in a thread; nobody waits.
+            saving = s.run_in_thread(
+                partial(sortcache.save_keys, directory, kept.uidvalidity, computed)
             )
-            after: Deferred[Any] = filling.addCallback(lambda _: run())
-            after.addErrback(partial(search_failed, s, tag, command))
-            return after
-    return run()
+            saving.addErrback(lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user))
+
+
+async def _keys_in_workers(
+    s: IMAPSession, kept: sortcache.FolderKeys, directory: str, need_header: list[int]
+) -> list[int]:
+    """Keep the header keys of those of ``need_header`` whose header is not
+    in the header cache, read from their files and computed in batches of
+    :data:`SLICE` by :data:`WORKER_BATCHES` scan worker processes
+    (:mod:`pymta.imap.scan`: their parsing holds no lock of this process)
+    and by a thread of this one, each taking the next batch when it is
+    done (worker processes run nicer and may get little CPU on a busy
+    machine); returns those still without keys (their header cached, or
+    their file renamed meanwhile)."""
+    assert s.view is not None and s.scan_in_thread is not None
+    folder = s.view.folder
+    if not IHeaderCache.providedBy(folder) or len(need_header) < PREFETCH_MIN:
+        return need_header
+    index = kept.index
+    jobs = [
+        (u, filename, index[u][0])
+        for u, filename in IHeaderCache(folder).uncached_headers(need_header)
+        if u in index
+    ]
+    batches = deque(jobs[i : i + SLICE] for i in range(0, len(jobs), SLICE))
+
+    async def lane(run: Callable[[Callable[[], Any]], Deferred[Any]]) -> None:
+        while batches and not s.lost:
+            computed = await run(partial(keys_from_files, directory, batches.popleft()))
+            for u, keys in computed:
+                kept.keep(u, keys)
+            if s.run_in_thread is not None:
+                saving = s.run_in_thread(
+                    partial(sortcache.save_keys, directory, kept.uidvalidity, computed)
+                )
+                saving.addErrback(
+                    lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user)
+                )
+
+    runners = [s.scan_in_thread] * WORKER_BATCHES
+    if s.run_in_thread is not None:
+        runners.append(s.run_in_thread)
+    lanes = [defer.ensureDeferred(lane(run)) for run in runners]
+    await defer.gatherResults(lanes, consumeErrors=True)
+    return [u for u in need_header if u not in kept.headers]
+
+
+def keys_from_files(
+    directory: str, batch: list[tuple[int, str, int]]
+) -> list[tuple[int, sortkeys.HeaderKeys]]:
+    """(uid, header keys) of (uid, file name in ``directory``, INTERNALDATE),
+    each read from its message file; a file gone (expunged, or renamed by
+    a flag change) is left out. Runs in a scan worker process."""
+    out = []
+    for u, filename, date in batch:
+        block = read_header_file(f"{directory}/{filename}")
+        if block is not None:
+            out.append((u, sortkeys.header_keys(sort_header_fields(block), date)))
+    return out
+
+
+def _header_keys_of(
+    batch: list[tuple[int, bytes, int]],
+) -> list[tuple[int, sortkeys.HeaderKeys]]:
+    """(uid, header keys) of (uid, header block, INTERNALDATE) (pure: a
+    worker thread may run it)."""
+    fields, keys_of = sort_header_fields, sortkeys.header_keys
+    return [(u, keys_of(fields(block), date)) for u, block, date in batch]
+
+
+def _next_turn(s: IMAPSession) -> Deferred[None]:
+    """Fires in the next reactor turn (other sessions are served first)."""
+    turn: Deferred[None] = Deferred()
+    s.clock.callLater(0, turn.callback, None)
+    return turn
 
 
 def off_reactor(
@@ -260,12 +381,71 @@ def off_reactor(
     return d
 
 
-def sort_rows(rows: list[tuple[int, int, tuple[Any, ...]]], keys: Sequence[SortKey]) -> None:
-    """Order rows (in sequence order) by the keys, in place: one stable
-    sort per key from the last to the first, so that equal messages stay
-    in sequence order whatever REVERSE says (RFC 5256 3)."""
-    for i in range(len(keys) - 1, -1, -1):
-        rows.sort(key=lambda row: row[2][i], reverse=keys[i].reverse)
+def sort_order(keyed: Keyed, keys: Sequence[SortKey]) -> list[int]:
+    """The positions in ``keyed`` in sort order: one stable sort per key
+    from the last to the first, so that equal messages stay in sequence
+    order whatever REVERSE says (RFC 5256 3). Strings are compared through
+    their ranks. Reads only ``keyed`` (a worker thread may run it)."""
+    order = list(range(len(keyed.uids)))
+    for key in reversed(keys):
+        order.sort(key=_column(keyed, key.name).__getitem__, reverse=key.reverse)
+    return order
+
+
+def _column(keyed: Keyed, name: str) -> list[Any]:
+    """What criterion ``name`` compares, for each message of ``keyed``."""
+    if name == "ARRIVAL":
+        return [k[0] for k in keyed.index_keys()]
+    if name == "SIZE":
+        return [k[1] for k in keyed.index_keys()]
+    if name == "DATE":
+        return [k[sortkeys.DATE] for k in keyed.header_keys()]
+    position = _STRING_FIELDS[name]
+    return keyed.kept.ranks(position, [k[position] for k in keyed.header_keys()])
+
+
+def message_keys(keys: Sequence[SortKey], folder: IFolder, u: int) -> tuple[Any, ...]:
+    """What each criterion compares for one message, as values (not
+    ranks): for a message joining an updating SORT (RFC 5267 CONTEXT=SORT),
+    compared with :func:`sorted_keys`' rows. MailStoreError when it is
+    gone."""
+    info = folder.get(u)
+    index = (int(info.internal_date), info.rfc822_size)
+    header = None
+    if needs_header(keys):
+        values = sort_header_fields(folder.header_bytes(u))
+        header = sortkeys.header_keys(values, index[0])
+    return tuple(_value(k.name, header, index) for k in keys)
+
+
+def sorted_keys(
+    keyed: Keyed, keys: Sequence[SortKey], order: Sequence[int]
+) -> list[tuple[int, tuple[Any, ...]]]:
+    """(UID, the values :func:`message_keys` gives) of the messages at the
+    positions ``order`` (a sort's result), in that order."""
+    index = keyed.index_keys()
+    headers: list[sortkeys.HeaderKeys | None] = (
+        list(keyed.header_keys()) if needs_header(keys) else [None] * len(index)
+    )
+    return [
+        (keyed.uids[i], tuple(_value(k.name, headers[i], index[i]) for k in keys)) for i in order
+    ]
+
+
+def _value(name: str, header: sortkeys.HeaderKeys | None, index: tuple[int, int]) -> Any:
+    if name == "ARRIVAL":
+        return index[0]
+    if name == "SIZE":
+        return index[1]
+    assert header is not None
+    if name == "DATE":
+        return header[sortkeys.DATE]
+    return header[_STRING_FIELDS[name]]
+
+
+def numbers_text(numbers: Iterable[int]) -> bytes:
+    """``1 5 3``: numbers as an answer lists them."""
+    return " ".join(map(str, numbers)).encode("ascii")
 
 
 ESORT_OPTIONS = SEARCH_OPTIONS
@@ -286,7 +466,9 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         return
     if criteria.uses_modseq:
         s.condstore = True
-    fields = sort_fields([k.name for k in keys])
+    header = needs_header(keys)
+    order_key = ("SORT", tuple(keys))
+    text_key = ("SORT text", tuple(keys))
     updating = None
     if returns is not None and returns.options & context.CONTEXT_OPTIONS:
         # RFC 5267 CONTEXT=SORT (pymta.imap.context).
@@ -298,36 +480,54 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             returns.partial,
             rest[2:],
             criteria,
-            context.SortOrder(tuple(k.reverse for k in keys), partial(_keys_of, fields)),
+            context.SortOrder(tuple(k.reverse for k in keys), partial(message_keys, keys)),
         )
         returns = ReturnOptions(frozenset(options), returns.partial)
-    kept: list[tuple[int, tuple[Any, ...]]] = []
+    # The (UID, keys) rows an updating SORT starts from.
+    context_rows: list[tuple[int, tuple[Any, ...]]] = []
 
-    def order(rows: list[tuple[int, int, tuple[Any, ...]]]) -> bytes:
-        sort_rows(rows, keys)
+    def order(keyed: Keyed, kept_order: list[int] | None) -> bytes:
+        sorted_at = kept_order if kept_order is not None else sort_order(keyed, keys)
+        orders.append(sorted_at)
         if updating is not None:
-            kept.extend((u, k) for _, u, k in rows)
-        numbers = [u if uid else msn for msn, u, _ in rows]
+            context_rows.extend(sorted_keys(keyed, keys, sorted_at))
+        numbers = list(map(keyed.numbers.__getitem__, sorted_at))
         if returns is None:
-            return b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n"
+            return b"* SORT " + numbers_text(numbers) + b"\r\n" if numbers else b"* SORT\r\n"
         if "SAVE" in returns.options:
-            saved[:] = _saved(returns, [u for _, u, _ in rows])
+            saved[:] = _saved(returns, list(map(keyed.uids.__getitem__, sorted_at)))
         if returns.options != {"SAVE"}:
             return esort_line(tag, uid, returns, numbers)
         return b""
 
     saved: list[int] = []
+    orders: list[list[int]] = []
 
-    def answer(text: bytes) -> None:
-        if returns is not None and "SAVE" in returns.options:
-            s.saved = saved
-        s.send(text)
-        if updating is not None:
-            context.sort_answered(s, updating, kept)
-        s.ok(tag, b"Sort completed.", expunge=uid)
+    def sort_found(keyed: Keyed) -> Deferred[None] | None:
+        kept = keyed.kept
 
-    def sort_found(rows: list[tuple[int, int, tuple[Any, ...]]]) -> Deferred[None] | None:
-        return off_reactor(s, tag, "SORT", len(rows), partial(order, rows), answer)
+        def answer(text: bytes) -> None:
+            if kept_order is None and orders:
+                kept.keep_result(order_key, keyed.uids, [], orders[0])
+            if returns is None:
+                kept.keep_result(text_key, keyed.uids, keyed.numbers, text)
+            if returns is not None and "SAVE" in returns.options:
+                s.saved = saved
+            s.send(text)
+            if updating is not None:
+                context.sort_answered(s, updating, context_rows)
+            s.ok(tag, b"Sort completed.", expunge=uid)
+
+        # The same messages sorted the same way before: the kept order
+        # (and the kept answer, when they are numbered the same).
+        kept_order = kept.result(order_key, keyed.uids, [])
+        if kept_order is not None and returns is None:
+            text = kept.result(text_key, keyed.uids, keyed.numbers)
+            if text is not None:
+                answer(text)
+                return None
+        work = partial(order, keyed, kept_order)
+        return off_reactor(s, tag, "SORT", len(keyed.uids), work, answer)
 
     find(
         s,
@@ -335,17 +535,9 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         uid,
         rest[2:],
         criteria,
-        lambda found: gather(s, tag, "SORT", found, fields, sort_found),
+        lambda found: fill_keys(s, tag, "SORT", found, header, sort_found),
         "SORT",
     )
-
-
-def _keys_of(fields: Sequence[Field], folder: IFolder, u: int) -> tuple[Any, ...]:
-    """One message's sort keys (a message joining an updating SORT)."""
-    info = folder.get(u)
-    needs_header = any(cached for _, _, cached in fields)
-    values = sort_header_fields(folder.header_bytes(u)) if needs_header else {}
-    return tuple(compute(info, values) for _, compute, _ in fields)
 
 
 def _saved(returns: ReturnOptions, uids: list[int]) -> list[int]:

@@ -1,57 +1,147 @@
 """What SORT and THREAD compared last time, kept per folder and message.
 
-A message never changes under its UID (RFC 3501 2.3.1.1), so the keys a
-SORT or THREAD read from its header (base subject, sent date, first
-address, threading ids) are kept after the first time, as Dovecot keeps
-them in its cache file: a client that sorts the same folder again (every
-view change of a mail client) is answered from memory without reading a
-header. :func:`folder_keys` gives a folder's :class:`FolderKeys` (keys by
-criterion name, then UID), started afresh when the folder's UIDVALIDITY
-changed.
+A message never changes under its UID (RFC 3501 2.3.1.1), so what a SORT
+or THREAD read of it is kept after the first time, as Dovecot keeps its
+sort and thread data in its index and cache files:
 
-Bounded: at most :data:`MAX_ENTRIES` keys in the process, over every
-folder; the folder sorted least recently is dropped whole first, and a
-folder's keys of expunged messages are dropped when they would make up
-half of what it holds. Index-only criteria (ARRIVAL, SIZE) are not kept.
+- the header keys of each message (:func:`pymta.imap.sortkeys.header_keys`:
+  sent date, base subject, first addresses, display names, Message-ID,
+  references; all of them from one read of the header, whichever
+  criterion asked);
+- its index keys (INTERNALDATE and RFC822.SIZE in seconds and octets);
+- for each string criterion, the rank of each value among the values
+  sorted last time (:meth:`FolderKeys.ranks`): a sort then compares small
+  integers instead of strings, as Dovecot compares the "sort ids" it keeps
+  in its index;
+- the last few answers (:meth:`FolderKeys.result`): the order of a SORT, the
+  text of a THREAD, valid while the same messages are found and numbered
+  the same (a client re-sorting its view of an unchanged folder).
 
-Untrusted input: none (keys are computed elsewhere). Reactor thread only.
-Writes and logs nothing.
+A client that sorts the same folder again (every view change of a mail
+client), from this session or another of the same process, is answered
+from memory without reading a header.
+
+The header keys are also kept on disk, in the folder's directory
+(``pymta-sortkeys``, as Dovecot keeps them in its index files), so a
+restarted server or another process sorts a folder it never sorted
+without reading its messages: :func:`load_keys` reads them (the first
+time a folder is sorted in a process), :func:`save_keys` appends the
+keys of each batch of messages read. Format: a line ``pymta-sortkeys 1
+V<uidvalidity>``, then lines each holding a JSON list of messages
+``[uid, date, subject, is_reply, from, to, cc, displayfrom, displayto,
+message_id, [references]]`` (ASCII, escaped). A file of another
+UIDVALIDITY, or one that does not parse, is started afresh; a torn last
+line (a crash while appending) is skipped; the keys of expunged messages
+are dropped when they make up half of it. :func:`folder_keys` gives a folder's
+:class:`FolderKeys`, started afresh when the folder's UIDVALIDITY changed.
+
+Bounded: at most :data:`MAX_ENTRIES` messages' keys in the process, over
+every folder; the folder sorted least recently is dropped whole first, and
+a folder's keys of expunged messages are dropped when they would make up
+half of what it holds. At most :data:`MAX_RESULTS` answers per folder.
+
+Threads: keys are stored from the reactor thread; :meth:`FolderKeys.ranks`
+may run in a worker thread (it only reads the values it is given and
+replaces a whole table); :func:`load_keys` and :func:`save_keys` do
+blocking file I/O and run in worker threads. Untrusted input: the
+``pymta-sortkeys`` file (its owner may write anything: every record's
+shape and types are checked, a bad file is not used). Writes
+``pymta-sortkeys`` (owned like its directory when run as root); logs
+nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from typing import Any
 
-#: Keys kept in one process (about 100 bytes each: 100,000 messages sorted
-#: by two criteria and threaded take about 30 MB).
-MAX_ENTRIES = 600_000
+from pymta.imap.sortkeys import HeaderKeys
+
+#: Messages whose keys are kept in one process (a message's header keys
+#: take about 400 bytes: 100,000 messages about 40 MB).
+MAX_ENTRIES = 300_000
+
+#: Answers kept per folder.
+MAX_RESULTS = 8
 
 
 class FolderKeys:
-    """One folder's keys: ``keys[name][uid]``."""
+    """One folder's keys: ``headers[uid]``, ``index[uid]``, ranks and answers."""
 
     def __init__(self, uidvalidity: int) -> None:
         self.uidvalidity = uidvalidity
-        self.keys: dict[str, dict[int, Any]] = {}
+        #: Whether the keys kept on disk were looked for (once per process).
+        self.loaded = False
+        self.headers: dict[int, HeaderKeys] = {}
+        #: (INTERNALDATE in seconds, RFC822.SIZE) by UID.
+        self.index: dict[int, tuple[int, int]] = {}
+        self._ranks: dict[int, dict[Any, int]] = {}
+        self._results: OrderedDict[Hashable, tuple[list[int], list[int], Any]] = OrderedDict()
+        # One string object for equal values (a sender's address in 5,000
+        # messages is kept once).
+        self._strings: dict[str, str] = {}
 
-    def of(self, name: str) -> dict[int, Any]:
-        table = self.keys.get(name)
-        if table is None:
-            table = self.keys[name] = {}
-        return table
+    def keep(self, uid: int, keys: HeaderKeys) -> None:
+        """Keep a message's header keys."""
+        same = self._strings.setdefault
+        date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
+        self.headers[uid] = (
+            date,
+            same(subject, subject),
+            is_reply,
+            same(sender, sender),
+            same(to, to),
+            same(cc, cc),
+            same(dsender, dsender),
+            same(dto, dto),
+            message_id,
+            refs,
+        )
 
     def size(self) -> int:
-        return sum(len(t) for t in self.keys.values())
+        return max(len(self.headers), len(self.index))
 
     def forget_except(self, uids: Collection[int]) -> None:
         """Drop the keys of messages no longer in the folder."""
-        for name, table in self.keys.items():
-            if len(table) > 2 * len(uids):
-                keep = set(uids)
-                self.keys[name] = {u: k for u, k in table.items() if u in keep}
+        if max(len(self.headers), len(self.index)) > 2 * len(uids):
+            keep = set(uids)
+            self.headers = {u: k for u, k in self.headers.items() if u in keep}
+            self.index = {u: k for u, k in self.index.items() if u in keep}
+            self._strings = {}
+
+    def ranks(self, field: int, values: Sequence[Any]) -> list[int]:
+        """The rank of each of ``values`` among them (equal values, equal
+        ranks; order kept): from the table made last time for ``field``
+        when it holds them all, else from a new one."""
+        table = self._ranks.get(field)
+        if table is not None:
+            try:
+                return list(map(table.__getitem__, values))
+            except KeyError:
+                pass  # a value not seen last time
+        table = {value: rank for rank, value in enumerate(sorted(set(values)))}
+        self._ranks[field] = table
+        return list(map(table.__getitem__, values))
+
+    def result(self, key: Hashable, uids: list[int], numbers: list[int]) -> Any:
+        """The answer kept for ``key`` when it was made for these messages
+        with these numbers, else None."""
+        held = self._results.get(key)
+        if held is None or held[0] != uids or held[1] != numbers:
+            return None
+        self._results.move_to_end(key)
+        return held[2]
+
+    def keep_result(self, key: Hashable, uids: list[int], numbers: list[int], value: Any) -> None:
+        self._results[key] = (list(uids), list(numbers), value)
+        self._results.move_to_end(key)
+        while len(self._results) > MAX_RESULTS:
+            self._results.popitem(last=False)
 
 
 _folders: OrderedDict[int, tuple[weakref.ref[Any], FolderKeys]] = OrderedDict()
@@ -76,7 +166,7 @@ def folder_keys(folder: Any, uids: Collection[int]) -> FolderKeys:
 
 def trim() -> None:
     """Drop whole folders, least recently sorted first, until at most
-    :data:`MAX_ENTRIES` keys are kept (the one in use last stays)."""
+    :data:`MAX_ENTRIES` messages' keys are kept (the one in use last stays)."""
     total = sum(keys.size() for _, keys in _folders.values())
     while total > MAX_ENTRIES and len(_folders) > 1:
         _, (_, keys) = _folders.popitem(last=False)
@@ -89,3 +179,129 @@ def trim() -> None:
 def clear() -> None:
     """Forget everything (tests)."""
     _folders.clear()
+
+
+FILENAME = "pymta-sortkeys"
+MAGIC = b"pymta-sortkeys 1"
+#: A bigger file is not read (made again instead): about 1.5 million messages.
+MAX_FILE = 512 << 20
+
+
+def _first_line(uidvalidity: int) -> bytes:
+    return MAGIC + b" V%d\n" % uidvalidity
+
+
+def load_keys(directory: str, uidvalidity: int, live: Collection[int]) -> dict[int, HeaderKeys]:
+    """The header keys kept in ``directory`` for this UIDVALIDITY, of the
+    messages in ``live`` (blocking). Nothing when there is no file, or it
+    is of another UIDVALIDITY, too big or damaged. A file holding twice
+    as many messages as ``live`` is written again with only those."""
+    path = os.path.join(directory, FILENAME)
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_FILE:
+                return {}
+            if f.readline() != _first_line(uidvalidity):
+                return {}
+            data = f.read()
+    except OSError:
+        return {}
+    kept = _parse(data)
+    if kept is None:
+        # Damaged: gone, so that the next save starts it afresh.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return {}
+    total = len(kept)
+    wanted = set(live)
+    kept = {u: k for u, k in kept.items() if u in wanted}
+    if total > 2 * len(kept) + 1000:
+        with contextlib.suppress(OSError):
+            _write_anew(directory, uidvalidity, kept.items())
+    return kept
+
+
+def _parse(data: bytes) -> dict[int, HeaderKeys] | None:
+    """The messages of the lines after the first; None if one is damaged
+    (but for a torn last line)."""
+    kept: dict[int, HeaderKeys] = {}
+    lines = data.split(b"\n")
+    for n, line in enumerate(lines):
+        try:
+            batch = json.loads(line)
+        except ValueError:
+            if n == len(lines) - 1:
+                break  # a torn or empty last line
+            return None
+        if not isinstance(batch, list):
+            return None
+        for item in batch:
+            record = _record(item)
+            if record is None:
+                return None
+            kept[record[0]] = record[1]
+    return kept
+
+
+def _record(item: Any) -> tuple[int, HeaderKeys] | None:
+    """(uid, header keys) of one stored message; None if it is not one."""
+    if not isinstance(item, list) or len(item) != 11:
+        return None
+    uid, date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = item
+    if type(uid) is not int or type(date) is not int or type(is_reply) is not bool:
+        return None
+    if not all(type(v) is str for v in (subject, sender, to, cc, dsender, dto)):
+        return None
+    if message_id is not None and type(message_id) is not str:
+        return None
+    if type(refs) is not list or not all(type(r) is str for r in refs):
+        return None
+    return uid, (date, subject, is_reply, sender, to, cc, dsender, dto, message_id, tuple(refs))
+
+
+def _line(records: Iterable[tuple[int, HeaderKeys]]) -> bytes:
+    batch = [[u, *keys[:9], list(keys[9])] for u, keys in records]
+    return json.dumps(batch, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def save_keys(directory: str, uidvalidity: int, records: list[tuple[int, HeaderKeys]]) -> None:
+    """Append the header keys of ``records`` to ``directory``'s file
+    (blocking; one write): started afresh when missing or of another
+    UIDVALIDITY. Errors are ignored (the file only saves work)."""
+    if not records:
+        return
+    path = os.path.join(directory, FILENAME)
+    with contextlib.suppress(OSError):
+        try:
+            with open(path, "rb") as f:
+                current = f.readline() == _first_line(uidvalidity)
+        except FileNotFoundError:
+            current = False
+        if not current:
+            _write_anew(directory, uidvalidity, records)
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, _line(records))
+        finally:
+            os.close(fd)
+
+
+def _write_anew(
+    directory: str, uidvalidity: int, records: Iterable[tuple[int, HeaderKeys]]
+) -> None:
+    """The file with only ``records`` (a temporary file renamed over it)."""
+    path = os.path.join(directory, FILENAME)
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if os.geteuid() == 0:
+                owner = os.stat(directory)
+                os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
+            f.write(_first_line(uidvalidity) + _line(records))
+        os.rename(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

@@ -2,8 +2,8 @@
 
 ``THREAD algorithm charset search-keys`` finds the messages as SEARCH does
 and reads their Message-ID, References, In-Reply-To, Subject and Date
-(:func:`pymta.imap.sort.gather`: header cache filled in a thread, slices
-per reactor turn), then builds the threads:
+(:func:`pymta.imap.sort.fill_keys`: kept keys, or the header cache filled
+in a thread and keys computed a slice at a time), then builds the threads:
 
 - ORDEREDSUBJECT: messages grouped by base subject; in each group the
   earliest (sent date, then sequence number) is the parent of all others;
@@ -19,9 +19,11 @@ per reactor turn), then builds the threads:
 
 The threads of more than a slice of messages are built in a worker
 thread (:func:`pymta.imap.sort.off_reactor`): the data is the session's
-own copy. Answer: ``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads
-uses an explicit stack: References chains thousands deep (anyone's mail)
-cannot exhaust Python's recursion limit.
+own copy. The answer is kept (:mod:`pymta.imap.sortcache`) for the same
+messages threaded and numbered the same again. Answer:
+``* THREAD (1 2 (3)(4))((5)(6))``. Every walk over the threads uses an
+explicit stack: References chains thousands deep (anyone's mail) cannot
+exhaust Python's recursion limit.
 
 Untrusted input: the arguments (BAD; ``NO [BADCHARSET]``) and the header
 fields of the messages. Reads the header cache and index; writes and logs
@@ -30,17 +32,19 @@ nothing itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pymta.imap.message_commands import Found, find
+from pymta.imap.message_commands import find
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.search import BadCharset, parse_search
-from pymta.imap.sort import check_charset, gather, off_reactor
-from pymta.imap.sortkeys import base_subject, message_ids, sent_date
-from pymta.mailstore.interface import MessageInfo
+from pymta.imap.sort import Keyed, check_charset, fill_keys, off_reactor
+from pymta.imap.sortkeys import DATE, SUBJECT
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -48,10 +52,6 @@ if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
 
 ALGORITHMS = ("REFERENCES", "ORDEREDSUBJECT")
-
-#: References read per message: a longer list keeps its last ids (the
-#: closest ancestors), bounding the work one message can cause.
-MAX_REFERENCES = 1000
 
 
 @dataclass(slots=True)
@@ -66,64 +66,53 @@ class ThreadMessage:
     references: Sequence[str] = field(default_factory=list)
 
 
-def read_message(number: int, info: MessageInfo, values: dict[str, list[str]]) -> ThreadMessage:
-    """The threading data of one message from its header fields."""
-    dates = values.get("date")
-    subjects = values.get("subject")
-    subject, is_reply = base_subject(subjects[0]) if subjects else ("", False)
-    msg = ThreadMessage(
-        number, sent_date(dates[0] if dates else None, info.internal_date), subject, is_reply
-    )
-    ids = values.get("message-id")
-    if ids:
-        found = message_ids(ids[0])
-        msg.message_id = found[0] if found else None
-    refs = message_ids(" ".join(values.get("references", ())))
-    if not refs:
-        in_reply_to = message_ids(" ".join(values.get("in-reply-to", ())))
-        refs = in_reply_to[:1]
-    msg.references = refs[-MAX_REFERENCES:]
-    return msg
-
-
-def thread_key(info: MessageInfo, values: dict[str, list[str]]) -> tuple[Any, ...]:
-    """What threading needs of a message, as kept by pymta.imap.sortcache
-    (a tuple: a ThreadMessage is made per THREAD, numbered then)."""
-    m = read_message(0, info, values)
-    # A tuple of strings, not a list: the garbage collector stops tracking
-    # it, and 100,000 kept keys do not lengthen every collection.
-    return (m.date, m.subject, m.is_reply, m.message_id, tuple(m.references))
+def thread_messages(keyed: Keyed) -> list[ThreadMessage]:
+    """The threading data of the found messages, from their kept keys."""
+    return [
+        ThreadMessage(number, date, subject, is_reply, message_id, refs)
+        for number, (date, subject, is_reply, *_, message_id, refs) in zip(
+            keyed.numbers, keyed.header_keys(), strict=True
+        )
+    ]
 
 
 # ORDEREDSUBJECT ---------------------------------------------------------
 
 
-def ordered_subject(
-    messages: list[ThreadMessage],
-) -> list[tuple[ThreadMessage, list[ThreadMessage]]]:
-    """Threads as (first message, the others), ordered (RFC 5256 5)."""
-    by_subject = sorted(messages, key=lambda m: (m.subject, m.date, m.number))
-    threads: list[tuple[ThreadMessage, list[ThreadMessage]]] = []
-    for m in by_subject:
-        if threads and threads[-1][0].subject == m.subject:
-            threads[-1][1].append(m)
+def ordered_subject(keyed: Keyed) -> bytes:
+    """The threads of RFC 5256 5, formatted. Sorted as positions by small
+    integers (sent date, then base subject by its kept rank; a stable sort
+    keeps sequence order among equals) rather than by tuples of strings."""
+    headers = keyed.header_keys()
+    numbers = keyed.numbers
+    dates = [k[DATE] for k in headers]
+    subjects = keyed.kept.ranks(SUBJECT, [k[SUBJECT] for k in headers])
+    order = sorted(range(len(numbers)), key=dates.__getitem__)
+    order.sort(key=subjects.__getitem__)
+    # One thread per subject: its first message (earliest date, then
+    # number) and the others in that order.
+    threads: list[list[int]] = []
+    previous = None
+    for i in order:
+        if subjects[i] != previous:
+            threads.append([i])
+            previous = subjects[i]
         else:
-            threads.append((m, []))
-    threads.sort(key=lambda t: (t[0].date, t[0].number))
-    return threads
-
-
-def format_ordered_subject(threads: list[tuple[ThreadMessage, list[ThreadMessage]]]) -> bytes:
-    out: list[bytes] = []
-    for first, rest in threads:
-        if len(rest) == 1:
-            out.append(b"(%d %d)" % (first.number, rest[0].number))
-        elif rest:
-            kids = b"".join(b"(%d)" % m.number for m in rest)
-            out.append(b"(%d %s)" % (first.number, kids))
+            threads[-1].append(i)
+    # Threads by the date of their first message, then its number (their
+    # first positions are in sequence order once sorted).
+    threads.sort(key=lambda thread: thread[0])
+    threads.sort(key=lambda thread: dates[thread[0]])
+    out: list[str] = []
+    for thread in threads:
+        if len(thread) == 1:
+            out.append(f"({numbers[thread[0]]})")
+        elif len(thread) == 2:
+            out.append(f"({numbers[thread[0]]} {numbers[thread[1]]})")
         else:
-            out.append(b"(%d)" % first.number)
-    return b"".join(out)
+            kids = ")(".join(str(numbers[i]) for i in thread[1:])
+            out.append(f"({numbers[thread[0]]} ({kids}))")
+    return "".join(out).encode("ascii")
 
 
 # REFERENCES -------------------------------------------------------------
@@ -251,7 +240,8 @@ def _sort_siblings(top: Node) -> None:
     """Order each node's children by (sent date, number); an empty
     container counts as its first child."""
     for node in _post_order(top):
-        node.children.sort(key=_key_of)
+        if len(node.children) > 1:
+            node.children.sort(key=_key_of)
         if node.message is not None:
             node.key = (node.message.date, node.message.number)
         elif node.children:
@@ -358,6 +348,33 @@ def format_threads(roots: list[Node]) -> bytes:
 
 # the command ------------------------------------------------------------
 
+_pause_lock = threading.Lock()
+_pauses = 0
+_was_enabled = False
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while threads are built:
+    a build of 100,000 messages makes hundreds of thousands of objects,
+    none garbage before it ends, and each full collection meanwhile walked
+    them all (0.5 s of 0.84 s of CPU, measured) holding the interpreter
+    lock, so the reactor thread waited that long. Nested or concurrent
+    builds share one pause."""
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()
+
 
 def thread(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) < 3 or not isinstance(args[0], Atom):
@@ -374,26 +391,41 @@ def thread(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if criteria.uses_modseq:
         s.condstore = True
 
-    def build(rows: list[tuple[int, int, tuple[Any, ...]]]) -> bytes:
-        messages = []
-        for msn, u, (kept,) in rows:
-            date, subject, is_reply, message_id, refs = kept
-            number = u if uid else msn
-            messages.append(ThreadMessage(number, date, subject, is_reply, message_id, refs))
+    result_key = ("THREAD", algorithm)
+
+    def build(keyed: Keyed) -> bytes:
+        with collector_paused():
+            return build_text(keyed)
+
+    def build_text(keyed: Keyed) -> bytes:
         if algorithm == "ORDEREDSUBJECT":
-            text = format_ordered_subject(ordered_subject(messages))
+            text = ordered_subject(keyed)
         else:
-            text = format_threads(references(messages))
+            text = format_threads(references(thread_messages(keyed)))
         return b"* THREAD " + text + b"\r\n" if text else b"* THREAD\r\n"
 
-    def answer(text: bytes) -> None:
-        s.send(text)
-        s.ok(tag, b"Thread completed.", expunge=uid)
+    def threaded(keyed: Keyed) -> Deferred[None] | None:
+        kept = keyed.kept
 
-    def threaded(rows: list[tuple[int, int, tuple[Any, ...]]]) -> Deferred[None] | None:
-        return off_reactor(s, tag, "THREAD", len(rows), partial(build, rows), answer)
+        def answer(text: bytes) -> None:
+            # Kept for the same messages numbered the same (a client
+            # threading its unchanged folder again).
+            kept.keep_result(result_key, keyed.uids, keyed.numbers, text)
+            s.send(text)
+            s.ok(tag, b"Thread completed.", expunge=uid)
 
-    def threads(found: Found) -> Deferred[None] | None:
-        return gather(s, tag, "THREAD", found, [("THREAD", thread_key, True)], threaded)
+        text = kept.result(result_key, keyed.uids, keyed.numbers)
+        if text is not None:
+            answer(text)
+            return None
+        return off_reactor(s, tag, "THREAD", len(keyed.uids), partial(build, keyed), answer)
 
-    find(s, tag, uid, args[2:], criteria, threads, "THREAD")
+    find(
+        s,
+        tag,
+        uid,
+        args[2:],
+        criteria,
+        lambda found: fill_keys(s, tag, "THREAD", found, True, threaded),
+        "THREAD",
+    )

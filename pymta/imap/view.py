@@ -203,6 +203,11 @@ class SelectedView:
     def is_expunged(self, uid: int) -> bool:
         return uid in self._expunged
 
+    def has_expunged(self) -> bool:
+        """Whether messages of the view were expunged and not reported yet
+        (else no :meth:`is_expunged` test need be made)."""
+        return bool(self._expunged)
+
     def flags_of(self, info: MessageInfo) -> frozenset[str]:
         flags = info.all_flags
         if self.show_recent and info.uid in self.recent:

@@ -21,8 +21,10 @@ Maildir (:mod:`pymta.quota.usage`).
   cleanup, once per crossing.
 
 Blocking file I/O in :meth:`QuotaPolicy.usage`: callers run it off the
-reactor. Untrusted input: none (passwd-file values are the administrator's;
-a bad rule is a warning and no quota for that user).
+reactor; with a limit it also keeps the Maildir++ ``maildirsize`` file in
+step with the count, for Dovecot, Courier and maildrop. Untrusted input:
+none (passwd-file values are the administrator's; a bad rule is a warning
+and no quota for that user).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from twisted.logger import Logger
 
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
+from pymta.quota import maildirsize
 from pymta.quota.rules import QuotaLimit, QuotaRuleError, parse_rule
 from pymta.quota.usage import SHARED, MaildirUsage
 
@@ -128,8 +131,12 @@ class QuotaPolicy:
             return QuotaLimit()
 
     def usage(self, maildir: str, limit: QuotaLimit) -> QuotaState:
-        """The mailbox's state (blocking: a directory scan when it changed)."""
+        """The mailbox's state (blocking: a directory scan when it changed);
+        with a limit, ``maildirsize`` is brought to say the same
+        (:mod:`pymta.quota.maildirsize`)."""
         used_bytes, used_messages = self._counter.usage(maildir)
+        if not limit.unlimited:
+            maildirsize.sync(maildir, limit, used_bytes, used_messages)
         return QuotaState(limit, used_bytes, used_messages)
 
     def full_status(self) -> tuple[str, str]:

@@ -4,9 +4,11 @@ The numbers Dovecot's Maildir++ quota counts (its ``maildirsize`` after a
 recalculation): every file in ``cur/`` and ``new/`` of INBOX and of each
 ``.Folder``, its size taken from the ``,S=`` field of the name when there
 is one (as Dovecot does), else from stat. pymta keeps the figures in
-memory instead of a ``maildirsize`` file: each directory is listed again
-only when its modification time changed (any delivery, move or expunge
-changes it), so the count never drifts from the files.
+memory, not trusting a ``maildirsize`` file (anyone's program may have
+left it wrong; :mod:`pymta.quota.maildirsize` only writes it): each
+directory is listed again only when its modification time changed (any
+delivery, move or expunge changes it), so the count never drifts from
+the files.
 
 Blocking file I/O: callers run it off the reactor. Untrusted input: file
 names in the Maildir (only parsed for ``,S=``). Writes nothing.
