@@ -60,7 +60,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -85,10 +85,19 @@ from pymta.delivery.local_expand import (
 )
 from pymta.delivery.local_forward import ForwardFile, forward_paths
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
-from pymta.privsep.interface import Grounds, IUserDelivery, UnixUser, find_uid, find_user
+from pymta.maillog import maillog
+from pymta.privsep.interface import (
+    Grounds,
+    IUserDelivery,
+    SieveResult,
+    UnixUser,
+    find_uid,
+    find_user,
+)
 from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import read_content
+from pymta.sieve.filter import SieveSettings
 from pymta.tables import TableError, lookup_alias
 
 _log = Logger(namespace="pymta.delivery.local")
@@ -144,6 +153,8 @@ class LocalAgent:
         self._size_limit = config.get_int("mailbox_size_limit")
         self._default_privs = config.get("default_privs")
         self._alias_owner = alias_owner(config.get_list("alias_maps"))
+        #: The Sieve limits for the delivery child; empty when Sieve is off.
+        self._sieve = SieveSettings.from_config(config).for_child()
         self._self: UnixUser | None = None
         euid = os.geteuid()
         if not self._users.privileged:
@@ -325,6 +336,22 @@ class LocalAgent:
             path = os.path.join(user.home, self._home_mailbox)
         else:
             path = os.path.join(self._spool, user.name)
+        if self._sieve:
+            # Through the user's active Sieve script, run as the user (the
+            # plain write when there is none): pymta.sieve.local.
+            d = self._users.deliver_sieve(
+                user,
+                path,
+                sender,
+                headers,
+                request.message,
+                self._clock.seconds(),
+                self._locks,
+                self._size_limit,
+                self._sieve,
+                Grounds("mailbox", rcpt.address),
+            )
+            return d.addCallback(self._sieve_done, target, user, sender)
         if path.endswith("/"):
             return self._users.deliver_maildir(
                 user, path, headers, request.message, grounds=Grounds("mailbox", rcpt.address)
@@ -339,6 +366,77 @@ class LocalAgent:
             self._locks,
             self._size_limit,
             grounds=Grounds("mailbox", rcpt.address),
+        )
+
+    def _sieve_done(
+        self, result: SieveResult, target: _Target, user: UnixUser, sender: str
+    ) -> Deferred[Outcome] | Outcome:
+        """What a user's Sieve script left to ``mail_owner``: its warnings
+        logged, redirects resubmitted through cleanup with the original
+        sender (and the Delivered-To that stops a loop back here), vacation
+        replies queued with the null sender (one that fails is logged; the
+        delivery stands, as for virtual users)."""
+        queue_id = target.request.queue_id
+        for warning in result.warnings:
+            maillog("sieve", f"{queue_id}: warning: {user.name}: {warning}", LogLevel.warn)
+        if not result.status.startswith("2"):
+            return result.status, result.text
+        for vacation in result.vacations:
+            self._vacation(target, user, vacation)
+        if not result.redirects:
+            return result.status, result.text
+        outcomes = [self._redirect(target, sender, address) for address in result.redirects]
+
+        def combined(outcome: Outcome) -> Outcome:
+            if outcome[0].startswith("2"):
+                return result.status, result.text
+            return outcome
+
+        return _combine(outcomes).addCallback(combined)
+
+    def _redirect(self, target: _Target, sender: str, address: str) -> Deferred[Outcome]:
+        envelope = Envelope(
+            sender=sender,
+            recipients=[Recipient(address, original=address)],
+            arrival_time=self._clock.seconds(),
+            attributes={"origin": "sieve", "forwarded_from": target.request.queue_id},
+        )
+        headers = delivery_headers(sender, target.rcpt.address.lower(), return_path=False)
+        d = read_content(target.request.message).addCallback(
+            lambda content: self._cleanup.submit(envelope, headers + content)
+        )
+
+        def refused(failure: Failure) -> Outcome:
+            why = failure.value.text if isinstance(failure.value, CleanupRejected) else None
+            return "4.3.0", f"cannot redirect: {why or failure.getErrorMessage()}"
+
+        return d.addCallbacks(lambda _: ("2.0.0", f"redirected to {address}"), refused)
+
+    def _vacation(self, target: _Target, user: UnixUser, vacation: dict[str, Any]) -> None:
+        from pymta.sieve.filter import vacation_reply
+
+        to = str(vacation.get("to", ""))
+        params = vacation.get("params")
+        params = dict(params) if isinstance(params, dict) else {}
+        now = self._clock.seconds()
+        sender_from = str(params.get("from") or target.rcpt.address)
+        reply = vacation_reply(params, to, sender_from, str(vacation.get("reason", "")), now)
+        envelope = Envelope(
+            sender="",
+            recipients=[Recipient(to, original=to)],
+            arrival_time=now,
+            attributes={"origin": "sieve-vacation"},
+        )
+        queue_id = target.request.queue_id
+        self._cleanup.submit(envelope, reply).addCallbacks(
+            lambda new_id: maillog(
+                "sieve", f"{queue_id}: {user.name}: vacation reply to <{to}> queued as {new_id}"
+            ),
+            lambda f: maillog(
+                "sieve",
+                f"{queue_id}: warning: {user.name}: vacation reply to <{to}> failed: {f.value}",
+                LogLevel.warn,
+            ),
         )
 
     def _delegate(self, target: _Target, spec: str, parameter: str) -> Deferred[Outcome]:

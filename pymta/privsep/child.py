@@ -9,13 +9,17 @@ recipient could not read; started as root, it drops to the recipient
 (setgroups, setgid, setuid) before it reads the message or opens a file.
 
 It also reads, as the user, the files the root helper checks a .forward
-delivery against (:func:`read_files`).
+delivery against (:func:`read_files`), and runs the user's active Sieve
+script for a mailbox delivery (:func:`sieve`: only then does it load
+more than the standard library, :mod:`pymta.sieve.local`).
 
 Standard input: one JSON line (the request, from pymta: trusted), then the
 message bytes (untrusted: copied, never interpreted, ``>From `` quoted in
-mbox). Standard output: one line, ``<enhanced status> <text>``; the exit
-status is 0 whenever that line was written. May write: the mailbox file or
-Maildir named by the request, and ``<mbox>.lock``. Logs nothing.
+mbox). Standard output: one line, ``<enhanced status> <text>`` (for
+``sieve``, a JSON line of details after it); the exit status is 0
+whenever that line was written. May write: the mailbox file or Maildir
+named by the request, and ``<mbox>.lock`` (with a Sieve script also its
+folders and the user's Sieve tracking file). Logs nothing.
 """
 
 from __future__ import annotations
@@ -284,6 +288,40 @@ def read_files(request: dict[str, Any]) -> Outcome:
     return Outcome("2.0.0", json.dumps(answer))
 
 
+def sieve(request: dict[str, Any], source: BinaryIO) -> str:
+    """A mailbox delivery through the user's active Sieve script: without
+    one (the common case: one lstat) the plain mbox or Maildir write; with
+    one, pymta's site (``request["root"]``, the helper's own package, and
+    the interpreter's site-packages) is loaded, as the user, and
+    :func:`pymta.sieve.local.deliver` decides. The output: the status line
+    and, after it, the details as one JSON line."""
+    home = str(request.get("home") or "")
+    if not home or not os.path.lexists(os.path.join(home, ".dovecot.sieve")):
+        if str(request["path"]).endswith("/"):
+            outcome = deliver_maildir(request, source)
+        else:
+            outcome = append_mbox(request, source)
+        return f"{outcome.status} {outcome.text}\n{{}}\n"
+    import site
+
+    site.main()  # -S left it out: the twisted the Maildir writer needs
+    if str(request["root"]) not in sys.path:
+        sys.path.insert(0, str(request["root"]))
+    from pymta.sieve.local import answer_lines, deliver
+
+    def mbox(record: dict[str, Any], data: BinaryIO) -> tuple[str, str]:
+        try:
+            done = append_mbox(record, data)
+        except Outcome as e:
+            done = e
+        except OSError as e:
+            done = _os_outcome(e, f"cannot deliver to mailbox {record['path']}")
+        return done.status, done.text
+
+    status, text, details = deliver(request, source.read(), mbox)
+    return answer_lines(status, text, details)
+
+
 def _os_outcome(error: OSError, what: str) -> Outcome:
     # A full disk or quota is an operating condition: defer (Postfix's
     # mail_copy() does the same); a refused path is permanent.
@@ -303,6 +341,10 @@ def main() -> int:
             outcome = deliver_maildir(request, source)
         elif action == "read":
             outcome = read_files(request)
+        elif action == "sieve":
+            sys.stdout.write(sieve(request, source))
+            sys.stdout.flush()
+            return 0
         else:
             outcome = Outcome("4.3.0", f"unknown request {action!r}")
     except Outcome as e:
