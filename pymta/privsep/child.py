@@ -32,6 +32,7 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 BLOCK = 65536
@@ -288,20 +289,21 @@ def read_files(request: dict[str, Any]) -> Outcome:
     return Outcome("2.0.0", json.dumps(answer))
 
 
-def sieve(request: dict[str, Any], source: BinaryIO) -> str:
-    """A mailbox delivery through the user's active Sieve script: without
-    one (the common case: one lstat) the plain mbox or Maildir write; with
-    one, pymta's site (``request["root"]``, the helper's own package, and
-    the interpreter's site-packages) is loaded, as the user, and
-    :func:`pymta.sieve.local.deliver` decides. The output: the status line
-    and, after it, the details as one JSON line."""
+#: Runs a user's script (:func:`pymta.sieve.local.deliver`, then its
+#: answer_lines): (request, message) -> the output.
+SieveRunner = Callable[[dict[str, Any], BinaryIO], str]
+
+
+def load_sieve(request: dict[str, Any]) -> SieveRunner | None:
+    """pymta's Sieve code, when the user may have an active script (one
+    lstat of ``~/.dovecot.sieve``; the common answer is no and the child
+    stays stdlib-only). Called before :func:`become`: the code is loaded
+    with the identity that started the child (the root helper's own
+    package, ``request["root"]``, and the interpreter's site-packages,
+    which the user may not be able to read); the script runs after it."""
     home = str(request.get("home") or "")
     if not home or not os.path.lexists(os.path.join(home, ".dovecot.sieve")):
-        if str(request["path"]).endswith("/"):
-            outcome = deliver_maildir(request, source)
-        else:
-            outcome = append_mbox(request, source)
-        return f"{outcome.status} {outcome.text}\n{{}}\n"
+        return None
     import site
 
     site.main()  # -S left it out: the twisted the Maildir writer needs
@@ -318,8 +320,25 @@ def sieve(request: dict[str, Any], source: BinaryIO) -> str:
             done = _os_outcome(e, f"cannot deliver to mailbox {record['path']}")
         return done.status, done.text
 
-    status, text, details = deliver(request, source.read(), mbox)
-    return answer_lines(status, text, details)
+    def run(request: dict[str, Any], source: BinaryIO) -> str:
+        status, text, details = deliver(request, source.read(), mbox)
+        return answer_lines(status, text, details)
+
+    return run
+
+
+def sieve(request: dict[str, Any], source: BinaryIO, runner: SieveRunner | None) -> str:
+    """A mailbox delivery through the user's active Sieve script
+    (``runner``, from :func:`load_sieve`); without one the plain mbox or
+    Maildir write. The output: the status line and, after it, the details
+    as one JSON line."""
+    if runner is not None:
+        return runner(request, source)
+    if str(request["path"]).endswith("/"):
+        outcome = deliver_maildir(request, source)
+    else:
+        outcome = append_mbox(request, source)
+    return f"{outcome.status} {outcome.text}\n{{}}\n"
 
 
 def _os_outcome(error: OSError, what: str) -> Outcome:
@@ -333,8 +352,9 @@ def main() -> int:
     source = sys.stdin.buffer
     try:
         request = json.loads(source.readline(REQUEST_LIMIT))
-        become(request)
         action = request.get("action")
+        runner = load_sieve(request) if action == "sieve" else None
+        become(request)
         if action == "mbox":
             outcome = append_mbox(request, source)
         elif action == "maildir":
@@ -342,7 +362,7 @@ def main() -> int:
         elif action == "read":
             outcome = read_files(request)
         elif action == "sieve":
-            sys.stdout.write(sieve(request, source))
+            sys.stdout.write(sieve(request, source, runner))
             sys.stdout.flush()
             return 0
         else:

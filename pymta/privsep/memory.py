@@ -113,7 +113,7 @@ class RecordingUserDelivery:
         )
         source = io.BytesIO(headers + read_all(message))
         try:
-            output = child.sieve(request, source)
+            output = child.sieve(request, source, child.load_sieve(request))
         except child.Outcome as e:
             return succeed(SieveResult(e.status, e.text))
         except OSError as e:
