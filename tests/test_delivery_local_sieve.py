@@ -167,3 +167,14 @@ def test_sieve_off_is_the_plain_write(tmp_path: Path) -> None:
     status = run(agent, request("bob@mx.example.org", MESSAGE))
     assert status.status == "2.0.0"
     assert len(files(tmp_path / "Maildir" / "new")) == 1
+
+
+def test_root_is_not_filtered(tmp_path: Path) -> None:
+    """root's mailbox is written as root, so root's script is not run (it
+    would run as root on untrusted mail): the plain write."""
+    script(tmp_path, "discard;\n")
+    root = UnixUser("root", 0, 0, str(tmp_path), "/bin/sh")
+    agent, _ = make_agent({}, "home_mailbox = Maildir/\n", users={"root": root, "nobody": NOBODY})
+    status = run(agent, request("root@mx.example.org", MESSAGE))
+    assert status.status == "2.0.0"
+    assert len(files(tmp_path / "Maildir" / "new")) == 1

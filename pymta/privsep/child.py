@@ -309,7 +309,9 @@ def load_sieve(request: dict[str, Any]) -> SieveRunner | None:
     site.main()  # -S left it out: the twisted the Maildir writer needs
     if str(request["root"]) not in sys.path:
         sys.path.insert(0, str(request["root"]))
-    from pymta.sieve.local import answer_lines, deliver
+    from pymta.sieve.local import answer_lines, deliver, preload
+
+    preload()
 
     def mbox(record: dict[str, Any], data: BinaryIO) -> tuple[str, str]:
         try:

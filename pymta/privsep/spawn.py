@@ -256,11 +256,12 @@ def sieve_request(
     recipient: str,
 ) -> dict[str, object]:
     """The child's ``sieve`` request (:func:`pymta.privsep.child.sieve`);
-    without ``sieve`` settings (Sieve off) no home, so the plain write."""
+    without ``sieve`` settings (Sieve off), and for root (whose script
+    would run as root, on untrusted mail), no home: the plain write."""
     return {
         "action": "sieve",
         "path": path,
-        "home": user.home if sieve else "",
+        "home": user.home if sieve and user.uid != 0 else "",
         "user": user.name,
         "sender": sender,
         "recipient": recipient,

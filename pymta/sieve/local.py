@@ -22,7 +22,9 @@ and :func:`deliver` then:
   it and ``fileinto`` another folder keeps the message there too (an mbox
   user has no folders pymta knows of) with a warning;
 - ``vacation`` and ``duplicate``: the tracking file in the home
-  (:mod:`pymta.sieve.tracking`), written as the user;
+  (:mod:`pymta.sieve.tracking`), written as the user, read and written
+  under an flock of the home directory (two deliveries at once send one
+  vacation reply);
 - ``redirect`` and the vacation replies go back to the agent, which
   submits them through cleanup as ``mail_owner`` (the child has no
   access to the queue).
@@ -37,12 +39,14 @@ May write: the user's mailbox, Maildir folders and tracking file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -62,6 +66,42 @@ ANSWER_LIMIT = 60 * 1024
 #: Appends an mbox record: (request, message source) -> status, text
 #: (:func:`pymta.privsep.child.append_mbox`).
 AppendMbox = Callable[[dict[str, Any], io.BytesIO], tuple[str, str]]
+
+
+#: Modules a run may import lazily (codecs, the email package's parts),
+#: loaded by :func:`preload` while the child still has the identity that
+#: started it: the user may not be able to read the interpreter's files.
+PRELOAD = (
+    "encodings.ascii",
+    "encodings.latin_1",
+    "encodings.utf_8",
+    "encodings.idna",
+    "email.parser",
+    "email.feedparser",
+    "email._header_value_parser",
+    "email._encoded_words",
+    "email.headerregistry",
+    "email.message",
+    "email.charset",
+    "email.contentmanager",
+    "email.base64mime",
+    "email.quoprimime",
+    "email.iterators",
+    "email.generator",
+    "urllib.parse",
+    "_strptime",
+)
+
+
+def preload() -> None:
+    """Import :data:`PRELOAD` (what is missing is left to chance)."""
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 class _Clock:
@@ -124,6 +164,25 @@ def deliver(
         details["warnings"].append(f"script {name}: {compiled.error}; message kept in INBOX")
         return writer.finish_plain(" (Sieve script error)")
     now = float(request.get("time") or time.time())
+    # Two deliveries to one user at once (two children) must not both
+    # decide that a sender has had no vacation reply yet: the home is
+    # locked from reading the tracking file until it is written.
+    with _home_lock(home):
+        return _run(request, data, writer, details, compiled, cache, settings, name, home, now)
+
+
+def _run(
+    request: dict[str, Any],
+    data: bytes,
+    writer: _Writer,
+    details: dict[str, Any],
+    compiled: storage.Compiled,
+    cache: storage.ScriptCache,
+    settings: dict[str, Any],
+    name: str,
+    home: str,
+    now: float,
+) -> tuple[str, str, dict[str, Any]]:
     tracking_file = tracking.tracking_path(home)
     entries = tracking.read(tracking_file, now)
     limits = ScriptLimits(
@@ -145,7 +204,10 @@ def deliver(
         mailbox_exists=writer.folder_exists,
         seen=lambda key: key in entries,
     )
-    outcome, error = run_script(compiled, cache, limits, delivery)
+    try:
+        outcome, error = run_script(compiled, cache, limits, delivery)
+    except Exception as e:  # never lose mail over a fault in the filter
+        outcome, error = None, f"internal error: {e!r}"
     if outcome is None:
         details["warnings"].append(f"script {name}: {error}; message kept in INBOX")
         return writer.finish_plain(" (Sieve script error)")
@@ -177,11 +239,27 @@ def deliver(
             )
     try:
         tracking.record(tracking_file, marks, now)
-    except OSError as e:
-        details["warnings"].append(f"cannot record Sieve tracking: {e.strerror or e}")
+    except Exception as e:  # the copies are written: a retry would repeat them
+        details["warnings"].append(f"cannot record Sieve tracking: {e}")
     if not details["done"]:
         return "2.0.0", "discarded by Sieve", details
     return "2.0.0", "delivered by Sieve: " + ", ".join(details["done"]), details
+
+
+@contextlib.contextmanager
+def _home_lock(home: str) -> Iterator[None]:
+    """flock(2) on the home directory itself (no lock file to leave
+    behind); a home that cannot be opened goes unlocked."""
+    try:
+        fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 class _Deferral(Exception):
