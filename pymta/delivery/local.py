@@ -123,6 +123,7 @@ class LocalAgent:
         find_user: Callable[[str], UnixUser | None] = find_user,
         transports: Callable[[str], IDeliveryAgent | None] | None = None,
         read_forward: Callable[[list[str], UnixUser], Deferred[ForwardFile]] | None = None,
+        run_in_thread: Callable[[Callable[[], Expansion]], Deferred[Expansion]] | None = None,
     ) -> None:
         self._config = config
         self._cleanup = cleanup
@@ -137,6 +138,8 @@ class LocalAgent:
         raw_limit = config.raw("command_time_limit")
         self._time_limit = float(config.get_time("command_time_limit")) if raw_limit else 1000.0
         self._read_file = read_file or _read_text
+        #: Where :include: files are read (tests: at once).
+        self._run_in_thread = run_in_thread or _in_thread
         self._users: IUserDelivery = users or SpawningUserDelivery(reactor_for_processes, clock)
         self._find_user = find_user
         self._transports = transports or (lambda name: None)
@@ -215,8 +218,9 @@ class LocalAgent:
         return d.addCallback(status)
 
     def _alias(self, target: _Target, values: list[str]) -> Deferred[Outcome]:
-        expansion = Expansion()
-        self._expand(values, "alias", expansion)
+        return self._expand(values, "alias").addCallback(self._alias_expanded, target)
+
+    def _alias_expanded(self, expansion: Expansion, target: _Target) -> Deferred[Outcome]:
         if expansion.error is not None:
             return succeed(expansion.error)
         sender = target.request.envelope.sender
@@ -278,8 +282,12 @@ class LocalAgent:
     def _forward_file(
         self, target: _Target, user: UnixUser, forward: ForwardFile
     ) -> Deferred[Outcome]:
-        expansion = Expansion()
-        self._expand(forward_values(forward.text), "forward", expansion)
+        d = self._expand(forward_values(forward.text), "forward")
+        return d.addCallback(self._forward_expanded, target, user, forward)
+
+    def _forward_expanded(
+        self, expansion: Expansion, target: _Target, user: UnixUser, forward: ForwardFile
+    ) -> Deferred[Outcome]:
         if expansion.error is not None:
             return succeed(expansion.error)
         # local(8): the user's own name (or \\user) in .forward means "also
@@ -486,8 +494,19 @@ class LocalAgent:
 
     # expansion ------------------------------------------------------------
 
-    def _expand(self, values: list[str], origin: str, out: Expansion) -> None:
-        expand_values(values, origin, self._read_file, self._allow_files, out)
+    def _expand(self, values: list[str], origin: str) -> Deferred[Expansion]:
+        """What values expand to; with an ``:include:`` among them the
+        expansion (which reads the files, maybe from a slow disk) runs in a
+        thread, never on the reactor."""
+
+        def expand() -> Expansion:
+            out = Expansion()
+            expand_values(values, origin, self._read_file, self._allow_files, out)
+            return out
+
+        if not any(":include:" in value.lower() for value in values):
+            return succeed(expand())
+        return self._run_in_thread(expand)
 
     def _expand_local(self, template: str, target: _Target, user: UnixUser | None) -> str:
         """local(8)'s names in mailbox_command and luser_relay."""
@@ -683,6 +702,12 @@ def _combine(outcomes: list[Deferred[Outcome]]) -> Deferred[Outcome]:
 
 def _no_privs(name: str) -> Outcome:
     return "4.3.5", f'default_privs "{name}" is not a user other than root: refusing to run as root'
+
+
+def _in_thread(work: Callable[[], Expansion]) -> Deferred[Expansion]:
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(work)
 
 
 def _read_text(path: str) -> str:
