@@ -385,8 +385,11 @@ class LocalAgent:
         replies queued with the null sender (one that fails is logged; the
         delivery stands, as for virtual users)."""
         queue_id = target.request.queue_id
+        # The child ran as the user, who could have altered its answer: one
+        # log line per warning, and no line breaks in a reply's addresses.
         for warning in result.warnings:
-            maillog("sieve", f"{queue_id}: warning: {user.name}: {warning}", LogLevel.warn)
+            text = " ".join(warning.split())[:1000]
+            maillog("sieve", f"{queue_id}: warning: {user.name}: {text}", LogLevel.warn)
         if not result.status.startswith("2"):
             return result.status, result.text
         for vacation in result.vacations:
@@ -426,6 +429,8 @@ class LocalAgent:
         to = str(vacation.get("to", ""))
         params = vacation.get("params")
         params = dict(params) if isinstance(params, dict) else {}
+        if any(c in f"{to}{params.get('from') or ''}" for c in "\r\n") or not to:
+            return
         now = self._clock.seconds()
         sender_from = str(params.get("from") or target.rcpt.address)
         reply = vacation_reply(params, to, sender_from, str(vacation.get("reason", "")), now)
