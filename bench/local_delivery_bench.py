@@ -14,7 +14,11 @@ DESCRIPTION
     process that takes the user's identity and fsyncs before it reports.
     Prints one line per case: messages per second and milliseconds per
     delivery, and the start-up time of the child's interpreter alone
-    (``python -I -S -c pass``), which bounds the rate.
+    (``python -I -S -c pass``), which bounds the rate. Then the Maildir
+    case through the Sieve path (deliver_sieve, what local delivery uses
+    with pymta_sieve_enable = yes): without a script (one lstat more),
+    and with an active ``fileinto :create`` script (N/10 messages: the
+    child then loads pymta's Sieve code and the Maildir writer).
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ from pymta.privsep.client import start_helper
 from pymta.privsep.interface import Grounds, IUserDelivery, UnixUser
 from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.reference import BytesContent
+from pymta.sieve.filter import SieveSettings
 
 MESSAGE = b"Subject: bench\n\n" + b"x" * 1000 + b"\n"
+SCRIPT = 'require ["fileinto", "mailbox"];\nfileinto :create "Bench";\n'
 
 
 def python_startup(count: int = 20) -> float:
@@ -63,6 +69,12 @@ def run_case(
     grounds = Grounds("mailbox", f"{user.name}@localhost")
 
     def one(_: int) -> defer.Deferred[tuple[str, str]]:
+        if kind == "sieve":
+            d = users.deliver_sieve(
+                user, target, "a@example.org", b"", BytesContent(MESSAGE), time.time(),
+                ["fcntl", "dotlock"], 0, SieveSettings().for_child(), grounds,
+            )  # fmt: skip
+            return d.addCallback(lambda result: (result.status, result.text))
         if kind == "mbox":
             return users.append_mbox(
                 user, target, "a@example.org", b"", BytesContent(MESSAGE), time.time(),
@@ -112,6 +124,25 @@ def main(reactor: Any, count: int, parallel: int) -> Generator[defer.Deferred[An
                 print(
                     f"{way:6} {kind:7} {count} messages, {parallel} in flight: "
                     f"{count / elapsed:.0f} msg/s, {elapsed / count * 1000:.1f} ms each"
+                )
+        home = Path(user.home)
+        main_cf.write_text(f"mail_spool_directory = {root}/mail\nhome_mailbox = Maildir/\n")
+        for label, script, n in (("no script", None, count), ("fileinto", SCRIPT, count // 10)):
+            if script is not None:
+                (home / "sieve").mkdir(exist_ok=True)
+                (home / "sieve" / "main.sieve").write_text(script)
+                (home / ".dovecot.sieve").symlink_to("sieve/main.sieve")
+                for path in (
+                    home / "sieve",
+                    home / "sieve" / "main.sieve",
+                    home / ".dovecot.sieve",
+                ):
+                    os.lchown(path, user.uid, user.gid)
+            for way, users in ways:
+                elapsed = yield run_case(users, user, "sieve", f"{user.home}/Maildir/", n, parallel)
+                print(
+                    f"{way:6} sieve, {label}: {n} messages, {parallel} in flight: "
+                    f"{n / elapsed:.0f} msg/s, {elapsed / n * 1000:.1f} ms each"
                 )
     finally:
         helper.close()

@@ -3,6 +3,8 @@ files, commands (a real ``|cat > file`` on the reactor), :include:, loops."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -64,6 +66,8 @@ def make_agent(
     forwards: dict[str, str] | None = None,
     transports: dict[str, Any] | None = None,
     allowed_uids: list[int] | None = None,
+    read_file: Callable[[str], str] | None = None,
+    threaded: bool = False,
 ) -> tuple[LocalAgent, FakeCleanup]:
     config = Config.from_text(
         "myhostname = mx.example.org\nmyorigin = example.org\nalias_maps = inline:{}\n"
@@ -92,6 +96,9 @@ def make_agent(
         find_user=known.get,
         transports=(transports or {}).get,
         read_forward=read_forward,
+        read_file=read_file,
+        # :include: files are read in a thread; the tests here wait for nothing.
+        run_in_thread=None if threaded else lambda work: succeed(work()),
     )
     agent.recorder = recorder  # type: ignore[attr-defined]
     return agent, cleanup
@@ -205,6 +212,25 @@ def test_include_file(tmp_path: Path) -> None:
     ]
     agent, _ = make_agent({"team": f":include:{tmp_path}/missing"})
     assert run(agent, request("team@mx.example.org")).status == "4.3.0"
+
+
+@pytest_twisted.inlineCallbacks
+def test_include_file_is_read_off_the_reactor(tmp_path: Path) -> Any:
+    """:include: files are read in a thread, never on the reactor thread
+    (the disk may be slow; the reactor must not wait on it)."""
+    members = tmp_path / "members"
+    members.write_text("bob@virt.example\n")
+    readers: list[bool] = []
+
+    def read_file(path: str) -> str:
+        readers.append(threading.current_thread() is threading.main_thread())
+        return Path(path).read_text()
+
+    agent, cleanup = make_agent({"team": f":include:{members}"}, read_file=read_file, threaded=True)
+    [status] = yield agent.deliver(request("team@mx.example.org"))
+    assert status.status == "2.0.0", status.reason
+    assert readers == [False]
+    assert [r.address for r in cleanup.submitted[0][0].recipients] == ["bob@virt.example"]
 
 
 def test_command_restricted() -> None:

@@ -255,3 +255,41 @@ def test_forward_is_read_as_the_user_from_a_closed_home(
     found = yield helper.read_forward(user, [], grounds)
     assert found.path is None
     assert found.warnings == (f"file {home}/.forward has bad owner uid 0; ignored",)
+
+
+@pytest_twisted.inlineCallbacks
+def test_sieve_mailbox_is_the_helpers_and_the_script_runs_as_the_user(
+    root: Path, user: UnixUser, helper: HelperUserDelivery
+) -> Any:
+    """A sieve request runs the recipient's script from a 0700 home as the
+    user, into the mailbox the helper derives (the spool, whatever path the
+    asker named), with the helper's own Sieve limits; a request whose
+    grounds are not a mailbox is refused and logged."""
+    home = Path(user.home)
+    home.chmod(0o700)
+    (home / "sieve").mkdir()
+    own(user, home / "sieve" / "main.sieve", 'redirect "c@example.net";\nkeep;\n')
+    os.chown(home / "sieve", user.uid, user.gid)
+    (home / ".dovecot.sieve").symlink_to("sieve/main.sieve")
+    os.lchown(home / ".dovecot.sieve", user.uid, user.gid)
+    elsewhere = root / "out" / "chosen-by-asker"
+    result = yield helper.deliver_sieve(
+        user, str(elsewhere), "a@example.org", b"X: 1\n", BytesContent(MESSAGE),
+        NOW, ["fcntl"], 0, {"max_actions": 1000}, Grounds("mailbox", f"{user.name}@localhost"),
+    )  # fmt: skip
+    spool = root / "mail" / user.name
+    assert (result.status, result.text) == (
+        "2.0.0",
+        "delivered by Sieve: INBOX, redirected to c@example.net",
+    )
+    assert result.redirects == ("c@example.net",)
+    assert spool.stat().st_uid == user.uid
+    assert b"X: 1\nSubject: hi" in spool.read_bytes()
+    assert not elsewhere.exists()
+    forged = yield helper.deliver_sieve(
+        user, str(elsewhere), "a@example.org", b"", BytesContent(MESSAGE),
+        NOW, ["fcntl"], 0, {}, Grounds("forward", f"{user.name}@localhost"),
+    )  # fmt: skip
+    assert forged.status.startswith("4."), forged
+    assert "refused a sieve request" in log(root)
+    assert not elsewhere.exists()

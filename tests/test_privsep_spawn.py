@@ -21,7 +21,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from pymta.privsep.interface import UnixUser
+from pymta.privsep.interface import Grounds, UnixUser
 from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.reference import BytesContent
 
@@ -154,3 +154,49 @@ def test_not_root_becomes_only_itself() -> None:
     users = SpawningUserDelivery(reactor, reactor, euid=1234)
     assert users.can_become(UnixUser("me", 1234, 1234, "/", "/bin/sh"))
     assert not users.can_become(UnixUser("other", 1235, 1235, "/", "/bin/sh"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_sieve_runs_as_the_user(root: Path, user: UnixUser) -> Any:
+    """deliver_sieve: the child runs the user's active script in a 0700
+    home as the user: fileinto :create makes ~/Maildir/.Lists and its
+    message, the vacation tracking file is written, all owned by the user;
+    the redirect and the vacation reply come back for the agent."""
+    home = Path(user.home)
+    home.chmod(0o700)
+    (home / "sieve").mkdir()
+    (home / "sieve" / "main.sieve").write_text(
+        'require ["fileinto", "mailbox", "vacation"];\n'
+        'fileinto :create "Lists";\nredirect "c@example.net";\n'
+        'vacation :addresses ["x@y"] "Away.";\n'
+    )
+    (home / ".dovecot.sieve").symlink_to("sieve/main.sieve")
+    for path in (home / "sieve", home / "sieve" / "main.sieve", home / ".dovecot.sieve"):
+        os.lchown(path, user.uid, user.gid)
+    users = SpawningUserDelivery(reactor, reactor)
+    maildir = f"{user.home}/Maildir/"
+    message = b"To: x@y\nSubject: hi\n\nbody\n"
+    result = yield users.deliver_sieve(
+        user,
+        maildir,
+        "a@example.org",
+        b"Delivered-To: x@y\n",
+        BytesContent(message),
+        1_800_000_000.0,
+        ["fcntl"],
+        0,
+        {"max_script_size": 1 << 20},
+        Grounds("mailbox", "x@y"),
+    )
+    assert (result.status, result.text) == (
+        "2.0.0",
+        "delivered by Sieve: Lists, redirected to c@example.net",
+    ), result
+    assert result.redirects == ("c@example.net",)
+    [vacation] = result.vacations
+    assert (vacation["to"], vacation["reason"]) == ("a@example.org", "Away.")
+    [name] = os.listdir(f"{maildir}.Lists/new")
+    for path in (maildir, f"{maildir}.Lists", f"{maildir}.Lists/new/{name}"):
+        assert os.stat(path).st_uid == user.uid, path
+    assert Path(f"{maildir}.Lists/new/{name}").read_bytes() == b"Delivered-To: x@y\n" + message
+    assert (home / ".pymta-sieve-tracking").stat().st_uid == user.uid

@@ -115,8 +115,13 @@ class _StdinFeeder:
 
 class _CommandProtocol(ProcessProtocol):
     def __init__(
-        self, stdin: bytes, done: Deferred[CommandResult], content: IMessageContent | None = None
+        self,
+        stdin: bytes,
+        done: Deferred[CommandResult],
+        content: IMessageContent | None = None,
+        output_limit: int = OUTPUT_LIMIT,
     ) -> None:
+        self._limit = output_limit
         self._stdin = stdin
         self._content = content
         self._feeder: _StdinFeeder | None = None
@@ -142,8 +147,8 @@ class _CommandProtocol(ProcessProtocol):
         transport.registerProducer(self._feeder, False)
 
     def _collect(self, data: bytes) -> None:
-        if self._size < OUTPUT_LIMIT:
-            chunk = data[: OUTPUT_LIMIT - self._size]
+        if self._size < self._limit:
+            chunk = data[: self._limit - self._size]
             self._output.append(chunk)
             self._size += len(chunk)
 
@@ -213,10 +218,12 @@ def run_program(
     content: IMessageContent | None = None,
     uid: int | None = None,
     gid: int | None = None,
+    output_limit: int = OUTPUT_LIMIT,
 ) -> Deferred[CommandResult]:
-    """run_command for any program and argument vector (no shell)."""
+    """run_command for any program and argument vector (no shell); the
+    first ``output_limit`` bytes of its output are kept."""
     done: Deferred[CommandResult] = Deferred()
-    protocol = _CommandProtocol(stdin, done, content)
+    protocol = _CommandProtocol(stdin, done, content, output_limit)
     process = reactor.spawnProcess(
         protocol, executable, args, env=dict(env), path=path, uid=uid, gid=gid
     )

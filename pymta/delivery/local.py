@@ -60,7 +60,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -85,10 +85,19 @@ from pymta.delivery.local_expand import (
 )
 from pymta.delivery.local_forward import ForwardFile, forward_paths
 from pymta.delivery.lookup import Lookup, OpenMaps, default_open_maps
-from pymta.privsep.interface import Grounds, IUserDelivery, UnixUser, find_uid, find_user
+from pymta.maillog import maillog
+from pymta.privsep.interface import (
+    Grounds,
+    IUserDelivery,
+    SieveResult,
+    UnixUser,
+    find_uid,
+    find_user,
+)
 from pymta.privsep.spawn import SpawningUserDelivery
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import read_content
+from pymta.sieve.filter import SieveSettings
 from pymta.tables import TableError, lookup_alias
 
 _log = Logger(namespace="pymta.delivery.local")
@@ -114,6 +123,7 @@ class LocalAgent:
         find_user: Callable[[str], UnixUser | None] = find_user,
         transports: Callable[[str], IDeliveryAgent | None] | None = None,
         read_forward: Callable[[list[str], UnixUser], Deferred[ForwardFile]] | None = None,
+        run_in_thread: Callable[[Callable[[], Expansion]], Deferred[Expansion]] | None = None,
     ) -> None:
         self._config = config
         self._cleanup = cleanup
@@ -128,6 +138,8 @@ class LocalAgent:
         raw_limit = config.raw("command_time_limit")
         self._time_limit = float(config.get_time("command_time_limit")) if raw_limit else 1000.0
         self._read_file = read_file or _read_text
+        #: Where :include: files are read (tests: at once).
+        self._run_in_thread = run_in_thread or _in_thread
         self._users: IUserDelivery = users or SpawningUserDelivery(reactor_for_processes, clock)
         self._find_user = find_user
         self._transports = transports or (lambda name: None)
@@ -144,6 +156,8 @@ class LocalAgent:
         self._size_limit = config.get_int("mailbox_size_limit")
         self._default_privs = config.get("default_privs")
         self._alias_owner = alias_owner(config.get_list("alias_maps"))
+        #: The Sieve limits for the delivery child; empty when Sieve is off.
+        self._sieve = SieveSettings.from_config(config).for_child()
         self._self: UnixUser | None = None
         euid = os.geteuid()
         if not self._users.privileged:
@@ -207,8 +221,9 @@ class LocalAgent:
         return d.addCallback(status)
 
     def _alias(self, target: _Target, values: list[str]) -> Deferred[Outcome]:
-        expansion = Expansion()
-        self._expand(values, "alias", expansion)
+        return self._expand(values, "alias").addCallback(self._alias_expanded, target)
+
+    def _alias_expanded(self, expansion: Expansion, target: _Target) -> Deferred[Outcome]:
         if expansion.error is not None:
             return succeed(expansion.error)
         sender = target.request.envelope.sender
@@ -270,8 +285,12 @@ class LocalAgent:
     def _forward_file(
         self, target: _Target, user: UnixUser, forward: ForwardFile
     ) -> Deferred[Outcome]:
-        expansion = Expansion()
-        self._expand(forward_values(forward.text), "forward", expansion)
+        d = self._expand(forward_values(forward.text), "forward")
+        return d.addCallback(self._forward_expanded, target, user, forward)
+
+    def _forward_expanded(
+        self, expansion: Expansion, target: _Target, user: UnixUser, forward: ForwardFile
+    ) -> Deferred[Outcome]:
         if expansion.error is not None:
             return succeed(expansion.error)
         # local(8): the user's own name (or \\user) in .forward means "also
@@ -328,6 +347,22 @@ class LocalAgent:
             path = os.path.join(user.home, self._home_mailbox)
         else:
             path = os.path.join(self._spool, user.name)
+        if self._sieve:
+            # Through the user's active Sieve script, run as the user (the
+            # plain write when there is none): pymta.sieve.local.
+            d = self._users.deliver_sieve(
+                user,
+                path,
+                sender,
+                headers,
+                request.message,
+                self._clock.seconds(),
+                self._locks,
+                self._size_limit,
+                self._sieve,
+                Grounds("mailbox", rcpt.address),
+            )
+            return d.addCallback(self._sieve_done, target, user, sender)
         if path.endswith("/"):
             return self._users.deliver_maildir(
                 user, path, headers, request.message, grounds=Grounds("mailbox", rcpt.address)
@@ -342,6 +377,82 @@ class LocalAgent:
             self._locks,
             self._size_limit,
             grounds=Grounds("mailbox", rcpt.address),
+        )
+
+    def _sieve_done(
+        self, result: SieveResult, target: _Target, user: UnixUser, sender: str
+    ) -> Deferred[Outcome] | Outcome:
+        """What a user's Sieve script left to ``mail_owner``: its warnings
+        logged, redirects resubmitted through cleanup with the original
+        sender (and the Delivered-To that stops a loop back here), vacation
+        replies queued with the null sender (one that fails is logged; the
+        delivery stands, as for virtual users)."""
+        queue_id = target.request.queue_id
+        # The child ran as the user, who could have altered its answer: one
+        # log line per warning, and no line breaks in a reply's addresses.
+        for warning in result.warnings:
+            text = " ".join(warning.split())[:1000]
+            maillog("sieve", f"{queue_id}: warning: {user.name}: {text}", LogLevel.warn)
+        if not result.status.startswith("2"):
+            return result.status, result.text
+        for vacation in result.vacations:
+            self._vacation(target, user, vacation)
+        if not result.redirects:
+            return result.status, result.text
+        outcomes = [self._redirect(target, sender, address) for address in result.redirects]
+
+        def combined(outcome: Outcome) -> Outcome:
+            if outcome[0].startswith("2"):
+                return result.status, result.text
+            return outcome
+
+        return _combine(outcomes).addCallback(combined)
+
+    def _redirect(self, target: _Target, sender: str, address: str) -> Deferred[Outcome]:
+        envelope = Envelope(
+            sender=sender,
+            recipients=[Recipient(address, original=address)],
+            arrival_time=self._clock.seconds(),
+            attributes={"origin": "sieve", "forwarded_from": target.request.queue_id},
+        )
+        headers = delivery_headers(sender, target.rcpt.address.lower(), return_path=False)
+        d = read_content(target.request.message).addCallback(
+            lambda content: self._cleanup.submit(envelope, headers + content)
+        )
+
+        def refused(failure: Failure) -> Outcome:
+            why = failure.value.text if isinstance(failure.value, CleanupRejected) else None
+            return "4.3.0", f"cannot redirect: {why or failure.getErrorMessage()}"
+
+        return d.addCallbacks(lambda _: ("2.0.0", f"redirected to {address}"), refused)
+
+    def _vacation(self, target: _Target, user: UnixUser, vacation: dict[str, Any]) -> None:
+        from pymta.sieve.filter import vacation_reply
+
+        to = str(vacation.get("to", ""))
+        params = vacation.get("params")
+        params = dict(params) if isinstance(params, dict) else {}
+        if any(c in f"{to}{params.get('from') or ''}" for c in "\r\n") or not to:
+            return
+        now = self._clock.seconds()
+        sender_from = str(params.get("from") or target.rcpt.address)
+        reply = vacation_reply(params, to, sender_from, str(vacation.get("reason", "")), now)
+        envelope = Envelope(
+            sender="",
+            recipients=[Recipient(to, original=to)],
+            arrival_time=now,
+            attributes={"origin": "sieve-vacation"},
+        )
+        queue_id = target.request.queue_id
+        self._cleanup.submit(envelope, reply).addCallbacks(
+            lambda new_id: maillog(
+                "sieve", f"{queue_id}: {user.name}: vacation reply to <{to}> queued as {new_id}"
+            ),
+            lambda f: maillog(
+                "sieve",
+                f"{queue_id}: warning: {user.name}: vacation reply to <{to}> failed: {f.value}",
+                LogLevel.warn,
+            ),
         )
 
     def _delegate(self, target: _Target, spec: str, parameter: str) -> Deferred[Outcome]:
@@ -391,8 +502,19 @@ class LocalAgent:
 
     # expansion ------------------------------------------------------------
 
-    def _expand(self, values: list[str], origin: str, out: Expansion) -> None:
-        expand_values(values, origin, self._read_file, self._allow_files, out)
+    def _expand(self, values: list[str], origin: str) -> Deferred[Expansion]:
+        """What values expand to; with an ``:include:`` among them the
+        expansion (which reads the files, maybe from a slow disk) runs in a
+        thread, never on the reactor."""
+
+        def expand() -> Expansion:
+            out = Expansion()
+            expand_values(values, origin, self._read_file, self._allow_files, out)
+            return out
+
+        if not any(":include:" in value.lower() for value in values):
+            return succeed(expand())
+        return self._run_in_thread(expand)
 
     def _expand_local(self, template: str, target: _Target, user: UnixUser | None) -> str:
         """local(8)'s names in mailbox_command and luser_relay."""
@@ -588,6 +710,12 @@ def _combine(outcomes: list[Deferred[Outcome]]) -> Deferred[Outcome]:
 
 def _no_privs(name: str) -> Outcome:
     return "4.3.5", f'default_privs "{name}" is not a user other than root: refusing to run as root'
+
+
+def _in_thread(work: Callable[[], Expansion]) -> Deferred[Expansion]:
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(work)
 
 
 def _read_text(path: str) -> str:

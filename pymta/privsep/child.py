@@ -9,13 +9,17 @@ recipient could not read; started as root, it drops to the recipient
 (setgroups, setgid, setuid) before it reads the message or opens a file.
 
 It also reads, as the user, the files the root helper checks a .forward
-delivery against (:func:`read_files`).
+delivery against (:func:`read_files`), and runs the user's active Sieve
+script for a mailbox delivery (:func:`sieve`: only then does it load
+more than the standard library, :mod:`pymta.sieve.local`).
 
 Standard input: one JSON line (the request, from pymta: trusted), then the
 message bytes (untrusted: copied, never interpreted, ``>From `` quoted in
-mbox). Standard output: one line, ``<enhanced status> <text>``; the exit
-status is 0 whenever that line was written. May write: the mailbox file or
-Maildir named by the request, and ``<mbox>.lock``. Logs nothing.
+mbox). Standard output: one line, ``<enhanced status> <text>`` (for
+``sieve``, a JSON line of details after it); the exit status is 0
+whenever that line was written. May write: the mailbox file or Maildir
+named by the request, and ``<mbox>.lock`` (with a Sieve script also its
+folders and the user's Sieve tracking file). Logs nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 BLOCK = 65536
@@ -284,6 +289,60 @@ def read_files(request: dict[str, Any]) -> Outcome:
     return Outcome("2.0.0", json.dumps(answer))
 
 
+#: Runs a user's script (:func:`pymta.sieve.local.deliver`, then its
+#: answer_lines): (request, message) -> the output.
+SieveRunner = Callable[[dict[str, Any], BinaryIO], str]
+
+
+def load_sieve(request: dict[str, Any]) -> SieveRunner | None:
+    """pymta's Sieve code, when the user may have an active script (one
+    lstat of ``~/.dovecot.sieve``; the common answer is no and the child
+    stays stdlib-only). Called before :func:`become`: the code is loaded
+    with the identity that started the child (the root helper's own
+    package, ``request["root"]``, and the interpreter's site-packages,
+    which the user may not be able to read); the script runs after it."""
+    home = str(request.get("home") or "")
+    if not home or not os.path.lexists(os.path.join(home, ".dovecot.sieve")):
+        return None
+    import site
+
+    site.main()  # -S left it out: the twisted the Maildir writer needs
+    if str(request["root"]) not in sys.path:
+        sys.path.insert(0, str(request["root"]))
+    from pymta.sieve.local import answer_lines, deliver, preload
+
+    preload()
+
+    def mbox(record: dict[str, Any], data: BinaryIO) -> tuple[str, str]:
+        try:
+            done = append_mbox(record, data)
+        except Outcome as e:
+            done = e
+        except OSError as e:
+            done = _os_outcome(e, f"cannot deliver to mailbox {record['path']}")
+        return done.status, done.text
+
+    def run(request: dict[str, Any], source: BinaryIO) -> str:
+        status, text, details = deliver(request, source.read(), mbox)
+        return answer_lines(status, text, details)
+
+    return run
+
+
+def sieve(request: dict[str, Any], source: BinaryIO, runner: SieveRunner | None) -> str:
+    """A mailbox delivery through the user's active Sieve script
+    (``runner``, from :func:`load_sieve`); without one the plain mbox or
+    Maildir write. The output: the status line and, after it, the details
+    as one JSON line."""
+    if runner is not None:
+        return runner(request, source)
+    if str(request["path"]).endswith("/"):
+        outcome = deliver_maildir(request, source)
+    else:
+        outcome = append_mbox(request, source)
+    return f"{outcome.status} {outcome.text}\n{{}}\n"
+
+
 def _os_outcome(error: OSError, what: str) -> Outcome:
     # A full disk or quota is an operating condition: defer (Postfix's
     # mail_copy() does the same); a refused path is permanent.
@@ -295,14 +354,19 @@ def main() -> int:
     source = sys.stdin.buffer
     try:
         request = json.loads(source.readline(REQUEST_LIMIT))
-        become(request)
         action = request.get("action")
+        runner = load_sieve(request) if action == "sieve" else None
+        become(request)
         if action == "mbox":
             outcome = append_mbox(request, source)
         elif action == "maildir":
             outcome = deliver_maildir(request, source)
         elif action == "read":
             outcome = read_files(request)
+        elif action == "sieve":
+            sys.stdout.write(sieve(request, source, runner))
+            sys.stdout.flush()
+            return 0
         else:
             outcome = Outcome("4.3.0", f"unknown request {action!r}")
     except Outcome as e:

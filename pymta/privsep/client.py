@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult
 from pymta.delivery.local_forward import ForwardFile
-from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
+from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, SieveResult, UnixUser
 from pymta.privsep.spawn import _child_outcome
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent, QueueFileContent
 
@@ -282,6 +282,30 @@ class HelperUserDelivery:
         request["grounds"] = _grounds(grounds)
         d = self._ask(request, headers, message).addCallback(self._check)
         return d.addCallback(_as_result).addCallback(_child_outcome)
+
+    def deliver_sieve(
+        self,
+        user: UnixUser,
+        path: str,
+        sender: str,
+        headers: bytes,
+        message: IMessageContent,
+        now: float,
+        locks: Sequence[str],
+        size_limit: int,
+        sieve: Mapping[str, Any],
+        grounds: Grounds,
+    ) -> Deferred[SieveResult]:
+        # The helper works out the user, the mailbox and the Sieve limits
+        # itself (its main.cf); only the envelope and the grounds go.
+        request = {"kind": "sieve", "sender": sender, "time": now, "grounds": _grounds(grounds)}
+        d = self._ask(request, headers, message).addCallback(self._check)
+
+        def parsed(reply: dict[str, Any]) -> SieveResult:
+            result = _as_result(reply)
+            return SieveResult.parse(_child_outcome(result), result.output)
+
+        return d.addCallback(parsed)
 
     def run_command(
         self,

@@ -24,6 +24,11 @@ user) or the alias entry. Kinds:
   the derived uid, gid and groups before it reads the message or opens
   the mailbox (a mailbox in a group-writable spool also gets the spool's
   group, for its dot lock).
+- ``sieve``: a ``mailbox`` request through the user's active Sieve
+  script: the same derived mailbox and identity, the script limits from
+  main.cf; the child (as the user) runs the script
+  (:mod:`pymta.sieve.local`) and its details line comes back for the
+  agent (redirects and vacation replies to submit, warnings to log).
 - ``forward``: the recipient's .forward text, read as the user, for the
   local agent (which may not read a 0700 home); no process of its own
   beyond the reading child.
@@ -57,6 +62,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pymta.privsep.interface import UnixUser
+from pymta.privsep.spawn import SIEVE_OUTPUT_LIMIT, sieve_request
 from pymta.privsep.verify import Refused, Verifier
 
 PACKET_LIMIT = 1 << 20
@@ -99,6 +105,9 @@ class _Plan:
     cwd: str
     first: bytes
     identity: dict[str, Any]
+    #: How much of the program's output goes back (a Sieve child's details
+    #: line is longer than a status line).
+    output_limit: int = OUTPUT_LIMIT
 
 
 def plan(request: dict[str, Any], verifier: Verifier) -> _Plan:
@@ -111,7 +120,25 @@ def plan(request: dict[str, Any], verifier: Verifier) -> _Plan:
         raise Refused("a request without grounds")
     first = str(request.get("prefix", "")).encode("latin-1")
     kwargs: dict[str, Any] = {}
-    if kind == "mailbox":
+    output_limit = OUTPUT_LIMIT
+    if kind == "sieve":
+        # A mailbox delivery through the user's Sieve script: the same
+        # mailbox as "mailbox", the limits from our own main.cf.
+        box = verifier.mailbox(grounds)
+        runner, path = box.user, box.path
+        groups = [] if path.endswith("/") else _spool_group(os.path.dirname(path))
+        child = sieve_request(
+            runner,
+            path,
+            str(request.get("sender", "")),
+            float(request.get("time", 0.0)),
+            box.locks,
+            box.size_limit,
+            verifier.sieve_settings(),
+            str(grounds.get("recipient", "")),
+        )
+        output_limit = SIEVE_OUTPUT_LIMIT
+    elif kind == "mailbox":
         box = verifier.mailbox(grounds)
         runner, path, groups = box.user, box.path, _spool_group(os.path.dirname(box.path))
         child = _mailbox_child(request, path, box.locks, box.size_limit)
@@ -121,7 +148,7 @@ def plan(request: dict[str, Any], verifier: Verifier) -> _Plan:
         if runner.uid == 0 or runner.gid == 0:
             raise Refused("files are never written as root")
         child = _mailbox_child(request, path, ["fcntl"], 0)
-    if kind in ("mailbox", "file"):
+    if kind in ("mailbox", "file", "sieve"):
         child.update(_identity(runner, groups))
         first = json.dumps(child).encode() + b"\n" + first
         argv = [sys.executable, "-I", "-S", "-c", _CHILD_SOURCE]
@@ -143,7 +170,7 @@ def plan(request: dict[str, Any], verifier: Verifier) -> _Plan:
         kwargs["extra_groups"] = _identity(runner, [])["groups"]
     else:
         raise Refused(f"unknown request {kind!r}")
-    return _Plan(argv, env, cwd, first, kwargs)
+    return _Plan(argv, env, cwd, first, kwargs, output_limit)
 
 
 def run(request: dict[str, Any], fd: int | None, planned: _Plan) -> dict[str, Any]:
@@ -189,8 +216,8 @@ def run(request: dict[str, Any], fd: int | None, planned: _Plan) -> dict[str, An
         data = os.read(process.stdout.fileno(), BLOCK)
         if not data:
             break
-        if len(output) < OUTPUT_LIMIT:
-            output += data[: OUTPUT_LIMIT - len(output)]
+        if len(output) < planned.output_limit:
+            output += data[: planned.output_limit - len(output)]
     status = process.wait()
     timer.cancel()
     feeder.join()

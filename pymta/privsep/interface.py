@@ -20,9 +20,11 @@ reports them; commands answer with their :class:`CommandResult`.
 
 from __future__ import annotations
 
+import json
 import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
@@ -80,6 +82,51 @@ class UnixUser:
         return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
 
 
+@dataclass(frozen=True)
+class SieveResult:
+    """A mailbox delivery through the user's Sieve script
+    (:meth:`IUserDelivery.deliver_sieve`): the status of the copies the
+    child wrote as the user, and what is left for the agent to do as
+    ``mail_owner``: redirects and vacation replies to submit through
+    cleanup, warnings to log (:mod:`pymta.sieve.local`)."""
+
+    status: str
+    text: str
+    redirects: tuple[str, ...] = ()
+    #: Each ``{"to": address, "reason": text, "params": {...}}``.
+    vacations: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, outcome: Outcome, output: bytes) -> SieveResult:
+        """From the child's status and output (its second line is JSON; a
+        child that wrote none, or bad JSON, has nothing more to do)."""
+        lines = output.decode("utf-8", "replace").splitlines()
+        details: Any = {}
+        if len(lines) > 1:
+            try:
+                details = json.loads(lines[1])
+            except ValueError:
+                details = {}
+        if not isinstance(details, dict):
+            details = {}
+
+        def strings(key: str) -> tuple[str, ...]:
+            value = details.get(key)
+            return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+        vacations = details.get("vacations")
+        return cls(
+            outcome[0],
+            outcome[1],
+            strings("redirects"),
+            tuple(v for v in vacations if isinstance(v, dict))
+            if isinstance(vacations, list)
+            else (),
+            strings("warnings"),
+        )
+
+
 def find_user(name: str) -> UnixUser | None:
     """The passwd entry of name (None when there is none)."""
     try:
@@ -128,6 +175,24 @@ class IUserDelivery(Interface):
         grounds: Grounds | None = None,
     ) -> Deferred[Outcome]:
         """Deliver into the Maildir ``path`` (ending in ``/``) as ``user``."""
+
+    def deliver_sieve(
+        user: UnixUser,
+        path: str,
+        sender: str,
+        headers: bytes,
+        message: IMessageContent,
+        now: float,
+        locks: Sequence[str],
+        size_limit: int,
+        sieve: Mapping[str, Any],
+        grounds: Grounds,
+    ) -> Deferred[SieveResult]:
+        """A mailbox delivery (``path``: the Maildir ending in ``/`` or the
+        mbox) through the user's active Sieve script, run as the user
+        (:mod:`pymta.sieve.local`); the plain write when there is none.
+        ``sieve`` holds the script limits (the root helper takes its own
+        from main.cf, as it works out the path)."""
 
     def run_command(
         user: UnixUser,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -21,7 +22,8 @@ from zope.interface import implementer
 from pymta.delivery.command import CommandResult, run_command
 from pymta.delivery.local_forward import ForwardFile
 from pymta.privsep import child
-from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
+from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, SieveResult, UnixUser
+from pymta.privsep.spawn import sieve_request
 from pymta.queue.reference import IMessageContent, read_all
 
 
@@ -88,6 +90,36 @@ class RecordingUserDelivery:
         self.calls.append(Call("maildir", user.name, path))
         self.grounds.append(grounds)
         return self._perform(child.deliver_maildir, {"path": path}, headers, message)
+
+    def deliver_sieve(
+        self,
+        user: UnixUser,
+        path: str,
+        sender: str,
+        headers: bytes,
+        message: IMessageContent,
+        now: float,
+        locks: Sequence[str],
+        size_limit: int,
+        sieve: Mapping[str, Any],
+        grounds: Grounds,
+    ) -> Deferred[SieveResult]:
+        # Recorded as the mailbox write it is; the child's own sieve action,
+        # in this process, as the running user.
+        self.calls.append(Call("maildir" if path.endswith("/") else "mbox", user.name, path))
+        self.grounds.append(grounds)
+        request = sieve_request(
+            user, path, sender, now, locks, size_limit, sieve, grounds.recipient
+        )
+        source = io.BytesIO(headers + read_all(message))
+        try:
+            output = child.sieve(request, source, child.load_sieve(request))
+        except child.Outcome as e:
+            return succeed(SieveResult(e.status, e.text))
+        except OSError as e:
+            return fail(e)
+        status, _, text = output.partition("\n")[0].partition(" ")
+        return succeed(SieveResult.parse((status, text), output.encode()))
 
     def run_command(
         self,

@@ -31,6 +31,7 @@ import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -38,10 +39,14 @@ from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult, run_command, run_program
 from pymta.delivery.local_forward import ForwardFile
-from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, UnixUser
+from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, SieveResult, UnixUser
 from pymta.queue.reference import IMessageContent
 
 _CHILD_SOURCE = (Path(__file__).parent / "child.py").read_text(encoding="utf-8")
+#: The package root the child loads pymta.sieve from (a user's Sieve script).
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+#: What a Sieve delivery's child may answer (its JSON details line).
+SIEVE_OUTPUT_LIMIT = 64 * 1024
 #: How long a mailbox child may take (a stuck NFS spool, a full disk).
 CHILD_TIME_LIMIT = 600.0
 _CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C"}
@@ -84,9 +89,18 @@ class SpawningUserDelivery:
     def _child(
         self, request: dict[str, object], prefix: bytes, message: IMessageContent
     ) -> Deferred[Outcome]:
+        return self._run_child(request, prefix, message).addCallback(_child_outcome)
+
+    def _run_child(
+        self,
+        request: dict[str, object],
+        prefix: bytes,
+        message: IMessageContent,
+        output_limit: int = 2048,
+    ) -> Deferred[CommandResult]:
         line = json.dumps(request).encode() + b"\n"
         try:
-            d = run_program(
+            return run_program(
                 self._reactor,
                 self._clock,
                 self._python,
@@ -96,10 +110,11 @@ class SpawningUserDelivery:
                 CHILD_TIME_LIMIT,
                 "/",
                 message,
+                output_limit=output_limit,
             )
         except OSError as e:
-            return succeed(("4.3.0", f"cannot start delivery process: {e.strerror}"))
-        return d.addCallback(_child_outcome)
+            text = f"cannot start delivery process: {e.strerror}"
+            return succeed(CommandResult(None, None, text.encode()))
 
     def _request(self, user: UnixUser, extra_groups: Sequence[int] = ()) -> dict[str, object]:
         if self._euid != 0:
@@ -141,6 +156,30 @@ class SpawningUserDelivery:
         request = self._request(user)
         request.update(action="maildir", path=path)
         return self._child(request, headers, message)
+
+    def deliver_sieve(
+        self,
+        user: UnixUser,
+        path: str,
+        sender: str,
+        headers: bytes,
+        message: IMessageContent,
+        now: float,
+        locks: Sequence[str],
+        size_limit: int,
+        sieve: Mapping[str, Any],
+        grounds: Grounds,
+    ) -> Deferred[SieveResult]:
+        request = self._request(
+            user, [] if path.endswith("/") else _spool_group(os.path.dirname(path))
+        )
+        request.update(
+            sieve_request(user, path, sender, now, locks, size_limit, sieve, grounds.recipient)
+        )
+        d = self._run_child(request, headers, message, SIEVE_OUTPUT_LIMIT)
+        return d.addCallback(
+            lambda result: SieveResult.parse(_child_outcome(result), result.output)
+        )
 
     def run_command(
         self,
@@ -204,6 +243,34 @@ class SpawningUserDelivery:
             uid,
             gid,
         )
+
+
+def sieve_request(
+    user: UnixUser,
+    path: str,
+    sender: str,
+    now: float,
+    locks: Sequence[str],
+    size_limit: int,
+    sieve: Mapping[str, Any],
+    recipient: str,
+) -> dict[str, object]:
+    """The child's ``sieve`` request (:func:`pymta.privsep.child.sieve`);
+    without ``sieve`` settings (Sieve off), and for root (whose script
+    would run as root, on untrusted mail), no home: the plain write."""
+    return {
+        "action": "sieve",
+        "path": path,
+        "home": user.home if sieve and user.uid != 0 else "",
+        "user": user.name,
+        "sender": sender,
+        "recipient": recipient,
+        "time": now,
+        "locks": list(locks),
+        "size_limit": size_limit,
+        "sieve": dict(sieve),
+        "root": PACKAGE_ROOT,
+    }
 
 
 def _which(name: str, path: str) -> str:

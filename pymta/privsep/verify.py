@@ -164,6 +164,13 @@ class Verifier:
         locks = [lock.lower() for lock in config.get_list("mailbox_delivery_lock")]
         return Mailbox(user, path, locks, config.get_int("mailbox_size_limit"))
 
+    def sieve_settings(self) -> dict[str, object]:
+        """The Sieve limits of main.cf for the delivery child (empty with
+        ``pymta_sieve_enable = no``: the child writes the mailbox plainly)."""
+        from pymta.sieve.filter import SieveSettings
+
+        return SieveSettings.from_config(self.config()).for_child()
+
     def file(self, grounds: Mapping[str, Any], path: str) -> Run:
         """Who writes the /file of the recipient's .forward or alias."""
         config = self.config()

@@ -32,7 +32,6 @@ script did, through the caller.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, make_msgid
@@ -42,13 +41,13 @@ from twisted.internet.defer import Deferred
 
 from pymta.config.config import Config
 from pymta.delivery.folder import folder_exists
-from pymta.delivery.headers import HEADER_READ_LIMIT, header_block
+from pymta.delivery.headers import HEADER_READ_LIMIT
 from pymta.delivery.mailbox import Mailbox
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent
 from pymta.sieve import storage, tracking
-from pymta.sieve.grammar import Command
-from pymta.sieve.interpret import Interpreter, Message, Outcome, SieveRuntimeError
+from pymta.sieve.evaluate import Delivery, ScriptLimits, run_script
+from pymta.sieve.interpret import Outcome
 
 RunInThread = Callable[[Callable[[], Any]], "Deferred[Any]"]
 
@@ -72,6 +71,24 @@ class SieveSettings:
             max_redirects=max(0, config.get_int("pymta_sieve_max_redirects")),
             delimiter=config.get("recipient_delimiter"),
         )
+
+    def for_child(self) -> dict[str, object]:
+        """What the local delivery child needs (:mod:`pymta.sieve.local`);
+        empty when Sieve is off (the child then writes the mailbox plainly)."""
+        if not self.enabled:
+            return {}
+        return {
+            "max_script_size": self.max_script_size,
+            "global_dir": self.global_dir,
+            "max_actions": self.max_actions,
+            "max_redirects": self.max_redirects,
+            "delimiter": self.delimiter,
+        }
+
+    @property
+    def limits(self) -> ScriptLimits:
+        """What one run needs (:mod:`pymta.sieve.evaluate`)."""
+        return ScriptLimits(self.global_dir, self.max_actions, self.max_redirects, self.delimiter)
 
 
 @dataclass
@@ -178,59 +195,26 @@ class SieveFilter:
         head: bytes,
         entries: dict[str, float],
     ) -> Evaluation:
-        assert compiled.commands is not None
-
         def body() -> bytes:
             data = _read_all(message)
             end = data.find(b"\n\n")
             return b"" if end < 0 else data[end + 2 :]
 
-        def include(location: str, script: str) -> list[Command] | None:
-            if not storage.valid_name(script):
-                return None
-            if location == "global":
-                if not self.settings.global_dir:
-                    return None
-                file = os.path.join(self.settings.global_dir, script + storage.SUFFIX)
-            else:
-                file = storage.script_path(mailbox.home, script)
-            loaded = self._cache.load(file)
-            if loaded is None:
-                return None
-            if loaded.commands is None:
-                raise SieveRuntimeError(f"include {script}: {loaded.error}")
-            return loaded.commands
-
-        user_addresses = tuple(
-            {
-                recipient.lower(),
-                mailbox.user.lower(),
-                _without_detail(recipient, self.settings.delimiter),
-            }
-        )
-        msg = Message(
-            header=header_block(head),
+        delivery = Delivery(
+            user=mailbox.user,
+            home=mailbox.home,
+            head=head,
             body=body,
             size=len(prefix) + message.size,
-            envelope_from=sender,
-            envelope_to=recipient,
-            user_addresses=user_addresses,
+            sender=sender,
+            recipient=recipient,
             now=now,
-            local_offset=_local_offset(now),
             mailbox_exists=lambda folder: folder_exists(mailbox.maildir, folder),
             seen=lambda key: key in entries,
-            include=include,
-            delimiter=self.settings.delimiter,
         )
-        interpreter = Interpreter(
-            msg, set(compiled.required), self.settings.max_actions, self.settings.max_redirects
-        )
-        try:
-            outcome = interpreter.run(compiled.commands)
-        except SieveRuntimeError as e:
-            return Evaluation(name, None, f"runtime error: {e}")
-        except RecursionError:
-            return Evaluation(name, None, "runtime error: nested too deeply")
+        outcome, error = run_script(compiled, self._cache, self.settings.limits, delivery)
+        if outcome is None:
+            return Evaluation(name, None, error)
         content = None
         if any(a.kind == "redirect" for a in outcome.actions):
             content = prefix + _read_all(message)
@@ -303,20 +287,6 @@ def vacation_reply(
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-def _without_detail(address: str, delimiter: str) -> str:
-    local, at, domain = address.lower().rpartition("@")
-    if not at:
-        return address.lower()
-    for i, ch in enumerate(local):
-        if delimiter and ch in delimiter and i > 0:
-            return f"{local[:i]}@{domain}"
-    return address.lower()
-
-
-def _local_offset(now: float) -> int:
-    return int(time.localtime(now).tm_gmtoff)
 
 
 def _read_header(message: IMessageContent) -> bytes:
