@@ -12,14 +12,22 @@ and :class:`IAsyncFolder` are :class:`~pymta.mailstore.interface.IMailStore`,
 Each store says how its calls run, and owns that: ``store.asynchronous()``
 gives the asynchronous face of a store.
 
-- :class:`pymta.mailstore.maildir.MaildirStore` runs every call in the
-  reactor's thread pool (its own runner; a reactor without threads, a
-  ``task.Clock`` in tests, runs them at once). Calls on one folder (and
-  on one user's folder list) run one after another in the order they were
-  made, so a session's STORE then FETCH see each other; calls on different
-  folders run side by side. The folder's own locks keep other threads and
-  processes out (see :mod:`pymta.mailstore.folder_base`); listeners hear
-  of changes in the reactor thread, as before.
+- :class:`pymta.mailstore.maildir.MaildirStore` runs every call that may
+  wait on the disk in the reactor's thread pool (its own runner; a reactor
+  without threads, a ``task.Clock`` in tests, runs them at once): scans
+  (``refresh``), writes and their fsyncs, locks, folder changes. A read
+  of what one message or the index holds (``read``, ``open``,
+  ``header_bytes``, ``mime_structure``, ``get``, ``messages``,
+  ``status``, ``expunged_since``, ``changed_on_disk``) is answered at once
+  when nothing of that folder is waiting: it is one file read at most
+  (from the page cache, as Dovecot reads it in its process), and a thread
+  hop per message would cost more than the read (POP3 RETR, IMAP FETCH).
+  Calls on one folder (and on one user's folder list) run one after
+  another in the order they were made, so a session's STORE then FETCH
+  see each other; calls on different folders run side by side. The
+  folder's own locks keep other threads and processes out (see
+  :mod:`pymta.mailstore.folder_base`); listeners hear of changes in the
+  reactor thread, as before.
 - :class:`pymta.mailstore.memory.MemoryStore` answers at once
   (``succeed()``/``fail()``).
 
@@ -33,7 +41,7 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
 from zope.interface import Attribute, Interface, implementer
@@ -81,6 +89,11 @@ class IAsyncFolder(Interface):
 
     def read(uid: int) -> Deferred[bytes]:
         """IFolder.read."""
+
+    def open(uid: int) -> Deferred[BinaryIO]:
+        """IFolder.open: the message as a binary file to read in pieces
+        (the caller closes it; a store without files may hand a spooled
+        copy)."""
 
     def header_bytes(uid: int) -> Deferred[bytes]:
         """IFolder.header_bytes."""
@@ -167,14 +180,19 @@ class IAsyncMailStore(Interface):
 
 
 class _Serial:
-    """Runs calls through ``runner`` one after another, in call order."""
+    """Runs calls through ``runner`` one after another, in call order;
+    ``at_once`` work runs in the caller's thread when nothing is waiting
+    (the order is the same: nothing runs before it)."""
 
-    def __init__(self, runner: Runner | None) -> None:
+    def __init__(self, runner: Runner | None, reads_at_once: bool = False) -> None:
         self._runner = runner
+        self._reads_at_once = reads_at_once
         self._lock = DeferredLock()
 
-    def __call__(self, work: Callable[[], T]) -> Deferred[T]:
+    def __call__(self, work: Callable[[], T], *, read: bool = False) -> Deferred[T]:
         if self._runner is None:
+            return maybeDeferred(work)
+        if read and self._reads_at_once and not self._lock.locked:
             return maybeDeferred(work)
         return self._lock.run(self._runner, work)
 
@@ -183,9 +201,9 @@ class _Serial:
 class AsyncFolder:
     """The asynchronous face of one synchronous folder (see the module doc)."""
 
-    def __init__(self, folder: IFolder, runner: Runner | None) -> None:
+    def __init__(self, folder: IFolder, runner: Runner | None, reads_at_once: bool = False) -> None:
         self.folder = folder
-        self._run = _Serial(runner)
+        self._run = _Serial(runner, reads_at_once)
 
     @property
     def name(self) -> str:
@@ -195,29 +213,36 @@ class AsyncFolder:
         bound = getattr(self.folder, method)
         return self._run(lambda: bound(*args))
 
+    def _read(self, method: str, *args: Any) -> Deferred[Any]:
+        bound = getattr(self.folder, method)
+        return self._run(lambda: bound(*args), read=True)
+
     def refresh(self) -> Deferred[list[MessageInfo]]:
         return self._call("refresh")
 
     def changed_on_disk(self) -> Deferred[bool]:
-        return self._call("changed_on_disk")
+        return self._read("changed_on_disk")
 
     def messages(self) -> Deferred[list[MessageInfo]]:
-        return self._call("messages")
+        return self._read("messages")
 
     def get(self, uid: int) -> Deferred[MessageInfo]:
-        return self._call("get", uid)
+        return self._read("get", uid)
 
     def status(self) -> Deferred[FolderStatus]:
-        return self._call("status")
+        return self._read("status")
 
     def read(self, uid: int) -> Deferred[bytes]:
-        return self._call("read", uid)
+        return self._read("read", uid)
+
+    def open(self, uid: int) -> Deferred[BinaryIO]:
+        return self._read("open", uid)
 
     def header_bytes(self, uid: int) -> Deferred[bytes]:
-        return self._call("header_bytes", uid)
+        return self._read("header_bytes", uid)
 
     def mime_structure(self, uid: int) -> Deferred[MimePart]:
-        return self._call("mime_structure", uid)
+        return self._read("mime_structure", uid)
 
     def set_flags(
         self,
@@ -242,7 +267,7 @@ class AsyncFolder:
         return self._call("expunge", uids)
 
     def expunged_since(self, modseq: int) -> Deferred[list[int]]:
-        return self._call("expunged_since", modseq)
+        return self._read("expunged_since", modseq)
 
     def copy(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
         return self._call("copy", uids, _synchronous(target))
@@ -274,9 +299,12 @@ class AsyncUserMailbox:
     """The asynchronous face of one user's mailbox; folder objects are
     made once per synchronous folder, so every session shares them."""
 
-    def __init__(self, mailbox: IUserMailbox, runner: Runner | None) -> None:
+    def __init__(
+        self, mailbox: IUserMailbox, runner: Runner | None, reads_at_once: bool = False
+    ) -> None:
         self.mailbox = mailbox
         self._runner = runner
+        self._reads_at_once = reads_at_once
         self._run = _Serial(runner)
         self._folders: dict[int, AsyncFolder] = {}
 
@@ -291,7 +319,9 @@ class AsyncUserMailbox:
     def _face(self, folder: IFolder) -> IAsyncFolder:
         face = self._folders.get(id(folder))
         if face is None or face.folder is not folder:
-            face = self._folders[id(folder)] = AsyncFolder(folder, self._runner)
+            face = self._folders[id(folder)] = AsyncFolder(
+                folder, self._runner, self._reads_at_once
+            )
         return face
 
     def list_folders(self) -> Deferred[list[FolderInfo]]:
@@ -323,11 +353,16 @@ class AsyncUserMailbox:
 @implementer(IAsyncMailStore)
 class AsyncMailStore:
     """The asynchronous face of a synchronous store, its calls run by
-    ``runner`` (None: at once). Stores make it: ``store.asynchronous()``."""
+    ``runner`` (None: at once; ``reads_at_once``: reads too when nothing of
+    their folder waits, see the module doc). Stores make it:
+    ``store.asynchronous()``."""
 
-    def __init__(self, store: IMailStore, runner: Runner | None) -> None:
+    def __init__(
+        self, store: IMailStore, runner: Runner | None, reads_at_once: bool = False
+    ) -> None:
         self.store = store
         self._runner = runner
+        self._reads_at_once = reads_at_once
         self._mailboxes: dict[int, AsyncUserMailbox] = {}
 
     def open_user(self, user: str, path: str) -> Deferred[IAsyncUserMailbox]:
@@ -337,5 +372,7 @@ class AsyncMailStore:
     def _face(self, mailbox: IUserMailbox) -> IAsyncUserMailbox:
         face = self._mailboxes.get(id(mailbox))
         if face is None or face.mailbox is not mailbox:
-            face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(mailbox, self._runner)
+            face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(
+                mailbox, self._runner, self._reads_at_once
+            )
         return face
