@@ -350,6 +350,33 @@ def test_imap_lost_connection_ends_the_fetch(tmp_path: Path) -> None:
     assert proto._streamer is None
 
 
+def test_imap_fetch_reads_nothing_while_the_client_does_not_read(tmp_path: Path) -> None:
+    """FETCH 1:* BODY.PEEK[] over 30 messages of 40 kB: the store is asked
+    for one message at a time as the answer is written; while the transport
+    is full (the session paused) it is asked for nothing more, however long
+    the client waits, and never for more than one batch ahead of what the
+    client took (the reads are counted)."""
+    proto, transport, clock = imap_session(tmp_path, [message(n, 40_000) for n in range(30)])
+    store = proto.view.store
+    reads: list[int] = []
+    read = store.read
+    store.read = lambda uid: (reads.append(uid), read(uid))[1]
+    proto.dataReceived(b"c FETCH 1:* BODY.PEEK[]\r\n")
+    stalled = len(reads)
+    for _ in range(10):
+        clock.advance(1)
+    assert len(reads) == stalled < 30
+    ahead = BATCH_BYTES // 40_000 + 1  # a batch is flushed before looking at the pause
+    answer = b""
+    for _ in range(1000):
+        clock.advance(0)
+        answer += transport.drain()
+        assert len(reads) <= answer.count(b" FETCH (BODY[] ") + ahead
+        if answer.endswith(b"c OK Fetch completed.\r\n"):
+            break
+    assert reads == list(range(1, 31)) and answer.count(b" FETCH (BODY[] ") == 30
+
+
 # POP3 RETR and TOP -------------------------------------------------------------
 
 

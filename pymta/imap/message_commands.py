@@ -17,10 +17,10 @@ the mail store. Logs store errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
@@ -30,12 +30,14 @@ from pymta.imap.fetch import (
     FetchItem,
     FileLiteral,
     MessageData,
+    NotLoaded,
     UnknownCTE,
     index_renderer,
     needs_file,
     parse_items,
     render,
     sets_seen,
+    wants,
 )
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg, session_guard
 from pymta.imap.parser import Atom, ParseError, Token
@@ -593,13 +595,14 @@ def _fetch_answers(
     wants_flags: bool,
     with_modseq: bool,
     changed_since: int | None,
-) -> Iterator[bytes]:
+) -> Generator[bytes | Deferred[Any], Any, None]:
     """The FETCH responses one message at a time (a large message's body in
     pieces from its file), then the tagged response: the session pulls them
     as the client reads (pymta.stream), so memory does not grow with the
-    answer."""
+    answer, and a message is read from the store (a Deferred yielded) only
+    when the client has taken the ones before."""
     view = _view(s)
-    folder = view.folder
+    store = view.store
     body_items = needs_file(items)
     missing = unknown_cte = False
     returned = 0
@@ -614,24 +617,40 @@ def _fetch_answers(
         if mark_seen and "\\Seen" not in info.flags:
             view.mute([u])
             try:
-                info = folder.set_flags(u, ["\\Seen"], FlagMode.ADD) or info
+                info = (yield store.set_flags(u, ["\\Seen"], FlagMode.ADD)) or info
             except MailStoreError:
                 pass
             finally:
                 view.mute(None)
             if not wants_flags:
                 line_items = [*items, FetchItem("FLAGS")]
-        data = MessageData(folder, info)
+        # What the items need is read through the store's asynchronous API,
+        # one message at a time, as the client takes the answer (pymta.stream).
+        data = MessageData(None, info, store)
         try:
-            pieces = render(
-                data, line_items, view.flags_of(info), with_modseq, stream_min=STREAM_MIN
-            )
+            for kind in wants(line_items, info.size, STREAM_MIN):
+                yield data.load(kind)
+            while True:
+                data.rewind()
+                try:
+                    pieces = render(
+                        data, line_items, view.flags_of(info), with_modseq, stream_min=STREAM_MIN
+                    )
+                    break
+                except NotLoaded as wanted:
+                    yield data.load(wanted.kind)
         except MailStoreError:
+            data.close()
             missing = True
             continue
         except UnknownCTE:
+            data.close()
             unknown_cte = True
             continue
+        except BaseException:
+            data.close()  # the session ends (or the stream was stopped)
+            raise
+        data.close(handed_out=False)
         if body_items:
             s.counters.body_count += 1
             s.counters.body_bytes += info.rfc822_size

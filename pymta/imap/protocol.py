@@ -50,7 +50,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
@@ -86,6 +86,7 @@ from pymta.imap.parser import (
 from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
+from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import IUserMailbox, not_writable
 from pymta.mailstore.prefetch import ThreadRunner
 from pymta.mailstore.watchers import WatcherPool
@@ -93,7 +94,7 @@ from pymta.netmatch import is_loopback
 from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.preauth import PreauthConnections
-from pymta.stream import Streamer, StreamingSession
+from pymta.stream import Pieces, Streamer, StreamingSession
 from pymta.userip import UserIPLimit
 
 NOT_AUTHENTICATED = "not authenticated"
@@ -213,6 +214,8 @@ class IMAPServer(StreamingSession, Protocol):
         self.user = ""
         self.method = ""
         self.mailbox: IUserMailbox | None = None
+        #: The same folders through the store's asynchronous API (FETCH).
+        self.folders: IAsyncUserMailbox | None = None
         self.view: SelectedView | None = None
         self.tls_active = False
         self.condstore = False
@@ -404,7 +407,7 @@ class IMAPServer(StreamingSession, Protocol):
             # reactor round per response, while the client waits for it.
             send_now(self.transport, data)
 
-    def stream(self, pieces: Iterator[bytes]) -> None:
+    def stream(self, pieces: Pieces) -> None:
         """Answer with what pieces yields, as fast as the client reads it
         (pymta.stream); later commands wait until it ends."""
         self._start_stream(pieces, self.send)
@@ -790,6 +793,7 @@ class IMAPServer(StreamingSession, Protocol):
         self._logout = logout
         self.user = account.user
         self.mailbox = account.mailbox
+        self.folders = account.folders
         self.state = AUTHENTICATED
         self._leave_preauth()
         self.reader.line_limit = self.settings.line_length_limit

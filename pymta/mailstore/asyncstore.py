@@ -18,7 +18,8 @@ gives the asynchronous face of a store.
   (``refresh``), writes and their fsyncs, locks, folder changes. A read
   of what one message or the index holds (``read``, ``open``,
   ``header_bytes``, ``mime_structure``, ``get``, ``messages``,
-  ``status``, ``expunged_since``, ``changed_on_disk``) is answered at once
+  ``status``, ``expunged_since``, ``changed_on_disk``; a user's
+  ``folder``) is answered at once
   when nothing of that folder is waiting: it is one file read at most
   (from the page cache, as Dovecot reads it in its process), and a thread
   hop per message would cost more than the read (POP3 RETR, IMAP FETCH).
@@ -305,7 +306,7 @@ class AsyncUserMailbox:
         self.mailbox = mailbox
         self._runner = runner
         self._reads_at_once = reads_at_once
-        self._run = _Serial(runner)
+        self._run = _Serial(runner, reads_at_once)
         self._folders: dict[int, AsyncFolder] = {}
 
     @property
@@ -328,7 +329,10 @@ class AsyncUserMailbox:
         return self._run(self.mailbox.list_folders)
 
     def folder(self, name: str) -> Deferred[IAsyncFolder]:
-        return self._run(lambda: self.mailbox.folder(name)).addCallback(self._face)
+        # A folder once opened is a dictionary look-up: at once when
+        # nothing waits, as a read.
+        d = self._run(lambda: self.mailbox.folder(name), read=True)
+        return d.addCallback(self._face)
 
     def create_folder(self, name: str, special_use: str | None = None) -> Deferred[IAsyncFolder]:
         d = self._run(lambda: self.mailbox.create_folder(name, special_use))
