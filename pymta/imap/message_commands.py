@@ -11,6 +11,11 @@ their UID forms may. FETCH 1:* (FLAGS UID) reads the index only; body
 items read the file once per message. Responses are written in chunks of
 about :data:`CHUNK` bytes.
 
+FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE call the mail store's
+asynchronous API (:attr:`SelectedView.store`); an answer that is not
+there at once comes later, with later commands waiting
+(:meth:`IMAPServer.later`). SEARCH still calls the folder directly.
+
 Untrusted input: the arguments. Writes: flags, expunges, copies through
 the mail store. Logs store errors.
 """

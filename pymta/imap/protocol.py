@@ -27,7 +27,10 @@ After STARTTLS anything the client sent in the same packet is discarded
 (CVE-2011-0411). LOGIN and AUTHENTICATE are refused (LOGINDISABLED)
 without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 
-Blocking: store calls run in the reactor thread. The login's password
+Blocking: FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE reach the
+mail store through its asynchronous API (pymta.mailstore.asyncstore),
+which runs them where the store decides (the Maildir store: writes in its
+threads). Other store calls run in the reactor thread. The login's password
 check runs in the checker's threads, and a header SEARCH over a cold header
 cache first reads the headers in the reactor's thread pool
 (:mod:`pymta.mailstore.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
