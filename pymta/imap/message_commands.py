@@ -163,18 +163,19 @@ def close(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"Close completed.")
         return
 
-    def expunged(removed: list[int] | Failure) -> None:
-        if isinstance(removed, Failure):
-            error = removed.trap(MailStoreError) and removed.value
-            s.log.error("imap({user}): CLOSE expunge: {error}", user=s.user, error=error)
-        else:
+    def not_expunged(failure: Failure) -> None:
+        # An expunge that fails does not fail CLOSE: the mailbox is closed
+        # all the same.
+        failure.trap(MailStoreError)
+        s.log.error("imap({user}): CLOSE expunge: {error}", user=s.user, error=failure.value)
+
+    def expunged(removed: list[int] | None) -> None:
+        if removed is not None:
             s.counters.expunged += len(removed)
         s.unselect()
         s.ok(tag, b"Close completed.")
 
-    # An expunge that fails does not fail CLOSE (the mailbox is closed all
-    # the same): its failure is the answer's input, not an error.
-    expunging: Deferred[Any] = view.store.expunge().addErrback(lambda failure: failure)
+    expunging: Deferred[list[int] | None] = view.store.expunge().addErrback(not_expunged)
     _when_stored(s, tag, "CLOSE", expunging, expunged)
 
 
