@@ -32,8 +32,10 @@ gives the asynchronous face of a store.
 - :class:`pymta.mailstore.memory.MemoryStore` answers at once
   (``succeed()``/``fail()``).
 
-One contract test runs both through the same asynchronous tests
-(``tests/test_mailstore_async.py``).
+The contract tests run both stores through this API only
+(``tests/test_mailstore_contract.py``, ``tests/test_mailstore_async.py``).
+The servers use it: POP3 for everything, IMAP for FETCH, STORE, EXPUNGE,
+CLOSE, CHECK, COPY and MOVE.
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
