@@ -1,8 +1,9 @@
 """IMAP's message commands on the mail store's asynchronous API: with the
 Maildir store's calls held in its "threads" (a runner the test drives),
-FETCH's \\Seen, STORE, EXPUNGE, COPY and CLOSE answer only once the store
-has, later commands wait meanwhile and are answered in order; store
-errors get the same answers as before."""
+STORE of many messages, EXPUNGE, COPY and CLOSE answer only once the store
+has, later commands wait meanwhile and are answered in order (FETCH's
+\\Seen too, behind them); a flag change of a few messages is answered at
+once; store errors get the same answers as before."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
+from pymta.mailstore.asyncstore import LIGHT_MAX
 from pymta.mailstore.interface import MailStoreError
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
@@ -20,15 +22,15 @@ from tests.test_imap_prefetch import QueuedRunner
 MSG = b"From: a@example.org\nSubject: hi\n\nbody\n"
 
 
-def held_world(tmp_path: Path) -> tuple[World, Session, QueuedRunner]:
-    """alice's INBOX with three messages, selected, on a Maildir store whose
-    thread work waits for the test (reads of one message still answer at
-    once when nothing waits)."""
+def held_world(tmp_path: Path, count: int = 3) -> tuple[World, Session, QueuedRunner]:
+    """alice's INBOX with ``count`` messages, selected, on a Maildir store
+    whose thread work waits for the test (reads of one message and small
+    flag changes still answer at once when nothing waits)."""
     runner = QueuedRunner()
     store = MaildirStore(Clock(), "host", fsync=False, run_in_thread=runner)
     world = World(tmp_path, store=store)
     inbox = world.mailbox().folder("INBOX")
-    for _ in range(3):
+    for _ in range(count):
         inbox.append(MSG)
     inbox.claim_recent()  # old mail: no \Recent in the answers
     s = world.connect()
@@ -40,29 +42,34 @@ def held_world(tmp_path: Path) -> tuple[World, Session, QueuedRunner]:
 
 
 def test_store_waits_for_the_store_and_keeps_order(tmp_path: Path) -> None:
-    """STORE's flag change runs in the store's thread: no answer, and a
-    pipelined NOOP waits, until it is done; then both, in order."""
-    _, s, runner = held_world(tmp_path)
-    assert s.send(b"c STORE 1:2 +FLAGS (\\Flagged)\r\nd NOOP\r\n") == b""
+    """STORE of more than LIGHT_MAX messages runs in the store's thread, as
+    one change: no answer, and a pipelined NOOP waits, until it is done;
+    then both, in order. A STORE of one message is answered at once."""
+    _, s, runner = held_world(tmp_path, LIGHT_MAX + 2)
+    last = LIGHT_MAX + 2
+    command = b"c STORE 1:%d +FLAGS (\\Flagged)\r\nd NOOP\r\n" % last
+    assert s.send(command) == b""
     assert len(runner.jobs) == 1  # one store change for the set
     runner.run_all()
-    assert s.read().split(b"\r\n")[:-1] == [
-        b"* 1 FETCH (FLAGS (\\Flagged))",
-        b"* 2 FETCH (FLAGS (\\Flagged))",
-        b"c OK Store completed.",
-        b"d OK NOOP completed.",
-    ]
+    lines = s.read().split(b"\r\n")[:-1]
+    assert lines[0] == b"* 1 FETCH (FLAGS (\\Flagged))"
+    assert len(lines) == last + 2
+    assert lines[-2:] == [b"c OK Store completed.", b"d OK NOOP completed."]
+    answer = s.send("e STORE 1 -FLAGS (\\Flagged)")
+    assert answer == b"* 1 FETCH (FLAGS ())\r\ne OK Store completed.\r\n"
 
 
-def test_fetch_marks_seen_through_the_store_thread(tmp_path: Path) -> None:
-    """FETCH BODY[] of an unseen message sets \\Seen in the store's thread;
-    the message's answer (with its new FLAGS) waits for it."""
+def test_fetch_seen_waits_behind_an_expunge(tmp_path: Path) -> None:
+    """FETCH BODY[] pipelined behind an EXPUNGE that runs in the store's
+    thread: its \\Seen (one folder's calls in order) and its answer wait
+    for the expunge; then both are answered, in order."""
     _, s, runner = held_world(tmp_path)
-    assert s.send("c FETCH 1 BODY[]") == b""
+    s.send("c STORE 3 +FLAGS.SILENT (\\Deleted)")
+    assert s.send(b"d EXPUNGE\r\ne FETCH 1 BODY[]\r\n") == b""
     runner.run_all()
     answer = s.read()
-    assert answer.startswith(b"* 1 FETCH (BODY[] {")
-    assert answer.endswith(b" FLAGS (\\Seen))\r\nc OK Fetch completed.\r\n")
+    assert answer.startswith(b"* 3 EXPUNGE\r\nd OK Expunge completed.\r\n* 1 FETCH (BODY[] {")
+    assert answer.endswith(b" FLAGS (\\Seen))\r\ne OK Fetch completed.\r\n")
 
 
 def test_expunge_and_copy_answer_after_the_store(tmp_path: Path) -> None:
@@ -70,9 +77,7 @@ def test_expunge_and_copy_answer_after_the_store(tmp_path: Path) -> None:
     messages; COPY answers COPYUID once they are copied; a COPY to a
     missing folder is [TRYCREATE]."""
     world, s, runner = held_world(tmp_path)
-    s.send("c STORE 2 +FLAGS.SILENT (\\Deleted)")
-    runner.run_all()
-    assert s.read() == b"c OK Store completed.\r\n"
+    assert s.send("c STORE 2 +FLAGS.SILENT (\\Deleted)") == b"c OK Store completed.\r\n"
     assert s.send("d EXPUNGE") == b""
     runner.run_all()
     assert s.read() == b"* 2 EXPUNGE\r\nd OK Expunge completed.\r\n"
