@@ -29,8 +29,9 @@ without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 
 Blocking: FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE reach the
 mail store through its asynchronous API (pymta.mailstore.asyncstore),
-which runs them where the store decides (the Maildir store: writes in its
-threads). Other store calls run in the reactor thread. The login's password
+which runs them where the store decides (the Maildir store: expunges,
+copies and flag changes of many messages in its threads). Other store
+calls run in the reactor thread. The login's password
 check runs in the checker's threads, and a header SEARCH over a cold header
 cache first reads the headers in the reactor's thread pool
 (:mod:`pymta.mailstore.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
