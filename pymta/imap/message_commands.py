@@ -658,6 +658,9 @@ def _fetch_answers(
     body_items = needs_file(items)
     missing = unknown_cte = False
     returned = 0
+    # What to load, by (items with FLAGS added, streamed): one guess per
+    # FETCH, not one per message.
+    guesses: dict[tuple[bool, bool], list[str]] = {}
     for msn, u in pairs:
         info = infos.get(u)
         if info is None or view.is_expunged(u):
@@ -669,7 +672,7 @@ def _fetch_answers(
         if mark_seen and "\\Seen" not in info.flags:
             view.mute([u])
             try:
-                info = (yield store.set_flags(u, ["\\Seen"], FlagMode.ADD)) or info
+                info = (yield from _settled(store.set_flags(u, ["\\Seen"], FlagMode.ADD))) or info
             except MailStoreError:
                 pass
             finally:
@@ -680,8 +683,12 @@ def _fetch_answers(
         # one message at a time, as the client takes the answer (pymta.stream).
         data = MessageData(None, info, store)
         try:
-            for kind in wants(line_items, info.size, STREAM_MIN):
-                yield data.load(kind)
+            key = (line_items is not items, info.size >= STREAM_MIN)
+            kinds = guesses.get(key)
+            if kinds is None:
+                kinds = guesses[key] = wants(line_items, info.size, STREAM_MIN)
+            for kind in kinds:
+                yield from _settled(data.load(kind))
             while True:
                 data.rewind()
                 try:
@@ -690,7 +697,7 @@ def _fetch_answers(
                     )
                     break
                 except NotLoaded as wanted:
-                    yield data.load(wanted.kind)
+                    yield from _settled(data.load(wanted.kind))
         except MailStoreError:
             data.close()
             missing = True
@@ -718,6 +725,26 @@ def _fetch_answers(
                 yield piece
         yield b"\r\n"
     _fetch_done(s, tag, uid, returned, missing, unknown_cte)
+
+
+def _settled(d: Deferred[T]) -> Generator[Deferred[T], Any, T]:
+    """``d``'s result in a FETCH generator: at once when the store answered
+    at once (no trip through the Streamer: most reads), else by yielding
+    ``d`` to wait for it. A failure is raised."""
+    outcome: list[T | Failure] = []
+
+    def keep(result: T | Failure) -> T | Failure:
+        outcome.append(result)
+        return result
+
+    d.addBoth(keep)
+    if not outcome:
+        return (yield d)
+    result = outcome[0]
+    if isinstance(result, Failure):
+        d.addErrback(lambda _: None)  # raised here instead
+        result.raiseException()
+    return cast(T, result)
 
 
 def _fetch_done(

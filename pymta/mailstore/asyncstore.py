@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any, BinaryIO, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from zope.interface import Attribute, Interface, implementer
 
 from pymta.mailstore.interface import (
@@ -202,10 +202,13 @@ class _Serial:
         self._lock = DeferredLock()
 
     def __call__(self, work: Callable[[], T], *, read: bool = False) -> Deferred[T]:
-        if self._runner is None:
-            return maybeDeferred(work)
-        if read and self._reads_at_once and not self._lock.locked:
-            return maybeDeferred(work)
+        if self._runner is None or (read and self._reads_at_once and not self._lock.locked):
+            # At once (a FETCH makes one such call per message: no more
+            # than a fired Deferred).
+            try:
+                return succeed(work())
+            except BaseException:
+                return fail()
         return self._lock.run(self._runner, work)
 
 
