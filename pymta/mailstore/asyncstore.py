@@ -26,8 +26,8 @@ gives the asynchronous face of a store.
   So is a flag change of at most :data:`LIGHT_MAX` messages (``set_flags``,
   ``set_flags_many``, ``claim_recent`` of given UIDs): a rename per
   message and an index append that is not synced (the index syncs only
-  when it hands out new UIDs). A thread hop for each (FETCH's \\Seen,
-  STORE) cost a quarter more CPU per operation in bench/imap_bench.py.
+  when it hands out new UIDs), so FETCH's \\Seen and a small STORE
+  need no thread hop.
   Calls on one folder (and on one user's folder list) run one after
   another in the order they were made, so a session's STORE then FETCH
   see each other; calls on different folders run side by side. The
