@@ -16,6 +16,14 @@ what the server holds for one answer is bounded by construction: the
 transport's buffer, one batch, and the piece the iterator is working on —
 not the size of the answer.
 
+A piece may also be a Deferred (a read from the mail store's
+asynchronous API): the Streamer flushes what it holds, waits for it
+without pulling more, and sends its result into the generator (``value =
+yield d``; a failure is raised there, so the generator can answer for one
+message and go on). So an answer over many messages reads one message at
+a time, and none while the client does not read: a paused session pulls
+nothing, and so asks the store for nothing.
+
 The reactor is not held either: after ``turn_bytes`` the Streamer goes on
 in the next reactor turn (``callLater(0)``), so other sessions are served
 between the batches of a client that reads as fast as the server writes.
@@ -30,9 +38,16 @@ Untrusted input: none. Writes: through the callables given. Logs: nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, TypeAlias
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
+
+#: What a Streamer pulls: byte pieces, and Deferreds whose results are sent
+#: back into the generator.
+Pieces: TypeAlias = "Iterator[bytes] | Generator[bytes | Deferred[Any], Any, None]"
 
 #: Bytes handed to the transport at once.
 BATCH_BYTES = 256 * 1024
@@ -46,7 +61,7 @@ class Streamer:
 
     def __init__(
         self,
-        pieces: Iterator[bytes],
+        pieces: Pieces,
         *,
         write: Callable[[bytes], None],
         flush: Callable[[], None],
@@ -66,11 +81,15 @@ class Streamer:
         self._turn_bytes = turn_bytes
         self._next_turn: IDelayedCall | None = None
         self._running = False
+        self._waiting = False  # for a Deferred the pieces yielded
+        # The result of that Deferred, to send into the generator: a
+        # one-element list (the value may be None), or a Failure in it.
+        self._arrived: list[Any] | None = None
         self.finished = False
 
     def resume(self) -> None:
         """Pull and write until paused, the turn's budget is spent, or the end."""
-        if self.finished or self._running or self._next_turn is not None:
+        if self.finished or self._running or self._waiting or self._next_turn is not None:
             return
         self._running = True
         try:
@@ -83,13 +102,19 @@ class Streamer:
         turn = 0
         while not self._paused():
             try:
-                piece = next(self._pieces)
+                piece = self._pull()
             except StopIteration:
                 self._finish(None)
                 return
             except Exception as error:  # reported to the session, which logs it
                 self._finish(error)
                 return
+            if isinstance(piece, Deferred):
+                if self._wait(piece):
+                    if pending:
+                        self._flush()  # what is ready goes out meanwhile
+                    return
+                continue
             if not piece:
                 continue
             self._write(piece)
@@ -103,6 +128,37 @@ class Streamer:
                     return
         if pending:
             self._flush()
+
+    def _pull(self) -> bytes | Deferred[Any]:
+        arrived, self._arrived = self._arrived, None
+        if arrived is None:
+            return next(self._pieces)
+        [outcome] = arrived
+        generator: Any = self._pieces
+        if isinstance(outcome, Failure):
+            return outcome.throwExceptionIntoGenerator(generator)
+        return generator.send(outcome)
+
+    def _wait(self, d: Deferred[Any]) -> bool:
+        """Take d's result for the next pull; True when it has not come yet
+        (then resume() runs when it does)."""
+        started = True
+
+        def arrived(outcome: Any) -> None:
+            if self.finished:
+                return None  # stopped meanwhile: nothing to answer (nor to log)
+            self._arrived = [outcome]
+            if not started:
+                self._waiting = False
+                self.resume()
+            return None
+
+        d.addBoth(arrived)
+        started = False
+        if self._arrived is not None:
+            return False
+        self._waiting = True
+        return True
 
     def _turn(self) -> None:
         self._next_turn = None
@@ -149,7 +205,7 @@ class StreamingSession:
     def _stream_failed(self, error: BaseException) -> None:
         raise NotImplementedError
 
-    def _start_stream(self, pieces: Iterator[bytes], write: Callable[[bytes], None]) -> None:
+    def _start_stream(self, pieces: Pieces, write: Callable[[bytes], None]) -> None:
         """Answer with what pieces yields, as fast as the client reads it."""
         self._busy = True
         self._streamer = Streamer(

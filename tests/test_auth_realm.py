@@ -19,7 +19,7 @@ from pymta.auth.passdb import checker_from_config, passwd_path, portal_from_conf
 from pymta.auth.realm import MailRealm
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
-from pymta.mailstore.interface import IFolder
+from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
 from pymta.mailstore.memory import MemoryStore
 
 
@@ -57,7 +57,8 @@ def test_bad_passdb_type_is_config_error(config: Config) -> None:
 
 
 def test_pop3_avatar_is_mail_account_with_inbox(config: Config) -> None:
-    """Asking for IMailAccount yields the user's mailbox; inbox() is its INBOX folder."""
+    """Asking for IMailAccount yields the user's mailbox, and the same
+    folders through the store's asynchronous API (its INBOX is there)."""
     clock = Clock()
     store = MemoryStore(clock)
     checker = checker_from_config(config, clock, run_in_thread=sync)
@@ -68,8 +69,9 @@ def test_pop3_avatar_is_mail_account_with_inbox(config: Config) -> None:
     assert iface is IMailAccount
     verifyObject(IMailAccount, account)
     assert account.user == "u@example.org"
-    inbox = account.inbox()
-    assert IFolder.providedBy(inbox) and inbox.name.upper() == "INBOX"
+    assert IAsyncUserMailbox.providedBy(account.folders)
+    inbox = outcome(account.folders.folder("INBOX"))
+    assert IAsyncFolder.providedBy(inbox) and inbox.name.upper() == "INBOX"
     assert account.mailbox is store.open_user("u@example.org", "/mail/u")
     logout()
 

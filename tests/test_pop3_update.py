@@ -1,7 +1,7 @@
 """POP3 on a Maildir: what a session changes on disk and when (the UPDATE
 state batched, shown messages leaving new/ when the session ends,
-pop3d_no_flag_updates), and the blocking store calls run through an
-injected runner (threads in production) without reordering the session."""
+pop3d_no_flag_updates), and the store calls run through the Maildir
+store's runner (threads in production) without reordering the session."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -38,7 +37,7 @@ def message(i: int) -> bytes:
 
 
 class Held:
-    """A Blocking runner that runs nothing until told: the test decides when
+    """A store runner that runs nothing until told: the test decides when
     the 'thread' finishes."""
 
     def __init__(self) -> None:
@@ -49,14 +48,20 @@ class Held:
         self.pending.append((work, d))
         return d
 
-    def finish(self) -> None:
-        work, d = self.pending.pop(0)
+    def finish(self, index: int = 0) -> None:
+        work, d = self.pending.pop(index)
         try:
             result = work()
         except Exception:
             d.errback()
         else:
             d.callback(result)
+
+    def finish_all(self, keep: int = 0) -> None:
+        """Run what is held, and what that asks for next, until nothing (or
+        only the first ``keep`` calls held) is left."""
+        while len(self.pending) > keep:
+            self.finish(keep)
 
 
 class MaildirWorld:
@@ -73,7 +78,7 @@ class MaildirWorld:
         self.root = tmp_path / "alice"
         passwd = tmp_path / "passwd"
         passwd.write_text(f"alice@example.org:{{PLAIN}}secret::::{self.root}::\n")
-        self.store = MaildirStore(self.clock, hostname="test", fsync=False)
+        self.store = MaildirStore(self.clock, hostname="test", fsync=False, run_in_thread=blocking)
         checker = PasswdFileChecker(
             PasswdFile(str(passwd), self.clock),
             self.clock,
@@ -90,7 +95,6 @@ class MaildirWorld:
             settings=settings or POP3Settings(hostname="mail.example.org"),
             random_bytes=lambda n: bytes(n),
             pid=1,
-            blocking=blocking,
         )
         self.inbox: IFolder = self.store.open_user("alice@example.org", str(self.root)).folder(
             "INBOX"
@@ -189,8 +193,8 @@ def test_login_waits_for_runner_and_keeps_order(tmp_path: Path) -> None:
     s = w.connect()
     assert s.send("USER alice@example.org") == "+OK\r\n"
     assert s.send(b"PASS secret\r\nSTAT\r\n") == ""
-    assert len(held.pending) == 1
-    held.finish()
+    assert held.pending
+    held.finish_all()
     octets = sum(len(message(i)) + message(i).count(b"\n") for i in range(4))
     assert s.read() == f"+OK Logged in.\r\n+OK 4 {octets}\r\n"
 
@@ -203,21 +207,25 @@ def test_quit_reply_after_update_and_lock_held(tmp_path: Path) -> None:
     s = w.connect()
     s.send("USER alice@example.org")
     s.send("PASS secret")
-    held.finish()
+    held.finish_all()
     s.read()
     s.send("DELE 1")
     assert s.send(b"QUIT\r\nNOOP\r\n") == ""
     s.drop()
+    assert held.pending  # the expunge
     other = w.connect()
     other.send("USER alice@example.org")
-    assert other.send("PASS secret").startswith("-ERR [IN-USE]")
-    held.finish()
+    assert other.send("PASS secret") == ""
+    held.finish_all(keep=1)  # the other login goes on up to its lock
+    assert other.read() == ""
+    held.finish_all()
+    assert other.read().startswith("-ERR [IN-USE]")
     assert NAMES[0] not in w.files("new")
     assert s.read() == ""  # gone: nothing written after the loss
     third = w.connect()
     third.send("USER alice@example.org")
     third.send("PASS secret")
-    held.finish()
+    held.finish_all()
     assert third.read() == "+OK Logged in.\r\n"
 
 
@@ -236,47 +244,6 @@ def test_quit_store_error_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(w.inbox, "expunge", fail)
     assert s.send("QUIT") == "-ERR [SYS/TEMP] Some deleted messages were not removed.\r\n"
     assert s.transport.disconnecting
-
-
-def test_store_threads_setting_wires_thread_pool(tmp_path: Path) -> None:
-    """pop3d_store_threads = yes gives sessions the reactor's thread pool as
-    their runner; the default (no) runs store calls in place."""
-    from twisted.internet import reactor
-
-    from pymta.pop3.factory import POP3ServerFactory as Factory
-
-    on = POP3Settings.from_config(Config.from_text("pop3d_store_threads = yes\n"))
-    off = POP3Settings.from_config(Config.from_text(""))
-    assert on.store_threads and not off.store_threads
-    portal = Portal(MailRealm(MaildirStore(reactor, "t", False), lambda u: None), [])
-    assert Factory(
-        Config.from_text(""), portal, None, reactor, NetworkList([]), settings=on
-    ).blocking
-    assert (
-        Factory(Config.from_text(""), portal, None, reactor, NetworkList([]), settings=off).blocking
-        is None
-    )
-
-
-@pytest_twisted.inlineCallbacks
-def test_thread_pool_runner_runs_in_a_worker() -> Any:
-    """in_thread_pool runs the work in a thread other than the reactor's and
-    delivers its result (and its exception) back through a Deferred."""
-    import threading
-
-    from twisted.internet import reactor
-
-    from pymta.pop3.factory import in_thread_pool
-
-    run = in_thread_pool(reactor)
-    name = yield run(lambda: threading.current_thread().name)
-    assert name != threading.current_thread().name
-
-    def fail() -> None:
-        raise ValueError("from the worker")
-
-    with pytest.raises(ValueError, match="from the worker"):
-        yield run(fail)
 
 
 def test_mailbox_is_unlocked_before_quit_is_answered(tmp_path: Path) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -67,6 +68,14 @@ def message(n: int, size: int) -> bytes:
     (dot-stuffing) and hold stray CRs and CRLFs (normalised on the wire)."""
     body = random.Random(n).randbytes(size).translate(_TEXT)
     return b"From: a@example.org\nSubject: big %d\n\n" % n + body + b"\n"
+
+
+def fired(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that has fired (the memory store answers at once)."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out and not isinstance(out[0], Failure), out
+    return out[0]
 
 
 def read_all(transport: SocketBuffer, clock: Clock, until: bytes) -> bytes:
@@ -175,6 +184,81 @@ def test_streamer_stop_closes_the_pieces() -> None:
 # the piecewise encoders equal the whole-message ones --------------------------------
 
 
+def test_streamer_waits_for_a_deferred_and_sends_its_result() -> None:
+    """A piece that is a Deferred (a store read): the Streamer writes what it
+    holds, pulls nothing more until the Deferred fires, sends its result
+    into the generator, and raises its failure there (the generator may
+    answer for that piece and go on)."""
+    clock = Clock()
+    reads: list[Deferred[bytes]] = []
+    seen: list[object] = []
+
+    def pieces() -> Generator[bytes | Deferred[Any], Any, None]:
+        for _ in range(3):
+            d: Deferred[bytes] = Deferred()
+            reads.append(d)
+            try:
+                value = yield d
+            except KeyError as e:
+                seen.append(e)
+                yield b"[gone]"
+                continue
+            seen.append(value)
+            yield value
+
+    written: list[bytes] = []
+    flushed: list[int] = []
+    results: list[BaseException | None] = []
+    streamer = Streamer(
+        pieces(),
+        write=written.append,
+        flush=lambda: flushed.append(len(written)),
+        paused=lambda: False,
+        done=results.append,
+        clock=clock,
+    )
+    streamer.resume()
+    assert len(reads) == 1 and written == []
+    streamer.resume()  # as resumeProducing would: still waiting, nothing more
+    assert len(reads) == 1
+    reads[0].callback(b"one")
+    assert written == [b"one"] and flushed == [1] and len(reads) == 2
+    reads[1].errback(Failure(KeyError("two")))
+    assert written == [b"one", b"[gone]"] and len(reads) == 3
+    reads[2].callback(b"three")
+    assert written[-1] == b"three" and results == [None]
+    assert isinstance(seen[1], KeyError)
+
+
+def test_streamer_stopped_while_waiting_ignores_the_late_result() -> None:
+    """A stream stopped (connection gone) while a read is under way closes
+    the generator; the read's late result or failure is dropped."""
+    clock = Clock()
+    read: Deferred[bytes] = Deferred()
+    closed: list[bool] = []
+
+    def pieces() -> Generator[bytes | Deferred[Any], Any, None]:
+        try:
+            yield (yield read)
+        finally:
+            closed.append(True)
+
+    written: list[bytes] = []
+    streamer = Streamer(
+        pieces(),
+        write=written.append,
+        flush=lambda: None,
+        paused=lambda: False,
+        done=lambda error: None,
+        clock=clock,
+    )
+    streamer.resume()
+    streamer.stop()
+    assert closed == [True]
+    read.errback(Failure(KeyError("late")))  # no unhandled error, nothing written
+    assert written == []
+
+
 def test_piecewise_wire_forms_equal_the_whole_message_forms() -> None:
     """For contents full of CR, LF, CRLF and leading dots, cut at every kind of
     place: POP3's wire_pieces equals to_wire (and to_wire(top(..)) for TOP),
@@ -266,6 +350,33 @@ def test_imap_lost_connection_ends_the_fetch(tmp_path: Path) -> None:
     assert proto._streamer is None
 
 
+def test_imap_fetch_reads_nothing_while_the_client_does_not_read(tmp_path: Path) -> None:
+    """FETCH 1:* BODY.PEEK[] over 30 messages of 40 kB: the store is asked
+    for one message at a time as the answer is written; while the transport
+    is full (the session paused) it is asked for nothing more, however long
+    the client waits, and never for more than one batch ahead of what the
+    client took (the reads are counted)."""
+    proto, transport, clock = imap_session(tmp_path, [message(n, 40_000) for n in range(30)])
+    store = proto.view.store
+    reads: list[int] = []
+    read = store.read
+    store.read = lambda uid: (reads.append(uid), read(uid))[1]
+    proto.dataReceived(b"c FETCH 1:* BODY.PEEK[]\r\n")
+    stalled = len(reads)
+    for _ in range(10):
+        clock.advance(1)
+    assert len(reads) == stalled < 30
+    ahead = BATCH_BYTES // 40_000 + 1  # a batch is flushed before looking at the pause
+    answer = b""
+    for _ in range(1000):
+        clock.advance(0)
+        answer += transport.drain()
+        assert len(reads) <= answer.count(b" FETCH (BODY[] ") + ahead
+        if answer.endswith(b"c OK Fetch completed.\r\n"):
+            break
+    assert reads == list(range(1, 31)) and answer.count(b" FETCH (BODY[] ") == 30
+
+
 # POP3 RETR and TOP -------------------------------------------------------------
 
 
@@ -299,7 +410,7 @@ def test_pop3_retr_of_a_large_message_stops_while_the_client_does_not_read(
     assert transport.most <= LIMIT + BATCH_BYTES + 2 * 128 * 1024
     answer = read_all(transport, clock, b".\r\n+OK\r\n")
     size = proto.maildrop.info(1).rfc822_size
-    stored = proto.maildrop.read(1)
+    stored = fired(proto.maildrop.read(1))
     assert answer == b"+OK %d octets\r\n" % size + to_wire(stored) + b".\r\n+OK\r\n"
 
 
@@ -309,5 +420,43 @@ def test_pop3_top_of_a_large_message_streams_the_same_bytes(tmp_path: Path) -> N
     proto, transport, clock = pop3_session(tmp_path, content)
     proto.dataReceived(b"TOP 1 25\r\n")
     answer = read_all(transport, clock, b"\r\n.\r\n")
-    stored = proto.maildrop.read(1)
+    stored = fired(proto.maildrop.read(1))
     assert answer == b"+OK\r\n" + to_wire(top(stored, 25)) + b".\r\n"
+
+
+def test_pop3_pipelined_retrs_read_nothing_while_the_client_does_not_read(
+    tmp_path: Path,
+) -> None:
+    """Pipelined RETRs of small messages: each is read from the store only
+    when the one before is written and the transport takes more, so a
+    client that stops reading stops the store reads (counted) too."""
+    world = test_pop3_harness.World(tmp_path)
+    for n in range(6):
+        world.inbox().append(message(n, 40_000))
+    proto = world.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+    transport = SocketBuffer(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", 110),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", 40001),
+    )
+    proto.makeConnection(transport)
+    transport.drain()
+    proto.dataReceived(b"USER alice@example.org\r\nPASS secret\r\n")
+    assert read_all(transport, world.clock, b"Logged in.\r\n")
+    inbox = proto.maildrop.folder
+    reads: list[int] = []
+    read = inbox.read
+    inbox.read = lambda uid: (reads.append(uid), read(uid))[1]  # type: ignore[method-assign]
+    proto.dataReceived(b"".join(b"RETR %d\r\n" % n for n in range(1, 7)) + b"QUIT\r\n")
+    for _ in range(5):
+        world.clock.advance(1)
+    # 40 kB a message, 64 kB of socket buffer: two answers written, then full.
+    assert reads == [1, 2]
+    answer = b""
+    for _ in range(1000):
+        world.clock.advance(0)
+        answer += transport.drain()
+        # Never more read than answered, and one socket buffer's worth.
+        assert len(reads) <= answer.count(b" octets\r\n") + 2
+        if answer.endswith(b"+OK Logging out.\r\n"):
+            break
+    assert reads == [1, 2, 3, 4, 5, 6] and answer.count(b" octets\r\n") == 6

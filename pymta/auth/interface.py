@@ -2,8 +2,9 @@
 
 A protocol asks the Portal for the interface it speaks:
 
-- :class:`IMailAccount` (POP3 now, IMAP next): the user's mailbox in the
-  mail store; POP3 uses ``inbox()``, IMAP the whole ``mailbox``.
+- :class:`IMailAccount` (POP3, IMAP): the user's mailbox in the mail
+  store, through its asynchronous API (``folders``); IMAP commands not yet
+  moved onto it use the synchronous ``mailbox``.
 - :class:`ISubmitIdentity` (SMTP AUTH, submission): who the client is, for
   ``smtpd_sender_login_maps`` and the Received header; no mailbox needed.
 """
@@ -18,9 +19,10 @@ class IMailAccount(Interface):
 
     user = Attribute("str: the user name, as authenticated (lower case).")
     mailbox = Attribute("IUserMailbox: the user's folders in the mail store.")
-
-    def inbox() -> object:
-        """The user's INBOX (an IFolder)."""
+    folders = Attribute(
+        "IAsyncUserMailbox: the same folders through the store's asynchronous API"
+        " (pymta.mailstore.asyncstore)."
+    )
 
 
 class ISubmitIdentity(Interface):

@@ -10,7 +10,8 @@ Untrusted input: none directly (avatar ids come from a checker). A user
 without a mailbox, or a store that fails to open it, is
 :class:`~pymta.auth.errors.MailboxUnavailable` (POP3 answers
 ``-ERR [SYS/PERM]`` or ``[SYS/TEMP]``), never a crash. Opening a mailbox
-creates it when missing (the store's rule).
+creates it when missing (the store's rule), through the store's
+asynchronous API (its threads: the directories may be made on the disk).
 """
 
 from __future__ import annotations
@@ -19,23 +20,25 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.portal import IRealm
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymta.auth.errors import MailboxUnavailable
 from pymta.auth.interface import IMailAccount, ISubmitIdentity
-from pymta.mailstore.interface import IFolder, IMailStore, IUserMailbox, MailStoreError
+from pymta.mailstore.asyncstore import IAsyncMailStore, IAsyncUserMailbox
+from pymta.mailstore.interface import IMailStore, IUserMailbox, MailStoreError
 
 
 @implementer(IMailAccount)
 class MailAccount:
-    """A user's mailbox in the store."""
+    """A user's mailbox in the store: ``folders`` its asynchronous API,
+    ``mailbox`` the synchronous one (IMAP commands not yet moved)."""
 
-    def __init__(self, user: str, mailbox: IUserMailbox) -> None:
+    def __init__(self, user: str, mailbox: IUserMailbox, folders: IAsyncUserMailbox) -> None:
         self.user = user
         self.mailbox = mailbox
-
-    def inbox(self) -> IFolder:
-        return self.mailbox.folder("INBOX")
+        self.folders = folders
 
 
 @implementer(ISubmitIdentity)
@@ -60,21 +63,31 @@ class MailRealm:
 
     def requestAvatar(
         self, avatarId: Any, mind: object, *interfaces: Any
-    ) -> tuple[Any, object, Callable[[], None]]:
+    ) -> tuple[Any, object, Callable[[], None]] | Deferred[tuple[Any, object, Callable[[], None]]]:
         user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
         for iface in interfaces:
             if iface is IMailAccount:
-                return iface, self._account(user), _logout
+                return self._account(user).addCallback(
+                    lambda account: (IMailAccount, account, _logout)
+                )
             if iface is ISubmitIdentity:
                 return iface, SubmitIdentity(user), _logout
         raise NotImplementedError("no avatar for the requested interfaces")
 
-    def _account(self, user: str) -> MailAccount:
+    def _account(self, user: str) -> Deferred[MailAccount]:
         path = self.mailbox_path_for(user)
         if not path:
             raise MailboxUnavailable(f"user {user} has no mail location", permanent=True)
-        try:
-            mailbox = self.store.open_user(user, path)
-        except (MailStoreError, OSError) as e:
-            raise MailboxUnavailable(f"cannot open mailbox of {user}: {e}") from e
-        return MailAccount(user, mailbox)
+
+        def opened(folders: IAsyncUserMailbox) -> MailAccount:
+            # Made (and cached) by the asynchronous call: this finds it.
+            return MailAccount(user, self.store.open_user(user, path), folders)
+
+        def refused(failure: Failure) -> Failure:
+            error = failure.check(MailStoreError, OSError)
+            if error is None:
+                return failure
+            raise MailboxUnavailable(f"cannot open mailbox of {user}: {failure.value}")
+
+        d = IAsyncMailStore(self.store.asynchronous()).open_user(user, path)
+        return d.addCallback(opened).addErrback(refused)

@@ -990,13 +990,6 @@ _PARAMS: list[Param] = [
         "pymta: as Dovecot's pop3_no_flag_updates: yes leaves messages in new/ and not \\Seen",
     ),
     _p(
-        "pop3d_store_threads",
-        "no",
-        "bool",
-        "pymta: run pop3d's slow mail store calls (login, QUIT) in threads: never wait on the "
-        "disk, but more CPU",
-    ),
-    _p(
         "pop3d_auth_attempt_limit",
         "3",
         "int",

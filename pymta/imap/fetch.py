@@ -16,7 +16,11 @@ as Dovecot; RFC 3501 4.3).
 :class:`MessageData` renders one message; it reads only what an
 item needs: the index for FLAGS/UID/sizes/dates, the cached header block
 for ENVELOPE and HEADER fields, the cached MIME tree for BODYSTRUCTURE,
-the file for body sections.
+the file for body sections. FETCH gives it the folder's asynchronous API
+(:class:`~pymta.mailstore.asyncstore.IAsyncFolder`): what an item needs
+is loaded first (:meth:`MessageData.load`, a Deferred; :func:`wants`
+guesses it from the items) and rendering that finds something missing
+raises :class:`NotLoaded`, so the caller loads it and renders again.
 
 A whole message (``BODY[]``, ``BODY.PEEK[]``, ``RFC822``) of at least
 :data:`STREAM_MIN` bytes is not read into memory: :func:`render` returns
@@ -38,7 +42,10 @@ import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from pymta.imap.log import log
 from pymta.imap.objectid import email_id, thread_id
@@ -48,6 +55,7 @@ from pymta.imap.structure import body_structure, crlf, envelope, select_fields
 from pymta.imap.transfer import UnknownCTE as UnknownCTE  # FETCH's BINARY failure
 from pymta.imap.transfer import decode_transfer
 from pymta.imap.wire import date_time, flag_list, literal, string
+from pymta.mailstore.asyncstore import IAsyncFolder
 from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo, MimePart
 from pymta.mailstore.mime import MimeError, plain_structure
 from pymta.mailstore.names import rfc822_size_of_stream
@@ -216,6 +224,57 @@ def needs_file(items: list[FetchItem]) -> bool:
     )
 
 
+#: What :meth:`MessageData.load` can load: the header block, the MIME
+#: structure, the whole content, the file of a large whole message.
+HEADER, MIME, CONTENT, FILE = "header", "mime", "content", "file"
+
+_HEADER_ITEMS = frozenset({"ENVELOPE", "EMAILID", "THREADID", "RFC822.HEADER"})
+_MIME_ITEMS = frozenset({"BODY", "BODYSTRUCTURE", "PREVIEW"})
+_CONTENT_ITEMS = frozenset({"RFC822.TEXT", "BINARY[]", "BINARY.SIZE[]", "PREVIEW"})
+
+
+def wants(items: list[FetchItem], size: int, stream_min: int | None) -> list[str]:
+    """What rendering ``items`` for a message of ``size`` bytes will most
+    likely need, to load before it (a guess: :class:`NotLoaded` corrects
+    it)."""
+    needed: set[str] = set()
+    for item in items:
+        name = item.name
+        if name in _HEADER_ITEMS:
+            needed.add(HEADER)
+        if name in _MIME_ITEMS:
+            needed.add(MIME)
+        if name in _CONTENT_ITEMS:
+            needed.add(CONTENT)
+        whole = name == "RFC822" or (
+            name == "BODY[]" and item.partial is None and item.section == _WHOLE
+        )
+        if whole:
+            streamed = stream_min is not None and size >= stream_min
+            needed.add(FILE if streamed else CONTENT)
+        elif name == "BODY[]" and item.section is not None:
+            if item.section.part:
+                needed |= {MIME, CONTENT}
+            elif item.section.text.startswith("HEADER"):
+                needed.add(HEADER)
+            else:
+                needed |= {HEADER, CONTENT}
+        elif name in ("BINARY[]", "BINARY.SIZE[]") and item.section and item.section.part:
+            needed.add(MIME)
+    if CONTENT in needed:
+        needed.discard(FILE)
+    return [kind for kind in (HEADER, MIME, CONTENT, FILE) if kind in needed]
+
+
+class NotLoaded(Exception):
+    """Rendering needs something of the message not loaded yet (its kind
+    is the argument): load it (:meth:`MessageData.load`) and render again."""
+
+    @property
+    def kind(self) -> str:
+        return str(self.args[0])
+
+
 class SectionError(Exception):
     """The section does not exist in this message (answered as empty)."""
 
@@ -247,6 +306,9 @@ class FileLiteral:
     def head(self) -> bytes:
         return b"{%d}\r\n" % self.size
 
+    def close(self) -> None:
+        self.file.close()
+
     def chunks(self) -> Iterator[bytes]:
         """The bytes crlf() gives for the whole file, piece by piece. A CR
         that ends a piece waits for the next, so that a CRLF split by the
@@ -272,44 +334,118 @@ class FileLiteral:
 
 
 class MessageData:
-    """One message's data for FETCH, loaded lazily from the folder."""
+    """One message's data for FETCH. With a synchronous ``folder`` it is
+    read when first asked for (CATENATE's URLs); with ``store`` (the
+    folder's asynchronous API) it must be loaded first (:meth:`load`), and
+    asking for what is not raises :class:`NotLoaded`."""
 
-    def __init__(self, folder: IFolder, info: MessageInfo) -> None:
+    def __init__(
+        self,
+        folder: IFolder | None,
+        info: MessageInfo,
+        store: IAsyncFolder | None = None,
+    ) -> None:
         self.folder = folder
+        self.store = store
         self.info = info
         self._content: bytes | None = None
         self._header: bytes | None = None
         self._mime: MimePart | None = None
+        # Large whole messages opened for this answer, and how many of them
+        # the render under way has handed out (RFC822 and BODY[] both: two).
+        self._files: list[FileLiteral] = []
+        self._handed = 0
+
+    def load(self, kind: str) -> Deferred[None]:
+        """Load one kind of data (:data:`HEADER`, :data:`MIME`,
+        :data:`CONTENT`, :data:`FILE`) through the store; fails with
+        MailStoreError when the message is gone."""
+        store = self.store
+        assert store is not None, "MessageData.load needs the asynchronous store"
+        uid = self.info.uid
+        if kind == HEADER:
+            return store.header_bytes(uid).addCallback(self._set, "_header")
+        if kind == CONTENT:
+            self.close()  # whole_file() gives None once the content is here
+            return store.read(uid).addCallback(self._set, "_content")
+        if kind == FILE:
+            return store.open(uid).addCallback(lambda f: self._files.append(FileLiteral(f)))
+        if kind == MIME:
+            d = store.mime_structure(uid).addCallbacks(self._set, self._unparsed, ("_mime",))
+            return d
+        raise ValueError(kind)
+
+    def _set(self, value: Any, attribute: str) -> None:
+        setattr(self, attribute, value)
+
+    def _unparsed(self, failure: Failure) -> Deferred[None]:
+        failure.trap(MimeError)
+        self._log_unparsed(failure)
+        if self._content is not None:
+            self._mime = plain_structure(self._content)
+            return succeed(None)
+        return self.load(CONTENT).addCallback(lambda _: self._plain())
+
+    def _plain(self) -> None:
+        assert self._content is not None
+        self._mime = plain_structure(self._content)
+
+    def _log_unparsed(self, failure: Failure | None = None) -> None:
+        # One message's broken MIME is answered for that message alone, as
+        # one text/plain part (Dovecot does the same); the rest of the FETCH
+        # range goes on.
+        log.failure(
+            "imap: uid {uid}: cannot parse MIME structure, answering text/plain",
+            failure,
+            uid=self.info.uid,
+        )
+
+    def rewind(self) -> None:
+        """Before rendering again: the files loaded are handed out anew."""
+        self._handed = 0
+
+    def close(self, handed_out: bool = True) -> None:
+        """Close the files loaded (with ``handed_out`` False, only those the
+        last render did not hand out: the others are the answer's)."""
+        keep = 0 if handed_out else self._handed
+        for file in self._files[keep:]:
+            file.close()
+        del self._files[keep:]
 
     def whole_file(self, stream_min: int | None) -> FileLiteral | None:
         """The whole message as a FileLiteral when it is at least stream_min
         bytes and not read already, else None (the caller uses content())."""
         if stream_min is None or self._content is not None or self.info.size < stream_min:
             return None
-        return FileLiteral(self.folder.open(self.info.uid))
+        if self._handed == len(self._files):
+            if self.folder is None:
+                raise NotLoaded(FILE)
+            self._files.append(FileLiteral(self.folder.open(self.info.uid)))
+        self._handed += 1
+        return self._files[self._handed - 1]
 
     def content(self) -> bytes:
         if self._content is None:
+            if self.folder is None:
+                raise NotLoaded(CONTENT)
             self._content = self.folder.read(self.info.uid)
         return self._content
 
     def header(self) -> bytes:
         if self._header is None:
+            if self.folder is None:
+                raise NotLoaded(HEADER)
             self._header = self.folder.header_bytes(self.info.uid)
         return self._header
 
     def mime(self) -> MimePart:
         if self._mime is None:
+            if self.folder is None:
+                raise NotLoaded(MIME)
             try:
                 self._mime = self.folder.mime_structure(self.info.uid)
             except MimeError:
-                # One message's broken MIME is answered for that message
-                # alone, as one text/plain part (Dovecot does the same); the
-                # rest of the FETCH range goes on.
-                log.failure(
-                    "imap: uid {uid}: cannot parse MIME structure, answering text/plain",
-                    uid=self.info.uid,
-                )
+                self._log_unparsed()
                 self._mime = plain_structure(self.content())
         return self._mime
 

@@ -14,9 +14,9 @@ with RFC 5530 response codes. Writes: through the mail store only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
 from pymta.imap.binary_append import encode_binary_parts
@@ -34,6 +34,7 @@ from pymta.imap.wire import (
     string,
     utf8_string,
 )
+from pymta.mailstore.asyncstore import IAsyncFolder
 from pymta.mailstore.interface import (
     SYSTEM_FLAGS,
     FolderExists,
@@ -141,19 +142,43 @@ def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> No
     folder = open_folder(s, tag, name)
     if folder is None:
         return
+    # The same folder through the store's asynchronous API, for the
+    # commands that use it (FETCH): at once when the store answers at once.
+    assert s.folders is not None
+    faces: list[IAsyncFolder | Failure] = []
+    facing = s.folders.folder(name).addBoth(faces.append)
     # A folder changed on disk is indexed with its file reads in a thread
     # first (pymta.mailstore.prefetch); the answer is the same either way.
     d = prefetch_scan(folder, s.run_in_thread)
-    if d is not None:
-        s.later(d, lambda: _selected(s, tag, folder, readonly, qresync), tag, "SELECT")
+    if d is not None or not faces:
+        scanned: Deferred[Any] = d if d is not None else succeed(None)
+        waited: Deferred[Any] = gatherResults([scanned, facing])
+
+        def selected() -> None:
+            _selected(s, tag, folder, readonly, qresync, _face(faces))
+
+        s.later(waited, selected, tag, "SELECT")
         return
-    _selected(s, tag, folder, readonly, qresync)
+    _selected(s, tag, folder, readonly, qresync, _face(faces))
+
+
+def _face(faces: list[IAsyncFolder | Failure]) -> IAsyncFolder:
+    face = faces[0]
+    if isinstance(face, Failure):
+        face.raiseException()
+    assert not isinstance(face, Failure)
+    return face
 
 
 def _selected(
-    s: IMAPSession, tag: bytes, folder: IFolder, readonly: bool, qresync: list[Token] | None
+    s: IMAPSession,
+    tag: bytes,
+    folder: IFolder,
+    readonly: bool,
+    qresync: list[Token] | None,
+    face: IAsyncFolder,
 ) -> None:
-    view = SelectedView(folder, readonly)
+    view = SelectedView(folder, readonly, face)
     view.show_recent = not s.rev2
     messages = view.open()
     if not readonly and not folder.writable:

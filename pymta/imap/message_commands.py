@@ -11,17 +11,23 @@ their UID forms may. FETCH 1:* (FLAGS UID) reads the index only; body
 items read the file once per message. Responses are written in chunks of
 about :data:`CHUNK` bytes.
 
+FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE call the mail store's
+asynchronous API (:attr:`SelectedView.store`); an answer that is not
+there at once comes later, with later commands waiting
+(:meth:`IMAPSession.later`). SEARCH still calls the folder directly.
+
 Untrusted input: the arguments. Writes: flags, expunges, copies through
 the mail store. Logs store errors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
@@ -31,12 +37,14 @@ from pymta.imap.fetch import (
     FetchItem,
     FileLiteral,
     MessageData,
+    NotLoaded,
     UnknownCTE,
     index_renderer,
     needs_file,
     parse_items,
     render,
     sets_seen,
+    wants,
 )
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg, session_guard
 from pymta.imap.parser import Atom, ParseError, Token
@@ -46,6 +54,7 @@ from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.view import InvalidSet, SelectedView
 from pymta.imap.wire import flag_list
+from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import (
     FlagMode,
     IHeaderCache,
@@ -58,6 +67,8 @@ from pymta.mailstore.prefetch import prefetch_headers
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
+
+T = TypeVar("T")
 
 CHUNK = 256 * 1024
 #: Messages a SEARCH tests per reactor turn: a search of a huge folder
@@ -112,22 +123,61 @@ def _infos(view: SelectedView, pairs: list[tuple[int, int]]) -> dict[int, Messag
     return out
 
 
+def _when_stored(
+    s: IMAPSession, tag: bytes, name: str, d: Deferred[T], answer: Callable[[T], None]
+) -> None:
+    """Answer a command with ``answer(result)`` once its call to the store's
+    asynchronous API fires: at once when the store answered at once, else
+    later, with later commands waiting meanwhile (:meth:`IMAPSession.later`).
+    A failure is raised where the command's errors are answered: a store
+    that cannot be written gets its code, anything else ``NO [SERVERBUG]``."""
+    outcome: list[T | Failure] = []
+    fired = d.addBoth(outcome.append)
+
+    def finish() -> None:
+        result = outcome[0]
+        if isinstance(result, Failure):
+            result.raiseException()
+        answer(cast(T, result))
+
+    if outcome:
+        finish()
+    else:
+        s.later(fired, finish, tag, name)
+
+
 def check(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
-    folder = _view(s).folder
-    if folder.changed_on_disk():
-        folder.refresh()
-    s.ok(tag, b"Check completed.")
+    store = _view(s).store
+
+    def refresh(changed: bool) -> Deferred[Any] | None:
+        # A scan of the folder's directories: the store's threads.
+        return store.refresh() if changed else None
+
+    checking: Deferred[Any] = store.changed_on_disk().addCallback(refresh)
+    _when_stored(s, tag, "CHECK", checking, lambda _: s.ok(tag, b"Check completed."))
 
 
 def close(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     view = _view(s)
-    if not view.readonly:
-        try:
-            s.counters.expunged += len(view.folder.expunge())
-        except MailStoreError as e:
-            s.log.error("imap({user}): CLOSE expunge: {error}", user=s.user, error=e)
-    s.unselect()
-    s.ok(tag, b"Close completed.")
+    if view.readonly:
+        s.unselect()
+        s.ok(tag, b"Close completed.")
+        return
+
+    def not_expunged(failure: Failure) -> None:
+        # An expunge that fails does not fail CLOSE: the mailbox is closed
+        # all the same.
+        failure.trap(MailStoreError)
+        s.log.error("imap({user}): CLOSE expunge: {error}", user=s.user, error=failure.value)
+
+    def expunged(removed: list[int] | None) -> None:
+        if removed is not None:
+            s.counters.expunged += len(removed)
+        s.unselect()
+        s.ok(tag, b"Close completed.")
+
+    expunging: Deferred[list[int] | None] = view.store.expunge().addErrback(not_expunged)
+    _when_stored(s, tag, "CLOSE", expunging, expunged)
 
 
 def unselect(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -148,13 +198,17 @@ def expunge(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             return
         infos = _infos(view, pairs)
         targets = [u for u, m in infos.items() if "\\Deleted" in m.flags]
-        removed = view.folder.expunge(targets) if targets else []
+        expunging = view.store.expunge(targets) if targets else succeed([])
     elif args:
         raise ParseError("EXPUNGE takes no arguments.")
     else:
-        removed = view.folder.expunge()
-    s.counters.expunged += len(removed)
-    s.ok(tag, b"Expunge completed.")
+        expunging = view.store.expunge()
+
+    def expunged(removed: list[int]) -> None:
+        s.counters.expunged += len(removed)
+        s.ok(tag, b"Expunge completed.")
+
+    _when_stored(s, tag, "EXPUNGE", expunging, expunged)
 
 
 def _search_return(args: list[Token]) -> tuple[set[str] | None, Partial | None, list[Token]]:
@@ -603,16 +657,20 @@ def _fetch_answers(
     wants_flags: bool,
     with_modseq: bool,
     changed_since: int | None,
-) -> Iterator[bytes]:
+) -> Generator[bytes | Deferred[Any], Any, None]:
     """The FETCH responses one message at a time (a large message's body in
     pieces from its file), then the tagged response: the session pulls them
     as the client reads (pymta.stream), so memory does not grow with the
-    answer."""
+    answer, and a message is read from the store (a Deferred yielded) only
+    when the client has taken the ones before."""
     view = _view(s)
-    folder = view.folder
+    store = view.store
     body_items = needs_file(items)
     missing = unknown_cte = False
     returned = 0
+    # What to load, by (items with FLAGS added, streamed): one guess per
+    # FETCH, not one per message.
+    guesses: dict[tuple[bool, bool], list[str]] = {}
     for msn, u in pairs:
         info = infos.get(u)
         if info is None or view.is_expunged(u):
@@ -624,24 +682,44 @@ def _fetch_answers(
         if mark_seen and "\\Seen" not in info.flags:
             view.mute([u])
             try:
-                info = folder.set_flags(u, ["\\Seen"], FlagMode.ADD) or info
+                info = (yield from _settled(store.set_flags(u, ["\\Seen"], FlagMode.ADD))) or info
             except MailStoreError:
                 pass
             finally:
                 view.mute(None)
             if not wants_flags:
                 line_items = [*items, FetchItem("FLAGS")]
-        data = MessageData(folder, info)
+        # What the items need is read through the store's asynchronous API,
+        # one message at a time, as the client takes the answer (pymta.stream).
+        data = MessageData(None, info, store)
         try:
-            pieces = render(
-                data, line_items, view.flags_of(info), with_modseq, stream_min=STREAM_MIN
-            )
+            key = (line_items is not items, info.size >= STREAM_MIN)
+            kinds = guesses.get(key)
+            if kinds is None:
+                kinds = guesses[key] = wants(line_items, info.size, STREAM_MIN)
+            for kind in kinds:
+                yield from _settled(data.load(kind))
+            while True:
+                data.rewind()
+                try:
+                    pieces = render(
+                        data, line_items, view.flags_of(info), with_modseq, stream_min=STREAM_MIN
+                    )
+                    break
+                except NotLoaded as wanted:
+                    yield from _settled(data.load(wanted.kind))
         except MailStoreError:
+            data.close()
             missing = True
             continue
         except UnknownCTE:
+            data.close()
             unknown_cte = True
             continue
+        except BaseException:
+            data.close()  # the session ends (or the stream was stopped)
+            raise
+        data.close(handed_out=False)
         if body_items:
             s.counters.body_count += 1
             s.counters.body_bytes += info.rfc822_size
@@ -657,6 +735,26 @@ def _fetch_answers(
                 yield piece
         yield b"\r\n"
     _fetch_done(s, tag, uid, returned, missing, unknown_cte)
+
+
+def _settled(d: Deferred[T]) -> Generator[Deferred[T], Any, T]:
+    """``d``'s result in a FETCH generator: at once when the store answered
+    at once (no trip through the Streamer: most reads), else by yielding
+    ``d`` to wait for it. A failure is raised."""
+    outcome: list[T | Failure] = []
+
+    def keep(result: T | Failure) -> T | Failure:
+        outcome.append(result)
+        return result
+
+    d.addBoth(keep)
+    if not outcome:
+        return (yield d)
+    result = outcome[0]
+    if isinstance(result, Failure):
+        d.addErrback(lambda _: None)  # raised here instead
+        result.raiseException()
+    return cast(T, result)
 
 
 def _fetch_done(
@@ -717,20 +815,31 @@ def store(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     pairs = _pairs(s, tag, args[0], uid)
     if pairs is None:
         return
-    folder = view.folder
-    modified: list[int] = []
-    if modes[base] is not FlagMode.REMOVE:
+    mode = modes[base]
+    if mode is not FlagMode.REMOVE:
         for line in view.new_keywords(f for f in flags if not f.startswith("\\")):
             s.send(line)
+    targets = [(msn, u) for msn, u in pairs if not view.is_expunged(u)]
     view.mute(u for _, u in pairs)
-    try:
-        for msn, u in pairs:
-            if view.is_expunged(u):
-                continue
-            try:
-                info = folder.set_flags(u, flags, modes[base], unchanged)
-            except MailStoreError:
-                continue
+    if unchanged is None:
+        # One store change for the whole set (one lock, one index write, one
+        # modseq), as Dovecot commits a STORE in one transaction.
+        changing = view.store.set_flags_many([u for _, u in targets], flags, mode)
+        storing: Deferred[list[tuple[int, int, MessageInfo | None]]] = changing.addCallback(
+            lambda infos: _by_uid(targets, infos)
+        )
+    else:
+        storing = defer.ensureDeferred(_store_each(view, targets, flags, mode, unchanged))
+
+    def unmute(result: object) -> object:
+        view.mute(None)
+        return result
+
+    storing.addBoth(unmute)
+
+    def stored(changed: list[tuple[int, int, MessageInfo | None]]) -> None:
+        modified: list[int] = []
+        for msn, u, info in changed:
             if info is None:
                 modified.append(u if uid else msn)
                 continue
@@ -744,16 +853,43 @@ def store(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             if s.condstore:
                 line += b" MODSEQ (%d)" % info.modseq
             s.send(line + b")\r\n")
-    finally:
-        view.mute(None)
-    if modified:
-        s.ok(
-            tag,
-            b"[MODIFIED " + format_set(modified).encode() + b"] Conditional STORE failed.",
-            expunge=uid,
-        )
-    else:
-        s.ok(tag, b"Store completed.", expunge=uid)
+        if modified:
+            s.ok(
+                tag,
+                b"[MODIFIED " + format_set(modified).encode() + b"] Conditional STORE failed.",
+                expunge=uid,
+            )
+        else:
+            s.ok(tag, b"Store completed.", expunge=uid)
+
+    _when_stored(s, tag, "STORE", storing, stored)
+
+
+def _by_uid(
+    targets: list[tuple[int, int]], infos: list[MessageInfo]
+) -> list[tuple[int, int, MessageInfo | None]]:
+    """(number, UID, info) of the targets still present, in the command's order."""
+    found = {info.uid: info for info in infos}
+    return [(msn, u, found[u]) for msn, u in targets if u in found]
+
+
+async def _store_each(
+    view: SelectedView,
+    targets: list[tuple[int, int]],
+    flags: list[str],
+    mode: FlagMode,
+    unchanged: int,
+) -> list[tuple[int, int, MessageInfo | None]]:
+    """STORE with UNCHANGEDSINCE (RFC 7162 3.1.3): each message on its own
+    condition; None for those whose modseq was greater (not changed)."""
+    out: list[tuple[int, int, MessageInfo | None]] = []
+    for msn, u in targets:
+        try:
+            info = await view.store.set_flags(u, flags, mode, unchanged)
+        except MailStoreError:
+            continue  # expunged meanwhile
+        out.append((msn, u, info))
+    return out
 
 
 def copy(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -775,40 +911,71 @@ def _copy_or_move(s: IMAPSession, tag: bytes, args: list[Token], uid: bool, move
     pairs = _pairs(s, tag, args[0], uid)
     if pairs is None:
         return
-    assert s.mailbox is not None
-    try:
-        target = s.mailbox.folder(name)
-    except NoSuchFolder:
-        s.no(tag, b"[TRYCREATE] Mailbox doesn't exist.", expunge=uid)
-        return
     uids = [u for _, u in pairs if not view.is_expunged(u)]
-    if not uids:
-        s.ok(tag, b"No messages found.", expunge=uid or move)
-        return
-    try:
-        if not move:
-            # QUOTA: the copies must fit (a MOVE within the mailbox adds nothing).
+    if uids and not move:
+        # QUOTA: the copies must fit (a MOVE within the mailbox adds nothing).
+        try:
             guard = session_guard(s, sum(view.folder.get(u).size for u in uids))
             if guard is not None:
                 guard()
-        done = view.folder.move(uids, target) if move else view.folder.copy(uids, target)
-    except (MailStoreError, OSError) as e:
-        if s.store_refused(tag, e, expunge=uid):
+        except (MailStoreError, OSError) as e:
+            if s.store_refused(tag, e, expunge=uid):
+                return
+            raise
+    assert s.folders is not None
+    copying = defer.ensureDeferred(_copy_to(view, s.folders, name, uids, move))
+
+    def copied(result: tuple[list[tuple[int, int]], int] | None) -> None:
+        if result is None:
+            s.no(tag, b"[TRYCREATE] Mailbox doesn't exist.", expunge=uid)
             return
-        s.log.error("imap({user}): COPY to {name}: {error}", user=s.user, name=name, error=e)
+        if not uids:
+            s.ok(tag, b"No messages found.", expunge=uid or move)
+            return
+        done, uidvalidity = result
+        code = b"[COPYUID %d %s %s]" % (
+            uidvalidity,
+            format_pairs([a for a, _ in done]).encode(),
+            format_pairs([b for _, b in done]).encode(),
+        )
+        if not done:
+            code = b""
+        if move:
+            s.counters.expunged += len(done)
+            if code:
+                s.send(b"* OK " + code + b" Moved UIDs.\r\n")
+            s.ok(tag, b"Move completed.", expunge=True)
+        else:
+            s.ok(tag, code + b" Copy completed.", expunge=uid)
+
+    def refused(failure: Failure) -> None:
+        error = failure.value
+        if s.store_refused(tag, error, expunge=uid):
+            return
+        if not failure.check(MailStoreError, OSError):
+            failure.raiseException()
+        s.log.error("imap({user}): COPY to {name}: {error}", user=s.user, name=name, error=error)
         s.no(tag, b"[SERVERBUG] Internal error occurred.", expunge=uid)
-        return
-    code = b"[COPYUID %d %s %s]" % (
-        target.uidvalidity,
-        format_pairs([a for a, _ in done]).encode(),
-        format_pairs([b for _, b in done]).encode(),
-    )
-    if not done:
-        code = b""
+
+    answered: Deferred[Any] = copying.addCallbacks(copied, refused)
+    _when_stored(s, tag, "COPY", answered, lambda _: None)
+
+
+async def _copy_to(
+    view: SelectedView, folders: IAsyncUserMailbox, name: str, uids: list[int], move: bool
+) -> tuple[list[tuple[int, int]], int] | None:
+    """COPY or MOVE through the store's asynchronous API: the (source,
+    new) UID pairs and the target's UIDVALIDITY; None when there is no
+    such target."""
+    try:
+        target = await folders.folder(name)
+    except NoSuchFolder:
+        return None
+    if not uids:
+        return [], 0
     if move:
-        s.counters.expunged += len(done)
-        if code:
-            s.send(b"* OK " + code + b" Moved UIDs.\r\n")
-        s.ok(tag, b"Move completed.", expunge=True)
+        done = await view.store.move(uids, target)
     else:
-        s.ok(tag, code + b" Copy completed.", expunge=uid)
+        done = await view.store.copy(uids, target)
+    status = await target.status()
+    return done, status.uidvalidity

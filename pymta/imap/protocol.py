@@ -27,7 +27,11 @@ After STARTTLS anything the client sent in the same packet is discarded
 (CVE-2011-0411). LOGIN and AUTHENTICATE are refused (LOGINDISABLED)
 without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 
-Blocking: store calls run in the reactor thread. The login's password
+Blocking: FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE reach the
+mail store through its asynchronous API (pymta.mailstore.asyncstore),
+which runs them where the store decides (the Maildir store: expunges,
+copies and flag changes of many messages in its threads). Other store
+calls run in the reactor thread. The login's password
 check runs in the checker's threads, and a header SEARCH over a cold header
 cache first reads the headers in the reactor's thread pool
 (:mod:`pymta.mailstore.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
@@ -51,7 +55,7 @@ import base64
 import binascii
 import errno
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
@@ -87,6 +91,7 @@ from pymta.imap.parser import (
 from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
+from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import IUserMailbox, not_writable
 from pymta.mailstore.prefetch import ThreadRunner
 from pymta.mailstore.watchers import WatcherPool
@@ -94,7 +99,7 @@ from pymta.netmatch import is_loopback
 from pymta.output import quick_ack
 from pymta.output import send as send_now
 from pymta.preauth import PreauthConnections
-from pymta.stream import Streamer, StreamingSession
+from pymta.stream import Pieces, Streamer, StreamingSession
 from pymta.userip import UserIPLimit
 
 NOT_AUTHENTICATED = "not authenticated"
@@ -218,6 +223,8 @@ class IMAPServer(StreamingSession, Protocol):
         self.user = ""
         self.method = ""
         self.mailbox: IUserMailbox | None = None
+        #: The same folders through the store's asynchronous API (FETCH).
+        self.folders: IAsyncUserMailbox | None = None
         self.view: SelectedView | None = None
         self.tls_active = False
         self.condstore = False
@@ -426,7 +433,7 @@ class IMAPServer(StreamingSession, Protocol):
             # reactor round per response, while the client waits for it.
             send_now(self.transport, data)
 
-    def stream(self, pieces: Iterator[bytes]) -> None:
+    def stream(self, pieces: Pieces) -> None:
         """Answer with what pieces yields, as fast as the client reads it
         (pymta.stream); later commands wait until it ends."""
         self._start_stream(pieces, self.send)
@@ -956,6 +963,7 @@ class IMAPServer(StreamingSession, Protocol):
         self._logout = logout
         self.user = account.user
         self.mailbox = account.mailbox
+        self.folders = account.folders
         self.state = AUTHENTICATED
         self._leave_preauth()
         self.reader.line_limit = self.settings.line_length_limit

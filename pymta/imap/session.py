@@ -16,7 +16,7 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -28,9 +28,11 @@ from pymta.imap.quota import IMAPQuota
 from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
 from pymta.imap.view import SelectedView
+from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import IUserMailbox
 from pymta.mailstore.prefetch import ThreadRunner
 from pymta.mailstore.watchers import WatcherPool
+from pymta.stream import Pieces
 
 
 class IMAPSession(Protocol):
@@ -43,6 +45,8 @@ class IMAPSession(Protocol):
     #: The logged-in user ("" before login) and their mailbox.
     user: str
     mailbox: IUserMailbox | None
+    #: The same mailbox through the store's asynchronous API.
+    folders: IAsyncUserMailbox | None
     #: The selected mailbox, or None.
     view: SelectedView | None
     #: Enabled extensions (RFC 7162 CONDSTORE/QRESYNC, RFC 9051 IMAP4rev2).
@@ -80,7 +84,7 @@ class IMAPSession(Protocol):
     def send(self, data: bytes) -> None:
         """Queue bytes of an untagged answer."""
 
-    def stream(self, pieces: Iterator[bytes]) -> None:
+    def stream(self, pieces: Pieces) -> None:
         """Answer with what pieces yields, as fast as the client reads it."""
 
     def ok(self, tag: bytes, text: bytes, *, expunge: bool = True) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 
 from pymta.imap.sequence import SequenceSet, format_set
 from pymta.imap.wire import flag_list
+from pymta.mailstore.asyncstore import IAsyncFolder
 from pymta.mailstore.interface import FolderChange, IFolder, MailStoreError, MessageInfo
 
 #: The system flags a client may store (RFC 3501 2.3.2; \\Recent is the server's).
@@ -41,8 +42,11 @@ class InvalidSet(Exception):
 class SelectedView:
     """The selected mailbox as one session sees it."""
 
-    def __init__(self, folder: IFolder, readonly: bool) -> None:
+    def __init__(self, folder: IFolder, readonly: bool, store: IAsyncFolder) -> None:
         self.folder = folder
+        #: The same folder through the store's asynchronous API (FETCH's
+        #: message reads and \\Seen).
+        self.store = store
         self.readonly = readonly
         self.uids = array("I")
         self.recent: set[int] = set()

@@ -12,19 +12,35 @@ and :class:`IAsyncFolder` are :class:`~pymta.mailstore.interface.IMailStore`,
 Each store says how its calls run, and owns that: ``store.asynchronous()``
 gives the asynchronous face of a store.
 
-- :class:`pymta.mailstore.maildir.MaildirStore` runs every call in the
-  reactor's thread pool (its own runner; a reactor without threads, a
-  ``task.Clock`` in tests, runs them at once). Calls on one folder (and
-  on one user's folder list) run one after another in the order they were
-  made, so a session's STORE then FETCH see each other; calls on different
-  folders run side by side. The folder's own locks keep other threads and
-  processes out (see :mod:`pymta.mailstore.folder_base`); listeners hear
-  of changes in the reactor thread, as before.
+- :class:`pymta.mailstore.maildir.MaildirStore` runs every call that may
+  wait on the disk in the reactor's thread pool (its own runner; a reactor
+  without threads, a ``task.Clock`` in tests, runs them at once): scans
+  (``refresh``), writes and their fsyncs, locks, folder changes. A read
+  of what one message or the index holds (``read``, ``open``,
+  ``header_bytes``, ``mime_structure``, ``get``, ``messages``,
+  ``status``, ``expunged_since``, ``changed_on_disk``; a user's
+  ``folder``) is answered at once
+  when nothing of that folder is waiting: it is one file read at most
+  (from the page cache, as Dovecot reads it in its process), and a thread
+  hop per message would cost more than the read (POP3 RETR, IMAP FETCH).
+  So is a flag change of at most :data:`LIGHT_MAX` messages (``set_flags``,
+  ``set_flags_many``, ``claim_recent`` of given UIDs): a rename per
+  message and an index append that is not synced (the index syncs only
+  when it hands out new UIDs), so FETCH's \\Seen and a small STORE
+  need no thread hop.
+  Calls on one folder (and on one user's folder list) run one after
+  another in the order they were made, so a session's STORE then FETCH
+  see each other; calls on different folders run side by side. The
+  folder's own locks keep other threads and processes out (see
+  :mod:`pymta.mailstore.folder_base`); listeners hear of changes in the
+  reactor thread, as before.
 - :class:`pymta.mailstore.memory.MemoryStore` answers at once
   (``succeed()``/``fail()``).
 
-One contract test runs both through the same asynchronous tests
-(``tests/test_mailstore_async.py``).
+The contract tests run both stores through this API only
+(``tests/test_mailstore_contract.py``, ``tests/test_mailstore_async.py``).
+The servers use it: POP3 for everything, IMAP for FETCH, STORE, EXPUNGE,
+CLOSE, CHECK, COPY and MOVE.
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
@@ -33,9 +49,9 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from zope.interface import Attribute, Interface, implementer
 
 from pymta.mailstore.interface import (
@@ -52,6 +68,10 @@ from pymta.mailstore.interface import (
 )
 
 T = TypeVar("T")
+
+#: Flag changes of at most this many messages run at once (see the module
+#: doc); more (POP3's QUIT after a big download, STORE 1:*) in a thread.
+LIGHT_MAX = 16
 
 #: Runs a function off the reactor thread; its result arrives in the
 #: reactor thread. None: run it at once, in the caller's thread.
@@ -81,6 +101,11 @@ class IAsyncFolder(Interface):
 
     def read(uid: int) -> Deferred[bytes]:
         """IFolder.read."""
+
+    def open(uid: int) -> Deferred[BinaryIO]:
+        """IFolder.open: the message as a binary file to read in pieces
+        (the caller closes it; a store without files may hand a spooled
+        copy)."""
 
     def header_bytes(uid: int) -> Deferred[bytes]:
         """IFolder.header_bytes."""
@@ -167,15 +192,23 @@ class IAsyncMailStore(Interface):
 
 
 class _Serial:
-    """Runs calls through ``runner`` one after another, in call order."""
+    """Runs calls through ``runner`` one after another, in call order;
+    ``at_once`` work runs in the caller's thread when nothing is waiting
+    (the order is the same: nothing runs before it)."""
 
-    def __init__(self, runner: Runner | None) -> None:
+    def __init__(self, runner: Runner | None, reads_at_once: bool = False) -> None:
         self._runner = runner
+        self._reads_at_once = reads_at_once
         self._lock = DeferredLock()
 
-    def __call__(self, work: Callable[[], T]) -> Deferred[T]:
-        if self._runner is None:
-            return maybeDeferred(work)
+    def __call__(self, work: Callable[[], T], *, read: bool = False) -> Deferred[T]:
+        if self._runner is None or (read and self._reads_at_once and not self._lock.locked):
+            # At once (a FETCH makes one such call per message: no more
+            # than a fired Deferred).
+            try:
+                return succeed(work())
+            except BaseException:
+                return fail()
         return self._lock.run(self._runner, work)
 
 
@@ -183,9 +216,9 @@ class _Serial:
 class AsyncFolder:
     """The asynchronous face of one synchronous folder (see the module doc)."""
 
-    def __init__(self, folder: IFolder, runner: Runner | None) -> None:
+    def __init__(self, folder: IFolder, runner: Runner | None, reads_at_once: bool = False) -> None:
         self.folder = folder
-        self._run = _Serial(runner)
+        self._run = _Serial(runner, reads_at_once)
 
     @property
     def name(self) -> str:
@@ -195,29 +228,38 @@ class AsyncFolder:
         bound = getattr(self.folder, method)
         return self._run(lambda: bound(*args))
 
+    def _read(self, method: str, *args: Any) -> Deferred[Any]:
+        # A read, or a light change (see the module doc): at once when
+        # nothing of the folder waits.
+        bound = getattr(self.folder, method)
+        return self._run(lambda: bound(*args), read=True)
+
     def refresh(self) -> Deferred[list[MessageInfo]]:
         return self._call("refresh")
 
     def changed_on_disk(self) -> Deferred[bool]:
-        return self._call("changed_on_disk")
+        return self._read("changed_on_disk")
 
     def messages(self) -> Deferred[list[MessageInfo]]:
-        return self._call("messages")
+        return self._read("messages")
 
     def get(self, uid: int) -> Deferred[MessageInfo]:
-        return self._call("get", uid)
+        return self._read("get", uid)
 
     def status(self) -> Deferred[FolderStatus]:
-        return self._call("status")
+        return self._read("status")
 
     def read(self, uid: int) -> Deferred[bytes]:
-        return self._call("read", uid)
+        return self._read("read", uid)
+
+    def open(self, uid: int) -> Deferred[BinaryIO]:
+        return self._read("open", uid)
 
     def header_bytes(self, uid: int) -> Deferred[bytes]:
-        return self._call("header_bytes", uid)
+        return self._read("header_bytes", uid)
 
     def mime_structure(self, uid: int) -> Deferred[MimePart]:
-        return self._call("mime_structure", uid)
+        return self._read("mime_structure", uid)
 
     def set_flags(
         self,
@@ -226,11 +268,13 @@ class AsyncFolder:
         mode: FlagMode,
         unchanged_since: int | None = None,
     ) -> Deferred[MessageInfo | None]:
-        return self._call("set_flags", uid, flags, mode, unchanged_since)
+        return self._read("set_flags", uid, flags, mode, unchanged_since)
 
     def set_flags_many(
         self, uids: Collection[int], flags: Collection[str], mode: FlagMode
     ) -> Deferred[list[MessageInfo]]:
+        if len(uids) <= LIGHT_MAX:
+            return self._read("set_flags_many", uids, flags, mode)
         return self._call("set_flags_many", uids, flags, mode)
 
     def append(
@@ -242,7 +286,7 @@ class AsyncFolder:
         return self._call("expunge", uids)
 
     def expunged_since(self, modseq: int) -> Deferred[list[int]]:
-        return self._call("expunged_since", modseq)
+        return self._read("expunged_since", modseq)
 
     def copy(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
         return self._call("copy", uids, _synchronous(target))
@@ -251,7 +295,9 @@ class AsyncFolder:
         return self._call("move", uids, _synchronous(target))
 
     def claim_recent(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
-        return self._call("claim_recent", uids)
+        if uids is not None and len(uids) <= LIGHT_MAX:
+            return self._read("claim_recent", uids)
+        return self._call("claim_recent", uids)  # without UIDs: lists new/
 
     def lock(self) -> Deferred[IFolderLock | None]:
         return self._call("lock")
@@ -274,10 +320,13 @@ class AsyncUserMailbox:
     """The asynchronous face of one user's mailbox; folder objects are
     made once per synchronous folder, so every session shares them."""
 
-    def __init__(self, mailbox: IUserMailbox, runner: Runner | None) -> None:
+    def __init__(
+        self, mailbox: IUserMailbox, runner: Runner | None, reads_at_once: bool = False
+    ) -> None:
         self.mailbox = mailbox
         self._runner = runner
-        self._run = _Serial(runner)
+        self._reads_at_once = reads_at_once
+        self._run = _Serial(runner, reads_at_once)
         self._folders: dict[int, AsyncFolder] = {}
 
     @property
@@ -291,14 +340,19 @@ class AsyncUserMailbox:
     def _face(self, folder: IFolder) -> IAsyncFolder:
         face = self._folders.get(id(folder))
         if face is None or face.folder is not folder:
-            face = self._folders[id(folder)] = AsyncFolder(folder, self._runner)
+            face = self._folders[id(folder)] = AsyncFolder(
+                folder, self._runner, self._reads_at_once
+            )
         return face
 
     def list_folders(self) -> Deferred[list[FolderInfo]]:
         return self._run(self.mailbox.list_folders)
 
     def folder(self, name: str) -> Deferred[IAsyncFolder]:
-        return self._run(lambda: self.mailbox.folder(name)).addCallback(self._face)
+        # A folder once opened is a dictionary look-up: at once when
+        # nothing waits, as a read.
+        d = self._run(lambda: self.mailbox.folder(name), read=True)
+        return d.addCallback(self._face)
 
     def create_folder(self, name: str, special_use: str | None = None) -> Deferred[IAsyncFolder]:
         d = self._run(lambda: self.mailbox.create_folder(name, special_use))
@@ -323,11 +377,16 @@ class AsyncUserMailbox:
 @implementer(IAsyncMailStore)
 class AsyncMailStore:
     """The asynchronous face of a synchronous store, its calls run by
-    ``runner`` (None: at once). Stores make it: ``store.asynchronous()``."""
+    ``runner`` (None: at once; ``reads_at_once``: reads too when nothing of
+    their folder waits, see the module doc). Stores make it:
+    ``store.asynchronous()``."""
 
-    def __init__(self, store: IMailStore, runner: Runner | None) -> None:
+    def __init__(
+        self, store: IMailStore, runner: Runner | None, reads_at_once: bool = False
+    ) -> None:
         self.store = store
         self._runner = runner
+        self._reads_at_once = reads_at_once
         self._mailboxes: dict[int, AsyncUserMailbox] = {}
 
     def open_user(self, user: str, path: str) -> Deferred[IAsyncUserMailbox]:
@@ -337,5 +396,7 @@ class AsyncMailStore:
     def _face(self, mailbox: IUserMailbox) -> IAsyncUserMailbox:
         face = self._mailboxes.get(id(mailbox))
         if face is None or face.mailbox is not mailbox:
-            face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(mailbox, self._runner)
+            face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(
+                mailbox, self._runner, self._reads_at_once
+            )
         return face

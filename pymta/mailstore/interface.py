@@ -25,12 +25,15 @@ same object to every session, so a change made through one session reaches
 the listeners of all. Sessions keep their own view (sequence numbers) on top.
 
 Calls are synchronous and may block on the local disk for a short time (a
-few file operations; see each implementation's docstring for the costs);
-the IMAP server may run them in a thread. ``store.asynchronous()`` gives
-the same contract with Deferred results (:mod:`pymta.mailstore.asyncstore`),
-each store running its calls as it must (the Maildir store in its own
-threads, one folder's calls in order; the memory store at once). Delivery
-agents file mail through :class:`IMailDelivery`.
+few file operations; see each implementation's docstring for the costs).
+Servers use ``store.asynchronous()``: the same contract with Deferred
+results (:mod:`pymta.mailstore.asyncstore`), each store running its calls
+as it must (the Maildir store in its own threads, one folder's calls in
+order; the memory store at once). POP3 and IMAP's message commands go
+through it; IMAP's SEARCH, SORT, APPEND, SELECT and folder commands still
+call the synchronous API (with the optional interfaces below for what
+they run in threads). Delivery agents file mail through
+:class:`IMailDelivery`.
 """
 
 from __future__ import annotations

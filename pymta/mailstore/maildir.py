@@ -427,9 +427,11 @@ class MaildirStore:
 
     def asynchronous(self) -> IAsyncMailStore:
         """This store's asynchronous API (:mod:`pymta.mailstore.asyncstore`):
-        every call in the store's threads, one folder's calls in order."""
+        calls that may wait on the disk in the store's threads, reads of one
+        message or of the index at once when nothing waits, one folder's
+        calls in order."""
         if self._asynchronous is None:
-            self._asynchronous = AsyncMailStore(self, self._runner)
+            self._asynchronous = AsyncMailStore(self, self._runner, reads_at_once=True)
         return self._asynchronous
 
     def open_user(self, user: str, path: str) -> IUserMailbox:

@@ -9,10 +9,10 @@ by pymta.service for each master.cf ``pop3d`` service::
     trusted = NetworkList(config.get_list("pop3d_plaintext_auth_networks"))
     factory = POP3ServerFactory(config, portal, tls, reactor, trusted)
 
-Parameters are read once here (pymta.pop3.settings). With
-``pop3d_store_threads = yes`` the sessions' slow mail-store calls run in the
-reactor's thread pool (``blocking``); by default, and in tests, in place. Untrusted input: none
-(connections are handled by the protocol). Logs: nothing itself.
+Parameters are read once here (pymta.pop3.settings). The sessions reach
+the mail store through its asynchronous API, which runs the slow calls
+where the store decides (pymta.mailstore.asyncstore). Untrusted input:
+none (connections are handled by the protocol). Logs: nothing itself.
 """
 
 from __future__ import annotations
@@ -22,29 +22,17 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pymta.config.config import Config
 from pymta.netmatch import NetworkList
 from pymta.pop3 import log as pop3log
-from pymta.pop3.protocol import Blocking, POP3Server
+from pymta.pop3.protocol import POP3Server
 from pymta.pop3.settings import POP3Settings
 from pymta.preauth import PreauthConnections
 from pymta.userip import UserIPLimit
-
-
-def in_thread_pool(reactor: Any) -> Blocking:
-    """A Blocking runner on the reactor's thread pool (the mail store's
-    slow calls: numbering new mail at login, the UPDATE state at QUIT)."""
-
-    def run(work: Callable[[], Any]) -> Deferred[Any]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), work)
-
-    return run
 
 
 class POP3ServerFactory(ServerFactory):
@@ -62,7 +50,6 @@ class POP3ServerFactory(ServerFactory):
         random_bytes: Callable[[int], bytes] = os.urandom,
         pid: int | None = None,
         logger: Logger | None = None,
-        blocking: Blocking | None = None,
     ) -> None:
         self.config = config
         self.portal = portal
@@ -78,9 +65,6 @@ class POP3ServerFactory(ServerFactory):
         self.random_bytes = random_bytes
         self.pid = os.getpid() if pid is None else pid
         self.logger = logger if logger is not None else pop3log.log
-        if blocking is None and self.settings.store_threads and IReactorThreads.providedBy(clock):
-            blocking = in_thread_pool(clock)
-        self.blocking = blocking
         self.preauth = PreauthConnections(self.settings.max_login_ip_connections)
         self.userip = UserIPLimit.from_config(config, "pop3d", clock)
 
@@ -94,7 +78,6 @@ class POP3ServerFactory(ServerFactory):
             random_bytes=self.random_bytes,
             pid=self.pid,
             logger=self.logger,
-            blocking=self.blocking,
             preauth=self.preauth,
         )
         protocol.factory = self

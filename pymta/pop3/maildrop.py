@@ -12,16 +12,21 @@ across sessions and restarts, and the same as Dovecot's for the same
 Maildir index.
 
 Untrusted input: message numbers from the client (validated here).
-Reads messages through the IFolder (blocking disk reads of one message).
+Reads and writes messages through the mail store's asynchronous API
+(:class:`~pymta.mailstore.asyncstore.IAsyncFolder`): every call that
+touches the store returns a Deferred, and the store decides where it runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from pymta.mailstore.interface import FlagMode, IFolder, MailStoreError, MessageInfo
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.interface import FlagMode, MailStoreError, MessageInfo
 
 
 class BadMessageNumber(Exception):
@@ -41,12 +46,12 @@ class SessionCounters:
 class Maildrop:
     """The numbered message list of one session, with deletion marks."""
 
-    def __init__(self, folder: IFolder, messages: list[MessageInfo]) -> None:
+    def __init__(self, folder: IAsyncFolder, messages: list[MessageInfo], uidvalidity: int) -> None:
         self.folder = folder
         self._messages = list(messages)
         self._deleted: set[int] = set()
         self._retrieved: set[int] = set()
-        self.uidvalidity: int = folder.uidvalidity
+        self.uidvalidity = uidvalidity
         self.counters = SessionCounters()
         self.initial_count = len(self._messages)
         self.initial_size = sum(m.rfc822_size for m in self._messages)
@@ -81,11 +86,11 @@ class Maildrop:
     def uidl(self, n: int) -> str:
         return f"{self._messages[n - 1].uid:08X}{self.uidvalidity:08X}"
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int) -> Deferred[bytes]:
         """The stored message (LF line ends)."""
         return self.folder.read(self._messages[n - 1].uid)
 
-    def open(self, n: int) -> BinaryIO:
+    def open(self, n: int) -> Deferred[BinaryIO]:
         """The stored message as a file (caller closes); MailStoreError."""
         return self.folder.open(self._messages[n - 1].uid)
 
@@ -107,35 +112,40 @@ class Maildrop:
     def deleted_size(self) -> int:
         return sum(self._messages[n - 1].rfc822_size for n in self._deleted)
 
-    def commit(self, mark_seen: bool = True, claim: bool = True) -> list[int]:
+    def commit(self, mark_seen: bool = True, claim: bool = True) -> Deferred[list[int]]:
         """The UPDATE state: expunge the marked messages, flag retrieved ones
         \\Seen, and (with ``claim``) move the rest of those shown out of
-        ``new/`` (:meth:`claim`).
+        ``new/`` (:meth:`claim`), one store call after the other.
 
-        Returns the UIDs removed. MailStoreError when the expunge failed;
-        a message that vanished meanwhile is no error.
+        Fires with the UIDs removed. MailStoreError when the expunge failed
+        (nothing more is done then); a message that vanished meanwhile is no
+        error.
         """
-        removed: list[int] = []
+        removed: Deferred[list[int]] = succeed([])
         if self._deleted:
             uids = sorted(self._messages[n - 1].uid for n in self._deleted)
             removed = self.folder.expunge(uids)
-        if mark_seen:
+
+        def after_expunge(gone: list[int]) -> Deferred[list[int]]:
+            d: Deferred[Any] = succeed(None)
             unseen = [
                 info.uid
                 for n in self._retrieved - self._deleted
                 if "\\Seen" not in (info := self._messages[n - 1]).flags
             ]
-            if unseen:
+            if mark_seen and unseen:
                 # One store change for all (one lock, one index write), as
                 # Dovecot commits a POP3 session's flag updates. A message
                 # still in new/ moves to cur/ with its S in one rename.
-                with contextlib.suppress(MailStoreError):
-                    self.folder.set_flags_many(unseen, ["\\Seen"], FlagMode.ADD)
-        if claim:
-            self.claim(skip_deleted=True)
-        return removed
+                d = self.folder.set_flags_many(unseen, ["\\Seen"], FlagMode.ADD)
+                d.addErrback(_ignore_store_error)
+            if claim:
+                d.addCallback(lambda _: self.claim(skip_deleted=True))
+            return d.addCallback(lambda _: gone)
 
-    def claim(self, skip_deleted: bool = False) -> None:
+        return removed.addCallback(after_expunge)
+
+    def claim(self, skip_deleted: bool = False) -> Deferred[None]:
         """Move the messages this session showed out of ``new/`` (IMAP's
         \\Recent ends), as Dovecot's POP3 does. Done once, when the session
         ends (QUIT or a dropped connection), not at login: a message that is
@@ -146,6 +156,11 @@ class Maildrop:
             for n, m in enumerate(self._messages, 1)
             if m.recent and not (skip_deleted and n in self._deleted)
         ]
-        if uids:
-            with contextlib.suppress(MailStoreError):
-                self.folder.claim_recent(uids)
+        if not uids:
+            return succeed(None)
+        d = self.folder.claim_recent(uids)
+        return d.addCallbacks(lambda _: None, _ignore_store_error)
+
+
+def _ignore_store_error(failure: Failure) -> None:
+    failure.trap(MailStoreError)

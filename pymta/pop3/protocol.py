@@ -24,7 +24,16 @@ PIPELINING): while a login is being checked, later lines wait. Replies are
 flow-controlled: while the transport's buffer is full, commands wait, and
 reading stops once ``INPUT_BACKLOG`` bytes of them have piled up. RETR and
 TOP of a message of ``STREAM_MIN`` bytes or more send it from its file in
-pieces as the client reads them (pymta.stream). QUIT, and the ``-ERR``
+pieces as the client reads them (pymta.stream).
+
+The mail store is reached through its asynchronous API
+(:mod:`pymta.mailstore.asyncstore`): the login opens, locks and numbers
+INBOX, RETR and TOP read a message, QUIT's UPDATE state expunges and
+flags, each a Deferred; the store decides where the work runs (the
+Maildir store in its threads, the memory store at once). While a store
+call is under way later commands wait, so pipelined RETRs read one
+message at a time, and none while the transport's buffer is full (the
+session is its push producer). QUIT, and the ``-ERR``
 that ends a session, close the connection through pymta.hangup (over TLS
 too).
 
@@ -41,13 +50,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from twisted.cred.credentials import IUsernameHashedPassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet import interfaces
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet import defer, interfaces
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -58,8 +67,8 @@ from pymta.auth.credentials import APOPCredentials, PasswordCredentials
 from pymta.auth.errors import AuthTemporaryError, MailboxUnavailable, TooManyLoginAttempts
 from pymta.auth.interface import IMailAccount
 from pymta.hangup import hang_up
+from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
 from pymta.mailstore.interface import (
-    IFolder,
     IFolderLock,
     MailStoreError,
     MessageInfo,
@@ -100,15 +109,7 @@ _TRANSACTION_ONLY = {"STAT", "LIST", "RETR", "TOP", "DELE", "RSET", "NOOP", "UID
 _AUTHORIZATION_ONLY = {"USER", "PASS", "APOP", "AUTH", "STLS"}
 
 
-# Runs a blocking mail-store call and returns its Deferred result: right
-# here (the default), or in the reactor's thread pool
-# (pymta.pop3.factory.in_thread_pool, with pop3d_store_threads = yes).
-Blocking = Callable[[Callable[[], Any]], "Deferred[Any]"]
-
-
-def run_here(work: Callable[[], Any]) -> Deferred[Any]:
-    """Run work now; its result or exception as a fired Deferred."""
-    return maybeDeferred(work)
+T = TypeVar("T")
 
 
 @implementer(IPushProducer)
@@ -126,7 +127,6 @@ class POP3Server(StreamingSession, Protocol):
         random_bytes: Callable[[int], bytes],
         pid: int = 0,
         logger: Logger | None = None,
-        blocking: Blocking | None = None,
         preauth: PreauthConnections | None = None,
     ) -> None:
         self.settings = settings
@@ -137,7 +137,6 @@ class POP3Server(StreamingSession, Protocol):
         self.userip: UserIPLimit | None = None
         self._userip_key = ""
         self._refused = False
-        self._blocking: Blocking = blocking if blocking is not None else run_here
         self.portal = portal
         self.clock = clock
         self.tls = tls
@@ -235,13 +234,15 @@ class POP3Server(StreamingSession, Protocol):
     def _release(self) -> None:
         if self._committing:
             return  # the UPDATE state still works on the folder: _commit_done releases
-        if self._lock is not None:
-            if self.state == TRANSACTION and self.maildrop is not None:
-                # A dropped session still claims what it showed (no commit).
-                if self.settings.claim_recent:
-                    self.maildrop.claim()
-            self._lock.release()
-            self._lock = None
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            drop = self.maildrop
+            if self.state == TRANSACTION and drop is not None and self.settings.claim_recent:
+                # A dropped session still claims what it showed (no commit),
+                # holding the lock until that is done.
+                drop.claim().addBoth(lambda _: lock.release())
+            else:
+                lock.release()
         if self._logout is not None:
             logout, self._logout = self._logout, None
             logout()
@@ -428,14 +429,13 @@ class POP3Server(StreamingSession, Protocol):
             self._reply("+OK Logging out.")
             self._close()
             return
-        # The UPDATE state, through the runner (a thread with
-        # pop3d_store_threads): the session lock is held until the expunge
-        # and flag changes are done, and +OK says they are.
+        # The UPDATE state, through the store's asynchronous API: the
+        # session lock is held until the expunge and flag changes are done,
+        # and +OK says they are.
         self.state = UPDATE
         self._busy = True
         self._committing = True
-        settings = self.settings
-        d = self._blocking(lambda: drop.commit(settings.mark_seen, settings.claim_recent))
+        d = drop.commit(self.settings.mark_seen, self.settings.claim_recent)
         d.addCallbacks(self._committed, self._commit_failed)
 
     def _committed(self, removed: list[int]) -> None:
@@ -603,30 +603,27 @@ class POP3Server(StreamingSession, Protocol):
                 return None
         self._logout = logout
         self.user = account.user
-        try:
-            inbox = account.inbox()
-            lock = inbox.lock()
-        except MailStoreError as e:
-            self._release()
-            self.log.error("pop3({user}): cannot open INBOX: {error}", user=self.user, error=e)
-            self._reply("-ERR [SYS/TEMP] Couldn't open INBOX.")
-            return None
+        opening = defer.ensureDeferred(self._open_inbox(account.folders))
+        return opening.addCallbacks(self._loaded, self._load_failed)
+
+    async def _open_inbox(
+        self, folders: IAsyncUserMailbox
+    ) -> tuple[IAsyncFolder, list[MessageInfo], int] | None:
+        """Open and lock INBOX and number its new mail (the store reads
+        every new file and may fsync its index: its threads); None when
+        another session holds it."""
+        inbox = await folders.folder("INBOX")
+        lock = await inbox.lock()
         if lock is None:
-            self._release()
-            self._login_error = "mailbox in use"
-            self._reply(IN_USE)
+            return None
+        if self._lost:
+            lock.release()
             return None
         self._lock = lock
-
-        def load() -> list[MessageInfo]:
-            # Numbering new mail reads every new file and may fsync the
-            # index: through the runner (a thread with pop3d_store_threads).
-            inbox.refresh()
-            return inbox.messages()
-
-        d = self._blocking(load)
-        d.addCallbacks(self._loaded, self._load_failed, (inbox,))
-        return d
+        await inbox.refresh()
+        messages = await inbox.messages()
+        status = await inbox.status()
+        return inbox, messages, status.uidvalidity
 
     def _load_failed(self, failure: Failure) -> None:
         failure.trap(MailStoreError)
@@ -634,15 +631,21 @@ class POP3Server(StreamingSession, Protocol):
         if self._lost:
             return
         self.log.error(
-            "pop3({user}): cannot read INBOX: {error}", user=self.user, error=failure.value
+            "pop3({user}): cannot open INBOX: {error}", user=self.user, error=failure.value
         )
         self._reply("-ERR [SYS/TEMP] Couldn't open INBOX.")
 
-    def _loaded(self, messages: list[MessageInfo], inbox: IFolder) -> None:
+    def _loaded(self, opened: tuple[IAsyncFolder, list[MessageInfo], int] | None) -> None:
         if self._lost:
             self._release()
             return
-        self.maildrop = Maildrop(inbox, messages)
+        if opened is None:
+            self._release()
+            self._login_error = "mailbox in use"
+            self._reply(IN_USE)
+            return
+        inbox, messages, uidvalidity = opened
+        self.maildrop = Maildrop(inbox, messages, uidvalidity)
         self.state = TRANSACTION
         self._leave_preauth()
         pop3log.login(self.log, self.info, self.user, self.method)
@@ -763,15 +766,55 @@ class POP3Server(StreamingSession, Protocol):
         pieces as the client reads them (pymta.stream)."""
         drop = self.maildrop
         assert drop is not None
-        try:
-            file = drop.open(n)
-        except MailStoreError as e:
-            self.log.warn("pop3({user}): message {n}: {error}", user=self.user, n=n, error=e)
-            self._reply(f"-ERR [SYS/TEMP] Message {n} is no longer available.")
-            return
-        first = b"+OK\r\n" if lines is not None else b"+OK %d octets\r\n" % drop.info(n).rfc822_size
-        self._stream_pending = []
-        self._start_stream(self._file_pieces(file, n, first, lines), self._stream_pending.append)
+
+        def opened(file: BinaryIO) -> None:
+            if lines is not None:
+                first = b"+OK\r\n"
+            else:
+                first = b"+OK %d octets\r\n" % drop.info(n).rfc822_size
+            self._stream_pending = []
+            self._start_stream(
+                self._file_pieces(file, n, first, lines), self._stream_pending.append
+            )
+
+        self._store_call(drop.open(n), opened, n)
+
+    def _store_call(self, d: Deferred[T], then: Callable[[T], None], n: int) -> None:
+        """Answer a command when its store call ``d`` fires: later commands
+        wait meanwhile (one message read at a time). A store error is the
+        ``-ERR`` of a message that is no longer there."""
+        self._busy = True
+        waiting = False
+
+        def arrived(value: T) -> None:
+            self._busy = False
+            if not self._lost:
+                then(value)
+
+        def failed(failure: Failure) -> None:
+            self._busy = False
+            if self._lost:
+                return
+            if failure.check(MailStoreError):
+                self.log.warn(
+                    "pop3({user}): message {n}: {error}", user=self.user, n=n, error=failure.value
+                )
+                self._reply(f"-ERR [SYS/TEMP] Message {n} is no longer available.")
+                return
+            self.log.failure("pop3({user}): unexpected error", failure, user=self.user)
+            self._reply(INTERNAL_ERROR)
+
+        def go_on(_: object) -> None:
+            # Answered later than the command (the store's thread): the
+            # command loop stopped at this command and must look again.
+            if waiting and not self._busy and not self._lost:
+                if self._processing:
+                    self.clock.callLater(0, self._process)
+                else:
+                    self._process()
+
+        d.addCallbacks(arrived, failed).addErrback(failed).addBoth(go_on)
+        waiting = True
 
     def _file_pieces(
         self, file: BinaryIO, n: int, first: bytes, lines: int | None
@@ -813,15 +856,6 @@ class POP3Server(StreamingSession, Protocol):
         self._end_reason = "Internal error"
         self._close()
 
-    def _read(self, n: int) -> bytes | None:
-        assert self.maildrop is not None
-        try:
-            return self.maildrop.read(n)
-        except MailStoreError as e:
-            self.log.warn("pop3({user}): message {n}: {error}", user=self.user, n=n, error=e)
-            self._reply(f"-ERR [SYS/TEMP] Message {n} is no longer available.")
-            return None
-
     def do_RETR(self, arg: str) -> None:
         drop = self.maildrop
         assert drop is not None
@@ -831,15 +865,16 @@ class POP3Server(StreamingSession, Protocol):
         if drop.info(n).size >= STREAM_MIN:
             self._send_file(n, None)
             return
-        content = self._read(n)
-        if content is None:
-            return
-        body = to_wire(content)
-        size = drop.info(n).rfc822_size
-        send(self.transport, b"".join((b"+OK %d octets\r\n" % size, body, TERMINATOR)))
-        drop.counters.retr_count += 1
-        drop.counters.retr_bytes += len(body)
-        drop.mark_retrieved(n)
+
+        def send_message(content: bytes) -> None:
+            body = to_wire(content)
+            size = drop.info(n).rfc822_size
+            send(self.transport, b"".join((b"+OK %d octets\r\n" % size, body, TERMINATOR)))
+            drop.counters.retr_count += 1
+            drop.counters.retr_bytes += len(body)
+            drop.mark_retrieved(n)
+
+        self._store_call(drop.read(n), send_message, n)
 
     def do_TOP(self, arg: str) -> None:
         drop = self.maildrop
@@ -855,10 +890,12 @@ class POP3Server(StreamingSession, Protocol):
         if drop.info(n).size >= STREAM_MIN:
             self._send_file(n, int(lines[:12]))
             return
-        content = self._read(n)
-        if content is None:
-            return
-        body = to_wire(top(content, int(lines[:12])))
-        send(self.transport, b"".join((b"+OK\r\n", body, TERMINATOR)))
-        drop.counters.top_count += 1
-        drop.counters.top_bytes += len(body)
+        count = int(lines[:12])
+
+        def send_top(content: bytes) -> None:
+            body = to_wire(top(content, count))
+            send(self.transport, b"".join((b"+OK\r\n", body, TERMINATOR)))
+            drop.counters.top_count += 1
+            drop.counters.top_bytes += len(body)
+
+        self._store_call(drop.read(n), send_top, n)

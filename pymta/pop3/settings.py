@@ -32,15 +32,6 @@
     the messages it showed from ``new/`` to ``cur/`` when it ends nor marks
     the ones it sent whole ``\\Seen`` at QUIT (less disk work; IMAP clients
     then still see POP3-downloaded mail as recent and unseen).
-``pop3d_store_threads`` (no)
-    pymta-only. With yes, the mail store's slow calls of a session
-    (numbering new mail at login, which may fsync the index; the expunge,
-    flag and ``new/`` updates at QUIT) run in the reactor's thread pool, so
-    no session ever waits for another's disk work. The price is CPU: the
-    thread and the reactor hand Python's GIL to each other at every system
-    call (about a quarter more CPU per message in bench/pop3_bench.py).
-    With no, they run in the reactor thread, as every other file access of
-    a session does.
 """
 
 from __future__ import annotations
@@ -54,7 +45,6 @@ _FALLBACK = {
     "pop3d_enable_apop": "no",
     "pop3d_auth_attempt_limit": "3",
     "pop3d_no_flag_updates": "no",
-    "pop3d_store_threads": "no",
 }
 
 
@@ -80,7 +70,6 @@ class POP3Settings:
     auth_attempt_limit: int = 3
     mark_seen: bool = True  # \\Seen for messages sent whole, at QUIT
     claim_recent: bool = True  # move what was shown out of new/ at the end
-    store_threads: bool = False  # slow store calls in the reactor's thread pool
     max_login_ip_connections: int = 20  # connections before login per client; 0: no limit
     hostname: str = "localhost"
 
@@ -102,7 +91,6 @@ class POP3Settings:
             auth_attempt_limit=max(1, attempts),
             mark_seen=not no_flag_updates,
             claim_recent=not no_flag_updates,
-            store_threads=_get(config, "pop3d_store_threads").strip().lower() in _YES,
             max_login_ip_connections=max(0, config.get_int("pop3d_max_login_ip_connections")),
             hostname=config.get("myhostname"),
         )

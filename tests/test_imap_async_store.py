@@ -1,0 +1,112 @@
+"""IMAP's message commands on the mail store's asynchronous API: with the
+Maildir store's calls held in its "threads" (a runner the test drives),
+STORE of many messages, EXPUNGE, COPY and CLOSE answer only once the store
+has, later commands wait meanwhile and are answered in order (FETCH's
+\\Seen too, behind them); a flag change of a few messages is answered at
+once; store errors get the same answers as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from pymta.mailstore.asyncstore import LIGHT_MAX
+from pymta.mailstore.interface import MailStoreError
+from pymta.mailstore.maildir import MaildirStore
+from tests.test_imap_harness import Session, World
+from tests.test_imap_prefetch import QueuedRunner
+
+MSG = b"From: a@example.org\nSubject: hi\n\nbody\n"
+
+
+def held_world(tmp_path: Path, count: int = 3) -> tuple[World, Session, QueuedRunner]:
+    """alice's INBOX with ``count`` messages, selected, on a Maildir store
+    whose thread work waits for the test (reads of one message and small
+    flag changes still answer at once when nothing waits)."""
+    runner = QueuedRunner()
+    store = MaildirStore(Clock(), "host", fsync=False, run_in_thread=runner)
+    world = World(tmp_path, store=store)
+    inbox = world.mailbox().folder("INBOX")
+    for _ in range(count):
+        inbox.append(MSG)
+    inbox.claim_recent()  # old mail: no \Recent in the answers
+    s = world.connect()
+    assert s.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()  # opening the mailbox: the store's threads
+    assert s.read().startswith(b"a OK")
+    assert b"b OK [READ-WRITE]" in s.send("b SELECT INBOX")
+    return world, s, runner
+
+
+def test_store_waits_for_the_store_and_keeps_order(tmp_path: Path) -> None:
+    """STORE of more than LIGHT_MAX messages runs in the store's thread, as
+    one change: no answer, and a pipelined NOOP waits, until it is done;
+    then both, in order. A STORE of one message is answered at once."""
+    _, s, runner = held_world(tmp_path, LIGHT_MAX + 2)
+    last = LIGHT_MAX + 2
+    command = b"c STORE 1:%d +FLAGS (\\Flagged)\r\nd NOOP\r\n" % last
+    assert s.send(command) == b""
+    assert len(runner.jobs) == 1  # one store change for the set
+    runner.run_all()
+    lines = s.read().split(b"\r\n")[:-1]
+    assert lines[0] == b"* 1 FETCH (FLAGS (\\Flagged))"
+    assert len(lines) == last + 2
+    assert lines[-2:] == [b"c OK Store completed.", b"d OK NOOP completed."]
+    answer = s.send("e STORE 1 -FLAGS (\\Flagged)")
+    assert answer == b"* 1 FETCH (FLAGS ())\r\ne OK Store completed.\r\n"
+
+
+def test_fetch_seen_waits_behind_an_expunge(tmp_path: Path) -> None:
+    """FETCH BODY[] pipelined behind an EXPUNGE that runs in the store's
+    thread: its \\Seen (one folder's calls in order) and its answer wait
+    for the expunge; then both are answered, in order."""
+    _, s, runner = held_world(tmp_path)
+    s.send("c STORE 3 +FLAGS.SILENT (\\Deleted)")
+    assert s.send(b"d EXPUNGE\r\ne FETCH 1 BODY[]\r\n") == b""
+    runner.run_all()
+    answer = s.read()
+    assert answer.startswith(b"* 3 EXPUNGE\r\nd OK Expunge completed.\r\n* 1 FETCH (BODY[] {")
+    assert answer.endswith(b" FLAGS (\\Seen))\r\ne OK Fetch completed.\r\n")
+
+
+def test_expunge_and_copy_answer_after_the_store(tmp_path: Path) -> None:
+    """EXPUNGE answers its EXPUNGE responses once the store removed the
+    messages; COPY answers COPYUID once they are copied; a COPY to a
+    missing folder is [TRYCREATE]."""
+    world, s, runner = held_world(tmp_path)
+    assert s.send("c STORE 2 +FLAGS.SILENT (\\Deleted)") == b"c OK Store completed.\r\n"
+    assert s.send("d EXPUNGE") == b""
+    runner.run_all()
+    assert s.read() == b"* 2 EXPUNGE\r\nd OK Expunge completed.\r\n"
+    assert s.send("e COPY 1:2 Archive") == b""
+    runner.run_all()
+    answer = s.read()
+    assert answer.startswith(b"e OK [COPYUID ") and answer.endswith(
+        b" 1,3 1:2] Copy completed.\r\n"
+    )
+    assert len(world.mailbox().folder("Archive").messages()) == 2
+    answer = s.send("f COPY 1 Nowhere")  # folders are found at once
+    assert answer == b"f NO [TRYCREATE] Mailbox doesn't exist.\r\n"
+
+
+def test_close_whose_expunge_fails_still_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLOSE whose expunge fails in the store logs it and closes the mailbox
+    all the same (RFC 3501 6.4.2): OK, and no mailbox selected afterwards."""
+    world, s, runner = held_world(tmp_path)
+    inbox = world.mailbox().folder("INBOX")
+
+    def fail(uids: Any = None) -> list[int]:
+        raise MailStoreError("disk on fire")
+
+    monkeypatch.setattr(inbox, "expunge", fail)
+    assert s.send("c CLOSE") == b""
+    runner.run_all()
+    assert s.read() == b"c OK Close completed.\r\n"
+    assert s.send("d FETCH 1 FLAGS").startswith(b"d BAD")
+    errors = [e for e in world.events if e.get("log_format", "").endswith("CLOSE expunge: {error}")]
+    assert [str(e["error"]) for e in errors] == ["disk on fire"]
