@@ -235,12 +235,14 @@ def mutt_send(
 ) -> subprocess.CompletedProcess[str]:
     """mutt -n -F muttrc -s SUBJECT alice@example.test < body, no tty."""
     assert MUTT is not None
-    return run(
+    result = run(
         [MUTT, "-n", "-F", str(config), "-s", subject, "alice@example.test"],
         tmp_path,
         b"Sent by mutt in batch mode.\n",
         env,
     )
+    assert "Error in" not in result.stderr, result.stderr  # a muttrc line mutt did not take
+    return result
 
 
 @pytest.mark.skipif(MUTT is None, reason="mutt is not installed (tools/install-test-deps)")
@@ -316,3 +318,26 @@ def test_mutt_with_pymta_sendmail_delivers(tmp_path: Path, server: PymtaServer) 
     assert message["From"] == "Bob <bob@example.test>"
     assert f"(pymta, from userid {os.geteuid()})" in str(message["Received"])
     assert "Sent by mutt in batch mode." in str(message.get_payload())
+
+
+@pytest.mark.skipif(MUTT is None, reason="mutt is not installed (tools/install-test-deps)")
+def test_mutt_refuses_a_server_the_ca_did_not_sign(
+    tmp_path: Path, server: PymtaServer, certs: ServerCertificates
+) -> None:
+    """TLS is verified, not merely on: mutt trusting another CA (and not the
+    system's) sends nothing in batch mode and exits non-zero."""
+    other = make_ca(tmp_path / "other-ca")
+    config = mutt_config(
+        tmp_path,
+        [
+            f"set smtp_url = 'smtps://bob@example.test@localhost:{server.ports[SUBMISSIONS]}/'",
+            "set smtp_pass = 'bob-pw'",
+            f"set ssl_ca_certificates_file = {other.ca_file}",
+            f"set certificate_file = {tmp_path / 'mutt-certificates'}",
+        ],
+    )
+    result = mutt_send(tmp_path, config, "mutt untrusted")
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Untrusted server certificate" in result.stderr, result.stderr
+    assert server.messages("alice") == []
+    assert certs.ca_file != other.ca_file
