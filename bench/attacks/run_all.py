@@ -35,6 +35,7 @@ REPLAYS: list[tuple[str, list[str], list[str], bool]] = [
     ("fast_guess.py",
      ["--protocol", "imap", "--give-up", "0.3", "--seconds", "30", "--warmup", "10"],
      ["--protocol", "imap", "--give-up", "0.3", "--seconds", "10", "--warmup", "5"], False),
+    ("smtp_guess.py", [], ["--guesses", "8", "--auth-limit", "5", "--max-delay", "2s"], False),
     ("slowloris.py", ["--hold", "10"], ["--connections", "200", "--hold", "3"], False),
     ("pregreet_flood.py", [], ["--connections", "400"], False),
     ("slowloris.py", ["--protocol", "pop3", "--hold", "10"],
