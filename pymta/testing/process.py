@@ -16,6 +16,7 @@ Writes: the directory it is given. Starts: one twistd process, stopped by
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import select
@@ -89,6 +90,24 @@ _IN_MOVED_TO = 0x00000080
 _IN_CREATE = 0x00000100
 
 
+#: How often wait_for_file looks again when the kernel gives it no inotify
+#: instance (fs.inotify.max_user_instances reached by other programs).
+POLL_WITHOUT_INOTIFY = 0.05
+
+
+def _inotify_init() -> int | None:
+    """A non-blocking inotify descriptor, or None when the kernel has none
+    to give (EMFILE: the user's instances are used up; ENFILE, ENOSYS)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err in (errno.EMFILE, errno.ENFILE, errno.ENOSYS):
+            return None
+        raise OSError(err, "inotify_init1")
+    return int(fd)
+
+
 def wait_for_file(path: Path, ready: Callable[[], bool], timeout: float = 30.0) -> None:
     """Wait until ready() holds, woken by inotify events in path's directory
     (a file another process writes: a maillog_file, a Maildir's new/).
@@ -96,11 +115,13 @@ def wait_for_file(path: Path, ready: Callable[[], bool], timeout: float = 30.0) 
     ``path`` is a directory, or a file in one. What does not exist yet (a
     Maildir the server makes on its first delivery) is waited for through
     its nearest existing ancestor; a directory is watched once it appears.
-    A ready() that finds its file missing (FileNotFoundError) is not ready."""
+    A ready() that finds its file missing (FileNotFoundError) is not ready.
+    Where the kernel gives no inotify instance (other programs of the same
+    user hold them all), ready() is asked again every
+    POLL_WITHOUT_INOTIFY seconds instead: slower to notice, never a
+    failure of the test that waits."""
+    fd = _inotify_init()
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), "inotify_init1")
     try:
         mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
         watched: set[Path] = set()
@@ -109,7 +130,7 @@ def wait_for_file(path: Path, ready: Callable[[], bool], timeout: float = 30.0) 
             nearest = path if path.is_dir() else path.parent
             while not nearest.exists():
                 nearest = nearest.parent
-            if nearest not in watched:
+            if fd is not None and nearest not in watched:
                 if libc.inotify_add_watch(fd, str(nearest).encode(), mask) < 0:
                     raise OSError(ctypes.get_errno(), f"inotify_add_watch {nearest}")
                 watched.add(nearest)
@@ -121,6 +142,9 @@ def wait_for_file(path: Path, ready: Callable[[], bool], timeout: float = 30.0) 
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{path}: condition not met in {timeout}s")
+            if fd is None:
+                time.sleep(min(POLL_WITHOUT_INOTIFY, remaining))
+                continue
             readable, _, _ = select.select([fd], [], [], remaining)
             if readable:
                 try:
@@ -128,7 +152,8 @@ def wait_for_file(path: Path, ready: Callable[[], bool], timeout: float = 30.0) 
                 except BlockingIOError:
                     pass
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 class PymtaProcess:
