@@ -41,10 +41,14 @@ DESCRIPTION
     (workdir/imaptest-SERVER-cN-rR.txt).
 
     All N clients of a run log in as one user, from one address, at
-    once: pymta's main.cf here has "imapd_max_userip_connections = 0"
-    and "pymta_auth_client_concurrency_limit" above the largest clients
-    value, and Dovecot's "mail_max_userip_connections" is raised above
-    it likewise (their defaults, 10 and 10, would refuse the logins).
+    once: pymta's main.cf here has "imapd_max_userip_connections = 0",
+    and "pymta_auth_client_concurrency_limit" and
+    "imapd_max_login_ip_connections" above the largest clients value
+    (their defaults, 10 logins in progress and 20 connections not yet
+    logged in per address, would refuse some of 50 clients: imaptest
+    reports each refusal as an error), and Dovecot's
+    "mail_max_userip_connections" (default 10) is raised above it
+    likewise.
     pymta runs with "pymta_processes = 0" (one reactor per CPU, as
     Dovecot uses every core) unless --pymta-processes says otherwise.
 
@@ -345,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         f"pymta_processes = {args.pymta_processes}\n"
         "imapd_max_userip_connections = 0\n"
         f"pymta_auth_client_concurrency_limit = {limit}\n"
+        f"imapd_max_login_ip_connections = {limit}\n"
     )
     runs: list[StressRun] = []
     with scratch("imaptest_stress_bench", args.workdir, args.keep) as workdir:
