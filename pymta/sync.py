@@ -101,13 +101,23 @@ T = TypeVar("T")
 
 @implementer(ISyncBarrier)
 class ImmediateSyncBarrier:
-    """Fires at once without syncing anything (tests; tmpfs). Counts calls."""
+    """Fires at once on the calling thread (tests; tmpfs; a process that
+    writes one message and has nothing to batch). Without ``fsync`` it
+    syncs nothing; with it, each durable step fsyncs its files and
+    directories before firing (the local delivery child's Sieve writes).
+    Counts calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
         self.calls = 0
+        self._fsync = fsync
 
     def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         self.calls += 1
+        if self._fsync:
+            try:
+                fsync_paths(files, dirs)
+            except OSError:
+                return fail(Failure())
         return succeed(None)
 
     def run(
@@ -124,8 +134,11 @@ class ImmediateSyncBarrier:
             self.calls += 1
         try:
             result = work()
-            if durable and after is not None:
-                after()
+            if durable:
+                if self._fsync:
+                    fsync_paths(files, dirs)
+                if after is not None:
+                    after()
             return succeed(result)
         except Exception:
             return fail(Failure())

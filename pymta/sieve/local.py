@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 
 from pymta.mailstore.deliver import MaildirDelivery
 from pymta.mailstore.interface import InvalidFolderName, NoSuchFolder
@@ -57,7 +57,7 @@ from pymta.mailstore.tmpclean import TmpCleaner
 from pymta.queue.reference import BytesContent
 from pymta.sieve import storage, tracking
 from pymta.sieve.evaluate import Delivery, ScriptLimits, run_script
-from pymta.sync import fsync_paths
+from pymta.sync import ImmediateSyncBarrier, fsync_paths
 
 #: The most the JSON answer may hold (the agent reads the child's output
 #: up to its limit); longer vacation texts are cut to fit.
@@ -110,37 +110,6 @@ class _Clock:
     @staticmethod
     def seconds() -> float:
         return time.time()
-
-
-class _FsyncBarrier:
-    """The mail store's sync barrier, synchronous: work, fsync of the new
-    file and its directory, then the rename (the child writes one message,
-    there is nothing to batch)."""
-
-    def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
-        fsync_paths(files, dirs)
-        return succeed(None)
-
-    def run(
-        self,
-        work: Callable[[], Any],
-        durable: bool = True,
-        files: Sequence[str] = (),
-        dirs: Sequence[str] = (),
-        after: Callable[[], None] | None = None,
-        soon: bool = False,
-    ) -> Deferred[Any]:
-        from twisted.internet.defer import fail
-
-        try:
-            result = work()
-            if durable:
-                fsync_paths(files, dirs)
-                if after is not None:
-                    after()
-        except Exception:
-            return fail()
-        return succeed(result)
 
 
 def deliver(
@@ -327,7 +296,7 @@ class _Writer:
         if self._store is None:
             clock = _Clock()
             self._store = MaildirDelivery(
-                _FsyncBarrier(),  # type: ignore[arg-type]
+                ImmediateSyncBarrier(fsync=True),
                 clock,  # type: ignore[arg-type]
                 # tmp/ cleaning is the IMAP server's business, not a child's.
                 tmp_cleaner=TmpCleaner(clock, run_in_thread=lambda work: succeed([])),  # type: ignore[arg-type]
