@@ -12,17 +12,15 @@ only a relay with smtp_tls_cert_file has. Every wait is on a log line.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.dane_pki import PKI, make_pki
-from tests.harness import DEFAULT_MASTER_CF, REPO, PymtaServer
+from tests.dns_zone_server import zone_server
+from tests.harness import DEFAULT_MASTER_CF, PymtaServer
 from tests.test_e2e_relay import MASTER_CF, free_port, relay_main_cf, submit
 
 NAMES = ["mx-ee", "mx-badee", "mx-ta", "mx-badta", "mx-plain", "mx-cc"]
@@ -60,20 +58,8 @@ def _zone(pkis: dict[str, PKI], port: int) -> dict[str, object]:
 
 @pytest.fixture
 def dns_port(tmp_path: Path, pkis: dict[str, PKI], mx_port: int) -> Iterator[int]:
-    path = tmp_path / "zone.json"
-    path.write_text(json.dumps(_zone(pkis, mx_port)))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.dnssec_zone", str(path)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        yield int(process.stdout.readline())
-    finally:
-        process.terminate()
-        process.wait(10)
+    with zone_server(tmp_path, _zone(pkis, mx_port), module="tests.dnssec_zone") as port:
+        yield port
 
 
 @pytest.fixture

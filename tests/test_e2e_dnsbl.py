@@ -8,18 +8,17 @@ PTR name points back is logged as name[addr].
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import smtplib
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, PymtaServer
+from tests.dns_zone_server import zone_server
+from tests.harness import PymtaServer
 
 ZONE = {
     # 127.0.0.2: listed, with a reason
@@ -34,20 +33,8 @@ ZONE = {
 
 @pytest.fixture
 def dns_port(tmp_path: Path) -> Iterator[int]:
-    path = tmp_path / "zone.json"
-    path.write_text(json.dumps(ZONE))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_dns_names", str(path)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        yield int(process.stdout.readline())
-    finally:
-        process.terminate()
-        process.wait(10)
+    with zone_server(tmp_path, ZONE) as port:
+        yield port
 
 
 def _server(tmp_path: Path, dns_port: int) -> PymtaServer:

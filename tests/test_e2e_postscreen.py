@@ -7,18 +7,16 @@ from its own loopback address.
 
 from __future__ import annotations
 
-import json
 import re
 import smtplib
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import DEFAULT_MASTER_CF, REPO, PymtaServer, wait_for_file
+from tests.dns_zone_server import zone_server
+from tests.harness import DEFAULT_MASTER_CF, PymtaServer, wait_for_file
 
 ZONE = {
     # 127.0.0.2 is on both lists: 2 + 1 = 3, the threshold.
@@ -36,20 +34,8 @@ MASTER_CF = (
 
 @pytest.fixture
 def dns_port(tmp_path: Path) -> Iterator[int]:
-    path = tmp_path / "zone.json"
-    path.write_text(json.dumps(ZONE))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_dns_names", str(path)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        yield int(process.stdout.readline())
-    finally:
-        process.terminate()
-        process.wait(10)
+    with zone_server(tmp_path, ZONE) as port:
+        yield port
 
 
 def _server(tmp_path: Path, dns_port: int) -> PymtaServer:
