@@ -9,6 +9,12 @@ CHILDREN), LSUB, STATUS, APPEND (RFC 4315 APPENDUID). Each is a function
 Untrusted input: the arguments (mailbox names in modified UTF-7, checked
 by the store; flags; dates; the APPEND literal). Store errors become NO
 with RFC 5530 response codes. Writes: through the mail store only.
+
+The folder commands (LIST, LSUB, STATUS, CREATE, DELETE, RENAME,
+SUBSCRIBE, UNSUBSCRIBE) reach the store through its asynchronous API
+(the session's ``folders``) and are answered when it has done
+(:func:`pymta.imap.stored.when_stored`); SELECT/EXAMINE and APPEND still
+call the synchronous store, with their file work in the session's threads.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
@@ -24,6 +31,7 @@ from pymta.imap.listing import list_entries
 from pymta.imap.objectid import mailbox_id
 from pymta.imap.parser import Atom, Literal8, ParseError, Token
 from pymta.imap.sequence import format_set, parse_sequence_set
+from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import (
     EightBitName,
@@ -34,7 +42,7 @@ from pymta.imap.wire import (
     string,
     utf8_string,
 )
-from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
 from pymta.mailstore.interface import (
     SYSTEM_FLAGS,
     FolderExists,
@@ -94,7 +102,7 @@ def open_folder(s: IMAPSession, tag: bytes, name: str) -> IFolder | None:
     return None
 
 
-def _reason(error: Exception) -> bytes:
+def _reason(error: BaseException | None) -> bytes:
     """A store error's text for a NO response (bounded, never raw bytes)."""
     return str(error).encode("utf-8", "replace")[:200]
 
@@ -243,7 +251,6 @@ def _qresync(s: IMAPSession, view: SelectedView, params: list[Token]) -> None:
 def create(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) not in (1, 2):
         raise ParseError("CREATE takes a mailbox name.")
-    assert s.mailbox is not None
     name = mailbox_arg(args[0], s.utf8_names)
     use = None
     if len(args) == 2:  # RFC 6154 CREATE-SPECIAL-USE: (USE (\Sent))
@@ -251,57 +258,62 @@ def create(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         if isinstance(opts, list) and len(opts) == 2 and isinstance(opts[1], list):
             uses = [str(u) for u in opts[1] if isinstance(u, Atom)]
             use = uses[0] if uses else None
-    try:
-        s.mailbox.create_folder(name.rstrip("/"), use)
-    except FolderExists:
-        s.no(tag, b"[ALREADYEXISTS] Mailbox already exists")
-    except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    except MailStoreError as e:
-        if not s.store_refused(tag, e):
-            s.no(tag, b"[SERVERBUG] " + _reason(e))
-    else:
-        s.ok(tag, b"Create completed.")
+    creating = _folders(s).create_folder(name.rstrip("/"), use)
+    _folder_change(s, tag, "CREATE", creating, name, b"Create completed.")
 
 
 def delete(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1:
         raise ParseError("DELETE takes a mailbox name.")
-    assert s.mailbox is not None
     name = mailbox_arg(args[0], s.utf8_names)
     if s.view is not None and s.view.folder.name == name:
         s.unselect()
-    try:
-        s.mailbox.delete_folder(name)
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
-    except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    except MailStoreError as e:
-        if not s.store_refused(tag, e):
-            s.no(tag, b"[SERVERBUG] " + _reason(e))
-    else:
-        s.ok(tag, b"Delete completed.")
+    deleting = _folders(s).delete_folder(name)
+    _folder_change(s, tag, "DELETE", deleting, name, b"Delete completed.")
 
 
 def rename(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2:
         raise ParseError("RENAME takes two mailbox names.")
-    assert s.mailbox is not None
     old, new = mailbox_arg(args[0], s.utf8_names), mailbox_arg(args[1], s.utf8_names)
-    try:
-        s.mailbox.rename_folder(old, new.rstrip("/"))
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(old))
-    except FolderExists:
-        s.no(tag, b"[ALREADYEXISTS] Target mailbox already exists")
-    except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    except MailStoreError as e:
-        if not s.store_refused(tag, e):
-            s.no(tag, b"[SERVERBUG] " + _reason(e))
-    else:
-        s.ok(tag, b"Rename completed.")
+    renaming = _folders(s).rename_folder(old, new.rstrip("/"))
+    _folder_change(s, tag, "RENAME", renaming, old, b"Rename completed.")
+
+
+def _folders(s: IMAPSession) -> IAsyncUserMailbox:
+    """The logged-in user's folders through the store's asynchronous API."""
+    assert s.folders is not None
+    return s.folders
+
+
+def _folder_change(
+    s: IMAPSession, tag: bytes, command: str, d: Deferred[Any], name: str, done: bytes
+) -> None:
+    """Answer CREATE, DELETE or RENAME when the store has made the change
+    (folder changes run in the store's threads: directories, renames,
+    fsyncs): OK, or NO with the RFC 5530 code of the store's error."""
+
+    def refused(failure: Failure) -> None:
+        error = failure.value
+        if failure.check(NoSuchFolder):
+            s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+        elif failure.check(FolderExists):
+            target = b"Target mailbox" if command == "RENAME" else b"Mailbox"
+            s.no(tag, b"[ALREADYEXISTS] " + target + b" already exists")
+        elif failure.check(InvalidFolderName):
+            s.no(tag, b"[CANNOT] " + _reason(error))
+        elif failure.check(MailStoreError):
+            if not s.store_refused(tag, error):
+                s.no(tag, b"[SERVERBUG] " + _reason(error))
+        else:
+            failure.raiseException()
+
+    answered = d.addCallbacks(lambda _: s.ok(tag, done), refused)
+    when_stored(s, tag, command, answered, _nothing)
+
+
+def _nothing(_: object) -> None:
+    """The answer was sent by the Deferred's own callbacks."""
 
 
 def subscribe(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -317,14 +329,18 @@ def _subscription(
 ) -> None:
     if len(args) != 1:
         raise ParseError(f"{command} takes a mailbox name.")
-    assert s.mailbox is not None
-    change = s.mailbox.subscribe if subscribe else s.mailbox.unsubscribe
-    try:
-        change(mailbox_arg(args[0], s.utf8_names))
-    except MailStoreError as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    else:
-        s.ok(tag, command.capitalize().encode() + b" completed.")
+    folders = _folders(s)
+    change = folders.subscribe if subscribe else folders.unsubscribe
+    # The subscriptions file is rewritten and synced: the store's threads.
+    changing: Deferred[None] = change(mailbox_arg(args[0], s.utf8_names))
+
+    def refused(failure: Failure) -> None:
+        failure.trap(MailStoreError)
+        s.no(tag, b"[CANNOT] " + _reason(failure.value))
+
+    done = command.capitalize().encode() + b" completed."
+    answered = changing.addCallbacks(lambda _: s.ok(tag, done), refused)
+    when_stored(s, tag, command, answered, _nothing)
 
 
 def _patterns(token: Token) -> list[str]:
@@ -417,10 +433,47 @@ def list_(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         s.send(b'* LIST (\\Noselect) "/" ""\r\n')
         s.ok(tag, b"List completed.")
         return
-    folders = s.mailbox.list_folders()
     subscribed_only = "SUBSCRIBED" in selection
     return_subscribed = "SUBSCRIBED" in returns or subscribed_only
-    subs = s.mailbox.subscriptions() if (subscribed_only or return_subscribed) else []
+    listing = defer.ensureDeferred(
+        _list_lines(
+            s,
+            _folders(s),
+            reference,
+            patterns,
+            selection,
+            subscribed=subscribed_only or return_subscribed,
+            return_subscribed=return_subscribed,
+            extended=extended,
+            status_items=status_items,
+        )
+    )
+    when_stored(s, tag, "LIST", listing, lambda lines: _listed(s, tag, lines, b"List completed."))
+
+
+def _listed(s: IMAPSession, tag: bytes, lines: list[bytes], done: bytes) -> None:
+    for line in lines:
+        s.send(line)
+    s.ok(tag, done)
+
+
+async def _list_lines(
+    s: IMAPSession,
+    folders_api: IAsyncUserMailbox,
+    reference: str,
+    patterns: list[str],
+    selection: list[str],
+    *,
+    subscribed: bool,
+    return_subscribed: bool,
+    extended: bool,
+    status_items: list[str] | None,
+) -> list[bytes]:
+    """LIST's untagged answers, from the store's folder list and
+    subscriptions (and, for RFC 5819 LIST-STATUS, each listed folder's
+    status): the store's calls run in its threads where it has them."""
+    folders = await folders_api.list_folders()
+    subs = await folders_api.subscriptions() if subscribed else []
     if "SPECIAL-USE" in selection:
         folders = [f for f in folders if f.special_use]
     encode = _name_encoder(s)
@@ -429,7 +482,7 @@ def list_(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         subs,
         reference,
         patterns,
-        subscribed_only=subscribed_only,
+        subscribed_only="SUBSCRIBED" in selection,
         return_subscribed=return_subscribed,
         extended=extended,
         encode=encode,
@@ -437,38 +490,44 @@ def list_(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         recursive="RECURSIVEMATCH" in selection,
     )
     store_names = {encode(f.name): f.name for f in folders}
+    lines: list[bytes] = []
     for e in entries:
         wire = _wire_name(s, e.wire_name)
         extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if e.childinfo else b""
-        s.send(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + extra + b"\r\n")
+        lines.append(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + extra + b"\r\n")
         store_name = store_names.get(e.wire_name)
         if status_items is not None and store_name is not None:
             # RFC 5819: a STATUS for each selectable mailbox listed, right after it.
             try:
-                folder = s.mailbox.folder(store_name)
+                folder = await folders_api.folder(store_name)
+                values = await _status_values(folder, status_items)
             except MailStoreError:
                 continue
-            s.send(b"* STATUS " + wire + b" (" + _status_values(folder, status_items) + b")\r\n")
-    s.ok(tag, b"List completed.")
+            lines.append(b"* STATUS " + wire + b" (" + values + b")\r\n")
+    return lines
 
 
 def lsub(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
-    assert s.mailbox is not None
     if len(args) != 2:
         raise ParseError("LSUB takes a reference and a pattern.")
+    reference, patterns = _text(args[0]), _patterns(args[1])
+    listing = defer.ensureDeferred(_lsub_lines(s, _folders(s), reference, patterns))
+    when_stored(s, tag, "LSUB", listing, lambda lines: _listed(s, tag, lines, b"Lsub completed."))
+
+
+async def _lsub_lines(
+    s: IMAPSession, folders_api: IAsyncUserMailbox, reference: str, patterns: list[str]
+) -> list[bytes]:
+    """LSUB's untagged answers, from the store's folder list and subscriptions."""
+    folders = await folders_api.list_folders()
+    subs = await folders_api.subscriptions()
     entries = list_entries(
-        s.mailbox.list_folders(),
-        s.mailbox.subscriptions(),
-        _text(args[0]),
-        _patterns(args[1]),
-        subscribed_only=True,
-        encode=_name_encoder(s),
+        folders, subs, reference, patterns, subscribed_only=True, encode=_name_encoder(s)
     )
-    for e in entries:
-        s.send(
-            b"* LSUB " + flag_list(e.attributes) + b' "/" ' + _wire_name(s, e.wire_name) + b"\r\n"
-        )
-    s.ok(tag, b"Lsub completed.")
+    return [
+        b"* LSUB " + flag_list(e.attributes) + b' "/" ' + _wire_name(s, e.wire_name) + b"\r\n"
+        for e in entries
+    ]
 
 
 _STATUS_ITEMS = (
@@ -495,11 +554,12 @@ def _status_items(token: Token) -> list[str]:
     return items
 
 
-def _status_values(folder: IFolder, items: list[str]) -> bytes:
-    """``MESSAGES 3 UNSEEN 1 ...`` for STATUS and LIST-STATUS, from the index."""
-    if folder.changed_on_disk():
-        folder.refresh()
-    st = folder.status()
+async def _status_values(folder: IAsyncFolder, items: list[str]) -> bytes:
+    """``MESSAGES 3 UNSEEN 1 ...`` for STATUS and LIST-STATUS, from the index
+    (a folder changed on disk is scanned first: in the store's threads)."""
+    if await folder.changed_on_disk():
+        await folder.refresh()
+    st = await folder.status()
     values = {
         "MESSAGES": st.messages,
         "RECENT": st.recent,
@@ -511,7 +571,7 @@ def _status_values(folder: IFolder, items: list[str]) -> bytes:
         "MAILBOXID": f"({mailbox_id(st.uidvalidity)})",
     }
     if "DELETED" in items:
-        values["DELETED"] = sum(1 for m in folder.messages() if "\\Deleted" in m.flags)
+        values["DELETED"] = sum(1 for m in await folder.messages() if "\\Deleted" in m.flags)
     return " ".join(f"{i} {values[i]}" for i in items).encode("ascii")
 
 
@@ -522,24 +582,33 @@ def status(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     items = _status_items(args[1])
     if s.rev2 and "RECENT" in items:
         raise ParseError("RECENT is not an IMAP4rev2 STATUS item.")
-    folder = open_folder(s, tag, name)
-    if folder is None:
-        return
-    d = prefetch_scan(folder, s.run_in_thread)
-    if d is not None:
-        s.later(d, lambda: _status(s, tag, folder, items), tag, "STATUS")
-        return
-    _status(s, tag, folder, items)
+    asking = defer.ensureDeferred(_status_line(s, _folders(s), name, items))
+
+    def refused(failure: Failure) -> None:
+        if failure.check(NoSuchFolder):
+            s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+            return
+        if failure.check(MailStoreError) and not s.store_refused(tag, failure.value):
+            s.log.error(
+                "imap({user}): {name}: {error}", user=s.user, name=name, error=failure.value
+            )
+            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+            return
+        failure.raiseException()
+
+    def answer(line: bytes) -> None:
+        _listed(s, tag, [line], b"Status completed.")
+
+    answered = asking.addCallbacks(answer, refused)
+    when_stored(s, tag, "STATUS", answered, _nothing)
 
 
-def _status(s: IMAPSession, tag: bytes, folder: IFolder, items: list[str]) -> None:
-    try:
-        body = _status_values(folder, items)
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(folder.name))
-        return
-    s.send(b"* STATUS " + mailbox_out(folder.name, s.utf8_names) + b" (" + body + b")\r\n")
-    s.ok(tag, b"Status completed.")
+async def _status_line(
+    s: IMAPSession, folders_api: IAsyncUserMailbox, name: str, items: list[str]
+) -> bytes:
+    folder = await folders_api.folder(name)
+    values = await _status_values(folder, items)
+    return b"* STATUS " + mailbox_out(folder.name, s.utf8_names) + b" (" + values + b")\r\n"
 
 
 def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:

@@ -40,7 +40,8 @@ gives the asynchronous face of a store.
 The contract tests run both stores through this API only
 (``tests/test_mailstore_contract.py``, ``tests/test_mailstore_async.py``).
 The servers use it: POP3 for everything, IMAP for FETCH, STORE, EXPUNGE,
-CLOSE, CHECK, COPY and MOVE.
+CLOSE, CHECK, COPY, MOVE and the folder commands (LIST, LSUB, STATUS,
+CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE).
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
