@@ -11,10 +11,10 @@ by the store; flags; dates; the APPEND literal). Store errors become NO
 with RFC 5530 response codes. Writes: through the mail store only.
 
 The folder commands (LIST, LSUB, STATUS, CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE) reach the store through its asynchronous API
-(the session's ``folders``) and are answered when it has done
-(:func:`pymta.imap.stored.when_stored`); SELECT/EXAMINE and APPEND still
-call the synchronous store, with their file work in the session's threads.
+SUBSCRIBE, UNSUBSCRIBE) and APPEND reach the store through its
+asynchronous API (the session's ``folders``) and are answered when it has
+done (:func:`pymta.imap.stored.when_stored`); SELECT/EXAMINE still calls
+the synchronous store, with its file scan in the session's threads.
 """
 
 from __future__ import annotations
@@ -48,11 +48,8 @@ from pymta.mailstore.interface import (
     FolderExists,
     IFolder,
     InvalidFolderName,
-    IStagedAppend,
     MailStoreError,
     NoSuchFolder,
-    Staged,
-    not_writable,
 )
 from pymta.mailstore.names import mutf7_encode
 from pymta.mailstore.prefetch import prefetch_scan
@@ -636,26 +633,86 @@ def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if not message:
         s.no(tag, b"Can't save a zero byte message.")
         return
-    assert s.mailbox is not None
+    store_messages(s, tag, name, [(message, flags, date)])
+
+
+#: The messages of an APPEND: bytes, flags, internal date.
+Contents = list[tuple[bytes, list[str], "float | None"]]
+
+
+class Answered(Exception):
+    """Raised by an APPEND's contents builder that has answered the
+    command itself (CATENATE's NO [BADURL], [TOOBIG]...)."""
+
+
+def store_messages(
+    s: IMAPSession, tag: bytes, name: str, contents: Contents | Callable[[], Contents]
+) -> None:
+    """Store the messages of an APPEND (one, or MULTIAPPEND's several: all
+    or none) in folder ``name`` through the store's asynchronous API, then
+    answer ``OK [APPENDUID v uids]``, ``NO [TRYCREATE]`` for a folder that
+    is not there (first), or the store's error. ``contents`` may be a
+    function that builds them once the folder is known to exist (CATENATE),
+    answering and raising :class:`Answered` when it cannot. The writes and
+    fsyncs run in the store's threads; later commands wait meanwhile."""
+    storing = defer.ensureDeferred(_store_messages(s, _folders(s), contents, name))
+
+    def stored(result: tuple[int, list[int]] | None) -> None:
+        if result is None:
+            s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
+            return
+        uidvalidity, uids = result
+        code = b"[APPENDUID %d %s]" % (uidvalidity, format_set(uids).encode("ascii"))
+        s.ok(tag, code + b" Append completed.")
+
+    def refused(failure: Failure) -> None:
+        if failure.check(Answered) or s.store_refused(tag, failure.value):
+            return  # a full or read-only store: answered, not a fault
+        if failure.check(MailStoreError):
+            _append_failed(s, tag, name, failure.value)
+            return
+        s.log.failure(
+            "imap({user}): APPEND to {name}", failure, user=s.user, name=name, command="APPEND"
+        )
+        s.no(tag, b"[SERVERBUG] Internal error occurred.")
+
+    when_stored(s, tag, "APPEND", storing.addCallbacks(stored, refused), _nothing)
+
+
+async def _store_messages(
+    s: IMAPSession,
+    folders: IAsyncUserMailbox,
+    wanted: Contents | Callable[[], Contents],
+    name: str,
+) -> tuple[int, list[int]] | None:
+    """The target's UIDVALIDITY and the new UIDs; None when there is no
+    such folder."""
     try:
-        folder = s.mailbox.folder(name)
+        target = await folders.folder(name)
     except NoSuchFolder:
-        s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
-        return
-    # QUOTA: the message must fit the user's quota (checked where it is written).
-    guard = session_guard(s, len(message))
-    staging = IStagedAppend(folder, None)
-    if s.run_in_thread is None or staging is None:
-        try:
+        return None
+    contents = wanted() if callable(wanted) else wanted
+    # QUOTA: all the messages together must fit (checked where they are
+    # written: OSError(EDQUOT) answers NO [OVERQUOTA]).
+    guard = session_guard(s, sum(len(content) for content, _, _ in contents))
+    prepared: Contents = contents
+    if guard is not None or any(isinstance(c, Literal8) for c, _, _ in contents):
+
+        def prepare() -> Contents:
+            # The quota's files and the MIME parse of a literal8: not on the
+            # reactor thread.
             if guard is not None:
                 guard()
-            new_uid = folder.append(_storable(message), flags, date)
-        except (MailStoreError, OSError) as e:
-            _append_failed(s, tag, name, e)
-            return
-        s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
-        return
-    _staged_append(s, tag, name, folder, staging, message, flags, date, guard)
+            return [(_storable(c), flags, date) for c, flags, date in contents]
+
+        run = s.run_in_thread
+        prepared = await run(prepare) if run is not None else prepare()
+    if len(prepared) == 1:
+        uids = [await target.append(*prepared[0])]
+    else:
+        uids = await target.append_many(prepared)
+    status = await target.status()
+    return status.uidvalidity, uids
 
 
 def session_guard(s: IMAPSession, size: int) -> Callable[[], None] | None:
@@ -680,88 +737,6 @@ def _append_failed(s: IMAPSession, tag: bytes, name: str, error: object) -> None
         return
     s.log.error("imap({user}): APPEND to {name}: {error}", user=s.user, name=name, error=error)
     s.no(tag, b"[SERVERBUG] Internal error occurred.")
-
-
-def _staged_append(
-    s: IMAPSession,
-    tag: bytes,
-    name: str,
-    folder: IFolder,
-    staging: IStagedAppend,
-    message: bytes,
-    flags: list[str],
-    date: float | None,
-    guard: Callable[[], None] | None = None,
-) -> None:
-    """Write and fsync the message in a worker thread (``stage``), number it
-    (``commit_staged``), make its place in the folder durable
-    (``sync_committed``), then answer; later commands wait meanwhile. When
-    the store allows numbering in a worker thread, all three steps run in
-    one, so the index's fsync does not hold up the reactor; else the
-    numbering runs in the reactor thread between two worker steps. A
-    failure in a thread is answered NO; a staged file whose session went
-    away is discarded, not committed."""
-    run = s.run_in_thread
-    assert run is not None
-    committed: list[int | MailStoreError | OSError] = []
-
-    def number(staged: Staged) -> bool:
-        try:
-            committed.append(staging.commit_staged(staged))
-        except (MailStoreError, OSError) as e:
-            committed.append(e)
-            return False
-        return True
-
-    def commit_and_sync(staged: Staged) -> None:
-        if s.lost:
-            staging.discard_staged(staged)
-        elif number(staged):
-            staging.sync_committed()
-
-    def staged() -> Staged:
-        if guard is not None:
-            guard()  # OSError(EDQUOT): answered NO [OVERQUOTA]
-        return staging.stage(_storable(message), flags, date)
-
-    def in_one_thread() -> None:
-        commit_and_sync(staged())
-
-    def commit_here(staged: Staged) -> Deferred[None] | None:
-        if s.lost:
-            staging.discard_staged(staged)
-            return None
-        if not number(staged):
-            return None
-        return run(staging.sync_committed)
-
-    failed: list[Failure] = []
-
-    def note_failure(failure: Failure) -> Failure | None:
-        failed.append(failure)
-        if not_writable(failure.value) is not None:
-            return None  # a full or read-only store: answered, not a fault
-        return failure  # s.later logs it with its traceback
-
-    if staging.commit_thread_safe:
-        d = run(in_one_thread)
-    else:
-        d = run(staged)
-        d.addCallback(commit_here)
-    d.addErrback(note_failure)
-
-    def answer() -> None:
-        outcome = committed[0] if committed else None
-        if isinstance(outcome, (MailStoreError, OSError)):
-            _append_failed(s, tag, name, outcome)
-        elif failed and s.store_refused(tag, failed[0].value):
-            return
-        elif failed or outcome is None:
-            s.no(tag, b"[SERVERBUG] Internal error occurred.")
-        else:
-            s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, outcome))
-
-    s.later(d, answer, tag, "APPEND")
 
 
 def _flag_name(token: str) -> str:
