@@ -61,7 +61,7 @@ from typing import Any
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import interfaces
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -90,6 +90,7 @@ from pymta.imap.parser import (
 )
 from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
+from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import IUserMailbox, not_writable
@@ -1025,9 +1026,21 @@ def _capability(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None
 
 
 def _noop(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
-    if s.view is not None and s.view.folder.changed_on_disk():
-        s.view.folder.refresh()
-    s.ok(tag, b"NOOP completed.")
+    when_stored(s, tag, "NOOP", _refreshed(s), lambda _: s.ok(tag, b"NOOP completed."))
+
+
+def _refreshed(s: IMAPServer) -> Deferred[Any]:
+    """The selected folder rescanned if it changed on disk (mail delivered
+    or moved by another program): the scan runs in the store's threads, its
+    changes reach the view through the folder's listeners first."""
+    if s.view is None:
+        return succeed(None)
+    store = s.view.store
+
+    def refresh(changed: bool) -> Deferred[Any] | None:
+        return store.refresh() if changed else None
+
+    return store.changed_on_disk().addCallback(refresh)
 
 
 def _logout(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -1155,9 +1168,7 @@ def _namespace(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
 
 
 def _idle(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
-    if s.view is not None and s.view.folder.changed_on_disk():
-        s.view.folder.refresh()
-    s.start_idle(tag)
+    when_stored(s, tag, "IDLE", _refreshed(s), lambda _: s.start_idle(tag))
 
 
 COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {
