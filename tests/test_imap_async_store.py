@@ -38,7 +38,9 @@ def held_world(tmp_path: Path, count: int = 3) -> tuple[World, Session, QueuedRu
     assert s.send("a LOGIN alice@example.org secret") == b""
     runner.run_all()  # opening the mailbox: the store's threads
     assert s.read().startswith(b"a OK")
-    assert b"b OK [READ-WRITE]" in s.send("b SELECT INBOX")
+    s.send("b SELECT INBOX")
+    runner.run_all()  # a folder changed on disk is rescanned: the store's threads
+    assert b"b OK [READ-WRITE]" in s.read()
     return world, s, runner
 
 

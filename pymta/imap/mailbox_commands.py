@@ -10,11 +10,11 @@ Untrusted input: the arguments (mailbox names in modified UTF-7, checked
 by the store; flags; dates; the APPEND literal). Store errors become NO
 with RFC 5530 response codes. Writes: through the mail store only.
 
-The folder commands (LIST, LSUB, STATUS, CREATE, DELETE, RENAME,
-SUBSCRIBE, UNSUBSCRIBE) and APPEND reach the store through its
-asynchronous API (the session's ``folders``) and are answered when it has
-done (:func:`pymta.imap.stored.when_stored`); SELECT/EXAMINE still calls
-the synchronous store, with its file scan in the session's threads.
+Every command here reaches the store through its asynchronous API (the
+session's ``folders``) and is answered when it has done
+(:func:`pymta.imap.stored.when_stored`): at once when the store answered
+at once, else with later commands waiting. (CATENATE's URLs and QRESYNC's
+changes are read from the synchronous folder: index reads and one message.)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from pymta.imap.binary_append import encode_binary_parts
@@ -46,13 +46,13 @@ from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
 from pymta.mailstore.interface import (
     SYSTEM_FLAGS,
     FolderExists,
-    IFolder,
+    FolderStatus,
     InvalidFolderName,
     MailStoreError,
+    MessageInfo,
     NoSuchFolder,
 )
 from pymta.mailstore.names import mutf7_encode
-from pymta.mailstore.prefetch import prefetch_scan
 
 if TYPE_CHECKING:
     from pymta.imap.quota import IMAPQuota
@@ -83,20 +83,6 @@ def _text(token: Token) -> str:
     if isinstance(token, list):
         raise ParseError("Expected a string.")
     return token.decode("utf-8", "replace") if isinstance(token, bytes) else str(token)
-
-
-def open_folder(s: IMAPSession, tag: bytes, name: str) -> IFolder | None:
-    assert s.mailbox is not None
-    try:
-        return s.mailbox.folder(name)
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
-    except MailStoreError as e:
-        if s.store_refused(tag, e):
-            return None
-        s.log.error("imap({user}): {name}: {error}", user=s.user, name=name, error=e)
-        s.no(tag, b"[SERVERBUG] Internal error occurred.")
-    return None
 
 
 def _reason(error: BaseException | None) -> bytes:
@@ -144,48 +130,52 @@ def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> No
     if s.view is not None and (s.rev2 or s.qresync):
         s.send(b"* OK [CLOSED] Previous mailbox closed.\r\n")  # RFC 9051 7.1, RFC 7162 3.2.11
     s.unselect()
-    folder = open_folder(s, tag, name)
-    if folder is None:
-        return
-    # The same folder through the store's asynchronous API, for the
-    # commands that use it (FETCH): at once when the store answers at once.
-    assert s.folders is not None
-    faces: list[IAsyncFolder | Failure] = []
-    facing = s.folders.folder(name).addBoth(faces.append)
-    # A folder changed on disk is indexed with its file reads in a thread
-    # first (pymta.mailstore.prefetch); the answer is the same either way.
-    d = prefetch_scan(folder, s.run_in_thread)
-    if d is not None or not faces:
-        scanned: Deferred[Any] = d if d is not None else succeed(None)
-        waited: Deferred[Any] = gatherResults([scanned, facing])
+    opening = defer.ensureDeferred(_open_view(s, _folders(s), name, readonly, s.rev2))
 
-        def selected() -> None:
-            _selected(s, tag, folder, readonly, qresync, _face(faces))
+    def opened(result: tuple[SelectedView, list[MessageInfo], FolderStatus]) -> None:
+        _selected(s, tag, *result, qresync)
 
-        s.later(waited, selected, tag, "SELECT")
-        return
-    _selected(s, tag, folder, readonly, qresync, _face(faces))
+    def refused(failure: Failure) -> None:
+        if failure.check(NoSuchFolder):
+            s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+        elif s.store_refused(tag, failure.value):
+            return
+        elif failure.check(MailStoreError):
+            s.log.error(
+                "imap({user}): {name}: {error}", user=s.user, name=name, error=failure.value
+            )
+            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+        else:
+            failure.raiseException()
+
+    when_stored(s, tag, "SELECT", opening.addCallbacks(opened, refused), _nothing)
 
 
-def _face(faces: list[IAsyncFolder | Failure]) -> IAsyncFolder:
-    face = faces[0]
-    if isinstance(face, Failure):
-        face.raiseException()
-    assert not isinstance(face, Failure)
-    return face
+async def _open_view(
+    s: IMAPSession, folders: IAsyncUserMailbox, name: str, readonly: bool, rev2: bool
+) -> tuple[SelectedView, list[MessageInfo], FolderStatus]:
+    """The folder opened for SELECT/EXAMINE through the store's
+    asynchronous API: a folder changed on disk (or never indexed) is
+    scanned in the store's threads, \\Recent claimed there."""
+    face = await folders.folder(name)
+    assert s.mailbox is not None
+    # The folder is open now: the synchronous face is a look-up.
+    view = SelectedView(s.mailbox.folder(name), readonly, face)
+    view.show_recent = not rev2
+    messages, status = await view.open_async()
+    return view, messages, status
 
 
 def _selected(
     s: IMAPSession,
     tag: bytes,
-    folder: IFolder,
-    readonly: bool,
+    view: SelectedView,
+    messages: list[MessageInfo],
+    status: FolderStatus,
     qresync: list[Token] | None,
-    face: IAsyncFolder,
 ) -> None:
-    view = SelectedView(folder, readonly, face)
-    view.show_recent = not s.rev2
-    messages = view.open()
+    folder = view.folder
+    readonly = view.readonly
     if not readonly and not folder.writable:
         # A read-only store (EROFS): readable, and honest about it
         # (RFC 3501 6.3.1: [READ-ONLY] when the mailbox cannot be changed).
@@ -204,10 +194,10 @@ def _selected(
         out.append(b"* %d RECENT\r\n" % len(view.recent))
     if unseen and not s.rev2:  # RFC 9051 7.1: no UNSEEN response code
         out.append(b"* OK [UNSEEN %d] First unseen.\r\n" % unseen)
-    out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
-    out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
-    out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highest_modseq)
-    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(folder.uidvalidity).encode())
+    out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % status.uidvalidity)
+    out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % status.uidnext)
+    out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % status.highest_modseq)
+    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(status.uidvalidity).encode())
     if s.rev2:  # RFC 9051 6.3.2: the name as the server spells it
         out.append(b'* LIST () "/" ' + mailbox_out(folder.name, True) + b"\r\n")
     for line in out:

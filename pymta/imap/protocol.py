@@ -27,21 +27,19 @@ After STARTTLS anything the client sent in the same packet is discarded
 (CVE-2011-0411). LOGIN and AUTHENTICATE are refused (LOGINDISABLED)
 without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 
-Blocking: FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE reach the
-mail store through its asynchronous API (pymta.mailstore.asyncstore),
-which runs them where the store decides (the Maildir store: expunges,
-copies and flag changes of many messages in its threads). Other store
-calls run in the reactor thread. The login's password
-check runs in the checker's threads, and a header SEARCH over a cold header
-cache first reads the headers in the reactor's thread pool
-(:mod:`pymta.mailstore.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
-that finds many unindexed files (listed and measured there, numbered here)
-and APPEND (the message is written and fsync'd there, numbered here). Other
-store calls (EXPUNGE's fsync, LIST-STATUS's scan) still run here, because
-a session's view and the other sessions of the folder read the folder's
-index in the reactor thread without its lock, so a change made in a worker
-thread would race them. Several reactor processes (``pymta_processes``) are
-the way past one core.
+Blocking: SELECT/EXAMINE, NOOP/IDLE's rescan, FETCH, STORE, EXPUNGE,
+CLOSE, CHECK, COPY, MOVE, APPEND and the folder commands (LIST, LSUB,
+STATUS, CREATE, DELETE, RENAME, SUBSCRIBE) reach the mail store through its
+asynchronous API (pymta.mailstore.asyncstore), which runs them where the
+store decides (the Maildir store: scans, writes and their fsyncs, folder
+changes, expunges, copies and flag changes of many messages in its
+threads, one folder's calls in order; its listeners are told in the
+reactor thread). The login's password check runs in the checker's
+threads, and a header SEARCH over a cold header cache first reads the
+headers in the reactor's thread pool (:mod:`pymta.mailstore.prefetch`).
+SEARCH, SORT, THREAD, NOTIFY and the updating searches (CONTEXT) still
+call the synchronous store: reads of the index, in the reactor thread.
+Several reactor processes (``pymta_processes``) are the way past one core.
 
 Authentication is a twisted.cred Portal asked for
 :class:`~pymta.auth.interface.IMailAccount`. Writes: only through the mail

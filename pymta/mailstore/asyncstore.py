@@ -39,7 +39,8 @@ gives the asynchronous face of a store.
 
 The contract tests run both stores through this API only
 (``tests/test_mailstore_contract.py``, ``tests/test_mailstore_async.py``).
-The servers use it: POP3 for everything, IMAP for FETCH, STORE, EXPUNGE,
+The servers use it: POP3 for everything, IMAP for SELECT/EXAMINE,
+NOOP/IDLE's rescan, FETCH, STORE, EXPUNGE,
 CLOSE, CHECK, COPY, MOVE, APPEND (``append``, MULTIAPPEND's
 ``append_many``) and the folder commands (LIST, LSUB, STATUS, CREATE,
 DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE).
