@@ -81,13 +81,6 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> Measured:
     return calls
 
 
-def threaded(world: World, calls: Measured) -> QueuedRunner:
-    runner = QueuedRunner()
-    world.factory.run_in_thread = runner
-    calls.runner = runner
-    return runner
-
-
 def normalised(lines: list[bytes]) -> list[bytes]:
     """The answer without its UIDVALIDITY value (a new one per index)."""
     return [re.sub(rb"UIDVALIDITY \d+", b"UIDVALIDITY N", line) for line in lines]
@@ -215,20 +208,6 @@ def test_deliveries_while_away_are_measured_in_the_stores_threads(
     lines = s.read().split(b"\r\n")[:-1]
     assert b"* %d EXISTS" % (COUNT + PREFETCH_MIN) in lines
     assert b"* %d RECENT" % PREFETCH_MIN in lines
-
-
-def test_few_unindexed_files_stay_synchronous(tmp_path: Path, measured: Measured) -> None:
-    """Below PREFETCH_MIN files not yet indexed, SELECT answers within the
-    same call and no work goes to the runner."""
-    world = big_world(tmp_path)
-    world.factory.run_in_thread = None
-    logged_in(world).select()
-    write_files(tmp_path / "alice", 1000, PREFETCH_MIN - 1, sub="new")
-    runner = threaded(world, measured)
-    reply = logged_in(world).lines("s SELECT INBOX")
-    assert reply[-1] == b"s OK [READ-WRITE] Select completed."
-    assert b"* %d EXISTS" % (COUNT + PREFETCH_MIN - 1) in reply
-    assert runner.jobs == []
 
 
 def test_unchanged_directories_need_no_second_scan(
