@@ -135,3 +135,17 @@ def test_noop_and_idle_rescan_in_the_stores_threads(tmp_path: Path) -> None:
     runner.run_all()
     assert s.read() == b"* 5 EXISTS\r\n* 2 RECENT\r\n+ idling\r\n"
     assert s.send("DONE") == b"i OK Idle completed.\r\n"
+
+
+def test_select_of_a_session_gone_meanwhile_leaves_no_listener(tmp_path: Path) -> None:
+    """A client that goes away while its SELECT waits for the store's
+    rescan selects nothing: once the store is done, no view of it is left
+    listening to the folder."""
+    world, s, runner = held_world(tmp_path)
+    folder = world.mailbox().folder("INBOX")
+    listening = len(folder._listeners)
+    (tmp_path / "alice" / "new" / "1700000001.M1P1.other").write_bytes(MSG)
+    assert s.send("c SELECT INBOX") == b""
+    s.drop()
+    runner.run_all()
+    assert len(folder._listeners) < listening

@@ -133,6 +133,9 @@ def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> No
     opening = defer.ensureDeferred(_open_view(s, _folders(s), name, readonly, s.rev2))
 
     def opened(result: tuple[SelectedView, list[MessageInfo], FolderStatus]) -> None:
+        if s.lost:  # gone while the store worked: no view keeps listening
+            result[0].close()
+            return
         _selected(s, tag, *result, qresync)
 
     def refused(failure: Failure) -> None:
@@ -162,7 +165,11 @@ async def _open_view(
     # The folder is open now: the synchronous face is a look-up.
     view = SelectedView(s.mailbox.folder(name), readonly, face)
     view.show_recent = not rev2
-    messages, status = await view.open_async()
+    try:
+        messages, status = await view.open_async()
+    except BaseException:
+        view.close()  # stop listening: nothing selected
+        raise
     return view, messages, status
 
 
