@@ -124,7 +124,7 @@ def test_first_select_measures_files_in_the_stores_threads_and_answers_the_same(
     assert s.send(b"s SELECT INBOX\r\nn NOOP\r\n") == b""
     assert measured == []
     assert len(runner.jobs) == 1  # the scan
-    runner.run_all()  # (ten \\Recent are claimed at once after it)
+    runner.run_all()  # (ten \Recent are claimed at once after it)
     assert measured == [True] * COUNT
     lines = normalised(s.read().split(b"\r\n")[:-1])
     assert b"* %d EXISTS" % COUNT in lines
