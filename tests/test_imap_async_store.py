@@ -3,7 +3,8 @@ Maildir store's calls held in its "threads" (a runner the test drives),
 STORE of many messages, EXPUNGE, COPY and CLOSE answer only once the store
 has, later commands wait meanwhile and are answered in order (FETCH's
 \\Seen too, behind them); a flag change of a few messages is answered at
-once; store errors get the same answers as before."""
+once; store errors get the same answers as before; NOOP and IDLE rescan a
+folder changed on disk there too."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def held_world(tmp_path: Path, count: int = 3) -> tuple[World, Session, QueuedRu
     assert s.send("a LOGIN alice@example.org secret") == b""
     runner.run_all()  # opening the mailbox: the store's threads
     assert s.read().startswith(b"a OK")
-    assert b"b OK [READ-WRITE]" in s.send("b SELECT INBOX")
+    s.send("b SELECT INBOX")
+    runner.run_all()  # a folder changed on disk is rescanned: the store's threads
+    assert b"b OK [READ-WRITE]" in s.read()
     return world, s, runner
 
 
@@ -110,3 +113,39 @@ def test_close_whose_expunge_fails_still_closes(
     assert s.send("d FETCH 1 FLAGS").startswith(b"d BAD")
     errors = [e for e in world.events if e.get("log_format", "").endswith("CLOSE expunge: {error}")]
     assert [str(e["error"]) for e in errors] == ["disk on fire"]
+
+
+def test_noop_and_idle_rescan_in_the_stores_threads(tmp_path: Path) -> None:
+    """NOOP of a folder changed on disk (a delivery by another program)
+    rescans it in the store's threads: no answer, and a pipelined command
+    waits, until the scan is done; then the new message's EXISTS and both
+    answers, in order. IDLE's rescan too: its continuation comes after."""
+    _, s, runner = held_world(tmp_path)
+    maildir = tmp_path / "alice"
+    (maildir / "new" / "1700000001.M1P1.other").write_bytes(MSG)
+    assert s.send(b"n NOOP\r\nm NOOP\r\n") == b""
+    assert len(runner.jobs) == 1  # the rescan
+    runner.run_all()  # (a directory changed this second is rescanned again)
+    assert (
+        s.read() == b"* 4 EXISTS\r\n* 1 RECENT\r\nn OK NOOP completed.\r\nm OK NOOP completed.\r\n"
+    )
+    (maildir / "new" / "1700000002.M2P1.other").write_bytes(MSG)
+    assert s.send("i IDLE") == b""
+    assert len(runner.jobs) == 1
+    runner.run_all()
+    assert s.read() == b"* 5 EXISTS\r\n* 2 RECENT\r\n+ idling\r\n"
+    assert s.send("DONE") == b"i OK Idle completed.\r\n"
+
+
+def test_select_of_a_session_gone_meanwhile_leaves_no_listener(tmp_path: Path) -> None:
+    """A client that goes away while its SELECT waits for the store's
+    rescan selects nothing: once the store is done, no view of it is left
+    listening to the folder."""
+    world, s, runner = held_world(tmp_path)
+    folder = world.mailbox().folder("INBOX")
+    listening = len(folder._listeners)
+    (tmp_path / "alice" / "new" / "1700000001.M1P1.other").write_bytes(MSG)
+    assert s.send("c SELECT INBOX") == b""
+    s.drop()
+    runner.run_all()
+    assert len(folder._listeners) < listening

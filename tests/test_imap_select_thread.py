@@ -1,5 +1,6 @@
 """The first SELECT / STATUS of a big unindexed Maildir measures its files
-off the reactor call (pymta.mailstore.prefetch.prefetch_scan)."""
+off the reactor call: in the mail store's threads, through its
+asynchronous API (the runner the Maildir store is given)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from pymta.mailstore import folder_scan, maildir_folder, prefetch
+from pymta.mailstore import folder_scan, maildir_folder
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
@@ -43,8 +44,12 @@ def write_files(maildir: Path, first: int, count: int, sub: str = "cur") -> list
     return names
 
 
-def big_world(tmp_path: Path, clock: Clock | None = None) -> World:
-    """A user whose INBOX holds COUNT messages and no index yet."""
+def big_world(
+    tmp_path: Path, clock: Clock | None = None, store_runner: QueuedRunner | None = None
+) -> World:
+    """A user whose INBOX holds COUNT messages and no index yet (the store's
+    asynchronous API runs its thread work in ``store_runner``: at once
+    when None)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     maildir = tmp_path / "alice"
     for sub in ("cur", "new", "tmp"):
@@ -52,7 +57,8 @@ def big_world(tmp_path: Path, clock: Clock | None = None) -> World:
     (maildir / "dovecot-keywords").write_text("0 $Important\n")
     write_files(maildir, 1, COUNT - 10)
     write_files(maildir, COUNT - 9, 10, sub="new")
-    return World(tmp_path, store=MaildirStore(clock or Clock(), "host", fsync=False))
+    store = MaildirStore(clock or Clock(), "host", fsync=False, run_in_thread=store_runner)
+    return World(tmp_path, store=store)
 
 
 class Measured(list[bool | None]):
@@ -75,13 +81,6 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> Measured:
     return calls
 
 
-def threaded(world: World, calls: Measured) -> QueuedRunner:
-    runner = QueuedRunner()
-    world.factory.run_in_thread = runner
-    calls.runner = runner
-    return runner
-
-
 def normalised(lines: list[bytes]) -> list[bytes]:
     """The answer without its UIDVALIDITY value (a new one per index)."""
     return [re.sub(rb"UIDVALIDITY \d+", b"UIDVALIDITY N", line) for line in lines]
@@ -99,21 +98,33 @@ def sync_answer(tmp_path: Path, command: str) -> list[bytes]:
     return normalised(logged_in(world).lines(command))
 
 
-def test_first_select_measures_files_in_the_runner_and_answers_the_same(
-    tmp_path: Path, measured: Measured, monkeypatch: pytest.MonkeyPatch
+def store_threaded(
+    tmp_path: Path, calls: Measured, clock: Clock | None = None
+) -> tuple[World, QueuedRunner, Session]:
+    """big_world with the store's thread work held for the test, alice
+    logged in."""
+    runner = QueuedRunner()
+    world = big_world(tmp_path, clock, store_runner=runner)
+    s = world.connect()
+    assert s.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()  # opening the mailbox
+    assert s.read().startswith(b"a OK")
+    calls.runner = runner
+    return world, runner, s
+
+
+def test_first_select_measures_files_in_the_stores_threads_and_answers_the_same(
+    tmp_path: Path, measured: Measured
 ) -> None:
     """SELECT of a big Maildir without an index reads no message file in the
-    reactor call: the directories are listed and the files measured by the
-    runner (in batches, each indexed in its own reactor turn), the reply
-    and a pipelined NOOP wait, and the answer is the synchronous path's."""
-    monkeypatch.setattr(prefetch, "BATCH", 50)
-    world = big_world(tmp_path / "threaded")
-    runner = threaded(world, measured)
-    s = logged_in(world)
+    reactor call: the directories are listed and the files measured in the
+    store's threads, the reply and a pipelined NOOP wait, and the answer
+    is the synchronous path's."""
+    _, runner, s = store_threaded(tmp_path / "threaded", measured)
     assert s.send(b"s SELECT INBOX\r\nn NOOP\r\n") == b""
     assert measured == []
-    assert len(runner.jobs) == 1
-    assert runner.run_all() == 1 + 3  # the listing, then 50 + 50 + 33 files
+    assert len(runner.jobs) == 1  # the scan
+    runner.run_all()  # (ten \Recent are claimed at once after it)
     assert measured == [True] * COUNT
     lines = normalised(s.read().split(b"\r\n")[:-1])
     assert b"* %d EXISTS" % COUNT in lines
@@ -125,7 +136,7 @@ def test_first_select_measures_files_in_the_runner_and_answers_the_same(
     expected = sync_answer(tmp_path / "sync", "s SELECT INBOX")
     assert measured == [None] * COUNT  # the synchronous path reads them itself
     assert lines[:-1] == expected
-    # The sizes and flags the runner measured are those the index serves.
+    # The sizes and flags measured are those the index serves.
     fetched = s.lines("f FETCH 1:* (RFC822.SIZE FLAGS)")
     assert len(fetched) == COUNT + 1
     assert fetched[2] == b"* 3 FETCH (RFC822.SIZE %d FLAGS ())" % (len(message(3)) + 5)
@@ -133,40 +144,34 @@ def test_first_select_measures_files_in_the_runner_and_answers_the_same(
     assert fetched[3].endswith(b"FLAGS (\\Seen))")
 
 
-def test_file_removed_or_renamed_between_the_steps(tmp_path: Path, measured: Measured) -> None:
-    """A file removed after the runner measured it is not indexed, and one
-    renamed meanwhile (new/ to cur/ with \\Seen) is indexed under its new
-    name; SELECT answers without an error."""
-    world = big_world(tmp_path)
-    runner = threaded(world, measured)
-    s = logged_in(world)
-    assert s.send("s SELECT INBOX") == b""
-    listing, d = runner.jobs.pop(0)
-    d.callback(listing())
-    work, d = runner.jobs.pop(0)
-    result = work()
-    maildir = tmp_path / "alice"
-    gone = sorted(os.listdir(maildir / "cur"))[0]
-    os.unlink(maildir / "cur" / gone)
-    moved = sorted(os.listdir(maildir / "new"))[0]
-    os.rename(maildir / "new" / moved, maildir / "cur" / f"{moved}:2,S")
-    d.callback(result)
+def test_examine_leaves_recent_and_a_missing_folder_is_no(
+    tmp_path: Path, measured: Measured
+) -> None:
+    """EXAMINE scans in the store's threads too, shows \\Recent without
+    claiming it (nothing moves out of new/); SELECT of a folder that is
+    not there is NO [NONEXISTENT]."""
+    _, runner, s = store_threaded(tmp_path, measured)
+    assert s.send("e EXAMINE INBOX") == b""
+    runner.run_all()
     lines = s.read().split(b"\r\n")[:-1]
-    assert b"* %d EXISTS" % (COUNT - 1) in lines
-    assert b"* 9 RECENT" in lines
-    assert lines[-1] == b"s OK [READ-WRITE] Select completed."
-    folder = world.mailbox().folder("INBOX")
-    names = {m.filename for m in folder.messages()}
-    assert f"cur/{gone}" not in names
-    assert f"cur/{moved}:2,S" in names
+    assert b"* 10 RECENT" in lines and lines[-1] == b"e OK [READ-ONLY] Select completed."
+    assert len(os.listdir(tmp_path / "alice" / "new")) == 10
+    assert s.lines("s SELECT Nope") == [b"s NO [NONEXISTENT] Mailbox doesn't exist: Nope"]
 
 
-def test_status_of_big_unindexed_folder_uses_the_runner(tmp_path: Path, measured: Measured) -> None:
-    """STATUS on a big unindexed folder measures its files in the runner and
-    answers as the synchronous path does."""
-    world = big_world(tmp_path / "threaded")
-    runner = threaded(world, measured)
-    s = logged_in(world)
+def test_status_of_big_unindexed_folder_uses_the_stores_runner(
+    tmp_path: Path, measured: Measured
+) -> None:
+    """STATUS on a big unindexed folder measures its files in the store's
+    threads (the runner of its asynchronous API), answers nothing before,
+    and then answers as the synchronous path does."""
+    runner = QueuedRunner()
+    world = big_world(tmp_path / "threaded", store_runner=runner)
+    s = world.connect()
+    assert s.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()  # opening the mailbox
+    assert s.read().startswith(b"a OK")
+    measured.runner = runner
     command = "t STATUS INBOX (MESSAGES UNSEEN RECENT UIDNEXT SIZE)"
     assert s.send(command) == b""
     assert measured == []
@@ -177,20 +182,25 @@ def test_status_of_big_unindexed_folder_uses_the_runner(tmp_path: Path, measured
     assert lines == sync_answer(tmp_path / "sync", command)
 
 
-def test_deliveries_while_away_are_measured_in_the_runner(
+def test_deliveries_while_away_are_measured_in_the_stores_threads(
     tmp_path: Path, measured: Measured
 ) -> None:
     """A folder with an index, reopened by a new process after many
     deliveries into new/: the index is loaded without scanning, and only the
-    new files are measured, in the runner."""
+    new files are measured, in the store's threads."""
     world = big_world(tmp_path)
     world.factory.run_in_thread = None
     logged_in(world).select()  # builds the index synchronously
     write_files(tmp_path / "alice", 1000, PREFETCH_MIN, sub="new")
     del measured[:]
-    restarted = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False))
-    runner = threaded(restarted, measured)
-    s = logged_in(restarted)
+    runner = QueuedRunner()
+    store = MaildirStore(Clock(), "host", fsync=False, run_in_thread=runner)
+    restarted = World(tmp_path, store=store)
+    s = restarted.connect()
+    assert s.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()
+    s.read()
+    measured.runner = runner
     assert s.send("s SELECT INBOX") == b""
     assert measured == []
     runner.run_all()
@@ -198,20 +208,6 @@ def test_deliveries_while_away_are_measured_in_the_runner(
     lines = s.read().split(b"\r\n")[:-1]
     assert b"* %d EXISTS" % (COUNT + PREFETCH_MIN) in lines
     assert b"* %d RECENT" % PREFETCH_MIN in lines
-
-
-def test_few_unindexed_files_stay_synchronous(tmp_path: Path, measured: Measured) -> None:
-    """Below PREFETCH_MIN files not yet indexed, SELECT answers within the
-    same call and no work goes to the runner."""
-    world = big_world(tmp_path)
-    world.factory.run_in_thread = None
-    logged_in(world).select()
-    write_files(tmp_path / "alice", 1000, PREFETCH_MIN - 1, sub="new")
-    runner = threaded(world, measured)
-    reply = logged_in(world).lines("s SELECT INBOX")
-    assert reply[-1] == b"s OK [READ-WRITE] Select completed."
-    assert b"* %d EXISTS" % (COUNT + PREFETCH_MIN - 1) in reply
-    assert runner.jobs == []
 
 
 def test_unchanged_directories_need_no_second_scan(
@@ -223,8 +219,7 @@ def test_unchanged_directories_need_no_second_scan(
     scan stamp is recorded for the next process."""
     clock = Clock()
     clock.advance(time.time() + 60)
-    world = big_world(tmp_path, clock)
-    runner = threaded(world, measured)
+    world, runner, s = store_threaded(tmp_path, measured, clock)
     listed: list[bool] = []
     real = maildir_folder.MaildirFolder._list
 
@@ -233,7 +228,6 @@ def test_unchanged_directories_need_no_second_scan(
         return real(self)
 
     monkeypatch.setattr(maildir_folder.MaildirFolder, "_list", watched)
-    s = logged_in(world)
     assert s.send("s SELECT INBOX") == b""
     runner.run_all()
     assert s.read().endswith(b"s OK [READ-WRITE] Select completed.\r\n")

@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
+from pymta.mailstore import maildir_folder
 from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncMailStore, IAsyncUserMailbox
 from pymta.mailstore.interface import (
     FlagMode,
@@ -78,6 +79,42 @@ def test_async_append_read_flags_expunge(store: IMailStore, tmp_path: Path) -> N
     assert _now(inbox.expunge()) == [uid]
     assert _now(inbox.messages()) == []
     assert heard == ["append", "flags", "expunge"]
+
+
+def test_async_append_many_all_or_nothing(
+    store: IMailStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """append_many stores every message, UIDs in order; when one of them
+    cannot be stored the error arrives as the errback and none of them is
+    in the folder (RFC 3502 MULTIAPPEND)."""
+    inbox = _now(_mailbox(store, tmp_path).folder("INBOX"))
+    uids = _now(inbox.append_many([(b"Subject: a\n\nx\n", ["\\Seen"], None), (MSG, [], None)]))
+    assert uids == [1, 2]
+    assert _now(inbox.get(1)).flags == frozenset({"\\Seen"})
+    folder = inbox.folder
+    real = type(folder).append
+    calls: list[int] = []
+
+    def second_fails(self: Any, content: bytes, *args: Any) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, content, *args)
+
+    monkeypatch.setattr(type(folder), "append", second_fails)
+    if isinstance(store, MaildirStore):  # stages first: make the second write fail
+        real_write = maildir_folder.MaildirFolder._write_tmp
+
+        def write(self: Any, content: bytes, idate: float) -> Any:
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+            return real_write(self, content, idate)
+
+        monkeypatch.setattr(maildir_folder.MaildirFolder, "_write_tmp", write)
+    failure = _now(inbox.append_many([(MSG, [], None), (MSG, [], None), (MSG, [], None)]))
+    assert failure.check(OSError)
+    assert [m.uid for m in _now(inbox.messages())] == [1, 2]
 
 
 def test_async_errors_are_errbacks(store: IMailStore, tmp_path: Path) -> None:

@@ -5,6 +5,8 @@
 - :mod:`~pymta.imap.protocol`: connection, states, login, STARTTLS, IDLE, dispatch.
 - :mod:`~pymta.imap.session`: IMAPSession, what a command handler uses of
   the session (the command modules never import protocol.py).
+- :mod:`~pymta.imap.stored`: a command answered when its call to the
+  store's asynchronous API fires.
 - :mod:`~pymta.imap.mailbox_commands`: SELECT, LIST, CREATE, STATUS, APPEND...
 - :mod:`~pymta.imap.message_commands`: FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE...
 - :mod:`~pymta.imap.view`: a session's sequence numbers and pending updates.

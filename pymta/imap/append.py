@@ -14,10 +14,11 @@ first. A message larger than ``imapd_max_literal_size`` (announced as
 RFC 7889 ``APPENDLIMIT``) once put together is ``NO [TOOBIG]``.
 
 A single plain message goes to :func:`pymta.imap.mailbox_commands.append`.
-Several are staged (written and fsync'd) in a worker thread first, every
-one of them, and only then numbered, so a write that fails (full disk)
+Several are stored by the store's ``append_many``
+(:mod:`pymta.mailstore.asyncstore`, in its threads): every one is written
+and fsync'd before any is numbered, so a write that fails (full disk)
 leaves nothing behind; a numbering that fails half-way expunges what it
-numbered before answering NO.
+numbered, and the answer is NO.
 
 Untrusted input: the arguments (BAD on bad syntax) and the URLs (NO
 [BADURL]). Reads referenced messages through the store (the reactor
@@ -30,22 +31,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-
 from pymta.imap import mailbox_commands as mc
 from pymta.imap.fetch import MessageData, parse_items
 from pymta.imap.parser import Atom, Literal, ParseError, Token
-from pymta.imap.sequence import format_set
 from pymta.imap.structure import crlf
 from pymta.imap.wire import parse_date_time
 from pymta.mailstore.interface import (
-    IFolder,
-    IStagedAppend,
     MailStoreError,
-    NoSuchFolder,
-    Staged,
-    not_writable,
 )
 
 if TYPE_CHECKING:
@@ -238,131 +230,35 @@ def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             mc.append(s, tag, args, uid)  # one plain message: the usual path
             return
     name = mc.mailbox_arg(args[0], s.utf8_names)
-    assert s.mailbox is not None
-    try:
-        folder = s.mailbox.folder(name)
-    except NoSuchFolder:
-        s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + mc._safe(name))
-        return
-    contents: list[tuple[bytes, list[str], float | None]] = []
-    limit = s.settings.max_literal_size
-    for m in messages:
-        pieces: list[bytes] = []
-        for part in m.parts:
-            if isinstance(part, URLPart):
-                try:
-                    pieces.append(resolve(s, part.url))
-                except BadURL as e:
-                    s.no(tag, b"[BADURL " + _url_text(e.url) + b"] Invalid URL.")
-                    return
-            else:
-                pieces.append(part)
-        content = b"".join(pieces)
-        if not content:
-            s.no(tag, b"Can't save a zero byte message.")
-            return
-        if len(content) > limit:
-            s.no(tag, b"[TOOBIG] Message too large (APPENDLIMIT %d)." % limit)
-            return
-        contents.append((content, m.flags, m.date))
-    store_all(s, tag, name, folder, contents)
+
+    def contents() -> mc.Contents:
+        # Once the target is known to exist (TRYCREATE comes first).
+        built: mc.Contents = []
+        limit = s.settings.max_literal_size
+        for m in messages:
+            pieces: list[bytes] = []
+            for part in m.parts:
+                if isinstance(part, URLPart):
+                    try:
+                        pieces.append(resolve(s, part.url))
+                    except BadURL as e:
+                        s.no(tag, b"[BADURL " + _url_text(e.url) + b"] Invalid URL.")
+                        raise mc.Answered from None
+                else:
+                    pieces.append(part)
+            content = b"".join(pieces)
+            if not content:
+                s.no(tag, b"Can't save a zero byte message.")
+                raise mc.Answered
+            if len(content) > limit:
+                s.no(tag, b"[TOOBIG] Message too large (APPENDLIMIT %d)." % limit)
+                raise mc.Answered
+            built.append((content, m.flags, m.date))
+        return built
+
+    mc.store_messages(s, tag, name, contents)
 
 
 def _url_text(url: bytes) -> bytes:
     """A URL safe to echo in a response code (an atom-ish run)."""
     return bytes(c for c in url[:200] if 0x21 <= c < 0x7F and c not in b"[]")
-
-
-def store_all(
-    s: IMAPSession,
-    tag: bytes,
-    name: str,
-    folder: IFolder,
-    contents: list[tuple[bytes, list[str], float | None]],
-) -> None:
-    """Store every message or none, then answer (see the module docstring)."""
-    staging = IStagedAppend(folder, None)
-    committed: list[int] = []
-    # QUOTA: all the messages together must fit (OSError(EDQUOT) answers
-    # NO [OVERQUOTA], as a single APPEND's does).
-    guard = mc.session_guard(s, sum(len(content) for content, _, _ in contents))
-
-    def answer(failure: Failure | None) -> None:
-        if failure is not None or len(committed) != len(contents):
-            if committed:
-                try:
-                    folder.expunge(committed)  # all or nothing (RFC 3502)
-                except MailStoreError as e:
-                    s.log.error("imap({user}): undoing APPEND: {error}", user=s.user, error=e)
-            error = failure.value if failure is not None else None
-            mc._append_failed(s, tag, name, error if error is not None else "not stored")
-            return
-        s.ok(
-            tag,
-            b"[APPENDUID %d %s] Append completed."
-            % (folder.uidvalidity, format_set(committed).encode("ascii")),
-        )
-
-    if s.run_in_thread is None or staging is None:
-        try:
-            if guard is not None:
-                guard()
-            for content, flags, date in contents:
-                committed.append(folder.append(content, flags, date))
-        except (MailStoreError, OSError):
-            answer(Failure())
-            return
-        answer(None)
-        return
-
-    run = s.run_in_thread
-
-    def stage_all() -> list[Staged]:
-        if guard is not None:
-            guard()
-        staged: list[Staged] = []
-        try:
-            for content, flags, date in contents:
-                staged.append(staging.stage(content, flags, date))
-        except BaseException:
-            for done in staged:
-                staging.discard_staged(done)
-            raise
-        return staged
-
-    def commit_all(staged: list[Staged]) -> None:
-        if s.lost:
-            for done in staged:
-                staging.discard_staged(done)
-            return
-        for i, done in enumerate(staged):
-            try:
-                committed.append(staging.commit_staged(done))
-            except BaseException:
-                for rest in staged[i + 1 :]:
-                    staging.discard_staged(rest)
-                raise
-
-    def in_one_thread() -> None:
-        commit_all(stage_all())
-        if len(committed) == len(contents):
-            staging.sync_committed()
-
-    def commit_here(staged: list[Staged]) -> Deferred[None] | None:
-        commit_all(staged)
-        return run(staging.sync_committed) if len(committed) == len(contents) else None
-
-    if staging.commit_thread_safe:
-        d = run(in_one_thread)
-    else:
-        d = run(stage_all)
-        d.addCallback(commit_here)
-    outcome: list[Failure] = []
-
-    def note(failure: Failure) -> None:
-        outcome.append(failure)
-        if not_writable(failure.value) is None and not failure.check(MailStoreError):
-            s.log.failure("imap({user}): APPEND", failure, user=s.user)
-
-    d.addErrback(note)
-    s.later(d, lambda: answer(outcome[0] if outcome else None), tag, "APPEND")

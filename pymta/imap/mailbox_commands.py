@@ -9,6 +9,12 @@ CHILDREN), LSUB, STATUS, APPEND (RFC 4315 APPENDUID). Each is a function
 Untrusted input: the arguments (mailbox names in modified UTF-7, checked
 by the store; flags; dates; the APPEND literal). Store errors become NO
 with RFC 5530 response codes. Writes: through the mail store only.
+
+Every command here reaches the store through its asynchronous API (the
+session's ``folders``) and is answered when it has done
+(:func:`pymta.imap.stored.when_stored`): at once when the store answered
+at once, else with later commands waiting. (CATENATE's URLs and QRESYNC's
+changes are read from the synchronous folder: index reads and one message.)
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from pymta.imap.binary_append import encode_binary_parts
@@ -24,6 +31,7 @@ from pymta.imap.listing import list_entries
 from pymta.imap.objectid import mailbox_id
 from pymta.imap.parser import Atom, Literal8, ParseError, Token
 from pymta.imap.sequence import format_set, parse_sequence_set
+from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import (
     EightBitName,
@@ -34,20 +42,17 @@ from pymta.imap.wire import (
     string,
     utf8_string,
 )
-from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
 from pymta.mailstore.interface import (
     SYSTEM_FLAGS,
     FolderExists,
-    IFolder,
+    FolderStatus,
     InvalidFolderName,
-    IStagedAppend,
     MailStoreError,
+    MessageInfo,
     NoSuchFolder,
-    Staged,
-    not_writable,
 )
 from pymta.mailstore.names import mutf7_encode
-from pymta.mailstore.prefetch import prefetch_scan
 
 if TYPE_CHECKING:
     from pymta.imap.quota import IMAPQuota
@@ -80,21 +85,7 @@ def _text(token: Token) -> str:
     return token.decode("utf-8", "replace") if isinstance(token, bytes) else str(token)
 
 
-def open_folder(s: IMAPSession, tag: bytes, name: str) -> IFolder | None:
-    assert s.mailbox is not None
-    try:
-        return s.mailbox.folder(name)
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
-    except MailStoreError as e:
-        if s.store_refused(tag, e):
-            return None
-        s.log.error("imap({user}): {name}: {error}", user=s.user, name=name, error=e)
-        s.no(tag, b"[SERVERBUG] Internal error occurred.")
-    return None
-
-
-def _reason(error: Exception) -> bytes:
+def _reason(error: BaseException | None) -> bytes:
     """A store error's text for a NO response (bounded, never raw bytes)."""
     return str(error).encode("utf-8", "replace")[:200]
 
@@ -139,48 +130,59 @@ def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> No
     if s.view is not None and (s.rev2 or s.qresync):
         s.send(b"* OK [CLOSED] Previous mailbox closed.\r\n")  # RFC 9051 7.1, RFC 7162 3.2.11
     s.unselect()
-    folder = open_folder(s, tag, name)
-    if folder is None:
-        return
-    # The same folder through the store's asynchronous API, for the
-    # commands that use it (FETCH): at once when the store answers at once.
-    assert s.folders is not None
-    faces: list[IAsyncFolder | Failure] = []
-    facing = s.folders.folder(name).addBoth(faces.append)
-    # A folder changed on disk is indexed with its file reads in a thread
-    # first (pymta.mailstore.prefetch); the answer is the same either way.
-    d = prefetch_scan(folder, s.run_in_thread)
-    if d is not None or not faces:
-        scanned: Deferred[Any] = d if d is not None else succeed(None)
-        waited: Deferred[Any] = gatherResults([scanned, facing])
+    opening = defer.ensureDeferred(_open_view(s, _folders(s), name, readonly, s.rev2))
 
-        def selected() -> None:
-            _selected(s, tag, folder, readonly, qresync, _face(faces))
+    def opened(result: tuple[SelectedView, list[MessageInfo], FolderStatus]) -> None:
+        if s.lost:  # gone while the store worked: no view keeps listening
+            result[0].close()
+            return
+        _selected(s, tag, *result, qresync)
 
-        s.later(waited, selected, tag, "SELECT")
-        return
-    _selected(s, tag, folder, readonly, qresync, _face(faces))
+    def refused(failure: Failure) -> None:
+        if failure.check(NoSuchFolder):
+            s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+        elif s.store_refused(tag, failure.value):
+            return
+        elif failure.check(MailStoreError):
+            s.log.error(
+                "imap({user}): {name}: {error}", user=s.user, name=name, error=failure.value
+            )
+            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+        else:
+            failure.raiseException()
+
+    when_stored(s, tag, "SELECT", opening.addCallbacks(opened, refused), _nothing)
 
 
-def _face(faces: list[IAsyncFolder | Failure]) -> IAsyncFolder:
-    face = faces[0]
-    if isinstance(face, Failure):
-        face.raiseException()
-    assert not isinstance(face, Failure)
-    return face
+async def _open_view(
+    s: IMAPSession, folders: IAsyncUserMailbox, name: str, readonly: bool, rev2: bool
+) -> tuple[SelectedView, list[MessageInfo], FolderStatus]:
+    """The folder opened for SELECT/EXAMINE through the store's
+    asynchronous API: a folder changed on disk (or never indexed) is
+    scanned in the store's threads, \\Recent claimed there."""
+    face = await folders.folder(name)
+    assert s.mailbox is not None
+    # The folder is open now: the synchronous face is a look-up.
+    view = SelectedView(s.mailbox.folder(name), readonly, face)
+    view.show_recent = not rev2
+    try:
+        messages, status = await view.open_async()
+    except BaseException:
+        view.close()  # stop listening: nothing selected
+        raise
+    return view, messages, status
 
 
 def _selected(
     s: IMAPSession,
     tag: bytes,
-    folder: IFolder,
-    readonly: bool,
+    view: SelectedView,
+    messages: list[MessageInfo],
+    status: FolderStatus,
     qresync: list[Token] | None,
-    face: IAsyncFolder,
 ) -> None:
-    view = SelectedView(folder, readonly, face)
-    view.show_recent = not s.rev2
-    messages = view.open()
+    folder = view.folder
+    readonly = view.readonly
     if not readonly and not folder.writable:
         # A read-only store (EROFS): readable, and honest about it
         # (RFC 3501 6.3.1: [READ-ONLY] when the mailbox cannot be changed).
@@ -199,10 +201,10 @@ def _selected(
         out.append(b"* %d RECENT\r\n" % len(view.recent))
     if unseen and not s.rev2:  # RFC 9051 7.1: no UNSEEN response code
         out.append(b"* OK [UNSEEN %d] First unseen.\r\n" % unseen)
-    out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
-    out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
-    out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highest_modseq)
-    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(folder.uidvalidity).encode())
+    out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % status.uidvalidity)
+    out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % status.uidnext)
+    out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % status.highest_modseq)
+    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(status.uidvalidity).encode())
     if s.rev2:  # RFC 9051 6.3.2: the name as the server spells it
         out.append(b'* LIST () "/" ' + mailbox_out(folder.name, True) + b"\r\n")
     for line in out:
@@ -243,7 +245,6 @@ def _qresync(s: IMAPSession, view: SelectedView, params: list[Token]) -> None:
 def create(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) not in (1, 2):
         raise ParseError("CREATE takes a mailbox name.")
-    assert s.mailbox is not None
     name = mailbox_arg(args[0], s.utf8_names)
     use = None
     if len(args) == 2:  # RFC 6154 CREATE-SPECIAL-USE: (USE (\Sent))
@@ -251,57 +252,62 @@ def create(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         if isinstance(opts, list) and len(opts) == 2 and isinstance(opts[1], list):
             uses = [str(u) for u in opts[1] if isinstance(u, Atom)]
             use = uses[0] if uses else None
-    try:
-        s.mailbox.create_folder(name.rstrip("/"), use)
-    except FolderExists:
-        s.no(tag, b"[ALREADYEXISTS] Mailbox already exists")
-    except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    except MailStoreError as e:
-        if not s.store_refused(tag, e):
-            s.no(tag, b"[SERVERBUG] " + _reason(e))
-    else:
-        s.ok(tag, b"Create completed.")
+    creating = _folders(s).create_folder(name.rstrip("/"), use)
+    _folder_change(s, tag, "CREATE", creating, name, b"Create completed.")
 
 
 def delete(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1:
         raise ParseError("DELETE takes a mailbox name.")
-    assert s.mailbox is not None
     name = mailbox_arg(args[0], s.utf8_names)
     if s.view is not None and s.view.folder.name == name:
         s.unselect()
-    try:
-        s.mailbox.delete_folder(name)
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
-    except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    except MailStoreError as e:
-        if not s.store_refused(tag, e):
-            s.no(tag, b"[SERVERBUG] " + _reason(e))
-    else:
-        s.ok(tag, b"Delete completed.")
+    deleting = _folders(s).delete_folder(name)
+    _folder_change(s, tag, "DELETE", deleting, name, b"Delete completed.")
 
 
 def rename(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 2:
         raise ParseError("RENAME takes two mailbox names.")
-    assert s.mailbox is not None
     old, new = mailbox_arg(args[0], s.utf8_names), mailbox_arg(args[1], s.utf8_names)
-    try:
-        s.mailbox.rename_folder(old, new.rstrip("/"))
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(old))
-    except FolderExists:
-        s.no(tag, b"[ALREADYEXISTS] Target mailbox already exists")
-    except InvalidFolderName as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    except MailStoreError as e:
-        if not s.store_refused(tag, e):
-            s.no(tag, b"[SERVERBUG] " + _reason(e))
-    else:
-        s.ok(tag, b"Rename completed.")
+    renaming = _folders(s).rename_folder(old, new.rstrip("/"))
+    _folder_change(s, tag, "RENAME", renaming, old, b"Rename completed.")
+
+
+def _folders(s: IMAPSession) -> IAsyncUserMailbox:
+    """The logged-in user's folders through the store's asynchronous API."""
+    assert s.folders is not None
+    return s.folders
+
+
+def _folder_change(
+    s: IMAPSession, tag: bytes, command: str, d: Deferred[Any], name: str, done: bytes
+) -> None:
+    """Answer CREATE, DELETE or RENAME when the store has made the change
+    (folder changes run in the store's threads: directories, renames,
+    fsyncs): OK, or NO with the RFC 5530 code of the store's error."""
+
+    def refused(failure: Failure) -> None:
+        error = failure.value
+        if failure.check(NoSuchFolder):
+            s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+        elif failure.check(FolderExists):
+            target = b"Target mailbox" if command == "RENAME" else b"Mailbox"
+            s.no(tag, b"[ALREADYEXISTS] " + target + b" already exists")
+        elif failure.check(InvalidFolderName):
+            s.no(tag, b"[CANNOT] " + _reason(error))
+        elif failure.check(MailStoreError):
+            if not s.store_refused(tag, error):
+                s.no(tag, b"[SERVERBUG] " + _reason(error))
+        else:
+            failure.raiseException()
+
+    answered = d.addCallbacks(lambda _: s.ok(tag, done), refused)
+    when_stored(s, tag, command, answered, _nothing)
+
+
+def _nothing(_: object) -> None:
+    """The answer was sent by the Deferred's own callbacks."""
 
 
 def subscribe(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -317,14 +323,18 @@ def _subscription(
 ) -> None:
     if len(args) != 1:
         raise ParseError(f"{command} takes a mailbox name.")
-    assert s.mailbox is not None
-    change = s.mailbox.subscribe if subscribe else s.mailbox.unsubscribe
-    try:
-        change(mailbox_arg(args[0], s.utf8_names))
-    except MailStoreError as e:
-        s.no(tag, b"[CANNOT] " + _reason(e))
-    else:
-        s.ok(tag, command.capitalize().encode() + b" completed.")
+    folders = _folders(s)
+    change = folders.subscribe if subscribe else folders.unsubscribe
+    # The subscriptions file is rewritten and synced: the store's threads.
+    changing: Deferred[None] = change(mailbox_arg(args[0], s.utf8_names))
+
+    def refused(failure: Failure) -> None:
+        failure.trap(MailStoreError)
+        s.no(tag, b"[CANNOT] " + _reason(failure.value))
+
+    done = command.capitalize().encode() + b" completed."
+    answered = changing.addCallbacks(lambda _: s.ok(tag, done), refused)
+    when_stored(s, tag, command, answered, _nothing)
 
 
 def _patterns(token: Token) -> list[str]:
@@ -417,10 +427,47 @@ def list_(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         s.send(b'* LIST (\\Noselect) "/" ""\r\n')
         s.ok(tag, b"List completed.")
         return
-    folders = s.mailbox.list_folders()
     subscribed_only = "SUBSCRIBED" in selection
     return_subscribed = "SUBSCRIBED" in returns or subscribed_only
-    subs = s.mailbox.subscriptions() if (subscribed_only or return_subscribed) else []
+    listing = defer.ensureDeferred(
+        _list_lines(
+            s,
+            _folders(s),
+            reference,
+            patterns,
+            selection,
+            subscribed=subscribed_only or return_subscribed,
+            return_subscribed=return_subscribed,
+            extended=extended,
+            status_items=status_items,
+        )
+    )
+    when_stored(s, tag, "LIST", listing, lambda lines: _listed(s, tag, lines, b"List completed."))
+
+
+def _listed(s: IMAPSession, tag: bytes, lines: list[bytes], done: bytes) -> None:
+    for line in lines:
+        s.send(line)
+    s.ok(tag, done)
+
+
+async def _list_lines(
+    s: IMAPSession,
+    folders_api: IAsyncUserMailbox,
+    reference: str,
+    patterns: list[str],
+    selection: list[str],
+    *,
+    subscribed: bool,
+    return_subscribed: bool,
+    extended: bool,
+    status_items: list[str] | None,
+) -> list[bytes]:
+    """LIST's untagged answers, from the store's folder list and
+    subscriptions (and, for RFC 5819 LIST-STATUS, each listed folder's
+    status): the store's calls run in its threads where it has them."""
+    folders = await folders_api.list_folders()
+    subs = await folders_api.subscriptions() if subscribed else []
     if "SPECIAL-USE" in selection:
         folders = [f for f in folders if f.special_use]
     encode = _name_encoder(s)
@@ -429,7 +476,7 @@ def list_(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         subs,
         reference,
         patterns,
-        subscribed_only=subscribed_only,
+        subscribed_only="SUBSCRIBED" in selection,
         return_subscribed=return_subscribed,
         extended=extended,
         encode=encode,
@@ -437,38 +484,44 @@ def list_(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         recursive="RECURSIVEMATCH" in selection,
     )
     store_names = {encode(f.name): f.name for f in folders}
+    lines: list[bytes] = []
     for e in entries:
         wire = _wire_name(s, e.wire_name)
         extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if e.childinfo else b""
-        s.send(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + extra + b"\r\n")
+        lines.append(b"* LIST " + flag_list(e.attributes) + b' "/" ' + wire + extra + b"\r\n")
         store_name = store_names.get(e.wire_name)
         if status_items is not None and store_name is not None:
             # RFC 5819: a STATUS for each selectable mailbox listed, right after it.
             try:
-                folder = s.mailbox.folder(store_name)
+                folder = await folders_api.folder(store_name)
+                values = await _status_values(folder, status_items)
             except MailStoreError:
                 continue
-            s.send(b"* STATUS " + wire + b" (" + _status_values(folder, status_items) + b")\r\n")
-    s.ok(tag, b"List completed.")
+            lines.append(b"* STATUS " + wire + b" (" + values + b")\r\n")
+    return lines
 
 
 def lsub(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
-    assert s.mailbox is not None
     if len(args) != 2:
         raise ParseError("LSUB takes a reference and a pattern.")
+    reference, patterns = _text(args[0]), _patterns(args[1])
+    listing = defer.ensureDeferred(_lsub_lines(s, _folders(s), reference, patterns))
+    when_stored(s, tag, "LSUB", listing, lambda lines: _listed(s, tag, lines, b"Lsub completed."))
+
+
+async def _lsub_lines(
+    s: IMAPSession, folders_api: IAsyncUserMailbox, reference: str, patterns: list[str]
+) -> list[bytes]:
+    """LSUB's untagged answers, from the store's folder list and subscriptions."""
+    folders = await folders_api.list_folders()
+    subs = await folders_api.subscriptions()
     entries = list_entries(
-        s.mailbox.list_folders(),
-        s.mailbox.subscriptions(),
-        _text(args[0]),
-        _patterns(args[1]),
-        subscribed_only=True,
-        encode=_name_encoder(s),
+        folders, subs, reference, patterns, subscribed_only=True, encode=_name_encoder(s)
     )
-    for e in entries:
-        s.send(
-            b"* LSUB " + flag_list(e.attributes) + b' "/" ' + _wire_name(s, e.wire_name) + b"\r\n"
-        )
-    s.ok(tag, b"Lsub completed.")
+    return [
+        b"* LSUB " + flag_list(e.attributes) + b' "/" ' + _wire_name(s, e.wire_name) + b"\r\n"
+        for e in entries
+    ]
 
 
 _STATUS_ITEMS = (
@@ -495,11 +548,12 @@ def _status_items(token: Token) -> list[str]:
     return items
 
 
-def _status_values(folder: IFolder, items: list[str]) -> bytes:
-    """``MESSAGES 3 UNSEEN 1 ...`` for STATUS and LIST-STATUS, from the index."""
-    if folder.changed_on_disk():
-        folder.refresh()
-    st = folder.status()
+async def _status_values(folder: IAsyncFolder, items: list[str]) -> bytes:
+    """``MESSAGES 3 UNSEEN 1 ...`` for STATUS and LIST-STATUS, from the index
+    (a folder changed on disk is scanned first: in the store's threads)."""
+    if await folder.changed_on_disk():
+        await folder.refresh()
+    st = await folder.status()
     values = {
         "MESSAGES": st.messages,
         "RECENT": st.recent,
@@ -511,7 +565,7 @@ def _status_values(folder: IFolder, items: list[str]) -> bytes:
         "MAILBOXID": f"({mailbox_id(st.uidvalidity)})",
     }
     if "DELETED" in items:
-        values["DELETED"] = sum(1 for m in folder.messages() if "\\Deleted" in m.flags)
+        values["DELETED"] = sum(1 for m in await folder.messages() if "\\Deleted" in m.flags)
     return " ".join(f"{i} {values[i]}" for i in items).encode("ascii")
 
 
@@ -522,24 +576,33 @@ def status(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     items = _status_items(args[1])
     if s.rev2 and "RECENT" in items:
         raise ParseError("RECENT is not an IMAP4rev2 STATUS item.")
-    folder = open_folder(s, tag, name)
-    if folder is None:
-        return
-    d = prefetch_scan(folder, s.run_in_thread)
-    if d is not None:
-        s.later(d, lambda: _status(s, tag, folder, items), tag, "STATUS")
-        return
-    _status(s, tag, folder, items)
+    asking = defer.ensureDeferred(_status_line(s, _folders(s), name, items))
+
+    def refused(failure: Failure) -> None:
+        if failure.check(NoSuchFolder):
+            s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(name))
+            return
+        if failure.check(MailStoreError) and not s.store_refused(tag, failure.value):
+            s.log.error(
+                "imap({user}): {name}: {error}", user=s.user, name=name, error=failure.value
+            )
+            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+            return
+        failure.raiseException()
+
+    def answer(line: bytes) -> None:
+        _listed(s, tag, [line], b"Status completed.")
+
+    answered = asking.addCallbacks(answer, refused)
+    when_stored(s, tag, "STATUS", answered, _nothing)
 
 
-def _status(s: IMAPSession, tag: bytes, folder: IFolder, items: list[str]) -> None:
-    try:
-        body = _status_values(folder, items)
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist: " + _safe(folder.name))
-        return
-    s.send(b"* STATUS " + mailbox_out(folder.name, s.utf8_names) + b" (" + body + b")\r\n")
-    s.ok(tag, b"Status completed.")
+async def _status_line(
+    s: IMAPSession, folders_api: IAsyncUserMailbox, name: str, items: list[str]
+) -> bytes:
+    folder = await folders_api.folder(name)
+    values = await _status_values(folder, items)
+    return b"* STATUS " + mailbox_out(folder.name, s.utf8_names) + b" (" + values + b")\r\n"
 
 
 def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -567,26 +630,86 @@ def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if not message:
         s.no(tag, b"Can't save a zero byte message.")
         return
-    assert s.mailbox is not None
+    store_messages(s, tag, name, [(message, flags, date)])
+
+
+#: The messages of an APPEND: bytes, flags, internal date.
+Contents = list[tuple[bytes, list[str], "float | None"]]
+
+
+class Answered(Exception):
+    """Raised by an APPEND's contents builder that has answered the
+    command itself (CATENATE's NO [BADURL], [TOOBIG]...)."""
+
+
+def store_messages(
+    s: IMAPSession, tag: bytes, name: str, contents: Contents | Callable[[], Contents]
+) -> None:
+    """Store the messages of an APPEND (one, or MULTIAPPEND's several: all
+    or none) in folder ``name`` through the store's asynchronous API, then
+    answer ``OK [APPENDUID v uids]``, ``NO [TRYCREATE]`` for a folder that
+    is not there (first), or the store's error. ``contents`` may be a
+    function that builds them once the folder is known to exist (CATENATE),
+    answering and raising :class:`Answered` when it cannot. The writes and
+    fsyncs run in the store's threads; later commands wait meanwhile."""
+    storing = defer.ensureDeferred(_store_messages(s, _folders(s), contents, name))
+
+    def stored(result: tuple[int, list[int]] | None) -> None:
+        if result is None:
+            s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
+            return
+        uidvalidity, uids = result
+        code = b"[APPENDUID %d %s]" % (uidvalidity, format_set(uids).encode("ascii"))
+        s.ok(tag, code + b" Append completed.")
+
+    def refused(failure: Failure) -> None:
+        if failure.check(Answered) or s.store_refused(tag, failure.value):
+            return  # a full or read-only store: answered, not a fault
+        if failure.check(MailStoreError):
+            _append_failed(s, tag, name, failure.value)
+            return
+        s.log.failure(
+            "imap({user}): APPEND to {name}", failure, user=s.user, name=name, command="APPEND"
+        )
+        s.no(tag, b"[SERVERBUG] Internal error occurred.")
+
+    when_stored(s, tag, "APPEND", storing.addCallbacks(stored, refused), _nothing)
+
+
+async def _store_messages(
+    s: IMAPSession,
+    folders: IAsyncUserMailbox,
+    wanted: Contents | Callable[[], Contents],
+    name: str,
+) -> tuple[int, list[int]] | None:
+    """The target's UIDVALIDITY and the new UIDs; None when there is no
+    such folder."""
     try:
-        folder = s.mailbox.folder(name)
+        target = await folders.folder(name)
     except NoSuchFolder:
-        s.no(tag, b"[TRYCREATE] Mailbox doesn't exist: " + _safe(name))
-        return
-    # QUOTA: the message must fit the user's quota (checked where it is written).
-    guard = session_guard(s, len(message))
-    staging = IStagedAppend(folder, None)
-    if s.run_in_thread is None or staging is None:
-        try:
+        return None
+    contents = wanted() if callable(wanted) else wanted
+    # QUOTA: all the messages together must fit (checked where they are
+    # written: OSError(EDQUOT) answers NO [OVERQUOTA]).
+    guard = session_guard(s, sum(len(content) for content, _, _ in contents))
+    prepared: Contents = contents
+    if guard is not None or any(isinstance(c, Literal8) for c, _, _ in contents):
+
+        def prepare() -> Contents:
+            # The quota's files and the MIME parse of a literal8: not on the
+            # reactor thread.
             if guard is not None:
                 guard()
-            new_uid = folder.append(_storable(message), flags, date)
-        except (MailStoreError, OSError) as e:
-            _append_failed(s, tag, name, e)
-            return
-        s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, new_uid))
-        return
-    _staged_append(s, tag, name, folder, staging, message, flags, date, guard)
+            return [(_storable(c), flags, date) for c, flags, date in contents]
+
+        run = s.run_in_thread
+        prepared = await run(prepare) if run is not None else prepare()
+    if len(prepared) == 1:
+        uids = [await target.append(*prepared[0])]
+    else:
+        uids = await target.append_many(prepared)
+    status = await target.status()
+    return status.uidvalidity, uids
 
 
 def session_guard(s: IMAPSession, size: int) -> Callable[[], None] | None:
@@ -611,88 +734,6 @@ def _append_failed(s: IMAPSession, tag: bytes, name: str, error: object) -> None
         return
     s.log.error("imap({user}): APPEND to {name}: {error}", user=s.user, name=name, error=error)
     s.no(tag, b"[SERVERBUG] Internal error occurred.")
-
-
-def _staged_append(
-    s: IMAPSession,
-    tag: bytes,
-    name: str,
-    folder: IFolder,
-    staging: IStagedAppend,
-    message: bytes,
-    flags: list[str],
-    date: float | None,
-    guard: Callable[[], None] | None = None,
-) -> None:
-    """Write and fsync the message in a worker thread (``stage``), number it
-    (``commit_staged``), make its place in the folder durable
-    (``sync_committed``), then answer; later commands wait meanwhile. When
-    the store allows numbering in a worker thread, all three steps run in
-    one, so the index's fsync does not hold up the reactor; else the
-    numbering runs in the reactor thread between two worker steps. A
-    failure in a thread is answered NO; a staged file whose session went
-    away is discarded, not committed."""
-    run = s.run_in_thread
-    assert run is not None
-    committed: list[int | MailStoreError | OSError] = []
-
-    def number(staged: Staged) -> bool:
-        try:
-            committed.append(staging.commit_staged(staged))
-        except (MailStoreError, OSError) as e:
-            committed.append(e)
-            return False
-        return True
-
-    def commit_and_sync(staged: Staged) -> None:
-        if s.lost:
-            staging.discard_staged(staged)
-        elif number(staged):
-            staging.sync_committed()
-
-    def staged() -> Staged:
-        if guard is not None:
-            guard()  # OSError(EDQUOT): answered NO [OVERQUOTA]
-        return staging.stage(_storable(message), flags, date)
-
-    def in_one_thread() -> None:
-        commit_and_sync(staged())
-
-    def commit_here(staged: Staged) -> Deferred[None] | None:
-        if s.lost:
-            staging.discard_staged(staged)
-            return None
-        if not number(staged):
-            return None
-        return run(staging.sync_committed)
-
-    failed: list[Failure] = []
-
-    def note_failure(failure: Failure) -> Failure | None:
-        failed.append(failure)
-        if not_writable(failure.value) is not None:
-            return None  # a full or read-only store: answered, not a fault
-        return failure  # s.later logs it with its traceback
-
-    if staging.commit_thread_safe:
-        d = run(in_one_thread)
-    else:
-        d = run(staged)
-        d.addCallback(commit_here)
-    d.addErrback(note_failure)
-
-    def answer() -> None:
-        outcome = committed[0] if committed else None
-        if isinstance(outcome, (MailStoreError, OSError)):
-            _append_failed(s, tag, name, outcome)
-        elif failed and s.store_refused(tag, failed[0].value):
-            return
-        elif failed or outcome is None:
-            s.no(tag, b"[SERVERBUG] Internal error occurred.")
-        else:
-            s.ok(tag, b"[APPENDUID %d %d] Append completed." % (folder.uidvalidity, outcome))
-
-    s.later(d, answer, tag, "APPEND")
 
 
 def _flag_name(token: str) -> str:

@@ -52,6 +52,7 @@ from pymta.imap.results import SEARCH_OPTIONS, Partial, parse_return, partial_it
 from pymta.imap.scan import ScanJob, ScanResult, scan_search
 from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
+from pymta.imap.stored import when_stored as _when_stored
 from pymta.imap.view import InvalidSet, SelectedView
 from pymta.imap.wire import flag_list
 from pymta.mailstore.asyncstore import IAsyncUserMailbox
@@ -121,29 +122,6 @@ def _infos(view: SelectedView, pairs: list[tuple[int, int]]) -> dict[int, Messag
         except MailStoreError:
             pass
     return out
-
-
-def _when_stored(
-    s: IMAPSession, tag: bytes, name: str, d: Deferred[T], answer: Callable[[T], None]
-) -> None:
-    """Answer a command with ``answer(result)`` once its call to the store's
-    asynchronous API fires: at once when the store answered at once, else
-    later, with later commands waiting meanwhile (:meth:`IMAPSession.later`).
-    A failure is raised where the command's errors are answered: a store
-    that cannot be written gets its code, anything else ``NO [SERVERBUG]``."""
-    outcome: list[T | Failure] = []
-    fired = d.addBoth(outcome.append)
-
-    def finish() -> None:
-        result = outcome[0]
-        if isinstance(result, Failure):
-            result.raiseException()
-        answer(cast(T, result))
-
-    if outcome:
-        finish()
-    else:
-        s.later(fired, finish, tag, name)
 
 
 def check(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:

@@ -27,21 +27,19 @@ After STARTTLS anything the client sent in the same packet is discarded
 (CVE-2011-0411). LOGIN and AUTHENTICATE are refused (LOGINDISABLED)
 without TLS except from loopback and ``imapd_plaintext_auth_networks``.
 
-Blocking: FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE reach the
-mail store through its asynchronous API (pymta.mailstore.asyncstore),
-which runs them where the store decides (the Maildir store: expunges,
-copies and flag changes of many messages in its threads). Other store
-calls run in the reactor thread. The login's password
-check runs in the checker's threads, and a header SEARCH over a cold header
-cache first reads the headers in the reactor's thread pool
-(:mod:`pymta.mailstore.prefetch`); so do a folder's first SELECT/EXAMINE/STATUS
-that finds many unindexed files (listed and measured there, numbered here)
-and APPEND (the message is written and fsync'd there, numbered here). Other
-store calls (EXPUNGE's fsync, LIST-STATUS's scan) still run here, because
-a session's view and the other sessions of the folder read the folder's
-index in the reactor thread without its lock, so a change made in a worker
-thread would race them. Several reactor processes (``pymta_processes``) are
-the way past one core.
+Blocking: SELECT/EXAMINE, NOOP/IDLE's rescan, FETCH, STORE, EXPUNGE,
+CLOSE, CHECK, COPY, MOVE, APPEND and the folder commands (LIST, LSUB,
+STATUS, CREATE, DELETE, RENAME, SUBSCRIBE) reach the mail store through its
+asynchronous API (pymta.mailstore.asyncstore), which runs them where the
+store decides (the Maildir store: scans, writes and their fsyncs, folder
+changes, expunges, copies and flag changes of many messages in its
+threads, one folder's calls in order; its listeners are told in the
+reactor thread). The login's password check runs in the checker's
+threads, and a header SEARCH over a cold header cache first reads the
+headers in the reactor's thread pool (:mod:`pymta.mailstore.prefetch`).
+SEARCH, SORT, THREAD, NOTIFY and the updating searches (CONTEXT) still
+call the synchronous store: reads of the index, in the reactor thread.
+Several reactor processes (``pymta_processes``) are the way past one core.
 
 Authentication is a twisted.cred Portal asked for
 :class:`~pymta.auth.interface.IMailAccount`. Writes: only through the mail
@@ -61,7 +59,7 @@ from typing import Any
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import interfaces
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -90,6 +88,7 @@ from pymta.imap.parser import (
 )
 from pymta.imap.scan import ScanGate
 from pymta.imap.settings import IMAPSettings
+from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import IUserMailbox, not_writable
@@ -1025,9 +1024,21 @@ def _capability(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None
 
 
 def _noop(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
-    if s.view is not None and s.view.folder.changed_on_disk():
-        s.view.folder.refresh()
-    s.ok(tag, b"NOOP completed.")
+    when_stored(s, tag, "NOOP", _refreshed(s), lambda _: s.ok(tag, b"NOOP completed."))
+
+
+def _refreshed(s: IMAPServer) -> Deferred[Any]:
+    """The selected folder rescanned if it changed on disk (mail delivered
+    or moved by another program): the scan runs in the store's threads, its
+    changes reach the view through the folder's listeners first."""
+    if s.view is None:
+        return succeed(None)
+    store = s.view.store
+
+    def refresh(changed: bool) -> Deferred[Any] | None:
+        return store.refresh() if changed else None
+
+    return store.changed_on_disk().addCallback(refresh)
 
 
 def _logout(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -1155,9 +1166,7 @@ def _namespace(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
 
 
 def _idle(s: IMAPServer, tag: bytes, args: list[Token], uid: bool) -> None:
-    if s.view is not None and s.view.folder.changed_on_disk():
-        s.view.folder.refresh()
-    s.start_idle(tag)
+    when_stored(s, tag, "IDLE", _refreshed(s), lambda _: s.start_idle(tag))
 
 
 COMMANDS: dict[str, tuple[frozenset[str], Handler]] = {

@@ -29,7 +29,13 @@ from collections.abc import Callable, Iterable
 from pymta.imap.sequence import SequenceSet, format_set
 from pymta.imap.wire import flag_list
 from pymta.mailstore.asyncstore import IAsyncFolder
-from pymta.mailstore.interface import FolderChange, IFolder, MailStoreError, MessageInfo
+from pymta.mailstore.interface import (
+    FolderChange,
+    FolderStatus,
+    IFolder,
+    MailStoreError,
+    MessageInfo,
+)
 
 #: The system flags a client may store (RFC 3501 2.3.2; \\Recent is the server's).
 PERMANENT_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -65,27 +71,36 @@ class SelectedView:
 
     # life ----------------------------------------------------------------
 
-    def open(self) -> list[MessageInfo]:
-        """Load the folder (claiming \\Recent when read-write) and start
-        listening; returns every message."""
+    async def open_async(self) -> tuple[list[MessageInfo], FolderStatus]:
+        """Load the folder through the store's asynchronous API (the rescan
+        of a folder changed on disk and the claim of many \\Recent in the
+        store's threads), claiming \\Recent when read-write, and start
+        listening: every message, and the folder's status. Changes heard while it waits
+        are kept: those the messages read already hold are dropped by
+        :meth:`updates` (appends up to the last UID, expunges of UIDs not
+        in the view)."""
+        store = self.store
         self.folder.add_listener(self._on_change)
-        if self.folder.changed_on_disk():
-            self.folder.refresh()
-        messages = self.folder.messages()
-        # claim_recent lists the directories: only when the index knows of
-        # messages still in new/ (a 100,000-message SELECT reads the index only).
-        if not self.readonly and any(m.recent for m in messages):
-            self.recent = set(self.folder.claim_recent())
+        if await store.changed_on_disk():
+            await store.refresh()  # what it tells the listeners comes first
+        self._appended.clear()
+        self._expunged.clear()
+        messages = await store.messages()
+        recent = [m.uid for m in messages if m.recent]
+        if not self.readonly and recent:
+            # The UIDs named: a few (the mail since the last SELECT) are
+            # claimed at once, a rename each, without a thread hop.
+            self.recent = set(await store.claim_recent(recent))
         elif self.readonly:
             # EXAMINE shows what is \Recent but must not take it away from
             # the next read-write session (RFC 3501 6.3.2; Dovecot alike).
-            self.recent = {m.uid for m in messages if m.recent}
+            self.recent = set(recent)
+        status = await store.status()
         self.uids = array("I", (m.uid for m in messages))
-        self.uidvalidity = self.folder.uidvalidity
-        self._appended.clear()
-        self._expunged.clear()
+        self.uidvalidity = status.uidvalidity
+        # Flag changes before now: the client asks for the flags it shows.
         self._flagged.clear()
-        return messages
+        return messages, status
 
     def close(self) -> None:
         self.folder.remove_listener(self._on_change)

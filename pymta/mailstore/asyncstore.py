@@ -39,8 +39,11 @@ gives the asynchronous face of a store.
 
 The contract tests run both stores through this API only
 (``tests/test_mailstore_contract.py``, ``tests/test_mailstore_async.py``).
-The servers use it: POP3 for everything, IMAP for FETCH, STORE, EXPUNGE,
-CLOSE, CHECK, COPY and MOVE.
+The servers use it: POP3 for everything, IMAP for SELECT/EXAMINE,
+NOOP/IDLE's rescan, FETCH, STORE, EXPUNGE,
+CLOSE, CHECK, COPY, MOVE, APPEND (``append``, MULTIAPPEND's
+``append_many``) and the folder commands (LIST, LSUB, STATUS, CREATE,
+DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE).
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
@@ -48,7 +51,8 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import contextlib
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
@@ -62,9 +66,12 @@ from pymta.mailstore.interface import (
     IFolder,
     IFolderLock,
     IMailStore,
+    IStagedAppend,
     IUserMailbox,
+    MailStoreError,
     MessageInfo,
     MimePart,
+    Staged,
 )
 
 T = TypeVar("T")
@@ -72,6 +79,9 @@ T = TypeVar("T")
 #: Flag changes of at most this many messages run at once (see the module
 #: doc); more (POP3's QUIT after a big download, STORE 1:*) in a thread.
 LIGHT_MAX = 16
+
+#: One message of an append_many: its bytes, flags and internal date.
+Appended = tuple[bytes, Collection[str], "float | None"]
 
 #: Runs a function off the reactor thread; its result arrives in the
 #: reactor thread. None: run it at once, in the caller's thread.
@@ -127,6 +137,14 @@ class IAsyncFolder(Interface):
         content: bytes, flags: Collection[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:
         """IFolder.append."""
+
+    def append_many(contents: Sequence[Appended]) -> Deferred[list[int]]:
+        """Store every message of ``contents`` or none (RFC 3502
+        MULTIAPPEND): their UIDs, in order. A store that can write a
+        message before numbering it (:class:`IStagedAppend`) writes and
+        syncs them all first, so a failed write (a full disk) leaves
+        nothing behind; a numbering that fails half-way expunges what it
+        numbered, and the error arrives as the errback."""
 
     def expunge(uids: Collection[int] | None = None) -> Deferred[list[int]]:
         """IFolder.expunge."""
@@ -282,6 +300,10 @@ class AsyncFolder:
     ) -> Deferred[int]:
         return self._call("append", content, flags, internal_date)
 
+    def append_many(self, contents: Sequence[Appended]) -> Deferred[list[int]]:
+        folder = self.folder
+        return self._run(lambda: append_all(folder, contents))
+
     def expunge(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
         return self._call("expunge", uids)
 
@@ -307,6 +329,48 @@ class AsyncFolder:
 
     def remove_listener(self, callback: Callable[[FolderChange], None]) -> None:
         self.folder.remove_listener(callback)
+
+
+def append_all(folder: IFolder, contents: Sequence[Appended]) -> list[int]:
+    """IAsyncFolder.append_many on a synchronous folder, in the calling
+    thread: staged first where the folder can stage in this thread."""
+    staging = IStagedAppend(folder, None)
+    if staging is None or not staging.commit_thread_safe:
+        committed: list[int] = []
+        try:
+            for content, flags, date in contents:
+                committed.append(folder.append(content, flags, date))
+        except BaseException:
+            _undo(folder, committed)
+            raise
+        return committed
+    staged: list[Staged] = []
+    try:
+        for content, flags, date in contents:
+            staged.append(staging.stage(content, flags, date))
+    except BaseException:
+        for done in staged:
+            staging.discard_staged(done)
+        raise
+    numbered: list[int] = []
+    for i, done in enumerate(staged):
+        try:
+            numbered.append(staging.commit_staged(done))
+        except BaseException:
+            for rest in staged[i + 1 :]:
+                staging.discard_staged(rest)
+            _undo(folder, numbered)
+            raise
+    staging.sync_committed()
+    return numbered
+
+
+def _undo(folder: IFolder, uids: list[int]) -> None:
+    """All or nothing (RFC 3502 6.3.11): expunge what was numbered before
+    a failure (the failure is what the caller hears of)."""
+    if uids:
+        with contextlib.suppress(MailStoreError, OSError):
+            folder.expunge(uids)
 
 
 def _synchronous(target: IAsyncFolder) -> IFolder:

@@ -87,8 +87,6 @@ class FolderBase:
         self._mutex = threading.RLock()
         self._dir_stamp: tuple[int, int] | None = None
         self._keywords = KeywordLetters(path)
-        # Loading the index without the scan that would follow (IFolderScan).
-        self._defer_scan = False
 
     # -- attributes ------------------------------------------------------
 
@@ -197,7 +195,7 @@ class FolderBase:
                 stamp = self._dir_stat(raw=True)
                 if stamp is not None and stamp == index.scan_stamp:
                     self._dir_stamp = stamp
-                elif not self._defer_scan:  # else _dir_stamp stays None: scan later
+                else:
                     notices += self._scan_locked()
             return notices
         except IndexConflict as e:

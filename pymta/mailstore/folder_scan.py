@@ -5,8 +5,8 @@ the folder; a change of either directory's mtime means someone added,
 renamed (flags) or removed a file, and a listing compared with the index
 finds out what (new files numbered in arrival order, renames read as flag
 changes, missing files as expunges). The folder's own renames need no
-listing (``_own_change``). A big listing can run with its file reads in a
-worker thread (:class:`pymta.mailstore.interface.IFolderScan`).
+listing (``_own_change``). The store's asynchronous API runs a scan in
+its threads (:mod:`pymta.mailstore.asyncstore`).
 
 Untrusted input: file names (dot files, odd characters and anything but a
 regular file are skipped) and their size hints. May write: the index.
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 
-from pymta.mailstore.dovecot import read_dovecot_uidlist
 from pymta.mailstore.files import (
-    Measured,
     measure_file,
 )
 from pymta.mailstore.folder_base import (
@@ -35,7 +33,6 @@ from pymta.mailstore.index import (
 from pymta.mailstore.interface import (
     FolderChange,
     MessageInfo,
-    ScanListing,
 )
 from pymta.mailstore.names import (
     arrival_key,
@@ -156,97 +153,6 @@ class FolderScan(FolderBase):
         return message_info(
             uid, size, vsize, mtime, flags, keywords, modseq, filename, sub == "new"
         )
-
-    # -- scanning with the file reads in a worker thread (IFolderScan) -------
-
-    def scan_snapshot(self, minimum: int) -> dict[str, str] | None:
-        with self._mutex:
-            index = self._index
-            if not index.loaded:
-                if not os.path.isdir(os.path.join(self.path, "cur")):
-                    return None  # gone: the command says so as before
-                if not index.exists():
-                    if read_dovecot_uidlist(self.path) is not None:
-                        return None  # keep Dovecot's UIDs: the usual scan
-                    with index.locked():
-                        if not index.exists():
-                            self._renumber(None)  # empty; _dir_stamp None
-                self._defer_scan = True
-                try:
-                    self._ensure_loaded()
-                finally:
-                    self._defer_scan = False
-            if not self.changed_on_disk():
-                return None
-            try:
-                entries = len(os.listdir(f"{self.path}/new")) + len(os.listdir(f"{self.path}/cur"))
-            except OSError:
-                return None
-            if entries - len(index.records) < minimum:
-                return None
-            return {base: index.records[uid].filename for base, uid in index.by_base.items()}
-
-    def list_unindexed(self, known: dict[str, str]) -> ScanListing:
-        stamp = self._dir_stat()  # taken before listing: later changes show
-        found = self._list()
-        complete = all(
-            (where := found.get(base)) is not None and f"{where[0]}/{where[1]}" == filename
-            for base, filename in known.items()
-        )
-        new = sorted(
-            ((name, sub) for base, (sub, name) in found.items() if base not in known),
-            key=lambda item: arrival_key(item[0]),
-        )
-        return ScanListing(stamp, complete, [f"{sub}/{name}" for name, sub in new])
-
-    def measure_files(self, filenames: Sequence[str]) -> dict[str, Measured]:
-        path = self.path
-        measured: dict[str, Measured] = {}
-        for filename in filenames:
-            found = measure_file(path, filename)
-            if found is not None:
-                measured[filename] = found
-        return measured
-
-    def add_measured(self, measured: dict[str, Measured]) -> int:
-        with self._locked() as notices:
-            index = self._index
-            self._load_keywords()
-            uid, modseq = index.uidnext, index.highest_modseq
-            added: list[MessageInfo] = []
-            for filename, (size, vsize, mtime) in measured.items():
-                base, letters = split_filename(filename[4:])
-                if base in index.by_base:
-                    continue  # indexed meanwhile (another session's scan)
-                modseq += 1
-                flags, keywords = (
-                    letters_to_flags(letters, self._kw_names) if letters else _NO_FLAGS
-                )
-                added.append(
-                    message_info(
-                        uid,
-                        size,
-                        vsize,
-                        mtime,
-                        flags,
-                        keywords,
-                        modseq,
-                        filename,
-                        filename.startswith("new/"),
-                    )
-                )
-                uid += 1
-            if added:
-                index.put(added, [])
-                notices.append(FolderChange("append", tuple(m.uid for m in added), modseq))
-            return len(added)
-
-    def finish_scan(self, listing: ScanListing) -> None:
-        with self._locked():
-            current = self._dir_stat(raw=True)
-            if listing.complete and listing.stamp is not None and current == listing.stamp:
-                self._index.put([], [], listing.stamp)
-                self._dir_stamp = listing.stamp
 
     def refresh(self) -> list[MessageInfo]:
         with self._locked() as notices:

@@ -447,51 +447,6 @@ class IStagedAppend(Interface):
         if it is gone already)."""
 
 
-@dataclass(frozen=True)
-class ScanListing:
-    """What :meth:`IFolderScan.list_unindexed` saw: the directories' mtimes
-    before listing (None when not to be trusted), whether every message the
-    index knew was there under the same name, and the files it did not
-    know (``new/NAME`` or ``cur/NAME``, in the order they are numbered)."""
-
-    stamp: tuple[int, int] | None
-    complete: bool
-    files: list[str]
-
-
-class IFolderScan(Interface):
-    """Optional for an :class:`IFolder`: index many files that other
-    programs wrote (a big Maildir opened for the first time, a burst of
-    deliveries) with the listing and the file reads in a worker thread, so
-    the first SELECT of a huge folder does not stall the reactor thread."""
-
-    def scan_snapshot(minimum: int) -> dict[str, str] | None:
-        """The index's ``{base name: file name}`` when the directories hold
-        about ``minimum`` or more files it does not know; else None (the
-        caller scans as usual). Reactor thread; loads or creates the index
-        without scanning, counts directory entries, reads no file."""
-
-    def list_unindexed(known: dict[str, str]) -> ScanListing:
-        """List the directories and compare with ``known``. Thread-safe:
-        reads the directories only, changes no shared state."""
-
-    def measure_files(filenames: Sequence[str]) -> dict[str, tuple[int, int, float]]:
-        """``(size, rfc822 size, mtime)`` of those files, keyed like them;
-        files gone meanwhile are left out. Thread-safe: reads the files
-        only, changes no shared state."""
-
-    def add_measured(measured: dict[str, tuple[int, int, float]]) -> int:
-        """Number and index measured files not yet in the index (reactor
-        thread, under the folder's locks; listeners are told). Returns how
-        many were added."""
-
-    def finish_scan(listing: ScanListing) -> None:
-        """After every file of ``listing`` went through :meth:`add_measured`:
-        when the listing was complete and the directories have not changed
-        since, the index matches them (no scan needed); else the next
-        refresh scans as usual (reactor thread)."""
-
-
 class IWatchedFolder(Interface):
     """Optional for an :class:`IFolder`: other processes change it on disk
     (deliveries, another server), and the store can watch it for them

@@ -42,7 +42,6 @@ from pymta.mailstore.interface import (
     WRITE_ERRNOS,
     IFolder,
     IFolderLock,
-    IFolderScan,
     IHeaderCache,
     IMessageFiles,
     IStagedAppend,
@@ -50,7 +49,7 @@ from pymta.mailstore.interface import (
 )
 
 
-@implementer(IFolder, IHeaderCache, IStagedAppend, IFolderScan, IMessageFiles, IWatchedFolder)
+@implementer(IFolder, IHeaderCache, IStagedAppend, IMessageFiles, IWatchedFolder)
 class MaildirFolder(FolderSave):
     """One Maildir++ folder and its index. Shared by every session of the store."""
 

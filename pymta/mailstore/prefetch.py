@@ -1,9 +1,10 @@
 """prefetch: a folder's header reads and scans in a worker thread.
 
 The mail store's own threading for what a server asks of many messages at
-once (IMAP SEARCH, SELECT of a big folder); the server hands in its
-thread runner and asks here, the folder's optional interfaces
-(IHeaderCache, IFolderScan) say what can run where.
+once (IMAP SEARCH); the server hands in its thread runner and asks here,
+the folder's optional interface (IHeaderCache) says what can run where.
+(A folder's scan, for SELECT, STATUS or NOOP, runs in the store's threads
+through its asynchronous API: :mod:`pymta.mailstore.asyncstore`.)
 
 Header prefetch: a header SEARCH over a folder whose header cache is cold would read every
 message file in the reactor thread (seconds on 100,000 messages, every
@@ -18,17 +19,6 @@ command then runs as before, against a warm cache. Messages expunged or
 renamed meanwhile are skipped here and read again by the command if it
 still needs them.
 
-The same for a folder's scan (:func:`prefetch_scan`): when SELECT,
-EXAMINE or STATUS find a folder changed on disk (a huge Maildir opened for
-the first time, a burst of deliveries) with at least :data:`PREFETCH_MIN`
-files its index does not know, and it provides
-:class:`~pymta.mailstore.interface.IFolderScan`, the directories are listed
-in a worker thread, then the new files are measured (stat, size) there in
-batches of :data:`BATCH`, each batch numbered and indexed back in the
-reactor thread under the folder's locks. When the directories did not
-change meanwhile the index then matches them; else the command's usual
-scan finds what changed (files renamed or removed between the steps).
-
 Untrusted input: none (UIDs of the session's view). Writes: the folder's
 header cache and index, through the mail store. Logs nothing.
 """
@@ -42,7 +32,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from pymta.mailstore.interface import IFolder, IFolderScan, IHeaderCache
+from pymta.mailstore.interface import IFolder, IHeaderCache
 
 #: Runs a function in a worker thread; its result arrives in the reactor thread.
 ThreadRunner = Callable[[Callable[[], Any]], "Deferred[Any]"]
@@ -92,30 +82,3 @@ async def _fill(cache: Any, wanted: list[tuple[int, str]], run_in_thread: Thread
         blocks = await run_in_thread(partial(cache.read_headers, batch))
         stored += cache.cache_headers(blocks)
     return stored
-
-
-def prefetch_scan(folder: IFolder, run_in_thread: ThreadRunner | None) -> Deferred[int] | None:
-    """Bring the folder's index up to date with the listing and the file
-    reads in a thread. None when there is nothing worth doing (no runner, a
-    store without IFolderScan, fewer than about :data:`PREFETCH_MIN` files
-    not yet indexed); else a Deferred firing with the number of messages
-    added, once they are in the index."""
-    if run_in_thread is None or not IFolderScan.providedBy(folder):
-        return None
-    scan = IFolderScan(folder)
-    known = scan.scan_snapshot(PREFETCH_MIN)
-    if known is None:
-        return None
-    return defer.ensureDeferred(_scan(scan, known, run_in_thread))
-
-
-async def _scan(scan: Any, known: dict[str, str], run_in_thread: ThreadRunner) -> int:
-    listing = await run_in_thread(partial(scan.list_unindexed, known))
-    added = 0
-    for start in range(0, len(listing.files), BATCH):
-        measured = await run_in_thread(
-            partial(scan.measure_files, listing.files[start : start + BATCH])
-        )
-        added += scan.add_measured(measured)
-    scan.finish_scan(listing)
-    return added
