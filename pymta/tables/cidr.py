@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from pymta.tables.interface import ILookupTable, TableError
-from pymta.tables.source import Problem, logical_lines
+from pymta.tables.source import Problem, logical_lines, read_rules
 from pymta.tables.watch import FileWatch, stamp
 
 _log = Logger(namespace="pymta.tables")
@@ -107,17 +107,7 @@ class CidrTable:
         self._load(current, strict)
 
     def _load(self, current: tuple[int, int, int, int], strict: bool = False) -> None:
-        try:
-            with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
-        except OSError as e:
-            raise TableError(f"open {self.path}: {e.strerror}") from None
-        rules, problems = parse_cidr(text, self.path)
-        if strict and problems:
-            raise TableError(str(problems[0]))
-        for problem in problems:
-            _log.warn("{table}: {problem}", table=self.name, problem=str(problem))
-        self._rules = rules
+        self._rules = read_rules(self.path, self.name, parse_cidr, strict)
         self._watch.accept(current)
 
     def _refresh(self) -> None:

@@ -41,7 +41,7 @@ from zope.interface import implementer
 
 from pymta.tables.interface import ILookupTable, TableError
 from pymta.tables.redos import exponential_repeat
-from pymta.tables.source import Problem, logical_lines
+from pymta.tables.source import Problem, logical_lines, read_rules
 from pymta.tables.watch import FileWatch, stamp
 
 _log = Logger(namespace="pymta.tables")
@@ -277,16 +277,9 @@ class RegexpTable:
         self._load(current, strict)
 
     def _load(self, current: tuple[int, int, int, int], strict: bool = False) -> None:
-        try:
-            with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
-                text = f.read()
-        except OSError as e:
-            raise TableError(f"open {self.path}: {e.strerror}") from None
-        rules, problems = parse_rules(text, self.path, self.flavour)
-        if strict and problems:
-            raise TableError(str(problems[0]))
-        for problem in problems:
-            _log.warn("{table}: {problem}", table=self.name, problem=str(problem))
+        rules = read_rules(
+            self.path, self.name, lambda text, path: parse_rules(text, path, self.flavour), strict
+        )
         self._rules = rules
         self._prefilter = build_prefilter(rules)
         self._watch.accept(current)

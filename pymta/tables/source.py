@@ -14,8 +14,18 @@ a duplicate key keeps the first value and is a warning, as postmap does.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from twisted.logger import Logger
+
+from pymta.tables.interface import TableError
+
+_log = Logger(namespace="pymta.tables")
+
+#: What a rule-list table's parser gives (read_rules).
+RulesT = TypeVar("RulesT")
 
 
 @dataclass(frozen=True)
@@ -125,3 +135,27 @@ def looks_like_aliases(text: str) -> bool:
             return False
         seen = True
     return seen
+
+
+def read_rules(
+    path: str,
+    table: str,
+    parse: Callable[[str, str], tuple[RulesT, list[Problem]]],
+    strict: bool = False,
+) -> RulesT:
+    """The rules of a rule-list table file (regexp:, pcre:, cidr:): the file
+    read as the tables read text (UTF-8, undecodable bytes kept as
+    surrogates), ``parse(text, path)`` giving the rules and the bad lines.
+    With ``strict`` the first bad line is a TableError; otherwise each is
+    logged as a warning naming ``table`` and the rule is skipped."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+    except OSError as e:
+        raise TableError(f"open {path}: {e.strerror}") from None
+    rules, problems = parse(text, path)
+    if strict and problems:
+        raise TableError(str(problems[0]))
+    for problem in problems:
+        _log.warn("{table}: {problem}", table=table, problem=str(problem))
+    return rules
