@@ -96,6 +96,25 @@ def test_sync_writes_then_appends_changes(tmp_path: Path) -> None:
     assert text(root) == b"1048576S,100C\n300 2\n-50 -1\n1000 1\n"
 
 
+def test_add_appends_a_delivery_without_counting(tmp_path: Path) -> None:
+    """After a delivery, add() appends the delivery's change line to a good
+    file (what Dovecot appends at a save) and reads no directory: the file
+    sums to the old usage plus the message even though the Maildir here
+    holds nothing. A missing, damaged, foreign-limits or full file is not
+    touched, and add() says so (False: the caller counts)."""
+    root = maildir(tmp_path)
+    sync(str(root), LIMIT, 300, 2)
+    assert maildirsize.add(str(root), LIMIT, 1000, 1) is True
+    assert text(root) == b"1048576S,100C\n300 2\n1000 1\n"
+    (root / "maildirsize").unlink()
+    assert maildirsize.add(str(root), LIMIT, 1000, 1) is False
+    assert not (root / "maildirsize").exists()
+    for kept in (b"garbage", b"5S\n1 1\n", b"1048576S,100C\n" + b"1 0\n" * 1276):
+        (root / "maildirsize").write_bytes(kept)
+        assert maildirsize.add(str(root), LIMIT, 1000, 1) is False
+        assert text(root) == kept
+
+
 def test_sync_writes_anew(tmp_path: Path) -> None:
     """The file is written anew when its limits are not the configured
     ones, when it is damaged, when a change would take it to 5120 bytes,

@@ -32,6 +32,7 @@ from pymta.maillog import maillog
 from pymta.mailstore.interface import IMailDelivery, InvalidFolderName, NoSuchFolder
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import IMessageContent
+from pymta.quota import maildirsize
 from pymta.quota.policy import QuotaPolicy, QuotaState, warning_message
 from pymta.quota.rules import QuotaLimit
 
@@ -117,20 +118,25 @@ class FinalDelivery:
                 return Outcome(*quota.full_status())
             d = self._route(mailbox, prefix, message, sender=sender, recipient=recipient, mark=mark)
             d.addCallback(self._warn, mailbox, state, size)
-            return d.addCallback(self._recount, mailbox, limit)
+            return d.addCallback(self._recount, mailbox, limit, size)
 
         return counted.addCallback(checked)
 
-    def _recount(self, outcome: Outcome, mailbox: Mailbox, limit: QuotaLimit) -> Outcome:
-        """Count again after a delivery, in a thread, so that the mailbox's
-        ``maildirsize`` says the new usage at once, as Dovecot's quota
-        driver updates it at each save (pymta.quota.maildirsize); the
-        outcome does not wait for it, and a failure is only logged."""
+    def _recount(self, outcome: Outcome, mailbox: Mailbox, limit: QuotaLimit, size: int) -> Outcome:
+        """Bring the mailbox's ``maildirsize`` to the new usage at once, as
+        Dovecot's quota driver does at each save: the delivery's change
+        line appended (pymta.quota.maildirsize.add), or, when the file is
+        missing or must be written anew, a count (in a thread either way).
+        The outcome does not wait for it, and a failure is only logged."""
         assert self.quota is not None and self._run is not None
         if outcome.ok:
             quota = self.quota
-            counted = self._run(lambda: quota.usage(mailbox.maildir, limit))
-            counted.addErrback(
+
+            def update() -> None:
+                if not maildirsize.add(mailbox.maildir, limit, size, 1):
+                    quota.usage(mailbox.maildir, limit)
+
+            self._run(update).addErrback(
                 lambda f: maillog(
                     "quota", f"warning: {mailbox.user}: maildirsize: {f.value}", LogLevel.warn
                 )

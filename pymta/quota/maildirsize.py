@@ -14,10 +14,11 @@ its limits are not the configured ones, or it says the mailbox is over
 quota while it holds more than one change or is older than 15 minutes.
 
 pymta's usage is counted from the files (:mod:`pymta.quota.usage`); each
-time it is counted for a user with a quota (a delivery, an APPEND, a
-GETQUOTA), :func:`sync` makes ``maildirsize`` say the same: nothing when
-it does, else one change line with the difference, or the whole file
-anew under the rules above. So a site moving from Dovecot to pymta, or
+time it is counted for a user with a quota (before a delivery, an APPEND,
+a GETQUOTA), :func:`sync` makes ``maildirsize`` say the same: nothing
+when it does, else one change line with the difference, or the whole
+file anew under the rules above. After a delivery, :func:`add` appends
+the delivery's own change line without counting again. So a site moving from Dovecot to pymta, or
 back, keeps its quota usage: Dovecot reading the file gets pymta's count.
 The file is only written, never believed: pymta's own checks use the
 count.
@@ -151,6 +152,32 @@ def sync(maildir: str, limit: QuotaLimit, used_bytes: int, used_messages: int) -
                     os.close(fd)
                 return
         write(maildir, limit, used_bytes, used_messages)
+
+
+def add(maildir: str, limit: QuotaLimit, more_bytes: int, more_messages: int) -> bool:
+    """Append one change line (a delivery's ``2048 1``) to a good file, as
+    Dovecot does at each save, without counting the mailbox. False when
+    the file is missing, damaged, stale or full (or cannot be written):
+    the caller counts then, and :func:`sync` writes it anew."""
+    path = os.path.join(maildir, FILENAME)
+    change = b"%d %d\n" % (more_bytes, more_messages)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SIZE + 1)
+            mtime = os.fstat(f.fileno()).st_mtime
+        found = parse(data)
+        if found is None or not _trusted(found, limit, mtime, time.time()):
+            return False
+        if found.length + len(change) >= MAX_SIZE:
+            return False
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, change)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
 
 
 def write(maildir: str, limit: QuotaLimit, used_bytes: int, used_messages: int) -> None:
