@@ -59,6 +59,7 @@ from pymta.listeners import ListenError, TCPListener
 from pymta.mailauth.service import MailAuth
 from pymta.maillog import MaillogObserver, log_to
 from pymta.milter.config import MilterClients
+from pymta.privsep.interface import IUserDelivery
 from pymta.qmgr.manager import QueueManager
 from pymta.queue.interface import IQueueStore
 from pymta.queue.trigger import IQueueTrigger, TriggerChannel
@@ -258,7 +259,7 @@ class DeliveryPart(service.MultiService):
         *,
         scan: bool,
         fifo: bool,
-        users: Any = None,
+        users: IUserDelivery | None = None,
     ) -> None:
         super().__init__()
         self.trigger = queue.trigger
@@ -440,7 +441,7 @@ def build(
     *,
     worker_fds: Mapping[str, int] | None = None,
     check: bool = False,
-    users: Any = None,
+    users: IUserDelivery | None = None,
 ) -> MailSystem:
     """Wire every part for this configuration (does not start anything).
 
@@ -547,7 +548,9 @@ def build(
             server.setServiceParent(system)
     if processes > 1:
         from pymta.master.workers import WorkerPool
+        from pymta.privsep.interface import IHelperConnections
 
+        connections = IHelperConnections(users, None)
         ports = system.ports
         system.workers = WorkerPool(
             config.get("config_directory"),
@@ -557,7 +560,7 @@ def build(
             on_exit=delivery.qmgr.recover_orphans,
             throttle_time=config.get_time("service_throttle_time"),
             # Each worker gets its own connection to the root helper.
-            helper=getattr(users, "connection", None),
+            helper=connections.connection if connections is not None else None,
         )
         system.workers.setServiceParent(system)
     return system

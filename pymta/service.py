@@ -23,7 +23,6 @@ directories named by main.cf.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from twisted.application import service
 from twisted.internet.interfaces import IReactorCore
@@ -48,6 +47,7 @@ from pymta.listeners import (
     replace_port_factory,
 )
 from pymta.master.control import install_signal_handlers
+from pymta.privsep.interface import IUserDelivery
 from pymta.sessions import (
     LISTENER_COMMANDS,
     UNIX_LISTENER_COMMANDS,
@@ -80,7 +80,7 @@ __all__ = [
 def makeService(
     config: Config | str | os.PathLike[str],
     reactor: IReactorCore | None = None,
-    users: Any = None,
+    users: IUserDelivery | None = None,
 ) -> service.IService:
     """The whole mail system as one IService.
 

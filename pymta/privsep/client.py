@@ -39,7 +39,14 @@ from zope.interface import implementer
 
 from pymta.delivery.command import CommandResult
 from pymta.delivery.local_forward import ForwardFile
-from pymta.privsep.interface import Grounds, IUserDelivery, Outcome, SieveResult, UnixUser
+from pymta.privsep.interface import (
+    Grounds,
+    IHelperConnections,
+    IUserDelivery,
+    Outcome,
+    SieveResult,
+    UnixUser,
+)
 from pymta.privsep.spawn import _child_outcome
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent, QueueFileContent
 
@@ -130,7 +137,7 @@ class _Replies:
             waiter.callback({"exit_code": None, "signal": None, "output": f"helper gone: {why}"})
 
 
-@implementer(IUserDelivery)
+@implementer(IUserDelivery, IHelperConnections)
 class HelperUserDelivery:
     """Deliveries as any user through the root helper (see module doc)."""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import pwd
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -225,3 +226,11 @@ class IUserDelivery(Interface):
     ) -> Deferred[CommandResult]:
         """Execute ``argv`` (no shell; ``argv[0]`` is searched in PATH) as
         ``user`` with ``stdin`` then the message on its standard input."""
+
+
+class IHelperConnections(Interface):
+    """A user-delivery service that can hand each worker process of
+    :mod:`pymta.master.workers` a connection of its own (the root helper)."""
+
+    def connection() -> socket.socket:
+        """A new connection for a worker to inherit."""
