@@ -716,7 +716,7 @@ def session_guard(s: IMAPSession, size: int) -> Callable[[], None] | None:
     """The quota check for ``size`` more bytes in this session's mailbox
     (APPEND, MULTIAPPEND, CATENATE, COPY), or None without quotas."""
     quota: IMAPQuota | None = s.quota
-    root = getattr(s.mailbox, "root", None)
+    root: str | None = s.mailbox.root if s.mailbox is not None else None
     if quota is None or not root:
         return None
     return quota.guard(s.user, root, size)

@@ -112,8 +112,8 @@ def user_metadata(s: IMAPSession) -> UserMetadata:
     assert s.mailbox is not None
     held = _users.get(s.mailbox)
     if held is None:
-        root = getattr(s.mailbox, "root", None)
-        path = os.path.join(root, FILENAME) if isinstance(root, str) else None
+        root: str | None = s.mailbox.root
+        path = os.path.join(root, FILENAME) if root is not None else None
         held = _users[s.mailbox] = UserMetadata(path)
     held.refresh(s.log)
     return held

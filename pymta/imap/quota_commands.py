@@ -32,7 +32,7 @@ CAPABILITIES = ("QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE")
 
 
 def _maildir(s: IMAPSession) -> str | None:
-    return getattr(s.mailbox, "root", None)
+    return s.mailbox.root if s.mailbox is not None else None
 
 
 def _quota_line(state: QuotaState) -> bytes:

@@ -509,6 +509,10 @@ class IUserMailbox(Interface):
 
     user = Attribute("The user's name (as authenticated).")
     separator = Attribute("The hierarchy separator in folder names: ``/``.")
+    root = Attribute(
+        "The directory of the mailbox (its Maildir root), where the quota and"
+        " METADATA files live; None for a store without files (memory)."
+    )
 
     def list_folders() -> list[FolderInfo]:
         """Every folder, INBOX first, then by name."""

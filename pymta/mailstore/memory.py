@@ -330,6 +330,7 @@ class MemoryFolder:
 @implementer(IUserMailbox)
 class MemoryUserMailbox:
     separator = SEPARATOR
+    root: str | None = None  # no files: no quota or METADATA file
 
     def __init__(self, user: str, clock: IReactorTime) -> None:
         self.user = user
