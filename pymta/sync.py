@@ -44,13 +44,18 @@ from typing import Any, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 SYNC_METHODS = ("syncfs", "fsync")
 
 
 class ISyncBarrier(Interface):
     """Group commit: many writes made durable by one sync."""
+
+    syncs = Attribute("How many syncs ran so far (the metrics count them).")
+    batch_sizes = Attribute(
+        "A collections.Counter: {callers made durable by one sync: how many such syncs}."
+    )
 
     def sync(files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         """Fires once every write made before this call is on stable storage
@@ -105,14 +110,20 @@ class ImmediateSyncBarrier:
     writes one message and has nothing to batch). Without ``fsync`` it
     syncs nothing; with it, each durable step fsyncs its files and
     directories before firing (the local delivery child's Sieve writes).
-    Counts calls."""
+    Counts calls (each durable call is a sync of one caller)."""
 
     def __init__(self, fsync: bool = False) -> None:
         self.calls = 0
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
         self._fsync = fsync
+
+    @property
+    def syncs(self) -> int:
+        return self.calls
 
     def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         self.calls += 1
+        self.batch_sizes[1] += 1
         if self._fsync:
             try:
                 fsync_paths(files, dirs)
@@ -132,6 +143,7 @@ class ImmediateSyncBarrier:
         """Run work (then after) at once on the calling thread."""
         if durable:
             self.calls += 1
+            self.batch_sizes[1] += 1
         try:
             result = work()
             if durable:

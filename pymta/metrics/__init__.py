@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import service
@@ -70,6 +70,7 @@ from zope.interface import implementer
 
 from pymta.config import Config
 from pymta.config.master_cf import MasterService
+from pymta.sync import ISyncBarrier
 
 log = Logger(namespace="pymta.metrics")
 
@@ -133,7 +134,7 @@ class MetricsService(service.Service):
         self._sampler: LoopingCall | None = None
         self._observing = False
         self._observers: tuple[ILogObserver, ...] = ()
-        self._barriers: dict[str, Any] = {}
+        self._barriers: dict[str, ISyncBarrier] = {}
         self._syncs_seen: dict[str, int] = {}
         self._batches_seen: dict[str, dict[int, int]] = {}
         self._sample_lock = threading.Lock()
@@ -199,7 +200,7 @@ class MetricsService(service.Service):
                 continue
             self.metrics.apply(observation)
 
-    def watch_syncs(self, barriers: dict[str, Any]) -> None:
+    def watch_syncs(self, barriers: Mapping[str, ISyncBarrier]) -> None:
         """Count the syncs of these group-commit barriers (pymta.sync),
         by name: their ``syncs`` attribute, read at each sample."""
         self._barriers.update(barriers)
@@ -212,17 +213,15 @@ class MetricsService(service.Service):
         with self._sample_lock:
             self.metrics.sample_process()
             for name, barrier in self._barriers.items():
-                syncs = int(getattr(barrier, "syncs", 0))
+                syncs = int(barrier.syncs)
                 new = syncs - self._syncs_seen.get(name, 0)
                 self._syncs_seen[name] = syncs
                 self.metrics.syncs.labels(barrier=name).inc(max(new, 0))
                 self._sample_batches(name, barrier)
 
-    def _sample_batches(self, name: str, barrier: Any) -> None:
+    def _sample_batches(self, name: str, barrier: ISyncBarrier) -> None:
         """Observe the batch sizes this barrier synced since the last sample."""
-        sizes = getattr(barrier, "batch_sizes", None)
-        if sizes is None:
-            return
+        sizes = barrier.batch_sizes
         seen = self._batches_seen.setdefault(name, {})
         histogram = self.metrics.sync_batch.labels(barrier=name)
         for size, count in list(sizes.items()):  # one C-level copy: thread-safe
