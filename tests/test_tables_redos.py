@@ -1,5 +1,5 @@
 """pymta.tables.redos: the rule shapes that backtrack exponentially on a key
-that almost matches are found; the ordinary ones are not. The first two were
+that almost matches are found; the ordinary ones are not. The first three were
 found by fuzzing, with the CPU time one lookup took."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pymta.tables.redos import exponential_repeat
 EXPONENTIAL = [
     r"^(.*)*-o@(.*)$",  # found by fuzzing: 17.8 s of CPU
     r"^(?P<user>(..*)+p)",  # found by fuzzing: 13.5 s of CPU
+    "^(?P<user>(.\udcff*)+)+@",  # found by fuzzing: 31.8 s (a character past Latin-1)
+    "(\u0101[\u0100-\u0200]*)+$",
     r"^(\S+\s*)+$",
     r"(?:\w+)*x",
     r"((ab)*)*",
@@ -31,6 +33,7 @@ LINEAR = [
     r"(\d+\.)+\d+",
     r"^([^@]+)@(.+)$",
     r"(.)+",
+    "(\u00e9+\u0101)+",
 ]
 
 

@@ -91,9 +91,31 @@ def _category(category: Any, ch: int) -> bool:
     return True if test is None else bool(test(chr(ch)))
 
 
+#: Characters beyond Latin-1 that the classes judge differently: a letter,
+#: a digit, a space, a mark, a surrogate (undecodable bytes of a key).
+_WIDE_PROBES = (0x100, 0x3B1, 0x663, 0x2003, 0x300, 0xDCFF, 0xFFFF)
+
+
+def _named(item: tuple[Any, Any]) -> set[int]:
+    """The characters an item names (literals, range ends): an overlap
+    beyond Latin-1 is found by probing them."""
+    op, av = item
+    if op in (c.LITERAL, c.NOT_LITERAL):
+        return {av}
+    found: set[int] = set()
+    if op is c.IN:
+        for sub_op, sub_av in av:
+            if sub_op is c.LITERAL:
+                found.add(sub_av)
+            elif sub_op is c.RANGE:
+                found.update(sub_av)
+    return found
+
+
 def _overlap(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
     """Whether two items can match the same character (True when unsure)."""
-    for ch in range(256):
+    probes = {*range(256), *_WIDE_PROBES, *_named(a), *_named(b)}
+    for ch in sorted(probes):
         x, y = _matches(*a, ch), _matches(*b, ch)
         if x is None or y is None:
             return True
