@@ -124,13 +124,14 @@ def tree_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
     return sum(table[pid].ticks for pid in descendants(table, roots)) / CLOCK_TICKS
 
 
-def main_thread_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
-    """CPU seconds (user + system) of the main threads alone of the process
-    trees under roots: for pymta each process's reactor thread, without the
-    worker threads (queue and Maildir writes, their fsyncs and syncfs, whose
-    kernel time follows the whole disk's load, other processes' included)."""
+def main_thread_ticks(roots: Iterable[int], proc: Path = Path("/proc")) -> dict[int, int]:
+    """{pid: clock ticks (user + system)} of the main thread alone of every
+    process in the trees under roots: for pymta each process's reactor
+    thread, without the worker threads (queue and Maildir writes, their
+    fsyncs and syncfs, whose kernel time follows the whole disk's load,
+    other processes' included)."""
     table = read_proc_table(proc)
-    ticks = 0
+    ticks: dict[int, int] = {}
     for pid in descendants(table, roots):
         try:
             with open(proc / str(pid) / "task" / str(pid) / "stat") as f:
@@ -138,7 +139,22 @@ def main_thread_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) ->
         except OSError:
             continue  # exited meanwhile
         rest = line[line.rindex(")") + 2 :].split()
-        ticks += int(rest[11]) + int(rest[12])  # utime stime (proc(5))
+        ticks[pid] = int(rest[11]) + int(rest[12])  # utime stime (proc(5))
+    return ticks
+
+
+def main_thread_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
+    """CPU seconds of the main threads alone of the process trees under
+    roots (see main_thread_ticks)."""
+    return sum(main_thread_ticks(roots, proc).values()) / CLOCK_TICKS
+
+
+def main_thread_cpu_between(before: Mapping[int, int], after: Mapping[int, int]) -> float:
+    """CPU seconds the main threads spent between two main_thread_ticks
+    readings, process by process: one that exited meanwhile (a Postfix
+    smtpd at max_idle) counts nothing instead of taking its whole past
+    off the sum; one that started meanwhile counts all of its time."""
+    ticks = sum(max(0, now - before.get(pid, 0)) for pid, now in after.items())
     return ticks / CLOCK_TICKS
 
 

@@ -60,6 +60,17 @@ def test_main_thread_cpu_seconds_leaves_out_other_threads(tmp_path: Path) -> Non
     assert bench_measure.main_thread_cpu_seconds([10], proc=tmp_path) == pytest.approx(200 / ticks)
 
 
+def test_main_thread_cpu_between_never_counts_an_exited_process_back() -> None:
+    """Between two readings, a process that exited counts nothing (the
+    figure never goes negative, as it did when Postfix's smtpd processes
+    exited mid-run), a new one counts all its ticks, the others their
+    growth."""
+    ticks = bench_measure.CLOCK_TICKS
+    before = {10: 100, 11: 500}
+    after = {10: 130, 12: 20}
+    assert bench_measure.main_thread_cpu_between(before, after) == pytest.approx(50 / ticks)
+
+
 def test_tree_cpu_seconds_sums_reaped_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
