@@ -1,7 +1,7 @@
 """bench_measure - the measuring instruments of the SMTP benchmark.
 
 SYNOPSIS
-    from bench_measure import (tree_cpu_seconds, free_loopback_port,
+    from bench_measure import (tree_cpu_seconds, tree_pss_kib, free_loopback_port,
                                wait_for_banner, count_maildir_new,
                                disk_fsync_rate, run_load)
 
@@ -23,6 +23,13 @@ DESCRIPTION
     wait_for_banner(host, port, deadline, alive)
         Connects until the server's 220 greeting arrives; gives up at the
         deadline or when alive() says the server process has died.
+
+    tree_pss_kib(roots, proc)
+        Proportional set size (kB) of the given processes and all their
+        descendants, summed from /proc/PID/smaps_rollup: memory shared by
+        several processes (the Python interpreter, libc, Postfix's
+        libraries) counts once in all, so the sum is the tree's share of
+        the machine's memory.
 
     count_maildir_new(path)
         Number of messages in a Maildir new/ directory (0 when absent).
@@ -56,6 +63,9 @@ from typing import IO
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POLL_INTERVAL = 0.02
+#: How often run_load calls its ``sample`` (reading smaps_rollup of some
+#: thirty processes costs the bench a few ms of CPU).
+SAMPLE_INTERVAL = 0.5
 
 
 @dataclass(frozen=True)
@@ -114,13 +124,14 @@ def tree_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
     return sum(table[pid].ticks for pid in descendants(table, roots)) / CLOCK_TICKS
 
 
-def main_thread_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
-    """CPU seconds (user + system) of the main threads alone of the process
-    trees under roots: for pymta each process's reactor thread, without the
-    worker threads (queue and Maildir writes, their fsyncs and syncfs, whose
-    kernel time follows the whole disk's load, other processes' included)."""
+def main_thread_ticks(roots: Iterable[int], proc: Path = Path("/proc")) -> dict[int, int]:
+    """{pid: clock ticks (user + system)} of the main thread alone of every
+    process in the trees under roots: for pymta each process's reactor
+    thread, without the worker threads (queue and Maildir writes, their
+    fsyncs and syncfs, whose kernel time follows the whole disk's load,
+    other processes' included)."""
     table = read_proc_table(proc)
-    ticks = 0
+    ticks: dict[int, int] = {}
     for pid in descendants(table, roots):
         try:
             with open(proc / str(pid) / "task" / str(pid) / "stat") as f:
@@ -128,8 +139,41 @@ def main_thread_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) ->
         except OSError:
             continue  # exited meanwhile
         rest = line[line.rindex(")") + 2 :].split()
-        ticks += int(rest[11]) + int(rest[12])  # utime stime (proc(5))
+        ticks[pid] = int(rest[11]) + int(rest[12])  # utime stime (proc(5))
+    return ticks
+
+
+def main_thread_cpu_seconds(roots: Iterable[int], proc: Path = Path("/proc")) -> float:
+    """CPU seconds of the main threads alone of the process trees under
+    roots (see main_thread_ticks)."""
+    return sum(main_thread_ticks(roots, proc).values()) / CLOCK_TICKS
+
+
+def main_thread_cpu_between(before: Mapping[int, int], after: Mapping[int, int]) -> float:
+    """CPU seconds the main threads spent between two main_thread_ticks
+    readings, process by process: one that exited meanwhile (a Postfix
+    smtpd at max_idle) counts nothing instead of taking its whole past
+    off the sum; one that started meanwhile counts all of its time."""
+    ticks = sum(max(0, now - before.get(pid, 0)) for pid, now in after.items())
     return ticks / CLOCK_TICKS
+
+
+def tree_pss_kib(roots: Iterable[int], proc: Path = Path("/proc")) -> int:
+    """The proportional set size (PSS, kB) of the process trees under
+    roots, summed: each process's /proc/PID/smaps_rollup ``Pss:`` (shared
+    pages count once over all the processes that map them, proc(5))."""
+    table = read_proc_table(proc)
+    total = 0
+    for pid in descendants(table, roots):
+        try:
+            with open(proc / str(pid) / "smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            continue  # exited meanwhile, or a kernel thread
+    return total
 
 
 def stop_session(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
@@ -246,9 +290,13 @@ def run_load(
     messages: int,
     timeout: float,
     stdout: IO[bytes],
+    sample: Callable[[], object] | None = None,
 ) -> LoadResult:
-    """Run the load generator; time acceptance and delivery of messages."""
+    """Run the load generator; time acceptance and delivery of messages.
+    ``sample`` (e.g. a memory reading) is called every SAMPLE_INTERVAL
+    while it runs."""
     start = time.monotonic()
+    sampled = start
     proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT)
     accepted_after: float | None = None
     delivered_after: float | None = None
@@ -269,6 +317,9 @@ def run_load(
                 break
             if elapsed > timeout:
                 break
+            if sample is not None and time.monotonic() - sampled >= SAMPLE_INTERVAL:
+                sample()
+                sampled = time.monotonic()
             time.sleep(POLL_INTERVAL)
     finally:
         if proc.poll() is None:

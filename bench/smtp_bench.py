@@ -34,10 +34,15 @@ DESCRIPTION
        the processes' main threads alone (/proc/PID/task/PID/stat: for
        pymta its reactors, without the worker threads whose fsync and
        syncfs kernel time follows the whole disk's load, other
-       processes' writes included; printed with each run);
+       processes' writes included; printed with each run), and the
+       most memory the server's process tree held meanwhile (the PSS of
+       every process summed, /proc/PID/smaps_rollup, sampled every half
+       second: Postfix's master, smtpd, cleanup, qmgr, virtual...
+       against pymta's reactor processes);
     4. prints a table - size, connections, msg/s for each server, the
-       ratio pymta/postfix, CPU ms per message for each, and the accept
-       rate alone - and a summary line, or with --json every run's
+       ratio pymta/postfix, CPU ms per message for each, the accept
+       rate alone, and the peak PSS of each server's processes in MiB -
+       and a summary line, or with --json every run's
        figures as one JSON document.  --repeat N runs the whole grid N
        times (servers interleaved, every other repetition pymta first)
        and the table shows each cell's run of median rate: the figures
@@ -85,9 +90,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measure import (
     count_maildir_new,
     disk_fsync_rate,
-    main_thread_cpu_seconds,
+    main_thread_cpu_between,
+    main_thread_ticks,
     run_load,
     tree_cpu_seconds,
+    tree_pss_kib,
 )
 from bench_postfix import PostfixServer, postfix_missing
 from bench_pymta import PymtaServer
@@ -114,8 +121,12 @@ class RunResult:
     cpu_seconds: float
     cpu_ms_per_message: float
     # The servers' main threads alone (pymta: the reactors; see
-    # bench_measure.main_thread_cpu_seconds).
+    # bench_measure.main_thread_ticks; processes that exited during the
+    # run, as Postfix's idle smtpd processes do, are left out).
     main_thread_ms_per_message: float
+    # The most memory the server's process tree held while the run went on
+    # (PSS summed over every process, sampled every half second).
+    peak_pss_mib: float
     error: str | None
 
 
@@ -203,12 +214,20 @@ def measure(
     argv = smtp_source_argv(server.port, connections, messages, size, recipient)
     roots = server.root_pids()
     cpu_before = tree_cpu_seconds(roots)
-    main_before = main_thread_cpu_seconds(roots)
+    main_before = main_thread_ticks(roots)
     output = scratch / f"smtp-source.{server.name}.{recipient}.out"
+    peak = [tree_pss_kib(roots)]
+
+    def sample_memory() -> None:
+        peak[0] = max(peak[0], tree_pss_kib(roots))
+
     with open(output, "wb") as out:
-        load = run_load(argv, server.maildir_new(recipient), messages, timeout, out)
+        load = run_load(
+            argv, server.maildir_new(recipient), messages, timeout, out, sample=sample_memory
+        )
+    sample_memory()
     cpu = tree_cpu_seconds(roots) - cpu_before
-    main_cpu = main_thread_cpu_seconds(roots) - main_before
+    main_cpu = main_thread_cpu_between(main_before, main_thread_ticks(roots))
     error = None
     if load.returncode != 0:
         tail = output.read_text(errors="replace").strip().splitlines()[-3:]
@@ -231,6 +250,7 @@ def measure(
         cpu_seconds=cpu,
         cpu_ms_per_message=1000 * cpu / max(1, load.delivered),
         main_thread_ms_per_message=1000 * main_cpu / max(1, load.delivered),
+        peak_pss_mib=peak[0] / 1024,
         error=error,
     )
 
@@ -279,6 +299,7 @@ def render_table(results: list[RunResult], disk: dict[str, float]) -> str:
     head = (
         f"{'size':>6} {'conns':>5} | {'postfix/s':>9} {'pymta/s':>9} {'ratio':>6}"
         f" | {'pf cpu ms':>9} {'py cpu ms':>9} | {'pf acc/s':>8} {'py acc/s':>8}"
+        f" | {'pf MiB':>6} {'py MiB':>6}"
     )
     lines = [head, "-" * len(head)]
     ratios: list[float] = []
@@ -303,6 +324,9 @@ def render_table(results: list[RunResult], disk: dict[str, float]) -> str:
             "|",
             fmt(get(pf, "accept_rate"), "8.0f"),
             fmt(get(py, "accept_rate"), "8.0f"),
+            "|",
+            fmt(get(pf, "peak_pss_mib"), "6.1f"),
+            fmt(get(py, "peak_pss_mib"), "6.1f"),
         ]
         lines.append(f"{size:>6} {conns:>5} | " + " ".join(cells))
     lines.extend(errors)
@@ -417,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 progress(
                     f"  {fmt(run.rate, '.0f')} msg/s, {run.cpu_ms_per_message:.2f} ms CPU/msg"
-                    f" ({run.main_thread_ms_per_message:.2f} in main threads)"
+                    f" ({run.main_thread_ms_per_message:.2f} in main threads),"
+                    f" {run.peak_pss_mib:.1f} MiB PSS at most"
                     + (f"  ERROR {run.error}" if run.error else "")
                 )
                 results.append(run)

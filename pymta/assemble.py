@@ -226,6 +226,9 @@ class QueuePart(service.MultiService):
                 from pymta.master.claims import QueueClaims
 
                 self.claims = QueueClaims(files.path, self.sync)
+                # A message is owned from its write on (pymta.master.claims).
+                files.claim_new = self.claims.adopt
+                files.unclaim = self.claims.release
         #: The queue file system's free space every smtpd checks at MAIL
         #: FROM (queue_minfree); None in check mode.
         self.space: Any = None if check else _queue_space(self.directory, reactor)

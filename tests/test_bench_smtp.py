@@ -60,6 +60,17 @@ def test_main_thread_cpu_seconds_leaves_out_other_threads(tmp_path: Path) -> Non
     assert bench_measure.main_thread_cpu_seconds([10], proc=tmp_path) == pytest.approx(200 / ticks)
 
 
+def test_main_thread_cpu_between_never_counts_an_exited_process_back() -> None:
+    """Between two readings, a process that exited counts nothing (the
+    figure never goes negative, as it did when Postfix's smtpd processes
+    exited mid-run), a new one counts all its ticks, the others their
+    growth."""
+    ticks = bench_measure.CLOCK_TICKS
+    before = {10: 100, 11: 500}
+    after = {10: 130, 12: 20}
+    assert bench_measure.main_thread_cpu_between(before, after) == pytest.approx(50 / ticks)
+
+
 def test_tree_cpu_seconds_sums_reaped_children(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,6 +85,29 @@ def test_tree_cpu_seconds_sums_reaped_children(
         (tmp_path / str(pid) / "stat").write_text(stat_line(pid, "p", ppid, *times))
     (tmp_path / "self").mkdir()
     assert bench_measure.tree_cpu_seconds([10], proc=tmp_path) == pytest.approx(2.1)
+
+
+def test_tree_pss_sums_the_whole_tree_only(tmp_path: Path) -> None:
+    """The memory figure sums the Pss: line of each tree process's
+    smaps_rollup, not of processes outside the tree; a process without one
+    (exited, a kernel thread) counts nothing."""
+    for pid, ppid, pss in ((10, 1, 30000), (11, 10, 2500), (12, 10, None), (20, 1, 99999)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat_line(pid, "p", ppid, 1, 1, 0, 0))
+        if pss is not None:
+            (tmp_path / str(pid) / "smaps_rollup").write_text(
+                f"00400000-7fff [rollup]\nRss:   {pss * 2} kB\nPss:   {pss} kB\n"
+            )
+    assert bench_measure.tree_pss_kib([10], proc=tmp_path) == 32500
+
+
+def test_table_shows_both_servers_memory() -> None:
+    """The table's last two columns are each server's peak PSS in MiB."""
+    table = smtp_bench.render_table(
+        [run("postfix", 500.0), run("pymta", 1000.0)], {"1 thread": 1400}
+    )
+    assert "pf MiB" in table.splitlines()[0]
+    assert table.splitlines()[2].split()[-2:] == ["60.0", "40.0"]
 
 
 def test_count_maildir_new(tmp_path: Path) -> None:
@@ -134,6 +168,7 @@ def run(server: str, rate: float | None, error: str | None = None) -> smtp_bench
         cpu_seconds=0.2,
         cpu_ms_per_message=2.0,
         main_thread_ms_per_message=1.0,
+        peak_pss_mib=40.0 if server == "pymta" else 60.0,
         error=error,
     )
 

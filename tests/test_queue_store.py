@@ -190,7 +190,9 @@ def test_directories_created(fstore: FileQueueStore) -> None:
 
 def test_enqueue_fires_only_after_sync(tmp_path: Path) -> None:
     """enqueue's Deferred waits for the sync barrier; the file is already
-    renamed into incoming/ (no temporary left) and is named to the barrier."""
+    in incoming/ under its final name (no temporary) and marked ready (mode
+    0700, Postfix's ready mark) before that sync, and is named to the
+    barrier."""
     from twisted.internet.defer import Deferred, succeed
 
     class HeldBarrier:
@@ -222,6 +224,7 @@ def test_enqueue_fires_only_after_sync(tmp_path: Path) -> None:
     qid = os.path.basename(files[0])
     assert dirs == [os.path.join(store.directory, "incoming")]
     assert os.listdir(dirs[0]) == [qid]
+    assert os.stat(files[0]).st_mode & 0o777 == 0o700
     d.callback(None)
     assert results == [qid]
 
@@ -295,7 +298,9 @@ def test_corrupt_files_go_to_corrupt_and_others_keep_moving(fstore: FileQueueSto
     bad_ids = []
     for data in _bad_files().values():
         qid = fstore.new_queue_id()
-        Path(fstore.path(qid, "incoming")).write_bytes(data)
+        path = Path(fstore.path(qid, "incoming"))
+        path.write_bytes(data)
+        path.chmod(0o700)  # damaged after it was finished
         bad_ids.append(qid)
     read_ok = []
     for qid in fstore.list("incoming"):
@@ -320,6 +325,70 @@ def test_list_skips_temporaries_and_strangers(fstore: FileQueueStore) -> None:
     assert fstore.list("incoming") == []
     assert fstore.remove_stale_temporaries(200) == ["ABCDEF012345.tmp"]
     assert sorted(os.listdir(incoming)) == ["README"]
+
+
+def test_list_skips_files_not_ready(fstore: FileQueueStore) -> None:
+    """A queue file in incoming/ without its ready mark (being written, or
+    its writer died) is not listed: the queue manager never reads half a
+    file; once marked it is."""
+    qid = fstore.new_queue_id()
+    path = Path(fstore.path(qid, "incoming"))
+    path.write_bytes(_good_file()[:20])
+    path.chmod(0o600)
+    assert fstore.list("incoming") == []
+    path.write_bytes(_good_file())
+    path.chmod(0o700)
+    assert fstore.list("incoming") == [qid]
+
+
+def test_remove_stale_removes_unfinished_and_marks_whole_files(fstore: FileQueueStore) -> None:
+    """At start, a not-ready file older than the limit that is not a whole
+    queue file goes (never acknowledged); a not-ready one that is whole (an
+    earlier pymta renamed finished files and did not mark them) is marked
+    ready and listed, never deleted; younger ones are left alone."""
+    incoming = Path(fstore.directory, "incoming")
+    half, whole, young = (fstore.new_queue_id() for _ in range(3))
+    (incoming / half).write_bytes(_good_file()[:-5])
+    (incoming / whole).write_bytes(_good_file())
+    (incoming / young).write_bytes(_good_file()[:10])
+    for qid in (half, whole, young):
+        (incoming / qid).chmod(0o600)
+    for qid in (half, whole):
+        os.utime(incoming / qid, (100, 100))
+    os.utime(incoming / young, (300, 300))
+    assert fstore.remove_stale_temporaries(200) == [half]
+    assert sorted(os.listdir(incoming)) == sorted([whole, young])
+    assert fstore.list("incoming") == [whole]
+    assert fstore.read(whole, "incoming")[1] == b"Subject: hi\n\nbody line\n.\n"
+
+
+def test_remove_unlinks_a_defer_log_only_where_one_may_exist(
+    fstore: FileQueueStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """remove() of a message this store wrote and never deferred tries no
+    defer log (no failing unlink per delivered message); after a deferral,
+    and for a message it did not write, the defer log goes with the file."""
+    unlinked: list[str] = []
+    real_unlink = os.unlink
+
+    def unlink(path: str) -> None:
+        unlinked.append(os.path.basename(os.path.dirname(path)))
+        real_unlink(path)
+
+    plain = _enqueue(fstore, _envelope())
+    deferred = _enqueue(fstore, _envelope())
+    fstore.record_defer(deferred, 0, "4.0.0", "try later")
+    other = fstore.new_queue_id()
+    Path(fstore.path(other, "active")).write_bytes(_good_file())
+    Path(fstore.directory, "defer", other).write_bytes(b"0\t4.0.0\tearlier\n")
+    monkeypatch.setattr(os, "unlink", unlink)
+    fstore.remove(plain, "incoming")
+    assert unlinked == ["incoming"]
+    del unlinked[:]
+    fstore.remove(deferred, "incoming")
+    fstore.remove(other, "active")
+    assert unlinked == ["incoming", "defer", "active", "defer"]
+    assert os.listdir(os.path.join(fstore.directory, "defer")) == []
 
 
 def test_next_attempt_is_file_mtime(fstore: FileQueueStore) -> None:

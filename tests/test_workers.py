@@ -342,6 +342,62 @@ def test_claim_follows_the_file_through_a_rename(tmp_path: Path) -> None:
     assert not theirs.claim("NOPE", "active")
 
 
+def _claiming_store(tmp_path: Path, ours: QueueClaims) -> Any:
+    from pymta.queue.store import FileQueueStore
+    from pymta.sync import ImmediateSyncBarrier
+
+    clock = Clock()
+    clock.advance(1700000000)
+    store = FileQueueStore(str(tmp_path), ImmediateSyncBarrier(), clock)
+    store.claim_new = ours.adopt
+    store.unclaim = ours.release
+    return store
+
+
+def test_a_message_is_claimed_by_its_writer_from_the_start(tmp_path: Path) -> None:
+    """With claims, the process whose store wrote a queue file owns it
+    before it is ready: another process cannot claim it in incoming/ nor
+    after the move to active/; the owner's own claim is already held."""
+    from pymta.queue.model import Envelope, Recipient
+
+    ours = QueueClaims(lambda qid, q: str(tmp_path / q / qid))
+    theirs = QueueClaims(lambda qid, q: str(tmp_path / q / qid))
+    store = _claiming_store(tmp_path, ours)
+    queued: list[str] = []
+    envelope = Envelope("a@example.org", [Recipient("b@example.com", "b@example.com")])
+    store.enqueue(envelope, b"Subject: x\n\nbody\n").addCallback(queued.append)
+    [qid] = queued
+    assert ours.held() == [qid]
+    assert not theirs.claim(qid, "incoming")
+    assert ours.claim(qid, "incoming")
+    store.move(qid, "incoming", "active")
+    assert not theirs.claim(qid, "active")
+    ours.release(qid)
+    assert theirs.claim(qid, "active")
+
+
+def test_a_message_not_made_durable_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the write fails (incoming/ is gone) the writer's claim is
+    released again: nothing stays held for a file nobody acknowledged."""
+    from pymta.queue.model import Envelope, Recipient
+
+    ours = QueueClaims(lambda qid, q: str(tmp_path / q / qid))
+    store = _claiming_store(tmp_path, ours)
+
+    def failing_fchmod(fd: int, mode: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    failures: list[Failure] = []
+    envelope = Envelope("a@example.org", [Recipient("b@example.com", "b@example.com")])
+    monkeypatch.setattr(os, "fchmod", failing_fchmod)
+    store.enqueue(envelope, b"body\n").addErrback(failures.append)
+    assert len(failures) == 1
+    assert ours.held() == []
+    assert os.listdir(tmp_path / "incoming") == []
+
+
 def test_release_waits_for_the_queue_changes_queued_before() -> None:
     """A claim is released on the store's background thread, after the file
     changes queued before it (done flags, unlink): the next owner sees them."""

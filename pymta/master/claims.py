@@ -10,6 +10,12 @@ the locks of a process that dies, so the master can tell the orphans
 (:meth:`QueueClaims.claim` succeeds) from the messages a live worker is
 delivering (it fails) and recover only the former.
 
+A process takes the lock on a message it accepted when its queue store
+writes the file (:meth:`QueueClaims.adopt`, given the writer's open
+descriptor, before the file is marked ready): the message is never
+without an owner, and its queue manager's claim costs no system call.
+Others take it by opening the file (:meth:`QueueClaims.claim`).
+
 A lock follows the inode through renames (incoming -> active ->
 deferred). It is released on the queue store's background thread, after
 the changes the queue manager made to the file before (done flags, the
@@ -64,6 +70,19 @@ class QueueClaims:
                 raise BlockingIOError
         except OSError:
             os.close(fd)
+            return False
+        self._held[queue_id] = fd
+        return True
+
+    def adopt(self, queue_id: str, fd: int) -> bool:
+        """Own a file this process just created, through ``fd`` (its
+        writer's descriptor, which the claim keeps open from now on).
+        Called on the queue store's thread before the file is ready, so
+        no other process has a reason to hold it; False (fd untouched)
+        if the lock cannot be had all the same."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             return False
         self._held[queue_id] = fd
         return True

@@ -226,7 +226,7 @@ class QueueManager:
         self._scheduler.paused = False
         if not self._scan:
             return  # a worker: the master's queue manager recovers and scans
-        # Half-written queue files (``incoming/ID.tmp``) of a process that
+        # Half-written queue files (not marked ready in incoming/) of a process that
         # died writing them were never acknowledged: no process writes yet,
         # so every one found now is such a leftover (postsuper's cleanup).
         for name in self._store.remove_stale_temporaries(self._clock.seconds()):

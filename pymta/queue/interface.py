@@ -152,7 +152,8 @@ class IQueueStore(Interface):
         """Move a bad queue file to corrupt/ and log why (a change)."""
 
     def list(queue: str) -> list[str]:
-        """Queue ids present in a queue directory."""
+        """Queue ids present in a queue directory (in incoming/, only the
+        files whose writer finished them)."""
 
     def next_attempt(queue_id: str) -> float:
         """When a queued message is next due (its file's mtime); raises
@@ -162,6 +163,7 @@ class IQueueStore(Interface):
         """The name of the queue that holds queue_id, or None."""
 
     def remove_stale_temporaries(older_than: float) -> builtins.list[str]:
-        """Delete half-written queue files (``incoming/ID.tmp`` of a writer
-        that died) last changed before ``older_than``; their names. Called
-        by the queue manager at start, before any process writes."""
+        """Delete half-written queue files (in incoming/, not marked ready
+        by a writer that died) last changed before ``older_than``; their
+        names. Called by the queue manager at start, before any process
+        writes."""

@@ -20,6 +20,15 @@ CR, LF and NUL inside a field are written as ``%XX``)::
     <content>           exactly length bytes, LF line endings
     E                   end marker: the file ends right after it
 
+The file's mode is part of the format: its writer creates it under its
+final name in incoming/ with mode 0600 and sets the owner's execute bit
+(0700) once the end marker is written, as Postfix's cleanup marks a queue
+file ready (pymta.queue.store). A file without that bit was never
+acknowledged (the ready mark is made before the sync that precedes the
+client's 250), so readers of incoming/ skip it; at start one that is not
+whole is removed, and one that is whole is marked and delivered (an
+earlier pymta renamed finished files instead of marking them).
+
 Untrusted: the file's bytes (another process, a crash or a disk may have
 damaged it). :func:`decode` checks everything and raises QueueFileError;
 :func:`decode_envelope` checks the same but reads only the records before

@@ -2,12 +2,32 @@
 
 Mirrors Postfix's queue layout (incoming, active, deferred, hold, corrupt,
 and defer/ for the per-message defer logs, which also remember that a
-delay warning was sent) and cleanup's commit rule: a
-queue file is written whole under a temporary name (``incoming/ID.tmp``),
-renamed to its queue id, and only then made durable through the sync
+delay warning was sent) and cleanup's commit rule. As Postfix's cleanup
+does, a queue file is written whole under its final name in incoming/
+with mode 0600, and marked complete in place by the owner's execute bit
+(``fchmod`` to 0700, Postfix's MAIL_QUEUE_STAT_READY): one inode change
+instead of a rename. Only then is it made durable through the sync
 barrier (group commit); enqueue fires with the id after the sync, so a
-client is told 250 only for a durable message. One open, one writev and
-one close per message; the content is written as the caller's bytes object.
+client is told 250 only for a durable message, and a durable file is a
+ready one. One open, one writev, one fchmod and one close per message;
+the content is written as the caller's bytes object. A file for hold/
+is written the same way and then renamed there.
+
+Readers of incoming/ (:meth:`FileQueueStore.list`, so the queue manager,
+the recovery of a dead process's mail, mailq) skip files that are not
+ready: they are being written, or a crash interrupted their writer, and
+were never acknowledged. :meth:`FileQueueStore.remove_stale_temporaries`
+(the queue manager's start, before any process writes) removes those
+that do not hold a whole queue file; one that does (written by an earlier
+pymta, which renamed finished files and did not mark them) is marked
+ready and delivered: when unsure, deliver twice rather than lose.
+
+With ``claim_new`` (several reactor processes share the queue:
+:class:`pymta.master.claims.QueueClaims`) the writer takes the exclusive
+lock that says which process owns the message on the file it just wrote,
+before the ready mark, and hands over the open descriptor: no other
+process can take a ready file that its writer still owns, and the
+owner's queue manager finds the message claimed without opening it again.
 
 Marking a recipient done is one byte written in place (os.pwrite) at an
 offset remembered from enqueue or read. Like Postfix, that write is not
@@ -18,7 +38,8 @@ that mark_done touches the mtime: set the next attempt after marking).
 Untrusted: queue files (validated by pymta.queue.record; a bad one raises
 QueueFileError and ``quarantine`` moves it to corrupt/, never deletes it).
 Queue ids become paths only after check_queue_id. Writes: the queue
-directory. Logs: quarantined files (warning).
+directory. Logs: quarantined files (warning), not-ready files found
+whole at start (notice).
 """
 
 from __future__ import annotations
@@ -26,6 +47,7 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import stat
 from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail
@@ -57,6 +79,24 @@ _OFFSET_CACHE_LIMIT = 20000
 # enqueue to qmgr's reference within milliseconds, so a small bound suffices;
 # one that fell out is read from its file by the delivery agent.
 _HEADER_CACHE_LIMIT = 1000
+# Queue ids written here that have no defer log (remove then skips its
+# unlink); one that fell out only costs that unlink.
+_FRESH_LIMIT = 20000
+
+#: The mode of a queue file being written, and of a complete one: the
+#: owner's execute bit marks a file ready, as Postfix's cleanup marks it
+#: (MAIL_QUEUE_STAT_READY).
+WRITING_MODE = 0o600
+READY_MODE = 0o700
+
+#: ``claim_new(queue_id, fd)``: take ownership of a new incoming/ file
+#: (QueueClaims.adopt), given its open descriptor; False when it cannot.
+ClaimNew = Callable[[str, int], bool]
+
+
+def is_ready(mode: int) -> bool:
+    """Whether a queue file's st_mode says its writer finished it."""
+    return bool(mode & stat.S_IXUSR)
 
 
 def _write_all(fd: int, buffers: Sequence[bytes]) -> None:
@@ -102,6 +142,13 @@ class FileQueueStore:
         # queue id -> header section, handed to the next reference() (see
         # pymta.queue.reference.known_header)
         self._headers: dict[str, bytes] = {}
+        # queue ids enqueued here without a defer log (an ordered set)
+        self._fresh: dict[str, None] = {}
+        #: Set when several processes share the queue (see module doc).
+        self.claim_new: ClaimNew | None = None
+        #: Called with a queue id whose claim_new took a file that then
+        #: did not become durable (QueueClaims.release).
+        self.unclaim: Callable[[str], None] | None = None
         for name in (*QUEUE_NAMES, DEFER_DIR):
             os.makedirs(os.path.join(self.directory, name), mode=0o700, exist_ok=True)
 
@@ -142,6 +189,15 @@ class FileQueueStore:
                 break
         headers[queue_id] = header
 
+    def _remember_fresh(self, queue_id: str) -> None:
+        fresh = self._fresh
+        while len(fresh) >= _FRESH_LIMIT:
+            try:
+                del fresh[next(iter(fresh))]
+            except (KeyError, StopIteration, RuntimeError):
+                break
+        fresh[queue_id] = None
+
     # IQueueStore -----------------------------------------------------------
 
     def new_queue_id(self) -> str:
@@ -161,11 +217,12 @@ class FileQueueStore:
         qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
         if not envelope.arrival_time:
             envelope.arrival_time = self._clock.seconds()
-        # The temporary file is always in incoming/ (remove_stale_temporaries
-        # looks there); the rename puts the finished file into its queue.
+        # The file is written in incoming/ under its final name, not ready
+        # (remove_stale_temporaries looks there); a file for another queue
+        # (hold/) is renamed there once ready.
+        written = os.path.join(self.directory, "incoming", qid)
         final = self.path(qid, queue)
         target = os.path.dirname(final)
-        temporary = os.path.join(self.directory, "incoming", qid + ".tmp")
         spool_path: str | None = None
         if isinstance(content, SpooledContent):
             size = content.size
@@ -187,10 +244,15 @@ class FileQueueStore:
             except ValueError as e:
                 return fail(e)
             start = content[: HEADER_CACHE_SIZE + 2]
+        claim_new = self.claim_new if queue == "incoming" else None
+        claimed: list[bool] = []
 
         def write() -> None:
+            created = False
             try:
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                # O_EXCL: a queue id is never reused, and never overwritten.
+                fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_EXCL, WRITING_MODE)
+                created = True
                 try:
                     _write_all(fd, buffers)
                     if spool_path is not None:
@@ -200,15 +262,27 @@ class FileQueueStore:
                         if copied != size - len(buffers[1]):
                             raise OSError(errno.EIO, f"spool has {copied} bytes", spool_path)
                         _write_all(fd, [record.END])
+                    if claim_new is not None and claim_new(qid, fd):
+                        # Claimed before it is ready: no other process can
+                        # take it between the mark and its owner's qmgr.
+                        claimed.append(True)
+                    # Postfix's ready mark, in place of a rename from a
+                    # temporary name: the same sync makes both durable.
+                    os.fchmod(fd, READY_MODE)
                 finally:
-                    os.close(fd)
-                os.rename(temporary, final)
+                    if not claimed:
+                        os.close(fd)
+                if written != final:
+                    os.rename(written, final)
             except OSError:
                 # A full disk is an operating condition: the caller defers (451).
-                try:
-                    os.unlink(temporary)
-                except OSError:
-                    pass
+                # A claimed descriptor stays open until not_durable (on the
+                # reactor) releases the claim.
+                if created:
+                    try:
+                        os.unlink(written)
+                    except OSError:
+                        pass
                 raise
             finally:
                 if spool_path is not None:
@@ -219,10 +293,19 @@ class FileQueueStore:
 
         self._remember(qid, flags, len(buffers[0]), size)
         self._remember_header(qid, known_header(start, size))
+        self._remember_fresh(qid)
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
         d = self._sync.run(write, durable=True, files=[final], dirs=[target])
-        return d.addCallback(lambda _: qid)
+
+        def not_durable(failure: Failure) -> Failure:
+            # Not acknowledged (451): give the file up to whoever recovers
+            # the queue, as a file this process never claimed.
+            if claimed and self.unclaim is not None:
+                self.unclaim(qid)
+            return failure
+
+        return d.addCallbacks(lambda _: qid, not_durable)
 
     def read(self, queue_id: str, queue: str) -> tuple[Envelope, bytes]:
         path = self.path(queue_id, queue)
@@ -284,6 +367,10 @@ class FileQueueStore:
     def move(self, queue_id: str, source: str, target: str) -> Deferred[bool]:
         source_path = self.path(queue_id, source)
         target_path = self.path(queue_id, target)
+        if target != "active":
+            # Its later life (a retry from deferred/, postsuper) may write
+            # a defer log: remove() unlinks it then.
+            self._fresh.pop(queue_id, None)
         # The queue manager waits for a move into active/ before it hands the
         # file to a delivery agent: that one goes with the next batch at once.
         return self._background(
@@ -333,6 +420,7 @@ class FileQueueStore:
         line = f"{index}\t{status}\t{reason}".replace("\n", " ").replace("\r", " ")
         data = (line + "\n").encode("utf-8", "surrogateescape")
         path = self._defer_path(queue_id)
+        self._fresh.pop(queue_id, None)
 
         def append() -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -363,6 +451,7 @@ class FileQueueStore:
         # a crash may at worst repeat the warning.
         data = f"W\t{when!r}\n".encode()
         path = self._defer_path(queue_id)
+        self._fresh.pop(queue_id, None)
 
         def append() -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -386,13 +475,18 @@ class FileQueueStore:
         defer_path = self._defer_path(queue_id)
         self._layouts.pop(queue_id, None)
         self._headers.pop(queue_id, None)
+        # A message this process wrote and never deferred has no defer log:
+        # no failing unlink for it (one per delivered message otherwise).
+        has_log = queue_id not in self._fresh
+        self._fresh.pop(queue_id, None)
 
         def unlink() -> None:
             os.unlink(path)
-            try:
-                os.unlink(defer_path)
-            except FileNotFoundError:
-                pass
+            if has_log:
+                try:
+                    os.unlink(defer_path)
+                except FileNotFoundError:
+                    pass
 
         return self._background(queue_id, "remove", unlink)
 
@@ -410,8 +504,22 @@ class FileQueueStore:
     def list(self, queue: str) -> builtins.list[str]:
         if queue not in QUEUE_NAMES:
             raise ValueError(f"unknown queue {queue!r}")
-        names = os.listdir(os.path.join(self.directory, queue))
-        return sorted(name for name in names if is_queue_id(name))
+        directory = os.path.join(self.directory, queue)
+        if queue != "incoming":
+            return sorted(name for name in os.listdir(directory) if is_queue_id(name))
+        # Only ready files (see the module doc): one stat each, as Postfix's
+        # qmgr checks the mode of what it finds in incoming/.
+        ready = []
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not is_queue_id(entry.name):
+                    continue
+                try:
+                    if is_ready(entry.stat(follow_symlinks=False).st_mode):
+                        ready.append(entry.name)
+                except FileNotFoundError:
+                    continue  # moved to active/ meanwhile
+        return sorted(ready)
 
     def find(self, queue_id: str) -> str | None:
         for queue in QUEUE_NAMES:
@@ -420,22 +528,47 @@ class FileQueueStore:
         return None
 
     def remove_stale_temporaries(self, older_than: float) -> builtins.list[str]:
-        """Delete ``incoming/*.tmp`` files (writes that never committed, e.g.
-        after a crash) and ``incoming/*.spool`` files (content of a message
-        whose DATA never ended) last modified before ``older_than``; returns
-        their names.
-        Processes sharing the queue may be writing younger ones right now."""
+        """Delete what unfinished writes left in incoming/, last modified
+        before ``older_than``: queue files that are not ready and do not
+        hold a whole queue file (a writer died, or its ready mark did not
+        reach the disk: never acknowledged), ``*.tmp`` files (the temporary
+        names of earlier pymta versions) and ``*.spool`` files (content of
+        a message whose DATA never ended); returns their names.
+
+        A file that is not ready but whole (an earlier pymta's finished
+        file, which it renamed and did not mark) is marked ready instead:
+        it may have been acknowledged. Processes sharing the queue may be
+        writing younger ones right now."""
         incoming = os.path.join(self.directory, "incoming")
         removed = []
         for name in os.listdir(incoming):
             stem, dot, ext = name.partition(".")
-            if not (dot and ext in ("tmp", SUFFIX[1:]) and is_queue_id(stem)):
+            if not is_queue_id(stem) or (dot and ext not in ("tmp", SUFFIX[1:])):
                 continue
             path = os.path.join(incoming, name)
             try:
-                if os.stat(path).st_mtime < older_than:
-                    os.unlink(path)
-                    removed.append(name)
+                info = os.stat(path)
+                if info.st_mtime >= older_than or (not dot and is_ready(info.st_mode)):
+                    continue
+                if not dot and self._mark_if_whole(path):
+                    maillog("qmgr", f"{name}: whole queue file without its ready mark: marked")
+                    continue
+                os.unlink(path)
+                removed.append(name)
             except FileNotFoundError:
                 continue
         return removed
+
+    @staticmethod
+    def _mark_if_whole(path: str) -> bool:
+        """Mark ready a not-ready file that validates as a whole queue file."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            try:
+                record.decode_envelope(fd)
+            except QueueFileError:
+                return False
+            os.fchmod(fd, READY_MODE)
+            return True
+        finally:
+            os.close(fd)
