@@ -14,7 +14,7 @@ about :data:`CHUNK` bytes.
 FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE call the mail store's
 asynchronous API (:attr:`SelectedView.store`); an answer that is not
 there at once comes later, with later commands waiting
-(:meth:`IMAPSession.later`). SEARCH still calls the folder directly.
+(:meth:`IMAPSession.later`). So does SEARCH (:mod:`pymta.imap.matching`).
 
 Untrusted input: the arguments. Writes: flags, expunges, copies through
 the mail store. Logs store errors.
@@ -22,7 +22,7 @@ the mail store. Logs store errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from pymta.imap import context
+from pymta.imap import context, matching
 from pymta.imap.fetch import (
     STREAM_MIN,
     FetchItem,
@@ -49,8 +49,8 @@ from pymta.imap.fetch import (
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg, session_guard
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.results import SEARCH_OPTIONS, Partial, parse_return, partial_item
-from pymta.imap.scan import ScanJob, ScanResult, scan_search
-from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
+from pymta.imap.scan import SearchMatch
+from pymta.imap.search import BadCharset, Criteria, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.stored import when_stored as _when_stored
 from pymta.imap.view import InvalidSet, SelectedView
@@ -58,13 +58,10 @@ from pymta.imap.wire import flag_list
 from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import (
     FlagMode,
-    IHeaderCache,
-    IMessageFiles,
     MailStoreError,
     MessageInfo,
     NoSuchFolder,
 )
-from pymta.mailstore.prefetch import prefetch_headers
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
@@ -235,11 +232,13 @@ def find(
 ) -> None:
     """Find the messages that match ``criteria`` (parsed from ``tokens``)
     and call ``answer`` with them, which answers the command (SEARCH, and
-    SORT and THREAD of pymta.imap.sort and pymta.imap.thread). Off the
-    reactor where it counts: body searches in the scan workers, a cold
-    header cache filled in a thread, big folders tested in slices; later
-    commands wait meanwhile. An unexpected error is answered NO
-    [SERVERBUG]."""
+    SORT and THREAD of pymta.imap.sort and pymta.imap.thread). Through the
+    store's asynchronous API (:mod:`pymta.imap.matching`): body searches
+    in the store's scan (the scan workers, a user's scans one after
+    another), a cold header cache filled in the store's threads, big
+    folders tested in slices; later commands wait meanwhile. An answer
+    that is there at once is sent before this returns. An unexpected
+    error is answered NO [SERVERBUG]."""
     view = _view(s)
     whole = len(tokens) == 1 and isinstance(tokens[0], Atom) and tokens[0].upper() == "ALL"
     if whole and command != "SEARCH":
@@ -259,63 +258,67 @@ def find(
         if answering is not None:
             s.later(answering, lambda: None, tag, command)
         return
-    if criteria.uses_content and s.scan_in_thread is not None:
-        folder = view.folder
-        if IMessageFiles.providedBy(folder):
-            # Every message file is read: in the scan workers, a user's
-            # scans one after another (pymta.imap.scan).
-            scanning = s.scan_gate.run(
-                s.user,
-                lambda: _scan(s, uid, tokens, criteria, answer, IMessageFiles(folder)),
-            )
-            scanning.addErrback(partial(search_failed, s, tag, command))
-            s.later(scanning, lambda: None, tag, command)
-            return
-    if criteria.uses_header:
-        # A cold header cache is filled in a thread first (pymta.mailstore.prefetch).
-        d = prefetch_headers(view.folder, view.uids, s.run_in_thread)
-        if d is not None:
-            s.later(d, lambda: _search(s, tag, uid, criteria, answer, command), tag, command)
-            return
-    searching = _search(s, tag, uid, criteria, answer, command)
-    if searching is not None:
-        s.later(searching, lambda: None, tag, command)
+    if criteria.uses_content:
+        # Every message file is read: in the store's scan, a user's scans
+        # one after another (pymta.imap.scan).
+        finding = s.scan_gate.run(s.user, lambda: _scan(s, uid, tokens, criteria, answer))
+    else:
+        finding = defer.ensureDeferred(_search(s, uid, criteria, answer))
+    finding.addErrback(partial(search_failed, s, tag, command))
+    # (Not finding.called: a Deferred waiting on another one is "called".)
+    finished: list[object] = []
+    finding.addBoth(finished.append)
+    if not finished:
+        s.later(finding, lambda: None, tag, command)
 
 
-def _search(
+def _snapshot(view: SelectedView) -> list[tuple[int, int, bool]]:
+    """(sequence number, UID, \\Recent) of each message of the view."""
+    recent = view.recent
+    return [(msn, u, u in recent) for msn, u in enumerate(view.uids, 1)]
+
+
+async def _search(
     s: IMAPSession,
-    tag: bytes,
     uid: bool,
     criteria: Criteria,
     answer: Callable[[Found], Deferred[None] | None],
-    command: str,
-) -> Deferred[None] | None:
-    """Test every message and answer. A folder of more than
-    :data:`SEARCH_SLICE` messages is tested that many per reactor turn, so
-    other sessions are served in between: then the answer (OK, or NO
-    [SERVERBUG] on an unexpected error) comes when the returned Deferred
-    fires, else before this returns None (or what ``answer`` returns: a
-    command that goes on after the search)."""
+) -> None:
+    """Test every message (criteria that read no whole message) and
+    answer. A folder of more than :data:`SEARCH_SLICE` messages is tested
+    that many per reactor turn, so other sessions are served in between."""
     view = _view(s)
-    folder = view.folder
-    largest_uid = view.uids[-1] if view.uids else 0
+    store = view.store
+    snapshot = _snapshot(view)
     count = view.exists
+    largest_uid = view.uids[-1] if view.uids else 0
+    hits = await matching.header_hits(store, criteria, [u for _, u, _ in snapshot])
+    if s.lost:
+        return
+    records = {m.uid: m for m in await store.messages()}
+    entries = [(msn, records[u], recent) for msn, u, recent in snapshot if u in records]
+    del records
     found = Found()
-    may_contain = None
-    if criteria.uses_header and IHeaderCache.providedBy(folder):
-        uids = list(view.uids)
-        may_contain = partial(IHeaderCache(folder).headers_may_contain, uids=uids)
-    messages = _in_view(view)
-    cands = candidates(messages, count, largest_uid, folder.header_bytes, folder.read, may_contain)
-    steps = _test_all(cands, criteria.test, found, uid)
-    if count <= SEARCH_SLICE:
-        for _ in steps:
-            pass
-        return answer(found)
+    for start in range(0, len(entries), SEARCH_SLICE):
+        if start:
+            await _next_turn(s)
+            if s.lost:
+                return
+        part = entries[start : start + SEARCH_SLICE]
+        matched, _ = await matching.test_part(store, part, criteria, count, largest_uid, hits)
+        for msn, info, _ in matched:
+            found.add(msn, info, uid)
+    if s.lost:
+        return
+    answering = answer(found)
+    if answering is not None:
+        await answering
 
-    d = one_slice_per_turn(s, steps)
-    d.addCallback(lambda _: None if s.lost else answer(found))
-    d.addErrback(partial(search_failed, s, tag, command))
+
+def _next_turn(s: IMAPSession) -> Deferred[None]:
+    """Fires in the next reactor turn (other sessions are served meanwhile)."""
+    d: Deferred[None] = Deferred()
+    s.clock.callLater(0, d.callback, None)
     return d
 
 
@@ -325,46 +328,26 @@ def _scan(
     tokens: list[Token],
     criteria: Criteria,
     answer: Callable[[Found], Deferred[None] | None],
-    files: IMessageFiles,
 ) -> Deferred[None]:
-    """A body SEARCH in the scan workers: snapshot the view here, test the
-    files there, answer here (NO [SERVERBUG] on an unexpected error)."""
+    """A body SEARCH in the store's scan: snapshot the view when the
+    user's turn comes, test the files where the store reads them (the
+    scan workers: the criteria go there as the client sent them), answer
+    here."""
     if s.lost or s.view is None:
         return succeed(None)  # gone while waiting for the user's turn
     view = s.view
-    folder = view.folder
-    entries = list(_in_view(view))
-    refreshed = False
-
-    def lookup(u: int) -> MessageInfo:
-        # A file renamed by another process is only known after a refresh.
-        nonlocal refreshed
-        if not refreshed and folder.changed_on_disk():
-            refreshed = True
-            folder.refresh()
-        return folder.get(u)
-
-    # The worker parses the criteria again (a test cannot be pickled), with
-    # the same saved result ($) and the same IMAP4rev2 rules.
-    job = ScanJob(
-        files.message_reader(),
-        tokens,
-        frozenset(s.saved),
-        s.rev2,
-        view.exists,
-        view.uids[-1] if view.uids else 0,
+    items = [((msn, recent), u) for msn, u, recent in _snapshot(view)]
+    match = SearchMatch(
+        tokens, frozenset(s.saved), s.rev2, view.exists, view.uids[-1] if view.uids else 0
     )
-    assert s.scan_in_thread is not None  # search() sends no scan without it
-    d = scan_search(entries, job, lookup, files.message_reader, s.scan_in_thread, lambda: s.lost)
+    d = view.store.scan(items, match, s.scan_in_thread, lambda: s.lost)
 
-    def matched(result: ScanResult) -> Deferred[None] | None:
+    def matched(result: list[tuple[tuple[int, bool], MessageInfo]]) -> Deferred[None] | None:
         if s.lost:
             return None
         found = Found()
-        for msn, info in result.matched:
-            found.numbers.append(info.uid if uid else msn)
-            found.uids.append(info.uid)
-            found.top_modseq = max(found.top_modseq, info.modseq)
+        for (msn, _), info in result:
+            found.add(msn, info, uid)
         return answer(found)
 
     return d.addCallback(matched)
@@ -380,19 +363,6 @@ def search_failed(s: IMAPSession, tag: bytes, command: str, failure: Failure) ->
         s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
 
 
-def _in_view(view: SelectedView) -> Iterator[tuple[int, MessageInfo, bool]]:
-    """(sequence number, message, recent) of each message of the view, read
-    from the folder as the search reaches it (one gone meanwhile is left
-    out)."""
-    recent, get = view.recent, view.folder.get
-    for msn, u in enumerate(view.uids, 1):
-        try:
-            info = get(u)
-        except MailStoreError:
-            continue
-        yield msn, info, u in recent
-
-
 @dataclass
 class Found:
     """What a SEARCH has matched so far."""
@@ -401,45 +371,12 @@ class Found:
     uids: list[int] = field(default_factory=list)
     top_modseq: int = 0
 
-
-def _test_all(
-    cands: Iterable[Candidate], test: Callable[[Candidate], bool], found: Found, uid: bool
-) -> Iterator[None]:
-    """Test the candidates into ``found``, pausing after every SEARCH_SLICE."""
-    for n, cand in enumerate(cands, 1):
-        try:
-            matched = test(cand)
-        except MailStoreError:
-            matched = False
-        if matched:
-            u = cand.info.uid
-            found.numbers.append(u if uid else cand.msn)
-            found.uids.append(u)
-            found.top_modseq = max(found.top_modseq, cand.info.modseq)
-        if n % SEARCH_SLICE == 0:
-            yield
-
-
-def one_slice_per_turn(s: IMAPSession, steps: Iterator[None]) -> Deferred[None]:
-    """Run ``steps`` one at a time, each in its own reactor turn; the
-    Deferred fires when they are done (or the session is gone)."""
-    done: Deferred[None] = Deferred()
-
-    def turn() -> None:
-        try:
-            if not s.lost and next(steps, _DONE) is not _DONE:
-                s.clock.callLater(0, turn)
-                return
-        except Exception:
-            done.errback()
-            return
-        done.callback(None)
-
-    turn()
-    return done
-
-
-_DONE = object()
+    def add(self, msn: int, info: MessageInfo, uid: bool) -> None:
+        """One more match (numbered by UID with ``uid``)."""
+        self.numbers.append(info.uid if uid else msn)
+        self.uids.append(info.uid)
+        if info.modseq > self.top_modseq:
+            self.top_modseq = info.modseq
 
 
 def _enable_condstore(s: IMAPSession) -> None:

@@ -35,10 +35,11 @@ store decides (the Maildir store: scans, writes and their fsyncs, folder
 changes, expunges, copies and flag changes of many messages in its
 threads, one folder's calls in order; its listeners are told in the
 reactor thread). The login's password check runs in the checker's
-threads, and a header SEARCH over a cold header cache first reads the
-headers in the reactor's thread pool (:mod:`pymta.mailstore.prefetch`).
-SEARCH, SORT, THREAD, NOTIFY and the updating searches (CONTEXT) still
-call the synchronous store: reads of the index, in the reactor thread.
+threads. SEARCH and the updating searches (CONTEXT=SEARCH) go through
+it too (:mod:`pymta.imap.matching`): a cold header cache is read in the
+store's threads, whole messages in its scan (the scan workers). SORT,
+THREAD and NOTIFY still call the synchronous store for some reads
+(of the index and the header cache, in the reactor thread).
 Several reactor processes (``pymta_processes``) are the way past one core.
 
 Authentication is a twisted.cred Portal asked for
@@ -200,11 +201,12 @@ class IMAPServer(StreamingSession, Protocol):
         self.userip: UserIPLimit | None = None
         self._userip_key = ""
         self._refused = False
-        # Runs file reads off the reactor thread (pymta.mailstore.prefetch);
-        # None keeps everything in the calling thread.
+        # Runs the session's own work off the reactor thread (quota sums,
+        # metadata files, SORT's keys); None keeps it in the calling thread.
         self.run_in_thread = run_in_thread
-        # Scans of whole message files (body SEARCH, pymta.imap.scan): their
-        # own threads, at most a few per user at once (shared by sessions).
+        # Where the store's scans of whole messages test them (body SEARCH,
+        # pymta.imap.scan: worker processes), at most a few per user at once
+        # (shared by sessions).
         self.scan_in_thread = scan_in_thread
         self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
         self.portal = portal
