@@ -192,6 +192,16 @@ def _has_needle(key: Any, info: Any, content: bytes) -> bool:
     return b"needle" in content
 
 
+def test_async_get_many(store: IMailStore, tmp_path: Path) -> None:
+    """get_many gives the records of the UIDs present, by UID, in one call
+    (a few looked up one by one, many from the whole index alike)."""
+    inbox = _search_folder(store, tmp_path, 70)
+    few = _now(inbox.get_many([3, 99, 1]))
+    assert sorted(few) == [1, 3] and few[3] == _now(inbox.get(3))
+    many = _now(inbox.get_many([*range(1, 71), 500]))
+    assert sorted(many) == list(range(1, 71)) and many[70] == _now(inbox.get(70))
+
+
 def test_async_headers_and_prefetch(store: IMailStore, tmp_path: Path) -> None:
     """headers gives each present message's header block by UID (as
     header_bytes does) and leaves gone UIDs out; prefetch_headers answers

@@ -327,7 +327,7 @@ class SearchContexts:
         """(sequence number, record, \\Recent) of the messages still there;
         one the view has not announced yet is numbered after the last."""
         view = self.view
-        records = await matching.records(view.store, uids)
+        records = await view.store.get_many(uids)
         out: list[tuple[int, MessageInfo, bool]] = []
         extra = view.exists
         for u in uids:

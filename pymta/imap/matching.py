@@ -57,25 +57,6 @@ async def header_hits(store: IAsyncFolder, criteria: Criteria, uids: Collection[
     return hits
 
 
-#: Above this many messages, records() reads the whole index once.
-_INDEX_SCAN = 64
-
-
-async def records(store: IAsyncFolder, uids: Collection[int]) -> dict[int, MessageInfo]:
-    """The index records of those of ``uids`` still in the folder, by UID
-    (a few asked one by one, many read with the whole index)."""
-    if len(uids) > _INDEX_SCAN:
-        wanted = set(uids)
-        return {m.uid: m for m in await store.messages() if m.uid in wanted}
-    out: dict[int, MessageInfo] = {}
-    for uid in uids:
-        try:
-            out[uid] = await store.get(uid)
-        except MailStoreError:
-            continue
-    return out
-
-
 def _no_content(uid: int) -> bytes:
     # Criteria that read whole messages go to the store's scan instead.
     raise RuntimeError("a test read a whole message outside the store's scan")

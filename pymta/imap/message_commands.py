@@ -72,7 +72,6 @@ CHUNK = 256 * 1024
 #: Messages a SEARCH tests per reactor turn: a search of a huge folder
 #: (0.24 s of CPU for 100,000 messages) lets other sessions in between.
 SEARCH_SLICE = 8192
-_INDEX_SCAN = 64  # above this many messages, read the whole index once
 
 
 def _view(s: IMAPSession) -> SelectedView:
@@ -104,21 +103,6 @@ def _pairs(s: IMAPSession, tag: bytes, token: Token, uid: bool) -> list[tuple[in
     except InvalidSet:
         s.bad(tag, b"Error in IMAP command: Invalid messageset.")
         return None
-
-
-def _infos(view: SelectedView, pairs: list[tuple[int, int]]) -> dict[int, MessageInfo]:
-    """MessageInfo by UID for these messages, from the index."""
-    folder = view.folder
-    if len(pairs) > _INDEX_SCAN:
-        wanted = {u for _, u in pairs}
-        return {m.uid: m for m in folder.messages() if m.uid in wanted}
-    out: dict[int, MessageInfo] = {}
-    for _, u in pairs:
-        try:
-            out[u] = folder.get(u)
-        except MailStoreError:
-            pass
-    return out
 
 
 def check(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -171,9 +155,13 @@ def expunge(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         pairs = _pairs(s, tag, args[0], True)
         if pairs is None:
             return
-        infos = _infos(view, pairs)
-        targets = [u for u, m in infos.items() if "\\Deleted" in m.flags]
-        expunging = view.store.expunge(targets) if targets else succeed([])
+        store = view.store
+
+        def deleted(infos: dict[int, MessageInfo]) -> Deferred[list[int]]:
+            targets = [u for u, m in infos.items() if "\\Deleted" in m.flags]
+            return store.expunge(targets) if targets else succeed([])
+
+        expunging = store.get_many([u for _, u in pairs]).addCallback(deleted)
     elif args:
         raise ParseError("EXPUNGE takes no arguments.")
     else:
@@ -370,13 +358,19 @@ class Found:
     numbers: list[int] = field(default_factory=list)  # UIDs or sequence numbers
     uids: list[int] = field(default_factory=list)
     top_modseq: int = 0
+    #: The MODSEQ of the first and of the last match (ESEARCH's MIN and MAX).
+    first_modseq: int = 0
+    last_modseq: int = 0
 
     def add(self, msn: int, info: MessageInfo, uid: bool) -> None:
-        """One more match (numbered by UID with ``uid``)."""
+        """One more match (numbered by UID with ``uid``), in ascending order."""
         self.numbers.append(info.uid if uid else msn)
         self.uids.append(info.uid)
-        if info.modseq > self.top_modseq:
-            self.top_modseq = info.modseq
+        modseq = self.last_modseq = info.modseq
+        if not self.first_modseq:
+            self.first_modseq = modseq
+        if modseq > self.top_modseq:
+            self.top_modseq = modseq
 
 
 def _enable_condstore(s: IMAPSession) -> None:
@@ -387,23 +381,20 @@ def _enable_condstore(s: IMAPSession) -> None:
         return
     s.condstore = True
     if s.view is not None:
-        s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % s.view.folder.highest_modseq)
+        s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % s.view.highest_modseq)
 
 
-def _returned_modseq(view: SelectedView, returns: set[str], found: Found) -> int:
+def _returned_modseq(returns: set[str], found: Found) -> int:
     """The MODSEQ of an ESEARCH answer (RFC 7162 3.1.5): the highest of the
     messages it returns, which with only MIN and/or MAX are those two."""
     if not found.uids or returns & {"ALL", "COUNT"} or not returns & {"MIN", "MAX"}:
         return found.top_modseq
     picked = []
     if "MIN" in returns:
-        picked.append(found.uids[0])
+        picked.append(found.first_modseq)
     if "MAX" in returns:
-        picked.append(found.uids[-1])
-    try:
-        return max(view.folder.get(u).modseq for u in picked)
-    except MailStoreError:
-        return found.top_modseq
+        picked.append(found.last_modseq)
+    return max(picked)
 
 
 def _search_answer(
@@ -429,7 +420,7 @@ def _search_answer(
         if saving:
             s.saved = _saved_result(returns, found_uids)
         if returns != {"SAVE"}:  # RFC 5182 2.1: SAVE alone sends no ESEARCH
-            modseq = _returned_modseq(_view(s), returns, matched) if criteria.uses_modseq else 0
+            modseq = _returned_modseq(returns, matched) if criteria.uses_modseq else 0
             s.send(_esearch(tag, uid, returns, found, modseq, window))
         if updating is not None:
             context.answered(s, updating, found_uids)
@@ -519,10 +510,42 @@ def fetch(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         items.insert(0, FetchItem("UID"))
     if any(i.name == "MODSEQ" for i in items):
         _enable_condstore(s)
-    if vanished and changed_since is not None:
-        gone = view.folder.expunged_since(changed_since)
-        seqset = _seqset(args[0])
-        largest = max(gone[-1] if gone else 0, view.uids[-1] if view.uids else 0)
+    loading = defer.ensureDeferred(_fetch_reads(view, pairs, changed_since if vanished else None))
+
+    def loaded(got: tuple[list[int], dict[int, MessageInfo]]) -> None:
+        gone, infos = got
+        _fetch_loaded(s, tag, uid, args[0], items, pairs, infos, gone, changed_since)
+
+    _when_stored(s, tag, "FETCH", loading, loaded)
+
+
+async def _fetch_reads(
+    view: SelectedView, pairs: list[tuple[int, int]], vanished_since: int | None
+) -> tuple[list[int], dict[int, MessageInfo]]:
+    """What FETCH reads of the index through the store's asynchronous API
+    (answered at once when nothing of the folder waits): the UIDs expunged
+    since ``vanished_since`` (VANISHED), and the records of ``pairs``."""
+    store = view.store
+    gone = await store.expunged_since(vanished_since) if vanished_since is not None else []
+    infos = await store.get_many([u for _, u in pairs])
+    return gone, infos
+
+
+def _fetch_loaded(
+    s: IMAPSession,
+    tag: bytes,
+    uid: bool,
+    sequence: Token,
+    items: list[FetchItem],
+    pairs: list[tuple[int, int]],
+    infos: dict[int, MessageInfo],
+    gone: list[int],
+    changed_since: int | None,
+) -> None:
+    view = _view(s)
+    if gone:
+        seqset = _seqset(sequence)
+        largest = max(gone[-1], view.uids[-1] if view.uids else 0)
         gone = [u for u in gone if seqset.contains(u, largest) and view.msn(u) is None]
         if gone:
             s.send(b"* VANISHED (EARLIER) " + format_set(gone).encode() + b"\r\n")
@@ -531,7 +554,6 @@ def fetch(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     returned = 0
     wants_flags = any(i.name == "FLAGS" for i in items)
     with_modseq = s.condstore
-    infos = _infos(view, pairs)
     if wants_flags or mark_seen:
         # Keywords another session made since our last update: FLAGS first.
         keywords = {k for i in infos.values() if i.keywords for k in i.keywords}
@@ -827,18 +849,17 @@ def _copy_or_move(s: IMAPSession, tag: bytes, args: list[Token], uid: bool, move
     if pairs is None:
         return
     uids = [u for _, u in pairs if not view.is_expunged(u)]
-    if uids and not move:
+
+    def quota(size: int) -> None:
         # QUOTA: the copies must fit (a MOVE within the mailbox adds nothing).
-        try:
-            guard = session_guard(s, sum(view.folder.get(u).size for u in uids))
-            if guard is not None:
-                guard()
-        except (MailStoreError, OSError) as e:
-            if s.store_refused(tag, e, expunge=uid):
-                return
-            raise
+        guard = session_guard(s, size)
+        if guard is not None:
+            guard()
+
     assert s.folders is not None
-    copying = defer.ensureDeferred(_copy_to(view, s.folders, name, uids, move))
+    copying = defer.ensureDeferred(
+        _copy_to(view, s.folders, name, uids, move, None if move else quota)
+    )
 
     def copied(result: tuple[list[tuple[int, int]], int] | None) -> None:
         if result is None:
@@ -877,11 +898,20 @@ def _copy_or_move(s: IMAPSession, tag: bytes, args: list[Token], uid: bool, move
 
 
 async def _copy_to(
-    view: SelectedView, folders: IAsyncUserMailbox, name: str, uids: list[int], move: bool
+    view: SelectedView,
+    folders: IAsyncUserMailbox,
+    name: str,
+    uids: list[int],
+    move: bool,
+    quota: Callable[[int], None] | None = None,
 ) -> tuple[list[tuple[int, int]], int] | None:
     """COPY or MOVE through the store's asynchronous API: the (source,
     new) UID pairs and the target's UIDVALIDITY; None when there is no
-    such target."""
+    such target. ``quota(size)`` first raises when the copies would not
+    fit (their sizes read from the index through the store)."""
+    if quota is not None and uids:
+        infos = await view.store.get_many(uids)
+        quota(sum(info.size for info in infos.values()))
     try:
         target = await folders.folder(name)
     except NoSuchFolder:

@@ -114,6 +114,11 @@ class IAsyncFolder(Interface):
     def get(uid: int) -> Deferred[MessageInfo]:
         """IFolder.get."""
 
+    def get_many(uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
+        """The index records of those of ``uids`` still in the folder, by
+        UID (one call for a FETCH's or a COPY's messages; a UID that is
+        gone is left out, never an error)."""
+
     def status() -> Deferred[FolderStatus]:
         """IFolder.status: also how to learn UIDVALIDITY, UIDNEXT and
         HIGHESTMODSEQ (the synchronous attributes may read the index)."""
@@ -311,6 +316,10 @@ class AsyncFolder:
     def get(self, uid: int) -> Deferred[MessageInfo]:
         return self._read("get", uid)
 
+    def get_many(self, uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
+        folder = self.folder
+        return self._run(lambda: records_of(folder, uids), read=True)
+
     def status(self) -> Deferred[FolderStatus]:
         return self._read("status")
 
@@ -418,6 +427,24 @@ class AsyncFolder:
 
     def remove_listener(self, callback: Callable[[FolderChange], None]) -> None:
         self.folder.remove_listener(callback)
+
+
+#: Above this many UIDs, records_of reads the whole index once.
+INDEX_SCAN = 64
+
+
+def records_of(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]:
+    """IAsyncFolder.get_many on a synchronous folder, in the calling thread."""
+    if len(uids) > INDEX_SCAN:
+        wanted = set(uids)
+        return {m.uid: m for m in folder.messages() if m.uid in wanted}
+    out: dict[int, MessageInfo] = {}
+    for uid in uids:
+        try:
+            out[uid] = folder.get(uid)
+        except MailStoreError:
+            continue
+    return out
 
 
 def append_all(folder: IFolder, contents: Sequence[Appended]) -> list[int]:
