@@ -14,7 +14,6 @@ from twisted.internet.task import Clock
 from pymta.imap import message_commands, scan
 from pymta.imap.parser import tokenize
 from pymta.mailstore import files, filescan, maildir_folder
-from pymta.mailstore.interface import IMessageFiles
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
 from tests.test_imap_prefetch import QueuedRunner
@@ -228,7 +227,9 @@ def test_scan_work_is_picklable_for_the_worker_processes(tmp_path: Path) -> None
     match = scan.SearchMatch(
         tokenize(b"OR BODY needle $"), frozenset({3}), False, len(batch), messages[-1].uid
     )
-    work = partial(filescan.match_files, IMessageFiles(folder).message_reader(), match, batch)
+    work = partial(
+        filescan.match_files, filescan.IMessageFiles(folder).message_reader(), match, batch
+    )
     matched, unread = pickle.loads(pickle.dumps(work))()
     assert [position + 1 for position in matched] == sorted([3, *NEEDLES])  # $ is UID 3
     assert unread == []

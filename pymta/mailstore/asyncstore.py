@@ -74,7 +74,6 @@ from pymta.mailstore.interface import (
     IFolderLock,
     IHeaderCache,
     IMailStore,
-    IMessageFiles,
     IStagedAppend,
     IUserMailbox,
     MailStoreError,
@@ -371,7 +370,7 @@ class AsyncFolder:
         workers: Runner | None = None,
         stopped: Callable[[], bool] | None = None,
     ) -> Deferred[list[tuple[Any, MessageInfo]]]:
-        files = IMessageFiles(self.folder, None)
+        files = filescan.IMessageFiles(self.folder, None)
         if files is not None and workers is not None:
             return filescan.scan_files(self, files, items, match, workers, stopped)
         folder = self.folder

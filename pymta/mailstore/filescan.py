@@ -8,8 +8,8 @@ one message's index record and bytes, and where its CPU may go (a pool
 of worker processes, ``workers``). The store owns the rest: which files,
 read how, in which batches, and what to do with a file that moved.
 
-For a folder of files (the Maildir store's, the private interface
-:class:`~pymta.mailstore.interface.IMessageFiles`) and a worker pool,
+For a folder of files (the Maildir store's, which provides this module's
+:class:`IMessageFiles`, the store's own interface) and a worker pool,
 :func:`scan_files` takes a snapshot of the index records (reactor
 thread), and sends the workers batches of at most :data:`BATCH_BYTES`
 (or :data:`BATCH_MESSAGES`), one batch in flight per scan: a worker reads
@@ -31,15 +31,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from zope.interface import Interface
 
-from pymta.mailstore.interface import IFolder, IMessageFiles, MailStoreError, MessageInfo
-
-if TYPE_CHECKING:
-    from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo
 
 K = TypeVar("K")
 
@@ -61,6 +59,22 @@ Reader = Callable[[str, int], "bytes | None"]
 #: One message of a scan: its position in the caller's list, the caller's
 #: key, and its index record.
 _Entry = tuple[int, Any, MessageInfo]
+
+
+class IMessageFiles(Interface):
+    """Optional for a synchronous folder of the store: its stored messages
+    can be read from a worker thread or process, so a scan of many message
+    files (a body SEARCH) does not run in the reactor thread. The store's
+    own (the asynchronous API's ``scan`` asks it), not the servers'."""
+
+    def message_reader() -> Callable[[str, int], bytes | None]:
+        """(Reactor thread) a function for a worker thread:
+        ``read(filename, size)`` is the whole stored message whose
+        :attr:`MessageInfo.filename` and :attr:`MessageInfo.size` the
+        index gave, or None when it cannot be read (expunged or renamed
+        meanwhile, not a regular file). It reads that file only, from the
+        folder's place as it is now, and changes no shared state; it can
+        be pickled, to read in a worker process."""
 
 
 class _Folder(Protocol):
@@ -125,7 +139,7 @@ def scan_here(
 
 
 def scan_files(
-    face: _Folder | IAsyncFolder,
+    face: _Folder,
     files: IMessageFiles,
     items: Sequence[tuple[K, int]],
     match: Match,
