@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 
 from pymta.imap import context, matching
 from pymta.imap.fetch import (
+    HEADER,
     STREAM_MIN,
     FetchItem,
     FileLiteral,
@@ -608,7 +609,10 @@ def _fetch_answers(
     # What to load, by (items with FLAGS added, streamed): one guess per
     # FETCH, not one per message.
     guesses: dict[tuple[bool, bool], list[str]] = {}
-    for msn, u in pairs:
+    # Header blocks asked for a run of messages at once (one store call,
+    # one Deferred, for up to HEADER_RUN of them).
+    headers: dict[int, bytes] = {}
+    for position, (msn, u) in enumerate(pairs):
         info = infos.get(u)
         if info is None or view.is_expunged(u):
             missing = True
@@ -635,6 +639,14 @@ def _fetch_answers(
             if kinds is None:
                 kinds = guesses[key] = wants(line_items, info.size, STREAM_MIN)
             for kind in kinds:
+                if kind == HEADER:
+                    if u not in headers:
+                        run = _header_run(view, pairs, position, infos, changed_since)
+                        headers = yield from _settled(store.headers(run))
+                    header = headers.pop(u, None)
+                    if header is not None:
+                        data.given_header(header)
+                        continue
                 yield from _settled(data.load(kind))
             while True:
                 data.rewind()
@@ -672,6 +684,38 @@ def _fetch_answers(
                 yield piece
         yield b"\r\n"
     _fetch_done(s, tag, uid, returned, missing, unknown_cte)
+
+
+#: Header blocks FETCH asks the store for at once: at most this many
+#: messages, and at most HEADER_RUN_BYTES of them (a header is no bigger
+#: than its message), so the answer still streams with little memory.
+HEADER_RUN = 64
+HEADER_RUN_BYTES = 256 * 1024
+
+
+def _header_run(
+    view: SelectedView,
+    pairs: list[tuple[int, int]],
+    start: int,
+    infos: dict[int, MessageInfo],
+    changed_since: int | None,
+) -> list[int]:
+    """The UIDs whose header blocks to ask for together, from ``start`` on:
+    the messages FETCH will answer next (those gone or unchanged since
+    CHANGEDSINCE are skipped)."""
+    run: list[int] = []
+    size = 0
+    for _, u in pairs[start:]:
+        info = infos.get(u)
+        if info is None or view.is_expunged(u):
+            continue
+        if changed_since is not None and info.modseq <= changed_since:
+            continue
+        if run and (len(run) >= HEADER_RUN or size + info.size > HEADER_RUN_BYTES):
+            break
+        run.append(u)
+        size += info.size
+    return run
 
 
 def _settled(d: Deferred[T]) -> Generator[Deferred[T], Any, T]:
