@@ -268,3 +268,27 @@ def test_maildir_prefetch_reads_headers_in_the_store_threads(tmp_path: Path) -> 
     hits = _now(face.headers_may_contain([b"subject: m7\n"], uids))
     assert hits == {7}
     del inbox
+
+
+def test_maildir_prefetch_of_one_folder_runs_once_at_a_time(tmp_path: Path) -> None:
+    """A second header prefetch of a folder asked while one is under way
+    waits for it and then reads only what is still uncached (nothing
+    twice)."""
+    from pymta.mailstore.prefetch import PREFETCH_MIN
+
+    runner = QueuedRunner()
+    clock = Clock()
+    count = PREFETCH_MIN + 6
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, count)
+    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
+    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
+    runner.run_all()
+    got = _now(opened).folder("INBOX")
+    runner.run_all()
+    face = _now(got)
+    uids = list(range(1, count + 1))
+    first, second = face.prefetch_headers(uids), face.prefetch_headers(uids)
+    assert len(runner.jobs) == 1
+    runner.run_all()
+    assert (_now(first), _now(second)) == (count, 0)
+    assert runner.jobs == []

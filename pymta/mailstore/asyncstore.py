@@ -288,6 +288,7 @@ class AsyncFolder:
         self.folder = folder
         self._runner = runner
         self._run = _Serial(runner, reads_at_once)
+        self._filling: Deferred[int] | None = None  # a header prefetch under way
 
     @property
     def name(self) -> str:
@@ -336,8 +337,24 @@ class AsyncFolder:
 
     def prefetch_headers(self, uids: Collection[int]) -> Deferred[int]:
         cache = IHeaderCache(self.folder, None)
-        filling = None if cache is None else prefetch.fill(cache, uids, self._runner)
-        return succeed(0) if filling is None else filling
+        if cache is None:
+            return succeed(0)
+        if self._filling is not None:
+            # One fill of this folder at a time: the next asks again once
+            # it is done (what it read is then cached, not read twice).
+            wanted = list(uids)
+            return _after(self._filling).addCallback(lambda _: self.prefetch_headers(wanted))
+        filling = prefetch.fill(cache, uids, self._runner)
+        if filling is None:
+            return succeed(0)
+        self._filling = filling
+
+        def done(result: object) -> object:
+            if self._filling is filling:
+                self._filling = None
+            return result
+
+        return filling.addBoth(done)
 
     def headers(self, uids: Collection[int]) -> Deferred[dict[int, bytes]]:
         wanted = list(uids)
@@ -486,6 +503,19 @@ def _undo(folder: IFolder, uids: list[int]) -> None:
     if uids:
         with contextlib.suppress(MailStoreError, OSError):
             folder.expunge(uids)
+
+
+def _after(work: Deferred[Any]) -> Deferred[None]:
+    """Fires (with None, never failing) once ``work`` has its result;
+    ``work``'s own result is left to its callers."""
+    d: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        d.callback(None)
+        return result
+
+    work.addBoth(fire)
+    return d
 
 
 def _synchronous(target: IAsyncFolder) -> IFolder:
