@@ -75,35 +75,40 @@ async def test_part(
     read). Header blocks are fetched only for the messages whose test
     asks for one (see the module doc)."""
     test = criteria.test
-    verdicts: dict[int, bool] = {}
-    later: list[Entry] = []
+    matched: list[int] = []  # positions in entries
+    later: list[int] = []
 
     def unfetched(uid: int) -> bytes:
         raise _NeedsHeader
 
+    position = 0
     for cand in candidates(entries, largest_msn, largest_uid, unfetched, _no_content, hits):
         try:
-            verdicts[cand.info.uid] = test(cand)
+            if test(cand):
+                matched.append(position)
         except _NeedsHeader:
-            later.append((cand.msn, cand.info, cand.recent))
+            later.append(position)
         except MailStoreError:
-            verdicts[cand.info.uid] = False
+            pass
+        position += 1
     gone: set[int] = set()
     if later:
-        blocks = await store.headers([info.uid for _, info, _ in later])
+        asked = [entries[i] for i in later]
+        blocks = await store.headers([info.uid for _, info, _ in asked])
 
         def fetched(uid: int) -> bytes:
             block = blocks.get(uid)
             if block is None:
+                gone.add(uid)
                 raise NoSuchMessage(f"UID {uid} is gone")
             return block
 
-        for cand in candidates(later, largest_msn, largest_uid, fetched, _no_content, hits):
-            uid = cand.info.uid
-            if uid not in blocks:
-                gone.add(uid)
+        cands = candidates(asked, largest_msn, largest_uid, fetched, _no_content, hits)
+        for i, cand in zip(later, cands, strict=True):
             try:
-                verdicts[uid] = test(cand)
+                if test(cand):
+                    matched.append(i)
             except MailStoreError:
-                verdicts[uid] = False
-    return [entry for entry in entries if verdicts.get(entry[1].uid)], gone
+                pass
+        matched.sort()
+    return [entries[i] for i in matched], gone

@@ -278,15 +278,19 @@ async def _search(
     that many per reactor turn, so other sessions are served in between."""
     view = _view(s)
     store = view.store
-    snapshot = _snapshot(view)
-    count = view.exists
-    largest_uid = view.uids[-1] if view.uids else 0
-    hits = await matching.header_hits(store, criteria, [u for _, u, _ in snapshot])
-    if s.lost:
-        return
-    records = {m.uid: m for m in await store.messages()}
-    entries = [(msn, records[u], recent) for msn, u, recent in snapshot if u in records]
-    del records
+    uids = view.uids.tolist()  # as the search began (the view only grows in place)
+    count = len(uids)
+    largest_uid = uids[-1] if uids else 0
+    recent = view.recent
+    hits = None
+    if criteria.uses_header:
+        hits = await matching.header_hits(store, criteria, uids)
+        if s.lost:
+            return
+    get = {m.uid: m for m in await store.messages()}.get
+    entries = [
+        (msn, info, u in recent) for msn, u in enumerate(uids, 1) if (info := get(u)) is not None
+    ]
     found = Found()
     for start in range(0, len(entries), SEARCH_SLICE):
         if start:

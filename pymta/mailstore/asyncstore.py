@@ -369,6 +369,9 @@ class AsyncFolder:
                     continue  # gone, or its file unreadable: left out
             return out
 
+        if len(wanted) < prefetch.PREFETCH_MIN:
+            # Too few to be worth a thread, however many are uncached.
+            return self._run(blocks, read=True)
         d = self.prefetch_headers(wanted)
         return d.addCallback(lambda _: self._run(blocks, read=True))
 
