@@ -149,3 +149,52 @@ def test_select_of_a_session_gone_meanwhile_leaves_no_listener(tmp_path: Path) -
     s.drop()
     runner.run_all()
     assert len(folder._listeners) < listening
+
+
+def test_condstore_reads_wait_behind_the_folders_store_work(tmp_path: Path) -> None:
+    """FETCH CHANGEDSINCE ... VANISHED reads the index (records, expunged
+    UIDs) through the store's asynchronous API: while another session's
+    change of the folder is still in the store's threads, the FETCH waits
+    behind it, one folder's calls in order, and then reports it. A
+    QRESYNC SELECT reads the expunged UIDs the same way."""
+    world, s, runner = held_world(tmp_path, LIGHT_MAX + 2)
+    assert s.lines("e ENABLE QRESYNC") == [b"* ENABLED QRESYNC", b"e OK Enabled."]
+    uidvalidity = world.mailbox().folder("INBOX").uidvalidity
+    modseq = world.mailbox().folder("INBOX").highest_modseq
+    other = world.connect()
+    assert other.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()
+    other.read()
+    other.send("b SELECT INBOX")
+    runner.run_all()
+    assert b"b OK [READ-WRITE]" in other.read()
+    last = LIGHT_MAX + 2
+    assert other.send(f"c UID STORE 1:{last} +FLAGS.SILENT (\\Deleted)") == b""
+    assert len(runner.jobs) == 1  # the other session's change, in the store's thread
+    assert s.send(f"f UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq} VANISHED)") == b""
+    runner.run_all()
+    other.read()
+    lines = s.read().split(b"\r\n")[:-1]
+    assert lines[-2].startswith(b"* %d FETCH (UID %d FLAGS (\\Deleted) MODSEQ" % (last, last))
+    assert lines[-1] == b"f OK Fetch completed."
+
+    # The other session expunges (in the store's thread); a QRESYNC SELECT
+    # made meanwhile waits for it and reports the UIDs VANISHED.
+    assert other.send("d EXPUNGE") == b""
+    closed = s.send(f"g SELECT INBOX (QRESYNC ({uidvalidity} {modseq}))")
+    assert closed == b"* OK [CLOSED] Previous mailbox closed.\r\n"  # and nothing more yet
+    runner.run_all()
+    lines = s.read().split(b"\r\n")[:-1]
+    assert b"* VANISHED (EARLIER) 1:%d" % last in lines
+    assert lines[-1] == b"g OK [READ-WRITE] Select completed."
+
+
+def test_qresync_with_bad_parameters_selects_nothing(tmp_path: Path) -> None:
+    """SELECT with malformed QRESYNC parameters is BAD before anything is
+    done (RFC 3501: a BAD command changes no state): the mailbox selected
+    before stays selected."""
+    _, s, _ = held_world(tmp_path)
+    s.lines("e ENABLE QRESYNC")
+    reply = s.lines("g SELECT INBOX (QRESYNC (x 1))")
+    assert len(reply) == 1 and reply[0].startswith(b"g BAD")
+    assert s.lines("h FETCH 1 FLAGS")[-1] == b"h OK Fetch completed."

@@ -14,7 +14,7 @@ from pymta.imap.protocol import BASE_CAPABILITIES
 from pymta.mailstore.interface import FlagMode
 from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
-from tests.test_imap_prefetch import NEEDLES, QueuedRunner, world_with_big_inbox
+from tests.test_imap_prefetch import NEEDLES, QueuedRunner, hold, world_with_big_inbox
 from tests.test_imap_prefetch import logged_in as logged_in_prefetch
 from tests.test_imap_scan import logged_in, world_with_bodies
 
@@ -278,8 +278,8 @@ def test_many_new_uncached_headers_are_read_in_the_thread(tmp_path: Path) -> Non
     NOOP's reply waits for it), not in the reactor call."""
     world = world_with_big_inbox(tmp_path)
     runner = QueuedRunner()
-    world.factory.run_in_thread = runner
     s = logged_in_prefetch(world)
+    hold(world, runner)
     assert s.send("t SEARCH RETURN (UPDATE COUNT) SUBJECT needle") == b""
     runner.run_all()
     first = s.read().split(b"\r\n")[:-1]

@@ -15,6 +15,7 @@ from pymta.imap.protocol import BASE_CAPABILITIES
 from pymta.mailstore.interface import FlagMode, IWatchedMailbox
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
+from tests.test_imap_prefetch import QueuedRunner
 
 MESSAGE = b"Subject: hello\r\n\r\nbody\r\n"
 
@@ -293,3 +294,53 @@ def test_metadata_events(world: World) -> None:
     assert unsolicited(world, s) == [b'* METADATA "" /private/x /shared/admin']
     other.lines("m4 SETMETADATA Other (/private/comment NIL)")
     assert unsolicited(world, s) == [b'* METADATA "Other" /private/comment']
+
+
+def held_maildir(tmp_path: Path) -> tuple[World, Session, QueuedRunner]:
+    """A Maildir store whose thread work waits for the test, with INBOX and
+    Other; alice logged in (not selected)."""
+    runner = QueuedRunner()
+    world = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False, run_in_thread=runner))
+    mailbox = world.mailbox()
+    mailbox.create_folder("Other")
+    mailbox.folder("Other").append(MESSAGE, [], 1_700_000_000.0)
+    s = world.connect()
+    assert s.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()
+    assert s.read().startswith(b"a OK")
+    return world, s, runner
+
+
+def test_notify_reads_the_folder_list_and_status_in_the_store_threads(tmp_path: Path) -> None:
+    """NOTIFY reads through the store's asynchronous API: SET STATUS waits
+    for the folder list and the STATUS the store gives from its threads
+    (a pipelined NOOP waits too); a folder another program changed on
+    disk is rescanned there before its STATUS is pushed; the session's own
+    CREATE is answered after the store has listed the folders again, with
+    the LIST line before the OK."""
+    world, s, runner = held_maildir(tmp_path)
+    command = b"n NOTIFY SET STATUS (personal (MessageNew MessageExpunge MailboxName))\r\n"
+    assert s.send(command + b"x NOOP\r\n") == b""
+    runner.run_all()
+    lines = s.read().split(b"\r\n")[:-1]
+    uidvalidity = world.mailbox().folder("Other").uidvalidity
+    status = b'* STATUS "Other" (MESSAGES 1 UIDNEXT 2 UIDVALIDITY %d UNSEEN 1)' % uidvalidity
+    assert status in lines  # with the special-use folders' (made at first use)
+    assert lines[-2:] == [b"n OK NOTIFY completed.", b"x OK NOOP completed."]
+
+    # Another program drops a message into Other, and one more is filed
+    # through the store: the STATUS counts both, after the rescan.
+    other = tmp_path / "alice" / ".Other"
+    (other / "new" / "1700000200.M1P1.elsewhere").write_bytes(MESSAGE)
+    world.mailbox().folder("Other").append(MESSAGE, [], 1_700_000_100.0)
+    assert unsolicited(world, s) == []  # the rescan is in the store's thread
+    runner.run_all()
+    assert unsolicited(world, s) == [b'* STATUS "Other" (MESSAGES 3 UIDNEXT 4 UNSEEN 3)']
+
+    assert s.send("c CREATE Fresh") == b""
+    for _ in range(5):  # the create, then the listing, in the store's threads
+        runner.run_all()
+        world.clock.advance(0)
+    lines = s.read().split(b"\r\n")[:-1]
+    # (The rescan's own news of the dropped message may come first.)
+    assert lines[-2:] == [b'* LIST () "/" "Fresh"', b"c OK Create completed."]

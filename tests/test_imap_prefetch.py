@@ -1,4 +1,6 @@
-"""Header SEARCH with a cold header cache reads the files off the reactor call."""
+"""Header SEARCH with a cold header cache has the mail store read the files
+in its threads (the asynchronous API's prefetch_headers), off the reactor
+call."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
 from pymta.imap import message_commands
@@ -54,9 +56,37 @@ class QueuedRunner:
         return ran
 
 
-def world_with_big_inbox(tmp_path: Path) -> World:
+class StoreRunner:
+    """The Maildir store's thread runner in these tests: everything at
+    once, until :func:`hold` hands its work to a QueuedRunner."""
+
+    def __init__(self) -> None:
+        self.via: QueuedRunner | None = None
+
+    def __call__(self, work: Callable[[], Any]) -> Deferred[Any]:
+        if self.via is None:
+            return maybeDeferred(work)
+        return self.via(work)
+
+
+_runners: dict[int, StoreRunner] = {}
+
+
+def hold(world: World, runner: QueuedRunner | None) -> None:
+    """From now on the store's thread work waits in ``runner`` (None:
+    at once again)."""
+    _runners[id(world.store)].via = runner
+
+
+def world_with_big_inbox(tmp_path: Path, threads: bool = True) -> World:
+    """COUNT messages in INBOX; the store's thread work runs at once (in a
+    StoreRunner, see :func:`hold`), or without ``threads`` in the caller."""
     (tmp_path / "w").mkdir(parents=True)
-    world = World(tmp_path / "w", store=MaildirStore(Clock(), "host", fsync=False))
+    store_runner = StoreRunner() if threads else None
+    store = MaildirStore(Clock(), "host", fsync=False, run_in_thread=store_runner)
+    if store_runner is not None:
+        _runners[id(store)] = store_runner
+    world = World(tmp_path / "w", store=store)
     inbox = world.mailbox().folder("INBOX")
     for n in range(1, COUNT + 1):
         subject = b"needle %d" % n if n in NEEDLES else b"message %d" % n
@@ -106,8 +136,8 @@ def test_cold_search_reads_headers_in_the_runner_and_answers_the_same(
     synchronous path does, from the now warm cache."""
     world = world_with_big_inbox(tmp_path)
     runner = QueuedRunner()
-    world.factory.run_in_thread = runner
     s = logged_in(world)
+    hold(world, runner)
     assert len(IHeaderCache(view_of(s).folder).uncached_headers(view_of(s).uids)) == COUNT
 
     reply = s.send(b"q UID SEARCH SUBJECT needle\r\nn NOOP\r\n")
@@ -124,7 +154,8 @@ def test_cold_search_reads_headers_in_the_runner_and_answers_the_same(
 
     folder_read.read_header_file = watched
     try:
-        assert runner.run_all() == 1
+        # The reads, then the NOOP's rescan (the store's thread work too).
+        assert runner.run_all() == 2
     finally:
         folder_read.read_header_file = real
     assert seen_in_thread == [True] * COUNT
@@ -133,9 +164,8 @@ def test_cold_search_reads_headers_in_the_runner_and_answers_the_same(
     expected = b"* SEARCH " + b" ".join(b"%d" % n for n in NEEDLES)
     assert lines == [expected, b"q OK Search completed.", b"n OK NOOP completed."]
 
-    # The synchronous path (no runner), on a fresh copy, gives the same answer.
-    other = world_with_big_inbox(tmp_path / "sync")
-    other.factory.run_in_thread = None
+    # Without threads (the store reads in the caller), on a fresh copy: the same.
+    other = world_with_big_inbox(tmp_path / "sync", threads=False)
     t = logged_in(other)
     assert t.lines("q UID SEARCH SUBJECT needle") == lines[:2]
     assert counted["sync"] == COUNT
@@ -148,8 +178,8 @@ def test_message_expunged_during_prefetch_is_skipped(
     worker is left out of the cache and of the answer, without an error."""
     world = world_with_big_inbox(tmp_path)
     runner = QueuedRunner()
-    world.factory.run_in_thread = runner
     s = logged_in(world)
+    hold(world, runner)
     assert s.send("q UID SEARCH SUBJECT needle") == b""
     folder = view_of(s).folder
     work, d = runner.jobs.pop(0)
@@ -171,8 +201,8 @@ def test_few_uncached_headers_stay_synchronous(tmp_path: Path) -> None:
     within the same call, as before."""
     world = world_with_big_inbox(tmp_path)
     runner = QueuedRunner()
-    world.factory.run_in_thread = runner
     s = logged_in(world)
+    hold(world, runner)
     folder = IHeaderCache(view_of(s).folder)
     uids = view_of(s).uids
     folder.cache_headers(folder.read_headers(folder.uncached_headers(uids[: COUNT - 5])))
@@ -193,13 +223,14 @@ def test_search_of_a_big_folder_lets_other_sessions_in_between(
     monkeypatch.setattr(message_commands, "SEARCH_SLICE", 50)
     world = world_with_big_inbox(tmp_path)
     runner = QueuedRunner()
-    world.factory.run_in_thread = runner
     clock = world.clock
     s, other = logged_in(world), logged_in(world)
+    hold(world, runner)
     expected = b"* SEARCH " + b" ".join(b"%d" % n for n in NEEDLES)
 
     assert s.send(b"q UID SEARCH SUBJECT needle\r\nn NOOP\r\n") == b""
     assert runner.run_all() == 1  # the cold cache, read in the "thread"
+    hold(world, None)  # the NOOPs' rescans (the cache file changed) at once
     turns = 0
     while not s.transport.value().endswith(b"n OK NOOP completed.\r\n"):
         assert other.send("o NOOP") == b"o OK NOOP completed.\r\n"
@@ -234,7 +265,6 @@ def test_unexpected_error_in_a_sliced_search_answers_no(
     mid-search stops the slices."""
     monkeypatch.setattr(message_commands, "SEARCH_SLICE", 50)
     world = world_with_big_inbox(tmp_path)
-    world.factory.run_in_thread = None
     s = logged_in(world)
     calls = 0
     fail_at = 120

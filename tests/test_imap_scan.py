@@ -13,8 +13,7 @@ from twisted.internet.task import Clock
 
 from pymta.imap import message_commands, scan
 from pymta.imap.parser import tokenize
-from pymta.mailstore import files, maildir_folder
-from pymta.mailstore.interface import IMessageFiles
+from pymta.mailstore import files, filescan, maildir_folder
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
 from tests.test_imap_prefetch import QueuedRunner
@@ -115,7 +114,7 @@ def test_big_folder_is_scanned_in_batches_one_at_a_time(
 ) -> None:
     """The files go to the runner in batches of BATCH_MESSAGES, one batch in
     flight per scan; the matches come back in sequence order."""
-    monkeypatch.setattr(scan, "BATCH_MESSAGES", 8)
+    monkeypatch.setattr(filescan, "BATCH_MESSAGES", 8)
     runner = QueuedRunner()
     world = world_with_bodies(tmp_path)
     world.factory.scan_in_thread = runner
@@ -191,12 +190,12 @@ def test_error_in_the_worker_is_no_serverbug_and_frees_the_turn(
     world = world_with_bodies(tmp_path)
     world.factory.scan_in_thread = runner
     s = logged_in(world)
-    real = scan.match_batch
+    real = filescan.match_files
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(scan, "match_batch", broken)
+    monkeypatch.setattr(filescan, "match_files", broken)
     assert s.send("q SEARCH BODY needle") == b""
     runner.run_all()
     assert s.lines("n NOOP") == [
@@ -205,7 +204,7 @@ def test_error_in_the_worker_is_no_serverbug_and_frees_the_turn(
     ]
     failures = [e for e in world.events if "log_failure" in e]
     assert len(failures) == 1 and failures[0]["log_failure"].check(RuntimeError)
-    monkeypatch.setattr(scan, "match_batch", real)
+    monkeypatch.setattr(filescan, "match_files", real)
 
     leaving, waiting = logged_in(world), logged_in(world)
     assert leaving.send("a SEARCH BODY needle") == b""
@@ -217,23 +216,22 @@ def test_error_in_the_worker_is_no_serverbug_and_frees_the_turn(
 
 
 def test_scan_work_is_picklable_for_the_worker_processes(tmp_path: Path) -> None:
-    """What goes to a scan worker process (the job: reader, criteria tokens,
-    saved result; the batch of index records) survives pickling, and the
-    unpickled work gives the same matches as the original."""
+    """What goes to a scan worker process (the store's file reader, the
+    session's SearchMatch with its criteria tokens and saved result, the
+    batch of index records) survives pickling, and the unpickled work
+    gives the same matches as the original."""
     world = world_with_bodies(tmp_path)
     folder = world.mailbox().folder("INBOX")
-    entries = [(n, info, False) for n, info in enumerate(folder.messages(), 1)]
-    job = scan.ScanJob(
-        IMessageFiles(folder).message_reader(),
-        tokenize(b"OR BODY needle $"),
-        frozenset({3}),
-        False,
-        len(entries),
-        entries[-1][1].uid,
+    messages = folder.messages()
+    batch = [(i, (n, False), info) for i, (n, info) in enumerate(enumerate(messages, 1))]
+    match = scan.SearchMatch(
+        tokenize(b"OR BODY needle $"), frozenset({3}), False, len(batch), messages[-1].uid
     )
-    work = partial(scan.match_batch, job, entries)
+    work = partial(
+        filescan.match_files, filescan.IMessageFiles(folder).message_reader(), match, batch
+    )
     matched, unread = pickle.loads(pickle.dumps(work))()
-    assert [msn for msn, _ in matched] == sorted([3, *NEEDLES])  # $ is UID 3
+    assert [position + 1 for position in matched] == sorted([3, *NEEDLES])  # $ is UID 3
     assert unread == []
     assert (matched, unread) == work()
 
@@ -252,7 +250,7 @@ def test_error_before_the_scan_starts_is_answered_too(
     def broken(view: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(message_commands, "_in_view", broken)
+    monkeypatch.setattr(message_commands, "_snapshot", broken)
     assert s.lines("q SEARCH BODY needle") == [
         b"q NO [SERVERBUG] Internal error occurred. Refer to server log for more information."
     ]

@@ -177,3 +177,118 @@ def test_memory_calls_answer_at_once(tmp_path: Path) -> None:
     inbox.add_listener(changes.append)
     d = inbox.append(MSG)
     assert d.called and changes and changes[0].kind == "append"
+
+
+def _search_folder(store: IMailStore, tmp_path: Path, count: int) -> Any:
+    inbox = _now(_mailbox(store, tmp_path).folder("INBOX"))
+    for n in range(1, count + 1):
+        body = b"the needle\n" if n % 5 == 0 else b"hay\n"
+        _now(inbox.append(b"From: a@example.org\nSubject: m%d\n\n%s" % (n, body)))
+    return inbox
+
+
+def _has_needle(key: Any, info: Any, content: bytes) -> bool:
+    """A picklable match (module level) for scan."""
+    return b"needle" in content
+
+
+def test_async_get_many(store: IMailStore, tmp_path: Path) -> None:
+    """get_many gives the records of the UIDs present, by UID, in one call
+    (a few looked up one by one, many from the whole index alike)."""
+    inbox = _search_folder(store, tmp_path, 70)
+    few = _now(inbox.get_many([3, 99, 1]))
+    assert sorted(few) == [1, 3] and few[3] == _now(inbox.get(3))
+    many = _now(inbox.get_many([*range(1, 71), 500]))
+    assert sorted(many) == list(range(1, 71)) and many[70] == _now(inbox.get(70))
+
+
+def test_async_headers_and_prefetch(store: IMailStore, tmp_path: Path) -> None:
+    """headers gives each present message's header block by UID (as
+    header_bytes does) and leaves gone UIDs out; prefetch_headers answers
+    with how many it read; headers_may_contain never leaves out a message
+    whose header holds a needle."""
+    inbox = _search_folder(store, tmp_path, 12)
+    assert _now(inbox.prefetch_headers([1, 2, 3])) == 0  # few: left to the reads
+    blocks = _now(inbox.headers([1, 7, 99]))
+    assert sorted(blocks) == [1, 7]
+    assert blocks[7] == _now(inbox.header_bytes(7)) == b"From: a@example.org\nSubject: m7\n\n"
+    hits = _now(inbox.headers_may_contain([b"subject: m7"], list(range(1, 13))))
+    assert hits is None or 7 in hits
+
+
+def test_async_scan_matches_whole_messages(store: IMailStore, tmp_path: Path) -> None:
+    """scan matches each message's whole content, answers (key, record) in
+    the order asked, and leaves gone UIDs out; through worker runners too,
+    where the match and the batch are pickled."""
+    import pickle
+
+    inbox = _search_folder(store, tmp_path, 20)
+    items = [(f"k{u}", u) for u in (20, 15, 3, 10, 99, 5)]
+    found = _now(inbox.scan(items, _has_needle))
+    assert [(k, info.uid) for k, info in found] == [
+        ("k20", 20),
+        ("k15", 15),
+        ("k10", 10),
+        ("k5", 5),
+    ]
+
+    def pickling_workers(work: Any) -> Deferred[Any]:
+        from twisted.internet.defer import succeed
+
+        return succeed(pickle.loads(pickle.dumps(work))())
+
+    again = _now(inbox.scan(items, _has_needle, workers=pickling_workers))
+    assert [(k, info.uid) for k, info in again] == [(k, info.uid) for k, info in found]
+
+
+def test_maildir_prefetch_reads_headers_in_the_store_threads(tmp_path: Path) -> None:
+    """The Maildir store reads many uncached header blocks in its threads,
+    then answers headers from its cache; its cache rules out messages
+    whose header lacks every needle."""
+    from pymta.mailstore.prefetch import PREFETCH_MIN
+
+    runner = QueuedRunner()
+    clock = Clock()
+    store = MaildirStore(clock, hostname="test", fsync=False)
+    count = PREFETCH_MIN + 6
+    inbox = _search_folder(store, tmp_path, count)
+    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
+    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
+    runner.run_all()
+    got = _now(opened).folder("INBOX")
+    runner.run_all()
+    face = _now(got)
+    uids = list(range(1, count + 1))
+    filling = face.prefetch_headers(uids)
+    assert not filling.called and len(runner.jobs) == 1
+    runner.run_all()
+    assert _now(filling) == count
+    blocks = face.headers(uids)
+    assert blocks.called and len(_now(blocks)) == count and runner.jobs == []
+    hits = _now(face.headers_may_contain([b"subject: m7\n"], uids))
+    assert hits == {7}
+    del inbox
+
+
+def test_maildir_prefetch_of_one_folder_runs_once_at_a_time(tmp_path: Path) -> None:
+    """A second header prefetch of a folder asked while one is under way
+    waits for it and then reads only what is still uncached (nothing
+    twice)."""
+    from pymta.mailstore.prefetch import PREFETCH_MIN
+
+    runner = QueuedRunner()
+    clock = Clock()
+    count = PREFETCH_MIN + 6
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, count)
+    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
+    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
+    runner.run_all()
+    got = _now(opened).folder("INBOX")
+    runner.run_all()
+    face = _now(got)
+    uids = list(range(1, count + 1))
+    first, second = face.prefetch_headers(uids), face.prefetch_headers(uids)
+    assert len(runner.jobs) == 1
+    runner.run_all()
+    assert (_now(first), _now(second)) == (count, 0)
+    assert runner.jobs == []

@@ -21,6 +21,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from pymta.imap import message_commands
 from pymta.imap.fetch import STREAM_MIN, FileLiteral
 from pymta.imap.structure import crlf
 from pymta.pop3.wire import to_wire, top, wire_pieces
@@ -375,6 +376,34 @@ def test_imap_fetch_reads_nothing_while_the_client_does_not_read(tmp_path: Path)
         if answer.endswith(b"c OK Fetch completed.\r\n"):
             break
     assert reads == list(range(1, 31)) and answer.count(b" FETCH (BODY[] ") == 30
+
+
+def test_imap_fetch_asks_for_headers_in_runs_and_none_while_paused(tmp_path: Path) -> None:
+    """FETCH 1:* BODY.PEEK[HEADER] over 300 messages asks the store for the
+    header blocks of a run of messages at once (HEADER_RUN of them, one
+    call and one Deferred a run, not one a message), writes them one
+    message at a time, and asks for no further run while the client does
+    not read; the answer is the one each header gives."""
+    big = b"X-Filler: " + b"f" * 300 + b"\n"
+    messages = [b"Subject: h%d\n" % n + big * 5 + b"\nbody\n" for n in range(300)]
+    proto, transport, clock = imap_session(tmp_path, messages)
+    store = proto.view.store
+    runs: list[list[int]] = []
+    headers = store.headers
+    store.headers = lambda uids: (runs.append(list(uids)), headers(uids))[1]
+    store.header_bytes = None  # one message's header alone is never asked for
+    proto.dataReceived(b"c FETCH 1:* BODY.PEEK[HEADER]\r\n")
+    stalled = len(runs)
+    for _ in range(10):
+        clock.advance(1)
+    assert len(runs) == stalled < 300 // message_commands.HEADER_RUN
+    answer = read_all(transport, clock, b"c OK Fetch completed.\r\n")
+    assert [len(run) for run in runs] == [message_commands.HEADER_RUN] * 4 + [44]
+    assert [u for run in runs for u in run] == list(range(1, 301))
+    inbox = proto.mailbox.folder("INBOX")
+    for n in (1, 150, 300):
+        header = crlf(inbox.header_bytes(n))
+        assert b"* %d FETCH (BODY[HEADER] {%d}\r\n" % (n, len(header)) + header in answer
 
 
 # POP3 RETR and TOP -------------------------------------------------------------

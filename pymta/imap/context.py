@@ -25,14 +25,16 @@ one pair per run of neighbouring positions: removals from the last back,
 additions from the first on, so that each is right when applied in order;
 MIN and MAX are the first and last in sort order.
 
-Off the reactor: a key that reads whole messages (BODY, TEXT) is tested
-again in the scan workers (:mod:`pymta.imap.scan`, the user's scans one at
-a time); a header key first fills a cold header cache in a thread
-(:mod:`pymta.mailstore.prefetch`); more than :data:`SLICE` changed
-messages are tested in slices, one per reactor turn. Meanwhile the
-session holds the tagged response of the command that made the change
-(:meth:`SearchContexts.prepare`), so the updates come before it as
-imaptest and Dovecot have them.
+Off the reactor, through the store's asynchronous API
+(:mod:`pymta.imap.matching`): a key that reads whole messages (BODY,
+TEXT) is tested again in the store's scan (the scan workers of
+:mod:`pymta.imap.scan`, the user's scans one at a time); a header key
+first has the store fill a cold header cache in its threads; more than
+:data:`SLICE` changed messages are tested in slices, one per reactor
+turn. Meanwhile the session holds the tagged response of the command
+that made the change (:meth:`SearchContexts.prepare`), so the updates
+come before it as imaptest and Dovecot have them. A few changed messages
+whose records and headers the store has at hand are tested at once.
 
 Limits: at most :data:`MAX_UPDATING` updating searches per session; one
 more is answered but refused updates with an untagged ``NO [NOUPDATE
@@ -57,20 +59,18 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pymta.imap import matching
 from pymta.imap.parser import ParseError, Token
 from pymta.imap.results import ordered_set
-from pymta.imap.scan import ScanJob, scan_search
-from pymta.imap.search import Criteria, candidates
+from pymta.imap.scan import SearchMatch
+from pymta.imap.search import Criteria
 from pymta.imap.sequence import format_set
 from pymta.mailstore.interface import (
     FolderChange,
     IFolder,
-    IHeaderCache,
-    IMessageFiles,
     MailStoreError,
     MessageInfo,
 )
-from pymta.mailstore.prefetch import PREFETCH_MIN, prefetch_headers
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
@@ -220,32 +220,24 @@ class SearchContexts:
 
     def needs_preparing(self) -> bool:
         """Some changed messages must be tested off the reactor (or over
-        several turns) before the updates can be sent."""
+        several turns) before the updates can be sent: many of them, a
+        key that reads whole messages when the scan workers read them,
+        or header keys whose cold header cache the store is reading in
+        its threads (asked here: the prefetch starts at once)."""
         if self._preparing is not None:
             return True
+        store = self.view.store
         for context in self._active():
             if not context.pending:
                 continue
             if len(context.pending) > SLICE or (
-                context.reads_files and self._scan_runner() is not None
+                context.reads_files and self.server.scan_in_thread is not None
             ):
                 return True
-            if context.criteria.uses_header and self._cold_headers(context):
-                return True
+            if context.criteria.uses_header and not context.reads_files:
+                if not store.prefetch_headers(context.pending).called:
+                    return True
         return False
-
-    def _scan_runner(self) -> Any:
-        s = self.server
-        if s.scan_in_thread is None or not IMessageFiles.providedBy(self.folder):
-            return None
-        return s.scan_in_thread
-
-    def _cold_headers(self, context: SearchContext) -> bool:
-        """Enough uncached headers that prefetch_headers reads them in a thread."""
-        if self.server.run_in_thread is None or not IHeaderCache.providedBy(self.folder):
-            return False
-        uncached = IHeaderCache(self.folder).uncached_headers(context.pending)
-        return len(uncached) >= PREFETCH_MIN
 
     def prepare(self) -> Deferred[None]:
         """Test the pending messages of every search off the reactor; fires
@@ -266,48 +258,64 @@ class SearchContexts:
             _log.failure("imap: re-testing updating searches failed", result)
 
     async def _prepare(self) -> None:
-        runner = self._scan_runner()
+        waited = False
         for context in self._active():
             if not context.pending:
                 continue
             uids = sorted(context.pending)
-            if context.criteria.uses_header and not context.reads_files:
-                d = prefetch_headers(self.folder, uids, self.server.run_in_thread)
-                if d is not None:
-                    await d
-            if context.reads_files and runner is not None:
-                await self._scan(context, uids, runner)
-            else:
-                for start in range(0, len(uids), SLICE):
-                    if self.server.lost or self.searches.get(context.tag) is not context:
-                        return
-                    self._test(context, uids[start : start + SLICE])
+            for start in range(0, len(uids), SLICE):
+                if start:
                     await _next_turn(self.server.clock)
+                    waited = True
+                if self.server.lost or self.searches.get(context.tag) is not context:
+                    return
+                testing = defer.ensureDeferred(self._retest(context, uids[start : start + SLICE]))
+                waited = waited or not testing.called
+                await testing
+        if not waited:
+            # prepare() answers in a later turn, never within the call
+            # (the session holds its response until then).
+            await _next_turn(self.server.clock)
 
-    async def _scan(self, context: SearchContext, uids: list[int], runner: Any) -> None:
-        entries = self._entries(uids)
-        files = IMessageFiles(self.folder)
-        job = ScanJob(
-            files.message_reader(),
-            context.tokens,
-            context.saved,
-            context.rev2,
-            self._largest_msn(),
-            self._largest_uid(),
-        )
+    async def _retest(self, context: SearchContext, uids: list[int]) -> None:
+        """Test these messages again through the store's asynchronous API
+        (:mod:`pymta.imap.matching`): whole messages in the store's scan
+        (the scan workers, the user's scans one at a time), else index and
+        header keys here."""
+        store = self.view.store
         s = self.server
-
-        def scan() -> Deferred[Any]:
-            return scan_search(
-                entries, job, self.folder.get, files.message_reader, runner, lambda: s.lost
+        entries = await self._entries(uids)
+        matched: set[int]
+        if context.reads_files:
+            items = [((n, recent), info.uid) for n, info, recent in entries]
+            match = SearchMatch(
+                context.tokens,
+                context.saved,
+                context.rev2,
+                self._largest_msn(),
+                self._largest_uid(),
             )
 
-        result = await s.scan_gate.run(s.user, scan)
-        matched = {info.uid for _, info in result.matched}
-        for _, info, _ in entries:
-            if info.uid in context.pending:
-                context.pending.discard(info.uid)
-                context.verdicts[info.uid] = info.uid in matched
+            def scan() -> Deferred[Any]:
+                return store.scan(items, match, s.scan_in_thread, lambda: s.lost)
+
+            found = await s.scan_gate.run(s.user, scan)
+            matched = {info.uid for _, info in found}
+        else:
+            hits = await matching.header_hits(store, context.criteria, uids)
+            hit, _ = await matching.test_part(
+                store, entries, context.criteria, self._largest_msn(), self._largest_uid(), hits
+            )
+            matched = {info.uid for _, info, _ in hit}
+        present = {info.uid for _, info, _ in entries}
+        for u in uids:
+            if u not in context.pending:
+                continue  # expunged meanwhile: its expunge tells
+            context.pending.discard(u)
+            if u in present:
+                context.verdicts[u] = u in matched
+            else:
+                context.verdicts.pop(u, None)  # gone: its expunge tells
 
     def _largest_msn(self) -> int:
         return self.view.exists
@@ -315,16 +323,16 @@ class SearchContexts:
     def _largest_uid(self) -> int:
         return self.view.uids[-1] if self.view.uids else 0
 
-    def _entries(self, uids: list[int]) -> list[tuple[int, MessageInfo, bool]]:
+    async def _entries(self, uids: list[int]) -> list[tuple[int, MessageInfo, bool]]:
         """(sequence number, record, \\Recent) of the messages still there;
         one the view has not announced yet is numbered after the last."""
         view = self.view
+        records = await view.store.get_many(uids)
         out: list[tuple[int, MessageInfo, bool]] = []
         extra = view.exists
         for u in uids:
-            try:
-                info = self.folder.get(u)
-            except MailStoreError:
+            info = records.get(u)
+            if info is None:
                 continue
             n = view.msn(u)
             if n is None:
@@ -333,24 +341,17 @@ class SearchContexts:
             out.append((n, info, u in view.recent or info.recent))
         return out
 
-    def _test(self, context: SearchContext, uids: list[int]) -> None:
-        """Test these messages in this thread (index and header keys)."""
-        entries = self._entries(uids)
-        present = {info.uid for _, info, _ in entries}
-        folder = self.folder
-        cands = candidates(
-            entries, self._largest_msn(), self._largest_uid(), folder.header_bytes, folder.read
-        )
-        for cand in cands:
-            try:
-                matched = context.criteria.test(cand)
-            except MailStoreError:
-                matched = False
-            context.verdicts[cand.info.uid] = matched
-        for u in uids:
-            context.pending.discard(u)
-            if u not in present:
-                context.verdicts.pop(u, None)  # gone: its expunge tells
+    def _test_now(self, context: SearchContext) -> None:
+        """Test the pending messages in this call when the store answers at
+        once (it mostly does: a few records and cached headers); else
+        their verdicts come when it has answered, with a later update."""
+        testing = defer.ensureDeferred(self._retest(context, sorted(context.pending)))
+        if testing.called:
+            testing.addErrback(self._prepared)  # logged; they stay pending
+            return
+        self._preparing = testing
+        testing.addBoth(self._prepared)
+        testing.addCallback(lambda _: self.server.context_wake())
 
     # responses -----------------------------------------------------------
 
@@ -376,9 +377,9 @@ class SearchContexts:
         for context in self._active():
             assert context.result is not None
             if context.pending and not (
-                (context.reads_files and self._scan_runner() is not None) or self._preparing
+                (context.reads_files and self.server.scan_in_thread is not None) or self._preparing
             ):
-                self._test(context, sorted(context.pending))
+                self._test_now(context)
             if not context.verdicts:
                 continue
             verdicts, context.verdicts = context.verdicts, {}

@@ -378,6 +378,11 @@ class MessageData:
     def _set(self, value: Any, attribute: str) -> None:
         setattr(self, attribute, value)
 
+    def given_header(self, header: bytes) -> None:
+        """The header block, read already (FETCH asks the store for a run
+        of messages' headers at once)."""
+        self._header = header
+
     def _unparsed(self, failure: Failure) -> Deferred[None]:
         failure.trap(MimeError)
         self._log_unparsed(failure)

@@ -20,6 +20,7 @@ changes are read from the synchronous folder: index reads and one message.)
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -30,7 +31,7 @@ from pymta.imap.binary_append import encode_binary_parts
 from pymta.imap.listing import list_entries
 from pymta.imap.objectid import mailbox_id
 from pymta.imap.parser import Atom, Literal8, ParseError, Token
-from pymta.imap.sequence import format_set, parse_sequence_set
+from pymta.imap.sequence import SequenceSet, format_set, parse_sequence_set
 from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import (
@@ -126,17 +127,18 @@ def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> No
             else:
                 raise ParseError("Unknown SELECT parameter.")
             i += 1
+    resync = _qresync_params(qresync) if qresync is not None else None
     # RFC 3501: a failed SELECT leaves no mailbox selected.
     if s.view is not None and (s.rev2 or s.qresync):
         s.send(b"* OK [CLOSED] Previous mailbox closed.\r\n")  # RFC 9051 7.1, RFC 7162 3.2.11
     s.unselect()
-    opening = defer.ensureDeferred(_open_view(s, _folders(s), name, readonly, s.rev2))
+    opening = defer.ensureDeferred(_open_view(s, _folders(s), name, readonly, s.rev2, resync))
 
-    def opened(result: tuple[SelectedView, list[MessageInfo], FolderStatus]) -> None:
+    def opened(result: tuple[SelectedView, list[MessageInfo], FolderStatus, list[int]]) -> None:
         if s.lost:  # gone while the store worked: no view keeps listening
             result[0].close()
             return
-        _selected(s, tag, *result, qresync)
+        _selected(s, tag, *result, resync)
 
     def refused(failure: Failure) -> None:
         if failure.check(NoSuchFolder):
@@ -154,12 +156,41 @@ def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> No
     when_stored(s, tag, "SELECT", opening.addCallbacks(opened, refused), _nothing)
 
 
+@dataclass(frozen=True)
+class _Resync:
+    """SELECT's QRESYNC parameters (RFC 7162 3.2.5)."""
+
+    uidvalidity: int
+    modseq: int
+    known: SequenceSet | None
+
+
+def _qresync_params(params: list[Token]) -> _Resync:
+    """(uidvalidity modseq [known-uids]); ParseError (BAD, before anything
+    is selected)."""
+    if len(params) < 2 or not all(isinstance(p, Atom) and p.isdigit() for p in params[:2]):
+        raise ParseError("QRESYNC takes (uidvalidity modseq [known-uids]).")
+    known = None
+    if len(params) >= 3 and isinstance(params[2], Atom):
+        try:
+            known = parse_sequence_set(params[2])
+        except ValueError:
+            raise ParseError("Invalid known-uids.") from None
+    return _Resync(int(params[0]), int(params[1]), known)  # type: ignore[arg-type]
+
+
 async def _open_view(
-    s: IMAPSession, folders: IAsyncUserMailbox, name: str, readonly: bool, rev2: bool
-) -> tuple[SelectedView, list[MessageInfo], FolderStatus]:
+    s: IMAPSession,
+    folders: IAsyncUserMailbox,
+    name: str,
+    readonly: bool,
+    rev2: bool,
+    resync: _Resync | None = None,
+) -> tuple[SelectedView, list[MessageInfo], FolderStatus, list[int]]:
     """The folder opened for SELECT/EXAMINE through the store's
     asynchronous API: a folder changed on disk (or never indexed) is
-    scanned in the store's threads, \\Recent claimed there."""
+    scanned in the store's threads, \\Recent claimed there. With QRESYNC
+    of the same UIDVALIDITY, also the UIDs expunged since its modseq."""
     face = await folders.folder(name)
     assert s.mailbox is not None
     # The folder is open now: the synchronous face is a look-up.
@@ -167,10 +198,13 @@ async def _open_view(
     view.show_recent = not rev2
     try:
         messages, status = await view.open_async()
+        gone: list[int] = []
+        if resync is not None and resync.uidvalidity == status.uidvalidity:
+            gone = await face.expunged_since(resync.modseq)
     except BaseException:
         view.close()  # stop listening: nothing selected
         raise
-    return view, messages, status
+    return view, messages, status, gone
 
 
 def _selected(
@@ -179,7 +213,8 @@ def _selected(
     view: SelectedView,
     messages: list[MessageInfo],
     status: FolderStatus,
-    qresync: list[Token] | None,
+    gone: list[int],
+    resync: _Resync | None,
 ) -> None:
     folder = view.folder
     readonly = view.readonly
@@ -209,32 +244,27 @@ def _selected(
         out.append(b'* LIST () "/" ' + mailbox_out(folder.name, True) + b"\r\n")
     for line in out:
         s.send(line)
-    if qresync is not None:
-        _qresync(s, view, qresync)
+    if resync is not None and resync.uidvalidity == status.uidvalidity:
+        _qresync(s, view, messages, gone, resync)
     code = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
     s.ok(tag, code + b" Select completed.")
 
 
-def _qresync(s: IMAPSession, view: SelectedView, params: list[Token]) -> None:
+def _qresync(
+    s: IMAPSession,
+    view: SelectedView,
+    messages: list[MessageInfo],
+    gone: list[int],
+    resync: _Resync,
+) -> None:
     """RFC 7162 3.2.5: VANISHED (EARLIER) and changed flags since the client's modseq."""
-    if len(params) < 2 or not all(isinstance(p, Atom) and p.isdigit() for p in params[:2]):
-        raise ParseError("QRESYNC takes (uidvalidity modseq [known-uids]).")
-    uidvalidity, modseq = int(params[0]), int(params[1])  # type: ignore[arg-type]
-    if uidvalidity != view.folder.uidvalidity:
-        return
-    known = None
-    if len(params) >= 3 and isinstance(params[2], Atom):
-        try:
-            known = parse_sequence_set(params[2])
-        except ValueError:
-            raise ParseError("Invalid known-uids.") from None
-    gone = view.folder.expunged_since(modseq)
+    known, modseq = resync.known, resync.modseq
     if known is not None:
         largest = max(gone[-1] if gone else 0, view.uids[-1] if view.uids else 0)
         gone = [u for u in gone if known.contains(u, largest)]
     if gone:
         s.send(b"* VANISHED (EARLIER) " + format_set(gone).encode() + b"\r\n")
-    for n, m in enumerate(view.folder.messages(), 1):
+    for n, m in enumerate(messages, 1):
         if m.modseq > modseq and view.msn(m.uid) is not None:
             s.send(
                 b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n"

@@ -14,7 +14,7 @@ about :data:`CHUNK` bytes.
 FETCH, STORE, EXPUNGE, CLOSE, CHECK, COPY and MOVE call the mail store's
 asynchronous API (:attr:`SelectedView.store`); an answer that is not
 there at once comes later, with later commands waiting
-(:meth:`IMAPSession.later`). SEARCH still calls the folder directly.
+(:meth:`IMAPSession.later`). So does SEARCH (:mod:`pymta.imap.matching`).
 
 Untrusted input: the arguments. Writes: flags, expunges, copies through
 the mail store. Logs store errors.
@@ -22,7 +22,7 @@ the mail store. Logs store errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -31,8 +31,9 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from pymta.imap import context
+from pymta.imap import context, matching
 from pymta.imap.fetch import (
+    HEADER,
     STREAM_MIN,
     FetchItem,
     FileLiteral,
@@ -49,8 +50,8 @@ from pymta.imap.fetch import (
 from pymta.imap.mailbox_commands import _flag_name, mailbox_arg, session_guard
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.results import SEARCH_OPTIONS, Partial, parse_return, partial_item
-from pymta.imap.scan import ScanJob, ScanResult, scan_search
-from pymta.imap.search import BadCharset, Candidate, Criteria, candidates, parse_search
+from pymta.imap.scan import SearchMatch
+from pymta.imap.search import BadCharset, Criteria, parse_search
 from pymta.imap.sequence import SequenceSet, format_pairs, format_set, parse_sequence_set
 from pymta.imap.stored import when_stored as _when_stored
 from pymta.imap.view import InvalidSet, SelectedView
@@ -58,13 +59,10 @@ from pymta.imap.wire import flag_list
 from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import (
     FlagMode,
-    IHeaderCache,
-    IMessageFiles,
     MailStoreError,
     MessageInfo,
     NoSuchFolder,
 )
-from pymta.mailstore.prefetch import prefetch_headers
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
@@ -75,7 +73,6 @@ CHUNK = 256 * 1024
 #: Messages a SEARCH tests per reactor turn: a search of a huge folder
 #: (0.24 s of CPU for 100,000 messages) lets other sessions in between.
 SEARCH_SLICE = 8192
-_INDEX_SCAN = 64  # above this many messages, read the whole index once
 
 
 def _view(s: IMAPSession) -> SelectedView:
@@ -107,21 +104,6 @@ def _pairs(s: IMAPSession, tag: bytes, token: Token, uid: bool) -> list[tuple[in
     except InvalidSet:
         s.bad(tag, b"Error in IMAP command: Invalid messageset.")
         return None
-
-
-def _infos(view: SelectedView, pairs: list[tuple[int, int]]) -> dict[int, MessageInfo]:
-    """MessageInfo by UID for these messages, from the index."""
-    folder = view.folder
-    if len(pairs) > _INDEX_SCAN:
-        wanted = {u for _, u in pairs}
-        return {m.uid: m for m in folder.messages() if m.uid in wanted}
-    out: dict[int, MessageInfo] = {}
-    for _, u in pairs:
-        try:
-            out[u] = folder.get(u)
-        except MailStoreError:
-            pass
-    return out
 
 
 def check(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
@@ -174,9 +156,13 @@ def expunge(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         pairs = _pairs(s, tag, args[0], True)
         if pairs is None:
             return
-        infos = _infos(view, pairs)
-        targets = [u for u, m in infos.items() if "\\Deleted" in m.flags]
-        expunging = view.store.expunge(targets) if targets else succeed([])
+        store = view.store
+
+        def deleted(infos: dict[int, MessageInfo]) -> Deferred[list[int]]:
+            targets = [u for u, m in infos.items() if "\\Deleted" in m.flags]
+            return store.expunge(targets) if targets else succeed([])
+
+        expunging = store.get_many([u for _, u in pairs]).addCallback(deleted)
     elif args:
         raise ParseError("EXPUNGE takes no arguments.")
     else:
@@ -235,11 +221,13 @@ def find(
 ) -> None:
     """Find the messages that match ``criteria`` (parsed from ``tokens``)
     and call ``answer`` with them, which answers the command (SEARCH, and
-    SORT and THREAD of pymta.imap.sort and pymta.imap.thread). Off the
-    reactor where it counts: body searches in the scan workers, a cold
-    header cache filled in a thread, big folders tested in slices; later
-    commands wait meanwhile. An unexpected error is answered NO
-    [SERVERBUG]."""
+    SORT and THREAD of pymta.imap.sort and pymta.imap.thread). Through the
+    store's asynchronous API (:mod:`pymta.imap.matching`): body searches
+    in the store's scan (the scan workers, a user's scans one after
+    another), a cold header cache filled in the store's threads, big
+    folders tested in slices; later commands wait meanwhile. An answer
+    that is there at once is sent before this returns. An unexpected
+    error is answered NO [SERVERBUG]."""
     view = _view(s)
     whole = len(tokens) == 1 and isinstance(tokens[0], Atom) and tokens[0].upper() == "ALL"
     if whole and command != "SEARCH":
@@ -259,63 +247,71 @@ def find(
         if answering is not None:
             s.later(answering, lambda: None, tag, command)
         return
-    if criteria.uses_content and s.scan_in_thread is not None:
-        folder = view.folder
-        if IMessageFiles.providedBy(folder):
-            # Every message file is read: in the scan workers, a user's
-            # scans one after another (pymta.imap.scan).
-            scanning = s.scan_gate.run(
-                s.user,
-                lambda: _scan(s, uid, tokens, criteria, answer, IMessageFiles(folder)),
-            )
-            scanning.addErrback(partial(search_failed, s, tag, command))
-            s.later(scanning, lambda: None, tag, command)
-            return
-    if criteria.uses_header:
-        # A cold header cache is filled in a thread first (pymta.mailstore.prefetch).
-        d = prefetch_headers(view.folder, view.uids, s.run_in_thread)
-        if d is not None:
-            s.later(d, lambda: _search(s, tag, uid, criteria, answer, command), tag, command)
-            return
-    searching = _search(s, tag, uid, criteria, answer, command)
-    if searching is not None:
-        s.later(searching, lambda: None, tag, command)
+    if criteria.uses_content:
+        # Every message file is read: in the store's scan, a user's scans
+        # one after another (pymta.imap.scan).
+        finding = s.scan_gate.run(s.user, lambda: _scan(s, uid, tokens, criteria, answer))
+    else:
+        finding = defer.ensureDeferred(_search(s, uid, criteria, answer))
+    finding.addErrback(partial(search_failed, s, tag, command))
+    # (Not finding.called: a Deferred waiting on another one is "called".)
+    finished: list[object] = []
+    finding.addBoth(finished.append)
+    if not finished:
+        s.later(finding, lambda: None, tag, command)
 
 
-def _search(
+def _snapshot(view: SelectedView) -> list[tuple[int, int, bool]]:
+    """(sequence number, UID, \\Recent) of each message of the view."""
+    recent = view.recent
+    return [(msn, u, u in recent) for msn, u in enumerate(view.uids, 1)]
+
+
+async def _search(
     s: IMAPSession,
-    tag: bytes,
     uid: bool,
     criteria: Criteria,
     answer: Callable[[Found], Deferred[None] | None],
-    command: str,
-) -> Deferred[None] | None:
-    """Test every message and answer. A folder of more than
-    :data:`SEARCH_SLICE` messages is tested that many per reactor turn, so
-    other sessions are served in between: then the answer (OK, or NO
-    [SERVERBUG] on an unexpected error) comes when the returned Deferred
-    fires, else before this returns None (or what ``answer`` returns: a
-    command that goes on after the search)."""
+) -> None:
+    """Test every message (criteria that read no whole message) and
+    answer. A folder of more than :data:`SEARCH_SLICE` messages is tested
+    that many per reactor turn, so other sessions are served in between."""
     view = _view(s)
-    folder = view.folder
-    largest_uid = view.uids[-1] if view.uids else 0
-    count = view.exists
+    store = view.store
+    uids = view.uids.tolist()  # as the search began (the view only grows in place)
+    count = len(uids)
+    largest_uid = uids[-1] if uids else 0
+    recent = view.recent
+    hits = None
+    if criteria.uses_header:
+        hits = await matching.header_hits(store, criteria, uids)
+        if s.lost:
+            return
+    get = {m.uid: m for m in await store.messages()}.get
+    entries = [
+        (msn, info, u in recent) for msn, u in enumerate(uids, 1) if (info := get(u)) is not None
+    ]
     found = Found()
-    may_contain = None
-    if criteria.uses_header and IHeaderCache.providedBy(folder):
-        uids = list(view.uids)
-        may_contain = partial(IHeaderCache(folder).headers_may_contain, uids=uids)
-    messages = _in_view(view)
-    cands = candidates(messages, count, largest_uid, folder.header_bytes, folder.read, may_contain)
-    steps = _test_all(cands, criteria.test, found, uid)
-    if count <= SEARCH_SLICE:
-        for _ in steps:
-            pass
-        return answer(found)
+    for start in range(0, len(entries), SEARCH_SLICE):
+        if start:
+            await _next_turn(s)
+            if s.lost:
+                return
+        part = entries[start : start + SEARCH_SLICE]
+        matched, _ = await matching.test_part(store, part, criteria, count, largest_uid, hits)
+        for msn, info, _ in matched:
+            found.add(msn, info, uid)
+    if s.lost:
+        return
+    answering = answer(found)
+    if answering is not None:
+        await answering
 
-    d = one_slice_per_turn(s, steps)
-    d.addCallback(lambda _: None if s.lost else answer(found))
-    d.addErrback(partial(search_failed, s, tag, command))
+
+def _next_turn(s: IMAPSession) -> Deferred[None]:
+    """Fires in the next reactor turn (other sessions are served meanwhile)."""
+    d: Deferred[None] = Deferred()
+    s.clock.callLater(0, d.callback, None)
     return d
 
 
@@ -325,46 +321,26 @@ def _scan(
     tokens: list[Token],
     criteria: Criteria,
     answer: Callable[[Found], Deferred[None] | None],
-    files: IMessageFiles,
 ) -> Deferred[None]:
-    """A body SEARCH in the scan workers: snapshot the view here, test the
-    files there, answer here (NO [SERVERBUG] on an unexpected error)."""
+    """A body SEARCH in the store's scan: snapshot the view when the
+    user's turn comes, test the files where the store reads them (the
+    scan workers: the criteria go there as the client sent them), answer
+    here."""
     if s.lost or s.view is None:
         return succeed(None)  # gone while waiting for the user's turn
     view = s.view
-    folder = view.folder
-    entries = list(_in_view(view))
-    refreshed = False
-
-    def lookup(u: int) -> MessageInfo:
-        # A file renamed by another process is only known after a refresh.
-        nonlocal refreshed
-        if not refreshed and folder.changed_on_disk():
-            refreshed = True
-            folder.refresh()
-        return folder.get(u)
-
-    # The worker parses the criteria again (a test cannot be pickled), with
-    # the same saved result ($) and the same IMAP4rev2 rules.
-    job = ScanJob(
-        files.message_reader(),
-        tokens,
-        frozenset(s.saved),
-        s.rev2,
-        view.exists,
-        view.uids[-1] if view.uids else 0,
+    items = [((msn, recent), u) for msn, u, recent in _snapshot(view)]
+    match = SearchMatch(
+        tokens, frozenset(s.saved), s.rev2, view.exists, view.uids[-1] if view.uids else 0
     )
-    assert s.scan_in_thread is not None  # search() sends no scan without it
-    d = scan_search(entries, job, lookup, files.message_reader, s.scan_in_thread, lambda: s.lost)
+    d = view.store.scan(items, match, s.scan_in_thread, lambda: s.lost)
 
-    def matched(result: ScanResult) -> Deferred[None] | None:
+    def matched(result: list[tuple[tuple[int, bool], MessageInfo]]) -> Deferred[None] | None:
         if s.lost:
             return None
         found = Found()
-        for msn, info in result.matched:
-            found.numbers.append(info.uid if uid else msn)
-            found.uids.append(info.uid)
-            found.top_modseq = max(found.top_modseq, info.modseq)
+        for (msn, _), info in result:
+            found.add(msn, info, uid)
         return answer(found)
 
     return d.addCallback(matched)
@@ -380,19 +356,6 @@ def search_failed(s: IMAPSession, tag: bytes, command: str, failure: Failure) ->
         s.no(tag, b"[SERVERBUG] Internal error occurred. Refer to server log for more information.")
 
 
-def _in_view(view: SelectedView) -> Iterator[tuple[int, MessageInfo, bool]]:
-    """(sequence number, message, recent) of each message of the view, read
-    from the folder as the search reaches it (one gone meanwhile is left
-    out)."""
-    recent, get = view.recent, view.folder.get
-    for msn, u in enumerate(view.uids, 1):
-        try:
-            info = get(u)
-        except MailStoreError:
-            continue
-        yield msn, info, u in recent
-
-
 @dataclass
 class Found:
     """What a SEARCH has matched so far."""
@@ -400,46 +363,19 @@ class Found:
     numbers: list[int] = field(default_factory=list)  # UIDs or sequence numbers
     uids: list[int] = field(default_factory=list)
     top_modseq: int = 0
+    #: The MODSEQ of the first and of the last match (ESEARCH's MIN and MAX).
+    first_modseq: int = 0
+    last_modseq: int = 0
 
-
-def _test_all(
-    cands: Iterable[Candidate], test: Callable[[Candidate], bool], found: Found, uid: bool
-) -> Iterator[None]:
-    """Test the candidates into ``found``, pausing after every SEARCH_SLICE."""
-    for n, cand in enumerate(cands, 1):
-        try:
-            matched = test(cand)
-        except MailStoreError:
-            matched = False
-        if matched:
-            u = cand.info.uid
-            found.numbers.append(u if uid else cand.msn)
-            found.uids.append(u)
-            found.top_modseq = max(found.top_modseq, cand.info.modseq)
-        if n % SEARCH_SLICE == 0:
-            yield
-
-
-def one_slice_per_turn(s: IMAPSession, steps: Iterator[None]) -> Deferred[None]:
-    """Run ``steps`` one at a time, each in its own reactor turn; the
-    Deferred fires when they are done (or the session is gone)."""
-    done: Deferred[None] = Deferred()
-
-    def turn() -> None:
-        try:
-            if not s.lost and next(steps, _DONE) is not _DONE:
-                s.clock.callLater(0, turn)
-                return
-        except Exception:
-            done.errback()
-            return
-        done.callback(None)
-
-    turn()
-    return done
-
-
-_DONE = object()
+    def add(self, msn: int, info: MessageInfo, uid: bool) -> None:
+        """One more match (numbered by UID with ``uid``), in ascending order."""
+        self.numbers.append(info.uid if uid else msn)
+        self.uids.append(info.uid)
+        modseq = self.last_modseq = info.modseq
+        if not self.first_modseq:
+            self.first_modseq = modseq
+        if modseq > self.top_modseq:
+            self.top_modseq = modseq
 
 
 def _enable_condstore(s: IMAPSession) -> None:
@@ -450,23 +386,20 @@ def _enable_condstore(s: IMAPSession) -> None:
         return
     s.condstore = True
     if s.view is not None:
-        s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % s.view.folder.highest_modseq)
+        s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % s.view.highest_modseq)
 
 
-def _returned_modseq(view: SelectedView, returns: set[str], found: Found) -> int:
+def _returned_modseq(returns: set[str], found: Found) -> int:
     """The MODSEQ of an ESEARCH answer (RFC 7162 3.1.5): the highest of the
     messages it returns, which with only MIN and/or MAX are those two."""
     if not found.uids or returns & {"ALL", "COUNT"} or not returns & {"MIN", "MAX"}:
         return found.top_modseq
     picked = []
     if "MIN" in returns:
-        picked.append(found.uids[0])
+        picked.append(found.first_modseq)
     if "MAX" in returns:
-        picked.append(found.uids[-1])
-    try:
-        return max(view.folder.get(u).modseq for u in picked)
-    except MailStoreError:
-        return found.top_modseq
+        picked.append(found.last_modseq)
+    return max(picked)
 
 
 def _search_answer(
@@ -492,7 +425,7 @@ def _search_answer(
         if saving:
             s.saved = _saved_result(returns, found_uids)
         if returns != {"SAVE"}:  # RFC 5182 2.1: SAVE alone sends no ESEARCH
-            modseq = _returned_modseq(_view(s), returns, matched) if criteria.uses_modseq else 0
+            modseq = _returned_modseq(returns, matched) if criteria.uses_modseq else 0
             s.send(_esearch(tag, uid, returns, found, modseq, window))
         if updating is not None:
             context.answered(s, updating, found_uids)
@@ -582,10 +515,42 @@ def fetch(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         items.insert(0, FetchItem("UID"))
     if any(i.name == "MODSEQ" for i in items):
         _enable_condstore(s)
-    if vanished and changed_since is not None:
-        gone = view.folder.expunged_since(changed_since)
-        seqset = _seqset(args[0])
-        largest = max(gone[-1] if gone else 0, view.uids[-1] if view.uids else 0)
+    loading = defer.ensureDeferred(_fetch_reads(view, pairs, changed_since if vanished else None))
+
+    def loaded(got: tuple[list[int], dict[int, MessageInfo]]) -> None:
+        gone, infos = got
+        _fetch_loaded(s, tag, uid, args[0], items, pairs, infos, gone, changed_since)
+
+    _when_stored(s, tag, "FETCH", loading, loaded)
+
+
+async def _fetch_reads(
+    view: SelectedView, pairs: list[tuple[int, int]], vanished_since: int | None
+) -> tuple[list[int], dict[int, MessageInfo]]:
+    """What FETCH reads of the index through the store's asynchronous API
+    (answered at once when nothing of the folder waits): the UIDs expunged
+    since ``vanished_since`` (VANISHED), and the records of ``pairs``."""
+    store = view.store
+    gone = await store.expunged_since(vanished_since) if vanished_since is not None else []
+    infos = await store.get_many([u for _, u in pairs])
+    return gone, infos
+
+
+def _fetch_loaded(
+    s: IMAPSession,
+    tag: bytes,
+    uid: bool,
+    sequence: Token,
+    items: list[FetchItem],
+    pairs: list[tuple[int, int]],
+    infos: dict[int, MessageInfo],
+    gone: list[int],
+    changed_since: int | None,
+) -> None:
+    view = _view(s)
+    if gone:
+        seqset = _seqset(sequence)
+        largest = max(gone[-1], view.uids[-1] if view.uids else 0)
         gone = [u for u in gone if seqset.contains(u, largest) and view.msn(u) is None]
         if gone:
             s.send(b"* VANISHED (EARLIER) " + format_set(gone).encode() + b"\r\n")
@@ -594,7 +559,6 @@ def fetch(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     returned = 0
     wants_flags = any(i.name == "FLAGS" for i in items)
     with_modseq = s.condstore
-    infos = _infos(view, pairs)
     if wants_flags or mark_seen:
         # Keywords another session made since our last update: FLAGS first.
         keywords = {k for i in infos.values() if i.keywords for k in i.keywords}
@@ -649,7 +613,10 @@ def _fetch_answers(
     # What to load, by (items with FLAGS added, streamed): one guess per
     # FETCH, not one per message.
     guesses: dict[tuple[bool, bool], list[str]] = {}
-    for msn, u in pairs:
+    # Header blocks asked for a run of messages at once (one store call,
+    # one Deferred, for up to HEADER_RUN of them).
+    headers: dict[int, bytes] = {}
+    for position, (msn, u) in enumerate(pairs):
         info = infos.get(u)
         if info is None or view.is_expunged(u):
             missing = True
@@ -676,6 +643,14 @@ def _fetch_answers(
             if kinds is None:
                 kinds = guesses[key] = wants(line_items, info.size, STREAM_MIN)
             for kind in kinds:
+                if kind == HEADER:
+                    if u not in headers:
+                        run = _header_run(view, pairs, position, infos, changed_since)
+                        headers = yield from _settled(store.headers(run))
+                    header = headers.pop(u, None)
+                    if header is not None:
+                        data.given_header(header)
+                        continue
                 yield from _settled(data.load(kind))
             while True:
                 data.rewind()
@@ -713,6 +688,38 @@ def _fetch_answers(
                 yield piece
         yield b"\r\n"
     _fetch_done(s, tag, uid, returned, missing, unknown_cte)
+
+
+#: Header blocks FETCH asks the store for at once: at most this many
+#: messages, and at most HEADER_RUN_BYTES of them (a header is no bigger
+#: than its message), so the answer still streams with little memory.
+HEADER_RUN = 64
+HEADER_RUN_BYTES = 256 * 1024
+
+
+def _header_run(
+    view: SelectedView,
+    pairs: list[tuple[int, int]],
+    start: int,
+    infos: dict[int, MessageInfo],
+    changed_since: int | None,
+) -> list[int]:
+    """The UIDs whose header blocks to ask for together, from ``start`` on:
+    the messages FETCH will answer next (those gone or unchanged since
+    CHANGEDSINCE are skipped)."""
+    run: list[int] = []
+    size = 0
+    for _, u in pairs[start:]:
+        info = infos.get(u)
+        if info is None or view.is_expunged(u):
+            continue
+        if changed_since is not None and info.modseq <= changed_since:
+            continue
+        if run and (len(run) >= HEADER_RUN or size + info.size > HEADER_RUN_BYTES):
+            break
+        run.append(u)
+        size += info.size
+    return run
 
 
 def _settled(d: Deferred[T]) -> Generator[Deferred[T], Any, T]:
@@ -890,18 +897,17 @@ def _copy_or_move(s: IMAPSession, tag: bytes, args: list[Token], uid: bool, move
     if pairs is None:
         return
     uids = [u for _, u in pairs if not view.is_expunged(u)]
-    if uids and not move:
+
+    def quota(size: int) -> None:
         # QUOTA: the copies must fit (a MOVE within the mailbox adds nothing).
-        try:
-            guard = session_guard(s, sum(view.folder.get(u).size for u in uids))
-            if guard is not None:
-                guard()
-        except (MailStoreError, OSError) as e:
-            if s.store_refused(tag, e, expunge=uid):
-                return
-            raise
+        guard = session_guard(s, size)
+        if guard is not None:
+            guard()
+
     assert s.folders is not None
-    copying = defer.ensureDeferred(_copy_to(view, s.folders, name, uids, move))
+    copying = defer.ensureDeferred(
+        _copy_to(view, s.folders, name, uids, move, None if move else quota)
+    )
 
     def copied(result: tuple[list[tuple[int, int]], int] | None) -> None:
         if result is None:
@@ -940,11 +946,20 @@ def _copy_or_move(s: IMAPSession, tag: bytes, args: list[Token], uid: bool, move
 
 
 async def _copy_to(
-    view: SelectedView, folders: IAsyncUserMailbox, name: str, uids: list[int], move: bool
+    view: SelectedView,
+    folders: IAsyncUserMailbox,
+    name: str,
+    uids: list[int],
+    move: bool,
+    quota: Callable[[int], None] | None = None,
 ) -> tuple[list[tuple[int, int]], int] | None:
     """COPY or MOVE through the store's asynchronous API: the (source,
     new) UID pairs and the target's UIDVALIDITY; None when there is no
-    such target."""
+    such target. ``quota(size)`` first raises when the copies would not
+    fit (their sizes read from the index through the store)."""
+    if quota is not None and uids:
+        infos = await view.store.get_many(uids)
+        quota(sum(info.size for info in infos.values()))
     try:
         target = await folders.folder(name)
     except NoSuchFolder:

@@ -50,8 +50,17 @@ filter or more than :data:`MAX_FOLDERS` mailboxes to watch ``NO
 (MessageNew and MessageExpunge together, FlagChange only with them, no
 mailbox events) BAD.
 
+The folder list, the subscriptions, STATUS and MessageNew's FETCH
+attributes are read through the store's asynchronous API (a folder
+changed on disk is rescanned in the store's threads): what it answers at
+once goes out as before; what it answers later goes out with the next
+push, and a command's tagged response waits for it (as for updating
+searches). The watched folders' listeners and inotify watches are on
+the store's folder objects (looked up, not read).
+
 Untrusted input: the command's arguments. Reads the index (STATUS) and
-the folder list; writes nothing; logs when inotify cannot watch a root.
+the folder list through the store; writes nothing; logs when inotify
+cannot watch a root.
 """
 
 from __future__ import annotations
@@ -61,15 +70,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from pymta.imap import metadata
-from pymta.imap.fetch import FetchItem, MessageData, parse_items, render, sets_seen
+from pymta.imap.fetch import (
+    FetchItem,
+    MessageData,
+    NotLoaded,
+    parse_items,
+    render,
+    sets_seen,
+    wants,
+)
 from pymta.imap.mailbox_commands import mailbox_arg
 from pymta.imap.objectid import mailbox_id
 from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.stored import when_stored
+from pymta.imap.view import SelectedView
 from pymta.imap.wire import mailbox_out
+from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import (
     FolderChange,
     IFolder,
@@ -323,8 +346,11 @@ class Notifier:
     def __init__(self, server: IMAPSession, spec: NotifySpec) -> None:
         self.server = server
         self.spec = spec
-        assert server.mailbox is not None
+        assert server.mailbox is not None and server.folders is not None
         self.mailbox = server.mailbox
+        #: The mailbox through the store's asynchronous API: every read of
+        #: the folder list, the subscriptions and the folders' status.
+        self.folders = server.folders
         self._watched: dict[str, tuple[IFolder, Callable[[FolderChange], None]]] = {}
         self._pending: dict[str, set[str]] = {}  # folder name -> change kinds
         self._lines: list[bytes] = []  # LIST responses waiting
@@ -337,13 +363,20 @@ class Notifier:
         # METADATA (RFC 5464) entries as last seen: mailbox key -> entry -> hash
         # of the value; None when no metadata event was asked for.
         self._metadata: dict[str, dict[str, int]] | None = None
+        # Work the store has not answered at once: a list comparison (and
+        # whether another was asked for meanwhile), STATUS lines, MessageNew
+        # FETCH lines. Its lines go out with the next push or response.
+        self._checking: Deferred[None] | None = None
+        self._check_again = False
+        self._working: list[Deferred[Any]] = []
 
     # life ----------------------------------------------------------------
 
-    def start(self, hub: NotifyHub | None) -> None:
-        """Take the snapshots and watch the folders; Overflow when too many."""
-        self._names = {f.name for f in self.mailbox.list_folders()}
-        self._subscribed = set(self.mailbox.subscriptions())
+    async def start(self, hub: NotifyHub | None) -> None:
+        """Take the snapshots (through the store's asynchronous API) and
+        watch the folders; Overflow when too many."""
+        self._names = {f.name for f in await self.folders.list_folders()}
+        self._subscribed = set(await self.folders.subscriptions())
         self._rewatch()
         if self.spec.used() & METADATA_EVENTS:
             self._metadata = self._metadata_now()
@@ -388,12 +421,7 @@ class Notifier:
     def _checked(self) -> None:
         self._list_check = None
         if self.server.notifier is self:
-            try:
-                self.list_changed()
-            except (MailStoreError, OSError) as e:
-                _log.info(
-                    "imap({user}): NOTIFY list check: {error}", user=self.server.user, error=e
-                )
+            self.list_changed()
 
     def stop(self) -> None:
         for name in list(self._watched):
@@ -474,9 +502,35 @@ class Notifier:
         self._soon()
 
     def list_changed(self) -> None:
-        """Compare the folder list and the subscriptions with the snapshot."""
-        names = {f.name for f in self.mailbox.list_folders()}
-        subscribed = set(self.mailbox.subscriptions())
+        """Compare the folder list and the subscriptions with the snapshot
+        (read through the store's asynchronous API: at once when it
+        answers at once, else the LIST lines come when it has)."""
+        if self._checking is not None:
+            self._check_again = True  # once the comparison under way is done
+            return
+        checking = defer.ensureDeferred(self._compare_lists())
+        if not _fired(checking):
+            self._checking = checking
+            checking.addBoth(self._compared)
+        else:
+            checking.addErrback(self._check_failed)
+
+    def _compared(self, result: object) -> None:
+        self._checking = None
+        if isinstance(result, Failure):
+            self._check_failed(result)
+        if self._check_again and self.server.notifier is self:
+            self._check_again = False
+            self.list_changed()
+        if self._lines:
+            self._soon()
+
+    def _check_failed(self, failure: Failure) -> None:
+        _log.failure("imap({user}): NOTIFY list check", failure, user=self.server.user)
+
+    async def _compare_lists(self) -> None:
+        names = {f.name for f in await self.folders.list_folders()}
+        subscribed = set(await self.folders.subscriptions())
         utf8 = self.server.utf8_names
         either = subscribed | self._subscribed  # a subscribed filter covers both
         gone, new = self._names - names, names - self._names
@@ -508,7 +562,7 @@ class Notifier:
         except Overflow:
             self._overflow()
         if self._metadata is not None:
-            self._metadata_changed(either)
+            await self._metadata_changed(either)
         if self._lines:
             self._soon()
 
@@ -519,7 +573,7 @@ class Notifier:
             for key, values in held.entries.items()
         }
 
-    def _metadata_changed(self, subscribed: set[str]) -> None:
+    async def _metadata_changed(self, subscribed: set[str]) -> None:
         """``* METADATA name entries`` (RFC 5464 4.4.2, names only) for the
         entries set, changed or removed since the last look."""
         assert self._metadata is not None
@@ -543,7 +597,8 @@ class Notifier:
             if not self._wants(name, "MailboxMetadataChange", subscribed):
                 continue
             try:
-                key = mailbox_id(self.mailbox.folder(name).uidvalidity)
+                folder = await self.folders.folder(name)
+                key = mailbox_id((await folder.status()).uidvalidity)
             except MailStoreError:
                 continue
             if key in changed:
@@ -581,14 +636,48 @@ class Notifier:
         return items
 
     def take(self) -> list[bytes]:
-        """The responses waiting: LIST lines, then STATUS of changed folders."""
-        out, self._lines = self._lines, []
+        """The responses waiting: LIST lines, then STATUS of changed folders
+        (read through the store's asynchronous API; one it has not answered
+        at once goes out with a later push)."""
         pending, self._pending = self._pending, {}
-        for name, kinds in sorted(pending.items()):
-            entry = self._watched.get(name)
-            if entry is None or name == self._selected_name():
-                continue
-            line = status_line(entry[0], self.status_items(kinds), self.server.utf8_names)
+        wanted = [
+            (name, self.status_items(kinds))
+            for name, kinds in sorted(pending.items())
+            if name in self._watched and name != self._selected_name()
+        ]
+        if wanted:
+            self._later(defer.ensureDeferred(self._status_lines(wanted)))
+        out, self._lines = self._lines, []
+        return out
+
+    def _later(self, work: Deferred[list[bytes]]) -> None:
+        """Lines the store gives: into the waiting lines now when it
+        answered at once, else when it does (then pushed)."""
+        outcome: list[Any] = []
+        work.addBoth(outcome.append)
+        if outcome:
+            self._keep(outcome[0])
+            return
+        self._working.append(work)
+
+        def done(_: object) -> None:
+            self._working.remove(work)
+            self._keep(outcome[0])
+            if self._lines:
+                self._soon()
+
+        work.addCallback(done)
+
+    def _keep(self, result: object) -> None:
+        if isinstance(result, Failure):
+            _log.failure("imap({user}): NOTIFY", result, user=self.server.user)
+        elif isinstance(result, list):
+            self._lines.extend(result)
+
+    async def _status_lines(self, wanted: list[tuple[str, list[str]]]) -> list[bytes]:
+        out: list[bytes] = []
+        for name, items in wanted:
+            line = await status_line(self.folders, name, items, self.server.utf8_names)
             if line is not None:
                 out.append(line)
         return out
@@ -596,59 +685,114 @@ class Notifier:
     def has_pending(self) -> bool:
         return bool(self._lines or self._pending)
 
-    def initial_status(self) -> list[bytes]:
+    def needs_preparing(self) -> bool:
+        """The store is still reading for lines that should go out with the
+        next response (a list comparison, STATUS or FETCH lines)."""
+        return self._checking is not None or bool(self._working)
+
+    def prepare(self) -> Deferred[None]:
+        """Fires once the store has answered what :meth:`needs_preparing`
+        waits for (its lines are then waiting in :meth:`take`)."""
+        waits: list[Deferred[Any]] = list(self._working)
+        if self._checking is not None:
+            waits.append(self._checking)
+        done: Deferred[None] = Deferred()
+        gathered = defer.DeferredList([self._chained(w) for w in waits], consumeErrors=True)
+        gathered.addBoth(lambda _: done.callback(None))
+        return done
+
+    @staticmethod
+    def _chained(work: Deferred[Any]) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+
+        def fire(result: object) -> object:
+            d.callback(None)
+            return result
+
+        work.addBoth(fire)
+        return d
+
+    async def initial_status(self) -> list[bytes]:
         """SET STATUS: the STATUS of each watched non-selected mailbox."""
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
         if "FlagChange" in self.spec.used():
             items.append("HIGHESTMODSEQ")
-        out: list[bytes] = []
         selected = self._selected_name()
-        for name, (folder, _) in sorted(self._watched.items()):
-            if name == selected:
-                continue
-            line = status_line(folder, items, self.server.utf8_names)
-            if line is not None:
-                out.append(line)
-        return out
+        wanted = [(name, items) for name in sorted(self._watched) if name != selected]
+        return await self._status_lines(wanted)
 
     def new_message_fetches(self, uids: list[int]) -> list[bytes]:
-        """MessageNew's FETCH attributes for new messages of the selected mailbox."""
+        """MessageNew's FETCH attributes for new messages of the selected
+        mailbox, read through the store's asynchronous API (those it has
+        not answered at once go out with a later push)."""
         items = self.spec.fetch_items
         view = self.server.view
         if not items or view is None or "MessageNew" not in self.spec.selected:
             return []
+        self._later(defer.ensureDeferred(self._fetch_lines(view, items, uids)))
+        out, self._lines = self._lines, []
+        return out
+
+    async def _fetch_lines(
+        self, view: SelectedView, items: list[FetchItem], uids: list[int]
+    ) -> list[bytes]:
+        store = view.store
+        infos = await store.get_many(uids)
         out: list[bytes] = []
         for u in uids:
             n = view.msn(u)
-            if n is None:
+            info = infos.get(u)
+            if n is None or info is None:
                 continue
+            data = MessageData(None, info, store)
             try:
-                info = view.folder.get(u)
-                pieces = render(
-                    MessageData(view.folder, info),
-                    items,
-                    view.flags_of(info),
-                    self.server.condstore,
-                )
+                for kind in wants(items, info.size, None):
+                    await data.load(kind)
+                while True:
+                    try:
+                        pieces = render(data, items, view.flags_of(info), self.server.condstore)
+                        break
+                    except NotLoaded as missing:
+                        await data.load(missing.kind)
             except MailStoreError:
                 continue
             except Exception:  # an unknown transfer encoding: no FETCH for it
                 continue
+            finally:
+                data.close()
             body = b"".join(p for p in pieces if isinstance(p, bytes))
             out.append(b"* %d FETCH " % n + body + b"\r\n")
         return out
+
+
+def _fired(d: Deferred[Any]) -> bool:
+    """Whether ``d`` has its result (a Deferred waiting on another one is
+    "called" without it)."""
+    outcome: list[object] = []
+
+    def seen(result: object) -> object:
+        outcome.append(True)
+        return result
+
+    d.addBoth(seen)
+    return bool(outcome)
 
 
 def _metadata_line(mailbox: bytes, entries: list[str]) -> bytes:
     return b"* METADATA " + mailbox + b" " + " ".join(entries).encode("ascii") + b"\r\n"
 
 
-def status_line(folder: IFolder, items: list[str], utf8: bool) -> bytes | None:
-    """``* STATUS name (...)`` from the index, or None when the folder is gone."""
+async def status_line(
+    folders: IAsyncUserMailbox, name: str, items: list[str], utf8: bool
+) -> bytes | None:
+    """``* STATUS name (...)`` from the index, through the store's
+    asynchronous API (a folder changed on disk rescanned in its threads),
+    or None when the folder is gone."""
     try:
-        if folder.changed_on_disk():
-            folder.refresh()
-        st = folder.status()
+        folder = await folders.folder(name)
+        if await folder.changed_on_disk():
+            await folder.refresh()
+        st = await folder.status()
     except MailStoreError:
         return None
     values = {
@@ -659,7 +803,7 @@ def status_line(folder: IFolder, items: list[str], utf8: bool) -> bytes | None:
         "HIGHESTMODSEQ": st.highest_modseq,
     }
     body = b" ".join(b"%s %d" % (i.encode("ascii"), values[i]) for i in items)
-    return b"* STATUS " + mailbox_out(folder.name, utf8) + b" (" + body + b")\r\n"
+    return b"* STATUS " + mailbox_out(name, utf8) + b" (" + body + b")\r\n"
 
 
 def _renames(gone: set[str], new: set[str]) -> dict[str, str]:
@@ -696,14 +840,30 @@ def notify(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         s.ok(tag, b"NOTIFY completed.")
         return
     notifier = Notifier(s, spec)
-    try:
-        notifier.start(s.notify_hub)
-    except Overflow as e:
-        notifier.stop()
-        s.no(tag, b"[NOTIFICATIONOVERFLOW] " + str(e).encode())
-        return
-    s.start_notify(notifier)
-    if spec.status:
-        for line in notifier.initial_status():
+    starting = defer.ensureDeferred(_start(s, notifier, spec))
+
+    def started(lines: list[bytes] | None) -> None:
+        if lines is None:
+            return  # refused (NOTIFICATIONOVERFLOW) or the session is gone
+        for line in lines:
             s.send(line)
-    s.ok(tag, b"NOTIFY completed.")
+        s.ok(tag, b"NOTIFY completed.")
+
+    def overflow(failure: Failure) -> None:
+        failure.trap(Overflow)
+        notifier.stop()
+        s.no(tag, b"[NOTIFICATIONOVERFLOW] " + str(failure.value).encode())
+
+    when_stored(s, tag, "NOTIFY", starting.addCallbacks(started, overflow), lambda _: None)
+
+
+async def _start(s: IMAPSession, notifier: Notifier, spec: NotifySpec) -> list[bytes] | None:
+    """Start ``notifier`` (its snapshots through the store's asynchronous
+    API) and read SET STATUS's lines; None when the session went away
+    meanwhile."""
+    await notifier.start(s.notify_hub)
+    if s.lost:
+        notifier.stop()
+        return None
+    s.start_notify(notifier)
+    return await notifier.initial_status() if spec.status else []

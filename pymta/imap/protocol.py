@@ -35,10 +35,11 @@ store decides (the Maildir store: scans, writes and their fsyncs, folder
 changes, expunges, copies and flag changes of many messages in its
 threads, one folder's calls in order; its listeners are told in the
 reactor thread). The login's password check runs in the checker's
-threads, and a header SEARCH over a cold header cache first reads the
-headers in the reactor's thread pool (:mod:`pymta.mailstore.prefetch`).
-SEARCH, SORT, THREAD, NOTIFY and the updating searches (CONTEXT) still
-call the synchronous store: reads of the index, in the reactor thread.
+threads. SEARCH and the updating searches (CONTEXT=SEARCH) go through
+it too (:mod:`pymta.imap.matching`): a cold header cache is read in the
+store's threads, whole messages in its scan (the scan workers). SORT,
+THREAD and NOTIFY still call the synchronous store for some reads
+(of the index and the header cache, in the reactor thread).
 Several reactor processes (``pymta_processes``) are the way past one core.
 
 Authentication is a twisted.cred Portal asked for
@@ -59,7 +60,7 @@ from typing import Any
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import interfaces
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -200,11 +201,12 @@ class IMAPServer(StreamingSession, Protocol):
         self.userip: UserIPLimit | None = None
         self._userip_key = ""
         self._refused = False
-        # Runs file reads off the reactor thread (pymta.mailstore.prefetch);
-        # None keeps everything in the calling thread.
+        # Runs the session's own work off the reactor thread (quota sums,
+        # metadata files, SORT's keys); None keeps it in the calling thread.
         self.run_in_thread = run_in_thread
-        # Scans of whole message files (body SEARCH, pymta.imap.scan): their
-        # own threads, at most a few per user at once (shared by sessions).
+        # Where the store's scans of whole messages test them (body SEARCH,
+        # pymta.imap.scan: worker processes), at most a few per user at once
+        # (shared by sessions).
         self.scan_in_thread = scan_in_thread
         self.scan_gate = scan_gate if scan_gate is not None else ScanGate()
         self.portal = portal
@@ -468,13 +470,32 @@ class IMAPServer(StreamingSession, Protocol):
             self._list_command = False
             if self.notify_hub is not None:
                 self.notify_hub.poke(self.user)
-        contexts = self.contexts
-        if self._held is None and contexts is not None and contexts.needs_preparing():
+        if self._held is None and self._updates_need_preparing():
             self._held = [line]
-            contexts.prepare().addCallback(lambda _: self._release(expunge))
+            self._prepare_updates().addCallback(lambda _: self._release(expunge))
             return
         self.send_updates(expunge)
         self.send(line)
+
+    def _updates_need_preparing(self) -> bool:
+        """Updating searches must test changed messages off the reactor, or
+        NOTIFY waits for the store's answers (a list comparison, STATUS),
+        before the updates can go out."""
+        contexts, notifier = self.contexts, self.notifier
+        return (contexts is not None and contexts.needs_preparing()) or (
+            notifier is not None and notifier.needs_preparing()
+        )
+
+    def _prepare_updates(self) -> Deferred[None]:
+        """Fires when what :meth:`_updates_need_preparing` waits for is done."""
+        waits: list[Deferred[Any]] = []
+        if self.contexts is not None and self.contexts.needs_preparing():
+            waits.append(self.contexts.prepare())
+        if self.notifier is not None and self.notifier.needs_preparing():
+            waits.append(self.notifier.prepare())
+        done: Deferred[None] = Deferred()
+        DeferredList(waits, consumeErrors=True).addBoth(lambda _: done.callback(None))
+        return done
 
     def _release(self, expunge: bool) -> None:
         held, self._held = self._held, None
@@ -824,10 +845,10 @@ class IMAPServer(StreamingSession, Protocol):
 
     def _push(self, expunge: bool) -> None:
         """Send the selected mailbox's updates (and NOTIFY's) unsolicited."""
-        contexts = self.contexts
-        if contexts is not None and contexts.needs_preparing():
-            # Updating searches test the changes off the reactor first.
-            contexts.prepare().addCallback(lambda _: self._push_again(expunge))
+        if self._updates_need_preparing():
+            # Updating searches test the changes off the reactor first, and
+            # NOTIFY's lines wait for the store.
+            self._prepare_updates().addCallback(lambda _: self._push_again(expunge))
             return
         self.send_updates(expunge)
         self.flush()

@@ -15,26 +15,20 @@ client's LOGIN wait 19 s and an SMTP EHLO 15 s (measured before this module). He
   and every socket call of the reactor thread would then wait up to 5 ms
   to get it back (a new SMTP session makes a dozen). Without POSIX
   semaphores (no ``/dev/shm``) the pool falls back to threads, logged.
-- :func:`scan_search` takes a snapshot in the reactor thread (sequence
-  number, the index's :class:`~pymta.mailstore.interface.MessageInfo`,
-  \\Recent) and sends the workers a :class:`ScanJob`: the folder's
-  :meth:`~pymta.mailstore.interface.IMessageFiles.message_reader` and the
-  criteria as the client sent them, which a worker parses again (a test
-  function cannot be pickled). Messages go in batches of at most
-  :data:`BATCH_BYTES` (or :data:`BATCH_MESSAGES`), one batch in flight per
-  scan. A worker reads each file and tests a candidate built from the file
-  alone: nothing the reactor owns (index, caches, the session) is touched
-  there. A file renamed meanwhile (flags changed) is looked up again in the
-  index once, after the other batches; one gone for good is left out, as an
-  expunged message is. Flags and sizes are those of the snapshot, the state
-  when the SEARCH began.
+- the store reads the files and batches them (its ``scan``,
+  :mod:`pymta.mailstore.filescan`: a snapshot of the index, batches to
+  the workers one at a time, a renamed file looked up again); the
+  session hands it a :class:`SearchMatch`, the criteria as the client
+  sent them, which a worker parses again (a test function cannot be
+  pickled). Flags and sizes are those of the snapshot, the state when
+  the SEARCH began.
 
 The reactor thread does per batch only the bookkeeping. Figures:
 bench/attacks/search_stall.py.
 
-Untrusted input: the messages (through the search test). Reads message
-files; writes nothing; logs a warning when worker processes cannot start
-(the session logs failures).
+Untrusted input: the messages (through the search test). Reads nothing
+itself (the store reads the files); writes nothing; logs a warning when
+worker processes cannot start (the session logs failures).
 """
 
 from __future__ import annotations
@@ -43,7 +37,7 @@ import ctypes
 import os
 import signal
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import (
     CancelledError,
     Executor,
@@ -52,19 +46,17 @@ from concurrent.futures import (
     ThreadPoolExecutor,
 )
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
 from functools import partial
 from multiprocessing import get_context
 from typing import Any
 
-from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymta.imap.parser import Token
-from pymta.imap.search import Candidate, parse_search
-from pymta.mailstore.interface import MailStoreError, MessageInfo, NoSuchMessage
+from pymta.imap.search import Candidate, Test, parse_search
+from pymta.mailstore.interface import MailStoreError, MessageInfo
 from pymta.mailstore.names import header_block
 from pymta.mailstore.prefetch import ThreadRunner
 
@@ -81,16 +73,6 @@ SCAN_PROCESSES = 2
 SCAN_NICE = 10
 
 _PR_SET_PDEATHSIG = 1
-
-#: A batch ends after this many bytes of message files, or messages.
-BATCH_BYTES = 4 << 20
-BATCH_MESSAGES = 512
-
-#: What the snapshot holds of a message: sequence number, index record, \\Recent.
-Entry = tuple[int, MessageInfo, bool]
-
-#: ``read(filename, size)`` from IMessageFiles.message_reader.
-Reader = Callable[[str, int], "bytes | None"]
 
 
 class ScanGate:
@@ -205,66 +187,47 @@ def shared_scanning(reactor: Any) -> tuple[ThreadRunner | None, ScanGate]:
     return shared
 
 
-@dataclass
-class ScanResult:
-    """What a scan matched: (sequence number, record) in sequence order."""
+class SearchMatch:
+    """SEARCH criteria as the store's ``scan`` takes them
+    (:mod:`pymta.mailstore.filescan`): ``match(key, info, content)`` with
+    ``key`` (sequence number, \\Recent). Picklable, for the worker
+    processes: it carries the criteria as the client sent them and parses
+    them again where it runs, once per unpickled copy (a test function
+    cannot be pickled), with the same saved result ($) and IMAP4rev2
+    rules."""
 
-    matched: list[tuple[int, MessageInfo]] = field(default_factory=list)
+    def __init__(
+        self,
+        criteria: list[Token],
+        saved: frozenset[int],
+        rev2: bool,
+        largest_msn: int,
+        largest_uid: int,
+    ) -> None:
+        self.criteria = criteria
+        self.saved = saved
+        self.rev2 = rev2
+        self.largest_msn = largest_msn
+        self.largest_uid = largest_uid
+        self._test: Test | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.criteria, self.saved, self.rev2, self.largest_msn, self.largest_uid)
+        return (SearchMatch, args)
 
-def batches(entries: Sequence[Entry]) -> list[Sequence[Entry]]:
-    """The snapshot cut into batches of about BATCH_BYTES / BATCH_MESSAGES."""
-    out: list[Sequence[Entry]] = []
-    start = 0
-    size = 0
-    for i, (_, info, _) in enumerate(entries):
-        size += info.size
-        if size >= BATCH_BYTES or i + 1 - start >= BATCH_MESSAGES:
-            out.append(entries[start : i + 1])
-            start, size = i + 1, 0
-    if start < len(entries):
-        out.append(entries[start:])
-    return out
-
-
-@dataclass(frozen=True)
-class ScanJob:
-    """What a worker needs to test messages, all picklable (the worker is
-    another process): the folder's reader, and the criteria as the client
-    sent them, parsed again there (a test function cannot be pickled)."""
-
-    reader: Reader
-    criteria: list[Token]
-    saved: frozenset[int]
-    rev2: bool
-    largest_msn: int
-    largest_uid: int
-
-
-def match_batch(
-    job: ScanJob, batch: Sequence[Entry]
-) -> tuple[list[tuple[int, MessageInfo]], list[Entry]]:
-    """(Worker) read and test each message of ``batch``: the matches, and the
-    entries whose file could not be read."""
-    test = parse_search(job.criteria, job.saved, job.rev2).test
-    read = job.reader
-    largest_msn, largest_uid = job.largest_msn, job.largest_uid
-    matched: list[tuple[int, MessageInfo]] = []
-    unread: list[Entry] = []
-    for msn, info, recent in batch:
-        content = read(info.filename, info.size)
-        if content is None:
-            unread.append((msn, info, recent))
-            continue
+    def __call__(self, key: tuple[int, bool], info: MessageInfo, content: bytes) -> bool:
+        test = self._test
+        if test is None:
+            test = self._test = parse_search(self.criteria, self.saved, self.rev2).test
+        msn, recent = key
         loaded = _Read(content)
-        cand = Candidate(msn, info, recent, largest_msn, largest_uid, loaded.header, loaded.whole)
+        cand = Candidate(
+            msn, info, recent, self.largest_msn, self.largest_uid, loaded.header, loaded.whole
+        )
         try:
-            found = test(cand)
+            return test(cand)
         except MailStoreError:
-            found = False
-        if found:
-            matched.append((msn, info))
-    return matched, unread
+            return False
 
 
 class _Read:
@@ -281,51 +244,3 @@ class _Read:
 
     def whole(self) -> bytes:
         return self.content
-
-
-def scan_search(
-    entries: Sequence[Entry],
-    job: ScanJob,
-    lookup: Callable[[int], MessageInfo],
-    fresh_reader: Callable[[], Reader],
-    run: ThreadRunner,
-    stopped: Callable[[], bool],
-) -> Deferred[ScanResult]:
-    """Test ``entries`` in the workers (see the module docstring). ``lookup``
-    gives a message's record as the index has it now (reactor thread),
-    ``fresh_reader`` the folder's reader after that; ``stopped()`` tells
-    that the session is gone (no more batches)."""
-    return defer.ensureDeferred(_scan(entries, job, lookup, fresh_reader, run, stopped))
-
-
-async def _scan(
-    entries: Sequence[Entry],
-    job: ScanJob,
-    lookup: Callable[[int], MessageInfo],
-    fresh_reader: Callable[[], Reader],
-    run: ThreadRunner,
-    stopped: Callable[[], bool],
-) -> ScanResult:
-    result = ScanResult()
-    unread: list[Entry] = []
-    for batch in batches(entries):
-        if stopped():
-            return result
-        matched, missed = await run(partial(match_batch, job, batch))
-        result.matched += matched
-        unread += missed
-    if unread and not stopped():
-        # Renamed meanwhile (flags changed by another session or program):
-        # look each up again, once; expunged ones drop out.
-        again: list[Entry] = []
-        for msn, info, recent in unread:
-            try:
-                again.append((msn, lookup(info.uid), recent))
-            except (NoSuchMessage, MailStoreError):
-                continue
-        if again:
-            retry = replace(job, reader=fresh_reader())
-            matched, _ = await run(partial(match_batch, retry, again))
-            result.matched += matched
-            result.matched.sort(key=lambda pair: pair[0])
-    return result

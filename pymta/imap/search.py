@@ -27,7 +27,7 @@ logs nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import parsedate_tz
@@ -114,27 +114,25 @@ def candidates(
     largest_uid: int,
     load_header: Callable[[int], bytes],
     load_content: Callable[[int], bytes],
-    may_contain: Callable[[Collection[bytes]], Collection[int]] | None = None,
+    hits: Mapping[bytes, Collection[int] | None] | None = None,
 ) -> Iterator[Candidate]:
     """A Candidate for each (msn, info, recent) in turn: one object moved
     along, whose loaders read the message it is at. A SEARCH tests every
     message once and no test keeps its candidate, so a new object and two
     loader closures per message (of a SEARCH over thousands) are saved.
 
-    ``may_contain(needles)`` (the store's
-    :meth:`~pymta.mailstore.interface.IHeaderCache.headers_may_contain` over
-    the searched UIDs) is asked once per needle for the whole SEARCH."""
+    ``hits`` maps each of the criteria's :attr:`Criteria.needles` to the
+    UIDs whose header may hold it (the store's ``headers_may_contain``,
+    asked once per needle for the whole SEARCH), or None when the store
+    cannot tell."""
     todo = iter(messages)
     first = next(todo, None)
     if first is None:
         return
-    hits: dict[bytes, Collection[int] | None] = {}
+    known = hits if hits is not None else {}
 
     def header_hits(needle: bytes) -> Collection[int] | None:
-        if needle not in hits:
-            # An RFC 2047 encoded word may hide the needle: never rule it out.
-            hits[needle] = None if may_contain is None else may_contain((needle, b"=?"))
-        return hits[needle]
+        return known.get(needle)
 
     msn, info, recent = first
     cand = Candidate(
@@ -159,6 +157,11 @@ class Criteria:
     uses_modseq: bool = False
     uses_header: bool = False  # some key reads the header block
     uses_content: bool = False  # some key (BODY, TEXT) reads the whole message
+    #: The lower-case needles whose absence from a header block rules a
+    #: message out of a header key (the store's headers_may_contain tells
+    #: where they may be; an RFC 2047 encoded word may hide them, so the
+    #: store is asked for ``=?`` with each).
+    needles: frozenset[bytes] = frozenset()
 
 
 def _decoded(value: str) -> str:
@@ -174,14 +177,29 @@ def _decoded(value: str) -> str:
     return text.lower()
 
 
+def _address_needle(needle: str) -> bytes | None:
+    """The piece of an address needle that the whole raw header block must
+    hold (its longest between "@"s, without white space), or None."""
+    pieces = [p.encode("ascii") for p in needle.split("@") if p] if needle.isascii() else []
+    longest = max(pieces, key=len) if pieces else None
+    return longest if longest is not None and longest.split() == [longest] else None
+
+
+def _header_needle(needle: str) -> bytes | None:
+    """An ASCII needle without white space, which cannot straddle a folded
+    line: the raw cached blocks of the whole folder can be searched for it
+    at once. None otherwise."""
+    quick = needle.encode("ascii") if needle and needle.isascii() else None
+    return quick if quick is not None and quick.split() == [quick] else None
+
+
 def _address_has(name: str, needle: str) -> Test:
     """FROM/TO/CC/BCC: the needle in the field as written or in its addresses
     written plainly (comments dropped: ``<user (c)@ (c) domain.org>`` is
     found by ``user@domain.org``, as in Dovecot)."""
     # The raw header need only hold each piece between "@"s for a match.
     pieces = [p.encode("ascii") for p in needle.split("@") if p] if needle.isascii() else []
-    longest = max(pieces, key=len) if pieces else None
-    whole = longest if longest is not None and longest.split() == [longest] else None
+    whole = _address_needle(needle)
 
     def test(c: Candidate) -> bool:
         if whole is not None:
@@ -208,9 +226,7 @@ def _header_has(name: str, needle: str) -> Test:
     # messages are ruled out without parsing their header (a SEARCH for one
     # Message-ID in a big folder).
     quick = needle.encode("ascii") if needle and needle.isascii() else None
-    # Without white space a needle cannot straddle a folded line, so the raw
-    # cached blocks of the whole folder can be searched for it at once.
-    whole = quick if quick is not None and quick.split() == [quick] else None
+    whole = _header_needle(needle)
 
     def test(c: Candidate) -> bool:
         if whole is not None:
@@ -258,6 +274,7 @@ class _Parser:
         self.uses_modseq = False
         self.uses_header = False
         self.uses_content = False
+        self.needles: set[bytes] = set()
         self.depth = 0  # NOT, OR and groups open around the key being parsed
 
     def more(self) -> bool:
@@ -319,6 +336,10 @@ class _Parser:
         finally:
             self.depth -= 1
 
+    def _needle(self, needle: bytes | None) -> None:
+        if needle is not None:
+            self.needles.add(needle)
+
     def key(self) -> Test:
         token = self.take()
         if isinstance(token, list):
@@ -332,6 +353,7 @@ class _Parser:
             self.uses_modseq |= sub.uses_modseq
             self.uses_header |= sub.uses_header
             self.uses_content |= sub.uses_content
+            self.needles |= sub.needles
             return test
         if isinstance(token, bytes):
             raise ParseError("Unexpected string in SEARCH.")
@@ -361,12 +383,14 @@ class _Parser:
         ):
             self.uses_header = True
         if word in ("FROM", "TO", "CC", "BCC"):
-            return _address_has(word.lower(), self.text())
-        if word == "SUBJECT":
-            return _header_has("subject", self.text())
-        if word == "HEADER":
-            name = self.text()
-            return _header_has(name, self.text())
+            needle = self.text()
+            self._needle(_address_needle(needle))
+            return _address_has(word.lower(), needle)
+        if word in ("SUBJECT", "HEADER"):
+            name = "subject" if word == "SUBJECT" else self.text()
+            needle = self.text()
+            self._needle(_header_needle(needle))
+            return _header_has(name, needle)
         if word in ("KEYWORD", "UNKEYWORD"):
             kw = self.atom().lower()
             has: Test = lambda c: any(k.lower() == kw for k in c.info.all_flags)  # noqa: E731
@@ -485,4 +509,10 @@ def parse_search(tokens: list[Token], saved: Collection[int] = (), rev2: bool = 
         raise ParseError("Missing SEARCH criteria.")
     parser = _Parser(tokens, charset, frozenset(saved), rev2)
     test = parser.all_keys()
-    return Criteria(test, parser.uses_modseq, parser.uses_header, parser.uses_content)
+    return Criteria(
+        test,
+        parser.uses_modseq,
+        parser.uses_header,
+        parser.uses_content,
+        frozenset(parser.needles),
+    )

@@ -60,6 +60,10 @@ class SelectedView:
         # comes with a new FLAGS and PERMANENTFLAGS first (RFC 3501 7.2.6).
         self.keywords: set[str] = set()
         self.uidvalidity = 0
+        #: The folder's HIGHESTMODSEQ as this session knows it: from the
+        #: status at SELECT, raised by every change heard since (RFC 7162
+        #: CONDSTORE's first HIGHESTMODSEQ code needs no store call).
+        self.highest_modseq = 0
         self.invalidated = False
         self.wake: Callable[[], None] | None = None
         # IMAP4rev2 (RFC 9051) has no \Recent flag and no RECENT response.
@@ -98,6 +102,7 @@ class SelectedView:
         status = await store.status()
         self.uids = array("I", (m.uid for m in messages))
         self.uidvalidity = status.uidvalidity
+        self.highest_modseq = max(self.highest_modseq, status.highest_modseq)
         # Flag changes before now: the client asks for the flags it shows.
         self._flagged.clear()
         return messages, status
@@ -107,6 +112,8 @@ class SelectedView:
         self.wake = None
 
     def _on_change(self, change: FolderChange) -> None:
+        if change.modseq > self.highest_modseq:
+            self.highest_modseq = change.modseq
         if change.kind == "append":
             self._appended.update(change.uids)
         elif change.kind == "expunge":

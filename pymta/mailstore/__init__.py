@@ -28,6 +28,7 @@ Mirrors Dovecot's Maildir storage (see docs/architecture.md). The modules:
 - ``dovecot``: import of Dovecot's ``dovecot-uidlist`` (keeps UIDs).
 - ``watch``: FolderWatcher, inotify wake-ups for IDLE; ``watchers``: one
   watcher per watched folder (IWatchedFolder), shared by its sessions.
-- ``prefetch``: the store's reads of many headers and files (SEARCH, the
-  first SELECT of a big folder) in a worker thread.
+- ``prefetch``: the store's reads of many uncached headers (SEARCH, SORT)
+  in its threads; ``filescan``: a scan of whole messages (SEARCH BODY)
+  where the store reads them, in the caller's worker processes.
 """

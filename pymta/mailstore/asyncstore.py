@@ -28,6 +28,12 @@ gives the asynchronous face of a store.
   message and an index append that is not synced (the index syncs only
   when it hands out new UIDs), so FETCH's \\Seen and a small STORE
   need no thread hop.
+  What a command asks of many messages at once runs in the store's
+  threads too: ``prefetch_headers`` and ``headers`` read uncached header
+  blocks there (:mod:`pymta.mailstore.prefetch`), ``scan`` reads whole
+  messages in the caller's worker processes or the store's threads
+  (:mod:`pymta.mailstore.filescan`); ``headers_may_contain`` asks the
+  header cache.
   Calls on one folder (and on one user's folder list) run one after
   another in the order they were made, so a session's STORE then FETCH
   see each other; calls on different folders run side by side. The
@@ -58,6 +64,7 @@ from typing import Any, BinaryIO, TypeVar
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from zope.interface import Attribute, Interface, implementer
 
+from pymta.mailstore import filescan, prefetch
 from pymta.mailstore.interface import (
     FlagMode,
     FolderChange,
@@ -65,6 +72,7 @@ from pymta.mailstore.interface import (
     FolderStatus,
     IFolder,
     IFolderLock,
+    IHeaderCache,
     IMailStore,
     IStagedAppend,
     IUserMailbox,
@@ -105,6 +113,11 @@ class IAsyncFolder(Interface):
     def get(uid: int) -> Deferred[MessageInfo]:
         """IFolder.get."""
 
+    def get_many(uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
+        """The index records of those of ``uids`` still in the folder, by
+        UID (one call for a FETCH's or a COPY's messages; a UID that is
+        gone is left out, never an error)."""
+
     def status() -> Deferred[FolderStatus]:
         """IFolder.status: also how to learn UIDVALIDITY, UIDNEXT and
         HIGHESTMODSEQ (the synchronous attributes may read the index)."""
@@ -122,6 +135,43 @@ class IAsyncFolder(Interface):
 
     def mime_structure(uid: int) -> Deferred[MimePart]:
         """IFolder.mime_structure."""
+
+    def prefetch_headers(uids: Collection[int]) -> Deferred[int]:
+        """Make the header blocks of these messages cheap to read before a
+        command asks for many of them (SEARCH, SORT, THREAD): a store that
+        caches them (Maildir) reads those not cached in its threads, when
+        there are enough to be worth a thread; fires with how many it
+        read (0: nothing to do; the memory store: always 0)."""
+
+    def headers(uids: Collection[int]) -> Deferred[dict[int, bytes]]:
+        """The header blocks of these messages (as IFolder.header_bytes),
+        by UID: many uncached ones are read in the store's threads first
+        (:meth:`prefetch_headers`). A message gone meanwhile, or whose
+        file cannot be read, is left out."""
+
+    def headers_may_contain(
+        needles: Collection[bytes], uids: Collection[int]
+    ) -> Deferred[Collection[int] | None]:
+        """Those of ``uids`` whose header block, lower-cased, may hold one
+        of ``needles`` (lower-case bytes): every message that holds one
+        is in it (one whose header is not cached too), so a header SEARCH
+        need test no other. None when the store cannot tell cheaply
+        (every message may)."""
+
+    def scan(
+        items: Sequence[tuple[Any, int]],
+        match: Callable[[Any, MessageInfo, bytes], bool],
+        workers: Runner | None = None,
+        stopped: Callable[[], bool] | None = None,
+    ) -> Deferred[list[tuple[Any, MessageInfo]]]:
+        """Those of ``items`` ((key, UID) pairs) whose whole message
+        ``match(key, info, content)`` accepts, as (key, record) in the
+        order of ``items``; messages gone are left out. The store reads the
+        messages where it likes (:mod:`pymta.mailstore.filescan`): the
+        Maildir store in ``workers`` (a pool of worker processes; then
+        ``match`` must be picklable) or else in its threads, the memory
+        store at once. ``stopped()`` true: stop early (the caller is
+        gone; the answer is then partial)."""
 
     def set_flags(
         uid: int, flags: Collection[str], mode: FlagMode, unchanged_since: int | None = None
@@ -236,7 +286,9 @@ class AsyncFolder:
 
     def __init__(self, folder: IFolder, runner: Runner | None, reads_at_once: bool = False) -> None:
         self.folder = folder
+        self._runner = runner
         self._run = _Serial(runner, reads_at_once)
+        self._filling: Deferred[int] | None = None  # a header prefetch under way
 
     @property
     def name(self) -> str:
@@ -264,6 +316,10 @@ class AsyncFolder:
     def get(self, uid: int) -> Deferred[MessageInfo]:
         return self._read("get", uid)
 
+    def get_many(self, uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
+        folder = self.folder
+        return self._run(lambda: records_of(folder, uids), read=True)
+
     def status(self) -> Deferred[FolderStatus]:
         return self._read("status")
 
@@ -278,6 +334,67 @@ class AsyncFolder:
 
     def mime_structure(self, uid: int) -> Deferred[MimePart]:
         return self._read("mime_structure", uid)
+
+    def prefetch_headers(self, uids: Collection[int]) -> Deferred[int]:
+        cache = IHeaderCache(self.folder, None)
+        if cache is None:
+            return succeed(0)
+        if self._filling is not None:
+            # One fill of this folder at a time: the next asks again once
+            # it is done (what it read is then cached, not read twice).
+            wanted = list(uids)
+            return _after(self._filling).addCallback(lambda _: self.prefetch_headers(wanted))
+        filling = prefetch.fill(cache, uids, self._runner)
+        if filling is None:
+            return succeed(0)
+        self._filling = filling
+
+        def done(result: object) -> object:
+            if self._filling is filling:
+                self._filling = None
+            return result
+
+        return filling.addBoth(done)
+
+    def headers(self, uids: Collection[int]) -> Deferred[dict[int, bytes]]:
+        wanted = list(uids)
+        folder = self.folder
+
+        def blocks() -> dict[int, bytes]:
+            out: dict[int, bytes] = {}
+            for uid in wanted:
+                try:
+                    out[uid] = folder.header_bytes(uid)
+                except MailStoreError:
+                    continue  # gone, or its file unreadable: left out
+            return out
+
+        if len(wanted) < prefetch.PREFETCH_MIN:
+            # Too few to be worth a thread, however many are uncached.
+            return self._run(blocks, read=True)
+        d = self.prefetch_headers(wanted)
+        return d.addCallback(lambda _: self._run(blocks, read=True))
+
+    def headers_may_contain(
+        self, needles: Collection[bytes], uids: Collection[int]
+    ) -> Deferred[Collection[int] | None]:
+        cache = IHeaderCache(self.folder, None)
+        if cache is None:
+            return succeed(None)
+        return self._run(lambda: cache.headers_may_contain(needles, uids), read=True)
+
+    def scan(
+        self,
+        items: Sequence[tuple[Any, int]],
+        match: Callable[[Any, MessageInfo, bytes], bool],
+        workers: Runner | None = None,
+        stopped: Callable[[], bool] | None = None,
+    ) -> Deferred[list[tuple[Any, MessageInfo]]]:
+        files = filescan.IMessageFiles(self.folder, None)
+        if files is not None and workers is not None:
+            return filescan.scan_files(self, files, items, match, workers, stopped)
+        folder = self.folder
+        return self._run(lambda: filescan.scan_here(folder, items, match, stopped))
 
     def set_flags(
         self,
@@ -331,6 +448,24 @@ class AsyncFolder:
         self.folder.remove_listener(callback)
 
 
+#: Above this many UIDs, records_of reads the whole index once.
+INDEX_SCAN = 64
+
+
+def records_of(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]:
+    """IAsyncFolder.get_many on a synchronous folder, in the calling thread."""
+    if len(uids) > INDEX_SCAN:
+        wanted = set(uids)
+        return {m.uid: m for m in folder.messages() if m.uid in wanted}
+    out: dict[int, MessageInfo] = {}
+    for uid in uids:
+        try:
+            out[uid] = folder.get(uid)
+        except MailStoreError:
+            continue
+    return out
+
+
 def append_all(folder: IFolder, contents: Sequence[Appended]) -> list[int]:
     """IAsyncFolder.append_many on a synchronous folder, in the calling
     thread: staged first where the folder can stage in this thread."""
@@ -371,6 +506,19 @@ def _undo(folder: IFolder, uids: list[int]) -> None:
     if uids:
         with contextlib.suppress(MailStoreError, OSError):
             folder.expunge(uids)
+
+
+def _after(work: Deferred[Any]) -> Deferred[None]:
+    """Fires (with None, never failing) once ``work`` has its result;
+    ``work``'s own result is left to its callers."""
+    d: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        d.callback(None)
+        return result
+
+    work.addBoth(fire)
+    return d
 
 
 def _synchronous(target: IAsyncFolder) -> IFolder:

@@ -30,9 +30,11 @@ Servers use ``store.asynchronous()``: the same contract with Deferred
 results (:mod:`pymta.mailstore.asyncstore`), each store running its calls
 as it must (the Maildir store in its own threads, one folder's calls in
 order; the memory store at once). POP3 and IMAP's message commands go
-through it; IMAP's SEARCH, SORT, APPEND, SELECT and folder commands still
-call the synchronous API (with the optional interfaces below for what
-they run in threads). Delivery agents file mail through
+through it, SEARCH, the updating searches and NOTIFY included (the
+Maildir store fills its header cache and scans message files in its own
+threads: :mod:`pymta.mailstore.prefetch`, :mod:`pymta.mailstore.filescan`).
+SORT and THREAD still read the header cache through the synchronous
+folder and :class:`IHeaderCache`. Delivery agents file mail through
 :class:`IMailDelivery`.
 """
 
@@ -353,7 +355,10 @@ class IFolder(Interface):
 class IHeaderCache(Interface):
     """Optional for an :class:`IFolder`: fill its header cache from header
     blocks read in a worker thread, so a command over many messages with
-    uncached headers does not read every file in the reactor thread."""
+    uncached headers does not read every file in the reactor thread. The
+    store's own: servers ask the asynchronous API (``prefetch_headers``,
+    ``headers``, ``headers_may_contain``); only SORT and THREAD
+    (:mod:`pymta.imap.sort`) still use it directly."""
 
     def uncached_headers(uids: Collection[int]) -> list[tuple[int, str]]:
         """``(uid, filename)`` of those messages whose header block is not
@@ -373,21 +378,6 @@ class IHeaderCache(Interface):
         """Those of ``uids`` whose cached header block, lower-cased, holds
         one of ``needles`` (lower-case bytes), and those whose block is not
         cached: a header SEARCH need test no other message (reactor thread)."""
-
-
-class IMessageFiles(Interface):
-    """Optional for an :class:`IFolder`: read stored messages from a worker
-    thread or process, so a scan of many message files (a body SEARCH) does not run in
-    the reactor thread."""
-
-    def message_reader() -> Callable[[str, int], bytes | None]:
-        """(Reactor thread) a function for a worker thread:
-        ``read(filename, size)`` is the whole stored message whose
-        :attr:`MessageInfo.filename` and :attr:`MessageInfo.size` the
-        index gave, or None when it cannot be read (expunged or renamed
-        meanwhile, not a regular file). It reads that file only, from the
-        folder's place as it is now, and changes no shared state; it can
-        be pickled, to read in a worker process."""
 
 
 @dataclass(frozen=True)

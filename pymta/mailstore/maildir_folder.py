@@ -36,6 +36,7 @@ from pymta.mailstore.files import (
     SESSION_LOCK,
     MaildirLock,
 )
+from pymta.mailstore.filescan import IMessageFiles
 from pymta.mailstore.folder_base import Listener
 from pymta.mailstore.folder_save import FolderSave
 from pymta.mailstore.interface import (
@@ -43,7 +44,6 @@ from pymta.mailstore.interface import (
     IFolder,
     IFolderLock,
     IHeaderCache,
-    IMessageFiles,
     IStagedAppend,
     IWatchedFolder,
 )

@@ -1,26 +1,26 @@
-"""prefetch: a folder's header reads and scans in a worker thread.
+"""prefetch: a folder's header cache filled in the store's threads.
 
-The mail store's own threading for what a server asks of many messages at
-once (IMAP SEARCH); the server hands in its thread runner and asks here,
-the folder's optional interface (IHeaderCache) says what can run where.
-(A folder's scan, for SELECT, STATUS or NOOP, runs in the store's threads
-through its asynchronous API: :mod:`pymta.mailstore.asyncstore`.)
+What a server asks of many messages' headers at once (IMAP SEARCH, SORT,
+THREAD) goes through the asynchronous API's ``prefetch_headers`` and
+``headers`` (:mod:`pymta.mailstore.asyncstore`); for a folder with a
+header cache (the Maildir store's, the private interface
+:class:`~pymta.mailstore.interface.IHeaderCache`) they come here.
 
-Header prefetch: a header SEARCH over a folder whose header cache is cold would read every
-message file in the reactor thread (seconds on 100,000 messages, every
-other session of the process stalled meanwhile: invariant 4 of docs/architecture.md).
-:func:`prefetch_headers` asks the folder (when it provides
-:class:`~pymta.mailstore.interface.IHeaderCache`) which of the messages'
-headers are not cached; if there are at least :data:`PREFETCH_MIN`, the
-files are read in batches of :data:`BATCH` by the injected thread runner
-(pure file reads into a local dict, no shared state touched), and each
-batch is stored in the folder's cache back in the reactor thread. The
-command then runs as before, against a warm cache. Messages expunged or
-renamed meanwhile are skipped here and read again by the command if it
-still needs them.
+Why: a header SEARCH over a folder whose header cache is cold would read
+every message file in the reactor thread (seconds on 100,000 messages,
+every other session of the process stalled meanwhile: invariant 4 of
+docs/architecture.md). :func:`fill` asks the folder which of the
+messages' headers are not cached; if there are at least
+:data:`PREFETCH_MIN`, the files are read in batches of :data:`BATCH` by
+the store's thread runner (pure file reads into a local dict, no shared
+state touched), and each batch is stored in the folder's cache back in
+the reactor thread. Messages expunged or renamed meanwhile are skipped
+here and read again by the caller if it still needs them. Fewer than
+:data:`PREFETCH_MIN` are left to the folder's own reads (a thread hop
+would cost more than the reads).
 
-Untrusted input: none (UIDs of the session's view). Writes: the folder's
-header cache and index, through the mail store. Logs nothing.
+Untrusted input: none (UIDs of a session's view). Writes: the folder's
+header cache, through the mail store. Logs nothing.
 """
 
 from __future__ import annotations
@@ -59,20 +59,30 @@ def reactor_thread_runner(reactor: Any) -> ThreadRunner | None:
     return run
 
 
-def prefetch_headers(
-    folder: IFolder, uids: Collection[int], run_in_thread: ThreadRunner | None
+def fill(
+    cache: IHeaderCache, uids: Collection[int], run_in_thread: ThreadRunner | None
 ) -> Deferred[int] | None:
     """Fill the header cache of ``uids`` off the reactor thread. None when
-    there is nothing worth doing (no runner, a store without
-    IHeaderCache, few uncached headers); else a Deferred firing with the
-    number of headers stored, once all batches are in the cache."""
-    if run_in_thread is None or not IHeaderCache.providedBy(folder):
+    there is nothing worth doing (no runner, few uncached headers); else a
+    Deferred firing with the number of headers stored, once all batches
+    are in the cache."""
+    if run_in_thread is None:
         return None
-    cache = IHeaderCache(folder)
     wanted = cache.uncached_headers(uids)
     if len(wanted) < PREFETCH_MIN:
         return None
     return defer.ensureDeferred(_fill(cache, wanted, run_in_thread))
+
+
+def prefetch_headers(
+    folder: IFolder, uids: Collection[int], run_in_thread: ThreadRunner | None
+) -> Deferred[int] | None:
+    """:func:`fill` for a synchronous folder (None when it keeps no header
+    cache). Servers use the asynchronous API's ``prefetch_headers``; this
+    stays for the callers that hold the synchronous folder still."""
+    if not IHeaderCache.providedBy(folder):
+        return None
+    return fill(IHeaderCache(folder), uids, run_in_thread)
 
 
 async def _fill(cache: Any, wanted: list[tuple[int, str]], run_in_thread: ThreadRunner) -> int:
