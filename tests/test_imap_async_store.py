@@ -198,3 +198,45 @@ def test_qresync_with_bad_parameters_selects_nothing(tmp_path: Path) -> None:
     reply = s.lines("g SELECT INBOX (QRESYNC (x 1))")
     assert len(reply) == 1 and reply[0].startswith(b"g BAD")
     assert s.lines("h FETCH 1 FLAGS")[-1] == b"h OK Fetch completed."
+
+
+def run_one(runner: QueuedRunner) -> None:
+    """Run the oldest job the store handed its threads."""
+    work, d = runner.jobs.pop(0)
+    runner.in_thread = True
+    try:
+        result = work()
+    finally:
+        runner.in_thread = False
+    d.callback(result)
+
+
+def test_a_fetch_that_waited_for_the_store_streams_before_later_commands(
+    tmp_path: Path,
+) -> None:
+    """A FETCH whose index reads waited behind another session's change in
+    the store's threads answers as a stream, whose message reads may wait
+    for the store again; meanwhile the pipelined command behind it waits, so
+    that nothing of another command (its tagged answer, an untagged
+    EXPUNGE or FETCH) lands inside the FETCH (RFC 3501 7.4.1; imaptest's
+    stress found both). Then the FETCH ends, then the next command."""
+    world, s, runner = held_world(tmp_path, 2 * LIGHT_MAX + 2)
+    other = world.connect()
+    assert other.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()
+    other.read()
+    other.send("b SELECT INBOX")
+    runner.run_all()
+    other.read()
+    half = LIGHT_MAX + 1
+    assert other.send(f"c STORE 1:{half} +FLAGS.SILENT (\\Flagged)") == b""
+    assert s.send(b"f FETCH 1:2 (BODY.PEEK[])\r\ng CAPABILITY\r\n") == b""  # waits behind c
+    assert other.send(f"d STORE {half + 1}:* +FLAGS.SILENT (\\Flagged)") == b""
+    answered = b""
+    done = b"g OK Capability completed."
+    while runner.jobs:
+        run_one(runner)  # c, then the FETCH's reads, then d: one at a time
+        answered += s.read()
+        tagged = [line for line in answered.split(b"\r\n") if line[:2] in (b"f ", b"g ")]
+        assert tagged in ([], [b"f OK Fetch completed."], [b"f OK Fetch completed.", done])
+    assert tagged == [b"f OK Fetch completed.", done]

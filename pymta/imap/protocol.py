@@ -1023,8 +1023,14 @@ class IMAPServer(StreamingSession, Protocol):
             self.no(tag, b"[SERVERBUG] Internal error occurred.")
 
     def _login_done(self, _: object) -> None:
-        self._busy = False
         self._login_d = None
+        if self._streamer is not None:
+            # The command went on as a streamed answer (a FETCH whose reads
+            # waited for the store): later commands, and the untagged
+            # updates they bring, wait for its end (_stream_done), never
+            # in the middle of it (RFC 3501 7.4.1: no EXPUNGE during FETCH).
+            return
+        self._busy = False
         if not self._lost:
             self.flush()
             self._process()
