@@ -286,7 +286,7 @@ class QueueManager:
             return
         if self._claims is not None and not self._claims.claim(queue_id, "incoming"):
             return  # the master recovered it meanwhile (see recover_orphans)
-        self._load(queue_id, "incoming", succeed(envelope))
+        self._load(queue_id, "incoming", envelope)
 
     def queued(self, queue_id: str, envelope: Envelope) -> None:
         """IQueueTrigger: cleanup's trigger is :meth:`notify_new`."""
@@ -382,11 +382,12 @@ class QueueManager:
 
         self._load(queue_id, source, self._read(read))
 
-    def _load(self, queue_id: str, source: str, reading: Deferred[Envelope]) -> None:
-        """Once ``reading`` has the envelope: move the file to active/ (unless
-        it is there), and once the move is applied, activate it. The file
-        is claimed (when claims are used) and counts against the limits
-        from now on."""
+    def _load(self, queue_id: str, source: str, reading: Deferred[Envelope] | Envelope) -> None:
+        """Once ``reading`` has the envelope (or with the envelope itself,
+        cleanup's: no Deferred to wait on): move the file to active/
+        (unless it is there), and once the move is applied, activate it.
+        The file is claimed (when claims are used) and counts against the
+        limits from now on."""
         self._loading.add(queue_id)
         counted = [0]
 
@@ -440,6 +441,14 @@ class QueueManager:
                 _log.failure("{queue_id}: cannot load queue file", failure, queue_id=queue_id)
             give_up()
 
+        if isinstance(reading, Envelope):
+            try:
+                loaded = read(reading)
+            except Exception:
+                failed(Failure())
+                return
+            loaded.addErrback(failed)
+            return
         reading.addCallback(read).addErrback(failed)
 
     def _scan_deferred(self, force: bool = False) -> None:
