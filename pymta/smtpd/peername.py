@@ -19,6 +19,7 @@ before use).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -57,6 +58,13 @@ def reverse_query_name(address: str) -> str:
     ip = ipaddress.ip_address(address)
     zone = "in-addr.arpa" if ip.version == 4 else "ip6.arpa"
     return f"{reverse_labels(address)}.{zone}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical(address: str) -> str:
+    """The address in its standard text form (ValueError when it is none);
+    kept for the last clients, as each connection asks once."""
+    return str(ipaddress.ip_address(address))
 
 
 def valid_hostname(name: str) -> bool:
@@ -99,7 +107,7 @@ class PeerNames:
 
     def lookup(self, address: str) -> Deferred[PeerName]:
         try:
-            address = str(ipaddress.ip_address(address))
+            address = _canonical(address)
         except ValueError:
             return succeed(PeerName())
         known = self._hosts.names.get(address)
