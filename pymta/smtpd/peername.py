@@ -106,19 +106,26 @@ class PeerNames:
         self._hosts = hosts or HostsFile()
 
     def lookup(self, address: str) -> Deferred[PeerName]:
+        known = self.known(address)
+        if known is not None:
+            return succeed(known)
+        return self._dns.lookup(reverse_query_name(address), "PTR").addCallback(
+            self._reverse, _canonical(address)
+        )
+
+    def known(self, address: str) -> PeerName | None:
+        """The answer that needs no DNS query (an address that is none, or
+        one the hosts file names), else None: what :meth:`lookup` fires
+        with at once, without a Deferred (smtpd asks at every connection)."""
         try:
             address = _canonical(address)
         except ValueError:
-            return succeed(PeerName())
+            return PeerName()
         known = self._hosts.names.get(address)
-        if known is not None:
-            confirmed = address in self._hosts.addresses.get(known, ())
-            return succeed(
-                PeerName(known if confirmed else "unknown", OK if confirmed else PERM, known, OK)
-            )
-        return self._dns.lookup(reverse_query_name(address), "PTR").addCallback(
-            self._reverse, address
-        )
+        if known is None:
+            return None
+        confirmed = address in self._hosts.addresses.get(known, ())
+        return PeerName(known if confirmed else "unknown", OK if confirmed else PERM, known, OK)
 
     def _reverse(self, answer: DNSAnswer, address: str) -> PeerName | Deferred[PeerName]:
         if answer.status == SERVFAIL:

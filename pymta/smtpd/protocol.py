@@ -313,6 +313,10 @@ class SMTPServerProtocol(Protocol):
         if lookup is None:
             self._start_session()
             return
+        if isinstance(lookup, PeerName):
+            self._named(lookup)
+            self._start_session()
+            return
         # smtpd_peername_lookup: the name is known before the banner (and
         # the "connect from" line), as in Postfix; input waits meanwhile.
         box: list[Any] = []
