@@ -707,14 +707,17 @@ class QueueManager:
         without reaching a server (relay ``none``: connection refused, a
         4xx greeting, a timeout) — Postfix's site-level deferral. A 4xx to
         one RCPT from a live server is a success for the scheduler."""
-        statuses = [by_index.get(r.index) for r in job.recipients]
-        failed = all(
-            s is None or (s.outcome == "deferred" and s.relay in ("", "none")) for s in statuses
-        )
-        if not failed:
-            self._feedback.success(job.transport, job.destination)
-            return None
-        reason = next((s.reason for s in statuses if s is not None), "delivery failed")
+        first: str | None = None
+        for member in job.recipients:
+            status = by_index.get(member.index)
+            if status is None:
+                continue
+            if status.outcome != "deferred" or status.relay not in ("", "none"):
+                self._feedback.success(job.transport, job.destination)
+                return None
+            if first is None:
+                first = status.reason
+        reason = "delivery failed" if first is None else first
         if self._feedback.failure(job.transport, job.destination, reason):
             maillog(
                 "qmgr",
