@@ -167,6 +167,9 @@ _JUNK = frozenset(("helo", "ehlo", "rset", "noop", "vrfy"))
 _LAST_IN_GROUP = frozenset(("helo", "ehlo", "data", "noop", "vrfy"))
 # What a pipelining violation logs of the input that followed (Postfix: 100).
 _PEEK = 100
+#: What is left of smtpd_timeout when the idle timer fires and the client
+#: sent something meanwhile, below which the session times out now.
+_TIMER_SLACK = 0.001
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -252,6 +255,9 @@ class SMTPServerProtocol(Protocol):
         self._ill_pipelining = False
         self._counts: dict[str, list[int]] = {}
         self._timer: IDelayedCall | None = None
+        # When the client last sent something: the idle timer is moved on
+        # when it fires, not at every read (a reset per read cost more).
+        self._last_input = 0.0
         self._tls_active = False
         self._quit = False
         self._bare_lf_reject = False
@@ -376,6 +382,7 @@ class SMTPServerProtocol(Protocol):
         if refusal:
             self._chat.hangup(refusal)
             return
+        self._last_input = f.clock.seconds()
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         outcome = None
         if not f.restrictions.delay_reject and f.restrictions.client:
@@ -515,6 +522,14 @@ class SMTPServerProtocol(Protocol):
         self._timer = None
         if not self._connected:
             return
+        f = self.factory
+        # smtpd_timeout counts from the client's last input: input since
+        # the timer was set moves it on by what is left (less than a
+        # millisecond left is over: never a timer that fires again at once).
+        left = self._last_input + f.timeout - f.clock.seconds()
+        if left > _TIMER_SLACK:
+            self._timer = f.clock.callLater(left, self._timed_out)
+            return
         if self._paused:
             # Waiting for cleanup is not client idleness.
             self._timer = self.factory.clock.callLater(self.factory.timeout, self._timed_out)
@@ -532,7 +547,7 @@ class SMTPServerProtocol(Protocol):
         if self._chat.closing:
             return
         if self._timer is not None:
-            self._timer.reset(self.factory.timeout)
+            self._last_input = self.factory.clock.seconds()
         self._buf = self._buf + data if self._buf else data
         if self._paused:
             if len(self._buf) > 1 << 20 and not self._producer_paused:
