@@ -9,7 +9,10 @@ global log (twistd's log file), as Postfix logs to syslog when maillog_file
 is empty. With ``maillog_file`` set, :func:`log_to` routes them to a
 :class:`MaillogObserver` instead (and only there, as Postfix's postlogd),
 which writes them to the file in syslog format (``Nov 28 16:00:01 host postfix/smtpd[42]:
-...``) so that tools made for Postfix logs (pflogsumm) read them.
+...``) so that tools made for Postfix logs (pflogsumm) read them. While
+that observer is the publisher's only one, :func:`maillog` hands it each
+line directly, without the event dictionary (several lines per message);
+any other observer added (metrics, tests) gets every event as before.
 """
 
 from __future__ import annotations
@@ -22,8 +25,33 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, Logger, LogLevel, LogPublisher, globalLogPublisher
 from zope.interface import implementer
 
+
+class _MaillogPublisher(LogPublisher):
+    """The mail events' publisher; notes when its only observer is a
+    :class:`MaillogObserver`, which :func:`maillog` then hands each line
+    to directly (the same line, without building the event dictionary
+    that only the observer would read)."""
+
+    def __init__(self, *observers: ILogObserver) -> None:
+        super().__init__(*observers)
+        self.line_writer: MaillogObserver | None = None
+
+    def addObserver(self, observer: ILogObserver) -> None:
+        super().addObserver(observer)
+        self._note_writer()
+
+    def removeObserver(self, observer: ILogObserver) -> None:
+        super().removeObserver(observer)
+        self._note_writer()
+
+    def _note_writer(self) -> None:
+        observers = getattr(self, "_observers", None)
+        only = observers[0] if observers is not None and len(observers) == 1 else None
+        self.line_writer = only if isinstance(only, MaillogObserver) else None
+
+
 #: Every mail event passes through here; add observers to watch them.
-publisher = LogPublisher(globalLogPublisher)
+publisher = _MaillogPublisher(globalLogPublisher)
 _NAMESPACE = "pymta.maillog"
 _FORMAT = "{service}: {text}"
 _log = Logger(namespace=_NAMESPACE, observer=publisher)
@@ -51,6 +79,11 @@ def log_to(observer: ILogObserver) -> Callable[[], None]:
 
 def maillog(service: str, text: str, level: LogLevel = LogLevel.info) -> None:
     """Log one mail event; service is the Postfix daemon name (smtpd, qmgr, virtual...)."""
+    writer = publisher.line_writer
+    if writer is not None:
+        # maillog_file alone listens: the line straight to it, no event.
+        writer.write_line(service, text, level, _time())
+        return
     # The event Logger.emit would build, handed to the publisher directly:
     # several lines per message, and emit's check of the level against
     # every LogLevel constant was a third of a line's cost (the type
@@ -115,19 +148,28 @@ class MaillogObserver:
         if not event.get("pymta_maillog"):
             return
         logged = event.get("log_time")
-        when = int(self._now() if logged is None else logged)
+        self.write_line(
+            event["service"],
+            event["text"],
+            event.get("log_level"),
+            self._now() if logged is None else logged,
+        )
+
+    def write_line(self, service: str, text: str, level: LogLevel | None, logged: float) -> None:
+        """Write one mail event's line (what :meth:`__call__` does with an
+        event's service, text, level and time)."""
+        when = int(logged)
         if when != self._stamp_second:
             self._stamp_second = when
             self._stamp = time.strftime("%b %d %H:%M:%S", time.localtime(when))
-        service = event["service"]
         tag = self._tags.get(service)
         if tag is None:
             if len(self._tags) >= _TAG_CACHE_LIMIT:
                 self._tags.clear()
             tag = f" {self._hostname} {self._syslog_name}/{service}[{self._pid}]: "
             self._tags[service] = tag
-        prefix = _LEVEL_PREFIX.get(event.get("log_level"), "")
-        self._stream.write(f"{self._stamp}{tag}{prefix}{event['text']}\n")
+        prefix = _LEVEL_PREFIX.get(level, "") if level is not None else ""
+        self._stream.write(f"{self._stamp}{tag}{prefix}{text}\n")
         if self._flush_later is None:
             self._stream.flush()
         elif not self._flush_pending:

@@ -89,6 +89,13 @@ def _make(options: Options) -> IService:
         assert twistd_options is not None
         users = start_helper(options["config"], _helper_log(twistd_options))
     system = make(options["config"], users=users)
+    # twistd owns this process: tune its collector once everything is
+    # loaded (pymta.gctune; embedding leaves the host's collector alone).
+    from twisted.internet import reactor
+
+    from pymta.gctune import tune
+
+    reactor.callWhenRunning(tune)
     if isinstance(system, MailSystem):
         system.handle_signals = True  # SIGHUP reloads, SIGQUIT aborts (pymta.master.control)
         if twistd_options is not None:

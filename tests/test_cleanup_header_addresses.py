@@ -4,10 +4,12 @@ masquerade_domains, local_header_rewrite_clients."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import task
 
 from pymta.cleanup.cleanup import Cleanup
-from pymta.cleanup.header_addresses import rewrite_value
+from pymta.cleanup.header_addresses import _addresses, _parse_addresses, rewrite_value
 from pymta.cleanup.masquerade import Masquerade
 from pymta.config import Config, ConfigError
 from pymta.queue.memory import MemoryQueueStore
@@ -126,3 +128,21 @@ def test_bad_class_or_client_rule_stops_the_start() -> None:
         run("masquerade_domains = example.com\nmasquerade_classes = body\n", LOCAL)
     with pytest.raises(ConfigError, match="local_header_rewrite_clients"):
         run("local_header_rewrite_clients = permit_tls_clientcerts\n", LOCAL)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=' \t\n<>()",;:\\@[].ab', max_size=24))
+def test_the_plain_address_shortcut_finds_what_the_parser_finds(value: str) -> None:
+    """A header value that is one plain address (``<user@domain>`` or
+    ``user@domain``) takes a shortcut past the parser; for every value, the
+    spans found are the parser's."""
+    assert _addresses(value) == _parse_addresses(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [" <sender@bench.test>", " a@b ", "a@b", " <a@b>\t", " <a.b+c@d.e>", " <a@b", " a@b>"],
+)
+def test_the_plain_address_shortcut_on_usual_values(value: str) -> None:
+    """The usual From/To values: the shortcut's spans are the parser's."""
+    assert _addresses(value) == _parse_addresses(value)

@@ -66,3 +66,42 @@ def test_observer_writes_syslog_lines() -> None:
         "postfix/smtpd[42]: disconnect from a[192.0.2.1]",
     ]
     assert lines[0].startswith(stamp[:6])
+
+
+def test_lines_are_the_same_with_and_without_other_observers() -> None:
+    """With maillog_file's observer alone on the publisher each line goes to
+    it directly; with another observer added, both get every event: the
+    file's lines are byte for byte the same either way, and the other
+    observer misses nothing."""
+    moment = 1_700_000_000.25
+    saved = maillog_module._time
+    maillog_module._time = lambda: moment
+    try:
+        texts = [("smtpd", "connect from a[192.0.2.1]", LogLevel.info)]
+        texts += [("qmgr", "Q1: cannot mark", LogLevel.warn), ("bounce", "Q2: x", LogLevel.error)]
+        alone, shared = io.StringIO(), io.StringIO()
+        observer = MaillogObserver(alone, "mx.example.org", pid=7)
+        undo = log_to(observer)
+        try:
+            assert maillog_module.publisher.line_writer is observer
+            for service, text, level in texts:
+                maillog(service, text, level)
+        finally:
+            undo()
+        assert maillog_module.publisher.line_writer is None
+        observer = MaillogObserver(shared, "mx.example.org", pid=7)
+        seen: list[dict[str, Any]] = []
+        undo = log_to(observer)
+        maillog_module.publisher.addObserver(seen.append)
+        try:
+            assert maillog_module.publisher.line_writer is None
+            for service, text, level in texts:
+                maillog(service, text, level)
+        finally:
+            maillog_module.publisher.removeObserver(seen.append)
+            undo()
+    finally:
+        maillog_module._time = saved
+    assert alone.getvalue() == shared.getvalue()
+    assert alone.getvalue().count("\n") == 3
+    assert [(e["service"], e["text"], e["log_level"]) for e in seen] == texts

@@ -3,11 +3,14 @@ enforces them: transcripts over StringTransport with a task.Clock."""
 
 from __future__ import annotations
 
+import select
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from pymta.smtpd.protocol import escape
+from pymta.smtpd.protocol import escape, pending_input
 from pymta.smtpd.testing import LogCapture, SMTPHarness
 
 SYNC = "554 5.5.0 Error: SMTP protocol synchronization"
@@ -265,3 +268,31 @@ def test_accepted_message_resets_the_junk_count() -> None:
     for _ in range(6):
         assert h.codes("NOOP\n") == ["250"]
     assert h.codes("NOOP\n") == ["250", "421"]
+
+
+def test_pending_input_peeks_at_a_real_socket_without_consuming() -> None:
+    """pending_input on a real socket: b"" while the client has sent nothing
+    (no peek, no exception), the bytes waiting once it has, and those bytes
+    are still there for the session to read."""
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        transport = _SocketTransport(ours)
+        assert pending_input(transport) == b""
+        theirs.sendall(b"EHLO early\r\n")
+        deadline = time.monotonic() + 5
+        while not select.select([ours], [], [], 0.1)[0]:
+            assert time.monotonic() < deadline
+        assert pending_input(transport) == b"EHLO early\r\n"
+        assert ours.recv(100) == b"EHLO early\r\n"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+class _SocketTransport:
+    def __init__(self, handle: socket.socket) -> None:
+        self._handle = handle
+
+    def getHandle(self) -> socket.socket:
+        return self._handle

@@ -25,6 +25,7 @@ Writes and logs nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from pymta.config import Config, ConfigError
@@ -86,7 +87,22 @@ class ClientRule:
         return self.mynetworks is not None and bool(address) and self.mynetworks.contains(address)
 
 
+#: The usual value, one plain address alone (``<user@domain>`` or
+#: ``user@domain``): no quotes, comments, groups, lists or folding. Its span
+#: is the one _parse_addresses finds, without a step per character.
+_SIMPLE = re.compile(r'[ \t]*(<)?([^\s<>()",;:\\@\[\]]+@[^\s<>()",;:\\@\[\]]+)(?(1)>)[ \t]*\Z')
+
+
 def _addresses(value: str) -> list[tuple[int, int]] | None:
+    """(start, end) of each address in an address-list value; None when it
+    does not parse (see _parse_addresses)."""
+    simple = _SIMPLE.match(value)
+    if simple is not None:
+        return [simple.span(2)]
+    return _parse_addresses(value)
+
+
+def _parse_addresses(value: str) -> list[tuple[int, int]] | None:
     """(start, end) of each address in an address-list value; None when it
     does not parse (unbalanced quotes, comments or brackets).
 

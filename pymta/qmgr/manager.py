@@ -286,7 +286,7 @@ class QueueManager:
             return
         if self._claims is not None and not self._claims.claim(queue_id, "incoming"):
             return  # the master recovered it meanwhile (see recover_orphans)
-        self._load(queue_id, "incoming", succeed(envelope))
+        self._load(queue_id, "incoming", envelope)
 
     def queued(self, queue_id: str, envelope: Envelope) -> None:
         """IQueueTrigger: cleanup's trigger is :meth:`notify_new`."""
@@ -382,11 +382,12 @@ class QueueManager:
 
         self._load(queue_id, source, self._read(read))
 
-    def _load(self, queue_id: str, source: str, reading: Deferred[Envelope]) -> None:
-        """Once ``reading`` has the envelope: move the file to active/ (unless
-        it is there), and once the move is applied, activate it. The file
-        is claimed (when claims are used) and counts against the limits
-        from now on."""
+    def _load(self, queue_id: str, source: str, reading: Deferred[Envelope] | Envelope) -> None:
+        """Once ``reading`` has the envelope (or with the envelope itself,
+        cleanup's: no Deferred to wait on): move the file to active/
+        (unless it is there), and once the move is applied, activate it.
+        The file is claimed (when claims are used) and counts against the
+        limits from now on."""
         self._loading.add(queue_id)
         counted = [0]
 
@@ -440,6 +441,14 @@ class QueueManager:
                 _log.failure("{queue_id}: cannot load queue file", failure, queue_id=queue_id)
             give_up()
 
+        if isinstance(reading, Envelope):
+            try:
+                loaded = read(reading)
+            except Exception:
+                failed(Failure())
+                return
+            loaded.addErrback(failed)
+            return
         reading.addCallback(read).addErrback(failed)
 
     def _scan_deferred(self, force: bool = False) -> None:
@@ -698,14 +707,17 @@ class QueueManager:
         without reaching a server (relay ``none``: connection refused, a
         4xx greeting, a timeout) — Postfix's site-level deferral. A 4xx to
         one RCPT from a live server is a success for the scheduler."""
-        statuses = [by_index.get(r.index) for r in job.recipients]
-        failed = all(
-            s is None or (s.outcome == "deferred" and s.relay in ("", "none")) for s in statuses
-        )
-        if not failed:
-            self._feedback.success(job.transport, job.destination)
-            return None
-        reason = next((s.reason for s in statuses if s is not None), "delivery failed")
+        first: str | None = None
+        for member in job.recipients:
+            status = by_index.get(member.index)
+            if status is None:
+                continue
+            if status.outcome != "deferred" or status.relay not in ("", "none"):
+                self._feedback.success(job.transport, job.destination)
+                return None
+            if first is None:
+                first = status.reason
+        reason = "delivery failed" if first is None else first
         if self._feedback.failure(job.transport, job.destination, reason):
             maillog(
                 "qmgr",

@@ -79,7 +79,7 @@ def encode_header(envelope: Envelope, content_length: int) -> tuple[bytes, list[
             raise ValueError(f"bad envelope attribute name {name!r}")
         parts += [b"A", name.encode(), b"=", _escape(value), b"\n"]
     parts += [b"N", str(len(envelope.recipients)).encode(), b"\n"]
-    offset = sum(len(p) for p in parts)
+    offset = sum(map(len, parts))
     flags: list[int] = []
     for rcpt in envelope.recipients:
         record = b"".join(

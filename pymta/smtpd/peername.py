@@ -19,6 +19,7 @@ before use).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -57,6 +58,13 @@ def reverse_query_name(address: str) -> str:
     ip = ipaddress.ip_address(address)
     zone = "in-addr.arpa" if ip.version == 4 else "ip6.arpa"
     return f"{reverse_labels(address)}.{zone}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical(address: str) -> str:
+    """The address in its standard text form (ValueError when it is none);
+    kept for the last clients, as each connection asks once."""
+    return str(ipaddress.ip_address(address))
 
 
 def valid_hostname(name: str) -> bool:
@@ -98,19 +106,26 @@ class PeerNames:
         self._hosts = hosts or HostsFile()
 
     def lookup(self, address: str) -> Deferred[PeerName]:
-        try:
-            address = str(ipaddress.ip_address(address))
-        except ValueError:
-            return succeed(PeerName())
-        known = self._hosts.names.get(address)
+        known = self.known(address)
         if known is not None:
-            confirmed = address in self._hosts.addresses.get(known, ())
-            return succeed(
-                PeerName(known if confirmed else "unknown", OK if confirmed else PERM, known, OK)
-            )
+            return succeed(known)
         return self._dns.lookup(reverse_query_name(address), "PTR").addCallback(
-            self._reverse, address
+            self._reverse, _canonical(address)
         )
+
+    def known(self, address: str) -> PeerName | None:
+        """The answer that needs no DNS query (an address that is none, or
+        one the hosts file names), else None: what :meth:`lookup` fires
+        with at once, without a Deferred (smtpd asks at every connection)."""
+        try:
+            address = _canonical(address)
+        except ValueError:
+            return PeerName()
+        known = self._hosts.names.get(address)
+        if known is None:
+            return None
+        confirmed = address in self._hosts.addresses.get(known, ())
+        return PeerName(known if confirmed else "unknown", OK if confirmed else PERM, known, OK)
 
     def _reverse(self, answer: DNSAnswer, address: str) -> PeerName | Deferred[PeerName]:
         if answer.status == SERVFAIL:

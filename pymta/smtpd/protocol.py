@@ -68,8 +68,11 @@ Writes: the message to cleanup (which makes it durable before smtpd says
 
 from __future__ import annotations
 
+import fcntl
 import re
 import socket
+import sys
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +167,9 @@ _JUNK = frozenset(("helo", "ehlo", "rset", "noop", "vrfy"))
 _LAST_IN_GROUP = frozenset(("helo", "ehlo", "data", "noop", "vrfy"))
 # What a pipelining violation logs of the input that followed (Postfix: 100).
 _PEEK = 100
+#: What is left of smtpd_timeout when the idle timer fires and the client
+#: sent something meanwhile, below which the session times out now.
+_TIMER_SLACK = 0.001
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -192,10 +198,27 @@ def pending_input(transport: Any) -> bytes:
     the transport has no socket to peek at."""
     try:
         handle = transport.getHandle()
+        # FIONREAD first: the usual answer is "nothing", and a peek at an
+        # empty socket raises BlockingIOError, whose making and catching
+        # cost more than the ioctl (one session start each).
+        if isinstance(handle, socket.socket) and not _readable_bytes(handle.fileno()):
+            return b""
         data: bytes = handle.recv(_PEEK, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (AttributeError, OSError):
         return b""
     return data
+
+
+_NOTHING = bytes(4)
+_FIONREAD: int | None = getattr(termios, "FIONREAD", None)
+
+
+def _readable_bytes(fd: int) -> int:
+    """How many bytes the socket's receive queue holds (FIONREAD); 1 when
+    the platform cannot tell, so that the caller peeks."""
+    if _FIONREAD is None:
+        return 1
+    return int.from_bytes(fcntl.ioctl(fd, _FIONREAD, _NOTHING), sys.byteorder, signed=True)
 
 
 @dataclass(frozen=True)
@@ -232,6 +255,9 @@ class SMTPServerProtocol(Protocol):
         self._ill_pipelining = False
         self._counts: dict[str, list[int]] = {}
         self._timer: IDelayedCall | None = None
+        # When the client last sent something: the idle timer is moved on
+        # when it fires, not at every read (a reset per read cost more).
+        self._last_input = 0.0
         self._tls_active = False
         self._quit = False
         self._bare_lf_reject = False
@@ -293,6 +319,10 @@ class SMTPServerProtocol(Protocol):
         if lookup is None:
             self._start_session()
             return
+        if isinstance(lookup, PeerName):
+            self._named(lookup)
+            self._start_session()
+            return
         # smtpd_peername_lookup: the name is known before the banner (and
         # the "connect from" line), as in Postfix; input waits meanwhile.
         box: list[Any] = []
@@ -352,6 +382,7 @@ class SMTPServerProtocol(Protocol):
         if refusal:
             self._chat.hangup(refusal)
             return
+        self._last_input = f.clock.seconds()
         self._timer = f.clock.callLater(f.timeout, self._timed_out)
         outcome = None
         if not f.restrictions.delay_reject and f.restrictions.client:
@@ -491,6 +522,14 @@ class SMTPServerProtocol(Protocol):
         self._timer = None
         if not self._connected:
             return
+        f = self.factory
+        # smtpd_timeout counts from the client's last input: input since
+        # the timer was set moves it on by what is left (less than a
+        # millisecond left is over: never a timer that fires again at once).
+        left = self._last_input + f.timeout - f.clock.seconds()
+        if left > _TIMER_SLACK:
+            self._timer = f.clock.callLater(left, self._timed_out)
+            return
         if self._paused:
             # Waiting for cleanup is not client idleness.
             self._timer = self.factory.clock.callLater(self.factory.timeout, self._timed_out)
@@ -508,7 +547,7 @@ class SMTPServerProtocol(Protocol):
         if self._chat.closing:
             return
         if self._timer is not None:
-            self._timer.reset(self.factory.timeout)
+            self._last_input = self.factory.clock.seconds()
         self._buf = self._buf + data if self._buf else data
         if self._paused:
             if len(self._buf) > 1 << 20 and not self._producer_paused:

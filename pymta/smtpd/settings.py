@@ -221,10 +221,15 @@ class SMTPServerSettings(ServerFactory):
             )
         return None
 
-    def lookup_client(self, address: str) -> Deferred[PeerName] | None:
-        """The client's forward-confirmed name (smtpd_peername_lookup), or
-        None when this smtpd does no lookups: the client is then
-        ``unknown[address]``, as in Postfix with the lookup off."""
+    def lookup_client(self, address: str) -> PeerName | Deferred[PeerName] | None:
+        """The client's forward-confirmed name (smtpd_peername_lookup): the
+        name itself when no DNS query is needed (the hosts file), a
+        Deferred when one is, or None when this smtpd does no lookups: the
+        client is then ``unknown[address]``, as in Postfix with the lookup
+        off."""
         if self.peernames is None:
             return None
+        known = self.peernames.known(address)
+        if known is not None:
+            return known
         return self.peernames.lookup(address)
