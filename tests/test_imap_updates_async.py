@@ -125,3 +125,51 @@ def test_flag_change_heard_while_reading_is_read_again(tmp_path: Path) -> None:
     assert s.read() == (
         b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Seen))\r\nc OK Capability completed.\r\n"
     )
+
+
+def test_catenate_url_is_read_in_the_folders_order(tmp_path: Path) -> None:
+    """CATENATE reads the message a URL names through the store's
+    asynchronous API, after the folder's calls made before it: an expunge
+    of that message waiting in the store's threads comes first, so the URL
+    names a message gone (NO [BADURL], nothing stored), where a read of the
+    synchronous folder would have copied it."""
+    world, (s,), runner = open_sessions(tmp_path, 1)
+    face = busy_folder(world, runner)
+    gone: list[object] = []
+    face.expunge([1]).addBoth(gone.append)
+    command = b'c APPEND Archive CATENATE (URL "/INBOX/;UID=1" TEXT {5+}\r\nmore\n)\r\n'
+    assert s.send(command) == b""
+    runner.run_all()
+    assert gone == [[1]]
+    assert s.read() == b"* 1 EXPUNGE\r\nc NO [BADURL /INBOX/;UID=1] Invalid URL.\r\n"
+    archive = world.mailbox().folder("Archive")
+    assert archive.messages() == []
+    answer = s.send(b'd APPEND Archive CATENATE (URL "/INBOX/;UID=2/;SECTION=HEADER")\r\n')
+    assert answer == b""  # the append itself: in the store's threads
+    runner.run_all()
+    assert s.read().startswith(b"d OK [APPENDUID ")
+    assert [archive.read(m.uid) for m in archive.messages()] == [
+        b"From: a@example.org\nSubject: hi\n\n"
+    ]
+
+
+def test_metadata_reads_the_mailbox_through_the_store(tmp_path: Path) -> None:
+    """SETMETADATA and GETMETADATA learn a mailbox's MAILBOXID from its
+    status through the store's asynchronous API: with the folder's work
+    waiting in the store's threads both wait (the pipelined GETMETADATA
+    behind the SETMETADATA), then are answered in order; a mailbox that
+    does not exist is still [NONEXISTENT] at once."""
+    world, (s,), runner = open_sessions(tmp_path, 1)
+    busy_folder(world, runner)
+    command = (
+        b'c SETMETADATA INBOX (/private/comment "hi")\r\nd GETMETADATA INBOX /private/comment\r\n'
+    )
+    assert s.send(command) == b""
+    runner.run_all()
+    assert s.read() == (
+        b"c OK Setmetadata completed.\r\n"
+        b'* METADATA "INBOX" ("/private/comment" "hi")\r\n'
+        b"d OK Getmetadata completed.\r\n"
+    )
+    answer = s.send("e GETMETADATA Nowhere /private/comment")
+    assert answer == b"e NO [NONEXISTENT] Mailbox doesn't exist.\r\n"
