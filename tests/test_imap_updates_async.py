@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
+from pymta.imap.view import SelectedView
 from pymta.mailstore.asyncstore import IAsyncFolder
-from pymta.mailstore.interface import FlagMode
+from pymta.mailstore.interface import FlagMode, FolderChange
 from pymta.mailstore.maildir import MaildirStore
+from pymta.mailstore.memory import MemoryStore
 from tests.test_imap_harness import Session, World
 from tests.test_imap_prefetch import QueuedRunner
 
@@ -173,3 +176,23 @@ def test_metadata_reads_the_mailbox_through_the_store(tmp_path: Path) -> None:
     )
     answer = s.send("e GETMETADATA Nowhere /private/comment")
     assert answer == b"e NO [NONEXISTENT] Mailbox doesn't exist.\r\n"
+
+
+def test_append_heard_during_select_is_not_told_twice(tmp_path: Path) -> None:
+    """An append heard while SELECT read the folder (its UID already in the
+    view) is dropped by the next updates, next to a really new message
+    that is told: one EXISTS, for the new one only."""
+    store = MemoryStore(Clock())
+    folder = store.open_user("alice", "alice").folder("INBOX")
+    folder.append(MSG)
+    face = store.asynchronous().open_user("alice", "alice")
+    opened: list[IAsyncFolder] = []
+    face.addCallback(lambda mailbox: mailbox.folder("INBOX")).addCallback(opened.append)
+    view = SelectedView(folder, False, opened[0])
+    ensureDeferred(view.open_async())
+    assert list(view.uids) == [1]
+    view._on_change(FolderChange("append", (1,), folder.status().highest_modseq))
+    folder.append(MSG)
+    assert view.prepare() is None  # the memory store answers at once
+    assert view.updates(True, False, False) == [b"* 2 EXISTS\r\n", b"* 2 RECENT\r\n"]
+    assert not view.has_updates()

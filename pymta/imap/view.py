@@ -324,7 +324,8 @@ class SelectedView:
                 if uid not in loaded:
                     break  # numbers are given in UID order: the rest wait
                 new.append(uid)
-            self._appended.difference_update(u for u in self._appended if u <= last)
+            # Appends heard while SELECT read the folder are in it already.
+            self._appended = {u for u in self._appended if u > last}
             if new:
                 self._appended.difference_update(new)
                 self.uids.extend(new)
