@@ -196,3 +196,45 @@ def test_append_heard_during_select_is_not_told_twice(tmp_path: Path) -> None:
     assert view.prepare() is None  # the memory store answers at once
     assert view.updates(True, False, False) == [b"* 2 EXISTS\r\n", b"* 2 RECENT\r\n"]
     assert not view.has_updates()
+
+
+def test_notify_watches_through_the_store_and_not_after_logout(tmp_path: Path) -> None:
+    """NOTIFY SET opens the folders it watches through the store's
+    asynchronous API (the look-up waits behind the user's store work): a
+    session gone meanwhile leaves no listener on the folder once it is
+    done; one that stays has one listener there and hears a delivery to
+    it (STATUS pushed)."""
+    world, (s,), runner = open_sessions(tmp_path, 1)
+    archive = world.mailbox().folder("Archive")
+    before = len(archive._listeners)  # type: ignore[attr-defined]
+    faces = world.store.asynchronous().open_user("alice@example.org", f"{world.root}/alice")
+    mailboxes = []
+    faces.addCallback(mailboxes.append)
+    runner.run_all()
+    assert s.send("n NOTIFY SET (mailboxes Archive (MessageNew))") == b""
+    # The folder list and the subscriptions are read in the store's
+    # threads; once they are in, another call of the user's waits there, so
+    # the look-up of Archive waits behind it.
+    work, d = runner.jobs.pop(0)
+    d.callback(work())
+    work, d = runner.jobs.pop(0)
+    mailboxes[0].list_folders()
+    d.callback(work())
+    assert len(runner.jobs) == 1  # the list_folders: Archive's look-up behind it
+    s.drop()
+    runner.run_all()
+    assert len(archive._listeners) == before  # type: ignore[attr-defined]
+
+    s2 = world.connect()
+    s2.send("a LOGIN alice@example.org secret")
+    runner.run_all()
+    s2.read()
+    s2.send("n NOTIFY SET (mailboxes Archive (MessageNew))")
+    runner.run_all()
+    assert s2.read() == b"n OK NOTIFY completed.\r\n"
+    assert len(archive._listeners) == before + 1  # type: ignore[attr-defined]
+    archive.append(MSG)
+    world.clock.advance(0)
+    runner.run_all()  # STATUS of a folder changed on disk: the store's threads
+    world.clock.advance(0)
+    assert s2.read().startswith(b'* STATUS "Archive" (MESSAGES 1 UIDNEXT 2')
