@@ -37,9 +37,12 @@ threads, one folder's calls in order; its listeners are told in the
 reactor thread). The login's password check runs in the checker's
 threads. SEARCH and the updating searches (CONTEXT=SEARCH) go through
 it too (:mod:`pymta.imap.matching`): a cold header cache is read in the
-store's threads, whole messages in its scan (the scan workers). SORT,
-THREAD and NOTIFY still call the synchronous store for some reads
-(of the index and the header cache, in the reactor thread).
+store's threads, whole messages in its scan (the scan workers); so do
+NOTIFY, CATENATE's URLs, METADATA's mailbox look-up and the untagged
+updates after each command (read first, :meth:`SelectedView.prepare`; a
+tagged response waits for what the store answers later, the updates
+before it). SORT and THREAD still call the synchronous store for some
+reads (of the index and the header cache, in the reactor thread).
 Several reactor processes (``pymta_processes``) are the way past one core.
 
 Authentication is a twisted.cred Portal asked for
