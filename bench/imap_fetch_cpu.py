@@ -4,7 +4,7 @@
 SYNOPSIS
     python bench/imap_fetch_cpu.py [--messages 200] [--size 4096]
         [--fetches 200] [--rounds 3] [--items "BODY.PEEK[HEADER]"]
-        [--command "UID SEARCH UNSEEN"]
+        [--command "UID SEARCH UNSEEN"] [--changed 0]
 
 DESCRIPTION
     The server's own cost of answering ``FETCH 1:N (items)``, without a
@@ -21,6 +21,10 @@ DESCRIPTION
     For the issue-10 figure: the CPU per FETCH of 200 messages' headers
     (BODY.PEEK[HEADER]), before and after a change to FETCH or the store.
     --command times another command the same way (SEARCH, STATUS...).
+    --changed N: before each command (not timed), another writer of the
+    store toggles \\Flagged on N messages, so the command's answer
+    carries N untagged ``FETCH (FLAGS ..)`` updates (the selected view's
+    updates, e.g. with --command NOOP).
 
 OUTPUT
     One line per round, then
@@ -53,6 +57,7 @@ from pymta.auth.realm import MailRealm
 from pymta.auth.throttle import LoginThrottle
 from pymta.imap.factory import IMAPServerFactory
 from pymta.imap.settings import IMAPSettings
+from pymta.mailstore.interface import FlagMode
 from pymta.mailstore.maildir import MaildirStore
 from pymta.netmatch import NetworkList
 
@@ -75,7 +80,7 @@ def message(n: int, size: int) -> bytes:
     return header + line * max(1, (size - len(header)) // len(line))
 
 
-def session(root: Path, messages: int, size: int) -> tuple[Any, StringTransport]:
+def session(root: Path, messages: int, size: int) -> tuple[Any, StringTransport, Any]:
     clock = Clock()
     passwd = root / "passwd"
     passwd.write_text(f"alice@example.org:{{PLAIN}}secret:::::: mail=maildir:{root}/alice\n")
@@ -104,7 +109,7 @@ def session(root: Path, messages: int, size: int) -> tuple[Any, StringTransport]
         if b" OK " not in transport.value():
             raise SystemExit(f"setup failed: {transport.value()[-200:]!r}")
         transport.clear()
-    return proto, transport
+    return proto, transport, inbox
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--items", default="BODY.PEEK[HEADER]")
     p.add_argument("--command", help='another command to time instead (e.g. "UID SEARCH UNSEEN")')
+    p.add_argument(
+        "--changed", type=int, default=0, help="messages whose flags change before each command"
+    )
     args = p.parse_args(argv)
     command = b"f FETCH 1:%d (%s)\r\n" % (args.messages, args.items.encode())
     label = f"FETCH 1:{args.messages} ({args.items})"
@@ -122,18 +130,28 @@ def main(argv: list[str] | None = None) -> None:
         command = b"f " + args.command.encode() + b"\r\n"
         label = args.command
     with tempfile.TemporaryDirectory() as tmp:
-        proto, transport = session(Path(tmp), args.messages, args.size)
+        proto, transport, inbox = session(Path(tmp), args.messages, args.size)
+        changed = list(range(1, min(args.changed, args.messages) + 1))
+        flagged = False
         proto.dataReceived(command)  # warm: the header cache is filled
         if b"f OK " not in transport.value():
             raise SystemExit(f"command failed: {transport.value()[-200:]!r}")
         transport.clear()
         figures = []
         for round_ in range(1, args.rounds + 1):
-            start = time.process_time()
+            spent = 0.0
             for _ in range(args.fetches):
+                if changed:
+                    flagged = not flagged
+                    mode = FlagMode.ADD if flagged else FlagMode.REMOVE
+                    inbox.set_flags_many(changed, ["\\Flagged"], mode)
+                start = time.process_time()
                 proto.dataReceived(command)
+                spent += time.process_time() - start
+                if changed and transport.value().count(b" FETCH (") < len(changed):
+                    raise SystemExit(f"updates missing: {transport.value()[-200:]!r}")
                 transport.clear()
-            per = (time.process_time() - start) / args.fetches * 1000
+            per = spent / args.fetches * 1000
             figures.append(per)
             print(f"round {round_}: {per:.3f} ms CPU per command")
     print(f"median: {statistics.median(figures):.3f} ms CPU per {label}")

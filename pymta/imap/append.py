@@ -21,8 +21,8 @@ leaves nothing behind; a numbering that fails half-way expunges what it
 numbered, and the answer is NO.
 
 Untrusted input: the arguments (BAD on bad syntax) and the URLs (NO
-[BADURL]). Reads referenced messages through the store (the reactor
-thread, as FETCH does); writes through the store only; logs store errors.
+[BADURL]). Reads referenced messages through the store's asynchronous
+API, as FETCH does; writes through the store only; logs store errors.
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from pymta.imap import mailbox_commands as mc
-from pymta.imap.fetch import MessageData, parse_items
+from pymta.imap.fetch import MessageData, NotLoaded, parse_items
 from pymta.imap.parser import Atom, Literal, ParseError, Token
 from pymta.imap.structure import crlf
 from pymta.imap.wire import parse_date_time
-from pymta.mailstore.interface import (
-    MailStoreError,
-)
+from pymta.mailstore.asyncstore import IAsyncUserMailbox
+from pymta.mailstore.interface import MailStoreError
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
@@ -194,25 +193,35 @@ def _number(url: bytes, text: str, least: int = 1) -> int:
     return int(text)
 
 
-def resolve(s: IMAPSession, url: bytes) -> bytes:
-    """The bytes a URL names, read through the store; BadURL."""
+async def resolve(folders: IAsyncUserMailbox, url: bytes) -> bytes:
+    """The bytes a URL names, read through the store's asynchronous API
+    (a Maildir read when nothing of the folder waits answers at once);
+    BadURL."""
     named = parse_url(url)
-    assert s.mailbox is not None
+    item = None
+    if named.section:
+        try:
+            [item] = parse_items([Atom(f"BODY.PEEK[{named.section}]")])
+        except (ParseError, ValueError):
+            raise BadURL(url) from None
+        assert item.section is not None
     try:
-        folder = s.mailbox.folder(named.mailbox)
-        if named.uidvalidity is not None and named.uidvalidity != folder.uidvalidity:
-            raise BadURL(url)
-        info = folder.get(named.uid)
-        data = MessageData(folder, info)
-        if named.section:
+        folder = await folders.folder(named.mailbox)
+        if named.uidvalidity is not None:
+            status = await folder.status()
+            if named.uidvalidity != status.uidvalidity:
+                raise BadURL(url)
+        info = await folder.get(named.uid)
+        data = MessageData(None, info, folder)
+        while True:
             try:
-                [item] = parse_items([Atom(f"BODY.PEEK[{named.section}]")])
-            except (ParseError, ValueError):
-                raise BadURL(url) from None
-            assert item.section is not None
-            value = data.section(item.section)
-        else:
-            value = crlf(data.content())
+                if item is not None and item.section is not None:
+                    value = data.section(item.section)
+                else:
+                    value = crlf(data.content())
+                break
+            except NotLoaded as missing:
+                await data.load(missing.kind)
     except MailStoreError:
         raise BadURL(url) from None
     if named.partial is not None:
@@ -231,7 +240,10 @@ def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             return
     name = mc.mailbox_arg(args[0], s.utf8_names)
 
-    def contents() -> mc.Contents:
+    folders = s.folders
+    assert folders is not None
+
+    async def contents() -> mc.Contents:
         # Once the target is known to exist (TRYCREATE comes first).
         built: mc.Contents = []
         limit = s.settings.max_literal_size
@@ -240,7 +252,7 @@ def append(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             for part in m.parts:
                 if isinstance(part, URLPart):
                     try:
-                        pieces.append(resolve(s, part.url))
+                        pieces.append(await resolve(folders, part.url))
                     except BadURL as e:
                         s.no(tag, b"[BADURL " + _url_text(e.url) + b"] Invalid URL.")
                         raise mc.Answered from None

@@ -334,10 +334,11 @@ class FileLiteral:
 
 
 class MessageData:
-    """One message's data for FETCH. With a synchronous ``folder`` it is
-    read when first asked for (CATENATE's URLs); with ``store`` (the
-    folder's asynchronous API) it must be loaded first (:meth:`load`), and
-    asking for what is not raises :class:`NotLoaded`."""
+    """One message's data for FETCH. With ``store`` (the folder's
+    asynchronous API: FETCH, NOTIFY's FETCH, CATENATE's URLs) it must be
+    loaded first (:meth:`load`), and asking for what is not raises
+    :class:`NotLoaded`. With a synchronous ``folder`` instead it is read
+    when first asked for (only tests that render without a session do)."""
 
     def __init__(
         self,

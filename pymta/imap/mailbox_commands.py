@@ -19,7 +19,7 @@ changes are read from the synchronous folder: index reads and one message.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -673,13 +673,17 @@ class Answered(Exception):
 
 
 def store_messages(
-    s: IMAPSession, tag: bytes, name: str, contents: Contents | Callable[[], Contents]
+    s: IMAPSession,
+    tag: bytes,
+    name: str,
+    contents: Contents | Callable[[], Awaitable[Contents]],
 ) -> None:
     """Store the messages of an APPEND (one, or MULTIAPPEND's several: all
     or none) in folder ``name`` through the store's asynchronous API, then
     answer ``OK [APPENDUID v uids]``, ``NO [TRYCREATE]`` for a folder that
-    is not there (first), or the store's error. ``contents`` may be a
-    function that builds them once the folder is known to exist (CATENATE),
+    is not there (first), or the store's error. ``contents`` may be an
+    async function that builds them once the folder is known to exist
+    (CATENATE, reading its URLs through the store's asynchronous API),
     answering and raising :class:`Answered` when it cannot. The writes and
     fsyncs run in the store's threads; later commands wait meanwhile."""
     storing = defer.ensureDeferred(_store_messages(s, _folders(s), contents, name))
@@ -709,7 +713,7 @@ def store_messages(
 async def _store_messages(
     s: IMAPSession,
     folders: IAsyncUserMailbox,
-    wanted: Contents | Callable[[], Contents],
+    wanted: Contents | Callable[[], Awaitable[Contents]],
     name: str,
 ) -> tuple[int, list[int]] | None:
     """The target's UIDVALIDITY and the new UIDs; None when there is no
@@ -718,7 +722,7 @@ async def _store_messages(
         target = await folders.folder(name)
     except NoSuchFolder:
         return None
-    contents = wanted() if callable(wanted) else wanted
+    contents = await wanted() if callable(wanted) else wanted
     # QUOTA: all the messages together must fit (checked where they are
     # written: OSError(EDQUOT) answers NO [OVERQUOTA]).
     guard = session_guard(s, sum(len(content) for content, _, _ in contents))

@@ -12,9 +12,10 @@ renamed into place in a worker thread before the OK, so an answered
 SETMETADATA survives a crash; one write at a time per file. Mailbox
 entries are kept under the mailbox's MAILBOXID (pymta.imap.objectid), so
 they follow a RENAME and are not inherited by a mailbox deleted and made
-again. The file is read again when another process changed it (its
-mtime). A store without a Maildir root (the memory store) keeps them in
-memory.
+again; the mailbox and its MAILBOXID are looked up through the store's
+asynchronous API (the answer waits while the folder's store work does).
+The file is read again when another process changed it (its mtime). A
+store without a Maildir root (the memory store) keeps them in memory.
 
 Limits: values of at most :data:`MAX_VALUE` bytes (``NO [METADATA MAXSIZE
 n]``), at most :data:`MAX_ENTRIES` entries per user (``NO [METADATA
@@ -35,11 +36,13 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
 
 from pymta.imap.mailbox_commands import mailbox_arg
 from pymta.imap.objectid import mailbox_id
 from pymta.imap.parser import Atom, ParseError, Token
+from pymta.imap.stored import when_stored
 from pymta.imap.wire import mailbox_out, string
 from pymta.mailstore.interface import NoSuchFolder
 
@@ -52,6 +55,8 @@ MAX_ENTRIES = 1000
 MAX_NAME = 1024
 SERVER = ""  # the key of server entries
 _DEPTHS = ("0", "1", "infinity")
+NO_MAILBOX = b"[NONEXISTENT] Mailbox doesn't exist."
+SET_DONE = (b"OK", b"Setmetadata completed.")
 
 _ENTRY = re.compile(r"/(?:private|shared)(?:/[\x21-\x24\x26-\x29\x2b-\x2e\x30-\x7e]+)+", re.I)
 
@@ -139,22 +144,29 @@ def _write(path: str, data: bytes) -> int:
     return os.stat(path).st_mtime_ns
 
 
-def _mailbox_key(s: IMAPSession, tag: bytes, token: Token) -> tuple[str, bytes] | None:
-    """(key, name as sent back) of the mailbox argument, or None once
-    answered NO (no such mailbox)."""
+def _mailbox_key(s: IMAPSession, token: Token) -> Deferred[tuple[str, bytes] | None]:
+    """(key, name as sent back) of the mailbox argument, or None when there
+    is no such mailbox: its MAILBOXID from the folder's status, read
+    through the store's asynchronous API (at once when nothing of the
+    folder waits)."""
     if isinstance(token, list):
         raise ParseError("Expected a mailbox name.")
     raw = token if isinstance(token, bytes) else token.encode("utf-8")
     if raw == b"":
-        return SERVER, b'""'
+        return succeed((SERVER, b'""'))
     name = mailbox_arg(token, s.utf8_names)
-    assert s.mailbox is not None
-    try:
-        folder = s.mailbox.folder(name)
-    except NoSuchFolder:
-        s.no(tag, b"[NONEXISTENT] Mailbox doesn't exist.")
-        return None
-    return mailbox_id(folder.uidvalidity), mailbox_out(folder.name, s.utf8_names)
+    folders = s.folders
+    assert folders is not None
+
+    async def look() -> tuple[str, bytes] | None:
+        try:
+            folder = await folders.folder(name)
+        except NoSuchFolder:
+            return None
+        status = await folder.status()
+        return mailbox_id(status.uidvalidity), mailbox_out(folder.name, s.utf8_names)
+
+    return ensureDeferred(look())
 
 
 def _entry_name(token: Token) -> str:
@@ -181,14 +193,24 @@ def setmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> Non
             changes.append((name, None))
         else:
             changes.append((name, bytes(value)))
-    target = _mailbox_key(s, tag, args[0])
+    setting = ensureDeferred(_set(s, args[0], changes))
+    when_stored(s, tag, "SETMETADATA", setting, lambda answer: _answer_set(s, tag, answer))
+
+
+#: SETMETADATA's answer: status and text, or the failure of the write.
+SetAnswer = tuple[bytes, bytes] | Failure
+
+
+async def _set(s: IMAPSession, token: Token, changes: list[tuple[str, bytes | None]]) -> SetAnswer:
+    """Apply SETMETADATA's changes once the mailbox is known, writing the
+    file in a worker thread (one write at a time per file)."""
+    target = await _mailbox_key(s, token)
     if target is None:
-        return
+        return b"NO", NO_MAILBOX
     key, _ = target
     biggest = max((len(v) for _, v in changes if v is not None), default=0)
     if biggest > MAX_VALUE:
-        s.no(tag, b"[METADATA MAXSIZE %d] Metadata value too large." % MAX_VALUE)
-        return
+        return b"NO", b"[METADATA MAXSIZE %d] Metadata value too large." % MAX_VALUE
     meta = user_metadata(s)
     entries = dict(meta.entries.get(key, {}))
     for name, change in changes:
@@ -197,45 +219,36 @@ def setmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> Non
         else:
             entries[name] = change
     if meta.count() - len(meta.entries.get(key, {})) + len(entries) > MAX_ENTRIES:
-        s.no(tag, b"[METADATA TOOMANY] Too many metadata entries.")
-        return
+        return b"NO", b"[METADATA TOOMANY] Too many metadata entries."
     meta.entries[key] = entries
     path = meta.path
     if path is None:
-        s.ok(tag, b"Setmetadata completed.")
-        return
+        return SET_DONE
     data = meta.serialized()
     run = s.run_in_thread
 
     def write() -> Deferred[Any]:
         if run is None:
-            d: Deferred[Any] = Deferred()
-            d.callback(_write(path, data))
-            return d
+            return maybeDeferred(_write, path, data)
         return run(lambda: _write(path, data))
 
-    def written(stamp: int) -> None:
-        meta.stamp = stamp
-
-    def failed(failure: Any) -> None:
+    try:
+        meta.stamp = await meta.lock.run(write)
+    except Exception:
         meta.stamp = None  # read the file again: our change may not be in it
-        outcome.append(failure)
+        return Failure()
+    return SET_DONE
 
-    outcome: list[Any] = []
-    d = meta.lock.run(write)
-    d.addCallbacks(written, failed)
 
-    def answer() -> None:
-        if outcome:
-            failure = outcome[0]
-            if s.store_refused(tag, failure.value):
-                return
-            s.log.failure("imap({user}): SETMETADATA", failure, user=s.user)
-            s.no(tag, b"[SERVERBUG] Internal error occurred.")
+def _answer_set(s: IMAPSession, tag: bytes, answer: SetAnswer) -> None:
+    if isinstance(answer, Failure):
+        if s.store_refused(tag, answer.value):
             return
-        s.ok(tag, b"Setmetadata completed.")
-
-    s.later(d, answer, tag, "SETMETADATA")
+        s.log.failure("imap({user}): SETMETADATA", answer, user=s.user)
+        s.no(tag, b"[SERVERBUG] Internal error occurred.")
+        return
+    status, text = answer
+    (s.ok if status == b"OK" else s.no)(tag, text)
 
 
 def _options(token: list[Token]) -> tuple[int | None, str]:
@@ -269,8 +282,22 @@ def getmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> Non
     if not wanted:
         raise ParseError("GETMETADATA needs entry names.")
     names = [_entry_name(t) for t in wanted]
-    target = _mailbox_key(s, tag, args[0])
+    looking = _mailbox_key(s, args[0])
+    when_stored(
+        s, tag, "GETMETADATA", looking, lambda target: _get(s, tag, target, names, depth, maxsize)
+    )
+
+
+def _get(
+    s: IMAPSession,
+    tag: bytes,
+    target: tuple[str, bytes] | None,
+    names: list[str],
+    depth: str,
+    maxsize: int | None,
+) -> None:
     if target is None:
+        s.no(tag, NO_MAILBOX)
         return
     key, wire_name = target
     entries = user_metadata(s).entries.get(key, {})

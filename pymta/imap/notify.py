@@ -92,13 +92,12 @@ from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import mailbox_out
-from pymta.mailstore.asyncstore import IAsyncUserMailbox
+from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
 from pymta.mailstore.interface import (
     FolderChange,
     IFolder,
     IWatchedMailbox,
     MailStoreError,
-    NoSuchFolder,
 )
 
 if TYPE_CHECKING:
@@ -351,7 +350,12 @@ class Notifier:
         #: The mailbox through the store's asynchronous API: every read of
         #: the folder list, the subscriptions and the folders' status.
         self.folders = server.folders
-        self._watched: dict[str, tuple[IFolder, Callable[[FolderChange], None]]] = {}
+        #: Watched folders: the asynchronous face its listener is on, the
+        #: synchronous folder whose inotify watcher it holds (None: none).
+        self._watched: dict[
+            str, tuple[IAsyncFolder, IFolder | None, Callable[[FolderChange], None]]
+        ] = {}
+        self._stopped = False
         self._pending: dict[str, set[str]] = {}  # folder name -> change kinds
         self._lines: list[bytes] = []  # LIST responses waiting
         self._names: set[str] = set()
@@ -377,7 +381,7 @@ class Notifier:
         watch the folders; Overflow when too many."""
         self._names = {f.name for f in await self.folders.list_folders()}
         self._subscribed = set(await self.folders.subscriptions())
-        self._rewatch()
+        await self._rewatch()
         if self.spec.used() & METADATA_EVENTS:
             self._metadata = self._metadata_now()
         if self._wants_list_events():
@@ -424,6 +428,7 @@ class Notifier:
             self.list_changed()
 
     def stop(self) -> None:
+        self._stopped = True
         for name in list(self._watched):
             self._unwatch(name)
         if self._hub is not None:
@@ -450,8 +455,13 @@ class Notifier:
     def _message_events(self, name: str) -> frozenset[str]:
         return self.spec.events_for(name, self._is_subscribed) & MESSAGE_EVENTS
 
-    def _rewatch(self) -> None:
-        """Watch exactly the existing folders some group wants message events of."""
+    async def _rewatch(self) -> None:
+        """Watch exactly the existing folders some group wants message events
+        of: each opened through the store's asynchronous API and heard
+        through its listeners there. Overflow when too many. The folder's
+        inotify watcher (:class:`~pymta.mailstore.watchers.WatcherPool`,
+        shared with SELECT) still takes the synchronous folder, looked up
+        once the folder is open, as SELECT does."""
         wanted = {n for n in self._names if self._message_events(n)}
         if len(wanted) > MAX_FOLDERS:
             raise Overflow("Too many mailboxes to watch")
@@ -460,22 +470,30 @@ class Notifier:
                 self._unwatch(name)
         for name in sorted(wanted - set(self._watched)):
             try:
-                folder = self.mailbox.folder(name)
-            except (NoSuchFolder, MailStoreError):
+                face = await self.folders.folder(name)
+            except MailStoreError:
                 continue
+            if self._stopped or name in self._watched or not self._message_events(name):
+                continue  # stopped, or watched or unwanted since (a list change)
 
             def heard(change: FolderChange, name: str = name) -> None:
                 self._heard(name, change)
 
-            folder.add_listener(heard)
+            face.add_listener(heard)
+            folder: IFolder | None = None
             if self.server.watchers is not None:
-                self.server.watchers.acquire(folder)
-            self._watched[name] = (folder, heard)
+                try:
+                    folder = self.mailbox.folder(name)
+                except MailStoreError:
+                    folder = None
+                else:
+                    self.server.watchers.acquire(folder)
+            self._watched[name] = (face, folder, heard)
 
     def _unwatch(self, name: str) -> None:
-        folder, heard = self._watched.pop(name)
-        folder.remove_listener(heard)
-        if self.server.watchers is not None:
+        face, folder, heard = self._watched.pop(name)
+        face.remove_listener(heard)
+        if folder is not None and self.server.watchers is not None:
             self.server.watchers.release(folder)
 
     # events --------------------------------------------------------------
@@ -558,7 +576,7 @@ class Notifier:
                 self._lines.append(line)
         self._names, self._subscribed = names, subscribed
         try:
-            self._rewatch()
+            await self._rewatch()
         except Overflow:
             self._overflow()
         if self._metadata is not None:

@@ -37,9 +37,12 @@ threads, one folder's calls in order; its listeners are told in the
 reactor thread). The login's password check runs in the checker's
 threads. SEARCH and the updating searches (CONTEXT=SEARCH) go through
 it too (:mod:`pymta.imap.matching`): a cold header cache is read in the
-store's threads, whole messages in its scan (the scan workers). SORT,
-THREAD and NOTIFY still call the synchronous store for some reads
-(of the index and the header cache, in the reactor thread).
+store's threads, whole messages in its scan (the scan workers); so do
+NOTIFY, CATENATE's URLs, METADATA's mailbox look-up and the untagged
+updates after each command (read first, :meth:`SelectedView.prepare`; a
+tagged response waits for what the store answers later, the updates
+before it). SORT and THREAD still call the synchronous store for some
+reads (of the index and the header cache, in the reactor thread).
 Several reactor processes (``pymta_processes``) are the way past one core.
 
 Authentication is a twisted.cred Portal asked for
@@ -478,17 +481,26 @@ class IMAPServer(StreamingSession, Protocol):
         self.send(line)
 
     def _updates_need_preparing(self) -> bool:
-        """Updating searches must test changed messages off the reactor, or
-        NOTIFY waits for the store's answers (a list comparison, STATUS),
-        before the updates can go out."""
-        contexts, notifier = self.contexts, self.notifier
-        return (contexts is not None and contexts.needs_preparing()) or (
-            notifier is not None and notifier.needs_preparing()
+        """The selected mailbox's updates wait for the store's answers (the
+        view's records of new and changed messages, when the store does not
+        answer at once: asking starts the reads), updating searches must
+        test changed messages off the reactor, or NOTIFY waits for the
+        store's answers (a list comparison, STATUS), before the updates can
+        go out."""
+        view, contexts, notifier = self.view, self.contexts, self.notifier
+        return (
+            (view is not None and view.has_updates() and view.prepare() is not None)
+            or (contexts is not None and contexts.needs_preparing())
+            or (notifier is not None and notifier.needs_preparing())
         )
 
     def _prepare_updates(self) -> Deferred[None]:
         """Fires when what :meth:`_updates_need_preparing` waits for is done."""
         waits: list[Deferred[Any]] = []
+        if self.view is not None:
+            reading = self.view.prepare()
+            if reading is not None:
+                waits.append(reading)
         if self.contexts is not None and self.contexts.needs_preparing():
             waits.append(self.contexts.prepare())
         if self.notifier is not None and self.notifier.needs_preparing():
@@ -542,6 +554,10 @@ class IMAPServer(StreamingSession, Protocol):
             # after the EXISTS that announces the message.
             self._out.extend(contexts.before_expunges(expunge))
         if view.has_updates():
+            # What the store answers at once is reported now; what it
+            # answers later goes with the next command, or is pushed (IDLE,
+            # NOTIFY) through the view's wake.
+            view.prepare()
             last = view.uids[-1] if view.uids else 0
             self._out.extend(view.updates(expunge, self.qresync, self.condstore))
             if self.notifier is not None and view.uids and view.uids[-1] > last:

@@ -13,11 +13,19 @@ UIDs) until the session may tell the client:
 - without it (during FETCH, STORE, SEARCH with sequence numbers) expunged
   messages keep their numbers, so numbers never shift under the client.
 
+What those responses need from the store (the records of new and
+flag-changed messages, the claim of \\Recent) is read through the store's
+asynchronous API first: :meth:`SelectedView.prepare` (a Maildir read when
+nothing of the folder waits answers at once; else the session holds its
+tagged response until the store has answered, so the untagged responses
+still come before it). :meth:`SelectedView.updates` then reports what was
+read, and leaves a change heard since for the next time.
+
 Flag changes this session reports itself (STORE) are muted while it makes
 them. Untrusted input: none (sequence sets come parsed). Writes: only
-``claim_recent`` (Maildir new/ to cur/) for read-write sessions; a
-read-only (EXAMINE) session reports \\Recent without claiming it. Logs
-nothing.
+``claim_recent`` of the new messages' UIDs (Maildir new/ to cur/) for
+read-write sessions, so \\Recent goes to one session only; a read-only
+(EXAMINE) session reports \\Recent without claiming it. Logs nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 
+from twisted.internet.defer import Deferred
+
 from pymta.imap.sequence import SequenceSet, format_set
 from pymta.imap.wire import flag_list
 from pymta.mailstore.asyncstore import IAsyncFolder
@@ -33,7 +43,6 @@ from pymta.mailstore.interface import (
     FolderChange,
     FolderStatus,
     IFolder,
-    MailStoreError,
     MessageInfo,
 )
 
@@ -72,6 +81,15 @@ class SelectedView:
         self._expunged: set[int] = set()
         self._flagged: set[int] = set()
         self._muted: set[int] | None = None
+        # What prepare() read for updates(): the record of each new or
+        # flag-changed UID (None: gone meanwhile), and the new UIDs this
+        # session claimed as \Recent.
+        self._loaded: dict[int, MessageInfo | None] = {}
+        self._claimed: set[int] = set()
+        self._preparing: Deferred[None] | None = None
+        # UIDs whose flags changed while a read of them was under way: what
+        # it brings back may predate the change, so it is read again.
+        self._stale: set[int] = set()
 
     # life ----------------------------------------------------------------
 
@@ -121,10 +139,13 @@ class SelectedView:
             self._appended.difference_update(change.uids)
             self._flagged.difference_update(change.uids)
         elif change.kind == "flags":
-            if self._muted is not None:
-                self._flagged.update(u for u in change.uids if u not in self._muted)
-            else:
-                self._flagged.update(change.uids)
+            muted = self._muted
+            changed = [u for u in change.uids if muted is None or u not in muted]
+            self._flagged.update(changed)
+            for uid in changed:
+                self._loaded.pop(uid, None)  # read again before it is told
+            if self._preparing is not None:
+                self._stale.update(changed)
         elif change.kind == "uidvalidity":
             self.invalidated = True
         if self.wake is not None and self.has_updates():
@@ -176,35 +197,70 @@ class SelectedView:
             out.extend((i, uids[i - 1]) for i in range(lo, hi + 1))
         return out
 
-    def _claim(self, new: list[int]) -> None:
-        """Report as \\Recent the new messages no other session has claimed."""
-        try:
-            if not any(self.folder.get(u).recent for u in new):
-                return
-            fresh = set(new)
-            self.recent.update(u for u in self.folder.claim_recent() if u in fresh)
-        except MailStoreError:
-            pass
+    # reading what the updates need -------------------------------------------
+
+    def _unread(self) -> list[int]:
+        """New and flag-changed UIDs whose records prepare() has not read."""
+        loaded = self._loaded
+        last = self.uids[-1] if self.uids else 0
+        new = [u for u in self._appended if u > last and u not in loaded]
+        return new + [u for u in self._flagged if u not in loaded or u in self._stale]
+
+    def prepare(self) -> Deferred[None] | None:
+        """Read through the store's asynchronous API what :meth:`updates`
+        needs: the records of new and flag-changed messages, and (read-write)
+        the claim of the new ones still \\Recent. None when it is all read
+        (at once, as a Maildir read when nothing of the folder waits); else
+        a Deferred that fires, never failing, once it is (one read at a
+        time: a later call waits for it). When it was not at once, the
+        session's wake (IDLE, NOTIFY) is called then."""
+        if self._preparing is not None:
+            return _after(self._preparing)
+        wanted = self._unread()
+        if not wanted:
+            return None
+        reading = self._read(wanted)
+        if reading.called:
+            return None
+        self._preparing = reading
+
+        def done(_: object) -> None:
+            self._preparing = None
+            if self.wake is not None and self.has_updates():
+                self.wake()
+
+        reading.addBoth(done)
+        return _after(reading)
+
+    def _read(self, wanted: list[int]) -> Deferred[None]:
+        self._stale.difference_update(wanted)
+        last = self.uids[-1] if self.uids else 0
+
+        def loaded(records: dict[int, MessageInfo]) -> Deferred[None] | None:
+            stale, appended, flagged = self._stale, self._appended, self._flagged
+            for uid in wanted:
+                # Not kept: one whose flags changed meanwhile (read again),
+                # or one expunged meanwhile (nothing to tell).
+                if uid not in stale and (uid in appended or uid in flagged):
+                    self._loaded[uid] = records.get(uid)
+            recent = [u for u in wanted if u > last and u in records and records[u].recent]
+            if self.readonly or not recent:
+                return None
+            # RFC 3501 2.3.2: \Recent for one session only; the store's
+            # claim by UID tells which of them this session took.
+            return self.store.claim_recent(recent).addCallback(self._claimed.update)
+
+        d: Deferred[None] = self.store.get_many(wanted).addCallback(loaded)
+        # A store error leaves the UIDs unread: tried again next time.
+        return d.addErrback(lambda _: None)
 
     def _keywords_of(self, uids: list[int]) -> set[str]:
         found: set[str] = set()
-        get = self.folder.get
         for uid in uids:
-            try:
-                found.update(get(uid).keywords)
-            except MailStoreError:
-                pass
+            info = self._loaded.get(uid)
+            if info is not None:
+                found.update(info.keywords)
         return found
-
-    def _peek(self, new: list[int]) -> None:
-        """A read-only session reports new messages still \\Recent as such,
-        without claiming them."""
-        for uid in new:
-            try:
-                if self.folder.get(uid).recent:
-                    self.recent.add(uid)
-            except MailStoreError:
-                pass
 
     def flags_lines(self) -> list[bytes]:
         """``* FLAGS`` and ``* OK [PERMANENTFLAGS ...]`` for the keywords known."""
@@ -243,7 +299,8 @@ class SelectedView:
     # updates ---------------------------------------------------------------
 
     def updates(self, allow_expunge: bool, vanished: bool, modseq: bool) -> list[bytes]:
-        """The untagged responses that bring the client up to date."""
+        """The untagged responses that bring the client up to date, with what
+        :meth:`prepare` read (a change not read yet waits for the next time)."""
         out: list[bytes] = []
         if allow_expunge and self._expunged:
             gone = sorted(self._expunged)
@@ -259,34 +316,57 @@ class SelectedView:
                 drop = set(present)
                 self.uids = array("I", (u for u in self.uids if u not in drop))
                 self.recent.difference_update(drop)
+        loaded = self._loaded
         if self._appended:
             last = self.uids[-1] if self.uids else 0
-            new = sorted(u for u in self._appended if u > last)
-            self._appended.clear()
+            new: list[int] = []
+            for uid in sorted(u for u in self._appended if u > last):
+                if uid not in loaded:
+                    break  # numbers are given in UID order: the rest wait
+                new.append(uid)
+            # Appends heard while SELECT read the folder are in it already.
+            self._appended = {u for u in self._appended if u > last}
             if new:
+                self._appended.difference_update(new)
                 self.uids.extend(new)
                 out.extend(self.new_keywords(self._keywords_of(new)))
                 if not self.readonly:
-                    self._claim(new)
+                    self.recent.update(u for u in new if u in self._claimed)
                 else:
-                    self._peek(new)
+                    # Reported without being claimed (see open_async).
+                    self.recent.update(u for u in new if (i := loaded.get(u)) and i.recent)
+                self._claimed.difference_update(new)
                 out.append(b"* %d EXISTS\r\n" % len(self.uids))
                 if self.show_recent:
                     out.append(b"* %d RECENT\r\n" % len(self.recent))
+                for uid in new:
+                    if uid not in self._flagged:
+                        del loaded[uid]
         if self._flagged:
-            changed = sorted(self._flagged)
-            self._flagged.clear()
+            stale = self._stale
+            changed = sorted(u for u in self._flagged if u in loaded and u not in stale)
+            self._flagged.difference_update(changed)
             out.extend(self.new_keywords(self._keywords_of(changed)))
             for uid in changed:
+                info = loaded.pop(uid)
                 n = self.msn(uid)
-                if n is None or uid in self._expunged:
-                    continue
-                try:
-                    info = self.folder.get(uid)
-                except MailStoreError:
+                if n is None or uid in self._expunged or info is None:
                     continue
                 line = b"* %d FETCH (UID %d FLAGS %s" % (n, uid, flag_list(self.flags_of(info)))
                 if modseq:
                     line += b" MODSEQ (%d)" % info.modseq
                 out.append(line + b")\r\n")
         return out
+
+
+def _after(work: Deferred[None]) -> Deferred[None]:
+    """A Deferred of its own that fires with None once ``work`` has fired
+    (several waiters share one read without changing its result)."""
+    d: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        d.callback(None)
+        return result
+
+    work.addBoth(fire)
+    return d

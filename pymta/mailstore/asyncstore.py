@@ -48,8 +48,10 @@ The contract tests run both stores through this API only
 The servers use it: POP3 for everything, IMAP for SELECT/EXAMINE,
 NOOP/IDLE's rescan, FETCH, STORE, EXPUNGE,
 CLOSE, CHECK, COPY, MOVE, APPEND (``append``, MULTIAPPEND's
-``append_many``) and the folder commands (LIST, LSUB, STATUS, CREATE,
-DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE).
+``append_many``), CATENATE's URLs, METADATA's mailbox look-up, the
+untagged updates after each command (``get_many`` and ``claim_recent``
+by UID), SEARCH, CONDSTORE/QRESYNC, NOTIFY and the folder commands (LIST,
+LSUB, STATUS, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE).
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
