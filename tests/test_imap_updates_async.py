@@ -238,3 +238,30 @@ def test_notify_watches_through_the_store_and_not_after_logout(tmp_path: Path) -
     runner.run_all()  # STATUS of a folder changed on disk: the store's threads
     world.clock.advance(0)
     assert s2.read().startswith(b'* STATUS "Archive" (MESSAGES 1 UIDNEXT 2')
+
+
+def test_own_store_after_a_read_record_is_never_told_stale(tmp_path: Path) -> None:
+    """Another session's flag change is read (prepare) but not yet told;
+    then this session's own STORE changes the same message (muted: it
+    answers with its own FETCH and the new MODSEQ). The next updates must
+    not tell the record read before the STORE: its MODSEQ would go
+    backwards (imaptest's stress: "MODSEQ dropped"). It is read again and
+    told with the current flags and MODSEQ."""
+    store = MemoryStore(Clock())
+    folder = store.open_user("alice", "alice").folder("INBOX")
+    folder.append(MSG)
+    face = store.asynchronous().open_user("alice", "alice")
+    opened: list[IAsyncFolder] = []
+    face.addCallback(lambda mailbox: mailbox.folder("INBOX")).addCallback(opened.append)
+    view = SelectedView(folder, False, opened[0])
+    ensureDeferred(view.open_async())
+    folder.set_flags(1, ["\\Flagged"], FlagMode.ADD)  # another session's change
+    assert view.prepare() is None  # read (the memory store answers at once)
+    view.mute([1])
+    folder.set_flags(1, ["\\Seen"], FlagMode.ADD)  # this session's STORE
+    view.mute(None)
+    current = folder.get(1).modseq
+    assert view.prepare() is None
+    assert view.updates(True, False, True) == [
+        b"* 1 FETCH (UID 1 FLAGS (\\Flagged \\Recent \\Seen) MODSEQ (%d))\r\n" % current
+    ]

@@ -140,12 +140,14 @@ class SelectedView:
             self._flagged.difference_update(change.uids)
         elif change.kind == "flags":
             muted = self._muted
-            changed = [u for u in change.uids if muted is None or u not in muted]
-            self._flagged.update(changed)
-            for uid in changed:
-                self._loaded.pop(uid, None)  # read again before it is told
+            self._flagged.update(u for u in change.uids if muted is None or u not in muted)
+            # A record read before this change (this session's own STORE
+            # too) is read again before it is told: an older MODSEQ must
+            # never follow the newer one the STORE answered with.
+            for uid in change.uids:
+                self._loaded.pop(uid, None)
             if self._preparing is not None:
-                self._stale.update(changed)
+                self._stale.update(change.uids)
         elif change.kind == "uidvalidity":
             self.invalidated = True
         if self.wake is not None and self.has_updates():
