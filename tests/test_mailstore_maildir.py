@@ -683,3 +683,24 @@ def test_first_scan_lists_and_measures_outside_the_folder_lock(
     assert [m.filename for m in appended] == [f"cur/{n}" for n in names]
     assert held == [(True, True)] * 5
     assert len(listings) == 1
+
+
+def test_rescan_after_a_delivery_lists_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescan of an indexed folder just after a delivery (its directory's
+    mtime too recent to trust) lists the folder once, under the lock: a
+    listing made before the lock could not be reused then."""
+    root = tmp_path / "m"
+    inbox, _ = _settled_inbox(root)
+    _drop(root, "new", "9.other.host")
+    listings: list[str] = []
+    real_list = MaildirFolder._list
+
+    def counted(folder: MaildirFolder) -> dict[str, tuple[str, str]]:
+        listings.append(folder.path)
+        return real_list(folder)
+
+    monkeypatch.setattr(MaildirFolder, "_list", counted)
+    assert [m.filename for m in inbox.refresh()] == ["new/9.other.host"]
+    assert len(listings) == 1

@@ -105,6 +105,11 @@ class FolderScan(FolderBase):
         else:
             return
         stamp = self._dir_stat()  # taken before listing, as _scan_locked's
+        if stamp is None and known:
+            # Just changed (a delivery): the scan under the lock could not
+            # reuse this listing and would list again; the few new files
+            # are measured there.
+            return
         found = self._list()
         measured: dict[str, Measured] = {}
         path = self.path
