@@ -71,13 +71,13 @@ class Measured(list[bool | None]):
 @pytest.fixture
 def measured(monkeypatch: pytest.MonkeyPatch) -> Measured:
     calls = Measured()
-    real = folder_scan.measure_file
+    real = folder_scan.measure_named
 
     def watched(path: str, filename: str) -> Any:
         calls.append(calls.runner.in_thread if calls.runner is not None else None)
         return real(path, filename)
 
-    monkeypatch.setattr(folder_scan, "measure_file", watched)
+    monkeypatch.setattr(folder_scan, "measure_named", watched)
     return calls
 
 

@@ -582,3 +582,125 @@ def test_new_mail_is_numbered_in_arrival_order_across_microsecond_widths() -> No
 
     names = ["1700000000.M123456P1Q2.host", "1700000000.M99999P1Q1.host", "1699999999.M5P1Q9.h"]
     assert sorted(names, key=arrival_key) == [names[2], names[1], names[0]]
+
+
+def _unindexed_inbox(root: Path, names: list[str]) -> MaildirFolder:
+    """An INBOX whose cur/ holds ``names`` (MSG each), never opened by pymta,
+    its directories quiet long enough for their mtimes to be trusted."""
+    for sub in ("new", "cur", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        _drop(root, "cur", name)
+    for sub in ("new", "cur"):
+        os.utime(root / sub, (1000, 1000))
+    return _inbox(root)
+
+
+def test_first_scan_takes_sizes_from_names_without_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder's first scan opens no message whose name carries ``S=`` (the
+    real size) and ``W=``: RFC822.SIZE is the name's W=, INTERNALDATE the
+    file's mtime (one lstat). A name without them, or whose S= is not the
+    file's size, is read to count its lines."""
+    size = len(MSG)
+    root = tmp_path / "m"
+    inbox = _unindexed_inbox(
+        root,
+        [f"1.M1P1.h,S={size},W=999:2,S", "2.M1P1.h:2,", f"3.M1P1.h,S={size + 1},W=7:2,"],
+    )
+    os.utime(root / "cur" / f"1.M1P1.h,S={size},W=999:2,S", (5000, 5000))
+    opened: list[str] = []
+    real_open = os.open
+
+    def counted(path: str, *args: object, **kwargs: object) -> int:
+        if "/cur/" in str(path) or "/new/" in str(path):
+            opened.append(os.path.basename(str(path)))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counted)
+    inbox.refresh()
+    infos = inbox.messages()
+    real_size = size + MSG.count(b"\n")
+    assert [(m.uid, m.rfc822_size) for m in infos] == [(1, 999), (2, real_size), (3, real_size)]
+    assert infos[0].internal_date == 5000 and infos[0].flags == {"\\Seen"}
+    assert sorted(opened) == ["2.M1P1.h:2,", f"3.M1P1.h,S={size + 1},W=7:2,"]
+
+
+def test_first_scan_lists_and_measures_outside_the_folder_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first scan of a big unindexed folder lists and measures its
+    files without the folder's mutex or the index's flock (another thread
+    or process gets them meanwhile), then numbers them under the lock from
+    that same listing: the directories are listed once."""
+    import fcntl
+    import threading
+
+    from pymta.mailstore import folder_scan
+    from pymta.mailstore.index import LOCK_NAME
+
+    root = tmp_path / "m"
+    names = [f"{i}.M{i}P1.h,S={len(MSG)},W={len(MSG) + 3}:2," for i in range(1, 6)]
+    inbox = _unindexed_inbox(root, names)
+    held: list[tuple[bool, bool]] = []
+    real_measure = folder_scan.measure_named
+
+    def measure(path: str, filename: str) -> object:
+        got_mutex: list[bool] = []
+
+        def try_mutex() -> None:
+            got = inbox._mutex.acquire(timeout=5)
+            got_mutex.append(got)
+            if got:
+                inbox._mutex.release()
+
+        other = threading.Thread(target=try_mutex)
+        other.start()
+        other.join()
+        fd = os.open(str(root / LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            got_flock = True
+        except BlockingIOError:
+            got_flock = False
+        finally:
+            os.close(fd)
+        held.append((got_mutex[0], got_flock))
+        return real_measure(path, filename)
+
+    listings: list[str] = []
+    real_list = MaildirFolder._list
+
+    def counted(folder: MaildirFolder) -> dict[str, tuple[str, str]]:
+        listings.append(folder.path)
+        return real_list(folder)
+
+    monkeypatch.setattr(folder_scan, "measure_named", measure)
+    monkeypatch.setattr(MaildirFolder, "_list", counted)
+    appended = inbox.refresh()
+    assert [m.uid for m in appended] == [1, 2, 3, 4, 5]
+    assert [m.filename for m in appended] == [f"cur/{n}" for n in names]
+    assert held == [(True, True)] * 5
+    assert len(listings) == 1
+
+
+def test_rescan_after_a_delivery_lists_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescan of an indexed folder just after a delivery (its directory's
+    mtime too recent to trust) lists the folder once, under the lock: a
+    listing made before the lock could not be reused then."""
+    root = tmp_path / "m"
+    inbox, _ = _settled_inbox(root)
+    _drop(root, "new", "9.other.host")
+    listings: list[str] = []
+    real_list = MaildirFolder._list
+
+    def counted(folder: MaildirFolder) -> dict[str, tuple[str, str]]:
+        listings.append(folder.path)
+        return real_list(folder)
+
+    monkeypatch.setattr(MaildirFolder, "_list", counted)
+    assert [m.filename for m in inbox.refresh()] == ["new/9.other.host"]
+    assert len(listings) == 1

@@ -31,6 +31,7 @@ from twisted.python import threadable
 from pymta.maillog import maillog
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
+from pymta.mailstore.files import Measured
 from pymta.mailstore.index import (
     IndexChange,
     IndexConflict,
@@ -87,6 +88,11 @@ class FolderBase:
         self._mutex = threading.RLock()
         self._dir_stamp: tuple[int, int] | None = None
         self._keywords = KeywordLetters(path)
+        # A listing and the sizes of new files, made by a scan before it
+        # took the lock (pymta.mailstore.folder_scan): (stamp, files, sizes).
+        self._prepared: (
+            tuple[tuple[int, int] | None, dict[str, tuple[str, str]], dict[str, Measured]] | None
+        ) = None
 
     # -- attributes ------------------------------------------------------
 
@@ -115,6 +121,7 @@ class FolderBase:
             self._cache = MessageCache(path)
             self._keywords = KeywordLetters(path)
             self._dir_stamp = None
+            self._prepared = None
 
     # -- the lock and the index ----------------------------------------
 

@@ -8,6 +8,17 @@ changes, missing files as expunges). The folder's own renames need no
 listing (``_own_change``). The store's asynchronous API runs a scan in
 its threads (:mod:`pymta.mailstore.asyncstore`).
 
+As Dovecot's first SELECT, a scan reads directories, not messages: each
+file it has not seen is one ``lstat`` (its size and mtime, the
+INTERNALDATE), its RFC822.SIZE and flags taken from its name
+(``,S=``/``,W=``, ``:2,`` letters; a file whose name lacks them, or whose
+``S=`` is not its size, is read to count its lines). :meth:`refresh`
+lists and measures *before* it takes the folder's lock (the mutex and the
+index's ``flock``): under the lock it only numbers the files and writes
+the index, reusing that listing when the directories have not changed
+since, so deliveries, another process and other sessions wait for the
+index write, not for the scan of 100,000 files.
+
 Untrusted input: file names (dot files, odd characters and anything but a
 regular file are skipped) and their size hints. May write: the index.
 Logs nothing of its own.
@@ -21,7 +32,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from pymta.mailstore.files import (
-    measure_file,
+    Measured,
+    measure_named,
 )
 from pymta.mailstore.folder_base import (
     _NO_FLAGS,
@@ -60,16 +72,54 @@ class FolderScan(FolderBase):
             self._dir_stamp = self._dir_stat(raw=True)
 
     def _list(self) -> dict[str, tuple[str, str]]:
+        """``{base: (sub, name)}`` of the message files in new/ and cur/."""
         found: dict[str, tuple[str, str]] = {}
+        acceptable = is_acceptable_filename
         for sub in ("new", "cur"):
             try:
                 names = os.listdir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 continue
             for name in names:
-                if is_acceptable_filename(name):
-                    found[split_filename(name)[0]] = (sub, name)
+                if acceptable(name):
+                    found[name.partition(":")[0]] = (sub, name)
         return found
+
+    def _prepare_scan(self) -> None:
+        """List new/ and cur/ and measure the files the index does not know,
+        without the folder's lock (see the module doc); :meth:`_scan_locked`
+        takes what is still true of it. Nothing when the directories did
+        not change, or when the index must be read first (it exists but
+        was not loaded, or another process wrote it since: which files are
+        new is known only then)."""
+        index = self._index
+        if index.loaded:
+            if not index.is_current():
+                return  # another process wrote the index: it may say it all
+            current = self._dir_stat(raw=True)
+            if current in (self._dir_stamp, index.scan_stamp):
+                return
+            known = index.by_base  # looked up only: another thread may add
+        elif not index.exists():
+            known = {}  # never indexed: every file is new
+        else:
+            return
+        stamp = self._dir_stat()  # taken before listing, as _scan_locked's
+        if stamp is None and known:
+            # Just changed (a delivery): the scan under the lock could not
+            # reuse this listing and would list again; the few new files
+            # are measured there.
+            return
+        found = self._list()
+        measured: dict[str, Measured] = {}
+        path = self.path
+        for base, (sub, name) in found.items():
+            if base not in known:
+                filename = f"{sub}/{name}"
+                size = measure_named(path, filename)
+                if size is not None:
+                    measured[filename] = size
+        self._prepared = (stamp, found, measured)
 
     def _scan_locked(
         self, force: bool = False, preassigned: dict[str, int] | None = None
@@ -86,7 +136,17 @@ class FolderScan(FolderBase):
                 return []
         stamp = self._dir_stat()  # taken before listing: later changes show
         index = self._index
-        found = self._list()
+        prepared, self._prepared = self._prepared, None
+        measured: dict[str, Measured] = {}
+        if prepared is not None and prepared[0] is not None and prepared[0] == stamp:
+            # Listed (and measured) without the lock, and the directories
+            # have not changed since: that listing is this one.
+            found = dict(prepared[1])
+            measured = prepared[2]
+        else:
+            if prepared is not None:
+                measured = prepared[2]  # the sizes of files still named so hold
+            found = self._list()
         missing = [b for b in index.by_base if b not in found]
         if missing:
             # A message renamed (flags changed by another program) between
@@ -118,18 +178,46 @@ class FolderScan(FolderBase):
             updates.append(replace(info, filename=filename, recent=where[0] == "new"))
         added: list[MessageInfo] = []
         uid = index.uidnext
-        taken = set(index.records)
+        taken = set(index.records) if preassigned else ()
+        flags_of: dict[str, tuple[frozenset[str], frozenset[str]]] = {"": _NO_FLAGS}
+        kw_names = self._kw_names
+        path = self.path
         for sub, name in sorted(found.values(), key=lambda where: arrival_key(where[1])):
-            old_uid = (preassigned or {}).get(split_filename(name)[0])
-            fresh = old_uid is None or old_uid in taken or old_uid >= index.uidnext
-            new_uid = uid if fresh or old_uid is None else old_uid
-            made = self._describe(sub, name, new_uid, modseq + 1)
-            if made is not None:
-                modseq += 1
-                added.append(made)
-                taken.add(made.uid)
-                uid += 1 if fresh else 0
-        added.sort(key=lambda m: m.uid)  # messages() lists in UID order
+            new_uid = uid
+            fresh = True
+            if preassigned:
+                old_uid = preassigned.get(name.partition(":")[0])
+                fresh = old_uid is None or old_uid in taken or old_uid >= index.uidnext
+                if not fresh and old_uid is not None:
+                    new_uid = old_uid
+            filename = f"{sub}/{name}"
+            size = measured.get(filename) or measure_named(path, filename)
+            if size is None:
+                continue  # gone, or not a regular file
+            letters = split_filename(name)[1]
+            marks = flags_of.get(letters)
+            if marks is None:
+                marks = flags_of[letters] = letters_to_flags(letters, kw_names)
+            modseq += 1
+            added.append(
+                message_info(
+                    new_uid,
+                    size[0],
+                    size[1],
+                    size[2],
+                    marks[0],
+                    marks[1],
+                    modseq,
+                    filename,
+                    sub == "new",
+                )
+            )
+            if preassigned:
+                assert isinstance(taken, set)
+                taken.add(new_uid)
+            uid += 1 if fresh else 0
+        if preassigned:
+            added.sort(key=lambda m: m.uid)  # messages() lists in UID order
         index.put(updates + added, expunged, stamp)
         self._dir_stamp = stamp
         notices: list[FolderChange] = []
@@ -141,20 +229,8 @@ class FolderScan(FolderBase):
             notices.append(FolderChange("append", tuple(m.uid for m in added), modseq))
         return notices
 
-    def _describe(self, sub: str, name: str, uid: int, modseq: int) -> MessageInfo | None:
-        """Index entry for a file another program wrote (None if unusable)."""
-        filename = f"{sub}/{name}"
-        measured = measure_file(self.path, filename)
-        if measured is None:
-            return None
-        size, vsize, mtime = measured
-        letters = split_filename(name)[1]
-        flags, keywords = letters_to_flags(letters, self._kw_names) if letters else _NO_FLAGS
-        return message_info(
-            uid, size, vsize, mtime, flags, keywords, modseq, filename, sub == "new"
-        )
-
     def refresh(self) -> list[MessageInfo]:
+        self._prepare_scan()
         with self._locked() as notices:
             notices.extend(self._scan_locked())
             appended = sorted(u for n in notices if n.kind == "append" for u in n.uids)

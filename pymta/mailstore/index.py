@@ -71,6 +71,8 @@ _FLAG_LETTERS = {
     "\\Deleted": "T",
 }
 _LETTER_FLAGS = {v: k for k, v in _FLAG_LETTERS.items()}
+#: The letters of a set of system flags, as record_line writes them.
+_letters_of: dict[frozenset[str], str] = {}
 _SYSTEM = frozenset(_FLAG_LETTERS)
 _NO_KEYWORDS: frozenset[str] = frozenset()
 _GOOD_FILENAME = re.compile(r"(?:new|cur)/" + FILENAME_PATTERN + r"\Z")
@@ -491,11 +493,15 @@ class UidIndex:
 
     @staticmethod
     def record_line(info: MessageInfo) -> str:
-        flags = "".join(sorted(_FLAG_LETTERS[f] for f in info.flags if f in _FLAG_LETTERS))
+        flags = _letters_of.get(info.flags)
+        if flags is None:
+            flags = "".join(sorted(_FLAG_LETTERS[f] for f in info.flags if f in _FLAG_LETTERS))
+            if len(_letters_of) < 64:  # 32 combinations of the five letters
+                _letters_of[info.flags] = flags
+        keywords = " ".join(sorted(info.keywords)) if info.keywords else ""
         return (
             f"A\t{info.uid}\t{info.modseq}\t{info.filename}\t{info.size}\t"
-            f"{info.rfc822_size}\t{info.internal_date!r}\t{flags}\t"
-            f"{' '.join(sorted(info.keywords))}\n"
+            f"{info.rfc822_size}\t{info.internal_date!r}\t{flags}\t{keywords}\n"
         )
 
     def put(

@@ -252,12 +252,18 @@ def filename_sizes(base: str) -> tuple[int | None, int | None]:
     """The ``,S=`` (file size) and ``,W=`` (CRLF size) fields of a base name."""
     size: int | None = None
     vsize: int | None = None
-    for field in base.split(",")[1:]:
-        if field.startswith("S=") and field[2:].isdigit():
-            size = int(field[2:])
-        elif field.startswith("W=") and field[2:].isdigit():
-            vsize = int(field[2:])
+    if "=" not in base:
+        return size, vsize
+    for letter, digits in _SIZE_FIELD.findall(base):
+        if letter == "S":
+            size = int(digits)
+        else:
+            vsize = int(digits)
     return size, vsize
+
+
+#: A ``,S=<n>`` or ``,W=<n>`` field of a base name (the last one counts).
+_SIZE_FIELD = re.compile(r",([SW])=([0-9]+)(?=,|\Z)")
 
 
 def letters_to_flags(
