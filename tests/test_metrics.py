@@ -306,17 +306,20 @@ def test_the_counting_factory_stands_for_the_part_factory() -> None:
 
 
 def test_queue_sizes_count_queue_files_only(tmp_path: Path) -> None:
-    """Each queue directory counts the names that are queue ids (not a
-    file being written, ID.tmp); a missing directory is empty; maildrop is
+    """Each queue directory counts the names that are queue ids, and
+    incoming only the files marked ready (not one being written: mode 0600,
+    nor an older pymta's ID.tmp); a missing directory is empty; maildrop is
     reported only when it exists."""
     for queue, names in {
-        "incoming": ["4F2A9C0B1D", "4F2A9C0B1E.tmp"],
+        "incoming": ["4F2A9C0B1D", "4F2A9C0B1E.tmp", "4F2A9C0B1C"],
         "deferred": ["4F2A9C0B1F", "4F2A9C0B20", "4F2A9C0B21"],
         "hold": [],
     }.items():
         (tmp_path / queue).mkdir()
         for name in names:
             (tmp_path / queue / name).write_bytes(b"")
+            (tmp_path / queue / name).chmod(0o700)
+    (tmp_path / "incoming" / "4F2A9C0B1C").chmod(0o600)  # still being written
     registry = CollectorRegistry()
     registry.register(QueueCollector(str(tmp_path)))
     sizes = {

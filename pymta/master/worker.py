@@ -169,6 +169,10 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
         log.info("worker {slot} running", slot=args.slot)
 
     reactor.callWhenRunning(start)
+    # The worker owns its process, as twistd pymta does (pymta.gctune).
+    from pymta.gctune import tune
+
+    reactor.callWhenRunning(tune)
     reactor.addSystemEventTrigger("before", "shutdown", system.stopService)
     reactor.run()
     return 0

@@ -4,7 +4,9 @@ The queue on disk is the only state the parts share (DESIGN.md), so its
 size is read from there, as ``mailq`` and ``qshape`` do: the number of
 queue files in each of incoming, active, deferred, hold and corrupt, and
 the files in maildrop when that directory exists. Only names that are
-queue ids count (``incoming/ID.tmp`` being written does not).
+queue ids count, and in incoming only the files marked ready (a file
+being written does not: the owner's execute bit, pymta.queue.store), as
+the queue manager counts them.
 
 Collection lists directories, which is slow on a big queue: it runs where
 prometheus-client collects, in the web resource's thread
@@ -22,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from pymta.queue.interface import QUEUE_NAMES
 from pymta.queue.qid import is_queue_id
+from pymta.queue.store import is_ready
 
 MAILDROP = "maildrop"
 
@@ -32,9 +35,18 @@ def count_queue(directory: str, queue: str) -> int:
         with os.scandir(os.path.join(directory, queue)) as entries:
             if queue == MAILDROP:
                 return sum(1 for entry in entries if entry.is_file(follow_symlinks=False))
-            return sum(1 for entry in entries if is_queue_id(entry.name))
+            if queue != "incoming":
+                return sum(1 for entry in entries if is_queue_id(entry.name))
+            return sum(1 for entry in entries if is_queue_id(entry.name) and _ready(entry))
     except FileNotFoundError:
         return 0
+
+
+def _ready(entry: os.DirEntry[str]) -> bool:
+    try:
+        return is_ready(entry.stat(follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False  # moved to active/ meanwhile
 
 
 class QueueCollector(Collector):
