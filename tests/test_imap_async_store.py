@@ -200,17 +200,6 @@ def test_qresync_with_bad_parameters_selects_nothing(tmp_path: Path) -> None:
     assert s.lines("h FETCH 1 FLAGS")[-1] == b"h OK Fetch completed."
 
 
-def run_one(runner: QueuedRunner) -> None:
-    """Run the oldest job the store handed its threads."""
-    work, d = runner.jobs.pop(0)
-    runner.in_thread = True
-    try:
-        result = work()
-    finally:
-        runner.in_thread = False
-    d.callback(result)
-
-
 def test_a_fetch_that_waited_for_the_store_streams_before_later_commands(
     tmp_path: Path,
 ) -> None:
@@ -235,7 +224,7 @@ def test_a_fetch_that_waited_for_the_store_streams_before_later_commands(
     answered = b""
     done = b"g OK Capability completed."
     while runner.jobs:
-        run_one(runner)  # c, then the FETCH's reads, then d: one at a time
+        runner.run_one()  # c, then the FETCH's reads, then d: one at a time
         answered += s.read()
         tagged = [line for line in answered.split(b"\r\n") if line[:2] in (b"f ", b"g ")]
         assert tagged in ([], [b"f OK Fetch completed."], [b"f OK Fetch completed.", done])

@@ -39,19 +39,23 @@ class QueuedRunner:
         self.jobs.append((work, d))
         return d
 
+    def run_one(self) -> None:
+        """Run the oldest job (its Deferred fires on this thread, after)."""
+        work, d = self.jobs.pop(0)
+        self.in_thread = True
+        try:
+            result = work()
+        except Exception:
+            self.in_thread = False
+            d.errback()
+        else:
+            self.in_thread = False
+            d.callback(result)
+
     def run_all(self) -> int:
         ran = 0
         while self.jobs:
-            work, d = self.jobs.pop(0)
-            self.in_thread = True
-            try:
-                result = work()
-            except Exception:
-                self.in_thread = False
-                d.errback()
-            else:
-                self.in_thread = False
-                d.callback(result)
+            self.run_one()
             ran += 1
         return ran
 

@@ -123,20 +123,10 @@ def test_big_folder_is_scanned_in_batches_one_at_a_time(
     batches = 0
     while runner.jobs:
         assert len(runner.jobs) == 1
-        _run_one(runner)
+        runner.run_one()
         batches += 1
     assert batches == COUNT // 8
     assert s.read().split(b"\r\n")[:-1] == [expected_answer(), b"q OK Search completed."]
-
-
-def _run_one(runner: QueuedRunner) -> None:
-    work, d = runner.jobs.pop(0)
-    runner.in_thread = True
-    try:
-        result = work()
-    finally:
-        runner.in_thread = False
-    d.callback(result)
 
 
 def test_one_scan_per_user_others_wait_their_turn(tmp_path: Path) -> None:
@@ -151,7 +141,7 @@ def test_one_scan_per_user_others_wait_their_turn(tmp_path: Path) -> None:
     assert other.send("c SEARCH BODY needle") == b""
     assert len(runner.jobs) == 2  # alice's first scan and bob's
     assert world.factory.scan_gate.waiting("alice@example.org") == 1
-    _run_one(runner)  # alice's first
+    runner.run_one()  # alice's first
     assert first.read().endswith(b"a OK Search completed.\r\n")
     assert len(runner.jobs) == 2  # bob's, and now alice's second
     runner.run_all()

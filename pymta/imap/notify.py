@@ -92,7 +92,7 @@ from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import mailbox_out
-from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
+from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox, after_firing
 from pymta.mailstore.interface import (
     FolderChange,
     IFolder,
@@ -715,20 +715,9 @@ class Notifier:
         if self._checking is not None:
             waits.append(self._checking)
         done: Deferred[None] = Deferred()
-        gathered = defer.DeferredList([self._chained(w) for w in waits], consumeErrors=True)
+        gathered = defer.DeferredList([after_firing(w) for w in waits], consumeErrors=True)
         gathered.addBoth(lambda _: done.callback(None))
         return done
-
-    @staticmethod
-    def _chained(work: Deferred[Any]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-
-        def fire(result: object) -> object:
-            d.callback(None)
-            return result
-
-        work.addBoth(fire)
-        return d
 
     async def initial_status(self) -> list[bytes]:
         """SET STATUS: the STATUS of each watched non-selected mailbox."""

@@ -38,7 +38,7 @@ from twisted.internet.defer import Deferred
 
 from pymta.imap.sequence import SequenceSet, format_set
 from pymta.imap.wire import flag_list
-from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.asyncstore import IAsyncFolder, after_firing
 from pymta.mailstore.interface import (
     FolderChange,
     FolderStatus,
@@ -217,7 +217,7 @@ class SelectedView:
         time: a later call waits for it). When it was not at once, the
         session's wake (IDLE, NOTIFY) is called then."""
         if self._preparing is not None:
-            return _after(self._preparing)
+            return after_firing(self._preparing)
         wanted = self._unread()
         if not wanted:
             return None
@@ -232,7 +232,7 @@ class SelectedView:
                 self.wake()
 
         reading.addBoth(done)
-        return _after(reading)
+        return after_firing(reading)
 
     def _read(self, wanted: list[int]) -> Deferred[None]:
         self._stale.difference_update(wanted)
@@ -359,16 +359,3 @@ class SelectedView:
                     line += b" MODSEQ (%d)" % info.modseq
                 out.append(line + b")\r\n")
         return out
-
-
-def _after(work: Deferred[None]) -> Deferred[None]:
-    """A Deferred of its own that fires with None once ``work`` has fired
-    (several waiters share one read without changing its result)."""
-    d: Deferred[None] = Deferred()
-
-    def fire(result: object) -> object:
-        d.callback(None)
-        return result
-
-    work.addBoth(fire)
-    return d

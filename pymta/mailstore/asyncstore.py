@@ -345,7 +345,7 @@ class AsyncFolder:
             # One fill of this folder at a time: the next asks again once
             # it is done (what it read is then cached, not read twice).
             wanted = list(uids)
-            return _after(self._filling).addCallback(lambda _: self.prefetch_headers(wanted))
+            return after_firing(self._filling).addCallback(lambda _: self.prefetch_headers(wanted))
         filling = prefetch.fill(cache, uids, self._runner)
         if filling is None:
             return succeed(0)
@@ -510,9 +510,10 @@ def _undo(folder: IFolder, uids: list[int]) -> None:
             folder.expunge(uids)
 
 
-def _after(work: Deferred[Any]) -> Deferred[None]:
+def after_firing(work: Deferred[Any]) -> Deferred[None]:
     """Fires (with None, never failing) once ``work`` has its result;
-    ``work``'s own result is left to its callers."""
+    ``work``'s own result is left to its callers (several waiters share
+    one piece of work without changing its result)."""
     d: Deferred[None] = Deferred()
 
     def fire(result: object) -> object:
