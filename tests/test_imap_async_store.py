@@ -44,6 +44,18 @@ def held_world(tmp_path: Path, count: int = 3) -> tuple[World, Session, QueuedRu
     return world, s, runner
 
 
+def second_session(world: World, runner: QueuedRunner) -> Session:
+    """Another session of alice's, with INBOX selected."""
+    other = world.connect()
+    assert other.send("a LOGIN alice@example.org secret") == b""
+    runner.run_all()
+    other.read()
+    other.send("b SELECT INBOX")
+    runner.run_all()
+    assert b"b OK [READ-WRITE]" in other.read()
+    return other
+
+
 def test_store_waits_for_the_store_and_keeps_order(tmp_path: Path) -> None:
     """STORE of more than LIGHT_MAX messages runs in the store's thread, as
     one change: no answer, and a pipelined NOOP waits, until it is done;
@@ -161,13 +173,7 @@ def test_condstore_reads_wait_behind_the_folders_store_work(tmp_path: Path) -> N
     assert s.lines("e ENABLE QRESYNC") == [b"* ENABLED QRESYNC", b"e OK Enabled."]
     uidvalidity = world.mailbox().folder("INBOX").uidvalidity
     modseq = world.mailbox().folder("INBOX").highest_modseq
-    other = world.connect()
-    assert other.send("a LOGIN alice@example.org secret") == b""
-    runner.run_all()
-    other.read()
-    other.send("b SELECT INBOX")
-    runner.run_all()
-    assert b"b OK [READ-WRITE]" in other.read()
+    other = second_session(world, runner)
     last = LIGHT_MAX + 2
     assert other.send(f"c UID STORE 1:{last} +FLAGS.SILENT (\\Deleted)") == b""
     assert len(runner.jobs) == 1  # the other session's change, in the store's thread
@@ -210,13 +216,7 @@ def test_a_fetch_that_waited_for_the_store_streams_before_later_commands(
     EXPUNGE or FETCH) lands inside the FETCH (RFC 3501 7.4.1; imaptest's
     stress found both). Then the FETCH ends, then the next command."""
     world, s, runner = held_world(tmp_path, 2 * LIGHT_MAX + 2)
-    other = world.connect()
-    assert other.send("a LOGIN alice@example.org secret") == b""
-    runner.run_all()
-    other.read()
-    other.send("b SELECT INBOX")
-    runner.run_all()
-    other.read()
+    other = second_session(world, runner)
     half = LIGHT_MAX + 1
     assert other.send(f"c STORE 1:{half} +FLAGS.SILENT (\\Flagged)") == b""
     assert s.send(b"f FETCH 1:2 (BODY.PEEK[])\r\ng CAPABILITY\r\n") == b""  # waits behind c

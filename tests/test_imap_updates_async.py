@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 
 from pymta.imap.view import SelectedView
 from pymta.mailstore.asyncstore import IAsyncFolder
-from pymta.mailstore.interface import FlagMode, FolderChange
+from pymta.mailstore.interface import FlagMode, FolderChange, IFolder
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.memory import MemoryStore
 from tests.test_imap_harness import Session, World
@@ -178,10 +178,9 @@ def test_metadata_reads_the_mailbox_through_the_store(tmp_path: Path) -> None:
     assert answer == b"e NO [NONEXISTENT] Mailbox doesn't exist.\r\n"
 
 
-def test_append_heard_during_select_is_not_told_twice(tmp_path: Path) -> None:
-    """An append heard while SELECT read the folder (its UID already in the
-    view) is dropped by the next updates, next to a really new message
-    that is told: one EXISTS, for the new one only."""
+def memory_view() -> tuple[IFolder, SelectedView]:
+    """alice's INBOX in a memory store, one message, and a read-write view
+    of it opened (the memory store answers at once)."""
     store = MemoryStore(Clock())
     folder = store.open_user("alice", "alice").folder("INBOX")
     folder.append(MSG)
@@ -190,6 +189,14 @@ def test_append_heard_during_select_is_not_told_twice(tmp_path: Path) -> None:
     face.addCallback(lambda mailbox: mailbox.folder("INBOX")).addCallback(opened.append)
     view = SelectedView(folder, False, opened[0])
     ensureDeferred(view.open_async())
+    return folder, view
+
+
+def test_append_heard_during_select_is_not_told_twice(tmp_path: Path) -> None:
+    """An append heard while SELECT read the folder (its UID already in the
+    view) is dropped by the next updates, next to a really new message
+    that is told: one EXISTS, for the new one only."""
+    folder, view = memory_view()
     assert list(view.uids) == [1]
     view._on_change(FolderChange("append", (1,), folder.status().highest_modseq))
     folder.append(MSG)
@@ -247,14 +254,7 @@ def test_own_store_after_a_read_record_is_never_told_stale(tmp_path: Path) -> No
     not tell the record read before the STORE: its MODSEQ would go
     backwards (imaptest's stress: "MODSEQ dropped"). It is read again and
     told with the current flags and MODSEQ."""
-    store = MemoryStore(Clock())
-    folder = store.open_user("alice", "alice").folder("INBOX")
-    folder.append(MSG)
-    face = store.asynchronous().open_user("alice", "alice")
-    opened: list[IAsyncFolder] = []
-    face.addCallback(lambda mailbox: mailbox.folder("INBOX")).addCallback(opened.append)
-    view = SelectedView(folder, False, opened[0])
-    ensureDeferred(view.open_async())
+    folder, view = memory_view()
     folder.set_flags(1, ["\\Flagged"], FlagMode.ADD)  # another session's change
     assert view.prepare() is None  # read (the memory store answers at once)
     view.mute([1])
