@@ -24,29 +24,23 @@ from prometheus_client.registry import Collector
 
 from pymta.queue.interface import QUEUE_NAMES
 from pymta.queue.qid import is_queue_id
-from pymta.queue.store import is_ready
+from pymta.queue.store import ready_queue_files
 
 MAILDROP = "maildrop"
 
 
 def count_queue(directory: str, queue: str) -> int:
     """Queue files in ``directory/queue`` (0 when it does not exist)."""
+    path = os.path.join(directory, queue)
     try:
-        with os.scandir(os.path.join(directory, queue)) as entries:
+        if queue == "incoming":
+            return sum(1 for _ in ready_queue_files(path))
+        with os.scandir(path) as entries:
             if queue == MAILDROP:
                 return sum(1 for entry in entries if entry.is_file(follow_symlinks=False))
-            if queue != "incoming":
-                return sum(1 for entry in entries if is_queue_id(entry.name))
-            return sum(1 for entry in entries if is_queue_id(entry.name) and _ready(entry))
+            return sum(1 for entry in entries if is_queue_id(entry.name))
     except FileNotFoundError:
         return 0
-
-
-def _ready(entry: os.DirEntry[str]) -> bool:
-    try:
-        return is_ready(entry.stat(follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False  # moved to active/ meanwhile
 
 
 class QueueCollector(Collector):

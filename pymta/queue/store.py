@@ -48,7 +48,7 @@ import builtins
 import errno
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -97,6 +97,21 @@ ClaimNew = Callable[[str, int], bool]
 def is_ready(mode: int) -> bool:
     """Whether a queue file's st_mode says its writer finished it."""
     return bool(mode & stat.S_IXUSR)
+
+
+def ready_queue_files(directory: str) -> Iterator[str]:
+    """The queue ids in ``directory`` (incoming/) whose files are marked
+    ready: one stat each, as Postfix's qmgr checks the mode of what it
+    finds in incoming/ (see the module doc)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not is_queue_id(entry.name):
+                continue
+            try:
+                if is_ready(entry.stat(follow_symlinks=False).st_mode):
+                    yield entry.name
+            except FileNotFoundError:
+                continue  # moved to active/ meanwhile
 
 
 def _write_all(fd: int, buffers: Sequence[bytes]) -> None:
@@ -507,19 +522,7 @@ class FileQueueStore:
         directory = os.path.join(self.directory, queue)
         if queue != "incoming":
             return sorted(name for name in os.listdir(directory) if is_queue_id(name))
-        # Only ready files (see the module doc): one stat each, as Postfix's
-        # qmgr checks the mode of what it finds in incoming/.
-        ready = []
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if not is_queue_id(entry.name):
-                    continue
-                try:
-                    if is_ready(entry.stat(follow_symlinks=False).st_mode):
-                        ready.append(entry.name)
-                except FileNotFoundError:
-                    continue  # moved to active/ meanwhile
-        return sorted(ready)
+        return sorted(ready_queue_files(directory))
 
     def find(self, queue_id: str) -> str | None:
         for queue in QUEUE_NAMES:

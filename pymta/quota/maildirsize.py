@@ -129,27 +129,18 @@ def sync(maildir: str, limit: QuotaLimit, used_bytes: int, used_messages: int) -
     count tries again)."""
     path = os.path.join(maildir, FILENAME)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIZE + 1)
-            mtime = os.fstat(f.fileno()).st_mtime
+        found = _believed(path, limit)
     except FileNotFoundError:
-        data, mtime = b"", 0.0
+        found = None
     except OSError:
         return
-    found = parse(data) if data else None
     with contextlib.suppress(OSError):
-        if found is not None and _trusted(found, limit, mtime, time.time()):
+        if found is not None:
             more_bytes = used_bytes - found.used_bytes
             more_messages = used_messages - found.used_messages
             if not more_bytes and not more_messages:
                 return
-            change = b"%d %d\n" % (more_bytes, more_messages)
-            if found.length + len(change) < MAX_SIZE:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                try:
-                    os.write(fd, change)
-                finally:
-                    os.close(fd)
+            if _append(path, found, more_bytes, more_messages):
                 return
         write(maildir, limit, used_bytes, used_messages)
 
@@ -160,23 +151,36 @@ def add(maildir: str, limit: QuotaLimit, more_bytes: int, more_messages: int) ->
     the file is missing, damaged, stale or full (or cannot be written):
     the caller counts then, and :func:`sync` writes it anew."""
     path = os.path.join(maildir, FILENAME)
-    change = b"%d %d\n" % (more_bytes, more_messages)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIZE + 1)
-            mtime = os.fstat(f.fileno()).st_mtime
-        found = parse(data)
-        if found is None or not _trusted(found, limit, mtime, time.time()):
-            return False
-        if found.length + len(change) >= MAX_SIZE:
-            return False
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            os.write(fd, change)
-        finally:
-            os.close(fd)
+        found = _believed(path, limit)
+        return found is not None and _append(path, found, more_bytes, more_messages)
     except OSError:
         return False
+
+
+def _believed(path: str, limit: QuotaLimit) -> MaildirSize | None:
+    """The file at ``path`` when it is good and trusted for ``limit``, else
+    None; OSError (FileNotFoundError when there is none)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_SIZE + 1)
+        mtime = os.fstat(f.fileno()).st_mtime
+    found = parse(data) if data else None
+    if found is None or not _trusted(found, limit, mtime, time.time()):
+        return None
+    return found
+
+
+def _append(path: str, found: MaildirSize, more_bytes: int, more_messages: int) -> bool:
+    """One change line appended (O_APPEND) when the file stays under
+    MAX_SIZE; False when it would not (it is written anew then)."""
+    change = b"%d %d\n" % (more_bytes, more_messages)
+    if found.length + len(change) >= MAX_SIZE:
+        return False
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, change)
+    finally:
+        os.close(fd)
     return True
 
 
