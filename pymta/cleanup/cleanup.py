@@ -334,13 +334,6 @@ class Cleanup:
             if milters is not None:
                 milters.abort()
             return succeed(qid)  # DISCARD: accepted and dropped, as Postfix does
-        if (
-            spool is None
-            and milters is None
-            and self._mailauth is None
-            and not self._non_smtpd_applies(envelope)
-        ):
-            return self._enqueue_plain(qid, rewritten, message, message_id, verdict.hold)
         result: Deferred[str] = Deferred()
         outcome = MilterOutcome(message, hold=verdict.hold)
 
@@ -374,42 +367,23 @@ class Cleanup:
             rejected = failure.check(CleanupRejected)
             result.errback(failure if rejected else self._write_failed(failure, qid))
 
-        if spool is not None:
-            stored_first: Deferred[bytes | SpooledContent] = succeed(stored)
-            stored_first.addCallback(enqueue).addCallbacks(queued, failed)
+        if spool is not None or (
+            milters is None and self._mailauth is None and not self._non_smtpd_applies(envelope)
+        ):
+            # Nothing to ask before the queue (no milter, no mail
+            # authentication; a spooled message has neither): enqueued at
+            # once, the same steps in the same order without the chain of
+            # callbacks below (a few Deferreds per message on the reactor).
+            try:
+                enqueued = enqueue(stored)
+            except Exception:
+                enqueued = fail(Failure())
+            assert enqueued is not None  # nothing discarded it
+            enqueued.addCallbacks(queued, failed)
             return result
         asked = self._milter_step(qid, envelope, rewritten, message, milters)
         auth: Deferred[bytes] = succeed(message) if asked is None else asked.addCallback(miltered)
         auth.addCallback(authenticate).addCallback(enqueue).addCallbacks(queued, failed)
-        return result
-
-    def _enqueue_plain(
-        self, qid: str, rewritten: Envelope, message: bytes, message_id: str, hold: bool
-    ) -> Deferred[str]:
-        """_submit's common case, no milter and no mail authentication:
-        the same steps in the same order (durable, logged, the submitter
-        told, then the queue manager), without the chain of callbacks the
-        other cases need (a few Deferreds per message on the reactor)."""
-        result: Deferred[str] = Deferred()
-        try:
-            if hold:
-                stored = self._store.enqueue(rewritten, message, qid, queue="hold")
-            else:
-                stored = self._store.enqueue(rewritten, message, qid)
-        except Exception:
-            stored = fail(Failure())
-
-        def queued(_: object) -> None:
-            self._log_queued(qid, rewritten, message_id)
-            result.callback(qid)
-            if not hold:
-                self._notify(qid, rewritten)
-
-        def failed(failure: Failure) -> None:
-            rejected = failure.check(CleanupRejected)
-            result.errback(failure if rejected else self._write_failed(failure, qid))
-
-        stored.addCallbacks(queued, failed)
         return result
 
     def _prepare(
