@@ -8,7 +8,10 @@ and ``type:table`` entries are not supported yet: they are skipped with a
 warning naming them, so a start never silently trusts more than configured.
 
 The address tested comes from the network (the client's IP); a string that
-is not an IP address matches nothing. Nothing here writes.
+is not an IP address matches nothing. A list keeps its answers for the
+last few thousand addresses (smtpd asks several lists at every
+connection, nearly always about the same few clients; a list never
+changes after it is built). Nothing here writes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ __all__ = ["NetworkList", "is_loopback"]
 _log = Logger()
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Answers a NetworkList keeps (then it starts again: a bound, not an LRU).
+ANSWER_CACHE_SIZE = 4096
 
 
 def is_loopback(ip: str) -> bool:
@@ -66,6 +72,7 @@ class NetworkList:
 
     def __init__(self, entries: Iterable[str], parameter: str = "mynetworks") -> None:
         self._entries: list[tuple[bool, Network]] = []
+        self._answers: dict[str, bool] = {}
         self.skipped: list[str] = []
         for raw in entries:
             entry = raw.strip()
@@ -94,6 +101,15 @@ class NetworkList:
 
     def contains(self, ip: str) -> bool:
         """True when the first entry that matches ``ip`` is not negated."""
+        answer = self._answers.get(ip)
+        if answer is None:
+            answer = self._match(ip)
+            if len(self._answers) >= ANSWER_CACHE_SIZE:
+                self._answers.clear()
+            self._answers[ip] = answer
+        return answer
+
+    def _match(self, ip: str) -> bool:
         address = _client_address(ip)
         if address is None:
             return False

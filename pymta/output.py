@@ -1,5 +1,7 @@
 """Send a reply at once when the socket takes it (smtpd, pop3d and imapd),
-and acknowledge a partial command at once (imapd's literals).
+close a connection without waiting for a write event when nothing is left
+to send (smtpd), and acknowledge a partial command at once (imapd's
+literals).
 
 Twisted's ``transport.write`` always buffers: it registers the socket for
 write events (an ``epoll_ctl``), the reactor goes round once more to find it
@@ -17,6 +19,19 @@ buffered (the reply must not overtake earlier bytes). Anything else —
 ``StringTransport`` in tests, a TLS wrapper — gets ``transport.write``.
 Flow control is unchanged: what is left over is written with
 ``transport.write``, which pauses the producer when its buffer fills.
+
+:func:`lose_connection` is the same shortcut for the end of a session.
+Twisted's ``loseConnection`` always waits for a write event before it
+closes: it unregisters the socket for reading and registers it for
+writing (two ``epoll_ctl``), the reactor goes round to find it writable,
+finds nothing to send, and unregisters it (a third) before the close.
+When nothing is buffered — the last reply already went out by
+:func:`send` — the kernel holds every byte, and closing now sends them
+before the FIN as the write event would have: the socket is unregistered
+for reading at once and closed on the reactor's next turn (after the
+caller's handler has returned, so the protocol's ``connectionLost`` never
+runs inside it). Anything written meanwhile is flushed by Twisted first,
+as after ``loseConnection``.
 
 Twisted has no public "nothing buffered" test, so :func:`_nothing_buffered`
 reads the connection's private buffer state (``dataBuffer``,
@@ -43,7 +58,9 @@ import contextlib
 import socket
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.tcp import Connection
+from twisted.python.failure import Failure
 
 
 def send(transport: Any, data: bytes) -> None:
@@ -63,6 +80,44 @@ def send(transport: Any, data: bytes) -> None:
         # 0 (the socket is full) or an error: buffered as usual; the reactor
         # reports a lost connection on its next read.
     transport.write(data)
+
+
+def lose_connection(transport: Any) -> None:
+    """Close transport once what was written is sent: on the reactor's
+    next turn when a plain TCP connection holds nothing unsent (see the
+    module doc), else ``transport.loseConnection()``."""
+    if (
+        isinstance(transport, Connection)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.TLS
+        and transport.producer is None
+        and _nothing_buffered(transport)
+    ):
+        transport.stopReading()
+        # As loseConnection: no more reads, later writes are buffered and
+        # flushed before the close (send() takes the buffered path now).
+        transport.disconnecting = True
+        clock: Any = transport.reactor  # the reactor: IReactorTime too
+        clock.callLater(0, _close_now, transport)
+        return
+    transport.loseConnection()
+
+
+#: The reason a closed connection reports, shared as the reactor's own is.
+_DONE = Failure(ConnectionDone())
+
+
+def _close_now(connection: Connection) -> None:
+    """The second half of :func:`lose_connection`, a reactor turn later."""
+    if not connection.connected:
+        return  # lost meanwhile (a write failed): already closed
+    if not _nothing_buffered(connection):
+        # Written since: Twisted sends it, then closes (disconnecting is set).
+        connection.startWriting()
+        return
+    connection.stopWriting()
+    connection.connectionLost(_DONE)
 
 
 def _nothing_buffered(connection: Connection) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pymta import netmatch
 from pymta.config.errors import ConfigError
 from pymta.netmatch import NetworkList
 
@@ -47,3 +48,19 @@ def test_bad_entry_is_a_config_error_naming_the_parameter() -> None:
     with pytest.raises(ConfigError) as info:
         NetworkList(["300.1.2.3/8"])
     assert info.value.parameter == "mynetworks"
+
+
+def test_repeated_questions_get_the_same_answers_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list answers the same address the same way each time (kept
+    answers included, negations too), and keeps at most ANSWER_CACHE_SIZE
+    of them."""
+    monkeypatch.setattr(netmatch, "ANSWER_CACHE_SIZE", 3)
+    nets = NetworkList(["!10.0.0.5", "10.0.0.0/8"])
+    asked = [f"10.0.0.{n}" for n in range(10)] + ["192.0.2.1", "not-an-ip"]
+    first = [nets.contains(ip) for ip in asked]
+    assert first == [True] * 5 + [False] + [True] * 4 + [False, False]
+    assert [nets.contains(ip) for ip in asked] == first
+    assert [nets.contains(ip) for ip in reversed(asked)] == first[::-1]
+    assert len(nets._answers) <= 3

@@ -1,7 +1,9 @@
 """pymta.output.send: replies go straight to a plain TCP socket when
 nothing is buffered, otherwise through the transport's buffer, never out of
-order. Real sockets (a socketpair) under twisted.internet.tcp.Connection
-with a MemoryReactor: no reactor runs, nothing waits."""
+order; pymta.output.lose_connection closes without a write event when
+nothing is left to send. Real sockets (a socketpair) under
+twisted.internet.tcp.Connection with a MemoryReactorClock: no reactor
+runs, nothing waits."""
 
 from __future__ import annotations
 
@@ -9,19 +11,21 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.tcp import Connection
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 
-from pymta.output import quick_ack, send
+from pymta.output import lose_connection, quick_ack, send
 
 
 @pytest.fixture
-def pair() -> Iterator[tuple[Connection, socket.socket, MemoryReactor]]:
+def pair() -> Iterator[tuple[Connection, socket.socket, MemoryReactorClock]]:
     ours, theirs = socket.socketpair()
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     conn = Connection(ours, Protocol(), reactor)
     conn.connected = True
     theirs.settimeout(5)
@@ -37,7 +41,7 @@ def _drain(theirs: socket.socket, size: int) -> bytes:
     return data
 
 
-def test_direct_when_idle(pair: tuple[Connection, socket.socket, MemoryReactor]) -> None:
+def test_direct_when_idle(pair: tuple[Connection, socket.socket, MemoryReactorClock]) -> None:
     """With an empty buffer the reply is on the socket at once and the
     connection is never registered for write events. (This also fails when
     a Twisted upgrade renames the private buffer attributes send() reads:
@@ -49,7 +53,7 @@ def test_direct_when_idle(pair: tuple[Connection, socket.socket, MemoryReactor])
 
 
 def test_buffered_bytes_keep_their_place(
-    pair: tuple[Connection, socket.socket, MemoryReactor],
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
 ) -> None:
     """When earlier bytes wait in the buffer, a reply queues behind them."""
     conn, theirs, reactor = pair
@@ -61,7 +65,7 @@ def test_buffered_bytes_keep_their_place(
 
 
 def test_rest_of_a_big_reply_is_buffered(
-    pair: tuple[Connection, socket.socket, MemoryReactor],
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
 ) -> None:
     """What the socket does not take at once is buffered and follows in order."""
     conn, theirs, reactor = pair
@@ -76,7 +80,7 @@ def test_rest_of_a_big_reply_is_buffered(
 
 
 def test_tls_and_closing_take_the_buffer(
-    pair: tuple[Connection, socket.socket, MemoryReactor],
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
 ) -> None:
     """After STLS (TLS) or loseConnection, replies go through transport.write."""
     conn, _theirs, _reactor = pair
@@ -95,6 +99,84 @@ def test_other_transports_use_write() -> None:
     transport = StringTransport()
     send(transport, b"+OK\r\n")
     assert transport.value() == b"+OK\r\n"
+
+
+class _Lost(Protocol):
+    def __init__(self) -> None:
+        self.reasons: list[Failure] = []
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        assert reason is not None
+        self.reasons.append(reason)
+
+
+def _lose(
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
+) -> tuple[Connection, socket.socket, MemoryReactorClock, _Lost]:
+    conn, theirs, reactor = pair
+    protocol = _Lost()
+    conn.protocol = protocol
+    protocol.makeConnection(conn)
+    reactor.addReader(conn)
+    return conn, theirs, reactor, protocol
+
+
+def test_close_without_write_event_when_idle(
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
+) -> None:
+    """With the last reply sent, lose_connection stops reading at once,
+    never registers for write events, and closes on the next reactor turn
+    (not inside the caller): the peer gets the reply, then end of file,
+    and the protocol hears ConnectionDone once."""
+    conn, theirs, reactor, protocol = _lose(pair)
+    send(conn, b"221 2.0.0 Bye\r\n")
+    lose_connection(conn)
+    assert reactor.getReaders() == [] and reactor.getWriters() == []
+    assert protocol.reasons == []
+    reactor.advance(0)
+    assert [r.type for r in protocol.reasons] == [ConnectionDone]
+    assert not conn.connected
+    assert _drain(theirs, 15) == b"221 2.0.0 Bye\r\n"
+    assert theirs.recv(100) == b""
+    reactor.advance(0)
+    assert len(protocol.reasons) == 1
+
+
+def test_close_flushes_what_was_written_after(
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
+) -> None:
+    """Bytes written after lose_connection, before the close, are sent
+    first: the close waits for Twisted's write event, as loseConnection's."""
+    conn, theirs, reactor, protocol = _lose(pair)
+    lose_connection(conn)
+    send(conn, b"late\r\n")
+    reactor.advance(0)
+    assert protocol.reasons == []
+    assert reactor.getWriters() == [conn]
+    assert conn.doWrite() is not None  # Twisted's "done": the reactor closes it
+    assert _drain(theirs, 6) == b"late\r\n"
+
+
+def test_close_with_bytes_buffered_is_twisteds(
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
+) -> None:
+    """With bytes still buffered, lose_connection is Twisted's
+    loseConnection: write event, flush, then close."""
+    conn, theirs, reactor, _protocol = _lose(pair)
+    conn.write(b"first\r\n")
+    lose_connection(conn)
+    assert conn.disconnecting
+    assert reactor.getWriters() == [conn]
+    assert reactor.getDelayedCalls() == []
+    conn.doWrite()
+    assert _drain(theirs, 7) == b"first\r\n"
+
+
+def test_close_of_other_transports() -> None:
+    """A transport that is not a plain TCP connection gets loseConnection()."""
+    transport = StringTransport()
+    lose_connection(transport)
+    assert transport.disconnecting
 
 
 @pytest.fixture

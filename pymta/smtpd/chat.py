@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from pymta.maillog import maillog
-from pymta.output import send
+from pymta.output import lose_connection, send
 from pymta.smtpd.restrictions import Reject
 from pymta.smtpd.session import Session
 from pymta.smtpd.settings import SMTPServerSettings
@@ -119,7 +119,8 @@ class Chat:
         self.tarpit_active = False
         self.flush()
         if self.transport is not None:
-            self.transport.loseConnection()
+            # At once when the reply is out (pymta.output): no write event.
+            lose_connection(self.transport)
 
     def flush(self) -> None:
         if self.tarpit_active:
