@@ -71,13 +71,13 @@ class Measured(list[bool | None]):
 @pytest.fixture
 def measured(monkeypatch: pytest.MonkeyPatch) -> Measured:
     calls = Measured()
-    real = folder_scan.measure_named
+    real = folder_scan.measure_at
 
-    def watched(path: str, filename: str) -> Any:
+    def watched(dir_fd: int, path: str, sub: str, name: str) -> Any:
         calls.append(calls.runner.in_thread if calls.runner is not None else None)
-        return real(path, filename)
+        return real(dir_fd, path, sub, name)
 
-    monkeypatch.setattr(folder_scan, "measure_named", watched)
+    monkeypatch.setattr(folder_scan, "measure_at", watched)
     return calls
 
 

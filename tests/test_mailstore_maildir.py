@@ -644,9 +644,9 @@ def test_first_scan_lists_and_measures_outside_the_folder_lock(
     names = [f"{i}.M{i}P1.h,S={len(MSG)},W={len(MSG) + 3}:2," for i in range(1, 6)]
     inbox = _unindexed_inbox(root, names)
     held: list[tuple[bool, bool]] = []
-    real_measure = folder_scan.measure_named
+    real_measure = folder_scan.measure_at
 
-    def measure(path: str, filename: str) -> object:
+    def measure(dir_fd: int, path: str, sub: str, name: str) -> object:
         got_mutex: list[bool] = []
 
         def try_mutex() -> None:
@@ -667,7 +667,7 @@ def test_first_scan_lists_and_measures_outside_the_folder_lock(
         finally:
             os.close(fd)
         held.append((got_mutex[0], got_flock))
-        return real_measure(path, filename)
+        return real_measure(dir_fd, path, sub, name)
 
     listings: list[str] = []
     real_list = MaildirFolder._list
@@ -676,13 +676,108 @@ def test_first_scan_lists_and_measures_outside_the_folder_lock(
         listings.append(folder.path)
         return real_list(folder)
 
-    monkeypatch.setattr(folder_scan, "measure_named", measure)
+    monkeypatch.setattr(folder_scan, "measure_at", measure)
     monkeypatch.setattr(MaildirFolder, "_list", counted)
     appended = inbox.refresh()
     assert [m.uid for m in appended] == [1, 2, 3, 4, 5]
     assert [m.filename for m in appended] == [f"cur/{n}" for n in names]
     assert held == [(True, True)] * 5
     assert len(listings) == 1
+
+
+def test_first_scan_orders_new_files_outside_the_folder_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first scan puts the files it measured in arrival order before it
+    takes the folder's lock (only numbering them is left under the lock),
+    and numbers them in that order: ``<secs>.M<usecs>`` compared as numbers
+    (M99999 before M123456 of the same second), whichever directory holds
+    them."""
+    import fcntl
+    import threading
+
+    from pymta.mailstore import folder_scan
+    from pymta.mailstore.index import LOCK_NAME
+
+    root = tmp_path / "m"
+    names = [
+        f"7.M123456P1.h,S={len(MSG)},W={len(MSG) + 3}:2,",
+        f"7.M99999P1.h,S={len(MSG)},W={len(MSG) + 3}:2,S",
+        f"6.M5P1.h,S={len(MSG)},W={len(MSG) + 3}:2,",
+    ]
+    inbox = _unindexed_inbox(root, names)
+    _drop(root, "new", "8.M1P1.h")
+    for sub in ("new", "cur"):
+        os.utime(root / sub, (1000, 1000))
+    held: list[tuple[bool, bool]] = []
+    real_key = folder_scan.arrival_key
+
+    def key(name: str) -> tuple[int, int, str]:
+        got: list[bool] = []
+
+        def try_mutex() -> None:
+            ok = inbox._mutex.acquire(timeout=5)
+            got.append(ok)
+            if ok:
+                inbox._mutex.release()
+
+        other = threading.Thread(target=try_mutex)
+        other.start()
+        other.join()
+        fd = os.open(str(root / LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(fd)
+        held.append((got[0], free))
+        return real_key(name)
+
+    monkeypatch.setattr(folder_scan, "arrival_key", key)
+    appended = inbox.refresh()
+    assert [(m.uid, m.filename) for m in appended] == [
+        (1, f"cur/{names[2]}"),
+        (2, f"cur/{names[1]}"),
+        (3, f"cur/{names[0]}"),
+        (4, "new/8.M1P1.h"),
+    ]
+    assert [m.recent for m in appended] == [False, False, False, True]
+    assert appended[1].flags == {"\\Seen"}
+    assert held == [(True, True)] * 4
+
+
+def test_first_scan_image_is_what_the_file_says(tmp_path: Path) -> None:
+    """The records a first scan keeps in memory (flags, keywords from
+    dovecot-keywords letters, \\Recent for new/, sizes, dates) are exactly
+    what another process reading the index file gets."""
+    from pymta.mailstore.index import UidIndex
+
+    root = tmp_path / "m"
+    names = [
+        f"1.M1P1.h,S={len(MSG)},W={len(MSG) + 3}:2,FS",
+        f"2.M1P1.h,S={len(MSG)},W={len(MSG) + 3}:2,ab",
+        "3.M1P1.h:2,T",
+    ]
+    for sub in ("new", "cur", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "dovecot-keywords").write_text("0 $Junk\n1 work\n")
+    for name in names:
+        _drop(root, "cur", name)
+    _drop(root, "new", "4.M1P1.h")
+    for sub in ("new", "cur"):
+        os.utime(root / sub, (1000, 1000))
+    inbox = _inbox(root)
+    mine = {m.uid: m for m in inbox.messages()}
+    reader = UidIndex(str(root))
+    with reader.locked():
+        reader.sync()
+    assert reader.records == mine
+    assert reader.by_base == inbox._index.by_base
+    assert (reader.uidnext, reader.highest_modseq) == (inbox.uidnext, inbox.highest_modseq)
+    assert mine[2].keywords == {"$Junk", "work"} and mine[1].flags == {"\\Flagged", "\\Seen"}
+    assert [m.recent for m in mine.values()] == [False, False, False, True]
 
 
 def test_rescan_after_a_delivery_lists_once(

@@ -93,6 +93,22 @@ def test_filename_checks() -> None:
         assert not is_acceptable_filename(bad)
     assert filename_sizes("1.a.host,S=10,W=12") == (10, 12)
     assert filename_sizes("1.a.host,S=x") == (None, None)
+
+
+def test_filename_sizes_takes_the_last_field_of_each_letter() -> None:
+    """The common ``,S=<n>,W=<n>`` ending and every other order give the
+    same answer: the last ``,S=`` and ``,W=`` fields holding only ASCII
+    digits and ending at a comma or the end count; anything else is no
+    hint."""
+    assert filename_sizes("1.a.host,S=1,W=2,S=3") == (3, 2)
+    assert filename_sizes("1.a.host,S=1,S=4,W=5") == (4, 5)
+    assert filename_sizes("1.a.host,W=5,S=6") == (6, 5)
+    assert filename_sizes("1.a.host,S=7,W=8x") == (7, None)
+    assert filename_sizes("1.a.host,S=,W=9") == (None, 9)
+    assert filename_sizes("1.a.host,S=\u00b2,W=9") == (None, 9)  # a digit, not ASCII
+    assert filename_sizes("1.a.host,S=1x,W=2") == (None, 2)
+    assert filename_sizes("1.a.host,S=10,W=12,x") == (10, 12)
+    assert filename_sizes("1.a.host,XS=10,W=12") == (None, 12)
     assert rfc822_size(b"a\nb\r\nc\n") == 9
 
 

@@ -186,22 +186,25 @@ def measure_file(path: str, filename: str) -> Measured | None:
         os.close(fd)
 
 
-def measure_named(path: str, filename: str) -> Measured | None:
-    """:func:`measure_file` with one ``lstat`` and no open when the name
-    carries both sizes and ``S=`` is the real size (Dovecot's names, and
-    every name pymta and most delivery agents write): what a folder's
-    first scan does for each of its files. A symbolic link or anything but
-    a regular file is None, as with O_NOFOLLOW. Thread-safe."""
+def measure_at(dir_fd: int, path: str, sub: str, name: str) -> Measured | None:
+    """:func:`measure_file` of the entry ``name`` of the folder's ``sub``
+    directory (``new`` or ``cur``), open as ``dir_fd``, with one
+    ``fstatat`` (no path to walk) and no open when the name carries both
+    sizes and ``S=`` is the real size (Dovecot's names, and every name
+    pymta and most delivery agents write): what a folder's first scan
+    does for each of its files. A symbolic link or anything but a regular
+    file is None, as with O_NOFOLLOW. ``path`` is the folder's, for a name
+    without usable hints, whose file is read. Thread-safe."""
     try:
-        st = os.lstat(f"{path}/{filename}")
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    size, vsize_hint = filename_sizes(filename[4:].partition(":")[0])
+    size, vsize_hint = filename_sizes(name.partition(":")[0])
     if size == st.st_size and vsize_hint is not None:
         return size, vsize_hint, st.st_mtime
-    return measure_file(path, filename)
+    return measure_file(path, f"{sub}/{name}")
 
 
 @implementer(IFolderLock)

@@ -31,7 +31,6 @@ from twisted.python import threadable
 from pymta.maillog import maillog
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
-from pymta.mailstore.files import Measured
 from pymta.mailstore.index import (
     IndexChange,
     IndexConflict,
@@ -59,6 +58,10 @@ RECENT_WINDOW_FINE = 0.1
 RECENT_WINDOW_COARSE = 2.0
 
 _NO_FLAGS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+
+#: A file the index does not know yet, as a scan found and measured it:
+#: (sub, name, "sub/name", its ``:2,`` letters, size, RFC822 size, mtime).
+NewFile = tuple[str, str, str, str, int, int, float]
 _log = Logger()
 
 
@@ -88,10 +91,11 @@ class FolderBase:
         self._mutex = threading.RLock()
         self._dir_stamp: tuple[int, int] | None = None
         self._keywords = KeywordLetters(path)
-        # A listing and the sizes of new files, made by a scan before it
-        # took the lock (pymta.mailstore.folder_scan): (stamp, files, sizes).
+        # A listing and the files new to the index, measured and in arrival
+        # order, made by a scan before it took the lock
+        # (pymta.mailstore.folder_scan): (stamp, files, {base: new file}).
         self._prepared: (
-            tuple[tuple[int, int] | None, dict[str, tuple[str, str]], dict[str, Measured]] | None
+            tuple[tuple[int, int] | None, dict[str, tuple[str, str]], dict[str, NewFile]] | None
         ) = None
 
     # -- attributes ------------------------------------------------------

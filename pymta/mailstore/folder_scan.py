@@ -9,15 +9,17 @@ listing (``_own_change``). The store's asynchronous API runs a scan in
 its threads (:mod:`pymta.mailstore.asyncstore`).
 
 As Dovecot's first SELECT, a scan reads directories, not messages: each
-file it has not seen is one ``lstat`` (its size and mtime, the
-INTERNALDATE), its RFC822.SIZE and flags taken from its name
-(``,S=``/``,W=``, ``:2,`` letters; a file whose name lacks them, or whose
-``S=`` is not its size, is read to count its lines). :meth:`refresh`
-lists and measures *before* it takes the folder's lock (the mutex and the
-index's ``flock``): under the lock it only numbers the files and writes
-the index, reusing that listing when the directories have not changed
-since, so deliveries, another process and other sessions wait for the
-index write, not for the scan of 100,000 files.
+file it has not seen is one ``fstatat`` relative to its open directory
+(its size and mtime, the INTERNALDATE), its RFC822.SIZE and flags taken
+from its name (``,S=``/``,W=``, ``:2,`` letters; a file whose name lacks
+them, or whose ``S=`` is not its size, is read to count its lines).
+:meth:`refresh` lists, measures and puts the new files in arrival order
+*before* it takes the folder's lock (the mutex and the index's
+``flock``): under the lock it only numbers them (records and index lines
+made in one pass) and writes the index, reusing that listing when the
+directories have not changed since, so deliveries, another process and
+other sessions wait for the index write, not for the scan of 100,000
+files.
 
 Untrusted input: file names (dot files, odd characters and anything but a
 regular file are skipped) and their size hints. May write: the index.
@@ -28,27 +30,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import replace
+from operator import itemgetter
 
-from pymta.mailstore.files import (
-    Measured,
-    measure_named,
-)
-from pymta.mailstore.folder_base import (
-    _NO_FLAGS,
-    FolderBase,
-)
-from pymta.mailstore.index import (
-    message_info,
-)
+from pymta.mailstore.files import measure_at
+from pymta.mailstore.folder_base import FolderBase, NewFile
+from pymta.mailstore.index import message_info, record_fields
 from pymta.mailstore.interface import (
     FolderChange,
     MessageInfo,
 )
 from pymta.mailstore.names import (
+    acceptable_match,
     arrival_key,
-    is_acceptable_filename,
     letters_to_flags,
     split_filename,
 )
@@ -74,16 +69,61 @@ class FolderScan(FolderBase):
     def _list(self) -> dict[str, tuple[str, str]]:
         """``{base: (sub, name)}`` of the message files in new/ and cur/."""
         found: dict[str, tuple[str, str]] = {}
-        acceptable = is_acceptable_filename
         for sub in ("new", "cur"):
             try:
                 names = os.listdir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 continue
-            for name in names:
-                if acceptable(name):
-                    found[name.partition(":")[0]] = (sub, name)
+            for name in filter(acceptable_match, names):
+                found[name.partition(":")[0]] = (sub, name)
         return found
+
+    def _measure_new(
+        self,
+        found: dict[str, tuple[str, str]],
+        known: Container[str],
+        measured: dict[str, NewFile] | None = None,
+    ) -> dict[str, NewFile]:
+        """The files of ``found`` whose base is not ``known``, measured
+        (:func:`measure_at`: one ``fstatat`` each, unless ``measured`` has
+        the file under the same name), in arrival order; a file gone
+        meanwhile or not a regular file is left out."""
+        if not found:
+            return {}
+        measured = measured or {}
+        path = self.path
+        dir_fds: dict[str, int] = {}
+        keyed: list[tuple[tuple[int, int, str], str, NewFile]] = []
+        try:
+            for sub in ("new", "cur"):
+                with contextlib.suppress(FileNotFoundError):
+                    dir_fds[sub] = os.open(f"{path}/{sub}", os.O_RDONLY | os.O_DIRECTORY)
+            for base, (sub, name) in found.items():
+                if base in known:
+                    continue
+                known_file = measured.get(base)
+                if known_file is not None and known_file[1] == name and known_file[0] == sub:
+                    keyed.append((arrival_key(name), base, known_file))
+                    continue
+                dir_fd = dir_fds.get(sub)
+                size = None if dir_fd is None else measure_at(dir_fd, path, sub, name)
+                if size is None:
+                    continue  # gone, or not a regular file
+                _, sep, info = name.partition(":")
+                letters = info[2:] if sep and info.startswith("2,") else ""
+                keyed.append(
+                    (
+                        arrival_key(name),
+                        base,
+                        (sub, name, f"{sub}/{name}", letters, size[0], size[1], size[2]),
+                    )
+                )
+        finally:
+            for fd in dir_fds.values():
+                os.close(fd)
+        # Arrival order (keys are unique: each holds the file's name).
+        keyed.sort(key=itemgetter(0))
+        return {base: new for _, base, new in keyed}
 
     def _prepare_scan(self) -> None:
         """List new/ and cur/ and measure the files the index does not know,
@@ -93,6 +133,7 @@ class FolderScan(FolderBase):
         was not loaded, or another process wrote it since: which files are
         new is known only then)."""
         index = self._index
+        known: Container[str]
         if index.loaded:
             if not index.is_current():
                 return  # another process wrote the index: it may say it all
@@ -101,7 +142,7 @@ class FolderScan(FolderBase):
                 return
             known = index.by_base  # looked up only: another thread may add
         elif not index.exists():
-            known = {}  # never indexed: every file is new
+            known = ()  # never indexed: every file is new
         else:
             return
         stamp = self._dir_stat()  # taken before listing, as _scan_locked's
@@ -111,15 +152,7 @@ class FolderScan(FolderBase):
             # are measured there.
             return
         found = self._list()
-        measured: dict[str, Measured] = {}
-        path = self.path
-        for base, (sub, name) in found.items():
-            if base not in known:
-                filename = f"{sub}/{name}"
-                size = measure_named(path, filename)
-                if size is not None:
-                    measured[filename] = size
-        self._prepared = (stamp, found, measured)
+        self._prepared = (stamp, found, self._measure_new(found, known))
 
     def _scan_locked(
         self, force: bool = False, preassigned: dict[str, int] | None = None
@@ -137,12 +170,14 @@ class FolderScan(FolderBase):
         stamp = self._dir_stat()  # taken before listing: later changes show
         index = self._index
         prepared, self._prepared = self._prepared, None
-        measured: dict[str, Measured] = {}
+        measured: dict[str, NewFile] = {}
+        reused = False
         if prepared is not None and prepared[0] is not None and prepared[0] == stamp:
             # Listed (and measured) without the lock, and the directories
             # have not changed since: that listing is this one.
             found = dict(prepared[1])
             measured = prepared[2]
+            reused = True
         else:
             if prepared is not None:
                 measured = prepared[2]  # the sizes of files still named so hold
@@ -152,6 +187,7 @@ class FolderScan(FolderBase):
             # A message renamed (flags changed by another program) between
             # our two listdirs would look gone: look again before expunging.
             found.update(self._list())
+            reused = False
         self._load_keywords()
         modseq = index.highest_modseq
         updates: list[MessageInfo] = []
@@ -176,13 +212,23 @@ class FolderScan(FolderBase):
                 changed.append(uid)
                 info = replace(info, flags=flags, keywords=keywords, modseq=modseq)
             updates.append(replace(info, filename=filename, recent=where[0] == "new"))
+        new_files: Iterable[NewFile]
+        if reused and found.keys() == measured.keys():
+            # The common case, a folder's first scan: what is left of the
+            # listing is what was measured, already in arrival order.
+            new_files = measured.values()
+        else:
+            # Measured again only if renamed since (or never measured).
+            new_files = self._measure_new(found, (), measured).values()
+        lines = [index.record_line(i) for i in updates]
         added: list[MessageInfo] = []
         uid = index.uidnext
         taken = set(index.records) if preassigned else ()
-        flags_of: dict[str, tuple[frozenset[str], frozenset[str]]] = {"": _NO_FLAGS}
+        # Per distinct letters: (flags, keywords, the index line's fields).
+        marks_of: dict[str, tuple[frozenset[str], frozenset[str], str, str]] = {}
         kw_names = self._kw_names
-        path = self.path
-        for sub, name in sorted(found.values(), key=lambda where: arrival_key(where[1])):
+        make_info = message_info
+        for sub, name, filename, letters, size, rfc822, mtime in new_files:
             new_uid = uid
             fresh = True
             if preassigned:
@@ -190,35 +236,30 @@ class FolderScan(FolderBase):
                 fresh = old_uid is None or old_uid in taken or old_uid >= index.uidnext
                 if not fresh and old_uid is not None:
                     new_uid = old_uid
-            filename = f"{sub}/{name}"
-            size = measured.get(filename) or measure_named(path, filename)
-            if size is None:
-                continue  # gone, or not a regular file
-            letters = split_filename(name)[1]
-            marks = flags_of.get(letters)
-            if marks is None:
-                marks = flags_of[letters] = letters_to_flags(letters, kw_names)
-            modseq += 1
-            added.append(
-                message_info(
-                    new_uid,
-                    size[0],
-                    size[1],
-                    size[2],
-                    marks[0],
-                    marks[1],
-                    modseq,
-                    filename,
-                    sub == "new",
-                )
-            )
-            if preassigned:
                 assert isinstance(taken, set)
                 taken.add(new_uid)
-            uid += 1 if fresh else 0
+            marks = marks_of.get(letters)
+            if marks is None:
+                flags, keywords = letters_to_flags(letters, kw_names)
+                marks = marks_of[letters] = (flags, keywords, *record_fields(flags, keywords))
+            modseq += 1
+            added.append(
+                make_info(
+                    new_uid, size, rfc822, mtime, marks[0], marks[1], modseq, filename, sub == "new"
+                )
+            )
+            lines.append(
+                f"A\t{new_uid}\t{modseq}\t{filename}\t{size}\t{rfc822}\t{mtime!r}\t"
+                f"{marks[2]}\t{marks[3]}\n"
+            )
+            if fresh:
+                uid += 1
         if preassigned:
-            added.sort(key=lambda m: m.uid)  # messages() lists in UID order
-        index.put(updates + added, expunged, stamp)
+            # messages() lists in UID order
+            order = sorted(range(len(added)), key=lambda i: added[i].uid)
+            added = [added[i] for i in order]
+            lines = lines[: len(updates)] + [lines[len(updates) + i] for i in order]
+        index.put(updates + added, expunged, stamp, lines=lines)
         self._dir_stamp = stamp
         notices: list[FolderChange] = []
         if expunged:

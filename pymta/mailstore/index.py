@@ -424,16 +424,27 @@ class UidIndex:
         infos: list[MessageInfo],
         expunged: list[tuple[int, int]],
         scan_stamp: tuple[int, int] | None,
+        as_read: bool = False,
     ) -> None:
         """Update the image with records this process has just appended: the
-        same result as :meth:`_apply` of their lines, minus the parsing."""
+        same result as :meth:`_apply` of their lines, minus the parsing
+        (``as_read``: the records are already what the parsing would give)."""
         records = self.records
         by_base = self.by_base
         uidnext, highest = self.uidnext, self.highest_modseq
+        if as_read and infos and min(i.uid for i in infos) >= uidnext:
+            # Only new UIDs (a scan's new files): nothing to replace, so
+            # the dicts take them in bulk.
+            uids = [i.uid for i in infos]
+            records.update(zip(uids, infos, strict=True))
+            bases = [i.filename[4:].partition(":")[0] for i in infos]
+            by_base.update(zip(bases, uids, strict=True))
+            uidnext = max(uidnext, max(uids) + 1)
+            highest = max(highest, max(i.modseq for i in infos))
+            infos = []
         for info in infos:
             filename = info.filename
-            recent = filename[0] == "n"
-            if info.recent != recent or not info.flags <= _SYSTEM:
+            if not as_read and (info.recent != (filename[0] == "n") or not info.flags <= _SYSTEM):
                 # What a reader of the line gets: only the flags that have
                 # letters, and recent exactly while the file is in new/.
                 flags = info.flags & _SYSTEM
@@ -446,7 +457,7 @@ class UidIndex:
                     info.keywords,
                     info.modseq,
                     filename,
-                    recent,
+                    filename[0] == "n",
                 )
             uid = info.uid
             base = filename[4:].partition(":")[0]
@@ -493,12 +504,7 @@ class UidIndex:
 
     @staticmethod
     def record_line(info: MessageInfo) -> str:
-        flags = _letters_of.get(info.flags)
-        if flags is None:
-            flags = "".join(sorted(_FLAG_LETTERS[f] for f in info.flags if f in _FLAG_LETTERS))
-            if len(_letters_of) < 64:  # 32 combinations of the five letters
-                _letters_of[info.flags] = flags
-        keywords = " ".join(sorted(info.keywords)) if info.keywords else ""
+        flags, keywords = record_fields(info.flags, info.keywords)
         return (
             f"A\t{info.uid}\t{info.modseq}\t{info.filename}\t{info.size}\t"
             f"{info.rfc822_size}\t{info.internal_date!r}\t{flags}\t{keywords}\n"
@@ -510,6 +516,7 @@ class UidIndex:
         expunged: list[tuple[int, int]],
         scan_stamp: tuple[int, int] | None = None,
         strict: bool = False,
+        lines: list[str] | None = None,
     ) -> None:
         """Append records (lock held), update the image, and compact when
         dead lines have piled up. ``scan_stamp`` records the directories'
@@ -524,9 +531,16 @@ class UidIndex:
         When the file cannot be written (:data:`WRITE_ERRNOS`) the records
         are kept in memory and written by a later change (see the module
         docstring); with ``strict`` (a client's APPEND or COPY) nothing
-        changes and StoreNotWritable is raised instead."""
+        changes and StoreNotWritable is raised instead.
+
+        ``lines``, when given, are the records' lines already formatted
+        (:meth:`record_line` of each, in order), and the records exactly
+        what a reader of those lines gets (recent while in new/, only
+        system flags in ``flags``): a folder's scan formats them while it
+        numbers its new files."""
         new = [i for i in infos if i.uid >= self.uidnext]
-        lines = [self.record_line(i) for i in infos]
+        as_read = lines is not None
+        lines = [self.record_line(i) for i in infos] if lines is None else list(lines)
         lines += [f"X\t{uid}\t{modseq}\n" for uid, modseq in expunged]
         if scan_stamp is not None and scan_stamp != self.scan_stamp:
             lines.append(f"S\t{scan_stamp[0]}\t{scan_stamp[1]}\n")
@@ -547,11 +561,11 @@ class UidIndex:
             self.memory_uids.update((i.uid, i.filename[4:].partition(":")[0]) for i in new)
             self._pending_records.extend(infos)
             self._pending_expunged.extend(expunged)
-            self._apply_own(infos, expunged, scan_stamp)
+            self._apply_own(infos, expunged, scan_stamp, as_read)
             return
         # Apply our own records to the image as a reader of the lines would
         # (without parsing back what we just formatted).
-        self._apply_own(infos, expunged, scan_stamp)
+        self._apply_own(infos, expunged, scan_stamp, as_read)
         # Compact when dead lines reach half the live ones: loading stays
         # close to one line per message, and each line is rewritten O(1)
         # times on average.
@@ -656,6 +670,17 @@ class UidIndex:
         # Everything memory held is in the file now.
         self._drop_pending()
         self._only_in_memory = False
+
+
+def record_fields(flags: frozenset[str], keywords: frozenset[str]) -> tuple[str, str]:
+    """The flags and keywords fields of an ``A`` line: the letters of the
+    system flags, the keywords separated by spaces (both sorted)."""
+    letters = _letters_of.get(flags)
+    if letters is None:
+        letters = "".join(sorted(_FLAG_LETTERS[f] for f in flags if f in _FLAG_LETTERS))
+        if len(_letters_of) < 64:  # 32 combinations of the five letters
+            _letters_of[flags] = letters
+    return letters, " ".join(sorted(keywords)) if keywords else ""
 
 
 def base_of(filename: str) -> str:

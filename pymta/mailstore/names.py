@@ -248,12 +248,24 @@ def is_acceptable_filename(name: str) -> bool:
     return bool(_ACCEPTABLE_FILENAME.match(name))
 
 
+#: :func:`is_acceptable_filename` as the pattern's own match (truthy when
+#: acceptable): ``filter(acceptable_match, names)`` loops in C.
+acceptable_match = _ACCEPTABLE_FILENAME.match
+
+
 def filename_sizes(base: str) -> tuple[int | None, int | None]:
     """The ``,S=`` (file size) and ``,W=`` (CRLF size) fields of a base name."""
     size: int | None = None
     vsize: int | None = None
     if "=" not in base:
         return size, vsize
+    # The common name ends in ",S=<size>,W=<CRLF size>": those are the
+    # last fields of each letter, without a regular expression.
+    head, sep, tail = base.rpartition(",W=")
+    if sep and tail.isdigit() and tail.isascii():
+        _, sep, digits = head.rpartition(",S=")
+        if sep and digits.isdigit() and digits.isascii():
+            return int(digits), int(tail)
     for letter, digits in _SIZE_FIELD.findall(base):
         if letter == "S":
             size = int(digits)
