@@ -108,9 +108,9 @@ class IHeaderDigests(Interface):
     The store's own (the asynchronous API's ``header_digests`` asks it),
     not the servers'."""
 
-    def header_reader() -> Callable[[str], bytes | None]:
-        """A picklable function: ``read(filename)`` is the header block of
-        the message file the index names so, or None when gone."""
+    def header_reader() -> HeaderReader:
+        """A picklable reader of the folder's message files' header blocks
+        by the names the index gives (None when gone)."""
 
     def uncached_files(uids: Collection[int]) -> list[tuple[int, str, float]]:
         """(uid, filename, INTERNALDATE) of those of ``uids`` still there
@@ -130,17 +130,29 @@ class HeaderReader:
 
     path: str
 
-    def __call__(self, filename: str) -> bytes | None:
+    def __call__(self, filename: str, dir_fd: int | None = None) -> bytes | None:
+        """The header block of ``filename`` (relative to ``dir_fd``, the
+        folder's directory opened, when given), or None when it cannot be
+        read. One ``os.read`` for most: a file shorter than
+        :data:`FIRST_READ`, or whose blank line is in its first
+        :data:`FIRST_READ` bytes, needs no more. An empty read is taken
+        only from a regular file (a FIFO, opened O_NONBLOCK, reads empty
+        or fails at once), and a longer header is read on only from one
+        (an endless device would never end)."""
         try:
-            fd = os.open(f"{self.path}/{filename}", MESSAGE_OPEN_FLAGS)
+            if dir_fd is None:
+                fd = os.open(f"{self.path}/{filename}", MESSAGE_OPEN_FLAGS)
+            else:
+                fd = os.open(filename, MESSAGE_OPEN_FLAGS, dir_fd=dir_fd)
         except OSError:
             return None
         try:
-            # Regular files only (a FIFO or device left there is skipped).
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
             data = os.read(fd, FIRST_READ)
+            if not data and not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None  # a FIFO, not an empty message
             if len(data) == FIRST_READ and b"\n\n" not in data and b"\r\n\r\n" not in data:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
                 # A long header: read on to its blank line (or the end).
                 while chunk := os.read(fd, 65536):
                     seen = len(data) - 3
@@ -155,7 +167,7 @@ class HeaderReader:
 
 
 def digest_files(
-    reader: Callable[[str], bytes | None],
+    reader: HeaderReader,
     digest: HeaderDigest,
     batch: Sequence[tuple[int, str, float]],
 ) -> tuple[list[tuple[int, Any]], bytes]:
@@ -163,10 +175,19 @@ def digest_files(
     read from their files (one whose file could not be read is left out),
     and their line of the kept file (encoded here, not in the server)."""
     values: list[tuple[int, Any]] = []
-    for uid, filename, date in batch:
-        header = reader(filename)
-        if header is not None:
-            values.append((uid, digest(header, date)))
+    try:
+        # The folder's directory opened once: each file is then looked up
+        # in it alone, not along the whole path.
+        directory = os.open(reader.path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return values, b""  # the folder is gone (renamed, deleted)
+    try:
+        for uid, filename, date in batch:
+            header = reader(filename, directory)
+            if header is not None:
+                values.append((uid, digest(header, date)))
+    finally:
+        os.close(directory)
     return values, (_line(digest, values) if digest.name and values else b"")
 
 
@@ -240,15 +261,19 @@ async def digests(
         reader = files.header_reader()
         batches = deque(jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH))
 
-        async def lane() -> None:
+        async def lane(run: Runner) -> None:
             while batches and not stopped():
                 work = partial(digest_files, reader, digest, batches.popleft())
-                keep(*await workers(work))
+                keep(*await run(work))
 
-        # One batch in flight per worker process, each taking the next
-        # when done (they run nicer and may get little CPU when busy).
+        # One batch in flight per worker process, and one in the store's
+        # threads, each taking the next when done (the worker processes run
+        # nicer and may get little CPU on a busy machine).
+        lanes = [workers] * WORKER_LANES
+        if runner is not None and THREAD_LANE:
+            lanes.append(runner)
         await defer.gatherResults(
-            [defer.ensureDeferred(lane()) for _ in range(WORKER_LANES)], consumeErrors=True
+            [defer.ensureDeferred(lane(run)) for run in lanes], consumeErrors=True
         )
         # Files not read (renamed meanwhile) are read through the folder.
         wanted = [u for u in wanted if u not in out]
@@ -264,6 +289,8 @@ async def digests(
 
 #: Worker batches in flight at once (one per scan worker process).
 WORKER_LANES = 2
+#: Whether the store's threads take batches too.
+THREAD_LANE = True
 
 
 def _first_line(digest: HeaderDigest, uidvalidity: int) -> bytes:

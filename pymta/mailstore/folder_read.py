@@ -172,7 +172,7 @@ class FolderRead(FolderScan):
 
     # -- header digests off the reactor (digests.IHeaderDigests) ------------
 
-    def header_reader(self) -> Callable[[str], bytes | None]:
+    def header_reader(self) -> HeaderReader:
         return HeaderReader(self.path)
 
     def uncached_files(self, uids: Collection[int]) -> list[tuple[int, str, float]]:
