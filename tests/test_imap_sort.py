@@ -176,6 +176,13 @@ def test_big_sort_runs_in_slices(s: Session, monkeypatch: pytest.MonkeyPatch) ->
         ("=?utf-8?q?Re=3A_caf=C3=A9?=", "CAFÉ", True),
         ("lunch\t  at\r\n noon", "LUNCH AT NOON", False),
         ("", "", False),
+        # The short path for one leading Re:/Fw:/Fwd: agrees with the steps.
+        ("Re :  lunch  at noon ", "LUNCH AT NOON", True),
+        ("fwd:lunch", "LUNCH", True),
+        ("Re: a: b", "A: B", True),
+        ("Re: [list] lunch", "LUNCH", True),
+        ("Re:", "", True),
+        ("Rex: lunch", "REX: LUNCH", False),
     ],
 )
 def test_base_subject(subject: str, base: str, is_reply: bool) -> None:
@@ -272,6 +279,13 @@ def test_sort_header_fields_match_header_values() -> None:
     full = {k: v for k, v in header_values(header).items() if k in wanted}
     assert sort_header_fields(header) == full
     assert full["to"] == ["b@x", "second@x"] and full["subject"] == ["folded  subject line"]
+    other = (
+        b"CC: c@x\nmessage-id: <m@x>\nMessage-Id: <n@x>\nIN-REPLY-TO: <r@x>\r\n"
+        b"in-reply-to:\t<s@x>\nSubJect:\tx\x0c\xa0\n\n"
+    )
+    assert sort_header_fields(other) == {
+        k: v for k, v in header_values(other).items() if k in wanted
+    }
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, succeed
 from zope.interface import Interface
 
 from pymta.mailstore.files import MESSAGE_OPEN_FLAGS
@@ -247,13 +247,19 @@ async def digests(
         del kept
         wanted = [u for u in wanted if u not in out]
 
+    saves = DeferredLock()
+
     def keep(values: list[tuple[int, Any]], line: bytes | None = None) -> None:
         out.update(values)
         if kept_where is not None and values:
             if held is not None:
                 held.update(u for u, _ in values)
-            # Kept on disk for the next process (in a thread: nobody waits).
-            saving = off(partial(save, kept_where[0], kept_where[1], digest, values, line))
+            # Kept on disk for the next process, in a thread, one write
+            # after the other (a file made afresh is not made twice);
+            # nobody waits for it.
+            saving = saves.run(
+                off, partial(save, kept_where[0], kept_where[1], digest, values, line)
+            )
             saving.addErrback(lambda _: None)  # the file only saves work
 
     if workers is not None and len(wanted) >= AT_ONCE and not stopped():
