@@ -229,14 +229,11 @@ async def _read_keys(
     computed = await store.header_digests(
         need_header, sortcache.SORT_KEYS, s.scan_in_thread, lambda: s.lost
     )
-    for n, u in enumerate(need_header, 1):
-        keys = computed.get(u)
-        if keys is None:
-            lost.add(u)  # expunged meanwhile, or its file unreadable
-        else:
-            kept.keep(u, keys)
-        if n % SLICE == 0 and n < len(need_header):
+    for start in range(0, len(need_header), SLICE):
+        if start:
             await _next_turn(s)
+        # Those left out are gone: expunged meanwhile, or unreadable.
+        lost.update(kept.keep_many(computed, need_header[start : start + SLICE]))
 
 
 def _next_turn(s: IMAPSession) -> Deferred[None]:

@@ -78,6 +78,32 @@ class FolderKeys:
         # messages is kept once).
         self._strings: dict[str, str] = {}
 
+    def keep_many(self, computed: dict[int, HeaderKeys], uids: Sequence[int]) -> list[int]:
+        """Keep the header keys of those of ``uids`` in ``computed``; the
+        others are returned (gone)."""
+        same = self._strings.setdefault
+        headers = self.headers
+        missing: list[int] = []
+        for uid in uids:
+            keys = computed.get(uid)
+            if keys is None:
+                missing.append(uid)
+                continue
+            date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
+            headers[uid] = (
+                date,
+                same(subject, subject),
+                is_reply,
+                same(sender, sender),
+                same(to, to),
+                same(cc, cc),
+                same(dsender, dsender),
+                same(dto, dto),
+                message_id,
+                refs,
+            )
+        return missing
+
     def keep(self, uid: int, keys: HeaderKeys) -> None:
         """Keep a message's header keys."""
         same = self._strings.setdefault
