@@ -368,7 +368,7 @@ def test_keys_are_kept_on_disk_for_the_next_process(
     assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
     folder = s.proto.view.folder  # type: ignore[union-attr]
     stored = Path(folder.path) / "pymta-sortkeys"
-    assert stored.read_bytes().startswith(b"pymta-sortkeys 1 V%d\n" % folder.uidvalidity)
+    assert stored.read_bytes().startswith(b"pymta-sortkeys 2 V%d\n" % folder.uidvalidity)
 
     cls = type(folder)
     real = cls.header_bytes
@@ -385,7 +385,7 @@ def test_keys_are_kept_on_disk_for_the_next_process(
     assert read == []
 
     sortcache.clear()
-    stored.write_bytes(b"pymta-sortkeys 1 V%d\n[[1,2]]\n[]\n" % folder.uidvalidity)
+    stored.write_bytes(b"pymta-sortkeys 2 V%d\n[[1,2]]\n[]\n" % folder.uidvalidity)
     assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
     assert sorted(read) == [1, 2, 3, 4]
     kept = digests.load(folder.path, folder.uidvalidity, sortcache.SORT_KEYS, lambda: {1, 2, 3, 4})

@@ -311,13 +311,10 @@ class _SubjectDigest:
     def __call__(self, header: bytes, internal_date: float) -> tuple[str, int]:
         return _subject_digest(header, internal_date)
 
-    def encode(self, uid: int, value: tuple[str, int]) -> list[Any]:
-        return [uid, *value]
-
     def decode(self, item: Any) -> tuple[int, tuple[str, int]] | None:
-        if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int):
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int):
             return None
-        return item[0], (item[1], item[2])
+        return item[0], tuple(item[1])
 
 
 def _pickling_workers(jobs: list[Any]) -> Any:

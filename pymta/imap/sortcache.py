@@ -27,11 +27,12 @@ the headers where it likes and keeps the keys on disk (the Maildir store:
 ``pymta-sortkeys`` in the folder's directory, as Dovecot keeps them in its
 index files, :mod:`pymta.mailstore.digests`), so a restarted server or
 another process sorts a folder it never sorted without reading its
-messages. The kept records: a line ``pymta-sortkeys 1 V<uidvalidity>``,
-then lines each holding a JSON list of messages ``[uid, date, subject,
+messages. The kept records: a line ``pymta-sortkeys 2 V<uidvalidity>``,
+then lines each holding a JSON list of messages ``[uid, [date, subject,
 is_reply, from, to, cc, displayfrom, displayto, message_id,
-[references]]`` (ASCII, escaped). :func:`folder_keys` gives a folder's
-:class:`FolderKeys`, started afresh when the folder's UIDVALIDITY changed.
+[references]]]`` (ASCII, escaped; a file of version 1 is made again).
+:func:`folder_keys` gives a folder's :class:`FolderKeys`, started afresh
+when the folder's UIDVALIDITY changed.
 
 Bounded: at most :data:`MAX_ENTRIES` messages' keys in the process, over
 every folder; the folder sorted least recently is dropped whole first, and
@@ -201,7 +202,7 @@ def clear() -> None:
 
 
 FILENAME = "pymta-sortkeys"
-MAGIC = b"pymta-sortkeys 1"
+MAGIC = b"pymta-sortkeys 2"
 
 
 class SortKeysDigest:
@@ -215,9 +216,6 @@ class SortKeysDigest:
     def __call__(self, header: bytes, internal_date: float) -> HeaderKeys:
         return header_keys(sort_header_fields(header), internal_date)
 
-    def encode(self, uid: int, keys: HeaderKeys) -> list[Any]:
-        return [uid, *keys[:9], list(keys[9])]
-
     def decode(self, item: Any) -> tuple[int, HeaderKeys] | None:
         return _record(item)
 
@@ -227,10 +225,14 @@ SORT_KEYS = SortKeysDigest()
 
 
 def _record(item: Any) -> tuple[int, HeaderKeys] | None:
-    """(uid, header keys) of one stored message; None if it is not one."""
-    if not isinstance(item, list) or len(item) != 11:
+    """(uid, header keys) of one stored message (``[uid, [keys...]]``);
+    None if it is not one."""
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
         return None
-    uid, date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = item
+    uid, keys = item
+    if len(keys) != 10:
+        return None
+    date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
     if type(uid) is not int or type(date) is not int or type(is_reply) is not bool:
         return None
     if not all(type(v) is str for v in (subject, sender, to, cc, dsender, dto)):

@@ -175,6 +175,9 @@ _MONTHS = {
     m: i for i, m in enumerate(("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec").split(), 1)
 }
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
+#: Days from the epoch to the first of a month, by year and month name
+#: ("2023Nov"), as the dates of one folder come back to the same few.
+_MONTH_STARTS: dict[str, int] = {}
 
 
 def sent_date(date_value: str | None, internal_date: float) -> int:
@@ -185,9 +188,16 @@ def sent_date(date_value: str | None, internal_date: float) -> int:
         if plain is not None:
             # What parsedate_tz and mktime_tz give for it, a few times faster.
             day, month, year, hour, minute, second, sign, zh, zm = plain.groups()
-            days = date(int(year), _MONTHS[month], 1).toordinal() - _EPOCH_DAY + int(day) - 1
-            offset = int(zh) * 3600 + int(zm) * 60
+            first = _MONTH_STARTS.get(year + month)
+            if first is None:
+                first = date(int(year), _MONTHS[month], 1).toordinal() - _EPOCH_DAY
+                if len(_MONTH_STARTS) < 4096:
+                    _MONTH_STARTS[year + month] = first
+            days = first + int(day) - 1
             seconds = ((days * 24 + int(hour)) * 60 + int(minute)) * 60 + int(second)
+            if zh == "00" and zm == "00":
+                return seconds
+            offset = int(zh) * 3600 + int(zm) * 60
             return seconds + offset if sign == "-" else seconds - offset
         try:
             parsed = parsedate_tz(date_value)

@@ -16,7 +16,7 @@ For a folder of files (the Maildir store's, which provides the store's own
 
 1. the values kept in the folder's directory (file ``digest.name``; a line
    ``<digest.magic> V<uidvalidity>``, then lines each a JSON list of
-   ``digest.encode`` items) are read in the store's threads the first
+   ``[uid, value]`` items, tuples written as lists) are read in the store's threads the first
    time a folder is asked, and again when asked for values it holds (the
    caller dropped what it was given) (:func:`load`); a file of
    another UIDVALIDITY, too big, or one that does not parse is started
@@ -101,9 +101,6 @@ class HeaderDigest(Protocol):
         """The value of one message (pure: runs in a worker process; of
         built-in types only, tuples, strings, numbers, None, as
         :mod:`marshal` packs them)."""
-
-    def encode(self, uid: int, value: Any) -> Any:
-        """One message's value as JSON (a list beginning with the UID)."""
 
     def decode(self, item: Any) -> tuple[int, Any] | None:
         """(uid, value) of one JSON item read back; None if it is not one."""
@@ -385,7 +382,9 @@ def _parse(data: bytes, digest: HeaderDigest) -> dict[int, Any] | None:
 
 
 def _line(digest: HeaderDigest, records: Iterable[tuple[int, Any]]) -> bytes:
-    batch = [digest.encode(u, value) for u, value in records]
+    """One line of the kept file: the (uid, value) pairs as JSON lists,
+    as they are (no Python-level conversion: a third of the time)."""
+    batch = records if isinstance(records, list) else list(records)
     return json.dumps(batch, separators=(",", ":")).encode("ascii") + b"\n"
 
 
