@@ -257,7 +257,8 @@ async def digests(
 
     out: dict[int, Any] = {}
     wanted = list(uids)
-    kept_where = files.kept_file() if digest.name else None
+    # (The folder's index may be read: in the store's threads.)
+    kept_where = await off(files.kept_file) if digest.name else None
     held = kept_uids.get(digest.name)
     if kept_where is not None and (held is None or not held.isdisjoint(wanted)):
         directory, uidvalidity = kept_where
