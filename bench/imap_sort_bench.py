@@ -161,7 +161,7 @@ def run(
     imaplib.Commands.setdefault("SORT", ("SELECTED",))
     imaplib.Commands.setdefault("THREAD", ("SELECTED",))
     client = imaplib.IMAP4(LISTEN_HOST, port, timeout=3600)
-    client._mesg = lambda *a: None  # type: ignore[method-assign]
+    client._mesg = lambda *a: None  # type: ignore[attr-defined]
     client.login(USER, PASSWORD)
     times: dict[str, float] = {}
     answers: dict[str, bytes] = {}

@@ -16,7 +16,6 @@ from twisted.internet.task import Clock
 from pymta.imap import message_commands
 from pymta.imap.view import SelectedView
 from pymta.mailstore import folder_read, maildir_folder
-from pymta.mailstore.interface import IHeaderCache
 from pymta.mailstore.maildir import MaildirStore
 from pymta.mailstore.prefetch import PREFETCH_MIN
 from tests.test_imap_harness import Session, World
@@ -142,7 +141,7 @@ def test_cold_search_reads_headers_in_the_runner_and_answers_the_same(
     runner = QueuedRunner()
     s = logged_in(world)
     hold(world, runner)
-    assert len(IHeaderCache(view_of(s).folder).uncached_headers(view_of(s).uids)) == COUNT
+    assert len(view_of(s).folder.uncached_headers(view_of(s).uids)) == COUNT
 
     reply = s.send(b"q UID SEARCH SUBJECT needle\r\nn NOOP\r\n")
     assert reply == b""  # nothing answered yet, the NOOP waits its turn
@@ -197,7 +196,7 @@ def test_message_expunged_during_prefetch_is_skipped(
     assert lines[0] == b"* SEARCH " + b" ".join(b"%d" % n for n in NEEDLES[1:])
     assert lines[-1] == b"q OK Search completed."
     assert counted["sync"] == 0
-    assert IHeaderCache(folder).uncached_headers([gone]) == []
+    assert folder.uncached_headers([gone]) == []
 
 
 def test_few_uncached_headers_stay_synchronous(tmp_path: Path) -> None:
@@ -207,7 +206,7 @@ def test_few_uncached_headers_stay_synchronous(tmp_path: Path) -> None:
     runner = QueuedRunner()
     s = logged_in(world)
     hold(world, runner)
-    folder = IHeaderCache(view_of(s).folder)
+    folder: Any = view_of(s).folder  # the Maildir folder (its header cache)
     uids = view_of(s).uids
     folder.cache_headers(folder.read_headers(folder.uncached_headers(uids[: COUNT - 5])))
     assert len(folder.uncached_headers(uids)) == 5

@@ -176,6 +176,13 @@ def test_big_sort_runs_in_slices(s: Session, monkeypatch: pytest.MonkeyPatch) ->
         ("=?utf-8?q?Re=3A_caf=C3=A9?=", "CAFÉ", True),
         ("lunch\t  at\r\n noon", "LUNCH AT NOON", False),
         ("", "", False),
+        # The short path for one leading Re:/Fw:/Fwd: agrees with the steps.
+        ("Re :  lunch  at noon ", "LUNCH AT NOON", True),
+        ("fwd:lunch", "LUNCH", True),
+        ("Re: a: b", "A: B", True),
+        ("Re: [list] lunch", "LUNCH", True),
+        ("Re:", "", True),
+        ("Rex: lunch", "REX: LUNCH", False),
     ],
 )
 def test_base_subject(subject: str, base: str, is_reply: bool) -> None:
@@ -272,6 +279,13 @@ def test_sort_header_fields_match_header_values() -> None:
     full = {k: v for k, v in header_values(header).items() if k in wanted}
     assert sort_header_fields(header) == full
     assert full["to"] == ["b@x", "second@x"] and full["subject"] == ["folded  subject line"]
+    other = (
+        b"CC: c@x\nmessage-id: <m@x>\nMessage-Id: <n@x>\nIN-REPLY-TO: <r@x>\r\n"
+        b"in-reply-to:\t<s@x>\nSubJect:\tx\x0c\xa0\n\n"
+    )
+    assert sort_header_fields(other) == {
+        k: v for k, v in header_values(other).items() if k in wanted
+    }
 
 
 @pytest.mark.parametrize(
@@ -329,13 +343,14 @@ def test_sent_date_quick_path_agrees(value: str) -> None:
 def test_keys_are_kept_on_disk_for_the_next_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The header keys a SORT read are written to the folder's
-    pymta-sortkeys (in a worker thread); a new process (nothing kept in
+    """The header keys a SORT had the store read are written to the
+    folder's pymta-sortkeys by the store; a new process (nothing kept in
     memory) sorts and threads the folder without reading a header; a
     file that does not parse is not used, and is written again."""
     from twisted.internet.task import Clock
 
     from pymta.imap import sortcache
+    from pymta.mailstore import digests
     from pymta.mailstore.maildir import MaildirStore
     from tests.test_pop3_harness import sync_runner
 
@@ -353,7 +368,7 @@ def test_keys_are_kept_on_disk_for_the_next_process(
     assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
     folder = s.proto.view.folder  # type: ignore[union-attr]
     stored = Path(folder.path) / "pymta-sortkeys"
-    assert stored.read_bytes().startswith(b"pymta-sortkeys 1 V%d\n" % folder.uidvalidity)
+    assert stored.read_bytes().startswith(b"pymta-sortkeys 2 V%d\n" % folder.uidvalidity)
 
     cls = type(folder)
     real = cls.header_bytes
@@ -370,18 +385,20 @@ def test_keys_are_kept_on_disk_for_the_next_process(
     assert read == []
 
     sortcache.clear()
-    stored.write_bytes(b"pymta-sortkeys 1 V%d\n[[1,2]]\n[]\n" % folder.uidvalidity)
+    stored.write_bytes(b"pymta-sortkeys 2 V%d\n[[1,2]]\n[]\n" % folder.uidvalidity)
     assert sort(s, "SORT (FROM) UTF-8 ALL") == [b"* SORT 2 4 3 1"]
     assert sorted(read) == [1, 2, 3, 4]
-    assert len(sortcache.load_keys(folder.path, folder.uidvalidity, [1, 2, 3, 4])) == 4
+    kept = digests.load(folder.path, folder.uidvalidity, sortcache.SORT_KEYS, lambda: {1, 2, 3, 4})
+    assert len(kept) == 4
 
 
 def test_cold_keys_are_computed_in_the_scan_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keys of messages whose header is not cached are read from their
-    files and computed by the scan workers (here run at once), not from
-    the reactor's header reads; the answers are the same."""
+    """The store reads the keys of messages whose header is not cached
+    from their files in the scan workers the session hands it (here run
+    at once), in batches, not through the folder's header reads; the
+    answers are the same."""
     from twisted.internet.task import Clock
 
     from pymta.imap import sortcache
@@ -406,8 +423,10 @@ def test_cold_keys_are_computed_in_the_scan_workers(
     s.login()
     s.select()
     sortcache.clear()
-    monkeypatch.setattr(sort_module, "PREFETCH_MIN", 1)
-    monkeypatch.setattr(sort_module, "SLICE", 3)
+    from pymta.mailstore import digests
+
+    monkeypatch.setattr(digests, "AT_ONCE", 1)
+    monkeypatch.setattr(digests, "BATCH", 3)
     folder = s.proto.view.folder  # type: ignore[union-attr]
     cls = type(folder)
     monkeypatch.setattr(cls, "header_bytes", lambda self, uid: pytest.fail("read in the reactor"))
@@ -442,7 +461,11 @@ def test_message_keys_order_as_sort_does(s: Session, criteria: str) -> None:
         rows.extend(sorted_keys(keyed, keys, sort_order(keyed, keys)))
 
     fill_keys(s.proto, b"t", "SORT", found, sort_module.needs_header(keys), then)  # type: ignore[arg-type]
-    assert rows and [k for _, k in rows] == [message_keys(keys, view.folder, u) for u, _ in rows]
+    records = view.folder.messages()
+    joining: list[dict[int, tuple[object, ...]]] = []
+    message_keys(keys, view.store, records).addCallback(joining.append)
+    [values] = joining  # the memory store answers at once
+    assert rows and [k for _, k in rows] == [values[u] for u, _ in rows]
 
     def compare(a: tuple[int, tuple[object, ...]], b: tuple[int, tuple[object, ...]]) -> int:
         for x, y, key in zip(a[1], b[1], keys, strict=True):

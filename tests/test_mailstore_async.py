@@ -292,3 +292,123 @@ def test_maildir_prefetch_of_one_folder_runs_once_at_a_time(tmp_path: Path) -> N
     runner.run_all()
     assert (_now(first), _now(second)) == (count, 0)
     assert runner.jobs == []
+
+
+def _subject_digest(header: bytes, internal_date: float) -> tuple[str, int]:
+    """A header digest: the Subject line's value and the INTERNALDATE."""
+    for line in header.splitlines():
+        if line.lower().startswith(b"subject:"):
+            return line[8:].strip().decode(), int(internal_date)
+    return "", int(internal_date)
+
+
+class _SubjectDigest:
+    """A picklable header digest kept in ``pymta-test-digest``."""
+
+    name = "pymta-test-digest"
+    magic = b"pymta-test-digest 1"
+
+    def __call__(self, header: bytes, internal_date: float) -> tuple[str, int]:
+        return _subject_digest(header, internal_date)
+
+    def decode(self, item: Any) -> tuple[int, tuple[str, int]] | None:
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int):
+            return None
+        return item[0], tuple(item[1])
+
+
+def _pickling_workers(jobs: list[Any]) -> Any:
+    """A worker runner that pickles each job there and back (as a process
+    pool does) and runs it at once, counting the jobs."""
+    import pickle
+
+    from twisted.internet.defer import succeed
+
+    def run(work: Any) -> Deferred[Any]:
+        jobs.append(work)
+        return succeed(pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(work))())))
+
+    return run
+
+
+def test_async_header_digests(store: IMailStore, tmp_path: Path) -> None:
+    """header_digests gives digest(header block, INTERNALDATE) of each
+    present message by UID and leaves gone UIDs out, asked with few or
+    many messages, with and without worker processes."""
+    inbox = _search_folder(store, tmp_path, 80)
+    date = int(_now(inbox.get(7)).internal_date)
+    few = _now(inbox.header_digests([7, 3, 999], _SubjectDigest()))
+    assert few == {7: ("m7", date), 3: ("m3", date)}
+    jobs: list[Any] = []
+    many = _now(inbox.header_digests(range(1, 81), _SubjectDigest(), _pickling_workers(jobs)))
+    assert sorted(many) == list(range(1, 81))
+    assert all(many[u] == (f"m{u}", date) for u in many)
+    assert _now(inbox.header_digests([], _SubjectDigest())) == {}
+    stopped = _now(inbox.header_digests(range(1, 81), _SubjectDigest(), stopped=lambda: True))
+    assert set(stopped) <= set(range(1, 81))  # partial: the caller is gone
+
+
+def test_maildir_header_digests_read_files_in_the_workers_and_keep_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Maildir store reads uncached headers from their files in the
+    worker processes, in batches (never through the folder's own header
+    reads), keeps the values in the digest's file, and another store (a
+    restarted server) answers from that file without reading a message; a
+    damaged file is not used and is written again."""
+    from pymta.mailstore import digests
+
+    monkeypatch.setattr(digests, "BATCH", 16)
+    monkeypatch.setattr(digests, "AT_ONCE", 8)
+    clock = Clock()
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, 40)
+    store = MaildirStore(clock, hostname="test", fsync=False)
+    inbox = _now(_mailbox(store, tmp_path).folder("INBOX"))
+    real = maildir_folder.MaildirFolder.header_bytes
+    monkeypatch.setattr(
+        maildir_folder.MaildirFolder, "header_bytes", lambda *a: pytest.fail("read by the folder")
+    )
+    jobs: list[Any] = []
+    values = _now(inbox.header_digests(range(1, 41), _SubjectDigest(), _pickling_workers(jobs)))
+    assert len(values) == 40 and len(jobs) == 3  # 40 files in batches of 16
+    kept = tmp_path / "u" / "pymta-test-digest"
+    assert kept.read_bytes().startswith(b"pymta-test-digest 1 V")
+
+    again = MaildirStore(clock, hostname="test", fsync=False)
+    face = _now(_mailbox(again, tmp_path).folder("INBOX"))
+    jobs.clear()
+    assert _now(face.header_digests(range(1, 41), _SubjectDigest(), _pickling_workers(jobs))) == (
+        values
+    )
+    assert jobs == []
+
+    monkeypatch.setattr(maildir_folder.MaildirFolder, "header_bytes", real)
+    kept.write_bytes(kept.read_bytes().split(b"\n")[0] + b"\n[[1]]\n[]\n")
+    third = MaildirStore(clock, hostname="test", fsync=False)
+    face = _now(_mailbox(third, tmp_path).folder("INBOX"))
+    assert _now(face.header_digests(range(1, 41), _SubjectDigest())) == values
+    fourth = MaildirStore(clock, hostname="test", fsync=False)
+    face = _now(_mailbox(fourth, tmp_path).folder("INBOX"))
+    monkeypatch.setattr(
+        maildir_folder.MaildirFolder, "header_bytes", lambda *a: pytest.fail("read again")
+    )
+    assert _now(face.header_digests(range(1, 41), _SubjectDigest())) == values
+
+
+def test_maildir_header_digests_run_in_the_store_threads(tmp_path: Path) -> None:
+    """With threads, the Maildir store's header_digests answers only once
+    its threads have run (the kept file's read, the header reads): the
+    caller's thread never reads a file."""
+    runner = QueuedRunner()
+    clock = Clock()
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, 70)
+    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
+    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
+    runner.run_all()
+    got = _now(opened).folder("INBOX")
+    runner.run_all()
+    face = _now(got)
+    d = face.header_digests(range(1, 71), _SubjectDigest())
+    assert not d.called and runner.jobs
+    runner.run_all()
+    assert sorted(_now(d)) == list(range(1, 71))

@@ -65,12 +65,8 @@ from pymta.imap.results import ordered_set
 from pymta.imap.scan import SearchMatch
 from pymta.imap.search import Criteria
 from pymta.imap.sequence import format_set
-from pymta.mailstore.interface import (
-    FolderChange,
-    IFolder,
-    MailStoreError,
-    MessageInfo,
-)
+from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.interface import FolderChange, MessageInfo
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
@@ -95,7 +91,7 @@ class SortOrder:
     and the keys of one message (from pymta.imap.sort)."""
 
     reverse: tuple[bool, ...]
-    keys_of: Callable[[IFolder, int], tuple[Any, ...]]
+    keys_of: Callable[[IAsyncFolder, list[MessageInfo]], Deferred[dict[int, tuple[Any, ...]]]]
 
     def compare(self, a: tuple[tuple[Any, ...], int], b: tuple[tuple[Any, ...], int]) -> int:
         """(keys, UID) pairs in sort order; equal keys in UID (sequence)
@@ -308,6 +304,16 @@ class SearchContexts:
             )
             matched = {info.uid for _, info, _ in hit}
         present = {info.uid for _, info, _ in entries}
+        if context.order is not None:
+            # The keys of messages joining the SORT result, read now (the
+            # search has just had the store read their headers).
+            joining = [
+                info
+                for _, info, _ in entries
+                if info.uid in matched and info.uid not in context.keys
+            ]
+            if joining:
+                context.keys.update(await context.order.keys_of(store, joining))
         for u in uids:
             if u not in context.pending:
                 continue  # expunged meanwhile: its expunge tells
@@ -402,17 +408,10 @@ class SearchContexts:
         return out
 
     def _keyed(self, context: SearchContext, added: list[int]) -> list[int]:
-        """The sort keys of messages joining a SORT result (their header is
-        cached: the search has just read it); one gone meanwhile is left out."""
-        assert context.order is not None
-        out: list[int] = []
-        for u in added:
-            try:
-                context.keys[u] = context.order.keys_of(self.folder, u)
-            except MailStoreError:
-                continue
-            out.append(u)
-        return out
+        """Those of the messages joining a SORT result whose keys were read
+        when they were tested (:meth:`_retest`); one gone meanwhile is left
+        out."""
+        return [u for u in added if u in context.keys]
 
     def _changed(self, context: SearchContext, added: list[int], removed: list[int]) -> list[bytes]:
         assert context.result is not None

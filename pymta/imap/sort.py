@@ -14,33 +14,34 @@ result, ALL the result in sort order, and PARTIAL (RFC 9394) a window of
 it by position.
 
 :func:`fill_keys` gives the found messages with their keys: kept ones
-from :mod:`pymta.imap.sortcache`, the others read once, every header
-key of a message at a time (:func:`pymta.imap.sortkeys.header_keys`),
-uncached headers read into the header cache in a thread first, then
-:data:`SLICE` messages per reactor turn with their keys computed in a
-worker thread, so a SORT of 100,000 messages lets other sessions in
-between; THREAD (:mod:`pymta.imap.thread`) uses it too.
+from :mod:`pymta.imap.sortcache`, the others asked once of the mail
+store's asynchronous API, every header key of a message at a time
+(``get_many`` for the index keys, ``header_digests`` with
+:data:`pymta.imap.sortcache.SORT_KEYS` for the header keys: the store
+reads the headers where it likes, the Maildir store in the scan worker
+processes and its threads, and keeps the keys for the next process), so
+a SORT of 100,000 messages lets other sessions in between; THREAD
+(:mod:`pymta.imap.thread`) uses it too.
 :func:`sort_order` orders them: one stable sort per criterion, strings
 compared by their kept ranks; :func:`off_reactor` orders (or threads) a
 result of more than :data:`SLICE` messages in a worker thread. The order
 and the answer are kept for the same messages sorted the same way again.
 
 Untrusted input: the arguments (BAD on bad syntax, ``NO [BADCHARSET]`` for
-an unknown charset) and the messages' header fields. Reads the header cache
-and index; writes nothing but the session's saved result (SAVE); logs
-nothing itself.
+an unknown charset) and the messages' header fields. Reads through the
+store's asynchronous API; writes nothing but the session's saved result
+(SAVE); logs nothing itself.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from pymta.imap import context, sortcache, sortkeys
 from pymta.imap.message_commands import Found, find, search_failed
@@ -53,20 +54,14 @@ from pymta.imap.results import (
     partial_item,
 )
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
-from pymta.imap.sortkeys import sort_header_fields
-from pymta.mailstore.files import read_header_file
-from pymta.mailstore.interface import IFolder, IHeaderCache, MailStoreError
-from pymta.mailstore.prefetch import PREFETCH_MIN, prefetch_headers
+from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.interface import MessageInfo
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
 
 #: Messages whose header a SORT or THREAD reads per reactor turn.
 SLICE = 2048
-
-#: Batches of SLICE messages computed in the scan workers at once (one
-#: per worker process), besides one in a thread of this process.
-WORKER_BATCHES = 2
 
 #: The sort criteria (RFC 5256 3, RFC 5957 DISPLAYFROM/DISPLAYTO).
 CRITERIA = frozenset(
@@ -165,15 +160,14 @@ def fill_keys(
 ) -> Deferred[None] | None:
     """Call ``then`` with the found messages still there and their keys
     (index keys always, header keys when ``header``). Keys not kept yet
-    are read: uncached headers into the header cache in a thread first,
-    then :data:`SLICE` messages per reactor turn, their keys computed in a
-    worker thread when there are more than a slice. Returns None when
+    are asked of the store (see the module doc) and kept
+    :data:`SLICE` * 8 messages per reactor turn. Returns None when
     ``then`` ran at once, else a Deferred that fires after it; an
     unexpected error on the way is answered NO [SERVERBUG] (``command``
     names it in the log)."""
     assert s.view is not None
     view = s.view
-    kept = sortcache.folder_keys(view.folder, view.uids)
+    kept = sortcache.folder_keys(view.store, view.uidvalidity, view.uids)
     index, headers = kept.index, kept.headers
     need_header = [u for u in found.uids if u not in headers] if header else []
     if header:
@@ -213,143 +207,33 @@ async def _read_keys(
     lost: set[int],
 ) -> None:
     """Keep the index keys of ``need_index`` and the header keys of
-    ``need_header``; messages gone meanwhile go into ``lost``."""
+    ``need_header``, asked of the store's asynchronous API; messages gone
+    meanwhile go into ``lost``."""
     assert s.view is not None
-    folder = s.view.folder
-    for start in range(0, len(need_index), SLICE * 8):
+    store = s.view.store
+    if need_index:
+        records = await store.get_many(need_index)
+        for n, u in enumerate(need_index, 1):
+            info = records.get(u)
+            if info is None:
+                lost.add(u)  # expunged meanwhile by another program
+            else:
+                kept.index[u] = (int(info.internal_date), info.rfc822_size)
+            if n % (SLICE * 8) == 0 and n < len(need_index):
+                await _next_turn(s)
+    need_header = [u for u in need_header if u not in lost]
+    if not need_header or s.lost:
+        return
+    # The store reads the headers where it likes (its worker processes for
+    # files not read before, its threads for cached ones, its kept file).
+    computed = await store.header_digests(
+        need_header, sortcache.SORT_KEYS, s.scan_in_thread, lambda: s.lost
+    )
+    for start in range(0, len(need_header), SLICE):
         if start:
             await _next_turn(s)
-        for u in need_index[start : start + SLICE * 8]:
-            try:
-                info = folder.get(u)
-            except MailStoreError:
-                lost.add(u)  # expunged meanwhile by another program
-                continue
-            kept.index[u] = (int(info.internal_date), info.rfc822_size)
-    if not need_header:
-        return
-    directory = getattr(folder, "path", None)
-    if not isinstance(directory, str) or s.run_in_thread is None:
-        directory = None  # a store without files (or tests without threads)
-    elif not kept.loaded:
-        # The first sort of the folder in this process: the keys kept on
-        # disk by an earlier one.
-        kept.loaded = True
-        stored = await s.run_in_thread(
-            partial(sortcache.load_keys, directory, kept.uidvalidity, list(s.view.uids))
-        )
-        for n, (u, keys) in enumerate(stored.items(), 1):
-            if u not in kept.headers:
-                kept.keep(u, keys)
-            if n % (SLICE * 8) == 0:
-                await _next_turn(s)
-        need_header = [u for u in need_header if u not in kept.headers]
-        if not need_header:
-            return
-    if directory is not None and s.scan_in_thread is not None:
-        need_header = await _keys_in_workers(s, kept, directory, need_header)
-        if not need_header:
-            return
-    filling = prefetch_headers(folder, need_header, s.run_in_thread)
-    if filling is not None:
-        try:
-            await filling
-        except Exception:
-            # The cache is only a speed-up: a failed fill reads in the reactor.
-            s.log.failure("imap({user}): header prefetch", user=s.user)
-    in_thread = s.run_in_thread if len(need_header) > SLICE else None
-    for start in range(0, len(need_header), SLICE):
-        if start and in_thread is None:
-            await _next_turn(s)
-        if s.lost:
-            return
-        batch: list[tuple[int, bytes, int]] = []
-        for u in need_header[start : start + SLICE]:
-            index_keys = kept.index.get(u)
-            if index_keys is None:
-                lost.add(u)  # its index record was gone already
-                continue
-            try:
-                batch.append((u, folder.header_bytes(u), index_keys[0]))
-            except MailStoreError:
-                lost.add(u)  # expunged meanwhile by another program
-        work = partial(_header_keys_of, batch)
-        computed = await in_thread(work) if in_thread is not None else work()
-        for u, keys in computed:
-            kept.keep(u, keys)
-        if directory is not None and s.run_in_thread is not None:
-            # Kept on disk for the next process, in a thread; nobody waits.
-            saving = s.run_in_thread(
-                partial(sortcache.save_keys, directory, kept.uidvalidity, computed)
-            )
-            saving.addErrback(lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user))
-
-
-async def _keys_in_workers(
-    s: IMAPSession, kept: sortcache.FolderKeys, directory: str, need_header: list[int]
-) -> list[int]:
-    """Keep the header keys of those of ``need_header`` whose header is not
-    in the header cache, read from their files and computed in batches of
-    :data:`SLICE` by :data:`WORKER_BATCHES` scan worker processes
-    (:mod:`pymta.imap.scan`: their parsing holds no lock of this process)
-    and by a thread of this one, each taking the next batch when it is
-    done (worker processes run nicer and may get little CPU on a busy
-    machine); returns those still without keys (their header cached, or
-    their file renamed meanwhile)."""
-    assert s.view is not None and s.scan_in_thread is not None
-    folder = s.view.folder
-    if not IHeaderCache.providedBy(folder) or len(need_header) < PREFETCH_MIN:
-        return need_header
-    index = kept.index
-    jobs = [
-        (u, filename, index[u][0])
-        for u, filename in IHeaderCache(folder).uncached_headers(need_header)
-        if u in index
-    ]
-    batches = deque(jobs[i : i + SLICE] for i in range(0, len(jobs), SLICE))
-
-    async def lane(run: Callable[[Callable[[], Any]], Deferred[Any]]) -> None:
-        while batches and not s.lost:
-            computed = await run(partial(keys_from_files, directory, batches.popleft()))
-            for u, keys in computed:
-                kept.keep(u, keys)
-            if s.run_in_thread is not None:
-                saving = s.run_in_thread(
-                    partial(sortcache.save_keys, directory, kept.uidvalidity, computed)
-                )
-                saving.addErrback(
-                    lambda f: s.log.failure("imap({user}): sort keys", f, user=s.user)
-                )
-
-    runners = [s.scan_in_thread] * WORKER_BATCHES
-    if s.run_in_thread is not None:
-        runners.append(s.run_in_thread)
-    lanes = [defer.ensureDeferred(lane(run)) for run in runners]
-    await defer.gatherResults(lanes, consumeErrors=True)
-    return [u for u in need_header if u not in kept.headers]
-
-
-def keys_from_files(
-    directory: str, batch: list[tuple[int, str, int]]
-) -> list[tuple[int, sortkeys.HeaderKeys]]:
-    """(uid, header keys) of (uid, file name in ``directory``, INTERNALDATE),
-    each read from its message file; a file gone (expunged, or renamed by
-    a flag change) is left out. Runs in a scan worker process."""
-    out = []
-    for u, filename, date in batch:
-        block = read_header_file(f"{directory}/{filename}")
-        if block is not None:
-            out.append((u, sortkeys.header_keys(sort_header_fields(block), date)))
-    return out
-
-
-def _header_keys_of(
-    batch: list[tuple[int, bytes, int]],
-) -> list[tuple[int, sortkeys.HeaderKeys]]:
-    """(uid, header keys) of (uid, header block, INTERNALDATE) (pure: a
-    worker thread may run it)."""
-    fields, keys_of = sort_header_fields, sortkeys.header_keys
-    return [(u, keys_of(fields(block), date)) for u, block, date in batch]
+        # Those left out are gone: expunged meanwhile, or unreadable.
+        lost.update(kept.keep_many(computed, need_header[start : start + SLICE]))
 
 
 def _next_turn(s: IMAPSession) -> Deferred[None]:
@@ -404,18 +288,30 @@ def _column(keyed: Keyed, name: str) -> list[Any]:
     return keyed.kept.ranks(position, [k[position] for k in keyed.header_keys()])
 
 
-def message_keys(keys: Sequence[SortKey], folder: IFolder, u: int) -> tuple[Any, ...]:
-    """What each criterion compares for one message, as values (not
-    ranks): for a message joining an updating SORT (RFC 5267 CONTEXT=SORT),
-    compared with :func:`sorted_keys`' rows. MailStoreError when it is
-    gone."""
-    info = folder.get(u)
-    index = (int(info.internal_date), info.rfc822_size)
-    header = None
-    if needs_header(keys):
-        values = sort_header_fields(folder.header_bytes(u))
-        header = sortkeys.header_keys(values, index[0])
-    return tuple(_value(k.name, header, index) for k in keys)
+def message_keys(
+    keys: Sequence[SortKey], store: IAsyncFolder, records: Sequence[MessageInfo]
+) -> Deferred[dict[int, tuple[Any, ...]]]:
+    """What each criterion compares for each of these messages, as values
+    (not ranks), by UID: for messages joining an updating SORT (RFC 5267
+    CONTEXT=SORT), compared with :func:`sorted_keys`' rows. A message gone
+    meanwhile is left out."""
+    index = {m.uid: (int(m.internal_date), m.rfc822_size) for m in records}
+
+    def of(blocks: dict[int, bytes] | None) -> dict[int, tuple[Any, ...]]:
+        out: dict[int, tuple[Any, ...]] = {}
+        for u, at in index.items():
+            header = None
+            if blocks is not None:
+                block = blocks.get(u)
+                if block is None:
+                    continue  # gone
+                header = sortcache.SORT_KEYS(block, at[0])
+            out[u] = tuple(_value(k.name, header, at) for k in keys)
+        return out
+
+    if not needs_header(keys):
+        return succeed(of(None))
+    return store.headers(list(index)).addCallback(of)
 
 
 def sorted_keys(

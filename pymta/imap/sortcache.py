@@ -21,19 +21,18 @@ A client that sorts the same folder again (every view change of a mail
 client), from this session or another of the same process, is answered
 from memory without reading a header.
 
-The header keys are also kept on disk, in the folder's directory
-(``pymta-sortkeys``, as Dovecot keeps them in its index files), so a
-restarted server or another process sorts a folder it never sorted
-without reading its messages: :func:`load_keys` reads them (the first
-time a folder is sorted in a process), :func:`save_keys` appends the
-keys of each batch of messages read. Format: a line ``pymta-sortkeys 1
-V<uidvalidity>``, then lines each holding a JSON list of messages
-``[uid, date, subject, is_reply, from, to, cc, displayfrom, displayto,
-message_id, [references]]`` (ASCII, escaped). A file of another
-UIDVALIDITY, or one that does not parse, is started afresh; a torn last
-line (a crash while appending) is skipped; the keys of expunged messages
-are dropped when they make up half of it. :func:`folder_keys` gives a folder's
-:class:`FolderKeys`, started afresh when the folder's UIDVALIDITY changed.
+The header keys come from the mail store (:data:`SORT_KEYS`, a
+:class:`SortKeysDigest`, handed to its ``header_digests``), which reads
+the headers where it likes and keeps the keys on disk (the Maildir store:
+``pymta-sortkeys`` in the folder's directory, as Dovecot keeps them in its
+index files, :mod:`pymta.mailstore.digests`), so a restarted server or
+another process sorts a folder it never sorted without reading its
+messages. The kept records: a line ``pymta-sortkeys 2 V<uidvalidity>``,
+then lines each holding a JSON list of messages ``[uid, [date, subject,
+is_reply, from, to, cc, displayfrom, displayto, message_id,
+[references]]]`` (ASCII, escaped; a file of version 1 is made again).
+:func:`folder_keys` gives a folder's :class:`FolderKeys`, started afresh
+when the folder's UIDVALIDITY changed.
 
 Bounded: at most :data:`MAX_ENTRIES` messages' keys in the process, over
 every folder; the folder sorted least recently is dropped whole first, and
@@ -42,25 +41,21 @@ half of what it holds. At most :data:`MAX_RESULTS` answers per folder.
 
 Threads: keys are stored from the reactor thread; :meth:`FolderKeys.ranks`
 may run in a worker thread (it only reads the values it is given and
-replaces a whole table); :func:`load_keys` and :func:`save_keys` do
-blocking file I/O and run in worker threads. Untrusted input: the
-``pymta-sortkeys`` file (its owner may write anything: every record's
-shape and types are checked, a bad file is not used). Writes
-``pymta-sortkeys`` (owned like its directory when run as root); logs
-nothing.
+replaces a whole table); :data:`SORT_KEYS` runs in the store's worker
+processes and threads. Untrusted input: the kept records (their owner
+may write anything: every record's shape and types are checked by
+:meth:`SortKeysDigest.decode`, a bad file is not used). Writes nothing
+itself; logs nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import Any
 
-from pymta.imap.sortkeys import HeaderKeys
+from pymta.imap.sortkeys import HeaderKeys, header_keys, sort_header_fields
 
 #: Messages whose keys are kept in one process (a message's header keys
 #: take about 400 bytes: 100,000 messages about 40 MB).
@@ -75,8 +70,6 @@ class FolderKeys:
 
     def __init__(self, uidvalidity: int) -> None:
         self.uidvalidity = uidvalidity
-        #: Whether the keys kept on disk were looked for (once per process).
-        self.loaded = False
         self.headers: dict[int, HeaderKeys] = {}
         #: (INTERNALDATE in seconds, RFC822.SIZE) by UID.
         self.index: dict[int, tuple[int, int]] = {}
@@ -85,6 +78,32 @@ class FolderKeys:
         # One string object for equal values (a sender's address in 5,000
         # messages is kept once).
         self._strings: dict[str, str] = {}
+
+    def keep_many(self, computed: dict[int, HeaderKeys], uids: Sequence[int]) -> list[int]:
+        """Keep the header keys of those of ``uids`` in ``computed``; the
+        others are returned (gone)."""
+        same = self._strings.setdefault
+        headers = self.headers
+        missing: list[int] = []
+        for uid in uids:
+            keys = computed.get(uid)
+            if keys is None:
+                missing.append(uid)
+                continue
+            date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
+            headers[uid] = (
+                date,
+                same(subject, subject),
+                is_reply,
+                same(sender, sender),
+                same(to, to),
+                same(cc, cc),
+                same(dsender, dsender),
+                same(dto, dto),
+                message_id,
+                refs,
+            )
+        return missing
 
     def keep(self, uid: int, keys: HeaderKeys) -> None:
         """Keep a message's header keys."""
@@ -147,18 +166,19 @@ class FolderKeys:
 _folders: OrderedDict[int, tuple[weakref.ref[Any], FolderKeys]] = OrderedDict()
 
 
-def folder_keys(folder: Any, uids: Collection[int]) -> FolderKeys:
-    """The keys kept for ``folder`` (whose messages are now ``uids``),
-    marked as used most recently."""
+def folder_keys(folder: Any, uidvalidity: int, uids: Collection[int]) -> FolderKeys:
+    """The keys kept for ``folder`` (the store's folder object, one for
+    every session; whose messages are now ``uids``), marked as used most
+    recently."""
     key = id(folder)
     held = _folders.get(key)
     alive = held is not None and held[0]() is folder
-    if held is not None and alive and held[1].uidvalidity == folder.uidvalidity:
+    if held is not None and alive and held[1].uidvalidity == uidvalidity:
         _folders.move_to_end(key)
         keys = held[1]
         keys.forget_except(uids)
         return keys
-    keys = FolderKeys(folder.uidvalidity)
+    keys = FolderKeys(uidvalidity)
     _folders[key] = (weakref.ref(folder, lambda _: _folders.pop(key, None)), keys)
     _folders.move_to_end(key)
     return keys
@@ -182,72 +202,37 @@ def clear() -> None:
 
 
 FILENAME = "pymta-sortkeys"
-MAGIC = b"pymta-sortkeys 1"
-#: A bigger file is not read (made again instead): about 1.5 million messages.
-MAX_FILE = 512 << 20
+MAGIC = b"pymta-sortkeys 2"
 
 
-def _first_line(uidvalidity: int) -> bytes:
-    return MAGIC + b" V%d\n" % uidvalidity
+class SortKeysDigest:
+    """The header keys of a message as the store computes and keeps them
+    (:meth:`pymta.mailstore.asyncstore.IAsyncFolder.header_digests`): the
+    function a worker process runs, and the kept file's records."""
+
+    name = FILENAME
+    magic = MAGIC
+
+    def __call__(self, header: bytes, internal_date: float) -> HeaderKeys:
+        return header_keys(sort_header_fields(header), internal_date)
+
+    def decode(self, item: Any) -> tuple[int, HeaderKeys] | None:
+        return _record(item)
 
 
-def load_keys(directory: str, uidvalidity: int, live: Collection[int]) -> dict[int, HeaderKeys]:
-    """The header keys kept in ``directory`` for this UIDVALIDITY, of the
-    messages in ``live`` (blocking). Nothing when there is no file, or it
-    is of another UIDVALIDITY, too big or damaged. A file holding twice
-    as many messages as ``live`` is written again with only those."""
-    path = os.path.join(directory, FILENAME)
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > MAX_FILE:
-                return {}
-            if f.readline() != _first_line(uidvalidity):
-                return {}
-            data = f.read()
-    except OSError:
-        return {}
-    kept = _parse(data)
-    if kept is None:
-        # Damaged: gone, so that the next save starts it afresh.
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        return {}
-    total = len(kept)
-    wanted = set(live)
-    kept = {u: k for u, k in kept.items() if u in wanted}
-    if total > 2 * len(kept) + 1000:
-        with contextlib.suppress(OSError):
-            _write_anew(directory, uidvalidity, kept.items())
-    return kept
-
-
-def _parse(data: bytes) -> dict[int, HeaderKeys] | None:
-    """The messages of the lines after the first; None if one is damaged
-    (but for a torn last line)."""
-    kept: dict[int, HeaderKeys] = {}
-    lines = data.split(b"\n")
-    for n, line in enumerate(lines):
-        try:
-            batch = json.loads(line)
-        except ValueError:
-            if n == len(lines) - 1:
-                break  # a torn or empty last line
-            return None
-        if not isinstance(batch, list):
-            return None
-        for item in batch:
-            record = _record(item)
-            if record is None:
-                return None
-            kept[record[0]] = record[1]
-    return kept
+#: What SORT and THREAD ask the store for.
+SORT_KEYS = SortKeysDigest()
 
 
 def _record(item: Any) -> tuple[int, HeaderKeys] | None:
-    """(uid, header keys) of one stored message; None if it is not one."""
-    if not isinstance(item, list) or len(item) != 11:
+    """(uid, header keys) of one stored message (``[uid, [keys...]]``);
+    None if it is not one."""
+    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
         return None
-    uid, date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = item
+    uid, keys = item
+    if len(keys) != 10:
+        return None
+    date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
     if type(uid) is not int or type(date) is not int or type(is_reply) is not bool:
         return None
     if not all(type(v) is str for v in (subject, sender, to, cc, dsender, dto)):
@@ -257,51 +242,3 @@ def _record(item: Any) -> tuple[int, HeaderKeys] | None:
     if type(refs) is not list or not all(type(r) is str for r in refs):
         return None
     return uid, (date, subject, is_reply, sender, to, cc, dsender, dto, message_id, tuple(refs))
-
-
-def _line(records: Iterable[tuple[int, HeaderKeys]]) -> bytes:
-    batch = [[u, *keys[:9], list(keys[9])] for u, keys in records]
-    return json.dumps(batch, separators=(",", ":")).encode("ascii") + b"\n"
-
-
-def save_keys(directory: str, uidvalidity: int, records: list[tuple[int, HeaderKeys]]) -> None:
-    """Append the header keys of ``records`` to ``directory``'s file
-    (blocking; one write): started afresh when missing or of another
-    UIDVALIDITY. Errors are ignored (the file only saves work)."""
-    if not records:
-        return
-    path = os.path.join(directory, FILENAME)
-    with contextlib.suppress(OSError):
-        try:
-            with open(path, "rb") as f:
-                current = f.readline() == _first_line(uidvalidity)
-        except FileNotFoundError:
-            current = False
-        if not current:
-            _write_anew(directory, uidvalidity, records)
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-        try:
-            os.write(fd, _line(records))
-        finally:
-            os.close(fd)
-
-
-def _write_anew(
-    directory: str, uidvalidity: int, records: Iterable[tuple[int, HeaderKeys]]
-) -> None:
-    """The file with only ``records`` (a temporary file renamed over it)."""
-    path = os.path.join(directory, FILENAME)
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if os.geteuid() == 0:
-                owner = os.stat(directory)
-                os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
-            f.write(_first_line(uidvalidity) + _line(records))
-        os.rename(temp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise

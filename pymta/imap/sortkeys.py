@@ -48,6 +48,8 @@ _SIMPLE_ADDRESS = re.compile(
     r'\s*(?:"([^"\\]*)"|([^"<>()@,;:\\\[\]]*?))\s*<([^<>()@,;:"\s]+)@([^<>()@,;:"\s]*)>\s*'
     r'|\s*()()([^<>()@,;:"\s]+)@([^<>()@,;:"\s]+)\s*'
 )
+#: A leading subj-refwd without blobs, before white space is collapsed.
+_PLAIN_REPLY = re.compile(r"[ \t\r\n]*(?:re|fwd?)[ \t\r\n]*:", re.IGNORECASE)
 _MSG_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
 
 
@@ -64,16 +66,39 @@ def sort_header_fields(header: bytes) -> dict[str, list[str]]:
     lower-case name, as :func:`pymta.imap.structure.header_values` gives
     them, without parsing the other fields."""
     out: dict[str, list[str]] = {}
-    for m in _FIELDS.finditer(header):
-        text = m.group(2).decode("latin-1").replace("\r", "").replace("\n", "").strip()
-        out.setdefault(m.group(1).decode("ascii").lower(), []).append(text)
+    names = _FIELD_NAMES
+    for name, value in _FIELDS.findall(header):
+        text = value.decode("latin-1")
+        if "\n" in text or "\r" in text:
+            text = text.replace("\r", "").replace("\n", "")
+        key = names.get(name)
+        if key is None:
+            key = name.decode("ascii").lower()
+        values = out.get(key)
+        if values is None:
+            out[key] = [text.strip()]
+        else:
+            values.append(text.strip())
     return out
+
+
+#: The usual spellings of the field names (others are lower-cased).
+_FIELD_NAMES = {
+    name.encode("ascii"): name.lower()
+    for name in (
+        *("Date", "Subject", "From", "To", "Cc", "CC", "Message-ID", "Message-Id"),
+        *("References", "In-Reply-To", "date", "subject", "from", "to", "cc"),
+        *("message-id", "references", "in-reply-to"),
+    )
+}
 
 
 def header_text(value: str) -> str:
     """A header value (its bytes as latin-1 characters, as
     :func:`pymta.imap.structure.header_values` gives them) as text: raw
     UTF-8 taken as UTF-8, RFC 2047 encoded words decoded."""
+    if value.isascii() and "=?" not in value:
+        return value  # nothing to decode (most values)
     try:
         text = value.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
@@ -89,10 +114,16 @@ def header_text(value: str) -> str:
 def base_subject(value: str) -> tuple[str, bool]:
     """The base subject of a Subject value (RFC 5256 2.1), upper-cased,
     and whether a reply or forward marker was removed from it."""
-    if value.isascii() and not _MARKERS.search(value):
-        # Nothing to decode and no marker to remove (most subjects of a
-        # big folder): only white space to collapse.
-        return _WSP.sub(" ", value).strip(" ").upper(), False
+    if value.isascii():
+        if not _MARKERS.search(value):
+            # Nothing to decode and no marker to remove (most subjects of a
+            # big folder): only white space to collapse.
+            return _WSP.sub(" ", value).strip(" ").upper(), False
+        reply = _PLAIN_REPLY.match(value)
+        if reply is not None and not _MARKERS.search(value, reply.end()):
+            # One "Re:" (or "Fw:", "Fwd:") and nothing else to remove: what
+            # the steps below give, without them.
+            return _WSP.sub(" ", value[reply.end() :]).strip(" ").upper(), True
     subject = _WSP.sub(" ", header_text(value)).strip(" ")
     is_reply = False
     while True:
@@ -144,6 +175,9 @@ _MONTHS = {
     m: i for i, m in enumerate(("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec").split(), 1)
 }
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
+#: Days from the epoch to the first of a month, by year and month name
+#: ("2023Nov"), as the dates of one folder come back to the same few.
+_MONTH_STARTS: dict[str, int] = {}
 
 
 def sent_date(date_value: str | None, internal_date: float) -> int:
@@ -154,9 +188,16 @@ def sent_date(date_value: str | None, internal_date: float) -> int:
         if plain is not None:
             # What parsedate_tz and mktime_tz give for it, a few times faster.
             day, month, year, hour, minute, second, sign, zh, zm = plain.groups()
-            days = date(int(year), _MONTHS[month], 1).toordinal() - _EPOCH_DAY + int(day) - 1
-            offset = int(zh) * 3600 + int(zm) * 60
+            first = _MONTH_STARTS.get(year + month)
+            if first is None:
+                first = date(int(year), _MONTHS[month], 1).toordinal() - _EPOCH_DAY
+                if len(_MONTH_STARTS) < 4096:
+                    _MONTH_STARTS[year + month] = first
+            days = first + int(day) - 1
             seconds = ((days * 24 + int(hour)) * 60 + int(minute)) * 60 + int(second)
+            if zh == "00" and zm == "00":
+                return seconds
+            offset = int(zh) * 3600 + int(zm) * 60
             return seconds + offset if sign == "-" else seconds - offset
         try:
             parsed = parsedate_tz(date_value)
@@ -231,7 +272,12 @@ def _display_of(first: tuple[str, str] | None) -> str:
     if first is None:
         return ""
     name, address = first
-    text = _WSP.sub(" ", header_text(name)).strip() if name else ""
+    text = ""
+    if name:
+        text = header_text(name)
+        if "  " in text or "\t" in text or "\r" in text or "\n" in text:
+            text = _WSP.sub(" ", text)
+        text = text.strip()
     if not text and address.endswith("@"):
         address = address[:-1]
     return (text or header_text(address)).upper()

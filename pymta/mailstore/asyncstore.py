@@ -32,8 +32,10 @@ gives the asynchronous face of a store.
   threads too: ``prefetch_headers`` and ``headers`` read uncached header
   blocks there (:mod:`pymta.mailstore.prefetch`), ``scan`` reads whole
   messages in the caller's worker processes or the store's threads
-  (:mod:`pymta.mailstore.filescan`); ``headers_may_contain`` asks the
-  header cache.
+  (:mod:`pymta.mailstore.filescan`), ``header_digests`` reads uncached
+  headers in the caller's worker processes and keeps what they gave in
+  a file (:mod:`pymta.mailstore.digests`); ``headers_may_contain`` asks
+  the header cache.
   Calls on one folder (and on one user's folder list) run one after
   another in the order they were made, so a session's STORE then FETCH
   see each other; calls on different folders run side by side. The
@@ -50,8 +52,9 @@ NOOP/IDLE's rescan, FETCH, STORE, EXPUNGE,
 CLOSE, CHECK, COPY, MOVE, APPEND (``append``, MULTIAPPEND's
 ``append_many``), CATENATE's URLs, METADATA's mailbox look-up, the
 untagged updates after each command (``get_many`` and ``claim_recent``
-by UID), SEARCH, CONDSTORE/QRESYNC, NOTIFY and the folder commands (LIST,
-LSUB, STATUS, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE).
+by UID), SEARCH, SORT, THREAD and CONTEXT=SORT, CONDSTORE/QRESYNC,
+NOTIFY and the folder commands (LIST, LSUB, STATUS, CREATE, DELETE,
+RENAME, SUBSCRIBE, UNSUBSCRIBE).
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
@@ -63,10 +66,11 @@ import contextlib
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, BinaryIO, TypeVar
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from zope.interface import Attribute, Interface, implementer
 
-from pymta.mailstore import filescan, prefetch
+from pymta.mailstore import digests, filescan, prefetch
 from pymta.mailstore.interface import (
     FlagMode,
     FolderChange,
@@ -159,6 +163,22 @@ class IAsyncFolder(Interface):
         is in it (one whose header is not cached too), so a header SEARCH
         need test no other. None when the store cannot tell cheaply
         (every message may)."""
+
+    def header_digests(
+        uids: Collection[int],
+        digest: digests.HeaderDigest,
+        workers: Runner | None = None,
+        stopped: Callable[[], bool] | None = None,
+    ) -> Deferred[dict[int, Any]]:
+        """``digest(header block, INTERNALDATE)`` of each of these messages,
+        by UID (SORT and THREAD: the keys they compare); one gone is left
+        out. The store computes them where it likes
+        (:mod:`pymta.mailstore.digests`): the Maildir store keeps the
+        values in a file (``digest.name``) for the next time, reads
+        uncached headers in ``workers`` (a pool of worker processes; then
+        ``digest`` must be picklable) and digests cached ones in its
+        threads; the memory store at once. ``stopped()`` true: stop early
+        (the caller is gone; the answer is then partial)."""
 
     def scan(
         items: Sequence[tuple[Any, int]],
@@ -291,6 +311,8 @@ class AsyncFolder:
         self._runner = runner
         self._run = _Serial(runner, reads_at_once)
         self._filling: Deferred[int] | None = None  # a header prefetch under way
+        # By digest name, the UIDs whose values its kept file holds.
+        self._kept_uids: dict[str, set[int]] = {}
 
     @property
     def name(self) -> str:
@@ -384,6 +406,33 @@ class AsyncFolder:
         if cache is None:
             return succeed(None)
         return self._run(lambda: cache.headers_may_contain(needles, uids), read=True)
+
+    def header_digests(
+        self,
+        uids: Collection[int],
+        digest: digests.HeaderDigest,
+        workers: Runner | None = None,
+        stopped: Callable[[], bool] | None = None,
+    ) -> Deferred[dict[int, Any]]:
+        folder = self.folder
+        files = digests.IHeaderDigests(folder, None)
+        if files is None:
+            # Nothing on disk to read (the memory store): at once.
+            wanted = list(uids)
+            return self._run(lambda: dict(digests.digest_here(folder, digest, wanted)), read=True)
+        return defer.ensureDeferred(
+            digests.digests(
+                folder,
+                files,
+                uids,
+                digest,
+                self._runner,
+                workers,
+                stopped or (lambda: False),
+                self._kept_uids,
+                self.prefetch_headers,
+            )
+        )
 
     def scan(
         self,

@@ -5,7 +5,9 @@ regular files only) under the name the index gives, looked for again when
 another program renamed it meanwhile; header blocks and MIME structures are
 kept in the folder's cache (:mod:`pymta.mailstore.cache`) after first use,
 never under a UID that lives only in memory. The header cache can be
-filled from a worker thread (:class:`pymta.mailstore.interface.IHeaderCache`).
+filled from a worker thread (:class:`pymta.mailstore.interface.IHeaderCache`),
+and header digests computed from the files in worker processes
+(:class:`pymta.mailstore.digests.IHeaderDigests`).
 
 Untrusted input: the message files (parsed only by :mod:`pymta.mailstore.mime`)
 and the cache file. May write: the cache. Logs nothing.
@@ -20,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import BinaryIO
 
 from pymta.mailstore import mime
+from pymta.mailstore.digests import HeaderReader
 from pymta.mailstore.files import (
     MESSAGE_OPEN_FLAGS,
     MessageFileReader,
@@ -166,6 +169,29 @@ class FolderRead(FolderScan):
             if block is not None:
                 blocks[(uid, filename)] = block
         return blocks
+
+    # -- header digests off the reactor (digests.IHeaderDigests) ------------
+
+    def header_reader(self) -> HeaderReader:
+        return HeaderReader(self.path)
+
+    def uncached_files(self, uids: Collection[int]) -> list[tuple[int, str, float]]:
+        self._ensure_loaded()
+        with self._mutex:
+            uidvalidity = self._index.uidvalidity
+            records = self._index.records
+            live = [uid for uid in uids if uid in records]
+            missing = self._cache.missing(uidvalidity, b"H", live)
+            return [(uid, records[uid].filename, records[uid].internal_date) for uid in missing]
+
+    def kept_file(self) -> tuple[str, int]:
+        self._ensure_loaded()
+        return self.path, self._index.uidvalidity
+
+    def live_uids(self) -> set[int]:
+        self._ensure_loaded()
+        with self._mutex:
+            return set(self._index.records)
 
     def message_reader(self) -> Callable[[str, int], bytes | None]:
         # The place as it is now: a RENAME of the folder later ends the scan

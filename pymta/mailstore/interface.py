@@ -356,9 +356,9 @@ class IHeaderCache(Interface):
     """Optional for an :class:`IFolder`: fill its header cache from header
     blocks read in a worker thread, so a command over many messages with
     uncached headers does not read every file in the reactor thread. The
-    store's own: servers ask the asynchronous API (``prefetch_headers``,
-    ``headers``, ``headers_may_contain``); only SORT and THREAD
-    (:mod:`pymta.imap.sort`) still use it directly."""
+    store's own (private to :mod:`pymta.mailstore`): servers ask the
+    asynchronous API (``prefetch_headers``, ``headers``,
+    ``headers_may_contain``, ``header_digests``)."""
 
     def uncached_headers(uids: Collection[int]) -> list[tuple[int, str]]:
         """``(uid, filename)`` of those messages whose header block is not

@@ -32,6 +32,7 @@ import os
 
 from zope.interface import implementer
 
+from pymta.mailstore.digests import IHeaderDigests
 from pymta.mailstore.files import (
     SESSION_LOCK,
     MaildirLock,
@@ -49,7 +50,7 @@ from pymta.mailstore.interface import (
 )
 
 
-@implementer(IFolder, IHeaderCache, IStagedAppend, IMessageFiles, IWatchedFolder)
+@implementer(IFolder, IHeaderCache, IStagedAppend, IMessageFiles, IHeaderDigests, IWatchedFolder)
 class MaildirFolder(FolderSave):
     """One Maildir++ folder and its index. Shared by every session of the store."""
 

@@ -32,7 +32,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from pymta.mailstore.interface import IFolder, IHeaderCache
+from pymta.mailstore.interface import IHeaderCache
 
 #: Runs a function in a worker thread; its result arrives in the reactor thread.
 ThreadRunner = Callable[[Callable[[], Any]], "Deferred[Any]"]
@@ -72,17 +72,6 @@ def fill(
     if len(wanted) < PREFETCH_MIN:
         return None
     return defer.ensureDeferred(_fill(cache, wanted, run_in_thread))
-
-
-def prefetch_headers(
-    folder: IFolder, uids: Collection[int], run_in_thread: ThreadRunner | None
-) -> Deferred[int] | None:
-    """:func:`fill` for a synchronous folder (None when it keeps no header
-    cache). Servers use the asynchronous API's ``prefetch_headers``; this
-    stays for the callers that hold the synchronous folder still."""
-    if not IHeaderCache.providedBy(folder):
-        return None
-    return fill(IHeaderCache(folder), uids, run_in_thread)
 
 
 async def _fill(cache: Any, wanted: list[tuple[int, str]], run_in_thread: ThreadRunner) -> int:
