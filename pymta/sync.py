@@ -296,7 +296,12 @@ class SyncBarrier:
     long for company before its batch starts. The queue's barrier has none
     (a client waits for its 250); the mailbox barrier's
     (``pymta_mailbox_sync_delay``) lets deliveries share a sync at low load,
-    when each would otherwise pay a journal commit of its own.
+    when each would otherwise pay a journal commit of its own. The wait
+    ends early once as much durable work is pending as the last batch
+    carried (two or more): under load, the queue manager starts its next
+    deliveries (at most its concurrency limit) as the last batch's fire,
+    and waiting further would only idle them (with a 10 ms delay and 20
+    deliveries at a time, a batch waited the whole delay every time).
     """
 
     def __init__(
@@ -339,6 +344,9 @@ class SyncBarrier:
         self._lazy: Any = None
         self._drained: list[Deferred[None]] = []
         self._pending: list[_Waiter] = []
+        #: Durable waiters in _pending, and in the last batch started.
+        self._pending_durable = 0
+        self._last_durable = 0
         self._devices: dict[str, int] = {}
         self._running = False
         self.syncs = 0
@@ -388,6 +396,7 @@ class SyncBarrier:
     def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         waiter = _Waiter(files, dirs)
         self._pending.append(waiter)
+        self._pending_durable += 1
         if not self._running:
             self._start_durable()
         return waiter.deferred
@@ -395,8 +404,11 @@ class SyncBarrier:
     def _start_durable(self) -> None:
         """Start a batch for durable work now, or after ``durable_delay``
         when the barrier was idle: a barrier whose waiters can wait (mailbox
-        deliveries) then gathers several into one sync even at low load."""
-        if not self._durable_delay:
+        deliveries) then gathers several into one sync even at low load.
+        Now also when as much durable work waits as the last batch held."""
+        if not self._durable_delay or (
+            self._last_durable >= 2 and self._pending_durable >= self._last_durable
+        ):
             self._start()
         elif self._lazy is None:
             self._lazy = self._clock.callLater(self._durable_delay, self._kick)
@@ -424,6 +436,8 @@ class SyncBarrier:
         """
         waiter = _Waiter(files, dirs, work, durable, after, soon)
         self._pending.append(waiter)
+        if durable:
+            self._pending_durable += 1
         if self._running:
             return waiter.deferred
         if durable:
@@ -441,6 +455,7 @@ class SyncBarrier:
             self._lazy.cancel()
             self._lazy = None
         batch, self._pending = self._pending, []
+        self._last_durable, self._pending_durable = self._pending_durable, 0
         self._running = True
         files: list[str] = []
         dirs: list[str] = []

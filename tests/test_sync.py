@@ -379,3 +379,39 @@ def test_soon_work_needs_no_company() -> None:
     thread.finish(1)
     assert order == ["lazy", "move", "next move"]
     assert recorder.calls == []  # no sync for any of them
+
+
+def test_durable_delay_ends_once_the_last_batchs_size_waits() -> None:
+    """Under load the mailbox barrier does not idle: after a batch of three
+    deliveries, the next starts as soon as three are pending, without
+    waiting out the delay; fewer still wait for it (and a lone one after a
+    batch of one waits too: no history of company)."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    thread = ControlledThread()
+    barrier = SyncBarrier(
+        "/m", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=clock,
+        durable_delay=0.01,
+    )  # fmt: skip
+    for _ in range(3):
+        barrier.run(lambda: None, durable=True)
+    assert thread.started == []
+    clock.advance(0.01)
+    assert len(thread.started) == 1
+    thread.finish(0)
+    barrier.run(lambda: None, durable=True)
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 1  # two of three: still waiting
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 2  # the third: at once, clock untouched
+    thread.finish(1)
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 2
+    clock.advance(0.01)
+    assert len(thread.started) == 3
+    thread.finish(2)
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 3  # after a batch of one: the delay again
+    clock.advance(0.01)
+    assert len(thread.started) == 4
