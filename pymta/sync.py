@@ -39,6 +39,7 @@ import functools
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -47,6 +48,12 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 SYNC_METHODS = ("syncfs", "fsync")
+#: The most (phase, seconds) a barrier keeps for the metrics to take.
+TIMINGS_KEPT = 30000
+
+
+def _timings() -> collections.deque[tuple[str, float]]:
+    return collections.deque(maxlen=TIMINGS_KEPT)
 
 
 class ISyncBarrier(Interface):
@@ -55,6 +62,12 @@ class ISyncBarrier(Interface):
     syncs = Attribute("How many syncs ran so far (the metrics count them).")
     batch_sizes = Attribute(
         "A collections.Counter: {callers made durable by one sync: how many such syncs}."
+    )
+    timings = Attribute(
+        "A collections.deque of (phase, seconds) of each durable batch, appended as"
+        " batches run and taken by the metrics: 'wait' (from the oldest durable"
+        " waiter's call until its batch began on the thread: the running batch,"
+        " the delay, the thread hand-off), 'work' (the batch's file work), 'sync'."
     )
 
     def sync(files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
@@ -115,6 +128,7 @@ class ImmediateSyncBarrier:
     def __init__(self, fsync: bool = False) -> None:
         self.calls = 0
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.timings = _timings()  # nothing waits, nothing is timed
         self._fsync = fsync
 
     @property
@@ -256,6 +270,7 @@ class _Waiter:
         "files",
         "fired",
         "result",
+        "since",
         "soon",
         "work",
     )
@@ -278,6 +293,7 @@ class _Waiter:
         self.after = after
         self.fired = False
         self.result: Any = None
+        self.since = time.monotonic()
 
 
 @implementer(ISyncBarrier)
@@ -353,6 +369,8 @@ class SyncBarrier:
         #: {durable pieces of work in one sync: how many syncs had that many},
         #: the batch sizes of group commit (pymta.metrics samples them).
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        #: (phase, seconds) of durable batches (ISyncBarrier.timings).
+        self.timings = _timings()
 
     #: How long work that needs no sync may wait for a durable batch.
     LAZY_DELAY = 0.005
@@ -497,13 +515,20 @@ class SyncBarrier:
                     except Exception:
                         waiter.result = Failure()
 
+        timings = self.timings
+
         def work() -> None:
+            began = time.monotonic()
             run(first)
             if durable:
                 self.syncs += 1
                 self.batch_sizes[len(first)] += 1
+                worked = time.monotonic()
+                timings.append(("wait", began - min(waiter.since for waiter in first)))
+                timings.append(("work", worked - began))
                 try:
                     sync_function(files, dirs)
+                    timings.append(("sync", time.monotonic() - worked))
                 except Exception:
                     if call_from_thread is None or not later:
                         raise

@@ -415,3 +415,26 @@ def test_durable_delay_ends_once_the_last_batchs_size_waits() -> None:
     assert len(thread.started) == 3  # after a batch of one: the delay again
     clock.advance(0.01)
     assert len(thread.started) == 4
+
+
+def test_each_durable_batch_times_its_wait_work_and_sync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A durable batch appends its three phases: the wait from its oldest
+    caller until the batch began on the thread, its work, its sync."""
+    import time
+
+    from twisted.internet.task import Clock
+
+    readings = iter([10.0, 10.1, 10.5, 10.6, 10.9])
+    monkeypatch.setattr(time, "monotonic", lambda: next(readings))
+    thread = ControlledThread()
+    barrier = SyncBarrier(
+        "/m", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=Clock()
+    )
+    barrier.run(lambda: None, durable=True)  # 10.0
+    barrier.run(lambda: None, durable=False)  # 10.1, not durable: not timed
+    thread.finish(0)  # began 10.5, worked 10.6, synced 10.9
+    timings = list(barrier.timings)
+    assert [phase for phase, _ in timings] == ["wait", "work", "sync"]
+    assert [round(seconds, 6) for _, seconds in timings] == [0.5, 0.1, 0.3]
