@@ -475,21 +475,9 @@ class SyncBarrier:
         batch, self._pending = self._pending, []
         self._last_durable, self._pending_durable = self._pending_durable, 0
         self._running = True
-        files: list[str] = []
-        dirs: list[str] = []
-        durable = False
-        seen: set[str] = set()
-        for waiter in batch:
-            if not waiter.durable:
-                continue
-            durable = True
-            if self.method == "fsync":
-                files.extend(waiter.files)
-            for path in waiter.dirs:
-                if path not in seen:
-                    seen.add(path)
-                    dirs.append(path)
+        durable = any(waiter.durable for waiter in batch)
         sync_function = self._sync_function
+        fsync = self.method == "fsync"
         # Durable work and its sync come first, and their waiters are told at
         # once; the batch's other work (unlinks, moves, marks of earlier
         # messages) runs after, off the path of a client waiting for a 250.
@@ -521,6 +509,21 @@ class SyncBarrier:
             began = time.monotonic()
             run(first)
             if durable:
+                # What the batch's successful work wrote: work that failed
+                # (a full disk, a quota) removed its file and fails alone,
+                # instead of failing the whole batch's fsync.
+                files: list[str] = []
+                dirs: list[str] = []
+                seen: set[str] = set()
+                for waiter in first:
+                    if isinstance(waiter.result, Failure):
+                        continue
+                    if fsync:
+                        files.extend(waiter.files)
+                    for path in waiter.dirs:
+                        if path not in seen:
+                            seen.add(path)
+                            dirs.append(path)
                 self.syncs += 1
                 self.batch_sizes[len(first)] += 1
                 worked = time.monotonic()

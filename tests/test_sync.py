@@ -438,3 +438,24 @@ def test_each_durable_batch_times_its_wait_work_and_sync(
     timings = list(barrier.timings)
     assert [phase for phase, _ in timings] == ["wait", "work", "sync"]
     assert [round(seconds, 6) for _, seconds in timings] == [0.5, 0.1, 0.3]
+
+
+def test_fsync_skips_what_failed_work_named_and_fails_it_alone() -> None:
+    """In fsync mode a piece of durable work that failed (its file removed,
+    as a refused quota removes a delivery's) is not fsynced: it fails with
+    its own error, and the rest of the batch is synced and succeeds."""
+    barrier, thread, recorder = _barrier("fsync")
+    outcomes: list[object] = []
+
+    def refused() -> None:
+        raise OSError(122, "Disk quota exceeded")
+
+    barrier.sync()  # a batch in flight: the next three wait for the next one
+    barrier.run(lambda: "first", files=["/q/a"], dirs=["/q"]).addCallback(outcomes.append)
+    failed = barrier.run(refused, files=["/m/tmp/b"], dirs=["/m/tmp"])
+    failed.addErrback(lambda f: outcomes.append(f.value.errno))
+    barrier.run(lambda: "third", files=["/q/c"], dirs=["/q"]).addCallback(outcomes.append)
+    thread.finish(0)
+    thread.finish(1)
+    assert recorder.calls[1:] == [(["/q/a", "/q/c"], ["/q"])]
+    assert outcomes == ["first", 122, "third"]
