@@ -4,6 +4,7 @@
 SYNOPSIS
     python bench/sync_methods.py [--messages 2000] [--sizes 1024]
         [--connections 1,20] [--repeat 3] [--variant NAME=LINE[;LINE]]...
+        [--workdir /var/tmp]
 
 DESCRIPTION
     Runs bench/smtp_bench.py --only pymta once per variant (a set of
@@ -57,6 +58,8 @@ def run_variant(lines: list[str], args: argparse.Namespace) -> list[dict[str, ob
         args.sizes,
         "--connections",
         args.connections,
+        "--workdir",
+        str(args.workdir),
     ]
     for line in lines:
         command += ["--pymta-main-cf", line]
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1024")
     p.add_argument("--connections", default="1,20")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
     p.add_argument("--variant", action="append", default=[], metavar="NAME=LINE[;LINE]")
     args = p.parse_args(argv)
     variants = dict(DEFAULT_VARIANTS)

@@ -22,9 +22,55 @@ that *started* after the call. Callers that arrive while a sync runs wait
 for the next one, which starts as soon as the running one ends; so at most
 one sync runs at a time and each serves everyone who came during the last.
 
-The sync runs in a thread (the reactor's thread pool by default), never on
-the reactor thread. A failed sync errbacks every waiter of that batch with
-the OSError (the message is then not acknowledged: smtpd answers 451).
+The sync runs in a thread of the barrier's own (:class:`WorkerThread`,
+not the reactor's pool: one hand-off each way per batch), never on the
+reactor thread. A failed sync errbacks every waiter of that batch with
+the OSError (the message is then not acknowledged: smtpd answers 451); in
+fsync mode, work that failed (its file removed) is not fsynced and fails
+alone.
+
+Why syncfs by default, by figures (``bench/sync_methods.py`` runs the
+variants interleaved under the same load; ``bench/smtp_phases.py`` and
+the metrics' ``pymta_sync_seconds`` split a batch into wait, work and
+sync). On the development machine (ext4 without a journal, shared by
+other programs), 1 KiB, one pymta process, medians of two interleaved
+rounds: syncfs 382 msg/s at one connection and 846 at 20; per-file fsync
+in a variant tried for this (each file and directory fsynced on a thread
+of its own, the next batch's work not waiting for them; not kept) 283 and
+370, at 1.97 ms of CPU per message at 20 connections against 1.26. A directory's fsync
+holds the directory's lock while it writes (``__generic_file_fsync``), so
+the next queue file's creation in the same ``incoming/`` waits for it
+(1,024 us per create against 56 with fsyncs one after another), and
+fsyncs of one file each write what syncfs writes once. One syncfs costs
+about 470 us there, one fsync of a new file and its directory 350; the
+price of syncfs is that it also writes other programs' dirty data on the
+same file system (its p90 rose to 1.4 ms while other programs wrote).
+The O_DSYNC/O_DIRECT options do not fit: the ready mark is a mode change
+after the write (O_DSYNC covers data, not the mode), and O_DIRECT needs
+aligned buffers and still a sync for the new directory entry.
+
+What waits, measured (bench/smtp_phases.py's pymta group-commit lines,
+trace of every batch): at one connection a queue batch is one file (hand-
+off ~130 us, work ~120 us, syncfs ~420 us: most of the commit phase). At
+20 connections the queue's batches carried 4-13 files and its thread was
+never idle: on that file system creating a file costs 0.1-1 ms of kernel
+CPU, because ext4 without a journal skips every inode freed in the last 30
+seconds and looks at each in turn (``find_inode_bit``/``recently_deleted``
+in ``perf``: half of all samples during a run after other programs had
+removed many files), so batch work, not syncs, bounded the rate; on a
+journaled ext4 (a loop device) the same work took ~0.4 ms per batch and
+the syncfs ~7 ms. The mailbox barrier's batches were capped by the queue
+manager's concurrency (20 deliveries) and each waited the whole
+``pymta_mailbox_sync_delay``; its wait now ends once as much work waits as
+the last batch carried (see SyncBarrier).
+
+Recovery is unchanged by all of this: a caller is told only after a
+sync that started once its work was done (the order of work, sync,
+``after`` and the callback within a batch is as it was), and what is not
+durable is not acknowledged; so the kill -9 tests' rule holds (a 250 or a
+removed queue file only for what a sync covered), and a crash at any
+point leaves what pymta.queue.record and remove_stale_temporaries
+already handle.
 
 Trusts: the paths handed to it (the queue store and the mail store make them). Writes:
 nothing. Logs: nothing (callers log the outcome).
