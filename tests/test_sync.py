@@ -426,8 +426,14 @@ def test_each_durable_batch_times_its_wait_work_and_sync(
 
     from twisted.internet.task import Clock
 
-    readings = iter([10.0, 10.1, 10.5, 10.6, 10.9])
-    monkeypatch.setattr(time, "monotonic", lambda: next(readings))
+    readings = [10.0, 10.1, 10.5, 10.6, 10.9]
+
+    def monotonic() -> float:
+        # The barrier's readings in turn; anyone else reading meanwhile
+        # would shift them (and fail the test), never exhaust them.
+        return readings.pop(0) if len(readings) > 1 else readings[0]
+
+    monkeypatch.setattr(time, "monotonic", monotonic)
     thread = ControlledThread()
     barrier = SyncBarrier(
         "/m", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=Clock()
