@@ -34,6 +34,17 @@ DESCRIPTION
     measures the acceptance path a one-connection client waits on; the
     delivery work runs meanwhile and its CPU is in the server's figure.
 
+    pymta's side of the commit: the pymta instance also serves its
+    metrics on a loopback port (a master.cf "metrics" line), read before
+    and after the measured messages; printed per group-commit barrier
+    (queue: the queue files a 250 waits for; mailbox: the deliveries) are
+    the syncs, the mean batch and the mean of each batch's phases
+    (pymta_sync_seconds): wait (from the oldest writer's call until its
+    batch began on the barrier's thread: the batch before it, the
+    mailbox's delay, the thread hand-off), work (the file writes) and
+    sync (syncfs or the fsyncs). The commit phase above minus the
+    queue's wait, work and sync is the reactor's part and the hops.
+
     Phases are wall-clock times on a shared machine: compare servers run
     by the same invocation, never figures from different runs.
 
@@ -59,16 +70,71 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_measure import main_thread_cpu_seconds, tree_cpu_seconds
+from bench_measure import free_loopback_port, main_thread_cpu_seconds, tree_cpu_seconds
 from bench_postfix import PostfixServer, postfix_missing
 from bench_pymta import PymtaServer
 from bench_setup import DOMAIN, LISTEN_HOST, SENDER, BenchServer, MailSetup
 
 PHASES = ("connect", "ehlo", "mail", "rcpt", "data", "commit", "quit")
+BARRIER_PHASES = ("wait", "work", "sync")
+
+
+class MeasuredPymta(PymtaServer):
+    """pymta with its metrics endpoint on a loopback port of its own."""
+
+    def __init__(self, workdir: Path, setup: MailSetup, extra_main_cf: str = "") -> None:
+        super().__init__(workdir, setup, extra_main_cf=extra_main_cf)
+        self.metrics_port = free_loopback_port(LISTEN_HOST)
+
+    def write_config(self) -> None:
+        super().write_config()
+        master_cf = self.config / "master.cf"
+        line = f"{LISTEN_HOST}:{self.metrics_port} inet n - n - - metrics\n"
+        master_cf.write_text(master_cf.read_text() + line)
+
+    def sync_figures(self) -> dict[str, float]:
+        """The barriers' counters: {name{labels}: value} of the sync families."""
+        url = f"http://{LISTEN_HOST}:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        figures: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith(("pymta_sync_seconds_", "pymta_sync_batch_size_", "pymta_syncs")):
+                name, _, value = line.rpartition(" ")
+                if "_bucket" not in name:
+                    figures[name] = float(value)
+        return figures
+
+
+def barrier_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, object]:
+    """Per barrier, over the measured messages: syncs, mean batch, and the
+    mean microseconds of each phase of a batch."""
+
+    def grew(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    result: dict[str, object] = {}
+    for barrier in ("queue", "mailbox"):
+        label = f'barrier="{barrier}"'
+        syncs = grew(f"pymta_syncs_total{{{label}}}")
+        batches = grew(f"pymta_sync_batch_size_count{{{label}}}")
+        pieces = grew(f"pymta_sync_batch_size_sum{{{label}}}")
+        row: dict[str, float] = {
+            "syncs": syncs,
+            "mean_batch": pieces / batches if batches else 0.0,
+        }
+        for phase in BARRIER_PHASES:
+            labels = f'{label},phase="{phase}"'
+            count = grew(f"pymta_sync_seconds_count{{{labels}}}")
+            total = grew(f"pymta_sync_seconds_sum{{{labels}}}")
+            row[f"{phase}_us"] = 1e6 * total / count if count else 0.0
+        result[barrier] = row
+    return result
 
 
 class Conversation:
@@ -143,6 +209,7 @@ def one_message(port: int, recipient: str, content: bytes) -> list[float]:
 def measure(server: BenchServer, recipient: str, messages: int, size: int) -> dict[str, object]:
     """Send messages one connection at a time; the phases' figures."""
     roots = server.root_pids()
+    sync_before = server.sync_figures() if isinstance(server, MeasuredPymta) else {}
     cpu_before = tree_cpu_seconds(roots)
     main_before = main_thread_cpu_seconds(roots)
     own_before = time.process_time()
@@ -150,6 +217,11 @@ def measure(server: BenchServer, recipient: str, messages: int, size: int) -> di
     own = time.process_time() - own_before
     cpu = tree_cpu_seconds(roots) - cpu_before
     main_cpu = main_thread_cpu_seconds(roots) - main_before
+    barriers = (
+        barrier_breakdown(sync_before, server.sync_figures())
+        if isinstance(server, MeasuredPymta)
+        else {}
+    )
     columns = list(zip(*rows, strict=True))
     totals = [sum(row) for row in rows]
     trips = [sum(row) - row[PHASES.index("commit")] for row in rows]
@@ -165,6 +237,7 @@ def measure(server: BenchServer, recipient: str, messages: int, size: int) -> di
         "client_cpu_us": 1e6 * own / messages,
         "server_cpu_ms": 1000 * cpu / messages,
         "server_main_thread_cpu_ms": 1000 * main_cpu / messages,
+        "barriers": barriers,
     }
 
 
@@ -197,6 +270,19 @@ def render(results: list[dict[str, object]]) -> str:
     for r in results:
         rate = 1e6 / float(r["total_mean_us"])  # type: ignore[arg-type]
         lines.append(f"{r['server']}: {rate:.0f} messages/s over one connection at a time")
+    for r in results:
+        barriers = r.get("barriers")
+        if not isinstance(barriers, dict) or not barriers:
+            continue
+        lines.append(
+            f"{r['server']} group commit (means) {'syncs':>8} {'batch':>6}"
+            + "".join(f"{phase + ' us':>10}" for phase in BARRIER_PHASES)
+        )
+        for name, row in barriers.items():
+            lines.append(
+                f"  {name:<28} {row['syncs']:>8.0f} {row['mean_batch']:>6.1f}"
+                + "".join(f"{row[phase + '_us']:>10.0f}" for phase in BARRIER_PHASES)
+            )
     return "\n".join(lines)
 
 
@@ -235,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             server: BenchServer = (
                 PostfixServer(workdir, setup)
                 if name == "postfix"
-                else PymtaServer(workdir, setup, extra_main_cf=extra)
+                else MeasuredPymta(workdir, setup, extra_main_cf=extra)
             )
             servers.append(server)
             print(f"starting {name} on {LISTEN_HOST}:{server.port}", file=sys.stderr)

@@ -22,9 +22,55 @@ that *started* after the call. Callers that arrive while a sync runs wait
 for the next one, which starts as soon as the running one ends; so at most
 one sync runs at a time and each serves everyone who came during the last.
 
-The sync runs in a thread (the reactor's thread pool by default), never on
-the reactor thread. A failed sync errbacks every waiter of that batch with
-the OSError (the message is then not acknowledged: smtpd answers 451).
+The sync runs in a thread of the barrier's own (:class:`WorkerThread`,
+not the reactor's pool: one hand-off each way per batch), never on the
+reactor thread. A failed sync errbacks every waiter of that batch with
+the OSError (the message is then not acknowledged: smtpd answers 451); in
+fsync mode, work that failed (its file removed) is not fsynced and fails
+alone.
+
+Why syncfs by default, by figures (``bench/sync_methods.py`` runs the
+variants interleaved under the same load; ``bench/smtp_phases.py`` and
+the metrics' ``pymta_sync_seconds`` split a batch into wait, work and
+sync). On the development machine (ext4 without a journal, shared by
+other programs), 1 KiB, one pymta process, medians of two interleaved
+rounds: syncfs 382 msg/s at one connection and 846 at 20; per-file fsync
+in a variant tried for this (each file and directory fsynced on a thread
+of its own, the next batch's work not waiting for them; not kept) 283 and
+370, at 1.97 ms of CPU per message at 20 connections against 1.26. A directory's fsync
+holds the directory's lock while it writes (``__generic_file_fsync``), so
+the next queue file's creation in the same ``incoming/`` waits for it
+(1,024 us per create against 56 with fsyncs one after another), and
+fsyncs of one file each write what syncfs writes once. One syncfs costs
+about 470 us there, one fsync of a new file and its directory 350; the
+price of syncfs is that it also writes other programs' dirty data on the
+same file system (its p90 rose to 1.4 ms while other programs wrote).
+The O_DSYNC/O_DIRECT options do not fit: the ready mark is a mode change
+after the write (O_DSYNC covers data, not the mode), and O_DIRECT needs
+aligned buffers and still a sync for the new directory entry.
+
+What waits, measured (bench/smtp_phases.py's pymta group-commit lines,
+trace of every batch): at one connection a queue batch is one file (hand-
+off ~130 us, work ~120 us, syncfs ~420 us: most of the commit phase). At
+20 connections the queue's batches carried 4-13 files and its thread was
+never idle: on that file system creating a file costs 0.1-1 ms of kernel
+CPU, because ext4 without a journal skips every inode freed in the last 30
+seconds and looks at each in turn (``find_inode_bit``/``recently_deleted``
+in ``perf``: half of all samples during a run after other programs had
+removed many files), so batch work, not syncs, bounded the rate; on a
+journaled ext4 (a loop device) the same work took ~0.4 ms per batch and
+the syncfs ~7 ms. The mailbox barrier's batches were capped by the queue
+manager's concurrency (20 deliveries) and each waited the whole
+``pymta_mailbox_sync_delay``; its wait now ends once as much work waits as
+the last batch carried (see SyncBarrier).
+
+Recovery is unchanged by all of this: a caller is told only after a
+sync that started once its work was done (the order of work, sync,
+``after`` and the callback within a batch is as it was), and what is not
+durable is not acknowledged; so the kill -9 tests' rule holds (a 250 or a
+removed queue file only for what a sync covered), and a crash at any
+point leaves what pymta.queue.record and remove_stale_temporaries
+already handle.
 
 Trusts: the paths handed to it (the queue store and the mail store make them). Writes:
 nothing. Logs: nothing (callers log the outcome).
@@ -39,6 +85,7 @@ import functools
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -47,6 +94,12 @@ from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
 SYNC_METHODS = ("syncfs", "fsync")
+#: The most (phase, seconds) a barrier keeps for the metrics to take.
+TIMINGS_KEPT = 30000
+
+
+def _timings() -> collections.deque[tuple[str, float]]:
+    return collections.deque(maxlen=TIMINGS_KEPT)
 
 
 class ISyncBarrier(Interface):
@@ -55,6 +108,12 @@ class ISyncBarrier(Interface):
     syncs = Attribute("How many syncs ran so far (the metrics count them).")
     batch_sizes = Attribute(
         "A collections.Counter: {callers made durable by one sync: how many such syncs}."
+    )
+    timings = Attribute(
+        "A collections.deque of (phase, seconds) of each durable batch, appended as"
+        " batches run and taken by the metrics: 'wait' (from the oldest durable"
+        " waiter's call until its batch began on the thread: the running batch,"
+        " the delay, the thread hand-off), 'work' (the batch's file work), 'sync'."
     )
 
     def sync(files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
@@ -115,6 +174,7 @@ class ImmediateSyncBarrier:
     def __init__(self, fsync: bool = False) -> None:
         self.calls = 0
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.timings = _timings()  # nothing waits, nothing is timed
         self._fsync = fsync
 
     @property
@@ -256,6 +316,7 @@ class _Waiter:
         "files",
         "fired",
         "result",
+        "since",
         "soon",
         "work",
     )
@@ -278,6 +339,7 @@ class _Waiter:
         self.after = after
         self.fired = False
         self.result: Any = None
+        self.since = time.monotonic()
 
 
 @implementer(ISyncBarrier)
@@ -296,7 +358,12 @@ class SyncBarrier:
     long for company before its batch starts. The queue's barrier has none
     (a client waits for its 250); the mailbox barrier's
     (``pymta_mailbox_sync_delay``) lets deliveries share a sync at low load,
-    when each would otherwise pay a journal commit of its own.
+    when each would otherwise pay a journal commit of its own. The wait
+    ends early once as much durable work is pending as the last batch
+    carried (two or more): under load, the queue manager starts its next
+    deliveries (at most its concurrency limit) as the last batch's fire,
+    and waiting further would only idle them (with a 10 ms delay and 20
+    deliveries at a time, a batch waited the whole delay every time).
     """
 
     def __init__(
@@ -339,12 +406,17 @@ class SyncBarrier:
         self._lazy: Any = None
         self._drained: list[Deferred[None]] = []
         self._pending: list[_Waiter] = []
+        #: Durable waiters in _pending, and in the last batch started.
+        self._pending_durable = 0
+        self._last_durable = 0
         self._devices: dict[str, int] = {}
         self._running = False
         self.syncs = 0
         #: {durable pieces of work in one sync: how many syncs had that many},
         #: the batch sizes of group commit (pymta.metrics samples them).
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        #: (phase, seconds) of durable batches (ISyncBarrier.timings).
+        self.timings = _timings()
 
     #: How long work that needs no sync may wait for a durable batch.
     LAZY_DELAY = 0.005
@@ -388,6 +460,7 @@ class SyncBarrier:
     def sync(self, files: Sequence[str] = (), dirs: Sequence[str] = ()) -> Deferred[None]:
         waiter = _Waiter(files, dirs)
         self._pending.append(waiter)
+        self._pending_durable += 1
         if not self._running:
             self._start_durable()
         return waiter.deferred
@@ -395,8 +468,11 @@ class SyncBarrier:
     def _start_durable(self) -> None:
         """Start a batch for durable work now, or after ``durable_delay``
         when the barrier was idle: a barrier whose waiters can wait (mailbox
-        deliveries) then gathers several into one sync even at low load."""
-        if not self._durable_delay:
+        deliveries) then gathers several into one sync even at low load.
+        Now also when as much durable work waits as the last batch held."""
+        if not self._durable_delay or (
+            self._last_durable >= 2 and self._pending_durable >= self._last_durable
+        ):
             self._start()
         elif self._lazy is None:
             self._lazy = self._clock.callLater(self._durable_delay, self._kick)
@@ -424,6 +500,8 @@ class SyncBarrier:
         """
         waiter = _Waiter(files, dirs, work, durable, after, soon)
         self._pending.append(waiter)
+        if durable:
+            self._pending_durable += 1
         if self._running:
             return waiter.deferred
         if durable:
@@ -441,22 +519,11 @@ class SyncBarrier:
             self._lazy.cancel()
             self._lazy = None
         batch, self._pending = self._pending, []
+        self._last_durable, self._pending_durable = self._pending_durable, 0
         self._running = True
-        files: list[str] = []
-        dirs: list[str] = []
-        durable = False
-        seen: set[str] = set()
-        for waiter in batch:
-            if not waiter.durable:
-                continue
-            durable = True
-            if self.method == "fsync":
-                files.extend(waiter.files)
-            for path in waiter.dirs:
-                if path not in seen:
-                    seen.add(path)
-                    dirs.append(path)
+        durable = any(waiter.durable for waiter in batch)
         sync_function = self._sync_function
+        fsync = self.method == "fsync"
         # Durable work and its sync come first, and their waiters are told at
         # once; the batch's other work (unlinks, moves, marks of earlier
         # messages) runs after, off the path of a client waiting for a 250.
@@ -482,13 +549,35 @@ class SyncBarrier:
                     except Exception:
                         waiter.result = Failure()
 
+        timings = self.timings
+
         def work() -> None:
+            began = time.monotonic()
             run(first)
             if durable:
+                # What the batch's successful work wrote: work that failed
+                # (a full disk, a quota) removed its file and fails alone,
+                # instead of failing the whole batch's fsync.
+                files: list[str] = []
+                dirs: list[str] = []
+                seen: set[str] = set()
+                for waiter in first:
+                    if isinstance(waiter.result, Failure):
+                        continue
+                    if fsync:
+                        files.extend(waiter.files)
+                    for path in waiter.dirs:
+                        if path not in seen:
+                            seen.add(path)
+                            dirs.append(path)
                 self.syncs += 1
                 self.batch_sizes[len(first)] += 1
+                worked = time.monotonic()
+                timings.append(("wait", began - min(waiter.since for waiter in first)))
+                timings.append(("work", worked - began))
                 try:
                     sync_function(files, dirs)
+                    timings.append(("sync", time.monotonic() - worked))
                 except Exception:
                     if call_from_thread is None or not later:
                         raise

@@ -519,6 +519,7 @@ class FakeBarrier:
     def __init__(self) -> None:
         self.syncs = 0
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.timings: collections.deque[tuple[str, float]] = collections.deque()
 
 
 def test_syncs_of_the_barriers_are_counted_by_difference(tmp_path: Path) -> None:
@@ -565,6 +566,30 @@ def test_sync_batch_sizes_become_a_histogram(tmp_path: Path) -> None:
     assert (
         registry.get_sample_value("pymta_sync_batch_size_bucket", {**labels, "le": "16.0"}) == 3.0
     )
+
+
+def test_sync_phase_timings_become_a_histogram_per_phase(tmp_path: Path) -> None:
+    """The (phase, seconds) a barrier's batches appended are observed once
+    each, by phase, and taken out of the barrier's deque."""
+    service = MetricsService(make_config(tmp_path), FakeReactor(), multiprocess=False, serving=True)
+    queue = FakeBarrier()
+    service.watch_syncs({"queue": queue})
+    service.startService()
+    try:
+        queue.timings.extend([("wait", 0.002), ("work", 0.0003), ("sync", 0.0004)])
+        service.sample()
+        queue.timings.append(("sync", 0.02))
+        service.sample()
+        service.sample()
+    finally:
+        service.stopService()
+    registry = service.registry()
+    sync = {"barrier": "queue", "phase": "sync"}
+    assert registry.get_sample_value("pymta_sync_seconds_count", sync) == 2.0
+    assert registry.get_sample_value("pymta_sync_seconds_bucket", {**sync, "le": "0.0005"}) == 1.0
+    wait = {"barrier": "queue", "phase": "wait"}
+    assert registry.get_sample_value("pymta_sync_seconds_sum", wait) == pytest.approx(0.002)
+    assert not queue.timings
 
 
 def test_grafana_dashboard_and_readme_name_only_exported_metrics(tmp_path: Path) -> None:

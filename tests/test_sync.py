@@ -379,3 +379,89 @@ def test_soon_work_needs_no_company() -> None:
     thread.finish(1)
     assert order == ["lazy", "move", "next move"]
     assert recorder.calls == []  # no sync for any of them
+
+
+def test_durable_delay_ends_once_the_last_batchs_size_waits() -> None:
+    """Under load the mailbox barrier does not idle: after a batch of three
+    deliveries, the next starts as soon as three are pending, without
+    waiting out the delay; fewer still wait for it (and a lone one after a
+    batch of one waits too: no history of company)."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    thread = ControlledThread()
+    barrier = SyncBarrier(
+        "/m", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=clock,
+        durable_delay=0.01,
+    )  # fmt: skip
+    for _ in range(3):
+        barrier.run(lambda: None, durable=True)
+    assert thread.started == []
+    clock.advance(0.01)
+    assert len(thread.started) == 1
+    thread.finish(0)
+    barrier.run(lambda: None, durable=True)
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 1  # two of three: still waiting
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 2  # the third: at once, clock untouched
+    thread.finish(1)
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 2
+    clock.advance(0.01)
+    assert len(thread.started) == 3
+    thread.finish(2)
+    barrier.run(lambda: None, durable=True)
+    assert len(thread.started) == 3  # after a batch of one: the delay again
+    clock.advance(0.01)
+    assert len(thread.started) == 4
+
+
+def test_each_durable_batch_times_its_wait_work_and_sync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A durable batch appends its three phases: the wait from its oldest
+    caller until the batch began on the thread, its work, its sync."""
+    import time
+
+    from twisted.internet.task import Clock
+
+    readings = [10.0, 10.1, 10.5, 10.6, 10.9]
+
+    def monotonic() -> float:
+        # The barrier's readings in turn; anyone else reading meanwhile
+        # would shift them (and fail the test), never exhaust them.
+        return readings.pop(0) if len(readings) > 1 else readings[0]
+
+    monkeypatch.setattr(time, "monotonic", monotonic)
+    thread = ControlledThread()
+    barrier = SyncBarrier(
+        "/m", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=Clock()
+    )
+    barrier.run(lambda: None, durable=True)  # 10.0
+    barrier.run(lambda: None, durable=False)  # 10.1, not durable: not timed
+    thread.finish(0)  # began 10.5, worked 10.6, synced 10.9
+    timings = list(barrier.timings)
+    assert [phase for phase, _ in timings] == ["wait", "work", "sync"]
+    assert [round(seconds, 6) for _, seconds in timings] == [0.5, 0.1, 0.3]
+
+
+def test_fsync_skips_what_failed_work_named_and_fails_it_alone() -> None:
+    """In fsync mode a piece of durable work that failed (its file removed,
+    as a refused quota removes a delivery's) is not fsynced: it fails with
+    its own error, and the rest of the batch is synced and succeeds."""
+    barrier, thread, recorder = _barrier("fsync")
+    outcomes: list[object] = []
+
+    def refused() -> None:
+        raise OSError(122, "Disk quota exceeded")
+
+    barrier.sync()  # a batch in flight: the next three wait for the next one
+    barrier.run(lambda: "first", files=["/q/a"], dirs=["/q"]).addCallback(outcomes.append)
+    failed = barrier.run(refused, files=["/m/tmp/b"], dirs=["/m/tmp"])
+    failed.addErrback(lambda f: outcomes.append(f.value.errno))
+    barrier.run(lambda: "third", files=["/q/c"], dirs=["/q"]).addCallback(outcomes.append)
+    thread.finish(0)
+    thread.finish(1)
+    assert recorder.calls[1:] == [(["/q/a", "/q/c"], ["/q"])]
+    assert outcomes == ["first", 122, "third"]

@@ -26,7 +26,10 @@ Where the figures come from (no counter is added inside another part):
   (:mod:`pymta.metrics.queues`);
 - the batch sizes of group commit (``pymta_sync_batch_size{barrier}``, a
   histogram of the durable pieces of work each sync covered, sampled from
-  the barriers' ``batch_sizes``);
+  the barriers' ``batch_sizes``), and the time each batch's phases took
+  (``pymta_sync_seconds{barrier,phase}``: ``wait`` from the oldest
+  caller until the batch began on its thread, ``work``, ``sync``; from
+  the barriers' ``timings``);
 - syncs of the group-commit barriers (``pymta_syncs_total{barrier}``:
   ``queue`` and ``mailbox``; their ``syncs`` attribute, sampled): the
   messages received divided by the queue's syncs is the mean queue-sync
@@ -218,6 +221,7 @@ class MetricsService(service.Service):
                 self._syncs_seen[name] = syncs
                 self.metrics.syncs.labels(barrier=name).inc(max(new, 0))
                 self._sample_batches(name, barrier)
+                self._sample_timings(name, barrier)
 
     def _sample_batches(self, name: str, barrier: ISyncBarrier) -> None:
         """Observe the batch sizes this barrier synced since the last sample."""
@@ -228,6 +232,25 @@ class MetricsService(service.Service):
             for _ in range(count - seen.get(size, 0)):
                 histogram.observe(size)
             seen[size] = count
+
+    def _sample_timings(self, name: str, barrier: ISyncBarrier) -> None:
+        """Observe the phase durations this barrier's batches appended
+        since the last sample (a deque: its thread appends, we take)."""
+        timings = getattr(barrier, "timings", None)
+        if timings is None:
+            return
+        histograms: dict[str, Any] = {}
+        while True:
+            try:
+                phase, seconds = timings.popleft()
+            except IndexError:
+                return
+            histogram = histograms.get(phase)
+            if histogram is None:
+                histogram = histograms[phase] = self.metrics.sync_seconds.labels(
+                    barrier=name, phase=phase
+                )
+            histogram.observe(seconds)
 
     def count_sessions(self, factory: Any, command: str) -> Any:
         """``factory`` of a master.cf ``command`` listener, with its sessions counted."""

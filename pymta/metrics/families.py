@@ -25,6 +25,20 @@ from pymta.metrics.events import Observation
 
 #: Delivery delays span milliseconds (local mailboxes) to days (retries).
 SYNC_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+SYNC_SECONDS_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
 DELAY_BUCKETS = (
     0.01,
     0.05,
@@ -140,6 +154,14 @@ class MailMetrics:
             "Pieces of durable work (queue files, mailbox writes) made durable by one sync",
             ["barrier"],
             buckets=SYNC_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.sync_seconds = Histogram(
+            "pymta_sync_seconds",
+            "Phases of each durable group-commit batch: wait (from the oldest"
+            " caller until the batch began), work (its file work), sync",
+            ["barrier", "phase"],
+            buckets=SYNC_SECONDS_BUCKETS,
             registry=r,
         )
         self.reactor_processes = Gauge(
