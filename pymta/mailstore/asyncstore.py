@@ -40,8 +40,16 @@ gives the asynchronous face of a store.
   folder's own locks keep other threads and processes out (see
   :mod:`pymta.mailstore.folder_base`); listeners hear of changes in the
   reactor thread, as before.
+  ``watch()`` also watches for other processes' changes: a folder's
+  (``new/``, ``cur/``, its index) with the store's shared inotify
+  watchers (:mod:`pymta.mailstore.watchers`), which rescan it in the
+  store's threads; a user's mailbox root for the folder list, the
+  subscriptions and the METADATA file. The user's METADATA entries
+  (``metadata``, ``set_metadata``) are read and written in the store's
+  threads (:mod:`pymta.mailstore.metadata`).
 - :class:`pymta.mailstore.memory.MemoryStore` answers at once
-  (``succeed()``/``fail()``).
+  (``succeed()``/``fail()``); every change goes through its objects, so
+  ``watch()`` is its listeners alone.
 
 The contract tests run both stores through this API only
 (``tests/test_mailstore_contract.py``, ``tests/test_mailstore_async.py``).
@@ -51,7 +59,9 @@ CLOSE, CHECK, COPY, MOVE, APPEND (``append``, MULTIAPPEND's
 ``append_many``), CATENATE's URLs, METADATA's mailbox look-up, the
 untagged updates after each command (``get_many`` and ``claim_recent``
 by UID), SEARCH, CONDSTORE/QRESYNC, NOTIFY and the folder commands (LIST,
-LSUB, STATUS, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE).
+LSUB, STATUS, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE), the
+selected view, IDLE and NOTIFY's watching (``watch``), and METADATA's
+entries.
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
@@ -60,8 +70,8 @@ nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, BinaryIO, TypeVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from zope.interface import Attribute, Interface, implementer
@@ -84,7 +94,13 @@ from pymta.mailstore.interface import (
     Staged,
 )
 
+if TYPE_CHECKING:
+    from pymta.mailstore.watchers import WatcherPool
+
 T = TypeVar("T")
+
+#: Stops a watch (``watch()``'s answer); calling it again does nothing.
+Cancel = Callable[[], None]
 
 #: Flag changes of at most this many messages run at once (see the module
 #: doc); more (POP3's QUIT after a big download, STORE 1:*) in a thread.
@@ -102,6 +118,9 @@ class IAsyncFolder(Interface):
     """:class:`~pymta.mailstore.interface.IFolder` with Deferred results."""
 
     name = Attribute("The folder's name, as IFolder.name (no disk access).")
+    writable = Attribute(
+        "IFolder.writable: whether the store can be written, as it last found out (no disk access)."
+    )
 
     def refresh() -> Deferred[list[MessageInfo]]:
         """IFolder.refresh."""
@@ -222,6 +241,15 @@ class IAsyncFolder(Interface):
     def remove_listener(callback: Callable[[FolderChange], None]) -> None:
         """IFolder.remove_listener."""
 
+    def watch(listener: Callable[[FolderChange], None]) -> Cancel:
+        """Tell ``listener`` (in the reactor thread) of every change of this
+        folder, as add_listener does, and also of changes other processes
+        make on disk (deliveries, another server): the store watches the
+        folder for them (Maildir: inotify, shared by every watch of the
+        folder, and a rescan in the store's threads; the memory store:
+        nothing more to watch) until the returned cancel is called. No
+        disk access in the caller's thread."""
+
 
 class IAsyncUserMailbox(Interface):
     """:class:`~pymta.mailstore.interface.IUserMailbox` with Deferred results."""
@@ -252,6 +280,22 @@ class IAsyncUserMailbox(Interface):
 
     def subscriptions() -> Deferred[list[str]]:
         """IUserMailbox.subscriptions."""
+
+    def metadata() -> Deferred[dict[str, dict[str, bytes]]]:
+        """IUserMailbox.metadata: the user's METADATA entries."""
+
+    def set_metadata(
+        key: str, changes: Mapping[str, bytes | None], max_entries: int
+    ) -> Deferred[bool]:
+        """IUserMailbox.set_metadata: fires once the change is durable."""
+
+    def watch(callback: Callable[[], None]) -> Cancel:
+        """Call ``callback`` (in the reactor thread; several times for one
+        change, so the caller coalesces) when another process may have
+        changed this user's folder list, subscriptions or METADATA entries
+        on disk, until the returned cancel is called. A store that cannot
+        tell (the memory store: every change is this process's; no inotify)
+        never calls it. No disk access in the caller's thread."""
 
 
 class IAsyncMailStore(Interface):
@@ -286,15 +330,26 @@ class _Serial:
 class AsyncFolder:
     """The asynchronous face of one synchronous folder (see the module doc)."""
 
-    def __init__(self, folder: IFolder, runner: Runner | None, reads_at_once: bool = False) -> None:
+    def __init__(
+        self,
+        folder: IFolder,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        watchers: WatcherPool | None = None,
+    ) -> None:
         self.folder = folder
         self._runner = runner
+        self._watchers = watchers
         self._run = _Serial(runner, reads_at_once)
         self._filling: Deferred[int] | None = None  # a header prefetch under way
 
     @property
     def name(self) -> str:
         return str(self.folder.name)
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.folder.writable)
 
     def _call(self, method: str, *args: Any) -> Deferred[Any]:
         bound = getattr(self.folder, method)
@@ -449,6 +504,25 @@ class AsyncFolder:
     def remove_listener(self, callback: Callable[[FolderChange], None]) -> None:
         self.folder.remove_listener(callback)
 
+    def watch(self, listener: Callable[[FolderChange], None]) -> Cancel:
+        folder, watchers = self.folder, self._watchers
+        folder.add_listener(listener)
+        if watchers is not None:
+            # The watcher rescans through this face: in the store's
+            # threads, in order with the folder's other calls.
+            watchers.acquire(folder, self)
+        watching = [True]
+
+        def cancel() -> None:
+            if not watching:
+                return
+            watching.clear()
+            folder.remove_listener(listener)
+            if watchers is not None:
+                watchers.release(folder)
+
+        return cancel
+
 
 #: Above this many UIDs, records_of reads the whole index once.
 INDEX_SCAN = 64
@@ -536,11 +610,16 @@ class AsyncUserMailbox:
     made once per synchronous folder, so every session shares them."""
 
     def __init__(
-        self, mailbox: IUserMailbox, runner: Runner | None, reads_at_once: bool = False
+        self,
+        mailbox: IUserMailbox,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        watchers: WatcherPool | None = None,
     ) -> None:
         self.mailbox = mailbox
         self._runner = runner
         self._reads_at_once = reads_at_once
+        self._watchers = watchers
         self._run = _Serial(runner, reads_at_once)
         self._folders: dict[int, AsyncFolder] = {}
 
@@ -556,7 +635,7 @@ class AsyncUserMailbox:
         face = self._folders.get(id(folder))
         if face is None or face.folder is not folder:
             face = self._folders[id(folder)] = AsyncFolder(
-                folder, self._runner, self._reads_at_once
+                folder, self._runner, self._reads_at_once, self._watchers
             )
         return face
 
@@ -588,20 +667,46 @@ class AsyncUserMailbox:
     def subscriptions(self) -> Deferred[list[str]]:
         return self._run(self.mailbox.subscriptions)
 
+    def metadata(self) -> Deferred[dict[str, dict[str, bytes]]]:
+        # Not a read at once: a stat and perhaps a read of a file, off the
+        # reactor thread (invariant 4).
+        return self._run(self.mailbox.metadata)
+
+    def set_metadata(
+        self, key: str, changes: Mapping[str, bytes | None], max_entries: int
+    ) -> Deferred[bool]:
+        wanted = dict(changes)
+        return self._run(lambda: self.mailbox.set_metadata(key, wanted, max_entries))
+
+    def watch(self, callback: Callable[[], None]) -> Cancel:
+        if self._watchers is None:
+            return _nothing
+        return self._watchers.watch_mailbox(self.mailbox, callback)
+
+
+def _nothing() -> None:
+    """The cancel of a watch that needs no watching."""
+
 
 @implementer(IAsyncMailStore)
 class AsyncMailStore:
     """The asynchronous face of a synchronous store, its calls run by
     ``runner`` (None: at once; ``reads_at_once``: reads too when nothing of
     their folder waits, see the module doc). Stores make it:
-    ``store.asynchronous()``."""
+    ``store.asynchronous()``; ``watchers``: the store's inotify pool
+    behind ``watch()`` (None: listeners alone, as the memory store)."""
 
     def __init__(
-        self, store: IMailStore, runner: Runner | None, reads_at_once: bool = False
+        self,
+        store: IMailStore,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        watchers: WatcherPool | None = None,
     ) -> None:
         self.store = store
         self._runner = runner
         self._reads_at_once = reads_at_once
+        self._watchers = watchers
         self._mailboxes: dict[int, AsyncUserMailbox] = {}
 
     def open_user(self, user: str, path: str) -> Deferred[IAsyncUserMailbox]:
@@ -612,6 +717,6 @@ class AsyncMailStore:
         face = self._mailboxes.get(id(mailbox))
         if face is None or face.mailbox is not mailbox:
             face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(
-                mailbox, self._runner, self._reads_at_once
+                mailbox, self._runner, self._reads_at_once, self._watchers
             )
         return face
