@@ -346,9 +346,16 @@ def main() -> int:
     for u in idle_users:
         write_maildir(homes[u], 10)
     # Its sessions all come from one address, up to SETUP_CONCURRENCY of them
-    # before login at once: lift the per-client cap (a slowloris defence).
+    # before login at once: lift the per-client caps (a slowloris defence,
+    # and the logins in progress per client, a guessing defence).
     server = PymtaRetrievalServer(
-        workdir, passwd, imap=True, extra_main_cf="imapd_max_login_ip_connections = 0\n"
+        workdir,
+        passwd,
+        imap=True,
+        extra_main_cf=(
+            "imapd_max_login_ip_connections = 0\n"
+            f"pymta_auth_client_concurrency_limit = {SETUP_CONCURRENCY}\n"
+        ),
     )
     server.start()
     try:

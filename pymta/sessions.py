@@ -28,7 +28,13 @@ from typing import Any, Protocol
 from pymta.cleanup.interface import ICleanup
 from pymta.config import Config, ConfigError
 from pymta.config.master_cf import MasterService
-from pymta.listeners import TCPListener, UnixListener, listen_backlog, unix_socket_path
+from pymta.listeners import (
+    IListener,
+    TCPListener,
+    UnixListener,
+    listen_backlog,
+    unix_socket_path,
+)
 from pymta.rewrite.switch import ResolverSwitch
 from pymta.sync import ISyncBarrier
 
@@ -63,7 +69,7 @@ class ListenerHost(Protocol):
     config: Config
     sessions: SessionParts | None
     #: {listener key: its listening service}
-    ports: dict[str, Any]
+    ports: dict[str, IListener]
     #: {listener key: its master.cf line}, what a reload compares.
     listener_services: dict[str, MasterService]
     services: list[Any]

@@ -18,6 +18,7 @@ from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from pymta.imap import log as imaplog
 from pymta.imap.notify import NotifyHub
@@ -26,10 +27,11 @@ from pymta.imap.scan import ScanGate, scan_runner
 from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.prefetch import ThreadRunner, reactor_thread_runner
 from pymta.netmatch import NetworkList
-from pymta.preauth import PreauthConnections
+from pymta.preauth import IPreauthCounted, PreauthConnections
 from pymta.userip import UserIPLimit
 
 
+@implementer(IPreauthCounted)
 class IMAPServerFactory(ServerFactory):
     """Makes IMAPServer protocols sharing one portal, TLS context and clock."""
 

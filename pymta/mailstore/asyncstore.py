@@ -351,46 +351,44 @@ class AsyncFolder:
     def writable(self) -> bool:
         return bool(self.folder.writable)
 
-    def _call(self, method: str, *args: Any) -> Deferred[Any]:
-        bound = getattr(self.folder, method)
-        return self._run(lambda: bound(*args))
+    def _call(self, method: Callable[..., T], *args: Any) -> Deferred[T]:
+        return self._run(lambda: method(*args))
 
-    def _read(self, method: str, *args: Any) -> Deferred[Any]:
+    def _read(self, method: Callable[..., T], *args: Any) -> Deferred[T]:
         # A read, or a light change (see the module doc): at once when
         # nothing of the folder waits.
-        bound = getattr(self.folder, method)
-        return self._run(lambda: bound(*args), read=True)
+        return self._run(lambda: method(*args), read=True)
 
     def refresh(self) -> Deferred[list[MessageInfo]]:
-        return self._call("refresh")
+        return self._call(self.folder.refresh)
 
     def changed_on_disk(self) -> Deferred[bool]:
-        return self._read("changed_on_disk")
+        return self._read(self.folder.changed_on_disk)
 
     def messages(self) -> Deferred[list[MessageInfo]]:
-        return self._read("messages")
+        return self._read(self.folder.messages)
 
     def get(self, uid: int) -> Deferred[MessageInfo]:
-        return self._read("get", uid)
+        return self._read(self.folder.get, uid)
 
     def get_many(self, uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
         folder = self.folder
         return self._run(lambda: records_of(folder, uids), read=True)
 
     def status(self) -> Deferred[FolderStatus]:
-        return self._read("status")
+        return self._read(self.folder.status)
 
     def read(self, uid: int) -> Deferred[bytes]:
-        return self._read("read", uid)
+        return self._read(self.folder.read, uid)
 
     def open(self, uid: int) -> Deferred[BinaryIO]:
-        return self._read("open", uid)
+        return self._read(self.folder.open, uid)
 
     def header_bytes(self, uid: int) -> Deferred[bytes]:
-        return self._read("header_bytes", uid)
+        return self._read(self.folder.header_bytes, uid)
 
     def mime_structure(self, uid: int) -> Deferred[MimePart]:
-        return self._read("mime_structure", uid)
+        return self._read(self.folder.mime_structure, uid)
 
     def prefetch_headers(self, uids: Collection[int]) -> Deferred[int]:
         cache = IHeaderCache(self.folder, None)
@@ -460,43 +458,43 @@ class AsyncFolder:
         mode: FlagMode,
         unchanged_since: int | None = None,
     ) -> Deferred[MessageInfo | None]:
-        return self._read("set_flags", uid, flags, mode, unchanged_since)
+        return self._read(self.folder.set_flags, uid, flags, mode, unchanged_since)
 
     def set_flags_many(
         self, uids: Collection[int], flags: Collection[str], mode: FlagMode
     ) -> Deferred[list[MessageInfo]]:
         if len(uids) <= LIGHT_MAX:
-            return self._read("set_flags_many", uids, flags, mode)
-        return self._call("set_flags_many", uids, flags, mode)
+            return self._read(self.folder.set_flags_many, uids, flags, mode)
+        return self._call(self.folder.set_flags_many, uids, flags, mode)
 
     def append(
         self, content: bytes, flags: Collection[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:
-        return self._call("append", content, flags, internal_date)
+        return self._call(self.folder.append, content, flags, internal_date)
 
     def append_many(self, contents: Sequence[Appended]) -> Deferred[list[int]]:
         folder = self.folder
         return self._run(lambda: append_all(folder, contents))
 
     def expunge(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
-        return self._call("expunge", uids)
+        return self._call(self.folder.expunge, uids)
 
     def expunged_since(self, modseq: int) -> Deferred[list[int]]:
-        return self._read("expunged_since", modseq)
+        return self._read(self.folder.expunged_since, modseq)
 
     def copy(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
-        return self._call("copy", uids, _synchronous(target))
+        return self._call(self.folder.copy, uids, _synchronous(target))
 
     def move(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
-        return self._call("move", uids, _synchronous(target))
+        return self._call(self.folder.move, uids, _synchronous(target))
 
     def claim_recent(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
         if uids is not None and len(uids) <= LIGHT_MAX:
-            return self._read("claim_recent", uids)
-        return self._call("claim_recent", uids)  # without UIDs: lists new/
+            return self._read(self.folder.claim_recent, uids)
+        return self._call(self.folder.claim_recent, uids)  # without UIDs: lists new/
 
     def lock(self) -> Deferred[IFolderLock | None]:
-        return self._call("lock")
+        return self._call(self.folder.lock)
 
     def add_listener(self, callback: Callable[[FolderChange], None]) -> None:
         self.folder.add_listener(callback)
