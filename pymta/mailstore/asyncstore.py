@@ -36,7 +36,9 @@ gives the asynchronous face of a store.
   header cache.
   Calls on one folder (and on one user's folder list) run one after
   another in the order they were made, so a session's STORE then FETCH
-  see each other; calls on different folders run side by side. The
+  see each other; calls on different folders run side by side. A read
+  that must wait for earlier calls runs in its turn on the reactor
+  thread (the reactor's next turn), not in a thread of its own. The
   folder's own locks keep other threads and processes out (see
   :mod:`pymta.mailstore.folder_base`); listeners hear of changes in the
   reactor thread, as before.
@@ -308,21 +310,34 @@ class IAsyncMailStore(Interface):
 class _Serial:
     """Runs calls through ``runner`` one after another, in call order;
     ``at_once`` work runs in the caller's thread when nothing is waiting
-    (the order is the same: nothing runs before it)."""
+    (the order is the same: nothing runs before it), and when something
+    is, through ``read_later`` if given (else ``runner``)."""
 
-    def __init__(self, runner: Runner | None, reads_at_once: bool = False) -> None:
+    def __init__(
+        self,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        read_later: Runner | None = None,
+    ) -> None:
         self._runner = runner
         self._reads_at_once = reads_at_once
+        self._read_later = read_later
         self._lock = DeferredLock()
 
     def __call__(self, work: Callable[[], T], *, read: bool = False) -> Deferred[T]:
-        if self._runner is None or (read and self._reads_at_once and not self._lock.locked):
+        at_once = read and self._reads_at_once
+        if self._runner is None or (at_once and not self._lock.locked):
             # At once (a FETCH makes one such call per message: no more
             # than a fired Deferred).
             try:
                 return succeed(work())
             except BaseException:
                 return fail()
+        if at_once and self._read_later is not None:
+            # Behind a rescan (an inotify wake-up) every session's update
+            # reads wait: each runs in its turn on the reactor thread, not
+            # one thread hop after another.
+            return self._lock.run(self._read_later, work)
         return self._lock.run(self._runner, work)
 
 
@@ -336,11 +351,12 @@ class AsyncFolder:
         runner: Runner | None,
         reads_at_once: bool = False,
         watchers: WatcherPool | None = None,
+        read_later: Runner | None = None,
     ) -> None:
         self.folder = folder
         self._runner = runner
         self._watchers = watchers
-        self._run = _Serial(runner, reads_at_once)
+        self._run = _Serial(runner, reads_at_once, read_later)
         self._filling: Deferred[int] | None = None  # a header prefetch under way
 
     @property
@@ -613,12 +629,14 @@ class AsyncUserMailbox:
         runner: Runner | None,
         reads_at_once: bool = False,
         watchers: WatcherPool | None = None,
+        read_later: Runner | None = None,
     ) -> None:
         self.mailbox = mailbox
         self._runner = runner
         self._reads_at_once = reads_at_once
         self._watchers = watchers
-        self._run = _Serial(runner, reads_at_once)
+        self._read_later = read_later
+        self._run = _Serial(runner, reads_at_once, read_later)
         self._folders: dict[int, AsyncFolder] = {}
 
     @property
@@ -633,7 +651,7 @@ class AsyncUserMailbox:
         face = self._folders.get(id(folder))
         if face is None or face.folder is not folder:
             face = self._folders[id(folder)] = AsyncFolder(
-                folder, self._runner, self._reads_at_once, self._watchers
+                folder, self._runner, self._reads_at_once, self._watchers, self._read_later
             )
         return face
 
@@ -692,7 +710,9 @@ class AsyncMailStore:
     ``runner`` (None: at once; ``reads_at_once``: reads too when nothing of
     their folder waits, see the module doc). Stores make it:
     ``store.asynchronous()``; ``watchers``: the store's inotify pool
-    behind ``watch()`` (None: listeners alone, as the memory store)."""
+    behind ``watch()`` (None: listeners alone, as the memory store);
+    ``read_later``: runs a read that waited for its folder's earlier
+    calls (None: ``runner``)."""
 
     def __init__(
         self,
@@ -700,11 +720,13 @@ class AsyncMailStore:
         runner: Runner | None,
         reads_at_once: bool = False,
         watchers: WatcherPool | None = None,
+        read_later: Runner | None = None,
     ) -> None:
         self.store = store
         self._runner = runner
         self._reads_at_once = reads_at_once
         self._watchers = watchers
+        self._read_later = read_later
         self._mailboxes: dict[int, AsyncUserMailbox] = {}
 
     def open_user(self, user: str, path: str) -> Deferred[IAsyncUserMailbox]:
@@ -715,6 +737,6 @@ class AsyncMailStore:
         face = self._mailboxes.get(id(mailbox))
         if face is None or face.mailbox is not mailbox:
             face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(
-                mailbox, self._runner, self._reads_at_once, self._watchers
+                mailbox, self._runner, self._reads_at_once, self._watchers, self._read_later
             )
         return face

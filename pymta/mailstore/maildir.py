@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
 import socket
@@ -78,6 +79,7 @@ import threading
 from collections.abc import Mapping
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, Runner
@@ -443,6 +445,14 @@ class MaildirStore:
     ) -> None:
         self._clock = clock
         self._runner = run_in_thread or reactor_thread_runner(clock)
+        # A read that waited for its folder's earlier calls (every IDLE
+        # session's update read after an inotify rescan) runs in its turn
+        # on the reactor thread, as a read does when nothing waits: the
+        # reactor's next turn, not a thread hop. A runner given (tests)
+        # runs them, as before.
+        self._read_later: Runner | None = None
+        if run_in_thread is None and self._runner is not None:
+            self._read_later = functools.partial(deferLater, clock, 0)
         #: What the asynchronous API's watch() acquires (inotify watchers).
         self.watchers = watchers if watchers is not None else WatcherPool(clock)
         self._asynchronous: AsyncMailStore | None = None
@@ -459,7 +469,11 @@ class MaildirStore:
         calls in order."""
         if self._asynchronous is None:
             self._asynchronous = AsyncMailStore(
-                self, self._runner, reads_at_once=True, watchers=self.watchers
+                self,
+                self._runner,
+                reads_at_once=True,
+                watchers=self.watchers,
+                read_later=self._read_later,
             )
         return self._asynchronous
 
