@@ -70,8 +70,11 @@ from pymta.sync import SyncBarrier
 
 if TYPE_CHECKING:
     # Made only when configured (imported then, in build()).
+    from pymta.dns.interface import IDNSResolver
+    from pymta.mailstore.interface import IMailStore
     from pymta.master.workers import WorkerPool
     from pymta.metrics import MetricsService
+    from pymta.queue.space import QueueSpace
 
 log = Logger()
 
@@ -576,11 +579,11 @@ def build(
     return system
 
 
-def _shared_mailstore(config: Config, reactor: Any) -> Callable[[], Any]:
+def _shared_mailstore(config: Config, reactor: Any) -> Callable[[], IMailStore]:
     """The Maildir store pop3d and imapd share, made when the first asks."""
-    made: list[Any] = []
+    made: list[IMailStore] = []
 
-    def mailstore() -> Any:
+    def mailstore() -> IMailStore:
         if not made:
             from pymta.mailstore.maildir import MaildirStore
 
@@ -590,13 +593,13 @@ def _shared_mailstore(config: Config, reactor: Any) -> Callable[[], Any]:
     return mailstore
 
 
-def _shared_smtpd_dns(config: Config, reactor: Any) -> Callable[[], Any]:
+def _shared_smtpd_dns(config: Config, reactor: Any) -> Callable[[], IDNSResolver]:
     """smtpd's DNS resolver, made when the first listener asks: one cache for
     every smtpd listener (DNSBL answers are shared), and a lookup never
     takes longer than SMTPD_DNS_DEADLINE (then: 450)."""
-    made: list[Any] = []
+    made: list[IDNSResolver] = []
 
-    def smtpd_dns() -> Any:
+    def smtpd_dns() -> IDNSResolver:
         if not made:
             from pymta.dns.cache import CachingResolver
             from pymta.dns.deadline import DeadlineResolver
@@ -611,7 +614,7 @@ def _shared_smtpd_dns(config: Config, reactor: Any) -> Callable[[], Any]:
     return smtpd_dns
 
 
-def _queue_space(queue_directory: str, reactor: Any) -> Any:
+def _queue_space(queue_directory: str, reactor: Any) -> QueueSpace:
     """The queue file system's free space that every smtpd checks at MAIL
     FROM (queue_minfree), refreshed in the reactor's thread pool."""
     from pymta.queue.space import QueueSpace
