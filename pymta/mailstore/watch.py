@@ -23,6 +23,7 @@ Logs a failed refresh with its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -84,6 +85,7 @@ class FolderWatcher:
         if self._notifier is not None or self._poller is not None:
             return
         self._started = True
+        notifier: Any = None
         try:
             notifier = self._notifier_factory(self._reactor)
             notifier.startReading()
@@ -96,6 +98,11 @@ class FolderWatcher:
             self.inotify = True
         except Exception as e:
             _log.info("no inotify for {path} ({error}); polling", path=self._path, error=e)
+            if notifier is not None:
+                # The watches added before one failed (no watches left:
+                # fs.inotify.max_user_watches) would outlive the watcher.
+                with contextlib.suppress(Exception):
+                    notifier.loseConnection()
             self._poller = LoopingCall(self._poll)
             self._poller.clock = self._reactor
             self._poller.start(self._poll_interval, now=False)
