@@ -76,6 +76,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
 from pymta.mailstore import filescan, prefetch
@@ -540,6 +541,36 @@ class AsyncFolder:
 
 #: Above this many UIDs, records_of reads the whole index once.
 INDEX_SCAN = 64
+
+
+class NextTurn:
+    """A runner that runs its work on the reactor thread in the reactor's
+    next turn, all that is given until then in one go, in order (work
+    given while it runs joins the same turn): the reads a folder's queue
+    hands on one after another cost one turn, not one each."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._pending: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+        self._call: IDelayedCall | None = None
+
+    def __call__(self, work: Callable[[], T]) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        self._pending.append((work, d))
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._run)
+        return d
+
+    def _run(self) -> None:
+        self._call = None
+        while self._pending:
+            work, d = self._pending.pop(0)
+            try:
+                result = work()
+            except BaseException:
+                d.errback()
+            else:
+                d.callback(result)
 
 
 def records_of(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]:

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import os
 import shutil
 import socket
@@ -79,10 +78,9 @@ import threading
 from collections.abc import Mapping
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
 from zope.interface import implementer
 
-from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, Runner
+from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, NextTurn, Runner
 from pymta.mailstore.files import (
     SPECIAL_USE_FILE,
     MaildirLock,
@@ -447,12 +445,12 @@ class MaildirStore:
         self._runner = run_in_thread or reactor_thread_runner(clock)
         # A read that waited for its folder's earlier calls (every IDLE
         # session's update read after an inotify rescan) runs in its turn
-        # on the reactor thread, as a read does when nothing waits: the
-        # reactor's next turn, not a thread hop. A runner given (tests)
-        # runs them, as before.
+        # on the reactor thread, as a read does when nothing waits: in the
+        # reactor's next turn with the reads queued behind it, not a thread
+        # hop each. A runner given (tests) runs them, as before.
         self._read_later: Runner | None = None
         if run_in_thread is None and self._runner is not None:
-            self._read_later = functools.partial(deferLater, clock, 0)
+            self._read_later = NextTurn(clock)
         #: What the asynchronous API's watch() acquires (inotify watchers).
         self.watchers = watchers if watchers is not None else WatcherPool(clock)
         self._asynchronous: AsyncMailStore | None = None
