@@ -262,3 +262,40 @@ def test_maildir_metadata_is_read_and_written_in_the_store_threads(tmp_path: Pat
     assert len(read) == 1
     runner.run_all()
     assert read[1] == {"": {"/private/comment": b"other"}}
+
+
+@pytest.mark.parametrize("light", [True, False])
+def test_maildir_watcher_rescans_a_small_folder_at_once_a_big_one_in_the_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, light: bool
+) -> None:
+    """A folder this face has listed and found small (LIGHT_RESCAN) is
+    rescanned at once on an inotify event, when nothing of it waits (no
+    thread hop, no scan competing for the GIL with the sessions it
+    wakes); a bigger one waits for the store's threads."""
+    from pymta.mailstore import asyncstore
+
+    monkeypatch.setattr(asyncstore, "LIGHT_RESCAN", 1000 if light else -1)
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    pool, fake = _pool(clock)
+    runner = QueuedRunner()
+    store = MaildirStore(clock, "test", fsync=False, run_in_thread=runner, watchers=pool)
+    opening = store.asynchronous().open_user("u", str(tmp_path / "u"))
+    runner.run_all()
+    inbox = _now(_now(opening).folder("INBOX"))
+    listing = inbox.messages()
+    runner.run_all()
+    assert _now(listing) == []
+    heard: list[FolderChange] = []
+    cancel = inbox.watch(heard.append)
+    new = tmp_path / "u" / "new"
+    (new / "1700000001.M1P1.other").write_bytes(MSG)
+    fake.event(str(new), "1700000001.M1P1.other")
+    clock.advance(0.1)
+    if light:
+        assert [c.kind for c in heard] == ["append"] and runner.jobs == []
+    else:
+        assert heard == [] and len(runner.jobs) == 1
+        runner.run_all()
+        assert [c.kind for c in heard] == ["append"]
+    cancel()

@@ -109,6 +109,15 @@ Cancel = Callable[[], None]
 #: doc); more (POP3's QUIT after a big download, STORE 1:*) in a thread.
 LIGHT_MAX = 16
 
+#: The store's watchers rescan a folder known to hold at most this many
+#: messages at once, on the reactor, when nothing of it waits (a listing
+#: of a few hundred names costs less than the thread hop; and a scan in a
+#: thread, its every system call waiting for the GIL while the reactor
+#: wakes the sessions of the folders rescanned before, made the last of
+#: 400 IDLE sessions over 20 folders wait twice as long); bigger folders,
+#: or folders whose size this face has not seen, in the store's threads.
+LIGHT_RESCAN = 1000
+
 #: One message of an append_many: its bytes, flags and internal date.
 Appended = tuple[bytes, Collection[str], "float | None"]
 
@@ -359,6 +368,7 @@ class AsyncFolder:
         self._watchers = watchers
         self._run = _Serial(runner, reads_at_once, read_later)
         self._filling: Deferred[int] | None = None  # a header prefetch under way
+        self._size: int | None = None  # messages as last listed through this face
 
     @property
     def name(self) -> str:
@@ -377,13 +387,24 @@ class AsyncFolder:
         return self._run(lambda: method(*args), read=True)
 
     def refresh(self) -> Deferred[list[MessageInfo]]:
-        return self._call(self.folder.refresh)
+        return self._call(self.folder.refresh).addCallback(self._sized)
+
+    def rescan(self) -> Deferred[list[MessageInfo]]:
+        """The store's watchers' refresh after an inotify event (see
+        :data:`LIGHT_RESCAN`); not part of IAsyncFolder."""
+        if self._size is not None and self._size <= LIGHT_RESCAN:
+            return self._read(self.folder.refresh).addCallback(self._sized)
+        return self.refresh()
+
+    def _sized(self, messages: list[MessageInfo]) -> list[MessageInfo]:
+        self._size = len(messages)
+        return messages
 
     def changed_on_disk(self) -> Deferred[bool]:
         return self._read(self.folder.changed_on_disk)
 
     def messages(self) -> Deferred[list[MessageInfo]]:
-        return self._read(self.folder.messages)
+        return self._read(self.folder.messages).addCallback(self._sized)
 
     def get(self, uid: int) -> Deferred[MessageInfo]:
         return self._read(self.folder.get, uid)
@@ -523,9 +544,9 @@ class AsyncFolder:
         folder, watchers = self.folder, self._watchers
         folder.add_listener(listener)
         if watchers is not None:
-            # The watcher rescans through this face: in the store's
-            # threads, in order with the folder's other calls.
-            watchers.acquire(folder, self)
+            # The watcher rescans through this face, in order with the
+            # folder's other calls (see LIGHT_RESCAN for where).
+            watchers.acquire(folder, _Rescanning(self))
         watching = [True]
 
         def cancel() -> None:
@@ -537,6 +558,19 @@ class AsyncFolder:
                 watchers.release(folder)
 
         return cancel
+
+
+class _Rescanning:
+    """What the store's folder watcher refreshes: a face's rescan."""
+
+    def __init__(self, face: AsyncFolder) -> None:
+        self._face = face
+
+    def refresh(self) -> Deferred[list[MessageInfo]]:
+        return self._face.rescan()
+
+    def changed_on_disk(self) -> Deferred[bool]:
+        return self._face.changed_on_disk()
 
 
 #: Above this many UIDs, records_of reads the whole index once.

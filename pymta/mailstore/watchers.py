@@ -38,7 +38,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
@@ -76,6 +76,11 @@ class SharedINotify:
             else:
                 from twisted.internet import inotify
 
+                if not IReactorFDSet.providedBy(self._reactor):
+                    # A reactor that cannot read a descriptor (task.Clock in
+                    # tests): refuse before inotify_init, whose descriptor
+                    # would be left open (the watcher then polls).
+                    raise OSError("the reactor cannot read an inotify descriptor")
                 notifier = inotify.INotify(self._reactor)
             notifier.startReading()
             self._inotify = notifier
