@@ -45,7 +45,8 @@ gives the asynchronous face of a store.
   ``watch()`` also watches for other processes' changes: a folder's
   (``new/``, ``cur/``, its index) with the store's shared inotify
   watchers (:mod:`pymta.mailstore.watchers`), which rescan it in the
-  store's threads; a user's mailbox root for the folder list, the
+  store's threads (at once a folder known to be small,
+  :data:`LIGHT_RESCAN`); a user's mailbox root for the folder list, the
   subscriptions and the METADATA file. The user's METADATA entries
   (``metadata``, ``set_metadata``) are read and written in the store's
   threads (:mod:`pymta.mailstore.metadata`).

@@ -9,12 +9,12 @@ the folder's listeners (IMAP IDLE sessions) what changed. Without inotify
 (another OS, no watches left) the watcher falls back to a cheap
 ``changed_on_disk()`` check every ``poll_interval`` seconds.
 
-The folder it refreshes is the store's asynchronous face
-(:class:`~pymta.mailstore.asyncstore.IAsyncFolder`, as the store's
+The folder it refreshes is the store's asynchronous face (as the store's
 :class:`~pymta.mailstore.watchers.WatcherPool` hands it): the rescan runs
-in the store's threads, in order with the folder's other calls, never on
-the reactor. A synchronous folder works too (its calls run at once). One
-refresh runs at a time; events during it make one more afterwards.
+in order with the folder's other calls, in the store's threads (or at
+once for a small folder, :data:`pymta.mailstore.asyncstore.LIGHT_RESCAN`).
+A synchronous folder works too (its calls run at once). One refresh runs
+at a time; events during it make one more afterwards.
 
 Untrusted input: none (event names only filter out the folder's own
 cache and lock files; refresh() reads the disk as usual). Writes nothing.
