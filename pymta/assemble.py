@@ -40,7 +40,7 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -55,7 +55,7 @@ from pymta.config.master_cf import MasterService, check_master, load_master
 from pymta.config.validate import validate
 from pymta.delivery.interface import IDeliveryAgent
 from pymta.delivery.registry import AgentContext, build_agents, process_limits
-from pymta.listeners import ListenError, TCPListener
+from pymta.listeners import IListener, ListenError, TCPListener
 from pymta.mailauth.service import MailAuth
 from pymta.maillog import MaillogObserver, log_to
 from pymta.milter.config import MilterClients
@@ -67,6 +67,14 @@ from pymta.rewrite import Resolver
 from pymta.rewrite.switch import ResolverSwitch
 from pymta.sessions import SMTPD_DNS_DEADLINE, SessionParts, add_listeners
 from pymta.sync import SyncBarrier
+
+if TYPE_CHECKING:
+    # Made only when configured (imported then, in build()).
+    from pymta.dns.interface import IDNSResolver
+    from pymta.mailstore.interface import IMailStore
+    from pymta.master.workers import WorkerPool
+    from pymta.metrics import MetricsService
+    from pymta.queue.space import QueueSpace
 
 log = Logger()
 
@@ -381,10 +389,11 @@ class MailSystem(service.MultiService):
         self.delivery_config = config
         self.sessions: SessionParts | None = None
         #: {listener key: its listening service}
-        self.ports: dict[str, Any] = {}
+        self.ports: dict[str, IListener] = {}
         #: {listener key: its master.cf line}, what a reload compares.
         self.listener_services: dict[str, MasterService] = {}
-        self.workers: Any = None  # pymta.master.workers.WorkerPool with pymta_processes > 1
+        #: The worker processes, with pymta_processes above 1.
+        self.workers: WorkerPool | None = None
         #: Set by twistd (pymta.tap) and workers: install the SIGHUP (reload)
         #: and SIGQUIT (abort) handlers at start with ``signal_handlers``
         #: (pymta.service.makeService gives pymta.master.control's). An
@@ -395,7 +404,8 @@ class MailSystem(service.MultiService):
         self.reload_chain: Deferred[Any] | None = None
         #: Set by pymta.tap when twistd daemonises (no -n).
         self.daemonised = False
-        self.metrics: Any = None  # pymta.metrics.MetricsService, when master.cf has one
+        #: The metrics endpoint's service, when master.cf has one.
+        self.metrics: MetricsService | None = None
         #: twistd's pid file, when pymta.tap knows it: removed when binding a
         #: port fails, as twistd removes it after the other failed starts.
         self.pidfile: str | None = None
@@ -569,11 +579,11 @@ def build(
     return system
 
 
-def _shared_mailstore(config: Config, reactor: Any) -> Callable[[], Any]:
+def _shared_mailstore(config: Config, reactor: Any) -> Callable[[], IMailStore]:
     """The Maildir store pop3d and imapd share, made when the first asks."""
-    made: list[Any] = []
+    made: list[IMailStore] = []
 
-    def mailstore() -> Any:
+    def mailstore() -> IMailStore:
         if not made:
             from pymta.mailstore.maildir import MaildirStore
 
@@ -583,13 +593,13 @@ def _shared_mailstore(config: Config, reactor: Any) -> Callable[[], Any]:
     return mailstore
 
 
-def _shared_smtpd_dns(config: Config, reactor: Any) -> Callable[[], Any]:
+def _shared_smtpd_dns(config: Config, reactor: Any) -> Callable[[], IDNSResolver]:
     """smtpd's DNS resolver, made when the first listener asks: one cache for
     every smtpd listener (DNSBL answers are shared), and a lookup never
     takes longer than SMTPD_DNS_DEADLINE (then: 450)."""
-    made: list[Any] = []
+    made: list[IDNSResolver] = []
 
-    def smtpd_dns() -> Any:
+    def smtpd_dns() -> IDNSResolver:
         if not made:
             from pymta.dns.cache import CachingResolver
             from pymta.dns.deadline import DeadlineResolver
@@ -604,7 +614,7 @@ def _shared_smtpd_dns(config: Config, reactor: Any) -> Callable[[], Any]:
     return smtpd_dns
 
 
-def _queue_space(queue_directory: str, reactor: Any) -> Any:
+def _queue_space(queue_directory: str, reactor: Any) -> QueueSpace:
     """The queue file system's free space that every smtpd checks at MAIL
     FROM (queue_minfree), refreshed in the reactor's thread pool."""
     from pymta.queue.space import QueueSpace

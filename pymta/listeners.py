@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application import internet
+from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from zope.interface import Attribute, implementer
 
 from pymta.config import Config
 from pymta.config.master_cf import MasterService
@@ -62,6 +64,23 @@ class ListenError(Exception):
     """A listener could not bind its address; the message names the master.cf line."""
 
 
+class IListener(IService):
+    """One master.cf listener as the system keeps it (``MailSystem.ports``):
+    a service that accepts sessions for a factory a reload may replace.
+    :class:`TCPListener`, :class:`UnixListener` and a worker's
+    :class:`pymta.master.adopt.AdoptedListener`."""
+
+    session_factory = Attribute("The factory new connections get now.")
+
+    def replace_factory(factory: Any) -> None:
+        """New connections go to ``factory`` (a reload); open sessions keep theirs."""
+
+    def fileno() -> int:
+        """The listening socket's descriptor (after start), for the
+        workers of pymta.master."""
+
+
+@implementer(IListener)
 class TCPListener(internet.TCPServer):
     """A TCP listener that logs the address it bound (port 0 picks a free one).
 
@@ -137,6 +156,7 @@ def unix_socket_path(svc: MasterService, config: Config) -> str:
     return os.path.join(queue_directory, "private" if svc.private else "public", svc.name)
 
 
+@implementer(IListener)
 class UnixListener(internet.UNIXServer):
     """A UNIX-socket listener (lmtpd): makes its directory, replaces a
     socket a previous run left behind, sets the socket's mode."""

@@ -21,7 +21,17 @@ nothing (the protocol logs the refused connection).
 
 from __future__ import annotations
 
+from zope.interface import Attribute, Interface
+
 from pymta.auth.throttle import client_network
+
+
+class IPreauthCounted(Interface):
+    """A listener's factory that counts its sessions before login (pop3d's,
+    imapd's): a reload hands the new factory the old one's counts
+    (:func:`pymta.master.reload.carry_counters`)."""
+
+    preauth = Attribute("Its PreauthConnections.")
 
 
 class PreauthConnections:

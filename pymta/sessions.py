@@ -23,14 +23,27 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pymta.cleanup.interface import ICleanup
 from pymta.config import Config, ConfigError
 from pymta.config.master_cf import MasterService
-from pymta.listeners import TCPListener, UnixListener, listen_backlog, unix_socket_path
+from pymta.listeners import (
+    IListener,
+    TCPListener,
+    UnixListener,
+    listen_backlog,
+    unix_socket_path,
+)
 from pymta.rewrite.switch import ResolverSwitch
 from pymta.sync import ISyncBarrier
+
+if TYPE_CHECKING:
+    # Made only when a listener needs them (imported then).
+    from pymta.dns.interface import IDNSResolver
+    from pymta.mailstore.interface import IMailStore
+    from pymta.metrics import MetricsService
+    from pymta.queue.space import QueueSpace
 
 #: How long smtpd waits for one DNS answer (client name, DNSBL, domain
 #: checks) before treating it as a temporary failure: the libc resolver's
@@ -45,12 +58,12 @@ class SessionParts:
 
     cleanup: ICleanup
     resolver: ResolverSwitch  # the one the queue manager shares
-    queue_space: Any  # pymta.queue.space.QueueSpace (None in check mode)
-    mailstore: Callable[[], Any]
-    metrics: Any  # pymta.metrics.MetricsService, or None
+    queue_space: QueueSpace | None  # None in check mode
+    mailstore: Callable[[], IMailStore]
+    metrics: MetricsService | None
     reactor: Any
     #: The DNS resolver of smtpd's restrictions (made on first use, shared).
-    dns: Callable[[], Any]
+    dns: Callable[[], IDNSResolver]
     #: The mailbox writes' group-commit barrier (lmtpd delivers with the
     #: delivery agents' barrier, so its 250s share their syncs).
     delivery_sync: ISyncBarrier
@@ -63,7 +76,7 @@ class ListenerHost(Protocol):
     config: Config
     sessions: SessionParts | None
     #: {listener key: its listening service}
-    ports: dict[str, Any]
+    ports: dict[str, IListener]
     #: {listener key: its master.cf line}, what a reload compares.
     listener_services: dict[str, MasterService]
     services: list[Any]

@@ -290,3 +290,22 @@ def test_hash_concurrency_is_bounded(tmp_path: Path) -> None:
     started[1].callback(None)
     started[2].callback(None)
     assert results == [[b"a@x"]] * 3
+
+
+def test_pymta_credentials_say_where_the_login_comes_from() -> None:
+    """Both kinds of pymta credentials provide IClientCredentials (the
+    address, TLS, the protocol), which the checkers adapt to instead of
+    reading attributes by name; Twisted's own credentials do not, and a
+    checker then has no client address."""
+    from twisted.cred.credentials import UsernamePassword
+    from zope.interface.verify import verifyObject
+
+    from pymta.auth.credentials import APOPCredentials, IClientCredentials, PasswordCredentials
+
+    for credentials in (
+        PasswordCredentials("u", "p", "192.0.2.1", "imap", secured=True),
+        APOPCredentials("u", b"<1.2@host>", "00" * 16, "192.0.2.1", "pop3"),
+    ):
+        assert verifyObject(IClientCredentials, credentials)
+        assert IClientCredentials(credentials).client_address == "192.0.2.1"
+    assert IClientCredentials(UsernamePassword(b"u", b"p"), None) is None

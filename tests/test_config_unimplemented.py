@@ -62,6 +62,23 @@ def test_every_listed_parameter_is_read_by_the_code() -> None:
     assert unread == []
 
 
+#: A configuration getter called with a literal parameter name.
+_GETTER = re.compile(
+    r"\b(?:config|cfg|derived|self\._config|self\.config)"
+    r"\.get(?:_int|_time|_bool|_list|_str|_size)?\(\s*\"([a-z0-9_]+)\""
+)
+
+
+def test_every_parameter_the_code_reads_is_listed() -> None:
+    """The other way round: a parameter some part reads by name is in the
+    defaults table, never in the table of unimplemented ones (whose
+    setting is then answered with "not implemented; ignored" although the
+    code acts on it - qmgr_message_active_limit once was)."""
+    read = set(_GETTER.findall(_code()))
+    assert read, "the pattern finds the code's reads"
+    assert sorted(read - set(DEFAULTS)) == []
+
+
 def test_no_parameter_is_both_listed_and_unimplemented() -> None:
     """A parameter is either implemented (defaults table) or not (the table
     of unimplemented ones), never both."""

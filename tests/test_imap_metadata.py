@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
 
 from pymta.imap import metadata
+from pymta.mailstore import metadata as stored
 from pymta.mailstore.maildir import MaildirStore
 from tests.test_imap_harness import Session, World
+from tests.test_imap_prefetch import QueuedRunner
 
 
 @pytest.fixture
@@ -121,9 +124,8 @@ def test_maildir_keeps_entries_in_a_file(tmp_path: Path) -> None:
     assert s.send('a SETMETADATA "" (/private/comment "durable")') == (
         b"a OK Setmetadata completed.\r\n"
     )
-    path = tmp_path / "alice" / metadata.FILENAME
+    path = tmp_path / "alice" / stored.FILENAME
     assert json.loads(path.read_text()) == {"": {"/private/comment": "ZHVyYWJsZQ=="}}
-    metadata._users.clear()
     fresh = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False)).connect()
     fresh.login()
     assert fresh.lines('g GETMETADATA "" /private/comment')[0] == (
@@ -135,3 +137,47 @@ def test_maildir_keeps_entries_in_a_file(tmp_path: Path) -> None:
     assert fresh.lines('g GETMETADATA "" /private/comment')[0] == (
         b'* METADATA "" ("/private/comment" "changed")'
     )
+
+
+def test_metadata_file_is_never_touched_on_the_reactor_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GETMETADATA and SETMETADATA leave the METADATA file to the store's
+    threads: while the store's work waits, the session neither stats,
+    reads nor writes the file and has not answered; once the store ran it,
+    the answers come in order (the read sees the write)."""
+    runner = QueuedRunner()
+    w = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False, run_in_thread=runner))
+    s = w.connect()
+    s.send("l LOGIN alice@example.org secret")
+    runner.run_all()
+    assert s.read().startswith(b"l OK")
+    path = str(tmp_path / "alice" / stored.FILENAME)
+    on_reactor: list[str] = []
+    real_stat, real_open = os.stat, os.open
+
+    def stat(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if not runner.in_thread and os.fspath(name).startswith(path):
+            on_reactor.append(f"stat {name}")
+        return real_stat(name, *args, **kwargs)
+
+    def open_(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if not runner.in_thread and os.fspath(name).startswith(path):
+            on_reactor.append(f"open {name}")
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    commands = b'a SETMETADATA "" (/private/comment "hi")\r\nb GETMETADATA "" /private/comment\r\n'
+    assert s.send(commands) == b""
+    assert on_reactor == []
+    runner.run_all()
+    assert s.read() == (
+        b"a OK Setmetadata completed.\r\n"
+        b'* METADATA "" ("/private/comment" "hi")\r\n'
+        b"b OK Getmetadata completed.\r\n"
+    )
+    assert s.send('c GETMETADATA "" /private/comment') == b""
+    runner.run_all()
+    assert s.read().startswith(b'* METADATA "" ("/private/comment" "hi")')
+    assert on_reactor == []

@@ -171,22 +171,24 @@ class FakeNotifier:
 
 
 def test_idle_woken_by_another_process_writing_into_maildir(tmp_path: Path) -> None:
-    """A file another program drops into new/ wakes IDLE through the folder watcher
-    (inotify event, then one refresh), without polling."""
+    """A file another program drops into new/ wakes IDLE through the store's
+    folder watcher (inotify event, then one refresh), without polling: the
+    selected view's watch() of the folder holds the store's watcher until
+    the session leaves."""
     clock = Clock()
-    store = MaildirStore(clock, "host", fsync=False)
-    world = World(tmp_path, store=store)
     notifier = FakeNotifier()
-    world.factory.watchers = WatcherPool(
-        world.clock,
+    watchers = WatcherPool(
+        clock,
         make=lambda f, p, r: FolderWatcher(f, p, r, notifier_factory=lambda _: notifier),
     )
+    store = MaildirStore(clock, "host", fsync=False, watchers=watchers)
+    world = World(tmp_path, store=store)
     folder = world.mailbox().folder("INBOX")
     folder.append(b"Subject: 1\n\none\n")
     a = world.connect()
     a.login()
     a.select()
-    assert len(world.factory.watchers) == 1
+    assert len(watchers) == 1
     assert a.send("a1 IDLE") == b"+ idling\r\n"
     path = str(folder.path)  # type: ignore[attr-defined]
     new = os.path.join(path, "new", "1700000000.M1P1.other")
@@ -196,11 +198,11 @@ def test_idle_woken_by_another_process_writing_into_maildir(tmp_path: Path) -> N
         if watched.basename() == "new":
             callback(None, FilePath(new), 0x100)
     assert a.read() == b""  # coalesced: refreshed shortly after
-    world.clock.advance(0.1)
+    clock.advance(0.1)  # the store's clock drives its watchers
     assert a.read() == b"* 2 EXISTS\r\n* 2 RECENT\r\n"  # both new to this session
     assert a.send("DONE") == b"a1 OK Idle completed.\r\n"
     a.drop()
-    assert len(world.factory.watchers) == 0
+    assert len(watchers) == 0
 
 
 class FakeINotify:

@@ -109,3 +109,11 @@ def test_no_import_cycle_between_pymta_modules() -> None:
     """No chain of imports leads from a pymta module back to itself."""
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_worker_builds_with_the_assembler_not_the_service() -> None:
+    """A worker process builds its parts with pymta.assemble; it does not
+    import pymta.service (whose makeService starts the worker pool)."""
+    graph = import_graph()
+    assert "pymta.assemble" in graph["pymta.master.worker"]
+    assert "pymta.service" not in graph["pymta.master.worker"]

@@ -412,3 +412,53 @@ def test_maildir_header_digests_run_in_the_store_threads(tmp_path: Path) -> None
     assert not d.called and runner.jobs
     runner.run_all()
     assert sorted(_now(d)) == list(range(1, 71))
+
+
+class _ThreadedClock(Clock):
+    """A Clock with a thread pool the test runs by hand (what the Maildir
+    store's default runner, deferToThreadPool, needs of a reactor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: list[tuple[Any, Any]] = []
+
+    def getThreadPool(self) -> Any:
+        return self
+
+    def callInThreadWithCallback(self, on_result: Any, work: Any) -> None:
+        self.jobs.append((on_result, work))
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        f(*args)
+
+    def run_jobs(self) -> int:
+        ran = 0
+        while self.jobs:
+            on_result, work = self.jobs.pop(0)
+            on_result(True, work())
+            ran += 1
+        return ran
+
+
+def test_maildir_read_behind_a_write_runs_in_its_turn_on_the_reactor(tmp_path: Path) -> None:
+    """With the reactor's own thread pool (production), a read made while
+    its folder's write waits in a thread runs after it on the reactor
+    thread, in the reactor's next turn: no thread hop of its own (every
+    IDLE session's update read after an inotify rescan would otherwise
+    take one, one after another)."""
+    from pymta.mailstore.tmpclean import TmpCleaner
+
+    reactor = _ThreadedClock()
+    cleaner = TmpCleaner(Clock())  # its scans at once, not in the pool counted here
+    store = MaildirStore(reactor, hostname="test", fsync=False, tmp_cleaner=cleaner)
+    opening = store.asynchronous().open_user("u", str(tmp_path / "u"))
+    reactor.run_jobs()
+    inbox = _now(_now(opening).folder("INBOX"))
+    order: list[str] = []
+    inbox.append(MSG).addCallback(lambda uid: order.append("append"))
+    inbox.messages().addCallback(lambda m: order.append(f"messages {len(m)}"))
+    assert len(reactor.jobs) == 1 and order == []
+    assert reactor.run_jobs() == 1  # the append only
+    assert order == ["append"]
+    reactor.advance(0)
+    assert order == ["append", "messages 1"] and reactor.jobs == []

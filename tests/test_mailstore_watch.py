@@ -160,3 +160,36 @@ class _NullWatcher:
 
     def stop(self) -> None:
         pass
+
+
+def test_a_watch_that_fails_half_way_leaves_no_watches(tmp_path: Path) -> None:
+    """When inotify runs out of watches part way (the third directory
+    refused), the watcher polls instead and removes the watches it did
+    add, so a shared inotify keeps none for a folder nobody watches."""
+    from pymta.mailstore.watchers import SharedINotify
+
+    class Limited:
+        def __init__(self) -> None:
+            self.watched: list[str] = []
+            self.ignored: list[str] = []
+
+        def startReading(self) -> None:
+            pass
+
+        def watch(self, path: FilePath[str], mask: int, callbacks: list[Any]) -> None:
+            if len(self.watched) == 2:
+                raise OSError(28, "inotify watch limit reached")
+            self.watched.append(path.path)
+
+        def ignore(self, path: FilePath[str]) -> None:
+            self.ignored.append(path.path)
+
+    clock = Clock()
+    limited = Limited()
+    shared = SharedINotify(clock, factory=lambda _reactor: limited)
+    folder = _folder(tmp_path, clock)
+    watcher = FolderWatcher(folder, folder.path, clock, notifier_factory=shared.view)
+    watcher.start()
+    assert not watcher.inotify
+    assert len(shared) == 0 and sorted(limited.ignored) == sorted(limited.watched)
+    watcher.stop()

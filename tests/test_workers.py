@@ -463,3 +463,36 @@ def test_append_stream_writes_whole_lines_once_per_flush(
     assert writes == [b"two a\n", b"one a\none b\n"]
     assert path.read_text() == "two a\none a\none b\n"
     assert first.closed and second.closed
+
+
+def test_reload_closes_only_the_descriptors_no_listener_adopted() -> None:
+    """After a reload in a worker, a descriptor the master sent that a
+    listener adopted is left to it; one no listener took is closed (the
+    listener's own inherited descriptor is asked for by name, not read
+    from a private attribute)."""
+    from pymta.master.worker import _Control
+
+    adopted_fd, unused_fd = os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_RDONLY)
+    listener = AdoptedListener(adopted_fd, Factory(), MemoryReactor())
+
+    class System:
+        ports = {"smtp": listener}
+
+    try:
+        _Control(System())._close_unused(None, {"smtp": adopted_fd, "imap": unused_fd})
+        os.fstat(adopted_fd)
+        with pytest.raises(OSError):
+            os.fstat(unused_fd)
+    finally:
+        os.close(adopted_fd)
+
+
+def test_every_kind_of_listener_provides_the_listener_interface() -> None:
+    """TCP, UNIX-socket and adopted listeners all provide IListener, the
+    type of MailSystem.ports (what reload and the worker pool use)."""
+    from zope.interface.verify import verifyClass
+
+    from pymta.listeners import IListener, TCPListener, UnixListener
+
+    for kind in (TCPListener, UnixListener, AdoptedListener):
+        assert verifyClass(IListener, kind)

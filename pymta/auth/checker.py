@@ -44,6 +44,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymta.auth.credentials import IClientCredentials
 from pymta.auth.errors import AuthTemporaryError, TooManyLoginAttempts
 from pymta.auth.passwdfile import PasswdEntry, PasswdFile, PasswdFileError
 from pymta.auth.schemes import (
@@ -130,7 +131,8 @@ class PasswdFileChecker:
             username = _text(credentials.username)
         except UnicodeDecodeError:
             username = ""
-        client = getattr(credentials, "client_address", None)
+        where = IClientCredentials(credentials, None)
+        client = where.client_address if where is not None else None
         try:
             attempt = self.throttle.begin(client, username)
         except TooManyLoginAttempts as e:

@@ -55,6 +55,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymta.auth.credentials import IClientCredentials
 from pymta.auth.errors import AuthTemporaryError
 from pymta.config.config import Config
 from pymta.config.errors import ConfigError
@@ -197,8 +198,9 @@ class DovecotAuthChecker:
     """Checks IUsernamePassword credentials against a Dovecot auth server.
 
     The avatar id is the user name Dovecot returns (``user=``), UTF-8.
-    Credentials may carry ``client_address`` and ``secured`` (TLS) as
-    attributes (:class:`pymta.auth.credentials.PasswordCredentials`).
+    Credentials that provide
+    :class:`~pymta.auth.credentials.IClientCredentials` also give the
+    client's address and whether the session is under TLS.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -212,8 +214,9 @@ class DovecotAuthChecker:
     def requestAvatarId(self, credentials: Any) -> Deferred[bytes | tuple[()]]:
         username = _text(credentials.username)
         password = _text(credentials.password)
-        rip = getattr(credentials, "client_address", None) or ""
-        secured = bool(getattr(credentials, "secured", False))
+        client = IClientCredentials(credentials, None)
+        rip = (client.client_address or "") if client is not None else ""
+        secured = bool(client.secured) if client is not None else False
 
         def ask(client: _AuthClient) -> Deferred[str]:
             return client.authenticate(username, password, rip, secured)

@@ -833,6 +833,13 @@ _PARAMS: list[Param] = [
     _p("bounce_queue_lifetime", "5d", "time", "how long a deferred bounce is kept", "d"),
     _p("delay_warning_time", "0h", "time", "when to send a delay notice (0: never)", "h"),
     _p("defer_transports", "", "list", "transports whose mail is held until flushed"),
+    _p("qmgr_message_active_limit", "20000", "int", "messages in the active queue at most"),
+    _p(
+        "qmgr_message_recipient_limit",
+        "20000",
+        "int",
+        "recipients of active messages in memory at most",
+    ),
     _p("initial_destination_concurrency", "5", "int", "first concurrency per destination"),
     _p("default_destination_concurrency_limit", "20", "int", "parallel deliveries per destination"),
     _p("default_destination_recipient_limit", "50", "int", "recipients per delivery"),

@@ -270,8 +270,6 @@ _ENTRIES: list[Unimplemented] = [
     _w("smtp_tls_session_cache_database", "", "pymta keeps no TLS session cache"),
     _w("smtp_tls_note_starttls_offer", "no", "not implemented"),
     # --- queue manager --------------------------------------------------------
-    _w("qmgr_message_active_limit", "20000", "not enforced"),
-    _w("qmgr_message_recipient_limit", "20000", "not enforced"),
     _w("enable_long_queue_ids", "no", "pymta's queue ids have one form"),
     _w("hash_queue_names", "deferred, defer", "pymta's queues are not hashed"),
     _w("hash_queue_depth", "1", "pymta's queues are not hashed"),

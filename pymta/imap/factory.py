@@ -3,8 +3,6 @@
 Mirrors Dovecot's imap-login + imap pair (here one protocol object). Built
 by :func:`pymta.imap.service.make_imap_factory` for each master.cf
 ``imapd`` service. Parameters are read once (pymta.imap.settings); one
-:class:`~pymta.mailstore.watchers.WatcherPool` per factory shares inotify
-watchers between the sessions of a folder, and one
 :class:`~pymta.imap.scan.ScanGate` and scan thread pool bound the body
 scans (pymta.imap.scan). Untrusted input: none. Logs:
 nothing itself.
@@ -20,6 +18,7 @@ from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from pymta.imap import log as imaplog
 from pymta.imap.notify import NotifyHub
@@ -27,12 +26,12 @@ from pymta.imap.protocol import IMAPServer
 from pymta.imap.scan import ScanGate, scan_runner
 from pymta.imap.settings import IMAPSettings
 from pymta.mailstore.prefetch import ThreadRunner, reactor_thread_runner
-from pymta.mailstore.watchers import WatcherPool
 from pymta.netmatch import NetworkList
-from pymta.preauth import PreauthConnections
+from pymta.preauth import IPreauthCounted, PreauthConnections
 from pymta.userip import UserIPLimit
 
 
+@implementer(IPreauthCounted)
 class IMAPServerFactory(ServerFactory):
     """Makes IMAPServer protocols sharing one portal, TLS context and clock."""
 
@@ -44,7 +43,6 @@ class IMAPServerFactory(ServerFactory):
         clock: IReactorTime,
         trusted_networks: NetworkList | None = None,
         *,
-        watchers: WatcherPool | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         pid: int | None = None,
         logger: Logger | None = None,
@@ -57,7 +55,6 @@ class IMAPServerFactory(ServerFactory):
         self.tls = tls
         self.clock = clock
         self.trusted_networks = trusted_networks
-        self.watchers = watchers if watchers is not None else WatcherPool(clock)
         self.preauth = PreauthConnections(settings.max_login_ip_connections)
         #: imapd_max_userip_connections (set by make_imap_factory), or None.
         self.userip: UserIPLimit | None = None
@@ -88,7 +85,6 @@ class IMAPServerFactory(ServerFactory):
             random_bytes=self.random_bytes,
             pid=self.pid,
             logger=self.logger,
-            watchers=self.watchers,
             run_in_thread=self.run_in_thread,
             scan_in_thread=self.scan_in_thread,
             scan_gate=self.scan_gate,

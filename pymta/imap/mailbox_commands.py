@@ -216,7 +216,7 @@ def _selected(
     gone: list[int],
     resync: _Resync | None,
 ) -> None:
-    folder = view.folder
+    folder = view.store
     readonly = view.readonly
     if not readonly and not folder.writable:
         # A read-only store (EROFS): readable, and honest about it
@@ -290,7 +290,7 @@ def delete(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
     if len(args) != 1:
         raise ParseError("DELETE takes a mailbox name.")
     name = mailbox_arg(args[0], s.utf8_names)
-    if s.view is not None and s.view.folder.name == name:
+    if s.view is not None and s.view.store.name == name:
         s.unselect()
     deleting = _folders(s).delete_folder(name)
     _folder_change(s, tag, "DELETE", deleting, name, b"Delete completed.")

@@ -6,37 +6,34 @@ reads entries named ``/private/...`` or ``/shared/...``; the mailbox ``""``
 means the server. Both kinds are kept per user (a user sees only their
 own: pymta has no shared mailboxes, so ``/shared/`` is the user's too).
 
-Storage: one file per user, ``pymta-metadata`` in the Maildir++ root
-(JSON, values in base64), written whole to a temporary file, fsync'd and
-renamed into place in a worker thread before the OK, so an answered
-SETMETADATA survives a crash; one write at a time per file. Mailbox
-entries are kept under the mailbox's MAILBOXID (pymta.imap.objectid), so
-they follow a RENAME and are not inherited by a mailbox deleted and made
-again; the mailbox and its MAILBOXID are looked up through the store's
-asynchronous API (the answer waits while the folder's store work does).
-The file is read again when another process changed it (its mtime). A
-store without a Maildir root (the memory store) keeps them in memory.
+Storage: the mail store keeps each user's entries, read and changed
+through its asynchronous API (``IAsyncUserMailbox.metadata`` and
+``set_metadata``), never on the reactor thread: the Maildir store in one
+file per user, ``pymta-metadata`` in the Maildir++ root, written durably
+in its threads before the OK (so an answered SETMETADATA survives a
+crash) and read again when another process changed it
+(:mod:`pymta.mailstore.metadata`); the memory store in memory. The
+user's calls run in order, so two sessions' SETMETADATA never lose each
+other's change. Mailbox entries are kept under the mailbox's MAILBOXID
+(pymta.imap.objectid), so they follow a RENAME and are not inherited by
+a mailbox deleted and made again; the mailbox and its MAILBOXID are
+looked up through the store's asynchronous API (the answer waits while
+the folder's store work does).
 
 Limits: values of at most :data:`MAX_VALUE` bytes (``NO [METADATA MAXSIZE
 n]``), at most :data:`MAX_ENTRIES` entries per user (``NO [METADATA
 TOOMANY]``), entry names of at most :data:`MAX_NAME` characters.
 
-Untrusted input: the arguments (BAD on bad syntax) and the file (a file
-that cannot be read or parsed is logged and treated as empty, never
-overwritten until the next SETMETADATA). Writes the file; logs failures.
+Untrusted input: the arguments (BAD on bad syntax). Writes through the
+store; logs failed writes.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import re
-import weakref
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.python.failure import Failure
 
 from pymta.imap.mailbox_commands import mailbox_arg
@@ -49,7 +46,6 @@ from pymta.mailstore.interface import NoSuchFolder
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
 
-FILENAME = "pymta-metadata"
 MAX_VALUE = 64 * 1024
 MAX_ENTRIES = 1000
 MAX_NAME = 1024
@@ -59,89 +55,6 @@ NO_MAILBOX = b"[NONEXISTENT] Mailbox doesn't exist."
 SET_DONE = (b"OK", b"Setmetadata completed.")
 
 _ENTRY = re.compile(r"/(?:private|shared)(?:/[\x21-\x24\x26-\x29\x2b-\x2e\x30-\x7e]+)+", re.I)
-
-
-@dataclass
-class UserMetadata:
-    """One user's entries: ``entries[mailbox key][entry name] = value``."""
-
-    path: str | None
-    entries: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    stamp: int | None = None  # the file's mtime_ns when read
-    lock: DeferredLock = field(default_factory=DeferredLock)
-
-    def count(self) -> int:
-        return sum(len(e) for e in self.entries.values())
-
-    def refresh(self, log: Any) -> None:
-        """Read the file again if it changed since (another process)."""
-        if self.path is None:
-            return
-        try:
-            stamp = os.stat(self.path).st_mtime_ns
-        except FileNotFoundError:
-            self.entries, self.stamp = {}, None
-            return
-        except OSError as e:
-            log.error("imap: metadata {path}: {error}", path=self.path, error=e)
-            return
-        if stamp == self.stamp:
-            return
-        try:
-            with open(self.path, "rb") as f:
-                raw = json.loads(f.read())
-            self.entries = {
-                str(box): {str(k): base64.b64decode(v) for k, v in values.items()}
-                for box, values in raw.items()
-            }
-        except (OSError, ValueError, AttributeError, TypeError) as e:
-            log.error("imap: metadata {path} unreadable: {error}", path=self.path, error=e)
-            self.entries = {}
-        self.stamp = stamp
-
-    def serialized(self) -> bytes:
-        return json.dumps(
-            {
-                box: {k: base64.b64encode(v).decode("ascii") for k, v in values.items()}
-                for box, values in self.entries.items()
-                if values
-            },
-            sort_keys=True,
-        ).encode("ascii")
-
-
-_users: weakref.WeakKeyDictionary[Any, UserMetadata] = weakref.WeakKeyDictionary()
-
-
-def user_metadata(s: IMAPSession) -> UserMetadata:
-    assert s.mailbox is not None
-    held = _users.get(s.mailbox)
-    if held is None:
-        root: str | None = s.mailbox.root
-        path = os.path.join(root, FILENAME) if root is not None else None
-        held = _users[s.mailbox] = UserMetadata(path)
-    held.refresh(s.log)
-    return held
-
-
-def _write(path: str, data: bytes) -> int:
-    """(Worker thread) the file replaced durably; its new mtime_ns."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return os.stat(path).st_mtime_ns
 
 
 def _mailbox_key(s: IMAPSession, token: Token) -> Deferred[tuple[str, bytes] | None]:
@@ -193,7 +106,7 @@ def setmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> Non
             changes.append((name, None))
         else:
             changes.append((name, bytes(value)))
-    setting = ensureDeferred(_set(s, args[0], changes))
+    setting = ensureDeferred(_set(s, _mailbox_key(s, args[0]), changes))
     when_stored(s, tag, "SETMETADATA", setting, lambda answer: _answer_set(s, tag, answer))
 
 
@@ -201,42 +114,28 @@ def setmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> Non
 SetAnswer = tuple[bytes, bytes] | Failure
 
 
-async def _set(s: IMAPSession, token: Token, changes: list[tuple[str, bytes | None]]) -> SetAnswer:
-    """Apply SETMETADATA's changes once the mailbox is known, writing the
-    file in a worker thread (one write at a time per file)."""
-    target = await _mailbox_key(s, token)
+async def _set(
+    s: IMAPSession,
+    mailbox: Deferred[tuple[str, bytes] | None],
+    changes: list[tuple[str, bytes | None]],
+) -> SetAnswer:
+    """Apply SETMETADATA's changes once the mailbox is known, through the
+    store (durable before the answer)."""
+    target = await mailbox
     if target is None:
         return b"NO", NO_MAILBOX
     key, _ = target
     biggest = max((len(v) for _, v in changes if v is not None), default=0)
     if biggest > MAX_VALUE:
         return b"NO", b"[METADATA MAXSIZE %d] Metadata value too large." % MAX_VALUE
-    meta = user_metadata(s)
-    entries = dict(meta.entries.get(key, {}))
-    for name, change in changes:
-        if change is None:
-            entries.pop(name, None)
-        else:
-            entries[name] = change
-    if meta.count() - len(meta.entries.get(key, {})) + len(entries) > MAX_ENTRIES:
-        return b"NO", b"[METADATA TOOMANY] Too many metadata entries."
-    meta.entries[key] = entries
-    path = meta.path
-    if path is None:
-        return SET_DONE
-    data = meta.serialized()
-    run = s.run_in_thread
-
-    def write() -> Deferred[Any]:
-        if run is None:
-            return maybeDeferred(_write, path, data)
-        return run(lambda: _write(path, data))
-
+    folders = s.folders
+    assert folders is not None
     try:
-        meta.stamp = await meta.lock.run(write)
+        done = await folders.set_metadata(key, dict(changes), MAX_ENTRIES)
     except Exception:
-        meta.stamp = None  # read the file again: our change may not be in it
         return Failure()
+    if not done:
+        return b"NO", b"[METADATA TOOMANY] Too many metadata entries."
     return SET_DONE
 
 
@@ -282,25 +181,42 @@ def getmetadata(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> Non
     if not wanted:
         raise ParseError("GETMETADATA needs entry names.")
     names = [_entry_name(t) for t in wanted]
-    looking = _mailbox_key(s, args[0])
+    # The mailbox argument's syntax is checked now (BAD), its look-up later.
+    looking = ensureDeferred(_look_up(s, _mailbox_key(s, args[0])))
     when_stored(
-        s, tag, "GETMETADATA", looking, lambda target: _get(s, tag, target, names, depth, maxsize)
+        s, tag, "GETMETADATA", looking, lambda found: _get(s, tag, found, names, depth, maxsize)
     )
+
+
+#: GETMETADATA's mailbox as sent back and its entries, or None (no such mailbox).
+Found = tuple[bytes, dict[str, bytes]] | None
+
+
+async def _look_up(s: IMAPSession, mailbox: Deferred[tuple[str, bytes] | None]) -> Found:
+    """The mailbox, then the user's entries, through the store (its
+    threads: the Maildir store stats and perhaps reads its file)."""
+    target = await mailbox
+    if target is None:
+        return None
+    key, wire_name = target
+    folders = s.folders
+    assert folders is not None
+    entries = await folders.metadata()
+    return wire_name, entries.get(key, {})
 
 
 def _get(
     s: IMAPSession,
     tag: bytes,
-    target: tuple[str, bytes] | None,
+    found_entries: Found,
     names: list[str],
     depth: str,
     maxsize: int | None,
 ) -> None:
-    if target is None:
+    if found_entries is None:
         s.no(tag, NO_MAILBOX)
         return
-    key, wire_name = target
-    entries = user_metadata(s).entries.get(key, {})
+    wire_name, entries = found_entries
     found: dict[str, bytes] = {}
     for name in names:
         if name in entries:

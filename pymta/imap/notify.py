@@ -30,17 +30,16 @@ What the client then gets, between its commands as well as in IDLE:
 message events cover (MESSAGES UIDNEXT UIDVALIDITY UNSEEN, and
 HIGHESTMODSEQ when FlagChange is asked), before the tagged OK.
 
-How: message events come from the folders' listeners, fed by the mail
-store's inotify watchers (:class:`pymta.mailstore.watchers.WatcherPool`),
-which every watched folder acquires as a selected one does; nothing is
-polled. Mailbox names, subscriptions and metadata entries are compared
-with a snapshot when a session of the user in this process changed them
-(:class:`NotifyHub`)
-and when the mailbox root changes on disk (inotify through the same pool,
-for a store that provides
-:class:`~pymta.mailstore.interface.IWatchedMailbox`: other pymta
-processes, a Dovecot beside it); a rename is recognised as one folder (and
-its children) gone and one come in the same comparison.
+How: message events come from the store's ``watch()`` of each folder
+(:class:`~pymta.mailstore.asyncstore.IAsyncFolder`: its listeners, fed
+for other processes' changes by the Maildir store's inotify watchers,
+shared with the selected views); nothing is polled. Mailbox names,
+subscriptions and metadata entries are compared with a snapshot when a
+session of the user in this process changed them (:class:`NotifyHub`)
+and when the store says another process may have (``watch()`` of the
+user's mailbox: the Maildir store watches its root; other pymta
+processes, a Dovecot beside it); a rename is recognised as one folder
+(and its children) gone and one come in the same comparison.
 
 Refusals (RFC 5465 5, 8): AnnotationChange (RFC 5257 per-message
 annotations, which pymta does not have) ``NO [BADEVENT (events pymta
@@ -55,17 +54,16 @@ attributes are read through the store's asynchronous API (a folder
 changed on disk is rescanned in the store's threads): what it answers at
 once goes out as before; what it answers later goes out with the next
 push, and a command's tagged response waits for it (as for updating
-searches). The watched folders' listeners and inotify watches are on
-the store's folder objects (looked up, not read).
+searches). IMAP sees no path and no synchronous folder: watching is
+the store's.
 
-Untrusted input: the command's arguments. Reads the index (STATUS) and
-the folder list through the store; writes nothing; logs when inotify
-cannot watch a root.
+Untrusted input: the command's arguments. Reads the index (STATUS), the
+folder list and the METADATA entries through the store; writes nothing;
+logs nothing (the store logs a root it cannot watch).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -74,7 +72,6 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.filepath import FilePath
 
 from pymta.imap import metadata
 from pymta.imap.fetch import (
@@ -92,13 +89,8 @@ from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.stored import when_stored
 from pymta.imap.view import SelectedView
 from pymta.imap.wire import mailbox_out
-from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox, after_firing
-from pymta.mailstore.interface import (
-    FolderChange,
-    IFolder,
-    IWatchedMailbox,
-    MailStoreError,
-)
+from pymta.mailstore.asyncstore import IAsyncUserMailbox, after_firing
+from pymta.mailstore.interface import FolderChange, MailStoreError
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
@@ -134,11 +126,9 @@ MAX_NAMES = 100
 #: inotify watches, shared by the sessions that watch the same folder).
 MAX_FOLDERS = 1000
 
-#: Seconds to wait after a change of the mailbox root before comparing.
+#: Seconds to wait after the store said the mailbox list may have changed
+#: on disk before comparing (a RENAME or DELETE is several events).
 ROOT_DELAY = 0.05
-
-# IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM
-_ROOT_MASK = 0x00000100 | 0x00000200 | 0x00000080 | 0x00000040
 
 _log = Logger(namespace="pymta.imap")
 
@@ -345,16 +335,12 @@ class Notifier:
     def __init__(self, server: IMAPSession, spec: NotifySpec) -> None:
         self.server = server
         self.spec = spec
-        assert server.mailbox is not None and server.folders is not None
-        self.mailbox = server.mailbox
+        assert server.folders is not None
         #: The mailbox through the store's asynchronous API: every read of
         #: the folder list, the subscriptions and the folders' status.
         self.folders = server.folders
-        #: Watched folders: the asynchronous face its listener is on, the
-        #: synchronous folder whose inotify watcher it holds (None: none).
-        self._watched: dict[
-            str, tuple[IAsyncFolder, IFolder | None, Callable[[FolderChange], None]]
-        ] = {}
+        #: Watched folders: the cancel of the store's watch of each.
+        self._watched: dict[str, Callable[[], None]] = {}
         self._stopped = False
         self._pending: dict[str, set[str]] = {}  # folder name -> change kinds
         self._lines: list[bytes] = []  # LIST responses waiting
@@ -362,7 +348,7 @@ class Notifier:
         self._subscribed: set[str] = set()
         self._flushing: Any = None
         self._hub: NotifyHub | None = None
-        self._root_watch: Any = None  # inotify on the mailbox root
+        self._root_watch: Callable[[], None] | None = None  # the store's watch of the list
         self._list_check: Any = None
         # METADATA (RFC 5464) entries as last seen: mailbox key -> entry -> hash
         # of the value; None when no metadata event was asked for.
@@ -383,41 +369,18 @@ class Notifier:
         self._subscribed = set(await self.folders.subscriptions())
         await self._rewatch()
         if self.spec.used() & METADATA_EVENTS:
-            self._metadata = self._metadata_now()
+            self._metadata = await self._metadata_now()
         if self._wants_list_events():
             if hub is not None:
                 self._hub = hub
                 hub.join(self.server.user, self.list_changed)
-            self._watch_root()
+            if not self._stopped:
+                # Other processes (pymta's other reactors, a Dovecot beside
+                # it) create, delete and rename folders too: the store
+                # watches for that (Maildir: its root, by inotify).
+                self._root_watch = self.folders.watch(self._root_changed)
 
-    def _watch_root(self) -> None:
-        """Other processes (pymta's other reactors, a Dovecot beside it)
-        create, delete and rename folders too: watch the mailbox root with
-        the pool's shared inotify when the store says where."""
-        watchers = self.server.watchers
-        if watchers is None or not IWatchedMailbox.providedBy(self.mailbox):
-            return
-        mailbox = IWatchedMailbox(self.mailbox)
-        try:
-            view = watchers.notifier.view()
-            view.watch(
-                FilePath(mailbox.watch_directory()), mask=_ROOT_MASK, callbacks=[self._root_event]
-            )
-        except Exception as e:
-            _log.info(
-                "imap({user}): no inotify for NOTIFY's mailbox list ({error}); "
-                "only this process's changes are told",
-                user=self.server.user,
-                error=e,
-            )
-            return
-        self._root_watch = view
-
-    def _root_event(self, _watch: object, path: FilePath[Any], _mask: int) -> None:
-        mailbox = IWatchedMailbox(self.mailbox)
-        entry = os.fsdecode(path.basename())
-        if not mailbox.is_list_entry(entry) and not entry.startswith(metadata.FILENAME):
-            return
+    def _root_changed(self) -> None:
         if self._list_check is None or not self._list_check.active():
             # A RENAME or DELETE is several events: compare once they are in.
             self._list_check = self.server.clock.callLater(ROOT_DELAY, self._checked)
@@ -435,7 +398,7 @@ class Notifier:
             self._hub.leave(self.server.user, self.list_changed)
             self._hub = None
         if self._root_watch is not None:
-            self._root_watch.loseConnection()
+            self._root_watch()
             self._root_watch = None
         if self._list_check is not None and self._list_check.active():
             self._list_check.cancel()
@@ -457,11 +420,9 @@ class Notifier:
 
     async def _rewatch(self) -> None:
         """Watch exactly the existing folders some group wants message events
-        of: each opened through the store's asynchronous API and heard
-        through its listeners there. Overflow when too many. The folder's
-        inotify watcher (:class:`~pymta.mailstore.watchers.WatcherPool`,
-        shared with SELECT) still takes the synchronous folder, looked up
-        once the folder is open, as SELECT does."""
+        of: each opened through the store's asynchronous API and watched
+        there (its listeners, and the store's inotify watchers shared with
+        the selected views). Overflow when too many."""
         wanted = {n for n in self._names if self._message_events(n)}
         if len(wanted) > MAX_FOLDERS:
             raise Overflow("Too many mailboxes to watch")
@@ -479,28 +440,16 @@ class Notifier:
             def heard(change: FolderChange, name: str = name) -> None:
                 self._heard(name, change)
 
-            face.add_listener(heard)
-            folder: IFolder | None = None
-            if self.server.watchers is not None:
-                try:
-                    folder = self.mailbox.folder(name)
-                except MailStoreError:
-                    folder = None
-                else:
-                    self.server.watchers.acquire(folder)
-            self._watched[name] = (face, folder, heard)
+            self._watched[name] = face.watch(heard)
 
     def _unwatch(self, name: str) -> None:
-        face, folder, heard = self._watched.pop(name)
-        face.remove_listener(heard)
-        if folder is not None and self.server.watchers is not None:
-            self.server.watchers.release(folder)
+        self._watched.pop(name)()
 
     # events --------------------------------------------------------------
 
     def _selected_name(self) -> str | None:
         view = self.server.view
-        return view.folder.name if view is not None else None
+        return view.store.name if view is not None else None
 
     def _heard(self, name: str, change: FolderChange) -> None:
         if name == self._selected_name():
@@ -584,18 +533,18 @@ class Notifier:
         if self._lines:
             self._soon()
 
-    def _metadata_now(self) -> dict[str, dict[str, int]]:
-        held = metadata.user_metadata(self.server)
+    async def _metadata_now(self) -> dict[str, dict[str, int]]:
+        entries = await self.folders.metadata()
         return {
             key: {name: hash(value) for name, value in values.items()}
-            for key, values in held.entries.items()
+            for key, values in entries.items()
         }
 
     async def _metadata_changed(self, subscribed: set[str]) -> None:
         """``* METADATA name entries`` (RFC 5464 4.4.2, names only) for the
         entries set, changed or removed since the last look."""
         assert self._metadata is not None
-        now = self._metadata_now()
+        now = await self._metadata_now()
         before, self._metadata = self._metadata, now
         changed: dict[str, list[str]] = {}
         for key in set(before) | set(now):

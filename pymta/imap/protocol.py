@@ -97,7 +97,6 @@ from pymta.imap.view import SelectedView
 from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import IUserMailbox, not_writable
 from pymta.mailstore.prefetch import ThreadRunner
-from pymta.mailstore.watchers import WatcherPool
 from pymta.netmatch import is_loopback
 from pymta.output import quick_ack
 from pymta.output import send as send_now
@@ -190,7 +189,6 @@ class IMAPServer(StreamingSession, Protocol):
         random_bytes: Callable[[int], bytes],
         pid: int = 0,
         logger: Logger | None = None,
-        watchers: WatcherPool | None = None,
         run_in_thread: ThreadRunner | None = None,
         scan_in_thread: ThreadRunner | None = None,
         scan_gate: ScanGate | None = None,
@@ -205,7 +203,7 @@ class IMAPServer(StreamingSession, Protocol):
         self._userip_key = ""
         self._refused = False
         # Runs the session's own work off the reactor thread (quota sums,
-        # metadata files, SORT's keys); None keeps it in the calling thread.
+        # SORT's keys); None keeps it in the calling thread.
         self.run_in_thread = run_in_thread
         # Where the store's scans of whole messages test them (body SEARCH,
         # pymta.imap.scan: worker processes), at most a few per user at once
@@ -219,7 +217,6 @@ class IMAPServer(StreamingSession, Protocol):
         self._random = random_bytes
         self.pid = pid
         self.log = logger if logger is not None else imaplog.log
-        self.watchers = watchers
 
         #: QUOTA (RFC 9208): the factory's IMAPQuota, or None (not offered).
         self.quota: Any = None
@@ -827,8 +824,6 @@ class IMAPServer(StreamingSession, Protocol):
         self.view = view
         self.state = SELECTED
         view.wake = self._resting_wake()
-        if self.watchers is not None:
-            self.watchers.acquire(view.folder)
 
     def unselect(self) -> None:
         if self.contexts is not None:
@@ -836,9 +831,7 @@ class IMAPServer(StreamingSession, Protocol):
             self.contexts = None
         view, self.view = self.view, None
         if view is not None:
-            view.close()
-            if self.watchers is not None:
-                self.watchers.release(view.folder)
+            view.close()  # stops its watch of the folder
         if self.state == SELECTED:
             self.state = AUTHENTICATED
 

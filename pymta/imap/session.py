@@ -31,7 +31,6 @@ from pymta.imap.view import SelectedView
 from pymta.mailstore.asyncstore import IAsyncUserMailbox
 from pymta.mailstore.interface import IUserMailbox
 from pymta.mailstore.prefetch import ThreadRunner
-from pymta.mailstore.watchers import WatcherPool
 from pymta.stream import Pieces
 
 
@@ -61,8 +60,6 @@ class IMAPSession(Protocol):
     run_in_thread: ThreadRunner | None
     scan_in_thread: ThreadRunner | None
     scan_gate: ScanGate
-    #: The factory's inotify watchers of folders (None: no watching).
-    watchers: WatcherPool | None
     #: RFC 5267 updating searches of the selected mailbox
     #: (imap/context.py's SearchContexts), RFC 5465 NOTIFY's notifier of
     #: this session and the factory's hub (imap/notify.py's Notifier and

@@ -3,9 +3,10 @@
 RFC 3501 sections 2.3.1.2 and 7.4.1, RFC 7162 section 3.2.10 (VANISHED).
 Each session keeps its own message-sequence-number map (an ``array`` of
 UIDs, 4 bytes a message) on top of the shared folder. Changes made by other
-sessions, by deliveries and by this session are heard through the folder's
-listeners and kept as three small sets (appended, expunged, flag-changed
-UIDs) until the session may tell the client:
+sessions, by deliveries, by other processes and by this session are heard
+through the store's ``watch()`` of the folder (its listeners, and the
+store's inotify watchers for what other processes write) and kept as
+three small sets (appended, expunged, flag-changed UIDs) until the session may tell the client:
 
 - :meth:`SelectedView.updates` with ``allow_expunge`` (after NOOP, IDLE,
   CHECK, EXPUNGE, UID commands...) sends ``EXPUNGE`` (or ``VANISHED`` with
@@ -58,9 +59,12 @@ class SelectedView:
     """The selected mailbox as one session sees it."""
 
     def __init__(self, folder: IFolder, readonly: bool, store: IAsyncFolder) -> None:
+        #: The synchronous folder: only SORT and THREAD's header cache
+        #: (pymta.imap.sort, pymta.imap.context) read it still.
         self.folder = folder
-        #: The same folder through the store's asynchronous API (FETCH's
-        #: message reads and \\Seen).
+        #: The folder through the store's asynchronous API: every read and
+        #: change, and the watch for changes (other sessions, deliveries,
+        #: other processes: the store's inotify watchers).
         self.store = store
         self.readonly = readonly
         self.uids = array("I")
@@ -90,6 +94,7 @@ class SelectedView:
         # UIDs whose flags changed while a read of them was under way: what
         # it brings back may predate the change, so it is read again.
         self._stale: set[int] = set()
+        self._unwatch: Callable[[], None] | None = None
 
     # life ----------------------------------------------------------------
 
@@ -102,7 +107,9 @@ class SelectedView:
         :meth:`updates` (appends up to the last UID, expunges of UIDs not
         in the view)."""
         store = self.store
-        self.folder.add_listener(self._on_change)
+        # Watching first: a change another process makes while the folder
+        # is read is heard (and dropped by updates() if the read has it).
+        self._unwatch = store.watch(self._on_change)
         if await store.changed_on_disk():
             await store.refresh()  # what it tells the listeners comes first
         self._appended.clear()
@@ -126,7 +133,9 @@ class SelectedView:
         return messages, status
 
     def close(self) -> None:
-        self.folder.remove_listener(self._on_change)
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         self.wake = None
 
     def _on_change(self, change: FolderChange) -> None:

@@ -26,8 +26,11 @@ Mirrors Dovecot's Maildir storage (see docs/architecture.md). The modules:
   scheme), flag letters.
 - ``mime``: MIME structure with byte offsets.
 - ``dovecot``: import of Dovecot's ``dovecot-uidlist`` (keeps UIDs).
-- ``watch``: FolderWatcher, inotify wake-ups for IDLE; ``watchers``: one
-  watcher per watched folder (IWatchedFolder), shared by its sessions.
+- ``watch``: FolderWatcher, inotify wake-ups for IDLE; ``watchers``: the
+  Maildir store's pool of them (one per watched folder, shared by its
+  sessions, on one inotify descriptor) behind the asynchronous API's
+  ``watch()``.
+- ``metadata``: a user's METADATA entries (RFC 5464) in the Maildir root.
 - ``prefetch``: the store's reads of many uncached headers (SEARCH, SORT)
   in its threads; ``filescan``: a scan of whole messages (SEARCH BODY)
   where the store reads them, in the caller's worker processes.

@@ -38,12 +38,23 @@ gives the asynchronous face of a store.
   the header cache.
   Calls on one folder (and on one user's folder list) run one after
   another in the order they were made, so a session's STORE then FETCH
-  see each other; calls on different folders run side by side. The
+  see each other; calls on different folders run side by side. A read
+  that must wait for earlier calls runs in its turn on the reactor
+  thread (the reactor's next turn), not in a thread of its own. The
   folder's own locks keep other threads and processes out (see
   :mod:`pymta.mailstore.folder_base`); listeners hear of changes in the
   reactor thread, as before.
+  ``watch()`` also watches for other processes' changes: a folder's
+  (``new/``, ``cur/``, its index) with the store's shared inotify
+  watchers (:mod:`pymta.mailstore.watchers`), which rescan it in the
+  store's threads (at once a folder known to be small,
+  :data:`LIGHT_RESCAN`); a user's mailbox root for the folder list, the
+  subscriptions and the METADATA file. The user's METADATA entries
+  (``metadata``, ``set_metadata``) are read and written in the store's
+  threads (:mod:`pymta.mailstore.metadata`).
 - :class:`pymta.mailstore.memory.MemoryStore` answers at once
-  (``succeed()``/``fail()``).
+  (``succeed()``/``fail()``); every change goes through its objects, so
+  ``watch()`` is its listeners alone.
 
 The contract tests run both stores through this API only
 (``tests/test_mailstore_contract.py``, ``tests/test_mailstore_async.py``).
@@ -54,7 +65,8 @@ CLOSE, CHECK, COPY, MOVE, APPEND (``append``, MULTIAPPEND's
 untagged updates after each command (``get_many`` and ``claim_recent``
 by UID), SEARCH, SORT, THREAD and CONTEXT=SORT, CONDSTORE/QRESYNC,
 NOTIFY and the folder commands (LIST, LSUB, STATUS, CREATE, DELETE,
-RENAME, SUBSCRIBE, UNSUBSCRIBE).
+RENAME, SUBSCRIBE, UNSUBSCRIBE), the selected view, IDLE and NOTIFY's
+watching (``watch``), and METADATA's entries.
 
 Untrusted input: as the synchronous store. Writes: through it. Logs
 nothing.
@@ -63,11 +75,12 @@ nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, BinaryIO, TypeVar
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
 from pymta.mailstore import digests, filescan, prefetch
@@ -88,11 +101,26 @@ from pymta.mailstore.interface import (
     Staged,
 )
 
+if TYPE_CHECKING:
+    from pymta.mailstore.watchers import WatcherPool
+
 T = TypeVar("T")
+
+#: Stops a watch (``watch()``'s answer); calling it again does nothing.
+Cancel = Callable[[], None]
 
 #: Flag changes of at most this many messages run at once (see the module
 #: doc); more (POP3's QUIT after a big download, STORE 1:*) in a thread.
 LIGHT_MAX = 16
+
+#: The store's watchers rescan a folder known to hold at most this many
+#: messages at once, on the reactor, when nothing of it waits (a listing
+#: of a few hundred names costs less than the thread hop; and a scan in a
+#: thread, its every system call waiting for the GIL while the reactor
+#: wakes the sessions of the folders rescanned before, made the last of
+#: 400 IDLE sessions over 20 folders wait twice as long); bigger folders,
+#: or folders whose size this face has not seen, in the store's threads.
+LIGHT_RESCAN = 1000
 
 #: One message of an append_many: its bytes, flags and internal date.
 Appended = tuple[bytes, Collection[str], "float | None"]
@@ -106,6 +134,9 @@ class IAsyncFolder(Interface):
     """:class:`~pymta.mailstore.interface.IFolder` with Deferred results."""
 
     name = Attribute("The folder's name, as IFolder.name (no disk access).")
+    writable = Attribute(
+        "IFolder.writable: whether the store can be written, as it last found out (no disk access)."
+    )
 
     def refresh() -> Deferred[list[MessageInfo]]:
         """IFolder.refresh."""
@@ -242,6 +273,15 @@ class IAsyncFolder(Interface):
     def remove_listener(callback: Callable[[FolderChange], None]) -> None:
         """IFolder.remove_listener."""
 
+    def watch(listener: Callable[[FolderChange], None]) -> Cancel:
+        """Tell ``listener`` (in the reactor thread) of every change of this
+        folder, as add_listener does, and also of changes other processes
+        make on disk (deliveries, another server): the store watches the
+        folder for them (Maildir: inotify, shared by every watch of the
+        folder, and a rescan in the store's threads; the memory store:
+        nothing more to watch) until the returned cancel is called. No
+        disk access in the caller's thread."""
+
 
 class IAsyncUserMailbox(Interface):
     """:class:`~pymta.mailstore.interface.IUserMailbox` with Deferred results."""
@@ -273,6 +313,22 @@ class IAsyncUserMailbox(Interface):
     def subscriptions() -> Deferred[list[str]]:
         """IUserMailbox.subscriptions."""
 
+    def metadata() -> Deferred[dict[str, dict[str, bytes]]]:
+        """IUserMailbox.metadata: the user's METADATA entries."""
+
+    def set_metadata(
+        key: str, changes: Mapping[str, bytes | None], max_entries: int
+    ) -> Deferred[bool]:
+        """IUserMailbox.set_metadata: fires once the change is durable."""
+
+    def watch(callback: Callable[[], None]) -> Cancel:
+        """Call ``callback`` (in the reactor thread; several times for one
+        change, so the caller coalesces) when another process may have
+        changed this user's folder list, subscriptions or METADATA entries
+        on disk, until the returned cancel is called. A store that cannot
+        tell (the memory store: every change is this process's; no inotify)
+        never calls it. No disk access in the caller's thread."""
+
 
 class IAsyncMailStore(Interface):
     """:class:`~pymta.mailstore.interface.IMailStore` with Deferred results."""
@@ -284,21 +340,34 @@ class IAsyncMailStore(Interface):
 class _Serial:
     """Runs calls through ``runner`` one after another, in call order;
     ``at_once`` work runs in the caller's thread when nothing is waiting
-    (the order is the same: nothing runs before it)."""
+    (the order is the same: nothing runs before it), and when something
+    is, through ``read_later`` if given (else ``runner``)."""
 
-    def __init__(self, runner: Runner | None, reads_at_once: bool = False) -> None:
+    def __init__(
+        self,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        read_later: Runner | None = None,
+    ) -> None:
         self._runner = runner
         self._reads_at_once = reads_at_once
+        self._read_later = read_later
         self._lock = DeferredLock()
 
     def __call__(self, work: Callable[[], T], *, read: bool = False) -> Deferred[T]:
-        if self._runner is None or (read and self._reads_at_once and not self._lock.locked):
+        at_once = read and self._reads_at_once
+        if self._runner is None or (at_once and not self._lock.locked):
             # At once (a FETCH makes one such call per message: no more
             # than a fired Deferred).
             try:
                 return succeed(work())
             except BaseException:
                 return fail()
+        if at_once and self._read_later is not None:
+            # Behind a rescan (an inotify wake-up) every session's update
+            # reads wait: each runs in its turn on the reactor thread, not
+            # one thread hop after another.
+            return self._lock.run(self._read_later, work)
         return self._lock.run(self._runner, work)
 
 
@@ -306,58 +375,80 @@ class _Serial:
 class AsyncFolder:
     """The asynchronous face of one synchronous folder (see the module doc)."""
 
-    def __init__(self, folder: IFolder, runner: Runner | None, reads_at_once: bool = False) -> None:
+    def __init__(
+        self,
+        folder: IFolder,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        watchers: WatcherPool | None = None,
+        read_later: Runner | None = None,
+    ) -> None:
         self.folder = folder
         self._runner = runner
-        self._run = _Serial(runner, reads_at_once)
+        self._watchers = watchers
+        self._run = _Serial(runner, reads_at_once, read_later)
         self._filling: Deferred[int] | None = None  # a header prefetch under way
         # By digest name, the UIDs whose values its kept file holds.
         self._kept_uids: dict[str, set[int]] = {}
+        self._size: int | None = None  # messages as last listed through this face
 
     @property
     def name(self) -> str:
         return str(self.folder.name)
 
-    def _call(self, method: str, *args: Any) -> Deferred[Any]:
-        bound = getattr(self.folder, method)
-        return self._run(lambda: bound(*args))
+    @property
+    def writable(self) -> bool:
+        return bool(self.folder.writable)
 
-    def _read(self, method: str, *args: Any) -> Deferred[Any]:
+    def _call(self, method: Callable[..., T], *args: Any) -> Deferred[T]:
+        return self._run(lambda: method(*args))
+
+    def _read(self, method: Callable[..., T], *args: Any) -> Deferred[T]:
         # A read, or a light change (see the module doc): at once when
         # nothing of the folder waits.
-        bound = getattr(self.folder, method)
-        return self._run(lambda: bound(*args), read=True)
+        return self._run(lambda: method(*args), read=True)
 
     def refresh(self) -> Deferred[list[MessageInfo]]:
-        return self._call("refresh")
+        return self._call(self.folder.refresh).addCallback(self._sized)
+
+    def rescan(self) -> Deferred[list[MessageInfo]]:
+        """The store's watchers' refresh after an inotify event (see
+        :data:`LIGHT_RESCAN`); not part of IAsyncFolder."""
+        if self._size is not None and self._size <= LIGHT_RESCAN:
+            return self._read(self.folder.refresh).addCallback(self._sized)
+        return self.refresh()
+
+    def _sized(self, messages: list[MessageInfo]) -> list[MessageInfo]:
+        self._size = len(messages)
+        return messages
 
     def changed_on_disk(self) -> Deferred[bool]:
-        return self._read("changed_on_disk")
+        return self._read(self.folder.changed_on_disk)
 
     def messages(self) -> Deferred[list[MessageInfo]]:
-        return self._read("messages")
+        return self._read(self.folder.messages).addCallback(self._sized)
 
     def get(self, uid: int) -> Deferred[MessageInfo]:
-        return self._read("get", uid)
+        return self._read(self.folder.get, uid)
 
     def get_many(self, uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
         folder = self.folder
         return self._run(lambda: records_of(folder, uids), read=True)
 
     def status(self) -> Deferred[FolderStatus]:
-        return self._read("status")
+        return self._read(self.folder.status)
 
     def read(self, uid: int) -> Deferred[bytes]:
-        return self._read("read", uid)
+        return self._read(self.folder.read, uid)
 
     def open(self, uid: int) -> Deferred[BinaryIO]:
-        return self._read("open", uid)
+        return self._read(self.folder.open, uid)
 
     def header_bytes(self, uid: int) -> Deferred[bytes]:
-        return self._read("header_bytes", uid)
+        return self._read(self.folder.header_bytes, uid)
 
     def mime_structure(self, uid: int) -> Deferred[MimePart]:
-        return self._read("mime_structure", uid)
+        return self._read(self.folder.mime_structure, uid)
 
     def prefetch_headers(self, uids: Collection[int]) -> Deferred[int]:
         cache = IHeaderCache(self.folder, None)
@@ -454,43 +545,43 @@ class AsyncFolder:
         mode: FlagMode,
         unchanged_since: int | None = None,
     ) -> Deferred[MessageInfo | None]:
-        return self._read("set_flags", uid, flags, mode, unchanged_since)
+        return self._read(self.folder.set_flags, uid, flags, mode, unchanged_since)
 
     def set_flags_many(
         self, uids: Collection[int], flags: Collection[str], mode: FlagMode
     ) -> Deferred[list[MessageInfo]]:
         if len(uids) <= LIGHT_MAX:
-            return self._read("set_flags_many", uids, flags, mode)
-        return self._call("set_flags_many", uids, flags, mode)
+            return self._read(self.folder.set_flags_many, uids, flags, mode)
+        return self._call(self.folder.set_flags_many, uids, flags, mode)
 
     def append(
         self, content: bytes, flags: Collection[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:
-        return self._call("append", content, flags, internal_date)
+        return self._call(self.folder.append, content, flags, internal_date)
 
     def append_many(self, contents: Sequence[Appended]) -> Deferred[list[int]]:
         folder = self.folder
         return self._run(lambda: append_all(folder, contents))
 
     def expunge(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
-        return self._call("expunge", uids)
+        return self._call(self.folder.expunge, uids)
 
     def expunged_since(self, modseq: int) -> Deferred[list[int]]:
-        return self._read("expunged_since", modseq)
+        return self._read(self.folder.expunged_since, modseq)
 
     def copy(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
-        return self._call("copy", uids, _synchronous(target))
+        return self._call(self.folder.copy, uids, _synchronous(target))
 
     def move(self, uids: Collection[int], target: IAsyncFolder) -> Deferred[list[tuple[int, int]]]:
-        return self._call("move", uids, _synchronous(target))
+        return self._call(self.folder.move, uids, _synchronous(target))
 
     def claim_recent(self, uids: Collection[int] | None = None) -> Deferred[list[int]]:
         if uids is not None and len(uids) <= LIGHT_MAX:
-            return self._read("claim_recent", uids)
-        return self._call("claim_recent", uids)  # without UIDs: lists new/
+            return self._read(self.folder.claim_recent, uids)
+        return self._call(self.folder.claim_recent, uids)  # without UIDs: lists new/
 
     def lock(self) -> Deferred[IFolderLock | None]:
-        return self._call("lock")
+        return self._call(self.folder.lock)
 
     def add_listener(self, callback: Callable[[FolderChange], None]) -> None:
         self.folder.add_listener(callback)
@@ -498,9 +589,71 @@ class AsyncFolder:
     def remove_listener(self, callback: Callable[[FolderChange], None]) -> None:
         self.folder.remove_listener(callback)
 
+    def watch(self, listener: Callable[[FolderChange], None]) -> Cancel:
+        folder, watchers = self.folder, self._watchers
+        folder.add_listener(listener)
+        if watchers is not None:
+            # The watcher rescans through this face, in order with the
+            # folder's other calls (see LIGHT_RESCAN for where).
+            watchers.acquire(folder, _Rescanning(self))
+        watching = [True]
+
+        def cancel() -> None:
+            if not watching:
+                return
+            watching.clear()
+            folder.remove_listener(listener)
+            if watchers is not None:
+                watchers.release(folder)
+
+        return cancel
+
+
+class _Rescanning:
+    """What the store's folder watcher refreshes: a face's rescan."""
+
+    def __init__(self, face: AsyncFolder) -> None:
+        self._face = face
+
+    def refresh(self) -> Deferred[list[MessageInfo]]:
+        return self._face.rescan()
+
+    def changed_on_disk(self) -> Deferred[bool]:
+        return self._face.changed_on_disk()
+
 
 #: Above this many UIDs, records_of reads the whole index once.
 INDEX_SCAN = 64
+
+
+class NextTurn:
+    """A runner that runs its work on the reactor thread in the reactor's
+    next turn, all that is given until then in one go, in order (work
+    given while it runs joins the same turn): the reads a folder's queue
+    hands on one after another cost one turn, not one each."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._pending: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+        self._call: IDelayedCall | None = None
+
+    def __call__(self, work: Callable[[], T]) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        self._pending.append((work, d))
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._run)
+        return d
+
+    def _run(self) -> None:
+        self._call = None
+        while self._pending:
+            work, d = self._pending.pop(0)
+            try:
+                result = work()
+            except BaseException:
+                d.errback()
+            else:
+                d.callback(result)
 
 
 def records_of(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]:
@@ -585,12 +738,19 @@ class AsyncUserMailbox:
     made once per synchronous folder, so every session shares them."""
 
     def __init__(
-        self, mailbox: IUserMailbox, runner: Runner | None, reads_at_once: bool = False
+        self,
+        mailbox: IUserMailbox,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        watchers: WatcherPool | None = None,
+        read_later: Runner | None = None,
     ) -> None:
         self.mailbox = mailbox
         self._runner = runner
         self._reads_at_once = reads_at_once
-        self._run = _Serial(runner, reads_at_once)
+        self._watchers = watchers
+        self._read_later = read_later
+        self._run = _Serial(runner, reads_at_once, read_later)
         self._folders: dict[int, AsyncFolder] = {}
 
     @property
@@ -605,7 +765,7 @@ class AsyncUserMailbox:
         face = self._folders.get(id(folder))
         if face is None or face.folder is not folder:
             face = self._folders[id(folder)] = AsyncFolder(
-                folder, self._runner, self._reads_at_once
+                folder, self._runner, self._reads_at_once, self._watchers, self._read_later
             )
         return face
 
@@ -637,20 +797,50 @@ class AsyncUserMailbox:
     def subscriptions(self) -> Deferred[list[str]]:
         return self._run(self.mailbox.subscriptions)
 
+    def metadata(self) -> Deferred[dict[str, dict[str, bytes]]]:
+        # Not a read at once: a stat and perhaps a read of a file, off the
+        # reactor thread (invariant 4).
+        return self._run(self.mailbox.metadata)
+
+    def set_metadata(
+        self, key: str, changes: Mapping[str, bytes | None], max_entries: int
+    ) -> Deferred[bool]:
+        wanted = dict(changes)
+        return self._run(lambda: self.mailbox.set_metadata(key, wanted, max_entries))
+
+    def watch(self, callback: Callable[[], None]) -> Cancel:
+        if self._watchers is None:
+            return _nothing
+        return self._watchers.watch_mailbox(self.mailbox, callback)
+
+
+def _nothing() -> None:
+    """The cancel of a watch that needs no watching."""
+
 
 @implementer(IAsyncMailStore)
 class AsyncMailStore:
     """The asynchronous face of a synchronous store, its calls run by
     ``runner`` (None: at once; ``reads_at_once``: reads too when nothing of
     their folder waits, see the module doc). Stores make it:
-    ``store.asynchronous()``."""
+    ``store.asynchronous()``; ``watchers``: the store's inotify pool
+    behind ``watch()`` (None: listeners alone, as the memory store);
+    ``read_later``: runs a read that waited for its folder's earlier
+    calls (None: ``runner``)."""
 
     def __init__(
-        self, store: IMailStore, runner: Runner | None, reads_at_once: bool = False
+        self,
+        store: IMailStore,
+        runner: Runner | None,
+        reads_at_once: bool = False,
+        watchers: WatcherPool | None = None,
+        read_later: Runner | None = None,
     ) -> None:
         self.store = store
         self._runner = runner
         self._reads_at_once = reads_at_once
+        self._watchers = watchers
+        self._read_later = read_later
         self._mailboxes: dict[int, AsyncUserMailbox] = {}
 
     def open_user(self, user: str, path: str) -> Deferred[IAsyncUserMailbox]:
@@ -661,6 +851,6 @@ class AsyncMailStore:
         face = self._mailboxes.get(id(mailbox))
         if face is None or face.mailbox is not mailbox:
             face = self._mailboxes[id(mailbox)] = AsyncUserMailbox(
-                mailbox, self._runner, self._reads_at_once
+                mailbox, self._runner, self._reads_at_once, self._watchers, self._read_later
             )
         return face

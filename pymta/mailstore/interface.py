@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 import errno
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -500,8 +500,8 @@ class IUserMailbox(Interface):
     user = Attribute("The user's name (as authenticated).")
     separator = Attribute("The hierarchy separator in folder names: ``/``.")
     root = Attribute(
-        "The directory of the mailbox (its Maildir root), where the quota and"
-        " METADATA files live; None for a store without files (memory)."
+        "The directory of the mailbox (its Maildir root), where the quota"
+        " file lives; None for a store without files (memory)."
     )
 
     def list_folders() -> list[FolderInfo]:
@@ -531,6 +531,18 @@ class IUserMailbox(Interface):
 
     def subscriptions() -> list[str]:
         """The subscribed names, sorted."""
+
+    def metadata() -> dict[str, dict[str, bytes]]:
+        """The user's METADATA entries (RFC 5464), as a copy:
+        ``entries[key][entry name] = value``, the key ``""`` for the
+        server's entries, else the one the caller chose for a mailbox
+        (IMAP: its MAILBOXID). The Maildir store reads its file again when
+        another process changed it (:mod:`pymta.mailstore.metadata`)."""
+
+    def set_metadata(key: str, changes: Mapping[str, bytes | None], max_entries: int) -> bool:
+        """Set (a value) or remove (None) the entries ``changes`` under
+        ``key``, durably before returning; False, and nothing changed,
+        when the user would then hold more than ``max_entries`` entries."""
 
 
 class IMailStore(Interface):

@@ -20,10 +20,16 @@ LAYOUT=maildir++), so Postfix, Dovecot, mutt and pymta can share a Maildir:
 - Any program may drop messages into ``new/`` or ``cur/``; refresh() numbers
   them in file-name order (Maildir names start with the delivery time).
 - Changes by other programs are found by refresh() (or its cheap
-  changed_on_disk() check); :class:`pymta.mailstore.watch.FolderWatcher`
-  calls it on inotify events so IMAP IDLE needs no polling. Within one
-  process, use one MaildirStore: its folder objects (and their listeners)
-  are what sessions share.
+  changed_on_disk() check). The store watches for them itself: its
+  asynchronous API's ``watch()`` (of a folder: IMAP's selected view,
+  IDLE, NOTIFY; of a user's mailbox: NOTIFY's folder list) acquires the
+  store's :class:`~pymta.mailstore.watchers.WatcherPool`, whose inotify
+  watchers refresh the folder in the store's threads on changes, so IMAP
+  IDLE needs no polling and never learns a path. Within one process, use
+  one MaildirStore: its folder objects (and their listeners) are what
+  sessions share.
+- The user's METADATA entries (RFC 5464) are in ``pymta-metadata`` in the
+  root (:mod:`pymta.mailstore.metadata`).
 - A folder Dovecot served keeps its UIDs: with no ``pymta-uidlist`` yet,
   UIDVALIDITY and UIDs are taken from ``dovecot-uidlist``
   (:mod:`pymta.mailstore.dovecot`).
@@ -69,11 +75,12 @@ import shutil
 import socket
 import stat
 import threading
+from collections.abc import Mapping
 
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, Runner
+from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, NextTurn, Runner
 from pymta.mailstore.files import (
     SPECIAL_USE_FILE,
     MaildirLock,
@@ -95,6 +102,8 @@ from pymta.mailstore.interface import (
     NoSuchFolder,
 )
 from pymta.mailstore.maildir_folder import MaildirFolder
+from pymta.mailstore.metadata import FILENAME as METADATA_FILE
+from pymta.mailstore.metadata import MetadataFile
 from pymta.mailstore.names import (
     DISK_SEPARATOR,
     INBOX,
@@ -106,6 +115,7 @@ from pymta.mailstore.names import (
 )
 from pymta.mailstore.prefetch import reactor_thread_runner
 from pymta.mailstore.tmpclean import TmpCleaner
+from pymta.mailstore.watchers import WatcherPool
 
 UIDVALIDITY_FILE = "pymta-uidvalidity"
 SUBSCRIPTIONS = "subscriptions"
@@ -135,6 +145,7 @@ class MaildirUserMailbox:
         self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._folders: dict[str, MaildirFolder] = {}
         self._mutex = threading.RLock()
+        self._metadata = MetadataFile(root, fsync)
         # The special-use folders are made on first use of anything but
         # INBOX (as Dovecot's autocreate is lazy): a POP3 session, which
         # only ever sees INBOX, never pays for them.
@@ -385,14 +396,24 @@ class MaildirUserMailbox:
         self._ensure_set_up()
         return sorted(self._read_subscriptions())
 
+    def metadata(self) -> dict[str, dict[str, bytes]]:
+        return self._metadata.read()
+
+    def set_metadata(self, key: str, changes: Mapping[str, bytes | None], max_entries: int) -> bool:
+        return self._metadata.change(key, changes, max_entries)
+
     def watch_directory(self) -> str:
         return self.root
 
     def is_list_entry(self, entry: str) -> bool:
         # Maildir++ folders are ".Name" directories of the root (a deleted
         # one is first renamed to "..pymta-deleted-..."); the subscriptions
-        # file is rewritten through a rename into place.
-        return entry.startswith(".") or entry.startswith(SUBSCRIPTIONS)
+        # and METADATA files are rewritten through a rename into place.
+        return (
+            entry.startswith(".")
+            or entry.startswith(SUBSCRIPTIONS)
+            or entry.startswith(METADATA_FILE)
+        )
 
 
 @implementer(IMailStore)
@@ -405,7 +426,10 @@ class MaildirStore:
     removes what dead writers left in the folders' tmp/ (its default runs
     in the reactor's thread pool); ``run_in_thread`` runs the calls of the
     asynchronous API (:meth:`asynchronous`; default: the reactor's thread
-    pool, or at once for a clock without threads).
+    pool, or at once for a clock without threads); ``watchers`` is the
+    inotify pool behind the asynchronous API's ``watch()`` (default: one
+    on ``clock``, shared by every folder and mailbox of this store, so by
+    every IMAP listener of the process).
     """
 
     def __init__(
@@ -415,9 +439,20 @@ class MaildirStore:
         fsync: bool = True,
         tmp_cleaner: TmpCleaner | None = None,
         run_in_thread: Runner | None = None,
+        watchers: WatcherPool | None = None,
     ) -> None:
         self._clock = clock
         self._runner = run_in_thread or reactor_thread_runner(clock)
+        # A read that waited for its folder's earlier calls (every IDLE
+        # session's update read after an inotify rescan) runs in its turn
+        # on the reactor thread, as a read does when nothing waits: in the
+        # reactor's next turn with the reads queued behind it, not a thread
+        # hop each. A runner given (tests) runs them, as before.
+        self._read_later: Runner | None = None
+        if run_in_thread is None and self._runner is not None:
+            self._read_later = NextTurn(clock)
+        #: What the asynchronous API's watch() acquires (inotify watchers).
+        self.watchers = watchers if watchers is not None else WatcherPool(clock)
         self._asynchronous: AsyncMailStore | None = None
         self._tmp_cleaner = tmp_cleaner or TmpCleaner(clock)
         self._hostname = hostname or socket.gethostname()
@@ -431,7 +466,13 @@ class MaildirStore:
         message or of the index at once when nothing waits, one folder's
         calls in order."""
         if self._asynchronous is None:
-            self._asynchronous = AsyncMailStore(self, self._runner, reads_at_once=True)
+            self._asynchronous = AsyncMailStore(
+                self,
+                self._runner,
+                reads_at_once=True,
+                watchers=self.watchers,
+                read_later=self._read_later,
+            )
         return self._asynchronous
 
     def open_user(self, user: str, path: str) -> IUserMailbox:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from typing import BinaryIO
 
@@ -42,6 +42,7 @@ from pymta.mailstore.interface import (
     NoSuchMessage,
     Staged,
 )
+from pymta.mailstore.metadata import Entries, apply_changes, copy_of
 from pymta.mailstore.mime import parse_mime
 from pymta.mailstore.names import (
     INBOX,
@@ -330,7 +331,7 @@ class MemoryFolder:
 @implementer(IUserMailbox)
 class MemoryUserMailbox:
     separator = SEPARATOR
-    root: str | None = None  # no files: no quota or METADATA file
+    root: str | None = None  # no files: no quota file
 
     def __init__(self, user: str, clock: IReactorTime) -> None:
         self.user = user
@@ -338,6 +339,7 @@ class MemoryUserMailbox:
         self._uidvalidity = int(clock.seconds())
         self._folders: dict[str, MemoryFolder] = {}
         self._subscriptions: set[str] = set()
+        self._metadata: Entries = {}
         self._folders[INBOX] = self._new_folder(INBOX)
 
     def _new_folder(self, name: str) -> MemoryFolder:
@@ -414,6 +416,12 @@ class MemoryUserMailbox:
 
     def subscriptions(self) -> list[str]:
         return sorted(self._subscriptions)
+
+    def metadata(self) -> dict[str, dict[str, bytes]]:
+        return copy_of(self._metadata)
+
+    def set_metadata(self, key: str, changes: Mapping[str, bytes | None], max_entries: int) -> bool:
+        return apply_changes(self._metadata, key, changes, max_entries)
 
 
 @implementer(IMailStore)

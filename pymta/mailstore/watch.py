@@ -9,6 +9,13 @@ the folder's listeners (IMAP IDLE sessions) what changed. Without inotify
 (another OS, no watches left) the watcher falls back to a cheap
 ``changed_on_disk()`` check every ``poll_interval`` seconds.
 
+The folder it refreshes is the store's asynchronous face (as the store's
+:class:`~pymta.mailstore.watchers.WatcherPool` hands it): the rescan runs
+in order with the folder's other calls, in the store's threads (or at
+once for a small folder, :data:`pymta.mailstore.asyncstore.LIGHT_RESCAN`).
+A synchronous folder works too (its calls run at once). One refresh runs
+at a time; events during it make one more afterwards.
+
 Untrusted input: none (event names only filter out the folder's own
 cache and lock files; refresh() reads the disk as usual). Writes nothing.
 Logs a failed refresh with its traceback.
@@ -16,17 +23,18 @@ Logs a failed refresh with its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 from pymta.mailstore.index import INDEX_NAME
-from pymta.mailstore.interface import IFolder
 
 _log = Logger()
 
@@ -42,14 +50,16 @@ def _default_notifier(reactor: Any) -> Any:
 class FolderWatcher:
     """Refreshes one Maildir folder when its directories change.
 
-    ``path`` is the folder's directory (``MaildirFolder.path``). Call
-    :meth:`start` when the first session wants to hear of changes (IMAP
-    IDLE or SELECT), :meth:`stop` when the last one leaves.
+    ``folder`` has ``refresh()`` and ``changed_on_disk()`` (an
+    IAsyncFolder, or an IFolder); ``path`` is the folder's directory
+    (``MaildirFolder.path``). Call :meth:`start` when the first session
+    wants to hear of changes (IMAP IDLE or SELECT), :meth:`stop` when the
+    last one leaves.
     """
 
     def __init__(
         self,
-        folder: IFolder,
+        folder: Any,
         path: str,
         reactor: IReactorTime,
         delay: float = 0.05,
@@ -65,12 +75,17 @@ class FolderWatcher:
         self._notifier: Any = None
         self._poller: LoopingCall | None = None
         self._pending: IDelayedCall | None = None
+        self._running: Deferred[Any] | None = None  # a refresh under way
+        self._again = False  # events came during it: one more after
+        self._started = False
         self.inotify = False
 
     def start(self) -> None:
         """Begin watching (inotify if possible, else polling)."""
         if self._notifier is not None or self._poller is not None:
             return
+        self._started = True
+        notifier: Any = None
         try:
             notifier = self._notifier_factory(self._reactor)
             notifier.startReading()
@@ -83,12 +98,20 @@ class FolderWatcher:
             self.inotify = True
         except Exception as e:
             _log.info("no inotify for {path} ({error}); polling", path=self._path, error=e)
+            if notifier is not None:
+                # The watches added before one failed (no watches left:
+                # fs.inotify.max_user_watches) would outlive the watcher.
+                with contextlib.suppress(Exception):
+                    notifier.loseConnection()
             self._poller = LoopingCall(self._poll)
             self._poller.clock = self._reactor
             self._poller.start(self._poll_interval, now=False)
 
     def stop(self) -> None:
-        """Stop watching; a pending refresh is cancelled."""
+        """Stop watching; a pending refresh is cancelled (one under way
+        finishes: its listeners may still want it)."""
+        self._started = False
+        self._again = False
         if self._pending is not None and self._pending.active():
             self._pending.cancel()
         self._pending = None
@@ -113,12 +136,24 @@ class FolderWatcher:
             self._pending = self._reactor.callLater(self._delay, self._refresh)
 
     def _poll(self) -> None:
-        if self._folder.changed_on_disk():
-            self._refresh()
+        if self._running is not None:
+            return  # a refresh under way looks anyway
+        d = maybeDeferred(self._folder.changed_on_disk)
+        d.addCallback(lambda changed: self._refresh() if changed else None)
+        d.addErrback(lambda f: _log.failure("checking {path} failed", f, path=self._path))
 
     def _refresh(self) -> None:
         self._pending = None
-        try:
-            self._folder.refresh()
-        except Exception:
-            _log.failure("refreshing {path} failed", path=self._path)
+        if self._running is not None:
+            self._again = True
+            return
+        running = self._running = maybeDeferred(self._folder.refresh)
+        running.addErrback(lambda f: _log.failure("refreshing {path} failed", f, path=self._path))
+
+        def done(_: object) -> None:
+            self._running = None
+            if self._again and self._started:
+                self._again = False
+                self._refresh()
+
+        running.addCallback(done)

@@ -22,6 +22,9 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from pymta.listeners import IListener, replace_port_factory
 
 log = Logger(namespace="pymta.master")
 
@@ -35,6 +38,7 @@ def socket_family(fd: int) -> int:
         sock.detach()
 
 
+@implementer(IListener)
 class AdoptedListener(service.Service):
     """Accepts connections for ``factory`` on the inherited listening socket fd."""
 
@@ -43,6 +47,18 @@ class AdoptedListener(service.Service):
         self._factory = factory
         self._reactor = reactor
         self._port: IListeningPort | None = None
+
+    @property
+    def inherited_fd(self) -> int:
+        """The descriptor it was handed (closed once the reactor holds
+        its duplicate)."""
+        return self._fd
+
+    def fileno(self) -> int:
+        """The reactor's duplicate of the socket (after start)."""
+        port: Any = self._port
+        assert port is not None
+        return int(port.fileno())
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -76,8 +92,6 @@ class AdoptedListener(service.Service):
 
     def replace_factory(self, factory: Any) -> None:
         """New connections go to ``factory`` (a reload); open sessions keep theirs."""
-        from pymta.listeners import replace_port_factory
-
         self._factory = factory
         if self._port is not None:
             replace_port_factory(self._port, factory)

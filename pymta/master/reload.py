@@ -54,6 +54,7 @@ from twisted.logger import Logger
 
 from pymta.config import Config, ConfigError
 from pymta.config.master_cf import MasterService
+from pymta.preauth import IPreauthCounted
 
 log = Logger(namespace="pymta.master")
 
@@ -140,11 +141,11 @@ def carry_counters(old: Any, new: Any) -> None:
     counted in the anvil table, which every factory of the process shares
     (:mod:`pymta.smtpd.anvil`)."""
     old_inner, new_inner = innermost(old), innermost(new)
-    counts = getattr(old_inner, "preauth", None)
-    fresh = getattr(new_inner, "preauth", None)
-    if counts is not None and fresh is not None and type(counts) is type(fresh):
-        counts.limit = fresh.limit
-        new_inner.preauth = counts
+    if not (IPreauthCounted.providedBy(old_inner) and IPreauthCounted.providedBy(new_inner)):
+        return  # smtpd's, lmtpd's... (or a service that changed program)
+    counts, fresh = IPreauthCounted(old_inner).preauth, IPreauthCounted(new_inner).preauth
+    counts.limit = fresh.limit
+    IPreauthCounted(new_inner).preauth = counts
 
 
 def applied_by_reload(svc: MasterService) -> bool:

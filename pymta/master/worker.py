@@ -42,6 +42,8 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymta.master.adopt import AdoptedListener
+
 log = Logger(namespace="pymta.master")
 
 
@@ -105,7 +107,8 @@ class _Control(protocol.Protocol):
         for key, fd in fds.items():
             # An adopted socket's descriptor was closed by its listener;
             # close the ones no listener took.
-            if getattr(self._system.ports.get(key), "_fd", None) != fd:
+            listener = self._system.ports.get(key)
+            if not (isinstance(listener, AdoptedListener) and listener.inherited_fd == fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
 

@@ -25,16 +25,18 @@ from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from pymta.config.config import Config
 from pymta.netmatch import NetworkList
 from pymta.pop3 import log as pop3log
 from pymta.pop3.protocol import POP3Server
 from pymta.pop3.settings import POP3Settings
-from pymta.preauth import PreauthConnections
+from pymta.preauth import IPreauthCounted, PreauthConnections
 from pymta.userip import UserIPLimit
 
 
+@implementer(IPreauthCounted)
 class POP3ServerFactory(ServerFactory):
     """Makes POP3Server protocols sharing one portal, TLS context and clock."""
 

@@ -664,7 +664,8 @@ class POP3Server(StreamingSession, Protocol):
             self.log.error("pop3-login: passdb: {error}", error=failure.value)
             self._reply(TEMP_FAILURE)
         elif failure.check(MailboxUnavailable):
-            permanent = getattr(failure.value, "permanent", False)
+            unavailable = failure.value
+            permanent = isinstance(unavailable, MailboxUnavailable) and unavailable.permanent
             self.log.error("pop3-login: {error}", error=failure.value)
             code = "SYS/PERM" if permanent else "SYS/TEMP"
             self._reply(f"-ERR [{code}] Mailbox unavailable.")
