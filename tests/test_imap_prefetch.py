@@ -141,7 +141,7 @@ def test_cold_search_reads_headers_in_the_runner_and_answers_the_same(
     runner = QueuedRunner()
     s = logged_in(world)
     hold(world, runner)
-    assert len(view_of(s).folder.uncached_headers(view_of(s).uids)) == COUNT
+    assert len(view_of(s).store.folder.uncached_headers(view_of(s).uids)) == COUNT  # type: ignore[attr-defined]
 
     reply = s.send(b"q UID SEARCH SUBJECT needle\r\nn NOOP\r\n")
     assert reply == b""  # nothing answered yet, the NOOP waits its turn
@@ -184,7 +184,7 @@ def test_message_expunged_during_prefetch_is_skipped(
     s = logged_in(world)
     hold(world, runner)
     assert s.send("q UID SEARCH SUBJECT needle") == b""
-    folder = view_of(s).folder
+    folder = view_of(s).store.folder  # type: ignore[attr-defined]
     work, d = runner.jobs.pop(0)
     blocks = work()  # read, then the message goes before the cache is filled
     gone = NEEDLES[0]
@@ -206,7 +206,7 @@ def test_few_uncached_headers_stay_synchronous(tmp_path: Path) -> None:
     runner = QueuedRunner()
     s = logged_in(world)
     hold(world, runner)
-    folder: Any = view_of(s).folder  # the Maildir folder (its header cache)
+    folder: Any = view_of(s).store.folder  # type: ignore[attr-defined] # the Maildir folder (its header cache)
     uids = view_of(s).uids
     folder.cache_headers(folder.read_headers(folder.uncached_headers(uids[: COUNT - 5])))
     assert len(folder.uncached_headers(uids)) == 5

@@ -217,7 +217,7 @@ def test_keys_are_kept_for_the_next_sort(s: Session, monkeypatch: pytest.MonkeyP
     """A second SORT or THREAD of the folder reads no header: the keys of
     the first are kept (pymta.imap.sortcache); a message that arrived since
     is read, alone; the answers stay the same."""
-    folder = s.proto.view.folder  # type: ignore[union-attr]
+    folder = s.proto.view.store.folder  # type: ignore[union-attr, attr-defined]
     cls = type(folder)
     real = cls.header_bytes
     read: list[int] = []
@@ -366,7 +366,7 @@ def test_keys_are_kept_on_disk_for_the_next_process(
     s.select()
     sortcache.clear()
     assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
-    folder = s.proto.view.folder  # type: ignore[union-attr]
+    folder = s.proto.view.store.folder  # type: ignore[union-attr, attr-defined]
     stored = Path(folder.path) / "pymta-sortkeys"
     assert stored.read_bytes().startswith(b"pymta-sortkeys 2 V%d\n" % folder.uidvalidity)
 
@@ -427,7 +427,7 @@ def test_cold_keys_are_computed_in_the_scan_workers(
 
     monkeypatch.setattr(digests, "AT_ONCE", 1)
     monkeypatch.setattr(digests, "BATCH", 3)
-    folder = s.proto.view.folder  # type: ignore[union-attr]
+    folder = s.proto.view.store.folder  # type: ignore[union-attr, attr-defined]
     cls = type(folder)
     monkeypatch.setattr(cls, "header_bytes", lambda self, uid: pytest.fail("read in the reactor"))
     assert sort(s, "SORT (SUBJECT) UTF-8 ALL") == [b"* SORT 2 4 1 3"]
@@ -461,7 +461,7 @@ def test_message_keys_order_as_sort_does(s: Session, criteria: str) -> None:
         rows.extend(sorted_keys(keyed, keys, sort_order(keyed, keys)))
 
     fill_keys(s.proto, b"t", "SORT", found, sort_module.needs_header(keys), then)  # type: ignore[arg-type]
-    records = view.folder.messages()
+    records = view.store.folder.messages()
     joining: list[dict[int, tuple[object, ...]]] = []
     message_keys(keys, view.store, records).addCallback(joining.append)
     [values] = joining  # the memory store answers at once

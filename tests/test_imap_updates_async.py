@@ -187,7 +187,7 @@ def memory_view() -> tuple[IFolder, SelectedView]:
     face = store.asynchronous().open_user("alice", "alice")
     opened: list[IAsyncFolder] = []
     face.addCallback(lambda mailbox: mailbox.folder("INBOX")).addCallback(opened.append)
-    view = SelectedView(folder, False, opened[0])
+    view = SelectedView(False, opened[0])
     ensureDeferred(view.open_async())
     return folder, view
 

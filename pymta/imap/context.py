@@ -149,15 +149,16 @@ class SearchContexts:
         view = server.view
         assert view is not None
         self.view = view
-        self.folder = view.folder
         self.searches: dict[bytes, SearchContext] = {}
         self._preparing: Deferred[None] | None = None
-        self.folder.add_listener(self._on_change)
+        # The store's watch: this session's changes, other sessions' and
+        # other processes' (a delivery joins a search that matches it).
+        self._unwatch = view.store.watch(self._on_change)
 
     # life ----------------------------------------------------------------
 
     def close(self) -> None:
-        self.folder.remove_listener(self._on_change)
+        self._unwatch()
         self.searches.clear()
 
     def full(self) -> bool:

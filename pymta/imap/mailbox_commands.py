@@ -192,9 +192,7 @@ async def _open_view(
     scanned in the store's threads, \\Recent claimed there. With QRESYNC
     of the same UIDVALIDITY, also the UIDs expunged since its modseq."""
     face = await folders.folder(name)
-    assert s.mailbox is not None
-    # The folder is open now: the synchronous face is a look-up.
-    view = SelectedView(s.mailbox.folder(name), readonly, face)
+    view = SelectedView(readonly, face)
     view.show_recent = not rev2
     try:
         messages, status = await view.open_async()

@@ -43,7 +43,6 @@ from pymta.mailstore.asyncstore import IAsyncFolder, after_firing
 from pymta.mailstore.interface import (
     FolderChange,
     FolderStatus,
-    IFolder,
     MessageInfo,
 )
 
@@ -58,10 +57,7 @@ class InvalidSet(Exception):
 class SelectedView:
     """The selected mailbox as one session sees it."""
 
-    def __init__(self, folder: IFolder, readonly: bool, store: IAsyncFolder) -> None:
-        #: The synchronous folder: only SORT and THREAD's header cache
-        #: (pymta.imap.sort, pymta.imap.context) read it still.
-        self.folder = folder
+    def __init__(self, readonly: bool, store: IAsyncFolder) -> None:
         #: The folder through the store's asynchronous API: every read and
         #: change, and the watch for changes (other sessions, deliveries,
         #: other processes: the store's inotify watchers).
