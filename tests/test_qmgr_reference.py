@@ -195,3 +195,74 @@ def test_a_recipient_the_agent_marked_is_not_marked_again(tmp_path: Path) -> Non
     _enqueue(store, b"Subject: x\n\nbody\n", "u@virt.example", "v@virt.example")
     qmgr.start()
     assert marks == [1]  # only the one the agent left
+
+
+class _CountingRunner(HeldRunner):
+    """A held read runner that knows when it is running a job."""
+
+    running = False
+
+    def run_all(self) -> None:
+        self.running = True
+        try:
+            super().run_all()
+        finally:
+            self.running = False
+
+
+def test_expiry_and_delay_warning_read_the_queue_only_in_the_read_runner(
+    tmp_path: Path,
+) -> None:
+    """The defer log's last reasons (for an expiring message) and whether a
+    delay warning went out are read by the read runner, never on the
+    reactor thread; the expired message is still returned with its last
+    reason and then removed."""
+    clock = Clock()
+    clock.advance(T0)
+    config = Config.from_text(
+        "myhostname = mx.example.org\nmyorigin = example.org\n"
+        "maximal_queue_lifetime = 1h\nqueue_run_delay = 60s\n"
+        "delay_warning_time = 10m\n"
+    )
+    store = FileQueueStore(str(tmp_path / "queue"), ImmediateSyncBarrier(), clock)
+    runner = _CountingRunner()
+    cleanup = FakeCleanup()
+    # Answered by the test, on the reactor thread (not inside a read).
+    agent = FakeAgent("virtual", status="4.4.1", manual=True)
+    qmgr = QueueManager(
+        config,
+        store,
+        FakeResolver(),
+        {"virtual": agent},
+        Bouncer(config, cleanup, clock),
+        clock,
+        read_runner=runner,
+    )
+    reads: list[str] = []
+
+    def only_in_runner(name: str, real: Callable[[str], Any]) -> Callable[[str], Any]:
+        def read(queue_id: str) -> Any:
+            assert runner.running, f"{name} read on the reactor thread"
+            reads.append(name)
+            return real(queue_id)
+
+        return read
+
+    store.defer_reasons = only_in_runner("defer_reasons", store.defer_reasons)  # type: ignore[method-assign]
+    store.delay_warning_sent = only_in_runner(  # type: ignore[method-assign]
+        "delay_warning_sent", store.delay_warning_sent
+    )
+    qid = _enqueue(store, b"Subject: s\n\nbody\n", "bob@virt.example")
+    qmgr.start()
+    for _ in range(40):
+        runner.run_all()
+        agent.fire_all()
+        clock.advance(300)
+    runner.run_all()
+    agent.fire_all()
+    runner.run_all()
+    assert {"defer_reasons", "delay_warning_sent"} <= set(reads)
+    assert store.find(qid) is None
+    dsns = [content for _envelope, content in cleanup.submitted]
+    assert any(b"Delayed Mail" in c for c in dsns)
+    assert any(b"Status: 4.4.1" in c and b"reason 4.4.1" in c for c in dsns)

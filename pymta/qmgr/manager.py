@@ -731,46 +731,62 @@ class QueueManager:
     # the end of an attempt ------------------------------------------------
 
     def _attempt_over(self, message: _Message) -> None:
-        """Every job of the message is over: bounce, expire, defer or remove."""
+        """Every job of the message is over: bounce, expire, defer or remove.
+
+        What that needs from disk - the defer log's last reasons for an
+        expiring message, whether the delay warning went out already, the
+        head of the queue file for a notice - is read in one job of the
+        read runner (a worker thread), never on the reactor."""
         envelope = message.envelope
         now = self._clock.seconds()
-        if message.deferred and now - envelope.arrival_time >= queue_lifetime(
+        expiring = message.deferred and now - envelope.arrival_time >= queue_lifetime(
             self._config, envelope.sender
-        ):
-            self._expire(message)
-        if not self._needs_content(message, now):
+        )
+        # An expiring message is bounced, not warned about (_expire ends
+        # its deferral).
+        may_warn = not expiring and self._may_warn(message, now)
+        if not (expiring or may_warn or message.bounced or message.succeeded):
             self._finish_attempt(message, b"", now)
             return
-        # A notice returns the message (or its headers, within
-        # bounce_size_limit): read that much from the queue file, on a
-        # worker thread, before the file is removed or moved.
         self._busy += 1
         limit = self._bounce_size_limit
         content = message.content
+        queue_id = message.queue_id
+        # A notice returns the message (or its headers, within
+        # bounce_size_limit): read that much before the file is removed or
+        # moved.
+        notice_now = bool(message.bounced or message.succeeded)
 
-        def read_head() -> bytes:
-            return head(content, limit + 1)
+        def read_state() -> tuple[dict[int, tuple[str, str]] | None, bool, bytes]:
+            reasons = self._last_reasons(queue_id) if expiring else None
+            warned = self._warned(queue_id) if may_warn else True
+            needed = notice_now or expiring or not warned
+            return reasons, warned, head(content, limit + 1) if needed else b""
 
-        def read(data: bytes) -> None:
+        def read(state: tuple[dict[int, tuple[str, str]] | None, bool, bytes]) -> None:
+            reasons, warned, data = state
             self._busy -= 1
-            self._finish_attempt(message, data, now)
+            if reasons is not None:
+                self._expire(message, reasons)
+            self._finish_attempt(message, data, now, warned)
 
         def unreadable(failure: Failure) -> None:
             maillog(
                 "qmgr",
-                f"{message.queue_id}: cannot read queue file for a notice:"
-                f" {failure.getErrorMessage()}",
+                f"{queue_id}: cannot read queue file for a notice: {failure.getErrorMessage()}",
                 LogLevel.warn,
             )
             self._busy -= 1
-            self._finish_attempt(message, b"", now)
+            if expiring:
+                self._expire(message, {})
+            # Unsure whether it went out: Postfix prefers no warning to a
+            # duplicate.
+            self._finish_attempt(message, b"", now, warned=True)
 
-        self._read(read_head).addCallbacks(read, unreadable)
+        self._read(read_state).addCallbacks(read, unreadable)
 
-    def _needs_content(self, message: _Message, now: float) -> bool:
-        """Whether a bounce, success or delay notice may go out now."""
-        if message.bounced or message.succeeded:
-            return True
+    def _may_warn(self, message: _Message, now: float) -> bool:
+        """Whether a delay warning is due now, unless one went out already."""
         return bool(
             message.delayed
             and message.deferred
@@ -778,10 +794,13 @@ class QueueManager:
             and now - message.envelope.arrival_time >= self._delay_warning
         )
 
-    def _finish_attempt(self, message: _Message, content: bytes, now: float) -> None:
-        """Notices queued (``content``: what they may return), then settle."""
+    def _finish_attempt(
+        self, message: _Message, content: bytes, now: float, warned: bool = True
+    ) -> None:
+        """Notices queued (``content``: what they may return; ``warned``:
+        the delay warning went out already, or is not due), then settle."""
         envelope = message.envelope
-        self._notify(message, content, now)
+        self._notify(message, content, now, warned)
         if not message.bounced:
             self._settle(message)
             return
@@ -795,7 +814,7 @@ class QueueManager:
             self._bounced, self._bounce_failed, callbackArgs=(message,), errbackArgs=(message,)
         )
 
-    def _notify(self, message: _Message, content: bytes, now: float) -> None:
+    def _notify(self, message: _Message, content: bytes, now: float, warned: bool) -> None:
         """Queue the success DSN and, once, the delay warning (not waited for:
         their failure is logged and never holds the message back)."""
         envelope = message.envelope
@@ -811,7 +830,7 @@ class QueueManager:
             and message.deferred
             and self._delay_warning > 0
             and now - envelope.arrival_time >= self._delay_warning
-            and not self._warned(queue_id)
+            and not warned
         ):
             self._store.record_delay_warning(queue_id, now)  # a failure is logged
             notices.append(self._bouncer.delay_warning(queue_id, envelope, content, delayed))
@@ -829,19 +848,24 @@ class QueueManager:
         self._check_stopped()
 
     def _warned(self, queue_id: str) -> bool:
+        """(Read runner) whether the delay warning went out already."""
         try:
             return self._store.delay_warning_sent(queue_id)
         except OSError:
             return True  # unsure: Postfix prefers no warning to a duplicate
 
-    def _expire(self, message: _Message) -> None:
-        """Past its lifetime: every deferred recipient is returned with its last reason."""
+    def _last_reasons(self, queue_id: str) -> dict[int, tuple[str, str]]:
+        """(Read runner) each deferred recipient's last reason, by index."""
+        try:
+            return dict(self._store.defer_reasons(queue_id))
+        except OSError:
+            return {}
+
+    def _expire(self, message: _Message, reasons: Mapping[int, tuple[str, str]]) -> None:
+        """Past its lifetime: every deferred recipient is returned with its
+        last reason (``reasons``, read from the defer log)."""
         queue_id = message.queue_id
         log_expired(queue_id, message.envelope.sender)
-        try:
-            reasons = self._store.defer_reasons(queue_id)
-        except OSError:
-            reasons = {}
         bouncing = {id(r) for r, _ in message.bounced}
         for index, rcpt in enumerate(message.envelope.recipients):
             if rcpt.done or id(rcpt) in bouncing:
