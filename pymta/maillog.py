@@ -33,20 +33,29 @@ class _MaillogPublisher(LogPublisher):
     that only the observer would read)."""
 
     def __init__(self, *observers: ILogObserver) -> None:
+        # Who listens, kept here (as LogPublisher keeps it: no duplicates),
+        # so the check needs none of Twisted's private attributes.
+        self._listening: list[ILogObserver] = []
+        for observer in observers:
+            if observer not in self._listening:
+                self._listening.append(observer)
         super().__init__(*observers)
         self.line_writer: MaillogObserver | None = None
 
     def addObserver(self, observer: ILogObserver) -> None:
         super().addObserver(observer)
+        if observer not in self._listening:
+            self._listening.append(observer)
         self._note_writer()
 
     def removeObserver(self, observer: ILogObserver) -> None:
         super().removeObserver(observer)
+        if observer in self._listening:
+            self._listening.remove(observer)
         self._note_writer()
 
     def _note_writer(self) -> None:
-        observers = getattr(self, "_observers", None)
-        only = observers[0] if observers is not None and len(observers) == 1 else None
+        only = self._listening[0] if len(self._listening) == 1 else None
         self.line_writer = only if isinstance(only, MaillogObserver) else None
 
 

@@ -105,3 +105,31 @@ def test_lines_are_the_same_with_and_without_other_observers() -> None:
     assert alone.getvalue() == shared.getvalue()
     assert alone.getvalue().count("\n") == 3
     assert [(e["service"], e["text"], e["log_level"]) for e in seen] == texts
+
+
+def test_the_writer_check_follows_twisteds_publisher() -> None:
+    """The publisher keeps its own list of observers, as Twisted's does (no
+    duplicates; removing an absent one is no error), so the direct-write
+    check reads no private attribute of Twisted: the lines go straight
+    to the file only while a MaillogObserver listens alone."""
+    from twisted.logger import LogPublisher
+
+    publisher = maillog_module._MaillogPublisher()
+    observer = MaillogObserver(io.StringIO(), "mx.example.org", pid=7)
+    publisher.addObserver(observer)
+    publisher.addObserver(observer)
+    assert publisher.line_writer is observer
+    other: list[dict[str, Any]] = []
+    publisher.addObserver(other.append)
+    assert publisher.line_writer is None
+    publisher.removeObserver(other.append)
+    publisher.removeObserver(other.append)
+    assert publisher.line_writer is observer
+    publisher.removeObserver(observer)
+    assert publisher.line_writer is None
+    # What Twisted's own publisher delivers to agrees with the list kept.
+    assert isinstance(publisher, LogPublisher)
+    seen: list[dict[str, Any]] = []
+    publisher.addObserver(seen.append)
+    publisher({"log_format": "x"})
+    assert len(seen) == 1
