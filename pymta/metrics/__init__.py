@@ -236,9 +236,7 @@ class MetricsService(service.Service):
     def _sample_timings(self, name: str, barrier: ISyncBarrier) -> None:
         """Observe the phase durations this barrier's batches appended
         since the last sample (a deque: its thread appends, we take)."""
-        timings = getattr(barrier, "timings", None)
-        if timings is None:
-            return
+        timings = barrier.timings
         histograms: dict[str, Any] = {}
         while True:
             try:
