@@ -104,7 +104,7 @@ class SelectedView:
         store = self.store
         self.folder.add_listener(self._on_change)
         if await store.changed_on_disk():
-            await store.refresh()  # what it tells the listeners comes first
+            await store.rescan()  # what it tells the listeners comes first
         self._appended.clear()
         self._expunged.clear()
         messages = await store.messages()

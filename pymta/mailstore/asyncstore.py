@@ -110,6 +110,9 @@ class IAsyncFolder(Interface):
     def refresh() -> Deferred[list[MessageInfo]]:
         """IFolder.refresh."""
 
+    def rescan() -> Deferred[None]:
+        """IFolder.rescan."""
+
     def changed_on_disk() -> Deferred[bool]:
         """IFolder.changed_on_disk."""
 
@@ -330,6 +333,9 @@ class AsyncFolder:
 
     def refresh(self) -> Deferred[list[MessageInfo]]:
         return self._call("refresh")
+
+    def rescan(self) -> Deferred[None]:
+        return self._call("rescan")
 
     def changed_on_disk(self) -> Deferred[bool]:
         return self._read("changed_on_disk")
