@@ -27,7 +27,6 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from pymta.imap import scan
 from pymta.imap.binary_append import encode_binary_parts
 from pymta.imap.listing import list_entries
 from pymta.imap.objectid import mailbox_id
@@ -249,12 +248,6 @@ def _selected(
         _qresync(s, view, messages, gone, resync)
     code = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
     s.ok(tag, code + b" Select completed.")
-    workers = s.scan_in_thread
-    if len(messages) >= scan.PRESTART_MESSAGES and isinstance(workers, scan.ScanPool):
-        # A big folder's first SORT, THREAD or body SEARCH would wait for
-        # the worker processes to start: start them now, once the answer
-        # is written (the reactor's next turn).
-        s.clock.callLater(0, workers.prestart)
 
 
 def _qresync(

@@ -9,9 +9,7 @@ client's LOGIN wait 19 s and an SMTP EHLO 15 s (measured before this module). He
   further scan of that user waits for its turn, the user's session waiting
   as for any slow command; other users are not held up by it.
 - :func:`scan_runner` is a pool of :data:`SCAN_PROCESSES` worker
-  processes (:class:`ScanPool`), started on first use or, when a folder of
-  :data:`PRESTART_MESSAGES` or more is selected, right after the SELECT's
-  answer in a reactor pool thread, :data:`SCAN_NICE` steps nicer than the
+  processes, started on first use, :data:`SCAN_NICE` steps nicer than the
   server and stopped with it. Processes, not threads: a thread testing
   message text holds the interpreter's lock (the GIL) nearly all the time,
   and every socket call of the reactor thread would then wait up to 5 ms
@@ -38,7 +36,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import (
@@ -49,6 +46,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
 )
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from multiprocessing import get_context
 from typing import Any
 
@@ -60,6 +58,7 @@ from pymta.imap.parser import Token
 from pymta.imap.search import Candidate, Test, parse_search
 from pymta.mailstore.interface import MailStoreError, MessageInfo
 from pymta.mailstore.names import header_block
+from pymta.mailstore.prefetch import ThreadRunner
 
 _log = Logger(namespace="pymta.imap")
 
@@ -103,118 +102,49 @@ class ScanGate:
         return len(gate.waiting) if gate is not None else 0
 
 
-#: A SELECT or EXAMINE of a folder of at least this many messages starts
-#: the scan workers ahead of need (:meth:`ScanPool.prestart`): its first
-#: SORT, THREAD or body SEARCH then finds them started (each costs about
-#: 0.25 s of CPU to start: a fresh interpreter importing the search and
-#: sort code). A smaller folder's first scan starts them as before.
-PRESTART_MESSAGES = 10_000
-
-
-class ScanPool:
+def scan_runner(reactor: Any) -> ThreadRunner | None:
     """A runner on a pool of :data:`SCAN_PROCESSES` worker processes
-    (started on first use or by :meth:`prestart`, stopped when the reactor
-    shuts down), so that a scan's CPU never holds this process's GIL. The
-    work must be picklable (a partial of a module-level function over
-    plain data)."""
+    (started on first use, stopped when the reactor shuts down), so that a
+    scan's CPU never holds this process's GIL; None for a reactor without
+    threads (a ``task.Clock`` in tests). The work must be picklable (a
+    partial of a module-level function over plain data)."""
+    if not hasattr(reactor, "callFromThread") or not hasattr(reactor, "addSystemEventTrigger"):
+        return None
+    pools: list[Executor] = []
 
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._pools: list[Executor] = []
-        # The pool is made in the reactor thread (a first scan) or in a
-        # reactor pool thread (prestart), never twice.
-        self._making = threading.Lock()
-        self._prestarted = False
-        self._stopped = False
-        if reactor is not None:
-            reactor.addSystemEventTrigger("during", "shutdown", self._shutdown)
-
-    def _pool(self) -> Executor:
-        with self._making:
-            if self._stopped:
-                raise RuntimeError("the scan workers are stopped (shutdown)")
-            pools = self._pools
-            if not pools:
-                pool: Executor
-                try:
-                    pool = ProcessPoolExecutor(
-                        SCAN_PROCESSES,
-                        mp_context=get_context("spawn"),
-                        initializer=_background,
-                        initargs=(os.getpid(),),
-                    )
-                except (OSError, ImportError, NotImplementedError) as e:
-                    # No POSIX semaphores (a container without /dev/shm):
-                    # threads, which keep the reactor free of the files
-                    # but share its GIL.
-                    _log.warn("imap: scan worker processes unavailable ({error}): threads", error=e)
-                    pool = ThreadPoolExecutor(SCAN_PROCESSES, thread_name_prefix="imap-scan")
-                pools.append(pool)
-            return pools[0]
-
-    def _shutdown(self) -> None:
-        """(Reactor shutdown) stop the workers, dropping scans not begun."""
-        with self._making:
-            self._stopped = True
-            pools = list(self._pools)
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def __call__(self, work: Callable[[], Any]) -> Deferred[Any]:
-        pools = self._pools
+    def run(work: Callable[[], Any]) -> Deferred[Any]:
+        if not pools:
+            pool: Executor
+            try:
+                pool = ProcessPoolExecutor(
+                    SCAN_PROCESSES,
+                    mp_context=get_context("spawn"),
+                    initializer=_background,
+                    initargs=(os.getpid(),),
+                )
+            except (OSError, ImportError, NotImplementedError) as e:
+                # No POSIX semaphores (a container without /dev/shm): threads,
+                # which keep the reactor free of the files but share its GIL.
+                _log.warn("imap: scan worker processes unavailable ({error}): threads", error=e)
+                pool = ThreadPoolExecutor(SCAN_PROCESSES, thread_name_prefix="imap-scan")
+            reactor.addSystemEventTrigger(
+                "during", "shutdown", partial(pool.shutdown, wait=True, cancel_futures=True)
+            )
+            pools.append(pool)
         d: Deferred[Any] = Deferred()
         try:
-            future = self._pool().submit(work)
+            future = pools[0].submit(work)
         except BrokenProcessPool:
             pools.clear()  # a worker died (killed): the next scan starts a new pool
             return fail()
-        except RuntimeError:
-            return fail()  # shutting down
 
         def done(finished: Future[Any]) -> None:
-            self._reactor.callFromThread(_settle, d, finished, pools)
+            reactor.callFromThread(_settle, d, finished, pools)
 
         future.add_done_callback(done)
         return d
 
-    def prestart(self) -> None:
-        """Start the worker processes now, in a reactor pool thread (the
-        pool's queues and semaphores take about 7 ms to make, and each
-        process start forks and execs: not in the reactor thread). Once:
-        a started pool keeps its workers, and a first scan meanwhile
-        starts them itself."""
-        if self._prestarted or self._pools:
-            return
-        self._prestarted = True
-        self._reactor.callInThread(self._start_workers)
-
-    def _start_workers(self) -> None:
-        """(A reactor pool thread) the pool, and one trivial task per
-        worker: with none idle, each submit starts a worker process, which
-        imports the code the scans run (:func:`_ready`)."""
-        try:
-            pool = self._pool()
-            for _ in range(SCAN_PROCESSES):
-                pool.submit(_ready)
-        except (BrokenProcessPool, RuntimeError):
-            return  # a worker died, or the server shuts down: nothing to start
-
-
-def _ready() -> None:
-    """(Worker process) import what scans unpickle and run (header digests
-    for SORT and THREAD, message scans for SEARCH), so the first one does
-    not pay it."""
-    import pymta.imap.sortcache
-    import pymta.mailstore.digests
-    import pymta.mailstore.filescan  # noqa: F401
-
-
-def scan_runner(reactor: Any) -> ScanPool | None:
-    """A :class:`ScanPool` for this reactor; None for a reactor without
-    threads (a ``task.Clock`` in tests)."""
-    if not hasattr(reactor, "callFromThread") or not hasattr(reactor, "addSystemEventTrigger"):
-        return None
-    return ScanPool(reactor)
+    return run
 
 
 def _background(server_pid: int) -> None:
@@ -243,12 +173,12 @@ def _settle(d: Deferred[Any], finished: Future[Any], pools: list[Executor]) -> N
     d.errback(Failure(error))
 
 
-_shared: weakref.WeakKeyDictionary[Any, tuple[ScanPool | None, ScanGate]] = (
+_shared: weakref.WeakKeyDictionary[Any, tuple[ThreadRunner | None, ScanGate]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def shared_scanning(reactor: Any) -> tuple[ScanPool | None, ScanGate]:
+def shared_scanning(reactor: Any) -> tuple[ThreadRunner | None, ScanGate]:
     """One scan pool and one gate per reactor (process), for every imapd
     listener: IMAP on 143 and IMAPS on 993 count a user's scans together."""
     shared = _shared.get(reactor)
