@@ -3,7 +3,7 @@
 
 SYNOPSIS
     python bench/imap_sort_bench.py [--messages 100000] [--workdir /var/tmp]
-        [--only pymta|dovecot] [--select-only] [--keep]
+        [--only pymta|dovecot] [--select-only] [--pause SECONDS] [--keep]
 
 DESCRIPTION
     One user's INBOX of --messages messages (threads of 1 to 8 messages
@@ -24,7 +24,9 @@ DESCRIPTION
     kept what an earlier command read: pymta keeps every header key of a
     message from one read, so only the first header criterion reads
     headers; Dovecot reads the fields each criterion needs when first
-    asked); "again" is the same command at once. With --select-only, only
+    asked); "again" is the same command at once. --pause waits that many
+    seconds after the SELECT before the first SORT (as a client that
+    fetches its first screen in between). With --select-only, only
     the first SELECT (each server's index built from a fresh Maildir).
 
     and, for pymta, the slowest NOOP answered to another session of the
@@ -156,7 +158,7 @@ class NoopProbe:
 
 
 def run(
-    port: int, count: int, probe: bool, select_only: bool = False
+    port: int, count: int, probe: bool, select_only: bool = False, pause: float = 0.0
 ) -> tuple[dict[str, float], dict[str, bytes]]:
     imaplib.Commands.setdefault("SORT", ("SELECTED",))
     imaplib.Commands.setdefault("THREAD", ("SELECTED",))
@@ -169,6 +171,8 @@ def run(
     typ, data = client.select("INBOX")
     times["SELECT INBOX (index built)"] = time.perf_counter() - t0
     assert typ == "OK" and data == [str(count).encode()], (typ, data)
+    if pause and not select_only:
+        time.sleep(pause)  # a client's think time, not a wait for the server
     for label, command in [] if select_only else COMMANDS:
         noop = NoopProbe(port) if probe else None
         t0 = time.perf_counter()
@@ -191,6 +195,7 @@ def main() -> int:
     ap.add_argument("--only", choices=("pymta", "dovecot"))
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--select-only", action="store_true", help="time only the first SELECT")
+    ap.add_argument("--pause", type=float, default=0.0, help="seconds between SELECT and SORT")
     ap.add_argument("--mailbox-user", default="mail", help="owner of the Maildirs (not root)")
     args = ap.parse_args()
     if args.only != "pymta":
@@ -215,7 +220,11 @@ def main() -> int:
             try:
                 assert pymta.imap_port is not None
                 results["pymta"] = run(
-                    pymta.imap_port, args.messages, probe=True, select_only=args.select_only
+                    pymta.imap_port,
+                    args.messages,
+                    probe=True,
+                    select_only=args.select_only,
+                    pause=args.pause,
                 )
             finally:
                 pymta.stop()
@@ -227,7 +236,11 @@ def main() -> int:
             dovecot.start()
             try:
                 results["dovecot"] = run(
-                    dovecot.imap_port, args.messages, probe=False, select_only=args.select_only
+                    dovecot.imap_port,
+                    args.messages,
+                    probe=False,
+                    select_only=args.select_only,
+                    pause=args.pause,
                 )
             finally:
                 dovecot.stop()

@@ -167,6 +167,25 @@ def test_external_delivery_noticed(env: tuple[Any, str, Deliver]) -> None:
     assert inbox.read(1) == MSG
 
 
+def test_external_delivery_noticed_by_rescan(env: tuple[Any, str, Deliver]) -> None:
+    """rescan (SELECT's) numbers what another program delivered as refresh
+    does, listeners hear of it, and it answers nothing; status then counts
+    it as \\Recent and unseen."""
+    store, path, deliver = env
+    inbox = store.open_user("u", path).folder("INBOX")
+    heard: list[FolderChange] = []
+    inbox.add_listener(heard.append)
+    inbox.messages()
+    deliver(MSG)
+    assert inbox.changed_on_disk()
+    assert inbox.rescan() is None
+    assert [(c.kind, c.uids) for c in heard] == [("append", (1,))]
+    assert [m.uid for m in inbox.messages()] == [1]
+    st = inbox.status()
+    assert (st.messages, st.recent, st.unseen, st.uidnext) == (1, 1, 1, 2)
+    assert st.size == len(MSG) + MSG.count(b"\n")
+
+
 def test_flags_modes_and_modseq(env: tuple[Any, str, Deliver]) -> None:
     """set_flags replaces, adds and removes flags and keywords, raises the
     modseq on a change only, and honours UNCHANGEDSINCE."""

@@ -215,6 +215,33 @@ def test_missing_index_renumbers_existing_maildir(tmp_path: Path) -> None:
     assert [m.recent for m in inbox.messages()] == [True, False]
 
 
+def test_rescan_numbers_new_files_and_tells_listeners(tmp_path: Path) -> None:
+    """rescan (SELECT's scan of a folder changed on disk) numbers the files
+    other programs left, in arrival order, tells the listeners as refresh
+    does, and returns nothing (no list of the new records is built); the
+    status counts them in its one pass."""
+    root = tmp_path / "m"
+    for d in ("cur", "new", "tmp"):
+        (root / d).mkdir(parents=True)
+    _drop(root, "cur", "2.b.host:2,S", b"two\n")
+    _drop(root, "new", "1.a.host", b"one\n")
+    inbox = _inbox(root)
+    heard: list[FolderChange] = []
+    inbox.add_listener(heard.append)
+    assert inbox.changed_on_disk()
+    assert inbox.rescan() is None
+    assert [inbox.read(m.uid) for m in inbox.messages()] == [b"one\n", b"two\n"]
+    assert [(c.kind, c.uids) for c in heard] == [("append", (1, 2))]
+    status = inbox.status()
+    # RFC822.SIZE counts CRLF line ends: 5 + 5.
+    assert (status.messages, status.recent, status.unseen, status.size) == (2, 1, 1, 10)
+    assert (status.uidnext, status.highest_modseq) == (3, heard[0].modseq)
+    _drop(root, "new", "3.c.host", b"three\n")
+    inbox.rescan()
+    assert heard[-1].kind == "append" and heard[-1].uids == (3,)
+    assert inbox.status().messages == 3
+
+
 def test_recreated_folder_gets_new_uidvalidity(tmp_path: Path) -> None:
     """A folder deleted and created again never gets its old UIDVALIDITY."""
     mbox = _store().open_user("u", str(tmp_path / "m"))

@@ -107,7 +107,7 @@ class SelectedView:
         # is read is heard (and dropped by updates() if the read has it).
         self._unwatch = store.watch(self._on_change)
         if await store.changed_on_disk():
-            await store.refresh()  # what it tells the listeners comes first
+            await store.rescan()  # what it tells the listeners comes first
         self._appended.clear()
         self._expunged.clear()
         messages = await store.messages()

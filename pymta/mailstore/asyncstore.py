@@ -141,6 +141,9 @@ class IAsyncFolder(Interface):
     def refresh() -> Deferred[list[MessageInfo]]:
         """IFolder.refresh."""
 
+    def rescan() -> Deferred[None]:
+        """IFolder.rescan."""
+
     def changed_on_disk() -> Deferred[bool]:
         """IFolder.changed_on_disk."""
 
@@ -421,6 +424,9 @@ class AsyncFolder:
     def _sized(self, messages: list[MessageInfo]) -> list[MessageInfo]:
         self._size = len(messages)
         return messages
+
+    def rescan(self) -> Deferred[None]:
+        return self._call("rescan")
 
     def changed_on_disk(self) -> Deferred[bool]:
         return self._read(self.folder.changed_on_disk)

@@ -256,6 +256,10 @@ class IFolder(Interface):
         changes made by other processes. Returns the newly numbered messages
         (ascending UID). Listeners hear of every change found."""
 
+    def rescan() -> None:
+        """:meth:`refresh` without the list of new messages (SELECT reads
+        every record afterwards anyway)."""
+
     def changed_on_disk() -> bool:
         """A cheap check (a few stat calls) whether another process may have
         changed the folder since the last refresh; True means call refresh()."""

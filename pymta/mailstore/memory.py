@@ -155,6 +155,9 @@ class MemoryFolder:
         self._notify("append", [m.uid for m in found])
         return found
 
+    def rescan(self) -> None:
+        self.refresh()
+
     def changed_on_disk(self) -> bool:
         return bool(self._pending)
 
@@ -168,15 +171,21 @@ class MemoryFolder:
             raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
 
     def status(self) -> FolderStatus:
-        msgs = self._messages.values()
+        recent = unseen = size = 0
+        for m in self._messages.values():  # one pass, as the Maildir store's
+            if m.recent:
+                recent += 1
+            if "\\Seen" not in m.flags:
+                unseen += 1
+            size += m.rfc822_size
         return FolderStatus(
             messages=len(self._messages),
-            recent=sum(1 for m in msgs if m.recent),
-            unseen=sum(1 for m in msgs if "\\Seen" not in m.flags),
+            recent=recent,
+            unseen=unseen,
             uidnext=self.uidnext,
             uidvalidity=self.uidvalidity,
             highest_modseq=self.highest_modseq,
-            size=sum(m.rfc822_size for m in msgs),
+            size=size,
         )
 
     def read(self, uid: int) -> bytes:
