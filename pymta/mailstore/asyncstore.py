@@ -414,7 +414,7 @@ class AsyncFolder:
     def refresh(self) -> Deferred[list[MessageInfo]]:
         return self._call(self.folder.refresh).addCallback(self._sized)
 
-    def rescan(self) -> Deferred[list[MessageInfo]]:
+    def watched_rescan(self) -> Deferred[list[MessageInfo]]:
         """The store's watchers' refresh after an inotify event (see
         :data:`LIGHT_RESCAN`); not part of IAsyncFolder."""
         if self._size is not None and self._size <= LIGHT_RESCAN:
@@ -426,7 +426,7 @@ class AsyncFolder:
         return messages
 
     def rescan(self) -> Deferred[None]:
-        return self._call("rescan")
+        return self._call(self.folder.rescan)
 
     def changed_on_disk(self) -> Deferred[bool]:
         return self._read(self.folder.changed_on_disk)
@@ -622,7 +622,7 @@ class _Rescanning:
         self._face = face
 
     def refresh(self) -> Deferred[list[MessageInfo]]:
-        return self._face.rescan()
+        return self._face.watched_rescan()
 
     def changed_on_disk(self) -> Deferred[bool]:
         return self._face.changed_on_disk()
