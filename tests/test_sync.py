@@ -465,3 +465,35 @@ def test_fsync_skips_what_failed_work_named_and_fails_it_alone() -> None:
     thread.finish(1)
     assert recorder.calls[1:] == [(["/q/a", "/q/c"], ["/q"])]
     assert outcomes == ["first", 122, "third"]
+
+
+def test_syncfs_mode_fsyncs_a_batch_of_one_write_and_syncs_several() -> None:
+    """In syncfs mode a batch carrying a single write (one client at a
+    time) fsyncs that write's file and directory instead, which commits
+    the journal for it alone; a batch of two or more writes, or a plain
+    sync() naming no file, is one syncfs. Work that failed does not count."""
+    thread = ControlledThread()
+    whole, single = Recorder(), Recorder()
+    barrier = SyncBarrier(
+        "/q", "syncfs", run_in_thread=thread, sync_function=whole, single_function=single
+    )
+    barrier.run(lambda: None, files=["/q/a"], dirs=["/q/in", "/q/in"])
+    thread.finish(0)
+    assert single.calls == [(["/q/a"], ["/q/in"])] and whole.calls == []
+
+    def refused() -> None:
+        raise OSError(122, "Disk quota exceeded")
+
+    barrier.sync()  # in flight: the next writes share the batch after it
+    barrier.run(lambda: None, files=["/q/b"], dirs=["/q/in"])
+    barrier.run(lambda: None, files=["/q/c"], dirs=["/q/in"])
+    thread.finish(1)
+    thread.finish(2)
+    assert whole.calls == [([], []), ([], ["/q/in"])] and len(single.calls) == 1
+
+    barrier.sync()
+    barrier.run(lambda: None, files=["/q/d"], dirs=["/q/in"])
+    barrier.run(refused, files=["/q/e"], dirs=["/q/in"]).addErrback(lambda f: None)
+    thread.finish(3)
+    thread.finish(4)
+    assert single.calls[1:] == [(["/q/d"], ["/q/in"])]
