@@ -29,6 +29,18 @@ the OSError (the message is then not acknowledged: smtpd answers 451); in
 fsync mode, work that failed (its file removed) is not fsynced and fails
 alone.
 
+A batch that carries a single write (one client at a time) fsyncs that
+write's file and directory instead of the syncfs: on a journaled ext4 both
+cost one journal commit, but syncfs also writes back everything else dirty
+on the file system (the Maildir file a delivery just wrote), so the one
+write's commit waited longer. ``bench/smtp_phases.py`` on a journaled ext4
+(a loop device), quiet machine: the queue's sync 858 us with syncfs
+against 624 us with fsync, the client's commit 1,221 against 826 us;
+``bench/smtp_bench.py --sizes 1024 --connections 1,20``: one connection
+472 -> 624 msg/s (Postfix 593-600), 20 connections unchanged (1,611 and
+1,631; its batches carry several files). Two or more writes keep the one
+syncfs: fsync per file at 20 connections fell to 862 msg/s from 1,523.
+
 Why syncfs by default, by figures (``bench/sync_methods.py`` runs the
 variants interleaved under the same load; ``bench/smtp_phases.py`` and
 the metrics' ``pymta_sync_seconds`` split a batch into wait, work and

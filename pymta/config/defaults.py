@@ -926,7 +926,8 @@ _PARAMS: list[Param] = [
         "pymta_sync_method",
         "syncfs",
         "str",
-        "pymta: how group commit makes files durable: syncfs (one sync per batch) or fsync",
+        "pymta: how group commit makes files durable: syncfs (one sync per batch;"
+        " a batch of one write fsyncs it) or fsync (every file and directory)",
     ),
     _p(
         "pymta_mailbox_sync_delay",
