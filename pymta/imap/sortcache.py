@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any
 
 from pymta.imap.sortkeys import HeaderKeys, header_keys, sort_header_fields
@@ -90,37 +90,12 @@ class FolderKeys:
             if keys is None:
                 missing.append(uid)
                 continue
-            date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
-            headers[uid] = (
-                date,
-                same(subject, subject),
-                is_reply,
-                same(sender, sender),
-                same(to, to),
-                same(cc, cc),
-                same(dsender, dsender),
-                same(dto, dto),
-                message_id,
-                refs,
-            )
+            headers[uid] = _interned(keys, same)
         return missing
 
     def keep(self, uid: int, keys: HeaderKeys) -> None:
         """Keep a message's header keys."""
-        same = self._strings.setdefault
-        date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
-        self.headers[uid] = (
-            date,
-            same(subject, subject),
-            is_reply,
-            same(sender, sender),
-            same(to, to),
-            same(cc, cc),
-            same(dsender, dsender),
-            same(dto, dto),
-            message_id,
-            refs,
-        )
+        self.headers[uid] = _interned(keys, self._strings.setdefault)
 
     def size(self) -> int:
         return max(len(self.headers), len(self.index))
@@ -242,3 +217,21 @@ def _record(item: Any) -> tuple[int, HeaderKeys] | None:
     if type(refs) is not list or not all(type(r) is str for r in refs):
         return None
     return uid, (date, subject, is_reply, sender, to, cc, dsender, dto, message_id, tuple(refs))
+
+
+def _interned(keys: HeaderKeys, same: Callable[[str, str], str]) -> HeaderKeys:
+    """``keys`` with each string key replaced by the one object kept for
+    its value (``same``: the cache's ``setdefault``)."""
+    date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
+    return (
+        date,
+        same(subject, subject),
+        is_reply,
+        same(sender, sender),
+        same(to, to),
+        same(cc, cc),
+        same(dsender, dsender),
+        same(dto, dto),
+        message_id,
+        refs,
+    )

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 
 from twisted.logger import Logger
 
+from pymta.mailstore.files import atomic_write
+
 #: The file of a user's entries, in the Maildir++ root.
 FILENAME = "pymta-metadata"
 
@@ -128,17 +130,7 @@ class MetadataFile:
 
     def _write(self, data: bytes) -> int:
         """The file replaced (durably when fsync is on); its new mtime_ns."""
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if self._fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
+        atomic_write(self.path, data, self._fsync)
         if self._fsync:
             directory = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
             try:
