@@ -170,13 +170,7 @@ class FolderRead(FolderScan):
     # -- the header cache, filled from a worker thread (IHeaderCache) -------
 
     def uncached_headers(self, uids: Collection[int]) -> list[tuple[int, str]]:
-        self._ensure_loaded()
-        with self._mutex:
-            uidvalidity = self._index.uidvalidity
-            records = self._index.records
-            live = [uid for uid in uids if uid in records]
-            missing = self._cache.missing(uidvalidity, b"H", live)
-            return [(uid, records[uid].filename) for uid in missing]
+        return [(uid, filename) for uid, filename, _date in self.uncached_files(uids)]
 
     def headers_may_contain(self, needles: Collection[bytes], uids: Iterable[int]) -> set[int]:
         self._ensure_loaded()
