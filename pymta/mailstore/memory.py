@@ -171,21 +171,8 @@ class MemoryFolder:
             raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
 
     def status(self) -> FolderStatus:
-        recent = unseen = size = 0
-        for m in self._messages.values():  # one pass, as the Maildir store's
-            if m.recent:
-                recent += 1
-            if "\\Seen" not in m.flags:
-                unseen += 1
-            size += m.rfc822_size
-        return FolderStatus(
-            messages=len(self._messages),
-            recent=recent,
-            unseen=unseen,
-            uidnext=self.uidnext,
-            uidvalidity=self.uidvalidity,
-            highest_modseq=self.highest_modseq,
-            size=size,
+        return FolderStatus.of(
+            self._messages.values(), self.uidnext, self.uidvalidity, self.highest_modseq
         )
 
     def read(self, uid: int) -> bytes:
