@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
@@ -654,6 +655,36 @@ def test_first_scan_takes_sizes_from_names_without_reading(
     assert sorted(opened) == ["2.M1P1.h:2,", f"3.M1P1.h,S={size + 1},W=7:2,"]
 
 
+def _locks_free_to_another_thread(inbox: Any, root: Path) -> tuple[bool, bool]:
+    """Whether another thread could take the folder's mutex, and the
+    folder's flock, at this moment."""
+    import fcntl
+    import threading
+
+    from pymta.mailstore.index import LOCK_NAME
+
+    got: list[bool] = []
+
+    def try_mutex() -> None:
+        ok = inbox._mutex.acquire(timeout=5)
+        got.append(ok)
+        if ok:
+            inbox._mutex.release()
+
+    other = threading.Thread(target=try_mutex)
+    other.start()
+    other.join()
+    fd = os.open(str(root / LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        free = True
+    except BlockingIOError:
+        free = False
+    finally:
+        os.close(fd)
+    return got[0], free
+
+
 def test_first_scan_lists_and_measures_outside_the_folder_lock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -661,11 +692,8 @@ def test_first_scan_lists_and_measures_outside_the_folder_lock(
     files without the folder's mutex or the index's flock (another thread
     or process gets them meanwhile), then numbers them under the lock from
     that same listing: the directories are listed once."""
-    import fcntl
-    import threading
 
     from pymta.mailstore import folder_scan
-    from pymta.mailstore.index import LOCK_NAME
 
     root = tmp_path / "m"
     names = [f"{i}.M{i}P1.h,S={len(MSG)},W={len(MSG) + 3}:2," for i in range(1, 6)]
@@ -674,26 +702,7 @@ def test_first_scan_lists_and_measures_outside_the_folder_lock(
     real_measure = folder_scan.measure_at
 
     def measure(dir_fd: int, path: str, sub: str, name: str) -> object:
-        got_mutex: list[bool] = []
-
-        def try_mutex() -> None:
-            got = inbox._mutex.acquire(timeout=5)
-            got_mutex.append(got)
-            if got:
-                inbox._mutex.release()
-
-        other = threading.Thread(target=try_mutex)
-        other.start()
-        other.join()
-        fd = os.open(str(root / LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            got_flock = True
-        except BlockingIOError:
-            got_flock = False
-        finally:
-            os.close(fd)
-        held.append((got_mutex[0], got_flock))
+        held.append(_locks_free_to_another_thread(inbox, root))
         return real_measure(dir_fd, path, sub, name)
 
     listings: list[str] = []
@@ -720,11 +729,8 @@ def test_first_scan_orders_new_files_outside_the_folder_lock(
     and numbers them in that order: ``<secs>.M<usecs>`` compared as numbers
     (M99999 before M123456 of the same second), whichever directory holds
     them."""
-    import fcntl
-    import threading
 
     from pymta.mailstore import folder_scan
-    from pymta.mailstore.index import LOCK_NAME
 
     root = tmp_path / "m"
     names = [
@@ -740,26 +746,7 @@ def test_first_scan_orders_new_files_outside_the_folder_lock(
     real_key = folder_scan.arrival_key
 
     def key(name: str) -> tuple[int, int, str]:
-        got: list[bool] = []
-
-        def try_mutex() -> None:
-            ok = inbox._mutex.acquire(timeout=5)
-            got.append(ok)
-            if ok:
-                inbox._mutex.release()
-
-        other = threading.Thread(target=try_mutex)
-        other.start()
-        other.join()
-        fd = os.open(str(root / LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            free = True
-        except BlockingIOError:
-            free = False
-        finally:
-            os.close(fd)
-        held.append((got[0], free))
+        held.append(_locks_free_to_another_thread(inbox, root))
         return real_key(name)
 
     monkeypatch.setattr(folder_scan, "arrival_key", key)
