@@ -241,6 +241,17 @@ def test_async_scan_matches_whole_messages(store: IMailStore, tmp_path: Path) ->
     assert [(k, info.uid) for k, info in again] == [(k, info.uid) for k, info in found]
 
 
+def _threaded_inbox(tmp_path: Path, clock: Clock, runner: QueuedRunner) -> IAsyncFolder:
+    """u's INBOX under tmp_path through a Maildir store whose thread work
+    ``runner`` holds until the test runs it (the opening's jobs run here)."""
+    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
+    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
+    runner.run_all()
+    got = _now(opened).folder("INBOX")
+    runner.run_all()
+    return _now(got)
+
+
 def test_maildir_prefetch_reads_headers_in_the_store_threads(tmp_path: Path) -> None:
     """The Maildir store reads many uncached header blocks in its threads,
     then answers headers from its cache; its cache rules out messages
@@ -252,12 +263,7 @@ def test_maildir_prefetch_reads_headers_in_the_store_threads(tmp_path: Path) -> 
     store = MaildirStore(clock, hostname="test", fsync=False)
     count = PREFETCH_MIN + 6
     inbox = _search_folder(store, tmp_path, count)
-    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
-    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
-    runner.run_all()
-    got = _now(opened).folder("INBOX")
-    runner.run_all()
-    face = _now(got)
+    face = _threaded_inbox(tmp_path, clock, runner)
     uids = list(range(1, count + 1))
     filling = face.prefetch_headers(uids)
     assert not filling.called and len(runner.jobs) == 1
@@ -280,12 +286,7 @@ def test_maildir_prefetch_of_one_folder_runs_once_at_a_time(tmp_path: Path) -> N
     clock = Clock()
     count = PREFETCH_MIN + 6
     _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, count)
-    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
-    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
-    runner.run_all()
-    got = _now(opened).folder("INBOX")
-    runner.run_all()
-    face = _now(got)
+    face = _threaded_inbox(tmp_path, clock, runner)
     uids = list(range(1, count + 1))
     first, second = face.prefetch_headers(uids), face.prefetch_headers(uids)
     assert len(runner.jobs) == 1
@@ -402,12 +403,7 @@ def test_maildir_header_digests_run_in_the_store_threads(tmp_path: Path) -> None
     runner = QueuedRunner()
     clock = Clock()
     _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, 70)
-    threaded = MaildirStore(clock, hostname="test", fsync=False, run_in_thread=runner)
-    opened = threaded.asynchronous().open_user("u", str(tmp_path / "u"))
-    runner.run_all()
-    got = _now(opened).folder("INBOX")
-    runner.run_all()
-    face = _now(got)
+    face = _threaded_inbox(tmp_path, clock, runner)
     d = face.header_digests(range(1, 71), _SubjectDigest())
     assert not d.called and runner.jobs
     runner.run_all()
