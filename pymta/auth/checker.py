@@ -228,8 +228,3 @@ def _withdraw(attempt: LoginAttempt) -> None:
 
 def _unauthorized() -> bytes:
     raise UnauthorizedLogin("authentication failed")
-
-
-def is_auth_failure(failure: Failure) -> bool:
-    """True when failure is a wrong password / unknown user (not a system error)."""
-    return failure.check(UnauthorizedLogin) is not None

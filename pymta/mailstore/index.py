@@ -683,12 +683,6 @@ def record_fields(flags: frozenset[str], keywords: frozenset[str]) -> tuple[str,
     return letters, " ".join(sorted(keywords)) if keywords else ""
 
 
-def base_of(filename: str) -> str:
-    """The Maildir base name of ``sub/name:2,flags``."""
-    name = filename.rsplit("/", 1)[-1]
-    return name.partition(":")[0]
-
-
 def _diff(before: dict[int, MessageInfo], after: dict[int, MessageInfo]) -> list[IndexChange]:
     """What changed between two images (after another process compacted
     the file, its records since our last read cannot be told apart)."""
