@@ -74,6 +74,7 @@ nothing.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
@@ -640,7 +641,9 @@ class NextTurn:
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
-        self._pending: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+        self._pending: collections.deque[tuple[Callable[[], Any], Deferred[Any]]] = (
+            collections.deque()
+        )
         self._call: IDelayedCall | None = None
 
     def __call__(self, work: Callable[[], T]) -> Deferred[T]:
@@ -653,7 +656,7 @@ class NextTurn:
     def _run(self) -> None:
         self._call = None
         while self._pending:
-            work, d = self._pending.pop(0)
+            work, d = self._pending.popleft()
             try:
                 result = work()
             except BaseException:
