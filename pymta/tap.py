@@ -58,6 +58,9 @@ def makeService(options: Options) -> IService:
 
 
 def _make(options: Options) -> IService:
+    # twistd pymta owns its process: pymta's reactor, before anything
+    # imports Twisted's default one (pymta.reactor; twistd's --reactor wins).
+    _install_reactor()
     from pymta.ownership import (
         check_readable,
         give_state_to,
@@ -105,6 +108,14 @@ def _make(options: Options) -> IService:
             check_readable(system.config, [svc.program for svc in system.master], run_as)
             give_state_to(system.config, run_as)
     return system
+
+
+def _install_reactor() -> None:
+    try:
+        from pymta.reactor import install
+    except ImportError:  # no epoll here: Twisted's default reactor
+        return
+    install()
 
 
 def _helper_log(twistd_options: Any) -> str | None:

@@ -129,6 +129,19 @@ def _reload_failed(failure: Failure) -> None:
     log.failure("reload: failed (a bug: please report it)", failure)
 
 
+def global_reactor() -> Any:
+    """The process's reactor: pymta's (:mod:`pymta.reactor`), installed
+    now unless one already is; the worker owns its process, as twistd
+    pymta does."""
+    with contextlib.suppress(ImportError):
+        from pymta.reactor import install
+
+        install()
+    from twisted.internet import reactor
+
+    return reactor
+
+
 def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     """Run one worker until SIGTERM or the master's death; the exit status."""
     from pymta.assemble import build, load
@@ -138,9 +151,7 @@ def main(argv: Sequence[str] | None = None, reactor: Any = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
+        reactor = global_reactor()
     try:
         fds = parse_listen(args.listen)
         config, master = load(args.config)

@@ -1,0 +1,135 @@
+"""reactor: Twisted's epoll reactor, without a log context per socket event.
+
+pymta-only (Postfix's daemons have their own event loops). Installed by
+the programs that own their process — ``twistd pymta`` (unless twistd's
+``--reactor`` chose one) and the reactor processes of ``pymta_processes``
+— before anything imports ``twisted.internet.reactor``; never by
+embedding (``pymta.service.makeService``), whose host owns its reactor.
+
+Twisted's epoll reactor hands every ready socket to its handler through
+``log.callWithLogger``: it asks the socket for its log prefix and pushes
+a copy of the legacy log context with that prefix as ``system`` (a dict
+copy and half a dozen calls), so that a legacy ``log.msg`` inside the
+handler is labelled with the connection. pymta logs through
+twisted.logger, which never reads that context, and an SMTP message
+costs about seven socket events: :class:`PymtaEPollReactor` calls the
+handler directly for a plain read or write event. What stays the same:
+
+- an exception in a handler is logged with its traceback under the
+  connection's prefix (``log.err(system=PREFIX)``, as before) and the
+  connection is closed with that exception as the reason
+  (``connectionLost``);
+- a handler's "lost" answer (``doRead``/``doWrite`` returning a reason)
+  closes the connection as before, and a descriptor that went away
+  (``fileno() == -1``) is reported as Twisted does;
+- every other event (hang-up, error, read and write at once) goes
+  through Twisted's own ``_doReadOrWrite`` under ``callWithLogger``,
+  unchanged.
+
+What differs: a legacy ``twisted.python.log.msg`` made by Twisted code
+inside a plain read or write handler is labelled ``-`` instead of the
+connection's prefix. pymta's own lines (mail log, twisted.logger events)
+are unchanged.
+
+Twisted attributes relied on (``_poller``, ``_selectables``,
+``_disconnectSelectable``, ``_doReadOrWrite``, and the module's
+``_NO_FILEDESC``) are private; ``tests/test_reactor.py`` fails when a
+Twisted version changes them, and :func:`install` falls back to Twisted's
+default reactor when one is missing.
+
+Untrusted input: none. Writes: nothing. Logs: a handler's exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from typing import Any
+
+from twisted.internet import epollreactor, posixbase
+from twisted.python import log
+
+_IN = epollreactor.EPOLLIN
+_OUT = epollreactor.EPOLLOUT
+
+#: The reason Twisted gives a selectable whose descriptor is gone.
+_NO_FILEDESC: Any = getattr(posixbase, "_NO_FILEDESC", None)
+
+
+class PymtaEPollReactor(epollreactor.EPollReactor):
+    """Twisted's epoll reactor; a plain read or write event calls its
+    handler without the legacy log context (see the module doc)."""
+
+    def doPoll(self, timeout: float | None) -> None:
+        if timeout is None:
+            timeout = -1  # wait until an event comes
+        selectables = self._selectables
+        try:
+            # At most as many events as descriptors watched, as Twisted asks.
+            events = self._poller.poll(timeout, len(selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue  # removed by an earlier handler of this batch
+            if event == _IN or event == _OUT:
+                self._ready(selectable, event == _IN)
+            else:
+                log.callWithLogger(selectable, self._doReadOrWrite, selectable, fd, event)
+
+    doIteration = doPoll
+
+    def _ready(self, selectable: Any, read: bool) -> None:
+        """One plain read or write event: the handler, then the close it
+        asks for (its "lost" answer or its exception)."""
+        try:
+            if selectable.fileno() == -1:
+                why = _NO_FILEDESC
+            elif read:
+                why = selectable.doRead()
+            else:
+                why = selectable.doWrite()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            why = sys.exc_info()[1]
+            log.err(system=_prefix(selectable))
+        if why:
+            self._disconnectSelectable(selectable, why, read)
+
+
+def _prefix(selectable: Any) -> str:
+    """The connection's log prefix, as ``log.callWithLogger`` finds it."""
+    try:
+        return str(selectable.logPrefix())
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        return "(buggy logPrefix method)"
+
+
+def supported() -> bool:
+    """Whether this Twisted has what :class:`PymtaEPollReactor` relies on."""
+    return (
+        _NO_FILEDESC is not None
+        and callable(getattr(epollreactor.EPollReactor, "_disconnectSelectable", None))
+        and callable(getattr(epollreactor.EPollReactor, "_doReadOrWrite", None))
+    )
+
+
+def install() -> bool:
+    """Install :class:`PymtaEPollReactor` as the global reactor when none
+    is installed yet (twistd's ``--reactor`` wins) and this platform has
+    epoll; True when it did."""
+    if "twisted.internet.reactor" in sys.modules or not supported():
+        return False
+    reactor = PymtaEPollReactor()
+    if not (hasattr(reactor, "_poller") and hasattr(reactor, "_selectables")):
+        return False
+    from twisted.internet.main import installReactor
+
+    installReactor(reactor)
+    return True

@@ -1,0 +1,203 @@
+"""pymta.reactor: Twisted's epoll reactor without the per-event log context.
+
+Each test runs a reactor of its own (not the test run's global one) on a
+socket pair, turning it by hand: ``doIteration`` blocks in ``epoll_wait``
+until the event under test arrives, so nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import epollreactor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+
+from pymta import reactor as pymta_reactor
+from pymta.reactor import PymtaEPollReactor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Boom(Exception):
+    """What the failing handler raises."""
+
+
+class Recorder(Protocol):
+    """Keeps what it reads and how its connection ended; raises Boom on
+    input when told to."""
+
+    def __init__(self, explode: bool = False) -> None:
+        self.explode = explode
+        self.received = b""
+        self.lost: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.explode:
+            raise Boom("handler failed")
+        self.received += data
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.lost = reason
+
+
+@pytest.fixture
+def own_reactor() -> Iterator[PymtaEPollReactor]:
+    r = PymtaEPollReactor()
+    yield r
+    for selectable in r.removeAll():
+        selectable.connectionLost(Failure(ConnectionDone()))
+    r._poller.close()
+
+
+def adopt(r: PymtaEPollReactor, protocol: Recorder) -> tuple[socket.socket, Any]:
+    """A socket pair, one end the reactor's connection to protocol; the
+    other end (the test's) and the connection."""
+    ours, theirs = socket.socketpair()
+    factory = Factory.forProtocol(lambda: protocol)
+    connection = r.adoptStreamConnection(theirs.fileno(), socket.AF_UNIX, factory)
+    theirs.close()  # the reactor holds its own duplicate
+    return ours, connection
+
+
+def turn_until(r: PymtaEPollReactor, done: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Run reactor turns (each waits in epoll for the next event) until done."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        left = deadline - time.monotonic()
+        assert left > 0, "the event never came"
+        r.runUntilCurrent()
+        r.doIteration(min(left, 1.0))
+
+
+def test_twisted_still_has_what_the_reactor_relies_on() -> None:
+    """The private parts of Twisted's epoll reactor that pymta.reactor
+    uses exist in the installed Twisted: this fails when an upgrade
+    renames them (and install() would then keep Twisted's reactor)."""
+    assert pymta_reactor.supported()
+    r = epollreactor.EPollReactor()
+    try:
+        assert isinstance(r._selectables, dict)
+        assert callable(r._poller.poll)
+        assert r._POLL_IN == epollreactor.EPOLLIN
+        assert r._POLL_OUT == epollreactor.EPOLLOUT
+    finally:
+        r._poller.close()
+
+
+def test_input_reaches_the_protocol(own_reactor: PymtaEPollReactor) -> None:
+    """A plain read event calls the connection's doRead: the bytes reach
+    dataReceived."""
+    protocol = Recorder()
+    ours, _ = adopt(own_reactor, protocol)
+    ours.sendall(b"EHLO client\r\n")
+    turn_until(own_reactor, lambda: protocol.received == b"EHLO client\r\n")
+    ours.close()
+
+
+def test_buffered_output_is_written_on_write_events(own_reactor: PymtaEPollReactor) -> None:
+    """More than the socket takes at once is written by the reactor's
+    write events, all of it, in order."""
+    protocol = Recorder()
+    ours, connection = adopt(own_reactor, protocol)
+    ours.setblocking(False)
+    payload = os.urandom(4 << 20)
+    connection.write(payload)
+    got = bytearray()
+
+    def drained() -> bool:
+        try:
+            got.extend(ours.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        return len(got) == len(payload)
+
+    turn_until(own_reactor, drained)
+    assert bytes(got) == payload
+    ours.close()
+
+
+def test_peer_close_ends_the_connection_cleanly(own_reactor: PymtaEPollReactor) -> None:
+    """When the peer closes, the handler's "lost" answer closes the
+    connection: connectionLost with ConnectionDone, and the reactor no
+    longer watches it."""
+    protocol = Recorder()
+    ours, connection = adopt(own_reactor, protocol)
+    ours.close()
+    turn_until(own_reactor, lambda: protocol.lost is not None)
+    assert protocol.lost is not None and protocol.lost.check(ConnectionDone)
+    assert connection not in own_reactor.getReaders()
+
+
+def test_handler_exception_is_logged_and_closes_the_connection(
+    own_reactor: PymtaEPollReactor,
+) -> None:
+    """An exception in a read handler is logged with its traceback under
+    the connection's log prefix, as Twisted's callWithLogger logs it, and
+    closes that connection with the exception as the reason; the reactor
+    goes on serving the others."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        failing = Recorder(explode=True)
+        healthy = Recorder()
+        bad_end, bad_connection = adopt(own_reactor, failing)
+        good_end, _ = adopt(own_reactor, healthy)
+        bad_end.sendall(b"anything\r\n")
+        turn_until(own_reactor, lambda: failing.lost is not None)
+        good_end.sendall(b"still here\r\n")
+        turn_until(own_reactor, lambda: healthy.received == b"still here\r\n")
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert failing.lost is not None and failing.lost.check(Boom)
+    assert healthy.lost is None
+    logged = [e for e in events if isinstance(e.get("failure"), Failure)]
+    assert [e["failure"].type for e in logged] == [Boom]
+    assert len(logged) == 1
+    assert logged[0]["log_system"] == bad_connection.logPrefix()
+    bad_end.close()
+    good_end.close()
+
+
+def test_install_keeps_an_installed_reactor() -> None:
+    """install() never replaces a reactor already installed (the test
+    run's, or the one twistd's --reactor chose)."""
+    from twisted.internet import reactor
+
+    assert not pymta_reactor.install()
+    from twisted.internet import reactor as after
+
+    assert after is reactor
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from pymta.tap import _install_reactor; _install_reactor()",
+        "from pymta.master.worker import global_reactor; global_reactor()",
+    ],
+)
+def test_twistd_pymta_and_workers_run_pymtas_reactor(code: str) -> None:
+    """``twistd pymta`` (tap's makeService) and the reactor processes of
+    pymta_processes (the worker's main) install PymtaEPollReactor as the
+    process's reactor."""
+    check = f"{code}\nfrom twisted.internet import reactor\nprint(type(reactor).__name__)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == ["PymtaEPollReactor"]
