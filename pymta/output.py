@@ -72,13 +72,19 @@ def send(transport: Any, data: bytes) -> None:
         and not transport.TLS
         and _nothing_buffered(transport)
     ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int) and sent > 0:
-            if sent >= len(data):
-                return
+        # The socket itself, not writeSomeData: the kernel takes what fits
+        # (Twisted's SEND_LIMIT slice guards Windows), and CPython retries
+        # a send interrupted by a signal (PEP 475).
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            # Full (EAGAIN) or broken: buffered as usual; the reactor
+            # reports a lost connection on its next read.
+            sent = 0
+        if sent >= len(data):
+            return
+        if sent:
             data = data[sent:]
-        # 0 (the socket is full) or an error: buffered as usual; the reactor
-        # reports a lost connection on its next read.
     transport.write(data)
 
 
@@ -125,11 +131,14 @@ def _nothing_buffered(connection: Connection) -> bool:
     and is not closing its write side. Private attributes of
     twisted.internet.abstract.FileDescriptor (see the module doc); a
     missing one answers False."""
-    return (
-        not getattr(connection, "_writeDisconnecting", True)
-        and getattr(connection, "_tempDataLen", 1) == 0
-        and getattr(connection, "dataBuffer", b"?") == b""
-    )
+    try:
+        return (
+            not connection._writeDisconnecting
+            and connection._tempDataLen == 0
+            and connection.dataBuffer == b""
+        )
+    except AttributeError:
+        return False
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)

@@ -224,3 +224,16 @@ def test_quick_ack_looks_through_a_tls_wrapper(
     assert not isinstance(wrapper.getHandle(), socket.socket)
     quick_ack(wrapper)
     assert _quickack_on(server)
+
+
+def test_send_to_a_closed_peer_is_buffered_not_raised(
+    pair: tuple[Connection, socket.socket, MemoryReactorClock],
+) -> None:
+    """When the socket refuses the reply (the peer is gone: EPIPE), send()
+    raises nothing: the reply goes to Twisted's buffer, whose write event
+    then reports the lost connection as usual."""
+    conn, theirs, reactor = pair
+    theirs.close()
+    send(conn, b"250 2.0.0 Ok\r\n")
+    assert reactor.getWriters() == [conn]
+    assert conn.doWrite() is not None  # Twisted's answer: the connection is lost
