@@ -79,11 +79,13 @@ class EnvelopeRewriter:
 
         def chain(own: Maps, own_classes: frozenset[str], cls: str) -> list[Maps]:
             # sender_/recipient_canonical_maps first, then canonical_maps,
-            # each only for the classes its *_classes parameter names.
+            # each only for the classes its *_classes parameter names; an
+            # empty list of tables rewrites nothing, so it is left out (the
+            # usual chain is empty: no call per address).
             return [
                 maps
                 for maps, classes in ((own, own_classes), (common_maps, common_classes))
-                if cls in classes
+                if cls in classes and maps
             ]
 
         self._sender_maps = chain(sender_maps, sender_classes, "envelope_sender")

@@ -307,19 +307,23 @@ def flags_to_letters(
     return "".join(sorted(letters))
 
 
+#: A system flag in any case -> its canonical spelling.
+_CANONICAL_FLAGS = {v.lower(): v for v in LETTER_TO_FLAG.values()}
+
+
 def split_flags(flags: object) -> tuple[frozenset[str], frozenset[str]]:
     """Split a client's mixed flag list into (system flags, keywords), with
     system flags in canonical case; unknown ``\\`` flags (\\Recent) dropped,
     keywords that are not atoms dropped."""
     system: set[str] = set()
     keywords: set[str] = set()
-    canonical = {v.lower(): v for v in LETTER_TO_FLAG.values()}
     for flag in flags:  # type: ignore[attr-defined]
         if not isinstance(flag, str):
             continue
         if flag.startswith("\\"):
-            if flag.lower() in canonical:
-                system.add(canonical[flag.lower()])
+            canonical = _CANONICAL_FLAGS.get(flag.lower())
+            if canonical is not None:
+                system.add(canonical)
         elif is_valid_keyword(flag):
             keywords.add(flag)
     return frozenset(system), frozenset(keywords)

@@ -168,6 +168,10 @@ class Resolver:
             self._delimiter,
             "transport_maps" in config.get_list("parent_domain_matches_subdomains"),
         )
+        # Tables are fixed for this resolver's life (a reload makes a new
+        # one): which to search is decided once, not per address.
+        self._rewriting_maps = [m for m in (*self._canonical, self._virtual_alias_maps) if m]
+        self._has_transport_maps = bool(self._transport_maps)
         self._class_cache: dict[str, str] = {}
 
     # address classes ---------------------------------------------------------
@@ -246,7 +250,7 @@ class Resolver:
                     nexthop = domain
                 else:
                     nexthop = self._relayhost or domain
-        if self._transport_maps:
+        if self._has_transport_maps:
             # transport(5): the table overrides every address class.
             value = self._transport_maps.find(local, domain)
             if value is not None:
@@ -278,8 +282,8 @@ class Resolver:
                     return True
             except SRSError:
                 return False
-        for maps in (*self._canonical, self._virtual_alias_maps):
-            if maps and self._find(maps, full, is_local):
+        for maps in self._rewriting_maps:
+            if self._find(maps, full, is_local):
                 return True
         if cls == LOCAL:
             if not self._local_recipient_check:
