@@ -70,6 +70,9 @@ from pymta.sync import ISyncBarrier, barrier_run
 
 #: ``quota_check(folder_path, size)``: raise OSError to refuse a message.
 QuotaCheck = Callable[[str, int], None]
+#: Folder paths kept (one per mailbox and folder delivered to; the bound
+#: only guards memory on a server with very many mailboxes).
+_PATH_CACHE_LIMIT = 4096
 
 
 @implementer(IMailDelivery)
@@ -93,6 +96,9 @@ class MaildirDelivery:
         self.names = names or MaildirNames(clock, hostname or socket.gethostname(), pid)
         self._quota_check = quota_check
         self._known: set[str] = set()
+        # (maildir, folder) -> the folder's directory (see _folder_path)
+        # and its tmp/
+        self._paths: dict[tuple[str, str], tuple[str, str]] = {}
 
     def deliver(
         self,
@@ -112,18 +118,28 @@ class MaildirDelivery:
         system flags and keywords, as IMAP APPEND does; with any, the
         message goes to ``cur/`` (seen by no session, but not \\Recent, as
         Dovecot files it). A missing folder is made only when ``create``."""
-        try:
-            path = self._folder_path(maildir, folder)
-        except Exception:
-            return fail()
+        paths = self._paths.get((maildir, folder))
+        if paths is None:
+            try:
+                folder_path = self._folder_path(maildir, folder)
+            except Exception:
+                return fail()
+            # A pure function of the two names (no file is looked at): kept
+            # for the next delivery, within a bound.
+            if len(self._paths) >= _PATH_CACHE_LIMIT:
+                self._paths.clear()
+            paths = self._paths[(maildir, folder)] = (
+                folder_path,
+                os.path.join(folder_path, "tmp"),
+            )
+        path, tmp_dir = paths
         system, keywords = split_flags(flags)
         has_flags = bool(system or keywords)
         # What killed deliveries left in tmp/ goes, every few hours, in a
         # thread of its own (not in the sync batch this delivery waits for).
         self._tmp_cleaner.touched(path)
         base = self.names.base_name()
-        tmp_dir = os.path.join(path, "tmp")
-        tmp = os.path.join(tmp_dir, base)
+        tmp = tmp_dir + os.sep + base  # os.path.join: tmp_dir ends in "tmp"
         published: list[str] = []
 
         def write() -> None:
