@@ -54,10 +54,13 @@ _DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*\Z")
 _LOOSE_ATOM = re.compile(rf"[{_ATEXT}.]+\Z")
 # qtextSMTP / quoted-pairSMTP (RFC 5321 section 4.1.2), non-ASCII allowed for SMTPUTF8.
 _QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"\Z')
-_LABEL = re.compile(
+_LABEL_TEXT = (
     r"[A-Za-z0-9_\u0080-\U0010ffff](?:[A-Za-z0-9_\-\u0080-\U0010ffff]*"
-    r"[A-Za-z0-9_\u0080-\U0010ffff])?\Z"
+    r"[A-Za-z0-9_\u0080-\U0010ffff])?"
 )
+# Dot-separated labels in one match (a label holds no dot, so each one
+# still matches exactly what lies between two dots).
+_DOMAIN = re.compile(rf"{_LABEL_TEXT}(?:\.{_LABEL_TEXT})*\Z")
 _ESMTP_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*\Z")
 # esmtp-value: %d33-60 / %d62-126, and UTF-8 for SMTPUTF8 clients (RFC 6531).
 _ESMTP_VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+\Z")
@@ -79,6 +82,8 @@ def _scan_to(text: str, start: int, stops: str) -> int:
     """Index of the first char in ``stops`` outside quotes at or after start, or -1."""
     if '"' not in text:
         # Fast path: nothing is quoted, a plain search will do.
+        if len(stops) == 1:
+            return text.find(stops, start)
         found = [i for i in (text.find(ch, start) for ch in stops) if i >= 0]
         return min(found) if found else -1
     i = start
@@ -163,7 +168,7 @@ def _valid_domain(domain: str) -> bool:
         domain = domain[:-1]
     if not domain or len(domain) > 255:
         return False
-    return all(_LABEL.match(label) for label in domain.split("."))
+    return _DOMAIN.match(domain) is not None
 
 
 def _valid_local(local: str) -> bool:

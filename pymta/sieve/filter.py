@@ -125,7 +125,11 @@ class SieveFilter:
         the caller's thread: cheap, and the common answer is no)."""
         if not self.settings.enabled or not mailbox.home:
             return False
-        return os.path.lexists(os.path.join(mailbox.home, storage.ACTIVE_LINK))
+        try:  # os.path.lexists, without its frame
+            os.lstat(os.path.join(mailbox.home, storage.ACTIVE_LINK))
+        except (OSError, ValueError):
+            return False
+        return True
 
     def evaluate(
         self,
