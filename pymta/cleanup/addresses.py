@@ -95,6 +95,7 @@ class EnvelopeRewriter:
         self._masquerade = Masquerade.from_config(config)
         self._masquerade_classes = self._masquerade.classes if self._masquerade else frozenset()
         self._virtual = open_maps(config.get_list("virtual_alias_maps"), config)
+        self._has_virtual = bool(self._virtual)  # the tables are fixed
         self._recursion_limit = config.get_int("virtual_alias_recursion_limit")
         self._expansion_limit = config.get_int("virtual_alias_expansion_limit")
 
@@ -165,7 +166,7 @@ class EnvelopeRewriter:
 
     def expand(self, address: str, queue_id: str = "NOQUEUE") -> list[str]:
         """The virtual alias expansion of one (canonical) recipient."""
-        if not self._virtual:
+        if not self._has_virtual:
             return [address]
         result: list[str] = []
         # Depth-first, in table order: (address, depth, the chain above it).

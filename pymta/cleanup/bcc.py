@@ -56,6 +56,9 @@ class AutomaticBcc:
         self._always = config.get("always_bcc").strip()
         self._sender_maps = open_maps(config.get_list("sender_bcc_maps"), config)
         self._recipient_maps = open_maps(config.get_list("recipient_bcc_maps"), config)
+        # Decided once: the tables are fixed for this object's life.
+        self._has_sender_maps = bool(self._sender_maps)
+        self._has_recipient_maps = bool(self._recipient_maps)
 
     def _find(self, maps: Maps, address: str) -> str | None:
         value = lookup_address(
@@ -70,13 +73,13 @@ class AutomaticBcc:
     def automatic(self, envelope: Envelope, rewritten: Envelope) -> list[str]:
         """The BCC addresses for a message (envelope as received, rewritten)."""
         found: list[str] = []
-        if self._recipient_maps:
+        if self._has_recipient_maps:
             for rcpt in envelope.recipients:
                 address = self._rewriter.recipient(rcpt.address)
                 value = self._find(self._recipient_maps, address) if address else None
                 if value:
                     found.append(value)
-        if self._sender_maps and rewritten.sender:
+        if self._has_sender_maps and rewritten.sender:
             value = self._find(self._sender_maps, rewritten.sender)
             if value:
                 found.append(value)

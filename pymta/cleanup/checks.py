@@ -196,9 +196,11 @@ class ContentChecks:
         for name, maps in self._maps.items():
             _refuse_filter(name, maps)
         self._body_limit = config.get_int("body_checks_size_limit")
+        # Fixed for this cleanup's life (a reload builds a new one).
+        self._any = any(self._maps.values())
 
     def __bool__(self) -> bool:
-        return any(self._maps.values())
+        return self._any
 
     def inspect(self, content: bytes) -> Verdict:
         """The checked message, at once (see :func:`report` for its log lines)."""

@@ -29,6 +29,16 @@ class AddressRewriter:
         """The address in standard form ("" stays "")."""
         if not address:
             return address
+        if '"' not in address and address[0] != "@":
+            # The usual address, already local@domain.with.dots: unchanged
+            # (split at its last @, as split_address does without quotes).
+            local, at, domain = address.rpartition("@")
+            if (
+                at
+                and domain
+                and ("." in domain or domain[0] == "[" or not self._append_dot_mydomain)
+            ):
+                return address
         if address.startswith("@") and ":" in address:
             # RFC 5321 section 4.1.1.3: source routes are ignored.
             address = address.partition(":")[2]
