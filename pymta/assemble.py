@@ -154,11 +154,13 @@ class MaillogService(service.Service):
         # processes (pymta_processes) share the file without torn lines.
         stream: Any = AppendLineStream(self._path)
         self._stream = stream
+        # Lines are flushed once per reactor turn: without a timer on
+        # pymta's reactor (pymta.reactor.PymtaEPollReactor.call_next_turn).
+        next_turn = getattr(self._reactor, "call_next_turn", None)
+        if next_turn is None:
+            next_turn = functools.partial(self._reactor.callLater, 0)
         self._observer = MaillogObserver(
-            stream,
-            self._hostname,
-            self._syslog_name,
-            flush_later=lambda flush: self._reactor.callLater(0, flush),
+            stream, self._hostname, self._syslog_name, flush_later=next_turn
         )
         self._undo = log_to(self._observer)
         super().startService()

@@ -104,8 +104,14 @@ def lose_connection(transport: Any) -> None:
         # As loseConnection: no more reads, later writes are buffered and
         # flushed before the close (send() takes the buffered path now).
         transport.disconnecting = True
-        clock: Any = transport.reactor  # the reactor: IReactorTime too
-        clock.callLater(0, _close_now, transport)
+        reactor: Any = transport.reactor
+        # pymta's reactor closes it on its next turn without a timer
+        # (pymta.reactor.PymtaEPollReactor.call_next_turn).
+        next_turn = getattr(reactor, "call_next_turn", None)
+        if next_turn is not None:
+            next_turn(_close_now, transport)
+        else:
+            reactor.callLater(0, _close_now, transport)
         return
     transport.loseConnection()
 

@@ -31,6 +31,16 @@ inside a plain read or write handler is labelled ``-`` instead of the
 connection's prefix. pymta's own lines (mail log, twisted.logger events)
 are unchanged.
 
+It also offers :meth:`PymtaEPollReactor.call_next_turn`, what
+``callLater(0, f, *args)`` is used for — run f once the current handler
+and the events already polled are done — without a timer: a
+``DelayedCall`` goes through the timer heap, whose every comparison is a
+Python method call. The calls run in their order at the start of the
+next turn, before its timed calls; while any wait, the reactor does not
+sleep. An exception in one is logged and the others still run.
+Callers that may run on another reactor (tests' clocks, embedding) look
+for the method and fall back to ``callLater(0, ...)``.
+
 Twisted attributes relied on (``_poller``, ``_selectables``,
 ``_disconnectSelectable``, ``_doReadOrWrite``, and the module's
 ``_NO_FILEDESC``) are private; ``tests/test_reactor.py`` fails when a
@@ -44,10 +54,14 @@ from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import epollreactor, posixbase
+from twisted.logger import Logger
 from twisted.python import log
+
+_log = Logger()
 
 _IN = epollreactor.EPOLLIN
 _OUT = epollreactor.EPOLLOUT
@@ -59,6 +73,30 @@ _NO_FILEDESC: Any = getattr(posixbase, "_NO_FILEDESC", None)
 class PymtaEPollReactor(epollreactor.EPollReactor):
     """Twisted's epoll reactor; a plain read or write event calls its
     handler without the legacy log context (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._next_turn: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        super().__init__()
+
+    def call_next_turn(self, f: Callable[..., object], *args: Any) -> None:
+        """Call ``f(*args)`` at the start of the reactor's next turn (as
+        ``callLater(0, f, *args)`` would, without a timer)."""
+        self._next_turn.append((f, args))
+
+    def runUntilCurrent(self) -> None:
+        if self._next_turn:
+            calls, self._next_turn = self._next_turn, []
+            for f, args in calls:
+                try:
+                    f(*args)
+                except Exception:
+                    _log.failure("while handling a call for the next reactor turn")
+        super().runUntilCurrent()
+
+    def timeout(self) -> float | None:
+        if self._next_turn:
+            return 0.0  # calls wait for this turn: poll without sleeping
+        return super().timeout()
 
     def doPoll(self, timeout: float | None) -> None:
         if timeout is None:

@@ -201,3 +201,68 @@ def test_twistd_pymta_and_workers_run_pymtas_reactor(code: str) -> None:
         check=True,
     ).stdout.split()
     assert out == ["PymtaEPollReactor"]
+
+
+def test_next_turn_calls_run_in_order_on_the_next_turn(own_reactor: PymtaEPollReactor) -> None:
+    """call_next_turn runs nothing at once; the next turn runs the calls in
+    their order (one added meanwhile waits for the turn after), with no
+    timer made, and while any wait the reactor polls without sleeping."""
+    ran: list[str] = []
+
+    def second() -> None:
+        ran.append("second")
+        own_reactor.call_next_turn(ran.append, "later")
+
+    own_reactor.call_next_turn(ran.append, "first")
+    own_reactor.call_next_turn(second)
+    assert ran == []
+    assert own_reactor.getDelayedCalls() == []
+    assert own_reactor.timeout() == 0.0
+    own_reactor.runUntilCurrent()
+    assert ran == ["first", "second"]
+    assert own_reactor.timeout() == 0.0
+    own_reactor.runUntilCurrent()
+    assert ran == ["first", "second", "later"]
+    assert own_reactor.timeout() is None  # nothing left: free to sleep
+
+
+def test_next_turn_call_failure_is_logged_and_the_rest_run(
+    own_reactor: PymtaEPollReactor,
+) -> None:
+    """An exception in a next-turn call is logged with its traceback; the
+    calls after it still run."""
+    events: list[dict[str, Any]] = []
+    ran: list[str] = []
+    own_reactor.call_next_turn(lambda: 1 / 0)
+    own_reactor.call_next_turn(ran.append, "after")
+    globalLogPublisher.addObserver(events.append)
+    try:
+        own_reactor.runUntilCurrent()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert ran == ["after"]
+    failures = [e["log_failure"] for e in events if "log_failure" in e]
+    assert [f.type for f in failures] == [ZeroDivisionError]
+
+
+def test_lose_connection_closes_on_the_next_turn_without_a_timer(
+    own_reactor: PymtaEPollReactor,
+) -> None:
+    """pymta.output.lose_connection on pymta's reactor: the reply already
+    sent, the connection is closed on the next turn with no DelayedCall;
+    the peer reads the reply, then end of file."""
+    from pymta.output import lose_connection, send
+
+    protocol = Recorder()
+    ours, _ = adopt(own_reactor, protocol)
+    ours.settimeout(10)
+    transport = protocol.transport
+    send(transport, b"221 2.0.0 Bye\r\n")
+    lose_connection(transport)
+    assert own_reactor.getDelayedCalls() == []
+    assert protocol.lost is None  # not inside the caller
+    turn_until(own_reactor, lambda: protocol.lost is not None)
+    assert protocol.lost is not None and protocol.lost.check(ConnectionDone)
+    assert ours.recv(100) == b"221 2.0.0 Bye\r\n"
+    assert ours.recv(100) == b""
+    ours.close()
