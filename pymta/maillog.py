@@ -118,6 +118,7 @@ _LEVEL_PREFIX = {
     LogLevel.error: "error: ",
     LogLevel.critical: "error: ",
 }
+_INFO = LogLevel.info
 #: Services are master.cf's few names; the bound only guards against a bug.
 _TAG_CACHE_LIMIT = 256
 
@@ -177,7 +178,7 @@ class MaillogObserver:
                 self._tags.clear()
             tag = f" {self._hostname} {self._syslog_name}/{service}[{self._pid}]: "
             self._tags[service] = tag
-        prefix = _LEVEL_PREFIX.get(level, "") if level is not None else ""
+        prefix = "" if level is _INFO or level is None else _LEVEL_PREFIX.get(level, "")
         self._stream.write(f"{self._stamp}{tag}{prefix}{text}\n")
         if self._flush_later is None:
             self._stream.flush()

@@ -506,11 +506,11 @@ class SMTPServerProtocol(Protocol):
     def _stats(self) -> str:
         parts: list[str] = []
         total_ok = total = 0
+        counts = self._counts
         for name in _COUNTED:
-            count = self._counts.get(name)
-            if count is None:
+            if name not in counts:  # (an operator, not a get() call per name)
                 continue
-            ok, n = count
+            ok, n = counts[name]
             total_ok += ok
             total += n
             parts.append(f" {name}={ok}" if ok == n else f" {name}={ok}/{n}")
@@ -701,8 +701,9 @@ class SMTPServerProtocol(Protocol):
             self._last_command = "UNKNOWN"
             self._count("unknown", self._chat.error, R_UNKNOWN)
             return
-        self._last_command = verb.upper()
-        self._chat.failed = False
+        chat = self._chat
+        chat.last_command = verb.upper()  # (the _last_command property, without its call)
+        chat.failed = False
         count = self._counts.get(name)
         if count is None:
             count = self._counts[name] = [0, 0]
@@ -1181,7 +1182,7 @@ class SMTPServerProtocol(Protocol):
         if not done:
             return None
         self._mode = _COMMAND
-        self._last_command = "END-OF-MESSAGE"
+        self._chat.last_command = "END-OF-MESSAGE"
         self._end_of_data()
         return rest
 
