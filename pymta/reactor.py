@@ -123,11 +123,15 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
     def _ready(self, selectable: Any, read: bool) -> None:
         """One plain read or write event: the handler, then the close it
         asks for (its "lost" answer or its exception)."""
+        # As Twisted's: a read that returned is a read (a half-closeable
+        # connection may then keep writing); anything else closes it.
+        returned_from_read = False
         try:
             if selectable.fileno() == -1:
                 why = _NO_FILEDESC
             elif read:
                 why = selectable.doRead()
+                returned_from_read = True
             else:
                 why = selectable.doWrite()
         except KeyboardInterrupt:
@@ -136,7 +140,7 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
             why = sys.exc_info()[1]
             log.err(system=_prefix(selectable))
         if why:
-            self._disconnectSelectable(selectable, why, read)
+            self._disconnectSelectable(selectable, why, returned_from_read)
 
 
 def _prefix(selectable: Any) -> str:

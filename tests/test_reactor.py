@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from twisted.internet import epollreactor
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from pymta import reactor as pymta_reactor
 from pymta.reactor import PymtaEPollReactor
@@ -137,6 +139,37 @@ def test_peer_close_ends_the_connection_cleanly(own_reactor: PymtaEPollReactor) 
     turn_until(own_reactor, lambda: protocol.lost is not None)
     assert protocol.lost is not None and protocol.lost.check(ConnectionDone)
     assert connection not in own_reactor.getReaders()
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseable(Recorder):
+    """Keeps its connection open when the peer only stops sending."""
+
+    read_closed = False
+
+    def readConnectionLost(self) -> None:
+        self.read_closed = True
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+def test_peer_half_close_reaches_a_half_closeable_protocol(
+    own_reactor: PymtaEPollReactor,
+) -> None:
+    """When the peer shuts down only its sending side, a half-closeable
+    protocol hears readConnectionLost and its connection stays open for
+    writing (Twisted's rule for a read that returned "done")."""
+    protocol = HalfCloseable()
+    ours, connection = adopt(own_reactor, protocol)
+    ours.shutdown(socket.SHUT_WR)
+    turn_until(own_reactor, lambda: protocol.read_closed)
+    assert protocol.lost is None
+    connection.write(b"still writing\r\n")
+    ours.settimeout(10)
+    turn_until(own_reactor, lambda: not own_reactor.getWriters())
+    assert ours.recv(100) == b"still writing\r\n"
+    ours.close()
 
 
 def test_handler_exception_is_logged_and_closes_the_connection(
