@@ -35,9 +35,10 @@ It also offers :meth:`PymtaEPollReactor.call_next_turn`, what
 ``callLater(0, f, *args)`` is used for — run f once the current handler
 and the events already polled are done — without a timer: a
 ``DelayedCall`` goes through the timer heap, whose every comparison is a
-Python method call. The calls run in their order at the start of the
-next turn, before its timed calls; while any wait, the reactor does not
-sleep. An exception in one is logged and the others still run.
+Python method call. The calls run in their order at the next
+``runUntilCurrent``, after the threads' calls and the timed calls (a
+call added while they run waits for the turn after), and while any wait
+the reactor does not sleep. An exception in one is logged and the others still run.
 Callers that may run on another reactor (tests' clocks, embedding) look
 for the method and fall back to ``callLater(0, ...)``.
 
@@ -79,11 +80,15 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
         super().__init__()
 
     def call_next_turn(self, f: Callable[..., object], *args: Any) -> None:
-        """Call ``f(*args)`` at the start of the reactor's next turn (as
-        ``callLater(0, f, *args)`` would, without a timer)."""
+        """Call ``f(*args)`` once the current handler has returned, at the
+        reactor's next ``runUntilCurrent`` (as ``callLater(0, f, *args)``
+        would, without a timer)."""
         self._next_turn.append((f, args))
 
     def runUntilCurrent(self) -> None:
+        super().runUntilCurrent()
+        # After the threads' calls and the timers: a mail log flush then
+        # writes their lines too, in the same write.
         if self._next_turn:
             calls, self._next_turn = self._next_turn, []
             for f, args in calls:
@@ -91,7 +96,6 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
                     f(*args)
                 except Exception:
                     _log.failure("while handling a call for the next reactor turn")
-        super().runUntilCurrent()
 
     def timeout(self) -> float | None:
         if self._next_turn:

@@ -259,6 +259,20 @@ def test_next_turn_calls_run_in_order_on_the_next_turn(own_reactor: PymtaEPollRe
     assert own_reactor.timeout() is None  # nothing left: free to sleep
 
 
+def test_next_turn_calls_run_after_the_turns_thread_calls_and_timers(
+    own_reactor: PymtaEPollReactor,
+) -> None:
+    """Within a turn, the next-turn calls come last: after the calls from
+    threads and the timed calls due (so that one mail log flush writes
+    the lines all of them logged)."""
+    ran: list[str] = []
+    own_reactor.call_next_turn(ran.append, "next turn")
+    own_reactor.callLater(0, ran.append, "timer")
+    own_reactor.callFromThread(ran.append, "thread")
+    own_reactor.runUntilCurrent()
+    assert ran == ["thread", "timer", "next turn"]
+
+
 def test_next_turn_call_failure_is_logged_and_the_rest_run(
     own_reactor: PymtaEPollReactor,
 ) -> None:
