@@ -175,8 +175,8 @@ class MaildirDelivery:
         # The rename runs on the barrier's thread right after the batch's
         # sync, before the Deferred fires, and the done mark right after it.
         d = barrier_run(self._sync, write, (tmp,), (tmp_dir,), after=rename)
-        d.addErrback(failed_first_sync)
-        d.addCallback(lambda _: published[0])
+        # One entry for both outcomes (the errback's failure passes on).
+        d.addCallbacks(lambda _: published[0], failed_first_sync)
         return d  # type: ignore[return-value]
 
     @staticmethod

@@ -49,7 +49,8 @@ def log_delivery(
         parts.append(f"orig_to=<{original}>")
     parts.append(f"relay={relay}")
     parts.append(f"delay={format_delay(delay)}")
-    parts.append("delays=" + "/".join(format_delay(d) for d in delays))
+    a, b, c, d = delays
+    parts.append(f"delays={format_delay(a)}/{format_delay(b)}/{format_delay(c)}/{format_delay(d)}")
     parts.append(f"dsn={dsn}")
     parts.append(f"status={status} ({reason})")
     maillog(service, ", ".join(parts))
