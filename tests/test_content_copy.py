@@ -23,7 +23,7 @@ from pymta.queue.interface import QueueFileError
 from pymta.queue.memory import MemoryQueueStore
 from pymta.queue.model import Envelope, Recipient
 from pymta.queue.reference import BytesContent, QueueFileContent, copy_content, read_all
-from pymta.queue.store import FileQueueStore
+from pymta.queue.store import COUNT_LIMIT, FileQueueStore
 from pymta.sync import ImmediateSyncBarrier
 
 CONTENT = b"Subject: copy\n\n" + b"".join(b"line %d\n" % i for i in range(20000))
@@ -94,6 +94,17 @@ def test_a_stale_count_in_the_attributes_is_never_written() -> None:
     assert b"content_lines" not in header
     header, _ = record.encode_header(envelope, 10, 3)
     assert header.count(b"content_lines") == 1 and b"Acontent_lines=3\n" in header
+
+
+def test_large_content_without_a_count_is_not_counted_on_the_reactor(tmp_path: Path) -> None:
+    """Content past COUNT_LIMIT given without its count (a large pickup
+    message) is not counted by enqueue (that would hold the reactor):
+    its file carries no count, and delivery counts it."""
+    store = _store(tmp_path)
+    big = b"x" * 99 + b"\n"
+    qid = _enqueue(store, big * (COUNT_LIMIT // 100 + 1))
+    assert b"content_lines" not in Path(store.path(qid, "incoming")).read_bytes()[:200]
+    assert store.reference(qid, "incoming").lines is None
 
 
 def test_an_old_queue_file_without_the_count_reads_as_unknown(tmp_path: Path) -> None:

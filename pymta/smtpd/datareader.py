@@ -28,8 +28,8 @@ nobody counts again).
 Cost per byte: the conversion runs on whole reads in C, never per line. A
 read whose lines all end in CR LF (nearly all mail) takes one search for
 CR LF "." (which finds both the end of data and any line to unstuff), a
-deletion of every CR and two counts that prove the read has no bare CR or
-LF; a read with a line to unstuff, a bare CR or LF, or an end of data
+deletion of every CR, and a comparison that proves the read had no bare CR
+or LF; a read with a line to unstuff, a bare CR or LF, or an end of data
 cut between two reads takes the general conversion (a search for the end,
 CR LF to LF, unstuffing). Both give the same pieces.
 Untrusted input: all of it. Writes and logs nothing.
@@ -90,16 +90,13 @@ class DataReader:
         """raw (a line start never followed by a dot) in the internal form
         when each of its CR and LF is part of a CR LF; None otherwise."""
         text = raw.replace(b"\r", b"")
-        lf = raw.count(b"\n")
-        if len(raw) - len(text) != lf:
+        # Putting a CR back in front of every LF gives raw again exactly
+        # when raw has no lone CR and no lone LF. Both replaces and the
+        # comparison run on memchr and memcpy: a tenth of the instructions
+        # of a replace of CR LF or a count of LF over the same bytes.
+        if text.replace(b"\n", b"\r\n") != raw:
             return None
-        # As many CR as LF, and as many line ends as either (splitlines
-        # ends a line at CR LF, and at a lone CR or LF): all are pairs.
-        ends = len(raw.splitlines())
-        if raw[-1] not in (_CR, _LF):
-            ends -= 1  # the last line has no end yet
-        if ends != lf:
-            return None
+        lf = len(raw) - len(text)
         self._line_start = raw[-1] == _LF
         if self._first:
             self._first = False
