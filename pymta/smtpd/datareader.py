@@ -45,15 +45,20 @@ _LF = 10
 class DataReader:
     """One message's content, fed as it arrives."""
 
-    __slots__ = ("_first", "_held", "_line_start", "bare_lf", "done", "lines")
+    __slots__ = ("_crlf_before", "_first", "_held", "_line_start", "bare_lf", "done", "lines")
 
     def __init__(self) -> None:
-        # The DATA line's CR LF: it may be the start of the end of data.
-        self._held = b"\r\n"
+        # The DATA line's CR LF, which may be the start of the end of data,
+        # stands in front of the first read without being copied there
+        # (the fast path needs no copy of it); the general path puts it
+        # into its buffer.
+        self._crlf_before = True
+        self._held = b""
         # Whether the next converted byte starts a line (after LF), where a
         # leading dot is removed.
-        self._line_start = False
-        # The held CR LF is not content: its LF is dropped from the output.
+        self._line_start = True
+        # The DATA line's CR LF, once in a buffer, is not content: its LF
+        # is dropped from the output.
         self._first = True
         self.bare_lf = False
         self.done = False
@@ -98,7 +103,10 @@ class DataReader:
             return None
         lf = len(raw) - len(text)
         self._line_start = raw[-1] == _LF
-        if self._first:
+        if self._crlf_before:
+            # The DATA line's CR LF was never part of a buffer: nothing to drop.
+            self._crlf_before = self._first = False
+        elif self._first:
             self._first = False
             text = text[1:]  # the DATA line's LF
             lf -= 1
@@ -107,6 +115,9 @@ class DataReader:
 
     def _feed_general(self, buffer: bytes) -> tuple[list[bytes], bool, bytes]:
         """feed's general case (see the module doc)."""
+        if self._crlf_before:
+            self._crlf_before = False
+            buffer = b"\r\n" + buffer
         end = buffer.find(_EOD)
         if end >= 0:
             # The CR LF in front of "." ends the last line of content.
