@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,25 @@ def test_a_refused_kernel_copy_falls_back_to_blocks(
     finally:
         os.close(fd)
     assert (tmp_path / "target").read_bytes() == PREFIX + CONTENT
+
+
+def test_a_copy_to_another_file_system_falls_back_for_real(tmp_path: Path) -> None:
+    """Without any stand-in: a Maildir on another file system than the
+    queue (here /dev/shm, a tmpfs) gets the same bytes, the kernel having
+    refused the copy between the two."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    content = _queued(tmp_path)
+    target = Path(tempfile.mkdtemp(dir=shm)) / "msg"
+    try:
+        assert write_delivery(str(target), PREFIX, content) == (
+            len(PREFIX + CONTENT),
+            (PREFIX + CONTENT).count(b"\n"),
+        )
+        assert target.read_bytes() == PREFIX + CONTENT
+    finally:
+        shutil.rmtree(target.parent, ignore_errors=True)
 
 
 def test_a_kernel_copy_refused_half_way_goes_on_in_blocks(
