@@ -303,7 +303,7 @@ class Cleanup:
         that the reactor serves other clients meanwhile. ``milters`` are
         smtpd's (smtpd_milters) for this session; they get the content.
         ``lines``, the content's LF count when the caller knows it, saves
-        a count of the body (see _message_lines).
+        a count of the body (see _lines_after).
         """
         if not self._checks or envelope.attributes.get("origin") in INTERNAL_ORIGINS:
             return self._submit(envelope, content, None, milters, lines=lines)

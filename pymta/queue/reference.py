@@ -153,10 +153,11 @@ def read_content(content: IMessageContent) -> Deferred[bytes]:
     return deferToThread(read_all, content)
 
 
-#: copy_file_range's refusals that mean "not here, copy it yourself": another
-#: file system (EXDEV before Linux 5.3 and between unlike ones after), a
-#: file system or file it does not support (EINVAL, EOPNOTSUPP), a kernel
-#: without it (ENOSYS), a seccomp filter that denies it (EPERM).
+#: copy_file_range's refusals that mean "not here, copy it yourself": the
+#: target on another file system (EXDEV: Linux before 5.3, and since 5.19
+#: unless both are of one type that copies between them), a file system
+#: or file it does not support (EINVAL, EOPNOTSUPP), a kernel without it
+#: (ENOSYS), a seccomp filter that denies it (EPERM), a swap file (ETXTBSY).
 _NO_KERNEL_COPY = frozenset(
     (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.ETXTBSY)
 )
