@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(sizes, args.workdir)))
         return 0
     checkouts = args.checkout or [Path(__file__).resolve().parent.parent]
-    results = {}
+    results = []
     for checkout in checkouts:
         env = dict(os.environ, PYTHONPATH=str(checkout.resolve()))
         run = subprocess.run(
@@ -136,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             text=True,
             check=True,
         )
-        results[str(checkout)] = json.loads(run.stdout)
+        results.append(json.loads(run.stdout))
     print("microseconds per message (best of 5)")
     for step in ("data reader", "maildir write"):
         for size in sizes:
-            cells = "  ".join(f"{results[str(c)][str(size)][step]:8.1f}" for c in checkouts)
+            cells = "  ".join(f"{result[str(size)][step]:8.1f}" for result in results)
             print(f"  {step:14s} {size:>7d} B  {cells}")
     print("columns: " + ", ".join(str(c) for c in checkouts))
     return 0
