@@ -56,9 +56,12 @@ class Harness:
         real = self.store.enqueue
 
         def slow_enqueue(
-            envelope: Envelope, content: bytes, queue_id: str | None = None
+            envelope: Envelope,
+            content: bytes,
+            queue_id: str | None = None,
+            lines: int | None = None,
         ) -> Deferred[str]:
-            real(envelope, content, queue_id)
+            real(envelope, content, queue_id, lines=lines)
             d: Deferred[str] = Deferred()
             held.append(d)
             return d
@@ -372,7 +375,7 @@ def test_write_error_is_451_and_not_notified(tmp_path: Path) -> None:
     h = Harness()
 
     def failing_enqueue(
-        envelope: Envelope, content: bytes, queue_id: str | None = None
+        envelope: Envelope, content: bytes, queue_id: str | None = None, lines: int | None = None
     ) -> Deferred[str]:
         d: Deferred[str] = Deferred()
         d.errback(OSError(28, "No space left on device"))

@@ -74,8 +74,13 @@ class Harness:
         held: list[Deferred[str]] = []
         real = self.store.enqueue
 
-        def slow(envelope: Envelope, content: bytes, queue_id: str | None = None) -> Any:
-            real(envelope, content, queue_id)
+        def slow(
+            envelope: Envelope,
+            content: bytes,
+            queue_id: str | None = None,
+            lines: int | None = None,
+        ) -> Any:
+            real(envelope, content, queue_id, lines=lines)
             d: Deferred[str] = Deferred()
             held.append(d)
             return d
@@ -249,7 +254,7 @@ def test_temporary_cleanup_failure_keeps_the_file(tmp_path: Path, events: list[s
     """A 4xx from cleanup leaves the file for the next scan, which queues it."""
     h = Harness(tmp_path)
     real = h.store.enqueue
-    h.store.enqueue = lambda *a: fail(OSError("disk"))  # type: ignore
+    h.store.enqueue = lambda *a, **kw: fail(OSError("disk"))  # type: ignore
     path = h.drop(_message())
     h.pickup.startService()
     assert path.exists() and any("will try again" in e for e in events)

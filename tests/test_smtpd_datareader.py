@@ -32,6 +32,9 @@ def feed_in_pieces(raw: bytes, cuts: list[int]) -> tuple[bytes, bytes, bool]:
     for cut in [*cuts, len(raw)]:
         got, done, rest = reader.feed(raw[start:cut])
         pieces += got
+        # The count of LF handed out is always exact (it names the Maildir
+        # file's ,W= size).
+        assert reader.lines == sum(piece.count(b"\n") for piece in pieces)
         if done:
             return b"".join(pieces), rest + raw[cut:], reader.bare_lf
         start = cut
@@ -79,6 +82,38 @@ def test_random_inputs_match_the_whole_conversion() -> None:
         assert expected is not None
         cuts = sorted(rng.sample(range(1, len(raw)), k=min(len(raw) - 1, rng.randint(0, 8))))
         assert feed_in_pieces(raw, cuts) == expected, (raw, cuts)
+
+
+def test_mail_with_crlf_lines_matches_the_whole_conversion() -> None:
+    """Content whose lines end in CR LF (the reader's fast path), with now
+    and then a dot line, a lone CR or LF, a smuggled end, cut at random
+    (also between CR LF and "."), gives what the whole-content conversion
+    gives, and the LF count of what it handed out."""
+    lines = [b"Subject: x", b"text line", b"", b".", b"..", b".dot", b"a\rb", b"c\nd", b"x."]
+    weights = [5, 60, 5, 2, 2, 2, 1, 1, 3]
+    rng = random.Random(5322)
+    for _ in range(3000):
+        picked = rng.choices(lines, weights, k=rng.randint(0, 30))
+        raw = b"".join(line + b"\r\n" for line in picked) + b".\r\nQUIT\r\n"
+        if rng.random() < 0.1:
+            raw = b"head" + rng.choice(FAKE_ENDS) + b"tail\r\n" + raw
+        expected = converted_whole(raw)
+        assert expected is not None
+        cuts = sorted(rng.sample(range(1, len(raw)), k=min(len(raw) - 1, rng.randint(0, 4))))
+        assert feed_in_pieces(raw, cuts) == expected, (raw, cuts)
+
+
+def test_reader_counts_the_lines_it_hands_out() -> None:
+    """``lines`` is the LF count of the content (the DATA line's CR LF and
+    the end of data not included), on either path."""
+    reader = DataReader()
+    pieces, done, _ = reader.feed(b"a\r\nb\r\n\r\nc\r\n.\r\n")
+    assert done and b"".join(pieces) == b"a\nb\n\nc\n" and reader.lines == 4
+    reader = DataReader()
+    pieces, done, _ = reader.feed(b"a\nb\r\n..c\r\n.\r\n")
+    assert done and b"".join(pieces) == b"a\nb\n.c\n" and reader.lines == 3
+    reader = DataReader()
+    assert reader.feed(b".\r\n") == ([], True, b"") and reader.lines == 0
 
 
 def test_reader_holds_back_only_a_few_bytes() -> None:

@@ -37,9 +37,10 @@ def seeds() -> list[bytes]:
         ),
         Envelope("", [Recipient("x@y")]),
     ]
-    return [
-        b"".join(record.encode(envelope, b"Subject: hi\n\nbody line\n.\n")[0])
-        for envelope in envelopes
+    content = b"Subject: hi\n\nbody line\n.\n"
+    return [b"".join(record.encode(envelope, content)[0]) for envelope in envelopes] + [
+        # With the content's line count, as the queue store writes it.
+        b"".join(record.encode(envelopes[0], content, content.count(b"\n"))[0])
     ]
 
 

@@ -10,7 +10,8 @@ mynetworks.
 Documented errors: none. smtpd answers every input with replies; an
 exception out of the protocol, or one it catches and logs (answered
 ``451 4.3.0``), is a finding. Checked besides: every reply line is
-``NNN`` followed by space or ``-`` and ends in CRLF.
+``NNN`` followed by space or ``-`` and ends in CRLF, and the line count
+smtpd hands cleanup with each message is the content's number of LF.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def one_input(data: bytes) -> None:
             h.clock.advance(600)
         replies.append(h.transport.value())
         h.protocol.connectionLost(None)
+    for (_, content), lines in zip(h.cleanup.received, h.cleanup.lines, strict=True):
+        # The DATA reader's count names the Maildir file's ,W= size.
+        counted = content.count(b"\n")
+        if lines != counted:
+            raise Finding(f"line count {lines} for content with {counted} LF")
     out = b"".join(replies)
     position = 0
     while position < len(out):

@@ -149,6 +149,27 @@ def log_client(qid: str, attributes: dict[str, str], sender: str = "") -> None:
         maillog("pickup", f"{qid}: uid={attributes['uid']} from=<{sender}>")
 
 
+def _lines_after(before: bytes, lines: int | None, after: bytes) -> int | None:
+    """The LF count of ``after``, a message made from ``before`` (of
+    ``lines`` LF) by changes to its front part, counting only that part:
+    the body of a 10 KiB message is not counted again. None when ``lines``
+    is unknown or the changes reached the body (header_checks' MIME
+    headers, body_checks): the queue store counts it then.
+
+    The tail the two share is found by comparing it (memcmp, no count):
+    cleanup's own changes (Received, added headers, header rewriting and
+    size limits) leave everything after the header block as it was."""
+    if lines is None:
+        return None
+    if after is before:
+        return lines
+    scan = scan_headers(before)
+    tail = len(before) - scan.end
+    if tail > len(after) or (tail and not after.endswith(before[scan.end :])):
+        return None
+    return lines - before.count(b"\n", 0, scan.end) + after.count(b"\n", 0, len(after) - tail)
+
+
 @implementer(ICleanup)
 class Cleanup:
     """cleanup(8) over a queue store.
@@ -213,11 +234,13 @@ class Cleanup:
         """A writer that spools a large message as it arrives
         (pymta.cleanup.writer); ``milters`` (smtpd's) see it at the end."""
 
-        def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
-            return self.submit(envelope, content, milters)
+        def submit(envelope: Envelope, content: bytes, lines: int | None) -> Deferred[str]:
+            return self.submit(envelope, content, milters, lines)
 
-        def submit_spooled(envelope: Envelope, head: bytes, spool: ISpool) -> Deferred[str]:
-            return self.submit_spooled(envelope, head, spool, milters)
+        def submit_spooled(
+            envelope: Envelope, head: bytes, spool: ISpool, lines: int | None
+        ) -> Deferred[str]:
+            return self.submit_spooled(envelope, head, spool, milters, lines)
 
         return MessageWriter(self._store, submit, submit_spooled, self.spool_threshold)
 
@@ -234,17 +257,23 @@ class Cleanup:
         return bool(self._checks) and envelope.attributes.get("origin") not in INTERNAL_ORIGINS
 
     def submit_spooled(
-        self, envelope: Envelope, head: bytes, spool: ISpool, milters: Milters | None = None
+        self,
+        envelope: Envelope,
+        head: bytes,
+        spool: ISpool,
+        milters: Milters | None = None,
+        lines: int | None = None,
     ) -> Deferred[str]:
         """Queue a message whose content is ``head`` followed by the closed
-        ``spool``; fires as submit does. The spool is consumed (made part of
-        the queue file) or deleted, whatever the outcome."""
+        ``spool`` (``lines`` LF in all, when known); fires as submit does.
+        The spool is consumed (made part of the queue file) or deleted,
+        whatever the outcome."""
         split = None if self._needs_whole(envelope, milters) else header_block_length(head)
         if split is None:
             # Read it back: the checks and DKIM need the message in one piece.
             def whole(rest: bytes) -> Deferred[str]:
                 spool.discard()
-                return self.submit(envelope, head + rest, milters)
+                return self.submit(envelope, head + rest, milters, lines)
 
             def unreadable(failure: Failure) -> Failure:
                 spool.discard()
@@ -256,10 +285,14 @@ class Cleanup:
                 return spool.read().addCallbacks(whole, unreadable)
 
             return self._whole_reads.run(read)
-        return self._submit(envelope, head[:split], None, spool=(spool, head[split:]))
+        return self._submit(envelope, head[:split], None, spool=(spool, head[split:]), lines=lines)
 
     def submit(
-        self, envelope: Envelope, content: bytes, milters: Milters | None = None
+        self,
+        envelope: Envelope,
+        content: bytes,
+        milters: Milters | None = None,
+        lines: int | None = None,
     ) -> Deferred[str]:
         """Queue a message; the Deferred fires with its queue id once durable.
 
@@ -269,16 +302,22 @@ class Cleanup:
         first; a message larger than SLICED_SIZE is inspected in slices, so
         that the reactor serves other clients meanwhile. ``milters`` are
         smtpd's (smtpd_milters) for this session; they get the content.
+        ``lines``, the content's LF count when the caller knows it, saves
+        a count of the body (see _lines_after).
         """
         if not self._checks or envelope.attributes.get("origin") in INTERNAL_ORIGINS:
-            return self._submit(envelope, content, None, milters)
+            return self._submit(envelope, content, None, milters, lines=lines)
+        original = content
         content = limit_header_size(content, self._header_size_limit)
+        if content is not original:
+            lines = _lines_after(original, lines, content)
         if len(content) > SLICED_SIZE:
             later = self._checks.inspect_later(content, self._clock.callLater)
             return later.addCallback(
-                lambda verdict: self._submit(envelope, content, verdict, milters)
+                lambda verdict: self._submit(envelope, content, verdict, milters, lines=lines)
             )
-        return self._submit(envelope, content, self._checks.inspect(content), milters)
+        verdict = self._checks.inspect(content)
+        return self._submit(envelope, content, verdict, milters, lines=lines)
 
     def _non_smtpd_applies(self, envelope: Envelope) -> bool:
         """Whether non_smtpd_milters see this message (not smtpd's, not pymta's own)."""
@@ -313,23 +352,33 @@ class Cleanup:
         checked: Verdict | None,
         milters: Milters | None = None,
         spool: tuple[ISpool, bytes] | None = None,
+        lines: int | None = None,
     ) -> Deferred[str]:
         """Queue content, or (with ``spool``: the spool and the bytes between
         the header block and the spool) the header block ``content``, whose
         message goes on with those bytes and the spool. A spooled message
-        has no milters and no mail authentication (see _needs_whole)."""
+        has no milters and no mail authentication (see _needs_whole).
+        ``lines`` counts the LF of the whole content (spool included)."""
         qid_given = spool[0].queue_id if spool is not None else None
+        # Of the content given here (a spooled message's header block):
+        given_lines = lines
+        if spool is not None and lines is not None:
+            given_lines = content.count(b"\n")
         try:
-            qid, rewritten, message, message_id, verdict = self._prepare(
-                envelope, content, checked, qid_given
+            qid, rewritten, message, message_id, verdict, message_lines = self._prepare(
+                envelope, content, checked, qid_given, given_lines
             )
         except CleanupRejected as e:
             if spool is not None:
                 spool[0].discard()
             return fail(e)
         stored: bytes | SpooledContent = message
+        stored_lines = message_lines
         if spool is not None:
             stored = SpooledContent(message + spool[1], spool[0])
+            if lines is not None and message_lines is not None and given_lines is not None:
+                # The spooled rest is as the reader counted it.
+                stored_lines = lines - given_lines + message_lines
         if verdict.discard:
             if milters is not None:
                 milters.abort()
@@ -340,9 +389,14 @@ class Cleanup:
         def enqueue(authenticated: bytes | SpooledContent) -> Deferred[str] | None:
             if outcome.discard:
                 return None
+            # Milters and mail authentication may have changed the message:
+            # then the store counts it.
+            counted = stored_lines if authenticated is stored else None
             if outcome.hold:
-                return self._store.enqueue(rewritten, authenticated, qid, queue="hold")
-            return self._store.enqueue(rewritten, authenticated, qid)
+                return self._store.enqueue(
+                    rewritten, authenticated, qid, queue="hold", lines=counted
+                )
+            return self._store.enqueue(rewritten, authenticated, qid, lines=counted)
 
         def queued(_: object) -> None:
             if not outcome.discard:
@@ -387,8 +441,16 @@ class Cleanup:
         return result
 
     def _prepare(
-        self, envelope: Envelope, content: bytes, checked: Verdict | None, qid: str | None = None
-    ) -> tuple[str, Envelope, bytes, str, Verdict]:
+        self,
+        envelope: Envelope,
+        content: bytes,
+        checked: Verdict | None,
+        qid: str | None = None,
+        lines: int | None = None,
+    ) -> tuple[str, Envelope, bytes, str, Verdict, int | None]:
+        """The queue id, the rewritten envelope, the message as it will be
+        queued, its Message-ID, the checks' verdict, and the message's LF
+        count when ``lines`` (the content's) lets it be derived."""
         if qid is None:
             qid = self._store.new_queue_id()
         now = self._clock.seconds()
@@ -405,6 +467,7 @@ class Cleanup:
             self._srs.apply(qid, envelope, rewritten, now)
         if not rewritten.arrival_time:
             rewritten.arrival_time = now
+        original = content
         content = limit_header_size(content, self._header_size_limit)
         scan = scan_headers(content)
         if scan.received + 1 >= self._hopcount_limit:
@@ -440,7 +503,18 @@ class Cleanup:
         added, new_id = missing_headers(scan, rewritten, qid, self._myhostname, date, local)
         message = assemble(content, scan, received, added)
         message_id = new_id or scan.message_id or ""
-        return qid, rewritten, message, message_id, verdict
+        if content is not original:
+            lines = _lines_after(original, lines, content)
+        message_lines = None
+        if lines is not None:
+            # assemble changed only the header block: the rest is shared.
+            tail = len(content) - scan.end
+            message_lines = (
+                lines
+                - content.count(b"\n", 0, scan.end)
+                + message.count(b"\n", 0, len(message) - tail)
+            )
+        return qid, rewritten, message, message_id, verdict, message_lines
 
     def _inspect(
         self,

@@ -40,9 +40,11 @@ class IMessageWriter(Interface):
         None, or a Deferred when the writer holds more than it should: the
         caller stops reading its source until it fires."""
 
-    def finish(envelope: Envelope) -> Deferred[str]:
+    def finish(envelope: Envelope, lines: int | None = None) -> Deferred[str]:
         """The content is complete: fires as ``submit`` does (the queue id
-        once durable; CleanupRejected or another failure otherwise)."""
+        once durable; CleanupRejected or another failure otherwise).
+        ``lines`` is the content's LF count when the writer's caller
+        counted it (smtpd's DATA reader), as for ``submit``."""
 
     def abort() -> None:
         """Drop the message: nothing stays behind (no spool, no queue file)."""
@@ -53,7 +55,12 @@ class ICleanup(Interface):
         """A writer for one message; ``finish(envelope)`` queues it.
         ``milters`` (smtpd's conversation) see the message at the end."""
 
-    def submit(envelope: Envelope, content: bytes, milters: Milters | None = None) -> Deferred[str]:
+    def submit(
+        envelope: Envelope,
+        content: bytes,
+        milters: Milters | None = None,
+        lines: int | None = None,
+    ) -> Deferred[str]:
         """Rewrite the envelope and headers, queue the message durably and
         fire with the queue id (only then may smtpd answer 250).
 
@@ -62,4 +69,7 @@ class ICleanup(Interface):
         take (too many hops, too big, table lookup failed: a 4xx).
 
         ``milters`` (pymta.milter.chain.Milters) are smtpd's milters of
-        the session, which get the content before it is queued."""
+        the session, which get the content before it is queued. ``lines``,
+        when the caller knows it, is the content's LF count: cleanup
+        derives the queued message's from it (counting only the headers
+        it changed), and the queue file carries it to delivery."""

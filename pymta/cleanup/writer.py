@@ -13,7 +13,7 @@ its content ever being one bytes object.
 
 :class:`BufferedMessageWriter` gathers the content and calls a
 ``submit(envelope, content)``: for cleanups that take whole messages
-(test fakes). Untrusted: the content (only passed on). Writes: the spool
+(test fakes), with the line count. Untrusted: the content (only passed on). Writes: the spool
 through the queue store. Logs nothing.
 """
 
@@ -33,8 +33,10 @@ from pymta.queue.model import Envelope
 #: must end within it to be rewritten without reading the spool back).
 SPOOL_THRESHOLD = 256 * 1024
 
-Submit = Callable[[Envelope, bytes], "Deferred[str]"]
-SubmitSpooled = Callable[[Envelope, bytes, ISpool], "Deferred[str]"]
+#: ``submit(envelope, content, lines)``
+Submit = Callable[[Envelope, bytes, "int | None"], "Deferred[str]"]
+#: ``submit_spooled(envelope, head, spool, lines)``
+SubmitSpooled = Callable[[Envelope, bytes, ISpool, "int | None"], "Deferred[str]"]
 
 
 @implementer(IMessageWriter)
@@ -78,7 +80,7 @@ class MessageWriter:
         self._spool = self._store.open_spool(self._store.new_queue_id())
         return self._spool.write(content[self._threshold :])
 
-    def finish(self, envelope: Envelope) -> Deferred[str]:
+    def finish(self, envelope: Envelope, lines: int | None = None) -> Deferred[str]:
         if self._ended:
             return fail(RuntimeError("message writer used after finish or abort"))
         self._ended = True
@@ -86,11 +88,11 @@ class MessageWriter:
         if spool is None:
             content = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
             self._parts = []
-            return self._submit(envelope, content)
+            return self._submit(envelope, content, lines)
         head, self._head = self._head, b""
 
         def closed(_: object) -> Deferred[str]:
-            return self._submit_spooled(envelope, head, spool)
+            return self._submit_spooled(envelope, head, spool, lines)
 
         def failed(failure: Failure) -> Failure:
             spool.discard()
@@ -122,10 +124,10 @@ class BufferedMessageWriter:
         self._parts.append(data)
         return None
 
-    def finish(self, envelope: Envelope) -> Deferred[str]:
+    def finish(self, envelope: Envelope, lines: int | None = None) -> Deferred[str]:
         content = b"".join(self._parts)
         self._parts = []
-        return self._submit(envelope, content)
+        return self._submit(envelope, content, lines)
 
     def abort(self) -> None:
         self.aborted = True

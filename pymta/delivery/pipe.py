@@ -131,6 +131,7 @@ class PipeContent:
         # The transformed content's header is not the queued one's: readers
         # that want it read it through open().
         self.header: bytes | None = None
+        self.lines: int | None = None  # of the transformed content: unknown
 
     def open(self) -> ContentReader:
         return _TransformingReader(self._message.open(), self._prefix, self._flags, self._eol)

@@ -16,8 +16,10 @@ How, and why in this order (:mod:`pymta.mailstore.save` writes the file):
    disk): make the folder when missing (the root with ``cur/ new/ tmp/``;
    a folder below it only when ``create``, else :class:`NoSuchFolder`),
    give new keywords their ``dovecot-keywords`` letters under the folder's
-   index lock, and copy headers and content into ``tmp/`` in 64 KiB blocks
-   (never whole in memory), counting both sizes.
+   index lock, and write the headers into ``tmp/`` and copy the content
+   after them (:func:`pymta.mailstore.save.write_delivery`: in the kernel
+   from the queue file, with the line count the queue file carries; else
+   in 64 KiB blocks, never whole in memory, counted as they pass).
 2. The quota check (``quota_check``), the one place a quota is enforced:
    called with the folder's path and the message's size once it is
    written; an OSError it raises (EDQUOT: the agent defers with 4.2.2)
@@ -44,7 +46,7 @@ import contextlib
 import fcntl
 import os
 import socket
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -63,9 +65,9 @@ from pymta.mailstore.names import (
     split_flags,
     validate_folder_name,
 )
-from pymta.mailstore.save import publish, published_name, unlink_quietly, write_tmp
+from pymta.mailstore.save import publish, published_name, unlink_quietly, write_delivery
 from pymta.mailstore.tmpclean import TmpCleaner
-from pymta.queue.reference import IMessageContent, blocks
+from pymta.queue.reference import IMessageContent
 from pymta.sync import ISyncBarrier, barrier_run
 
 #: ``quota_check(folder_path, size)``: raise OSError to refuse a message.
@@ -146,12 +148,12 @@ class MaildirDelivery:
             self._ensure(maildir, path, create)
             letters = self._letters(path, system, keywords) if has_flags else None
             try:
-                size, lines = write_tmp(tmp, _with_prefix(prefix, message), fsync=False)
+                size, lines = write_delivery(tmp, prefix, message)
             except FileNotFoundError:
                 # The Maildir vanished after we cached it: make it once more.
                 self._known.discard(path)
                 self._ensure(maildir, path, create)
-                size, lines = write_tmp(tmp, _with_prefix(prefix, message), fsync=False)
+                size, lines = write_delivery(tmp, prefix, message)
             if self._quota_check is not None:
                 try:
                     self._quota_check(path, size)
@@ -222,8 +224,3 @@ class MaildirDelivery:
             finally:
                 os.close(fd)  # closing drops the flock
         return flags_to_letters(system, keywords, letters.letters)
-
-
-def _with_prefix(prefix: bytes, message: IMessageContent) -> Iterator[bytes]:
-    yield prefix
-    yield from blocks(message)

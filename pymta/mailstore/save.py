@@ -12,9 +12,11 @@ Every writer of the store goes through here, with one naming scheme
 (:class:`pymta.mailstore.names.MaildirNames`, one sequence per process):
 
 - deliveries (:mod:`pymta.mailstore.deliver`: the virtual and local
-  agents, and what will file mail for LMTP and Sieve) stream the queued
-  content in blocks (:func:`write_tmp` over an iterator of blocks), the
-  group-commit barrier makes it durable, :func:`publish` renames it;
+  agents, LMTP and Sieve) write the delivery headers and copy the queued
+  content after them (:func:`write_delivery`: inside the kernel from the
+  queue file, with the line count the queue file carries; in blocks
+  otherwise), the group-commit barrier makes it durable, :func:`publish`
+  renames it;
 - IMAP APPEND (the folder's ``stage``) writes the client's bytes with
   :func:`write_tmp` and an fsync of its own, the folder numbers it;
 - COPY links the source file to a :func:`tmp_path` of the target folder.
@@ -29,10 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from pymta.mailstore.files import write_all
 from pymta.mailstore.names import MaildirNames, sized_name
+from pymta.queue.reference import IMessageContent, blocks, copy_content
 
 
 def tmp_path(folder_path: str, names: MaildirNames, size: int, rfc822_size: int) -> str:
@@ -67,6 +70,34 @@ def write_tmp(
         unlink_quietly(path)
         raise
     return size, lines
+
+
+def write_delivery(path: str, prefix: bytes, message: IMessageContent) -> tuple[int, int]:
+    """Create ``path`` (O_EXCL, 0600) holding ``prefix`` (the delivery
+    headers) and then the queued ``message``, not synced (the delivery's
+    barrier syncs it); (bytes, line ends) as :func:`write_tmp`. When the
+    queue file carries the content's line count, the content is copied
+    without Python reading it (:func:`pymta.queue.reference.copy_content`);
+    otherwise it is read in blocks and counted. On any failure nothing is
+    left at ``path``."""
+    if message.lines is None:
+        return write_tmp(path, _with_prefix(prefix, message), fsync=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            write_all(fd, prefix)
+            copied = copy_content(message, fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        unlink_quietly(path)
+        raise
+    return len(prefix) + copied, prefix.count(b"\n") + int(message.lines)
+
+
+def _with_prefix(prefix: bytes, message: IMessageContent) -> Iterator[bytes]:
+    yield prefix
+    yield from blocks(message)
 
 
 def published_name(base: str, size: int, lines: int, letters: str | None) -> str:

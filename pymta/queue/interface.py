@@ -95,13 +95,17 @@ class IQueueStore(Interface):
         content: bytes | SpooledContent,
         queue_id: str | None = None,
         queue: str = "incoming",
+        lines: int | None = None,
     ) -> Deferred[str]:
         """Write a new queue file into incoming/ (or ``queue``: hold/ for a
         header_checks HOLD), make it durable, and fire with its queue id
         (``queue_id`` from new_queue_id, or a fresh one). Only then may a
         client be told 250. ``content`` is the message, or its first bytes
         and a spool holding the rest (closed; the store deletes the spool
-        once the queue file holds its content or the write failed)."""
+        once the queue file holds its content or the write failed).
+        ``lines`` is the content's LF count when the caller knows it; the
+        store counts content given as bytes without it, and keeps it with
+        the message (IMessageContent.lines)."""
 
     def open_spool(queue_id: str) -> ISpool:
         """A new, empty spool for the content of queue_id (from new_queue_id)."""

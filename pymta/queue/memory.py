@@ -29,12 +29,13 @@ from pymta.queue.spool import MemorySpool, SpooledContent
 
 
 class _Entry:
-    __slots__ = ("bad", "content", "envelope", "mtime")
+    __slots__ = ("bad", "content", "envelope", "lines", "mtime")
 
-    def __init__(self, envelope: Envelope, content: bytes, mtime: float) -> None:
+    def __init__(self, envelope: Envelope, content: bytes, mtime: float, lines: int | None) -> None:
         self.envelope = envelope
         self.content = content
         self.mtime = mtime
+        self.lines = lines
         self.bad = False
 
 
@@ -80,6 +81,7 @@ class MemoryQueueStore:
         content: bytes | SpooledContent,
         queue_id: str | None = None,
         queue: str = "incoming",
+        lines: int | None = None,
     ) -> Deferred[str]:
         qid = check_queue_id(queue_id) if queue_id is not None else self._ids()
         if isinstance(content, SpooledContent):
@@ -88,11 +90,15 @@ class MemoryQueueStore:
                 return fail(TypeError(f"{qid}: a spool of another store"))
             content = content.head + b"".join(spool.parts)
             spool.discard()
+        elif lines is None:
+            lines = content.count(b"\n")
         if self.find(qid) is not None:
             raise ValueError(f"queue id {qid} in use")
         if not envelope.arrival_time:
             envelope.arrival_time = self._now()
-        self._queue(queue)[qid] = _Entry(copy.deepcopy(envelope), bytes(content), self._now())
+        self._queue(queue)[qid] = _Entry(
+            copy.deepcopy(envelope), bytes(content), self._now(), lines
+        )
         self.enqueued.append(qid)
         return succeed(qid)
 
@@ -118,7 +124,7 @@ class MemoryQueueStore:
                 raise IndexError(f"{queue_id}: no recipient {index}")
             entry.envelope.recipients[index].done = True
 
-        return BytesContent(entry.content, queue_id, queue, done)
+        return BytesContent(entry.content, queue_id, queue, done, entry.lines)
 
     def move(self, queue_id: str, source: str, target: str) -> Deferred[bool]:
         self._queue(target)

@@ -9,7 +9,14 @@ CR, LF and NUL inside a field are written as ``%XX``)::
     PYMTAQ 1            magic and format version
     T<arrival time>     seconds since the epoch, a Python float repr
     S<sender>           "" for the null sender
-    A<name>=<value>     zero or more envelope attributes, name [A-Za-z0-9_]+
+    A<name>=<value>     zero or more envelope attributes, name [A-Za-z0-9_]+;
+                        the last may be Acontent_lines=<n>: the number of
+                        LF in the content, counted as it was received, so
+                        that a delivery copying the content into a Maildir
+                        (whose file name carries the size with CRLF line
+                        ends) needs no pass over it. Not an attribute of
+                        the envelope: decoding takes it out. A file
+                        without it (an earlier pymta's) is counted then.
     N<count>            the number of recipient records that follow
     R<flag><address>\\t<original>\\t<orcpt>\\t<notify>
                         one per recipient; flag "-" pending, "D" done. The
@@ -54,6 +61,8 @@ DONE = b"D"
 _SPECIAL = re.compile(r"[%\t\r\n\x00]")
 _ESCAPED = re.compile(r"%([0-9A-F]{2})")
 _ATTR_NAME = re.compile(r"[A-Za-z0-9_]+")
+#: The attribute record that carries the content's line count (see above).
+LINES = "content_lines"
 
 
 def _escape(text: str) -> bytes:
@@ -69,15 +78,22 @@ def _unescape(raw: bytes) -> str:
     return text
 
 
-def encode_header(envelope: Envelope, content_length: int) -> tuple[bytes, list[int]]:
-    """The records before the content, and each recipient's flag offset."""
+def encode_header(
+    envelope: Envelope, content_length: int, lines: int | None = None
+) -> tuple[bytes, list[int]]:
+    """The records before the content, and each recipient's flag offset;
+    ``lines``, when known, is the content's LF count."""
     parts = [MAGIC, b"T", repr(float(envelope.arrival_time)).encode(), b"\nS"]
     parts.append(_escape(envelope.sender))
     parts.append(b"\n")
     for name, value in envelope.attributes.items():
         if not _ATTR_NAME.fullmatch(name):
             raise ValueError(f"bad envelope attribute name {name!r}")
+        if name == LINES:
+            continue  # only the count given here describes this content
         parts += [b"A", name.encode(), b"=", _escape(value), b"\n"]
+    if lines is not None:
+        parts += [b"A", LINES.encode(), b"=", str(int(lines)).encode(), b"\n"]
     parts += [b"N", str(len(envelope.recipients)).encode(), b"\n"]
     offset = sum(map(len, parts))
     flags: list[int] = []
@@ -103,9 +119,12 @@ def encode_header(envelope: Envelope, content_length: int) -> tuple[bytes, list[
     return b"".join(parts), flags
 
 
-def encode(envelope: Envelope, content: bytes) -> tuple[list[bytes], list[int]]:
-    """The whole file as buffers for one writev, and the flag offsets."""
-    header, flags = encode_header(envelope, len(content))
+def encode(
+    envelope: Envelope, content: bytes, lines: int | None = None
+) -> tuple[list[bytes], list[int]]:
+    """The whole file as buffers for one writev, and the flag offsets;
+    ``lines`` as for :func:`encode_header`."""
+    header, flags = encode_header(envelope, len(content), lines)
     return [header, content, END], flags
 
 
@@ -146,9 +165,9 @@ def _number(body: bytes, what: str) -> int:
     return int(body)
 
 
-def _decode_records(data: bytes) -> tuple[Envelope, list[int], int, int]:
+def _decode_records(data: bytes) -> tuple[Envelope, list[int], int, int, int | None]:
     """The records before the content: (envelope, flag offsets, content
-    offset, content length)."""
+    offset, content length, content line count or None)."""
     if not data.startswith(MAGIC):
         if len(data) < len(MAGIC) and MAGIC.startswith(data) and data:
             raise _Truncated("truncated: inside the magic")
@@ -171,6 +190,12 @@ def _decode_records(data: bytes) -> tuple[Envelope, list[int], int, int]:
         if not sep or not _ATTR_NAME.fullmatch(name.decode("latin-1")):
             raise QueueFileError(f"bad attribute record {name[:40]!r}")
         attributes[name.decode("ascii")] = _unescape(value)
+    lines = None
+    if LINES in attributes:
+        raw_lines = attributes.pop(LINES)
+        if not (raw_lines.isascii() and raw_lines.isdigit()) or len(raw_lines) > 12:
+            raise QueueFileError(f"bad content line count {raw_lines[:40]!r}")
+        lines = int(raw_lines)
     count = _number(reader.record(b"N"), "recipient count")
     recipients: list[Recipient] = []
     flags: list[int] = []
@@ -190,7 +215,9 @@ def _decode_records(data: bytes) -> tuple[Envelope, list[int], int, int]:
         raise QueueFileError(f"recipient count: header says {count}, found {len(recipients)}")
     length = _number(reader.record(b"L"), "content length")
     envelope = Envelope(sender, recipients, arrival, attributes)
-    return envelope, flags, reader.pos, length
+    if lines is not None and lines > length:
+        raise QueueFileError(f"content line count {lines} exceeds its length {length}")
+    return envelope, flags, reader.pos, length, lines
 
 
 def _check_length(start: int, length: int, file_size: int) -> None:
@@ -204,7 +231,7 @@ def _check_length(start: int, length: int, file_size: int) -> None:
 def decode(data: bytes) -> tuple[Envelope, bytes, list[int]]:
     """Parse and validate a whole queue file: (envelope, content, flag offsets)."""
     try:
-        envelope, flags, start, length = _decode_records(data)
+        envelope, flags, start, length, _lines = _decode_records(data)
     except _Truncated as e:
         raise QueueFileError(str(e)) from None
     _check_length(start, length, len(data))
@@ -217,17 +244,18 @@ def decode(data: bytes) -> tuple[Envelope, bytes, list[int]]:
 HEADER_BLOCK = 16 * 1024
 
 
-def decode_envelope(fd: int) -> tuple[Envelope, list[int], int, int]:
+def decode_envelope(fd: int) -> tuple[Envelope, list[int], int, int, int | None]:
     """Validate an open queue file as :func:`decode` does, reading only its
     records and end marker: (envelope, flag offsets, content offset,
-    content length). Blocking I/O: call it off the reactor."""
+    content length, content line count or None when the file does not
+    carry it). Blocking I/O: call it off the reactor."""
     file_size = os.fstat(fd).st_size
     data = b""
     while True:
         block = os.pread(fd, HEADER_BLOCK, len(data))
         data += block
         try:
-            envelope, flags, start, length = _decode_records(data)
+            envelope, flags, start, length, lines = _decode_records(data)
         except _Truncated as e:
             if not block:
                 raise QueueFileError(str(e)) from None
@@ -236,4 +264,4 @@ def decode_envelope(fd: int) -> tuple[Envelope, list[int], int, int]:
     _check_length(start, length, file_size)
     if os.pread(fd, len(END), start + length) != END:
         raise QueueFileError("missing end marker")
-    return envelope, flags, start, length
+    return envelope, flags, start, length, lines

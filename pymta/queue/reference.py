@@ -20,6 +20,7 @@ delivery, a process crash does not). Logs: nothing (callers do).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import threading
@@ -55,6 +56,10 @@ class IMessageContent(Interface):
     header = Attribute(
         "The content's header section (without its blank line) when the store"
         " had it in memory (see known_header), else None: read it from open()."
+    )
+    lines = Attribute(
+        "The number of LF in the content when the queue file carries it (counted"
+        " as the message was received), else None: count while reading."
     )
 
     def open() -> ContentReader:
@@ -148,6 +153,64 @@ def read_content(content: IMessageContent) -> Deferred[bytes]:
     return deferToThread(read_all, content)
 
 
+#: copy_file_range's refusals that mean "not here, copy it yourself": the
+#: target on another file system (EXDEV: Linux before 5.3, and since 5.19
+#: unless both are of one type that copies between them), a file system
+#: or file it does not support (EINVAL, EOPNOTSUPP), a kernel without it
+#: (ENOSYS), a seccomp filter that denies it (EPERM), a swap file (ETXTBSY).
+_NO_KERNEL_COPY = frozenset(
+    (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.ETXTBSY)
+)
+
+
+def copy_content(content: IMessageContent, fd: int) -> int:
+    """Append the content to the file open for writing at ``fd`` (at its
+    current position) and return the bytes written: from a queue file in
+    the kernel (``os.copy_file_range``: the bytes never enter Python, and
+    land in the target's page cache as a write's would, so the caller's
+    fsync or syncfs covers them), else, or where the kernel refuses, in
+    blocks of BLOCK_SIZE. Blocking file I/O: call it off the reactor."""
+    done = 0
+    if isinstance(content, QueueFileContent) and _kernel_copy:
+        source = os.open(content.path, os.O_RDONLY)
+        try:
+            while done < content.size:
+                try:
+                    n = os.copy_file_range(source, fd, content.size - done, content.offset + done)
+                except OSError as e:
+                    if e.errno not in _NO_KERNEL_COPY:
+                        raise
+                    break  # the rest in blocks, from where the kernel stopped
+                if n == 0:
+                    # The store validated the length: a damaged disk or
+                    # another writer shrank the file.
+                    raise OSError(f"queue file truncated at offset {content.offset + done}")
+                done += n
+            if done == content.size:
+                return done
+            reader: ContentReader = _SliceReader(source, content.offset + done, content.size - done)
+            source = -1  # the reader closes it
+        finally:
+            if source >= 0:
+                os.close(source)
+    else:
+        reader = content.open()
+    try:
+        while True:
+            block = reader.read(BLOCK_SIZE)
+            if not block:
+                return done
+            view = memoryview(block)
+            while view:
+                view = view[os.write(fd, view) :]
+            done += len(block)
+    finally:
+        reader.close()
+
+
+_kernel_copy = hasattr(os, "copy_file_range")
+
+
 class _SliceReader:
     """Reads [offset, offset + size) of a file by position (os.pread)."""
 
@@ -191,6 +254,7 @@ class QueueFileContent:
         size: int,
         flags: Sequence[int],
         header: bytes | None = None,
+        lines: int | None = None,
     ) -> None:
         self.path = path
         self.queue = queue
@@ -198,6 +262,7 @@ class QueueFileContent:
         self.offset = offset
         self.size = size
         self.header = header
+        self.lines = lines
         self._flags = tuple(flags)
         self._lock = threading.Lock()
         self.marked: set[int] = set()
@@ -232,6 +297,7 @@ class BytesContent:
         queue_id: str = "",
         queue: str = "active",
         on_done: Callable[[int], None] | None = None,
+        lines: int | None = None,
     ) -> None:
         self._data = bytes(data)
         self.queue = queue
@@ -239,6 +305,7 @@ class BytesContent:
         self.offset = 0
         self.size = len(self._data)
         self.header: bytes | None = None  # read from the bytes (cheap)
+        self.lines = lines
         self._on_done = on_done
         self.marked: set[int] = set()
 

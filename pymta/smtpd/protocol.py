@@ -265,6 +265,8 @@ class SMTPServerProtocol(Protocol):
         # DATA state: the content reader, and cleanup's writer (None once
         # the message is dropped for its size).
         self._reader: DataReader | None = None
+        # The finished content's LF count (DataReader.lines), for cleanup.
+        self._content_lines: int | None = None
         self._writer: IMessageWriter | None = None
         self._too_big = False
         # Reading paused because the writer has too much waiting for the disk.
@@ -1195,6 +1197,7 @@ class SMTPServerProtocol(Protocol):
         f = self.factory
         s = self.session
         reader, self._reader = self._reader, None
+        self._content_lines = reader.lines if reader is not None else None
         self._chat.failed = False
         count = self._counts.get("data")
         if self._too_big:
@@ -1226,7 +1229,7 @@ class SMTPServerProtocol(Protocol):
         s.reset_transaction()
         self._paused = True
         try:
-            d: Deferred[str] = writer.finish(envelope)
+            d: Deferred[str] = writer.finish(envelope, self._content_lines)
         except Exception:
             d = fail()
         d.addCallbacks(self._queued, self._not_queued)

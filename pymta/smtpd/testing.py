@@ -79,23 +79,30 @@ class FakeCleanup:
         self.received: list[tuple[Envelope, bytes]] = []
         #: the milters smtpd handed over with each message (None without).
         self.milters: list[Milters | None] = []
+        #: the content's line count each submitter gave (None: not counted).
+        self.lines: list[int | None] = []
         self.pending: list[Deferred[str]] = []
         #: Every writer smtpd opened, in order (its ``aborted`` tells a dropped message).
         self.writers: list[BufferedMessageWriter] = []
 
     def open_message(self, milters: Milters | None = None) -> IMessageWriter:
-        def submit(envelope: Envelope, content: bytes) -> Deferred[str]:
-            return self.submit(envelope, content, milters)
+        def submit(envelope: Envelope, content: bytes, lines: int | None) -> Deferred[str]:
+            return self.submit(envelope, content, milters, lines)
 
         writer = BufferedMessageWriter(submit)
         self.writers.append(writer)
         return writer
 
     def submit(
-        self, envelope: Envelope, content: bytes, milters: Milters | None = None
+        self,
+        envelope: Envelope,
+        content: bytes,
+        milters: Milters | None = None,
+        lines: int | None = None,
     ) -> Deferred[str]:
         self.received.append((envelope, content))
         self.milters.append(milters)
+        self.lines.append(lines)
         if self.reject is not None:
             return fail(self.reject)
         if self.error is not None:

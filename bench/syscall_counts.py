@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""syscall_counts - system calls per message of pymta's process, by strace.
+
+SYNOPSIS
+    python bench/syscall_counts.py [--messages 2000] [--connections 20]
+        [--size 1024] [--warmup 200] [--workdir /var/tmp] [--checkout DIR]
+
+DESCRIPTION
+    A deterministic companion of bench/smtp_bench.py's CPU figures: how
+    many system calls of each kind one message costs the server, whatever
+    the machine's load. It builds the bench's pymta instance (bench_pymta,
+    bench_setup) from --checkout (default: this tree), sends --warmup
+    messages with Postfix's smtp-source, then attaches
+
+        strace -f -c -p PID
+
+    to the twistd process (all its threads), sends --messages messages of
+    --size bytes over --connections connections, waits until all are in
+    the Maildir, detaches and prints each system call's count per message
+    (those above 0.05), and the total. Group commit batches vary a little
+    with timing (syncfs, futex, the hand-offs to the sync threads): compare
+    two trees in the same session, with the same arguments.
+
+REQUIREMENTS
+    root; Debian's strace and postfix (smtp-source) packages.
+
+EXAMPLES
+    python bench/syscall_counts.py --size 10240
+    python bench/syscall_counts.py --size 10240 --checkout /tmp/main-export
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_measure import count_maildir_new
+from bench_pymta import TWISTD, PymtaServer
+from bench_setup import DOMAIN, LISTEN_HOST, SENDER, MailSetup
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+# strace -c's table: "% time  seconds  usecs/call  calls  [errors]  syscall"
+_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
+
+
+class CheckoutPymta(PymtaServer):
+    """The bench's pymta, run from another tree's checkout."""
+
+    def __init__(self, workdir: Path, setup: MailSetup, checkout: Path) -> None:
+        super().__init__(workdir, setup)
+        self.checkout = checkout
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(self.checkout)
+        self._log_file = open(self.twistd_log, "wb")
+        self._proc = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self._proc
+
+
+def send(port: int, connections: int, messages: int, size: int, recipient: str) -> None:
+    subprocess.run(
+        [
+            *(SMTP_SOURCE, "-s", str(connections), "-m", str(messages), "-l", str(size)),
+            *("-f", SENDER, "-t", recipient, f"{LISTEN_HOST}:{port}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+
+
+def wait_delivered(new: Path, count: int, timeout: float) -> None:
+    """Poll the Maildir (no event says a file arrived in another process)."""
+    deadline = time.monotonic() + timeout
+    while count_maildir_new(new) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count_maildir_new(new)}/{count} delivered in {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def wait_queue_empty(queue: Path, timeout: float) -> None:
+    """Poll until incoming/ and active/ hold no queue file."""
+    deadline = time.monotonic() + timeout
+    while any(os.listdir(queue / name) for name in ("incoming", "active")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"queue {queue} not empty after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def parse_counts(text: str) -> dict[str, int]:
+    """syscall -> calls, from strace -c's summary table."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _ROW.match(line)
+        if match and match.group(2) != "total":
+            counts[match.group(2)] = int(match.group(1))
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--messages", type=int, default=2000)
+    p.add_argument("--connections", type=int, default=20)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    p.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parent.parent)
+    p.add_argument("--mailbox-user", default="nobody")
+    args = p.parse_args(argv)
+    if shutil.which("strace") is None:
+        print("strace not found: apt-get install -y strace", file=sys.stderr)
+        return 2
+    if not os.access(SMTP_SOURCE, os.X_OK):
+        print(f"{SMTP_SOURCE} not found: apt-get install -y postfix", file=sys.stderr)
+        return 2
+    owner = pwd.getpwnam(args.mailbox_user)
+    recipient = f"run1@{DOMAIN}"
+    setup = MailSetup((recipient,), owner.pw_uid, owner.pw_gid)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="syscalls.", dir=args.workdir))
+    out = workdir / "strace.out"
+    server = CheckoutPymta(workdir, setup, args.checkout.resolve())
+    tracer: subprocess.Popen[bytes] | None = None
+    try:
+        server.start()
+        pid = str(server.root_pids()[0])
+        new = server.maildir_new(recipient)
+        send(server.port, args.connections, args.warmup, args.size, recipient)
+        wait_delivered(new, args.warmup, 600)
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-c", "-o", str(out), "-p", pid],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        # strace says "Process N attached" once it traces: wait for it.
+        assert tracer.stderr is not None
+        tracer.stderr.readline()
+        send(server.port, args.connections, args.messages, args.size, recipient)
+        wait_delivered(new, args.warmup + args.messages, 1800)
+        # The last delivery's done mark and the queue file's removal follow
+        # the Maildir file's rename: counted once the queue is empty.
+        wait_queue_empty(server.queue, 60)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(60)
+        counts = parse_counts(out.read_text(errors="replace"))
+    finally:
+        if tracer is not None and tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+        server.stop()
+    print(
+        f"pymta ({args.checkout}): {args.messages} x {args.size} B over"
+        f" {args.connections} connection(s), system calls per message (strace -f -c)"
+    )
+    for name, calls in sorted(counts.items(), key=lambda item: -item[1]):
+        if calls / args.messages >= 0.05:
+            print(f"  {name:20s} {calls / args.messages:6.2f}")
+    print(f"  {'total':20s} {sum(counts.values()) / args.messages:6.2f}")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
