@@ -91,6 +91,7 @@ nothing. Logs: nothing (callers log the outcome).
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -257,13 +258,45 @@ def syncfs_directory(directory: str) -> None:
         os.close(fd)
 
 
+@functools.cache
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        func = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    result: Callable[[int, int, int, int], int] = func
+    return result
+
+
+#: sync_file_range(2)'s flags: SYNC_FILE_RANGE_WRITE (start writing back,
+#: do not wait), and with SYNC_FILE_RANGE_WAIT_BEFORE and _WAIT_AFTER (write
+#: what is left and wait until all of it is on the device).
+_START_WRITEBACK = 2
+_WAIT_WRITEBACK = 7
+
+
 def fsync_paths(files: Sequence[str], dirs: Sequence[str]) -> None:
-    """fsync each file, then each directory (their new entries)."""
-    for path in files:
-        fd = os.open(path, os.O_RDONLY)
-        try:
+    """fsync each file, then each directory (their new entries).
+
+    With several files, the write-back of all of them is started first
+    (sync_file_range(2), a hint: its failure is ignored), so that on a
+    journaled file system the first fsync's journal commit carries every
+    file's block allocation and the later fsyncs find theirs committed,
+    instead of one commit per file."""
+    fds = [os.open(path, os.O_RDONLY) for path in files[:1]]
+    try:
+        start = _load_sync_file_range() if len(files) > 1 else None
+        for path in files[1:]:
+            fds.append(os.open(path, os.O_RDONLY))
+        if start is not None:
+            _write_back(start, fds)
+        for fd in fds:
             os.fsync(fd)
-        finally:
+    finally:
+        for fd in fds:
             os.close(fd)
     for path in dirs:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -271,6 +304,57 @@ def fsync_paths(files: Sequence[str], dirs: Sequence[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def same_file_system(first: str, second: str) -> bool:
+    """Whether two directories are on one file system (``st_dev``); one
+    not made yet counts by its nearest existing parent. False when either
+    cannot be looked at."""
+
+    def device(path: str) -> int:
+        path = os.path.abspath(path)
+        while True:
+            try:
+                return os.stat(path).st_dev
+            except FileNotFoundError:
+                parent = os.path.dirname(path)
+                if parent == path:
+                    raise
+                path = parent
+
+    try:
+        return device(first) == device(second)
+    except OSError:
+        return False
+
+
+def write_back(files: Sequence[str]) -> None:
+    """Write the files' data to the device and wait for it, without a
+    journal commit (sync_file_range(2); a hint: nothing happens where it is
+    missing, and a file that cannot be opened is left to its fsync)."""
+    start = _load_sync_file_range()
+    if start is None:
+        return
+    fds: list[int] = []
+    try:
+        for path in files:
+            with contextlib.suppress(OSError):
+                fds.append(os.open(path, os.O_RDONLY))
+        _write_back(start, fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_back(start: Callable[[int, int, int, int], int], fds: Sequence[int]) -> None:
+    # All started first, then all waited for: ext4 converts a new file's
+    # blocks from unwritten to written only once its write-back completed,
+    # in the running transaction; a file still in flight when the first
+    # fsync commits would need a commit of its own.
+    for fd in fds:
+        start(fd, 0, 0, _START_WRITEBACK)
+    for fd in fds:
+        start(fd, 0, 0, _WAIT_WRITEBACK)
 
 
 class WorkerThread:
@@ -354,6 +438,20 @@ class _Waiter:
         self.since = time.monotonic()
 
 
+def _sync_lists(waiters: Sequence[_Waiter], per_file: bool) -> tuple[list[str], list[str]]:
+    """The files (when synced per file) and the directories, each once,
+    that the waiters' writes touched."""
+    files: list[str] = []
+    dirs: list[str] = []
+    for waiter in waiters:
+        if per_file:
+            files.extend(waiter.files)
+        for path in waiter.dirs:
+            if path not in dirs:
+                dirs.append(path)
+    return files, dirs
+
+
 @implementer(ISyncBarrier)
 class SyncBarrier:
     """Group commit over ``directory``'s file system.
@@ -428,6 +526,8 @@ class SyncBarrier:
         self._last_durable = 0
         self._devices: dict[str, int] = {}
         self._running = False
+        #: A barrier whose waiting work rides along this one's batches (carry).
+        self._rider: SyncBarrier | None = None
         self.syncs = 0
         #: {durable pieces of work in one sync: how many syncs had that many},
         #: the batch sizes of group commit (pymta.metrics samples them).
@@ -450,6 +550,44 @@ class SyncBarrier:
         if not self._running:
             self._start()
         return d
+
+    def carry(self, rider: SyncBarrier) -> None:
+        """Let ``rider``'s waiting work ride along this barrier's batches
+        of a single durable write: one journal commit for both.
+
+        For the queue's barrier and the mailbox barrier when both are on one
+        file system (``pymta.assemble``): with one client at a time, the
+        previous message's Maildir write (which may wait up to its
+        ``durable_delay`` for company) goes with the next queue file's
+        commit, so a message costs one journal commit instead of two (the
+        rider's own syncfs is two: see the module doc), and the two no
+        longer queue behind each other on the disk. Under load this
+        barrier's batches carry several writes and the rider keeps its own.
+
+        The client does not wait for the rider: the files of both are
+        written back first, so that the fsync of this barrier's file
+        commits the journal for all of them; its waiters are told then, and
+        the rider's fsyncs (by then a device flush each, no commit), its
+        ``after`` and its waiters follow. While its work is carried the
+        rider counts as running: its next batch starts only after that
+        work is done (call order is kept), and work that reached it
+        meanwhile waits for company or the next carrying batch as it would
+        at an idle barrier.
+        """
+        self._rider = rider
+
+    def _lend(self) -> list[_Waiter]:
+        """Hand the pending work to a carrier's batch (see carry); this
+        barrier is running until the carrier calls _finished with it."""
+        if self._running or not self._pending:
+            return []
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
+        batch, self._pending = self._pending, []
+        self._last_durable, self._pending_durable = self._pending_durable, 0
+        self._running = True
+        return batch
 
     def _kick(self) -> None:
         self._lazy = None
@@ -532,6 +670,7 @@ class SyncBarrier:
         return waiter.deferred
 
     def _start(self) -> None:
+        """Run the pending work as one batch (with a rider's: see carry)."""
         if self._lazy is not None:
             self._lazy.cancel()
             self._lazy = None
@@ -539,6 +678,12 @@ class SyncBarrier:
         self._last_durable, self._pending_durable = self._pending_durable, 0
         self._running = True
         durable = any(waiter.durable for waiter in batch)
+        rider = self._rider
+        # Only a batch of one durable write (one client at a time) takes a
+        # rider's work along: a move into active/ that the queue manager
+        # waits for never waits for a sync, and under load each keeps its own.
+        lone = sum(1 for waiter in batch if waiter.durable) == 1
+        carried = rider._lend() if lone and rider is not None else []
         sync_function = self._sync_function
         single_function = self._single_function
         fsync = self.method == "fsync"
@@ -549,6 +694,12 @@ class SyncBarrier:
         # non-durable one, and each kind keeps its own call order.
         first = [waiter for waiter in batch if waiter.durable]
         later = [waiter for waiter in batch if not waiter.durable]
+        # The rider's work after this barrier's own, each kind in its order.
+        carried_first = [waiter for waiter in carried if waiter.durable]
+        carried_later = [waiter for waiter in carried if not waiter.durable]
+        counted: list[tuple[SyncBarrier, list[_Waiter]]] = [(self, first)]
+        if carried_first and rider is not None:
+            counted.append((rider, carried_first))
         call_from_thread = getattr(self._clock, "callFromThread", None)
 
         def run(waiters: list[_Waiter]) -> None:
@@ -567,57 +718,85 @@ class SyncBarrier:
                     except Exception:
                         waiter.result = Failure()
 
-        timings = self.timings
-
         def work() -> None:
             began = time.monotonic()
             run(first)
+            run(carried_first)
             if durable:
                 # What the batch's successful work wrote: work that failed
                 # (a full disk, a quota) removed its file and fails alone,
                 # instead of failing the whole batch's fsync.
-                files: list[str] = []
-                dirs: list[str] = []
-                seen: set[str] = set()
-                written = [waiter for waiter in first if not isinstance(waiter.result, Failure)]
+                own = [waiter for waiter in first if not isinstance(waiter.result, Failure)]
+                rode = [w for w in carried_first if not isinstance(w.result, Failure)]
                 batch_sync, per_file = sync_function, fsync
-                if single_function is not None and len(written) == 1 and written[0].files:
-                    # One write alone (one client at a time): an fsync of
-                    # its file and directory commits the journal once for
-                    # it, where syncfs also writes back everything else
-                    # dirty on the file system (a delivery's Maildir file).
+                if (
+                    single_function is not None
+                    and len(own or rode) == 1
+                    and all(waiter.files for waiter in (*own, *rode))
+                ):
+                    # One write alone (one client at a time), perhaps with
+                    # a rider's: fsyncs of their files and directories
+                    # commit the journal once for them, where syncfs also
+                    # writes back everything else dirty on the file system.
                     batch_sync, per_file = single_function, True
-                for waiter in written:
-                    if per_file:
-                        files.extend(waiter.files)
-                    for path in waiter.dirs:
-                        if path not in seen:
-                            seen.add(path)
-                            dirs.append(path)
-                self.syncs += 1
-                self.batch_sizes[len(first)] += 1
+                # Synced per file, this barrier's own writes go first and
+                # their waiters are told before the rider's are synced: the
+                # client's 250 waits for the one journal commit (which the
+                # write-back of all the files first makes carry the rider's
+                # too), not for the rider's fsyncs after it.
+                groups = [group for group in (own, rode) if group] if per_file else [own + rode]
+                plans = [_sync_lists(group, per_file) for group in groups]
+                if len(groups) > 1:
+                    write_back([path for files, _ in plans for path in files])
                 worked = time.monotonic()
-                timings.append(("wait", began - min(waiter.since for waiter in first)))
-                timings.append(("work", worked - began))
-                try:
-                    batch_sync(files, dirs)
-                    timings.append(("sync", time.monotonic() - worked))
-                except Exception:
-                    if call_from_thread is None or not later:
-                        raise
-                    call_from_thread(self._fire, first, Failure())
-                else:
-                    publish(first)
-                    if call_from_thread is not None and later:
-                        call_from_thread(self._fire, first, None)
+                # Each barrier counts the sync that made its work durable
+                # (a shared one counts for both) and times its own waiters.
+                for barrier, waiters in counted:
+                    barrier.syncs += 1
+                    barrier.batch_sizes[len(waiters)] += 1
+                    waited = began - min(waiter.since for waiter in waiters)
+                    barrier.timings.append(("wait", waited))
+                    barrier.timings.append(("work", worked - began))
+                sync_failure: Failure | None = None
+                for index, (group, (files, dirs)) in enumerate(zip(groups, plans, strict=True)):
+                    if sync_failure is None:
+                        try:
+                            batch_sync(files, dirs)
+                        except Exception:
+                            sync_failure = Failure()
+                    if sync_failure is not None:
+                        # Not durable: nothing published, each waiter fails.
+                        for waiter in group:
+                            waiter.result = sync_failure
+                        continue
+                    if index == 0:
+                        seconds = time.monotonic() - worked
+                        for barrier, _ in counted:
+                            barrier.timings.append(("sync", seconds))
+                    publish(group)
+                    if call_from_thread is not None and (
+                        index < len(groups) - 1 or later or carried_later
+                    ):
+                        # Told early, before the batch's other work.
+                        call_from_thread(self._fire, group, None)
             run(later)
+            run(carried_later)
 
         try:
             d = self._run_in_thread(work)
         except Exception:
             d = Deferred()
             d.errback(Failure())
-        d.addBoth(self._finished, batch)
+        if carried:
+            assert rider is not None
+
+            def finished(result: object) -> None:
+                self._finished(result, batch)
+                rider._finished(result, carried, lent=True)
+
+            d.addBoth(finished)
+        else:
+            d.addBoth(self._finished, batch)
 
     def _fire(self, waiters: list[_Waiter], sync_failure: Failure | None) -> None:
         """Tell durable waiters early, before the batch's other work is done."""
@@ -630,12 +809,23 @@ class SyncBarrier:
             else:
                 waiter.deferred.callback(waiter.result)
 
-    def _finished(self, result: object, batch: list[_Waiter]) -> None:
+    def _finished(self, result: object, batch: list[_Waiter], lent: bool = False) -> None:
         self._running = False
         # Start the next batch before firing: a waiter's callback that calls
         # sync() again must queue behind a sync that starts after it. Work
         # that needs no sync waits for company (see run), unless draining.
-        if self._pending and (
+        # Back from a carrier (see carry), durable work that came meanwhile
+        # waits as it would have at an idle barrier: for company, or for
+        # the carrier's next batch; not a sync of its own at once.
+        if (
+            lent
+            and self._pending_durable
+            and self._durable_delay
+            and not self._drained
+            and not any(waiter.soon for waiter in self._pending)
+        ):
+            self._start_durable()
+        elif self._pending and (
             self._drained
             or self._clock is None
             or any(waiter.durable or waiter.soon for waiter in self._pending)

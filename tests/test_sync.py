@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
@@ -497,3 +498,189 @@ def test_syncfs_mode_fsyncs_a_batch_of_one_write_and_syncs_several() -> None:
     thread.finish(3)
     thread.finish(4)
     assert single.calls[1:] == [(["/q/d"], ["/q/in"])]
+
+
+def _carrier_and_rider() -> tuple[
+    SyncBarrier, ControlledThread, SyncBarrier, ControlledThread, Recorder, Recorder, Clock
+]:
+    """The queue's barrier carrying the mailbox barrier (10 ms delay), each
+    with its own controlled thread; one recorder of per-file syncs (a batch
+    of one write) and one of syncfs."""
+    clock = Clock()
+    single, whole = Recorder(), Recorder()
+    queue_thread, mailbox_thread = ControlledThread(), ControlledThread()
+    queue = SyncBarrier(
+        "/q", "syncfs", run_in_thread=queue_thread, sync_function=whole,
+        single_function=single, clock=clock,
+    )  # fmt: skip
+    mailbox = SyncBarrier(
+        "/m", "syncfs", run_in_thread=mailbox_thread, sync_function=whole,
+        single_function=single, clock=clock, durable_delay=0.01,
+    )  # fmt: skip
+    queue.carry(mailbox)
+    return queue, queue_thread, mailbox, mailbox_thread, single, whole, clock
+
+
+def test_a_lone_queue_write_carries_the_waiting_mailbox_write() -> None:
+    """One client at a time: the previous message's Maildir write, waiting
+    for company, rides along the next queue file's batch. Both are synced
+    per file in that one batch, the queue file first (the journal commit the
+    client waits for), then the Maildir file, then its rename; the mailbox
+    barrier starts no batch of its own, its delay never fires, and each
+    barrier counts the one sync that made its work durable."""
+    queue, queue_thread, mailbox, mailbox_thread, single, whole, clock = _carrier_and_rider()
+    order: list[str] = []
+    heard: list[str] = []
+    mailbox.run(
+        lambda: order.append("maildir write"), files=["/m/tmp/1"], dirs=["/m/tmp"],
+        after=lambda: order.append("rename"),
+    ).addCallback(lambda _: heard.append("delivered"))  # fmt: skip
+    assert mailbox_thread.started == []  # waiting for company
+    queue.run(lambda: order.append("queue write"), files=["/q/in/A"], dirs=["/q/in"]).addCallback(
+        lambda _: heard.append("250")
+    )
+    assert len(queue_thread.started) == 1
+    queue_thread.finish(0)
+    assert order == ["queue write", "maildir write", "rename"]
+    assert single.calls == [(["/q/in/A"], ["/q/in"]), (["/m/tmp/1"], ["/m/tmp"])]
+    assert whole.calls == []
+    assert heard == ["250", "delivered"]
+    clock.advance(0.01)
+    assert mailbox_thread.started == []
+    assert (queue.syncs, mailbox.syncs) == (1, 1)
+    assert mailbox.batch_sizes[1] == 1
+
+
+def test_carried_work_keeps_the_riders_order_and_waits_for_company_after() -> None:
+    """While its work is carried the mailbox barrier counts as running: a
+    delivery arriving meanwhile starts no batch of its own, neither at once
+    nor after the carrying batch (it waits for company, or for the next
+    queue write to carry it, as at an idle barrier)."""
+    queue, queue_thread, mailbox, mailbox_thread, _, _, clock = _carrier_and_rider()
+    order: list[str] = []
+    mailbox.run(lambda: order.append("first delivery"), files=["/m/tmp/1"], dirs=["/m/tmp"])
+    queue.run(lambda: order.append("queue write 1"), files=["/q/in/A"], dirs=["/q/in"])
+    mailbox.run(lambda: order.append("second delivery"), files=["/m/tmp/2"], dirs=["/m/tmp"])
+    assert mailbox_thread.started == []
+    queue_thread.finish(0)
+    assert mailbox_thread.started == []  # not at once: it waits for company
+    queue.run(lambda: order.append("queue write 2"), files=["/q/in/B"], dirs=["/q/in"])
+    queue_thread.finish(1)
+    assert order == ["queue write 1", "first delivery", "queue write 2", "second delivery"]
+    clock.advance(0.01)
+    assert mailbox_thread.started == []
+    assert mailbox.syncs == 2
+
+
+def test_the_rider_keeps_its_own_batches_when_the_carrier_is_busy() -> None:
+    """A queue batch of several writes (clients in parallel) or of no
+    durable work (a move into active/) takes nothing along: the mailbox
+    barrier's delay then starts its own batch."""
+    queue, queue_thread, mailbox, mailbox_thread, _, whole, clock = _carrier_and_rider()
+    mailbox.run(lambda: None, files=["/m/tmp/1"], dirs=["/m/tmp"])
+    queue.run(lambda: None, durable=False, soon=True)  # a move into active/
+    queue.run(lambda: None, files=["/q/in/A"], dirs=["/q/in"])
+    queue.run(lambda: None, files=["/q/in/B"], dirs=["/q/in"])
+    queue_thread.finish(0)
+    queue_thread.finish(1)
+    assert whole.calls == [([], ["/q/in"])]  # the two queue files' syncfs alone
+    assert mailbox_thread.started == []
+    clock.advance(0.01)
+    assert len(mailbox_thread.started) == 1
+    mailbox_thread.finish(0)
+    assert (queue.syncs, mailbox.syncs) == (1, 1)
+
+
+def test_a_failed_commit_fails_the_carried_work_too() -> None:
+    """When the carrying batch's sync fails, nothing is published: the
+    client's write and the carried delivery both fail, and the Maildir
+    file is not renamed."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    queue_thread = ControlledThread()
+
+    def broken(files: Sequence[str], dirs: Sequence[str]) -> None:
+        raise OSError(5, "Input/output error")
+
+    queue = SyncBarrier(
+        "/q", "syncfs", run_in_thread=queue_thread, sync_function=broken,
+        single_function=broken, clock=clock,
+    )  # fmt: skip
+    mailbox = SyncBarrier(
+        "/m", "syncfs", run_in_thread=ControlledThread(), sync_function=Recorder(),
+        clock=clock, durable_delay=0.01,
+    )  # fmt: skip
+    queue.carry(mailbox)
+    renamed: list[str] = []
+    results: list[object] = []
+    mailbox.run(
+        lambda: None, files=["/m/tmp/1"], dirs=["/m/tmp"], after=lambda: renamed.append("x")
+    ).addBoth(results.append)
+    queue.run(lambda: None, files=["/q/in/A"], dirs=["/q/in"]).addBoth(results.append)
+    queue_thread.finish(0)
+    assert renamed == []
+    assert len(results) == 2
+    assert all(isinstance(r, Failure) and r.check(OSError) for r in results)
+
+
+def test_the_client_hears_before_the_riders_sync() -> None:
+    """On the barrier's real thread, the carrier's waiter (a client's 250)
+    is told once its own file is synced, while the carried Maildir file's
+    fsync still runs."""
+    import threading
+
+    reactor = _ThreadReactor()
+    release = threading.Event()
+    synced: list[list[str]] = []
+
+    def single(files: Sequence[str], dirs: Sequence[str]) -> None:
+        if files == ["/m/tmp/1"]:
+            release.wait(10)
+        synced.append(list(files))
+
+    queue = SyncBarrier(
+        "/q", "syncfs", reactor=reactor, sync_function=Recorder(), single_function=single
+    )
+    mailbox = SyncBarrier(
+        "/m", "syncfs", reactor=reactor, sync_function=Recorder(), single_function=single,
+        durable_delay=0.01,
+    )  # fmt: skip
+    queue.carry(mailbox)
+    heard: list[str] = []
+    mailbox.run(lambda: None, files=["/m/tmp/1"], dirs=["/m/tmp"]).addCallback(
+        lambda _: heard.append("delivered")
+    )
+    queue.run(lambda: None, files=["/q/in/A"], dirs=["/q/in"]).addCallback(
+        lambda _: heard.append("250")
+    )
+    reactor.run_one()  # the early notice, while the Maildir fsync still blocks
+    assert heard == ["250"] and synced == [["/q/in/A"]]
+    release.set()
+    reactor.run_one()  # the batch's end
+    assert heard == ["250", "delivered"]
+
+
+def test_same_file_system(tmp_path: Path) -> None:
+    """Two directories of one file system are the same; a directory not
+    made yet counts by its nearest existing parent; /proc is another."""
+    from pymta.sync import same_file_system
+
+    (tmp_path / "queue").mkdir()
+    assert same_file_system(str(tmp_path / "queue"), str(tmp_path / "mail" / "not" / "yet"))
+    assert not same_file_system(str(tmp_path), "/proc")
+
+
+def test_fsync_paths_and_write_back_on_real_files(tmp_path: Path) -> None:
+    """The real per-file sync of several files (their write-back started
+    and waited for first) and write_back itself work on real files, and a
+    file that vanished is left to its fsync."""
+    from pymta.sync import write_back
+
+    paths = []
+    for name in ("a", "b", "c"):
+        path = tmp_path / name
+        path.write_bytes(b"x" * 5000)
+        paths.append(str(path))
+    write_back([*paths, str(tmp_path / "gone")])
+    fsync_paths(paths, [str(tmp_path)])
