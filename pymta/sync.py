@@ -585,7 +585,9 @@ class SyncBarrier:
             self._lazy.cancel()
             self._lazy = None
         batch, self._pending = self._pending, []
-        self._last_durable, self._pending_durable = self._pending_durable, 0
+        # A carried batch is no sign of load: the next delivery waits for
+        # company (or the next carrying batch) again.
+        self._last_durable, self._pending_durable = 0, 0
         self._running = True
         return batch
 
