@@ -415,6 +415,7 @@ class _Waiter:
         "since",
         "soon",
         "work",
+        "written",
     )
 
     def __init__(
@@ -434,6 +435,8 @@ class _Waiter:
         self.durable = durable
         self.after = after
         self.fired = False
+        #: Its work already ran, ahead of its batch (see SyncBarrier._prewrite).
+        self.written = False
         self.result: Any = None
         self.since = time.monotonic()
 
@@ -631,8 +634,61 @@ class SyncBarrier:
             self._last_durable >= 2 and self._pending_durable >= self._last_durable
         ):
             self._start()
-        elif self._lazy is None:
-            self._lazy = self._clock.callLater(self._durable_delay, self._kick)
+        else:
+            if self._lazy is None:
+                self._lazy = self._clock.callLater(self._durable_delay, self._kick)
+            self._prewrite()
+
+    def _prewrite(self) -> None:
+        """While durable work waits for company, run its file work already
+        (not its sync, not its ``after``): the batch that syncs it (this
+        barrier's after the delay, or a carrier's: see carry) then only
+        syncs and publishes, and a client whose queue file carries it does
+        not wait for a Maildir file's writing. Call order among durable
+        work is kept; the waiters hear only from the batch that syncs."""
+        waiting = [
+            waiter
+            for waiter in self._pending
+            if waiter.durable and not waiter.written and waiter.work is not None
+        ]
+        if not waiting:
+            return
+
+        def work() -> None:
+            for waiter in waiting:
+                assert waiter.work is not None
+                try:
+                    waiter.result = waiter.work()
+                except Exception:
+                    waiter.result = Failure()
+                waiter.written = True
+
+        self._running = True
+        try:
+            d = self._run_in_thread(work)
+        except Exception:
+            self._running = False
+            return  # the batch runs the work instead
+        d.addBoth(self._prewritten)
+
+    def _prewritten(self, _: object) -> None:
+        self._running = False
+        pending = self._pending
+        if not pending:
+            if self._drained:
+                drained, self._drained = self._drained, []
+                for d in drained:
+                    d.callback(None)
+            return
+        if (
+            self._drained
+            or self._lazy is None  # the delay ended meanwhile
+            or (self._last_durable >= 2 and self._pending_durable >= self._last_durable)
+            or any(waiter.soon for waiter in pending)
+        ):
+            self._start()
+        else:
+            self._prewrite()  # durable work that came meanwhile
 
     def run(
         self,
@@ -706,7 +762,7 @@ class SyncBarrier:
 
         def run(waiters: list[_Waiter]) -> None:
             for waiter in waiters:
-                if waiter.work is not None:
+                if waiter.work is not None and not waiter.written:
                     try:
                         waiter.result = waiter.work()
                     except Exception:

@@ -44,6 +44,25 @@ class ControlledThread:
             d.callback(None)
 
 
+class PrewritingThread(ControlledThread):
+    """A ControlledThread that runs a barrier's prewrites (the file work of
+    durable work waiting for company, SyncBarrier._prewrite) at once and
+    counts them; its batches wait for the test as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prewrites = 0
+
+    def __call__(self, work: Callable[[], None]) -> Deferred[None]:
+        if "_prewrite" in work.__qualname__:
+            self.prewrites += 1
+            work()
+            d: Deferred[None] = Deferred()
+            d.callback(None)
+            return d
+        return super().__call__(work)
+
+
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], list[str]]] = []
@@ -274,7 +293,7 @@ def test_durable_delay_gathers_writes_into_one_sync() -> None:
     from twisted.internet.task import Clock
 
     clock = Clock()
-    thread = ControlledThread()
+    thread = PrewritingThread()
     recorder = Recorder()
     barrier = SyncBarrier(
         "/m", "syncfs", run_in_thread=thread, sync_function=recorder, clock=clock,
@@ -282,6 +301,7 @@ def test_durable_delay_gathers_writes_into_one_sync() -> None:
     )  # fmt: skip
     done: list[object] = []
     barrier.run(lambda: "first", durable=True).addCallback(done.append)
+    assert thread.prewrites == 1 and done == []  # written already, not synced
     clock.advance(0.005)
     barrier.sync(dirs=["/m/new"]).addCallback(done.append)
     assert thread.started == []
@@ -390,7 +410,7 @@ def test_durable_delay_ends_once_the_last_batchs_size_waits() -> None:
     from twisted.internet.task import Clock
 
     clock = Clock()
-    thread = ControlledThread()
+    thread = PrewritingThread()
     barrier = SyncBarrier(
         "/m", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=clock,
         durable_delay=0.01,
@@ -501,14 +521,14 @@ def test_syncfs_mode_fsyncs_a_batch_of_one_write_and_syncs_several() -> None:
 
 
 def _carrier_and_rider() -> tuple[
-    SyncBarrier, ControlledThread, SyncBarrier, ControlledThread, Recorder, Recorder, Clock
+    SyncBarrier, ControlledThread, SyncBarrier, PrewritingThread, Recorder, Recorder, Clock
 ]:
     """The queue's barrier carrying the mailbox barrier (10 ms delay), each
     with its own controlled thread; one recorder of per-file syncs (a batch
     of one write) and one of syncfs."""
     clock = Clock()
     single, whole = Recorder(), Recorder()
-    queue_thread, mailbox_thread = ControlledThread(), ControlledThread()
+    queue_thread, mailbox_thread = ControlledThread(), PrewritingThread()
     queue = SyncBarrier(
         "/q", "syncfs", run_in_thread=queue_thread, sync_function=whole,
         single_function=single, clock=clock,
@@ -535,13 +555,14 @@ def test_a_lone_queue_write_carries_the_waiting_mailbox_write() -> None:
         lambda: order.append("maildir write"), files=["/m/tmp/1"], dirs=["/m/tmp"],
         after=lambda: order.append("rename"),
     ).addCallback(lambda _: heard.append("delivered"))  # fmt: skip
-    assert mailbox_thread.started == []  # waiting for company
+    assert mailbox_thread.started == []  # waiting for company, written already
+    assert order == ["maildir write"]
     queue.run(lambda: order.append("queue write"), files=["/q/in/A"], dirs=["/q/in"]).addCallback(
         lambda _: heard.append("250")
     )
     assert len(queue_thread.started) == 1
     queue_thread.finish(0)
-    assert order == ["queue write", "maildir write", "rename"]
+    assert order == ["maildir write", "queue write", "rename"]
     assert single.calls == [(["/q/in/A"], ["/q/in"]), (["/m/tmp/1"], ["/m/tmp"])]
     assert whole.calls == []
     assert heard == ["250", "delivered"]
@@ -566,7 +587,7 @@ def test_carried_work_keeps_the_riders_order_and_waits_for_company_after() -> No
     assert mailbox_thread.started == []  # not at once: it waits for company
     queue.run(lambda: order.append("queue write 2"), files=["/q/in/B"], dirs=["/q/in"])
     queue_thread.finish(1)
-    assert order == ["queue write 1", "first delivery", "queue write 2", "second delivery"]
+    assert order == ["first delivery", "queue write 1", "second delivery", "queue write 2"]
     clock.advance(0.01)
     assert mailbox_thread.started == []
     assert mailbox.syncs == 2
@@ -608,7 +629,7 @@ def test_a_failed_commit_fails_the_carried_work_too() -> None:
         single_function=broken, clock=clock,
     )  # fmt: skip
     mailbox = SyncBarrier(
-        "/m", "syncfs", run_in_thread=ControlledThread(), sync_function=Recorder(),
+        "/m", "syncfs", run_in_thread=PrewritingThread(), sync_function=Recorder(),
         clock=clock, durable_delay=0.01,
     )  # fmt: skip
     queue.carry(mailbox)
@@ -651,6 +672,7 @@ def test_the_client_hears_before_the_riders_sync() -> None:
     mailbox.run(lambda: None, files=["/m/tmp/1"], dirs=["/m/tmp"]).addCallback(
         lambda _: heard.append("delivered")
     )
+    reactor.run_one()  # its prewrite (the Maildir file written) is done
     queue.run(lambda: None, files=["/q/in/A"], dirs=["/q/in"]).addCallback(
         lambda _: heard.append("250")
     )
@@ -684,3 +706,40 @@ def test_fsync_paths_and_write_back_on_real_files(tmp_path: Path) -> None:
         paths.append(str(path))
     write_back([*paths, str(tmp_path / "gone")])
     fsync_paths(paths, [str(tmp_path)])
+
+
+def test_waiting_durable_work_is_written_ahead_and_synced_by_its_batch() -> None:
+    """Durable work that waits for company (the mailbox delay) runs at once
+    on the barrier's thread, once; its waiter hears only from the batch
+    that syncs it, which starts when the delay ends even if it ended while
+    the work ran. Work that failed there fails its waiter alone, and its
+    file is not synced."""
+    clock = Clock()
+    thread = ControlledThread()
+    single, whole = Recorder(), Recorder()
+    barrier = SyncBarrier(
+        "/m", "syncfs", run_in_thread=thread, sync_function=whole, single_function=single,
+        clock=clock, durable_delay=0.01,
+    )  # fmt: skip
+    ran: list[str] = []
+    heard: list[object] = []
+
+    def refused() -> None:
+        ran.append("refused")
+        raise OSError(122, "Disk quota exceeded")
+
+    barrier.run(lambda: ran.append("write"), files=["/m/tmp/1"], dirs=["/m/tmp"]).addBoth(
+        heard.append
+    )
+    assert len(thread.started) == 1  # the prewrite
+    barrier.run(refused, files=["/m/tmp/2"], dirs=["/m/tmp"]).addBoth(heard.append)
+    clock.advance(0.01)  # the delay ends while the prewrite runs
+    assert len(thread.started) == 1
+    thread.finish(0)
+    assert ran == ["write"] and heard == []
+    assert len(thread.started) == 2  # the batch, with the second's work
+    thread.finish(1)
+    assert ran == ["write", "refused"]
+    assert single.calls == [(["/m/tmp/1"], ["/m/tmp"])] and whole.calls == []
+    assert heard[0] is None
+    assert isinstance(heard[1], Failure) and heard[1].check(OSError)
