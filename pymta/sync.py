@@ -41,6 +41,23 @@ against 624 us with fsync, the client's commit 1,221 against 826 us;
 1,631; its batches carry several files). Two or more writes keep the one
 syncfs: fsync per file at 20 connections fell to 862 msg/s from 1,523.
 
+With the queue and the mailboxes on one file system the queue's barrier
+*carries* the mailbox barrier (``SyncBarrier.carry``): a queue batch of a
+single write takes along the Maildir files waiting for company, whose
+writing already ran on the mailbox thread while they waited (the
+prewrite: only their sync and rename are left). All the batch's files are
+written back first (``sync_file_range(2)``: ext4 converts a new file's
+blocks once its write-back completed, and a file still in flight would
+need a commit of its own), so the queue file's fsync is the one journal
+commit for all of them; the client is told then, and the Maildir files'
+fsyncs (a device flush each by then), renames and done marks follow.
+Counted on a journaled ext4 loop device of its own (``/proc/fs/jbd2``,
+``bench/smtp_phases.py --only pymta --messages 800``, one connection):
+1.42-1.59 journal commits and 6.7-7.4 device writes a message before
+(the queue file's fsync, and the mailbox's syncfs every 3-4 deliveries,
+which is two commits: syncfs starts one before waiting for the
+write-back and makes another after it), 1.25-1.29 and 5.7-5.8 after.
+
 Why syncfs by default, by figures (``bench/sync_methods.py`` runs the
 variants interleaved under the same load; ``bench/smtp_phases.py`` and
 the metrics' ``pymta_sync_seconds`` split a batch into wait, work and
