@@ -66,7 +66,7 @@ from pymta.queue.trigger import IQueueTrigger, TriggerChannel
 from pymta.rewrite import Resolver
 from pymta.rewrite.switch import ResolverSwitch
 from pymta.sessions import SMTPD_DNS_DEADLINE, SessionParts, add_listeners
-from pymta.sync import SyncBarrier, same_file_system
+from pymta.sync import SyncBarrier
 
 if TYPE_CHECKING:
     # Made only when configured (imported then, in build()).
@@ -282,19 +282,12 @@ class DeliveryPart(service.MultiService):
         # recipient is marked done only after its mailbox write is durable (by
         # the writer's thread right after its rename, or by the queue manager
         # after the agent's Deferred fired), so the two reach the disk in order.
-        mailbox_base = config.get("virtual_mailbox_base") or queue.directory
         self.sync = SyncBarrier(
-            mailbox_base,
+            config.get("virtual_mailbox_base") or queue.directory,
             config.get("pymta_sync_method") or "syncfs",
             reactor=reactor,
             durable_delay=config.get_time("pymta_mailbox_sync_delay"),
         )
-        # On one file system, mailbox writes waiting for company ride along
-        # the next queue commit that finds the queue's thread idle (one
-        # client at a time): one journal commit a message instead of two,
-        # in the same order (pymta.sync.SyncBarrier.carry).
-        if same_file_system(queue.directory, mailbox_base):
-            queue.sync.carry(self.sync)
         self.bounce = Bouncer(self.config, cleanup, reactor)
         self.agents: dict[str, IDeliveryAgent] = build_agents(
             master,

@@ -41,22 +41,14 @@ against 624 us with fsync, the client's commit 1,221 against 826 us;
 1,631; its batches carry several files). Two or more writes keep the one
 syncfs: fsync per file at 20 connections fell to 862 msg/s from 1,523.
 
-With the queue and the mailboxes on one file system the queue's barrier
-*carries* the mailbox barrier (``SyncBarrier.carry``): a queue batch of a
-single write takes along the Maildir files waiting for company, whose
-writing already ran on the mailbox thread while they waited (the
-prewrite: only their sync and rename are left). All the batch's files are
-written back first (``sync_file_range(2)``: ext4 converts a new file's
-blocks once its write-back completed, and a file still in flight would
-need a commit of its own), so the queue file's fsync is the one journal
-commit for all of them; the client is told then, and the Maildir files'
-fsyncs (a device flush each by then), renames and done marks follow.
-Counted on a journaled ext4 loop device of its own (``/proc/fs/jbd2``,
-``bench/smtp_phases.py --only pymta --messages 800``, one connection):
-1.42-1.59 journal commits and 6.7-7.4 device writes a message before
-(the queue file's fsync, and the mailbox's syncfs every 3-4 deliveries,
-which is two commits: syncfs starts one before waiting for the
-write-back and makes another after it), 1.25-1.29 and 5.7-5.8 after.
+A syncfs is two journal commits on ext4 (sync_filesystem asks the file
+system to commit before it waits for the write-back, then again after),
+where one fsync, or fsyncs of several files whose write-back was
+completed first (fsync_paths), is one: counted on a journaled ext4 loop
+device of its own with ``bench/smtp_phases.py`` (its per-message journal
+commits), one connection at a time costs 1.41-1.50 commits a message,
+the queue file's one plus the mailbox barrier's syncfs every 3-4
+deliveries; without deliveries (``defer_transports = virtual``) 1.00.
 
 Why syncfs by default, by figures (``bench/sync_methods.py`` runs the
 variants interleaved under the same load; ``bench/smtp_phases.py`` and
@@ -108,7 +100,6 @@ nothing. Logs: nothing (callers log the outcome).
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -290,7 +281,7 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 #: sync_file_range(2)'s flags: SYNC_FILE_RANGE_WRITE (start writing back,
 #: do not wait), and with SYNC_FILE_RANGE_WAIT_BEFORE and _WAIT_AFTER (write
-#: what is left and wait until all of it is on the device).
+#: what is left and wait until all of it reached the device).
 _START_WRITEBACK = 2
 _WAIT_WRITEBACK = 7
 
@@ -298,18 +289,26 @@ _WAIT_WRITEBACK = 7
 def fsync_paths(files: Sequence[str], dirs: Sequence[str]) -> None:
     """fsync each file, then each directory (their new entries).
 
-    With several files, the write-back of all of them is started first
-    (sync_file_range(2), a hint: its failure is ignored), so that on a
-    journaled file system the first fsync's journal commit carries every
-    file's block allocation and the later fsyncs find theirs committed,
-    instead of one commit per file."""
-    fds = [os.open(path, os.O_RDONLY) for path in files[:1]]
+    With several files, the write-back of all of them is started, then
+    waited for, before the first fsync (sync_file_range(2), a hint: where
+    it is missing the fsyncs do it): ext4 converts a new file's blocks
+    from unwritten to written in the running transaction once its
+    write-back completed, so a file still in flight when the first fsync
+    commits the journal would need a commit of its own at its fsync. Done
+    this way, the first fsync commits the journal for all of them and the
+    others find theirs committed (a device flush each): on a journaled
+    ext4 loop device, two new 1 KiB files in two directories took 574 us
+    against 790 fsynced one after the other (one file alone: 486)."""
+    fds: list[int] = []
     try:
-        start = _load_sync_file_range() if len(files) > 1 else None
-        for path in files[1:]:
+        for path in files:
             fds.append(os.open(path, os.O_RDONLY))
+        start = _load_sync_file_range() if len(fds) > 1 else None
         if start is not None:
-            _write_back(start, fds)
+            for fd in fds:
+                start(fd, 0, 0, _START_WRITEBACK)
+            for fd in fds:
+                start(fd, 0, 0, _WAIT_WRITEBACK)
         for fd in fds:
             os.fsync(fd)
     finally:
@@ -321,57 +320,6 @@ def fsync_paths(files: Sequence[str], dirs: Sequence[str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def same_file_system(first: str, second: str) -> bool:
-    """Whether two directories are on one file system (``st_dev``); one
-    not made yet counts by its nearest existing parent. False when either
-    cannot be looked at."""
-
-    def device(path: str) -> int:
-        path = os.path.abspath(path)
-        while True:
-            try:
-                return os.stat(path).st_dev
-            except FileNotFoundError:
-                parent = os.path.dirname(path)
-                if parent == path:
-                    raise
-                path = parent
-
-    try:
-        return device(first) == device(second)
-    except OSError:
-        return False
-
-
-def write_back(files: Sequence[str]) -> None:
-    """Write the files' data to the device and wait for it, without a
-    journal commit (sync_file_range(2); a hint: nothing happens where it is
-    missing, and a file that cannot be opened is left to its fsync)."""
-    start = _load_sync_file_range()
-    if start is None:
-        return
-    fds: list[int] = []
-    try:
-        for path in files:
-            with contextlib.suppress(OSError):
-                fds.append(os.open(path, os.O_RDONLY))
-        _write_back(start, fds)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _write_back(start: Callable[[int, int, int, int], int], fds: Sequence[int]) -> None:
-    # All started first, then all waited for: ext4 converts a new file's
-    # blocks from unwritten to written only once its write-back completed,
-    # in the running transaction; a file still in flight when the first
-    # fsync commits would need a commit of its own.
-    for fd in fds:
-        start(fd, 0, 0, _START_WRITEBACK)
-    for fd in fds:
-        start(fd, 0, 0, _WAIT_WRITEBACK)
 
 
 class WorkerThread:
@@ -432,7 +380,6 @@ class _Waiter:
         "since",
         "soon",
         "work",
-        "written",
     )
 
     def __init__(
@@ -452,24 +399,8 @@ class _Waiter:
         self.durable = durable
         self.after = after
         self.fired = False
-        #: Its work already ran, ahead of its batch (see SyncBarrier._prewrite).
-        self.written = False
         self.result: Any = None
         self.since = time.monotonic()
-
-
-def _sync_lists(waiters: Sequence[_Waiter], per_file: bool) -> tuple[list[str], list[str]]:
-    """The files (when synced per file) and the directories, each once,
-    that the waiters' writes touched."""
-    files: list[str] = []
-    dirs: list[str] = []
-    for waiter in waiters:
-        if per_file:
-            files.extend(waiter.files)
-        for path in waiter.dirs:
-            if path not in dirs:
-                dirs.append(path)
-    return files, dirs
 
 
 @implementer(ISyncBarrier)
@@ -546,8 +477,6 @@ class SyncBarrier:
         self._last_durable = 0
         self._devices: dict[str, int] = {}
         self._running = False
-        #: A barrier whose waiting work rides along this one's batches (carry).
-        self._rider: SyncBarrier | None = None
         self.syncs = 0
         #: {durable pieces of work in one sync: how many syncs had that many},
         #: the batch sizes of group commit (pymta.metrics samples them).
@@ -570,46 +499,6 @@ class SyncBarrier:
         if not self._running:
             self._start()
         return d
-
-    def carry(self, rider: SyncBarrier) -> None:
-        """Let ``rider``'s waiting work ride along this barrier's batches
-        of a single durable write: one journal commit for both.
-
-        For the queue's barrier and the mailbox barrier when both are on one
-        file system (``pymta.assemble``): with one client at a time, the
-        previous message's Maildir write (which may wait up to its
-        ``durable_delay`` for company) goes with the next queue file's
-        commit, so a message costs one journal commit instead of two (the
-        rider's own syncfs is two: see the module doc), and the two no
-        longer queue behind each other on the disk. Under load this
-        barrier's batches carry several writes and the rider keeps its own.
-
-        The client does not wait for the rider: the files of both are
-        written back first, so that the fsync of this barrier's file
-        commits the journal for all of them; its waiters are told then, and
-        the rider's fsyncs (by then a device flush each, no commit), its
-        ``after`` and its waiters follow. While its work is carried the
-        rider counts as running: its next batch starts only after that
-        work is done (call order is kept), and work that reached it
-        meanwhile waits for company or the next carrying batch as it would
-        at an idle barrier.
-        """
-        self._rider = rider
-
-    def _lend(self) -> list[_Waiter]:
-        """Hand the pending work to a carrier's batch (see carry); this
-        barrier is running until the carrier calls _finished with it."""
-        if self._running or not self._pending:
-            return []
-        if self._lazy is not None:
-            self._lazy.cancel()
-            self._lazy = None
-        batch, self._pending = self._pending, []
-        # A carried batch is no sign of load: the next delivery waits for
-        # company (or the next carrying batch) again.
-        self._last_durable, self._pending_durable = 0, 0
-        self._running = True
-        return batch
 
     def _kick(self) -> None:
         self._lazy = None
@@ -651,61 +540,8 @@ class SyncBarrier:
             self._last_durable >= 2 and self._pending_durable >= self._last_durable
         ):
             self._start()
-        else:
-            if self._lazy is None:
-                self._lazy = self._clock.callLater(self._durable_delay, self._kick)
-            self._prewrite()
-
-    def _prewrite(self) -> None:
-        """While durable work waits for company, run its file work already
-        (not its sync, not its ``after``): the batch that syncs it (this
-        barrier's after the delay, or a carrier's: see carry) then only
-        syncs and publishes, and a client whose queue file carries it does
-        not wait for a Maildir file's writing. Call order among durable
-        work is kept; the waiters hear only from the batch that syncs."""
-        waiting = [
-            waiter
-            for waiter in self._pending
-            if waiter.durable and not waiter.written and waiter.work is not None
-        ]
-        if not waiting:
-            return
-
-        def work() -> None:
-            for waiter in waiting:
-                assert waiter.work is not None
-                try:
-                    waiter.result = waiter.work()
-                except Exception:
-                    waiter.result = Failure()
-                waiter.written = True
-
-        self._running = True
-        try:
-            d = self._run_in_thread(work)
-        except Exception:
-            self._running = False
-            return  # the batch runs the work instead
-        d.addBoth(self._prewritten)
-
-    def _prewritten(self, _: object) -> None:
-        self._running = False
-        pending = self._pending
-        if not pending:
-            if self._drained:
-                drained, self._drained = self._drained, []
-                for d in drained:
-                    d.callback(None)
-            return
-        if (
-            self._drained
-            or self._lazy is None  # the delay ended meanwhile
-            or (self._last_durable >= 2 and self._pending_durable >= self._last_durable)
-            or any(waiter.soon for waiter in pending)
-        ):
-            self._start()
-        else:
-            self._prewrite()  # durable work that came meanwhile
+        elif self._lazy is None:
+            self._lazy = self._clock.callLater(self._durable_delay, self._kick)
 
     def run(
         self,
@@ -745,7 +581,6 @@ class SyncBarrier:
         return waiter.deferred
 
     def _start(self) -> None:
-        """Run the pending work as one batch (with a rider's: see carry)."""
         if self._lazy is not None:
             self._lazy.cancel()
             self._lazy = None
@@ -753,12 +588,6 @@ class SyncBarrier:
         self._last_durable, self._pending_durable = self._pending_durable, 0
         self._running = True
         durable = any(waiter.durable for waiter in batch)
-        rider = self._rider
-        # Only a batch of one durable write (one client at a time) takes a
-        # rider's work along: a move into active/ that the queue manager
-        # waits for never waits for a sync, and under load each keeps its own.
-        lone = sum(1 for waiter in batch if waiter.durable) == 1
-        carried = rider._lend() if lone and rider is not None else []
         sync_function = self._sync_function
         single_function = self._single_function
         fsync = self.method == "fsync"
@@ -769,17 +598,11 @@ class SyncBarrier:
         # non-durable one, and each kind keeps its own call order.
         first = [waiter for waiter in batch if waiter.durable]
         later = [waiter for waiter in batch if not waiter.durable]
-        # The rider's work after this barrier's own, each kind in its order.
-        carried_first = [waiter for waiter in carried if waiter.durable]
-        carried_later = [waiter for waiter in carried if not waiter.durable]
-        counted: list[tuple[SyncBarrier, list[_Waiter]]] = [(self, first)]
-        if carried_first and rider is not None:
-            counted.append((rider, carried_first))
         call_from_thread = getattr(self._clock, "callFromThread", None)
 
         def run(waiters: list[_Waiter]) -> None:
             for waiter in waiters:
-                if waiter.work is not None and not waiter.written:
+                if waiter.work is not None:
                     try:
                         waiter.result = waiter.work()
                     except Exception:
@@ -793,85 +616,57 @@ class SyncBarrier:
                     except Exception:
                         waiter.result = Failure()
 
+        timings = self.timings
+
         def work() -> None:
             began = time.monotonic()
             run(first)
-            run(carried_first)
             if durable:
                 # What the batch's successful work wrote: work that failed
                 # (a full disk, a quota) removed its file and fails alone,
                 # instead of failing the whole batch's fsync.
-                own = [waiter for waiter in first if not isinstance(waiter.result, Failure)]
-                rode = [w for w in carried_first if not isinstance(w.result, Failure)]
+                files: list[str] = []
+                dirs: list[str] = []
+                seen: set[str] = set()
+                written = [waiter for waiter in first if not isinstance(waiter.result, Failure)]
                 batch_sync, per_file = sync_function, fsync
-                if (
-                    single_function is not None
-                    and len(own or rode) == 1
-                    and all(waiter.files for waiter in (*own, *rode))
-                ):
-                    # One write alone (one client at a time), perhaps with
-                    # a rider's: fsyncs of their files and directories
-                    # commit the journal once for them, where syncfs also
-                    # writes back everything else dirty on the file system.
+                if single_function is not None and len(written) == 1 and written[0].files:
+                    # One write alone (one client at a time): an fsync of
+                    # its file and directory commits the journal once for
+                    # it, where syncfs also writes back everything else
+                    # dirty on the file system (a delivery's Maildir file).
                     batch_sync, per_file = single_function, True
-                # Synced per file, this barrier's own writes go first and
-                # their waiters are told before the rider's are synced: the
-                # client's 250 waits for the one journal commit (which the
-                # write-back of all the files first makes carry the rider's
-                # too), not for the rider's fsyncs after it.
-                groups = [group for group in (own, rode) if group] if per_file else [own + rode]
-                plans = [_sync_lists(group, per_file) for group in groups]
-                if len(groups) > 1:
-                    write_back([path for files, _ in plans for path in files])
+                for waiter in written:
+                    if per_file:
+                        files.extend(waiter.files)
+                    for path in waiter.dirs:
+                        if path not in seen:
+                            seen.add(path)
+                            dirs.append(path)
+                self.syncs += 1
+                self.batch_sizes[len(first)] += 1
                 worked = time.monotonic()
-                # Each barrier counts the sync that made its work durable
-                # (a shared one counts for both) and times its own waiters.
-                for barrier, waiters in counted:
-                    barrier.syncs += 1
-                    barrier.batch_sizes[len(waiters)] += 1
-                    waited = began - min(waiter.since for waiter in waiters)
-                    barrier.timings.append(("wait", waited))
-                    barrier.timings.append(("work", worked - began))
-                sync_failure: Failure | None = None
-                for index, (group, (files, dirs)) in enumerate(zip(groups, plans, strict=True)):
-                    if sync_failure is None:
-                        try:
-                            batch_sync(files, dirs)
-                        except Exception:
-                            sync_failure = Failure()
-                    if sync_failure is not None:
-                        # Not durable: nothing published, each waiter fails.
-                        for waiter in group:
-                            waiter.result = sync_failure
-                        continue
-                    if index == 0:
-                        seconds = time.monotonic() - worked
-                        for barrier, _ in counted:
-                            barrier.timings.append(("sync", seconds))
-                    publish(group)
-                    if call_from_thread is not None and (
-                        index < len(groups) - 1 or later or carried_later
-                    ):
-                        # Told early, before the batch's other work.
-                        call_from_thread(self._fire, group, None)
+                timings.append(("wait", began - min(waiter.since for waiter in first)))
+                timings.append(("work", worked - began))
+                try:
+                    batch_sync(files, dirs)
+                    timings.append(("sync", time.monotonic() - worked))
+                except Exception:
+                    if call_from_thread is None or not later:
+                        raise
+                    call_from_thread(self._fire, first, Failure())
+                else:
+                    publish(first)
+                    if call_from_thread is not None and later:
+                        call_from_thread(self._fire, first, None)
             run(later)
-            run(carried_later)
 
         try:
             d = self._run_in_thread(work)
         except Exception:
             d = Deferred()
             d.errback(Failure())
-        if carried:
-            assert rider is not None
-
-            def finished(result: object) -> None:
-                self._finished(result, batch)
-                rider._finished(result, carried, lent=True)
-
-            d.addBoth(finished)
-        else:
-            d.addBoth(self._finished, batch)
+        d.addBoth(self._finished, batch)
 
     def _fire(self, waiters: list[_Waiter], sync_failure: Failure | None) -> None:
         """Tell durable waiters early, before the batch's other work is done."""
@@ -884,23 +679,12 @@ class SyncBarrier:
             else:
                 waiter.deferred.callback(waiter.result)
 
-    def _finished(self, result: object, batch: list[_Waiter], lent: bool = False) -> None:
+    def _finished(self, result: object, batch: list[_Waiter]) -> None:
         self._running = False
         # Start the next batch before firing: a waiter's callback that calls
         # sync() again must queue behind a sync that starts after it. Work
         # that needs no sync waits for company (see run), unless draining.
-        # Back from a carrier (see carry), durable work that came meanwhile
-        # waits as it would have at an idle barrier: for company, or for
-        # the carrier's next batch; not a sync of its own at once.
-        if (
-            lent
-            and self._pending_durable
-            and self._durable_delay
-            and not self._drained
-            and not any(waiter.soon for waiter in self._pending)
-        ):
-            self._start_durable()
-        elif self._pending and (
+        if self._pending and (
             self._drained
             or self._clock is None
             or any(waiter.durable or waiter.soon for waiter in self._pending)

@@ -135,11 +135,3 @@ def test_cleanup_triggers_the_queue_manager_while_it_runs(tmp_path: Path) -> Non
         Envelope("a@example.org", [Recipient("nobody@example.net")]), b"Subject: y\n\nbody\n"
     ).addCallback(late.append)
     assert late and system.store.find(late[0]) == "incoming"
-
-
-def test_mailbox_writes_ride_along_queue_commits_on_one_file_system(tmp_path: Path) -> None:
-    """With the mailboxes on the queue's file system (the test config puts
-    both under one directory), the queue's barrier carries the mailbox
-    barrier's waiting writes (pymta.sync.SyncBarrier.carry)."""
-    system = _build(tmp_path)
-    assert system.queue.sync._rider is system.delivery.sync

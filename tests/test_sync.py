@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface.verify import verifyObject
 
@@ -42,25 +41,6 @@ class ControlledThread:
             d.errback(e)
         else:
             d.callback(None)
-
-
-class PrewritingThread(ControlledThread):
-    """A ControlledThread that runs a barrier's prewrites (the file work of
-    durable work waiting for company, SyncBarrier._prewrite) at once and
-    counts them; its batches wait for the test as before."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.prewrites = 0
-
-    def __call__(self, work: Callable[[], None]) -> Deferred[None]:
-        if "_prewrite" in work.__qualname__:
-            self.prewrites += 1
-            work()
-            d: Deferred[None] = Deferred()
-            d.callback(None)
-            return d
-        return super().__call__(work)
 
 
 class Recorder:
@@ -293,7 +273,7 @@ def test_durable_delay_gathers_writes_into_one_sync() -> None:
     from twisted.internet.task import Clock
 
     clock = Clock()
-    thread = PrewritingThread()
+    thread = ControlledThread()
     recorder = Recorder()
     barrier = SyncBarrier(
         "/m", "syncfs", run_in_thread=thread, sync_function=recorder, clock=clock,
@@ -301,7 +281,6 @@ def test_durable_delay_gathers_writes_into_one_sync() -> None:
     )  # fmt: skip
     done: list[object] = []
     barrier.run(lambda: "first", durable=True).addCallback(done.append)
-    assert thread.prewrites == 1 and done == []  # written already, not synced
     clock.advance(0.005)
     barrier.sync(dirs=["/m/new"]).addCallback(done.append)
     assert thread.started == []
@@ -410,7 +389,7 @@ def test_durable_delay_ends_once_the_last_batchs_size_waits() -> None:
     from twisted.internet.task import Clock
 
     clock = Clock()
-    thread = PrewritingThread()
+    thread = ControlledThread()
     barrier = SyncBarrier(
         "/m", "syncfs", run_in_thread=thread, sync_function=Recorder(), clock=clock,
         durable_delay=0.01,
@@ -520,226 +499,15 @@ def test_syncfs_mode_fsyncs_a_batch_of_one_write_and_syncs_several() -> None:
     assert single.calls[1:] == [(["/q/d"], ["/q/in"])]
 
 
-def _carrier_and_rider() -> tuple[
-    SyncBarrier, ControlledThread, SyncBarrier, PrewritingThread, Recorder, Recorder, Clock
-]:
-    """The queue's barrier carrying the mailbox barrier (10 ms delay), each
-    with its own controlled thread; one recorder of per-file syncs (a batch
-    of one write) and one of syncfs."""
-    clock = Clock()
-    single, whole = Recorder(), Recorder()
-    queue_thread, mailbox_thread = ControlledThread(), PrewritingThread()
-    queue = SyncBarrier(
-        "/q", "syncfs", run_in_thread=queue_thread, sync_function=whole,
-        single_function=single, clock=clock,
-    )  # fmt: skip
-    mailbox = SyncBarrier(
-        "/m", "syncfs", run_in_thread=mailbox_thread, sync_function=whole,
-        single_function=single, clock=clock, durable_delay=0.01,
-    )  # fmt: skip
-    queue.carry(mailbox)
-    return queue, queue_thread, mailbox, mailbox_thread, single, whole, clock
-
-
-def test_a_lone_queue_write_carries_the_waiting_mailbox_write() -> None:
-    """One client at a time: the previous message's Maildir write, waiting
-    for company, rides along the next queue file's batch. Both are synced
-    per file in that one batch, the queue file first (the journal commit the
-    client waits for), then the Maildir file, then its rename; the mailbox
-    barrier starts no batch of its own, its delay never fires, and each
-    barrier counts the one sync that made its work durable."""
-    queue, queue_thread, mailbox, mailbox_thread, single, whole, clock = _carrier_and_rider()
-    order: list[str] = []
-    heard: list[str] = []
-    mailbox.run(
-        lambda: order.append("maildir write"), files=["/m/tmp/1"], dirs=["/m/tmp"],
-        after=lambda: order.append("rename"),
-    ).addCallback(lambda _: heard.append("delivered"))  # fmt: skip
-    assert mailbox_thread.started == []  # waiting for company, written already
-    assert order == ["maildir write"]
-    queue.run(lambda: order.append("queue write"), files=["/q/in/A"], dirs=["/q/in"]).addCallback(
-        lambda _: heard.append("250")
-    )
-    assert len(queue_thread.started) == 1
-    queue_thread.finish(0)
-    assert order == ["maildir write", "queue write", "rename"]
-    assert single.calls == [(["/q/in/A"], ["/q/in"]), (["/m/tmp/1"], ["/m/tmp"])]
-    assert whole.calls == []
-    assert heard == ["250", "delivered"]
-    clock.advance(0.01)
-    assert mailbox_thread.started == []
-    assert (queue.syncs, mailbox.syncs) == (1, 1)
-    assert mailbox.batch_sizes[1] == 1
-
-
-def test_carried_work_keeps_the_riders_order_and_waits_for_company_after() -> None:
-    """While its work is carried the mailbox barrier counts as running: a
-    delivery arriving meanwhile starts no batch of its own, neither at once
-    nor after the carrying batch (it waits for company, or for the next
-    queue write to carry it, as at an idle barrier)."""
-    queue, queue_thread, mailbox, mailbox_thread, _, _, clock = _carrier_and_rider()
-    order: list[str] = []
-    mailbox.run(lambda: order.append("first delivery"), files=["/m/tmp/1"], dirs=["/m/tmp"])
-    queue.run(lambda: order.append("queue write 1"), files=["/q/in/A"], dirs=["/q/in"])
-    mailbox.run(lambda: order.append("second delivery"), files=["/m/tmp/2"], dirs=["/m/tmp"])
-    assert mailbox_thread.started == []
-    queue_thread.finish(0)
-    assert mailbox_thread.started == []  # not at once: it waits for company
-    queue.run(lambda: order.append("queue write 2"), files=["/q/in/B"], dirs=["/q/in"])
-    queue_thread.finish(1)
-    assert order == ["first delivery", "queue write 1", "second delivery", "queue write 2"]
-    clock.advance(0.01)
-    assert mailbox_thread.started == []
-    assert mailbox.syncs == 2
-
-
-def test_the_rider_keeps_its_own_batches_when_the_carrier_is_busy() -> None:
-    """A queue batch of several writes (clients in parallel) or of no
-    durable work (a move into active/) takes nothing along: the mailbox
-    barrier's delay then starts its own batch."""
-    queue, queue_thread, mailbox, mailbox_thread, _, whole, clock = _carrier_and_rider()
-    mailbox.run(lambda: None, files=["/m/tmp/1"], dirs=["/m/tmp"])
-    queue.run(lambda: None, durable=False, soon=True)  # a move into active/
-    queue.run(lambda: None, files=["/q/in/A"], dirs=["/q/in"])
-    queue.run(lambda: None, files=["/q/in/B"], dirs=["/q/in"])
-    queue_thread.finish(0)
-    queue_thread.finish(1)
-    assert whole.calls == [([], ["/q/in"])]  # the two queue files' syncfs alone
-    assert mailbox_thread.started == []
-    clock.advance(0.01)
-    assert len(mailbox_thread.started) == 1
-    mailbox_thread.finish(0)
-    assert (queue.syncs, mailbox.syncs) == (1, 1)
-
-
-def test_a_failed_commit_fails_the_carried_work_too() -> None:
-    """When the carrying batch's sync fails, nothing is published: the
-    client's write and the carried delivery both fail, and the Maildir
-    file is not renamed."""
-    from twisted.internet.task import Clock
-
-    clock = Clock()
-    queue_thread = ControlledThread()
-
-    def broken(files: Sequence[str], dirs: Sequence[str]) -> None:
-        raise OSError(5, "Input/output error")
-
-    queue = SyncBarrier(
-        "/q", "syncfs", run_in_thread=queue_thread, sync_function=broken,
-        single_function=broken, clock=clock,
-    )  # fmt: skip
-    mailbox = SyncBarrier(
-        "/m", "syncfs", run_in_thread=PrewritingThread(), sync_function=Recorder(),
-        clock=clock, durable_delay=0.01,
-    )  # fmt: skip
-    queue.carry(mailbox)
-    renamed: list[str] = []
-    results: list[object] = []
-    mailbox.run(
-        lambda: None, files=["/m/tmp/1"], dirs=["/m/tmp"], after=lambda: renamed.append("x")
-    ).addBoth(results.append)
-    queue.run(lambda: None, files=["/q/in/A"], dirs=["/q/in"]).addBoth(results.append)
-    queue_thread.finish(0)
-    assert renamed == []
-    assert len(results) == 2
-    assert all(isinstance(r, Failure) and r.check(OSError) for r in results)
-
-
-def test_the_client_hears_before_the_riders_sync() -> None:
-    """On the barrier's real thread, the carrier's waiter (a client's 250)
-    is told once its own file is synced, while the carried Maildir file's
-    fsync still runs."""
-    import threading
-
-    reactor = _ThreadReactor()
-    release = threading.Event()
-    synced: list[list[str]] = []
-
-    def single(files: Sequence[str], dirs: Sequence[str]) -> None:
-        if files == ["/m/tmp/1"]:
-            release.wait(10)
-        synced.append(list(files))
-
-    queue = SyncBarrier(
-        "/q", "syncfs", reactor=reactor, sync_function=Recorder(), single_function=single
-    )
-    mailbox = SyncBarrier(
-        "/m", "syncfs", reactor=reactor, sync_function=Recorder(), single_function=single,
-        durable_delay=0.01,
-    )  # fmt: skip
-    queue.carry(mailbox)
-    heard: list[str] = []
-    mailbox.run(lambda: None, files=["/m/tmp/1"], dirs=["/m/tmp"]).addCallback(
-        lambda _: heard.append("delivered")
-    )
-    reactor.run_one()  # its prewrite (the Maildir file written) is done
-    queue.run(lambda: None, files=["/q/in/A"], dirs=["/q/in"]).addCallback(
-        lambda _: heard.append("250")
-    )
-    reactor.run_one()  # the early notice, while the Maildir fsync still blocks
-    assert heard == ["250"] and synced == [["/q/in/A"]]
-    release.set()
-    reactor.run_one()  # the batch's end
-    assert heard == ["250", "delivered"]
-
-
-def test_same_file_system(tmp_path: Path) -> None:
-    """Two directories of one file system are the same; a directory not
-    made yet counts by its nearest existing parent; /proc is another."""
-    from pymta.sync import same_file_system
-
-    (tmp_path / "queue").mkdir()
-    assert same_file_system(str(tmp_path / "queue"), str(tmp_path / "mail" / "not" / "yet"))
-    assert not same_file_system(str(tmp_path), "/proc")
-
-
-def test_fsync_paths_and_write_back_on_real_files(tmp_path: Path) -> None:
-    """The real per-file sync of several files (their write-back started
-    and waited for first) and write_back itself work on real files, and a
-    file that vanished is left to its fsync."""
-    from pymta.sync import write_back
-
+def test_fsync_paths_syncs_several_real_files_and_their_directories(tmp_path: Path) -> None:
+    """fsync_paths with several files (their write-back started and waited
+    for first) and their directories works on real files, and a file that
+    cannot be opened fails the call with its OSError before any fsync."""
     paths = []
     for name in ("a", "b", "c"):
         path = tmp_path / name
         path.write_bytes(b"x" * 5000)
         paths.append(str(path))
-    write_back([*paths, str(tmp_path / "gone")])
     fsync_paths(paths, [str(tmp_path)])
-
-
-def test_waiting_durable_work_is_written_ahead_and_synced_by_its_batch() -> None:
-    """Durable work that waits for company (the mailbox delay) runs at once
-    on the barrier's thread, once; its waiter hears only from the batch
-    that syncs it, which starts when the delay ends even if it ended while
-    the work ran. Work that failed there fails its waiter alone, and its
-    file is not synced."""
-    clock = Clock()
-    thread = ControlledThread()
-    single, whole = Recorder(), Recorder()
-    barrier = SyncBarrier(
-        "/m", "syncfs", run_in_thread=thread, sync_function=whole, single_function=single,
-        clock=clock, durable_delay=0.01,
-    )  # fmt: skip
-    ran: list[str] = []
-    heard: list[object] = []
-
-    def refused() -> None:
-        ran.append("refused")
-        raise OSError(122, "Disk quota exceeded")
-
-    barrier.run(lambda: ran.append("write"), files=["/m/tmp/1"], dirs=["/m/tmp"]).addBoth(
-        heard.append
-    )
-    assert len(thread.started) == 1  # the prewrite
-    barrier.run(refused, files=["/m/tmp/2"], dirs=["/m/tmp"]).addBoth(heard.append)
-    clock.advance(0.01)  # the delay ends while the prewrite runs
-    assert len(thread.started) == 1
-    thread.finish(0)
-    assert ran == ["write"] and heard == []
-    assert len(thread.started) == 2  # the batch, with the second's work
-    thread.finish(1)
-    assert ran == ["write", "refused"]
-    assert single.calls == [(["/m/tmp/1"], ["/m/tmp"])] and whole.calls == []
-    assert heard[0] is None
-    assert isinstance(heard[1], Failure) and heard[1].check(OSError)
+    with pytest.raises(FileNotFoundError):
+        fsync_paths([*paths, str(tmp_path / "gone")], [str(tmp_path)])
