@@ -25,6 +25,15 @@ DESCRIPTION
         quit      QUIT until 221 (then the client closes, as smtp-source
                   does, without waiting for the server's close)
 
+    The disk's side: the journal commits and the device's writes and
+    flushes per message of the file system under --workdir, from the
+    kernel's counters (/proc/fs/jbd2/DEVICE-*/info and
+    /sys/dev/block/MAJOR:MINOR/stat), over the measured messages: exact
+    counts, not timings, but they count whatever else writes to that file
+    system meanwhile (give the bench a file system of its own to trust
+    them). Printed as n/a where the file system has no journal or its
+    device has no such files.
+
     It prints each phase's median and mean in microseconds, the whole
     message's, the round trips' share (every phase but commit: what a
     server spends on a command and its reply, kernel and loopback
@@ -109,6 +118,38 @@ class MeasuredPymta(PymtaServer):
                 if "_bucket" not in name:
                     figures[name] = float(value)
         return figures
+
+
+class DiskCounters:
+    """The kernel's counters of the block device holding a directory:
+    journal commits (jbd2's transactions), writes and flushes completed."""
+
+    def __init__(self, directory: Path) -> None:
+        device = os.stat(directory).st_dev
+        self.stat = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat")
+        name = self.stat.parent.resolve().name
+        journals = sorted(Path("/proc/fs/jbd2").glob(f"{name}-*/info"))
+        self.journal = journals[0] if journals else None
+
+    def read(self) -> dict[str, int] | None:
+        try:
+            fields = self.stat.read_text().split()
+            # Documentation/block/stat.rst: writes completed is the 5th
+            # field, flushes completed the 16th (kernels since 5.5).
+            counts = {"writes": int(fields[4]), "flushes": int(fields[15])}
+            if self.journal is not None:
+                counts["commits"] = int(self.journal.read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None
+        return counts
+
+
+def disk_per_message(
+    before: dict[str, int] | None, after: dict[str, int] | None, messages: int
+) -> dict[str, float]:
+    if before is None or after is None:
+        return {}
+    return {key: (after[key] - before[key]) / messages for key in after if key in before}
 
 
 def barrier_breakdown(before: dict[str, float], after: dict[str, float]) -> dict[str, object]:
@@ -206,9 +247,12 @@ def one_message(port: int, recipient: str, content: bytes) -> list[float]:
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
-def measure(server: BenchServer, recipient: str, messages: int, size: int) -> dict[str, object]:
+def measure(
+    server: BenchServer, recipient: str, messages: int, size: int, disk: DiskCounters | None = None
+) -> dict[str, object]:
     """Send messages one connection at a time; the phases' figures."""
     roots = server.root_pids()
+    disk_before = disk.read() if disk is not None else None
     sync_before = server.sync_figures() if isinstance(server, MeasuredPymta) else {}
     cpu_before = tree_cpu_seconds(roots)
     main_before = main_thread_cpu_seconds(roots)
@@ -217,6 +261,7 @@ def measure(server: BenchServer, recipient: str, messages: int, size: int) -> di
     own = time.process_time() - own_before
     cpu = tree_cpu_seconds(roots) - cpu_before
     main_cpu = main_thread_cpu_seconds(roots) - main_before
+    disk_after = disk.read() if disk is not None else None
     barriers = (
         barrier_breakdown(sync_before, server.sync_figures())
         if isinstance(server, MeasuredPymta)
@@ -238,6 +283,7 @@ def measure(server: BenchServer, recipient: str, messages: int, size: int) -> di
         "server_cpu_ms": 1000 * cpu / messages,
         "server_main_thread_cpu_ms": 1000 * main_cpu / messages,
         "barriers": barriers,
+        "disk_per_message": disk_per_message(disk_before, disk_after, messages),
     }
 
 
@@ -267,6 +313,13 @@ def render(results: list[dict[str, object]]) -> str:
             else:
                 cells += spec.format(r[key]) + " " * 14
         lines.append(f"{label:<22}{cells}")
+    for r in results:
+        disk = r.get("disk_per_message")
+        keys = ("commits", "writes", "flushes")
+        figures = "n/a"
+        if isinstance(disk, dict) and disk:
+            figures = ", ".join(f"{key} {disk[key]:.2f}" for key in keys if key in disk)
+        lines.append(f"{r['server']}: per message on the disk: {figures}")
     for r in results:
         rate = 1e6 / float(r["total_mean_us"])  # type: ignore[arg-type]
         lines.append(f"{r['server']}: {rate:.0f} messages/s over one connection at a time")
@@ -327,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"starting {name} on {LISTEN_HOST}:{server.port}", file=sys.stderr)
             server.start()
             measure(server, f"warmup@{DOMAIN}", args.warmup, args.size)
-            results.append(measure(server, recipient, args.messages, args.size))
+            disk = DiskCounters(workdir)
+            results.append(measure(server, recipient, args.messages, args.size, disk))
             server.stop()
     finally:
         for server in servers:

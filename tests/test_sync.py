@@ -497,3 +497,17 @@ def test_syncfs_mode_fsyncs_a_batch_of_one_write_and_syncs_several() -> None:
     thread.finish(3)
     thread.finish(4)
     assert single.calls[1:] == [(["/q/d"], ["/q/in"])]
+
+
+def test_fsync_paths_syncs_several_real_files_and_their_directories(tmp_path: Path) -> None:
+    """fsync_paths with several files (their write-back started and waited
+    for first) and their directories works on real files, and a file that
+    cannot be opened fails the call with its OSError before any fsync."""
+    paths = []
+    for name in ("a", "b", "c"):
+        path = tmp_path / name
+        path.write_bytes(b"x" * 5000)
+        paths.append(str(path))
+    fsync_paths(paths, [str(tmp_path)])
+    with pytest.raises(FileNotFoundError):
+        fsync_paths([*paths, str(tmp_path / "gone")], [str(tmp_path)])
