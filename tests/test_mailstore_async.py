@@ -396,6 +396,34 @@ def test_maildir_header_digests_read_files_in_the_workers_and_keep_them(
     assert _now(face.header_digests(range(1, 41), _SubjectDigest())) == values
 
 
+def test_kept_digests_give_what_the_store_keeps_and_compute_nothing(
+    store: IMailStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kept_digests gives the values the store keeps for the asked
+    messages and computes none: nothing before header_digests ran (and
+    nothing ever for the memory store, which keeps nothing); after it,
+    the Maildir store's kept file answers, in a restarted store too,
+    without a message read."""
+    inbox = _search_folder(store, tmp_path, 10)
+    assert _now(inbox.kept_digests(range(1, 11), _SubjectDigest())) == {}
+    values = _now(inbox.header_digests(range(1, 6), _SubjectDigest()))
+    assert len(values) == 5
+    kept = _now(inbox.kept_digests(range(1, 11), _SubjectDigest()))
+    if isinstance(store, MemoryStore):
+        assert kept == {}
+        return
+    assert kept == values
+    monkeypatch.setattr(
+        maildir_folder.MaildirFolder, "header_bytes", lambda *a: pytest.fail("read a message")
+    )
+    again = MaildirStore(Clock(), hostname="test", fsync=False)
+    face = _now(_mailbox(again, tmp_path).folder("INBOX"))
+    assert _now(face.kept_digests([3, 4, 8, 999], _SubjectDigest())) == {
+        3: values[3],
+        4: values[4],
+    }
+
+
 def test_maildir_header_digests_run_in_the_store_threads(tmp_path: Path) -> None:
     """With threads, the Maildir store's header_digests answers only once
     its threads have run (the kept file's read, the header reads): the

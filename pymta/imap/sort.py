@@ -21,7 +21,14 @@ store's asynchronous API, every header key of a message at a time
 reads the headers where it likes, the Maildir store in the scan worker
 processes and its threads, and keeps the keys for the next process), so
 a SORT of 100,000 messages lets other sessions in between; THREAD
-(:mod:`pymta.imap.thread`) uses it too.
+(:mod:`pymta.imap.thread`) uses it too. The first SORT of a big folder
+(:data:`COLUMNS_FIRST` messages without kept keys) asks first for only
+the keys its criteria compare
+(:class:`pymta.imap.sortcache.SortColumnsDigest`: the Subject field
+alone for SUBJECT, a third of the work), answers, and in the next reactor
+turn asks for every key of the same messages in the background (kept in
+memory and in the store's file as before); a SORT by another criterion
+or a THREAD meanwhile waits for those instead of asking twice.
 :func:`sort_order` orders them: one stable sort per criterion, strings
 compared by their kept ranks; :func:`off_reactor` orders (or threads) a
 result of more than :data:`SLICE` messages in a worker thread. The order
@@ -30,18 +37,22 @@ and the answer are kept for the same messages sorted the same way again.
 Untrusted input: the arguments (BAD on bad syntax, ``NO [BADCHARSET]`` for
 an unknown charset) and the messages' header fields. Reads through the
 store's asynchronous API; writes nothing but the session's saved result
-(SAVE); logs nothing itself.
+(SAVE); logs only a background key request that failed unexpectedly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pymta.imap import context, sortcache, sortkeys
 from pymta.imap.message_commands import Found, find, search_failed
@@ -60,6 +71,8 @@ from pymta.mailstore.interface import MessageInfo
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
 
+_log = Logger(namespace="pymta.imap")
+
 #: Messages whose header a SORT or THREAD reads per reactor turn.
 SLICE = 2048
 
@@ -69,6 +82,11 @@ CRITERIA = frozenset(
 )
 #: Criteria answered from the index alone.
 _INDEX_ONLY = frozenset({"ARRIVAL", "SIZE"})
+
+#: A SORT that finds at least this many messages whose keys are not kept
+#: asks the store for the keys its criteria compare first, and for every
+#: key after its answer (see :func:`fill_keys`).
+COLUMNS_FIRST = 4096
 
 
 @dataclass(frozen=True)
@@ -125,6 +143,16 @@ def needs_header(keys: Sequence[SortKey]) -> bool:
     return any(k.name not in _INDEX_ONLY for k in keys)
 
 
+def header_columns(keys: Sequence[SortKey]) -> tuple[int, ...]:
+    """The positions of the header keys the criteria compare."""
+    positions = [
+        sortkeys.DATE if k.name == "DATE" else _STRING_FIELDS[k.name]
+        for k in keys
+        if k.name not in _INDEX_ONLY
+    ]
+    return tuple(dict.fromkeys(positions))
+
+
 @dataclass
 class Keyed:
     """The found messages whose keys are all kept, in sequence order: their
@@ -139,12 +167,27 @@ class Keyed:
     # messages it saw expunged replaces them, not changes them).
     headers: dict[int, sortkeys.HeaderKeys] = field(init=False)
     index: dict[int, tuple[int, int]] = field(init=False)
+    columns: dict[int, dict[int, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.headers, self.index = self.kept.headers, self.kept.index
+        self.columns = self.kept.columns
 
     def header_keys(self) -> list[sortkeys.HeaderKeys]:
         return list(map(self.headers.__getitem__, self.uids))
+
+    def header_column(self, position: int) -> list[Any]:
+        """The header key at ``position`` of each message (from its keys,
+        or from those kept of that key alone)."""
+        column = self.columns.get(position)
+        headers = self.headers
+        if column is None:
+            return [headers[u][position] for u in self.uids]
+        out = []
+        for u in self.uids:
+            keys = headers.get(u)
+            out.append(column[u] if keys is None else keys[position])
+        return out
 
     def index_keys(self) -> list[tuple[int, int]]:
         return list(map(self.index.__getitem__, self.uids))
@@ -157,19 +200,31 @@ def fill_keys(
     found: Found,
     header: bool,
     then: Callable[[Keyed], Deferred[None] | None],
+    columns: tuple[int, ...] | None = None,
 ) -> Deferred[None] | None:
     """Call ``then`` with the found messages still there and their keys
-    (index keys always, header keys when ``header``). Keys not kept yet
-    are asked of the store (see the module doc) and kept
-    :data:`SLICE` * 8 messages per reactor turn. Returns None when
-    ``then`` ran at once, else a Deferred that fires after it; an
-    unexpected error on the way is answered NO [SERVERBUG] (``command``
-    names it in the log)."""
+    (index keys always, header keys when ``header``: every one, or only
+    those at ``columns`` when given). Keys not kept yet are asked of the
+    store (see the module doc) and kept :data:`SLICE` * 8 messages per
+    reactor turn; with ``columns``, and :data:`COLUMNS_FIRST` messages or
+    more, only those keys first (the store computes nothing else), then,
+    once ``then`` is done, every key of the same messages in the
+    background (a later SORT or THREAD that needs them waits for it).
+    Returns None when ``then`` ran at once, else a Deferred that fires
+    after it; an unexpected error on the way is answered NO [SERVERBUG]
+    (``command`` names it in the log)."""
     assert s.view is not None
     view = s.view
     kept = sortcache.folder_keys(view.store, view.uidvalidity, view.uids)
-    index, headers = kept.index, kept.headers
-    need_header = [u for u in found.uids if u not in headers] if header else []
+    index = kept.index
+    if not header:
+        need_header = []
+    elif columns is None:
+        headers = kept.headers
+        need_header = [u for u in found.uids if u not in headers]
+    else:
+        has = kept.has_columns
+        need_header = [u for u in found.uids if not has(u, columns)]
     if header:
         # Every message with header keys has its index keys.
         need_index = [u for u in need_header if u not in index]
@@ -193,10 +248,39 @@ def fill_keys(
 
     if not need_index and not need_header:
         return finish()
-    d = defer.ensureDeferred(_read_keys(s, kept, need_index, need_header, lost))
-    d.addCallback(lambda _: finish())
+
+    def answer(rest: list[int]) -> Deferred[None] | None:
+        if not rest:
+            return finish()
+        # Every key of the messages answered with some: asked of the store
+        # in the reactor turn after the answer is out (it would compete
+        # with the sort for CPU).
+        kept.start_filling(rest)
+        go: Deferred[None] = Deferred()
+        filling = defer.ensureDeferred(_fill_rest(s, kept, rest, go))
+        filling.addErrback(_fill_failed)
+        try:
+            answered = finish()
+        except BaseException:
+            go.callback(None)
+            raise
+        if answered is None:
+            _next_turn(s).chainDeferred(go)
+        else:
+            answered.addBoth(_after_a_turn, s, go)
+        return answered
+
+    read = defer.ensureDeferred(_read_keys(s, kept, need_index, need_header, lost, columns))
+    d: Deferred[None] = read.addCallback(answer)
     d.addErrback(partial(search_failed, s, tag, command))
     return d
+
+
+def _after_a_turn(result: object, s: IMAPSession, go: Deferred[None]) -> object:
+    """Fire ``go`` in the next reactor turn (the answer written by then),
+    passing ``result`` on."""
+    _next_turn(s).chainDeferred(go)
+    return result
 
 
 async def _read_keys(
@@ -205,12 +289,22 @@ async def _read_keys(
     need_index: list[int],
     need_header: list[int],
     lost: set[int],
-) -> None:
+    columns: tuple[int, ...] | None,
+) -> list[int]:
     """Keep the index keys of ``need_index`` and the header keys of
-    ``need_header``, asked of the store's asynchronous API; messages gone
-    meanwhile go into ``lost``."""
+    ``need_header`` (every one, or those at ``columns``), asked of the
+    store's asynchronous API; messages gone meanwhile go into ``lost``.
+    Returns the messages kept with only some header keys (see
+    :func:`fill_keys`)."""
     assert s.view is not None
     store = s.view.store
+    if kept.filling and not kept.filling.isdisjoint(need_header):
+        # Their keys are being asked of the store already: not twice.
+        await kept.filled()
+        if columns is None:
+            need_header = [u for u in need_header if u not in kept.headers]
+        else:
+            need_header = [u for u in need_header if not kept.has_columns(u, columns)]
     if need_index:
         records = await store.get_many(need_index)
         for n, u in enumerate(need_index, 1):
@@ -223,17 +317,64 @@ async def _read_keys(
                 await _next_turn(s)
     need_header = [u for u in need_header if u not in lost]
     if not need_header or s.lost:
-        return
+        return []
+    if columns is not None and len(need_header) >= COLUMNS_FIRST:
+        # Every key of those the store keeps (a restarted server's file),
+        # then only the criteria's keys of the rest, computed.
+        held = await store.kept_digests(need_header, sortcache.SORT_KEYS)
+        if held:
+            await _keep(s, list(held), lambda part: kept.keep_many(held, part))
+            need_header = [u for u in need_header if u not in held]
+        if not need_header or s.lost:
+            return []
+        digest = sortcache.SortColumnsDigest(columns)
+        computed = await store.header_digests(need_header, digest, s.scan_in_thread, lambda: s.lost)
+        # Those left out are gone: expunged meanwhile, or unreadable.
+        await _keep(
+            s, need_header, lambda part: lost.update(kept.keep_columns(columns, computed, part))
+        )
+        return [u for u in need_header if u not in lost]
     # The store reads the headers where it likes (its worker processes for
     # files not read before, its threads for cached ones, its kept file).
     computed = await store.header_digests(
         need_header, sortcache.SORT_KEYS, s.scan_in_thread, lambda: s.lost
     )
-    for start in range(0, len(need_header), SLICE):
+    # Those left out are gone: expunged meanwhile, or unreadable.
+    await _keep(s, need_header, lambda part: lost.update(kept.keep_many(computed, part)))
+    return []
+
+
+async def _keep(s: IMAPSession, uids: list[int], keep: Callable[[list[int]], object]) -> None:
+    """``keep`` :data:`SLICE` of ``uids`` at a time, one per reactor turn."""
+    for start in range(0, len(uids), SLICE):
         if start:
             await _next_turn(s)
-        # Those left out are gone: expunged meanwhile, or unreadable.
-        lost.update(kept.keep_many(computed, need_header[start : start + SLICE]))
+        keep(uids[start : start + SLICE])
+
+
+async def _fill_rest(
+    s: IMAPSession, kept: sortcache.FolderKeys, uids: list[int], go: Deferred[None]
+) -> None:
+    """(Background, after ``go``) every header key of ``uids``, asked of
+    the store and kept, so that another criterion or a THREAD of the
+    folder, from any session, has them; :meth:`FolderKeys.done_filling`
+    whatever happens."""
+    try:
+        await go
+        assert s.view is not None
+        computed = await s.view.store.header_digests(
+            uids, sortcache.SORT_KEYS, s.scan_in_thread, lambda: False
+        )
+        await _keep(s, uids, lambda part: kept.keep_many(computed, part))
+    finally:
+        kept.done_filling(uids)
+
+
+def _fill_failed(failure: Failure) -> None:
+    """Every key asked in the background could not be had (a later
+    command asks again); the server stopping is not worth a word."""
+    if not failure.check(CancelledError, BrokenProcessPool):
+        _log.failure("imap: background sort keys failed", failure)
 
 
 def _next_turn(s: IMAPSession) -> Deferred[None]:
@@ -283,9 +424,9 @@ def _column(keyed: Keyed, name: str) -> list[Any]:
     if name == "SIZE":
         return [k[1] for k in keyed.index_keys()]
     if name == "DATE":
-        return [k[sortkeys.DATE] for k in keyed.header_keys()]
+        return keyed.header_column(sortkeys.DATE)
     position = _STRING_FIELDS[name]
-    return keyed.kept.ranks(position, [k[position] for k in keyed.header_keys()])
+    return keyed.kept.ranks(position, keyed.header_column(position))
 
 
 def message_keys(
@@ -379,6 +520,9 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             context.SortOrder(tuple(k.reverse for k in keys), partial(message_keys, keys)),
         )
         returns = ReturnOptions(frozenset(options), returns.partial)
+    # The keys a first SORT asks for before every other (an updating SORT
+    # compares a joining message's keys with every row's: all of them).
+    columns = header_columns(keys) if updating is None else None
     # The (UID, keys) rows an updating SORT starts from.
     context_rows: list[tuple[int, tuple[Any, ...]]] = []
 
@@ -431,7 +575,7 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         uid,
         rest[2:],
         criteria,
-        lambda found: fill_keys(s, tag, "SORT", found, header, sort_found),
+        lambda found: fill_keys(s, tag, "SORT", found, header, sort_found, columns),
         "SORT",
     )
 

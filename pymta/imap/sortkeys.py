@@ -18,7 +18,10 @@ All of a message's header keys are computed together
 (:func:`header_keys`, one tuple indexed by :data:`DATE` ... :data:`REFERENCES`):
 the header fields are split once, and a client that sorts by date,
 then by sender, then threads, has every key after the first command
-(:mod:`pymta.imap.sortcache` keeps them).
+(:mod:`pymta.imap.sortcache` keeps them). The first SORT of a big folder
+asks first for only the keys its criteria compare (:func:`header_columns`:
+only their fields found, a third of the work for SUBJECT), with the same
+values :func:`header_keys` gives.
 
 Untrusted input: header values from anyone's mail. Nothing here raises
 on malformed values (they compare as empty strings). Pure functions.
@@ -331,3 +334,73 @@ def header_keys(values: dict[str, list[str]], internal_date: float) -> HeaderKey
         own[0] if own else None,
         tuple(refs[-MAX_REFERENCES:]),
     )
+
+
+#: The fields each key is computed from (REFERENCES: References, else
+#: In-Reply-To).
+_KEY_FIELDS: Final = {
+    DATE: b"date",
+    SUBJECT: b"subject",
+    IS_REPLY: b"subject",
+    FROM: b"from",
+    TO: b"to",
+    CC: b"cc",
+    DISPLAYFROM: b"from",
+    DISPLAYTO: b"to",
+    MESSAGE_ID: b"message-id",
+}
+
+#: One field's occurrences, as :data:`_FIELDS` finds them for every field
+#: (a continuation line starts with white space, so no field name is
+#: found inside another field's value either way).
+_ONE_FIELD = {
+    name: re.compile(
+        rb"^" + re.escape(name) + rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
+    )
+    for name in set(_KEY_FIELDS.values())
+}
+
+
+def header_field(header: bytes, name: bytes) -> list[str] | None:
+    """The values of field ``name`` (lower-case) of a header block, as
+    :func:`sort_header_fields` gives them; None when there is none."""
+    found = _ONE_FIELD[name].findall(header)
+    if not found:
+        return None
+    values = []
+    for value in found:
+        text = value.decode("latin-1")
+        if "\n" in text or "\r" in text:
+            text = text.replace("\r", "").replace("\n", "")
+        values.append(text.strip())
+    return values
+
+
+def header_columns(
+    header: bytes, internal_date: float, positions: tuple[int, ...]
+) -> tuple[object, ...]:
+    """The keys at ``positions`` of :func:`header_keys` (DATE, SUBJECT,
+    IS_REPLY, FROM, TO, CC, DISPLAYFROM, DISPLAYTO, MESSAGE_ID) of a header
+    block, finding only the fields they are computed from."""
+    fields: dict[bytes, list[str] | None] = {}
+    out: list[object] = []
+    for position in positions:
+        name = _KEY_FIELDS[position]
+        if name not in fields:
+            fields[name] = header_field(header, name)
+        values = fields[name]
+        if position == DATE:
+            out.append(sent_date(values[0] if values else None, internal_date))
+        elif position == SUBJECT or position == IS_REPLY:
+            subject = base_subject(values[0]) if values else ("", False)
+            out.append(subject[0] if position == SUBJECT else subject[1])
+        elif position == MESSAGE_ID:
+            own = message_ids(values[0]) if values else []
+            out.append(own[0] if own else None)
+        elif position == FROM or position == TO:
+            out.append(_mailbox_of(_first_address(values)))
+        elif position == CC:
+            out.append(address_mailbox(values))
+        else:
+            out.append(_display_of(_first_address(values)))
+    return tuple(out)
