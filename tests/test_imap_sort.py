@@ -299,7 +299,7 @@ def test_sort_header_fields_match_header_values() -> None:
         b"From: (comment) x@y (Name)\nFrom: second@y\nCC: =?utf-8?b?w6k=?= <e@x>\n"
         b"Subject: [list] Re[2]: [fwd: plain]\nsubject: not the first\n"
         b"Date: Tue, 14 Nov 23 09:00 GMT\n\n",
-        b"X-Other: value\n\n",
+        b"X-Other: value\nIn-Reply-To: <p@x> <q@x>\nin-reply-to: <r@x>\n\n",
         b"Subject:\n\tonly folded\nTo: undisclosed-recipients:;\nFrom: <>\n\n",
         b"",
     ],
@@ -311,10 +311,11 @@ def test_header_columns_are_the_header_keys(header: bytes) -> None:
     from pymta.imap import sortkeys
 
     full = sortkeys.header_keys(sortkeys.sort_header_fields(header), 1_700_000_007.5)
-    positions = tuple(range(sortkeys.REFERENCES))
+    positions = tuple(range(sortkeys.REFERENCES + 1))
     for position in positions:
         assert sortkeys.header_columns(header, 1_700_000_007.5, (position,)) == (full[position],)
-    assert sortkeys.header_columns(header, 1_700_000_007.5, positions) == full[:-1]
+    assert sortkeys.header_columns(header, 1_700_000_007.5, positions) == full
+    assert sortkeys.header_columns(header, 1_700_000_007.5, positions[::-1]) == full[::-1]
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from pymta.imap import sort as sort_module
 from pymta.imap import sortcache
 from pymta.imap.sortcache import SortColumnsDigest, SortKeysDigest
+from pymta.imap.sortkeys import DATE, DISPLAYFROM, FROM, IS_REPLY, MESSAGE_ID, REFERENCES, SUBJECT
 from pymta.mailstore import digests
 from pymta.mailstore.asyncstore import AsyncFolder
 from pymta.mailstore.maildir import MaildirStore
@@ -97,15 +98,15 @@ def test_sort_waits_for_the_store_and_other_sessions_do_not(
     assert s.send(f"r {command}").startswith(answer)
 
 
-def asked_digests(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The kinds of header digest asked of the store from now on, in order
-    ("columns" for SortColumnsDigest, "keys" for SortKeysDigest)."""
-    asked: list[str] = []
+def asked_digests(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The header digests asked of the store from now on, in order: the
+    positions of a SortColumnsDigest, "keys" for SortKeysDigest."""
+    asked: list[object] = []
     real = AsyncFolder.header_digests
 
     def recording(self: AsyncFolder, uids: Any, digest: Any, *a: Any, **kw: Any) -> Any:
         assert isinstance(digest, SortColumnsDigest | SortKeysDigest)
-        asked.append("columns" if isinstance(digest, SortColumnsDigest) else "keys")
+        asked.append(digest.positions if isinstance(digest, SortColumnsDigest) else "keys")
         return real(self, uids, digest, *a, **kw)
 
     monkeypatch.setattr(AsyncFolder, "header_digests", recording)
@@ -123,53 +124,52 @@ def answered_first(s: Session, runner: QueuedRunner, command: str) -> bytes:
     return out
 
 
-def test_first_sort_asks_its_keys_first_and_every_key_after_its_answer(
+def answered(s: Session, runner: QueuedRunner, command: str) -> bytes:
+    """What ``command`` was answered before its OK, the store's jobs run."""
+    out = s.send(command)
+    runner.run_all()
+    out += s.read()
+    tag = command.split()[0].encode()
+    assert out.endswith(
+        b"\r\n" + tag + b" OK " + command.split()[1].title().encode() + b" completed.\r\n"
+    ), out
+    return out[: out.rindex(tag + b" OK ")]
+
+
+def test_first_sorts_ask_their_keys_only_and_every_key_once_idle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The first SORT of a folder (COLUMNS_FIRST messages or more without
-    kept keys) has the store compute only the keys its criteria compare,
-    answers, and only then asks for every key of the same messages, which
-    the store keeps on disk; after that another criterion and THREAD are
-    answered without the store, from any session."""
+    """A first SORT or THREAD of a folder (COLUMNS_FIRST messages or more
+    without kept keys) has the store compute only the keys its criteria
+    compare (with the one from the same field: FROM with DISPLAYFROM,
+    SUBJECT with whether it was a reply), only those not there yet; once
+    no command asked for keys of the folder for FILL_AFTER seconds, every
+    key is asked in the background and kept on disk; after that any
+    criterion is answered without the store, from any session."""
     monkeypatch.setattr(sort_module, "COLUMNS_FIRST", 1)
     world, s, runner = held_sorter(tmp_path)
     asked = asked_digests(monkeypatch)
     out = answered_first(s, runner, "q SORT (SUBJECT) UTF-8 ALL")
     assert out == b"* SORT 2 1 3\r\nq OK Sort completed.\r\n"
-    assert asked == ["columns"]
-    world.clock.advance(0)  # the reactor's next turn
-    assert asked == ["columns", "keys"]
+    assert asked == [(SUBJECT, IS_REPLY)]
     folder = s.proto.view.store.folder  # type: ignore[union-attr]
     kept_file = Path(folder.path) / sortcache.FILENAME
     assert not kept_file.exists()  # nothing of the first keys goes to disk
-    runner.run_all()  # every key, in the store's threads
+    world.clock.advance(sort_module.FILL_AFTER - 1)
+    assert answered(s, runner, "f SORT (DISPLAYFROM) UTF-8 ALL") == b"* SORT 2 3 1\r\n"
+    assert s.send("g SORT (FROM) UTF-8 ALL") == b"* SORT 2 3 1\r\ng OK Sort completed.\r\n"
+    assert answered(s, runner, "t THREAD REFERENCES UTF-8 ALL") == b"* THREAD (2)(1 3)\r\n"
+    assert asked == [(SUBJECT, IS_REPLY), (DISPLAYFROM, FROM), (DATE, MESSAGE_ID, REFERENCES)]
+    world.clock.advance(sort_module.FILL_AFTER - 1)  # the last asked for keys just now
+    assert asked[-1] != "keys"
+    world.clock.advance(1)
+    runner.run_all()
+    assert asked[-1] == "keys"
     assert len(kept_file.read_bytes().split(b"\n")) == 3  # first line, one batch
     asked.clear()
     other = second_session(world, runner)
-    assert other.send("f SORT (FROM) UTF-8 ALL") == b"* SORT 2 3 1\r\nf OK Sort completed.\r\n"
-    assert s.send("t THREAD REFERENCES UTF-8 ALL").startswith(b"* THREAD (2)(1 3)\r\n")
+    assert other.send("c SORT (CC) UTF-8 ALL") == b"* SORT 1 2 3\r\nc OK Sort completed.\r\n"
     assert asked == [] and runner.jobs == []
-
-
-def test_a_sort_needing_keys_being_asked_waits_for_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A SORT by another criterion (or a THREAD) that comes while every key
-    of the folder is being asked after a first SORT waits for those keys
-    instead of asking the store for them a second time; its answer is
-    that of a store answering at once."""
-    monkeypatch.setattr(sort_module, "COLUMNS_FIRST", 1)
-    world, s, runner = held_sorter(tmp_path)
-    asked = asked_digests(monkeypatch)
-    answered_first(s, runner, "q SORT (SUBJECT) UTF-8 ALL")
-    assert s.send("r SORT (REVERSE DATE) UTF-8 ALL") == b""
-    assert s.send("t THREAD REFERENCES UTF-8 ALL") == b""
-    world.clock.advance(0)
-    runner.run_all()
-    assert s.read() == (
-        b"* SORT 3 1 2\r\nr OK Sort completed.\r\n* THREAD (2)(1 3)\r\nt OK Thread completed.\r\n"
-    )
-    assert asked == ["columns", "keys"]
 
 
 def test_a_restart_never_takes_the_first_keys_for_all(
@@ -181,8 +181,10 @@ def test_a_restart_never_takes_the_first_keys_for_all(
     them and answers every criterion right; once every key was kept, a
     new process answers from the file without reading a message."""
     monkeypatch.setattr(sort_module, "COLUMNS_FIRST", 1)
-    _, s, runner = held_sorter(tmp_path)
+    world, s, runner = held_sorter(tmp_path)
     answered_first(s, runner, "q SORT (SUBJECT) UTF-8 ALL")
+    world.clock.advance(sort_module.FILL_AFTER)  # every key asked, not kept yet
+    assert runner.jobs
     folder = s.proto.view.store.folder  # type: ignore[union-attr]
     kept = digests.load(folder.path, folder.uidvalidity, sortcache.SORT_KEYS, lambda: {1, 2, 3})
     assert kept == {}
@@ -192,8 +194,8 @@ def test_a_restart_never_takes_the_first_keys_for_all(
     assert s.send("f SORT (FROM) UTF-8 ALL") == b""
     runner.run_all()
     assert s.read() == b"* SORT 2 3 1\r\nf OK Sort completed.\r\n"
-    world.clock.advance(0)
-    runner.run_all()  # every key asked after the answer
+    world.clock.advance(sort_module.FILL_AFTER)
+    runner.run_all()  # every key asked once idle
     kept = digests.load(folder.path, folder.uidvalidity, sortcache.SORT_KEYS, lambda: {1, 2, 3})
     assert sorted(kept) == [1, 2, 3] and all(len(k) == 10 for k in kept.values())
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -67,6 +68,7 @@ from pymta.imap.results import (
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
 from pymta.mailstore.asyncstore import IAsyncFolder
 from pymta.mailstore.interface import MessageInfo
+from pymta.mailstore.prefetch import ThreadRunner
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
@@ -143,13 +145,24 @@ def needs_header(keys: Sequence[SortKey]) -> bool:
     return any(k.name not in _INDEX_ONLY for k in keys)
 
 
+#: The header keys a first SORT asks for by criterion: with the one
+#: computed from the same field at no cost (a SORT DISPLAYFROM after a SORT
+#: FROM, or a THREAD after a SORT SUBJECT, then needs nothing more of it).
+_CRITERION_COLUMNS = {
+    "DATE": (sortkeys.DATE,),
+    "SUBJECT": (sortkeys.SUBJECT, sortkeys.IS_REPLY),
+    "FROM": (sortkeys.FROM, sortkeys.DISPLAYFROM),
+    "DISPLAYFROM": (sortkeys.DISPLAYFROM, sortkeys.FROM),
+    "TO": (sortkeys.TO, sortkeys.DISPLAYTO),
+    "DISPLAYTO": (sortkeys.DISPLAYTO, sortkeys.TO),
+    "CC": (sortkeys.CC,),
+}
+
+
 def header_columns(keys: Sequence[SortKey]) -> tuple[int, ...]:
-    """The positions of the header keys the criteria compare."""
-    positions = [
-        sortkeys.DATE if k.name == "DATE" else _STRING_FIELDS[k.name]
-        for k in keys
-        if k.name not in _INDEX_ONLY
-    ]
+    """The positions of the header keys a first SORT by these criteria
+    asks for (see :data:`_CRITERION_COLUMNS`)."""
+    positions = [p for k in keys for p in _CRITERION_COLUMNS.get(k.name, ())]
     return tuple(dict.fromkeys(positions))
 
 
@@ -206,13 +219,15 @@ def fill_keys(
     (index keys always, header keys when ``header``: every one, or only
     those at ``columns`` when given). Keys not kept yet are asked of the
     store (see the module doc) and kept :data:`SLICE` * 8 messages per
-    reactor turn; with ``columns``, and :data:`COLUMNS_FIRST` messages or
-    more, only those keys first (the store computes nothing else), then,
-    once ``then`` is done, every key of the same messages in the
-    background (a later SORT or THREAD that needs them waits for it).
-    Returns None when ``then`` ran at once, else a Deferred that fires
-    after it; an unexpected error on the way is answered NO [SERVERBUG]
-    (``command`` names it in the log)."""
+    reactor turn. With ``columns``, and :data:`COLUMNS_FIRST` messages or
+    more without them, the store computes those keys only (as Dovecot
+    reads only the fields a criterion needs), and every key of those
+    messages is asked in the background once nothing asked for keys of
+    the folder for :data:`FILL_AFTER` seconds (for the kept file, so a
+    restarted server reads no message). Returns None when ``then`` ran
+    at once, else a Deferred that fires after it; an unexpected error on
+    the way is answered NO [SERVERBUG] (``command`` names it in the
+    log)."""
     assert s.view is not None
     view = s.view
     kept = sortcache.folder_keys(view.store, view.uidvalidity, view.uids)
@@ -232,7 +247,7 @@ def fill_keys(
         need_index = [u for u in found.uids if u not in index]
     lost: set[int] = set()
 
-    def finish() -> Deferred[None] | None:
+    def finish(_: object = None) -> Deferred[None] | None:
         if s.lost:
             return None
         uids, numbers = found.uids, found.numbers
@@ -248,39 +263,10 @@ def fill_keys(
 
     if not need_index and not need_header:
         return finish()
-
-    def answer(rest: list[int]) -> Deferred[None] | None:
-        if not rest:
-            return finish()
-        # Every key of the messages answered with some: asked of the store
-        # in the reactor turn after the answer is out (it would compete
-        # with the sort for CPU).
-        kept.start_filling(rest)
-        go: Deferred[None] = Deferred()
-        filling = defer.ensureDeferred(_fill_rest(s, kept, rest, go))
-        filling.addErrback(_fill_failed)
-        try:
-            answered = finish()
-        except BaseException:
-            go.callback(None)
-            raise
-        if answered is None:
-            _next_turn(s).chainDeferred(go)
-        else:
-            answered.addBoth(_after_a_turn, s, go)
-        return answered
-
     read = defer.ensureDeferred(_read_keys(s, kept, need_index, need_header, lost, columns))
-    d: Deferred[None] = read.addCallback(answer)
+    d: Deferred[None] = read.addCallback(finish)
     d.addErrback(partial(search_failed, s, tag, command))
     return d
-
-
-def _after_a_turn(result: object, s: IMAPSession, go: Deferred[None]) -> object:
-    """Fire ``go`` in the next reactor turn (the answer written by then),
-    passing ``result`` on."""
-    _next_turn(s).chainDeferred(go)
-    return result
 
 
 async def _read_keys(
@@ -290,21 +276,16 @@ async def _read_keys(
     need_header: list[int],
     lost: set[int],
     columns: tuple[int, ...] | None,
-) -> list[int]:
+) -> None:
     """Keep the index keys of ``need_index`` and the header keys of
     ``need_header`` (every one, or those at ``columns``), asked of the
-    store's asynchronous API; messages gone meanwhile go into ``lost``.
-    Returns the messages kept with only some header keys (see
-    :func:`fill_keys`)."""
+    store's asynchronous API; messages gone meanwhile go into ``lost``."""
     assert s.view is not None
     store = s.view.store
-    if kept.filling and not kept.filling.isdisjoint(need_header):
-        # Their keys are being asked of the store already: not twice.
+    if columns is None and kept.filling and not kept.filling.isdisjoint(need_header):
+        # Every key of these is being asked of the store already: not twice.
         await kept.filled()
-        if columns is None:
-            need_header = [u for u in need_header if u not in kept.headers]
-        else:
-            need_header = [u for u in need_header if not kept.has_columns(u, columns)]
+        need_header = [u for u in need_header if u not in kept.headers]
     if need_index:
         records = await store.get_many(need_index)
         for n, u in enumerate(need_index, 1):
@@ -314,58 +295,87 @@ async def _read_keys(
             else:
                 kept.index[u] = (int(info.internal_date), info.rfc822_size)
             if n % (SLICE * 8) == 0 and n < len(need_index):
-                await _next_turn(s)
+                await _next_turn(s.clock)
     need_header = [u for u in need_header if u not in lost]
     if not need_header or s.lost:
-        return []
+        return
     if columns is not None and len(need_header) >= COLUMNS_FIRST:
         # Every key of those the store keeps (a restarted server's file),
-        # then only the criteria's keys of the rest, computed.
+        # then only the missing ones of the criteria's keys, computed.
         held = await store.kept_digests(need_header, sortcache.SORT_KEYS)
         if held:
-            await _keep(s, list(held), lambda part: kept.keep_many(held, part))
+            await _keep(s.clock, list(held), lambda part: kept.keep_many(held, part))
             need_header = [u for u in need_header if u not in held]
         if not need_header or s.lost:
-            return []
-        digest = sortcache.SortColumnsDigest(columns)
+            return
+        missing = kept.missing_columns(need_header, columns)
+        digest = sortcache.SortColumnsDigest(missing)
         computed = await store.header_digests(need_header, digest, s.scan_in_thread, lambda: s.lost)
         # Those left out are gone: expunged meanwhile, or unreadable.
         await _keep(
-            s, need_header, lambda part: lost.update(kept.keep_columns(columns, computed, part))
+            s.clock,
+            need_header,
+            lambda part: lost.update(kept.keep_columns(missing, computed, part)),
         )
-        return [u for u in need_header if u not in lost]
+        _fill_later(kept, store, s.scan_in_thread, s.clock)
+        return
     # The store reads the headers where it likes (its worker processes for
     # files not read before, its threads for cached ones, its kept file).
     computed = await store.header_digests(
         need_header, sortcache.SORT_KEYS, s.scan_in_thread, lambda: s.lost
     )
     # Those left out are gone: expunged meanwhile, or unreadable.
-    await _keep(s, need_header, lambda part: lost.update(kept.keep_many(computed, part)))
-    return []
+    await _keep(s.clock, need_header, lambda part: lost.update(kept.keep_many(computed, part)))
 
 
-async def _keep(s: IMAPSession, uids: list[int], keep: Callable[[list[int]], object]) -> None:
+async def _keep(clock: IReactorTime, uids: list[int], keep: Callable[[list[int]], object]) -> None:
     """``keep`` :data:`SLICE` of ``uids`` at a time, one per reactor turn."""
     for start in range(0, len(uids), SLICE):
         if start:
-            await _next_turn(s)
+            await _next_turn(clock)
         keep(uids[start : start + SLICE])
 
 
-async def _fill_rest(
-    s: IMAPSession, kept: sortcache.FolderKeys, uids: list[int], go: Deferred[None]
+#: Seconds without a SORT or THREAD asking for keys of a folder after which
+#: every key of its messages that have only some is asked in the background.
+FILL_AFTER = 5.0
+
+
+def _fill_later(
+    kept: sortcache.FolderKeys,
+    store: IAsyncFolder,
+    workers: ThreadRunner | None,
+    clock: IReactorTime,
 ) -> None:
-    """(Background, after ``go``) every header key of ``uids``, asked of
-    the store and kept, so that another criterion or a THREAD of the
-    folder, from any session, has them; :meth:`FolderKeys.done_filling`
+    """Ask every key of the messages of ``kept`` that have only some in
+    :data:`FILL_AFTER` seconds, or that long after the next call."""
+    if kept.fill_call is not None and kept.fill_call.active():
+        kept.fill_call.reset(FILL_AFTER)
+        return
+
+    def start() -> None:
+        uids = kept.partial_uids()
+        if uids:
+            kept.start_filling(uids)
+            filling = defer.ensureDeferred(_fill_rest(kept, store, workers, clock, uids))
+            filling.addErrback(_fill_failed)
+
+    kept.fill_call = clock.callLater(FILL_AFTER, start)
+
+
+async def _fill_rest(
+    kept: sortcache.FolderKeys,
+    store: IAsyncFolder,
+    workers: ThreadRunner | None,
+    clock: IReactorTime,
+    uids: list[int],
+) -> None:
+    """(Background) every header key of ``uids``, asked of the store (which
+    keeps them in its file) and kept; :meth:`FolderKeys.done_filling`
     whatever happens."""
     try:
-        await go
-        assert s.view is not None
-        computed = await s.view.store.header_digests(
-            uids, sortcache.SORT_KEYS, s.scan_in_thread, lambda: False
-        )
-        await _keep(s, uids, lambda part: kept.keep_many(computed, part))
+        computed = await store.header_digests(uids, sortcache.SORT_KEYS, workers, lambda: False)
+        await _keep(clock, uids, lambda part: kept.keep_many(computed, part))
     finally:
         kept.done_filling(uids)
 
@@ -377,10 +387,10 @@ def _fill_failed(failure: Failure) -> None:
         _log.failure("imap: background sort keys failed", failure)
 
 
-def _next_turn(s: IMAPSession) -> Deferred[None]:
+def _next_turn(clock: IReactorTime) -> Deferred[None]:
     """Fires in the next reactor turn (other sessions are served first)."""
     turn: Deferred[None] = Deferred()
-    s.clock.callLater(0, turn.callback, None)
+    clock.callLater(0, turn.callback, None)
     return turn
 
 

@@ -59,8 +59,12 @@ from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
 
-from pymta.imap.sortkeys import HeaderKeys, header_columns, header_keys, sort_header_fields
+from pymta.imap.sortdigest import FILENAME, MAGIC, SORT_KEYS, SortColumnsDigest, SortKeysDigest
+from pymta.imap.sortkeys import HeaderKeys
+
+__all__ = ["FILENAME", "MAGIC", "SORT_KEYS", "FolderKeys", "SortColumnsDigest", "SortKeysDigest"]
 
 #: Messages whose keys are kept in one process (a message's header keys
 #: take about 400 bytes: 100,000 messages about 40 MB).
@@ -85,6 +89,9 @@ class FolderKeys:
         #: the store meanwhile (:meth:`filled` fires when it is done).
         self.filling: set[int] = set()
         self._filled: list[Deferred[None]] = []
+        #: The call that will ask for every key of the messages with only
+        #: some (:func:`pymta.imap.sort.fill_keys`).
+        self.fill_call: IDelayedCall | None = None
         self._ranks: dict[int, dict[Any, int]] = {}
         self._results: OrderedDict[Hashable, tuple[list[int], list[int], Any]] = OrderedDict()
         # One string object for equal values (a sender's address in 5,000
@@ -122,6 +129,25 @@ class FolderKeys:
             for column, value in zip(columns, values, strict=True):
                 column[uid] = same(value, value) if type(value) is str else value
         return missing
+
+    def missing_columns(self, uids: Sequence[int], positions: tuple[int, ...]) -> tuple[int, ...]:
+        """Those of ``positions`` that some of ``uids`` have no key at."""
+        headers = self.headers
+        lacking = [u for u in uids if u not in headers]
+        missing = []
+        for p in positions:
+            column = self.columns.get(p)
+            if column is None or any(u not in column for u in lacking):
+                missing.append(p)
+        return tuple(missing)
+
+    def partial_uids(self) -> list[int]:
+        """The messages with some keys kept but not all, not being asked."""
+        headers, filling = self.headers, self.filling
+        uids: set[int] = set()
+        for column in self.columns.values():
+            uids.update(column)
+        return sorted(u for u in uids if u not in headers and u not in filling)
 
     def has_columns(self, uid: int, positions: Collection[int]) -> bool:
         """Whether the keys at ``positions`` of ``uid`` are kept."""
@@ -250,69 +276,6 @@ def trim() -> None:
 def clear() -> None:
     """Forget everything (tests)."""
     _folders.clear()
-
-
-FILENAME = "pymta-sortkeys"
-MAGIC = b"pymta-sortkeys 2"
-
-
-class SortKeysDigest:
-    """The header keys of a message as the store computes and keeps them
-    (:meth:`pymta.mailstore.asyncstore.IAsyncFolder.header_digests`): the
-    function a worker process runs, and the kept file's records."""
-
-    name = FILENAME
-    magic = MAGIC
-
-    def __call__(self, header: bytes, internal_date: float) -> HeaderKeys:
-        return header_keys(sort_header_fields(header), internal_date)
-
-    def decode(self, item: Any) -> tuple[int, HeaderKeys] | None:
-        return _record(item)
-
-
-#: What SORT and THREAD ask the store for.
-SORT_KEYS = SortKeysDigest()
-
-
-class SortColumnsDigest:
-    """Only some of a message's header keys (the positions of
-    :data:`pymta.imap.sortkeys.HeaderKeys` a SORT's criteria compare), as
-    the store computes them (a tuple in the order of ``positions``): what
-    the first SORT of a folder asks before every key. Kept nowhere on
-    disk (``name`` empty): the kept file holds whole keys only."""
-
-    name = ""
-    magic = b""
-
-    def __init__(self, positions: tuple[int, ...]) -> None:
-        self.positions = positions
-
-    def __call__(self, header: bytes, internal_date: float) -> tuple[object, ...]:
-        return header_columns(header, internal_date, self.positions)
-
-    def decode(self, item: Any) -> None:
-        return None  # never kept
-
-
-def _record(item: Any) -> tuple[int, HeaderKeys] | None:
-    """(uid, header keys) of one stored message (``[uid, [keys...]]``);
-    None if it is not one."""
-    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
-        return None
-    uid, keys = item
-    if len(keys) != 10:
-        return None
-    date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
-    if type(uid) is not int or type(date) is not int or type(is_reply) is not bool:
-        return None
-    if not all(type(v) is str for v in (subject, sender, to, cc, dsender, dto)):
-        return None
-    if message_id is not None and type(message_id) is not str:
-        return None
-    if type(refs) is not list or not all(type(r) is str for r in refs):
-        return None
-    return uid, (date, subject, is_reply, sender, to, cc, dsender, dto, message_id, tuple(refs))
 
 
 def _interned(keys: HeaderKeys, same: Callable[[str, str], str]) -> HeaderKeys:

@@ -336,20 +336,6 @@ def header_keys(values: dict[str, list[str]], internal_date: float) -> HeaderKey
     )
 
 
-#: The fields each key is computed from (REFERENCES: References, else
-#: In-Reply-To).
-_KEY_FIELDS: Final = {
-    DATE: b"date",
-    SUBJECT: b"subject",
-    IS_REPLY: b"subject",
-    FROM: b"from",
-    TO: b"to",
-    CC: b"cc",
-    DISPLAYFROM: b"from",
-    DISPLAYTO: b"to",
-    MESSAGE_ID: b"message-id",
-}
-
 #: One field's occurrences, as :data:`_FIELDS` finds them for every field
 #: (a continuation line starts with white space, so no field name is
 #: found inside another field's value either way).
@@ -357,7 +343,10 @@ _ONE_FIELD = {
     name: re.compile(
         rb"^" + re.escape(name) + rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
     )
-    for name in set(_KEY_FIELDS.values())
+    for name in (
+        *(b"date", b"subject", b"from", b"to", b"cc"),
+        *(b"message-id", b"references", b"in-reply-to"),
+    )
 }
 
 
@@ -379,28 +368,52 @@ def header_field(header: bytes, name: bytes) -> list[str] | None:
 def header_columns(
     header: bytes, internal_date: float, positions: tuple[int, ...]
 ) -> tuple[object, ...]:
-    """The keys at ``positions`` of :func:`header_keys` (DATE, SUBJECT,
-    IS_REPLY, FROM, TO, CC, DISPLAYFROM, DISPLAYTO, MESSAGE_ID) of a header
-    block, finding only the fields they are computed from."""
+    """The keys at ``positions`` of :func:`header_keys` of a header block,
+    finding only the fields they are computed from (a key and the one
+    beside it from the same field, SUBJECT and IS_REPLY, FROM and
+    DISPLAYFROM, TO and DISPLAYTO, from one parse)."""
     fields: dict[bytes, list[str] | None] = {}
-    out: list[object] = []
-    for position in positions:
-        name = _KEY_FIELDS[position]
+
+    def field(name: bytes) -> list[str] | None:
         if name not in fields:
             fields[name] = header_field(header, name)
-        values = fields[name]
+        return fields[name]
+
+    subject: tuple[str, bool] | None = None
+    addresses: dict[bytes, tuple[str, str] | None] = {}
+
+    def first(name: bytes) -> tuple[str, str] | None:
+        if name not in addresses:
+            addresses[name] = _first_address(field(name))
+        return addresses[name]
+
+    out: list[object] = []
+    for position in positions:
         if position == DATE:
-            out.append(sent_date(values[0] if values else None, internal_date))
+            dates = field(b"date")
+            out.append(sent_date(dates[0] if dates else None, internal_date))
         elif position == SUBJECT or position == IS_REPLY:
-            subject = base_subject(values[0]) if values else ("", False)
+            if subject is None:
+                subjects = field(b"subject")
+                subject = base_subject(subjects[0]) if subjects else ("", False)
             out.append(subject[0] if position == SUBJECT else subject[1])
-        elif position == MESSAGE_ID:
-            own = message_ids(values[0]) if values else []
-            out.append(own[0] if own else None)
-        elif position == FROM or position == TO:
-            out.append(_mailbox_of(_first_address(values)))
+        elif position == FROM:
+            out.append(_mailbox_of(first(b"from")))
+        elif position == TO:
+            out.append(_mailbox_of(first(b"to")))
         elif position == CC:
-            out.append(address_mailbox(values))
+            out.append(address_mailbox(field(b"cc")))
+        elif position == DISPLAYFROM:
+            out.append(_display_of(first(b"from")))
+        elif position == DISPLAYTO:
+            out.append(_display_of(first(b"to")))
+        elif position == MESSAGE_ID:
+            ids = field(b"message-id")
+            own = message_ids(ids[0]) if ids else []
+            out.append(own[0] if own else None)
         else:
-            out.append(_display_of(_first_address(values)))
+            refs = message_ids(" ".join(field(b"references") or ()))
+            if not refs:
+                refs = message_ids(" ".join(field(b"in-reply-to") or ()))[:1]
+            out.append(tuple(refs[-MAX_REFERENCES:]))
     return tuple(out)
