@@ -486,3 +486,41 @@ def test_maildir_read_behind_a_write_runs_in_its_turn_on_the_reactor(tmp_path: P
     assert order == ["append"]
     reactor.advance(0)
     assert order == ["append", "messages 1"] and reactor.jobs == []
+
+
+def test_a_worker_takes_batches_only_once_it_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the store's threads and worker processes, a worker lane first
+    asks its worker to answer and takes no batch until it does (a worker
+    still starting would hold up the answer): the store's thread takes
+    every batch meanwhile; a worker that answers takes batches too."""
+    from twisted.internet.defer import Deferred
+
+    from pymta.mailstore import digests
+
+    monkeypatch.setattr(digests, "BATCH", 8)
+    monkeypatch.setattr(digests, "AT_ONCE", 8)
+    clock = Clock()
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, 40)
+    runner = QueuedRunner()
+    face = _threaded_inbox(tmp_path, clock, runner)
+    held: list[tuple[Any, Deferred[Any]]] = []
+
+    def starting_workers(work: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        held.append((work, d))
+        return d
+
+    d = face.header_digests(range(1, 41), _SubjectDigest(), starting_workers)
+    runner.run_all()  # the store's thread: every batch, the workers silent
+    assert sorted(_now(d)) == list(range(1, 41))
+    assert len(held) == digests.WORKER_LANES  # a ping each, no batch
+
+    unkept = _SubjectDigest()
+    unkept.name = ""  # computed again, not read from the kept file
+    jobs: list[Any] = []
+    d = face.header_digests(range(1, 41), unkept, _pickling_workers(jobs))
+    runner.run_all()
+    assert sorted(_now(d)) == list(range(1, 41))
+    assert len(jobs) == 5 + digests.WORKER_LANES  # pings, then every batch

@@ -61,12 +61,13 @@ import json
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
 from pymta.mailstore.digestwork import (
@@ -224,28 +225,7 @@ async def digests(
         reader = files.header_reader()
         batches = deque(jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH))
 
-        async def lane(run: Runner, packed: bool) -> None:
-            if packed and threaded:
-                # A batch only to a worker process that is there: one just
-                # started (0.2 to 0.3 s of CPU, more when the machine is
-                # busy) would hold up the answer, while the store's
-                # thread takes the batches meanwhile.
-                await run(os.getpid)
-            while batches and not stopped():
-                if packed:
-                    work = partial(digest_files_packed, reader, digest, batches.popleft())
-                    keep(*unpacked(await run(work)))
-                else:
-                    keep(*await run(partial(digest_files, reader, digest, batches.popleft())))
-
-        # One batch in flight per worker process, and one in the store's
-        # threads, each taking the next when done (the worker processes run
-        # nicer and may get little CPU on a busy machine).
-        threaded = runner is not None and THREAD_LANE
-        lanes = [lane(workers, True) for _ in range(WORKER_LANES)]
-        if runner is not None and THREAD_LANE:
-            lanes.append(lane(runner, False))
-        await defer.gatherResults([defer.ensureDeferred(c) for c in lanes], consumeErrors=True)
+        await _lanes(batches, reader, digest, keep, runner, workers, stopped)
         # Files not read (renamed meanwhile) are read through the folder.
         wanted = [u for u in wanted if u not in out]
     elif len(wanted) >= AT_ONCE:
@@ -256,6 +236,59 @@ async def digests(
         work = partial(digest_here, folder, digest, wanted[start : start + BATCH])
         keep(work() if len(wanted) < AT_ONCE else await off(work))
     return out
+
+
+async def _lanes(
+    batches: deque[Sequence[tuple[int, str, float]]],
+    reader: HeaderReader,
+    digest: HeaderDigest,
+    keep: Callable[..., None],
+    runner: Runner | None,
+    workers: Runner,
+    stopped: Callable[[], bool],
+) -> None:
+    """Digest ``batches`` in the worker processes and the store's threads,
+    one batch in flight per lane, each lane taking the next when done (the
+    worker processes run nicer and may get little CPU on a busy machine).
+    With a thread lane, a worker lane takes its first batch only once its
+    worker answers (one just started would hold the answer up while the
+    thread does the work); the answer waits only for the batches taken,
+    not for a worker still starting."""
+    done: Deferred[None] = Deferred()
+    in_flight = 0
+
+    def settle() -> None:
+        if (not batches or stopped()) and in_flight == 0 and not done.called:
+            done.callback(None)
+
+    async def lane(run: Runner, packed: bool, ping: bool) -> None:
+        nonlocal in_flight
+        if ping:
+            await run(os.getpid)
+        while batches and not stopped() and not done.called:
+            batch = batches.popleft()
+            in_flight += 1
+            try:
+                if packed:
+                    keep(*unpacked(await run(partial(digest_files_packed, reader, digest, batch))))
+                else:
+                    keep(*await run(partial(digest_files, reader, digest, batch)))
+            finally:
+                in_flight -= 1
+        settle()
+
+    def ended(result: object) -> None:
+        if isinstance(result, Failure) and not done.called:
+            done.errback(result)  # a failed batch fails the whole call
+
+    threaded = runner is not None and THREAD_LANE
+    lanes = [(workers, True, threaded) for _ in range(WORKER_LANES)]
+    if runner is not None and threaded:
+        lanes.append((runner, False, False))
+    for run, packed, ping in lanes:
+        defer.ensureDeferred(lane(run, packed, ping)).addBoth(ended)
+    settle()
+    await done
 
 
 #: Worker batches in flight at once (one per scan worker process).
