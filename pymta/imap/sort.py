@@ -15,20 +15,22 @@ it by position.
 
 :func:`fill_keys` gives the found messages with their keys: kept ones
 from :mod:`pymta.imap.sortcache`, the others asked once of the mail
-store's asynchronous API, every header key of a message at a time
-(``get_many`` for the index keys, ``header_digests`` with
-:data:`pymta.imap.sortcache.SORT_KEYS` for the header keys: the store
-reads the headers where it likes, the Maildir store in the scan worker
-processes and its threads, and keeps the keys for the next process), so
-a SORT of 100,000 messages lets other sessions in between; THREAD
-(:mod:`pymta.imap.thread`) uses it too. The first SORT of a big folder
-(:data:`COLUMNS_FIRST` messages without kept keys) asks first for only
-the keys its criteria compare
-(:class:`pymta.imap.sortcache.SortColumnsDigest`: the Subject field
-alone for SUBJECT, a third of the work), answers, and in the next reactor
-turn asks for every key of the same messages in the background (kept in
-memory and in the store's file as before); a SORT by another criterion
-or a THREAD meanwhile waits for those instead of asking twice.
+store's asynchronous API (``get_many`` for the index keys,
+``header_digests`` for the header keys: the store reads the headers
+where it likes, the Maildir store in the scan worker processes and its
+threads), so a SORT of 100,000 messages lets other sessions in between;
+THREAD (:mod:`pymta.imap.thread`) uses it too. A few messages without
+kept keys (fewer than :data:`COLUMNS_FIRST`) get every header key at
+once (:data:`pymta.imap.sortdigest.SORT_KEYS`, which the store keeps in
+its file for the next process). More, as in the first SORT of a big
+folder, get first what the store keeps in that file
+(``kept_digests``), then only the keys the criteria compare that are
+missing (:class:`pymta.imap.sortdigest.SortColumnsDigest`: the Subject
+field alone for SUBJECT; with the key from the same field, FROM with
+DISPLAYFROM; as Dovecot reads only the fields a criterion needs), and
+every key of those messages is asked in the background once no command
+asked for keys of the folder for :data:`FILL_AFTER` seconds (then kept
+on disk; a command that needs every key meanwhile waits for it).
 :func:`sort_order` orders them: one stable sort per criterion, strings
 compared by their kept ranks; :func:`off_reactor` orders (or threads) a
 result of more than :data:`SLICE` messages in a worker thread. The order

@@ -2,8 +2,8 @@
 
 ``THREAD algorithm charset search-keys`` finds the messages as SEARCH does
 and reads their Message-ID, References, In-Reply-To, Subject and Date
-(:func:`pymta.imap.sort.fill_keys`: kept keys, or the header cache filled
-in a thread and keys computed a slice at a time), then builds the threads:
+(:func:`pymta.imap.sort.fill_keys` with :data:`THREAD_COLUMNS`: kept keys,
+or only those missing asked of the store), then builds the threads:
 
 - ORDEREDSUBJECT: messages grouped by base subject; in each group the
   earliest (sent date, then sequence number) is the parent of all others;

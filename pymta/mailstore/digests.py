@@ -27,8 +27,9 @@ For a folder of files (the Maildir store's, which provides the store's own
    by the store's threads, in batches of :data:`BATCH`, each lane taking
    the next batch when done (the worker processes run nicer and may get
    little CPU on a busy machine; a worker lane takes its first batch only
-   once a worker process answers, so one still starting holds up
-   nothing while the thread works): names and dates go out; values come
+   once a worker process answers, and the answer waits only for the
+   batches taken, so a worker still starting holds up nothing while the
+   thread works): names and dates go out; values come
    back packed by :mod:`marshal`, with their line of the kept file
    encoded there; one ``os.read`` of :data:`FIRST_READ` bytes per file,
    more only when the header is longer (:class:`HeaderReader`); nothing
