@@ -517,10 +517,18 @@ def test_a_worker_takes_batches_only_once_it_answers(
     assert sorted(_now(d)) == list(range(1, 41))
     assert len(held) == digests.WORKER_LANES  # a ping each, no batch
 
+    # The header blocks read went to the folder's header cache: a digest
+    # asked next (not kept in a file) reads no message file.
     unkept = _SubjectDigest()
-    unkept.name = ""  # computed again, not read from the kept file
+    unkept.name = ""
     jobs: list[Any] = []
     d = face.header_digests(range(1, 41), unkept, _pickling_workers(jobs))
+    runner.run_all()
+    assert sorted(_now(d)) == list(range(1, 41)) and jobs == []
+
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path / "v", 40)
+    other = _threaded_inbox(tmp_path / "v", clock, runner)
+    d = other.header_digests(range(1, 41), unkept, _pickling_workers(jobs))
     runner.run_all()
     assert sorted(_now(d)) == list(range(1, 41))
     assert len(jobs) == 5 + digests.WORKER_LANES  # pings, then every batch

@@ -120,6 +120,10 @@ class IHeaderDigests(Interface):
     def live_uids() -> set[int]:
         """The UIDs of the folder's messages now (thread-safe)."""
 
+    def cache_headers(blocks: dict[tuple[int, str], bytes]) -> int:
+        """Keep the header blocks read by (uid, filename) in the folder's
+        header cache; how many were new (thread-safe)."""
+
 
 def digest_here(
     folder: IFolder, digest: HeaderDigest, uids: Iterable[int]
@@ -208,8 +212,19 @@ async def digests(
 
     saves = DeferredLock()
 
-    def keep(values: list[tuple[int, Any]], line: bytes | None = None) -> None:
+    def keep(
+        values: list[tuple[int, Any]],
+        line: bytes | None = None,
+        blocks: list[tuple[int, str, bytes]] | None = None,
+    ) -> None:
         out.update(values)
+        if blocks:
+            # The header blocks read go to the folder's header cache, so
+            # that a digest asked next (another SORT criterion, THREAD)
+            # reads no file: in a thread, after the saves before it.
+            cached = {(uid, filename): block for uid, filename, block in blocks}
+            caching = saves.run(off, partial(files.cache_headers, cached))
+            caching.addErrback(lambda _: None)  # the cache only saves work
         if kept_where is not None and values:
             if held is not None:
                 held.update(u for u, _ in values)
@@ -226,7 +241,8 @@ async def digests(
         reader = files.header_reader()
         batches = deque(jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH))
 
-        await _lanes(batches, reader, digest, keep, runner, workers, stopped)
+        if batches:
+            await _lanes(batches, reader, digest, keep, runner, workers, stopped)
         # Files not read (renamed meanwhile) are read through the folder.
         wanted = [u for u in wanted if u not in out]
     elif len(wanted) >= AT_ONCE:

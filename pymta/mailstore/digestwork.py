@@ -98,25 +98,28 @@ def digest_files(
     reader: HeaderReader,
     digest: HeaderDigest,
     batch: Sequence[tuple[int, str, float]],
-) -> tuple[list[tuple[int, Any]], bytes]:
+) -> tuple[list[tuple[int, Any]], bytes, list[tuple[int, str, bytes]]]:
     """(Thread) the values of (uid, filename, INTERNALDATE) of ``batch``
     read from their files (one whose file could not be read is left out),
-    and their line of the kept file."""
+    their line of the kept file, and the header blocks read, as (uid,
+    filename, block), for the store's header cache."""
     values: list[tuple[int, Any]] = []
+    blocks: list[tuple[int, str, bytes]] = []
     try:
         # The folder's directory opened once: each file is then looked up
         # in it alone, not along the whole path.
         directory = os.open(reader.path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return values, b""  # the folder is gone (renamed, deleted)
+        return values, b"", blocks  # the folder is gone (renamed, deleted)
     try:
         for uid, filename, date in batch:
             header = reader(filename, directory)
             if header is not None:
                 values.append((uid, digest(header, date)))
+                blocks.append((uid, filename, header))
     finally:
         os.close(directory)
-    return values, (kept_line(digest, values) if digest.name and values else b"")
+    return values, (kept_line(digest, values) if digest.name and values else b""), blocks
 
 
 def digest_files_packed(
@@ -124,18 +127,21 @@ def digest_files_packed(
     digest: HeaderDigest,
     batch: Sequence[tuple[int, str, float]],
 ) -> tuple[bytes, bytes]:
-    """(Worker process) :func:`digest_files` with the values packed by
-    :mod:`marshal` (a tenth of pickle's time for tuples of strings and
-    numbers; the line of the kept file is encoded here, not in the
-    server). Unpack with :func:`unpacked`."""
-    values, line = digest_files(reader, digest, batch)
-    return marshal.dumps(values), line
+    """(Worker process) :func:`digest_files` with the values and header
+    blocks packed by :mod:`marshal` (a tenth of pickle's time for tuples of
+    strings and numbers; the line of the kept file is encoded here, not
+    in the server). Unpack with :func:`unpacked`."""
+    values, line, blocks = digest_files(reader, digest, batch)
+    return marshal.dumps((values, blocks)), line
 
 
-def unpacked(result: tuple[bytes, bytes]) -> tuple[list[tuple[int, Any]], bytes]:
-    """The values and line of :func:`digest_files_packed`'s result (made by
-    this program's own worker, never read from a file)."""
-    return marshal.loads(result[0]), result[1]
+def unpacked(
+    result: tuple[bytes, bytes],
+) -> tuple[list[tuple[int, Any]], bytes, list[tuple[int, str, bytes]]]:
+    """The values, line and header blocks of :func:`digest_files_packed`'s
+    result (made by this program's own worker, never read from a file)."""
+    values, blocks = marshal.loads(result[0])
+    return values, result[1], blocks
 
 
 def kept_line(digest: HeaderDigest, records: Iterable[tuple[int, Any]]) -> bytes:
