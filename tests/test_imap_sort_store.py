@@ -172,6 +172,25 @@ def test_first_sorts_ask_their_keys_only_and_every_key_once_idle(
     assert asked == [] and runner.jobs == []
 
 
+def test_a_sort_of_every_key_waits_for_the_background_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An updating SORT (CONTEXT=SORT compares every key) that comes while
+    every key of the folder is being asked in the background waits for
+    that request instead of asking the store a second time; its answer
+    is that of a store answering at once."""
+    monkeypatch.setattr(sort_module, "COLUMNS_FIRST", 1)
+    world, s, runner = held_sorter(tmp_path)
+    asked = asked_digests(monkeypatch)
+    answered_first(s, runner, "q SORT (SUBJECT) UTF-8 ALL")
+    world.clock.advance(sort_module.FILL_AFTER)  # every key asked, held
+    assert asked == [(SUBJECT, IS_REPLY), "keys"]
+    assert s.send("u SORT RETURN (UPDATE ALL) (FROM) UTF-8 ALL") == b""
+    runner.run_all()
+    assert s.read().startswith(b'* ESEARCH (TAG "u") ALL 2:3,1\r\nu OK ')
+    assert asked == [(SUBJECT, IS_REPLY), "keys"]
+
+
 def test_a_restart_never_takes_the_first_keys_for_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

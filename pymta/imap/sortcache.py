@@ -6,10 +6,11 @@ sort and thread data in its index and cache files:
 
 - the header keys of each message (:func:`pymta.imap.sortkeys.header_keys`:
   sent date, base subject, first addresses, display names, Message-ID,
-  references; all of them from one read of the header, whichever
-  criterion asked), and, until those are there, the few a first SORT
-  asked for alone (:attr:`FolderKeys.columns`, while every key is asked
-  in the background: :attr:`FolderKeys.filling`);
+  references; all of them from one read of the header), and, until those
+  are there, the few a first SORT or THREAD of a big folder asked for
+  alone (:attr:`FolderKeys.columns`; every key is asked in the
+  background once the folder is idle: :attr:`FolderKeys.filling`,
+  :attr:`FolderKeys.fill_call`);
 - its index keys (INTERNALDATE and RFC822.SIZE in seconds and octets);
 - for each string criterion, the rank of each value among the values
   sorted last time (:meth:`FolderKeys.ranks`): a sort then compares small
@@ -24,7 +25,8 @@ client), from this session or another of the same process, is answered
 from memory without reading a header.
 
 The header keys come from the mail store (:data:`SORT_KEYS`, a
-:class:`SortKeysDigest`, handed to its ``header_digests``), which reads
+:class:`SortKeysDigest` of :mod:`pymta.imap.sortdigest`, handed to its
+``header_digests``), which reads
 the headers where it likes and keeps the keys on disk (the Maildir store:
 ``pymta-sortkeys`` in the folder's directory, as Dovecot keeps them in its
 index files, :mod:`pymta.mailstore.digests`), so a restarted server or
