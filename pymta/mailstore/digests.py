@@ -16,8 +16,8 @@ For a folder of files (the Maildir store's, which provides the store's own
 
 1. the values kept in the folder's directory (file ``digest.name``; a line
    ``<digest.magic> V<uidvalidity>``, then lines each a JSON list of
-   ``[uid, value]`` items, tuples written as lists) are read in the store's threads the first
-   time a folder is asked, and again when asked for values it holds (the
+   ``[uid, value]`` items, tuples written as lists) are read in the
+   store's threads the first time a folder is asked, and again when asked for values it holds (the
    caller dropped what it was given) (:func:`load`); a file of
    another UIDVALIDITY, too big, or one that does not parse is started
    afresh, a torn last line (a crash while appending) is skipped, and a
@@ -29,16 +29,20 @@ For a folder of files (the Maildir store's, which provides the store's own
    little CPU on a busy machine; a worker lane takes its first batch only
    once a worker process answers, and the answer waits only for the
    batches taken, so a worker still starting holds up nothing while the
-   thread works): names and dates go out; values come
-   back packed by :mod:`marshal`, with their line of the kept file
-   encoded there; one ``os.read`` of :data:`FIRST_READ` bytes per file,
-   more only when the header is longer (:class:`HeaderReader`); nothing
-   the reactor owns is touched there;
+   thread works): names and dates go out; values and the header blocks
+   read come back packed by :mod:`marshal`, with their line of the kept
+   file encoded there; one ``os.read`` of :data:`FIRST_READ` bytes per
+   file, more only when the header is longer (:class:`HeaderReader`);
+   nothing the reactor owns is touched there; the blocks go to the
+   folder's header cache (``cache_headers``, in the store's threads), so
+   the next digest of the same messages (another SORT criterion, THREAD)
+   reads no file;
 3. the rest (cached headers; without workers, every one, after the
    header cache is filled in the store's threads) are digested in the
    store's threads, :data:`BATCH` at a time, from the header cache;
 4. new values are appended to the file in the store's threads (one write
-   per batch; nobody waits for it).
+   per batch, after the header blocks before it are cached; nobody waits
+   for either).
 
 :func:`kept_values` gives only what the kept file holds (the asynchronous
 API's ``kept_digests``), for a caller that computes something cheaper
@@ -52,7 +56,8 @@ out of the answer only when it is gone for good. Without threads (a
 Untrusted input: the messages (the caller's digest reads them) and the
 kept file (its owner may write anything: ``digest.decode`` checks every
 item, a bad file is not used). Writes the kept file (owned like its
-directory when run as root). Logs nothing.
+directory when run as root) and, through the folder, its header cache.
+Logs nothing.
 """
 
 from __future__ import annotations
