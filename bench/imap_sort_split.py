@@ -10,7 +10,7 @@ DESCRIPTION
     each step the store and SORT take for one message the first time a
     folder is sorted by a header criterion:
 
-        read        open, one read, close (mailstore/digests.HeaderReader)
+        read        open, one read, close (mailstore/digestwork.HeaderReader)
         fields      the sort fields found (imap/sortkeys.sort_header_fields)
         keys        every header key computed (imap/sortkeys.header_keys)
         pack        a worker's batch packed and unpacked (marshal; pickle
