@@ -10,7 +10,7 @@ DESCRIPTION
     each step the store and SORT take for one message the first time a
     folder is sorted by a header criterion:
 
-        read        open, one read, close (mailstore/digests.HeaderReader)
+        read        open, one read, close (mailstore/digestwork.HeaderReader)
         fields      the sort fields found (imap/sortkeys.sort_header_fields)
         keys        every header key computed (imap/sortkeys.header_keys)
         pack        a worker's batch packed and unpacked (marshal; pickle
@@ -49,7 +49,7 @@ from imap_sort_bench import message
 from pymta.imap import sort as sort_module
 from pymta.imap.sortcache import SORT_KEYS, FolderKeys
 from pymta.imap.sortkeys import header_keys, sort_header_fields
-from pymta.mailstore.digests import HeaderReader, _line
+from pymta.mailstore.digestwork import HeaderReader, kept_line
 
 
 def best(work: Callable[[], Any], count: int) -> tuple[float, Any]:
@@ -89,7 +89,7 @@ def main() -> int:
         packed, _ = best(lambda: marshal.loads(marshal.dumps(values)), count)
         protocol = pickle.HIGHEST_PROTOCOL
         pickled, _ = best(lambda: pickle.loads(pickle.dumps(values, protocol)), count)
-        line, _ = best(lambda: _line(SORT_KEYS, values), count)
+        line, _ = best(lambda: kept_line(SORT_KEYS, values), count)
 
         kept = FolderKeys(1)
         kept.keep_many(dict(values), [u for u, _ in values])

@@ -109,6 +109,28 @@ def test_header_only_search_does_not_use_the_scan_runner(
     assert runner.jobs == []
 
 
+@pytest.mark.parametrize(("prestart_at", "started"), [(COUNT, scan.SCAN_PROCESSES), (COUNT + 1, 0)])
+def test_a_big_folder_selected_starts_the_scan_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prestart_at: int, started: int
+) -> None:
+    """A SELECT of a folder of PRESTART_MESSAGES or more starts the scan
+    workers in the reactor's turn after its answer (one trivial job per
+    worker process, nobody waiting for it), so the folder's first SORT or
+    body SEARCH does not wait for them; a smaller folder's SELECT does
+    not."""
+    monkeypatch.setattr(scan, "PRESTART_MESSAGES", prestart_at)
+    runner = QueuedRunner()
+    world = world_with_bodies(tmp_path)
+    world.factory.scan_in_thread = runner
+    s = world.connect()
+    s.login()
+    assert s.send("b SELECT INBOX").endswith(b"b OK [READ-WRITE] Select completed.\r\n")
+    assert runner.jobs == []  # the answer first
+    world.clock.advance(0)
+    assert len(runner.jobs) == started
+    runner.run_all()
+
+
 def test_big_folder_is_scanned_in_batches_one_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -289,6 +289,36 @@ def test_sort_header_fields_match_header_values() -> None:
 
 
 @pytest.mark.parametrize(
+    "header",
+    [
+        b"Received: from x\r\n\tby y\r\nSUBJECT : Re: folded\r\n  subject line\r\n"
+        b"From: A <a@x>\r\nX-Subject: no\r\nTo: b@x\nCc:\r\nReferences: <1@x>\r\n <2@x>\r\n"
+        b"Date: Tue, 14 Nov 2023 10:00:00 +0000\r\nTo: second@x\r\n\r\n",
+        b"subject: =?utf-8?q?Fwd=3A_caf=C3=A9?= (fwd)\nfrom: team: a@b.c, d@e.f;\n"
+        b'TO: "Q, R" <q@r>\nDate: garbage\nMessage-ID: <m@x> <n@x>\n\n',
+        b"From: (comment) x@y (Name)\nFrom: second@y\nCC: =?utf-8?b?w6k=?= <e@x>\n"
+        b"Subject: [list] Re[2]: [fwd: plain]\nsubject: not the first\n"
+        b"Date: Tue, 14 Nov 23 09:00 GMT\n\n",
+        b"X-Other: value\nIn-Reply-To: <p@x> <q@x>\nin-reply-to: <r@x>\n\n",
+        b"Subject:\n\tonly folded\nTo: undisclosed-recipients:;\nFrom: <>\n\n",
+        b"",
+    ],
+)
+def test_header_columns_are_the_header_keys(header: bytes) -> None:
+    """The keys a first SORT asks for alone (sortkeys.header_columns, only
+    their fields found) are, one by one and together, those every key
+    computed at once gives."""
+    from pymta.imap import sortkeys
+
+    full = sortkeys.header_keys(sortkeys.sort_header_fields(header), 1_700_000_007.5)
+    positions = tuple(range(sortkeys.REFERENCES + 1))
+    for position in positions:
+        assert sortkeys.header_columns(header, 1_700_000_007.5, (position,)) == (full[position],)
+    assert sortkeys.header_columns(header, 1_700_000_007.5, positions) == full
+    assert sortkeys.header_columns(header, 1_700_000_007.5, positions[::-1]) == full[::-1]
+
+
+@pytest.mark.parametrize(
     "value",
     ["plain words", "  spaced\t out  ", "Dé jà vu", "a=b c", "x: y", "(fwd) z", "[a] b"],
 )

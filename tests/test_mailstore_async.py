@@ -396,6 +396,34 @@ def test_maildir_header_digests_read_files_in_the_workers_and_keep_them(
     assert _now(face.header_digests(range(1, 41), _SubjectDigest())) == values
 
 
+def test_kept_digests_give_what_the_store_keeps_and_compute_nothing(
+    store: IMailStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kept_digests gives the values the store keeps for the asked
+    messages and computes none: nothing before header_digests ran (and
+    nothing ever for the memory store, which keeps nothing); after it,
+    the Maildir store's kept file answers, in a restarted store too,
+    without a message read."""
+    inbox = _search_folder(store, tmp_path, 10)
+    assert _now(inbox.kept_digests(range(1, 11), _SubjectDigest())) == {}
+    values = _now(inbox.header_digests(range(1, 6), _SubjectDigest()))
+    assert len(values) == 5
+    kept = _now(inbox.kept_digests(range(1, 11), _SubjectDigest()))
+    if isinstance(store, MemoryStore):
+        assert kept == {}
+        return
+    assert kept == values
+    monkeypatch.setattr(
+        maildir_folder.MaildirFolder, "header_bytes", lambda *a: pytest.fail("read a message")
+    )
+    again = MaildirStore(Clock(), hostname="test", fsync=False)
+    face = _now(_mailbox(again, tmp_path).folder("INBOX"))
+    assert _now(face.kept_digests([3, 4, 8, 999], _SubjectDigest())) == {
+        3: values[3],
+        4: values[4],
+    }
+
+
 def test_maildir_header_digests_run_in_the_store_threads(tmp_path: Path) -> None:
     """With threads, the Maildir store's header_digests answers only once
     its threads have run (the kept file's read, the header reads): the
@@ -458,3 +486,49 @@ def test_maildir_read_behind_a_write_runs_in_its_turn_on_the_reactor(tmp_path: P
     assert order == ["append"]
     reactor.advance(0)
     assert order == ["append", "messages 1"] and reactor.jobs == []
+
+
+def test_a_worker_takes_batches_only_once_it_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the store's threads and worker processes, a worker lane first
+    asks its worker to answer and takes no batch until it does (a worker
+    still starting would hold up the answer): the store's thread takes
+    every batch meanwhile; a worker that answers takes batches too."""
+    from twisted.internet.defer import Deferred
+
+    from pymta.mailstore import digests
+
+    monkeypatch.setattr(digests, "BATCH", 8)
+    monkeypatch.setattr(digests, "AT_ONCE", 8)
+    clock = Clock()
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path, 40)
+    runner = QueuedRunner()
+    face = _threaded_inbox(tmp_path, clock, runner)
+    held: list[tuple[Any, Deferred[Any]]] = []
+
+    def starting_workers(work: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        held.append((work, d))
+        return d
+
+    d = face.header_digests(range(1, 41), _SubjectDigest(), starting_workers)
+    runner.run_all()  # the store's thread: every batch, the workers silent
+    assert sorted(_now(d)) == list(range(1, 41))
+    assert len(held) == digests.WORKER_LANES  # a ping each, no batch
+
+    # The header blocks read went to the folder's header cache: a digest
+    # asked next (not kept in a file) reads no message file.
+    unkept = _SubjectDigest()
+    unkept.name = ""
+    jobs: list[Any] = []
+    d = face.header_digests(range(1, 41), unkept, _pickling_workers(jobs))
+    runner.run_all()
+    assert sorted(_now(d)) == list(range(1, 41)) and jobs == []
+
+    _search_folder(MaildirStore(clock, hostname="test", fsync=False), tmp_path / "v", 40)
+    other = _threaded_inbox(tmp_path / "v", clock, runner)
+    d = other.header_digests(range(1, 41), unkept, _pickling_workers(jobs))
+    runner.run_all()
+    assert sorted(_now(d)) == list(range(1, 41))
+    assert len(jobs) == 5 + digests.WORKER_LANES  # pings, then every batch

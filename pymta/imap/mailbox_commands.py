@@ -27,6 +27,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from pymta.imap import scan
 from pymta.imap.binary_append import encode_binary_parts
 from pymta.imap.listing import list_entries
 from pymta.imap.objectid import mailbox_id
@@ -246,6 +247,8 @@ def _selected(
         _qresync(s, view, messages, gone, resync)
     code = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
     s.ok(tag, code + b" Select completed.")
+    if len(messages) >= scan.PRESTART_MESSAGES:
+        scan.prestart(s.scan_in_thread, s.clock)
 
 
 def _qresync(

@@ -9,8 +9,10 @@ client's LOGIN wait 19 s and an SMTP EHLO 15 s (measured before this module). He
   further scan of that user waits for its turn, the user's session waiting
   as for any slow command; other users are not held up by it.
 - :func:`scan_runner` is a pool of :data:`SCAN_PROCESSES` worker
-  processes, started on first use, :data:`SCAN_NICE` steps nicer than the
-  server and stopped with it. Processes, not threads: a thread testing
+  processes, started on first use or after the SELECT of a folder of
+  :data:`PRESTART_MESSAGES` or more (:func:`prestart`),
+  :data:`pymta.imap.scanworker.SCAN_NICE` steps nicer than the server and
+  stopped with it. Processes, not threads: a thread testing
   message text holds the interpreter's lock (the GIL) nearly all the time,
   and every socket call of the reactor thread would then wait up to 5 ms
   to get it back (a new SMTP session makes a dozen). Without POSIX
@@ -33,9 +35,7 @@ worker processes cannot start (the session logs failures).
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import weakref
 from collections.abc import Callable
 from concurrent.futures import (
@@ -51,9 +51,11 @@ from multiprocessing import get_context
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pymta.imap import scanworker
 from pymta.imap.parser import Token
 from pymta.imap.search import Candidate, Test, parse_search
 from pymta.mailstore.interface import MailStoreError, MessageInfo
@@ -68,11 +70,6 @@ SCANS_PER_USER = 1
 #: Worker processes of the scan pool (a scan is CPU and I/O; the machines
 #: pymta runs on have a few cores, and the reactor needs one).
 SCAN_PROCESSES = 2
-
-#: How much nicer (lower CPU priority) the scan workers are than the server.
-SCAN_NICE = 10
-
-_PR_SET_PDEATHSIG = 1
 
 
 class ScanGate:
@@ -119,7 +116,7 @@ def scan_runner(reactor: Any) -> ThreadRunner | None:
                 pool = ProcessPoolExecutor(
                     SCAN_PROCESSES,
                     mp_context=get_context("spawn"),
-                    initializer=_background,
+                    initializer=scanworker.started,
                     initargs=(os.getpid(),),
                 )
             except (OSError, ImportError, NotImplementedError) as e:
@@ -147,19 +144,27 @@ def scan_runner(reactor: Any) -> ThreadRunner | None:
     return run
 
 
-def _background(server_pid: int) -> None:
-    """(Worker process, at its start) yield the CPU to the reactor processes
-    (a scan is background work, a new session is not), and end with the
-    server even when it is killed (Linux's PR_SET_PDEATHSIG): the worker
-    itself holds its task queue open and would otherwise wait forever."""
-    os.nice(SCAN_NICE)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: a killed server leaves its idle workers behind
-    if os.getppid() != server_pid:
-        os._exit(0)  # the server died before the prctl took effect
+#: A SELECT or EXAMINE of a folder of at least this many messages starts
+#: the scan workers (:func:`prestart`): its first SORT, THREAD or body
+#: SEARCH is one the workers help with, and then finds them there.
+PRESTART_MESSAGES = 10_000
+
+
+def prestart(workers: ThreadRunner | None, clock: IReactorTime) -> None:
+    """Start the scan worker processes of ``workers`` (a
+    :func:`scan_runner`; nothing when already started) in the reactor's
+    next turn (a SELECT's answer is written by then), one trivial job per
+    process, whose answer nobody waits for. A worker imports only what it
+    needs to start (:mod:`pymta.imap.scanworker`): about 0.1 s of CPU and
+    13 MB each, once per server process."""
+    if workers is None:
+        return
+
+    def start() -> None:
+        for _ in range(SCAN_PROCESSES):
+            workers(os.getpid).addErrback(lambda _: None)  # a scan retries
+
+    clock.callLater(0, start)
 
 
 def _settle(d: Deferred[Any], finished: Future[Any], pools: list[Executor]) -> None:

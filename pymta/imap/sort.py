@@ -15,13 +15,22 @@ it by position.
 
 :func:`fill_keys` gives the found messages with their keys: kept ones
 from :mod:`pymta.imap.sortcache`, the others asked once of the mail
-store's asynchronous API, every header key of a message at a time
-(``get_many`` for the index keys, ``header_digests`` with
-:data:`pymta.imap.sortcache.SORT_KEYS` for the header keys: the store
-reads the headers where it likes, the Maildir store in the scan worker
-processes and its threads, and keeps the keys for the next process), so
-a SORT of 100,000 messages lets other sessions in between; THREAD
-(:mod:`pymta.imap.thread`) uses it too.
+store's asynchronous API (``get_many`` for the index keys,
+``header_digests`` for the header keys: the store reads the headers
+where it likes, the Maildir store in the scan worker processes and its
+threads), so a SORT of 100,000 messages lets other sessions in between;
+THREAD (:mod:`pymta.imap.thread`) uses it too. A few messages without
+kept keys (fewer than :data:`COLUMNS_FIRST`) get every header key at
+once (:data:`pymta.imap.sortdigest.SORT_KEYS`, which the store keeps in
+its file for the next process). More, as in the first SORT of a big
+folder, get first what the store keeps in that file
+(``kept_digests``), then only the keys the criteria compare that are
+missing (:class:`pymta.imap.sortdigest.SortColumnsDigest`: the Subject
+field alone for SUBJECT; with the key from the same field, FROM with
+DISPLAYFROM; as Dovecot reads only the fields a criterion needs), and
+every key of those messages is asked in the background once no command
+asked for keys of the folder for :data:`FILL_AFTER` seconds (then kept
+on disk; a command that needs every key meanwhile waits for it).
 :func:`sort_order` orders them: one stable sort per criterion, strings
 compared by their kept ranks; :func:`off_reactor` orders (or threads) a
 result of more than :data:`SLICE` messages in a worker thread. The order
@@ -30,18 +39,23 @@ and the answer are kept for the same messages sorted the same way again.
 Untrusted input: the arguments (BAD on bad syntax, ``NO [BADCHARSET]`` for
 an unknown charset) and the messages' header fields. Reads through the
 store's asynchronous API; writes nothing but the session's saved result
-(SAVE); logs nothing itself.
+(SAVE); logs only a background key request that failed unexpectedly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pymta.imap import context, sortcache, sortkeys
 from pymta.imap.message_commands import Found, find, search_failed
@@ -56,9 +70,12 @@ from pymta.imap.results import (
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
 from pymta.mailstore.asyncstore import IAsyncFolder
 from pymta.mailstore.interface import MessageInfo
+from pymta.mailstore.prefetch import ThreadRunner
 
 if TYPE_CHECKING:
     from pymta.imap.session import IMAPSession
+
+_log = Logger(namespace="pymta.imap")
 
 #: Messages whose header a SORT or THREAD reads per reactor turn.
 SLICE = 2048
@@ -69,6 +86,11 @@ CRITERIA = frozenset(
 )
 #: Criteria answered from the index alone.
 _INDEX_ONLY = frozenset({"ARRIVAL", "SIZE"})
+
+#: A SORT that finds at least this many messages whose keys are not kept
+#: asks the store for the keys its criteria compare first, and for every
+#: key after its answer (see :func:`fill_keys`).
+COLUMNS_FIRST = 4096
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,27 @@ def needs_header(keys: Sequence[SortKey]) -> bool:
     return any(k.name not in _INDEX_ONLY for k in keys)
 
 
+#: The header keys a first SORT asks for by criterion: with the one
+#: computed from the same field at no cost (a SORT DISPLAYFROM after a SORT
+#: FROM, or a THREAD after a SORT SUBJECT, then needs nothing more of it).
+_CRITERION_COLUMNS = {
+    "DATE": (sortkeys.DATE,),
+    "SUBJECT": (sortkeys.SUBJECT, sortkeys.IS_REPLY),
+    "FROM": (sortkeys.FROM, sortkeys.DISPLAYFROM),
+    "DISPLAYFROM": (sortkeys.DISPLAYFROM, sortkeys.FROM),
+    "TO": (sortkeys.TO, sortkeys.DISPLAYTO),
+    "DISPLAYTO": (sortkeys.DISPLAYTO, sortkeys.TO),
+    "CC": (sortkeys.CC,),
+}
+
+
+def header_columns(keys: Sequence[SortKey]) -> tuple[int, ...]:
+    """The positions of the header keys a first SORT by these criteria
+    asks for (see :data:`_CRITERION_COLUMNS`)."""
+    positions = [p for k in keys for p in _CRITERION_COLUMNS.get(k.name, ())]
+    return tuple(dict.fromkeys(positions))
+
+
 @dataclass
 class Keyed:
     """The found messages whose keys are all kept, in sequence order: their
@@ -139,12 +182,27 @@ class Keyed:
     # messages it saw expunged replaces them, not changes them).
     headers: dict[int, sortkeys.HeaderKeys] = field(init=False)
     index: dict[int, tuple[int, int]] = field(init=False)
+    columns: dict[int, dict[int, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.headers, self.index = self.kept.headers, self.kept.index
+        self.columns = self.kept.columns
 
     def header_keys(self) -> list[sortkeys.HeaderKeys]:
         return list(map(self.headers.__getitem__, self.uids))
+
+    def header_column(self, position: int) -> list[Any]:
+        """The header key at ``position`` of each message (from its keys,
+        or from those kept of that key alone)."""
+        column = self.columns.get(position)
+        headers = self.headers
+        if column is None:
+            return [headers[u][position] for u in self.uids]
+        out = []
+        for u in self.uids:
+            keys = headers.get(u)
+            out.append(column[u] if keys is None else keys[position])
+        return out
 
     def index_keys(self) -> list[tuple[int, int]]:
         return list(map(self.index.__getitem__, self.uids))
@@ -157,19 +215,33 @@ def fill_keys(
     found: Found,
     header: bool,
     then: Callable[[Keyed], Deferred[None] | None],
+    columns: tuple[int, ...] | None = None,
 ) -> Deferred[None] | None:
     """Call ``then`` with the found messages still there and their keys
-    (index keys always, header keys when ``header``). Keys not kept yet
-    are asked of the store (see the module doc) and kept
-    :data:`SLICE` * 8 messages per reactor turn. Returns None when
-    ``then`` ran at once, else a Deferred that fires after it; an
-    unexpected error on the way is answered NO [SERVERBUG] (``command``
-    names it in the log)."""
+    (index keys always, header keys when ``header``: every one, or only
+    those at ``columns`` when given). Keys not kept yet are asked of the
+    store (see the module doc) and kept :data:`SLICE` * 8 messages per
+    reactor turn. With ``columns``, and :data:`COLUMNS_FIRST` messages or
+    more without them, the store computes those keys only (as Dovecot
+    reads only the fields a criterion needs), and every key of those
+    messages is asked in the background once nothing asked for keys of
+    the folder for :data:`FILL_AFTER` seconds (for the kept file, so a
+    restarted server reads no message). Returns None when ``then`` ran
+    at once, else a Deferred that fires after it; an unexpected error on
+    the way is answered NO [SERVERBUG] (``command`` names it in the
+    log)."""
     assert s.view is not None
     view = s.view
     kept = sortcache.folder_keys(view.store, view.uidvalidity, view.uids)
-    index, headers = kept.index, kept.headers
-    need_header = [u for u in found.uids if u not in headers] if header else []
+    index = kept.index
+    if not header:
+        need_header = []
+    elif columns is None:
+        headers = kept.headers
+        need_header = [u for u in found.uids if u not in headers]
+    else:
+        has = kept.has_columns
+        need_header = [u for u in found.uids if not has(u, columns)]
     if header:
         # Every message with header keys has its index keys.
         need_index = [u for u in need_header if u not in index]
@@ -177,7 +249,7 @@ def fill_keys(
         need_index = [u for u in found.uids if u not in index]
     lost: set[int] = set()
 
-    def finish() -> Deferred[None] | None:
+    def finish(_: object = None) -> Deferred[None] | None:
         if s.lost:
             return None
         uids, numbers = found.uids, found.numbers
@@ -193,8 +265,8 @@ def fill_keys(
 
     if not need_index and not need_header:
         return finish()
-    d = defer.ensureDeferred(_read_keys(s, kept, need_index, need_header, lost))
-    d.addCallback(lambda _: finish())
+    read = defer.ensureDeferred(_read_keys(s, kept, need_index, need_header, lost, columns))
+    d: Deferred[None] = read.addCallback(finish)
     d.addErrback(partial(search_failed, s, tag, command))
     return d
 
@@ -205,12 +277,17 @@ async def _read_keys(
     need_index: list[int],
     need_header: list[int],
     lost: set[int],
+    columns: tuple[int, ...] | None,
 ) -> None:
     """Keep the index keys of ``need_index`` and the header keys of
-    ``need_header``, asked of the store's asynchronous API; messages gone
-    meanwhile go into ``lost``."""
+    ``need_header`` (every one, or those at ``columns``), asked of the
+    store's asynchronous API; messages gone meanwhile go into ``lost``."""
     assert s.view is not None
     store = s.view.store
+    if columns is None and kept.filling and not kept.filling.isdisjoint(need_header):
+        # Every key of these is being asked of the store already: not twice.
+        await kept.filled()
+        need_header = [u for u in need_header if u not in kept.headers]
     if need_index:
         records = await store.get_many(need_index)
         for n, u in enumerate(need_index, 1):
@@ -220,26 +297,102 @@ async def _read_keys(
             else:
                 kept.index[u] = (int(info.internal_date), info.rfc822_size)
             if n % (SLICE * 8) == 0 and n < len(need_index):
-                await _next_turn(s)
+                await _next_turn(s.clock)
     need_header = [u for u in need_header if u not in lost]
     if not need_header or s.lost:
+        return
+    if columns is not None and len(need_header) >= COLUMNS_FIRST:
+        # Every key of those the store keeps (a restarted server's file),
+        # then only the missing ones of the criteria's keys, computed.
+        held = await store.kept_digests(need_header, sortcache.SORT_KEYS)
+        if held:
+            await _keep(s.clock, list(held), lambda part: kept.keep_many(held, part))
+            need_header = [u for u in need_header if u not in held]
+        if not need_header or s.lost:
+            return
+        missing = kept.missing_columns(need_header, columns)
+        digest = sortcache.SortColumnsDigest(missing)
+        computed = await store.header_digests(need_header, digest, s.scan_in_thread, lambda: s.lost)
+        # Those left out are gone: expunged meanwhile, or unreadable.
+        await _keep(
+            s.clock,
+            need_header,
+            lambda part: lost.update(kept.keep_columns(missing, computed, part)),
+        )
+        _fill_later(kept, store, s.scan_in_thread, s.clock)
         return
     # The store reads the headers where it likes (its worker processes for
     # files not read before, its threads for cached ones, its kept file).
     computed = await store.header_digests(
         need_header, sortcache.SORT_KEYS, s.scan_in_thread, lambda: s.lost
     )
-    for start in range(0, len(need_header), SLICE):
+    # Those left out are gone: expunged meanwhile, or unreadable.
+    await _keep(s.clock, need_header, lambda part: lost.update(kept.keep_many(computed, part)))
+
+
+async def _keep(clock: IReactorTime, uids: list[int], keep: Callable[[list[int]], object]) -> None:
+    """``keep`` :data:`SLICE` of ``uids`` at a time, one per reactor turn."""
+    for start in range(0, len(uids), SLICE):
         if start:
-            await _next_turn(s)
-        # Those left out are gone: expunged meanwhile, or unreadable.
-        lost.update(kept.keep_many(computed, need_header[start : start + SLICE]))
+            await _next_turn(clock)
+        keep(uids[start : start + SLICE])
 
 
-def _next_turn(s: IMAPSession) -> Deferred[None]:
+#: Seconds without a SORT or THREAD asking for keys of a folder after which
+#: every key of its messages that have only some is asked in the background.
+FILL_AFTER = 5.0
+
+
+def _fill_later(
+    kept: sortcache.FolderKeys,
+    store: IAsyncFolder,
+    workers: ThreadRunner | None,
+    clock: IReactorTime,
+) -> None:
+    """Ask every key of the messages of ``kept`` that have only some in
+    :data:`FILL_AFTER` seconds, or that long after the next call."""
+    if kept.fill_call is not None and kept.fill_call.active():
+        kept.fill_call.reset(FILL_AFTER)
+        return
+
+    def start() -> None:
+        uids = kept.partial_uids()
+        if uids:
+            kept.start_filling(uids)
+            filling = defer.ensureDeferred(_fill_rest(kept, store, workers, clock, uids))
+            filling.addErrback(_fill_failed)
+
+    kept.fill_call = clock.callLater(FILL_AFTER, start)
+
+
+async def _fill_rest(
+    kept: sortcache.FolderKeys,
+    store: IAsyncFolder,
+    workers: ThreadRunner | None,
+    clock: IReactorTime,
+    uids: list[int],
+) -> None:
+    """(Background) every header key of ``uids``, asked of the store (which
+    keeps them in its file) and kept; :meth:`FolderKeys.done_filling`
+    whatever happens."""
+    try:
+        computed = await store.header_digests(uids, sortcache.SORT_KEYS, workers, lambda: False)
+        await _keep(clock, uids, lambda part: kept.keep_many(computed, part))
+    finally:
+        kept.done_filling(uids)
+
+
+def _fill_failed(failure: Failure) -> None:
+    """Every key asked in the background could not be had (a later
+    command asks again); the server stopping is not worth a word."""
+    if not failure.check(CancelledError, BrokenProcessPool):
+        _log.failure("imap: background sort keys failed", failure)
+
+
+def _next_turn(clock: IReactorTime) -> Deferred[None]:
     """Fires in the next reactor turn (other sessions are served first)."""
     turn: Deferred[None] = Deferred()
-    s.clock.callLater(0, turn.callback, None)
+    clock.callLater(0, turn.callback, None)
     return turn
 
 
@@ -283,9 +436,9 @@ def _column(keyed: Keyed, name: str) -> list[Any]:
     if name == "SIZE":
         return [k[1] for k in keyed.index_keys()]
     if name == "DATE":
-        return [k[sortkeys.DATE] for k in keyed.header_keys()]
+        return keyed.header_column(sortkeys.DATE)
     position = _STRING_FIELDS[name]
-    return keyed.kept.ranks(position, [k[position] for k in keyed.header_keys()])
+    return keyed.kept.ranks(position, keyed.header_column(position))
 
 
 def message_keys(
@@ -379,6 +532,9 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
             context.SortOrder(tuple(k.reverse for k in keys), partial(message_keys, keys)),
         )
         returns = ReturnOptions(frozenset(options), returns.partial)
+    # The keys a first SORT asks for before every other (an updating SORT
+    # compares a joining message's keys with every row's: all of them).
+    columns = header_columns(keys) if updating is None else None
     # The (UID, keys) rows an updating SORT starts from.
     context_rows: list[tuple[int, tuple[Any, ...]]] = []
 
@@ -431,7 +587,7 @@ def sort(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         uid,
         rest[2:],
         criteria,
-        lambda found: fill_keys(s, tag, "SORT", found, header, sort_found),
+        lambda found: fill_keys(s, tag, "SORT", found, header, sort_found, columns),
         "SORT",
     )
 

@@ -6,8 +6,11 @@ sort and thread data in its index and cache files:
 
 - the header keys of each message (:func:`pymta.imap.sortkeys.header_keys`:
   sent date, base subject, first addresses, display names, Message-ID,
-  references; all of them from one read of the header, whichever
-  criterion asked);
+  references; all of them from one read of the header), and, until those
+  are there, the few a first SORT or THREAD of a big folder asked for
+  alone (:attr:`FolderKeys.columns`; every key is asked in the
+  background once the folder is idle: :attr:`FolderKeys.filling`,
+  :attr:`FolderKeys.fill_call`);
 - its index keys (INTERNALDATE and RFC822.SIZE in seconds and octets);
 - for each string criterion, the rank of each value among the values
   sorted last time (:meth:`FolderKeys.ranks`): a sort then compares small
@@ -22,12 +25,14 @@ client), from this session or another of the same process, is answered
 from memory without reading a header.
 
 The header keys come from the mail store (:data:`SORT_KEYS`, a
-:class:`SortKeysDigest`, handed to its ``header_digests``), which reads
+:class:`SortKeysDigest` of :mod:`pymta.imap.sortdigest`, handed to its
+``header_digests``), which reads
 the headers where it likes and keeps the keys on disk (the Maildir store:
 ``pymta-sortkeys`` in the folder's directory, as Dovecot keeps them in its
 index files, :mod:`pymta.mailstore.digests`), so a restarted server or
 another process sorts a folder it never sorted without reading its
-messages. The kept records: a line ``pymta-sortkeys 2 V<uidvalidity>``,
+messages (only whole keys are kept there: :class:`SortColumnsDigest`'s
+values never are). The kept records: a line ``pymta-sortkeys 2 V<uidvalidity>``,
 then lines each holding a JSON list of messages ``[uid, [date, subject,
 is_reply, from, to, cc, displayfrom, displayto, message_id,
 [references]]]`` (ASCII, escaped; a file of version 1 is made again).
@@ -55,7 +60,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any
 
-from pymta.imap.sortkeys import HeaderKeys, header_keys, sort_header_fields
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+
+from pymta.imap.sortdigest import FILENAME, MAGIC, SORT_KEYS, SortColumnsDigest, SortKeysDigest
+from pymta.imap.sortkeys import HeaderKeys
+
+__all__ = ["FILENAME", "MAGIC", "SORT_KEYS", "FolderKeys", "SortColumnsDigest", "SortKeysDigest"]
 
 #: Messages whose keys are kept in one process (a message's header keys
 #: take about 400 bytes: 100,000 messages about 40 MB).
@@ -73,6 +84,16 @@ class FolderKeys:
         self.headers: dict[int, HeaderKeys] = {}
         #: (INTERNALDATE in seconds, RFC822.SIZE) by UID.
         self.index: dict[int, tuple[int, int]] = {}
+        #: Some keys only, by position, by UID: what a first SORT asked
+        #: for (:class:`SortColumnsDigest`) until every key is there.
+        self.columns: dict[int, dict[int, Any]] = {}
+        #: Every key of the messages that have only some being asked of
+        #: the store meanwhile (:meth:`filled` fires when it is done).
+        self.filling: set[int] = set()
+        self._filled: list[Deferred[None]] = []
+        #: The call that will ask for every key of the messages with only
+        #: some (:func:`pymta.imap.sort.fill_keys`).
+        self.fill_call: IDelayedCall | None = None
         self._ranks: dict[int, dict[Any, int]] = {}
         self._results: OrderedDict[Hashable, tuple[list[int], list[int], Any]] = OrderedDict()
         # One string object for equal values (a sender's address in 5,000
@@ -93,6 +114,85 @@ class FolderKeys:
             headers[uid] = _interned(keys, same)
         return missing
 
+    def keep_columns(
+        self, positions: tuple[int, ...], computed: dict[int, tuple[Any, ...]], uids: Sequence[int]
+    ) -> list[int]:
+        """Keep the keys at ``positions`` of those of ``uids`` in
+        ``computed`` (as :class:`SortColumnsDigest` gives them); the
+        others are returned (gone)."""
+        same = self._strings.setdefault
+        columns = [self.columns.setdefault(p, {}) for p in positions]
+        missing: list[int] = []
+        for uid in uids:
+            values = computed.get(uid)
+            if values is None:
+                missing.append(uid)
+                continue
+            for column, value in zip(columns, values, strict=True):
+                column[uid] = same(value, value) if type(value) is str else value
+        return missing
+
+    def missing_columns(self, uids: Sequence[int], positions: tuple[int, ...]) -> tuple[int, ...]:
+        """Those of ``positions`` that some of ``uids`` have no key at."""
+        headers = self.headers
+        lacking = [u for u in uids if u not in headers]
+        missing = []
+        for p in positions:
+            column = self.columns.get(p)
+            if column is None or any(u not in column for u in lacking):
+                missing.append(p)
+        return tuple(missing)
+
+    def partial_uids(self) -> list[int]:
+        """The messages with some keys kept but not all, not being asked."""
+        headers, filling = self.headers, self.filling
+        uids: set[int] = set()
+        for column in self.columns.values():
+            uids.update(column)
+        return sorted(u for u in uids if u not in headers and u not in filling)
+
+    def has_columns(self, uid: int, positions: Collection[int]) -> bool:
+        """Whether the keys at ``positions`` of ``uid`` are kept."""
+        if uid in self.headers:
+            return True
+        columns = self.columns
+        for p in positions:
+            column = columns.get(p)
+            if column is None or uid not in column:
+                return False
+        return True
+
+    def start_filling(self, uids: Collection[int]) -> None:
+        """Every key of ``uids`` is being asked of the store."""
+        self.filling.update(uids)
+
+    def done_filling(self, uids: Collection[int]) -> None:
+        """The store answered for ``uids`` (whatever it kept is in
+        :attr:`headers`); those waiting for it go on once nothing is
+        being asked any more, and keys kept only in part are dropped
+        for the messages that now have them all."""
+        self.filling.difference_update(uids)
+        if self.filling:
+            return
+        headers = self.headers
+        # Replaced, not changed: a sort in a worker thread may read them.
+        self.columns = {
+            p: {u: v for u, v in column.items() if u not in headers}
+            for p, column in self.columns.items()
+        }
+        self.columns = {p: c for p, c in self.columns.items() if c}
+        waiting, self._filled = self._filled, []
+        for d in waiting:
+            d.callback(None)
+
+    def filled(self) -> Deferred[None]:
+        """Fires once every key being asked of the store is there."""
+        if not self.filling:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._filled.append(d)
+        return d
+
     def keep(self, uid: int, keys: HeaderKeys) -> None:
         """Keep a message's header keys."""
         self.headers[uid] = _interned(keys, self._strings.setdefault)
@@ -106,6 +206,10 @@ class FolderKeys:
             keep = set(uids)
             self.headers = {u: k for u, k in self.headers.items() if u in keep}
             self.index = {u: k for u, k in self.index.items() if u in keep}
+            self.columns = {
+                p: {u: v for u, v in column.items() if u in keep}
+                for p, column in self.columns.items()
+            }
             self._strings = {}
 
     def ranks(self, field: int, values: Sequence[Any]) -> list[int]:
@@ -174,49 +278,6 @@ def trim() -> None:
 def clear() -> None:
     """Forget everything (tests)."""
     _folders.clear()
-
-
-FILENAME = "pymta-sortkeys"
-MAGIC = b"pymta-sortkeys 2"
-
-
-class SortKeysDigest:
-    """The header keys of a message as the store computes and keeps them
-    (:meth:`pymta.mailstore.asyncstore.IAsyncFolder.header_digests`): the
-    function a worker process runs, and the kept file's records."""
-
-    name = FILENAME
-    magic = MAGIC
-
-    def __call__(self, header: bytes, internal_date: float) -> HeaderKeys:
-        return header_keys(sort_header_fields(header), internal_date)
-
-    def decode(self, item: Any) -> tuple[int, HeaderKeys] | None:
-        return _record(item)
-
-
-#: What SORT and THREAD ask the store for.
-SORT_KEYS = SortKeysDigest()
-
-
-def _record(item: Any) -> tuple[int, HeaderKeys] | None:
-    """(uid, header keys) of one stored message (``[uid, [keys...]]``);
-    None if it is not one."""
-    if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
-        return None
-    uid, keys = item
-    if len(keys) != 10:
-        return None
-    date, subject, is_reply, sender, to, cc, dsender, dto, message_id, refs = keys
-    if type(uid) is not int or type(date) is not int or type(is_reply) is not bool:
-        return None
-    if not all(type(v) is str for v in (subject, sender, to, cc, dsender, dto)):
-        return None
-    if message_id is not None and type(message_id) is not str:
-        return None
-    if type(refs) is not list or not all(type(r) is str for r in refs):
-        return None
-    return uid, (date, subject, is_reply, sender, to, cc, dsender, dto, message_id, tuple(refs))
 
 
 def _interned(keys: HeaderKeys, same: Callable[[str, str], str]) -> HeaderKeys:

@@ -18,7 +18,10 @@ All of a message's header keys are computed together
 (:func:`header_keys`, one tuple indexed by :data:`DATE` ... :data:`REFERENCES`):
 the header fields are split once, and a client that sorts by date,
 then by sender, then threads, has every key after the first command
-(:mod:`pymta.imap.sortcache` keeps them).
+(:mod:`pymta.imap.sortcache` keeps them). The first SORT of a big folder
+asks first for only the keys its criteria compare (:func:`header_columns`:
+only their fields found, a third of the work for SUBJECT), with the same
+values :func:`header_keys` gives.
 
 Untrusted input: header values from anyone's mail. Nothing here raises
 on malformed values (they compare as empty strings). Pure functions.
@@ -331,3 +334,86 @@ def header_keys(values: dict[str, list[str]], internal_date: float) -> HeaderKey
         own[0] if own else None,
         tuple(refs[-MAX_REFERENCES:]),
     )
+
+
+#: One field's occurrences, as :data:`_FIELDS` finds them for every field
+#: (a continuation line starts with white space, so no field name is
+#: found inside another field's value either way).
+_ONE_FIELD = {
+    name: re.compile(
+        rb"^" + re.escape(name) + rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE | re.IGNORECASE
+    )
+    for name in (
+        *(b"date", b"subject", b"from", b"to", b"cc"),
+        *(b"message-id", b"references", b"in-reply-to"),
+    )
+}
+
+
+def header_field(header: bytes, name: bytes) -> list[str] | None:
+    """The values of field ``name`` (lower-case) of a header block, as
+    :func:`sort_header_fields` gives them; None when there is none."""
+    found = _ONE_FIELD[name].findall(header)
+    if not found:
+        return None
+    values = []
+    for value in found:
+        text = value.decode("latin-1")
+        if "\n" in text or "\r" in text:
+            text = text.replace("\r", "").replace("\n", "")
+        values.append(text.strip())
+    return values
+
+
+def header_columns(
+    header: bytes, internal_date: float, positions: tuple[int, ...]
+) -> tuple[object, ...]:
+    """The keys at ``positions`` of :func:`header_keys` of a header block,
+    finding only the fields they are computed from (a key and the one
+    beside it from the same field, SUBJECT and IS_REPLY, FROM and
+    DISPLAYFROM, TO and DISPLAYTO, from one parse)."""
+    fields: dict[bytes, list[str] | None] = {}
+
+    def field(name: bytes) -> list[str] | None:
+        if name not in fields:
+            fields[name] = header_field(header, name)
+        return fields[name]
+
+    subject: tuple[str, bool] | None = None
+    addresses: dict[bytes, tuple[str, str] | None] = {}
+
+    def first(name: bytes) -> tuple[str, str] | None:
+        if name not in addresses:
+            addresses[name] = _first_address(field(name))
+        return addresses[name]
+
+    out: list[object] = []
+    for position in positions:
+        if position == DATE:
+            dates = field(b"date")
+            out.append(sent_date(dates[0] if dates else None, internal_date))
+        elif position == SUBJECT or position == IS_REPLY:
+            if subject is None:
+                subjects = field(b"subject")
+                subject = base_subject(subjects[0]) if subjects else ("", False)
+            out.append(subject[0] if position == SUBJECT else subject[1])
+        elif position == FROM:
+            out.append(_mailbox_of(first(b"from")))
+        elif position == TO:
+            out.append(_mailbox_of(first(b"to")))
+        elif position == CC:
+            out.append(address_mailbox(field(b"cc")))
+        elif position == DISPLAYFROM:
+            out.append(_display_of(first(b"from")))
+        elif position == DISPLAYTO:
+            out.append(_display_of(first(b"to")))
+        elif position == MESSAGE_ID:
+            ids = field(b"message-id")
+            own = message_ids(ids[0]) if ids else []
+            out.append(own[0] if own else None)
+        else:
+            refs = message_ids(" ".join(field(b"references") or ()))
+            if not refs:
+                refs = message_ids(" ".join(field(b"in-reply-to") or ()))[:1]
+            out.append(tuple(refs[-MAX_REFERENCES:]))
+    return tuple(out)

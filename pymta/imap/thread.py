@@ -2,8 +2,8 @@
 
 ``THREAD algorithm charset search-keys`` finds the messages as SEARCH does
 and reads their Message-ID, References, In-Reply-To, Subject and Date
-(:func:`pymta.imap.sort.fill_keys`: kept keys, or the header cache filled
-in a thread and keys computed a slice at a time), then builds the threads:
+(:func:`pymta.imap.sort.fill_keys` with :data:`THREAD_COLUMNS`: kept keys,
+or only those missing asked of the store), then builds the threads:
 
 - ORDEREDSUBJECT: messages grouped by base subject; in each group the
   earliest (sent date, then sequence number) is the parent of all others;
@@ -44,7 +44,7 @@ from pymta.imap.message_commands import find
 from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.search import BadCharset, parse_search
 from pymta.imap.sort import Keyed, check_charset, fill_keys, off_reactor
-from pymta.imap.sortkeys import DATE, SUBJECT
+from pymta.imap.sortkeys import DATE, IS_REPLY, MESSAGE_ID, REFERENCES, SUBJECT
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -66,12 +66,17 @@ class ThreadMessage:
     references: Sequence[str] = field(default_factory=list)
 
 
+#: The header keys threading compares (all a THREAD asks the store for,
+#: :func:`pymta.imap.sort.fill_keys`).
+THREAD_COLUMNS = (DATE, SUBJECT, IS_REPLY, MESSAGE_ID, REFERENCES)
+
+
 def thread_messages(keyed: Keyed) -> list[ThreadMessage]:
     """The threading data of the found messages, from their kept keys."""
     return [
         ThreadMessage(number, date, subject, is_reply, message_id, refs)
-        for number, (date, subject, is_reply, *_, message_id, refs) in zip(
-            keyed.numbers, keyed.header_keys(), strict=True
+        for number, date, subject, is_reply, message_id, refs in zip(
+            keyed.numbers, *map(keyed.header_column, THREAD_COLUMNS), strict=True
         )
     ]
 
@@ -83,10 +88,9 @@ def ordered_subject(keyed: Keyed) -> bytes:
     """The threads of RFC 5256 5, formatted. Sorted as positions by small
     integers (sent date, then base subject by its kept rank; a stable sort
     keeps sequence order among equals) rather than by tuples of strings."""
-    headers = keyed.header_keys()
     numbers = keyed.numbers
-    dates = [k[DATE] for k in headers]
-    subjects = keyed.kept.ranks(SUBJECT, [k[SUBJECT] for k in headers])
+    dates = keyed.header_column(DATE)
+    subjects = keyed.kept.ranks(SUBJECT, keyed.header_column(SUBJECT))
     order = sorted(range(len(numbers)), key=dates.__getitem__)
     order.sort(key=subjects.__getitem__)
     # One thread per subject: its first message (earliest date, then
@@ -426,6 +430,6 @@ def thread(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         uid,
         args[2:],
         criteria,
-        lambda found: fill_keys(s, tag, "THREAD", found, True, threaded),
+        lambda found: fill_keys(s, tag, "THREAD", found, True, threaded, THREAD_COLUMNS),
         "THREAD",
     )

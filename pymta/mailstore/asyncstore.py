@@ -34,7 +34,8 @@ gives the asynchronous face of a store.
   messages in the caller's worker processes or the store's threads
   (:mod:`pymta.mailstore.filescan`), ``header_digests`` reads uncached
   headers in the caller's worker processes and keeps what they gave in
-  a file (:mod:`pymta.mailstore.digests`); ``headers_may_contain`` asks
+  a file (:mod:`pymta.mailstore.digests`; ``kept_digests`` gives only what
+  that file holds); ``headers_may_contain`` asks
   the header cache.
   Calls on one folder (and on one user's folder list) run one after
   another in the order they were made, so a session's STORE then FETCH
@@ -214,6 +215,15 @@ class IAsyncFolder(Interface):
         ``digest`` must be picklable) and digests cached ones in its
         threads; the memory store at once. ``stopped()`` true: stop early
         (the caller is gone; the answer is then partial)."""
+
+    def kept_digests(
+        uids: Collection[int], digest: digests.HeaderDigest
+    ) -> Deferred[dict[int, Any]]:
+        """The values of ``digest`` the store keeps for those of these
+        messages it has them for (the Maildir store: its file
+        ``digest.name``, read in its threads), none computed: a caller
+        that computes something cheaper for the rest (SORT's asked key
+        first). Nothing for the memory store."""
 
     def scan(
         items: Sequence[tuple[Any, int]],
@@ -531,6 +541,15 @@ class AsyncFolder:
                 self.prefetch_headers,
             )
         )
+
+    def kept_digests(
+        self, uids: Collection[int], digest: digests.HeaderDigest
+    ) -> Deferred[dict[int, Any]]:
+        files = digests.IHeaderDigests(self.folder, None)
+        if files is None:
+            return succeed({})
+        off = digests.elsewhere(self._runner)
+        return defer.ensureDeferred(digests.kept_values(files, uids, digest, off, self._kept_uids))
 
     def scan(
         self,

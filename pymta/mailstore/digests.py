@@ -16,8 +16,8 @@ For a folder of files (the Maildir store's, which provides the store's own
 
 1. the values kept in the folder's directory (file ``digest.name``; a line
    ``<digest.magic> V<uidvalidity>``, then lines each a JSON list of
-   ``[uid, value]`` items, tuples written as lists) are read in the store's threads the first
-   time a folder is asked, and again when asked for values it holds (the
+   ``[uid, value]`` items, tuples written as lists) are read in the
+   store's threads the first time a folder is asked, and again when asked for values it holds (the
    caller dropped what it was given) (:func:`load`); a file of
    another UIDVALIDITY, too big, or one that does not parse is started
    afresh, a torn last line (a crash while appending) is skipped, and a
@@ -26,16 +26,27 @@ For a folder of files (the Maildir store's, which provides the store's own
    from their files by the caller's ``workers`` (worker processes) and
    by the store's threads, in batches of :data:`BATCH`, each lane taking
    the next batch when done (the worker processes run nicer and may get
-   little CPU on a busy machine): names and dates go out; values come
-   back packed by :mod:`marshal`, with their line of the kept file
-   encoded there; one ``os.read`` of :data:`FIRST_READ` bytes per file,
-   more only when the header is longer (:class:`HeaderReader`); nothing
-   the reactor owns is touched there;
+   little CPU on a busy machine; a worker lane takes its first batch only
+   once a worker process answers, and the answer waits only for the
+   batches taken, so a worker still starting holds up nothing while the
+   thread works): names and dates go out; values and the header blocks
+   read come back packed by :mod:`marshal`, with their line of the kept
+   file encoded there; one ``os.read`` of :data:`FIRST_READ` bytes per
+   file, more only when the header is longer (:class:`HeaderReader`);
+   nothing the reactor owns is touched there; the blocks go to the
+   folder's header cache (``cache_headers``, in the store's threads), so
+   the next digest of the same messages (another SORT criterion, THREAD)
+   reads no file;
 3. the rest (cached headers; without workers, every one, after the
    header cache is filled in the store's threads) are digested in the
    store's threads, :data:`BATCH` at a time, from the header cache;
 4. new values are appended to the file in the store's threads (one write
-   per batch; nobody waits for it).
+   per batch, after the header blocks before it are cached; nobody waits
+   for either).
+
+:func:`kept_values` gives only what the kept file holds (the asynchronous
+API's ``kept_digests``), for a caller that computes something cheaper
+for the rest.
 
 A message gone meanwhile (expunged, or its file renamed by a flag change
 while a worker read it: then it is digested again from the folder) is left
@@ -45,30 +56,38 @@ out of the answer only when it is gone for good. Without threads (a
 Untrusted input: the messages (the caller's digest reads them) and the
 kept file (its owner may write anything: ``digest.decode`` checks every
 item, a bad file is not used). Writes the kept file (owned like its
-directory when run as root). Logs nothing.
+directory when run as root) and, through the folder, its header cache.
+Logs nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import marshal
 import os
-import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
-from pymta.mailstore.files import MESSAGE_OPEN_FLAGS
+from pymta.mailstore.digestwork import (
+    FIRST_READ,
+    HeaderDigest,
+    HeaderReader,
+    digest_files,
+    digest_files_packed,
+    kept_line,
+    unpacked,
+)
 from pymta.mailstore.interface import IFolder, MailStoreError
-from pymta.mailstore.names import header_block
+
+__all__ = ["FIRST_READ", "HeaderDigest", "HeaderReader", "IHeaderDigests", "digests", "load"]
 
 #: Messages per batch sent to a worker or run in a thread (a worker that
 #: gets little CPU holds up the answer by one batch at most).
@@ -78,32 +97,12 @@ BATCH = 1024
 #: thread (a thread hop or a worker batch would cost more).
 AT_ONCE = 64
 
-#: The first read of a message file: most headers fit (one system call).
-FIRST_READ = 8192
-
 #: A bigger kept file is not read (made again instead).
 MAX_FILE = 512 << 20
 
 #: Runs a function elsewhere (a thread, a worker process); its result
 #: arrives in the reactor thread.
 Runner = Callable[[Callable[[], Any]], "Deferred[Any]"]
-
-
-class HeaderDigest(Protocol):
-    """What the caller computes from each header, and how it is kept."""
-
-    #: The kept file's name in the folder's directory ("" keeps nothing).
-    name: str
-    #: The kept file's first line starts with it (format and version).
-    magic: bytes
-
-    def __call__(self, header: bytes, internal_date: float) -> Any:
-        """The value of one message (pure: runs in a worker process; of
-        built-in types only, tuples, strings, numbers, None, as
-        :mod:`marshal` packs them)."""
-
-    def decode(self, item: Any) -> tuple[int, Any] | None:
-        """(uid, value) of one JSON item read back; None if it is not one."""
 
 
 class IHeaderDigests(Interface):
@@ -126,92 +125,9 @@ class IHeaderDigests(Interface):
     def live_uids() -> set[int]:
         """The UIDs of the folder's messages now (thread-safe)."""
 
-
-@dataclass(frozen=True)
-class HeaderReader:
-    """Reads the header block of a folder's message files by index name, in
-    any thread or process (it holds only the folder's path: picklable)."""
-
-    path: str
-
-    def __call__(self, filename: str, dir_fd: int | None = None) -> bytes | None:
-        """The header block of ``filename`` (relative to ``dir_fd``, the
-        folder's directory opened, when given), or None when it cannot be
-        read. One ``os.read`` for most: a file shorter than
-        :data:`FIRST_READ`, or whose blank line is in its first
-        :data:`FIRST_READ` bytes, needs no more. An empty read is taken
-        only from a regular file (a FIFO, opened O_NONBLOCK, reads empty
-        or fails at once), and a longer header is read on only from one
-        (an endless device would never end)."""
-        try:
-            if dir_fd is None:
-                fd = os.open(f"{self.path}/{filename}", MESSAGE_OPEN_FLAGS)
-            else:
-                fd = os.open(filename, MESSAGE_OPEN_FLAGS, dir_fd=dir_fd)
-        except OSError:
-            return None
-        try:
-            data = os.read(fd, FIRST_READ)
-            if not data and not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None  # a FIFO, not an empty message
-            if len(data) == FIRST_READ and b"\n\n" not in data and b"\r\n\r\n" not in data:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return None
-                # A long header: read on to its blank line (or the end).
-                while chunk := os.read(fd, 65536):
-                    seen = len(data) - 3
-                    data += chunk
-                    if data.find(b"\n\n", seen) >= 0 or data.find(b"\r\n\r\n", seen) >= 0:
-                        break
-            return header_block(data)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-
-
-def digest_files(
-    reader: HeaderReader,
-    digest: HeaderDigest,
-    batch: Sequence[tuple[int, str, float]],
-) -> tuple[list[tuple[int, Any]], bytes]:
-    """(Thread) the values of (uid, filename, INTERNALDATE) of ``batch``
-    read from their files (one whose file could not be read is left out),
-    and their line of the kept file."""
-    values: list[tuple[int, Any]] = []
-    try:
-        # The folder's directory opened once: each file is then looked up
-        # in it alone, not along the whole path.
-        directory = os.open(reader.path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return values, b""  # the folder is gone (renamed, deleted)
-    try:
-        for uid, filename, date in batch:
-            header = reader(filename, directory)
-            if header is not None:
-                values.append((uid, digest(header, date)))
-    finally:
-        os.close(directory)
-    return values, (_line(digest, values) if digest.name and values else b"")
-
-
-def digest_files_packed(
-    reader: HeaderReader,
-    digest: HeaderDigest,
-    batch: Sequence[tuple[int, str, float]],
-) -> tuple[bytes, bytes]:
-    """(Worker process) :func:`digest_files` with the values packed by
-    :mod:`marshal` (a tenth of pickle's time for tuples of strings and
-    numbers; the line of the kept file is encoded here, not in the
-    server). Unpack with :func:`unpacked`."""
-    values, line = digest_files(reader, digest, batch)
-    return marshal.dumps(values), line
-
-
-def unpacked(result: tuple[bytes, bytes]) -> tuple[list[tuple[int, Any]], bytes]:
-    """The values and line of :func:`digest_files_packed`'s result (made by
-    this program's own worker, never read from a file)."""
-    return marshal.loads(result[0]), result[1]
+    def cache_headers(blocks: dict[tuple[int, str], bytes]) -> int:
+        """Keep the header blocks read by (uid, filename) in the folder's
+        header cache; how many were new (thread-safe)."""
 
 
 def digest_here(
@@ -227,6 +143,50 @@ def digest_here(
         except MailStoreError:
             continue
         out.append((uid, digest(header, date)))
+    return out
+
+
+def elsewhere(runner: Runner | None) -> Runner:
+    """``runner``, or (None: no threads, a ``task.Clock`` in tests) a
+    runner that runs the work at once."""
+    if runner is not None:
+        return runner
+
+    def at_once(work: Callable[[], Any]) -> Deferred[Any]:
+        try:
+            return succeed(work())
+        except BaseException:
+            return defer.fail()
+
+    return at_once
+
+
+async def kept_values(
+    files: IHeaderDigests,
+    uids: Collection[int],
+    digest: HeaderDigest,
+    off: Runner,
+    kept_uids: dict[str, set[int]],
+) -> dict[int, Any]:
+    """The values of those of ``uids`` that the folder's kept file holds
+    (none computed). The file is read (in ``off``, the store's threads)
+    only when this process does not know which UIDs it holds yet, or it
+    holds some of ``uids`` (the caller dropped what it was given); after
+    that ``kept_uids[digest.name]`` says which."""
+    out: dict[int, Any] = {}
+    if not digest.name:
+        return out
+    held = kept_uids.get(digest.name)
+    if held is not None and held.isdisjoint(uids):
+        return out
+    # (The folder's index may be read: in the store's threads.)
+    directory, uidvalidity = await off(files.kept_file)
+    kept = await off(partial(load, directory, uidvalidity, digest, files.live_uids))
+    kept_uids[digest.name] = set(kept)
+    for uid in uids:
+        value = kept.get(uid)
+        if value is not None:
+            out[uid] = value
     return out
 
 
@@ -247,34 +207,29 @@ async def digests(
     it holds some of ``uids``: the caller dropped what it was given).
     ``fill_cache``: the store's header prefetch, used without workers."""
 
-    def off(work: Callable[[], Any]) -> Deferred[Any]:
-        if runner is None:
-            try:
-                return succeed(work())
-            except BaseException:
-                return defer.fail()
-        return runner(work)
-
-    out: dict[int, Any] = {}
+    off = elsewhere(runner)
     wanted = list(uids)
-    # (The folder's index may be read: in the store's threads.)
+    out = await kept_values(files, wanted, digest, off, kept_uids)
     kept_where = await off(files.kept_file) if digest.name else None
     held = kept_uids.get(digest.name)
-    if kept_where is not None and (held is None or not held.isdisjoint(wanted)):
-        directory, uidvalidity = kept_where
-        kept = await off(partial(load, directory, uidvalidity, digest, files.live_uids))
-        held = kept_uids[digest.name] = set(kept)
-        for uid in wanted:
-            value = kept.get(uid)
-            if value is not None:
-                out[uid] = value
-        del kept
+    if out:
         wanted = [u for u in wanted if u not in out]
 
     saves = DeferredLock()
 
-    def keep(values: list[tuple[int, Any]], line: bytes | None = None) -> None:
+    def keep(
+        values: list[tuple[int, Any]],
+        line: bytes | None = None,
+        blocks: list[tuple[int, str, bytes]] | None = None,
+    ) -> None:
         out.update(values)
+        if blocks:
+            # The header blocks read go to the folder's header cache, so
+            # that a digest asked next (another SORT criterion, THREAD)
+            # reads no file: in a thread, after the saves before it.
+            cached = {(uid, filename): block for uid, filename, block in blocks}
+            caching = saves.run(off, partial(files.cache_headers, cached))
+            caching.addErrback(lambda _: None)  # the cache only saves work
         if kept_where is not None and values:
             if held is not None:
                 held.update(u for u, _ in values)
@@ -291,21 +246,8 @@ async def digests(
         reader = files.header_reader()
         batches = deque(jobs[i : i + BATCH] for i in range(0, len(jobs), BATCH))
 
-        async def lane(run: Runner, packed: bool) -> None:
-            while batches and not stopped():
-                if packed:
-                    work = partial(digest_files_packed, reader, digest, batches.popleft())
-                    keep(*unpacked(await run(work)))
-                else:
-                    keep(*await run(partial(digest_files, reader, digest, batches.popleft())))
-
-        # One batch in flight per worker process, and one in the store's
-        # threads, each taking the next when done (the worker processes run
-        # nicer and may get little CPU on a busy machine).
-        lanes = [lane(workers, True) for _ in range(WORKER_LANES)]
-        if runner is not None and THREAD_LANE:
-            lanes.append(lane(runner, False))
-        await defer.gatherResults([defer.ensureDeferred(c) for c in lanes], consumeErrors=True)
+        if batches:
+            await _lanes(batches, reader, digest, keep, runner, workers, stopped)
         # Files not read (renamed meanwhile) are read through the folder.
         wanted = [u for u in wanted if u not in out]
     elif len(wanted) >= AT_ONCE:
@@ -316,6 +258,59 @@ async def digests(
         work = partial(digest_here, folder, digest, wanted[start : start + BATCH])
         keep(work() if len(wanted) < AT_ONCE else await off(work))
     return out
+
+
+async def _lanes(
+    batches: deque[Sequence[tuple[int, str, float]]],
+    reader: HeaderReader,
+    digest: HeaderDigest,
+    keep: Callable[..., None],
+    runner: Runner | None,
+    workers: Runner,
+    stopped: Callable[[], bool],
+) -> None:
+    """Digest ``batches`` in the worker processes and the store's threads,
+    one batch in flight per lane, each lane taking the next when done (the
+    worker processes run nicer and may get little CPU on a busy machine).
+    With a thread lane, a worker lane takes its first batch only once its
+    worker answers (one just started would hold the answer up while the
+    thread does the work); the answer waits only for the batches taken,
+    not for a worker still starting."""
+    done: Deferred[None] = Deferred()
+    in_flight = 0
+
+    def settle() -> None:
+        if (not batches or stopped()) and in_flight == 0 and not done.called:
+            done.callback(None)
+
+    async def lane(run: Runner, packed: bool, ping: bool) -> None:
+        nonlocal in_flight
+        if ping:
+            await run(os.getpid)
+        while batches and not stopped() and not done.called:
+            batch = batches.popleft()
+            in_flight += 1
+            try:
+                if packed:
+                    keep(*unpacked(await run(partial(digest_files_packed, reader, digest, batch))))
+                else:
+                    keep(*await run(partial(digest_files, reader, digest, batch)))
+            finally:
+                in_flight -= 1
+        settle()
+
+    def ended(result: object) -> None:
+        if isinstance(result, Failure) and not done.called:
+            done.errback(result)  # a failed batch fails the whole call
+
+    threaded = runner is not None and THREAD_LANE
+    lanes = [(workers, True, threaded) for _ in range(WORKER_LANES)]
+    if runner is not None and threaded:
+        lanes.append((runner, False, False))
+    for run, packed, ping in lanes:
+        defer.ensureDeferred(lane(run, packed, ping)).addBoth(ended)
+    settle()
+    await done
 
 
 #: Worker batches in flight at once (one per scan worker process).
@@ -382,13 +377,6 @@ def _parse(data: bytes, digest: HeaderDigest) -> dict[int, Any] | None:
     return kept
 
 
-def _line(digest: HeaderDigest, records: Iterable[tuple[int, Any]]) -> bytes:
-    """One line of the kept file: the (uid, value) pairs as JSON lists,
-    as they are (no Python-level conversion: a third of the time)."""
-    batch = records if isinstance(records, list) else list(records)
-    return json.dumps(batch, separators=(",", ":")).encode("ascii") + b"\n"
-
-
 def save(
     directory: str,
     uidvalidity: int,
@@ -413,7 +401,7 @@ def save(
             return
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(fd, line or _line(digest, records))
+            os.write(fd, line or kept_line(digest, records))
         finally:
             os.close(fd)
 
@@ -431,7 +419,7 @@ def _write_anew(
             if os.geteuid() == 0:
                 owner = os.stat(directory)
                 os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
-            f.write(_first_line(digest, uidvalidity) + _line(digest, records))
+            f.write(_first_line(digest, uidvalidity) + kept_line(digest, records))
         os.rename(temp, path)
     except OSError:
         with contextlib.suppress(OSError):

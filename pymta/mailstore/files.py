@@ -26,6 +26,7 @@ from functools import partial
 
 from zope.interface import implementer
 
+from pymta.mailstore.headerblock import MESSAGE_OPEN_FLAGS
 from pymta.mailstore.interface import FolderExists, IFolderLock
 from pymta.mailstore.names import (
     filename_sizes,
@@ -39,7 +40,6 @@ from pymta.mailstore.names import (
 # (size, rfc822 size, mtime) of a message file, as measure_file finds them
 Measured = tuple[int, int, float]
 
-MESSAGE_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 SESSION_LOCK = "pymta-session.lock"
 MAILDIRFOLDER = "maildirfolder"
 SPECIAL_USE_FILE = "pymta-special-use"

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 
 from twisted.internet.interfaces import IReactorTime
 
+from pymta.mailstore.headerblock import header_block as header_block
 from pymta.mailstore.interface import SEPARATOR, InvalidFolderName
 
 INBOX = "INBOX"
@@ -349,14 +350,3 @@ def rfc822_size_of_stream(
         vsize += len(chunk) + chunk.count(b"\n") - crlf
         prev_cr = chunk.endswith(b"\r")
     return size, vsize
-
-
-def header_block(content: bytes) -> bytes:
-    """The header block up to and including the blank line (or all of it)."""
-    if content.startswith(b"\n"):
-        return b"\n"
-    end = content.find(b"\n\n")
-    if end < 0:
-        crlf = content.find(b"\r\n\r\n")
-        return content if crlf < 0 else content[: crlf + 4]
-    return content[: end + 2]
