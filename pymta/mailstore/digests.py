@@ -67,7 +67,7 @@ from twisted.internet.defer import Deferred, DeferredLock, succeed
 from zope.interface import Interface
 
 from pymta.mailstore.files import MESSAGE_OPEN_FLAGS
-from pymta.mailstore.interface import IFolder, MailStoreError
+from pymta.mailstore.interface import IFolder, MailStoreError, known_date
 from pymta.mailstore.names import header_block
 
 #: Messages per batch sent to a worker or run in a thread (a worker that
@@ -222,7 +222,7 @@ def digest_here(
     out: list[tuple[int, Any]] = []
     for uid in uids:
         try:
-            date = folder.get(uid).internal_date
+            date = known_date(folder.get(uid))
             header = folder.header_bytes(uid)
         except MailStoreError:
             continue

@@ -60,8 +60,9 @@ RECENT_WINDOW_COARSE = 2.0
 _NO_FLAGS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 #: A file the index does not know yet, as a scan found and measured it:
-#: (sub, name, "sub/name", its ``:2,`` letters, size, RFC822 size, mtime).
-NewFile = tuple[str, str, str, str, int, int, float]
+#: (sub, name, "sub/name", its ``:2,`` letters, size, RFC822 size, mtime
+#: or None: not read, see pymta.mailstore.folder_scan).
+NewFile = tuple[str, str, str, str, int, int, float | None]
 _log = Logger()
 
 
