@@ -21,6 +21,7 @@ from pymta.mailstore import folder_read
 from pymta.mailstore.index import INDEX_NAME
 from pymta.mailstore.interface import FlagMode
 from pymta.mailstore.maildir import MaildirFolder, MaildirStore
+from pymta.mailstore.names import arrival_key, filename_sizes, sized_name_match, split_filename
 from tests.test_imap_harness import World
 from tests.test_imap_prefetch import QueuedRunner
 
@@ -276,3 +277,37 @@ def test_sort_arrival_on_a_folder_whose_dates_are_unknown(tmp_path: Path) -> Non
     s.login()
     s.select()
     assert s.lines("a SORT (ARRIVAL) UTF-8 ALL")[0] == b"* SORT 2 3 4 5 6 1"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "1.M2P3.h,S=5,W=6",
+        "1.M2P3.h,S=5,W=6:2,S",
+        "1.M2P3.h,S=5,W=6:2,",
+        "1.M2P3.h,S=5,W=6:2,a:b",
+        "1.M2P3.h,S=5,W=6:x",
+        "1.M2P3.h,S=5,W=6,S=7,W=8:2,FS",
+        "1700000000.M999999P1Q2.host\\057a,S=1234,W=1260:2,DFRST",
+    ],
+)
+def test_one_match_of_a_sized_name_gives_what_the_three_parsers_give(name: str) -> None:
+    """The scan's one match of a Dovecot-style name gives the arrival key,
+    the sizes and the ``:2,`` letters that arrival_key, filename_sizes and
+    split_filename give."""
+    match = sized_name_match(name)
+    assert match is not None
+    secs, usecs, size, rfc822, letters = match.groups()
+    base, expected_letters = split_filename(name)
+    assert (int(secs), int(usecs), name) == arrival_key(name)
+    assert (int(size), int(rfc822)) == filename_sizes(base)
+    assert (letters or "") == expected_letters
+
+
+@pytest.mark.parametrize(
+    "name", ["1.M2P3.h,S=5,W=6x", "1.M2P3.h,W=6,S=5", "1.V2I3.h,S=5,W=6", "1.M2P3.h,S=5,W=6,T=1"]
+)
+def test_other_names_are_left_to_the_three_parsers(name: str) -> None:
+    """A name not in that form does not match (the scan parses it the
+    long way, and measures it when its sizes are not both there)."""
+    assert sized_name_match(name) is None

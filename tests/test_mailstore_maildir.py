@@ -744,13 +744,15 @@ def test_first_scan_orders_new_files_outside_the_folder_lock(
     for sub in ("new", "cur"):
         os.utime(root / sub, (1000, 1000))
     held: list[tuple[bool, bool]] = []
-    real_key = folder_scan.arrival_key
+    real_key = folder_scan.sized_name_match
 
-    def key(name: str) -> tuple[int, int, str]:
+    def key(name: str) -> Any:
+        # Each name's arrival key is taken here (or, for a name without
+        # both sizes, by arrival_key right after).
         held.append(_locks_free_to_another_thread(inbox, root))
         return real_key(name)
 
-    monkeypatch.setattr(folder_scan, "arrival_key", key)
+    monkeypatch.setattr(folder_scan, "sized_name_match", key)
     appended = inbox.refresh()
     assert [(m.uid, m.filename) for m in appended] == [
         (1, f"cur/{names[2]}"),

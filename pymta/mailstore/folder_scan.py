@@ -54,6 +54,7 @@ from pymta.mailstore.names import (
     arrival_key,
     filename_sizes,
     letters_to_flags,
+    sized_name_match,
     split_filename,
 )
 
@@ -109,6 +110,7 @@ class FolderScan(FolderBase):
         measured = measured or {}
         path = self.path
         dir_fds: dict[str, int] = {}
+        sized_name = sized_name_match
         keyed: list[tuple[tuple[int, int, str], str, NewFile]] = []
         try:
             for sub in ("new", "cur"):
@@ -121,14 +123,32 @@ class FolderScan(FolderBase):
                 if known_file is not None and known_file[1] == name and known_file[0] == sub:
                     keyed.append((arrival_key(name), base, known_file))
                     continue
-                _, sep, info = name.partition(":")
-                letters = info[2:] if sep and info.startswith("2,") else ""
-                size, rfc822 = filename_sizes(base)
-                if size is not None and rfc822 is not None and size <= rfc822 <= 2 * size:
+                sized = sized_name(name)
+                if sized is not None:
                     # Dovecot's names, and pymta's: no stat (see the module
                     # doc). Sizes no file can have (a CRLF size below the
                     # size, or above twice it) are not taken: measured.
-                    new: NewFile = (sub, name, f"{sub}/{name}", letters, size, rfc822, None)
+                    secs, usecs, size_field, rfc822_field, marks = sized.groups()
+                    size, rfc822 = int(size_field), int(rfc822_field)
+                    if size <= rfc822 <= 2 * size:
+                        keyed.append(
+                            (
+                                (int(secs), int(usecs), name),
+                                base,
+                                (sub, name, f"{sub}/{name}", marks or "", size, rfc822, None),
+                            )
+                        )
+                        continue
+                _, sep, info = name.partition(":")
+                letters = info[2:] if sep and info.startswith("2,") else ""
+                size_hint, rfc822_hint = filename_sizes(base)
+                new: NewFile
+                if (
+                    size_hint is not None
+                    and rfc822_hint is not None
+                    and size_hint <= rfc822_hint <= 2 * size_hint
+                ):
+                    new = (sub, name, f"{sub}/{name}", letters, size_hint, rfc822_hint, None)
                 else:
                     dir_fd = dir_fds.get(sub)
                     sizes = None if dir_fd is None else measure_at(dir_fd, path, sub, name)
