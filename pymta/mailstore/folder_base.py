@@ -31,6 +31,7 @@ from twisted.python import threadable
 from pymta.maillog import maillog
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
+from pymta.mailstore.gcpause import paused
 from pymta.mailstore.index import (
     IndexChange,
     IndexConflict,
@@ -144,7 +145,8 @@ class FolderBase:
                 if not os.path.isdir(os.path.join(self.path, "cur")):
                     raise NoSuchFolder(self.name)
                 with self._index.locked():
-                    notices.extend(self._load_locked())
+                    with paused():  # an index of 100,000 lines, or a first scan
+                        notices.extend(self._load_locked())
                     yield notices
         except OSError as e:
             if e.errno in WRITE_ERRNOS:

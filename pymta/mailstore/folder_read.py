@@ -44,6 +44,7 @@ from pymta.mailstore.files import (
     read_header_file,
 )
 from pymta.mailstore.folder_scan import FolderScan
+from pymta.mailstore.gcpause import paused
 from pymta.mailstore.interface import (
     FolderStatus,
     MailStoreError,
@@ -118,9 +119,10 @@ class FolderRead(FolderScan):
         changes, the caller reads the records afterwards (SELECT: the
         list of 100,000 new records a first scan would return is not
         built for nothing)."""
-        self._prepare_scan()
-        with self._locked() as notices:
-            notices.extend(self._scan_locked())
+        with paused():  # many records made at once (pymta.mailstore.gcpause)
+            self._prepare_scan()
+            with self._locked() as notices:
+                notices.extend(self._scan_locked())
 
     def open(self, uid: int) -> BinaryIO:
         info = self.get(uid)

@@ -44,6 +44,7 @@ from operator import itemgetter
 
 from pymta.mailstore.files import measure_at
 from pymta.mailstore.folder_base import FolderBase, NewFile
+from pymta.mailstore.gcpause import paused
 from pymta.mailstore.index import UNKNOWN_DATE, message_info, record_fields
 from pymta.mailstore.interface import (
     FolderChange,
@@ -310,11 +311,12 @@ class FolderScan(FolderBase):
         return notices
 
     def refresh(self) -> list[MessageInfo]:
-        self._prepare_scan()
-        with self._locked() as notices:
-            notices.extend(self._scan_locked())
-            appended = sorted(u for n in notices if n.kind == "append" for u in n.uids)
-            return [self._index.records[u] for u in appended if u in self._index.records]
+        with paused():  # many records made at once (pymta.mailstore.gcpause)
+            self._prepare_scan()
+            with self._locked() as notices:
+                notices.extend(self._scan_locked())
+                appended = sorted(u for n in notices if n.kind == "append" for u in n.uids)
+                return [self._index.records[u] for u in appended if u in self._index.records]
 
     def changed_on_disk(self) -> bool:
         if not self._index.loaded or not self._index.is_current():
