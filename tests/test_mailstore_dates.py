@@ -130,6 +130,19 @@ def test_fill_dates_reads_each_file_once_and_keeps_the_date(
     ]
 
 
+def test_dating_most_of_a_folder_rewrites_its_index_once(tmp_path: Path) -> None:
+    """Dates for more than half the folder (a first SORT by arrival) are
+    written by rewriting the index once (one line per message, not the
+    old lines and the new ones), and read back by another process."""
+    fill(tmp_path / "m", 4)
+    folder = inbox(tmp_path / "m")
+    folder.fill_dates([1, 2, 3])
+    lines = (tmp_path / "m" / INDEX_NAME).read_text().splitlines()
+    assert sum(1 for line in lines if line.startswith("A")) == 4
+    dates = [m.internal_date for m in inbox(tmp_path / "m").messages()]
+    assert dates == [DAY0 + 86400, DAY0 + 2 * 86400, DAY0 + 3 * 86400, None]
+
+
 def test_fill_dates_follows_a_file_renamed_by_another_program(tmp_path: Path) -> None:
     """A file renamed since the index was read (another program changed
     its flags) is found again by a rescan and its date read."""

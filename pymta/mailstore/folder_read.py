@@ -26,11 +26,11 @@ and the cache file. May write: the cache, the index (dates). Logs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import replace
 from typing import BinaryIO
 
 from pymta.mailstore import mime
@@ -98,13 +98,15 @@ class FolderRead(FolderScan):
                     and info.internal_date is None
                 ]
                 dates.update(_mtimes(self.path, again))
-            dated: list[MessageInfo] = []
-            for uid, (filename, mtime) in dates.items():
-                info = records.get(uid)
-                if info is not None and info.internal_date is None and info.filename == filename:
-                    dated.append(replace(info, internal_date=mtime))
-            if dated:
-                self._index.put(dated, [])
+            self._index.put_dates(
+                {
+                    uid: mtime
+                    for uid, (filename, mtime) in dates.items()
+                    if (info := records.get(uid)) is not None
+                    and info.internal_date is None
+                    and info.filename == filename
+                }
+            )
 
     def status(self) -> FolderStatus:
         self._ensure_loaded()
@@ -291,15 +293,28 @@ class FolderRead(FolderScan):
 
 
 def _mtimes(path: str, files: Iterable[tuple[int, str]]) -> dict[int, tuple[str, float]]:
-    """``{uid: (filename, mtime)}`` of the message files that are there and
-    regular (one ``lstat`` each, as a file is opened: never through a
-    symbolic link); one gone is left out."""
+    """``{uid: (filename, mtime)}`` of the message files (``new/...`` or
+    ``cur/...``) that are there and regular: one ``fstatat`` each,
+    relative to its open directory, never through a symbolic link (as a
+    file is opened); one gone is left out."""
     out: dict[int, tuple[str, float]] = {}
-    for uid, filename in files:
-        try:
-            st = os.stat(f"{path}/{filename}", follow_symlinks=False)
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode):
-            out[uid] = (filename, st.st_mtime)
+    dir_fds: dict[str, int] = {}
+    is_regular = stat.S_ISREG
+    try:
+        for sub in ("new", "cur"):
+            with contextlib.suppress(FileNotFoundError):
+                dir_fds[sub] = os.open(f"{path}/{sub}", os.O_RDONLY | os.O_DIRECTORY)
+        for uid, filename in files:
+            dir_fd = dir_fds.get(filename[:3])
+            if dir_fd is None:
+                continue
+            try:
+                st = os.stat(filename[4:], dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if is_regular(st.st_mode):
+                out[uid] = (filename, st.st_mtime)
+    finally:
+        for fd in dir_fds.values():
+            os.close(fd)
     return out

@@ -595,6 +595,44 @@ class UidIndex:
             with contextlib.suppress(StoreNotWritable):
                 self.compact()
 
+    def put_dates(self, dates: dict[int, float]) -> None:
+        """Give records whose date was unknown their date (lock held;
+        ``dates`` by UID, of records present, in the image, with the date
+        unknown): nothing else of them changes, no modseq either (a date
+        read late is not a change a client hears of). Written as their
+        ``A`` lines again, or, when they are more than half the folder (a
+        first SORT by arrival of a folder never dated), the file is
+        rewritten at once instead of appending and compacting after. Kept
+        in memory when the file cannot take them."""
+        records = self.records
+        dated: list[MessageInfo] = []
+        for uid, date in dates.items():
+            old = records[uid]
+            info = message_info(
+                uid,
+                old.size,
+                old.rfc822_size,
+                date,
+                old.flags,
+                old.keywords,
+                old.modseq,
+                old.filename,
+                old.recent,
+            )
+            records[uid] = info
+            dated.append(info)
+        if not dated:
+            return
+        try:
+            if self.pending or self._only_in_memory or self._old_format:
+                self.put(dated, [], lines=[self.record_line(i) for i in dated])
+            elif len(dated) > len(records) // 2:
+                self.compact()
+            else:
+                self.put(dated, [], lines=[self.record_line(i) for i in dated])
+        except StoreNotWritable:
+            pass  # the dates stay in memory; read again by the next process
+
     def _append(self, lines: list[str], fsync: bool) -> None:
         """Append whole lines, or nothing: a write cut short (a full file
         system) is cut off again, under the lock nobody else appends."""
