@@ -71,6 +71,10 @@ class FolderRead(FolderScan):
             raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
 
     def fill_dates(self, uids: Collection[int]) -> None:
+        with paused():  # a record made again per date (pymta.mailstore.gcpause)
+            self._fill_dates(uids)
+
+    def _fill_dates(self, uids: Collection[int]) -> None:
         self._ensure_loaded()
         records = self._index.records
         with self._mutex:  # another thread may be changing the dict
