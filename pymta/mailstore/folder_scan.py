@@ -10,17 +10,17 @@ its threads (:mod:`pymta.mailstore.asyncstore`).
 
 As Dovecot's first SELECT, a scan reads directories, not messages, and
 does not ``stat`` the files it finds: the listing's file types
-(``d_type``) leave out anything but a regular file, a file's RFC822.SIZE
+(``d_type``) leave out anything but a regular file; a file's RFC822.SIZE
 and flags come from its name (``,S=``/``,W=``, ``:2,`` letters; the sizes
 trusted as Dovecot trusts them when they are possible ones: a literal's
-length is always counted from the bytes sent), its place in arrival order from the name's
-leading time stamp (:func:`~pymta.mailstore.names.arrival_key`), and its
-INTERNALDATE (the file's mtime) is left unknown in the index until a
-command needs it (:meth:`~pymta.mailstore.folder_read.FolderRead.fill_dates`).
-Only a file whose name lacks either size (or gives impossible ones) is
-measured at once (one
-``fstatat`` relative to its open directory, and a read to count its lines
-when the size in the name is not the file's).
+length is always counted from the bytes sent), its place in arrival
+order from the name's leading time stamp
+(:func:`~pymta.mailstore.names.arrival_key`), and its INTERNALDATE (the
+file's mtime) is left unknown in the index until a command needs it
+(:meth:`~pymta.mailstore.folder_read.FolderRead.fill_dates`). Only a file
+whose name lacks either size (or gives impossible ones) is measured at
+once: one ``fstatat`` relative to its open directory, and a read to
+count its lines when the size in the name is not the file's.
 :meth:`refresh` lists, measures and puts the new files in arrival order
 *before* it takes the folder's lock (the mutex and the index's
 ``flock``): under the lock it only numbers them (records and index lines
