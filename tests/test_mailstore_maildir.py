@@ -691,12 +691,13 @@ def test_first_scan_lists_and_measures_outside_the_folder_lock(
     """The first scan of a big unindexed folder lists and measures its
     files without the folder's mutex or the index's flock (another thread
     or process gets them meanwhile), then numbers them under the lock from
-    that same listing: the directories are listed once."""
+    that same listing: the directories are listed once. (Names without
+    sizes: only those are measured.)"""
 
     from pymta.mailstore import folder_scan
 
     root = tmp_path / "m"
-    names = [f"{i}.M{i}P1.h,S={len(MSG)},W={len(MSG) + 3}:2," for i in range(1, 6)]
+    names = [f"{i}.M{i}P1.h:2," for i in range(1, 6)]
     inbox = _unindexed_inbox(root, names)
     held: list[tuple[bool, bool]] = []
     real_measure = folder_scan.measure_at
@@ -743,13 +744,15 @@ def test_first_scan_orders_new_files_outside_the_folder_lock(
     for sub in ("new", "cur"):
         os.utime(root / sub, (1000, 1000))
     held: list[tuple[bool, bool]] = []
-    real_key = folder_scan.arrival_key
+    real_key = folder_scan.sized_name_match
 
-    def key(name: str) -> tuple[int, int, str]:
+    def key(name: str) -> Any:
+        # Each name's arrival key is taken here (or, for a name without
+        # both sizes, by arrival_key right after).
         held.append(_locks_free_to_another_thread(inbox, root))
         return real_key(name)
 
-    monkeypatch.setattr(folder_scan, "arrival_key", key)
+    monkeypatch.setattr(folder_scan, "sized_name_match", key)
     appended = inbox.refresh()
     assert [(m.uid, m.filename) for m in appended] == [
         (1, f"cur/{names[2]}"),

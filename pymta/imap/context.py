@@ -334,7 +334,9 @@ class SearchContexts:
         """(sequence number, record, \\Recent) of the messages still there;
         one the view has not announced yet is numbered after the last."""
         view = self.view
-        records = await view.store.get_many(uids)
+        # Dated: a date key, or a SORT's ARRIVAL, may compare them (the
+        # store reads those it has not yet, in its threads).
+        records = await view.store.get_dated(uids)
         out: list[tuple[int, MessageInfo, bool]] = []
         extra = view.exists
         for u in uids:

@@ -56,7 +56,7 @@ from pymta.imap.transfer import UnknownCTE as UnknownCTE  # FETCH's BINARY failu
 from pymta.imap.transfer import decode_transfer
 from pymta.imap.wire import date_time, flag_list, literal, string
 from pymta.mailstore.asyncstore import IAsyncFolder
-from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo, MimePart
+from pymta.mailstore.interface import IFolder, MailStoreError, MessageInfo, MimePart, known_date
 from pymta.mailstore.mime import MimeError, plain_structure
 from pymta.mailstore.names import rfc822_size_of_stream
 
@@ -551,7 +551,7 @@ def index_renderer(
         elif item.name == "UID":
             parts.append(lambda i, f: b"UID %d" % i.uid)
         elif item.name == "INTERNALDATE":
-            parts.append(lambda i, f: b"INTERNALDATE " + date_time(i.internal_date))
+            parts.append(lambda i, f: b"INTERNALDATE " + date_time(known_date(i)))
         else:
             parts.append(lambda i, f: b"RFC822.SIZE %d" % i.rfc822_size)
     if with_modseq or any(i.name == "MODSEQ" for i in items):
@@ -602,7 +602,7 @@ def render(
         elif name == "UID":
             out.append(b"UID %d" % info.uid)
         elif name == "INTERNALDATE":
-            out.append(b"INTERNALDATE " + date_time(info.internal_date))
+            out.append(b"INTERNALDATE " + date_time(known_date(info)))
         elif name == "RFC822.SIZE":
             out.append(b"RFC822.SIZE %d" % info.rfc822_size)
         elif name == "MODSEQ":

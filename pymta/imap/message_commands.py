@@ -287,7 +287,12 @@ async def _search(
         hits = await matching.header_hits(store, criteria, uids)
         if s.lost:
             return
-    get = {m.uid: m for m in await store.messages()}.get
+    if criteria.uses_date:
+        # Dates the store has not read yet (a folder's first scan does
+        # not stat its files) are read in its threads first.
+        get = (await store.get_dated(uids)).get
+    else:
+        get = {m.uid: m for m in await store.messages()}.get
     entries = [
         (msn, info, u in recent) for msn, u in enumerate(uids, 1) if (info := get(u)) is not None
     ]
@@ -333,7 +338,14 @@ def _scan(
     match = SearchMatch(
         tokens, frozenset(s.saved), s.rev2, view.exists, view.uids[-1] if view.uids else 0
     )
-    d = view.store.scan(items, match, s.scan_in_thread, lambda: s.lost)
+    store = view.store
+    if criteria.uses_date:
+        # The scan's records carry dates: those not read yet first.
+        d = store.get_dated([u for _, u in items]).addCallback(
+            lambda _: store.scan(items, match, s.scan_in_thread, lambda: s.lost)
+        )
+    else:
+        d = store.scan(items, match, s.scan_in_thread, lambda: s.lost)
 
     def matched(result: list[tuple[tuple[int, bool], MessageInfo]]) -> Deferred[None] | None:
         if s.lost:
@@ -515,7 +527,10 @@ def fetch(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
         items.insert(0, FetchItem("UID"))
     if any(i.name == "MODSEQ" for i in items):
         _enable_condstore(s)
-    loading = defer.ensureDeferred(_fetch_reads(view, pairs, changed_since if vanished else None))
+    dated = any(i.name == "INTERNALDATE" for i in items)
+    loading = defer.ensureDeferred(
+        _fetch_reads(view, pairs, changed_since if vanished else None, dated)
+    )
 
     def loaded(got: tuple[list[int], dict[int, MessageInfo]]) -> None:
         gone, infos = got
@@ -525,14 +540,20 @@ def fetch(s: IMAPSession, tag: bytes, args: list[Token], uid: bool) -> None:
 
 
 async def _fetch_reads(
-    view: SelectedView, pairs: list[tuple[int, int]], vanished_since: int | None
+    view: SelectedView,
+    pairs: list[tuple[int, int]],
+    vanished_since: int | None,
+    dated: bool = False,
 ) -> tuple[list[int], dict[int, MessageInfo]]:
     """What FETCH reads of the index through the store's asynchronous API
     (answered at once when nothing of the folder waits): the UIDs expunged
-    since ``vanished_since`` (VANISHED), and the records of ``pairs``."""
+    since ``vanished_since`` (VANISHED), and the records of ``pairs``,
+    with their dates when ``dated`` (INTERNALDATE: those the store has not
+    read yet are read in its threads)."""
     store = view.store
     gone = await store.expunged_since(vanished_since) if vanished_since is not None else []
-    infos = await store.get_many([u for _, u in pairs])
+    uids = [u for _, u in pairs]
+    infos = await (store.get_dated(uids) if dated else store.get_many(uids))
     return gone, infos
 
 

@@ -693,7 +693,10 @@ class Notifier:
         self, view: SelectedView, items: list[FetchItem], uids: list[int]
     ) -> list[bytes]:
         store = view.store
-        infos = await store.get_many(uids)
+        if any(i.name == "INTERNALDATE" for i in items):
+            infos = await store.get_dated(uids)  # dates not read yet: in its threads
+        else:
+            infos = await store.get_many(uids)
         out: list[bytes] = []
         for u in uids:
             n = view.msn(u)

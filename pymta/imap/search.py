@@ -38,7 +38,7 @@ from pymta.imap.parser import Atom, ParseError, Token
 from pymta.imap.sequence import SequenceSet, parse_sequence_set
 from pymta.imap.structure import header_values
 from pymta.imap.wire import parse_date
-from pymta.mailstore.interface import MessageInfo
+from pymta.mailstore.interface import MessageInfo, known_date
 
 CHARSETS = ("UTF-8", "US-ASCII")
 
@@ -162,6 +162,9 @@ class Criteria:
     #: where they may be; an RFC 2047 encoded word may hide them, so the
     #: store is asked for ``=?`` with each).
     needles: frozenset[bytes] = frozenset()
+    #: Some key (BEFORE, ON, SINCE) compares the internal date: the store
+    #: is asked for dates it has not read yet (IAsyncFolder.get_dated).
+    uses_date: bool = False
 
 
 def _decoded(value: str) -> str:
@@ -274,6 +277,7 @@ class _Parser:
         self.uses_modseq = False
         self.uses_header = False
         self.uses_content = False
+        self.uses_date = False
         self.needles: set[bytes] = set()
         self.depth = 0  # NOT, OR and groups open around the key being parsed
 
@@ -353,6 +357,7 @@ class _Parser:
             self.uses_modseq |= sub.uses_modseq
             self.uses_header |= sub.uses_header
             self.uses_content |= sub.uses_content
+            self.uses_date |= sub.uses_date
             self.needles |= sub.needles
             return test
         if isinstance(token, bytes):
@@ -401,8 +406,9 @@ class _Parser:
                 return lambda c: c.info.rfc822_size > size
             return lambda c: c.info.rfc822_size < size
         if word in ("BEFORE", "ON", "SINCE"):
+            self.uses_date = True
             day = self.date()
-            return _date_test(word, day, lambda c: _utc_date(c.info.internal_date))
+            return _date_test(word, day, lambda c: _utc_date(known_date(c.info)))
         if word in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             day = self.date()
             return _date_test(word[4:], day, _sent_date)
@@ -515,4 +521,5 @@ def parse_search(tokens: list[Token], saved: Collection[int] = (), rev2: bool = 
         parser.uses_header,
         parser.uses_content,
         frozenset(parser.needles),
+        parser.uses_date,
     )

@@ -15,7 +15,7 @@ it by position.
 
 :func:`fill_keys` gives the found messages with their keys: kept ones
 from :mod:`pymta.imap.sortcache`, the others asked once of the mail
-store's asynchronous API (``get_many`` for the index keys,
+store's asynchronous API (``get_dated`` for the index keys,
 ``header_digests`` for the header keys: the store reads the headers
 where it likes, the Maildir store in the scan worker processes and its
 threads), so a SORT of 100,000 messages lets other sessions in between;
@@ -69,7 +69,7 @@ from pymta.imap.results import (
 )
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
 from pymta.mailstore.asyncstore import IAsyncFolder
-from pymta.mailstore.interface import MessageInfo
+from pymta.mailstore.interface import MessageInfo, known_date
 from pymta.mailstore.prefetch import ThreadRunner
 
 if TYPE_CHECKING:
@@ -289,13 +289,15 @@ async def _read_keys(
         await kept.filled()
         need_header = [u for u in need_header if u not in kept.headers]
     if need_index:
-        records = await store.get_many(need_index)
+        # The ARRIVAL key, and DATE's fallback: dates the store has not
+        # read yet are read in its threads first.
+        records = await store.get_dated(need_index)
         for n, u in enumerate(need_index, 1):
             info = records.get(u)
             if info is None:
                 lost.add(u)  # expunged meanwhile by another program
             else:
-                kept.index[u] = (int(info.internal_date), info.rfc822_size)
+                kept.index[u] = (int(known_date(info)), info.rfc822_size)
             if n % (SLICE * 8) == 0 and n < len(need_index):
                 await _next_turn(s.clock)
     need_header = [u for u in need_header if u not in lost]
@@ -448,7 +450,7 @@ def message_keys(
     (not ranks), by UID: for messages joining an updating SORT (RFC 5267
     CONTEXT=SORT), compared with :func:`sorted_keys`' rows. A message gone
     meanwhile is left out."""
-    index = {m.uid: (int(m.internal_date), m.rfc822_size) for m in records}
+    index = {m.uid: (int(known_date(m)), m.rfc822_size) for m in records}
 
     def of(blocks: dict[int, bytes] | None) -> dict[int, tuple[Any, ...]]:
         out: dict[int, tuple[Any, ...]] = {}

@@ -78,6 +78,7 @@ from __future__ import annotations
 import collections
 import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.internet import defer
@@ -159,6 +160,13 @@ class IAsyncFolder(Interface):
         """The index records of those of ``uids`` still in the folder, by
         UID (one call for a FETCH's or a COPY's messages; a UID that is
         gone is left out, never an error)."""
+
+    def get_dated(uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
+        """:meth:`get_many` with every internal date known: those a scan
+        left unknown are read first (IFolder.fill_dates), in the store's
+        threads; at once when none is missing. For the commands that show
+        or compare dates (FETCH INTERNALDATE, SEARCH by date, SORT,
+        THREAD)."""
 
     def status() -> Deferred[FolderStatus]:
         """IFolder.status: also how to learn UIDVALIDITY, UIDNEXT and
@@ -452,6 +460,18 @@ class AsyncFolder:
         folder = self.folder
         return self._run(lambda: records_of(folder, uids), read=True)
 
+    def get_dated(self, uids: Collection[int]) -> Deferred[dict[int, MessageInfo]]:
+        folder = self.folder
+        wanted = list(uids)
+
+        def dated(records: dict[int, MessageInfo]) -> Any:
+            if all(m.internal_date is not None for m in records.values()):
+                return records
+            # A date per file to read: in the store's threads.
+            return self._run(partial(fill_then_get, folder, wanted))
+
+        return self._run(lambda: records_of(folder, wanted), read=True).addCallback(dated)
+
     def status(self) -> Deferred[FolderStatus]:
         return self._read(self.folder.status)
 
@@ -696,6 +716,12 @@ def records_of(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]
         except MailStoreError:
             continue
     return out
+
+
+def fill_then_get(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]:
+    """IAsyncFolder.get_dated on a synchronous folder, in the calling thread."""
+    folder.fill_dates(uids)
+    return records_of(folder, uids)
 
 
 def append_all(folder: IFolder, contents: Sequence[Appended]) -> list[int]:

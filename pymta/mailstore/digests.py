@@ -85,7 +85,7 @@ from pymta.mailstore.digestwork import (
     kept_line,
     unpacked,
 )
-from pymta.mailstore.interface import IFolder, MailStoreError
+from pymta.mailstore.interface import IFolder, MailStoreError, known_date
 
 __all__ = ["FIRST_READ", "HeaderDigest", "HeaderReader", "IHeaderDigests", "digests", "load"]
 
@@ -138,7 +138,7 @@ def digest_here(
     out: list[tuple[int, Any]] = []
     for uid in uids:
         try:
-            date = folder.get(uid).internal_date
+            date = known_date(folder.get(uid))
             header = folder.header_bytes(uid)
         except MailStoreError:
             continue

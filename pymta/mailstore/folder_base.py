@@ -31,6 +31,7 @@ from twisted.python import threadable
 from pymta.maillog import maillog
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
+from pymta.mailstore.gcpause import paused
 from pymta.mailstore.index import (
     IndexChange,
     IndexConflict,
@@ -60,8 +61,9 @@ RECENT_WINDOW_COARSE = 2.0
 _NO_FLAGS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 #: A file the index does not know yet, as a scan found and measured it:
-#: (sub, name, "sub/name", its ``:2,`` letters, size, RFC822 size, mtime).
-NewFile = tuple[str, str, str, str, int, int, float]
+#: (sub, name, "sub/name", its ``:2,`` letters, size, RFC822 size, mtime
+#: or None: not read, see pymta.mailstore.folder_scan).
+NewFile = tuple[str, str, str, str, int, int, float | None]
 _log = Logger()
 
 
@@ -143,7 +145,8 @@ class FolderBase:
                 if not os.path.isdir(os.path.join(self.path, "cur")):
                     raise NoSuchFolder(self.name)
                 with self._index.locked():
-                    notices.extend(self._load_locked())
+                    with paused():  # an index of 100,000 lines, or a first scan
+                        notices.extend(self._load_locked())
                     yield notices
         except OSError as e:
             if e.errno in WRITE_ERRNOS:

@@ -9,12 +9,24 @@ filled from a worker thread (:class:`pymta.mailstore.interface.IHeaderCache`),
 and header digests computed from the files in worker processes
 (:class:`pymta.mailstore.digests.IHeaderDigests`).
 
+INTERNALDATE on demand (:meth:`FolderRead.fill_dates`): a folder's scan
+leaves the date of the files it found unknown (``-`` in the index,
+:mod:`pymta.mailstore.folder_scan`); the first command that shows or
+compares it (FETCH INTERNALDATE, SEARCH BEFORE/ON/SINCE/OLDER/YOUNGER,
+SORT ARRIVAL and DATE, THREAD, COPY) has the store ``stat`` those files
+in its threads, without the folder's lock, then writes their dates to
+the index under the lock (a new ``A`` line each, same modseq: not a
+change any session hears of), so no file is stat'ed twice, by this
+process or another. A file renamed meanwhile (flags changed by another
+program) is looked for again after a rescan.
+
 Untrusted input: the message files (parsed only by :mod:`pymta.mailstore.mime`)
-and the cache file. May write: the cache. Logs nothing.
+and the cache file. May write: the cache, the index (dates). Logs nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -32,12 +44,14 @@ from pymta.mailstore.files import (
     read_header_file,
 )
 from pymta.mailstore.folder_scan import FolderScan
+from pymta.mailstore.gcpause import paused
 from pymta.mailstore.interface import (
     FolderStatus,
     MailStoreError,
     MessageInfo,
     MimePart,
     NoSuchMessage,
+    known_date,
 )
 
 
@@ -56,6 +70,48 @@ class FolderRead(FolderScan):
         except KeyError:
             raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
 
+    def fill_dates(self, uids: Collection[int]) -> None:
+        with paused():  # a record made again per date (pymta.mailstore.gcpause)
+            self._fill_dates(uids)
+
+    def _fill_dates(self, uids: Collection[int]) -> None:
+        self._ensure_loaded()
+        records = self._index.records
+        with self._mutex:  # another thread may be changing the dict
+            unknown = [
+                (uid, info.filename)
+                for uid in uids
+                if (info := records.get(uid)) is not None and info.internal_date is None
+            ]
+        if not unknown:
+            return
+        # Read without the lock: deliveries and other processes need not
+        # wait for thousands of stat calls.
+        dates = _mtimes(self.path, unknown)
+        with self._locked() as notices:
+            records = self._index.records
+            if len(dates) < len(unknown):
+                # Renamed (flags changed by another program) or removed
+                # since the index was read: look again once.
+                notices.extend(self._scan_locked())
+                again = [
+                    (uid, info.filename)
+                    for uid, _ in unknown
+                    if uid not in dates
+                    and (info := records.get(uid)) is not None
+                    and info.internal_date is None
+                ]
+                dates.update(_mtimes(self.path, again))
+            self._index.put_dates(
+                {
+                    uid: mtime
+                    for uid, (filename, mtime) in dates.items()
+                    if (info := records.get(uid)) is not None
+                    and info.internal_date is None
+                    and info.filename == filename
+                }
+            )
+
     def status(self) -> FolderStatus:
         self._ensure_loaded()
         with self._mutex:  # another thread may be changing the dict
@@ -69,9 +125,10 @@ class FolderRead(FolderScan):
         changes, the caller reads the records afterwards (SELECT: the
         list of 100,000 new records a first scan would return is not
         built for nothing)."""
-        self._prepare_scan()
-        with self._locked() as notices:
-            notices.extend(self._scan_locked())
+        with paused():  # many records made at once (pymta.mailstore.gcpause)
+            self._prepare_scan()
+            with self._locked() as notices:
+                notices.extend(self._scan_locked())
 
     def open(self, uid: int) -> BinaryIO:
         info = self.get(uid)
@@ -153,7 +210,12 @@ class FolderRead(FolderScan):
     # -- the header cache, filled from a worker thread (IHeaderCache) -------
 
     def uncached_headers(self, uids: Collection[int]) -> list[tuple[int, str]]:
-        return [(uid, filename) for uid, filename, _date in self.uncached_files(uids)]
+        missing = self._uncached(uids)
+        with self._mutex:
+            records = self._index.records
+            return [
+                (uid, info.filename) for uid in missing if (info := records.get(uid)) is not None
+            ]
 
     def headers_may_contain(self, needles: Collection[bytes], uids: Iterable[int]) -> set[int]:
         self._ensure_loaded()
@@ -174,14 +236,26 @@ class FolderRead(FolderScan):
     def header_reader(self) -> HeaderReader:
         return HeaderReader(self.path)
 
-    def uncached_files(self, uids: Collection[int]) -> list[tuple[int, str, float]]:
+    def _uncached(self, uids: Collection[int]) -> list[int]:
+        """Those of ``uids`` present whose header block is not cached."""
         self._ensure_loaded()
         with self._mutex:
-            uidvalidity = self._index.uidvalidity
             records = self._index.records
             live = [uid for uid in uids if uid in records]
-            missing = self._cache.missing(uidvalidity, b"H", live)
-            return [(uid, records[uid].filename, records[uid].internal_date) for uid in missing]
+            return self._cache.missing(self._index.uidvalidity, b"H", live)
+
+    def uncached_files(self, uids: Collection[int]) -> list[tuple[int, str, float]]:
+        missing = self._uncached(uids)
+        # The header digests fall back on the date (SORT DATE, THREAD): made
+        # known first (this runs in the store's threads).
+        self.fill_dates(missing)
+        with self._mutex:
+            records = self._index.records
+            return [
+                (uid, info.filename, known_date(info))
+                for uid in missing
+                if (info := records.get(uid)) is not None
+            ]
 
     def kept_file(self) -> tuple[str, int]:
         self._ensure_loaded()
@@ -220,3 +294,31 @@ class FolderRead(FolderScan):
         except (ValueError, UnicodeDecodeError):
             # A damaged entry (the cache is only advisory): parse afresh.
             return mime.parse_mime(self.read(uid))
+
+
+def _mtimes(path: str, files: Iterable[tuple[int, str]]) -> dict[int, tuple[str, float]]:
+    """``{uid: (filename, mtime)}`` of the message files (``new/...`` or
+    ``cur/...``) that are there and regular: one ``fstatat`` each,
+    relative to its open directory, never through a symbolic link (as a
+    file is opened); one gone is left out."""
+    out: dict[int, tuple[str, float]] = {}
+    dir_fds: dict[str, int] = {}
+    is_regular = stat.S_ISREG
+    try:
+        for sub in ("new", "cur"):
+            with contextlib.suppress(FileNotFoundError):
+                dir_fds[sub] = os.open(f"{path}/{sub}", os.O_RDONLY | os.O_DIRECTORY)
+        for uid, filename in files:
+            dir_fd = dir_fds.get(filename[:3])
+            if dir_fd is None:
+                continue
+            try:
+                st = os.stat(filename[4:], dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if is_regular(st.st_mode):
+                out[uid] = (filename, st.st_mtime)
+    finally:
+        for fd in dir_fds.values():
+            os.close(fd)
+    return out

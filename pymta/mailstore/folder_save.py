@@ -188,7 +188,13 @@ class FolderSave(FolderFlags):
                         if info is None:
                             continue
                         link_or_copy(os.path.join(self.path, info.filename), tmp)
-                    entry = (tmp, info.size, info.rfc822_size, info.internal_date)
+                    date = info.internal_date
+                    if date is None:
+                        # Never read (the scan that found it does not stat):
+                        # the link's, which is the file's (a copy across file
+                        # systems would have its own: the source's then).
+                        date = _mtime_of(os.path.join(self.path, info.filename), tmp)
+                    entry = (tmp, info.size, info.rfc822_size, date)
                     staged.append((uid, (*entry, info.flags, info.keywords)))
             with target._locked() as notices:
                 new_uids = target._add_locked([e for _, e in staged], notices)
@@ -233,3 +239,12 @@ class FolderSave(FolderFlags):
             present = self._index.records
             return [u for u in range(1, self._index.uidnext) if u not in present]
         return sorted(u for u, m in self._index.tombstones if m > modseq)
+
+
+def _mtime_of(source: str, copy: str) -> float:
+    """The source file's mtime (INTERNALDATE), or its copy's when the source
+    was renamed meanwhile (a hard link: the same file)."""
+    try:
+        return os.stat(source, follow_symlinks=False).st_mtime
+    except OSError:
+        return os.stat(copy, follow_symlinks=False).st_mtime

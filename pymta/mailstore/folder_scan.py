@@ -8,11 +8,19 @@ changes, missing files as expunges). The folder's own renames need no
 listing (``_own_change``). The store's asynchronous API runs a scan in
 its threads (:mod:`pymta.mailstore.asyncstore`).
 
-As Dovecot's first SELECT, a scan reads directories, not messages: each
-file it has not seen is one ``fstatat`` relative to its open directory
-(its size and mtime, the INTERNALDATE), its RFC822.SIZE and flags taken
-from its name (``,S=``/``,W=``, ``:2,`` letters; a file whose name lacks
-them, or whose ``S=`` is not its size, is read to count its lines).
+As Dovecot's first SELECT, a scan reads directories, not messages, and
+does not ``stat`` the files it finds: the listing's file types
+(``d_type``) leave out anything but a regular file; a file's RFC822.SIZE
+and flags come from its name (``,S=``/``,W=``, ``:2,`` letters; the sizes
+trusted as Dovecot trusts them when they are possible ones: a literal's
+length is always counted from the bytes sent), its place in arrival
+order from the name's leading time stamp
+(:func:`~pymta.mailstore.names.arrival_key`), and its INTERNALDATE (the
+file's mtime) is left unknown in the index until a command needs it
+(:meth:`~pymta.mailstore.folder_read.FolderRead.fill_dates`). Only a file
+whose name lacks either size (or gives impossible ones) is measured at
+once: one ``fstatat`` relative to its open directory, and a read to
+count its lines when the size in the name is not the file's.
 :meth:`refresh` lists, measures and puts the new files in arrival order
 *before* it takes the folder's lock (the mutex and the index's
 ``flock``): under the lock it only numbers them (records and index lines
@@ -36,7 +44,8 @@ from operator import itemgetter
 
 from pymta.mailstore.files import measure_at
 from pymta.mailstore.folder_base import FolderBase, NewFile
-from pymta.mailstore.index import message_info, record_fields
+from pymta.mailstore.gcpause import paused
+from pymta.mailstore.index import UNKNOWN_DATE, message_info, record_fields
 from pymta.mailstore.interface import (
     FolderChange,
     MessageInfo,
@@ -44,7 +53,9 @@ from pymta.mailstore.interface import (
 from pymta.mailstore.names import (
     acceptable_match,
     arrival_key,
+    filename_sizes,
     letters_to_flags,
+    sized_name_match,
     split_filename,
 )
 
@@ -67,15 +78,20 @@ class FolderScan(FolderBase):
             self._dir_stamp = self._dir_stat(raw=True)
 
     def _list(self) -> dict[str, tuple[str, str]]:
-        """``{base: (sub, name)}`` of the message files in new/ and cur/."""
+        """``{base: (sub, name)}`` of the message files in new/ and cur/:
+        regular files as the listing's file types say (no ``stat``, but
+        on a file system that gives no types)."""
         found: dict[str, tuple[str, str]] = {}
         for sub in ("new", "cur"):
             try:
-                names = os.listdir(os.path.join(self.path, sub))
+                entries = os.scandir(os.path.join(self.path, sub))
             except FileNotFoundError:
                 continue
-            for name in filter(acceptable_match, names):
-                found[name.partition(":")[0]] = (sub, name)
+            with entries:
+                for entry in entries:
+                    name = entry.name
+                    if acceptable_match(name) and entry.is_file(follow_symlinks=False):
+                        found[name.partition(":")[0]] = (sub, name)
         return found
 
     def _measure_new(
@@ -84,15 +100,18 @@ class FolderScan(FolderBase):
         known: Container[str],
         measured: dict[str, NewFile] | None = None,
     ) -> dict[str, NewFile]:
-        """The files of ``found`` whose base is not ``known``, measured
-        (:func:`measure_at`: one ``fstatat`` each, unless ``measured`` has
-        the file under the same name), in arrival order; a file gone
-        meanwhile or not a regular file is left out."""
+        """The files of ``found`` whose base is not ``known``, in arrival
+        order, their sizes from their names; a name without both sizes is
+        measured (:func:`measure_at`: one ``fstatat``, unless ``measured``
+        has the file under the same name), and left out when gone
+        meanwhile or not a regular file. Their dates are unknown (None),
+        but for those measured."""
         if not found:
             return {}
         measured = measured or {}
         path = self.path
         dir_fds: dict[str, int] = {}
+        sized_name = sized_name_match
         keyed: list[tuple[tuple[int, int, str], str, NewFile]] = []
         try:
             for sub in ("new", "cur"):
@@ -105,19 +124,39 @@ class FolderScan(FolderBase):
                 if known_file is not None and known_file[1] == name and known_file[0] == sub:
                     keyed.append((arrival_key(name), base, known_file))
                     continue
-                dir_fd = dir_fds.get(sub)
-                size = None if dir_fd is None else measure_at(dir_fd, path, sub, name)
-                if size is None:
-                    continue  # gone, or not a regular file
+                sized = sized_name(name)
+                if sized is not None:
+                    # Dovecot's names, and pymta's: no stat (see the module
+                    # doc). Sizes no file can have (a CRLF size below the
+                    # size, or above twice it) are not taken: measured.
+                    secs, usecs, size_field, rfc822_field, marks = sized.groups()
+                    size, rfc822 = int(size_field), int(rfc822_field)
+                    if size <= rfc822 <= 2 * size:
+                        keyed.append(
+                            (
+                                (int(secs), int(usecs), name),
+                                base,
+                                (sub, name, f"{sub}/{name}", marks or "", size, rfc822, None),
+                            )
+                        )
+                        continue
                 _, sep, info = name.partition(":")
                 letters = info[2:] if sep and info.startswith("2,") else ""
-                keyed.append(
-                    (
-                        arrival_key(name),
-                        base,
-                        (sub, name, f"{sub}/{name}", letters, size[0], size[1], size[2]),
-                    )
-                )
+                size_hint, rfc822_hint = filename_sizes(base)
+                new: NewFile
+                if (
+                    size_hint is not None
+                    and rfc822_hint is not None
+                    and size_hint <= rfc822_hint <= 2 * size_hint
+                ):
+                    new = (sub, name, f"{sub}/{name}", letters, size_hint, rfc822_hint, None)
+                else:
+                    dir_fd = dir_fds.get(sub)
+                    sizes = None if dir_fd is None else measure_at(dir_fd, path, sub, name)
+                    if sizes is None:
+                        continue  # gone, or not a regular file
+                    new = (sub, name, f"{sub}/{name}", letters, *sizes)
+                keyed.append((arrival_key(name), base, new))
         finally:
             for fd in dir_fds.values():
                 os.close(fd)
@@ -248,8 +287,9 @@ class FolderScan(FolderBase):
                     new_uid, size, rfc822, mtime, marks[0], marks[1], modseq, filename, sub == "new"
                 )
             )
+            date = UNKNOWN_DATE if mtime is None else repr(mtime)
             lines.append(
-                f"A\t{new_uid}\t{modseq}\t{filename}\t{size}\t{rfc822}\t{mtime!r}\t"
+                f"A\t{new_uid}\t{modseq}\t{filename}\t{size}\t{rfc822}\t{date}\t"
                 f"{marks[2]}\t{marks[3]}\n"
             )
             if fresh:
@@ -271,11 +311,12 @@ class FolderScan(FolderBase):
         return notices
 
     def refresh(self) -> list[MessageInfo]:
-        self._prepare_scan()
-        with self._locked() as notices:
-            notices.extend(self._scan_locked())
-            appended = sorted(u for n in notices if n.kind == "append" for u in n.uids)
-            return [self._index.records[u] for u in appended if u in self._index.records]
+        with paused():  # many records made at once (pymta.mailstore.gcpause)
+            self._prepare_scan()
+            with self._locked() as notices:
+                notices.extend(self._scan_locked())
+                appended = sorted(u for n in notices if n.kind == "append" for u in n.uids)
+                return [self._index.records[u] for u in appended if u in self._index.records]
 
     def changed_on_disk(self) -> bool:
         if not self._index.loaded or not self._index.is_current():

@@ -6,13 +6,16 @@ name, size, CRLF size, internal date, flags, keywords and modseq (RFC 7162).
 
 Format: a text file, one record per line, tab-separated, append-only::
 
-    pymta-uidlist 1 <TAB> V<uidvalidity> <TAB> N<uidnext> <TAB> M<modseq> <TAB> E<floor>
+    pymta-uidlist 2 <TAB> V<uidvalidity> <TAB> N<uidnext> <TAB> M<modseq> <TAB> E<floor>
     A <uid> <modseq> <sub/filename> <size> <rfc822 size> <internal date> <flags> <keywords>
     X <uid> <modseq>
     S <new/ mtime ns> <cur/ mtime ns>
 
 ``A`` adds or replaces a message's record, ``X`` expunges it (kept as a
-tombstone for QRESYNC), ``S`` notes the directories' mtimes at a moment the
+tombstone for QRESYNC); an internal date of ``-`` is not known yet (a
+folder's scan does not ``stat`` the files it finds: the date is read
+when a command first needs it and written as a new ``A`` line, see
+:mod:`pymta.mailstore.folder_read`), ``S`` notes the directories' mtimes at a moment the
 index was known to match them (after a complete scan, or after our own
 changes on top of one): a process opening the folder skips its scan when
 they still match; flags are the letters D F R S T, keywords separated
@@ -21,6 +24,11 @@ outnumber live ones the file is compacted (written to a temporary name,
 fsync'd, renamed), which readers in other processes notice by its inode.
 The header's N and M keep UIDNEXT and HIGHESTMODSEQ across compactions, E
 the modseq below which tombstones were dropped.
+
+Version 1 (every date known) is read as it is and rewritten as version 2
+(compacted) before the first line is added; a pymta that knows only
+version 1 takes a version 2 file as damaged and numbers the folder
+afresh, under a new UIDVALIDITY: rebuilt, never misread.
 
 Every change is made under an exclusive ``flock`` of ``pymta-uidlist.lock``
 and made durable (fsync) before its UIDs are handed out, so two processes
@@ -60,7 +68,11 @@ from pymta.mailstore.names import FILENAME_PATTERN
 
 INDEX_NAME = "pymta-uidlist"
 LOCK_NAME = "pymta-uidlist.lock"
-MAGIC = "pymta-uidlist 1"
+MAGIC = "pymta-uidlist 2"
+#: The versions this code reads (1: before dates could be unknown).
+_READABLE = ("pymta-uidlist 1", MAGIC)
+#: The internal-date field of a record whose date is not known yet.
+UNKNOWN_DATE = "-"
 MAX_TOMBSTONES = 20000
 
 _FLAG_LETTERS = {
@@ -82,7 +94,7 @@ def message_info(
     uid: int,
     size: int,
     rfc822_size: int,
-    internal_date: float,
+    internal_date: float | None,
     flags: frozenset[str],
     keywords: frozenset[str],
     modseq: int,
@@ -159,6 +171,8 @@ class UidIndex:
         self._offset = 0
         self._ino = -1
         self._lines = 0
+        #: The file's format is an older version: rewritten before appending.
+        self._old_format = False
         self._flag_cache: dict[str, frozenset[str]] = {}
         self._kw_cache: dict[str, frozenset[str]] = {}
         #: The errno that made the store read-only (EROFS, EACCES, EPERM)
@@ -335,8 +349,9 @@ class UidIndex:
         end = data.find(b"\n")
         try:
             fields = data[:end].decode("ascii").split("\t")
-            if end < 0 or fields[0] != MAGIC:
+            if end < 0 or fields[0] not in _READABLE:
                 raise ValueError("bad magic")
+            self._old_format = fields[0] != MAGIC
             values = {f[0]: int(f[1:]) for f in fields[1:]}
             self.uidvalidity = values["V"]
             self.uidnext = values["N"]
@@ -384,7 +399,7 @@ class UidIndex:
                         uid,
                         int(f[4]),
                         int(f[5]),
-                        float(f[6]),
+                        None if f[6] == UNKNOWN_DATE else float(f[6]),
                         flag_of(f[7]) if flags is None else flags,
                         keywords_of(f[8]) if f[8] else _NO_KEYWORDS,
                         modseq,
@@ -505,9 +520,10 @@ class UidIndex:
     @staticmethod
     def record_line(info: MessageInfo) -> str:
         flags, keywords = record_fields(info.flags, info.keywords)
+        date = UNKNOWN_DATE if info.internal_date is None else repr(info.internal_date)
         return (
             f"A\t{info.uid}\t{info.modseq}\t{info.filename}\t{info.size}\t"
-            f"{info.rfc822_size}\t{info.internal_date!r}\t{flags}\t{keywords}\n"
+            f"{info.rfc822_size}\t{date}\t{flags}\t{keywords}\n"
         )
 
     def put(
@@ -551,6 +567,11 @@ class UidIndex:
                 error = self._flush_pending()
                 if error is not None:
                     raise error
+            if self._old_format:
+                # Lines of this version may not follow an older header
+                # (its readers would misread them): the file is rewritten
+                # in this version first.
+                self.compact()
             self._append(lines, fsync=bool(new))
         except StoreNotWritable:
             if strict:
@@ -573,6 +594,44 @@ class UidIndex:
         if self._lines > live + live // 2 + 1000:
             with contextlib.suppress(StoreNotWritable):
                 self.compact()
+
+    def put_dates(self, dates: dict[int, float]) -> None:
+        """Give records whose date was unknown their date (lock held;
+        ``dates`` by UID, of records present, in the image, with the date
+        unknown): nothing else of them changes, no modseq either (a date
+        read late is not a change a client hears of). Written as their
+        ``A`` lines again, or, when they are more than half the folder (a
+        first SORT by arrival of a folder never dated), the file is
+        rewritten at once instead of appending and compacting after. Kept
+        in memory when the file cannot take them."""
+        records = self.records
+        dated: list[MessageInfo] = []
+        for uid, date in dates.items():
+            old = records[uid]
+            info = message_info(
+                uid,
+                old.size,
+                old.rfc822_size,
+                date,
+                old.flags,
+                old.keywords,
+                old.modseq,
+                old.filename,
+                old.recent,
+            )
+            records[uid] = info
+            dated.append(info)
+        if not dated:
+            return
+        try:
+            if self.pending or self._only_in_memory or self._old_format:
+                self.put(dated, [], lines=[self.record_line(i) for i in dated])
+            elif len(dated) > len(records) // 2:
+                self.compact()
+            else:
+                self.put(dated, [], lines=[self.record_line(i) for i in dated])
+        except StoreNotWritable:
+            pass  # the dates stay in memory; read again by the next process
 
     def _append(self, lines: list[str], fsync: bool) -> None:
         """Append whole lines, or nothing: a write cut short (a full file
@@ -667,6 +726,7 @@ class UidIndex:
         self._offset = st.st_size
         self._ino = st.st_ino
         self._lines = len(self.records) + len(self.tombstones)
+        self._old_format = False
         # Everything memory held is in the file now.
         self._drop_pending()
         self._only_in_memory = False

@@ -136,7 +136,11 @@ class MessageInfo:
     ``size`` is the file's size as stored (LF line ends); ``rfc822_size`` the
     size with CRLF line ends, which POP3 LIST/STAT and IMAP RFC822.SIZE
     report (Dovecot's ``,S=`` and ``,W=``). ``internal_date`` is seconds since
-    the epoch (IMAP INTERNALDATE; the file's mtime in Maildir). ``recent`` is
+    the epoch (IMAP INTERNALDATE; the file's mtime in Maildir), or None
+    while the store has not read it yet (a Maildir folder's scan does not
+    ``stat`` the files it finds, as Dovecot's does not): a caller that
+    shows or compares dates asks for them first
+    (:meth:`IFolder.fill_dates`, the asynchronous ``get_dated``). ``recent`` is
     true while the message is still in Maildir ``new/`` (no session has
     claimed it, IMAP ``\\Recent``). ``filename`` is the implementation's name
     for the stored message (``cur/1700000000.M1P2.host,S=10,W=12:2,S`` in
@@ -146,7 +150,7 @@ class MessageInfo:
     uid: int
     size: int
     rfc822_size: int
-    internal_date: float
+    internal_date: float | None
     flags: frozenset[str]
     keywords: frozenset[str]
     modseq: int
@@ -159,6 +163,15 @@ class MessageInfo:
         # Without keywords (most messages), the flags themselves: no new set
         # to build and hash for every message of a FETCH 1:* FLAGS.
         return self.flags | self.keywords if self.keywords else self.flags
+
+
+def known_date(info: MessageInfo) -> float:
+    """The internal date of a record whose date was asked for
+    (:meth:`IFolder.fill_dates`): its value, or 0 (the epoch) for a
+    message whose file was gone before its date could be read (expunged
+    by another program meanwhile: the next scan removes it)."""
+    date = info.internal_date
+    return 0.0 if date is None else date
 
 
 @dataclass(frozen=True)
@@ -285,6 +298,14 @@ class IFolder(Interface):
 
     def get(uid: int) -> MessageInfo:
         """The message with this UID; NoSuchMessage when there is none."""
+
+    def fill_dates(uids: Collection[int]) -> None:
+        """Make the internal date of these messages known in the index
+        (Maildir: one ``stat`` of each file whose date the scan that found
+        it left unknown, kept in the index for every later reader); UIDs
+        not present, or whose file is gone meanwhile, are skipped. May
+        wait on the disk: the asynchronous API runs it in the store's
+        threads, and only when a date is missing."""
 
     def status() -> FolderStatus:
         """Counts for IMAP STATUS / SELECT, from the index."""
@@ -606,5 +627,6 @@ __all__: Sequence[str] = (
     "NoSuchFolder",
     "NoSuchMessage",
     "StoreNotWritable",
+    "known_date",
     "not_writable",
 )

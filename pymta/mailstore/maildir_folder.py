@@ -18,7 +18,8 @@ what each call may cost.
 Untrusted input: file names in ``new/`` and ``cur/`` (dot files, odd
 characters and anything but a regular file, e.g. a symbolic link, are
 ignored: files are opened with O_NOFOLLOW), ``,S=``/``,W=`` size hints
-(used only when ``S=`` matches the real size), ``dovecot-keywords``, and the
+(taken when both are there and possible, as Dovecot takes them, else
+the file is measured: :mod:`~pymta.mailstore.folder_scan`), ``dovecot-keywords``, and the
 index and cache files. Writes messages in ``tmp/``, ``new/``, ``cur/``, the
 index, cache, ``dovecot-keywords`` and the lock files of the folder; every
 use of the folder lets :mod:`pymta.mailstore.tmpclean` remove stale

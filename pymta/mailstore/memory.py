@@ -41,6 +41,7 @@ from pymta.mailstore.interface import (
     NoSuchFolder,
     NoSuchMessage,
     Staged,
+    known_date,
 )
 from pymta.mailstore.metadata import Entries, apply_changes, copy_of
 from pymta.mailstore.mime import parse_mime
@@ -170,6 +171,9 @@ class MemoryFolder:
         except KeyError:
             raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
 
+    def fill_dates(self, uids: Collection[int]) -> None:
+        """Nothing to do: every message here got its date when stored."""
+
     def status(self) -> FolderStatus:
         return FolderStatus.of(
             self._messages.values(), self.uidnext, self.uidvalidity, self.highest_modseq
@@ -288,9 +292,7 @@ class MemoryFolder:
             if uid not in self._messages:
                 continue
             info = self._messages[uid]
-            new = target._add(
-                self._content[uid], info.flags, info.keywords, info.internal_date, True
-            )
+            new = target._add(self._content[uid], info.flags, info.keywords, known_date(info), True)
             pairs.append((uid, new.uid))
             added.append(new.uid)
         target._notify("append", added)

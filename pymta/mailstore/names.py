@@ -115,6 +115,15 @@ def arrival_key(name: str) -> tuple[int, int, str]:
     return (int(match.group(1)), int(match.group(2)), name)
 
 
+#: A file name as Dovecot and pymta write them, ``<secs>.M<usecs>...`` with
+#: a base that ends in ``,S=<size>,W=<CRLF size>``: its time stamp, sizes
+#: and ``:2,`` letters (None without them) in one match, for a folder's
+#: scan of 100,000 names (the same values as :func:`arrival_key`,
+#: :func:`filename_sizes` and :func:`split_filename`; any other name
+#: goes through those).
+sized_name_match = re.compile(r"(\d+)\.M(\d+)[^:]*?,S=(\d+),W=(\d+)(?::(?:2,(.*)|.*))?\Z").match
+
+
 def is_inbox(name: str) -> bool:
     """INBOX is case-insensitive (RFC 3501 section 5.1)."""
     return name.upper() == INBOX
