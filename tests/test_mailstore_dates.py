@@ -324,3 +324,32 @@ def test_other_names_are_left_to_the_three_parsers(name: str) -> None:
     """A name not in that form does not match (the scan parses it the
     long way, and measures it when its sizes are not both there)."""
     assert sized_name_match(name) is None
+
+
+class _DateDigest:
+    """A header digest that is the INTERNALDATE it is given (not kept)."""
+
+    name = ""
+
+    def __call__(self, header: bytes, internal_date: float) -> int:
+        return int(internal_date)
+
+
+def test_header_digests_of_cached_headers_get_the_files_dates(tmp_path: Path) -> None:
+    """A header digest of messages whose header blocks are cached (read
+    before any date was, as a first SORT by SUBJECT caches them) is given
+    each file's mtime, not a date not read yet: the background fill of
+    every sort key keeps what it computes."""
+    fill(tmp_path / "alice", 6)
+    folder = store().asynchronous().open_user("u", str(tmp_path / "alice"))
+    inbox = _fired(_fired(folder).folder("INBOX"))
+    _fired(inbox.prefetch_headers(range(1, 7)))
+    got = _fired(inbox.header_digests(range(1, 7), _DateDigest()))
+    assert got == {n: DAY0 + n * 86400 for n in range(1, 7)}
+
+
+def _fired(d: Any) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out and not isinstance(out[0], Exception), out
+    return out[0]

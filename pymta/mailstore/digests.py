@@ -252,6 +252,12 @@ async def digests(
         wanted = [u for u in wanted if u not in out]
     elif len(wanted) >= AT_ONCE:
         await fill_cache(wanted)
+    if wanted:
+        # A digest falls back on the INTERNALDATE (SORT DATE, THREAD), and
+        # a first scan reads no date: those not read yet are read first,
+        # in the store's threads (cached header blocks never went through
+        # uncached_files, which does the same).
+        await off(partial(folder.fill_dates, wanted))
     for start in range(0, len(wanted), BATCH):
         if stopped():
             break
