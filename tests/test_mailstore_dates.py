@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
+from pymta.imap import scan
 from pymta.mailstore import folder_read
 from pymta.mailstore.index import INDEX_NAME
 from pymta.mailstore.interface import FlagMode
@@ -259,6 +260,41 @@ def test_fetch_internaldate_reads_unknown_dates_in_the_stores_threads(
     # Known now: answered without the store's threads.
     assert s.send("g FETCH 2 INTERNALDATE").endswith(b"g OK Fetch completed.\r\n")
     assert read_where == [True]
+
+
+def test_a_big_select_has_the_dates_read_after_its_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SELECT of a big folder answers without reading a date, then has
+    the store read them all in its threads: a FETCH INTERNALDATE after it
+    needs no more of the store's thread work."""
+    monkeypatch.setattr(scan, "PRESTART_MESSAGES", 5)
+    runner = QueuedRunner()
+    world = dated_world(tmp_path, runner)
+    read: list[int] = []
+    real = folder_read._mtimes
+
+    def watched(path: str, files: Any) -> Any:
+        files = list(files)
+        read.append(len(files))
+        return real(path, files)
+
+    monkeypatch.setattr(folder_read, "_mtimes", watched)
+    s = world.connect()
+    s.send("a LOGIN alice@example.org secret")
+    runner.run_all()
+    s.read()
+    s.send("s SELECT INBOX")
+    runner.run_all()
+    assert s.read().endswith(b"s OK [READ-WRITE] Select completed.\r\n")
+    assert read == []
+    world.clock.advance(0)  # the turn after the answer
+    runner.run_all()
+    assert read == [6]
+    answer = s.send("f FETCH 6 INTERNALDATE")
+    assert answer.endswith(b"f OK Fetch completed.\r\n")
+    assert b'INTERNALDATE "20-Nov-2023 22:13:20 +0000"' in answer
+    assert read == [6]
 
 
 def day(n: int) -> str:

@@ -249,6 +249,18 @@ def _selected(
     s.ok(tag, code + b" Select completed.")
     if len(messages) >= scan.PRESTART_MESSAGES:
         scan.prestart(s.scan_in_thread, s.clock)
+        _date_after_answer(s, view.store, messages)
+
+
+def _date_after_answer(s: IMAPSession, store: IAsyncFolder, messages: list[MessageInfo]) -> None:
+    """Have the store read the dates a first scan left unknown, once the
+    SELECT's answer is out: the folder's next command that shows or
+    compares dates (SORT, FETCH INTERNALDATE, SEARCH SINCE) then finds
+    them, or waits only for what is left (the folder's calls run one at
+    a time). A failure is left for that command to meet again."""
+    undated = [m.uid for m in messages if m.internal_date is None]
+    if undated:
+        s.clock.callLater(0, lambda: store.fill_dates(undated).addErrback(lambda _: None))
 
 
 def _qresync(

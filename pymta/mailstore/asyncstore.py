@@ -168,6 +168,11 @@ class IAsyncFolder(Interface):
         or compare dates (FETCH INTERNALDATE, SEARCH by date, SORT,
         THREAD)."""
 
+    def fill_dates(uids: Collection[int]) -> Deferred[None]:
+        """IFolder.fill_dates, in the store's threads: the dates of these
+        messages read now, ahead of the command that will show or compare
+        them (imapd asks it after the SELECT of a big folder)."""
+
     def status() -> Deferred[FolderStatus]:
         """IFolder.status: also how to learn UIDVALIDITY, UIDNEXT and
         HIGHESTMODSEQ (the synchronous attributes may read the index)."""
@@ -471,6 +476,10 @@ class AsyncFolder:
             return self._run(partial(fill_then_get, folder, wanted))
 
         return self._run(lambda: records_of(folder, wanted), read=True).addCallback(dated)
+
+    def fill_dates(self, uids: Collection[int]) -> Deferred[None]:
+        wanted = list(uids)
+        return self._call(self.folder.fill_dates, wanted)
 
     def status(self) -> Deferred[FolderStatus]:
         return self._read(self.folder.status)
