@@ -42,81 +42,32 @@ EXAMPLES
 
 from __future__ import annotations
 
-import argparse
-import os
-import pwd
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_measure import count_maildir_new
-from bench_pymta import TWISTD, PymtaServer
-from bench_setup import DOMAIN, LISTEN_HOST, SENDER, MailSetup
+from bench_load import (
+    RECIPIENT,
+    CheckoutPymta,
+    load_arguments,
+    mail_setup,
+    send,
+    smtp_source_missing,
+    wait_delivered,
+)
 
-SMTP_SOURCE = "/usr/sbin/smtp-source"
-
-
-class CallgrindPymta(PymtaServer):
-    """The bench's pymta, its twistd under callgrind, instrumentation off."""
-
-    def __init__(self, workdir: Path, setup: MailSetup, checkout: Path, out: Path) -> None:
-        super().__init__(workdir, setup, startup_timeout=900.0)
-        self.checkout = checkout
-        self.out = out
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(self.checkout)
-        self._log_file = open(self.twistd_log, "wb")
-        self._proc = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                "--separate-threads=yes",
-                "--dump-instr=no",
-                f"--callgrind-out-file={self.out}.%p",
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                "pymta",
-                "--config",
-                str(self.config),
-            ],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self._proc
-
-
-def send(port: int, connections: int, messages: int, size: int, recipient: str) -> None:
-    subprocess.run(
-        [
-            *(SMTP_SOURCE, "-s", str(connections), "-m", str(messages), "-l", str(size)),
-            *("-f", SENDER, "-t", recipient, f"{LISTEN_HOST}:{port}"),
-        ],
-        stdout=subprocess.DEVNULL,
-        check=True,
-    )
-
-
-def wait_delivered(new: Path, count: int, timeout: float) -> None:
-    """Poll the Maildir (no event says a file arrived in another process)."""
-    deadline = time.monotonic() + timeout
-    while count_maildir_new(new) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count_maildir_new(new)}/{count} delivered in {timeout:.0f}s")
-        time.sleep(0.2)
+CALLGRIND = (
+    "valgrind",
+    "--tool=callgrind",
+    "--instr-atstart=no",
+    "--separate-threads=yes",
+    "--dump-instr=no",
+)
 
 
 def totals(prefix: Path) -> dict[int, int]:
@@ -130,29 +81,20 @@ def totals(prefix: Path) -> dict[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--messages", type=int, default=300)
-    p.add_argument("--connections", type=int, default=20)
-    p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
-    p.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parent.parent)
-    p.add_argument("--mailbox-user", default="nobody")
-    args = p.parse_args(argv)
+    args = load_arguments(__doc__.split("\n", 1)[0], messages=300, warmup=50).parse_args(argv)
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             print(f"{tool} not found: apt-get install -y valgrind", file=sys.stderr)
             return 2
-    if not os.access(SMTP_SOURCE, os.X_OK):
-        print(f"{SMTP_SOURCE} not found: apt-get install -y postfix", file=sys.stderr)
+    if smtp_source_missing():
         return 2
-    owner = pwd.getpwnam(args.mailbox_user)
-    recipient = f"run1@{DOMAIN}"
-    setup = MailSetup((recipient,), owner.pw_uid, owner.pw_gid)
+    recipient = RECIPIENT
+    setup = mail_setup(args.mailbox_user)
     args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="reactor-instr.", dir=args.workdir))
     out = workdir / "callgrind.out"
-    server = CallgrindPymta(workdir, setup, args.checkout.resolve(), out)
+    wrapper = (*CALLGRIND, f"--callgrind-out-file={out}.%p")
+    server = CheckoutPymta(workdir, setup, args.checkout.resolve(), wrapper, startup_timeout=900.0)
     try:
         server.start()
         pid = str(server.root_pids()[0])

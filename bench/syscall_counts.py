@@ -31,9 +31,7 @@ EXAMPLES
 
 from __future__ import annotations
 
-import argparse
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -45,56 +43,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_measure import count_maildir_new
-from bench_pymta import TWISTD, PymtaServer
-from bench_setup import DOMAIN, LISTEN_HOST, SENDER, MailSetup
+from bench_load import (
+    RECIPIENT,
+    CheckoutPymta,
+    load_arguments,
+    mail_setup,
+    send,
+    smtp_source_missing,
+    wait_delivered,
+)
 
-SMTP_SOURCE = "/usr/sbin/smtp-source"
-# strace -c's table: "% time  seconds  usecs/call  calls  [errors]  syscall"
 _ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
-
-
-class CheckoutPymta(PymtaServer):
-    """The bench's pymta, run from another tree's checkout."""
-
-    def __init__(self, workdir: Path, setup: MailSetup, checkout: Path) -> None:
-        super().__init__(workdir, setup)
-        self.checkout = checkout
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(self.checkout)
-        self._log_file = open(self.twistd_log, "wb")
-        self._proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self._proc
-
-
-def send(port: int, connections: int, messages: int, size: int, recipient: str) -> None:
-    subprocess.run(
-        [
-            *(SMTP_SOURCE, "-s", str(connections), "-m", str(messages), "-l", str(size)),
-            *("-f", SENDER, "-t", recipient, f"{LISTEN_HOST}:{port}"),
-        ],
-        stdout=subprocess.DEVNULL,
-        check=True,
-    )
-
-
-def wait_delivered(new: Path, count: int, timeout: float) -> None:
-    """Poll the Maildir (no event says a file arrived in another process)."""
-    deadline = time.monotonic() + timeout
-    while count_maildir_new(new) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count_maildir_new(new)}/{count} delivered in {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def wait_queue_empty(queue: Path, timeout: float) -> None:
@@ -117,24 +76,14 @@ def parse_counts(text: str) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--messages", type=int, default=2000)
-    p.add_argument("--connections", type=int, default=20)
-    p.add_argument("--size", type=int, default=1024)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
-    p.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parent.parent)
-    p.add_argument("--mailbox-user", default="nobody")
-    args = p.parse_args(argv)
+    args = load_arguments(__doc__.split("\n", 1)[0], messages=2000, warmup=200).parse_args(argv)
     if shutil.which("strace") is None:
         print("strace not found: apt-get install -y strace", file=sys.stderr)
         return 2
-    if not os.access(SMTP_SOURCE, os.X_OK):
-        print(f"{SMTP_SOURCE} not found: apt-get install -y postfix", file=sys.stderr)
+    if smtp_source_missing():
         return 2
-    owner = pwd.getpwnam(args.mailbox_user)
-    recipient = f"run1@{DOMAIN}"
-    setup = MailSetup((recipient,), owner.pw_uid, owner.pw_gid)
+    recipient = RECIPIENT
+    setup = mail_setup(args.mailbox_user)
     args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="syscalls.", dir=args.workdir))
     out = workdir / "strace.out"

@@ -1,0 +1,108 @@
+"""bench_load - one pymta of another tree under a wrapper, loaded by smtp-source.
+
+What bench/reactor_instructions.py (callgrind) and bench/syscall_counts.py
+(strace) share: the bench's pymta instance (bench_pymta, bench_setup) run
+from a given checkout, its twistd optionally under a wrapper command, and
+the load Postfix's smtp-source sends it, with the Maildir polled until the
+messages are in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench_measure import count_maildir_new
+from bench_pymta import TWISTD, PymtaServer
+from bench_setup import DOMAIN, LISTEN_HOST, SENDER, MailSetup
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+RECIPIENT = f"run1@{DOMAIN}"
+
+
+class CheckoutPymta(PymtaServer):
+    """The bench's pymta from ``checkout``, its twistd run under
+    ``wrapper`` (e.g. valgrind's command line; none: as it is)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        setup: MailSetup,
+        checkout: Path,
+        wrapper: Sequence[str] = (),
+        startup_timeout: float | None = None,
+    ) -> None:
+        if startup_timeout is None:
+            super().__init__(workdir, setup)
+        else:
+            super().__init__(workdir, setup, startup_timeout=startup_timeout)
+        self.checkout = checkout
+        self.wrapper = list(wrapper)
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(self.checkout)
+        self._log_file = open(self.twistd_log, "wb")
+        self._proc = subprocess.Popen(
+            [*self.wrapper, *TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
+            cwd=self.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self._proc
+
+
+def load_arguments(description: str, messages: int, warmup: int) -> argparse.ArgumentParser:
+    """The options both benches take, with their defaults."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--messages", type=int, default=messages)
+    p.add_argument("--connections", type=int, default=20)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--workdir", type=Path, default=Path("/var/tmp"))
+    p.add_argument("--checkout", type=Path, default=Path(__file__).resolve().parent.parent)
+    p.add_argument("--mailbox-user", default="nobody")
+    return p
+
+
+def smtp_source_missing() -> bool:
+    """True (and said) when Postfix's smtp-source is not installed."""
+    if os.access(SMTP_SOURCE, os.X_OK):
+        return False
+    print(f"{SMTP_SOURCE} not found: apt-get install -y postfix", file=sys.stderr)
+    return True
+
+
+def mail_setup(mailbox_user: str) -> MailSetup:
+    """The bench's one recipient, its Maildir owned by ``mailbox_user``."""
+    owner = pwd.getpwnam(mailbox_user)
+    return MailSetup((RECIPIENT,), owner.pw_uid, owner.pw_gid)
+
+
+def send(port: int, connections: int, messages: int, size: int, recipient: str) -> None:
+    subprocess.run(
+        [
+            *(SMTP_SOURCE, "-s", str(connections), "-m", str(messages), "-l", str(size)),
+            *("-f", SENDER, "-t", recipient, f"{LISTEN_HOST}:{port}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+
+
+def wait_delivered(new: Path, count: int, timeout: float) -> None:
+    """Poll the Maildir (no event says a file arrived in another process)."""
+    deadline = time.monotonic() + timeout
+    while count_maildir_new(new) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count_maildir_new(new)}/{count} delivered in {timeout:.0f}s")
+        time.sleep(0.2)
