@@ -222,19 +222,21 @@ def dated_world(tmp_path: Path, runner: QueuedRunner | None = None) -> World:
     return World(tmp_path, store=store(runner))
 
 
-def test_fetch_internaldate_reads_unknown_dates_in_the_stores_threads(
+def selected_watching_date_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After a first SELECT (no date read), FETCH INTERNALDATE answers each
-    file's mtime: the dates are read in the store's threads, never in the
-    reactor's call, and FETCH FLAGS reads none."""
+) -> tuple[Any, QueuedRunner, World, list[tuple[bool, int]]]:
+    """alice's never indexed INBOX selected (the store's thread work held
+    in the runner, run after each step), with each reading of dates noted
+    as (in the store's thread, files stat'ed); the session, the runner,
+    the world and the notes."""
     runner = QueuedRunner()
     world = dated_world(tmp_path, runner)
-    read_where: list[bool] = []
+    reads: list[tuple[bool, int]] = []
     real = folder_read._mtimes
 
     def watched(path: str, files: Any) -> Any:
-        read_where.append(runner.in_thread)
+        files = list(files)
+        reads.append((runner.in_thread, len(files)))
         return real(path, files)
 
     monkeypatch.setattr(folder_read, "_mtimes", watched)
@@ -245,13 +247,23 @@ def test_fetch_internaldate_reads_unknown_dates_in_the_stores_threads(
     s.send("s SELECT INBOX")
     runner.run_all()
     assert s.read().endswith(b"s OK [READ-WRITE] Select completed.\r\n")
+    return s, runner, world, reads
+
+
+def test_fetch_internaldate_reads_unknown_dates_in_the_stores_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a first SELECT (no date read), FETCH INTERNALDATE answers each
+    file's mtime: the dates are read in the store's threads, never in the
+    reactor's call, and FETCH FLAGS reads none."""
+    s, runner, _, reads = selected_watching_date_reads(tmp_path, monkeypatch)
     answer = s.send("f FETCH 1:* FLAGS")
     runner.run_all()
     assert (answer + s.read()).endswith(b"f OK Fetch completed.\r\n")
-    assert read_where == []
+    assert reads == []
     assert s.send("f FETCH 2:3 INTERNALDATE") == b""
     runner.run_all()
-    assert read_where == [True]
+    assert reads == [(True, 2)]
     assert s.read().split(b"\r\n")[:3] == [
         b'* 2 FETCH (INTERNALDATE "16-Nov-2023 22:13:20 +0000")',
         b'* 3 FETCH (INTERNALDATE "17-Nov-2023 22:13:20 +0000")',
@@ -259,7 +271,7 @@ def test_fetch_internaldate_reads_unknown_dates_in_the_stores_threads(
     ]
     # Known now: answered without the store's threads.
     assert s.send("g FETCH 2 INTERNALDATE").endswith(b"g OK Fetch completed.\r\n")
-    assert read_where == [True]
+    assert reads == [(True, 2)]
 
 
 def test_a_big_select_has_the_dates_read_after_its_answer(
@@ -269,32 +281,15 @@ def test_a_big_select_has_the_dates_read_after_its_answer(
     the store read them all in its threads: a FETCH INTERNALDATE after it
     needs no more of the store's thread work."""
     monkeypatch.setattr(scan, "PRESTART_MESSAGES", 5)
-    runner = QueuedRunner()
-    world = dated_world(tmp_path, runner)
-    read: list[int] = []
-    real = folder_read._mtimes
-
-    def watched(path: str, files: Any) -> Any:
-        files = list(files)
-        read.append(len(files))
-        return real(path, files)
-
-    monkeypatch.setattr(folder_read, "_mtimes", watched)
-    s = world.connect()
-    s.send("a LOGIN alice@example.org secret")
-    runner.run_all()
-    s.read()
-    s.send("s SELECT INBOX")
-    runner.run_all()
-    assert s.read().endswith(b"s OK [READ-WRITE] Select completed.\r\n")
-    assert read == []
+    s, runner, world, reads = selected_watching_date_reads(tmp_path, monkeypatch)
+    assert reads == []
     world.clock.advance(0)  # the turn after the answer
     runner.run_all()
-    assert read == [6]
+    assert reads == [(True, 6)]
     answer = s.send("f FETCH 6 INTERNALDATE")
     assert answer.endswith(b"f OK Fetch completed.\r\n")
     assert b'INTERNALDATE "20-Nov-2023 22:13:20 +0000"' in answer
-    assert read == [6]
+    assert reads == [(True, 6)]
 
 
 def day(n: int) -> str:
