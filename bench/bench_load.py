@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench_measure import count_maildir_new
-from bench_pymta import TWISTD, PymtaServer
+from bench_pymta import PymtaServer
 from bench_setup import DOMAIN, LISTEN_HOST, SENDER, MailSetup
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -28,7 +28,8 @@ RECIPIENT = f"run1@{DOMAIN}"
 
 class CheckoutPymta(PymtaServer):
     """The bench's pymta from ``checkout``, its twistd run under
-    ``wrapper`` (e.g. valgrind's command line; none: as it is)."""
+    ``wrapper`` (e.g. valgrind's command line; none: as it is): what
+    bench_pymta's spawn() runs, with these two set."""
 
     def __init__(
         self,
@@ -43,22 +44,7 @@ class CheckoutPymta(PymtaServer):
         else:
             super().__init__(workdir, setup, startup_timeout=startup_timeout)
         self.checkout = checkout
-        self.wrapper = list(wrapper)
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(self.checkout)
-        self._log_file = open(self.twistd_log, "wb")
-        self._proc = subprocess.Popen(
-            [*self.wrapper, *TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
-            cwd=self.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self._proc
+        self.wrapper = tuple(wrapper)
 
 
 def load_arguments(description: str, messages: int, warmup: int) -> argparse.ArgumentParser:

@@ -50,17 +50,21 @@ class TwistdProcess:
     root: Path
     config: Path
     twistd_log: Path
+    #: The tree whose pymta runs (first on PYTHONPATH), and a command its
+    #: twistd runs under (e.g. valgrind's; empty: none).
+    checkout: Path = CHECKOUT
+    wrapper: tuple[str, ...] = ()
     _proc: subprocess.Popen[bytes] | None = None
     _log_file: IO[bytes] | None = None
 
     def spawn(self) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(CHECKOUT), env.get("PYTHONPATH", "")) if p
+            p for p in (str(self.checkout), env.get("PYTHONPATH", "")) if p
         )
         self._log_file = open(self.twistd_log, "wb")
         self._proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
+            [*self.wrapper, *TWISTD, "-n", "--pidfile=", "pymta", "--config", str(self.config)],
             cwd=self.root,
             env=env,
             stdin=subprocess.DEVNULL,
