@@ -6,10 +6,12 @@ both (pymta.mailstore.save.write_delivery)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +142,14 @@ def test_memory_store_keeps_the_count_on_its_reference() -> None:
 # -- the copy ------------------------------------------------------------------
 
 
-def _target(tmp_path: Path) -> int:
-    return os.open(tmp_path / "target", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+@contextlib.contextmanager
+def _target(tmp_path: Path) -> Iterator[int]:
+    """A new file ``target`` open for writing, closed after."""
+    fd = os.open(tmp_path / "target", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _queued(tmp_path: Path) -> QueueFileContent:
@@ -167,12 +175,9 @@ def test_queue_file_content_is_copied_in_the_kernel(
 
     monkeypatch.setattr(os, "copy_file_range", counted)
     monkeypatch.setattr(QueueFileContent, "open", None)  # any read would fail
-    fd = _target(tmp_path)
-    try:
+    with _target(tmp_path) as fd:
         os.write(fd, PREFIX)
         assert copy_content(content, fd) == len(CONTENT)
-    finally:
-        os.close(fd)
     assert (tmp_path / "target").read_bytes() == PREFIX + CONTENT
     assert calls[0] == (len(CONTENT), content.offset)
 
@@ -190,12 +195,9 @@ def test_a_refused_kernel_copy_falls_back_to_blocks(
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(os, "copy_file_range", refused)
-    fd = _target(tmp_path)
-    try:
+    with _target(tmp_path) as fd:
         os.write(fd, PREFIX)
         assert copy_content(content, fd) == len(CONTENT)
-    finally:
-        os.close(fd)
     assert (tmp_path / "target").read_bytes() == PREFIX + CONTENT
 
 
@@ -234,11 +236,8 @@ def test_a_kernel_copy_refused_half_way_goes_on_in_blocks(
         return real(src, dst, 1000, offset_src)
 
     monkeypatch.setattr(os, "copy_file_range", once_then_refused)
-    fd = _target(tmp_path)
-    try:
+    with _target(tmp_path) as fd:
         assert copy_content(content, fd) == len(CONTENT)
-    finally:
-        os.close(fd)
     assert (tmp_path / "target").read_bytes() == CONTENT
     assert calls == [len(CONTENT), len(CONTENT) - 1000]
 
@@ -254,12 +253,9 @@ def test_a_failing_disk_is_an_error_not_a_fallback(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "copy_file_range", failing)
-    fd = _target(tmp_path)
-    try:
+    with _target(tmp_path) as fd:
         with pytest.raises(OSError) as caught:
             copy_content(content, fd)
-    finally:
-        os.close(fd)
     assert caught.value.errno == errno.ENOSPC
 
 
@@ -269,22 +265,16 @@ def test_a_truncated_queue_file_is_an_error_never_a_short_copy(tmp_path: Path) -
     content = _queued(tmp_path)
     with open(content.path, "r+b") as f:
         f.truncate(content.offset + 100)
-    fd = _target(tmp_path)
-    try:
+    with _target(tmp_path) as fd:
         with pytest.raises(OSError, match="truncated"):
             copy_content(content, fd)
-    finally:
-        os.close(fd)
 
 
 def test_content_in_memory_is_written_in_blocks(tmp_path: Path) -> None:
     """Content that is no queue file (LMTP's, the memory store's) is
     written from its reader."""
-    fd = _target(tmp_path)
-    try:
+    with _target(tmp_path) as fd:
         assert copy_content(BytesContent(CONTENT), fd) == len(CONTENT)
-    finally:
-        os.close(fd)
     assert (tmp_path / "target").read_bytes() == CONTENT
 
 
