@@ -67,6 +67,22 @@ def _pool(clock: Clock) -> tuple[WatcherPool, FakeINotify]:
     return pool, fake
 
 
+def _threaded_watched_inbox(
+    tmp_path: Path,
+) -> tuple[Clock, WatcherPool, FakeINotify, QueuedRunner, Any]:
+    """u's INBOX through a Maildir store whose thread work ``runner``
+    holds until the test runs it and whose watchers use a fake inotify:
+    (clock, pool, fake inotify, runner, the asynchronous INBOX)."""
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    pool, fake = _pool(clock)
+    runner = QueuedRunner()
+    store = MaildirStore(clock, "test", fsync=False, run_in_thread=runner, watchers=pool)
+    opening = store.asynchronous().open_user("u", str(tmp_path / "u"))
+    runner.run_all()
+    return clock, pool, fake, runner, _now(_now(opening).folder("INBOX"))
+
+
 @pytest.fixture(params=["memory", "maildir"])
 def store(request: pytest.FixtureRequest) -> IMailStore:
     clock = Clock()
@@ -118,14 +134,7 @@ def test_maildir_watch_hears_other_processes_and_rescans_in_the_store_threads(
     listener once the store's watcher has rescanned the folder - in the
     store's threads (nothing is heard before they ran), never on the
     reactor; events during the delay make one rescan."""
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    pool, fake = _pool(clock)
-    runner = QueuedRunner()
-    store = MaildirStore(clock, "test", fsync=False, run_in_thread=runner, watchers=pool)
-    opening = store.asynchronous().open_user("u", str(tmp_path / "u"))
-    runner.run_all()
-    inbox = _now(_now(opening).folder("INBOX"))
+    clock, pool, fake, runner, inbox = _threaded_watched_inbox(tmp_path)
     heard: list[FolderChange] = []
     cancel = inbox.watch(heard.append)
     assert len(pool) == 1 and len(fake.watched) == 3
@@ -275,14 +284,7 @@ def test_maildir_watcher_rescans_a_small_folder_at_once_a_big_one_in_the_threads
     from pymta.mailstore import asyncstore
 
     monkeypatch.setattr(asyncstore, "LIGHT_RESCAN", 1000 if light else -1)
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    pool, fake = _pool(clock)
-    runner = QueuedRunner()
-    store = MaildirStore(clock, "test", fsync=False, run_in_thread=runner, watchers=pool)
-    opening = store.asynchronous().open_user("u", str(tmp_path / "u"))
-    runner.run_all()
-    inbox = _now(_now(opening).folder("INBOX"))
+    clock, _, fake, runner, inbox = _threaded_watched_inbox(tmp_path)
     listing = inbox.messages()
     runner.run_all()
     assert _now(listing) == []
