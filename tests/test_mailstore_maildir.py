@@ -35,6 +35,17 @@ def _drop(root: Path, sub: str, name: str, content: bytes = MSG) -> None:
     (root / sub / name).write_bytes(content)
 
 
+def _two_foreign_files(tmp_path: Path) -> Path:
+    """A Maildir another program wrote, without pymta's index: "one" in
+    new/ (arrived first), "two" seen in cur/; its root."""
+    root = tmp_path / "m"
+    for d in ("cur", "new", "tmp"):
+        (root / d).mkdir(parents=True)
+    _drop(root, "cur", "2.b.host:2,S", b"two\n")
+    _drop(root, "new", "1.a.host", b"one\n")
+    return root
+
+
 def test_layout_is_maildir_plus_plus(tmp_path: Path) -> None:
     """Folders are .Name directories with maildirfolder, mUTF-7 names, and a
     Courier-style subscriptions file."""
@@ -206,11 +217,7 @@ def test_corrupt_index_renumbers_under_new_uidvalidity(tmp_path: Path) -> None:
 def test_missing_index_renumbers_existing_maildir(tmp_path: Path) -> None:
     """An existing Maildir without our index (written by Postfix/Dovecot) is
     numbered in file-name order."""
-    root = tmp_path / "m"
-    for d in ("cur", "new", "tmp"):
-        (root / d).mkdir(parents=True)
-    _drop(root, "cur", "2.b.host:2,S", b"two\n")
-    _drop(root, "new", "1.a.host", b"one\n")
+    root = _two_foreign_files(tmp_path)
     inbox = _inbox(root)
     assert [inbox.read(m.uid) for m in inbox.messages()] == [b"one\n", b"two\n"]
     assert [m.recent for m in inbox.messages()] == [True, False]
@@ -221,11 +228,7 @@ def test_rescan_numbers_new_files_and_tells_listeners(tmp_path: Path) -> None:
     other programs left, in arrival order, tells the listeners as refresh
     does, and returns nothing (no list of the new records is built); the
     status counts them in its one pass."""
-    root = tmp_path / "m"
-    for d in ("cur", "new", "tmp"):
-        (root / d).mkdir(parents=True)
-    _drop(root, "cur", "2.b.host:2,S", b"two\n")
-    _drop(root, "new", "1.a.host", b"one\n")
+    root = _two_foreign_files(tmp_path)
     inbox = _inbox(root)
     heard: list[FolderChange] = []
     inbox.add_listener(heard.append)
