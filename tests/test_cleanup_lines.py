@@ -19,16 +19,8 @@ from pymta.queue.store import FileQueueStore
 from pymta.rewrite import Resolver
 from pymta.smtpd.testing import SMTPHarness
 from pymta.sync import ImmediateSyncBarrier
+from tests.test_cleanup_spool import MAIN_CF, NOW
 
-NOW = 1700000000.0
-MAIN_CF = """
-myhostname = mx.example.org
-mydomain = example.org
-mydestination = $myhostname, localhost
-virtual_mailbox_domains = virtual.example
-virtual_mailbox_maps = inline:{ bob@virtual.example=b/ }
-alias_maps =
-"""
 MESSAGE = b"Subject: lines\nFrom: a@client.example\n\n" + b"body line\n" * 500
 
 
