@@ -26,6 +26,7 @@ from functools import partial
 
 from zope.interface import implementer
 
+from pymta.fdio import write_all
 from pymta.mailstore.headerblock import MESSAGE_OPEN_FLAGS
 from pymta.mailstore.interface import FolderExists, IFolderLock
 from pymta.mailstore.names import (
@@ -52,12 +53,6 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def atomic_write(path: str, data: bytes, fsync: bool) -> None:

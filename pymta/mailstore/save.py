@@ -33,7 +33,7 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator
 
-from pymta.mailstore.files import write_all
+from pymta.fdio import write_all
 from pymta.mailstore.names import MaildirNames, sized_name
 from pymta.queue.reference import IMessageContent, blocks, copy_content
 

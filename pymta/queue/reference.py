@@ -30,6 +30,8 @@ from typing import Protocol
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import Attribute, Interface, implementer
 
+from pymta.fdio import write_all
+
 #: How much an agent reads at a time: big enough for few system calls,
 #: small enough that 20 sessions with 10 MiB messages stay a few MiB.
 BLOCK_SIZE = 64 * 1024
@@ -200,9 +202,7 @@ def copy_content(content: IMessageContent, fd: int) -> int:
             block = reader.read(BLOCK_SIZE)
             if not block:
                 return done
-            view = memoryview(block)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, block)
             done += len(block)
     finally:
         reader.close()

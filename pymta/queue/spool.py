@@ -33,6 +33,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymta.fdio import write_all
 from pymta.queue.interface import ISpool
 from pymta.queue.interface import SpooledContent as SpooledContent  # enqueue's argument
 from pymta.sync import ISyncBarrier
@@ -111,9 +112,7 @@ class FileSpool:
         # On the barrier's thread.
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        view = memoryview(block)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, block)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -183,9 +182,7 @@ def copy_spool(source_path: str, target_fd: int) -> int:
             block = source.read(1 << 20)
             if not block:
                 return copied
-            view = memoryview(block)
-            while view:
-                view = view[os.write(target_fd, view) :]
+            write_all(target_fd, block)
             copied += len(block)
 
 
