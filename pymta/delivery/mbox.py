@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from pymta.fdio import write_all
 from pymta.queue.reference import BLOCK_SIZE, IMessageContent
 from pymta.sync import ISyncBarrier, barrier_run
 
@@ -226,9 +227,7 @@ def _copy(
         written += len(data)
         if size_limit and start + written > size_limit:
             raise MailboxLimit(f"{path}: mailbox size limit {size_limit} exceeded")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
 
     quoter = FromQuoter()
     put(from_line(sender, now))
