@@ -42,8 +42,19 @@ the reactor does not sleep. An exception in one is logged and the others still r
 Callers that may run on another reactor (tests' clocks, embedding) look
 for the method and fall back to ``callLater(0, ...)``.
 
+The loop's own turn is kept short, since at one connection (one client,
+one message, one reply at a time) the reactor goes round about eight
+times a message, nearly every time for one socket event: ``mainLoop``
+enters Twisted's error handler once, not once per turn (an exception
+escaping a turn is still logged and the loop goes on), and
+``runUntilCurrent`` and ``timeout`` answer from the timer heap's head
+without Twisted's calls when no thread call, new timer or stop is waiting
+and no timer is due (the same answers: Twisted's code runs whenever one
+is).
+
 Twisted attributes relied on (``_poller``, ``_selectables``,
-``_disconnectSelectable``, ``_doReadOrWrite``, and the module's
+``_disconnectSelectable``, ``_doReadOrWrite``, ``_pendingTimedCalls``,
+``_newTimedCalls``, ``_justStopped``, ``_started``, and the module's
 ``_NO_FILEDESC``) are private; ``tests/test_reactor.py`` fails when a
 Twisted version changes them, and :func:`install` falls back to Twisted's
 default reactor when one is missing.
@@ -69,6 +80,8 @@ _OUT = epollreactor.EPOLLOUT
 
 #: The reason Twisted gives a selectable whose descriptor is gone.
 _NO_FILEDESC: Any = getattr(posixbase, "_NO_FILEDESC", None)
+#: The longest sleep Twisted asks for: 2**31 ms, epoll_wait's C int.
+_LONGEST_WAIT = 2147483
 
 
 class PymtaEPollReactor(epollreactor.EPollReactor):
@@ -85,8 +98,31 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
         would, without a timer)."""
         self._next_turn.append((f, args))
 
+    def mainLoop(self) -> None:
+        # Twisted's, with its "Unexpected error in main loop" handler
+        # entered once instead of at every turn (module doc).
+        while self._started:
+            try:
+                while self._started:
+                    self.runUntilCurrent()
+                    wait = self.timeout()
+                    self.doPoll(self.running and wait)
+            except BaseException:  # as Twisted's handler: log, go on
+                _log.failure("Unexpected error in main loop")
+        _log.info("Main loop terminated.")
+
     def runUntilCurrent(self) -> None:
-        super().runUntilCurrent()
+        # Twisted's only when it has something to do: a thread's call, a
+        # timer to file, a stop, or a timer due (a cancelled one at the
+        # head is due as well; Twisted drops it).
+        pending = self._pendingTimedCalls
+        if (
+            self.threadCallQueue
+            or self._newTimedCalls
+            or self._justStopped
+            or (pending and pending[0].time <= self.seconds())
+        ):
+            super().runUntilCurrent()
         # After the threads' calls and the timers: a mail log flush then
         # writes their lines too, in the same write.
         if self._next_turn:
@@ -100,7 +136,16 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
     def timeout(self) -> float | None:
         if self._next_turn:
             return 0.0  # calls wait for this turn: poll without sleeping
-        return super().timeout()
+        if self._newTimedCalls:
+            return super().timeout()  # files them, then answers
+        # Twisted's answer from the heap's head, without its calls.
+        pending = self._pendingTimedCalls
+        if not pending:
+            return None
+        delay: float = pending[0].time - self.seconds()
+        if delay <= 0:
+            return 0
+        return delay if delay < _LONGEST_WAIT else _LONGEST_WAIT
 
     def doPoll(self, timeout: float | None) -> None:
         if timeout is None:
@@ -166,6 +211,15 @@ def supported() -> bool:
     )
 
 
+def _has_timer_state(reactor: Any) -> bool:
+    """Whether a Twisted reactor keeps the timer and stop state that
+    :meth:`PymtaEPollReactor.runUntilCurrent` and ``timeout`` read."""
+    return all(
+        hasattr(reactor, name)
+        for name in ("_pendingTimedCalls", "_newTimedCalls", "_justStopped", "_started")
+    )
+
+
 def install() -> bool:
     """Install :class:`PymtaEPollReactor` as the global reactor when none
     is installed yet (twistd's ``--reactor`` wins) and this platform has
@@ -173,7 +227,11 @@ def install() -> bool:
     if "twisted.internet.reactor" in sys.modules or not supported():
         return False
     reactor = PymtaEPollReactor()
-    if not (hasattr(reactor, "_poller") and hasattr(reactor, "_selectables")):
+    if not (
+        hasattr(reactor, "_poller")
+        and hasattr(reactor, "_selectables")
+        and _has_timer_state(reactor)
+    ):
         return False
     from twisted.internet.main import installReactor
 

@@ -313,3 +313,74 @@ def test_lose_connection_closes_on_the_next_turn_without_a_timer(
     assert ours.recv(100) == b"221 2.0.0 Bye\r\n"
     assert ours.recv(100) == b""
     ours.close()
+
+
+def test_turn_answers_as_twisteds_with_and_without_timers(own_reactor: PymtaEPollReactor) -> None:
+    """timeout() and runUntilCurrent() skip Twisted's code only when it has
+    nothing to do: the wait asked for is Twisted's in every timer state (none,
+    new, pending, due, cancelled at the heap's head, far away), due and
+    delayed timers run as Twisted runs them, and one not due does not."""
+    now = [1000.0]
+    own_reactor.seconds = lambda: now[0]  # type: ignore[method-assign]
+
+    def twisteds() -> float | None:
+        return epollreactor.EPollReactor.timeout(own_reactor)
+
+    assert own_reactor.timeout() is None and twisteds() is None
+    ran: list[str] = []
+    far = own_reactor.callLater(10_000_000, ran.append, "far")
+    assert own_reactor.timeout() == twisteds() == 2147483  # filed on the way
+    soon = own_reactor.callLater(5, ran.append, "soon")
+    assert own_reactor.timeout() == 5 == twisteds()
+    own_reactor.runUntilCurrent()
+    assert ran == []
+    now[0] += 5
+    assert own_reactor.timeout() == 0 == twisteds()
+    own_reactor.runUntilCurrent()
+    assert ran == ["soon"] and not soon.active()
+    later = own_reactor.callLater(3, ran.append, "delayed")
+    own_reactor.runUntilCurrent()  # files it
+    later.delay(2)
+    now[0] += 3
+    own_reactor.runUntilCurrent()  # due by its old time: Twisted moves it on
+    assert ran == ["soon"]
+    now[0] += 2
+    own_reactor.runUntilCurrent()
+    assert ran == ["soon", "delayed"]
+    cancelled = own_reactor.callLater(1, ran.append, "cancelled")
+    own_reactor.runUntilCurrent()
+    cancelled.cancel()
+    assert own_reactor.timeout() == twisteds()
+    now[0] += 1
+    own_reactor.runUntilCurrent()
+    assert ran == ["soon", "delayed"]
+    far.cancel()
+
+
+def test_main_loop_logs_an_error_that_escapes_a_turn_and_goes_on(
+    own_reactor: PymtaEPollReactor,
+) -> None:
+    """An exception that escapes a turn of the loop (not a handler's: the
+    loop's own) is logged as Twisted's "Unexpected error in main loop" and
+    the loop goes on turning until the reactor is stopped."""
+    turns: list[int] = []
+    real_timeout = own_reactor.timeout
+
+    def failing_once() -> float | None:
+        turns.append(1)
+        if len(turns) == 1:
+            raise Boom("the loop itself failed")
+        return real_timeout()
+
+    own_reactor.timeout = failing_once  # type: ignore[method-assign]
+    # Stopped on the turn after the failed one.
+    own_reactor.callLater(0, lambda: own_reactor.callLater(0, own_reactor.stop))
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        own_reactor.run(installSignalHandlers=False)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    failures = [e["log_failure"] for e in events if "log_failure" in e]
+    assert [f.type for f in failures] == [Boom]
+    assert len(turns) >= 2
