@@ -84,9 +84,12 @@ class IListener(IService):
 class TCPListener(internet.TCPServer):
     """A TCP listener that logs the address it bound (port 0 picks a free one).
 
-    Twisted's port accepts in batches: up to ``numberAccepts`` connections
-    per wakeup (100 at first; 20 more each time it takes them all, else as
-    many as came), until accept() finds the queue empty."""
+    On pymta's reactor (``twistd pymta``, the workers) the port takes one
+    connection per readiness event (:class:`pymta.reactor.OneAcceptPort`);
+    on another reactor (embedding) Twisted's port accepts in batches: up to
+    ``numberAccepts`` connections per wakeup (100 at first; 20 more each
+    time it takes them all, else as many as came), until accept() finds
+    the queue empty."""
 
     #: ``master.cf, line N: service NAME`` for the error when binding fails.
     where = ""

@@ -52,12 +52,23 @@ without Twisted's calls when no thread call, new timer or stop is waiting
 and no timer is due (the same answers: Twisted's code runs whenever one
 is).
 
+Its TCP listening ports (``listenTCP``, and ``adoptStreamPort`` for an
+inherited IPv4 or IPv6 socket: the workers of ``pymta_processes``) take
+one connection per readiness event, as Postfix's servers and nginx
+(without ``multi_accept``) do: Twisted's port accepts until ``accept``
+fails with EAGAIN, up to a count it adapts, so that one client at a time
+paid a failing ``accept4`` (and its exception) every other connection,
+after the greeting and before the client's EHLO could be read. More
+clients waiting are not left behind: epoll reports the listening socket
+again at once (level-triggered), and each is accepted on the next turn.
+
 Twisted attributes relied on (``_poller``, ``_selectables``,
 ``_disconnectSelectable``, ``_doReadOrWrite``, ``_pendingTimedCalls``,
-``_newTimedCalls``, ``_justStopped``, ``_started``, and the module's
-``_NO_FILEDESC``) are private; ``tests/test_reactor.py`` fails when a
-Twisted version changes them, and :func:`install` falls back to Twisted's
-default reactor when one is missing.
+``_newTimedCalls``, ``_justStopped``, ``_started``, a TCP port's
+``numberAccepts``, and the module's ``_NO_FILEDESC``) are private;
+``tests/test_reactor.py`` fails when a Twisted version changes them, and
+:func:`install` falls back to Twisted's default reactor when one is
+missing.
 
 Untrusted input: none. Writes: nothing. Logs: a handler's exception.
 """
@@ -65,11 +76,12 @@ Untrusted input: none. Writes: nothing. Logs: a handler's exception.
 from __future__ import annotations
 
 import errno
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import epollreactor, posixbase
+from twisted.internet import epollreactor, posixbase, tcp
 from twisted.logger import Logger
 from twisted.python import log
 
@@ -82,6 +94,16 @@ _OUT = epollreactor.EPOLLOUT
 _NO_FILEDESC: Any = getattr(posixbase, "_NO_FILEDESC", None)
 #: The longest sleep Twisted asks for: 2**31 ms, epoll_wait's C int.
 _LONGEST_WAIT = 2147483
+
+
+class OneAcceptPort(tcp.Port):
+    """Twisted's TCP port, taking one connection per readiness event (see
+    the module doc)."""
+
+    def doRead(self) -> None:
+        # Twisted's doRead accepts up to numberAccepts, then sets it anew.
+        self.numberAccepts = 1
+        super().doRead()
 
 
 class PymtaEPollReactor(epollreactor.EPollReactor):
@@ -97,6 +119,20 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
         reactor's next ``runUntilCurrent`` (as ``callLater(0, f, *args)``
         would, without a timer)."""
         self._next_turn.append((f, args))
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        listening = OneAcceptPort(port, factory, backlog, interface, self)
+        listening.startListening()
+        return listening
+
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> Any:
+        if addressFamily not in (socket.AF_INET, socket.AF_INET6):
+            return super().adoptStreamPort(fileDescriptor, addressFamily, factory)
+        listening = OneAcceptPort._fromListeningDescriptor(
+            self, fileDescriptor, addressFamily, factory
+        )
+        listening.startListening()
+        return listening
 
     def mainLoop(self) -> None:
         # Twisted's, with its "Unexpected error in main loop" handler

@@ -384,3 +384,68 @@ def test_main_loop_logs_an_error_that_escapes_a_turn_and_goes_on(
     failures = [e["log_failure"] for e in events if "log_failure" in e]
     assert [f.type for f in failures] == [Boom]
     assert len(turns) >= 2
+
+
+class _CountingListener:
+    """A listening socket that counts accept() calls and their outcome."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self._real = real
+        self.accepted = 0
+        self.found_nothing = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        try:
+            pair = self._real.accept()
+        except BlockingIOError:
+            self.found_nothing += 1
+            raise
+        self.accepted += 1
+        return pair
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize("adopted", [False, True])
+def test_listener_takes_one_connection_per_event_and_none_is_left(
+    own_reactor: PymtaEPollReactor, adopted: bool
+) -> None:
+    """pymta's TCP ports (listenTCP, and adoptStreamPort as the workers of
+    pymta_processes use it) accept one connection per readiness event: a
+    lone client costs one accept, never one that finds nothing (Twisted's
+    port tried again until EAGAIN every other connection); three clients
+    waiting at once are all accepted, one per turn."""
+    made: list[Recorder] = []
+
+    def build() -> Recorder:
+        made.append(Recorder())
+        return made[-1]
+
+    factory = Factory.forProtocol(build)
+    if adopted:
+        bound = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        bound.bind(("127.0.0.1", 0))
+        bound.listen(50)
+        bound.setblocking(False)
+        port: Any = own_reactor.adoptStreamPort(bound.fileno(), socket.AF_INET, factory)
+        bound.close()  # the port holds its own duplicate
+    else:
+        port = own_reactor.listenTCP(0, factory, interface="127.0.0.1")
+    assert isinstance(port, pymta_reactor.OneAcceptPort)
+    counting = port.socket = _CountingListener(port.socket)
+    address = ("127.0.0.1", port.getHost().port)
+    clients: list[socket.socket] = []
+    try:
+        for expected in (1, 2):
+            clients.append(socket.create_connection(address))
+            turn_until(own_reactor, lambda n=expected: len(made) == n)  # type: ignore[misc]
+            assert (counting.accepted, counting.found_nothing) == (expected, 0)
+        clients += [socket.create_connection(address) for _ in range(3)]
+        turn_until(own_reactor, lambda: len(made) == 5)
+        assert counting.accepted == 5
+    finally:
+        for client in clients:
+            client.close()
+        port.socket = counting._real
+        port.stopListening()
