@@ -54,13 +54,17 @@ is).
 
 Its TCP listening ports (``listenTCP``, and ``adoptStreamPort`` for an
 inherited IPv4 or IPv6 socket: the workers of ``pymta_processes``) take
-one connection per readiness event, as Postfix's servers and nginx
-(without ``multi_accept``) do: Twisted's port accepts until ``accept``
-fails with EAGAIN, up to a count it adapts, so that one client at a time
-paid a failing ``accept4`` (and its exception) every other connection,
-after the greeting and before the client's EHLO could be read. More
-clients waiting are not left behind: epoll reports the listening socket
-again at once (level-triggered), and each is accepted on the next turn.
+the first connection after a quiet spell alone (:class:`OneAcceptPort`).
+Twisted's port accepts until ``accept`` fails with EAGAIN, up to a count
+it adapts (+20 when it took as many as it tried, else as many as came),
+so that one client at a time paid a failing ``accept4`` (and its
+exception) every other connection, after the greeting and before the
+client's EHLO could be read. When the listening socket is ready again on
+the very next turn (epoll is level-triggered: more clients were
+waiting), Twisted's count applies and the rest of the burst is taken
+together, so that busy sessions keep arriving in step and their queue
+files share group commits (a strict one per turn cost 5% more reactor
+instructions per message at 20 connections).
 
 Twisted attributes relied on (``_poller``, ``_selectables``,
 ``_disconnectSelectable``, ``_doReadOrWrite``, ``_pendingTimedCalls``,
@@ -97,12 +101,20 @@ _LONGEST_WAIT = 2147483
 
 
 class OneAcceptPort(tcp.Port):
-    """Twisted's TCP port, taking one connection per readiness event (see
-    the module doc)."""
+    """Twisted's TCP port, taking the first connection after a quiet
+    spell alone (see the module doc)."""
+
+    #: The reactor's poll count at the last readiness event.
+    _last_poll = -2
 
     def doRead(self) -> None:
+        polls: int | None = getattr(self.reactor, "polls", None)
+        if polls is not None:
+            if polls - self._last_poll > 1:
+                # Not ready on the turn before: most likely one client.
+                self.numberAccepts = 1
+            self._last_poll = polls
         # Twisted's doRead accepts up to numberAccepts, then sets it anew.
-        self.numberAccepts = 1
         super().doRead()
 
 
@@ -112,6 +124,8 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
 
     def __init__(self) -> None:
         self._next_turn: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
+        #: How many times the loop has polled (OneAcceptPort's clock).
+        self.polls = 0
         super().__init__()
 
     def call_next_turn(self, f: Callable[..., object], *args: Any) -> None:
@@ -187,6 +201,7 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
         if timeout is None:
             timeout = -1  # wait until an event comes
         selectables = self._selectables
+        self.polls += 1
         try:
             # At most as many events as descriptors watched, as Twisted asks.
             events = self._poller.poll(timeout, len(selectables))

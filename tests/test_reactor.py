@@ -408,14 +408,15 @@ class _CountingListener:
 
 
 @pytest.mark.parametrize("adopted", [False, True])
-def test_listener_takes_one_connection_per_event_and_none_is_left(
+def test_listener_takes_a_lone_client_with_one_accept_and_a_burst_together(
     own_reactor: PymtaEPollReactor, adopted: bool
 ) -> None:
     """pymta's TCP ports (listenTCP, and adoptStreamPort as the workers of
-    pymta_processes use it) accept one connection per readiness event: a
-    lone client costs one accept, never one that finds nothing (Twisted's
-    port tried again until EAGAIN every other connection); three clients
-    waiting at once are all accepted, one per turn."""
+    pymta_processes use it): a client arriving after a quiet spell costs
+    one accept, never a second one that finds nothing (Twisted's port
+    tried again until EAGAIN every other connection); three clients
+    waiting at once are all taken, the first alone, the other two together
+    on the next turn."""
     made: list[Recorder] = []
 
     def build() -> Recorder:
@@ -437,13 +438,18 @@ def test_listener_takes_one_connection_per_event_and_none_is_left(
     address = ("127.0.0.1", port.getHost().port)
     clients: list[socket.socket] = []
     try:
-        for expected in (1, 2):
+        for expected in (1, 2, 3):
+            own_reactor.doIteration(0)  # a quiet turn: nobody waiting
             clients.append(socket.create_connection(address))
             turn_until(own_reactor, lambda n=expected: len(made) == n)  # type: ignore[misc]
             assert (counting.accepted, counting.found_nothing) == (expected, 0)
+        own_reactor.doIteration(0)
         clients += [socket.create_connection(address) for _ in range(3)]
-        turn_until(own_reactor, lambda: len(made) == 5)
-        assert counting.accepted == 5
+        own_reactor.doIteration(1.0)
+        assert counting.accepted == 4  # the first alone
+        own_reactor.doIteration(1.0)
+        assert counting.accepted == 6  # the rest of the burst together
+        assert len(made) == 6
     finally:
         for client in clients:
             client.close()
