@@ -84,12 +84,11 @@ class IListener(IService):
 class TCPListener(internet.TCPServer):
     """A TCP listener that logs the address it bound (port 0 picks a free one).
 
-    On pymta's reactor (``twistd pymta``, the workers) the port takes one
-    connection per readiness event (:class:`pymta.reactor.OneAcceptPort`);
-    on another reactor (embedding) Twisted's port accepts in batches: up to
-    ``numberAccepts`` connections per wakeup (100 at first; 20 more each
-    time it takes them all, else as many as came), until accept() finds
-    the queue empty."""
+    Twisted's port accepts in batches: up to ``numberAccepts`` connections
+    per wakeup (100 at first; 20 more each time it takes them all, else as
+    many as came), until accept() finds the queue empty. On pymta's
+    reactor (``twistd pymta``, the workers) the first connection after a
+    quiet spell is taken alone (:class:`pymta.reactor.OneAcceptPort`)."""
 
     #: ``master.cf, line N: service NAME`` for the error when binding fails.
     where = ""
