@@ -19,7 +19,7 @@ In ``twistd pymta`` the observer's lines are written at most
 file is opened ``O_APPEND``: whole lines, even from several reactor
 processes). A flush per reactor turn cost a message about three appends
 at one connection (one per turn that logged), each an ext4 journal handle
-on the reactor thread, which waits while the queue's commit holds the
+on the reactor thread, which can wait while the queue's fsync commits the
 journal; the lines and their time stamps (taken when the event happened)
 are the same. What changes: ``tail -f`` sees a line up to
 :data:`FLUSH_SECONDS` later, and a process killed with SIGKILL loses the

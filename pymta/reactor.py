@@ -173,8 +173,8 @@ class PymtaEPollReactor(epollreactor.EPollReactor):
             or (pending and pending[0].time <= self.seconds())
         ):
             super().runUntilCurrent()
-        # After the threads' calls and the timers: a mail log flush then
-        # writes their lines too, in the same write.
+        # After the threads' calls and the timers, so that what they did
+        # (a reply written, a session to close) is seen by these calls.
         if self._next_turn:
             calls, self._next_turn = self._next_turn, []
             for f, args in calls:
