@@ -57,7 +57,7 @@ from pymta.delivery.interface import IDeliveryAgent
 from pymta.delivery.registry import AgentContext, build_agents, process_limits
 from pymta.listeners import IListener, ListenError, TCPListener
 from pymta.mailauth.service import MailAuth
-from pymta.maillog import MaillogObserver, log_to
+from pymta.maillog import FLUSH_SECONDS, MaillogObserver, log_to
 from pymta.milter.config import MilterClients
 from pymta.privsep.interface import IUserDelivery
 from pymta.qmgr.manager import QueueManager
@@ -154,19 +154,20 @@ class MaillogService(service.Service):
         # processes (pymta_processes) share the file without torn lines.
         stream: Any = AppendLineStream(self._path)
         self._stream = stream
-        # Lines are flushed once per reactor turn: without a timer on
-        # pymta's reactor (pymta.reactor.PymtaEPollReactor.call_next_turn).
-        next_turn = getattr(self._reactor, "call_next_turn", None)
-        if next_turn is None:
-            next_turn = functools.partial(self._reactor.callLater, 0)
+        # The lines of FLUSH_SECONDS in one write (pymta.maillog's doc).
         self._observer = MaillogObserver(
-            stream, self._hostname, self._syslog_name, flush_later=next_turn
+            stream,
+            self._hostname,
+            self._syslog_name,
+            flush_later=functools.partial(self._reactor.callLater, FLUSH_SECONDS),
         )
         self._undo = log_to(self._observer)
         super().startService()
 
     def reopen(self) -> None:
         """Write on to a new file at the same path (a reload, after logrotate)."""
+        if self._observer is not None:
+            self._observer.flush()  # the waiting lines to the old file first
         if self._stream is not None:
             self._stream.reopen()
 
@@ -175,6 +176,8 @@ class MaillogService(service.Service):
         if self._undo is not None:
             self._undo()
             self._undo = None
+        if self._observer is not None:
+            self._observer.flush()
         if self._stream is not None:
             self._stream.close()
 

@@ -86,7 +86,9 @@ class TCPListener(internet.TCPServer):
 
     Twisted's port accepts in batches: up to ``numberAccepts`` connections
     per wakeup (100 at first; 20 more each time it takes them all, else as
-    many as came), until accept() finds the queue empty."""
+    many as came), until accept() finds the queue empty. On pymta's
+    reactor (``twistd pymta``, the workers) the first connection after a
+    quiet spell is taken alone (:class:`pymta.reactor.OneAcceptPort`)."""
 
     #: ``master.cf, line N: service NAME`` for the error when binding fails.
     where = ""

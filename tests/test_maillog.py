@@ -4,6 +4,7 @@ writes from them."""
 from __future__ import annotations
 
 import io
+import os
 import time
 from typing import Any
 
@@ -133,3 +134,74 @@ def test_the_writer_check_follows_twisteds_publisher() -> None:
     publisher.addObserver(seen.append)
     publisher({"log_format": "x"})
     assert len(seen) == 1
+
+
+def _maillog_service(path: Any, clock: Any) -> Any:
+    from pymta.assemble import MaillogService
+
+    service = MaillogService(str(path), "mx.example.org", "postfix", clock)
+    service.startService()
+    return service
+
+
+def test_maillog_file_lines_wait_for_company_then_go_in_one_write(tmp_path: Any) -> None:
+    """maillog_file's lines are written FLUSH_SECONDS after the first of
+    them, all in one append: nothing is in the file before, every line
+    (in order, each stamped when it was logged) after, with no timer left."""
+    from twisted.internet.task import Clock
+
+    from pymta.master import appendlog
+
+    clock = Clock()
+    path = tmp_path / "maillog"
+    writes: list[bytes] = []
+    real_write = appendlog.os.write
+    service = _maillog_service(path, clock)
+    maillog_fd = service._stream._fd
+
+    def counting_write(fd: int, data: bytes) -> int:
+        if fd == maillog_fd:  # (os.write is everyone's meanwhile)
+            writes.append(bytes(data))
+        return real_write(fd, data)
+
+    appendlog.os.write = counting_write  # type: ignore[attr-defined]
+    try:
+        maillog("smtpd", "connect from a[192.0.2.1]")
+        clock.advance(maillog_module.FLUSH_SECONDS / 2)
+        maillog("cleanup", "Q1: message-id=<x@y>")
+        maillog("smtpd", "disconnect from a[192.0.2.1]")
+        assert path.read_text() == ""
+        clock.advance(maillog_module.FLUSH_SECONDS / 2)
+        text = path.read_text()
+        assert len(writes) == 1
+        assert clock.getDelayedCalls() == []
+        maillog("qmgr", "Q1: removed")
+        assert len(clock.getDelayedCalls()) == 1  # the next batch's timer
+        clock.advance(maillog_module.FLUSH_SECONDS)
+        assert len(writes) == 2
+    finally:
+        appendlog.os.write = real_write  # type: ignore[attr-defined]
+        service.stopService()
+    assert [line.split(": ", 1)[1] for line in text.splitlines()] == [
+        "connect from a[192.0.2.1]",
+        "Q1: message-id=<x@y>",
+        "disconnect from a[192.0.2.1]",
+    ]
+    assert path.read_text().endswith(f"postfix/qmgr[{os.getpid()}]: Q1: removed\n")
+
+
+def test_maillog_file_stop_writes_the_waiting_lines(tmp_path: Any) -> None:
+    """A stop (SIGTERM, a worker's end) writes the lines still waiting for
+    FLUSH_SECONDS at once and cancels their timer."""
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    path = tmp_path / "maillog"
+    service = _maillog_service(path, clock)
+    try:
+        maillog("smtpd", "connect from a[192.0.2.1]")
+        assert path.read_text() == ""
+    finally:
+        service.stopService()
+    assert path.read_text().endswith("connect from a[192.0.2.1]\n")
+    assert clock.getDelayedCalls() == []

@@ -313,3 +313,145 @@ def test_lose_connection_closes_on_the_next_turn_without_a_timer(
     assert ours.recv(100) == b"221 2.0.0 Bye\r\n"
     assert ours.recv(100) == b""
     ours.close()
+
+
+def test_turn_answers_as_twisteds_with_and_without_timers(own_reactor: PymtaEPollReactor) -> None:
+    """timeout() and runUntilCurrent() skip Twisted's code only when it has
+    nothing to do: the wait asked for is Twisted's in every timer state (none,
+    new, pending, due, cancelled at the heap's head, far away), due and
+    delayed timers run as Twisted runs them, and one not due does not."""
+    now = [1000.0]
+    own_reactor.seconds = lambda: now[0]  # type: ignore[method-assign]
+
+    def twisteds() -> float | None:
+        return epollreactor.EPollReactor.timeout(own_reactor)
+
+    assert own_reactor.timeout() is None and twisteds() is None
+    ran: list[str] = []
+    far = own_reactor.callLater(10_000_000, ran.append, "far")
+    assert own_reactor.timeout() == twisteds() == 2147483  # filed on the way
+    soon = own_reactor.callLater(5, ran.append, "soon")
+    assert own_reactor.timeout() == 5 == twisteds()
+    own_reactor.runUntilCurrent()
+    assert ran == []
+    now[0] += 5
+    assert own_reactor.timeout() == 0 == twisteds()
+    own_reactor.runUntilCurrent()
+    assert ran == ["soon"] and not soon.active()
+    later = own_reactor.callLater(3, ran.append, "delayed")
+    own_reactor.runUntilCurrent()  # files it
+    later.delay(2)
+    now[0] += 3
+    own_reactor.runUntilCurrent()  # due by its old time: Twisted moves it on
+    assert ran == ["soon"]
+    now[0] += 2
+    own_reactor.runUntilCurrent()
+    assert ran == ["soon", "delayed"]
+    cancelled = own_reactor.callLater(1, ran.append, "cancelled")
+    own_reactor.runUntilCurrent()
+    cancelled.cancel()
+    assert own_reactor.timeout() == twisteds()
+    now[0] += 1
+    own_reactor.runUntilCurrent()
+    assert ran == ["soon", "delayed"]
+    far.cancel()
+
+
+def test_main_loop_logs_an_error_that_escapes_a_turn_and_goes_on(
+    own_reactor: PymtaEPollReactor,
+) -> None:
+    """An exception that escapes a turn of the loop (not a handler's: the
+    loop's own) is logged as Twisted's "Unexpected error in main loop" and
+    the loop goes on turning until the reactor is stopped."""
+    turns: list[int] = []
+    real_timeout = own_reactor.timeout
+
+    def failing_once() -> float | None:
+        turns.append(1)
+        if len(turns) == 1:
+            raise Boom("the loop itself failed")
+        return real_timeout()
+
+    own_reactor.timeout = failing_once  # type: ignore[method-assign]
+    # Stopped on the turn after the failed one.
+    own_reactor.callLater(0, lambda: own_reactor.callLater(0, own_reactor.stop))
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        own_reactor.run(installSignalHandlers=False)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    failures = [e["log_failure"] for e in events if "log_failure" in e]
+    assert [f.type for f in failures] == [Boom]
+    assert len(turns) >= 2
+
+
+class _CountingListener:
+    """A listening socket that counts accept() calls and their outcome."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self._real = real
+        self.accepted = 0
+        self.found_nothing = 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        try:
+            pair = self._real.accept()
+        except BlockingIOError:
+            self.found_nothing += 1
+            raise
+        self.accepted += 1
+        return pair
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.parametrize("adopted", [False, True])
+def test_listener_takes_a_lone_client_with_one_accept_and_a_burst_together(
+    own_reactor: PymtaEPollReactor, adopted: bool
+) -> None:
+    """pymta's TCP ports (listenTCP, and adoptStreamPort as the workers of
+    pymta_processes use it): a client arriving after a quiet spell costs
+    one accept, never a second one that finds nothing (Twisted's port
+    tried again until EAGAIN every other connection); three clients
+    waiting at once are all taken, the first alone, the other two together
+    on the next turn."""
+    made: list[Recorder] = []
+
+    def build() -> Recorder:
+        made.append(Recorder())
+        return made[-1]
+
+    factory = Factory.forProtocol(build)
+    if adopted:
+        bound = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        bound.bind(("127.0.0.1", 0))
+        bound.listen(50)
+        bound.setblocking(False)
+        port: Any = own_reactor.adoptStreamPort(bound.fileno(), socket.AF_INET, factory)
+        bound.close()  # the port holds its own duplicate
+    else:
+        port = own_reactor.listenTCP(0, factory, interface="127.0.0.1")
+    assert isinstance(port, pymta_reactor.OneAcceptPort)
+    counting = port.socket = _CountingListener(port.socket)
+    address = ("127.0.0.1", port.getHost().port)
+    clients: list[socket.socket] = []
+    try:
+        for expected in (1, 2, 3):
+            own_reactor.doIteration(0)  # a quiet turn: nobody waiting
+            clients.append(socket.create_connection(address))
+            turn_until(own_reactor, lambda n=expected: len(made) == n)  # type: ignore[misc]
+            assert (counting.accepted, counting.found_nothing) == (expected, 0)
+        own_reactor.doIteration(0)
+        clients += [socket.create_connection(address) for _ in range(3)]
+        own_reactor.doIteration(1.0)
+        assert counting.accepted == 4  # the first alone
+        own_reactor.doIteration(1.0)
+        assert counting.accepted == 6  # the rest of the burst together
+        assert len(made) == 6
+    finally:
+        for client in clients:
+            client.close()
+        port.socket = counting._real
+        port.stopListening()

@@ -754,3 +754,33 @@ def test_client_gone_in_the_middle_of_data_leaves_nothing() -> None:
     h.protocol.connectionLost(Failure(ConnectionDone()))
     assert h.cleanup.writers[-1].aborted
     assert h.cleanup.received == []
+
+
+def test_each_reply_of_a_one_message_session_is_one_write_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that waits for each reply (smtp-source, one message per
+    connection) gets every reply in one write, in the call that handled its
+    command, the greeting in the accept's own: EHLO's lines all together,
+    and no reply waits for a timer (the clock never moves)."""
+    from pymta.smtpd.testing import TLSStringTransport
+
+    writes: list[bytes] = []
+    real_write = TLSStringTransport.write
+
+    def recording_write(self: TLSStringTransport, data: bytes) -> None:
+        writes.append(data)
+        real_write(self, data)
+
+    monkeypatch.setattr(TLSStringTransport, "write", recording_write)
+    h = SMTPHarness(forbid_pipelining=True)
+    assert writes == [b"220 mx.example.com ESMTP Postfix\r\n"]
+    commands = [EHLO, *TXN.splitlines(keepends=True), "Subject: x\n\nbody\n.\n", "QUIT\n"]
+    for command in commands:
+        del writes[:]
+        replies = h.send(command)
+        assert len(writes) == 1, (command, writes)
+        assert replies and replies[-1][3:4] == " "  # the whole reply
+        assert len(replies) > 1 or command != EHLO
+    assert h.clock.seconds() == 0
+    assert h.closed
