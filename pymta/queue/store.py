@@ -54,6 +54,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -74,6 +75,9 @@ from pymta.queue.reference import (
 )
 from pymta.queue.spool import SUFFIX, FileSpool, SpooledContent, copy_spool
 from pymta.sync import ISyncBarrier
+
+if TYPE_CHECKING:
+    from pymta.queue.intake import IntakeLog
 
 DEFER_DIR = "defer"
 # Offsets of recently written or read files; bounded so that a process that
@@ -152,6 +156,7 @@ class FileQueueStore:
         sync: ISyncBarrier,
         clock: IReactorTime | None = None,
         pid: int | None = None,
+        intake: IntakeLog | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -161,6 +166,9 @@ class FileQueueStore:
         self._clock: IReactorTime = clock
         self.directory = os.path.abspath(queue_directory)
         self._sync = sync
+        #: The intake log that makes new files durable (pymta.queue.intake);
+        #: its barrier is ``sync``.
+        self.intake = intake
         self._ids = QueueIdAllocator(self._clock.seconds, pid)
         # queue id -> (recipient flag offsets, content offset, content size,
         # content line count or None)
@@ -333,7 +341,19 @@ class FileQueueStore:
         self._remember_fresh(qid)
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
-        d = self._sync.run(write, durable=True, files=[final], dirs=[target])
+        # With the intake log, a copy of the file in the log makes it durable
+        # (its own sync waits for the log's next checkpoint); a spooled
+        # (large) message, or one too big for the log, is synced.
+        intake = self.intake
+        if intake is not None and spool_path is None and intake.fits(len(buffers[0]) + size):
+            whole = buffers
+
+            def journal() -> bool:
+                return intake.add(qid, queue, whole)
+
+            d = self._sync.run(write, durable=True, files=[final], dirs=[target], journal=journal)
+        else:
+            d = self._sync.run(write, durable=True, files=[final], dirs=[target])
 
         def not_durable(failure: Failure) -> Failure:
             # Not acknowledged (451): give the file up to whoever recovers
@@ -519,7 +539,12 @@ class FileQueueStore:
         has_log = queue_id not in self._fresh
         self._fresh.pop(queue_id, None)
 
+        intake = self.intake
+
         def unlink() -> None:
+            if intake is not None:
+                # Its record must not bring it back (pymta.queue.intake).
+                intake.retire(queue_id)
             os.unlink(path)
             if has_log:
                 try:
