@@ -85,6 +85,15 @@ manager's concurrency (20 deliveries) and each waited the whole
 ``pymta_mailbox_sync_delay``; its wait now ends once as much work waits as
 the last batch carried (see SyncBarrier).
 
+The queue's barrier may carry an intake log (``intake``,
+:mod:`pymta.queue.intake`): durable work run with a ``journal`` callable
+stages a copy of what it wrote in the log; the batch then makes the log
+durable (one pwrite, one fdatasync: no journal commit) instead of syncing
+those files, and syncs as above only the work the log did not take. When
+the log's checkpoint is due, it runs at the end of a batch, after the
+batch's waiters were told, and an idle log gets a batch of its own once
+its oldest record is ``checkpoint_time`` old.
+
 Recovery is unchanged by all of this: a caller is told only after a
 sync that started once its work was done (the order of work, sync,
 ``after`` and the callback within a batch is as it was), and what is not

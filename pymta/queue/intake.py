@@ -35,8 +35,8 @@ message is durable once a copy of its queue file is durable there:
   it along). Space for it is reserved with the message's record.
 - **Replay** (:func:`recover`, at start, before the queue manager's first
   scan): for each live record not retired, a whole queue file of that id
-  in any queue directory (ready, valid by :mod:`pymta.queue.record`) is
-  left alone, as it may carry later changes (done recipients, a
+  in any queue directory (ready, valid by :mod:`pymta.queue.record`), or
+  any file of it in corrupt/, is left alone, as it may carry later changes (done recipients, a
   deferral); a missing or torn one is written again from the record into
   its target queue, ready. Then one syncfs and a new generation.
 
@@ -421,7 +421,9 @@ def recover(log: IntakeLog, queue_directory: str) -> list[tuple[str, str]]:
             if queue != "corrupt"
         ]
         states = [_whole(path) for path in paths]
-        quarantined = _whole(os.path.join(queue_directory, "corrupt", message.queue_id))
+        # One the queue manager quarantined was read by it, so was there
+        # whole or not before this replay: it stays where the admin looks.
+        quarantined = os.path.exists(os.path.join(queue_directory, "corrupt", message.queue_id))
         if any(states) or quarantined:
             continue  # whole where it is: it may carry later changes
         for path, state in zip(paths, states, strict=True):

@@ -9,7 +9,10 @@ with mode 0600, and marked complete in place by the owner's execute bit
 instead of a rename. Only then is it made durable through the sync
 barrier (group commit); enqueue fires with the id after the sync, so a
 client is told 250 only for a durable message, and a durable file is a
-ready one. One open, one writev, one fchmod and one close per message;
+ready one. With the queue's intake log (:mod:`pymta.queue.intake`), the
+sync is of the file's copy in the log, and :meth:`FileQueueStore.remove`
+retires that copy before its unlink; a message spooled during DATA, or
+too big for the log, is synced itself. One open, one writev, one fchmod and one close per message;
 the content is written as the caller's bytes object. A file for hold/
 is written the same way and then renamed there. The file carries the
 content's line count (pymta.queue.record's ``content_lines``) from the
