@@ -36,9 +36,10 @@ message is durable once a copy of its queue file is durable there:
 - **Replay** (:func:`recover`, at start, before the queue manager's first
   scan): for each live record not retired, a whole queue file of that id
   in any queue directory (ready, valid by :mod:`pymta.queue.record`), or
-  any file of it in corrupt/, is left alone, as it may carry later changes (done recipients, a
-  deferral); a missing or torn one is written again from the record into
-  its target queue, ready. Then one syncfs and a new generation.
+  any file of it in corrupt/, is left alone, as it may carry later
+  changes (done recipients, a deferral); a missing or torn one is
+  written again from the record into its target queue, ready. Then one
+  syncfs and a new generation.
 
 After a power loss (not kill -9) the retirements and removals since the
 last checkpoint may be lost too, so a message delivered in the second
