@@ -95,6 +95,11 @@ PHASES = ("connect", "ehlo", "mail", "rcpt", "data", "commit", "quit")
 BARRIER_PHASES = ("wait", "work", "sync", "checkpoint")
 
 
+def _width(phase: str) -> int:
+    """A phase column's width: its name and " us", and a space."""
+    return max(10, len(phase) + 4)
+
+
 class MeasuredPymta(PymtaServer):
     """pymta with its metrics endpoint on a loopback port of its own."""
 
@@ -333,13 +338,13 @@ def render(results: list[dict[str, object]]) -> str:
             continue
         lines.append(
             f"{r['server']} group commit (means) {'syncs':>8} {'batch':>6}"
-            + "".join(f"{phase + ' us':>10}" for phase in BARRIER_PHASES)
+            + "".join(f"{phase + ' us':>{_width(phase)}}" for phase in BARRIER_PHASES)
             + f"{'ckpts':>7}"
         )
         for name, row in barriers.items():
             lines.append(
                 f"  {name:<28} {row['syncs']:>8.0f} {row['mean_batch']:>6.1f}"
-                + "".join(f"{row[phase + '_us']:>10.0f}" for phase in BARRIER_PHASES)
+                + "".join(f"{row[phase + '_us']:>{_width(phase)}.0f}" for phase in BARRIER_PHASES)
                 + f"{row.get('checkpoints', 0):>7.0f}"
             )
     return "\n".join(lines)
