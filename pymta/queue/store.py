@@ -57,7 +57,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -78,9 +78,6 @@ from pymta.queue.reference import (
 )
 from pymta.queue.spool import SUFFIX, FileSpool, SpooledContent, copy_spool
 from pymta.sync import ISyncBarrier
-
-if TYPE_CHECKING:
-    from pymta.queue.intake import IntakeLog
 
 DEFER_DIR = "defer"
 # Offsets of recently written or read files; bounded so that a process that
@@ -109,6 +106,19 @@ READY_MODE = 0o700
 #: ``claim_new(queue_id, fd)``: take ownership of a new incoming/ file
 #: (QueueClaims.adopt), given its open descriptor; False when it cannot.
 ClaimNew = Callable[[str, int], bool]
+
+
+class QueueIntake(Protocol):
+    """What the store asks of the intake log (pymta.queue.intake.IntakeLog)."""
+
+    def fits(self, size: int) -> bool:
+        """Whether a queue file of size bytes may go to the log at all."""
+
+    def add(self, queue_id: str, target: str, data: Sequence[bytes]) -> bool:
+        """Stage a written file's record (the barrier's thread)."""
+
+    def retire(self, queue_id: str) -> None:
+        """Say that queue_id's file is being removed (the barrier's thread)."""
 
 
 def is_ready(mode: int) -> bool:
@@ -159,7 +169,7 @@ class FileQueueStore:
         sync: ISyncBarrier,
         clock: IReactorTime | None = None,
         pid: int | None = None,
-        intake: IntakeLog | None = None,
+        intake: QueueIntake | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
