@@ -272,3 +272,33 @@ def test_replay_writes_missing_and_torn_files_and_leaves_whole_ones(tmp_path: Pa
     assert Path(store.path(whole, "deferred")).read_bytes() == marked
     assert not os.path.exists(store.path(whole, "incoming"))
     assert _reopen(tmp_path).found == []
+
+
+def test_idle_log_is_checkpointed_once_its_oldest_record_is_old(tmp_path: Path) -> None:
+    """With no further commits, the barrier runs the checkpoint itself once
+    the oldest record is checkpoint_time old (a timer on its clock); a
+    clean stop's checkpoint frees what is left at once."""
+    now = Now()
+    syncs = Syncs()
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    log = _log(queue, syncs, now)
+    clock = Clock()
+    barrier = SyncBarrier(
+        str(queue), run_in_thread=Thread(), sync_function=syncs, single_function=syncs, clock=clock
+    )
+    barrier.intake = log
+    store = FileQueueStore(str(queue), barrier, clock=clock, intake=log)
+    _enqueue(store, b"idle\r\n")
+    assert syncs.durable == 0 and log.has_records
+    now.value += 1.0
+    clock.advance(1.0)
+    assert syncs.durable == 1 and not log.has_records
+    _enqueue(store, b"stop\r\n")
+    stopped: list[None] = []
+    barrier.checkpoint().addCallback(stopped.append)
+    assert stopped == [None] and syncs.durable == 2
+    assert _reopen(tmp_path).found == []
+    now.value += 1.0
+    clock.advance(1.0)  # the timer of the second record finds nothing to do
+    assert syncs.durable == 2
