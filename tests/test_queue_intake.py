@@ -302,3 +302,23 @@ def test_idle_log_is_checkpointed_once_its_oldest_record_is_old(tmp_path: Path) 
     now.value += 1.0
     clock.advance(1.0)  # the timer of the second record finds nothing to do
     assert syncs.durable == 2
+
+
+def test_shared_queue_replays_and_removes_a_left_log(tmp_path: Path) -> None:
+    """Several processes on the queue use no log: one an earlier run left
+    (one process, killed) is replayed at start and removed, so its
+    acknowledged messages are not lost by the change of process count."""
+    from pymta.assemble import _open_intake
+    from pymta.config.config import Config
+
+    store, log, _ = _store(tmp_path)
+    qid = _enqueue(store, b"left behind\r\n")
+    os.unlink(store.path(qid, "incoming"))
+    log.close()
+    config = Config.from_text(f"queue_directory = {store.directory}\n", "main.cf")
+    assert _open_intake(config, store.directory, keep=False) is None
+    assert os.path.exists(store.path(qid, "incoming"))
+    assert not os.path.exists(os.path.join(store.directory, LOG_NAME))
+    kept = _open_intake(config, store.directory, keep=True)
+    assert kept is not None and os.path.getsize(kept.path) == 16 * 1024 * 1024
+    kept.close()
