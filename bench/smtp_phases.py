@@ -50,8 +50,10 @@ DESCRIPTION
     the syncs, the mean batch and the mean of each batch's phases
     (pymta_sync_seconds): wait (from the oldest writer's call until its
     batch began on the barrier's thread: the batch before it, the
-    mailbox's delay, the thread hand-off), work (the file writes) and
-    sync (syncfs or the fsyncs). The commit phase above minus the
+    mailbox's delay, the thread hand-off), work (the file writes),
+    sync (syncfs or the fsyncs; with the queue's intake log, its
+    fdatasync), and checkpoint (the intake log's: a syncfs and its
+    header; its count in ckpts). The commit phase above minus the
     queue's wait, work and sync is the reactor's part and the hops.
 
     Phases are wall-clock times on a shared machine: compare servers run
@@ -90,7 +92,12 @@ from bench_pymta import PymtaServer
 from bench_setup import DOMAIN, LISTEN_HOST, SENDER, BenchServer, MailSetup
 
 PHASES = ("connect", "ehlo", "mail", "rcpt", "data", "commit", "quit")
-BARRIER_PHASES = ("wait", "work", "sync")
+BARRIER_PHASES = ("wait", "work", "sync", "checkpoint")
+
+
+def _width(phase: str) -> int:
+    """A phase column's width: its name and " us", and a space."""
+    return max(10, len(phase) + 4)
 
 
 class MeasuredPymta(PymtaServer):
@@ -174,6 +181,8 @@ def barrier_breakdown(before: dict[str, float], after: dict[str, float]) -> dict
             count = grew(f"pymta_sync_seconds_count{{{labels}}}")
             total = grew(f"pymta_sync_seconds_sum{{{labels}}}")
             row[f"{phase}_us"] = 1e6 * total / count if count else 0.0
+            if phase == "checkpoint":
+                row["checkpoints"] = count
         result[barrier] = row
     return result
 
@@ -329,12 +338,14 @@ def render(results: list[dict[str, object]]) -> str:
             continue
         lines.append(
             f"{r['server']} group commit (means) {'syncs':>8} {'batch':>6}"
-            + "".join(f"{phase + ' us':>10}" for phase in BARRIER_PHASES)
+            + "".join(f"{phase + ' us':>{_width(phase)}}" for phase in BARRIER_PHASES)
+            + f"{'ckpts':>7}"
         )
         for name, row in barriers.items():
             lines.append(
                 f"  {name:<28} {row['syncs']:>8.0f} {row['mean_batch']:>6.1f}"
-                + "".join(f"{row[phase + '_us']:>10.0f}" for phase in BARRIER_PHASES)
+                + "".join(f"{row[phase + '_us']:>{_width(phase)}.0f}" for phase in BARRIER_PHASES)
+                + f"{row.get('checkpoints', 0):>7.0f}"
             )
     return "\n".join(lines)
 

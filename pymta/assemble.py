@@ -66,7 +66,7 @@ from pymta.queue.trigger import IQueueTrigger, TriggerChannel
 from pymta.rewrite import Resolver
 from pymta.rewrite.switch import ResolverSwitch
 from pymta.sessions import SMTPD_DNS_DEADLINE, SessionParts, add_listeners
-from pymta.sync import SyncBarrier
+from pymta.sync import SyncBarrier, syncfs_directory
 
 if TYPE_CHECKING:
     # Made only when configured (imported then, in build()).
@@ -216,7 +216,9 @@ class QueuePart(service.MultiService):
 
     name = "queue"
 
-    def __init__(self, config: Config, reactor: Any, *, check: bool, shared: bool) -> None:
+    def __init__(
+        self, config: Config, reactor: Any, *, check: bool, shared: bool, worker: bool = False
+    ) -> None:
         super().__init__()
         from pymta.queue.store import FileQueueStore
 
@@ -226,6 +228,11 @@ class QueuePart(service.MultiService):
         self.sync = SyncBarrier(
             self.directory, config.get("pymta_sync_method") or "syncfs", reactor=reactor
         )
+        #: The intake log (pymta.queue.intake): one process alone on the queue.
+        self.intake: Any = None
+        if not check and not worker:
+            self.intake = _open_intake(config, self.directory, keep=not shared)
+            self.sync.intake = self.intake
         self.store: IQueueStore
         self.claims: Any = None  # pymta.master.claims.QueueClaims when shared
         if check:
@@ -233,7 +240,7 @@ class QueuePart(service.MultiService):
 
             self.store = MemoryQueueStore(reactor)
         else:
-            files = FileQueueStore(self.directory, self.sync, clock=reactor)
+            files = FileQueueStore(self.directory, self.sync, clock=reactor, intake=self.intake)
             self.store = files
             if shared:
                 from pymta.master.claims import QueueClaims
@@ -249,9 +256,48 @@ class QueuePart(service.MultiService):
         # Stopped after the delivery part (added later): the queue-file
         # changes that the stopping queue manager leaves pending (marks,
         # moves, unlinks) still reach the disk.
-        CallbackService("sync", _nothing, self.sync.drain).setServiceParent(self)
+        CallbackService("sync", _nothing, self._stop_sync).setServiceParent(self)
         if self.space is not None:
             CallbackService("queue-space", self.space.start, self.space.stop).setServiceParent(self)
+
+    def _stop_sync(self) -> Deferred[None]:
+        """Drain the barrier; with an intake log, then free its records (a
+        clean stop leaves nothing to replay)."""
+        drained = self.sync.drain()
+        if self.intake is None:
+            return drained
+        return drained.addCallback(lambda _: self.sync.checkpoint()).addCallback(
+            lambda _: self.sync.drain()
+        )
+
+
+def _open_intake(config: Config, directory: str, *, keep: bool) -> Any:
+    """Replay the queue's intake log at start (before the queue manager's
+    first scan) and return it, or None: off (its size 0), or several
+    processes share the queue (``keep`` false), when a log an earlier run
+    left is replayed and removed."""
+    from pymta.queue.intake import LOG_NAME, IntakeLog, recover
+
+    wanted = config.get_int("pymta_queue_intake_log_size") if keep else 0
+    path = os.path.join(directory, LOG_NAME)
+    size = wanted
+    if wanted <= 0:
+        if not os.path.exists(path):
+            return None
+        size = os.path.getsize(path)  # replayed as it is, then removed
+    log = IntakeLog(
+        path,
+        size,
+        functools.partial(syncfs_directory, directory),
+        checkpoint_time=config.get_time("pymta_queue_intake_checkpoint_time"),
+    )
+    log.open()
+    recover(log, directory)
+    if wanted > 0:
+        return log
+    log.close()
+    os.unlink(path)
+    return None
 
 
 class DeliveryPart(service.MultiService):
@@ -499,7 +545,7 @@ def build(
         )
         system.metrics.setServiceParent(system)
 
-    queue = QueuePart(config, reactor, check=check, shared=worker or processes > 1)
+    queue = QueuePart(config, reactor, check=check, shared=worker or processes > 1, worker=worker)
     queue.setServiceParent(system)
     # The queue manager and the sessions share one resolver that a reload
     # replaces (pymta.master.reload): mail accepted under the new

@@ -85,6 +85,15 @@ manager's concurrency (20 deliveries) and each waited the whole
 ``pymta_mailbox_sync_delay``; its wait now ends once as much work waits as
 the last batch carried (see SyncBarrier).
 
+The queue's barrier may carry an intake log (``intake``,
+:mod:`pymta.queue.intake`): durable work run with a ``journal`` callable
+stages a copy of what it wrote in the log; the batch then makes the log
+durable (one pwrite, one fdatasync: no journal commit) instead of syncing
+those files, and syncs as above only the work the log did not take. When
+the log's checkpoint is due, it runs at the end of a batch, after the
+batch's waiters were told, and an idle log gets a batch of its own once
+its oldest record is ``checkpoint_time`` old.
+
 Recovery is unchanged by all of this: a caller is told only after a
 sync that started once its work was done (the order of work, sync,
 ``after`` and the callback within a batch is as it was), and what is not
@@ -108,7 +117,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
@@ -153,13 +162,16 @@ class ISyncBarrier(Interface):
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
         soon: bool = False,
+        journal: Callable[[], bool] | None = None,
     ) -> Deferred[Any]:
         """Run work (a callable doing file-system changes) off the reactor
         thread, in call order, and fire with its result — when durable,
         after a sync that started once work was done, and after ``after``
         (a callable) ran once that sync succeeded. Work that is not durable
         may wait a little for company, unless ``soon`` (someone waits for
-        it)."""
+        it). ``journal`` (durable work, a barrier with an intake log)
+        runs once work succeeded and stages a record that makes it durable
+        in the log instead of its files' sync; False when it did not."""
 
 
 def barrier_run(
@@ -178,6 +190,40 @@ def barrier_run(
         "Deferred[None]",
         barrier.run(work, durable=durable, files=tuple(files), dirs=tuple(dirs), after=after),
     )
+
+
+class IntakeJournal(Protocol):
+    """What a barrier asks of an intake log (:mod:`pymta.queue.intake`);
+    every method but ``has_records`` runs on the barrier's thread."""
+
+    checkpoint_time: float
+
+    @property
+    def has_records(self) -> bool:
+        """Whether records wait for a checkpoint."""
+
+    def commit(self) -> None:
+        """Make the staged records durable."""
+
+    def discard(self) -> None:
+        """Forget the staged records (their commit failed)."""
+
+    def checkpoint_due(self) -> bool: ...
+
+    def checkpoint(self) -> bool:
+        """Free the records (their files made durable); False when there
+        was nothing to do or it failed (logged)."""
+
+
+def _staged(journal: Callable[[], bool]) -> bool:
+    try:
+        return journal()
+    except Exception:
+        return False  # synced as without a log
+
+
+def _nothing() -> None:
+    return None
 
 
 RunInThread = Callable[[Callable[[], None]], "Deferred[None]"]
@@ -220,8 +266,10 @@ class ImmediateSyncBarrier:
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
         soon: bool = False,
+        journal: Callable[[], bool] | None = None,
     ) -> Deferred[T]:
-        """Run work (then after) at once on the calling thread."""
+        """Run work (then after) at once on the calling thread (no log:
+        ``journal`` is not called)."""
         if durable:
             self.calls += 1
             self.batch_sizes[1] += 1
@@ -376,6 +424,7 @@ class _Waiter:
         "durable",
         "files",
         "fired",
+        "journal",
         "result",
         "since",
         "soon",
@@ -390,8 +439,10 @@ class _Waiter:
         durable: bool = True,
         after: Callable[[], None] | None = None,
         soon: bool = False,
+        journal: Callable[[], bool] | None = None,
     ) -> None:
         self.deferred: Deferred[Any] = Deferred()
+        self.journal = journal
         self.soon = soon
         self.files = files
         self.dirs = dirs
@@ -438,6 +489,7 @@ class SyncBarrier:
         single_function: Callable[[Sequence[str], Sequence[str]], None] | None = None,
         clock: Any = None,
         durable_delay: float = 0.0,
+        intake: IntakeJournal | None = None,
     ) -> None:
         if method not in SYNC_METHODS:
             raise ValueError(f"unknown sync method {method!r}: expected syncfs or fsync")
@@ -470,6 +522,9 @@ class SyncBarrier:
         self._clock = clock
         self._durable_delay = durable_delay if clock is not None else 0.0
         self._lazy: Any = None
+        self._checkpoint_call: Any = None
+        #: The queue's intake log (pymta.queue.intake), when it has one.
+        self.intake: IntakeJournal | None = intake
         self._drained: list[Deferred[None]] = []
         self._pending: list[_Waiter] = []
         #: Durable waiters in _pending, and in the last batch started.
@@ -489,6 +544,9 @@ class SyncBarrier:
 
     def drain(self) -> Deferred[None]:
         """Fires once every pending piece of work has run."""
+        if self._checkpoint_call is not None:
+            self._checkpoint_call.cancel()
+            self._checkpoint_call = None
         if self._lazy is not None:
             self._lazy.cancel()
             self._lazy = None
@@ -551,6 +609,7 @@ class SyncBarrier:
         dirs: Sequence[str] = (),
         after: Callable[[], None] | None = None,
         soon: bool = False,
+        journal: Callable[[], bool] | None = None,
     ) -> Deferred[T]:
         """Run work on the barrier's thread, in call order, in the next batch.
 
@@ -564,7 +623,7 @@ class SyncBarrier:
         waits for a move into active/) starts the next batch at once
         instead of waiting for company.
         """
-        waiter = _Waiter(files, dirs, work, durable, after, soon)
+        waiter = _Waiter(files, dirs, work, durable, after, soon, journal)
         self._pending.append(waiter)
         if durable:
             self._pending_durable += 1
@@ -617,10 +676,12 @@ class SyncBarrier:
                         waiter.result = Failure()
 
         timings = self.timings
+        intake = self.intake
 
         def work() -> None:
             began = time.monotonic()
             run(first)
+            due = False
             if durable:
                 # What the batch's successful work wrote: work that failed
                 # (a full disk, a quota) removed its file and fails alone,
@@ -629,6 +690,17 @@ class SyncBarrier:
                 dirs: list[str] = []
                 seen: set[str] = set()
                 written = [waiter for waiter in first if not isinstance(waiter.result, Failure)]
+                # Work whose record the intake log took is durable once the
+                # log is (pymta.queue.intake): its files need no sync here.
+                logged = 0
+                if intake is not None:
+                    unlogged = []
+                    for waiter in written:
+                        if waiter.journal is not None and _staged(waiter.journal):
+                            logged += 1
+                        else:
+                            unlogged.append(waiter)
+                    written = unlogged
                 batch_sync, per_file = sync_function, fsync
                 if single_function is not None and len(written) == 1 and written[0].files:
                     # One write alone (one client at a time): an fsync of
@@ -649,7 +721,15 @@ class SyncBarrier:
                 timings.append(("wait", began - min(waiter.since for waiter in first)))
                 timings.append(("work", worked - began))
                 try:
-                    batch_sync(files, dirs)
+                    if logged:
+                        assert intake is not None
+                        try:
+                            intake.commit()
+                        except BaseException:
+                            intake.discard()
+                            raise
+                    if written or not logged:
+                        batch_sync(files, dirs)
                     timings.append(("sync", time.monotonic() - worked))
                 except Exception:
                     if call_from_thread is None or not later:
@@ -657,9 +737,18 @@ class SyncBarrier:
                     call_from_thread(self._fire, first, Failure())
                 else:
                     publish(first)
-                    if call_from_thread is not None and later:
+                    due = intake is not None and intake.checkpoint_due()
+                    # Told before the batch's other work and the checkpoint.
+                    if call_from_thread is not None and (later or due):
                         call_from_thread(self._fire, first, None)
+            elif intake is not None:
+                due = intake.checkpoint_due()
             run(later)
+            if due:
+                assert intake is not None
+                began = time.monotonic()
+                if intake.checkpoint():
+                    timings.append(("checkpoint", time.monotonic() - began))
 
         try:
             d = self._run_in_thread(work)
@@ -667,6 +756,21 @@ class SyncBarrier:
             d = Deferred()
             d.errback(Failure())
         d.addBoth(self._finished, batch)
+
+    def checkpoint(self) -> Deferred[None]:
+        """Fires once the intake log's records are free (a clean stop):
+        after every pending piece of work, in a batch of its own."""
+        if self.intake is None:
+            return succeed(None)
+        return self.run(self.intake.checkpoint, durable=False, soon=True).addCallback(
+            lambda _: None
+        )
+
+    def _tick(self) -> None:
+        """The checkpoint of an idle log, whose records got old (a batch
+        checks whether one is due after its own work)."""
+        self._checkpoint_call = None
+        self.run(_nothing, durable=False, soon=True)
 
     def _fire(self, waiters: list[_Waiter], sync_failure: Failure | None) -> None:
         """Tell durable waiters early, before the batch's other work is done."""
@@ -681,6 +785,15 @@ class SyncBarrier:
 
     def _finished(self, result: object, batch: list[_Waiter]) -> None:
         self._running = False
+        intake = self.intake
+        if (
+            intake is not None
+            and self._clock is not None
+            and self._checkpoint_call is None
+            and not self._drained
+            and intake.has_records
+        ):
+            self._checkpoint_call = self._clock.callLater(intake.checkpoint_time, self._tick)
         # Start the next batch before firing: a waiter's callback that calls
         # sync() again must queue behind a sync that starts after it. Work
         # that needs no sync waits for company (see run), unless draining.

@@ -139,3 +139,13 @@ def test_stock_master_cf_overrides_validate() -> None:
     """The stock relay service's -o syslog_name=postfix/$service_name is valid and known."""
     master = parse_master_cf(STOCK_MASTER_CF, "master.cf")
     assert validate(Config.from_text(""), master) == []
+
+
+def test_intake_log_size_is_off_or_big_enough() -> None:
+    """pymta_queue_intake_log_size is 0 (off) or at least the log's
+    minimum; a size in between is an error naming file and line."""
+    assert validate(Config.from_text("pymta_queue_intake_log_size = 0\n", "main.cf"), None) == []
+    with pytest.raises(ConfigError) as info:
+        validate(Config.from_text("\npymta_queue_intake_log_size = 4096\n", "main.cf"), None)
+    assert info.value.lineno == 2
+    assert "at least" in str(info.value)

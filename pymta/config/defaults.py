@@ -930,6 +930,20 @@ _PARAMS: list[Param] = [
         " a batch of one write fsyncs it) or fsync (every file and directory)",
     ),
     _p(
+        "pymta_queue_intake_log_size",
+        "16777216",
+        "size",
+        "pymta: bytes of the queue's intake log, which makes an accepted message durable"
+        " without a journal commit (0: off; used only when one reactor process serves the queue)",
+    ),
+    _p(
+        "pymta_queue_intake_checkpoint_time",
+        "1s",
+        "time",
+        "pymta: the age of the intake log's oldest record at which a syncfs of the queue"
+        " makes its files durable and frees the log",
+    ),
+    _p(
         "pymta_mailbox_sync_delay",
         "10ms",
         "time",

@@ -195,6 +195,14 @@ def check_value(config: Config, name: str, param: Param | None) -> None:
     if choices is not None and value.strip().lower() not in choices:
         shown = ", ".join(c or "''" for c in choices)
         raise config_error(config, name, f"bad value {value!r}: expected one of {shown}")
+    if name == "pymta_queue_intake_log_size":
+        from pymta.queue.intake import MINIMUM_SIZE
+
+        size = int(value.strip())
+        if 0 < size < MINIMUM_SIZE:
+            raise config_error(
+                config, name, f"bad value {value!r}: expected 0 (off) or at least {MINIMUM_SIZE}"
+            )
     if name == "inet_protocols":
         words = set(config.get_list(name))
         if not words or not words <= _INET_PROTOCOLS:

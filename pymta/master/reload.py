@@ -70,6 +70,8 @@ RESTART_PARAMETERS = frozenset(
         "pymta_processes",
         "pymta_sync_method",
         "pymta_mailbox_sync_delay",
+        "pymta_queue_intake_log_size",
+        "pymta_queue_intake_checkpoint_time",
         "pymta_listen_backlog",
         "service_throttle_time",
         "maillog_file",

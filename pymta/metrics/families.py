@@ -159,7 +159,8 @@ class MailMetrics:
         self.sync_seconds = Histogram(
             "pymta_sync_seconds",
             "Phases of each durable group-commit batch: wait (from the oldest"
-            " caller until the batch began), work (its file work), sync",
+            " caller until the batch began), work (its file work), sync; and the"
+            " queue's intake log checkpoints (checkpoint)",
             ["barrier", "phase"],
             buckets=SYNC_SECONDS_BUCKETS,
             registry=r,

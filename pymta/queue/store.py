@@ -9,7 +9,10 @@ with mode 0600, and marked complete in place by the owner's execute bit
 instead of a rename. Only then is it made durable through the sync
 barrier (group commit); enqueue fires with the id after the sync, so a
 client is told 250 only for a durable message, and a durable file is a
-ready one. One open, one writev, one fchmod and one close per message;
+ready one. With the queue's intake log (:mod:`pymta.queue.intake`), the
+sync is of the file's copy in the log, and :meth:`FileQueueStore.remove`
+retires that copy before its unlink; a message spooled during DATA, or
+too big for the log, is synced itself. One open, one writev, one fchmod and one close per message;
 the content is written as the caller's bytes object. A file for hold/
 is written the same way and then renamed there. The file carries the
 content's line count (pymta.queue.record's ``content_lines``) from the
@@ -54,6 +57,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -104,6 +108,19 @@ READY_MODE = 0o700
 ClaimNew = Callable[[str, int], bool]
 
 
+class QueueIntake(Protocol):
+    """What the store asks of the intake log (pymta.queue.intake.IntakeLog)."""
+
+    def fits(self, size: int) -> bool:
+        """Whether a queue file of size bytes may go to the log at all."""
+
+    def add(self, queue_id: str, target: str, data: Sequence[bytes]) -> bool:
+        """Stage a written file's record (the barrier's thread)."""
+
+    def retire(self, queue_id: str) -> None:
+        """Say that queue_id's file is being removed (the barrier's thread)."""
+
+
 def is_ready(mode: int) -> bool:
     """Whether a queue file's st_mode says its writer finished it."""
     return bool(mode & stat.S_IXUSR)
@@ -152,6 +169,7 @@ class FileQueueStore:
         sync: ISyncBarrier,
         clock: IReactorTime | None = None,
         pid: int | None = None,
+        intake: QueueIntake | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -161,6 +179,9 @@ class FileQueueStore:
         self._clock: IReactorTime = clock
         self.directory = os.path.abspath(queue_directory)
         self._sync = sync
+        #: The intake log that makes new files durable (pymta.queue.intake);
+        #: its barrier is ``sync``.
+        self.intake = intake
         self._ids = QueueIdAllocator(self._clock.seconds, pid)
         # queue id -> (recipient flag offsets, content offset, content size,
         # content line count or None)
@@ -333,7 +354,19 @@ class FileQueueStore:
         self._remember_fresh(qid)
         # The write itself runs on the barrier's thread, in the same batch as
         # the sync that makes it durable: the reactor never waits on the disk.
-        d = self._sync.run(write, durable=True, files=[final], dirs=[target])
+        # With the intake log, a copy of the file in the log makes it durable
+        # (its own sync waits for the log's next checkpoint); a spooled
+        # (large) message, or one too big for the log, is synced.
+        intake = self.intake
+        if intake is not None and spool_path is None and intake.fits(len(buffers[0]) + size):
+            whole = buffers
+
+            def journal() -> bool:
+                return intake.add(qid, queue, whole)
+
+            d = self._sync.run(write, durable=True, files=[final], dirs=[target], journal=journal)
+        else:
+            d = self._sync.run(write, durable=True, files=[final], dirs=[target])
 
         def not_durable(failure: Failure) -> Failure:
             # Not acknowledged (451): give the file up to whoever recovers
@@ -519,7 +552,12 @@ class FileQueueStore:
         has_log = queue_id not in self._fresh
         self._fresh.pop(queue_id, None)
 
+        intake = self.intake
+
         def unlink() -> None:
+            if intake is not None:
+                # Its record must not bring it back (pymta.queue.intake).
+                intake.retire(queue_id)
             os.unlink(path)
             if has_log:
                 try:
