@@ -1,15 +1,19 @@
 """INTERNALDATE on demand: a Maildir folder's first scan takes sizes and
 flags from the file names and stats no file whose name carries both
 sizes; the dates are read (one stat each, in the store's threads) when a
-command first shows or compares them, and kept in the index (version 2:
-``-`` for a date not read yet; version 1 read as before, rewritten as 2
-before its first change; an index of a version this code does not know
-renumbered, as an older pymta treats a version 2 file)."""
+command first shows or compares them, and kept in the folder's date
+file (the index, version 2, says ``-`` for a date not read yet; version
+1 is read as before, rewritten as 2 before its first change; an index of
+a version this code does not know is renumbered, as an older pymta
+treats a version 2 file)."""
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from pymta.imap import scan
-from pymta.mailstore import folder_read
+from pymta.mailstore import datefile, folder_read
 from pymta.mailstore.index import INDEX_NAME
 from pymta.mailstore.interface import FlagMode
 from pymta.mailstore.maildir import MaildirFolder, MaildirStore
@@ -107,9 +111,9 @@ def test_fill_dates_reads_each_file_once_and_keeps_the_date(
     tmp_path: Path, message_stats: list[str]
 ) -> None:
     """fill_dates stats the files whose date is unknown (only those asked
-    for), gives their mtimes, and writes them to the index: another
-    process opening the folder has them without a stat, and asking again
-    stats nothing."""
+    for), gives their mtimes, and keeps them in the date file: another
+    process's fill has them without a stat, and asking again stats
+    nothing."""
     names = fill(tmp_path / "m", 4)
     folder = inbox(tmp_path / "m")
     folder.fill_dates([2, 3])
@@ -123,6 +127,7 @@ def test_fill_dates_reads_each_file_once_and_keeps_the_date(
     del message_stats[:]
     folder.fill_dates([2, 3])
     again = inbox(tmp_path / "m")
+    again.fill_dates([2, 3])
     assert [m.internal_date for m in again.messages()][1:3] == [DAY0 + 2 * 86400, DAY0 + 3 * 86400]
     assert message_stats == []
     # Flags, modseqs and UIDs stay as they were.
@@ -131,17 +136,93 @@ def test_fill_dates_reads_each_file_once_and_keeps_the_date(
     ]
 
 
-def test_dating_most_of_a_folder_rewrites_its_index_once(tmp_path: Path) -> None:
-    """Dates for more than half the folder (a first SORT by arrival) are
-    written by rewriting the index once (one line per message, not the
-    old lines and the new ones), and read back by another process."""
+def test_dates_read_go_to_the_date_file_not_the_index(
+    tmp_path: Path, message_stats: list[str]
+) -> None:
+    """Dates for most of a folder (a first SORT by arrival) leave the
+    index as the scan wrote it (no line rewritten or added) and are kept
+    in ``pymta-dates``; a later fill of more messages stats only the new
+    ones and keeps both."""
     fill(tmp_path / "m", 4)
     folder = inbox(tmp_path / "m")
+    folder.messages()
+    index_before = (tmp_path / "m" / INDEX_NAME).read_bytes()
     folder.fill_dates([1, 2, 3])
-    lines = (tmp_path / "m" / INDEX_NAME).read_text().splitlines()
-    assert sum(1 for line in lines if line.startswith("A")) == 4
-    dates = [m.internal_date for m in inbox(tmp_path / "m").messages()]
-    assert dates == [DAY0 + 86400, DAY0 + 2 * 86400, DAY0 + 3 * 86400, None]
+    assert (tmp_path / "m" / INDEX_NAME).read_bytes() == index_before
+    uidvalidity = folder.uidvalidity
+    assert datefile.load(str(tmp_path / "m"), uidvalidity) == {
+        n: DAY0 + n * 86400 for n in (1, 2, 3)
+    }
+    del message_stats[:]
+    inbox(tmp_path / "m").fill_dates([1, 2, 3, 4])
+    assert message_stats == [sized_name(4)]
+    assert datefile.load(str(tmp_path / "m"), uidvalidity) == {
+        n: DAY0 + n * 86400 for n in (1, 2, 3, 4)
+    }
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "other uidvalidity",
+        "truncated",
+        "garbage",
+        "count too big",
+        "hostile dates",
+        "empty",
+    ],
+)
+def test_a_stale_or_damaged_date_file_is_not_used(
+    tmp_path: Path, message_stats: list[str], damage: str
+) -> None:
+    """A date file of another UIDVALIDITY (the folder numbered afresh), cut
+    short, of another format, whose count does not match its size, or
+    whose dates are not dates (NaN, infinite, beyond the year 2500) gives
+    no date: the files are stat'ed again, the right dates answered, and
+    the file written anew."""
+    fill(tmp_path / "m", 3)
+    folder = inbox(tmp_path / "m")
+    folder.fill_dates([1, 2, 3])
+    path = tmp_path / "m" / datefile.DATE_FILE
+    data = path.read_bytes()
+    uidvalidity = folder.uidvalidity
+    if damage == "other uidvalidity":
+        datefile.save(str(tmp_path / "m"), uidvalidity + 1, {1: 5.0, 2: 6.0, 3: 7.0}, {1, 2, 3})
+    elif damage == "truncated":
+        path.write_bytes(data[:-5])
+    elif damage == "garbage":
+        path.write_bytes(b"A\t1\t2\n" * 20)
+    elif damage == "count too big":
+        head = len(datefile.MAGIC)
+        path.write_bytes(data[:head] + struct.pack("=II", uidvalidity, 4) + data[head + 8 :])
+    elif damage == "hostile dates":
+        bad = array("d", [math.nan, math.inf, 2.0**40]).tobytes()
+        path.write_bytes(data[: -len(bad)] + bad)
+    else:
+        path.write_bytes(b"")
+    del message_stats[:]
+    again = inbox(tmp_path / "m")
+    again.fill_dates([1, 2, 3])
+    assert sorted(message_stats) == sorted(sized_name(n) for n in (1, 2, 3))
+    assert [m.internal_date for m in again.messages()] == [DAY0 + n * 86400 for n in (1, 2, 3)]
+    assert datefile.load(str(tmp_path / "m"), uidvalidity) == {
+        n: DAY0 + n * 86400 for n in (1, 2, 3)
+    }
+
+
+def test_the_date_file_drops_expunged_messages(tmp_path: Path) -> None:
+    """A message expunged leaves the date file when it is next written (its
+    UID is never used again; the file does not grow with the folder's
+    history)."""
+    fill(tmp_path / "m", 4)
+    folder = inbox(tmp_path / "m")
+    folder.fill_dates([1, 2])
+    folder.expunge([1])
+    folder.fill_dates([3])
+    assert datefile.load(str(tmp_path / "m"), folder.uidvalidity) == {
+        2: DAY0 + 2 * 86400,
+        3: DAY0 + 3 * 86400,
+    }
 
 
 def test_fill_dates_follows_a_file_renamed_by_another_program(tmp_path: Path) -> None:

@@ -14,14 +14,17 @@ leaves the date of the files it found unknown (``-`` in the index,
 :mod:`pymta.mailstore.folder_scan`); the first command that shows or
 compares it (FETCH INTERNALDATE, SEARCH BEFORE/ON/SINCE/OLDER/YOUNGER,
 SORT ARRIVAL and DATE, THREAD, COPY) has the store ``stat`` those files
-in its threads, without the folder's lock, then writes their dates to
-the index under the lock (a new ``A`` line each, same modseq: not a
-change any session hears of), so no file is stat'ed twice, by this
-process or another. A file renamed meanwhile (flags changed by another
+in its threads, without the folder's lock, then gives the index's
+image their dates under the lock (same modseq: not a change any session
+hears of) and keeps them in the folder's date file
+(:mod:`pymta.mailstore.datefile`, one write, not an index line each), so
+no file is stat'ed twice, by this process or another: a fill takes what
+that file holds first. A file renamed meanwhile (flags changed by another
 program) is looked for again after a rescan.
 
-Untrusted input: the message files (parsed only by :mod:`pymta.mailstore.mime`)
-and the cache file. May write: the cache, the index (dates). Logs nothing.
+Untrusted input: the message files (parsed only by :mod:`pymta.mailstore.mime`),
+the cache file and the date file. May write: the cache, the date file.
+Logs nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import stat
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import BinaryIO
 
-from pymta.mailstore import mime
+from pymta.mailstore import datefile, mime
 from pymta.mailstore.digests import HeaderReader
 from pymta.mailstore.files import (
     MESSAGE_OPEN_FLAGS,
@@ -85,8 +88,16 @@ class FolderRead(FolderScan):
             ]
         if not unknown:
             return
-        # Read without the lock: deliveries and other processes need not
-        # wait for thousands of stat calls.
+        # What an earlier fill kept (this process or another: a restart)
+        # needs no stat; the rest is read without the lock (deliveries and
+        # other processes need not wait for thousands of stat calls).
+        uidvalidity = self._index.uidvalidity
+        kept = datefile.load(self.path, uidvalidity)
+        if kept:
+            from_file = {uid: kept[uid] for uid, _ in unknown if uid in kept}
+            unknown = [(uid, name) for uid, name in unknown if uid not in from_file]
+        else:
+            from_file = {}
         dates = _mtimes(self.path, unknown)
         with self._locked() as notices:
             records = self._index.records
@@ -102,15 +113,29 @@ class FolderRead(FolderScan):
                     and info.internal_date is None
                 ]
                 dates.update(_mtimes(self.path, again))
-            self._index.put_dates(
-                {
-                    uid: mtime
-                    for uid, (filename, mtime) in dates.items()
-                    if (info := records.get(uid)) is not None
-                    and info.internal_date is None
-                    and info.filename == filename
-                }
-            )
+            read = {
+                uid: mtime
+                for uid, (filename, mtime) in dates.items()
+                if (info := records.get(uid)) is not None
+                and info.internal_date is None
+                and info.filename == filename
+            }
+            # Dates kept by UID stand (under the same UIDVALIDITY) whatever
+            # the file's name is now.
+            if self._index.uidvalidity == uidvalidity:
+                read.update(
+                    (uid, date)
+                    for uid, date in from_file.items()
+                    if (info := records.get(uid)) is not None and info.internal_date is None
+                )
+            else:
+                read.clear()  # numbered afresh meanwhile: read again
+            # In the index's image only: the dates read go to the date
+            # file (one write), not as one index line each.
+            self._index.put_dates(read, write=False)
+            live = set(records) if dates else set()
+        if dates and read:
+            datefile.save(self.path, uidvalidity, {u: read[u] for u in dates if u in read}, live)
 
     def status(self) -> FolderStatus:
         self._ensure_loaded()
