@@ -2,7 +2,8 @@
 
 A folder's message files read for their header block
 (:class:`HeaderReader`: one ``os.read`` of :data:`FIRST_READ` bytes for
-most, relative to the folder's directory opened once per batch), each
+most, relative to the folder's directory opened once per batch, their
+access times left alone), each
 block given to the caller's :class:`HeaderDigest`, the values packed by
 :mod:`marshal` with their line of the kept file (:func:`digest_files`,
 :func:`digest_files_packed`). It runs in the scan worker processes and
@@ -20,6 +21,7 @@ nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import marshal
 import os
@@ -32,6 +34,16 @@ from pymta.mailstore.headerblock import MESSAGE_OPEN_FLAGS, header_block
 
 #: The first read of a message file: most headers fit (one system call).
 FIRST_READ = 8192
+
+#: Header reads leave the files' access times alone: the first read of a
+#: file written since it was last read would otherwise write its inode
+#: (relatime), a third of the cost of reading a fresh folder's headers
+#: (8.0 against 5.5 us a file here). A Maildir's access times mean
+#: nothing to its readers (new mail is what is in new/), and a sort's
+#: look at the header is not the user reading the message. Cleared for
+#: the process once the kernel refuses it (a process that neither owns
+#: the files nor is root).
+_no_atime = getattr(os, "O_NOATIME", 0)
 
 
 class HeaderDigest(Protocol):
@@ -67,11 +79,18 @@ class HeaderReader:
         only from a regular file (a FIFO, opened O_NONBLOCK, reads empty
         or fails at once), and a longer header is read on only from one
         (an endless device would never end)."""
+        global _no_atime
+        path = f"{self.path}/{filename}" if dir_fd is None else filename
         try:
-            if dir_fd is None:
-                fd = os.open(f"{self.path}/{filename}", MESSAGE_OPEN_FLAGS)
-            else:
-                fd = os.open(filename, MESSAGE_OPEN_FLAGS, dir_fd=dir_fd)
+            try:
+                fd = os.open(path, MESSAGE_OPEN_FLAGS | _no_atime, dir_fd=dir_fd)
+            except PermissionError as e:
+                if not _no_atime or e.errno != errno.EPERM:
+                    raise
+                # O_NOATIME is for the file's owner (or root) only: this
+                # process is neither, so it reads as any reader does.
+                _no_atime = 0
+                fd = os.open(path, MESSAGE_OPEN_FLAGS, dir_fd=dir_fd)
         except OSError:
             return None
         try:
