@@ -313,14 +313,14 @@ def selected_watching_date_reads(
     runner = QueuedRunner()
     world = dated_world(tmp_path, runner)
     reads: list[tuple[bool, int]] = []
-    real = folder_read._mtimes
+    real = folder_read.mtimes
 
     def watched(path: str, files: Any) -> Any:
         files = list(files)
         reads.append((runner.in_thread, len(files)))
         return real(path, files)
 
-    monkeypatch.setattr(folder_read, "_mtimes", watched)
+    monkeypatch.setattr(folder_read, "mtimes", watched)
     s = world.connect()
     s.send("a LOGIN alice@example.org secret")
     runner.run_all()
@@ -359,13 +359,13 @@ def test_a_big_select_has_the_dates_read_after_its_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The SELECT of a big folder answers without reading a date, then has
-    the store read them all in its threads: a FETCH INTERNALDATE after it
-    needs no more of the store's thread work."""
+    the store read them all in its threads (asked with the answer, not a
+    turn later, so a command sent at once finds the read ahead of it): a
+    FETCH INTERNALDATE after it needs no more of the store's thread
+    work."""
     monkeypatch.setattr(scan, "PRESTART_MESSAGES", 5)
-    s, runner, world, reads = selected_watching_date_reads(tmp_path, monkeypatch)
-    assert reads == []
-    world.clock.advance(0)  # the turn after the answer
-    runner.run_all()
+    # (The helper runs the store's thread work after the SELECT's answer.)
+    s, _, _, reads = selected_watching_date_reads(tmp_path, monkeypatch)
     assert reads == [(True, 6)]
     answer = s.send("f FETCH 6 INTERNALDATE")
     assert answer.endswith(b"f OK Fetch completed.\r\n")
@@ -465,3 +465,73 @@ def _fired(d: Any) -> Any:
     d.addBoth(out.append)
     assert out and not isinstance(out[0], Exception), out
     return out[0]
+
+
+class _FailingWorkers(QueuedRunner):
+    """Worker processes that answer the ping (``os.getpid``) but fail every
+    chunk given them (``ping_too``: the ping as well: a broken pool)."""
+
+    def __init__(self, ping_too: bool) -> None:
+        super().__init__()
+        self.ping_too = ping_too
+
+    def __call__(self, work: Any) -> Any:
+        if work is os.getpid and not self.ping_too:
+            return super().__call__(work)
+
+        def broken() -> None:
+            raise RuntimeError("worker process gone")
+
+        return super().__call__(broken)
+
+
+def _run_until_idle(*runners: QueuedRunner) -> None:
+    while any(r.jobs for r in runners):
+        for r in runners:
+            r.run_all()
+
+
+@pytest.mark.parametrize("workers_fail", ["no", "chunks", "ping"])
+def test_a_sort_meeting_the_dates_being_read_on_workers_answers_the_files_dates(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    message_stats: list[str],
+    workers_fail: str,
+) -> None:
+    """After the SELECT of a big folder the dates are read in the scan
+    workers and the store's threads together, a few files a chunk; a
+    SORT (ARRIVAL) sent while that read is half done waits for it (no
+    answer before) and then orders by the files' mtimes, each file
+    stat'ed once. Workers that fail (each chunk, or even the first
+    answer) leave their chunks to the store's thread: the same answer."""
+    from pymta.mailstore import asyncstore, datefill
+
+    monkeypatch.setattr(scan, "PRESTART_MESSAGES", 5)
+    monkeypatch.setattr(asyncstore, "DATES_ON_WORKERS", 1)
+    monkeypatch.setattr(datefill, "CHUNK", 2)
+    runner = QueuedRunner()
+    world = dated_world(tmp_path, runner)
+    newest = tmp_path / "alice" / "cur" / sized_name(1)
+    os.utime(newest, (DAY0 + 30 * 86400, DAY0 + 30 * 86400))
+    workers = QueuedRunner() if workers_fail == "no" else _FailingWorkers(workers_fail == "ping")
+    s = world.connect()
+    s.proto.scan_in_thread = workers  # type: ignore[assignment]
+    s.send("a LOGIN alice@example.org secret")
+    runner.run_all()
+    s.read()
+    s.send("s SELECT INBOX")
+    while b"s OK" not in s.transport.value():
+        runner.run_one()
+    assert s.read().endswith(b"s OK [READ-WRITE] Select completed.\r\n")
+    del message_stats[:]
+    runner.run_one()  # the read asked with the answer: what to read
+    workers.run_one()  # the workers answer (and take chunks)
+    workers.run_one()
+    runner.run_one()  # the thread's first chunk: a third of the files
+    assert len(message_stats) == 2
+    assert s.send("b SORT (ARRIVAL) UTF-8 ALL") == b""
+    _run_until_idle(runner, workers)
+    world.clock.advance(0)
+    _run_until_idle(runner, workers)
+    assert s.read().split(b"\r\n")[:2] == [b"* SORT 2 3 4 5 6 1", b"b OK Sort completed."]
+    assert sorted(message_stats) == sorted(sized_name(n) for n in range(1, 7))

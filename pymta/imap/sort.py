@@ -69,6 +69,7 @@ from pymta.imap.results import (
 )
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
 from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.gcpause import paused
 from pymta.mailstore.interface import MessageInfo, known_date
 from pymta.mailstore.prefetch import ThreadRunner
 
@@ -296,14 +297,17 @@ async def _read_keys(
         for start in range(0, len(need_index), step):
             if start:
                 await _next_turn(s.clock)
-            for u in need_index[start : start + step]:
-                info = records.get(u)
-                if info is None:
-                    lost.add(u)  # expunged meanwhile by another program
-                    continue
-                # known_date's value, without a call per message.
-                date = info.internal_date
-                index[u] = (0 if date is None else int(date), info.rfc822_size)
+            # A tuple per message: no cyclic collection walking the
+            # heap meanwhile (pymta.mailstore.gcpause).
+            with paused():
+                for u in need_index[start : start + step]:
+                    info = records.get(u)
+                    if info is None:
+                        lost.add(u)  # expunged meanwhile by another program
+                        continue
+                    # known_date's value, without a call per message.
+                    date = info.internal_date
+                    index[u] = (0 if date is None else int(date), info.rfc822_size)
     need_header = [u for u in need_header if u not in lost]
     if not need_header or s.lost:
         return

@@ -9,6 +9,9 @@ block given to the caller's :class:`HeaderDigest`, the values packed by
 :func:`digest_files_packed`). It runs in the scan worker processes and
 in the store's threads alike.
 
+The same processes read the INTERNALDATEs a first scan left unknown
+(:func:`mtimes`, for :mod:`pymta.mailstore.datefill`).
+
 It imports nothing of Twisted or zope.interface (nor any module that
 does): a scan worker process, started on the first SORT or body SEARCH,
 imports it and the caller's digest, and is ready in about half the CPU
@@ -21,6 +24,7 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import marshal
@@ -168,3 +172,33 @@ def kept_line(digest: HeaderDigest, records: Iterable[tuple[int, Any]]) -> bytes
     as they are (no Python-level conversion: a third of the time)."""
     batch = records if isinstance(records, list) else list(records)
     return json.dumps(batch, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def mtimes(path: str, files: Iterable[tuple[int, str]]) -> dict[int, tuple[str, float]]:
+    """``{uid: (filename, mtime)}`` of the message files (``new/...`` or
+    ``cur/...``, of the folder at ``path``) that are there and regular:
+    one ``fstatat`` each, relative to its open directory, never through a
+    symbolic link (as a file is opened); one gone is left out. The
+    INTERNALDATEs a first scan left unknown (:mod:`pymta.mailstore.datefill`:
+    in the scan worker processes and the store's threads)."""
+    out: dict[int, tuple[str, float]] = {}
+    dir_fds: dict[str, int] = {}
+    is_regular = stat.S_ISREG
+    try:
+        for sub in ("new", "cur"):
+            with contextlib.suppress(FileNotFoundError):
+                dir_fds[sub] = os.open(f"{path}/{sub}", os.O_RDONLY | os.O_DIRECTORY)
+        for uid, filename in files:
+            dir_fd = dir_fds.get(filename[:3])
+            if dir_fd is None:
+                continue
+            try:
+                st = os.stat(filename[4:], dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if is_regular(st.st_mode):
+                out[uid] = (filename, st.st_mtime)
+    finally:
+        for fd in dir_fds.values():
+            os.close(fd)
+    return out
