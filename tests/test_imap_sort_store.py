@@ -7,6 +7,7 @@ those of a store that answers at once. And the store's header reader
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,43 @@ def test_header_reader_skips_what_is_not_a_message_file(tmp_path: Path) -> None:
     read = digests.HeaderReader(str(tmp_path))
     assert read("fifo") is None and read("link") is None and read("gone") is None
     assert read("real") == b"Subject: a\n\n"
+
+
+def test_header_reader_leaves_access_times_alone(tmp_path: Path) -> None:
+    """Reading a header for a sort leaves the file's access time as it was
+    (relatime would set it on the first read after a write), so a fresh
+    folder's first SORT writes no inode; reading it does not depend on
+    it (a process the kernel refuses O_NOATIME reads all the same)."""
+    (tmp_path / "m").write_bytes(b"Subject: a\n\nbody\n")
+    os.utime(tmp_path / "m", (1_000_000_000, 1_500_000_000))  # read before written
+    assert digests.HeaderReader(str(tmp_path))("m") == b"Subject: a\n\n"
+    assert os.stat(tmp_path / "m").st_atime == 1_000_000_000
+
+
+def test_header_reader_reads_when_access_times_cannot_be_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the kernel refuses O_NOATIME (EPERM: a process that neither
+    owns the file nor is root), the header is read all the same, and the
+    flag is not asked for again."""
+    from pymta.mailstore import digestwork
+
+    (tmp_path / "m").write_bytes(b"Subject: a\n\nbody\n")
+    real_open = os.open
+    refused: list[int] = []
+
+    def strict_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_NOATIME:
+            refused.append(flags)
+            raise PermissionError(errno.EPERM, "not the owner")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(digestwork, "_no_atime", os.O_NOATIME)
+    monkeypatch.setattr(os, "open", strict_open)
+    read = digests.HeaderReader(str(tmp_path))
+    assert read("m") == b"Subject: a\n\n"
+    assert read("m") == b"Subject: a\n\n"
+    assert len(refused) == 1
 
 
 def test_a_scan_worker_imports_no_twisted() -> None:

@@ -1,15 +1,19 @@
 """INTERNALDATE on demand: a Maildir folder's first scan takes sizes and
 flags from the file names and stats no file whose name carries both
 sizes; the dates are read (one stat each, in the store's threads) when a
-command first shows or compares them, and kept in the index (version 2:
-``-`` for a date not read yet; version 1 read as before, rewritten as 2
-before its first change; an index of a version this code does not know
-renumbered, as an older pymta treats a version 2 file)."""
+command first shows or compares them, and kept in the folder's date
+file (the index, version 2, says ``-`` for a date not read yet; version
+1 is read as before, rewritten as 2 before its first change; an index of
+a version this code does not know is renumbered, as an older pymta
+treats a version 2 file)."""
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from pymta.imap import scan
-from pymta.mailstore import folder_read
+from pymta.mailstore import datefile, folder_read
 from pymta.mailstore.index import INDEX_NAME
 from pymta.mailstore.interface import FlagMode
 from pymta.mailstore.maildir import MaildirFolder, MaildirStore
@@ -107,9 +111,9 @@ def test_fill_dates_reads_each_file_once_and_keeps_the_date(
     tmp_path: Path, message_stats: list[str]
 ) -> None:
     """fill_dates stats the files whose date is unknown (only those asked
-    for), gives their mtimes, and writes them to the index: another
-    process opening the folder has them without a stat, and asking again
-    stats nothing."""
+    for), gives their mtimes, and keeps them in the date file: another
+    process's fill has them without a stat, and asking again stats
+    nothing."""
     names = fill(tmp_path / "m", 4)
     folder = inbox(tmp_path / "m")
     folder.fill_dates([2, 3])
@@ -123,6 +127,7 @@ def test_fill_dates_reads_each_file_once_and_keeps_the_date(
     del message_stats[:]
     folder.fill_dates([2, 3])
     again = inbox(tmp_path / "m")
+    again.fill_dates([2, 3])
     assert [m.internal_date for m in again.messages()][1:3] == [DAY0 + 2 * 86400, DAY0 + 3 * 86400]
     assert message_stats == []
     # Flags, modseqs and UIDs stay as they were.
@@ -131,17 +136,93 @@ def test_fill_dates_reads_each_file_once_and_keeps_the_date(
     ]
 
 
-def test_dating_most_of_a_folder_rewrites_its_index_once(tmp_path: Path) -> None:
-    """Dates for more than half the folder (a first SORT by arrival) are
-    written by rewriting the index once (one line per message, not the
-    old lines and the new ones), and read back by another process."""
+def test_dates_read_go_to_the_date_file_not_the_index(
+    tmp_path: Path, message_stats: list[str]
+) -> None:
+    """Dates for most of a folder (a first SORT by arrival) leave the
+    index as the scan wrote it (no line rewritten or added) and are kept
+    in ``pymta-dates``; a later fill of more messages stats only the new
+    ones and keeps both."""
     fill(tmp_path / "m", 4)
     folder = inbox(tmp_path / "m")
+    folder.messages()
+    index_before = (tmp_path / "m" / INDEX_NAME).read_bytes()
     folder.fill_dates([1, 2, 3])
-    lines = (tmp_path / "m" / INDEX_NAME).read_text().splitlines()
-    assert sum(1 for line in lines if line.startswith("A")) == 4
-    dates = [m.internal_date for m in inbox(tmp_path / "m").messages()]
-    assert dates == [DAY0 + 86400, DAY0 + 2 * 86400, DAY0 + 3 * 86400, None]
+    assert (tmp_path / "m" / INDEX_NAME).read_bytes() == index_before
+    uidvalidity = folder.uidvalidity
+    assert datefile.load(str(tmp_path / "m"), uidvalidity) == {
+        n: DAY0 + n * 86400 for n in (1, 2, 3)
+    }
+    del message_stats[:]
+    inbox(tmp_path / "m").fill_dates([1, 2, 3, 4])
+    assert message_stats == [sized_name(4)]
+    assert datefile.load(str(tmp_path / "m"), uidvalidity) == {
+        n: DAY0 + n * 86400 for n in (1, 2, 3, 4)
+    }
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "other uidvalidity",
+        "truncated",
+        "garbage",
+        "count too big",
+        "hostile dates",
+        "empty",
+    ],
+)
+def test_a_stale_or_damaged_date_file_is_not_used(
+    tmp_path: Path, message_stats: list[str], damage: str
+) -> None:
+    """A date file of another UIDVALIDITY (the folder numbered afresh), cut
+    short, of another format, whose count does not match its size, or
+    whose dates are not dates (NaN, infinite, beyond the year 2500) gives
+    no date: the files are stat'ed again, the right dates answered, and
+    the file written anew."""
+    fill(tmp_path / "m", 3)
+    folder = inbox(tmp_path / "m")
+    folder.fill_dates([1, 2, 3])
+    path = tmp_path / "m" / datefile.DATE_FILE
+    data = path.read_bytes()
+    uidvalidity = folder.uidvalidity
+    if damage == "other uidvalidity":
+        datefile.save(str(tmp_path / "m"), uidvalidity + 1, {1: 5.0, 2: 6.0, 3: 7.0}, {1, 2, 3})
+    elif damage == "truncated":
+        path.write_bytes(data[:-5])
+    elif damage == "garbage":
+        path.write_bytes(b"A\t1\t2\n" * 20)
+    elif damage == "count too big":
+        head = len(datefile.MAGIC)
+        path.write_bytes(data[:head] + struct.pack("=II", uidvalidity, 4) + data[head + 8 :])
+    elif damage == "hostile dates":
+        bad = array("d", [math.nan, math.inf, 2.0**40]).tobytes()
+        path.write_bytes(data[: -len(bad)] + bad)
+    else:
+        path.write_bytes(b"")
+    del message_stats[:]
+    again = inbox(tmp_path / "m")
+    again.fill_dates([1, 2, 3])
+    assert sorted(message_stats) == sorted(sized_name(n) for n in (1, 2, 3))
+    assert [m.internal_date for m in again.messages()] == [DAY0 + n * 86400 for n in (1, 2, 3)]
+    assert datefile.load(str(tmp_path / "m"), uidvalidity) == {
+        n: DAY0 + n * 86400 for n in (1, 2, 3)
+    }
+
+
+def test_the_date_file_drops_expunged_messages(tmp_path: Path) -> None:
+    """A message expunged leaves the date file when it is next written (its
+    UID is never used again; the file does not grow with the folder's
+    history)."""
+    fill(tmp_path / "m", 4)
+    folder = inbox(tmp_path / "m")
+    folder.fill_dates([1, 2])
+    folder.expunge([1])
+    folder.fill_dates([3])
+    assert datefile.load(str(tmp_path / "m"), folder.uidvalidity) == {
+        2: DAY0 + 2 * 86400,
+        3: DAY0 + 3 * 86400,
+    }
 
 
 def test_fill_dates_follows_a_file_renamed_by_another_program(tmp_path: Path) -> None:
@@ -232,14 +313,14 @@ def selected_watching_date_reads(
     runner = QueuedRunner()
     world = dated_world(tmp_path, runner)
     reads: list[tuple[bool, int]] = []
-    real = folder_read._mtimes
+    real = folder_read.mtimes
 
     def watched(path: str, files: Any) -> Any:
         files = list(files)
         reads.append((runner.in_thread, len(files)))
         return real(path, files)
 
-    monkeypatch.setattr(folder_read, "_mtimes", watched)
+    monkeypatch.setattr(folder_read, "mtimes", watched)
     s = world.connect()
     s.send("a LOGIN alice@example.org secret")
     runner.run_all()
@@ -278,13 +359,13 @@ def test_a_big_select_has_the_dates_read_after_its_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The SELECT of a big folder answers without reading a date, then has
-    the store read them all in its threads: a FETCH INTERNALDATE after it
-    needs no more of the store's thread work."""
+    the store read them all in its threads (asked with the answer, not a
+    turn later, so a command sent at once finds the read ahead of it): a
+    FETCH INTERNALDATE after it needs no more of the store's thread
+    work."""
     monkeypatch.setattr(scan, "PRESTART_MESSAGES", 5)
-    s, runner, world, reads = selected_watching_date_reads(tmp_path, monkeypatch)
-    assert reads == []
-    world.clock.advance(0)  # the turn after the answer
-    runner.run_all()
+    # (The helper runs the store's thread work after the SELECT's answer.)
+    s, _, _, reads = selected_watching_date_reads(tmp_path, monkeypatch)
     assert reads == [(True, 6)]
     answer = s.send("f FETCH 6 INTERNALDATE")
     assert answer.endswith(b"f OK Fetch completed.\r\n")
@@ -384,3 +465,73 @@ def _fired(d: Any) -> Any:
     d.addBoth(out.append)
     assert out and not isinstance(out[0], Exception), out
     return out[0]
+
+
+class _FailingWorkers(QueuedRunner):
+    """Worker processes that answer the ping (``os.getpid``) but fail every
+    chunk given them (``ping_too``: the ping as well: a broken pool)."""
+
+    def __init__(self, ping_too: bool) -> None:
+        super().__init__()
+        self.ping_too = ping_too
+
+    def __call__(self, work: Any) -> Any:
+        if work is os.getpid and not self.ping_too:
+            return super().__call__(work)
+
+        def broken() -> None:
+            raise RuntimeError("worker process gone")
+
+        return super().__call__(broken)
+
+
+def _run_until_idle(*runners: QueuedRunner) -> None:
+    while any(r.jobs for r in runners):
+        for r in runners:
+            r.run_all()
+
+
+@pytest.mark.parametrize("workers_fail", ["no", "chunks", "ping"])
+def test_a_sort_meeting_the_dates_being_read_on_workers_answers_the_files_dates(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    message_stats: list[str],
+    workers_fail: str,
+) -> None:
+    """After the SELECT of a big folder the dates are read in the scan
+    workers and the store's threads together, a few files a chunk; a
+    SORT (ARRIVAL) sent while that read is half done waits for it (no
+    answer before) and then orders by the files' mtimes, each file
+    stat'ed once. Workers that fail (each chunk, or even the first
+    answer) leave their chunks to the store's thread: the same answer."""
+    from pymta.mailstore import asyncstore, datefill
+
+    monkeypatch.setattr(scan, "PRESTART_MESSAGES", 5)
+    monkeypatch.setattr(asyncstore, "DATES_ON_WORKERS", 1)
+    monkeypatch.setattr(datefill, "CHUNK", 2)
+    runner = QueuedRunner()
+    world = dated_world(tmp_path, runner)
+    newest = tmp_path / "alice" / "cur" / sized_name(1)
+    os.utime(newest, (DAY0 + 30 * 86400, DAY0 + 30 * 86400))
+    workers = QueuedRunner() if workers_fail == "no" else _FailingWorkers(workers_fail == "ping")
+    s = world.connect()
+    s.proto.scan_in_thread = workers  # type: ignore[assignment]
+    s.send("a LOGIN alice@example.org secret")
+    runner.run_all()
+    s.read()
+    s.send("s SELECT INBOX")
+    while b"s OK" not in s.transport.value():
+        runner.run_one()
+    assert s.read().endswith(b"s OK [READ-WRITE] Select completed.\r\n")
+    del message_stats[:]
+    runner.run_one()  # the read asked with the answer: what to read
+    workers.run_one()  # the workers answer (and take chunks)
+    workers.run_one()
+    runner.run_one()  # the thread's first chunk: a third of the files
+    assert len(message_stats) == 2
+    assert s.send("b SORT (ARRIVAL) UTF-8 ALL") == b""
+    _run_until_idle(runner, workers)
+    world.clock.advance(0)
+    _run_until_idle(runner, workers)
+    assert s.read().split(b"\r\n")[:2] == [b"* SORT 2 3 4 5 6 1", b"b OK Sort completed."]
+    assert sorted(message_stats) == sorted(sized_name(n) for n in range(1, 7))

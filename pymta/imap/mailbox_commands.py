@@ -260,7 +260,12 @@ def _date_after_answer(s: IMAPSession, store: IAsyncFolder, messages: list[Messa
     a time). A failure is left for that command to meet again."""
     undated = [m.uid for m in messages if m.internal_date is None]
     if undated:
-        s.clock.callLater(0, lambda: store.fill_dates(undated).addErrback(lambda _: None))
+        # In the scan worker processes (started by this SELECT) and the
+        # store's threads together: both cores (pymta.mailstore.datefill).
+        # Asked now, not a turn later: the answer is written already, and
+        # a command the client sends at once (SORT ARRIVAL) must find the
+        # fill ahead of it in the folder's turn, not start one of its own.
+        store.fill_dates(undated, s.scan_in_thread).addErrback(lambda _: None)
 
 
 def _qresync(

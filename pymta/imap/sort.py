@@ -69,6 +69,7 @@ from pymta.imap.results import (
 )
 from pymta.imap.search import CHARSETS, BadCharset, parse_search
 from pymta.mailstore.asyncstore import IAsyncFolder
+from pymta.mailstore.gcpause import paused
 from pymta.mailstore.interface import MessageInfo, known_date
 from pymta.mailstore.prefetch import ThreadRunner
 
@@ -292,14 +293,21 @@ async def _read_keys(
         # The ARRIVAL key, and DATE's fallback: dates the store has not
         # read yet are read in its threads first.
         records = await store.get_dated(need_index)
-        for n, u in enumerate(need_index, 1):
-            info = records.get(u)
-            if info is None:
-                lost.add(u)  # expunged meanwhile by another program
-            else:
-                kept.index[u] = (int(known_date(info)), info.rfc822_size)
-            if n % (SLICE * 8) == 0 and n < len(need_index):
+        index, step = kept.index, SLICE * 8
+        for start in range(0, len(need_index), step):
+            if start:
                 await _next_turn(s.clock)
+            # A tuple per message: no cyclic collection walking the
+            # heap meanwhile (pymta.mailstore.gcpause).
+            with paused():
+                for u in need_index[start : start + step]:
+                    info = records.get(u)
+                    if info is None:
+                        lost.add(u)  # expunged meanwhile by another program
+                        continue
+                    # known_date's value, without a call per message.
+                    date = info.internal_date
+                    index[u] = (0 if date is None else int(date), info.rfc822_size)
     need_header = [u for u in need_header if u not in lost]
     if not need_header or s.lost:
         return

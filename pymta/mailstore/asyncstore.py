@@ -86,7 +86,7 @@ from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import Attribute, Interface, implementer
 
-from pymta.mailstore import digests, filescan, prefetch
+from pymta.mailstore import datefill, digests, filescan, gcpause, prefetch
 from pymta.mailstore.interface import (
     FlagMode,
     FolderChange,
@@ -124,6 +124,10 @@ LIGHT_MAX = 16
 #: 400 IDLE sessions over 20 folders wait twice as long); bigger folders,
 #: or folders whose size this face has not seen, in the store's threads.
 LIGHT_RESCAN = 1000
+
+#: A fill_dates of at least this many messages given worker processes
+#: reads the dates there too (:mod:`pymta.mailstore.datefill`).
+DATES_ON_WORKERS = 4096
 
 #: One message of an append_many: its bytes, flags and internal date.
 Appended = tuple[bytes, Collection[str], "float | None"]
@@ -168,10 +172,13 @@ class IAsyncFolder(Interface):
         or compare dates (FETCH INTERNALDATE, SEARCH by date, SORT,
         THREAD)."""
 
-    def fill_dates(uids: Collection[int]) -> Deferred[None]:
+    def fill_dates(uids: Collection[int], workers: Runner | None = None) -> Deferred[None]:
         """IFolder.fill_dates, in the store's threads: the dates of these
         messages read now, ahead of the command that will show or compare
-        them (imapd asks it after the SELECT of a big folder)."""
+        them (imapd asks it after the SELECT of a big folder). With
+        ``workers`` (a pool of worker processes) and many messages, a
+        store of files reads them there and in its threads together
+        (:mod:`pymta.mailstore.datefill`)."""
 
     def status() -> Deferred[FolderStatus]:
         """IFolder.status: also how to learn UIDVALIDITY, UIDNEXT and
@@ -381,6 +388,11 @@ class _Serial:
         self._read_later = read_later
         self._lock = DeferredLock()
 
+    def hold(self, work: Callable[[], Deferred[T]]) -> Deferred[T]:
+        """``work()`` in its turn, the next call waiting until the Deferred
+        it returns fires (work that hops between threads and processes)."""
+        return self._lock.run(work)
+
     def __call__(self, work: Callable[[], T], *, read: bool = False) -> Deferred[T]:
         at_once = read and self._reads_at_once
         if self._runner is None or (at_once and not self._lock.locked):
@@ -477,9 +489,16 @@ class AsyncFolder:
 
         return self._run(lambda: records_of(folder, wanted), read=True).addCallback(dated)
 
-    def fill_dates(self, uids: Collection[int]) -> Deferred[None]:
+    def fill_dates(self, uids: Collection[int], workers: Runner | None = None) -> Deferred[None]:
         wanted = list(uids)
-        return self._call(self.folder.fill_dates, wanted)
+        files = datefill.IDatedFiles(self.folder, None)
+        runner = self._runner
+        if files is None or workers is None or runner is None or len(wanted) < DATES_ON_WORKERS:
+            return self._call(self.folder.fill_dates, wanted)
+        # In the folder's turn, as the synchronous call would be.
+        return self._run.hold(
+            lambda: defer.ensureDeferred(datefill.fill(files, wanted, runner, workers))
+        )
 
     def status(self) -> Deferred[FolderStatus]:
         return self._read(self.folder.status)
@@ -717,7 +736,8 @@ def records_of(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]
     """IAsyncFolder.get_many on a synchronous folder, in the calling thread."""
     if len(uids) > INDEX_SCAN:
         wanted = set(uids)
-        return {m.uid: m for m in folder.messages() if m.uid in wanted}
+        with gcpause.paused():  # 100,000 entries: no cyclic collection meanwhile
+            return {m.uid: m for m in folder.messages() if m.uid in wanted}
     out: dict[int, MessageInfo] = {}
     for uid in uids:
         try:

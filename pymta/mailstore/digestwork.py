@@ -2,11 +2,15 @@
 
 A folder's message files read for their header block
 (:class:`HeaderReader`: one ``os.read`` of :data:`FIRST_READ` bytes for
-most, relative to the folder's directory opened once per batch), each
+most, relative to the folder's directory opened once per batch, their
+access times left alone), each
 block given to the caller's :class:`HeaderDigest`, the values packed by
 :mod:`marshal` with their line of the kept file (:func:`digest_files`,
 :func:`digest_files_packed`). It runs in the scan worker processes and
 in the store's threads alike.
+
+The same processes read the INTERNALDATEs a first scan left unknown
+(:func:`mtimes`, for :mod:`pymta.mailstore.datefill`).
 
 It imports nothing of Twisted or zope.interface (nor any module that
 does): a scan worker process, started on the first SORT or body SEARCH,
@@ -20,6 +24,8 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import marshal
 import os
@@ -32,6 +38,16 @@ from pymta.mailstore.headerblock import MESSAGE_OPEN_FLAGS, header_block
 
 #: The first read of a message file: most headers fit (one system call).
 FIRST_READ = 8192
+
+#: Header reads leave the files' access times alone: the first read of a
+#: file written since it was last read would otherwise write its inode
+#: (relatime), a third of the cost of reading a fresh folder's headers
+#: (8.0 against 5.5 us a file here). A Maildir's access times mean
+#: nothing to its readers (new mail is what is in new/), and a sort's
+#: look at the header is not the user reading the message. Cleared for
+#: the process once the kernel refuses it (a process that neither owns
+#: the files nor is root).
+_no_atime = getattr(os, "O_NOATIME", 0)
 
 
 class HeaderDigest(Protocol):
@@ -67,11 +83,18 @@ class HeaderReader:
         only from a regular file (a FIFO, opened O_NONBLOCK, reads empty
         or fails at once), and a longer header is read on only from one
         (an endless device would never end)."""
+        global _no_atime
+        path = f"{self.path}/{filename}" if dir_fd is None else filename
         try:
-            if dir_fd is None:
-                fd = os.open(f"{self.path}/{filename}", MESSAGE_OPEN_FLAGS)
-            else:
-                fd = os.open(filename, MESSAGE_OPEN_FLAGS, dir_fd=dir_fd)
+            try:
+                fd = os.open(path, MESSAGE_OPEN_FLAGS | _no_atime, dir_fd=dir_fd)
+            except PermissionError as e:
+                if not _no_atime or e.errno != errno.EPERM:
+                    raise
+                # O_NOATIME is for the file's owner (or root) only: this
+                # process is neither, so it reads as any reader does.
+                _no_atime = 0
+                fd = os.open(path, MESSAGE_OPEN_FLAGS, dir_fd=dir_fd)
         except OSError:
             return None
         try:
@@ -149,3 +172,33 @@ def kept_line(digest: HeaderDigest, records: Iterable[tuple[int, Any]]) -> bytes
     as they are (no Python-level conversion: a third of the time)."""
     batch = records if isinstance(records, list) else list(records)
     return json.dumps(batch, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+def mtimes(path: str, files: Iterable[tuple[int, str]]) -> dict[int, tuple[str, float]]:
+    """``{uid: (filename, mtime)}`` of the message files (``new/...`` or
+    ``cur/...``, of the folder at ``path``) that are there and regular:
+    one ``fstatat`` each, relative to its open directory, never through a
+    symbolic link (as a file is opened); one gone is left out. The
+    INTERNALDATEs a first scan left unknown (:mod:`pymta.mailstore.datefill`:
+    in the scan worker processes and the store's threads)."""
+    out: dict[int, tuple[str, float]] = {}
+    dir_fds: dict[str, int] = {}
+    is_regular = stat.S_ISREG
+    try:
+        for sub in ("new", "cur"):
+            with contextlib.suppress(FileNotFoundError):
+                dir_fds[sub] = os.open(f"{path}/{sub}", os.O_RDONLY | os.O_DIRECTORY)
+        for uid, filename in files:
+            dir_fd = dir_fds.get(filename[:3])
+            if dir_fd is None:
+                continue
+            try:
+                st = os.stat(filename[4:], dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if is_regular(st.st_mode):
+                out[uid] = (filename, st.st_mtime)
+    finally:
+        for fd in dir_fds.values():
+            os.close(fd)
+    return out

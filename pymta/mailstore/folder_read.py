@@ -14,27 +14,33 @@ leaves the date of the files it found unknown (``-`` in the index,
 :mod:`pymta.mailstore.folder_scan`); the first command that shows or
 compares it (FETCH INTERNALDATE, SEARCH BEFORE/ON/SINCE/OLDER/YOUNGER,
 SORT ARRIVAL and DATE, THREAD, COPY) has the store ``stat`` those files
-in its threads, without the folder's lock, then writes their dates to
-the index under the lock (a new ``A`` line each, same modseq: not a
-change any session hears of), so no file is stat'ed twice, by this
-process or another. A file renamed meanwhile (flags changed by another
+in its threads, without the folder's lock, then gives the index's
+image their dates under the lock (same modseq: not a change any session
+hears of) and keeps them in the folder's date file
+(:mod:`pymta.mailstore.datefile`, one write, not an index line each), so
+no file is stat'ed twice, by this process or another: a fill takes what
+that file holds first. A file renamed meanwhile (flags changed by another
 program) is looked for again after a rescan.
 
-Untrusted input: the message files (parsed only by :mod:`pymta.mailstore.mime`)
-and the cache file. May write: the cache, the index (dates). Logs nothing.
+Untrusted input: the message files (parsed only by :mod:`pymta.mailstore.mime`),
+the cache file and the date file. May write: the cache, the date file.
+Logs nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import BinaryIO
 
-from pymta.mailstore import mime
+from zope.interface import implementer
+
+from pymta.mailstore import datefile, mime
+from pymta.mailstore.datefill import DatePlan, IDatedFiles
 from pymta.mailstore.digests import HeaderReader
+from pymta.mailstore.digestwork import mtimes
 from pymta.mailstore.files import (
     MESSAGE_OPEN_FLAGS,
     MessageFileReader,
@@ -55,6 +61,7 @@ from pymta.mailstore.interface import (
 )
 
 
+@implementer(IDatedFiles)
 class FolderRead(FolderScan):
     """The reading layer of a Maildir folder (see the module doc)."""
 
@@ -71,23 +78,53 @@ class FolderRead(FolderScan):
             raise NoSuchMessage(f"{self.name}: no UID {uid}") from None
 
     def fill_dates(self, uids: Collection[int]) -> None:
-        with paused():  # a record made again per date (pymta.mailstore.gcpause)
-            self._fill_dates(uids)
+        plan = self.undated_files(uids)
+        if plan is not None:
+            self.put_read_dates(plan, mtimes(self.path, plan.files))
 
-    def _fill_dates(self, uids: Collection[int]) -> None:
+    def undated_files(self, uids: Collection[int]) -> DatePlan | None:
+        """What a fill of these messages' dates must read: those whose date
+        is unknown, less those the date file holds (their dates taken from
+        it); None when nothing is unknown (thread-safe)."""
         self._ensure_loaded()
         records = self._index.records
-        with self._mutex:  # another thread may be changing the dict
+        # (A tuple per message: no cyclic collection meanwhile.)
+        with self._mutex, paused():  # another thread may be changing the dict
             unknown = [
                 (uid, info.filename)
                 for uid in uids
                 if (info := records.get(uid)) is not None and info.internal_date is None
             ]
+            uidvalidity = self._index.uidvalidity
         if not unknown:
-            return
-        # Read without the lock: deliveries and other processes need not
-        # wait for thousands of stat calls.
-        dates = _mtimes(self.path, unknown)
+            return None
+        # What an earlier fill kept (this process or another: a restart)
+        # needs no stat; the rest is read without the lock (deliveries and
+        # other processes need not wait for thousands of stat calls).
+        kept = datefile.load(self.path, uidvalidity)
+        if kept:
+            from_file = {uid: kept[uid] for uid, _ in unknown if uid in kept}
+            unknown = [(uid, name) for uid, name in unknown if uid not in from_file]
+        else:
+            from_file = {}
+        return DatePlan(uidvalidity, from_file, unknown)
+
+    def put_read_dates(self, plan: DatePlan, dates: dict[int, tuple[str, float]]) -> None:
+        """Give the records of ``plan`` the dates read (``dates``: the
+        :func:`mtimes` of its files) and those the date file held, under
+        the folder's lock; a file not found (renamed by another program)
+        is looked for again after a rescan; the dates read are kept in the
+        date file (thread-safe)."""
+        with paused():  # a record made again per date (pymta.mailstore.gcpause)
+            read, live = self._put_read_dates(plan, dates)
+        if dates and read:
+            fresh = {u: read[u] for u in dates if u in read}
+            datefile.save(self.path, plan.uidvalidity, fresh, live)
+
+    def _put_read_dates(
+        self, plan: DatePlan, dates: dict[int, tuple[str, float]]
+    ) -> tuple[dict[int, float], set[int]]:
+        unknown = plan.files
         with self._locked() as notices:
             records = self._index.records
             if len(dates) < len(unknown):
@@ -101,16 +138,28 @@ class FolderRead(FolderScan):
                     and (info := records.get(uid)) is not None
                     and info.internal_date is None
                 ]
-                dates.update(_mtimes(self.path, again))
-            self._index.put_dates(
-                {
-                    uid: mtime
-                    for uid, (filename, mtime) in dates.items()
-                    if (info := records.get(uid)) is not None
-                    and info.internal_date is None
-                    and info.filename == filename
-                }
-            )
+                dates.update(mtimes(self.path, again))
+            read = {
+                uid: mtime
+                for uid, (filename, mtime) in dates.items()
+                if (info := records.get(uid)) is not None
+                and info.internal_date is None
+                and info.filename == filename
+            }
+            # Dates kept by UID stand (under the same UIDVALIDITY) whatever
+            # the file's name is now.
+            if self._index.uidvalidity == plan.uidvalidity:
+                read.update(
+                    (uid, date)
+                    for uid, date in plan.from_file.items()
+                    if (info := records.get(uid)) is not None and info.internal_date is None
+                )
+            else:
+                read.clear()  # numbered afresh meanwhile: read again
+            # In the index's image only: the dates read go to the date
+            # file (one write), not as one index line each.
+            self._index.put_dates(read, write=False)
+            return read, set(records) if dates else set()
 
     def status(self) -> FolderStatus:
         self._ensure_loaded()
@@ -294,31 +343,3 @@ class FolderRead(FolderScan):
         except (ValueError, UnicodeDecodeError):
             # A damaged entry (the cache is only advisory): parse afresh.
             return mime.parse_mime(self.read(uid))
-
-
-def _mtimes(path: str, files: Iterable[tuple[int, str]]) -> dict[int, tuple[str, float]]:
-    """``{uid: (filename, mtime)}`` of the message files (``new/...`` or
-    ``cur/...``) that are there and regular: one ``fstatat`` each,
-    relative to its open directory, never through a symbolic link (as a
-    file is opened); one gone is left out."""
-    out: dict[int, tuple[str, float]] = {}
-    dir_fds: dict[str, int] = {}
-    is_regular = stat.S_ISREG
-    try:
-        for sub in ("new", "cur"):
-            with contextlib.suppress(FileNotFoundError):
-                dir_fds[sub] = os.open(f"{path}/{sub}", os.O_RDONLY | os.O_DIRECTORY)
-        for uid, filename in files:
-            dir_fd = dir_fds.get(filename[:3])
-            if dir_fd is None:
-                continue
-            try:
-                st = os.stat(filename[4:], dir_fd=dir_fd, follow_symlinks=False)
-            except OSError:
-                continue
-            if is_regular(st.st_mode):
-                out[uid] = (filename, st.st_mtime)
-    finally:
-        for fd in dir_fds.values():
-            os.close(fd)
-    return out

@@ -595,7 +595,7 @@ class UidIndex:
             with contextlib.suppress(StoreNotWritable):
                 self.compact()
 
-    def put_dates(self, dates: dict[int, float]) -> None:
+    def put_dates(self, dates: dict[int, float], write: bool = True) -> None:
         """Give records whose date was unknown their date (lock held;
         ``dates`` by UID, of records present, in the image, with the date
         unknown): nothing else of them changes, no modseq either (a date
@@ -603,7 +603,9 @@ class UidIndex:
         ``A`` lines again, or, when they are more than half the folder (a
         first SORT by arrival of a folder never dated), the file is
         rewritten at once instead of appending and compacting after. Kept
-        in memory when the file cannot take them."""
+        in memory when the file cannot take them, or without ``write``
+        (the caller keeps them elsewhere: :mod:`pymta.mailstore.datefile`;
+        the next compaction writes them all the same)."""
         records = self.records
         dated: list[MessageInfo] = []
         for uid, date in dates.items():
@@ -621,7 +623,7 @@ class UidIndex:
             )
             records[uid] = info
             dated.append(info)
-        if not dated:
+        if not dated or not write:
             return
         try:
             if self.pending or self._only_in_memory or self._old_format:
