@@ -1,4 +1,4 @@
-"""fdio: write the whole of some bytes to a file descriptor.
+"""fdio: write the whole of some bytes to a file descriptor; sync a directory.
 
 ``os.write`` may take less than it is given (a signal, a nearly full file
 system, a pipe); every writer that holds a raw descriptor instead of a
@@ -18,3 +18,13 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries durable (a new file, a rename into it,
+    an unlink), as fsync(2) of the file alone does not."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -123,6 +123,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from pymta.fdio import fsync_dir
+
 SYNC_METHODS = ("syncfs", "fsync")
 #: The most (phase, seconds) a barrier keeps for the metrics to take.
 TIMINGS_KEPT = 30000
@@ -363,11 +365,7 @@ def fsync_paths(files: Sequence[str], dirs: Sequence[str]) -> None:
         for fd in fds:
             os.close(fd)
     for path in dirs:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path)
 
 
 class WorkerThread:

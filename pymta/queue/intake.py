@@ -76,6 +76,7 @@ from dataclasses import dataclass
 
 from twisted.logger import LogLevel
 
+from pymta.fdio import fsync_dir, write_all
 from pymta.maillog import maillog
 from pymta.queue import record
 from pymta.queue.interface import QUEUE_NAMES, QueueFileError
@@ -191,14 +192,6 @@ def _write_zeros(fd: int, size: int) -> None:
         offset += os.pwrite(fd, zeros[: min(_CHUNK, size - offset)], offset)
 
 
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class IntakeLog:
     """The intake log of one queue directory (see the module doc).
 
@@ -280,7 +273,7 @@ class IntakeLog:
             os.pwrite(fd, encode_header(generation), (generation % 2) * SLOT_SIZE)
             os.fsync(fd)
             os.rename(temporary, self.path)
-            _fsync_directory(os.path.dirname(self.path))
+            fsync_dir(os.path.dirname(self.path))
         except BaseException:
             os.close(fd)
             raise
@@ -434,9 +427,7 @@ def recover(log: IntakeLog, queue_directory: str) -> list[tuple[str, str]]:
         temporary = os.path.join(queue_directory, "incoming", message.queue_id)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, WRITING_MODE)
         try:
-            view = memoryview(message.data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, message.data)
             os.fchmod(fd, READY_MODE)
         finally:
             os.close(fd)
