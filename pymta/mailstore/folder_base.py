@@ -31,6 +31,7 @@ from twisted.python import threadable
 from pymta.maillog import maillog
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
+from pymta.mailstore.freshscan import Listing
 from pymta.mailstore.gcpause import paused
 from pymta.mailstore.index import (
     IndexChange,
@@ -99,6 +100,9 @@ class FolderBase:
         self._prepared: (
             tuple[tuple[int, int] | None, dict[str, tuple[str, str]], dict[str, NewFile]] | None
         ) = None
+        # The same for a folder never indexed, as columns
+        # (pymta.mailstore.freshscan): (stamp, listing).
+        self._prepared_listing: tuple[tuple[int, int] | None, Listing] | None = None
 
     # -- attributes ------------------------------------------------------
 
@@ -128,6 +132,7 @@ class FolderBase:
             self._keywords = KeywordLetters(path)
             self._dir_stamp = None
             self._prepared = None
+            self._prepared_listing = None
 
     # -- the lock and the index ----------------------------------------
 
