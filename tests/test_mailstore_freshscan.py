@@ -177,6 +177,7 @@ def test_the_summary_and_status_from_the_columns_are_those_of_the_records(
         "1700000100.M1P1.hôte,S=45,W=49:2,S",  # not ASCII: not a message
         ".1700000100.M1P1.host,S=45,W=49:2,S",  # a dot file
         "1700000100.M1000000P1.host,S=45,W=49",  # a microsecond out of range
+        "1700000100.M1P1.host,S=045,W=049:2,S",  # sizes with leading zeros
     ],
 )
 def test_names_the_columns_do_not_take_go_the_general_way(

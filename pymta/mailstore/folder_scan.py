@@ -339,8 +339,8 @@ class FolderScan(FolderBase):
         numbered = Numbered(
             index.uidnext,
             index.highest_modseq + 1,
+            listing.in_new,
             listing.filenames,
-            listing.bases,
             listing.sizes,
             listing.rfc822_sizes,
             listing.letters,

@@ -25,30 +25,37 @@ import os
 import re
 from dataclasses import dataclass
 from itertools import repeat
-from operator import add, and_, itemgetter, le, mul
+from operator import add, itemgetter, le, mul
 
-#: One listed file per line, ``sub/name``: the file name (1), base (2),
-#: time stamp (3, 4), sizes (5, 6) and ``:2,`` letters (7, empty when
-#: none). The characters are those of names.FILENAME_PATTERN (printable
-#: ASCII but ``/``), the base without ``:``, the rest as sized_name_match.
+#: One listed file per line, ``sub/name``: the file name (1), time stamp
+#: (2, 3), sizes (4, 5: written without leading zeros, as pymta and
+#: Dovecot write them, so that the index line can take them as they
+#: are) and ``:2,`` letters (6, empty when none). The characters are
+#: those of names.FILENAME_PATTERN (printable ASCII but ``/``), the base
+#: without ``:``; the rest as sized_name_match (its one base ending in
+#: ``,S=<size>,W=<CRLF size>`` right before ``:`` or the end).
 _SIZED_LINE = re.compile(
-    r"^((?:new|cur)/(([0-9]+)\.M([0-9]+)[!-.0-9;-~]*?,S=([0-9]+),W=([0-9]+))"
+    r"^((?:new|cur)/([0-9]+)\.M([0-9]+)[!-.0-9;-~]*?"
+    r",S=(0|[1-9][0-9]*),W=(0|[1-9][0-9]*)"
     r"(?::(?:2,([!-.0-~]*)|[!-.0-~]*))?)$",
     re.MULTILINE,
 )
 
 _MICROS = 1_000_000
 
+#: Above this, a time stamp as microseconds is not exact as a float.
+_EXACT = 1 << 53
+
 
 @dataclass
 class Listing:
     """The message files of new/ and cur/ as columns in the order listed
-    (the file name ``sub/name``, base, size and CRLF size as the name
-    spells them, ``:2,`` letters), ``order`` their positions in arrival
-    order, ``rank`` each one's place in it."""
+    (the file name ``sub/name``, size and CRLF size as the name spells
+    them, ``:2,`` letters; the first ``in_new`` from new/), ``order``
+    their positions in arrival order, ``rank`` each one's place in it."""
 
+    in_new: int
     filenames: list[str]
-    bases: list[str]
     sizes: list[str]
     rfc822_sizes: list[str]
     letters: list[str]
@@ -63,7 +70,7 @@ def list_columns(path: str) -> Listing | None:
     """The folder's files as a :class:`Listing`, or None when one of them
     needs the general scan (see the module doc)."""
     parts: list[str] = []
-    listed = 0
+    listed = in_new = 0
     for sub in ("new", "cur"):
         try:
             entries = os.scandir(os.path.join(path, sub))
@@ -74,6 +81,8 @@ def list_columns(path: str) -> Listing | None:
         if names:
             parts.append(f"{sub}/" + f"\n{sub}/".join(names))
             listed += len(names)
+        if sub == "new":
+            in_new = listed
     text = "\n".join(parts)
     if text.count("\n") != max(listed - 1, 0):
         return None  # a name with a line feed in it: not one we take
@@ -81,10 +90,10 @@ def list_columns(path: str) -> Listing | None:
     if len(rows) != listed:
         return None
     if not rows:
-        return Listing([], [], [], [], [], [], [])
+        return Listing(0, [], [], [], [], [], [])
     # Columns of strings (the tuples go: nothing left for the collector).
-    filenames, bases, secs, usecs, size_fields, rfc822_fields, letters = (
-        list(map(itemgetter(i), rows)) for i in range(7)
+    filenames, secs, usecs, size_fields, rfc822_fields, letters = (
+        list(map(itemgetter(i), rows)) for i in range(6)
     )
     del rows
     sizes = list(map(int, size_fields))
@@ -102,13 +111,12 @@ def list_columns(path: str) -> Listing | None:
     # microseconds). Two files of one microsecond (or one base name: the
     # stamp is part of it) go by name: the general scan.
     keys = list(map(add, map(mul, map(int, secs), repeat(_MICROS)), micros))
-    if len(set(keys)) != listed:
+    if max(keys) >= _EXACT or len(set(keys)) != listed:
         return None
-    # Sorted as whole numbers with the file's position in the low bits.
-    shift = listed.bit_length()
-    ranked = sorted(map(add, map(mul, keys, repeat(1 << shift)), range(listed)))
-    order = list(map(and_, ranked, repeat((1 << shift) - 1)))
+    # Sorted as floats (exact here): the sort's fast comparison.
+    stamps = list(map(float, keys))
+    order = sorted(range(listed), key=stamps.__getitem__)
     rank = [0] * listed
     for place, position in enumerate(order):
         rank[position] = place
-    return Listing(filenames, bases, size_fields, rfc822_fields, letters, order, rank)
+    return Listing(in_new, filenames, size_fields, rfc822_fields, letters, order, rank)

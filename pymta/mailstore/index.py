@@ -132,8 +132,9 @@ class Numbered:
     """The files a folder's first scan numbered, before any
     :class:`MessageInfo` is made (:meth:`UidIndex.put_numbered`): columns
     in the order the listing gave the files (file name ``sub/name``,
-    base, size and CRLF size as the name spells them, ``:2,`` letters;
-    :mod:`pymta.mailstore.freshscan`), ``order`` their positions in UID
+    size and CRLF size as the name spells them, without leading zeros,
+    ``:2,`` letters; :mod:`pymta.mailstore.freshscan`; the first
+    ``in_new`` from new/), ``order`` their positions in UID
     order and ``rank`` the inverse: a file's UID is ``first_uid +
     rank[i]``, its modseq ``first_modseq + rank[i]``, its date unknown.
     ``marks`` maps each distinct ``:2,`` letters to its flags and
@@ -142,8 +143,8 @@ class Numbered:
 
     first_uid: int
     first_modseq: int
+    in_new: int
     filenames: list[str]
-    bases: list[str]
     sizes: list[str]
     rfc822_sizes: list[str]
     letters: list[str]
@@ -160,8 +161,7 @@ class Numbered:
 
     def recent(self) -> list[int]:
         """The UIDs of the files in new/, ascending."""
-        ranks = compress(self.rank, map(str.startswith, self.filenames, repeat("n")))
-        return [self.first_uid + r for r in sorted(ranks)]
+        return [self.first_uid + r for r in sorted(self.rank[: self.in_new])]
 
     def _unseen_letters(self) -> set[str]:
         return {m for m, (flags, _) in self.marks.items() if "\\Seen" not in flags}
@@ -189,22 +189,37 @@ class Numbered:
         writes their records (made in the listing's order, joined in UID
         order: each column read in the order it lies in memory)."""
         rank = self.rank
-        flags: dict[str, str] = {}
-        keywords: dict[str, str] = {}
-        for letters, (system, names) in self.marks.items():
-            flags[letters], keywords[letters] = record_fields(system, names)
-        made = list(
-            map(
-                "A\t{}\t{}\t{}\t{}\t{}\t-\t{}\t{}\n".format,
-                map(add, rank, repeat(self.first_uid)),
-                map(add, rank, repeat(self.first_modseq)),
-                self.filenames,
-                map(int, self.sizes),
-                map(int, self.rfc822_sizes),
-                map(flags.__getitem__, self.letters),
-                map(keywords.__getitem__, self.letters),
+        fields = {m: record_fields(*marks) for m, marks in self.marks.items()}
+        uids = map(add, rank, repeat(self.first_uid))
+        modseqs = map(add, rank, repeat(self.first_modseq))
+        if all(f == (m, "") for m, f in fields.items()):
+            # The letters are the flags field, no keyword (the common case).
+            made = list(
+                map(
+                    "A\t{}\t{}\t{}\t{}\t{}\t-\t{}\t\n".format,
+                    uids,
+                    modseqs,
+                    self.filenames,
+                    self.sizes,
+                    self.rfc822_sizes,
+                    self.letters,
+                )
             )
-        )
+        else:
+            flags = {m: f[0] for m, f in fields.items()}
+            keywords = {m: f[1] for m, f in fields.items()}
+            made = list(
+                map(
+                    "A\t{}\t{}\t{}\t{}\t{}\t-\t{}\t{}\n".format,
+                    uids,
+                    modseqs,
+                    self.filenames,
+                    self.sizes,
+                    self.rfc822_sizes,
+                    map(flags.__getitem__, self.letters),
+                    map(keywords.__getitem__, self.letters),
+                )
+            )
         return "".join(map(made.__getitem__, self.order))
 
 
@@ -316,9 +331,9 @@ class UidIndex:
             numbered = self.numbered
             if numbered is None:
                 return
-            infos = self._numbered_infos(numbered)
+            infos = list(self._numbered_infos(numbered))
             self._records.update(zip(numbered.uids, infos, strict=True))
-            bases = map(numbered.bases.__getitem__, numbered.order)
+            bases = [i.filename[4:].partition(":")[0] for i in infos]
             self._by_base.update(zip(bases, numbered.uids, strict=True))
             self.numbered = None
 
