@@ -21,6 +21,7 @@ from pymta.mailstore.index import INDEX_NAME, UidIndex
 from pymta.mailstore.interface import FolderStatus, FolderSummary
 from pymta.mailstore.maildir import MaildirFolder, MaildirStore
 from tests.test_imap_harness import World
+from tests.test_imap_prefetch import QueuedRunner
 
 
 def message(n: int) -> bytes:
@@ -267,3 +268,34 @@ def test_imap_answers_the_same_with_records_made_late(
     assert b"* 11 EXISTS" in fast and b"* 2 RECENT" in fast
     assert b"* OK [UNSEEN 6] First unseen." in fast
     assert b"* SEARCH 6 8 9 11" in fast
+
+
+def test_records_are_made_in_the_stores_threads_after_a_first_select(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SELECT of a folder never indexed answers from the columns; the
+    records are then made in the store's threads, never in the reactor's
+    call, and a FETCH pipelined behind the SELECT waits for them there."""
+    fill(tmp_path / "alice")
+    runner = QueuedRunner()
+    made: list[bool] = []
+    real = UidIndex.make_records
+
+    def watched(index: UidIndex) -> None:
+        if index.numbered is not None:
+            made.append(runner.in_thread)
+        real(index)
+
+    monkeypatch.setattr(UidIndex, "make_records", watched)
+    world = World(tmp_path, store=MaildirStore(Clock(), "host", fsync=False, run_in_thread=runner))
+    s = world.connect()
+    s.send("a LOGIN alice@example.org secret")
+    runner.run_all()
+    s.read()
+    assert s.send(b"s SELECT INBOX\r\nf FETCH 1:* (UID FLAGS)\r\n") == b""
+    runner.run_all()
+    lines = s.read().split(b"\r\n")
+    assert made == [True]
+    assert b"s OK [READ-WRITE] Select completed." in lines
+    assert lines[-2] == b"f OK Fetch completed."
+    assert b"* 6 FETCH (UID 6 FLAGS ())" in lines

@@ -493,9 +493,18 @@ class AsyncFolder:
 
     def summary(self) -> Deferred[FolderSummary]:
         summarized = ISummarized(self.folder, None)
-        if summarized is not None:
-            return self._read(summarized.summary)
-        return self._read(partial(summary_of, self.folder))
+        if summarized is None:
+            return self._read(partial(summary_of, self.folder))
+
+        def then(summary: FolderSummary) -> FolderSummary:
+            if not summarized.records_made():
+                # Made in the store's threads now: a command that needs
+                # them (pipelined behind the SELECT too) waits for them
+                # there instead of making them on the reactor.
+                self._call(summarized.make_records).addErrback(lambda _: None)
+            return summary
+
+        return self._read(summarized.summary).addCallback(then)
 
     def read(self, uid: int) -> Deferred[bytes]:
         return self._read(self.folder.read, uid)

@@ -103,6 +103,10 @@ class FolderBase:
         # The same for a folder never indexed, as columns
         # (pymta.mailstore.freshscan): (stamp, listing).
         self._prepared_listing: tuple[tuple[int, int] | None, Listing] | None = None
+        # A first scan numbered the folder under the lock held now: another
+        # listing under it would find only what a change in the same mtime
+        # tick hid, as the next scan will (its stamp is left untrusted).
+        self._numbered_under_lock = False
 
     # -- attributes ------------------------------------------------------
 
@@ -150,6 +154,7 @@ class FolderBase:
                 if not os.path.isdir(os.path.join(self.path, "cur")):
                     raise NoSuchFolder(self.name)
                 with self._index.locked():
+                    self._numbered_under_lock = False
                     with paused():  # an index of 100,000 lines, or a first scan
                         notices.extend(self._load_locked())
                     yield notices

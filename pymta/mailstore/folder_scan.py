@@ -202,6 +202,8 @@ class FolderScan(FolderBase):
     def _scan_locked(
         self, force: bool = False, preassigned: dict[str, int] | None = None
     ) -> list[FolderChange]:
+        if not force and self._numbered_under_lock:
+            return []  # listed a moment ago, under this lock (folder_base)
         current = self._dir_stat(raw=True)
         if not force and current is not None:
             if current == self._dir_stamp:
@@ -350,6 +352,7 @@ class FolderScan(FolderBase):
         )
         index.put_numbered(numbered, stamp)
         self._dir_stamp = stamp
+        self._numbered_under_lock = True
         if not listing.filenames:
             return []
         return [FolderChange("append", tuple(numbered.uids), index.highest_modseq)]

@@ -298,7 +298,7 @@ class UidIndex:
     def records(self) -> dict[int, MessageInfo]:
         """Every live message's record by UID, in UID order."""
         if self.numbered is not None:
-            self._make_records()
+            self.make_records()
         return self._records
 
     @records.setter
@@ -310,7 +310,7 @@ class UidIndex:
     def by_base(self) -> dict[str, int]:
         """The UID of each live message's base name (before ``:``)."""
         if self.numbered is not None:
-            self._make_records()
+            self.make_records()
         return self._by_base
 
     @by_base.setter
@@ -323,7 +323,7 @@ class UidIndex:
         numbered = self.numbered
         return len(self._records) + (0 if numbered is None else len(numbered))
 
-    def _make_records(self) -> None:
+    def make_records(self) -> None:
         """The records of :attr:`numbered`, what a reader of their lines
         gets (100,000 in about 0.1 s: the first command that needs them
         pays it, in the store's threads for a SELECT's big folder)."""

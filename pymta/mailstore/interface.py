@@ -316,6 +316,14 @@ class ISummarized(Interface):
     def summary() -> FolderSummary:
         """The folder's summary, as the index says it now."""
 
+    def records_made() -> bool:
+        """False while the index holds messages whose records are not made
+        yet (made by the first call that needs them, or :meth:`make_records`)."""
+
+    def make_records() -> None:
+        """Make the records not made yet (the store's threads: 100,000 in
+        about 0.2 s)."""
+
 
 class IFolderLock(Interface):
     """An exclusive hold on a folder (POP3 holds INBOX for a session)."""

@@ -92,6 +92,13 @@ class MaildirFolder(FolderSave):
                 index.highest_modseq,
             )
 
+    def records_made(self) -> bool:
+        return self._index.numbered is None
+
+    def make_records(self) -> None:
+        with self._mutex:
+            self._index.make_records()
+
     def status(self) -> FolderStatus:
         self._ensure_loaded()
         with self._mutex:
