@@ -64,7 +64,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import add
+from operator import add, itemgetter
 
 from pymta.mailstore.gcpause import paused
 from pymta.mailstore.interface import WRITE_ERRNOS, MessageInfo, StoreNotWritable
@@ -223,6 +223,11 @@ class Numbered:
         return "".join(map(made.__getitem__, self.order))
 
 
+#: "<name>" of "new/<name>" or "cur/<name>", and the first of a tuple.
+_AFTER_SUB = itemgetter(slice(4, None))
+_FIRST = itemgetter(0)
+
+
 class IndexCorrupt(Exception):
     """The index cannot be trusted; the folder must be renumbered."""
 
@@ -331,36 +336,42 @@ class UidIndex:
             numbered = self.numbered
             if numbered is None:
                 return
-            infos = list(self._numbered_infos(numbered))
+            infos = self._numbered_infos(numbered)
             self._records.update(zip(numbered.uids, infos, strict=True))
-            bases = [i.filename[4:].partition(":")[0] for i in infos]
-            self._by_base.update(zip(bases, numbered.uids, strict=True))
+            # The base names (before ":"), in the listing's order.
+            rests = map(_AFTER_SUB, numbered.filenames)
+            bases = map(_FIRST, map(str.partition, rests, repeat(":")))
+            uids = map(add, numbered.rank, repeat(numbered.first_uid))
+            self._by_base.update(zip(bases, uids, strict=True))
             self.numbered = None
 
-    def _numbered_infos(self, numbered: Numbered) -> Iterator[MessageInfo]:
+    def _numbered_infos(self, numbered: Numbered) -> list[MessageInfo]:
         """The records of ``numbered``, in UID order: what a reader of
-        their lines gets."""
+        their lines gets. Made in the listing's order (each column read
+        in the order it lies in memory: half the time of reading them in
+        UID order), then put in UID order."""
         flags: dict[str, frozenset[str]] = {}
         keywords: dict[str, frozenset[str]] = {}
         for marks, (system, names) in numbered.marks.items():
             flag_field, keyword_field = record_fields(system, names)
             flags[marks] = self._flags(flag_field)
             keywords[marks] = self._keywords(keyword_field)
-        order = numbered.order
-        filenames = list(map(numbered.filenames.__getitem__, order))
-        letters = list(map(numbered.letters.__getitem__, order))
-        return map(
-            message_info,
-            numbered.uids,
-            map(int, map(numbered.sizes.__getitem__, order)),
-            map(int, map(numbered.rfc822_sizes.__getitem__, order)),
-            repeat(None),
-            map(flags.__getitem__, letters),
-            map(keywords.__getitem__, letters),
-            range(numbered.first_modseq, numbered.first_modseq + len(numbered)),
-            filenames,
-            map(str.startswith, filenames, repeat("n")),
+        rank, filenames = numbered.rank, numbered.filenames
+        made = list(
+            map(
+                message_info,
+                map(add, rank, repeat(numbered.first_uid)),
+                map(int, numbered.sizes),
+                map(int, numbered.rfc822_sizes),
+                repeat(None),
+                map(flags.__getitem__, numbered.letters),
+                map(keywords.__getitem__, numbered.letters),
+                map(add, rank, repeat(numbered.first_modseq)),
+                filenames,
+                map(str.startswith, filenames, repeat("n")),
+            )
         )
+        return list(map(made.__getitem__, numbered.order))
 
     # -- locking ---------------------------------------------------------
 
@@ -803,7 +814,7 @@ class UidIndex:
             self.scan_stamp = scan_stamp
 
     def _put_made(self, numbered: Numbered, lines: str, scan_stamp: tuple[int, int] | None) -> None:
-        infos = list(self._numbered_infos(numbered))
+        infos = self._numbered_infos(numbered)
         self.put(infos, [], scan_stamp, lines=lines.splitlines(keepends=True))
 
     def put_dates(self, dates: dict[int, float]) -> None:
