@@ -19,7 +19,7 @@ changes are read from the synchronous folder: index reads and one message.)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ from pymta.mailstore.asyncstore import IAsyncFolder, IAsyncUserMailbox
 from pymta.mailstore.interface import (
     SYSTEM_FLAGS,
     FolderExists,
-    FolderStatus,
+    FolderSummary,
     InvalidFolderName,
     MailStoreError,
     MessageInfo,
@@ -135,7 +135,7 @@ def _select(s: IMAPSession, tag: bytes, args: list[Token], readonly: bool) -> No
     s.unselect()
     opening = defer.ensureDeferred(_open_view(s, _folders(s), name, readonly, s.rev2, resync))
 
-    def opened(result: tuple[SelectedView, list[MessageInfo], FolderStatus, list[int]]) -> None:
+    def opened(result: tuple[SelectedView, FolderSummary, list[MessageInfo], list[int]]) -> None:
         if s.lost:  # gone while the store worked: no view keeps listening
             result[0].close()
             return
@@ -187,31 +187,34 @@ async def _open_view(
     readonly: bool,
     rev2: bool,
     resync: _Resync | None = None,
-) -> tuple[SelectedView, list[MessageInfo], FolderStatus, list[int]]:
+) -> tuple[SelectedView, FolderSummary, list[MessageInfo], list[int]]:
     """The folder opened for SELECT/EXAMINE through the store's
     asynchronous API: a folder changed on disk (or never indexed) is
-    scanned in the store's threads, \\Recent claimed there. With QRESYNC
-    of the same UIDVALIDITY, also the UIDs expunged since its modseq."""
+    scanned in the store's threads, \\Recent claimed there; its summary
+    (no record per message). With QRESYNC of the same UIDVALIDITY, also
+    the records and the UIDs expunged since its modseq."""
     face = await folders.folder(name)
     view = SelectedView(readonly, face)
     view.show_recent = not rev2
     try:
-        messages, status = await view.open_async()
+        summary = await view.open_async()
+        messages: list[MessageInfo] = []
         gone: list[int] = []
-        if resync is not None and resync.uidvalidity == status.uidvalidity:
+        if resync is not None and resync.uidvalidity == summary.uidvalidity:
+            messages = await face.messages()
             gone = await face.expunged_since(resync.modseq)
     except BaseException:
         view.close()  # stop listening: nothing selected
         raise
-    return view, messages, status, gone
+    return view, summary, messages, gone
 
 
 def _selected(
     s: IMAPSession,
     tag: bytes,
     view: SelectedView,
+    summary: FolderSummary,
     messages: list[MessageInfo],
-    status: FolderStatus,
     gone: list[int],
     resync: _Resync | None,
 ) -> None:
@@ -222,49 +225,51 @@ def _selected(
         # (RFC 3501 6.3.1: [READ-ONLY] when the mailbox cannot be changed).
         readonly = view.readonly = True
     s.select(view)
-    keywords: set[str] = set()
-    unseen = 0
-    for n, m in enumerate(messages, 1):
-        if m.keywords:
-            keywords |= m.keywords
-        if not unseen and "\\Seen" not in m.flags:
-            unseen = n
-    view.keywords = keywords
-    out = [*view.flags_lines(), b"* %d EXISTS\r\n" % len(messages)]
+    exists = len(summary.uids)
+    unseen = summary.first_unseen
+    out = [*view.flags_lines(), b"* %d EXISTS\r\n" % exists]
     if not s.rev2:  # RFC 9051 removed RECENT
         out.append(b"* %d RECENT\r\n" % len(view.recent))
     if unseen and not s.rev2:  # RFC 9051 7.1: no UNSEEN response code
         out.append(b"* OK [UNSEEN %d] First unseen.\r\n" % unseen)
-    out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % status.uidvalidity)
-    out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % status.uidnext)
-    out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % status.highest_modseq)
-    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(status.uidvalidity).encode())
+    out.append(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % summary.uidvalidity)
+    out.append(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % summary.uidnext)
+    out.append(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % summary.highest_modseq)
+    out.append(b"* OK [MAILBOXID (%s)] Ok\r\n" % mailbox_id(summary.uidvalidity).encode())
     if s.rev2:  # RFC 9051 6.3.2: the name as the server spells it
         out.append(b'* LIST () "/" ' + mailbox_out(folder.name, True) + b"\r\n")
     for line in out:
         s.send(line)
-    if resync is not None and resync.uidvalidity == status.uidvalidity:
+    if resync is not None and resync.uidvalidity == summary.uidvalidity:
         _qresync(s, view, messages, gone, resync)
     code = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
     s.ok(tag, code + b" Select completed.")
-    if len(messages) >= scan.PRESTART_MESSAGES:
-        scan.prestart(s.scan_in_thread, s.clock)
-        _date_after_answer(s, view.store, messages)
+    if exists >= scan.PRESTART_MESSAGES:
+        # The dates are asked for now, not a turn later: a command the
+        # client sends at once (SORT ARRIVAL) must find the fill ahead of
+        # it in the folder's turn (behind the records a first scan did not
+        # make), not start one of its own. Asking costs the reactor nothing
+        # (the fill plans in the store's threads). The worker processes
+        # start two turns later: a SELECT the store answered from a thread
+        # ends inside runUntilCurrent, where a callLater(0) still runs
+        # before the poll that writes the answer, and starting them took a
+        # third of a second there. The fill's worker lanes join once the
+        # processes answer.
+        _date_after_answer(s, view.store, summary.undated)
+        s.clock.callLater(0, scan.prestart, s.scan_in_thread, s.clock)
 
 
-def _date_after_answer(s: IMAPSession, store: IAsyncFolder, messages: list[MessageInfo]) -> None:
+def _date_after_answer(s: IMAPSession, store: IAsyncFolder, undated: Sequence[int]) -> None:
     """Have the store read the dates a first scan left unknown, once the
     SELECT's answer is out: the folder's next command that shows or
     compares dates (SORT, FETCH INTERNALDATE, SEARCH SINCE) then finds
     them, or waits only for what is left (the folder's calls run one at
-    a time). A failure is left for that command to meet again."""
-    undated = [m.uid for m in messages if m.internal_date is None]
+    a time), and the records a first scan did not make are made then,
+    in the store's threads. A failure is left for that command to meet
+    again."""
     if undated:
-        # In the scan worker processes (started by this SELECT) and the
+        # In the scan worker processes (started after this SELECT) and the
         # store's threads together: both cores (pymta.mailstore.datefill).
-        # Asked now, not a turn later: the answer is written already, and
-        # a command the client sends at once (SORT ARRIVAL) must find the
-        # fill ahead of it in the folder's turn, not start one of its own.
         store.fill_dates(undated, s.scan_in_thread).addErrback(lambda _: None)
 
 
@@ -600,7 +605,7 @@ async def _status_values(folder: IAsyncFolder, items: list[str]) -> bytes:
     """``MESSAGES 3 UNSEEN 1 ...`` for STATUS and LIST-STATUS, from the index
     (a folder changed on disk is scanned first: in the store's threads)."""
     if await folder.changed_on_disk():
-        await folder.refresh()
+        await folder.rescan()  # no record made for nothing (a first scan makes none)
     st = await folder.status()
     values = {
         "MESSAGES": st.messages,

@@ -42,7 +42,7 @@ from pymta.imap.wire import flag_list
 from pymta.mailstore.asyncstore import IAsyncFolder, after_firing
 from pymta.mailstore.interface import (
     FolderChange,
-    FolderStatus,
+    FolderSummary,
     MessageInfo,
 )
 
@@ -91,27 +91,35 @@ class SelectedView:
         # it brings back may predate the change, so it is read again.
         self._stale: set[int] = set()
         self._unwatch: Callable[[], None] | None = None
+        # While open_async reads the folder, appends and expunges heard are
+        # in what it reads (a first scan's 100,000 appends: not kept).
+        self._opening = False
 
     # life ----------------------------------------------------------------
 
-    async def open_async(self) -> tuple[list[MessageInfo], FolderStatus]:
+    async def open_async(self) -> FolderSummary:
         """Load the folder through the store's asynchronous API (the rescan
         of a folder changed on disk and the claim of many \\Recent in the
         store's threads), claiming \\Recent when read-write, and start
-        listening: every message, and the folder's status. Changes heard while it waits
-        are kept: those the messages read already hold are dropped by
-        :meth:`updates` (appends up to the last UID, expunges of UIDs not
-        in the view)."""
+        listening: the folder's summary (its UIDs, first unseen, keywords
+        and status: no record per message, :class:`FolderSummary`).
+        Changes heard while it waits are kept: those the summary already
+        holds are dropped by :meth:`updates` (appends up to the last UID,
+        expunges of UIDs not in the view)."""
         store = self.store
         # Watching first: a change another process makes while the folder
         # is read is heard (and dropped by updates() if the read has it).
+        self._opening = True
         self._unwatch = store.watch(self._on_change)
-        if await store.changed_on_disk():
-            await store.rescan()  # what it tells the listeners comes first
+        try:
+            if await store.changed_on_disk():
+                await store.rescan()  # what it tells the listeners comes first
+        finally:
+            self._opening = False
         self._appended.clear()
         self._expunged.clear()
-        messages = await store.messages()
-        recent = [m.uid for m in messages if m.recent]
+        summary = await store.summary()
+        recent = summary.recent
         if not self.readonly and recent:
             # The UIDs named: a few (the mail since the last SELECT) are
             # claimed at once, a rename each, without a thread hop.
@@ -120,13 +128,13 @@ class SelectedView:
             # EXAMINE shows what is \Recent but must not take it away from
             # the next read-write session (RFC 3501 6.3.2; Dovecot alike).
             self.recent = set(recent)
-        status = await store.status()
-        self.uids = array("I", (m.uid for m in messages))
-        self.uidvalidity = status.uidvalidity
-        self.highest_modseq = max(self.highest_modseq, status.highest_modseq)
+        self.uids = array("I", summary.uids)
+        self.uidvalidity = summary.uidvalidity
+        self.highest_modseq = max(self.highest_modseq, summary.highest_modseq)
+        self.keywords = set(summary.keywords)
         # Flag changes before now: the client asks for the flags it shows.
         self._flagged.clear()
-        return messages, status
+        return summary
 
     def close(self) -> None:
         unwatch, self._unwatch = self._unwatch, None
@@ -137,6 +145,8 @@ class SelectedView:
     def _on_change(self, change: FolderChange) -> None:
         if change.modseq > self.highest_modseq:
             self.highest_modseq = change.modseq
+        if self._opening and change.kind in ("append", "expunge"):
+            return  # in what open_async reads next
         if change.kind == "append":
             self._appended.update(change.uids)
         elif change.kind == "expunge":

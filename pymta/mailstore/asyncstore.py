@@ -92,11 +92,13 @@ from pymta.mailstore.interface import (
     FolderChange,
     FolderInfo,
     FolderStatus,
+    FolderSummary,
     IFolder,
     IFolderLock,
     IHeaderCache,
     IMailStore,
     IStagedAppend,
+    ISummarized,
     IUserMailbox,
     MailStoreError,
     MessageInfo,
@@ -183,6 +185,11 @@ class IAsyncFolder(Interface):
     def status() -> Deferred[FolderStatus]:
         """IFolder.status: also how to learn UIDVALIDITY, UIDNEXT and
         HIGHESTMODSEQ (the synchronous attributes may read the index)."""
+
+    def summary() -> Deferred[FolderSummary]:
+        """What SELECT announces (:class:`FolderSummary`): from the index
+        without a record per message where the folder can
+        (:class:`ISummarized`), else from its records and status."""
 
     def read(uid: int) -> Deferred[bytes]:
         """IFolder.read."""
@@ -503,6 +510,21 @@ class AsyncFolder:
     def status(self) -> Deferred[FolderStatus]:
         return self._read(self.folder.status)
 
+    def summary(self) -> Deferred[FolderSummary]:
+        summarized = ISummarized(self.folder, None)
+        if summarized is None:
+            return self._read(partial(summary_of, self.folder))
+
+        def then(summary: FolderSummary) -> FolderSummary:
+            if not summarized.records_made():
+                # Made in the store's threads now: a command that needs
+                # them (pipelined behind the SELECT too) waits for them
+                # there instead of making them on the reactor.
+                self._call(summarized.make_records).addErrback(lambda _: None)
+            return summary
+
+        return self._read(summarized.summary).addCallback(then)
+
     def read(self, uid: int) -> Deferred[bytes]:
         return self._read(self.folder.read, uid)
 
@@ -745,6 +767,14 @@ def records_of(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]
         except MailStoreError:
             continue
     return out
+
+
+def summary_of(folder: IFolder) -> FolderSummary:
+    """IAsyncFolder.summary of a folder without its own: from its records."""
+    status = folder.status()
+    return FolderSummary.of(
+        folder.messages(), status.uidnext, status.uidvalidity, status.highest_modseq
+    )
 
 
 def fill_then_get(folder: IFolder, uids: Collection[int]) -> dict[int, MessageInfo]:

@@ -31,6 +31,7 @@ from twisted.python import threadable
 from pymta.maillog import maillog
 from pymta.mailstore.cache import MessageCache
 from pymta.mailstore.dovecot import read_dovecot_uidlist
+from pymta.mailstore.freshscan import Listing
 from pymta.mailstore.gcpause import paused
 from pymta.mailstore.index import (
     IndexChange,
@@ -99,6 +100,13 @@ class FolderBase:
         self._prepared: (
             tuple[tuple[int, int] | None, dict[str, tuple[str, str]], dict[str, NewFile]] | None
         ) = None
+        # The same for a folder never indexed, as columns
+        # (pymta.mailstore.freshscan): (stamp, listing).
+        self._prepared_listing: tuple[tuple[int, int] | None, Listing] | None = None
+        # A first scan numbered the folder under the lock held now: another
+        # listing under it would find only what a change in the same mtime
+        # tick hid, as the next scan will (its stamp is left untrusted).
+        self._numbered_under_lock = False
 
     # -- attributes ------------------------------------------------------
 
@@ -128,6 +136,7 @@ class FolderBase:
             self._keywords = KeywordLetters(path)
             self._dir_stamp = None
             self._prepared = None
+            self._prepared_listing = None
 
     # -- the lock and the index ----------------------------------------
 
@@ -145,6 +154,7 @@ class FolderBase:
                 if not os.path.isdir(os.path.join(self.path, "cur")):
                     raise NoSuchFolder(self.name)
                 with self._index.locked():
+                    self._numbered_under_lock = False
                     with paused():  # an index of 100,000 lines, or a first scan
                         notices.extend(self._load_locked())
                     yield notices

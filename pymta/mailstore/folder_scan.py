@@ -44,8 +44,9 @@ from operator import itemgetter
 
 from pymta.mailstore.files import measure_at
 from pymta.mailstore.folder_base import FolderBase, NewFile
+from pymta.mailstore.freshscan import Listing, list_columns
 from pymta.mailstore.gcpause import paused
-from pymta.mailstore.index import UNKNOWN_DATE, message_info, record_fields
+from pymta.mailstore.index import UNKNOWN_DATE, Numbered, message_info, record_fields
 from pymta.mailstore.interface import (
     FolderChange,
     MessageInfo,
@@ -185,6 +186,11 @@ class FolderScan(FolderBase):
         else:
             return
         stamp = self._dir_stat()  # taken before listing, as _scan_locked's
+        if not known:
+            listing = list_columns(self.path)
+            if listing is not None:
+                self._prepared_listing = (stamp, listing)
+                return
         if stamp is None and known:
             # Just changed (a delivery): the scan under the lock could not
             # reuse this listing and would list again; the few new files
@@ -196,6 +202,8 @@ class FolderScan(FolderBase):
     def _scan_locked(
         self, force: bool = False, preassigned: dict[str, int] | None = None
     ) -> list[FolderChange]:
+        if not force and self._numbered_under_lock:
+            return []  # listed a moment ago, under this lock (folder_base)
         current = self._dir_stat(raw=True)
         if not force and current is not None:
             if current == self._dir_stamp:
@@ -208,6 +216,16 @@ class FolderScan(FolderBase):
                 return []
         stamp = self._dir_stat()  # taken before listing: later changes show
         index = self._index
+        listed, self._prepared_listing = self._prepared_listing, None
+        if not preassigned and not index.message_count():
+            # Nothing to compare with: every file is new (a first scan).
+            if listed is not None and listed[0] is not None and listed[0] == stamp:
+                listing: Listing | None = listed[1]  # the directories did not change since
+            else:
+                listing = list_columns(self.path)
+            if listing is not None:
+                self._prepared = None
+                return self._number_listing(listing, stamp)
         prepared, self._prepared = self._prepared, None
         measured: dict[str, NewFile] = {}
         reused = False
@@ -309,6 +327,35 @@ class FolderScan(FolderBase):
         if added:
             notices.append(FolderChange("append", tuple(m.uid for m in added), modseq))
         return notices
+
+    def _number_listing(
+        self, listing: Listing, stamp: tuple[int, int] | None
+    ) -> list[FolderChange]:
+        """Number a first scan's files (lock held, the index empty): their
+        index lines written by one join and no record made
+        (:meth:`~pymta.mailstore.index.UidIndex.put_numbered`)."""
+        index = self._index
+        self._load_keywords()
+        kw_names = self._kw_names
+        marks = {letters: letters_to_flags(letters, kw_names) for letters in set(listing.letters)}
+        numbered = Numbered(
+            index.uidnext,
+            index.highest_modseq + 1,
+            listing.in_new,
+            listing.filenames,
+            listing.sizes,
+            listing.rfc822_sizes,
+            listing.letters,
+            listing.order,
+            listing.rank,
+            marks,
+        )
+        index.put_numbered(numbered, stamp)
+        self._dir_stamp = stamp
+        self._numbered_under_lock = True
+        if not listing.filenames:
+            return []
+        return [FolderChange("append", tuple(numbered.uids), index.highest_modseq)]
 
     def refresh(self) -> list[MessageInfo]:
         with paused():  # many records made at once (pymta.mailstore.gcpause)

@@ -259,6 +259,72 @@ class FolderStatus:
         return cls(len(records), recent, unseen, uidnext, uidvalidity, highest_modseq, size)
 
 
+@dataclass(frozen=True)
+class FolderSummary:
+    """What SELECT and EXAMINE announce of a folder (RFC 3501 6.3.1,
+    RFC 7162 3.1.2.1), without a record per message: the UIDs in
+    ascending order, those still \\Recent, the place (from 1) of the
+    first message without \\Seen (0: none), every keyword a message
+    carries, the UIDs whose internal date is not known yet, and the
+    folder's UIDNEXT, UIDVALIDITY and HIGHESTMODSEQ."""
+
+    uids: Sequence[int]
+    recent: Sequence[int]
+    first_unseen: int
+    keywords: frozenset[str]
+    undated: Sequence[int]
+    uidnext: int
+    uidvalidity: int
+    highest_modseq: int
+
+    @classmethod
+    def of(
+        cls, records: Iterable[MessageInfo], uidnext: int, uidvalidity: int, highest_modseq: int
+    ) -> FolderSummary:
+        """The summary of a folder holding ``records`` (ascending UIDs)."""
+        uids: list[int] = []
+        recent: list[int] = []
+        undated: list[int] = []
+        keywords: set[str] = set()
+        first_unseen = 0
+        for n, m in enumerate(records, 1):
+            uids.append(m.uid)
+            if m.recent:
+                recent.append(m.uid)
+            if m.keywords:
+                keywords |= m.keywords
+            if not first_unseen and "\\Seen" not in m.flags:
+                first_unseen = n
+            if m.internal_date is None:
+                undated.append(m.uid)
+        return cls(
+            uids,
+            recent,
+            first_unseen,
+            frozenset(keywords),
+            undated,
+            uidnext,
+            uidvalidity,
+            highest_modseq,
+        )
+
+
+class ISummarized(Interface):
+    """Optional for a folder: :class:`FolderSummary` made without a record
+    per message (a Maildir folder's first scan makes none)."""
+
+    def summary() -> FolderSummary:
+        """The folder's summary, as the index says it now."""
+
+    def records_made() -> bool:
+        """False while the index holds messages whose records are not made
+        yet (made by the first call that needs them, or :meth:`make_records`)."""
+
+    def make_records() -> None:
+        """Make the records not made yet (the store's threads: 100,000 in
+        about 0.2 s)."""
+
+
 class IFolderLock(Interface):
     """An exclusive hold on a folder (POP3 holds INBOX for a session)."""
 

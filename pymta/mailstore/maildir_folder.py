@@ -43,20 +43,78 @@ from pymta.mailstore.folder_base import Listener
 from pymta.mailstore.folder_save import FolderSave
 from pymta.mailstore.interface import (
     WRITE_ERRNOS,
+    FolderStatus,
+    FolderSummary,
     IFolder,
     IFolderLock,
     IHeaderCache,
     IStagedAppend,
+    ISummarized,
     IWatchedFolder,
 )
 
 
-@implementer(IFolder, IHeaderCache, IStagedAppend, IMessageFiles, IHeaderDigests, IWatchedFolder)
+@implementer(
+    IFolder,
+    IHeaderCache,
+    IStagedAppend,
+    IMessageFiles,
+    IHeaderDigests,
+    IWatchedFolder,
+    ISummarized,
+)
 class MaildirFolder(FolderSave):
     """One Maildir++ folder and its index. Shared by every session of the store."""
 
     def watch_directory(self) -> str:
         return self.path
+
+    def summary(self) -> FolderSummary:
+        """ISummarized: after a first scan, from the index's columns
+        (:class:`~pymta.mailstore.index.Numbered`): no record made."""
+        self._ensure_loaded()
+        with self._mutex:  # another thread may be changing the index
+            index = self._index
+            numbered = index.numbered
+            if numbered is None:
+                return FolderSummary.of(
+                    index.records.values(), index.uidnext, index.uidvalidity, index.highest_modseq
+                )
+            uids = numbered.uids
+            return FolderSummary(
+                uids,
+                numbered.recent(),
+                numbered.first_unseen(),
+                numbered.keywords(),
+                uids,  # a first scan reads no date
+                index.uidnext,
+                index.uidvalidity,
+                index.highest_modseq,
+            )
+
+    def records_made(self) -> bool:
+        return self._index.numbered is None
+
+    def make_records(self) -> None:
+        with self._mutex:
+            self._index.make_records()
+
+    def status(self) -> FolderStatus:
+        self._ensure_loaded()
+        with self._mutex:
+            index = self._index
+            numbered = index.numbered
+            if numbered is None:
+                return super().status()
+            return FolderStatus(
+                len(numbered),
+                len(numbered.recent()),
+                numbered.unseen(),
+                index.uidnext,
+                index.uidvalidity,
+                index.highest_modseq,
+                numbered.size(),
+            )
 
     def lock(self) -> IFolderLock | None:
         path = os.path.join(self.path, SESSION_LOCK)
