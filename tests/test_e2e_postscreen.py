@@ -169,16 +169,18 @@ def test_every_reactor_process_screens_and_hands_off(tmp_path: Path, dns_port: i
     with server:
         server.start()
         server.wait_for_log(r"worker 1 running")
+        maillog = tmp_path / "maillog"
+        passed = re.compile(r"postscreen\[(\d+)\]: PASS (?:NEW|OLD)")
         with ThreadPoolExecutor(4) as pool:
             for _ in range(10):  # rounds of 4 sessions, until both served some
                 list(pool.map(lambda _: _send(server.smtp_port, "127.0.0.1"), range(4)))
                 sent += 4
-                log = (tmp_path / "maillog").read_text()
-                pids = set(re.findall(r"postscreen\[(\d+)\]: PASS (?:NEW|OLD)", log))
+                # Each process writes its lines within maillog's FLUSH_SECONDS.
+                wait_for_file(maillog, lambda n=sent: len(passed.findall(maillog.read_text())) >= n)
+                pids = set(passed.findall(maillog.read_text()))
                 if len(pids) == 2:
                     break
         assert len(pids) == 2
-        maillog = tmp_path / "maillog"
         delivered = re.compile(r"to=<alice@example\.test>, relay=virtual, .*status=sent")
         wait_for_file(maillog, lambda: len(delivered.findall(maillog.read_text())) >= sent)
     cache = (tmp_path / "pymta" / "lib" / "postscreen_cache.pymta").read_text()
