@@ -339,16 +339,16 @@ class FolderScan(FolderBase):
         kw_names = self._kw_names
         marks = {letters: letters_to_flags(letters, kw_names) for letters in set(listing.letters)}
         numbered = Numbered(
-            index.uidnext,
-            index.highest_modseq + 1,
-            listing.in_new,
-            listing.filenames,
-            listing.sizes,
-            listing.rfc822_sizes,
-            listing.letters,
-            listing.order,
-            listing.rank,
-            marks,
+            in_new=listing.in_new,
+            filenames=listing.filenames,
+            sizes=listing.sizes,
+            rfc822_sizes=listing.rfc822_sizes,
+            letters=listing.letters,
+            order=listing.order,
+            rank=listing.rank,
+            first_uid=index.uidnext,
+            first_modseq=index.highest_modseq + 1,
+            marks=marks,
         )
         index.put_numbered(numbered, stamp)
         self._dir_stamp = stamp

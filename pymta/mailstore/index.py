@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import add, itemgetter
 
+from pymta.mailstore.freshscan import Listing
 from pymta.mailstore.gcpause import paused
 from pymta.mailstore.interface import WRITE_ERRNOS, MessageInfo, StoreNotWritable
 from pymta.mailstore.names import FILENAME_PATTERN
@@ -128,32 +129,19 @@ _new = object.__new__
 
 
 @dataclass
-class Numbered:
+class Numbered(Listing):
     """The files a folder's first scan numbered, before any
-    :class:`MessageInfo` is made (:meth:`UidIndex.put_numbered`): columns
-    in the order the listing gave the files (file name ``sub/name``,
-    size and CRLF size as the name spells them, without leading zeros,
-    ``:2,`` letters; :mod:`pymta.mailstore.freshscan`; the first
-    ``in_new`` from new/), ``order`` their positions in UID
-    order and ``rank`` the inverse: a file's UID is ``first_uid +
-    rank[i]``, its modseq ``first_modseq + rank[i]``, its date unknown.
-    ``marks`` maps each distinct ``:2,`` letters to its flags and
-    keywords. Strings in lists, no tuple per file: nothing the cyclic
-    collector walks."""
+    :class:`MessageInfo` is made (:meth:`UidIndex.put_numbered`): the
+    listing's columns (:class:`pymta.mailstore.freshscan.Listing`, sizes
+    without leading zeros; arrival order is UID order), a file's UID
+    ``first_uid + rank[i]``, its modseq ``first_modseq + rank[i]``, its
+    date unknown. ``marks`` maps each distinct ``:2,`` letters to its
+    flags and keywords. Strings in lists, no tuple per file: nothing the
+    cyclic collector walks."""
 
     first_uid: int
     first_modseq: int
-    in_new: int
-    filenames: list[str]
-    sizes: list[str]
-    rfc822_sizes: list[str]
-    letters: list[str]
-    order: list[int]
-    rank: list[int]
     marks: dict[str, tuple[frozenset[str], frozenset[str]]]
-
-    def __len__(self) -> int:
-        return len(self.filenames)
 
     @property
     def uids(self) -> range:
