@@ -22,7 +22,7 @@ DESCRIPTION
     Each --checkout (default: this tree) runs in a child process with
     that tree first on PYTHONPATH, so two trees (e.g. an export of main
     and this one) are compared in one run; give the same arguments, and
-    run it under flock /work/wt/bench.lock on a shared machine.
+    run it alone on a shared machine.
 
 EXAMPLES
     python bench/content_path_bench.py

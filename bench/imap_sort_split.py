@@ -21,10 +21,10 @@ DESCRIPTION
 
     Prints microseconds per message for each, and the sum of the steps a
     worker process runs. Deterministic enough on a busy machine to compare
-    two versions of the code (run each under flock /work/wt/bench.lock).
+    two versions of the code (run each alone on the machine).
 
 EXAMPLE
-    flock /work/wt/bench.lock python bench/imap_sort_split.py
+    python bench/imap_sort_split.py
 """
 
 from __future__ import annotations

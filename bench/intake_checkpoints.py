@@ -2,7 +2,7 @@
 """intake_checkpoints - how long the queue's intake log checkpoints take under load.
 
 SYNOPSIS
-    flock /work/wt/bench.lock python bench/intake_checkpoints.py
+    python bench/intake_checkpoints.py
         [--messages 3000] [--size 1024] [--connections 1,20]
         [--workdir /var/tmp] [--pymta-main-cf LINE]...
 

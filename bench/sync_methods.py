@@ -22,7 +22,7 @@ DESCRIPTION
     fsync;pymta_mailbox_sync_delay = 0'.  The figures compare variants of
     one run only; quote Postfix from bench/smtp_bench.py.
 
-    Time it under the shared lock: flock /work/wt/bench.lock python
+    Time it alone on the machine: python
     bench/sync_methods.py ...
 
 REQUIREMENTS
