@@ -46,15 +46,6 @@ MAILDIRFOLDER = "maildirfolder"
 SPECIAL_USE_FILE = "pymta-special-use"
 
 
-def fsync_dir(path: str) -> None:
-    """Make a directory's entries durable (a rename into it, a new file)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: str, data: bytes, fsync: bool) -> None:
     """Replace ``path`` with ``data`` at once: readers see the old file or
     the new one, never half of it."""

@@ -22,8 +22,8 @@ import contextlib
 import os
 from collections.abc import Collection
 
+from pymta.fdio import fsync_dir
 from pymta.mailstore.files import (
-    fsync_dir,
     link_or_copy,
 )
 from pymta.mailstore.folder_flags import FolderFlags

@@ -80,12 +80,12 @@ from collections.abc import Mapping
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from pymta.fdio import fsync_dir
 from pymta.mailstore.asyncstore import AsyncMailStore, IAsyncMailStore, NextTurn, Runner
 from pymta.mailstore.files import (
     SPECIAL_USE_FILE,
     MaildirLock,
     atomic_write,
-    fsync_dir,
     make_folder_dir,
 )
 from pymta.mailstore.interface import (
