@@ -8,7 +8,7 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
 from pymta.queue import record
@@ -32,14 +32,7 @@ class Thread:
     """Runs each batch at once on the calling thread (the barrier's fake)."""
 
     def __call__(self, work: Callable[[], None]) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        try:
-            work()
-        except Exception as e:
-            d.errback(e)
-        else:
-            d.callback(None)
-        return d
+        return maybeDeferred(work)
 
 
 class Syncs:
