@@ -44,6 +44,8 @@ import threading
 from array import array
 from collections.abc import Mapping, Set
 
+from pymta.fdio import write_all
+
 DATE_FILE = "pymta-dates"
 MAGIC = b"pymta-dates 1\n"
 _COUNTS = struct.Struct("=II")
@@ -116,9 +118,7 @@ def save(
                 if os.geteuid() == 0:
                     owner = os.stat(directory)
                     os.fchown(fd, owner.st_uid, owner.st_gid)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
             finally:
                 os.close(fd)
             os.rename(temp, path)
