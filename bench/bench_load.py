@@ -1,21 +1,26 @@
 """bench_load - one pymta of another tree under a wrapper, loaded by smtp-source.
 
-What bench/reactor_instructions.py (callgrind) and bench/syscall_counts.py
-(strace) share: the bench's pymta instance (bench_pymta, bench_setup) run
-from a given checkout, its twistd optionally under a wrapper command, and
-the load Postfix's smtp-source sends it, with the Maildir polled until the
-messages are in.
+What bench/reactor_instructions.py (callgrind), bench/syscall_counts.py
+(strace) and bench/reactor_calls.py (cProfile) share: the bench's pymta
+instance (bench_pymta, bench_setup) run from a given checkout, its twistd
+optionally under a wrapper command, and the load Postfix's smtp-source
+sends it, with the Maildir polled until the messages are in
+(:func:`warmed_up`: start, warm up, then the measured load).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench_measure import count_maildir_new
@@ -92,3 +97,52 @@ def wait_delivered(new: Path, count: int, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{count_maildir_new(new)}/{count} delivered in {timeout:.0f}s")
         time.sleep(0.2)
+
+
+@dataclass
+class LoadRun:
+    """A started, warmed-up instance (:func:`warmed_up`)."""
+
+    server: CheckoutPymta
+    workdir: Path
+    #: The twistd (or its wrapper's) process id.
+    pid: int
+    args: argparse.Namespace
+
+    def measure(self) -> None:
+        """Send the measured messages and wait until they are delivered."""
+        args = self.args
+        send(self.server.port, args.connections, args.messages, args.size, RECIPIENT)
+        new = self.server.maildir_new(RECIPIENT)
+        wait_delivered(new, args.warmup + args.messages, 1800)
+
+
+def load_directory(args: argparse.Namespace, prefix: str) -> Path:
+    """A new directory under ``--workdir`` for one run (its name starts
+    with ``prefix``)."""
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=args.workdir))
+
+
+@contextlib.contextmanager
+def warmed_up(
+    args: argparse.Namespace,
+    workdir: Path,
+    wrapper: Sequence[str] = (),
+    startup_timeout: float | None = None,
+) -> Iterator[LoadRun]:
+    """The checkout's pymta in ``workdir`` (:func:`load_directory`),
+    started, the warm-up messages sent and delivered; stopped on leaving,
+    and ``workdir`` removed when nothing failed (kept to look at
+    otherwise)."""
+    server = CheckoutPymta(
+        workdir, mail_setup(args.mailbox_user), args.checkout.resolve(), wrapper, startup_timeout
+    )
+    try:
+        server.start()
+        send(server.port, args.connections, args.warmup, args.size, RECIPIENT)
+        wait_delivered(server.maildir_new(RECIPIENT), args.warmup, 600)
+        yield LoadRun(server, workdir, server.root_pids()[0], args)
+    finally:
+        server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -39,7 +39,6 @@ import pstats
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,15 +75,7 @@ def _wrapped_twistd() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench_load import (
-        RECIPIENT,
-        CheckoutPymta,
-        load_arguments,
-        mail_setup,
-        send,
-        smtp_source_missing,
-        wait_delivered,
-    )
+    from bench_load import load_arguments, load_directory, smtp_source_missing, warmed_up
 
     parser = load_arguments(__doc__.split("\n", 1)[0], messages=2000, warmup=200)
     parser.set_defaults(connections=1)
@@ -94,23 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if smtp_source_missing():
         return 2
-    setup = mail_setup(args.mailbox_user)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="reactor-calls.", dir=args.workdir))
+    workdir = load_directory(args, "reactor-calls.")
     stats_file = workdir / "reactor.pstats"
     os.environ[_STATS_ENV] = str(stats_file)
     wrapper = (sys.executable, str(Path(__file__).resolve()), "--wrap")
-    server = CheckoutPymta(workdir, setup, args.checkout.resolve(), wrapper)
-    try:
-        server.start()
-        pid = server.root_pids()[0]
-        new = server.maildir_new(RECIPIENT)
-        send(server.port, args.connections, args.warmup, args.size, RECIPIENT)
-        wait_delivered(new, args.warmup, 600)
-        os.kill(pid, signal.SIGUSR2)
-        send(server.port, args.connections, args.messages, args.size, RECIPIENT)
-        wait_delivered(new, args.warmup + args.messages, 1800)
-        os.kill(pid, signal.SIGUSR2)
+    with warmed_up(args, workdir, wrapper) as run:
+        os.kill(run.pid, signal.SIGUSR2)
+        run.measure()
+        os.kill(run.pid, signal.SIGUSR2)
         deadline = time.monotonic() + 60
         while not stats_file.exists() or stats_file.stat().st_size == 0:
             if time.monotonic() > deadline:
@@ -120,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         stats = pstats.Stats(str(stats_file))
         if args.save is not None:
             shutil.copyfile(stats_file, args.save)
-    finally:
-        server.stop()
     n = args.messages
     raw: dict = stats.stats  # type: ignore[attr-defined]
     total_calls = sum(v[1] for v in raw.values())
@@ -135,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     for (filename, line, name), (_, calls, tottime, _, _) in rows:
         where = f"{Path(filename).name}:{line}" if line else filename
         print(f"  {calls / n:9.2f} {tottime / n * 1e6:10.2f}  {name} ({where})")
-    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -46,20 +46,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_load import (
-    RECIPIENT,
-    CheckoutPymta,
-    load_arguments,
-    mail_setup,
-    send,
-    smtp_source_missing,
-    wait_delivered,
-)
+from bench_load import load_arguments, load_directory, smtp_source_missing, warmed_up
 
 CALLGRIND = (
     "valgrind",
@@ -88,34 +79,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if smtp_source_missing():
         return 2
-    recipient = RECIPIENT
-    setup = mail_setup(args.mailbox_user)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="reactor-instr.", dir=args.workdir))
+    workdir = load_directory(args, "reactor-instr.")
     out = workdir / "callgrind.out"
     wrapper = (*CALLGRIND, f"--callgrind-out-file={out}.%p")
-    server = CheckoutPymta(workdir, setup, args.checkout.resolve(), wrapper, startup_timeout=900.0)
-    try:
-        server.start()
-        pid = str(server.root_pids()[0])
-        new = server.maildir_new(recipient)
-        send(server.port, args.connections, args.warmup, args.size, recipient)
-        wait_delivered(new, args.warmup, 600)
+    with warmed_up(args, workdir, wrapper, startup_timeout=900.0) as run:
+        pid = str(run.pid)
         subprocess.run(
             ["callgrind_control", "-i", "on", pid],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        send(server.port, args.connections, args.messages, args.size, recipient)
-        wait_delivered(new, args.warmup + args.messages, 1800)
+        run.measure()
         subprocess.run(
             ["callgrind_control", "-d", "measured", pid],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         found = totals(out)
-    finally:
-        server.stop()
     print(
         f"pymta ({args.checkout}): {args.messages} x {args.size} B over"
         f" {args.connections} connection(s), instructions per message by thread"
@@ -124,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         role = "reactor" if thread == 1 else "worker"
         print(f"  thread {thread} ({role}): {found[thread] / args.messages:,.0f}")
     print(f"  all threads: {sum(found.values()) / args.messages:,.0f}")
-    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

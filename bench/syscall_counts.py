@@ -37,21 +37,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_load import (
-    RECIPIENT,
-    CheckoutPymta,
-    load_arguments,
-    mail_setup,
-    send,
-    smtp_source_missing,
-    wait_delivered,
-)
+from bench_load import load_arguments, load_directory, smtp_source_missing, warmed_up
 
 _ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
 
@@ -82,40 +73,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if smtp_source_missing():
         return 2
-    recipient = RECIPIENT
-    setup = mail_setup(args.mailbox_user)
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="syscalls.", dir=args.workdir))
+    workdir = load_directory(args, "syscalls.")
     out = workdir / "strace.out"
-    server = CheckoutPymta(workdir, setup, args.checkout.resolve())
-    tracer: subprocess.Popen[bytes] | None = None
-    try:
-        server.start()
-        pid = str(server.root_pids()[0])
-        new = server.maildir_new(recipient)
-        send(server.port, args.connections, args.warmup, args.size, recipient)
-        wait_delivered(new, args.warmup, 600)
+    with warmed_up(args, workdir) as run:
         tracer = subprocess.Popen(
-            ["strace", "-f", "-c", "-o", str(out), "-p", pid],
+            ["strace", "-f", "-c", "-o", str(out), "-p", str(run.pid)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        # strace says "Process N attached" once it traces: wait for it.
-        assert tracer.stderr is not None
-        tracer.stderr.readline()
-        send(server.port, args.connections, args.messages, args.size, recipient)
-        wait_delivered(new, args.warmup + args.messages, 1800)
-        # The last delivery's done mark and the queue file's removal follow
-        # the Maildir file's rename: counted once the queue is empty.
-        wait_queue_empty(server.queue, 60)
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(60)
-        counts = parse_counts(out.read_text(errors="replace"))
-    finally:
-        if tracer is not None and tracer.poll() is None:
-            tracer.kill()
-            tracer.wait()
-        server.stop()
+        try:
+            # strace says "Process N attached" once it traces: wait for it.
+            assert tracer.stderr is not None
+            tracer.stderr.readline()
+            run.measure()
+            # The last delivery's done mark and the queue file's removal
+            # follow the Maildir file's rename: counted once the queue is empty.
+            wait_queue_empty(run.server.queue, 60)
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(60)
+            counts = parse_counts(out.read_text(errors="replace"))
+        finally:
+            if tracer.poll() is None:
+                tracer.kill()
+                tracer.wait()
     print(
         f"pymta ({args.checkout}): {args.messages} x {args.size} B over"
         f" {args.connections} connection(s), system calls per message (strace -f -c)"
@@ -124,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         if calls / args.messages >= 0.05:
             print(f"  {name:20s} {calls / args.messages:6.2f}")
     print(f"  {'total':20s} {sum(counts.values()) / args.messages:6.2f}")
-    shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
